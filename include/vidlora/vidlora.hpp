@@ -1,0 +1,4 @@
+#pragma once
+// Everything vidlora offers without FFmpeg or CUDA (video: <vidlora/video.hpp>, target vidlora::video).
+
+#include <vidlora/core.hpp>
