@@ -1,0 +1,53 @@
+// Prints the build's active preset (-DVIDLORA_PRESET=...) and the memory estimate of every preset on the
+// 7B / 4B / 8B / 1.7B models as a Markdown table (the table in docs/presets.md comes from this program).
+#include <vidlora/presets.hpp>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <array>
+#include <string_view>
+
+namespace {
+using namespace vidlora::presets;
+
+template <class P>
+void print_preset() {
+  fmt::print("active preset: {} (vram {} GB, cuda_arch {})\n", P::name, P::vram_gb, P::cuda_arch);
+  fmt::print("  load_in_4bit {}  gradient_checkpointing {}  fp16 {}  bf16 {}\n", P::load_in_4bit,
+             P::gradient_checkpointing, P::fp16, P::bf16);
+  fmt::print("  lora_r {}  lora_alpha {}  lora_dropout {}  target_modules {}\n", P::lora_r, P::lora_alpha,
+             P::lora_dropout, P::target_modules);
+  fmt::print("  batch_size {} x gradient_accumulation_steps {}  num_frames {}\n", P::batch_size,
+             P::gradient_accumulation_steps, P::num_frames);
+  fmt::print("  learning_rate {}  lr_scheduler {}  warmup_ratio {}  label_smoothing {}\n", P::learning_rate,
+             P::lr_scheduler, P::warmup_ratio, P::label_smoothing);
+  fmt::print("  weight_decay {}  max_grad_norm {}  patience {}\n", P::weight_decay, P::max_grad_norm, P::patience);
+  for (const StageConfig& s : {P::stage1, P::stage2})
+    fmt::print("  {}: epochs {} lr {} warmup_ratio {} projector {} lora {}\n", s.name, s.num_epochs, s.learning_rate,
+               s.warmup_ratio, s.train_projector, s.train_lora);
+  const auto e = estimate_memory<P>(P::default_model);
+  fmt::print("  default model {}: {:.2f} GiB of {:.2f} GiB usable -> {}\n\n", P::default_model.name,
+             e.total() / kGiB, e.budget / kGiB, e.fits() ? "fits" : "DOES NOT FIT");
+}
+}  // namespace
+
+int main() {
+  print_preset<vidlora::ActivePreset>();
+  constexpr std::array<ModelShape, 4> shapes{models::LlavaNextVideo7B, models::Qwen3_4B, models::Qwen3_8B,
+                                             models::Qwen3_1_7B};
+  fmt::print("| model | preset | frozen GiB | trainable GiB | activations GiB | total GiB | usable GiB | fits |\n");
+  fmt::print("|---|---|---|---|---|---|---|---|\n");
+  for (const ModelShape& m : shapes) {
+    for_each_preset([&](auto p) {
+      using P = decltype(p);
+      if constexpr (P::cuda_arch > 0) {
+        const auto e = estimate_memory<P>(m);
+        fmt::print("| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {} |\n", m.name, P::name,
+                   e.frozen_weights / kGiB, e.trainable_state / kGiB, e.activations / kGiB, e.total() / kGiB,
+                   e.budget / kGiB, e.fits() ? "yes" : "**no**");
+      }
+    });
+  }
+  return 0;
+}

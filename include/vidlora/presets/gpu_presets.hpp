@@ -1,0 +1,179 @@
+#pragma once
+// Per-GPU training configurations as types holding the recipe's values (fields named as the recipe names them).
+
+#include <array>
+#include <concepts>
+#include <string_view>
+
+#include <vidlora/presets/model_shape.hpp>
+#include <vidlora/presets/stage_config.hpp>
+
+namespace vidlora::presets {
+
+inline constexpr std::array<std::string_view, 4> kAttentionModules{"q_proj", "k_proj", "v_proj", "o_proj"};
+inline constexpr std::array<std::string_view, 6> kAttentionUpGateModules{"q_proj",  "k_proj",    "v_proj",
+                                                                        "o_proj",  "gate_proj", "up_proj"};
+inline constexpr std::array<std::string_view, 7> kAllLinearModules{"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                                   "gate_proj", "up_proj", "down_proj"};
+
+// Values every preset shares.
+struct PresetCommon : RecipeStages {
+  static constexpr double weight_decay = 0.01;
+  static constexpr double max_grad_norm = 1.0;
+  static constexpr int patience = 5;                 // early-stopping patience, in evaluations
+  static constexpr int tokens_per_frame = 144;       // CLIP ViT-L/14-336: 576 patches, 2x2-pooled to 144
+};
+
+struct T4 : PresetCommon {
+  static constexpr std::string_view name = "T4";
+  static constexpr int cuda_arch = 75;
+  static constexpr int vram_gb = 16;
+  static constexpr bool load_in_4bit = true;
+  static constexpr bool gradient_checkpointing = true;
+  static constexpr int lora_r = 8;
+  static constexpr int lora_alpha = 16;
+  static constexpr double lora_dropout = 0.1;
+  static constexpr auto target_modules = kAttentionModules;
+  static constexpr int batch_size = 1;
+  static constexpr int gradient_accumulation_steps = 16;
+  static constexpr int num_frames = 4;
+  static constexpr double learning_rate = 1e-4;
+  static constexpr std::string_view lr_scheduler = "cosine";
+  static constexpr double warmup_ratio = 0.05;
+  static constexpr double label_smoothing = 0.0;
+  static constexpr bool fp16 = true;
+  static constexpr bool bf16 = false;
+  static constexpr ModelShape default_model = models::LlavaNextVideo7B;
+};
+
+struct L4 : PresetCommon {
+  static constexpr std::string_view name = "L4";
+  static constexpr int cuda_arch = 89;
+  static constexpr int vram_gb = 24;
+  static constexpr bool load_in_4bit = true;
+  static constexpr bool gradient_checkpointing = true;
+  static constexpr int lora_r = 16;
+  static constexpr int lora_alpha = 32;
+  static constexpr double lora_dropout = 0.05;
+  static constexpr auto target_modules = kAttentionUpGateModules;
+  static constexpr int batch_size = 2;
+  static constexpr int gradient_accumulation_steps = 8;
+  static constexpr int num_frames = 8;
+  static constexpr double learning_rate = 1e-4;
+  static constexpr std::string_view lr_scheduler = "cosine";
+  static constexpr double warmup_ratio = 0.03;
+  static constexpr double label_smoothing = 0.1;
+  static constexpr bool fp16 = true;
+  static constexpr bool bf16 = false;
+  static constexpr ModelShape default_model = models::LlavaNextVideo7B;
+};
+
+struct A100 : PresetCommon {
+  static constexpr std::string_view name = "A100";
+  static constexpr int cuda_arch = 80;
+  static constexpr int vram_gb = 40;
+  static constexpr bool load_in_4bit = true;
+  static constexpr bool gradient_checkpointing = false;
+  static constexpr int lora_r = 32;
+  static constexpr int lora_alpha = 64;
+  static constexpr double lora_dropout = 0.05;
+  static constexpr auto target_modules = kAllLinearModules;
+  static constexpr int batch_size = 4;
+  static constexpr int gradient_accumulation_steps = 4;
+  static constexpr int num_frames = 8;
+  static constexpr double learning_rate = 2e-4;
+  static constexpr std::string_view lr_scheduler = "cosine";
+  static constexpr double warmup_ratio = 0.03;
+  static constexpr double label_smoothing = 0.1;
+  static constexpr bool fp16 = false;
+  static constexpr bool bf16 = true;
+  static constexpr ModelShape default_model = models::LlavaNextVideo7B;
+};
+
+struct H100 : PresetCommon {
+  static constexpr std::string_view name = "H100";
+  static constexpr int cuda_arch = 90;
+  static constexpr int vram_gb = 80;
+  static constexpr bool load_in_4bit = true;
+  static constexpr bool gradient_checkpointing = false;
+  static constexpr int lora_r = 64;
+  static constexpr int lora_alpha = 128;
+  static constexpr double lora_dropout = 0.05;
+  static constexpr auto target_modules = kAllLinearModules;
+  static constexpr int batch_size = 8;
+  static constexpr int gradient_accumulation_steps = 2;
+  static constexpr int num_frames = 16;
+  static constexpr double learning_rate = 2e-4;
+  static constexpr std::string_view lr_scheduler = "cosine_with_restarts";
+  static constexpr double warmup_ratio = 0.03;
+  static constexpr double label_smoothing = 0.1;
+  static constexpr bool fp16 = false;
+  static constexpr bool bf16 = true;
+  static constexpr ModelShape default_model = models::Qwen3_1_7B;  // batch 8 x 16 frames without checkpointing:
+                                                                    // a 7B needs ~106 GB of activations (docs/presets.md)
+};
+
+// Small models on a 2-core, 24 GiB machine (the demo captioner). "vram_gb" is the host-memory budget here.
+struct Cpu : PresetCommon {
+  static constexpr std::string_view name = "Cpu";
+  static constexpr int cuda_arch = 0;  // no GPU
+  static constexpr int vram_gb = 8;
+  static constexpr bool load_in_4bit = false;
+  static constexpr bool gradient_checkpointing = false;
+  static constexpr int lora_r = 8;
+  static constexpr int lora_alpha = 16;
+  static constexpr double lora_dropout = 0.05;
+  static constexpr auto target_modules = kAllLinearModules;
+  static constexpr int batch_size = 4;
+  static constexpr int gradient_accumulation_steps = 1;
+  static constexpr int num_frames = 8;
+  static constexpr double learning_rate = 1e-3;
+  static constexpr std::string_view lr_scheduler = "cosine";
+  static constexpr double warmup_ratio = 0.03;
+  static constexpr double label_smoothing = 0.1;
+  static constexpr bool fp16 = false;
+  static constexpr bool bf16 = false;
+  static constexpr ModelShape default_model = models::Demo;
+};
+
+// What a preset type must hold. A type that misses a field fails this concept, naming the preset.
+template <class P>
+concept Preset = requires {
+  { P::name } -> std::convertible_to<std::string_view>;
+  { P::vram_gb } -> std::convertible_to<int>;
+  { P::load_in_4bit } -> std::convertible_to<bool>;
+  { P::gradient_checkpointing } -> std::convertible_to<bool>;
+  { P::lora_r } -> std::convertible_to<int>;
+  { P::lora_alpha } -> std::convertible_to<int>;
+  { P::lora_dropout } -> std::convertible_to<double>;
+  P::target_modules.size();
+  { P::batch_size } -> std::convertible_to<int>;
+  { P::gradient_accumulation_steps } -> std::convertible_to<int>;
+  { P::num_frames } -> std::convertible_to<int>;
+  { P::learning_rate } -> std::convertible_to<double>;
+  { P::lr_scheduler } -> std::convertible_to<std::string_view>;
+  { P::warmup_ratio } -> std::convertible_to<double>;
+  { P::label_smoothing } -> std::convertible_to<double>;
+  { P::fp16 } -> std::convertible_to<bool>;
+  { P::bf16 } -> std::convertible_to<bool>;
+  { P::weight_decay } -> std::convertible_to<double>;
+  { P::max_grad_norm } -> std::convertible_to<double>;
+  { P::patience } -> std::convertible_to<int>;
+  { P::stage1 } -> std::convertible_to<StageConfig>;
+  { P::stage2 } -> std::convertible_to<StageConfig>;
+  { P::default_model } -> std::convertible_to<ModelShape>;
+};
+
+// Compile-time consistency of a preset's own values.
+template <Preset P>
+constexpr bool preset_is_consistent() {
+  return P::lora_r > 0 && P::lora_alpha > 0 && P::batch_size > 0 && P::gradient_accumulation_steps > 0 &&
+         P::num_frames > 0 && !(P::fp16 && P::bf16) && P::warmup_ratio >= 0.0 && P::warmup_ratio < 1.0 &&
+         P::lora_dropout >= 0.0 && P::lora_dropout < 1.0 && P::label_smoothing >= 0.0 && P::label_smoothing < 1.0;
+}
+
+static_assert(Preset<T4> && Preset<L4> && Preset<A100> && Preset<H100> && Preset<Cpu>);
+static_assert(preset_is_consistent<T4>() && preset_is_consistent<L4>() && preset_is_consistent<A100>() &&
+              preset_is_consistent<H100>() && preset_is_consistent<Cpu>());
+
+}  // namespace vidlora::presets

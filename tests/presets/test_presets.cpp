@@ -1,0 +1,188 @@
+#include <catch2/catch.hpp>
+
+#include <vidlora/presets.hpp>
+
+#include <string>
+#include <vector>
+
+using namespace vidlora;
+using namespace vidlora::presets;
+
+namespace {
+template <class Array>
+std::vector<std::string> names(const Array& a) {
+  return {a.begin(), a.end()};
+}
+struct T4Dense : T4 {
+  static constexpr bool load_in_4bit = false;
+};
+struct A100Ckpt : A100 {
+  static constexpr bool gradient_checkpointing = true;
+};
+struct Small : T4 {
+  static constexpr int vram_gb = 8;
+  static constexpr bool load_in_4bit = false;
+};
+struct H100Ckpt : H100 {
+  static constexpr bool gradient_checkpointing = true;
+};
+}  // namespace
+
+TEST_CASE("T4 preset holds the recipe's values", "[presets]") {
+  STATIC_REQUIRE(T4::vram_gb == 16);
+  STATIC_REQUIRE(T4::load_in_4bit);
+  STATIC_REQUIRE(T4::gradient_checkpointing);
+  STATIC_REQUIRE(T4::lora_r == 8);
+  STATIC_REQUIRE(T4::lora_alpha == 16);
+  STATIC_REQUIRE(T4::lora_dropout == 0.1);
+  CHECK(names(T4::target_modules) == std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"});
+  STATIC_REQUIRE(T4::batch_size == 1);
+  STATIC_REQUIRE(T4::gradient_accumulation_steps == 16);
+  STATIC_REQUIRE(T4::num_frames == 4);
+  STATIC_REQUIRE(T4::learning_rate == 1e-4);
+  STATIC_REQUIRE(T4::lr_scheduler == "cosine");
+  STATIC_REQUIRE(T4::warmup_ratio == 0.05);
+  STATIC_REQUIRE(T4::label_smoothing == 0.0);
+  STATIC_REQUIRE(T4::fp16);
+  STATIC_REQUIRE_FALSE(T4::bf16);
+}
+
+TEST_CASE("L4 preset holds the recipe's values", "[presets]") {
+  STATIC_REQUIRE(L4::vram_gb == 24);
+  STATIC_REQUIRE(L4::load_in_4bit);
+  STATIC_REQUIRE(L4::gradient_checkpointing);
+  STATIC_REQUIRE(L4::lora_r == 16);
+  STATIC_REQUIRE(L4::lora_alpha == 32);
+  STATIC_REQUIRE(L4::lora_dropout == 0.05);
+  CHECK(names(L4::target_modules) ==
+        std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"});
+  STATIC_REQUIRE(L4::batch_size == 2);
+  STATIC_REQUIRE(L4::gradient_accumulation_steps == 8);
+  STATIC_REQUIRE(L4::num_frames == 8);
+  STATIC_REQUIRE(L4::learning_rate == 1e-4);
+  STATIC_REQUIRE(L4::lr_scheduler == "cosine");
+  STATIC_REQUIRE(L4::warmup_ratio == 0.03);
+  STATIC_REQUIRE(L4::label_smoothing == 0.1);
+  STATIC_REQUIRE(L4::fp16);
+  STATIC_REQUIRE_FALSE(L4::bf16);
+}
+
+TEST_CASE("A100 preset holds the recipe's values", "[presets]") {
+  STATIC_REQUIRE(A100::vram_gb == 40);
+  STATIC_REQUIRE(A100::load_in_4bit);
+  STATIC_REQUIRE_FALSE(A100::gradient_checkpointing);
+  STATIC_REQUIRE(A100::lora_r == 32);
+  STATIC_REQUIRE(A100::lora_alpha == 64);
+  STATIC_REQUIRE(A100::lora_dropout == 0.05);
+  CHECK(names(A100::target_modules) == std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                                "up_proj", "down_proj"});
+  STATIC_REQUIRE(A100::batch_size == 4);
+  STATIC_REQUIRE(A100::gradient_accumulation_steps == 4);
+  STATIC_REQUIRE(A100::num_frames == 8);
+  STATIC_REQUIRE(A100::learning_rate == 2e-4);
+  STATIC_REQUIRE(A100::lr_scheduler == "cosine");
+  STATIC_REQUIRE(A100::warmup_ratio == 0.03);
+  STATIC_REQUIRE(A100::label_smoothing == 0.1);
+  STATIC_REQUIRE_FALSE(A100::fp16);
+  STATIC_REQUIRE(A100::bf16);
+}
+
+TEST_CASE("H100 preset holds the recipe's values", "[presets]") {
+  STATIC_REQUIRE(H100::vram_gb == 80);
+  STATIC_REQUIRE(H100::load_in_4bit);
+  STATIC_REQUIRE_FALSE(H100::gradient_checkpointing);
+  STATIC_REQUIRE(H100::lora_r == 64);
+  STATIC_REQUIRE(H100::lora_alpha == 128);
+  STATIC_REQUIRE(H100::lora_dropout == 0.05);
+  CHECK(names(H100::target_modules) == names(kAllLinearModules));
+  STATIC_REQUIRE(H100::batch_size == 8);
+  STATIC_REQUIRE(H100::gradient_accumulation_steps == 2);
+  STATIC_REQUIRE(H100::num_frames == 16);
+  STATIC_REQUIRE(H100::learning_rate == 2e-4);
+  STATIC_REQUIRE(H100::lr_scheduler == "cosine_with_restarts");
+  STATIC_REQUIRE(H100::warmup_ratio == 0.03);
+  STATIC_REQUIRE(H100::label_smoothing == 0.1);
+  STATIC_REQUIRE_FALSE(H100::fp16);
+  STATIC_REQUIRE(H100::bf16);
+}
+
+TEST_CASE("every preset shares weight decay 0.01 clipping 1.0 patience 5 and the two recipe stages", "[presets]") {
+  for_each_preset([](auto p) {
+    using P = decltype(p);
+    INFO(P::name);
+    CHECK(P::weight_decay == 0.01);
+    CHECK(P::max_grad_norm == 1.0);
+    CHECK(P::patience == 5);
+    CHECK(P::stage1.train_projector);
+    CHECK_FALSE(P::stage1.train_lora);
+    CHECK(P::stage1.num_epochs == 1);
+    CHECK(P::stage1.learning_rate == 2e-4);
+    CHECK(P::stage1.warmup_ratio == 0.1);
+    CHECK(P::stage2.train_projector);
+    CHECK(P::stage2.train_lora);
+    CHECK(P::stage2.num_epochs == 4);
+    CHECK(P::stage2.learning_rate == 1e-4);
+    CHECK(P::stage2.warmup_ratio == 0.03);
+    CHECK(P::lora_alpha == 2 * P::lora_r);  // the alpha = 2r rule
+  });
+}
+
+TEST_CASE("preset names map to their types through the one table", "[presets]") {
+  CHECK(with_preset("A100", [](auto p) { return decltype(p)::vram_gb; }) == 40);
+  CHECK(with_preset("Cpu", [](auto p) { return decltype(p)::cuda_arch; }) == 0);
+  CHECK(with_preset("H100", [](auto p) { return decltype(p)::cuda_arch; }) == 90);
+  CHECK_THROWS_WITH(with_preset("V100", [](auto p) { return decltype(p)::vram_gb; }),
+                    Catch::Contains("unknown preset 'V100'"));
+  STATIC_REQUIRE(std::is_same_v<ActivePreset, Cpu>);  // no VIDLORA_PRESET_* in this translation unit
+}
+
+TEST_CASE("model shapes reproduce the published parameter counts", "[presets][memory]") {
+  // Decoder linears + embeddings (+ untied LM head); norms (a few hundred thousand) are not counted.
+  const auto total = [](const ModelShape& m) { return m.layers * m.layer_linear_params() + m.embedding_params(); };
+  CHECK(total(models::LlavaNextVideo7B) == 6'476'005'376L + 2L * 32064 * 4096);  // Vicuna-7B: 6.74B
+  CHECK(total(models::Qwen3_8B) == Approx(8.19e9).epsilon(0.005));
+  CHECK(total(models::Qwen3_4B) == Approx(4.02e9).epsilon(0.005));
+}
+
+TEST_CASE("memory estimate counts LoRA parameters as PEFT reports them", "[presets][memory]") {
+  // PEFT on a LLaMA-7B with r=8 on q,k,v,o: 32 layers x 4 modules x 8 x (4096 + 4096) trainable parameters.
+  constexpr auto e = estimate_memory<T4>(models::LlavaNextVideo7B);
+  STATIC_REQUIRE(e.lora_params == 8'388'608.0);
+  // All seven modules at r=64: 32 x 64 x (4x8192 + 3x(4096+11008)).
+  constexpr auto h = estimate_memory<H100>(models::LlavaNextVideo7B);
+  STATIC_REQUIRE(h.lora_params == 32.0 * 64 * (4 * 8192 + 3 * (4096 + 11008)));
+  // Projector Mlp2xGelu 1024 -> 4096 -> 4096 with biases.
+  STATIC_REQUIRE(e.projector_params == 1024.0 * 4096 + 4096 + 4096.0 * 4096 + 4096);
+  CHECK(e.trainable_state == 16.0 * (e.lora_params + e.projector_params));
+}
+
+TEST_CASE("NF4 frozen weights take about 0.52 bytes per parameter with double-quantized absmax", "[presets][memory]") {
+  constexpr auto e = estimate_memory<T4>(models::LlavaNextVideo7B);
+  const double linear = 6'476'005'376.0;
+  const double per_param_overhead = 1.0 / 64 + 4.0 / (64 * 256);
+  CHECK(e.frozen_weights == Approx(linear * (0.5 + per_param_overhead) + 2.0 * 32064 * 4096 * 2).epsilon(1e-12));
+  // The same model unquantized in fp16: 2 bytes for every parameter, about 3.5x more.
+  constexpr auto dense = estimate_memory<T4Dense>(models::LlavaNextVideo7B);
+  CHECK(dense.frozen_weights == Approx((linear + 2.0 * 32064 * 4096) * 2.0).epsilon(1e-12));
+  CHECK(dense.frozen_weights / e.frozen_weights == Approx(3.49).margin(0.01));
+}
+
+TEST_CASE("gradient checkpointing cuts activation memory by an order of magnitude", "[presets][memory]") {
+  constexpr auto plain = estimate_memory<A100>(models::LlavaNextVideo7B);
+  constexpr auto ckpt = estimate_memory<A100Ckpt>(models::LlavaNextVideo7B);
+  CHECK(plain.activations / ckpt.activations > 8.0);
+  CHECK(plain.tokens_per_sample == 8 * 144 + 128);
+}
+
+TEST_CASE("every shipped preset fits its default model and the estimate rejects an 8 GB card without 4-bit", "[presets][memory]") {
+  for_each_preset([](auto p) {
+    using P = decltype(p);
+    INFO(P::name);
+    CHECK(fits_in_memory<P>(P::default_model));
+  });
+  STATIC_REQUIRE_FALSE(fits_in_memory<Small>(models::Qwen3_8B));
+  STATIC_REQUIRE(AssertFits<H100Ckpt, models::Qwen3_8B>::value);
+  // The H100 row as the recipe writes it (batch 8 x 16 frames, no checkpointing) cannot hold a 7B's activations.
+  STATIC_REQUIRE_FALSE(fits_in_memory<H100>(models::LlavaNextVideo7B));
+  STATIC_REQUIRE(fits_in_memory<H100Ckpt>(models::LlavaNextVideo7B));
+}
