@@ -1,0 +1,34 @@
+#pragma once
+// Inverted dropout for the LoRA branch, drawn from the counter-based RNG so that the CPU
+// reference and a CUDA kernel produce the same mask for the same (seed, stream, offset).
+
+#include <cstdint>
+
+#include <vidlora/core/portability.hpp>
+#include <vidlora/core/rng.hpp>
+
+namespace vidlora::lora {
+
+// The RNG stream of one layer's dropout at one training step; stream `layer << 32 | 0` is kept
+// for the initialisation of lora_A, so masks start at step + 1.
+VIDLORA_HOST_DEVICE inline std::uint64_t dropout_stream(std::uint32_t layer, std::uint64_t step) {
+  return (static_cast<std::uint64_t>(layer) << 32) + 1u + (step & 0xFFFFFFFFu);
+}
+
+// The stream used to draw lora_A at construction.
+VIDLORA_HOST_DEVICE inline std::uint64_t init_stream(std::uint32_t layer) {
+  return static_cast<std::uint64_t>(layer) << 32;
+}
+
+// The factor element `offset` (row-major index into x [tokens, in]) is multiplied by:
+// 0 with probability p, otherwise 1 / (1 - p). p must lie in [0, 1).
+VIDLORA_HOST_DEVICE inline float dropout_scale(std::uint64_t seed, std::uint64_t stream, std::uint64_t offset,
+                                               float p) {
+  return random_uniform(seed, stream, offset) < p ? 0.0f : 1.0f / (1.0f - p);
+}
+
+}  // namespace vidlora::lora
+
+namespace vidlora {
+using lora::dropout_scale;
+}  // namespace vidlora

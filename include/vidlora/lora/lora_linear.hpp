@@ -1,0 +1,241 @@
+#pragma once
+// LoraLinear<Rank, Alpha, Base>: a frozen linear layer plus a trainable low-rank update,
+//   y = x·Wᵀ (+ bias) + scaling · dropout(x)·Aᵀ·Bᵀ,   scaling = Alpha / Rank (or Alpha / √Rank, rsLoRA),
+// as PEFT's lora.Linear computes it. W [out, in] stays in the Base policy (dense or 4-bit); the
+// low-rank branch is computed beside it, never by forming W + B·A.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+#include <vidlora/core/error.hpp>
+#include <vidlora/core/matrix.hpp>
+#include <vidlora/core/rng.hpp>
+#include <vidlora/lora/dropout.hpp>
+#include <vidlora/lora/frozen_weight.hpp>
+
+namespace vidlora::lora {
+
+// Run-time settings of one LoRA layer (aggregate: `LoraOptions o{}; o.dropout = 0.1;`).
+struct LoraOptions {
+  double dropout = 0.0;      // probability of zeroing an element of x on the LoRA branch, in [0, 1)
+  std::uint64_t seed = 0;    // drives lora_A's initialisation and the dropout masks
+  bool use_rslora = false;   // scaling = Alpha / √Rank instead of Alpha / Rank
+  std::uint32_t layer = 0;   // RNG stream index: layers sharing a seed draw different A and masks
+};
+
+namespace detail {
+// scalar_type of a base, or float when it has none (so a bad Base reports the static_assert first).
+template <class B>
+struct base_scalar {
+  using type = float;
+};
+template <class B>
+  requires requires { typename B::scalar_type; }
+struct base_scalar<B> {
+  using type = typename B::scalar_type;
+};
+}  // namespace detail
+
+template <int Rank, int Alpha, class Base = DenseWeight>
+class LoraLinear {
+  static_assert(Rank > 0, "LoraLinear<Rank, Alpha, Base>: Rank must be a positive integer (got Rank <= 0)");
+  static_assert(Alpha > 0, "LoraLinear<Rank, Alpha, Base>: Alpha must be a positive integer (got Alpha <= 0)");
+  static_assert(FrozenWeight<Base>,
+                "LoraLinear<Rank, Alpha, Base>: Base must satisfy vidlora::lora::FrozenWeight "
+                "(scalar_type, out_features(), in_features(), apply(x), apply_transposed(dy), to_dense(), "
+                "add_dense(delta), exact_merge), e.g. DenseWeight or quant::NF4Weight");
+
+ public:
+  static constexpr int rank = Rank;
+  static constexpr int alpha = Alpha;
+  using base_type = Base;
+  using scalar_type = typename detail::base_scalar<Base>::type;
+  using matrix_type = MatrixOf<scalar_type>;
+  using vector_type = VectorOf<scalar_type>;
+
+  // The scaling PEFT uses for this Rank and Alpha.
+  static constexpr double scaling_for(bool use_rslora) {
+    return use_rslora ? static_cast<double>(Alpha) / sqrt_constexpr(static_cast<double>(Rank))
+                      : static_cast<double>(Alpha) / static_cast<double>(Rank);
+  }
+
+  // weight: the frozen W [out, in], handed to Base (which may quantize it).
+  explicit LoraLinear(matrix_type weight, LoraOptions options = {})
+      : options_(checked_options(options)),
+        base_(checked_weight(std::move(weight))),
+        bias_(),
+        has_bias_(false) {
+    init_adapters();
+  }
+
+  // bias: [out], added after the frozen product (frozen, like W).
+  LoraLinear(matrix_type weight, vector_type bias, LoraOptions options = {})
+      : options_(checked_options(options)),
+        base_(checked_weight(std::move(weight))),
+        bias_(std::move(bias)),
+        has_bias_(true) {
+    require(bias_.size() == base_.out_features(), "LoraLinear: bias has {} elements, weight [{}, {}] needs {}",
+            bias_.size(), base_.out_features(), base_.in_features(), base_.out_features());
+    require(all_finite(bias_), "LoraLinear: bias of {} elements contains NaN or Inf", bias_.size());
+    init_adapters();
+  }
+
+  Eigen::Index in_features() const { return base_.in_features(); }
+  Eigen::Index out_features() const { return base_.out_features(); }
+  scalar_type scaling() const { return scaling_; }
+  const LoraOptions& options() const { return options_; }
+  const Base& base() const { return base_; }
+  bool has_bias() const { return has_bias_; }
+  const vector_type& bias() const { return bias_; }
+  bool merged() const { return merged_; }
+  Eigen::Index trainable_parameters() const { return Rank * (in_features() + out_features()); }
+
+  matrix_type& lora_A() { return a_; }  // [Rank, in]
+  matrix_type& lora_B() { return b_; }  // [out, Rank]
+  const matrix_type& lora_A() const { return a_; }
+  const matrix_type& lora_B() const { return b_; }
+  matrix_type& grad_A() { return grad_a_; }  // [Rank, in], accumulated by backward()
+  matrix_type& grad_B() { return grad_b_; }  // [out, Rank]
+  const matrix_type& grad_A() const { return grad_a_; }
+  const matrix_type& grad_B() const { return grad_b_; }
+  void zero_grad() {
+    grad_a_.setZero();
+    grad_b_.setZero();
+  }
+
+  // Dropout step counter: every training forward with dropout > 0 uses step() and then advances it.
+  std::uint64_t step() const { return step_; }
+  void set_step(std::uint64_t step) { step_ = step; }
+
+  // x: [tokens, in] -> y: [tokens, out]. Caches what backward() needs.
+  matrix_type forward(const matrix_type& x, bool training) {
+    require(x.cols() == in_features(), "LoraLinear: input x {} does not match weight [{}, {}] (x must be [tokens, {}])",
+            shape_string(x), out_features(), in_features(), in_features());
+    matrix_type y = base_.apply(x);
+    if (has_bias_) y.rowwise() += bias_.transpose();
+    if (merged_) {  // B·A already lives in the base
+      cached_ = false;
+      return y;
+    }
+    dropped_ = training && options_.dropout > 0.0;
+    if (dropped_) {
+      mask_stream_ = dropout_stream(options_.layer, step_++);
+      xd_.resize(x.rows(), x.cols());
+      apply_mask(x, xd_);
+    } else {
+      xd_ = x;
+    }
+    h_.noalias() = xd_ * a_.transpose();  // [tokens, Rank]
+    y.noalias() += (scaling_ * h_) * b_.transpose();
+    cached_ = true;
+    return y;
+  }
+
+  // dy: [tokens, out] -> dx: [tokens, in]; grad_A and grad_B accumulate (+=), as in PyTorch.
+  matrix_type backward(const matrix_type& dy) {
+    require(!merged_, "LoraLinear: backward() on a merged layer (B·A is folded into the frozen base); unmerge() first");
+    require(cached_, "LoraLinear: backward() needs a forward() on the unmerged layer first");
+    require(dy.rows() == h_.rows() && dy.cols() == out_features(),
+            "LoraLinear: gradient dy {} does not match the forward output [{}, {}]", shape_string(dy), h_.rows(),
+            out_features());
+    matrix_type g = scaling_ * (dy * b_);          // d loss / d h  [tokens, Rank]
+    grad_b_.noalias() += scaling_ * (dy.transpose() * h_);  // [out, Rank]
+    grad_a_.noalias() += g.transpose() * xd_;               // [Rank, in]
+    matrix_type dx = base_.apply_transposed(dy);
+    if (!dropped_) {
+      dx.noalias() += g * a_;
+    } else {
+      matrix_type dxd = g * a_;
+      apply_mask(dxd, dxd);
+      dx += dxd;
+    }
+    return dx;
+  }
+
+  // scaling · B·A  [out, in]: what merge() adds to the base.
+  matrix_type delta_weight() const { return (scaling_ * b_) * a_; }
+
+  // Folds scaling·B·A into the frozen base (inference); forward then skips the LoRA branch.
+  void merge() {
+    require(!merged_, "LoraLinear: merge() on a layer that is already merged");
+    base_.add_dense(delta_weight());
+    merged_ = true;
+    cached_ = false;
+  }
+  // Removes scaling·B·A from the base again (exact for dense bases; re-rounds quantized ones).
+  void unmerge() {
+    require(merged_, "LoraLinear: unmerge() on a layer that is not merged");
+    base_.add_dense(-delta_weight());
+    merged_ = false;
+  }
+
+ private:
+  static constexpr double sqrt_constexpr(double v) {  // Newton iteration; std::sqrt is not constexpr in C++20
+    double r = v > 1 ? v : 1.0;
+    for (int i = 0; i < 64; ++i) r = 0.5 * (r + v / r);
+    return r;
+  }
+
+  static LoraOptions checked_options(const LoraOptions& o) {
+    require(o.dropout >= 0.0 && o.dropout < 1.0, "LoraLinear: dropout {} is outside [0, 1)", o.dropout);
+    return o;
+  }
+
+  static matrix_type checked_weight(matrix_type w) {
+    require(w.size() > 0, "LoraLinear: empty weight {}", shape_string(w));
+    require(all_finite(w), "LoraLinear: weight {} contains NaN or Inf", shape_string(w));
+    require(Rank <= std::min(w.rows(), w.cols()), "LoraLinear: rank {} exceeds min(out, in) = {} of weight {}", Rank,
+            std::min(w.rows(), w.cols()), shape_string(w));
+    return w;
+  }
+
+  // lora_A ~ U(-1/√in, 1/√in) (PEFT's kaiming_uniform_(a=√5)), lora_B = 0.
+  void init_adapters() {
+    scaling_ = static_cast<scalar_type>(options_.use_rslora ? static_cast<double>(Alpha) / std::sqrt(double{Rank})
+                                                            : static_cast<double>(Alpha) / Rank);
+    const Eigen::Index in = in_features(), out = out_features();
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+    CounterRng rng(options_.seed, init_stream(options_.layer));
+    a_.resize(Rank, in);
+    for (Eigen::Index i = 0; i < a_.size(); ++i) a_.data()[i] = static_cast<scalar_type>(rng.uniform(-bound, bound));
+    b_ = matrix_type::Zero(out, Rank);
+    grad_a_ = matrix_type::Zero(Rank, in);
+    grad_b_ = matrix_type::Zero(out, Rank);
+  }
+
+  // dst = src ⊙ mask of the current step (src and dst may alias).
+  void apply_mask(const matrix_type& src, matrix_type& dst) const {
+    const float p = static_cast<float>(options_.dropout);
+    const std::uint64_t seed = options_.seed, stream = mask_stream_;
+    const std::int64_t n = static_cast<std::int64_t>(src.size());
+    const scalar_type* s = src.data();
+    scalar_type* d = dst.data();
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static)
+#endif
+    for (std::int64_t i = 0; i < n; ++i)
+      d[i] = s[i] * static_cast<scalar_type>(dropout_scale(seed, stream, static_cast<std::uint64_t>(i), p));
+  }
+
+  LoraOptions options_;
+  Base base_;           // frozen W [out, in]
+  vector_type bias_;    // [out] when has_bias_
+  bool has_bias_;
+  scalar_type scaling_{};
+  matrix_type a_, b_;            // [Rank, in], [out, Rank]
+  matrix_type grad_a_, grad_b_;  // same shapes
+  matrix_type xd_;               // dropout(x) of the last forward  [tokens, in]
+  matrix_type h_;                // dropout(x)·Aᵀ                   [tokens, Rank]
+  std::uint64_t step_ = 0, mask_stream_ = 0;
+  bool dropped_ = false, cached_ = false, merged_ = false;
+};
+
+}  // namespace vidlora::lora
+
+namespace vidlora {
+using lora::LoraLinear;
+using lora::LoraOptions;
+}  // namespace vidlora

@@ -1,0 +1,227 @@
+#include <catch2/catch.hpp>
+
+#include <vidlora/lora.hpp>
+
+#include <cmath>
+#include <string>
+
+#include "fixtures.hpp"
+
+using namespace vidlora;
+using vidlora::test::max_rel_error;
+
+namespace {
+
+template <class Scalar>
+MatrixOf<Scalar> random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint64_t seed, double scale = 1.0) {
+  CounterRng rng(seed, 99);
+  MatrixOf<Scalar> m(rows, cols);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<Scalar>(rng.uniform(-scale, scale));
+  return m;
+}
+
+// y = x·Wᵀ + b + s·(x⊙mask)·Aᵀ·Bᵀ written out in float64 loops, independent of Eigen products.
+MatrixD reference_forward(const MatrixD& x, const MatrixD& w, const VectorOf<double>* bias, const MatrixD& a,
+                          const MatrixD& b, double s, const MatrixD& mask) {
+  MatrixD y(x.rows(), w.rows());
+  for (Eigen::Index t = 0; t < x.rows(); ++t)
+    for (Eigen::Index o = 0; o < w.rows(); ++o) {
+      double acc = bias ? (*bias)(o) : 0.0;
+      for (Eigen::Index i = 0; i < x.cols(); ++i) acc += x(t, i) * w(o, i);
+      for (Eigen::Index r = 0; r < a.rows(); ++r) {
+        double h = 0;
+        for (Eigen::Index i = 0; i < x.cols(); ++i) h += x(t, i) * mask(t, i) * a(r, i);
+        acc += s * h * b(o, r);
+      }
+      y(t, o) = acc;
+    }
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("lora layer exposes rank alpha and PEFT scaling", "[lora]") {
+  using Layer = LoraLinear<16, 32>;
+  STATIC_REQUIRE(Layer::rank == 16);
+  STATIC_REQUIRE(Layer::alpha == 32);
+  STATIC_REQUIRE(std::is_same_v<Layer::base_type, DenseWeight>);
+  STATIC_REQUIRE(std::is_same_v<Layer::scalar_type, float>);
+  STATIC_REQUIRE(std::is_same_v<LoraLinear<4, 8, DenseWeight64>::scalar_type, double>);
+  STATIC_REQUIRE(Layer::scaling_for(false) == 2.0);
+  CHECK(Layer::scaling_for(true) == Approx(8.0).epsilon(1e-15));
+  Layer plain(random_matrix<float>(20, 24, 1));
+  CHECK(plain.scaling() == 2.0f);
+  Layer rs(random_matrix<float>(20, 24, 1), LoraOptions{.dropout = 0.0, .seed = 0, .use_rslora = true});
+  CHECK(rs.scaling() == Approx(32.0 / 4.0));
+  CHECK(plain.trainable_parameters() == 16 * (20 + 24));
+}
+
+TEST_CASE("lora A starts uniform within one over root in and B starts at zero", "[lora][init]") {
+  const auto peft = vidlora::test::load_fixture("lora/peft_init.json");
+  for (const auto& c : peft["cases"]) {
+    const int in = c["in"].get<int>();
+    const double bound = c["bound"].get<double>();
+    REQUIRE(bound == Approx(1.0 / std::sqrt(in)));
+    // PEFT's own init obeys the bound and fills it (the reference behaviour we reproduce).
+    CHECK(c["max_abs"].get<double>() <= bound);
+    CHECK(c["std"].get<double>() == Approx(bound / std::sqrt(3.0)).epsilon(0.12));
+    LoraLinear<16, 32> layer(Matrix::Zero(32, in) .eval(), LoraOptions{.seed = 5});
+    const Matrix& a = layer.lora_A();
+    REQUIRE(a.rows() == 16);
+    REQUIRE(a.cols() == in);
+    const double max_abs = a.cwiseAbs().maxCoeff();
+    const double mean = a.cast<double>().mean();
+    const double std = std::sqrt((a.cast<double>().array() - mean).square().mean());
+    CHECK(max_abs <= bound);
+    CHECK(max_abs >= 0.95 * bound);  // the spread reaches the bound
+    CHECK(std::abs(mean) <= 0.1 * bound);
+    CHECK(std == Approx(bound / std::sqrt(3.0)).epsilon(0.1));  // U(-b, b) has std b/√3
+    CHECK(layer.lora_B().cwiseAbs().maxCoeff() == c["b_max_abs"].get<double>());
+    CHECK(layer.lora_B().cwiseAbs().maxCoeff() == 0.0f);
+  }
+}
+
+TEST_CASE("lora init is reproducible from the seed and differs across seeds and layers", "[lora][init]") {
+  const Matrix w = random_matrix<float>(12, 10, 3);
+  LoraLinear<4, 8> a(w, LoraOptions{.seed = 11}), b(w, LoraOptions{.seed = 11}), c(w, LoraOptions{.seed = 12}),
+      d(w, LoraOptions{.seed = 11, .layer = 1});
+  CHECK(a.lora_A() == b.lora_A());
+  CHECK(a.lora_A() != c.lora_A());
+  CHECK(a.lora_A() != d.lora_A());
+}
+
+TEST_CASE("fresh lora layer with zero B equals the frozen linear layer", "[lora]") {
+  const Matrix w = random_matrix<float>(12, 10, 3), x = random_matrix<float>(7, 10, 4);
+  const Vector bias = random_matrix<float>(12, 1, 5);
+  LoraLinear<4, 8> layer(w, bias, LoraOptions{});
+  const Matrix y = layer.forward(x, true);
+  const Matrix expected = (x * w.transpose()).rowwise() + bias.transpose();
+  CHECK(max_rel_error(y, expected) < 1e-6);
+}
+
+TEST_CASE("lora forward matches a float64 loop reference with and without bias", "[lora]") {
+  const MatrixD w = random_matrix<double>(9, 11, 6), x = random_matrix<double>(5, 11, 7);
+  const VectorOf<double> bias = random_matrix<double>(9, 1, 8);
+  LoraLinear<3, 5, DenseWeight64> with_bias(w, bias), without_bias(w);
+  with_bias.lora_B() = random_matrix<double>(9, 3, 9);
+  without_bias.lora_B() = with_bias.lora_B();
+  without_bias.lora_A() = with_bias.lora_A();
+  const MatrixD ones = MatrixD::Ones(5, 11);
+  CHECK(max_rel_error(with_bias.forward(x, false),
+                      reference_forward(x, w, &bias, with_bias.lora_A(), with_bias.lora_B(), 5.0 / 3.0, ones)) < 1e-12);
+  CHECK(max_rel_error(without_bias.forward(x, false),
+                      reference_forward(x, w, nullptr, with_bias.lora_A(), with_bias.lora_B(), 5.0 / 3.0, ones)) <
+        1e-12);
+}
+
+TEST_CASE("lora dropout masks the lora branch only with inverted scaling from the counter rng", "[lora][dropout]") {
+  const double p = 0.25;
+  const MatrixD w = random_matrix<double>(6, 40, 10), x = random_matrix<double>(50, 40, 11);
+  LoraLinear<4, 8, DenseWeight64> layer(w, LoraOptions{.dropout = p, .seed = 77, .layer = 3});
+  layer.lora_B() = random_matrix<double>(6, 4, 12);
+  layer.set_step(5);
+  const MatrixD y = layer.forward(x, true);
+  CHECK(layer.step() == 6);
+  // The mask: element (t, i) of x is kept iff uniform(seed, stream(layer 3, step 5), t·in + i) >= p.
+  MatrixD mask(50, 40);
+  long dropped = 0;
+  for (Eigen::Index t = 0; t < 50; ++t)
+    for (Eigen::Index i = 0; i < 40; ++i) {
+      const double u = random_uniform(77, (std::uint64_t{3} << 32) + 1 + 5, static_cast<std::uint64_t>(t * 40 + i));
+      mask(t, i) = u < p ? 0.0 : 1.0 / (1.0 - p);
+      dropped += u < p;
+    }
+  CHECK(static_cast<double>(dropped) / 2000.0 == Approx(p).margin(0.03));
+  CHECK(max_rel_error(y, reference_forward(x, w, nullptr, layer.lora_A(), layer.lora_B(), 2.0, mask)) < 1e-6);
+  // The frozen path never sees dropout: with B = 0 the output is exactly x·Wᵀ.
+  LoraLinear<4, 8, DenseWeight64> frozen_only(w, LoraOptions{.dropout = 0.9, .seed = 1});
+  CHECK(max_rel_error(frozen_only.forward(x, true), MatrixD(x * w.transpose())) < 1e-12);
+}
+
+TEST_CASE("lora dropout is reproducible per seed and step and off in evaluation", "[lora][dropout]") {
+  const Matrix w = random_matrix<float>(8, 30, 20), x = random_matrix<float>(16, 30, 21);
+  auto make = [&](std::uint64_t seed) {
+    LoraLinear<4, 8> layer(w, LoraOptions{.dropout = 0.5, .seed = seed});
+    layer.lora_B() = random_matrix<float>(8, 4, 22);
+    return layer;
+  };
+  auto a = make(1), b = make(1), c = make(2);
+  const Matrix ya0 = a.forward(x, true), yb0 = b.forward(x, true);
+  CHECK(ya0 == yb0);                            // same seed, same step: same mask
+  CHECK(a.forward(x, true) != ya0);             // next step: another mask
+  c.lora_A() = a.lora_A();
+  c.set_step(0);
+  CHECK(c.forward(x, true) != ya0);             // another seed: another mask
+  a.set_step(0);
+  CHECK(a.forward(x, true) == ya0);             // rewinding the step replays the mask
+  const Matrix eval = a.forward(x, false);      // evaluation: no dropout, step untouched
+  CHECK(a.step() == 1);
+  const Matrix expected = x * w.transpose() + 2.0f * (x * a.lora_A().transpose()) * a.lora_B().transpose();
+  CHECK(max_rel_error(eval, expected) < 1e-5);
+}
+
+TEST_CASE("dropout scale is zero or one over one minus p with mean one", "[lora][dropout]") {
+  const float p = 0.1f;
+  double sum = 0;
+  long zeros = 0;
+  const int n = 100000;
+  for (int i = 0; i < n; ++i) {
+    const float s = dropout_scale(3, 4, static_cast<std::uint64_t>(i), p);
+    REQUIRE((s == 0.0f || s == 1.0f / (1.0f - p)));
+    sum += s;
+    zeros += s == 0.0f;
+  }
+  CHECK(sum / n == Approx(1.0).margin(0.01));
+  CHECK(static_cast<double>(zeros) / n == Approx(0.1).margin(0.005));
+  CHECK(dropout_scale(3, 4, 17, 0.0f) == 1.0f);
+}
+
+TEST_CASE("merged forward equals unmerged forward and unmerge restores the frozen weight", "[lora][merge]") {
+  const Matrix w = random_matrix<float>(48, 64, 30), x = random_matrix<float>(10, 64, 31);
+  const Vector bias = random_matrix<float>(48, 1, 32);
+  LoraLinear<8, 16> layer(w, bias);
+  layer.lora_B() = random_matrix<float>(48, 8, 33, 0.5);
+  const Matrix unmerged = layer.forward(x, false);
+  layer.merge();
+  CHECK(layer.merged());
+  const Matrix merged = layer.forward(x, false);
+  CHECK(max_rel_error(merged, unmerged) < 1e-5);
+  const Matrix merged_w = w + 2.0f * layer.lora_B() * layer.lora_A();
+  CHECK(max_rel_error(layer.base().dense(), merged_w) < 1e-6);
+  layer.unmerge();
+  CHECK_FALSE(layer.merged());
+  CHECK(max_rel_error(layer.base().dense(), w) < 1e-6);
+  CHECK(max_rel_error(layer.forward(x, false), unmerged) < 1e-6);
+}
+
+TEST_CASE("lora bad input is a clear error naming the value", "[lora][errors]") {
+  using Catch::Contains;
+  // rank > min(in, out)
+  CHECK_THROWS_WITH((LoraLinear<8, 16>(Matrix::Ones(4, 10))), Contains("rank 8") && Contains("[4, 10]"));
+  CHECK_THROWS_WITH((LoraLinear<8, 16>(Matrix::Ones(10, 4))), Contains("rank 8") && Contains("[10, 4]"));
+  CHECK_NOTHROW(LoraLinear<4, 8>(Matrix::Ones(4, 10)));
+  // NaN / Inf in the weight or bias
+  Matrix nan_w = Matrix::Ones(8, 8);
+  nan_w(2, 3) = std::nanf("");
+  CHECK_THROWS_AS((LoraLinear<4, 8>(nan_w)), Error);
+  CHECK_THROWS_WITH((LoraLinear<4, 8>(nan_w)), Contains("NaN"));
+  Vector inf_bias = Vector::Zero(8);
+  inf_bias(1) = INFINITY;
+  CHECK_THROWS_WITH((LoraLinear<4, 8>(Matrix::Ones(8, 8), inf_bias)), Contains("NaN or Inf"));
+  CHECK_THROWS_WITH((LoraLinear<4, 8>(Matrix::Ones(8, 8), Vector::Zero(7).eval())), Contains("7"));
+  CHECK_THROWS_WITH((LoraLinear<4, 8>(Matrix(0, 8))), Contains("empty"));
+  // dropout outside [0, 1)
+  CHECK_THROWS_WITH((LoraLinear<4, 8>(Matrix::Ones(8, 8), LoraOptions{.dropout = 1.0})), Contains("dropout 1"));
+  CHECK_THROWS_WITH((LoraLinear<4, 8>(Matrix::Ones(8, 8), LoraOptions{.dropout = -0.5})), Contains("-0.5"));
+  // shapes at run time
+  LoraLinear<4, 8> layer(Matrix::Ones(6, 10));
+  CHECK_THROWS_WITH(layer.backward(Matrix::Ones(3, 6)), Contains("forward"));
+  CHECK_THROWS_WITH(layer.forward(Matrix::Ones(3, 9), true), Contains("[3, 9]") && Contains("[6, 10]"));
+  layer.forward(Matrix::Ones(3, 10), true);
+  CHECK_THROWS_WITH(layer.backward(Matrix::Ones(3, 5)), Contains("[3, 5]") && Contains("[3, 6]"));
+  CHECK_THROWS_WITH(layer.unmerge(), Contains("not merged"));
+  layer.merge();
+  CHECK_THROWS_WITH(layer.merge(), Contains("already merged"));
+  layer.forward(Matrix::Ones(3, 10), true);
+  CHECK_THROWS_WITH(layer.backward(Matrix::Ones(3, 6)), Contains("merged"));
+}
