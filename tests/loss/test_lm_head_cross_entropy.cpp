@@ -1,0 +1,191 @@
+#include <catch2/catch.hpp>
+
+#include <fixtures.hpp>
+#include <vidlora/core.hpp>
+#include <vidlora/loss.hpp>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+using namespace vidlora;
+using Catch::Matchers::Contains;
+
+namespace {
+
+template <class Scalar>
+MatrixOf<Scalar> random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint64_t seed, double spread = 1.0) {
+  CounterRng rng(seed);
+  MatrixOf<Scalar> m(rows, cols);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<Scalar>(rng.uniform(-spread, spread));
+  return m;
+}
+
+std::vector<int> random_targets(Eigen::Index rows, int vocab, std::uint64_t seed, int every_nth_ignored) {
+  CounterRng rng(seed);
+  std::vector<int> t(static_cast<std::size_t>(rows));
+  for (std::size_t i = 0; i < t.size(); ++i)
+    t[i] = (every_nth_ignored > 0 && i % std::size_t(every_nth_ignored) == 1) ? -100
+                                                                             : static_cast<int>(rng.next_u32() % vocab);
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("lm head cross entropy matches torch autograd for hidden and head weight grads",
+          "[loss][lm_head][fixture]") {
+  const auto fixture = test::load_fixture("loss/lm_head.json");
+  for (const auto& c : fixture["cases"]) {
+    INFO(c["name"].get<std::string>());
+    const Matrix hidden = test::json_matrix<float>(c["hidden"]);
+    const Matrix weight = test::json_matrix<float>(c["head_weight"]);
+    const auto targets = test::json_vector<int>(c["targets"]);
+    CrossEntropyOptions options;
+    options.label_smoothing = c["label_smoothing"].get<double>();
+    const double torch_loss = c["loss"].get<double>();
+    const Matrix torch_gh = test::json_matrix<float>(c["grad_hidden"]);
+    const Matrix torch_gw = test::json_matrix<float>(c["grad_head_weight"]);
+    for (const Eigen::Index chunk : {Eigen::Index{5}, Eigen::Index{37}}) {
+      for (const bool head_grad : {false, true}) {
+        INFO("chunk " << chunk << " head grad " << head_grad);
+        const auto r = lm_head_cross_entropy(hidden, weight, targets, options,
+                                             LmHeadOptions{.chunk_size = chunk, .compute_head_grad = head_grad});
+        CHECK(std::abs(r.loss - torch_loss) <= 1e-6 * std::abs(torch_loss));
+        CHECK(r.valid_tokens == c["valid_tokens"].get<long>());
+        CHECK((r.grad_hidden - torch_gh).cwiseAbs().maxCoeff() <= 1e-6);
+        if (head_grad) {
+          REQUIRE(r.grad_head_weight.rows() == torch_gw.rows());
+          CHECK((r.grad_head_weight - torch_gw).cwiseAbs().maxCoeff() <= 1e-6);
+        } else {
+          CHECK(r.grad_head_weight.size() == 0);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("chunked lm head cross entropy equals the naive full logits path for every chunk size",
+          "[loss][lm_head][invariance]") {
+  const Eigen::Index tokens = 24, dim = 16, vocab = 250;
+  const Matrix hidden = random_matrix<float>(tokens, dim, 1, 1.0);
+  const Matrix weight = random_matrix<float>(vocab, dim, 2, 0.8);
+  for (const int every_nth_ignored : {0, 3}) {
+    const auto targets = random_targets(tokens, int(vocab), 3, every_nth_ignored);
+    for (const double eps : {0.0, 0.1}) {
+      CrossEntropyOptions options;
+      options.label_smoothing = eps;
+      const Matrix logits = hidden * weight.transpose();
+      const CrossEntropyResult naive = cross_entropy(logits, targets, options);
+      const Matrix naive_gh = naive.grad * weight;
+      const Matrix naive_gw = naive.grad.transpose() * hidden;
+      // 1: one column per chunk; 7 and 64 do not divide 250; 125 does; 250 and 1000: a single chunk
+      for (const Eigen::Index chunk : {1, 7, 64, 125, 250, 1000}) {
+        for (const bool head_grad : {false, true}) {
+          INFO("eps " << eps << " ignored every " << every_nth_ignored << " chunk " << chunk << " head grad "
+                      << head_grad);
+          const auto r = lm_head_cross_entropy(hidden, weight, targets, options,
+                                               LmHeadOptions{.chunk_size = chunk, .compute_head_grad = head_grad});
+          CHECK(std::abs(r.loss - naive.loss) <= 1e-5 * std::abs(naive.loss));
+          CHECK(r.valid_tokens == naive.valid_tokens);
+          CHECK(test::max_rel_error(r.grad_hidden, naive_gh) < 1e-5);
+          CHECK(r.grad_hidden.cwiseAbs().maxCoeff() > 1e-3);  // a real gradient, not zeros
+          if (head_grad) CHECK(test::max_rel_error(r.grad_head_weight, naive_gw) < 1e-5);
+        }
+      }
+      // the chunk-size-only overload
+      const auto r = lm_head_cross_entropy(hidden, weight, targets, options, Eigen::Index{33});
+      CHECK(std::abs(r.loss - naive.loss) <= 1e-5 * std::abs(naive.loss));
+    }
+  }
+}
+
+TEST_CASE("the single pass rescaling survives a running max that grows chunk after chunk",
+          "[loss][lm_head][invariance]") {
+  // Rows of W scaled so that every later chunk holds larger logits: acc is rescaled at every chunk.
+  const Eigen::Index tokens = 5, dim = 4, vocab = 40;
+  const Matrix hidden = random_matrix<float>(tokens, dim, 4, 1.0).cwiseAbs();
+  Matrix weight = random_matrix<float>(vocab, dim, 5, 1.0).cwiseAbs();
+  for (Eigen::Index v = 0; v < vocab; ++v) weight.row(v) *= 0.3f * float(v + 1);
+  const std::vector<int> targets{0, 39, 20, -100, 3};
+  const CrossEntropyOptions options{.label_smoothing = 0.1};
+  const CrossEntropyResult naive = cross_entropy((hidden * weight.transpose()).eval(), targets, options);
+  const Matrix naive_gh = naive.grad * weight;
+  const auto r = lm_head_cross_entropy(hidden, weight, targets, options, Eigen::Index{3});
+  CHECK(std::abs(r.loss - naive.loss) <= 1e-5 * std::abs(naive.loss));
+  CHECK(test::max_rel_error(r.grad_hidden, naive_gh) < 1e-5);
+}
+
+TEST_CASE("lm head grad hidden matches central finite differences in double", "[loss][lm_head][gradcheck]") {
+  const Eigen::Index tokens = 4, dim = 5, vocab = 11;
+  MatrixD hidden = random_matrix<double>(tokens, dim, 6, 1.0);
+  const MatrixD weight = random_matrix<double>(vocab, dim, 7, 1.0);
+  const std::vector<int> targets{3, -100, 10, 0};
+  for (const double eps : {0.0, 0.1}) {
+    for (const bool head_grad : {false, true}) {
+      INFO("eps " << eps << " head grad " << head_grad);
+      const CrossEntropyOptions options{.label_smoothing = eps};
+      const LmHeadOptions lm{.chunk_size = 4, .compute_head_grad = head_grad};
+      const auto r = lm_head_cross_entropy(hidden, weight, targets, options, lm);
+      const double h = 1e-6;
+      double worst = 0;
+      for (Eigen::Index i = 0; i < tokens; ++i) {
+        for (Eigen::Index d = 0; d < dim; ++d) {
+          const double saved = hidden(i, d);
+          hidden(i, d) = saved + h;
+          const double up = lm_head_cross_entropy(hidden, weight, targets, options, lm).loss;
+          hidden(i, d) = saved - h;
+          const double down = lm_head_cross_entropy(hidden, weight, targets, options, lm).loss;
+          hidden(i, d) = saved;
+          worst = std::max(worst, std::abs((up - down) / (2 * h) - r.grad_hidden(i, d)));
+        }
+      }
+      CHECK(worst < 1e-8);
+      CHECK(r.grad_hidden.row(1).cwiseAbs().maxCoeff() == 0.0);  // the ignored token
+      if (head_grad) {
+        MatrixD w = weight;
+        double worst_w = 0;
+        for (Eigen::Index v = 0; v < vocab; ++v) {
+          for (Eigen::Index d = 0; d < dim; ++d) {
+            const double saved = w(v, d);
+            w(v, d) = saved + h;
+            const double up = lm_head_cross_entropy(hidden, w, targets, options, lm).loss;
+            w(v, d) = saved - h;
+            const double down = lm_head_cross_entropy(hidden, w, targets, options, lm).loss;
+            w(v, d) = saved;
+            worst_w = std::max(worst_w, std::abs((up - down) / (2 * h) - r.grad_head_weight(v, d)));
+          }
+        }
+        CHECK(worst_w < 1e-8);
+      }
+    }
+  }
+}
+
+TEST_CASE("lm head with every target ignored gives zero loss and zero gradients", "[loss][lm_head]") {
+  const Matrix hidden = random_matrix<float>(3, 4, 8);
+  const Matrix weight = random_matrix<float>(9, 4, 9);
+  const auto r = lm_head_cross_entropy(hidden, weight, std::vector<int>{-100, -100, -100}, {},
+                                       LmHeadOptions{.chunk_size = 4, .compute_head_grad = true});
+  CHECK(r.loss == 0.0);
+  CHECK(r.valid_tokens == 0);
+  CHECK(r.grad_hidden.rows() == 3);
+  CHECK(r.grad_hidden.cwiseAbs().maxCoeff() == 0.0f);
+  CHECK(r.grad_head_weight.rows() == 9);
+  CHECK(r.grad_head_weight.cwiseAbs().maxCoeff() == 0.0f);
+}
+
+TEST_CASE("lm head errors name the shapes the chunk size and the bad target", "[loss][lm_head][errors]") {
+  const Matrix hidden = random_matrix<float>(3, 4, 10);
+  const Matrix weight = random_matrix<float>(9, 4, 11);
+  const std::vector<int> ok{0, 1, 2};
+  CHECK_THROWS_WITH(lm_head_cross_entropy(hidden, Matrix(9, 5), ok), Contains("[3, 4]") && Contains("[9, 5]"));
+  CHECK_THROWS_WITH(lm_head_cross_entropy(hidden, weight, std::vector<int>{0, 1}),
+                    Contains("[3, 4]") && Contains("[2]"));
+  CHECK_THROWS_WITH(lm_head_cross_entropy(hidden, weight, ok, {}, Eigen::Index{0}), Contains("chunk_size"));
+  CHECK_THROWS_WITH(lm_head_cross_entropy(hidden, weight, std::vector<int>{0, 9, 1}),
+                    Contains("target 9 at position 1") && Contains("[0, 9)"));
+  Matrix bad = hidden;
+  bad(1, 2) = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_WITH(lm_head_cross_entropy(bad, weight, ok), Contains("row 1"));
+}
