@@ -14,8 +14,11 @@
 
 namespace vidlora::quant {
 
-template <QuantFormat Format, int BlockSize = 64, bool DoubleQuant = true>
+template <class Format, int BlockSize = 64, bool DoubleQuant = true>
 class QuantizedWeight {
+  static_assert(QuantFormat<Format>,
+                "QuantizedWeight<Format, BlockSize>: Format is not a 4-bit format (vidlora::quant::QuantFormat: a "
+                "tag like NF4 or FP4 with a name and 16 code values)");
   static_assert(valid_blocksize(BlockSize), "QuantizedWeight: BlockSize must be a power of two in 32..4096");
 
  public:

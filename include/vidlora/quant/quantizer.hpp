@@ -156,8 +156,11 @@ std::vector<float> dequantize_4bit(const QuantizedBlocks& q) {
 }
 
 // The compile-time face of the above: format and blocksize fixed by the type.
-template <QuantFormat Format, int BlockSize = 64>
+template <class Format, int BlockSize = 64>
 struct Quantizer {
+  static_assert(QuantFormat<Format>,
+                "Quantizer<Format, BlockSize>: Format is not a 4-bit format (vidlora::quant::QuantFormat: a tag "
+                "like NF4 or FP4 with a name and 16 code values)");
   static_assert(valid_blocksize(BlockSize), "Quantizer<Format, BlockSize>: BlockSize must be a power of two in 32..4096");
   using format = Format;
   static constexpr int blocksize = BlockSize;
