@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <vidlora/lora.hpp>
+#include <vidlora/presets.hpp>
 
 #include <string>
 
@@ -100,4 +101,21 @@ TEST_CASE("is_target matches the exact name or a dotted suffix as PEFT does", "[
   CHECK_FALSE(is_target<Extended>("lm_head"));
   CHECK_FALSE(is_target<Extended>(""));
   CHECK_FALSE(is_target<Basic>(".q_proj_x"));
+}
+
+namespace {
+template <class P>
+void check_preset_rank() {
+  INFO("preset with " << P::vram_gb << " GB");
+  CHECK(select_lora_rank(100000, P::vram_gb) == P::lora_r);
+  CHECK(default_alpha(P::lora_r) == P::lora_alpha);
+}
+}  // namespace
+
+TEST_CASE("rank rule and alpha rule reproduce every preset's lora_r and lora_alpha", "[lora][rules][presets]") {
+  check_preset_rank<presets::T4>();
+  check_preset_rank<presets::L4>();
+  check_preset_rank<presets::A100>();
+  check_preset_rank<presets::H100>();
+  check_preset_rank<presets::Cpu>();
 }
