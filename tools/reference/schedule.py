@@ -11,6 +11,10 @@ Run: /opt/refenv/bin/python tools/reference/schedule.py
 import json
 import math
 import os
+import sys
+
+# Sibling scripts (e.g. tools/reference/tokenizers.py) must not shadow the packages imported below.
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 import warnings
 
 import torch

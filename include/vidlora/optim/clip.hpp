@@ -1,0 +1,81 @@
+#pragma once
+// clip_grad_norm: global L2 gradient clipping as torch.nn.utils.clip_grad_norm_.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <vector>
+
+#include <vidlora/core/error.hpp>
+#include <vidlora/optim/detail.hpp>
+#include <vidlora/optim/parameter.hpp>
+
+namespace vidlora::optim {
+
+struct ClipOptions {
+  // false (torch's default): a NaN/Inf norm is returned and no gradient is touched (torch would scale
+  // them by a NaN or 0 coefficient; vidlora leaves them for AdamW::step to refuse, naming the
+  // parameter). true: throw vidlora::Error naming the first parameter with a non-finite gradient.
+  bool error_if_nonfinite = false;
+};
+
+namespace detail {
+// Σ g² in double over fixed 64Ki-element chunks summed in order: the same value for any thread count.
+inline double sum_of_squares(const Matrix& g) {
+  constexpr std::ptrdiff_t kChunk = std::ptrdiff_t{1} << 16;
+  const std::ptrdiff_t n = g.size();
+  const std::ptrdiff_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<std::size_t>(chunks), 0.0);
+  const float* data = g.data();
+  VIDLORA_OPTIM_PARALLEL_FOR
+  for (std::ptrdiff_t c = 0; c < chunks; ++c) {
+    double s = 0.0;
+    const std::ptrdiff_t end = std::min(n, (c + 1) * kChunk);
+    for (std::ptrdiff_t i = c * kChunk; i < end; ++i) s += static_cast<double>(data[i]) * static_cast<double>(data[i]);
+    partial[static_cast<std::size_t>(c)] = s;
+  }
+  double total = 0.0;
+  for (double s : partial) total += s;
+  return total;
+}
+}  // namespace detail
+
+// Global L2 norm of every gradient (accumulated in double); when it exceeds max_norm, every gradient
+// is multiplied by max_norm / (norm + 1e-6). Returns the norm before clipping. A NaN/Inf norm (a NaN
+// or Inf gradient) is returned unclipped or thrown, per options; check it with std::isfinite.
+inline double clip_grad_norm(std::span<const Parameter> params, double max_norm, ClipOptions options = {}) {
+  require(std::isfinite(max_norm) && max_norm > 0.0, "clip_grad_norm: max_norm must be finite and > 0 (got {})",
+          max_norm);
+  double sum = 0.0;
+  for (const Parameter& p : params) {
+    require(p.grad != nullptr, "clip_grad_norm: parameter '{}' has no grad matrix", p.name);
+    sum += detail::sum_of_squares(*p.grad);
+  }
+  const double norm = std::sqrt(sum);
+  if (!std::isfinite(norm)) {
+    if (options.error_if_nonfinite) {
+      for (const Parameter& p : params)
+        if (const auto bad = detail::first_nonfinite(*p.grad))
+          fail("clip_grad_norm: the gradient norm is {} because the gradient of '{}' {} has {}", norm, p.name,
+               shape_string(*p.grad), detail::describe_element(*p.grad, *bad));
+      fail("clip_grad_norm: the gradient norm is {} (sum of squares overflowed)", norm);
+    }
+    return norm;
+  }
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) {
+    const float scale = static_cast<float>(coef);
+    for (const Parameter& p : params) *p.grad *= scale;
+  }
+  return norm;
+}
+
+// Over every parameter of every group (e.g. AdamW::groups()).
+inline double clip_grad_norm(std::span<const ParamGroup> groups, double max_norm, ClipOptions options = {}) {
+  std::vector<Parameter> all;
+  for (const ParamGroup& g : groups) all.insert(all.end(), g.params.begin(), g.params.end());
+  return clip_grad_norm(std::span<const Parameter>(all), max_norm, options);
+}
+
+}  // namespace vidlora::optim

@@ -1,0 +1,34 @@
+#pragma once
+// Private helpers of vidlora::optim (not part of the API).
+
+#include <cmath>
+#include <cstddef>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include <vidlora/core/matrix.hpp>
+
+#if defined(_OPENMP)
+#define VIDLORA_OPTIM_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#else
+#define VIDLORA_OPTIM_PARALLEL_FOR
+#endif
+
+namespace vidlora::optim::detail {
+
+// Index of the first NaN/Inf element, if any.
+inline std::optional<Eigen::Index> first_nonfinite(const Matrix& m) {
+  if (m.allFinite()) return std::nullopt;
+  const float* data = m.data();
+  for (Eigen::Index i = 0; i < m.size(); ++i)
+    if (!std::isfinite(data[i])) return i;
+  return std::nullopt;
+}
+
+// "NaN at (1, 2)" for a message.
+inline std::string describe_element(const Matrix& m, Eigen::Index flat) {
+  return fmt::format("{} at ({}, {})", m.data()[flat], flat / m.cols(), flat % m.cols());
+}
+
+}  // namespace vidlora::optim::detail

@@ -1,0 +1,162 @@
+#include <catch2/catch.hpp>
+
+#include <fixtures.hpp>
+#include <vidlora/optim.hpp>
+#include <vidlora/schedule.hpp>
+
+#include <cmath>
+#include <limits>
+#include <map>
+#include <string>
+
+using namespace vidlora;
+using vidlora::test::json_matrix;
+using vidlora::test::load_fixture;
+using vidlora::test::max_rel_error;
+
+namespace {
+
+// Model-owned tensors for the fixture's parameters, and the optimizer's groups pointing at them.
+struct FixtureModel {
+  std::map<std::string, Matrix> values, grads;
+  std::vector<ParamGroup> groups;
+
+  explicit FixtureModel(const nlohmann::json& f) {
+    for (const auto& [name, rows] : f["initial"].items()) {
+      values[name] = json_matrix(rows);
+      grads[name] = Matrix::Zero(values[name].rows(), values[name].cols());
+    }
+    for (const auto& g : f["groups"]) {
+      ParamGroup group{.params = {}, .weight_decay = g["weight_decay"].get<double>(),
+                       .lr_scale = g["lr_scale"].get<double>(), .name = g["name"].get<std::string>()};
+      for (const auto& n : g["params"]) {
+        const auto name = n.get<std::string>();
+        group.params.push_back(Parameter{name, &values.at(name), &grads.at(name)});
+      }
+      groups.push_back(std::move(group));
+    }
+  }
+};
+
+// max over elements of |a - b| / max(|b|, 1e-3): relative, with a floor for elements near zero.
+double rel_error(const Matrix& a, const Matrix& b) {
+  const Eigen::ArrayXXd ad = a.cast<double>().array(), bd = b.cast<double>().array();
+  return ((ad - bd).abs() / bd.abs().max(1e-3)).maxCoeff();
+}
+
+}  // namespace
+
+TEST_CASE("adamw matches torch AdamW over 20 scheduled steps with two parameter groups", "[optim][reference]") {
+  const auto f = load_fixture("optim/adamw.json");
+  FixtureModel model(f);
+  AdamW opt(model.groups, AdamWOptions{.beta1 = f["betas"][0], .beta2 = f["betas"][1], .eps = f["eps"]});
+
+  // The fixture's lr sequence is transformers' cosine schedule (warmup 3 of 20 steps, base 1e-3).
+  const Scheduler<Cosine> schedule(ScheduleOptions{.base_lr = 1e-3, .warmup_steps = 3, .total_steps = 20});
+  double worst = 0;
+  long step = 0;
+  for (const auto& s : f["steps"]) {
+    REQUIRE(schedule.lr(step) == Approx(s["lr"].get<double>()).epsilon(1e-12));
+    for (const auto& [name, rows] : s["grads"].items()) model.grads.at(name) = json_matrix(rows);
+    opt.step(schedule.lr(step));
+    for (const auto& [name, rows] : s["params"].items()) {
+      const double e = rel_error(model.values.at(name), json_matrix(rows));
+      worst = std::max(worst, e);
+      INFO("step " << step << " " << name);
+      CHECK(e < 1e-6);
+    }
+    ++step;
+  }
+  INFO("worst relative error " << worst);
+  CHECK(worst < 1e-6);
+  CHECK(opt.steps_taken() == 20);
+  for (const auto& [name, st] : f["final_state"].items()) {
+    INFO(name);
+    CHECK(opt.state(name).step == st["step"].get<long>());
+    // Moments are running sums that cancel toward 0: compare relative to the tensor's largest element.
+    CHECK(max_rel_error(opt.state(name).exp_avg, json_matrix(st["exp_avg"])) < 1e-6);
+    CHECK(max_rel_error(opt.state(name).exp_avg_sq, json_matrix(st["exp_avg_sq"])) < 1e-6);
+  }
+}
+
+TEST_CASE("adamw resumed from saved state continues exactly as the uninterrupted run", "[optim]") {
+  const auto f = load_fixture("optim/adamw.json");
+  FixtureModel a(f), b(f);
+  AdamW first(a.groups);
+  auto run = [&](AdamW& opt, FixtureModel& m, int from, int to) {
+    for (int k = from; k < to; ++k) {
+      for (const auto& [name, rows] : f["steps"][k]["grads"].items()) m.grads.at(name) = json_matrix(rows);
+      opt.step(f["steps"][k]["lr"].get<double>());
+    }
+  };
+  run(first, a, 0, 20);
+
+  AdamW before(b.groups);
+  run(before, b, 0, 8);
+  // Checkpoint: values live in the model; the optimizer's state is copied out and into a new AdamW.
+  std::map<std::string, AdamWState> saved;
+  for (const auto& name : before.parameter_names()) saved[name] = before.state(name);
+  AdamW resumed(b.groups);
+  for (auto& [name, st] : saved) resumed.restore_state(name, st);
+  resumed.set_steps_taken(before.steps_taken());
+  run(resumed, b, 8, 20);
+  for (const auto& [name, value] : a.values) {
+    INFO(name);
+    CHECK(b.values.at(name) == value);  // bit for bit
+  }
+  CHECK(resumed.steps_taken() == 20);
+}
+
+TEST_CASE("adamw refuses to step on a NaN or Inf gradient and names the parameter", "[optim][errors]") {
+  Matrix w = Matrix::Constant(2, 3, 1.0f), gw = Matrix::Constant(2, 3, 0.5f);
+  Matrix b = Matrix::Constant(1, 3, 1.0f), gb = Matrix::Constant(1, 3, 0.5f);
+  AdamW opt(std::vector<Parameter>{{"proj.weight", &w, &gw}, {"proj.bias", &b, &gb}});
+  gb(0, 2) = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_WITH(opt.step(1e-3), Catch::Contains("'proj.bias'") && Catch::Contains("nan at (0, 2)"));
+  gb(0, 2) = 0.5f;
+  gw(1, 0) = -std::numeric_limits<float>::infinity();
+  CHECK_THROWS_WITH(opt.step(1e-3), Catch::Contains("'proj.weight'") && Catch::Contains("-inf at (1, 0)"));
+  // Nothing moved: values, state and the step count are untouched by the refused steps.
+  CHECK(w == Matrix::Constant(2, 3, 1.0f));
+  CHECK(b == Matrix::Constant(1, 3, 1.0f));
+  CHECK(opt.state("proj.weight").step == 0);
+  CHECK(opt.state("proj.bias").exp_avg.isZero());
+  CHECK(opt.steps_taken() == 0);
+  gw(1, 0) = 0.5f;
+  opt.step(1e-3);
+  // First Adam step: m̂ = g, v̂ = g², so p moves by lr·g/(|g| + eps) after the decay p·(1 - lr·wd).
+  CHECK(w(0, 0) == Approx(1.0 * (1 - 1e-3 * 0.01) - 1e-3 * 0.5 / (0.5 + 1e-8)).epsilon(1e-6));
+}
+
+TEST_CASE("adamw rejects bad options shapes and names", "[optim][errors]") {
+  Matrix w = Matrix::Ones(2, 2), g = Matrix::Zero(2, 2), g_wrong = Matrix::Zero(3, 2);
+  CHECK_THROWS_WITH(AdamW(std::vector<Parameter>{{"w", &w, &g}}, AdamWOptions{.beta1 = 1.0}),
+                    Catch::Contains("beta1") && Catch::Contains("got 1"));
+  CHECK_THROWS_WITH(AdamW(std::vector<Parameter>{{"w", &w, &g}}, AdamWOptions{.beta2 = -0.5}),
+                    Catch::Contains("beta2") && Catch::Contains("-0.5"));
+  CHECK_THROWS_WITH(AdamW(std::vector<Parameter>{{"w", &w, &g}}, AdamWOptions{.weight_decay = -0.1}),
+                    Catch::Contains("weight_decay") && Catch::Contains("-0.1"));
+  CHECK_THROWS_WITH(AdamW(std::vector<Parameter>{{"w", &w, &g}, {"w", &w, &g}}), Catch::Contains("'w'"));
+  CHECK_THROWS_WITH(AdamW(std::vector<Parameter>{{"w", &w, nullptr}}), Catch::Contains("'w'") && Catch::Contains("grad"));
+  AdamW wrong(std::vector<Parameter>{{"w", &w, &g_wrong}});
+  CHECK_THROWS_WITH(wrong.step(1e-3), Catch::Contains("'w'") && Catch::Contains("[3, 2]") && Catch::Contains("[2, 2]"));
+  AdamW opt(std::vector<Parameter>{{"w", &w, &g}});
+  CHECK_THROWS_WITH(opt.step(-1e-3), Catch::Contains("-0.001"));
+  CHECK_THROWS_WITH(opt.state("nope"), Catch::Contains("'nope'"));
+  CHECK_THROWS_WITH(opt.restore_state("w", AdamWState{Matrix::Zero(1, 2), Matrix::Zero(2, 2), 3}),
+                    Catch::Contains("[1, 2]"));
+}
+
+TEST_CASE("the element update is torch's order and the lerp is fused", "[optim]") {
+  // A hand-checked single element: p = 2, g = 4, m = 1, v = 9 at step 3, lr 0.1, wd 0.5.
+  const auto s = AdamWStepParams::make(0.1, 0.5, 0.9, 0.999, 1e-8, 3);
+  float p = 2.0f, m = 1.0f, v = 9.0f;
+  adamw_update(p, 4.0f, m, v, s);
+  const double m_ref = 1.0 + 0.1 * (4.0 - 1.0);
+  const double v_ref = 9.0 * 0.999 + 0.001 * 16.0;
+  const double p_ref = 2.0 * 0.95 - 0.1 / (1 - 0.729) * m_ref / (std::sqrt(v_ref) / std::sqrt(1 - std::pow(0.999, 3)) + 1e-8);
+  CHECK(m == Approx(m_ref).epsilon(1e-7));
+  CHECK(v == Approx(v_ref).epsilon(1e-7));
+  CHECK(p == Approx(p_ref).epsilon(1e-6));
+  CHECK(optim::lerp(1.0f, 3.0f, 0.75f) == 2.5f);  // the large-weight branch
+}
