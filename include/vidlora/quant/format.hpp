@@ -71,6 +71,12 @@ struct CodeBook {
     for (std::size_t i = 0; i < 15; ++i) m[i] = (code[sorted_order[i]] + code[sorted_order[i + 1]]) / 2.0f;
     return m;
   }();
+  // Both values of every packed byte: pairs[byte] = {code[byte >> 4], code[byte & 15]}.
+  static constexpr std::array<std::array<float, 2>, 256> pairs = [] {
+    std::array<std::array<float, 2>, 256> p{};
+    for (std::size_t b = 0; b < 256; ++b) p[b] = {code[b >> 4], code[b & 15u]};
+    return p;
+  }();
   // The code a scaled value of exactly 0 maps to (also what pads an odd element count).
   static constexpr std::uint8_t zero_code = [] {
     int k = 0;

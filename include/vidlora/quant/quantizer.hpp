@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <vector>
 
@@ -129,20 +130,17 @@ void dequantize_range(const QuantizedBlocks& q, std::size_t first, std::span<flo
     const std::size_t b = i / bs;
     const std::size_t block_end = std::min(last, (b + 1) * bs);
     const float scale = block_absmax(q, b);
-    // codes scaled once per block; each byte then yields two outputs
-    float lut[16];
-    for (int c = 0; c < 16; ++c) lut[c] = decode_4bit<Format>(static_cast<std::uint8_t>(c), scale);
-    if ((i & 1) && i < block_end) *dst++ = lut[q.packed[i / 2] & 0xFu], ++i;
+    float* const block_dst = dst;
+    if ((i & 1) && i < block_end) *dst++ = Format::code[q.packed[i / 2] & 0xFu], ++i;
+    // whole bytes: copy both code values of each byte from the pair table, then scale the block
     const std::uint8_t* src = q.packed.data() + i / 2;
     const std::size_t pairs = (block_end - i) / 2;
-    for (std::size_t p = 0; p < pairs; ++p) {
-      const std::uint8_t byte = src[p];
-      dst[2 * p] = lut[byte >> 4];
-      dst[2 * p + 1] = lut[byte & 0xFu];
-    }
+    for (std::size_t p = 0; p < pairs; ++p)
+      std::memcpy(dst + 2 * p, CodeBook<Format>::pairs[src[p]].data(), 2 * sizeof(float));
     dst += 2 * pairs;
     i += 2 * pairs;
-    if (i < block_end) *dst++ = lut[q.packed[i / 2] >> 4], ++i;
+    if (i < block_end) *dst++ = Format::code[q.packed[i / 2] >> 4], ++i;
+    for (float* v = block_dst; v < dst; ++v) *v *= scale;
   }
 }
 
