@@ -1,0 +1,200 @@
+#pragma once
+// CLIP image preprocessing as transformers' CLIPImageProcessor does it: shortest side to 336 with
+// PIL's bicubic resampling, center crop 336 x 336, x 1/255, normalise per channel; the result is a
+// [frames, 3, H, W] float tensor. resize_bicubic reproduces Pillow's fixed-point resampler
+// (ImagingResample, BICUBIC, a = -0.5, antialiased when shrinking) so the 8-bit pixels match PIL.
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <vidlora/core/error.hpp>
+#include <vidlora/video/frame.hpp>
+
+namespace vidlora::video {
+
+struct ClipPreprocessOptions {
+  int shortest_edge = 336;  // resize so the shorter side is this long (aspect kept, longer side truncated)
+  int crop_height = 336;
+  int crop_width = 336;
+  std::array<float, 3> mean{0.48145466f, 0.4578275f, 0.40821073f};
+  std::array<float, 3> std{0.26862954f, 0.26130258f, 0.27577711f};
+};
+
+// [frames, 3, height, width], row-major: value(f, c, y, x) = data[((f * 3 + c) * height + y) * width + x].
+struct ClipTensor {
+  int frames = 0;
+  int channels = 3;
+  int height = 0;
+  int width = 0;
+  std::vector<float> data;
+  float at(int f, int c, int y, int x) const {
+    return data[((static_cast<std::size_t>(f) * channels + c) * height + y) * width + x];
+  }
+};
+
+namespace detail {
+inline constexpr int pil_precision_bits = 32 - 8 - 2;
+
+inline double pil_bicubic(double x) {  // Keys cubic, a = -0.5, support 2
+  constexpr double a = -0.5;
+  if (x < 0.0) x = -x;
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+
+// Pillow's precompute_coeffs + normalize_coeffs_8bpc: per output position the first input index,
+// the tap count and fixed-point weights (ksize taps each).
+struct PilCoeffs {
+  int ksize = 0;
+  std::vector<int> first, count;
+  std::vector<int> weights;
+};
+
+inline PilCoeffs pil_coefficients(int in_size, int out_size) {
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filterscale = std::max(scale, 1.0);
+  const double support = 2.0 * filterscale;
+  PilCoeffs c;
+  c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  c.first.resize(out_size);
+  c.count.resize(out_size);
+  c.weights.assign(static_cast<std::size_t>(out_size) * c.ksize, 0);
+  std::vector<double> k(c.ksize);
+  for (int xx = 0; xx < out_size; ++xx) {
+    const double center = (xx + 0.5) * scale;
+    const double ss = 1.0 / filterscale;
+    int xmin = static_cast<int>(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = static_cast<int>(center + support + 0.5);
+    if (xmax > in_size) xmax = in_size;
+    xmax -= xmin;
+    double ww = 0.0;
+    for (int x = 0; x < xmax; ++x) {
+      k[x] = pil_bicubic((x + xmin - center + 0.5) * ss);
+      ww += k[x];
+    }
+    for (int x = 0; x < xmax; ++x) {
+      const double w = ww != 0.0 ? k[x] / ww : k[x];
+      c.weights[static_cast<std::size_t>(xx) * c.ksize + x] =
+          w < 0 ? static_cast<int>(-0.5 + w * (1 << pil_precision_bits)) : static_cast<int>(0.5 + w * (1 << pil_precision_bits));
+    }
+    c.first[xx] = xmin;
+    c.count[xx] = xmax;
+  }
+  return c;
+}
+
+inline std::uint8_t pil_clip8(int v) {
+  v >>= pil_precision_bits;
+  return static_cast<std::uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
+}
+}  // namespace detail
+
+// Pillow's Image.resize((width, height), BICUBIC) on an RGB image: horizontal pass over the rows the
+// vertical pass needs, rounded to 8 bits, then the vertical pass; a pass whose size is unchanged is skipped.
+inline RgbImage resize_bicubic(const RgbImage& in, int width, int height) {
+  require(in.width > 0 && in.height > 0 && static_cast<std::size_t>(in.width) * in.height * 3 == in.data.size(),
+          "resize_bicubic: image {}x{} holds {} bytes", in.width, in.height, in.data.size());
+  require(width > 0 && height > 0, "resize_bicubic: target size {}x{}", width, height);
+  if (width == in.width && height == in.height) return in;
+  RgbImage tmp = in;
+  int row0 = 0;  // first input row the vertical pass reads
+  const auto vert = detail::pil_coefficients(in.height, height);
+  if (width != in.width) {
+    const auto horiz = detail::pil_coefficients(in.width, width);
+    row0 = vert.first[0];
+    const int row_end = vert.first[height - 1] + vert.count[height - 1];
+    tmp = RgbImage{width, row_end - row0, std::vector<std::uint8_t>(static_cast<std::size_t>(width) * (row_end - row0) * 3)};
+    for (int y = 0; y < tmp.height; ++y) {
+      const std::uint8_t* src = in.data.data() + static_cast<std::size_t>(y + row0) * in.width * 3;
+      std::uint8_t* dst = tmp.data.data() + static_cast<std::size_t>(y) * width * 3;
+      for (int xx = 0; xx < width; ++xx) {
+        const int* k = &horiz.weights[static_cast<std::size_t>(xx) * horiz.ksize];
+        int s0 = 1 << (detail::pil_precision_bits - 1), s1 = s0, s2 = s0;
+        for (int x = 0; x < horiz.count[xx]; ++x) {
+          const std::uint8_t* p = src + (x + horiz.first[xx]) * 3;
+          s0 += p[0] * k[x];
+          s1 += p[1] * k[x];
+          s2 += p[2] * k[x];
+        }
+        dst[xx * 3 + 0] = detail::pil_clip8(s0);
+        dst[xx * 3 + 1] = detail::pil_clip8(s1);
+        dst[xx * 3 + 2] = detail::pil_clip8(s2);
+      }
+    }
+  }
+  if (height == in.height) return tmp;
+  RgbImage out{width, height, std::vector<std::uint8_t>(static_cast<std::size_t>(width) * height * 3)};
+  const std::size_t stride = static_cast<std::size_t>(width) * 3;
+  for (int yy = 0; yy < height; ++yy) {
+    const int* k = &vert.weights[static_cast<std::size_t>(yy) * vert.ksize];
+    const int first = vert.first[yy] - row0;
+    for (std::size_t i = 0; i < stride; ++i) {
+      int s = 1 << (detail::pil_precision_bits - 1);
+      for (int y = 0; y < vert.count[yy]; ++y) s += tmp.data[(first + y) * stride + i] * k[y];
+      out.data[yy * stride + i] = detail::pil_clip8(s);
+    }
+  }
+  return out;
+}
+
+// Size after "shortest edge" resizing, as transformers computes it: short side = edge,
+// long side = int(edge * long / short).
+inline std::pair<int, int> clip_resize_size(int width, int height, int shortest_edge) {
+  const bool wide = width >= height;
+  const int s = wide ? height : width, l = wide ? width : height;
+  const int new_long = static_cast<int>(static_cast<double>(static_cast<long long>(shortest_edge) * l) / s);
+  return wide ? std::pair{new_long, shortest_edge} : std::pair{shortest_edge, new_long};
+}
+
+// Appends one image's [3, crop_height, crop_width] block to `out`.
+inline void clip_preprocess_into(const RgbImage& image, const ClipPreprocessOptions& o, std::vector<float>& out) {
+  require(o.shortest_edge > 0 && o.crop_height > 0 && o.crop_width > 0, "clip_preprocess: sizes must be positive");
+  const auto [rw, rh] = clip_resize_size(image.width, image.height, o.shortest_edge);
+  const RgbImage r = resize_bicubic(image, rw, rh);
+  // transformers' center_crop: top = (h - crop) // 2 (floor), zero padding when the image is smaller.
+  const int nh = std::max(o.crop_height, r.height), nw = std::max(o.crop_width, r.width);
+  const int pad_top = (nh - r.height + 1) / 2, pad_left = (nw - r.width + 1) / 2;
+  const auto floor_half = [](int v) { return v >= 0 ? v / 2 : -((-v + 1) / 2); };
+  const int top = floor_half(r.height - o.crop_height) + pad_top;
+  const int left = floor_half(r.width - o.crop_width) + pad_left;
+  const std::size_t base = out.size();
+  out.resize(base + static_cast<std::size_t>(3) * o.crop_height * o.crop_width);
+  const std::array<float, 3> mean = o.mean, sd = o.std;
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < o.crop_height; ++y)
+      for (int x = 0; x < o.crop_width; ++x) {
+        const int sy = top + y - pad_top, sx = left + x - pad_left;  // position in the resized image
+        const int v = (sy >= 0 && sy < r.height && sx >= 0 && sx < r.width) ? r.at(sx, sy, c) : 0;
+        // rescale in double then float32, normalise in float32, as transformers' numpy code does
+        const float scaled = static_cast<float>(static_cast<double>(v) * (1.0 / 255.0));
+        out[base + (static_cast<std::size_t>(c) * o.crop_height + y) * o.crop_width + x] = (scaled - mean[c]) / sd[c];
+      }
+}
+
+inline ClipTensor clip_preprocess(const std::vector<RgbImage>& images, const ClipPreprocessOptions& options = {}) {
+  ClipTensor t{static_cast<int>(images.size()), 3, options.crop_height, options.crop_width, {}};
+  t.data.reserve(images.size() * 3 * options.crop_height * options.crop_width);
+  for (const auto& image : images) clip_preprocess_into(image, options, t.data);
+  return t;
+}
+
+inline ClipTensor clip_preprocess(const std::vector<SampledFrame>& frames, const ClipPreprocessOptions& options = {}) {
+  ClipTensor t{static_cast<int>(frames.size()), 3, options.crop_height, options.crop_width, {}};
+  t.data.reserve(frames.size() * 3 * options.crop_height * options.crop_width);
+  for (const auto& f : frames) clip_preprocess_into(f.rgb, options, t.data);
+  return t;
+}
+
+}  // namespace vidlora::video
+
+namespace vidlora {
+using video::clip_preprocess;
+using video::ClipPreprocessOptions;
+using video::ClipTensor;
+using video::resize_bicubic;
+}  // namespace vidlora

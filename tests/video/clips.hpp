@@ -1,0 +1,165 @@
+#pragma once
+// Test clips made with the ffmpeg command at test time (tiny: 160x120, a few seconds), cached in the
+// system temp folder. Each is written under a temporary name and renamed, so tests running in
+// parallel never see a half-written file.
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <vidlora/core/error.hpp>
+#include <vidlora/video/ffmpeg.hpp>
+
+namespace vidlora::test {
+
+inline std::filesystem::path clip_dir() {
+  static const std::filesystem::path dir = [] {
+    auto d = std::filesystem::temp_directory_path() / "vidlora-video-test-clips-v1";
+    std::filesystem::create_directories(d);
+    video::set_ffmpeg_log_level(AV_LOG_QUIET);  // damaged-file tests would flood the output
+    return d;
+  }();
+  return dir;
+}
+
+// Runs `ffmpeg <args> <tmp output>` once and renames the result to `name`.
+inline std::filesystem::path ffmpeg_clip(const std::string& name, const std::string& args) {
+  const auto out = clip_dir() / name;
+  if (std::filesystem::exists(out)) return out;
+  const auto ext = std::filesystem::path(name).extension().string();
+  const auto tmp = clip_dir() / (name + ".tmp" + std::to_string(::getpid()) + ext);
+  const std::string cmd = "ffmpeg -v error -y -nostdin " + args + " '" + tmp.string() + "'";
+  if (std::system(cmd.c_str()) != 0) throw Error("test clip generation failed: " + cmd);
+  std::filesystem::rename(tmp, out);
+  return out;
+}
+
+inline void write_file(const std::filesystem::path& p, const std::string& bytes) {
+  const auto tmp = p.string() + ".tmp" + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    f << bytes;
+  }
+  std::filesystem::rename(tmp, p);
+}
+
+inline std::string read_file(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+inline const std::string x264 = " -c:v libx264 -pix_fmt yuv420p ";
+
+// testsrc, 120 frames at 30 fps (4 s), moov atom first.
+inline std::filesystem::path testsrc_clip() {
+  return ffmpeg_clip("testsrc_120.mp4",
+                     "-f lavfi -i testsrc=size=160x120:rate=30 -frames:v 120" + x264 + "-movflags +faststart");
+}
+
+// testsrc2, 150 frames, a keyframe every 12 frames and B-frames: for keyframe seeking.
+inline std::filesystem::path gop_clip() {
+  return ffmpeg_clip("gop12_150.mp4", "-f lavfi -i testsrc2=size=160x120:rate=30 -frames:v 150" + x264 +
+                                          "-g 12 -keyint_min 12 -sc_threshold 0 -bf 2");
+}
+
+// Four scenes of 40, 35, 45 and 30 frames: cuts at 40, 75, 120.
+inline const std::vector<std::int64_t> known_cuts{40, 75, 120};
+inline std::filesystem::path cuts_clip() {
+  return ffmpeg_clip(
+      "cuts_40_75_120.mp4",
+      "-f lavfi -i testsrc2=size=160x120:rate=30 -f lavfi -i smptebars=size=160x120:rate=30 "
+      "-f lavfi -i mandelbrot=size=160x120:rate=30 -f lavfi -i rgbtestsrc=size=160x120:rate=30 -filter_complex "
+      "'[0:v]trim=end_frame=40,setpts=PTS-STARTPTS[a];[1:v]trim=end_frame=35,setpts=PTS-STARTPTS[b];"
+      "[2:v]trim=end_frame=45,setpts=PTS-STARTPTS[c];[3:v]trim=end_frame=30,setpts=PTS-STARTPTS[d];"
+      "[a][b][c][d]concat=n=4:v=1,format=yuv420p[v]' -map '[v]'" + x264);
+}
+
+// Variable frame rate: frames 0-9 at 10 fps (t = 0.1 i), then 20 frames at 30 fps (t = 1 + (i-10)/30).
+inline double vfr_time(int i) { return i < 10 ? 0.1 * i : 1.0 + (i - 10) / 30.0; }
+inline std::filesystem::path vfr_clip() {
+  return ffmpeg_clip("vfr_30.mp4",
+                     "-f lavfi -i testsrc=size=160x120:rate=30 -vf \"setpts='if(lt(N,10),N*3,30+(N-10))/30/TB'\" "
+                     "-frames:v 30 -fps_mode vfr -video_track_timescale 90000" + x264);
+}
+
+// A still picture for 60 frames.
+inline std::filesystem::path still_clip() {
+  return ffmpeg_clip("still_60.mp4", "-f lavfi -i color=c=0x336699:size=160x120:rate=30 -frames:v 60" + x264);
+}
+
+// 210 frames of a grey background with a white box that moves only in frames 90-119.
+inline std::filesystem::path burst_clip() {
+  return ffmpeg_clip("burst_90_120.mp4",
+                     "-f lavfi -i color=c=gray:size=160x120:rate=30 -f lavfi -i color=c=white:size=24x24:rate=30 "
+                     "-filter_complex \"[0:v][1:v]overlay=x='if(between(n,90,119),10+(n-90)*4,10)':y=40:eval=frame,"
+                     "trim=end_frame=210,format=yuv420p[v]\" -map '[v]'" + x264);
+}
+
+// Solid red, 10 frames.
+inline std::filesystem::path red_clip() {
+  return ffmpeg_clip("red_10.mp4", "-f lavfi -i color=c=red:size=160x120:rate=30 -frames:v 10" + x264);
+}
+
+// An AVI of 90 frames whose headers claim 500 (avih dwTotalFrames and strh dwLength patched).
+inline std::filesystem::path wrong_count_clip() {
+  const auto out = clip_dir() / "claims_500_has_90.avi";
+  if (std::filesystem::exists(out)) return out;
+  const auto src = ffmpeg_clip("plain_90.avi", "-f lavfi -i testsrc=size=160x120:rate=30 -frames:v 90 -c:v mpeg4 -q:v 5");
+  std::string bytes = read_file(src);
+  auto put_u32 = [&](std::size_t at, std::uint32_t v) {
+    for (int b = 0; b < 4; ++b) bytes[at + b] = static_cast<char>((v >> (8 * b)) & 0xff);
+  };
+  const auto avih = bytes.find("avih"), strh = bytes.find("strh");
+  if (avih == std::string::npos || strh == std::string::npos) throw Error("AVI headers not found");
+  put_u32(avih + 8 + 16, 500);  // MainAVIHeader.dwTotalFrames
+  put_u32(strh + 8 + 32, 500);  // AVIStreamHeader.dwLength
+  write_file(out, bytes);
+  return out;
+}
+
+inline std::filesystem::path audio_only_clip() {
+  return ffmpeg_clip("sine.m4a", "-f lavfi -i sine=frequency=440:duration=1 -c:a aac");
+}
+
+inline std::filesystem::path text_as_mp4() {
+  const auto p = clip_dir() / "notes.mp4";
+  if (!std::filesystem::exists(p)) write_file(p, "These are meeting notes, not a video.\nSecond line.\n");
+  return p;
+}
+
+inline std::filesystem::path empty_mp4() {
+  const auto p = clip_dir() / "empty.mp4";
+  if (!std::filesystem::exists(p)) write_file(p, "");
+  return p;
+}
+
+// The first half of testsrc_clip() (moov first, so the frames before the cut are decodable).
+inline std::filesystem::path truncated_clip() {
+  const auto p = clip_dir() / "testsrc_120_truncated.mp4";
+  if (!std::filesystem::exists(p)) {
+    const std::string bytes = read_file(testsrc_clip());
+    write_file(p, bytes.substr(0, bytes.size() / 2));
+  }
+  return p;
+}
+
+// The first half of an MP4 whose moov atom is at the end: nothing is decodable.
+inline std::filesystem::path truncated_without_index() {
+  const auto p = clip_dir() / "moov_at_end_truncated.mp4";
+  if (!std::filesystem::exists(p)) {
+    const auto full = ffmpeg_clip("moov_at_end.mp4", "-f lavfi -i testsrc=size=160x120:rate=30 -frames:v 60" + x264);
+    const std::string bytes = read_file(full);
+    write_file(p, bytes.substr(0, bytes.size() / 2));
+  }
+  return p;
+}
+
+}  // namespace vidlora::test

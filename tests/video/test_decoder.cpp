@@ -1,0 +1,156 @@
+#include <catch2/catch.hpp>
+
+#include <vidlora/video.hpp>
+
+#include <cmath>
+#include <string>
+
+#include "clips.hpp"
+
+using namespace vidlora;
+using vidlora::video::decode_all_frames;
+using vidlora::video::DecodeStatus;
+
+namespace {
+// Runs `f`, expects vidlora::Error, returns its message.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const vidlora::Error& e) {
+    return e.what();
+  }
+  FAIL("no vidlora::Error thrown");
+  return {};
+}
+}  // namespace
+
+TEST_CASE("stream facts come from the container and frame positions from decoded timestamps", "[video][decoder]") {
+  const auto path = test::testsrc_clip();
+  VideoDecoder decoder(path);
+  const StreamInfo& info = decoder.info();
+  CHECK(info.codec_name == "h264");
+  CHECK(info.width == 160);
+  CHECK(info.height == 120);
+  CHECK(info.avg_fps == Approx(30.0));
+  CHECK(info.duration == Approx(4.0).margin(1e-3));
+  CHECK(info.reported_frame_count == 120);
+  CHECK(info.time_base_num == 1);
+  CHECK(info.time_base_den > 0);
+  std::int64_t count = 0;
+  const DecodeStatus status = decoder.decode([&](const video::DecodedFrame& f) {
+    CHECK(f.index == count);
+    CHECK(f.timestamp == Approx(count / 30.0).margin(1e-6));
+    CHECK(f.frame->width == 160);
+    ++count;
+    return true;
+  });
+  CHECK(count == 120);
+  CHECK(status.frames == 120);
+  CHECK_FALSE(status.damaged);
+}
+
+TEST_CASE("variable frame rate clip gives the exact frame count and per-frame timestamps", "[video][decoder][vfr]") {
+  const auto frames = decode_all_frames(test::vfr_clip());
+  REQUIRE(frames.size() == 30);
+  for (int i = 0; i < 30; ++i) {
+    CHECK(frames[i].index == i);
+    CHECK(frames[i].timestamp == Approx(test::vfr_time(i)).margin(1e-4));
+  }
+  // The average rate the container states matches neither stretch: positions must not come from it.
+  VideoDecoder decoder(test::vfr_clip());
+  CHECK(decoder.info().avg_fps != Approx(10.0).margin(0.5));
+  CHECK(decoder.info().avg_fps != Approx(30.0).margin(0.5));
+}
+
+TEST_CASE("a container that over-reports its frame count is decoded to its real length", "[video][decoder]") {
+  const auto path = test::wrong_count_clip();
+  VideoDecoder decoder(path);
+  CHECK(decoder.info().reported_frame_count == 500);
+  CHECK(decoder.scan_packets().pts.size() == 90);
+  const auto frames = decode_all_frames(path);
+  CHECK(frames.size() == 90);
+  // Every sampler still returns exactly num_frames frames from the real 90.
+  const auto uniform = Sampler<Uniform>(SamplerOptions{.num_frames = 8, .width = 32, .height = 24}).sample(path);
+  REQUIRE(uniform.size() == 8);
+  CHECK(uniform.back().index == 89);
+  const auto motion = Sampler<Motion>(SamplerOptions{.num_frames = 8, .width = 32, .height = 24}).sample(path);
+  REQUIRE(motion.size() == 8);
+  CHECK(motion.back().index < 90);
+}
+
+TEST_CASE("frames come back as interleaved RGB at the requested size", "[video][decoder]") {
+  const auto frames = Sampler<Uniform>(SamplerOptions{.num_frames = 2, .width = 40, .height = 30}).sample(test::red_clip());
+  REQUIRE(frames.size() == 2);
+  for (const auto& f : frames) {
+    CHECK(f.rgb.width == 40);
+    CHECK(f.rgb.height == 30);
+    REQUIRE(f.rgb.data.size() == 40 * 30 * 3);
+    for (int y : {0, 15, 29})
+      for (int x : {0, 20, 39}) {
+        CHECK(f.rgb.at(x, y, 0) >= 250);  // red through yuv420p and back: within a few levels
+        CHECK(f.rgb.at(x, y, 1) <= 5);
+        CHECK(f.rgb.at(x, y, 2) <= 5);
+      }
+  }
+  const auto native = Sampler<Uniform>(SamplerOptions{.num_frames = 1, .width = 0, .height = 0}).sample(test::red_clip());
+  REQUIRE(native.size() == 1);
+  CHECK(native[0].rgb.width == 160);
+  CHECK(native[0].rgb.height == 120);
+}
+
+TEST_CASE("bad input files throw vidlora::Error naming the file and the problem", "[video][decoder][errors]") {
+  const auto missing = test::clip_dir() / "no_such_clip.mp4";
+  auto msg = error_of([&] { Sampler<Uniform>().sample(missing); });
+  CHECK_THAT(msg, Catch::Contains(missing.string()) && Catch::Contains("no such file"));
+
+  msg = error_of([&] { Sampler<SceneChange>().sample(test::text_as_mp4()); });
+  CHECK_THAT(msg, Catch::Contains(test::text_as_mp4().string()) && Catch::Contains("not a readable video"));
+
+  msg = error_of([&] { Sampler<Motion>().sample(test::audio_only_clip()); });
+  CHECK_THAT(msg, Catch::Contains(test::audio_only_clip().string()) && Catch::Contains("no video stream") &&
+                      Catch::Contains("audio aac"));
+
+  msg = error_of([&] { Sampler<Uniform>().sample(test::empty_mp4()); });
+  CHECK_THAT(msg, Catch::Contains(test::empty_mp4().string()) && Catch::Contains("empty file"));
+
+  msg = error_of([&] { detect_scene_changes(test::truncated_without_index()); });
+  CHECK_THAT(msg, Catch::Contains(test::truncated_without_index().string()) && Catch::Contains("not a readable video"));
+
+  msg = error_of([&] { Sampler<Uniform>(SamplerOptions{.num_frames = 0}).sample(test::testsrc_clip()); });
+  CHECK_THAT(msg, Catch::Contains(test::testsrc_clip().string()) && Catch::Contains("num_frames is 0"));
+
+  msg = error_of([&] { VideoDecoder decoder(test::clip_dir()); });
+  CHECK_THAT(msg, Catch::Contains("is a directory"));
+}
+
+TEST_CASE("a file truncated mid-way reports where it broke and keeps the frames before it", "[video][decoder][errors]") {
+  const auto path = test::truncated_clip();
+  // Default: an error that names the file, says it is damaged and after how many good frames.
+  const auto msg = error_of([&] { Sampler<Motion>(SamplerOptions{.num_frames = 4, .width = 16, .height = 12}).sample(path); });
+  CHECK_THAT(msg, Catch::Contains(path.string()) && Catch::Contains("damaged") && Catch::Contains("good frame") &&
+                      Catch::Contains("byte offset"));
+  CHECK_THROWS_WITH(detect_scene_changes(path), Catch::Contains(path.string()) && Catch::Contains("damaged"));
+
+  // The decoder delivers the good prefix and says where it stopped.
+  DecodeStatus status;
+  const auto frames = decode_all_frames(path, 0, 0, &status);
+  CHECK(status.damaged);
+  CHECK(status.byte_offset > 0);
+  CHECK(status.frames == static_cast<std::int64_t>(frames.size()));
+  CHECK(frames.size() >= 30);  // half of the bytes hold roughly half of the 120 frames
+  CHECK(frames.size() < 120);
+  for (std::size_t i = 0; i < frames.size(); ++i) CHECK(frames[i].timestamp == Approx(i / 30.0).margin(1e-6));
+
+  // accept_damaged: the samplers use that prefix and flag it.
+  for (bool seek : {true, false}) {
+    const auto s = Sampler<Uniform>(SamplerOptions{.num_frames = 8, .width = 16, .height = 12, .seek = seek,
+                                                   .accept_damaged = true})
+                       .sample_with_report(path);
+    CHECK(s.report.status.damaged);
+    CHECK(s.report.frame_count == static_cast<std::int64_t>(frames.size()));
+    REQUIRE(s.frames.size() == 8);
+    CHECK(s.frames.front().index == 0);
+    CHECK(s.frames.back().index == static_cast<std::int64_t>(frames.size()) - 1);
+  }
+}
