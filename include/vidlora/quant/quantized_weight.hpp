@@ -12,6 +12,13 @@
 #include <vidlora/lora/frozen_weight.hpp>
 #include <vidlora/quant/quantizer.hpp>
 
+// OpenMP directives only where OpenMP is enabled (no unknown-pragma warnings elsewhere).
+#if defined(_OPENMP)
+#define VIDLORA_QUANT_OMP(directive) _Pragma(directive)
+#else
+#define VIDLORA_QUANT_OMP(directive)
+#endif
+
 namespace vidlora::quant {
 
 template <class Format, int BlockSize = 64, bool DoubleQuant = true>
@@ -41,30 +48,42 @@ class QuantizedWeight {
   Eigen::Index in_features() const { return cols_; }
   const QuantizedBlocks& blocks() const { return blocks_; }
 
-  // x: [tokens, in] -> x·Wᵀ: [tokens, out], W decoded one panel of rows at a time.
+  // x: [tokens, in] -> x·Wᵀ: [tokens, out]. W is decoded one panel of rows at a time; with
+  // OpenMP the panels run on separate threads, each owning its output columns and its scratch.
   Matrix apply(const Matrix& x) const {
     require(x.cols() == cols_, "{}Weight::apply: input {} does not match weight [{}, {}]", Format::name,
             shape_string(x), rows_, cols_);
     Matrix y(x.rows(), rows_);
-    Matrix panel;
-    for (Eigen::Index r0 = 0; r0 < rows_; r0 += panel_rows()) {
-      const Eigen::Index p = std::min(panel_rows(), rows_ - r0);
-      decode_rows(r0, p, panel);
-      y.middleCols(r0, p).noalias() = x * panel.transpose();
+    const Eigen::Index step = slab(cols_, rows_), panels = (rows_ + step - 1) / step;
+    VIDLORA_QUANT_OMP("omp parallel if (panels > 1)")
+    {
+      Matrix panel;  // [p, in]
+      VIDLORA_QUANT_OMP("omp for schedule(dynamic, 1)")
+      for (Eigen::Index k = 0; k < panels; ++k) {
+        const Eigen::Index r0 = k * step, p = std::min(step, rows_ - r0);
+        decode(r0, p, 0, cols_, panel);
+        y.middleCols(r0, p).noalias() = x * panel.transpose();
+      }
     }
     return y;
   }
 
-  // dy: [tokens, out] -> dy·W: [tokens, in].
+  // dy: [tokens, out] -> dy·W: [tokens, in], W decoded in slabs of columns [out, w] so each
+  // slab (and thread) owns its columns of the result and nothing is reduced across slabs.
   Matrix apply_transposed(const Matrix& dy) const {
     require(dy.cols() == rows_, "{}Weight::apply_transposed: gradient {} does not match weight [{}, {}]",
             Format::name, shape_string(dy), rows_, cols_);
-    Matrix dx = Matrix::Zero(dy.rows(), cols_);
-    Matrix panel;
-    for (Eigen::Index r0 = 0; r0 < rows_; r0 += panel_rows()) {
-      const Eigen::Index p = std::min(panel_rows(), rows_ - r0);
-      decode_rows(r0, p, panel);
-      dx.noalias() += dy.middleCols(r0, p) * panel;
+    Matrix dx(dy.rows(), cols_);
+    const Eigen::Index step = slab(rows_, cols_), slabs = (cols_ + step - 1) / step;
+    VIDLORA_QUANT_OMP("omp parallel if (slabs > 1)")
+    {
+      Matrix panel;  // [out, w]
+      VIDLORA_QUANT_OMP("omp for schedule(dynamic, 1)")
+      for (Eigen::Index k = 0; k < slabs; ++k) {
+        const Eigen::Index c0 = k * step, w = std::min(step, cols_ - c0);
+        decode(0, rows_, c0, w, panel);
+        dx.middleCols(c0, w).noalias() = dy * panel;
+      }
     }
     return dx;
   }
@@ -72,7 +91,7 @@ class QuantizedWeight {
   // The dequantized W [out, in] (for merging, checkpoints and tests; not used by apply).
   Matrix to_dense() const {
     Matrix w;
-    decode_rows(0, rows_, w);
+    decode(0, rows_, 0, cols_, w);
     return w;
   }
 
@@ -87,14 +106,23 @@ class QuantizedWeight {
   }
 
  private:
-  // Rows per decoded panel: about 1 Mi floats (4 MiB) of scratch, at least 16 rows.
-  Eigen::Index panel_rows() const {
-    return std::max<Eigen::Index>(16, (Eigen::Index{1} << 20) / std::max<Eigen::Index>(1, cols_));
+  // Lines per decoded panel when each line is `length` floats long: about 1 Mi floats (4 MiB) of
+  // scratch, at least 16 lines, at most `count`.
+  static Eigen::Index slab(Eigen::Index length, Eigen::Index count) {
+    const Eigen::Index lines = std::max<Eigen::Index>(16, (Eigen::Index{1} << 20) / std::max<Eigen::Index>(1, length));
+    return std::min(lines, count);
   }
 
-  void decode_rows(Eigen::Index r0, Eigen::Index count, Matrix& out) const {
-    out.resize(count, cols_);
-    dequantize_range<Format>(blocks_, static_cast<std::size_t>(r0 * cols_), as_span(out));
+  // Decodes W[r0 : r0 + rows, c0 : c0 + cols] into `out` (resized to [rows, cols]).
+  void decode(Eigen::Index r0, Eigen::Index rows, Eigen::Index c0, Eigen::Index cols, Matrix& out) const {
+    out.resize(rows, cols);
+    if (c0 == 0 && cols == cols_) {  // whole rows are one contiguous range
+      dequantize_range<Format>(blocks_, static_cast<std::size_t>(r0 * cols_), as_span(out));
+      return;
+    }
+    for (Eigen::Index r = 0; r < rows; ++r)
+      dequantize_range<Format>(blocks_, static_cast<std::size_t>((r0 + r) * cols_ + c0),
+                               std::span<float>(out.row(r).data(), static_cast<std::size_t>(cols)));
   }
 
   Eigen::Index rows_;
