@@ -1,0 +1,169 @@
+#pragma once
+// A Hugging Face checkpoint directory: `model.safetensors.index.json` ({"weight_map": {tensor name:
+// shard file}}) with shards opened lazily on first use, or a single `model.safetensors`. Tensors
+// are found by name across shards; a missing tensor or a wrong shape is an error naming the key
+// (and both shapes).
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <vidlora/core/error.hpp>
+#include <vidlora/core/matrix.hpp>
+#include <vidlora/io/safetensors.hpp>
+
+namespace vidlora::io {
+
+inline constexpr std::string_view kSafetensorsIndexName = "model.safetensors.index.json";
+inline constexpr std::string_view kSafetensorsSingleName = "model.safetensors";
+
+class CheckpointDir {
+ public:
+  // `path` is a checkpoint directory (index or single file inside), an index .json, or a
+  // single .safetensors file.
+  static CheckpointDir open(const std::filesystem::path& path) {
+    namespace fs = std::filesystem;
+    CheckpointDir dir;
+    if (fs::is_directory(path)) {
+      dir.root_ = path;
+      if (fs::exists(path / kSafetensorsIndexName)) {
+        dir.load_index(path / kSafetensorsIndexName);
+      } else if (fs::exists(path / kSafetensorsSingleName)) {
+        dir.load_single(path / kSafetensorsSingleName);
+      } else {
+        fail("checkpoint '{}': neither {} nor {} found", path.string(), kSafetensorsIndexName, kSafetensorsSingleName);
+      }
+    } else if (fs::is_regular_file(path) && path.extension() == ".json") {
+      dir.root_ = path.parent_path();
+      dir.load_index(path);
+    } else if (fs::is_regular_file(path)) {
+      dir.root_ = path.parent_path();
+      dir.load_single(path);
+    } else {
+      fail("checkpoint '{}' does not exist", path.string());
+    }
+    return dir;
+  }
+
+  const std::filesystem::path& root() const { return root_; }
+  std::size_t size() const { return weight_map_.size(); }
+  bool contains(std::string_view name) const { return weight_map_.find(name) != weight_map_.end(); }
+
+  // Every tensor name, sorted.
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    out.reserve(weight_map_.size());
+    for (const auto& [name, shard] : weight_map_) out.push_back(name);
+    return out;
+  }
+
+  // The index's "metadata" object (e.g. total_size); empty for a single file.
+  const nlohmann::json& index_metadata() const { return index_metadata_; }
+
+  // The shard holding `name`, opened (and validated) on first use.
+  const SafetensorsFile& file_of(std::string_view name) const {
+    const auto it = weight_map_.find(name);
+    if (it == weight_map_.end())
+      fail("checkpoint '{}': missing tensor '{}' ({} tensors in the checkpoint)", root_.string(), name,
+           weight_map_.size());
+    const SafetensorsFile* opened = nullptr;
+    try {
+      opened = &shard(it->second);
+    } catch (const Error& e) {
+      fail("checkpoint '{}': tensor '{}' lives in shard '{}', which cannot be read: {}", root_.string(), name,
+           it->second, e.what());
+    }
+    const SafetensorsFile& file = *opened;
+    if (!file.contains(name))
+      fail("checkpoint '{}': {} maps tensor '{}' to '{}', which has no such tensor", root_.string(),
+           kSafetensorsIndexName, name, it->second);
+    return file;
+  }
+
+  const TensorInfo& info(std::string_view name) const { return file_of(name).info(name); }
+  std::span<const std::byte> raw(std::string_view name) const { return file_of(name).raw(name); }
+  Matrix matrix(std::string_view name) const { return file_of(name).matrix(name); }
+  Vector vector(std::string_view name) const { return file_of(name).vector(name); }
+
+  // Throws unless tensor `name` has exactly `shape`; the message names the key and both shapes.
+  void expect_shape(std::string_view name, const std::vector<std::int64_t>& shape) const {
+    const TensorInfo& t = info(name);
+    if (t.shape != shape)
+      fail("checkpoint '{}': tensor '{}' has shape {}, expected {}", root_.string(), name, dims_string(t.shape),
+           dims_string(shape));
+  }
+  void expect_shape(std::string_view name, std::int64_t rows, std::int64_t cols) const {
+    expect_shape(name, std::vector<std::int64_t>{rows, cols});
+  }
+
+  // The 2-D tensor `name` after checking it is [rows, cols].
+  Matrix matrix(std::string_view name, std::int64_t rows, std::int64_t cols) const {
+    expect_shape(name, rows, cols);
+    return matrix(name);
+  }
+  // The 1-D tensor `name` after checking it is [size].
+  Vector vector(std::string_view name, std::int64_t size) const {
+    expect_shape(name, std::vector<std::int64_t>{size});
+    return vector(name);
+  }
+
+ private:
+  void load_index(const std::filesystem::path& index_path) {
+    std::ifstream in(index_path, std::ios::binary);
+    if (!in) fail("checkpoint index '{}': cannot open", index_path.string());
+    const nlohmann::json index = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (index.is_discarded() || !index.is_object()) fail("checkpoint index '{}': not a JSON object", index_path.string());
+    const auto map_it = index.find("weight_map");
+    if (map_it == index.end() || !map_it->is_object())
+      fail("checkpoint index '{}': no \"weight_map\" object", index_path.string());
+    for (const auto& [name, shard] : map_it->items()) {
+      if (!shard.is_string())
+        fail("checkpoint index '{}': weight_map entry '{}' is not a file name", index_path.string(), name);
+      const std::string file = shard.get<std::string>();
+      const std::filesystem::path relative(file);
+      bool escapes = file.empty() || relative.is_absolute();
+      for (const auto& part : relative) escapes = escapes || part == "..";
+      if (escapes)
+        fail("checkpoint index '{}': tensor '{}' maps to '{}', which is not a file inside the checkpoint directory",
+             index_path.string(), name, file);
+      weight_map_.emplace(name, file);
+    }
+    if (const auto meta = index.find("metadata"); meta != index.end()) index_metadata_ = *meta;
+    root_ = index_path.parent_path();
+  }
+
+  void load_single(const std::filesystem::path& file) {
+    auto opened = std::make_unique<SafetensorsFile>(SafetensorsFile::open(file));
+    const std::string key = file.filename().string();
+    for (const auto& name : opened->names()) weight_map_.emplace(name, key);
+    shards_->files.emplace(key, std::move(opened));
+  }
+
+  const SafetensorsFile& shard(const std::string& file) const {
+    std::lock_guard lock(shards_->mutex);
+    auto& slot = shards_->files[file];
+    if (!slot) slot = std::make_unique<SafetensorsFile>(SafetensorsFile::open(root_ / file));
+    return *slot;
+  }
+
+  struct Shards {  // behind a pointer so CheckpointDir stays movable
+    std::mutex mutex;
+    std::map<std::string, std::unique_ptr<SafetensorsFile>> files;
+  };
+
+  std::filesystem::path root_;
+  std::map<std::string, std::string, std::less<>> weight_map_;  // tensor name -> shard file (relative)
+  nlohmann::json index_metadata_ = nlohmann::json::object();
+  std::unique_ptr<Shards> shards_ = std::make_unique<Shards>();
+};
+
+}  // namespace vidlora::io

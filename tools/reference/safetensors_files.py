@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Reference files for vidlora::io from the Python `safetensors` library, torch and transformers.
+
+Writes into tests/fixtures/io/:
+  dtype_conversion.json    torch's float32 -> bf16 / fp16 casts (tricky values listed, plus FNV-1a
+                           hashes over ~1.2 million float patterns and all 65536 bf16/fp16 patterns)
+  mixed.safetensors        F32/F16/BF16/I64/scalar/empty tensors + {"format": "pt"} metadata
+  escaped_names.safetensors  names that JSON must escape (newline, quote, control char, UTF-8)
+  mixed.json               what mixed.safetensors holds (dtype, shape, values as float64 / ints)
+  llama_single/            tiny LlamaForCausalLM, save_pretrained (one model.safetensors, float32)
+  llama_sharded/           the same model in bfloat16, sharded (model.safetensors.index.json)
+  llama.json               names, shapes and float32 values of the tiny model's tensors
+
+Check a file written by vidlora loads in Python:
+  /opt/refenv/bin/python tools/reference/safetensors_files.py --check tests/fixtures/io/written_by_vidlora.safetensors
+
+Run:  /opt/refenv/bin/python tools/reference/safetensors_files.py
+"""
+import json
+import math
+import pathlib
+import shutil
+import struct
+import sys
+
+# tools/reference/ holds scripts named like packages (tokenizers.py): keep it off the import path.
+sys.path = [p for p in sys.path if pathlib.Path(p or ".").resolve() != pathlib.Path(__file__).resolve().parent]
+
+import safetensors
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+OUT = pathlib.Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "io"
+FNV_OFFSET, FNV_PRIME, MASK = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
+
+
+def versions():
+    return {"torch": torch.__version__, "safetensors": safetensors.__version__,
+            "transformers": transformers.__version__}
+
+
+def fnv1a(words):
+    """FNV-1a over 64-bit-widened words (the C++ test hashes the same way)."""
+    h = FNV_OFFSET
+    for w in words:
+        h = ((h ^ w) * FNV_PRIME) & MASK
+    return h
+
+
+def float_patterns():
+    """Float32 bit patterns: a stride over all 2^32, every bf16 tie and every fp16 midpoint."""
+    patterns = list(range(0, 1 << 32, 4099))
+    patterns += [(k << 16) | 0x8000 for k in range(1 << 16)]  # exactly half-way between two bf16
+    halves = torch.arange(0, 1 << 15, dtype=torch.int32).to(torch.int16).view(torch.float16).float()
+    finite = halves[torch.isfinite(halves)].double()
+    mids = ((finite[:-1] + finite[1:]) / 2).float()  # exact in float32: fp16 has 11 significant bits
+    mid_bits = mids.view(torch.int32).tolist()
+    patterns += [b & 0xFFFFFFFF for b in mid_bits] + [(b & 0xFFFFFFFF) | 0x80000000 for b in mid_bits]
+    return patterns
+
+
+def dtype_fixture():
+    patterns = float_patterns()
+    as_float = torch.tensor([p if p < (1 << 31) else p - (1 << 32) for p in patterns], dtype=torch.int32).view(torch.float32)
+    bf16 = (as_float.to(torch.bfloat16).view(torch.int16).to(torch.int32) & 0xFFFF).tolist()
+    fp16 = (as_float.half().view(torch.int16).to(torch.int32) & 0xFFFF).tolist()
+    all16 = torch.arange(0, 1 << 16, dtype=torch.int32).to(torch.int16)
+    bf16_widened = (all16.view(torch.bfloat16).float().view(torch.int32).to(torch.int64) & 0xFFFFFFFF).tolist()
+    fp16_widened = (all16.view(torch.float16).float().view(torch.int32).to(torch.int64) & 0xFFFFFFFF).tolist()
+
+    tricky = [0.0, -0.0, 1.0, -1.0, 1.00390625, 1.01171875, 3.140625, 65504.0, 65519.99609375, 65520.0, 65536.0,
+              -65520.0, 1e-45, 2.0 ** -24, 2.0 ** -25, 2.0 ** -25 * 1.0000001, 3 * 2.0 ** -26, 6.0e-8, 6.1e-5,
+              2.0 ** -14, 2.0 ** -14 - 2.0 ** -25, 1.1754942e-38, 1e-40, 3.4028235e38, 3.3961776e38, 3.3961775e38,
+              math.inf, -math.inf, math.nan, -math.nan, 0.1, 1 / 3, 1e10, -7.5e-6]
+    t = torch.tensor(tricky, dtype=torch.float32)
+    rows = []
+    for value, bits, b, h in zip(t.tolist(), t.view(torch.int32).tolist(),
+                                 (t.to(torch.bfloat16).view(torch.int16).to(torch.int32) & 0xFFFF).tolist(),
+                                 (t.half().view(torch.int16).to(torch.int32) & 0xFFFF).tolist()):
+        rows.append({"float_bits": bits & 0xFFFFFFFF, "bf16_bits": b, "fp16_bits": h, "value": repr(value)})
+    return {
+        "versions": versions(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "tricky": rows,
+        "patterns": {"stride": 4099, "count": len(patterns),
+                     "rule": "range(0, 2^32, 4099); (k<<16)|0x8000 for k<2^16; fp16 midpoints (positive, then negated)"},
+        "hash_float_to_bf16": fnv1a(bf16),
+        "hash_float_to_fp16": fnv1a(fp16),
+        "hash_bf16_to_float": fnv1a(bf16_widened),
+        "hash_fp16_to_float": fnv1a(fp16_widened),
+    }
+
+
+def mixed_tensors():
+    g = torch.Generator().manual_seed(7)
+    return {
+        "weight": torch.randn(3, 4, generator=g),
+        "half": torch.tensor([1.0, -2.5, 65504.0, 6.0e-8, 0.1], dtype=torch.float16),
+        "brain": (torch.randn(2, 3, generator=g) * 100).to(torch.bfloat16),
+        "scalar": torch.tensor(1.5),
+        "empty": torch.zeros(0, 3),
+        "ids": torch.tensor([-1, 0, 1 << 40], dtype=torch.int64),
+        "a.bias": torch.randn(4, generator=g),
+    }
+
+
+def describe(tensors):
+    out = {}
+    for name, t in tensors.items():
+        entry = {"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape)}
+        if t.dtype.is_floating_point:
+            entry["values"] = t.double().flatten().tolist()
+        else:
+            entry["values"] = t.flatten().tolist()
+        out[name] = entry
+    return out
+
+
+def tiny_llama():
+    torch.manual_seed(3)
+    config = transformers.LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def write_llama():
+    model = tiny_llama()
+    single = OUT / "llama_single"
+    sharded = OUT / "llama_sharded"
+    for d in (single, sharded):
+        shutil.rmtree(d, ignore_errors=True)
+    model.save_pretrained(single)
+    model.to(torch.bfloat16).save_pretrained(sharded, max_shard_size="2KB")
+    for d in (single, sharded):
+        for extra in ("generation_config.json",):
+            (d / extra).unlink(missing_ok=True)
+    state = load_file(single / "model.safetensors")
+    expected = {"versions": versions(), "tensors": describe(state)}
+    (OUT / "llama.json").write_text(json.dumps(expected))
+
+
+def check(paths):
+    for path in paths:
+        tensors = load_file(path)
+        with safetensors.safe_open(path, "pt") as f:
+            meta = f.metadata()
+        print(f"{path}: loads in safetensors {safetensors.__version__}: metadata {meta}")
+        for name, t in tensors.items():
+            print(f"  {name!r}: {t.dtype} {list(t.shape)} {t.flatten()[:4].tolist()}")
+    return 0
+
+
+def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--check":
+        return check(sys.argv[2:])
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "dtype_conversion.json").write_text(json.dumps(dtype_fixture(), indent=1))
+    tensors = mixed_tensors()
+    save_file(tensors, OUT / "mixed.safetensors", metadata={"format": "pt"})
+    (OUT / "mixed.json").write_text(json.dumps({"versions": versions(), "metadata": {"format": "pt"},
+                                                "tensors": describe(tensors)}, indent=1))
+    save_file({"line\nbreak": torch.ones(2), "quote\"d": torch.zeros(1, 2), "ctrl\u0001": torch.ones(1),
+               "\u00e9t\u00e9/\ud55c\uae00": torch.arange(3, dtype=torch.float32)}, OUT / "escaped_names.safetensors")
+    write_llama()
+    print("wrote", OUT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
