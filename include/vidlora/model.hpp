@@ -1,0 +1,13 @@
+#pragma once
+// vidlora model: the LLaMA / Qwen2 / Qwen3 decoder with LoRA slots, the CLIP vision tower,
+// projectors, splicing of visual tokens into the prompt, configs from HF config.json.
+
+#include <vidlora/core.hpp>
+#include <vidlora/model/attention.hpp>
+#include <vidlora/model/config.hpp>
+#include <vidlora/model/decoder.hpp>
+#include <vidlora/model/elementwise.hpp>
+#include <vidlora/model/linear_slot.hpp>
+#include <vidlora/model/rms_norm.hpp>
+#include <vidlora/model/rotary.hpp>
+#include <vidlora/model/tensor_source.hpp>
