@@ -1,12 +1,16 @@
-// A downstream user's program: includes the umbrella header and uses it.
+// A downstream user's program: includes the umbrella header and uses a few policies.
 #include <vidlora/vidlora.hpp>
 
 #include <cstdio>
 
 int main() {
-  vidlora::CounterRng rng(1);
-  const double u = rng.uniform();
-  if (!(u >= 0.0 && u < 1.0)) return 1;
-  std::printf("downstream OK: rank 16 scaling 2\n");
+  using Layer = vidlora::LoraLinear<16, 32>;
+  vidlora::Matrix w = vidlora::Matrix::Random(32, 24);
+  Layer layer(w, vidlora::LoraOptions{.dropout = 0.0, .seed = 1});
+  const vidlora::Matrix x = vidlora::Matrix::Random(5, 24);
+  const vidlora::Matrix y = layer.forward(x, false);
+  // B starts at zero, so the adapted layer equals the frozen one.
+  if (!y.isApprox(x * w.transpose())) return 1;
+  std::printf("downstream OK: rank %d scaling %g\n", Layer::rank, layer.scaling());
   return 0;
 }
