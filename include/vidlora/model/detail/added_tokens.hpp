@@ -1,0 +1,77 @@
+#pragma once
+// Added (special) tokens are split out of the text before any model sees it, leftmost-longest,
+// as HF tokenizers' AddedVocabulary does. Internal to vidlora::model; include <vidlora/model.hpp>.
+
+#include <algorithm>
+#include <array>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vidlora::model::detail {
+
+struct AddedToken {
+  std::string content;
+  int id = -1;
+  bool special = false;     // dropped by decode(..., skip_special = true)
+  bool normalized = false;  // matched after normalisation instead of on the raw text
+  bool lstrip = false;      // swallows ASCII whitespace on its left
+  bool rstrip = false;      // swallows ASCII whitespace on its right
+};
+
+// A run of text, or one added token (token >= 0).
+struct TextPiece {
+  std::string_view text;
+  int token = -1;
+};
+
+class AddedTokenMatcher {
+ public:
+  void add(const AddedToken& token) {
+    if (token.content.empty()) return;
+    tokens_.push_back(token);
+    auto& bucket = by_first_byte_[static_cast<unsigned char>(token.content[0])];
+    bucket.push_back(tokens_.size() - 1);
+    std::stable_sort(bucket.begin(), bucket.end(),
+                     [&](std::size_t a, std::size_t b) { return tokens_[a].content.size() > tokens_[b].content.size(); });
+  }
+
+  bool empty() const { return tokens_.empty(); }
+
+  // Appends the pieces of `text` to `out`: text runs (never empty) and added tokens, in order.
+  void split(std::string_view text, std::vector<TextPiece>& out) const {
+    std::size_t run_start = 0;
+    for (std::size_t pos = 0; pos < text.size();) {
+      const auto& bucket = by_first_byte_[static_cast<unsigned char>(text[pos])];
+      const AddedToken* hit = nullptr;
+      for (std::size_t index : bucket) {  // longest first
+        if (text.substr(pos).starts_with(tokens_[index].content)) {
+          hit = &tokens_[index];
+          break;
+        }
+      }
+      if (!hit) {
+        ++pos;
+        continue;
+      }
+      std::size_t run_end = pos;
+      if (hit->lstrip)
+        while (run_end > run_start && is_ascii_space(text[run_end - 1])) --run_end;
+      if (run_end > run_start) out.push_back({text.substr(run_start, run_end - run_start), -1});
+      out.push_back({text.substr(pos, hit->content.size()), hit->id});
+      pos += hit->content.size();
+      if (hit->rstrip)
+        while (pos < text.size() && is_ascii_space(text[pos])) ++pos;
+      run_start = pos;
+    }
+    if (run_start < text.size()) out.push_back({text.substr(run_start), -1});
+  }
+
+ private:
+  static bool is_ascii_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+  std::vector<AddedToken> tokens_;
+  std::array<std::vector<std::size_t>, 256> by_first_byte_{};
+};
+
+}  // namespace vidlora::model::detail
