@@ -11,3 +11,6 @@
 #include <vidlora/model/rms_norm.hpp>
 #include <vidlora/model/rotary.hpp>
 #include <vidlora/model/tensor_source.hpp>
+#include <vidlora/model/projector.hpp>
+#include <vidlora/model/splice.hpp>
+#include <vidlora/model/clip_vision.hpp>

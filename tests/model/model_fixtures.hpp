@@ -10,7 +10,6 @@
 #include <vidlora/core/matrix.hpp>
 
 #include "fixtures.hpp"
-#include "safetensors_f32.hpp"
 
 namespace vidlora::test {
 

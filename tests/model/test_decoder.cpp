@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include <vidlora/io.hpp>
 #include <vidlora/loss.hpp>
 #include <vidlora/model.hpp>
 
@@ -16,7 +17,6 @@ using vidlora::test::json_flat_ints;
 using vidlora::test::model_dir;
 using vidlora::test::model_reference;
 using vidlora::test::rel_error;
-using vidlora::test::SafetensorsF32;
 
 namespace {
 
@@ -43,11 +43,11 @@ Case load_case(const std::string& name) {
 
 TinyDecoder load_decoder(const std::string& name, bool with_lora) {
   const auto config = DecoderConfig::from_file(model_dir(name) + "/config.json");
-  SafetensorsF32 weights(model_dir(name) + "/model.safetensors");
+  const auto weights = io::CheckpointDir::open(model_dir(name));
   DecoderOptions options;
   if (with_lora) options.target_modules = kAllSeven;
   TinyDecoder decoder(config, weights, options);
-  if (with_lora) decoder.load_adapter(SafetensorsF32(model_dir(name) + "/adapter/adapter_model.safetensors"));
+  if (with_lora) decoder.load_adapter(io::CheckpointDir::open(model_dir(name) + "/adapter/adapter_model.safetensors"));
   return decoder;
 }
 

@@ -19,13 +19,40 @@
 
 namespace vidlora::model {
 
-// A source of named float tensors (row-major, PyTorch order).
+// A source of named float tensors (row-major, PyTorch order): either shape(name) + read_float(name),
+// or io::CheckpointDir / io::SafetensorsFile's info(name).shape + vector(name) (bf16/f16 converted).
 template <class S>
-concept TensorSource = requires(const S& s, const std::string& name) {
-  { s.contains(name) } -> std::convertible_to<bool>;
-  { s.shape(name) } -> std::convertible_to<std::vector<std::int64_t>>;
-  { s.read_float(name) } -> std::convertible_to<std::vector<float>>;
-};
+concept TensorSource =
+    requires(const S& s, const std::string& name) {
+      { s.contains(name) } -> std::convertible_to<bool>;
+    } &&
+    (requires(const S& s, const std::string& name) {
+      { s.shape(name) } -> std::convertible_to<std::vector<std::int64_t>>;
+      { s.read_float(name) } -> std::convertible_to<std::vector<float>>;
+    } || requires(const S& s, const std::string& name) {
+      { s.info(name).shape } -> std::convertible_to<std::vector<std::int64_t>>;
+      { s.vector(name) } -> std::convertible_to<Vector>;
+    });
+
+namespace detail {
+template <class S>
+std::vector<std::int64_t> source_shape(const S& s, const std::string& name) {
+  if constexpr (requires { s.shape(name); }) {
+    return s.shape(name);
+  } else {
+    return s.info(name).shape;
+  }
+}
+template <class S>
+std::vector<float> source_values(const S& s, const std::string& name) {
+  if constexpr (requires { s.read_float(name); }) {
+    return s.read_float(name);
+  } else {
+    const Vector v = s.vector(name);
+    return std::vector<float>(v.data(), v.data() + v.size());
+  }
+}
+}  // namespace detail
 
 // Named tensors held in memory (tests, benchmarks, random models).
 class TensorMap {
@@ -66,10 +93,10 @@ template <TensorSource S>
 std::vector<float> load_tensor(const S& source, const std::string& name, const std::vector<std::int64_t>& expected) {
   require(source.contains(name), "checkpoint is missing tensor \"{}\" (expected shape {})", name,
           fmt::format("{}", expected));
-  const std::vector<std::int64_t> shape = source.shape(name);
+  const std::vector<std::int64_t> shape = detail::source_shape(source, name);
   require(shape == expected, "checkpoint tensor \"{}\" has shape {}, expected {}", name, fmt::format("{}", shape),
           fmt::format("{}", expected));
-  return source.read_float(name);
+  return detail::source_values(source, name);
 }
 
 template <class T = float, TensorSource S>

@@ -1,0 +1,165 @@
+#pragma once
+// ClipVision: the frozen CLIP vision tower of LLaVA, forward only, from CLIPVisionModel weights.
+//   patches (conv k=s=patch as a matmul) → [CLS; patches] + position embeddings → pre_layrnorm
+//   → encoder layers (x += attn(ln1(x)); x += fc2(quick_gelu(fc1(ln2(x)))))
+// The features are hidden_states[feature_layer] (LLaVA: -2, the input of the last layer), with
+// the CLS token dropped ("default" select strategy): [frames · patches, hidden], 576 per 336² frame
+// for ViT-L/14-336. post_layernorm is not part of LLaVA's features and is not applied.
+
+#include <cmath>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <vidlora/core/error.hpp>
+#include <vidlora/core/matrix.hpp>
+#include <vidlora/model/attention.hpp>
+#include <vidlora/model/config.hpp>
+#include <vidlora/model/elementwise.hpp>
+#include <vidlora/model/tensor_source.hpp>
+
+namespace vidlora::model {
+
+struct ClipVisionOptions {
+  int feature_layer = -2;  // index into hidden_states (0 = embeddings after pre_layrnorm; negative from the end)
+  bool drop_cls = true;
+};
+
+// LayerNorm over each row (biased variance, statistics in float64).
+inline Matrix layer_norm(const Matrix& x, const Vector& weight, const Vector& bias, double eps) {
+  Matrix y(x.rows(), x.cols());
+  const double n = static_cast<double>(x.cols());
+  for (Eigen::Index i = 0; i < x.rows(); ++i) {
+    const auto row = x.row(i).cast<double>();
+    const double mean = row.sum() / n;
+    const double var = (row.array() - mean).square().sum() / n;
+    const double inv = 1.0 / std::sqrt(var + eps);
+    y.row(i) = (((row.array() - mean) * inv).cast<float>() * weight.transpose().array() + bias.transpose().array())
+                   .matrix();
+  }
+  return y;
+}
+
+class ClipVision {
+ public:
+  // Loads the layers the feature layer needs; the key prefix is detected (vision_tower.vision_model.,
+  // vision_tower., model.vision_tower.…, vision_model.).
+  template <TensorSource S>
+  ClipVision(const ClipVisionConfig& config, const S& source, ClipVisionOptions options = {})
+      : config_(config), options_(options) {
+    const int layers = config_.num_hidden_layers;
+    run_layers_ = options_.feature_layer < 0 ? layers + 1 + options_.feature_layer : options_.feature_layer;
+    require(run_layers_ >= 0 && run_layers_ <= layers,
+            "ClipVision: feature_layer {} is outside the {} hidden states of a {}-layer encoder", options_.feature_layer,
+            layers + 1, layers);
+    const std::string p = find_prefix(source,
+                                      {"vision_tower.vision_model.", "vision_tower.", "model.vision_tower.vision_model.",
+                                       "model.vision_tower.", "vision_model.", ""},
+                                      "embeddings.patch_embedding.weight", "CLIP vision tower");
+    const Eigen::Index d = config_.hidden_size, c = config_.num_channels, ps = config_.patch_size;
+    const std::vector<float> conv =
+        load_tensor(source, p + "embeddings.patch_embedding.weight", {d, c, ps, ps});
+    patch_w_ = Eigen::Map<const Matrix>(conv.data(), d, c * ps * ps);
+    class_emb_ = load_vector(source, p + "embeddings.class_embedding", d);
+    pos_emb_ = load_matrix(source, p + "embeddings.position_embedding.weight", config_.num_patches() + 1, d);
+    pre_w_ = load_vector(source, p + "pre_layrnorm.weight", d);
+    pre_b_ = load_vector(source, p + "pre_layrnorm.bias", d);
+    const Eigen::Index inter = config_.intermediate_size;
+    for (int l = 0; l < run_layers_; ++l) {
+      const std::string lp = p + "encoder.layers." + std::to_string(l) + ".";
+      Layer L;
+      L.ln1_w = load_vector(source, lp + "layer_norm1.weight", d);
+      L.ln1_b = load_vector(source, lp + "layer_norm1.bias", d);
+      L.ln2_w = load_vector(source, lp + "layer_norm2.weight", d);
+      L.ln2_b = load_vector(source, lp + "layer_norm2.bias", d);
+      const char* names[4] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+      for (int k = 0; k < 4; ++k) {
+        L.attn_w[k] = load_matrix(source, lp + "self_attn." + names[k] + ".weight", d, d);
+        L.attn_b[k] = load_vector(source, lp + "self_attn." + names[k] + ".bias", d);
+      }
+      L.fc1_w = load_matrix(source, lp + "mlp.fc1.weight", inter, d);
+      L.fc1_b = load_vector(source, lp + "mlp.fc1.bias", inter);
+      L.fc2_w = load_matrix(source, lp + "mlp.fc2.weight", d, inter);
+      L.fc2_b = load_vector(source, lp + "mlp.fc2.bias", d);
+      layers_.push_back(std::move(L));
+    }
+  }
+
+  const ClipVisionConfig& config() const { return config_; }
+  // Tokens per frame in the output (576 for ViT-L/14-336 with the CLS dropped).
+  Eigen::Index tokens_per_frame() const { return config_.num_patches() + (options_.drop_cls ? 0 : 1); }
+
+  // pixels: frames × [channels, image_size, image_size], channel-first (CLIP-normalised, as pixel_values).
+  // Returns [frames · tokens_per_frame(), hidden].
+  Matrix features(std::span<const float> pixels, Eigen::Index frames) const {
+    const Eigen::Index c = config_.num_channels, s = config_.image_size, ps = config_.patch_size, g = config_.grid();
+    const Eigen::Index per_frame = c * s * s;
+    require(frames > 0 && static_cast<Eigen::Index>(pixels.size()) == frames * per_frame,
+            "ClipVision::features: {} values for {} frames of [{}, {}, {}]", pixels.size(), frames, c, s, s);
+    const Eigen::Index tpf = tokens_per_frame(), np = config_.num_patches();
+    Matrix out(frames * tpf, config_.hidden_size);
+    for (Eigen::Index f = 0; f < frames; ++f) {
+      const float* img = pixels.data() + f * per_frame;
+      Matrix patches(np, c * ps * ps);  // row = patch (row-major over the grid), col = (channel, ky, kx)
+      for (Eigen::Index py = 0; py < g; ++py)
+        for (Eigen::Index px = 0; px < g; ++px)
+          for (Eigen::Index ch = 0; ch < c; ++ch)
+            for (Eigen::Index ky = 0; ky < ps; ++ky)
+              for (Eigen::Index kx = 0; kx < ps; ++kx)
+                patches(py * g + px, (ch * ps + ky) * ps + kx) = img[(ch * s + py * ps + ky) * s + px * ps + kx];
+      Matrix x(np + 1, config_.hidden_size);
+      x.row(0) = class_emb_.transpose();
+      x.bottomRows(np).noalias() = patches * patch_w_.transpose();
+      x += pos_emb_;
+      x = layer_norm(x, pre_w_, pre_b_, config_.layer_norm_eps);
+      for (const auto& L : layers_) x = layer_forward(L, x);
+      out.middleRows(f * tpf, tpf) = options_.drop_cls ? x.bottomRows(np) : x;
+    }
+    return out;
+  }
+
+ private:
+  struct Layer {
+    Vector ln1_w, ln1_b, ln2_w, ln2_b;
+    Matrix attn_w[4];  // q, k, v, out [hidden, hidden]
+    Vector attn_b[4];
+    Matrix fc1_w, fc2_w;
+    Vector fc1_b, fc2_b;
+  };
+
+  static Matrix affine(const Matrix& x, const Matrix& w, const Vector& b) {
+    Matrix y = x * w.transpose();
+    y.rowwise() += b.transpose();
+    return y;
+  }
+
+  Matrix layer_forward(const Layer& L, const Matrix& x) const {
+    const Matrix h = layer_norm(x, L.ln1_w, L.ln1_b, config_.layer_norm_eps);
+    const Matrix q = affine(h, L.attn_w[0], L.attn_b[0]), k = affine(h, L.attn_w[1], L.attn_b[1]),
+                 v = affine(h, L.attn_w[2], L.attn_b[2]);
+    const AttentionShape shape{config_.num_attention_heads, config_.num_attention_heads, config_.head_dim()};
+    // Bidirectional: every query sees every key (q_offset past the last key disables the causal cut).
+    const Matrix a = attention_forward<float>(q, k, v, shape, x.rows(), {});
+    Matrix y = x + affine(a, L.attn_w[3], L.attn_b[3]);
+    Matrix m = affine(layer_norm(y, L.ln2_w, L.ln2_b, config_.layer_norm_eps), L.fc1_w, L.fc1_b);
+    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = quick_gelu(m.data()[i]);
+    y += affine(m, L.fc2_w, L.fc2_b);
+    return y;
+  }
+
+  ClipVisionConfig config_;
+  ClipVisionOptions options_;
+  int run_layers_ = 0;
+  Matrix patch_w_;  // [hidden, channels·patch²]
+  Vector class_emb_;
+  Matrix pos_emb_;  // [patches + 1, hidden]
+  Vector pre_w_, pre_b_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace vidlora::model
+
+namespace vidlora {
+using model::ClipVision;
+using model::ClipVisionOptions;
+}  // namespace vidlora

@@ -1,0 +1,153 @@
+// The vision side against transformers + PEFT: CLIP features, pooling, splicing, and a full LLaVA
+// step (vision → Mlp2xGelu projector → spliced prompt → LoRA decoder → loss → gradients).
+
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+#include <vidlora/io.hpp>
+#include <vidlora/loss.hpp>
+#include <vidlora/model.hpp>
+
+#include "model_fixtures.hpp"
+
+using namespace vidlora;
+using vidlora::test::json_3d;
+using vidlora::test::json_flat_ints;
+using vidlora::test::model_dir;
+using vidlora::test::model_reference;
+using vidlora::test::rel_error;
+
+namespace {
+
+std::vector<float> flat_pixels(const nlohmann::json& a) {
+  std::vector<float> out;
+  for (const auto& f : a)
+    for (const auto& c : f)
+      for (const auto& row : c)
+        for (const auto& v : row) out.push_back(v.get<float>());
+  return out;
+}
+
+struct Llava {
+  LlavaConfig config = LlavaConfig::from_file(model_dir("llava") + "/config.json");
+  io::CheckpointDir weights = io::CheckpointDir::open(model_dir("llava"));
+  nlohmann::json ref = model_reference("llava");
+};
+
+}  // namespace
+
+TEST_CASE("llava config parses the vision tower and the projector glue", "[model][config][llava]") {
+  const Llava m;
+  CHECK(m.config.image_token_id == 60);
+  CHECK(m.config.vision.num_patches() == 16);
+  CHECK(m.config.vision.num_hidden_layers == 3);
+  CHECK(m.config.vision_feature_layer == -2);
+  CHECK(m.config.drop_cls);
+  CHECK(m.config.text.architecture == Architecture::Llama);
+}
+
+TEST_CASE("clip vision features equal transformers hidden_states -2 without CLS", "[model][vision][reference]") {
+  const Llava m;
+  const ClipVision vision(m.config.vision, m.weights);
+  const Matrix features = vision.features(flat_pixels(m.ref["pixel_values"]), 2);
+  REQUIRE(features.rows() == 2 * 16);
+  CHECK(rel_error(features, json_3d(m.ref["vision_features"])) < 1e-5);
+}
+
+TEST_CASE("spatial average pooling of the token grid equals torch avg_pool2d", "[model][vision][reference]") {
+  const Llava m;
+  const Matrix features = json_3d(m.ref["vision_features"]);  // 2 frames of 4x4 tokens
+  const Matrix pooled = spatial_average_pool(features, 4, 2);
+  REQUIRE(pooled.rows() == 2 * 4);
+  CHECK(rel_error(pooled, json_3d(m.ref["pooled_features"])) < 1e-6);
+  // 24x24 -> 12x12 (LLaVA-NeXT-Video): 576 tokens per frame become 144.
+  CHECK(spatial_average_pool(Matrix::Ones(2 * 576, 3), 24, 2).rows() == 2 * 144);
+  REQUIRE_THROWS_AS(spatial_average_pool(Matrix::Ones(10, 3), 4, 2), Error);
+}
+
+TEST_CASE("splicing expands one placeholder and masks prompt and visual labels", "[model][splice]") {
+  Matrix table(8, 2);
+  for (int i = 0; i < 8; ++i) table.row(i) << static_cast<float>(i), static_cast<float>(-i);
+  Matrix visual(3, 2);
+  visual << 100, 101, 200, 201, 300, 301;
+  const std::vector<int> prompt{1, 7, 2}, answer{4, 5};
+  const auto s = splice_visual_tokens<float>(prompt, answer, 7, visual, table);
+  REQUIRE(s.embeds.rows() == 7);
+  CHECK(s.visual_positions == std::vector<Eigen::Index>{1, 2, 3});
+  CHECK(s.labels == std::vector<int>{-100, -100, -100, -100, -100, 4, 5});
+  CHECK(s.embeds(2, 0) == 200);
+  CHECK(s.embeds(4, 0) == 2);
+  CHECK(s.embeds(6, 1) == -5);
+  // Already-expanded placeholders are replaced one for one.
+  const std::vector<int> expanded{1, 7, 7, 7};
+  CHECK(splice_visual_tokens<float>(expanded, answer, 7, visual, table).embeds.rows() == 6);
+  // Collate right-pads with the pad embedding, mask 0 and label -100.
+  const auto b = collate<float>({s, splice_visual_tokens<float>(expanded, answer, 7, visual, table)}, table, 0);
+  CHECK(b.batch.seq_len == 7);
+  CHECK(b.batch.attention_mask[13] == 0);
+  CHECK(b.labels[13] == -100);
+  CHECK(b.visual_rows == std::vector<Eigen::Index>{1, 2, 3, 8, 9, 10});
+}
+
+TEST_CASE("splicing rejects a prompt without the video placeholder", "[model][splice][errors]") {
+  const Matrix table = Matrix::Zero(8, 2), visual = Matrix::Zero(3, 2);
+  const std::vector<int> prompt{1, 2, 3}, answer{4};
+  REQUIRE_THROWS_WITH(splice_visual_tokens<float>(prompt, answer, 7, visual, table),
+                      Catch::Contains("no video/image placeholder"));
+  const std::vector<int> two{1, 7, 7};
+  REQUIRE_THROWS_WITH(splice_visual_tokens<float>(two, answer, 7, visual, table), Catch::Contains("2 placeholder"));
+}
+
+TEST_CASE("llava logits loss LoRA and projector gradients match PEFT", "[model][llava][lora][reference]") {
+  const Llava m;
+  const ClipVision vision(m.config.vision, m.weights);
+  auto projector = Mlp2xGelu::load(m.weights, m.config.vision.hidden_size, m.config.text.hidden_size);
+  DecoderOptions options;
+  options.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  Decoder<4, 8> decoder(m.config.text, m.weights, options);
+  decoder.load_adapter(io::CheckpointDir::open(model_dir("llava") + "/adapter/adapter_model.safetensors"));
+
+  const Matrix features = vision.features(flat_pixels(m.ref["pixel_values"]), 2);
+  const Matrix visual = projector.forward(features);  // [32, hidden]
+  std::vector<SplicedSequence> seqs;
+  for (int b = 0; b < 2; ++b) {
+    const auto prompt = m.ref["prompts"][b].get<std::vector<int>>();
+    const auto answer = m.ref["answers"][b].get<std::vector<int>>();
+    const Matrix frame_tokens = visual.middleRows(16 * b, 16);
+    seqs.push_back(splice_visual_tokens<float>(prompt, answer, m.config.image_token_id, frame_tokens,
+                                               decoder.embed_tokens()));
+  }
+  const SplicedBatch batch = collate(seqs, decoder.embed_tokens(), 0);
+  CHECK(batch.labels == json_flat_ints(m.ref["labels"]));
+  CHECK(batch.batch.attention_mask == json_flat_ints(m.ref["attention_mask"]));
+
+  const Matrix logits = decoder.logits(decoder.forward(batch.embeds, batch.batch, false));
+  CHECK(rel_error(logits, json_3d(m.ref["logits"])) < 1e-5);
+
+  CrossEntropyOptions ce;
+  ce.label_smoothing = 0.1;
+  const auto result = decoder.loss_and_backward(batch.embeds, batch.batch, batch.labels, ce);
+  const double ref_loss = m.ref["loss"].get<double>();
+  CHECK(std::abs(result.loss - ref_loss) < 1e-5 * ref_loss);
+
+  int checked = 0;
+  decoder.for_each_lora([&](const std::string& path, auto& lin) {
+    const std::string key = path.substr(path.find("layers."));
+    CAPTURE(key);
+    CHECK(rel_error(lin.grad_A(), vidlora::test::json_matrix(m.ref["lora_grads"].at(key + ".lora_A.weight"))) < 1e-4);
+    CHECK(rel_error(lin.grad_B(), vidlora::test::json_matrix(m.ref["lora_grads"].at(key + ".lora_B.weight"))) < 1e-4);
+    checked += 2;
+  });
+  CHECK(checked == static_cast<int>(m.ref["lora_grads"].size()));
+
+  projector.backward(gather_rows<float>(result.grad_embeds, batch.visual_rows));
+  const auto& pg = m.ref["projector_grads"];
+  CHECK(rel_error(projector.linear_1().grad_weight(), vidlora::test::json_matrix(pg["linear_1.weight"])) < 1e-4);
+  CHECK(rel_error(projector.linear_2().grad_weight(), vidlora::test::json_matrix(pg["linear_2.weight"])) < 1e-4);
+  const auto b1 = vidlora::test::json_vector<float>(pg["linear_1.bias"]);
+  const auto b2 = vidlora::test::json_vector<float>(pg["linear_2.bias"]);
+  CHECK(rel_error(projector.linear_1().grad_bias(), Eigen::Map<const Vector>(b1.data(), b1.size())) < 1e-4);
+  CHECK(rel_error(projector.linear_2().grad_bias(), Eigen::Map<const Vector>(b2.data(), b2.size())) < 1e-4);
+}
