@@ -151,6 +151,12 @@ class ByteLevelBpeTokenizer {
 
   std::size_t merge_count() const { return merges_.size(); }
 
+  // Forgets the per-word BPE results (benchmarks measure the uncached path with it).
+  void clear_cache() const {
+    std::lock_guard lock(cache_->mutex);
+    cache_->words.clear();
+  }
+
  private:
   struct Merge {
     int rank;
@@ -305,22 +311,28 @@ class ByteLevelBpeTokenizer {
     if (!whole_word_in_vocab) {
       for (unsigned char b : word)
         if (byte_ids_[b] >= 0) symbols.push_back(byte_ids_[b]);  // a byte missing from the vocabulary is dropped, as HF does
-      // Repeatedly merge the adjacent pair of lowest rank (leftmost on ties) until none is a merge.
-      while (symbols.size() > 1) {
-        int best_rank = std::numeric_limits<int>::max();
+      // Repeatedly merge the adjacent pair of lowest rank (leftmost on ties) until none is a merge;
+      // pairs[i] describes (symbols[i], symbols[i + 1]) and only the neighbours of a merge are looked up again.
+      constexpr Merge kNoMerge{std::numeric_limits<int>::max(), -1};
+      const auto lookup = [&](std::size_t i) {
+        const auto it = merges_.find(pair_key(symbols[i], symbols[i + 1]));
+        return it == merges_.end() ? kNoMerge : it->second;
+      };
+      std::vector<Merge> pairs;
+      if (symbols.size() > 1) {
+        pairs.reserve(symbols.size() - 1);
+        for (std::size_t i = 0; i + 1 < symbols.size(); ++i) pairs.push_back(lookup(i));
+      }
+      while (!pairs.empty()) {
         std::size_t best = 0;
-        int merged = -1;
-        for (std::size_t i = 0; i + 1 < symbols.size(); ++i) {
-          const auto it = merges_.find(pair_key(symbols[i], symbols[i + 1]));
-          if (it != merges_.end() && it->second.rank < best_rank) {
-            best_rank = it->second.rank;
-            best = i;
-            merged = it->second.merged;
-          }
-        }
-        if (merged < 0) break;
-        symbols[best] = merged;
+        for (std::size_t i = 1; i < pairs.size(); ++i)
+          if (pairs[i].rank < pairs[best].rank) best = i;
+        if (pairs[best].merged < 0) break;
+        symbols[best] = pairs[best].merged;
         symbols.erase(symbols.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+        pairs.erase(pairs.begin() + static_cast<std::ptrdiff_t>(best));
+        if (best < pairs.size()) pairs[best] = lookup(best);
+        if (best > 0) pairs[best - 1] = lookup(best - 1);
       }
     }
     out.insert(out.end(), symbols.begin(), symbols.end());
