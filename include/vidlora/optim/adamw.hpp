@@ -83,13 +83,8 @@ class AdamW {
         s.step += 1;
         const AdamWStepParams params = AdamWStepParams::make(lr * g.lr_scale, g.weight_decay, options_.beta1,
                                                              options_.beta2, options_.eps, s.step);
-        float* value = p.value->data();
-        const float* grad = p.grad->data();
-        float* m = s.exp_avg.data();
-        float* v = s.exp_avg_sq.data();
-        const std::ptrdiff_t n = p.value->size();
-        VIDLORA_OPTIM_PARALLEL_FOR
-        for (std::ptrdiff_t i = 0; i < n; ++i) adamw_update(value[i], grad[i], m[i], v[i], params);
+        adamw_update_range(p.value->data(), p.grad->data(), s.exp_avg.data(), s.exp_avg_sq.data(), p.value->size(),
+                           params);
       }
     }
     ++steps_;
