@@ -225,3 +225,30 @@ TEST_CASE("lora bad input is a clear error naming the value", "[lora][errors]") 
   layer.forward(Matrix::Ones(3, 10), true);
   CHECK_THROWS_WITH(layer.backward(Matrix::Ones(3, 6)), Contains("merged"));
 }
+
+TEST_CASE("lora over many tokens matches closed-form gradients with dropout", "[lora][dropout][grad]") {
+  // Large enough (tokens·in ≥ 2^16) that OpenMP builds split the work into per-thread shares.
+  const Eigen::Index tokens = 96, in = 768, out = 64;
+  const double p = 0.2, s = 2.0;
+  const MatrixD w = random_matrix<double>(out, in, 40, 0.05), x = random_matrix<double>(tokens, in, 41);
+  const MatrixD dy = random_matrix<double>(tokens, out, 42);
+  LoraLinear<8, 16, DenseWeight64> layer(w, LoraOptions{.dropout = p, .seed = 5, .layer = 2});
+  layer.lora_B() = random_matrix<double>(out, 8, 43);
+  layer.set_step(9);
+  const MatrixD y = layer.forward(x, true);
+  const MatrixD dx = layer.backward(dy);
+  MatrixD mask(tokens, in);
+  for (Eigen::Index t = 0; t < tokens; ++t)
+    for (Eigen::Index i = 0; i < in; ++i)
+      mask(t, i) = random_uniform(5, (std::uint64_t{2} << 32) + 1 + 9, static_cast<std::uint64_t>(t * in + i)) < p
+                       ? 0.0
+                       : 1.0 / (1.0 - p);
+  const MatrixD& a = layer.lora_A();
+  const MatrixD& b = layer.lora_B();
+  const MatrixD xd = x.cwiseProduct(mask);
+  const MatrixD g = s * dy * b;
+  CHECK(max_rel_error(y, MatrixD(x * w.transpose() + s * xd * a.transpose() * b.transpose())) < 1e-9);
+  CHECK(max_rel_error(dx, MatrixD(dy * w + (g * a).cwiseProduct(mask))) < 1e-9);
+  CHECK(max_rel_error(layer.grad_A(), MatrixD(g.transpose() * xd)) < 1e-9);
+  CHECK(max_rel_error(layer.grad_B(), MatrixD(s * dy.transpose() * (xd * a.transpose()))) < 1e-9);
+}

@@ -10,6 +10,10 @@
 #include <type_traits>
 #include <utility>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/core/rng.hpp>
@@ -28,6 +32,29 @@ struct LoraOptions {
 
 namespace detail {
 // scalar_type of a base, or float when it has none (so a bad Base reports the static_assert first).
+// Runs fn(thread_id, threads) once per OpenMP thread (once, sequentially, without OpenMP or for
+// small work); Eigen products inside run single-threaded, so each phase costs one fork/join.
+template <class Fn>
+void for_each_share(Eigen::Index work, Fn&& fn) {
+#if defined(_OPENMP)
+  if (work >= (Eigen::Index{1} << 16) && omp_get_max_threads() > 1 && !omp_in_parallel()) {
+#pragma omp parallel
+    fn(omp_get_thread_num(), omp_get_num_threads());
+    return;
+  }
+#endif
+  fn(0, 1);
+}
+
+// The contiguous share [begin, begin + count) of [0, n) that thread `id` of `threads` owns.
+struct Share {
+  Eigen::Index begin, count;
+};
+inline Share share_of(Eigen::Index n, int id, int threads) {
+  const Eigen::Index begin = n * id / threads, end = n * (id + 1) / threads;
+  return {begin, end - begin};
+}
+
 template <class B>
 struct base_scalar {
   using type = float;
@@ -121,15 +148,23 @@ class LoraLinear {
       return y;
     }
     dropped_ = training && options_.dropout > 0.0;
-    if (dropped_) {
-      mask_stream_ = dropout_stream(options_.layer, step_++);
-      xd_.resize(x.rows(), x.cols());
-      apply_mask(x, xd_);
-    } else {
-      xd_ = x;
-    }
-    h_.noalias() = xd_ * a_.transpose();  // [tokens, Rank]
-    y.noalias() += (scaling_ * h_) * b_.transpose();
+    if (dropped_) mask_stream_ = dropout_stream(options_.layer, step_++);
+    const Eigen::Index tokens = x.rows();
+    xd_.resize(tokens, in_features());
+    h_.resize(tokens, Rank);
+    const matrix_type bt = scaling_ * b_.transpose();  // [Rank, out]
+    // One pass per share of token rows: dropout(x), h = dropout(x)·Aᵀ, y += h·(scaling·Bᵀ).
+    detail::for_each_share(x.size(), [&](int id, int threads) {
+      const auto [t0, nt] = detail::share_of(tokens, id, threads);
+      if (nt == 0) return;
+      if (dropped_) {
+        masked_rows(x, xd_, t0, nt);
+      } else {
+        xd_.middleRows(t0, nt) = x.middleRows(t0, nt);
+      }
+      h_.middleRows(t0, nt).noalias() = xd_.middleRows(t0, nt) * a_.transpose();
+      y.middleRows(t0, nt).noalias() += h_.middleRows(t0, nt) * bt;
+    });
     cached_ = true;
     return y;
   }
@@ -141,17 +176,29 @@ class LoraLinear {
     require(dy.rows() == h_.rows() && dy.cols() == out_features(),
             "LoraLinear: gradient dy {} does not match the forward output [{}, {}]", shape_string(dy), h_.rows(),
             out_features());
-    matrix_type g = scaling_ * (dy * b_);          // d loss / d h  [tokens, Rank]
-    grad_b_.noalias() += scaling_ * (dy.transpose() * h_);  // [out, Rank]
-    grad_a_.noalias() += g.transpose() * xd_;               // [Rank, in]
+    const Eigen::Index tokens = dy.rows(), in = in_features(), out = out_features();
     matrix_type dx = base_.apply_transposed(dy);
-    if (!dropped_) {
-      dx.noalias() += g * a_;
-    } else {
-      matrix_type dxd = g * a_;
-      apply_mask(dxd, dxd);
-      dx += dxd;
-    }
+    matrix_type g(tokens, Rank);  // d loss / d h = scaling·dy·B  [tokens, Rank]
+    // Rows of tokens: g, and dx += mask ⊙ (g·A).
+    detail::for_each_share(dy.size(), [&](int id, int threads) {
+      const auto [t0, nt] = detail::share_of(tokens, id, threads);
+      if (nt == 0) return;
+      g.middleRows(t0, nt).noalias() = scaling_ * (dy.middleRows(t0, nt) * b_);
+      if (!dropped_) {
+        dx.middleRows(t0, nt).noalias() += g.middleRows(t0, nt) * a_;
+      } else {
+        matrix_type dxd = g.middleRows(t0, nt) * a_;
+        masked_rows(dxd, dxd, 0, nt, t0);
+        dx.middleRows(t0, nt) += dxd;
+      }
+    });
+    // Columns of A and rows of B: grad_A += gᵀ·dropout(x), grad_B += scaling·dyᵀ·h (no reduction across threads).
+    detail::for_each_share(dy.size(), [&](int id, int threads) {
+      const auto [c0, nc] = detail::share_of(in, id, threads);
+      if (nc > 0) grad_a_.middleCols(c0, nc).noalias() += g.transpose() * xd_.middleCols(c0, nc);
+      const auto [o0, no] = detail::share_of(out, id, threads);
+      if (no > 0) grad_b_.middleRows(o0, no).noalias() += scaling_ * (dy.middleCols(o0, no).transpose() * h_);
+    });
     return dx;
   }
 
@@ -206,18 +253,19 @@ class LoraLinear {
     grad_b_ = matrix_type::Zero(out, Rank);
   }
 
-  // dst = src ⊙ mask of the current step (src and dst may alias).
-  void apply_mask(const matrix_type& src, matrix_type& dst) const {
+  // dst rows [r0, r0 + n) = src rows [r0, r0 + n) ⊙ mask of the current step, where the mask row of
+  // dst row r0 + k is token row `token0 + k` (token0 defaults to r0). src and dst may alias.
+  void masked_rows(const matrix_type& src, matrix_type& dst, Eigen::Index r0, Eigen::Index n,
+                   Eigen::Index token0 = -1) const {
     const float p = static_cast<float>(options_.dropout);
     const std::uint64_t seed = options_.seed, stream = mask_stream_;
-    const std::int64_t n = static_cast<std::int64_t>(src.size());
-    const scalar_type* s = src.data();
-    scalar_type* d = dst.data();
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
-#endif
-    for (std::int64_t i = 0; i < n; ++i)
-      d[i] = s[i] * static_cast<scalar_type>(dropout_scale(seed, stream, static_cast<std::uint64_t>(i), p));
+    const Eigen::Index cols = src.cols();
+    const std::uint64_t first = static_cast<std::uint64_t>((token0 < 0 ? r0 : token0) * cols);
+    const scalar_type* s = src.data() + r0 * cols;
+    scalar_type* d = dst.data() + r0 * cols;
+    const std::uint64_t count = static_cast<std::uint64_t>(n * cols);
+    for (std::uint64_t i = 0; i < count; ++i)
+      d[i] = s[i] * static_cast<scalar_type>(dropout_scale(seed, stream, first + i, p));
   }
 
   LoraOptions options_;

@@ -1,0 +1,247 @@
+#pragma once
+// LoRA adapters in PEFT's on-disk format: a directory with `adapter_config.json` (LoraConfig's
+// fields, as PEFT 0.21 writes them: sorted keys, 2-space indent) and `adapter_model.safetensors`
+// holding `base_model.model.<module path>.lora_A.weight` [r, in] and `.lora_B.weight` [out, r]
+// (float32, metadata {"format": "pt"}). Both files are written atomically.
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <vidlora/core/error.hpp>
+#include <vidlora/core/matrix.hpp>
+#include <vidlora/io/atomic_file.hpp>
+#include <vidlora/io/safetensors.hpp>
+#include <vidlora/io/safetensors_writer.hpp>
+#include <vidlora/lora/target_modules.hpp>
+
+namespace vidlora::lora {
+
+inline constexpr std::string_view kAdapterConfigName = "adapter_config.json";
+inline constexpr std::string_view kAdapterWeightsName = "adapter_model.safetensors";
+inline constexpr std::string_view kPeftKeyPrefix = "base_model.model.";
+// The PEFT release whose adapter_config.json layout save_peft_adapter reproduces.
+inline constexpr std::string_view kPeftFormatVersion = "0.21.2";
+
+// The adapter_config.json fields vidlora sets; every other LoraConfig field gets PEFT's default.
+struct AdapterSpec {
+  int r = 16;
+  double lora_alpha = 32;
+  double lora_dropout = 0.05;
+  std::vector<std::string> target_modules;  // names matched by PEFT's rule (equal or ".<name>" suffix)
+  std::string base_model_name_or_path;      // "" is written as null
+  bool use_rslora = false;
+  std::string bias = "none";
+  std::string task_type = "CAUSAL_LM";
+};
+
+// One adapted linear layer's LoRA factors, PyTorch layout.
+struct AdapterWeights {
+  Matrix A;  // [r, in]
+  Matrix B;  // [out, r]
+};
+
+// Module path ("model.layers.0.self_attn.q_proj") -> its factors.
+using AdapterModules = std::map<std::string, AdapterWeights>;
+
+struct PeftAdapter {
+  AdapterSpec spec;
+  AdapterModules modules;
+};
+
+// "base_model.model.<module path>.lora_A.weight" (factor 'A') or "...lora_B.weight" ('B').
+inline std::string peft_key(std::string_view module_path, char factor) {
+  return fmt::format("{}{}.lora_{}.weight", kPeftKeyPrefix, module_path, factor);
+}
+
+namespace detail {
+
+// PEFT 0.21.2's LoraConfig as save_pretrained writes it, with vidlora's fields filled in.
+inline nlohmann::json adapter_config_json(const AdapterSpec& spec) {
+  using nlohmann::json;
+  std::set<std::string> targets(spec.target_modules.begin(), spec.target_modules.end());
+  const auto number = [](double v) {
+    return v == std::floor(v) && std::abs(v) < 1e15 ? json(static_cast<long long>(v)) : json(v);
+  };
+  return json{
+      {"alora_invocation_tokens", nullptr},
+      {"alpha_pattern", json::object()},
+      {"arrow_config", nullptr},
+      {"auto_mapping", nullptr},
+      {"base_model_name_or_path", spec.base_model_name_or_path.empty() ? json(nullptr) : json(spec.base_model_name_or_path)},
+      {"bias", spec.bias},
+      {"corda_config", nullptr},
+      {"ensure_weight_tying", false},
+      {"eva_config", nullptr},
+      {"exclude_modules", nullptr},
+      {"fan_in_fan_out", false},
+      {"inference_mode", true},
+      {"init_lora_weights", true},
+      {"kasa_config", nullptr},
+      {"layer_replication", nullptr},
+      {"layers_pattern", nullptr},
+      {"layers_to_transform", nullptr},
+      {"loftq_config", json::object()},
+      {"lora_alpha", number(spec.lora_alpha)},
+      {"lora_bias", false},
+      {"lora_dropout", spec.lora_dropout},
+      {"lora_ga_config", nullptr},
+      {"megatron_config", nullptr},
+      {"megatron_core", "megatron.core"},
+      {"modules_to_save", nullptr},
+      {"monteclora_config", nullptr},
+      {"peft_type", "LORA"},
+      {"peft_version", std::string(kPeftFormatVersion)},
+      {"qalora_group_size", 16},
+      {"r", spec.r},
+      {"rank_pattern", json::object()},
+      {"revision", nullptr},
+      {"target_modules", json(std::vector<std::string>(targets.begin(), targets.end()))},
+      {"target_parameters", nullptr},
+      {"task_type", spec.task_type},
+      {"trainable_token_indices", nullptr},
+      {"use_bdlora", nullptr},
+      {"use_dora", false},
+      {"use_qalora", false},
+      {"use_rslora", spec.use_rslora},
+      {"velora_config", nullptr},
+  };
+}
+
+inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("PEFT adapter: cannot open '{}'", path.string());
+  const nlohmann::json c = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (c.is_discarded() || !c.is_object()) fail("PEFT adapter config '{}': not a JSON object", path.string());
+  const auto bad = [&](std::string_view problem) { return Error(fmt::format("PEFT adapter config '{}': {}", path.string(), problem)); };
+  const auto get = [&](const char* key) -> const nlohmann::json* {
+    const auto it = c.find(key);
+    return it == c.end() || it->is_null() ? nullptr : &*it;
+  };
+  if (const auto* t = get("peft_type"); t && *t != "LORA") throw bad(fmt::format("peft_type {} is not LORA", t->dump()));
+  if (const auto* d = get("use_dora"); d && *d == true) throw bad("use_dora adapters are not supported");
+  if (const auto* b = get("lora_bias"); b && *b == true) throw bad("lora_bias adapters are not supported");
+  for (const char* key : {"rank_pattern", "alpha_pattern"})
+    if (const auto* p = get(key); p && !p->empty())
+      throw bad(fmt::format("{} {} is not supported (one rank and alpha for every module)", key, p->dump()));
+
+  AdapterSpec spec;
+  const auto* r = get("r");
+  if (!r || !r->is_number_integer() || r->get<long long>() <= 0) throw bad("\"r\" is missing or not a positive integer");
+  spec.r = r->get<int>();
+  const auto* alpha = get("lora_alpha");
+  if (!alpha || !alpha->is_number()) throw bad("\"lora_alpha\" is missing or not a number");
+  spec.lora_alpha = alpha->get<double>();
+  if (const auto* p = get("lora_dropout")) {
+    if (!p->is_number()) throw bad("\"lora_dropout\" is not a number");
+    spec.lora_dropout = p->get<double>();
+  } else {
+    spec.lora_dropout = 0.0;
+  }
+  if (const auto* t = get("target_modules")) {
+    if (t->is_string()) spec.target_modules = {t->get<std::string>()};  // a regex in PEFT; kept as text
+    else if (t->is_array() && std::all_of(t->begin(), t->end(), [](const auto& v) { return v.is_string(); }))
+      spec.target_modules = t->get<std::vector<std::string>>();
+    else throw bad("\"target_modules\" is neither a string nor a list of strings");
+  }
+  if (const auto* b = get("base_model_name_or_path"); b && b->is_string()) spec.base_model_name_or_path = b->get<std::string>();
+  if (const auto* u = get("use_rslora")) {
+    if (!u->is_boolean()) throw bad("\"use_rslora\" is not true/false");
+    spec.use_rslora = u->get<bool>();
+  }
+  if (const auto* b = get("bias"); b && b->is_string()) spec.bias = b->get<std::string>();
+  if (const auto* t = get("task_type"); t && t->is_string()) spec.task_type = t->get<std::string>();
+  else spec.task_type.clear();
+  return spec;
+}
+
+}  // namespace detail
+
+// Writes `dir`/adapter_model.safetensors then `dir`/adapter_config.json (each atomically; `dir` is
+// created). Every module must match a target_modules entry and have A [r, in], B [out, r], finite.
+inline void save_peft_adapter(const std::filesystem::path& dir, const AdapterSpec& spec, const AdapterModules& modules) {
+  require(spec.r > 0, "save_peft_adapter: r = {} must be positive", spec.r);
+  require(!spec.target_modules.empty(), "save_peft_adapter: target_modules is empty");
+  require(!modules.empty(), "save_peft_adapter: no modules to save");
+  io::TensorMap tensors;
+  for (const auto& [path, w] : modules) {
+    require(std::any_of(spec.target_modules.begin(), spec.target_modules.end(),
+                        [&](const std::string& t) { return matches_target(path, t); }),
+            "save_peft_adapter: module '{}' matches none of target_modules [{}]", path, fmt::join(spec.target_modules, ", "));
+    require(w.A.rows() == spec.r && w.A.cols() > 0, "save_peft_adapter: module '{}': lora_A is {}, expected [{}, in]",
+            path, shape_string(w.A), spec.r);
+    require(w.B.cols() == spec.r && w.B.rows() > 0, "save_peft_adapter: module '{}': lora_B is {}, expected [out, {}]",
+            path, shape_string(w.B), spec.r);
+    require(all_finite(w.A) && all_finite(w.B), "save_peft_adapter: module '{}' has NaN or Inf in its LoRA factors", path);
+    tensors.emplace(peft_key(path, 'A'), io::TensorData::from_matrix(w.A));
+    tensors.emplace(peft_key(path, 'B'), io::TensorData::from_matrix(w.B));
+  }
+  const std::string config = detail::adapter_config_json(spec).dump(2, ' ', /*ensure_ascii=*/true);
+  std::filesystem::create_directories(dir);
+  io::write_safetensors(dir / kAdapterWeightsName, tensors, {{"format", "pt"}});
+  io::write_file_atomically(dir / kAdapterConfigName, config);
+}
+
+inline void save_peft_adapter(const std::filesystem::path& dir, const PeftAdapter& adapter) {
+  save_peft_adapter(dir, adapter.spec, adapter.modules);
+}
+
+// Reads a PEFT LoRA adapter directory. Every key must be a lora_A / lora_B weight, every module
+// needs both, with ranks equal to the config's r; anything else is an error naming the key.
+inline PeftAdapter load_peft_adapter(const std::filesystem::path& dir) {
+  PeftAdapter adapter;
+  adapter.spec = detail::parse_adapter_config(dir / kAdapterConfigName);
+  const auto file = io::SafetensorsFile::open(dir / kAdapterWeightsName);
+  const std::string source = file.source();
+  constexpr std::string_view kA = ".lora_A.weight", kB = ".lora_B.weight";
+  std::map<std::string, std::pair<bool, bool>> seen;  // module -> (has A, has B)
+  for (const auto& key : file.names()) {
+    const std::string_view k(key);
+    const bool is_a = k.ends_with(kA), is_b = k.ends_with(kB);
+    if (!k.starts_with(kPeftKeyPrefix) || !(is_a || is_b) || k.size() <= kPeftKeyPrefix.size() + kA.size())
+      fail("PEFT adapter '{}': unexpected tensor '{}' (expected {}<module>.lora_A.weight / .lora_B.weight)", source, key,
+           kPeftKeyPrefix);
+    const std::string module(k.substr(kPeftKeyPrefix.size(), k.size() - kPeftKeyPrefix.size() - kA.size()));
+    require(file.info(key).shape.size() == 2, "PEFT adapter '{}': tensor '{}' has shape {}, expected 2-D", source, key,
+            io::dims_string(file.info(key).shape));
+    const Matrix m = file.matrix(key);  // F32, F16 or BF16
+    auto& weights = adapter.modules[module];
+    if (is_a) {
+      require(m.rows() == adapter.spec.r, "PEFT adapter '{}': '{}' is {}, but r = {} (expected [{}, in])", source, key,
+              shape_string(m), adapter.spec.r, adapter.spec.r);
+      weights.A = m;
+      seen[module].first = true;
+    } else {
+      require(m.cols() == adapter.spec.r, "PEFT adapter '{}': '{}' is {}, but r = {} (expected [out, {}])", source, key,
+              shape_string(m), adapter.spec.r, adapter.spec.r);
+      weights.B = m;
+      seen[module].second = true;
+    }
+  }
+  require(!seen.empty(), "PEFT adapter '{}': no LoRA tensors", source);
+  for (const auto& [module, has] : seen) {
+    if (!has.first) fail("PEFT adapter '{}': missing '{}' (its lora_B is present)", source, peft_key(module, 'A'));
+    if (!has.second) fail("PEFT adapter '{}': missing '{}' (its lora_A is present)", source, peft_key(module, 'B'));
+  }
+  return adapter;
+}
+
+}  // namespace vidlora::lora
+
+namespace vidlora {
+using lora::AdapterModules;
+using lora::AdapterSpec;
+using lora::AdapterWeights;
+using lora::load_peft_adapter;
+using lora::peft_key;
+using lora::PeftAdapter;
+using lora::save_peft_adapter;
+}  // namespace vidlora
