@@ -39,8 +39,8 @@ class QuantizedWeight {
 
   // Quantizes `weight` [out, in] (row-major, flattened as PyTorch flattens it); `weight` is dropped.
   explicit QuantizedWeight(const Matrix& weight) : rows_(weight.rows()), cols_(weight.cols()) {
-    require(weight.size() > 0, "{}Weight: empty weight {}", Format::name, shape_string(weight));
-    require(all_finite(weight), "{}Weight: weight {} contains NaN or Inf", Format::name, shape_string(weight));
+    require(weight.size() > 0, "{} weight: empty weight {}", Format::name, shape_string(weight));
+    require(all_finite(weight), "{} weight: weight {} contains NaN or Inf", Format::name, shape_string(weight));
     blocks_ = quantizer::quantize(as_span(weight), DoubleQuant);
   }
 
@@ -51,7 +51,7 @@ class QuantizedWeight {
   // x: [tokens, in] -> x·Wᵀ: [tokens, out]. W is decoded one panel of rows at a time; with
   // OpenMP the panels run on separate threads, each owning its output columns and its scratch.
   Matrix apply(const Matrix& x) const {
-    require(x.cols() == cols_, "{}Weight::apply: input {} does not match weight [{}, {}]", Format::name,
+    require(x.cols() == cols_, "{} weight::apply: input {} does not match weight [{}, {}]", Format::name,
             shape_string(x), rows_, cols_);
     Matrix y(x.rows(), rows_);
     const Eigen::Index step = slab(cols_, rows_), panels = (rows_ + step - 1) / step;
@@ -71,7 +71,7 @@ class QuantizedWeight {
   // dy: [tokens, out] -> dy·W: [tokens, in], W decoded in slabs of columns [out, w] so each
   // slab (and thread) owns its columns of the result and nothing is reduced across slabs.
   Matrix apply_transposed(const Matrix& dy) const {
-    require(dy.cols() == rows_, "{}Weight::apply_transposed: gradient {} does not match weight [{}, {}]",
+    require(dy.cols() == rows_, "{} weight::apply_transposed: gradient {} does not match weight [{}, {}]",
             Format::name, shape_string(dy), rows_, cols_);
     Matrix dx(dy.rows(), cols_);
     const Eigen::Index step = slab(rows_, cols_), slabs = (cols_ + step - 1) / step;
@@ -97,11 +97,11 @@ class QuantizedWeight {
 
   // W ← quantize(dequantize(W) + delta): merging into a 4-bit base rounds, as PEFT's does.
   void add_dense(const Matrix& delta) {
-    require(delta.rows() == rows_ && delta.cols() == cols_, "{}Weight: cannot add {} to weight [{}, {}]",
+    require(delta.rows() == rows_ && delta.cols() == cols_, "{} weight: cannot add {} to weight [{}, {}]",
             Format::name, shape_string(delta), rows_, cols_);
     Matrix w = to_dense();
     w += delta;
-    require(all_finite(w), "{}Weight: adding {} made the weight NaN or Inf", Format::name, shape_string(delta));
+    require(all_finite(w), "{} weight: adding {} made the weight NaN or Inf", Format::name, shape_string(delta));
     blocks_ = quantizer::quantize(as_span(w), DoubleQuant);
   }
 
