@@ -89,14 +89,13 @@ LmHeadCrossEntropyResultOf<Scalar> lm_head_cross_entropy_streamed(const MatrixOf
   const Eigen::Index chunk = std::min(lm.chunk_size, vocab);
 
   std::vector<OnlineLogSumExp> lse(static_cast<std::size_t>(n));
-  std::vector<double> target_logit(static_cast<std::size_t>(n), 0.0), logit_sum(static_cast<std::size_t>(n), 0.0);
   Mat z(n, chunk);                      // one chunk of logits, later exponentials / gradients: [n, chunk]
-  Mat acc;                              // single pass: Σ_j exp(z_ij - max_i)·W_j, [n, D]
-  VectorOf<double> weight_sum;          // single pass with ε > 0: Σ_j W_j, [D]
+  Mat acc;                              // single pass: Σ_j exp(z_ij - running max_i)·W_j, [n, D]
+  VectorOf<double> weight_sum;          // ε > 0: Σ_j W_j, [D]; then Σ_j z_ij = h_i · Σ_j W_j
   if (single_pass) acc = Mat::Zero(n, dim);
-  if (single_pass && eps > 0) weight_sum = VectorOf<double>::Zero(dim);
+  if (eps > 0) weight_sum = VectorOf<double>::Zero(dim);
 
-  // Pass 1: log-sum-exp, target logit and Σ logits of every row (and, single pass, acc).
+  // Pass 1: each row's log-sum-exp (and, single pass, acc).
   for (Eigen::Index v0 = 0; v0 < vocab; v0 += chunk) {
     const Eigen::Index c = std::min(chunk, vocab - v0);
     const auto w_c = head_weight.middleRows(v0, c);  // [c, D]
@@ -106,25 +105,26 @@ LmHeadCrossEntropyResultOf<Scalar> lm_head_cross_entropy_streamed(const MatrixOf
     for (Eigen::Index k = 0; k < n; ++k) {
       const auto kk = static_cast<std::size_t>(k);
       auto row = z_c.row(k).array();
-      if (t[kk] >= v0 && t[kk] < v0 + c) target_logit[kk] = static_cast<double>(row(t[kk] - v0));
-      if (eps > 0) logit_sum[kk] += static_cast<double>(row.sum());
-      const Scalar block_max = row.maxCoeff();
       const double old_max = lse[kk].max;
+      const double new_max = std::max(old_max, static_cast<double>(row.maxCoeff()));
       if (single_pass) {
-        row = (row - block_max).exp();
-        lse[kk].merge(static_cast<double>(block_max), static_cast<double>(row.sum()));
-        // rescale acc to the new running max (factor 1 when the max did not move)
-        if (old_max != lse[kk].max) acc.row(k) *= static_cast<Scalar>(std::exp(old_max - lse[kk].max));
-        if (lse[kk].max != static_cast<double>(block_max))  // this chunk is below the running max
-          row *= static_cast<Scalar>(std::exp(static_cast<double>(block_max) - lse[kk].max));
+        row = (row - static_cast<Scalar>(new_max)).exp();  // exponentials relative to the running max
+        lse[kk].merge(new_max, static_cast<double>(row.sum()));
+        if (new_max > old_max) acc.row(k) *= static_cast<Scalar>(std::exp(old_max - new_max));  // 0 at first
       } else {
-        lse[kk].merge(static_cast<double>(block_max), static_cast<double>((row - block_max).exp().sum()));
+        lse[kk].merge(new_max, static_cast<double>((row - static_cast<Scalar>(new_max)).exp().sum()));
       }
     }
-    if (single_pass) {
-      acc.noalias() += z_c * w_c;
-      if (eps > 0) weight_sum += w_c.colwise().sum().transpose().template cast<double>();
-    }
+    if (single_pass) acc.noalias() += z_c * w_c;
+    if (eps > 0) weight_sum += w_c.colwise().sum().transpose().template cast<double>();
+  }
+
+  // The target logit h_i·W[t_i] and, for label smoothing, Σ_j z_ij = h_i·Σ_j W_j, in double.
+  std::vector<double> target_logit(static_cast<std::size_t>(n)), logit_sum(static_cast<std::size_t>(n), 0.0);
+  for (Eigen::Index k = 0; k < n; ++k) {
+    const auto kk = static_cast<std::size_t>(k);
+    target_logit[kk] = h.row(k).template cast<double>().dot(head_weight.row(t[kk]).template cast<double>());
+    if (eps > 0) logit_sum[kk] = h.row(k).template cast<double>().dot(weight_sum.transpose());
   }
 
   std::vector<double> row_lse(static_cast<std::size_t>(n));
