@@ -5,7 +5,8 @@
 
 Rows: the frozen GEMMs alone (x·Wᵀ forward, dy·W backward), then a PEFT LoRA linear layer
 (float32, lora_dropout 0) for r in {8, 16, 32, 64} with alpha = 2r, forward + backward
-(grad_x, grad_A, grad_B; W frozen), in = out = 4096, tokens = 2048. Reports the median over
+(grad_x, grad_A, grad_B; W frozen), in = out = 4096, tokens = 2048; then the frozen forward and
+the r = 16 forward alone (no_grad). Reports the median over
 repetitions of the mean time per iteration, as Google Benchmark's aggregates do.
 """
 import argparse
@@ -59,6 +60,7 @@ def main():
         return y, dx
 
     rows = [("frozen_forward_backward/torch", timed(frozen, args.iterations, args.repetitions), 2 * gemm)]
+    forward_rows = [("frozen_forward/torch", timed(lambda: x @ w.t(), args.iterations, args.repetitions), gemm)]
 
     for r in (8, 16, 32, 64):
         model = Wrapper()
@@ -79,13 +81,22 @@ def main():
         flops = 2 * gemm + 6 * 2.0 * TOKENS * IN * r
         rows.append((f"lora_forward_backward/peft r={r} alpha={2 * r}", timed(step, args.iterations, args.repetitions),
                      flops))
+        if r == 16:
+            def forward_only():
+                with torch.no_grad():
+                    return model(x)
+
+            forward_rows.append((f"lora_forward/peft r={r} alpha={2 * r}",
+                                 timed(forward_only, args.iterations, args.repetitions),
+                                 gemm + 2 * 2.0 * TOKENS * IN * r))
 
     print(f"torch {torch.__version__}, peft {peft.__version__}, threads {torch.get_num_threads()}, "
           f"in={IN} out={OUT} tokens={TOKENS}, median of {args.repetitions} x {args.iterations} iterations")
-    base = rows[0][1]
     print(f"{'benchmark':<48} {'time ms':>10} {'GFLOP/s':>10} {'vs frozen':>10}")
-    for name, seconds, flops in rows:
-        print(f"{name:<48} {seconds * 1e3:10.1f} {flops / seconds * 1e-9:10.1f} {seconds / base:10.3f}x")
+    for table in (rows, forward_rows):
+        base = table[0][1]
+        for name, seconds, flops in table:
+            print(f"{name:<48} {seconds * 1e3:10.1f} {flops / seconds * 1e-9:10.1f} {seconds / base:10.3f}x")
 
 
 if __name__ == "__main__":
