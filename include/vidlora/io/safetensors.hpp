@@ -66,6 +66,7 @@ namespace detail {
 
 // Converts `count` elements of a float dtype to float32 (unaligned source is fine).
 inline void convert_to_float(Dtype dtype, const std::byte* src, float* dst, std::size_t count) {
+  if (count == 0) return;  // dst may be null for an empty matrix (memcpy must not see it)
   switch (dtype) {
     case Dtype::F32: std::memcpy(dst, src, count * sizeof(float)); return;
     case Dtype::BF16:
@@ -129,7 +130,9 @@ inline ParsedHeader parse_safetensors_header(std::span<const std::byte> file, co
   ParsedHeader out;
   out.data_offset = 8 + static_cast<std::size_t>(n);
   const std::size_t data_size = file.size() - out.data_offset;
-  for (const auto& [name, entry] : header.items()) {
+  for (const auto& item : header.items()) {
+    const std::string& name = item.key();  // not a structured binding: clang 14 cannot capture those
+    const nlohmann::json& entry = item.value();
     if (name == "__metadata__") {
       if (entry.is_null()) continue;
       if (!entry.is_object()) throw bad("__metadata__ is not a JSON object of strings");
