@@ -148,3 +148,24 @@ TEST_CASE("accumulation rejects more tokens than declared and a negative total",
   CHECK_THROWS_WITH(cross_entropy(s.logits[2], s.targets[2], CrossEntropyOptions{.total_valid_tokens = 3}),
                     Contains("7 valid tokens") && Contains("3"));
 }
+
+TEST_CASE("micro batch losses and grads match transformers fixed cross entropy with num items in batch",
+          "[loss][accumulation][fixture]") {
+  const auto fixture = test::load_fixture("loss/ce_accumulation.json");
+  const long total = fixture["total_valid_tokens"].get<long>();
+  long counted = 0;
+  for (const auto& b : fixture["micro_batches"]) counted += count_valid_tokens(test::json_vector<int>(b["targets"]));
+  CHECK(counted == total);
+  GradientAccumulationStep step(total);
+  for (const auto& b : fixture["micro_batches"]) {
+    const Matrix logits = test::json_matrix<float>(b["logits"]);
+    const auto targets = test::json_vector<int>(b["targets"]);
+    const auto r = step.cross_entropy(logits, targets);
+    const double expected = b["loss"].get<double>();
+    CHECK(std::abs(r.loss - expected) <= 1e-6 * std::abs(expected));
+    CHECK((r.grad - test::json_matrix<float>(b["grad"])).cwiseAbs().maxCoeff() <= 1e-6);
+  }
+  const double big = fixture["big_batch_loss"].get<double>();
+  CHECK(std::abs(step.loss() - big) <= 1e-6 * big);
+  CHECK(std::abs(step.loss() - fixture["mean_of_means"].get<double>()) > 1e-3);
+}

@@ -88,6 +88,33 @@ def main():
     write("ce_v1000_eps0.json", {"cases": [ce_case("v1000_eps0", 6, 1000, 0.0, 2, 10)]})
     write("ce_v1000_eps0.1.json", {"cases": [ce_case("v1000_eps0.1", 6, 1000, 0.1, 2, 11)]})
 
+    # Gradient accumulation: three micro-batches normalised by the step's valid-token total, as
+    # transformers' fixed_cross_entropy(num_items_in_batch=...) does (it sums, then divides once).
+    from transformers.loss.loss_utils import fixed_cross_entropy
+    import transformers
+    gen = torch.Generator().manual_seed(30)
+    v = 11
+    rows_and_ignored = [(6, 1), (5, 3), (8, 1)]
+    micro = []
+    for t, n_ignored in rows_and_ignored:
+        logits = (torch.randn(t, v, generator=gen) * 3).float()
+        micro.append((logits, targets_with_ignored(gen, t, v, n_ignored)))
+    total = sum(int((tg != IGNORE).sum()) for _, tg in micro)
+    batches = []
+    for logits, targets in micro:
+        x = logits.clone().requires_grad_(True)
+        loss = fixed_cross_entropy(x, targets, num_items_in_batch=torch.tensor(total), ignore_index=IGNORE)
+        loss.backward()
+        batches.append({"logits": f32_list(logits.numpy()), "targets": targets.tolist(),
+                        "loss": float(loss.item()), "grad": f32_list(x.grad.numpy())})
+    all_logits = torch.cat([l for l, _ in micro])
+    all_targets = torch.cat([t for _, t in micro])
+    big = F.cross_entropy(all_logits, all_targets, ignore_index=IGNORE, reduction="mean")
+    mean_of_means = sum(F.cross_entropy(l, t, ignore_index=IGNORE).item() for l, t in micro) / len(micro)
+    write("ce_accumulation.json", {"micro_batches": batches, "total_valid_tokens": total,
+                                   "big_batch_loss": float(big.item()), "mean_of_means": mean_of_means,
+                                   "transformers": transformers.__version__})
+
     # LM head: logits = hidden @ W^T, grads for hidden and W
     cases = []
     for seed, eps in [(20, 0.0), (21, 0.1)]:
