@@ -137,3 +137,21 @@ TEST_CASE("group builders split decay from no decay keeping order", "[optim]") {
   CHECK(m[0](0, 0) == 1.0f);
   CHECK(m[4](0, 0) == 1.0f);
 }
+
+TEST_CASE("clip_grad_norm over many chunks equals a plain double sum of squares", "[optim]") {
+  // 3 tensors, one spanning several 64Ki-element chunks and a partial chunk.
+  Matrix g1(300, 701), g2(1, 5), g3(17, 1), v1 = Matrix::Zero(300, 701), v2 = Matrix::Zero(1, 5), v3 = Matrix::Zero(17, 1);
+  double sum = 0;
+  float x = 0.25f;
+  for (Matrix* g : {&g1, &g2, &g3})
+    for (Eigen::Index i = 0; i < g->size(); ++i) {
+      x = std::fmod(x * 3.7f + 0.13f, 2.0f) - 1.0f;
+      g->data()[i] = x;
+      sum += static_cast<double>(x) * static_cast<double>(x);
+    }
+  std::vector<Parameter> params{{"g1", &v1, &g1}, {"g2", &v2, &g2}, {"g3", &v3, &g3}};
+  const Matrix before = g1;
+  const double norm = clip_grad_norm(params, 1.0);
+  CHECK(norm == Approx(std::sqrt(sum)).epsilon(1e-12));
+  CHECK(max_rel_error(g1, (before.cast<double>() * (1.0 / (std::sqrt(sum) + 1e-6))).cast<float>().eval()) < 1e-6);
+}

@@ -30,10 +30,15 @@ inline double sum_of_squares(const Matrix& g) {
   const float* data = g.data();
   VIDLORA_OPTIM_PARALLEL_FOR
   for (std::ptrdiff_t c = 0; c < chunks; ++c) {
-    double s = 0.0;
-    const std::ptrdiff_t end = std::min(n, (c + 1) * kChunk);
-    for (std::ptrdiff_t i = c * kChunk; i < end; ++i) s += static_cast<double>(data[i]) * static_cast<double>(data[i]);
-    partial[static_cast<std::size_t>(c)] = s;
+    // 8 interleaved accumulators: a fixed summation order that the compiler can still vectorise.
+    double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const std::ptrdiff_t begin = c * kChunk, end = std::min(n, (c + 1) * kChunk);
+    std::ptrdiff_t i = begin;
+    for (; i + 8 <= end; i += 8)
+      for (int l = 0; l < 8; ++l) lanes[l] += static_cast<double>(data[i + l]) * static_cast<double>(data[i + l]);
+    for (; i < end; ++i) lanes[0] += static_cast<double>(data[i]) * static_cast<double>(data[i]);
+    partial[static_cast<std::size_t>(c)] =
+        ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
   }
   double total = 0.0;
   for (double s : partial) total += s;
