@@ -1,0 +1,89 @@
+#pragma once
+// METEOR with exact-match alignment only, as nltk's meteor_score (3.10) with its stemming and WordNet
+// stages switched off: tokens are ASCII-lower-cased; walking the candidate from its last token back,
+// each token is aligned to the last still unaligned equal reference token. With m aligned tokens,
+// P = m/|c|, R = m/|r|, Fmean = P·R / (α·P + (1-α)·R), and the fragmentation penalty
+// γ·(chunks/m)^β counts chunks as runs adjacent in both sentences. Score = Fmean·(1 - penalty),
+// 0 when nothing aligns; with several references the best one counts; the corpus score is the mean.
+// Defaults α = 0.9, β = 3, γ = 0.5. The METEOR 1.5 jar differs where its alignment search finds
+// fewer chunks and on identical sentences (no penalty there): see docs/eval.md.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <vidlora/eval/corpus.hpp>
+
+namespace vidlora::eval {
+
+struct MeteorOptions {
+  double alpha = 0.9;  // weight of precision against recall in Fmean
+  double beta = 3.0;   // shape of the fragmentation penalty
+  double gamma = 0.5;  // largest fragmentation penalty
+};
+
+struct MeteorScore {
+  double meteor = 0.0;  // mean over captions
+  std::vector<double> per_caption;
+};
+
+// The exact-match alignment of nltk's _match_enums: pairs (candidate index, reference index) sorted
+// by candidate index.
+inline std::vector<std::pair<std::size_t, std::size_t>> meteor_alignment(const TokenIds& candidate,
+                                                                         const TokenIds& reference) {
+  std::unordered_map<std::uint32_t, std::vector<std::size_t>> positions;
+  for (std::size_t j = 0; j < reference.size(); ++j) positions[reference[j]].push_back(j);
+  std::vector<std::pair<std::size_t, std::size_t>> matches;
+  for (std::size_t i = candidate.size(); i-- > 0;) {
+    const auto it = positions.find(candidate[i]);
+    if (it == positions.end() || it->second.empty()) continue;
+    matches.emplace_back(i, it->second.back());
+    it->second.pop_back();
+  }
+  std::reverse(matches.begin(), matches.end());
+  return matches;
+}
+
+// Sentence METEOR of one candidate against one reference.
+inline double meteor_sentence(const TokenIds& candidate, const TokenIds& reference, const MeteorOptions& options = {}) {
+  const auto matches = meteor_alignment(candidate, reference);
+  if (matches.empty() || candidate.empty() || reference.empty()) return 0.0;
+  const double m = static_cast<double>(matches.size());
+  const double precision = m / static_cast<double>(candidate.size());
+  const double recall = m / static_cast<double>(reference.size());
+  const double fmean = (precision * recall) / (options.alpha * precision + (1 - options.alpha) * recall);
+  std::size_t chunks = 1;
+  for (std::size_t k = 0; k + 1 < matches.size(); ++k)
+    if (!(matches[k + 1].first == matches[k].first + 1 && matches[k + 1].second == matches[k].second + 1)) ++chunks;
+  const double penalty = options.gamma * std::pow(static_cast<double>(chunks) / m, options.beta);
+  return (1 - penalty) * fmean;
+}
+
+// `corpus` should be made with lowercase = true (the string overload does so).
+inline MeteorScore meteor(const CaptionCorpus& corpus, const MeteorOptions& options = {}) {
+  require(options.alpha >= 0 && options.alpha <= 1, "meteor: alpha must be in [0, 1], got {}", options.alpha);
+  require(options.gamma >= 0 && options.gamma <= 1, "meteor: gamma must be in [0, 1], got {}", options.gamma);
+  MeteorScore out;
+  double sum = 0.0;
+  for (std::size_t c = 0; c < corpus.candidates.size(); ++c) {
+    double best = 0.0;
+    for (const auto& ref : corpus.references[c])
+      best = std::max(best, meteor_sentence(corpus.candidates[c], ref, options));
+    out.per_caption.push_back(best);
+    sum += best;
+  }
+  out.meteor = sum / static_cast<double>(corpus.candidates.size());
+  return out;
+}
+
+inline MeteorScore meteor(std::span<const std::string> candidates, std::span<const std::vector<std::string>> references,
+                          Tokenization mode = Tokenization::Whitespace, const MeteorOptions& options = {}) {
+  return meteor(make_corpus(candidates, references, mode, /*lowercase=*/true), options);
+}
+
+}  // namespace vidlora::eval
