@@ -172,7 +172,9 @@ inline void save_peft_adapter(const std::filesystem::path& dir, const AdapterSpe
   require(!spec.target_modules.empty(), "save_peft_adapter: target_modules is empty");
   require(!modules.empty(), "save_peft_adapter: no modules to save");
   io::TensorMap tensors;
-  for (const auto& [path, w] : modules) {
+  for (const auto& entry : modules) {
+    const std::string& path = entry.first;  // not a structured binding: clang 14 cannot capture those
+    const AdapterWeights& w = entry.second;
     require(std::any_of(spec.target_modules.begin(), spec.target_modules.end(),
                         [&](const std::string& t) { return matches_target(path, t); }),
             "save_peft_adapter: module '{}' matches none of target_modules [{}]", path, fmt::join(spec.target_modules, ", "));
