@@ -53,6 +53,18 @@ TEST_CASE("byte-level bpe reads merges written as space-separated strings", "[mo
   for (const auto& c : cases()) CHECK(from_strings.encode(c["text"].get<std::string>()) == c["ids"].get<std::vector<int>>());
 }
 
+TEST_CASE("added tokens match leftmost-longest after NFC when normalized and strip whitespace like HF", "[model][tokenizer]") {
+  const auto& fixture = test::tokenizer_fixture()["byte_level_bpe"];
+  auto json = tokenizer_json();
+  for (const auto& token : fixture["extra_added_tokens"]) json["added_tokens"].push_back(token);
+  const ByteLevelBpeTokenizer tokenizer(json, "tokenizer.json + extra added tokens");
+  REQUIRE(fixture["extra_added_cases"].size() >= 5);
+  for (const auto& c : fixture["extra_added_cases"]) {
+    INFO("text: " << c["text"].get<std::string>());
+    CHECK(tokenizer.encode(c["text"].get<std::string>()) == c["ids"].get<std::vector<int>>());
+  }
+}
+
 TEST_CASE("byte-level bpe decode equals HF decode including cut UTF-8", "[model][tokenizer]") {
   for (const auto& c : cases()) {
     const auto ids = c["ids"].get<std::vector<int>>();

@@ -173,6 +173,16 @@ def main():
         qwen_cases.append({"text": s, "ids": enc.ids, "tokens": enc.tokens,
                            "decoded": qwen.decode(enc.ids, skip_special_tokens=False)})
 
+    # Added tokens that overlap (leftmost-longest), match after NFC (normalized=True), or strip whitespace.
+    extra = [AddedToken("<|im", normalized=False), AddedToken("caf\u00e9", normalized=True),
+             AddedToken("<mask>", lstrip=True, rstrip=True, normalized=False)]
+    qwen_extra = Tokenizer.from_file(os.path.join(OUT, "tokenizer.json"))
+    qwen_extra.add_tokens(extra)
+    extra_json = json.loads(qwen_extra.to_str())["added_tokens"][-len(extra):]
+    added_cases = [{"text": s, "ids": qwen_extra.encode(s).ids} for s in
+                   ["<|im_start|>x<|im y", "a cafe\u0301 b café", "one  <mask>  two", "x<mask>\ny",
+                    "\u3000<mask>\u3000z", "<mask><mask> <|im_end|><|im"]]
+
     # Decoding id sequences that cut a multi-byte character in half (lossy UTF-8, U+FFFD).
     han = qwen.encode("한").ids + qwen.encode("뷁").ids
     decode_cases = [
@@ -203,7 +213,8 @@ def main():
                                             [2, 645, 383, 3, 15])]},
         "byte_level_bpe": {"vocab_size": qwen.get_vocab_size(with_added_tokens=True),
                            "special_ids": {s: qwen.token_to_id(s) for s in QWEN_SPECIALS},
-                           "cases": qwen_cases, "decode_cases": decode_cases},
+                           "cases": qwen_cases, "decode_cases": decode_cases,
+                           "extra_added_tokens": extra_json, "extra_added_cases": added_cases},
         "nfc": nfc_cases,
     }
     with open(os.path.join(OUT, "tokenizer_ids.json"), "w", encoding="utf-8") as f:

@@ -2,6 +2,8 @@
 // Added (special) tokens are split out of the text before any model sees it, leftmost-longest,
 // as HF tokenizers' AddedVocabulary does. Internal to vidlora::model; include <vidlora/model.hpp>.
 
+#include <vidlora/model/detail/unicode.hpp>
+
 #include <algorithm>
 #include <array>
 #include <string>
@@ -15,8 +17,8 @@ struct AddedToken {
   int id = -1;
   bool special = false;     // dropped by decode(..., skip_special = true)
   bool normalized = false;  // matched after normalisation instead of on the raw text
-  bool lstrip = false;      // swallows ASCII whitespace on its left
-  bool rstrip = false;      // swallows ASCII whitespace on its right
+  bool lstrip = false;      // swallows White_Space on its left
+  bool rstrip = false;      // swallows White_Space on its right
 };
 
 // A run of text, or one added token (token >= 0).
@@ -56,20 +58,28 @@ class AddedTokenMatcher {
       }
       std::size_t run_end = pos;
       if (hit->lstrip)
-        while (run_end > run_start && is_ascii_space(text[run_end - 1])) --run_end;
+        while (run_end > run_start) {
+          std::size_t start = run_end - 1;  // back to the lead byte of the previous character
+          while (start > run_start && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80) --start;
+          char32_t cp = 0;
+          if (decode_utf8(text, start, cp) != run_end - start || !is_white_space(cp)) break;
+          run_end = start;
+        }
       if (run_end > run_start) out.push_back({text.substr(run_start, run_end - run_start), -1});
       out.push_back({text.substr(pos, hit->content.size()), hit->id});
       pos += hit->content.size();
       if (hit->rstrip)
-        while (pos < text.size() && is_ascii_space(text[pos])) ++pos;
+        for (char32_t cp = 0; pos < text.size();) {
+          const std::size_t n = decode_utf8(text, pos, cp);
+          if (n == 0 || !is_white_space(cp)) break;
+          pos += n;
+        }
       run_start = pos;
     }
     if (run_start < text.size()) out.push_back({text.substr(run_start), -1});
   }
 
  private:
-  static bool is_ascii_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
-
   std::vector<AddedToken> tokens_;
   std::array<std::vector<std::size_t>, 256> by_first_byte_{};
 };
