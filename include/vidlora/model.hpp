@@ -14,3 +14,4 @@
 #include <vidlora/model/projector.hpp>
 #include <vidlora/model/splice.hpp>
 #include <vidlora/model/clip_vision.hpp>
+#include <vidlora/model/random_weights.hpp>

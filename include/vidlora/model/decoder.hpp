@@ -292,6 +292,14 @@ class Decoder {
 
   const ActivationStats& activation_stats() const { return stats_; }
 
+  // Bytes of the frozen linear weights of all layers as stored by Base (embeddings and head excluded).
+  std::size_t linear_weight_bytes() const {
+    std::size_t n = 0;
+    for (const auto& layer : layers_)
+      for (const auto& s : layer.slots) n += s.weight_bytes();
+    return n;
+  }
+
   // ---- generation (one sequence) ----
 
   KvCache make_cache() const {

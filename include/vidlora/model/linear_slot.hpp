@@ -92,6 +92,16 @@ class LinearSlot {
                  : 0;
   }
 
+  // Bytes of the frozen weight as stored (4-bit codes + block scales for quantized bases).
+  std::size_t weight_bytes() const {
+    const Base& b = base();
+    if constexpr (requires { b.blocks().storage_bytes(); }) {
+      return b.blocks().storage_bytes();
+    } else {
+      return static_cast<std::size_t>(b.out_features() * b.in_features()) * sizeof(scalar_type);
+    }
+  }
+
   // Dropout step of the LoRA branch (recomputation must replay the same mask).
   std::uint64_t step() const { return lora_ ? lora_->step() : 0; }
   void set_step(std::uint64_t s) {

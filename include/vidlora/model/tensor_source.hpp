@@ -55,7 +55,7 @@ std::vector<float> source_values(const S& s, const std::string& name) {
 }  // namespace detail
 
 // Named tensors held in memory (tests, benchmarks, random models).
-class TensorMap {
+class TensorTable {
  public:
   struct Entry {
     std::vector<std::int64_t> shape;
@@ -65,13 +65,14 @@ class TensorMap {
   void insert(std::string name, std::vector<std::int64_t> shape, std::vector<float> data) {
     std::int64_t n = 1;
     for (auto d : shape) n *= d;
-    require(n == static_cast<std::int64_t>(data.size()), "TensorMap: {} has shape {} but {} values", name,
+    require(n == static_cast<std::int64_t>(data.size()), "TensorTable: {} has shape {} but {} values", name,
             fmt::format("{}", shape), data.size());
     tensors_[std::move(name)] = Entry{std::move(shape), std::move(data)};
   }
   void insert(std::string name, const Matrix& m) {
     insert(std::move(name), {m.rows(), m.cols()}, std::vector<float>(m.data(), m.data() + m.size()));
   }
+  void erase(const std::string& name) { tensors_.erase(name); }
   bool contains(const std::string& name) const { return tensors_.count(name) > 0; }
   std::vector<std::int64_t> shape(const std::string& name) const { return at(name).shape; }
   std::vector<float> read_float(const std::string& name) const { return at(name).data; }
@@ -80,13 +81,13 @@ class TensorMap {
  private:
   const Entry& at(const std::string& name) const {
     auto it = tensors_.find(name);
-    require(it != tensors_.end(), "TensorMap: no tensor named {}", name);
+    require(it != tensors_.end(), "TensorTable: no tensor named {}", name);
     return it->second;
   }
   std::map<std::string, Entry> tensors_;
 };
 
-static_assert(TensorSource<TensorMap>);
+static_assert(TensorSource<TensorTable>);
 
 // The tensor `name` with exactly `expected` shape; errors name the key and both shapes.
 template <TensorSource S>
@@ -143,6 +144,6 @@ namespace vidlora {
 using model::load_matrix;
 using model::load_tensor;
 using model::load_vector;
-using model::TensorMap;
+using model::TensorTable;
 using model::TensorSource;
 }  // namespace vidlora
