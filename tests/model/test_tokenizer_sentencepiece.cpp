@@ -107,6 +107,10 @@ TEST_CASE("sentencepiece reports a missing file a bad model and a bad id", "[mod
                     Catch::Contains("cannot open SentencePiece model '/nonexistent/tokenizer.model'"));
   CHECK_THROWS_WITH(SentencePieceTokenizer(std::string("\x0A\xFF\xFF\xFF", 4), "garbage.model"),
                     Catch::Contains("garbage.model: not a SentencePiece model"));
+  std::ifstream in(test::fixture_path("model/tokenizer.model"), std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK_THROWS_WITH(SentencePieceTokenizer(std::string_view(bytes).substr(0, bytes.size() / 2), "half.model"),
+                    Catch::Contains("half.model: not a SentencePiece model"));
   CHECK_THROWS_WITH(SentencePieceTokenizer(std::string_view("{\"model\": 1}"), "tokenizer.json"),
                     Catch::Contains("tokenizer.json"));
   CHECK_THROWS_WITH(llama_tokenizer().decode(std::vector<int>{5, 800}), Catch::Contains("token id 800 is outside the vocabulary"));
