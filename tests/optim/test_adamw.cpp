@@ -55,22 +55,36 @@ TEST_CASE("adamw matches torch AdamW over 20 scheduled steps with two parameter 
 
   // The fixture's lr sequence is transformers' cosine schedule (warmup 3 of 20 steps, base 1e-3).
   const Scheduler<Cosine> schedule(ScheduleOptions{.base_lr = 1e-3, .warmup_steps = 3, .total_steps = 20});
-  double worst = 0;
-  long step = 0;
+  double worst = 0, worst_ulps = 0;
+  long step = 0, identical = 0, elements = 0;
   for (const auto& s : f["steps"]) {
     REQUIRE(schedule.lr(step) == Approx(s["lr"].get<double>()).epsilon(1e-12));
     for (const auto& [name, rows] : s["grads"].items()) model.grads.at(name) = json_matrix(rows);
     opt.step(schedule.lr(step));
     for (const auto& [name, rows] : s["params"].items()) {
-      const double e = rel_error(model.values.at(name), json_matrix(rows));
+      const Matrix want = json_matrix(rows);
+      const Matrix& got = model.values.at(name);
+      const double e = rel_error(got, want);
       worst = std::max(worst, e);
       INFO("step " << step << " " << name);
       CHECK(e < 1e-6);
+      for (Eigen::Index i = 0; i < want.size(); ++i) {
+        const float w = want.data()[i];
+        const double ulp = std::nextafter(std::abs(w), std::numeric_limits<float>::infinity()) - std::abs(w);
+        worst_ulps = std::max(worst_ulps, std::abs(double(got.data()[i]) - double(w)) / ulp);
+        identical += got.data()[i] == w;
+        ++elements;
+      }
     }
     ++step;
   }
-  INFO("worst relative error " << worst);
+  INFO("worst relative error " << worst << ", worst " << worst_ulps << " ulp, " << identical << " of " << elements
+                               << " elements bit-identical to torch");
   CHECK(worst < 1e-6);
+  // Same operations in the same order: torch differs only where its vectorised lerp fuses a
+  // multiply-add (measured: 4098 of 4100 identical, 1 ulp at worst; all identical with -march=native).
+  CHECK(worst_ulps <= 4);
+  CHECK(identical >= elements * 95 / 100);
   CHECK(opt.steps_taken() == 20);
   for (const auto& [name, st] : f["final_state"].items()) {
     INFO(name);
