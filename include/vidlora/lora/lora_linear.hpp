@@ -31,7 +31,6 @@ struct LoraOptions {
 };
 
 namespace detail {
-// scalar_type of a base, or float when it has none (so a bad Base reports the static_assert first).
 // Runs fn(thread_id, threads) once per OpenMP thread (once, sequentially, without OpenMP or for
 // small work); Eigen products inside run single-threaded, so each phase costs one fork/join.
 template <class Fn>
@@ -55,6 +54,7 @@ inline Share share_of(Eigen::Index n, int id, int threads) {
   return {begin, end - begin};
 }
 
+// scalar_type of a base, or float when it has none (so a bad Base reports the static_assert first).
 template <class B>
 struct base_scalar {
   using type = float;
