@@ -163,3 +163,10 @@ inline std::filesystem::path truncated_without_index() {
 }
 
 }  // namespace vidlora::test
+
+namespace vidlora::test {
+// A raw H.264 elementary stream (no container, no packet timestamps), 60 frames.
+inline std::filesystem::path raw_h264_clip() {
+  return ffmpeg_clip("raw_60.h264", "-f lavfi -i testsrc=size=160x120:rate=30 -frames:v 60 -c:v libx264 -pix_fmt yuv420p -f h264");
+}
+}  // namespace vidlora::test

@@ -163,3 +163,11 @@ TEST_CASE("policies and samplers model their concepts", "[video][sampler]") {
   CHECK(Sampler<SceneChange>().options().scene.threshold == 0.30);
   CHECK(Sampler<Uniform>::policy_type::name == "uniform");
 }
+
+TEST_CASE("a raw H.264 stream without packet timestamps is sampled by decoding every frame", "[video][sampler][uniform]") {
+  const auto s = Sampler<Uniform>(SamplerOptions{.num_frames = 8, .width = 16, .height = 12}).sample_with_report(test::raw_h264_clip());
+  CHECK_FALSE(s.report.seeked);
+  CHECK(s.report.frame_count == 60);
+  CHECK(indices_of(s.frames) == uniform_indices(60, 8));
+  CHECK(strictly_increasing(indices_of(s.frames)));
+}

@@ -84,13 +84,18 @@ inline std::pair<int, int> analysis_size(int width, int height, int analysis_wid
   return {analysis_width, h};
 }
 
+#ifndef VIDLORA_ANALYSIS_SCALER
+#define VIDLORA_ANALYSIS_SCALER SWS_POINT  // point samples: the histogram and the luma difference need no filtering, and it is ~free
+#endif
+inline int analysis_scaler_flags() { return VIDLORA_ANALYSIS_SCALER; }
+
 // Decodes `decoder` from its current position to the end. kind: what to measure; hold_budget: bytes
 // of decoded frames to hold (0 = hold nothing); min_hold: frames held at least (before thinning).
 inline PassResult analyse_and_hold(VideoDecoder& decoder, AnalysisKind kind, const SceneChangeOptions& scene,
                                    std::size_t hold_budget, std::size_t min_hold) {
   PassResult result;
   const auto [aw, ah] = analysis_size(decoder.info().width, decoder.info().height, scene.analysis_width);
-  RgbConverter small(SWS_AREA);
+  RgbConverter small(analysis_scaler_flags());
   std::vector<std::uint8_t> rgb(static_cast<std::size_t>(aw) * ah * 3);
   SceneCutDetector detector(scene);
   MotionMeter meter;

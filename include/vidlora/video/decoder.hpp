@@ -71,6 +71,7 @@ struct PacketIndex {
   std::vector<bool> keyframe;         // same order as pts
   DecodeStatus status;                // damaged when the scan hit a read error
   bool complete = true;               // false when some packet had no timestamp (index unusable)
+  bool rewound = true;                // false when the file could not seek back to its start
 };
 
 class VideoDecoder {
@@ -160,8 +161,8 @@ class VideoDecoder {
     return status;
   }
 
-  // Reads every packet of the video stream without decoding and returns their timestamps.
-  // Leaves the decoder rewound to the start.
+  // Reads every packet of the video stream without decoding and returns their timestamps, then
+  // rewinds to the start (PacketIndex::rewound says whether that worked).
   PacketIndex scan_packets() {
     PacketIndex index;
     std::vector<std::pair<std::int64_t, bool>> entries;
@@ -192,15 +193,17 @@ class VideoDecoder {
       index.keyframe.push_back(key);
     }
     index.status.frames = static_cast<std::int64_t>(entries.size());
-    rewind();
+    index.rewound = rewind();
     return index;
   }
 
-  // Back to the first frame; the next decode() numbers frames from 0 again.
-  void rewind() {
-    seek_keyframe(std::numeric_limits<std::int64_t>::min());
+  // Back to the first frame; the next decode() numbers frames from 0 again. False when the file
+  // cannot seek (then open a new VideoDecoder instead).
+  bool rewind() {
+    const bool ok = seek_keyframe(std::numeric_limits<std::int64_t>::min());
     sequential_ = true;
     next_index_ = 0;
+    return ok;
   }
 
   // Moves to the last keyframe at or before `pts` (FFmpeg's AVSEEK_FLAG_BACKWARD) and drops what

@@ -34,7 +34,7 @@ struct SamplerOptions {
   bool accept_damaged = false;
   // Decoded frames held while one pass analyses the clip; above this the held frames thin out
   // (every 2nd, 4th, ... frame) and chosen frames snap to the nearest held one.
-  std::size_t buffer_bytes = std::size_t{256} << 20;
+  std::size_t buffer_bytes = std::size_t{128} << 20;  // 1080p yuv420p: 42 frames, 720p: 91
 };
 
 }  // namespace vidlora::video

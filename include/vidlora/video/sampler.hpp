@@ -63,7 +63,7 @@ class Sampler {
     if constexpr (Policy::analysis == AnalysisKind::none) {
       if (o.seek)
         if (auto seeked = sample_by_seeking(decoder, w, h)) return std::move(*seeked);
-      decoder.rewind();
+      if (!decoder.rewind()) decoder = VideoDecoder(path, DecoderOptions{o.threads});
     }
     return sample_in_one_pass(decoder, w, h);
   }
@@ -120,7 +120,7 @@ class Sampler {
     const auto k = static_cast<std::int64_t>(options_.num_frames);
     PacketIndex index = decoder.scan_packets();
     const auto n = static_cast<std::int64_t>(index.pts.size());
-    if (!index.complete || index.status.damaged || n <= k) return std::nullopt;
+    if (!index.complete || !index.rewound || index.status.damaged || n <= k) return std::nullopt;
     Sampling out;
     out.report.info = decoder.info();
     out.report.frame_count = n;
