@@ -1,4 +1,4 @@
-// ByteLevelBpeTokenizer against HF `tokenizers` on a Qwen2-style tokenizer.json (fixtures: tools/reference/tokenizers.py).
+// ByteLevelBpeTokenizer against HF `tokenizers` on a Qwen2-style tokenizer.json (fixtures: tools/reference/tokenizer_fixtures.py).
 #include <catch2/catch.hpp>
 
 #include <vidlora/model/tokenizer_byte_level_bpe.hpp>

@@ -1,5 +1,5 @@
 // SentencePieceTokenizer against transformers' LlamaTokenizer on a LLaMA-style tokenizer.model
-// (fixtures: tools/reference/tokenizers.py).
+// (fixtures: tools/reference/tokenizer_fixtures.py).
 #include <catch2/catch.hpp>
 
 #include <vidlora/model/tokenizer_sentencepiece.hpp>

@@ -17,7 +17,7 @@ small Korean + English caption corpus (tests/fixtures/model/tokenizer_corpus.txt
 Also recorded: decode strings of a few id sequences (including ones that cut a UTF-8 character),
 and NFC of decomposed strings (unicodedata), which the C++ NFC must reproduce.
 
-Run: /opt/refenv/bin/python tools/reference/tokenizers.py
+Run: /opt/refenv/bin/python tools/reference/tokenizer_fixtures.py
 """
 import io
 import json
