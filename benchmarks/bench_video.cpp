@@ -116,7 +116,7 @@ void BM_DetectSceneChanges(benchmark::State& state) {
   std::vector<std::int64_t> cuts;
   const double cpu0 = process_cpu_seconds();
   for (auto _ : state) {
-    cuts = detect_scene_changes(path);
+    cuts = detect_scene_changes(path, SceneChangeOptions{.skip_loop_filter = state.range(0) != 0});
     benchmark::DoNotOptimize(cuts.data());
   }
   finish(state, process_cpu_seconds() - cpu0, clip_frames);
@@ -131,4 +131,5 @@ BENCHMARK(BM_DecodeOnly)->Unit(benchmark::kMillisecond)->UseRealTime()->Iteratio
 BENCHMARK_TEMPLATE(BM_Sample, Uniform)->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 BENCHMARK_TEMPLATE(BM_Sample, SceneChange)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 BENCHMARK_TEMPLATE(BM_Sample, Motion)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
-BENCHMARK(BM_DetectSceneChanges)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+// range(0): 1 = decode without the deblocking filter (SceneChangeOptions::skip_loop_filter)
+BENCHMARK(BM_DetectSceneChanges)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);

@@ -76,6 +76,12 @@ TEST_CASE("minimum scene length drops cuts closer than it to the previous cut", 
   CHECK(detect_scene_changes(test::cuts_clip(), SceneChangeOptions{.threshold = 1.0}).empty());
 }
 
+TEST_CASE("decoding without the deblocking filter finds the same cuts", "[video][sampler][scene]") {
+  const auto full = detect_scene_changes(test::cuts_clip());
+  CHECK(full.size() == 3);
+  CHECK(detect_scene_changes(test::cuts_clip(), SceneChangeOptions{.skip_loop_filter = true}) == full);
+}
+
 TEST_CASE("scene change sampler puts at least one frame in every scene", "[video][sampler][scene]") {
   for (int k : {4, 5, 8, 16}) {
     const auto s = Sampler<SceneChange>(SamplerOptions{.num_frames = k, .width = 32, .height = 24})

@@ -12,6 +12,9 @@ struct SceneChangeOptions {
   std::int64_t min_scene_len = 15;  // frames; a cut closer than this to the previous one (or to frame 0) is ignored
   int analysis_width = 128;         // frames are analysed at this width (height keeps the aspect ratio)
   int threads = 0;                  // decoder threads; 0 = one per core
+  // detect_scene_changes only: decode without the deblocking filter (~15% less CPU on H.264; the
+  // histograms barely change). Sampler<SceneChange> always decodes fully, its frames go to a model.
+  bool skip_loop_filter = false;
 };
 
 struct MotionOptions {
