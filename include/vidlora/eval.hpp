@@ -32,5 +32,4 @@ using eval::ModeCollapseCheck;
 using eval::rouge_l;
 using eval::RougeScore;
 using eval::Tokenization;
-using eval::tokenize;
 }  // namespace vidlora
