@@ -11,6 +11,7 @@
 #include <vidlora/io/safetensors.hpp>
 #include <vidlora/io/safetensors_writer.hpp>
 #include <vidlora/io/checkpoint_dir.hpp>
+#include <vidlora/io/model_checkpoint.hpp>
 
 namespace vidlora {
 using io::AtomicFile;
@@ -22,7 +23,10 @@ using io::dtype_size;
 using io::float_to_bf16_bits;
 using io::float_to_fp16_bits;
 using io::fp16_bits_to_float;
+using io::CheckpointLayout;
 using io::MappedFile;
+using io::ModelCheckpoint;
+using io::ModelPart;
 using io::round_to_bf16;
 using io::round_to_fp16;
 using io::SafetensorsFile;

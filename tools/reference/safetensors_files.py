@@ -10,6 +10,15 @@ Writes into tests/fixtures/io/:
   llama_single/            tiny LlamaForCausalLM, save_pretrained (one model.safetensors, float32)
   llama_sharded/           the same model in bfloat16, sharded (model.safetensors.index.json)
   llama.json               names, shapes and float32 values of the tiny model's tensors
+  llava_legacy/            tiny LLaVA (CLIP + LLaMA) under the older hub key names
+                           (language_model.model.*, vision_tower.vision_model.*, multi_modal_projector.*)
+  llava_current/           the same model under the newer names (model.language_model.*, model.vision_tower.*,
+                           model.multi_modal_projector.*, lm_head.weight), as the model's state_dict has them
+  llava_next_video/        tiny LLaVA-NeXT-Video as transformers' save_pretrained writes it, sharded
+  clip/                    tiny CLIPModel, save_pretrained (vision_model.* beside text_model.*)
+  vlm.json                 each model's tensors under vidlora's canonical names, read from the submodules
+                           (decoder: LlamaForCausalLM names; vision: CLIP vision transformer names without
+                           "vision_model."; projector: multi_modal_projector.*, image_newline)
 
 Check a file written by vidlora loads in Python:
   /opt/refenv/bin/python tools/reference/safetensors_files.py --check tests/fixtures/io/written_by_vidlora.safetensors
@@ -140,6 +149,93 @@ def write_llama():
     (OUT / "llama.json").write_text(json.dumps(expected))
 
 
+def tiny_vision_config():
+    return transformers.CLIPVisionConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                         num_attention_heads=2, image_size=8, patch_size=4, projection_dim=8)
+
+
+def tiny_text_config():
+    return transformers.LlamaConfig(vocab_size=40, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                    num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+
+
+def canonical(model):
+    """A LLaVA-family model's tensors under vidlora's canonical names, taken from its submodules."""
+    inner = model.model
+    parts = {"decoder": {}, "vision": {}, "projector": {}}
+    for k, v in inner.language_model.state_dict().items():
+        parts["decoder"]["model." + k] = v
+    parts["decoder"]["lm_head.weight"] = model.lm_head.weight
+    for k, v in inner.vision_tower.state_dict().items():
+        parts["vision"][k.removeprefix("vision_model.")] = v
+    for k, v in inner.multi_modal_projector.state_dict().items():
+        parts["projector"]["multi_modal_projector." + k] = v
+    if getattr(inner, "image_newline", None) is not None:
+        parts["projector"]["image_newline"] = inner.image_newline
+    return parts
+
+
+def describe_parts(parts):
+    return {part: describe(tensors) for part, tensors in parts.items()}
+
+
+def save_renamed(directory, parts, prefixes, config):
+    """Writes one model.safetensors with each part's canonical names rewritten by `prefixes`."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    tensors = {}
+    for part, named in parts.items():
+        for name, t in named.items():
+            tensors[prefixes[part](name)] = t.detach().clone().contiguous()
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    config.to_json_file(directory / "config.json")
+
+
+def write_vlm():
+    torch.manual_seed(21)
+    llava = transformers.LlavaForConditionalGeneration(transformers.LlavaConfig(
+        vision_config=tiny_vision_config(), text_config=tiny_text_config(), image_token_index=39)).eval()
+    parts = canonical(llava)
+    legacy = {"decoder": lambda n: "language_model." + n,
+              "vision": lambda n: "vision_tower.vision_model." + n,
+              "projector": lambda n: n}
+    save_renamed(OUT / "llava_legacy", parts, legacy, llava.config)
+    current_dir = OUT / "llava_current"
+    shutil.rmtree(current_dir, ignore_errors=True)
+    current_dir.mkdir(parents=True)
+    state = {k: v.detach().clone().contiguous() for k, v in llava.state_dict().items()}
+    assert any(k.startswith("model.language_model.") for k in state), sorted(state)[:5]
+    save_file(state, current_dir / "model.safetensors", metadata={"format": "pt"})
+    llava.config.to_json_file(current_dir / "config.json")
+
+    torch.manual_seed(22)
+    video = transformers.LlavaNextVideoForConditionalGeneration(transformers.LlavaNextVideoConfig(
+        vision_config=tiny_vision_config(), text_config=tiny_text_config(), image_token_index=39,
+        video_token_index=38, image_grid_pinpoints=[[8, 8]])).eval()
+    video_dir = OUT / "llava_next_video"
+    shutil.rmtree(video_dir, ignore_errors=True)
+    video.save_pretrained(video_dir, max_shard_size="6KB")
+    (video_dir / "generation_config.json").unlink(missing_ok=True)
+
+    torch.manual_seed(23)
+    clip = transformers.CLIPModel(transformers.CLIPConfig(
+        vision_config=tiny_vision_config().to_dict(), projection_dim=8,
+        text_config=transformers.CLIPTextConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                                num_attention_heads=2, vocab_size=40, bos_token_id=0,
+                                                eos_token_id=1, pad_token_id=1).to_dict())).eval()
+    clip_dir = OUT / "clip"
+    shutil.rmtree(clip_dir, ignore_errors=True)
+    clip.save_pretrained(clip_dir)
+    clip_vision = {k.removeprefix("vision_model."): v for k, v in clip.vision_model.state_dict().items()}
+
+    (OUT / "vlm.json").write_text(json.dumps({
+        "versions": versions(),
+        "llava": describe_parts(parts),
+        "llava_next_video": describe_parts(canonical(video)),
+        "clip": {"vision": describe(clip_vision)},
+    }))
+
+
 def check(paths):
     for path in paths:
         tensors = load_file(path)
@@ -163,6 +259,7 @@ def main():
     save_file({"line\nbreak": torch.ones(2), "quote\"d": torch.zeros(1, 2), "ctrl\u0001": torch.ones(1),
                "\u00e9t\u00e9/\ud55c\uae00": torch.arange(3, dtype=torch.float32)}, OUT / "escaped_names.safetensors")
     write_llama()
+    write_vlm()
     print("wrote", OUT)
     return 0
 
