@@ -14,7 +14,7 @@
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^# usage/p' "$0" | sed 's/^# \{0,1\}//'
   exit $(( $# < 1 ))
 fi
 out=$1
@@ -25,6 +25,8 @@ size=${5:-96}
 fps=10
 
 command -v ffmpeg >/dev/null || { echo "make_demo_data.sh: the ffmpeg command is required (apt-get install ffmpeg)" >&2; exit 1; }
+[[ "$(ffmpeg -hide_banner -encoders 2>/dev/null)" == *libx264* ]] ||
+  { echo "make_demo_data.sh: this ffmpeg has no libx264 encoder (Debian's ffmpeg package has it)" >&2; exit 1; }
 [[ "$count" =~ ^[0-9]+$ && "$count" -ge 1 ]] || { echo "make_demo_data.sh: N must be a positive integer, got '$count'" >&2; exit 1; }
 [[ "$seed" =~ ^[0-9]+$ ]] || { echo "make_demo_data.sh: SEED must be a non-negative integer, got '$seed'" >&2; exit 1; }
 [[ "$size" =~ ^[0-9]+$ && "$size" -ge 32 && $((size % 2)) -eq 0 ]] || { echo "make_demo_data.sh: SIZE must be an even integer >= 32" >&2; exit 1; }
@@ -137,5 +139,6 @@ encode() {  # encode OUT GRAPH: x264 single-threaded and bitexact so the bytes d
     -fflags +bitexact -flags:v +bitexact -map_metadata -1 "$1.tmp.mp4" && mv "$1.tmp.mp4" "$1"
 }
 export -f encode
-xargs -0 -n 2 -P "$jobs" bash -c 'encode "$0" "$1"' < "$jobfile"
+xargs -0 -n 2 -P "$jobs" bash -c 'encode "$0" "$1" || { echo "make_demo_data.sh: encoding $0 failed" >&2; exit 255; }' < "$jobfile" ||
+  { echo "make_demo_data.sh: some clips could not be encoded (see above)" >&2; exit 1; }
 echo "make_demo_data.sh: $count clips (seed $seed, ${size}x${size}, $fps fps) in $out"
