@@ -88,7 +88,9 @@ for (( i = 0; i < count; ++i )); do
   if (( event_roll < 6 )); then
     # scene cut at 40-80% of the clip (the last ones leave a short second scene of a few frames)
     pick 5; cut_tenths=$(( dur * (4 + r) ))          # tenths of a second: dur * 0.4..0.8
-    pick 6; bg2=$(( (bg + 1 + r) % 8 )); (( bg2 == fg )) && bg2=$(( (bg2 + 1) % 8 )); (( bg2 == bg )) && bg2=$(( (bg2 + 1) % 8 ))
+    # a third colour; never black <-> white, a cut that hue/saturation histograms (SceneChange) cannot see
+    pick 6; bg2=$(( (bg + 1 + r) % 8 ))
+    while (( bg2 == fg || bg2 == bg || (bg + bg2 == 11 && (bg == 5 || bg == 6)) )); do bg2=$(( (bg2 + 1) % 8 )); done
     cut="$((cut_tenths / 10)).$((cut_tenths % 10))"
     second=$(( dur * 10 - cut_tenths ))
     base="color=c=0x${color_rgb[bg]}:s=${size}x${size}:r=$fps:d=$dur[bg1];color=c=0x${color_rgb[bg2]}:s=${size}x${size}:r=$fps:d=$dur[bg2];[bg1][bg2]overlay=enable='gte(t,$cut)'[base]"
