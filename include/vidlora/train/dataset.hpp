@@ -136,8 +136,8 @@ inline std::optional<std::string> caption_text(const nlohmann::json& v) {
 }
 
 // The label's caption in `language`: `caption.<language>` at the top level, else the first object
-// named "caption" (or "captions") found depth-first inside objects and arrays (the real release nests
-// it), with the language key or, for a plain string value, the string itself.
+// named "caption" (or "captions") found depth-first inside objects (keys in sorted order) and arrays
+// (the real release nests it), with the language key or, for a plain string value, the string itself.
 inline std::optional<std::string> find_caption(const nlohmann::json& j, const std::string& language, int depth = 0) {
   if (depth > 6) return std::nullopt;
   if (j.is_object()) {
