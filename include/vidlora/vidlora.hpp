@@ -10,4 +10,5 @@
 #include <vidlora/optim.hpp>
 #include <vidlora/loss.hpp>
 #include <vidlora/presets.hpp>
+#include <vidlora/eval.hpp>
 #include <vidlora/train.hpp>
