@@ -189,3 +189,37 @@ TEST_CASE("lm head errors name the shapes the chunk size and the bad target", "[
   bad(1, 2) = std::numeric_limits<float>::quiet_NaN();
   CHECK_THROWS_WITH(lm_head_cross_entropy(bad, weight, ok), Contains("row 1"));
 }
+
+TEST_CASE("chunked and naive paths agree at a size large enough for the row parallel loops",
+          "[loss][lm_head][invariance]") {
+  // n·chunk and T·V exceed kParallelElements, so OpenMP builds run these loops on several threads.
+  const Eigen::Index tokens = 64, dim = 32, vocab = 3000;
+  REQUIRE(tokens * 1000 > loss::detail::kParallelElements);
+  const Matrix hidden = random_matrix<float>(tokens, dim, 12, 1.0);
+  const Matrix weight = random_matrix<float>(vocab, dim, 13, 0.5);
+  const auto targets = random_targets(tokens, int(vocab), 14, 5);
+  const CrossEntropyOptions options{.label_smoothing = 0.1};
+  const CrossEntropyResult naive = cross_entropy((hidden * weight.transpose()).eval(), targets, options);
+  const Matrix naive_gh = naive.grad * weight;
+  const Matrix naive_gw = naive.grad.transpose() * hidden;
+  for (const bool head_grad : {false, true}) {
+    INFO("head grad " << head_grad);
+    const auto r = lm_head_cross_entropy(hidden, weight, targets, options,
+                                         LmHeadOptions{.chunk_size = 1000, .compute_head_grad = head_grad});
+    CHECK(std::abs(r.loss - naive.loss) <= 1e-5 * std::abs(naive.loss));
+    CHECK(test::max_rel_error(r.grad_hidden, naive_gh) < 1e-5);
+    if (head_grad) CHECK(test::max_rel_error(r.grad_head_weight, naive_gw) < 1e-5);
+  }
+  // the dense path against the float64 definition (log-softmax evaluated in double)
+  const MatrixD z = (hidden * weight.transpose()).cast<double>();
+  double loss_sum = 0;
+  long n = 0;
+  for (Eigen::Index i = 0; i < tokens; ++i) {
+    const int t = targets[std::size_t(i)];
+    if (t == -100) continue;
+    const double lse = std::log(z.row(i).array().exp().sum());
+    loss_sum += 0.9 * (lse - z(i, t)) + 0.1 * (lse - z.row(i).mean());
+    ++n;
+  }
+  CHECK(naive.loss == Approx(loss_sum / double(n)).epsilon(1e-6));
+}
