@@ -105,3 +105,18 @@ TEST_CASE("model checkpoint errors name the canonical name the key and both shap
   CHECK_THROWS_WITH(io::ModelCheckpoint::open(test::fixture_path("io/mixed.safetensors")),
                     Contains("unrecognised key layout"));
 }
+
+TEST_CASE("model checkpoint part view serves canonical names like a plain checkpoint", "[io][checkpoint][llava]") {
+  const auto ckpt = io::ModelCheckpoint::open(test::fixture_path("io/llava_current"));
+  const auto legacy = io::CheckpointDir::open(test::fixture_path("io/llava_legacy"));
+  const auto vision = ckpt.part(ModelPart::Vision);
+  CHECK(vision.contains("encoder.layers.0.mlp.fc1.weight"));
+  CHECK_FALSE(vision.contains("vision_tower.encoder.layers.0.mlp.fc1.weight"));
+  CHECK(vision.matrix("encoder.layers.0.mlp.fc1.weight") ==
+        legacy.matrix("vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight"));
+  const auto decoder = ckpt.part(ModelPart::Decoder);
+  CHECK(decoder.info("model.embed_tokens.weight").shape == std::vector<std::int64_t>{40, 8});
+  CHECK(decoder.vector("model.norm.weight") == legacy.vector("language_model.model.norm.weight"));
+  CHECK_THROWS_WITH(io::ModelCheckpoint::open(test::fixture_path("io/llama_single")).part(ModelPart::Vision),
+                    Contains("has no vision tower"));
+}

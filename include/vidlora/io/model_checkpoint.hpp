@@ -132,6 +132,26 @@ class ModelCheckpoint {
     dir(part).expect_shape(key(part, name), shape);
   }
 
+  // One part seen as a plain tensor source under canonical names (contains / info / vector /
+  // matrix), e.g. for loaders that take any checkpoint-like object. Valid while `*this` lives.
+  class PartView {
+   public:
+    PartView(const ModelCheckpoint& checkpoint, ModelPart part) : c_(&checkpoint), part_(part) {}
+    bool contains(std::string_view name) const { return c_->contains(part_, name); }
+    const TensorInfo& info(std::string_view name) const { return c_->info(part_, name); }
+    Vector vector(std::string_view name) const { return c_->vector(part_, name); }
+    Matrix matrix(std::string_view name) const { return c_->matrix(part_, name); }
+    ModelPart part() const { return part_; }
+
+   private:
+    const ModelCheckpoint* c_;
+    ModelPart part_;
+  };
+  PartView part(ModelPart part) const {
+    if (!has(part)) dir(part);  // throws: the part is absent
+    return PartView(*this, part);
+  }
+
   // The checkpoint holding `part` (the separate CLIP one for Vision when opened with two paths).
   const CheckpointDir& dir(ModelPart part) const {
     if (!has(part)) {
