@@ -121,6 +121,9 @@ class VideoDecoder {
         }
       }
     };
+    // Frames left ready by a previous call that stopped early come first: the decoder only takes a
+    // new packet once its output is drained (then avcodec_send_packet never answers EAGAIN).
+    if (!drain()) return status;
     while (!stop) {
       const int r = av_read_frame(format_.get(), packet_.get());
       if (r == AVERROR_EOF) break;
@@ -136,7 +139,7 @@ class VideoDecoder {
       const std::int64_t packet_pos = packet_->pos;
       const int s = avcodec_send_packet(codec_.get(), packet_.get());
       av_packet_unref(packet_.get());
-      if (s < 0 && s != AVERROR(EAGAIN)) {
+      if (s < 0) {
         mark_damage(status, s);
         break;
       }
