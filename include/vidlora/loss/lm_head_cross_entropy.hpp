@@ -9,7 +9,8 @@
 //   grad_h_i = scale · (acc_i / s_i - (1-ε)·W[t_i] - (ε/V)·Σ_j W_j),
 // which is Σ_j (p_ij - (1-ε)[j=t_i] - ε/V)·W_j·scale. Two GEMMs of T·V·D each, as the naive path.
 // With the head's gradient it is TWO passes: the first gives each row's lse; the second
-// recomputes each chunk's logits, forms G = d loss / d Z for the chunk and does grad_h += G·W_c and grad_W[c] = Gᵀ·h (four GEMMs; the naive path does three).
+// recomputes each chunk's logits, forms G = d loss / d Z for the chunk and does
+// grad_h += G·W_c and grad_W[c] = Gᵀ·h (four GEMMs; the naive path does three).
 // Extra memory: O(T·chunk) for one chunk of logits plus O(T·D) (the accumulator, and a compacted
 // copy of the hidden rows when some targets are ignored: ignored rows are skipped entirely).
 // Either way the target logit is h_i·W[t_i] and Σ_j z_ij = h_i·Σ_j W_j, both in double.
