@@ -115,6 +115,8 @@ TEST_CASE("checkpoint index entries that escape the directory or lie are refused
   CHECK_THROWS_WITH(CheckpointDir::open(dir), Contains("no \"weight_map\""));
   write_text(dir / "model.safetensors.index.json", "{ not json");
   CHECK_THROWS_WITH(CheckpointDir::open(dir), Contains("not a JSON object"));
+  write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"w": "shard.safetensors", "v": "gone.safetensors"}})");
+  CHECK_THROWS_WITH(CheckpointDir::open(dir), Contains("shard 'gone.safetensors' (holding 'v' and others) does not exist"));
   write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"absent": "shard.safetensors", "weight": "shard.safetensors"}})");
   const auto ckpt = CheckpointDir::open(dir);
   CHECK(ckpt.matrix("weight").cols() == 4);

@@ -139,6 +139,12 @@ class CheckpointDir {
     }
     if (const auto meta = index.find("metadata"); meta != index.end()) index_metadata_ = *meta;
     root_ = index_path.parent_path();
+    std::map<std::string, std::string> first_tensor;  // shard -> a tensor it should hold
+    for (const auto& [name, shard] : weight_map_) first_tensor.emplace(shard, name);
+    for (const auto& [shard, name] : first_tensor)  // shards are parsed lazily, but must exist now
+      if (!std::filesystem::is_regular_file(root_ / shard))
+        fail("checkpoint index '{}': shard '{}' (holding '{}' and others) does not exist", index_path.string(), shard,
+             name);
   }
 
   void load_single(const std::filesystem::path& file) {
