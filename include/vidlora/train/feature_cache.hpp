@@ -1,0 +1,102 @@
+#pragma once
+// FeatureCache: frozen vision features computed once per (video, sampler, frame count, encoder) and
+// kept on disk, one safetensors file per clip, read back memory-mapped.
+//
+// The file name is a 64-bit FNV-1a hash of the key; the file's metadata repeats the key plus the
+// video's size and modification time. A file whose key differs (hash collision) or whose video
+// changed since (size or mtime) is stale: it is recomputed and replaced (atomically).
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+
+#include <fmt/format.h>
+
+#include <vidlora/core/error.hpp>
+#include <vidlora/core/matrix.hpp>
+#include <vidlora/io/safetensors.hpp>
+#include <vidlora/io/safetensors_writer.hpp>
+
+namespace vidlora::train {
+
+struct FeatureKey {
+  std::filesystem::path video;
+  std::string sampler;   // e.g. "uniform", "scene_change"
+  int frames = 0;
+  std::string encoder;   // names the encoder and its weights, e.g. "clip-demo-seed7-pool2"
+};
+
+inline std::uint64_t fnv1a64(std::string_view s, std::uint64_t h = 0xcbf29ce484222325ULL) {
+  for (const char c : s) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+class FeatureCache {
+ public:
+  explicit FeatureCache(std::filesystem::path dir) : dir_(std::move(dir)) { std::filesystem::create_directories(dir_); }
+
+  const std::filesystem::path& dir() const { return dir_; }
+  long hits() const { return hits_; }
+  long misses() const { return misses_; }
+  long stale() const { return stale_; }
+
+  std::filesystem::path path_of(const FeatureKey& key) const {
+    return dir_ / fmt::format("{:016x}.safetensors", fnv1a64(key_string(key)));
+  }
+
+  // The cached features of `key`, or compute(key.video) stored first.
+  Matrix get(const FeatureKey& key, const std::function<Matrix(const std::filesystem::path&)>& compute) {
+    const auto path = path_of(key);
+    const auto meta = metadata_of(key);
+    if (std::filesystem::exists(path)) {
+      try {
+        const auto file = io::SafetensorsFile::open(path);
+        if (file.metadata() == meta && file.contains("features")) {
+          ++hits_;
+          return file.matrix("features");
+        }
+        ++stale_;
+      } catch (const std::exception&) {
+        ++stale_;  // unreadable: recompute
+      }
+    }
+    ++misses_;
+    Matrix f = compute(key.video);
+    require(f.size() > 0, "FeatureCache: the encoder returned no features for {}", key.video.string());
+    io::TensorMap t;
+    t.emplace("features", io::TensorData::from_matrix(f));
+    io::write_safetensors(path, t, meta);
+    return f;
+  }
+
+  static std::string key_string(const FeatureKey& k) {
+    return fmt::format("{}\n{}\n{}\n{}", std::filesystem::absolute(k.video).lexically_normal().string(), k.sampler,
+                       k.frames, k.encoder);
+  }
+
+ private:
+  static std::map<std::string, std::string> metadata_of(const FeatureKey& k) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(k.video, ec);
+    const auto mtime = std::filesystem::last_write_time(k.video, ec);
+    return {{"key", key_string(k)},
+            {"video_size", ec ? "?" : std::to_string(size)},
+            {"video_mtime", ec ? "?" : std::to_string(mtime.time_since_epoch().count())}};
+  }
+
+  std::filesystem::path dir_;
+  long hits_ = 0, misses_ = 0, stale_ = 0;
+};
+
+}  // namespace vidlora::train
+
+namespace vidlora {
+using train::FeatureCache;
+using train::FeatureKey;
+}  // namespace vidlora

@@ -1,0 +1,275 @@
+// Trainer: loss goes down, resume reproduces the loss curve, outputs load back, NaN and bad clips are skipped.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <vidlora/io/safetensors.hpp>
+#include <vidlora/lora/peft_adapter.hpp>
+#include <vidlora/model/random_weights.hpp>
+#include <vidlora/presets/gpu_presets.hpp>
+#include <vidlora/train/trainer.hpp>
+
+namespace fs = std::filesystem;
+using namespace vidlora;
+
+namespace {
+
+// Words 3.. of a tiny vocabulary; 0 pad, 1 video placeholder, 2 eos.
+const std::vector<std::string> kWords{"<pad>", "<video>", "</s>", "describe", ":", "red",  "blue", "green",
+                                      "circle", "square",  "moves", "left",   "right", "stays", "."};
+constexpr int kVision = 12, kHidden = 32, kTokensPerClip = 4;
+
+TextCodec codec() {
+  TextCodec c;
+  c.encode = [](const std::string& text) {
+    std::vector<int> ids;
+    std::istringstream in(text);
+    std::string w;
+    while (in >> w) {
+      const auto it = std::find(kWords.begin(), kWords.end(), w);
+      REQUIRE(it != kWords.end());
+      ids.push_back(static_cast<int>(it - kWords.begin()));
+    }
+    return ids;
+  };
+  c.decode = [](const std::vector<int>& ids) {
+    std::string s;
+    for (int id : ids) s += (s.empty() ? "" : " ") + kWords.at(static_cast<std::size_t>(id));
+    return s;
+  };
+  c.prompt_ids = {3, 1, 4};
+  c.placeholder_id = 1;
+  c.eos_id = 2;
+  c.pad_id = 0;
+  return c;
+}
+
+// Clip i: colour i % 3, shape (i / 3) % 2; features carry both as directions plus seeded noise.
+std::vector<Clip> clips(int n, int offset = 0) {
+  const char* colour[3] = {"red", "blue", "green"};
+  const char* shape[2] = {"circle", "square"};
+  const char* motion[2] = {"moves left", "stays"};
+  std::vector<Clip> out;
+  for (int k = 0; k < n; ++k) {
+    const int i = k + offset;
+    Clip c;
+    c.id = fmt::format("clip_{:03}", i);
+    c.video = fmt::format("videos/clip_{:03}.mp4", i);
+    c.caption = fmt::format("{} {} {} .", colour[i % 3], shape[(i / 3) % 2], motion[(i / 6) % 2]);
+    out.push_back(c);
+  }
+  return out;
+}
+
+Matrix clip_features(const Clip& c) {
+  const int i = std::stoi(c.id.substr(5));
+  Matrix f = model::random_normal(kTokensPerClip, kVision, 0.1, 99, static_cast<std::uint64_t>(i));
+  f.col(i % 3).array() += 2.0f;
+  f.col(3 + (i / 3) % 2).array() += 2.0f;
+  f.col(5 + (i / 6) % 2).array() += 2.0f;
+  return f;
+}
+
+model::DecoderConfig tiny_config() { return model::llama_config(kHidden, 64, 2, 4, 2, static_cast<int>(kWords.size())); }
+
+TrainerConfig tiny_trainer_config(const fs::path& out) {
+  TrainerConfig c = TrainerConfig::from_preset<presets::Cpu>();
+  c.stages[0].epochs = 2;
+  c.stages[0].learning_rate = 1e-2;
+  c.stages[1].epochs = 2;
+  c.stages[1].learning_rate = 5e-3;
+  c.batch_size = 2;
+  c.gradient_accumulation_steps = 2;
+  c.seed = 5;
+  c.output_dir = out;
+  c.progress = nullptr;
+  c.generation.max_new_tokens = 6;
+  return c;
+}
+
+using TinyTrainer = Trainer<presets::Cpu, model::Mlp2xGelu>;
+
+struct Fresh {
+  fs::path dir;
+  explicit Fresh(const std::string& name) : dir(fs::temp_directory_path() / ("vidlora_trainer_" + name)) {
+    fs::remove_all(dir);
+  }
+  ~Fresh() { fs::remove_all(dir); }
+};
+
+TinyTrainer make(const TrainerConfig& c, FeatureFn f = [](const Clip& clip) { return clip_features(clip); }) {
+  const auto weights = model::random_decoder_weights(tiny_config(), 3);
+  return TinyTrainer(c, tiny_config(), weights, model::Mlp2xGelu(kVision, kHidden, 11), codec(), std::move(f));
+}
+
+double mean(const std::vector<double>& v, std::size_t from, std::size_t to) {
+  double s = 0;
+  for (std::size_t i = from; i < to; ++i) s += v[i];
+  return s / static_cast<double>(to - from);
+}
+
+}  // namespace
+
+TEST_CASE("two-stage training lowers the loss and writes outputs that load back", "[trainer]") {
+  Fresh tmp("outputs");
+  auto config = tiny_trainer_config(tmp.dir);
+  config.stages[0].epochs = 3;
+  config.stages[1].epochs = 5;
+  auto trainer = make(config);
+  const auto result = trainer.train(clips(24), clips(6, 24));
+  // 24 clips / (2 x 2) = 6 steps per epoch, 8 epochs
+  REQUIRE(result.steps == 48);
+  REQUIRE(result.losses.size() == 48);
+  REQUIRE(result.evals.size() == 8);
+  CHECK(mean(result.losses, 42, 48) < 0.6 * mean(result.losses, 0, 6));
+  CHECK(result.evals.back().eval_loss < result.evals.front().eval_loss);
+
+  // The adapter holds the trainer's (best) LoRA factors; a fresh decoder loading it gives the same logits.
+  const auto adapter = lora::load_peft_adapter(tmp.dir / "adapter");
+  CHECK(adapter.spec.r == presets::Cpu::lora_r);
+  CHECK(adapter.spec.lora_alpha == presets::Cpu::lora_alpha);
+  REQUIRE(adapter.modules.size() == 2 * 7);
+  const auto& q = adapter.modules.at("model.layers.1.self_attn.q_proj");
+  CHECK(q.A == trainer.decoder().slot(1, "q_proj").lora().lora_A());
+  CHECK(q.B == trainer.decoder().slot(1, "q_proj").lora().lora_B());
+  CHECK(q.B.norm() > 0.0f);  // stage 2 moved B off zero
+
+  model::DecoderOptions o;
+  o.target_modules = config.target_modules;
+  model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha> fresh(tiny_config(),
+                                                                       model::random_decoder_weights(tiny_config(), 3), o);
+  fresh.load_adapter(io::SafetensorsFile::open(tmp.dir / "adapter" / "adapter_model.safetensors"));
+  const std::vector<int> ids{3, 5, 8, 10, 11};
+  const Matrix a = trainer.decoder().logits(trainer.decoder().forward(trainer.decoder().embed(ids), {1, 5, {}}, false));
+  const Matrix b = fresh.logits(fresh.forward(fresh.embed(ids), {1, 5, {}}, false));
+  CHECK((a - b).cwiseAbs().maxCoeff() == 0.0f);
+
+  // Projector weights under HF names round-trip.
+  model::Mlp2xGelu p(kVision, kHidden, 12345);
+  load_projector(tmp.dir / "projector.safetensors", p);
+  CHECK(p.linear_1().weight() == trainer.projector().linear_1().weight());
+  CHECK(p.linear_2().bias() == trainer.projector().linear_2().bias());
+  const auto proj = io::SafetensorsFile::open(tmp.dir / "projector.safetensors");
+  CHECK(proj.contains("multi_modal_projector.linear_1.weight"));
+  CHECK(proj.contains("multi_modal_projector.linear_2.bias"));
+
+  CHECK(fs::exists(tmp.dir / "val_captions.jsonl"));
+  CHECK(fs::exists(tmp.dir / "curves.svg"));
+  CHECK(fs::exists(tmp.dir / "train_log.jsonl"));
+}
+
+TEST_CASE("resume after an interruption continues the identical loss curve", "[trainer]") {
+  Fresh a("resume_a"), b("resume_b");
+  std::vector<double> straight;
+  {
+    auto trainer = make(tiny_trainer_config(a.dir));
+    straight = trainer.train(clips(16), clips(4, 16)).losses;
+  }
+  REQUIRE(straight.size() == 16);  // 4 steps per epoch, 2 + 2 epochs
+  auto config = tiny_trainer_config(b.dir);
+  std::vector<double> resumed;
+  for (long stop : {3L, 6L}) {  // stop inside stage 1, then inside stage 2
+    config.max_steps_this_run = stop;
+    auto trainer = make(config);
+    const auto r = trainer.train(clips(16), clips(4, 16), /*resume=*/stop != 3);
+    CHECK(r.status == TrainStatus::Interrupted);
+    resumed.insert(resumed.end(), r.losses.begin(), r.losses.end());
+  }
+  config.max_steps_this_run = 0;
+  {
+    auto trainer = make(config);
+    const auto r = trainer.train(clips(16), clips(4, 16), true);
+    CHECK(r.status == TrainStatus::Finished);
+    resumed.insert(resumed.end(), r.losses.begin(), r.losses.end());
+  }
+  REQUIRE(resumed.size() == straight.size());
+  for (std::size_t i = 0; i < straight.size(); ++i) {
+    INFO("step " << i + 1);
+    CHECK(resumed[i] == straight[i]);  // bit-identical
+  }
+}
+
+TEST_CASE("resume refuses a checkpoint of another configuration and names the field", "[trainer]") {
+  Fresh tmp("refuse");
+  auto config = tiny_trainer_config(tmp.dir);
+  config.max_steps_this_run = 2;
+  {
+    auto trainer = make(config);
+    trainer.train(clips(8), clips(2, 8));
+  }
+  config.batch_size = 1;
+  auto trainer = make(config);
+  CHECK_THROWS_WITH(trainer.train(clips(8), clips(2, 8), true), Catch::Contains("batch_size is '2' there but '1' now"));
+}
+
+TEST_CASE("a NaN loss skips its step and three in a row stop with the checkpoint intact", "[trainer]") {
+  Fresh tmp("nan");
+  auto config = tiny_trainer_config(tmp.dir);
+  config.batch_size = 1;
+  config.gradient_accumulation_steps = 1;
+  config.stages[0].epochs = 1;
+  config.stages[1].epochs = 1;
+  {
+    // clip_003's features are NaN: its step is skipped once per epoch, the others train.
+    auto trainer = make(config, [](const Clip& c) {
+      Matrix f = clip_features(c);
+      if (c.id == "clip_003") f(0, 0) = std::nanf("");
+      return f;
+    });
+    const auto r = trainer.train(clips(6), clips(2, 6));
+    CHECK(r.skipped_nan_steps == 2);
+    REQUIRE(r.losses.size() == 12);
+    CHECK(std::count_if(r.losses.begin(), r.losses.end(), [](double v) { return std::isnan(v); }) == 2);
+    CHECK(all_finite(trainer.projector().linear_1().weight()));
+    CHECK(r.status == TrainStatus::Finished);
+  }
+  // A good checkpoint after 2 steps, then a resumed run where every clip's loss is NaN.
+  fs::remove_all(tmp.dir);
+  config.max_steps_this_run = 2;
+  {
+    auto trainer = make(config);
+    trainer.train(clips(6), clips(2, 6));
+  }
+  const fs::path ckpt = tmp.dir / "checkpoints" / "last.safetensors";
+  auto read = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string before = read(ckpt);
+  config.max_steps_this_run = 0;
+  config.checkpoint_every = 1;
+  auto trainer = make(config, [](const Clip& c) {
+    Matrix f = clip_features(c);
+    f(0, 0) = std::nanf("");
+    return f;
+  });
+  const auto r = trainer.train(clips(6), clips(2, 6), true);
+  CHECK(r.status == TrainStatus::NanStopped);
+  CHECK(r.skipped_nan_steps == 3);
+  CHECK(r.steps == 5);
+  CHECK(read(ckpt) == before);
+}
+
+TEST_CASE("a clip whose video cannot be decoded is skipped and named", "[trainer]") {
+  Fresh tmp("badclip");
+  auto config = tiny_trainer_config(tmp.dir);
+  config.stages[1].epochs = 1;
+  auto trainer = make(config, [](const Clip& c) {
+    if (c.id == "clip_002") throw Error("video file videos/clip_002.mp4: no decodable frames");
+    return clip_features(c);
+  });
+  const auto r = trainer.train(clips(8), clips(2, 8));
+  CHECK(r.status == TrainStatus::Finished);
+  REQUIRE(r.skipped_clips.size() == 1);
+  CHECK_THAT(r.skipped_clips[0], Catch::StartsWith("clip_002: video file videos/clip_002.mp4"));
+  CHECK(r.steps == 3 * 2);
+  std::ifstream log(tmp.dir / "train_log.jsonl");
+  std::string all((std::istreambuf_iterator<char>(log)), {});
+  CHECK_THAT(all, Catch::Contains("\"type\":\"skip\""));
+}
