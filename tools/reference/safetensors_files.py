@@ -244,6 +244,15 @@ def check(paths):
         print(f"{path}: loads in safetensors {safetensors.__version__}: metadata {meta}")
         for name, t in tensors.items():
             print(f"  {name!r}: {t.dtype} {list(t.shape)} {t.flatten()[:4].tolist()}")
+        # "<x>.bf16" / "<x>.f16" beside "<x>.f32": the narrow copies must equal torch's own casts.
+        for name, t in tensors.items():
+            base, _, kind = name.rpartition(".")
+            source = tensors.get(base + ".f32")
+            if source is None or kind not in ("bf16", "f16"):
+                continue
+            want = source.to(torch.bfloat16) if kind == "bf16" else source.half()
+            assert t.dtype == want.dtype and torch.equal(t, want), f"{name} differs from torch's cast of {base}.f32"
+            print(f"  {name!r} equals torch's cast of {base + '.f32'!r}")
     return 0
 
 
