@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# The README's test command: installs dependencies, builds everything, runs every test.
+# The README's test command: installs dependencies, builds everything, runs every test, then the
+# video decoder tests under AddressSanitizer + UBSan and a short libFuzzer run of the safetensors parser.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 bash tools/install-deps.sh
 jobs="${VIDLORA_JOBS:-$(nproc)}"
+
 cmake --preset ci
 cmake --build --preset ci -j "$jobs"
 ctest --preset ci -j "$jobs"
+
+# Decoder tests under ASan + UBSan (the decoder parses untrusted files).
+cmake --preset asan
+cmake --build --preset asan -j "$jobs" --target vidlora_video_tests vidlora_io_tests
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build/asan/tests/vidlora_video_tests
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build/asan/tests/vidlora_io_tests
+
+# The safetensors parser under libFuzzer for a minute (VIDLORA_FUZZ_SECONDS to change).
+bash tools/fuzz.sh

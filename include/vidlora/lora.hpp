@@ -8,3 +8,4 @@
 #include <vidlora/lora/lora_linear.hpp>
 #include <vidlora/lora/rules.hpp>
 #include <vidlora/lora/target_modules.hpp>
+#include <vidlora/lora/peft_adapter.hpp>
