@@ -19,7 +19,7 @@
 
 namespace vidlora::video {
 
-struct DecoderOptions {
+struct VideoDecoderOptions {
   int threads = 0;  // decoder threads (frame threading); 0 lets FFmpeg use one per core
   // Skip the in-loop deblocking filter (H.264/HEVC): faster, slightly blockier pixels. For passes
   // that only measure frames (detect_scene_changes), never for frames handed to a model.
@@ -79,7 +79,7 @@ struct PacketIndex {
 
 class VideoDecoder {
  public:
-  explicit VideoDecoder(std::filesystem::path path, DecoderOptions options = {}) {
+  explicit VideoDecoder(std::filesystem::path path, VideoDecoderOptions options = {}) {
     info_.path = std::move(path);
     open(options);
   }
@@ -227,7 +227,7 @@ class VideoDecoder {
   bool at_end() const { return at_end_; }
 
  private:
-  void open(const DecoderOptions& options) {
+  void open(const VideoDecoderOptions& options) {
     const auto& p = info_.path;
     std::error_code ec;
     if (!std::filesystem::exists(p, ec)) fail("video file {}: no such file", p.string());
@@ -369,7 +369,7 @@ inline std::vector<SampledFrame> decode_all_frames(const std::filesystem::path& 
 }  // namespace vidlora::video
 
 namespace vidlora {
-using video::DecoderOptions;
+using video::VideoDecoderOptions;
 using video::StreamInfo;
 using video::VideoDecoder;
 }  // namespace vidlora

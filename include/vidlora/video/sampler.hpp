@@ -57,13 +57,13 @@ class Sampler {
       fail("video file {}: SamplerOptions.num_frames is {}; ask for at least one frame", path.string(), o.num_frames);
     if (o.width < 0 || o.height < 0)
       fail("video file {}: SamplerOptions size {}x{} is negative", path.string(), o.width, o.height);
-    VideoDecoder decoder(path, DecoderOptions{o.threads});
+    VideoDecoder decoder(path, VideoDecoderOptions{o.threads});
     const int w = o.width > 0 ? o.width : decoder.info().width;
     const int h = o.height > 0 ? o.height : decoder.info().height;
     if constexpr (Policy::analysis == AnalysisKind::none) {
       if (o.seek)
         if (auto seeked = sample_by_seeking(decoder, w, h)) return std::move(*seeked);
-      if (!decoder.rewind()) decoder = VideoDecoder(path, DecoderOptions{o.threads});
+      if (!decoder.rewind()) decoder = VideoDecoder(path, VideoDecoderOptions{o.threads});
     }
     return sample_in_one_pass(decoder, w, h);
   }
