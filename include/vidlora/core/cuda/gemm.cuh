@@ -1,0 +1,287 @@
+#pragma once
+// cuBLASLt GEMM in vidlora's row-major convention:  C[M,N] = alpha · op(A) · op(B) + beta · C  (+ bias[N] per
+// column, i.e. per output feature), fp32 / fp16 / bf16 operands, fp32 accumulation (optionally TF32 for fp32
+// operands), heuristic algorithm cached per problem.
+//
+// A row-major matrix is the column-major matrix of its transpose, so the row-major problem is run as the
+// column-major  Cᵀ[N,M] = op(B)ᵀ · op(A)ᵀ : operands swapped, M and N swapped, transpose flags kept.
+// That mapping, the shape checks and the cache key are host code (tested on the CPU, tests/cuda_host).
+//
+// Linear layer y = x·Wᵀ + b with x [T,in], W [out,in]:
+//   forward   y [T,out]  = x · Wᵀ     linear_forward()
+//   dx        dx [T,in]  = dy · W     linear_input_grad()
+//   dW        dW [out,in]= dyᵀ · x    linear_weight_grad()
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <type_traits>
+#include <string>
+#include <unordered_map>
+
+#include <vidlora/core/cuda/status.cuh>
+
+namespace vidlora::cuda {
+
+enum class DType : std::uint8_t { F32, F16, BF16 };
+enum class Op : std::uint8_t { N, T };
+// How fp32 operands are multiplied: exact fp32, or TF32 tensor cores (10-bit mantissa inputs).
+enum class Compute : std::uint8_t { F32, TF32 };
+
+inline std::size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+inline const char* dtype_name(DType t) { return t == DType::F32 ? "f32" : t == DType::F16 ? "f16" : "bf16"; }
+
+// A row-major problem. lda/ldb/ldc are row strides in elements (0: packed, i.e. the stored row length).
+struct GemmProblem {
+  std::int64_t m = 0, n = 0, k = 0;
+  Op op_a = Op::N, op_b = Op::N;
+  std::int64_t lda = 0, ldb = 0, ldc = 0;
+  DType a_type = DType::F32, b_type = DType::F32, c_type = DType::F32;
+  Compute compute = Compute::F32;
+  bool bias = false;  // bias[n] (type c_type) added to every row of C
+
+  // Stored shape (rows, cols) of A and B as row-major matrices.
+  std::int64_t a_rows() const { return op_a == Op::N ? m : k; }
+  std::int64_t a_cols() const { return op_a == Op::N ? k : m; }
+  std::int64_t b_rows() const { return op_b == Op::N ? k : n; }
+  std::int64_t b_cols() const { return op_b == Op::N ? n : k; }
+  std::int64_t lda_or_packed() const { return lda ? lda : a_cols(); }
+  std::int64_t ldb_or_packed() const { return ldb ? ldb : b_cols(); }
+  std::int64_t ldc_or_packed() const { return ldc ? ldc : n; }
+};
+
+// The same problem as cuBLAS(Lt) sees it, column-major: D[rows=m, cols=n] = op(A)[m,k] · op(B)[k,n].
+struct ColumnMajorGemm {
+  std::int64_t m = 0, n = 0, k = 0;
+  Op op_a = Op::N, op_b = Op::N;
+  std::int64_t lda = 0, ldb = 0, ldc = 0;
+  // Stored (rows, cols) of each column-major operand: what cublasLtMatrixLayoutCreate is given.
+  std::int64_t a_rows = 0, a_cols = 0, b_rows = 0, b_cols = 0;
+  bool swapped = true;  // operand A of this call is the row-major problem's B
+};
+
+inline ColumnMajorGemm to_column_major(const GemmProblem& p) {
+  ColumnMajorGemm c;
+  c.m = p.n;
+  c.n = p.m;
+  c.k = p.k;
+  c.op_a = p.op_b;
+  c.op_b = p.op_a;
+  c.lda = p.ldb_or_packed();
+  c.ldb = p.lda_or_packed();
+  c.ldc = p.ldc_or_packed();
+  c.a_rows = c.op_a == Op::N ? c.m : c.k;
+  c.a_cols = c.op_a == Op::N ? c.k : c.m;
+  c.b_rows = c.op_b == Op::N ? c.k : c.n;
+  c.b_cols = c.op_b == Op::N ? c.n : c.k;
+  return c;
+}
+
+// Refuses empty or negative sizes, strides shorter than a row, and type combinations cuBLASLt has no
+// fp32-accumulating kernel for (A and B must share a type; C is that type or f32; TF32 only for f32).
+inline void check_gemm(const GemmProblem& p) {
+  const char* who = "cuda::gemm";
+  check_arg(p.m > 0 && p.n > 0 && p.k > 0, who,
+            "sizes m=" + std::to_string(p.m) + " n=" + std::to_string(p.n) + " k=" + std::to_string(p.k) +
+                " must all be positive");
+  check_arg(p.lda_or_packed() >= p.a_cols(), who,
+            "lda " + std::to_string(p.lda) + " is shorter than a row of A (" + std::to_string(p.a_cols()) + ")");
+  check_arg(p.ldb_or_packed() >= p.b_cols(), who,
+            "ldb " + std::to_string(p.ldb) + " is shorter than a row of B (" + std::to_string(p.b_cols()) + ")");
+  check_arg(p.ldc_or_packed() >= p.n, who,
+            "ldc " + std::to_string(p.ldc) + " is shorter than a row of C (" + std::to_string(p.n) + ")");
+  check_arg(p.a_type == p.b_type, who,
+            std::string("A is ") + dtype_name(p.a_type) + " but B is " + dtype_name(p.b_type));
+  check_arg(p.c_type == p.a_type || p.c_type == DType::F32, who,
+            std::string("C must be ") + dtype_name(p.a_type) + " or f32, not " + dtype_name(p.c_type));
+  check_arg(p.compute == Compute::F32 || p.a_type == DType::F32, who, "TF32 compute needs f32 operands");
+}
+
+// Everything the heuristic's choice depends on: the problem plus the operands' address alignment (cuBLASLt
+// picks vectorised kernels only for 16-byte aligned operands).
+struct GemmKey {
+  GemmProblem p;
+  std::uint8_t alignment = 16;  // min over A, B, C, bias of the largest power of two (<= 16) dividing the address
+
+  bool operator==(const GemmKey& o) const {
+    return p.m == o.p.m && p.n == o.p.n && p.k == o.p.k && p.op_a == o.p.op_a && p.op_b == o.p.op_b &&
+           p.lda_or_packed() == o.p.lda_or_packed() && p.ldb_or_packed() == o.p.ldb_or_packed() &&
+           p.ldc_or_packed() == o.p.ldc_or_packed() && p.a_type == o.p.a_type && p.b_type == o.p.b_type &&
+           p.c_type == o.p.c_type && p.compute == o.p.compute && p.bias == o.p.bias && alignment == o.alignment;
+  }
+};
+
+struct GemmKeyHash {
+  std::size_t operator()(const GemmKey& k) const {
+    std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the fields
+    auto mix = [&h](std::uint64_t v) {
+      for (int i = 0; i < 8; ++i) {
+        h ^= (v >> (8 * i)) & 0xFFu;
+        h *= 1099511628211ull;
+      }
+    };
+    const GemmProblem& p = k.p;
+    mix(static_cast<std::uint64_t>(p.m));
+    mix(static_cast<std::uint64_t>(p.n));
+    mix(static_cast<std::uint64_t>(p.k));
+    mix(static_cast<std::uint64_t>(p.lda_or_packed()));
+    mix(static_cast<std::uint64_t>(p.ldb_or_packed()));
+    mix(static_cast<std::uint64_t>(p.ldc_or_packed()));
+    mix(static_cast<std::uint64_t>(p.op_a) | static_cast<std::uint64_t>(p.op_b) << 8 |
+        static_cast<std::uint64_t>(p.a_type) << 16 | static_cast<std::uint64_t>(p.b_type) << 24 |
+        static_cast<std::uint64_t>(p.c_type) << 32 | static_cast<std::uint64_t>(p.compute) << 40 |
+        static_cast<std::uint64_t>(p.bias) << 48 | static_cast<std::uint64_t>(k.alignment) << 56);
+    return static_cast<std::size_t>(h);
+  }
+};
+
+inline std::uint8_t address_alignment(const void* ptr) {
+  const auto a = reinterpret_cast<std::uintptr_t>(ptr);
+  if (a == 0) return 16;  // absent operand (no bias)
+  std::uint8_t align = 16;
+  while (align > 1 && a % align != 0) align /= 2;
+  return align;
+}
+
+// The three linear-layer problems for x [tokens, in], W [out, in] (all packed, same dtype `t`).
+inline GemmProblem linear_forward(std::int64_t tokens, std::int64_t in, std::int64_t out, DType t, bool bias = false,
+                                  DType c = DType::F32) {
+  GemmProblem p;
+  p.m = tokens; p.n = out; p.k = in; p.op_a = Op::N; p.op_b = Op::T;
+  p.a_type = p.b_type = t; p.c_type = c; p.bias = bias;
+  return p;
+}
+inline GemmProblem linear_input_grad(std::int64_t tokens, std::int64_t in, std::int64_t out, DType t,
+                                     DType c = DType::F32) {
+  GemmProblem p;
+  p.m = tokens; p.n = in; p.k = out; p.op_a = Op::N; p.op_b = Op::N;
+  p.a_type = p.b_type = t; p.c_type = c;
+  return p;
+}
+inline GemmProblem linear_weight_grad(std::int64_t tokens, std::int64_t in, std::int64_t out, DType t,
+                                      DType c = DType::F32) {
+  GemmProblem p;
+  p.m = out; p.n = in; p.k = tokens; p.op_a = Op::T; p.op_b = Op::N;
+  p.a_type = p.b_type = t; p.c_type = c;
+  return p;
+}
+
+}  // namespace vidlora::cuda
+
+#if VIDLORA_HAS_CUDA_RUNTIME
+#include <memory>
+
+namespace vidlora::cuda {
+
+inline cudaDataType_t to_cuda(DType t) {
+  return t == DType::F32 ? CUDA_R_32F : t == DType::F16 ? CUDA_R_16F : CUDA_R_16BF;
+}
+inline cublasOperation_t to_cublas(Op o) { return o == Op::N ? CUBLAS_OP_N : CUBLAS_OP_T; }
+
+// One cuBLASLt handle, one workspace and the plan cache. Not thread-safe; one per stream/thread.
+class GemmRunner {
+ public:
+  explicit GemmRunner(std::size_t workspace_bytes = std::size_t{32} << 20) : workspace_bytes_(workspace_bytes) {
+    VIDLORA_CUBLAS_CHECK(cublasLtCreate(&handle_));
+    if (workspace_bytes_) VIDLORA_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
+  }
+  ~GemmRunner() {
+    cache_.clear();
+    if (workspace_) (void)cudaFree(workspace_);
+    if (handle_) (void)cublasLtDestroy(handle_);
+  }
+  GemmRunner(const GemmRunner&) = delete;
+  GemmRunner& operator=(const GemmRunner&) = delete;
+
+  // C = alpha·op(A)·op(B) + beta·C (+ bias). beta != 0 reads C. Asynchronous on `stream`.
+  void run(const GemmProblem& p, const void* a, const void* b, void* c, float alpha = 1.0f, float beta = 0.0f,
+           const void* bias = nullptr, cudaStream_t stream = nullptr) {
+    check_gemm(p);
+    check_arg(p.bias == (bias != nullptr), "cuda::gemm", p.bias ? "the problem has a bias but no bias pointer"
+                                                               : "a bias pointer for a problem without bias");
+    GemmKey key{p, std::min({address_alignment(a), address_alignment(b), address_alignment(c),
+                             address_alignment(bias)})};
+    Plan& plan = plan_for(key);
+    if (p.bias)
+      VIDLORA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                          sizeof(bias)));
+    // Row-major -> column-major: the first cuBLASLt operand is B.
+    VIDLORA_CUBLAS_CHECK(cublasLtMatmul(handle_, plan.op, &alpha, b, plan.a, a, plan.b, &beta, c, plan.c, c, plan.c,
+                                        &plan.algo, workspace_, workspace_bytes_, stream));
+  }
+
+  std::size_t cached_plans() const { return cache_.size(); }
+
+ private:
+  struct Plan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    Plan() = default;
+    Plan(const Plan&) = delete;
+    Plan& operator=(const Plan&) = delete;
+    ~Plan() {
+      if (a) (void)cublasLtMatrixLayoutDestroy(a);
+      if (b) (void)cublasLtMatrixLayoutDestroy(b);
+      if (c) (void)cublasLtMatrixLayoutDestroy(c);
+      if (op) (void)cublasLtMatmulDescDestroy(op);
+    }
+  };
+
+  Plan& plan_for(const GemmKey& key) {
+    if (auto it = cache_.find(key); it != cache_.end()) return *it->second;
+    const GemmProblem& p = key.p;
+    const ColumnMajorGemm g = to_column_major(p);
+    auto plan = std::make_unique<Plan>();
+    const cublasComputeType_t compute =
+        p.compute == Compute::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    VIDLORA_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, compute, CUDA_R_32F));
+    const cublasOperation_t ta = to_cublas(g.op_a), tb = to_cublas(g.op_b);
+    VIDLORA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+    VIDLORA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+    if (p.bias) {
+      const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+      VIDLORA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+      const cudaDataType_t bt = to_cuda(p.c_type);
+      VIDLORA_CUBLAS_CHECK(
+          cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
+    }
+    // Operand A of the column-major call is the row-major B (type b_type), and vice versa.
+    VIDLORA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, to_cuda(p.b_type), static_cast<std::uint64_t>(g.a_rows),
+                                                    static_cast<std::uint64_t>(g.a_cols), g.lda));
+    VIDLORA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->b, to_cuda(p.a_type), static_cast<std::uint64_t>(g.b_rows),
+                                                    static_cast<std::uint64_t>(g.b_cols), g.ldb));
+    VIDLORA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->c, to_cuda(p.c_type), static_cast<std::uint64_t>(g.m),
+                                                    static_cast<std::uint64_t>(g.n), g.ldc));
+    cublasLtMatmulPreference_t pref = nullptr;
+    VIDLORA_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    std::unique_ptr<std::remove_pointer_t<cublasLtMatmulPreference_t>, cublasStatus_t (*)(cublasLtMatmulPreference_t)>
+        pref_guard(pref, &cublasLtMatmulPreferenceDestroy);
+    const std::uint64_t ws = workspace_bytes_;
+    VIDLORA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                              sizeof(ws)));
+    // The heuristic otherwise assumes 256-byte aligned operands; tell it what the key guarantees.
+    const std::uint32_t align = key.alignment;
+    for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+      VIDLORA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int returned = 0;
+    VIDLORA_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b, plan->c, plan->c, pref, 1,
+                                                        &result, &returned));
+    check_arg(returned > 0, "cuda::gemm",
+              std::string("cuBLASLt has no algorithm for m=") + std::to_string(p.m) + " n=" + std::to_string(p.n) +
+                  " k=" + std::to_string(p.k) + " " + dtype_name(p.a_type) + " -> " + dtype_name(p.c_type));
+    plan->algo = result.algo;
+    return *cache_.emplace(key, std::move(plan)).first->second;
+  }
+
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  std::size_t workspace_bytes_ = 0;
+  std::unordered_map<GemmKey, std::unique_ptr<Plan>, GemmKeyHash> cache_;
+};
+
+}  // namespace vidlora::cuda
+#endif

@@ -1,0 +1,121 @@
+#pragma once
+// RAII device memory, streams and events. Move-only; destructors never throw (a failing free is ignored,
+// since the context is already broken then); every other call is checked (status.cuh).
+
+#include <cstddef>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include <vidlora/core/cuda/status.cuh>
+
+#if VIDLORA_HAS_CUDA_RUNTIME
+namespace vidlora::cuda {
+
+// Number of CUDA devices; 0 when the runtime reports none or no driver (never throws).
+inline int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+class Stream {
+ public:
+  Stream() { VIDLORA_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+  ~Stream() {
+    if (s_) (void)cudaStreamDestroy(s_);
+  }
+  Stream(Stream&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+  Stream& operator=(Stream&& o) noexcept {
+    std::swap(s_, o.s_);
+    return *this;
+  }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return s_; }
+  operator cudaStream_t() const { return s_; }
+  void synchronize() const { VIDLORA_CUDA_CHECK(cudaStreamSynchronize(s_)); }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+class Event {
+ public:
+  Event() { VIDLORA_CUDA_CHECK(cudaEventCreate(&e_)); }
+  ~Event() {
+    if (e_) (void)cudaEventDestroy(e_);
+  }
+  Event(Event&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+  Event& operator=(Event&& o) noexcept {
+    std::swap(e_, o.e_);
+    return *this;
+  }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return e_; }
+  void record(cudaStream_t s) { VIDLORA_CUDA_CHECK(cudaEventRecord(e_, s)); }
+  void synchronize() const { VIDLORA_CUDA_CHECK(cudaEventSynchronize(e_)); }
+  // Milliseconds from `start` to this event (both recorded and complete).
+  float elapsed_ms_since(const Event& start) const {
+    float ms = 0;
+    VIDLORA_CUDA_CHECK(cudaEventElapsedTime(&ms, start.e_, e_));
+    return ms;
+  }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
+
+// `count` elements of T in device memory (uninitialised).
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(std::size_t count) : n_(count) {
+    if (count) VIDLORA_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p_), count * sizeof(T)));
+  }
+  explicit DeviceBuffer(std::span<const T> host) : DeviceBuffer(host.size()) { upload(host); }
+  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(std::span<const T>(host)) {}
+  ~DeviceBuffer() {
+    if (p_) (void)cudaFree(p_);
+  }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  std::size_t size() const { return n_; }
+  std::size_t bytes() const { return n_ * sizeof(T); }
+
+  void upload(std::span<const T> host) {
+    check_arg(host.size() == n_, "DeviceBuffer::upload",
+              std::to_string(host.size()) + " elements into a buffer of " + std::to_string(n_));
+    if (n_) VIDLORA_CUDA_CHECK(cudaMemcpy(p_, host.data(), bytes(), cudaMemcpyHostToDevice));
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(n_);
+    if (n_) VIDLORA_CUDA_CHECK(cudaMemcpy(host.data(), p_, bytes(), cudaMemcpyDeviceToHost));
+    return host;
+  }
+  // Every byte set to `byte` (0xFF on floats = NaN: the tests' poison).
+  void fill_bytes(int byte, cudaStream_t s = nullptr) {
+    if (n_) VIDLORA_CUDA_CHECK(cudaMemsetAsync(p_, byte, bytes(), s));
+  }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+}  // namespace vidlora::cuda
+#endif

@@ -1,0 +1,21 @@
+#pragma once
+// The CUDA backend (link vidlora::cuda). Under nvcc every kernel header is available; from a plain C++
+// translation unit only the host-side parts are (Params structs, shape checks, GEMM plans, launch math),
+// plus the runtime wrappers (DeviceBuffer, Stream, Event, GemmRunner) when VIDLORA_CUDA_RUNTIME is defined,
+// which linking vidlora::cuda does.
+
+#include <vidlora/core/cuda/gemm.cuh>
+#include <vidlora/core/cuda/launch.cuh>
+#include <vidlora/core/cuda/math.cuh>
+#include <vidlora/core/cuda/memory.cuh>
+#include <vidlora/core/cuda/status.cuh>
+#include <vidlora/lora/cuda/lora_linear.cuh>
+#include <vidlora/loss/cuda/cross_entropy.cuh>
+#include <vidlora/model/cuda/attention.cuh>
+#include <vidlora/model/cuda/elementwise.cuh>
+#include <vidlora/optim/cuda/multi_tensor.cuh>
+#include <vidlora/quant/cuda/dequantize.cuh>
+
+namespace vidlora {
+using cuda::CudaError;
+}  // namespace vidlora

@@ -1,0 +1,226 @@
+#pragma once
+// LoraLinear forward / backward on the GPU over a dense or 4-bit (NF4 / FP4) frozen base:
+//   y  = x·Wᵀ (+ bias) + scaling · dropout(x)·Aᵀ·Bᵀ
+//   g  = scaling · dy·B;   grad_A += gᵀ·dropout(x);   grad_B += scaling · dyᵀ·h;   dx = dy·W + mask ⊙ (g·A)
+// the same steps as lora::LoraLinear, with cuBLASLt GEMMs (core/cuda/gemm.cuh) and the dropout mask from
+// lora::dropout_scale at the same (seed, stream, row-major offset), so CPU and GPU drop the same elements.
+// A quantized base is dequantized into a workspace matrix before its GEMM (QLoRA's compute path).
+// Operands are of one element type T (float or __nv_bfloat16); grad_A / grad_B are float (fp32 accumulation).
+
+#include <cstdint>
+#include <type_traits>
+
+#include <vidlora/core/cuda/gemm.cuh>
+#include <vidlora/core/cuda/launch.cuh>
+#include <vidlora/core/cuda/status.cuh>
+#include <vidlora/lora/dropout.hpp>
+#include <vidlora/quant/cuda/dequantize.cuh>
+
+namespace vidlora::lora::cuda {
+
+enum class BaseKind : std::uint8_t { Dense, NF4, FP4 };
+
+struct LoraLinearParams {
+  std::int64_t tokens = 0, in = 0, out = 0, rank = 0;
+  float scaling = 1.0f;
+  float dropout = 0.0f;          // in [0, 1); 0: no mask (inference, or a layer without dropout)
+  std::uint64_t seed = 0;
+  std::uint64_t stream = 0;      // lora::dropout_stream(layer, step), as the CPU layer's mask_stream
+  BaseKind base = BaseKind::Dense;
+  const void* w = nullptr;       // Dense: [out, in] of T
+  quant::cuda::Quantized4bitView qw;  // NF4 / FP4: numel = out·in
+  const void* bias = nullptr;    // [out] of T, or null
+  const void* a = nullptr;       // [rank, in] of T
+  const void* b = nullptr;       // [out, rank] of T
+  float* grad_a = nullptr;       // [rank, in] accumulated
+  float* grad_b = nullptr;       // [out, rank] accumulated
+  vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32;
+};
+
+// Element counts (of T) of the workspace pieces a layer needs; the caller allocates them once.
+struct LoraWorkspaceSizes {
+  std::int64_t xd = 0;       // [tokens, in]: dropout(x), kept from forward for backward (0 without dropout)
+  std::int64_t h = 0;        // [tokens, rank]: dropout(x)·Aᵀ, kept from forward for backward
+  std::int64_t g = 0;        // [tokens, rank]: scaling·dy·B
+  std::int64_t dxd = 0;      // [tokens, in]: g·A before the mask (0 without dropout)
+  std::int64_t w_dense = 0;  // [out, in]: dequantized base (0 for a dense base)
+  std::int64_t total() const { return xd + h + g + dxd + w_dense; }
+};
+
+inline void check_lora(const LoraLinearParams& p) {
+  const char* who = "cuda::LoraLinear";
+  vidlora::cuda::check_arg(p.tokens > 0 && p.in > 0 && p.out > 0 && p.rank > 0, who,
+                           "tokens " + std::to_string(p.tokens) + ", in " + std::to_string(p.in) + ", out " +
+                               std::to_string(p.out) + ", rank " + std::to_string(p.rank) + " must all be positive");
+  vidlora::cuda::check_arg(p.dropout >= 0.0f && p.dropout < 1.0f, who,
+                           "dropout " + std::to_string(p.dropout) + " is outside [0, 1)");
+  vidlora::cuda::check_arg(p.a != nullptr && p.b != nullptr, who, "lora_A and lora_B are required");
+  if (p.base == BaseKind::Dense) {
+    vidlora::cuda::check_arg(p.w != nullptr, who, "dense base without a weight pointer");
+  } else {
+    quant::cuda::check_view(p.qw, who);
+    vidlora::cuda::check_arg(p.qw.numel == p.out * p.in, who,
+                             "quantized base holds " + std::to_string(p.qw.numel) + " elements, the layer needs " +
+                                 std::to_string(p.out * p.in));
+  }
+}
+
+inline LoraWorkspaceSizes lora_workspace_sizes(const LoraLinearParams& p) {
+  LoraWorkspaceSizes s;
+  const bool drop = p.dropout > 0.0f;
+  s.xd = drop ? p.tokens * p.in : 0;
+  s.h = p.tokens * p.rank;
+  s.g = p.tokens * p.rank;
+  s.dxd = drop ? p.tokens * p.in : 0;
+  s.w_dense = p.base == BaseKind::Dense ? 0 : p.out * p.in;
+  return s;
+}
+
+// x·mask at row-major offset i: the element the CPU's masked_rows writes.
+VIDLORA_HOST_DEVICE inline float dropout_element(float x, std::uint64_t seed, std::uint64_t stream, std::uint64_t i,
+                                                 float p) {
+  return x * dropout_scale(seed, stream, i, p);
+}
+
+// Workspace pointers carved from one allocation of lora_workspace_sizes(p).total() elements of T.
+template <class T>
+struct LoraWorkspace {
+  T *xd = nullptr, *h = nullptr, *g = nullptr, *dxd = nullptr, *w_dense = nullptr;
+  static LoraWorkspace carve(T* base, const LoraWorkspaceSizes& s) {
+    LoraWorkspace w;
+    auto take = [&base](std::int64_t n) {
+      T* p = n ? base : nullptr;
+      base += n;
+      return p;
+    };
+    w.xd = take(s.xd);
+    w.h = take(s.h);
+    w.g = take(s.g);
+    w.dxd = take(s.dxd);
+    w.w_dense = take(s.w_dense);
+    return w;
+  }
+};
+
+// The forward and backward as a sequence of GEMM problems and dropout passes over an executor:
+//   exec.gemm(problem, a, b, c, alpha, beta, bias)          C = alpha·op(A)·op(B) + beta·C (+ bias)
+//   exec.dropout(src, dst, n, params, accumulate)           dst (+)= src ⊙ mask
+//   exec.base_weight(params, workspace) -> const T*         W dense (dequantized for a 4-bit base)
+// The CUDA executor runs cuBLASLt and the kernels; the CPU tests run the same steps with a host executor.
+template <class T, class Exec>
+void lora_forward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorkspace<T>& ws, const T* x, T* y,
+                        vidlora::cuda::DType t) {
+  using namespace vidlora::cuda;
+  check_lora(p);
+  auto with = [&p](GemmProblem g) {
+    g.compute = p.compute;
+    return g;
+  };
+  const T* xd = x;
+  if (p.dropout > 0.0f) {
+    exec.dropout(x, ws.xd, p.tokens * p.in, p, false);
+    xd = ws.xd;
+  }
+  exec.gemm(with(linear_forward(p.tokens, p.in, p.rank, t, false, t)), xd, p.a, ws.h, 1.0f, 0.0f, nullptr);
+  exec.gemm(with(linear_forward(p.tokens, p.in, p.out, t, p.bias != nullptr, t)), x, exec.base_weight(p, ws), y, 1.0f,
+            0.0f, p.bias);
+  exec.gemm(with(linear_forward(p.tokens, p.rank, p.out, t, false, t)), ws.h, p.b, y, p.scaling, 1.0f, nullptr);
+}
+
+template <class T, class Exec>
+void lora_backward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorkspace<T>& ws, const T* x, const T* dy,
+                         T* dx, vidlora::cuda::DType t) {
+  using namespace vidlora::cuda;
+  check_lora(p);
+  check_arg(p.grad_a && p.grad_b, "cuda::LoraLinear::backward", "grad_a and grad_b are required");
+  auto with = [&p](GemmProblem g) {
+    g.compute = p.compute;
+    return g;
+  };
+  // g = scaling·dy·B  [tokens, rank];  dx = dy·W  [tokens, in]
+  exec.gemm(with(linear_input_grad(p.tokens, p.rank, p.out, t, t)), dy, p.b, ws.g, p.scaling, 0.0f, nullptr);
+  exec.gemm(with(linear_input_grad(p.tokens, p.in, p.out, t, t)), dy, exec.base_weight(p, ws), dx, 1.0f, 0.0f, nullptr);
+  // dx += mask ⊙ (g·A)
+  const T* xd = x;
+  if (p.dropout > 0.0f) {
+    xd = ws.xd;
+    exec.gemm(with(linear_input_grad(p.tokens, p.in, p.rank, t, t)), ws.g, p.a, ws.dxd, 1.0f, 0.0f, nullptr);
+    exec.dropout(ws.dxd, dx, p.tokens * p.in, p, true);
+  } else {
+    exec.gemm(with(linear_input_grad(p.tokens, p.in, p.rank, t, t)), ws.g, p.a, dx, 1.0f, 1.0f, nullptr);
+  }
+  // grad_A += gᵀ·dropout(x)  [rank, in];  grad_B += scaling·dyᵀ·h  [out, rank]  (fp32 outputs)
+  exec.gemm(with(linear_weight_grad(p.tokens, p.in, p.rank, t, DType::F32)), ws.g, xd, p.grad_a, 1.0f, 1.0f, nullptr);
+  exec.gemm(with(linear_weight_grad(p.tokens, p.rank, p.out, t, DType::F32)), dy, ws.h, p.grad_b, p.scaling, 1.0f,
+            nullptr);
+}
+
+}  // namespace vidlora::lora::cuda
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+
+namespace vidlora::lora::cuda {
+
+template <class T>
+constexpr vidlora::cuda::DType dtype_of() {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, __nv_bfloat16>, "LoraLinear: float or bf16");
+  return std::is_same_v<T, float> ? vidlora::cuda::DType::F32 : vidlora::cuda::DType::BF16;
+}
+
+namespace detail {
+template <class T>
+__global__ void dropout_kernel(const T* src, T* dst, std::int64_t n, std::uint64_t seed, std::uint64_t stream, float p,
+                               bool accumulate) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const float v = dropout_element(static_cast<float>(src[i]), seed, stream, static_cast<std::uint64_t>(i), p);
+    dst[i] = static_cast<T>(accumulate ? static_cast<float>(dst[i]) + v : v);
+  }
+}
+
+// The executor of lora_forward_steps / lora_backward_steps on one stream.
+struct CudaLoraExec {
+  vidlora::cuda::GemmRunner& runner;
+  cudaStream_t stream;
+  void gemm(const vidlora::cuda::GemmProblem& g, const void* a, const void* b, void* c, float alpha, float beta,
+            const void* bias) {
+    runner.run(g, a, b, c, alpha, beta, bias, stream);
+  }
+  template <class T>
+  void dropout(const T* src, T* dst, std::int64_t n, const LoraLinearParams& p, bool accumulate) {
+    dropout_kernel<T><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(src, dst, n, p.seed, p.stream, p.dropout,
+                                                                              accumulate);
+    VIDLORA_CUDA_CHECK_LAUNCH("dropout_kernel");
+  }
+  template <class T>
+  const T* base_weight(const LoraLinearParams& p, const LoraWorkspace<T>& ws) {
+    if (p.base == BaseKind::Dense) return static_cast<const T*>(p.w);
+    if (p.base == BaseKind::NF4)
+      quant::cuda::dequantize_4bit<quant::NF4>(p.qw, ws.w_dense, stream);
+    else
+      quant::cuda::dequantize_4bit<quant::FP4>(p.qw, ws.w_dense, stream);
+    return ws.w_dense;
+  }
+};
+}  // namespace detail
+
+// y [tokens, out] = base(x) (+ bias) + scaling·dropout(x)·Aᵀ·Bᵀ; keeps dropout(x) and h in the workspace.
+template <class T>
+void lora_forward(vidlora::cuda::GemmRunner& gemm, const LoraLinearParams& p, const LoraWorkspace<T>& ws, const T* x,
+                  T* y, cudaStream_t s = nullptr) {
+  detail::CudaLoraExec exec{gemm, s};
+  lora_forward_steps<T>(exec, p, ws, x, y, dtype_of<T>());
+}
+
+// dx [tokens, in] from dy [tokens, out]; grad_A, grad_B accumulate. Needs the forward's workspace and its
+// input x (read only when dropout is off; with dropout the workspace holds dropout(x)).
+template <class T>
+void lora_backward(vidlora::cuda::GemmRunner& gemm, const LoraLinearParams& p, const LoraWorkspace<T>& ws, const T* x,
+                   const T* dy, T* dx, cudaStream_t s = nullptr) {
+  detail::CudaLoraExec exec{gemm, s};
+  lora_backward_steps<T>(exec, p, ws, x, dy, dx, dtype_of<T>());
+}
+
+}  // namespace vidlora::lora::cuda
+#endif

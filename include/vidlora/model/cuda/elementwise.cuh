@@ -1,0 +1,188 @@
+#pragma once
+// RMSNorm (forward/backward), RoPE (rotate-half, forward/inverse) and SwiGLU (forward/backward) on the GPU.
+// Per element they call model/elementwise.hpp's host-device functions, the CPU reference's own formulas;
+// the row statistics (Σ x² and Σ dy·w·x) are accumulated in double as model::rms_norm does.
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <vidlora/core/cuda/launch.cuh>
+#include <vidlora/core/cuda/status.cuh>
+#include <vidlora/core/portability.hpp>
+#include <vidlora/model/elementwise.hpp>
+
+namespace vidlora::model::cuda {
+
+struct RmsNormParams {
+  const float* x = nullptr;       // [rows, n]
+  const float* weight = nullptr;  // [n]
+  float* y = nullptr;             // [rows, n]
+  float* inv_rms = nullptr;       // [rows] (optional in forward, input of backward)
+  const float* dy = nullptr;      // backward: [rows, n]
+  float* dx = nullptr;            // backward: [rows, n]
+  std::int64_t rows = 0, n = 0;
+  double eps = 1e-6;
+};
+
+// One output element of the forward: (x·r)·w in float, as model::rms_norm.
+VIDLORA_HOST_DEVICE inline float rms_norm_element(float x, float r, float w) { return (x * r) * w; }
+
+// RoPE over x [tokens, heads·head_dim] in place; position of row t = positions[t]; cos/sin tables
+// [max_position, head_dim/2] built on the host by rope_tables (RotaryTable's formula).
+struct RopeParams {
+  float* x = nullptr;
+  const std::int32_t* positions = nullptr;
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  std::int64_t tokens = 0, heads = 0, head_dim = 0;
+  bool inverse = false;
+};
+
+// cos/sin tables [positions, head_dim/2] exactly as model::RotaryTable builds them (float32 angles).
+inline void rope_tables(int head_dim, double theta, std::int64_t positions, std::vector<float>& cos_table,
+                        std::vector<float>& sin_table) {
+  vidlora::cuda::check_arg(head_dim > 0 && head_dim % 2 == 0, "rope_tables",
+                           "head_dim " + std::to_string(head_dim) + " must be even");
+  const int half = head_dim / 2;
+  cos_table.resize(static_cast<std::size_t>(positions * half));
+  sin_table.resize(cos_table.size());
+  for (int i = 0; i < half; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    const float inv_freq = 1.0f / static_cast<float>(std::pow(theta, static_cast<double>(exponent)));
+    for (std::int64_t p = 0; p < positions; ++p) {
+      const float angle = static_cast<float>(p) * inv_freq;
+      cos_table[static_cast<std::size_t>(p * half + i)] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      sin_table[static_cast<std::size_t>(p * half + i)] = static_cast<float>(std::sin(static_cast<double>(angle)));
+    }
+  }
+}
+
+// One rotated pair: element `pair` (0 .. tokens·heads·half) of the launch; the kernel's per-thread body.
+VIDLORA_HOST_DEVICE inline void rope_pair(const RopeParams& p, std::int64_t pair) {
+  const std::int64_t half = p.head_dim / 2;
+  const std::int64_t i = pair % half;
+  const std::int64_t th = pair / half;  // token·heads + head
+  const std::int64_t t = th / p.heads;
+  float* head = p.x + th * p.head_dim;
+  const std::int64_t pos = p.positions[t];
+  const float c = p.cos[pos * half + i], s = p.sin[pos * half + i];
+  if (p.inverse)
+    rope_rotate_inverse(head[i], head[i + half], c, s);
+  else
+    rope_rotate(head[i], head[i + half], c, s);
+}
+
+// SwiGLU: h = silu(gate) ⊙ up; backward dgate = dh·up·silu'(gate), dup = dh·silu(gate).
+struct SwigluParams {
+  const float* gate = nullptr;
+  const float* up = nullptr;
+  float* h = nullptr;            // forward output
+  const float* dh = nullptr;     // backward input
+  float* dgate = nullptr;
+  float* dup = nullptr;
+  std::int64_t n = 0;
+};
+
+VIDLORA_HOST_DEVICE inline void swiglu_forward_element(const SwigluParams& p, std::int64_t i) {
+  p.h[i] = silu(p.gate[i]) * p.up[i];
+}
+VIDLORA_HOST_DEVICE inline void swiglu_backward_element(const SwigluParams& p, std::int64_t i) {
+  const float g = p.gate[i], d = p.dh[i];
+  p.dgate[i] = d * p.up[i] * silu_grad(g);
+  p.dup[i] = d * silu(g);
+}
+
+}  // namespace vidlora::model::cuda
+
+#if defined(__CUDACC__)
+namespace vidlora::model::cuda {
+namespace detail {
+
+template <int Threads>
+__device__ double block_sum(double v, double* s) {
+  s[threadIdx.x] = v;
+  __syncthreads();
+  for (int w = Threads / 2; w > 0; w /= 2) {
+    if (static_cast<int>(threadIdx.x) < w) s[threadIdx.x] += s[threadIdx.x + w];
+    __syncthreads();
+  }
+  const double r = s[0];
+  __syncthreads();
+  return r;
+}
+
+template <int Threads>
+__global__ void rms_norm_kernel(RmsNormParams p) {
+  __shared__ double s[Threads];
+  const std::int64_t row = blockIdx.x;
+  const float* x = p.x + row * p.n;
+  double ss = 0.0;
+  for (std::int64_t j = threadIdx.x; j < p.n; j += Threads) ss += static_cast<double>(x[j]) * x[j];
+  ss = block_sum<Threads>(ss, s);
+  const float r = static_cast<float>(rms_inverse(ss, static_cast<int>(p.n), p.eps));
+  if (threadIdx.x == 0 && p.inv_rms) p.inv_rms[row] = r;
+  for (std::int64_t j = threadIdx.x; j < p.n; j += Threads) p.y[row * p.n + j] = rms_norm_element(x[j], r, p.weight[j]);
+}
+
+template <int Threads>
+__global__ void rms_norm_backward_kernel(RmsNormParams p) {
+  __shared__ double s[Threads];
+  const std::int64_t row = blockIdx.x;
+  const float* x = p.x + row * p.n;
+  const float* dy = p.dy + row * p.n;
+  double c = 0.0;
+  for (std::int64_t j = threadIdx.x; j < p.n; j += Threads) c += static_cast<double>(dy[j]) * p.weight[j] * x[j];
+  c = block_sum<Threads>(c, s);
+  const float cm = static_cast<float>(c / static_cast<double>(p.n));
+  const float r = p.inv_rms[row];
+  for (std::int64_t j = threadIdx.x; j < p.n; j += Threads)
+    p.dx[row * p.n + j] = rms_norm_input_grad<float>(dy[j] * p.weight[j], x[j], r, cm);
+}
+
+template <class = void>  // a template: header kernels get one definition across TUs
+__global__ void rope_kernel(RopeParams p, std::int64_t pairs) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < pairs;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    rope_pair(p, i);
+}
+
+template <class = void>  // a template: header kernels get one definition across TUs
+__global__ void swiglu_kernel(SwigluParams p, bool backward) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    if (backward)
+      swiglu_backward_element(p, i);
+    else
+      swiglu_forward_element(p, i);
+  }
+}
+
+}  // namespace detail
+
+inline void rms_norm(const RmsNormParams& p, cudaStream_t stream = nullptr) {
+  vidlora::cuda::check_arg(p.rows > 0 && p.n > 0 && p.x && p.weight && p.y, "cuda::rms_norm", "empty or null input");
+  detail::rms_norm_kernel<256><<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
+  VIDLORA_CUDA_CHECK_LAUNCH("rms_norm_kernel");
+}
+inline void rms_norm_backward(const RmsNormParams& p, cudaStream_t stream = nullptr) {
+  vidlora::cuda::check_arg(p.rows > 0 && p.n > 0 && p.x && p.weight && p.inv_rms && p.dy && p.dx,
+                           "cuda::rms_norm_backward", "empty or null input");
+  detail::rms_norm_backward_kernel<256><<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
+  VIDLORA_CUDA_CHECK_LAUNCH("rms_norm_backward_kernel");
+}
+inline void rope(const RopeParams& p, cudaStream_t stream = nullptr) {
+  vidlora::cuda::check_arg(p.head_dim > 0 && p.head_dim % 2 == 0 && p.tokens > 0 && p.heads > 0, "cuda::rope",
+                           "needs tokens, heads > 0 and an even head_dim");
+  const std::int64_t pairs = p.tokens * p.heads * (p.head_dim / 2);
+  detail::rope_kernel<><<<vidlora::cuda::grid_size(pairs, 256), 256, 0, stream>>>(p, pairs);
+  VIDLORA_CUDA_CHECK_LAUNCH("rope_kernel");
+}
+inline void swiglu(const SwigluParams& p, bool backward, cudaStream_t stream = nullptr) {
+  vidlora::cuda::check_arg(p.n > 0, "cuda::swiglu", "empty input");
+  detail::swiglu_kernel<><<<vidlora::cuda::grid_size(p.n, 256), 256, 0, stream>>>(p, backward);
+  VIDLORA_CUDA_CHECK_LAUNCH("swiglu_kernel");
+}
+
+}  // namespace vidlora::model::cuda
+#endif

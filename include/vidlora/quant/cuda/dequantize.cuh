@@ -1,0 +1,259 @@
+#pragma once
+// NF4 / FP4 dequantization on the GPU, bit-exact with quant::Quantizer<Format>::dequantize, and the fused
+// dequantize-GEMV for batch-1 decoding (y = W·x with W never materialised).
+//
+// Layout (quant/quantizer.hpp): element 2j in the high nibble of byte j, one scale per `blocksize` elements,
+// either float absmax or double-quantized (8-bit code over the signed dynamic map × nested absmax of its
+// 256-block, plus the offset). The per-element math is host-device code below, run by the CPU tests over
+// every element; the kernels only distribute it.
+//
+// Code tables travel in the Params struct (kernel parameter space) and are staged in shared memory:
+// the shared decode_4bit / decode_dynamic index host `constexpr` arrays that device code cannot read.
+// quant/dynamic_map.hpp includes core/error.hpp (fmt), which nvcc 13 cannot compile in C++20, so the
+// signed dynamic map is rebuilt here by the same construction (a CPU test checks it equals kSignedDynamicMap).
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include <vidlora/core/cuda/launch.cuh>
+#include <vidlora/core/cuda/math.cuh>
+#include <vidlora/core/cuda/status.cuh>
+#include <vidlora/core/portability.hpp>
+#include <vidlora/quant/format.hpp>
+
+namespace vidlora::quant::cuda {
+
+// Where a quantized tensor's pieces are (device pointers for kernels, host pointers for the CPU tests).
+struct Quantized4bitView {
+  const std::uint8_t* packed = nullptr;        // ceil(numel / 2) bytes
+  const float* absmax = nullptr;               // one per block, or null when double-quantized
+  const std::uint8_t* qabsmax = nullptr;       // double-quantized: one code per block
+  const float* nested_absmax = nullptr;        // double-quantized: one per 256 blocks
+  float absmax_offset = 0.0f;
+  std::int64_t numel = 0;
+  int blocksize_log2 = 6;                      // blocksize = 1 << blocksize_log2
+};
+
+namespace detail {
+// torch.linspace(0.1, 1, steps) point as quant/dynamic_map.hpp computes it.
+constexpr float dyn_linspace_point(int idx, int steps) {
+  const float start = 0.1f, end = 1.0f;
+  const float step = (end - start) / static_cast<float>(steps - 1);
+  return idx < steps / 2 ? static_cast<float>(double{start} + double{step} * idx)
+                         : static_cast<float>(double{end} - double{step} * (steps - idx - 1));
+}
+// bitsandbytes' create_dynamic_map(signed=True), sorted: quant::signed_dynamic_map()'s construction.
+constexpr std::array<float, 256> signed_dynamic_map_copy() {
+  constexpr double kPow10[7] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0};
+  std::array<float, 256> data{};
+  std::size_t n = 0;
+  for (int e = 0; e < 7; ++e) {
+    const int steps = (1 << e) + 1;
+    const float scale = static_cast<float>(kPow10[e]);
+    for (int i = 0; i + 1 < steps; ++i) {
+      const float mean = (dyn_linspace_point(i, steps) + dyn_linspace_point(i + 1, steps)) / 2.0f;
+      data[n++] = scale * mean;
+      data[n++] = -(scale * mean);
+    }
+  }
+  data[n++] = 0.0f;
+  data[n++] = 1.0f;
+  std::sort(data.begin(), data.end());
+  return data;
+}
+}  // namespace detail
+
+// The 256-entry signed dynamic map of double quantization (equal to quant::kSignedDynamicMap).
+inline const std::array<float, 256>& dynamic_map_table() {
+  static const std::array<float, 256> table = detail::signed_dynamic_map_copy();
+  return table;
+}
+
+// A format's tables by value: 16 code values and the 256-entry dynamic map.
+struct DecodeTables {
+  float code[16];
+  float dynamic_map[256];
+};
+
+template <QuantFormat Format>
+DecodeTables make_decode_tables() {
+  DecodeTables t{};
+  for (int i = 0; i < 16; ++i) t.code[i] = Format::code[static_cast<std::size_t>(i)];
+  const auto& map = dynamic_map_table();
+  for (int i = 0; i < 256; ++i) t.dynamic_map[i] = map[static_cast<std::size_t>(i)];
+  return t;
+}
+
+// log2 of a power-of-two blocksize in [32, 4096]; -1 otherwise.
+inline int blocksize_log2(int blocksize) {
+  for (int l = 5; l <= 12; ++l)
+    if (blocksize == (1 << l)) return l;
+  return -1;
+}
+
+// Scale of block `b`: absmax[b], or map[qabsmax[b]]·nested[b/256] + offset rounded twice as the CPU does.
+VIDLORA_HOST_DEVICE inline float block_scale(const Quantized4bitView& q, const float* dynamic_map, std::int64_t b) {
+  if (q.absmax) return q.absmax[b];
+  return vidlora::cuda::add_rn(vidlora::cuda::mul_rn(dynamic_map[q.qabsmax[b]], q.nested_absmax[b >> 8]),
+                               q.absmax_offset);
+}
+
+// Both elements of packed byte `j` (elements 2j and 2j+1; the second is padding when 2j+1 == numel).
+VIDLORA_HOST_DEVICE inline void dequantize_byte(const Quantized4bitView& q, const float* code, const float* dynamic_map,
+                                                std::int64_t j, float& first, float& second) {
+  const std::uint8_t byte = q.packed[j];
+  const std::int64_t e = 2 * j;
+  const float s0 = block_scale(q, dynamic_map, e >> q.blocksize_log2);
+  first = code[byte >> 4] * s0;
+  const std::int64_t e1 = e + 1;
+  const float s1 = ((e1 >> q.blocksize_log2) == (e >> q.blocksize_log2)) ? s0 : block_scale(q, dynamic_map, e1 >> q.blocksize_log2);
+  second = code[byte & 0xFu] * s1;
+}
+
+// y[r] = Σ_c W[r, c] · x[c] for W [rows, cols] stored as one flattened quantized tensor (row-major).
+struct DequantGemvParams {
+  Quantized4bitView w;
+  std::int64_t rows = 0, cols = 0;  // cols even: every row starts on a byte boundary
+  const float* x = nullptr;         // [cols]
+  float* y = nullptr;               // [rows]
+};
+
+// Host-side reference of one GEMV row in the kernel's per-byte order (used by the CPU tests).
+inline float dequant_gemv_row(const DequantGemvParams& p, const DecodeTables& t, std::int64_t r) {
+  float acc = 0.0f;
+  for (std::int64_t jb = 0; jb < p.cols / 2; ++jb) {
+    float a, b;
+    dequantize_byte(p.w, t.code, t.dynamic_map, (r * p.cols) / 2 + jb, a, b);
+    acc += a * p.x[2 * jb] + b * p.x[2 * jb + 1];
+  }
+  return acc;
+}
+
+inline void check_view(const Quantized4bitView& q, const char* who) {
+  vidlora::cuda::check_arg(q.packed != nullptr && q.numel > 0, who, "empty quantized tensor");
+  vidlora::cuda::check_arg((q.absmax != nullptr) != (q.qabsmax != nullptr && q.nested_absmax != nullptr), who,
+                           "give either absmax or qabsmax + nested_absmax");
+  vidlora::cuda::check_arg(q.blocksize_log2 >= 5 && q.blocksize_log2 <= 12, who,
+                           "blocksize 2^" + std::to_string(q.blocksize_log2) + " is outside [32, 4096]");
+}
+
+inline void check_gemv(const DequantGemvParams& p) {
+  check_view(p.w, "dequant_gemv");
+  vidlora::cuda::check_arg(p.rows > 0 && p.cols > 0 && p.cols % 2 == 0 && p.rows * p.cols == p.w.numel,
+                           "dequant_gemv",
+                           "W [" + std::to_string(p.rows) + ", " + std::to_string(p.cols) +
+                               "] needs an even column count and rows·cols == numel (" + std::to_string(p.w.numel) +
+                               ")");
+}
+
+}  // namespace vidlora::quant::cuda
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+
+namespace vidlora::quant::cuda {
+
+namespace detail {
+VIDLORA_DEVICE inline void store(float* p, float v) { *p = v; }
+VIDLORA_DEVICE inline void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+__device__ inline void stage_tables(const DecodeTables& t, float* code, float* map) {
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+    map[i] = t.dynamic_map[i];
+    if (i < 16) code[i] = t.code[i];
+  }
+  __syncthreads();
+}
+
+// Each thread decodes groups of 4 bytes (8 elements, one scale: blocks hold >= 32 elements) with one 32-bit
+// load; the last partial group and unaligned tensors take the per-byte path.
+template <class Out>
+__global__ void dequantize_4bit_kernel(Quantized4bitView q, DecodeTables t, Out* out, bool vectorized) {
+  __shared__ float code[16];
+  __shared__ float map[256];
+  stage_tables(t, code, map);
+  const std::int64_t bytes = (q.numel + 1) / 2;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  const std::int64_t tid = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  std::int64_t first_scalar = 0;
+  if (vectorized) {
+    const std::int64_t groups = q.numel / 8;
+    for (std::int64_t g = tid; g < groups; g += stride) {
+      const std::uint32_t w = reinterpret_cast<const std::uint32_t*>(q.packed)[g];
+      const float s = block_scale(q, map, (g * 8) >> q.blocksize_log2);
+      float v[8];
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {
+        const std::uint32_t byte = (w >> (8 * b)) & 0xFFu;
+        v[2 * b] = code[byte >> 4] * s;
+        v[2 * b + 1] = code[byte & 0xFu] * s;
+      }
+      if constexpr (sizeof(Out) == 4) {
+        float4* o = reinterpret_cast<float4*>(out + g * 8);
+        o[0] = make_float4(v[0], v[1], v[2], v[3]);
+        o[1] = make_float4(v[4], v[5], v[6], v[7]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) store(out + g * 8 + i, v[i]);
+      }
+    }
+    first_scalar = groups * 4;
+  }
+  for (std::int64_t j = first_scalar + tid; j < bytes; j += stride) {
+    float a, b;
+    dequantize_byte(q, code, map, j, a, b);
+    store(out + 2 * j, a);
+    if (2 * j + 1 < q.numel) store(out + 2 * j + 1, b);
+  }
+}
+
+// One warp per output row; lanes stride over the row's bytes; shuffle reduction.
+template <class = void>  // a template: header kernels get one definition across TUs
+__global__ void dequant_gemv_kernel(DequantGemvParams p, DecodeTables t) {
+  __shared__ float code[16];
+  __shared__ float map[256];
+  stage_tables(t, code, map);
+  const int lane = threadIdx.x & 31;
+  const std::int64_t warp = (static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const std::int64_t warps = (static_cast<std::int64_t>(gridDim.x) * blockDim.x) >> 5;
+  const std::int64_t row_bytes = p.cols / 2;
+  for (std::int64_t r = warp; r < p.rows; r += warps) {
+    float acc = 0.0f;
+    const std::int64_t base = r * row_bytes;
+    for (std::int64_t jb = lane; jb < row_bytes; jb += 32) {
+      float a, b;
+      dequantize_byte(p.w, code, map, base + jb, a, b);
+      acc += a * p.x[2 * jb] + b * p.x[2 * jb + 1];
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) acc += __shfl_down_sync(0xFFFFFFFFu, acc, off);
+    if (lane == 0) p.y[r] = acc;
+  }
+}
+}  // namespace detail
+
+// out[0, numel) = dequantized q (device pointers). Out: float or __nv_bfloat16.
+template <QuantFormat Format, class Out>
+void dequantize_4bit(const Quantized4bitView& q, Out* out, cudaStream_t stream = nullptr) {
+  check_view(q, "dequantize_4bit");
+  const bool vectorized = reinterpret_cast<std::uintptr_t>(q.packed) % 4 == 0 &&
+                          reinterpret_cast<std::uintptr_t>(out) % 16 == 0;
+  const int threads = 256;
+  const unsigned blocks = vidlora::cuda::grid_size((q.numel + 7) / 8, threads);
+  detail::dequantize_4bit_kernel<Out><<<blocks, threads, 0, stream>>>(q, make_decode_tables<Format>(), out, vectorized);
+  VIDLORA_CUDA_CHECK_LAUNCH("dequantize_4bit_kernel");
+}
+
+template <QuantFormat Format>
+void dequant_gemv(const DequantGemvParams& p, cudaStream_t stream = nullptr) {
+  check_gemv(p);
+  const int threads = 256;
+  const unsigned blocks = vidlora::cuda::grid_size(p.rows * 32, threads);
+  detail::dequant_gemv_kernel<><<<blocks, threads, 0, stream>>>(p, make_decode_tables<Format>());
+  VIDLORA_CUDA_CHECK_LAUNCH("dequant_gemv_kernel");
+}
+
+}  // namespace vidlora::quant::cuda
+#endif

@@ -1,0 +1,116 @@
+// LoraLinear forward + backward on the GPU (dense and NF4 bases, with dropout) against lora::LoraLinear.
+#include <catch2/catch.hpp>
+
+#include <cuda_bf16.h>
+
+#include <vidlora/lora/cuda/lora_linear.cuh>
+
+#include "reference/reference.hpp"
+#include "support/cuda_test.cuh"
+
+using namespace vidlora;
+using vidlora::cuda::DeviceBuffer;
+
+namespace {
+void check_lora(bool nf4, long tokens, long in, long out, double dropout, bool bias, vidlora::cuda::Compute compute,
+                double tol) {
+  INFO((nf4 ? "nf4" : "dense") << " tokens " << tokens << " in " << in << " out " << out << " dropout " << dropout
+                                << (compute == vidlora::cuda::Compute::TF32 ? " tf32" : " fp32"));
+  const auto w = cuda_test::random_vector(static_cast<std::size_t>(out * in), 1, -0.2f, 0.2f);
+  const auto b = bias ? cuda_test::random_vector(static_cast<std::size_t>(out), 2) : std::vector<float>{};
+  const auto x = cuda_test::random_vector(static_cast<std::size_t>(tokens * in), 3);
+  const auto dy = cuda_test::random_vector(static_cast<std::size_t>(tokens * out), 4);
+  const std::uint32_t layer = 5;
+  const ref::Lora want = ref::lora(nf4, tokens, in, out, dropout, 1234, layer, w, b, x, dy);
+
+  DeviceBuffer<float> dw(w), dbias(b), dx_in(x),
+      ddy(dy), da(want.a), db(want.b);
+  DeviceBuffer<std::uint8_t> packed(want.q.packed),
+      qabsmax(want.q.qabsmax);
+  DeviceBuffer<float> nested(want.q.nested_absmax);
+  DeviceBuffer<float> y(static_cast<std::size_t>(tokens * out)), dx(x.size()), ga(want.a.size()), gb(want.b.size());
+  cuda_test::poison(y);
+  cuda_test::poison(dx);
+  ga.fill_bytes(0);
+  gb.fill_bytes(0);
+
+  lora::cuda::LoraLinearParams p;
+  p.tokens = tokens; p.in = in; p.out = out; p.rank = 16;
+  p.scaling = want.scaling;
+  p.dropout = static_cast<float>(dropout);
+  p.seed = 1234;
+  p.stream = lora::dropout_stream(layer, 0);
+  p.base = nf4 ? lora::cuda::BaseKind::NF4 : lora::cuda::BaseKind::Dense;
+  p.w = dw.data();
+  if (nf4) p.qw = {packed.data(), nullptr, qabsmax.data(), nested.data(), want.q.absmax_offset, out * in, 6};
+  p.bias = bias ? dbias.data() : nullptr;
+  p.a = da.data();
+  p.b = db.data();
+  p.grad_a = ga.data();
+  p.grad_b = gb.data();
+  p.compute = compute;
+  const auto sizes = lora::cuda::lora_workspace_sizes(p);
+  DeviceBuffer<float> storage(static_cast<std::size_t>(sizes.total()));
+  cuda_test::poison(storage);
+  const auto ws = lora::cuda::LoraWorkspace<float>::carve(storage.data(), sizes);
+  vidlora::cuda::GemmRunner gemm;
+  lora::cuda::lora_forward<float>(gemm, p, ws, dx_in.data(), y.data());
+  lora::cuda::lora_backward<float>(gemm, p, ws, dx_in.data(), ddy.data(), dx.data());
+  VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+  CHECK(cuda_test::max_rel_error(y.download(), want.y, 1e-1) < tol);
+  CHECK(cuda_test::max_rel_error(dx.download(), want.dx, 1e-1) < tol);
+  CHECK(cuda_test::max_rel_error(ga.download(), want.grad_a, 1e-1) < tol);
+  CHECK(cuda_test::max_rel_error(gb.download(), want.grad_b, 1e-1) < tol);
+}
+}  // namespace
+
+TEST_CASE("cuda lora linear on a dense base matches LoraLinear with and without dropout", "[lora]") {
+  check_lora(false, 64, 256, 192, 0.1, true, vidlora::cuda::Compute::F32, 1e-4);
+  check_lora(false, 17, 96, 33, 0.0, false, vidlora::cuda::Compute::F32, 1e-4);
+  check_lora(false, 64, 256, 192, 0.05, false, vidlora::cuda::Compute::TF32, 5e-3);
+}
+
+TEST_CASE("cuda lora linear on an NF4 base matches QLoRA LoraLinear", "[lora]") {
+  check_lora(true, 32, 512, 128, 0.1, false, vidlora::cuda::Compute::F32, 1e-4);
+}
+
+TEST_CASE("cuda lora linear in bf16 stays within bf16 tolerance of the fp32 CPU layer", "[lora]") {
+  const long tokens = 64, in = 256, out = 128;
+  const auto w = cuda_test::random_vector(static_cast<std::size_t>(out * in), 1, -0.2f, 0.2f);
+  const auto x = cuda_test::random_vector(static_cast<std::size_t>(tokens * in), 3);
+  const auto dy = cuda_test::random_vector(static_cast<std::size_t>(tokens * out), 4);
+  const ref::Lora want = ref::lora(false, tokens, in, out, 0.0, 7, 0, w, {}, x, dy);
+  auto to16 = [](const std::vector<float>& v) {
+    std::vector<__nv_bfloat16> o(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) o[i] = __float2bfloat16_rn(v[i]);
+    return o;
+  };
+  const auto w16 = to16(w), x16 = to16(x), dy16 = to16(dy), a16 = to16(want.a), b16 = to16(want.b);
+  DeviceBuffer<__nv_bfloat16> dw(w16), dxin(x16),
+      ddy(dy16), da(a16), db(b16);
+  DeviceBuffer<__nv_bfloat16> y(static_cast<std::size_t>(tokens * out)), dx(x.size());
+  DeviceBuffer<float> ga(want.a.size()), gb(want.b.size());
+  cuda_test::poison(y);
+  cuda_test::poison(dx);
+  ga.fill_bytes(0);
+  gb.fill_bytes(0);
+  lora::cuda::LoraLinearParams p;
+  p.tokens = tokens; p.in = in; p.out = out; p.rank = 16; p.scaling = want.scaling;
+  p.w = dw.data(); p.a = da.data(); p.b = db.data(); p.grad_a = ga.data(); p.grad_b = gb.data();
+  const auto sizes = lora::cuda::lora_workspace_sizes(p);
+  DeviceBuffer<__nv_bfloat16> storage(static_cast<std::size_t>(sizes.total()));
+  const auto ws = lora::cuda::LoraWorkspace<__nv_bfloat16>::carve(storage.data(), sizes);
+  vidlora::cuda::GemmRunner gemm;
+  lora::cuda::lora_forward<__nv_bfloat16>(gemm, p, ws, dxin.data(), y.data());
+  lora::cuda::lora_backward<__nv_bfloat16>(gemm, p, ws, dxin.data(), ddy.data(), dx.data());
+  VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+  auto to32 = [](const std::vector<__nv_bfloat16>& v) {
+    std::vector<float> o(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) o[i] = __bfloat162float(v[i]);
+    return o;
+  };
+  CHECK(cuda_test::max_rel_error(to32(y.download()), want.y, 1.0) < 2e-2);
+  CHECK(cuda_test::max_rel_error(to32(dx.download()), want.dx, 1.0) < 2e-2);
+  CHECK(cuda_test::max_rel_error(ga.download(), want.grad_a, 1.0) < 2e-2);
+  CHECK(cuda_test::max_rel_error(gb.download(), want.grad_b, 1.0) < 2e-2);
+}

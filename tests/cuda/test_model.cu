@@ -1,0 +1,120 @@
+// RMSNorm, RoPE, SwiGLU and causal attention against the model module's CPU functions.
+#include <catch2/catch.hpp>
+
+#include <vidlora/model/cuda/attention.cuh>
+#include <vidlora/model/cuda/elementwise.cuh>
+
+#include "reference/reference.hpp"
+#include "support/cuda_test.cuh"
+
+using namespace vidlora;
+using vidlora::cuda::DeviceBuffer;
+
+TEST_CASE("cuda rms norm forward and backward match model rms_norm", "[model]") {
+  for (auto [rows, n] : {std::pair<long, long>{5, 4096}, {33, 129}, {1, 1}}) {
+    INFO("rows " << rows << " n " << n);
+    const auto x = cuda_test::random_vector(static_cast<std::size_t>(rows * n), n, -3.0f, 3.0f);
+    const auto w = cuda_test::random_vector(static_cast<std::size_t>(n), n + 1, 0.5f, 1.5f);
+    const auto dy = cuda_test::random_vector(static_cast<std::size_t>(rows * n), n + 2);
+    std::vector<float> y, inv, dx;
+    ref::rms_norm(x, w, rows, n, 1e-6, y, inv);
+    ref::rms_norm_backward(x, w, inv, dy, rows, n, dx);
+    DeviceBuffer<float> dxin(x), dw(w), ddy(dy);
+    DeviceBuffer<float> dyout(x.size()), dinv(static_cast<std::size_t>(rows)), ddx(x.size());
+    cuda_test::poison(dyout);
+    cuda_test::poison(dinv);
+    cuda_test::poison(ddx);
+    model::cuda::RmsNormParams p{dxin.data(), dw.data(), dyout.data(), dinv.data(), ddy.data(), ddx.data(), rows, n, 1e-6};
+    model::cuda::rms_norm(p);
+    model::cuda::rms_norm_backward(p);
+    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+    CHECK(cuda_test::max_rel_error(dyout.download(), y) < 1e-6);
+    CHECK(cuda_test::max_rel_error(dinv.download(), inv) < 1e-6);
+    CHECK(cuda_test::max_rel_error(ddx.download(), dx) < 1e-5);
+  }
+}
+
+TEST_CASE("cuda rope forward and inverse are bit-exact with RotaryTable", "[model]") {
+  const long tokens = 37, heads = 5;
+  const int head_dim = 128;
+  std::vector<long> pos(static_cast<std::size_t>(tokens));
+  std::vector<std::int32_t> pos32(pos.size());
+  for (long t = 0; t < tokens; ++t) pos32[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(pos[static_cast<std::size_t>(t)] = (t * 37) % 301);
+  std::vector<float> cos_t, sin_t;
+  model::cuda::rope_tables(head_dim, 1e6, 301, cos_t, sin_t);
+  DeviceBuffer<float> dcos(cos_t), dsin(sin_t);
+  DeviceBuffer<std::int32_t> dpos(pos32);
+  for (bool inverse : {false, true}) {
+    auto x = cuda_test::random_vector(static_cast<std::size_t>(tokens * heads * head_dim), 3);
+    DeviceBuffer<float> dx(x);
+    model::cuda::RopeParams p{dx.data(), dpos.data(), dcos.data(), dsin.data(), tokens, heads, head_dim, inverse};
+    model::cuda::rope(p);
+    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+    ref::rope(x, tokens, heads, head_dim, pos, inverse, 1e6);
+    // Exact unless the compiler contracts a·c - b·s into an FMA (nvcc does by default): then within 1 ulp-ish.
+    CHECK(cuda_test::max_rel_error(dx.download(), x) < 1e-6);
+  }
+}
+
+TEST_CASE("cuda swiglu forward and backward match silu and its derivative", "[model]") {
+  const std::size_t n = 100001;
+  const auto gate = cuda_test::random_vector(n, 1, -8.0f, 8.0f), up = cuda_test::random_vector(n, 2),
+             dh = cuda_test::random_vector(n, 3);
+  std::vector<float> h(n), dg(n), du(n);
+  model::cuda::SwigluParams hp{gate.data(), up.data(), h.data(), dh.data(), dg.data(), du.data(), static_cast<std::int64_t>(n)};
+  for (std::size_t i = 0; i < n; ++i) {
+    model::cuda::swiglu_forward_element(hp, static_cast<std::int64_t>(i));
+    model::cuda::swiglu_backward_element(hp, static_cast<std::int64_t>(i));
+  }
+  DeviceBuffer<float> dgate(gate), dup(up), ddh(dh);
+  DeviceBuffer<float> oh(n), odg(n), odu(n);
+  cuda_test::poison(oh);
+  cuda_test::poison(odg);
+  cuda_test::poison(odu);
+  model::cuda::SwigluParams p{dgate.data(), dup.data(), oh.data(), ddh.data(), odg.data(), odu.data(), static_cast<std::int64_t>(n)};
+  model::cuda::swiglu(p, false);
+  model::cuda::swiglu(p, true);
+  VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+  CHECK(cuda_test::max_rel_error(oh.download(), h, 1e-6) < 1e-5);
+  CHECK(cuda_test::max_rel_error(odg.download(), dg, 1e-6) < 1e-5);
+  CHECK(cuda_test::max_rel_error(odu.download(), du, 1e-6) < 1e-5);
+}
+
+TEST_CASE("cuda causal attention forward and backward match the CPU with GQA offset and key mask", "[model]") {
+  struct Case { long tq, tk, hq, hkv, d, offset; bool mask; };
+  for (const Case c : {Case{16, 16, 4, 2, 32, 0, false}, Case{5, 21, 6, 3, 64, 16, true}, Case{33, 33, 2, 2, 8, 0, true}}) {
+    INFO("tq " << c.tq << " tk " << c.tk << " heads " << c.hq << "/" << c.hkv << " d " << c.d);
+    const auto q = cuda_test::random_vector(static_cast<std::size_t>(c.tq * c.hq * c.d), 1, -2.0f, 2.0f);
+    const auto k = cuda_test::random_vector(static_cast<std::size_t>(c.tk * c.hkv * c.d), 2, -2.0f, 2.0f);
+    const auto v = cuda_test::random_vector(static_cast<std::size_t>(c.tk * c.hkv * c.d), 3);
+    const auto dout = cuda_test::random_vector(q.size(), 4);
+    std::vector<int> mask;
+    std::vector<std::int32_t> mask32;
+    if (c.mask)
+      for (long j = 0; j < c.tk; ++j) {
+        mask.push_back(j % 4 != 2);
+        mask32.push_back(mask.back());
+      }
+    std::vector<float> out, dq, dk, dv;
+    ref::attention(q, k, v, c.tq, c.tk, c.hq, c.hkv, c.d, c.offset, mask, dout, out, dq, dk, dv);
+    DeviceBuffer<float> Q(q), K(k), V(v),
+        DO(dout);
+    DeviceBuffer<std::int32_t> M(mask32);
+    DeviceBuffer<float> O(q.size()), L(static_cast<std::size_t>(c.tq * c.hq)), DQ(q.size()), DK(k.size()), DV(v.size());
+    cuda_test::poison(O);
+    DQ.fill_bytes(0);
+    DK.fill_bytes(0);
+    DV.fill_bytes(0);
+    model::cuda::AttentionParams p;
+    p.q = Q.data(); p.k = K.data(); p.v = V.data(); p.key_mask = c.mask ? M.data() : nullptr;
+    p.out = O.data(); p.lse = L.data(); p.d_out = DO.data(); p.dq = DQ.data(); p.dk = DK.data(); p.dv = DV.data();
+    p.tq = c.tq; p.tk = c.tk; p.q_heads = c.hq; p.kv_heads = c.hkv; p.head_dim = c.d; p.q_offset = c.offset;
+    model::cuda::attention_forward(p);
+    model::cuda::attention_backward(p);
+    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+    CHECK(cuda_test::max_rel_error(O.download(), out, 1e-2) < 1e-4);
+    CHECK(cuda_test::max_rel_error(DQ.download(), dq, 1e-2) < 1e-4);
+    CHECK(cuda_test::max_rel_error(DK.download(), dk, 1e-2) < 1e-4);
+    CHECK(cuda_test::max_rel_error(DV.download(), dv, 1e-2) < 1e-4);
+  }
+}

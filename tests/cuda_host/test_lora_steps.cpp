@@ -1,0 +1,147 @@
+// The CUDA LoraLinear's forward/backward step sequence (GEMM problems, alphas/betas, dropout passes) run by a
+// host executor and compared with lora::LoraLinear: everything but cuBLASLt and the kernels themselves.
+#include <catch2/catch.hpp>
+
+#include <vidlora/lora/cuda/lora_linear.cuh>
+#include <vidlora/lora/frozen_weight.hpp>
+#include <vidlora/lora/lora_linear.hpp>
+#include <vidlora/quant/quantized_weight.hpp>
+#include <vidlora/quant/quantizer.hpp>
+
+#include "host_gemm.hpp"
+
+using namespace vidlora;
+using lora::cuda::BaseKind;
+using lora::cuda::LoraLinearParams;
+using lora::cuda::LoraWorkspace;
+
+namespace {
+Matrix random_matrix(Eigen::Index r, Eigen::Index c, std::uint64_t seed) {
+  Matrix m(r, c);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = random_uniform(seed, 9, static_cast<std::uint64_t>(i)) - 0.5f;
+  return m;
+}
+
+struct HostExec {
+  int gemms = 0;
+  void gemm(const cuda::GemmProblem& g, const void* a, const void* b, void* c, float alpha, float beta, const void* bias) {
+    ++gemms;
+    vidlora_test::run_row_major(g, static_cast<const float*>(a), static_cast<const float*>(b), static_cast<float*>(c),
+                                alpha, beta, static_cast<const float*>(bias));
+  }
+  void dropout(const float* src, float* dst, std::int64_t n, const LoraLinearParams& p, bool accumulate) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      const float v = lora::cuda::dropout_element(src[i], p.seed, p.stream, static_cast<std::uint64_t>(i), p.dropout);
+      dst[i] = accumulate ? dst[i] + v : v;
+    }
+  }
+  const float* base_weight(const LoraLinearParams& p, const LoraWorkspace<float>& ws) {
+    if (p.base == BaseKind::Dense) return static_cast<const float*>(p.w);
+    const auto t = quant::cuda::make_decode_tables<quant::NF4>();
+    for (std::int64_t j = 0; j < (p.qw.numel + 1) / 2; ++j)
+      quant::cuda::dequantize_byte(p.qw, t.code, t.dynamic_map, j, ws.w_dense[2 * j], ws.w_dense[2 * j + 1]);
+    return ws.w_dense;
+  }
+};
+
+template <class Layer>
+void compare_with_layer(Layer& layer, const Matrix& x, const Matrix& dy, LoraLinearParams p, float tol) {
+  const Eigen::Index tokens = x.rows();
+  p.tokens = tokens;
+  p.in = layer.in_features();
+  p.out = layer.out_features();
+  p.rank = layer.lora_A().rows();
+  p.scaling = layer.scaling();
+  p.dropout = static_cast<float>(layer.options().dropout);
+  p.seed = layer.options().seed;
+  p.stream = lora::dropout_stream(layer.options().layer, 0);
+  p.a = layer.lora_A().data();
+  p.b = layer.lora_B().data();
+  Matrix grad_a = Matrix::Zero(p.rank, p.in), grad_b = Matrix::Zero(p.out, p.rank);
+  p.grad_a = grad_a.data();
+  p.grad_b = grad_b.data();
+  const auto sizes = lora::cuda::lora_workspace_sizes(p);
+  std::vector<float> storage(static_cast<std::size_t>(sizes.total()) + 1, std::nanf(""));
+  const auto ws = LoraWorkspace<float>::carve(storage.data(), sizes);
+  Matrix y = Matrix::Constant(tokens, p.out, std::nanf("")), dx = Matrix::Constant(tokens, p.in, std::nanf(""));
+  HostExec exec;
+  lora::cuda::lora_forward_steps<float>(exec, p, ws, x.data(), y.data(), cuda::DType::F32);
+  lora::cuda::lora_backward_steps<float>(exec, p, ws, x.data(), dy.data(), dx.data(), cuda::DType::F32);
+  CHECK(exec.gemms == 3 + 5);
+
+  const Matrix want_y = layer.forward(x, true);
+  const Matrix want_dx = layer.backward(dy);
+  CHECK((y - want_y).cwiseAbs().maxCoeff() < tol);
+  CHECK((dx - want_dx).cwiseAbs().maxCoeff() < tol);
+  CHECK((grad_a - layer.grad_A()).cwiseAbs().maxCoeff() < tol);
+  CHECK((grad_b - layer.grad_B()).cwiseAbs().maxCoeff() < tol);
+}
+}  // namespace
+
+TEST_CASE("cuda lora step sequence on a dense base with dropout equals LoraLinear", "[cuda_host][lora]") {
+  const Eigen::Index tokens = 7, in = 24, out = 10;
+  const Matrix w = random_matrix(out, in, 1), bias = random_matrix(1, out, 2);
+  lora::LoraOptions o;
+  o.dropout = 0.25;
+  o.seed = 42;
+  o.layer = 3;
+  lora::LoraLinear<4, 8, lora::DenseWeight> layer(w, bias.row(0).transpose(), o);
+  layer.lora_B() = random_matrix(out, 4, 3);
+  const Matrix x = random_matrix(tokens, in, 4), dy = random_matrix(tokens, out, 5);
+  LoraLinearParams p;
+  p.base = BaseKind::Dense;
+  p.w = w.data();
+  p.bias = bias.data();
+  compare_with_layer(layer, x, dy, p, 1e-5f);
+}
+
+TEST_CASE("cuda lora step sequence without dropout equals LoraLinear", "[cuda_host][lora]") {
+  const Matrix w = random_matrix(6, 5, 11);
+  lora::LoraLinear<2, 4, lora::DenseWeight> layer(w);
+  layer.lora_B() = random_matrix(6, 2, 12);
+  LoraLinearParams p;
+  p.w = w.data();
+  compare_with_layer(layer, random_matrix(3, 5, 13), random_matrix(3, 6, 14), p, 1e-5f);
+}
+
+TEST_CASE("cuda lora step sequence on an NF4 base equals QLoRA LoraLinear", "[cuda_host][lora]") {
+  const Eigen::Index in = 128, out = 6;
+  const Matrix w = random_matrix(out, in, 21);
+  lora::LoraOptions o;
+  o.dropout = 0.1;
+  o.seed = 5;
+  lora::LoraLinear<4, 8, quant::NF4Weight> layer(w, o);
+  layer.lora_B() = random_matrix(out, 4, 22);
+  const auto q = quant::Quantizer<quant::NF4, 64>::quantize(std::span<const float>(w.data(), w.size()), true);
+  LoraLinearParams p;
+  p.base = BaseKind::NF4;
+  p.qw = {q.packed.data(), nullptr, q.qabsmax.data(), q.nested_absmax.data(), q.absmax_offset, out * in, 6};
+  compare_with_layer(layer, random_matrix(5, in, 23), random_matrix(5, out, 24), p, 1e-4f);
+}
+
+TEST_CASE("lora workspace sizes and checks", "[cuda_host][lora]") {
+  LoraLinearParams p;
+  p.tokens = 8; p.in = 16; p.out = 4; p.rank = 2;
+  float dummy = 0;
+  p.w = p.a = p.b = &dummy;
+  auto s = lora::cuda::lora_workspace_sizes(p);
+  CHECK(s.xd == 0);
+  CHECK(s.h == 16);
+  CHECK(s.total() == 32);
+  p.dropout = 0.1f;
+  p.base = BaseKind::NF4;
+  const std::uint8_t packed[32] = {};
+  const float absmax[1] = {1};
+  p.qw = {packed, absmax, nullptr, nullptr, 0.0f, 64, 6};
+  s = lora::cuda::lora_workspace_sizes(p);
+  CHECK(s.total() == 128 + 16 + 16 + 128 + 64);
+  CHECK_NOTHROW(lora::cuda::check_lora(p));
+  p.qw.numel = 63;
+  CHECK_THROWS_WITH(lora::cuda::check_lora(p), Catch::Contains("holds 63 elements, the layer needs 64"));
+  p.qw.numel = 64;
+  p.dropout = 1.0f;
+  CHECK_THROWS_WITH(lora::cuda::check_lora(p), Catch::Contains("outside [0, 1)"));
+  p.dropout = 0.0f;
+  p.rank = 0;
+  CHECK_THROWS_AS(lora::cuda::check_lora(p), cuda::CudaError);
+}

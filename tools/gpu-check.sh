@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU: configure for that GPU's architecture, build the CUDA tests and the CUDA
+# benchmarks, run them, and print one table. Meant to finish in well under 10 minutes.
+#
+#   bash tools/gpu-check.sh [build-dir]        (default build/gpu-check)
+#
+# Environment: VIDLORA_JOBS (build parallelism, default nproc), VIDLORA_GPU_BENCH_MIN_TIME (seconds per
+# benchmark, default 0.2), VIDLORA_GPU_CHECK_SKIP_BENCH=1 to run only the tests.
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${1:-$here/build/gpu-check}"
+jobs="${VIDLORA_JOBS:-$(nproc)}"
+min_time="${VIDLORA_GPU_BENCH_MIN_TIME:-0.2}"
+log="$build/gpu-check-logs"
+start=$(date +%s)
+
+if ! command -v nvidia-smi >/dev/null 2>&1; then
+  echo "gpu-check: nvidia-smi not found: no NVIDIA GPU on this machine" >&2
+  exit 77
+fi
+gpu_name="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1)"
+cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n1 | tr -d ' .')"
+if [[ -z "$cap" ]]; then
+  echo "gpu-check: could not read the compute capability from nvidia-smi" >&2
+  exit 1
+fi
+nvcc_bin="${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
+echo "gpu-check: $gpu_name (sm_$cap), nvcc $("$nvcc_bin" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+
+mkdir -p "$build" "$log"
+if ! cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc_bin" \
+     -DVIDLORA_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cap" -DVIDLORA_BUILD_EXAMPLES=OFF >"$log/configure.txt" 2>&1; then
+  tail -30 "$log/configure.txt"
+  echo "gpu-check: configure failed ($log/configure.txt)" >&2
+  exit 1
+fi
+benches=(bench_cuda_quant bench_cuda_optim bench_cuda_lora)
+targets=(vidlora_cuda_tests vidlora_cuda_host_tests)
+[[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" == 1 ]] || targets+=("${benches[@]}")
+if ! cmake --build "$build" --target "${targets[@]}" -j "$jobs" >"$log/build.txt" 2>&1; then
+  grep -E "error|FAILED" "$log/build.txt" | head -40
+  echo "gpu-check: build failed ($log/build.txt)" >&2
+  exit 1
+fi
+echo "gpu-check: built in $(( $(date +%s) - start )) s"
+
+rows=()
+status=0
+row() { rows+=("$(printf '%-44s %-10s %s' "$1" "$2" "$3")"); }
+
+"$build/tests/vidlora_cuda_host_tests" >"$log/cuda_host.txt" 2>&1
+rc=$?; [[ $rc == 0 ]] && row "tests: cuda_host (CPU side)" PASS "$(tail -n1 "$log/cuda_host.txt")" || { row "tests: cuda_host (CPU side)" FAIL "see $log/cuda_host.txt"; status=1; }
+
+for tag in core quant optim loss model lora; do
+  "$build/vidlora_cuda_tests" "[$tag]" >"$log/cuda_$tag.txt" 2>&1
+  rc=$?
+  case $rc in
+    0) row "tests: cuda [$tag]" PASS "$(tail -n1 "$log/cuda_$tag.txt")" ;;
+    77) row "tests: cuda [$tag]" SKIP "no CUDA device" ;;
+    *) row "tests: cuda [$tag]" FAIL "exit $rc, see $log/cuda_$tag.txt"; status=1
+       grep -E "FAILED|with expansion|^  [A-Z]|failed" "$log/cuda_$tag.txt" | head -20 ;;
+  esac
+done
+
+if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
+  for b in "${benches[@]}"; do
+    if "$build/$b" --benchmark_min_time="$min_time" --benchmark_format=csv >"$log/$b.csv" 2>"$log/$b.err"; then
+      # name,iterations,real_time,cpu_time,time_unit,bytes_per_second,items_per_second,label,error_occurred,error_message,<counters>
+      while IFS=, read -r name iters real cpu unit bps rest; do
+        [[ "$name" == name || -z "$name" ]] && continue
+        name="${name//\"/}"
+        extra=""
+        [[ -n "$bps" ]] && extra="$(awk -v b="$bps" 'BEGIN{printf "%.1f GB/s", b/1e9}')"
+        counter="$(echo "$rest" | awk -F, '{print $NF}')"
+        [[ -z "$extra" && -n "$counter" ]] && extra="$(awk -v c="$counter" 'BEGIN{printf "%.0f GFLOP/s (frozen-equivalent)", c}')"
+        row "bench: $name" "$(printf '%.3f %s' "$real" "$unit")" "$extra"
+      done <"$log/$b.csv"
+    else
+      row "bench: $b" FAIL "see $log/$b.err"; status=1
+    fi
+  done
+fi
+
+# Goal ratios from the CSVs (real_time column 3, bytes_per_second column 6).
+t() { awk -F, -v n="$2" '{g=$1; gsub(/"/,"",g)} g==n {print $3; exit}' "$log/$1.csv" 2>/dev/null; }
+bw() { awk -F, -v n="$2" '{g=$1; gsub(/"/,"",g)} g==n {print $6; exit}' "$log/$1.csv" 2>/dev/null; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
+  row "goal: nf4 dequant f32 / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_quant 'BM_dequantize_nf4<float>/manual_time')" "$(bw bench_cuda_quant 'BM_copy_baseline<float>/manual_time')")" ">= 0.70"
+  row "goal: nf4 dequant bf16 / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_quant 'BM_dequantize_nf4<__nv_bfloat16>/manual_time')" "$(bw bench_cuda_quant 'BM_copy_baseline<__nv_bfloat16>/manual_time')")" ">= 0.70"
+  row "goal: adamw / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_adamw_multi_tensor/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
+  row "goal: grad norm+clip / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_grad_norm_clip/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
+  row "goal: lora fwd+bwd / frozen GEMMs (no dropout)" "$(ratio "$(t bench_cuda_lora 'BM_lora_forward_backward_bf16/dropout_pct:0/manual_time')" "$(t bench_cuda_lora BM_frozen_gemms_bf16/manual_time)")" "<= 1.15"
+  row "goal: lora fwd+bwd / frozen GEMMs (dropout 5%)" "$(ratio "$(t bench_cuda_lora 'BM_lora_forward_backward_bf16/dropout_pct:5/manual_time')" "$(t bench_cuda_lora BM_frozen_gemms_bf16/manual_time)")" "<= 1.15"
+fi
+
+echo
+echo "== vidlora gpu-check: $gpu_name (sm_$cap), $(date -u +%Y-%m-%dT%H:%MZ), $(( $(date +%s) - start )) s =="
+printf '%-44s %-10s %s\n' "check" "result" "detail"
+printf '%s\n' "${rows[@]}"
+echo "logs: $log"
+exit $status
