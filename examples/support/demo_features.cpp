@@ -1,0 +1,23 @@
+// The video half of the demo programs, in its own translation unit: video/decoder.hpp and
+// model/decoder.hpp both declare vidlora::DecoderOptions.
+#include <vidlora/train/video_features.hpp>
+
+#include <string>
+
+namespace demo {
+
+vidlora::Matrix clip_features(const std::filesystem::path& video, const std::string& sampler, int frames,
+                              const vidlora::model::ClipVision& encoder, int pool_stride) {
+  vidlora::video::SamplerOptions so;
+  so.num_frames = frames;
+  so.threads = 1;
+  so.scene.threads = 1;
+  so.scene.min_scene_len = 3;  // the demo clips' scenes are short (docs/data.md)
+  if (sampler == "scene_change")
+    return vidlora::video_clip_features<vidlora::video::SceneChange>(video, so, encoder, pool_stride);
+  if (sampler == "motion") return vidlora::video_clip_features<vidlora::video::Motion>(video, so, encoder, pool_stride);
+  vidlora::require(sampler == "uniform", "unknown sampler '{}' (uniform, scene_change, motion)", sampler);
+  return vidlora::video_clip_features<vidlora::video::Uniform>(video, so, encoder, pool_stride);
+}
+
+}  // namespace demo
