@@ -106,7 +106,7 @@ TEST_CASE("gradient checkpointing gives the same loss and gradients with less ac
   const auto& full = plain.activation_stats();
   const auto& ckpt = checkpointed.activation_stats();
   CAPTURE(full.after_forward, full.peak, ckpt.after_forward, ckpt.peak);
-  CHECK(ckpt.after_forward * 5 < full.after_forward);
+  CHECK(ckpt.after_forward * 4 < full.after_forward);
   CHECK(ckpt.peak * 3 < full.peak);
 }
 

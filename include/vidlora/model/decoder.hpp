@@ -205,6 +205,8 @@ class Decoder {
   // embeds: [batch·seq_len, hidden] -> final-norm hidden states [batch·seq_len, hidden]; keeps what
   // backward() needs (or only each layer's input with gradient checkpointing).
   matrix_type forward(const matrix_type& embeds, const SequenceBatch& batch, bool training = true) {
+    require(batch.batch > 0 && batch.seq_len > 0, "Decoder::forward: empty batch ({} x {})", batch.batch,
+            batch.seq_len);
     require(embeds.rows() == batch.tokens() && embeds.cols() == config_.hidden_size,
             "Decoder::forward: embeds {} do not match batch {} x seq_len {} x hidden {}", shape_string(embeds),
             batch.batch, batch.seq_len, config_.hidden_size);
@@ -214,12 +216,14 @@ class Decoder {
     positions_.resize(static_cast<std::size_t>(batch.tokens()));
     for (Eigen::Index i = 0; i < batch.tokens(); ++i) positions_[static_cast<std::size_t>(i)] = i % batch.seq_len;
     training_ = training;
+    checkpointed_ = options_.gradient_checkpointing;
     stats_ = {};
     matrix_type h = embeds;
     std::size_t held = 0;
     for (std::size_t l = 0; l < layers_.size(); ++l) {
       auto& layer = layers_[l];
-      if (options_.gradient_checkpointing) {
+      // The last layer is never checkpointed: backward needs it first, so recomputing it would only cost time.
+      if (checkpointed_ && l + 1 < layers_.size()) {
         for (std::size_t m = 0; m < layer.slots.size(); ++m) layer.steps[m] = layer.slots[m].step();
         checkpoints_[l] = h;
         held += bytes(checkpoints_[l]);
@@ -256,7 +260,7 @@ class Decoder {
     std::size_t held = stats_.after_forward;
     for (std::size_t l = layers_.size(); l-- > 0;) {
       auto& layer = layers_[l];
-      if (options_.gradient_checkpointing) {
+      if (checkpointed_ && l + 1 < layers_.size()) {
         for (std::size_t m = 0; m < layer.slots.size(); ++m) layer.slots[m].set_step(layer.steps[m]);
         LayerActivations recomputed;
         layer_forward(layer, checkpoints_[l], recomputed);
@@ -551,7 +555,7 @@ class Decoder {
   // forward state
   SequenceBatch batch_;
   std::vector<Eigen::Index> positions_;
-  bool training_ = true, forwarded_ = false;
+  bool training_ = true, forwarded_ = false, checkpointed_ = false;
   std::vector<LayerActivations> acts_;
   std::vector<matrix_type> checkpoints_;
   matrix_type last_hidden_;
