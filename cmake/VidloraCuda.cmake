@@ -15,6 +15,13 @@ endif()
 option(VIDLORA_BUILD_CUDA "Build the CUDA backend's target, tests and benchmarks (needs nvcc + cuBLASLt)"
        ${_vidlora_cuda_default})
 
+option(VIDLORA_REQUIRE_CUDA "Fail the configure when no CUDA compiler is found (for CI images that have one)" OFF)
+if(VIDLORA_REQUIRE_CUDA AND NOT CMAKE_CUDA_COMPILER)
+  message(FATAL_ERROR "vidlora: VIDLORA_REQUIRE_CUDA is ON but no CUDA compiler was found (set CUDACXX or put nvcc on PATH)")
+endif()
+if(VIDLORA_REQUIRE_CUDA)
+  set(VIDLORA_BUILD_CUDA ON CACHE BOOL "" FORCE)
+endif()
 if(VIDLORA_BUILD_CUDA AND NOT CMAKE_CUDA_COMPILER)
   message(WARNING "vidlora: VIDLORA_BUILD_CUDA is ON but no CUDA compiler was found; the CUDA backend is disabled")
   set(VIDLORA_BUILD_CUDA OFF)

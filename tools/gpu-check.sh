@@ -4,6 +4,9 @@
 #
 #   bash tools/gpu-check.sh [build-dir]        (default build/gpu-check)
 #
+# The GPU image has nvcc, CMake and ninja but not vidlora's C++ dependencies: first run tools/gpu-deps.sh on the
+# development machine and carry `.gpu-deps` (used automatically when present).
+#
 # Environment: VIDLORA_JOBS (build parallelism, default nproc), VIDLORA_GPU_BENCH_MIN_TIME (seconds per
 # benchmark, default 0.2), VIDLORA_GPU_CHECK_SKIP_BENCH=1 to run only the tests.
 set -uo pipefail
@@ -28,8 +31,14 @@ nvcc_bin="${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
 echo "gpu-check: $gpu_name (sm_$cap), nvcc $("$nvcc_bin" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
 
 mkdir -p "$build" "$log"
+extra=()
+if [[ -d "$here/.gpu-deps/usr" ]]; then  # C++ dependencies carried from the dev machine (tools/gpu-deps.sh)
+  extra+=(-DCMAKE_PREFIX_PATH="$here/.gpu-deps/usr")
+  export LD_LIBRARY_PATH="$here/.gpu-deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 if ! cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc_bin" \
-     -DVIDLORA_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cap" -DVIDLORA_BUILD_EXAMPLES=OFF >"$log/configure.txt" 2>&1; then
+     -DVIDLORA_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cap" -DVIDLORA_BUILD_EXAMPLES=OFF \
+     -DVIDLORA_BUILD_VIDEO=OFF "${extra[@]}" >"$log/configure.txt" 2>&1; then
   tail -30 "$log/configure.txt"
   echo "gpu-check: configure failed ($log/configure.txt)" >&2
   exit 1
