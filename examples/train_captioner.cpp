@@ -7,7 +7,7 @@
 //   train_captioner --data D --model M --out O     stage 1 + stage 2 (Cpu build), prints held-out metrics
 //       [--resume] [--sampler uniform|scene_change|motion] [--frames N] [--epochs1 N] [--epochs2 N]
 //       [--lr1 X] [--lr2 X] [--batch N] [--accum N] [--seed N] [--checkpoint-every N] [--num-beams N]
-//       [--metric eval_loss|meteor|cider_d|...] [--val-fraction X] [--cache DIR]
+//       [--pool N (stage 0)] [--metric eval_loss|meteor|cider_d|...] [--val-fraction X] [--cache DIR]
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -204,7 +204,7 @@ int stage0(const demo::Args& a) {
                                            {"hidden_act", "quick_gelu"}}
                                 .dump(2));
   io::write_file_atomically(out / "vidlora_demo.json",
-                            nlohmann::json{{"prompt", " 설명:"}, {"pool_stride", 1}, {"encoder_id", "random-clip-seed17"}}.dump(2));
+                            nlohmann::json{{"prompt", " 설명:"}, {"pool_stride", a.integer("pool", 2)}, {"encoder_id", "random-clip-seed17"}}.dump(2));
   fmt::print("stage 0: model written to {} (vocab {}, decoder {}x{}, vision {}px/{} patches)\n", out.string(),
              dc.vocab_size, dc.num_hidden_layers, dc.hidden_size, vc.image_size, vc.patch_size);
   return 0;
