@@ -55,16 +55,17 @@ echo "gpu-check: built in $(( $(date +%s) - start )) s"
 
 rows=()
 status=0
-row() { rows+=("$(printf '%-44s %-10s %s' "$1" "$2" "$3")"); }
+row() { rows+=("$(printf '%-46s %-10s %s' "$1" "$2" "$3")"); }
+summary() { grep -E "passed|failed" "$1" | tail -n1; }
 
 "$build/tests/vidlora_cuda_host_tests" >"$log/cuda_host.txt" 2>&1
-rc=$?; [[ $rc == 0 ]] && row "tests: cuda_host (CPU side)" PASS "$(tail -n1 "$log/cuda_host.txt")" || { row "tests: cuda_host (CPU side)" FAIL "see $log/cuda_host.txt"; status=1; }
+rc=$?; [[ $rc == 0 ]] && row "tests: cuda_host (CPU side)" PASS "$(summary "$log/cuda_host.txt")" || { row "tests: cuda_host (CPU side)" FAIL "see $log/cuda_host.txt"; status=1; }
 
 for tag in core quant optim loss model lora; do
   "$build/vidlora_cuda_tests" "[$tag]" >"$log/cuda_$tag.txt" 2>&1
   rc=$?
   case $rc in
-    0) row "tests: cuda [$tag]" PASS "$(tail -n1 "$log/cuda_$tag.txt")" ;;
+    0) row "tests: cuda [$tag]" PASS "$(summary "$log/cuda_$tag.txt")" ;;
     77) row "tests: cuda [$tag]" SKIP "no CUDA device" ;;
     *) row "tests: cuda [$tag]" FAIL "exit $rc, see $log/cuda_$tag.txt"; status=1
        grep -E "FAILED|with expansion|^  [A-Z]|failed" "$log/cuda_$tag.txt" | head -20 ;;
@@ -73,7 +74,11 @@ done
 
 if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
   for b in "${benches[@]}"; do
-    if "$build/$b" --benchmark_min_time="$min_time" --benchmark_format=csv >"$log/$b.csv" 2>"$log/$b.err"; then
+    "$build/$b" --benchmark_min_time="$min_time" --benchmark_format=csv >"$log/$b.csv" 2>"$log/$b.err"
+    rc=$?
+    if [[ $rc == 77 ]]; then
+      row "bench: $b" SKIP "no CUDA device"
+    elif [[ $rc == 0 ]]; then
       # name,iterations,real_time,cpu_time,time_unit,bytes_per_second,items_per_second,label,error_occurred,error_message,<counters>
       while IFS=, read -r name iters real cpu unit bps rest; do
         [[ "$name" == name || -z "$name" ]] && continue
@@ -88,6 +93,18 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
       row "bench: $b" FAIL "see $log/$b.err"; status=1
     fi
   done
+fi
+
+# The PyTorch / PEFT / bitsandbytes comparison, where the GPU image's python3 has torch.
+if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]] && python3 -c "import torch" >/dev/null 2>&1; then
+  if python3 "$here/benchmarks/cuda_pytorch.py" >"$log/pytorch.csv" 2>"$log/pytorch.err"; then
+    while IFS=, read -r name ms; do
+      [[ "$name" == \#* || -z "$name" ]] && continue
+      row "torch: $name" "$ms ms" ""
+    done <"$log/pytorch.csv"
+  else
+    row "torch: benchmarks/cuda_pytorch.py" FAIL "see $log/pytorch.err"
+  fi
 fi
 
 # Goal ratios from the CSVs (real_time column 3, bytes_per_second column 6).
@@ -105,7 +122,7 @@ fi
 
 echo
 echo "== vidlora gpu-check: $gpu_name (sm_$cap), $(date -u +%Y-%m-%dT%H:%MZ), $(( $(date +%s) - start )) s =="
-printf '%-44s %-10s %s\n' "check" "result" "detail"
+printf '%-46s %-10s %s\n' "check" "result" "detail"
 printf '%s\n' "${rows[@]}"
 echo "logs: $log"
 exit $status

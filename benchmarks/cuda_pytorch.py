@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""PyTorch (+ PEFT, + bitsandbytes when importable) on the same GPU and shapes as the bench_cuda_* programs:
+the comparison the CUDA backend is held to ("at least as fast"). Prints `name,milliseconds` lines (median of
+timed repetitions after warm-up, CUDA events). Run by tools/gpu-check.sh when `import torch` works there."""
+import statistics
+import sys
+
+import torch
+
+
+def timed(fn, reps=20, warmup=3):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return statistics.median(times)
+
+
+def report(name, ms):
+    print(f"{name},{ms:.4f}", flush=True)
+
+
+def lora(tokens=8192, features=4096, rank=16):
+    dev, dt = "cuda", torch.bfloat16
+    base = torch.nn.Linear(features, features, bias=False, device=dev, dtype=dt).requires_grad_(False)
+    x = torch.randn(tokens, features, device=dev, dtype=dt, requires_grad=True)
+    dy = torch.randn(tokens, features, device=dev, dtype=dt)
+
+    def frozen():
+        x.grad = None
+        base(x).backward(dy)
+
+    report("torch_frozen_linear_fwd_bwd_bf16", timed(frozen))
+    try:
+        import peft
+    except ImportError:
+        print("# peft not importable: LoRA comparison skipped", file=sys.stderr)
+        return
+    for dropout in (0.0, 0.05):
+        model = torch.nn.Sequential(torch.nn.Linear(features, features, bias=False, device=dev, dtype=dt))
+        cfg = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules=["0"])
+        m = peft.get_peft_model(model, cfg).to(dev, dt)
+        m.train()
+
+        def step():
+            x.grad = None
+            m(x).backward(dy)
+
+        report(f"peft_lora_fwd_bwd_bf16_dropout{int(dropout * 100)}", timed(step))
+
+
+def adamw(params=40 << 20, tensors=448):
+    each = params // tensors
+    ps = [torch.zeros(each if t + 1 < tensors else params - each * (tensors - 1), device="cuda", requires_grad=True)
+          for t in range(tensors)]
+    for p in ps:
+        p.grad = torch.zeros_like(p)
+    for fused in (True, False):
+        opt = torch.optim.AdamW(ps, lr=1e-4, weight_decay=0.01, fused=fused, foreach=None if fused else True)
+        report(f"torch_adamw_{'fused' if fused else 'foreach'}_40Mi", timed(opt.step))
+    report("torch_clip_grad_norm_40Mi", timed(lambda: torch.nn.utils.clip_grad_norm_(ps, 1e-30, foreach=True)))
+    src, dst = torch.empty(params, device="cuda"), torch.empty(params, device="cuda")
+    report("torch_copy_40Mi_f32", timed(lambda: dst.copy_(src)))
+
+
+def nf4(rows=4096, cols=4096):
+    try:
+        import bitsandbytes.functional as bnbf
+    except ImportError:
+        print("# bitsandbytes not importable: NF4 comparison skipped", file=sys.stderr)
+        return
+    w = torch.randn(rows, cols, device="cuda", dtype=torch.bfloat16)
+    q, state = bnbf.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)
+    report("bnb_dequantize_nf4_4096x4096_bf16", timed(lambda: bnbf.dequantize_4bit(q, state)))
+
+
+if __name__ == "__main__":
+    if not torch.cuda.is_available():
+        print("# torch sees no CUDA device", file=sys.stderr)
+        sys.exit(77)
+    print(f"# torch {torch.__version__} on {torch.cuda.get_device_name(0)}", file=sys.stderr)
+    lora()
+    adamw()
+    nf4()
