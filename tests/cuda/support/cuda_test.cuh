@@ -38,6 +38,21 @@ double max_rel_error(const std::vector<A>& got, const std::vector<B>& want, doub
   return worst;
 }
 
+// max_i |got - want| / max_i |want| (normwise): for results that are sums of many terms, where elements
+// near zero carry the rounding of much larger terms. NaN anywhere gives +inf.
+template <class A, class B>
+double normwise_error(const std::vector<A>& got, const std::vector<B>& want) {
+  if (got.size() != want.size()) return INFINITY;
+  double diff = 0, scale = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double g = static_cast<double>(got[i]), w = static_cast<double>(want[i]);
+    if (std::isnan(g) || std::isnan(w)) return INFINITY;
+    diff = std::max(diff, std::fabs(g - w));
+    scale = std::max(scale, std::fabs(w));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
 template <class T>
 std::size_t bit_mismatches(const std::vector<T>& a, const std::vector<T>& b) {
   if (a.size() != b.size()) return std::max(a.size(), b.size());
