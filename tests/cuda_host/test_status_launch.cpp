@@ -3,6 +3,7 @@
 
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/status.cuh>
+#include <vidlora/cuda.hpp>  // the umbrella compiles in a plain C++ translation unit
 
 using namespace vidlora::cuda;
 
@@ -37,4 +38,9 @@ TEST_CASE("row reduction block sizes are powers of two between 32 and 1024", "[c
   CHECK(row_block_threads(4096) == 1024);
   CHECK(floor_pow2(1) == 1);
   CHECK(floor_pow2(1023) == 512);
+}
+
+TEST_CASE("CudaError is reachable from namespace vidlora and is a runtime_error", "[cuda_host][status]") {
+  CHECK_THROWS_AS(check_arg(false, "who", "what"), vidlora::CudaError);
+  STATIC_REQUIRE(std::is_base_of_v<std::runtime_error, vidlora::CudaError>);
 }
