@@ -194,9 +194,14 @@ __global__ void dequantize_4bit_kernel(Quantized4bitView q, DecodeTables t, Out*
         float4* o = reinterpret_cast<float4*>(out + g * 8);
         o[0] = make_float4(v[0], v[1], v[2], v[3]);
         o[1] = make_float4(v[4], v[5], v[6], v[7]);
-      } else {
+      } else {  // 8 two-byte values: one 16-byte store
+        union {
+          uint4 u;
+          Out h[8];
+        } pack;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) store(out + g * 8 + i, v[i]);
+        for (int i = 0; i < 8; ++i) store(&pack.h[i], v[i]);
+        *reinterpret_cast<uint4*>(out + g * 8) = pack.u;
       }
     }
     first_scalar = groups * 4;
