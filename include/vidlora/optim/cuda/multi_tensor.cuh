@@ -33,7 +33,7 @@ struct Chunk {
   std::int64_t begin;  // first element of the tensor in this chunk
 };
 
-inline constexpr std::int64_t kDefaultChunk = std::int64_t{1} << 16;
+inline constexpr std::int64_t kDefaultChunk = std::int64_t{1} << 14;  // 16Ki: many blocks per SM wave
 
 // Chunks of `chunk` elements over every tensor, in tensor order (empty tensors contribute none).
 inline std::vector<Chunk> make_chunks(const std::vector<std::int64_t>& sizes, std::int64_t chunk = kDefaultChunk) {
