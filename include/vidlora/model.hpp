@@ -10,6 +10,7 @@
 #include <vidlora/model/rms_norm.hpp>
 #include <vidlora/model/rotary.hpp>
 #include <vidlora/model/attention.hpp>
+#include <vidlora/model/bf16_weight.hpp>
 #include <vidlora/model/linear_slot.hpp>
 #include <vidlora/model/decoder.hpp>
 #include <vidlora/model/projector.hpp>

@@ -194,6 +194,36 @@ TEST_CASE("nf4 base forward and backward equal the dense model on the dequantize
   CHECK(nf4.linear_weight_bytes() * 10 < dense.linear_weight_bytes() * 3);  // at most 0.3x
 }
 
+TEST_CASE("bf16 base forward and backward equal the dense model on bf16-rounded weights", "[model][decoder][bf16]") {
+  const DecoderConfig config = llama_config(32, 600, 2, 4, 2, 64);  // 600 rows: more than one decode tile
+  const TensorTable weights = random_decoder_weights(config, 2);
+  DecoderOptions options;
+  options.target_modules = kAllSeven;
+  Decoder<4, 8, Bf16Weight> bf16(config, weights, options);
+  TensorTable rounded = weights;
+  for (int l = 0; l < config.num_hidden_layers; ++l)
+    for (const auto module : model::kDecoderModules) {
+      Matrix w = bf16.slot(l, module).base().to_dense();
+      rounded.insert(bf16.module_path(l, module) + ".weight", w);
+      const Matrix original = load_matrix(weights, bf16.module_path(l, module) + ".weight", w.rows(), w.cols());
+      CHECK(w.unaryExpr([](float v) { return io::round_to_bf16(v); }).isApprox(w, 0.0f));
+      CHECK(rel_error(w, original) < 1e-2);  // bf16 keeps 8 significant bits
+    }
+  Decoder<4, 8> dense(config, rounded, options);
+  randomize_lora_b(bf16, 6);
+  randomize_lora_b(dense, 6);
+  const SequenceBatch batch = padded_batch(2, 7, 2);
+  const std::vector<int> ids = random_ids(14, 64, 3);
+  const Matrix a = bf16.logits(bf16.forward(bf16.embed(ids), batch, false));
+  const Matrix b = dense.logits(dense.forward(dense.embed(ids), batch, false));
+  CHECK(rel_error(a, b) < 1e-5);
+  const auto ga = bf16.loss_and_backward(bf16.embed(ids), batch, ids);
+  const auto gb = dense.loss_and_backward(dense.embed(ids), batch, ids);
+  CHECK(ga.loss == Approx(gb.loss).epsilon(1e-5));
+  CHECK(rel_error(ga.grad_embeds, gb.grad_embeds) < 1e-5);
+  CHECK(bf16.linear_weight_bytes() * 2 == dense.linear_weight_bytes());
+}
+
 TEST_CASE("target modules select which linear slots carry LoRA", "[model][decoder][lora]") {
   const DecoderConfig config = llama_config(32, 64, 2, 4, 2, 64);
   const TensorTable weights = random_decoder_weights(config, 1);

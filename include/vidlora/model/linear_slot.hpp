@@ -97,6 +97,8 @@ class LinearSlot {
     const Base& b = base();
     if constexpr (requires { b.blocks().storage_bytes(); }) {
       return b.blocks().storage_bytes();
+    } else if constexpr (requires { b.storage_bytes(); }) {
+      return b.storage_bytes();
     } else {
       return static_cast<std::size_t>(b.out_features() * b.in_features()) * sizeof(scalar_type);
     }
