@@ -151,3 +151,35 @@ TEST_CASE("llava logits loss LoRA and projector gradients match PEFT", "[model][
   CHECK(rel_error(projector.linear_1().grad_bias(), Eigen::Map<const Vector>(b1.data(), b1.size())) < 1e-4);
   CHECK(rel_error(projector.linear_2().grad_bias(), Eigen::Map<const Vector>(b2.data(), b2.size())) < 1e-4);
 }
+
+TEST_CASE("the newer llava key layout loads the same model as the older one", "[model][llava][checkpoint]") {
+  const Llava m;
+  TensorTable newer;  // model.language_model.*, lm_head.*, model.vision_tower.*, model.multi_modal_projector.*
+  auto renamed = [](const std::string& name) {
+    const std::pair<std::string, std::string> rules[] = {{"language_model.model.", "model.language_model."},
+                                                         {"language_model.lm_head.", "lm_head."},
+                                                         {"vision_tower.", "model.vision_tower."},
+                                                         {"multi_modal_projector.", "model.multi_modal_projector."}};
+    for (const auto& [from, to] : rules)
+      if (name.rfind(from, 0) == 0) return to + name.substr(from.size());
+    return name;
+  };
+  for (const auto& name : m.weights.names()) {
+    const Vector v = m.weights.vector(name);
+    newer.insert(renamed(name), m.weights.info(name).shape, std::vector<float>(v.data(), v.data() + v.size()));
+  }
+  REQUIRE(newer.contains("model.language_model.layers.0.self_attn.q_proj.weight"));
+  REQUIRE_FALSE(newer.contains("language_model.model.norm.weight"));
+  const std::vector<float> pixels = flat_pixels(m.ref["pixel_values"]);
+  const Matrix old_features = ClipVision(m.config.vision, m.weights).features(pixels, 2);
+  const Matrix new_features = ClipVision(m.config.vision, newer).features(pixels, 2);
+  CHECK(new_features == old_features);
+  const Matrix old_visual = Mlp2xGelu::load(m.weights, 32, 32).apply(old_features);
+  CHECK(Mlp2xGelu::load(newer, 32, 32).apply(new_features) == old_visual);
+  Decoder<4, 8> old_decoder(m.config.text, m.weights), new_decoder(m.config.text, newer);
+  SequenceBatch one;
+  one.seq_len = 6;
+  const std::vector<int> ids{1, 5, 7, 9, 11, 20};
+  CHECK(new_decoder.logits(new_decoder.forward(new_decoder.embed(ids), one, false)) ==
+        old_decoder.logits(old_decoder.forward(old_decoder.embed(ids), one, false)));
+}
