@@ -2,7 +2,7 @@
 // PEFT adapter and projector (train_captioner's outputs).
 //
 //   caption --model demo_model --trained vidlora_out [--sampler uniform] [--frames 8] [--num-beams 1]
-//           [--length-penalty 1] [--repetition-penalty 1] [--no-repeat-ngram-size 0] [--max-new-tokens 40] VIDEO...
+//           [--length-penalty 1] [--repetition-penalty 1] [--no-repeat-ngram-size 0] [--max-new-tokens 64] VIDEO...
 // Prints one line per video: path<TAB>caption. A video that cannot be decoded prints an error line and
 // the program goes on (exit status 1 at the end).
 #include <iostream>
@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
     load_projector(trained / "projector.safetensors", projector);
     const auto codec = m.codec();
     GenerationOptions g;
-    g.max_new_tokens = a.integer("max-new-tokens", 40);
+    g.max_new_tokens = a.integer("max-new-tokens", 64);
     g.num_beams = a.integer("num-beams", 1);
     g.length_penalty = a.real("length-penalty", 1.0);
     g.repetition_penalty = a.real("repetition-penalty", 1.0);

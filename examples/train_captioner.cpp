@@ -70,7 +70,7 @@ TrainerConfig configure(const demo::Args& a) {
   c.seed = static_cast<std::uint64_t>(a.integer("seed", 0));
   c.checkpoint_every = a.integer("checkpoint-every", 0);
   c.generation.num_beams = a.integer("num-beams", 1);
-  c.generation.max_new_tokens = a.integer("max-new-tokens", 40);
+  c.generation.max_new_tokens = a.integer("max-new-tokens", 64);
   c.generation.repetition_penalty = a.real("repetition-penalty", 1.0);
   c.generation.no_repeat_ngram_size = a.integer("no-repeat-ngram-size", 0);
   c.early_stopping_metric = a.str("metric", c.early_stopping_metric);

@@ -5,8 +5,9 @@
 # baseline.
 #
 # usage: tools/run-demo.sh [WORK_DIR=demo_run]
-# Environment: DEMO_CLIPS (300), DEMO_SEED (1), EPOCHS1 (3), EPOCHS2 (6), LR1 (5e-3), LR2 (2e-3),
-#              SAMPLER (uniform | scene_change | motion), STAGE0_EPOCHS (8), JOBS (2)
+# Environment: DEMO_CLIPS (300), DEMO_SEED (1), EPOCHS1 (2), EPOCHS2 (12), LR1 (5e-3), LR2 (3e-3),
+#              SAMPLER (uniform | scene_change | motion), STAGE0_EPOCHS (8), IMAGE_SIZE (48), JOBS (2),
+#              BUILD_DIR (build/ci)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,9 +21,10 @@ stamp() { echo "[run-demo $(( $(date +%s) - start ))s] $*"; }
 stamp "installing dependencies"
 bash "$root/tools/install-deps.sh"
 
-stamp "building train_captioner and caption (cmake --preset ci)"
-(cd "$root" && cmake --preset ci >/dev/null && cmake --build build/ci --target train_captioner caption -j "$jobs")
-bin="$root/build/ci/examples"
+build=${BUILD_DIR:-$root/build/ci}
+stamp "building train_captioner and caption (cmake --preset ci -B $build)"
+(cd "$root" && cmake --preset ci -B "$build" >/dev/null && cmake --build "$build" --target train_captioner caption -j "$jobs")
+bin="$build/examples"
 
 mkdir -p "$work"
 cd "$work"
@@ -33,12 +35,13 @@ if [[ ! -f data/manifest.jsonl || "$(wc -l < data/manifest.jsonl)" -ne "$clips" 
 fi
 
 stamp "stage 0 (demo only): SentencePiece tokenizer, caption-text pretraining, random CLIP-architecture ViT"
-"$bin/train_captioner" --stage0 --data data --model model --stage0-epochs "${STAGE0_EPOCHS:-8}" --pool 2
+"$bin/train_captioner" --stage0 --data data --model model --stage0-epochs "${STAGE0_EPOCHS:-8}" --pool 2 \
+  --image-size "${IMAGE_SIZE:-48}"
 
 stamp "stage 1 (projector) + stage 2 (LoRA + projector)"
 rm -rf out
 "$bin/train_captioner" --data data --model model --out out --sampler "${SAMPLER:-uniform}" \
-  --epochs1 "${EPOCHS1:-3}" --lr1 "${LR1:-5e-3}" --epochs2 "${EPOCHS2:-6}" --lr2 "${LR2:-2e-3}" \
+  --epochs1 "${EPOCHS1:-2}" --lr1 "${LR1:-5e-3}" --epochs2 "${EPOCHS2:-12}" --lr2 "${LR2:-3e-3}" \
   --metric cider_d --log-lines | grep -v '^stage [12]/2 | epoch' || { echo "training failed" >&2; exit 1; }
 
 stamp "captioning three held-out clips with the base model + adapter (caption program)"
