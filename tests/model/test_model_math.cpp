@@ -141,7 +141,7 @@ TEST_CASE("projector gradients equal finite differences", "[model][math][project
           Approx((objective(bp, x) - objective(bm, x)) / (2 * h)).epsilon(2e-3).margin(1e-3));
   }
   // Linear: dx = dy·W, dW = dyᵀ·x, db = Σ dy.
-  Linear lin(6, 4, 5);
+  LinearProjector lin(6, 4, 5);
   lin.forward(x);
   const Matrix ldx = lin.backward(dy);
   CHECK((ldx - dy * lin.weight()).cwiseAbs().maxCoeff() < 1e-6);
