@@ -337,7 +337,11 @@ class Trainer {
     best_score_.reset();
     std::filesystem::create_directories(config_.output_dir / "checkpoints");
     std::optional<nlohmann::json> restored;
-    if (resume) restored = load_checkpoint(checkpoint_path());
+    if (resume) {
+      restored = load_checkpoint(checkpoint_path());
+    } else {
+      std::filesystem::remove(best_path());  // a previous run's best must not become this run's output
+    }
     log_.emplace(config_.output_dir / "train_log.jsonl",
                  JsonlLogOptions{.resume_from_step = restored ? pos_.global_step : -1});
     started_ = std::chrono::steady_clock::now();
