@@ -1,5 +1,4 @@
-// The video half of the demo programs, in its own translation unit: video/decoder.hpp and
-// model/decoder.hpp both declare vidlora::DecoderOptions.
+// The video half of the demo programs (FFmpeg sampling and frozen CLIP features), compiled once for both.
 #include <vidlora/train/video_features.hpp>
 
 #include <string>

@@ -1,9 +1,7 @@
 // Every umbrella header together in one translation unit: no name re-exported into vidlora clashes.
 #include <catch2/catch.hpp>
 
-#include <vidlora/vidlora.hpp>
-#include <vidlora/model.hpp>
-#include <vidlora/video.hpp>
+#include <vidlora/trainer.hpp>  // vidlora.hpp + model.hpp + video.hpp + the trainer headers
 
 #include <type_traits>
 

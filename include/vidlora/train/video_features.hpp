@@ -1,9 +1,7 @@
 #pragma once
 // Frozen vision features of one video clip: Sampler<Policy> frames → CLIP preprocessing →
 // ClipVision → optional 2×2 spatial pooling, as [frames · tokens per frame, vision hidden].
-// Needs the vidlora::video (FFmpeg) target; train.hpp does not include it. Note: video/decoder.hpp and
-// model/decoder.hpp both declare vidlora::DecoderOptions, so this header and trainer.hpp cannot share a
-// translation unit until one of them is renamed (examples/support/demo_features.cpp keeps them apart).
+// Needs the vidlora::video (FFmpeg) target; train.hpp does not include it, <vidlora/trainer.hpp> does.
 
 #include <cstdint>
 #include <filesystem>
