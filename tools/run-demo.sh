@@ -7,6 +7,7 @@
 # usage: tools/run-demo.sh [WORK_DIR=demo_run]
 # Environment: DEMO_CLIPS (300), DEMO_SEED (1), EPOCHS1 (2), EPOCHS2 (12), LR1 (5e-3), LR2 (3e-3),
 #              SAMPLER (uniform | scene_change | motion), STAGE0_EPOCHS (8), IMAGE_SIZE (48), JOBS (2),
+#              POOL (1: all 36 patch tokens of a 48 px frame; 2: LLaVA-NeXT-Video 2x2 pooling to 9),
 #              BUILD_DIR (build/ci)
 set -euo pipefail
 
@@ -35,7 +36,7 @@ if [[ ! -f data/manifest.jsonl || "$(wc -l < data/manifest.jsonl)" -ne "$clips" 
 fi
 
 stamp "stage 0 (demo only): SentencePiece tokenizer, caption-text pretraining, random CLIP-architecture ViT"
-"$bin/train_captioner" --stage0 --data data --model model --stage0-epochs "${STAGE0_EPOCHS:-8}" --pool 2 \
+"$bin/train_captioner" --stage0 --data data --model model --stage0-epochs "${STAGE0_EPOCHS:-8}" --pool "${POOL:-1}" \
   --image-size "${IMAGE_SIZE:-48}"
 
 stamp "stage 1 (projector) + stage 2 (LoRA + projector)"
