@@ -252,3 +252,14 @@ TEST_CASE("lora over many tokens matches closed-form gradients with dropout", "[
   CHECK(max_rel_error(layer.grad_A(), MatrixD(g.transpose() * xd)) < 1e-9);
   CHECK(max_rel_error(layer.grad_B(), MatrixD(s * dy.transpose() * (xd * a.transpose()))) < 1e-9);
 }
+
+TEST_CASE("release_cache frees the activations kept for backward and backward then asks for a forward", "[lora]") {
+  vidlora::Matrix w = vidlora::Matrix::Random(12, 20);
+  vidlora::LoraLinear<4, 8> layer(w, vidlora::LoraOptions{.dropout = 0.2, .seed = 5});
+  const vidlora::Matrix x = vidlora::Matrix::Random(7, 20);
+  layer.forward(x, true);
+  CHECK(layer.cached_elements() == 7 * 20 + 7 * 4);
+  layer.release_cache();
+  CHECK(layer.cached_elements() == 0);
+  CHECK_THROWS_WITH(layer.backward(vidlora::Matrix::Ones(7, 12)), Catch::Contains("needs a forward()"));
+}

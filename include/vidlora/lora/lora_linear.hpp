@@ -202,6 +202,16 @@ class LoraLinear {
     return dx;
   }
 
+  // Frees what the last forward cached for backward (dropout(x) and x·Aᵀ); gradient checkpointing
+  // calls it and recomputes the forward before backward. backward() then needs a new forward().
+  void release_cache() {
+    xd_.resize(0, 0);
+    h_.resize(0, 0);
+    cached_ = false;
+  }
+  // Elements the last forward keeps for backward: [tokens, in] + [tokens, Rank].
+  Eigen::Index cached_elements() const { return xd_.size() + h_.size(); }
+
   // scaling · B·A  [out, in]: what merge() adds to the base.
   matrix_type delta_weight() const { return (scaling_ * b_) * a_; }
 

@@ -81,7 +81,7 @@ class LinearSlot {
   // Drops the LoRA branch's cached input (gradient checkpointing keeps no per-layer activations).
   void release() {
     if (!lora_ || cached_rows_ == 0) return;
-    lora_->forward(matrix_type(0, in_features()), false);
+    lora_->release_cache();
     cached_rows_ = 0;
   }
 
