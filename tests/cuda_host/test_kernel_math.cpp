@@ -87,9 +87,12 @@ TEST_CASE("dequantize-GEMV row body equals the dense product of the dequantized 
   CHECK_THROWS_WITH(vidlora::quant::cuda::check_gemv(p), Catch::Contains("even column count"));
 }
 
-TEST_CASE("the kernel copy of the signed dynamic map equals the quantizer's", "[cuda_host][quant]") {
-  const auto& copy = vidlora::quant::cuda::dynamic_map_table();
-  for (std::size_t i = 0; i < 256; ++i) REQUIRE(same_bits(copy[i], vidlora::quant::kSignedDynamicMap[i]));
+TEST_CASE("the tables handed to the kernels carry the quantizer's codes and dynamic map", "[cuda_host][quant]") {
+  const auto t = vidlora::quant::cuda::make_decode_tables<vidlora::quant::FP4>();
+  for (std::size_t i = 0; i < 16; ++i) REQUIRE(same_bits(t.code[i], vidlora::quant::FP4::code[i]));
+  for (std::size_t i = 0; i < 256; ++i) REQUIRE(same_bits(t.dynamic_map[i], vidlora::quant::kSignedDynamicMap[i]));
+  CHECK(t.dynamic_map[0] < 0.0f);  // sorted: the most negative code first, 1.0 last
+  CHECK(t.dynamic_map[255] == 1.0f);
 }
 
 TEST_CASE("quantized views are checked before launch", "[cuda_host][quant]") {

@@ -10,7 +10,6 @@
 #include <span>
 #include <vector>
 
-#include <vidlora/core/error.hpp>
 #include <vidlora/core/portability.hpp>
 
 namespace vidlora::quant {

@@ -9,8 +9,7 @@
 //
 // Code tables travel in the Params struct (kernel parameter space) and are staged in shared memory:
 // the shared decode_4bit / decode_dynamic index host `constexpr` arrays that device code cannot read.
-// quant/dynamic_map.hpp includes core/error.hpp (fmt), which nvcc 13 cannot compile in C++20, so the
-// signed dynamic map is rebuilt here by the same construction (a CPU test checks it equals kSignedDynamicMap).
+// The signed dynamic map comes from quant/dynamic_map.hpp (fmt-free, so nvcc can include it).
 
 #include <algorithm>
 #include <array>
@@ -21,6 +20,7 @@
 #include <vidlora/core/cuda/math.cuh>
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/core/portability.hpp>
+#include <vidlora/quant/dynamic_map.hpp>
 #include <vidlora/quant/format.hpp>
 
 namespace vidlora::quant::cuda {
@@ -36,40 +36,8 @@ struct Quantized4bitView {
   int blocksize_log2 = 6;                      // blocksize = 1 << blocksize_log2
 };
 
-namespace detail {
-// torch.linspace(0.1, 1, steps) point as quant/dynamic_map.hpp computes it.
-constexpr float dyn_linspace_point(int idx, int steps) {
-  const float start = 0.1f, end = 1.0f;
-  const float step = (end - start) / static_cast<float>(steps - 1);
-  return idx < steps / 2 ? static_cast<float>(double{start} + double{step} * idx)
-                         : static_cast<float>(double{end} - double{step} * (steps - idx - 1));
-}
-// bitsandbytes' create_dynamic_map(signed=True), sorted: quant::signed_dynamic_map()'s construction.
-constexpr std::array<float, 256> signed_dynamic_map_copy() {
-  constexpr double kPow10[7] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0};
-  std::array<float, 256> data{};
-  std::size_t n = 0;
-  for (int e = 0; e < 7; ++e) {
-    const int steps = (1 << e) + 1;
-    const float scale = static_cast<float>(kPow10[e]);
-    for (int i = 0; i + 1 < steps; ++i) {
-      const float mean = (dyn_linspace_point(i, steps) + dyn_linspace_point(i + 1, steps)) / 2.0f;
-      data[n++] = scale * mean;
-      data[n++] = -(scale * mean);
-    }
-  }
-  data[n++] = 0.0f;
-  data[n++] = 1.0f;
-  std::sort(data.begin(), data.end());
-  return data;
-}
-}  // namespace detail
-
-// The 256-entry signed dynamic map of double quantization (equal to quant::kSignedDynamicMap).
-inline const std::array<float, 256>& dynamic_map_table() {
-  static const std::array<float, 256> table = detail::signed_dynamic_map_copy();
-  return table;
-}
+// The 256-entry signed dynamic map of double quantization, staged into DecodeTables for the kernels.
+inline const std::array<float, 256>& dynamic_map_table() { return kSignedDynamicMap; }
 
 // A format's tables by value: 16 code values and the 256-entry dynamic map.
 struct DecodeTables {
