@@ -1,5 +1,7 @@
 // LoRA forward + backward in bf16 (in = out = 4096, tokens 8192, r = 16) against the frozen layer's own bf16
-// GEMMs (forward x·Wᵀ and input gradient dy·W) in the same binary. Goal: within 1.15x.
+// GEMMs (forward x·Wᵀ and input gradient dy·W) in the same binary. Goal: within 1.15x. Also the QLoRA layer
+// (NF4 base, double-quantized absmax, dequantized to bf16 before each GEMM, as bitsandbytes' Linear4bit does).
+// Operands are random: GEMMs on zeros run faster than on real data.
 #include <benchmark/benchmark.h>
 
 #include <cuda_bf16.h>
@@ -19,14 +21,30 @@ struct Layer {
   DeviceBuffer<bf16> x{kTokens * kIn}, w{kOut * kIn}, a{kRank * kIn}, b{kOut * kRank}, y{kTokens * kOut},
       dy{kTokens * kOut}, dx{kTokens * kIn}, storage;
   DeviceBuffer<float> ga{kRank * kIn}, gb{kOut * kRank};
+  // NF4 base: packed codes, one 8-bit absmax code per 64 elements, one float per 256 blocks.
+  DeviceBuffer<std::uint8_t> packed{kOut * kIn / 2}, qabsmax{kOut * kIn / 64};
+  DeviceBuffer<float> nested{kOut * kIn / 64 / 256};
   lc::LoraLinearParams p;
   lc::LoraWorkspace<bf16> ws;
-  explicit Layer(float dropout) {
-    for (auto* buf : {&x, &w, &a, &b, &dy}) buf->fill_bytes(0);
+  Layer(float dropout, bool nf4) {
+    cuda_bench::fill_uniform(x, 1);
+    cuda_bench::fill_uniform(w, 2, -0.02f, 0.02f);
+    cuda_bench::fill_uniform(a, 3, -0.015f, 0.015f);
+    cuda_bench::fill_uniform(b, 4, -0.01f, 0.01f);
+    cuda_bench::fill_uniform(dy, 5, -1e-3f, 1e-3f);
+    packed.fill_bytes(0x5A);
+    qabsmax.fill_bytes(0x80);
+    cuda_bench::fill_uniform(nested, 6, 0.01f, 0.02f);
     ga.fill_bytes(0);
     gb.fill_bytes(0);
     p.tokens = kTokens; p.in = kIn; p.out = kOut; p.rank = kRank; p.scaling = 2.0f; p.dropout = dropout;
-    p.w = w.data(); p.a = a.data(); p.b = b.data(); p.grad_a = ga.data(); p.grad_b = gb.data();
+    p.a = a.data(); p.b = b.data(); p.grad_a = ga.data(); p.grad_b = gb.data();
+    if (nf4) {
+      p.base = lc::BaseKind::NF4;
+      p.qw = {packed.data(), nullptr, qabsmax.data(), nested.data(), 0.0f, kOut * kIn, 6};
+    } else {
+      p.w = w.data();
+    }
     const auto sizes = lc::lora_workspace_sizes(p);
     storage = DeviceBuffer<bf16>(static_cast<std::size_t>(sizes.total()));
     ws = lc::LoraWorkspace<bf16>::carve(storage.data(), sizes);
@@ -36,7 +54,7 @@ struct Layer {
 constexpr double kFrozenFlops = 2.0 * 2.0 * kTokens * kIn * kOut;  // forward + input gradient
 
 void BM_frozen_gemms_bf16(benchmark::State& state) {
-  Layer l(0.0f);
+  Layer l(0.0f, false);
   vidlora::cuda::GemmRunner gemm;
   using namespace vidlora::cuda;
   cuda_bench::time_iterations(state, [&] {
@@ -46,8 +64,8 @@ void BM_frozen_gemms_bf16(benchmark::State& state) {
   state.counters["GFLOP/s(frozen)"] = benchmark::Counter(kFrozenFlops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
-void BM_lora_forward_backward_bf16(benchmark::State& state) {
-  Layer l(static_cast<float>(state.range(0)) / 100.0f);
+void run_lora(benchmark::State& state, bool nf4) {
+  Layer l(static_cast<float>(state.range(0)) / 100.0f, nf4);
   vidlora::cuda::GemmRunner gemm;
   cuda_bench::time_iterations(state, [&] {
     lc::lora_forward<bf16>(gemm, l.p, l.ws, l.x.data(), l.y.data());
@@ -55,9 +73,31 @@ void BM_lora_forward_backward_bf16(benchmark::State& state) {
   });
   state.counters["GFLOP/s(frozen)"] = benchmark::Counter(kFrozenFlops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
+
+void BM_lora_forward_backward_bf16(benchmark::State& state) { run_lora(state, false); }
+
+// The six low-rank GEMMs of forward + backward alone (what LoRA adds on top of the frozen GEMMs, minus the
+// epilogue's read of C): where the overhead goes.
+void BM_lora_lowrank_gemms_only_bf16(benchmark::State& state) {
+  Layer l(0.0f, false);
+  vidlora::cuda::GemmRunner gemm;
+  using namespace vidlora::cuda;
+  const auto t = DType::BF16;
+  cuda_bench::time_iterations(state, [&] {
+    gemm.run(linear_forward(kTokens, kIn, kRank, t, false, t), l.x.data(), l.a.data(), l.ws.h);
+    gemm.run(linear_forward(kTokens, kRank, kOut, t, false, t), l.ws.h, l.b.data(), l.y.data(), 2.0f);
+    gemm.run(linear_input_grad(kTokens, kRank, kOut, t, t), l.dy.data(), l.b.data(), l.ws.g, 2.0f);
+    gemm.run(linear_input_grad(kTokens, kIn, kRank, t, t), l.ws.g, l.a.data(), l.dx.data());
+    gemm.run(linear_weight_grad(kTokens, kIn, kRank, t, DType::F32), l.ws.g, l.x.data(), l.ga.data(), 1.0f, 1.0f);
+    gemm.run(linear_weight_grad(kTokens, kRank, kOut, t, DType::F32), l.dy.data(), l.ws.h, l.gb.data(), 2.0f, 1.0f);
+  });
+}
+void BM_qlora_nf4_forward_backward_bf16(benchmark::State& state) { run_lora(state, true); }
 }  // namespace
 
 BENCHMARK(BM_frozen_gemms_bf16)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_lora_forward_backward_bf16)->Arg(0)->Arg(5)->ArgName("dropout_pct")->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_lora_lowrank_gemms_only_bf16)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_qlora_nf4_forward_backward_bf16)->Arg(0)->Arg(5)->ArgName("dropout_pct")->UseManualTime()->Unit(benchmark::kMillisecond);
 
 VIDLORA_CUDA_BENCHMARK_MAIN()

@@ -30,8 +30,8 @@ def report(name, ms):
 def lora(tokens=8192, features=4096, rank=16):
     dev, dt = "cuda", torch.bfloat16
     base = torch.nn.Linear(features, features, bias=False, device=dev, dtype=dt).requires_grad_(False)
-    x = torch.randn(tokens, features, device=dev, dtype=dt, requires_grad=True)
-    dy = torch.randn(tokens, features, device=dev, dtype=dt)
+    x = torch.rand(tokens, features, device=dev, dtype=dt).mul_(2).sub_(1).requires_grad_(True)
+    dy = torch.rand(tokens, features, device=dev, dtype=dt).mul_(2e-3).sub_(1e-3)
 
     def frozen():
         x.grad = None
@@ -70,7 +70,7 @@ def adamw(params=40 << 20, tensors=448):
     report("torch_copy_40Mi_f32", timed(lambda: dst.copy_(src)))
 
 
-def nf4(rows=4096, cols=4096):
+def nf4(rows=8192, cols=8192):
     try:
         import bitsandbytes.functional as bnbf
     except ImportError:
@@ -78,7 +78,36 @@ def nf4(rows=4096, cols=4096):
         return
     w = torch.randn(rows, cols, device="cuda", dtype=torch.bfloat16)
     q, state = bnbf.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)
-    report("bnb_dequantize_nf4_4096x4096_bf16", timed(lambda: bnbf.dequantize_4bit(q, state)))
+    report("bnb_dequantize_nf4_8192x8192_bf16", timed(lambda: bnbf.dequantize_4bit(q, state)))
+
+
+def qlora(tokens=8192, features=4096, rank=16):
+    """PEFT LoRA on bitsandbytes' Linear4bit (NF4, double-quantized absmax, bf16 compute): QLoRA's layer."""
+    try:
+        import bitsandbytes as bnb
+        import peft
+    except ImportError as e:
+        print(f"# {e}: QLoRA comparison skipped", file=sys.stderr)
+        return
+    dev, dt = "cuda", torch.bfloat16
+    x = torch.rand(tokens, features, device=dev, dtype=dt).mul_(2).sub_(1).requires_grad_(True)
+    dy = torch.rand(tokens, features, device=dev, dtype=dt).mul_(2e-3).sub_(1e-3)
+    for dropout in (0.0, 0.05):
+        base = bnb.nn.Linear4bit(features, features, bias=False, compute_dtype=dt, compress_statistics=True,
+                                 quant_type="nf4")
+        model = torch.nn.Sequential(base).to(dev)  # quantizes the weight on the move to the GPU
+        cfg = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules=["0"])
+        m = peft.get_peft_model(model, cfg)
+        for name, param in m.named_parameters():
+            if "lora_" in name:
+                param.data = param.data.to(dt)
+        m.train()
+
+        def step():
+            x.grad = None
+            m(x).backward(dy)
+
+        report(f"peft_qlora_nf4_fwd_bwd_bf16_dropout{int(dropout * 100)}", timed(step))
 
 
 if __name__ == "__main__":
@@ -86,6 +115,8 @@ if __name__ == "__main__":
         print("# torch sees no CUDA device", file=sys.stderr)
         sys.exit(77)
     print(f"# torch {torch.__version__} on {torch.cuda.get_device_name(0)}", file=sys.stderr)
-    lora()
-    adamw()
-    nf4()
+    for bench in (lora, adamw, nf4, qlora):
+        try:
+            bench()
+        except Exception as e:  # one failing comparison must not hide the others
+            print(f"# {bench.__name__} failed: {type(e).__name__}: {e}", file=sys.stderr)

@@ -7,8 +7,13 @@
 # The GPU image has nvcc, CMake and ninja but not vidlora's C++ dependencies: first run tools/gpu-deps.sh on the
 # development machine and carry `.gpu-deps` (used automatically when present).
 #
+# Carried extras, used when present: `.gpu-prebuilt/` (the same five programs built on the development machine
+# for this GPU's architecture: the fallback when the build here fails) and `.whl/site/` (bitsandbytes,
+# unpacked, for the PyTorch comparison).
+#
 # Environment: VIDLORA_JOBS (build parallelism, default nproc), VIDLORA_GPU_BENCH_MIN_TIME (seconds per
-# benchmark, default 0.2), VIDLORA_GPU_CHECK_SKIP_BENCH=1 to run only the tests.
+# benchmark, default 0.2), VIDLORA_GPU_CHECK_SKIP_BENCH=1 to run only the tests, VIDLORA_GPU_CHECK_SANITIZE=0
+# to skip the compute-sanitizer memcheck pass over the CUDA tests (run by default, capped at 150 s).
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$here/build/gpu-check}"
@@ -36,20 +41,33 @@ if [[ -d "$here/.gpu-deps/usr" ]]; then  # C++ dependencies carried from the dev
   extra+=(-DCMAKE_PREFIX_PATH="$here/.gpu-deps/usr")
   export LD_LIBRARY_PATH="$here/.gpu-deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-if ! cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc_bin" \
-     -DVIDLORA_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cap" -DVIDLORA_BUILD_EXAMPLES=OFF \
-     -DVIDLORA_BUILD_VIDEO=OFF "${extra[@]}" >"$log/configure.txt" 2>&1; then
-  tail -30 "$log/configure.txt"
-  echo "gpu-check: configure failed ($log/configure.txt)" >&2
-  exit 1
-fi
+bin="$build"  # where the programs are: the build here, or the carried prebuilt ones
 benches=(bench_cuda_quant bench_cuda_optim bench_cuda_lora)
 targets=(vidlora_cuda_tests vidlora_cuda_host_tests)
 [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" == 1 ]] || targets+=("${benches[@]}")
-if ! cmake --build "$build" --target "${targets[@]}" -j "$jobs" >"$log/build.txt" 2>&1; then
-  grep -E "error|FAILED" "$log/build.txt" | head -40
-  echo "gpu-check: build failed ($log/build.txt)" >&2
-  exit 1
+built=0
+if cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc_bin" \
+     -DVIDLORA_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cap" -DVIDLORA_BUILD_EXAMPLES=OFF \
+     -DVIDLORA_BUILD_VIDEO=OFF "${extra[@]}" >"$log/configure.txt" 2>&1; then
+  if cmake --build "$build" --target "${targets[@]}" -j "$jobs" >"$log/build.txt" 2>&1; then
+    built=1
+  else
+    grep -E "error|FAILED" "$log/build.txt" | head -40
+    echo "gpu-check: build failed ($log/build.txt)" >&2
+  fi
+else
+  tail -30 "$log/configure.txt"
+  echo "gpu-check: configure failed ($log/configure.txt)" >&2
+fi
+if [[ $built == 0 ]]; then
+  if [[ -x "$here/.gpu-prebuilt/vidlora_cuda_tests" ]]; then
+    echo "gpu-check: using the carried prebuilt programs in .gpu-prebuilt"
+    bin="$here/.gpu-prebuilt"
+    mkdir -p "$bin/tests"
+    [[ -x "$bin/vidlora_cuda_host_tests" ]] && ln -sf "$bin/vidlora_cuda_host_tests" "$bin/tests/vidlora_cuda_host_tests"
+  else
+    exit 1
+  fi
 fi
 echo "gpu-check: built in $(( $(date +%s) - start )) s"
 
@@ -58,11 +76,11 @@ status=0
 row() { rows+=("$(printf '%-46s %-10s %s' "$1" "$2" "$3")"); }
 summary() { grep -E "passed|failed" "$1" | tail -n1; }
 
-"$build/tests/vidlora_cuda_host_tests" >"$log/cuda_host.txt" 2>&1
+timeout 120 "$bin/tests/vidlora_cuda_host_tests" >"$log/cuda_host.txt" 2>&1
 rc=$?; [[ $rc == 0 ]] && row "tests: cuda_host (CPU side)" PASS "$(summary "$log/cuda_host.txt")" || { row "tests: cuda_host (CPU side)" FAIL "see $log/cuda_host.txt"; status=1; }
 
 for tag in core quant optim loss model lora; do
-  "$build/vidlora_cuda_tests" "[$tag]" >"$log/cuda_$tag.txt" 2>&1
+  timeout 120 "$bin/vidlora_cuda_tests" "[$tag]" >"$log/cuda_$tag.txt" 2>&1
   rc=$?
   case $rc in
     0) row "tests: cuda [$tag]" PASS "$(summary "$log/cuda_$tag.txt")" ;;
@@ -74,7 +92,7 @@ done
 
 if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
   for b in "${benches[@]}"; do
-    "$build/$b" --benchmark_min_time="$min_time" --benchmark_format=csv >"$log/$b.csv" 2>"$log/$b.err"
+    timeout 120 "$bin/$b" --benchmark_min_time="$min_time" --benchmark_format=csv >"$log/$b.csv" 2>"$log/$b.err"
     rc=$?
     if [[ $rc == 77 ]]; then
       row "bench: $b" SKIP "no CUDA device"
@@ -96,8 +114,9 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
 fi
 
 # The PyTorch / PEFT / bitsandbytes comparison, where the GPU image's python3 has torch.
+[[ -d "$here/.whl/site" ]] && export PYTHONPATH="$here/.whl/site${PYTHONPATH:+:$PYTHONPATH}"
 if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]] && python3 -c "import torch" >/dev/null 2>&1; then
-  if python3 "$here/benchmarks/cuda_pytorch.py" >"$log/pytorch.csv" 2>"$log/pytorch.err"; then
+  if PYTHONUNBUFFERED=1 timeout 180 python3 "$here/benchmarks/cuda_pytorch.py" >"$log/pytorch.csv" 2>"$log/pytorch.err"; then
     while IFS=, read -r name ms; do
       [[ "$name" == \#* || -z "$name" ]] && continue
       row "torch: $name" "$ms ms" ""
@@ -105,6 +124,7 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]] && python3 -c "import torch" 
   else
     row "torch: benchmarks/cuda_pytorch.py" FAIL "see $log/pytorch.err"
   fi
+  grep '^#' "$log/pytorch.err" | head -10
 fi
 
 # Goal ratios from the CSVs (real_time column 3, bytes_per_second column 6).
@@ -118,6 +138,31 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
   row "goal: grad norm+clip / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_grad_norm_clip/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
   row "goal: lora fwd+bwd / frozen GEMMs (no dropout)" "$(ratio "$(t bench_cuda_lora 'BM_lora_forward_backward_bf16/dropout_pct:0/manual_time')" "$(t bench_cuda_lora BM_frozen_gemms_bf16/manual_time)")" "<= 1.15"
   row "goal: lora fwd+bwd / frozen GEMMs (dropout 5%)" "$(ratio "$(t bench_cuda_lora 'BM_lora_forward_backward_bf16/dropout_pct:5/manual_time')" "$(t bench_cuda_lora BM_frozen_gemms_bf16/manual_time)")" "<= 1.15"
+  # Speed-up over PyTorch (torch ms / vidlora ms; goal >= 1: at least as fast).
+  tms() { awk -F, -v n="$2" '{g=$1; gsub(/"/,"",g)} g==n {f = ($5 ~ /us/) ? 1e-3 : ($5 ~ /ns/) ? 1e-6 : ($5 ~ /ms/) ? 1 : 1e3; print $3 * f; exit}' "$log/$1.csv" 2>/dev/null; }
+  pms() { awk -F, -v n="$1" '$1==n {print $2; exit}' "$log/pytorch.csv" 2>/dev/null; }
+  speedup() { row "vs torch: $1" "$(ratio "$(pms "$3")" "$(tms "${2%%:*}" "${2#*:}")")" ">= 1.00 ($3)"; }
+  speedup "frozen bf16 GEMMs" "bench_cuda_lora:BM_frozen_gemms_bf16/manual_time" torch_frozen_linear_fwd_bwd_bf16
+  speedup "lora fwd+bwd, dropout 0" "bench_cuda_lora:BM_lora_forward_backward_bf16/dropout_pct:0/manual_time" peft_lora_fwd_bwd_bf16_dropout0
+  speedup "lora fwd+bwd, dropout 5%" "bench_cuda_lora:BM_lora_forward_backward_bf16/dropout_pct:5/manual_time" peft_lora_fwd_bwd_bf16_dropout5
+  speedup "qlora nf4 fwd+bwd, dropout 0" "bench_cuda_lora:BM_qlora_nf4_forward_backward_bf16/dropout_pct:0/manual_time" peft_qlora_nf4_fwd_bwd_bf16_dropout0
+  speedup "qlora nf4 fwd+bwd, dropout 5%" "bench_cuda_lora:BM_qlora_nf4_forward_backward_bf16/dropout_pct:5/manual_time" peft_qlora_nf4_fwd_bwd_bf16_dropout5
+  speedup "adamw 40Mi (torch fused)" "bench_cuda_optim:BM_adamw_multi_tensor/manual_time" torch_adamw_fused_40Mi
+  speedup "adamw 40Mi (torch foreach)" "bench_cuda_optim:BM_adamw_multi_tensor/manual_time" torch_adamw_foreach_40Mi
+  speedup "grad norm + clip 40Mi" "bench_cuda_optim:BM_grad_norm_clip/manual_time" torch_clip_grad_norm_40Mi
+  speedup "nf4 dequantize 8192x8192 bf16 (bnb)" "bench_cuda_quant:BM_dequantize_nf4<__nv_bfloat16>/manual_time" bnb_dequantize_nf4_8192x8192_bf16
+fi
+
+# compute-sanitizer memcheck over the CUDA tests (out-of-bounds and misaligned accesses the value checks miss).
+if [[ "${VIDLORA_GPU_CHECK_SANITIZE:-1}" != 0 ]] && command -v compute-sanitizer >/dev/null 2>&1; then
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/vidlora_cuda_tests" >"$log/memcheck.txt" 2>&1
+  rc=$?
+  case $rc in
+    0) row "memcheck: vidlora_cuda_tests" PASS "$(grep -E 'ERROR SUMMARY' "$log/memcheck.txt" | tail -n1)" ;;
+    124) row "memcheck: vidlora_cuda_tests" TIMEOUT "150 s cap, see $log/memcheck.txt" ;;
+    *) row "memcheck: vidlora_cuda_tests" FAIL "exit $rc, see $log/memcheck.txt"
+       grep -E "Invalid|ERROR SUMMARY|at 0x|by thread" "$log/memcheck.txt" | head -12 ;;
+  esac
 fi
 
 echo

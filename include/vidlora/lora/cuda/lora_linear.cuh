@@ -2,6 +2,8 @@
 // LoraLinear forward / backward on the GPU over a dense or 4-bit (NF4 / FP4) frozen base:
 //   y  = x·Wᵀ (+ bias) + scaling · dropout(x)·Aᵀ·Bᵀ
 //   g  = scaling · dy·B;   grad_A += gᵀ·dropout(x);   grad_B += scaling · dyᵀ·h;   dx = dy·W + mask ⊙ (g·A)
+// The low-rank terms are written first and the frozen GEMM adds them in its epilogue (beta = 1), so LoRA
+// adds no read-modify-write pass over y or dx.
 // the same steps as lora::LoraLinear, with cuBLASLt GEMMs (core/cuda/gemm.cuh) and the dropout mask from
 // lora::dropout_scale at the same (seed, stream, row-major offset), so CPU and GPU drop the same elements.
 // A quantized base is dequantized into a workspace matrix before its GEMM (QLoRA's compute path).
@@ -42,9 +44,8 @@ struct LoraWorkspaceSizes {
   std::int64_t xd = 0;       // [tokens, in]: dropout(x), kept from forward for backward (0 without dropout)
   std::int64_t h = 0;        // [tokens, rank]: dropout(x)·Aᵀ, kept from forward for backward
   std::int64_t g = 0;        // [tokens, rank]: scaling·dy·B
-  std::int64_t dxd = 0;      // [tokens, in]: g·A before the mask (0 without dropout)
   std::int64_t w_dense = 0;  // [out, in]: dequantized base (0 for a dense base)
-  std::int64_t total() const { return xd + h + g + dxd + w_dense; }
+  std::int64_t total() const { return xd + h + g + w_dense; }
 };
 
 inline void check_lora(const LoraLinearParams& p) {
@@ -71,7 +72,6 @@ inline LoraWorkspaceSizes lora_workspace_sizes(const LoraLinearParams& p) {
   s.xd = drop ? p.tokens * p.in : 0;
   s.h = p.tokens * p.rank;
   s.g = p.tokens * p.rank;
-  s.dxd = drop ? p.tokens * p.in : 0;
   s.w_dense = p.base == BaseKind::Dense ? 0 : p.out * p.in;
   return s;
 }
@@ -85,7 +85,7 @@ VIDLORA_HOST_DEVICE inline float dropout_element(float x, std::uint64_t seed, st
 // Workspace pointers carved from one allocation of lora_workspace_sizes(p).total() elements of T.
 template <class T>
 struct LoraWorkspace {
-  T *xd = nullptr, *h = nullptr, *g = nullptr, *dxd = nullptr, *w_dense = nullptr;
+  T *xd = nullptr, *h = nullptr, *g = nullptr, *w_dense = nullptr;
   static LoraWorkspace carve(T* base, const LoraWorkspaceSizes& s) {
     LoraWorkspace w;
     auto take = [&base](std::int64_t n) {
@@ -96,7 +96,6 @@ struct LoraWorkspace {
     w.xd = take(s.xd);
     w.h = take(s.h);
     w.g = take(s.g);
-    w.dxd = take(s.dxd);
     w.w_dense = take(s.w_dense);
     return w;
   }
@@ -104,7 +103,7 @@ struct LoraWorkspace {
 
 // The forward and backward as a sequence of GEMM problems and dropout passes over an executor:
 //   exec.gemm(problem, a, b, c, alpha, beta, bias)          C = alpha·op(A)·op(B) + beta·C (+ bias)
-//   exec.dropout(src, dst, n, params, accumulate)           dst (+)= src ⊙ mask
+//   exec.dropout(src, dst, n, params, accumulate)           dst (+)= src ⊙ mask (src == dst allowed)
 //   exec.base_weight(params, workspace) -> const T*         W dense (dequantized for a 4-bit base)
 // The CUDA executor runs cuBLASLt and the kernels; the CPU tests run the same steps with a host executor.
 template <class T, class Exec>
@@ -121,10 +120,13 @@ void lora_forward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorkspa
     exec.dropout(x, ws.xd, p.tokens * p.in, p, false);
     xd = ws.xd;
   }
+  // h = dropout(x)·Aᵀ;  y = scaling·h·Bᵀ;  y = x·Wᵀ + y (+ bias). The frozen GEMM goes last so that adding the
+  // low-rank term is its epilogue's read of C (beta = 1), hidden under a compute-bound GEMM, instead of a
+  // separate read-modify-write pass over y.
   exec.gemm(with(linear_forward(p.tokens, p.in, p.rank, t, false, t)), xd, p.a, ws.h, 1.0f, 0.0f, nullptr);
+  exec.gemm(with(linear_forward(p.tokens, p.rank, p.out, t, false, t)), ws.h, p.b, y, p.scaling, 0.0f, nullptr);
   exec.gemm(with(linear_forward(p.tokens, p.in, p.out, t, p.bias != nullptr, t)), x, exec.base_weight(p, ws), y, 1.0f,
-            0.0f, p.bias);
-  exec.gemm(with(linear_forward(p.tokens, p.rank, p.out, t, false, t)), ws.h, p.b, y, p.scaling, 1.0f, nullptr);
+            1.0f, p.bias);
 }
 
 template <class T, class Exec>
@@ -137,18 +139,15 @@ void lora_backward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorksp
     g.compute = p.compute;
     return g;
   };
-  // g = scaling·dy·B  [tokens, rank];  dx = dy·W  [tokens, in]
+  // g = scaling·dy·B  [tokens, rank];  dx = mask ⊙ (g·A);  dx = dy·W + dx  (the frozen GEMM last, as in forward)
   exec.gemm(with(linear_input_grad(p.tokens, p.rank, p.out, t, t)), dy, p.b, ws.g, p.scaling, 0.0f, nullptr);
-  exec.gemm(with(linear_input_grad(p.tokens, p.in, p.out, t, t)), dy, exec.base_weight(p, ws), dx, 1.0f, 0.0f, nullptr);
-  // dx += mask ⊙ (g·A)
+  exec.gemm(with(linear_input_grad(p.tokens, p.in, p.rank, t, t)), ws.g, p.a, dx, 1.0f, 0.0f, nullptr);
   const T* xd = x;
   if (p.dropout > 0.0f) {
     xd = ws.xd;
-    exec.gemm(with(linear_input_grad(p.tokens, p.in, p.rank, t, t)), ws.g, p.a, ws.dxd, 1.0f, 0.0f, nullptr);
-    exec.dropout(ws.dxd, dx, p.tokens * p.in, p, true);
-  } else {
-    exec.gemm(with(linear_input_grad(p.tokens, p.in, p.rank, t, t)), ws.g, p.a, dx, 1.0f, 1.0f, nullptr);
+    exec.dropout(dx, dx, p.tokens * p.in, p, false);  // in place: dx = mask ⊙ (g·A)
   }
+  exec.gemm(with(linear_input_grad(p.tokens, p.in, p.out, t, t)), dy, exec.base_weight(p, ws), dx, 1.0f, 1.0f, nullptr);
   // grad_A += gᵀ·dropout(x)  [rank, in];  grad_B += scaling·dyᵀ·h  [out, rank]  (fp32 outputs)
   exec.gemm(with(linear_weight_grad(p.tokens, p.in, p.rank, t, DType::F32)), ws.g, xd, p.grad_a, 1.0f, 1.0f, nullptr);
   exec.gemm(with(linear_weight_grad(p.tokens, p.rank, p.out, t, DType::F32)), dy, ws.h, p.grad_b, p.scaling, 1.0f,
