@@ -53,9 +53,13 @@ struct Layer {
 
 constexpr double kFrozenFlops = 2.0 * 2.0 * kTokens * kIn * kOut;  // forward + input gradient
 
+vidlora::cuda::GemmTuning tuning_of(const benchmark::State& state, int arg) {
+  return state.range(arg) ? vidlora::cuda::GemmTuning::Autotune : vidlora::cuda::GemmTuning::Heuristic;
+}
+
 void BM_frozen_gemms_bf16(benchmark::State& state) {
   Layer l(0.0f, false);
-  vidlora::cuda::GemmRunner gemm;
+  vidlora::cuda::GemmRunner gemm(std::size_t{32} << 20, tuning_of(state, 0));
   using namespace vidlora::cuda;
   cuda_bench::time_iterations(state, [&] {
     gemm.run(linear_forward(kTokens, kIn, kOut, DType::BF16, false, DType::BF16), l.x.data(), l.w.data(), l.y.data());
@@ -66,7 +70,7 @@ void BM_frozen_gemms_bf16(benchmark::State& state) {
 
 void run_lora(benchmark::State& state, bool nf4) {
   Layer l(static_cast<float>(state.range(0)) / 100.0f, nf4);
-  vidlora::cuda::GemmRunner gemm;
+  vidlora::cuda::GemmRunner gemm(std::size_t{32} << 20, tuning_of(state, 1));
   cuda_bench::time_iterations(state, [&] {
     lc::lora_forward<bf16>(gemm, l.p, l.ws, l.x.data(), l.y.data());
     lc::lora_backward<bf16>(gemm, l.p, l.ws, l.x.data(), l.dy.data(), l.dx.data());
@@ -75,29 +79,46 @@ void run_lora(benchmark::State& state, bool nf4) {
 }
 
 void BM_lora_forward_backward_bf16(benchmark::State& state) { run_lora(state, false); }
+void BM_qlora_nf4_forward_backward_bf16(benchmark::State& state) { run_lora(state, true); }
 
-// The six low-rank GEMMs of forward + backward alone (what LoRA adds on top of the frozen GEMMs, minus the
-// epilogue's read of C): where the overhead goes.
-void BM_lora_lowrank_gemms_only_bf16(benchmark::State& state) {
+// Each GEMM of the LoRA layer on its own (piece 0-7, named in the label), heuristic or autotuned: where the
+// time over the frozen GEMMs goes.
+void BM_lora_gemm_piece_bf16(benchmark::State& state) {
   Layer l(0.0f, false);
-  vidlora::cuda::GemmRunner gemm;
+  vidlora::cuda::GemmRunner gemm(std::size_t{32} << 20, tuning_of(state, 1));
   using namespace vidlora::cuda;
   const auto t = DType::BF16;
+  const char* names[] = {"h=x.At", "y=s.h.Bt", "y=x.Wt+y", "g=s.dy.B", "dx=g.A", "dx=dy.W+dx", "gA+=gt.x", "gB+=s.dyt.h"};
+  const int piece = static_cast<int>(state.range(0));
+  state.SetLabel(names[piece]);
   cuda_bench::time_iterations(state, [&] {
-    gemm.run(linear_forward(kTokens, kIn, kRank, t, false, t), l.x.data(), l.a.data(), l.ws.h);
-    gemm.run(linear_forward(kTokens, kRank, kOut, t, false, t), l.ws.h, l.b.data(), l.y.data(), 2.0f);
-    gemm.run(linear_input_grad(kTokens, kRank, kOut, t, t), l.dy.data(), l.b.data(), l.ws.g, 2.0f);
-    gemm.run(linear_input_grad(kTokens, kIn, kRank, t, t), l.ws.g, l.a.data(), l.dx.data());
-    gemm.run(linear_weight_grad(kTokens, kIn, kRank, t, DType::F32), l.ws.g, l.x.data(), l.ga.data(), 1.0f, 1.0f);
-    gemm.run(linear_weight_grad(kTokens, kRank, kOut, t, DType::F32), l.dy.data(), l.ws.h, l.gb.data(), 2.0f, 1.0f);
+    switch (piece) {
+      case 0: gemm.run(linear_forward(kTokens, kIn, kRank, t, false, t), l.x.data(), l.a.data(), l.ws.h); break;
+      case 1: gemm.run(linear_forward(kTokens, kRank, kOut, t, false, t), l.ws.h, l.b.data(), l.y.data(), 2.0f); break;
+      case 2: gemm.run(linear_forward(kTokens, kIn, kOut, t, false, t), l.x.data(), l.w.data(), l.y.data(), 1.0f, 1.0f); break;
+      case 3: gemm.run(linear_input_grad(kTokens, kRank, kOut, t, t), l.dy.data(), l.b.data(), l.ws.g, 2.0f); break;
+      case 4: gemm.run(linear_input_grad(kTokens, kIn, kRank, t, t), l.ws.g, l.a.data(), l.dx.data()); break;
+      case 5: gemm.run(linear_input_grad(kTokens, kIn, kOut, t, t), l.dy.data(), l.w.data(), l.dx.data(), 1.0f, 1.0f); break;
+      case 6: gemm.run(linear_weight_grad(kTokens, kIn, kRank, t, DType::F32), l.ws.g, l.x.data(), l.ga.data(), 1.0f, 1.0f); break;
+      default: gemm.run(linear_weight_grad(kTokens, kRank, kOut, t, DType::F32), l.dy.data(), l.ws.h, l.gb.data(), 2.0f, 1.0f); break;
+    }
   });
 }
-void BM_qlora_nf4_forward_backward_bf16(benchmark::State& state) { run_lora(state, true); }
+
+// The dropout pass alone (x -> dropout(x), 33.5 M bf16 elements): its cost in the dropout rows above.
+void BM_lora_dropout_pass_bf16(benchmark::State& state) {
+  Layer l(0.05f, false);
+  vidlora::cuda::GemmRunner gemm;
+  lc::detail::CudaLoraExec exec{gemm, nullptr};
+  cuda_bench::time_iterations(state, [&] { exec.dropout(l.x.data(), l.ws.xd, kTokens * kIn, l.p, false); });
+  state.SetBytesProcessed(state.iterations() * kTokens * kIn * 2 * 2);  // read + write
+}
 }  // namespace
 
-BENCHMARK(BM_frozen_gemms_bf16)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_lora_forward_backward_bf16)->Arg(0)->Arg(5)->ArgName("dropout_pct")->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_lora_lowrank_gemms_only_bf16)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_qlora_nf4_forward_backward_bf16)->Arg(0)->Arg(5)->ArgName("dropout_pct")->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_frozen_gemms_bf16)->ArgName("autotune")->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_lora_forward_backward_bf16)->ArgNames({"dropout_pct", "autotune"})->ArgsProduct({{0, 5}, {0, 1}})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_qlora_nf4_forward_backward_bf16)->ArgNames({"dropout_pct", "autotune"})->ArgsProduct({{0, 5}, {0, 1}})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_lora_gemm_piece_bf16)->ArgNames({"piece", "autotune"})->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1}})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_lora_dropout_pass_bf16)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 VIDLORA_CUDA_BENCHMARK_MAIN()

@@ -25,7 +25,8 @@ struct State {
     for (auto* b : {&p, &g, &m, &v}) b->fill_bytes(0);
     // 448 tensors of mixed sizes summing to kParams (LoRA A/B pairs of 7 modules x 32 layers).
     std::vector<oc::TensorSlot> host;
-    const std::int64_t n = 448, each = kParams / n;
+    // Each tensor starts 256-byte aligned, as a separate cudaMalloc would place it (the float4 paths need 16).
+    const std::int64_t n = 448, each = kParams / n / 64 * 64;
     const auto step = vidlora::optim::AdamWStepParams::make(1e-4, 0.01, 0.9, 0.999, 1e-8, 10);
     for (std::int64_t t = 0; t < n; ++t) {
       const std::int64_t len = t + 1 == n ? kParams - each * (n - 1) : each;

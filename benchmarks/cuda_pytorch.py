@@ -79,6 +79,9 @@ def nf4(rows=8192, cols=8192):
     w = torch.randn(rows, cols, device="cuda", dtype=torch.bfloat16)
     q, state = bnbf.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)
     report("bnb_dequantize_nf4_8192x8192_bf16", timed(lambda: bnbf.dequantize_4bit(q, state)))
+    import bitsandbytes as bnb
+    xv = torch.randn(1, cols, device="cuda", dtype=torch.bfloat16)
+    report("bnb_gemv_4bit_8192x8192_bf16", timed(lambda: bnb.matmul_4bit(xv, q.t(), quant_state=state)))
 
 
 def qlora(tokens=8192, features=4096, rank=16):

@@ -13,7 +13,8 @@
 #
 # Environment: VIDLORA_JOBS (build parallelism, default nproc), VIDLORA_GPU_BENCH_MIN_TIME (seconds per
 # benchmark, default 0.2), VIDLORA_GPU_CHECK_SKIP_BENCH=1 to run only the tests, VIDLORA_GPU_CHECK_SANITIZE=0
-# to skip the compute-sanitizer memcheck pass over the CUDA tests (run by default, capped at 150 s).
+# to skip the compute-sanitizer memcheck pass over the CUDA tests (run by default, one process per tag,
+# each capped at 90 s).
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$here/build/gpu-check}"
@@ -136,33 +137,45 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
   row "goal: nf4 dequant bf16 / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_quant 'BM_dequantize_nf4<__nv_bfloat16>/manual_time')" "$(bw bench_cuda_quant 'BM_copy_baseline<__nv_bfloat16>/manual_time')")" ">= 0.70"
   row "goal: adamw / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_adamw_multi_tensor/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
   row "goal: grad norm+clip / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_grad_norm_clip/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
-  row "goal: lora fwd+bwd / frozen GEMMs (no dropout)" "$(ratio "$(t bench_cuda_lora 'BM_lora_forward_backward_bf16/dropout_pct:0/manual_time')" "$(t bench_cuda_lora BM_frozen_gemms_bf16/manual_time)")" "<= 1.15"
-  row "goal: lora fwd+bwd / frozen GEMMs (dropout 5%)" "$(ratio "$(t bench_cuda_lora 'BM_lora_forward_backward_bf16/dropout_pct:5/manual_time')" "$(t bench_cuda_lora BM_frozen_gemms_bf16/manual_time)")" "<= 1.15"
+  L=bench_cuda_lora
+  for tune in 0 1; do
+    tn=$([[ $tune == 1 ]] && echo "autotuned" || echo "heuristic")
+    for d in 0 5; do
+      row "goal: lora fwd+bwd / frozen, dropout $d%, $tn" "$(ratio "$(t $L "BM_lora_forward_backward_bf16/dropout_pct:$d/autotune:$tune/manual_time")" "$(t $L "BM_frozen_gemms_bf16/autotune:$tune/manual_time")")" "<= 1.15"
+    done
+  done
   # Speed-up over PyTorch (torch ms / vidlora ms; goal >= 1: at least as fast).
   tms() { awk -F, -v n="$2" '{g=$1; gsub(/"/,"",g)} g==n {f = ($5 ~ /us/) ? 1e-3 : ($5 ~ /ns/) ? 1e-6 : ($5 ~ /ms/) ? 1 : 1e3; print $3 * f; exit}' "$log/$1.csv" 2>/dev/null; }
   pms() { awk -F, -v n="$1" '$1==n {print $2; exit}' "$log/pytorch.csv" 2>/dev/null; }
   speedup() { row "vs torch: $1" "$(ratio "$(pms "$3")" "$(tms "${2%%:*}" "${2#*:}")")" ">= 1.00 ($3)"; }
-  speedup "frozen bf16 GEMMs" "bench_cuda_lora:BM_frozen_gemms_bf16/manual_time" torch_frozen_linear_fwd_bwd_bf16
-  speedup "lora fwd+bwd, dropout 0" "bench_cuda_lora:BM_lora_forward_backward_bf16/dropout_pct:0/manual_time" peft_lora_fwd_bwd_bf16_dropout0
-  speedup "lora fwd+bwd, dropout 5%" "bench_cuda_lora:BM_lora_forward_backward_bf16/dropout_pct:5/manual_time" peft_lora_fwd_bwd_bf16_dropout5
-  speedup "qlora nf4 fwd+bwd, dropout 0" "bench_cuda_lora:BM_qlora_nf4_forward_backward_bf16/dropout_pct:0/manual_time" peft_qlora_nf4_fwd_bwd_bf16_dropout0
-  speedup "qlora nf4 fwd+bwd, dropout 5%" "bench_cuda_lora:BM_qlora_nf4_forward_backward_bf16/dropout_pct:5/manual_time" peft_qlora_nf4_fwd_bwd_bf16_dropout5
+  speedup "frozen bf16 GEMMs (heuristic)" "$L:BM_frozen_gemms_bf16/autotune:0/manual_time" torch_frozen_linear_fwd_bwd_bf16
+  for tune in 0 1; do
+    tn=$([[ $tune == 1 ]] && echo "autotuned" || echo "heuristic")
+    for d in 0 5; do
+      speedup "lora fwd+bwd, dropout $d%, $tn" "$L:BM_lora_forward_backward_bf16/dropout_pct:$d/autotune:$tune/manual_time" peft_lora_fwd_bwd_bf16_dropout$d
+      speedup "qlora nf4 fwd+bwd, dropout $d%, $tn" "$L:BM_qlora_nf4_forward_backward_bf16/dropout_pct:$d/autotune:$tune/manual_time" peft_qlora_nf4_fwd_bwd_bf16_dropout$d
+    done
+  done
   speedup "adamw 40Mi (torch fused)" "bench_cuda_optim:BM_adamw_multi_tensor/manual_time" torch_adamw_fused_40Mi
   speedup "adamw 40Mi (torch foreach)" "bench_cuda_optim:BM_adamw_multi_tensor/manual_time" torch_adamw_foreach_40Mi
   speedup "grad norm + clip 40Mi" "bench_cuda_optim:BM_grad_norm_clip/manual_time" torch_clip_grad_norm_40Mi
   speedup "nf4 dequantize 8192x8192 bf16 (bnb)" "bench_cuda_quant:BM_dequantize_nf4<__nv_bfloat16>/manual_time" bnb_dequantize_nf4_8192x8192_bf16
+  speedup "nf4 gemv 8192x8192 (bnb: bf16 x)" "bench_cuda_quant:BM_dequant_gemv_nf4/manual_time" bnb_gemv_4bit_8192x8192_bf16
 fi
 
 # compute-sanitizer memcheck over the CUDA tests (out-of-bounds and misaligned accesses the value checks miss).
 if [[ "${VIDLORA_GPU_CHECK_SANITIZE:-1}" != 0 ]] && command -v compute-sanitizer >/dev/null 2>&1; then
-  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/vidlora_cuda_tests" >"$log/memcheck.txt" 2>&1
-  rc=$?
-  case $rc in
-    0) row "memcheck: vidlora_cuda_tests" PASS "$(grep -E 'ERROR SUMMARY' "$log/memcheck.txt" | tail -n1)" ;;
-    124) row "memcheck: vidlora_cuda_tests" TIMEOUT "150 s cap, see $log/memcheck.txt" ;;
-    *) row "memcheck: vidlora_cuda_tests" FAIL "exit $rc, see $log/memcheck.txt"
-       grep -E "Invalid|ERROR SUMMARY|at 0x|by thread" "$log/memcheck.txt" | head -12 ;;
-  esac
+  for tag in core quant optim loss model lora; do  # one process per tag: a fault cannot hide the later tags
+    timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/vidlora_cuda_tests" "[$tag]" \
+      >"$log/memcheck_$tag.txt" 2>&1
+    rc=$?
+    case $rc in
+      0) row "memcheck: cuda [$tag]" PASS "$(grep -E 'ERROR SUMMARY' "$log/memcheck_$tag.txt" | tail -n1)" ;;
+      124) row "memcheck: cuda [$tag]" TIMEOUT "90 s cap, see $log/memcheck_$tag.txt" ;;
+      *) row "memcheck: cuda [$tag]" FAIL "exit $rc, see $log/memcheck_$tag.txt"; status=1
+         grep -E "Invalid|ERROR SUMMARY|^=========     at|by thread" "$log/memcheck_$tag.txt" | head -8 ;;
+    esac
+  done
 fi
 
 echo

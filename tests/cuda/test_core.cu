@@ -130,3 +130,17 @@ TEST_CASE("gemm refuses a bias pointer mismatch", "[core]") {
   p.m = p.n = p.k = 2;
   CHECK_THROWS_WITH(runner.run(p, a.data(), b.data(), c.data(), 1, 0, a.data()), Catch::Contains("bias pointer"));
 }
+
+TEST_CASE("autotuned gemm plans give the same results and leave accumulating outputs untouched while tuning", "[core]") {
+  GemmRunner tuned(std::size_t{32} << 20, GemmTuning::Autotune);
+  CHECK(tuned.tuning() == GemmTuning::Autotune);
+  GemmProblem b = linear_weight_grad(512, 384, 256, DType::BF16);  // fp32 output, accumulated (beta = 1)
+  CHECK(run_gemm<__nv_bfloat16>(tuned, b, false, 1.0f, 7) < 1e-5);
+  GemmProblem f = linear_forward(300, 256, 200, DType::F32);
+  CHECK(run_gemm<float>(tuned, f, true, 0.5f, 8) < 1e-5);
+  CHECK(tuned.cached_plans() == 2);
+  CHECK(tuned.autotune_trials() > 0);
+  GemmRunner plain;
+  CHECK(run_gemm<float>(plain, f, true, 0.5f, 8) < 1e-5);
+  CHECK(plain.autotune_trials() == 0);
+}

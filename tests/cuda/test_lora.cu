@@ -67,6 +67,7 @@ void check_lora(bool nf4, long tokens, long in, long out, double dropout, bool b
 TEST_CASE("cuda lora linear on a dense base matches LoraLinear with and without dropout", "[lora]") {
   check_lora(false, 64, 256, 192, 0.1, true, vidlora::cuda::Compute::F32, 1e-5);
   check_lora(false, 17, 96, 33, 0.0, false, vidlora::cuda::Compute::F32, 1e-5);
+  check_lora(false, 17, 97, 33, 0.2, true, vidlora::cuda::Compute::F32, 1e-5);  // odd count: scalar dropout tail, 4-byte aligned workspace
   check_lora(false, 64, 256, 192, 0.05, false, vidlora::cuda::Compute::TF32, 5e-3);
 }
 

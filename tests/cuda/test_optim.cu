@@ -88,3 +88,37 @@ TEST_CASE("cuda global grad norm and clip match clip_grad_norm", "[optim]") {
     for (std::size_t i = 0; i < t.sizes.size(); ++i) CHECK(cuda_test::max_rel_error(t.dg[i].download(), t.g[i]) < 1e-6);
   }
 }
+
+TEST_CASE("cuda adamw and grad norm take the scalar path for misaligned tensors and stay exact", "[optim]") {
+  // Tensors that start one float past an allocation (not 16-byte aligned): the float4 path must not be used.
+  const std::int64_t n = 4099;
+  const auto p0 = cuda_test::random_vector(static_cast<std::size_t>(n), 91), g0 = cuda_test::random_vector(static_cast<std::size_t>(n), 92, -0.1f, 0.1f),
+             m0 = cuda_test::random_vector(static_cast<std::size_t>(n), 93, -0.01f, 0.01f), v0 = cuda_test::random_vector(static_cast<std::size_t>(n), 94, 0.0f, 1e-4f);
+  auto shifted = [](const std::vector<float>& v) {
+    std::vector<float> out(v.size() + 1, 0.0f);
+    std::copy(v.begin(), v.end(), out.begin() + 1);
+    return out;
+  };
+  DeviceBuffer<float> dp(shifted(p0)), dg(shifted(g0)), dm(shifted(m0)), dv(shifted(v0));
+  const auto step = optim::AdamWStepParams::make(1e-3, 0.01, 0.9, 0.999, 1e-8, 3);
+  const std::vector<optim::cuda::TensorSlot> host = {{dp.data() + 1, dg.data() + 1, dm.data() + 1, dv.data() + 1, n, step}};
+  DeviceBuffer<optim::cuda::TensorSlot> slots(host);
+  const auto c = optim::cuda::make_chunks({n}, 1024);
+  DeviceBuffer<optim::cuda::Chunk> chunks(c);
+  const optim::cuda::MultiTensorLaunch launch{slots.data(), chunks.data(), static_cast<std::int64_t>(c.size()), 1024};
+  optim::cuda::adamw_step(launch);
+  DeviceBuffer<double> partial(c.size()), result(2);
+  optim::cuda::grad_norm_clip(launch, 0.01, partial.data(), result.data());
+  VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<float> p = p0, g = g0, m = m0, v = v0;
+  ref::adamw(p, g, m, v, step);
+  std::vector<std::vector<float>> grads = {g0};
+  const double want_norm = ref::clip_grad_norm(grads, 0.01);
+  auto unshift = [](const std::vector<float>& v) { return std::vector<float>(v.begin() + 1, v.end()); };
+  CHECK(cuda_test::bit_mismatches(unshift(dp.download()), p) == 0);
+  CHECK(cuda_test::bit_mismatches(unshift(dm.download()), m) == 0);
+  CHECK(cuda_test::bit_mismatches(unshift(dv.download()), v) == 0);
+  CHECK(result.download()[0] == Approx(want_norm).epsilon(1e-12));
+  CHECK(cuda_test::max_rel_error(unshift(dg.download()), grads[0]) < 1e-6);
+  CHECK(dp.download()[0] == 0.0f);  // the float before the tensor is untouched
+}

@@ -176,6 +176,15 @@ TEST_CASE("dropout scale is zero or one over one minus p with mean one", "[lora]
   CHECK(dropout_scale(3, 4, 17, 0.0f) == 1.0f);
 }
 
+TEST_CASE("dropout_scales4 gives the four dropout_scale factors of one Philox block", "[lora][dropout]") {
+  for (const float p : {0.0f, 0.05f, 0.5f, 0.999f})
+    for (std::uint64_t block : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{12345}, (std::uint64_t{1} << 33) + 7}) {
+      const auto four = vidlora::lora::dropout_scales4(11, vidlora::lora::dropout_stream(3, 9), block, p);
+      for (std::uint64_t k = 0; k < 4; ++k)
+        CHECK(four.s[k] == dropout_scale(11, vidlora::lora::dropout_stream(3, 9), 4 * block + k, p));
+    }
+}
+
 TEST_CASE("merged forward equals unmerged forward and unmerge restores the frozen weight", "[lora][merge]") {
   const Matrix w = random_matrix<float>(48, 64, 30), x = random_matrix<float>(10, 64, 31);
   const Vector bias = random_matrix<float>(48, 1, 32);

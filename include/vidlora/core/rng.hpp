@@ -31,19 +31,27 @@ VIDLORA_HOST_DEVICE inline Philox4x32Result philox4x32_10(std::uint32_t c0, std:
   return {{c0, c1, c2, c3}};
 }
 
+// Words 4·block .. 4·block + 3 of stream `stream` under `seed`: one Philox call (what a kernel that handles
+// four consecutive offsets per thread computes once).
+VIDLORA_HOST_DEVICE inline Philox4x32Result random_block(std::uint64_t seed, std::uint64_t stream, std::uint64_t block) {
+  return philox4x32_10(static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32),
+                       static_cast<std::uint32_t>(stream), static_cast<std::uint32_t>(stream >> 32),
+                       static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
+}
+
 // The 32-bit word at position `offset` of stream `stream` under `seed`.
 VIDLORA_HOST_DEVICE inline std::uint32_t random_u32(std::uint64_t seed, std::uint64_t stream, std::uint64_t offset) {
-  const std::uint64_t block = offset >> 2;
-  const Philox4x32Result r =
-      philox4x32_10(static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32),
-                    static_cast<std::uint32_t>(stream), static_cast<std::uint32_t>(stream >> 32),
-                    static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
-  return r.v[offset & 3u];
+  return random_block(seed, stream, offset >> 2).v[offset & 3u];
+}
+
+// A word's uniform value in [0, 1): its top 24 bits (exactly representable in float).
+VIDLORA_HOST_DEVICE inline float uniform_from_u32(std::uint32_t word) {
+  return static_cast<float>(word >> 8) * (1.0f / 16777216.0f);
 }
 
 // Uniform in [0, 1) with 24 random bits (exactly representable in float).
 VIDLORA_HOST_DEVICE inline float random_uniform(std::uint64_t seed, std::uint64_t stream, std::uint64_t offset) {
-  return static_cast<float>(random_u32(seed, stream, offset) >> 8) * (1.0f / 16777216.0f);
+  return uniform_from_u32(random_u32(seed, stream, offset));
 }
 
 // Uniform in [0, 1) with 53 random bits, from two consecutive words.

@@ -27,6 +27,19 @@ VIDLORA_HOST_DEVICE inline float dropout_scale(std::uint64_t seed, std::uint64_t
   return random_uniform(seed, stream, offset) < p ? 0.0f : 1.0f / (1.0f - p);
 }
 
+// dropout_scale of offsets 4·block .. 4·block + 3 from one Philox call (equal to four dropout_scale calls).
+struct DropoutScales4 {
+  float s[4];
+};
+VIDLORA_HOST_DEVICE inline DropoutScales4 dropout_scales4(std::uint64_t seed, std::uint64_t stream, std::uint64_t block,
+                                                         float p) {
+  const Philox4x32Result r = random_block(seed, stream, block);
+  const float keep = 1.0f / (1.0f - p);
+  DropoutScales4 out;
+  for (int k = 0; k < 4; ++k) out.s[k] = uniform_from_u32(r.v[k]) < p ? 0.0f : keep;
+  return out;
+}
+
 }  // namespace vidlora::lora
 
 namespace vidlora {

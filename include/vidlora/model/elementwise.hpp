@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include <vidlora/core/portability.hpp>
+#include <vidlora/core/rounding.hpp>
 
 namespace vidlora::model {
 
@@ -54,18 +55,20 @@ VIDLORA_HOST_DEVICE inline T rms_norm_input_grad(T dy_times_w, T x, T r, T c) {
 }
 
 // One rotate-half RoPE pair (HF layout: element i pairs with i + head_dim/2).
-// Forward rotates (a, b) = (x[i], x[i+half]) by +θ; backward (inverse) by -θ.
+// Forward rotates (a, b) = (x[i], x[i+half]) by +θ; backward (inverse) by -θ. Every product and sum is
+// rounded on its own (core/rounding.hpp), so the CUDA kernel, which nvcc would otherwise fuse into FMAs,
+// gives the CPU's bits.
 template <class T>
 VIDLORA_HOST_DEVICE inline void rope_rotate(T& a, T& b, T cos_theta, T sin_theta) {
   const T a0 = a, b0 = b;
-  a = a0 * cos_theta - b0 * sin_theta;
-  b = b0 * cos_theta + a0 * sin_theta;
+  a = sub_rn(mul_rn(a0, cos_theta), mul_rn(b0, sin_theta));
+  b = add_rn(mul_rn(b0, cos_theta), mul_rn(a0, sin_theta));
 }
 template <class T>
 VIDLORA_HOST_DEVICE inline void rope_rotate_inverse(T& a, T& b, T cos_theta, T sin_theta) {
   const T a0 = a, b0 = b;
-  a = a0 * cos_theta + b0 * sin_theta;
-  b = b0 * cos_theta - a0 * sin_theta;
+  a = add_rn(mul_rn(a0, cos_theta), mul_rn(b0, sin_theta));
+  b = sub_rn(mul_rn(b0, cos_theta), mul_rn(a0, sin_theta));
 }
 
 }  // namespace vidlora::model

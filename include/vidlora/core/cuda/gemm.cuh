@@ -170,6 +170,7 @@ inline GemmProblem linear_weight_grad(std::int64_t tokens, std::int64_t in, std:
 }  // namespace vidlora::cuda
 
 #if VIDLORA_HAS_CUDA_RUNTIME
+#include <cmath>
 #include <memory>
 
 namespace vidlora::cuda {
@@ -179,10 +180,19 @@ inline cudaDataType_t to_cuda(DType t) {
 }
 inline cublasOperation_t to_cublas(Op o) { return o == Op::N ? CUBLAS_OP_N : CUBLAS_OP_T; }
 
+// How a plan's algorithm is chosen on its first use.
+//   Heuristic: cuBLASLt's first heuristic answer (deterministic: the same algorithm on every run).
+//   Autotune:  the fastest of up to kAutotuneCandidates heuristic answers, timed on the real operands with
+//              the output written to scratch memory (beta != 0 reads scratch, so accumulating outputs are
+//              untouched). Faster for skinny shapes; the choice may differ between runs (summation order).
+enum class GemmTuning : std::uint8_t { Heuristic, Autotune };
+inline constexpr int kAutotuneCandidates = 8;
+
 // One cuBLASLt handle, one workspace and the plan cache. Not thread-safe; one per stream/thread.
 class GemmRunner {
  public:
-  explicit GemmRunner(std::size_t workspace_bytes = std::size_t{32} << 20) : workspace_bytes_(workspace_bytes) {
+  explicit GemmRunner(std::size_t workspace_bytes = std::size_t{32} << 20, GemmTuning tuning = GemmTuning::Heuristic)
+      : workspace_bytes_(workspace_bytes), tuning_(tuning) {
     VIDLORA_CUBLAS_CHECK(cublasLtCreate(&handle_));
     if (workspace_bytes_) VIDLORA_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
   }
@@ -202,7 +212,7 @@ class GemmRunner {
                                                                : "a bias pointer for a problem without bias");
     GemmKey key{p, std::min({address_alignment(a), address_alignment(b), address_alignment(c),
                              address_alignment(bias)})};
-    Plan& plan = plan_for(key);
+    Plan& plan = plan_for(key, a, b, alpha, beta, bias, stream);
     if (p.bias)
       VIDLORA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                           sizeof(bias)));
@@ -212,6 +222,9 @@ class GemmRunner {
   }
 
   std::size_t cached_plans() const { return cache_.size(); }
+  GemmTuning tuning() const { return tuning_; }
+  // Candidates timed by autotuning so far (0 under Heuristic): tells a test that the tuner really ran.
+  std::size_t autotune_trials() const { return autotune_trials_; }
 
  private:
   struct Plan {
@@ -229,7 +242,8 @@ class GemmRunner {
     }
   };
 
-  Plan& plan_for(const GemmKey& key) {
+  Plan& plan_for(const GemmKey& key, const void* a, const void* b, float alpha, float beta, const void* bias,
+                 cudaStream_t stream) {
     if (auto it = cache_.find(key); it != cache_.end()) return *it->second;
     const GemmProblem& p = key.p;
     const ColumnMajorGemm g = to_column_major(p);
@@ -266,20 +280,72 @@ class GemmRunner {
     for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                       CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
       VIDLORA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align)));
-    cublasLtMatmulHeuristicResult_t result{};
+    cublasLtMatmulHeuristicResult_t results[kAutotuneCandidates] = {};
     int returned = 0;
-    VIDLORA_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b, plan->c, plan->c, pref, 1,
-                                                        &result, &returned));
+    const int wanted = tuning_ == GemmTuning::Autotune ? kAutotuneCandidates : 1;
+    VIDLORA_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b, plan->c, plan->c, pref,
+                                                        wanted, results, &returned));
     check_arg(returned > 0, "cuda::gemm",
               std::string("cuBLASLt has no algorithm for m=") + std::to_string(p.m) + " n=" + std::to_string(p.n) +
                   " k=" + std::to_string(p.k) + " " + dtype_name(p.a_type) + " -> " + dtype_name(p.c_type));
-    plan->algo = result.algo;
+    plan->algo = results[0].algo;
+    if (returned > 1) plan->algo = fastest(*plan, g, p, results, returned, a, b, alpha, beta, bias, stream);
     return *cache_.emplace(key, std::move(plan)).first->second;
+  }
+
+  // Times each candidate (one warm-up, then the best of 3 runs) into a zeroed scratch output of C's layout;
+  // candidates cuBLASLt refuses at run time are skipped. Returns the fastest algorithm.
+  cublasLtMatmulAlgo_t fastest(Plan& plan, const ColumnMajorGemm& g, const GemmProblem& p,
+                               const cublasLtMatmulHeuristicResult_t* results, int count, const void* a, const void* b,
+                               float alpha, float beta, const void* bias, cudaStream_t stream) {
+    const std::size_t c_bytes = static_cast<std::size_t>(g.ldc) * static_cast<std::size_t>(g.n) * dtype_size(p.c_type);
+    void* scratch = nullptr;
+    VIDLORA_CUDA_CHECK(cudaMalloc(&scratch, c_bytes));
+    std::unique_ptr<void, cudaError_t (*)(void*)> scratch_guard(scratch, &cudaFree);
+    VIDLORA_CUDA_CHECK(cudaMemsetAsync(scratch, 0, c_bytes, stream));
+    if (p.bias)
+      VIDLORA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                          sizeof(bias)));
+    cudaEvent_t start = nullptr, stop = nullptr;
+    VIDLORA_CUDA_CHECK(cudaEventCreate(&start));
+    std::unique_ptr<CUevent_st, cudaError_t (*)(cudaEvent_t)> start_guard(start, &cudaEventDestroy);
+    VIDLORA_CUDA_CHECK(cudaEventCreate(&stop));
+    std::unique_ptr<CUevent_st, cudaError_t (*)(cudaEvent_t)> stop_guard(stop, &cudaEventDestroy);
+    cublasLtMatmulAlgo_t best = results[0].algo;
+    float best_ms = INFINITY;
+    for (int i = 0; i < count; ++i) {
+      if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+      const cublasLtMatmulAlgo_t* algo = &results[i].algo;
+      auto launch = [&] {
+        return cublasLtMatmul(handle_, plan.op, &alpha, b, plan.a, a, plan.b, &beta, scratch, plan.c, scratch, plan.c,
+                              algo, workspace_, workspace_bytes_, stream);
+      };
+      if (launch() != CUBLAS_STATUS_SUCCESS) continue;
+      float ms = INFINITY;
+      for (int rep = 0; rep < 3; ++rep) {
+        VIDLORA_CUDA_CHECK(cudaEventRecord(start, stream));
+        VIDLORA_CUBLAS_CHECK(launch());
+        VIDLORA_CUDA_CHECK(cudaEventRecord(stop, stream));
+        VIDLORA_CUDA_CHECK(cudaEventSynchronize(stop));
+        float t = 0;
+        VIDLORA_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+        ms = std::min(ms, t);
+      }
+      ++autotune_trials_;
+      if (ms < best_ms) {
+        best_ms = ms;
+        best = results[i].algo;
+      }
+    }
+    VIDLORA_CUDA_CHECK(cudaStreamSynchronize(stream));  // scratch is freed on return
+    return best;
   }
 
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   std::size_t workspace_bytes_ = 0;
+  GemmTuning tuning_ = GemmTuning::Heuristic;
+  std::size_t autotune_trials_ = 0;
   std::unordered_map<GemmKey, std::unique_ptr<Plan>, GemmKeyHash> cache_;
 };
 

@@ -1,25 +1,13 @@
 #pragma once
-// Correctly rounded single operations that the compiler may not contract into a fused multiply-add.
-// nvcc contracts a*b + c into one FMA by default; the CPU reference (g++ -std=c++20, no -march) rounds twice.
-// Kernels that must agree bit for bit with the CPU write such expressions with these.
+// The single-rounding helpers of core/rounding.hpp under vidlora::cuda, where the kernels have always
+// called them (nvcc contracts a*b + c into one FMA by default; the CPU reference rounds twice).
 
-#include <vidlora/core/portability.hpp>
+#include <vidlora/core/rounding.hpp>
 
 namespace vidlora::cuda {
 
-VIDLORA_HOST_DEVICE inline float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-VIDLORA_HOST_DEVICE inline float add_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
+using vidlora::add_rn;
+using vidlora::mul_rn;
+using vidlora::sub_rn;
 
 }  // namespace vidlora::cuda

@@ -22,6 +22,21 @@ inline int device_count() {
   return n;
 }
 
+// Multiprocessors of the current device, read once per process (1 when it cannot be read): caps the grids
+// of grid-stride kernels that stage tables per block.
+inline int multiprocessor_count() {
+  static const int count = [] {
+    int device = 0, n = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || n < 1) {
+      (void)cudaGetLastError();
+      return 1;
+    }
+    return n;
+  }();
+  return count;
+}
+
 class Stream {
  public:
   Stream() { VIDLORA_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }

@@ -168,13 +168,37 @@ constexpr vidlora::cuda::DType dtype_of() {
 }
 
 namespace detail {
+// dst (+)= src ⊙ mask, four consecutive elements per thread: one Philox call gives their four factors
+// (lora::dropout_scales4), and the loads and stores are vectorised when src and dst are aligned for it.
+template <class T>
+struct alignas(4 * sizeof(T)) Vec4 {
+  T v[4];
+};
+
 template <class T>
 __global__ void dropout_kernel(const T* src, T* dst, std::int64_t n, std::uint64_t seed, std::uint64_t stream, float p,
-                               bool accumulate) {
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const float v = dropout_element(static_cast<float>(src[i]), seed, stream, static_cast<std::uint64_t>(i), p);
-    dst[i] = static_cast<T>(accumulate ? static_cast<float>(dst[i]) + v : v);
+                               bool accumulate, bool vectorized) {
+  const std::int64_t groups = (n + 3) / 4;
+  for (std::int64_t q = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; q < groups;
+       q += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const DropoutScales4 f = dropout_scales4(seed, stream, static_cast<std::uint64_t>(q), p);
+    const std::int64_t i0 = 4 * q;
+    if (vectorized && i0 + 4 <= n) {
+      const Vec4<T> s = *reinterpret_cast<const Vec4<T>*>(src + i0);
+      Vec4<T> d;
+      if (accumulate) d = *reinterpret_cast<const Vec4<T>*>(dst + i0);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float v = static_cast<float>(s.v[k]) * f.s[k];
+        d.v[k] = static_cast<T>(accumulate ? static_cast<float>(d.v[k]) + v : v);
+      }
+      *reinterpret_cast<Vec4<T>*>(dst + i0) = d;
+    } else {
+      for (int k = 0; k < 4 && i0 + k < n; ++k) {
+        const float v = static_cast<float>(src[i0 + k]) * f.s[k];
+        dst[i0 + k] = static_cast<T>(accumulate ? static_cast<float>(dst[i0 + k]) + v : v);
+      }
+    }
   }
 }
 
@@ -188,8 +212,10 @@ struct CudaLoraExec {
   }
   template <class T>
   void dropout(const T* src, T* dst, std::int64_t n, const LoraLinearParams& p, bool accumulate) {
-    dropout_kernel<T><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(src, dst, n, p.seed, p.stream, p.dropout,
-                                                                              accumulate);
+    const bool vectorized = reinterpret_cast<std::uintptr_t>(src) % sizeof(Vec4<T>) == 0 &&
+                            reinterpret_cast<std::uintptr_t>(dst) % sizeof(Vec4<T>) == 0;
+    dropout_kernel<T><<<vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream>>>(
+        src, dst, n, p.seed, p.stream, p.dropout, accumulate, vectorized);
     VIDLORA_CUDA_CHECK_LAUNCH("dropout_kernel");
   }
   template <class T>

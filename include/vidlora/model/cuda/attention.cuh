@@ -16,6 +16,10 @@ namespace vidlora::model::cuda {
 
 inline constexpr std::int64_t kMaxAttentionKeys = 8192;  // 32 KiB of float scores per block
 
+// Floats per shared score row: tk rounded up to 32, so that the compiler's unrolled, vectorised reads of
+// prob[j] near j = tk stay inside the allocation (compute-sanitizer's memcheck flags them otherwise).
+VIDLORA_HOST_DEVICE constexpr std::int64_t attention_row_floats(std::int64_t tk) { return (tk + 31) / 32 * 32; }
+
 struct AttentionParams {
   const float* q = nullptr;  // [tq, q_heads·d]
   const float* k = nullptr;  // [tk, kv_heads·d]
@@ -121,7 +125,7 @@ template <class = void>  // a template: header kernels get one definition across
 __global__ void attention_backward_kernel(AttentionParams p) {
   extern __shared__ float smem[];
   float* prob = smem;
-  float* ds = smem + p.tk;
+  float* ds = smem + attention_row_floats(p.tk);
   __shared__ double red[kAttnThreads];
   const std::int64_t i = blockIdx.x, h = blockIdx.y, d = p.head_dim, g = kv_head_of(p, h);
   const float scale = static_cast<float>(1.0 / sqrt(static_cast<double>(d)));
@@ -161,7 +165,7 @@ __global__ void attention_backward_kernel(AttentionParams p) {
 inline void attention_forward(const AttentionParams& p, cudaStream_t stream = nullptr) {
   check_attention(p, "cuda::attention_forward");
   const dim3 grid(static_cast<unsigned>(p.tq), static_cast<unsigned>(p.q_heads));
-  const std::size_t smem = static_cast<std::size_t>(p.tk) * sizeof(float);
+  const std::size_t smem = static_cast<std::size_t>(attention_row_floats(p.tk)) * sizeof(float);
   if (smem > 48 * 1024)
     VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(detail::attention_forward_kernel<>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
@@ -173,7 +177,7 @@ inline void attention_backward(const AttentionParams& p, cudaStream_t stream = n
   check_attention(p, "cuda::attention_backward");
   vidlora::cuda::check_arg(p.d_out && p.dq && p.dk && p.dv, "cuda::attention_backward", "needs d_out, dq, dk, dv");
   const dim3 grid(static_cast<unsigned>(p.tq), static_cast<unsigned>(p.q_heads));
-  const std::size_t smem = 2 * static_cast<std::size_t>(p.tk) * sizeof(float);
+  const std::size_t smem = 2 * static_cast<std::size_t>(attention_row_floats(p.tk)) * sizeof(float);
   if (smem > 48 * 1024)
     VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(detail::attention_backward_kernel<>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));

@@ -4,7 +4,7 @@
 // The host cuts every tensor into chunks of `chunk` elements and uploads a table of (tensor, start) pairs;
 // block b of a launch handles chunk b. Per element the AdamW kernel calls optim::adamw_update, the function
 // the CPU path runs (bit-exact only when the kernel's TU is compiled with --fmad=false: see docs/cuda.md).
-// Gradient norm: per-chunk Σ g² in double (8 accumulators per thread, block tree), then the chunk partials
+// Gradient norm: per-chunk Σ g² in double (float4 loads when aligned, block tree), then the chunk partials
 // summed in chunk order by one block -> the norm does not depend on the launch geometry's timing.
 
 #include <cmath>
@@ -66,12 +66,42 @@ struct MultiTensorLaunch {
 namespace vidlora::optim::cuda {
 namespace detail {
 
+// Whether every pointer is 16-byte aligned and the chunk starts on a multiple of 4 elements: then a thread
+// moves float4s (4 elements per load) and only the chunk's last n % 4 elements go one by one.
+__device__ inline bool float4_ready(const TensorSlot& t, std::int64_t begin) {
+  const auto bits = reinterpret_cast<std::uintptr_t>(t.p) | reinterpret_cast<std::uintptr_t>(t.g) |
+                    reinterpret_cast<std::uintptr_t>(t.m) | reinterpret_cast<std::uintptr_t>(t.v);
+  return (bits & 15u) == 0 && (begin & 3) == 0;
+}
+
+__device__ inline void adamw_float4(float4& p, const float4& g, float4& m, float4& v, const AdamWStepParams& s) {
+  adamw_update(p.x, g.x, m.x, v.x, s);
+  adamw_update(p.y, g.y, m.y, v.y, s);
+  adamw_update(p.z, g.z, m.z, v.z, s);
+  adamw_update(p.w, g.w, m.w, v.w, s);
+}
+
 template <class = void>  // a template: header kernels get one definition across TUs
 __global__ void adamw_kernel(MultiTensorLaunch l) {
   const Chunk c = l.chunks[blockIdx.x];
   const TensorSlot t = l.tensors[c.tensor];
   const std::int64_t end = (c.begin + l.chunk < t.n) ? c.begin + l.chunk : t.n;
-  for (std::int64_t i = c.begin + threadIdx.x; i < end; i += blockDim.x) {
+  std::int64_t first_scalar = c.begin;
+  if (float4_ready(t, c.begin)) {
+    const std::int64_t quads = (end - c.begin) / 4;
+    for (std::int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
+      const std::int64_t i = c.begin + 4 * q;
+      float4 p = *reinterpret_cast<const float4*>(t.p + i), m = *reinterpret_cast<const float4*>(t.m + i),
+             v = *reinterpret_cast<const float4*>(t.v + i);
+      const float4 g = *reinterpret_cast<const float4*>(t.g + i);
+      adamw_float4(p, g, m, v, t.step);
+      *reinterpret_cast<float4*>(t.p + i) = p;
+      *reinterpret_cast<float4*>(t.m + i) = m;
+      *reinterpret_cast<float4*>(t.v + i) = v;
+    }
+    first_scalar = c.begin + 4 * quads;
+  }
+  for (std::int64_t i = first_scalar + threadIdx.x; i < end; i += blockDim.x) {
     float p = t.p[i], m = t.m[i], v = t.v[i];
     adamw_update(p, t.g[i], m, v, t.step);
     t.p[i] = p;
@@ -92,13 +122,26 @@ __device__ double block_sum(double x) {
   return s[0];
 }
 
+__device__ inline bool grad_float4_ready(const TensorSlot& t, std::int64_t begin) {
+  return (reinterpret_cast<std::uintptr_t>(t.g) & 15u) == 0 && (begin & 3) == 0;
+}
+
 template <int Threads>
 __global__ void sum_squares_kernel(MultiTensorLaunch l, double* partial) {
   const Chunk c = l.chunks[blockIdx.x];
   const TensorSlot t = l.tensors[c.tensor];
   const std::int64_t end = (c.begin + l.chunk < t.n) ? c.begin + l.chunk : t.n;
   double acc = 0.0;
-  for (std::int64_t i = c.begin + threadIdx.x; i < end; i += Threads) acc += square(t.g[i]);
+  std::int64_t first_scalar = c.begin;
+  if (grad_float4_ready(t, c.begin)) {
+    const std::int64_t quads = (end - c.begin) / 4;
+    for (std::int64_t q = threadIdx.x; q < quads; q += Threads) {
+      const float4 g = *reinterpret_cast<const float4*>(t.g + c.begin + 4 * q);
+      acc += (square(g.x) + square(g.y)) + (square(g.z) + square(g.w));
+    }
+    first_scalar = c.begin + 4 * quads;
+  }
+  for (std::int64_t i = first_scalar + threadIdx.x; i < end; i += Threads) acc += square(t.g[i]);
   const double total = block_sum<Threads>(acc);
   if (threadIdx.x == 0) partial[blockIdx.x] = total;
 }
@@ -126,7 +169,21 @@ __global__ void scale_kernel(MultiTensorLaunch l, const double* result) {
   const TensorSlot t = l.tensors[c.tensor];
   float* g = const_cast<float*>(t.g);
   const std::int64_t end = (c.begin + l.chunk < t.n) ? c.begin + l.chunk : t.n;
-  for (std::int64_t i = c.begin + threadIdx.x; i < end; i += blockDim.x) g[i] *= scale;
+  std::int64_t first_scalar = c.begin;
+  if (grad_float4_ready(t, c.begin)) {
+    const std::int64_t quads = (end - c.begin) / 4;
+    for (std::int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
+      float4* p4 = reinterpret_cast<float4*>(g + c.begin + 4 * q);
+      float4 v = *p4;
+      v.x *= scale;
+      v.y *= scale;
+      v.z *= scale;
+      v.w *= scale;
+      *p4 = v;
+    }
+    first_scalar = c.begin + 4 * quads;
+  }
+  for (std::int64_t i = first_scalar + threadIdx.x; i < end; i += blockDim.x) g[i] *= scale;
 }
 
 }  // namespace detail

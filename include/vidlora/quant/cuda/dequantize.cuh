@@ -18,6 +18,7 @@
 
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/math.cuh>
+#include <vidlora/core/cuda/memory.cuh>
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/core/portability.hpp>
 #include <vidlora/quant/dynamic_map.hpp>
@@ -135,8 +136,34 @@ __device__ inline void stage_tables(const DecodeTables& t, float* code, float* m
   __syncthreads();
 }
 
-// Each thread decodes groups of 4 bytes (8 elements, one scale: blocks hold >= 32 elements) with one 32-bit
-// load; the last partial group and unaligned tensors take the per-byte path.
+// The 8 values of one packed 32-bit word (bytes b = 0..3 hold elements 2b and 2b + 1), all under scale s.
+template <class Out>
+__device__ inline void decode_word(Out* o, std::uint32_t w, const float* code, float s) {
+  float v[8];
+#pragma unroll
+  for (int b = 0; b < 4; ++b) {
+    const std::uint32_t byte = (w >> (8 * b)) & 0xFFu;
+    v[2 * b] = code[byte >> 4] * s;
+    v[2 * b + 1] = code[byte & 0xFu] * s;
+  }
+  if constexpr (sizeof(Out) == 4) {
+    float4* f = reinterpret_cast<float4*>(o);
+    f[0] = make_float4(v[0], v[1], v[2], v[3]);
+    f[1] = make_float4(v[4], v[5], v[6], v[7]);
+  } else {  // 8 two-byte values: one 16-byte store
+    union {
+      uint4 u;
+      Out h[8];
+    } pack;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) store(&pack.h[i], v[i]);
+    *reinterpret_cast<uint4*>(o) = pack.u;
+  }
+}
+
+// Each thread decodes groups of 16 packed bytes (32 elements, one scale: blocks hold >= 32 elements) with one
+// 16-byte load and 16-byte stores; the last partial group and unaligned tensors take the per-byte path.
+// The grid is capped (a grid-stride loop), so the tables are staged once per resident block.
 template <class Out>
 __global__ void dequantize_4bit_kernel(Quantized4bitView q, DecodeTables t, Out* out, bool vectorized) {
   __shared__ float code[16];
@@ -147,32 +174,17 @@ __global__ void dequantize_4bit_kernel(Quantized4bitView q, DecodeTables t, Out*
   const std::int64_t tid = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   std::int64_t first_scalar = 0;
   if (vectorized) {
-    const std::int64_t groups = q.numel / 8;
+    const std::int64_t groups = q.numel / 32;
     for (std::int64_t g = tid; g < groups; g += stride) {
-      const std::uint32_t w = reinterpret_cast<const std::uint32_t*>(q.packed)[g];
-      const float s = block_scale(q, map, (g * 8) >> q.blocksize_log2);
-      float v[8];
-#pragma unroll
-      for (int b = 0; b < 4; ++b) {
-        const std::uint32_t byte = (w >> (8 * b)) & 0xFFu;
-        v[2 * b] = code[byte >> 4] * s;
-        v[2 * b + 1] = code[byte & 0xFu] * s;
-      }
-      if constexpr (sizeof(Out) == 4) {
-        float4* o = reinterpret_cast<float4*>(out + g * 8);
-        o[0] = make_float4(v[0], v[1], v[2], v[3]);
-        o[1] = make_float4(v[4], v[5], v[6], v[7]);
-      } else {  // 8 two-byte values: one 16-byte store
-        union {
-          uint4 u;
-          Out h[8];
-        } pack;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) store(&pack.h[i], v[i]);
-        *reinterpret_cast<uint4*>(out + g * 8) = pack.u;
-      }
+      const uint4 w = reinterpret_cast<const uint4*>(q.packed)[g];
+      const float s = block_scale(q, map, (g * 32) >> q.blocksize_log2);
+      Out* o = out + g * 32;
+      decode_word(o, w.x, code, s);
+      decode_word(o + 8, w.y, code, s);
+      decode_word(o + 16, w.z, code, s);
+      decode_word(o + 24, w.w, code, s);
     }
-    first_scalar = groups * 4;
+    first_scalar = groups * 16;
   }
   for (std::int64_t j = first_scalar + tid; j < bytes; j += stride) {
     float a, b;
@@ -182,9 +194,10 @@ __global__ void dequantize_4bit_kernel(Quantized4bitView q, DecodeTables t, Out*
   }
 }
 
-// One warp per output row; lanes stride over the row's bytes; shuffle reduction.
+// One warp per output row; lanes stride over the row's bytes; shuffle reduction. Vectorised: each lane takes
+// 16 packed bytes (32 weights, one scale) and the matching 32 inputs per step.
 template <class = void>  // a template: header kernels get one definition across TUs
-__global__ void dequant_gemv_kernel(DequantGemvParams p, DecodeTables t) {
+__global__ void dequant_gemv_kernel(DequantGemvParams p, DecodeTables t, bool vectorized) {
   __shared__ float code[16];
   __shared__ float map[256];
   stage_tables(t, code, map);
@@ -195,10 +208,29 @@ __global__ void dequant_gemv_kernel(DequantGemvParams p, DecodeTables t) {
   for (std::int64_t r = warp; r < p.rows; r += warps) {
     float acc = 0.0f;
     const std::int64_t base = r * row_bytes;
-    for (std::int64_t jb = lane; jb < row_bytes; jb += 32) {
-      float a, b;
-      dequantize_byte(p.w, code, map, base + jb, a, b);
-      acc += a * p.x[2 * jb] + b * p.x[2 * jb + 1];
+    if (vectorized) {
+      for (std::int64_t jb = 16 * lane; jb < row_bytes; jb += 32 * 16) {
+        const uint4 w = *reinterpret_cast<const uint4*>(p.w.packed + base + jb);
+        const float s = block_scale(p.w, map, (2 * (base + jb)) >> p.w.blocksize_log2);
+        const float4* x4 = reinterpret_cast<const float4*>(p.x + 2 * jb);
+        const std::uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float4 xa = x4[2 * k], xb = x4[2 * k + 1];
+          const float xs[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+#pragma unroll
+          for (int b = 0; b < 4; ++b) {
+            const std::uint32_t byte = (words[k] >> (8 * b)) & 0xFFu;
+            acc += (code[byte >> 4] * s) * xs[2 * b] + (code[byte & 0xFu] * s) * xs[2 * b + 1];
+          }
+        }
+      }
+    } else {
+      for (std::int64_t jb = lane; jb < row_bytes; jb += 32) {
+        float a, b;
+        dequantize_byte(p.w, code, map, base + jb, a, b);
+        acc += a * p.x[2 * jb] + b * p.x[2 * jb + 1];
+      }
     }
 #pragma unroll
     for (int off = 16; off > 0; off /= 2) acc += __shfl_down_sync(0xFFFFFFFFu, acc, off);
@@ -211,10 +243,11 @@ __global__ void dequant_gemv_kernel(DequantGemvParams p, DecodeTables t) {
 template <QuantFormat Format, class Out>
 void dequantize_4bit(const Quantized4bitView& q, Out* out, cudaStream_t stream = nullptr) {
   check_view(q, "dequantize_4bit");
-  const bool vectorized = reinterpret_cast<std::uintptr_t>(q.packed) % 4 == 0 &&
+  const bool vectorized = reinterpret_cast<std::uintptr_t>(q.packed) % 16 == 0 &&
                           reinterpret_cast<std::uintptr_t>(out) % 16 == 0;
   const int threads = 256;
-  const unsigned blocks = vidlora::cuda::grid_size((q.numel + 7) / 8, threads);
+  const unsigned blocks = vidlora::cuda::grid_size((q.numel + 31) / 32, threads,
+                                                   std::int64_t{8} * vidlora::cuda::multiprocessor_count());
   detail::dequantize_4bit_kernel<Out><<<blocks, threads, 0, stream>>>(q, make_decode_tables<Format>(), out, vectorized);
   VIDLORA_CUDA_CHECK_LAUNCH("dequantize_4bit_kernel");
 }
@@ -222,9 +255,12 @@ void dequantize_4bit(const Quantized4bitView& q, Out* out, cudaStream_t stream =
 template <QuantFormat Format>
 void dequant_gemv(const DequantGemvParams& p, cudaStream_t stream = nullptr) {
   check_gemv(p);
+  // 16-byte steps need rows of whole 16-byte groups (cols % 32 == 0) and aligned weight and input.
+  const bool vectorized = p.cols % 32 == 0 && reinterpret_cast<std::uintptr_t>(p.w.packed) % 16 == 0 &&
+                          reinterpret_cast<std::uintptr_t>(p.x) % 16 == 0;
   const int threads = 256;
   const unsigned blocks = vidlora::cuda::grid_size(p.rows * 32, threads);
-  detail::dequant_gemv_kernel<><<<blocks, threads, 0, stream>>>(p, make_decode_tables<Format>());
+  detail::dequant_gemv_kernel<><<<blocks, threads, 0, stream>>>(p, make_decode_tables<Format>(), vectorized);
   VIDLORA_CUDA_CHECK_LAUNCH("dequant_gemv_kernel");
 }
 
