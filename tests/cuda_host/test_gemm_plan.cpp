@@ -123,11 +123,14 @@ TEST_CASE("plan keys treat packed and explicit strides alike and separate everyt
   CHECK(keys.size() == 8);
 }
 
-TEST_CASE("address alignment is the largest power of two up to 16", "[cuda_host][gemm]") {
-  alignas(16) static unsigned char buf[64];
-  CHECK(address_alignment(buf) == 16);
+TEST_CASE("address alignment is the largest power of two up to 256", "[cuda_host][gemm]") {
+  alignas(256) static unsigned char buf[1024];
+  CHECK(address_alignment(buf) == 256);
+  CHECK(address_alignment(buf + 512) == 256);
+  CHECK(address_alignment(buf + 128) == 128);
+  CHECK(address_alignment(buf + 16) == 16);
   CHECK(address_alignment(buf + 8) == 8);
   CHECK(address_alignment(buf + 2) == 2);
   CHECK(address_alignment(buf + 3) == 1);
-  CHECK(address_alignment(nullptr) == 16);
+  CHECK(address_alignment(nullptr) == 256);
 }

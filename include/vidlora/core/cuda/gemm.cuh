@@ -99,10 +99,13 @@ inline void check_gemm(const GemmProblem& p) {
 }
 
 // Everything the heuristic's choice depends on: the problem plus the operands' address alignment (cuBLASLt
-// picks vectorised kernels only for 16-byte aligned operands).
+// picks vectorised kernels only for 16-byte aligned operands, and its heuristic may rank kernels differently
+// for 16- and 256-byte aligned ones; PyTorch likewise reports alignments up to 256).
+inline constexpr std::uint16_t kMaxOperandAlignment = 256;
+
 struct GemmKey {
   GemmProblem p;
-  std::uint8_t alignment = 16;  // min over A, B, C, bias of the largest power of two (<= 16) dividing the address
+  std::uint16_t alignment = kMaxOperandAlignment;  // min over A, B, C, bias of address_alignment
 
   bool operator==(const GemmKey& o) const {
     return p.m == o.p.m && p.n == o.p.n && p.k == o.p.k && p.op_a == o.p.op_a && p.op_b == o.p.op_b &&
@@ -131,15 +134,17 @@ struct GemmKeyHash {
     mix(static_cast<std::uint64_t>(p.op_a) | static_cast<std::uint64_t>(p.op_b) << 8 |
         static_cast<std::uint64_t>(p.a_type) << 16 | static_cast<std::uint64_t>(p.b_type) << 24 |
         static_cast<std::uint64_t>(p.c_type) << 32 | static_cast<std::uint64_t>(p.compute) << 40 |
-        static_cast<std::uint64_t>(p.bias) << 48 | static_cast<std::uint64_t>(k.alignment) << 56);
+        static_cast<std::uint64_t>(p.bias) << 48);
+    mix(static_cast<std::uint64_t>(k.alignment));
     return static_cast<std::size_t>(h);
   }
 };
 
-inline std::uint8_t address_alignment(const void* ptr) {
+// The largest power of two (<= 256, the alignment cudaMalloc guarantees) dividing the address.
+inline std::uint16_t address_alignment(const void* ptr) {
   const auto a = reinterpret_cast<std::uintptr_t>(ptr);
-  if (a == 0) return 16;  // absent operand (no bias)
-  std::uint8_t align = 16;
+  if (a == 0) return kMaxOperandAlignment;  // absent operand (no bias)
+  std::uint16_t align = kMaxOperandAlignment;
   while (align > 1 && a % align != 0) align /= 2;
   return align;
 }

@@ -15,6 +15,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/math.cuh>
@@ -136,20 +137,23 @@ __device__ inline void stage_tables(const DecodeTables& t, float* code, float* m
   __syncthreads();
 }
 
-// The 8 values of one packed 32-bit word (bytes b = 0..3 hold elements 2b and 2b + 1), all under scale s.
+// The packed unit whose decoded values fill one 16-byte store: 2 bytes (4 floats) or 4 bytes (8 bf16).
 template <class Out>
-__device__ inline void decode_word(Out* o, std::uint32_t w, const float* code, float s) {
-  float v[8];
+using PackedUnit = std::conditional_t<sizeof(Out) == 4, std::uint16_t, std::uint32_t>;
+
+// The values of one packed unit (byte b holds elements 2b and 2b + 1), all under scale s, as one 16-byte store.
+template <class Out>
+__device__ inline void decode_unit(Out* o, PackedUnit<Out> w, const float* code, float s) {
+  constexpr int kBytes = static_cast<int>(sizeof(PackedUnit<Out>));
+  float v[2 * kBytes];
 #pragma unroll
-  for (int b = 0; b < 4; ++b) {
-    const std::uint32_t byte = (w >> (8 * b)) & 0xFFu;
+  for (int b = 0; b < kBytes; ++b) {
+    const std::uint32_t byte = (static_cast<std::uint32_t>(w) >> (8 * b)) & 0xFFu;
     v[2 * b] = code[byte >> 4] * s;
     v[2 * b + 1] = code[byte & 0xFu] * s;
   }
   if constexpr (sizeof(Out) == 4) {
-    float4* f = reinterpret_cast<float4*>(o);
-    f[0] = make_float4(v[0], v[1], v[2], v[3]);
-    f[1] = make_float4(v[4], v[5], v[6], v[7]);
+    *reinterpret_cast<float4*>(o) = make_float4(v[0], v[1], v[2], v[3]);
   } else {  // 8 two-byte values: one 16-byte store
     union {
       uint4 u;
@@ -161,16 +165,19 @@ __device__ inline void decode_word(Out* o, std::uint32_t w, const float* code, f
   }
 }
 
-// Words per thread per step of the grid-stride loops: the loads of all of them are issued before any is
+// Units per thread per step of the grid-stride loops: the loads of all of them are issued before any is
 // decoded, so each thread keeps several independent reads in flight.
 inline constexpr int kDequantUnroll = 4;
 
-// Lane l of a warp decodes packed 32-bit word g (elements 8g .. 8g+7, one scale: blocks hold >= 32 elements),
-// so a warp reads 128 contiguous bytes and writes 8 contiguous values per lane; kDequantUnroll words per
-// thread at a grid stride apart. The grid is capped (grid-stride), so the tables are staged once per
-// resident block. The last partial word and unaligned tensors take the per-byte path.
+// Lane l of a warp decodes packed unit g (PackedUnit: 4 or 8 elements, one scale: blocks hold >= 32
+// elements), so a warp's reads are contiguous and each lane writes one 16-byte store next to its neighbours'
+// (fully coalesced); kDequantUnroll units per thread at a grid stride apart. The grid is capped (grid-stride),
+// so the tables are staged once per resident block. The last partial unit and unaligned tensors take the
+// per-byte path.
 template <class Out>
 __global__ void dequantize_4bit_kernel(Quantized4bitView q, DecodeTables t, Out* out, bool vectorized) {
+  using Unit = PackedUnit<Out>;
+  constexpr std::int64_t kPerUnit = 2 * static_cast<std::int64_t>(sizeof(Unit));
   __shared__ float code[16];
   __shared__ float map[256];
   stage_tables(t, code, map);
@@ -179,26 +186,26 @@ __global__ void dequantize_4bit_kernel(Quantized4bitView q, DecodeTables t, Out*
   const std::int64_t tid = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   std::int64_t first_scalar = 0;
   if (vectorized) {
-    const std::int64_t words = q.numel / 8;
-    const auto* packed = reinterpret_cast<const std::uint32_t*>(q.packed);
-    for (std::int64_t g0 = tid; g0 < words; g0 += kDequantUnroll * stride) {
-      std::uint32_t w[kDequantUnroll];
+    const std::int64_t units = q.numel / kPerUnit;
+    const auto* packed = reinterpret_cast<const Unit*>(q.packed);
+    for (std::int64_t g0 = tid; g0 < units; g0 += kDequantUnroll * stride) {
+      Unit w[kDequantUnroll];
       float s[kDequantUnroll];
 #pragma unroll
       for (int u = 0; u < kDequantUnroll; ++u) {
         const std::int64_t g = g0 + u * stride;
-        if (g < words) {
+        if (g < units) {
           w[u] = packed[g];
-          s[u] = block_scale(q, map, (g * 8) >> q.blocksize_log2);
+          s[u] = block_scale(q, map, (g * kPerUnit) >> q.blocksize_log2);
         }
       }
 #pragma unroll
       for (int u = 0; u < kDequantUnroll; ++u) {
         const std::int64_t g = g0 + u * stride;
-        if (g < words) decode_word(out + g * 8, w[u], code, s[u]);
+        if (g < units) decode_unit(out + g * kPerUnit, w[u], code, s[u]);
       }
     }
-    first_scalar = words * 4;
+    first_scalar = units * static_cast<std::int64_t>(sizeof(Unit));
   }
   for (std::int64_t j = first_scalar + tid; j < bytes; j += stride) {
     float a, b;
@@ -257,7 +264,7 @@ __global__ void dequant_gemv_kernel(DequantGemvParams p, DecodeTables t, bool ve
 template <QuantFormat Format, class Out>
 void dequantize_4bit(const Quantized4bitView& q, Out* out, cudaStream_t stream = nullptr) {
   check_view(q, "dequantize_4bit");
-  const bool vectorized = reinterpret_cast<std::uintptr_t>(q.packed) % 4 == 0 &&
+  const bool vectorized = reinterpret_cast<std::uintptr_t>(q.packed) % sizeof(detail::PackedUnit<Out>) == 0 &&
                           reinterpret_cast<std::uintptr_t>(out) % 16 == 0;
   const int threads = 256;
   const unsigned blocks = vidlora::cuda::grid_size((q.numel + 7) / 8, threads,
