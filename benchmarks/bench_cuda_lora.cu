@@ -68,9 +68,11 @@ void BM_frozen_gemms_bf16(benchmark::State& state) {
   state.counters["GFLOP/s(frozen)"] = benchmark::Counter(kFrozenFlops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
+// Args: dropout percent, fused (1: the rank-r expansions by low_rank_expand's kernel; 0: cuBLASLt + mask pass).
 void run_lora(benchmark::State& state, bool nf4) {
   Layer l(static_cast<float>(state.range(0)) / 100.0f, nf4);
-  vidlora::cuda::GemmRunner gemm(std::size_t{32} << 20, tuning_of(state, 1));
+  l.p.fused_expand = state.range(1) != 0;
+  vidlora::cuda::GemmRunner gemm;
   cuda_bench::time_iterations(state, [&] {
     lc::lora_forward<bf16>(gemm, l.p, l.ws, l.x.data(), l.y.data());
     lc::lora_backward<bf16>(gemm, l.p, l.ws, l.x.data(), l.dy.data(), l.dx.data());
@@ -105,6 +107,23 @@ void BM_lora_gemm_piece_bf16(benchmark::State& state) {
   });
 }
 
+// The fused rank-r expansion alone (args: 0 = y = s·h·Bᵀ, 1 = dx = mask ⊙ (g·A) with dropout bits): compare with
+// pieces 1 and 4 above (the same products by cuBLASLt, without the mask).
+void BM_low_rank_expand_bf16(benchmark::State& state) {
+  Layer l(0.05f, false);
+  const bool backward = state.range(0) != 0;
+  lc::LowRankExpandParams e = backward ? lc::expansion(l.ws.g, l.a.data(), l.dx.data(), kTokens, kIn, kRank, 1.0f,
+                                                       lc::RLayout::RankByCols, l.ws.mask, 0.05f)
+                                       : lc::expansion(l.ws.h, l.b.data(), l.y.data(), kTokens, kOut, kRank, 2.0f,
+                                                       lc::RLayout::ColsByRank, nullptr, 0.05f);
+  VIDLORA_CUDA_CHECK(cudaMemset(l.ws.mask, 0x5A, static_cast<std::size_t>(kTokens * kIn / 4)));
+  state.SetLabel(backward ? "dx=mask.(g.A)" : "y=s.h.Bt");
+  cuda_bench::time_iterations(state, [&] {
+    if (!lc::low_rank_expand<bf16>(e)) state.SkipWithError("the kernel declined the shape");
+  });
+  state.SetBytesProcessed(state.iterations() * kTokens * kOut * 2);  // the output written
+}
+
 // The forward's dropout pass alone (x -> dropout(x) and the keep bits, 33.5 M bf16 elements): its cost in the
 // dropout rows above (the backward only applies the stored bits).
 void BM_lora_dropout_pass_bf16(benchmark::State& state) {
@@ -117,9 +136,10 @@ void BM_lora_dropout_pass_bf16(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_frozen_gemms_bf16)->ArgName("autotune")->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_lora_forward_backward_bf16)->ArgNames({"dropout_pct", "autotune"})->ArgsProduct({{0, 5}, {0, 1}})->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_qlora_nf4_forward_backward_bf16)->ArgNames({"dropout_pct", "autotune"})->ArgsProduct({{0, 5}, {0, 1}})->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_lora_gemm_piece_bf16)->ArgNames({"piece", "autotune"})->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1}})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_lora_forward_backward_bf16)->ArgNames({"dropout_pct", "fused"})->ArgsProduct({{0, 5}, {0, 1}})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_qlora_nf4_forward_backward_bf16)->ArgNames({"dropout_pct", "fused"})->ArgsProduct({{0, 5}, {0, 1}})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_lora_gemm_piece_bf16)->ArgNames({"piece", "autotune"})->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0}})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_low_rank_expand_bf16)->ArgName("backward")->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_lora_dropout_pass_bf16)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 VIDLORA_CUDA_BENCHMARK_MAIN()

@@ -138,10 +138,10 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
   row "goal: adamw / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_adamw_multi_tensor/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
   row "goal: grad norm+clip / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_grad_norm_clip/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
   L=bench_cuda_lora
-  for tune in 0 1; do
-    tn=$([[ $tune == 1 ]] && echo "autotuned" || echo "heuristic")
+  for fused in 1 0; do
+    fn=$([[ $fused == 1 ]] && echo "fused expand" || echo "cuBLASLt expand")
     for d in 0 5; do
-      row "goal: lora fwd+bwd / frozen, dropout $d%, $tn" "$(ratio "$(t $L "BM_lora_forward_backward_bf16/dropout_pct:$d/autotune:$tune/manual_time")" "$(t $L "BM_frozen_gemms_bf16/autotune:$tune/manual_time")")" "<= 1.15"
+      row "goal: lora fwd+bwd / frozen, dropout $d%, $fn" "$(ratio "$(t $L "BM_lora_forward_backward_bf16/dropout_pct:$d/fused:$fused/manual_time")" "$(t $L "BM_frozen_gemms_bf16/autotune:0/manual_time")")" "<= 1.15"
     done
   done
   # Speed-up over PyTorch (torch ms / vidlora ms; goal >= 1: at least as fast).
@@ -149,12 +149,9 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
   pms() { awk -F, -v n="$1" '$1==n {print $2; exit}' "$log/pytorch.csv" 2>/dev/null; }
   speedup() { row "vs torch: $1" "$(ratio "$(pms "$3")" "$(tms "${2%%:*}" "${2#*:}")")" ">= 1.00 ($3)"; }
   speedup "frozen bf16 GEMMs (heuristic)" "$L:BM_frozen_gemms_bf16/autotune:0/manual_time" torch_frozen_linear_fwd_bwd_bf16
-  for tune in 0 1; do
-    tn=$([[ $tune == 1 ]] && echo "autotuned" || echo "heuristic")
-    for d in 0 5; do
-      speedup "lora fwd+bwd, dropout $d%, $tn" "$L:BM_lora_forward_backward_bf16/dropout_pct:$d/autotune:$tune/manual_time" peft_lora_fwd_bwd_bf16_dropout$d
-      speedup "qlora nf4 fwd+bwd, dropout $d%, $tn" "$L:BM_qlora_nf4_forward_backward_bf16/dropout_pct:$d/autotune:$tune/manual_time" peft_qlora_nf4_fwd_bwd_bf16_dropout$d
-    done
+  for d in 0 5; do
+    speedup "lora fwd+bwd, dropout $d%" "$L:BM_lora_forward_backward_bf16/dropout_pct:$d/fused:1/manual_time" peft_lora_fwd_bwd_bf16_dropout$d
+    speedup "qlora nf4 fwd+bwd, dropout $d%" "$L:BM_qlora_nf4_forward_backward_bf16/dropout_pct:$d/fused:1/manual_time" peft_qlora_nf4_fwd_bwd_bf16_dropout$d
   done
   speedup "adamw 40Mi (torch fused)" "bench_cuda_optim:BM_adamw_multi_tensor/manual_time" torch_adamw_fused_40Mi
   speedup "adamw 40Mi (torch foreach)" "bench_cuda_optim:BM_adamw_multi_tensor/manual_time" torch_adamw_foreach_40Mi

@@ -115,3 +115,56 @@ TEST_CASE("cuda lora linear in bf16 stays within bf16 tolerance of the fp32 CPU 
   CHECK(cuda_test::normwise_error(ga.download(), want.grad_a) < 2e-2);
   CHECK(cuda_test::normwise_error(gb.download(), want.grad_b) < 2e-2);
 }
+
+namespace {
+template <class T>
+void check_expand(std::int64_t rows, std::int64_t cols, int rank, lora::cuda::RLayout layout, bool masked,
+                  bool expect_kernel, double tol) {
+  INFO("rows " << rows << " cols " << cols << " rank " << rank << " layout " << static_cast<int>(layout)
+                << " masked " << masked << " element bytes " << sizeof(T));
+  auto l = cuda_test::random_vector(static_cast<std::size_t>(rows * rank), 11);
+  auto r = cuda_test::random_vector(static_cast<std::size_t>(cols * rank), 12);
+  for (auto* v : {&l, &r})  // the operands as T holds them
+    for (float& x : *v) x = static_cast<float>(static_cast<T>(x));
+  std::vector<std::uint8_t> bits(static_cast<std::size_t>((rows * cols + 3) / 4));
+  for (std::size_t q = 0; q < bits.size(); ++q) bits[q] = lora::dropout_keep_bits4(5, 6, q, 0.1f);
+  lora::cuda::LowRankExpandParams e;
+  e.rows = rows; e.cols = cols; e.rank = rank; e.alpha = 2.0f; e.layout = layout; e.dropout = 0.1f;
+  e.keep_bits = masked ? bits.data() : nullptr;
+  std::vector<float> want(static_cast<std::size_t>(rows * cols));
+  for (std::int64_t t = 0; t < rows; ++t)
+    for (std::int64_t n = 0; n < cols; ++n)
+      want[static_cast<std::size_t>(t * cols + n)] = lora::cuda::low_rank_expand_element(e, l.data(), r.data(), t, n);
+  auto to_t = [](const std::vector<float>& v) {
+    std::vector<T> o(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) o[i] = static_cast<T>(v[i]);
+    return o;
+  };
+  DeviceBuffer<T> dl(to_t(l)), dr(to_t(r)), dout(static_cast<std::size_t>(rows * cols));
+  DeviceBuffer<std::uint8_t> dbits(bits);
+  cuda_test::poison(dout);
+  e.l = dl.data(); e.r = dr.data(); e.out = dout.data(); e.keep_bits = masked ? dbits.data() : nullptr;
+  const bool ran = lora::cuda::low_rank_expand<T>(e);
+  REQUIRE(ran == expect_kernel);
+  if (!ran) return;
+  VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto got = dout.download();
+  std::vector<float> got32(got.size());
+  for (std::size_t i = 0; i < got.size(); ++i) got32[i] = static_cast<float>(got[i]);
+  CHECK(cuda_test::normwise_error(got32, want) < tol);
+}
+}  // namespace
+
+TEST_CASE("cuda fused low-rank expansion matches its element function and declines shapes it does not take", "[lora]") {
+  using lora::cuda::RLayout;
+  for (RLayout layout : {RLayout::ColsByRank, RLayout::RankByCols})
+    for (bool masked : {false, true}) {
+      check_expand<float>(100, 4096 + 4, 16, layout, masked, true, 1e-6);       // rows not a multiple of 64
+      check_expand<float>(7, 20, 3, layout, masked, true, 1e-6);                // strips past the columns idle
+      check_expand<float>(65, 1028, 32, layout, masked, true, 1e-6);
+      check_expand<__nv_bfloat16>(130, 2048 + 8, 16, layout, masked, true, 1e-2);
+      check_expand<__nv_bfloat16>(33, 260, 24, layout, masked, true, 1e-2);   // rank 17..32: 4-wide strips
+      check_expand<__nv_bfloat16>(9, 100, 16, layout, masked, false, 1e-2);   // 100 % 8 != 0: cuBLASLt's turn
+      check_expand<float>(9, 64, 33, layout, masked, false, 1e-6);             // rank > 32: cuBLASLt's turn
+    }
+}

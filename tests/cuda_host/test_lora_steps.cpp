@@ -23,7 +23,7 @@ Matrix random_matrix(Eigen::Index r, Eigen::Index c, std::uint64_t seed) {
 }
 
 struct HostExec {
-  int gemms = 0, dropouts = 0, masks_applied = 0;
+  int gemms = 0, dropouts = 0, masks_applied = 0, expansions = 0;
   void gemm(const cuda::GemmProblem& g, const void* a, const void* b, void* c, float alpha, float beta, const void* bias) {
     ++gemms;
     vidlora_test::run_row_major(g, static_cast<const float*>(a), static_cast<const float*>(b), static_cast<float*>(c),
@@ -43,9 +43,15 @@ struct HostExec {
       }
     }
   }
-  void apply_mask(float* x, std::int64_t n, const LoraLinearParams& p, const std::uint8_t* mask) {
-    ++masks_applied;
-    for (std::int64_t i = 0; i < n; ++i) x[i] *= lora::dropout_factor(mask[i / 4], static_cast<int>(i % 4), p.dropout);
+  // The fused expansion kernel's element function over every output.
+  void expand(const lora::cuda::LowRankExpandParams& e) {
+    ++expansions;
+    masks_applied += e.keep_bits != nullptr;
+    const auto* l = static_cast<const float*>(e.l);
+    const auto* r = static_cast<const float*>(e.r);
+    auto* out = static_cast<float*>(e.out);
+    for (std::int64_t t = 0; t < e.rows; ++t)
+      for (std::int64_t n = 0; n < e.cols; ++n) out[t * e.cols + n] = lora::cuda::low_rank_expand_element(e, l, r, t, n);
   }
   const float* base_weight(const LoraLinearParams& p, const LoraWorkspace<float>& ws) {
     if (p.base == BaseKind::Dense) return static_cast<const float*>(p.w);
@@ -79,7 +85,8 @@ void compare_with_layer(Layer& layer, const Matrix& x, const Matrix& dy, LoraLin
   HostExec exec;
   lora::cuda::lora_forward_steps<float>(exec, p, ws, x.data(), y.data(), cuda::DType::F32);
   lora::cuda::lora_backward_steps<float>(exec, p, ws, x.data(), dy.data(), dx.data(), cuda::DType::F32);
-  CHECK(exec.gemms == 3 + 5);
+  CHECK(exec.gemms == 2 + 4);      // h, the frozen forward; g, the frozen dx, grad_A, grad_B
+  CHECK(exec.expansions == 1 + 1);  // scaling·h·Bᵀ and mask ⊙ (g·A)
   CHECK(exec.dropouts == (p.dropout > 0 ? 1 : 0));  // the mask is drawn once, in forward ...
   CHECK(exec.masks_applied == exec.dropouts);       // ... and the backward reuses its stored bits
 
@@ -161,4 +168,43 @@ TEST_CASE("lora workspace sizes and checks", "[cuda_host][lora]") {
   p.dropout = 0.0f;
   p.rank = 0;
   CHECK_THROWS_AS(lora::cuda::check_lora(p), cuda::CudaError);
+}
+
+TEST_CASE("low-rank expansion element matches a float64 product for both R layouts, masked or not", "[cuda_host][lora]") {
+  using lora::cuda::LowRankExpandParams;
+  using lora::cuda::RLayout;
+  const std::int64_t rows = 5, cols = 13;
+  for (int rank : {1, 4, 16, 23}) {
+    std::vector<float> l(static_cast<std::size_t>(rows * rank)), r(static_cast<std::size_t>(cols * rank));
+    for (std::size_t i = 0; i < l.size(); ++i) l[i] = random_uniform(1, 2, i) - 0.5f;
+    for (std::size_t i = 0; i < r.size(); ++i) r[i] = random_uniform(1, 3, i) - 0.5f;
+    std::vector<std::uint8_t> bits(static_cast<std::size_t>((rows * cols + 3) / 4));
+    for (std::size_t q = 0; q < bits.size(); ++q) bits[q] = lora::dropout_keep_bits4(7, 8, q, 0.3f);
+    for (RLayout layout : {RLayout::ColsByRank, RLayout::RankByCols})
+      for (bool masked : {false, true}) {
+        LowRankExpandParams e;
+        e.rows = rows; e.cols = cols; e.rank = rank; e.alpha = 1.5f; e.layout = layout;
+        e.keep_bits = masked ? bits.data() : nullptr;
+        e.dropout = 0.3f;
+        for (std::int64_t t = 0; t < rows; ++t)
+          for (std::int64_t n = 0; n < cols; ++n) {
+            double want = 0;
+            for (int k = 0; k < rank; ++k) {
+              const double rv = layout == RLayout::ColsByRank ? r[static_cast<std::size_t>(n * rank + k)]
+                                                              : r[static_cast<std::size_t>(k * cols + n)];
+              want += static_cast<double>(l[static_cast<std::size_t>(t * rank + k)]) * rv;
+            }
+            want *= 1.5;
+            if (masked) want *= lora::dropout_scale(7, 8, static_cast<std::uint64_t>(t * cols + n), 0.3f);
+            CHECK(lora::cuda::low_rank_expand_element(e, l.data(), r.data(), t, n) == Approx(want).margin(1e-6));
+          }
+      }
+  }
+  // The kernel's strip widths: 16-byte strips up to rank 16, 4 values up to 32, nothing beyond.
+  CHECK(lora::cuda::low_rank_strip(2, 16) == 8);
+  CHECK(lora::cuda::low_rank_strip(2, 17) == 4);
+  CHECK(lora::cuda::low_rank_strip(4, 16) == 4);
+  CHECK(lora::cuda::low_rank_strip(4, 32) == 4);
+  CHECK(lora::cuda::low_rank_strip(2, 33) == 0);
+  CHECK(lora::cuda::low_rank_strip(4, 0) == 0);
 }

@@ -15,6 +15,7 @@
 #include <vidlora/core/cuda/gemm.cuh>
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/status.cuh>
+#include <vidlora/lora/cuda/low_rank_expand.cuh>
 #include <vidlora/lora/dropout.hpp>
 #include <vidlora/quant/cuda/dequantize.cuh>
 
@@ -37,6 +38,7 @@ struct LoraLinearParams {
   float* grad_a = nullptr;       // [rank, in] accumulated
   float* grad_b = nullptr;       // [out, rank] accumulated
   vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32;
+  bool fused_expand = true;      // the rank-r expansions by low_rank_expand.cuh's kernel (false: cuBLASLt + mask pass)
 };
 
 // Element counts (of T) of the workspace pieces a layer needs; the caller allocates them once. Every piece is
@@ -112,10 +114,19 @@ struct LoraWorkspace {
   }
 };
 
+inline LowRankExpandParams expansion(const void* l, const void* r, void* out, std::int64_t rows, std::int64_t cols,
+                                     std::int64_t rank, float alpha, RLayout layout, const std::uint8_t* keep_bits,
+                                     float dropout) {
+  LowRankExpandParams e;
+  e.l = l; e.r = r; e.out = out; e.rows = rows; e.cols = cols; e.rank = static_cast<int>(rank); e.alpha = alpha;
+  e.layout = layout; e.keep_bits = keep_bits; e.dropout = dropout;
+  return e;
+}
+
 // The forward and backward as a sequence of GEMM problems and dropout passes over an executor:
 //   exec.gemm(problem, a, b, c, alpha, beta, bias)          C = alpha·op(A)·op(B) + beta·C (+ bias)
 //   exec.dropout(src, dst, n, params, mask)                 dst = src ⊙ mask, drawing the mask; keep bits -> mask
-//   exec.apply_mask(x, n, params, mask)                     x = x ⊙ mask from the stored keep bits
+//   exec.expand(expansion)                                   out = alpha·L·R (⊙ stored mask): low_rank_expand.cuh
 //   exec.base_weight(params, workspace) -> const T*         W dense (dequantized for a 4-bit base)
 // The CUDA executor runs cuBLASLt and the kernels; the CPU tests run the same steps with a host executor.
 template <class T, class Exec>
@@ -136,7 +147,7 @@ void lora_forward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorkspa
   // low-rank term is its epilogue's read of C (beta = 1), hidden under a compute-bound GEMM, instead of a
   // separate read-modify-write pass over y.
   exec.gemm(with(linear_forward(p.tokens, p.in, p.rank, t, false, t)), xd, p.a, ws.h, 1.0f, 0.0f, nullptr);
-  exec.gemm(with(linear_forward(p.tokens, p.rank, p.out, t, false, t)), ws.h, p.b, y, p.scaling, 0.0f, nullptr);
+  exec.expand(expansion(ws.h, p.b, y, p.tokens, p.out, p.rank, p.scaling, RLayout::ColsByRank, nullptr, p.dropout));
   exec.gemm(with(linear_forward(p.tokens, p.in, p.out, t, p.bias != nullptr, t)), x, exec.base_weight(p, ws), y, 1.0f,
             1.0f, p.bias);
 }
@@ -153,12 +164,11 @@ void lora_backward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorksp
   };
   // g = scaling·dy·B  [tokens, rank];  dx = mask ⊙ (g·A);  dx = dy·W + dx  (the frozen GEMM last, as in forward)
   exec.gemm(with(linear_input_grad(p.tokens, p.rank, p.out, t, t)), dy, p.b, ws.g, p.scaling, 0.0f, nullptr);
-  exec.gemm(with(linear_input_grad(p.tokens, p.in, p.rank, t, t)), ws.g, p.a, dx, 1.0f, 0.0f, nullptr);
-  const T* xd = x;
-  if (p.dropout > 0.0f) {
-    xd = ws.xd;
-    exec.apply_mask(dx, p.tokens * p.in, p, ws.mask);  // in place: dx = mask ⊙ (g·A), the forward's mask
-  }
+  // dx = mask ⊙ (g·A) in one pass, with the keep bits the forward stored
+  const bool drop = p.dropout > 0.0f;
+  exec.expand(expansion(ws.g, p.a, dx, p.tokens, p.in, p.rank, 1.0f, RLayout::RankByCols, drop ? ws.mask : nullptr,
+                        p.dropout));
+  const T* xd = drop ? ws.xd : x;
   exec.gemm(with(linear_input_grad(p.tokens, p.in, p.out, t, t)), dy, exec.base_weight(p, ws), dx, 1.0f, 1.0f, nullptr);
   // grad_A += gᵀ·dropout(x)  [rank, in];  grad_B += scaling·dyᵀ·h  [out, rank]  (fp32 outputs)
   exec.gemm(with(linear_weight_grad(p.tokens, p.in, p.rank, t, DType::F32)), ws.g, xd, p.grad_a, 1.0f, 1.0f, nullptr);
@@ -253,6 +263,31 @@ struct CudaLoraExec {
                                                                                          vectorized);
     VIDLORA_CUDA_CHECK_LAUNCH("apply_mask_kernel");
   }
+  // The fused kernel when it takes the shape (and `fused` is on), else a cuBLASLt GEMM and, for a masked
+  // expansion, a second pass applying the keep bits.
+  bool fused = true;
+  vidlora::cuda::DType dtype = vidlora::cuda::DType::F32;
+  vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32;
+  template <class T>
+  void expand_as(const LowRankExpandParams& e) {
+    if (fused && low_rank_expand<T>(e, stream)) return;
+    using namespace vidlora::cuda;
+    GemmProblem g = e.layout == RLayout::ColsByRank ? linear_forward(e.rows, e.rank, e.cols, dtype, false, dtype)
+                                                    : linear_input_grad(e.rows, e.cols, e.rank, dtype, dtype);
+    g.compute = compute;
+    runner.run(g, e.l, e.r, e.out, e.alpha, 0.0f, nullptr, stream);
+    if (e.keep_bits) {
+      LoraLinearParams mp;
+      mp.dropout = e.dropout;
+      apply_mask(static_cast<T*>(e.out), e.rows * e.cols, mp, e.keep_bits);
+    }
+  }
+  void expand(const LowRankExpandParams& e) {
+    if (dtype == vidlora::cuda::DType::BF16)
+      expand_as<__nv_bfloat16>(e);
+    else
+      expand_as<float>(e);
+  }
   template <class T>
   const T* base_weight(const LoraLinearParams& p, const LoraWorkspace<T>& ws) {
     if (p.base == BaseKind::Dense) return static_cast<const T*>(p.w);
@@ -269,7 +304,7 @@ struct CudaLoraExec {
 template <class T>
 void lora_forward(vidlora::cuda::GemmRunner& gemm, const LoraLinearParams& p, const LoraWorkspace<T>& ws, const T* x,
                   T* y, cudaStream_t s = nullptr) {
-  detail::CudaLoraExec exec{gemm, s};
+  detail::CudaLoraExec exec{gemm, s, p.fused_expand, dtype_of<T>(), p.compute};
   lora_forward_steps<T>(exec, p, ws, x, y, dtype_of<T>());
 }
 
@@ -278,7 +313,7 @@ void lora_forward(vidlora::cuda::GemmRunner& gemm, const LoraLinearParams& p, co
 template <class T>
 void lora_backward(vidlora::cuda::GemmRunner& gemm, const LoraLinearParams& p, const LoraWorkspace<T>& ws, const T* x,
                    const T* dy, T* dx, cudaStream_t s = nullptr) {
-  detail::CudaLoraExec exec{gemm, s};
+  detail::CudaLoraExec exec{gemm, s, p.fused_expand, dtype_of<T>(), p.compute};
   lora_backward_steps<T>(exec, p, ws, x, dy, dx, dtype_of<T>());
 }
 
