@@ -138,7 +138,7 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
   row "goal: adamw / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_adamw_multi_tensor/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
   row "goal: grad norm+clip / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_grad_norm_clip/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
   L=bench_cuda_lora
-  for fused in 1 0; do
+  for fused in 0 1; do
     fn=$([[ $fused == 1 ]] && echo "fused expand" || echo "cuBLASLt expand")
     for d in 0 5; do
       row "goal: lora fwd+bwd / frozen, dropout $d%, $fn" "$(ratio "$(t $L "BM_lora_forward_backward_bf16/dropout_pct:$d/fused:$fused/manual_time")" "$(t $L "BM_frozen_gemms_bf16/autotune:0/manual_time")")" "<= 1.15"
@@ -150,8 +150,8 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
   speedup() { row "vs torch: $1" "$(ratio "$(pms "$3")" "$(tms "${2%%:*}" "${2#*:}")")" ">= 1.00 ($3)"; }
   speedup "frozen bf16 GEMMs (heuristic)" "$L:BM_frozen_gemms_bf16/autotune:0/manual_time" torch_frozen_linear_fwd_bwd_bf16
   for d in 0 5; do
-    speedup "lora fwd+bwd, dropout $d%" "$L:BM_lora_forward_backward_bf16/dropout_pct:$d/fused:1/manual_time" peft_lora_fwd_bwd_bf16_dropout$d
-    speedup "qlora nf4 fwd+bwd, dropout $d%" "$L:BM_qlora_nf4_forward_backward_bf16/dropout_pct:$d/fused:1/manual_time" peft_qlora_nf4_fwd_bwd_bf16_dropout$d
+    speedup "lora fwd+bwd, dropout $d%" "$L:BM_lora_forward_backward_bf16/dropout_pct:$d/fused:0/manual_time" peft_lora_fwd_bwd_bf16_dropout$d
+    speedup "qlora nf4 fwd+bwd, dropout $d%" "$L:BM_qlora_nf4_forward_backward_bf16/dropout_pct:$d/fused:0/manual_time" peft_qlora_nf4_fwd_bwd_bf16_dropout$d
   done
   speedup "adamw 40Mi (torch fused)" "bench_cuda_optim:BM_adamw_multi_tensor/manual_time" torch_adamw_fused_40Mi
   speedup "adamw 40Mi (torch foreach)" "bench_cuda_optim:BM_adamw_multi_tensor/manual_time" torch_adamw_foreach_40Mi

@@ -13,7 +13,7 @@ using vidlora::cuda::DeviceBuffer;
 
 namespace {
 void check_lora(bool nf4, long tokens, long in, long out, double dropout, bool bias, vidlora::cuda::Compute compute,
-                double tol) {
+                double tol, bool fused_expand = false) {
   INFO((nf4 ? "nf4" : "dense") << " tokens " << tokens << " in " << in << " out " << out << " dropout " << dropout
                                 << (compute == vidlora::cuda::Compute::TF32 ? " tf32" : " fp32"));
   const auto w = cuda_test::random_vector(static_cast<std::size_t>(out * in), 1, -0.2f, 0.2f);
@@ -49,6 +49,7 @@ void check_lora(bool nf4, long tokens, long in, long out, double dropout, bool b
   p.grad_a = ga.data();
   p.grad_b = gb.data();
   p.compute = compute;
+  p.fused_expand = fused_expand;
   const auto sizes = lora::cuda::lora_workspace_sizes<float>(p);
   DeviceBuffer<float> storage(static_cast<std::size_t>(sizes.total()));
   cuda_test::poison(storage);
@@ -69,10 +70,13 @@ TEST_CASE("cuda lora linear on a dense base matches LoraLinear with and without 
   check_lora(false, 17, 96, 33, 0.0, false, vidlora::cuda::Compute::F32, 1e-5);
   check_lora(false, 17, 97, 33, 0.2, true, vidlora::cuda::Compute::F32, 1e-5);  // odd count: scalar dropout tail, 4-byte aligned workspace
   check_lora(false, 64, 256, 192, 0.05, false, vidlora::cuda::Compute::TF32, 5e-3);
+  check_lora(false, 64, 256, 192, 0.1, true, vidlora::cuda::Compute::F32, 1e-5, true);   // fused expansions
+  check_lora(false, 17, 97, 33, 0.2, true, vidlora::cuda::Compute::F32, 1e-5, true);    // fused declines: cuBLASLt
 }
 
 TEST_CASE("cuda lora linear on an NF4 base matches QLoRA LoraLinear", "[lora]") {
   check_lora(true, 32, 512, 128, 0.1, false, vidlora::cuda::Compute::F32, 1e-5);
+  check_lora(true, 32, 512, 128, 0.1, false, vidlora::cuda::Compute::F32, 1e-5, true);
 }
 
 TEST_CASE("cuda lora linear in bf16 stays within bf16 tolerance of the fp32 CPU layer", "[lora]") {
