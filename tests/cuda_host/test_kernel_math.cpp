@@ -124,14 +124,23 @@ TEST_CASE("multi-tensor chunks cover every element exactly once", "[cuda_host][o
   CHECK_THROWS_AS(vidlora::optim::cuda::make_chunks({4}, 0), vidlora::cuda::CudaError);
 }
 
-TEST_CASE("clip coefficient and squares match clip_grad_norm", "[cuda_host][optim]") {
+TEST_CASE("the kernels' clip coefficient is optim::clip_coefficient, torch's max_norm / (norm + 1e-6)",
+          "[cuda_host][optim]") {
+  // One definition (optim/clip_coefficient.hpp): the CUDA name is a using-declaration of it.
+  CHECK(&vidlora::optim::cuda::clip_coefficient == &vidlora::optim::clip_coefficient);
+  CHECK(vidlora::optim::clip_coefficient(5.0, 1.0) == 1.0 / (5.0 + 1e-6));
+  CHECK(vidlora::optim::clip_coefficient(0.0, 2.0) == 2.0 / 1e-6);
+  CHECK(vidlora::optim::clip_coefficient(1.0, 1.0) < 1.0);  // norm == max_norm still clips (by 1 - 1e-6)
+}
+
+TEST_CASE("squares and clip coefficient match clip_grad_norm", "[cuda_host][optim]") {
   vidlora::Matrix g1 = vidlora::Matrix::Constant(3, 4, 0.5f), g2 = vidlora::Matrix::Constant(2, 2, -2.0f);
   vidlora::Matrix v1 = g1, v2 = g2;
   double sum = 0;
   for (Eigen::Index i = 0; i < g1.size(); ++i) sum += vidlora::optim::cuda::square(g1.data()[i]);
   for (Eigen::Index i = 0; i < g2.size(); ++i) sum += vidlora::optim::cuda::square(g2.data()[i]);
   const double norm = std::sqrt(sum);
-  const float scale = static_cast<float>(vidlora::optim::cuda::clip_coefficient(norm, 1.0));
+  const float scale = static_cast<float>(vidlora::optim::clip_coefficient(norm, 1.0));
   std::vector<vidlora::optim::Parameter> params = {{"a", &v1, &g1}, {"b", &v2, &g2}};
   const vidlora::Matrix g1_before = g1;
   const double cpu_norm = vidlora::optim::clip_grad_norm(std::span<const vidlora::optim::Parameter>(params), 1.0);

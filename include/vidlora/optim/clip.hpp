@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <vidlora/core/error.hpp>
+#include <vidlora/optim/clip_coefficient.hpp>
 #include <vidlora/optim/detail.hpp>
 #include <vidlora/optim/parameter.hpp>
 
@@ -68,7 +69,7 @@ inline double clip_grad_norm(std::span<const Parameter> params, double max_norm,
     }
     return norm;
   }
-  const double coef = max_norm / (norm + 1e-6);
+  const double coef = clip_coefficient(norm, max_norm);
   if (coef < 1.0) {
     const float scale = static_cast<float>(coef);
     for (const Parameter& p : params) *p.grad *= scale;

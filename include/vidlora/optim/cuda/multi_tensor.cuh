@@ -15,6 +15,7 @@
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/core/portability.hpp>
 #include <vidlora/optim/adamw_update.hpp>
+#include <vidlora/optim/clip_coefficient.hpp>
 
 namespace vidlora::optim::cuda {
 
@@ -47,8 +48,8 @@ inline std::vector<Chunk> make_chunks(const std::vector<std::int64_t>& sizes, st
   return out;
 }
 
-// The clip coefficient torch uses: max_norm / (norm + 1e-6), applied (as float) only when below 1.
-VIDLORA_HOST_DEVICE inline double clip_coefficient(double norm, double max_norm) { return max_norm / (norm + 1e-6); }
+// The clip coefficient: optim::clip_coefficient (optim/clip_coefficient.hpp), the one clip_grad_norm uses.
+using vidlora::optim::clip_coefficient;
 
 // g² in double: the term both the CPU clip and the kernels sum.
 VIDLORA_HOST_DEVICE inline double square(float g) { return static_cast<double>(g) * static_cast<double>(g); }
