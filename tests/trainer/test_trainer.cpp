@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -167,9 +168,12 @@ TEST_CASE("two-stage training lowers the loss and writes outputs that load back"
 TEST_CASE("resume after an interruption continues the identical loss curve", "[trainer]") {
   Fresh a("resume_a"), b("resume_b");
   std::vector<double> straight;
+  std::optional<train::EvalResult> straight_best;
   {
     auto trainer = make(tiny_trainer_config(a.dir));
-    straight = trainer.train(clips(16), clips(4, 16)).losses;
+    const auto r = trainer.train(clips(16), clips(4, 16));
+    straight = r.losses;
+    straight_best = r.best;
   }
   REQUIRE(straight.size() == 16);  // 4 steps per epoch, 2 + 2 epochs
   auto config = tiny_trainer_config(b.dir);
@@ -187,12 +191,45 @@ TEST_CASE("resume after an interruption continues the identical loss curve", "[t
     const auto r = trainer.train(clips(16), clips(4, 16), true);
     CHECK(r.status == TrainStatus::Finished);
     resumed.insert(resumed.end(), r.losses.begin(), r.losses.end());
+    // The best evaluation survives the resumes, whichever epoch it came from.
+    REQUIRE(straight_best.has_value());
+    REQUIRE(r.best.has_value());
+    CHECK(r.best->stage == straight_best->stage);
+    CHECK(r.best->epoch == straight_best->epoch);
+    CHECK(r.best->step == straight_best->step);
+    CHECK(r.best->eval_loss == straight_best->eval_loss);
+    CHECK(r.best->metrics.cider_d == straight_best->metrics.cider_d);
+    CHECK(r.best->metrics.diversity.most_common == straight_best->metrics.diversity.most_common);
+    CHECK(r.best->captions == straight_best->captions);
   }
   REQUIRE(resumed.size() == straight.size());
   for (std::size_t i = 0; i < straight.size(); ++i) {
     INFO("step " << i + 1);
     CHECK(resumed[i] == straight[i]);  // bit-identical
   }
+}
+
+TEST_CASE("resuming a finished run keeps its best evaluation", "[trainer]") {
+  Fresh tmp("resume_best");
+  const auto config = tiny_trainer_config(tmp.dir);
+  std::optional<train::EvalResult> first;
+  {
+    auto trainer = make(config);
+    const auto r = trainer.train(clips(16), clips(4, 16));
+    REQUIRE(r.status == TrainStatus::Finished);
+    first = r.best;
+  }
+  REQUIRE(first.has_value());
+  auto trainer = make(config);
+  const auto r = trainer.train(clips(16), clips(4, 16), /*resume=*/true);  // nothing left to train
+  CHECK(r.status == TrainStatus::Finished);
+  CHECK(r.losses.empty());
+  REQUIRE(r.best.has_value());  // restored from the checkpoint, not re-evaluated
+  CHECK(r.best->step == first->step);
+  CHECK(r.best->eval_loss == first->eval_loss);
+  CHECK(r.best->metrics.meteor == first->metrics.meteor);
+  CHECK(r.best->captions == first->captions);
+  CHECK(r.best->clip_index == first->clip_index);
 }
 
 TEST_CASE("resume refuses a checkpoint of another configuration and names the field", "[trainer]") {

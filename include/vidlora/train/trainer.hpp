@@ -773,6 +773,7 @@ class Trainer {
           {"counter", stopper_.patience_counter()},
           {"evaluations", stopper_.evaluations()}}},
         {"best_score", best_score_ ? nlohmann::json(*best_score_) : nlohmann::json(nullptr)},
+        {"best_result", best_ ? eval_result_to_json(*best_) : nlohmann::json(nullptr)},
         {"config", fingerprint()}};
     io::write_safetensors(path, t, {{"format", "vidlora"}, {"trainer_state", state.dump()}});
   }
@@ -808,6 +809,10 @@ class Trainer {
                      st.at("best_step").get<long>(), st.at("best_evaluation").get<long>(), st.at("counter").get<int>(),
                      st.at("evaluations").get<long>());
     if (!state.at("best_score").is_null()) best_score_ = state.at("best_score").get<double>();
+    // The best evaluation so far, so that TrainResult::best survives a resume (checkpoints written before
+    // this field existed have none: then only later evaluations can set it).
+    if (state.contains("best_result") && !state.at("best_result").is_null())
+      best_ = eval_result_from_json(state.at("best_result"));
     checkpoint_file_.emplace(f);
     say(fmt::format("resumed from {} at step {} (stage {}, epoch {}, step {} of the epoch)", path.string(),
                     pos_.global_step, pos_.stage + 1, pos_.epoch + 1, pos_.step_in_epoch));
@@ -826,6 +831,54 @@ class Trainer {
     }
     optimizer_->set_steps_taken(state.at("adam_steps").get<long>());
     checkpoint_file_.reset();
+  }
+
+  static nlohmann::json eval_result_to_json(const EvalResult& ev) {
+    const auto& m = ev.metrics;
+    const auto& d = m.diversity;
+    return {{"stage", ev.stage},
+            {"epoch", ev.epoch},
+            {"step", ev.step},
+            {"eval_loss", ev.eval_loss},
+            {"bleu4", m.bleu4},
+            {"meteor", m.meteor},
+            {"cider_d", m.cider_d},
+            {"rouge_l", m.rouge_l},
+            {"diversity",
+             {{"captions", d.captions},
+              {"unique_captions", d.unique_captions},
+              {"unique_ratio", d.unique_ratio},
+              {"distinct_1", d.distinct_1},
+              {"distinct_2", d.distinct_2},
+              {"most_common", d.most_common},
+              {"most_common_count", d.most_common_count}}},
+            {"captions", ev.captions},
+            {"clip_index", ev.clip_index},
+            {"collapsed", ev.collapsed}};
+  }
+
+  static EvalResult eval_result_from_json(const nlohmann::json& j) {
+    EvalResult ev;
+    ev.stage = j.at("stage").get<int>();
+    ev.epoch = j.at("epoch").get<int>();
+    ev.step = j.at("step").get<long>();
+    ev.eval_loss = j.at("eval_loss").get<double>();
+    ev.metrics.bleu4 = j.at("bleu4").get<double>();
+    ev.metrics.meteor = j.at("meteor").get<double>();
+    ev.metrics.cider_d = j.at("cider_d").get<double>();
+    ev.metrics.rouge_l = j.at("rouge_l").get<double>();
+    const auto& d = j.at("diversity");
+    ev.metrics.diversity.captions = d.at("captions").get<std::size_t>();
+    ev.metrics.diversity.unique_captions = d.at("unique_captions").get<std::size_t>();
+    ev.metrics.diversity.unique_ratio = d.at("unique_ratio").get<double>();
+    ev.metrics.diversity.distinct_1 = d.at("distinct_1").get<double>();
+    ev.metrics.diversity.distinct_2 = d.at("distinct_2").get<double>();
+    ev.metrics.diversity.most_common = d.at("most_common").get<std::string>();
+    ev.metrics.diversity.most_common_count = d.at("most_common_count").get<std::size_t>();
+    ev.captions = j.at("captions").get<std::vector<std::string>>();
+    ev.clip_index = j.at("clip_index").get<std::vector<std::size_t>>();
+    ev.collapsed = j.at("collapsed").get<bool>();
+    return ev;
   }
 
   void write_val_captions(const EvalResult& ev) {
@@ -884,6 +937,7 @@ class Trainer {
 }  // namespace vidlora::train
 
 namespace vidlora {
+using train::EvalResult;
 using train::FeatureFn;
 using train::interrupt_requested;
 using train::load_projector;
