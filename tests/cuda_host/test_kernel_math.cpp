@@ -185,6 +185,36 @@ TEST_CASE("cross-entropy row statistics and gradient element match the CPU loss"
   CHECK(vidlora::loss::cuda::ce_normalizer(false, 7, 20) == 20.0);
 }
 
+TEST_CASE("the CUDA loss's normalizer and target check are the CPU loss's", "[cuda_host][loss]") {
+  // One definition (loss/ce_normalizer.hpp): the CUDA name is a using-declaration of it.
+  CHECK(&vidlora::loss::cuda::ce_normalizer == &vidlora::loss::ce_normalizer);
+  using vidlora::loss::ce_normalizer;
+  CHECK(ce_normalizer(true, 7, 0) == 1.0);
+  CHECK(ce_normalizer(true, 0, 0) == 1.0);
+  CHECK(ce_normalizer(false, 7, 0) == 7.0);
+  CHECK(ce_normalizer(false, 0, 0) == 0.0);  // nothing valid: the loss is 0 by definition
+  CHECK(ce_normalizer(false, 7, 20) == 20.0);
+  CHECK(ce_normalizer(false, 7, -1) == 7.0);  // only a positive total replaces the count
+  vidlora::loss::CrossEntropyOptions o;
+  o.total_valid_tokens = 20;
+  CHECK(vidlora::loss::detail::normalizer(o, 7) == 20.0);
+  o.reduction = vidlora::loss::Reduction::Sum;
+  o.total_valid_tokens = 0;
+  CHECK(vidlora::loss::detail::normalizer(o, 7) == 1.0);
+  CHECK(vidlora::loss::ce_target_in_range(0, 5));
+  CHECK(vidlora::loss::ce_target_in_range(4, 5));
+  CHECK_FALSE(vidlora::loss::ce_target_in_range(5, 5));
+  CHECK_FALSE(vidlora::loss::ce_target_in_range(-1, 5));
+  // Same predicate, each side's own exception type and message.
+  const std::vector<int> bad = {1, -3};
+  CHECK_THROWS_AS(vidlora::loss::detail::check_targets("f", bad, 2, 5, {}), vidlora::Error);
+  CHECK_THROWS_WITH(vidlora::loss::detail::check_targets("f", bad, 2, 5, {}),
+                    Catch::Contains("target -3 at position 1 is outside [0, 5)"));
+  CHECK_THROWS_AS(vidlora::loss::cuda::check_ce_targets({1, -3}, 5, -100, 0.0), vidlora::cuda::CudaError);
+  CHECK_THROWS_WITH(vidlora::loss::cuda::check_ce_targets({1, -3}, 5, -100, 0.0),
+                    Catch::Contains("target -3 at position 1 is outside [0, 5)"));
+}
+
 TEST_CASE("rope pair body over every pair equals RotaryTable bit for bit", "[cuda_host][model]") {
   const int heads = 3, head_dim = 8;
   const std::int64_t tokens = 6;

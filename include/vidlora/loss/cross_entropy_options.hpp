@@ -9,6 +9,7 @@
 #include <Eigen/Core>
 
 #include <vidlora/core/error.hpp>
+#include <vidlora/loss/ce_normalizer.hpp>
 
 namespace vidlora::loss {
 
@@ -46,7 +47,7 @@ inline std::vector<Eigen::Index> check_targets(const char* who, std::span<const 
   for (std::size_t i = 0; i < targets.size(); ++i) {
     const int t = targets[i];
     if (t == options.ignore_index) continue;
-    if (t < 0 || t >= vocab)
+    if (!ce_target_in_range(t, vocab))
       fail("{}: target {} at position {} is outside [0, {}) and is not ignore_index ({})", who, t, i, vocab,
            options.ignore_index);
     valid.push_back(static_cast<Eigen::Index>(i));
@@ -59,11 +60,10 @@ inline std::vector<Eigen::Index> check_targets(const char* who, std::span<const 
 }
 
 // What the summed loss is divided by: 1 (Sum), the step's token total, or this call's valid count.
-// 0 when there is nothing to divide (no valid token): the loss is then 0 by definition.
+// 0 when there is nothing to divide (no valid token): the loss is then 0 by definition. loss::ce_normalizer
+// (loss/ce_normalizer.hpp) is the formula, shared with the CUDA loss.
 inline double normalizer(const CrossEntropyOptions& options, long valid_tokens) {
-  if (options.reduction == Reduction::Sum) return 1.0;
-  if (options.total_valid_tokens > 0) return static_cast<double>(options.total_valid_tokens);
-  return static_cast<double>(valid_tokens);
+  return ce_normalizer(options.reduction == Reduction::Sum, valid_tokens, options.total_valid_tokens);
 }
 
 inline void check_lse(const char* who, Eigen::Index row, double lse) {

@@ -11,6 +11,7 @@
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/core/portability.hpp>
+#include <vidlora/loss/ce_normalizer.hpp>
 #include <vidlora/loss/log_sum_exp.hpp>
 
 namespace vidlora::loss::cuda {
@@ -27,14 +28,12 @@ struct CrossEntropyParams {
 };
 
 // The divisor of the summed loss for `valid` non-ignored tokens: Sum -> 1, Mean -> total_valid (when > 0) or
-// valid; 0 when nothing is valid. Mirrors loss::detail::normalizer.
-inline double ce_normalizer(bool sum_reduction, long valid, long total_valid = 0) {
-  if (sum_reduction) return 1.0;
-  if (total_valid > 0) return static_cast<double>(total_valid);
-  return static_cast<double>(valid);
-}
+// valid; 0 when nothing is valid. loss::ce_normalizer (loss/ce_normalizer.hpp), which loss::detail::normalizer
+// calls too.
+using vidlora::loss::ce_normalizer;
 
-// Checks targets on the host (before upload); returns the number of valid tokens. Mirrors check_targets.
+// Checks targets on the host (before upload); returns the number of valid tokens. The range test is
+// loss::ce_target_in_range, as in loss::detail::check_targets (which throws vidlora::Error instead).
 inline long check_ce_targets(const std::vector<std::int32_t>& targets, std::int64_t vocab, std::int32_t ignore_index,
                              double label_smoothing) {
   vidlora::cuda::check_arg(label_smoothing >= 0.0 && label_smoothing <= 1.0, "cuda::cross_entropy",
@@ -44,7 +43,7 @@ inline long check_ce_targets(const std::vector<std::int32_t>& targets, std::int6
   for (std::size_t i = 0; i < targets.size(); ++i) {
     const std::int32_t t = targets[i];
     if (t == ignore_index) continue;
-    vidlora::cuda::check_arg(t >= 0 && t < vocab, "cuda::cross_entropy",
+    vidlora::cuda::check_arg(ce_target_in_range(t, vocab), "cuda::cross_entropy",
                              "target " + std::to_string(t) + " at position " + std::to_string(i) + " is outside [0, " +
                                  std::to_string(vocab) + ") and is not ignore_index (" +
                                  std::to_string(ignore_index) + ")");
