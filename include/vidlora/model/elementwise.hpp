@@ -3,6 +3,7 @@
 // functions so a CUDA kernel runs the same math the CPU reference does.
 
 #include <cmath>
+#include <cstdint>
 
 #include <vidlora/core/portability.hpp>
 #include <vidlora/core/rounding.hpp>
@@ -69,6 +70,27 @@ VIDLORA_HOST_DEVICE inline void rope_rotate_inverse(T& a, T& b, T cos_theta, T s
   const T a0 = a, b0 = b;
   a = add_rn(mul_rn(a0, cos_theta), mul_rn(b0, sin_theta));
   b = sub_rn(mul_rn(b0, cos_theta), mul_rn(a0, sin_theta));
+}
+
+// RoPE's angle table, formed in float32 as transformers does; model::RotaryTable and the CUDA backend's
+// rope_tables both build their cos / sin tables with these (host code: the tables are built once).
+// inv_freq of pair i: 1 / θ^(2i/d), the exponent and the power each rounded to float.
+inline float rope_inv_freq(int pair, int head_dim, double theta) {
+  const float exponent = static_cast<float>(2 * pair) / static_cast<float>(head_dim);
+  const float base_pow = static_cast<float>(std::pow(theta, static_cast<double>(exponent)));
+  return 1.0f / base_pow;
+}
+
+// cos and sin of the angle position · inv_freq (a float product), each evaluated in double and rounded
+// to float.
+struct RopeCosSin {
+  float cos;
+  float sin;
+};
+inline RopeCosSin rope_cos_sin(std::int64_t position, float inv_freq) {
+  const float angle = static_cast<float>(position) * inv_freq;
+  return {static_cast<float>(std::cos(static_cast<double>(angle))),
+          static_cast<float>(std::sin(static_cast<double>(angle)))};
 }
 
 }  // namespace vidlora::model

@@ -18,11 +18,7 @@ class RotaryTable {
   RotaryTable(int head_dim, double theta) : head_dim_(head_dim), theta_(theta) {
     require(head_dim > 0 && head_dim % 2 == 0, "RotaryTable: head_dim {} must be even", head_dim);
     inv_freq_.resize(head_dim / 2);
-    for (int i = 0; i < head_dim / 2; ++i) {
-      const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
-      const float base_pow = static_cast<float>(std::pow(theta, static_cast<double>(exponent)));
-      inv_freq_(i) = 1.0f / base_pow;
-    }
+    for (int i = 0; i < head_dim / 2; ++i) inv_freq_(i) = rope_inv_freq(i, head_dim, theta);
   }
 
   int head_dim() const { return head_dim_; }
@@ -35,9 +31,9 @@ class RotaryTable {
     sin_.conservativeResize(n, half);
     for (Eigen::Index p = have; p < n; ++p)
       for (Eigen::Index i = 0; i < half; ++i) {
-        const float angle = static_cast<float>(p) * inv_freq_(i);
-        cos_(p, i) = static_cast<float>(std::cos(static_cast<double>(angle)));
-        sin_(p, i) = static_cast<float>(std::sin(static_cast<double>(angle)));
+        const RopeCosSin cs = rope_cos_sin(static_cast<std::int64_t>(p), inv_freq_(i));
+        cos_(p, i) = cs.cos;
+        sin_(p, i) = cs.sin;
       }
   }
 

@@ -39,7 +39,8 @@ struct RopeParams {
   bool inverse = false;
 };
 
-// cos/sin tables [positions, head_dim/2] exactly as model::RotaryTable builds them (float32 angles).
+// cos/sin tables [positions, head_dim/2] exactly as model::RotaryTable builds them: both call
+// model::rope_inv_freq and model::rope_cos_sin (model/elementwise.hpp).
 inline void rope_tables(int head_dim, double theta, std::int64_t positions, std::vector<float>& cos_table,
                         std::vector<float>& sin_table) {
   vidlora::cuda::check_arg(head_dim > 0 && head_dim % 2 == 0, "rope_tables",
@@ -48,12 +49,11 @@ inline void rope_tables(int head_dim, double theta, std::int64_t positions, std:
   cos_table.resize(static_cast<std::size_t>(positions * half));
   sin_table.resize(cos_table.size());
   for (int i = 0; i < half; ++i) {
-    const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
-    const float inv_freq = 1.0f / static_cast<float>(std::pow(theta, static_cast<double>(exponent)));
+    const float inv_freq = rope_inv_freq(i, head_dim, theta);
     for (std::int64_t p = 0; p < positions; ++p) {
-      const float angle = static_cast<float>(p) * inv_freq;
-      cos_table[static_cast<std::size_t>(p * half + i)] = static_cast<float>(std::cos(static_cast<double>(angle)));
-      sin_table[static_cast<std::size_t>(p * half + i)] = static_cast<float>(std::sin(static_cast<double>(angle)));
+      const RopeCosSin cs = rope_cos_sin(p, inv_freq);
+      cos_table[static_cast<std::size_t>(p * half + i)] = cs.cos;
+      sin_table[static_cast<std::size_t>(p * half + i)] = cs.sin;
     }
   }
 }
