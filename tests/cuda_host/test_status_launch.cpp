@@ -44,3 +44,17 @@ TEST_CASE("CudaError is reachable from namespace vidlora and is a runtime_error"
   CHECK_THROWS_AS(check_arg(false, "who", "what"), vidlora::CudaError);
   STATIC_REQUIRE(std::is_base_of_v<std::runtime_error, vidlora::CudaError>);
 }
+
+TEST_CASE("CudaError is caught as vidlora::Error with its message", "[cuda_host][status]") {
+  STATIC_REQUIRE(std::is_base_of_v<vidlora::Error, vidlora::cuda::CudaError>);
+  bool caught = false;
+  try {
+    check_arg(false, "cuda::rope", "head_dim 3 must be even");
+  } catch (const vidlora::Error& e) {
+    caught = true;
+    CHECK(std::string(e.what()) == "cuda::rope: head_dim 3 must be even");
+    CHECK(dynamic_cast<const CudaError*>(&e) != nullptr);
+  }
+  CHECK(caught);
+  CHECK_THROWS_AS(throw CudaError("x"), vidlora::Error);
+}

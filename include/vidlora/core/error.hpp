@@ -7,11 +7,9 @@
 #include <string>
 #include <utility>
 
-namespace vidlora {
+#include <vidlora/core/error_type.hpp>
 
-struct Error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+namespace vidlora {
 
 // Throws vidlora::Error with a fmt-formatted message.
 template <class... Args>

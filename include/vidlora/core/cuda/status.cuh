@@ -3,11 +3,13 @@
 // whose message names the call, the status and file:line. The message builder is plain host code (tested on
 // the CPU); the checking macros need the CUDA runtime (nvcc, or a C++ TU linked to vidlora::cuda).
 //
-// Not vidlora::Error: core/error.hpp includes fmt, whose consteval format strings nvcc 13 rejects in C++20.
+// CudaError derives from vidlora::Error (core/error_type.hpp, the fmt-free half of core/error.hpp: nvcc 13
+// rejects fmt's consteval format strings in C++20), so catching vidlora::Error catches it too.
 
 #include <stdexcept>
 #include <string>
 
+#include <vidlora/core/error_type.hpp>
 #include <vidlora/core/portability.hpp>
 
 #if defined(__CUDACC__) || defined(VIDLORA_CUDA_RUNTIME)
@@ -21,8 +23,8 @@
 namespace vidlora::cuda {
 
 // Every CUDA-backend failure: a failed runtime/cuBLASLt call, a shape or argument the backend refuses.
-struct CudaError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+struct CudaError : vidlora::Error {
+  using vidlora::Error::Error;
 };
 
 // "<call> failed: <status name> (<code>): <description> at <file>:<line>".
