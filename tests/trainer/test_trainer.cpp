@@ -1,7 +1,10 @@
 // Trainer: loss goes down, resume reproduces the loss curve, outputs load back, NaN and bad clips are skipped.
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
+
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -230,6 +233,55 @@ TEST_CASE("resuming a finished run keeps its best evaluation", "[trainer]") {
   CHECK(r.best->metrics.meteor == first->metrics.meteor);
   CHECK(r.best->captions == first->captions);
   CHECK(r.best->clip_index == first->clip_index);
+}
+
+TEST_CASE("a checkpoint that cannot be written stops the run with the file named and the last one intact", "[trainer]") {
+  // A full disk, simulated per process: RLIMIT_FSIZE caps the size of any file this process writes, and with
+  // SIGXFSZ ignored a write past it fails with EFBIG, as a write to a full disk fails with ENOSPC.
+  Fresh tmp("disk_full");
+  auto config = tiny_trainer_config(tmp.dir);
+  config.max_steps_this_run = 2;
+  {
+    auto trainer = make(config);
+    REQUIRE(trainer.train(clips(16), clips(4, 16)).status == TrainStatus::Interrupted);
+  }
+  const fs::path last = tmp.dir / "checkpoints" / "last.safetensors";
+  REQUIRE(fs::exists(last));
+  auto read_all = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string before = read_all(last);
+  const auto checkpoint_bytes = static_cast<rlim_t>(before.size());
+
+  struct rlimit saved {};
+  REQUIRE(getrlimit(RLIMIT_FSIZE, &saved) == 0);
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit cap = saved;
+  cap.rlim_cur = checkpoint_bytes / 2;  // the logs fit, a parameter file does not
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &cap) == 0);
+  std::string message;
+  try {
+    config.max_steps_this_run = 4;  // runs into the end of epoch 1: best.safetensors, then last.safetensors
+    auto trainer = make(config);
+    trainer.train(clips(16), clips(4, 16), /*resume=*/true);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &saved);
+  std::signal(SIGXFSZ, old_handler);
+
+  INFO(message);
+  CHECK(message.find("File too large") != std::string::npos);                // the reason
+  CHECK(message.find(tmp.dir.string()) != std::string::npos);                // and the file
+  CHECK(message.find(".safetensors") != std::string::npos);
+  CHECK(read_all(last) == before);                                           // the last checkpoint as it was
+  for (const auto& entry : fs::recursive_directory_iterator(tmp.dir))        // no half-written files left
+    CHECK(entry.path().extension() != ".tmp");
+
+  config.max_steps_this_run = 0;  // room again: the run resumes from that checkpoint and finishes
+  auto trainer = make(config);
+  CHECK(trainer.train(clips(16), clips(4, 16), true).status == TrainStatus::Finished);
 }
 
 TEST_CASE("resume refuses a checkpoint of another configuration and names the field", "[trainer]") {
