@@ -53,13 +53,10 @@ struct Layer {
 
 constexpr double kFrozenFlops = 2.0 * 2.0 * kTokens * kIn * kOut;  // forward + input gradient
 
-vidlora::cuda::GemmTuning tuning_of(const benchmark::State& state, int arg) {
-  return state.range(arg) ? vidlora::cuda::GemmTuning::Autotune : vidlora::cuda::GemmTuning::Heuristic;
-}
-
 void BM_frozen_gemms_bf16(benchmark::State& state) {
   Layer l(0.0f, false);
-  vidlora::cuda::GemmRunner gemm(std::size_t{32} << 20, tuning_of(state, 0));
+  vidlora::cuda::GemmRunner gemm(std::size_t{32} << 20, state.range(0) ? vidlora::cuda::GemmTuning::Autotune
+                                                                        : vidlora::cuda::GemmTuning::Heuristic);
   using namespace vidlora::cuda;
   cuda_bench::time_iterations(state, [&] {
     gemm.run(linear_forward(kTokens, kIn, kOut, DType::BF16, false, DType::BF16), l.x.data(), l.w.data(), l.y.data());
@@ -83,11 +80,11 @@ void run_lora(benchmark::State& state, bool nf4) {
 void BM_lora_forward_backward_bf16(benchmark::State& state) { run_lora(state, false); }
 void BM_qlora_nf4_forward_backward_bf16(benchmark::State& state) { run_lora(state, true); }
 
-// Each GEMM of the LoRA layer on its own (piece 0-7, named in the label), heuristic or autotuned: where the
-// time over the frozen GEMMs goes.
+// Each GEMM of the LoRA layer on its own (piece 0-7, named in the label): where the time over the frozen
+// GEMMs goes.
 void BM_lora_gemm_piece_bf16(benchmark::State& state) {
   Layer l(0.0f, false);
-  vidlora::cuda::GemmRunner gemm(std::size_t{32} << 20, tuning_of(state, 1));
+  vidlora::cuda::GemmRunner gemm;
   using namespace vidlora::cuda;
   const auto t = DType::BF16;
   const char* names[] = {"h=x.At", "y=s.h.Bt", "y=x.Wt+y", "g=s.dy.B", "dx=g.A", "dx=dy.W+dx", "gA+=gt.x", "gB+=s.dyt.h"};
@@ -138,7 +135,7 @@ void BM_lora_dropout_pass_bf16(benchmark::State& state) {
 BENCHMARK(BM_frozen_gemms_bf16)->ArgName("autotune")->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_lora_forward_backward_bf16)->ArgNames({"dropout_pct", "fused"})->ArgsProduct({{0, 5}, {0, 1}})->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_qlora_nf4_forward_backward_bf16)->ArgNames({"dropout_pct", "fused"})->ArgsProduct({{0, 5}, {0, 1}})->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_lora_gemm_piece_bf16)->ArgNames({"piece", "autotune"})->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0}})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_lora_gemm_piece_bf16)->ArgName("piece")->DenseRange(0, 7)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_low_rank_expand_bf16)->ArgName("backward")->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_lora_dropout_pass_bf16)->UseManualTime()->Unit(benchmark::kMicrosecond);
 

@@ -176,12 +176,13 @@ TEST_CASE("dropout scale is zero or one over one minus p with mean one", "[lora]
   CHECK(dropout_scale(3, 4, 17, 0.0f) == 1.0f);
 }
 
-TEST_CASE("dropout_scales4 gives the four dropout_scale factors of one Philox block", "[lora][dropout]") {
+TEST_CASE("dropout keep bits of one Philox block give the four dropout_scale factors", "[lora][dropout]") {
   for (const float p : {0.0f, 0.05f, 0.5f, 0.999f})
     for (std::uint64_t block : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{12345}, (std::uint64_t{1} << 33) + 7}) {
-      const auto four = vidlora::lora::dropout_scales4(11, vidlora::lora::dropout_stream(3, 9), block, p);
+      const std::uint8_t bits = vidlora::lora::dropout_keep_bits4(11, vidlora::lora::dropout_stream(3, 9), block, p);
       for (std::uint64_t k = 0; k < 4; ++k)
-        CHECK(four.s[k] == dropout_scale(11, vidlora::lora::dropout_stream(3, 9), 4 * block + k, p));
+        CHECK(vidlora::lora::dropout_factor(bits, static_cast<int>(k), p) ==
+              dropout_scale(11, vidlora::lora::dropout_stream(3, 9), 4 * block + k, p));
     }
 }
 

@@ -42,18 +42,6 @@ VIDLORA_HOST_DEVICE inline float dropout_factor(std::uint8_t keep_bits, int k, f
   return (keep_bits >> k) & 1u ? 1.0f / (1.0f - p) : 0.0f;
 }
 
-// dropout_scale of offsets 4·block .. 4·block + 3 from one Philox call (equal to four dropout_scale calls).
-struct DropoutScales4 {
-  float s[4];
-};
-VIDLORA_HOST_DEVICE inline DropoutScales4 dropout_scales4(std::uint64_t seed, std::uint64_t stream, std::uint64_t block,
-                                                         float p) {
-  const std::uint8_t bits = dropout_keep_bits4(seed, stream, block, p);
-  DropoutScales4 out;
-  for (int k = 0; k < 4; ++k) out.s[k] = dropout_factor(bits, k, p);
-  return out;
-}
-
 }  // namespace vidlora::lora
 
 namespace vidlora {

@@ -24,6 +24,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <optional>
@@ -833,23 +834,26 @@ class Trainer {
     checkpoint_file_.reset();
   }
 
+  // The best evaluation in the checkpoint's metadata. Non-finite numbers are written as null (JSON has no
+  // NaN, as in the training log) and read back as NaN.
   static nlohmann::json eval_result_to_json(const EvalResult& ev) {
     const auto& m = ev.metrics;
     const auto& d = m.diversity;
+    using detail::finite_or_null;
     return {{"stage", ev.stage},
             {"epoch", ev.epoch},
             {"step", ev.step},
-            {"eval_loss", ev.eval_loss},
-            {"bleu4", m.bleu4},
-            {"meteor", m.meteor},
-            {"cider_d", m.cider_d},
-            {"rouge_l", m.rouge_l},
+            {"eval_loss", finite_or_null(ev.eval_loss)},
+            {"bleu4", finite_or_null(m.bleu4)},
+            {"meteor", finite_or_null(m.meteor)},
+            {"cider_d", finite_or_null(m.cider_d)},
+            {"rouge_l", finite_or_null(m.rouge_l)},
             {"diversity",
              {{"captions", d.captions},
               {"unique_captions", d.unique_captions},
-              {"unique_ratio", d.unique_ratio},
-              {"distinct_1", d.distinct_1},
-              {"distinct_2", d.distinct_2},
+              {"unique_ratio", finite_or_null(d.unique_ratio)},
+              {"distinct_1", finite_or_null(d.distinct_1)},
+              {"distinct_2", finite_or_null(d.distinct_2)},
               {"most_common", d.most_common},
               {"most_common_count", d.most_common_count}}},
             {"captions", ev.captions},
@@ -858,21 +862,24 @@ class Trainer {
   }
 
   static EvalResult eval_result_from_json(const nlohmann::json& j) {
+    auto number = [](const nlohmann::json& v) {
+      return v.is_null() ? std::numeric_limits<double>::quiet_NaN() : v.get<double>();
+    };
     EvalResult ev;
     ev.stage = j.at("stage").get<int>();
     ev.epoch = j.at("epoch").get<int>();
     ev.step = j.at("step").get<long>();
-    ev.eval_loss = j.at("eval_loss").get<double>();
-    ev.metrics.bleu4 = j.at("bleu4").get<double>();
-    ev.metrics.meteor = j.at("meteor").get<double>();
-    ev.metrics.cider_d = j.at("cider_d").get<double>();
-    ev.metrics.rouge_l = j.at("rouge_l").get<double>();
+    ev.eval_loss = number(j.at("eval_loss"));
+    ev.metrics.bleu4 = number(j.at("bleu4"));
+    ev.metrics.meteor = number(j.at("meteor"));
+    ev.metrics.cider_d = number(j.at("cider_d"));
+    ev.metrics.rouge_l = number(j.at("rouge_l"));
     const auto& d = j.at("diversity");
     ev.metrics.diversity.captions = d.at("captions").get<std::size_t>();
     ev.metrics.diversity.unique_captions = d.at("unique_captions").get<std::size_t>();
-    ev.metrics.diversity.unique_ratio = d.at("unique_ratio").get<double>();
-    ev.metrics.diversity.distinct_1 = d.at("distinct_1").get<double>();
-    ev.metrics.diversity.distinct_2 = d.at("distinct_2").get<double>();
+    ev.metrics.diversity.unique_ratio = number(d.at("unique_ratio"));
+    ev.metrics.diversity.distinct_1 = number(d.at("distinct_1"));
+    ev.metrics.diversity.distinct_2 = number(d.at("distinct_2"));
     ev.metrics.diversity.most_common = d.at("most_common").get<std::string>();
     ev.metrics.diversity.most_common_count = d.at("most_common_count").get<std::size_t>();
     ev.captions = j.at("captions").get<std::vector<std::string>>();

@@ -260,9 +260,9 @@ struct CudaLoraExec {
     VIDLORA_CUDA_CHECK_LAUNCH("dropout_kernel");
   }
   template <class T>
-  void apply_mask(T* x, std::int64_t n, const LoraLinearParams& p, const std::uint8_t* mask) {
+  void apply_mask(T* x, std::int64_t n, float dropout, const std::uint8_t* mask) {
     const bool vectorized = reinterpret_cast<std::uintptr_t>(x) % sizeof(Vec4<T>) == 0;
-    apply_mask_kernel<T><<<vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream>>>(x, n, mask, p.dropout,
+    apply_mask_kernel<T><<<vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream>>>(x, n, mask, dropout,
                                                                                          vectorized);
     VIDLORA_CUDA_CHECK_LAUNCH("apply_mask_kernel");
   }
@@ -279,11 +279,7 @@ struct CudaLoraExec {
                                                     : linear_input_grad(e.rows, e.cols, e.rank, dtype, dtype);
     g.compute = compute;
     runner.run(g, e.l, e.r, e.out, e.alpha, 0.0f, nullptr, stream);
-    if (e.keep_bits) {
-      LoraLinearParams mp;
-      mp.dropout = e.dropout;
-      apply_mask(static_cast<T*>(e.out), e.rows * e.cols, mp, e.keep_bits);
-    }
+    if (e.keep_bits) apply_mask(static_cast<T*>(e.out), e.rows * e.cols, e.dropout, e.keep_bits);
   }
   void expand(const LowRankExpandParams& e) {
     if (dtype == vidlora::cuda::DType::BF16)
