@@ -11,6 +11,7 @@
 //   vidlora_demo.json      {"prompt": text after the video, "pool_stride": n, "encoder_id": name}
 
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -29,6 +30,8 @@
 #include <vidlora/train/feature_cache.hpp>
 #include <vidlora/train/trainer.hpp>
 
+#include "command_line.hpp"
+
 namespace demo {
 
 namespace fs = std::filesystem;
@@ -37,33 +40,8 @@ namespace fs = std::filesystem;
 vidlora::Matrix clip_features(const std::filesystem::path& video, const std::string& sampler, int frames,
                               const vidlora::model::ClipVision& encoder, int pool_stride);
 
-// --key value / --flag arguments; positional ones in `rest`.
-struct Args {
-  std::map<std::string, std::string> kv;
-  std::vector<std::string> rest;
-  Args(int argc, char** argv, const std::vector<std::string>& flags) {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      if (a.rfind("--", 0) == 0) {
-        a = a.substr(2);
-        if (const auto eq = a.find('='); eq != std::string::npos) {
-          kv[a.substr(0, eq)] = a.substr(eq + 1);
-        } else if (std::find(flags.begin(), flags.end(), a) != flags.end()) {
-          kv[a] = "1";
-        } else {
-          vidlora::require(i + 1 < argc, "option --{} needs a value", a);
-          kv[a] = argv[++i];
-        }
-      } else {
-        rest.push_back(a);
-      }
-    }
-  }
-  bool has(const std::string& k) const { return kv.count(k) > 0; }
-  std::string str(const std::string& k, const std::string& def) const { return has(k) ? kv.at(k) : def; }
-  int integer(const std::string& k, int def) const { return has(k) ? std::stoi(kv.at(k)) : def; }
-  double real(const std::string& k, double def) const { return has(k) ? std::stod(kv.at(k)) : def; }
-};
+// The programs' options are declared in a CommandLine (command_line.hpp); configure() reads them through it.
+using Args = CommandLine;
 
 inline nlohmann::json read_json(const fs::path& p) {
   std::ifstream in(p);
@@ -75,6 +53,39 @@ inline void write_table(const fs::path& path, const vidlora::model::TensorTable&
   vidlora::io::TensorMap m;
   for (const auto& [name, e] : t.tensors()) m.emplace(name, vidlora::io::TensorData::from_floats(e.data, e.shape));
   vidlora::io::write_safetensors(path, m, {{"format", "pt"}});
+}
+
+// What a training run writes into its output directory (the feature cache is shared between runs and
+// is not a result).
+inline const std::vector<std::string>& run_outputs() {
+  static const std::vector<std::string> names{"checkpoints", "train_log.jsonl", "val_captions.jsonl", "adapter",
+                                              "projector.safetensors", "curves.svg"};
+  return names;
+}
+
+// Before a fresh (not --resume) run into `out`: a directory holding another run's results is refused, so
+// two runs' files never mix, or with move_aside those results move to `<out>.previous-<time>/`.
+// Returns a line saying what was done, or "" when the directory held no results.
+inline std::string prepare_output_dir(const fs::path& out, bool move_aside) {
+  std::vector<std::string> found;
+  for (const auto& n : run_outputs())
+    if (fs::exists(out / n)) found.push_back(n);
+  if (found.empty()) return {};
+  std::string list;
+  for (const auto& n : found) list += (list.empty() ? "" : ", ") + n;
+  if (!move_aside)
+    throw UsageError(fmt::format(
+        "{} already holds another run's results ({}); continue that run with --resume, write to another "
+        "directory with --out, or pass --move-aside to move them to {}.previous-<time>/",
+        out.string(), list, out.string()));
+  const std::time_t now = std::time(nullptr);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+  fs::path aside = out.string() + ".previous-" + stamp;
+  for (int k = 2; fs::exists(aside); ++k) aside = fmt::format("{}.previous-{}-{}", out.string(), stamp, k);
+  fs::create_directories(aside);
+  for (const auto& n : found) fs::rename(out / n, aside / n);
+  return fmt::format("moved the previous run's results ({}) from {} to {}", list, out.string(), aside.string());
 }
 
 struct DemoModel {

@@ -1,16 +1,10 @@
 // train_captioner: the two-stage captioner trainer, built for one preset (-DVIDLORA_PRESET=Cpu|T4|L4|A100|H100).
-//
-//   train_captioner --dry-run                      configuration + memory estimate (every preset)
-//   train_captioner --stage0 --data D --model M    demo-only stage 0 (Cpu): SentencePiece tokenizer trained on the
-//                                                  train captions, tiny decoder pretrained on the caption text,
-//                                                  seeded random CLIP-architecture ViT as the frozen encoder
-//   train_captioner --data D --model M --out O     stage 1 + stage 2 (Cpu build), prints held-out metrics
-//       [--resume] [--sampler uniform|scene_change|motion] [--frames N] [--epochs1 N] [--epochs2 N]
-//       [--lr1 X] [--lr2 X] [--batch N] [--accum N] [--seed N] [--checkpoint-every N] [--num-beams N]
-//       [--pool N (stage 0)] [--metric eval_loss|meteor|cider_d|...] [--val-fraction X] [--cache DIR]
+// `train_captioner --help` lists every option; kTrainOptions below is that list.
 #include <csignal>
+#include <cstring>
 #include <cstdio>
 #include <iostream>
+#include <unistd.h>
 #include <set>
 
 #include <fmt/format.h>
@@ -22,6 +16,7 @@
 #include <vidlora/presets.hpp>
 #include <vidlora/train/dataset.hpp>
 
+#include "demo_attributes.hpp"
 #include "demo_common.hpp"
 
 #if __has_include(<sentencepiece_trainer.h>)
@@ -34,7 +29,71 @@ using namespace vidlora;
 
 namespace {
 
-void on_sigint(int) { interrupt_requested().store(true); }
+// The first SIGINT/SIGTERM asks the trainer to save a checkpoint and stop after the current step; a second
+// one ends the program at once.
+volatile std::sig_atomic_t g_signal = 0;
+void on_stop_signal(int sig) {
+  if (interrupt_requested().exchange(true)) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  g_signal = sig;
+  static const char msg[] = "\ntrain_captioner: stopping after this step and saving a checkpoint (again to quit now)\n";
+  [[maybe_unused]] const auto n = ::write(2, msg, sizeof msg - 1);
+}
+
+demo::CommandLine command_line() {
+  using namespace demo;
+  return CommandLine(
+      "train_captioner",
+      "train_captioner --data DIR --model DIR [--out DIR] [options]   stage 1 + stage 2, then held-out metrics\n"
+      "       train_captioner --dry-run [--preset NAME]                  the configuration and its memory estimate\n"
+      "       train_captioner --stage0 --data DIR --model DIR            demo only: tokenizer, tiny decoder, random ViT\n"
+      "\n"
+      "DIR for --data: an AI-Hub directory (labels/*.json + videos/) or one with manifest.jsonl.\n"
+      "Outputs in --out: adapter/ (PEFT), projector.safetensors, val_captions.jsonl, train_log.jsonl, curves.svg,\n"
+      "checkpoints/ (last + best). Ctrl-C saves a checkpoint and stops (exit 130); --resume continues.",
+      {
+          flag("dry-run", "print the configuration (with where each value comes from) and exit"),
+          flag("stage0", "demo only: build the model directory --model from the captions in --data"),
+          text("preset", "NAME", "the preset this binary was built for (others: shown with --dry-run only)"),
+          text("data", "DIR", "training data (default demo_data)"),
+          text("model", "DIR", "model directory (default demo_model; written by --stage0)"),
+          text("out", "DIR", "output directory (default vidlora_out)"),
+          flag("resume", "continue the run in --out from checkpoints/last.safetensors"),
+          flag("move-aside", "if --out holds another run's results, move them to OUT.previous-<time>/"),
+          text("cache", "DIR", "feature cache (default OUT/feature_cache)"),
+          text("sampler", "NAME", "frame sampler: uniform, scene_change or motion (default uniform)"),
+          integer("frames", "N", "frames per clip (default: the preset's)", 1),
+          integer("epochs1", "N", "stage 1 epochs"),
+          integer("epochs2", "N", "stage 2 epochs"),
+          real("lr1", "X", "stage 1 learning rate"),
+          real("lr2", "X", "stage 2 learning rate"),
+          integer("batch", "N", "clips per micro-batch", 1),
+          integer("accum", "N", "gradient accumulation steps", 1),
+          integer("seed", "N", "seed of the data order, LoRA init and dropout (default 0)"),
+          integer("patience", "N", "early-stopping patience in evaluations"),
+          text("metric", "NAME", "early-stopping metric: eval_loss, meteor, cider_d, bleu4, rouge_l, unique_ratio"),
+          real("val-fraction", "X", "held-out fraction of the data (default 0.1)"),
+          integer("max-caption-tokens", "N", "captions longer than this are truncated, with a report line", 1),
+          integer("checkpoint-every", "N", "also save a checkpoint every N optimizer steps (default: epoch ends)"),
+          integer("max-steps", "N", "stop as Ctrl-C does after N optimizer steps of this run (0: no limit)"),
+          integer("num-beams", "N", "beam width of the evaluation captions (default 1: greedy)", 1),
+          integer("max-new-tokens", "N", "longest evaluation caption (default 64)", 1),
+          real("repetition-penalty", "X", "evaluation repetition penalty (default 1)"),
+          integer("no-repeat-ngram-size", "N", "evaluation: no repeated n-grams of this size (default 0: off)"),
+          flag("log-lines", "progress as one line per step (for logs) instead of one updating line"),
+          integer("stage0-epochs", "N", "stage 0: epochs of caption-text pretraining (default 12)"),
+          real("stage0-lr", "X", "stage 0: learning rate (default 3e-3)"),
+          integer("vocab", "N", "stage 0: tokenizer vocabulary size (default 160)", 8),
+          integer("hidden", "N", "stage 0: decoder width (default 128)", 8),
+          integer("intermediate", "N", "stage 0: decoder MLP width (default 344)", 8),
+          integer("layers", "N", "stage 0: decoder layers (default 2)", 1),
+          integer("image-size", "N", "stage 0: vision encoder input size in pixels (default 32)", 8),
+          integer("pool", "N", "stage 0: pooling stride of the patch grid (default 2)", 1),
+      });
+}
 
 template <class P>
 void print_configuration(const TrainerConfig& c) {
@@ -59,8 +118,9 @@ void print_configuration(const TrainerConfig& c) {
              e.budget / presets::kGiB, e.fits() ? "fits" : "DOES NOT FIT");
 }
 
+template <class P = ActivePreset>
 TrainerConfig configure(const demo::Args& a) {
-  TrainerConfig c = TrainerConfig::from_preset<ActivePreset>();
+  TrainerConfig c = TrainerConfig::from_preset<P>();
   c.stages[0].epochs = a.integer("epochs1", c.stages[0].epochs);
   c.stages[1].epochs = a.integer("epochs2", c.stages[1].epochs);
   c.stages[0].learning_rate = a.real("lr1", c.stages[0].learning_rate);
@@ -77,6 +137,8 @@ TrainerConfig configure(const demo::Args& a) {
   c.patience = a.integer("patience", c.patience);
   c.output_dir = a.str("out", "vidlora_out");
   c.progress_newlines = a.has("log-lines");
+  c.max_caption_tokens = a.integer("max-caption-tokens", c.max_caption_tokens);
+  c.max_steps_this_run = a.integer("max-steps", 0);
   return c;
 }
 
@@ -211,7 +273,41 @@ int stage0(const demo::Args& a) {
 #endif
 }
 
-int train_main(const demo::Args& a) {
+// The command that continues an interrupted run: the same arguments with --resume (and without --move-aside).
+std::string resume_command(int argc, char** argv) {
+  std::string cmd = argv[0];
+  bool has_resume = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--move-aside") continue;
+    has_resume = has_resume || arg == "--resume";
+    cmd += ' ';
+    cmd += arg.find_first_of(" \t'\"$") == std::string_view::npos ? std::string(arg) : fmt::format("'{}'", arg);
+  }
+  return has_resume ? cmd : cmd + " --resume";
+}
+
+int train_main(const demo::Args& a, int argc, char** argv) {
+  if (a.has("preset") && a.str("preset", "") != ActivePreset::name) {
+    const std::string asked = a.str("preset", "");
+    try {
+      presets::with_preset(asked, [](auto) {});  // an unknown name is an error listing the known ones
+    } catch (const Error& e) {
+      throw demo::UsageError(e.what());
+    }
+    const std::string build = fmt::format("cmake --preset {0} && cmake --build build/{0} --target train_captioner", asked);
+    if (!a.has("dry-run"))
+      throw demo::UsageError(fmt::format("this train_captioner is built for the {} preset (presets are chosen at build "
+                                         "time); build it for {} with: {}",
+                                         ActivePreset::name, asked, build));
+    fmt::print("note: this binary is built for the {} preset; showing the {} preset (build it with: {})\n",
+               ActivePreset::name, asked, build);
+    presets::with_preset(asked, [&](auto p) {
+      using P = decltype(p);
+      print_configuration<P>(configure<P>(a));
+    });
+    return 0;
+  }
   TrainerConfig config = configure(a);
   if (a.has("dry-run")) {
     print_configuration<ActivePreset>(config);
@@ -226,6 +322,10 @@ int train_main(const demo::Args& a) {
   } else {
     if (a.has("stage0")) return stage0(a);
     const fs::path data = a.str("data", "demo_data");
+    if (!a.has("resume")) {
+      if (const auto moved = demo::prepare_output_dir(config.output_dir, a.has("move-aside")); !moved.empty())
+        fmt::print("{}\n", moved);
+    }
     const demo::DemoModel m(a.str("model", "demo_model"));
     const auto ds = read_dataset(data, {.val_fraction = a.real("val-fraction", 0.1), .seed = 0});
     fmt::print("{}\n", ds.summary());
@@ -237,11 +337,22 @@ int train_main(const demo::Args& a) {
     Trainer<ActivePreset> trainer(config, m.decoder_config, *m.decoder_weights, std::move(projector), codec,
                                   [feats](const Clip& c) { return feats(c.video); });
     print_configuration<ActivePreset>(trainer.config());
-    std::signal(SIGINT, on_sigint);
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
     const auto r = trainer.train(ds.train, ds.val, a.has("resume"));
     fmt::print("training {} after {} steps ({} NaN steps skipped, {} clips skipped)\n", to_string(r.status), r.steps,
                r.skipped_nan_steps, r.skipped_clips.size());
-    if (!r.best) return r.status == TrainStatus::NanStopped ? 3 : 0;
+    if (r.status == TrainStatus::Interrupted) {
+      fmt::print("interrupted after step {}: the checkpoint is {} (no adapter or projector was written); continue with:\n  {}\n", r.steps,
+                 (config.output_dir / "checkpoints" / "last.safetensors").string(), resume_command(argc, argv));
+      return g_signal == SIGTERM ? 143 : 130;
+    }
+    if (r.status == TrainStatus::NanStopped) {
+      fmt::print("the last good checkpoint is {}; no outputs were written\n",
+                 (config.output_dir / "checkpoints" / "last.safetensors").string());
+      return 3;
+    }
+    if (!r.best) return 0;
     // Held-out quality next to the most-frequent-caption baseline.
     std::map<std::string, int> freq;
     for (const auto& c : ds.train) ++freq[c.caption];
@@ -263,6 +374,21 @@ int train_main(const demo::Args& a) {
                q.diversity.unique_ratio, b.diversity.unique_ratio);
     fmt::print("| distinct-1 / distinct-2 | {:.3f} / {:.3f} | {:.3f} / {:.3f} |\n", q.diversity.distinct_1,
                q.diversity.distinct_2, b.diversity.distinct_1, b.diversity.distinct_2);
+    // On the demo data: is each attribute of the clip named right (the captions' grammar, demo_attributes.hpp)?
+    std::vector<std::string> reference_text;
+    for (const auto& rs : refs) reference_text.push_back(rs.front());
+    const auto parsable = demo::attributes_right(reference_text, reference_text);
+    if (!refs.empty() && parsable[0] * 2 >= static_cast<int>(refs.size())) {
+      const auto ours = demo::attributes_right(r.best->captions, reference_text);
+      const auto base = demo::attributes_right(baseline, reference_text);
+      const double n = static_cast<double>(refs.size());
+      fmt::print("\n| attribute named right (of {} clips) | vidlora captioner | most-frequent-caption baseline |\n"
+                 "|---|---|---|\n",
+                 refs.size());
+      for (std::size_t k = 0; k < demo::kAttributeNames.size(); ++k)
+        fmt::print("| {} | {:.0f}% ({}) | {:.0f}% ({}) |\n", demo::kAttributeNames[k], 100.0 * ours[k] / n, ours[k],
+                   100.0 * base[k] / n, base[k]);
+    }
     for (std::size_t k = 0; k < std::min<std::size_t>(5, r.best->captions.size()); ++k)
       fmt::print("  {}: {}\n    reference: {}\n", ds.val[r.best->clip_index[k]].id, r.best->captions[k],
                  ds.val[r.best->clip_index[k]].caption);
@@ -275,9 +401,19 @@ int train_main(const demo::Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress and summaries appear as they happen, also in a pipe
+  auto cli = command_line();
   try {
-    const demo::Args a(argc, argv, {"dry-run", "resume", "stage0", "log-lines"});
-    return train_main(a);
+    cli.parse(argc, argv);
+    if (cli.help_requested()) {
+      fmt::print("{}", cli.usage());
+      return 0;
+    }
+    if (!cli.rest.empty()) throw demo::UsageError(fmt::format("unexpected argument '{}'", cli.rest.front()));
+    return train_main(cli, argc, argv);
+  } catch (const demo::UsageError& e) {
+    fmt::print(stderr, "train_captioner: {}\n(train_captioner --help lists the options)\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     fmt::print(stderr, "train_captioner: {}\n", e.what());
     return 1;

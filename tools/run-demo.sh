@@ -10,6 +10,7 @@
 #              POOL (1: all 36 patch tokens of a 48 px frame; 2: LLaVA-NeXT-Video 2x2 pooling to 9),
 #              BUILD_DIR (build/ci)
 set -euo pipefail
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-demo_run}
@@ -33,17 +34,50 @@ if [[ ! -f data/manifest.jsonl || "$(wc -l < data/manifest.jsonl)" -ne "$clips" 
   stamp "generating $clips demo clips"
   rm -rf data
   "$root/tools/make_demo_data.sh" data "$clips" "$seed" "$jobs" >/dev/null
+  fresh_data=1
 fi
 
-stamp "stage 0 (demo only): SentencePiece tokenizer, caption-text pretraining, random CLIP-architecture ViT"
-"$bin/train_captioner" --stage0 --data data --model model --stage0-epochs "${STAGE0_EPOCHS:-8}" --pool "${POOL:-1}" \
-  --image-size "${IMAGE_SIZE:-48}"
+# Stage 0 is skipped when model/ already holds its output for the same settings (an interrupted or repeated
+# run); with other settings it is redone and the earlier training results move aside (see below).
+stage0_args=(--stage0-epochs "${STAGE0_EPOCHS:-8}" --pool "${POOL:-1}" --image-size "${IMAGE_SIZE:-48}")
+fresh_model=${fresh_data:-0}
+if [[ -f model/vidlora_demo.json && "$(cat model/run-demo-stage0.args 2>/dev/null)" == "${stage0_args[*]}" ]]; then
+  stamp "stage 0: model/ is already built with these settings (${stage0_args[*]}); delete model/ to rebuild it"
+else
+  stamp "stage 0 (demo only): SentencePiece tokenizer, caption-text pretraining, random CLIP-architecture ViT"
+  rm -f model/run-demo-stage0.args
+  "$bin/train_captioner" --stage0 --data data --model model "${stage0_args[@]}"
+  echo "${stage0_args[*]}" > model/run-demo-stage0.args
+  fresh_model=1
+fi
 
-stamp "stage 1 (projector) + stage 2 (LoRA + projector)"
-rm -rf out
-"$bin/train_captioner" --data data --model model --out out --sampler "${SAMPLER:-uniform}" \
-  --epochs1 "${EPOCHS1:-2}" --lr1 "${LR1:-5e-3}" --epochs2 "${EPOCHS2:-12}" --lr2 "${LR2:-3e-3}" \
-  --metric cider_d --log-lines | grep -v '^stage [12]/2 | epoch' || { echo "training failed" >&2; exit 1; }
+# An interrupted run (out/checkpoints/last.safetensors) resumes; a finished one resumes too, which only
+# rewrites its outputs. Results made with another stage-0 model move aside to out.previous-<time>/.
+run_args=(--data data --model model --out out --sampler "${SAMPLER:-uniform}"
+  --epochs1 "${EPOCHS1:-2}" --lr1 "${LR1:-5e-3}" --epochs2 "${EPOCHS2:-12}" --lr2 "${LR2:-3e-3}" --metric cider_d)
+if [[ $fresh_model == 0 && -f out/checkpoints/last.safetensors && "$(cat out/run-demo.args 2>/dev/null)" == "${run_args[*]}" ]]; then
+  stamp "stage 1 + stage 2: resuming the run in $work/out (delete out/ to start over)"
+  run_args+=(--resume)
+else
+  stamp "stage 1 (projector) + stage 2 (LoRA + projector)"
+  mkdir -p out && echo "${run_args[*]}" > out/run-demo.args.new
+  run_args+=(--move-aside)
+fi
+# On a terminal the progress is one updating line; in a log, one line every 25 steps.
+rc=0
+if [[ -t 2 ]]; then
+  "$bin/train_captioner" "${run_args[@]}" || rc=$?
+else
+  "$bin/train_captioner" "${run_args[@]}" --log-lines 2> >(awk '!/^stage [12]\/2 \| epoch/ || ++n % 25 == 1' >&2) || rc=$?
+fi
+[[ -f out/run-demo.args.new ]] && mv out/run-demo.args.new out/run-demo.args
+if [[ $rc == 130 || $rc == 143 ]]; then
+  echo "run-demo: interrupted; run the same command again to resume from the checkpoint" >&2
+  exit "$rc"
+elif [[ $rc != 0 ]]; then
+  echo "run-demo: training failed (exit $rc)" >&2
+  exit "$rc"
+fi
 
 stamp "captioning three held-out clips with the base model + adapter (caption program)"
 mapfile -t held < <(grep -o '"video":"[^"]*"' out/val_captions.jsonl | head -3 | sed 's/"video":"\(.*\)"/\1/')

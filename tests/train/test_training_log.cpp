@@ -209,8 +209,52 @@ TEST_CASE("resuming the jsonl log drops records after the checkpoint step and a 
   REQUIRE(charts.size() == 2);
   CHECK(attr(charts[1], "data-top") == 300 + 30);
   CHECK(points_of(select(doc, "polyline", "data-series", "train loss").at(0)).size() == 7);
-  CHECK(select(doc, "circle", "data-series", "eval loss").size() == 1);  // the eval at step 5
+  CHECK(select(doc, "circle", "class", "marker").size() == 1);  // the eval at step 5 (eval loss: the only marked series)
+  CHECK(select(doc, "circle", "class", "best").size() == 1);    // ringed: the early-stopping pick
   CHECK(select(doc, "polyline", "data-series", "learning rate").size() == 1);
   fs::remove(path);
   fs::remove(svg_path);
+}
+
+TEST_CASE("the curves mark where stage 2 starts, ring the best evaluation of the early-stopping metric and cut the "
+          "loss axis above the first steps",
+          "[train][log]") {
+  std::vector<nlohmann::json> records;
+  for (long s = 1; s <= 40; ++s) {
+    const int stage = s <= 10 ? 1 : 2;
+    const double loss = s == 1 ? 8.0 : 1.0 + 0.01 * static_cast<double>(40 - s);  // one huge first loss
+    records.push_back(train::to_json(train::StepRecord{.stage = stage, .step = s, .loss = loss, .lr = 1e-3}));
+    if (s % 10 == 0) {
+      const double cider[] = {0.2, 0.9, 0.5, 0.7};  // best at the second evaluation (step 20)
+      records.push_back(train::to_json(train::EvalRecord{
+          .stage = stage, .step = s, .eval_loss = 2.0 - 0.01 * static_cast<double>(s), .metrics = {{"cider_d", cider[s / 10 - 1]}}}));
+    }
+  }
+  const auto doc = parse_xml(train::training_curves_svg(records, {.metric = "cider_d", .higher_is_better = true}));
+  const auto charts = select(doc, "g", "class", "chart");
+  REQUIRE(charts.size() == 3);  // loss, cider_d, learning rate
+  // the stage-2 line sits between step 10 and 11 on every chart
+  const auto marks = select(doc, "line", "class", "x-mark");
+  REQUIRE(marks.size() == 3);
+  for (const auto& m : marks) CHECK(attr(m, "data-x") == 10.5);
+  // the ring is on cider_d's maximum, not on the lowest eval loss (step 40)
+  const auto best = select(doc, "circle", "class", "best");
+  REQUIRE(best.size() == 1);
+  CHECK(best[0].attrs.at("data-series") == "cider_d");
+  CHECK(attr(best[0], "data-x") == 20);
+  // the loss axis ends near the later losses (at most 2), the 8.0 is drawn on the top edge and named in the title
+  CHECK(attr(charts[0], "data-y-max") <= 2.0);
+  const auto titles = select(doc, "text", "class", "title");
+  REQUIRE(titles.size() == 3);
+  CHECK(titles[0].text.find("the largest value, 8,") != std::string::npos);
+  const auto loss_pts = points_of(select(doc, "polyline", "data-series", "train loss").at(0));
+  CHECK(loss_pts.front().second == Approx(attr(charts[0], "data-top")));
+
+  // with eval_loss as the metric, the ring is on the lowest eval loss and there is no metric chart
+  const auto doc2 = parse_xml(train::training_curves_svg(records, {.metric = "eval_loss"}));
+  CHECK(select(doc2, "g", "class", "chart").size() == 2);
+  const auto best2 = select(doc2, "circle", "class", "best");
+  REQUIRE(best2.size() == 1);
+  CHECK(best2[0].attrs.at("data-series") == "eval loss");
+  CHECK(attr(best2[0], "data-x") == 40);
 }

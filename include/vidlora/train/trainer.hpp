@@ -103,6 +103,7 @@ struct TrainerConfig {
   // outputs
   std::filesystem::path output_dir = "vidlora_out";
   long checkpoint_every = 0;  // optimizer steps; 0: only at epoch ends
+  int max_caption_tokens = 1024;  // longer captions are truncated (then EOS), with one report line per clip
   long max_steps_this_run = 0;  // > 0: save a checkpoint and stop (as Ctrl-C) after this many steps of this process
   int max_nan_in_a_row = 3;
   std::ostream* progress = &std::cerr;  // nullptr: silent
@@ -585,6 +586,17 @@ class Trainer {
 
   std::vector<int> answer_ids(const Clip& c) {
     std::vector<int> ids = codec_.encode(c.caption);
+    const std::size_t keep = static_cast<std::size_t>(std::max(1, config_.max_caption_tokens) - (codec_.eos_id >= 0 ? 1 : 0));
+    if (ids.size() > keep) {
+      if (truncated_.insert(key_of(c)).second) {
+        say(fmt::format("caption of clip {} has {} tokens: truncated to {} (max_caption_tokens {})", c.id, ids.size(),
+                        keep, config_.max_caption_tokens));
+        if (log_)
+          log_->write(nlohmann::json{{"type", "truncate"}, {"step", pos_.global_step}, {"clip", c.id},
+                                     {"tokens", ids.size()}, {"kept", keep}});
+      }
+      ids.resize(keep);
+    }
     if (codec_.eos_id >= 0) ids.push_back(codec_.eos_id);
     return ids;
   }
@@ -910,7 +922,8 @@ class Trainer {
     if (log_) {
       log_.reset();
       try {
-        write_training_curves(config_.output_dir / "train_log.jsonl", config_.output_dir / "curves.svg");
+        write_training_curves(config_.output_dir / "train_log.jsonl", config_.output_dir / "curves.svg",
+                              {.metric = config_.early_stopping_metric, .higher_is_better = metric_mode() == Mode::Max});
       } catch (const std::exception& e) {
         say(fmt::format("could not draw the curves: {}", e.what()));
       }
@@ -929,6 +942,7 @@ class Trainer {
   std::vector<Clip> train_, val_;
   std::map<std::string, Matrix> cache_;
   std::set<std::string> failed_;
+  std::set<std::string> truncated_;  // clips whose caption was truncated (reported once each)
   Position pos_;
   EarlyStopping stopper_{};
   std::optional<double> best_score_;

@@ -130,6 +130,13 @@ struct Series {
   std::vector<double> x{}, y{};  // non-finite y values leave a gap
   std::string color = "#1f77b4";
   bool markers = false;      // draw a dot at each point (sparse series such as eval loss)
+  long best = -1;            // >= 0: the index of a point ringed and labelled "best"
+};
+
+// A dashed vertical line across a chart with a label at its top (where stage 2 starts, say).
+struct XMark {
+  double x = 0.0;
+  std::string label{};
 };
 
 struct ChartOptions {
@@ -138,6 +145,10 @@ struct ChartOptions {
   std::string y_label{};
   int width = 720;
   int height = 300;
+  std::vector<XMark> x_marks{};
+  // < 1: the y axis ends at this quantile of the values, so that a few large ones (the first steps' loss)
+  // do not flatten the rest; the points above are drawn on the top edge and the title gives the maximum.
+  double y_clip_quantile = 1.0;
 };
 
 // "Nice" tick positions (1, 2 or 5 times a power of ten) covering [lo, hi] with about `target` ticks.
@@ -200,18 +211,37 @@ inline std::string chart_body(std::span<const Series> series, const ChartOptions
       ymin = std::min(ymin, s.y[i]), ymax = std::max(ymax, s.y[i]);
     }
   }
+  for (const auto& m : o.x_marks)
+    if (std::isfinite(m.x)) xmin = std::min(xmin, m.x), xmax = std::max(xmax, m.x);
+  const double data_ymax = ymax;
+  if (o.y_clip_quantile < 1.0) {
+    std::vector<double> ys;
+    for (const auto& s : series)
+      for (double y : s.y)
+        if (std::isfinite(y)) ys.push_back(y);
+    if (!ys.empty()) {
+      std::sort(ys.begin(), ys.end());
+      const double q = std::clamp(o.y_clip_quantile, 0.0, 1.0);
+      ymax = ys[static_cast<std::size_t>(std::ceil(q * static_cast<double>(ys.size() - 1)))];
+    }
+  }
   const auto [xlo, xhi] = axis_range(xmin, xmax);
   const auto [ylo, yhi] = axis_range(ymin, ymax);
+  const bool clipped = data_ymax > yhi;
   const double left_px = x0 + left, top_px = y0 + top;
   auto px = [&](double x) { return left_px + (x - xlo) / (xhi - xlo) * pw; };
-  auto py = [&](double y) { return top_px + ph - (y - ylo) / (yhi - ylo) * ph; };
+  auto py = [&](double y) { return top_px + ph - (std::min(y, yhi) - ylo) / (yhi - ylo) * ph; };
 
   std::string svg = fmt::format(
       "<g class=\"chart\" data-x-min=\"{}\" data-x-max=\"{}\" data-y-min=\"{}\" data-y-max=\"{}\" "
       "data-left=\"{}\" data-top=\"{}\" data-width=\"{}\" data-height=\"{}\">\n",
       xlo, xhi, ylo, yhi, left_px, top_px, pw, ph);
-  svg += fmt::format("<text x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"14\" text-anchor=\"middle\">{}</text>\n",
-                     left_px + pw / 2, y0 + 18, xml_escape(o.title));
+  const std::string title =
+      clipped ? fmt::format("{} (axis cut at {:g}; the largest value, {:.4g}, is drawn on the top edge)", o.title, yhi,
+                            data_ymax)
+              : o.title;
+  svg += fmt::format("<text class=\"title\" x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"14\" text-anchor=\"middle\">{}</text>\n",
+                     left_px + pw / 2, y0 + 18, xml_escape(title));
   // grid and ticks
   for (double t : nice_ticks(xlo, xhi)) {
     svg += fmt::format("<line class=\"grid\" x1=\"{0:.2f}\" y1=\"{1:.2f}\" x2=\"{0:.2f}\" y2=\"{2:.2f}\" stroke=\"#e0e0e0\"/>\n",
@@ -235,6 +265,14 @@ inline std::string chart_body(std::span<const Series> series, const ChartOptions
   svg += fmt::format("<text x=\"{0:.2f}\" y=\"{1:.2f}\" font-size=\"12\" text-anchor=\"middle\" "
                      "transform=\"rotate(-90 {0:.2f} {1:.2f})\">{2}</text>\n",
                      x0 + 16, top_px + ph / 2, xml_escape(o.y_label));
+  for (const auto& m : o.x_marks) {
+    if (!std::isfinite(m.x)) continue;
+    svg += fmt::format("<line class=\"x-mark\" data-x=\"{}\" x1=\"{:.2f}\" y1=\"{:.2f}\" x2=\"{:.2f}\" y2=\"{:.2f}\" "
+                       "stroke=\"#7f7f7f\" stroke-dasharray=\"5,4\"/>\n",
+                       m.x, px(m.x), top_px, px(m.x), top_px + ph);
+    svg += fmt::format("<text x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"11\" fill=\"#555555\">{}</text>\n", px(m.x) + 4,
+                       top_px + 12, xml_escape(m.label));
+  }
   // series: one polyline per run of finite points
   for (const auto& s : series) {
     std::string points;
@@ -252,6 +290,13 @@ inline std::string chart_body(std::span<const Series> series, const ChartOptions
                            xml_escape(s.name), px(s.x[i]), py(s.y[i]), s.color);
     }
     flush();
+    if (s.best >= 0 && static_cast<std::size_t>(s.best) < s.x.size() && std::isfinite(s.y[static_cast<std::size_t>(s.best)])) {
+      const double bx = px(s.x[static_cast<std::size_t>(s.best)]), by = py(s.y[static_cast<std::size_t>(s.best)]);
+      svg += fmt::format("<circle class=\"best\" data-series=\"{}\" data-x=\"{}\" cx=\"{:.2f}\" cy=\"{:.2f}\" r=\"7\" "
+                         "fill=\"none\" stroke=\"black\" stroke-width=\"1.5\"/>\n"
+                         "<text x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"11\">best</text>\n",
+                         xml_escape(s.name), s.x[static_cast<std::size_t>(s.best)], bx, by, bx + 9, by - 9);
+    }
   }
   // legend, top right inside the plot
   for (std::size_t k = 0; k < series.size(); ++k) {
@@ -273,46 +318,88 @@ inline std::string line_chart_svg(std::span<const Series> series, const ChartOpt
                      options.width, options.height, detail::chart_body(series, options, 0, 0));
 }
 
-// The loss chart (train loss per step, eval loss per evaluation) above the learning-rate chart, from
-// the records of a JsonlLog.
-inline std::string training_curves_svg(std::span<const nlohmann::json> records, int width = 720) {
+// What the curves show besides the losses: the early-stopping metric, whose best evaluation is ringed.
+struct CurvesOptions {
+  std::string metric = "eval_loss";  // eval_loss, or a metric name of the eval records (meteor, cider_d, ...)
+  bool higher_is_better = false;
+  int width = 720;
+};
+
+// From the records of a JsonlLog: the loss chart (train loss per step, its axis cut at the 95th percentile
+// so that the first steps do not flatten the rest; eval loss per evaluation), the early-stopping metric's
+// chart when it is not the eval loss, and the learning-rate chart. A dashed line marks where stage 2
+// starts; the evaluation that early stopping keeps is ringed.
+inline std::string training_curves_svg(std::span<const nlohmann::json> records, const CurvesOptions& options) {
+  const int width = options.width;
   Series loss{.name = "train loss", .color = "#1f77b4"};
   Series eval{.name = "eval loss", .color = "#d62728", .markers = true};
+  Series metric{.name = options.metric, .color = "#9467bd", .markers = true};
   Series lr{.name = "learning rate", .color = "#2ca02c"};
-  auto number = [](const nlohmann::json& j, const char* key) {
+  auto number = [](const nlohmann::json& j, const std::string& key) {
     const auto it = j.find(key);
     return it != j.end() && it->is_number() ? it->get<double>() : std::numeric_limits<double>::quiet_NaN();
   };
+  std::vector<XMark> marks;
   for (const auto& r : records) {
     const double step = number(r, "step");
     if (r.value("type", "") == "step") {
+      if (marks.empty() && r.value("stage", 1) == 2) marks.push_back({step - 0.5, "stage 2"});
       loss.x.push_back(step), loss.y.push_back(number(r, "loss"));
       lr.x.push_back(step), lr.y.push_back(number(r, "lr"));
     } else if (r.value("type", "") == "eval") {
       eval.x.push_back(step), eval.y.push_back(number(r, "eval_loss"));
+      metric.x.push_back(step), metric.y.push_back(number(r, options.metric));
     }
   }
-  const ChartOptions loss_opts{.title = "loss", .y_label = "loss", .width = width, .height = 300};
-  const ChartOptions lr_opts{.title = "learning rate", .y_label = "lr", .width = width, .height = 240};
-  std::vector<Series> top{loss};
-  if (!eval.x.empty()) top.push_back(eval);
-  const std::vector<Series> bottom{lr};
+  Series& picked = options.metric == "eval_loss" ? eval : metric;
+  for (std::size_t i = 0; i < picked.y.size(); ++i) {
+    const double y = picked.y[i];
+    if (!std::isfinite(y)) continue;
+    if (picked.best < 0 || (options.higher_is_better ? y > picked.y[static_cast<std::size_t>(picked.best)]
+                                                     : y < picked.y[static_cast<std::size_t>(picked.best)]))
+      picked.best = static_cast<long>(i);
+  }
+  struct Chart {
+    std::vector<Series> series;
+    ChartOptions options;
+  };
+  std::vector<Chart> charts;
+  charts.push_back({{loss}, {.title = "loss", .y_label = "loss", .width = width, .height = 300, .x_marks = marks,
+                             .y_clip_quantile = 0.95}});
+  if (!eval.x.empty()) charts.back().series.push_back(eval);
+  if (options.metric != "eval_loss" && !metric.x.empty())
+    charts.push_back({{metric},
+                      {.title = fmt::format("{} (early-stopping metric, {} is better)", options.metric,
+                                            options.higher_is_better ? "higher" : "lower"),
+                       .y_label = options.metric, .width = width, .height = 240, .x_marks = marks}});
+  charts.push_back({{lr}, {.title = "learning rate", .y_label = "lr", .width = width, .height = 240, .x_marks = marks}});
+  std::string body;
+  int height = 0;
+  for (const auto& c : charts) {
+    body += detail::chart_body(c.series, c.options, 0, height);
+    height += c.options.height;
+  }
   return fmt::format("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\">\n"
-                     "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{2}{3}</svg>\n",
-                     width, loss_opts.height + lr_opts.height, detail::chart_body(top, loss_opts, 0, 0),
-                     detail::chart_body(bottom, lr_opts, 0, loss_opts.height));
+                     "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{2}</svg>\n",
+                     width, height, body);
+}
+
+inline std::string training_curves_svg(std::span<const nlohmann::json> records, int width = 720) {
+  return training_curves_svg(records, CurvesOptions{.width = width});
 }
 
 // Draws the curves of a JSONL log into an SVG file, written atomically (never half a chart on disk).
-inline void write_training_curves(const std::filesystem::path& jsonl, const std::filesystem::path& svg) {
+inline void write_training_curves(const std::filesystem::path& jsonl, const std::filesystem::path& svg,
+                                  const CurvesOptions& options = {}) {
   const auto records = read_jsonl(jsonl);
-  io::write_file_atomically(svg, training_curves_svg(records));
+  io::write_file_atomically(svg, training_curves_svg(records, options));
 }
 
 }  // namespace vidlora::train
 
 namespace vidlora {
 using train::ChartOptions;
+using train::CurvesOptions;
 using train::EvalRecord;
 using train::JsonlLog;
 using train::JsonlLogOptions;
@@ -322,4 +409,5 @@ using train::Series;
 using train::StepRecord;
 using train::training_curves_svg;
 using train::write_training_curves;
+using train::XMark;
 }  // namespace vidlora

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# train_captioner and caption as a user meets them, on 12 generated clips: Ctrl-C's path (--max-steps stops a
+# run the same way) exits 130 and writes no outputs, a fresh run into a used --out is refused, --resume
+# finishes, --move-aside keeps the old results, long captions are truncated with a report, and caption keeps
+# its errors on stderr.
+#   end_to_end.sh BIN_DIR SOURCE_DIR WORK_DIR
+set -uo pipefail
+bin=$1 root=$2 work=$3
+rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
+failures=0
+check() {  # check NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then echo "ok: $name"; else echo "FAILED: $name"; failures=$((failures + 1)); return 1; fi
+}
+run() {  # run EXPECTED_EXIT LOG COMMAND...: runs COMMAND with stdout in LOG.out and stderr in LOG.err
+  local want=$1 log=$2; shift 2
+  "$@" >"$log.out" 2>"$log.err"
+  local rc=$?
+  check "$log exits $want (got $rc)" test "$rc" -eq "$want" || { tail -n 20 "$log.out" "$log.err"; }
+}
+"$root/tools/make_demo_data.sh" data 12 1 2 64 >/dev/null || { echo "FAILED: demo data"; exit 1; }
+run 0 stage0 "$bin/train_captioner" --stage0 --data data --model model --stage0-epochs 1 --image-size 32
+train=("$bin/train_captioner" --data data --model model --out out --epochs1 1 --epochs2 1 --val-fraction 0.25 --log-lines)
+
+run 130 interrupted "${train[@]}" --max-steps 2
+check "interrupted run says how to resume" bash -c 'grep -A1 "continue with:" interrupted.out | grep -q -- "--max-steps 2 --resume"'
+check "interrupted run wrote a checkpoint" test -f out/checkpoints/last.safetensors
+check "interrupted run wrote no adapter" test ! -e out/adapter
+check "interrupted run printed no results table" bash -c '! grep -q "held-out clips" interrupted.out'
+
+run 2 refused "${train[@]}"
+check "a fresh run into a used --out is refused, naming --resume" grep -q "already holds another run's results.*--resume" refused.err
+
+run 0 resumed "${train[@]}" --resume
+check "the resumed run continues from the checkpoint" grep -q "resumed from" resumed.err
+check "the resumed run writes the adapter" test -f out/adapter/adapter_config.json
+check "the resumed run writes the captions" test -s out/val_captions.jsonl
+
+run 0 moved "${train[@]}" --move-aside --max-caption-tokens 4
+check "--move-aside says where the old results went" grep -q "moved the previous run's results" moved.out
+check "the old results are kept aside" bash -c 'ls out.previous-*/train_log.jsonl >/dev/null'
+check "long captions are truncated with a report line" grep -q "tokens: truncated to 3 (max_caption_tokens 4)" moved.err
+
+video=$(ls data/videos/*.mp4 | head -1)
+run 1 caption "$bin/caption" --model model --trained out --jsonl captions.jsonl "$video" missing.mp4
+check "caption prints the good video's caption on stdout" grep -q "^$video	" caption.out
+check "caption keeps errors off stdout" bash -c '! grep -q missing.mp4 caption.out'
+check "caption reports the bad video on stderr" grep -q "missing.mp4" caption.err
+check "caption writes the JSONL" grep -q '"caption"' captions.jsonl
+
+echo "$failures failed"
+exit $((failures > 0))
