@@ -1,6 +1,7 @@
 #pragma once
-// vidlora core: portability macros, errors, matrices, the counter-based RNG.
+// vidlora core: version, portability macros, errors, matrices, the counter-based RNG.
 
+#include <vidlora/core/version.hpp>
 #include <vidlora/core/portability.hpp>
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>

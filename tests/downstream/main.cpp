@@ -2,6 +2,7 @@
 #include <vidlora/vidlora.hpp>
 
 #include <cstdio>
+#include <cstring>
 
 int main() {
   using Layer = vidlora::LoraLinear<16, 32>;
@@ -11,6 +12,9 @@ int main() {
   const vidlora::Matrix y = layer.forward(x, false);
   // B starts at zero, so the adapted layer equals the frozen one.
   if (!y.isApprox(x * w.transpose())) return 1;
+#ifdef VIDLORA_EXPECTED_VERSION  // the installed headers are the version the package file declares
+  if (std::strcmp(vidlora::version_string, VIDLORA_EXPECTED_VERSION) != 0) return 2;
+#endif
   std::printf("downstream OK: rank %d scaling %g\n", Layer::rank, layer.scaling());
   return 0;
 }

@@ -15,7 +15,7 @@ if(KIND STREQUAL "find_package")
       -DVIDLORA_BUILD_TESTS=OFF -DVIDLORA_BUILD_BENCHMARKS=OFF -DVIDLORA_BUILD_EXAMPLES=OFF
       -DCMAKE_INSTALL_PREFIX=${prefix})
   run(${CMAKE_COMMAND} --install ${WORK_DIR}/vidlora-build)
-  set(extra -DCMAKE_PREFIX_PATH=${prefix})
+  set(extra -DCMAKE_PREFIX_PATH=${prefix} -DVIDLORA_EXPECTED_VERSION=${VERSION})
 else()
   set(extra -DVIDLORA_SOURCE_DIR=${SOURCE_DIR})
 endif()

@@ -3,8 +3,8 @@
 // can be read, and which writes out and parses back to the same tensors. A crash, a sanitizer
 // report or a trap is a finding.
 //
-//   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -I include -I /usr/include/eigen3 \
-//     tests/fuzz/fuzz_safetensors.cpp -lfmt -o fuzz_safetensors
+//   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -I include -I /usr/include/eigen3
+//     tests/fuzz/fuzz_safetensors.cpp -lfmt -o fuzz_safetensors        (one command; tools/fuzz.sh runs it)
 //   ./fuzz_safetensors -dict=tests/fuzz/safetensors.dict -max_total_time=60 tests/fuzz/corpus
 
 #include <vidlora/io.hpp>
