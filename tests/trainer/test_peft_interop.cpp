@@ -49,8 +49,13 @@ TEST_CASE("trainer adapter on the tiny llama fixture matches PEFT logits", "[tra
     codec.placeholder_id = 60;
     codec.eos_id = 2;
     std::vector<Clip> clips;
-    for (int i = 0; i < 8; ++i) clips.push_back({fmt::format("c{}", i), fmt::format("c{}.mp4", i),
-                                                 std::string(3 + i % 3, static_cast<char>('a' + i)), "", ""});
+    for (int i = 0; i < 8; ++i) {
+      Clip clip;
+      clip.id = fmt::format("c{}", i);
+      clip.video = fmt::format("c{}.mp4", i);
+      clip.caption = std::string(3 + i % 3, static_cast<char>('a' + i));
+      clips.push_back(clip);
+    }
     Trainer<presets::Cpu> t(c, config, weights, model::Mlp2xGelu(8, config.hidden_size, 3), codec, [](const Clip& cl) {
       return model::random_normal(4, 8, 1.0, 5, static_cast<std::uint64_t>(cl.id[1]));
     });
