@@ -116,3 +116,27 @@ TEST_CASE("AnyCaptionTokenizer shares its tokenizer and refuses to run empty", "
   const std::vector<std::vector<std::string>> r = {{"a"}};
   CHECK_THROWS_WITH(eval::caption_metrics(c, r, options), Catch::Contains("morpheme_tokenizer is set but holds no tokenizer"));
 }
+
+TEST_CASE("CachingTokenizer analyses each text once and returns the same tokens", "[eval][tokenizer]") {
+  eval::CachingTokenizer<PipeTokenizer> cached(PipeTokenizer{}, 3);
+  STATIC_REQUIRE(eval::CaptionTokenizer<eval::CachingTokenizer<PipeTokenizer>>);
+  CHECK(cached.tokenize("a|b") == std::vector<std::string>{"a", "b"});
+  CHECK(cached.tokenize("a|b") == std::vector<std::string>{"a", "b"});
+  CHECK(cached.wrapped().calls == 1);
+  CHECK(cached.hits() == 1);
+  CHECK(cached.misses() == 1);
+  CHECK(cached.name() == "pipes");
+  // The trainer's pattern: the same references every evaluation, new candidates.
+  const std::vector<std::string> candidates = {"A|b|c|d", "x|y"};
+  const std::vector<std::vector<std::string>> references = {{"a|b|c|e"}, {"q|r", "y|x"}};
+  eval::CachingTokenizer<PipeTokenizer> memo(PipeTokenizer{});
+  const double first = eval::meteor(candidates, references, memo).meteor;
+  const double second = eval::meteor(candidates, references, memo).meteor;
+  CHECK(first == second);
+  CHECK(memo.wrapped().calls == 5);
+  CHECK(memo.hits() == 5);
+  // Full memo: cleared and refilled, still correct.
+  for (const char* t : {"1", "2", "3", "4"}) CHECK(cached.tokenize(t) == std::vector<std::string>{t});
+  CHECK(cached.size() <= 3);
+  CHECK_THROWS_WITH(eval::CachingTokenizer<PipeTokenizer>(PipeTokenizer{}, 0), Catch::Contains("max_entries must be > 0"));
+}

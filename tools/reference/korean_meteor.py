@@ -49,7 +49,9 @@ def load_wordnet(data_dir):
     from nltk.corpus import wordnet
     try:
         wordnet.ensure_loaded()
-        return wordnet, "nltk_data wordnet"
+        root = pathlib.Path(str(wordnet.root))
+        marker = root / "VIDLORA_SOURCE"
+        return wordnet, (marker.read_text().strip() if marker.exists() else f"nltk_data wordnet ({root})")
     except LookupError:
         pass
     debian = pathlib.Path("/usr/share/wordnet")
@@ -64,6 +66,7 @@ def load_wordnet(data_dir):
         category = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
         rows = re.findall(r"^(\d\d)\t(\w+\.\w+)", man, flags=re.M)
         assert len(rows) == 45, f"lexnames(5WN): expected 45 lexicographer files, found {len(rows)}"
+        (root / "VIDLORA_SOURCE").write_text("Debian wordnet-base 3.0 (/usr/share/wordnet) in " + str(root) + "\n")
         (root / "lexnames").write_text("".join(f"{n}\t{name}\t{category[name.split('.')[0]]}\n" for n, name in rows))
     nltk.data.path.insert(0, str(data_dir))
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
