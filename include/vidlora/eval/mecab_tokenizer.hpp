@@ -95,7 +95,10 @@ class MecabKoTokenizer {
 
   MecabKoTokenizer(const MecabKoTokenizer& other)
       : units_(other.units_), dictionary_(other.dictionary_), model_(other.model_),
-        tagger_(model_->createTagger()), lattice_(model_->createLattice()) {}
+        tagger_(model_ ? model_->createTagger() : nullptr), lattice_(model_ ? model_->createLattice() : nullptr) {
+    require(tagger_ && lattice_, "MecabKoTokenizer: cannot copy a moved-from tokenizer or create a tagger for '{}'",
+            dictionary_.string());
+  }
   MecabKoTokenizer& operator=(const MecabKoTokenizer& other) {
     if (this != &other) *this = MecabKoTokenizer(other);
     return *this;
