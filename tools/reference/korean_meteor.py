@@ -267,7 +267,11 @@ def main():
                 "meteor_exact": {k: exact[k][i] for k in exact},
             } for i, r in enumerate(rows)],
         }
-        pathlib.Path(a.fixture).write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        pairs = out.pop("pairs")  # one pair per line: compact, and diffs stay readable
+        text = json.dumps(out, ensure_ascii=False, indent=1)[:-2] + ',\n "pairs": [\n'
+        text += ",\n".join(json.dumps(p, ensure_ascii=False) for p in pairs) + "\n ]\n}\n"
+        json.loads(text)
+        pathlib.Path(a.fixture).write_text(text, encoding="utf-8")
         print(f"wrote {a.fixture}")
 
 
