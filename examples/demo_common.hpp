@@ -29,6 +29,10 @@
 #include <vidlora/model/tokenizer_sentencepiece.hpp>
 #include <vidlora/train/feature_cache.hpp>
 #include <vidlora/train/trainer.hpp>
+#if VIDLORA_DEMO_MECAB  // examples/CMakeLists.txt defines it when vidlora::mecab (MeCab) is available
+#include <vidlora/eval/caching_tokenizer.hpp>
+#include <vidlora/eval/mecab_tokenizer.hpp>
+#endif
 
 #include "command_line.hpp"
 
@@ -154,5 +158,23 @@ struct DemoModel {
     };
   }
 };
+
+// MeCab + mecab-ko-dic in Okt units, for the Korean METEOR users report (nltk over KoNLPy Okt morphemes;
+// docs/eval.md); nullopt, with the reason printed, when the demo was built without MeCab or the dictionary
+// is not installed (tools/install-deps.sh).
+inline std::optional<vidlora::eval::AnyCaptionTokenizer> korean_morpheme_tokenizer() {
+#if VIDLORA_DEMO_MECAB
+  try {
+    return vidlora::eval::AnyCaptionTokenizer(
+        vidlora::eval::CachingTokenizer<vidlora::eval::MecabKoTokenizer>(vidlora::eval::MecabKoTokenizer()));
+  } catch (const vidlora::Error& e) {
+    fmt::print("(no Korean morpheme METEOR: {})\n", e.what());
+    return std::nullopt;
+  }
+#else
+  fmt::print("(no Korean morpheme METEOR: built without MeCab, see tools/install-deps.sh)\n");
+  return std::nullopt;
+#endif
+}
 
 }  // namespace demo

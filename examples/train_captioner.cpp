@@ -368,8 +368,11 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     fmt::print("\nheld-out clips: {} (best: stage {} epoch {}, eval loss {:.4f})\n", refs.size(), r.best->stage,
                r.best->epoch, r.best->eval_loss);
     fmt::print("| metric | vidlora captioner | most-frequent-caption baseline |\n|---|---|---|\n");
-    fmt::print("| METEOR | {:.4f} | {:.4f} |\n| CIDEr-D | {:.4f} | {:.4f} |\n| BLEU-4 | {:.4f} | {:.4f} |\n", q.meteor,
-               b.meteor, q.cider_d, b.cider_d, q.bleu4, b.bleu4);
+    fmt::print("| METEOR (whitespace) | {:.4f} | {:.4f} |\n", q.meteor, b.meteor);
+    if (auto ko = demo::korean_morpheme_tokenizer())  // the users' Okt METEOR, via MeCab (docs/eval.md)
+      fmt::print("| METEOR ({}) | {:.4f} | {:.4f} |\n", ko->name(), eval::meteor(r.best->captions, refs, *ko).meteor,
+                 eval::meteor(baseline, refs, *ko).meteor);
+    fmt::print("| CIDEr-D | {:.4f} | {:.4f} |\n| BLEU-4 | {:.4f} | {:.4f} |\n", q.cider_d, b.cider_d, q.bleu4, b.bleu4);
     fmt::print("| ROUGE-L | {:.4f} | {:.4f} |\n| unique-caption ratio | {:.3f} | {:.3f} |\n", q.rouge_l, b.rouge_l,
                q.diversity.unique_ratio, b.diversity.unique_ratio);
     fmt::print("| distinct-1 / distinct-2 | {:.3f} / {:.3f} | {:.3f} / {:.3f} |\n", q.diversity.distinct_1,

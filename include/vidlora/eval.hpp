@@ -1,8 +1,11 @@
 #pragma once
 // vidlora eval: caption metrics (BLEU-4, METEOR, CIDEr-D, ROUGE-L) matched to pycocoevalcap / nltk,
-// on whitespace tokens or characters, and caption diversity with a mode-collapse check.
+// on whitespace tokens, characters or any CaptionTokenizer, and caption diversity with a mode-collapse check.
+// The MeCab Korean morpheme tokenizer is separate: <vidlora/eval/mecab_tokenizer.hpp> (vidlora::mecab).
 
+#include <vidlora/eval/caption_tokenizer.hpp>
 #include <vidlora/eval/tokenize.hpp>
+#include <vidlora/eval/caching_tokenizer.hpp>
 #include <vidlora/eval/corpus.hpp>
 #include <vidlora/eval/bleu.hpp>
 #include <vidlora/eval/meteor.hpp>
@@ -12,12 +15,16 @@
 #include <vidlora/eval/caption_metrics.hpp>
 
 namespace vidlora {
+using eval::AnyCaptionTokenizer;
 using eval::bleu;
 using eval::BleuScore;
+using eval::CachingTokenizer;
 using eval::caption_metrics;
 using eval::CaptionCorpus;
 using eval::CaptionMetrics;
 using eval::CaptionMetricsOptions;
+using eval::CaptionTokenizer;
+using eval::CharacterTokenizer;
 using eval::check_mode_collapse;
 using eval::cider_d;
 using eval::CiderOptions;
@@ -32,4 +39,5 @@ using eval::ModeCollapseCheck;
 using eval::rouge_l;
 using eval::RougeScore;
 using eval::Tokenization;
+using eval::WhitespaceTokenizer;
 }  // namespace vidlora

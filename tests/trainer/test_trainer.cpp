@@ -3,10 +3,12 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -361,4 +363,32 @@ TEST_CASE("a clip whose video cannot be decoded is skipped and named", "[trainer
   std::ifstream log(tmp.dir / "train_log.jsonl");
   std::string all((std::istreambuf_iterator<char>(log)), {});
   CHECK_THAT(all, Catch::Contains("\"type\":\"skip\""));
+}
+
+TEST_CASE("the trainer scores METEOR on a plugged-in tokenisation and stops early on it", "[trainer][eval]") {
+  Fresh tmp("meteor_morphemes");
+  auto config = tiny_trainer_config(tmp.dir);
+  config.stages[0].epochs = 1;
+  config.stages[1].epochs = 2;
+  config.early_stopping_metric = "meteor_morphemes";
+  CHECK_THROWS_WITH(make(config), Catch::Contains("'meteor_morphemes' needs caption_metrics.morpheme_tokenizer"));
+  config.caption_metrics.morpheme_tokenizer = eval::CharacterTokenizer{};  // any CaptionTokenizer (MeCab in use)
+  auto trainer = make(config);
+  const auto val = clips(6, 24);
+  const auto result = trainer.train(clips(12), val);
+  REQUIRE(result.evals.size() == 3);
+  eval::CharacterTokenizer characters;
+  double best = -1.0;
+  for (const auto& ev : result.evals) {
+    std::vector<std::vector<std::string>> refs;
+    for (std::size_t i : ev.clip_index) refs.push_back({val[i].caption});
+    CHECK(ev.metrics.meteor_morphemes == Approx(eval::meteor(ev.captions, refs, characters).meteor).margin(1e-12));
+    CHECK(ev.metrics.meteor_morphemes_tokenizer == "characters");
+    best = std::max(best, ev.metrics.meteor_morphemes);
+  }
+  REQUIRE(result.best.has_value());
+  CHECK(result.best->metrics.meteor_morphemes == best);
+  std::ifstream log(tmp.dir / "train_log.jsonl");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  CHECK(text.find("\"meteor_morphemes\"") != std::string::npos);
 }

@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <array>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <vidlora/core/error.hpp>
@@ -24,10 +27,13 @@ struct CaptionCorpus {
   std::vector<std::string> vocabulary;            // id -> token
 };
 
-// Tokenises candidates[i] and references[i] (at least one reference each); `lowercase` folds ASCII case.
-inline CaptionCorpus make_corpus(std::span<const std::string> candidates,
-                                 std::span<const std::vector<std::string>> references,
-                                 Tokenization mode = Tokenization::Whitespace, bool lowercase = false) {
+// Tokenises candidates[i] and references[i] (at least one reference each) with `tokenizer`, any
+// CaptionTokenizer; `lowercase` folds the ASCII case of the tokens (as nltk lowercases after tokenising).
+template <class Tokenizer>
+  requires(!std::same_as<std::remove_cvref_t<Tokenizer>, Tokenization>)
+CaptionCorpus make_corpus(std::span<const std::string> candidates, std::span<const std::vector<std::string>> references,
+                          Tokenizer& tokenizer, bool lowercase = false) {
+  check_caption_tokenizer<std::remove_const_t<Tokenizer>>();
   require(candidates.size() == references.size(), "caption metrics: {} candidates but {} reference lists",
           candidates.size(), references.size());
   require(!candidates.empty(), "caption metrics: no candidates to score");
@@ -35,7 +41,8 @@ inline CaptionCorpus make_corpus(std::span<const std::string> candidates,
   std::unordered_map<std::string, std::uint32_t> ids;
   auto intern = [&](const std::string& text) {
     TokenIds out;
-    for (auto& t : tokenize(lowercase ? ascii_lower(text) : text, mode)) {
+    for (auto& t : tokenizer.tokenize(text)) {
+      if (lowercase) t = ascii_lower(std::move(t));
       auto [it, inserted] = ids.try_emplace(t, static_cast<std::uint32_t>(corpus.vocabulary.size()));
       if (inserted) corpus.vocabulary.push_back(t);
       out.push_back(it->second);
@@ -51,6 +58,18 @@ inline CaptionCorpus make_corpus(std::span<const std::string> candidates,
     for (const auto& r : references[i]) refs.push_back(intern(r));
   }
   return corpus;
+}
+
+// The same with one of the two built-in tokenisations.
+inline CaptionCorpus make_corpus(std::span<const std::string> candidates,
+                                 std::span<const std::vector<std::string>> references,
+                                 Tokenization mode = Tokenization::Whitespace, bool lowercase = false) {
+  if (mode == Tokenization::Characters) {
+    CharacterTokenizer characters;
+    return make_corpus(candidates, references, characters, lowercase);
+  }
+  WhitespaceTokenizer words;
+  return make_corpus(candidates, references, words, lowercase);
 }
 
 namespace detail {

@@ -10,9 +10,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -84,6 +87,15 @@ inline MeteorScore meteor(const CaptionCorpus& corpus, const MeteorOptions& opti
 inline MeteorScore meteor(std::span<const std::string> candidates, std::span<const std::vector<std::string>> references,
                           Tokenization mode = Tokenization::Whitespace, const MeteorOptions& options = {}) {
   return meteor(make_corpus(candidates, references, mode, /*lowercase=*/true), options);
+}
+
+// With any CaptionTokenizer, e.g. a morpheme analyser (eval/mecab_tokenizer.hpp): tokens are ASCII-lower-cased
+// after tokenising, as nltk's meteor_score does.
+template <class Tokenizer>
+  requires(!std::same_as<std::remove_cvref_t<Tokenizer>, Tokenization>)
+MeteorScore meteor(std::span<const std::string> candidates, std::span<const std::vector<std::string>> references,
+                   Tokenizer& tokenizer, const MeteorOptions& options = {}) {
+  return meteor(make_corpus(candidates, references, tokenizer, /*lowercase=*/true), options);
 }
 
 }  // namespace vidlora::eval

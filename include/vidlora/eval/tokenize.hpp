@@ -1,13 +1,16 @@
 #pragma once
 // Caption tokenisation for the metrics: whitespace-separated words (Python's str.split(), which
 // pycocoevalcap uses) or single characters (Unicode code points, whitespace dropped) for Korean,
-// where word-level matching is coarse because particles attach to the words.
+// where word-level matching is coarse because particles attach to the words. WhitespaceTokenizer and
+// CharacterTokenizer are the two as CaptionTokenizer policies (eval/caption_tokenizer.hpp).
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <vidlora/eval/caption_tokenizer.hpp>
 
 namespace vidlora::eval {
 
@@ -72,6 +75,17 @@ inline std::vector<std::string> tokenize(std::string_view text, Tokenization mod
   if (!current.empty()) tokens.push_back(std::move(current));
   return tokens;
 }
+
+// The two tokenisations as CaptionTokenizer policies.
+struct WhitespaceTokenizer {
+  std::vector<std::string> tokenize(std::string_view text) const { return eval::tokenize(text, Tokenization::Whitespace); }
+  std::string name() const { return "whitespace"; }
+};
+struct CharacterTokenizer {
+  std::vector<std::string> tokenize(std::string_view text) const { return eval::tokenize(text, Tokenization::Characters); }
+  std::string name() const { return "characters"; }
+};
+static_assert(CaptionTokenizer<WhitespaceTokenizer> && CaptionTokenizer<CharacterTokenizer>);
 
 // ASCII lower-casing (METEOR's case folding; Hangul has no case, other scripts are left as they are).
 inline std::string ascii_lower(std::string s) {

@@ -97,8 +97,12 @@ struct TrainerConfig {
   std::uint64_t seed = 0;
   // evaluation
   int patience = 5;
-  std::string early_stopping_metric = "eval_loss";  // or a metric: meteor, cider_d, bleu4, rouge_l, unique_ratio
+  std::string early_stopping_metric = "eval_loss";  // or a metric: meteor, cider_d, bleu4, rouge_l, unique_ratio,
+                                                    // meteor_morphemes (needs caption_metrics.morpheme_tokenizer)
   double collapse_threshold = 0.5;
+  // Tokenisation of the evaluation metrics; morpheme_tokenizer adds METEOR on morphemes, e.g.
+  // eval::CachingTokenizer<eval::MecabKoTokenizer> for the Korean METEOR users report (docs/eval.md).
+  eval::CaptionMetricsOptions caption_metrics{};
   GenerationOptions generation{};
   // outputs
   std::filesystem::path output_dir = "vidlora_out";
@@ -189,13 +193,15 @@ struct BiasShadow {
 };
 
 inline nlohmann::json metrics_json(const eval::CaptionMetrics& m) {
-  return {{"bleu4", m.bleu4},
-          {"meteor", m.meteor},
-          {"cider_d", m.cider_d},
-          {"rouge_l", m.rouge_l},
-          {"unique_ratio", m.diversity.unique_ratio},
-          {"distinct_1", m.diversity.distinct_1},
-          {"distinct_2", m.diversity.distinct_2}};
+  nlohmann::json j = {{"bleu4", m.bleu4},
+                      {"meteor", m.meteor},
+                      {"cider_d", m.cider_d},
+                      {"rouge_l", m.rouge_l},
+                      {"unique_ratio", m.diversity.unique_ratio},
+                      {"distinct_1", m.diversity.distinct_1},
+                      {"distinct_2", m.diversity.distinct_2}};
+  if (!m.meteor_morphemes_tokenizer.empty()) j["meteor_morphemes"] = m.meteor_morphemes;
+  return j;
 }
 
 }  // namespace detail
@@ -465,7 +471,7 @@ class Trainer {
       refs.push_back({val_[i].caption});
     }
     ev.eval_loss = valid > 0 ? loss_sum / static_cast<double>(valid) : std::nan("");
-    if (!ev.captions.empty()) ev.metrics = eval::caption_metrics(ev.captions, refs);
+    if (!ev.captions.empty()) ev.metrics = eval::caption_metrics(ev.captions, refs, config_.caption_metrics);
     const auto collapse = eval::check_mode_collapse(ev.metrics.diversity, config_.collapse_threshold);
     ev.collapsed = collapse.collapsed;
     if (collapse.collapsed) say("warning: " + collapse.message);
@@ -480,7 +486,10 @@ class Trainer {
                     "unique {:.2f} distinct-1 {:.3f} distinct-2 {:.3f}",
                     stage, epoch, ev.eval_loss, ev.metrics.meteor, ev.metrics.cider_d, ev.metrics.bleu4,
                     ev.metrics.rouge_l, ev.metrics.diversity.unique_ratio, ev.metrics.diversity.distinct_1,
-                    ev.metrics.diversity.distinct_2));
+                    ev.metrics.diversity.distinct_2) +
+        (ev.metrics.meteor_morphemes_tokenizer.empty()
+             ? std::string()
+             : fmt::format(" | METEOR ({}) {:.4f}", ev.metrics.meteor_morphemes_tokenizer, ev.metrics.meteor_morphemes)));
     result_.evals.push_back(ev);
     return ev;
   }
@@ -550,16 +559,22 @@ class Trainer {
   Mode metric_mode() const {
     const auto& m = config_.early_stopping_metric;
     if (m == "eval_loss") return Mode::Min;
+    if (m == "meteor_morphemes") {
+      require(config_.caption_metrics.morpheme_tokenizer.has_value(),
+              "Trainer: early_stopping_metric 'meteor_morphemes' needs caption_metrics.morpheme_tokenizer set");
+      return Mode::Max;
+    }
     if (m == "meteor" || m == "cider_d" || m == "bleu4" || m == "rouge_l" || m == "unique_ratio" || m == "distinct_1" ||
         m == "distinct_2")
       return Mode::Max;
     fail("Trainer: unknown early_stopping_metric '{}' (eval_loss, meteor, cider_d, bleu4, rouge_l, unique_ratio, "
-         "distinct_1, distinct_2)",
+         "distinct_1, distinct_2, meteor_morphemes)",
          m);
   }
   double metric_value(const EvalResult& ev) const {
     const auto& m = config_.early_stopping_metric;
     if (m == "eval_loss") return ev.eval_loss;
+    if (m == "meteor_morphemes") return ev.metrics.meteor_morphemes;  // NaN when nothing was scored
     return detail::metrics_json(ev.metrics).at(m).template get<double>();
   }
   bool better(double a, double b) const { return metric_mode() == Mode::Min ? a < b : a > b; }
@@ -860,6 +875,8 @@ class Trainer {
             {"meteor", finite_or_null(m.meteor)},
             {"cider_d", finite_or_null(m.cider_d)},
             {"rouge_l", finite_or_null(m.rouge_l)},
+            {"meteor_morphemes", finite_or_null(m.meteor_morphemes)},
+            {"meteor_morphemes_tokenizer", m.meteor_morphemes_tokenizer},
             {"diversity",
              {{"captions", d.captions},
               {"unique_captions", d.unique_captions},
@@ -886,6 +903,10 @@ class Trainer {
     ev.metrics.meteor = number(j.at("meteor"));
     ev.metrics.cider_d = number(j.at("cider_d"));
     ev.metrics.rouge_l = number(j.at("rouge_l"));
+    if (j.contains("meteor_morphemes")) {  // absent in checkpoints written before it existed
+      ev.metrics.meteor_morphemes = number(j.at("meteor_morphemes"));
+      ev.metrics.meteor_morphemes_tokenizer = j.at("meteor_morphemes_tokenizer").get<std::string>();
+    }
     const auto& d = j.at("diversity");
     ev.metrics.diversity.captions = d.at("captions").get<std::size_t>();
     ev.metrics.diversity.unique_captions = d.at("unique_captions").get<std::size_t>();

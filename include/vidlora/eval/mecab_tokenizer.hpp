@@ -1,0 +1,155 @@
+#pragma once
+// MecabKoTokenizer: Korean morpheme tokens from the MeCab analyser (Debian's libmecab) with the
+// mecab-ko-dic dictionary, as a CaptionTokenizer for the caption metrics. Needs <mecab.h> and -lmecab:
+// link the vidlora::mecab target (CMake defines it when libmecab-dev is installed). Everything else in
+// vidlora::eval works without it.
+//
+// Two granularities:
+//  - MecabKoUnits::Morphemes: every morpheme MeCab outputs (빌딩 들 이 높 은 걸어가 고 있 다).
+//  - MecabKoUnits::OktUnits: the same analysis, grouped into the units KoNLPy's Okt morphs() returns,
+//    so that METEOR on them tracks the Okt METEOR users report (docs/eval.md measures how closely):
+//    a predicate stem (VV, VA, VX, VCP, VCN, or a derivational XSV/XSA) keeps the endings (E*) that
+//    follow it inside the same word (높은, 걸어가고, 있다, 하고); an adjective root XR keeps its XSA
+//    (화려하게); a run of particles in one word is one token (에는, 에서는). Nouns, noun suffixes (들),
+//    particles after nouns and punctuation stay separate, as Okt separates them. Only MeCab's POS tags
+//    and the word boundaries of the text decide the grouping; no word lists.
+//
+// The dictionary: mecab-ko-dic 2.1.1 (Apache-2.0, the Eunjeon project), as compiled in PyPI's
+// python-mecab-ko-dic 2.1.1.post2 wheel, which Debian's MeCab 0.996 loads as it is.
+// tools/install-deps.sh puts it in /usr/local/lib/mecab/dic/mecab-ko-dic (default_mecab_ko_dictionary()).
+//
+// One tokenizer is for one thread at a time (it owns a MeCab lattice); copies share the loaded model.
+
+#include <mecab.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <vidlora/core/error.hpp>
+#include <vidlora/eval/caption_tokenizer.hpp>
+
+namespace vidlora::eval {
+
+enum class MecabKoUnits {
+  Morphemes,  // MeCab's morphemes as they are
+  OktUnits,   // grouped as KoNLPy Okt's morphs() groups them (see above)
+};
+
+// $VIDLORA_MECAB_KO_DIC when set, else where tools/install-deps.sh installs mecab-ko-dic.
+inline std::filesystem::path default_mecab_ko_dictionary() {
+  if (const char* env = std::getenv("VIDLORA_MECAB_KO_DIC"); env != nullptr && *env != '\0') return env;
+  return "/usr/local/lib/mecab/dic/mecab-ko-dic";
+}
+
+namespace detail {
+
+// The first POS tag of a mecab-ko-dic feature string ("VV+EC,*,F,..." -> "VV") and its last ("EC").
+struct KoTags {
+  std::string_view first, last;
+};
+inline KoTags ko_tags(const char* feature) {
+  const std::string_view f(feature);
+  const std::string_view pos = f.substr(0, f.find(','));
+  const auto plus_first = pos.find('+');
+  const auto plus_last = pos.rfind('+');
+  return {pos.substr(0, plus_first), plus_last == std::string_view::npos ? pos : pos.substr(plus_last + 1)};
+}
+inline bool ko_is_predicate(std::string_view tag) {
+  return tag == "VV" || tag == "VA" || tag == "VX" || tag == "VCP" || tag == "VCN" || tag == "XSV" || tag == "XSA";
+}
+inline bool ko_is_ending(std::string_view tag) { return !tag.empty() && tag.front() == 'E'; }
+inline bool ko_is_particle(std::string_view tag) { return !tag.empty() && tag.front() == 'J'; }
+
+}  // namespace detail
+
+class MecabKoTokenizer {
+ public:
+  explicit MecabKoTokenizer(const std::filesystem::path& dictionary = default_mecab_ko_dictionary(),
+                            MecabKoUnits units = MecabKoUnits::OktUnits)
+      : units_(units), dictionary_(dictionary) {
+    namespace fs = std::filesystem;
+    require(fs::is_directory(dictionary),
+            "MecabKoTokenizer: mecab-ko-dic dictionary directory '{}' not found (install it with "
+            "tools/install-deps.sh, or set VIDLORA_MECAB_KO_DIC)",
+            dictionary.string());
+    for (const char* file : {"sys.dic", "matrix.bin", "char.bin", "unk.dic", "dicrc"})
+      require(fs::is_regular_file(dictionary / file),
+              "MecabKoTokenizer: '{}' is not a compiled mecab-ko-dic dictionary: {} is missing", dictionary.string(),
+              file);
+    // -r /dev/null: no mecabrc (Debian's points at a Japanese dictionary); -d: this dictionary.
+    std::string program = "vidlora", rc = "-r", rc_path = "/dev/null", d = "-d", dic = dictionary.string();
+    char* argv[] = {program.data(), rc.data(), rc_path.data(), d.data(), dic.data()};
+    std::shared_ptr<MeCab::Model> model(MeCab::createModel(5, argv), [](MeCab::Model* m) { delete m; });
+    require(model != nullptr, "MecabKoTokenizer: MeCab cannot load the dictionary '{}': {}", dictionary.string(),
+            MeCab::getLastError());
+    model_ = model;
+    tagger_.reset(model_->createTagger());
+    lattice_.reset(model_->createLattice());
+    require(tagger_ && lattice_, "MecabKoTokenizer: MeCab cannot create a tagger for '{}': {}", dictionary.string(),
+            MeCab::getLastError());
+  }
+
+  MecabKoTokenizer(const MecabKoTokenizer& other)
+      : units_(other.units_), dictionary_(other.dictionary_), model_(other.model_),
+        tagger_(model_ ? model_->createTagger() : nullptr), lattice_(model_ ? model_->createLattice() : nullptr) {
+    require(tagger_ && lattice_, "MecabKoTokenizer: cannot copy a moved-from tokenizer or create a tagger for '{}'",
+            dictionary_.string());
+  }
+  MecabKoTokenizer& operator=(const MecabKoTokenizer& other) {
+    if (this != &other) *this = MecabKoTokenizer(other);
+    return *this;
+  }
+  MecabKoTokenizer(MecabKoTokenizer&&) noexcept = default;
+  MecabKoTokenizer& operator=(MecabKoTokenizer&&) noexcept = default;
+  ~MecabKoTokenizer() = default;
+
+  std::vector<std::string> tokenize(std::string_view text) {
+    std::vector<std::string> tokens;
+    if (text.empty()) return tokens;
+    lattice_->set_sentence(text.data(), text.size());
+    require(tagger_->parse(lattice_.get()), "MecabKoTokenizer: MeCab failed on a caption: {}", lattice_->what());
+    bool predicate_open = false;  // the last token is a predicate that endings in the same word join
+    std::string_view last_tag;
+    for (const MeCab::Node* node = lattice_->bos_node(); node != nullptr; node = node->next) {
+      if (node->stat == MECAB_BOS_NODE || node->stat == MECAB_EOS_NODE) continue;
+      const std::string_view surface(node->surface, node->length);
+      if (units_ == MecabKoUnits::Morphemes) {
+        tokens.emplace_back(surface);
+        continue;
+      }
+      const bool same_word = node->rlength == node->length && !tokens.empty();  // no whitespace before it
+      const auto tags = detail::ko_tags(node->feature);
+      const bool joins = same_word && ((predicate_open && detail::ko_is_ending(tags.first)) ||
+                                       (detail::ko_is_particle(last_tag) && detail::ko_is_particle(tags.first)) ||
+                                       (last_tag == "XR" && tags.first == "XSA"));
+      if (joins)
+        tokens.back().append(surface);
+      else
+        tokens.emplace_back(surface);
+      predicate_open = detail::ko_is_predicate(tags.first) || (joins && predicate_open);
+      last_tag = tags.last;
+    }
+    return tokens;
+  }
+
+  std::string name() const {
+    return units_ == MecabKoUnits::OktUnits ? "mecab-ko-dic okt-units" : "mecab-ko-dic morphemes";
+  }
+  MecabKoUnits units() const { return units_; }
+  const std::filesystem::path& dictionary() const { return dictionary_; }
+
+ private:
+  MecabKoUnits units_;
+  std::filesystem::path dictionary_;
+  std::shared_ptr<MeCab::Model> model_;
+  std::unique_ptr<MeCab::Tagger> tagger_;
+  std::unique_ptr<MeCab::Lattice> lattice_;
+};
+
+static_assert(CaptionTokenizer<MecabKoTokenizer>);
+
+}  // namespace vidlora::eval
