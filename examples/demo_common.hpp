@@ -29,6 +29,7 @@
 #include <vidlora/model/tokenizer_sentencepiece.hpp>
 #include <vidlora/train/feature_cache.hpp>
 #include <vidlora/train/trainer.hpp>
+#include <vidlora/video/policy_table.hpp>
 #if VIDLORA_DEMO_MECAB  // examples/CMakeLists.txt defines it when vidlora::mecab (MeCab) is available
 #include <vidlora/eval/caching_tokenizer.hpp>
 #include <vidlora/eval/mecab_tokenizer.hpp>
@@ -150,8 +151,7 @@ struct DemoModel {
     const auto* enc = &*vision;
     const int pool = pool_stride;
     const std::string id = fmt::format("{}-pool{}", encoder_id, pool);
-    vidlora::require(sampler == "uniform" || sampler == "scene_change" || sampler == "motion",
-                     "unknown sampler '{}' (uniform, scene_change, motion)", sampler);
+    vidlora::video::with_sampling_policy(sampler, [](auto) {});  // an unknown name is an error listing the known ones
     return [cache, enc, pool, id, sampler, frames](const fs::path& video) {
       return cache->get({video, sampler, frames, id},
                         [&](const fs::path& v) { return clip_features(v, sampler, frames, *enc, pool); });

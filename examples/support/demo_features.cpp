@@ -1,5 +1,6 @@
 // The video half of the demo programs (FFmpeg sampling and frozen CLIP features), compiled once for both.
 #include <vidlora/train/video_features.hpp>
+#include <vidlora/video/policy_table.hpp>
 
 #include <string>
 
@@ -12,11 +13,9 @@ vidlora::Matrix clip_features(const std::filesystem::path& video, const std::str
   so.threads = 1;
   so.scene.threads = 1;
   so.scene.min_scene_len = 3;  // the demo clips' scenes are short (docs/data.md)
-  if (sampler == "scene_change")
-    return vidlora::video_clip_features<vidlora::video::SceneChange>(video, so, encoder, pool_stride);
-  if (sampler == "motion") return vidlora::video_clip_features<vidlora::video::Motion>(video, so, encoder, pool_stride);
-  vidlora::require(sampler == "uniform", "unknown sampler '{}' (uniform, scene_change, motion)", sampler);
-  return vidlora::video_clip_features<vidlora::video::Uniform>(video, so, encoder, pool_stride);
+  return vidlora::video::with_sampling_policy(sampler, [&](auto policy) {
+    return vidlora::video_clip_features<decltype(policy)>(video, so, encoder, pool_stride);
+  });
 }
 
 }  // namespace demo

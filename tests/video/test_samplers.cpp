@@ -177,3 +177,12 @@ TEST_CASE("a raw H.264 stream without packet timestamps is sampled by decoding e
   CHECK(indices_of(s.frames) == uniform_indices(60, 8));
   CHECK(strictly_increasing(indices_of(s.frames)));
 }
+
+TEST_CASE("the sampling policy table maps each run-time name to its policy type", "[video][sampler][policy]") {
+  CHECK(video::sampling_policy_names() == "uniform, scene_change, motion");
+  for (std::string_view name : {"uniform", "scene_change", "motion"})
+    CHECK(video::with_sampling_policy(name, [](auto p) { return std::string(decltype(p)::name); }) == name);
+  CHECK(video::with_sampling_policy("motion", [](auto p) { return std::is_same_v<decltype(p), video::Motion>; }));
+  CHECK_THROWS_WITH(video::with_sampling_policy("scenechange", [](auto) {}),
+                    Catch::Contains("unknown sampler 'scenechange' (uniform, scene_change, motion)"));
+}
