@@ -74,7 +74,8 @@ demo::CommandLine command_line() {
           integer("accum", "N", "gradient accumulation steps", 1),
           integer("seed", "N", "seed of the data order, LoRA init and dropout (default 0)"),
           integer("patience", "N", "early-stopping patience in evaluations"),
-          text("metric", "NAME", "early-stopping metric: eval_loss, meteor, cider_d, bleu4, rouge_l, unique_ratio"),
+          text("metric", "NAME",
+               "early-stopping metric: eval_loss, meteor, meteor_morphemes, cider_d, bleu4, rouge_l, unique_ratio"),
           real("val-fraction", "X", "held-out fraction of the data (default 0.1)"),
           integer("max-caption-tokens", "N", "captions longer than this are truncated, with a report line", 1),
           integer("checkpoint-every", "N", "also save a checkpoint every N optimizer steps (default: epoch ends)"),
@@ -326,6 +327,8 @@ int train_main(const demo::Args& a, int argc, char** argv) {
       if (const auto moved = demo::prepare_output_dir(config.output_dir, a.has("move-aside")); !moved.empty())
         fmt::print("{}\n", moved);
     }
+    // Evaluations also score the Korean morpheme METEOR (metric meteor_morphemes) where MeCab is available.
+    config.caption_metrics.morpheme_tokenizer = demo::korean_morpheme_tokenizer();
     const demo::DemoModel m(a.str("model", "demo_model"));
     const auto ds = read_dataset(data, {.val_fraction = a.real("val-fraction", 0.1), .seed = 0});
     fmt::print("{}\n", ds.summary());
