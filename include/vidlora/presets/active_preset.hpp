@@ -77,6 +77,13 @@ void for_each_preset(F&& f) {
 
 }  // namespace vidlora::presets
 
+// The spelling used before VIDLORA_ACTIVE_PRESET (a frozen migration guard, not a list of presets): refuse it
+// rather than silently fall back to Cpu.
+#if defined(VIDLORA_PRESET_T4) || defined(VIDLORA_PRESET_L4) || defined(VIDLORA_PRESET_A100) || \
+    defined(VIDLORA_PRESET_H100) || defined(VIDLORA_PRESET_Cpu)
+#error "vidlora: VIDLORA_PRESET_<name> no longer selects the preset; define VIDLORA_ACTIVE_PRESET=<name> (CMake's vidlora_use_preset does)"
+#endif
+
 namespace vidlora {
 #if defined(VIDLORA_ACTIVE_PRESET)
 using ActivePreset = presets::VIDLORA_ACTIVE_PRESET;
