@@ -37,6 +37,11 @@ TEST_CASE("AllPresets is the list's names in order, each type named by its own n
   CHECK(known_preset_names() == joined(", "));
 }
 
+TEST_CASE("CMake's known presets are the list's names in order", "[presets][list]") {
+  // cmake/VidloraPreset.cmake parses presets/preset_list.hpp; tests/CMakeLists.txt passes what it read.
+  CHECK(std::string(VIDLORA_CMAKE_KNOWN_PRESETS) == joined(","));
+}
+
 TEST_CASE("docs/presets.md has one column per listed preset and lists the names for -DVIDLORA_PRESET", "[presets][list]") {
   const std::string doc = read_source_file("docs/presets.md");
   // The values table's header row: | field | <name> | ... |
@@ -52,6 +57,7 @@ TEST_CASE("docs/presets.md has one column per listed preset and lists the names 
   }
   CHECK(columns == listed());
   CHECK(doc.find("-DVIDLORA_PRESET=<" + joined("|") + ">") != std::string::npos);
+  CHECK(read_source_file("docs/architecture.md").find("-DVIDLORA_PRESET=<" + joined("|") + ">") != std::string::npos);
 }
 
 TEST_CASE("CMakePresets.json has a configure preset for every listed GPU preset and no other", "[presets][list]") {
