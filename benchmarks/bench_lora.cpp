@@ -15,9 +15,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 namespace {
 
@@ -159,6 +164,79 @@ void lora_vs_frozen(benchmark::State& state) {
   state.counters["lora_min_ms"] = best_lora * 1e3;
 }
 
+// Dropout's cost at the recipe's p = 0.05 against p = 0: LoraLinear<16, 32> at in = out = 2048, 1024 tokens, on
+// one thread, interleaved with the frozen pair as lora_vs_frozen (ratio_min = fastest LoRA step / fastest frozen).
+constexpr Eigen::Index kDropoutIn = 2048, kDropoutOut = 2048, kDropoutTokens = 1024;
+
+// Runs the enclosing scope on one OpenMP thread (Eigen's GEMMs and LoraLinear's shares both follow it).
+struct OneThread {
+#if defined(_OPENMP)
+  int saved = omp_get_max_threads();
+  OneThread() { omp_set_num_threads(1); }
+  ~OneThread() { omp_set_num_threads(saved); }
+#endif
+};
+
+template <class Layer>
+void dropout_vs_frozen(benchmark::State& state, double dropout) {
+  const OneThread one_thread;
+  const Matrix w = random_matrix(kDropoutOut, kDropoutIn, 1, 0.02);
+  const Matrix x = random_matrix(kDropoutTokens, kDropoutIn, 2, 1.0);
+  const Matrix dy = random_matrix(kDropoutTokens, kDropoutOut, 3, 1.0);
+  const typename Layer::base_type base(w);
+  Layer layer(w, LoraOptions{.dropout = dropout, .seed = 1});
+  layer.lora_B() = random_matrix(kDropoutOut, Layer::rank, 4, 0.01);
+  using clock = std::chrono::steady_clock;
+  double best_frozen = 1e30, best_lora = 1e30;
+  for (auto _ : state) {
+    const auto t0 = clock::now();
+    Matrix y0 = base.apply(x);
+    Matrix dx0 = base.apply_transposed(dy);
+    const auto t1 = clock::now();
+    Matrix y = layer.forward(x, true);
+    Matrix dx = layer.backward(dy);
+    const auto t2 = clock::now();
+    benchmark::DoNotOptimize(y0.data());
+    benchmark::DoNotOptimize(dx0.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::DoNotOptimize(dx.data());
+    const double frozen = std::chrono::duration<double>(t1 - t0).count();
+    const double lora = std::chrono::duration<double>(t2 - t1).count();
+    best_frozen = std::min(best_frozen, frozen);
+    best_lora = std::min(best_lora, lora);
+    state.SetIterationTime(lora);
+  }
+  state.counters["ratio_min"] = best_lora / best_frozen;
+  state.counters["frozen_min_ms"] = best_frozen * 1e3;
+  state.counters["lora_min_ms"] = best_lora * 1e3;
+}
+
+// The mask alone: what drawing it costs per element of x [1024, 2048] at p = 0.05, one thread.
+//   dropout_mask/per_element: dropout_scale per element (one Philox block per element; the old CPU path)
+//   dropout_mask/keep_bits:   dropout_keep_bits (one Philox block per 4 elements, the GPU's bits), packed
+void dropout_mask_per_element(benchmark::State& state) {
+  const Matrix x = random_matrix(kDropoutTokens, kDropoutIn, 2, 1.0);
+  Matrix xd(x.rows(), x.cols());
+  const std::uint64_t n = static_cast<std::uint64_t>(x.size()), stream = lora::dropout_stream(0, 0);
+  for (auto _ : state) {
+    for (std::uint64_t i = 0; i < n; ++i) xd.data()[i] = x.data()[i] * lora::dropout_scale(1, stream, i, 0.05f);
+    benchmark::DoNotOptimize(xd.data());
+  }
+  state.counters["ns_per_element"] = benchmark::Counter(
+      static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+
+void dropout_mask_keep_bits(benchmark::State& state) {
+  const std::uint64_t n = static_cast<std::uint64_t>(kDropoutTokens * kDropoutIn), stream = lora::dropout_stream(0, 0);
+  std::vector<std::uint8_t> bits((n + 3) / 4);
+  for (auto _ : state) {
+    lora::dropout_keep_bits4_blocks(1, stream, 0, bits.size(), 0.05f, bits.data());
+    benchmark::DoNotOptimize(bits.data());
+  }
+  state.counters["ns_per_element"] = benchmark::Counter(
+      static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+
 template <class Layer>
 void register_layer(const std::string& prefix, void (*fn)(benchmark::State&)) {
   benchmark::RegisterBenchmark((prefix + layer_name<Layer>()).c_str(), fn)
@@ -217,6 +295,22 @@ const bool registered = [] {
       ->ComputeStatistics("min", min_of);
   register_grid<ForwardRanks>(Bases{}, false);
   register_interleaved<DenseWeight>(ForwardBackwardRanks{});
+  for (const double p : {0.0, 0.05})
+    benchmark::RegisterBenchmark(("dropout_vs_frozen/" + layer_name<LoraLinear<16, 32>>() + "/one_thread/dropout:" +
+                                  (p == 0.0 ? std::string("0") : std::string("0.05")))
+                                     .c_str(),
+                                 dropout_vs_frozen<LoraLinear<16, 32>>, p)
+        ->Unit(benchmark::kMillisecond)
+        ->Iterations(6)
+        ->UseManualTime();
+  benchmark::RegisterBenchmark("dropout_mask/per_element", dropout_mask_per_element)
+      ->Unit(benchmark::kMillisecond)
+      ->Iterations(4)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("dropout_mask/keep_bits", dropout_mask_keep_bits)
+      ->Unit(benchmark::kMillisecond)
+      ->Iterations(4)
+      ->UseRealTime();
   return true;
 }();
 

@@ -17,13 +17,13 @@ void print_preset() {
   fmt::print("  load_in_4bit {}  gradient_checkpointing {}  fp16 {}  bf16 {}\n", P::load_in_4bit,
              P::gradient_checkpointing, P::fp16, P::bf16);
   fmt::print("  lora_r {}  lora_alpha {}  lora_dropout {}  target_modules {}\n", P::lora_r, P::lora_alpha,
-             P::lora_dropout, P::target_modules);
+             P::lora_dropout, P::target_set::modules);
   fmt::print("  batch_size {} x gradient_accumulation_steps {}  num_frames {}\n", P::batch_size,
              P::gradient_accumulation_steps, P::num_frames);
   fmt::print("  learning_rate {}  lr_scheduler {}  warmup_ratio {}  label_smoothing {}\n", P::learning_rate,
-             P::lr_scheduler, P::warmup_ratio, P::label_smoothing);
+             P::lr_policy::name, P::warmup_ratio, P::label_smoothing);
   fmt::print("  weight_decay {}  max_grad_norm {}  patience {}\n", P::weight_decay, P::max_grad_norm, P::patience);
-  for (const StageConfig& s : {P::stage1, P::stage2})
+  for (const StageConfig& s : {stage1_of<P>(), stage2_of<P>()})
     fmt::print("  {}: epochs {} lr {} warmup_ratio {} projector {} lora {}\n", s.name, s.num_epochs, s.learning_rate,
                s.warmup_ratio, s.train_projector, s.train_lora);
   const auto e = estimate_memory<P>(P::default_model);

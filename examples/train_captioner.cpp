@@ -96,21 +96,63 @@ demo::CommandLine command_line() {
       });
 }
 
+// The run's configuration, one value a line with where it comes from: the preset (its P:: field), the recipe's
+// stage 1 / stage 2, a command-line option (a value that differs from the preset's: only configure() changes
+// them), or the trainer's default.
 template <class P>
 void print_configuration(const TrainerConfig& c) {
-  fmt::print("preset {} (vram {} GB, cuda_arch {})\n", P::name, P::vram_gb, P::cuda_arch);
-  fmt::print("  base: {}  gradient_checkpointing {}  fp16 {}  bf16 {}\n", P::load_in_4bit ? "NF4 (QLoRA)" : "dense",
-             P::gradient_checkpointing, P::fp16, P::bf16);
-  fmt::print("  LoRA r {} alpha {} dropout {} on {}\n", P::lora_r, P::lora_alpha, c.lora_dropout,
-             fmt::join(c.target_modules, ", "));
-  fmt::print("  batch {} x accumulation {}  frames {}  lr_scheduler {}  label_smoothing {}  weight_decay {}  "
-             "max_grad_norm {}\n",
-             c.batch_size, c.gradient_accumulation_steps, P::num_frames, c.lr_scheduler, c.label_smoothing,
-             c.weight_decay, c.max_grad_norm);
-  for (const auto& s : c.stages)
-    fmt::print("  {}: epochs {} lr {} warmup_ratio {} {}\n", s.name, s.epochs, s.learning_rate, s.warmup_ratio,
-               s.train_lora ? "projector + LoRA" : "projector only (decoder frozen)");
-  fmt::print("  early stopping on {} (patience {})\n", c.early_stopping_metric, c.patience);
+  const TrainerConfig d = TrainerConfig::from_preset<P>();
+  const std::string preset = fmt::format("preset {}", P::name);
+  const auto row = [](std::string_view name, const auto& value, const std::string& source) {
+    fmt::print("  {:<28} {:<34} {}\n", name, fmt::format("{}", value), source);
+  };
+  // `from` when the value is the preset's default, else the option that changed it.
+  const auto source = [](bool is_default, const std::string& from, std::string_view option) {
+    return is_default ? from : fmt::format("command line ({})", option);
+  };
+  fmt::print("preset {} (vram {} GB, cuda_arch {}); each value with its source\n", P::name, P::vram_gb, P::cuda_arch);
+  for (std::size_t i = 0; i < c.stages.size(); ++i) {
+    const StageSettings& s = c.stages[i];
+    const StageSettings& ds = d.stages[i];
+    const bool first = i == 0;
+    const std::string n = std::to_string(i + 1);
+    const std::string recipe = first ? "recipe stage 1" : "recipe stage 2";
+    fmt::print(" {} ({}): {}\n", s.name, first ? "the recipe's values" : "the preset's learning rate and warmup",
+               s.train_lora ? "projector + LoRA" : "projector only (decoder frozen, no LoRA)");
+    row("epochs", s.epochs, source(s.epochs == ds.epochs, recipe, "--epochs" + n));
+    row("learning_rate", s.learning_rate,
+        source(s.learning_rate == ds.learning_rate, first ? recipe : preset + "::learning_rate", "--lr" + n));
+    row("warmup_ratio", s.warmup_ratio,
+        source(s.warmup_ratio == ds.warmup_ratio, first ? recipe : preset + "::warmup_ratio", "(set in code)"));
+  }
+  fmt::print(" both stages:\n");
+  row("lr_scheduler", P::lr_policy::name, preset + "::lr_policy (Scheduler<P::lr_policy>)");
+  row("batch_size", c.batch_size, source(c.batch_size == d.batch_size, preset + "::batch_size", "--batch"));
+  row("gradient_accumulation_steps", c.gradient_accumulation_steps,
+      source(c.gradient_accumulation_steps == d.gradient_accumulation_steps, preset + "::gradient_accumulation_steps",
+             "--accum"));
+  row("num_frames", c.num_frames, source(c.num_frames == d.num_frames, preset + "::num_frames", "--frames"));
+  row("precision", c.precision,
+      source(c.precision == d.precision, preset + "::fp16 / bf16", "(set in code)") +
+          (c.precision == "fp32" ? "" : "; the CPU trainer computes in fp32 only"));
+  row("label_smoothing", c.label_smoothing,
+      source(c.label_smoothing == d.label_smoothing, preset + "::label_smoothing", "(set in code)"));
+  row("weight_decay", c.weight_decay, source(c.weight_decay == d.weight_decay, preset + "::weight_decay", "(set in code)"));
+  row("max_grad_norm", c.max_grad_norm,
+      source(c.max_grad_norm == d.max_grad_norm, preset + "::max_grad_norm", "(set in code)"));
+  row("early stopping patience", c.patience, source(c.patience == d.patience, preset + "::patience", "--patience"));
+  row("early stopping metric", c.early_stopping_metric,
+      source(c.early_stopping_metric == d.early_stopping_metric, "trainer default", "--metric"));
+  row("LoRA r / alpha", fmt::format("{} / {}", P::lora_r, P::lora_alpha),
+      preset + "::lora_r / lora_alpha (lora::max_rank_for_vram, default_alpha)");
+  row("LoRA dropout", c.lora_dropout, source(c.lora_dropout == d.lora_dropout, preset + "::lora_dropout", "(set in code)"));
+  row("LoRA target modules", fmt::format("{}", fmt::join(c.target_modules, ",")),
+      source(c.target_modules == d.target_modules, preset + "::target_set", "(set in code)"));
+  row("frozen base", c.load_in_4bit ? "NF4 (QLoRA)" : "dense",
+      source(c.load_in_4bit == d.load_in_4bit, preset + "::load_in_4bit", "(set in code)"));
+  row("gradient_checkpointing", c.gradient_checkpointing,
+      source(c.gradient_checkpointing == d.gradient_checkpointing, preset + "::gradient_checkpointing", "(set in code)"));
+  row("seed", c.seed, source(c.seed == d.seed, "default", "--seed"));
   const auto e = presets::estimate_memory<P>(P::default_model);
   fmt::print("  memory estimate for {}: frozen {:.2f} GiB + trainable state {:.2f} GiB + activations {:.2f} GiB + "
              "overhead {:.2f} GiB = {:.2f} GiB of {:.2f} GiB usable -> {}\n",
@@ -128,6 +170,7 @@ TrainerConfig configure(const demo::Args& a) {
   c.stages[1].learning_rate = a.real("lr2", c.stages[1].learning_rate);
   c.batch_size = a.integer("batch", c.batch_size);
   c.gradient_accumulation_steps = a.integer("accum", c.gradient_accumulation_steps);
+  c.num_frames = a.integer("frames", c.num_frames);
   c.seed = static_cast<std::uint64_t>(a.integer("seed", 0));
   c.checkpoint_every = a.integer("checkpoint-every", 0);
   c.generation.num_beams = a.integer("num-beams", 1);
@@ -333,7 +376,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     const auto ds = read_dataset(data, {.val_fraction = a.real("val-fraction", 0.1), .seed = 0});
     fmt::print("{}\n", ds.summary());
     const std::string sampler = a.str("sampler", "uniform");
-    const int frames = a.integer("frames", ActivePreset::num_frames);
+    const int frames = config.num_frames;
     const auto feats = m.features(sampler, frames, a.str("cache", (fs::path(config.output_dir) / "feature_cache").string()));
     const auto codec = m.codec();
     model::Mlp2xGelu projector(m.vision_config.hidden_size, m.decoder_config.hidden_size, config.seed + 1);

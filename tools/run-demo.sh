@@ -68,7 +68,7 @@ rc=0
 if [[ -t 2 ]]; then
   "$bin/train_captioner" "${run_args[@]}" || rc=$?
 else
-  "$bin/train_captioner" "${run_args[@]}" --log-lines 2> >(awk '!/^stage [12]\/2 \| epoch/ || ++n % 25 == 1' >&2) || rc=$?
+  "$bin/train_captioner" "${run_args[@]}" --log-lines 2> >(awk '!/^stage [12]\/2 \| epoch/ || ++n % 25 == 1 { print; fflush() }' >&2) || rc=$?
 fi
 [[ -f out/run-demo.args.new ]] && mv out/run-demo.args.new out/run-demo.args
 if [[ $rc == 130 || $rc == 143 ]]; then

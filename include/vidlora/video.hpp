@@ -12,6 +12,7 @@
 #include <vidlora/video/analysis.hpp>
 #include <vidlora/video/policies.hpp>
 #include <vidlora/video/sampling_policy.hpp>
+#include <vidlora/video/policy_table.hpp>
 #include <vidlora/video/decode_pass.hpp>
 #include <vidlora/video/sampler.hpp>
 #include <vidlora/video/frame_sampler.hpp>

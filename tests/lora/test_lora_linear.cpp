@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "fixtures.hpp"
 
@@ -272,4 +273,60 @@ TEST_CASE("release_cache frees the activations kept for backward and backward th
   layer.release_cache();
   CHECK(layer.cached_elements() == 0);
   CHECK_THROWS_WITH(layer.backward(vidlora::Matrix::Ones(7, 12)), Catch::Contains("needs a forward()"));
+}
+
+TEST_CASE("dropout keep bits of a range of blocks equal dropout_keep_bits4 block by block", "[lora][dropout]") {
+  const std::uint64_t stream = vidlora::lora::dropout_stream(7, 123);
+  for (const float p : {0.0f, 0.05f, 0.3f, 0.999f})
+    for (const std::uint64_t first : {std::uint64_t{0}, std::uint64_t{5}, (std::uint64_t{1} << 32) - 3}) {
+      std::vector<std::uint8_t> bits(1000, 0xFF);
+      vidlora::lora::dropout_keep_bits4_blocks(42, stream, first, 999, p, bits.data());
+      for (std::uint64_t q = 0; q < 999; ++q)
+        REQUIRE(bits[q] == vidlora::lora::dropout_keep_bits4(42, stream, first + q, p));
+      CHECK(bits[999] == 0xFF);  // nothing written past count
+    }
+}
+
+TEST_CASE("dropout keep bits are pinned: the bits the CUDA kernel and the CPU layer both use", "[lora][dropout]") {
+  // Regression pin (Philox4x32-10 itself is checked against Random123's known answers in tests/core) of the keep bits (bit k of byte q: offset 4q + k kept) for seed 1, layer 0,
+  // step 0, p = 0.5; any change here changes every mask on both backends.
+  const std::uint64_t stream = vidlora::lora::dropout_stream(0, 0);
+  std::vector<std::uint8_t> bits(8);
+  vidlora::lora::dropout_keep_bits4_blocks(1, stream, 0, bits.size(), 0.5f, bits.data());
+  CHECK(bits == std::vector<std::uint8_t>{0x00, 0x06, 0x02, 0x0E, 0x0E, 0x06, 0x01, 0x02});
+}
+
+TEST_CASE("lora dropout drops exactly the elements dropout_scale drops, in forward and backward", "[lora][dropout]") {
+  // in = 37 (not a multiple of 4) and tokens·in ≥ 2^16, so per-thread shares start inside groups of four.
+  const Eigen::Index tokens = 1800, in = 37, out = 5;
+  const float p = 0.3f;
+  LoraLinear<4, 8> layer(Matrix::Zero(out, in), LoraOptions{.dropout = p, .seed = 9, .layer = 4});
+  layer.lora_B() = random_matrix<float>(out, 4, 50);
+  layer.set_step(2);
+  const Matrix x = random_matrix<float>(tokens, in, 51).array() + 2.0f;  // no zeros in x
+  const Matrix dy = random_matrix<float>(tokens, out, 52);
+  layer.forward(x, true);
+  const Matrix dx = layer.backward(dy);  // W = 0: dx = mask ⊙ (g·A)
+  const Matrix ga = (2.0f * (dy * layer.lora_B())) * layer.lora_A();
+  const std::uint64_t stream = vidlora::lora::dropout_stream(4, 2);
+  long mismatches = 0, dropped = 0;
+  for (Eigen::Index t = 0; t < tokens; ++t)
+    for (Eigen::Index i = 0; i < in; ++i) {
+      const float scale = dropout_scale(9, stream, static_cast<std::uint64_t>(t * in + i), p);
+      dropped += scale == 0.0f;
+      if (scale == 0.0f) {
+        mismatches += dx(t, i) != 0.0f;
+      } else {
+        mismatches += std::abs(dx(t, i) - ga(t, i) * scale) > 1e-5f * (1.0f + std::abs(ga(t, i)));
+      }
+    }
+  CHECK(mismatches == 0);
+  CHECK(static_cast<double>(dropped) / static_cast<double>(tokens * in) == Approx(p).margin(0.01));
+  // grad_A = gᵀ·dropout(x): with g's columns known, dropout(x) is reproduced exactly where the mask says.
+  const Matrix g = 2.0f * (dy * layer.lora_B());
+  Matrix xd(tokens, in);
+  for (Eigen::Index t = 0; t < tokens; ++t)
+    for (Eigen::Index i = 0; i < in; ++i)
+      xd(t, i) = x(t, i) * dropout_scale(9, stream, static_cast<std::uint64_t>(t * in + i), p);
+  CHECK(max_rel_error(layer.grad_A(), Matrix(g.transpose() * xd)) < 1e-5);
 }

@@ -3,6 +3,7 @@
 #include <vidlora/presets.hpp>
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 using namespace vidlora;
@@ -35,12 +36,12 @@ TEST_CASE("T4 preset holds the recipe's values", "[presets]") {
   STATIC_REQUIRE(T4::lora_r == 8);
   STATIC_REQUIRE(T4::lora_alpha == 16);
   STATIC_REQUIRE(T4::lora_dropout == 0.1);
-  CHECK(names(T4::target_modules) == std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"});
+  CHECK(names(T4::target_set::modules) == std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"});
   STATIC_REQUIRE(T4::batch_size == 1);
   STATIC_REQUIRE(T4::gradient_accumulation_steps == 16);
   STATIC_REQUIRE(T4::num_frames == 4);
   STATIC_REQUIRE(T4::learning_rate == 1e-4);
-  STATIC_REQUIRE(T4::lr_scheduler == "cosine");
+  STATIC_REQUIRE(std::is_same_v<T4::lr_policy, vidlora::schedule::Cosine>);
   STATIC_REQUIRE(T4::warmup_ratio == 0.05);
   STATIC_REQUIRE(T4::label_smoothing == 0.0);
   STATIC_REQUIRE(T4::fp16);
@@ -54,13 +55,13 @@ TEST_CASE("L4 preset holds the recipe's values", "[presets]") {
   STATIC_REQUIRE(L4::lora_r == 16);
   STATIC_REQUIRE(L4::lora_alpha == 32);
   STATIC_REQUIRE(L4::lora_dropout == 0.05);
-  CHECK(names(L4::target_modules) ==
+  CHECK(names(L4::target_set::modules) ==
         std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"});
   STATIC_REQUIRE(L4::batch_size == 2);
   STATIC_REQUIRE(L4::gradient_accumulation_steps == 8);
   STATIC_REQUIRE(L4::num_frames == 8);
   STATIC_REQUIRE(L4::learning_rate == 1e-4);
-  STATIC_REQUIRE(L4::lr_scheduler == "cosine");
+  STATIC_REQUIRE(std::is_same_v<L4::lr_policy, vidlora::schedule::Cosine>);
   STATIC_REQUIRE(L4::warmup_ratio == 0.03);
   STATIC_REQUIRE(L4::label_smoothing == 0.1);
   STATIC_REQUIRE(L4::fp16);
@@ -74,13 +75,13 @@ TEST_CASE("A100 preset holds the recipe's values", "[presets]") {
   STATIC_REQUIRE(A100::lora_r == 32);
   STATIC_REQUIRE(A100::lora_alpha == 64);
   STATIC_REQUIRE(A100::lora_dropout == 0.05);
-  CHECK(names(A100::target_modules) == std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+  CHECK(names(A100::target_set::modules) == std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                                 "up_proj", "down_proj"});
   STATIC_REQUIRE(A100::batch_size == 4);
   STATIC_REQUIRE(A100::gradient_accumulation_steps == 4);
   STATIC_REQUIRE(A100::num_frames == 8);
   STATIC_REQUIRE(A100::learning_rate == 2e-4);
-  STATIC_REQUIRE(A100::lr_scheduler == "cosine");
+  STATIC_REQUIRE(std::is_same_v<A100::lr_policy, vidlora::schedule::Cosine>);
   STATIC_REQUIRE(A100::warmup_ratio == 0.03);
   STATIC_REQUIRE(A100::label_smoothing == 0.1);
   STATIC_REQUIRE_FALSE(A100::fp16);
@@ -94,19 +95,22 @@ TEST_CASE("H100 preset holds the recipe's values", "[presets]") {
   STATIC_REQUIRE(H100::lora_r == 64);
   STATIC_REQUIRE(H100::lora_alpha == 128);
   STATIC_REQUIRE(H100::lora_dropout == 0.05);
-  CHECK(names(H100::target_modules) == names(kAllLinearModules));
+  STATIC_REQUIRE(std::is_same_v<H100::target_set, vidlora::lora::Extended>);
+  CHECK(names(H100::target_set::modules) == std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj",
+                                                                    "gate_proj", "up_proj", "down_proj"});
   STATIC_REQUIRE(H100::batch_size == 8);
   STATIC_REQUIRE(H100::gradient_accumulation_steps == 2);
   STATIC_REQUIRE(H100::num_frames == 16);
   STATIC_REQUIRE(H100::learning_rate == 2e-4);
-  STATIC_REQUIRE(H100::lr_scheduler == "cosine_with_restarts");
+  STATIC_REQUIRE(std::is_same_v<H100::lr_policy, vidlora::schedule::CosineRestarts>);
+  STATIC_REQUIRE(H100::lr_policy::name == "cosine_with_restarts");
   STATIC_REQUIRE(H100::warmup_ratio == 0.03);
   STATIC_REQUIRE(H100::label_smoothing == 0.1);
   STATIC_REQUIRE_FALSE(H100::fp16);
   STATIC_REQUIRE(H100::bf16);
 }
 
-TEST_CASE("every preset shares weight decay 0.01 clipping 1.0 patience 5 and the two recipe stages", "[presets]") {
+TEST_CASE("every preset shares weight decay 0.01 clipping 1.0 patience 5, the recipe's stage 1 and its own stage 2", "[presets]") {
   for_each_preset([](auto p) {
     using P = decltype(p);
     INFO(P::name);
@@ -118,11 +122,12 @@ TEST_CASE("every preset shares weight decay 0.01 clipping 1.0 patience 5 and the
     CHECK(P::stage1.num_epochs == 1);
     CHECK(P::stage1.learning_rate == 2e-4);
     CHECK(P::stage1.warmup_ratio == 0.1);
-    CHECK(P::stage2.train_projector);
-    CHECK(P::stage2.train_lora);
-    CHECK(P::stage2.num_epochs == 4);
-    CHECK(P::stage2.learning_rate == 1e-4);
-    CHECK(P::stage2.warmup_ratio == 0.03);
+    constexpr StageConfig stage2 = stage2_of<P>();
+    CHECK(stage2.train_projector);
+    CHECK(stage2.train_lora);
+    CHECK(stage2.num_epochs == 4);
+    CHECK(stage2.learning_rate == P::learning_rate);  // stage 2 trains at the preset's rate and warmup
+    CHECK(stage2.warmup_ratio == P::warmup_ratio);
     CHECK(P::lora_alpha == 2 * P::lora_r);  // the alpha = 2r rule
   });
 }
@@ -133,7 +138,9 @@ TEST_CASE("preset names map to their types through the one table", "[presets]") 
   CHECK(with_preset("H100", [](auto p) { return decltype(p)::cuda_arch; }) == 90);
   CHECK_THROWS_WITH(with_preset("V100", [](auto p) { return decltype(p)::vram_gb; }),
                     Catch::Contains("unknown preset 'V100'"));
-  STATIC_REQUIRE(std::is_same_v<ActivePreset, Cpu>);  // no VIDLORA_PRESET_* in this translation unit
+  CHECK_THROWS_WITH(with_preset("V100", [](auto p) { return decltype(p)::vram_gb; }),
+                    Catch::Contains("known presets: Cpu, T4, L4, A100, H100"));
+  STATIC_REQUIRE(std::is_same_v<ActivePreset, Cpu>);  // no VIDLORA_ACTIVE_PRESET in this translation unit
 }
 
 TEST_CASE("model shapes reproduce the published parameter counts", "[presets][memory]") {

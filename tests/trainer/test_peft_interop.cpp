@@ -21,7 +21,7 @@ const std::vector<int> kIds{1, 5, 9, 3, 30, 7, 12, 40};
 
 model::DecoderOptions cpu_lora() {
   model::DecoderOptions o;
-  for (auto m : presets::Cpu::target_modules) o.target_modules.emplace_back(m);
+  for (auto m : presets::Cpu::target_set::modules) o.target_modules.emplace_back(m);
   return o;
 }
 }  // namespace

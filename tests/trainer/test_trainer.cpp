@@ -19,6 +19,9 @@
 #include <vidlora/lora/peft_adapter.hpp>
 #include <vidlora/model/random_weights.hpp>
 #include <vidlora/presets/gpu_presets.hpp>
+#include <vidlora/schedule/policies.hpp>
+#include <vidlora/schedule/rules.hpp>
+#include <vidlora/schedule/scheduler.hpp>
 #include <vidlora/train/trainer.hpp>
 
 namespace fs = std::filesystem;
@@ -391,4 +394,62 @@ TEST_CASE("the trainer scores METEOR on a plugged-in tokenisation and stops earl
   std::ifstream log(tmp.dir / "train_log.jsonl");
   const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   CHECK(text.find("\"meteor_morphemes\"") != std::string::npos);
+}
+
+namespace {
+// A preset whose scheduler, learning rate and warmup differ from every other preset's.
+struct CpuLinear : presets::Cpu {
+  static constexpr std::string_view name = "CpuLinear";
+  using lr_policy = schedule::Linear;
+  static constexpr double learning_rate = 3e-3;
+  static constexpr double warmup_ratio = 0.25;
+};
+}  // namespace
+
+TEST_CASE("a run's learning rates follow Scheduler<P::lr_policy> at the recipe's stage 1 and the preset's stage 2",
+          "[trainer][presets]") {
+  Fresh tmp("schedule");
+  TrainerConfig c = TrainerConfig::from_preset<CpuLinear>();
+  c.stages[0].epochs = 1;  // fewer epochs keep the test short; rates and warmups stay the preset's / recipe's
+  c.stages[1].epochs = 2;
+  c.batch_size = 2;
+  c.gradient_accumulation_steps = 2;
+  c.seed = 5;
+  c.output_dir = tmp.dir;
+  c.progress = nullptr;
+  Trainer<CpuLinear, model::Mlp2xGelu> trainer(c, tiny_config(), model::random_decoder_weights(tiny_config(), 3),
+                                               model::Mlp2xGelu(kVision, kHidden, 11), codec(),
+                                               [](const Clip& clip) { return clip_features(clip); });
+  const auto result = trainer.train(clips(16), {});  // 16 clips / (2 x 2) = 4 steps per epoch
+  REQUIRE(result.steps == 12);
+  std::map<int, std::vector<double>> lr_by_stage;
+  std::ifstream log(tmp.dir / "train_log.jsonl");
+  for (std::string line; std::getline(log, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.at("type") == "step") lr_by_stage[j.at("stage").get<int>()].push_back(j.at("lr").get<double>());
+  }
+  REQUIRE(lr_by_stage.size() == 2);
+  const std::vector<double>& stage1 = lr_by_stage.begin()->second;
+  const std::vector<double>& stage2 = lr_by_stage.rbegin()->second;
+  REQUIRE(stage1.size() == 4);
+  REQUIRE(stage2.size() == 8);
+  const schedule::Scheduler<schedule::Linear> s1({.base_lr = 2e-4,  // the recipe's stage 1
+                                                  .warmup_steps = schedule::warmup_steps_for(0.1, 4),
+                                                  .total_steps = 4});
+  const schedule::Scheduler<schedule::Linear> s2({.base_lr = 3e-3,  // CpuLinear::learning_rate, warmup_ratio
+                                                  .warmup_steps = schedule::warmup_steps_for(0.25, 8),
+                                                  .total_steps = 8});
+  REQUIRE(s2.warmup_steps() == 2);
+  for (std::size_t k = 0; k < stage1.size(); ++k) CHECK(stage1[k] == s1.lr(static_cast<long>(k)));
+  for (std::size_t k = 0; k < stage2.size(); ++k) CHECK(stage2[k] == s2.lr(static_cast<long>(k)));
+  // Linear, not the Cpu preset's cosine: the two differ after warmup.
+  const schedule::Scheduler<schedule::Cosine> cosine(s2.options());
+  CHECK(stage2[4] != Approx(cosine.lr(4)).epsilon(1e-6));  // 2e-3 (linear) against 2.25e-3 (cosine)
+}
+
+TEST_CASE("the CPU trainer refuses a half-precision preset unless told to compute in fp32", "[trainer][presets]") {
+  Fresh tmp("precision");
+  TrainerConfig c = tiny_trainer_config(tmp.dir);
+  c.precision = "bf16";
+  CHECK_THROWS_WITH(make(c), Catch::Contains("precision 'bf16'") && Catch::Contains("fp32"));
 }

@@ -73,7 +73,7 @@ TEST_CASE("ten steps of the two-stage recipe give transformers + PEFT's losses",
   for (const auto& s : ref["stages"])
     c.stages.push_back({s["name"].get<std::string>(), s["train_lora"].get<bool>(), s["epochs"].get<int>(),
                         s["lr"].get<double>(), s["warmup_ratio"].get<double>()});
-  c.lr_scheduler = "cosine";
+  static_assert(std::is_same_v<P::lr_policy, schedule::Cosine>, "the reference uses the cosine schedule");
   c.batch_size = ref["batch"].get<int>();
   c.gradient_accumulation_steps = ref["accumulation"].get<int>();
   c.weight_decay = ref["weight_decay"].get<double>();

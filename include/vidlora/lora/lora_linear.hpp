@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -153,12 +154,13 @@ class LoraLinear {
     xd_.resize(tokens, in_features());
     h_.resize(tokens, Rank);
     const matrix_type bt = scaling_ * b_.transpose();  // [Rank, out]
+    if (dropped_) draw_keep_bits(x.size());
     // One pass per share of token rows: dropout(x), h = dropout(x)·Aᵀ, y += h·(scaling·Bᵀ).
     detail::for_each_share(x.size(), [&](int id, int threads) {
       const auto [t0, nt] = detail::share_of(tokens, id, threads);
       if (nt == 0) return;
       if (dropped_) {
-        masked_rows(x, xd_, t0, nt);
+        masked_rows<false>(x, xd_, t0, t0, nt, t0);
       } else {
         xd_.middleRows(t0, nt) = x.middleRows(t0, nt);
       }
@@ -187,9 +189,14 @@ class LoraLinear {
       if (!dropped_) {
         dx.middleRows(t0, nt).noalias() += g.middleRows(t0, nt) * a_;
       } else {
-        matrix_type dxd = g.middleRows(t0, nt) * a_;
-        masked_rows(dxd, dxd, 0, nt, t0);
-        dx.middleRows(t0, nt) += dxd;
+        // dx += mask ⊙ (g·A) with the forward's keep bits (not drawn again), in cache-sized row chunks.
+        const Eigen::Index chunk = std::max<Eigen::Index>(1, (Eigen::Index{1} << 15) / in);
+        matrix_type dxd(std::min(chunk, nt), in);
+        for (Eigen::Index r = 0; r < nt; r += chunk) {
+          const Eigen::Index rows = std::min(chunk, nt - r);
+          dxd.topRows(rows).noalias() = g.middleRows(t0 + r, rows) * a_;
+          masked_rows<true>(dxd, dx, 0, t0 + r, rows, t0 + r);
+        }
       }
     });
     // Columns of A and rows of B: grad_A += gᵀ·dropout(x), grad_B += scaling·dyᵀ·h (no reduction across threads).
@@ -207,6 +214,7 @@ class LoraLinear {
   void release_cache() {
     xd_.resize(0, 0);
     h_.resize(0, 0);
+    keep_bits_ = {};
     cached_ = false;
   }
   // Elements the last forward keeps for backward: [tokens, in] + [tokens, Rank].
@@ -263,19 +271,52 @@ class LoraLinear {
     grad_b_ = matrix_type::Zero(out, Rank);
   }
 
-  // dst rows [r0, r0 + n) = src rows [r0, r0 + n) ⊙ mask of the current step, where the mask row of
-  // dst row r0 + k is token row `token0 + k` (token0 defaults to r0). src and dst may alias.
-  void masked_rows(const matrix_type& src, matrix_type& dst, Eigen::Index r0, Eigen::Index n,
-                   Eigen::Index token0 = -1) const {
+  // The current step's mask for x [tokens, in] (n elements), packed as the CUDA kernel packs it: byte q holds
+  // the keep bits of row-major offsets 4q .. 4q + 3 (lora::dropout_keep_bits4, one Philox block per byte), so
+  // offset i is kept iff random_uniform(seed, stream, i) >= p — the mask dropout_scale gives element by element.
+  // Drawn once per forward (blocks vectorised across lanes) and reused by backward.
+  void draw_keep_bits(Eigen::Index n) {
+    const Eigen::Index blocks = (n + 3) / 4;
+    keep_bits_.resize(static_cast<std::size_t>(blocks));
     const float p = static_cast<float>(options_.dropout);
-    const std::uint64_t seed = options_.seed, stream = mask_stream_;
+    detail::for_each_share(n, [&](int id, int threads) {
+      const auto [b0, nb] = detail::share_of(blocks, id, threads);
+      if (nb > 0)
+        dropout_keep_bits4_blocks(options_.seed, mask_stream_, static_cast<std::uint64_t>(b0),
+                                  static_cast<std::uint64_t>(nb), p, keep_bits_.data() + b0);
+    });
+  }
+
+  // dst rows [d0, d0 + n) = (Accumulate: +=) src rows [s0, s0 + n) ⊙ mask, where the mask row of row k is token
+  // row token0 + k. Factor of a kept element: static_cast<scalar_type>(1.0f / (1.0f - p)), as dropout_scale.
+  template <bool Accumulate>
+  void masked_rows(const matrix_type& src, matrix_type& dst, Eigen::Index s0, Eigen::Index d0, Eigen::Index n,
+                   Eigen::Index token0) const {
+    const float p = static_cast<float>(options_.dropout);
+    const scalar_type keep = static_cast<scalar_type>(1.0f / (1.0f - p));
+    scalar_type factors[16][4];  // factors[bits][k]: element k of a group of four under keep bits `bits`
+    for (int b = 0; b < 16; ++b)
+      for (int k = 0; k < 4; ++k) factors[b][k] = (b >> k) & 1 ? keep : scalar_type(0);
     const Eigen::Index cols = src.cols();
-    const std::uint64_t first = static_cast<std::uint64_t>((token0 < 0 ? r0 : token0) * cols);
-    const scalar_type* s = src.data() + r0 * cols;
-    scalar_type* d = dst.data() + r0 * cols;
+    const std::uint64_t first = static_cast<std::uint64_t>(token0 * cols);
+    const scalar_type* s = src.data() + s0 * cols;
+    scalar_type* d = dst.data() + d0 * cols;
     const std::uint64_t count = static_cast<std::uint64_t>(n * cols);
-    for (std::uint64_t i = 0; i < count; ++i)
-      d[i] = s[i] * static_cast<scalar_type>(dropout_scale(seed, stream, first + i, p));
+    const std::uint8_t* bits = keep_bits_.data();
+    const auto put = [&](std::uint64_t i, scalar_type f) {
+      if constexpr (Accumulate) {
+        d[i] += s[i] * f;
+      } else {
+        d[i] = s[i] * f;
+      }
+    };
+    std::uint64_t i = 0;
+    for (; i < count && ((first + i) & 3u) != 0; ++i) put(i, factors[bits[(first + i) >> 2]][(first + i) & 3u]);
+    for (; i + 4 <= count; i += 4) {  // whole groups of four
+      const scalar_type* f = factors[bits[(first + i) >> 2]];
+      for (int k = 0; k < 4; ++k) put(i + k, f[k]);
+    }
+    for (; i < count; ++i) put(i, factors[bits[(first + i) >> 2]][(first + i) & 3u]);
   }
 
   LoraOptions options_;
@@ -287,6 +328,7 @@ class LoraLinear {
   matrix_type grad_a_, grad_b_;  // same shapes
   matrix_type xd_;               // dropout(x) of the last forward  [tokens, in]
   matrix_type h_;                // dropout(x)·Aᵀ                   [tokens, Rank]
+  std::vector<std::uint8_t> keep_bits_;  // the last training forward's mask, 4 keep bits per byte ((tokens·in + 3) / 4)
   std::uint64_t step_ = 0, mask_stream_ = 0;
   bool dropped_ = false, cached_ = false, merged_ = false;
 };

@@ -21,6 +21,12 @@ struct Basic {
   static constexpr std::array<std::string_view, 4> modules{"q_proj", "k_proj", "v_proj", "o_proj"};
 };
 
+// Attention projections plus the MLP's gate and up projections (down_proj stays frozen).
+struct AttentionGateUp {
+  static constexpr std::array<std::string_view, 6> modules{"q_proj", "k_proj",    "v_proj",
+                                                           "o_proj", "gate_proj", "up_proj"};
+};
+
 // Attention and MLP projections (all seven linear layers of a decoder block).
 struct Extended {
   static constexpr std::array<std::string_view, 7> modules{"q_proj", "k_proj",    "v_proj",   "o_proj",
@@ -42,11 +48,12 @@ constexpr bool is_target(std::string_view module_path) {
   return false;
 }
 
-static_assert(TargetModuleSet<Basic> && TargetModuleSet<Extended>);
+static_assert(TargetModuleSet<Basic> && TargetModuleSet<AttentionGateUp> && TargetModuleSet<Extended>);
 
 }  // namespace vidlora::lora
 
 namespace vidlora {
+using lora::AttentionGateUp;
 using lora::Basic;
 using lora::Extended;
 using lora::is_target;

@@ -1,20 +1,20 @@
 #pragma once
 // Per-GPU training configurations as types holding the recipe's values (fields named as the recipe names them).
+// The policies are types from their modules: `lr_policy` is a schedule::LrPolicy (the Trainer runs
+// Scheduler<P::lr_policy>), `target_set` a lora::TargetModuleSet; lora_r, lora_alpha and lora_dropout come
+// from the rules in lora/rules.hpp, the stages from stage_config.hpp.
 
-#include <array>
 #include <concepts>
 #include <string_view>
 
+#include <vidlora/lora/rules.hpp>
+#include <vidlora/lora/target_modules.hpp>
 #include <vidlora/presets/model_shape.hpp>
 #include <vidlora/presets/stage_config.hpp>
+#include <vidlora/schedule/lr_policy.hpp>
+#include <vidlora/schedule/policies.hpp>
 
 namespace vidlora::presets {
-
-inline constexpr std::array<std::string_view, 4> kAttentionModules{"q_proj", "k_proj", "v_proj", "o_proj"};
-inline constexpr std::array<std::string_view, 6> kAttentionUpGateModules{"q_proj",  "k_proj",    "v_proj",
-                                                                        "o_proj",  "gate_proj", "up_proj"};
-inline constexpr std::array<std::string_view, 7> kAllLinearModules{"q_proj",    "k_proj",  "v_proj",   "o_proj",
-                                                                   "gate_proj", "up_proj", "down_proj"};
 
 // Values every preset shares.
 struct PresetCommon : RecipeStages {
@@ -30,15 +30,15 @@ struct T4 : PresetCommon {
   static constexpr int vram_gb = 16;
   static constexpr bool load_in_4bit = true;
   static constexpr bool gradient_checkpointing = true;
-  static constexpr int lora_r = 8;
-  static constexpr int lora_alpha = 16;
-  static constexpr double lora_dropout = 0.1;
-  static constexpr auto target_modules = kAttentionModules;
+  static constexpr int lora_r = lora::max_rank_for_vram(vram_gb);
+  static constexpr int lora_alpha = lora::default_alpha(lora_r);
+  static constexpr double lora_dropout = lora::kDropoutSmallDataset;
+  using target_set = lora::Basic;
   static constexpr int batch_size = 1;
   static constexpr int gradient_accumulation_steps = 16;
   static constexpr int num_frames = 4;
   static constexpr double learning_rate = 1e-4;
-  static constexpr std::string_view lr_scheduler = "cosine";
+  using lr_policy = schedule::Cosine;
   static constexpr double warmup_ratio = 0.05;
   static constexpr double label_smoothing = 0.0;
   static constexpr bool fp16 = true;
@@ -52,15 +52,15 @@ struct L4 : PresetCommon {
   static constexpr int vram_gb = 24;
   static constexpr bool load_in_4bit = true;
   static constexpr bool gradient_checkpointing = true;
-  static constexpr int lora_r = 16;
-  static constexpr int lora_alpha = 32;
-  static constexpr double lora_dropout = 0.05;
-  static constexpr auto target_modules = kAttentionUpGateModules;
+  static constexpr int lora_r = lora::max_rank_for_vram(vram_gb);
+  static constexpr int lora_alpha = lora::default_alpha(lora_r);
+  static constexpr double lora_dropout = lora::kDropoutMediumDataset;
+  using target_set = lora::AttentionGateUp;
   static constexpr int batch_size = 2;
   static constexpr int gradient_accumulation_steps = 8;
   static constexpr int num_frames = 8;
   static constexpr double learning_rate = 1e-4;
-  static constexpr std::string_view lr_scheduler = "cosine";
+  using lr_policy = schedule::Cosine;
   static constexpr double warmup_ratio = 0.03;
   static constexpr double label_smoothing = 0.1;
   static constexpr bool fp16 = true;
@@ -74,15 +74,15 @@ struct A100 : PresetCommon {
   static constexpr int vram_gb = 40;
   static constexpr bool load_in_4bit = true;
   static constexpr bool gradient_checkpointing = false;
-  static constexpr int lora_r = 32;
-  static constexpr int lora_alpha = 64;
-  static constexpr double lora_dropout = 0.05;
-  static constexpr auto target_modules = kAllLinearModules;
+  static constexpr int lora_r = lora::max_rank_for_vram(vram_gb);
+  static constexpr int lora_alpha = lora::default_alpha(lora_r);
+  static constexpr double lora_dropout = lora::kDropoutMediumDataset;
+  using target_set = lora::Extended;
   static constexpr int batch_size = 4;
   static constexpr int gradient_accumulation_steps = 4;
   static constexpr int num_frames = 8;
   static constexpr double learning_rate = 2e-4;
-  static constexpr std::string_view lr_scheduler = "cosine";
+  using lr_policy = schedule::Cosine;
   static constexpr double warmup_ratio = 0.03;
   static constexpr double label_smoothing = 0.1;
   static constexpr bool fp16 = false;
@@ -96,15 +96,15 @@ struct H100 : PresetCommon {
   static constexpr int vram_gb = 80;
   static constexpr bool load_in_4bit = true;
   static constexpr bool gradient_checkpointing = false;
-  static constexpr int lora_r = 64;
-  static constexpr int lora_alpha = 128;
-  static constexpr double lora_dropout = 0.05;
-  static constexpr auto target_modules = kAllLinearModules;
+  static constexpr int lora_r = lora::max_rank_for_vram(vram_gb);
+  static constexpr int lora_alpha = lora::default_alpha(lora_r);
+  static constexpr double lora_dropout = lora::kDropoutMediumDataset;
+  using target_set = lora::Extended;
   static constexpr int batch_size = 8;
   static constexpr int gradient_accumulation_steps = 2;
   static constexpr int num_frames = 16;
   static constexpr double learning_rate = 2e-4;
-  static constexpr std::string_view lr_scheduler = "cosine_with_restarts";
+  using lr_policy = schedule::CosineRestarts;
   static constexpr double warmup_ratio = 0.03;
   static constexpr double label_smoothing = 0.1;
   static constexpr bool fp16 = false;
@@ -120,15 +120,15 @@ struct Cpu : PresetCommon {
   static constexpr int vram_gb = 8;
   static constexpr bool load_in_4bit = false;
   static constexpr bool gradient_checkpointing = false;
-  static constexpr int lora_r = 8;
-  static constexpr int lora_alpha = 16;
-  static constexpr double lora_dropout = 0.05;
-  static constexpr auto target_modules = kAllLinearModules;
+  static constexpr int lora_r = lora::max_rank_for_vram(vram_gb);
+  static constexpr int lora_alpha = lora::default_alpha(lora_r);
+  static constexpr double lora_dropout = lora::kDropoutMediumDataset;
+  using target_set = lora::Extended;
   static constexpr int batch_size = 4;
   static constexpr int gradient_accumulation_steps = 1;
   static constexpr int num_frames = 8;
   static constexpr double learning_rate = 1e-3;
-  static constexpr std::string_view lr_scheduler = "cosine";
+  using lr_policy = schedule::Cosine;
   static constexpr double warmup_ratio = 0.03;
   static constexpr double label_smoothing = 0.1;
   static constexpr bool fp16 = false;
@@ -146,12 +146,12 @@ concept Preset = requires {
   { P::lora_r } -> std::convertible_to<int>;
   { P::lora_alpha } -> std::convertible_to<int>;
   { P::lora_dropout } -> std::convertible_to<double>;
-  P::target_modules.size();
+  requires lora::TargetModuleSet<typename P::target_set>;
   { P::batch_size } -> std::convertible_to<int>;
   { P::gradient_accumulation_steps } -> std::convertible_to<int>;
   { P::num_frames } -> std::convertible_to<int>;
   { P::learning_rate } -> std::convertible_to<double>;
-  { P::lr_scheduler } -> std::convertible_to<std::string_view>;
+  requires schedule::LrPolicy<typename P::lr_policy>;
   { P::warmup_ratio } -> std::convertible_to<double>;
   { P::label_smoothing } -> std::convertible_to<double>;
   { P::fp16 } -> std::convertible_to<bool>;
@@ -160,9 +160,48 @@ concept Preset = requires {
   { P::max_grad_norm } -> std::convertible_to<double>;
   { P::patience } -> std::convertible_to<int>;
   { P::stage1 } -> std::convertible_to<StageConfig>;
-  { P::stage2 } -> std::convertible_to<StageConfig>;
   { P::default_model } -> std::convertible_to<ModelShape>;
 };
+
+// Stage 1 of preset P: the recipe's projector-only stage (P::stage1).
+template <Preset P>
+constexpr StageConfig stage1_of() {
+  return P::stage1;
+}
+
+// Stage 2 of preset P: projector + LoRA for the recipe's 4 epochs at the preset's learning_rate and
+// warmup_ratio (computed here, so a preset derived from another that changes them gets its own stage 2).
+template <Preset P>
+constexpr StageConfig stage2_of() {
+  return recipe_stage2(P::learning_rate, P::warmup_ratio);
+}
+
+// The preset's mixed precision as the recipe's flags name it: "fp16", "bf16", or "fp32" (neither flag).
+template <Preset P>
+constexpr std::string_view precision_of() {
+  return P::bf16 ? "bf16" : (P::fp16 ? "fp16" : "fp32");
+}
+
+namespace detail {
+template <class P>
+concept HasLrPolicy = requires { typename P::lr_policy; } && schedule::LrPolicy<typename P::lr_policy>;
+template <class P>
+concept HasTargetSet = requires { typename P::target_set; } && lora::TargetModuleSet<typename P::target_set>;
+}  // namespace detail
+
+// Checks a preset type field by field with messages a user reads (the Preset concept alone only says "not
+// satisfied"); TrainerConfig::from_preset<P>() calls it. Always returns true when it compiles.
+template <class P>
+consteval bool check_preset() {
+  static_assert(detail::HasLrPolicy<P>,
+                "vidlora preset: P::lr_policy must name a learning-rate policy type (using lr_policy = "
+                "schedule::Cosine; or Constant, Linear, CosineRestarts, WarmRestarts), not a string");
+  static_assert(detail::HasTargetSet<P>,
+                "vidlora preset: P::target_set must name a target-module set type (using target_set = lora::Basic; "
+                "or lora::AttentionGateUp, lora::Extended)");
+  static_assert(Preset<P>, "vidlora preset: P misses a field of the Preset concept (presets/gpu_presets.hpp)");
+  return true;
+}
 
 // Compile-time consistency of a preset's own values.
 template <Preset P>

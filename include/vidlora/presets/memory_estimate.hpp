@@ -49,7 +49,7 @@ constexpr MemoryEstimate estimate_memory(const ModelShape& m) {
   e.frozen_weights += static_cast<double>(m.embedding_params()) * weight_bytes;
 
   double lora = 0;
-  for (auto module : P::target_modules) lora += static_cast<double>(P::lora_r) * (m.linear_in(module) + m.linear_out(module));
+  for (auto module : P::target_set::modules) lora += static_cast<double>(P::lora_r) * (m.linear_in(module) + m.linear_out(module));
   e.lora_params = lora * static_cast<double>(m.layers);
   e.projector_params = static_cast<double>(m.projector_params());
   e.trainable_state = 16.0 * (e.lora_params + e.projector_params);

@@ -3,8 +3,8 @@
 //
 //   stage 1: projector only (decoder frozen; its LoRA factors exist but are neither stepped nor saved)
 //   stage 2: LoRA on the preset's target modules + projector
-// Each stage: its epochs, learning rate and warmup ratio (preset's stage1 / stage2), the preset's
-// lr_scheduler (schedule::visit_lr_policy), AdamW with transformers' decay groups (weight decay on
+// Each stage: its epochs, learning rate and warmup ratio (TrainerConfig::stages, from the recipe's stage 1
+// and the preset's stage 2), Scheduler<P::lr_policy>, AdamW with transformers' decay groups (weight decay on
 // everything but biases / norms), clip_grad_norm(max_grad_norm), label smoothing, batch_size ×
 // gradient_accumulation_steps micro-batches normalised by the step's supervised-token count
 // (CrossEntropyOptions::total_valid_tokens), LoRA dropout, NF4 base when load_in_4bit.
@@ -81,12 +81,15 @@ struct StageSettings {
 };
 
 // Run-time configuration, defaulted from a preset (from_preset) and adjustable before training.
+// The learning-rate policy and the LoRA rank / alpha are the preset's types and constants (Trainer<P> runs
+// Scheduler<P::lr_policy> and Decoder<P::lora_r, P::lora_alpha>), so they are not fields here.
 struct TrainerConfig {
   std::string preset;
-  std::vector<StageSettings> stages;
-  std::string lr_scheduler = "cosine";
+  std::vector<StageSettings> stages;  // stage 1: the recipe's (P::stage1); stage 2: the preset's lr and warmup
   int batch_size = 1;
   int gradient_accumulation_steps = 1;
+  int num_frames = 8;                 // frames sampled per clip; the caller's FeatureFn samples this many
+  std::string precision = "fp32";     // "fp32", "fp16" or "bf16" (presets::precision_of<P>); the CPU trainer: fp32
   double weight_decay = 0.01;
   double max_grad_norm = 1.0;
   double label_smoothing = 0.0;
@@ -113,20 +116,26 @@ struct TrainerConfig {
   std::ostream* progress = &std::cerr;  // nullptr: silent
   bool progress_newlines = false;       // true: one line per step (logs); false: '\r' updates
 
-  template <presets::Preset P>
+  // Every preset field that a run reads: stage 1 from the recipe (P::stage1), stage 2 from the preset
+  // (presets::stage2_of<P>: P::learning_rate, P::warmup_ratio), and the preset's batch × accumulation,
+  // frames, precision, label smoothing, patience, weight decay, clipping, dropout, target set, 4-bit base and
+  // gradient checkpointing. tests/trainer/test_trainer_config.cpp compares each field with its P:: constant.
+  template <class P>
   static TrainerConfig from_preset() {
+    static_assert(presets::check_preset<P>());
     TrainerConfig c;
     c.preset = std::string(P::name);
-    for (const presets::StageConfig& s : {P::stage1, P::stage2})
+    for (const presets::StageConfig& s : {presets::stage1_of<P>(), presets::stage2_of<P>()})
       c.stages.push_back({std::string(s.name), s.train_lora, s.num_epochs, s.learning_rate, s.warmup_ratio});
-    c.lr_scheduler = std::string(P::lr_scheduler);
     c.batch_size = P::batch_size;
     c.gradient_accumulation_steps = P::gradient_accumulation_steps;
+    c.num_frames = P::num_frames;
+    c.precision = std::string(presets::precision_of<P>());
     c.weight_decay = P::weight_decay;
     c.max_grad_norm = P::max_grad_norm;
     c.label_smoothing = P::label_smoothing;
     c.lora_dropout = P::lora_dropout;
-    for (auto m : P::target_modules) c.target_modules.emplace_back(m);
+    for (auto m : P::target_set::modules) c.target_modules.emplace_back(m);
     c.load_in_4bit = P::load_in_4bit;
     c.gradient_checkpointing = P::gradient_checkpointing;
     c.patience = P::patience;
@@ -310,7 +319,9 @@ class Trainer {
     f["lora_r"] = std::to_string(P::lora_r);
     f["lora_alpha"] = std::to_string(P::lora_alpha);
     f["base"] = std::is_same_v<Base, lora::DenseWeight> ? "dense" : "4bit";
-    f["lr_scheduler"] = config_.lr_scheduler;
+    f["lr_scheduler"] = std::string(P::lr_policy::name);
+    f["num_frames"] = std::to_string(config_.num_frames);
+    f["precision"] = config_.precision;
     f["batch_size"] = std::to_string(config_.batch_size);
     f["gradient_accumulation_steps"] = std::to_string(config_.gradient_accumulation_steps);
     f["weight_decay"] = fmt::format("{}", config_.weight_decay);
@@ -376,10 +387,8 @@ class Trainer {
       schedule::ScheduleOptions so{.base_lr = st.learning_rate,
                                    .warmup_steps = schedule::warmup_steps_for(st.warmup_ratio, total),
                                    .total_steps = total};
-      std::function<double(long)> lr_of = schedule::visit_lr_policy(config_.lr_scheduler, [&](auto policy) {
-        schedule::Scheduler<decltype(policy)> sched(so);
-        return std::function<double(long)>([sched](long k) { return sched.lr(k); });
-      });
+      const schedule::Scheduler<typename P::lr_policy> sched(so);
+      const auto lr_of = [&sched](long k) { return sched.lr(k); };
       bool stop_stage = false;
       for (int e = pos_.epoch; e < st.epochs && !stop_stage; ++e) {
         pos_.epoch = e;
@@ -546,6 +555,11 @@ class Trainer {
     require(config_.gradient_accumulation_steps >= 1, "Trainer: gradient_accumulation_steps must be >= 1 (got {})",
             config_.gradient_accumulation_steps);
     require(!config_.stages.empty(), "Trainer: no stages");
+    require(config_.num_frames >= 1, "Trainer: num_frames must be >= 1 (got {})", config_.num_frames);
+    require(config_.precision == "fp32",
+            "Trainer: precision '{}' (preset {}) is not supported by the CPU trainer, which computes in fp32; set "
+            "TrainerConfig::precision = \"fp32\" to train this preset on the CPU",
+            config_.precision, config_.preset);
     require(config_.max_nan_in_a_row >= 1, "Trainer: max_nan_in_a_row must be >= 1");
     require(projector_.out_features() == decoder_.config().hidden_size,
             "Trainer: the projector gives {} features but the decoder's hidden size is {}", projector_.out_features(),

@@ -295,7 +295,8 @@ inline std::string chart_body(std::span<const Series> series, const ChartOptions
       svg += fmt::format("<circle class=\"best\" data-series=\"{}\" data-x=\"{}\" cx=\"{:.2f}\" cy=\"{:.2f}\" r=\"7\" "
                          "fill=\"none\" stroke=\"black\" stroke-width=\"1.5\"/>\n"
                          "<text x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"11\">best</text>\n",
-                         xml_escape(s.name), s.x[static_cast<std::size_t>(s.best)], bx, by, bx + 9, by - 9);
+                         xml_escape(s.name), s.x[static_cast<std::size_t>(s.best)], bx, by, bx + 9,
+                         by - top_px < 40 ? by + 20 : by - 9);  // near the top (the legend), the label goes below
     }
   }
   // legend, top right inside the plot
