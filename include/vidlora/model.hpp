@@ -14,6 +14,7 @@
 #include <vidlora/model/bf16_weight.hpp>
 #include <vidlora/model/linear_slot.hpp>
 #include <vidlora/model/decoder.hpp>
+#include <vidlora/model/peft_decoder.hpp>
 #include <vidlora/model/projector.hpp>
 #include <vidlora/model/splice.hpp>
 #include <vidlora/model/clip_vision.hpp>
