@@ -270,6 +270,9 @@ TEST_CASE("llava config refuses unsupported fields by name and never leaks a jso
   video["spatial_pool_mode"] = "average";
   video["spatial_pool_stride"] = 3;
   REQUIRE_THROWS_WITH(LlavaConfig::from_json(video), Contains("spatial_pool_stride 3"));
+  video["spatial_pool_stride"] = 2;
+  video["vision_feature_select_strategy"] = "full";
+  REQUIRE_THROWS_WITH(LlavaConfig::from_json(video), Contains("\"full\"") && Contains("spatial_pool_stride 2"));
   nlohmann::json text = base;
   text["text_config"]["mlp_bias"] = "yes";
   REQUIRE_THROWS_WITH(LlavaConfig::from_json(text), Contains("mlp_bias"));

@@ -336,6 +336,10 @@ struct LlavaConfig {
       require(c.spatial_pool_stride > 0 && c.vision.grid() % c.spatial_pool_stride == 0,
               "LlavaConfig: spatial_pool_stride {} does not divide the {}x{} patch grid", c.spatial_pool_stride,
               c.vision.grid(), c.vision.grid());
+      require(c.drop_cls || c.spatial_pool_stride == 1,
+              "LlavaConfig: vision_feature_select_strategy \"full\" with spatial_pool_stride {} is not supported "
+              "(pooling needs the square patch grid without the CLS token)",
+              c.spatial_pool_stride);
     }
     const std::string act = field_or<std::string>(j, "projector_hidden_act", "gelu", who);
     require(act == "gelu", "LlavaConfig: projector_hidden_act \"{}\" is not supported (Mlp2xGelu uses exact gelu)", act);
