@@ -5,10 +5,13 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <span>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include <vidlora/io.hpp>
+#include <vidlora/lora.hpp>
 #include <vidlora/model.hpp>
 
 #include "model_fixtures.hpp"
@@ -72,4 +75,34 @@ TEST_CASE("LlavaModel names what is missing from a directory that is not a suppo
   std::ofstream(tmp / "config.json") << config.dump();
   REQUIRE_THROWS_WITH((LlavaModel<4, 8>(tmp)), Contains("model.safetensors"));
   std::filesystem::remove_all(tmp);
+}
+
+TEST_CASE("LlavaModel with a PEFT adapter whose target_modules is a regex gives PEFT's logits",
+          "[model][llava][lora][reference]") {
+  const std::string dir = vidlora::test::model_dir("llava");
+  const auto ref = vidlora::test::model_reference("llava");
+  const PeftAdapter adapter = load_peft_adapter(dir + "/adapter");
+  REQUIRE(adapter.spec.target_regex.has_value());
+  const auto config = LlavaConfig::from_file(dir + "/config.json");
+  LlavaModel<4, 8> model(dir, decoder_options_for(adapter, config.text));
+  model.decoder().load_adapter(io::SafetensorsFile::open(dir + "/adapter/adapter_model.safetensors"));
+  int lora_slots = 0;
+  model.decoder().for_each_lora([&](const std::string&, auto&) { ++lora_slots; });
+  CHECK(lora_slots == 14);
+  std::vector<float> pixels;
+  for (const auto& f : ref["pixel_values"])
+    for (const auto& c : f)
+      for (const auto& row : c)
+        for (const auto& v : row) pixels.push_back(v.get<float>());
+  const std::size_t per_image = pixels.size() / 2;
+  std::vector<Matrix> visual;
+  std::vector<std::vector<int>> prompts;
+  for (std::size_t b = 0; b < 2; ++b) {
+    visual.push_back(model.visual_tokens(std::span<const float>(pixels).subspan(b * per_image, per_image), 1));
+    auto p = ref["prompts"][b].get<std::vector<int>>();
+    for (int id : ref["answers"][b].get<std::vector<int>>()) p.push_back(id);
+    prompts.push_back(std::move(p));
+  }
+  CHECK(model.placeholder_id() == 60);
+  CHECK(rel_error(model.logits(prompts, visual), json_3d(ref["logits"])) < 1e-5);
 }
