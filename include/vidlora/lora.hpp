@@ -8,4 +8,6 @@
 #include <vidlora/lora/lora_linear.hpp>
 #include <vidlora/lora/rules.hpp>
 #include <vidlora/lora/target_modules.hpp>
+#include <vidlora/lora/peft_targets.hpp>
+#include <vidlora/lora/rank_dispatch.hpp>
 #include <vidlora/lora/peft_adapter.hpp>

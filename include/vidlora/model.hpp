@@ -8,14 +8,17 @@
 #include <vidlora/model/tensor_source.hpp>
 #include <vidlora/model/elementwise.hpp>
 #include <vidlora/model/rms_norm.hpp>
+#include <vidlora/model/rope_scaling.hpp>
 #include <vidlora/model/rotary.hpp>
 #include <vidlora/model/attention.hpp>
 #include <vidlora/model/bf16_weight.hpp>
 #include <vidlora/model/linear_slot.hpp>
 #include <vidlora/model/decoder.hpp>
+#include <vidlora/model/peft_decoder.hpp>
 #include <vidlora/model/projector.hpp>
 #include <vidlora/model/splice.hpp>
 #include <vidlora/model/clip_vision.hpp>
+#include <vidlora/model/llava_model.hpp>
 #include <vidlora/model/random_weights.hpp>
 #include <vidlora/model/tokenizer.hpp>
 #include <vidlora/model/tokenizer_sentencepiece.hpp>

@@ -29,6 +29,10 @@ struct LoraOptions {
   std::uint64_t seed = 0;    // drives lora_A's initialisation and the dropout masks
   bool use_rslora = false;   // scaling = Alpha / √Rank instead of Alpha / Rank
   std::uint32_t layer = 0;   // RNG stream index: layers sharing a seed draw different A and masks
+  // > 0: PEFT's lora_alpha at run time, used instead of the template Alpha (which is then only the
+  // default). The rank shapes the code and stays a template parameter (lora::dispatch_rank); alpha
+  // only sets one scalar, so a run-time value costs nothing and needs no instantiation per alpha.
+  double alpha = 0.0;
 };
 
 namespace detail {
@@ -114,6 +118,8 @@ class LoraLinear {
   Eigen::Index in_features() const { return base_.in_features(); }
   Eigen::Index out_features() const { return base_.out_features(); }
   scalar_type scaling() const { return scaling_; }
+  // The alpha in effect: LoraOptions::alpha when set, else the template Alpha.
+  double alpha_value() const { return options_.alpha > 0 ? options_.alpha : static_cast<double>(Alpha); }
   const LoraOptions& options() const { return options_; }
   const Base& base() const { return base_; }
   bool has_bias() const { return has_bias_; }
@@ -246,6 +252,8 @@ class LoraLinear {
 
   static LoraOptions checked_options(const LoraOptions& o) {
     require(o.dropout >= 0.0 && o.dropout < 1.0, "LoraLinear: dropout {} is outside [0, 1)", o.dropout);
+    require(o.alpha >= 0.0 && std::isfinite(o.alpha), "LoraLinear: alpha {} must be finite and >= 0 (0: the template Alpha)",
+            o.alpha);
     return o;
   }
 
@@ -259,8 +267,8 @@ class LoraLinear {
 
   // lora_A ~ U(-1/√in, 1/√in) (PEFT's kaiming_uniform_(a=√5)), lora_B = 0.
   void init_adapters() {
-    scaling_ = static_cast<scalar_type>(options_.use_rslora ? static_cast<double>(Alpha) / std::sqrt(double{Rank})
-                                                            : static_cast<double>(Alpha) / Rank);
+    scaling_ = static_cast<scalar_type>(options_.use_rslora ? alpha_value() / std::sqrt(double{Rank})
+                                                            : alpha_value() / Rank);
     const Eigen::Index in = in_features(), out = out_features();
     const double bound = 1.0 / std::sqrt(static_cast<double>(in));
     CounterRng rng(options_.seed, init_stream(options_.layer));

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -21,6 +22,7 @@
 #include <vidlora/io/atomic_file.hpp>
 #include <vidlora/io/safetensors.hpp>
 #include <vidlora/io/safetensors_writer.hpp>
+#include <vidlora/lora/peft_targets.hpp>
 #include <vidlora/lora/target_modules.hpp>
 
 namespace vidlora::lora {
@@ -41,6 +43,24 @@ struct AdapterSpec {
   bool use_rslora = false;
   std::string bias = "none";
   std::string task_type = "CAUSAL_LM";
+  // (last and default-initialized, so designated initializers of the fields above stay valid)
+  std::optional<std::string> target_regex{};  // target_modules written as one regular expression (full match)
+  std::vector<std::string> exclude_modules{}; // list form
+  std::optional<std::string> exclude_regex{}; // string form
+  std::vector<int> layers_to_transform{};     // list targets only: layer indices that get LoRA
+  std::vector<std::string> layers_pattern{};  // the module-list name before the layer index ("layers")
+
+  // PEFT's scaling: lora_alpha / r, or lora_alpha / √r with use_rslora.
+  double scaling() const { return use_rslora ? lora_alpha / std::sqrt(static_cast<double>(r)) : lora_alpha / r; }
+
+  // The module selection these fields describe, resolved as PEFT resolves it.
+  PeftTargets targets() const {
+    PeftTargets t = target_regex ? PeftTargets::regex(*target_regex) : PeftTargets::names(target_modules);
+    if (exclude_regex) t.exclude_regex(*exclude_regex);
+    if (!exclude_modules.empty()) t.exclude_names(exclude_modules);
+    if (!layers_to_transform.empty()) t.layers(layers_to_transform, layers_pattern);
+    return t;
+  }
 };
 
 // One adapted linear layer's LoRA factors, PyTorch layout.
@@ -81,14 +101,15 @@ inline nlohmann::json adapter_config_json(const AdapterSpec& spec) {
       {"corda_config", nullptr},
       {"ensure_weight_tying", false},
       {"eva_config", nullptr},
-      {"exclude_modules", nullptr},
+      {"exclude_modules", spec.exclude_regex ? json(*spec.exclude_regex)
+                                             : (spec.exclude_modules.empty() ? json(nullptr) : json(spec.exclude_modules))},
       {"fan_in_fan_out", false},
       {"inference_mode", true},
       {"init_lora_weights", true},
       {"kasa_config", nullptr},
       {"layer_replication", nullptr},
-      {"layers_pattern", nullptr},
-      {"layers_to_transform", nullptr},
+      {"layers_pattern", spec.layers_pattern.empty() ? json(nullptr) : json(spec.layers_pattern)},
+      {"layers_to_transform", spec.layers_to_transform.empty() ? json(nullptr) : json(spec.layers_to_transform)},
       {"loftq_config", json::object()},
       {"lora_alpha", number(spec.lora_alpha)},
       {"lora_bias", false},
@@ -104,7 +125,8 @@ inline nlohmann::json adapter_config_json(const AdapterSpec& spec) {
       {"r", spec.r},
       {"rank_pattern", json::object()},
       {"revision", nullptr},
-      {"target_modules", json(std::vector<std::string>(targets.begin(), targets.end()))},
+      {"target_modules", spec.target_regex ? json(*spec.target_regex)
+                                           : json(std::vector<std::string>(targets.begin(), targets.end()))},
       {"target_parameters", nullptr},
       {"task_type", spec.task_type},
       {"trainable_token_indices", nullptr},
@@ -127,11 +149,29 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
     return it == c.end() || it->is_null() ? nullptr : &*it;
   };
   if (const auto* t = get("peft_type"); t && *t != "LORA") throw bad(fmt::format("peft_type {} is not LORA", t->dump()));
-  if (const auto* d = get("use_dora"); d && *d == true) throw bad("use_dora adapters are not supported");
-  if (const auto* b = get("lora_bias"); b && *b == true) throw bad("lora_bias adapters are not supported");
+  // LoraConfig fields that change what the adapter computes and that vidlora does not implement.
+  const auto refuse_true = [&](const char* key, std::string_view why) {
+    if (const auto* v = get(key); v && *v != false)
+      throw bad(fmt::format("{} {} is not supported ({})", key, v->dump(), why));
+  };
+  refuse_true("use_dora", "DoRA's magnitude vector and weight norm");
+  refuse_true("lora_bias", "a trained bias on lora_B");
+  refuse_true("use_qalora", "QALoRA's pooled input");
+  refuse_true("use_bdlora", "block-diagonal LoRA");
+  refuse_true("fan_in_fan_out", "Conv1D-style transposed weights");
   for (const char* key : {"rank_pattern", "alpha_pattern"})
     if (const auto* p = get(key); p && !p->empty())
       throw bad(fmt::format("{} {} is not supported (one rank and alpha for every module)", key, p->dump()));
+  for (const char* key : {"modules_to_save", "trainable_token_indices", "target_parameters", "layer_replication",
+                          "alora_invocation_tokens", "arrow_config", "velora_config", "monteclora_config",
+                          "kasa_config"})
+    if (const auto* p = get(key); p && !(p->is_array() && p->empty()) && !(p->is_object() && p->empty()))
+      throw bad(fmt::format("{} {} is not supported", key, p->dump()));
+  if (const auto* init = get("init_lora_weights"); init && init->is_string() && *init != "gaussian")
+    throw bad(fmt::format("init_lora_weights {} is not supported (it changes the base weights the adapter was "
+                          "trained against)", init->dump()));
+  if (const auto* b = get("bias"); b && *b != "none")
+    throw bad(fmt::format("bias {} is not supported (trained biases in the base layers; only \"none\")", b->dump()));
 
   AdapterSpec spec;
   const auto* r = get("r");
@@ -146,11 +186,37 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
   } else {
     spec.lora_dropout = 0.0;
   }
+  const auto strings = [](const nlohmann::json& v) {
+    return v.is_array() && std::all_of(v.begin(), v.end(), [](const auto& e) { return e.is_string(); });
+  };
   if (const auto* t = get("target_modules")) {
-    if (t->is_string()) spec.target_modules = {t->get<std::string>()};  // a regex in PEFT; kept as text
-    else if (t->is_array() && std::all_of(t->begin(), t->end(), [](const auto& v) { return v.is_string(); }))
-      spec.target_modules = t->get<std::vector<std::string>>();
+    if (t->is_string()) spec.target_regex = t->get<std::string>();  // a regular expression in PEFT
+    else if (strings(*t)) spec.target_modules = t->get<std::vector<std::string>>();
     else throw bad("\"target_modules\" is neither a string nor a list of strings");
+  } else {
+    throw bad("\"target_modules\" is missing (vidlora does not guess a model's default targets)");
+  }
+  if (const auto* e = get("exclude_modules")) {
+    if (e->is_string()) spec.exclude_regex = e->get<std::string>();
+    else if (strings(*e)) spec.exclude_modules = e->get<std::vector<std::string>>();
+    else throw bad("\"exclude_modules\" is neither a string nor a list of strings");
+  }
+  if (const auto* l = get("layers_to_transform")) {
+    if (l->is_number_integer()) spec.layers_to_transform = {l->get<int>()};
+    else if (l->is_array() && std::all_of(l->begin(), l->end(), [](const auto& e) { return e.is_number_integer(); }))
+      spec.layers_to_transform = l->get<std::vector<int>>();
+    else throw bad(fmt::format("\"layers_to_transform\" {} is neither an integer nor a list of integers", l->dump()));
+  }
+  if (const auto* p = get("layers_pattern")) {
+    if (p->is_string()) spec.layers_pattern = {p->get<std::string>()};
+    else if (strings(*p)) spec.layers_pattern = p->get<std::vector<std::string>>();
+    else throw bad("\"layers_pattern\" is neither a string nor a list of strings");
+  }
+  // Compile the patterns now: a bad one is an error about this file.
+  try {
+    (void)spec.targets();
+  } catch (const Error& e) {
+    throw bad(e.what());
   }
   if (const auto* b = get("base_model_name_or_path"); b && b->is_string()) spec.base_model_name_or_path = b->get<std::string>();
   if (const auto* u = get("use_rslora")) {
@@ -169,15 +235,15 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
 // created). Every module must match a target_modules entry and have A [r, in], B [out, r], finite.
 inline void save_peft_adapter(const std::filesystem::path& dir, const AdapterSpec& spec, const AdapterModules& modules) {
   require(spec.r > 0, "save_peft_adapter: r = {} must be positive", spec.r);
-  require(!spec.target_modules.empty(), "save_peft_adapter: target_modules is empty");
+  require(!spec.target_modules.empty() || spec.target_regex, "save_peft_adapter: target_modules is empty");
   require(!modules.empty(), "save_peft_adapter: no modules to save");
+  const PeftTargets targets = spec.targets();
   io::TensorMap tensors;
   for (const auto& entry : modules) {
     const std::string& path = entry.first;  // not a structured binding: clang 14 cannot capture those
     const AdapterWeights& w = entry.second;
-    require(std::any_of(spec.target_modules.begin(), spec.target_modules.end(),
-                        [&](const std::string& t) { return matches_target(path, t); }),
-            "save_peft_adapter: module '{}' matches none of target_modules [{}]", path, fmt::join(spec.target_modules, ", "));
+    require(targets.matches(path), "save_peft_adapter: module '{}' matches none of target_modules {}", path,
+            spec.target_regex ? *spec.target_regex : fmt::format("[{}]", fmt::join(spec.target_modules, ", ")));
     require(w.A.rows() == spec.r && w.A.cols() > 0, "save_peft_adapter: module '{}': lora_A is {}, expected [{}, in]",
             path, shape_string(w.A), spec.r);
     require(w.B.cols() == spec.r && w.B.rows() > 0, "save_peft_adapter: module '{}': lora_B is {}, expected [out, {}]",
@@ -233,6 +299,22 @@ inline PeftAdapter load_peft_adapter(const std::filesystem::path& dir) {
     if (!has.first) fail("PEFT adapter '{}': missing '{}' (its lora_B is present)", source, peft_key(module, 'A'));
     if (!has.second) fail("PEFT adapter '{}': missing '{}' (its lora_A is present)", source, peft_key(module, 'B'));
   }
+  // LoRA on the CLIP tower (what a plain module list does on LLaVA): vidlora runs the tower frozen and
+  // without LoRA, so such a file is refused as a whole rather than loaded with those tensors skipped.
+  std::vector<std::string> vision;
+  for (const auto& entry : seen)
+    if (entry.first.find("vision_tower.") != std::string::npos || entry.first.find("vision_model.") != std::string::npos)
+      for (const char f : {'A', 'B'}) vision.push_back(peft_key(entry.first, f));
+  if (!vision.empty())
+    fail("PEFT adapter '{}' adapts the vision tower, which vidlora runs frozen without LoRA ({} tensors: {}); "
+         "train the adapter with target_modules restricted to the language model (e.g. the regular expression "
+         "\".*language_model.*\\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\")",
+         source, vision.size(), fmt::join(vision, ", "));
+  const PeftTargets targets = adapter.spec.targets();
+  for (const auto& entry : seen)
+    require(targets.matches(entry.first),
+            "PEFT adapter '{}': module '{}' has LoRA tensors but adapter_config.json's target_modules does not select it",
+            source, entry.first);
   return adapter;
 }
 

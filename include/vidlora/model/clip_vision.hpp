@@ -4,11 +4,15 @@
 //   → encoder layers (x += attn(ln1(x)); x += fc2(quick_gelu(fc1(ln2(x)))))
 // The features are hidden_states[feature_layer] (LLaVA: -2, the input of the last layer), with
 // the CLS token dropped ("default" select strategy): [frames · patches, hidden], 576 per 336² frame
-// for ViT-L/14-336. post_layernorm is not part of LLaVA's features and is not applied.
+// for ViT-L/14-336. With several feature layers (vision_feature_layer as a list) their hidden states
+// are concatenated along the features, in list order, as transformers does: [frames · patches,
+// hidden · layers]. post_layernorm is not part of LLaVA's features and is not applied.
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <vidlora/core/error.hpp>
@@ -23,6 +27,16 @@ namespace vidlora::model {
 struct ClipVisionOptions {
   int feature_layer = -2;  // index into hidden_states (0 = embeddings after pre_layrnorm; negative from the end)
   bool drop_cls = true;
+  std::vector<int> feature_layers;  // several indices, features concatenated; empty: {feature_layer}
+
+  // LLaVA's choice: vision_feature_layer (an index or a list) and vision_feature_select_strategy.
+  static ClipVisionOptions from(const LlavaConfig& c) {
+    ClipVisionOptions o;
+    o.feature_layer = c.vision_feature_layer;
+    o.feature_layers = c.vision_feature_layers;
+    o.drop_cls = c.drop_cls;
+    return o;
+  }
 };
 
 // LayerNorm over each row (biased variance, statistics in float64).
@@ -46,12 +60,17 @@ class ClipVision {
   // vision_tower., model.vision_tower.…, vision_model.).
   template <TensorSource S>
   ClipVision(const ClipVisionConfig& config, const S& source, ClipVisionOptions options = {})
-      : config_(config), options_(options) {
+      : config_(config), options_(std::move(options)) {
     const int layers = config_.num_hidden_layers;
-    run_layers_ = options_.feature_layer < 0 ? layers + 1 + options_.feature_layer : options_.feature_layer;
-    require(run_layers_ >= 0 && run_layers_ <= layers,
-            "ClipVision: feature_layer {} is outside the {} hidden states of a {}-layer encoder", options_.feature_layer,
-            layers + 1, layers);
+    if (options_.feature_layers.empty()) options_.feature_layers = {options_.feature_layer};
+    for (const int requested : options_.feature_layers) {
+      const int state = requested < 0 ? layers + 1 + requested : requested;
+      require(state >= 0 && state <= layers,
+              "ClipVision: feature_layer {} is outside the {} hidden states of a {}-layer encoder", requested,
+              layers + 1, layers);
+      states_.push_back(state);
+      run_layers_ = std::max(run_layers_, state);
+    }
     const std::string p = find_prefix(source,
                                       {"vision_tower.vision_model.", "vision_tower.", "model.vision_tower.vision_model.",
                                        "model.vision_tower.", "vision_model.", ""},
@@ -86,18 +105,24 @@ class ClipVision {
   }
 
   const ClipVisionConfig& config() const { return config_; }
+  const ClipVisionOptions& options() const { return options_; }
   // Tokens per frame in the output (576 for ViT-L/14-336 with the CLS dropped).
   Eigen::Index tokens_per_frame() const { return config_.num_patches() + (options_.drop_cls ? 0 : 1); }
+  // Features per token: hidden size times the number of feature layers.
+  Eigen::Index feature_width() const {
+    return static_cast<Eigen::Index>(config_.hidden_size) * static_cast<Eigen::Index>(states_.size());
+  }
 
   // pixels: frames × [channels, image_size, image_size], channel-first (CLIP-normalised, as pixel_values).
-  // Returns [frames · tokens_per_frame(), hidden].
+  // Returns [frames · tokens_per_frame(), feature_width()].
   Matrix features(std::span<const float> pixels, Eigen::Index frames) const {
     const Eigen::Index c = config_.num_channels, s = config_.image_size, ps = config_.patch_size, g = config_.grid();
     const Eigen::Index per_frame = c * s * s;
     require(frames > 0 && static_cast<Eigen::Index>(pixels.size()) == frames * per_frame,
             "ClipVision::features: {} values for {} frames of [{}, {}, {}]", pixels.size(), frames, c, s, s);
     const Eigen::Index tpf = tokens_per_frame(), np = config_.num_patches();
-    Matrix out(frames * tpf, config_.hidden_size);
+    const Eigen::Index d = config_.hidden_size;
+    Matrix out(frames * tpf, feature_width());
     for (Eigen::Index f = 0; f < frames; ++f) {
       const float* img = pixels.data() + f * per_frame;
       Matrix patches(np, c * ps * ps);  // row = patch (row-major over the grid), col = (channel, ky, kx)
@@ -112,8 +137,16 @@ class ClipVision {
       x.bottomRows(np).noalias() = patches * patch_w_.transpose();
       x += pos_emb_;
       x = layer_norm(x, pre_w_, pre_b_, config_.layer_norm_eps);
-      for (const auto& L : layers_) x = layer_forward(L, x);
-      out.middleRows(f * tpf, tpf) = options_.drop_cls ? x.bottomRows(np) : x;
+      const auto take = [&](int state) {  // hidden_states[state] into every column block that asks for it
+        for (std::size_t k = 0; k < states_.size(); ++k)
+          if (states_[k] == state)
+            out.block(f * tpf, static_cast<Eigen::Index>(k) * d, tpf, d) = options_.drop_cls ? x.bottomRows(np) : x;
+      };
+      take(0);
+      for (int l = 0; l < run_layers_; ++l) {
+        x = layer_forward(layers_[static_cast<std::size_t>(l)], x);
+        take(l + 1);
+      }
     }
     return out;
   }
@@ -149,7 +182,8 @@ class ClipVision {
 
   ClipVisionConfig config_;
   ClipVisionOptions options_;
-  int run_layers_ = 0;
+  std::vector<int> states_;  // hidden_states indices (>= 0) of the feature layers, in output order
+  int run_layers_ = 0;       // encoder layers that run: the deepest feature layer
   Matrix patch_w_;  // [hidden, channels·patch²]
   Vector class_emb_;
   Matrix pos_emb_;  // [patches + 1, hidden]

@@ -4,11 +4,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <vidlora/core/error.hpp>
+#include <vidlora/model/rope_scaling.hpp>
 
 namespace vidlora::model {
 
@@ -45,10 +48,17 @@ T field(const nlohmann::json& j, const char* key, const char* who) {
 }
 
 template <class T>
-T field_or(const nlohmann::json& j, const char* key, T fallback) {
+T field_or(const nlohmann::json& j, const char* key, T fallback, const char* who = "config.json") {
   if (!j.contains(key) || j[key].is_null()) return fallback;
-  return j[key].get<T>();
+  try {
+    return j[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail("{}: config.json field \"{}\" has the wrong type ({})", who, key, j[key].dump());
+  }
 }
+
+// True when config.json sets `key` to something other than null.
+inline bool present(const nlohmann::json& j, const char* key) { return j.contains(key) && !j[key].is_null(); }
 }  // namespace detail
 
 // The decoder's shape and numerics, as config.json names them.
@@ -62,13 +72,18 @@ struct DecoderConfig {
   int head_dim = 0;             // hidden_size / num_attention_heads unless config.json says otherwise
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
+  RopeScaling rope_scaling{};       // rope_parameters / rope_scaling beyond rope_theta
+  int max_position_embeddings = 0;  // dynamic / yarn / llama3 RoPE read it (0: the architecture's default)
   int vocab_size = 0;
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // llama / qwen3: bias on q, k, v and o
+  bool mlp_bias = false;        // llama: bias on gate, up and down
+  int sliding_window = 0;       // > 0: some layers attend within this window; sequences may not be longer
 
   // Qwen2 always has q/k/v biases (and no o bias); llama and qwen3 follow attention_bias.
   bool qkv_bias() const { return architecture == Architecture::Qwen2 || attention_bias; }
   bool o_bias() const { return architecture != Architecture::Qwen2 && attention_bias; }
+  bool has_mlp_bias() const { return mlp_bias; }
   bool qk_norm() const { return architecture == Architecture::Qwen3; }  // per-head RMSNorm on q and k
   int q_features() const { return num_attention_heads * head_dim; }
   int kv_features() const { return num_key_value_heads * head_dim; }
@@ -77,6 +92,7 @@ struct DecoderConfig {
   static DecoderConfig from_json(const nlohmann::json& j) {
     using detail::field;
     using detail::field_or;
+    using detail::present;
     const std::string type = field_or<std::string>(j, "model_type", "");
     if (type == "llava" || type == "llava_next" || type == "llava_next_video" || type == "llava_onevision") {
       require(j.contains("text_config"), "DecoderConfig: {} config.json has no \"text_config\"", type);
@@ -85,7 +101,8 @@ struct DecoderConfig {
       return from_json(text);
     }
     DecoderConfig c;
-    if (type == "llama" || type == "mistral") {
+    const bool mistral = type == "mistral";
+    if (type == "llama" || mistral) {
       c.architecture = Architecture::Llama;
     } else if (type == "qwen2") {
       c.architecture = Architecture::Qwen2;
@@ -101,23 +118,62 @@ struct DecoderConfig {
     c.intermediate_size = field<int>(j, "intermediate_size", who);
     c.num_hidden_layers = field<int>(j, "num_hidden_layers", who);
     c.num_attention_heads = field<int>(j, "num_attention_heads", who);
-    c.num_key_value_heads = field_or<int>(j, "num_key_value_heads", c.num_attention_heads);
+    c.num_key_value_heads = field_or<int>(j, "num_key_value_heads", c.num_attention_heads, who);
     c.vocab_size = field<int>(j, "vocab_size", who);
     require(c.num_attention_heads > 0 && c.hidden_size > 0, "DecoderConfig: hidden_size {} / heads {} must be > 0",
             c.hidden_size, c.num_attention_heads);
-    c.head_dim = field_or<int>(j, "head_dim", c.hidden_size / c.num_attention_heads);
-    c.rms_norm_eps = field_or<double>(j, "rms_norm_eps", 1e-6);
-    c.tie_word_embeddings = field_or<bool>(j, "tie_word_embeddings", false);
-    c.attention_bias = field_or<bool>(j, "attention_bias", false);
-    // transformers 5 writes rope_parameters {rope_type, rope_theta}; 4.x wrote rope_theta / rope_scaling.
-    c.rope_theta = field_or<double>(j, "rope_theta", 10000.0);
-    for (const char* key : {"rope_parameters", "rope_scaling"}) {
-      if (!j.contains(key) || j[key].is_null()) continue;
-      const auto& rp = j[key];
-      const std::string rope_type = field_or<std::string>(rp, "rope_type", field_or<std::string>(rp, "type", "default"));
-      require(rope_type == "default", "DecoderConfig: RoPE type \"{}\" ({}) is not supported; only the default RoPE",
-              rope_type, key);
-      c.rope_theta = field_or<double>(rp, "rope_theta", c.rope_theta);
+    c.head_dim = field_or<int>(j, "head_dim", c.hidden_size / c.num_attention_heads, who);
+    c.rms_norm_eps = field_or<double>(j, "rms_norm_eps", 1e-6, who);
+    c.tie_word_embeddings = field_or<bool>(j, "tie_word_embeddings", false, who);
+    // transformers' defaults per architecture (config.json written by save_pretrained always has it).
+    const int default_max_positions = c.architecture == Architecture::Llama ? (mistral ? 4096 * 32 : 2048) : 32768;
+    c.max_position_embeddings = field_or<int>(j, "max_position_embeddings", default_max_positions, who);
+
+    // Biases: which fields the architecture's transformers module reads (the others must not be set).
+    const bool reads_attention_bias = c.architecture != Architecture::Qwen2 && !mistral;
+    const bool reads_mlp_bias = c.architecture == Architecture::Llama && !mistral;
+    if (reads_attention_bias) c.attention_bias = field_or<bool>(j, "attention_bias", false, who);
+    else require(!field_or<bool>(j, "attention_bias", false, who),
+                 "DecoderConfig: attention_bias true is not supported for {} (transformers' {} has no such option)", type,
+                 type);
+    if (reads_mlp_bias) c.mlp_bias = field_or<bool>(j, "mlp_bias", false, who);
+    else require(!field_or<bool>(j, "mlp_bias", false, who),
+                 "DecoderConfig: mlp_bias true is not supported for {} (transformers' {} MLP has no bias)", type, type);
+
+    // Fields that change the math and that the decoder does not implement: errors naming them.
+    const std::string act = field_or<std::string>(j, "hidden_act", "silu", who);
+    require(act == "silu", "DecoderConfig: hidden_act \"{}\" is not supported (the decoder's MLP is SwiGLU with silu)",
+            act);
+    const double attention_dropout = field_or<double>(j, "attention_dropout", 0.0, who);
+    require(attention_dropout == 0.0,
+            "DecoderConfig: attention_dropout {} is not supported (the decoder has no attention dropout)",
+            attention_dropout);
+    require(!present(j, "quantization_config"),
+            "DecoderConfig: quantization_config is not supported (a pre-quantized checkpoint: {}); load the "
+            "unquantized weights, vidlora quantizes them itself",
+            present(j, "quantization_config") ? j["quantization_config"].dump() : std::string());
+    for (const char* key : {"final_logit_softcapping", "attn_logit_softcapping", "logits_scaling", "embedding_multiplier",
+                            "residual_multiplier", "attention_multiplier", "logit_scale", "use_qk_norm"})
+      require(!present(j, key) || j[key] == false, "DecoderConfig: \"{}\" ({}) is not supported by the {} decoder", key,
+              present(j, key) ? j[key].dump() : std::string(), type);
+    c.sliding_window = sliding_window_of(j, c, type);
+
+    // RoPE: transformers 5 writes rope_parameters {rope_type, rope_theta, ...}; 4.x wrote rope_theta and
+    // rope_scaling (rope_scaling wins over rope_parameters when both are given, as in transformers).
+    c.rope_theta = field_or<double>(j, "rope_theta", 10000.0, who);
+    const char* rope_key = present(j, "rope_scaling") ? "rope_scaling" : (present(j, "rope_parameters") ? "rope_parameters" : nullptr);
+    if (present(j, "partial_rotary_factor"))
+      require(field_or<double>(j, "partial_rotary_factor", 1.0, who) == 1.0,
+              "DecoderConfig: partial_rotary_factor {} is not supported (RoPE on the whole head only)",
+              j["partial_rotary_factor"].dump());
+    if (rope_key) {
+      const auto& rp = j[rope_key];
+      c.rope_scaling = RopeScaling::from_json(rp, rope_key);
+      if (rp.is_object() && present(rp, "rope_theta")) c.rope_theta = field_or<double>(rp, "rope_theta", c.rope_theta, who);
+      // Phi3-style top-level original_max_position_embeddings overrides the one in the dict (transformers).
+      if ((c.rope_scaling.type == RopeType::Yarn || c.rope_scaling.type == RopeType::Llama3) &&
+          present(j, "original_max_position_embeddings"))
+        c.rope_scaling.original_max_position_embeddings = field_or<int>(j, "original_max_position_embeddings", 0, who);
     }
     c.validate();
     return c;
@@ -138,6 +194,42 @@ struct DecoderConfig {
             head_dim);
     require(rms_norm_eps > 0 && rope_theta > 0, "DecoderConfig: rms_norm_eps {} and rope_theta {} must be > 0",
             rms_norm_eps, rope_theta);
+    require(rope_scaling.type == RopeType::Default || max_position_embeddings > 0,
+            "DecoderConfig: {} RoPE needs max_position_embeddings > 0 (got {})", rope_type_name(rope_scaling.type),
+            max_position_embeddings);
+  }
+
+ private:
+  // The attention window of sliding-window layers (0: none). Qwen2 / Qwen3: layer_types (or
+  // use_sliding_window + max_window_layers when absent); Mistral: sliding_window unless null.
+  static int sliding_window_of(const nlohmann::json& j, const DecoderConfig& c, const std::string& type) {
+    using detail::field_or;
+    using detail::present;
+    const char* who = "DecoderConfig";
+    if (type == "mistral") return present(j, "sliding_window") ? field_or<int>(j, "sliding_window", 0, who) : 0;
+    if (type == "llama") {
+      require(!present(j, "sliding_window"), "DecoderConfig: sliding_window {} is not a llama option",
+              present(j, "sliding_window") ? j["sliding_window"].dump() : std::string());
+      return 0;
+    }
+    bool sliding = false;
+    if (present(j, "layer_types")) {
+      const auto& types = j["layer_types"];
+      require(types.is_array() && static_cast<int>(types.size()) == c.num_hidden_layers,
+              "DecoderConfig: layer_types {} is not a list of {} layer types", types.dump(), c.num_hidden_layers);
+      for (const auto& t : types) {
+        require(t == "full_attention" || t == "sliding_attention",
+                "DecoderConfig: layer_types entry {} is not supported (full_attention or sliding_attention)", t.dump());
+        sliding = sliding || t == "sliding_attention";
+      }
+    } else if (field_or<bool>(j, "use_sliding_window", false, who) && present(j, "sliding_window")) {
+      sliding = field_or<int>(j, "max_window_layers", 28, who) < c.num_hidden_layers;
+    }
+    if (!sliding) return 0;
+    require(present(j, "sliding_window"), "DecoderConfig: layer_types has sliding_attention layers but sliding_window is null");
+    const int window = field_or<int>(j, "sliding_window", 0, who);
+    require(window > 0, "DecoderConfig: sliding_window {} must be > 0", window);
+    return window;
   }
 };
 
@@ -185,33 +277,71 @@ struct ClipVisionConfig {
   }
 };
 
-// The LLaVA glue: which vision layer feeds the projector, the placeholder id, the projector kind.
+// The LLaVA glue: which vision layer(s) feed the projector, the placeholder ids, the projector kind.
 struct LlavaConfig {
   DecoderConfig text;
   ClipVisionConfig vision;
   int image_token_id = -1;
   int video_token_id = -1;          // LLaVA-NeXT-Video only
-  int vision_feature_layer = -2;    // hidden_states index (negative: from the end)
-  bool drop_cls = true;             // vision_feature_select_strategy "default"
-  bool projector_bias = true;
+  int vision_feature_layer = -2;    // hidden_states index (negative: from the end); the first of the list
+  std::vector<int> vision_feature_layers{-2};  // several: their features are concatenated (transformers' list form)
+  bool drop_cls = true;             // vision_feature_select_strategy "default" (false: "full")
+  bool projector_bias = true;       // multimodal_projector_bias
   int spatial_pool_stride = 1;      // 2 for LLaVA-NeXT-Video (average pooling, 576 -> 144)
+
+  // Width of the features the projector reads: the vision hidden size times the number of layers.
+  int projector_in_features() const {
+    return vision.hidden_size * static_cast<int>(vision_feature_layers.size());
+  }
 
   static LlavaConfig from_json(const nlohmann::json& j) {
     using detail::field_or;
+    using detail::present;
+    const char* who = "LlavaConfig";
+    const std::string type = field_or<std::string>(j, "model_type", "", who);
+    require(type == "llava" || type == "llava_next_video",
+            "LlavaConfig: model_type \"{}\" is not supported (llava, llava_next_video)", type);
     LlavaConfig c;
     c.text = DecoderConfig::from_json(j);
     c.vision = ClipVisionConfig::from_json(j);
-    c.image_token_id = field_or<int>(j, "image_token_id", field_or<int>(j, "image_token_index", -1));
-    c.video_token_id = field_or<int>(j, "video_token_id", field_or<int>(j, "video_token_index", -1));
-    c.vision_feature_layer = field_or<int>(j, "vision_feature_layer", -2);
-    c.drop_cls = field_or<std::string>(j, "vision_feature_select_strategy", "default") == "default";
-    c.projector_bias = field_or<bool>(j, "multimodal_projector_bias", true);
-    if (field_or<std::string>(j, "model_type", "") == "llava_next_video") {
-      const std::string mode = field_or<std::string>(j, "spatial_pool_mode", "average");
-      require(mode == "average", "LlavaConfig: spatial_pool_mode \"{}\" is not supported (only average)", mode);
-      c.spatial_pool_stride = field_or<int>(j, "spatial_pool_stride", 2);
+    c.image_token_id = field_or<int>(j, "image_token_id", field_or<int>(j, "image_token_index", -1, who), who);
+    c.video_token_id = field_or<int>(j, "video_token_id", field_or<int>(j, "video_token_index", -1, who), who);
+    if (present(j, "vision_feature_layer")) {
+      const auto& layer = j["vision_feature_layer"];
+      if (layer.is_number_integer()) {
+        c.vision_feature_layers = {layer.get<int>()};
+      } else {
+        require(layer.is_array() && !layer.empty() &&
+                    std::all_of(layer.begin(), layer.end(), [](const auto& v) { return v.is_number_integer(); }),
+                "LlavaConfig: vision_feature_layer {} is neither an integer nor a non-empty list of integers",
+                layer.dump());
+        c.vision_feature_layers = layer.get<std::vector<int>>();
+      }
     }
-    const std::string act = field_or<std::string>(j, "projector_hidden_act", "gelu");
+    const int states = c.vision.num_hidden_layers + 1;
+    for (const int l : c.vision_feature_layers)
+      require(l >= -states && l < states,
+              "LlavaConfig: vision_feature_layer {} is outside the {} hidden states of a {}-layer vision tower", l,
+              states, c.vision.num_hidden_layers);
+    c.vision_feature_layer = c.vision_feature_layers.front();
+    const std::string strategy = field_or<std::string>(j, "vision_feature_select_strategy", "default", who);
+    require(strategy == "default" || strategy == "full",
+            "LlavaConfig: vision_feature_select_strategy \"{}\" is not supported (default, full)", strategy);
+    c.drop_cls = strategy == "default";
+    c.projector_bias = field_or<bool>(j, "multimodal_projector_bias", true, who);
+    if (type == "llava_next_video") {
+      const std::string mode = field_or<std::string>(j, "spatial_pool_mode", "average", who);
+      require(mode == "average", "LlavaConfig: spatial_pool_mode \"{}\" is not supported (only average)", mode);
+      c.spatial_pool_stride = field_or<int>(j, "spatial_pool_stride", 2, who);
+      require(c.spatial_pool_stride > 0 && c.vision.grid() % c.spatial_pool_stride == 0,
+              "LlavaConfig: spatial_pool_stride {} does not divide the {}x{} patch grid", c.spatial_pool_stride,
+              c.vision.grid(), c.vision.grid());
+      require(c.drop_cls || c.spatial_pool_stride == 1,
+              "LlavaConfig: vision_feature_select_strategy \"full\" with spatial_pool_stride {} is not supported "
+              "(pooling needs the square patch grid without the CLS token)",
+              c.spatial_pool_stride);
+    }
+    const std::string act = field_or<std::string>(j, "projector_hidden_act", "gelu", who);
     require(act == "gelu", "LlavaConfig: projector_hidden_act \"{}\" is not supported (Mlp2xGelu uses exact gelu)", act);
     return c;
   }

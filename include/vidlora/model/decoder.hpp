@@ -111,7 +111,9 @@ class Decoder {
   // detected: model., model.language_model., language_model.model.).
   template <TensorSource S>
   Decoder(const DecoderConfig& config, const S& source, DecoderOptions options = {})
-      : config_(config), options_(std::move(options)), rope_(config.head_dim, config.rope_theta) {
+      : config_(config),
+        options_(std::move(options)),
+        rope_(config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings) {
     config_.validate();
     for (const auto& t : options_.target_modules)
       require(std::any_of(kDecoderModules.begin(), kDecoderModules.end(),
@@ -212,6 +214,7 @@ class Decoder {
             batch.batch, batch.seq_len, config_.hidden_size);
     require(batch.attention_mask.empty() || static_cast<Eigen::Index>(batch.attention_mask.size()) == batch.tokens(),
             "Decoder::forward: attention mask of {} for {} tokens", batch.attention_mask.size(), batch.tokens());
+    begin_positions(batch.seq_len);
     batch_ = batch;
     positions_.resize(static_cast<std::size_t>(batch.tokens()));
     for (Eigen::Index i = 0; i < batch.tokens(); ++i) positions_[static_cast<std::size_t>(i)] = i % batch.seq_len;
@@ -320,6 +323,7 @@ class Decoder {
             shape_string(embeds), config_.hidden_size);
     require(cache.k.size() == layers_.size(), "Decoder::forward_cached: cache was not made by make_cache()");
     const Eigen::Index n = embeds.rows(), past = cache.length;
+    begin_positions(past + n);
     std::vector<Eigen::Index> pos(static_cast<std::size_t>(n));
     for (Eigen::Index i = 0; i < n; ++i) pos[static_cast<std::size_t>(i)] = past + i;
     const AttentionShape shape{config_.num_attention_heads, config_.num_key_value_heads, config_.head_dim};
@@ -427,6 +431,15 @@ class Decoder {
     fail("Decoder: unknown module \"{}\" (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)", module);
   }
 
+  // Once per forward over positions [0, seq_len): the sliding-window limit and dynamic RoPE's update.
+  void begin_positions(Eigen::Index seq_len) {
+    require(config_.sliding_window <= 0 || seq_len <= config_.sliding_window,
+            "Decoder: a sequence of {} positions is longer than sliding_window {} (sliding-window attention is "
+            "only supported for sequences that fit the window, where it equals full attention)",
+            seq_len, config_.sliding_window);
+    rope_.prepare(static_cast<std::int64_t>(seq_len));
+  }
+
   bool is_lora_target(const std::string& path) const {
     for (const auto& t : options_.target_modules)
       if (lora::matches_target(path, t)) return true;
@@ -452,7 +465,7 @@ class Decoder {
       const std::string key = fmt::format("{}layers.{}.{}.{}", prefix_, l, m < 4 ? "self_attn" : "mlp",
                                           kDecoderModules[m]);
       matrix_type w = load_matrix<scalar_type>(source, key + ".weight", shapes[m].first, shapes[m].second);
-      const bool has_bias = m < 3 ? config_.qkv_bias() : (m == 3 ? config_.o_bias() : false);
+      const bool has_bias = m < 3 ? config_.qkv_bias() : (m == 3 ? config_.o_bias() : config_.has_mlp_bias());
       std::optional<vector_type> bias;
       if (has_bias) bias = load_vector<scalar_type>(source, key + ".bias", shapes[m].first);
       lora::LoraOptions lo = options_.lora;

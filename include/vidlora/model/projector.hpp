@@ -1,7 +1,8 @@
 #pragma once
 // Projectors from vision features [tokens, vision_hidden] to decoder embeddings [tokens, hidden],
-// trained in both stages: Linear (y = x·Wᵀ + b) and Mlp2xGelu (LLaVA's multi_modal_projector:
-// linear_1 → GELU (exact erf) → linear_2). Gradients accumulate (+=) like PyTorch's .grad.
+// trained in both stages: Linear (y = x·Wᵀ + b, or x·Wᵀ without a bias) and Mlp2xGelu (LLaVA's
+// multi_modal_projector: linear_1 → GELU (exact erf) → linear_2; bias-free when config.json has
+// multimodal_projector_bias: false). Gradients accumulate (+=) like PyTorch's .grad.
 
 #include <cmath>
 #include <concepts>
@@ -11,6 +12,7 @@
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/core/rng.hpp>
+#include <vidlora/model/config.hpp>
 #include <vidlora/model/elementwise.hpp>
 #include <vidlora/model/tensor_source.hpp>
 
@@ -26,35 +28,48 @@ concept Projector = requires(P& p, const Matrix& m) {
   { p.out_features() } -> std::convertible_to<Eigen::Index>;
 };
 
-// A trainable y = x·Wᵀ + b.
+// A trainable y = x·Wᵀ + b (or x·Wᵀ: a bias-free Linear has an empty bias()).
 class Linear {
  public:
   // PyTorch's nn.Linear initialisation: W and b ~ U(-1/√in, 1/√in).
-  Linear(Eigen::Index in, Eigen::Index out, std::uint64_t seed, std::uint64_t stream = 0) {
+  Linear(Eigen::Index in, Eigen::Index out, std::uint64_t seed, std::uint64_t stream = 0, bool bias = true)
+      : has_bias_(bias) {
     require(in > 0 && out > 0, "Linear projector: in {} and out {} must be > 0", in, out);
     const double bound = 1.0 / std::sqrt(static_cast<double>(in));
     CounterRng rng(seed, stream);
     w_.resize(out, in);
-    b_.resize(out);
+    b_.resize(bias ? out : 0);
     for (Eigen::Index i = 0; i < w_.size(); ++i) w_.data()[i] = static_cast<float>(rng.uniform(-bound, bound));
     for (Eigen::Index i = 0; i < b_.size(); ++i) b_(i) = static_cast<float>(rng.uniform(-bound, bound));
     zero_grad();
   }
-  Linear(Matrix weight, Vector bias) : w_(std::move(weight)), b_(std::move(bias)) {
+  Linear(Matrix weight, Vector bias) : w_(std::move(weight)), b_(std::move(bias)), has_bias_(true) {
     require(w_.size() > 0 && b_.size() == w_.rows(), "Linear projector: weight {} and bias [{}] disagree",
             shape_string(w_), b_.size());
     zero_grad();
   }
-  // Reads <prefix>weight [out, in] and <prefix>bias [out].
+  explicit Linear(Matrix weight) : w_(std::move(weight)), has_bias_(false) {
+    require(w_.size() > 0, "Linear projector: empty weight {}", shape_string(w_));
+    zero_grad();
+  }
+  // Reads <prefix>weight [out, in] and <prefix>bias [out]; bias = false: no <prefix>bias may exist.
   template <TensorSource S>
-  static Linear load(const S& source, const std::string& prefix, Eigen::Index in, Eigen::Index out) {
+  static Linear load(const S& source, const std::string& prefix, Eigen::Index in, Eigen::Index out, bool bias = true) {
+    if (!bias) {
+      require(!source.contains(prefix + "bias"),
+              "Linear projector: the checkpoint has \"{}bias\" but the config says the projector has no bias "
+              "(multimodal_projector_bias: false)",
+              prefix);
+      return Linear(load_matrix(source, prefix + "weight", out, in));
+    }
     return Linear(load_matrix(source, prefix + "weight", out, in), load_vector(source, prefix + "bias", out));
   }
 
   Eigen::Index in_features() const { return w_.cols(); }
   Eigen::Index out_features() const { return w_.rows(); }
+  bool has_bias() const { return has_bias_; }
   Matrix& weight() { return w_; }  // [out, in]
-  Vector& bias() { return b_; }    // [out]
+  Vector& bias() { return b_; }    // [out], or empty without a bias
   const Matrix& weight() const { return w_; }
   const Vector& bias() const { return b_; }
   Matrix& grad_weight() { return gw_; }
@@ -70,7 +85,7 @@ class Linear {
     require(x.cols() == in_features(), "Linear projector: input {} does not match weight {}", shape_string(x),
             shape_string(w_));
     Matrix y = x * w_.transpose();
-    y.rowwise() += b_.transpose();
+    if (has_bias_) y.rowwise() += b_.transpose();
     return y;
   }
   Matrix forward(const Matrix& x) {
@@ -82,21 +97,23 @@ class Linear {
             "Linear projector: gradient {} does not match the last forward [{}, {}]", shape_string(dy), x_.rows(),
             out_features());
     gw_.noalias() += dy.transpose() * x_;
-    gb_ += dy.colwise().sum().transpose();
+    if (has_bias_) gb_ += dy.colwise().sum().transpose();
     return dy * w_;
   }
 
  private:
   Matrix w_, gw_;
   Vector b_, gb_;
+  bool has_bias_ = true;
   Matrix x_;  // last forward input
 };
 
 // LLaVA's multi_modal_projector: linear_2(gelu(linear_1(x))).
 class Mlp2xGelu {
  public:
-  Mlp2xGelu(Eigen::Index vision_hidden, Eigen::Index hidden, std::uint64_t seed)
-      : l1_(vision_hidden, hidden, seed, 1), l2_(hidden, hidden, seed, 2) {}
+  // vision_hidden: the projector's input width (vision hidden size × number of feature layers).
+  Mlp2xGelu(Eigen::Index vision_hidden, Eigen::Index hidden, std::uint64_t seed, bool bias = true)
+      : l1_(vision_hidden, hidden, seed, 1, bias), l2_(hidden, hidden, seed, 2, bias) {}
   Mlp2xGelu(Linear linear_1, Linear linear_2) : l1_(std::move(linear_1)), l2_(std::move(linear_2)) {
     require(l1_.out_features() == l2_.in_features(), "Mlp2xGelu: linear_1 {} does not feed linear_2 {}",
             shape_string(l1_.weight()), shape_string(l2_.weight()));
@@ -104,12 +121,18 @@ class Mlp2xGelu {
   // From <prefix>linear_1.{weight,bias} and <prefix>linear_2.*; the prefix is detected
   // (multi_modal_projector. or model.multi_modal_projector.) when empty.
   template <TensorSource S>
-  static Mlp2xGelu load(const S& source, Eigen::Index vision_hidden, Eigen::Index hidden, std::string prefix = {}) {
+  static Mlp2xGelu load(const S& source, Eigen::Index vision_hidden, Eigen::Index hidden, std::string prefix = {},
+                        bool bias = true) {
     if (prefix.empty())
       prefix = find_prefix(source, {"multi_modal_projector.", "model.multi_modal_projector."}, "linear_1.weight",
                            "LLaVA projector (multi_modal_projector.linear_1.weight)");
-    return Mlp2xGelu(Linear::load(source, prefix + "linear_1.", vision_hidden, hidden),
-                     Linear::load(source, prefix + "linear_2.", hidden, hidden));
+    return Mlp2xGelu(Linear::load(source, prefix + "linear_1.", vision_hidden, hidden, bias),
+                     Linear::load(source, prefix + "linear_2.", hidden, hidden, bias));
+  }
+  // As a LLaVA config.json describes it: input width (feature layers), bias.
+  template <TensorSource S>
+  static Mlp2xGelu load(const S& source, const LlavaConfig& config) {
+    return load(source, config.projector_in_features(), config.text.hidden_size, {}, config.projector_bias);
   }
 
   Eigen::Index in_features() const { return l1_.in_features(); }

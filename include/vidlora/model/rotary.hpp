@@ -1,7 +1,9 @@
 #pragma once
-// Rotary position embedding (RoPE), Hugging Face's default variant in the rotate-half layout:
-// element i of a head pairs with element i + head_dim/2 and both rotate by θ_i = pos · θ^(-2i/d).
-// Angles are formed in float32 as transformers does (inv_freq and pos·inv_freq rounded to float).
+// Rotary position embedding (RoPE) in Hugging Face's rotate-half layout: element i of a head pairs
+// with element i + head_dim/2 and both rotate by pos · inv_freq_i, inv_freq_i = θ^(-2i/d) for the
+// default type, or scaled as RopeScaling says (linear, dynamic NTK, yarn, llama3; model/rope_scaling.hpp),
+// with cos and sin multiplied by the type's attention scaling. Angles are formed in float32 as
+// transformers does (inv_freq and pos·inv_freq rounded to float).
 
 #include <cmath>
 #include <span>
@@ -9,19 +11,47 @@
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/model/elementwise.hpp>
+#include <vidlora/model/rope_scaling.hpp>
 
 namespace vidlora::model {
 
 class RotaryTable {
  public:
   RotaryTable() = default;
-  RotaryTable(int head_dim, double theta) : head_dim_(head_dim), theta_(theta) {
+  RotaryTable(int head_dim, double theta) : RotaryTable(head_dim, theta, RopeScaling{}, 0) {}
+  // max_position_embeddings: the config's (dynamic uses it as the original length, yarn / llama3
+  // when rope_parameters has no original_max_position_embeddings).
+  RotaryTable(int head_dim, double theta, const RopeScaling& scaling, int max_position_embeddings)
+      : head_dim_(head_dim), theta_(theta), scaling_(scaling), max_position_embeddings_(max_position_embeddings) {
     require(head_dim > 0 && head_dim % 2 == 0, "RotaryTable: head_dim {} must be even", head_dim);
-    inv_freq_.resize(head_dim / 2);
-    for (int i = 0; i < head_dim / 2; ++i) inv_freq_(i) = rope_inv_freq(i, head_dim, theta);
+    set_frequencies(rope_frequencies(scaling_, head_dim_, theta_, max_position_embeddings_));
+    original_inv_freq_ = inv_freq_;
+    max_seq_len_cached_ = max_position_embeddings_;
   }
 
   int head_dim() const { return head_dim_; }
+  const RopeScaling& scaling() const { return scaling_; }
+  float attention_scaling() const { return attention_scaling_; }
+  const Vector& inv_freq() const { return inv_freq_; }  // [head_dim/2], as used by the last prepare()
+
+  // Call once per forward with its sequence length (largest position + 1), before apply(): dynamic
+  // NTK RoPE recomputes its frequencies as transformers' dynamic_rope_update does (grow past the
+  // longest length seen so far; back to the original frequencies below max_position_embeddings).
+  // The other types do not depend on the length.
+  void prepare(std::int64_t seq_len) {
+    if (scaling_.type != RopeType::Dynamic) return;
+    const std::int64_t cached = max_seq_len_cached_;
+    if (seq_len > cached) {
+      set_frequencies(rope_frequencies(scaling_, head_dim_, theta_, max_position_embeddings_, seq_len));
+      max_seq_len_cached_ = seq_len;
+    }
+    if (seq_len < max_position_embeddings_ && cached > max_position_embeddings_) {
+      inv_freq_ = original_inv_freq_;
+      cos_.resize(0, 0);
+      sin_.resize(0, 0);
+      max_seq_len_cached_ = max_position_embeddings_;
+    }
+  }
 
   // Grows the cos / sin tables to cover positions [0, n).
   void reserve(Eigen::Index n) {
@@ -32,8 +62,8 @@ class RotaryTable {
     for (Eigen::Index p = have; p < n; ++p)
       for (Eigen::Index i = 0; i < half; ++i) {
         const RopeCosSin cs = rope_cos_sin(static_cast<std::int64_t>(p), inv_freq_(i));
-        cos_(p, i) = cs.cos;
-        sin_(p, i) = cs.sin;
+        cos_(p, i) = cs.cos * attention_scaling_;
+        sin_(p, i) = cs.sin * attention_scaling_;
       }
   }
 
@@ -65,9 +95,20 @@ class RotaryTable {
   }
 
  private:
+  void set_frequencies(const RopeFrequencies& f) {
+    inv_freq_ = Eigen::Map<const Vector>(f.inv_freq.data(), static_cast<Eigen::Index>(f.inv_freq.size()));
+    attention_scaling_ = f.attention_scaling;
+    cos_.resize(0, 0);  // the tables are rebuilt from the new frequencies on the next reserve()
+    sin_.resize(0, 0);
+  }
+
   int head_dim_ = 0;
   double theta_ = 10000.0;
-  Vector inv_freq_;  // [head_dim/2]
+  RopeScaling scaling_;
+  int max_position_embeddings_ = 0;
+  std::int64_t max_seq_len_cached_ = 0;  // dynamic: the longest sequence the frequencies were made for
+  Vector inv_freq_, original_inv_freq_;  // [head_dim/2]
+  float attention_scaling_ = 1.0f;
   Matrix cos_, sin_; // [positions, head_dim/2]
 };
 

@@ -1,0 +1,169 @@
+// PEFT's module selection (regex and list target_modules, exclude_modules, layers_to_transform /
+// layers_pattern) against the modules PEFT 0.21 adapted (tools/reference/peft_targets_cases.py), the
+// LoraConfig fields refused by name, the vision-tower refusal and the run-time rank dispatch.
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <vidlora/lora.hpp>
+
+#include "fixtures.hpp"
+
+using namespace vidlora;
+using Catch::Contains;
+
+namespace {
+
+const std::string kDir = vidlora::test::fixture_path("lora/peft_targets");
+
+nlohmann::json reference() { return vidlora::test::load_fixture("lora/peft_targets/reference.json"); }
+
+// A copy of an adapter directory whose adapter_config.json is changed by `edit`.
+struct EditedAdapter {
+  std::filesystem::path dir;
+  template <class Edit>
+  EditedAdapter(const std::string& source, const std::string& name, Edit edit)
+      : dir(std::filesystem::temp_directory_path() / ("vidlora_peft_targets_" + name)) {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    std::filesystem::copy_file(std::filesystem::path(source) / "adapter_model.safetensors", dir / "adapter_model.safetensors");
+    nlohmann::json c = nlohmann::json::parse(std::ifstream(std::filesystem::path(source) / "adapter_config.json"));
+    edit(c);
+    std::ofstream(dir / "adapter_config.json") << c.dump(2);
+  }
+  ~EditedAdapter() { std::filesystem::remove_all(dir); }
+};
+
+}  // namespace
+
+TEST_CASE("target resolution selects exactly the modules PEFT adapted on a tiny LLaVA", "[lora][peft][reference]") {
+  const auto ref = reference();
+  REQUIRE(ref["matching"].size() == 6);
+  for (const auto& c : ref["matching"]) {
+    const auto& cfg = c["config"];
+    CAPTURE(cfg.dump());
+    AdapterSpec spec;
+    if (cfg["target_modules"].is_string()) spec.target_regex = cfg["target_modules"].get<std::string>();
+    else spec.target_modules = cfg["target_modules"].get<std::vector<std::string>>();
+    if (cfg.contains("exclude_modules")) {
+      if (cfg["exclude_modules"].is_string()) spec.exclude_regex = cfg["exclude_modules"].get<std::string>();
+      else spec.exclude_modules = cfg["exclude_modules"].get<std::vector<std::string>>();
+    }
+    if (cfg.contains("layers_to_transform")) {
+      const auto& l = cfg["layers_to_transform"];
+      spec.layers_to_transform = l.is_array() ? l.get<std::vector<int>>() : std::vector<int>{l.get<int>()};
+    }
+    if (cfg.contains("layers_pattern")) spec.layers_pattern = {cfg["layers_pattern"].get<std::string>()};
+    const PeftTargets targets = spec.targets();
+    const auto adapted = c["adapted"].get<std::vector<std::string>>();
+    const std::set<std::string> expected(adapted.begin(), adapted.end());
+    int hits = 0;
+    for (const auto& name : c["modules"]) {
+      const std::string key = name.get<std::string>();
+      CAPTURE(key);
+      CHECK(targets.matches(key) == (expected.count(key) > 0));
+      hits += targets.matches(key) ? 1 : 0;
+    }
+    CHECK(hits == static_cast<int>(expected.size()));
+  }
+}
+
+TEST_CASE("adapter_config.json with a regex, exclude_modules and layers_to_transform loads", "[lora][peft][io]") {
+  const auto regex = load_peft_adapter(kDir + "/regex_exclude");
+  REQUIRE(regex.spec.target_regex.has_value());
+  CHECK(regex.spec.target_modules.empty());
+  CHECK(regex.spec.exclude_modules == std::vector<std::string>{"layers.1.self_attn.k_proj"});
+  CHECK(regex.spec.r == 16);
+  CHECK(regex.modules.size() == reference()["regex_exclude"]["adapted"].size());
+  const auto list = load_peft_adapter(kDir + "/list_layers_rslora");
+  CHECK(list.spec.layers_to_transform == std::vector<int>{0, 2});
+  CHECK(list.spec.layers_pattern == std::vector<std::string>{"layers"});
+  CHECK(list.spec.use_rslora);
+  CHECK(list.spec.scaling() == Approx(12.0 / std::sqrt(8.0)).epsilon(1e-15));
+  CHECK(list.modules.size() == 6);
+
+  // Written back by vidlora, the regex and layer fields survive the round trip.
+  const auto dir = std::filesystem::temp_directory_path() / "vidlora_peft_targets_roundtrip";
+  std::filesystem::remove_all(dir);
+  save_peft_adapter(dir, regex);
+  const auto again = load_peft_adapter(dir);
+  CHECK(again.spec.target_regex == regex.spec.target_regex);
+  CHECK(again.spec.exclude_modules == regex.spec.exclude_modules);
+  save_peft_adapter(dir, list);
+  CHECK(load_peft_adapter(dir).spec.layers_to_transform == list.spec.layers_to_transform);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("an adapter on the CLIP vision tower is refused naming its tensors", "[lora][peft][errors]") {
+  try {
+    (void)load_peft_adapter(kDir + "/llava_vision");
+    FAIL("accepted");
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    CHECK_THAT(what, Contains("vision tower") && Contains("8 tensors"));
+    for (const char* key : {"base_model.model.model.vision_tower.encoder.layers.0.self_attn.q_proj.lora_A.weight",
+                            "base_model.model.model.vision_tower.encoder.layers.1.self_attn.v_proj.lora_B.weight"})
+      CHECK_THAT(what, Contains(key));
+  }
+}
+
+TEST_CASE("LoraConfig fields that change the adapter's math are refused by name", "[lora][peft][errors]") {
+  const std::string src = kDir + "/regex_exclude";
+  const auto refused = [&](const std::string& key, const nlohmann::json& value, const std::vector<std::string>& words) {
+    EditedAdapter a(src, key, [&](nlohmann::json& c) { c[key] = value; });
+    CAPTURE(key, value.dump());
+    try {
+      (void)load_peft_adapter(a.dir);
+      FAIL("accepted");
+    } catch (const Error& e) {
+      CHECK_THAT(e.what(), Contains("adapter_config.json"));
+      for (const auto& w : words) CHECK_THAT(e.what(), Contains(w));
+    }
+  };
+  refused("use_dora", true, {"use_dora"});
+  refused("lora_bias", true, {"lora_bias"});
+  refused("use_qalora", true, {"use_qalora"});
+  refused("fan_in_fan_out", true, {"fan_in_fan_out"});
+  refused("rank_pattern", {{"q_proj", 8}}, {"rank_pattern"});
+  refused("alpha_pattern", {{"q_proj", 4}}, {"alpha_pattern"});
+  refused("modules_to_save", {"multi_modal_projector"}, {"modules_to_save", "multi_modal_projector"});
+  refused("trainable_token_indices", {1, 2}, {"trainable_token_indices"});
+  refused("target_parameters", {"experts.weight"}, {"target_parameters"});
+  refused("layer_replication", {{0, 2}}, {"layer_replication"});
+  refused("init_lora_weights", "pissa", {"init_lora_weights", "pissa"});
+  refused("bias", "all", {"bias", "all"});
+  refused("peft_type", "IA3", {"peft_type", "IA3"});
+  refused("target_modules", R"(model\.(?P<x>q)_proj)", {"target_modules", "(?P<x>q)"});
+  refused("layers_to_transform", "first", {"layers_to_transform"});
+  // A module the config does not select but that has tensors.
+  refused("exclude_modules", {"up_proj"}, {"model.layers.0.mlp.up_proj", "does not select it"});
+}
+
+TEST_CASE("a run-time rank dispatches to its compile-time LoraLinear and others are refused", "[lora][rank]") {
+  for (const int r : kSupportedRanks) {
+    const int got = dispatch_rank(r, []<int R>() { return LoraLinear<R, 2 * R>::rank; });
+    CHECK(got == r);
+  }
+  CHECK(is_supported_rank(64));
+  CHECK_FALSE(is_supported_rank(12));
+  REQUIRE_THROWS_WITH(dispatch_rank(12, []<int R>() { return R; }), Contains("r = 12") && Contains("4, 8, 16"));
+  REQUIRE_THROWS_AS(dispatch_rank(0, []<int R>() { return R; }), Error);
+}
+
+TEST_CASE("a run-time alpha replaces the template alpha in the scaling", "[lora][rank]") {
+  LoraOptions o;
+  o.alpha = 12.0;
+  const Matrix w = Matrix::Random(16, 16);
+  CHECK(LoraLinear<8, 16>(w, o).scaling() == static_cast<float>(12.0 / 8));
+  o.use_rslora = true;
+  CHECK(LoraLinear<8, 16>(w, o).scaling() == static_cast<float>(12.0 / std::sqrt(8.0)));
+  CHECK(LoraLinear<8, 16>(w, o).alpha_value() == 12.0);
+  CHECK(LoraLinear<8, 16>(w).scaling() == 2.0f);  // 0: the template Alpha
+  o.alpha = -1;
+  REQUIRE_THROWS_WITH((LoraLinear<8, 16>(w, o)), Contains("alpha -1"));
+}
