@@ -131,23 +131,20 @@ struct RankList {};
 // The fastest repetition: on a shared machine the least-disturbed run is the best estimate of the cost.
 double min_of(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }
 
-// Frozen pair and LoRA layer timed alternately in each iteration, so both see the same load; reports
-// lora / frozen of the fastest iteration of each ("ratio_min") and the time of the LoRA step.
+// Frozen pair (y = x·Wᵀ, dx = dy·W) and the LoRA layer's forward + backward timed alternately in each iteration,
+// so both see the same load; reports lora / frozen of the fastest iteration of each ("ratio_min").
 template <class Layer>
-void lora_vs_frozen(benchmark::State& state) {
-  const Inputs& in = inputs();
-  const typename Layer::base_type base(in.w);
-  Layer layer(in.w, LoraOptions{.seed = 1});
-  layer.lora_B() = random_matrix(kOut, Layer::rank, 4, 0.01);
+void time_against_frozen(benchmark::State& state, const typename Layer::base_type& base, Layer& layer, const Matrix& x,
+                         const Matrix& dy) {
   using clock = std::chrono::steady_clock;
   double best_frozen = 1e30, best_lora = 1e30;
   for (auto _ : state) {
     const auto t0 = clock::now();
-    Matrix y0 = base.apply(in.x);
-    Matrix dx0 = base.apply_transposed(in.dy);
+    Matrix y0 = base.apply(x);
+    Matrix dx0 = base.apply_transposed(dy);
     const auto t1 = clock::now();
-    Matrix y = layer.forward(in.x, true);
-    Matrix dx = layer.backward(in.dy);
+    Matrix y = layer.forward(x, true);
+    Matrix dx = layer.backward(dy);
     const auto t2 = clock::now();
     benchmark::DoNotOptimize(y0.data());
     benchmark::DoNotOptimize(dx0.data());
@@ -162,6 +159,16 @@ void lora_vs_frozen(benchmark::State& state) {
   state.counters["ratio_min"] = best_lora / best_frozen;
   state.counters["frozen_min_ms"] = best_frozen * 1e3;
   state.counters["lora_min_ms"] = best_lora * 1e3;
+}
+
+// The LoRA layer against its frozen pair (time_against_frozen) at the default shape, no dropout.
+template <class Layer>
+void lora_vs_frozen(benchmark::State& state) {
+  const Inputs& in = inputs();
+  const typename Layer::base_type base(in.w);
+  Layer layer(in.w, LoraOptions{.seed = 1});
+  layer.lora_B() = random_matrix(kOut, Layer::rank, 4, 0.01);
+  time_against_frozen(state, base, layer, in.x, in.dy);
 }
 
 // Dropout's cost at the recipe's p = 0.05 against p = 0: LoraLinear<16, 32> at in = out = 2048, 1024 tokens, on
@@ -186,29 +193,7 @@ void dropout_vs_frozen(benchmark::State& state, double dropout) {
   const typename Layer::base_type base(w);
   Layer layer(w, LoraOptions{.dropout = dropout, .seed = 1});
   layer.lora_B() = random_matrix(kDropoutOut, Layer::rank, 4, 0.01);
-  using clock = std::chrono::steady_clock;
-  double best_frozen = 1e30, best_lora = 1e30;
-  for (auto _ : state) {
-    const auto t0 = clock::now();
-    Matrix y0 = base.apply(x);
-    Matrix dx0 = base.apply_transposed(dy);
-    const auto t1 = clock::now();
-    Matrix y = layer.forward(x, true);
-    Matrix dx = layer.backward(dy);
-    const auto t2 = clock::now();
-    benchmark::DoNotOptimize(y0.data());
-    benchmark::DoNotOptimize(dx0.data());
-    benchmark::DoNotOptimize(y.data());
-    benchmark::DoNotOptimize(dx.data());
-    const double frozen = std::chrono::duration<double>(t1 - t0).count();
-    const double lora = std::chrono::duration<double>(t2 - t1).count();
-    best_frozen = std::min(best_frozen, frozen);
-    best_lora = std::min(best_lora, lora);
-    state.SetIterationTime(lora);
-  }
-  state.counters["ratio_min"] = best_lora / best_frozen;
-  state.counters["frozen_min_ms"] = best_frozen * 1e3;
-  state.counters["lora_min_ms"] = best_lora * 1e3;
+  time_against_frozen(state, base, layer, x, dy);
 }
 
 // The mask alone: what drawing it costs per element of x [1024, 2048] at p = 0.05, one thread.

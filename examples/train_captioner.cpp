@@ -409,15 +409,15 @@ int train_main(const demo::Args& a, int argc, char** argv) {
       baseline.push_back(top->first);
       refs.push_back({ds.val[i].caption});
     }
-    const auto b = eval::caption_metrics(baseline, refs);
+    const auto b = eval::caption_metrics(baseline, refs, config.caption_metrics);
     const auto& q = r.best->metrics;
     fmt::print("\nheld-out clips: {} (best: stage {} epoch {}, eval loss {:.4f})\n", refs.size(), r.best->stage,
                r.best->epoch, r.best->eval_loss);
     fmt::print("| metric | vidlora captioner | most-frequent-caption baseline |\n|---|---|---|\n");
     fmt::print("| METEOR (whitespace) | {:.4f} | {:.4f} |\n", q.meteor, b.meteor);
-    if (auto ko = demo::korean_morpheme_tokenizer())  // the users' Okt METEOR, via MeCab (docs/eval.md)
-      fmt::print("| METEOR ({}) | {:.4f} | {:.4f} |\n", ko->name(), eval::meteor(r.best->captions, refs, *ko).meteor,
-                 eval::meteor(baseline, refs, *ko).meteor);
+    if (config.caption_metrics.morpheme_tokenizer)  // the users' Okt METEOR, via MeCab (docs/eval.md)
+      fmt::print("| METEOR ({}) | {:.4f} | {:.4f} |\n", q.meteor_morphemes_tokenizer, q.meteor_morphemes,
+                 b.meteor_morphemes);
     fmt::print("| CIDEr-D | {:.4f} | {:.4f} |\n| BLEU-4 | {:.4f} | {:.4f} |\n", q.cider_d, b.cider_d, q.bleu4, b.bleu4);
     fmt::print("| ROUGE-L | {:.4f} | {:.4f} |\n| unique-caption ratio | {:.3f} | {:.3f} |\n", q.rouge_l, b.rouge_l,
                q.diversity.unique_ratio, b.diversity.unique_ratio);
