@@ -59,5 +59,7 @@ TEST_CASE("the public names compile as written and give the documented values", 
   STATIC_REQUIRE(presets::H100::lora_alpha == 128);
   // vidlora::Error is what every failure throws, and it is a std::runtime_error callers can catch.
   CHECK_THROWS_AS(Scheduler<Cosine>(ScheduleOptions{.base_lr = 1e-4, .total_steps = 0}), Error);
-  CHECK_THROWS_AS(Quantizer<NF4, 64>::quantize(std::span<const float>(data.data(), 0), true), std::runtime_error);
+  const auto empty = std::span<const float>(data.data(), 0);
+  using Nf4Quantizer = Quantizer<NF4, 64>;
+  CHECK_THROWS_AS(Nf4Quantizer::quantize(empty, true), std::runtime_error);
 }

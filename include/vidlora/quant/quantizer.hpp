@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <vidlora/core/error.hpp>
+#include <vidlora/core/matrix.hpp>
 #include <vidlora/quant/dynamic_map.hpp>
 #include <vidlora/quant/format.hpp>
 
@@ -81,9 +82,8 @@ template <QuantFormat Format>
 QuantizedBlocks quantize_4bit(std::span<const float> values, int blocksize, bool double_quant) {
   require_blocksize(blocksize);
   require(!values.empty(), "quant: cannot quantize an empty tensor");
-  for (std::size_t i = 0; i < values.size(); ++i)
-    require(std::isfinite(values[i]), "quant: element {} is {}; {} cannot quantize NaN or Inf", i, values[i],
-            Format::name);
+  if (const auto i = first_nonfinite(values))
+    fail("quant: element {} is {}; {} cannot quantize NaN or Inf", *i, values[*i], Format::name);
 
   QuantizedBlocks q;
   q.numel = values.size();
