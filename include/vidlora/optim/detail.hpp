@@ -9,12 +9,6 @@
 
 #include <vidlora/core/matrix.hpp>
 
-#if defined(_OPENMP)
-#define VIDLORA_OPTIM_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
-#else
-#define VIDLORA_OPTIM_PARALLEL_FOR
-#endif
-
 namespace vidlora::optim::detail {
 
 // Index of the first NaN/Inf element, if any.

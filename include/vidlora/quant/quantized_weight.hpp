@@ -10,15 +10,9 @@
 
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
+#include <vidlora/core/parallel.hpp>
 #include <vidlora/lora/frozen_weight.hpp>
 #include <vidlora/quant/quantizer.hpp>
-
-// OpenMP directives only where OpenMP is enabled (no unknown-pragma warnings elsewhere).
-#if defined(_OPENMP)
-#define VIDLORA_QUANT_OMP(directive) _Pragma(directive)
-#else
-#define VIDLORA_QUANT_OMP(directive)
-#endif
 
 namespace vidlora::quant {
 
@@ -99,14 +93,10 @@ class QuantizedWeight {
   // and at top level for a single panel, so that Eigen's GEMM uses the thread pool. (A single panel inside
   // `omp parallel if (false)` made Eigen open a nested team per call: with two threads an NF4-base training
   // step took 1.40 s against 0.83 s with one; bench_model.)
+  // A panel decodes about 1 Mi weights (slab()), far above kParallelMinWork: several panels always share out.
   template <class Fn>
   static void for_panels(Eigen::Index count, Fn&& fn) {
-    if (count > 1) {
-      VIDLORA_QUANT_OMP("omp parallel for schedule(dynamic, 1)")
-      for (Eigen::Index k = 0; k < count; ++k) fn(k);
-    } else {
-      fn(0);
-    }
+    parallel_for(Eigen::Index{0}, count, count * (std::int64_t{1} << 20), fn, Schedule::Dynamic);
   }
 
   // Lines per decoded panel when each line is `length` floats long: about 1 Mi floats (4 MiB) of
