@@ -11,7 +11,6 @@
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/core/parallel.hpp>
-#include <vidlora/lora/frozen_weight.hpp>
 #include <vidlora/quant/quantizer.hpp>
 
 namespace vidlora::quant {
@@ -132,8 +131,7 @@ class QuantizedWeight {
 using NF4Weight = QuantizedWeight<NF4, 64, true>;  // QLoRA: NF4, blocks of 64, double-quantized absmax
 using FP4Weight = QuantizedWeight<FP4, 64, true>;
 
-static_assert(lora::FrozenWeight<NF4Weight>);
-static_assert(lora::FrozenWeight<FP4Weight>);
+// Both model lora::FrozenWeight (checked in lora/qlora.hpp: lora builds on quant, never the reverse).
 
 }  // namespace vidlora::quant
 
