@@ -28,9 +28,9 @@ TEST_CASE("cuda rms norm forward and backward match model rms_norm", "[model]") 
     model::cuda::rms_norm(p);
     model::cuda::rms_norm_backward(p);
     VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
-    CHECK(cuda_test::max_rel_error(dyout.download(), y) < 1e-6);
-    CHECK(cuda_test::max_rel_error(dinv.download(), inv) < 1e-6);
-    CHECK(cuda_test::max_rel_error(ddx.download(), dx, 1e-2) < 1e-5);  // floor: dy·w - x·r²·c may cancel
+    CHECK(cuda_test::elementwise_relative_error(dyout.download(), y) < 1e-6);
+    CHECK(cuda_test::elementwise_relative_error(dinv.download(), inv) < 1e-6);
+    CHECK(cuda_test::elementwise_relative_error(ddx.download(), dx, 1e-2) < 1e-5);  // floor: dy·w - x·r²·c may cancel
   }
 }
 
@@ -75,9 +75,9 @@ TEST_CASE("cuda swiglu forward and backward match silu and its derivative", "[mo
   model::cuda::swiglu(p, false);
   model::cuda::swiglu(p, true);
   VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
-  CHECK(cuda_test::max_rel_error(oh.download(), h, 1e-2) < 1e-5);  // floor: silu' cancels near x = -1.28
-  CHECK(cuda_test::max_rel_error(odg.download(), dg, 1e-2) < 1e-5);
-  CHECK(cuda_test::max_rel_error(odu.download(), du, 1e-2) < 1e-5);
+  CHECK(cuda_test::elementwise_relative_error(oh.download(), h, 1e-2) < 1e-5);  // floor: silu' cancels near x = -1.28
+  CHECK(cuda_test::elementwise_relative_error(odg.download(), dg, 1e-2) < 1e-5);
+  CHECK(cuda_test::elementwise_relative_error(odu.download(), du, 1e-2) < 1e-5);
 }
 
 TEST_CASE("cuda causal attention forward and backward match the CPU with GQA offset and key mask", "[model]") {

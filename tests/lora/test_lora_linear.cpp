@@ -9,7 +9,7 @@
 #include "fixtures.hpp"
 
 using namespace vidlora;
-using vidlora::test::max_rel_error;
+using vidlora::test::normwise_error;
 
 namespace {
 
@@ -97,7 +97,7 @@ TEST_CASE("fresh lora layer with zero B equals the frozen linear layer", "[lora]
   LoraLinear<4, 8> layer(w, bias, LoraOptions{});
   const Matrix y = layer.forward(x, true);
   const Matrix expected = (x * w.transpose()).rowwise() + bias.transpose();
-  CHECK(max_rel_error(y, expected) < 1e-6);
+  CHECK(normwise_error(y, expected) < 1e-6);
 }
 
 TEST_CASE("lora forward matches a float64 loop reference with and without bias", "[lora]") {
@@ -108,9 +108,9 @@ TEST_CASE("lora forward matches a float64 loop reference with and without bias",
   without_bias.lora_B() = with_bias.lora_B();
   without_bias.lora_A() = with_bias.lora_A();
   const MatrixD ones = MatrixD::Ones(5, 11);
-  CHECK(max_rel_error(with_bias.forward(x, false),
+  CHECK(normwise_error(with_bias.forward(x, false),
                       reference_forward(x, w, &bias, with_bias.lora_A(), with_bias.lora_B(), 5.0 / 3.0, ones)) < 1e-12);
-  CHECK(max_rel_error(without_bias.forward(x, false),
+  CHECK(normwise_error(without_bias.forward(x, false),
                       reference_forward(x, w, nullptr, with_bias.lora_A(), with_bias.lora_B(), 5.0 / 3.0, ones)) <
         1e-12);
 }
@@ -133,10 +133,10 @@ TEST_CASE("lora dropout masks the lora branch only with inverted scaling from th
       dropped += u < p;
     }
   CHECK(static_cast<double>(dropped) / 2000.0 == Approx(p).margin(0.03));
-  CHECK(max_rel_error(y, reference_forward(x, w, nullptr, layer.lora_A(), layer.lora_B(), 2.0, mask)) < 1e-6);
+  CHECK(normwise_error(y, reference_forward(x, w, nullptr, layer.lora_A(), layer.lora_B(), 2.0, mask)) < 1e-6);
   // The frozen path never sees dropout: with B = 0 the output is exactly x·Wᵀ.
   LoraLinear<4, 8, DenseWeight64> frozen_only(w, LoraOptions{.dropout = 0.9, .seed = 1});
-  CHECK(max_rel_error(frozen_only.forward(x, true), MatrixD(x * w.transpose())) < 1e-12);
+  CHECK(normwise_error(frozen_only.forward(x, true), MatrixD(x * w.transpose())) < 1e-12);
 }
 
 TEST_CASE("lora dropout is reproducible per seed and step and off in evaluation", "[lora][dropout]") {
@@ -158,7 +158,7 @@ TEST_CASE("lora dropout is reproducible per seed and step and off in evaluation"
   const Matrix eval = a.forward(x, false);      // evaluation: no dropout, step untouched
   CHECK(a.step() == 1);
   const Matrix expected = x * w.transpose() + 2.0f * (x * a.lora_A().transpose()) * a.lora_B().transpose();
-  CHECK(max_rel_error(eval, expected) < 1e-5);
+  CHECK(normwise_error(eval, expected) < 1e-5);
 }
 
 TEST_CASE("dropout scale is zero or one over one minus p with mean one", "[lora][dropout]") {
@@ -196,13 +196,13 @@ TEST_CASE("merged forward equals unmerged forward and unmerge restores the froze
   layer.merge();
   CHECK(layer.merged());
   const Matrix merged = layer.forward(x, false);
-  CHECK(max_rel_error(merged, unmerged) < 1e-5);
+  CHECK(normwise_error(merged, unmerged) < 1e-5);
   const Matrix merged_w = w + 2.0f * layer.lora_B() * layer.lora_A();
-  CHECK(max_rel_error(layer.base().dense(), merged_w) < 1e-6);
+  CHECK(normwise_error(layer.base().dense(), merged_w) < 1e-6);
   layer.unmerge();
   CHECK_FALSE(layer.merged());
-  CHECK(max_rel_error(layer.base().dense(), w) < 1e-6);
-  CHECK(max_rel_error(layer.forward(x, false), unmerged) < 1e-6);
+  CHECK(normwise_error(layer.base().dense(), w) < 1e-6);
+  CHECK(normwise_error(layer.forward(x, false), unmerged) < 1e-6);
 }
 
 TEST_CASE("lora bad input is a clear error naming the value", "[lora][errors]") {
@@ -258,10 +258,10 @@ TEST_CASE("lora over many tokens matches closed-form gradients with dropout", "[
   const MatrixD& b = layer.lora_B();
   const MatrixD xd = x.cwiseProduct(mask);
   const MatrixD g = s * dy * b;
-  CHECK(max_rel_error(y, MatrixD(x * w.transpose() + s * xd * a.transpose() * b.transpose())) < 1e-9);
-  CHECK(max_rel_error(dx, MatrixD(dy * w + (g * a).cwiseProduct(mask))) < 1e-9);
-  CHECK(max_rel_error(layer.grad_A(), MatrixD(g.transpose() * xd)) < 1e-9);
-  CHECK(max_rel_error(layer.grad_B(), MatrixD(s * dy.transpose() * (xd * a.transpose()))) < 1e-9);
+  CHECK(normwise_error(y, MatrixD(x * w.transpose() + s * xd * a.transpose() * b.transpose())) < 1e-9);
+  CHECK(normwise_error(dx, MatrixD(dy * w + (g * a).cwiseProduct(mask))) < 1e-9);
+  CHECK(normwise_error(layer.grad_A(), MatrixD(g.transpose() * xd)) < 1e-9);
+  CHECK(normwise_error(layer.grad_B(), MatrixD(s * dy.transpose() * (xd * a.transpose()))) < 1e-9);
 }
 
 TEST_CASE("release_cache frees the activations kept for backward and backward then asks for a forward", "[lora]") {
@@ -328,5 +328,5 @@ TEST_CASE("lora dropout drops exactly the elements dropout_scale drops, in forwa
   for (Eigen::Index t = 0; t < tokens; ++t)
     for (Eigen::Index i = 0; i < in; ++i)
       xd(t, i) = x(t, i) * dropout_scale(9, stream, static_cast<std::uint64_t>(t * in + i), p);
-  CHECK(max_rel_error(layer.grad_A(), Matrix(g.transpose() * xd)) < 1e-5);
+  CHECK(normwise_error(layer.grad_A(), Matrix(g.transpose() * xd)) < 1e-5);
 }

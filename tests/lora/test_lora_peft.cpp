@@ -10,7 +10,7 @@
 using namespace vidlora;
 using vidlora::test::json_matrix;
 using vidlora::test::json_vector;
-using vidlora::test::max_rel_error;
+using vidlora::test::normwise_error;
 
 namespace {
 
@@ -28,15 +28,15 @@ void check_against_peft(const std::string& fixture) {
   layer.lora_B() = json_matrix(f["B"]);
 
   const Matrix y = layer.forward(json_matrix(f["x"]), true);
-  CHECK(max_rel_error(y, json_matrix(f["y"])) < 1e-5);
+  CHECK(normwise_error(y, json_matrix(f["y"])) < 1e-5);
   const Matrix dx = layer.backward(json_matrix(f["dy"]));
-  CHECK(max_rel_error(dx, json_matrix(f["grad_x"])) < 1e-5);
-  CHECK(max_rel_error(layer.grad_A(), json_matrix(f["grad_A"])) < 1e-5);
-  CHECK(max_rel_error(layer.grad_B(), json_matrix(f["grad_B"])) < 1e-5);
+  CHECK(normwise_error(dx, json_matrix(f["grad_x"])) < 1e-5);
+  CHECK(normwise_error(layer.grad_A(), json_matrix(f["grad_A"])) < 1e-5);
+  CHECK(normwise_error(layer.grad_B(), json_matrix(f["grad_B"])) < 1e-5);
 
   layer.merge();
-  CHECK(max_rel_error(layer.base().dense(), json_matrix(f["merged_W"])) < 1e-5);
-  CHECK(max_rel_error(layer.forward(json_matrix(f["x"]), false), json_matrix(f["y"])) < 1e-5);
+  CHECK(normwise_error(layer.base().dense(), json_matrix(f["merged_W"])) < 1e-5);
+  CHECK(normwise_error(layer.forward(json_matrix(f["x"]), false), json_matrix(f["y"])) < 1e-5);
 }
 
 }  // namespace

@@ -9,7 +9,7 @@
 #include "fixtures.hpp"
 
 using namespace vidlora;
-using vidlora::test::max_rel_error;
+using vidlora::test::normwise_error;
 
 namespace {
 
@@ -41,12 +41,12 @@ TEST_CASE("qlora forward with dropout equals dense lora on the nf4 dequantized w
   qlora.lora_B() = random_matrix(80, 16, 2, 0.1);
   dense.lora_B() = qlora.lora_B();
   const Matrix x = random_matrix(9, 192, 3);
-  CHECK(max_rel_error(qlora.forward(x, true), dense.forward(x, true)) < 1e-5);    // same dropout mask
-  CHECK(max_rel_error(qlora.forward(x, false), dense.forward(x, false)) < 1e-5);
+  CHECK(normwise_error(qlora.forward(x, true), dense.forward(x, true)) < 1e-5);    // same dropout mask
+  CHECK(normwise_error(qlora.forward(x, false), dense.forward(x, false)) < 1e-5);
   // NF4 really rounds: the dense layer over the original W differs by far more than the tolerance.
   LoraLinear<16, 32, DenseWeight> exact(w, options);
   exact.lora_B() = qlora.lora_B();
-  CHECK(max_rel_error(qlora.forward(x, false), exact.forward(x, false)) > 1e-3);
+  CHECK(normwise_error(qlora.forward(x, false), exact.forward(x, false)) > 1e-3);
 }
 
 TEST_CASE("qlora merge folds the adapter into the 4-bit base up to nf4 rounding", "[lora][qlora][merge]") {
@@ -58,14 +58,14 @@ TEST_CASE("qlora merge folds the adapter into the 4-bit base up to nf4 rounding"
   const Matrix unmerged = qlora.forward(x, false);
   const Matrix before = qlora.base().to_dense();
   qlora.merge();
-  CHECK(max_rel_error(qlora.base().to_dense(), nf4_dequantized(before + qlora.delta_weight())) < 1e-6);
+  CHECK(normwise_error(qlora.base().to_dense(), nf4_dequantized(before + qlora.delta_weight())) < 1e-6);
   // Re-quantizing after the merge moves each weight by at most about half an NF4 step of its block.
   const double step = 0.05 * 2 * 0.16;  // absmax ≈ 0.05 + |ΔW|; widest NF4 code gap ≈ 0.16 of absmax
   CHECK((qlora.base().to_dense() - (before + qlora.delta_weight())).cwiseAbs().maxCoeff() <= step);
   // Merged forward is the merged 4-bit base alone (the branch is not added twice) ...
-  CHECK(max_rel_error(qlora.forward(x, false), Matrix(x * qlora.base().to_dense().transpose())) < 1e-5);
+  CHECK(normwise_error(qlora.forward(x, false), Matrix(x * qlora.base().to_dense().transpose())) < 1e-5);
   // ... and stays near the unmerged output, off only by the re-rounding of W.
-  CHECK(max_rel_error(qlora.forward(x, false), unmerged) < 0.1);
+  CHECK(normwise_error(qlora.forward(x, false), unmerged) < 0.1);
   qlora.unmerge();
   CHECK((qlora.base().to_dense() - before).cwiseAbs().maxCoeff() <= 2 * step);
 }

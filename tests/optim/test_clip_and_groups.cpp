@@ -11,7 +11,7 @@
 using namespace vidlora;
 using vidlora::test::json_matrix;
 using vidlora::test::load_fixture;
-using vidlora::test::max_rel_error;
+using vidlora::test::normwise_error;
 
 namespace {
 // The fixture writes NaN/Inf as the strings "nan", "inf", "-inf" (JSON has no such numbers).
@@ -46,7 +46,7 @@ TEST_CASE("clip_grad_norm matches torch clip_grad_norm_ above and below max_norm
     const double norm = clip_grad_norm(params, c["max_norm"].get<double>());
     INFO(c["label"].get<std::string>());
     CHECK(norm == Approx(want).epsilon(1e-6));  // torch reduces in float32, vidlora in double
-    for (const auto& [name, rows] : c["clipped"].items()) CHECK(max_rel_error(grads[name], json_matrix(rows)) < 1e-6);
+    for (const auto& [name, rows] : c["clipped"].items()) CHECK(normwise_error(grads[name], json_matrix(rows)) < 1e-6);
   }
   CHECK(finite_cases == 3);
 }
@@ -153,5 +153,5 @@ TEST_CASE("clip_grad_norm over many chunks equals a plain double sum of squares"
   const Matrix before = g1;
   const double norm = clip_grad_norm(params, 1.0);
   CHECK(norm == Approx(std::sqrt(sum)).epsilon(1e-12));
-  CHECK(max_rel_error(g1, (before.cast<double>() * (1.0 / (std::sqrt(sum) + 1e-6))).cast<float>().eval()) < 1e-6);
+  CHECK(normwise_error(g1, (before.cast<double>() * (1.0 / (std::sqrt(sum) + 1e-6))).cast<float>().eval()) < 1e-6);
 }

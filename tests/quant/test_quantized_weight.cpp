@@ -10,7 +10,7 @@
 #include <vidlora/quant.hpp>
 
 using namespace vidlora;
-using vidlora::test::max_rel_error;
+using vidlora::test::normwise_error;
 
 namespace {
 
@@ -48,10 +48,10 @@ TEST_CASE("nf4 weight apply equals x times the dequantized weight transposed acr
   const Matrix wd = reference_dequantized(w);
   const Matrix x = random_matrix(5, 8192, 3);
   const MatrixD expected = x.cast<double>() * wd.cast<double>().transpose();
-  CHECK(max_rel_error(q.apply(x), expected) < 1e-5);
+  CHECK(normwise_error(q.apply(x), expected) < 1e-5);
   const Matrix dy = random_matrix(5, 300, 4);
   const MatrixD expected_dx = dy.cast<double>() * wd.cast<double>();
-  CHECK(max_rel_error(q.apply_transposed(dy), expected_dx) < 1e-5);
+  CHECK(normwise_error(q.apply_transposed(dy), expected_dx) < 1e-5);
 }
 
 TEST_CASE("nf4 weight stores about 4.13 bits per weight", "[quant]") {
@@ -80,11 +80,11 @@ TEST_CASE("qlora forward and backward equal a dense LoraLinear over the dequanti
   dense.lora_B() = qlora.lora_B();
   const Matrix x = random_matrix(7, 128, 11);
   const Matrix y = qlora.forward(x, false);
-  CHECK(max_rel_error(y, dense.forward(x, false)) < 1e-5);
+  CHECK(normwise_error(y, dense.forward(x, false)) < 1e-5);
   const Matrix dy = random_matrix(7, 96, 12);
-  CHECK(max_rel_error(qlora.backward(dy), dense.backward(dy)) < 1e-5);
-  CHECK(max_rel_error(qlora.grad_A(), dense.grad_A()) < 1e-5);
-  CHECK(max_rel_error(qlora.grad_B(), dense.grad_B()) < 1e-5);
+  CHECK(normwise_error(qlora.backward(dy), dense.backward(dy)) < 1e-5);
+  CHECK(normwise_error(qlora.grad_A(), dense.grad_A()) < 1e-5);
+  CHECK(normwise_error(qlora.grad_B(), dense.grad_B()) < 1e-5);
 }
 
 TEST_CASE("nf4 weight rejects NaN weights and mismatched inputs naming the shapes", "[quant][errors]") {

@@ -41,11 +41,14 @@ std::vector<T> json_vector(const nlohmann::json& values) {
   return values.get<std::vector<T>>();
 }
 
-// max |a - b| / max(1, max|b|): a relative error robust to near-zero references.
+// ‖a − ref‖∞ / ‖ref‖∞: the largest error relative to the reference's largest magnitude. A normwise
+// error (not element by element: an element near zero may carry the rounding of much larger terms, as in
+// every product or sum). A zero reference gives ‖a‖∞, the absolute error.
 template <class A, class B>
-double max_rel_error(const A& a, const B& b) {
-  const double scale = std::max(1.0, static_cast<double>(b.cwiseAbs().maxCoeff()));
-  return static_cast<double>((a.template cast<double>() - b.template cast<double>()).cwiseAbs().maxCoeff()) / scale;
+double normwise_error(const A& a, const B& ref) {
+  const double scale = static_cast<double>(ref.cwiseAbs().maxCoeff());
+  const double diff = static_cast<double>((a.template cast<double>() - ref.template cast<double>()).cwiseAbs().maxCoeff());
+  return scale > 0 ? diff / scale : diff;
 }
 
 }  // namespace vidlora::test

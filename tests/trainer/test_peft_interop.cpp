@@ -75,5 +75,5 @@ TEST_CASE("trainer adapter on the tiny llama fixture matches PEFT logits", "[tra
   // The adapter is not a no-op: PEFT's logits differ from the base model's.
   const Matrix base_logits = json_matrix<float>(ref.at("base_logits"));
   CHECK((peft - base_logits).cwiseAbs().maxCoeff() > 1e-3f);
-  CHECK(max_rel_error(ours, peft) < 1e-5);
+  CHECK(normwise_error(ours, peft) < 1e-5);
 }

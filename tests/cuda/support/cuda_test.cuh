@@ -27,7 +27,7 @@ void poison(vidlora::cuda::DeviceBuffer<T>& b) {
 
 // max_i |got - want| / max(|want|, floor); NaN anywhere gives +inf.
 template <class A, class B>
-double max_rel_error(const std::vector<A>& got, const std::vector<B>& want, double floor = 1e-3) {
+double elementwise_relative_error(const std::vector<A>& got, const std::vector<B>& want, double floor = 1e-3) {
   if (got.size() != want.size()) return INFINITY;
   double worst = 0;
   for (std::size_t i = 0; i < got.size(); ++i) {
