@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -111,35 +112,41 @@ class MecabConnectionMatrix {
 
 class MecabEojeolMemo {
  public:
-  // `dictionary`: the compiled mecab-ko-dic directory the tagger was made from (its matrix.bin is read).
-  // `tagger`/`lattice` probe once that MeCab's costs behave as described above; if not (another MeCab),
+  // `dictionary`: the compiled mecab-ko-dic directory `model` was loaded from (its matrix.bin is read).
+  // The memo keeps the model (its words point at the dictionary's features) and has its own tagger and
+  // lattice. A probe checks once that MeCab's costs behave as described above; if not (another MeCab),
   // enabled() is false and the caller should analyse whole sentences.
-  MecabEojeolMemo(const std::filesystem::path& dictionary, MeCab::Tagger& tagger, MeCab::Lattice& lattice,
+  MecabEojeolMemo(const std::filesystem::path& dictionary, std::shared_ptr<MeCab::Model> model,
                   std::size_t max_entries = 1u << 16)
       : matrix_(std::make_shared<const detail::MecabConnectionMatrix>(dictionary / "matrix.bin")),
-        max_entries_(max_entries) {
+        max_entries_(max_entries), model_(std::move(model)) {
     require(max_entries > 0, "MecabEojeolMemo: max_entries must be > 0");
-    probe(tagger, lattice);
+    require(model_ != nullptr, "MecabEojeolMemo: no MeCab model");
+    make_tagger();
+    probe();
   }
 
-  // A copy shares the connection matrix and starts with an empty memo.
+  // A copy shares the connection matrix and the model and starts with an empty memo.
   MecabEojeolMemo(const MecabEojeolMemo& other)
-      : matrix_(other.matrix_), max_entries_(other.max_entries_), enabled_(other.enabled_), bos_rc_(other.bos_rc_),
-        eos_lc_(other.eos_lc_) {}
+      : matrix_(other.matrix_), max_entries_(other.max_entries_), model_(other.model_), enabled_(other.enabled_),
+        bos_rc_(other.bos_rc_), eos_lc_(other.eos_lc_) {
+    make_tagger();
+  }
   MecabEojeolMemo& operator=(const MecabEojeolMemo& other) {
     if (this != &other) *this = MecabEojeolMemo(other);
     return *this;
   }
   MecabEojeolMemo(MecabEojeolMemo&&) noexcept = default;
   MecabEojeolMemo& operator=(MecabEojeolMemo&&) noexcept = default;
-  ~MecabEojeolMemo() = default;
+  ~MecabEojeolMemo() {  // the words first: they point into the model
+    memo_.clear();
+  }
 
   bool enabled() const { return enabled_; }
 
   // The one-best morphemes of `text` into `out` (views into the memo, valid until the next call), or false
   // when the sentence has several cheapest analyses (or the memo is disabled): analyse it whole then.
-  bool analyse(std::string_view text, MeCab::Tagger& tagger, MeCab::Lattice& lattice,
-               std::vector<MecabKoMorpheme>& out, std::int64_t* total_cost = nullptr) {
+  bool analyse(std::string_view text, std::vector<MecabKoMorpheme>& out, std::int64_t* total_cost = nullptr) {
     out.clear();
     if (!enabled_) return false;
     if (memo_.size() >= max_entries_) memo_.clear();
@@ -149,7 +156,7 @@ class MecabEojeolMemo {
       const std::size_t space = text.find(' ', start);
       const std::size_t end = space == std::string_view::npos ? text.size() : space;
       if (end > start) {
-        const Word& w = word(text.substr(start, end - start), tagger, lattice);
+        const Word& w = word(text.substr(start, end - start));
         if (!w.usable) return false;
         if (words_.empty()) first_word = start;
         words_.push_back(&w);
@@ -157,49 +164,49 @@ class MecabEojeolMemo {
       start = end + 1;
     }
     if (words_.empty()) return false;  // spaces only: MeCab's answer (nothing) is quicker to ask for
-    // Viterbi over words. State: the exits of the previous word (BOS before the first).
+    // Viterbi over words. State: a right context id the previous word can end with (BOS's before the first).
     states_.assign(1, State{0, bos_rc_, false});
-    entry_choice_.clear();
-    exit_choice_.clear();
+    lc_choice_.clear();
+    rc_choice_.clear();
     for (const Word* w : words_) {
-      const std::size_t n_entries = w->entries.size(), n_exits = w->exits.size();
-      entry_cost_.assign(n_entries, kInf);
-      entry_tied_.assign(n_entries, 0);
-      for (std::size_t e = 0; e < n_entries; ++e) {
-        const Word::Node& node = w->nodes[w->entries[e]];
+      const std::size_t n_lcs = w->lcs.size(), n_rcs = w->rcs.size();
+      in_cost_.assign(n_lcs, kInf);
+      in_tied_.assign(n_lcs, 0);
+      for (std::size_t l = 0; l < n_lcs; ++l) {  // one row of the matrix per lc: the states' reads are close
+        const std::uint16_t lc = w->lcs[l];
         std::int64_t best = kInf;
         std::uint32_t arg = 0;
         bool tied = false;
         for (std::size_t s = 0; s < states_.size(); ++s) {
-          if (states_[s].cost >= kInf) continue;
-          const std::int64_t c = states_[s].cost + connection(states_[s].rc, node.lc);
+          if (states_[s].cost >= kInf) continue;  // an rc no path reaches
+          const std::int64_t c = states_[s].cost + connection(states_[s].rc, lc);
           if (c < best) {
             best = c, arg = static_cast<std::uint32_t>(s), tied = states_[s].tied;
           } else if (c == best) {
             tied = true;
           }
         }
-        entry_cost_[e] = best >= kInf ? kInf : best + node.wcost;
-        entry_tied_[e] = tied;
-        entry_choice_.push_back(arg);
+        in_cost_[l] = best;
+        in_tied_[l] = tied;
+        lc_choice_.push_back(arg);
       }
-      next_states_.assign(n_exits, State{kInf, 0, false});
-      for (std::size_t x = 0; x < n_exits; ++x) {
+      next_states_.resize(n_rcs);
+      for (std::size_t r = 0; r < n_rcs; ++r) {
         std::int64_t best = kInf;
         std::uint32_t arg = 0;
         bool tied = false;
-        for (std::size_t e = 0; e < n_entries; ++e) {
-          const std::int64_t inner = w->inner[e * n_exits + x];
-          if (entry_cost_[e] >= kInf || inner >= kInf) continue;
-          const std::int64_t c = entry_cost_[e] + inner;
+        for (std::size_t l = 0; l < n_lcs; ++l) {
+          const std::int64_t inner = w->through[r * n_lcs + l];
+          if (inner >= kInf32 || in_cost_[l] >= kInf) continue;
+          const std::int64_t c = in_cost_[l] + inner;
           if (c < best) {
-            best = c, arg = static_cast<std::uint32_t>(e), tied = entry_tied_[e] || w->inner_tied[e * n_exits + x];
+            best = c, arg = static_cast<std::uint32_t>(l), tied = in_tied_[l] || w->through_tied[r * n_lcs + l];
           } else if (c == best) {
             tied = true;
           }
         }
-        next_states_[x] = State{best, w->nodes[w->exits[x]].rc, tied};
-        exit_choice_.push_back(arg);
+        next_states_[r] = State{best, w->rcs[r], tied};
+        rc_choice_.push_back(arg);
       }
       states_.swap(next_states_);
     }
@@ -218,23 +225,27 @@ class MecabEojeolMemo {
     require(best < kInf, "MecabEojeolMemo: no analysis reaches the end of a caption");
     if (tied) return false;
     if (total_cost != nullptr) *total_cost = best;
-    // Back through the words: exit -> entry (inner path) -> previous word's exit.
+    // Back through the words: exit rc -> entry lc (path inside) -> the previous word's exit rc.
     chosen_.resize(words_.size());
-    std::size_t entry_offset = entry_choice_.size(), exit_offset = exit_choice_.size();
-    std::uint32_t x = arg;
+    std::size_t lc_offset = lc_choice_.size(), rc_offset = rc_choice_.size();
+    std::uint32_t r = arg;
     for (std::size_t k = words_.size(); k-- > 0;) {
       const Word& w = *words_[k];
-      entry_offset -= w.entries.size();
-      exit_offset -= w.exits.size();
-      const std::uint32_t e = exit_choice_[exit_offset + x];
-      chosen_[k] = {e, x};
-      x = entry_choice_[entry_offset + e];
+      lc_offset -= w.lcs.size();
+      rc_offset -= w.rcs.size();
+      const std::uint32_t l = rc_choice_[rc_offset + r];
+      chosen_[k] = {l, r};
+      r = lc_choice_[lc_offset + l];
     }
     for (std::size_t k = 0; k < words_.size(); ++k) {
       const Word& w = *words_[k];
-      const std::size_t pair = chosen_[k].first * w.exits.size() + chosen_[k].second;
+      const std::size_t pair = chosen_[k].first * w.rcs.size() + chosen_[k].second;
       for (std::uint32_t p = w.path_offset[pair]; p < w.path_offset[pair + 1]; ++p) {
         const Word::Node& node = w.nodes[w.path_nodes[p]];
+        if (!node.tags_read) {
+          const auto tags = detail::ko_tags(node.feature);
+          node.first_tag = tags.first, node.last_tag = tags.last, node.tags_read = true;
+        }
         // a word's first morpheme follows a space, except the text's first when the text starts with none
         const bool word_start = p == w.path_offset[pair] && (k > 0 || first_word > 0);
         out.push_back({node.surface, node.first_tag, node.last_tag, node.space_before || word_start});
@@ -243,12 +254,16 @@ class MecabEojeolMemo {
     return true;
   }
 
+  // Forget the memoised words.
+  void clear() { memo_.clear(); }
   std::size_t size() const { return memo_.size(); }
   std::size_t hits() const { return hits_; }
   std::size_t misses() const { return misses_; }
 
  private:
   static constexpr std::int64_t kInf = std::numeric_limits<std::int64_t>::max() / 4;
+  static constexpr std::int32_t kInf32 = 1 << 30;
+  static constexpr std::size_t kMaxWordBytes = 8192;  // longer words: the caption is analysed whole
 
   struct State {
     std::int64_t cost;  // of the cheapest path from BOS through this exit
@@ -262,14 +277,20 @@ class MecabEojeolMemo {
       std::uint16_t lc, rc;
       std::int64_t wcost;
       bool space_before;  // MeCab's other whitespace inside the word precedes it
-      std::string surface, first_tag, last_tag;
+      std::string surface;
+      const char* feature;  // in the dictionary (MeCab's model, which the memo keeps): read when output
+      mutable std::string_view first_tag, last_tag;  // views into `feature`; set when first output
+      mutable bool tags_read = false;
     };
-    std::vector<Node> nodes;                 // by begin position
-    std::vector<std::uint32_t> entries;      // nodes starting the word
-    std::vector<std::uint32_t> exits;        // nodes ending it
-    std::vector<std::int64_t> inner;         // [entry][exit]: cheapest path cost after the entry's word cost
-    std::vector<std::uint8_t> inner_tied;    // [entry][exit]: several cheapest paths
-    std::vector<std::uint32_t> path_offset;  // [entry][exit] -> its path in path_nodes (entries*exits + 1)
+    std::vector<Node> nodes;  // by begin position
+    // The word as seen from outside: what enters it matters only through the left context id of its first
+    // node, what leaves only through the right context id of its last. So per distinct entry lc (`lcs`)
+    // and exit rc (`rcs`): the cheapest path through the word (word costs of all its nodes, connection
+    // costs inside), whether several paths cost that, and the path.
+    std::vector<std::uint16_t> lcs, rcs;
+    std::vector<std::int32_t> through;       // [rc][lc] (rc-major: the sentence pass reads one rc's row)
+    std::vector<std::uint8_t> through_tied;  // [rc][lc]
+    std::vector<std::uint32_t> path_offset;  // [lc][rc] -> its nodes in path_nodes (lcs*rcs + 1)
     std::vector<std::uint32_t> path_nodes;
     // False for a word that does not start and end with a morpheme: one with MeCab's whitespace other
     // than ' ' (tab, newline...) at an end or only such whitespace. MeCab's lattice of such a word alone is
@@ -280,112 +301,202 @@ class MecabEojeolMemo {
 
   std::int64_t connection(std::uint16_t left_rc, std::uint16_t right_lc) const { return (*matrix_)(left_rc, right_lc); }
 
-  const Word& word(std::string_view text, MeCab::Tagger& tagger, MeCab::Lattice& lattice) {
+  const Word& word(std::string_view text) {
     if (const auto it = memo_.find(text); it != memo_.end()) {
       ++hits_;
       return it->second;
     }
     ++misses_;
-    return memo_.emplace(std::string(text), analyse_word(text, tagger, lattice)).first->second;
+    return memo_.emplace(std::string(text), analyse_word(text)).first->second;
   }
 
   // MeCab's lattice of the word alone, its nodes merged where the tokenizer cannot tell them apart, and the
   // cheapest path from every entry to every exit.
-  Word analyse_word(std::string_view text, MeCab::Tagger& tagger, MeCab::Lattice& lattice) const {
+  Word analyse_word(std::string_view text) const {
+    MeCab::Lattice& lattice = *lattice_;
     lattice.set_sentence(text.data(), text.size());
-    require(tagger.parse(&lattice), "MecabEojeolMemo: MeCab failed on a word: {}", lattice.what());
+    require(tagger_->parse(&lattice), "MecabEojeolMemo: MeCab failed on a word: {}", lattice.what());
     Word w;
     const auto len = static_cast<std::uint32_t>(text.size());
+    // Features live in the dictionary (a random read each): read only those of merged and output nodes.
     for (std::uint32_t pos = 0; pos < len; ++pos) {
       for (const MeCab::Node* n = lattice.begin_nodes(pos); n != nullptr; n = n->bnext) {
         if (n->stat == MECAB_BOS_NODE || n->stat == MECAB_EOS_NODE) continue;
         require(matrix_->covers(n->rcAttr, n->lcAttr), "MecabEojeolMemo: a context id outside matrix.bin");
-        const auto tags = detail::ko_tags(n->feature);
-        Word::Node node{pos,
-                        pos + n->rlength,
-                        n->lcAttr,
-                        n->rcAttr,
-                        n->wcost,
-                        n->rlength != n->length,
-                        std::string(n->surface, n->length),
-                        std::string(tags.first),
-                        std::string(tags.last)};
+        const std::uint32_t end = pos + n->rlength;
         bool duplicate = false;
         for (std::size_t k = w.nodes.size(); k-- > 0 && w.nodes[k].begin == pos;) {
           const auto& o = w.nodes[k];
-          if (o.end == node.end && o.lc == node.lc && o.rc == node.rc && o.wcost == node.wcost &&
-              o.first_tag == node.first_tag && o.last_tag == node.last_tag) {
-            duplicate = true;
-            break;
+          if (o.end == end && o.lc == n->lcAttr && o.rc == n->rcAttr && o.wcost == n->wcost) {
+            const auto a = detail::ko_tags(o.feature), b = detail::ko_tags(n->feature);
+            if (a.first == b.first && a.last == b.last) {
+              duplicate = true;
+              break;
+            }
           }
         }
-        if (!duplicate) w.nodes.push_back(std::move(node));
+        if (duplicate) continue;
+        w.nodes.push_back(Word::Node{pos, end, n->lcAttr, n->rcAttr, n->wcost, n->rlength != n->length,
+                                     std::string(n->surface, n->length), n->feature, {}, {}});
       }
     }
     const std::size_t n_nodes = w.nodes.size();
     bool inside = true;
+    Scratch& sc = scratch_;
+    auto& entries = sc.entries;  // nodes starting the word
+    auto& exits = sc.exits;      // nodes ending it
+    entries.clear();
+    exits.clear();
     for (std::uint32_t i = 0; i < n_nodes; ++i) {
-      if (w.nodes[i].begin == 0) w.entries.push_back(i);
-      if (w.nodes[i].end == len) w.exits.push_back(i);
+      if (w.nodes[i].begin == 0) entries.push_back(i);
+      if (w.nodes[i].end == len) exits.push_back(i);
       inside = inside && w.nodes[i].end <= len;
       if (w.nodes[i].begin == 0 && w.nodes[i].space_before) inside = false;  // leading other whitespace
     }
-    w.usable = inside && !w.entries.empty() && !w.exits.empty();
+    w.usable = inside && !entries.empty() && !exits.empty() && len <= kMaxWordBytes;
     if (!w.usable) return w;
-    const std::size_t n_entries = w.entries.size(), n_exits = w.exits.size();
-    w.inner.assign(n_entries * n_exits, kInf);
-    w.inner_tied.assign(n_entries * n_exits, 0);
-    w.path_offset.assign(n_entries * n_exits + 1, 0);
-    std::vector<std::int64_t> cost(n_nodes);
-    std::vector<std::uint8_t> tied(n_nodes);
-    std::vector<std::uint32_t> back(n_nodes);
-    std::vector<std::uint32_t> path;
-    for (std::size_t e = 0; e < n_entries; ++e) {
-      std::fill(cost.begin(), cost.end(), kInf);
-      std::fill(tied.begin(), tied.end(), 0);
-      cost[w.entries[e]] = 0;
-      for (std::size_t r = 0; r < n_nodes; ++r) {  // nodes are in begin order: predecessors come first
-        const auto& right = w.nodes[r];
-        if (right.begin == 0) continue;
-        std::int64_t best = kInf;
-        std::uint32_t arg = 0;
-        bool t = false;
-        for (std::size_t l = 0; l < n_nodes && w.nodes[l].begin < right.begin; ++l) {
-          if (w.nodes[l].end != right.begin || cost[l] >= kInf) continue;
-          const std::int64_t c = cost[l] + connection(w.nodes[l].rc, right.lc);
-          if (c < best) {
-            best = c, arg = static_cast<std::uint32_t>(l), t = tied[l];
-          } else if (c == best) {
-            t = true;
-          }
-        }
-        if (best < kInf) cost[r] = best + right.wcost, back[r] = arg, tied[r] = t;
-      }
-      for (std::size_t x = 0; x < n_exits; ++x) {
-        const std::size_t pair = e * n_exits + x;
-        w.inner[pair] = cost[w.exits[x]];
-        w.inner_tied[pair] = tied[w.exits[x]];
-        w.path_offset[pair] = static_cast<std::uint32_t>(w.path_nodes.size());
-        if (w.inner[pair] >= kInf) continue;
-        path.clear();
-        for (std::uint32_t n = w.exits[x];; n = back[n]) {
-          path.push_back(n);
-          if (n == w.entries[e]) break;
-        }
-        w.path_nodes.insert(w.path_nodes.end(), path.rbegin(), path.rend());
+    // The edges inside the word, each node's predecessors (the nodes ending where it begins) with the
+    // connection cost read once: the per-entry passes below then only add.
+    // nodes by end position (counting sort): ending[end_offset[p], end_offset[p + 1]) end at p
+    auto& end_offset = sc.end_offset;
+    auto& ending = sc.ending;
+    end_offset.assign(len + 2, 0);
+    for (std::uint32_t i = 0; i < n_nodes; ++i) ++end_offset[w.nodes[i].end + 1];
+    for (std::uint32_t p = 0; p <= len; ++p) end_offset[p + 1] += end_offset[p];
+    ending.resize(n_nodes);
+    sc.fill.assign(end_offset.begin(), end_offset.end() - 1);
+    for (std::uint32_t i = 0; i < n_nodes; ++i) ending[sc.fill[w.nodes[i].end]++] = i;
+    auto& pred_offset = sc.pred_offset;
+    auto& pred_node = sc.pred_node;
+    auto& pred_cost = sc.pred_cost;
+    pred_offset.assign(n_nodes + 1, 0);
+    pred_node.clear();
+    pred_cost.clear();
+    for (std::uint32_t r = 0; r < n_nodes; ++r) {
+      pred_offset[r] = static_cast<std::uint32_t>(pred_node.size());
+      if (w.nodes[r].begin == 0) continue;
+      const std::uint32_t b = w.nodes[r].begin;
+      for (std::uint32_t j = end_offset[b]; j < end_offset[b + 1]; ++j) {
+        const std::uint32_t l = ending[j];
+        pred_node.push_back(l);
+        pred_cost.push_back(connection(w.nodes[l].rc, w.nodes[r].lc) + w.nodes[r].wcost);
       }
     }
-    w.path_offset[n_entries * n_exits] = static_cast<std::uint32_t>(w.path_nodes.size());
+    pred_offset[n_nodes] = static_cast<std::uint32_t>(pred_node.size());
+    for (const auto e : entries) push_unique(w.lcs, w.nodes[e].lc);
+    for (const auto x : exits) push_unique(w.rcs, w.nodes[x].rc);
+    const std::size_t n_lcs = w.lcs.size(), n_rcs = w.rcs.size();
+    auto& wcost = sc.word_cost;  // [lc][rc]
+    auto& wtied = sc.word_tied;
+    wcost.assign(n_lcs * n_rcs, kInf);
+    wtied.assign(n_lcs * n_rcs, 0);
+    // One pass per entry lc (its entries are the sources: what follows an entry does not depend on which
+    // of them it is beyond its cost and rc).
+    auto& arg = sc.arg;  // (lc index, exit) of the cheapest
+    arg.assign(n_lcs * n_rcs, {0, 0});
+    // All entry lcs in one pass, one lane each: cost32[node * n_lcs + lane], int32 (a word's path costs stay
+    // far below 2^30: at most kMaxWordBytes nodes of |word cost| + |connection cost| <= 2^16), branch-free
+    // so that the compiler can vectorise the lanes.
+    const std::size_t lanes = n_lcs;
+    auto& backs = sc.backs;  // [node][lane]
+    auto& cost = sc.cost32;
+    auto& tied = sc.tied;
+    backs.assign(n_nodes * lanes, 0);
+    cost.assign(n_nodes * lanes, kInf32);
+    tied.assign(n_nodes * lanes, 0);
+    for (const auto e : entries) cost[e * lanes + index_of(w.lcs, w.nodes[e].lc)] = static_cast<std::int32_t>(w.nodes[e].wcost);
+    std::uint32_t first_inner = 0;  // nodes [0, first_inner) start the word
+    while (first_inner < n_nodes && w.nodes[first_inner].begin == 0) ++first_inner;
+    sc.best.resize(lanes);
+    sc.at.resize(lanes);
+    sc.t.resize(lanes);
+    std::int32_t* __restrict best = sc.best.data();
+    std::uint32_t* __restrict at = sc.at.data();
+    std::uint8_t* __restrict t = sc.t.data();
+    for (std::size_t r = first_inner; r < n_nodes; ++r) {  // in begin order: predecessors come first
+      std::fill(best, best + lanes, kInf32);
+      std::fill(at, at + lanes, 0);
+      std::fill(t, t + lanes, 0);
+      for (std::uint32_t j = pred_offset[r]; j < pred_offset[r + 1]; ++j) {
+        const std::uint32_t l = pred_node[j];
+        const auto pc = static_cast<std::int32_t>(pred_cost[j]);
+        const std::int32_t* __restrict cl = cost.data() + l * lanes;
+        const std::uint8_t* __restrict tl = tied.data() + l * lanes;
+        for (std::size_t k = 0; k < lanes; ++k) {
+          const std::int32_t c = cl[k] + pc;
+          const bool less = c < best[k], equal = c == best[k];
+          t[k] = less ? tl[k] : static_cast<std::uint8_t>(t[k] | equal);
+          at[k] = less ? l : at[k];
+          best[k] = less ? c : best[k];
+        }
+      }
+      for (std::size_t k = 0; k < lanes; ++k) {
+        const bool reached = best[k] < kInf32 / 2;
+        cost[r * lanes + k] = reached ? best[k] : kInf32;
+        tied[r * lanes + k] = reached ? t[k] : 0;
+        backs[r * lanes + k] = at[k];
+      }
+    }
+    for (const auto x : exits) {
+      const std::size_t ri = index_of(w.rcs, w.nodes[x].rc);
+      for (std::size_t li = 0; li < lanes; ++li) {
+        const std::int32_t c = cost[x * lanes + li];
+        if (c >= kInf32) continue;
+        const std::size_t k = li * n_rcs + ri;
+        if (c < wcost[k]) {
+          wcost[k] = c, wtied[k] = tied[x * lanes + li], arg[k] = {static_cast<std::uint32_t>(li), x};
+        } else if (c == wcost[k]) {
+          wtied[k] = 1;
+        }
+      }
+    }
+    w.path_offset.assign(n_lcs * n_rcs + 1, 0);
+    auto& path = sc.path;
+    for (std::size_t k = 0; k < n_lcs * n_rcs; ++k) {
+      w.path_offset[k] = static_cast<std::uint32_t>(w.path_nodes.size());
+      if (wcost[k] >= kInf) continue;
+      const auto [li, x] = arg[k];
+      path.clear();
+      for (std::uint32_t n = x;; n = backs[n * lanes + li]) {
+        path.push_back(n);
+        if (w.nodes[n].begin == 0) break;
+      }
+      w.path_nodes.insert(w.path_nodes.end(), path.rbegin(), path.rend());
+    }
+    w.path_offset[n_lcs * n_rcs] = static_cast<std::uint32_t>(w.path_nodes.size());
+    w.through.assign(n_rcs * n_lcs, kInf32);
+    w.through_tied.assign(n_rcs * n_lcs, 0);
+    for (std::size_t li = 0; li < n_lcs; ++li)
+      for (std::size_t ri = 0; ri < n_rcs; ++ri) {
+        const std::int64_t c = wcost[li * n_rcs + ri];
+        if (c >= kInf) continue;
+        w.through[ri * n_lcs + li] = static_cast<std::int32_t>(c);
+        w.through_tied[ri * n_lcs + li] = wtied[li * n_rcs + ri];
+      }
     return w;
+  }
+
+  static void push_unique(std::vector<std::uint16_t>& v, std::uint16_t id) {
+    if (std::find(v.begin(), v.end(), id) == v.end()) v.push_back(id);
+  }
+  static std::size_t index_of(const std::vector<std::uint16_t>& v, std::uint16_t id) {
+    return static_cast<std::size_t>(std::find(v.begin(), v.end(), id) - v.begin());
   }
 
   // The BOS/EOS context ids, and whether a sentence assembled here costs what MeCab says it costs (MeCab's
   // EOS node carries the cost of the best path): on a sentence with particles and endings after spaces,
   // where a whitespace-dependent connection cost would show.
-  void probe(MeCab::Tagger& tagger, MeCab::Lattice& lattice) {
+  void make_tagger() {
+    tagger_.reset(model_->createTagger());
+    lattice_.reset(model_->createLattice());
+    require(tagger_ && lattice_, "MecabEojeolMemo: MeCab cannot create a tagger: {}", MeCab::getLastError());
+  }
+
+  void probe() {
+    MeCab::Lattice& lattice = *lattice_;
     const std::string sentence = "하늘 이 맑고 , 바다 에서 는 배 가 천천히 떠 있다 . 높은 빌딩들이 빛난다.";
     lattice.set_sentence(sentence.data(), sentence.size());
-    require(tagger.parse(&lattice), "MecabEojeolMemo: MeCab failed on the probe sentence: {}", lattice.what());
+    require(tagger_->parse(&lattice), "MecabEojeolMemo: MeCab failed on the probe sentence: {}", lattice.what());
     bos_rc_ = lattice.bos_node()->rcAttr;
     eos_lc_ = lattice.eos_node()->lcAttr;
     const std::int64_t mecab_cost = lattice.eos_node()->cost;
@@ -395,7 +506,7 @@ class MecabEojeolMemo {
     enabled_ = true;
     std::vector<MecabKoMorpheme> out;
     std::int64_t cost = 0;
-    const bool unique = analyse(sentence, tagger, lattice, out, &cost);
+    const bool unique = analyse(sentence, out, &cost);
     std::vector<std::string> surfaces;
     for (const auto& m : out) surfaces.emplace_back(m.surface);
     enabled_ = unique && cost == mecab_cost && surfaces == mecab_surfaces;
@@ -405,6 +516,9 @@ class MecabEojeolMemo {
 
   std::shared_ptr<const detail::MecabConnectionMatrix> matrix_;
   std::size_t max_entries_;
+  std::shared_ptr<MeCab::Model> model_;
+  std::unique_ptr<MeCab::Tagger> tagger_;
+  std::unique_ptr<MeCab::Lattice> lattice_;
   bool enabled_ = false;
   std::uint16_t bos_rc_ = 0, eos_lc_ = 0;
   struct TextHash {
@@ -415,10 +529,20 @@ class MecabEojeolMemo {
   std::size_t hits_ = 0, misses_ = 0;
   // scratch of analyse(), kept to avoid allocations
   std::vector<const Word*> words_;
-  std::vector<std::int64_t> entry_cost_;
-  std::vector<std::uint8_t> entry_tied_;
-  std::vector<std::uint32_t> entry_choice_, exit_choice_;
+  std::vector<std::int64_t> in_cost_;
+  std::vector<std::uint8_t> in_tied_;
+  std::vector<std::uint32_t> lc_choice_, rc_choice_;
   std::vector<State> states_, next_states_;
+  // scratch of analyse_word()
+  struct Scratch {
+    std::vector<std::uint32_t> entries, exits, end_offset, fill, ending, pred_offset, pred_node, backs, path, at;
+    std::vector<std::int64_t> pred_cost, word_cost;
+    std::vector<std::uint8_t> word_tied;
+    std::vector<std::int32_t> cost32, best;
+    std::vector<std::uint8_t> tied, t;
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> arg;
+  };
+  mutable Scratch scratch_;
   std::vector<std::pair<std::uint32_t, std::uint32_t>> chosen_;
 };
 

@@ -94,7 +94,7 @@ class MecabKoTokenizer {
     lattice_.reset(model_->createLattice());
     require(tagger_ && lattice_, "MecabKoTokenizer: MeCab cannot create a tagger for '{}': {}", dictionary.string(),
             MeCab::getLastError());
-    if (analysis_ == MecabKoAnalysis::EojeolMemo) memo_.emplace(dictionary, *tagger_, *lattice_);
+    if (analysis_ == MecabKoAnalysis::EojeolMemo) memo_.emplace(dictionary, model_);
   }
 
   MecabKoTokenizer(const MecabKoTokenizer& other)
@@ -115,7 +115,7 @@ class MecabKoTokenizer {
   std::vector<std::string> tokenize(std::string_view text) {
     std::vector<std::string> tokens;
     if (text.empty()) return tokens;
-    if (!memo_ || !memo_->analyse(text, *tagger_, *lattice_, morphemes_)) {
+    if (!memo_ || !memo_->analyse(text, morphemes_)) {
       if (memo_enabled()) ++fallbacks_;
       analyse_whole(text);
     }
@@ -160,6 +160,10 @@ class MecabKoTokenizer {
   std::size_t memo_hits() const { return memo_ ? memo_->hits() : 0; }
   std::size_t memo_misses() const { return memo_ ? memo_->misses() : 0; }
   std::size_t whole_sentence_fallbacks() const { return fallbacks_; }
+  // Forget the memoised words (the memo also clears itself when it holds 65,536).
+  void clear_memo() {
+    if (memo_) memo_->clear();
+  }
   // Whether the memo is in use (EojeolMemo and this MeCab's costs allow it).
   bool memo_enabled() const { return memo_ && memo_->enabled(); }
 
