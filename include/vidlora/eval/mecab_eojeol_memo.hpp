@@ -411,30 +411,31 @@ class MecabEojeolMemo {
     sc.at.resize(lanes);
     sc.t.resize(lanes);
     std::int32_t* __restrict best = sc.best.data();
-    std::uint32_t* __restrict at = sc.at.data();
-    std::uint8_t* __restrict t = sc.t.data();
+    std::int32_t* __restrict at = sc.at.data();
+    std::int32_t* __restrict t = sc.t.data();
     for (std::size_t r = first_inner; r < n_nodes; ++r) {  // in begin order: predecessors come first
       std::fill(best, best + lanes, kInf32);
       std::fill(at, at + lanes, 0);
       std::fill(t, t + lanes, 0);
       for (std::uint32_t j = pred_offset[r]; j < pred_offset[r + 1]; ++j) {
-        const std::uint32_t l = pred_node[j];
+        const auto l = static_cast<std::int32_t>(pred_node[j]);
         const auto pc = static_cast<std::int32_t>(pred_cost[j]);
-        const std::int32_t* __restrict cl = cost.data() + l * lanes;
-        const std::uint8_t* __restrict tl = tied.data() + l * lanes;
+        const std::int32_t* __restrict cl = cost.data() + static_cast<std::size_t>(l) * lanes;
+        const std::int32_t* __restrict tl = tied.data() + static_cast<std::size_t>(l) * lanes;
         for (std::size_t k = 0; k < lanes; ++k) {
           const std::int32_t c = cl[k] + pc;
-          const bool less = c < best[k], equal = c == best[k];
-          t[k] = less ? tl[k] : static_cast<std::uint8_t>(t[k] | equal);
-          at[k] = less ? l : at[k];
-          best[k] = less ? c : best[k];
+          const std::int32_t less = -static_cast<std::int32_t>(c < best[k]);  // all ones or zero
+          const std::int32_t equal = static_cast<std::int32_t>(c == best[k]);
+          t[k] = (tl[k] & less) | ((t[k] | equal) & ~less);
+          at[k] = (l & less) | (at[k] & ~less);
+          best[k] = (c & less) | (best[k] & ~less);
         }
       }
       for (std::size_t k = 0; k < lanes; ++k) {
         const bool reached = best[k] < kInf32 / 2;
         cost[r * lanes + k] = reached ? best[k] : kInf32;
         tied[r * lanes + k] = reached ? t[k] : 0;
-        backs[r * lanes + k] = at[k];
+        backs[r * lanes + k] = static_cast<std::uint32_t>(at[k]);
       }
     }
     for (const auto x : exits) {
@@ -444,7 +445,7 @@ class MecabEojeolMemo {
         if (c >= kInf32) continue;
         const std::size_t k = li * n_rcs + ri;
         if (c < wcost[k]) {
-          wcost[k] = c, wtied[k] = tied[x * lanes + li], arg[k] = {static_cast<std::uint32_t>(li), x};
+          wcost[k] = c, wtied[k] = static_cast<std::uint8_t>(tied[x * lanes + li]), arg[k] = {static_cast<std::uint32_t>(li), x};
         } else if (c == wcost[k]) {
           wtied[k] = 1;
         }
@@ -535,11 +536,10 @@ class MecabEojeolMemo {
   std::vector<State> states_, next_states_;
   // scratch of analyse_word()
   struct Scratch {
-    std::vector<std::uint32_t> entries, exits, end_offset, fill, ending, pred_offset, pred_node, backs, path, at;
+    std::vector<std::uint32_t> entries, exits, end_offset, fill, ending, pred_offset, pred_node, backs, path;
     std::vector<std::int64_t> pred_cost, word_cost;
     std::vector<std::uint8_t> word_tied;
-    std::vector<std::int32_t> cost32, best;
-    std::vector<std::uint8_t> tied, t;
+    std::vector<std::int32_t> cost32, best, at, t, tied;
     std::vector<std::pair<std::uint32_t, std::uint32_t>> arg;
   };
   mutable Scratch scratch_;
