@@ -100,6 +100,13 @@ class MecabConnectionMatrix {
   }
   bool covers(std::uint16_t left_rc, std::uint16_t right_lc) const { return left_rc < lsize_ && right_lc < rsize_; }
 
+  // The smallest cost of any connection into a node with left context `right_lc` (one contiguous row).
+  std::int64_t min_into(std::uint16_t right_lc) const {
+    const std::int16_t* row = costs_ + static_cast<std::size_t>(lsize_) * right_lc;
+    return *std::min_element(row, row + lsize_);
+  }
+  std::uint16_t right_size() const { return rsize_; }
+
  private:
   std::string path_;
   void* map_ = nullptr;
@@ -172,13 +179,20 @@ class MecabEojeolMemo {
       const std::size_t n_lcs = w->lcs.size(), n_rcs = w->rcs.size();
       in_cost_.assign(n_lcs, kInf);
       in_tied_.assign(n_lcs, 0);
+      // States cheapest first: once a state's cost plus the smallest connection cost into an lc exceeds the
+      // best found, no later state can reach that lc as cheaply (or tie), and the matrix is not read for them.
+      order_.resize(states_.size());
+      for (std::size_t s = 0; s < states_.size(); ++s) order_[s] = static_cast<std::uint32_t>(s);
+      std::sort(order_.begin(), order_.end(),
+                [this](std::uint32_t a, std::uint32_t b) { return states_[a].cost < states_[b].cost; });
       for (std::size_t l = 0; l < n_lcs; ++l) {  // one row of the matrix per lc: the states' reads are close
         const std::uint16_t lc = w->lcs[l];
+        const std::int64_t floor = min_into(lc);
         std::int64_t best = kInf;
         std::uint32_t arg = 0;
         bool tied = false;
-        for (std::size_t s = 0; s < states_.size(); ++s) {
-          if (states_[s].cost >= kInf) continue;  // an rc no path reaches
+        for (const std::uint32_t s : order_) {
+          if (states_[s].cost >= kInf || states_[s].cost + floor > best) break;  // unreachable, or cannot win
           const std::int64_t c = states_[s].cost + connection(states_[s].rc, lc);
           if (c < best) {
             best = c, arg = static_cast<std::uint32_t>(s), tied = states_[s].tied;
@@ -300,6 +314,15 @@ class MecabEojeolMemo {
   };
 
   std::int64_t connection(std::uint16_t left_rc, std::uint16_t right_lc) const { return (*matrix_)(left_rc, right_lc); }
+
+  // The matrix's smallest connection cost into `lc`, scanned the first time it is asked for (per memo: the
+  // matrix is shared between threads, this memo is not).
+  std::int64_t min_into(std::uint16_t lc) {
+    if (min_into_.empty()) min_into_.assign(matrix_->right_size(), kUnknown);
+    std::int32_t& m = min_into_[lc];
+    if (m == kUnknown) m = static_cast<std::int32_t>(matrix_->min_into(lc));
+    return m;
+  }
 
   const Word& word(std::string_view text) {
     if (const auto it = memo_.find(text); it != memo_.end()) {
@@ -534,6 +557,9 @@ class MecabEojeolMemo {
   std::vector<std::uint8_t> in_tied_;
   std::vector<std::uint32_t> lc_choice_, rc_choice_;
   std::vector<State> states_, next_states_;
+  std::vector<std::uint32_t> order_;
+  static constexpr std::int32_t kUnknown = std::numeric_limits<std::int32_t>::max();
+  std::vector<std::int32_t> min_into_;  // per lc, kUnknown until scanned
   // scratch of analyse_word()
   struct Scratch {
     std::vector<std::uint32_t> entries, exits, end_offset, fill, ending, pred_offset, pred_node, backs, path;
