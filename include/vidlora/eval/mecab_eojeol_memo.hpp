@@ -124,7 +124,7 @@ class MecabEojeolMemo {
   // lattice. A probe checks once that MeCab's costs behave as described above; if not (another MeCab),
   // enabled() is false and the caller should analyse whole sentences.
   MecabEojeolMemo(const std::filesystem::path& dictionary, std::shared_ptr<MeCab::Model> model,
-                  std::size_t max_entries = 1u << 16)
+                  std::size_t max_entries = 1u << 14)
       : matrix_(std::make_shared<const detail::MecabConnectionMatrix>(dictionary / "matrix.bin")),
         max_entries_(max_entries), model_(std::move(model)) {
     require(max_entries > 0, "MecabEojeolMemo: max_entries must be > 0");
@@ -256,13 +256,22 @@ class MecabEojeolMemo {
       const std::size_t pair = chosen_[k].first * w.rcs.size() + chosen_[k].second;
       for (std::uint32_t p = w.path_offset[pair]; p < w.path_offset[pair + 1]; ++p) {
         const Word::Node& node = w.nodes[w.path_nodes[p]];
-        if (!node.tags_read) {
+        if (!node.tags_read) {  // the POS field is short: offsets fit in a byte (else the tags read empty)
           const auto tags = detail::ko_tags(node.feature);
-          node.first_tag = tags.first, node.last_tag = tags.last, node.tags_read = true;
+          const auto last_begin = static_cast<std::size_t>(tags.last.data() - node.feature);
+          if (last_begin + tags.last.size() < 256) {
+            node.first_tag_length = static_cast<std::uint8_t>(tags.first.size());
+            node.last_tag_begin = static_cast<std::uint8_t>(last_begin);
+            node.last_tag_length = static_cast<std::uint8_t>(tags.last.size());
+          }
+          node.tags_read = true;
         }
+        const std::string_view surface(w.text.data() + node.surface_begin, node.surface_length);
+        const std::string_view first_tag(node.feature, node.first_tag_length);
+        const std::string_view last_tag(node.feature + node.last_tag_begin, node.last_tag_length);
         // a word's first morpheme follows a space, except the text's first when the text starts with none
         const bool word_start = p == w.path_offset[pair] && (k > 0 || first_word > 0);
-        out.push_back({node.surface, node.first_tag, node.last_tag, node.space_before || word_start});
+        out.push_back({surface, first_tag, last_tag, node.space_before || word_start});
       }
     }
     return true;
@@ -289,13 +298,15 @@ class MecabEojeolMemo {
     struct Node {
       std::uint32_t begin, end;  // byte offsets in the word
       std::uint16_t lc, rc;
-      std::int64_t wcost;
-      bool space_before;  // MeCab's other whitespace inside the word precedes it
-      std::string surface;
-      const char* feature;  // in the dictionary (MeCab's model, which the memo keeps): read when output
-      mutable std::string_view first_tag, last_tag;  // views into `feature`; set when first output
+      std::int32_t wcost;
+      std::uint32_t surface_begin;  // in `text`
+      std::uint16_t surface_length;
+      bool space_before;            // MeCab's other whitespace inside the word precedes it
       mutable bool tags_read = false;
+      mutable std::uint8_t first_tag_length = 0, last_tag_begin = 0, last_tag_length = 0;  // in `feature`
+      const char* feature;  // in the dictionary (MeCab's model, which the memo keeps): read when output
     };
+    std::string text;
     std::vector<Node> nodes;  // by begin position
     // The word as seen from outside: what enters it matters only through the left context id of its first
     // node, what leaves only through the right context id of its last. So per distinct entry lc (`lcs`)
@@ -340,6 +351,7 @@ class MecabEojeolMemo {
     lattice.set_sentence(text.data(), text.size());
     require(tagger_->parse(&lattice), "MecabEojeolMemo: MeCab failed on a word: {}", lattice.what());
     Word w;
+    w.text = std::string(text);
     const auto len = static_cast<std::uint32_t>(text.size());
     // Features live in the dictionary (a random read each): read only those of merged and output nodes.
     for (std::uint32_t pos = 0; pos < len; ++pos) {
@@ -359,8 +371,12 @@ class MecabEojeolMemo {
           }
         }
         if (duplicate) continue;
-        w.nodes.push_back(Word::Node{pos, end, n->lcAttr, n->rcAttr, n->wcost, n->rlength != n->length,
-                                     std::string(n->surface, n->length), n->feature, {}, {}});
+        Word::Node node{};
+        node.begin = pos, node.end = end, node.lc = n->lcAttr, node.rc = n->rcAttr, node.wcost = n->wcost;
+        node.surface_begin = end - n->length, node.surface_length = n->length;
+        node.space_before = n->rlength != n->length;
+        node.feature = n->feature;
+        w.nodes.push_back(node);
       }
     }
     const std::size_t n_nodes = w.nodes.size();
@@ -488,6 +504,19 @@ class MecabEojeolMemo {
       w.path_nodes.insert(w.path_nodes.end(), path.rbegin(), path.rend());
     }
     w.path_offset[n_lcs * n_rcs] = static_cast<std::uint32_t>(w.path_nodes.size());
+    // Keep only the nodes some path uses (the memo holds many words).
+    auto& keep = sc.fill;  // old index -> new index + 1 (0: dropped)
+    keep.assign(n_nodes, 0);
+    std::vector<Word::Node> used;
+    for (auto& n : w.path_nodes) {
+      if (keep[n] == 0) {
+        used.push_back(std::move(w.nodes[n]));
+        keep[n] = static_cast<std::uint32_t>(used.size());
+      }
+      n = keep[n] - 1;
+    }
+    w.nodes.assign(used.begin(), used.end());  // exact sizes: the memo holds many words
+    w.path_nodes.shrink_to_fit();
     w.through.assign(n_rcs * n_lcs, kInf32);
     w.through_tied.assign(n_rcs * n_lcs, 0);
     for (std::size_t li = 0; li < n_lcs; ++li)

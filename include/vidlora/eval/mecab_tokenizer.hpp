@@ -160,7 +160,7 @@ class MecabKoTokenizer {
   std::size_t memo_hits() const { return memo_ ? memo_->hits() : 0; }
   std::size_t memo_misses() const { return memo_ ? memo_->misses() : 0; }
   std::size_t whole_sentence_fallbacks() const { return fallbacks_; }
-  // Forget the memoised words (the memo also clears itself when it holds 65,536).
+  // Forget the memoised words (the memo also clears itself when it holds 16,384 words, ~4 KB each).
   void clear_memo() {
     if (memo_) memo_->clear();
   }
