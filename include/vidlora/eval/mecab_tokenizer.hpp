@@ -18,8 +18,8 @@
 // python-mecab-ko-dic 2.1.1.post2 wheel, which Debian's MeCab 0.996 loads as it is.
 // tools/install-deps.sh puts it in /usr/local/lib/mecab/dic/mecab-ko-dic (default_mecab_ko_dictionary()).
 //
-// Speed: MeCab's lattice search costs ~50 µs per caption; with MecabKoAnalysis::EojeolMemo (the default) the
-// words already seen are not searched again, with the same tokens (docs/eval.md, bench_eval_mecab).
+// Speed: MeCab costs ~50 µs per caption; with MecabKoAnalysis::EojeolMemo (the default) a word seen before
+// costs ~1 µs and a new one ~20 µs, with the same tokens (docs/eval.md, bench_eval_mecab).
 //
 // One tokenizer is for one thread at a time (it owns a MeCab lattice and a memo); copies share the loaded
 // model and the connection matrix, each with its own lattice and an empty memo.
@@ -48,7 +48,8 @@ enum class MecabKoUnits {
 // How a caption is analysed; both give MeCab's one-best morphemes of the whole caption.
 enum class MecabKoAnalysis {
   EojeolMemo,     // from memoised per-word analyses (eval/mecab_eojeol_memo.hpp), MeCab on the whole
-                  // caption where that cannot decide (ties) or this MeCab does not allow it: ~4x faster
+                  // caption where that cannot decide (ties) or this MeCab does not allow it; 2x faster
+                  // when most words were seen before (docs/eval.md, "Speed")
   WholeSentence,  // MeCab on every caption
 };
 
