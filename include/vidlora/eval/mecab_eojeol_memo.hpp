@@ -9,19 +9,21 @@
 // inside a word are the ones MeCab builds for that word alone (a lookup reads only the text ahead of it, up
 // to the space). The words interact only through the connection costs across each space, which depend on
 // the two nodes' context ids alone (MeCab 0.996; the mecab-ko fork's left-space penalty would break this,
-// and the constructor's probe detects it). So per word this memo keeps, for every node starting it (entry)
-// and every node ending it (exit), the cheapest path between them and its cost (word costs plus the
-// connection costs inside the word), from one MeCab analysis of the word alone. A sentence is then a
-// Viterbi pass over words: entries take the cheapest exit of the previous word (or BOS) plus the connection
-// cost read from the dictionary's matrix.bin, exits take the cheapest entry plus the inner cost, EOS the
-// cheapest exit. Ties: MeCab breaks ties between equal-cost paths by its list order, which this pass does
-// not reproduce, so analyse() reports a sentence with more than one cheapest path (nodes that differ only in
-// features the tokenizer does not read are merged first) and the caller analyses it whole with MeCab.
+// and the constructor's probe detects it). So per word this memo keeps, for every left context id a path
+// can enter the word with and every right context id it can leave with, the cheapest path through the word
+// and its cost (word costs plus the connection costs inside the word), from one MeCab analysis of the word
+// alone. A sentence is then a Viterbi pass over words: each entry id takes the cheapest exit id of the
+// previous word (or BOS) plus the connection cost read from the dictionary's matrix.bin, each exit id the
+// cheapest entry id plus the cost through the word, EOS the cheapest exit id. Ties: MeCab breaks ties
+// between equal-cost paths by its list order, which this pass does not reproduce, so analyse() reports a
+// sentence with more than one cheapest path (nodes that differ only in features the tokenizer does not read
+// are merged first) and the caller analyses it whole with MeCab.
 //
 // The words of a caption corpus repeat (particles and endings attach to a small vocabulary), so most words
 // are found in the memo and the sentence costs a few hash lookups and connection-cost reads instead of a
-// dictionary search per character. A memo holds `max_entries` words; when full it is cleared at the start of
-// the next sentence. One memo is for one thread at a time, like the MeCab lattice it is given.
+// dictionary search per character (~1 µs a known word, ~20 µs a new one: docs/eval.md, "Speed"). A memo
+// holds `max_entries` words (~4 KB each); when full it is cleared at the start of the next sentence. One
+// memo (it owns a MeCab lattice) is for one thread at a time; copies share the model and the matrix.
 
 #include <mecab.h>
 
@@ -256,14 +258,13 @@ class MecabEojeolMemo {
       const std::size_t pair = chosen_[k].first * w.rcs.size() + chosen_[k].second;
       for (std::uint32_t p = w.path_offset[pair]; p < w.path_offset[pair + 1]; ++p) {
         const Word::Node& node = w.nodes[w.path_nodes[p]];
-        if (!node.tags_read) {  // the POS field is short: offsets fit in a byte (else the tags read empty)
+        if (!node.tags_read) {  // the POS field is short: its offsets fit in a byte (else MeCab decides)
           const auto tags = detail::ko_tags(node.feature);
           const auto last_begin = static_cast<std::size_t>(tags.last.data() - node.feature);
-          if (last_begin + tags.last.size() < 256) {
-            node.first_tag_length = static_cast<std::uint8_t>(tags.first.size());
-            node.last_tag_begin = static_cast<std::uint8_t>(last_begin);
-            node.last_tag_length = static_cast<std::uint8_t>(tags.last.size());
-          }
+          if (last_begin + tags.last.size() > 255) return false;
+          node.first_tag_length = static_cast<std::uint8_t>(tags.first.size());
+          node.last_tag_begin = static_cast<std::uint8_t>(last_begin);
+          node.last_tag_length = static_cast<std::uint8_t>(tags.last.size());
           node.tags_read = true;
         }
         const std::string_view surface(w.text.data() + node.surface_begin, node.surface_length);
