@@ -61,7 +61,8 @@ def load_wordnet(data_dir):
     if not (root / "lexnames").exists():
         root.mkdir(parents=True, exist_ok=True)
         for f in debian.iterdir():
-            shutil.copy(f, root / f.name)
+            if f.is_file():  # the database files; Debian's `wordnet` package adds bin/, wnres/... beside them
+                shutil.copy(f, root / f.name)
         man = gzip.open("/usr/share/man/man5/lexnames.5WN.gz", "rt").read()
         category = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
         rows = re.findall(r"^(\d\d)\t(\w+\.\w+)", man, flags=re.M)

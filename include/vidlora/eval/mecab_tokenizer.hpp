@@ -18,25 +18,39 @@
 // python-mecab-ko-dic 2.1.1.post2 wheel, which Debian's MeCab 0.996 loads as it is.
 // tools/install-deps.sh puts it in /usr/local/lib/mecab/dic/mecab-ko-dic (default_mecab_ko_dictionary()).
 //
-// One tokenizer is for one thread at a time (it owns a MeCab lattice); copies share the loaded model.
+// Speed: MeCab costs ~50 µs per caption; with MecabKoAnalysis::EojeolMemo (the default) a word seen before
+// costs ~1 µs and a new one ~20 µs, with the same tokens (docs/eval.md, bench_eval_mecab).
+//
+// One tokenizer is for one thread at a time (it owns a MeCab lattice and a memo); copies share the loaded
+// model and the connection matrix, each with its own lattice and an empty memo.
 
 #include <mecab.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <vidlora/core/error.hpp>
 #include <vidlora/eval/caption_tokenizer.hpp>
+#include <vidlora/eval/mecab_eojeol_memo.hpp>
 
 namespace vidlora::eval {
 
 enum class MecabKoUnits {
   Morphemes,  // MeCab's morphemes as they are
   OktUnits,   // grouped as KoNLPy Okt's morphs() groups them (see above)
+};
+
+// How a caption is analysed; both give MeCab's one-best morphemes of the whole caption.
+enum class MecabKoAnalysis {
+  EojeolMemo,     // from memoised per-word analyses (eval/mecab_eojeol_memo.hpp), MeCab on the whole
+                  // caption where that cannot decide (ties) or this MeCab does not allow it; 2x faster
+                  // when most words were seen before (docs/eval.md, "Speed")
+  WholeSentence,  // MeCab on every caption
 };
 
 // $VIDLORA_MECAB_KO_DIC when set, else where tools/install-deps.sh installs mecab-ko-dic.
@@ -47,17 +61,6 @@ inline std::filesystem::path default_mecab_ko_dictionary() {
 
 namespace detail {
 
-// The first POS tag of a mecab-ko-dic feature string ("VV+EC,*,F,..." -> "VV") and its last ("EC").
-struct KoTags {
-  std::string_view first, last;
-};
-inline KoTags ko_tags(const char* feature) {
-  const std::string_view f(feature);
-  const std::string_view pos = f.substr(0, f.find(','));
-  const auto plus_first = pos.find('+');
-  const auto plus_last = pos.rfind('+');
-  return {pos.substr(0, plus_first), plus_last == std::string_view::npos ? pos : pos.substr(plus_last + 1)};
-}
 inline bool ko_is_predicate(std::string_view tag) {
   return tag == "VV" || tag == "VA" || tag == "VX" || tag == "VCP" || tag == "VCN" || tag == "XSV" || tag == "XSA";
 }
@@ -69,8 +72,9 @@ inline bool ko_is_particle(std::string_view tag) { return !tag.empty() && tag.fr
 class MecabKoTokenizer {
  public:
   explicit MecabKoTokenizer(const std::filesystem::path& dictionary = default_mecab_ko_dictionary(),
-                            MecabKoUnits units = MecabKoUnits::OktUnits)
-      : units_(units), dictionary_(dictionary) {
+                            MecabKoUnits units = MecabKoUnits::OktUnits,
+                            MecabKoAnalysis analysis = MecabKoAnalysis::EojeolMemo)
+      : units_(units), analysis_(analysis), dictionary_(dictionary) {
     namespace fs = std::filesystem;
     require(fs::is_directory(dictionary),
             "MecabKoTokenizer: mecab-ko-dic dictionary directory '{}' not found (install it with "
@@ -91,11 +95,13 @@ class MecabKoTokenizer {
     lattice_.reset(model_->createLattice());
     require(tagger_ && lattice_, "MecabKoTokenizer: MeCab cannot create a tagger for '{}': {}", dictionary.string(),
             MeCab::getLastError());
+    if (analysis_ == MecabKoAnalysis::EojeolMemo) memo_.emplace(dictionary, model_);
   }
 
   MecabKoTokenizer(const MecabKoTokenizer& other)
-      : units_(other.units_), dictionary_(other.dictionary_), model_(other.model_),
-        tagger_(model_ ? model_->createTagger() : nullptr), lattice_(model_ ? model_->createLattice() : nullptr) {
+      : units_(other.units_), analysis_(other.analysis_), dictionary_(other.dictionary_), model_(other.model_),
+        tagger_(model_ ? model_->createTagger() : nullptr), lattice_(model_ ? model_->createLattice() : nullptr),
+        memo_(other.memo_) {
     require(tagger_ && lattice_, "MecabKoTokenizer: cannot copy a moved-from tokenizer or create a tagger for '{}'",
             dictionary_.string());
   }
@@ -110,44 +116,75 @@ class MecabKoTokenizer {
   std::vector<std::string> tokenize(std::string_view text) {
     std::vector<std::string> tokens;
     if (text.empty()) return tokens;
-    lattice_->set_sentence(text.data(), text.size());
-    require(tagger_->parse(lattice_.get()), "MecabKoTokenizer: MeCab failed on a caption: {}", lattice_->what());
+    if (!memo_ || !memo_->analyse(text, morphemes_)) {
+      if (memo_enabled()) ++fallbacks_;
+      analyse_whole(text);
+    }
     bool predicate_open = false;  // the last token is a predicate that endings in the same word join
     std::string_view last_tag;
-    for (const MeCab::Node* node = lattice_->bos_node(); node != nullptr; node = node->next) {
-      if (node->stat == MECAB_BOS_NODE || node->stat == MECAB_EOS_NODE) continue;
-      const std::string_view surface(node->surface, node->length);
+    for (const auto& m : morphemes_) {
       if (units_ == MecabKoUnits::Morphemes) {
-        tokens.emplace_back(surface);
+        tokens.emplace_back(m.surface);
         continue;
       }
-      const bool same_word = node->rlength == node->length && !tokens.empty();  // no whitespace before it
-      const auto tags = detail::ko_tags(node->feature);
-      const bool joins = same_word && ((predicate_open && detail::ko_is_ending(tags.first)) ||
-                                       (detail::ko_is_particle(last_tag) && detail::ko_is_particle(tags.first)) ||
-                                       (last_tag == "XR" && tags.first == "XSA"));
+      const bool same_word = !m.space_before && !tokens.empty();
+      const bool joins = same_word && ((predicate_open && detail::ko_is_ending(m.first_tag)) ||
+                                       (detail::ko_is_particle(last_tag) && detail::ko_is_particle(m.first_tag)) ||
+                                       (last_tag == "XR" && m.first_tag == "XSA"));
       if (joins)
-        tokens.back().append(surface);
+        tokens.back().append(m.surface);
       else
-        tokens.emplace_back(surface);
-      predicate_open = detail::ko_is_predicate(tags.first) || (joins && predicate_open);
-      last_tag = tags.last;
+        tokens.emplace_back(m.surface);
+      predicate_open = detail::ko_is_predicate(m.first_tag) || (joins && predicate_open);
+      last_tag = m.last_tag;
     }
     return tokens;
   }
+
+  // MeCab's one-best morphemes of `text` analysed as one sentence (the WholeSentence path; the memo's
+  // result equals it). Views into MeCab's lattice and dictionary, valid until the next call.
+  const std::vector<MecabKoMorpheme>& analyse_whole(std::string_view text) {
+    morphemes_.clear();
+    lattice_->set_sentence(text.data(), text.size());
+    require(tagger_->parse(lattice_.get()), "MecabKoTokenizer: MeCab failed on a caption: {}", lattice_->what());
+    for (const MeCab::Node* node = lattice_->bos_node(); node != nullptr; node = node->next) {
+      if (node->stat == MECAB_BOS_NODE || node->stat == MECAB_EOS_NODE) continue;
+      const auto tags = detail::ko_tags(node->feature);
+      morphemes_.push_back({std::string_view(node->surface, node->length), tags.first, tags.last,
+                            node->rlength != node->length});
+    }
+    return morphemes_;
+  }
+
+  // Memo statistics (0 with WholeSentence): words found, words analysed, captions analysed whole because
+  // their cheapest analysis is not unique.
+  std::size_t memo_hits() const { return memo_ ? memo_->hits() : 0; }
+  std::size_t memo_misses() const { return memo_ ? memo_->misses() : 0; }
+  std::size_t whole_sentence_fallbacks() const { return fallbacks_; }
+  // Forget the memoised words (the memo also clears itself when it holds 16,384 words, ~4 KB each).
+  void clear_memo() {
+    if (memo_) memo_->clear();
+  }
+  // Whether the memo is in use (EojeolMemo and this MeCab's costs allow it).
+  bool memo_enabled() const { return memo_ && memo_->enabled(); }
 
   std::string name() const {
     return units_ == MecabKoUnits::OktUnits ? "mecab-ko-dic okt-units" : "mecab-ko-dic morphemes";
   }
   MecabKoUnits units() const { return units_; }
+  MecabKoAnalysis analysis() const { return analysis_; }
   const std::filesystem::path& dictionary() const { return dictionary_; }
 
  private:
   MecabKoUnits units_;
+  MecabKoAnalysis analysis_;
   std::filesystem::path dictionary_;
   std::shared_ptr<MeCab::Model> model_;
   std::unique_ptr<MeCab::Tagger> tagger_;
   std::unique_ptr<MeCab::Lattice> lattice_;
+  std::optional<MecabEojeolMemo> memo_;
+  std::vector<MecabKoMorpheme> morphemes_;
+  std::size_t fallbacks_ = 0;
 };
 
 static_assert(CaptionTokenizer<MecabKoTokenizer>);

@@ -1,0 +1,606 @@
+#pragma once
+// MecabEojeolMemo: MeCab's one-best analysis of a sentence, assembled from memoised analyses of its
+// space-separated words (eojeols), with the same result as MeCab on the whole sentence. Used by
+// MecabKoTokenizer (eval/mecab_tokenizer.hpp); needs <mecab.h> like it.
+//
+// Why it is exact. MeCab skips a space before it looks words up, and no mecab-ko-dic entry or unknown-word
+// group contains a space, so no lattice node spans one: every path crosses the space between two words
+// from a node ending at the first word's end to a node starting at the second word's start. The nodes
+// inside a word are the ones MeCab builds for that word alone (a lookup reads only the text ahead of it, up
+// to the space). The words interact only through the connection costs across each space, which depend on
+// the two nodes' context ids alone (MeCab 0.996; the mecab-ko fork's left-space penalty would break this,
+// and the constructor's probe detects it). So per word this memo keeps, for every left context id a path
+// can enter the word with and every right context id it can leave with, the cheapest path through the word
+// and its cost (word costs plus the connection costs inside the word), from one MeCab analysis of the word
+// alone. A sentence is then a Viterbi pass over words: each entry id takes the cheapest exit id of the
+// previous word (or BOS) plus the connection cost read from the dictionary's matrix.bin, each exit id the
+// cheapest entry id plus the cost through the word, EOS the cheapest exit id. Ties: MeCab breaks ties
+// between equal-cost paths by its list order, which this pass does not reproduce, so analyse() reports a
+// sentence with more than one cheapest path (nodes that differ only in features the tokenizer does not read
+// are merged first) and the caller analyses it whole with MeCab.
+//
+// The words of a caption corpus repeat (particles and endings attach to a small vocabulary), so most words
+// are found in the memo and the sentence costs a few hash lookups and connection-cost reads instead of a
+// dictionary search per character (~1 µs a known word, ~20 µs a new one: docs/eval.md, "Speed"). A memo
+// holds `max_entries` words (~4 KB each); when full it is cleared at the start of the next sentence. One
+// memo (it owns a MeCab lattice) is for one thread at a time; copies share the model and the matrix.
+
+#include <mecab.h>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include <vidlora/core/error.hpp>
+
+namespace vidlora::eval {
+
+// One morpheme of an analysis, as the tokenizer reads it: surface, first and last POS tag of the
+// mecab-ko-dic feature ("VV+EC,..." -> "VV", "EC") and whether whitespace precedes it.
+struct MecabKoMorpheme {
+  std::string_view surface, first_tag, last_tag;
+  bool space_before = false;
+};
+
+namespace detail {
+
+// The first POS tag of a mecab-ko-dic feature string ("VV+EC,*,F,..." -> "VV") and its last ("EC").
+struct KoTags {
+  std::string_view first, last;
+};
+inline KoTags ko_tags(const char* feature) {
+  std::size_t n = 0;
+  while (feature[n] != '\0' && feature[n] != ',') ++n;  // only the POS field: features are long
+  const std::string_view pos(feature, n);
+  const auto plus_first = pos.find('+');
+  const auto plus_last = pos.rfind('+');
+  return {pos.substr(0, plus_first), plus_last == std::string_view::npos ? pos : pos.substr(plus_last + 1)};
+}
+
+// The dictionary's connection costs (matrix.bin, memory-mapped read-only: the pages MeCab maps too):
+// two uint16 sizes (left, right), then int16 costs; cost(left node, right node) = m[left.rcAttr +
+// lsize * right.lcAttr], as MeCab 0.996's Connector reads it.
+class MecabConnectionMatrix {
+ public:
+  explicit MecabConnectionMatrix(const std::filesystem::path& file) : path_(file.string()) {
+    const int fd = ::open(path_.c_str(), O_RDONLY);
+    require(fd >= 0, "MecabEojeolMemo: cannot open the connection matrix '{}'", path_);
+    struct ::stat st {};
+    const bool stat_ok = ::fstat(fd, &st) == 0;
+    bytes_ = stat_ok ? static_cast<std::size_t>(st.st_size) : 0;
+    void* map = bytes_ >= 4 ? ::mmap(nullptr, bytes_, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+    ::close(fd);
+    require(map != MAP_FAILED, "MecabEojeolMemo: cannot map the connection matrix '{}' ({} bytes)", path_, bytes_);
+    map_ = map;
+    const auto* sizes = static_cast<const std::uint16_t*>(map_);
+    lsize_ = sizes[0];
+    rsize_ = sizes[1];
+    costs_ = static_cast<const std::int16_t*>(map_) + 2;
+    require(bytes_ == 4 + 2 * static_cast<std::size_t>(lsize_) * rsize_,
+            "MecabEojeolMemo: '{}' is not a MeCab connection matrix: {} bytes for {} x {} costs", path_, bytes_, lsize_,
+            rsize_);
+  }
+  MecabConnectionMatrix(const MecabConnectionMatrix&) = delete;
+  MecabConnectionMatrix& operator=(const MecabConnectionMatrix&) = delete;
+  ~MecabConnectionMatrix() { ::munmap(map_, bytes_); }
+
+  std::int64_t operator()(std::uint16_t left_rc, std::uint16_t right_lc) const {
+    return costs_[left_rc + static_cast<std::size_t>(lsize_) * right_lc];
+  }
+  bool covers(std::uint16_t left_rc, std::uint16_t right_lc) const { return left_rc < lsize_ && right_lc < rsize_; }
+
+  // The smallest cost of any connection into a node with left context `right_lc` (one contiguous row).
+  std::int64_t min_into(std::uint16_t right_lc) const {
+    const std::int16_t* row = costs_ + static_cast<std::size_t>(lsize_) * right_lc;
+    return *std::min_element(row, row + lsize_);
+  }
+  std::uint16_t right_size() const { return rsize_; }
+
+ private:
+  std::string path_;
+  void* map_ = nullptr;
+  std::size_t bytes_ = 0;
+  std::uint16_t lsize_ = 0, rsize_ = 0;
+  const std::int16_t* costs_ = nullptr;
+};
+
+}  // namespace detail
+
+class MecabEojeolMemo {
+ public:
+  // `dictionary`: the compiled mecab-ko-dic directory `model` was loaded from (its matrix.bin is read).
+  // The memo keeps the model (its words point at the dictionary's features) and has its own tagger and
+  // lattice. A probe checks once that MeCab's costs behave as described above; if not (another MeCab),
+  // enabled() is false and the caller should analyse whole sentences.
+  MecabEojeolMemo(const std::filesystem::path& dictionary, std::shared_ptr<MeCab::Model> model,
+                  std::size_t max_entries = 1u << 14)
+      : matrix_(std::make_shared<const detail::MecabConnectionMatrix>(dictionary / "matrix.bin")),
+        max_entries_(max_entries), model_(std::move(model)) {
+    require(max_entries > 0, "MecabEojeolMemo: max_entries must be > 0");
+    require(model_ != nullptr, "MecabEojeolMemo: no MeCab model");
+    make_tagger();
+    probe();
+  }
+
+  // A copy shares the connection matrix and the model and starts with an empty memo.
+  MecabEojeolMemo(const MecabEojeolMemo& other)
+      : matrix_(other.matrix_), max_entries_(other.max_entries_), model_(other.model_), enabled_(other.enabled_),
+        bos_rc_(other.bos_rc_), eos_lc_(other.eos_lc_) {
+    make_tagger();
+  }
+  MecabEojeolMemo& operator=(const MecabEojeolMemo& other) {
+    if (this != &other) *this = MecabEojeolMemo(other);
+    return *this;
+  }
+  MecabEojeolMemo(MecabEojeolMemo&&) noexcept = default;
+  MecabEojeolMemo& operator=(MecabEojeolMemo&&) noexcept = default;
+  ~MecabEojeolMemo() {  // the words first: they point into the model
+    memo_.clear();
+  }
+
+  bool enabled() const { return enabled_; }
+
+  // The one-best morphemes of `text` into `out` (views into the memo, valid until the next call), or false
+  // when the sentence has several cheapest analyses (or the memo is disabled): analyse it whole then.
+  bool analyse(std::string_view text, std::vector<MecabKoMorpheme>& out, std::int64_t* total_cost = nullptr) {
+    out.clear();
+    if (!enabled_) return false;
+    if (memo_.size() >= max_entries_) memo_.clear();
+    words_.clear();
+    std::size_t first_word = 0;  // where the first word with morphemes starts
+    for (std::size_t start = 0; start < text.size();) {
+      const std::size_t space = text.find(' ', start);
+      const std::size_t end = space == std::string_view::npos ? text.size() : space;
+      if (end > start) {
+        const Word& w = word(text.substr(start, end - start));
+        if (!w.usable) return false;
+        if (words_.empty()) first_word = start;
+        words_.push_back(&w);
+      }
+      start = end + 1;
+    }
+    if (words_.empty()) return false;  // spaces only: MeCab's answer (nothing) is quicker to ask for
+    // Viterbi over words. State: a right context id the previous word can end with (BOS's before the first).
+    states_.assign(1, State{0, bos_rc_, false});
+    lc_choice_.clear();
+    rc_choice_.clear();
+    for (const Word* w : words_) {
+      const std::size_t n_lcs = w->lcs.size(), n_rcs = w->rcs.size();
+      in_cost_.assign(n_lcs, kInf);
+      in_tied_.assign(n_lcs, 0);
+      // States cheapest first: once a state's cost plus the smallest connection cost into an lc exceeds the
+      // best found, no later state can reach that lc as cheaply (or tie), and the matrix is not read for them.
+      order_.resize(states_.size());
+      for (std::size_t s = 0; s < states_.size(); ++s) order_[s] = static_cast<std::uint32_t>(s);
+      std::sort(order_.begin(), order_.end(),
+                [this](std::uint32_t a, std::uint32_t b) { return states_[a].cost < states_[b].cost; });
+      for (std::size_t l = 0; l < n_lcs; ++l) {  // one row of the matrix per lc: the states' reads are close
+        const std::uint16_t lc = w->lcs[l];
+        const std::int64_t floor = min_into(lc);
+        std::int64_t best = kInf;
+        std::uint32_t arg = 0;
+        bool tied = false;
+        for (const std::uint32_t s : order_) {
+          if (states_[s].cost >= kInf || states_[s].cost + floor > best) break;  // unreachable, or cannot win
+          const std::int64_t c = states_[s].cost + connection(states_[s].rc, lc);
+          if (c < best) {
+            best = c, arg = static_cast<std::uint32_t>(s), tied = states_[s].tied;
+          } else if (c == best) {
+            tied = true;
+          }
+        }
+        in_cost_[l] = best;
+        in_tied_[l] = tied;
+        lc_choice_.push_back(arg);
+      }
+      next_states_.resize(n_rcs);
+      for (std::size_t r = 0; r < n_rcs; ++r) {
+        std::int64_t best = kInf;
+        std::uint32_t arg = 0;
+        bool tied = false;
+        for (std::size_t l = 0; l < n_lcs; ++l) {
+          const std::int64_t inner = w->through[r * n_lcs + l];
+          if (inner >= kInf32 || in_cost_[l] >= kInf) continue;
+          const std::int64_t c = in_cost_[l] + inner;
+          if (c < best) {
+            best = c, arg = static_cast<std::uint32_t>(l), tied = in_tied_[l] || w->through_tied[r * n_lcs + l];
+          } else if (c == best) {
+            tied = true;
+          }
+        }
+        next_states_[r] = State{best, w->rcs[r], tied};
+        rc_choice_.push_back(arg);
+      }
+      states_.swap(next_states_);
+    }
+    std::int64_t best = kInf;
+    std::uint32_t arg = 0;
+    bool tied = false;
+    for (std::size_t s = 0; s < states_.size(); ++s) {
+      if (states_[s].cost >= kInf) continue;
+      const std::int64_t c = states_[s].cost + connection(states_[s].rc, eos_lc_);
+      if (c < best) {
+        best = c, arg = static_cast<std::uint32_t>(s), tied = states_[s].tied;
+      } else if (c == best) {
+        tied = true;
+      }
+    }
+    require(best < kInf, "MecabEojeolMemo: no analysis reaches the end of a caption");
+    if (tied) return false;
+    if (total_cost != nullptr) *total_cost = best;
+    // Back through the words: exit rc -> entry lc (path inside) -> the previous word's exit rc.
+    chosen_.resize(words_.size());
+    std::size_t lc_offset = lc_choice_.size(), rc_offset = rc_choice_.size();
+    std::uint32_t r = arg;
+    for (std::size_t k = words_.size(); k-- > 0;) {
+      const Word& w = *words_[k];
+      lc_offset -= w.lcs.size();
+      rc_offset -= w.rcs.size();
+      const std::uint32_t l = rc_choice_[rc_offset + r];
+      chosen_[k] = {l, r};
+      r = lc_choice_[lc_offset + l];
+    }
+    for (std::size_t k = 0; k < words_.size(); ++k) {
+      const Word& w = *words_[k];
+      const std::size_t pair = chosen_[k].first * w.rcs.size() + chosen_[k].second;
+      for (std::uint32_t p = w.path_offset[pair]; p < w.path_offset[pair + 1]; ++p) {
+        const Word::Node& node = w.nodes[w.path_nodes[p]];
+        if (!node.tags_read) {  // the POS field is short: its offsets fit in a byte (else MeCab decides)
+          const auto tags = detail::ko_tags(node.feature);
+          const auto last_begin = static_cast<std::size_t>(tags.last.data() - node.feature);
+          if (last_begin + tags.last.size() > 255) return false;
+          node.first_tag_length = static_cast<std::uint8_t>(tags.first.size());
+          node.last_tag_begin = static_cast<std::uint8_t>(last_begin);
+          node.last_tag_length = static_cast<std::uint8_t>(tags.last.size());
+          node.tags_read = true;
+        }
+        const std::string_view surface(w.text.data() + node.surface_begin, node.surface_length);
+        const std::string_view first_tag(node.feature, node.first_tag_length);
+        const std::string_view last_tag(node.feature + node.last_tag_begin, node.last_tag_length);
+        // a word's first morpheme follows a space, except the text's first when the text starts with none
+        const bool word_start = p == w.path_offset[pair] && (k > 0 || first_word > 0);
+        out.push_back({surface, first_tag, last_tag, node.space_before || word_start});
+      }
+    }
+    return true;
+  }
+
+  // Forget the memoised words.
+  void clear() { memo_.clear(); }
+  std::size_t size() const { return memo_.size(); }
+  std::size_t hits() const { return hits_; }
+  std::size_t misses() const { return misses_; }
+
+ private:
+  static constexpr std::int64_t kInf = std::numeric_limits<std::int64_t>::max() / 4;
+  static constexpr std::int32_t kInf32 = 1 << 30;
+  static constexpr std::size_t kMaxWordBytes = 8192;  // longer words: the caption is analysed whole
+
+  struct State {
+    std::int64_t cost;  // of the cheapest path from BOS through this exit
+    std::uint16_t rc;   // the exit's right context id
+    bool tied;          // several cheapest paths
+  };
+
+  struct Word {
+    struct Node {
+      std::uint32_t begin, end;  // byte offsets in the word
+      std::uint16_t lc, rc;
+      std::int32_t wcost;
+      std::uint32_t surface_begin;  // in `text`
+      std::uint16_t surface_length;
+      bool space_before;            // MeCab's other whitespace inside the word precedes it
+      mutable bool tags_read = false;
+      mutable std::uint8_t first_tag_length = 0, last_tag_begin = 0, last_tag_length = 0;  // in `feature`
+      const char* feature;  // in the dictionary (MeCab's model, which the memo keeps): read when output
+    };
+    std::string text;
+    std::vector<Node> nodes;  // by begin position
+    // The word as seen from outside: what enters it matters only through the left context id of its first
+    // node, what leaves only through the right context id of its last. So per distinct entry lc (`lcs`)
+    // and exit rc (`rcs`): the cheapest path through the word (word costs of all its nodes, connection
+    // costs inside), whether several paths cost that, and the path.
+    std::vector<std::uint16_t> lcs, rcs;
+    std::vector<std::int32_t> through;       // [rc][lc] (rc-major: the sentence pass reads one rc's row)
+    std::vector<std::uint8_t> through_tied;  // [rc][lc]
+    std::vector<std::uint32_t> path_offset;  // [lc][rc] -> its nodes in path_nodes (lcs*rcs + 1)
+    std::vector<std::uint32_t> path_nodes;
+    // False for a word that does not start and end with a morpheme: one with MeCab's whitespace other
+    // than ' ' (tab, newline...) at an end or only such whitespace. MeCab's lattice of such a word alone is
+    // not the piece of the sentence's lattice (its whitespace belongs to the next word there), so a text
+    // with one is analysed whole.
+    bool usable = false;
+  };
+
+  std::int64_t connection(std::uint16_t left_rc, std::uint16_t right_lc) const { return (*matrix_)(left_rc, right_lc); }
+
+  // The matrix's smallest connection cost into `lc`, scanned the first time it is asked for (per memo: the
+  // matrix is shared between threads, this memo is not).
+  std::int64_t min_into(std::uint16_t lc) {
+    if (min_into_.empty()) min_into_.assign(matrix_->right_size(), kUnknown);
+    std::int32_t& m = min_into_[lc];
+    if (m == kUnknown) m = static_cast<std::int32_t>(matrix_->min_into(lc));
+    return m;
+  }
+
+  const Word& word(std::string_view text) {
+    if (const auto it = memo_.find(text); it != memo_.end()) {
+      ++hits_;
+      return it->second;
+    }
+    ++misses_;
+    return memo_.emplace(std::string(text), analyse_word(text)).first->second;
+  }
+
+  // MeCab's lattice of the word alone, its nodes merged where the tokenizer cannot tell them apart, and the
+  // cheapest path from every entry to every exit.
+  Word analyse_word(std::string_view text) const {
+    MeCab::Lattice& lattice = *lattice_;
+    lattice.set_sentence(text.data(), text.size());
+    require(tagger_->parse(&lattice), "MecabEojeolMemo: MeCab failed on a word: {}", lattice.what());
+    Word w;
+    w.text = std::string(text);
+    const auto len = static_cast<std::uint32_t>(text.size());
+    // Features live in the dictionary (a random read each): read only those of merged and output nodes.
+    for (std::uint32_t pos = 0; pos < len; ++pos) {
+      for (const MeCab::Node* n = lattice.begin_nodes(pos); n != nullptr; n = n->bnext) {
+        if (n->stat == MECAB_BOS_NODE || n->stat == MECAB_EOS_NODE) continue;
+        require(matrix_->covers(n->rcAttr, n->lcAttr), "MecabEojeolMemo: a context id outside matrix.bin");
+        const std::uint32_t end = pos + n->rlength;
+        bool duplicate = false;
+        for (std::size_t k = w.nodes.size(); k-- > 0 && w.nodes[k].begin == pos;) {
+          const auto& o = w.nodes[k];
+          if (o.end == end && o.lc == n->lcAttr && o.rc == n->rcAttr && o.wcost == n->wcost) {
+            const auto a = detail::ko_tags(o.feature), b = detail::ko_tags(n->feature);
+            if (a.first == b.first && a.last == b.last) {
+              duplicate = true;
+              break;
+            }
+          }
+        }
+        if (duplicate) continue;
+        Word::Node node{};
+        node.begin = pos, node.end = end, node.lc = n->lcAttr, node.rc = n->rcAttr, node.wcost = n->wcost;
+        node.surface_begin = end - n->length, node.surface_length = n->length;
+        node.space_before = n->rlength != n->length;
+        node.feature = n->feature;
+        w.nodes.push_back(node);
+      }
+    }
+    const std::size_t n_nodes = w.nodes.size();
+    bool inside = true;
+    Scratch& sc = scratch_;
+    auto& entries = sc.entries;  // nodes starting the word
+    auto& exits = sc.exits;      // nodes ending it
+    entries.clear();
+    exits.clear();
+    for (std::uint32_t i = 0; i < n_nodes; ++i) {
+      if (w.nodes[i].begin == 0) entries.push_back(i);
+      if (w.nodes[i].end == len) exits.push_back(i);
+      inside = inside && w.nodes[i].end <= len;
+      if (w.nodes[i].begin == 0 && w.nodes[i].space_before) inside = false;  // leading other whitespace
+    }
+    w.usable = inside && !entries.empty() && !exits.empty() && len <= kMaxWordBytes;
+    if (!w.usable) return w;
+    // The edges inside the word, each node's predecessors (the nodes ending where it begins) with the
+    // connection cost read once: the per-entry passes below then only add.
+    // nodes by end position (counting sort): ending[end_offset[p], end_offset[p + 1]) end at p
+    auto& end_offset = sc.end_offset;
+    auto& ending = sc.ending;
+    end_offset.assign(len + 2, 0);
+    for (std::uint32_t i = 0; i < n_nodes; ++i) ++end_offset[w.nodes[i].end + 1];
+    for (std::uint32_t p = 0; p <= len; ++p) end_offset[p + 1] += end_offset[p];
+    ending.resize(n_nodes);
+    sc.fill.assign(end_offset.begin(), end_offset.end() - 1);
+    for (std::uint32_t i = 0; i < n_nodes; ++i) ending[sc.fill[w.nodes[i].end]++] = i;
+    auto& pred_offset = sc.pred_offset;
+    auto& pred_node = sc.pred_node;
+    auto& pred_cost = sc.pred_cost;
+    pred_offset.assign(n_nodes + 1, 0);
+    pred_node.clear();
+    pred_cost.clear();
+    for (std::uint32_t r = 0; r < n_nodes; ++r) {
+      pred_offset[r] = static_cast<std::uint32_t>(pred_node.size());
+      if (w.nodes[r].begin == 0) continue;
+      const std::uint32_t b = w.nodes[r].begin;
+      for (std::uint32_t j = end_offset[b]; j < end_offset[b + 1]; ++j) {
+        const std::uint32_t l = ending[j];
+        pred_node.push_back(l);
+        pred_cost.push_back(connection(w.nodes[l].rc, w.nodes[r].lc) + w.nodes[r].wcost);
+      }
+    }
+    pred_offset[n_nodes] = static_cast<std::uint32_t>(pred_node.size());
+    for (const auto e : entries) push_unique(w.lcs, w.nodes[e].lc);
+    for (const auto x : exits) push_unique(w.rcs, w.nodes[x].rc);
+    const std::size_t n_lcs = w.lcs.size(), n_rcs = w.rcs.size();
+    auto& wcost = sc.word_cost;  // [lc][rc]
+    auto& wtied = sc.word_tied;
+    wcost.assign(n_lcs * n_rcs, kInf);
+    wtied.assign(n_lcs * n_rcs, 0);
+    // One pass per entry lc (its entries are the sources: what follows an entry does not depend on which
+    // of them it is beyond its cost and rc).
+    auto& arg = sc.arg;  // (lc index, exit) of the cheapest
+    arg.assign(n_lcs * n_rcs, {0, 0});
+    // All entry lcs in one pass, one lane each: cost32[node * n_lcs + lane], int32 (a word's path costs stay
+    // far below 2^30: at most kMaxWordBytes nodes of |word cost| + |connection cost| <= 2^16), branch-free
+    // so that the compiler can vectorise the lanes.
+    const std::size_t lanes = n_lcs;
+    auto& backs = sc.backs;  // [node][lane]
+    auto& cost = sc.cost32;
+    auto& tied = sc.tied;
+    backs.assign(n_nodes * lanes, 0);
+    cost.assign(n_nodes * lanes, kInf32);
+    tied.assign(n_nodes * lanes, 0);
+    for (const auto e : entries) cost[e * lanes + index_of(w.lcs, w.nodes[e].lc)] = static_cast<std::int32_t>(w.nodes[e].wcost);
+    std::uint32_t first_inner = 0;  // nodes [0, first_inner) start the word
+    while (first_inner < n_nodes && w.nodes[first_inner].begin == 0) ++first_inner;
+    sc.best.resize(lanes);
+    sc.at.resize(lanes);
+    sc.t.resize(lanes);
+    std::int32_t* __restrict best = sc.best.data();
+    std::int32_t* __restrict at = sc.at.data();
+    std::int32_t* __restrict t = sc.t.data();
+    for (std::size_t r = first_inner; r < n_nodes; ++r) {  // in begin order: predecessors come first
+      std::fill(best, best + lanes, kInf32);
+      std::fill(at, at + lanes, 0);
+      std::fill(t, t + lanes, 0);
+      for (std::uint32_t j = pred_offset[r]; j < pred_offset[r + 1]; ++j) {
+        const auto l = static_cast<std::int32_t>(pred_node[j]);
+        const auto pc = static_cast<std::int32_t>(pred_cost[j]);
+        const std::int32_t* __restrict cl = cost.data() + static_cast<std::size_t>(l) * lanes;
+        const std::int32_t* __restrict tl = tied.data() + static_cast<std::size_t>(l) * lanes;
+        for (std::size_t k = 0; k < lanes; ++k) {
+          const std::int32_t c = cl[k] + pc;
+          const std::int32_t less = -static_cast<std::int32_t>(c < best[k]);  // all ones or zero
+          const std::int32_t equal = static_cast<std::int32_t>(c == best[k]);
+          t[k] = (tl[k] & less) | ((t[k] | equal) & ~less);
+          at[k] = (l & less) | (at[k] & ~less);
+          best[k] = (c & less) | (best[k] & ~less);
+        }
+      }
+      for (std::size_t k = 0; k < lanes; ++k) {
+        const bool reached = best[k] < kInf32 / 2;
+        cost[r * lanes + k] = reached ? best[k] : kInf32;
+        tied[r * lanes + k] = reached ? t[k] : 0;
+        backs[r * lanes + k] = static_cast<std::uint32_t>(at[k]);
+      }
+    }
+    for (const auto x : exits) {
+      const std::size_t ri = index_of(w.rcs, w.nodes[x].rc);
+      for (std::size_t li = 0; li < lanes; ++li) {
+        const std::int32_t c = cost[x * lanes + li];
+        if (c >= kInf32) continue;
+        const std::size_t k = li * n_rcs + ri;
+        if (c < wcost[k]) {
+          wcost[k] = c, wtied[k] = static_cast<std::uint8_t>(tied[x * lanes + li]), arg[k] = {static_cast<std::uint32_t>(li), x};
+        } else if (c == wcost[k]) {
+          wtied[k] = 1;
+        }
+      }
+    }
+    w.path_offset.assign(n_lcs * n_rcs + 1, 0);
+    auto& path = sc.path;
+    for (std::size_t k = 0; k < n_lcs * n_rcs; ++k) {
+      w.path_offset[k] = static_cast<std::uint32_t>(w.path_nodes.size());
+      if (wcost[k] >= kInf) continue;
+      const auto [li, x] = arg[k];
+      path.clear();
+      for (std::uint32_t n = x;; n = backs[n * lanes + li]) {
+        path.push_back(n);
+        if (w.nodes[n].begin == 0) break;
+      }
+      w.path_nodes.insert(w.path_nodes.end(), path.rbegin(), path.rend());
+    }
+    w.path_offset[n_lcs * n_rcs] = static_cast<std::uint32_t>(w.path_nodes.size());
+    // Keep only the nodes some path uses (the memo holds many words).
+    auto& keep = sc.fill;  // old index -> new index + 1 (0: dropped)
+    keep.assign(n_nodes, 0);
+    std::vector<Word::Node> used;
+    for (auto& n : w.path_nodes) {
+      if (keep[n] == 0) {
+        used.push_back(std::move(w.nodes[n]));
+        keep[n] = static_cast<std::uint32_t>(used.size());
+      }
+      n = keep[n] - 1;
+    }
+    w.nodes.assign(used.begin(), used.end());  // exact sizes: the memo holds many words
+    w.path_nodes.shrink_to_fit();
+    w.through.assign(n_rcs * n_lcs, kInf32);
+    w.through_tied.assign(n_rcs * n_lcs, 0);
+    for (std::size_t li = 0; li < n_lcs; ++li)
+      for (std::size_t ri = 0; ri < n_rcs; ++ri) {
+        const std::int64_t c = wcost[li * n_rcs + ri];
+        if (c >= kInf) continue;
+        w.through[ri * n_lcs + li] = static_cast<std::int32_t>(c);
+        w.through_tied[ri * n_lcs + li] = wtied[li * n_rcs + ri];
+      }
+    return w;
+  }
+
+  static void push_unique(std::vector<std::uint16_t>& v, std::uint16_t id) {
+    if (std::find(v.begin(), v.end(), id) == v.end()) v.push_back(id);
+  }
+  static std::size_t index_of(const std::vector<std::uint16_t>& v, std::uint16_t id) {
+    return static_cast<std::size_t>(std::find(v.begin(), v.end(), id) - v.begin());
+  }
+
+  // The BOS/EOS context ids, and whether a sentence assembled here costs what MeCab says it costs (MeCab's
+  // EOS node carries the cost of the best path): on a sentence with particles and endings after spaces,
+  // where a whitespace-dependent connection cost would show.
+  void make_tagger() {
+    tagger_.reset(model_->createTagger());
+    lattice_.reset(model_->createLattice());
+    require(tagger_ && lattice_, "MecabEojeolMemo: MeCab cannot create a tagger: {}", MeCab::getLastError());
+  }
+
+  void probe() {
+    MeCab::Lattice& lattice = *lattice_;
+    const std::string sentence = "하늘 이 맑고 , 바다 에서 는 배 가 천천히 떠 있다 . 높은 빌딩들이 빛난다.";
+    lattice.set_sentence(sentence.data(), sentence.size());
+    require(tagger_->parse(&lattice), "MecabEojeolMemo: MeCab failed on the probe sentence: {}", lattice.what());
+    bos_rc_ = lattice.bos_node()->rcAttr;
+    eos_lc_ = lattice.eos_node()->lcAttr;
+    const std::int64_t mecab_cost = lattice.eos_node()->cost;
+    std::vector<std::string> mecab_surfaces;
+    for (const MeCab::Node* n = lattice.bos_node()->next; n != nullptr && n->stat != MECAB_EOS_NODE; n = n->next)
+      mecab_surfaces.emplace_back(n->surface, n->length);
+    enabled_ = true;
+    std::vector<MecabKoMorpheme> out;
+    std::int64_t cost = 0;
+    const bool unique = analyse(sentence, out, &cost);
+    std::vector<std::string> surfaces;
+    for (const auto& m : out) surfaces.emplace_back(m.surface);
+    enabled_ = unique && cost == mecab_cost && surfaces == mecab_surfaces;
+    memo_.clear();
+    hits_ = misses_ = 0;
+  }
+
+  std::shared_ptr<const detail::MecabConnectionMatrix> matrix_;
+  std::size_t max_entries_;
+  std::shared_ptr<MeCab::Model> model_;
+  std::unique_ptr<MeCab::Tagger> tagger_;
+  std::unique_ptr<MeCab::Lattice> lattice_;
+  bool enabled_ = false;
+  std::uint16_t bos_rc_ = 0, eos_lc_ = 0;
+  struct TextHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, Word, TextHash, std::equal_to<>> memo_;
+  std::size_t hits_ = 0, misses_ = 0;
+  // scratch of analyse(), kept to avoid allocations
+  std::vector<const Word*> words_;
+  std::vector<std::int64_t> in_cost_;
+  std::vector<std::uint8_t> in_tied_;
+  std::vector<std::uint32_t> lc_choice_, rc_choice_;
+  std::vector<State> states_, next_states_;
+  std::vector<std::uint32_t> order_;
+  static constexpr std::int32_t kUnknown = std::numeric_limits<std::int32_t>::max();
+  std::vector<std::int32_t> min_into_;  // per lc, kUnknown until scanned
+  // scratch of analyse_word()
+  struct Scratch {
+    std::vector<std::uint32_t> entries, exits, end_offset, fill, ending, pred_offset, pred_node, backs, path;
+    std::vector<std::int64_t> pred_cost, word_cost;
+    std::vector<std::uint8_t> word_tied;
+    std::vector<std::int32_t> cost32, best, at, t, tied;
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> arg;
+  };
+  mutable Scratch scratch_;
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> chosen_;
+};
+
+}  // namespace vidlora::eval
