@@ -13,13 +13,6 @@
 #include <vidlora/lora/frozen_weight.hpp>
 #include <vidlora/quant/quantizer.hpp>
 
-// OpenMP directives only where OpenMP is enabled (no unknown-pragma warnings elsewhere).
-#if defined(_OPENMP)
-#define VIDLORA_QUANT_OMP(directive) _Pragma(directive)
-#else
-#define VIDLORA_QUANT_OMP(directive)
-#endif
-
 namespace vidlora::quant {
 
 template <class Format, int BlockSize = 64, bool DoubleQuant = true>
