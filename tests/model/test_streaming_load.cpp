@@ -53,7 +53,7 @@ void check_same_decoder(const D& a, const D& b) {
   CHECK(a.weight_bytes() == b.weight_bytes());
   int differing = 0;
   for (Eigen::Index l = 0; l < a.num_layers(); ++l)
-    for (const auto module : kDecoderModules) {
+    for (const auto module : model::kDecoderModules) {
       const auto& x = a.slot(l, module).base();
       const auto& y = b.slot(l, module).base();
       if constexpr (requires { x.blocks(); }) {
