@@ -2,8 +2,9 @@
 """Writes a LLaVA-NeXT-Video-7B-shaped save_pretrained directory with random bf16 weights.
 
 The shapes, tensor names (the hub layout: language_model.model.*, language_model.lm_head.weight,
-vision_tower.vision_model.*, multi_modal_projector.*, image_newline) and config.json follow
-llava-hf/LLaVA-NeXT-Video-7B-hf: a CLIP ViT-L/14-336 tower (24 layers, 1024 wide, MLP 4096), a
+vision_tower.vision_model.*, multi_modal_projector.*, image_newline) and config.json are modelled on
+llava-hf/LLaVA-NeXT-Video-7B-hf (config.json written from memory of it, with the LLaMA-7B sizes spelled
+out in text_config): a CLIP ViT-L/14-336 tower (24 layers, 1024 wide, MLP 4096), a
 1024 -> 4096 -> 4096 projector and a LLaMA-7B decoder (32 layers, hidden 4096, MLP 11008, 32 heads,
 vocabulary 32064). The weights are N(0, 0.02^2) rounded to bf16: only the shapes and the bytes on disk
 matter (load_checkpoint_memory measures how much host memory loading them takes). Shards are cut at
