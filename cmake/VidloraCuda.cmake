@@ -29,6 +29,7 @@ endif()
 
 if(NOT VIDLORA_BUILD_CUDA)
   message(STATUS "vidlora: CUDA backend disabled (no CUDA toolkit, or VIDLORA_BUILD_CUDA=OFF)")
+  vidlora_skipped_tests(cuda "no CUDA compiler (set CUDACXX), or VIDLORA_BUILD_CUDA=OFF" NOT_EXPECTED)
   return()
 endif()
 

@@ -13,6 +13,7 @@
 #include <vidlora/eval/rouge.hpp>
 #include <vidlora/eval/diversity.hpp>
 #include <vidlora/eval/caption_metrics.hpp>
+#include <vidlora/eval/caption_metrics_json.hpp>
 
 namespace vidlora {
 using eval::AnyCaptionTokenizer;

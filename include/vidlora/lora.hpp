@@ -6,6 +6,7 @@
 #include <vidlora/lora/frozen_weight.hpp>
 #include <vidlora/lora/dropout.hpp>
 #include <vidlora/lora/lora_linear.hpp>
+#include <vidlora/lora/qlora.hpp>
 #include <vidlora/lora/rules.hpp>
 #include <vidlora/lora/target_modules.hpp>
 #include <vidlora/lora/peft_targets.hpp>

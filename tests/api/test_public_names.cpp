@@ -22,7 +22,9 @@ TEST_CASE("the public names compile as written and give the documented values", 
   CHECK(layer.grad_A().isZero());     // dL/dA = B^T ... with B = 0
   CHECK_FALSE(layer.grad_B().isZero());
   layer.merge();
+  CHECK(layer.merged());
   layer.unmerge();
+  CHECK_FALSE(layer.merged());
 
   std::vector<float> data(130);
   for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<float>(i) / 129.0f - 0.5f;
@@ -55,8 +57,9 @@ TEST_CASE("the public names compile as written and give the documented values", 
   CHECK(es(1.5));
   STATIC_REQUIRE(select_lora_rank(10000, 16) == 8);
   STATIC_REQUIRE(presets::H100::lora_alpha == 128);
-  LoraOptions o{};
-  o.dropout = 0.1;
-  CHECK(o.dropout == 0.1);
-  CHECK_THROWS_AS(throw Error("x"), std::runtime_error);
+  // vidlora::Error is what every failure throws, and it is a std::runtime_error callers can catch.
+  CHECK_THROWS_AS(Scheduler<Cosine>(ScheduleOptions{.base_lr = 1e-4, .total_steps = 0}), Error);
+  const auto empty = std::span<const float>(data.data(), 0);
+  using Nf4Quantizer = Quantizer<NF4, 64>;
+  CHECK_THROWS_AS(Nf4Quantizer::quantize(empty, true), std::runtime_error);
 }

@@ -38,7 +38,6 @@ fs::path scratch_dir(const std::string& name) {
 }
 
 const fs::path kPeftDir = test::fixture_path("io/peft_adapter");
-const fs::path kOursDir = test::fixture_path("io/peft_adapter_vidlora");
 
 // The adapter the fixture describes, built from its numbers (not from PEFT's files).
 PeftAdapter fixture_adapter() {
@@ -101,10 +100,6 @@ TEST_CASE("peft adapter we save has PEFT's weight bytes and PEFT's config fields
   CHECK_FALSE(fs::exists(dir / "adapter_config.json.tmp"));
   CHECK_FALSE(fs::exists(dir / "adapter_model.safetensors.tmp"));
 
-  // The committed copy is what tools/reference/peft_adapter_check.py --check loaded in PEFT.
-  if (std::getenv("VIDLORA_WRITE_GOLDEN")) save_peft_adapter(kOursDir, adapter);
-  CHECK(read_text(dir / "adapter_config.json") == read_text(kOursDir / "adapter_config.json"));
-  CHECK(read_text(dir / "adapter_model.safetensors") == read_text(kOursDir / "adapter_model.safetensors"));
   fs::remove_all(dir);
 }
 

@@ -61,11 +61,8 @@ TEST_CASE("lora A starts uniform within one over root in and B starts at zero", 
   const auto peft = vidlora::test::load_fixture("lora/peft_init.json");
   for (const auto& c : peft["cases"]) {
     const int in = c["in"].get<int>();
+    // PEFT's bound for this fan-in (kaiming_uniform_ with a = √5: gain √(1/3) · √(3 / fan_in)).
     const double bound = c["bound"].get<double>();
-    REQUIRE(bound == Approx(1.0 / std::sqrt(in)));
-    // PEFT's own init obeys the bound and fills it (the reference behaviour we reproduce).
-    CHECK(c["max_abs"].get<double>() <= bound);
-    CHECK(c["std"].get<double>() == Approx(bound / std::sqrt(3.0)).epsilon(0.12));
     LoraLinear<16, 32> layer(Matrix::Zero(32, in) .eval(), LoraOptions{.seed = 5});
     const Matrix& a = layer.lora_A();
     REQUIRE(a.rows() == 16);
@@ -77,6 +74,9 @@ TEST_CASE("lora A starts uniform within one over root in and B starts at zero", 
     CHECK(max_abs >= 0.95 * bound);  // the spread reaches the bound
     CHECK(std::abs(mean) <= 0.1 * bound);
     CHECK(std == Approx(bound / std::sqrt(3.0)).epsilon(0.1));  // U(-b, b) has std b/√3
+    // The spread of PEFT's own draw of the same shape (another RNG, so equal only statistically).
+    CHECK(max_abs == Approx(c["max_abs"].get<double>()).epsilon(0.05));
+    CHECK(std == Approx(c["std"].get<double>()).epsilon(0.15));
     CHECK(layer.lora_B().cwiseAbs().maxCoeff() == c["b_max_abs"].get<double>());
     CHECK(layer.lora_B().cwiseAbs().maxCoeff() == 0.0f);
   }

@@ -31,6 +31,7 @@ Matrix nf4_dequantized(const Matrix& w) {
 TEST_CASE("qlora forward with dropout equals dense lora on the nf4 dequantized weight", "[lora][qlora]") {
   using QLora = LoraLinear<16, 32, NF4Weight>;
   STATIC_REQUIRE(std::is_same_v<QLora::base_type, NF4Weight>);
+  STATIC_REQUIRE(std::is_same_v<QLoraLinear<16, 32>, QLora>);
   STATIC_REQUIRE(std::is_same_v<QLora::scalar_type, float>);
   const Matrix w = random_matrix(80, 192, 1, 0.05);
   const LoraOptions options{.dropout = 0.1, .seed = 42};

@@ -192,9 +192,9 @@ TEST_CASE("lm head errors name the shapes the chunk size and the bad target", "[
 
 TEST_CASE("chunked and naive paths agree at a size large enough for the row parallel loops",
           "[loss][lm_head][invariance]") {
-  // n·chunk and T·V exceed kParallelElements, so OpenMP builds run these loops on several threads.
+  // n·chunk and T·V exceed kParallelMinWork, so OpenMP builds run these loops on several threads.
   const Eigen::Index tokens = 64, dim = 32, vocab = 3000;
-  REQUIRE(tokens * 1000 > loss::detail::kParallelElements);
+  REQUIRE(tokens * 1000 > kParallelMinWork);
   const Matrix hidden = random_matrix<float>(tokens, dim, 12, 1.0);
   const Matrix weight = random_matrix<float>(vocab, dim, 13, 0.5);
   const auto targets = random_targets(tokens, int(vocab), 14, 5);

@@ -7,9 +7,9 @@ Generate (writes tests/fixtures/io/):
   peft_adapter.json      the same factors as numbers, PEFT's logits for fixed input ids, versions
   /opt/refenv/bin/python tools/reference/peft_adapter_check.py
 
-Check that an adapter directory written by vidlora loads in PEFT (PeftModel.from_pretrained on the
-same tiny base) with identical LoRA weights and identical logits:
-  /opt/refenv/bin/python tools/reference/peft_adapter_check.py --check tests/fixtures/io/peft_adapter_vidlora
+Check that an adapter directory vidlora saved for the same factors (save_peft_adapter) loads in PEFT
+(PeftModel.from_pretrained on the same tiny base) with identical LoRA weights and identical logits:
+  /opt/refenv/bin/python tools/reference/peft_adapter_check.py --check <dir>
 """
 import json
 import pathlib

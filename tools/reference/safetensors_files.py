@@ -20,8 +20,12 @@ Writes into tests/fixtures/io/:
                            (decoder: LlamaForCausalLM names; vision: CLIP vision transformer names without
                            "vision_model."; projector: multi_modal_projector.*, image_newline)
 
-Check a file written by vidlora loads in Python:
-  /opt/refenv/bin/python tools/reference/safetensors_files.py --check tests/fixtures/io/written_by_vidlora.safetensors
+  matrices_by_torch.safetensors  a 2x3 float32 matrix with its torch bf16 and fp16 casts and a float32
+                           vector, as safetensors.torch.save_file writes them (the C++ writer must produce
+                           these bytes from the same matrices)
+
+Check that a file written by vidlora loads in Python (bf16/f16 tensors equal torch's casts of the f32 one):
+  /opt/refenv/bin/python tools/reference/safetensors_files.py --check <file.safetensors>
 
 Run:  /opt/refenv/bin/python tools/reference/safetensors_files.py
 """
@@ -236,6 +240,14 @@ def write_vlm():
     }))
 
 
+def matrices_by_torch():
+    """The tensors tests/io/test_safetensors.cpp writes from Eigen matrices (a bf16 tie, 65519 -> 65504
+    in fp16, an fp16 underflow to 0 and an overflow to -inf), cast by torch."""
+    m = torch.tensor([[0.1, -2.0, 65519.0], [1e-8, 3.14159, -70000.0]], dtype=torch.float32)
+    return {"m.f32": m, "m.bf16": m.to(torch.bfloat16), "m.f16": m.half(),
+            "v": torch.linspace(0.0, 1.0, 5, dtype=torch.float32)}
+
+
 def check(paths):
     for path in paths:
         tensors = load_file(path)
@@ -267,6 +279,7 @@ def main():
                                                 "tensors": describe(tensors)}, indent=1))
     save_file({"line\nbreak": torch.ones(2), "quote\"d": torch.zeros(1, 2), "ctrl\u0001": torch.ones(1),
                "\u00e9t\u00e9/\ud55c\uae00": torch.arange(3, dtype=torch.float32)}, OUT / "escaped_names.safetensors")
+    save_file(matrices_by_torch(), OUT / "matrices_by_torch.safetensors", metadata={"format": "pt"})
     write_llama()
     write_vlm()
     print("wrote", OUT)

@@ -11,12 +11,9 @@
 #include <utility>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
+#include <vidlora/core/parallel.hpp>
 #include <vidlora/core/rng.hpp>
 #include <vidlora/lora/dropout.hpp>
 #include <vidlora/lora/frozen_weight.hpp>
@@ -36,29 +33,6 @@ struct LoraOptions {
 };
 
 namespace detail {
-// Runs fn(thread_id, threads) once per OpenMP thread (once, sequentially, without OpenMP or for
-// small work); Eigen products inside run single-threaded, so each phase costs one fork/join.
-template <class Fn>
-void for_each_share(Eigen::Index work, Fn&& fn) {
-#if defined(_OPENMP)
-  if (work >= (Eigen::Index{1} << 16) && omp_get_max_threads() > 1 && !omp_in_parallel()) {
-#pragma omp parallel
-    fn(omp_get_thread_num(), omp_get_num_threads());
-    return;
-  }
-#endif
-  fn(0, 1);
-}
-
-// The contiguous share [begin, begin + count) of [0, n) that thread `id` of `threads` owns.
-struct Share {
-  Eigen::Index begin, count;
-};
-inline Share share_of(Eigen::Index n, int id, int threads) {
-  const Eigen::Index begin = n * id / threads, end = n * (id + 1) / threads;
-  return {begin, end - begin};
-}
-
 // scalar_type of a base, or float when it has none (so a bad Base reports the static_assert first).
 template <class B>
 struct base_scalar {
@@ -162,8 +136,8 @@ class LoraLinear {
     const matrix_type bt = scaling_ * b_.transpose();  // [Rank, out]
     if (dropped_) draw_keep_bits(x.size());
     // One pass per share of token rows: dropout(x), h = dropout(x)·Aᵀ, y += h·(scaling·Bᵀ).
-    detail::for_each_share(x.size(), [&](int id, int threads) {
-      const auto [t0, nt] = detail::share_of(tokens, id, threads);
+    parallel_shares(x.size(), [&](int id, int threads) {
+      const auto [t0, nt] = share_of(tokens, id, threads);
       if (nt == 0) return;
       if (dropped_) {
         masked_rows<false>(x, xd_, t0, t0, nt, t0);
@@ -188,8 +162,8 @@ class LoraLinear {
     matrix_type dx = base_.apply_transposed(dy);
     matrix_type g(tokens, Rank);  // d loss / d h = scaling·dy·B  [tokens, Rank]
     // Rows of tokens: g, and dx += mask ⊙ (g·A).
-    detail::for_each_share(dy.size(), [&](int id, int threads) {
-      const auto [t0, nt] = detail::share_of(tokens, id, threads);
+    parallel_shares(dy.size(), [&](int id, int threads) {
+      const auto [t0, nt] = share_of(tokens, id, threads);
       if (nt == 0) return;
       g.middleRows(t0, nt).noalias() = scaling_ * (dy.middleRows(t0, nt) * b_);
       if (!dropped_) {
@@ -206,10 +180,10 @@ class LoraLinear {
       }
     });
     // Columns of A and rows of B: grad_A += gᵀ·dropout(x), grad_B += scaling·dyᵀ·h (no reduction across threads).
-    detail::for_each_share(dy.size(), [&](int id, int threads) {
-      const auto [c0, nc] = detail::share_of(in, id, threads);
+    parallel_shares(dy.size(), [&](int id, int threads) {
+      const auto [c0, nc] = share_of(in, id, threads);
       if (nc > 0) grad_a_.middleCols(c0, nc).noalias() += g.transpose() * xd_.middleCols(c0, nc);
-      const auto [o0, no] = detail::share_of(out, id, threads);
+      const auto [o0, no] = share_of(out, id, threads);
       if (no > 0) grad_b_.middleRows(o0, no).noalias() += scaling_ * (dy.middleCols(o0, no).transpose() * h_);
     });
     return dx;
@@ -287,8 +261,8 @@ class LoraLinear {
     const Eigen::Index blocks = (n + 3) / 4;
     keep_bits_.resize(static_cast<std::size_t>(blocks));
     const float p = static_cast<float>(options_.dropout);
-    detail::for_each_share(n, [&](int id, int threads) {
-      const auto [b0, nb] = detail::share_of(blocks, id, threads);
+    parallel_shares(n, [&](int id, int threads) {
+      const auto [b0, nb] = share_of(blocks, id, threads);
       if (nb > 0)
         dropout_keep_bits4_blocks(options_.seed, mask_stream_, static_cast<std::uint64_t>(b0),
                                   static_cast<std::uint64_t>(nb), p, keep_bits_.data() + b0);

@@ -10,7 +10,7 @@
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/loss/cross_entropy_options.hpp>
-#include <vidlora/loss/detail/parallel.hpp>
+#include <vidlora/core/parallel.hpp>
 #include <vidlora/loss/log_sum_exp.hpp>
 
 namespace vidlora::loss {
@@ -53,12 +53,11 @@ CrossEntropyResultOf<Scalar> cross_entropy_dense(const MatrixOf<Scalar>& logits,
   const Scalar on_target = static_cast<Scalar>(-(1.0 - eps) * scale);        // extra term on the target
   std::vector<double> token_loss(static_cast<std::size_t>(rows), 0.0), token_lse(static_cast<std::size_t>(rows), 0.0);
 
-  VIDLORA_LOSS_PARALLEL_FOR_IF(rows * vocab > kParallelElements)
-  for (Eigen::Index i = 0; i < rows; ++i) {
+  parallel_for(Eigen::Index{0}, rows, rows * vocab, [&](Eigen::Index i) {
     const int t = targets[static_cast<std::size_t>(i)];
     if (t == options.ignore_index) {
       result.grad.row(i).setZero();
-      continue;
+      return;
     }
     const auto z = logits.row(i).array();
     const Scalar m = z.maxCoeff();
@@ -71,7 +70,7 @@ CrossEntropyResultOf<Scalar> cross_entropy_dense(const MatrixOf<Scalar>& logits,
     // p_j·scale - ε/V·scale, then the target's extra -(1-ε)·scale (cross_entropy_logit_grad, vectorised)
     result.grad.row(i).array() = (z - static_cast<Scalar>(lse)).exp() * static_cast<Scalar>(scale) + off_target;
     result.grad(i, t) += on_target;
-  }
+  });
 
   for (const Eigen::Index i : valid) {  // fixed order: the same sum on any thread count
     check_lse(who, i, token_lse[static_cast<std::size_t>(i)]);

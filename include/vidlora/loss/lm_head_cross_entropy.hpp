@@ -24,7 +24,7 @@
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/loss/cross_entropy_options.hpp>
-#include <vidlora/loss/detail/parallel.hpp>
+#include <vidlora/core/parallel.hpp>
 #include <vidlora/loss/log_sum_exp.hpp>
 
 namespace vidlora::loss {
@@ -102,8 +102,7 @@ LmHeadCrossEntropyResultOf<Scalar> lm_head_cross_entropy_streamed(const MatrixOf
     const auto w_c = head_weight.middleRows(v0, c);  // [c, D]
     auto z_c = z.leftCols(c);
     z_c.noalias() = h * w_c.transpose();
-    VIDLORA_LOSS_PARALLEL_FOR_IF(n * c > kParallelElements)
-    for (Eigen::Index k = 0; k < n; ++k) {
+    parallel_for(Eigen::Index{0}, n, n * c, [&](Eigen::Index k) {
       const auto kk = static_cast<std::size_t>(k);
       auto row = z_c.row(k).array();
       const double old_max = lse[kk].max;
@@ -115,7 +114,7 @@ LmHeadCrossEntropyResultOf<Scalar> lm_head_cross_entropy_streamed(const MatrixOf
       } else {
         lse[kk].merge(new_max, static_cast<double>((row - static_cast<Scalar>(new_max)).exp().sum()));
       }
-    }
+    });
     if (single_pass) acc.noalias() += z_c * w_c;
     if (eps > 0) weight_sum += w_c.colwise().sum().transpose().template cast<double>();
   }
@@ -161,13 +160,12 @@ LmHeadCrossEntropyResultOf<Scalar> lm_head_cross_entropy_streamed(const MatrixOf
     const auto w_c = head_weight.middleRows(v0, c);
     auto z_c = z.leftCols(c);
     z_c.noalias() = h * w_c.transpose();
-    VIDLORA_LOSS_PARALLEL_FOR_IF(n * c > kParallelElements)
-    for (Eigen::Index k = 0; k < n; ++k) {
+    parallel_for(Eigen::Index{0}, n, n * c, [&](Eigen::Index k) {
       const auto kk = static_cast<std::size_t>(k);
       auto row = z_c.row(k).array();
       row = (row - static_cast<Scalar>(row_lse[kk])).exp() * static_cast<Scalar>(scale) + off_target;
       if (t[kk] >= v0 && t[kk] < v0 + c) row(t[kk] - v0) += on_target;
-    }
+    });
     grad_h.noalias() += z_c * w_c;
     result.grad_head_weight.middleRows(v0, c).noalias() = z_c.transpose() * h;  // valid rows only
   }

@@ -24,6 +24,7 @@
 
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
+#include <vidlora/core/parallel.hpp>
 #include <vidlora/lora/frozen_weight.hpp>
 #include <vidlora/lora/lora_linear.hpp>
 #include <vidlora/lora/target_modules.hpp>
@@ -511,13 +512,12 @@ class Decoder {
     const Eigen::Index t = batch_.seq_len;
     matrix_type attn(h.rows(), config_.q_features());
     a.probs.resize(static_cast<std::size_t>(batch_.batch));
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
-#endif
-    for (Eigen::Index b = 0; b < batch_.batch; ++b)
+    const std::int64_t attention_work = batch_.batch * t * t * config_.q_features();
+    parallel_for(Eigen::Index{0}, batch_.batch, attention_work, [&](Eigen::Index b) {
       attn.middleRows(b * t, t) = attention_forward<scalar_type>(a.q.middleRows(b * t, t), a.k.middleRows(b * t, t),
                                                                  a.v.middleRows(b * t, t), shape, 0, batch_.mask_of(b),
                                                                  &a.probs[static_cast<std::size_t>(b)]);
+    });
     a.h_mid = h + layer.slots[3].forward(attn, training_);
     const matrix_type x2 = rms_norm<scalar_type>(a.h_mid, layer.norm2, eps, &a.inv2);
     a.gate = layer.slots[4].forward(x2, training_);
@@ -546,13 +546,12 @@ class Decoder {
     matrix_type dq = matrix_type::Zero(a.q.rows(), a.q.cols());
     matrix_type dk = matrix_type::Zero(a.k.rows(), a.k.cols());
     matrix_type dv = matrix_type::Zero(a.v.rows(), a.v.cols());
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
-#endif
-    for (Eigen::Index b = 0; b < batch_.batch; ++b)
+    const std::int64_t attention_work = 2 * batch_.batch * t * t * config_.q_features();
+    parallel_for(Eigen::Index{0}, batch_.batch, attention_work, [&](Eigen::Index b) {
       attention_backward<scalar_type>(a.q.middleRows(b * t, t), a.k.middleRows(b * t, t), a.v.middleRows(b * t, t),
                                       shape, a.probs[static_cast<std::size_t>(b)], d_attn.middleRows(b * t, t),
                                       dq.middleRows(b * t, t), dk.middleRows(b * t, t), dv.middleRows(b * t, t));
+    });
     rope_.apply(dq, positions_, true);
     rope_.apply(dk, positions_, true);
     if (config_.qk_norm()) {

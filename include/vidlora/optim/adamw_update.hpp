@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstddef>
 
+#include <vidlora/core/parallel.hpp>
 #include <vidlora/core/portability.hpp>
 
 #if defined(__SSE2__) || defined(_M_X64)
@@ -86,10 +87,7 @@ inline void adamw_update_range(float* p, const float* g, float* m, float* v, std
   constexpr std::ptrdiff_t kBlock = 4096;  // 4 arrays × 16 KiB: one block's passes stay in L1/L2
   const std::ptrdiff_t blocks = (n + kBlock - 1) / kBlock;
   const bool small = s.small_lerp_weight();
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static)
-#endif
-  for (std::ptrdiff_t b = 0; b < blocks; ++b) {
+  parallel_for(std::ptrdiff_t{0}, blocks, n * 10, [&](std::ptrdiff_t b) {  // ~10 operations per element
     const std::ptrdiff_t begin = b * kBlock;
     const std::ptrdiff_t len = (n - begin < kBlock) ? n - begin : kBlock;
     Eigen::Map<Eigen::ArrayXf> P(p + begin, len), M(m + begin, len), V(v + begin, len);
@@ -104,7 +102,7 @@ inline void adamw_update_range(float* p, const float* g, float* m, float* v, std
     detail::sqrt_exact(V.data(), root, static_cast<std::size_t>(len));
     const Eigen::Map<const Eigen::ArrayXf> R(root, len);
     P = P + (s.neg_step_size * M) / (R / s.bias_correction2_sqrt + s.eps);
-  }
+  });
 }
 
 }  // namespace vidlora::optim

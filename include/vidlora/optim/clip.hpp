@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <vidlora/core/error.hpp>
+#include <vidlora/core/parallel.hpp>
 #include <vidlora/optim/clip_coefficient.hpp>
 #include <vidlora/optim/detail.hpp>
 #include <vidlora/optim/parameter.hpp>
@@ -29,8 +30,7 @@ inline double sum_of_squares(const Matrix& g) {
   const std::ptrdiff_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(static_cast<std::size_t>(chunks), 0.0);
   const float* data = g.data();
-  VIDLORA_OPTIM_PARALLEL_FOR
-  for (std::ptrdiff_t c = 0; c < chunks; ++c) {
+  parallel_for(std::ptrdiff_t{0}, chunks, n, [&](std::ptrdiff_t c) {
     // 8 interleaved accumulators: a fixed summation order that the compiler can still vectorise.
     double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const std::ptrdiff_t begin = c * kChunk, end = std::min(n, (c + 1) * kChunk);
@@ -40,7 +40,7 @@ inline double sum_of_squares(const Matrix& g) {
     for (; i < end; ++i) lanes[0] += static_cast<double>(data[i]) * static_cast<double>(data[i]);
     partial[static_cast<std::size_t>(c)] =
         ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-  }
+  });
   double total = 0.0;
   for (double s : partial) total += s;
   return total;

@@ -11,17 +11,10 @@
 #include <vector>
 
 #include <vidlora/core/error.hpp>
+#include <vidlora/core/matrix.hpp>
+#include <vidlora/core/parallel.hpp>
 #include <vidlora/quant/dynamic_map.hpp>
 #include <vidlora/quant/format.hpp>
-
-// OpenMP directives only where OpenMP is enabled (no unknown-pragma warnings elsewhere).
-#if !defined(VIDLORA_QUANT_OMP)
-#if defined(_OPENMP)
-#define VIDLORA_QUANT_OMP(directive) _Pragma(directive)
-#else
-#define VIDLORA_QUANT_OMP(directive)
-#endif
-#endif
 
 namespace vidlora::quant {
 
@@ -90,16 +83,10 @@ template <QuantFormat Format>
 QuantizedBlocks quantize_4bit(std::span<const float> values, int blocksize, bool double_quant) {
   require_blocksize(blocksize);
   require(!values.empty(), "quant: cannot quantize an empty tensor");
-  const std::size_t n = values.size(), bs = static_cast<std::size_t>(blocksize);
-  const auto count = static_cast<std::ptrdiff_t>(n);
-  std::ptrdiff_t non_finite = 0;
-  VIDLORA_QUANT_OMP("omp parallel for reduction(+ : non_finite) if (count > (1 << 16))")
-  for (std::ptrdiff_t i = 0; i < count; ++i) non_finite += std::isfinite(values[static_cast<std::size_t>(i)]) ? 0 : 1;
-  if (non_finite > 0)  // name the first one
-    for (std::size_t i = 0; i < n; ++i)
-      require(std::isfinite(values[i]), "quant: element {} is {}; {} cannot quantize NaN or Inf", i, values[i],
-              Format::name);
+  if (const auto i = first_nonfinite(values))
+    fail("quant: element {} is {}; {} cannot quantize NaN or Inf", *i, values[*i], Format::name);
 
+  const std::size_t n = values.size(), bs = static_cast<std::size_t>(blocksize);
   QuantizedBlocks q;
   q.numel = n;
   q.blocksize = blocksize;
@@ -108,10 +95,7 @@ QuantizedBlocks quantize_4bit(std::span<const float> values, int blocksize, bool
   q.packed.assign((n + 1) / 2, 0);
   // Blocks are independent (a block holds an even number of elements, so no packed byte spans two):
   // threads split them and the result is the same bytes as one thread's.
-  const auto block_count = static_cast<std::ptrdiff_t>(blocks);
-  VIDLORA_QUANT_OMP("omp parallel for schedule(static) if (block_count > 1024)")
-  for (std::ptrdiff_t bi = 0; bi < block_count; ++bi) {
-    const auto b = static_cast<std::size_t>(bi);
+  parallel_for(std::size_t{0}, blocks, static_cast<std::int64_t>(n) * 16, [&](std::size_t b) {
     const std::size_t begin = b * bs, end = std::min(n, begin + bs);
     float m = 0.0f;
     for (std::size_t i = begin; i < end; ++i) m = std::max(m, std::fabs(values[i]));
@@ -122,7 +106,7 @@ QuantizedBlocks quantize_4bit(std::span<const float> values, int blocksize, bool
     std::size_t i = begin;
     for (; i + 1 < end; i += 2) q.packed[i / 2] = static_cast<std::uint8_t>((code(i) << 4) | code(i + 1));
     if (i < end) q.packed[i / 2] = static_cast<std::uint8_t>(code(i) << 4);  // a partial last block's odd element
-  }
+  });
   if (n & 1) q.packed.back() |= CodeBook<Format>::zero_code;  // the pad element encodes 0
 
   if (!double_quant) {

@@ -40,6 +40,7 @@
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/core/rng.hpp>
 #include <vidlora/eval/caption_metrics.hpp>
+#include <vidlora/eval/caption_metrics_json.hpp>
 #include <vidlora/eval/diversity.hpp>
 #include <vidlora/io/atomic_file.hpp>
 #include <vidlora/io/safetensors.hpp>
@@ -200,18 +201,6 @@ struct BiasShadow {
   }
   void push() { *value = v.row(0).transpose(); }
 };
-
-inline nlohmann::json metrics_json(const eval::CaptionMetrics& m) {
-  nlohmann::json j = {{"bleu4", m.bleu4},
-                      {"meteor", m.meteor},
-                      {"cider_d", m.cider_d},
-                      {"rouge_l", m.rouge_l},
-                      {"unique_ratio", m.diversity.unique_ratio},
-                      {"distinct_1", m.diversity.distinct_1},
-                      {"distinct_2", m.diversity.distinct_2}};
-  if (!m.meteor_morphemes_tokenizer.empty()) j["meteor_morphemes"] = m.meteor_morphemes;
-  return j;
-}
 
 }  // namespace detail
 
@@ -486,8 +475,7 @@ class Trainer {
     if (collapse.collapsed) say("warning: " + collapse.message);
     if (log_) {
       EvalRecord rec{.stage = stage, .epoch = epoch, .step = pos_.global_step, .eval_loss = ev.eval_loss, .metrics = {}};
-      const nlohmann::json m = detail::metrics_json(ev.metrics);
-      for (auto it = m.begin(); it != m.end(); ++it) rec.metrics[it.key()] = it.value().template get<double>();
+      for (const auto& [name, value] : eval::caption_score_values(ev.metrics)) rec.metrics[name] = value;
       rec.metrics["mode_collapse"] = ev.collapsed ? 1.0 : 0.0;
       log_->write(rec);
     }
@@ -573,23 +561,16 @@ class Trainer {
   Mode metric_mode() const {
     const auto& m = config_.early_stopping_metric;
     if (m == "eval_loss") return Mode::Min;
-    if (m == "meteor_morphemes") {
-      require(config_.caption_metrics.morpheme_tokenizer.has_value(),
-              "Trainer: early_stopping_metric 'meteor_morphemes' needs caption_metrics.morpheme_tokenizer set");
-      return Mode::Max;
-    }
-    if (m == "meteor" || m == "cider_d" || m == "bleu4" || m == "rouge_l" || m == "unique_ratio" || m == "distinct_1" ||
-        m == "distinct_2")
-      return Mode::Max;
-    fail("Trainer: unknown early_stopping_metric '{}' (eval_loss, meteor, cider_d, bleu4, rouge_l, unique_ratio, "
-         "distinct_1, distinct_2, meteor_morphemes)",
-         m);
+    const eval::CaptionScore* score = eval::find_caption_score(m);
+    if (!score) fail("Trainer: unknown early_stopping_metric '{}' (eval_loss, {})", m, eval::caption_score_names());
+    require(score->group != eval::ScoreGroup::Morphemes || config_.caption_metrics.morpheme_tokenizer.has_value(),
+            "Trainer: early_stopping_metric '{}' needs caption_metrics.morpheme_tokenizer set", m);
+    return score->higher_is_better ? Mode::Max : Mode::Min;
   }
   double metric_value(const EvalResult& ev) const {
     const auto& m = config_.early_stopping_metric;
     if (m == "eval_loss") return ev.eval_loss;
-    if (m == "meteor_morphemes") return ev.metrics.meteor_morphemes;  // NaN when nothing was scored
-    return detail::metrics_json(ev.metrics).at(m).template get<double>();
+    return eval::find_caption_score(m)->get(ev.metrics);  // checked by metric_mode(); NaN when not scored
   }
   bool better(double a, double b) const { return metric_mode() == Mode::Min ? a < b : a > b; }
 
@@ -878,57 +859,24 @@ class Trainer {
   // The best evaluation in the checkpoint's metadata. Non-finite numbers are written as null (JSON has no
   // NaN, as in the training log) and read back as NaN.
   static nlohmann::json eval_result_to_json(const EvalResult& ev) {
-    const auto& m = ev.metrics;
-    const auto& d = m.diversity;
-    using detail::finite_or_null;
-    return {{"stage", ev.stage},
-            {"epoch", ev.epoch},
-            {"step", ev.step},
-            {"eval_loss", finite_or_null(ev.eval_loss)},
-            {"bleu4", finite_or_null(m.bleu4)},
-            {"meteor", finite_or_null(m.meteor)},
-            {"cider_d", finite_or_null(m.cider_d)},
-            {"rouge_l", finite_or_null(m.rouge_l)},
-            {"meteor_morphemes", finite_or_null(m.meteor_morphemes)},
-            {"meteor_morphemes_tokenizer", m.meteor_morphemes_tokenizer},
-            {"diversity",
-             {{"captions", d.captions},
-              {"unique_captions", d.unique_captions},
-              {"unique_ratio", finite_or_null(d.unique_ratio)},
-              {"distinct_1", finite_or_null(d.distinct_1)},
-              {"distinct_2", finite_or_null(d.distinct_2)},
-              {"most_common", d.most_common},
-              {"most_common_count", d.most_common_count}}},
-            {"captions", ev.captions},
-            {"clip_index", ev.clip_index},
-            {"collapsed", ev.collapsed}};
+    nlohmann::json j = eval::caption_metrics_to_json(ev.metrics);
+    j["stage"] = ev.stage;
+    j["epoch"] = ev.epoch;
+    j["step"] = ev.step;
+    j["eval_loss"] = detail::finite_or_null(ev.eval_loss);
+    j["captions"] = ev.captions;
+    j["clip_index"] = ev.clip_index;
+    j["collapsed"] = ev.collapsed;
+    return j;
   }
 
   static EvalResult eval_result_from_json(const nlohmann::json& j) {
-    auto number = [](const nlohmann::json& v) {
-      return v.is_null() ? std::numeric_limits<double>::quiet_NaN() : v.get<double>();
-    };
     EvalResult ev;
     ev.stage = j.at("stage").get<int>();
     ev.epoch = j.at("epoch").get<int>();
     ev.step = j.at("step").get<long>();
-    ev.eval_loss = number(j.at("eval_loss"));
-    ev.metrics.bleu4 = number(j.at("bleu4"));
-    ev.metrics.meteor = number(j.at("meteor"));
-    ev.metrics.cider_d = number(j.at("cider_d"));
-    ev.metrics.rouge_l = number(j.at("rouge_l"));
-    if (j.contains("meteor_morphemes")) {  // absent in checkpoints written before it existed
-      ev.metrics.meteor_morphemes = number(j.at("meteor_morphemes"));
-      ev.metrics.meteor_morphemes_tokenizer = j.at("meteor_morphemes_tokenizer").get<std::string>();
-    }
-    const auto& d = j.at("diversity");
-    ev.metrics.diversity.captions = d.at("captions").get<std::size_t>();
-    ev.metrics.diversity.unique_captions = d.at("unique_captions").get<std::size_t>();
-    ev.metrics.diversity.unique_ratio = number(d.at("unique_ratio"));
-    ev.metrics.diversity.distinct_1 = number(d.at("distinct_1"));
-    ev.metrics.diversity.distinct_2 = number(d.at("distinct_2"));
-    ev.metrics.diversity.most_common = d.at("most_common").get<std::string>();
-    ev.metrics.diversity.most_common_count = d.at("most_common_count").get<std::size_t>();
+    ev.eval_loss = j.at("eval_loss").is_null() ? std::numeric_limits<double>::quiet_NaN() : j.at("eval_loss").get<double>();
+    ev.metrics = eval::caption_metrics_from_json(j);
     ev.captions = j.at("captions").get<std::vector<std::string>>();
     ev.clip_index = j.at("clip_index").get<std::vector<std::size_t>>();
     ev.collapsed = j.at("collapsed").get<bool>();
