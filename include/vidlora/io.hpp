@@ -17,6 +17,7 @@ namespace vidlora {
 using io::AtomicFile;
 using io::bf16_bits_to_float;
 using io::CheckpointDir;
+using io::CheckpointReadOptions;
 using io::Dtype;
 using io::dtype_name;
 using io::dtype_size;

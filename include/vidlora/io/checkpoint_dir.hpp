@@ -2,10 +2,13 @@
 // A Hugging Face checkpoint directory: `model.safetensors.index.json` ({"weight_map": {tensor name:
 // shard file}}) with shards opened lazily on first use, or a single `model.safetensors`. Tensors
 // are found by name across shards; a missing tensor or a wrong shape is an error naming the key
-// (and both shapes).
+// (and both shapes). Reading streams: once matrix() / vector() has converted a tensor, its
+// memory-mapped pages leave the resident set (CheckpointReadOptions::release_pages), so loading a
+// model from a checkpoint of any size holds the model plus the tensor being read, not every shard read.
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -26,13 +29,20 @@ namespace vidlora::io {
 inline constexpr std::string_view kSafetensorsIndexName = "model.safetensors.index.json";
 inline constexpr std::string_view kSafetensorsSingleName = "model.safetensors";
 
+struct CheckpointReadOptions {
+  // Drop each tensor's mapped pages once matrix() / vector() has converted it (the values are the
+  // same either way; false keeps every page read resident until the checkpoint is closed).
+  bool release_pages = true;
+};
+
 class CheckpointDir {
  public:
   // `path` is a checkpoint directory (index or single file inside), an index .json, or a
   // single .safetensors file.
-  static CheckpointDir open(const std::filesystem::path& path) {
+  static CheckpointDir open(const std::filesystem::path& path, CheckpointReadOptions options = {}) {
     namespace fs = std::filesystem;
     CheckpointDir dir;
+    dir.options_ = options;
     if (fs::is_directory(path)) {
       dir.root_ = path;
       if (fs::exists(path / kSafetensorsIndexName)) {
@@ -89,10 +99,35 @@ class CheckpointDir {
     return file;
   }
 
+  const CheckpointReadOptions& options() const { return options_; }
+
+  // The shard files (relative to root()), sorted; one entry for a single-file checkpoint.
+  std::vector<std::string> shard_files() const {
+    std::vector<std::string> out;
+    for (const auto& [name, shard] : weight_map_)
+      if (std::find(out.begin(), out.end(), shard) == out.end()) out.push_back(shard);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
   const TensorInfo& info(std::string_view name) const { return file_of(name).info(name); }
+  // The bytes as stored, inside the mapping: never released here (the caller reads them later;
+  // release(name) when done).
   std::span<const std::byte> raw(std::string_view name) const { return file_of(name).raw(name); }
-  Matrix matrix(std::string_view name) const { return file_of(name).matrix(name); }
-  Vector vector(std::string_view name) const { return file_of(name).vector(name); }
+  Matrix matrix(std::string_view name) const {
+    const SafetensorsFile& file = file_of(name);
+    Matrix m = file.matrix(name);
+    if (options_.release_pages) file.release(name);
+    return m;
+  }
+  Vector vector(std::string_view name) const {
+    const SafetensorsFile& file = file_of(name);
+    Vector v = file.vector(name);
+    if (options_.release_pages) file.release(name);
+    return v;
+  }
+  // Drops tensor `name`'s mapped pages from the resident set (SafetensorsFile::release).
+  std::size_t release(std::string_view name) const { return file_of(name).release(name); }
 
   // Throws unless tensor `name` has exactly `shape`; the message names the key and both shapes.
   void expect_shape(std::string_view name, const std::vector<std::int64_t>& shape) const {
@@ -167,6 +202,7 @@ class CheckpointDir {
   };
 
   std::filesystem::path root_;
+  CheckpointReadOptions options_;
   std::map<std::string, std::string, std::less<>> weight_map_;  // tensor name -> shard file (relative)
   nlohmann::json index_metadata_ = nlohmann::json::object();
   std::unique_ptr<Shards> shards_ = std::make_unique<Shards>();

@@ -1,11 +1,15 @@
 #pragma once
-// A read-only, memory-mapped file (POSIX mmap), unmapped when the last owner goes away.
+// A read-only, memory-mapped file (POSIX mmap), unmapped when the last owner goes away. Pages a
+// reader has touched count in the process's resident set until unmapped; release() drops them
+// earlier, one range at a time, so reading a big file through the mapping needs no more host memory
+// than the range being read.
 
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -63,10 +67,33 @@ class MappedFile {
   }
 
   std::span<const std::byte> bytes() const { return {static_cast<const std::byte*>(data_), size_}; }
+
+  // Drops the pages covering `range` (a part of bytes()) from this process's resident set. The
+  // mapping is read-only and private, so its pages are never modified: the bytes stay readable and
+  // a later read faults them back in from the file (or the page cache) unchanged. Pages at either
+  // end shared with neighbouring data are dropped too, for the same reason. Advisory: a kernel that
+  // refuses leaves memory as it was. Returns the bytes of whole pages covered.
+  std::size_t release(std::span<const std::byte> range) const {
+    if (!data_ || range.empty()) return 0;
+    const auto* base = static_cast<const std::byte*>(data_);
+    require(range.data() >= base && range.data() + range.size() <= base + size_,
+            "MappedFile::release: the range is not inside the mapping of '{}'", path_.string());
+    const std::size_t page = page_size();
+    const std::size_t first = static_cast<std::size_t>(range.data() - base) / page * page;
+    const std::size_t last = std::min(size_, (static_cast<std::size_t>(range.data() - base) + range.size() + page - 1) /
+                                                 page * page);
+    ::madvise(static_cast<std::byte*>(data_) + first, last - first, MADV_DONTNEED);
+    return last - first;
+  }
   std::size_t size() const { return size_; }
   const std::filesystem::path& path() const { return path_; }
 
  private:
+  static std::size_t page_size() {
+    static const std::size_t size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    return size;
+  }
+
   void swap(MappedFile& other) noexcept {
     std::swap(data_, other.data_);
     std::swap(size_, other.size_);

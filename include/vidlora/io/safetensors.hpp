@@ -218,7 +218,8 @@ class SafetensorsFile {
   static SafetensorsFile open(const std::filesystem::path& path) {
     auto mapped = std::make_shared<MappedFile>(MappedFile::open(path));
     const auto bytes = mapped->bytes();
-    return SafetensorsFile(std::move(mapped), bytes, path.string());
+    const MappedFile* mapping = mapped.get();
+    return SafetensorsFile(std::move(mapped), bytes, path.string(), mapping);
   }
 
   // Parses an in-memory file (tests, fuzzing, network buffers); `label` names it in errors.
@@ -276,12 +277,23 @@ class SafetensorsFile {
     return v;
   }
 
+  // Drops the memory-mapped pages of tensor `name` from the resident set once its values have been
+  // read (see MappedFile::release): its bytes stay readable, a later read maps them in again. A file
+  // parsed from memory has nothing to drop. Returns the bytes dropped.
+  std::size_t release(std::string_view name) const {
+    const TensorInfo& t = info(name);
+    return mapping_ ? mapping_->release(data_.subspan(t.begin, t.nbytes())) : 0;
+  }
+  // Whether the bytes are a memory-mapped file (open) rather than a buffer (from_bytes).
+  bool memory_mapped() const { return mapping_ != nullptr; }
+
   // The "__metadata__" strings (empty when the file has none).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
  private:
-  SafetensorsFile(std::shared_ptr<const void> owner, std::span<const std::byte> file, std::string source)
-      : owner_(std::move(owner)), source_(std::move(source)) {
+  SafetensorsFile(std::shared_ptr<const void> owner, std::span<const std::byte> file, std::string source,
+                  const MappedFile* mapping = nullptr)
+      : owner_(std::move(owner)), mapping_(mapping), source_(std::move(source)) {
     auto parsed = detail::parse_safetensors_header(file, source_);
     tensors_ = std::move(parsed.tensors);
     metadata_ = std::move(parsed.metadata);
@@ -297,6 +309,7 @@ class SafetensorsFile {
   }
 
   std::shared_ptr<const void> owner_;  // keeps the mapping (or buffer) alive
+  const MappedFile* mapping_ = nullptr;  // owner_ when it is a mapping
   std::span<const std::byte> data_;    // the data area
   std::string source_;
   std::map<std::string, TensorInfo, std::less<>> tensors_;

@@ -113,6 +113,17 @@ class ClipVision {
     return static_cast<Eigen::Index>(config_.hidden_size) * static_cast<Eigen::Index>(states_.size());
   }
 
+  // Bytes of the weights held (float32; only the layers up to the deepest feature layer are loaded).
+  std::size_t weight_bytes() const {
+    Eigen::Index n = patch_w_.size() + class_emb_.size() + pos_emb_.size() + pre_w_.size() + pre_b_.size();
+    for (const auto& L : layers_) {
+      n += L.ln1_w.size() + L.ln1_b.size() + L.ln2_w.size() + L.ln2_b.size() + L.fc1_w.size() + L.fc2_w.size() +
+           L.fc1_b.size() + L.fc2_b.size();
+      for (int k = 0; k < 4; ++k) n += L.attn_w[k].size() + L.attn_b[k].size();
+    }
+    return static_cast<std::size_t>(n) * sizeof(float);
+  }
+
   // pixels: frames × [channels, image_size, image_size], channel-first (CLIP-normalised, as pixel_values).
   // Returns [frames · tokens_per_frame(), feature_width()].
   Matrix features(std::span<const float> pixels, Eigen::Index frames) const {

@@ -308,6 +308,17 @@ class Decoder {
     return n;
   }
 
+  // Bytes of every frozen tensor as held: linear weights (in Base's format) and biases, norms, the
+  // embeddings and the LM head (LoRA parameters not included).
+  std::size_t weight_bytes() const {
+    std::size_t n = linear_weight_bytes() + bytes(embed_) + bytes(head_) + bytes(final_norm_);
+    for (const auto& layer : layers_) {
+      n += bytes(layer.norm1) + bytes(layer.norm2) + bytes(layer.q_norm) + bytes(layer.k_norm);
+      for (const auto& s : layer.slots) n += s.bias_bytes();
+    }
+    return n;
+  }
+
   // ---- generation (one sequence) ----
 
   KvCache make_cache() const {

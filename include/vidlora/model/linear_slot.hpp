@@ -104,6 +104,12 @@ class LinearSlot {
     }
   }
 
+  // Bytes of the bias (0 without one).
+  std::size_t bias_bytes() const {
+    if (lora_) return lora_->has_bias() ? static_cast<std::size_t>(lora_->bias().size()) * sizeof(scalar_type) : 0;
+    return bias_ ? static_cast<std::size_t>(bias_->size()) * sizeof(scalar_type) : 0;
+  }
+
   // Dropout step of the LoRA branch (recomputation must replay the same mask).
   std::uint64_t step() const { return lora_ ? lora_->step() : 0; }
   void set_step(std::uint64_t s) {

@@ -89,27 +89,54 @@ class TensorTable {
 
 static_assert(TensorSource<TensorTable>);
 
-// The tensor `name` with exactly `expected` shape; errors name the key and both shapes.
+// Throws unless `source` has tensor `name` with exactly `expected` shape; errors name the key and both shapes.
 template <TensorSource S>
-std::vector<float> load_tensor(const S& source, const std::string& name, const std::vector<std::int64_t>& expected) {
+void expect_tensor(const S& source, const std::string& name, const std::vector<std::int64_t>& expected) {
   require(source.contains(name), "checkpoint is missing tensor \"{}\" (expected shape {})", name,
           fmt::format("{}", expected));
   const std::vector<std::int64_t> shape = detail::source_shape(source, name);
   require(shape == expected, "checkpoint tensor \"{}\" has shape {}, expected {}", name, fmt::format("{}", shape),
           fmt::format("{}", expected));
+}
+
+// The tensor `name` with exactly `expected` shape; errors name the key and both shapes.
+template <TensorSource S>
+std::vector<float> load_tensor(const S& source, const std::string& name, const std::vector<std::int64_t>& expected) {
+  expect_tensor(source, name, expected);
   return detail::source_values(source, name);
 }
 
+// A float matrix or vector straight from a source that converts into one (io::CheckpointDir): one
+// buffer of the result's size, no intermediate copies (a 7B model's embeddings are 0.5 GB each in float).
+template <class T, class S>
+concept DirectFloatMatrixSource = std::same_as<T, float> && requires(const S& s, const std::string& name) {
+  { s.matrix(name) } -> std::same_as<Matrix>;
+};
+template <class T, class S>
+concept DirectFloatVectorSource = std::same_as<T, float> && requires(const S& s, const std::string& name) {
+  { s.vector(name) } -> std::same_as<Vector>;
+};
+
 template <class T = float, TensorSource S>
 MatrixOf<T> load_matrix(const S& source, const std::string& name, Eigen::Index rows, Eigen::Index cols) {
-  const std::vector<float> v = load_tensor(source, name, {rows, cols});
-  return Eigen::Map<const MatrixOf<float>>(v.data(), rows, cols).template cast<T>();
+  if constexpr (DirectFloatMatrixSource<T, S>) {
+    expect_tensor(source, name, {rows, cols});
+    return source.matrix(name);
+  } else {
+    const std::vector<float> v = load_tensor(source, name, {rows, cols});
+    return Eigen::Map<const MatrixOf<float>>(v.data(), rows, cols).template cast<T>();
+  }
 }
 
 template <class T = float, TensorSource S>
 VectorOf<T> load_vector(const S& source, const std::string& name, Eigen::Index n) {
-  const std::vector<float> v = load_tensor(source, name, {n});
-  return Eigen::Map<const VectorOf<float>>(v.data(), n).template cast<T>();
+  if constexpr (DirectFloatVectorSource<T, S>) {
+    expect_tensor(source, name, {n});
+    return source.vector(name);
+  } else {
+    const std::vector<float> v = load_tensor(source, name, {n});
+    return Eigen::Map<const VectorOf<float>>(v.data(), n).template cast<T>();
+  }
 }
 
 // The first of `prefixes` for which `prefix + probe` exists (checkpoint layouts differ in prefix only).

@@ -12,6 +12,7 @@
 
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
+#include <vidlora/core/parallel.hpp>
 #include <vidlora/quant/dynamic_map.hpp>
 #include <vidlora/quant/format.hpp>
 
@@ -85,25 +86,27 @@ QuantizedBlocks quantize_4bit(std::span<const float> values, int blocksize, bool
   if (const auto i = first_nonfinite(values))
     fail("quant: element {} is {}; {} cannot quantize NaN or Inf", *i, values[*i], Format::name);
 
-  QuantizedBlocks q;
-  q.numel = values.size();
-  q.blocksize = blocksize;
   const std::size_t n = values.size(), bs = static_cast<std::size_t>(blocksize);
+  QuantizedBlocks q;
+  q.numel = n;
+  q.blocksize = blocksize;
   const std::size_t blocks = q.num_blocks();
   std::vector<float> absmax(blocks);
   q.packed.assign((n + 1) / 2, 0);
-  for (std::size_t b = 0; b < blocks; ++b) {
+  // Blocks are independent (a block holds an even number of elements, so no packed byte spans two):
+  // threads split them and the result is the same bytes as one thread's.
+  parallel_for(std::size_t{0}, blocks, static_cast<std::int64_t>(n) * 16, [&](std::size_t b) {
     const std::size_t begin = b * bs, end = std::min(n, begin + bs);
     float m = 0.0f;
     for (std::size_t i = begin; i < end; ++i) m = std::max(m, std::fabs(values[i]));
     absmax[b] = m;
     // x · (1 / absmax), clamped: the reciprocal form of bitsandbytes' CUDA kernel.
     const float inv = 1.0f / std::max(m, 1e-38f);
-    for (std::size_t i = begin; i < end; ++i) {
-      const std::uint8_t c = encode_4bit<Format>(std::clamp(values[i] * inv, -1.0f, 1.0f));
-      q.packed[i / 2] |= (i & 1) ? c : static_cast<std::uint8_t>(c << 4);
-    }
-  }
+    const auto code = [&](std::size_t i) { return encode_4bit<Format>(std::clamp(values[i] * inv, -1.0f, 1.0f)); };
+    std::size_t i = begin;
+    for (; i + 1 < end; i += 2) q.packed[i / 2] = static_cast<std::uint8_t>((code(i) << 4) | code(i + 1));
+    if (i < end) q.packed[i / 2] = static_cast<std::uint8_t>(code(i) << 4);  // a partial last block's odd element
+  });
   if (n & 1) q.packed.back() |= CodeBook<Format>::zero_code;  // the pad element encodes 0
 
   if (!double_quant) {
