@@ -20,8 +20,8 @@ namespace vidlora::train {
 enum class RandomVisionPositions {
   clip_init,  // N(0, 0.02²), CLIP's initialisation: next to the patch embedding (std ~1) it is ~2 % of a
               // token, so the frozen features say little about where in the frame a patch is
-  sincos_2d,  // fixed 2-D sine-cosine (MAE's get_2d_sincos_pos_embed): the first half of the features
-              // codes the patch's row, the second half its column, with values in [-1, 1]; CLS gets 0
+  sincos_2d,  // fixed 2-D sine-cosine (as MAE's get_2d_sincos_pos_embed, rows first): half of the features
+              // code the patch's row, half its column, with values in [-1, 1]; CLS gets 0
 };
 
 inline RandomVisionPositions random_vision_positions_from_string(const std::string& name) {
@@ -30,9 +30,10 @@ inline RandomVisionPositions random_vision_positions_from_string(const std::stri
   fail("unknown position embedding '{}' for a random vision tower (known: clip_init, sincos_2d)", name);
 }
 
-// MAE's fixed 2-D sine-cosine position embedding for a grid×grid patch grid, [grid², dim] (dim a multiple
-// of 4): per axis dim/4 frequencies ω_i = 10000^(−i/(dim/4)), [sin(p·ω), cos(p·ω)] of the row, then of
-// the column.
+// A fixed 2-D sine-cosine position embedding for a grid×grid patch grid, [grid², dim] (dim a multiple of
+// 4), patches row by row: per axis dim/4 frequencies ω_i = 10000^(−i/(dim/4)); the patch in row y,
+// column x gets [sin(y·ω), cos(y·ω), sin(x·ω), cos(x·ω)]. MAE's get_2d_sincos_pos_embed has the same
+// values with the two halves swapped (its meshgrid puts the column first).
 inline Matrix sincos_2d_position_embedding(int grid, Eigen::Index dim) {
   require(dim % 4 == 0, "a 2-D sine-cosine position embedding needs a width divisible by 4, got {}", dim);
   const Eigen::Index quarter = dim / 4;
