@@ -83,6 +83,6 @@ fi
 
 stamp "captioning three held-out clips with the base model + adapter (caption program)"
 mapfile -t held < <(grep -o '"video":"[^"]*"' out/val_captions.jsonl | head -3 | sed 's/"video":"\(.*\)"/\1/')
-"$bin/caption" --model model --trained out "${held[@]:0:3}"
+"$bin/caption" --model model --trained out --sampler "${SAMPLER:-uniform}" --frames "${FRAMES:-4}" "${held[@]:0:3}"
 
 stamp "done: outputs in $work/out (adapter/, projector.safetensors, val_captions.jsonl, train_log.jsonl, curves.svg)"
