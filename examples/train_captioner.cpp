@@ -93,6 +93,9 @@ demo::CommandLine command_line() {
           integer("layers", "N", "stage 0: decoder layers (default 2)", 1),
           integer("image-size", "N", "stage 0: vision encoder input size in pixels (default 32)", 8),
           integer("pool", "N", "stage 0: pooling stride of the patch grid (default 2)", 1),
+          integer("patch", "N", "stage 0: vision encoder patch size in pixels (default 8)", 1),
+          integer("vision-hidden", "N", "stage 0: vision encoder width (default 64; MLP 2x)", 4),
+          text("positions", "KIND", "stage 0: the random encoder's position embedding, clip_init or sincos_2d (default clip_init)"),
       });
 }
 
@@ -294,13 +297,16 @@ int stage0(const demo::Args& a) {
   io::write_file_atomically(out / "config.json", cfg.dump(2));
   // 3. A seeded random CLIP-architecture ViT (knows nothing of the captions).
   model::ClipVisionConfig vc;
-  vc.hidden_size = 64;
-  vc.intermediate_size = 128;
+  vc.hidden_size = a.integer("vision-hidden", 64);
+  vc.intermediate_size = 2 * vc.hidden_size;
   vc.num_hidden_layers = 2;
   vc.num_attention_heads = 4;
   vc.image_size = a.integer("image-size", 32);
-  vc.patch_size = 8;
-  demo::write_table(out / "vision.safetensors", random_clip_vision_weights(vc, 17));
+  vc.patch_size = a.integer("patch", 8);
+  require(vc.image_size % vc.patch_size == 0, "--image-size {} is not a multiple of --patch {}", vc.image_size, vc.patch_size);
+  const std::string positions = a.str("positions", "clip_init");
+  demo::write_table(out / "vision.safetensors",
+                    random_clip_vision_weights(vc, 17, train::random_vision_positions_from_string(positions)));
   io::write_file_atomically(out / "vision_config.json",
                             nlohmann::json{{"model_type", "clip_vision_model"}, {"hidden_size", vc.hidden_size},
                                            {"intermediate_size", vc.intermediate_size},
@@ -310,7 +316,10 @@ int stage0(const demo::Args& a) {
                                            {"hidden_act", "quick_gelu"}}
                                 .dump(2));
   io::write_file_atomically(out / "vidlora_demo.json",
-                            nlohmann::json{{"prompt", " 설명:"}, {"pool_stride", a.integer("pool", 2)}, {"encoder_id", "random-clip-seed17"}}.dump(2));
+                            nlohmann::json{{"prompt", " 설명:"}, {"pool_stride", a.integer("pool", 2)},
+                                           {"encoder_id", fmt::format("random-clip-seed17-{}px-patch{}-w{}-{}", vc.image_size,
+                                                                      vc.patch_size, vc.hidden_size, positions)}}
+                                .dump(2));
   fmt::print("stage 0: model written to {} (vocab {}, decoder {}x{}, vision {}px/{} patches)\n", out.string(),
              dc.vocab_size, dc.num_hidden_layers, dc.hidden_size, vc.image_size, vc.patch_size);
   return 0;

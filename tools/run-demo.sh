@@ -5,9 +5,10 @@
 # baseline.
 #
 # usage: tools/run-demo.sh [WORK_DIR=demo_run]
-# Environment: DEMO_CLIPS (300), DEMO_SEED (1), EPOCHS1 (2), EPOCHS2 (12), LR1 (5e-3), LR2 (3e-3),
+# Environment: DEMO_CLIPS (300), DEMO_SEED (1), EPOCHS1 (2), EPOCHS2 (24), LR1 (5e-3), LR2 (3e-3), FRAMES (4),
 #              SAMPLER (uniform | scene_change | motion), STAGE0_EPOCHS (8), IMAGE_SIZE (48), JOBS (2),
 #              POOL (1: all 36 patch tokens of a 48 px frame; 2: LLaVA-NeXT-Video 2x2 pooling to 9),
+#              POSITIONS (sincos_2d | clip_init: the random encoder's position embedding), VISION_HIDDEN (192),
 #              BUILD_DIR (build/ci)
 set -euo pipefail
 if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; fi
@@ -39,7 +40,8 @@ fi
 
 # Stage 0 is skipped when model/ already holds its output for the same settings (an interrupted or repeated
 # run); with other settings it is redone and the earlier training results move aside (see below).
-stage0_args=(--stage0-epochs "${STAGE0_EPOCHS:-8}" --pool "${POOL:-1}" --image-size "${IMAGE_SIZE:-48}")
+stage0_args=(--stage0-epochs "${STAGE0_EPOCHS:-8}" --pool "${POOL:-1}" --image-size "${IMAGE_SIZE:-48}"
+  --positions "${POSITIONS:-sincos_2d}" --vision-hidden "${VISION_HIDDEN:-192}")
 fresh_model=${fresh_data:-0}
 if [[ -f model/vidlora_demo.json && "$(cat model/run-demo-stage0.args 2>/dev/null)" == "${stage0_args[*]}" ]]; then
   stamp "stage 0: model/ is already built with these settings (${stage0_args[*]}); delete model/ to rebuild it"
@@ -53,8 +55,8 @@ fi
 
 # An interrupted run (out/checkpoints/last.safetensors) resumes; a finished one resumes too, which only
 # rewrites its outputs. Results made with another stage-0 model move aside to out.previous-<time>/.
-run_args=(--data data --model model --out out --sampler "${SAMPLER:-uniform}"
-  --epochs1 "${EPOCHS1:-2}" --lr1 "${LR1:-5e-3}" --epochs2 "${EPOCHS2:-12}" --lr2 "${LR2:-3e-3}" --metric cider_d)
+run_args=(--data data --model model --out out --sampler "${SAMPLER:-uniform}" --frames "${FRAMES:-4}"
+  --epochs1 "${EPOCHS1:-2}" --lr1 "${LR1:-5e-3}" --epochs2 "${EPOCHS2:-24}" --lr2 "${LR2:-3e-3}" --metric cider_d)
 if [[ $fresh_model == 0 && -f out/checkpoints/last.safetensors && "$(cat out/run-demo.args 2>/dev/null)" == "${run_args[*]}" ]]; then
   stamp "stage 1 + stage 2: resuming the run in $work/out (delete out/ to start over)"
   run_args+=(--resume)
@@ -81,6 +83,6 @@ fi
 
 stamp "captioning three held-out clips with the base model + adapter (caption program)"
 mapfile -t held < <(grep -o '"video":"[^"]*"' out/val_captions.jsonl | head -3 | sed 's/"video":"\(.*\)"/\1/')
-"$bin/caption" --model model --trained out "${held[@]:0:3}"
+"$bin/caption" --model model --trained out --sampler "${SAMPLER:-uniform}" --frames "${FRAMES:-4}" "${held[@]:0:3}"
 
 stamp "done: outputs in $work/out (adapter/, projector.safetensors, val_captions.jsonl, train_log.jsonl, curves.svg)"
