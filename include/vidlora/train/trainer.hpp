@@ -34,6 +34,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <vidlora/core/error.hpp>
@@ -113,6 +114,7 @@ struct TrainerConfig {
   int max_caption_tokens = 1024;  // longer captions are truncated (then EOS), with one report line per clip
   long max_steps_this_run = 0;  // > 0: save a checkpoint and stop (as Ctrl-C) after this many steps of this process
   int max_nan_in_a_row = 3;
+  std::string base_model_name_or_path;  // written into the PEFT adapter_config.json ("" → null)
   std::ostream* progress = &std::cerr;  // nullptr: silent
   bool progress_newlines = false;       // true: one line per step (logs); false: '\r' updates
 
@@ -523,6 +525,11 @@ class Trainer {
       spec.lora_alpha = P::lora_alpha;
       spec.lora_dropout = config_.lora_dropout;
       spec.target_modules = config_.target_modules;
+      spec.base_model_name_or_path = config_.base_model_name_or_path;
+      // A decoder inside a LLaVA checkpoint: a plain name list would also put LoRA on the vision tower's
+      // q/k/v_proj when PEFT loads the adapter, so the targets are a regex limited to the language model.
+      if (const std::string first = decoder_.module_path(0, "q_proj"); first.find("language_model.") != std::string::npos)
+        spec.target_regex = fmt::format(R"(.*language_model.*\.({}))", fmt::join(config_.target_modules, "|"));
       lora::AdapterModules modules;
       decoder_.for_each_lora([&](const std::string& path, typename decoder_type::lora_type& l) {
         modules[path] = lora::AdapterWeights{l.lora_A(), l.lora_B()};

@@ -8,6 +8,8 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <vidlora/core/error.hpp>
@@ -21,6 +23,15 @@ struct ClipPreprocessOptions {
   int crop_width = 336;
   std::array<float, 3> mean{0.48145466f, 0.4578275f, 0.40821073f};
   std::array<float, 3> std{0.26862954f, 0.26130258f, 0.27577711f};
+  // The other steps of a HF image/video processor config (model::LlavaProcessor reads them); the defaults are
+  // CLIP's. resize_height/width > 0: size {"height", "width"} (resize to exactly that, aspect not kept).
+  bool do_resize = true;
+  int resize_height = 0;
+  int resize_width = 0;
+  bool do_center_crop = true;
+  bool do_rescale = true;
+  double rescale_factor = 1.0 / 255.0;
+  bool do_normalize = true;
 };
 
 // [frames, 3, height, width], row-major: value(f, c, y, x) = data[((f * 3 + c) * height + y) * width + x].
@@ -151,43 +162,74 @@ inline std::pair<int, int> clip_resize_size(int width, int height, int shortest_
   return wide ? std::pair{new_long, shortest_edge} : std::pair{shortest_edge, new_long};
 }
 
-// Appends one image's [3, crop_height, crop_width] block to `out`.
+// The resized size of a width x height image (before cropping).
+inline std::pair<int, int> clip_resized_size(int width, int height, const ClipPreprocessOptions& o) {
+  if (!o.do_resize) return {width, height};
+  if (o.resize_height > 0 || o.resize_width > 0) {
+    require(o.resize_height > 0 && o.resize_width > 0, "clip_preprocess: resize size {}x{} must be positive",
+            o.resize_width, o.resize_height);
+    return {o.resize_width, o.resize_height};
+  }
+  require(o.shortest_edge > 0, "clip_preprocess: shortest_edge {} must be positive", o.shortest_edge);
+  return clip_resize_size(width, height, o.shortest_edge);
+}
+
+// The output [height, width] of one width x height image.
+inline std::pair<int, int> clip_output_size(int width, int height, const ClipPreprocessOptions& o) {
+  if (o.do_center_crop) return {o.crop_height, o.crop_width};
+  const auto [w, h] = clip_resized_size(width, height, o);
+  return {h, w};
+}
+
+// Appends one image's [3, H, W] block to `out` (H x W: the crop, or the resized size without cropping).
 inline void clip_preprocess_into(const RgbImage& image, const ClipPreprocessOptions& o, std::vector<float>& out) {
-  require(o.shortest_edge > 0 && o.crop_height > 0 && o.crop_width > 0, "clip_preprocess: sizes must be positive");
-  const auto [rw, rh] = clip_resize_size(image.width, image.height, o.shortest_edge);
-  const RgbImage r = resize_bicubic(image, rw, rh);
+  require(!o.do_center_crop || (o.crop_height > 0 && o.crop_width > 0), "clip_preprocess: sizes must be positive");
+  const auto [rw, rh] = clip_resized_size(image.width, image.height, o);
+  const RgbImage r = o.do_resize ? resize_bicubic(image, rw, rh) : image;
+  const int out_h = o.do_center_crop ? o.crop_height : r.height, out_w = o.do_center_crop ? o.crop_width : r.width;
   // transformers' center_crop: top = (h - crop) // 2 (floor), zero padding when the image is smaller.
-  const int nh = std::max(o.crop_height, r.height), nw = std::max(o.crop_width, r.width);
+  const int nh = std::max(out_h, r.height), nw = std::max(out_w, r.width);
   const int pad_top = (nh - r.height + 1) / 2, pad_left = (nw - r.width + 1) / 2;
   const auto floor_half = [](int v) { return v >= 0 ? v / 2 : -((-v + 1) / 2); };
-  const int top = floor_half(r.height - o.crop_height) + pad_top;
-  const int left = floor_half(r.width - o.crop_width) + pad_left;
+  const int top = floor_half(r.height - out_h) + pad_top;
+  const int left = floor_half(r.width - out_w) + pad_left;
   const std::size_t base = out.size();
-  out.resize(base + static_cast<std::size_t>(3) * o.crop_height * o.crop_width);
+  out.resize(base + static_cast<std::size_t>(3) * out_h * out_w);
   const std::array<float, 3> mean = o.mean, sd = o.std;
   for (int c = 0; c < 3; ++c)
-    for (int y = 0; y < o.crop_height; ++y)
-      for (int x = 0; x < o.crop_width; ++x) {
+    for (int y = 0; y < out_h; ++y)
+      for (int x = 0; x < out_w; ++x) {
         const int sy = top + y - pad_top, sx = left + x - pad_left;  // position in the resized image
         const int v = (sy >= 0 && sy < r.height && sx >= 0 && sx < r.width) ? r.at(sx, sy, c) : 0;
         // rescale in double then float32, normalise in float32, as transformers' numpy code does
-        const float scaled = static_cast<float>(static_cast<double>(v) * (1.0 / 255.0));
-        out[base + (static_cast<std::size_t>(c) * o.crop_height + y) * o.crop_width + x] = (scaled - mean[c]) / sd[c];
+        float value = o.do_rescale ? static_cast<float>(static_cast<double>(v) * o.rescale_factor) : static_cast<float>(v);
+        if (o.do_normalize) value = (value - mean[c]) / sd[c];
+        out[base + (static_cast<std::size_t>(c) * out_h + y) * out_w + x] = value;
       }
 }
 
-inline ClipTensor clip_preprocess(const std::vector<RgbImage>& images, const ClipPreprocessOptions& options = {}) {
+namespace detail {
+template <class Image, class Rgb>
+ClipTensor clip_preprocess_all(const std::vector<Image>& images, const ClipPreprocessOptions& options, Rgb rgb) {
   ClipTensor t{static_cast<int>(images.size()), 3, options.crop_height, options.crop_width, {}};
-  t.data.reserve(images.size() * 3 * options.crop_height * options.crop_width);
-  for (const auto& image : images) clip_preprocess_into(image, options, t.data);
+  if (!images.empty()) std::tie(t.height, t.width) = clip_output_size(rgb(images[0]).width, rgb(images[0]).height, options);
+  t.data.reserve(images.size() * 3 * static_cast<std::size_t>(t.height) * t.width);
+  for (const auto& image : images) {
+    require(clip_output_size(rgb(image).width, rgb(image).height, options) == std::pair{t.height, t.width},
+            "clip_preprocess: frames of different sizes ({}x{} and {}x{}) give different output sizes without a crop",
+            rgb(images[0]).width, rgb(images[0]).height, rgb(image).width, rgb(image).height);
+    clip_preprocess_into(rgb(image), options, t.data);
+  }
   return t;
+}
+}  // namespace detail
+
+inline ClipTensor clip_preprocess(const std::vector<RgbImage>& images, const ClipPreprocessOptions& options = {}) {
+  return detail::clip_preprocess_all(images, options, [](const RgbImage& i) -> const RgbImage& { return i; });
 }
 
 inline ClipTensor clip_preprocess(const std::vector<SampledFrame>& frames, const ClipPreprocessOptions& options = {}) {
-  ClipTensor t{static_cast<int>(frames.size()), 3, options.crop_height, options.crop_width, {}};
-  t.data.reserve(frames.size() * 3 * options.crop_height * options.crop_width);
-  for (const auto& f : frames) clip_preprocess_into(f.rgb, options, t.data);
-  return t;
+  return detail::clip_preprocess_all(frames, options, [](const SampledFrame& f) -> const RgbImage& { return f.rgb; });
 }
 
 }  // namespace vidlora::video
