@@ -221,6 +221,7 @@ inline nlohmann::json metrics_json(const eval::CaptionMetrics& m) {
 struct ProjectorTensors {
   std::vector<std::pair<std::string, Matrix*>> weights, grad_weights;
   std::vector<std::pair<std::string, Vector*>> biases, grad_biases;
+  std::vector<std::string> absent_biases;  // a bias-free projector's bias names (a file holding one is refused)
 };
 inline ProjectorTensors projector_tensors(model::Mlp2xGelu& p) {
   ProjectorTensors t;
@@ -229,6 +230,10 @@ inline ProjectorTensors projector_tensors(model::Mlp2xGelu& p) {
     const std::string n = fmt::format("multi_modal_projector.linear_{}.", k++);
     t.weights.emplace_back(n + "weight", &l->weight());
     t.grad_weights.emplace_back(n + "weight", &l->grad_weight());
+    if (!l->has_bias()) {  // multimodal_projector_bias false: no bias tensor to train or save
+      t.absent_biases.push_back(n + "bias");
+      continue;
+    }
     t.biases.emplace_back(n + "bias", &l->bias());
     t.grad_biases.emplace_back(n + "bias", &l->grad_bias());
   }
@@ -238,6 +243,10 @@ inline ProjectorTensors projector_tensors(model::Linear& l) {
   ProjectorTensors t;
   t.weights.emplace_back("multi_modal_projector.linear_1.weight", &l.weight());
   t.grad_weights.emplace_back("multi_modal_projector.linear_1.weight", &l.grad_weight());
+  if (!l.has_bias()) {
+    t.absent_biases.push_back("multi_modal_projector.linear_1.bias");
+    return t;
+  }
   t.biases.emplace_back("multi_modal_projector.linear_1.bias", &l.bias());
   t.grad_biases.emplace_back("multi_modal_projector.linear_1.bias", &l.grad_bias());
   return t;
@@ -263,6 +272,9 @@ void load_projector(const std::filesystem::path& path, P& projector) {
             name, shape_string(x), shape_string(*m));
     *m = x;
   }
+  for (const auto& name : pt.absent_biases)
+    require(!f.contains(name), "load_projector {}: the file has {} but the projector has no bias "
+            "(multimodal_projector_bias: false)", path.string(), name);
   for (const auto& [name, v] : pt.biases) {
     const Vector x = f.vector(name);
     require(x.size() == v->size(), "load_projector {}: {} has {} values, expected {}", path.string(), name, x.size(),
