@@ -70,7 +70,10 @@ void check_directory(const std::string& name, const std::string& chat_name) {
   LlavaModel<4, 8> model(dir);
   const Matrix visual = model.visual_tokens(pixels.data, pixels.frames);
   const std::vector<int> ids = ref["input_ids"].get<std::vector<int>>();
-  CHECK(rel_error(model.logits({ids}, {visual}), json_3d(ref["logits"])) < 1e-5);
+  const Matrix logits = model.logits({ids}, {visual});  // [T, vocab]; the fixture keeps the last rows
+  const Matrix expected_logits = json_3d(ref["logits"]);
+  REQUIRE(ref["logits_last"].get<Eigen::Index>() == expected_logits.rows());
+  CHECK(rel_error(Matrix(logits.bottomRows(expected_logits.rows())), expected_logits) < 1e-5);
   CHECK(model.generate_greedy(ids, visual, ref["generate"]["max_new_tokens"].get<int>()) ==
         ref["generate"]["tokens"].get<std::vector<int>>());
 
@@ -93,12 +96,16 @@ struct ProcessorCopy {
       if (e.path().extension() != ".safetensors") std::filesystem::copy_file(e.path(), dir / e.path().filename());
   }
   ~ProcessorCopy() { std::filesystem::remove_all(dir); }
-  void edit(const std::string& file, const std::string& key, const nlohmann::json& value) const {
-    std::ifstream in(dir / file);
-    nlohmann::json j = nlohmann::json::parse(in);
-    in.close();
-    j[key] = value;
-    std::ofstream(dir / file) << j.dump();
+  nlohmann::json read() const {
+    std::ifstream in(dir / "processor_config.json");
+    return nlohmann::json::parse(in);
+  }
+  void write(const nlohmann::json& j) const { std::ofstream(dir / "processor_config.json") << j.dump(); }
+  // Sets processor_config.json's video_processor.<key> (or, with top = true, its top-level <key>).
+  void edit(const std::string& key, const nlohmann::json& value, bool top = false) const {
+    nlohmann::json j = read();
+    (top ? j : j["video_processor"])[key] = value;
+    write(j);
   }
 };
 
@@ -118,54 +125,78 @@ TEST_CASE("LlavaProcessor reads size, crop, rescale factor, mean and std from th
           "[model][llava][processor]") {
   const LlavaProcessor p(vidlora::test::model_dir("llava_qwen_hf"));
   const auto& o = p.frame_preprocessing();
-  CHECK(p.frame_preprocessing_file().filename() == "video_preprocessor_config.json");
+  CHECK(p.frame_preprocessing_file().filename() == "processor_config.json");
+  CHECK_THAT(p.frame_preprocessing_source(), Contains("(video_processor)"));
   CHECK(o.resize_height == 32);
   CHECK(o.resize_width == 32);
   CHECK(o.crop_height == 28);
   CHECK(o.rescale_factor == Approx(1 / 250.0));
   CHECK(o.mean[1] == Approx(0.4f));
   CHECK(o.std[2] == Approx(0.3f));
+  CHECK(o.resize_arithmetic == video::ResizeArithmetic::TorchUint8);
+}
+
+TEST_CASE("LlavaProcessor reads the frame preprocessing from a separate video_preprocessor_config.json first",
+          "[model][llava][processor]") {
+  const ProcessorCopy copy("llava_next_video_hf");
+  nlohmann::json video = copy.read()["video_processor"];
+  video["size"] = nlohmann::json{{"shortest_edge", 30}};
+  std::ofstream(copy.dir / "video_preprocessor_config.json") << video.dump();
+  const LlavaProcessor p(copy.dir);
+  CHECK(p.frame_preprocessing_file().filename() == "video_preprocessor_config.json");
+  CHECK(p.frame_preprocessing().shortest_edge == 30);
 }
 
 TEST_CASE("LlavaProcessor refuses processor fields that change the result and are not supported, naming them",
           "[model][llava][processor][errors]") {
   const ProcessorCopy copy("llava_next_video_hf");
-  const std::string file = "video_preprocessor_config.json";
+  const std::string where = "processor_config.json (video_processor)";
   SECTION("another resampling filter") {
-    copy.edit(file, "resample", 2);
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("resample 2") && Contains(file));
+    copy.edit("resample", 2);
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("resample 2") && Contains(where));
   }
   SECTION("size.longest_edge") {
-    copy.edit(file, "size", nlohmann::json{{"longest_edge", 40}});
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("size.longest_edge") && Contains(file));
+    copy.edit("size", nlohmann::json{{"longest_edge", 40}});
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("size.longest_edge") && Contains(where));
   }
   SECTION("frame sampling by the processor") {
-    copy.edit(file, "do_sample_frames", true);
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("do_sample_frames") && Contains(file));
+    copy.edit("do_sample_frames", true);
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("do_sample_frames") && Contains(where));
   }
   SECTION("padding") {
-    copy.edit(file, "do_pad", true);
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("do_pad") && Contains(file));
+    copy.edit("do_pad", true);
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("do_pad") && Contains(where));
   }
   SECTION("an unknown field") {
-    copy.edit(file, "crop_pct", 0.9);
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("\"crop_pct\"") && Contains(file));
+    copy.edit("crop_pct", 0.9);
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("\"crop_pct\"") && Contains(where));
   }
   SECTION("a crop that is not the vision tower's input size") {
-    copy.edit(file, "crop_size", nlohmann::json{{"height", 24}, {"width", 24}});
+    copy.edit("crop_size", nlohmann::json{{"height", 24}, {"width", 24}});
     CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("24x24") && Contains("28x28"));
   }
   SECTION("a processor_config.json field") {
-    copy.edit("processor_config.json", "num_image_tokens", 3);
+    copy.edit("num_image_tokens", 3, true);
     CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("\"num_image_tokens\"") && Contains("processor_config.json"));
   }
   SECTION("a patch size that counts other visual tokens than the model makes") {
-    copy.edit("processor_config.json", "patch_size", 14);
+    copy.edit("patch_size", 14, true);
     CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("visual tokens per frame") && Contains("patch_size 14"));
   }
-  SECTION("no preprocessor config at all") {
-    std::filesystem::remove(copy.dir / file);
-    std::filesystem::remove(copy.dir / "preprocessor_config.json");
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("video_preprocessor_config.json"));
+  SECTION("a placeholder token the tokenizer does not have") {
+    copy.edit("video_token", "<clip>", true);
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("no <clip> token"));
+  }
+  SECTION("no frame preprocessing at all") {
+    nlohmann::json j = copy.read();
+    j.erase("video_processor");
+    j.erase("image_processor");
+    copy.write(j);
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("video_preprocessor_config.json") &&
+                                                    Contains("\"video_processor\""));
+  }
+  SECTION("a chat template that is neither format") {
+    std::ofstream(copy.dir / "chat_template.jinja") << "{{ messages[0]['content'] }}";
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("chat_template.jinja") && Contains("ChatML"));
   }
 }

@@ -47,7 +47,7 @@ header.pop("__metadata__", None)
 r = cfg["r"]
 a = header["base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"]["shape"]
 b = header["base_model.model.model.language_model.layers.1.mlp.down_proj.lora_B.weight"]["shape"]
-assert a == [r, 32] and b == [32, r], (a, b)
+assert a == [r, 16] and b == [16, r], (a, b)
 assert all(k.startswith("base_model.model.model.language_model.layers.") for k in header), list(header)[:3]
 EOF
 

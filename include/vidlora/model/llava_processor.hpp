@@ -66,34 +66,34 @@ inline nlohmann::json read_processor_json(const std::filesystem::path& path) {
 struct SizeField {
   int shortest_edge = 0, height = 0, width = 0;
 };
-inline SizeField size_field(const nlohmann::json& j, const char* key, const std::filesystem::path& file) {
+inline SizeField size_field(const nlohmann::json& j, const char* key, const std::string& file) {
   const auto& v = j[key];
   SizeField s;
   if (v.is_number_integer()) {
     s.height = s.width = v.get<int>();
     return s;
   }
-  require(v.is_object(), "{}: \"{}\" is {}, expected an object or an integer", file.string(), key, v.dump());
+  require(v.is_object(), "{}: \"{}\" is {}, expected an object or an integer", file, key, v.dump());
   for (const auto& [name, value] : v.items()) {
-    require(value.is_number_integer() || value.is_null(), "{}: \"{}.{}\" is {}, expected an integer", file.string(),
+    require(value.is_number_integer() || value.is_null(), "{}: \"{}.{}\" is {}, expected an integer", file,
             key, name, value.dump());
     if (value.is_null()) continue;
     const int n = value.get<int>();
     if (name == "shortest_edge") s.shortest_edge = n;
     else if (name == "height") s.height = n;
     else if (name == "width") s.width = n;
-    else fail("{}: \"{}.{}\" is not supported (vidlora reads shortest_edge, or height and width)", file.string(), key, name);
+    else fail("{}: \"{}.{}\" is not supported (vidlora reads shortest_edge, or height and width)", file, key, name);
   }
   require((s.shortest_edge > 0) != (s.height > 0 && s.width > 0),
-          "{}: \"{}\" {} must give shortest_edge, or height and width", file.string(), key, v.dump());
+          "{}: \"{}\" {} must give shortest_edge, or height and width", file, key, v.dump());
   return s;
 }
 
-inline std::array<float, 3> channel_triple(const nlohmann::json& j, const char* key, const std::filesystem::path& file) {
+inline std::array<float, 3> channel_triple(const nlohmann::json& j, const char* key, const std::string& file) {
   const auto& v = j[key];
   if (v.is_number()) return {v.get<float>(), v.get<float>(), v.get<float>()};
   require(v.is_array() && v.size() == 3 && v[0].is_number() && v[1].is_number() && v[2].is_number(),
-          "{}: \"{}\" is {}, expected three numbers (R, G, B)", file.string(), key, v.dump());
+          "{}: \"{}\" is {}, expected three numbers (R, G, B)", file, key, v.dump());
   return {v[0].get<float>(), v[1].get<float>(), v[2].get<float>()};
 }
 
@@ -102,10 +102,10 @@ inline std::array<float, 3> channel_triple(const nlohmann::json& j, const char* 
 // The frame preprocessing of a HF image/video processor config (the fields transformers applies to a
 // video's frames). Throws, naming the field and the file, for anything that changes the pixels and is not
 // reproduced: another resampling filter, size.longest_edge, padding, frame sampling by the processor.
-inline video::ClipPreprocessOptions frame_preprocessing_from_json(const nlohmann::json& j,
-                                                                  const std::filesystem::path& file) {
+// `file` names where the object came from in errors (a file, or "processor_config.json (video_processor)").
+inline video::ClipPreprocessOptions frame_preprocessing_from_json(const nlohmann::json& j, const std::string& file) {
   using detail::present;
-  require(j.is_object(), "{}: expected a JSON object", file.string());
+  require(j.is_object(), "{}: expected a JSON object", file);
   // Fields that do not change a video frame's pixel values (bookkeeping, output format, image-only anyres).
   static const std::set<std::string> inert{
       "image_processor_type", "video_processor_type", "feature_extractor_type", "processor_class", "_processor_class",
@@ -120,8 +120,12 @@ inline video::ClipPreprocessOptions frame_preprocessing_from_json(const nlohmann
     if (value.is_null()) continue;
     if (key == "image_processor_type" || key == "video_processor_type" || key == "feature_extractor_type") {
       require(value.is_string() && types.count(value.get<std::string>()) > 0,
-              "{}: {} {} is not supported (CLIP / LLaVA-NeXT(-Video) image and video processors)", file.string(), key,
+              "{}: {} {} is not supported (CLIP / LLaVA-NeXT(-Video) image and video processors)", file, key,
               value.dump());
+      // torchvision-based processors (video processors, "Fast" image processors) resize with torch's uint8 kernel.
+      const std::string type = value.get<std::string>();
+      if (type.ends_with("Fast") || type.ends_with("VideoProcessor"))
+        o.resize_arithmetic = video::ResizeArithmetic::TorchUint8;
     } else if (key == "do_resize") {
       o.do_resize = value.get<bool>();
     } else if (key == "size") {
@@ -131,13 +135,13 @@ inline video::ClipPreprocessOptions frame_preprocessing_from_json(const nlohmann
       o.resize_width = s.shortest_edge > 0 ? 0 : s.width;
     } else if (key == "resample") {
       require(value.is_number_integer() && value.get<int>() == 3,
-              "{}: resample {} is not supported (only 3, PIL's BICUBIC, which CLIP and LLaVA use)", file.string(),
+              "{}: resample {} is not supported (only 3, PIL's BICUBIC, which CLIP and LLaVA use)", file,
               value.dump());
     } else if (key == "do_center_crop") {
       o.do_center_crop = value.get<bool>();
     } else if (key == "crop_size") {
       const auto s = detail::size_field(j, "crop_size", file);
-      require(s.shortest_edge == 0, "{}: crop_size needs height and width, got {}", file.string(), value.dump());
+      require(s.shortest_edge == 0, "{}: crop_size needs height and width, got {}", file, value.dump());
       o.crop_height = s.height;
       o.crop_width = s.width;
     } else if (key == "do_rescale") {
@@ -151,21 +155,21 @@ inline video::ClipPreprocessOptions frame_preprocessing_from_json(const nlohmann
     } else if (key == "image_std") {
       o.std = detail::channel_triple(j, "image_std", file);
     } else if (key == "do_pad") {
-      require(!value.get<bool>(), "{}: do_pad true is not supported for video frames", file.string());
+      require(!value.get<bool>(), "{}: do_pad true is not supported for video frames", file);
     } else if (key == "do_sample_frames") {
       require(!value.get<bool>(),
               "{}: do_sample_frames true is not supported: vidlora's sampler (--sampler, --frames) chooses the frames",
-              file.string());
+              file);
     } else if (key == "data_format") {
-      require(value == "channels_first", "{}: data_format {} is not supported (channels_first)", file.string(),
+      require(value == "channels_first", "{}: data_format {} is not supported (channels_first)", file,
               value.dump());
     } else if (inert.count(key) == 0) {
       fail("{}: field \"{}\" is not supported (vidlora reproduces resize, center crop, rescale and normalise)",
-           file.string(), key);
+           file, key);
     }
   }
   require(!o.do_normalize || (o.std[0] != 0 && o.std[1] != 0 && o.std[2] != 0), "{}: image_std has a zero",
-          file.string());
+          file);
   return o;
 }
 
@@ -193,7 +197,7 @@ class LlavaProcessor {
     const auto [h, w] = clip_output_size(config.vision.image_size, config.vision.image_size, frames_);
     require(h == config.vision.image_size && w == config.vision.image_size,
             "LlavaProcessor: '{}': the processor makes {}x{} frames but the vision tower takes {}x{} ({})",
-            dir.string(), w, h, config.vision.image_size, config.vision.image_size, frames_file_.string());
+            dir.string(), w, h, config.vision.image_size, config.vision.image_size, frames_source_);
     if (video_) {
       tokens_per_frame_ = (h / patch_size_ / 2) * (w / patch_size_ / 2);  // LlavaNextVideoProcessor: pooled by 2
     } else {
@@ -211,8 +215,9 @@ class LlavaProcessor {
   const AnyTokenizer& tokenizer() const { return tokenizer_; }
   const ChatTemplate& chat_template() const { return chat_; }
   const video::ClipPreprocessOptions& frame_preprocessing() const { return frames_; }
-  // The file the frame preprocessing came from.
+  // The file the frame preprocessing came from, and that file with the object's key when it was nested.
   const std::filesystem::path& frame_preprocessing_file() const { return frames_file_; }
+  const std::string& frame_preprocessing_source() const { return frames_source_; }
   int placeholder_id() const { return placeholder_id_; }
   int tokens_per_frame() const { return tokens_per_frame_; }
 
@@ -261,16 +266,37 @@ class LlavaProcessor {
   }
 
  private:
+  // The first of: video_preprocessor_config.json, processor_config.json's "video_processor" (what
+  // transformers 5 writes), preprocessor_config.json, processor_config.json's "image_processor"; the video
+  // ones only for a video model.
   void read_frame_preprocessing(const std::filesystem::path& dir) {
-    for (const char* name : {"video_preprocessor_config.json", "preprocessor_config.json"}) {
-      if (!std::filesystem::is_regular_file(dir / name)) continue;
-      if (!video_ && std::string_view(name) == "video_preprocessor_config.json") continue;
-      frames_file_ = dir / name;
-      frames_ = frame_preprocessing_from_json(detail::read_processor_json(frames_file_), frames_file_);
-      return;
+    const auto processor_config = dir / "processor_config.json";
+    nlohmann::json nested;
+    if (std::filesystem::is_regular_file(processor_config)) nested = detail::read_processor_json(processor_config);
+    const auto use = [&](const nlohmann::json& j, const std::filesystem::path& file, const std::string& source) {
+      frames_file_ = file;
+      frames_source_ = source;
+      frames_ = frame_preprocessing_from_json(j, source);
+      // transformers 5 prepares videos with its torchvision-based video processor, whichever file configures it.
+      if (video_) frames_.resize_arithmetic = video::ResizeArithmetic::TorchUint8;
+    };
+    const auto sub = [&](const char* key) { return nested.is_object() && nested.contains(key) && nested[key].is_object(); };
+    if (video_ && std::filesystem::is_regular_file(dir / "video_preprocessor_config.json")) {
+      use(detail::read_processor_json(dir / "video_preprocessor_config.json"), dir / "video_preprocessor_config.json",
+          (dir / "video_preprocessor_config.json").string());
+    } else if (video_ && sub("video_processor")) {
+      use(nested["video_processor"], processor_config, processor_config.string() + " (video_processor)");
+    } else if (std::filesystem::is_regular_file(dir / "preprocessor_config.json")) {
+      use(detail::read_processor_json(dir / "preprocessor_config.json"), dir / "preprocessor_config.json",
+          (dir / "preprocessor_config.json").string());
+    } else if (sub("image_processor")) {
+      use(nested["image_processor"], processor_config, processor_config.string() + " (image_processor)");
+    } else {
+      fail("LlavaProcessor: '{}' has no {}preprocessor_config.json, and no processor_config.json with {} (the "
+           "processor's frame preprocessing; save the processor with the model)",
+           dir.string(), video_ ? "video_preprocessor_config.json or " : "",
+           video_ ? "\"video_processor\" or \"image_processor\"" : "\"image_processor\"");
     }
-    fail("LlavaProcessor: '{}' has no {}preprocessor_config.json (the processor's frame preprocessing)",
-         dir.string(), video_ ? "video_preprocessor_config.json or " : "");
   }
 
   // processor_config.json: patch_size, num_additional_image_tokens, the placeholder strings.
@@ -342,6 +368,7 @@ class LlavaProcessor {
   bool video_ = true;
   video::ClipPreprocessOptions frames_{};
   std::filesystem::path frames_file_;
+  std::string frames_source_;
   ChatTemplate chat_{};
   std::string video_token_ = "<video>", image_token_ = "<image>";
   int patch_size_ = 14;

@@ -17,6 +17,11 @@
 
 namespace vidlora::video {
 
+// Fixed-point arithmetic of the bicubic resize: Pillow's (22-bit weights; transformers' PIL-based "slow"
+// processors) or torch's uint8 antialiased kernel (int16 weights, as many bits as the largest weight allows;
+// torchvision under transformers' video processors and "Fast" image processors). Same filter, same passes.
+enum class ResizeArithmetic { Pillow, TorchUint8 };
+
 struct ClipPreprocessOptions {
   int shortest_edge = 336;  // resize so the shorter side is this long (aspect kept, longer side truncated)
   int crop_height = 336;
@@ -32,6 +37,7 @@ struct ClipPreprocessOptions {
   bool do_rescale = true;
   double rescale_factor = 1.0 / 255.0;
   bool do_normalize = true;
+  ResizeArithmetic resize_arithmetic = ResizeArithmetic::Pillow;
 };
 
 // [frames, 3, height, width], row-major: value(f, c, y, x) = data[((f * 3 + c) * height + y) * width + x].
@@ -61,11 +67,12 @@ inline double pil_bicubic(double x) {  // Keys cubic, a = -0.5, support 2
 // the tap count and fixed-point weights (ksize taps each).
 struct PilCoeffs {
   int ksize = 0;
+  int precision = pil_precision_bits;  // fixed-point bits of the weights
   std::vector<int> first, count;
   std::vector<int> weights;
 };
 
-inline PilCoeffs pil_coefficients(int in_size, int out_size) {
+inline PilCoeffs pil_coefficients(int in_size, int out_size, ResizeArithmetic arithmetic = ResizeArithmetic::Pillow) {
   const double scale = static_cast<double>(in_size) / out_size;
   const double filterscale = std::max(scale, 1.0);
   const double support = 2.0 * filterscale;
@@ -74,7 +81,7 @@ inline PilCoeffs pil_coefficients(int in_size, int out_size) {
   c.first.resize(out_size);
   c.count.resize(out_size);
   c.weights.assign(static_cast<std::size_t>(out_size) * c.ksize, 0);
-  std::vector<double> k(c.ksize);
+  std::vector<double> k(c.ksize), normalized(static_cast<std::size_t>(out_size) * c.ksize, 0.0);
   for (int xx = 0; xx < out_size; ++xx) {
     const double center = (xx + 0.5) * scale;
     const double ss = 1.0 / filterscale;
@@ -88,35 +95,42 @@ inline PilCoeffs pil_coefficients(int in_size, int out_size) {
       k[x] = pil_bicubic((x + xmin - center + 0.5) * ss);
       ww += k[x];
     }
-    for (int x = 0; x < xmax; ++x) {
-      const double w = ww != 0.0 ? k[x] / ww : k[x];
-      c.weights[static_cast<std::size_t>(xx) * c.ksize + x] =
-          w < 0 ? static_cast<int>(-0.5 + w * (1 << pil_precision_bits)) : static_cast<int>(0.5 + w * (1 << pil_precision_bits));
-    }
+    for (int x = 0; x < xmax; ++x) normalized[static_cast<std::size_t>(xx) * c.ksize + x] = ww != 0.0 ? k[x] / ww : k[x];
     c.first[xx] = xmin;
     c.count[xx] = xmax;
+  }
+  if (arithmetic == ResizeArithmetic::TorchUint8) {
+    // torch: the most bits (< 22) for which twice the largest weight still fits an int16.
+    const double w_max = *std::max_element(normalized.begin(), normalized.end());
+    for (c.precision = 0; c.precision < 22; ++c.precision)
+      if (static_cast<int>(0.5 + w_max * (1 << (c.precision + 1))) >= (1 << 15)) break;
+  }
+  for (std::size_t i = 0; i < normalized.size(); ++i) {
+    const double w = normalized[i];
+    c.weights[i] = w < 0 ? static_cast<int>(-0.5 + w * (1 << c.precision)) : static_cast<int>(0.5 + w * (1 << c.precision));
   }
   return c;
 }
 
-inline std::uint8_t pil_clip8(int v) {
-  v >>= pil_precision_bits;
+inline std::uint8_t pil_clip8(int v, int precision = pil_precision_bits) {
+  v >>= precision;
   return static_cast<std::uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 }  // namespace detail
 
 // Pillow's Image.resize((width, height), BICUBIC) on an RGB image: horizontal pass over the rows the
 // vertical pass needs, rounded to 8 bits, then the vertical pass; a pass whose size is unchanged is skipped.
-inline RgbImage resize_bicubic(const RgbImage& in, int width, int height) {
+inline RgbImage resize_bicubic(const RgbImage& in, int width, int height,
+                               ResizeArithmetic arithmetic = ResizeArithmetic::Pillow) {
   require(in.width > 0 && in.height > 0 && static_cast<std::size_t>(in.width) * in.height * 3 == in.data.size(),
           "resize_bicubic: image {}x{} holds {} bytes", in.width, in.height, in.data.size());
   require(width > 0 && height > 0, "resize_bicubic: target size {}x{}", width, height);
   if (width == in.width && height == in.height) return in;
   RgbImage tmp = in;
   int row0 = 0;  // first input row the vertical pass reads
-  const auto vert = detail::pil_coefficients(in.height, height);
+  const auto vert = detail::pil_coefficients(in.height, height, arithmetic);
   if (width != in.width) {
-    const auto horiz = detail::pil_coefficients(in.width, width);
+    const auto horiz = detail::pil_coefficients(in.width, width, arithmetic);
     row0 = vert.first[0];
     const int row_end = vert.first[height - 1] + vert.count[height - 1];
     tmp = RgbImage{width, row_end - row0, std::vector<std::uint8_t>(static_cast<std::size_t>(width) * (row_end - row0) * 3)};
@@ -125,16 +139,16 @@ inline RgbImage resize_bicubic(const RgbImage& in, int width, int height) {
       std::uint8_t* dst = tmp.data.data() + static_cast<std::size_t>(y) * width * 3;
       for (int xx = 0; xx < width; ++xx) {
         const int* k = &horiz.weights[static_cast<std::size_t>(xx) * horiz.ksize];
-        int s0 = 1 << (detail::pil_precision_bits - 1), s1 = s0, s2 = s0;
+        int s0 = 1 << (horiz.precision - 1), s1 = s0, s2 = s0;
         for (int x = 0; x < horiz.count[xx]; ++x) {
           const std::uint8_t* p = src + (x + horiz.first[xx]) * 3;
           s0 += p[0] * k[x];
           s1 += p[1] * k[x];
           s2 += p[2] * k[x];
         }
-        dst[xx * 3 + 0] = detail::pil_clip8(s0);
-        dst[xx * 3 + 1] = detail::pil_clip8(s1);
-        dst[xx * 3 + 2] = detail::pil_clip8(s2);
+        dst[xx * 3 + 0] = detail::pil_clip8(s0, horiz.precision);
+        dst[xx * 3 + 1] = detail::pil_clip8(s1, horiz.precision);
+        dst[xx * 3 + 2] = detail::pil_clip8(s2, horiz.precision);
       }
     }
   }
@@ -145,9 +159,9 @@ inline RgbImage resize_bicubic(const RgbImage& in, int width, int height) {
     const int* k = &vert.weights[static_cast<std::size_t>(yy) * vert.ksize];
     const int first = vert.first[yy] - row0;
     for (std::size_t i = 0; i < stride; ++i) {
-      int s = 1 << (detail::pil_precision_bits - 1);
+      int s = 1 << (vert.precision - 1);
       for (int y = 0; y < vert.count[yy]; ++y) s += tmp.data[(first + y) * stride + i] * k[y];
-      out.data[yy * stride + i] = detail::pil_clip8(s);
+      out.data[yy * stride + i] = detail::pil_clip8(s, vert.precision);
     }
   }
   return out;
@@ -185,7 +199,7 @@ inline std::pair<int, int> clip_output_size(int width, int height, const ClipPre
 inline void clip_preprocess_into(const RgbImage& image, const ClipPreprocessOptions& o, std::vector<float>& out) {
   require(!o.do_center_crop || (o.crop_height > 0 && o.crop_width > 0), "clip_preprocess: sizes must be positive");
   const auto [rw, rh] = clip_resized_size(image.width, image.height, o);
-  const RgbImage r = o.do_resize ? resize_bicubic(image, rw, rh) : image;
+  const RgbImage r = o.do_resize ? resize_bicubic(image, rw, rh, o.resize_arithmetic) : image;
   const int out_h = o.do_center_crop ? o.crop_height : r.height, out_w = o.do_center_crop ? o.crop_width : r.width;
   // transformers' center_crop: top = (h - crop) // 2 (floor), zero padding when the image is smaller.
   const int nh = std::max(out_h, r.height), nw = std::max(out_w, r.width);
@@ -239,4 +253,5 @@ using video::clip_preprocess;
 using video::ClipPreprocessOptions;
 using video::ClipTensor;
 using video::resize_bicubic;
+using video::ResizeArithmetic;
 }  // namespace vidlora
