@@ -71,7 +71,7 @@ void check_directory(const std::string& name, const std::string& chat_name) {
   const Matrix visual = model.visual_tokens(pixels.data, pixels.frames);
   const std::vector<int> ids = ref["input_ids"].get<std::vector<int>>();
   const Matrix logits = model.logits({ids}, {visual});  // [T, vocab]; the fixture keeps the last rows
-  const Matrix expected_logits = json_3d(ref["logits"]);
+  const Matrix expected_logits = json_3d(nlohmann::json::array({ref["logits"]}));  // [rows, vocab]
   REQUIRE(ref["logits_last"].get<Eigen::Index>() == expected_logits.rows());
   CHECK(rel_error(Matrix(logits.bottomRows(expected_logits.rows())), expected_logits) < 1e-5);
   CHECK(model.generate_greedy(ids, visual, ref["generate"]["max_new_tokens"].get<int>()) ==

@@ -145,8 +145,9 @@ def build(name, text_config, tokenizer, template, video_processor_kwargs, projec
     conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}]
     prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
     inputs = processor(text=prompt, videos=[video], return_tensors="pt")
-    end = "</s>" if "USER" in template else "<|im_end|>"
-    answer = (" " if "USER" in template else "") + ANSWER
+    vicuna = "ASSISTANT" in template
+    end = "</s>" if vicuna else "<|im_end|>"
+    answer = (" " if vicuna else "") + ANSWER
     train_ids = processor.tokenizer(prompt + answer + end)["input_ids"]
     with torch.no_grad():
         logits = model(**inputs).logits

@@ -348,7 +348,7 @@ class LlavaProcessor {
                                                                                    : kLlavaNextVideoTemplate;
     if (!text.empty()) {
       if (text.find("<|im_start|>") != std::string::npos) chat = kLlavaQwenChatMlTemplate;
-      else if (text.find("USER") != std::string::npos && text.find("ASSISTANT") != std::string::npos)
+      else if (text.find("ASSISTANT") != std::string::npos)  // llava-hf: role.upper() + ": ", then "ASSISTANT:"
         chat = kLlavaNextVideoTemplate;
       else
         fail("{}: the chat template is neither LLaVA's \"USER: … ASSISTANT:\" nor ChatML (<|im_start|>)",
