@@ -67,10 +67,8 @@ inline ModelKind model_kind(const std::filesystem::path& dir) {
         {"the weights (model.safetensors or model.safetensors.index.json)",
          has("model.safetensors") || has("model.safetensors.index.json")},
         {"the tokenizer (tokenizer.json or tokenizer.model)", has("tokenizer.json") || has("tokenizer.model")},
-        {type == "llava_next_video" ? "the processor's frame preprocessing (video_preprocessor_config.json or "
-                                      "preprocessor_config.json)"
-                                    : "the processor's frame preprocessing (preprocessor_config.json)",
-         has("preprocessor_config.json") || (type == "llava_next_video" && has("video_preprocessor_config.json"))},
+        {"the processor (processor_config.json, video_preprocessor_config.json or preprocessor_config.json)",
+         has("processor_config.json") || has("preprocessor_config.json") || has("video_preprocessor_config.json")},
     });
     vidlora::require(missing.empty(), "{} is a {} directory but lacks {} (save the processor too: "
                      "processor.save_pretrained(dir))", dir.string(), type, missing);

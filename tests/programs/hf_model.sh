@@ -72,7 +72,7 @@ check "a missing model directory is an error" grep -q "model directory nowhere d
 cp "$hf/config.json" "$hf"/model*.safetensors* partial/
 run 1 partial "$bin/caption" --model partial x.mp4
 check "a LLaVA directory without tokenizer and processor names both" \
-  grep -q "lacks the tokenizer (tokenizer.json or tokenizer.model), the processor's frame preprocessing" partial.err
+  grep -q "lacks the tokenizer (tokenizer.json or tokenizer.model), the processor (processor_config.json" partial.err
 sed 's/"llava_next_video"/"qwen2_vl"/' "$hf/config.json" >other/config.json
 run 1 other "$bin/train_captioner" --model other --data data --out out3
 check "an unsupported model_type is named" grep -q 'model_type "qwen2_vl" is not supported' other.err

@@ -544,7 +544,11 @@ class Trainer {
         spec.target_regex = fmt::format(R"(.*language_model.*\.({}))", fmt::join(config_.target_modules, "|"));
       lora::AdapterModules modules;
       decoder_.for_each_lora([&](const std::string& path, typename decoder_type::lora_type& l) {
-        modules[path] = lora::AdapterWeights{l.lora_A(), l.lora_B()};
+        // A checkpoint in the older LLaVA layout (language_model.model.*) is model.language_model.* in
+        // transformers 5's modules, the names PEFT gives an adapter of it.
+        const std::string legacy = "language_model.model.";
+        const std::string name = path.starts_with(legacy) ? "model.language_model." + path.substr(legacy.size()) : path;
+        modules[name] = lora::AdapterWeights{l.lora_A(), l.lora_B()};
       });
       lora::save_peft_adapter(dir / "adapter", spec, modules);
     }
