@@ -28,13 +28,14 @@ run 0 train "$bin/train_captioner" --model "$hf" --data data --out out --epochs1
 check "training names the model and its prompt format" grep -q "LLaVA-NeXT-Video.*4 visual tokens per frame; prompt format llava_next_video" train.out
 check "the adapter is written" test -f out/adapter/adapter_model.safetensors
 check "the projector is written" test -f out/projector.safetensors
-# The training loss falls: mean of the last 2 logged step losses below the first's.
+# The training loss falls: the mean of the last 3 step losses is below that of the first 3.
 check "the training loss falls" python3 - <<'EOF'
 import json
 losses = [r["loss"] for r in map(json.loads, open("out/train_log.jsonl")) if r.get("type") == "step"]
 print("step losses:", ["%.4f" % x for x in losses])
-assert len(losses) >= 4 and sum(losses[-2:]) / 2 < losses[0], losses
+assert len(losses) >= 6 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
 EOF
+# (PEFT 0.21 loads it onto the transformers 5.24 model with LoRA on the 14 decoder layers only, checked by hand.)
 check "the adapter is a PEFT adapter for the LLaVA model" python3 - "$hf" <<'EOF'
 import json, struct, sys
 cfg = json.load(open("out/adapter/adapter_config.json"))
