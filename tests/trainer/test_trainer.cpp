@@ -457,7 +457,7 @@ TEST_CASE("the CPU trainer refuses a half-precision preset unless told to comput
 TEST_CASE("a bias-free projector (multimodal_projector_bias false) registers, saves and loads no bias tensors",
           "[trainer][projector]") {
   model::Mlp2xGelu p(6, 5, 3, /*bias=*/false);
-  const ProjectorTensors pt = projector_tensors(p);
+  const train::ProjectorTensors pt = train::projector_tensors(p);
   CHECK(pt.weights.size() == 2);
   CHECK(pt.biases.empty());
   CHECK(pt.grad_biases.empty());

@@ -8,13 +8,17 @@
 //            frames × tokens per frame (the processor's count: (H / patch / 2) · (W / patch / 2) for videos).
 // Every preprocessing field that changes the result and is not supported is an error naming it and the file.
 
+#include <algorithm>
 #include <array>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -226,7 +230,8 @@ class LlavaProcessor {
     return video::clip_preprocess(frames, frames_);
   }
 
-  // The prompt text of one question ("USER: <video>\n<question> ASSISTANT:").
+  // The prompt text of one question ("USER: <video>\n<question> ASSISTANT:"). (chat_template() holds a
+  // sentinel where the placeholder goes; render prompts through this function.)
   std::string prompt(std::string_view question) const {
     std::string text = render_prompt(chat_, question);
     const std::size_t at = text.find(kSentinel);  // the template's {video}, replaced by the processor's token
