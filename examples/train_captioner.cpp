@@ -18,6 +18,7 @@
 
 #include "demo_attributes.hpp"
 #include "demo_common.hpp"
+#include "hf_model.hpp"
 
 #if __has_include(<sentencepiece_trainer.h>)
 #include <sentencepiece_trainer.h>
@@ -52,6 +53,8 @@ demo::CommandLine command_line() {
       "       train_captioner --stage0 --data DIR --model DIR            demo only: tokenizer, tiny decoder, random ViT\n"
       "\n"
       "DIR for --data: an AI-Hub directory (labels/*.json + videos/) or one with manifest.jsonl.\n"
+      "DIR for --model: a Hugging Face LLaVA / LLaVA-NeXT-Video save_pretrained directory (with its processor),\n"
+      "trained on the CPU with the preset's recipe, or the demo's (--stage0).\n"
       "Outputs in --out: adapter/ (PEFT), projector.safetensors, val_captions.jsonl, train_log.jsonl, curves.svg,\n"
       "checkpoints/ (last + best). Ctrl-C saves a checkpoint and stops (exit 130); --resume continues.",
       {
@@ -59,7 +62,10 @@ demo::CommandLine command_line() {
           flag("stage0", "demo only: build the model directory --model from the captions in --data"),
           text("preset", "NAME", "the preset this binary was built for (others: shown with --dry-run only)"),
           text("data", "DIR", "training data (default demo_data)"),
-          text("model", "DIR", "model directory (default demo_model; written by --stage0)"),
+          text("model", "DIR", "model directory: a Hugging Face LLaVA / LLaVA-NeXT-Video one, or the demo's "
+                                "(default demo_model; written by --stage0)"),
+          text("prompt", "TEXT", "Hugging Face model only: the question in its chat template (default: Describe "
+                                 "this video.)"),
           text("out", "DIR", "output directory (default vidlora_out)"),
           flag("resume", "continue the run in --out from checkpoints/last.safetensors"),
           flag("move-aside", "if --out holds another run's results, move them to OUT.previous-<time>/"),
@@ -381,20 +387,42 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     }
     // Evaluations also score the Korean morpheme METEOR (metric meteor_morphemes) where MeCab is available.
     config.caption_metrics.morpheme_tokenizer = demo::korean_morpheme_tokenizer();
-    const demo::DemoModel m(a.str("model", "demo_model"));
+    const fs::path model_dir = a.str("model", "demo_model");
+    const bool hf = demo::model_kind(model_dir) == demo::ModelKind::HuggingFace;
+    if (!hf && a.has("prompt"))
+      throw demo::UsageError(fmt::format("--prompt applies to a Hugging Face model directory; {} is the demo's",
+                                         model_dir.string()));
     const auto ds = read_dataset(data, {.val_fraction = a.real("val-fraction", 0.1), .seed = 0});
     fmt::print("{}\n", ds.summary());
     const std::string sampler = a.str("sampler", "uniform");
     const int frames = config.num_frames;
-    const auto feats = m.features(sampler, frames, a.str("cache", (fs::path(config.output_dir) / "feature_cache").string()));
-    const auto codec = m.codec();
-    model::Mlp2xGelu projector(m.vision_config.hidden_size, m.decoder_config.hidden_size, config.seed + 1);
-    Trainer<ActivePreset> trainer(config, m.decoder_config, *m.decoder_weights, std::move(projector), codec,
-                                  [feats](const Clip& c) { return feats(c.video); });
-    print_configuration<ActivePreset>(trainer.config());
-    std::signal(SIGINT, on_stop_signal);
-    std::signal(SIGTERM, on_stop_signal);
-    const auto r = trainer.train(ds.train, ds.val, a.has("resume"));
+    const fs::path cache = a.str("cache", (fs::path(config.output_dir) / "feature_cache").string());
+    // One trainer for either kind of model directory (hf_model.hpp: a Hugging Face LLaVA one).
+    const auto run = [&](const model::DecoderConfig& decoder_config, const auto& weights, model::Mlp2xGelu projector,
+                         const TextCodec& codec, const std::function<Matrix(const fs::path&)>& feats) {
+      Trainer<ActivePreset> trainer(config, decoder_config, weights, std::move(projector), codec,
+                                    [feats](const Clip& c) { return feats(c.video); });
+      print_configuration<ActivePreset>(trainer.config());
+      std::signal(SIGINT, on_stop_signal);
+      std::signal(SIGTERM, on_stop_signal);
+      return trainer.train(ds.train, ds.val, a.has("resume"));
+    };
+    std::optional<TrainResult> result;
+    if (hf) {
+      const demo::HfModel m(model_dir, a.str("prompt", demo::kDefaultHfPrompt));
+      config.base_model_name_or_path = fs::absolute(model_dir).lexically_normal().string();
+      fmt::print("model: {} ({}, decoder {}x{}, vision {}px, {} visual tokens per frame; prompt format {})\n",
+                 model_dir.string(), m.config.video_token_id >= 0 ? "LLaVA-NeXT-Video" : "LLaVA",
+                 m.config.text.num_hidden_layers, m.config.text.hidden_size, m.config.vision.image_size,
+                 m.processor.tokens_per_frame(), m.processor.chat_template().name);
+      result = run(m.config.text, m.weights, m.projector(), m.codec(), m.features(sampler, frames, cache));
+    } else {
+      const demo::DemoModel m(model_dir);
+      result = run(m.decoder_config, *m.decoder_weights,
+                   model::Mlp2xGelu(m.vision_config.hidden_size, m.decoder_config.hidden_size, config.seed + 1),
+                   m.codec(), m.features(sampler, frames, cache));
+    }
+    const TrainResult& r = *result;
     fmt::print("training {} after {} steps ({} NaN steps skipped, {} clips skipped)\n", to_string(r.status), r.steps,
                r.skipped_nan_steps, r.skipped_clips.size());
     if (r.status == TrainStatus::Interrupted) {

@@ -19,6 +19,7 @@
 #include <vidlora/model/splice.hpp>
 #include <vidlora/model/clip_vision.hpp>
 #include <vidlora/model/llava_model.hpp>
+#include <vidlora/model/llava_processor.hpp>
 #include <vidlora/model/random_weights.hpp>
 #include <vidlora/model/tokenizer.hpp>
 #include <vidlora/model/tokenizer_sentencepiece.hpp>

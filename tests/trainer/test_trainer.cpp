@@ -496,3 +496,30 @@ TEST_CASE("the CPU trainer refuses a half-precision preset unless told to comput
   c.precision = "bf16";
   CHECK_THROWS_WITH(make(c), Catch::Contains("precision 'bf16'") && Catch::Contains("fp32"));
 }
+
+TEST_CASE("a bias-free projector (multimodal_projector_bias false) registers, saves and loads no bias tensors",
+          "[trainer][projector]") {
+  model::Mlp2xGelu p(6, 5, 3, /*bias=*/false);
+  const train::ProjectorTensors pt = train::projector_tensors(p);
+  CHECK(pt.weights.size() == 2);
+  CHECK(pt.biases.empty());
+  CHECK(pt.grad_biases.empty());
+  CHECK(pt.absent_biases == std::vector<std::string>{"multi_modal_projector.linear_1.bias",
+                                                     "multi_modal_projector.linear_2.bias"});
+  const fs::path dir = fs::temp_directory_path() / "vidlora_bias_free_projector";
+  fs::create_directories(dir);
+  save_projector(dir / "projector.safetensors", p);
+  const auto f = io::SafetensorsFile::open(dir / "projector.safetensors");
+  CHECK(f.contains("multi_modal_projector.linear_2.weight"));
+  CHECK_FALSE(f.contains("multi_modal_projector.linear_1.bias"));
+  CHECK_FALSE(f.contains("multi_modal_projector.linear_2.bias"));
+  model::Mlp2xGelu q(6, 5, 99, false);
+  load_projector(dir / "projector.safetensors", q);
+  CHECK(q.linear_2().weight() == p.linear_2().weight());
+  // A file with biases does not load into a bias-free projector: the error names the tensor.
+  model::Mlp2xGelu with_bias(6, 5, 3, true);
+  save_projector(dir / "biased.safetensors", with_bias);
+  CHECK_THROWS_WITH(load_projector(dir / "biased.safetensors", q),
+                    Catch::Contains("multi_modal_projector.linear_1.bias") && Catch::Contains("no bias"));
+  fs::remove_all(dir);
+}

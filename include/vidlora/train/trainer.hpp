@@ -34,6 +34,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <vidlora/core/error.hpp>
@@ -114,6 +115,7 @@ struct TrainerConfig {
   int max_caption_tokens = 1024;  // longer captions are truncated (then EOS), with one report line per clip
   long max_steps_this_run = 0;  // > 0: save a checkpoint and stop (as Ctrl-C) after this many steps of this process
   int max_nan_in_a_row = 3;
+  std::string base_model_name_or_path;  // written into the PEFT adapter_config.json ("" → null)
   std::ostream* progress = &std::cerr;  // nullptr: silent
   bool progress_newlines = false;       // true: one line per step (logs); false: '\r' updates
 
@@ -208,6 +210,7 @@ struct BiasShadow {
 struct ProjectorTensors {
   std::vector<std::pair<std::string, Matrix*>> weights, grad_weights;
   std::vector<std::pair<std::string, Vector*>> biases, grad_biases;
+  std::vector<std::string> absent_biases;  // a bias-free projector's bias names (a file holding one is refused)
 };
 inline ProjectorTensors projector_tensors(model::Mlp2xGelu& p) {
   ProjectorTensors t;
@@ -216,6 +219,10 @@ inline ProjectorTensors projector_tensors(model::Mlp2xGelu& p) {
     const std::string n = fmt::format("multi_modal_projector.linear_{}.", k++);
     t.weights.emplace_back(n + "weight", &l->weight());
     t.grad_weights.emplace_back(n + "weight", &l->grad_weight());
+    if (!l->has_bias()) {  // multimodal_projector_bias false: no bias tensor to train or save
+      t.absent_biases.push_back(n + "bias");
+      continue;
+    }
     t.biases.emplace_back(n + "bias", &l->bias());
     t.grad_biases.emplace_back(n + "bias", &l->grad_bias());
   }
@@ -225,6 +232,10 @@ inline ProjectorTensors projector_tensors(model::Linear& l) {
   ProjectorTensors t;
   t.weights.emplace_back("multi_modal_projector.linear_1.weight", &l.weight());
   t.grad_weights.emplace_back("multi_modal_projector.linear_1.weight", &l.grad_weight());
+  if (!l.has_bias()) {
+    t.absent_biases.push_back("multi_modal_projector.linear_1.bias");
+    return t;
+  }
   t.biases.emplace_back("multi_modal_projector.linear_1.bias", &l.bias());
   t.grad_biases.emplace_back("multi_modal_projector.linear_1.bias", &l.grad_bias());
   return t;
@@ -250,6 +261,9 @@ void load_projector(const std::filesystem::path& path, P& projector) {
             name, shape_string(x), shape_string(*m));
     *m = x;
   }
+  for (const auto& name : pt.absent_biases)
+    require(!f.contains(name), "load_projector {}: the file has {} but the projector has no bias "
+            "(multimodal_projector_bias: false)", path.string(), name);
   for (const auto& [name, v] : pt.biases) {
     const Vector x = f.vector(name);
     require(x.size() == v->size(), "load_projector {}: {} has {} values, expected {}", path.string(), name, x.size(),
@@ -511,9 +525,18 @@ class Trainer {
       spec.lora_alpha = P::lora_alpha;
       spec.lora_dropout = config_.lora_dropout;
       spec.target_modules = config_.target_modules;
+      spec.base_model_name_or_path = config_.base_model_name_or_path;
+      // A decoder inside a LLaVA checkpoint: a plain name list would also put LoRA on the vision tower's
+      // q/k/v_proj when PEFT loads the adapter, so the targets are a regex limited to the language model.
+      if (const std::string first = decoder_.module_path(0, "q_proj"); first.find("language_model.") != std::string::npos)
+        spec.target_regex = fmt::format(R"(.*language_model.*\.({}))", fmt::join(config_.target_modules, "|"));
       lora::AdapterModules modules;
       decoder_.for_each_lora([&](const std::string& path, typename decoder_type::lora_type& l) {
-        modules[path] = lora::AdapterWeights{l.lora_A(), l.lora_B()};
+        // A checkpoint in the older LLaVA layout (language_model.model.*) is model.language_model.* in
+        // transformers 5's modules, the names PEFT gives an adapter of it.
+        const std::string legacy = "language_model.model.";
+        const std::string name = path.starts_with(legacy) ? "model.language_model." + path.substr(legacy.size()) : path;
+        modules[name] = lora::AdapterWeights{l.lora_A(), l.lora_B()};
       });
       lora::save_peft_adapter(dir / "adapter", spec, modules);
     }

@@ -1,0 +1,202 @@
+// LlavaProcessor + LlavaModel on whole save_pretrained directories with their processors, against
+// transformers' LlavaNextVideoProcessor and LlavaNextVideoForConditionalGeneration
+// (tools/reference/llava_processor_cases.py): the chat template's prompt, input_ids with the video tokens
+// expanded, pixel_values_videos from raw frames, logits, greedy generation, a training sequence's ids.
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <vidlora/model.hpp>
+#include <vidlora/model/llava_processor.hpp>
+
+#include "model_fixtures.hpp"
+
+using namespace vidlora;
+using Catch::Contains;
+using vidlora::test::json_3d;
+using vidlora::test::rel_error;
+
+namespace {
+
+std::vector<video::RgbImage> frames_of(const nlohmann::json& frames) {  // [frames][H][W][3]
+  std::vector<video::RgbImage> out;
+  for (const auto& f : frames) {
+    video::RgbImage image{static_cast<int>(f[0].size()), static_cast<int>(f.size()), {}};
+    for (const auto& row : f)
+      for (const auto& px : row)
+        for (const auto& c : px) image.data.push_back(static_cast<std::uint8_t>(c.get<int>()));
+    out.push_back(std::move(image));
+  }
+  return out;
+}
+
+std::vector<float> flat_floats(const nlohmann::json& a) {
+  std::vector<float> out;
+  const auto walk = [&](const auto& self, const nlohmann::json& v) -> void {
+    if (v.is_array())
+      for (const auto& x : v) self(self, x);
+    else
+      out.push_back(v.get<float>());
+  };
+  walk(walk, a);
+  return out;
+}
+
+void check_directory(const std::string& name, const std::string& chat_name) {
+  const std::string dir = vidlora::test::model_dir(name);
+  const auto ref = vidlora::test::model_reference(name);
+  const LlavaProcessor processor(dir);
+  CHECK(processor.chat_template().name == chat_name);
+  CHECK(processor.placeholder_id() == ref["video_token_id"].get<int>());
+  CHECK(processor.tokens_per_frame() == 4);
+  const std::string question = ref["question"].get<std::string>();
+  CHECK(processor.prompt(question) == ref["prompt"].get<std::string>());
+  const auto frames = frames_of(ref["frames"]);
+  CHECK(processor.input_ids(question, static_cast<int>(frames.size())) == ref["input_ids"].get<std::vector<int>>());
+
+  // Pixels: resize (Pillow's bicubic), crop, rescale, normalise from the directory's video processor config.
+  const video::ClipTensor pixels = processor.preprocess(frames);
+  const std::vector<float> expected = flat_floats(ref["pixel_values_videos"]);
+  REQUIRE(pixels.data.size() == expected.size());
+  float worst = 0;
+  for (std::size_t i = 0; i < expected.size(); ++i) worst = std::max(worst, std::abs(pixels.data[i] - expected[i]));
+  CHECK(worst < 1e-5f);
+
+  // The model on those inputs: logits and greedy tokens as transformers'.
+  LlavaModel<4, 8> model(dir);
+  const Matrix visual = model.visual_tokens(pixels.data, pixels.frames);
+  const std::vector<int> ids = ref["input_ids"].get<std::vector<int>>();
+  const Matrix logits = model.logits({ids}, {visual});  // [T, vocab]; the fixture keeps the last rows
+  const Matrix expected_logits = json_3d(nlohmann::json::array({ref["logits"]}));  // [rows, vocab]
+  REQUIRE(ref["logits_last"].get<Eigen::Index>() == expected_logits.rows());
+  CHECK(rel_error(Matrix(logits.bottomRows(expected_logits.rows())), expected_logits) < 1e-5);
+  CHECK(model.generate_greedy(ids, visual, ref["generate"]["max_new_tokens"].get<int>()) ==
+        ref["generate"]["tokens"].get<std::vector<int>>());
+
+  // A training sequence: prompt (one placeholder) + answer + end of turn, as the tokenizer gives it whole.
+  std::vector<int> train = processor.prompt_ids(question);
+  for (const int id : processor.answer_ids(ref["answer"].get<std::string>())) train.push_back(id);
+  const std::string end(processor.chat_template().response_suffix);
+  train.push_back(*std::visit([&](const auto& t) { return t.token_to_id(end); }, processor.tokenizer()));
+  CHECK(train == ref["train_ids"].get<std::vector<int>>());
+}
+
+// A copy of a fixture directory's processor files in a temporary directory, for the error cases.
+struct ProcessorCopy {
+  std::filesystem::path dir;
+  explicit ProcessorCopy(const std::string& name) {
+    dir = std::filesystem::temp_directory_path() / ("vidlora_processor_" + name);
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    for (const auto& e : std::filesystem::directory_iterator(vidlora::test::model_dir(name)))
+      if (e.path().extension() != ".safetensors") std::filesystem::copy_file(e.path(), dir / e.path().filename());
+  }
+  ~ProcessorCopy() { std::filesystem::remove_all(dir); }
+  nlohmann::json read() const {
+    std::ifstream in(dir / "processor_config.json");
+    return nlohmann::json::parse(in);
+  }
+  void write(const nlohmann::json& j) const { std::ofstream(dir / "processor_config.json") << j.dump(); }
+  // Sets processor_config.json's video_processor.<key> (or, with top = true, its top-level <key>).
+  void edit(const std::string& key, const nlohmann::json& value, bool top = false) const {
+    nlohmann::json j = read();
+    (top ? j : j["video_processor"])[key] = value;
+    write(j);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("LlavaProcessor + LlavaModel match transformers on a LLaVA-NeXT-Video directory (LLaMA, USER:/ASSISTANT:)",
+          "[model][llava][processor][reference]") {
+  check_directory("llava_next_video_hf", "llava_next_video");
+}
+
+TEST_CASE("LlavaProcessor + LlavaModel match transformers on a LLaVA-NeXT-Video directory (Qwen2, ChatML)",
+          "[model][llava][processor][reference]") {
+  check_directory("llava_qwen_hf", "llava_qwen_chatml");
+}
+
+TEST_CASE("LlavaProcessor reads size, crop, rescale factor, mean and std from the video processor config",
+          "[model][llava][processor]") {
+  const LlavaProcessor p(vidlora::test::model_dir("llava_qwen_hf"));
+  const auto& o = p.frame_preprocessing();
+  CHECK(p.frame_preprocessing_file().filename() == "processor_config.json");
+  CHECK_THAT(p.frame_preprocessing_source(), Contains("(video_processor)"));
+  CHECK(o.resize_height == 32);
+  CHECK(o.resize_width == 32);
+  CHECK(o.crop_height == 28);
+  CHECK(o.rescale_factor == Approx(1 / 250.0));
+  CHECK(o.mean[1] == Approx(0.4f));
+  CHECK(o.std[2] == Approx(0.3f));
+  CHECK(o.resize_arithmetic == video::ResizeArithmetic::TorchUint8);
+}
+
+TEST_CASE("LlavaProcessor reads the frame preprocessing from a separate video_preprocessor_config.json first",
+          "[model][llava][processor]") {
+  const ProcessorCopy copy("llava_next_video_hf");
+  nlohmann::json video = copy.read()["video_processor"];
+  video["size"] = nlohmann::json{{"shortest_edge", 30}};
+  std::ofstream(copy.dir / "video_preprocessor_config.json") << video.dump();
+  const LlavaProcessor p(copy.dir);
+  CHECK(p.frame_preprocessing_file().filename() == "video_preprocessor_config.json");
+  CHECK(p.frame_preprocessing().shortest_edge == 30);
+}
+
+TEST_CASE("LlavaProcessor refuses processor fields that change the result and are not supported, naming them",
+          "[model][llava][processor][errors]") {
+  const ProcessorCopy copy("llava_next_video_hf");
+  const std::string where = "processor_config.json (video_processor)";
+  SECTION("another resampling filter") {
+    copy.edit("resample", 2);
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("resample 2") && Contains(where));
+  }
+  SECTION("size.longest_edge") {
+    copy.edit("size", nlohmann::json{{"longest_edge", 40}});
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("size.longest_edge") && Contains(where));
+  }
+  SECTION("frame sampling by the processor") {
+    copy.edit("do_sample_frames", true);
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("do_sample_frames") && Contains(where));
+  }
+  SECTION("padding") {
+    copy.edit("do_pad", true);
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("do_pad") && Contains(where));
+  }
+  SECTION("an unknown field") {
+    copy.edit("crop_pct", 0.9);
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("\"crop_pct\"") && Contains(where));
+  }
+  SECTION("a crop that is not the vision tower's input size") {
+    copy.edit("crop_size", nlohmann::json{{"height", 24}, {"width", 24}});
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("24x24") && Contains("28x28"));
+  }
+  SECTION("a processor_config.json field") {
+    copy.edit("num_image_tokens", 3, true);
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("\"num_image_tokens\"") && Contains("processor_config.json"));
+  }
+  SECTION("a patch size that counts other visual tokens than the model makes") {
+    copy.edit("patch_size", 14, true);
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("visual tokens per frame") && Contains("patch_size 14"));
+  }
+  SECTION("a placeholder token the tokenizer does not have") {
+    copy.edit("video_token", "<clip>", true);
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("no <clip> token"));
+  }
+  SECTION("no frame preprocessing at all") {
+    nlohmann::json j = copy.read();
+    j.erase("video_processor");
+    j.erase("image_processor");
+    copy.write(j);
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("video_preprocessor_config.json") &&
+                                                    Contains("\"video_processor\""));
+  }
+  SECTION("a chat template that is neither format") {
+    std::ofstream(copy.dir / "chat_template.jinja") << "{{ messages[0]['content'] }}";
+    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("chat_template.jinja") && Contains("ChatML"));
+  }
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# train_captioner and caption on a Hugging Face LLaVA-NeXT-Video save_pretrained directory
+# (tests/fixtures/model/llava_next_video_hf, written with its processor by
+# tools/reference/llava_processor_cases.py) and two generated clips: training runs and its loss falls, the
+# adapter is a PEFT adapter for that model (language-model-only regex targets, LLaVA key names and shapes)
+# that caption loads, caption writes one line per clip with a progress line, and directories that are not a
+# supported model are errors naming what is missing.
+#   hf_model.sh BIN_DIR SOURCE_DIR WORK_DIR
+set -uo pipefail
+bin=$1 root=$2 work=$3
+rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
+failures=0
+check() {  # check NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then echo "ok: $name"; else echo "FAILED: $name"; failures=$((failures + 1)); return 1; fi
+}
+run() {  # run EXPECTED_EXIT LOG COMMAND...: runs COMMAND with stdout in LOG.out and stderr in LOG.err
+  local want=$1 log=$2; shift 2
+  "$@" >"$log.out" 2>"$log.err"
+  local rc=$?
+  check "$log exits $want (got $rc)" test "$rc" -eq "$want" || { tail -n 20 "$log.out" "$log.err"; }
+}
+"$root/tools/make_demo_data.sh" data 4 3 2 48 >/dev/null || { echo "FAILED: demo data"; exit 1; }
+hf=$root/tests/fixtures/model/llava_next_video_hf
+
+run 0 train "$bin/train_captioner" --model "$hf" --data data --out out --epochs1 3 --epochs2 3 --lr1 3e-3 --lr2 3e-3 \
+  --frames 2 --batch 2 --val-fraction 0.5 --log-lines --max-new-tokens 8
+check "training names the model and its prompt format" grep -q "LLaVA-NeXT-Video.*4 visual tokens per frame; prompt format llava_next_video" train.out
+check "the adapter is written" test -f out/adapter/adapter_model.safetensors
+check "the projector is written" test -f out/projector.safetensors
+# The training loss falls: the mean of the last 3 step losses is below that of the first 3.
+check "the training loss falls" python3 - <<'EOF'
+import json
+losses = [r["loss"] for r in map(json.loads, open("out/train_log.jsonl")) if r.get("type") == "step"]
+print("step losses:", ["%.4f" % x for x in losses])
+assert len(losses) >= 6 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+EOF
+# (PEFT 0.21 loads it onto the transformers 5.24 model with LoRA on the 14 decoder layers only, checked by hand.)
+check "the adapter is a PEFT adapter for the LLaVA model" python3 - "$hf" <<'EOF'
+import json, struct, sys
+cfg = json.load(open("out/adapter/adapter_config.json"))
+print("target_modules:", cfg["target_modules"], "base:", cfg["base_model_name_or_path"])
+assert isinstance(cfg["target_modules"], str) and "language_model" in cfg["target_modules"], cfg["target_modules"]
+assert cfg["base_model_name_or_path"].rstrip("/").endswith("llava_next_video_hf")
+raw = open("out/adapter/adapter_model.safetensors", "rb").read()
+header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+header.pop("__metadata__", None)
+r = cfg["r"]
+a = header["base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"]["shape"]
+b = header["base_model.model.model.language_model.layers.1.mlp.down_proj.lora_B.weight"]["shape"]
+assert a == [r, 16] and b == [16, r], (a, b)
+assert all(k.startswith("base_model.model.model.language_model.layers.") for k in header), list(header)[:3]
+EOF
+
+clips=(data/videos/*.mp4)
+run 0 caption "$bin/caption" --model "$hf" --trained out --jsonl captions.jsonl --frames 2 --max-new-tokens 6 "${clips[@]}"
+check "caption prints one line per clip" test "$(wc -l <caption.out)" -eq "${#clips[@]}"
+check "caption writes one JSONL line per clip" test "$(wc -l <captions.jsonl)" -eq "${#clips[@]}"
+check "caption shows progress on stderr" grep -q "\[${#clips[@]}/${#clips[@]}\] .* s/clip" caption.err
+run 0 adapter "$bin/caption" --model "$hf" --adapter out/adapter --frames 2 --max-new-tokens 6 "${clips[0]}"
+check "caption --adapter loads the PEFT adapter" grep -q "^${clips[0]}	" adapter.out
+run 0 base "$bin/caption" --model "$hf" --frames 2 --max-new-tokens 6 "${clips[0]}"
+check "caption captions with the bare checkpoint too" grep -q "^${clips[0]}	" base.out
+run 1 bad_video "$bin/caption" --model "$hf" --frames 2 --max-new-tokens 6 "${clips[0]}" missing.mp4
+check "a bad video is reported on stderr only" bash -c 'grep -q missing.mp4 bad_video.err && ! grep -q missing.mp4 bad_video.out'
+
+# Directories that are not a supported model: the error names what is missing.
+mkdir -p empty partial other
+run 1 empty "$bin/caption" --model empty x.mp4
+check "a directory without config.json is named as such" grep -q "empty is not a supported model directory: it has no config.json" empty.err
+run 1 missing_dir "$bin/train_captioner" --model nowhere --data data --out out2
+check "a missing model directory is an error" grep -q "model directory nowhere does not exist" missing_dir.err
+cp "$hf/config.json" "$hf"/model*.safetensors* partial/
+run 1 partial "$bin/caption" --model partial x.mp4
+check "a LLaVA directory without tokenizer and processor names both" \
+  grep -q "lacks the tokenizer (tokenizer.json or tokenizer.model), the processor (processor_config.json" partial.err
+sed 's/"llava_next_video"/"qwen2_vl"/' "$hf/config.json" >other/config.json
+run 1 other "$bin/train_captioner" --model other --data data --out out3
+check "an unsupported model_type is named" grep -q 'model_type "qwen2_vl" is not supported' other.err
+
+echo "$failures failed"
+exit $((failures > 0))
