@@ -15,14 +15,6 @@ namespace vidlora::test {
 
 inline std::string model_dir(const std::string& name) { return fixture_path("model/" + name); }
 
-// max |a - b| / max |b|: relative to the reference's largest magnitude.
-template <class A, class B>
-double rel_error(const A& a, const B& b) {
-  const double scale = static_cast<double>(b.cwiseAbs().maxCoeff());
-  return static_cast<double>((a.template cast<double>() - b.template cast<double>()).cwiseAbs().maxCoeff()) /
-         (scale > 0 ? scale : 1.0);
-}
-
 // A JSON [batch][seq][vocab] array as [batch·seq, vocab].
 inline Matrix json_3d(const nlohmann::json& a) {
   const auto b = static_cast<Eigen::Index>(a.size()), t = static_cast<Eigen::Index>(a[0].size()),

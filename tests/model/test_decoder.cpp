@@ -16,7 +16,7 @@ using vidlora::test::json_3d;
 using vidlora::test::json_flat_ints;
 using vidlora::test::model_dir;
 using vidlora::test::model_reference;
-using vidlora::test::rel_error;
+using vidlora::test::normwise_error;
 
 namespace {
 
@@ -57,7 +57,7 @@ void check_base_logits_and_loss(const std::string& name) {
   const Matrix logits = decoder.logits(decoder.forward(decoder.embed(c.ids), c.batch, false));
   const Matrix expected = json_3d(c.ref["base_logits"]);
   CAPTURE(name);
-  CHECK(rel_error(logits, expected) < 1e-5);
+  CHECK(normwise_error(logits, expected) < 1e-5);
   const auto targets = next_token_targets(c.labels, c.batch);
   CrossEntropyOptions ce;
   ce.label_smoothing = 0.1;
@@ -71,7 +71,7 @@ void check_lora_loss_and_grads(const std::string& name, bool checkpointing) {
   decoder.set_gradient_checkpointing(checkpointing);
   CAPTURE(name, checkpointing);
   const Matrix logits = decoder.logits(decoder.forward(decoder.embed(c.ids), c.batch, false));
-  CHECK(rel_error(logits, json_3d(c.ref["logits"])) < 1e-5);
+  CHECK(normwise_error(logits, json_3d(c.ref["logits"])) < 1e-5);
 
   CrossEntropyOptions ce;
   ce.label_smoothing = 0.1;
@@ -86,8 +86,8 @@ void check_lora_loss_and_grads(const std::string& name, bool checkpointing) {
     const Matrix ga = vidlora::test::json_matrix(grads.at(path + ".lora_A.weight"));
     const Matrix gb = vidlora::test::json_matrix(grads.at(path + ".lora_B.weight"));
     CAPTURE(path);
-    CHECK(rel_error(lin.grad_A(), ga) < 1e-4);
-    CHECK(rel_error(lin.grad_B(), gb) < 1e-4);
+    CHECK(normwise_error(lin.grad_A(), ga) < 1e-4);
+    CHECK(normwise_error(lin.grad_B(), gb) < 1e-4);
     checked += 2;
   });
   CHECK(checked == static_cast<int>(c.ref["lora_grads"].size()));

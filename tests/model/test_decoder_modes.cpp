@@ -19,7 +19,7 @@ using vidlora::test::json_3d;
 using vidlora::test::json_flat_ints;
 using vidlora::test::model_dir;
 using vidlora::test::model_reference;
-using vidlora::test::rel_error;
+using vidlora::test::normwise_error;
 
 namespace {
 
@@ -90,7 +90,7 @@ TEST_CASE("gradient checkpointing gives the same loss and gradients with less ac
     const auto a = plain.loss_and_backward(plain.embed(ids), batch, labels, ce);
     const auto b = checkpointed.loss_and_backward(checkpointed.embed(ids), batch, labels, ce);
     CHECK(b.loss == Approx(a.loss).epsilon(1e-12));
-    CHECK(rel_error(b.grad_embeds, a.grad_embeds) < 1e-6);
+    CHECK(normwise_error(b.grad_embeds, a.grad_embeds) < 1e-6);
     std::vector<Matrix> grads;
     plain.for_each_lora([&](const std::string&, auto& lin) {
       grads.push_back(lin.grad_A());
@@ -99,8 +99,8 @@ TEST_CASE("gradient checkpointing gives the same loss and gradients with less ac
     std::size_t k = 0;
     checkpointed.for_each_lora([&](const std::string& path, auto& lin) {
       CAPTURE(path);
-      CHECK(rel_error(lin.grad_A(), grads[k++]) < 1e-6);
-      CHECK(rel_error(lin.grad_B(), grads[k++]) < 1e-6);
+      CHECK(normwise_error(lin.grad_A(), grads[k++]) < 1e-6);
+      CHECK(normwise_error(lin.grad_B(), grads[k++]) < 1e-6);
     });
   }
   const auto& full = plain.activation_stats();
@@ -141,14 +141,14 @@ TEST_CASE("kv cache forward in pieces equals the full forward for qwen3 with LoR
     pieces.row(static_cast<Eigen::Index>(i)) =
         decoder.logits(decoder.forward_cached(decoder.embed(std::span(ids).subspan(i, 1)), cache));
   CHECK(cache.length == static_cast<Eigen::Index>(ids.size()));
-  CHECK(rel_error(pieces, full) < 1e-5);
+  CHECK(normwise_error(pieces, full) < 1e-5);
   // and the training forward matches the reference logits of sequence 0 of the fixture
   const auto ref = model_reference("qwen3");
   const auto fixture_ids = json_flat_ints(ref["input_ids"]);
   auto cache2 = decoder.make_cache();
   const Matrix cached =
       decoder.logits(decoder.forward_cached(decoder.embed(std::span(fixture_ids).first(10)), cache2));
-  CHECK(rel_error(cached, Matrix(json_3d(ref["logits"]).topRows(10))) < 1e-5);
+  CHECK(normwise_error(cached, Matrix(json_3d(ref["logits"]).topRows(10))) < 1e-5);
 }
 
 TEST_CASE("nf4 base forward and backward equal the dense model on the dequantized weights",
@@ -179,8 +179,8 @@ TEST_CASE("nf4 base forward and backward equal the dense model on the dequantize
   const auto labels = json_flat_ints(ref["labels"]);
   const Matrix a = nf4.logits(nf4.forward(nf4.embed(ids), batch, false));
   const Matrix b = dense.logits(dense.forward(dense.embed(ids), batch, false));
-  CHECK(rel_error(a, b) < 1e-6);
-  CHECK(rel_error(a, json_3d(ref["logits"])) > 1e-4);  // quantization does change the model
+  CHECK(normwise_error(a, b) < 1e-6);
+  CHECK(normwise_error(a, json_3d(ref["logits"])) > 1e-4);  // quantization does change the model
 
   const auto ga = nf4.loss_and_backward(nf4.embed(ids), batch, labels);
   const auto gb = dense.loss_and_backward(dense.embed(ids), batch, labels);
@@ -188,7 +188,7 @@ TEST_CASE("nf4 base forward and backward equal the dense model on the dequantize
   std::vector<Matrix> grads;
   dense.for_each_lora([&](const std::string&, auto& lin) { grads.push_back(lin.grad_A()); });
   std::size_t k = 0;
-  nf4.for_each_lora([&](const std::string&, auto& lin) { CHECK(rel_error(lin.grad_A(), grads[k++]) < 1e-5); });
+  nf4.for_each_lora([&](const std::string&, auto& lin) { CHECK(normwise_error(lin.grad_A(), grads[k++]) < 1e-5); });
 
   CAPTURE(nf4.linear_weight_bytes(), dense.linear_weight_bytes());
   CHECK(nf4.linear_weight_bytes() * 10 < dense.linear_weight_bytes() * 3);  // at most 0.3x
@@ -207,7 +207,7 @@ TEST_CASE("bf16 base forward and backward equal the dense model on bf16-rounded 
       rounded.insert(bf16.module_path(l, module) + ".weight", w);
       const Matrix original = load_matrix(weights, bf16.module_path(l, module) + ".weight", w.rows(), w.cols());
       CHECK(w.unaryExpr([](float v) { return io::round_to_bf16(v); }).isApprox(w, 0.0f));
-      CHECK(rel_error(w, original) < 1e-2);  // bf16 keeps 8 significant bits
+      CHECK(normwise_error(w, original) < 1e-2);  // bf16 keeps 8 significant bits
     }
   Decoder<4, 8> dense(config, rounded, options);
   randomize_lora_b(bf16, 6);
@@ -216,11 +216,11 @@ TEST_CASE("bf16 base forward and backward equal the dense model on bf16-rounded 
   const std::vector<int> ids = random_ids(14, 64, 3);
   const Matrix a = bf16.logits(bf16.forward(bf16.embed(ids), batch, false));
   const Matrix b = dense.logits(dense.forward(dense.embed(ids), batch, false));
-  CHECK(rel_error(a, b) < 1e-5);
+  CHECK(normwise_error(a, b) < 1e-5);
   const auto ga = bf16.loss_and_backward(bf16.embed(ids), batch, ids);
   const auto gb = dense.loss_and_backward(dense.embed(ids), batch, ids);
   CHECK(ga.loss == Approx(gb.loss).epsilon(1e-5));
-  CHECK(rel_error(ga.grad_embeds, gb.grad_embeds) < 1e-5);
+  CHECK(normwise_error(ga.grad_embeds, gb.grad_embeds) < 1e-5);
   CHECK(bf16.linear_weight_bytes() * 2 == dense.linear_weight_bytes());
 }
 

@@ -16,7 +16,7 @@ using namespace vidlora;
 using Catch::Contains;
 using vidlora::test::json_3d;
 using vidlora::test::json_flat_ints;
-using vidlora::test::rel_error;
+using vidlora::test::normwise_error;
 
 namespace {
 
@@ -51,10 +51,10 @@ void check_decoder_case(const std::string& name) {
   const auto ref = case_ref(name);
   const auto config = DecoderConfig::from_file(case_dir(name) + "/config.json");
   const RotaryTable rope(config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings);
-  CHECK(rel_error(rope.inv_freq(), json_vec(ref["inv_freq"])) < 1e-6);
+  CHECK(normwise_error(rope.inv_freq(), json_vec(ref["inv_freq"])) < 1e-6);
   CHECK(rope.attention_scaling() == Approx(ref["attention_scaling"].get<double>()).epsilon(1e-7));
   Decoder<4, 8> decoder(config, io::CheckpointDir::open(case_dir(name)));
-  CHECK(rel_error(logits_of(decoder, ref["input_ids"], ref["attention_mask"]), json_3d(ref["logits"])) < 1e-5);
+  CHECK(normwise_error(logits_of(decoder, ref["input_ids"], ref["attention_mask"]), json_3d(ref["logits"])) < 1e-5);
 }
 
 }  // namespace
@@ -120,16 +120,16 @@ TEST_CASE("dynamic NTK RoPE grows, resets and generates as transformers does", "
   rope.prepare(8);
   CHECK(rope.inv_freq() == original);  // not longer than max_position_embeddings: unchanged
   rope.prepare(10);
-  CHECK(rel_error(rope.inv_freq(), json_vec(ref["grown_inv_freq"])) < 1e-6);
+  CHECK(normwise_error(rope.inv_freq(), json_vec(ref["grown_inv_freq"])) < 1e-6);
   rope.prepare(9);  // shorter than the longest seen but not below the original length: kept
-  CHECK(rel_error(rope.inv_freq(), json_vec(ref["grown_inv_freq"])) < 1e-6);
+  CHECK(normwise_error(rope.inv_freq(), json_vec(ref["grown_inv_freq"])) < 1e-6);
   rope.prepare(6);
-  CHECK(rel_error(rope.inv_freq(), json_vec(ref["reset_inv_freq"])) < 1e-7);
+  CHECK(normwise_error(rope.inv_freq(), json_vec(ref["reset_inv_freq"])) < 1e-7);
 
   // The same sequence of calls on the model: 10 tokens, 6 tokens, greedy generation with the KV cache.
   Decoder<4, 8> decoder(config, io::CheckpointDir::open(case_dir("rope_dynamic")));
-  CHECK(rel_error(logits_of(decoder, ref["input_ids"], ref["attention_mask"]), json_3d(ref["logits"])) < 1e-5);
-  CHECK(rel_error(logits_of(decoder, ref["short_input_ids"], ref["short_attention_mask"]),
+  CHECK(normwise_error(logits_of(decoder, ref["input_ids"], ref["attention_mask"]), json_3d(ref["logits"])) < 1e-5);
+  CHECK(normwise_error(logits_of(decoder, ref["short_input_ids"], ref["short_attention_mask"]),
                   json_3d(ref["short_logits"])) < 1e-5);
   const auto prompt = ref["generate"]["prompt"].get<std::vector<int>>();
   CHECK(decoder.generate_greedy(prompt, ref["generate"]["max_new_tokens"].get<int>()) ==
@@ -154,12 +154,12 @@ TEST_CASE("llava with two feature layers, the full strategy and a bias-free proj
       for (const auto& row : ch)
         for (const auto& v : row) pixels.push_back(v.get<float>());
   const Matrix features = vision.features(pixels, 2);
-  CHECK(rel_error(features, json_3d(ref["vision_features"])) < 1e-5);
+  CHECK(normwise_error(features, json_3d(ref["vision_features"])) < 1e-5);
   auto projector = Mlp2xGelu::load(weights, config);
   CHECK_FALSE(projector.linear_1().has_bias());
   CHECK(projector.linear_1().bias().size() == 0);
   const Matrix visual = projector.apply(features);
-  CHECK(rel_error(visual, json_3d(ref["projected"])) < 1e-5);
+  CHECK(normwise_error(visual, json_3d(ref["projected"])) < 1e-5);
 
   Decoder<4, 8> decoder(config.text, weights);
   std::vector<SplicedSequence> seqs;
@@ -168,7 +168,7 @@ TEST_CASE("llava with two feature layers, the full strategy and a bias-free proj
                                                Matrix(visual.middleRows(17 * b, 17)), decoder.embed_tokens()));
   const SplicedBatch batch = collate(seqs, decoder.embed_tokens(), 0);
   CHECK(batch.batch.attention_mask == json_flat_ints(ref["attention_mask"]));
-  CHECK(rel_error(decoder.logits(decoder.forward(batch.embeds, batch.batch, false)), json_3d(ref["logits"])) < 1e-5);
+  CHECK(normwise_error(decoder.logits(decoder.forward(batch.embeds, batch.batch, false)), json_3d(ref["logits"])) < 1e-5);
 
   // A bias tensor the config says is not there is refused by name.
   TensorTable with_bias;

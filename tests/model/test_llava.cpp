@@ -17,7 +17,7 @@ using vidlora::test::json_3d;
 using vidlora::test::json_flat_ints;
 using vidlora::test::model_dir;
 using vidlora::test::model_reference;
-using vidlora::test::rel_error;
+using vidlora::test::normwise_error;
 
 namespace {
 
@@ -53,7 +53,7 @@ TEST_CASE("clip vision features equal transformers hidden_states -2 without CLS"
   const ClipVision vision(m.config.vision, m.weights);
   const Matrix features = vision.features(flat_pixels(m.ref["pixel_values"]), 2);
   REQUIRE(features.rows() == 2 * 16);
-  CHECK(rel_error(features, json_3d(m.ref["vision_features"])) < 1e-5);
+  CHECK(normwise_error(features, json_3d(m.ref["vision_features"])) < 1e-5);
 }
 
 TEST_CASE("spatial average pooling of the token grid equals torch avg_pool2d", "[model][vision][reference]") {
@@ -61,7 +61,7 @@ TEST_CASE("spatial average pooling of the token grid equals torch avg_pool2d", "
   const Matrix features = json_3d(m.ref["vision_features"]);  // 2 frames of 4x4 tokens
   const Matrix pooled = spatial_average_pool(features, 4, 2);
   REQUIRE(pooled.rows() == 2 * 4);
-  CHECK(rel_error(pooled, json_3d(m.ref["pooled_features"])) < 1e-6);
+  CHECK(normwise_error(pooled, json_3d(m.ref["pooled_features"])) < 1e-6);
   // 24x24 -> 12x12 (LLaVA-NeXT-Video): 576 tokens per frame become 144.
   CHECK(spatial_average_pool(Matrix::Ones(2 * 576, 3), 24, 2).rows() == 2 * 144);
   REQUIRE_THROWS_AS(spatial_average_pool(Matrix::Ones(10, 3), 4, 2), Error);
@@ -124,7 +124,7 @@ TEST_CASE("llava logits loss LoRA and projector gradients match PEFT", "[model][
   CHECK(batch.batch.attention_mask == json_flat_ints(m.ref["attention_mask"]));
 
   const Matrix logits = decoder.logits(decoder.forward(batch.embeds, batch.batch, false));
-  CHECK(rel_error(logits, json_3d(m.ref["logits"])) < 1e-5);
+  CHECK(normwise_error(logits, json_3d(m.ref["logits"])) < 1e-5);
 
   CrossEntropyOptions ce;
   ce.label_smoothing = 0.1;
@@ -136,20 +136,20 @@ TEST_CASE("llava logits loss LoRA and projector gradients match PEFT", "[model][
   decoder.for_each_lora([&](const std::string& path, auto& lin) {
     const std::string key = path.substr(path.find("layers."));
     CAPTURE(key);
-    CHECK(rel_error(lin.grad_A(), vidlora::test::json_matrix(m.ref["lora_grads"].at(key + ".lora_A.weight"))) < 1e-4);
-    CHECK(rel_error(lin.grad_B(), vidlora::test::json_matrix(m.ref["lora_grads"].at(key + ".lora_B.weight"))) < 1e-4);
+    CHECK(normwise_error(lin.grad_A(), vidlora::test::json_matrix(m.ref["lora_grads"].at(key + ".lora_A.weight"))) < 1e-4);
+    CHECK(normwise_error(lin.grad_B(), vidlora::test::json_matrix(m.ref["lora_grads"].at(key + ".lora_B.weight"))) < 1e-4);
     checked += 2;
   });
   CHECK(checked == static_cast<int>(m.ref["lora_grads"].size()));
 
   projector.backward(gather_rows<float>(result.grad_embeds, batch.visual_rows));
   const auto& pg = m.ref["projector_grads"];
-  CHECK(rel_error(projector.linear_1().grad_weight(), vidlora::test::json_matrix(pg["linear_1.weight"])) < 1e-4);
-  CHECK(rel_error(projector.linear_2().grad_weight(), vidlora::test::json_matrix(pg["linear_2.weight"])) < 1e-4);
+  CHECK(normwise_error(projector.linear_1().grad_weight(), vidlora::test::json_matrix(pg["linear_1.weight"])) < 1e-4);
+  CHECK(normwise_error(projector.linear_2().grad_weight(), vidlora::test::json_matrix(pg["linear_2.weight"])) < 1e-4);
   const auto b1 = vidlora::test::json_vector<float>(pg["linear_1.bias"]);
   const auto b2 = vidlora::test::json_vector<float>(pg["linear_2.bias"]);
-  CHECK(rel_error(projector.linear_1().grad_bias(), Eigen::Map<const Vector>(b1.data(), b1.size())) < 1e-4);
-  CHECK(rel_error(projector.linear_2().grad_bias(), Eigen::Map<const Vector>(b2.data(), b2.size())) < 1e-4);
+  CHECK(normwise_error(projector.linear_1().grad_bias(), Eigen::Map<const Vector>(b1.data(), b1.size())) < 1e-4);
+  CHECK(normwise_error(projector.linear_2().grad_bias(), Eigen::Map<const Vector>(b2.data(), b2.size())) < 1e-4);
 }
 
 TEST_CASE("the newer llava key layout loads the same model as the older one", "[model][llava][checkpoint]") {

@@ -20,7 +20,7 @@ using namespace vidlora;
 using Catch::Contains;
 using vidlora::test::json_3d;
 using vidlora::test::json_flat_ints;
-using vidlora::test::rel_error;
+using vidlora::test::normwise_error;
 
 namespace {
 
@@ -48,12 +48,12 @@ TEST_CASE("LlavaModel loads a sharded LLaVA-NeXT-Video directory and matches tra
   std::vector<Matrix> visual;
   for (std::size_t b = 0; b < 2; ++b) visual.push_back(model.visual_tokens(clip_pixels(ref["pixel_values_videos"], b), 2));
   const Matrix expected_visual = json_3d(ref["video_tokens"]);  // [2 clips · 8, hidden]
-  CHECK(rel_error(visual[0], Matrix(expected_visual.topRows(8))) < 1e-5);
-  CHECK(rel_error(visual[1], Matrix(expected_visual.bottomRows(8))) < 1e-5);
+  CHECK(normwise_error(visual[0], Matrix(expected_visual.topRows(8))) < 1e-5);
+  CHECK(normwise_error(visual[1], Matrix(expected_visual.bottomRows(8))) < 1e-5);
 
   std::vector<std::vector<int>> prompts;
   for (const auto& p : ref["prompts"]) prompts.push_back(p.get<std::vector<int>>());
-  CHECK(rel_error(model.logits(prompts, visual), json_3d(ref["logits"])) < 1e-5);
+  CHECK(normwise_error(model.logits(prompts, visual), json_3d(ref["logits"])) < 1e-5);
   CHECK(model.generate_greedy(prompts[0], visual[0], ref["generate"]["max_new_tokens"].get<int>()) ==
         ref["generate"]["tokens"].get<std::vector<int>>());
   // One placeholder expands to the clip's tokens as well.
@@ -104,5 +104,5 @@ TEST_CASE("LlavaModel with a PEFT adapter whose target_modules is a regex gives 
     prompts.push_back(std::move(p));
   }
   CHECK(model.placeholder_id() == 60);
-  CHECK(rel_error(model.logits(prompts, visual), json_3d(ref["logits"])) < 1e-5);
+  CHECK(normwise_error(model.logits(prompts, visual), json_3d(ref["logits"])) < 1e-5);
 }

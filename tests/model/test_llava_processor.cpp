@@ -18,7 +18,7 @@
 using namespace vidlora;
 using Catch::Contains;
 using vidlora::test::json_3d;
-using vidlora::test::rel_error;
+using vidlora::test::normwise_error;
 
 namespace {
 
@@ -73,7 +73,7 @@ void check_directory(const std::string& name, const std::string& chat_name) {
   const Matrix logits = model.logits({ids}, {visual});  // [T, vocab]; the fixture keeps the last rows
   const Matrix expected_logits = json_3d(nlohmann::json::array({ref["logits"]}));  // [rows, vocab]
   REQUIRE(ref["logits_last"].get<Eigen::Index>() == expected_logits.rows());
-  CHECK(rel_error(Matrix(logits.bottomRows(expected_logits.rows())), expected_logits) < 1e-5);
+  CHECK(normwise_error(Matrix(logits.bottomRows(expected_logits.rows())), expected_logits) < 1e-5);
   CHECK(model.generate_greedy(ids, visual, ref["generate"]["max_new_tokens"].get<int>()) ==
         ref["generate"]["tokens"].get<std::vector<int>>());
 
