@@ -64,8 +64,13 @@ TEST_CASE("qlora merge folds the adapter into the 4-bit base up to nf4 rounding"
   CHECK((qlora.base().to_dense() - (before + qlora.delta_weight())).cwiseAbs().maxCoeff() <= step);
   // Merged forward is the merged 4-bit base alone (the branch is not added twice) ...
   CHECK(normwise_error(qlora.forward(x, false), Matrix(x * qlora.base().to_dense().transpose())) < 1e-5);
-  // ... and stays near the unmerged output, off only by the re-rounding of W.
-  CHECK(normwise_error(qlora.forward(x, false), unmerged) < 0.1);
+  // ... and stays near the unmerged output, off only by the re-rounding of W: each output element differs by
+  // x_i · (W_merged - (W + ΔW))_j, at most step · ‖x_i‖₁ (plus float rounding of the two products).
+  const Matrix merged_out = qlora.forward(x, false);
+  for (Eigen::Index i = 0; i < x.rows(); ++i) {
+    const double bound = step * x.row(i).cwiseAbs().sum() + 1e-5;
+    CHECK((merged_out.row(i) - unmerged.row(i)).cwiseAbs().maxCoeff() <= bound);
+  }
   qlora.unmerge();
   CHECK((qlora.base().to_dense() - before).cwiseAbs().maxCoeff() <= 2 * step);
 }
