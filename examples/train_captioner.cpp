@@ -84,6 +84,9 @@ demo::CommandLine command_line() {
                "early-stopping metric: eval_loss, meteor, meteor_morphemes, cider_d, bleu4, rouge_l, unique_ratio"),
           real("val-fraction", "X", "held-out fraction of the data (default 0.1)"),
           integer("max-caption-tokens", "N", "captions longer than this are truncated, with a report line", 1),
+          text("init-adapter", "DIR",
+               "start LoRA from this PEFT adapter (e.g. trained with PEFT in Python): its factors and alpha; its r "
+               "must be the preset's"),
           integer("checkpoint-every", "N", "also save a checkpoint every N optimizer steps (default: epoch ends)"),
           integer("max-steps", "N", "stop as Ctrl-C does after N optimizer steps of this run (0: no limit)"),
           integer("num-beams", "N", "beam width of the evaluation captions (default 1: greedy)", 1),
@@ -192,6 +195,7 @@ TrainerConfig configure(const demo::Args& a) {
   c.progress_newlines = a.has("log-lines");
   c.max_caption_tokens = a.integer("max-caption-tokens", c.max_caption_tokens);
   c.max_steps_this_run = a.integer("max-steps", 0);
+  c.initial_adapter = a.str("init-adapter", "");
   return c;
 }
 

@@ -116,6 +116,11 @@ struct TrainerConfig {
   long max_steps_this_run = 0;  // > 0: save a checkpoint and stop (as Ctrl-C) after this many steps of this process
   int max_nan_in_a_row = 3;
   std::string base_model_name_or_path;  // written into the PEFT adapter_config.json ("" → null)
+  // A PEFT adapter directory (e.g. trained with PEFT in Python) the run starts from: its lora_A / lora_B,
+  // lora_alpha and rsLoRA replace the fresh initialisation and the preset's alpha (the adapter written at the
+  // end keeps them). Its r must be P::lora_r and its modules exactly the run's LoRA layers; otherwise an
+  // error names the difference. Empty: fresh LoRA (Kaiming-uniform A, zero B).
+  std::filesystem::path initial_adapter{};
   std::ostream* progress = &std::cerr;  // nullptr: silent
   bool progress_newlines = false;       // true: one line per step (logs); false: '\r' updates
 
@@ -304,6 +309,7 @@ class Trainer {
       lora_params_.push_back({path + ".lora_A.weight", &l.lora_A(), &l.grad_A()});
       lora_params_.push_back({path + ".lora_B.weight", &l.lora_B(), &l.grad_B()});
     });
+    if (!config_.initial_adapter.empty()) load_initial_adapter();
   }
 
   Trainer(const Trainer&) = delete;  // parameters are referenced by address
@@ -323,6 +329,7 @@ class Trainer {
     f["lora_alpha"] = std::to_string(P::lora_alpha);
     f["base"] = std::is_same_v<Base, lora::DenseWeight> ? "dense" : "4bit";
     f["lr_scheduler"] = std::string(P::lr_policy::name);
+    if (!config_.initial_adapter.empty()) f["initial_adapter"] = config_.initial_adapter.string();
     f["num_frames"] = std::to_string(config_.num_frames);
     f["precision"] = config_.precision;
     f["batch_size"] = std::to_string(config_.batch_size);
@@ -523,6 +530,10 @@ class Trainer {
       lora::AdapterSpec spec;
       spec.r = P::lora_r;
       spec.lora_alpha = P::lora_alpha;
+      decoder_.for_each_lora([&](const std::string&, typename decoder_type::lora_type& l) {
+        spec.lora_alpha = l.alpha_value();  // an initial_adapter's alpha and rsLoRA, when the run started from one
+        spec.use_rslora = l.options().use_rslora;
+      });
       spec.lora_dropout = config_.lora_dropout;
       spec.target_modules = config_.target_modules;
       spec.base_model_name_or_path = config_.base_model_name_or_path;
@@ -558,7 +569,36 @@ class Trainer {
     o.lora.dropout = c.lora_dropout;
     o.lora.seed = c.seed;
     o.gradient_checkpointing = c.gradient_checkpointing;
+    if (!c.initial_adapter.empty()) {
+      const lora::AdapterSpec spec = lora::load_peft_adapter(c.initial_adapter).spec;
+      require(spec.r == P::lora_r,
+              "Trainer: initial_adapter '{}' has r {}, but preset {} trains r {}: continue it with a preset of rank {}",
+              c.initial_adapter.string(), spec.r, P::name, P::lora_r, spec.r);
+      o.lora.alpha = spec.lora_alpha;
+      o.lora.use_rslora = spec.use_rslora;
+    }
     return o;
+  }
+
+  // The part of a module path every key layout shares: "layers.3.self_attn.q_proj".
+  static std::string layer_path(const std::string& module) {
+    const auto at = module.rfind("layers.");
+    return at == std::string::npos ? module : module.substr(at);
+  }
+
+  // TrainerConfig::initial_adapter: the adapter's modules must be exactly this run's LoRA layers.
+  void load_initial_adapter() {
+    const auto& dir = config_.initial_adapter;
+    const lora::PeftAdapter adapter = lora::load_peft_adapter(dir);
+    std::set<std::string> ours, theirs;
+    decoder_.for_each_lora([&](const std::string& path, typename decoder_type::lora_type&) { ours.insert(layer_path(path)); });
+    for (const auto& entry : adapter.modules) theirs.insert(layer_path(entry.first));
+    for (const auto& m : theirs)
+      require(ours.count(m) == 1, "Trainer: initial_adapter '{}' adapts {}, which this run does not train (target_modules {})",
+              dir.string(), m, fmt::join(config_.target_modules, ","));
+    for (const auto& m : ours)
+      require(theirs.count(m) == 1, "Trainer: initial_adapter '{}' has no LoRA for {}, which this run trains", dir.string(), m);
+    decoder_.load_adapter(io::SafetensorsFile::open(dir / lora::kAdapterWeightsName));
   }
 
   void check_config() const {
