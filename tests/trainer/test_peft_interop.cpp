@@ -24,61 +24,7 @@ model::DecoderOptions cpu_lora() {
   for (auto m : presets::Cpu::target_set::modules) o.target_modules.emplace_back(m);
   return o;
 }
-}  // namespace
-
-TEST_CASE("trainer adapter on the tiny llama fixture matches PEFT logits", "[trainer][peft]") {
-  const fs::path base = fixture_path("model/llama");
-  const auto config = model::DecoderConfig::from_file(base / "config.json");
-  const auto weights = io::SafetensorsFile::open(base / "model.safetensors");
-
-  if (std::getenv("VIDLORA_WRITE_TRAINER_FIXTURE")) {  // regenerate the adapter with the Trainer
-    TrainerConfig c = TrainerConfig::from_preset<presets::Cpu>();
-    c.stages[0].epochs = 1;
-    c.stages[1].epochs = 2;
-    c.stages[0].learning_rate = c.stages[1].learning_rate = 2e-2;
-    c.output_dir = fs::temp_directory_path() / "vidlora_trainer_fixture";
-    c.progress = nullptr;
-    TextCodec codec;
-    codec.encode = [](const std::string& s) {
-      std::vector<int> ids;
-      for (char ch : s) ids.push_back(10 + (ch - 'a') % 40);
-      return ids;
-    };
-    codec.decode = [](const std::vector<int>& ids) { return std::to_string(ids.size()); };
-    codec.prompt_ids = {1, 60, 5};
-    codec.placeholder_id = 60;
-    codec.eos_id = 2;
-    std::vector<Clip> clips;
-    for (int i = 0; i < 8; ++i) {
-      Clip clip;
-      clip.id = fmt::format("c{}", i);
-      clip.video = fmt::format("c{}.mp4", i);
-      clip.caption = std::string(3 + i % 3, static_cast<char>('a' + i));
-      clips.push_back(clip);
-    }
-    Trainer<presets::Cpu> t(c, config, weights, model::Mlp2xGelu(8, config.hidden_size, 3), codec, [](const Clip& cl) {
-      return model::random_normal(4, 8, 1.0, 5, static_cast<std::uint64_t>(cl.id[1]));
-    });
-    t.train(clips, {});
-    fs::remove_all(fixture_path("trainer/adapter"));
-    fs::copy(c.output_dir / "adapter", fixture_path("trainer/adapter"), fs::copy_options::recursive);
-  }
-
-  model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha> decoder(config, weights, cpu_lora());
-  decoder.load_adapter(io::SafetensorsFile::open(fixture_path("trainer/adapter/adapter_model.safetensors")));
-  const Matrix ours = decoder.logits(decoder.forward(decoder.embed(kIds), {1, static_cast<Eigen::Index>(kIds.size()), {}}, false));
-  const auto ref = load_fixture("trainer/peft_logits.json");
-  REQUIRE(ref.at("input_ids").get<std::vector<int>>() == kIds);
-  const Matrix peft = json_matrix<float>(ref.at("logits"));
-  REQUIRE(peft.rows() == ours.rows());
-  REQUIRE(peft.cols() == ours.cols());
-  // The adapter is not a no-op: PEFT's logits differ from the base model's.
-  const Matrix base_logits = json_matrix<float>(ref.at("base_logits"));
-  CHECK((peft - base_logits).cwiseAbs().maxCoeff() > 1e-3f);
-  CHECK(normwise_error(ours, peft) < 1e-5);
-}
-
-namespace {
+// The tiny run both tests train: a character codec, 8 clips, seeded random features.
 TextCodec tiny_codec() {
   TextCodec codec;
   codec.encode = [](const std::string& s) {
@@ -105,6 +51,39 @@ std::vector<Clip> tiny_clips() {
 }
 Matrix tiny_features(const Clip& cl) { return model::random_normal(4, 8, 1.0, 5, static_cast<std::uint64_t>(cl.id[1])); }
 }  // namespace
+
+TEST_CASE("trainer adapter on the tiny llama fixture matches PEFT logits", "[trainer][peft]") {
+  const fs::path base = fixture_path("model/llama");
+  const auto config = model::DecoderConfig::from_file(base / "config.json");
+  const auto weights = io::SafetensorsFile::open(base / "model.safetensors");
+
+  if (std::getenv("VIDLORA_WRITE_TRAINER_FIXTURE")) {  // regenerate the adapter with the Trainer
+    TrainerConfig c = TrainerConfig::from_preset<presets::Cpu>();
+    c.stages[0].epochs = 1;
+    c.stages[1].epochs = 2;
+    c.stages[0].learning_rate = c.stages[1].learning_rate = 2e-2;
+    c.output_dir = fs::temp_directory_path() / "vidlora_trainer_fixture";
+    c.progress = nullptr;
+    Trainer<presets::Cpu> t(c, config, weights, model::Mlp2xGelu(8, config.hidden_size, 3), tiny_codec(), tiny_features);
+    t.train(tiny_clips(), {});
+    fs::remove_all(fixture_path("trainer/adapter"));
+    fs::copy(c.output_dir / "adapter", fixture_path("trainer/adapter"), fs::copy_options::recursive);
+  }
+
+  model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha> decoder(config, weights, cpu_lora());
+  decoder.load_adapter(io::SafetensorsFile::open(fixture_path("trainer/adapter/adapter_model.safetensors")));
+  const Matrix ours = decoder.logits(decoder.forward(decoder.embed(kIds), {1, static_cast<Eigen::Index>(kIds.size()), {}}, false));
+  const auto ref = load_fixture("trainer/peft_logits.json");
+  REQUIRE(ref.at("input_ids").get<std::vector<int>>() == kIds);
+  const Matrix peft = json_matrix<float>(ref.at("logits"));
+  REQUIRE(peft.rows() == ours.rows());
+  REQUIRE(peft.cols() == ours.cols());
+  // The adapter is not a no-op: PEFT's logits differ from the base model's.
+  const Matrix base_logits = json_matrix<float>(ref.at("base_logits"));
+  CHECK((peft - base_logits).cwiseAbs().maxCoeff() > 1e-3f);
+  CHECK(normwise_error(ours, peft) < 1e-5);
+}
+
 
 TEST_CASE("training continues from an adapter made with PEFT in Python: its factors, alpha and logits", "[trainer][peft]") {
   const fs::path base = fixture_path("model/llama");
