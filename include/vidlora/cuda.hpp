@@ -13,6 +13,7 @@
 #include <vidlora/loss/cuda/cross_entropy.cuh>
 #include <vidlora/model/cuda/attention.cuh>
 #include <vidlora/model/cuda/elementwise.cuh>
+#include <vidlora/optim/cuda/grad_unscale.cuh>
 #include <vidlora/optim/cuda/multi_tensor.cuh>
 #include <vidlora/quant/cuda/dequantize.cuh>
 

@@ -198,6 +198,16 @@ TEST_CASE("grad scaler enforces torch's order: one unscale per step, update afte
   CHECK_FALSE(u.skipped);
   CHECK(u.growth_tracker == 1);
   CHECK(s.record().growth_tracker == 1);
+  // Parameter groups (AdamW::groups()) unscale every parameter of every group.
+  Matrix w2 = Matrix::Ones(2, 1), g2 = Matrix::Constant(2, 1, 8.0f);
+  const std::vector<optim::ParamGroup> groups{{{{"w", &w, &g}}, 0.0, 1.0, "a"}, {{{"w2", &w2, &g2}}, 0.0, 1.0, "b"}};
+  g(0, 1) = std::numeric_limits<float>::quiet_NaN();
+  CHECK(s.unscale(groups));
+  CHECK(g(0, 0) == 0.25f);
+  CHECK(g2(1, 0) == 2.0f);
+  CHECK_FALSE(s.should_step());
+  CHECK(s.update().skipped);
+  CHECK(s.scale() == 2.0f);
 }
 
 TEST_CASE("grad scaler refuses bad options and bad records by name", "[optim][errors]") {

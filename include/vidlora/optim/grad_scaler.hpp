@@ -20,16 +20,14 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
-#include <span>
+#include <ranges>
 #include <string>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
 
 #include <vidlora/core/error_type.hpp>
-#include <vidlora/core/matrix.hpp>
 #include <vidlora/optim/grad_unscale.hpp>
-#include <vidlora/optim/parameter.hpp>
 
 namespace vidlora::optim {
 
@@ -102,29 +100,26 @@ class GradScaler {
   float scale_loss(float loss) const { return enabled_ ? loss * r_.scale : loss; }
 
   // CPU: every gradient × 1/scale in place; returns whether any was Inf/NaN (before unscaling). Once per
-  // step. A disabled scaler touches nothing and reports false.
-  bool unscale(std::span<const Parameter> params) {
+  // step. `params`: a range of optim::Parameter, or of optim::ParamGroup (e.g. AdamW::groups()). A disabled
+  // scaler touches nothing and reports false. (A template, so this header needs neither Eigen nor fmt and
+  // nvcc translation units can hold a GradScaler.)
+  template <std::ranges::input_range Params>
+  bool unscale(const Params& params) {
     if (!enabled_) return false;
     begin_unscale();
     bool found = false;
     const float inv = inv_scale();
-    for (const Parameter& p : params) {
+    auto one = [&](const auto& p) {
       if (p.grad == nullptr) detail::scaler_fail("parameter '" + p.name + "' has no grad matrix");
       found |= unscale_range(p.grad->data(), static_cast<std::size_t>(p.grad->size()), inv);
-    }
-    found_inf_ = found;
-    return found;
-  }
-  bool unscale(std::span<const ParamGroup> groups) {
-    if (!enabled_) return false;
-    begin_unscale();
-    bool found = false;
-    const float inv = inv_scale();
-    for (const ParamGroup& g : groups)
-      for (const Parameter& p : g.params) {
-        if (p.grad == nullptr) detail::scaler_fail("parameter '" + p.name + "' has no grad matrix");
-        found |= unscale_range(p.grad->data(), static_cast<std::size_t>(p.grad->size()), inv);
+    };
+    for (const auto& item : params) {
+      if constexpr (requires { item.params; }) {
+        for (const auto& p : item.params) one(p);
+      } else {
+        one(item);
       }
+    }
     found_inf_ = found;
     return found;
   }
