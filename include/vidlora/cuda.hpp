@@ -4,6 +4,7 @@
 // plus the runtime wrappers (DeviceBuffer, Stream, Event, GemmRunner) when VIDLORA_CUDA_RUNTIME is defined,
 // which linking vidlora::cuda does.
 
+#include <vidlora/core/cuda/cuda_upstream.cuh>
 #include <vidlora/core/cuda/gemm.cuh>
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/math.cuh>
