@@ -6,7 +6,10 @@
 #include <vidlora/presets/memory_cap.hpp>
 
 #include <cmath>
+#include <fstream>
 #include <limits>
+#include <sstream>
+#include <string>
 
 using namespace vidlora;
 using namespace vidlora::presets;
@@ -48,4 +51,18 @@ TEST_CASE("each preset's default model is estimated to fit under its default cap
   STATIC_REQUIRE(estimated_allocator_bytes<H100>(models::LlavaNextVideo7B) > default_memory_cap_bytes<H100>());
   const double t4 = estimated_allocator_bytes<T4>(models::LlavaNextVideo7B) / static_cast<double>(GiB);
   CHECK(t4 == Approx(4.34).margin(0.01));  // docs/presets.md's 5.34 GiB total minus 1 GiB runtime overhead
+}
+
+TEST_CASE("docs/presets.md's cap table states the code's caps", "[presets]") {
+  std::ifstream in(std::string(VIDLORA_SOURCE_DIR) + "/docs/presets.md");
+  REQUIRE(in);
+  std::stringstream doc;
+  doc << in.rdbuf();
+  auto row = [](std::string_view name, int vram, std::size_t cap) {
+    return "| " + std::string(name) + " | " + std::to_string(vram) + " | " + std::to_string(cap / GiB) + " GiB |";
+  };
+  CHECK(doc.str().find(row("T4", T4::vram_gb, default_memory_cap_bytes<T4>())) != std::string::npos);
+  CHECK(doc.str().find(row("L4", L4::vram_gb, default_memory_cap_bytes<L4>())) != std::string::npos);
+  CHECK(doc.str().find(row("A100", A100::vram_gb, default_memory_cap_bytes<A100>())) != std::string::npos);
+  CHECK(doc.str().find(row("H100", H100::vram_gb, default_memory_cap_bytes<H100>())) != std::string::npos);
 }
