@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <vidlora/optim/cuda/grad_unscale.cuh>
+#include <vidlora/optim/grad_scaler.hpp>  // the host state machine compiles under nvcc too
 
 #include "support/cuda_test.cuh"
 
@@ -106,4 +107,31 @@ TEST_CASE("cuda unscale leaves gradients untouched at scale 1 and accumulates fo
   optim::cuda::unscale_and_check(a.launch, {1.0f, a.found.data()});
   CHECK(optim::cuda::found_inf_to_host(a.found.data()));
   CHECK_THROWS_WITH(optim::cuda::unscale_and_check(a.launch, {1.0f, nullptr}), Catch::Contains("found_inf is null"));
+}
+
+TEST_CASE("cuda unscale drives the GradScaler: a skipped step backs off, a clean one counts", "[optim]") {
+  optim::GradScaler scaler(optim::GradScalerOptions{.init_scale = 1024.0, .growth_interval = 2});
+  Grads g({5000, 77}, 1024, scaler.scale(), 1);
+  g.host[1][76] = std::numeric_limits<float>::quiet_NaN();
+  g.upload();
+  optim::cuda::unscale_and_check(g.launch, {scaler.inv_scale(), g.found.data()});
+  scaler.record_unscaled(optim::cuda::found_inf_to_host(g.found.data()));
+  CHECK_FALSE(scaler.should_step());
+  auto u = scaler.update();
+  CHECK(u.skipped);
+  CHECK(u.scale_after == 512.0f);
+  Grads clean({5000, 77}, 1024, scaler.scale(), 1);
+  clean.upload();
+  optim::cuda::unscale_and_check(clean.launch, {scaler.inv_scale(), clean.found.data()});
+  scaler.record_unscaled(optim::cuda::found_inf_to_host(clean.found.data()));
+  CHECK(scaler.should_step());
+  u = scaler.update();
+  CHECK_FALSE(u.skipped);
+  CHECK(u.growth_tracker == 1);
+  // The unscaled gradients are the true ones: |g| <= 1 (random_vector's range) after dividing by 512.
+  float largest = 0.0f;
+  for (std::size_t t = 0; t < 2; ++t)
+    for (float x : clean.download(t)) largest = std::fmax(largest, std::fabs(x));
+  CHECK(largest <= 1.0f);
+  CHECK(largest > 0.5f);
 }
