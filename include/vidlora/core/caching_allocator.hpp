@@ -70,8 +70,13 @@ struct CachingAllocatorOptions {
   std::size_t cap_bytes = 0;  // hard cap on bytes held from the upstream; 0: no cap
 };
 
-template <AllocatorUpstream Upstream>
+template <class Upstream>
 class CachingAllocator {
+  static_assert(AllocatorUpstream<Upstream>,
+                "CachingAllocator<Upstream>: Upstream is not an allocator upstream (vidlora::AllocatorUpstream: a "
+                "static `name`, `void* allocate(std::size_t)` returning nullptr when exhausted, and "
+                "`deallocate(void*, std::size_t)`; e.g. HostUpstream or cuda::CudaUpstream)");
+
  public:
   using upstream_type = Upstream;
 
