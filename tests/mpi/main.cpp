@@ -2,7 +2,8 @@
 // fault programs tests/mpi/fault.sh starts:
 //   fault-kill DIR   rank 1 kills itself (SIGKILL) while fetching a clip of step 4
 //   fault-hang DIR   rank 1 hangs there instead; the others' 3-second timeout must stop the job
-//   check-checkpoint DIR STEP   (no MPI) DIR/checkpoints/last.safetensors is whole and at STEP
+//   check-checkpoint DIR FIRST LAST   (no MPI) DIR/checkpoints/last.safetensors is whole, at a step in
+//                                     [FIRST, LAST]
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -26,7 +27,7 @@ using namespace vidlora;
 
 namespace {
 
-int check_checkpoint(const fs::path& dir, long step) {
+int check_checkpoint(const fs::path& dir, long first, long last) {
   try {
     const auto f = io::SafetensorsFile::open(dir / "checkpoints" / "last.safetensors");
     const auto state = nlohmann::json::parse(f.metadata().at("trainer_state"));
@@ -34,7 +35,7 @@ int check_checkpoint(const fs::path& dir, long step) {
     (void)f.matrix("param/multi_modal_projector.linear_1.weight");  // the tensors read back
     std::cout << "checkpoint " << (dir / "checkpoints" / "last.safetensors").string() << " is whole, at step " << saved
               << '\n';
-    return saved == step ? 0 : 1;
+    return saved >= first && saved <= last ? 0 : 1;
   } catch (const std::exception& e) {
     std::cout << "checkpoint unreadable: " << e.what() << '\n';
     return 1;
@@ -67,7 +68,8 @@ int fault(const comm::MpiSession& session, const std::string& mode, const fs::pa
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 4 && std::strcmp(argv[1], "check-checkpoint") == 0) return check_checkpoint(argv[2], std::stol(argv[3]));
+  if (argc == 5 && std::strcmp(argv[1], "check-checkpoint") == 0)
+    return check_checkpoint(argv[2], std::stol(argv[3]), std::stol(argv[4]));
   comm::MpiSession session(&argc, &argv);
   if (argc == 3 && std::strncmp(argv[1], "fault-", 6) == 0) return fault(session, argv[1] + 6, argv[2]);
   return Catch::Session().run(argc, argv);

@@ -302,8 +302,8 @@ class Trainer {
   using projector_type = ProjectorT;
 
   // Builds the decoder from `weights` with LoRA slots on config.target_modules.
-  template <model::TensorSource S>
   // `comm`: the ranks this trainer is one of (default: one process).
+  template <model::TensorSource S>
   Trainer(TrainerConfig config, const model::DecoderConfig& decoder_config, const S& weights, ProjectorT projector,
           TextCodec codec, FeatureFn features, Comm comm = Comm{})
       : config_(std::move(config)),
