@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   std::vector<float> host(count);
   for (std::size_t i = 0; i < count; ++i) host[i] = static_cast<float>((i % 1000) * 0.001) + static_cast<float>(nccl.rank());
   std::vector<float> single = host;
-  comm::Single{}.all_reduce_sum(std::span<float>(single), "reference");
+  comm::Single{}.all_reduce_sum(std::span<float>(single.data(), single.size()), "reference");
   float* device = nullptr;
   cudaMalloc(&device, count * sizeof(float));
   cudaMemcpy(device, host.data(), count * sizeof(float), cudaMemcpyHostToDevice);

@@ -15,12 +15,13 @@
 // communicator that can wait on other processes fails with CommError naming it instead of hanging.
 
 #include <concepts>
+#include <sstream>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <vidlora/core/error.hpp>
+#include <vidlora/core/error_type.hpp>
 
 namespace vidlora::comm {
 
@@ -32,6 +33,29 @@ class CommError : public Error {
  public:
   using Error::Error;
 };
+
+namespace detail {
+// `text` with each "{...}" replaced by the next argument (operator<<; "{:g}" prints as the default does): fmt-free,
+// for the communicator headers that CUDA translation units include (nvcc 13 rejects fmt's consteval format
+// strings, as core/error_type.hpp notes).
+inline void format_into(std::ostringstream& out, std::string_view text) { out << text; }
+template <class T, class... Rest>
+void format_into(std::ostringstream& out, std::string_view text, const T& first, const Rest&... rest) {
+  const auto open = text.find('{'), close = text.find('}', open);
+  if (open == std::string_view::npos || close == std::string_view::npos) {
+    out << text;
+    return;
+  }
+  out << text.substr(0, open) << first;
+  format_into(out, text.substr(close + 1), rest...);
+}
+template <class... Args>
+std::string message(std::string_view text, const Args&... args) {
+  std::ostringstream out;
+  format_into(out, text, args...);
+  return out.str();
+}
+}  // namespace detail
 
 // rank() in [0, size()); all_reduce_sum: element-wise sum over the ranks, in place, the same result on every
 // rank; broadcast: rank 0's string on every rank; gather: rank 0 receives every rank's string in rank order

@@ -13,6 +13,7 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdint>
@@ -24,8 +25,6 @@
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include <vidlora/comm/communicator.hpp>
 
@@ -46,7 +45,7 @@ inline int launched_world_size() {
 inline std::string mpi_error_string(int code) {
   char text[MPI_MAX_ERROR_STRING];
   int length = 0;
-  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) return fmt::format("MPI error {}", code);
+  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) return detail::message("MPI error {}", code);
   return std::string(text, static_cast<std::size_t>(length));
 }
 
@@ -60,7 +59,7 @@ class MpiSession {
     if (initialized) throw CommError("MpiSession: MPI is already initialised in this process");
     int provided = 0;
     if (const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided); rc != MPI_SUCCESS)
-      throw CommError(fmt::format("MPI_Init_thread failed: {}", mpi_error_string(rc)));
+      throw CommError(detail::message("MPI_Init_thread failed: {}", mpi_error_string(rc)));
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
     exceptions_ = std::uncaught_exceptions();
@@ -133,7 +132,7 @@ class Mpi {
     MPI_Request req = MPI_REQUEST_NULL;
     check(MPI_Ibcast(&n, 1, MPI_LONG_LONG, 0, comm_, &req), what);
     wait(req, what);
-    if (n > INT_MAX) throw CommError(fmt::format("{}: {} bytes to broadcast exceed MPI's int count", what, n));
+    if (n > INT_MAX) throw CommError(detail::message("{}: {} bytes to broadcast exceed MPI's int count", what, n));
     s.resize(static_cast<std::size_t>(n));
     check(MPI_Ibcast(s.data(), static_cast<int>(n), MPI_CHAR, 0, comm_, &req), what);
     wait(req, what);
@@ -150,7 +149,7 @@ class Mpi {
     for (std::size_t r = 0; r < sizes.size(); ++r) {
       displs[r] = static_cast<int>(total);
       total += sizes[r];
-      if (total > INT_MAX) throw CommError(fmt::format("{}: the gathered bytes exceed MPI's int count", what));
+      if (total > INT_MAX) throw CommError(detail::message("{}: the gathered bytes exceed MPI's int count", what));
     }
     std::string all(static_cast<std::size_t>(total), '\0');
     check(MPI_Igatherv(mine.data(), n, MPI_CHAR, all.data(), sizes.data(), displs.data(), MPI_CHAR, 0, comm_, &req),
@@ -179,7 +178,7 @@ class Mpi {
 
   int checked_count(std::size_t n, std::string_view what) const {
     if (n > static_cast<std::size_t>(INT_MAX))
-      throw CommError(fmt::format("{}: {} elements exceed MPI's int count", what, n));
+      throw CommError(detail::message("{}: {} elements exceed MPI's int count", what, n));
     return static_cast<int>(n);
   }
 
@@ -199,7 +198,7 @@ class Mpi {
 
   void check(int rc, std::string_view what) const {
     if (rc != MPI_SUCCESS)
-      throw CommError(fmt::format("rank {} of {}: {} failed: {}", rank_, size_, what, mpi_error_string(rc)));
+      throw CommError(detail::message("rank {} of {}: {} failed: {}", rank_, size_, what, mpi_error_string(rc)));
   }
 
   // Polls `req` until it completes: spinning briefly (a fast collective), then yielding, then sleeping up to a
@@ -215,8 +214,7 @@ class Mpi {
       if (done) return;
       const auto now = clock::now();
       if (now >= deadline)
-        throw CommError(fmt::format(
-            "rank {} of {}: {} did not complete within {:g} s: another rank died, hangs or is that far behind "
+        throw CommError(detail::message("rank {} of {}: {} did not complete within {:g} s: another rank died, hangs or is that far behind "
             "(its own error, if any, is in its output); raise the timeout if ranks are just slow",
             rank_, size_, what, options_.timeout.count()));
       if (polls < 100) continue;

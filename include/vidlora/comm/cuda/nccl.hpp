@@ -10,6 +10,7 @@
 
 #include <cuda_runtime.h>
 #include <nccl.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -23,21 +24,18 @@
 #include <utility>
 #include <vector>
 
-#include <fmt/format.h>
-
 #include <vidlora/comm/communicator.hpp>
 #include <vidlora/comm/mpi.hpp>
-#include <vidlora/io/atomic_file.hpp>
 
 namespace vidlora::comm {
 
 namespace detail {
 inline void nccl_check(ncclResult_t rc, std::string_view what) {
   if (rc != ncclSuccess && rc != ncclInProgress)
-    throw CommError(fmt::format("{}: NCCL error {}: {}", what, static_cast<int>(rc), ncclGetErrorString(rc)));
+    throw CommError(detail::message("{}: NCCL error {}: {}", what, static_cast<int>(rc), ncclGetErrorString(rc)));
 }
 inline void cuda_check(cudaError_t rc, std::string_view what) {
-  if (rc != cudaSuccess) throw CommError(fmt::format("{}: CUDA error: {}", what, cudaGetErrorString(rc)));
+  if (rc != cudaSuccess) throw CommError(detail::message("{}: CUDA error: {}", what, cudaGetErrorString(rc)));
 }
 }  // namespace detail
 
@@ -50,7 +48,9 @@ inline ncclUniqueId nccl_unique_id_over(Mpi& bootstrap) {
     bytes.assign(reinterpret_cast<const char*>(&id), sizeof id);
   }
   bootstrap.broadcast(bytes, "the NCCL unique id");
-  require(bytes.size() == sizeof id, "the NCCL unique id: {} bytes received, {} expected", bytes.size(), sizeof id);
+  if (bytes.size() != sizeof id)
+    throw CommError(detail::message("the NCCL unique id: {} bytes received, {} expected", bytes.size(),
+                                sizeof id));
   std::memcpy(&id, bytes.data(), sizeof id);
   return id;
 }
@@ -61,9 +61,15 @@ inline ncclUniqueId nccl_unique_id_via_file(const std::filesystem::path& file, i
   ncclUniqueId id{};
   if (rank == 0) {
     detail::nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
-    io::AtomicFile out(file);
-    out.write(std::as_bytes(std::span<const ncclUniqueId>(&id, 1)));
-    out.commit();
+    // A temporary name of this process, renamed over `file`: a reader sees the whole id or no file.
+    std::filesystem::path tmp = file;
+    tmp += "." + std::to_string(static_cast<long>(::getpid())) + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      out.write(reinterpret_cast<const char*>(&id), sizeof id);
+      if (!out.flush()) throw CommError("cannot write the NCCL unique id to " + tmp.string());
+    }
+    std::filesystem::rename(tmp, file);
     return id;
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
@@ -71,7 +77,7 @@ inline ncclUniqueId nccl_unique_id_via_file(const std::filesystem::path& file, i
     std::ifstream in(file, std::ios::binary);
     if (in && in.read(reinterpret_cast<char*>(&id), sizeof id)) return id;
     if (std::chrono::steady_clock::now() >= deadline)
-      throw CommError(fmt::format("rank {}: no NCCL unique id in {} after {:g} s (rank 0 writes it)", rank,
+      throw CommError(detail::message("rank {}: no NCCL unique id in {} after {:g} s (rank 0 writes it)", rank,
                                   file.string(), timeout.count()));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -83,7 +89,7 @@ inline int local_device(int requested) {
   if (requested >= 0) return requested;
   int count = 0;
   detail::cuda_check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
-  require(count > 0, "comm::Nccl: no CUDA device");
+  if (count <= 0) throw CommError("comm::Nccl: no CUDA device");
   for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"})
     if (const char* v = std::getenv(name)) return std::atoi(v) % count;
   return 0;
@@ -105,7 +111,7 @@ class Nccl {
     detail::cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     const ncclUniqueId id = nccl_unique_id_over(bootstrap_);
     detail::nccl_check(ncclCommInitRank(&comm_, bootstrap_.size(), id, bootstrap_.rank()),
-                       fmt::format("rank {}: ncclCommInitRank", bootstrap_.rank()));
+                       detail::message("rank {}: ncclCommInitRank", bootstrap_.rank()));
   }
   Nccl(const Nccl&) = delete;
   Nccl& operator=(const Nccl&) = delete;
@@ -142,11 +148,11 @@ class Nccl {
       ncclCommGetAsyncError(comm_, &async);
       if (async != ncclSuccess && async != ncclInProgress) {
         ncclCommAbort(std::exchange(comm_, nullptr));
-        detail::nccl_check(async, fmt::format("rank {} of {}: {}", rank(), size(), what));
+        detail::nccl_check(async, detail::message("rank {} of {}: {}", rank(), size(), what));
       }
       if (clock::now() >= deadline) {
         ncclCommAbort(std::exchange(comm_, nullptr));
-        throw CommError(fmt::format("rank {} of {}: {} did not complete within {:g} s on GPU {}: another rank died, "
+        throw CommError(detail::message("rank {} of {}: {} did not complete within {:g} s on GPU {}: another rank died, "
                                     "hangs or is that far behind; the NCCL communicator was aborted",
                                     rank(), size(), what, options_.timeout.count(), device_));
       }
@@ -161,7 +167,7 @@ class Nccl {
 
  private:
   void reduce(void* data, std::size_t n, ncclDataType_t type, std::string_view what) {
-    require(comm_ != nullptr, "comm::Nccl: {} after the communicator was aborted", what);
+    if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
     detail::nccl_check(ncclAllReduce(data, data, n, type, ncclSum, comm_, stream_), what);
     wait(what);
   }
