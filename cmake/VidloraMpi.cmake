@@ -3,7 +3,7 @@
 # Optional like the other dependencies: without MPI the project builds as before, and its MPI tests are
 # registered as SKIPPED (a configure error under VIDLORA_EXPECT_ALL_TESTS, which CI sets).
 # Debian: libopenmpi-dev openmpi-bin (tools/install-deps.sh). The MPI tests run mpiexec with
-# --oversubscribe and, as root, --allow-run-as-root (VIDLORA_MPIEXEC_FLAGS).
+# --oversubscribe and, as root, OMPI_ALLOW_RUN_AS_ROOT (VIDLORA_MPIEXEC_FLAGS, VIDLORA_MPI_TEST_ENVIRONMENT).
 option(VIDLORA_WITH_MPI "Build vidlora::mpi (comm::Mpi, mpirun -np N train_captioner) when MPI is found" ON)
 set(VIDLORA_BUILD_MPI OFF)
 if(VIDLORA_WITH_MPI)
@@ -41,8 +41,14 @@ if(NOT VIDLORA_BUILD_NCCL)
   vidlora_skipped_tests(nccl "needs the CUDA backend, MPI and NCCL (nccl.h, libnccl)" NOT_EXPECTED)
 endif()
 
-# How the tests start MPI jobs: two ranks on however many cores there are, also as root (containers, CI).
-set(VIDLORA_MPIEXEC_FLAGS --oversubscribe)
-if(VIDLORA_BUILD_MPI AND MPI_CXX_LIBRARY_VERSION_STRING MATCHES "Open MPI")
-  list(APPEND VIDLORA_MPIEXEC_FLAGS --allow-run-as-root)
+# How the tests start MPI jobs: two ranks on however many cores there are (Open MPI: --oversubscribe), also as
+# root (containers, CI: the tests set OMPI_ALLOW_RUN_AS_ROOT, VIDLORA_MPI_TEST_ENVIRONMENT).
+set(VIDLORA_MPIEXEC_FLAGS)
+set(VIDLORA_MPI_TEST_ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+if(VIDLORA_BUILD_MPI)
+  execute_process(COMMAND ${MPIEXEC_EXECUTABLE} --version OUTPUT_VARIABLE _vidlora_mpiexec_version ERROR_QUIET
+                  TIMEOUT 20)
+  if(_vidlora_mpiexec_version MATCHES "Open MPI|OpenRTE")
+    set(VIDLORA_MPIEXEC_FLAGS --oversubscribe)
+  endif()
 endif()
