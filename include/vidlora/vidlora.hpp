@@ -12,3 +12,4 @@
 #include <vidlora/presets.hpp>
 #include <vidlora/eval.hpp>
 #include <vidlora/train.hpp>
+#include <vidlora/comm.hpp>
