@@ -454,10 +454,10 @@ class MecabEojeolMemo {
     // All entry lcs in one pass, one lane each: cost[node * stride + lane] is the cheapest cost of a path from
     // an entry with that lane's lc to the end of the node, int32 (a word's path costs stay far below 2^30: at
     // most kMaxWordBytes nodes of |word cost| + |connection cost| <= 2^16). Only the minimum is taken here,
-    // over lanes padded to a multiple of 8, so that the compiler vectorises it; each exit's path and
+    // over lanes padded to a multiple of 4, so that the compiler vectorises it; each exit's path and
     // whether another path costs the same are read back from these costs below.
     const std::size_t lanes = n_lcs;
-    const std::size_t stride = (lanes + 7) & ~std::size_t{7};
+    const std::size_t stride = (lanes + 3) & ~std::size_t{3};
     auto& cost = sc.cost32;
     cost.assign(n_nodes * stride, kInf32);
     for (const auto e : entries) cost[e * stride + index_of(lcs, w.nodes[e].lc)] = static_cast<std::int32_t>(w.nodes[e].wcost);
