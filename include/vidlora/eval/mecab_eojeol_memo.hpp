@@ -178,7 +178,12 @@ class MecabEojeolMemo {
     states_.assign(1, State{0, bos_rc_, false});
     lc_choice_.clear();
     rc_choice_.clear();
-    for (const Word* w : words_) {
+    for (std::size_t k = 0; k < words_.size(); ++k) {
+      const Word* w = words_[k];
+      if (k + 1 < words_.size()) {  // the next word's block (a few cache lines) is on its way meanwhile
+        const std::vector<std::int32_t>& next = words_[k + 1]->table;
+        for (std::size_t i = 0; i < next.size(); i += 16) __builtin_prefetch(next.data() + i);
+      }
       const std::size_t n_lcs = w->n_lcs, n_rcs = w->n_rcs;
       in_cost_.assign(n_lcs, kInf);
       in_tied_.assign(n_lcs, 0);
