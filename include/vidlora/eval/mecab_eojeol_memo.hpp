@@ -261,6 +261,13 @@ class MecabEojeolMemo {
       chosen_[k] = {l, r};
       r = lc_choice_[lc_offset + l];
     }
+    // Features not read yet are in the dictionary (a cache miss each): ask for them all first.
+    for (std::size_t k = 0; k < words_.size(); ++k) {
+      const Word& w = *words_[k];
+      const std::size_t pair = chosen_[k].first * w.n_rcs + chosen_[k].second;
+      for (std::uint32_t p = w.path_offset[pair]; p < w.path_offset[pair + 1]; ++p)
+        if (const Word::Node& node = w.nodes[w.path_nodes[p]]; !node.tags_read) __builtin_prefetch(node.feature);
+    }
     for (std::size_t k = 0; k < words_.size(); ++k) {
       const Word& w = *words_[k];
       const std::size_t pair = chosen_[k].first * w.n_rcs + chosen_[k].second;
