@@ -1,14 +1,13 @@
 // One decoder block run by the CUDA executor (model/cuda/decoder_layer.cuh) and by the CPU executor that
-// model::Decoder runs (reference.cpp), from the same weights and inputs, through the same step list
+// model::Decoder runs (reference/decoder_layer.cpp), from the same weights and inputs, through the same step list
 // (model/decoder_layer_steps.hpp): each step's output the forward keeps (q, k after RoPE, v, the attention
 // residual, gate, up), the block's output, its input gradient and every LoRA gradient (llama.cpp's
 // test-backend-ops compares its backends the same way). fp32: 1e-5 normwise for outputs, 1e-4 for gradients.
 #include <catch2/catch.hpp>
 
-
 #include <vidlora/model/cuda/decoder_layer.cuh>
 
-#include "reference/reference.hpp"
+#include "reference/decoder_layer.hpp"
 #include "support/cuda_test.cuh"
 
 using namespace vidlora;
