@@ -24,6 +24,8 @@
 
 #include <utility>
 
+#include <vidlora/core/backend.hpp>
+
 namespace vidlora::model {
 
 // The seven linear slots of a block, in kDecoderModules order.
@@ -44,6 +46,15 @@ struct DecoderLayerSavedOf {
   Tensor gate, up;        // MLP pre-activations [tokens, intermediate]
 };
 
+// What the step functions need of an executor's types (the ops are checked where they are called).
+template <class E>
+concept LayerExecutor = requires {
+  typename E::tensor_type;
+  typename E::rows_type;
+  typename E::saved_type;
+  typename E::backend_policy;
+} && backend::Backend<typename E::backend_policy>;
+
 template <class Tensor>
 struct QkvGrads {
   Tensor dq, dk, dv;
@@ -56,6 +67,9 @@ struct SwigluGrads {
 // h: [tokens, hidden] -> the block's output [tokens, hidden]; fills `a` for decoder_layer_backward_steps.
 template <class Exec, class Saved>
 typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, const typename Exec::tensor_type& h, Saved& a) {
+  static_assert(LayerExecutor<Exec>,
+                "decoder_layer_forward_steps: Exec must name tensor_type, rows_type, saved_type and a backend_policy "
+                "(backend::Cpu or backend::Cuda), as model::CpuLayerExecutor and model::cuda::DecoderLayerExecutor do");
   a.h_in = exec.copy(h);
   const auto x1 = exec.rms_norm(h, LayerNorm::input, &a.inv1);
   a.q = exec.linear(LayerLinear::q, x1);
@@ -83,6 +97,9 @@ typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, const typenam
 template <class Exec, class Saved>
 typename Exec::tensor_type decoder_layer_backward_steps(Exec& exec, const Saved& a,
                                                         const typename Exec::tensor_type& d_out) {
+  static_assert(LayerExecutor<Exec>,
+                "decoder_layer_backward_steps: Exec must name tensor_type, rows_type, saved_type and a backend_policy "
+                "(backend::Cpu or backend::Cuda), as model::CpuLayerExecutor and model::cuda::DecoderLayerExecutor do");
   // MLP
   const auto dm = exec.linear_backward(LayerLinear::down, d_out);
   const auto sg = exec.swiglu_backward(a.gate, a.up, dm);
