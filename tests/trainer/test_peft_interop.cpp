@@ -1,12 +1,15 @@
 // The trainer's PEFT adapter on the tiny LLaMA fixture gives, in PEFT, the logits our decoder gives.
-// tests/fixtures/trainer/adapter/ was written by this file's "writes" test (VIDLORA_WRITE_TRAINER_FIXTURE=1);
-// tools/reference/trainer_adapter_check.py loaded it with PEFT and stored PEFT's logits in peft_logits.json.
+// tests/fixtures/trainer/adapter/ was written by tools/fixtures/write_trainer_adapter.cpp (the tiny run of
+// tiny_adapter_run.hpp); tools/reference/trainer_adapter_check.py loaded it with PEFT and stored PEFT's logits in
+// peft_logits.json. The test reruns the tiny run and checks that the Trainer still writes that adapter.
 #include <catch2/catch.hpp>
 
-#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include <fixtures.hpp>
+
+#include "tiny_adapter_run.hpp"
 #include <vidlora/io/safetensors.hpp>
 #include <vidlora/model/config.hpp>
 #include <vidlora/presets/gpu_presets.hpp>
@@ -24,32 +27,6 @@ model::DecoderOptions cpu_lora() {
   for (auto m : presets::Cpu::target_set::modules) o.target_modules.emplace_back(m);
   return o;
 }
-// The tiny run both tests train: a character codec, 8 clips, seeded random features.
-TextCodec tiny_codec() {
-  TextCodec codec;
-  codec.encode = [](const std::string& s) {
-    std::vector<int> ids;
-    for (char ch : s) ids.push_back(10 + (ch - 'a') % 40);
-    return ids;
-  };
-  codec.decode = [](const std::vector<int>& ids) { return std::to_string(ids.size()); };
-  codec.prompt_ids = {1, 60, 5};
-  codec.placeholder_id = 60;
-  codec.eos_id = 2;
-  return codec;
-}
-std::vector<Clip> tiny_clips() {
-  std::vector<Clip> clips;
-  for (int i = 0; i < 8; ++i) {
-    Clip clip;
-    clip.id = fmt::format("c{}", i);
-    clip.video = fmt::format("c{}.mp4", i);
-    clip.caption = std::string(3 + i % 3, static_cast<char>('a' + i));
-    clips.push_back(clip);
-  }
-  return clips;
-}
-Matrix tiny_features(const Clip& cl) { return model::random_normal(4, 8, 1.0, 5, static_cast<std::uint64_t>(cl.id[1])); }
 }  // namespace
 
 TEST_CASE("trainer adapter on the tiny llama fixture matches PEFT logits", "[trainer][peft]") {
@@ -57,21 +34,28 @@ TEST_CASE("trainer adapter on the tiny llama fixture matches PEFT logits", "[tra
   const auto config = model::DecoderConfig::from_file(base / "config.json");
   const auto weights = io::SafetensorsFile::open(base / "model.safetensors");
 
-  if (std::getenv("VIDLORA_WRITE_TRAINER_FIXTURE")) {  // regenerate the adapter with the Trainer
-    TrainerConfig c = TrainerConfig::from_preset<presets::Cpu>();
-    c.stages[0].epochs = 1;
-    c.stages[1].epochs = 2;
-    c.stages[0].learning_rate = c.stages[1].learning_rate = 2e-2;
-    c.output_dir = fs::temp_directory_path() / "vidlora_trainer_fixture";
-    c.progress = nullptr;
-    Trainer<presets::Cpu> t(c, config, weights, model::Mlp2xGelu(8, config.hidden_size, 3), tiny_codec(), tiny_features);
-    t.train(tiny_clips(), {});
-    fs::remove_all(fixture_path("trainer/adapter"));
-    fs::copy(c.output_dir / "adapter", fixture_path("trainer/adapter"), fs::copy_options::recursive);
+  // The Trainer writes today the adapter PEFT was checked on (tools/fixtures/write_trainer_adapter.cpp wrote the
+  // fixture, tools/reference/trainer_adapter_check.py ran PEFT on it): same config, same tensors.
+  const fs::path out = fs::temp_directory_path() / "vidlora_trainer_peft_interop";
+  fs::remove_all(out);
+  train_tiny_adapter(base, out);
+  const fs::path fixture = fixture_path("trainer/adapter");
+  CHECK(nlohmann::json::parse(std::ifstream(out / "adapter" / "adapter_config.json")) ==
+        nlohmann::json::parse(std::ifstream(fixture / "adapter_config.json")));
+  const auto fresh = io::SafetensorsFile::open(out / "adapter" / "adapter_model.safetensors");
+  const auto committed = io::SafetensorsFile::open(fixture / "adapter_model.safetensors");
+  REQUIRE(fresh.names() == committed.names());
+  for (const auto& name : committed.names()) {
+    INFO(name);
+    const Matrix f = fresh.matrix(name);
+    const Matrix c = committed.matrix(name);
+    REQUIRE(f.rows() == c.rows());
+    REQUIRE(f.cols() == c.cols());
+    CHECK(normwise_error(f, c) < 1e-6);
   }
 
   model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha> decoder(config, weights, cpu_lora());
-  decoder.load_adapter(io::SafetensorsFile::open(fixture_path("trainer/adapter/adapter_model.safetensors")));
+  decoder.load_adapter(fresh);
   const Matrix ours = decoder.logits(decoder.forward(decoder.embed(kIds), {1, static_cast<Eigen::Index>(kIds.size()), {}}, false));
   const auto ref = load_fixture("trainer/peft_logits.json");
   REQUIRE(ref.at("input_ids").get<std::vector<int>>() == kIds);
@@ -82,6 +66,7 @@ TEST_CASE("trainer adapter on the tiny llama fixture matches PEFT logits", "[tra
   const Matrix base_logits = json_matrix<float>(ref.at("base_logits"));
   CHECK((peft - base_logits).cwiseAbs().maxCoeff() > 1e-3f);
   CHECK(normwise_error(ours, peft) < 1e-5);
+  fs::remove_all(out);
 }
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Loads the adapter vidlora's Trainer wrote (tests/fixtures/trainer/adapter/, from
-tests/trainer/test_peft_interop.cpp with VIDLORA_WRITE_TRAINER_FIXTURE=1) onto the tiny LLaMA
+tools/fixtures/write_trainer_adapter.cpp, the tiny run of tests/trainer/tiny_adapter_run.hpp) onto the tiny LLaMA
 fixture (tests/fixtures/model/llama) with PEFT and stores PEFT's logits for fixed input ids in
 tests/fixtures/trainer/peft_logits.json; the C++ test checks our decoder + adapter against them.
 
-Run:  /opt/refenv/bin/python -P tools/reference/trainer_adapter_check.py
+Run (after build/ci/tests/vidlora_write_trainer_adapter tests/fixtures, see that file):
+      /opt/refenv/bin/python -P tools/reference/trainer_adapter_check.py
 """
 import json
 import pathlib
