@@ -1,9 +1,10 @@
 #pragma once
-// vidlora core: version, portability macros, errors, matrices, the counter-based RNG, the capped caching
+// vidlora core: version, portability macros, backend policies, errors, matrices, the counter-based RNG, the capped caching
 // allocator (over an upstream: host here, CUDA in core/cuda/cuda_upstream.cuh).
 
 #include <vidlora/core/version.hpp>
 #include <vidlora/core/portability.hpp>
+#include <vidlora/core/backend.hpp>
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/core/rng.hpp>
