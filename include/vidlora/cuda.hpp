@@ -15,7 +15,3 @@
 #include <vidlora/model/cuda/elementwise.cuh>
 #include <vidlora/optim/cuda/multi_tensor.cuh>
 #include <vidlora/quant/cuda/dequantize.cuh>
-
-namespace vidlora {
-using cuda::CudaError;
-}  // namespace vidlora

@@ -229,10 +229,6 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
 
 }  // namespace vidlora::train
 
-namespace vidlora {
-using train::apply_repetition_penalty;
-using train::banned_ngram_tokens;
-using train::generate;
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using train::GenerationOptions;
-using train::GenerationResult;
 }  // namespace vidlora
