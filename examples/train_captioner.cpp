@@ -16,6 +16,11 @@
 #include <vidlora/presets.hpp>
 #include <vidlora/train/dataset.hpp>
 
+#include <vidlora/comm/any_communicator.hpp>
+#if defined(VIDLORA_MPI)  // built with vidlora::mpi (cmake/VidloraMpi.cmake): mpirun -np N train_captioner ...
+#include <vidlora/comm/mpi.hpp>
+#endif
+
 #include "demo_attributes.hpp"
 #include "demo_common.hpp"
 #include "hf_model.hpp"
@@ -94,6 +99,11 @@ demo::CommandLine command_line() {
           real("repetition-penalty", "X", "evaluation repetition penalty (default 1)"),
           integer("no-repeat-ngram-size", "N", "evaluation: no repeated n-grams of this size (default 0: off)"),
           flag("log-lines", "progress as one line per step (for logs) instead of one updating line"),
+          text("comm", "KIND",
+               "data parallel: single or mpi (default: mpi when started by mpirun / srun with more than one rank); "
+               "docs/distributed.md"),
+          real("comm-timeout", "S", "mpi: seconds a rank waits for the others before the job stops with an error "
+                                    "(default 600)"),
           integer("stage0-epochs", "N", "stage 0: epochs of caption-text pretraining (default 12)"),
           real("stage0-lr", "X", "stage 0: learning rate (default 3e-3)"),
           integer("vocab", "N", "stage 0: tokenizer vocabulary size (default 160)", 8),
@@ -350,6 +360,49 @@ std::string resume_command(int argc, char** argv) {
   return has_resume ? cmd : cmd + " --resume";
 }
 
+#if defined(VIDLORA_MPI)
+// The MPI session of a data-parallel run (--comm mpi, or started by mpirun / srun with several ranks).
+std::optional<comm::MpiSession>& mpi_session() {
+  static std::optional<comm::MpiSession> session;
+  return session;
+}
+#endif
+
+// --comm: whether this process is one rank of several (MPI); `launched` is what the launcher's environment says.
+bool wants_mpi(const demo::Args& a) {
+  const std::string kind = a.str("comm", "");
+  if (kind == "single") return false;
+  if (kind == "mpi") return true;
+  if (!kind.empty()) throw demo::UsageError(fmt::format("--comm: unknown kind '{}' (single, mpi)", kind));
+#if defined(VIDLORA_MPI)
+  return comm::launched_world_size() > 1;
+#else
+  return false;
+#endif
+}
+
+// The ranks of this run: comm::Single, or comm::Mpi over every process mpirun / srun started.
+comm::AnyCommunicator make_communicator(const demo::Args& a, int& argc, char**& argv) {
+  if (!wants_mpi(a)) return comm::Single{};
+#if defined(VIDLORA_MPI)
+  auto& session = mpi_session();
+  session.emplace(&argc, &argv);
+  if (session->rank() != 0) std::freopen("/dev/null", "w", stdout);  // reports from rank 0; errors from every rank
+  const double timeout = a.real("comm-timeout", 600.0);
+  if (!(timeout > 0)) throw demo::UsageError(fmt::format("--comm-timeout must be > 0 seconds (got {})", timeout));
+  comm::Mpi mpi({.timeout = std::chrono::duration<double>(timeout)});
+  fmt::print("data parallel: {} ranks (MPI), {} clips per rank per step; collective timeout {:g} s\n", mpi.size(),
+             a.integer("batch", ActivePreset::batch_size) * a.integer("accum", ActivePreset::gradient_accumulation_steps),
+             timeout);
+  return comm::AnyCommunicator(std::move(mpi));
+#else
+  (void)argc;
+  (void)argv;
+  throw demo::UsageError("--comm mpi: this train_captioner was built without MPI (install libopenmpi-dev and "
+                         "openmpi-bin, then reconfigure: VIDLORA_WITH_MPI)");
+#endif
+}
+
 int train_main(const demo::Args& a, int argc, char** argv) {
   if (a.has("preset") && a.str("preset", "") != ActivePreset::name) {
     const std::string asked = a.str("preset", "");
@@ -385,10 +438,12 @@ int train_main(const demo::Args& a, int argc, char** argv) {
   } else {
     if (a.has("stage0")) return stage0(a);
     const fs::path data = a.str("data", "demo_data");
-    if (!a.has("resume")) {
+    comm::AnyCommunicator ranks = make_communicator(a, argc, argv);
+    if (!a.has("resume") && ranks.rank() == 0) {
       if (const auto moved = demo::prepare_output_dir(config.output_dir, a.has("move-aside")); !moved.empty())
         fmt::print("{}\n", moved);
     }
+    ranks.barrier("the output directory (rank 0 prepares it)");
     // Evaluations also score the Korean morpheme METEOR (metric meteor_morphemes) where MeCab is available.
     config.caption_metrics.morpheme_tokenizer = demo::korean_morpheme_tokenizer();
     const fs::path model_dir = a.str("model", "demo_model");
@@ -404,8 +459,10 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     // One trainer for either kind of model directory (hf_model.hpp: a Hugging Face LLaVA one).
     const auto run = [&](const model::DecoderConfig& decoder_config, const auto& weights, model::Mlp2xGelu projector,
                          const train::TextCodec& codec, const std::function<Matrix(const fs::path&)>& feats) {
-      Trainer<ActivePreset> trainer(config, decoder_config, weights, std::move(projector), codec,
-                                    [feats](const train::Clip& c) { return feats(c.video); });
+      Trainer<ActivePreset, model::Mlp2xGelu,
+              std::conditional_t<ActivePreset::load_in_4bit, quant::NF4Weight, lora::DenseWeight>, comm::AnyCommunicator>
+          trainer(config, decoder_config, weights, std::move(projector), codec,
+                  [feats](const train::Clip& c) { return feats(c.video); }, std::move(ranks));
       print_configuration<ActivePreset>(trainer.config());
       std::signal(SIGINT, on_stop_signal);
       std::signal(SIGTERM, on_stop_signal);
@@ -506,6 +563,14 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const std::exception& e) {
     fmt::print(stderr, "train_captioner: {}\n", e.what());
+#if defined(VIDLORA_MPI)
+    // The other ranks may wait in a collective for this one: end them all (the last checkpoint is whole).
+    if (auto& session = mpi_session(); session && session->size() > 1) {
+      fmt::print(stderr, "train_captioner: rank {} of {}: stopping every rank (MPI_Abort)\n", session->rank(),
+                 session->size());
+      session->abort(1);
+    }
+#endif
     return 1;
   }
 }

@@ -10,6 +10,7 @@ packages=(
   libsentencepiece-dev sentencepiece
   clang libclang-rt-14-dev
   libmecab-dev mecab python3-pip
+  libopenmpi-dev openmpi-bin
 )
 
 SUDO=""

@@ -5,7 +5,7 @@
 # baseline.
 #
 # usage: tools/run-demo.sh [WORK_DIR=demo_run]
-# Environment: DEMO_CLIPS (300), DEMO_SEED (1), EPOCHS1 (2), EPOCHS2 (24), LR1 (5e-3), LR2 (3e-3), FRAMES (4),
+# Environment: DEMO_CLIPS (600), DEMO_SEED (1), EPOCHS1 (2), EPOCHS2 (24), LR1 (5e-3), LR2 (3e-3), FRAMES (4),
 #              SAMPLER (uniform | scene_change | motion), STAGE0_EPOCHS (8), IMAGE_SIZE (48), JOBS (2),
 #              POOL (1: all 36 patch tokens of a 48 px frame; 2: LLaVA-NeXT-Video 2x2 pooling to 9),
 #              POSITIONS (sincos_2d | clip_init: the random encoder's position embedding), VISION_HIDDEN (192),
@@ -15,7 +15,7 @@ if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then sed -n '2,/^set -euo/p' "$0"
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-demo_run}
-clips=${DEMO_CLIPS:-300}
+clips=${DEMO_CLIPS:-600}
 seed=${DEMO_SEED:-1}
 jobs=${JOBS:-2}
 start=$(date +%s)

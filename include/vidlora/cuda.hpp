@@ -4,6 +4,7 @@
 // plus the runtime wrappers (DeviceBuffer, Stream, Event, GemmRunner) when VIDLORA_CUDA_RUNTIME is defined,
 // which linking vidlora::cuda does.
 
+#include <vidlora/core/cuda/cuda_upstream.cuh>
 #include <vidlora/core/cuda/gemm.cuh>
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/math.cuh>
@@ -13,5 +14,6 @@
 #include <vidlora/loss/cuda/cross_entropy.cuh>
 #include <vidlora/model/cuda/attention.cuh>
 #include <vidlora/model/cuda/elementwise.cuh>
+#include <vidlora/optim/cuda/grad_unscale.cuh>
 #include <vidlora/optim/cuda/multi_tensor.cuh>
 #include <vidlora/quant/cuda/dequantize.cuh>

@@ -13,6 +13,10 @@
 #include <vidlora/model/attention.hpp>
 #include <vidlora/model/bf16_weight.hpp>
 #include <vidlora/model/linear_slot.hpp>
+#include <vidlora/model/sequence_batch.hpp>
+#include <vidlora/model/decoder_layer_steps.hpp>
+#include <vidlora/model/decoder_layer_cpu.hpp>
+#include <vidlora/model/generation.hpp>
 #include <vidlora/model/decoder.hpp>
 #include <vidlora/model/peft_decoder.hpp>
 #include <vidlora/model/projector.hpp>

@@ -16,3 +16,4 @@
 #include <vidlora/train/early_stopping.hpp>
 #include <vidlora/train/progress.hpp>
 #include <vidlora/train/training_log.hpp>
+#include <vidlora/comm.hpp>

@@ -30,7 +30,7 @@ const std::set<std::string> kVocabulary{
     // options aggregates
     "lora::LoraOptions", "schedule::ScheduleOptions", "optim::AdamWOptions", "optim::ClipOptions",
     "loss::CrossEntropyOptions", "video::SamplerOptions", "video::SceneChangeOptions", "video::MotionOptions",
-    "train::EarlyStoppingOptions", "train::GenerationOptions", "eval::CaptionMetricsOptions", "eval::MeteorOptions",
+    "train::EarlyStoppingOptions", "model::GenerationOptions", "eval::CaptionMetricsOptions", "eval::MeteorOptions",
     "eval::CiderOptions"};
 
 std::string read(const fs::path& p) {

@@ -1,4 +1,7 @@
 #include <catch2/catch.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 
 #include <fixtures.hpp>
 #include <vidlora/eval.hpp>
@@ -119,6 +122,48 @@ TEST_CASE("meteor aligns the last unaligned equal reference token and counts chu
   CHECK(align[4] == std::pair<std::size_t, std::size_t>{4, 0});
   CHECK(eval::meteor_sentence(corpus.candidates[0], corpus.references[0][0]) ==
         Approx(1.0 - 0.5 * (4.0 / 6.0) * (4.0 / 6.0) * (4.0 / 6.0)).epsilon(1e-12));
+}
+
+TEST_CASE("meteor's alignment is nltk's rule for short and long sentences", "[eval][meteor]") {
+  // nltk's _match_enums as written there: from the candidate's last token back, the last still-unaligned
+  // equal reference token. Short pairs take the scanning path, long ones (over 4,096 token pairs) the map.
+  const auto nltk_rule = [](const eval::TokenIds& c, const eval::TokenIds& r) {
+    std::vector<std::pair<std::size_t, std::size_t>> out;
+    std::vector<bool> used(r.size(), false);
+    for (std::size_t i = c.size(); i-- > 0;)
+      for (std::size_t j = r.size(); j-- > 0;)
+        if (!used[j] && r[j] == c[i]) {
+          used[j] = true;
+          out.emplace_back(i, j);
+          break;
+        }
+    std::reverse(out.begin(), out.end());
+    return out;
+  };
+  std::uint64_t rng = 12345;
+  const auto next = [&rng](std::uint32_t n) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<std::uint32_t>((rng >> 33) % n);
+  };
+  for (const std::size_t length : {std::size_t{1}, std::size_t{7}, std::size_t{40}, std::size_t{64},
+                                   std::size_t{65}, std::size_t{300}}) {
+    for (int trial = 0; trial < 20; ++trial) {
+      eval::TokenIds c(length), r(length + static_cast<std::size_t>(trial % 3));
+      for (auto& t : c) t = next(12);  // few distinct ids: many repeats
+      for (auto& t : r) t = next(12);
+      INFO(length << " tokens, trial " << trial);
+      const auto want = nltk_rule(c, r);
+      CHECK(eval::meteor_alignment(c, r) == want);
+      if (want.empty()) continue;
+      std::size_t chunks = 1;
+      for (std::size_t k = 0; k + 1 < want.size(); ++k)
+        if (!(want[k + 1].first == want[k].first + 1 && want[k + 1].second == want[k].second + 1)) ++chunks;
+      const double m = static_cast<double>(want.size()), p = m / static_cast<double>(c.size()),
+                   rec = m / static_cast<double>(r.size());
+      const double fmean = p * rec / (0.9 * p + 0.1 * rec);
+      CHECK(eval::meteor_sentence(c, r) == Approx(fmean * (1 - 0.5 * std::pow(static_cast<double>(chunks) / m, 3.0))).epsilon(1e-12));
+    }
+  }
 }
 
 TEST_CASE("character tokens are code points without whitespace", "[eval][tokenize]") {

@@ -135,6 +135,19 @@ TEST_CASE("every preset shares weight decay 0.01 clipping 1.0 patience 5, the re
   });
 }
 
+TEST_CASE("GPU presets choose the Cuda backend and the CPU preset the Cpu backend", "[presets]") {
+  STATIC_REQUIRE(std::is_same_v<backend_of<T4>, backend::Cuda>);
+  STATIC_REQUIRE(std::is_same_v<backend_of<L4>, backend::Cuda>);
+  STATIC_REQUIRE(std::is_same_v<backend_of<A100>, backend::Cuda>);
+  STATIC_REQUIRE(std::is_same_v<backend_of<H100>, backend::Cuda>);
+  STATIC_REQUIRE(std::is_same_v<backend_of<Cpu>, backend::Cpu>);
+  STATIC_REQUIRE(backend::Backend<backend::Cpu>);
+  STATIC_REQUIRE_FALSE(backend::Backend<int>);
+  CHECK(backend_of<T4>::on_device);
+  CHECK_FALSE(backend_of<Cpu>::on_device);
+  CHECK(backend_of<H100>::name == "Cuda");
+}
+
 TEST_CASE("preset names map to their types through the one table", "[presets]") {
   CHECK(with_preset("A100", [](auto p) { return decltype(p)::vram_gb; }) == 40);
   CHECK(with_preset("Cpu", [](auto p) { return decltype(p)::cuda_arch; }) == 0);

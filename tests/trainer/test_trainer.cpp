@@ -342,7 +342,9 @@ TEST_CASE("resume refuses a checkpoint of another configuration and names the fi
   }
   config.batch_size = 1;
   auto trainer = make(config);
-  CHECK_THROWS_WITH(trainer.train(clips(8), clips(2, 8), true), Catch::Contains("batch_size is '2' there but '1' now"));
+  CHECK_THROWS_WITH(trainer.train(clips(8), clips(2, 8), true), Catch::Contains("clips per step (ranks × batch_size × "
+                                                                 "gradient_accumulation_steps) is 4 (1 × 2 × 2) there but "
+                                                                 "2 (1 × 1 × 2) now"));
 }
 
 TEST_CASE("a NaN loss skips its step and three in a row stop with the checkpoint intact", "[trainer]") {

@@ -1,10 +1,13 @@
 #pragma once
-// parallel_for and parallel_shares: the library's one way to spread a CPU loop over threads.
+// parallel_for, parallel_blocks and parallel_shares: the library's one way to spread a CPU loop over threads.
 // OpenMP when the including translation unit enables it (-fopenmp), a plain loop otherwise. Work below
 // kParallelMinWork, a single thread, or a call from inside a parallel region stays on the calling thread
-// (no nested teams: Eigen products inside a share run single-threaded). Results never depend on the
-// thread count: every iteration writes its own outputs, and reductions are done by the caller in a fixed
-// order. fmt-free, so CUDA translation units can include it.
+// (no nested teams). Results never depend on the thread count: every iteration writes its own outputs,
+// reductions are done by the caller in a fixed order, and a product split across threads is split into
+// the same blocks whatever the thread count (parallel_blocks). Eigen's own GEMM threading is off
+// (EIGEN_DONT_PARALLELIZE, set by the vidlora CMake target): with several threads Eigen 3.4 picks other
+// depth blocks (at most 320 deep) and row splits, so its sums, and a training run, changed with the thread
+// count. fmt-free, so CUDA translation units can include it.
 
 #include <cstdint>
 
@@ -48,6 +51,19 @@ void parallel_for(Index begin, Index end, std::int64_t work, Fn&& fn, Schedule s
   }
 #endif
   for (Index i = begin; i < end; ++i) fn(i);
+}
+
+// fn(begin, count) for the blocks [0, block), [block, 2·block), … of [0, n): the same blocks whatever the
+// thread count, spread over the threads as parallel_for's iterations. For products split by rows or
+// columns: Eigen's kernels round a row by where it falls in its block, so blocks that moved with the
+// thread count (share_of) changed the result's last bits.
+template <class Index, class Fn>
+void parallel_blocks(Index n, Index block, std::int64_t work, Fn&& fn) {
+  const Index blocks = (n + block - 1) / block;
+  parallel_for(Index{0}, blocks, work, [&](Index b) {
+    const Index begin = b * block;
+    fn(begin, n - begin < block ? n - begin : block);
+  });
 }
 
 // fn(thread, threads) once per thread of one team (once as fn(0, 1) when not worthwhile): for loops that

@@ -41,7 +41,9 @@ CaptionCorpus make_corpus(std::span<const std::string> candidates, std::span<con
   std::unordered_map<std::string, std::uint32_t> ids;
   auto intern = [&](const std::string& text) {
     TokenIds out;
-    for (auto& t : tokenizer.tokenize(text)) {
+    auto tokens = tokenizer.tokenize(text);
+    out.reserve(tokens.size());
+    for (auto& t : tokens) {
       if (lowercase) t = ascii_lower(std::move(t));
       auto [it, inserted] = ids.try_emplace(t, static_cast<std::uint32_t>(corpus.vocabulary.size()));
       if (inserted) corpus.vocabulary.push_back(t);

@@ -178,8 +178,13 @@ class MecabEojeolMemo {
     states_.assign(1, State{0, bos_rc_, false});
     lc_choice_.clear();
     rc_choice_.clear();
-    for (const Word* w : words_) {
-      const std::size_t n_lcs = w->lcs.size(), n_rcs = w->rcs.size();
+    for (std::size_t k = 0; k < words_.size(); ++k) {
+      const Word* w = words_[k];
+      if (k + 1 < words_.size()) {  // the next word's block (a few cache lines) is on its way meanwhile
+        const std::vector<std::int32_t>& next = words_[k + 1]->table;
+        for (std::size_t i = 0; i < next.size(); i += 16) __builtin_prefetch(next.data() + i);
+      }
+      const std::size_t n_lcs = w->n_lcs, n_rcs = w->n_rcs;
       in_cost_.assign(n_lcs, kInf);
       in_tied_.assign(n_lcs, 0);
       // States cheapest first: once a state's cost plus the smallest connection cost into an lc exceeds the
@@ -189,7 +194,7 @@ class MecabEojeolMemo {
       std::sort(order_.begin(), order_.end(),
                 [this](std::uint32_t a, std::uint32_t b) { return states_[a].cost < states_[b].cost; });
       for (std::size_t l = 0; l < n_lcs; ++l) {  // one row of the matrix per lc: the states' reads are close
-        const std::uint16_t lc = w->lcs[l];
+        const std::uint16_t lc = w->lc(l);
         const std::int64_t floor = min_into(lc);
         std::int64_t best = kInf;
         std::uint32_t arg = 0;
@@ -212,17 +217,19 @@ class MecabEojeolMemo {
         std::int64_t best = kInf;
         std::uint32_t arg = 0;
         bool tied = false;
-        for (std::size_t l = 0; l < n_lcs; ++l) {
-          const std::int64_t inner = w->through[r * n_lcs + l];
-          if (inner >= kInf32 || in_cost_[l] >= kInf) continue;
-          const std::int64_t c = in_cost_[l] + inner;
+        const std::int32_t* through = w->through_row(r);
+        for (std::uint32_t l = 0; l < n_lcs; ++l) {
+          if (in_cost_[l] >= kInf) continue;
+          const std::int32_t inner = through[l];
+          if (inner == kThroughNone) continue;
+          const std::int64_t c = in_cost_[l] + (inner >> 1);
           if (c < best) {
-            best = c, arg = static_cast<std::uint32_t>(l), tied = in_tied_[l] || w->through_tied[r * n_lcs + l];
+            best = c, arg = l, tied = in_tied_[l] || (inner & 1) != 0;
           } else if (c == best) {
             tied = true;
           }
         }
-        next_states_[r] = State{best, w->rcs[r], tied};
+        next_states_[r] = State{best, w->rc(r), tied};
         rc_choice_.push_back(arg);
       }
       states_.swap(next_states_);
@@ -248,15 +255,22 @@ class MecabEojeolMemo {
     std::uint32_t r = arg;
     for (std::size_t k = words_.size(); k-- > 0;) {
       const Word& w = *words_[k];
-      lc_offset -= w.lcs.size();
-      rc_offset -= w.rcs.size();
+      lc_offset -= w.n_lcs;
+      rc_offset -= w.n_rcs;
       const std::uint32_t l = rc_choice_[rc_offset + r];
       chosen_[k] = {l, r};
       r = lc_choice_[lc_offset + l];
     }
+    // Features not read yet are in the dictionary (a cache miss each): ask for them all first.
     for (std::size_t k = 0; k < words_.size(); ++k) {
       const Word& w = *words_[k];
-      const std::size_t pair = chosen_[k].first * w.rcs.size() + chosen_[k].second;
+      const std::size_t pair = chosen_[k].first * w.n_rcs + chosen_[k].second;
+      for (std::uint32_t p = w.path_offset[pair]; p < w.path_offset[pair + 1]; ++p)
+        if (const Word::Node& node = w.nodes[w.path_nodes[p]]; !node.tags_read) __builtin_prefetch(node.feature);
+    }
+    for (std::size_t k = 0; k < words_.size(); ++k) {
+      const Word& w = *words_[k];
+      const std::size_t pair = chosen_[k].first * w.n_rcs + chosen_[k].second;
       for (std::uint32_t p = w.path_offset[pair]; p < w.path_offset[pair + 1]; ++p) {
         const Word::Node& node = w.nodes[w.path_nodes[p]];
         if (!node.tags_read) {  // the POS field is short: its offsets fit in a byte (else MeCab decides)
@@ -288,6 +302,8 @@ class MecabEojeolMemo {
  private:
   static constexpr std::int64_t kInf = std::numeric_limits<std::int64_t>::max() / 4;
   static constexpr std::int32_t kInf32 = 1 << 30;
+  static constexpr std::uint32_t kUnread = ~0u, kSeveral = ~0u - 1;  // analyse_word's predecessor look-ups
+  static constexpr std::int32_t kThroughNone = std::numeric_limits<std::int32_t>::max();  // in Word::table
   static constexpr std::size_t kMaxWordBytes = 8192;  // longer words: the caption is analysed whole
 
   struct State {
@@ -314,9 +330,17 @@ class MecabEojeolMemo {
     // node, what leaves only through the right context id of its last. So per distinct entry lc (`lcs`)
     // and exit rc (`rcs`): the cheapest path through the word (word costs of all its nodes, connection
     // costs inside), whether several paths cost that, and the path.
-    std::vector<std::uint16_t> lcs, rcs;
-    std::vector<std::int32_t> through;       // [rc][lc] (rc-major: the sentence pass reads one rc's row)
-    std::vector<std::uint8_t> through_tied;  // [rc][lc]
+    // What the sentence pass reads, in one block (fewer cache misses when the memo is large): the entry lc
+    // ids, the exit rc ids, per exit the smallest cost through the word to it (a bound: kInf32 when no
+    // path reaches it), and the cost of the cheapest path through the word per exit and entry, [rc][lc]
+    // (rc-major: one exit's row is contiguous), stored as 2 * cost + (several paths cost that ? 1 : 0),
+    // kThroughNone where no path connects them.
+    std::vector<std::int32_t> table;
+    std::uint32_t n_lcs = 0, n_rcs = 0;
+    std::uint16_t lc(std::size_t l) const { return static_cast<std::uint16_t>(table[l]); }
+    std::uint16_t rc(std::size_t r) const { return static_cast<std::uint16_t>(table[n_lcs + r]); }
+    std::int32_t min_through(std::size_t r) const { return table[n_lcs + n_rcs + r]; }
+    const std::int32_t* through_row(std::size_t r) const { return table.data() + n_lcs + 2 * n_rcs + r * n_lcs; }
     std::vector<std::uint32_t> path_offset;  // [lc][rc] -> its nodes in path_nodes (lcs*rcs + 1)
     std::vector<std::uint32_t> path_nodes;
     // False for a word that does not start and end with a morpheme: one with MeCab's whitespace other
@@ -424,9 +448,13 @@ class MecabEojeolMemo {
       }
     }
     pred_offset[n_nodes] = static_cast<std::uint32_t>(pred_node.size());
-    for (const auto e : entries) push_unique(w.lcs, w.nodes[e].lc);
-    for (const auto x : exits) push_unique(w.rcs, w.nodes[x].rc);
-    const std::size_t n_lcs = w.lcs.size(), n_rcs = w.rcs.size();
+    auto& lcs = sc.lcs;
+    auto& rcs = sc.rcs;
+    lcs.clear();
+    rcs.clear();
+    for (const auto e : entries) push_unique(lcs, w.nodes[e].lc);
+    for (const auto x : exits) push_unique(rcs, w.nodes[x].rc);
+    const std::size_t n_lcs = lcs.size(), n_rcs = rcs.size();
     auto& wcost = sc.word_cost;  // [lc][rc]
     auto& wtied = sc.word_tied;
     wcost.assign(n_lcs * n_rcs, kInf);
@@ -435,74 +463,75 @@ class MecabEojeolMemo {
     // of them it is beyond its cost and rc).
     auto& arg = sc.arg;  // (lc index, exit) of the cheapest
     arg.assign(n_lcs * n_rcs, {0, 0});
-    // All entry lcs in one pass, one lane each: cost32[node * n_lcs + lane], int32 (a word's path costs stay
-    // far below 2^30: at most kMaxWordBytes nodes of |word cost| + |connection cost| <= 2^16), branch-free
-    // so that the compiler can vectorise the lanes.
+    // All entry lcs in one pass, one lane each: cost[node * stride + lane] is the cheapest cost of a path from
+    // an entry with that lane's lc to the end of the node, int32 (a word's path costs stay far below 2^30: at
+    // most kMaxWordBytes nodes of |word cost| + |connection cost| <= 2^16). Only the minimum is taken here,
+    // over lanes padded to a multiple of 4, so that the compiler vectorises it; each exit's path and
+    // whether another path costs the same are read back from these costs below.
     const std::size_t lanes = n_lcs;
-    auto& backs = sc.backs;  // [node][lane]
+    const std::size_t stride = (lanes + 3) & ~std::size_t{3};
     auto& cost = sc.cost32;
-    auto& tied = sc.tied;
-    backs.assign(n_nodes * lanes, 0);
-    cost.assign(n_nodes * lanes, kInf32);
-    tied.assign(n_nodes * lanes, 0);
-    for (const auto e : entries) cost[e * lanes + index_of(w.lcs, w.nodes[e].lc)] = static_cast<std::int32_t>(w.nodes[e].wcost);
+    cost.assign(n_nodes * stride, kInf32);
+    for (const auto e : entries) cost[e * stride + index_of(lcs, w.nodes[e].lc)] = static_cast<std::int32_t>(w.nodes[e].wcost);
     std::uint32_t first_inner = 0;  // nodes [0, first_inner) start the word
     while (first_inner < n_nodes && w.nodes[first_inner].begin == 0) ++first_inner;
-    sc.best.resize(lanes);
-    sc.at.resize(lanes);
-    sc.t.resize(lanes);
-    std::int32_t* __restrict best = sc.best.data();
-    std::int32_t* __restrict at = sc.at.data();
-    std::int32_t* __restrict t = sc.t.data();
     for (std::size_t r = first_inner; r < n_nodes; ++r) {  // in begin order: predecessors come first
-      std::fill(best, best + lanes, kInf32);
-      std::fill(at, at + lanes, 0);
-      std::fill(t, t + lanes, 0);
+      std::int32_t* __restrict cr = cost.data() + r * stride;
       for (std::uint32_t j = pred_offset[r]; j < pred_offset[r + 1]; ++j) {
-        const auto l = static_cast<std::int32_t>(pred_node[j]);
+        const std::int32_t* __restrict cl = cost.data() + static_cast<std::size_t>(pred_node[j]) * stride;
         const auto pc = static_cast<std::int32_t>(pred_cost[j]);
-        const std::int32_t* __restrict cl = cost.data() + static_cast<std::size_t>(l) * lanes;
-        const std::int32_t* __restrict tl = tied.data() + static_cast<std::size_t>(l) * lanes;
-        for (std::size_t k = 0; k < lanes; ++k) {
-          const std::int32_t c = cl[k] + pc;
-          const std::int32_t less = -static_cast<std::int32_t>(c < best[k]);  // all ones or zero
-          const std::int32_t equal = static_cast<std::int32_t>(c == best[k]);
-          t[k] = (tl[k] & less) | ((t[k] | equal) & ~less);
-          at[k] = (l & less) | (at[k] & ~less);
-          best[k] = (c & less) | (best[k] & ~less);
-        }
+        for (std::size_t k = 0; k < stride; ++k) cr[k] = std::min(cr[k], cl[k] + pc);
       }
-      for (std::size_t k = 0; k < lanes; ++k) {
-        const bool reached = best[k] < kInf32 / 2;
-        cost[r * lanes + k] = reached ? best[k] : kInf32;
-        tied[r * lanes + k] = reached ? t[k] : 0;
-        backs[r * lanes + k] = static_cast<std::uint32_t>(at[k]);
-      }
+      for (std::size_t k = 0; k < stride; ++k) cr[k] = cr[k] < kInf32 / 2 ? cr[k] : kInf32;  // unreached
     }
     for (const auto x : exits) {
-      const std::size_t ri = index_of(w.rcs, w.nodes[x].rc);
+      const std::size_t ri = index_of(rcs, w.nodes[x].rc);
       for (std::size_t li = 0; li < lanes; ++li) {
-        const std::int32_t c = cost[x * lanes + li];
+        const std::int32_t c = cost[x * stride + li];
         if (c >= kInf32) continue;
         const std::size_t k = li * n_rcs + ri;
         if (c < wcost[k]) {
-          wcost[k] = c, wtied[k] = static_cast<std::uint8_t>(tied[x * lanes + li]), arg[k] = {static_cast<std::uint32_t>(li), x};
+          wcost[k] = c, wtied[k] = 0, arg[k] = {static_cast<std::uint32_t>(li), x};
         } else if (c == wcost[k]) {
-          wtied[k] = 1;
+          wtied[k] = 1;  // two exits with this rc
         }
       }
     }
+    // Each (entry lc, exit rc)'s path, back from its exit: at every node the predecessor whose cost plus the
+    // edge's gives the node's. When two do, two paths cost the same (all cheapest paths to the exit share
+    // the walked suffix up to where they part, and that node is on the walk); the path of such a pair is
+    // never output (the sentence is then analysed whole), so the walk stops.
+    // A node's predecessor in a lane is looked up once (back: kUnread until then, kSeveral when two give it).
+    auto& back = sc.back;
+    back.assign(n_nodes * stride, kUnread);
     w.path_offset.assign(n_lcs * n_rcs + 1, 0);
     auto& path = sc.path;
     for (std::size_t k = 0; k < n_lcs * n_rcs; ++k) {
       w.path_offset[k] = static_cast<std::uint32_t>(w.path_nodes.size());
-      if (wcost[k] >= kInf) continue;
+      if (wcost[k] >= kInf || wtied[k] != 0) continue;
       const auto [li, x] = arg[k];
       path.clear();
-      for (std::uint32_t n = x;; n = backs[n * lanes + li]) {
+      for (std::uint32_t n = x;;) {
         path.push_back(n);
         if (w.nodes[n].begin == 0) break;
+        std::uint32_t& from = back[n * stride + li];
+        if (from == kUnread) {
+          const std::int32_t c = cost[n * stride + li];
+          std::uint32_t count = 0;
+          for (std::uint32_t j = pred_offset[n]; j < pred_offset[n + 1]; ++j) {
+            const std::int32_t cp = cost[static_cast<std::size_t>(pred_node[j]) * stride + li];
+            if (cp < kInf32 && cp + static_cast<std::int32_t>(pred_cost[j]) == c) from = pred_node[j], ++count;
+          }
+          require(count > 0, "MecabEojeolMemo: no predecessor gives a node's cost (internal error)");
+          if (count > 1) from = kSeveral;
+        }
+        if (from == kSeveral) {
+          wtied[k] = 1;
+          break;
+        }
+        n = from;
       }
+      if (wtied[k] != 0) continue;
       w.path_nodes.insert(w.path_nodes.end(), path.rbegin(), path.rend());
     }
     w.path_offset[n_lcs * n_rcs] = static_cast<std::uint32_t>(w.path_nodes.size());
@@ -519,15 +548,22 @@ class MecabEojeolMemo {
     }
     w.nodes.assign(used.begin(), used.end());  // exact sizes: the memo holds many words
     w.path_nodes.shrink_to_fit();
-    w.through.assign(n_rcs * n_lcs, kInf32);
-    w.through_tied.assign(n_rcs * n_lcs, 0);
-    for (std::size_t li = 0; li < n_lcs; ++li)
-      for (std::size_t ri = 0; ri < n_rcs; ++ri) {
+    w.n_lcs = static_cast<std::uint32_t>(n_lcs);
+    w.n_rcs = static_cast<std::uint32_t>(n_rcs);
+    w.table.assign(n_lcs + 2 * n_rcs + n_rcs * n_lcs, kThroughNone);
+    std::copy(lcs.begin(), lcs.end(), w.table.begin());
+    std::copy(rcs.begin(), rcs.end(), w.table.begin() + static_cast<std::ptrdiff_t>(n_lcs));
+    for (std::size_t ri = 0; ri < n_rcs; ++ri) {
+      std::int32_t smallest = kInf32;
+      std::int32_t* row = w.table.data() + n_lcs + 2 * n_rcs + ri * n_lcs;
+      for (std::size_t li = 0; li < n_lcs; ++li) {
         const std::int64_t c = wcost[li * n_rcs + ri];
         if (c >= kInf) continue;
-        w.through[ri * n_lcs + li] = static_cast<std::int32_t>(c);
-        w.through_tied[ri * n_lcs + li] = wtied[li * n_rcs + ri];
+        row[li] = static_cast<std::int32_t>(2 * c + (wtied[li * n_rcs + ri] != 0 ? 1 : 0));
+        smallest = std::min(smallest, static_cast<std::int32_t>(c));
       }
+      w.table[n_lcs + n_rcs + ri] = smallest;
+    }
     return w;
   }
 
@@ -593,10 +629,11 @@ class MecabEojeolMemo {
   std::vector<std::int32_t> min_into_;  // per lc, kUnknown until scanned
   // scratch of analyse_word()
   struct Scratch {
-    std::vector<std::uint32_t> entries, exits, end_offset, fill, ending, pred_offset, pred_node, backs, path;
+    std::vector<std::uint16_t> lcs, rcs;
+    std::vector<std::uint32_t> entries, exits, end_offset, fill, ending, pred_offset, pred_node, path, back;
     std::vector<std::int64_t> pred_cost, word_cost;
     std::vector<std::uint8_t> word_tied;
-    std::vector<std::int32_t> cost32, best, at, t, tied;
+    std::vector<std::int32_t> cost32;
     std::vector<std::pair<std::uint32_t, std::uint32_t>> arg;
   };
   mutable Scratch scratch_;

@@ -120,6 +120,7 @@ class MecabKoTokenizer {
       if (memo_enabled()) ++fallbacks_;
       analyse_whole(text);
     }
+    tokens.reserve(morphemes_.size());
     bool predicate_open = false;  // the last token is a predicate that endings in the same word join
     std::string_view last_tag;
     for (const auto& m : morphemes_) {

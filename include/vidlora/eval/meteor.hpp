@@ -9,6 +9,7 @@
 // fewer chunks and on identical sentences (no penalty there): see docs/eval.md.
 
 #include <algorithm>
+#include <bitset>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
@@ -35,34 +36,62 @@ struct MeteorScore {
   std::vector<double> per_caption;
 };
 
+namespace detail {
+
+// Walks nltk's _match_enums alignment (below) from the last candidate token back and calls
+// on_match(candidate index, reference index) for each aligned pair, in that (descending) order. Short
+// sentences (the captions) are matched by scanning, with no allocation; long ones through a map of
+// positions.
+template <class OnMatch>
+void meteor_align(const TokenIds& candidate, const TokenIds& reference, OnMatch&& on_match) {
+  constexpr std::size_t kScanLimit = 4096;  // candidate x reference token pairs (a bit per reference token)
+  if (candidate.size() * reference.size() <= kScanLimit) {
+    std::bitset<kScanLimit> aligned;
+    for (std::size_t i = candidate.size(); i-- > 0;)
+      for (std::size_t j = reference.size(); j-- > 0;)
+        if (reference[j] == candidate[i] && !aligned[j]) {
+          aligned[j] = true;
+          on_match(i, j);
+          break;
+        }
+    return;
+  }
+  std::unordered_map<std::uint32_t, std::vector<std::size_t>> positions;
+  for (std::size_t j = 0; j < reference.size(); ++j) positions[reference[j]].push_back(j);
+  for (std::size_t i = candidate.size(); i-- > 0;) {
+    const auto it = positions.find(candidate[i]);
+    if (it == positions.end() || it->second.empty()) continue;
+    on_match(i, it->second.back());
+    it->second.pop_back();
+  }
+}
+
+}  // namespace detail
+
 // The exact-match alignment of nltk's _match_enums: pairs (candidate index, reference index) sorted
 // by candidate index.
 inline std::vector<std::pair<std::size_t, std::size_t>> meteor_alignment(const TokenIds& candidate,
                                                                          const TokenIds& reference) {
-  std::unordered_map<std::uint32_t, std::vector<std::size_t>> positions;
-  for (std::size_t j = 0; j < reference.size(); ++j) positions[reference[j]].push_back(j);
   std::vector<std::pair<std::size_t, std::size_t>> matches;
-  for (std::size_t i = candidate.size(); i-- > 0;) {
-    const auto it = positions.find(candidate[i]);
-    if (it == positions.end() || it->second.empty()) continue;
-    matches.emplace_back(i, it->second.back());
-    it->second.pop_back();
-  }
+  detail::meteor_align(candidate, reference, [&](std::size_t i, std::size_t j) { matches.emplace_back(i, j); });
   std::reverse(matches.begin(), matches.end());
   return matches;
 }
 
 // Sentence METEOR of one candidate against one reference.
 inline double meteor_sentence(const TokenIds& candidate, const TokenIds& reference, const MeteorOptions& options = {}) {
-  const auto matches = meteor_alignment(candidate, reference);
-  if (matches.empty() || candidate.empty() || reference.empty()) return 0.0;
-  const double m = static_cast<double>(matches.size());
+  // Matches and chunks, counted on the walk (a chunk boundary between two successive matches is the same
+  // in either direction).
+  std::size_t matched = 0, chunks = 0, last_i = 0, last_j = 0;
+  detail::meteor_align(candidate, reference, [&](std::size_t i, std::size_t j) {
+    if (matched == 0 || !(i + 1 == last_i && j + 1 == last_j)) ++chunks;
+    ++matched, last_i = i, last_j = j;
+  });
+  if (matched == 0 || candidate.empty() || reference.empty()) return 0.0;
+  const double m = static_cast<double>(matched);
   const double precision = m / static_cast<double>(candidate.size());
   const double recall = m / static_cast<double>(reference.size());
   const double fmean = (precision * recall) / (options.alpha * precision + (1 - options.alpha) * recall);
-  std::size_t chunks = 1;
-  for (std::size_t k = 0; k + 1 < matches.size(); ++k)
-    if (!(matches[k + 1].first == matches[k].first + 1 && matches[k + 1].second == matches[k].second + 1)) ++chunks;
   const double penalty = options.gamma * std::pow(static_cast<double>(chunks) / m, options.beta);
   return (1 - penalty) * fmean;
 }

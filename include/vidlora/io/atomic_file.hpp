@@ -1,7 +1,8 @@
 #pragma once
 // Writing a file so that its final name only ever holds a complete file: the bytes go to
-// `<path>.tmp` in the same directory, are fsync'ed, then renamed over `path` (and the directory
-// fsync'ed). A failure (disk full, exception) removes the temporary file and leaves any previous
+// `<path>.<host>-<pid>.tmp` in the same directory, are fsync'ed, then renamed over `path` (and the directory
+// fsync'ed). The temporary name is this process's alone: processes on any hosts writing the same file (ranks
+// filling a shared feature cache) never write into one file, and the last rename wins with a whole file. A failure (disk full, exception) removes the temporary file and leaves any previous
 // file at `path` untouched.
 
 #include <fcntl.h>
@@ -23,8 +24,10 @@ namespace vidlora::io {
 class AtomicFile {
  public:
   explicit AtomicFile(std::filesystem::path path) : path_(std::move(path)) {
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
     tmp_ = path_;
-    tmp_ += ".tmp";
+    tmp_ += fmt::format(".{}-{}.tmp", host, ::getpid());
     fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd_ < 0) fail("cannot create '{}' (to write '{}'): {}", tmp_.string(), path_.string(), std::strerror(errno));
   }

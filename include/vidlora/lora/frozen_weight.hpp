@@ -6,6 +6,7 @@
 
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
+#include <vidlora/core/parallel.hpp>
 
 namespace vidlora::lora {
 
@@ -37,8 +38,21 @@ class DenseWeightOf {
 
   Eigen::Index out_features() const { return w_.rows(); }
   Eigen::Index in_features() const { return w_.cols(); }
-  matrix_type apply(const matrix_type& x) const { return x * w_.transpose(); }
-  matrix_type apply_transposed(const matrix_type& dy) const { return dy * w_; }
+  // Blocks of token rows on the available threads (parallel_blocks: the same bits at any thread count).
+  matrix_type apply(const matrix_type& x) const {
+    matrix_type y(x.rows(), w_.rows());
+    parallel_blocks(x.rows(), kTokenBlock, x.rows() * w_.size(), [&](Eigen::Index t0, Eigen::Index n) {
+      y.middleRows(t0, n).noalias() = x.middleRows(t0, n) * w_.transpose();
+    });
+    return y;
+  }
+  matrix_type apply_transposed(const matrix_type& dy) const {
+    matrix_type dx(dy.rows(), w_.cols());
+    parallel_blocks(dy.rows(), kTokenBlock, dy.rows() * w_.size(), [&](Eigen::Index t0, Eigen::Index n) {
+      dx.middleRows(t0, n).noalias() = dy.middleRows(t0, n) * w_;
+    });
+    return dx;
+  }
   matrix_type to_dense() const { return w_; }
   const matrix_type& dense() const { return w_; }
   void add_dense(const matrix_type& delta) {
@@ -48,6 +62,7 @@ class DenseWeightOf {
   }
 
  private:
+  static constexpr Eigen::Index kTokenBlock = 128;
   matrix_type w_;  // [out, in]
 };
 

@@ -135,10 +135,8 @@ class LoraLinear {
     h_.resize(tokens, Rank);
     const matrix_type bt = scaling_ * b_.transpose();  // [Rank, out]
     if (dropped_) draw_keep_bits(x.size());
-    // One pass per share of token rows: dropout(x), h = dropout(x)·Aᵀ, y += h·(scaling·Bᵀ).
-    parallel_shares(x.size(), [&](int id, int threads) {
-      const auto [t0, nt] = share_of(tokens, id, threads);
-      if (nt == 0) return;
+    // One pass per block of token rows: dropout(x), h = dropout(x)·Aᵀ, y += h·(scaling·Bᵀ).
+    parallel_blocks(tokens, kTokenBlock, x.size(), [&](Eigen::Index t0, Eigen::Index nt) {
       if (dropped_) {
         masked_rows<false>(x, xd_, t0, t0, nt, t0);
       } else {
@@ -161,10 +159,8 @@ class LoraLinear {
     const Eigen::Index tokens = dy.rows(), in = in_features(), out = out_features();
     matrix_type dx = base_.apply_transposed(dy);
     matrix_type g(tokens, Rank);  // d loss / d h = scaling·dy·B  [tokens, Rank]
-    // Rows of tokens: g, and dx += mask ⊙ (g·A).
-    parallel_shares(dy.size(), [&](int id, int threads) {
-      const auto [t0, nt] = share_of(tokens, id, threads);
-      if (nt == 0) return;
+    // Blocks of token rows: g, and dx += mask ⊙ (g·A).
+    parallel_blocks(tokens, kTokenBlock, dy.size(), [&](Eigen::Index t0, Eigen::Index nt) {
       g.middleRows(t0, nt).noalias() = scaling_ * (dy.middleRows(t0, nt) * b_);
       if (!dropped_) {
         dx.middleRows(t0, nt).noalias() += g.middleRows(t0, nt) * a_;
@@ -179,12 +175,18 @@ class LoraLinear {
         }
       }
     });
-    // Columns of A and rows of B: grad_A += gᵀ·dropout(x), grad_B += scaling·dyᵀ·h (no reduction across threads).
-    parallel_shares(dy.size(), [&](int id, int threads) {
-      const auto [c0, nc] = share_of(in, id, threads);
-      if (nc > 0) grad_a_.middleCols(c0, nc).noalias() += g.transpose() * xd_.middleCols(c0, nc);
-      const auto [o0, no] = share_of(out, id, threads);
-      if (no > 0) grad_b_.middleRows(o0, no).noalias() += scaling_ * (dy.middleCols(o0, no).transpose() * h_);
+    // Blocks of columns of A, then of rows of B: grad_A += gᵀ·dropout(x), grad_B += scaling·dyᵀ·h (no
+    // reduction across threads).
+    const Eigen::Index blocks_a = (in + kFeatureBlock - 1) / kFeatureBlock;
+    const Eigen::Index blocks_b = (out + kFeatureBlock - 1) / kFeatureBlock;
+    parallel_for(Eigen::Index{0}, blocks_a + blocks_b, dy.size(), [&](Eigen::Index k) {
+      if (k < blocks_a) {
+        const Eigen::Index c0 = k * kFeatureBlock, nc = std::min(kFeatureBlock, in - c0);
+        grad_a_.middleCols(c0, nc).noalias() += g.transpose() * xd_.middleCols(c0, nc);
+      } else {
+        const Eigen::Index o0 = (k - blocks_a) * kFeatureBlock, no = std::min(kFeatureBlock, out - o0);
+        grad_b_.middleRows(o0, no).noalias() += scaling_ * (dy.middleCols(o0, no).transpose() * h_);
+      }
     });
     return dx;
   }
@@ -218,6 +220,11 @@ class LoraLinear {
   }
 
  private:
+  // The blocks the products are split into across threads (parallel_blocks): fixed, so that the result
+  // does not depend on the thread count. Token rows for x·Aᵀ, h·Bᵀ, dy·B and g·A; features (columns of
+  // A, rows of B) for the weight gradients.
+  static constexpr Eigen::Index kTokenBlock = 128, kFeatureBlock = 64;
+
   static constexpr double sqrt_constexpr(double v) {  // Newton iteration; std::sqrt is not constexpr in C++20
     double r = v > 1 ? v : 1.0;
     for (int i = 0; i < 64; ++i) r = 0.5 * (r + v / r);

@@ -9,7 +9,9 @@
 //   out = norm(h);  logits = out · headᵀ (head = embed_tokens when tied)
 // Qwen3 applies a per-head RMSNorm to q and k before RoPE; Qwen2 has q/k/v biases.
 // Gradients flow to the LoRA parameters and to the input embeddings (so they reach a projector);
-// frozen weights get none.
+// frozen weights get none. Every block runs decoder_layer_forward_steps / decoder_layer_backward_steps
+// (model/decoder_layer_steps.hpp) over the CPU executor (model/decoder_layer_cpu.hpp), for training and
+// for KV-cache decoding alike; the CUDA executor runs the same steps (model/cuda/decoder_layer.cuh).
 
 #include <algorithm>
 #include <array>
@@ -32,10 +34,14 @@
 #include <vidlora/loss/lm_head_cross_entropy.hpp>
 #include <vidlora/model/attention.hpp>
 #include <vidlora/model/config.hpp>
+#include <vidlora/model/decoder_layer_cpu.hpp>
+#include <vidlora/model/decoder_layer_steps.hpp>
 #include <vidlora/model/elementwise.hpp>
+#include <vidlora/model/generation.hpp>
 #include <vidlora/model/linear_slot.hpp>
 #include <vidlora/model/rms_norm.hpp>
 #include <vidlora/model/rotary.hpp>
+#include <vidlora/model/sequence_batch.hpp>
 #include <vidlora/model/tensor_source.hpp>
 
 namespace vidlora::model {
@@ -48,20 +54,6 @@ struct DecoderOptions {
   std::vector<std::string> target_modules;  // HF module names (or paths) that get LoRA; empty: none
   lora::LoraOptions lora{};                 // dropout, seed, rsLoRA (layer is set per slot)
   bool gradient_checkpointing = false;      // keep only each layer's input; recompute in backward
-};
-
-// A right-padded batch: row b·seq_len + t of every [tokens, ·] matrix is token t of sequence b.
-struct SequenceBatch {
-  Eigen::Index batch = 1;
-  Eigen::Index seq_len = 0;
-  std::vector<int> attention_mask;  // [batch·seq_len], 1 for tokens, 0 for padding; empty: all tokens
-
-  Eigen::Index tokens() const { return batch * seq_len; }
-  std::span<const int> mask_of(Eigen::Index b) const {
-    if (attention_mask.empty()) return {};
-    return std::span<const int>(attention_mask).subspan(static_cast<std::size_t>(b * seq_len),
-                                                        static_cast<std::size_t>(seq_len));
-  }
 };
 
 // Activation memory held for the backward pass (bytes).
@@ -233,11 +225,11 @@ class Decoder {
         held += bytes(checkpoints_[l]);
         LayerActivations scratch;
         h = layer_forward(layer, h, scratch);
-        stats_.peak = std::max(stats_.peak, held + scratch.bytes() + slot_bytes(layer));
+        stats_.peak = std::max(stats_.peak, held + activation_bytes(scratch) + slot_bytes(layer));
         for (auto& s : layer.slots) s.release();
       } else {
         h = layer_forward(layer, h, acts_[l]);
-        held += acts_[l].bytes() + slot_bytes(layer);
+        held += activation_bytes(acts_[l]) + slot_bytes(layer);
         stats_.peak = std::max(stats_.peak, held);
       }
     }
@@ -268,13 +260,13 @@ class Decoder {
         for (std::size_t m = 0; m < layer.slots.size(); ++m) layer.slots[m].set_step(layer.steps[m]);
         LayerActivations recomputed;
         layer_forward(layer, checkpoints_[l], recomputed);
-        stats_.peak = std::max(stats_.peak, held + recomputed.bytes() + slot_bytes(layer));
+        stats_.peak = std::max(stats_.peak, held + activation_bytes(recomputed) + slot_bytes(layer));
         dh = layer_backward(layer, recomputed, dh);
         held -= bytes(checkpoints_[l]);
         checkpoints_[l] = matrix_type();
       } else {
         dh = layer_backward(layer, acts_[l], dh);
-        held -= acts_[l].bytes() + slot_bytes(layer);
+        held -= activation_bytes(acts_[l]) + slot_bytes(layer);
         acts_[l] = LayerActivations();
       }
       for (auto& s : layer.slots) s.release();
@@ -338,31 +330,11 @@ class Decoder {
     begin_positions(past + n);
     std::vector<Eigen::Index> pos(static_cast<std::size_t>(n));
     for (Eigen::Index i = 0; i < n; ++i) pos[static_cast<std::size_t>(i)] = past + i;
-    const AttentionShape shape{config_.num_attention_heads, config_.num_key_value_heads, config_.head_dim};
     matrix_type h = embeds;
+    LayerActivations scratch;  // what the steps keep; nothing of it is needed after each block
     for (std::size_t l = 0; l < layers_.size(); ++l) {
-      auto& layer = layers_[l];
-      const matrix_type x1 = rms_norm<scalar_type>(h, layer.norm1, config_.rms_norm_eps);
-      matrix_type q = layer.slots[0].infer(x1), k = layer.slots[1].infer(x1), v = layer.slots[2].infer(x1);
-      if (config_.qk_norm()) {
-        q = head_norm(q, layer.q_norm, nullptr);
-        k = head_norm(k, layer.k_norm, nullptr);
-      }
-      rope_.apply(q, pos, false);
-      rope_.apply(k, pos, false);
-      auto& ck = cache.k[l];
-      auto& cv = cache.v[l];
-      ck.conservativeResize(past + n, Eigen::NoChange);
-      cv.conservativeResize(past + n, Eigen::NoChange);
-      ck.bottomRows(n) = k;
-      cv.bottomRows(n) = v;
-      const matrix_type attn = attention_forward<scalar_type>(q, ck, cv, shape, past, {});
-      h += layer.slots[3].infer(attn);
-      const matrix_type x2 = rms_norm<scalar_type>(h, layer.norm2, config_.rms_norm_eps);
-      const matrix_type g = layer.slots[4].infer(x2), u = layer.slots[5].infer(x2);
-      matrix_type m(g.rows(), g.cols());
-      for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = silu(g.data()[i]) * u.data()[i];
-      h += layer.slots[6].infer(m);
+      executor_type exec(layers_[l], config_, rope_, pos, cache.k[l], cache.v[l], past);
+      h = decoder_layer_forward_steps(exec, h, scratch);
     }
     cache.length = past + n;
     return rms_norm<scalar_type>(h, final_norm_, config_.rms_norm_eps);
@@ -372,29 +344,18 @@ class Decoder {
   // eos_token_id (when >= 0). use_cache = false recomputes the whole sequence at every step.
   std::vector<int> generate_greedy(const matrix_type& prompt_embeds, int max_new_tokens, int eos_token_id = -1,
                                    bool use_cache = true) {
-    std::vector<int> out;
-    KvCache cache = make_cache();
-    matrix_type all = prompt_embeds;
-    matrix_type next_in = prompt_embeds;
-    for (int step = 0; step < max_new_tokens; ++step) {
-      matrix_type hidden;
-      if (use_cache) {
-        hidden = forward_cached(next_in, cache);
-      } else {
-        KvCache fresh = make_cache();
-        hidden = forward_cached(all, fresh);
-      }
-      const matrix_type last_logits = logits(hidden.bottomRows(1));
-      Eigen::Index best = 0;
-      last_logits.row(0).maxCoeff(&best);
-      const int id = static_cast<int>(best);
-      out.push_back(id);
-      if (id == eos_token_id) break;
-      next_in = embed_.row(id);
-      all.conservativeResize(all.rows() + 1, Eigen::NoChange);
-      all.bottomRows(1) = next_in;
+    GenerationOptions o;
+    o.max_new_tokens = max_new_tokens;
+    o.eos_token_id = eos_token_id;
+    GenerationResult r;
+    if (use_cache) {
+      r = generate(*this, prompt_embeds, o);
+    } else {
+      RecomputingDecoder<Decoder> recompute{*this};
+      r = generate(recompute, prompt_embeds, o);
     }
-    return out;
+    if (r.finished) r.ids.push_back(eos_token_id);  // this API returns the EOS it stopped at
+    return r.ids;
   }
   std::vector<int> generate_greedy(std::span<const int> prompt_ids, int max_new_tokens, int eos_token_id = -1,
                                    bool use_cache = true) {
@@ -402,30 +363,17 @@ class Decoder {
   }
 
  private:
-  struct Layer {
-    vector_type norm1, norm2;         // input_layernorm, post_attention_layernorm [hidden]
-    vector_type q_norm, k_norm;       // qwen3 [head_dim]
-    std::vector<slot_type> slots;     // kDecoderModules order
-    std::array<std::uint64_t, 7> steps{};  // LoRA dropout steps at the last checkpointed forward
-  };
+  using Layer = DecoderLayerWeights<slot_type>;
+  using executor_type = CpuLayerExecutor<slot_type>;
+  using LayerActivations = typename executor_type::saved_type;
 
-  struct LayerActivations {
-    matrix_type h_in, h_mid;          // layer input, after attention residual [tokens, hidden]
-    vector_type inv1, inv2;           // RMSNorm scales [tokens]
-    matrix_type q_raw, k_raw;         // qwen3: q, k before the head norm
-    vector_type q_inv, k_inv;         // qwen3: head-norm scales [tokens·heads]
-    matrix_type q, k, v;              // rotated q, k and v
-    std::vector<matrix_type> probs;   // softmax per sequence [heads·T, T]
-    matrix_type gate, up;             // MLP pre-activations [tokens, intermediate]
-    std::size_t bytes() const {
-      std::size_t n = Decoder::bytes(h_in) + Decoder::bytes(h_mid) + Decoder::bytes(inv1) + Decoder::bytes(inv2) +
-                      Decoder::bytes(q_raw) + Decoder::bytes(k_raw) + Decoder::bytes(q_inv) + Decoder::bytes(k_inv) +
-                      Decoder::bytes(q) + Decoder::bytes(k) + Decoder::bytes(v) + Decoder::bytes(gate) +
-                      Decoder::bytes(up);
-      for (const auto& p : probs) n += Decoder::bytes(p);
-      return n;
-    }
-  };
+  static std::size_t activation_bytes(const LayerActivations& a) {
+    std::size_t n = bytes(a.h_in) + bytes(a.h_mid) + bytes(a.inv1) + bytes(a.inv2) + bytes(a.q_raw) + bytes(a.k_raw) +
+                    bytes(a.q_inv) + bytes(a.k_inv) + bytes(a.q) + bytes(a.k) + bytes(a.v) + bytes(a.gate) +
+                    bytes(a.up);
+    for (const auto& p : a.attention) n += bytes(p);
+    return n;
+  }
 
   template <class M>
   static std::size_t bytes(const M& m) {
@@ -487,85 +435,15 @@ class Decoder {
     return layer;
   }
 
-  matrix_type head_norm(const matrix_type& x, const vector_type& w, vector_type* inv) const {
-    const matrix_type y = rms_norm<scalar_type>(per_head_view(x, config_.head_dim), w, config_.rms_norm_eps, inv);
-    return Eigen::Map<const matrix_type>(y.data(), x.rows(), x.cols());
-  }
-
   // One block over the whole batch; fills `a` with what layer_backward needs.
   matrix_type layer_forward(Layer& layer, const matrix_type& h, LayerActivations& a) {
-    const double eps = config_.rms_norm_eps;
-    a.h_in = h;
-    const matrix_type x1 = rms_norm<scalar_type>(h, layer.norm1, eps, &a.inv1);
-    a.q = layer.slots[0].forward(x1, training_);
-    a.k = layer.slots[1].forward(x1, training_);
-    a.v = layer.slots[2].forward(x1, training_);
-    if (config_.qk_norm()) {
-      a.q_raw = std::move(a.q);
-      a.k_raw = std::move(a.k);
-      a.q = head_norm(a.q_raw, layer.q_norm, &a.q_inv);
-      a.k = head_norm(a.k_raw, layer.k_norm, &a.k_inv);
-    }
-    rope_.apply(a.q, positions_, false);
-    rope_.apply(a.k, positions_, false);
-    const AttentionShape shape{config_.num_attention_heads, config_.num_key_value_heads, config_.head_dim};
-    const Eigen::Index t = batch_.seq_len;
-    matrix_type attn(h.rows(), config_.q_features());
-    a.probs.resize(static_cast<std::size_t>(batch_.batch));
-    const std::int64_t attention_work = batch_.batch * t * t * config_.q_features();
-    parallel_for(Eigen::Index{0}, batch_.batch, attention_work, [&](Eigen::Index b) {
-      attn.middleRows(b * t, t) = attention_forward<scalar_type>(a.q.middleRows(b * t, t), a.k.middleRows(b * t, t),
-                                                                 a.v.middleRows(b * t, t), shape, 0, batch_.mask_of(b),
-                                                                 &a.probs[static_cast<std::size_t>(b)]);
-    });
-    a.h_mid = h + layer.slots[3].forward(attn, training_);
-    const matrix_type x2 = rms_norm<scalar_type>(a.h_mid, layer.norm2, eps, &a.inv2);
-    a.gate = layer.slots[4].forward(x2, training_);
-    a.up = layer.slots[5].forward(x2, training_);
-    matrix_type m(a.gate.rows(), a.gate.cols());
-    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = silu(a.gate.data()[i]) * a.up.data()[i];
-    return a.h_mid + layer.slots[6].forward(m, training_);
+    executor_type exec(layer, config_, rope_, positions_, batch_, training_);
+    return decoder_layer_forward_steps(exec, h, a);
   }
 
   matrix_type layer_backward(Layer& layer, const LayerActivations& a, const matrix_type& d_out) {
-    // MLP
-    const matrix_type dm = layer.slots[6].backward(d_out);
-    matrix_type dg(dm.rows(), dm.cols()), du(dm.rows(), dm.cols());
-    for (Eigen::Index i = 0; i < dm.size(); ++i) {
-      const scalar_type g = a.gate.data()[i];
-      dg.data()[i] = dm.data()[i] * a.up.data()[i] * silu_grad(g);
-      du.data()[i] = dm.data()[i] * silu(g);
-    }
-    matrix_type dx2 = layer.slots[4].backward(dg);
-    dx2 += layer.slots[5].backward(du);
-    matrix_type dh_mid = d_out + rms_norm_backward<scalar_type>(a.h_mid, layer.norm2, a.inv2, dx2);
-    // attention
-    const matrix_type d_attn = layer.slots[3].backward(dh_mid);
-    const AttentionShape shape{config_.num_attention_heads, config_.num_key_value_heads, config_.head_dim};
-    const Eigen::Index t = batch_.seq_len;
-    matrix_type dq = matrix_type::Zero(a.q.rows(), a.q.cols());
-    matrix_type dk = matrix_type::Zero(a.k.rows(), a.k.cols());
-    matrix_type dv = matrix_type::Zero(a.v.rows(), a.v.cols());
-    const std::int64_t attention_work = 2 * batch_.batch * t * t * config_.q_features();
-    parallel_for(Eigen::Index{0}, batch_.batch, attention_work, [&](Eigen::Index b) {
-      attention_backward<scalar_type>(a.q.middleRows(b * t, t), a.k.middleRows(b * t, t), a.v.middleRows(b * t, t),
-                                      shape, a.probs[static_cast<std::size_t>(b)], d_attn.middleRows(b * t, t),
-                                      dq.middleRows(b * t, t), dk.middleRows(b * t, t), dv.middleRows(b * t, t));
-    });
-    rope_.apply(dq, positions_, true);
-    rope_.apply(dk, positions_, true);
-    if (config_.qk_norm()) {
-      const matrix_type dqn = rms_norm_backward<scalar_type>(per_head_view(a.q_raw, config_.head_dim), layer.q_norm,
-                                                             a.q_inv, per_head_view(dq, config_.head_dim));
-      const matrix_type dkn = rms_norm_backward<scalar_type>(per_head_view(a.k_raw, config_.head_dim), layer.k_norm,
-                                                             a.k_inv, per_head_view(dk, config_.head_dim));
-      dq = Eigen::Map<const matrix_type>(dqn.data(), dq.rows(), dq.cols());
-      dk = Eigen::Map<const matrix_type>(dkn.data(), dk.rows(), dk.cols());
-    }
-    matrix_type dx1 = layer.slots[0].backward(dq);
-    dx1 += layer.slots[1].backward(dk);
-    dx1 += layer.slots[2].backward(dv);
-    return dh_mid + rms_norm_backward<scalar_type>(a.h_in, layer.norm1, a.inv1, dx1);
+    executor_type exec(layer, config_, rope_, positions_, batch_, training_);
+    return decoder_layer_backward_steps(exec, a, d_out);
   }
 
   DecoderConfig config_;

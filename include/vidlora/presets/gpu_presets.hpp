@@ -7,6 +7,7 @@
 #include <concepts>
 #include <string_view>
 
+#include <vidlora/core/backend.hpp>
 #include <vidlora/lora/rules.hpp>
 #include <vidlora/lora/target_modules.hpp>
 #include <vidlora/presets/model_shape.hpp>
@@ -26,6 +27,7 @@ struct PresetCommon : RecipeStages {
 
 struct T4 : PresetCommon {
   static constexpr std::string_view name = "T4";
+  using backend_policy = backend::Cuda;
   static constexpr int cuda_arch = 75;
   static constexpr int vram_gb = 16;
   static constexpr bool load_in_4bit = true;
@@ -48,6 +50,7 @@ struct T4 : PresetCommon {
 
 struct L4 : PresetCommon {
   static constexpr std::string_view name = "L4";
+  using backend_policy = backend::Cuda;
   static constexpr int cuda_arch = 89;
   static constexpr int vram_gb = 24;
   static constexpr bool load_in_4bit = true;
@@ -70,6 +73,7 @@ struct L4 : PresetCommon {
 
 struct A100 : PresetCommon {
   static constexpr std::string_view name = "A100";
+  using backend_policy = backend::Cuda;
   static constexpr int cuda_arch = 80;
   static constexpr int vram_gb = 40;
   static constexpr bool load_in_4bit = true;
@@ -92,6 +96,7 @@ struct A100 : PresetCommon {
 
 struct H100 : PresetCommon {
   static constexpr std::string_view name = "H100";
+  using backend_policy = backend::Cuda;
   static constexpr int cuda_arch = 90;
   static constexpr int vram_gb = 80;
   static constexpr bool load_in_4bit = true;
@@ -116,6 +121,7 @@ struct H100 : PresetCommon {
 // Small models on a 2-core, 24 GiB machine (the demo captioner). "vram_gb" is the host-memory budget here.
 struct Cpu : PresetCommon {
   static constexpr std::string_view name = "Cpu";
+  using backend_policy = backend::Cpu;
   static constexpr int cuda_arch = 0;  // no GPU
   static constexpr int vram_gb = 8;
   static constexpr bool load_in_4bit = false;
@@ -140,6 +146,7 @@ struct Cpu : PresetCommon {
 template <class P>
 concept Preset = requires {
   { P::name } -> std::convertible_to<std::string_view>;
+  requires backend::Backend<typename P::backend_policy>;
   { P::vram_gb } -> std::convertible_to<int>;
   { P::load_in_4bit } -> std::convertible_to<bool>;
   { P::gradient_checkpointing } -> std::convertible_to<bool>;
@@ -182,11 +189,17 @@ constexpr std::string_view precision_of() {
   return P::bf16 ? "bf16" : (P::fp16 ? "fp16" : "fp32");
 }
 
+// The backend preset P trains on (T4 / L4 / A100 / H100: Cuda; Cpu: Cpu).
+template <Preset P>
+using backend_of = typename P::backend_policy;
+
 namespace detail {
 template <class P>
 concept HasLrPolicy = requires { typename P::lr_policy; } && schedule::LrPolicy<typename P::lr_policy>;
 template <class P>
 concept HasTargetSet = requires { typename P::target_set; } && lora::TargetModuleSet<typename P::target_set>;
+template <class P>
+concept HasBackend = requires { typename P::backend_policy; } && backend::Backend<typename P::backend_policy>;
 }  // namespace detail
 
 // Checks a preset type field by field with messages a user reads (the Preset concept alone only says "not
@@ -199,6 +212,9 @@ consteval bool check_preset() {
   static_assert(detail::HasTargetSet<P>,
                 "vidlora preset: P::target_set must name a target-module set type (using target_set = lora::Basic; "
                 "or lora::AttentionGateUp, lora::Extended)");
+  static_assert(detail::HasBackend<P>,
+                "vidlora preset: P::backend_policy must name a backend policy type (using backend_policy = "
+                "backend::Cuda; for a GPU preset, backend::Cpu for the CPU one)");
   static_assert(Preset<P>, "vidlora preset: P misses a field of the Preset concept (presets/gpu_presets.hpp)");
   return true;
 }
@@ -214,5 +230,9 @@ constexpr bool preset_is_consistent() {
 static_assert(Preset<T4> && Preset<L4> && Preset<A100> && Preset<H100> && Preset<Cpu>);
 static_assert(preset_is_consistent<T4>() && preset_is_consistent<L4>() && preset_is_consistent<A100>() &&
               preset_is_consistent<H100>() && preset_is_consistent<Cpu>());
+// Every GPU preset trains on its GPU; the CPU preset on the CPU.
+static_assert(std::same_as<backend_of<T4>, backend::Cuda> && std::same_as<backend_of<L4>, backend::Cuda> &&
+              std::same_as<backend_of<A100>, backend::Cuda> && std::same_as<backend_of<H100>, backend::Cuda> &&
+              std::same_as<backend_of<Cpu>, backend::Cpu>);
 
 }  // namespace vidlora::presets

@@ -89,7 +89,8 @@ class QuantizedWeight {
 
  private:
   // fn(k) for every panel: one per OpenMP thread when there are several (Eigen single-threaded inside),
-  // and at top level for a single panel, so that Eigen's GEMM uses the thread pool. (A single panel inside
+  // and at top level for a single panel (also single-threaded: the vidlora target defines
+  // EIGEN_DONT_PARALLELIZE, so that results do not depend on the thread count). (A single panel inside
   // `omp parallel if (false)` made Eigen open a nested team per call: with two threads an NF4-base training
   // step took 1.40 s against 0.83 s with one; bench_model.)
   // A panel decodes about 1 Mi weights (slab()), far above kParallelMinWork: several panels always share out.

@@ -14,12 +14,17 @@
 // resume restores parameters, AdamW moments, LoRA dropout counters and the position, so the loss
 // curve continues exactly. A NaN/Inf loss skips the step; three in a row stop the run (the last
 // good checkpoint stays). A clip whose features cannot be computed is skipped and logged.
+// Data parallel (Comm = comm::Mpi, docs/distributed.md): each rank reads its shard of every step's clips
+// (comm/shard.hpp), the step's token count and the gradients are summed over the ranks, evaluation is sharded
+// and scored once on rank 0; rank 0 alone writes checkpoints, logs, progress and outputs.
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -29,6 +34,7 @@
 #include <numeric>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -37,6 +43,10 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include <vidlora/comm/communicator.hpp>
+#include <vidlora/comm/gradient_buckets.hpp>
+#include <vidlora/comm/shard.hpp>
+#include <vidlora/comm/single.hpp>
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/core/rng.hpp>
@@ -278,22 +288,32 @@ void load_projector(const std::filesystem::path& path, P& projector) {
 }
 
 template <presets::Preset P, class ProjectorT = model::Mlp2xGelu,
-          lora::FrozenWeight Base = std::conditional_t<P::load_in_4bit, quant::NF4Weight, lora::DenseWeight>>
+          lora::FrozenWeight Base = std::conditional_t<P::load_in_4bit, quant::NF4Weight, lora::DenseWeight>,
+          comm::Communicator Comm = comm::Single>
 class Trainer {
+  static_assert(Comm::buffers == comm::Buffers::Host,
+                "Trainer: the CPU trainer sums host buffers: use comm::Single, comm::Mpi or comm::AnyCommunicator "
+                "(comm::Nccl sums device buffers, for the CUDA trainer)");
+
  public:
   using preset_type = P;
+  using communicator_type = Comm;
   using decoder_type = model::Decoder<P::lora_r, P::lora_alpha, Base>;
   using projector_type = ProjectorT;
 
   // Builds the decoder from `weights` with LoRA slots on config.target_modules.
+  // `comm`: the ranks this trainer is one of (default: one process).
   template <model::TensorSource S>
   Trainer(TrainerConfig config, const model::DecoderConfig& decoder_config, const S& weights, ProjectorT projector,
-          TextCodec codec, FeatureFn features)
+          TextCodec codec, FeatureFn features, Comm comm = Comm{})
       : config_(std::move(config)),
         decoder_(decoder_config, weights, decoder_options(config_)),
         projector_(std::move(projector)),
         codec_(std::move(codec)),
-        features_(std::move(features)) {
+        features_(std::move(features)),
+        comm_(std::move(comm)) {
+    local_out_ = config_.progress;
+    if (comm_.rank() != 0) config_.progress = nullptr;  // progress and reports from rank 0 only
     check_config();
     const ProjectorTensors pt = projector_tensors(projector_);
     for (std::size_t i = 0; i < pt.weights.size(); ++i)
@@ -318,6 +338,7 @@ class Trainer {
   decoder_type& decoder() { return decoder_; }
   ProjectorT& projector() { return projector_; }
   const TrainerConfig& config() const { return config_; }
+  Comm& communicator() { return comm_; }
   std::filesystem::path checkpoint_path() const { return config_.output_dir / "checkpoints" / "last.safetensors"; }
   std::filesystem::path best_path() const { return config_.output_dir / "checkpoints" / "best.safetensors"; }
 
@@ -334,6 +355,7 @@ class Trainer {
     f["precision"] = config_.precision;
     f["batch_size"] = std::to_string(config_.batch_size);
     f["gradient_accumulation_steps"] = std::to_string(config_.gradient_accumulation_steps);
+    f["ranks"] = std::to_string(comm_.size());  // with the two above: checked as their product (load_checkpoint)
     f["weight_decay"] = fmt::format("{}", config_.weight_decay);
     f["max_grad_norm"] = fmt::format("{}", config_.max_grad_norm);
     f["label_smoothing"] = fmt::format("{}", config_.label_smoothing);
@@ -364,15 +386,19 @@ class Trainer {
     nan_streak_ = 0;
     best_.reset();
     best_score_.reset();
-    std::filesystem::create_directories(config_.output_dir / "checkpoints");
+    stop_requested_ = false;
+    rank_tokens_.assign(static_cast<std::size_t>(comm_.size()), 0.0);
+    rank_seconds_.assign(static_cast<std::size_t>(comm_.size()), 0.0);
+    if (comm_.rank() == 0) std::filesystem::create_directories(config_.output_dir / "checkpoints");
     std::optional<nlohmann::json> restored;
     if (resume) {
       restored = load_checkpoint(checkpoint_path());
-    } else {
+    } else if (comm_.rank() == 0) {
       std::filesystem::remove(best_path());  // a previous run's best must not become this run's output
     }
-    log_.emplace(config_.output_dir / "train_log.jsonl",
-                 JsonlLogOptions{.resume_from_step = restored ? pos_.global_step : -1});
+    if (comm_.rank() == 0)
+      log_.emplace(config_.output_dir / "train_log.jsonl",
+                   JsonlLogOptions{.resume_from_step = restored ? pos_.global_step : -1});
     started_ = std::chrono::steady_clock::now();
     steps_this_run_ = 0;
     total_steps_ = 0;
@@ -416,7 +442,7 @@ class Trainer {
           pos_.step_in_epoch = k + 1;
           if (ok && config_.checkpoint_every > 0 && pos_.global_step % config_.checkpoint_every == 0)
             save_checkpoint(checkpoint_path());
-          if (interrupt_requested().load() ||
+          if ((comm_.size() == 1 ? interrupt_requested().load() : stop_requested_) ||
               (config_.max_steps_this_run > 0 && steps_this_run_ >= config_.max_steps_this_run)) {
             save_checkpoint(checkpoint_path());
             say(fmt::format("interrupted: checkpoint saved to {}; continue with --resume", checkpoint_path().string()));
@@ -472,7 +498,10 @@ class Trainer {
     loss::CrossEntropyOptions ce;
     ce.label_smoothing = config_.label_smoothing;
     std::vector<std::vector<std::string>> refs;
+    std::vector<double> clip_loss;  // per clip, summed in clip order on rank 0 when sharded
+    std::vector<long> clip_valid;
     for (std::size_t i = 0; i < val_.size(); ++i) {
+      if (!comm::owns_eval_clip(i, comm_.rank(), comm_.size())) continue;
       const Matrix* feats = features_of(val_[i]);
       if (!feats) continue;
       const Matrix visual = projector_.apply(*feats);
@@ -485,14 +514,25 @@ class Trainer {
       const auto r = loss::lm_head_cross_entropy<float>(hidden, decoder_.head_weight(), targets, ce);
       loss_sum += r.loss_sum;
       valid += r.valid_tokens;
+      clip_loss.push_back(r.loss_sum);
+      clip_valid.push_back(r.valid_tokens);
       ev.captions.push_back(caption(visual));
       ev.clip_index.push_back(i);
       refs.push_back({val_[i].caption});
     }
+    if (comm_.size() > 1) gather_evaluation(ev, refs, clip_loss, clip_valid, loss_sum, valid);
     ev.eval_loss = valid > 0 ? loss_sum / static_cast<double>(valid) : std::nan("");
-    if (!ev.captions.empty()) ev.metrics = eval::caption_metrics(ev.captions, refs, config_.caption_metrics);
+    if (comm_.rank() == 0 && !ev.captions.empty())
+      ev.metrics = eval::caption_metrics(ev.captions, refs, config_.caption_metrics);
     const auto collapse = eval::check_mode_collapse(ev.metrics.diversity, config_.collapse_threshold);
     ev.collapsed = collapse.collapsed;
+    if (comm_.size() > 1) {  // rank 0's result on every rank: the same early-stopping decisions everywhere
+      std::string text =
+          comm_.rank() == 0 ? eval_result_to_json(ev).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                            : std::string();
+      comm_.broadcast(text, fmt::format("the evaluation after step {}", pos_.global_step));
+      if (comm_.rank() != 0) ev = eval_result_from_json(nlohmann::json::parse(text));
+    }
     if (collapse.collapsed) say("warning: " + collapse.message);
     if (log_) {
       EvalRecord rec{.stage = stage, .epoch = epoch, .step = pos_.global_step, .eval_loss = ev.eval_loss, .metrics = {}};
@@ -638,7 +678,7 @@ class Trainer {
   bool better(double a, double b) const { return metric_mode() == Mode::Min ? a < b : a > b; }
 
   long steps_per_epoch() const {
-    const long per_step = static_cast<long>(config_.batch_size) * config_.gradient_accumulation_steps;
+    const long per_step = static_cast<long>(config_.batch_size) * config_.gradient_accumulation_steps * comm_.size();
     return (static_cast<long>(train_.size()) + per_step - 1) / per_step;
   }
   long stage_steps(std::size_t s) const {
@@ -688,7 +728,7 @@ class Trainer {
       failed_.insert(key);
       const std::string what = fmt::format("{}: {}", c.id, e.what());
       result_.skipped_clips.push_back(what);
-      say("skipping clip " + what);
+      say_local("skipping clip " + what);
       if (log_) log_->write(nlohmann::json{{"type", "skip"}, {"step", pos_.global_step}, {"clip", c.id}, {"reason", e.what()}});
       return nullptr;
     }
@@ -712,11 +752,11 @@ class Trainer {
   // One optimizer step over the clips order[k·B·A, (k+1)·B·A). Returns false when the step was skipped (NaN).
   bool train_step(const std::vector<std::size_t>& order, long k, double lr, int stage, int epoch, int epochs) {
     const auto t0 = std::chrono::steady_clock::now();
-    const std::size_t per_step = static_cast<std::size_t>(config_.batch_size) * config_.gradient_accumulation_steps;
-    const std::size_t begin = static_cast<std::size_t>(k) * per_step;
-    const std::size_t end = std::min(order.size(), begin + per_step);
+    const std::size_t per_rank = static_cast<std::size_t>(config_.batch_size) * config_.gradient_accumulation_steps;
+    const comm::IndexRange shard =
+        comm::step_shard(static_cast<std::size_t>(k), per_rank, comm_.rank(), comm_.size(), order.size());
     std::vector<std::size_t> clips;
-    for (std::size_t i = begin; i < end; ++i)
+    for (std::size_t i = shard.begin; i < shard.end; ++i)
       if (features_of(train_[order[i]])) clips.push_back(order[i]);
     zero_all_grads();
     for (auto& sh : shadows_) sh.pull();
@@ -725,6 +765,20 @@ class Trainer {
     for (std::size_t i = 0; i < clips.size(); ++i) {
       answers[i] = answer_ids(train_[clips[i]]);
       total_valid += static_cast<long>(answers[i].size());
+    }
+    const long local_valid = total_valid;
+    std::size_t step_clips = clips.size();
+    if (comm_.size() > 1) {  // normalise by the whole step's token count, over every rank
+      std::array<double, 2> counts{static_cast<double>(total_valid), static_cast<double>(clips.size())};
+      comm_.all_reduce_sum(std::span<double>(counts), fmt::format("step {}: token counts", pos_.global_step + 1));
+      total_valid = static_cast<long>(counts[0]);
+      step_clips = static_cast<std::size_t>(counts[1]);
+      if (config_.lora_dropout > 0.0) {  // each rank its own dropout masks, a function of (step, rank)
+        const auto stride = static_cast<std::uint64_t>(2 * config_.gradient_accumulation_steps);
+        const auto first = (static_cast<std::uint64_t>(pos_.global_step) * static_cast<std::uint64_t>(comm_.size()) +
+                            static_cast<std::uint64_t>(comm_.rank())) * stride;
+        decoder_.for_each_lora([&](const std::string&, typename decoder_type::lora_type& l) { l.set_step(first); });
+      }
     }
     double loss = 0.0;
     loss::CrossEntropyOptions ce;
@@ -763,7 +817,8 @@ class Trainer {
     }
     for (auto& sh : shadows_) sh.g = sh.grad->transpose();
     const auto params = stage_params(static_cast<std::size_t>(stage));
-    bool finite = std::isfinite(loss) && !clips.empty();
+    if (comm_.size() > 1) reduce_step(params, loss, local_valid, t0);
+    bool finite = std::isfinite(loss) && step_clips > 0;
     for (const auto& p : params) finite = finite && all_finite(*p.grad);
     double grad_norm = std::nan("");
     ++pos_.global_step;
@@ -806,6 +861,99 @@ class Trainer {
   void say(const std::string& s) const {
     if (config_.progress) *config_.progress << (config_.progress_newlines ? "" : "\n") << s << '\n' << std::flush;
   }
+  // A message about this rank's own data (a skipped clip): from every rank, prefixed with the rank when several.
+  void say_local(const std::string& s) const {
+    if (comm_.size() == 1) return say(s);
+    if (local_out_) *local_out_ << fmt::format("\n[rank {}] {}\n", comm_.rank(), s) << std::flush;
+  }
+
+  // ---- data parallel ----
+  // Sums the step's loss, gradients and stop requests over the ranks; records each rank's throughput.
+  void reduce_step(const std::vector<optim::Parameter>& params, double& loss, long local_valid,
+                   std::chrono::steady_clock::time_point t0) {
+    const std::size_t n = static_cast<std::size_t>(comm_.size()), me = static_cast<std::size_t>(comm_.rank());
+    std::vector<double> s(2 + 2 * n, 0.0);  // loss, stop requests, tokens per rank, compute seconds per rank
+    s[0] = loss;
+    s[1] = interrupt_requested().load() ? 1.0 : 0.0;
+    s[2 + me] = static_cast<double>(local_valid);
+    s[2 + n + me] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const long step = pos_.global_step + 1;
+    comm_.all_reduce_sum(std::span<double>(s), fmt::format("step {}: loss", step));
+    std::vector<std::span<float>> grads;
+    for (const auto& p : params) grads.emplace_back(p.grad->data(), static_cast<std::size_t>(p.grad->size()));
+    comm::GradientBuckets(std::move(grads)).all_reduce_sum(comm_, fmt::format("step {}: gradients", step));
+    loss = s[0];
+    stop_requested_ = s[1] > 0.0;
+    std::vector<double> tokens_per_s(n);
+    for (std::size_t r = 0; r < n; ++r) {
+      rank_tokens_[r] += s[2 + r];
+      rank_seconds_[r] += s[2 + n + r];
+      tokens_per_s[r] = s[2 + n + r] > 0 ? s[2 + r] / s[2 + n + r] : 0.0;
+    }
+    if (log_)
+      log_->write(nlohmann::json{{"type", "ranks"}, {"step", step}, {"tokens", std::span<const double>(s).subspan(2, n)},
+                                 {"compute_s", std::span<const double>(s).subspan(2 + n, n)},
+                                 {"tokens_per_s", tokens_per_s}});
+  }
+
+  // Sharded evaluation: every rank's clips on rank 0, in clip order (captions, and the loss summed in clip order
+  // as one rank sums it). Other ranks keep only their counts; rank 0's result is broadcast afterwards.
+  void gather_evaluation(EvalResult& ev, std::vector<std::vector<std::string>>& refs, const std::vector<double>& clip_loss,
+                         const std::vector<long>& clip_valid, double& loss_sum, long& valid) {
+    std::string mine;
+    const auto put = [&mine](const void* p, std::size_t bytes) { mine.append(static_cast<const char*>(p), bytes); };
+    for (std::size_t j = 0; j < ev.captions.size(); ++j) {
+      const std::uint64_t index = ev.clip_index[j], length = ev.captions[j].size();
+      const std::int64_t v = clip_valid[j];
+      put(&index, 8);
+      put(&clip_loss[j], 8);
+      put(&v, 8);
+      put(&length, 8);
+      put(ev.captions[j].data(), ev.captions[j].size());
+    }
+    const auto parts = comm_.gather(mine, fmt::format("the evaluation captions after step {}", pos_.global_step));
+    if (comm_.rank() != 0) return;
+    struct Item {
+      std::uint64_t index;
+      double loss;
+      std::int64_t valid;
+      std::string caption;
+    };
+    std::vector<Item> items;
+    for (const std::string& part : parts) {
+      std::size_t at = 0;
+      const auto get = [&](void* p, std::size_t bytes) {
+        require(at + bytes <= part.size(), "Trainer: a truncated evaluation record from another rank");
+        std::memcpy(p, part.data() + at, bytes);
+        at += bytes;
+      };
+      while (at < part.size()) {
+        Item it{};
+        std::uint64_t length = 0;
+        get(&it.index, 8);
+        get(&it.loss, 8);
+        get(&it.valid, 8);
+        get(&length, 8);
+        require(at + length <= part.size(), "Trainer: a truncated evaluation caption from another rank");
+        it.caption = part.substr(at, length);
+        at += length;
+        items.push_back(std::move(it));
+      }
+    }
+    std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.index < b.index; });
+    ev.captions.clear();
+    ev.clip_index.clear();
+    refs.clear();
+    loss_sum = 0.0;
+    valid = 0;
+    for (auto& it : items) {
+      loss_sum += it.loss;
+      valid += it.valid;
+      ev.clip_index.push_back(static_cast<std::size_t>(it.index));
+      ev.captions.push_back(std::move(it.caption));
+      refs.push_back({val_[it.index].caption});
+    }
+  }
 
   // ---- checkpoints ----
   io::TensorMap param_tensors() {
@@ -827,9 +975,13 @@ class Trainer {
     for (const auto& p : lora_params_) load(p);
     for (auto& sh : shadows_) sh.push();
   }
-  void save_params(const std::filesystem::path& path) { io::write_safetensors(path, param_tensors(), {{"format", "vidlora"}}); }
+  void save_params(const std::filesystem::path& path) {
+    if (comm_.rank() != 0) return;
+    io::write_safetensors(path, param_tensors(), {{"format", "vidlora"}});
+  }
 
   void save_checkpoint(const std::filesystem::path& path) {
+    if (comm_.rank() != 0) return;  // rank 0 writes; every rank holds the same parameters
     io::TensorMap t = param_tensors();
     nlohmann::json adam = nlohmann::json::object();
     if (optimizer_) {
@@ -872,7 +1024,22 @@ class Trainer {
     const auto state = nlohmann::json::parse(it->second);
     const auto theirs = state.at("config").get<std::map<std::string, std::string>>();
     const auto mine = fingerprint();
+    // The data order, schedule and position count optimizer steps, so the clips per step must agree; how they
+    // split into ranks, micro-batches and accumulation may change (a checkpoint of N ranks resumes on M).
+    const auto field = [&](const std::map<std::string, std::string>& f, const char* k) {
+      const auto at = f.find(k);
+      return at == f.end() ? 1L : std::stol(at->second);  // checkpoints before data parallel: one rank
+    };
+    const auto split = [&](const std::map<std::string, std::string>& f) {
+      const long r = field(f, "ranks"), b = field(f, "batch_size"), a = field(f, "gradient_accumulation_steps");
+      return std::pair{r * b * a, fmt::format("{} ({} × {} × {})", r * b * a, r, b, a)};
+    };
+    require(split(theirs).first == split(mine).first,
+            "--resume: the checkpoint {} was made with another configuration: clips per step (ranks × batch_size × "
+            "gradient_accumulation_steps) is {} there but {} now",
+            path.string(), split(theirs).second, split(mine).second);
     for (const auto& [k, v] : mine) {
+      if (k == "ranks" || k == "batch_size" || k == "gradient_accumulation_steps") continue;
       const auto o = theirs.find(k);
       require(o != theirs.end() && o->second == v,
               "--resume: the checkpoint {} was made with another configuration: {} is '{}' there but '{}' now",
@@ -947,6 +1114,7 @@ class Trainer {
   }
 
   void write_val_captions(const EvalResult& ev) {
+    if (comm_.rank() != 0) return;
     std::string text;
     for (std::size_t i = 0; i < ev.captions.size(); ++i) {
       const Clip& c = val_[ev.clip_index[i]];
@@ -962,8 +1130,15 @@ class Trainer {
     result_.steps = pos_.global_step;
     result_.best = best_;
     if (result_.status != TrainStatus::NanStopped && result_.status != TrainStatus::Interrupted) {
+      if (comm_.size() > 1) comm_.barrier("the end of training (rank 0 writes the best parameters)");
       if (std::filesystem::exists(best_path())) set_params(io::SafetensorsFile::open(best_path()));
-      save_outputs(config_.output_dir);
+      if (comm_.rank() == 0) save_outputs(config_.output_dir);
+    }
+    if (comm_.size() > 1) {
+      std::string line = "throughput per rank (supervised tokens / compute seconds, this run):";
+      for (std::size_t r = 0; r < rank_tokens_.size(); ++r)
+        line += fmt::format(" rank {} {:.0f}/s", r, rank_seconds_[r] > 0 ? rank_tokens_[r] / rank_seconds_[r] : 0.0);
+      say(line);
     }
     if (log_) {
       log_.reset();
@@ -982,6 +1157,10 @@ class Trainer {
   ProjectorT projector_;
   TextCodec codec_;
   FeatureFn features_;
+  Comm comm_;
+  std::ostream* local_out_ = nullptr;  // config.progress as given (rank-local messages on every rank)
+  bool stop_requested_ = false;        // some rank was interrupted (summed with the step)
+  std::vector<double> rank_tokens_, rank_seconds_;  // this run's supervised tokens and compute time per rank
   std::vector<detail::BiasShadow> shadows_;
   std::vector<optim::Parameter> proj_params_, lora_params_;
   std::optional<optim::AdamW> optimizer_;

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -19,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include <vidlora/core/error.hpp>
+#include <vidlora/core/memory_stats.hpp>
 #include <vidlora/io/atomic_file.hpp>
 
 namespace vidlora::train {
@@ -35,6 +37,8 @@ struct StepRecord {
   long tokens = 0;        // supervised tokens in this step
   double tokens_per_s = 0.0;
   double elapsed_s = 0.0;
+  std::optional<MemoryStats> memory{};  // GPU runs: the device allocator's stats, peaks since the step began
+  std::optional<double> loss_scale{};   // fp16 runs: optim::GradScaler's scale after this step's update
 };
 
 // One evaluation: eval loss plus named metrics ("meteor", "cider_d", "unique_ratio", ...).
@@ -51,11 +55,14 @@ inline nlohmann::json finite_or_null(double v) { return std::isfinite(v) ? nlohm
 }  // namespace detail
 
 inline nlohmann::json to_json(const StepRecord& r) {
-  return {{"type", "step"},          {"stage", r.stage},   {"epoch", r.epoch},
+  nlohmann::json j = {{"type", "step"},          {"stage", r.stage},   {"epoch", r.epoch},
           {"step", r.step},          {"total_steps", r.total_steps},
           {"loss", detail::finite_or_null(r.loss)},       {"lr", detail::finite_or_null(r.lr)},
           {"grad_norm", detail::finite_or_null(r.grad_norm)}, {"tokens", r.tokens},
           {"tokens_per_s", detail::finite_or_null(r.tokens_per_s)}, {"elapsed_s", detail::finite_or_null(r.elapsed_s)}};
+  if (r.memory) j["memory"] = memory_stats_to_json(*r.memory);
+  if (r.loss_scale) j["loss_scale"] = detail::finite_or_null(*r.loss_scale);
+  return j;
 }
 
 inline nlohmann::json to_json(const EvalRecord& r) {

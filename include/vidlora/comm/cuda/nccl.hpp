@@ -1,0 +1,183 @@
+#pragma once
+// comm::Nccl: data-parallel ranks on GPUs, one GPU per rank; all_reduce_sum sums DEVICE buffers with NCCL on
+// the communicator's CUDA stream (the CUDA trainer's gradients). The ranks are started and bootstrapped by MPI
+// (mpirun / srun): rank 0's ncclUniqueId is broadcast over comm::Mpi, which also carries the host-side
+// operations (broadcast, gather, barrier of strings). Without MPI, nccl_unique_id_via_file is the rendezvous
+// (a file on a file system every rank sees). Link vidlora::nccl (CUDA runtime, NCCL, MPI).
+//
+// A reduction that does not finish within NcclOptions::timeout (a rank died or hangs) aborts the NCCL
+// communicator (ncclCommAbort) and throws CommError naming it; so does an asynchronous NCCL error.
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <vidlora/comm/communicator.hpp>
+#include <vidlora/comm/mpi.hpp>
+
+namespace vidlora::comm {
+
+namespace detail {
+inline void nccl_check(ncclResult_t rc, std::string_view what) {
+  if (rc != ncclSuccess && rc != ncclInProgress)
+    throw CommError(detail::message("{}: NCCL error {}: {}", what, static_cast<int>(rc), ncclGetErrorString(rc)));
+}
+inline void cuda_check(cudaError_t rc, std::string_view what) {
+  if (rc != cudaSuccess) throw CommError(detail::message("{}: CUDA error: {}", what, cudaGetErrorString(rc)));
+}
+}  // namespace detail
+
+// Rank 0 draws the id; every rank of `bootstrap` receives it.
+inline ncclUniqueId nccl_unique_id_over(Mpi& bootstrap) {
+  ncclUniqueId id{};
+  std::string bytes;
+  if (bootstrap.rank() == 0) {
+    detail::nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    bytes.assign(reinterpret_cast<const char*>(&id), sizeof id);
+  }
+  bootstrap.broadcast(bytes, "the NCCL unique id");
+  if (bytes.size() != sizeof id)
+    throw CommError(detail::message("the NCCL unique id: {} bytes received, {} expected", bytes.size(),
+                                sizeof id));
+  std::memcpy(&id, bytes.data(), sizeof id);
+  return id;
+}
+
+// The rendezvous for launchers without MPI: rank 0 writes the id to `file` (atomically), the others wait for it.
+inline ncclUniqueId nccl_unique_id_via_file(const std::filesystem::path& file, int rank,
+                                            std::chrono::duration<double> timeout = std::chrono::seconds(600)) {
+  ncclUniqueId id{};
+  if (rank == 0) {
+    detail::nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    // A temporary name of this process, renamed over `file`: a reader sees the whole id or no file.
+    std::filesystem::path tmp = file;
+    tmp += "." + std::to_string(static_cast<long>(::getpid())) + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      out.write(reinterpret_cast<const char*>(&id), sizeof id);
+      if (!out.flush()) throw CommError("cannot write the NCCL unique id to " + tmp.string());
+    }
+    std::filesystem::rename(tmp, file);
+    return id;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+  while (true) {
+    std::ifstream in(file, std::ios::binary);
+    if (in && in.read(reinterpret_cast<char*>(&id), sizeof id)) return id;
+    if (std::chrono::steady_clock::now() >= deadline)
+      throw CommError(detail::message("rank {}: no NCCL unique id in {} after {:g} s (rank 0 writes it)", rank,
+                                  file.string(), timeout.count()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+// The GPU of this rank: NcclOptions::device, else the launcher's local rank (OMPI_COMM_WORLD_LOCAL_RANK,
+// SLURM_LOCALID, LOCAL_RANK) modulo the visible devices.
+inline int local_device(int requested) {
+  if (requested >= 0) return requested;
+  int count = 0;
+  detail::cuda_check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+  if (count <= 0) throw CommError("comm::Nccl: no CUDA device");
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"})
+    if (const char* v = std::getenv(name)) return std::atoi(v) % count;
+  return 0;
+}
+
+struct NcclOptions {
+  std::chrono::duration<double> timeout = std::chrono::seconds(600);  // per reduction, as MpiOptions::timeout
+  int device = -1;                                                     // -1: local_device()
+};
+
+class Nccl {
+ public:
+  static constexpr Buffers buffers = Buffers::Device;
+
+  // One NCCL communicator over the ranks of `bootstrap`, on this rank's GPU and a stream of its own.
+  explicit Nccl(Mpi bootstrap, NcclOptions options = {}) : bootstrap_(std::move(bootstrap)), options_(options) {
+    device_ = local_device(options_.device);
+    detail::cuda_check(cudaSetDevice(device_), "cudaSetDevice");
+    detail::cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    const ncclUniqueId id = nccl_unique_id_over(bootstrap_);
+    detail::nccl_check(ncclCommInitRank(&comm_, bootstrap_.size(), id, bootstrap_.rank()),
+                       detail::message("rank {}: ncclCommInitRank", bootstrap_.rank()));
+  }
+  Nccl(const Nccl&) = delete;
+  Nccl& operator=(const Nccl&) = delete;
+  Nccl(Nccl&& o) noexcept
+      : bootstrap_(std::move(o.bootstrap_)), options_(o.options_), device_(o.device_),
+        stream_(std::exchange(o.stream_, nullptr)), comm_(std::exchange(o.comm_, nullptr)) {}
+  Nccl& operator=(Nccl&&) = delete;
+  ~Nccl() {
+    if (comm_) ncclCommDestroy(comm_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  int rank() const { return bootstrap_.rank(); }
+  int size() const { return bootstrap_.size(); }
+  int device() const { return device_; }
+  cudaStream_t stream() const { return stream_; }
+  Mpi& bootstrap() { return bootstrap_; }
+
+  // x: device memory. Summed in place on stream(), which this waits for.
+  void all_reduce_sum(std::span<float> x, std::string_view what) { reduce(x.data(), x.size(), ncclFloat, what); }
+  void all_reduce_sum(std::span<double> x, std::string_view what) { reduce(x.data(), x.size(), ncclDouble, what); }
+  // Enqueues the sum without waiting (to overlap it with the backward pass); wait() completes it.
+  void all_reduce_sum_async(std::span<float> x, std::string_view what) {
+    detail::nccl_check(ncclAllReduce(x.data(), x.data(), x.size(), ncclFloat, ncclSum, comm_, stream_), what);
+  }
+  void wait(std::string_view what) {
+    using clock = std::chrono::steady_clock;
+    const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(options_.timeout);
+    while (true) {
+      const cudaError_t q = cudaStreamQuery(stream_);
+      if (q == cudaSuccess) return;
+      if (q != cudaErrorNotReady) detail::cuda_check(q, what);
+      ncclResult_t async = ncclSuccess;
+      ncclCommGetAsyncError(comm_, &async);
+      if (async != ncclSuccess && async != ncclInProgress) {
+        ncclCommAbort(std::exchange(comm_, nullptr));
+        detail::nccl_check(async, detail::message("rank {} of {}: {}", rank(), size(), what));
+      }
+      if (clock::now() >= deadline) {
+        ncclCommAbort(std::exchange(comm_, nullptr));
+        throw CommError(detail::message("rank {} of {}: {} did not complete within {:g} s on GPU {}: another rank died, "
+                                    "hangs or is that far behind; the NCCL communicator was aborted",
+                                    rank(), size(), what, options_.timeout.count(), device_));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+
+  // Host-side operations over the bootstrap communicator.
+  void broadcast(std::string& s, std::string_view what) { bootstrap_.broadcast(s, what); }
+  std::vector<std::string> gather(const std::string& s, std::string_view what) { return bootstrap_.gather(s, what); }
+  void barrier(std::string_view what) { bootstrap_.barrier(what); }
+
+ private:
+  void reduce(void* data, std::size_t n, ncclDataType_t type, std::string_view what) {
+    if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
+    detail::nccl_check(ncclAllReduce(data, data, n, type, ncclSum, comm_, stream_), what);
+    wait(what);
+  }
+
+  Mpi bootstrap_;
+  NcclOptions options_;
+  int device_ = 0;
+  cudaStream_t stream_ = nullptr;
+  ncclComm_t comm_ = nullptr;
+};
+static_assert(Communicator<Nccl>);
+
+}  // namespace vidlora::comm

@@ -1,0 +1,357 @@
+#pragma once
+// The CUDA executor of decoder_layer_forward_steps / decoder_layer_backward_steps
+// (model/decoder_layer_steps.hpp): the block model::Decoder runs on the CPU, run on the device from the
+// existing kernels — cuBLASLt GEMMs (core/cuda/gemm.cuh), LoRA linears (lora/cuda/lora_linear.cuh, frozen
+// base dense fp32 or NF4/FP4 dequantized into a temporary before each GEMM, forward and backward, never
+// kept), RMSNorm / RoPE / SwiGLU (model/cuda/elementwise.cuh) and causal GQA attention per sequence
+// (model/cuda/attention.cuh). fp32 first: every tensor is float; bf16 is the next step (docs/cuda.md).
+// Every op allocates its output (cudaMalloc); the caching allocator replaces that later.
+// Status: compiled for sm_75..90 and checked against the CPU executor by tests/cuda/test_decoder_layer.cu,
+// which has not yet run on a GPU (docs/cuda.md).
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <vidlora/core/backend.hpp>
+#include <vidlora/core/cuda/gemm.cuh>
+#include <vidlora/core/cuda/launch.cuh>
+#include <vidlora/core/cuda/memory.cuh>
+#include <vidlora/core/cuda/status.cuh>
+#include <vidlora/lora/cuda/lora_linear.cuh>
+#include <vidlora/lora/dropout.hpp>
+#include <vidlora/model/cuda/attention.cuh>
+#include <vidlora/model/cuda/elementwise.cuh>
+#include <vidlora/model/decoder_layer_steps.hpp>
+#include <vidlora/quant/cuda/dequantize.cuh>
+
+namespace vidlora::model::cuda {
+
+// The shape of one block over a right-padded batch (row b·seq_len + t is token t of sequence b).
+struct DecoderLayerShape {
+  std::int64_t batch = 1, seq_len = 0;
+  std::int64_t hidden = 0, intermediate = 0, q_heads = 0, kv_heads = 0, head_dim = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;  // default RoPE only (no rope_scaling on the device yet)
+  bool qk_norm = false;         // Qwen3's per-head q_norm / k_norm
+  std::int64_t tokens() const { return batch * seq_len; }
+  std::int64_t q_features() const { return q_heads * head_dim; }
+  std::int64_t kv_features() const { return kv_heads * head_dim; }
+};
+
+// One linear slot on the device (pointers owned by the caller). `params` describes the frozen base (base kind,
+// w or qw, bias) and, with has_lora, the adapters (a, b, rank, scaling, dropout, seed) and their fp32
+// gradients; tokens and stream are filled in per call. layer_index: the CPU slot's LoraOptions::layer
+// (layer·7 + module), so both draw the same dropout masks.
+struct DeviceLinear {
+  lora::cuda::LoraLinearParams params;
+  bool has_lora = false;
+  std::uint32_t layer_index = 0;
+  std::uint64_t step = 0;  // dropout step, as lora::LoraLinear::step()
+};
+
+// The frozen norms (fp32 device pointers, owned by the caller) and the seven slots of one block.
+struct DecoderLayerDeviceWeights {
+  const float* norm1 = nullptr;   // [hidden]
+  const float* norm2 = nullptr;   // [hidden]
+  const float* q_norm = nullptr;  // qwen3 [head_dim]
+  const float* k_norm = nullptr;  // qwen3 [head_dim]
+  std::array<DeviceLinear, 7> linears{};  // q, k, v, o, gate, up, down
+};
+
+inline void check_layer_shape(const DecoderLayerShape& s) {
+  vidlora::cuda::check_arg(s.batch > 0 && s.seq_len > 0 && s.hidden > 0 && s.intermediate > 0 && s.q_heads > 0 &&
+                               s.kv_heads > 0 && s.head_dim > 0 && s.head_dim % 2 == 0 && s.q_heads % s.kv_heads == 0,
+                           "cuda::DecoderLayerExecutor",
+                           "needs positive sizes, an even head_dim and q_heads a multiple of kv_heads (batch " +
+                               std::to_string(s.batch) + ", seq_len " + std::to_string(s.seq_len) + ", heads " +
+                               std::to_string(s.q_heads) + "/" + std::to_string(s.kv_heads) + ", head_dim " +
+                               std::to_string(s.head_dim) + ")");
+}
+
+}  // namespace vidlora::model::cuda
+
+#if defined(__CUDACC__)
+namespace vidlora::model::cuda {
+
+// A float matrix [rows, cols] in device memory: the executor's tensor (rows of one value: cols = 1).
+struct DeviceTensor {
+  vidlora::cuda::DeviceBuffer<float> buffer;
+  std::int64_t rows = 0, cols = 0;
+  DeviceTensor() = default;
+  DeviceTensor(std::int64_t r, std::int64_t c) : buffer(static_cast<std::size_t>(r * c)), rows(r), cols(c) {}
+  float* data() { return buffer.data(); }
+  const float* data() const { return buffer.data(); }
+  std::int64_t size() const { return rows * cols; }
+};
+
+namespace detail {
+template <class = void>  // a template: header kernels get one definition across TUs
+__global__ void add_kernel(float* out, const float* a, const float* b, std::int64_t n) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    out[i] = a[i] + b[i];
+}
+}  // namespace detail
+
+class DecoderLayerExecutor {
+ public:
+  using tensor_type = DeviceTensor;
+  using rows_type = DeviceTensor;
+  using saved_type = DecoderLayerSavedOf<DeviceTensor, DeviceTensor, DeviceTensor>;  // attention: lse [batch, heads·T]
+  using backend_policy = backend::Cuda;
+
+  // key_mask: [tokens] host ints (1 token, 0 padding), or empty for all tokens. One executor serves one
+  // forward and its backward (it keeps each slot's input and LoRA workspace in between).
+  DecoderLayerExecutor(vidlora::cuda::GemmRunner& gemm, DecoderLayerDeviceWeights& weights,
+                       const DecoderLayerShape& shape, const std::vector<int>& key_mask, bool training,
+                       cudaStream_t stream = nullptr)
+      : gemm_(gemm), weights_(weights), shape_(shape), training_(training), stream_(stream) {
+    check_layer_shape(shape_);
+    const std::int64_t t = shape_.tokens();
+    std::vector<std::int32_t> pos(static_cast<std::size_t>(t));
+    for (std::int64_t i = 0; i < t; ++i) pos[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i % shape_.seq_len);
+    positions_ = vidlora::cuda::DeviceBuffer<std::int32_t>(pos);
+    std::vector<float> cos_table, sin_table;
+    rope_tables(static_cast<int>(shape_.head_dim), shape_.rope_theta, shape_.seq_len, cos_table, sin_table);
+    cos_ = vidlora::cuda::DeviceBuffer<float>(cos_table);
+    sin_ = vidlora::cuda::DeviceBuffer<float>(sin_table);
+    if (!key_mask.empty()) {
+      vidlora::cuda::check_arg(static_cast<std::int64_t>(key_mask.size()) == t, "cuda::DecoderLayerExecutor",
+                               "key mask of " + std::to_string(key_mask.size()) + " for " + std::to_string(t) +
+                                   " tokens");
+      mask_ = vidlora::cuda::DeviceBuffer<std::int32_t>(std::vector<std::int32_t>(key_mask.begin(), key_mask.end()));
+    }
+  }
+
+  bool qk_norm() const { return shape_.qk_norm; }
+
+  DeviceTensor copy(const DeviceTensor& x) const {
+    DeviceTensor y(x.rows, x.cols);
+    if (x.size())
+      VIDLORA_CUDA_CHECK(cudaMemcpyAsync(y.data(), x.data(), static_cast<std::size_t>(x.size()) * sizeof(float),
+                                         cudaMemcpyDeviceToDevice, stream_));
+    return y;
+  }
+  DeviceTensor add(const DeviceTensor& a, const DeviceTensor& b) const {
+    check_same(a, b, "add");
+    DeviceTensor y(a.rows, a.cols);
+    launch_add(y.data(), a.data(), b.data(), a.size());
+    return y;
+  }
+  void accumulate(DeviceTensor& a, const DeviceTensor& b) const {
+    check_same(a, b, "accumulate");
+    launch_add(a.data(), a.data(), b.data(), a.size());
+  }
+
+  DeviceTensor rms_norm(const DeviceTensor& x, LayerNorm which, DeviceTensor* inv) const {
+    const std::int64_t n = norm_width(which), rows = x.size() / n;
+    DeviceTensor y(x.rows, x.cols);
+    if (inv) *inv = DeviceTensor(rows, 1);
+    RmsNormParams p{x.data(), norm_weight(which), y.data(), inv ? inv->data() : nullptr, nullptr, nullptr, rows, n,
+                    shape_.rms_norm_eps};
+    model::cuda::rms_norm(p, stream_);
+    return y;
+  }
+  DeviceTensor rms_norm_backward(const DeviceTensor& x, LayerNorm which, const DeviceTensor& inv,
+                                 const DeviceTensor& dy) const {
+    check_same(x, dy, "rms_norm_backward");
+    const std::int64_t n = norm_width(which), rows = x.size() / n;
+    DeviceTensor dx(dy.rows, dy.cols);
+    RmsNormParams p{x.data(), norm_weight(which), nullptr, const_cast<float*>(inv.data()), dy.data(), dx.data(), rows,
+                    n, shape_.rms_norm_eps};
+    model::cuda::rms_norm_backward(p, stream_);
+    return dx;
+  }
+
+  DeviceTensor linear(LayerLinear m, const DeviceTensor& x) {
+    DeviceLinear& lin = weights_.linears[static_cast<std::size_t>(m)];
+    SlotState& st = state_[static_cast<std::size_t>(m)];
+    lora::cuda::LoraLinearParams p = lin.params;
+    vidlora::cuda::check_arg(x.cols == p.in, "cuda::DecoderLayerExecutor::linear",
+                             "input of " + std::to_string(x.cols) + " columns for a slot of " + std::to_string(p.in));
+    p.tokens = x.rows;
+    DeviceTensor y(x.rows, p.out);
+    if (!lin.has_lora) {
+      DenseBase w = dense_base(p);
+      gemm_.run(vidlora::cuda::linear_forward(p.tokens, p.in, p.out, vidlora::cuda::DType::F32, p.bias != nullptr),
+                x.data(), w.ptr, y.data(), 1.0f, 0.0f, p.bias, stream_);
+      return y;
+    }
+    // lora::LoraLinear draws a mask only for a training forward with dropout, at step() and then advances it.
+    if (training_ && p.dropout > 0.0f) {
+      p.stream = lora::dropout_stream(lin.layer_index, lin.step++);
+    } else {
+      p.dropout = 0.0f;
+    }
+    st.params = p;
+    st.x = copy(x);  // the backward reads x (dropout(x) sits in the workspace when masked)
+    // Kept until the backward: dropout(x), the keep bits, h and g; a 4-bit base's dense copy is not kept.
+    lora::cuda::LoraWorkspaceSizes kept = lora::cuda::lora_workspace_sizes<float>(p);
+    st.w_dense_elements = kept.w_dense;
+    kept.w_dense = 0;
+    st.workspace = vidlora::cuda::DeviceBuffer<float>(static_cast<std::size_t>(kept.total()));
+    st.ws = lora::cuda::LoraWorkspace<float>::carve(st.workspace.data(), kept);
+    vidlora::cuda::DeviceBuffer<float> w_dense(static_cast<std::size_t>(st.w_dense_elements));
+    st.ws.w_dense = w_dense.data();
+    lora::cuda::lora_forward<float>(gemm_, p, st.ws, st.x.data(), y.data(), stream_);
+    st.ws.w_dense = nullptr;
+    st.ready = true;
+    return y;
+  }
+
+  DeviceTensor linear_backward(LayerLinear m, const DeviceTensor& dy) {
+    DeviceLinear& lin = weights_.linears[static_cast<std::size_t>(m)];
+    SlotState& st = state_[static_cast<std::size_t>(m)];
+    if (!lin.has_lora) {
+      lora::cuda::LoraLinearParams p = lin.params;
+      DeviceTensor dx(dy.rows, p.in);
+      DenseBase w = dense_base(p);  // a 4-bit base is dequantized again here, never kept
+      gemm_.run(vidlora::cuda::linear_input_grad(dy.rows, p.in, p.out, vidlora::cuda::DType::F32), dy.data(), w.ptr,
+                dx.data(), 1.0f, 0.0f, nullptr, stream_);
+      return dx;
+    }
+    vidlora::cuda::check_arg(st.ready && st.params.tokens == dy.rows, "cuda::DecoderLayerExecutor::linear_backward",
+                             "needs this executor's forward of the slot first, over the same tokens");
+    DeviceTensor dx(dy.rows, st.params.in);
+    vidlora::cuda::DeviceBuffer<float> w_dense(static_cast<std::size_t>(st.w_dense_elements));  // dequantized again
+    st.ws.w_dense = w_dense.data();
+    lora::cuda::lora_backward<float>(gemm_, st.params, st.ws, st.x.data(), dy.data(), dx.data(), stream_);
+    st.ws.w_dense = nullptr;
+    return dx;
+  }
+
+  void rope(DeviceTensor& x, bool inverse) const {
+    RopeParams p{x.data(), positions_.data(), cos_.data(), sin_.data(), x.rows, x.cols / shape_.head_dim,
+                 shape_.head_dim, inverse};
+    model::cuda::rope(p, stream_);
+  }
+
+  DeviceTensor attention(saved_type& a) const {
+    const std::int64_t t = shape_.seq_len, qf = shape_.q_features();
+    DeviceTensor out(a.q.rows, qf);
+    a.attention = DeviceTensor(shape_.batch, shape_.q_heads * t);
+    for (std::int64_t b = 0; b < shape_.batch; ++b) {
+      AttentionParams p = sequence_params(a, b);
+      p.out = out.data() + b * t * qf;
+      model::cuda::attention_forward(p, stream_);
+    }
+    return out;
+  }
+
+  QkvGrads<DeviceTensor> attention_backward(const saved_type& a, const DeviceTensor& d_attn) const {
+    const std::int64_t t = shape_.seq_len, qf = shape_.q_features(), kvf = shape_.kv_features();
+    QkvGrads<DeviceTensor> g{zeros(a.q.rows, a.q.cols), zeros(a.k.rows, a.k.cols), zeros(a.v.rows, a.v.cols)};
+    for (std::int64_t b = 0; b < shape_.batch; ++b) {
+      AttentionParams p = sequence_params(a, b);
+      p.d_out = d_attn.data() + b * t * qf;
+      p.dq = g.dq.data() + b * t * qf;
+      p.dk = g.dk.data() + b * t * kvf;
+      p.dv = g.dv.data() + b * t * kvf;
+      model::cuda::attention_backward(p, stream_);
+    }
+    return g;
+  }
+
+  DeviceTensor swiglu(const DeviceTensor& gate, const DeviceTensor& up) const {
+    check_same(gate, up, "swiglu");
+    DeviceTensor h(gate.rows, gate.cols);
+    SwigluParams p{gate.data(), up.data(), h.data(), nullptr, nullptr, nullptr, gate.size()};
+    model::cuda::swiglu(p, false, stream_);
+    return h;
+  }
+  SwigluGrads<DeviceTensor> swiglu_backward(const DeviceTensor& gate, const DeviceTensor& up,
+                                            const DeviceTensor& dm) const {
+    check_same(gate, dm, "swiglu_backward");
+    SwigluGrads<DeviceTensor> g{DeviceTensor(dm.rows, dm.cols), DeviceTensor(dm.rows, dm.cols)};
+    SwigluParams p{gate.data(), up.data(), nullptr, dm.data(), g.dgate.data(), g.dup.data(), dm.size()};
+    model::cuda::swiglu(p, true, stream_);
+    return g;
+  }
+
+ private:
+  struct SlotState {
+    lora::cuda::LoraLinearParams params;  // as run by the forward (tokens, dropout stream)
+    DeviceTensor x;                       // the forward's input
+    vidlora::cuda::DeviceBuffer<float> workspace;
+    lora::cuda::LoraWorkspace<float> ws;
+    std::int64_t w_dense_elements = 0;    // a 4-bit base's dequantized copy, allocated per call
+    bool ready = false;
+  };
+  // The frozen weight as a dense fp32 pointer: the weight itself, or a temporary dequantized copy.
+  struct DenseBase {
+    vidlora::cuda::DeviceBuffer<float> storage;
+    const float* ptr = nullptr;
+  };
+  DenseBase dense_base(const lora::cuda::LoraLinearParams& p) const {
+    DenseBase d;
+    if (p.base == lora::cuda::BaseKind::Dense) {
+      d.ptr = static_cast<const float*>(p.w);
+      return d;
+    }
+    d.storage = vidlora::cuda::DeviceBuffer<float>(static_cast<std::size_t>(p.out * p.in));
+    if (p.base == lora::cuda::BaseKind::NF4)
+      quant::cuda::dequantize_4bit<quant::NF4>(p.qw, d.storage.data(), stream_);
+    else
+      quant::cuda::dequantize_4bit<quant::FP4>(p.qw, d.storage.data(), stream_);
+    d.ptr = d.storage.data();
+    return d;
+  }
+
+  AttentionParams sequence_params(const saved_type& a, std::int64_t b) const {
+    const std::int64_t t = shape_.seq_len, qf = shape_.q_features(), kvf = shape_.kv_features();
+    AttentionParams p;
+    p.q = a.q.data() + b * t * qf;
+    p.k = a.k.data() + b * t * kvf;
+    p.v = a.v.data() + b * t * kvf;
+    p.key_mask = mask_.size() ? mask_.data() + b * t : nullptr;
+    p.lse = const_cast<float*>(a.attention.data()) + b * shape_.q_heads * t;
+    p.tq = p.tk = t;
+    p.q_heads = shape_.q_heads;
+    p.kv_heads = shape_.kv_heads;
+    p.head_dim = shape_.head_dim;
+    p.q_offset = 0;
+    return p;
+  }
+
+  DeviceTensor zeros(std::int64_t rows, std::int64_t cols) const {
+    DeviceTensor z(rows, cols);
+    z.buffer.fill_bytes(0, stream_);
+    return z;
+  }
+  std::int64_t norm_width(LayerNorm which) const {
+    return which == LayerNorm::q_head || which == LayerNorm::k_head ? shape_.head_dim : shape_.hidden;
+  }
+  const float* norm_weight(LayerNorm which) const {
+    switch (which) {
+      case LayerNorm::input: return weights_.norm1;
+      case LayerNorm::post_attention: return weights_.norm2;
+      case LayerNorm::q_head: return weights_.q_norm;
+      case LayerNorm::k_head: break;
+    }
+    return weights_.k_norm;
+  }
+  static void check_same(const DeviceTensor& a, const DeviceTensor& b, const char* what) {
+    vidlora::cuda::check_arg(a.rows == b.rows && a.cols == b.cols, "cuda::DecoderLayerExecutor",
+                             std::string(what) + ": [" + std::to_string(a.rows) + ", " + std::to_string(a.cols) +
+                                 "] and [" + std::to_string(b.rows) + ", " + std::to_string(b.cols) + "] differ");
+  }
+  void launch_add(float* out, const float* a, const float* b, std::int64_t n) const {
+    if (n == 0) return;
+    detail::add_kernel<><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream_>>>(out, a, b, n);
+    VIDLORA_CUDA_CHECK_LAUNCH("add_kernel");
+  }
+
+  vidlora::cuda::GemmRunner& gemm_;
+  DecoderLayerDeviceWeights& weights_;
+  DecoderLayerShape shape_;
+  bool training_ = true;
+  cudaStream_t stream_ = nullptr;
+  vidlora::cuda::DeviceBuffer<std::int32_t> positions_, mask_;
+  vidlora::cuda::DeviceBuffer<float> cos_, sin_;
+  std::array<SlotState, 7> state_{};
+};
+
+}  // namespace vidlora::model::cuda
+#endif

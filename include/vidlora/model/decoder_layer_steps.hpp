@@ -1,0 +1,124 @@
+#pragma once
+// One decoder block written once as a sequence of steps over an executor: the CPU executor
+// (model/decoder_layer_cpu.hpp, what model::Decoder runs) and the CUDA executor
+// (model/cuda/decoder_layer.cuh) run this same sequence, and tests/cuda/test_decoder_layer.cu runs both
+// from the same inputs and compares them (llama.cpp's test-backend-ops is the model).
+//
+//   forward:  x1 = n1(h);  q, k, v = q/k/v(x1);  [qwen3: q, k = head_norm(q, k)];  rope(q), rope(k)
+//             h_mid = h + o(attn(q, k, v));  x2 = n2(h_mid);  out = h_mid + down(silu(gate(x2)) ⊙ up(x2))
+//   backward: the same steps in reverse; LoRA gradients accumulate inside the executor's linears.
+//
+// An executor `E` provides (tensors are `E::tensor_type`, [rows, cols] row-major, value semantics):
+//   copy(x) -> tensor                                   a copy of x
+//   add(a, b) -> tensor;  accumulate(a, b)              a + b;  a += b
+//   rms_norm(x, LayerNorm, rows_type* inv) -> tensor    RMSNorm (q_head / k_head: per head), 1/rms to inv
+//   rms_norm_backward(x, LayerNorm, inv, dy) -> tensor  its input gradient (frozen weight)
+//   linear(LayerLinear, x) -> tensor                    slot forward (frozen base + LoRA), caching for backward
+//   linear_backward(LayerLinear, dy) -> tensor          its input gradient; LoRA grads accumulate
+//   rope(x, inverse)                                    in place, at the executor's positions
+//   attention(saved) -> tensor                          causal GQA over saved.q/k/v; keeps its state in saved
+//   attention_backward(saved, d_out) -> QkvGrads        dq, dk, dv (zero-initialised, then accumulated)
+//   swiglu(gate, up) -> tensor;  swiglu_backward(gate, up, dm) -> SwigluGrads
+//   qk_norm() -> bool                                   Qwen3's per-head q/k norm
+// fmt-free (nvcc compiles it): no error formatting here; the executors check their arguments.
+
+#include <utility>
+
+#include <vidlora/core/backend.hpp>
+
+namespace vidlora::model {
+
+// The seven linear slots of a block, in kDecoderModules order.
+enum class LayerLinear : int { q = 0, k = 1, v = 2, o = 3, gate = 4, up = 5, down = 6 };
+// The four norms of a block: input_layernorm, post_attention_layernorm, Qwen3's q_norm and k_norm.
+enum class LayerNorm : int { input = 0, post_attention = 1, q_head = 2, k_head = 3 };
+
+// What a block's forward keeps for its backward. Tensor: [rows, cols]; Rows: one value per row;
+// Attention: the executor's attention state (CPU: softmax per sequence; CUDA: log-sum-exp).
+template <class Tensor, class Rows, class Attention>
+struct DecoderLayerSavedOf {
+  Tensor h_in, h_mid;     // layer input, after the attention residual [tokens, hidden]
+  Rows inv1, inv2;        // RMSNorm scales [tokens]
+  Tensor q_raw, k_raw;    // qwen3: q, k before the head norm
+  Rows q_inv, k_inv;      // qwen3: head-norm scales [tokens·heads]
+  Tensor q, k, v;         // rotated q, k and v
+  Attention attention;    // what attention_backward needs besides q, k, v
+  Tensor gate, up;        // MLP pre-activations [tokens, intermediate]
+};
+
+// What the step functions need of an executor's types (the ops are checked where they are called).
+template <class E>
+concept LayerExecutor = requires {
+  typename E::tensor_type;
+  typename E::rows_type;
+  typename E::saved_type;
+  typename E::backend_policy;
+} && backend::Backend<typename E::backend_policy>;
+
+template <class Tensor>
+struct QkvGrads {
+  Tensor dq, dk, dv;
+};
+template <class Tensor>
+struct SwigluGrads {
+  Tensor dgate, dup;
+};
+
+// h: [tokens, hidden] -> the block's output [tokens, hidden]; fills `a` for decoder_layer_backward_steps.
+template <class Exec, class Saved>
+typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, const typename Exec::tensor_type& h, Saved& a) {
+  static_assert(LayerExecutor<Exec>,
+                "decoder_layer_forward_steps: Exec must name tensor_type, rows_type, saved_type and a backend_policy "
+                "(backend::Cpu or backend::Cuda), as model::CpuLayerExecutor and model::cuda::DecoderLayerExecutor do");
+  a.h_in = exec.copy(h);
+  const auto x1 = exec.rms_norm(h, LayerNorm::input, &a.inv1);
+  a.q = exec.linear(LayerLinear::q, x1);
+  a.k = exec.linear(LayerLinear::k, x1);
+  a.v = exec.linear(LayerLinear::v, x1);
+  if (exec.qk_norm()) {
+    a.q_raw = std::move(a.q);
+    a.k_raw = std::move(a.k);
+    a.q = exec.rms_norm(a.q_raw, LayerNorm::q_head, &a.q_inv);
+    a.k = exec.rms_norm(a.k_raw, LayerNorm::k_head, &a.k_inv);
+  }
+  exec.rope(a.q, false);
+  exec.rope(a.k, false);
+  const auto attn = exec.attention(a);
+  a.h_mid = exec.add(h, exec.linear(LayerLinear::o, attn));
+  const auto x2 = exec.rms_norm(a.h_mid, LayerNorm::post_attention, &a.inv2);
+  a.gate = exec.linear(LayerLinear::gate, x2);
+  a.up = exec.linear(LayerLinear::up, x2);
+  const auto m = exec.swiglu(a.gate, a.up);
+  return exec.add(a.h_mid, exec.linear(LayerLinear::down, m));
+}
+
+// d_out: d loss / d block output -> d loss / d block input. Needs the forward's `a` (and the executor's
+// linears still holding what their forward cached).
+template <class Exec, class Saved>
+typename Exec::tensor_type decoder_layer_backward_steps(Exec& exec, const Saved& a,
+                                                        const typename Exec::tensor_type& d_out) {
+  static_assert(LayerExecutor<Exec>,
+                "decoder_layer_backward_steps: Exec must name tensor_type, rows_type, saved_type and a backend_policy "
+                "(backend::Cpu or backend::Cuda), as model::CpuLayerExecutor and model::cuda::DecoderLayerExecutor do");
+  // MLP
+  const auto dm = exec.linear_backward(LayerLinear::down, d_out);
+  const auto sg = exec.swiglu_backward(a.gate, a.up, dm);
+  auto dx2 = exec.linear_backward(LayerLinear::gate, sg.dgate);
+  exec.accumulate(dx2, exec.linear_backward(LayerLinear::up, sg.dup));
+  const auto dh_mid = exec.add(d_out, exec.rms_norm_backward(a.h_mid, LayerNorm::post_attention, a.inv2, dx2));
+  // attention
+  const auto d_attn = exec.linear_backward(LayerLinear::o, dh_mid);
+  auto g = exec.attention_backward(a, d_attn);
+  exec.rope(g.dq, true);
+  exec.rope(g.dk, true);
+  if (exec.qk_norm()) {
+    g.dq = exec.rms_norm_backward(a.q_raw, LayerNorm::q_head, a.q_inv, g.dq);
+    g.dk = exec.rms_norm_backward(a.k_raw, LayerNorm::k_head, a.k_inv, g.dk);
+  }
+  auto dx1 = exec.linear_backward(LayerLinear::q, g.dq);
+  exec.accumulate(dx1, exec.linear_backward(LayerLinear::k, g.dk));
+  exec.accumulate(dx1, exec.linear_backward(LayerLinear::v, g.dv));
+  return exec.add(dh_mid, exec.rms_norm_backward(a.h_in, LayerNorm::input, a.inv1, dx1));
+}
+
+}  // namespace vidlora::model

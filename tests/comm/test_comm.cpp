@@ -1,0 +1,116 @@
+// The communicator pieces that need no MPI: the data shards, the gradient buckets, the policies' contracts.
+#include <catch2/catch.hpp>
+
+#include <cstddef>
+#include <numeric>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <vidlora/comm.hpp>
+
+using namespace vidlora;
+
+namespace {
+
+// A second rank simulated: all_reduce_sum adds that rank's values (the concatenation `peer` of its tensors,
+// consumed in order) and records each call's length.
+struct PeerSum {
+  static constexpr comm::Buffers buffers = comm::Buffers::Host;
+  std::vector<float> peer;
+  std::size_t cursor = 0;
+  std::vector<std::size_t> calls;
+  int rank() const { return 0; }
+  int size() const { return 2; }
+  void all_reduce_sum(std::span<float> x, std::string_view) {
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] += peer.at(cursor + i);
+    cursor += x.size();
+    calls.push_back(x.size());
+  }
+  void all_reduce_sum(std::span<double>, std::string_view) {}
+  void broadcast(std::string&, std::string_view) {}
+  std::vector<std::string> gather(const std::string& s, std::string_view) { return {s}; }
+  void barrier(std::string_view) {}
+};
+static_assert(comm::Communicator<PeerSum>);
+static_assert(!comm::Communicator<int>);
+
+}  // namespace
+
+TEST_CASE("N ranks with b clips each read, per step, the clips one rank with N·b reads", "[comm]") {
+  const std::size_t total = 23;  // an epoch whose last step is partial
+  for (int ranks : {1, 2, 3, 4}) {
+    for (std::size_t per_rank : {1u, 2u, 5u}) {
+      const std::size_t steps = (total + per_rank * ranks - 1) / (per_rank * ranks);
+      std::vector<std::size_t> seen;
+      for (std::size_t k = 0; k < steps; ++k) {
+        const comm::IndexRange whole = comm::step_shard(k, per_rank * static_cast<std::size_t>(ranks), 0, 1, total);
+        std::vector<std::size_t> step;
+        for (int r = 0; r < ranks; ++r) {
+          const comm::IndexRange s = comm::step_shard(k, per_rank, r, ranks, total);
+          CHECK(s.size() <= per_rank);
+          for (std::size_t i = s.begin; i < s.end; ++i) step.push_back(i);
+        }
+        std::vector<std::size_t> want(whole.size());
+        std::iota(want.begin(), want.end(), whole.begin);
+        CHECK(step == want);
+        seen.insert(seen.end(), step.begin(), step.end());
+      }
+      CHECK(seen.size() == total);  // every position once per epoch
+    }
+  }
+  // The last step of 23 positions at 2 ranks × 5: rank 0 reads 20..22, rank 1 nothing.
+  CHECK(comm::step_shard(2, 5, 0, 2, 23).size() == 3);
+  CHECK(comm::step_shard(2, 5, 1, 2, 23).empty());
+}
+
+TEST_CASE("evaluation clips are dealt round-robin, each to exactly one rank", "[comm]") {
+  for (int ranks : {1, 2, 3})
+    for (std::size_t i = 0; i < 10; ++i) {
+      int owners = 0;
+      for (int r = 0; r < ranks; ++r) owners += comm::owns_eval_clip(i, r, ranks) ? 1 : 0;
+      CHECK(owners == 1);
+    }
+  CHECK(comm::owns_eval_clip(4, 1, 3));
+}
+
+TEST_CASE("gradient buckets sum the tensors in fixed-size flat buffers, a tensor spanning two buckets", "[comm]") {
+  std::vector<float> a(5), b(7), c(2);  // 14 floats; buckets of 4: 4 + 4 + 4 + 2, b spans three of them
+  std::iota(a.begin(), a.end(), 1.0f);
+  std::iota(b.begin(), b.end(), 10.0f);
+  std::iota(c.begin(), c.end(), 100.0f);
+  PeerSum peer;
+  for (int i = 0; i < 14; ++i) peer.peer.push_back(0.5f * static_cast<float>(i));
+  comm::GradientBuckets buckets({a, b, c}, 4 * sizeof(float));
+  CHECK(buckets.elements() == 14);
+  CHECK(buckets.bytes() == 56);
+  CHECK(buckets.bucket_count() == 4);
+  buckets.all_reduce_sum(peer, "test");
+  CHECK(peer.calls == std::vector<std::size_t>{4, 4, 4, 2});
+  std::vector<float> flat;
+  for (const auto* t : {&a, &b, &c}) flat.insert(flat.end(), t->begin(), t->end());
+  for (int i = 0; i < 14; ++i) {
+    const float mine = i < 5 ? 1.0f + static_cast<float>(i) : i < 12 ? 10.0f + static_cast<float>(i - 5) : 100.0f + static_cast<float>(i - 12);
+    CHECK(flat[static_cast<std::size_t>(i)] == mine + 0.5f * static_cast<float>(i));
+  }
+}
+
+TEST_CASE("one rank reduces nothing: Single, and buckets over a one-rank communicator", "[comm]") {
+  std::vector<float> g{1.0f, 2.0f};
+  comm::Single single;
+  comm::GradientBuckets({g}).all_reduce_sum(single, "test");
+  CHECK(g == std::vector<float>{1.0f, 2.0f});
+  STATIC_REQUIRE(comm::Single::size() == 1);
+  comm::AnyCommunicator any;  // Single
+  CHECK(any.rank() == 0);
+  CHECK(any.size() == 1);
+  CHECK(any.gather("x", "test") == std::vector<std::string>{"x"});
+  std::string s = "kept";
+  any.broadcast(s, "test");
+  CHECK(s == "kept");
+  comm::AnyCommunicator two(PeerSum{{3.0f}, 0, {}});
+  CHECK(two.size() == 2);
+  std::vector<float> x{1.0f};
+  two.all_reduce_sum(std::span<float>(x), "test");
+  CHECK(x[0] == 4.0f);
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# train_captioner under mpiexec on 12 generated clips: two ranks train (progress and reports from rank 0 only),
+# stop after 2 steps as Ctrl-C does; one rank with the doubled batch resumes that checkpoint and finishes; a
+# resume whose clips per step differ is refused on every rank and ends the job.
+#   mpi.sh BIN_DIR SOURCE_DIR WORK_DIR MPIEXEC [MPIEXEC FLAGS...]
+set -uo pipefail
+bin=$1 root=$2 work=$3
+shift 3
+mpiexec=("$@")
+rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
+failures=0
+check() {  # check NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then echo "ok: $name"; else echo "FAILED: $name"; failures=$((failures + 1)); return 1; fi
+}
+run() {  # run EXPECTED_EXIT LOG COMMAND...: runs COMMAND with stdout in LOG.out and stderr in LOG.err
+  local want=$1 log=$2; shift 2
+  timeout 300 "$@" >"$log.out" 2>"$log.err"
+  local rc=$?
+  check "$log exits $want (got $rc)" test "$rc" -eq "$want" || { tail -n 20 "$log.out" "$log.err"; }
+}
+"$root/tools/make_demo_data.sh" data 12 1 2 64 >/dev/null || { echo "FAILED: demo data"; exit 1; }
+run 0 stage0 "$bin/train_captioner" --stage0 --data data --model model --stage0-epochs 1 --image-size 32
+train=("$bin/train_captioner" --data data --model model --out out --epochs1 1 --epochs2 1 --val-fraction 0.25 --log-lines)
+
+run 130 two_ranks "${mpiexec[@]}" -np 2 "${train[@]}" --batch 1 --accum 2 --max-steps 2
+check "two ranks say so" grep -q "data parallel: 2 ranks (MPI), 2 clips per rank per step" two_ranks.out
+check "one progress line per step (rank 0's)" test "$(grep -c '| step 2/' two_ranks.err)" -eq 1
+check "the configuration is printed once" test "$(grep -c '^preset Cpu' two_ranks.out)" -eq 1
+check "rank 0 wrote the checkpoint" test -f out/checkpoints/last.safetensors
+
+run 0 one_rank "${train[@]}" --batch 2 --accum 2 --resume
+check "one rank with the doubled batch resumes the two ranks' checkpoint" grep -q "resumed from .* at step 2" one_rank.err
+check "and writes the adapter" test -f out/adapter/adapter_config.json
+
+"${mpiexec[@]}" -np 2 "${train[@]}" --batch 2 --accum 2 --resume >refused.out 2>refused.err
+rc=$?
+check "another number of clips per step is refused (exit $rc)" test "$rc" -ne 0
+check "with the reason" grep -q "clips per step (ranks × batch_size × gradient_accumulation_steps) is 4 (1 × 2 × 2) there but 8 (2 × 2 × 2) now" refused.err
+
+echo "$failures failed"
+exit $((failures > 0))
