@@ -113,7 +113,7 @@ struct Naive {
   static std::string name() { return "naive_full_logits"; }
   static double run(const Problem& p, bool head_grad) {
     const Matrix logits = p.hidden * p.weight.transpose();  // [T, V]
-    const CrossEntropyResult r = cross_entropy(logits, p.targets, CrossEntropyOptions{.label_smoothing = kLabelSmoothing});
+    const loss::CrossEntropyResult r = loss::cross_entropy(logits, p.targets, CrossEntropyOptions{.label_smoothing = kLabelSmoothing});
     const Matrix grad_hidden = r.grad * p.weight;  // [T, D]
     benchmark::DoNotOptimize(grad_hidden.data());
     if (head_grad) {
@@ -128,9 +128,9 @@ template <Eigen::Index Chunk>
 struct Streamed {
   static std::string name() { return "streamed_chunk" + std::to_string(Chunk); }
   static double run(const Problem& p, bool head_grad) {
-    const auto r = lm_head_cross_entropy(p.hidden, p.weight, p.targets,
+    const auto r = loss::lm_head_cross_entropy(p.hidden, p.weight, p.targets,
                                          CrossEntropyOptions{.label_smoothing = kLabelSmoothing},
-                                         LmHeadOptions{.chunk_size = Chunk, .compute_head_grad = head_grad});
+                                         loss::LmHeadOptions{.chunk_size = Chunk, .compute_head_grad = head_grad});
     benchmark::DoNotOptimize(r.grad_hidden.data());
     return r.loss;
   }

@@ -24,12 +24,12 @@ using namespace vidlora;
 constexpr int kBatch = 4, kFrames = 8, kFrameTokens = 16, kText = 64, kVisionHidden = 1024;
 constexpr int kSeq = kFrames * kFrameTokens + kText;
 
-const DecoderConfig& config() {
-  static const DecoderConfig c = llama_config(512, 1408, 8, 8, 8, 32000);
+const model::DecoderConfig& config() {
+  static const model::DecoderConfig c = model::llama_config(512, 1408, 8, 8, 8, 32000);
   return c;
 }
-const TensorTable& weights() {
-  static const TensorTable w = random_decoder_weights(config(), 1);
+const model::TensorTable& weights() {
+  static const model::TensorTable w = model::random_decoder_weights(config(), 1);
   return w;
 }
 
@@ -58,11 +58,11 @@ const StepInputs& step_inputs() {
 
 template <class Base>
 void train_step(benchmark::State& state, bool checkpointing) {
-  DecoderOptions options;
+  model::DecoderOptions options;
   options.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
   options.gradient_checkpointing = checkpointing;
-  auto decoder = std::make_unique<Decoder<16, 32, Base>>(config(), weights(), options);
-  Mlp2xGelu projector(kVisionHidden, config().hidden_size, 4);
+  auto decoder = std::make_unique<model::Decoder<16, 32, Base>>(config(), weights(), options);
+  model::Mlp2xGelu projector(kVisionHidden, config().hidden_size, 4);
   const StepInputs& in = step_inputs();
   CrossEntropyOptions ce;
   ce.label_smoothing = 0.1;
@@ -70,14 +70,14 @@ void train_step(benchmark::State& state, bool checkpointing) {
     decoder->zero_grad();
     projector.zero_grad();
     const Matrix visual = projector.forward(in.features);
-    std::vector<SplicedSequence> seqs;
+    std::vector<model::SplicedSequence> seqs;
     for (int b = 0; b < kBatch; ++b)
-      seqs.push_back(splice_visual_tokens<float>(in.prompts[static_cast<std::size_t>(b)],
+      seqs.push_back(model::splice_visual_tokens<float>(in.prompts[static_cast<std::size_t>(b)],
                                                  in.answers[static_cast<std::size_t>(b)], 31999,
                                                  Matrix(visual.middleRows(b * 128, 128)), decoder->embed_tokens()));
-    const SplicedBatch batch = collate(seqs, decoder->embed_tokens(), 0);
+    const model::SplicedBatch batch = model::collate(seqs, decoder->embed_tokens(), 0);
     const auto result = decoder->loss_and_backward(batch.embeds, batch.batch, batch.labels, ce);
-    projector.backward(gather_rows<float>(result.grad_embeds, batch.visual_rows));
+    projector.backward(model::gather_rows<float>(result.grad_embeds, batch.visual_rows));
     benchmark::DoNotOptimize(result.loss);
   }
   state.SetItemsProcessed(state.iterations() * kBatch * kSeq);

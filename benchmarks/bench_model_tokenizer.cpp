@@ -60,17 +60,17 @@ void BM_LibSentencePiece_Encode(benchmark::State& state) {  // baseline: the C++
 }
 
 void BM_SentencePieceTokenizer_Encode(benchmark::State& state) {
-  const auto tokenizer = vidlora::SentencePieceTokenizer::from_file(fixture("tokenizer.model").string());
+  const auto tokenizer = vidlora::model::SentencePieceTokenizer::from_file(fixture("tokenizer.model").string());
   run(state, [&](const std::string& line) { return tokenizer.encode(line).size(); });
 }
 
 void BM_ByteLevelBpe_Encode_WarmCache(benchmark::State& state) {
-  const auto tokenizer = vidlora::ByteLevelBpeTokenizer::from_file(fixture("tokenizer.json").string());
+  const auto tokenizer = vidlora::model::ByteLevelBpeTokenizer::from_file(fixture("tokenizer.json").string());
   run(state, [&](const std::string& line) { return tokenizer.encode(line).size(); });
 }
 
 void BM_ByteLevelBpe_Encode_ColdCache(benchmark::State& state) {
-  const auto tokenizer = vidlora::ByteLevelBpeTokenizer::from_file(fixture("tokenizer.json").string());
+  const auto tokenizer = vidlora::model::ByteLevelBpeTokenizer::from_file(fixture("tokenizer.json").string());
   run(state, [&](const std::string& line) {
     tokenizer.clear_cache();  // every word goes through the merge loop
     return tokenizer.encode(line).size();

@@ -18,7 +18,7 @@ constexpr double kParams = double(kRows) * kCols * kTensors;
 
 struct Model {
   std::vector<Matrix> values, grads;
-  std::vector<Parameter> params;
+  std::vector<optim::Parameter> params;
   Model() {
     values.reserve(kTensors);
     grads.reserve(kTensors);

@@ -88,7 +88,7 @@ void BM_DecodeOnly(benchmark::State& state) {
   std::int64_t frames = 0;
   const double cpu0 = process_cpu_seconds();
   for (auto _ : state) {
-    VideoDecoder decoder(path);
+    video::VideoDecoder decoder(path);
     frames = decoder.decode([](const video::DecodedFrame&) { return true; }).frames;
     benchmark::DoNotOptimize(frames);
   }
@@ -101,7 +101,7 @@ void BM_Sample(benchmark::State& state) {
   const auto& path = bench_clip();
   SamplerOptions o{};
   o.seek = state.range(0) != 0;
-  Sampling s;
+  video::Sampling s;
   const double cpu0 = process_cpu_seconds();
   for (auto _ : state) {
     s = Sampler<Policy>(o).sample_with_report(path);
@@ -116,7 +116,7 @@ void BM_DetectSceneChanges(benchmark::State& state) {
   std::vector<std::int64_t> cuts;
   const double cpu0 = process_cpu_seconds();
   for (auto _ : state) {
-    cuts = detect_scene_changes(path, SceneChangeOptions{.skip_loop_filter = state.range(0) != 0});
+    cuts = video::detect_scene_changes(path, SceneChangeOptions{.skip_loop_filter = state.range(0) != 0});
     benchmark::DoNotOptimize(cuts.data());
   }
   finish(state, process_cpu_seconds() - cpu0, clip_frames);

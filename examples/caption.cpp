@@ -78,7 +78,7 @@ GenerationOptions generation_options(const demo::CommandLine& a, int eos_id) {
 
 // Captions every video of a.rest; returns the exit status (1 when any video failed).
 template <class DecoderT, class ProjectorT>
-int caption_videos(const demo::CommandLine& a, DecoderT& decoder, const ProjectorT& projector, const TextCodec& codec,
+int caption_videos(const demo::CommandLine& a, DecoderT& decoder, const ProjectorT& projector, const train::TextCodec& codec,
                    const std::function<Matrix(const fs::path&)>& feats) {
   const GenerationOptions g = generation_options(a, codec.eos_id);
   const bool terminal = ::isatty(2) == 1;
@@ -92,7 +92,7 @@ int caption_videos(const demo::CommandLine& a, DecoderT& decoder, const Projecto
       const Matrix visual = projector.apply(feats(v));
       const auto seq = model::splice_visual_tokens<float>(codec.prompt_ids, std::vector<int>{}, codec.placeholder_id,
                                                           visual, decoder.embed_tokens());
-      const std::string text = codec.decode(generate(decoder, seq.embeds, g).ids);
+      const std::string text = codec.decode(train::generate(decoder, seq.embeds, g).ids);
       if (progress && terminal) fmt::print(stderr, "\r\033[K");
       fmt::print("{}\t{}\n", v, text);
       std::fflush(stdout);
@@ -127,7 +127,7 @@ int caption_hf(const demo::CommandLine& a, const fs::path& dir) {
   }
   if (a.has("adapter")) adapter_dir = fs::path(a.str("adapter", ""));
   model::Mlp2xGelu projector = m.projector();
-  if (projector_file) load_projector(*projector_file, projector);
+  if (projector_file) train::load_projector(*projector_file, projector);
   const auto codec = m.codec();
   const auto feats = m.features(a.str("sampler", "uniform"), a.integer("frames", ActivePreset::num_frames),
                                 a.str("cache", (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache"
@@ -171,7 +171,7 @@ int caption_main(const demo::CommandLine& a) {
   if (!o.target_modules.empty())
     decoder.load_adapter(io::SafetensorsFile::open(trained / "adapter" / "adapter_model.safetensors"));
   model::Mlp2xGelu projector(m.vision_config.hidden_size, m.decoder_config.hidden_size, 0);
-  load_projector(trained / "projector.safetensors", projector);
+  train::load_projector(trained / "projector.safetensors", projector);
   const auto codec = m.codec();
   const auto feats = m.features(a.str("sampler", "uniform"), a.integer("frames", ActivePreset::num_frames),
                                 a.str("cache", (trained / "feature_cache").string()));

@@ -127,9 +127,9 @@ struct DemoModel {
     return g * g;
   }
 
-  vidlora::TextCodec codec() const {
+  vidlora::train::TextCodec codec() const {
     const auto* tok = &*tokenizer;
-    vidlora::TextCodec c;
+    vidlora::train::TextCodec c;
     c.encode = [tok](const std::string& s) { return tok->encode(s, vidlora::model::EncodeOptions{false, false}); };
     c.decode = [tok](const std::vector<int>& ids) { return tok->decode(ids, true); };
     const auto video = tok->token_to_id("<video>");
@@ -147,7 +147,7 @@ struct DemoModel {
   // Features of a video through the sampler named `sampler` ("uniform", "scene_change", "motion"), cached.
   std::function<vidlora::Matrix(const fs::path&)> features(const std::string& sampler, int frames,
                                                             const fs::path& cache_dir) const {
-    auto cache = std::make_shared<vidlora::FeatureCache>(cache_dir);
+    auto cache = std::make_shared<vidlora::train::FeatureCache>(cache_dir);
     const auto* enc = &*vision;
     const int pool = pool_stride;
     const std::string id = fmt::format("{}-pool{}", encoder_id, pool);

@@ -105,9 +105,9 @@ struct HfModel {
         question(std::move(q)) {}
 
   // The prompt with one placeholder, the caption's ids (no BOS/EOS) and the end-of-turn token.
-  vidlora::TextCodec codec() const {
+  vidlora::train::TextCodec codec() const {
     const auto* p = &processor;
-    vidlora::TextCodec c;
+    vidlora::train::TextCodec c;
     c.encode = [p](const std::string& s) { return p->answer_ids(s); };
     c.decode = [p](const std::vector<int>& ids) { return p->decode(ids); };
     c.placeholder_id = processor.placeholder_id();
@@ -127,7 +127,7 @@ struct HfModel {
   // Features of a video through the sampler named `sampler`, cached under an id naming this checkpoint.
   std::function<vidlora::Matrix(const std::filesystem::path&)> features(const std::string& sampler, int frames,
                                                                         const std::filesystem::path& cache_dir) const {
-    auto cache = std::make_shared<vidlora::FeatureCache>(cache_dir);
+    auto cache = std::make_shared<vidlora::train::FeatureCache>(cache_dir);
     const auto* enc = &vision;
     const auto pre = processor.frame_preprocessing();
     const int pool = config.spatial_pool_stride;

@@ -75,14 +75,14 @@ int run(const std::filesystem::path& dir, std::string_view base_name, bool keep_
   const auto start = std::chrono::steady_clock::now();
   Parts parts;
   if (keep_pages) {  // LlavaModel's parts, from a checkpoint that keeps what it read resident
-    const auto config = vidlora::LlavaConfig::from_file(dir / "config.json");
+    const auto config = vidlora::model::LlavaConfig::from_file(dir / "config.json");
     const auto weights = io::CheckpointDir::open(dir, {.release_pages = false});
-    const vidlora::ClipVision vision(config.vision, weights, vidlora::ClipVisionOptions::from(config));
-    const auto projector = vidlora::Mlp2xGelu::load(weights, config);
-    const vidlora::Decoder<16, 32, Base> decoder(config.text, weights);
+    const vidlora::model::ClipVision vision(config.vision, weights, vidlora::model::ClipVisionOptions::from(config));
+    const auto projector = vidlora::model::Mlp2xGelu::load(weights, config);
+    const vidlora::model::Decoder<16, 32, Base> decoder(config.text, weights);
     parts = parts_of(vision, projector, decoder);
   } else {
-    const vidlora::LlavaModel<16, 32, Base> model(dir);
+    const vidlora::model::LlavaModel<16, 32, Base> model(dir);
     parts = parts_of(model.vision(), model.projector(), model.decoder());
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
     }
     vidlora::require(!dir.empty(), "usage: load_checkpoint_memory DIR [--base nf4|bf16] [--keep-pages]");
     if (base == "nf4") return run<vidlora::NF4Weight>(dir, "NF4", keep_pages);
-    if (base == "bf16") return run<vidlora::Bf16Weight>(dir, "bf16", keep_pages);
+    if (base == "bf16") return run<vidlora::model::Bf16Weight>(dir, "bf16", keep_pages);
     vidlora::fail("--base {}: expected nf4 or bf16", base);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "load_checkpoint_memory: %s\n", e.what());

@@ -39,7 +39,7 @@ namespace {
 // one ends the program at once.
 volatile std::sig_atomic_t g_signal = 0;
 void on_stop_signal(int sig) {
-  if (interrupt_requested().exchange(true)) {
+  if (train::interrupt_requested().exchange(true)) {
     std::signal(sig, SIG_DFL);
     std::raise(sig);
     return;
@@ -216,7 +216,7 @@ int stage0(const demo::Args& a) {
 #else
   const fs::path data = a.str("data", "demo_data"), out = a.str("model", "demo_model");
   fs::create_directories(out);
-  const auto ds = read_dataset(data, {.val_fraction = a.real("val-fraction", 0.1), .seed = 0});
+  const auto ds = train::read_dataset(data, {.val_fraction = a.real("val-fraction", 0.1), .seed = 0});
   fmt::print("stage 0: {}\n", ds.summary());
   // 1. SentencePiece tokenizer on the train captions only.
   {
@@ -326,7 +326,7 @@ int stage0(const demo::Args& a) {
   require(vc.image_size % vc.patch_size == 0, "--image-size {} is not a multiple of --patch {}", vc.image_size, vc.patch_size);
   const std::string positions = a.str("positions", "clip_init");
   demo::write_table(out / "vision.safetensors",
-                    random_clip_vision_weights(vc, 17, train::random_vision_positions_from_string(positions)));
+                    train::random_clip_vision_weights(vc, 17, train::random_vision_positions_from_string(positions)));
   io::write_file_atomically(out / "vision_config.json",
                             nlohmann::json{{"model_type", "clip_vision_model"}, {"hidden_size", vc.hidden_size},
                                            {"intermediate_size", vc.intermediate_size},
@@ -451,18 +451,18 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     if (!hf && a.has("prompt"))
       throw demo::UsageError(fmt::format("--prompt applies to a Hugging Face model directory; {} is the demo's",
                                          model_dir.string()));
-    const auto ds = read_dataset(data, {.val_fraction = a.real("val-fraction", 0.1), .seed = 0});
+    const auto ds = train::read_dataset(data, {.val_fraction = a.real("val-fraction", 0.1), .seed = 0});
     fmt::print("{}\n", ds.summary());
     const std::string sampler = a.str("sampler", "uniform");
     const int frames = config.num_frames;
     const fs::path cache = a.str("cache", (fs::path(config.output_dir) / "feature_cache").string());
     // One trainer for either kind of model directory (hf_model.hpp: a Hugging Face LLaVA one).
     const auto run = [&](const model::DecoderConfig& decoder_config, const auto& weights, model::Mlp2xGelu projector,
-                         const TextCodec& codec, const std::function<Matrix(const fs::path&)>& feats) {
+                         const train::TextCodec& codec, const std::function<Matrix(const fs::path&)>& feats) {
       Trainer<ActivePreset, model::Mlp2xGelu,
               std::conditional_t<ActivePreset::load_in_4bit, quant::NF4Weight, lora::DenseWeight>, comm::AnyCommunicator>
           trainer(config, decoder_config, weights, std::move(projector), codec,
-                  [feats](const Clip& c) { return feats(c.video); }, std::move(ranks));
+                  [feats](const train::Clip& c) { return feats(c.video); }, std::move(ranks));
       print_configuration<ActivePreset>(trainer.config());
       std::signal(SIGINT, on_stop_signal);
       std::signal(SIGTERM, on_stop_signal);
@@ -486,12 +486,12 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     const TrainResult& r = *result;
     fmt::print("training {} after {} steps ({} NaN steps skipped, {} clips skipped)\n", to_string(r.status), r.steps,
                r.skipped_nan_steps, r.skipped_clips.size());
-    if (r.status == TrainStatus::Interrupted) {
+    if (r.status == train::TrainStatus::Interrupted) {
       fmt::print("interrupted after step {}: the checkpoint is {} (no adapter or projector was written); continue with:\n  {}\n", r.steps,
                  (config.output_dir / "checkpoints" / "last.safetensors").string(), resume_command(argc, argv));
       return g_signal == SIGTERM ? 143 : 130;
     }
-    if (r.status == TrainStatus::NanStopped) {
+    if (r.status == train::TrainStatus::NanStopped) {
       fmt::print("the last good checkpoint is {}; no outputs were written\n",
                  (config.output_dir / "checkpoints" / "last.safetensors").string());
       return 3;

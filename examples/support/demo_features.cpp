@@ -14,7 +14,7 @@ vidlora::Matrix clip_features(const std::filesystem::path& video, const std::str
   so.scene.threads = 1;
   so.scene.min_scene_len = 3;  // the demo clips' scenes are short (docs/data.md)
   return vidlora::video::with_sampling_policy(sampler, [&](auto policy) {
-    return vidlora::video_clip_features<decltype(policy)>(video, so, encoder, pool_stride);
+    return vidlora::train::video_clip_features<decltype(policy)>(video, so, encoder, pool_stride);
   });
 }
 

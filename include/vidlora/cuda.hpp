@@ -17,7 +17,3 @@
 #include <vidlora/optim/cuda/grad_unscale.cuh>
 #include <vidlora/optim/cuda/multi_tensor.cuh>
 #include <vidlora/quant/cuda/dequantize.cuh>
-
-namespace vidlora {
-using cuda::CudaError;
-}  // namespace vidlora

@@ -14,31 +14,3 @@
 #include <vidlora/eval/diversity.hpp>
 #include <vidlora/eval/caption_metrics.hpp>
 #include <vidlora/eval/caption_metrics_json.hpp>
-
-namespace vidlora {
-using eval::AnyCaptionTokenizer;
-using eval::bleu;
-using eval::BleuScore;
-using eval::CachingTokenizer;
-using eval::caption_metrics;
-using eval::CaptionCorpus;
-using eval::CaptionMetrics;
-using eval::CaptionMetricsOptions;
-using eval::CaptionTokenizer;
-using eval::CharacterTokenizer;
-using eval::check_mode_collapse;
-using eval::cider_d;
-using eval::CiderOptions;
-using eval::CiderScore;
-using eval::Diversity;
-using eval::diversity;
-using eval::make_corpus;
-using eval::meteor;
-using eval::MeteorOptions;
-using eval::MeteorScore;
-using eval::ModeCollapseCheck;
-using eval::rouge_l;
-using eval::RougeScore;
-using eval::Tokenization;
-using eval::WhitespaceTokenizer;
-}  // namespace vidlora

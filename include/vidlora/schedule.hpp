@@ -7,18 +7,3 @@
 #include <vidlora/schedule/policies.hpp>
 #include <vidlora/schedule/scheduler.hpp>
 #include <vidlora/schedule/rules.hpp>
-
-namespace vidlora {
-using schedule::adjusted_lr;
-using schedule::Constant;
-using schedule::ConstantWithWarmup;
-using schedule::Cosine;
-using schedule::CosineRestarts;
-using schedule::Linear;
-using schedule::LrPolicy;
-using schedule::ScheduleOptions;
-using schedule::Scheduler;
-using schedule::visit_lr_policy;
-using schedule::warmup_steps_for;
-using schedule::WarmRestarts;
-}  // namespace vidlora

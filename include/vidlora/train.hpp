@@ -1,8 +1,17 @@
 #pragma once
-// vidlora train: data sets (AI-Hub layout, JSONL manifests), training logs and curves, progress lines,
-// early stopping. (The two-stage Trainer arrives with the model module.)
+// vidlora train: the two-stage Trainer and what it composes (data sets in the AI-Hub layout or JSONL
+// manifests, generation, the frozen-feature cache, video features, training logs and curves, progress lines,
+// early stopping). Needs the vidlora::model and vidlora::video targets (SentencePiece and FFmpeg); the parts
+// without them (dataset, early_stopping, progress, training_log) come with <vidlora/vidlora.hpp>.
 
+#include <vidlora/model.hpp>
+#include <vidlora/video.hpp>
 #include <vidlora/train/dataset.hpp>
 #include <vidlora/train/early_stopping.hpp>
 #include <vidlora/train/progress.hpp>
 #include <vidlora/train/training_log.hpp>
+#include <vidlora/train/feature_cache.hpp>
+#include <vidlora/train/generation.hpp>
+#include <vidlora/train/random_vision_weights.hpp>
+#include <vidlora/train/trainer.hpp>
+#include <vidlora/train/video_features.hpp>

@@ -1,6 +1,7 @@
 #pragma once
 // Everything vidlora offers without FFmpeg, SentencePiece or CUDA.
-// Video decoding and samplers: <vidlora/video.hpp> (target vidlora::video).
+// Video decoding and samplers: <vidlora/video.hpp> (target vidlora::video); the model: <vidlora/model.hpp>
+// (vidlora::model); the Trainer and everything it composes: <vidlora/train.hpp> (both targets).
 
 #include <vidlora/core.hpp>
 #include <vidlora/io.hpp>
@@ -11,5 +12,8 @@
 #include <vidlora/loss.hpp>
 #include <vidlora/presets.hpp>
 #include <vidlora/eval.hpp>
-#include <vidlora/train.hpp>
+#include <vidlora/train/dataset.hpp>
+#include <vidlora/train/early_stopping.hpp>
+#include <vidlora/train/progress.hpp>
+#include <vidlora/train/training_log.hpp>
 #include <vidlora/comm.hpp>

@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 namespace {
 
 // "vidlora/quant/cuda/dequantize.cuh" -> "quant"; umbrella headers (vidlora/quant.hpp) belong to their module;
-// vidlora/vidlora.hpp and vidlora/trainer.hpp, which gather several modules, to none.
+// vidlora/vidlora.hpp, which gathers several modules, to none.
 std::string module_of(const std::string& header) {
   static const std::regex in_dir(R"(^vidlora/([a-z_]+)/)"), umbrella(R"(^vidlora/([a-z_]+)\.hpp$)");
   std::smatch m;

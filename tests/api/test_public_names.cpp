@@ -28,7 +28,7 @@ TEST_CASE("the public names compile as written and give the documented values", 
 
   std::vector<float> data(130);
   for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<float>(i) / 129.0f - 0.5f;
-  QuantizedBlocks q = Quantizer<NF4, 64>::quantize(std::span<const float>(data), true);
+  quant::QuantizedBlocks q = Quantizer<NF4, 64>::quantize(std::span<const float>(data), true);
   CHECK(q.numel == 130);
   CHECK(q.packed.size() == 65);
   CHECK(q.qabsmax.size() == 3);
@@ -36,23 +36,23 @@ TEST_CASE("the public names compile as written and give the documented values", 
   const std::vector<float> back = Quantizer<NF4, 64>::dequantize(q);
   REQUIRE(back.size() == 130);
   for (std::size_t i = 0; i < back.size(); ++i) CHECK(std::abs(back[i] - data[i]) < 0.1);
-  QuantizedBlocks plain = Quantizer<FP4, 128>::quantize(std::span<const float>(data), false);
+  quant::QuantizedBlocks plain = Quantizer<FP4, 128>::quantize(std::span<const float>(data), false);
   CHECK(plain.absmax.size() == 2);
 
   Scheduler<Cosine> sched(ScheduleOptions{.base_lr = 1e-4, .warmup_steps = 10, .total_steps = 110});
   CHECK(sched.lr(5) == Approx(5e-5));
   CHECK(sched.lr(60) == Approx(5e-5));  // half-way through the cosine
-  CHECK(warmup_steps_for(0.03, 1000) == 30);
-  CHECK(adjusted_lr(1e-4, 4, 8) == Approx(2e-4));
+  CHECK(schedule::warmup_steps_for(0.03, 1000) == 30);
+  CHECK(schedule::adjusted_lr(1e-4, 4, 8) == Approx(2e-4));
 
   const std::vector<int> targets{1, -100};
   Matrix logits = Matrix::Zero(2, 4);
-  CrossEntropyResult ce = cross_entropy(logits, std::span<const int>(targets),
+  loss::CrossEntropyResult ce = loss::cross_entropy(logits, std::span<const int>(targets),
                                         CrossEntropyOptions{.label_smoothing = 0.1, .ignore_index = -100});
   CHECK(ce.loss == Approx(std::log(4.0)));  // uniform logits: every smoothing mix gives log V
   CHECK(ce.grad.row(1).isZero());           // ignored token
 
-  EarlyStopping es(EarlyStoppingOptions{.patience = 1, .threshold = 0.0, .mode = Mode::Min});
+  EarlyStopping es(EarlyStoppingOptions{.patience = 1, .threshold = 0.0, .mode = train::Mode::Min});
   CHECK_FALSE(es(1.0));
   CHECK(es(1.5));
   STATIC_REQUIRE(select_lora_rank(10000, 16) == 8);

@@ -15,10 +15,10 @@ using namespace vidlora;
 using namespace vidlora::eval;
 
 namespace {
-CaptionMetrics scored() {
+eval::CaptionMetrics scored() {
   const std::vector<std::string> candidates{"a red circle moves left", "a blue square", "a red circle moves left"};
   const std::vector<std::vector<std::string>> refs{{"a red circle moves left"}, {"a blue square stays"}, {"a green star"}};
-  return caption_metrics(candidates, refs);
+  return eval::caption_metrics(candidates, refs);
 }
 }  // namespace
 
@@ -28,7 +28,7 @@ TEST_CASE("every caption score has a unique name that reads and writes its own f
     INFO(s.name);
     CHECK(names.insert(s.name).second);
     CHECK(find_caption_score(s.name) == &s);
-    CaptionMetrics m;
+    eval::CaptionMetrics m;
     s.set(m, 0.625);
     CHECK(s.get(m) == 0.625);
     // No other score moved: each accessor pair owns exactly one field.
@@ -37,13 +37,13 @@ TEST_CASE("every caption score has a unique name that reads and writes its own f
   }
   CHECK(find_caption_score("meteor_morphems") == nullptr);
   CHECK(caption_score_names() == "bleu4, meteor, cider_d, rouge_l, unique_ratio, distinct_1, distinct_2, meteor_morphemes");
-  const CaptionMetrics m = scored();
+  const eval::CaptionMetrics m = scored();
   CHECK(find_caption_score("cider_d")->get(m) == m.cider_d);
   CHECK(find_caption_score("distinct_2")->get(m) == m.diversity.distinct_2);
 }
 
 TEST_CASE("the log's score values leave out the morpheme METEOR unless it was computed", "[eval][metrics]") {
-  CaptionMetrics m = scored();
+  eval::CaptionMetrics m = scored();
   auto values = caption_score_values(m);
   CHECK(values.size() == caption_scores.size() - 1);
   CHECK(values.at("meteor") == m.meteor);
@@ -55,13 +55,13 @@ TEST_CASE("the log's score values leave out the morpheme METEOR unless it was co
 }
 
 TEST_CASE("caption metrics round-trip through JSON with NaN kept as null", "[eval][metrics]") {
-  CaptionMetrics m = scored();
+  eval::CaptionMetrics m = scored();
   m.rouge_l = std::nan("");
   const nlohmann::json j = caption_metrics_to_json(m);
   CHECK(j.at("rouge_l").is_null());
   CHECK(j.at("meteor_morphemes").is_null());  // not computed: NaN
   CHECK(j.at("diversity").at("most_common") == m.diversity.most_common);
-  const CaptionMetrics back = caption_metrics_from_json(nlohmann::json::parse(j.dump()));
+  const eval::CaptionMetrics back = caption_metrics_from_json(nlohmann::json::parse(j.dump()));
   for (const auto& s : caption_scores) {
     INFO(s.name);
     if (std::isnan(s.get(m)))

@@ -33,7 +33,7 @@ void write_text(const fs::path& path, const std::string& text) {
 }
 
 // Compares every tensor of `ckpt` with llama.json, each expected value passed through `round`.
-void check_llama(const CheckpointDir& ckpt, float (*round)(float)) {
+void check_llama(const io::CheckpointDir& ckpt, float (*round)(float)) {
   const auto expected = test::load_fixture("io/llama.json")["tensors"];
   REQUIRE(ckpt.size() == expected.size());
   for (const auto& [name, t] : expected.items()) {
@@ -54,7 +54,7 @@ void check_llama(const CheckpointDir& ckpt, float (*round)(float)) {
 }  // namespace
 
 TEST_CASE("checkpoint with one model.safetensors gives every tensor bit exactly", "[io][checkpoint]") {
-  const auto ckpt = CheckpointDir::open(test::fixture_path("io/llama_single"));
+  const auto ckpt = io::CheckpointDir::open(test::fixture_path("io/llama_single"));
   check_llama(ckpt, [](float v) { return v; });
   const Matrix q = ckpt.matrix("model.layers.1.self_attn.q_proj.weight", 8, 8);
   CHECK(q.rows() == 8);
@@ -62,24 +62,24 @@ TEST_CASE("checkpoint with one model.safetensors gives every tensor bit exactly"
 }
 
 TEST_CASE("sharded bf16 checkpoint finds tensors across shards as torch rounded them", "[io][checkpoint]") {
-  const auto ckpt = CheckpointDir::open(test::fixture_path("io/llama_sharded"));
+  const auto ckpt = io::CheckpointDir::open(test::fixture_path("io/llama_sharded"));
   check_llama(ckpt, [](float v) { return io::round_to_bf16(v); });
   CHECK(ckpt.info("lm_head.weight").dtype == io::Dtype::BF16);
   CHECK(ckpt.file_of("lm_head.weight").source() != ckpt.file_of("model.embed_tokens.weight").source());
   CHECK(ckpt.index_metadata()["total_size"].get<int>() == 3408);
   // The index file itself and a lone shard open too.
-  CHECK(CheckpointDir::open(test::fixture_path("io/llama_sharded/model.safetensors.index.json")).size() == ckpt.size());
-  CHECK(CheckpointDir::open(test::fixture_path("io/llama_single/model.safetensors")).size() == ckpt.size());
+  CHECK(io::CheckpointDir::open(test::fixture_path("io/llama_sharded/model.safetensors.index.json")).size() == ckpt.size());
+  CHECK(io::CheckpointDir::open(test::fixture_path("io/llama_single/model.safetensors")).size() == ckpt.size());
 }
 
 TEST_CASE("checkpoint missing tensor error names the key", "[io][checkpoint]") {
-  const auto ckpt = CheckpointDir::open(test::fixture_path("io/llama_sharded"));
+  const auto ckpt = io::CheckpointDir::open(test::fixture_path("io/llama_sharded"));
   CHECK_THROWS_WITH(ckpt.matrix("model.layers.2.self_attn.q_proj.weight"),
                     Contains("missing tensor 'model.layers.2.self_attn.q_proj.weight'") && Contains("llama_sharded"));
 }
 
 TEST_CASE("checkpoint wrong shape error names the key and both shapes", "[io][checkpoint]") {
-  const auto ckpt = CheckpointDir::open(test::fixture_path("io/llama_single"));
+  const auto ckpt = io::CheckpointDir::open(test::fixture_path("io/llama_single"));
   CHECK_THROWS_WITH(ckpt.expect_shape("model.layers.0.mlp.up_proj.weight", 8, 16),
                     Contains("'model.layers.0.mlp.up_proj.weight'") && Contains("has shape [16, 8]") &&
                         Contains("expected [8, 16]"));
@@ -92,7 +92,7 @@ TEST_CASE("checkpoint shards open lazily so a broken shard only fails its own te
   const auto src = fs::path(test::fixture_path("io/llama_sharded"));
   for (const auto& entry : fs::directory_iterator(src)) fs::copy_file(entry.path(), dir / entry.path().filename());
   write_text(dir / "model-00002-of-00002.safetensors", "garbage");
-  const auto ckpt = CheckpointDir::open(dir);  // nothing read yet
+  const auto ckpt = io::CheckpointDir::open(dir);  // nothing read yet
   CHECK(ckpt.vector("model.embed_tokens.weight").size() == 32 * 8);
   CHECK_THROWS_WITH(ckpt.matrix("lm_head.weight"), Contains("'lm_head.weight'") &&
                                                        Contains("model-00002-of-00002.safetensors") &&
@@ -106,19 +106,19 @@ TEST_CASE("checkpoint index entries that escape the directory or lie are refused
   const auto dir = scratch_dir("index");
   fs::copy_file(test::fixture_path("io/mixed.safetensors"), dir / "shard.safetensors");
   write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"w": "../../etc/passwd"}})");
-  CHECK_THROWS_WITH(CheckpointDir::open(dir), Contains("'w'") && Contains("not a file inside the checkpoint"));
+  CHECK_THROWS_WITH(io::CheckpointDir::open(dir), Contains("'w'") && Contains("not a file inside the checkpoint"));
   write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"w": "/etc/passwd"}})");
-  CHECK_THROWS_WITH(CheckpointDir::open(dir), Contains("not a file inside"));
+  CHECK_THROWS_WITH(io::CheckpointDir::open(dir), Contains("not a file inside"));
   write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"w": 3}})");
-  CHECK_THROWS_WITH(CheckpointDir::open(dir), Contains("'w' is not a file name"));
+  CHECK_THROWS_WITH(io::CheckpointDir::open(dir), Contains("'w' is not a file name"));
   write_text(dir / "model.safetensors.index.json", R"({"metadata": {}})");
-  CHECK_THROWS_WITH(CheckpointDir::open(dir), Contains("no \"weight_map\""));
+  CHECK_THROWS_WITH(io::CheckpointDir::open(dir), Contains("no \"weight_map\""));
   write_text(dir / "model.safetensors.index.json", "{ not json");
-  CHECK_THROWS_WITH(CheckpointDir::open(dir), Contains("not a JSON object"));
+  CHECK_THROWS_WITH(io::CheckpointDir::open(dir), Contains("not a JSON object"));
   write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"w": "shard.safetensors", "v": "gone.safetensors"}})");
-  CHECK_THROWS_WITH(CheckpointDir::open(dir), Contains("shard 'gone.safetensors' (holding 'v' and others) does not exist"));
+  CHECK_THROWS_WITH(io::CheckpointDir::open(dir), Contains("shard 'gone.safetensors' (holding 'v' and others) does not exist"));
   write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"absent": "shard.safetensors", "weight": "shard.safetensors"}})");
-  const auto ckpt = CheckpointDir::open(dir);
+  const auto ckpt = io::CheckpointDir::open(dir);
   CHECK(ckpt.matrix("weight").cols() == 4);
   CHECK_THROWS_WITH(ckpt.matrix("absent"), Contains("maps tensor 'absent' to 'shard.safetensors', which has no such tensor"));
   fs::remove_all(dir);
@@ -126,7 +126,7 @@ TEST_CASE("checkpoint index entries that escape the directory or lie are refused
 
 TEST_CASE("checkpoint directory without weights is refused", "[io][checkpoint]") {
   const auto dir = scratch_dir("empty");
-  CHECK_THROWS_WITH(CheckpointDir::open(dir), Contains("neither model.safetensors.index.json nor model.safetensors"));
-  CHECK_THROWS_WITH(CheckpointDir::open(dir / "nothing"), Contains("does not exist"));
+  CHECK_THROWS_WITH(io::CheckpointDir::open(dir), Contains("neither model.safetensors.index.json nor model.safetensors"));
+  CHECK_THROWS_WITH(io::CheckpointDir::open(dir / "nothing"), Contains("does not exist"));
   fs::remove_all(dir);
 }

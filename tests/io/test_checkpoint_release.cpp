@@ -51,8 +51,8 @@ fs::path write_checkpoint(const std::string& name) {
 TEST_CASE("checkpoint reads release a tensor's mapped pages, and the tensor reads the same again",
           "[io][checkpoint][streaming]") {
   const fs::path dir = write_checkpoint("reads");
-  const auto resident = CheckpointDir::open(dir, {.release_pages = false});
-  const auto streamed = CheckpointDir::open(dir);
+  const auto resident = io::CheckpointDir::open(dir, {.release_pages = false});
+  const auto streamed = io::CheckpointDir::open(dir);
   const Matrix kept = resident.matrix("big", 4096, 4096);
 
   const std::size_t before = resident_bytes();
@@ -68,7 +68,7 @@ TEST_CASE("checkpoint reads release a tensor's mapped pages, and the tensor read
   CHECK(after_first < before + (64u << 20) + (12u << 20));
 
   // Without release the pages of a fresh mapping stay: the same read costs the float copy plus the pages.
-  const auto fresh = CheckpointDir::open(dir, {.release_pages = false});
+  const auto fresh = io::CheckpointDir::open(dir, {.release_pages = false});
   const std::size_t before_fresh = resident_bytes();
   const Matrix kept_again = fresh.matrix("big");
   CHECK(resident_bytes() >= before_fresh + (64u << 20) + (24u << 20));
@@ -82,7 +82,7 @@ TEST_CASE("checkpoint reads release a tensor's mapped pages, and the tensor read
 TEST_CASE("a safetensors file parsed from memory has no pages to release", "[io][safetensors][streaming]") {
   io::TensorMap map;
   map.emplace("x", io::TensorData::from_floats(std::vector<float>{1.0f, 2.0f}, {2}));
-  const auto file = SafetensorsFile::from_bytes(io::serialize_safetensors(map));
+  const auto file = io::SafetensorsFile::from_bytes(io::serialize_safetensors(map));
   CHECK_FALSE(file.memory_mapped());
   CHECK(file.release("x") == 0);
   CHECK(file.vector("x")(1) == 2.0f);

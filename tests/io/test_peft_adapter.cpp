@@ -47,9 +47,9 @@ fs::path scratch_dir(const std::string& name) {
 const fs::path kPeftDir = test::fixture_path("io/peft_adapter");
 
 // The adapter the fixture describes, built from its numbers (not from PEFT's files).
-PeftAdapter fixture_adapter() {
+lora::PeftAdapter fixture_adapter() {
   const auto f = test::load_fixture("io/peft_adapter.json");
-  PeftAdapter a;
+  lora::PeftAdapter a;
   a.spec.r = f["r"].get<int>();
   a.spec.lora_alpha = f["lora_alpha"].get<double>();
   a.spec.lora_dropout = f["lora_dropout"].get<double>();
@@ -62,8 +62,8 @@ PeftAdapter fixture_adapter() {
 }  // namespace
 
 TEST_CASE("peft adapter saved by PEFT loads with its config keys shapes and values", "[io][peft]") {
-  const PeftAdapter expected = fixture_adapter();
-  const PeftAdapter loaded = load_peft_adapter(kPeftDir);
+  const lora::PeftAdapter expected = fixture_adapter();
+  const lora::PeftAdapter loaded = lora::load_peft_adapter(kPeftDir);
   CHECK(loaded.spec.r == 4);
   CHECK(loaded.spec.lora_alpha == 8.0);
   CHECK(loaded.spec.lora_dropout == 0.05);
@@ -88,13 +88,13 @@ TEST_CASE("peft adapter saved by PEFT loads with its config keys shapes and valu
   }
   const auto file = io::SafetensorsFile::open(kPeftDir / "adapter_model.safetensors");
   CHECK(file.contains("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
-  CHECK(peft_key("model.layers.0.self_attn.q_proj", 'B') == "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
+  CHECK(lora::peft_key("model.layers.0.self_attn.q_proj", 'B') == "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
 }
 
 TEST_CASE("peft adapter we save has PEFT's weight bytes and PEFT's config fields", "[io][peft]") {
   const auto dir = scratch_dir("save");
-  const PeftAdapter adapter = fixture_adapter();
-  save_peft_adapter(dir, adapter);
+  const lora::PeftAdapter adapter = fixture_adapter();
+  lora::save_peft_adapter(dir, adapter);
   CHECK(read_text(dir / "adapter_model.safetensors") == read_text(kPeftDir / "adapter_model.safetensors"));
   auto ours = nlohmann::json::parse(read_text(dir / "adapter_config.json"));
   auto theirs = nlohmann::json::parse(read_text(kPeftDir / "adapter_config.json"));
@@ -111,13 +111,13 @@ TEST_CASE("peft adapter we save has PEFT's weight bytes and PEFT's config fields
 
 TEST_CASE("peft adapter round trip keeps spec and factors", "[io][peft]") {
   const auto dir = scratch_dir("roundtrip");
-  AdapterSpec spec{.r = 2, .lora_alpha = 4.5, .lora_dropout = 0.1, .target_modules = {"q_proj", "v_proj"},
+  lora::AdapterSpec spec{.r = 2, .lora_alpha = 4.5, .lora_dropout = 0.1, .target_modules = {"q_proj", "v_proj"},
                    .base_model_name_or_path = "lmsys/vicuna-7b-v1.5", .use_rslora = true};
-  AdapterModules modules;
+  lora::AdapterModules modules;
   modules["language_model.model.layers.3.self_attn.q_proj"] = {Matrix::Random(2, 6), Matrix::Random(5, 2)};
   modules["language_model.model.layers.3.self_attn.v_proj"] = {Matrix::Random(2, 6), Matrix::Random(3, 2)};
-  save_peft_adapter(dir, spec, modules);
-  const auto loaded = load_peft_adapter(dir);
+  lora::save_peft_adapter(dir, spec, modules);
+  const auto loaded = lora::load_peft_adapter(dir);
   CHECK(loaded.spec.r == 2);
   CHECK(loaded.spec.lora_alpha == 4.5);
   CHECK(loaded.spec.lora_dropout == 0.1);
@@ -134,18 +134,18 @@ TEST_CASE("peft adapter round trip keeps spec and factors", "[io][peft]") {
 
 TEST_CASE("peft adapter save refuses wrong ranks untargeted modules and NaN", "[io][peft]") {
   const auto dir = scratch_dir("bad_save");
-  AdapterSpec spec;
+  lora::AdapterSpec spec;
   spec.r = 2;
   spec.target_modules = {"q_proj"};
-  CHECK_THROWS_WITH(save_peft_adapter(dir, spec, {{"model.layers.0.self_attn.q_proj", {Matrix::Zero(3, 4), Matrix::Zero(4, 2)}}}),
+  CHECK_THROWS_WITH(lora::save_peft_adapter(dir, spec, {{"model.layers.0.self_attn.q_proj", {Matrix::Zero(3, 4), Matrix::Zero(4, 2)}}}),
                     Contains("'model.layers.0.self_attn.q_proj'") && Contains("lora_A is [3, 4], expected [2, in]"));
-  CHECK_THROWS_WITH(save_peft_adapter(dir, spec, {{"model.layers.0.self_attn.q_proj", {Matrix::Zero(2, 4), Matrix::Zero(4, 3)}}}),
+  CHECK_THROWS_WITH(lora::save_peft_adapter(dir, spec, {{"model.layers.0.self_attn.q_proj", {Matrix::Zero(2, 4), Matrix::Zero(4, 3)}}}),
                     Contains("lora_B is [4, 3], expected [out, 2]"));
-  CHECK_THROWS_WITH(save_peft_adapter(dir, spec, {{"model.layers.0.self_attn.k_proj", {Matrix::Zero(2, 4), Matrix::Zero(4, 2)}}}),
+  CHECK_THROWS_WITH(lora::save_peft_adapter(dir, spec, {{"model.layers.0.self_attn.k_proj", {Matrix::Zero(2, 4), Matrix::Zero(4, 2)}}}),
                     Contains("'model.layers.0.self_attn.k_proj' matches none of target_modules [q_proj]"));
   Matrix nan = Matrix::Zero(4, 2);
   nan(1, 1) = std::nanf("");
-  CHECK_THROWS_WITH(save_peft_adapter(dir, spec, {{"model.layers.0.self_attn.q_proj", {Matrix::Zero(2, 4), nan}}}),
+  CHECK_THROWS_WITH(lora::save_peft_adapter(dir, spec, {{"model.layers.0.self_attn.q_proj", {Matrix::Zero(2, 4), nan}}}),
                     Contains("NaN or Inf"));
   CHECK_FALSE(fs::exists(dir / "adapter_config.json"));
   CHECK_FALSE(fs::exists(dir / "adapter_model.safetensors"));
@@ -163,35 +163,35 @@ TEST_CASE("peft adapter load names missing and mismatched keys", "[io][peft]") {
     io::write_safetensors(dir / "adapter_model.safetensors", tensors, peft.metadata());
   };
   write_without("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight");
-  CHECK_THROWS_WITH(load_peft_adapter(dir), Contains("missing 'base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight'"));
+  CHECK_THROWS_WITH(lora::load_peft_adapter(dir), Contains("missing 'base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight'"));
   write_without("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight");
-  CHECK_THROWS_WITH(load_peft_adapter(dir), Contains("missing 'base_model.model.model.layers.0.mlp.up_proj.lora_A.weight'"));
+  CHECK_THROWS_WITH(lora::load_peft_adapter(dir), Contains("missing 'base_model.model.model.layers.0.mlp.up_proj.lora_A.weight'"));
 
   io::TensorMap wrong_rank;
   wrong_rank.emplace("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", io::TensorData::from_matrix(Matrix::Zero(3, 8)));
   write_without("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", std::move(wrong_rank));
-  CHECK_THROWS_WITH(load_peft_adapter(dir), Contains("up_proj.lora_A.weight' is [3, 8], but r = 4"));
+  CHECK_THROWS_WITH(lora::load_peft_adapter(dir), Contains("up_proj.lora_A.weight' is [3, 8], but r = 4"));
 
   io::TensorMap stray;
   stray.emplace("base_model.model.lm_head.weight", io::TensorData::from_matrix(Matrix::Zero(32, 8)));
   write_without("", std::move(stray));
-  CHECK_THROWS_WITH(load_peft_adapter(dir), Contains("unexpected tensor 'base_model.model.lm_head.weight'"));
+  CHECK_THROWS_WITH(lora::load_peft_adapter(dir), Contains("unexpected tensor 'base_model.model.lm_head.weight'"));
 
   write_without("");
-  CHECK(load_peft_adapter(dir).modules.size() == 14);
+  CHECK(lora::load_peft_adapter(dir).modules.size() == 14);
   auto config = nlohmann::json::parse(read_text(kPeftDir / "adapter_config.json"));
   config["use_dora"] = true;
   io::write_file_atomically(dir / "adapter_config.json", config.dump());
-  CHECK_THROWS_WITH(load_peft_adapter(dir), Contains("use_dora"));
+  CHECK_THROWS_WITH(lora::load_peft_adapter(dir), Contains("use_dora"));
   config["use_dora"] = false;
   config["rank_pattern"] = {{"q_proj", 8}};
   io::write_file_atomically(dir / "adapter_config.json", config.dump());
-  CHECK_THROWS_WITH(load_peft_adapter(dir), Contains("rank_pattern"));
+  CHECK_THROWS_WITH(lora::load_peft_adapter(dir), Contains("rank_pattern"));
   config["rank_pattern"] = nlohmann::json::object();
   config.erase("r");
   io::write_file_atomically(dir / "adapter_config.json", config.dump());
-  CHECK_THROWS_WITH(load_peft_adapter(dir), Contains("\"r\" is missing"));
+  CHECK_THROWS_WITH(lora::load_peft_adapter(dir), Contains("\"r\" is missing"));
   fs::remove(dir / "adapter_config.json");
-  CHECK_THROWS_WITH(load_peft_adapter(dir), Contains("cannot open") && Contains("adapter_config.json"));
+  CHECK_THROWS_WITH(lora::load_peft_adapter(dir), Contains("cannot open") && Contains("adapter_config.json"));
   fs::remove_all(dir);
 }

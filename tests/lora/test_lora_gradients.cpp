@@ -9,7 +9,7 @@ using namespace vidlora;
 
 namespace {
 
-using Layer = LoraLinear<4, 8, DenseWeight64>;
+using Layer = LoraLinear<4, 8, lora::DenseWeight64>;
 
 MatrixD random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint64_t seed) {
   CounterRng rng(seed, 7);

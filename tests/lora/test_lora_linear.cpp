@@ -47,7 +47,7 @@ TEST_CASE("lora layer exposes rank alpha and PEFT scaling", "[lora]") {
   STATIC_REQUIRE(Layer::alpha == 32);
   STATIC_REQUIRE(std::is_same_v<Layer::base_type, DenseWeight>);
   STATIC_REQUIRE(std::is_same_v<Layer::scalar_type, float>);
-  STATIC_REQUIRE(std::is_same_v<LoraLinear<4, 8, DenseWeight64>::scalar_type, double>);
+  STATIC_REQUIRE(std::is_same_v<LoraLinear<4, 8, lora::DenseWeight64>::scalar_type, double>);
   STATIC_REQUIRE(Layer::scaling_for(false) == 2.0);
   CHECK(Layer::scaling_for(true) == Approx(8.0).epsilon(1e-15));
   Layer plain(random_matrix<float>(20, 24, 1));
@@ -103,7 +103,7 @@ TEST_CASE("fresh lora layer with zero B equals the frozen linear layer", "[lora]
 TEST_CASE("lora forward matches a float64 loop reference with and without bias", "[lora]") {
   const MatrixD w = random_matrix<double>(9, 11, 6), x = random_matrix<double>(5, 11, 7);
   const VectorOf<double> bias = random_matrix<double>(9, 1, 8);
-  LoraLinear<3, 5, DenseWeight64> with_bias(w, bias), without_bias(w);
+  LoraLinear<3, 5, lora::DenseWeight64> with_bias(w, bias), without_bias(w);
   with_bias.lora_B() = random_matrix<double>(9, 3, 9);
   without_bias.lora_B() = with_bias.lora_B();
   without_bias.lora_A() = with_bias.lora_A();
@@ -118,7 +118,7 @@ TEST_CASE("lora forward matches a float64 loop reference with and without bias",
 TEST_CASE("lora dropout masks the lora branch only with inverted scaling from the counter rng", "[lora][dropout]") {
   const double p = 0.25;
   const MatrixD w = random_matrix<double>(6, 40, 10), x = random_matrix<double>(50, 40, 11);
-  LoraLinear<4, 8, DenseWeight64> layer(w, LoraOptions{.dropout = p, .seed = 77, .layer = 3});
+  LoraLinear<4, 8, lora::DenseWeight64> layer(w, LoraOptions{.dropout = p, .seed = 77, .layer = 3});
   layer.lora_B() = random_matrix<double>(6, 4, 12);
   layer.set_step(5);
   const MatrixD y = layer.forward(x, true);
@@ -135,7 +135,7 @@ TEST_CASE("lora dropout masks the lora branch only with inverted scaling from th
   CHECK(static_cast<double>(dropped) / 2000.0 == Approx(p).margin(0.03));
   CHECK(normwise_error(y, reference_forward(x, w, nullptr, layer.lora_A(), layer.lora_B(), 2.0, mask)) < 1e-6);
   // The frozen path never sees dropout: with B = 0 the output is exactly x·Wᵀ.
-  LoraLinear<4, 8, DenseWeight64> frozen_only(w, LoraOptions{.dropout = 0.9, .seed = 1});
+  LoraLinear<4, 8, lora::DenseWeight64> frozen_only(w, LoraOptions{.dropout = 0.9, .seed = 1});
   CHECK(normwise_error(frozen_only.forward(x, true), MatrixD(x * w.transpose())) < 1e-12);
 }
 
@@ -167,14 +167,14 @@ TEST_CASE("dropout scale is zero or one over one minus p with mean one", "[lora]
   long zeros = 0;
   const int n = 100000;
   for (int i = 0; i < n; ++i) {
-    const float s = dropout_scale(3, 4, static_cast<std::uint64_t>(i), p);
+    const float s = lora::dropout_scale(3, 4, static_cast<std::uint64_t>(i), p);
     REQUIRE((s == 0.0f || s == 1.0f / (1.0f - p)));
     sum += s;
     zeros += s == 0.0f;
   }
   CHECK(sum / n == Approx(1.0).margin(0.01));
   CHECK(static_cast<double>(zeros) / n == Approx(0.1).margin(0.005));
-  CHECK(dropout_scale(3, 4, 17, 0.0f) == 1.0f);
+  CHECK(lora::dropout_scale(3, 4, 17, 0.0f) == 1.0f);
 }
 
 TEST_CASE("dropout keep bits of one Philox block give the four dropout_scale factors", "[lora][dropout]") {
@@ -183,7 +183,7 @@ TEST_CASE("dropout keep bits of one Philox block give the four dropout_scale fac
       const std::uint8_t bits = vidlora::lora::dropout_keep_bits4(11, vidlora::lora::dropout_stream(3, 9), block, p);
       for (std::uint64_t k = 0; k < 4; ++k)
         CHECK(vidlora::lora::dropout_factor(bits, static_cast<int>(k), p) ==
-              dropout_scale(11, vidlora::lora::dropout_stream(3, 9), 4 * block + k, p));
+              lora::dropout_scale(11, vidlora::lora::dropout_stream(3, 9), 4 * block + k, p));
     }
 }
 
@@ -243,7 +243,7 @@ TEST_CASE("lora over many tokens matches closed-form gradients with dropout", "[
   const double p = 0.2, s = 2.0;
   const MatrixD w = random_matrix<double>(out, in, 40, 0.05), x = random_matrix<double>(tokens, in, 41);
   const MatrixD dy = random_matrix<double>(tokens, out, 42);
-  LoraLinear<8, 16, DenseWeight64> layer(w, LoraOptions{.dropout = p, .seed = 5, .layer = 2});
+  LoraLinear<8, 16, lora::DenseWeight64> layer(w, LoraOptions{.dropout = p, .seed = 5, .layer = 2});
   layer.lora_B() = random_matrix<double>(out, 8, 43);
   layer.set_step(9);
   const MatrixD y = layer.forward(x, true);
@@ -312,7 +312,7 @@ TEST_CASE("lora dropout drops exactly the elements dropout_scale drops, in forwa
   long mismatches = 0, dropped = 0;
   for (Eigen::Index t = 0; t < tokens; ++t)
     for (Eigen::Index i = 0; i < in; ++i) {
-      const float scale = dropout_scale(9, stream, static_cast<std::uint64_t>(t * in + i), p);
+      const float scale = lora::dropout_scale(9, stream, static_cast<std::uint64_t>(t * in + i), p);
       dropped += scale == 0.0f;
       if (scale == 0.0f) {
         mismatches += dx(t, i) != 0.0f;
@@ -327,6 +327,6 @@ TEST_CASE("lora dropout drops exactly the elements dropout_scale drops, in forwa
   Matrix xd(tokens, in);
   for (Eigen::Index t = 0; t < tokens; ++t)
     for (Eigen::Index i = 0; i < in; ++i)
-      xd(t, i) = x(t, i) * dropout_scale(9, stream, static_cast<std::uint64_t>(t * in + i), p);
+      xd(t, i) = x(t, i) * lora::dropout_scale(9, stream, static_cast<std::uint64_t>(t * in + i), p);
   CHECK(normwise_error(layer.grad_A(), Matrix(g.transpose() * xd)) < 1e-5);
 }

@@ -27,7 +27,7 @@ MatrixOf<Scalar> draw(Eigen::Index rows, Eigen::Index cols, CounterRng& rng, dou
 // |w' - w| <= eps · (|w + d| + |w' + d|) <= 2 · eps · (|w| + 2|d|) (eps: unit roundoff of Scalar).
 template <int R, class Scalar>
 void check_merge_round_trip(std::uint64_t seed) {
-  using Base = DenseWeightOf<Scalar>;
+  using Base = lora::DenseWeightOf<Scalar>;
   CounterRng rng(seed, 17);
   const auto in = static_cast<Eigen::Index>(R + 1 + rng.uniform(0.0, 40.0));
   const auto out = static_cast<Eigen::Index>(R + 1 + rng.uniform(0.0, 40.0));

@@ -48,8 +48,8 @@ static_assert(max_rank_for_vram(16) == 8 && max_rank_for_vram(24) == 16 && max_r
               max_rank_for_vram(80) == 64);
 static_assert(default_alpha(16) == 32);
 static_assert(dropout_for_dataset_size(4999) == 0.1);
-static_assert(is_target<Basic>("model.layers.0.self_attn.q_proj"));
-static_assert(!is_target<Basic>("model.layers.0.mlp.gate_proj"));
+static_assert(lora::is_target<Basic>("model.layers.0.self_attn.q_proj"));
+static_assert(!lora::is_target<Basic>("model.layers.0.mlp.gate_proj"));
 
 TEST_CASE("select_lora_rank is the recipe's table on both sides of every threshold", "[lora][rules]") {
   for (const RankRow& row : kRankTable) {
@@ -109,7 +109,7 @@ TEST_CASE("attention-gate-up adds gate and up but not down", "[lora][targets]") 
   for (std::size_t i = 0; i < 4; ++i) CHECK(AttentionGateUp::modules[i] == Basic::modules[i]);
   CHECK(AttentionGateUp::modules[4] == "gate_proj");
   CHECK(AttentionGateUp::modules[5] == "up_proj");
-  CHECK_FALSE(is_target<AttentionGateUp>("model.layers.0.mlp.down_proj"));
+  CHECK_FALSE(lora::is_target<AttentionGateUp>("model.layers.0.mlp.down_proj"));
 }
 
 TEST_CASE("extended adds the three mlp projections", "[lora][targets]") {
@@ -121,17 +121,17 @@ TEST_CASE("extended adds the three mlp projections", "[lora][targets]") {
 }
 
 TEST_CASE("is_target matches the exact name or a dotted suffix as PEFT does", "[lora][targets]") {
-  CHECK(is_target<Basic>("q_proj"));
-  CHECK(is_target<Basic>("model.layers.3.self_attn.k_proj"));
-  CHECK(is_target<Basic>("language_model.model.layers.0.self_attn.o_proj"));
-  CHECK_FALSE(is_target<Basic>("model.layers.3.mlp.up_proj"));
-  CHECK(is_target<Extended>("model.layers.3.mlp.up_proj"));
-  CHECK(is_target<Extended>("model.layers.3.mlp.down_proj"));
-  CHECK_FALSE(is_target<Extended>("model.layers.3.self_attn.xq_proj"));  // suffix without the dot
-  CHECK_FALSE(is_target<Extended>("model.layers.3.self_attn.q_proj.lora_A"));
-  CHECK_FALSE(is_target<Extended>("lm_head"));
-  CHECK_FALSE(is_target<Extended>(""));
-  CHECK_FALSE(is_target<Basic>(".q_proj_x"));
+  CHECK(lora::is_target<Basic>("q_proj"));
+  CHECK(lora::is_target<Basic>("model.layers.3.self_attn.k_proj"));
+  CHECK(lora::is_target<Basic>("language_model.model.layers.0.self_attn.o_proj"));
+  CHECK_FALSE(lora::is_target<Basic>("model.layers.3.mlp.up_proj"));
+  CHECK(lora::is_target<Extended>("model.layers.3.mlp.up_proj"));
+  CHECK(lora::is_target<Extended>("model.layers.3.mlp.down_proj"));
+  CHECK_FALSE(lora::is_target<Extended>("model.layers.3.self_attn.xq_proj"));  // suffix without the dot
+  CHECK_FALSE(lora::is_target<Extended>("model.layers.3.self_attn.q_proj.lora_A"));
+  CHECK_FALSE(lora::is_target<Extended>("lm_head"));
+  CHECK_FALSE(lora::is_target<Extended>(""));
+  CHECK_FALSE(lora::is_target<Basic>(".q_proj_x"));
 }
 
 namespace {

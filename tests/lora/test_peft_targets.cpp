@@ -47,7 +47,7 @@ TEST_CASE("target resolution selects exactly the modules PEFT adapted on a tiny 
   for (const auto& c : ref["matching"]) {
     const auto& cfg = c["config"];
     CAPTURE(cfg.dump());
-    AdapterSpec spec;
+    lora::AdapterSpec spec;
     if (cfg["target_modules"].is_string()) spec.target_regex = cfg["target_modules"].get<std::string>();
     else spec.target_modules = cfg["target_modules"].get<std::vector<std::string>>();
     if (cfg.contains("exclude_modules")) {
@@ -59,7 +59,7 @@ TEST_CASE("target resolution selects exactly the modules PEFT adapted on a tiny 
       spec.layers_to_transform = l.is_array() ? l.get<std::vector<int>>() : std::vector<int>{l.get<int>()};
     }
     if (cfg.contains("layers_pattern")) spec.layers_pattern = {cfg["layers_pattern"].get<std::string>()};
-    const PeftTargets targets = spec.targets();
+    const lora::PeftTargets targets = spec.targets();
     const auto adapted = c["adapted"].get<std::vector<std::string>>();
     const std::set<std::string> expected(adapted.begin(), adapted.end());
     int hits = 0;
@@ -74,13 +74,13 @@ TEST_CASE("target resolution selects exactly the modules PEFT adapted on a tiny 
 }
 
 TEST_CASE("adapter_config.json with a regex, exclude_modules and layers_to_transform loads", "[lora][peft][io]") {
-  const auto regex = load_peft_adapter(kDir + "/regex_exclude");
+  const auto regex = lora::load_peft_adapter(kDir + "/regex_exclude");
   REQUIRE(regex.spec.target_regex.has_value());
   CHECK(regex.spec.target_modules.empty());
   CHECK(regex.spec.exclude_modules == std::vector<std::string>{"layers.1.self_attn.k_proj"});
   CHECK(regex.spec.r == 16);
   CHECK(regex.modules.size() == reference()["regex_exclude"]["adapted"].size());
-  const auto list = load_peft_adapter(kDir + "/list_layers_rslora");
+  const auto list = lora::load_peft_adapter(kDir + "/list_layers_rslora");
   CHECK(list.spec.layers_to_transform == std::vector<int>{0, 2});
   CHECK(list.spec.layers_pattern == std::vector<std::string>{"layers"});
   CHECK(list.spec.use_rslora);
@@ -90,18 +90,18 @@ TEST_CASE("adapter_config.json with a regex, exclude_modules and layers_to_trans
   // Written back by vidlora, the regex and layer fields survive the round trip.
   const auto dir = std::filesystem::temp_directory_path() / "vidlora_peft_targets_roundtrip";
   std::filesystem::remove_all(dir);
-  save_peft_adapter(dir, regex);
-  const auto again = load_peft_adapter(dir);
+  lora::save_peft_adapter(dir, regex);
+  const auto again = lora::load_peft_adapter(dir);
   CHECK(again.spec.target_regex == regex.spec.target_regex);
   CHECK(again.spec.exclude_modules == regex.spec.exclude_modules);
-  save_peft_adapter(dir, list);
-  CHECK(load_peft_adapter(dir).spec.layers_to_transform == list.spec.layers_to_transform);
+  lora::save_peft_adapter(dir, list);
+  CHECK(lora::load_peft_adapter(dir).spec.layers_to_transform == list.spec.layers_to_transform);
   std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("an adapter on the CLIP vision tower is refused naming its tensors", "[lora][peft][errors]") {
   try {
-    (void)load_peft_adapter(kDir + "/llava_vision");
+    (void)lora::load_peft_adapter(kDir + "/llava_vision");
     FAIL("accepted");
   } catch (const Error& e) {
     const std::string what = e.what();
@@ -118,7 +118,7 @@ TEST_CASE("LoraConfig fields that change the adapter's math are refused by name"
     EditedAdapter a(src, key, [&](nlohmann::json& c) { c[key] = value; });
     CAPTURE(key, value.dump());
     try {
-      (void)load_peft_adapter(a.dir);
+      (void)lora::load_peft_adapter(a.dir);
       FAIL("accepted");
     } catch (const Error& e) {
       CHECK_THAT(e.what(), Contains("adapter_config.json"));
@@ -145,14 +145,14 @@ TEST_CASE("LoraConfig fields that change the adapter's math are refused by name"
 }
 
 TEST_CASE("a run-time rank dispatches to its compile-time LoraLinear and others are refused", "[lora][rank]") {
-  for (const int r : kSupportedRanks) {
-    const int got = dispatch_rank(r, []<int R>() { return LoraLinear<R, 2 * R>::rank; });
+  for (const int r : lora::kSupportedRanks) {
+    const int got = lora::dispatch_rank(r, []<int R>() { return LoraLinear<R, 2 * R>::rank; });
     CHECK(got == r);
   }
-  CHECK(is_supported_rank(64));
-  CHECK_FALSE(is_supported_rank(12));
-  REQUIRE_THROWS_WITH(dispatch_rank(12, []<int R>() { return R; }), Contains("r = 12") && Contains("4, 8, 16"));
-  REQUIRE_THROWS_AS(dispatch_rank(0, []<int R>() { return R; }), Error);
+  CHECK(lora::is_supported_rank(64));
+  CHECK_FALSE(lora::is_supported_rank(12));
+  REQUIRE_THROWS_WITH(lora::dispatch_rank(12, []<int R>() { return R; }), Contains("r = 12") && Contains("4, 8, 16"));
+  REQUIRE_THROWS_AS(lora::dispatch_rank(0, []<int R>() { return R; }), Error);
 }
 
 TEST_CASE("a run-time alpha replaces the template alpha in the scaling", "[lora][rank]") {

@@ -57,7 +57,7 @@ void check_against_torch_fixture(const std::string& file) {
     CrossEntropyOptions options;
     options.label_smoothing = c["label_smoothing"].get<double>();
     options.ignore_index = c["ignore_index"].get<int>();
-    const CrossEntropyResult r = cross_entropy(logits, targets, options);
+    const loss::CrossEntropyResult r = loss::cross_entropy(logits, targets, options);
     const double torch_loss = c["loss"].get<double>();
     CHECK(std::abs(r.loss - torch_loss) <= 1e-6 * std::abs(torch_loss));
     CHECK(std::abs(r.loss_sum - c["loss_sum"].get<double>()) <= 1e-6 * std::abs(c["loss_sum"].get<double>()));
@@ -93,7 +93,7 @@ TEST_CASE("cross entropy in double matches the log-softmax definition to 1e-12",
     INFO("label_smoothing " << eps);
     CrossEntropyOptions options;
     options.label_smoothing = eps;
-    const auto r = cross_entropy(z, targets, options);
+    const auto r = loss::cross_entropy(z, targets, options);
     const Reference ref = reference_cross_entropy(z, targets, eps, -100);
     CHECK(r.loss == Approx(ref.loss).epsilon(1e-12));
     CHECK((r.grad - ref.grad).cwiseAbs().maxCoeff() < 1e-12);
@@ -103,7 +103,7 @@ TEST_CASE("cross entropy in double matches the log-softmax definition to 1e-12",
 TEST_CASE("ignored rows get an exactly zero gradient and do not count as tokens", "[loss][cross_entropy]") {
   const Matrix z = random_logits(4, 6, 5).cast<float>();
   const std::vector<int> targets{2, -100, 3, -100};
-  const CrossEntropyResult r = cross_entropy(z, targets, CrossEntropyOptions{.label_smoothing = 0.1});
+  const loss::CrossEntropyResult r = loss::cross_entropy(z, targets, CrossEntropyOptions{.label_smoothing = 0.1});
   CHECK(r.valid_tokens == 2);
   CHECK(r.grad.row(1).cwiseAbs().maxCoeff() == 0.0f);
   CHECK(r.grad.row(3).cwiseAbs().maxCoeff() == 0.0f);
@@ -113,7 +113,7 @@ TEST_CASE("ignored rows get an exactly zero gradient and do not count as tokens"
   // Changing an ignored row's logits changes nothing.
   Matrix z2 = z;
   z2.row(1).setConstant(100.0f);
-  const CrossEntropyResult r2 = cross_entropy(z2, targets, CrossEntropyOptions{.label_smoothing = 0.1});
+  const loss::CrossEntropyResult r2 = loss::cross_entropy(z2, targets, CrossEntropyOptions{.label_smoothing = 0.1});
   CHECK(r2.loss == r.loss);
 }
 
@@ -121,11 +121,11 @@ TEST_CASE("a custom ignore index is honoured and -100 then counts as out of rang
   const Matrix z = random_logits(3, 4, 6).cast<float>();
   CrossEntropyOptions options;
   options.ignore_index = 3;
-  const auto r = cross_entropy(z, std::vector<int>{3, 1, 3}, options);
+  const auto r = loss::cross_entropy(z, std::vector<int>{3, 1, 3}, options);
   CHECK(r.valid_tokens == 1);
   const double expected = -std::log(std::exp(double(z(1, 1))) / z.row(1).cast<double>().array().exp().sum());
   CHECK(r.loss == Approx(expected).epsilon(1e-6));
-  CHECK_THROWS_WITH(cross_entropy(z, std::vector<int>{-100, 1, 3}, options), Contains("-100") && Contains("position 0"));
+  CHECK_THROWS_WITH(loss::cross_entropy(z, std::vector<int>{-100, 1, 3}, options), Contains("-100") && Contains("position 0"));
 }
 
 TEST_CASE("when every target is ignored the loss is zero with zero gradient instead of torch NaN",
@@ -133,7 +133,7 @@ TEST_CASE("when every target is ignored the loss is zero with zero gradient inst
   const auto fixture = test::load_fixture("loss/ce_tiny.json");
   CHECK(fixture["all_ignored_torch_mean_is_nan"].get<bool>());  // the behaviour we deliberately differ from
   const Matrix z = random_logits(3, 4, 7).cast<float>();
-  const CrossEntropyResult r = cross_entropy(z, std::vector<int>{-100, -100, -100});
+  const loss::CrossEntropyResult r = loss::cross_entropy(z, std::vector<int>{-100, -100, -100});
   CHECK(r.loss == 0.0);
   CHECK(r.loss_sum == 0.0);
   CHECK(r.valid_tokens == 0);
@@ -146,9 +146,9 @@ TEST_CASE("sum reduction is the mean times the valid token count with an unscale
           "[loss][cross_entropy]") {
   const Matrix z = random_logits(5, 7, 8).cast<float>();
   const std::vector<int> targets{1, -100, 6, 0, 2};
-  const auto mean = cross_entropy(z, targets, CrossEntropyOptions{.label_smoothing = 0.2});
+  const auto mean = loss::cross_entropy(z, targets, CrossEntropyOptions{.label_smoothing = 0.2});
   const auto sum =
-      cross_entropy(z, targets, CrossEntropyOptions{.label_smoothing = 0.2, .reduction = Reduction::Sum});
+      loss::cross_entropy(z, targets, CrossEntropyOptions{.label_smoothing = 0.2, .reduction = loss::Reduction::Sum});
   CHECK(sum.loss == Approx(mean.loss * 4).epsilon(1e-12));
   CHECK(sum.normalizer == 1.0);
   CHECK(mean.normalizer == 4.0);
@@ -158,7 +158,7 @@ TEST_CASE("sum reduction is the mean times the valid token count with an unscale
 TEST_CASE("huge logits do not overflow thanks to max subtraction", "[loss][cross_entropy]") {
   Matrix z(2, 3);
   z << 1000.0f, 999.0f, 998.0f, -1000.0f, -1001.0f, -1002.0f;
-  const auto r = cross_entropy(z, std::vector<int>{0, 0});
+  const auto r = loss::cross_entropy(z, std::vector<int>{0, 0});
   // both rows are the softmax of (0, -1, -2): -log(1 / (1 + e^-1 + e^-2))
   const double expected = std::log(1 + std::exp(-1.0) + std::exp(-2.0));
   CHECK(r.loss == Approx(expected).epsilon(1e-6));
@@ -169,21 +169,21 @@ TEST_CASE("the host-device element helpers reproduce the gradient and loss", "[l
   const MatrixD z = random_logits(2, 5, 9);
   const std::vector<int> targets{3, 0};
   const double eps = 0.1;
-  const auto r = cross_entropy(z, targets, CrossEntropyOptions{.label_smoothing = eps});
+  const auto r = loss::cross_entropy(z, targets, CrossEntropyOptions{.label_smoothing = eps});
   double loss_sum = 0;
   for (Eigen::Index i = 0; i < 2; ++i) {
-    OnlineLogSumExp lse;
+    loss::OnlineLogSumExp lse;
     for (Eigen::Index j = 4; j >= 0; --j) lse.add(z(i, j));  // order must not matter
     const double direct = std::log(z.row(i).array().exp().sum());
     CHECK(lse.value() == Approx(direct).epsilon(1e-14));
-    loss_sum += cross_entropy_token_loss(lse.value(), z(i, targets[std::size_t(i)]), z.row(i).sum(), 5, eps);
+    loss_sum += loss::cross_entropy_token_loss(lse.value(), z(i, targets[std::size_t(i)]), z.row(i).sum(), 5, eps);
     for (Eigen::Index j = 0; j < 5; ++j)
       CHECK(r.grad(i, j) ==
-            Approx(cross_entropy_logit_grad(std::exp(z(i, j) - lse.value()), j == targets[std::size_t(i)], eps, 0.2) / 2)
+            Approx(loss::cross_entropy_logit_grad(std::exp(z(i, j) - lse.value()), j == targets[std::size_t(i)], eps, 0.2) / 2)
                 .epsilon(1e-12));
   }
   CHECK(r.loss == Approx(loss_sum / 2).epsilon(1e-12));
-  OnlineLogSumExp a, b, both;
+  loss::OnlineLogSumExp a, b, both;
   for (double x : {1.0, 5.0, -3.0}) a.add(x), both.add(x);
   for (double x : {7.0, 2.0}) b.add(x), both.add(x);
   a.merge(b);
@@ -193,42 +193,42 @@ TEST_CASE("the host-device element helpers reproduce the gradient and loss", "[l
 
 TEST_CASE("cross entropy accepts an Eigen expression for the logits", "[loss][cross_entropy]") {
   const Matrix a = random_logits(3, 4, 10).cast<float>();
-  const auto from_expr = cross_entropy(a * 2.0f, std::vector<int>{0, 1, 2});
+  const auto from_expr = loss::cross_entropy(a * 2.0f, std::vector<int>{0, 1, 2});
   const Matrix doubled = a * 2.0f;
-  const auto from_matrix = cross_entropy(doubled, std::vector<int>{0, 1, 2});
+  const auto from_matrix = loss::cross_entropy(doubled, std::vector<int>{0, 1, 2});
   CHECK(from_expr.loss == from_matrix.loss);
 }
 
 TEST_CASE("out of range targets are reported with their position and value", "[loss][cross_entropy][errors]") {
   const Matrix z = random_logits(3, 4, 11).cast<float>();
-  CHECK_THROWS_AS(cross_entropy(z, std::vector<int>{0, 4, 1}), Error);
-  CHECK_THROWS_WITH(cross_entropy(z, std::vector<int>{0, 4, 1}),
+  CHECK_THROWS_AS(loss::cross_entropy(z, std::vector<int>{0, 4, 1}), Error);
+  CHECK_THROWS_WITH(loss::cross_entropy(z, std::vector<int>{0, 4, 1}),
                     Contains("target 4 at position 1") && Contains("[0, 4)"));
-  CHECK_THROWS_WITH(cross_entropy(z, std::vector<int>{0, 1, -1}), Contains("target -1 at position 2"));
+  CHECK_THROWS_WITH(loss::cross_entropy(z, std::vector<int>{0, 1, -1}), Contains("target -1 at position 2"));
 }
 
 TEST_CASE("a target count that differs from the logit rows names both shapes", "[loss][cross_entropy][errors]") {
   const Matrix z = random_logits(3, 4, 12).cast<float>();
-  CHECK_THROWS_AS(cross_entropy(z, std::vector<int>{0, 1}), Error);
-  CHECK_THROWS_WITH(cross_entropy(z, std::vector<int>{0, 1}), Contains("[3, 4]") && Contains("[2]"));
+  CHECK_THROWS_AS(loss::cross_entropy(z, std::vector<int>{0, 1}), Error);
+  CHECK_THROWS_WITH(loss::cross_entropy(z, std::vector<int>{0, 1}), Contains("[3, 4]") && Contains("[2]"));
 }
 
 TEST_CASE("label smoothing outside 0 to 1 and an empty vocabulary are rejected", "[loss][cross_entropy][errors]") {
   const Matrix z = random_logits(2, 4, 13).cast<float>();
   const std::vector<int> t{0, 1};
-  CHECK_THROWS_WITH(cross_entropy(z, t, CrossEntropyOptions{.label_smoothing = 1.5}), Contains("1.5"));
-  CHECK_THROWS_WITH(cross_entropy(z, t, CrossEntropyOptions{.label_smoothing = -0.1}), Contains("-0.1"));
-  CHECK_THROWS_WITH(cross_entropy(Matrix(2, 0), t), Contains("vocabulary is empty"));
-  CHECK_THROWS_WITH(cross_entropy(z, t, CrossEntropyOptions{.reduction = Reduction::Sum, .total_valid_tokens = 5}),
+  CHECK_THROWS_WITH(loss::cross_entropy(z, t, CrossEntropyOptions{.label_smoothing = 1.5}), Contains("1.5"));
+  CHECK_THROWS_WITH(loss::cross_entropy(z, t, CrossEntropyOptions{.label_smoothing = -0.1}), Contains("-0.1"));
+  CHECK_THROWS_WITH(loss::cross_entropy(Matrix(2, 0), t), Contains("vocabulary is empty"));
+  CHECK_THROWS_WITH(loss::cross_entropy(z, t, CrossEntropyOptions{.reduction = loss::Reduction::Sum, .total_valid_tokens = 5}),
                     Contains("Reduction::Mean"));
 }
 
 TEST_CASE("nan or infinite logits are reported with the row", "[loss][cross_entropy][errors]") {
   Matrix z = random_logits(3, 4, 14).cast<float>();
   z(2, 1) = std::numeric_limits<float>::quiet_NaN();
-  CHECK_THROWS_WITH(cross_entropy(z, std::vector<int>{0, 1, 2}), Contains("row 2") && Contains("nan"));
+  CHECK_THROWS_WITH(loss::cross_entropy(z, std::vector<int>{0, 1, 2}), Contains("row 2") && Contains("nan"));
   z(2, 1) = std::numeric_limits<float>::infinity();
-  CHECK_THROWS_WITH(cross_entropy(z, std::vector<int>{0, 1, 2}), Contains("row 2"));
+  CHECK_THROWS_WITH(loss::cross_entropy(z, std::vector<int>{0, 1, 2}), Contains("row 2"));
   // an ignored row may hold anything
-  CHECK_NOTHROW(cross_entropy(z, std::vector<int>{0, 1, -100}));
+  CHECK_NOTHROW(loss::cross_entropy(z, std::vector<int>{0, 1, -100}));
 }

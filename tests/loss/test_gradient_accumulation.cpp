@@ -51,13 +51,13 @@ TEST_CASE("accumulating micro batches by total valid tokens equals the big batch
           "[loss][accumulation]") {
   const Step s = make_step(7);
   const CrossEntropyOptions options{.label_smoothing = 0.1};
-  const CrossEntropyResult big = cross_entropy(s.all_logits, s.all_targets, options);
+  const loss::CrossEntropyResult big = loss::cross_entropy(s.all_logits, s.all_targets, options);
   REQUIRE(big.valid_tokens == 14);
 
   long total = 0;
-  for (const auto& t : s.targets) total += count_valid_tokens(t);
+  for (const auto& t : s.targets) total += loss::count_valid_tokens(t);
   CHECK(total == 14);
-  GradientAccumulationStep step(total, options);
+  loss::GradientAccumulationStep step(total, options);
   Matrix grad(s.all_logits.rows(), s.all_logits.cols());
   double summed_losses = 0, mean_of_means = 0;
   Eigen::Index at = 0;
@@ -66,7 +66,7 @@ TEST_CASE("accumulating micro batches by total valid tokens equals the big batch
     grad.middleRows(at, r.grad.rows()) = r.grad;
     at += r.grad.rows();
     summed_losses += r.loss;
-    mean_of_means += cross_entropy(s.logits[b], s.targets[b], options).loss / 3;
+    mean_of_means += loss::cross_entropy(s.logits[b], s.targets[b], options).loss / 3;
   }
   CHECK(step.complete());
   CHECK(step.valid_tokens_seen() == 14);
@@ -80,8 +80,8 @@ TEST_CASE("accumulating micro batches by total valid tokens equals the big batch
 
 TEST_CASE("the total valid tokens option alone gives the same per micro batch scaling", "[loss][accumulation]") {
   const Step s = make_step(7);
-  const auto one = cross_entropy(s.logits[1], s.targets[1], CrossEntropyOptions{.total_valid_tokens = 14});
-  const auto own = cross_entropy(s.logits[1], s.targets[1]);
+  const auto one = loss::cross_entropy(s.logits[1], s.targets[1], CrossEntropyOptions{.total_valid_tokens = 14});
+  const auto own = loss::cross_entropy(s.logits[1], s.targets[1]);
   CHECK(one.normalizer == 14.0);
   CHECK(own.normalizer == 2.0);
   CHECK(one.loss == Approx(own.loss * 2.0 / 14.0).epsilon(1e-12));
@@ -107,17 +107,17 @@ TEST_CASE("streamed lm head micro batches accumulate to the big batch as well", 
     all_targets.insert(all_targets.end(), targets[b].begin(), targets[b].end());
   }
   const CrossEntropyOptions options{.label_smoothing = 0.1};
-  const auto big = lm_head_cross_entropy(all_hidden, weight, all_targets, options,
-                                         LmHeadOptions{.chunk_size = 8, .compute_head_grad = true});
+  const auto big = loss::lm_head_cross_entropy(all_hidden, weight, all_targets, options,
+                                         loss::LmHeadOptions{.chunk_size = 8, .compute_head_grad = true});
   long total = 0;
-  for (const auto& t : targets) total += count_valid_tokens(t);
-  GradientAccumulationStep step(total, options);
+  for (const auto& t : targets) total += loss::count_valid_tokens(t);
+  loss::GradientAccumulationStep step(total, options);
   Matrix grad_w = Matrix::Zero(vocab, dim);
   Matrix grad_h(rows, dim);
   at = 0;
   for (std::size_t b = 0; b < 3; ++b) {
     const auto r = step.lm_head_cross_entropy(hidden[b], weight, targets[b],
-                                              LmHeadOptions{.chunk_size = 8, .compute_head_grad = true});
+                                              loss::LmHeadOptions{.chunk_size = 8, .compute_head_grad = true});
     grad_w += r.grad_head_weight;
     grad_h.middleRows(at, r.grad_hidden.rows()) = r.grad_hidden;
     at += r.grad_hidden.rows();
@@ -129,23 +129,23 @@ TEST_CASE("streamed lm head micro batches accumulate to the big batch as well", 
 
 TEST_CASE("a micro batch with no valid token contributes nothing to the step", "[loss][accumulation]") {
   const Step s = make_step(7);
-  GradientAccumulationStep step(5);
+  loss::GradientAccumulationStep step(5);
   const auto empty = step.cross_entropy(s.logits[0], std::vector<int>(6, -100));
   CHECK(empty.loss == 0.0);
   CHECK(empty.grad.cwiseAbs().maxCoeff() == 0.0f);
   const auto full = step.cross_entropy(s.logits[0], s.targets[0]);
   CHECK(step.complete());
-  CHECK(step.loss() == Approx(cross_entropy(s.logits[0], s.targets[0]).loss).epsilon(1e-12));
+  CHECK(step.loss() == Approx(loss::cross_entropy(s.logits[0], s.targets[0]).loss).epsilon(1e-12));
   CHECK(full.loss == Approx(step.loss()).epsilon(1e-12));
 }
 
 TEST_CASE("accumulation rejects more tokens than declared and a negative total", "[loss][accumulation][errors]") {
   const Step s = make_step(7);
-  GradientAccumulationStep step(6);
+  loss::GradientAccumulationStep step(6);
   CHECK_NOTHROW(step.cross_entropy(s.logits[0], s.targets[0]));  // 5 of 6
   CHECK_THROWS_WITH(step.cross_entropy(s.logits[1], s.targets[1]), Contains("7") && Contains("= 6"));
-  CHECK_THROWS_WITH(GradientAccumulationStep(-1), Contains("-1"));
-  CHECK_THROWS_WITH(cross_entropy(s.logits[2], s.targets[2], CrossEntropyOptions{.total_valid_tokens = 3}),
+  CHECK_THROWS_WITH(loss::GradientAccumulationStep(-1), Contains("-1"));
+  CHECK_THROWS_WITH(loss::cross_entropy(s.logits[2], s.targets[2], CrossEntropyOptions{.total_valid_tokens = 3}),
                     Contains("7 valid tokens") && Contains("3"));
 }
 
@@ -154,9 +154,9 @@ TEST_CASE("micro batch losses and grads match transformers fixed cross entropy w
   const auto fixture = test::load_fixture("loss/ce_accumulation.json");
   const long total = fixture["total_valid_tokens"].get<long>();
   long counted = 0;
-  for (const auto& b : fixture["micro_batches"]) counted += count_valid_tokens(test::json_vector<int>(b["targets"]));
+  for (const auto& b : fixture["micro_batches"]) counted += loss::count_valid_tokens(test::json_vector<int>(b["targets"]));
   CHECK(counted == total);
-  GradientAccumulationStep step(total);
+  loss::GradientAccumulationStep step(total);
   for (const auto& b : fixture["micro_batches"]) {
     const Matrix logits = test::json_matrix<float>(b["logits"]);
     const auto targets = test::json_vector<int>(b["targets"]);

@@ -49,8 +49,8 @@ TEST_CASE("lm head cross entropy matches torch autograd for hidden and head weig
     for (const Eigen::Index chunk : {Eigen::Index{5}, Eigen::Index{37}}) {
       for (const bool head_grad : {false, true}) {
         INFO("chunk " << chunk << " head grad " << head_grad);
-        const auto r = lm_head_cross_entropy(hidden, weight, targets, options,
-                                             LmHeadOptions{.chunk_size = chunk, .compute_head_grad = head_grad});
+        const auto r = loss::lm_head_cross_entropy(hidden, weight, targets, options,
+                                             loss::LmHeadOptions{.chunk_size = chunk, .compute_head_grad = head_grad});
         CHECK(std::abs(r.loss - torch_loss) <= 1e-6 * std::abs(torch_loss));
         CHECK(r.valid_tokens == c["valid_tokens"].get<long>());
         CHECK((r.grad_hidden - torch_gh).cwiseAbs().maxCoeff() <= 1e-6);
@@ -76,7 +76,7 @@ TEST_CASE("chunked lm head cross entropy equals the naive full logits path for e
       CrossEntropyOptions options;
       options.label_smoothing = eps;
       const Matrix logits = hidden * weight.transpose();
-      const CrossEntropyResult naive = cross_entropy(logits, targets, options);
+      const loss::CrossEntropyResult naive = loss::cross_entropy(logits, targets, options);
       const Matrix naive_gh = naive.grad * weight;
       const Matrix naive_gw = naive.grad.transpose() * hidden;
       // 1: one column per chunk; 7 and 64 do not divide 250; 125 does; 250 and 1000: a single chunk
@@ -84,8 +84,8 @@ TEST_CASE("chunked lm head cross entropy equals the naive full logits path for e
         for (const bool head_grad : {false, true}) {
           INFO("eps " << eps << " ignored every " << every_nth_ignored << " chunk " << chunk << " head grad "
                       << head_grad);
-          const auto r = lm_head_cross_entropy(hidden, weight, targets, options,
-                                               LmHeadOptions{.chunk_size = chunk, .compute_head_grad = head_grad});
+          const auto r = loss::lm_head_cross_entropy(hidden, weight, targets, options,
+                                               loss::LmHeadOptions{.chunk_size = chunk, .compute_head_grad = head_grad});
           CHECK(std::abs(r.loss - naive.loss) <= 1e-5 * std::abs(naive.loss));
           CHECK(r.valid_tokens == naive.valid_tokens);
           CHECK(test::normwise_error(r.grad_hidden, naive_gh) < 1e-5);
@@ -94,7 +94,7 @@ TEST_CASE("chunked lm head cross entropy equals the naive full logits path for e
         }
       }
       // the chunk-size-only overload
-      const auto r = lm_head_cross_entropy(hidden, weight, targets, options, Eigen::Index{33});
+      const auto r = loss::lm_head_cross_entropy(hidden, weight, targets, options, Eigen::Index{33});
       CHECK(std::abs(r.loss - naive.loss) <= 1e-5 * std::abs(naive.loss));
     }
   }
@@ -109,9 +109,9 @@ TEST_CASE("the single pass rescaling survives a running max that grows chunk aft
   for (Eigen::Index v = 0; v < vocab; ++v) weight.row(v) *= 0.3f * float(v + 1);
   const std::vector<int> targets{0, 39, 20, -100, 3};
   const CrossEntropyOptions options{.label_smoothing = 0.1};
-  const CrossEntropyResult naive = cross_entropy((hidden * weight.transpose()).eval(), targets, options);
+  const loss::CrossEntropyResult naive = loss::cross_entropy((hidden * weight.transpose()).eval(), targets, options);
   const Matrix naive_gh = naive.grad * weight;
-  const auto r = lm_head_cross_entropy(hidden, weight, targets, options, Eigen::Index{3});
+  const auto r = loss::lm_head_cross_entropy(hidden, weight, targets, options, Eigen::Index{3});
   CHECK(std::abs(r.loss - naive.loss) <= 1e-5 * std::abs(naive.loss));
   CHECK(test::normwise_error(r.grad_hidden, naive_gh) < 1e-5);
 }
@@ -125,17 +125,17 @@ TEST_CASE("lm head grad hidden matches central finite differences in double", "[
     for (const bool head_grad : {false, true}) {
       INFO("eps " << eps << " head grad " << head_grad);
       const CrossEntropyOptions options{.label_smoothing = eps};
-      const LmHeadOptions lm{.chunk_size = 4, .compute_head_grad = head_grad};
-      const auto r = lm_head_cross_entropy(hidden, weight, targets, options, lm);
+      const loss::LmHeadOptions lm{.chunk_size = 4, .compute_head_grad = head_grad};
+      const auto r = loss::lm_head_cross_entropy(hidden, weight, targets, options, lm);
       const double h = 1e-6;
       double worst = 0;
       for (Eigen::Index i = 0; i < tokens; ++i) {
         for (Eigen::Index d = 0; d < dim; ++d) {
           const double saved = hidden(i, d);
           hidden(i, d) = saved + h;
-          const double up = lm_head_cross_entropy(hidden, weight, targets, options, lm).loss;
+          const double up = loss::lm_head_cross_entropy(hidden, weight, targets, options, lm).loss;
           hidden(i, d) = saved - h;
-          const double down = lm_head_cross_entropy(hidden, weight, targets, options, lm).loss;
+          const double down = loss::lm_head_cross_entropy(hidden, weight, targets, options, lm).loss;
           hidden(i, d) = saved;
           worst = std::max(worst, std::abs((up - down) / (2 * h) - r.grad_hidden(i, d)));
         }
@@ -149,9 +149,9 @@ TEST_CASE("lm head grad hidden matches central finite differences in double", "[
           for (Eigen::Index d = 0; d < dim; ++d) {
             const double saved = w(v, d);
             w(v, d) = saved + h;
-            const double up = lm_head_cross_entropy(hidden, w, targets, options, lm).loss;
+            const double up = loss::lm_head_cross_entropy(hidden, w, targets, options, lm).loss;
             w(v, d) = saved - h;
-            const double down = lm_head_cross_entropy(hidden, w, targets, options, lm).loss;
+            const double down = loss::lm_head_cross_entropy(hidden, w, targets, options, lm).loss;
             w(v, d) = saved;
             worst_w = std::max(worst_w, std::abs((up - down) / (2 * h) - r.grad_head_weight(v, d)));
           }
@@ -165,8 +165,8 @@ TEST_CASE("lm head grad hidden matches central finite differences in double", "[
 TEST_CASE("lm head with every target ignored gives zero loss and zero gradients", "[loss][lm_head]") {
   const Matrix hidden = random_matrix<float>(3, 4, 8);
   const Matrix weight = random_matrix<float>(9, 4, 9);
-  const auto r = lm_head_cross_entropy(hidden, weight, std::vector<int>{-100, -100, -100}, {},
-                                       LmHeadOptions{.chunk_size = 4, .compute_head_grad = true});
+  const auto r = loss::lm_head_cross_entropy(hidden, weight, std::vector<int>{-100, -100, -100}, {},
+                                       loss::LmHeadOptions{.chunk_size = 4, .compute_head_grad = true});
   CHECK(r.loss == 0.0);
   CHECK(r.valid_tokens == 0);
   CHECK(r.grad_hidden.rows() == 3);
@@ -179,15 +179,15 @@ TEST_CASE("lm head errors name the shapes the chunk size and the bad target", "[
   const Matrix hidden = random_matrix<float>(3, 4, 10);
   const Matrix weight = random_matrix<float>(9, 4, 11);
   const std::vector<int> ok{0, 1, 2};
-  CHECK_THROWS_WITH(lm_head_cross_entropy(hidden, Matrix(9, 5), ok), Contains("[3, 4]") && Contains("[9, 5]"));
-  CHECK_THROWS_WITH(lm_head_cross_entropy(hidden, weight, std::vector<int>{0, 1}),
+  CHECK_THROWS_WITH(loss::lm_head_cross_entropy(hidden, Matrix(9, 5), ok), Contains("[3, 4]") && Contains("[9, 5]"));
+  CHECK_THROWS_WITH(loss::lm_head_cross_entropy(hidden, weight, std::vector<int>{0, 1}),
                     Contains("[3, 4]") && Contains("[2]"));
-  CHECK_THROWS_WITH(lm_head_cross_entropy(hidden, weight, ok, {}, Eigen::Index{0}), Contains("chunk_size"));
-  CHECK_THROWS_WITH(lm_head_cross_entropy(hidden, weight, std::vector<int>{0, 9, 1}),
+  CHECK_THROWS_WITH(loss::lm_head_cross_entropy(hidden, weight, ok, {}, Eigen::Index{0}), Contains("chunk_size"));
+  CHECK_THROWS_WITH(loss::lm_head_cross_entropy(hidden, weight, std::vector<int>{0, 9, 1}),
                     Contains("target 9 at position 1") && Contains("[0, 9)"));
   Matrix bad = hidden;
   bad(1, 2) = std::numeric_limits<float>::quiet_NaN();
-  CHECK_THROWS_WITH(lm_head_cross_entropy(bad, weight, ok), Contains("row 1"));
+  CHECK_THROWS_WITH(loss::lm_head_cross_entropy(bad, weight, ok), Contains("row 1"));
 }
 
 TEST_CASE("chunked and naive paths agree at a size large enough for the row parallel loops",
@@ -199,13 +199,13 @@ TEST_CASE("chunked and naive paths agree at a size large enough for the row para
   const Matrix weight = random_matrix<float>(vocab, dim, 13, 0.5);
   const auto targets = random_targets(tokens, int(vocab), 14, 5);
   const CrossEntropyOptions options{.label_smoothing = 0.1};
-  const CrossEntropyResult naive = cross_entropy((hidden * weight.transpose()).eval(), targets, options);
+  const loss::CrossEntropyResult naive = loss::cross_entropy((hidden * weight.transpose()).eval(), targets, options);
   const Matrix naive_gh = naive.grad * weight;
   const Matrix naive_gw = naive.grad.transpose() * hidden;
   for (const bool head_grad : {false, true}) {
     INFO("head grad " << head_grad);
-    const auto r = lm_head_cross_entropy(hidden, weight, targets, options,
-                                         LmHeadOptions{.chunk_size = 1000, .compute_head_grad = head_grad});
+    const auto r = loss::lm_head_cross_entropy(hidden, weight, targets, options,
+                                         loss::LmHeadOptions{.chunk_size = 1000, .compute_head_grad = head_grad});
     CHECK(std::abs(r.loss - naive.loss) <= 1e-5 * std::abs(naive.loss));
     CHECK(test::normwise_error(r.grad_hidden, naive_gh) < 1e-5);
     if (head_grad) CHECK(test::normwise_error(r.grad_head_weight, naive_gw) < 1e-5);

@@ -20,13 +20,13 @@ using vidlora::test::normwise_error;
 
 namespace {
 
-using TinyDecoder = Decoder<4, 8>;  // PEFT r=4, alpha=8 in the fixtures
+using TinyDecoder = model::Decoder<4, 8>;  // PEFT r=4, alpha=8 in the fixtures
 
 const std::vector<std::string> kAllSeven{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
 struct Case {
   nlohmann::json ref;
-  SequenceBatch batch;
+  model::SequenceBatch batch;
   std::vector<int> ids, labels;
 };
 
@@ -42,9 +42,9 @@ Case load_case(const std::string& name) {
 }
 
 TinyDecoder load_decoder(const std::string& name, bool with_lora) {
-  const auto config = DecoderConfig::from_file(model_dir(name) + "/config.json");
+  const auto config = model::DecoderConfig::from_file(model_dir(name) + "/config.json");
   const auto weights = io::CheckpointDir::open(model_dir(name));
-  DecoderOptions options;
+  model::DecoderOptions options;
   if (with_lora) options.target_modules = kAllSeven;
   TinyDecoder decoder(config, weights, options);
   if (with_lora) decoder.load_adapter(io::CheckpointDir::open(model_dir(name) + "/adapter/adapter_model.safetensors"));
@@ -58,10 +58,10 @@ void check_base_logits_and_loss(const std::string& name) {
   const Matrix expected = json_3d(c.ref["base_logits"]);
   CAPTURE(name);
   CHECK(normwise_error(logits, expected) < 1e-5);
-  const auto targets = next_token_targets(c.labels, c.batch);
+  const auto targets = model::next_token_targets(c.labels, c.batch);
   CrossEntropyOptions ce;
   ce.label_smoothing = 0.1;
-  const double loss = cross_entropy(logits, targets, ce).loss;
+  const double loss = loss::cross_entropy(logits, targets, ce).loss;
   CHECK(std::abs(loss - c.ref["base_loss"].get<double>()) < 1e-5 * c.ref["base_loss"].get<double>());
 }
 
@@ -97,34 +97,34 @@ void check_lora_loss_and_grads(const std::string& name, bool checkpointing) {
 }  // namespace
 
 TEST_CASE("decoder config parses llama qwen2 and qwen3 config.json", "[model][config]") {
-  const auto llama = DecoderConfig::from_file(model_dir("llama") + "/config.json");
-  CHECK(llama.architecture == Architecture::Llama);
+  const auto llama = model::DecoderConfig::from_file(model_dir("llama") + "/config.json");
+  CHECK(llama.architecture == model::Architecture::Llama);
   CHECK(llama.head_dim == 8);
   CHECK(llama.num_key_value_heads == 2);
   CHECK(llama.rope_theta == 10000.0);
   CHECK_FALSE(llama.qkv_bias());
-  const auto qwen2 = DecoderConfig::from_file(model_dir("qwen2") + "/config.json");
-  CHECK(qwen2.architecture == Architecture::Qwen2);
+  const auto qwen2 = model::DecoderConfig::from_file(model_dir("qwen2") + "/config.json");
+  CHECK(qwen2.architecture == model::Architecture::Qwen2);
   CHECK(qwen2.qkv_bias());
   CHECK_FALSE(qwen2.o_bias());
   CHECK(qwen2.tie_word_embeddings);
   CHECK(qwen2.rope_theta == 1e6);
-  const auto qwen3 = DecoderConfig::from_file(model_dir("qwen3") + "/config.json");
+  const auto qwen3 = model::DecoderConfig::from_file(model_dir("qwen3") + "/config.json");
   CHECK(qwen3.qk_norm());
   CHECK(qwen3.head_dim == 16);  // explicit, not hidden / heads = 8
   CHECK(qwen3.rms_norm_eps == 1e-5);
-  const auto llava = DecoderConfig::from_file(model_dir("llava") + "/config.json");
-  CHECK(llava.architecture == Architecture::Llama);
+  const auto llava = model::DecoderConfig::from_file(model_dir("llava") + "/config.json");
+  CHECK(llava.architecture == model::Architecture::Llama);
   CHECK(llava.hidden_size == 32);
 }
 
 TEST_CASE("decoder config rejects an unknown architecture by name", "[model][config][errors]") {
   nlohmann::json j = {{"model_type", "mamba"}, {"hidden_size", 8}};
-  REQUIRE_THROWS_AS(DecoderConfig::from_json(j), Error);
-  REQUIRE_THROWS_WITH(DecoderConfig::from_json(j), Catch::Contains("mamba"));
+  REQUIRE_THROWS_AS(model::DecoderConfig::from_json(j), Error);
+  REQUIRE_THROWS_WITH(model::DecoderConfig::from_json(j), Catch::Contains("mamba"));
   nlohmann::json scaled = vidlora::test::load_fixture("model/llama/config.json");
   scaled["rope_parameters"] = {{"rope_type", "yarn"}, {"rope_theta", 10000.0}};
-  REQUIRE_THROWS_WITH(DecoderConfig::from_json(scaled), Catch::Contains("yarn"));
+  REQUIRE_THROWS_WITH(model::DecoderConfig::from_json(scaled), Catch::Contains("yarn"));
 }
 
 TEST_CASE("decoder logits and loss match transformers for llama", "[model][decoder][reference]") {

@@ -24,7 +24,7 @@ using Weights = model::DecoderLayerWeights<Slot>;
 
 // Layer 0 of `source` as Decoder::load_layer builds it (LoRA on `targets`, slot RNG layer = module index).
 template <class Slot, class Source>
-Weights<Slot> layer_from(const DecoderConfig& c, const Source& source, const std::vector<std::string>& targets,
+Weights<Slot> layer_from(const model::DecoderConfig& c, const Source& source, const std::vector<std::string>& targets,
                          lora::LoraOptions lo) {
   using T = typename Slot::scalar_type;
   Weights<Slot> w;
@@ -67,15 +67,15 @@ TEST_CASE("the CPU executor's block gives a one-layer Decoder's forward and back
   for (auto arch : {model::Architecture::Llama, model::Architecture::Qwen3}) {
     for (double dropout : {0.0, 0.2}) {
       INFO("architecture " << model::architecture_name(arch) << " dropout " << dropout);
-      DecoderConfig c = llama_config(48, 80, 1, 4, 2, 40);
+      model::DecoderConfig c = model::llama_config(48, 80, 1, 4, 2, 40);
       c.architecture = arch;
       c.validate();
-      const auto table = random_decoder_weights(c, 21);
-      DecoderOptions o;
+      const auto table = model::random_decoder_weights(c, 21);
+      model::DecoderOptions o;
       o.target_modules = {"q_proj", "v_proj", "o_proj", "up_proj", "down_proj"};
       o.lora.dropout = dropout;
       o.lora.seed = 4;
-      Decoder<8, 16> decoder(c, table, o);
+      model::Decoder<8, 16> decoder(c, table, o);
       std::uint64_t stream = 0;
       decoder.for_each_lora([&](const std::string&, auto& lin) {
         lin.lora_B() = model::random_normal(lin.lora_B().rows(), lin.lora_B().cols(), 0.2, 9, stream++);
@@ -86,7 +86,7 @@ TEST_CASE("the CPU executor's block gives a one-layer Decoder's forward and back
         if (s.has_lora())
           s.lora().lora_B() = model::random_normal(s.lora().lora_B().rows(), s.lora().lora_B().cols(), 0.2, 9, stream++);
 
-      SequenceBatch batch{2, 6, std::vector<int>{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0}};
+      model::SequenceBatch batch{2, 6, std::vector<int>{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0}};
       const Matrix x = model::random_normal(12, 48, 1.0, 5, 0);
       const Matrix d_hidden = model::random_normal(12, 48, 1.0, 5, 1);
       const Matrix hidden = decoder.forward(x, batch, true);
@@ -94,14 +94,14 @@ TEST_CASE("the CPU executor's block gives a one-layer Decoder's forward and back
 
       std::vector<Eigen::Index> positions(12);
       for (Eigen::Index i = 0; i < 12; ++i) positions[static_cast<std::size_t>(i)] = i % 6;
-      RotaryTable rope(c.head_dim, c.rope_theta);
+      model::RotaryTable rope(c.head_dim, c.rope_theta);
       model::CpuLayerExecutor<model::LinearSlot<8, 16, lora::DenseWeight>> exec(layer, c, rope, positions, batch, true);
       decltype(exec)::saved_type saved;
       const Matrix block = model::decoder_layer_forward_steps(exec, x, saved);
       Vector inv;
       const Vector final_norm = model::load_vector<float>(table, "model.norm.weight", 48);
-      CHECK(same_bits(rms_norm<float>(block, final_norm, c.rms_norm_eps, &inv), hidden));
-      const Matrix d_block = rms_norm_backward<float>(block, final_norm, inv, d_hidden);
+      CHECK(same_bits(model::rms_norm<float>(block, final_norm, c.rms_norm_eps, &inv), hidden));
+      const Matrix d_block = model::rms_norm_backward<float>(block, final_norm, inv, d_hidden);
       CHECK(same_bits(model::decoder_layer_backward_steps(exec, saved, d_block), dx));
       for (std::size_t m = 0; m < 7; ++m) {
         if (!layer.slots[m].has_lora()) continue;
@@ -118,16 +118,16 @@ TEST_CASE("the block's backward steps are the derivative of its forward steps (f
   using Slot = model::LinearSlot<4, 8, lora::DenseWeight64>;
   for (auto arch : {model::Architecture::Llama, model::Architecture::Qwen3}) {
     INFO("architecture " << model::architecture_name(arch));
-    DecoderConfig c = llama_config(16, 24, 1, 4, 2, 10);
+    model::DecoderConfig c = model::llama_config(16, 24, 1, 4, 2, 10);
     c.architecture = arch;
     c.validate();
-    const auto table = random_decoder_weights(c, 3);
+    const auto table = model::random_decoder_weights(c, 3);
     auto layer = layer_from<Slot>(c, table, kAllSeven, {});
     randomize_b(layer, 8);
-    SequenceBatch batch{2, 5, std::vector<int>{1, 1, 1, 1, 1, 1, 1, 1, 0, 0}};
+    model::SequenceBatch batch{2, 5, std::vector<int>{1, 1, 1, 1, 1, 1, 1, 1, 0, 0}};
     std::vector<Eigen::Index> positions(10);
     for (Eigen::Index i = 0; i < 10; ++i) positions[static_cast<std::size_t>(i)] = i % 5;
-    RotaryTable rope(c.head_dim, c.rope_theta);
+    model::RotaryTable rope(c.head_dim, c.rope_theta);
     const MatrixD x = model::random_normal(10, 16, 1.0, 6, 0).cast<double>();
     const MatrixD w_out = model::random_normal(10, 16, 1.0, 6, 1).cast<double>();  // loss = Σ w_out ⊙ block(x)
     const auto loss = [&](const MatrixD& input) {
@@ -172,14 +172,14 @@ TEST_CASE("the block's backward steps are the derivative of its forward steps (f
 
 TEST_CASE("the executor's KV-cache mode continues a sequence as the batch forward computes it", "[model][layer]") {
   using Slot = model::LinearSlot<4, 8, lora::DenseWeight>;
-  DecoderConfig c = llama_config(32, 48, 1, 4, 1, 10);
-  const auto table = random_decoder_weights(c, 5);
+  model::DecoderConfig c = model::llama_config(32, 48, 1, 4, 1, 10);
+  const auto table = model::random_decoder_weights(c, 5);
   auto layer = layer_from<Slot>(c, table, {"q_proj", "v_proj"}, {});
   randomize_b(layer, 2);
   const Matrix x = model::random_normal(7, 32, 1.0, 4, 0);
-  SequenceBatch batch{1, 7, {}};
+  model::SequenceBatch batch{1, 7, {}};
   std::vector<Eigen::Index> positions{0, 1, 2, 3, 4, 5, 6};
-  RotaryTable rope(c.head_dim, c.rope_theta);
+  model::RotaryTable rope(c.head_dim, c.rope_theta);
   model::CpuLayerExecutor<Slot> full(layer, c, rope, positions, batch, false);
   model::CpuLayerExecutor<Slot>::saved_type saved;
   const Matrix want = model::decoder_layer_forward_steps(full, x, saved);

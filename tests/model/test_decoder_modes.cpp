@@ -34,8 +34,8 @@ void randomize_lora_b(D& decoder, std::uint64_t seed) {
 }
 
 // Every tensor of a checkpoint, copied into memory (so single tensors can be replaced).
-TensorTable copy_of(const io::CheckpointDir& dir) {
-  TensorTable map;
+model::TensorTable copy_of(const io::CheckpointDir& dir) {
+  model::TensorTable map;
   for (const auto& name : dir.names()) {
     const Vector v = dir.vector(name);
     map.insert(name, dir.info(name).shape, std::vector<float>(v.data(), v.data() + v.size()));
@@ -43,8 +43,8 @@ TensorTable copy_of(const io::CheckpointDir& dir) {
   return map;
 }
 
-SequenceBatch padded_batch(Eigen::Index batch, Eigen::Index t, Eigen::Index pad_last) {
-  SequenceBatch b;
+model::SequenceBatch padded_batch(Eigen::Index batch, Eigen::Index t, Eigen::Index pad_last) {
+  model::SequenceBatch b;
   b.batch = batch;
   b.seq_len = t;
   b.attention_mask.assign(static_cast<std::size_t>(batch * t), 1);
@@ -63,19 +63,19 @@ std::vector<int> random_ids(std::size_t n, int vocab, std::uint64_t seed) {
 
 TEST_CASE("gradient checkpointing gives the same loss and gradients with less activation memory",
           "[model][decoder][checkpointing]") {
-  const DecoderConfig config = llama_config(64, 128, 8, 4, 2, 128);
-  const TensorTable weights = random_decoder_weights(config, 5);
-  DecoderOptions options;
+  const model::DecoderConfig config = model::llama_config(64, 128, 8, 4, 2, 128);
+  const model::TensorTable weights = model::random_decoder_weights(config, 5);
+  model::DecoderOptions options;
   options.target_modules = kAllSeven;
   options.lora.dropout = 0.1;  // recomputation must replay the same dropout masks
   options.lora.seed = 9;
-  Decoder<4, 8> plain(config, weights, options);
+  model::Decoder<4, 8> plain(config, weights, options);
   options.gradient_checkpointing = true;
-  Decoder<4, 8> checkpointed(config, weights, options);
+  model::Decoder<4, 8> checkpointed(config, weights, options);
   randomize_lora_b(plain, 3);
   randomize_lora_b(checkpointed, 3);
 
-  const SequenceBatch batch = padded_batch(2, 24, 5);
+  const model::SequenceBatch batch = padded_batch(2, 24, 5);
   const std::vector<int> ids = random_ids(48, 128, 1);
   std::vector<int> labels = ids;
   for (int i = 0; i < 4; ++i) labels[static_cast<std::size_t>(i)] = -100;
@@ -113,8 +113,8 @@ TEST_CASE("gradient checkpointing gives the same loss and gradients with less ac
 TEST_CASE("greedy decoding with the kv cache equals transformers generate and decoding without cache",
           "[model][decoder][generate][reference]") {
   const auto ref = model_reference("llama");
-  const auto config = DecoderConfig::from_file(model_dir("llama") + "/config.json");
-  Decoder<4, 8> decoder(config, io::CheckpointDir::open(model_dir("llama")));
+  const auto config = model::DecoderConfig::from_file(model_dir("llama") + "/config.json");
+  model::Decoder<4, 8> decoder(config, io::CheckpointDir::open(model_dir("llama")));
   const auto prompt = ref["generate"]["prompt"].get<std::vector<int>>();
   const auto expected = ref["generate"]["tokens"].get<std::vector<int>>();
   CHECK(decoder.generate_greedy(prompt, 8, -1, true) == expected);
@@ -125,13 +125,13 @@ TEST_CASE("greedy decoding with the kv cache equals transformers generate and de
 }
 
 TEST_CASE("kv cache forward in pieces equals the full forward for qwen3 with LoRA", "[model][decoder][generate]") {
-  const auto config = DecoderConfig::from_file(model_dir("qwen3") + "/config.json");
-  DecoderOptions options;
+  const auto config = model::DecoderConfig::from_file(model_dir("qwen3") + "/config.json");
+  model::DecoderOptions options;
   options.target_modules = kAllSeven;
-  Decoder<4, 8> decoder(config, io::CheckpointDir::open(model_dir("qwen3")), options);
+  model::Decoder<4, 8> decoder(config, io::CheckpointDir::open(model_dir("qwen3")), options);
   decoder.load_adapter(io::CheckpointDir::open(model_dir("qwen3") + "/adapter/adapter_model.safetensors"));
   const std::vector<int> ids{3, 17, 42, 5, 9, 33, 61, 2, 8};
-  SequenceBatch one;
+  model::SequenceBatch one;
   one.seq_len = static_cast<Eigen::Index>(ids.size());
   const Matrix full = decoder.logits(decoder.forward(decoder.embed(ids), one, false));
   auto cache = decoder.make_cache();
@@ -154,24 +154,24 @@ TEST_CASE("kv cache forward in pieces equals the full forward for qwen3 with LoR
 TEST_CASE("nf4 base forward and backward equal the dense model on the dequantized weights",
           "[model][decoder][nf4]") {
   const auto ref = model_reference("llama");
-  const auto config = DecoderConfig::from_file(model_dir("llama") + "/config.json");
+  const auto config = model::DecoderConfig::from_file(model_dir("llama") + "/config.json");
   const auto dir = io::CheckpointDir::open(model_dir("llama"));
   const auto adapter = io::CheckpointDir::open(model_dir("llama") + "/adapter/adapter_model.safetensors");
-  DecoderOptions options;
+  model::DecoderOptions options;
   options.target_modules = kAllSeven;
-  Decoder<4, 8, NF4Weight> nf4(config, dir, options);
+  model::Decoder<4, 8, NF4Weight> nf4(config, dir, options);
   nf4.load_adapter(adapter);
 
-  TensorTable dequantized = copy_of(dir);
+  model::TensorTable dequantized = copy_of(dir);
   for (int l = 0; l < config.num_hidden_layers; ++l)
     for (const auto module : model::kDecoderModules) {
       const std::string key = nf4.module_path(l, module) + ".weight";
       dequantized.insert(key, nf4.slot(l, module).base().to_dense());
     }
-  Decoder<4, 8> dense(config, dequantized, options);
+  model::Decoder<4, 8> dense(config, dequantized, options);
   dense.load_adapter(adapter);
 
-  SequenceBatch batch;
+  model::SequenceBatch batch;
   batch.batch = 2;
   batch.seq_len = 10;
   batch.attention_mask = json_flat_ints(ref["attention_mask"]);
@@ -195,24 +195,24 @@ TEST_CASE("nf4 base forward and backward equal the dense model on the dequantize
 }
 
 TEST_CASE("bf16 base forward and backward equal the dense model on bf16-rounded weights", "[model][decoder][bf16]") {
-  const DecoderConfig config = llama_config(32, 600, 2, 4, 2, 64);  // 600 rows: more than one decode tile
-  const TensorTable weights = random_decoder_weights(config, 2);
-  DecoderOptions options;
+  const model::DecoderConfig config = model::llama_config(32, 600, 2, 4, 2, 64);  // 600 rows: more than one decode tile
+  const model::TensorTable weights = model::random_decoder_weights(config, 2);
+  model::DecoderOptions options;
   options.target_modules = kAllSeven;
-  Decoder<4, 8, Bf16Weight> bf16(config, weights, options);
-  TensorTable rounded = weights;
+  model::Decoder<4, 8, model::Bf16Weight> bf16(config, weights, options);
+  model::TensorTable rounded = weights;
   for (int l = 0; l < config.num_hidden_layers; ++l)
     for (const auto module : model::kDecoderModules) {
       Matrix w = bf16.slot(l, module).base().to_dense();
       rounded.insert(bf16.module_path(l, module) + ".weight", w);
-      const Matrix original = load_matrix(weights, bf16.module_path(l, module) + ".weight", w.rows(), w.cols());
+      const Matrix original = model::load_matrix(weights, bf16.module_path(l, module) + ".weight", w.rows(), w.cols());
       CHECK(w.unaryExpr([](float v) { return io::round_to_bf16(v); }).isApprox(w, 0.0f));
       CHECK(normwise_error(w, original) < 1e-2);  // bf16 keeps 8 significant bits
     }
-  Decoder<4, 8> dense(config, rounded, options);
+  model::Decoder<4, 8> dense(config, rounded, options);
   randomize_lora_b(bf16, 6);
   randomize_lora_b(dense, 6);
-  const SequenceBatch batch = padded_batch(2, 7, 2);
+  const model::SequenceBatch batch = padded_batch(2, 7, 2);
   const std::vector<int> ids = random_ids(14, 64, 3);
   const Matrix a = bf16.logits(bf16.forward(bf16.embed(ids), batch, false));
   const Matrix b = dense.logits(dense.forward(dense.embed(ids), batch, false));
@@ -225,11 +225,11 @@ TEST_CASE("bf16 base forward and backward equal the dense model on bf16-rounded 
 }
 
 TEST_CASE("target modules select which linear slots carry LoRA", "[model][decoder][lora]") {
-  const DecoderConfig config = llama_config(32, 64, 2, 4, 2, 64);
-  const TensorTable weights = random_decoder_weights(config, 1);
-  DecoderOptions options;
+  const model::DecoderConfig config = model::llama_config(32, 64, 2, 4, 2, 64);
+  const model::TensorTable weights = model::random_decoder_weights(config, 1);
+  model::DecoderOptions options;
   options.target_modules = {"q_proj", "v_proj"};
-  Decoder<4, 8> decoder(config, weights, options);
+  model::Decoder<4, 8> decoder(config, weights, options);
   for (int l = 0; l < 2; ++l) {
     CHECK(decoder.slot(l, "q_proj").has_lora());
     CHECK(decoder.slot(l, "v_proj").has_lora());
@@ -238,25 +238,25 @@ TEST_CASE("target modules select which linear slots carry LoRA", "[model][decode
   }
   CHECK(decoder.trainable_parameters() == 2 * (4 * (32 + 32) + 4 * (32 + 16)));
   options.target_modules = {"lm_head"};
-  REQUIRE_THROWS_WITH((Decoder<4, 8>(config, weights, options)), Catch::Contains("lm_head"));
+  REQUIRE_THROWS_WITH((model::Decoder<4, 8>(config, weights, options)), Catch::Contains("lm_head"));
 }
 
 TEST_CASE("a checkpoint missing a tensor or with a wrong shape names the key and both shapes",
           "[model][decoder][errors]") {
-  const DecoderConfig config = llama_config(32, 64, 2, 4, 2, 64);
-  TensorTable missing = random_decoder_weights(config, 1);
+  const model::DecoderConfig config = model::llama_config(32, 64, 2, 4, 2, 64);
+  model::TensorTable missing = model::random_decoder_weights(config, 1);
   missing.erase("model.layers.1.mlp.up_proj.weight");
-  REQUIRE_THROWS_WITH((Decoder<4, 8>(config, missing)),
+  REQUIRE_THROWS_WITH((model::Decoder<4, 8>(config, missing)),
                       Catch::Contains("model.layers.1.mlp.up_proj.weight") && Catch::Contains("missing"));
-  TensorTable wrong = random_decoder_weights(config, 1);
+  model::TensorTable wrong = model::random_decoder_weights(config, 1);
   wrong.insert("model.layers.0.self_attn.k_proj.weight", Matrix::Zero(32, 32));
-  REQUIRE_THROWS_WITH((Decoder<4, 8>(config, wrong)), Catch::Contains("model.layers.0.self_attn.k_proj.weight") &&
+  REQUIRE_THROWS_WITH((model::Decoder<4, 8>(config, wrong)), Catch::Contains("model.layers.0.self_attn.k_proj.weight") &&
                                                           Catch::Contains("[32, 32]") && Catch::Contains("[16, 32]"));
-  const TensorTable ok = random_decoder_weights(config, 1);
-  DecoderOptions options;
+  const model::TensorTable ok = model::random_decoder_weights(config, 1);
+  model::DecoderOptions options;
   options.target_modules = {"q_proj"};
-  Decoder<4, 8> decoder(config, ok, options);
-  TensorTable adapter;
+  model::Decoder<4, 8> decoder(config, ok, options);
+  model::TensorTable adapter;
   adapter.insert("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", Matrix::Zero(8, 32));
   REQUIRE_THROWS_WITH(decoder.load_adapter(adapter), Catch::Contains("lora_A") && Catch::Contains("[8, 32]") &&
                                                          Catch::Contains("[4, 32]"));

@@ -32,15 +32,15 @@ Vector json_vec(const nlohmann::json& a) {
   return v;
 }
 
-SequenceBatch batch_of(const nlohmann::json& ids, const nlohmann::json& mask) {
-  SequenceBatch b;
+model::SequenceBatch batch_of(const nlohmann::json& ids, const nlohmann::json& mask) {
+  model::SequenceBatch b;
   b.batch = static_cast<Eigen::Index>(ids.size());
   b.seq_len = static_cast<Eigen::Index>(ids[0].size());
   b.attention_mask = json_flat_ints(mask);
   return b;
 }
 
-Matrix logits_of(Decoder<4, 8>& d, const nlohmann::json& ids, const nlohmann::json& mask) {
+Matrix logits_of(model::Decoder<4, 8>& d, const nlohmann::json& ids, const nlohmann::json& mask) {
   const std::vector<int> flat = json_flat_ints(ids);
   return d.logits(d.forward(d.embed(flat), batch_of(ids, mask), false));
 }
@@ -49,28 +49,28 @@ Matrix logits_of(Decoder<4, 8>& d, const nlohmann::json& ids, const nlohmann::js
 void check_decoder_case(const std::string& name) {
   CAPTURE(name);
   const auto ref = case_ref(name);
-  const auto config = DecoderConfig::from_file(case_dir(name) + "/config.json");
-  const RotaryTable rope(config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings);
+  const auto config = model::DecoderConfig::from_file(case_dir(name) + "/config.json");
+  const model::RotaryTable rope(config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings);
   CHECK(normwise_error(rope.inv_freq(), json_vec(ref["inv_freq"])) < 1e-6);
   CHECK(rope.attention_scaling() == Approx(ref["attention_scaling"].get<double>()).epsilon(1e-7));
-  Decoder<4, 8> decoder(config, io::CheckpointDir::open(case_dir(name)));
+  model::Decoder<4, 8> decoder(config, io::CheckpointDir::open(case_dir(name)));
   CHECK(normwise_error(logits_of(decoder, ref["input_ids"], ref["attention_mask"]), json_3d(ref["logits"])) < 1e-5);
 }
 
 }  // namespace
 
 TEST_CASE("rope_parameters of each type parse into RopeScaling", "[model][config][rope]") {
-  const auto linear = DecoderConfig::from_file(case_dir("rope_linear") + "/config.json");
-  CHECK(linear.rope_scaling.type == RopeType::Linear);
+  const auto linear = model::DecoderConfig::from_file(case_dir("rope_linear") + "/config.json");
+  CHECK(linear.rope_scaling.type == model::RopeType::Linear);
   CHECK(linear.rope_scaling.factor == 2.0);
-  const auto yarn = DecoderConfig::from_file(case_dir("rope_yarn_qwen3") + "/config.json");
-  CHECK(yarn.rope_scaling.type == RopeType::Yarn);
+  const auto yarn = model::DecoderConfig::from_file(case_dir("rope_yarn_qwen3") + "/config.json");
+  CHECK(yarn.rope_scaling.type == model::RopeType::Yarn);
   CHECK(yarn.rope_scaling.original_max_position_embeddings == 16);
   CHECK(yarn.rope_scaling.beta_fast == 16.0);
   CHECK_FALSE(yarn.rope_scaling.truncate);
   CHECK(yarn.rope_theta == 1e6);
-  const auto llama3 = DecoderConfig::from_file(case_dir("rope_llama3") + "/config.json");
-  CHECK(llama3.rope_scaling.type == RopeType::Llama3);
+  const auto llama3 = model::DecoderConfig::from_file(case_dir("rope_llama3") + "/config.json");
+  CHECK(llama3.rope_scaling.type == model::RopeType::Llama3);
   CHECK(llama3.rope_scaling.high_freq_factor == 4.0);
   CHECK(llama3.max_position_embeddings == 512);
   // The transformers 4 spelling: rope_scaling with "type", rope_theta beside it.
@@ -78,8 +78,8 @@ TEST_CASE("rope_parameters of each type parse into RopeScaling", "[model][config
   old.erase("rope_parameters");
   old["rope_theta"] = 500000.0;
   old["rope_scaling"] = {{"type", "linear"}, {"factor", 4.0}};
-  const auto c = DecoderConfig::from_json(old);
-  CHECK(c.rope_scaling.type == RopeType::Linear);
+  const auto c = model::DecoderConfig::from_json(old);
+  CHECK(c.rope_scaling.type == model::RopeType::Linear);
   CHECK(c.rope_scaling.factor == 4.0);
   CHECK(c.rope_theta == 500000.0);
 }
@@ -95,27 +95,27 @@ TEST_CASE("llama3 RoPE over all three frequency bands matches transformers", "[m
   check_decoder_case("rope_llama3");
 }
 TEST_CASE("attention_bias and mlp_bias load their biases and match transformers", "[model][decoder][reference]") {
-  const auto config = DecoderConfig::from_file(case_dir("biases") + "/config.json");
+  const auto config = model::DecoderConfig::from_file(case_dir("biases") + "/config.json");
   CHECK(config.attention_bias);
   CHECK(config.mlp_bias);
   check_decoder_case("biases");
   // Without the bias tensors the checkpoint is refused, naming the missing one.
-  TensorTable weights;
+  model::TensorTable weights;
   const auto dir = io::CheckpointDir::open(case_dir("biases"));
   for (const auto& name : dir.names()) {
     if (name.find("mlp.up_proj.bias") != std::string::npos) continue;
     const Vector v = dir.vector(name);
     weights.insert(name, dir.info(name).shape, std::vector<float>(v.data(), v.data() + v.size()));
   }
-  REQUIRE_THROWS_WITH((Decoder<4, 8>(config, weights)), Contains("model.layers.0.mlp.up_proj.bias"));
+  REQUIRE_THROWS_WITH((model::Decoder<4, 8>(config, weights)), Contains("model.layers.0.mlp.up_proj.bias"));
 }
 
 TEST_CASE("dynamic NTK RoPE grows, resets and generates as transformers does", "[model][rope][reference]") {
   const auto ref = case_ref("rope_dynamic");
-  const auto config = DecoderConfig::from_file(case_dir("rope_dynamic") + "/config.json");
-  REQUIRE(config.rope_scaling.type == RopeType::Dynamic);
+  const auto config = model::DecoderConfig::from_file(case_dir("rope_dynamic") + "/config.json");
+  REQUIRE(config.rope_scaling.type == model::RopeType::Dynamic);
   REQUIRE(config.max_position_embeddings == 8);
-  RotaryTable rope(config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings);
+  model::RotaryTable rope(config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings);
   const Vector original = rope.inv_freq();
   rope.prepare(8);
   CHECK(rope.inv_freq() == original);  // not longer than max_position_embeddings: unchanged
@@ -127,7 +127,7 @@ TEST_CASE("dynamic NTK RoPE grows, resets and generates as transformers does", "
   CHECK(normwise_error(rope.inv_freq(), json_vec(ref["reset_inv_freq"])) < 1e-7);
 
   // The same sequence of calls on the model: 10 tokens, 6 tokens, greedy generation with the KV cache.
-  Decoder<4, 8> decoder(config, io::CheckpointDir::open(case_dir("rope_dynamic")));
+  model::Decoder<4, 8> decoder(config, io::CheckpointDir::open(case_dir("rope_dynamic")));
   CHECK(normwise_error(logits_of(decoder, ref["input_ids"], ref["attention_mask"]), json_3d(ref["logits"])) < 1e-5);
   CHECK(normwise_error(logits_of(decoder, ref["short_input_ids"], ref["short_attention_mask"]),
                   json_3d(ref["short_logits"])) < 1e-5);
@@ -139,13 +139,13 @@ TEST_CASE("dynamic NTK RoPE grows, resets and generates as transformers does", "
 TEST_CASE("llava with two feature layers, the full strategy and a bias-free projector matches transformers",
           "[model][llava][reference]") {
   const auto ref = case_ref("llava_layers");
-  const auto config = LlavaConfig::from_file(case_dir("llava_layers") + "/config.json");
+  const auto config = model::LlavaConfig::from_file(case_dir("llava_layers") + "/config.json");
   CHECK(config.vision_feature_layers == std::vector<int>{1, -2});
   CHECK_FALSE(config.drop_cls);
   CHECK_FALSE(config.projector_bias);
   CHECK(config.projector_in_features() == 64);
   const auto weights = io::CheckpointDir::open(case_dir("llava_layers"));
-  const ClipVision vision(config.vision, weights, ClipVisionOptions::from(config));
+  const model::ClipVision vision(config.vision, weights, model::ClipVisionOptions::from(config));
   REQUIRE(vision.tokens_per_frame() == 17);
   REQUIRE(vision.feature_width() == 64);
   std::vector<float> pixels;
@@ -155,30 +155,30 @@ TEST_CASE("llava with two feature layers, the full strategy and a bias-free proj
         for (const auto& v : row) pixels.push_back(v.get<float>());
   const Matrix features = vision.features(pixels, 2);
   CHECK(normwise_error(features, json_3d(ref["vision_features"])) < 1e-5);
-  auto projector = Mlp2xGelu::load(weights, config);
+  auto projector = model::Mlp2xGelu::load(weights, config);
   CHECK_FALSE(projector.linear_1().has_bias());
   CHECK(projector.linear_1().bias().size() == 0);
   const Matrix visual = projector.apply(features);
   CHECK(normwise_error(visual, json_3d(ref["projected"])) < 1e-5);
 
-  Decoder<4, 8> decoder(config.text, weights);
-  std::vector<SplicedSequence> seqs;
+  model::Decoder<4, 8> decoder(config.text, weights);
+  std::vector<model::SplicedSequence> seqs;
   for (int b = 0; b < 2; ++b)
-    seqs.push_back(splice_visual_tokens<float>(ref["prompts"][b].get<std::vector<int>>(), {}, config.image_token_id,
+    seqs.push_back(model::splice_visual_tokens<float>(ref["prompts"][b].get<std::vector<int>>(), {}, config.image_token_id,
                                                Matrix(visual.middleRows(17 * b, 17)), decoder.embed_tokens()));
-  const SplicedBatch batch = collate(seqs, decoder.embed_tokens(), 0);
+  const model::SplicedBatch batch = model::collate(seqs, decoder.embed_tokens(), 0);
   CHECK(batch.batch.attention_mask == json_flat_ints(ref["attention_mask"]));
   CHECK(normwise_error(decoder.logits(decoder.forward(batch.embeds, batch.batch, false)), json_3d(ref["logits"])) < 1e-5);
 
   // A bias tensor the config says is not there is refused by name.
-  TensorTable with_bias;
+  model::TensorTable with_bias;
   for (const auto& name : weights.names())
     if (name.starts_with("multi_modal_projector.") || name.starts_with("model.multi_modal_projector.")) {
       const Vector v = weights.vector(name);
       with_bias.insert(name, weights.info(name).shape, std::vector<float>(v.data(), v.data() + v.size()));
     }
   with_bias.insert("multi_modal_projector.linear_1.bias", {32}, std::vector<float>(32, 0.f));
-  REQUIRE_THROWS_WITH(Mlp2xGelu::load(with_bias, config),
+  REQUIRE_THROWS_WITH(model::Mlp2xGelu::load(with_bias, config),
                       Contains("multi_modal_projector.linear_1.bias") && Contains("multimodal_projector_bias"));
 }
 
@@ -190,7 +190,7 @@ TEST_CASE("decoder config refuses each unsupported field by name", "[model][conf
     j[key] = value;
     CAPTURE(key, value.dump());
     try {
-      (void)DecoderConfig::from_json(j);
+      (void)model::DecoderConfig::from_json(j);
       FAIL("accepted");
     } catch (const Error& e) {
       for (const auto& w : words) CHECK_THAT(e.what(), Contains(w));
@@ -220,14 +220,14 @@ TEST_CASE("sliding-window layers run only sequences that fit the window", "[mode
   nlohmann::json j = vidlora::test::load_fixture("model/qwen2/config.json");
   j["layer_types"] = {"full_attention", "sliding_attention"};
   j["sliding_window"] = 6;
-  const auto config = DecoderConfig::from_json(j);
+  const auto config = model::DecoderConfig::from_json(j);
   CHECK(config.sliding_window == 6);
-  Decoder<4, 8> decoder(config, io::CheckpointDir::open(vidlora::test::model_dir("qwen2")));
-  SequenceBatch fits;
+  model::Decoder<4, 8> decoder(config, io::CheckpointDir::open(vidlora::test::model_dir("qwen2")));
+  model::SequenceBatch fits;
   fits.seq_len = 6;
   const std::vector<int> six{1, 2, 3, 4, 5, 6}, seven{1, 2, 3, 4, 5, 6, 7};
   CHECK(decoder.forward(decoder.embed(six), fits, false).rows() == 6);
-  SequenceBatch longer;
+  model::SequenceBatch longer;
   longer.seq_len = 7;
   REQUIRE_THROWS_WITH(decoder.forward(decoder.embed(seven), longer, false), Contains("sliding_window 6"));
   // use_sliding_window without layer_types: layers from max_window_layers on slide.
@@ -236,9 +236,9 @@ TEST_CASE("sliding-window layers run only sequences that fit the window", "[mode
   k["use_sliding_window"] = true;
   k["sliding_window"] = 32;
   k["max_window_layers"] = 1;
-  CHECK(DecoderConfig::from_json(k).sliding_window == 32);
+  CHECK(model::DecoderConfig::from_json(k).sliding_window == 32);
   k["max_window_layers"] = 2;
-  CHECK(DecoderConfig::from_json(k).sliding_window == 0);
+  CHECK(model::DecoderConfig::from_json(k).sliding_window == 0);
 }
 
 TEST_CASE("llava config refuses unsupported fields by name and never leaks a json type error",
@@ -249,7 +249,7 @@ TEST_CASE("llava config refuses unsupported fields by name and never leaks a jso
     j[key] = value;
     CAPTURE(key, value.dump());
     try {
-      (void)LlavaConfig::from_json(j);
+      (void)model::LlavaConfig::from_json(j);
       FAIL("accepted");
     } catch (const Error& e) {
       for (const auto& w : words) CHECK_THAT(e.what(), Contains(w));
@@ -266,14 +266,14 @@ TEST_CASE("llava config refuses unsupported fields by name and never leaks a jso
   nlohmann::json video = base;
   video["model_type"] = "llava_next_video";
   video["spatial_pool_mode"] = "max";
-  REQUIRE_THROWS_WITH(LlavaConfig::from_json(video), Contains("spatial_pool_mode") && Contains("max"));
+  REQUIRE_THROWS_WITH(model::LlavaConfig::from_json(video), Contains("spatial_pool_mode") && Contains("max"));
   video["spatial_pool_mode"] = "average";
   video["spatial_pool_stride"] = 3;
-  REQUIRE_THROWS_WITH(LlavaConfig::from_json(video), Contains("spatial_pool_stride 3"));
+  REQUIRE_THROWS_WITH(model::LlavaConfig::from_json(video), Contains("spatial_pool_stride 3"));
   video["spatial_pool_stride"] = 2;
   video["vision_feature_select_strategy"] = "full";
-  REQUIRE_THROWS_WITH(LlavaConfig::from_json(video), Contains("\"full\"") && Contains("spatial_pool_stride 2"));
+  REQUIRE_THROWS_WITH(model::LlavaConfig::from_json(video), Contains("\"full\"") && Contains("spatial_pool_stride 2"));
   nlohmann::json text = base;
   text["text_config"]["mlp_bias"] = "yes";
-  REQUIRE_THROWS_WITH(LlavaConfig::from_json(text), Contains("mlp_bias"));
+  REQUIRE_THROWS_WITH(model::LlavaConfig::from_json(text), Contains("mlp_bias"));
 }

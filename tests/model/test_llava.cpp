@@ -31,7 +31,7 @@ std::vector<float> flat_pixels(const nlohmann::json& a) {
 }
 
 struct Llava {
-  LlavaConfig config = LlavaConfig::from_file(model_dir("llava") + "/config.json");
+  model::LlavaConfig config = model::LlavaConfig::from_file(model_dir("llava") + "/config.json");
   io::CheckpointDir weights = io::CheckpointDir::open(model_dir("llava"));
   nlohmann::json ref = model_reference("llava");
 };
@@ -45,12 +45,12 @@ TEST_CASE("llava config parses the vision tower and the projector glue", "[model
   CHECK(m.config.vision.num_hidden_layers == 3);
   CHECK(m.config.vision_feature_layer == -2);
   CHECK(m.config.drop_cls);
-  CHECK(m.config.text.architecture == Architecture::Llama);
+  CHECK(m.config.text.architecture == model::Architecture::Llama);
 }
 
 TEST_CASE("clip vision features equal transformers hidden_states -2 without CLS", "[model][vision][reference]") {
   const Llava m;
-  const ClipVision vision(m.config.vision, m.weights);
+  const model::ClipVision vision(m.config.vision, m.weights);
   const Matrix features = vision.features(flat_pixels(m.ref["pixel_values"]), 2);
   REQUIRE(features.rows() == 2 * 16);
   CHECK(normwise_error(features, json_3d(m.ref["vision_features"])) < 1e-5);
@@ -59,12 +59,12 @@ TEST_CASE("clip vision features equal transformers hidden_states -2 without CLS"
 TEST_CASE("spatial average pooling of the token grid equals torch avg_pool2d", "[model][vision][reference]") {
   const Llava m;
   const Matrix features = json_3d(m.ref["vision_features"]);  // 2 frames of 4x4 tokens
-  const Matrix pooled = spatial_average_pool(features, 4, 2);
+  const Matrix pooled = model::spatial_average_pool(features, 4, 2);
   REQUIRE(pooled.rows() == 2 * 4);
   CHECK(normwise_error(pooled, json_3d(m.ref["pooled_features"])) < 1e-6);
   // 24x24 -> 12x12 (LLaVA-NeXT-Video): 576 tokens per frame become 144.
-  CHECK(spatial_average_pool(Matrix::Ones(2 * 576, 3), 24, 2).rows() == 2 * 144);
-  REQUIRE_THROWS_AS(spatial_average_pool(Matrix::Ones(10, 3), 4, 2), Error);
+  CHECK(model::spatial_average_pool(Matrix::Ones(2 * 576, 3), 24, 2).rows() == 2 * 144);
+  REQUIRE_THROWS_AS(model::spatial_average_pool(Matrix::Ones(10, 3), 4, 2), Error);
 }
 
 TEST_CASE("splicing expands one placeholder and masks prompt and visual labels", "[model][splice]") {
@@ -73,7 +73,7 @@ TEST_CASE("splicing expands one placeholder and masks prompt and visual labels",
   Matrix visual(3, 2);
   visual << 100, 101, 200, 201, 300, 301;
   const std::vector<int> prompt{1, 7, 2}, answer{4, 5};
-  const auto s = splice_visual_tokens<float>(prompt, answer, 7, visual, table);
+  const auto s = model::splice_visual_tokens<float>(prompt, answer, 7, visual, table);
   REQUIRE(s.embeds.rows() == 7);
   CHECK(s.visual_positions == std::vector<Eigen::Index>{1, 2, 3});
   CHECK(s.labels == std::vector<int>{-100, -100, -100, -100, -100, 4, 5});
@@ -82,9 +82,9 @@ TEST_CASE("splicing expands one placeholder and masks prompt and visual labels",
   CHECK(s.embeds(6, 1) == -5);
   // Already-expanded placeholders are replaced one for one.
   const std::vector<int> expanded{1, 7, 7, 7};
-  CHECK(splice_visual_tokens<float>(expanded, answer, 7, visual, table).embeds.rows() == 6);
+  CHECK(model::splice_visual_tokens<float>(expanded, answer, 7, visual, table).embeds.rows() == 6);
   // Collate right-pads with the pad embedding, mask 0 and label -100.
-  const auto b = collate<float>({s, splice_visual_tokens<float>(expanded, answer, 7, visual, table)}, table, 0);
+  const auto b = model::collate<float>({s, model::splice_visual_tokens<float>(expanded, answer, 7, visual, table)}, table, 0);
   CHECK(b.batch.seq_len == 7);
   CHECK(b.batch.attention_mask[13] == 0);
   CHECK(b.labels[13] == -100);
@@ -94,32 +94,32 @@ TEST_CASE("splicing expands one placeholder and masks prompt and visual labels",
 TEST_CASE("splicing rejects a prompt without the video placeholder", "[model][splice][errors]") {
   const Matrix table = Matrix::Zero(8, 2), visual = Matrix::Zero(3, 2);
   const std::vector<int> prompt{1, 2, 3}, answer{4};
-  REQUIRE_THROWS_WITH(splice_visual_tokens<float>(prompt, answer, 7, visual, table),
+  REQUIRE_THROWS_WITH(model::splice_visual_tokens<float>(prompt, answer, 7, visual, table),
                       Catch::Contains("no video/image placeholder"));
   const std::vector<int> two{1, 7, 7};
-  REQUIRE_THROWS_WITH(splice_visual_tokens<float>(two, answer, 7, visual, table), Catch::Contains("2 placeholder"));
+  REQUIRE_THROWS_WITH(model::splice_visual_tokens<float>(two, answer, 7, visual, table), Catch::Contains("2 placeholder"));
 }
 
 TEST_CASE("llava logits loss LoRA and projector gradients match PEFT", "[model][llava][lora][reference]") {
   const Llava m;
-  const ClipVision vision(m.config.vision, m.weights);
-  auto projector = Mlp2xGelu::load(m.weights, m.config.vision.hidden_size, m.config.text.hidden_size);
-  DecoderOptions options;
+  const model::ClipVision vision(m.config.vision, m.weights);
+  auto projector = model::Mlp2xGelu::load(m.weights, m.config.vision.hidden_size, m.config.text.hidden_size);
+  model::DecoderOptions options;
   options.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  Decoder<4, 8> decoder(m.config.text, m.weights, options);
+  model::Decoder<4, 8> decoder(m.config.text, m.weights, options);
   decoder.load_adapter(io::CheckpointDir::open(model_dir("llava") + "/adapter/adapter_model.safetensors"));
 
   const Matrix features = vision.features(flat_pixels(m.ref["pixel_values"]), 2);
   const Matrix visual = projector.forward(features);  // [32, hidden]
-  std::vector<SplicedSequence> seqs;
+  std::vector<model::SplicedSequence> seqs;
   for (int b = 0; b < 2; ++b) {
     const auto prompt = m.ref["prompts"][b].get<std::vector<int>>();
     const auto answer = m.ref["answers"][b].get<std::vector<int>>();
     const Matrix frame_tokens = visual.middleRows(16 * b, 16);
-    seqs.push_back(splice_visual_tokens<float>(prompt, answer, m.config.image_token_id, frame_tokens,
+    seqs.push_back(model::splice_visual_tokens<float>(prompt, answer, m.config.image_token_id, frame_tokens,
                                                decoder.embed_tokens()));
   }
-  const SplicedBatch batch = collate(seqs, decoder.embed_tokens(), 0);
+  const model::SplicedBatch batch = model::collate(seqs, decoder.embed_tokens(), 0);
   CHECK(batch.labels == json_flat_ints(m.ref["labels"]));
   CHECK(batch.batch.attention_mask == json_flat_ints(m.ref["attention_mask"]));
 
@@ -142,7 +142,7 @@ TEST_CASE("llava logits loss LoRA and projector gradients match PEFT", "[model][
   });
   CHECK(checked == static_cast<int>(m.ref["lora_grads"].size()));
 
-  projector.backward(gather_rows<float>(result.grad_embeds, batch.visual_rows));
+  projector.backward(model::gather_rows<float>(result.grad_embeds, batch.visual_rows));
   const auto& pg = m.ref["projector_grads"];
   CHECK(normwise_error(projector.linear_1().grad_weight(), vidlora::test::json_matrix(pg["linear_1.weight"])) < 1e-4);
   CHECK(normwise_error(projector.linear_2().grad_weight(), vidlora::test::json_matrix(pg["linear_2.weight"])) < 1e-4);
@@ -154,7 +154,7 @@ TEST_CASE("llava logits loss LoRA and projector gradients match PEFT", "[model][
 
 TEST_CASE("the newer llava key layout loads the same model as the older one", "[model][llava][checkpoint]") {
   const Llava m;
-  TensorTable newer;  // model.language_model.*, lm_head.*, model.vision_tower.*, model.multi_modal_projector.*
+  model::TensorTable newer;  // model.language_model.*, lm_head.*, model.vision_tower.*, model.multi_modal_projector.*
   auto renamed = [](const std::string& name) {
     const std::pair<std::string, std::string> rules[] = {{"language_model.model.", "model.language_model."},
                                                          {"language_model.lm_head.", "lm_head."},
@@ -171,13 +171,13 @@ TEST_CASE("the newer llava key layout loads the same model as the older one", "[
   REQUIRE(newer.contains("model.language_model.layers.0.self_attn.q_proj.weight"));
   REQUIRE_FALSE(newer.contains("language_model.model.norm.weight"));
   const std::vector<float> pixels = flat_pixels(m.ref["pixel_values"]);
-  const Matrix old_features = ClipVision(m.config.vision, m.weights).features(pixels, 2);
-  const Matrix new_features = ClipVision(m.config.vision, newer).features(pixels, 2);
+  const Matrix old_features = model::ClipVision(m.config.vision, m.weights).features(pixels, 2);
+  const Matrix new_features = model::ClipVision(m.config.vision, newer).features(pixels, 2);
   CHECK(new_features == old_features);
-  const Matrix old_visual = Mlp2xGelu::load(m.weights, 32, 32).apply(old_features);
-  CHECK(Mlp2xGelu::load(newer, 32, 32).apply(new_features) == old_visual);
-  Decoder<4, 8> old_decoder(m.config.text, m.weights), new_decoder(m.config.text, newer);
-  SequenceBatch one;
+  const Matrix old_visual = model::Mlp2xGelu::load(m.weights, 32, 32).apply(old_features);
+  CHECK(model::Mlp2xGelu::load(newer, 32, 32).apply(new_features) == old_visual);
+  model::Decoder<4, 8> old_decoder(m.config.text, m.weights), new_decoder(m.config.text, newer);
+  model::SequenceBatch one;
   one.seq_len = 6;
   const std::vector<int> ids{1, 5, 7, 9, 11, 20};
   CHECK(new_decoder.logits(new_decoder.forward(new_decoder.embed(ids), one, false)) ==

@@ -42,7 +42,7 @@ TEST_CASE("LlavaModel loads a sharded LLaVA-NeXT-Video directory and matches tra
           "[model][llava][reference]") {
   const auto ref = vidlora::test::load_fixture("model/llava_next_video/reference.json");
   REQUIRE(std::filesystem::exists(kDir + "/model.safetensors.index.json"));
-  LlavaModel<4, 8> model(kDir);
+  model::LlavaModel<4, 8> model(kDir);
   CHECK(model.placeholder_id() == 61);
   CHECK(model.tokens_per_frame() == 4);  // 4x4 patches pooled 2x2
   std::vector<Matrix> visual;
@@ -66,14 +66,14 @@ TEST_CASE("LlavaModel names what is missing from a directory that is not a suppo
   const auto tmp = std::filesystem::temp_directory_path() / "vidlora_llava_model_errors";
   std::filesystem::remove_all(tmp);
   std::filesystem::create_directories(tmp);
-  REQUIRE_THROWS_WITH((LlavaModel<4, 8>(tmp)), Contains("no config.json"));
+  REQUIRE_THROWS_WITH((model::LlavaModel<4, 8>(tmp)), Contains("no config.json"));
   nlohmann::json config = vidlora::test::load_fixture("model/llava_next_video/config.json");
   config["model_type"] = "qwen2_vl";
   std::ofstream(tmp / "config.json") << config.dump();
-  REQUIRE_THROWS_WITH((LlavaModel<4, 8>(tmp)), Contains("config.json") && Contains("qwen2_vl"));
+  REQUIRE_THROWS_WITH((model::LlavaModel<4, 8>(tmp)), Contains("config.json") && Contains("qwen2_vl"));
   config = vidlora::test::load_fixture("model/llava_next_video/config.json");
   std::ofstream(tmp / "config.json") << config.dump();
-  REQUIRE_THROWS_WITH((LlavaModel<4, 8>(tmp)), Contains("model.safetensors"));
+  REQUIRE_THROWS_WITH((model::LlavaModel<4, 8>(tmp)), Contains("model.safetensors"));
   std::filesystem::remove_all(tmp);
 }
 
@@ -81,10 +81,10 @@ TEST_CASE("LlavaModel with a PEFT adapter whose target_modules is a regex gives 
           "[model][llava][lora][reference]") {
   const std::string dir = vidlora::test::model_dir("llava");
   const auto ref = vidlora::test::model_reference("llava");
-  const PeftAdapter adapter = load_peft_adapter(dir + "/adapter");
+  const lora::PeftAdapter adapter = lora::load_peft_adapter(dir + "/adapter");
   REQUIRE(adapter.spec.target_regex.has_value());
-  const auto config = LlavaConfig::from_file(dir + "/config.json");
-  LlavaModel<4, 8> model(dir, decoder_options_for(adapter, config.text));
+  const auto config = model::LlavaConfig::from_file(dir + "/config.json");
+  model::LlavaModel<4, 8> model(dir, model::decoder_options_for(adapter, config.text));
   model.decoder().load_adapter(io::SafetensorsFile::open(dir + "/adapter/adapter_model.safetensors"));
   int lora_slots = 0;
   model.decoder().for_each_lora([&](const std::string&, auto&) { ++lora_slots; });

@@ -49,7 +49,7 @@ std::vector<float> flat_floats(const nlohmann::json& a) {
 void check_directory(const std::string& name, const std::string& chat_name) {
   const std::string dir = vidlora::test::model_dir(name);
   const auto ref = vidlora::test::model_reference(name);
-  const LlavaProcessor processor(dir);
+  const model::LlavaProcessor processor(dir);
   CHECK(processor.chat_template().name == chat_name);
   CHECK(processor.placeholder_id() == ref["video_token_id"].get<int>());
   CHECK(processor.tokens_per_frame() == 4);
@@ -67,7 +67,7 @@ void check_directory(const std::string& name, const std::string& chat_name) {
   CHECK(worst < 1e-5f);
 
   // The model on those inputs: logits and greedy tokens as transformers'.
-  LlavaModel<4, 8> model(dir);
+  model::LlavaModel<4, 8> model(dir);
   const Matrix visual = model.visual_tokens(pixels.data, pixels.frames);
   const std::vector<int> ids = ref["input_ids"].get<std::vector<int>>();
   const Matrix logits = model.logits({ids}, {visual});  // [T, vocab]; the fixture keeps the last rows
@@ -123,7 +123,7 @@ TEST_CASE("LlavaProcessor + LlavaModel match transformers on a LLaVA-NeXT-Video 
 
 TEST_CASE("LlavaProcessor reads size, crop, rescale factor, mean and std from the video processor config",
           "[model][llava][processor]") {
-  const LlavaProcessor p(vidlora::test::model_dir("llava_qwen_hf"));
+  const model::LlavaProcessor p(vidlora::test::model_dir("llava_qwen_hf"));
   const auto& o = p.frame_preprocessing();
   CHECK(p.frame_preprocessing_file().filename() == "processor_config.json");
   CHECK_THAT(p.frame_preprocessing_source(), Contains("(video_processor)"));
@@ -142,7 +142,7 @@ TEST_CASE("LlavaProcessor reads the frame preprocessing from a separate video_pr
   nlohmann::json video = copy.read()["video_processor"];
   video["size"] = nlohmann::json{{"shortest_edge", 30}};
   std::ofstream(copy.dir / "video_preprocessor_config.json") << video.dump();
-  const LlavaProcessor p(copy.dir);
+  const model::LlavaProcessor p(copy.dir);
   CHECK(p.frame_preprocessing_file().filename() == "video_preprocessor_config.json");
   CHECK(p.frame_preprocessing().shortest_edge == 30);
 }
@@ -153,50 +153,50 @@ TEST_CASE("LlavaProcessor refuses processor fields that change the result and ar
   const std::string where = "processor_config.json (video_processor)";
   SECTION("another resampling filter") {
     copy.edit("resample", 2);
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("resample 2") && Contains(where));
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("resample 2") && Contains(where));
   }
   SECTION("size.longest_edge") {
     copy.edit("size", nlohmann::json{{"longest_edge", 40}});
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("size.longest_edge") && Contains(where));
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("size.longest_edge") && Contains(where));
   }
   SECTION("frame sampling by the processor") {
     copy.edit("do_sample_frames", true);
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("do_sample_frames") && Contains(where));
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("do_sample_frames") && Contains(where));
   }
   SECTION("padding") {
     copy.edit("do_pad", true);
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("do_pad") && Contains(where));
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("do_pad") && Contains(where));
   }
   SECTION("an unknown field") {
     copy.edit("crop_pct", 0.9);
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("\"crop_pct\"") && Contains(where));
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("\"crop_pct\"") && Contains(where));
   }
   SECTION("a crop that is not the vision tower's input size") {
     copy.edit("crop_size", nlohmann::json{{"height", 24}, {"width", 24}});
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("24x24") && Contains("28x28"));
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("24x24") && Contains("28x28"));
   }
   SECTION("a processor_config.json field") {
     copy.edit("num_image_tokens", 3, true);
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("\"num_image_tokens\"") && Contains("processor_config.json"));
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("\"num_image_tokens\"") && Contains("processor_config.json"));
   }
   SECTION("a patch size that counts other visual tokens than the model makes") {
     copy.edit("patch_size", 14, true);
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("visual tokens per frame") && Contains("patch_size 14"));
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("visual tokens per frame") && Contains("patch_size 14"));
   }
   SECTION("a placeholder token the tokenizer does not have") {
     copy.edit("video_token", "<clip>", true);
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("no <clip> token"));
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("no <clip> token"));
   }
   SECTION("no frame preprocessing at all") {
     nlohmann::json j = copy.read();
     j.erase("video_processor");
     j.erase("image_processor");
     copy.write(j);
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("video_preprocessor_config.json") &&
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("video_preprocessor_config.json") &&
                                                     Contains("\"video_processor\""));
   }
   SECTION("a chat template that is neither format") {
     std::ofstream(copy.dir / "chat_template.jinja") << "{{ messages[0]['content'] }}";
-    CHECK_THROWS_WITH(LlavaProcessor(copy.dir), Contains("chat_template.jinja") && Contains("ChatML"));
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("chat_template.jinja") && Contains("ChatML"));
   }
 }

@@ -49,7 +49,7 @@ TEST_CASE("rms_norm backward equals finite differences", "[model][math]") {
 }
 
 TEST_CASE("grouped query attention backward equals finite differences", "[model][math]") {
-  const AttentionShape s{4, 2, 3};
+  const model::AttentionShape s{4, 2, 3};
   const MatrixD q = random_d(5, 12, 4), k = random_d(5, 6, 5), v = random_d(5, 6, 6), dout = random_d(5, 12, 7);
   const std::vector<int> mask{1, 1, 1, 0, 1};
   auto objective = [&](const MatrixD& qq, const MatrixD& kk, const MatrixD& vv) {
@@ -78,17 +78,17 @@ TEST_CASE("grouped query attention backward equals finite differences", "[model]
 }
 
 TEST_CASE("decoder gradient of the input embeddings equals finite differences in float64", "[model][math]") {
-  DecoderConfig config = llama_config(16, 24, 2, 4, 2, 32);
-  config.architecture = Architecture::Qwen3;  // exercises q_norm / k_norm too
-  const TensorTable weights = random_decoder_weights(config, 8);
-  DecoderOptions options;
+  model::DecoderConfig config = model::llama_config(16, 24, 2, 4, 2, 32);
+  config.architecture = model::Architecture::Qwen3;  // exercises q_norm / k_norm too
+  const model::TensorTable weights = model::random_decoder_weights(config, 8);
+  model::DecoderOptions options;
   options.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  Decoder<2, 4, DenseWeight64> decoder(config, weights, options);
+  model::Decoder<2, 4, lora::DenseWeight64> decoder(config, weights, options);
   std::uint64_t stream = 0;
   decoder.for_each_lora([&](const std::string&, auto& lin) {
     lin.lora_B() = model::random_normal(lin.lora_B().rows(), lin.lora_B().cols(), 0.3, 4, stream++).template cast<double>();
   });
-  SequenceBatch batch;
+  model::SequenceBatch batch;
   batch.batch = 2;
   batch.seq_len = 5;
   batch.attention_mask = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
@@ -101,7 +101,7 @@ TEST_CASE("decoder gradient of the input embeddings equals finite differences in
   const double h = 1e-6;
   auto loss_at = [&](const MatrixD& e) {
     const MatrixD hidden = decoder.forward(e, batch, false);
-    return cross_entropy(decoder.logits(hidden), next_token_targets(labels, batch), ce).loss;
+    return loss::cross_entropy(decoder.logits(hidden), model::next_token_targets(labels, batch), ce).loss;
   };
   for (Eigen::Index r : {0, 3, 6, 8})
     for (Eigen::Index c : {0, 7, 15}) {
@@ -114,11 +114,11 @@ TEST_CASE("decoder gradient of the input embeddings equals finite differences in
 }
 
 TEST_CASE("projector gradients equal finite differences", "[model][math][projector]") {
-  Mlp2xGelu projector(6, 4, 11);
+  model::Mlp2xGelu projector(6, 4, 11);
   const Matrix x = model::random_normal(3, 6, 1.0, 12, 0), dy = model::random_normal(3, 4, 1.0, 13, 0);
   projector.forward(x);
   const Matrix dx = projector.backward(dy);
-  auto objective = [&](const Mlp2xGelu& p, const Matrix& xx) {
+  auto objective = [&](const model::Mlp2xGelu& p, const Matrix& xx) {
     return p.apply(xx).cast<double>().cwiseProduct(dy.cast<double>()).sum();
   };
   const float h = 1e-2f;
@@ -129,19 +129,19 @@ TEST_CASE("projector gradients equal finite differences", "[model][math][project
     CHECK(dx(1, j) == Approx((objective(projector, xp) - objective(projector, xm)) / (2 * h)).epsilon(2e-3).margin(1e-3));
   }
   for (Eigen::Index j = 0; j < 4; ++j) {
-    Mlp2xGelu pp = projector, pm = projector;
+    model::Mlp2xGelu pp = projector, pm = projector;
     pp.linear_1().weight()(j, 2) += h;
     pm.linear_1().weight()(j, 2) -= h;
     CHECK(projector.linear_1().grad_weight()(j, 2) ==
           Approx((objective(pp, x) - objective(pm, x)) / (2 * h)).epsilon(2e-3).margin(1e-3));
-    Mlp2xGelu bp = projector, bm = projector;
+    model::Mlp2xGelu bp = projector, bm = projector;
     bp.linear_2().bias()(j) += h;
     bm.linear_2().bias()(j) -= h;
     CHECK(projector.linear_2().grad_bias()(j) ==
           Approx((objective(bp, x) - objective(bm, x)) / (2 * h)).epsilon(2e-3).margin(1e-3));
   }
   // Linear: dx = dy·W, dW = dyᵀ·x, db = Σ dy.
-  LinearProjector lin(6, 4, 5);
+  model::Linear lin(6, 4, 5);
   lin.forward(x);
   const Matrix ldx = lin.backward(dy);
   CHECK((ldx - dy * lin.weight()).cwiseAbs().maxCoeff() < 1e-6);

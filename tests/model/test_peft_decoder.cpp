@@ -25,16 +25,16 @@ const std::string kDir = vidlora::test::fixture_path("lora/peft_targets");
 // The adapter's logits through dispatch_rank: Decoder<r, 2r> with the adapter's run-time alpha.
 Matrix adapter_logits(const std::string& name, int* rank_used) {
   const auto ref = vidlora::test::load_fixture("lora/peft_targets/reference.json");
-  const auto config = DecoderConfig::from_file(kDir + "/base/config.json");
+  const auto config = model::DecoderConfig::from_file(kDir + "/base/config.json");
   const auto weights = io::CheckpointDir::open(kDir + "/base");
-  const PeftAdapter adapter = load_peft_adapter(kDir + "/" + name);
-  const DecoderOptions options = decoder_options_for(adapter, config);
+  const lora::PeftAdapter adapter = lora::load_peft_adapter(kDir + "/" + name);
+  const model::DecoderOptions options = model::decoder_options_for(adapter, config);
   const std::vector<int> ids = json_flat_ints(ref["input_ids"]);
-  SequenceBatch batch;
+  model::SequenceBatch batch;
   batch.batch = 2;
   batch.seq_len = static_cast<Eigen::Index>(ids.size() / 2);
-  return dispatch_rank(adapter.spec.r, [&]<int R>() {
-    Decoder<R, 2 * R> decoder(config, weights, options);
+  return lora::dispatch_rank(adapter.spec.r, [&]<int R>() {
+    model::Decoder<R, 2 * R> decoder(config, weights, options);
     decoder.load_adapter(io::SafetensorsFile::open(kDir + "/" + name + "/adapter_model.safetensors"));
     int lora_slots = 0;
     decoder.for_each_lora([&](const std::string&, auto& lin) {
@@ -70,20 +70,20 @@ TEST_CASE("a PEFT adapter with r=16, a regex target and exclude_modules gives PE
 }
 
 TEST_CASE("decoder_options_for names the module an adapter lacks or cannot place", "[model][lora][peft][errors]") {
-  const auto config = DecoderConfig::from_file(kDir + "/base/config.json");
-  PeftAdapter a = load_peft_adapter(kDir + "/regex_exclude");
-  const auto options = decoder_options_for(a, config);
+  const auto config = model::DecoderConfig::from_file(kDir + "/base/config.json");
+  lora::PeftAdapter a = lora::load_peft_adapter(kDir + "/regex_exclude");
+  const auto options = model::decoder_options_for(a, config);
   CHECK(options.target_modules.size() == a.modules.size());
   CHECK(options.lora.alpha == 24.0);
 
-  PeftAdapter missing = a;
+  lora::PeftAdapter missing = a;
   missing.modules.erase("model.layers.2.self_attn.k_proj");
-  REQUIRE_THROWS_WITH(decoder_options_for(missing, config),
+  REQUIRE_THROWS_WITH(model::decoder_options_for(missing, config),
                       Contains("model.layers.2.self_attn.k_proj") && Contains("no lora_A"));
-  PeftAdapter stray = a;
+  lora::PeftAdapter stray = a;
   stray.modules["model.embed_tokens"] = stray.modules.begin()->second;
-  REQUIRE_THROWS_WITH(decoder_options_for(stray, config), Contains("model.embed_tokens") && Contains("not a decoder"));
-  PeftAdapter deep = a;
+  REQUIRE_THROWS_WITH(model::decoder_options_for(stray, config), Contains("model.embed_tokens") && Contains("not a decoder"));
+  lora::PeftAdapter deep = a;
   deep.modules["model.layers.7.self_attn.q_proj"] = deep.modules.begin()->second;
-  REQUIRE_THROWS_WITH(decoder_options_for(deep, config), Contains("layer 7 of a 3-layer"));
+  REQUIRE_THROWS_WITH(model::decoder_options_for(deep, config), Contains("layer 7 of a 3-layer"));
 }

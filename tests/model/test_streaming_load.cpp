@@ -31,8 +31,8 @@ namespace {
 const std::string kDir = vidlora::test::model_dir("llava_next_video");
 
 // Every tensor of `dir` in a TensorTable: the generic read path (std::vector<float>, then a cast).
-TensorTable table_of(const io::CheckpointDir& dir) {
-  TensorTable table;
+model::TensorTable table_of(const io::CheckpointDir& dir) {
+  model::TensorTable table;
   for (const auto& name : dir.names()) {
     const Vector v = dir.vector(name);
     table.insert(name, dir.info(name).shape, std::vector<float>(v.data(), v.data() + v.size()));
@@ -40,7 +40,7 @@ TensorTable table_of(const io::CheckpointDir& dir) {
   return table;
 }
 
-bool same_blocks(const QuantizedBlocks& a, const QuantizedBlocks& b) {
+bool same_blocks(const quant::QuantizedBlocks& a, const quant::QuantizedBlocks& b) {
   return a.packed == b.packed && a.absmax == b.absmax && a.qabsmax == b.qabsmax && a.nested_absmax == b.nested_absmax &&
          a.absmax_offset == b.absmax_offset && a.numel == b.numel && a.blocksize == b.blocksize;
 }
@@ -65,7 +65,7 @@ void check_same_decoder(const D& a, const D& b) {
   CHECK(differing == 0);
 }
 
-std::vector<float> test_pixels(Eigen::Index frames, const ClipVisionConfig& c) {
+std::vector<float> test_pixels(Eigen::Index frames, const model::ClipVisionConfig& c) {
   std::vector<float> px(static_cast<std::size_t>(frames * c.num_channels * c.image_size * c.image_size));
   for (std::size_t i = 0; i < px.size(); ++i) px[i] = static_cast<float>(static_cast<int>(i * 37 % 101) - 50) / 50.0f;
   return px;
@@ -73,13 +73,13 @@ std::vector<float> test_pixels(Eigen::Index frames, const ClipVisionConfig& c) {
 
 template <class Base>
 void check_decoders_identical() {
-  const auto config = LlavaConfig::from_file(fs::path(kDir) / "config.json");
+  const auto config = model::LlavaConfig::from_file(fs::path(kDir) / "config.json");
   const auto streamed = io::CheckpointDir::open(kDir);
   const auto resident = io::CheckpointDir::open(kDir, {.release_pages = false});
   REQUIRE(streamed.options().release_pages);
   REQUIRE(streamed.shard_files().size() == 3);
-  const TensorTable table = table_of(resident);
-  const Decoder<4, 8, Base> a(config.text, streamed), b(config.text, resident), c(config.text, table);
+  const model::TensorTable table = table_of(resident);
+  const model::Decoder<4, 8, Base> a(config.text, streamed), b(config.text, resident), c(config.text, table);
   check_same_decoder(a, b);
   check_same_decoder(a, c);
 }
@@ -105,7 +105,7 @@ bool reset_peak_rss() {
 // A LLaMA decoder checkpoint of random bf16 weights in `shards` shards, with its index.
 struct GeneratedCheckpoint {
   fs::path dir;
-  DecoderConfig config;
+  model::DecoderConfig config;
   std::size_t bytes = 0;                 // all shards
   std::size_t largest_tensor_floats = 0;  // elements of the biggest tensor
 };
@@ -113,7 +113,7 @@ struct GeneratedCheckpoint {
 GeneratedCheckpoint write_bf16_decoder(const fs::path& dir, int hidden, int inter, int layers, int vocab, int shards) {
   fs::remove_all(dir);
   fs::create_directories(dir);
-  GeneratedCheckpoint out{dir, DecoderConfig::from_json({{"model_type", "llama"},
+  GeneratedCheckpoint out{dir, model::DecoderConfig::from_json({{"model_type", "llama"},
                                                          {"hidden_size", hidden},
                                                          {"intermediate_size", inter},
                                                          {"num_hidden_layers", layers},
@@ -166,18 +166,18 @@ GeneratedCheckpoint write_bf16_decoder(const fs::path& dir, int hidden, int inte
 TEST_CASE("streamed loading gives the same decoder weights, bit for bit, as resident pages and the generic path",
           "[model][streaming]") {
   SECTION("NF4 base") { check_decoders_identical<NF4Weight>(); }
-  SECTION("bf16 base") { check_decoders_identical<Bf16Weight>(); }
+  SECTION("bf16 base") { check_decoders_identical<model::Bf16Weight>(); }
   SECTION("float base") { check_decoders_identical<DenseWeight>(); }
 }
 
 TEST_CASE("LlavaModel with an NF4 base streams a sharded directory to the same model as resident pages",
           "[model][streaming][llava]") {
-  const LlavaModel<4, 8, NF4Weight> model(kDir);
-  const auto config = LlavaConfig::from_file(fs::path(kDir) / "config.json");
+  const model::LlavaModel<4, 8, NF4Weight> model(kDir);
+  const auto config = model::LlavaConfig::from_file(fs::path(kDir) / "config.json");
   const auto resident = io::CheckpointDir::open(kDir, {.release_pages = false});
-  const ClipVision vision(config.vision, resident, ClipVisionOptions::from(config));
-  const auto projector = Mlp2xGelu::load(resident, config);
-  const Decoder<4, 8, NF4Weight> decoder(config.text, resident);
+  const model::ClipVision vision(config.vision, resident, model::ClipVisionOptions::from(config));
+  const auto projector = model::Mlp2xGelu::load(resident, config);
+  const model::Decoder<4, 8, NF4Weight> decoder(config.text, resident);
   check_same_decoder(model.decoder(), decoder);
   CHECK(model.vision().weight_bytes() == vision.weight_bytes());
   CHECK(model.projector().linear_1().weight() == projector.linear_1().weight());
@@ -202,7 +202,7 @@ TEST_CASE("streamed NF4 loading of a 200 MB bf16 checkpoint peaks near the model
     const auto weights = io::CheckpointDir::open(dir, {.release_pages = release_pages});
     REQUIRE(reset_peak_rss());
     const std::size_t before = status_bytes("VmRSS");
-    const Decoder<4, 8, NF4Weight> decoder(ckpt.config, weights);
+    const model::Decoder<4, 8, NF4Weight> decoder(ckpt.config, weights);
     model_bytes = decoder.weight_bytes();
     return status_bytes("VmHWM") - before;
   };

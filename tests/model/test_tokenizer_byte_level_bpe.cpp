@@ -11,8 +11,8 @@ using namespace vidlora;
 
 namespace {
 
-const ByteLevelBpeTokenizer& qwen_tokenizer() {
-  static const ByteLevelBpeTokenizer tokenizer = ByteLevelBpeTokenizer::from_file(test::fixture_path("model/tokenizer.json"));
+const model::ByteLevelBpeTokenizer& qwen_tokenizer() {
+  static const model::ByteLevelBpeTokenizer tokenizer = model::ByteLevelBpeTokenizer::from_file(test::fixture_path("model/tokenizer.json"));
   return tokenizer;
 }
 
@@ -48,7 +48,7 @@ TEST_CASE("byte-level bpe reads merges written as space-separated strings", "[mo
   auto& merges = json["model"]["merges"];
   REQUIRE(merges[0].is_array());  // tokenizers >= 0.20 writes pairs; older files write "a b"
   for (auto& m : merges) m = m[0].get<std::string>() + " " + m[1].get<std::string>();
-  const ByteLevelBpeTokenizer from_strings(json, "tokenizer.json (string merges)");
+  const model::ByteLevelBpeTokenizer from_strings(json, "tokenizer.json (string merges)");
   CHECK(from_strings.merge_count() == qwen_tokenizer().merge_count());
   for (const auto& c : cases()) CHECK(from_strings.encode(c["text"].get<std::string>()) == c["ids"].get<std::vector<int>>());
 }
@@ -57,7 +57,7 @@ TEST_CASE("added tokens match leftmost-longest after NFC when normalized and str
   const auto& fixture = test::tokenizer_fixture()["byte_level_bpe"];
   auto json = tokenizer_json();
   for (const auto& token : fixture["extra_added_tokens"]) json["added_tokens"].push_back(token);
-  const ByteLevelBpeTokenizer tokenizer(json, "tokenizer.json + extra added tokens");
+  const model::ByteLevelBpeTokenizer tokenizer(json, "tokenizer.json + extra added tokens");
   REQUIRE(fixture["extra_added_cases"].size() >= 5);
   for (const auto& c : fixture["extra_added_cases"]) {
     INFO("text: " << c["text"].get<std::string>());
@@ -115,11 +115,11 @@ TEST_CASE("byte-level bpe special tokens are split out and have the fixture ids"
   CHECK(t.pad_id() == t.token_to_id("<|endoftext|>"));
   CHECK_THROWS_WITH(t.encode("x", {.add_bos = true}), Catch::Contains("has no BOS token"));
   CHECK(t.encode("x", {.add_eos = true}).back() == *t.token_to_id("<|im_end|>"));
-  static_assert(Tokenizer<ByteLevelBpeTokenizer>);
+  static_assert(model::Tokenizer<model::ByteLevelBpeTokenizer>);
 }
 
 TEST_CASE("byte-level bpe reports missing unparsable and unsupported tokenizer files", "[model][tokenizer][errors]") {
-  CHECK_THROWS_WITH(ByteLevelBpeTokenizer::from_file("/nonexistent/tokenizer.json"),
+  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer::from_file("/nonexistent/tokenizer.json"),
                     Catch::Contains("cannot open tokenizer file '/nonexistent/tokenizer.json'"));
 
   const std::string truncated_path = "vidlora_test_truncated_tokenizer.json";
@@ -127,30 +127,30 @@ TEST_CASE("byte-level bpe reports missing unparsable and unsupported tokenizer f
     std::ofstream out(truncated_path);
     out << "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0,";
   }
-  CHECK_THROWS_WITH(ByteLevelBpeTokenizer::from_file(truncated_path),
+  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer::from_file(truncated_path),
                     Catch::Contains("tokenizer file 'vidlora_test_truncated_tokenizer.json' does not parse as JSON") &&
                         Catch::Contains("unexpected end of input"));
   std::remove(truncated_path.c_str());
 
   auto json = tokenizer_json();
   json["model"]["type"] = "WordPiece";
-  CHECK_THROWS_WITH(ByteLevelBpeTokenizer(json, "wp.json"), Catch::Contains("wp.json': unknown model type 'WordPiece'"));
+  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "wp.json"), Catch::Contains("wp.json': unknown model type 'WordPiece'"));
 
   json = tokenizer_json();
   json["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "\\s+";
-  CHECK_THROWS_WITH(ByteLevelBpeTokenizer(json, "re.json"), Catch::Contains("Split pattern is not Qwen2's regex"));
+  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "re.json"), Catch::Contains("Split pattern is not Qwen2's regex"));
 
   json = tokenizer_json();
   json["model"]["merges"][0] = nlohmann::json::array({"zz-unknown", "a"});
-  CHECK_THROWS_WITH(ByteLevelBpeTokenizer(json, "m.json"), Catch::Contains("merge 0 'zz-unknown a' uses a token missing"));
+  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "m.json"), Catch::Contains("merge 0 'zz-unknown a' uses a token missing"));
 
   json = tokenizer_json();
   json["model"]["vocab"] = nlohmann::json::array();
-  CHECK_THROWS_WITH(ByteLevelBpeTokenizer(json, "v.json"), Catch::Contains("model.vocab is not an object"));
+  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "v.json"), Catch::Contains("model.vocab is not an object"));
 
   json = tokenizer_json();
   json["normalizer"] = {{"type", "Lowercase"}};
-  CHECK_THROWS_WITH(ByteLevelBpeTokenizer(json, "n.json"), Catch::Contains("normalizer 'Lowercase' is not supported"));
+  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "n.json"), Catch::Contains("normalizer 'Lowercase' is not supported"));
 
   CHECK_THROWS_WITH(qwen_tokenizer().encode("bad \xFF byte"), Catch::Contains("invalid UTF-8 at byte 4"));
   CHECK_THROWS_WITH(qwen_tokenizer().decode(std::vector<int>{100000}), Catch::Contains("token id 100000 is not in the vocabulary"));

@@ -25,10 +25,10 @@ fs::path fresh_dir(const char* name) {
 TEST_CASE("load_tokenizer picks byte-level bpe for a qwen2 tokenizer.json", "[model][tokenizer]") {
   const fs::path dir = fresh_dir("vidlora_tok_qwen");
   fs::copy_file(test::fixture_path("model/tokenizer.json"), dir / "tokenizer.json");
-  const AnyTokenizer tokenizer = load_tokenizer(dir);
-  REQUIRE(std::holds_alternative<ByteLevelBpeTokenizer>(tokenizer));
+  const model::AnyTokenizer tokenizer = model::load_tokenizer(dir);
+  REQUIRE(std::holds_alternative<model::ByteLevelBpeTokenizer>(tokenizer));
   const auto& c = test::tokenizer_fixture()["byte_level_bpe"]["cases"][0];
-  CHECK(std::get<ByteLevelBpeTokenizer>(tokenizer).encode(c["text"].get<std::string>()) == c["ids"].get<std::vector<int>>());
+  CHECK(std::get<model::ByteLevelBpeTokenizer>(tokenizer).encode(c["text"].get<std::string>()) == c["ids"].get<std::vector<int>>());
   fs::remove_all(dir);
 }
 
@@ -37,17 +37,17 @@ TEST_CASE("load_tokenizer picks sentencepiece beside a metaspace tokenizer.json"
   fs::copy_file(test::fixture_path("model/tokenizer.model"), dir / "tokenizer.model");
   std::ofstream(dir / "tokenizer.json")
       << R"({"model": {"type": "BPE", "vocab": {}, "merges": []}, "pre_tokenizer": {"type": "Metaspace", "replacement": "_"}})";
-  const AnyTokenizer tokenizer = load_tokenizer(dir);
-  REQUIRE(std::holds_alternative<SentencePieceTokenizer>(tokenizer));
+  const model::AnyTokenizer tokenizer = model::load_tokenizer(dir);
+  REQUIRE(std::holds_alternative<model::SentencePieceTokenizer>(tokenizer));
   const auto& c = test::tokenizer_fixture()["sentencepiece"]["cases"][0];
-  CHECK(std::get<SentencePieceTokenizer>(tokenizer).encode(c["text"].get<std::string>()) == c["ids"].get<std::vector<int>>());
+  CHECK(std::get<model::SentencePieceTokenizer>(tokenizer).encode(c["text"].get<std::string>()) == c["ids"].get<std::vector<int>>());
   fs::remove_all(dir);
 }
 
 TEST_CASE("load_tokenizer reports a directory without tokenizer files and a broken tokenizer.json", "[model][tokenizer][errors]") {
   const fs::path dir = fresh_dir("vidlora_tok_empty");
-  CHECK_THROWS_WITH(load_tokenizer(dir), Catch::Contains("holds neither tokenizer.json nor tokenizer.model"));
+  CHECK_THROWS_WITH(model::load_tokenizer(dir), Catch::Contains("holds neither tokenizer.json nor tokenizer.model"));
   std::ofstream(dir / "tokenizer.json") << "{\"model\": ";
-  CHECK_THROWS_WITH(load_tokenizer(dir), Catch::Contains("tokenizer.json' does not parse as JSON"));
+  CHECK_THROWS_WITH(model::load_tokenizer(dir), Catch::Contains("tokenizer.json' does not parse as JSON"));
   fs::remove_all(dir);
 }

@@ -29,7 +29,7 @@ std::string random_text(CounterRng& rng) {
 }  // namespace
 
 TEST_CASE("byte-level bpe round-trips random NFC text from many scripts", "[model][tokenizer]") {
-  const auto qwen = ByteLevelBpeTokenizer::from_file(test::fixture_path("model/tokenizer.json"));
+  const auto qwen = model::ByteLevelBpeTokenizer::from_file(test::fixture_path("model/tokenizer.json"));
   CounterRng rng(2026, 4);
   for (int i = 0; i < 2000; ++i) {
     const std::string text = random_text(rng);
@@ -39,7 +39,7 @@ TEST_CASE("byte-level bpe round-trips random NFC text from many scripts", "[mode
 }
 
 TEST_CASE("sentencepiece round-trips random text that does not start with a space", "[model][tokenizer]") {
-  const auto llama = SentencePieceTokenizer::from_file(test::fixture_path("model/tokenizer.model"));
+  const auto llama = model::SentencePieceTokenizer::from_file(test::fixture_path("model/tokenizer.model"));
   CounterRng rng(2026, 5);
   int checked = 0;
   for (int i = 0; i < 2000; ++i) {

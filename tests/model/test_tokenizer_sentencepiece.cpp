@@ -12,8 +12,8 @@ using namespace vidlora;
 
 namespace {
 
-const SentencePieceTokenizer& llama_tokenizer() {
-  static const SentencePieceTokenizer tokenizer = SentencePieceTokenizer::from_file(test::fixture_path("model/tokenizer.model"));
+const model::SentencePieceTokenizer& llama_tokenizer() {
+  static const model::SentencePieceTokenizer tokenizer = model::SentencePieceTokenizer::from_file(test::fixture_path("model/tokenizer.model"));
   return tokenizer;
 }
 
@@ -31,7 +31,7 @@ TEST_CASE("sentencepiece ids equal transformers LlamaTokenizer ids for every fix
 }
 
 TEST_CASE("sentencepiece legacy mode equals LlamaTokenizer legacy ids", "[model][tokenizer]") {
-  const auto legacy = SentencePieceTokenizer::from_file(test::fixture_path("model/tokenizer.model"), {.legacy = true});
+  const auto legacy = model::SentencePieceTokenizer::from_file(test::fixture_path("model/tokenizer.model"), {.legacy = true});
   for (const auto& c : cases()) {
     const std::string text = c["text"];
     INFO("text: " << text);
@@ -99,19 +99,19 @@ TEST_CASE("sentencepiece special ids and pieces match the model", "[model][token
   const std::vector<int> with_eos = t.encode("a", {.add_eos = true});
   CHECK(with_eos.front() == 1);
   CHECK(with_eos.back() == 2);
-  static_assert(Tokenizer<SentencePieceTokenizer>);
+  static_assert(model::Tokenizer<model::SentencePieceTokenizer>);
 }
 
 TEST_CASE("sentencepiece reports a missing file a bad model and a bad id", "[model][tokenizer][errors]") {
-  CHECK_THROWS_WITH(SentencePieceTokenizer::from_file("/nonexistent/tokenizer.model"),
+  CHECK_THROWS_WITH(model::SentencePieceTokenizer::from_file("/nonexistent/tokenizer.model"),
                     Catch::Contains("cannot open SentencePiece model '/nonexistent/tokenizer.model'"));
-  CHECK_THROWS_WITH(SentencePieceTokenizer(std::string("\x0A\xFF\xFF\xFF", 4), "garbage.model"),
+  CHECK_THROWS_WITH(model::SentencePieceTokenizer(std::string("\x0A\xFF\xFF\xFF", 4), "garbage.model"),
                     Catch::Contains("garbage.model: not a SentencePiece model"));
   std::ifstream in(test::fixture_path("model/tokenizer.model"), std::ios::binary);
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  CHECK_THROWS_WITH(SentencePieceTokenizer(std::string_view(bytes).substr(0, bytes.size() / 2), "half.model"),
+  CHECK_THROWS_WITH(model::SentencePieceTokenizer(std::string_view(bytes).substr(0, bytes.size() / 2), "half.model"),
                     Catch::Contains("half.model: not a SentencePiece model"));
-  CHECK_THROWS_WITH(SentencePieceTokenizer(std::string_view("{\"model\": 1}"), "tokenizer.json"),
+  CHECK_THROWS_WITH(model::SentencePieceTokenizer(std::string_view("{\"model\": 1}"), "tokenizer.json"),
                     Catch::Contains("tokenizer.json"));
   CHECK_THROWS_WITH(llama_tokenizer().decode(std::vector<int>{5, 800}), Catch::Contains("token id 800 is outside the vocabulary"));
 }

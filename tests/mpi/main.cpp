@@ -48,7 +48,7 @@ int fault(const comm::MpiSession& session, const std::string& mode, const fs::pa
   config.progress = &std::cerr;
   config.progress_newlines = true;
   int calls = 0;
-  const auto features = [&](const Clip& clip) {
+  const auto features = [&](const train::Clip& clip) {
     if (session.rank() == 1 && ++calls == 4) {  // step 4 (steps 1-3 checkpointed)
       if (mode == "kill") std::raise(SIGKILL);
       std::this_thread::sleep_for(std::chrono::minutes(5));

@@ -130,14 +130,14 @@ TEST_CASE("a checkpoint written by two ranks resumes on one, and one written by 
   {
     auto t = make_tiny(c2, comm::Mpi(timeout(60)));
     const auto r = t.train(train, val);
-    CHECK(r.status == TrainStatus::Interrupted);
+    CHECK(r.status == train::TrainStatus::Interrupted);
     first = r.losses;
   }
   world.barrier("the two-rank part");
   if (world.rank() == 0) {
     auto t = make_tiny(tiny_config(dir / "two_to_one", 1, 4));
     const auto r = t.train(train, val, /*resume=*/true);
-    CHECK(r.status == TrainStatus::Finished);
+    CHECK(r.status == train::TrainStatus::Finished);
     std::vector<double> all = first;
     all.insert(all.end(), r.losses.begin(), r.losses.end());
     check_losses(all, straight);
@@ -155,7 +155,7 @@ TEST_CASE("a checkpoint written by two ranks resumes on one, and one written by 
   world.barrier("the one-rank part");
   auto t = make_tiny(tiny_config(dir / "one_to_two", 1, 2), comm::Mpi(timeout(60)));
   const auto r = t.train(train, val, /*resume=*/true);
-  CHECK(r.status == TrainStatus::Finished);
+  CHECK(r.status == train::TrainStatus::Finished);
   if (world.rank() == 0) {
     std::vector<double> all = first;
     all.insert(all.end(), r.losses.begin(), r.losses.end());

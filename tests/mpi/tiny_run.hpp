@@ -22,8 +22,8 @@ inline const std::vector<std::string> kWords{"<pad>", "<video>", "</s>", "descri
                                              "circle", "square",  "moves", "left",   "right", "stays", "."};
 inline constexpr int kVision = 12, kHidden = 32, kTokensPerClip = 4;
 
-inline TextCodec tiny_codec() {
-  TextCodec c;
+inline train::TextCodec tiny_codec() {
+  train::TextCodec c;
   c.encode = [](const std::string& text) {
     std::vector<int> ids;
     std::istringstream in(text);
@@ -44,14 +44,14 @@ inline TextCodec tiny_codec() {
 }
 
 // Captions of different lengths ("stays" vs "moves left"), so the ranks' token counts differ.
-inline std::vector<Clip> tiny_clips(int n, int offset = 0) {
+inline std::vector<train::Clip> tiny_clips(int n, int offset = 0) {
   const char* colour[3] = {"red", "blue", "green"};
   const char* shape[2] = {"circle", "square"};
   const char* motion[2] = {"moves left", "stays"};
-  std::vector<Clip> out;
+  std::vector<train::Clip> out;
   for (int k = 0; k < n; ++k) {
     const int i = k + offset;
-    Clip c;
+    train::Clip c;
     c.id = fmt::format("clip_{:03}", i);
     c.video = fmt::format("videos/clip_{:03}.mp4", i);
     c.caption = fmt::format("{} {} {} .", colour[i % 3], shape[(i / 3) % 2], motion[(i / 6) % 2]);
@@ -60,7 +60,7 @@ inline std::vector<Clip> tiny_clips(int n, int offset = 0) {
   return out;
 }
 
-inline Matrix tiny_features(const Clip& c) {
+inline Matrix tiny_features(const train::Clip& c) {
   const int i = std::stoi(c.id.substr(5));
   Matrix f = model::random_normal(kTokensPerClip, kVision, 0.1, 99, static_cast<std::uint64_t>(i));
   f.col(i % 3).array() += 2.0f;
@@ -95,7 +95,7 @@ using TinyTrainer = Trainer<presets::Cpu, model::Mlp2xGelu, lora::DenseWeight, C
 
 template <class Comm = comm::Single>
 TinyTrainer<Comm> make_tiny(const TrainerConfig& c, Comm comm = Comm{},
-                            FeatureFn f = [](const Clip& clip) { return tiny_features(clip); }) {
+                            train::FeatureFn f = [](const train::Clip& clip) { return tiny_features(clip); }) {
   const auto weights = model::random_decoder_weights(tiny_decoder_config(), 3);
   return TinyTrainer<Comm>(c, tiny_decoder_config(), weights, model::Mlp2xGelu(kVision, kHidden, 11), tiny_codec(),
                            std::move(f), std::move(comm));

@@ -21,7 +21,7 @@ namespace {
 // Model-owned tensors for the fixture's parameters, and the optimizer's groups pointing at them.
 struct FixtureModel {
   std::map<std::string, Matrix> values, grads;
-  std::vector<ParamGroup> groups;
+  std::vector<optim::ParamGroup> groups;
 
   explicit FixtureModel(const nlohmann::json& f) {
     for (const auto& [name, rows] : f["initial"].items()) {
@@ -29,11 +29,11 @@ struct FixtureModel {
       grads[name] = Matrix::Zero(values[name].rows(), values[name].cols());
     }
     for (const auto& g : f["groups"]) {
-      ParamGroup group{.params = {}, .weight_decay = g["weight_decay"].get<double>(),
+      optim::ParamGroup group{.params = {}, .weight_decay = g["weight_decay"].get<double>(),
                        .lr_scale = g["lr_scale"].get<double>(), .name = g["name"].get<std::string>()};
       for (const auto& n : g["params"]) {
         const auto name = n.get<std::string>();
-        group.params.push_back(Parameter{name, &values.at(name), &grads.at(name)});
+        group.params.push_back(optim::Parameter{name, &values.at(name), &grads.at(name)});
       }
       groups.push_back(std::move(group));
     }
@@ -110,7 +110,7 @@ TEST_CASE("adamw resumed from saved state continues exactly as the uninterrupted
   AdamW before(b.groups);
   run(before, b, 0, 8);
   // Checkpoint: values live in the model; the optimizer's state is copied out and into a new AdamW.
-  std::map<std::string, AdamWState> saved;
+  std::map<std::string, optim::AdamWState> saved;
   for (const auto& name : before.parameter_names()) saved[name] = before.state(name);
   AdamW resumed(b.groups);
   for (auto& [name, st] : saved) resumed.restore_state(name, st);
@@ -126,7 +126,7 @@ TEST_CASE("adamw resumed from saved state continues exactly as the uninterrupted
 TEST_CASE("adamw refuses to step on a NaN or Inf gradient and names the parameter", "[optim][errors]") {
   Matrix w = Matrix::Constant(2, 3, 1.0f), gw = Matrix::Constant(2, 3, 0.5f);
   Matrix b = Matrix::Constant(1, 3, 1.0f), gb = Matrix::Constant(1, 3, 0.5f);
-  AdamW opt(std::vector<Parameter>{{"proj.weight", &w, &gw}, {"proj.bias", &b, &gb}});
+  AdamW opt(std::vector<optim::Parameter>{{"proj.weight", &w, &gw}, {"proj.bias", &b, &gb}});
   gb(0, 2) = std::numeric_limits<float>::quiet_NaN();
   CHECK_THROWS_WITH(opt.step(1e-3), Catch::Contains("'proj.bias'") && Catch::Contains("nan at (0, 2)"));
   gb(0, 2) = 0.5f;
@@ -146,28 +146,28 @@ TEST_CASE("adamw refuses to step on a NaN or Inf gradient and names the paramete
 
 TEST_CASE("adamw rejects bad options shapes and names", "[optim][errors]") {
   Matrix w = Matrix::Ones(2, 2), g = Matrix::Zero(2, 2), g_wrong = Matrix::Zero(3, 2);
-  CHECK_THROWS_WITH(AdamW(std::vector<Parameter>{{"w", &w, &g}}, AdamWOptions{.beta1 = 1.0}),
+  CHECK_THROWS_WITH(AdamW(std::vector<optim::Parameter>{{"w", &w, &g}}, AdamWOptions{.beta1 = 1.0}),
                     Catch::Contains("beta1") && Catch::Contains("got 1"));
-  CHECK_THROWS_WITH(AdamW(std::vector<Parameter>{{"w", &w, &g}}, AdamWOptions{.beta2 = -0.5}),
+  CHECK_THROWS_WITH(AdamW(std::vector<optim::Parameter>{{"w", &w, &g}}, AdamWOptions{.beta2 = -0.5}),
                     Catch::Contains("beta2") && Catch::Contains("-0.5"));
-  CHECK_THROWS_WITH(AdamW(std::vector<Parameter>{{"w", &w, &g}}, AdamWOptions{.weight_decay = -0.1}),
+  CHECK_THROWS_WITH(AdamW(std::vector<optim::Parameter>{{"w", &w, &g}}, AdamWOptions{.weight_decay = -0.1}),
                     Catch::Contains("weight_decay") && Catch::Contains("-0.1"));
-  CHECK_THROWS_WITH(AdamW(std::vector<Parameter>{{"w", &w, &g}, {"w", &w, &g}}), Catch::Contains("'w'"));
-  CHECK_THROWS_WITH(AdamW(std::vector<Parameter>{{"w", &w, nullptr}}), Catch::Contains("'w'") && Catch::Contains("grad"));
-  AdamW wrong(std::vector<Parameter>{{"w", &w, &g_wrong}});
+  CHECK_THROWS_WITH(AdamW(std::vector<optim::Parameter>{{"w", &w, &g}, {"w", &w, &g}}), Catch::Contains("'w'"));
+  CHECK_THROWS_WITH(AdamW(std::vector<optim::Parameter>{{"w", &w, nullptr}}), Catch::Contains("'w'") && Catch::Contains("grad"));
+  AdamW wrong(std::vector<optim::Parameter>{{"w", &w, &g_wrong}});
   CHECK_THROWS_WITH(wrong.step(1e-3), Catch::Contains("'w'") && Catch::Contains("[3, 2]") && Catch::Contains("[2, 2]"));
-  AdamW opt(std::vector<Parameter>{{"w", &w, &g}});
+  AdamW opt(std::vector<optim::Parameter>{{"w", &w, &g}});
   CHECK_THROWS_WITH(opt.step(-1e-3), Catch::Contains("-0.001"));
   CHECK_THROWS_WITH(opt.state("nope"), Catch::Contains("'nope'"));
-  CHECK_THROWS_WITH(opt.restore_state("w", AdamWState{Matrix::Zero(1, 2), Matrix::Zero(2, 2), 3}),
+  CHECK_THROWS_WITH(opt.restore_state("w", optim::AdamWState{Matrix::Zero(1, 2), Matrix::Zero(2, 2), 3}),
                     Catch::Contains("[1, 2]"));
 }
 
 TEST_CASE("the element update follows torch's order of operations", "[optim]") {
   // A hand-checked single element: p = 2, g = 4, m = 1, v = 9 at step 3, lr 0.1, wd 0.5.
-  const auto s = AdamWStepParams::make(0.1, 0.5, 0.9, 0.999, 1e-8, 3);
+  const auto s = optim::AdamWStepParams::make(0.1, 0.5, 0.9, 0.999, 1e-8, 3);
   float p = 2.0f, m = 1.0f, v = 9.0f;
-  adamw_update(p, 4.0f, m, v, s);
+  optim::adamw_update(p, 4.0f, m, v, s);
   const double m_ref = 1.0 + 0.1 * (4.0 - 1.0);
   const double v_ref = 9.0 * 0.999 + 0.001 * 16.0;
   const double p_ref = 2.0 * 0.95 - 0.1 / (1 - 0.729) * m_ref / (std::sqrt(v_ref) / std::sqrt(1 - std::pow(0.999, 3)) + 1e-8);
@@ -191,9 +191,9 @@ TEST_CASE("the vectorised cpu loop equals the element function bit for bit", "[o
   for (const double beta1 : {0.9, 0.3}) {  // both lerp forms (weight 0.1 and 0.7)
     auto p2 = p, m2 = m, v2 = v;
     auto p3 = p, m3 = m, v3 = v;
-    const auto s = AdamWStepParams::make(3e-4, 0.01, beta1, 0.999, 1e-8, 7);
+    const auto s = optim::AdamWStepParams::make(3e-4, 0.01, beta1, 0.999, 1e-8, 7);
     optim::adamw_update_range(p2.data(), g.data(), m2.data(), v2.data(), n, s);
-    for (std::ptrdiff_t i = 0; i < n; ++i) adamw_update(p3[i], g[i], m3[i], v3[i], s);
+    for (std::ptrdiff_t i = 0; i < n; ++i) optim::adamw_update(p3[i], g[i], m3[i], v3[i], s);
     int differ = 0;
     for (std::ptrdiff_t i = 0; i < n; ++i) differ += (p2[i] != p3[i]) + (m2[i] != m3[i]) + (v2[i] != v3[i]);
     INFO("beta1 " << beta1);

@@ -37,7 +37,7 @@ TEST_CASE("clip_grad_norm matches torch clip_grad_norm_ above and below max_norm
     if (!std::isfinite(want)) continue;
     ++finite_cases;
     std::map<std::string, Matrix> values, grads;
-    std::vector<Parameter> params;
+    std::vector<optim::Parameter> params;
     for (const auto& [name, rows] : c["grads"].items()) {
       grads[name] = matrix(rows);
       values[name] = Matrix::Zero(grads[name].rows(), grads[name].cols());
@@ -55,7 +55,7 @@ TEST_CASE("clip_grad_norm returns the norm before clipping and scales to max_nor
   Matrix v = Matrix::Zero(1, 2), g1 = Matrix::Zero(1, 2), w = Matrix::Zero(1, 1), g2 = Matrix::Zero(1, 1);
   g1 << 3.0f, 0.0f;
   g2 << 4.0f;
-  std::vector<Parameter> params{{"a", &v, &g1}, {"b", &w, &g2}};
+  std::vector<optim::Parameter> params{{"a", &v, &g1}, {"b", &w, &g2}};
   CHECK(clip_grad_norm(params, 1.0) == 5.0);  // global: sqrt(3² + 4²), across tensors
   CHECK(g1(0, 0) == Approx(3.0 / (5.0 + 1e-6)).epsilon(1e-7));
   CHECK(g2(0, 0) == Approx(4.0 / (5.0 + 1e-6)).epsilon(1e-7));
@@ -73,7 +73,7 @@ TEST_CASE("clip_grad_norm reports a NaN or Inf norm and leaves the gradients for
       grads[name] = matrix(rows);
       values[name] = Matrix::Zero(grads[name].rows(), grads[name].cols());
     }
-    std::vector<Parameter> params;
+    std::vector<optim::Parameter> params;
     for (auto& [name, g] : grads) params.push_back({name, &values[name], &g});
     const Matrix a_before = grads["a"];
     const double norm = clip_grad_norm(params, 1.0);
@@ -87,7 +87,7 @@ TEST_CASE("clip_grad_norm reports a NaN or Inf norm and leaves the gradients for
     CHECK_THROWS_WITH(opt.step(1e-3), Catch::Contains("'b'"));
   }
   Matrix v = Matrix::Zero(1, 1), g = Matrix::Ones(1, 1);
-  std::vector<Parameter> params{{"x", &v, &g}};
+  std::vector<optim::Parameter> params{{"x", &v, &g}};
   CHECK_THROWS_WITH(clip_grad_norm(params, 0.0), Catch::Contains("max_norm") && Catch::Contains("got 0"));
   CHECK_THROWS_WITH(clip_grad_norm(params, -1.0), Catch::Contains("-1"));
 }
@@ -97,7 +97,7 @@ TEST_CASE("the transformers grouping decays what Trainer get_decay_parameter_nam
   REQUIRE(f["names"].size() >= 15);
   for (const auto& row : f["names"]) {
     INFO(row[0].get<std::string>());
-    CHECK(decays_in_transformers(row[0].get<std::string>()) == row[1].get<bool>());
+    CHECK(optim::decays_in_transformers(row[0].get<std::string>()) == row[1].get<bool>());
   }
 }
 
@@ -105,12 +105,12 @@ TEST_CASE("group builders split decay from no decay keeping order", "[optim]") {
   Matrix m[5], g[5];
   const char* names[5] = {"q_proj.lora_A.weight", "q_proj.lora_B.weight", "q_proj.bias", "model.norm.weight",
                           "projector.linear_1.weight"};
-  std::vector<Parameter> params;
+  std::vector<optim::Parameter> params;
   for (int i = 0; i < 5; ++i) {
     m[i] = g[i] = Matrix::Zero(1, 1);
     params.push_back({names[i], &m[i], &g[i]});
   }
-  const auto tf = transformers_groups(params, 0.01);
+  const auto tf = optim::transformers_groups(params, 0.01);
   REQUIRE(tf.size() == 2);
   CHECK(tf[0].weight_decay == 0.01);
   CHECK(tf[1].weight_decay == 0.0);
@@ -121,7 +121,7 @@ TEST_CASE("group builders split decay from no decay keeping order", "[optim]") {
   REQUIRE(tf[1].params.size() == 2);
   CHECK(tf[1].params[0].name == "q_proj.bias");
 
-  const auto lb = lora_b_only_groups(params, 0.01);
+  const auto lb = optim::lora_b_only_groups(params, 0.01);
   REQUIRE(lb[0].params.size() == 1);
   CHECK(lb[0].params[0].name == "q_proj.lora_B.weight");
   CHECK(lb[0].params[0].value == &m[1]);  // references, not copies
@@ -149,7 +149,7 @@ TEST_CASE("clip_grad_norm over many chunks equals a plain double sum of squares"
       g->data()[i] = x;
       sum += static_cast<double>(x) * static_cast<double>(x);
     }
-  std::vector<Parameter> params{{"g1", &v1, &g1}, {"g2", &v2, &g2}, {"g3", &v3, &g3}};
+  std::vector<optim::Parameter> params{{"g1", &v1, &g1}, {"g2", &v2, &g2}, {"g3", &v3, &g3}};
   const Matrix before = g1;
   const double norm = clip_grad_norm(params, 1.0);
   CHECK(norm == Approx(std::sqrt(sum)).epsilon(1e-12));

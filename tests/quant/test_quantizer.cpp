@@ -60,18 +60,18 @@ std::vector<float> hashed_input(std::size_t n, std::uint64_t seed, std::size_t b
   return x;
 }
 
-QuantizedBlocks quantize_case(const nlohmann::json& c, std::span<const float> x) {
+quant::QuantizedBlocks quantize_case(const nlohmann::json& c, std::span<const float> x) {
   const std::string format = c["format"];
   const int bs = c["blocksize"];
   const bool dq = c["double_quant"];
-  return format == "nf4" ? quantize_4bit<NF4>(x, bs, dq) : quantize_4bit<FP4>(x, bs, dq);
+  return format == "nf4" ? quant::quantize_4bit<NF4>(x, bs, dq) : quant::quantize_4bit<FP4>(x, bs, dq);
 }
 
-std::vector<float> dequantize_case(const nlohmann::json& c, const QuantizedBlocks& q) {
-  return c["format"] == "nf4" ? dequantize_4bit<NF4>(q) : dequantize_4bit<FP4>(q);
+std::vector<float> dequantize_case(const nlohmann::json& c, const quant::QuantizedBlocks& q) {
+  return c["format"] == "nf4" ? quant::dequantize_4bit<NF4>(q) : quant::dequantize_4bit<FP4>(q);
 }
 
-void check_against_bitsandbytes(const nlohmann::json& c, const QuantizedBlocks& q) {
+void check_against_bitsandbytes(const nlohmann::json& c, const quant::QuantizedBlocks& q) {
   INFO(c["name"].get<std::string>());
   CHECK(q.numel == c["numel"].get<std::size_t>());
   CHECK(q.packed == c["packed"].get<std::vector<std::uint8_t>>());
@@ -109,7 +109,7 @@ TEST_CASE("quantize_4bit matches bitsandbytes on ties, signed zeros, odd sizes a
   REQUIRE(f["cases"].size() == 6);
   for (const auto& c : f["cases"]) {
     const std::vector<float> x = floats_from_bits(c["input_bits"]);
-    const QuantizedBlocks q = quantize_case(c, x);
+    const quant::QuantizedBlocks q = quantize_case(c, x);
     check_against_bitsandbytes(c, q);
     INFO(c["name"].get<std::string>());
     CHECK(bits_of(dequantize_case(c, q)) == bits_of_json(c["dequantized_bits"]));
@@ -125,7 +125,7 @@ TEST_CASE("quantize_4bit matches bitsandbytes on large inputs with and without d
     double sum = 0;
     for (float v : x) sum += v;
     REQUIRE(to_bits(static_cast<float>(sum)) == c["input_checksum_bits"].get<std::uint32_t>());
-    const QuantizedBlocks q = quantize_case(c, x);
+    const quant::QuantizedBlocks q = quantize_case(c, x);
     check_against_bitsandbytes(c, q);
     const std::vector<float> y = dequantize_case(c, q);
     const std::size_t stride = c["dequantized_sample_stride"];
@@ -223,10 +223,10 @@ TEST_CASE("quantize rejects blocksizes that are not powers of two in 32 to 4096 
   const std::vector<float> x(256, 1.0f);
   for (int bs : {0, 16, 48, 100, 8192}) {
     INFO(bs);
-    CHECK_THROWS_WITH(quantize_4bit<NF4>(x, bs, false),
+    CHECK_THROWS_WITH(quant::quantize_4bit<NF4>(x, bs, false),
                       Catch::Contains("blocksize " + std::to_string(bs)) && Catch::Contains("32..4096"));
   }
-  for (int bs : {32, 64, 128, 256, 512, 1024, 2048, 4096}) CHECK_NOTHROW(quantize_4bit<FP4>(x, bs, false));
+  for (int bs : {32, 64, 128, 256, 512, 1024, 2048, 4096}) CHECK_NOTHROW(quant::quantize_4bit<FP4>(x, bs, false));
 }
 
 TEST_CASE("quantize rejects NaN and Inf and names the element", "[quant][errors]") {

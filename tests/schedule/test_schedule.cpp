@@ -110,10 +110,10 @@ TEST_CASE("warmup_steps_for is ceil of total times ratio as transformers get_war
     const double ratio = v[0].get<double>();
     const long total = v[1].get<long>();
     INFO("ratio " << ratio << " total " << total);
-    CHECK(warmup_steps_for(ratio, total) == v[2].get<long>());
+    CHECK(schedule::warmup_steps_for(ratio, total) == v[2].get<long>());
   }
-  CHECK(warmup_steps_for(0.07, 100) == 8);  // 100 · 0.07 = 7.000000000000001 in double, as in Python
-  CHECK(warmup_steps_for(0.05, 1000) == 50);
+  CHECK(schedule::warmup_steps_for(0.07, 100) == 8);  // 100 · 0.07 = 7.000000000000001 in double, as in Python
+  CHECK(schedule::warmup_steps_for(0.05, 1000) == 50);
 }
 
 TEST_CASE("warmup rises linearly from zero and every policy reaches base lr at the warmup boundary", "[schedule]") {
@@ -154,21 +154,21 @@ TEST_CASE("cosine restarts is a cosine with hard restarts and zero from the end 
 }
 
 TEST_CASE("the linear scaling rule scales with batch times accumulation over 16", "[schedule]") {
-  STATIC_REQUIRE(adjusted_lr(2e-4, 8, 2) == 2e-4);  // constexpr: presets can fold it
-  CHECK(adjusted_lr(1e-4, 1, 16) == 1e-4);
-  CHECK(adjusted_lr(1e-4, 2, 8) == 1e-4);
-  CHECK(adjusted_lr(1e-4, 4, 2) == Approx(5e-5).epsilon(1e-15));
-  CHECK(adjusted_lr(1e-4, 32, 2) == Approx(4e-4).epsilon(1e-15));
+  STATIC_REQUIRE(schedule::adjusted_lr(2e-4, 8, 2) == 2e-4);  // constexpr: presets can fold it
+  CHECK(schedule::adjusted_lr(1e-4, 1, 16) == 1e-4);
+  CHECK(schedule::adjusted_lr(1e-4, 2, 8) == 1e-4);
+  CHECK(schedule::adjusted_lr(1e-4, 4, 2) == Approx(5e-5).epsilon(1e-15));
+  CHECK(schedule::adjusted_lr(1e-4, 32, 2) == Approx(4e-4).epsilon(1e-15));
 }
 
 TEST_CASE("scheduler names map to their policies", "[schedule]") {
   auto name_of = [](auto policy) { return std::string(decltype(policy)::name); };
-  CHECK(visit_lr_policy("cosine", name_of) == "cosine");
-  CHECK(visit_lr_policy("cosine_with_restarts", name_of) == "cosine_with_restarts");
-  CHECK(visit_lr_policy("linear", name_of) == "linear");
-  CHECK(visit_lr_policy("constant", name_of) == "constant_with_warmup");
-  CHECK(visit_lr_policy("cosine_warm_restarts", name_of) == "cosine_warm_restarts");
-  CHECK_THROWS_WITH(visit_lr_policy("polynomial", name_of), Catch::Contains("'polynomial'"));
+  CHECK(schedule::visit_lr_policy("cosine", name_of) == "cosine");
+  CHECK(schedule::visit_lr_policy("cosine_with_restarts", name_of) == "cosine_with_restarts");
+  CHECK(schedule::visit_lr_policy("linear", name_of) == "linear");
+  CHECK(schedule::visit_lr_policy("constant", name_of) == "constant_with_warmup");
+  CHECK(schedule::visit_lr_policy("cosine_warm_restarts", name_of) == "cosine_warm_restarts");
+  CHECK_THROWS_WITH(schedule::visit_lr_policy("polynomial", name_of), Catch::Contains("'polynomial'"));
 }
 
 TEST_CASE("bad schedule options are errors naming the value", "[schedule][errors]") {
@@ -210,11 +210,11 @@ TEST_CASE("bad schedule options are errors naming the value", "[schedule][errors
 }
 
 TEST_CASE("bad warmup ratios and batch sizes are errors naming the value", "[schedule][errors]") {
-  CHECK_THROWS_WITH(warmup_steps_for(1.5, 100), Catch::Contains("1.5"));
-  CHECK_THROWS_WITH(warmup_steps_for(1.0, 100), Catch::Contains("[0, 1)"));
-  CHECK_THROWS_WITH(warmup_steps_for(-0.1, 100), Catch::Contains("-0.1"));
-  CHECK_THROWS_WITH(warmup_steps_for(0.1, -7), Catch::Contains("-7"));
-  CHECK_THROWS_WITH(adjusted_lr(1e-4, 0, 4), Catch::Contains("batch_size") && Catch::Contains("got 0"));
-  CHECK_THROWS_WITH(adjusted_lr(1e-4, 4, -2), Catch::Contains("gradient_accumulation") && Catch::Contains("-2"));
-  CHECK_THROWS_WITH(adjusted_lr(-1.0, 4, 2), Catch::Contains("base_lr") && Catch::Contains("-1"));
+  CHECK_THROWS_WITH(schedule::warmup_steps_for(1.5, 100), Catch::Contains("1.5"));
+  CHECK_THROWS_WITH(schedule::warmup_steps_for(1.0, 100), Catch::Contains("[0, 1)"));
+  CHECK_THROWS_WITH(schedule::warmup_steps_for(-0.1, 100), Catch::Contains("-0.1"));
+  CHECK_THROWS_WITH(schedule::warmup_steps_for(0.1, -7), Catch::Contains("-7"));
+  CHECK_THROWS_WITH(schedule::adjusted_lr(1e-4, 0, 4), Catch::Contains("batch_size") && Catch::Contains("got 0"));
+  CHECK_THROWS_WITH(schedule::adjusted_lr(1e-4, 4, -2), Catch::Contains("gradient_accumulation") && Catch::Contains("-2"));
+  CHECK_THROWS_WITH(schedule::adjusted_lr(-1.0, 4, 2), Catch::Contains("base_lr") && Catch::Contains("-1"));
 }

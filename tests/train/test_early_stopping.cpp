@@ -13,7 +13,7 @@ TEST_CASE("early stopping counts patience as transformers EarlyStoppingCallback 
   for (const auto& c : fixture["cases"]) {
     EarlyStopping stopper(EarlyStoppingOptions{.patience = c["patience"].get<int>(),
                                                .threshold = c["threshold"].get<double>(),
-                                               .mode = c["mode"] == "max" ? Mode::Max : Mode::Min});
+                                               .mode = c["mode"] == "max" ? train::Mode::Max : train::Mode::Min});
     const auto scores = c["scores"].get<std::vector<double>>();
     const auto& evals = c["evals"];
     for (std::size_t i = 0; i < evals.size(); ++i) {
@@ -29,7 +29,7 @@ TEST_CASE("early stopping counts patience as transformers EarlyStoppingCallback 
 }
 
 TEST_CASE("early stopping keeps the best score and step in max mode", "[train][early_stopping]") {
-  EarlyStopping stopper({.patience = 2, .threshold = 0.0, .mode = Mode::Max});
+  EarlyStopping stopper({.patience = 2, .threshold = 0.0, .mode = train::Mode::Max});
   CHECK_FALSE(stopper(0.2, 10));
   CHECK(stopper.last_was_best());
   CHECK_FALSE(stopper(0.5, 20));

@@ -27,7 +27,7 @@ TEST_CASE("the 2-D sine-cosine position embedding: MAE's values, the row's half 
           "[train][random_vision]") {
   // grid 2, width 8: per axis the frequencies 1 and 10000^(-1/2) = 0.01. Hand-written values of
   // MAE's get_2d_sincos_pos_embed with its halves swapped (its meshgrid(w, h) puts the column first).
-  const Matrix e = sincos_2d_position_embedding(2, 8);
+  const Matrix e = train::sincos_2d_position_embedding(2, 8);
   REQUIRE(e.rows() == 4);
   REQUIRE(e.cols() == 8);
   const auto expected = [](double x, double y) {
@@ -43,14 +43,14 @@ TEST_CASE("the 2-D sine-cosine position embedding: MAE's values, the row's half 
       CHECK(e(p, k) == Approx(want[static_cast<std::size_t>(k)]).margin(1e-7));
     }
   }
-  CHECK_THROWS_WITH(sincos_2d_position_embedding(2, 6), Catch::Contains("divisible by 4, got 6"));
+  CHECK_THROWS_WITH(train::sincos_2d_position_embedding(2, 6), Catch::Contains("divisible by 4, got 6"));
 }
 
 TEST_CASE("a random vision tower with sin-cos positions differs from CLIP's init only in the position embedding",
           "[train][random_vision]") {
   const auto c = tiny_vision(24, 8, 16);  // 3x3 patches
-  const auto clip = random_clip_vision_weights(c, 5);
-  const auto sincos = random_clip_vision_weights(c, 5, RandomVisionPositions::sincos_2d);
+  const auto clip = train::random_clip_vision_weights(c, 5);
+  const auto sincos = train::random_clip_vision_weights(c, 5, train::RandomVisionPositions::sincos_2d);
   const std::string pos = "vision_model.embeddings.position_embedding.weight";
   REQUIRE(clip.tensors().size() == sincos.tensors().size());
   for (const auto& [name, entry] : clip.tensors()) {
@@ -62,7 +62,7 @@ TEST_CASE("a random vision tower with sin-cos positions differs from CLIP's init
   const auto p = sincos.read_float(pos);
   REQUIRE(sincos.shape(pos) == std::vector<std::int64_t>{10, 16});
   for (int k = 0; k < 16; ++k) CHECK(p[static_cast<std::size_t>(k)] == 0.0f);  // CLS
-  const Matrix want = sincos_2d_position_embedding(3, 16);
+  const Matrix want = train::sincos_2d_position_embedding(3, 16);
   for (int r = 0; r < 9; ++r)
     for (int k = 0; k < 16; ++k) CHECK(p[static_cast<std::size_t>((r + 1) * 16 + k)] == want(r, k));
   // CLIP's init: small (std 0.02), nowhere near the sin-cos values
@@ -72,8 +72,8 @@ TEST_CASE("a random vision tower with sin-cos positions differs from CLIP's init
 }
 
 TEST_CASE("an unknown position embedding name is an error listing the known ones", "[train][random_vision]") {
-  CHECK(random_vision_positions_from_string("sincos_2d") == RandomVisionPositions::sincos_2d);
-  CHECK(random_vision_positions_from_string("clip_init") == RandomVisionPositions::clip_init);
-  CHECK_THROWS_WITH(random_vision_positions_from_string("learned"),
+  CHECK(train::random_vision_positions_from_string("sincos_2d") == train::RandomVisionPositions::sincos_2d);
+  CHECK(train::random_vision_positions_from_string("clip_init") == train::RandomVisionPositions::clip_init);
+  CHECK_THROWS_WITH(train::random_vision_positions_from_string("learned"),
                     Catch::Contains("unknown position embedding 'learned'") && Catch::Contains("clip_init, sincos_2d"));
 }

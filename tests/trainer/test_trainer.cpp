@@ -34,8 +34,8 @@ const std::vector<std::string> kWords{"<pad>", "<video>", "</s>", "describe", ":
                                       "circle", "square",  "moves", "left",   "right", "stays", "."};
 constexpr int kVision = 12, kHidden = 32, kTokensPerClip = 4;
 
-TextCodec codec() {
-  TextCodec c;
+train::TextCodec codec() {
+  train::TextCodec c;
   c.encode = [](const std::string& text) {
     std::vector<int> ids;
     std::istringstream in(text);
@@ -60,14 +60,14 @@ TextCodec codec() {
 }
 
 // Clip i: colour i % 3, shape (i / 3) % 2; features carry both as directions plus seeded noise.
-std::vector<Clip> clips(int n, int offset = 0) {
+std::vector<train::Clip> clips(int n, int offset = 0) {
   const char* colour[3] = {"red", "blue", "green"};
   const char* shape[2] = {"circle", "square"};
   const char* motion[2] = {"moves left", "stays"};
-  std::vector<Clip> out;
+  std::vector<train::Clip> out;
   for (int k = 0; k < n; ++k) {
     const int i = k + offset;
-    Clip c;
+    train::Clip c;
     c.id = fmt::format("clip_{:03}", i);
     c.video = fmt::format("videos/clip_{:03}.mp4", i);
     c.caption = fmt::format("{} {} {} .", colour[i % 3], shape[(i / 3) % 2], motion[(i / 6) % 2]);
@@ -76,7 +76,7 @@ std::vector<Clip> clips(int n, int offset = 0) {
   return out;
 }
 
-Matrix clip_features(const Clip& c) {
+Matrix clip_features(const train::Clip& c) {
   const int i = std::stoi(c.id.substr(5));
   Matrix f = model::random_normal(kTokensPerClip, kVision, 0.1, 99, static_cast<std::uint64_t>(i));
   f.col(i % 3).array() += 2.0f;
@@ -112,7 +112,7 @@ struct Fresh {
   ~Fresh() { fs::remove_all(dir); }
 };
 
-TinyTrainer make(const TrainerConfig& c, FeatureFn f = [](const Clip& clip) { return clip_features(clip); }) {
+TinyTrainer make(const TrainerConfig& c, train::FeatureFn f = [](const train::Clip& clip) { return clip_features(clip); }) {
   const auto weights = model::random_decoder_weights(tiny_config(), 3);
   return TinyTrainer(c, tiny_config(), weights, model::Mlp2xGelu(kVision, kHidden, 11), codec(), std::move(f));
 }
@@ -167,7 +167,7 @@ TEST_CASE("two-stage training lowers the loss and writes outputs that load back"
 
   // Projector weights under HF names round-trip.
   model::Mlp2xGelu p(kVision, kHidden, 12345);
-  load_projector(tmp.dir / "projector.safetensors", p);
+  train::load_projector(tmp.dir / "projector.safetensors", p);
   CHECK(p.linear_1().weight() == trainer.projector().linear_1().weight());
   CHECK(p.linear_2().bias() == trainer.projector().linear_2().bias());
   const auto proj = io::SafetensorsFile::open(tmp.dir / "projector.safetensors");
@@ -196,14 +196,14 @@ TEST_CASE("resume after an interruption continues the identical loss curve", "[t
     config.max_steps_this_run = stop;
     auto trainer = make(config);
     const auto r = trainer.train(clips(16), clips(4, 16), /*resume=*/stop != 3);
-    CHECK(r.status == TrainStatus::Interrupted);
+    CHECK(r.status == train::TrainStatus::Interrupted);
     resumed.insert(resumed.end(), r.losses.begin(), r.losses.end());
   }
   config.max_steps_this_run = 0;
   {
     auto trainer = make(config);
     const auto r = trainer.train(clips(16), clips(4, 16), true);
-    CHECK(r.status == TrainStatus::Finished);
+    CHECK(r.status == train::TrainStatus::Finished);
     resumed.insert(resumed.end(), r.losses.begin(), r.losses.end());
     // The best evaluation survives the resumes, whichever epoch it came from.
     REQUIRE(straight_best.has_value());
@@ -245,13 +245,13 @@ TEST_CASE("resume at any step equals not stopping: losses, trained tensors and o
     {
       auto trainer = make(config);
       const auto r = trainer.train(clips(16), clips(4, 16));
-      REQUIRE(r.status == TrainStatus::Interrupted);
+      REQUIRE(r.status == train::TrainStatus::Interrupted);
       resumed = r.losses;
     }
     config.max_steps_this_run = 0;
     auto trainer = make(config);
     const auto r = trainer.train(clips(16), clips(4, 16), /*resume=*/true);
-    REQUIRE(r.status == TrainStatus::Finished);
+    REQUIRE(r.status == train::TrainStatus::Finished);
     resumed.insert(resumed.end(), r.losses.begin(), r.losses.end());
     CHECK(resumed == straight);  // bit-identical
     CHECK(trainer.decoder().slot(1, "v_proj").lora().lora_B() == straight_b);
@@ -267,13 +267,13 @@ TEST_CASE("resuming a finished run keeps its best evaluation", "[trainer]") {
   {
     auto trainer = make(config);
     const auto r = trainer.train(clips(16), clips(4, 16));
-    REQUIRE(r.status == TrainStatus::Finished);
+    REQUIRE(r.status == train::TrainStatus::Finished);
     first = r.best;
   }
   REQUIRE(first.has_value());
   auto trainer = make(config);
   const auto r = trainer.train(clips(16), clips(4, 16), /*resume=*/true);  // nothing left to train
-  CHECK(r.status == TrainStatus::Finished);
+  CHECK(r.status == train::TrainStatus::Finished);
   CHECK(r.losses.empty());
   REQUIRE(r.best.has_value());  // restored from the checkpoint, not re-evaluated
   CHECK(r.best->step == first->step);
@@ -291,7 +291,7 @@ TEST_CASE("a checkpoint that cannot be written stops the run with the file named
   config.max_steps_this_run = 2;
   {
     auto trainer = make(config);
-    REQUIRE(trainer.train(clips(16), clips(4, 16)).status == TrainStatus::Interrupted);
+    REQUIRE(trainer.train(clips(16), clips(4, 16)).status == train::TrainStatus::Interrupted);
   }
   const fs::path last = tmp.dir / "checkpoints" / "last.safetensors";
   REQUIRE(fs::exists(last));
@@ -329,7 +329,7 @@ TEST_CASE("a checkpoint that cannot be written stops the run with the file named
 
   config.max_steps_this_run = 0;  // room again: the run resumes from that checkpoint and finishes
   auto trainer = make(config);
-  CHECK(trainer.train(clips(16), clips(4, 16), true).status == TrainStatus::Finished);
+  CHECK(trainer.train(clips(16), clips(4, 16), true).status == train::TrainStatus::Finished);
 }
 
 TEST_CASE("resume refuses a checkpoint of another configuration and names the field", "[trainer]") {
@@ -356,7 +356,7 @@ TEST_CASE("a NaN loss skips its step and three in a row stop with the checkpoint
   config.stages[1].epochs = 1;
   {
     // clip_003's features are NaN: its step is skipped once per epoch, the others train.
-    auto trainer = make(config, [](const Clip& c) {
+    auto trainer = make(config, [](const train::Clip& c) {
       Matrix f = clip_features(c);
       if (c.id == "clip_003") f(0, 0) = std::nanf("");
       return f;
@@ -366,7 +366,7 @@ TEST_CASE("a NaN loss skips its step and three in a row stop with the checkpoint
     REQUIRE(r.losses.size() == 12);
     CHECK(std::count_if(r.losses.begin(), r.losses.end(), [](double v) { return std::isnan(v); }) == 2);
     CHECK(all_finite(trainer.projector().linear_1().weight()));
-    CHECK(r.status == TrainStatus::Finished);
+    CHECK(r.status == train::TrainStatus::Finished);
   }
   // A good checkpoint after 2 steps, then a resumed run where every clip's loss is NaN.
   fs::remove_all(tmp.dir);
@@ -383,13 +383,13 @@ TEST_CASE("a NaN loss skips its step and three in a row stop with the checkpoint
   const std::string before = read(ckpt);
   config.max_steps_this_run = 0;
   config.checkpoint_every = 1;
-  auto trainer = make(config, [](const Clip& c) {
+  auto trainer = make(config, [](const train::Clip& c) {
     Matrix f = clip_features(c);
     f(0, 0) = std::nanf("");
     return f;
   });
   const auto r = trainer.train(clips(6), clips(2, 6), true);
-  CHECK(r.status == TrainStatus::NanStopped);
+  CHECK(r.status == train::TrainStatus::NanStopped);
   CHECK(r.skipped_nan_steps == 3);
   CHECK(r.steps == 5);
   CHECK(read(ckpt) == before);
@@ -399,12 +399,12 @@ TEST_CASE("a clip whose video cannot be decoded is skipped and named", "[trainer
   Fresh tmp("badclip");
   auto config = tiny_trainer_config(tmp.dir);
   config.stages[1].epochs = 1;
-  auto trainer = make(config, [](const Clip& c) {
+  auto trainer = make(config, [](const train::Clip& c) {
     if (c.id == "clip_002") throw Error("video file videos/clip_002.mp4: no decodable frames");
     return clip_features(c);
   });
   const auto r = trainer.train(clips(8), clips(2, 8));
-  CHECK(r.status == TrainStatus::Finished);
+  CHECK(r.status == train::TrainStatus::Finished);
   REQUIRE(r.skipped_clips.size() == 1);
   CHECK_THAT(r.skipped_clips[0], Catch::StartsWith("clip_002: video file videos/clip_002.mp4"));
   CHECK(r.steps == 3 * 2);
@@ -464,7 +464,7 @@ TEST_CASE("a run's learning rates follow Scheduler<P::lr_policy> at the recipe's
   c.progress = nullptr;
   Trainer<CpuLinear, model::Mlp2xGelu> trainer(c, tiny_config(), model::random_decoder_weights(tiny_config(), 3),
                                                model::Mlp2xGelu(kVision, kHidden, 11), codec(),
-                                               [](const Clip& clip) { return clip_features(clip); });
+                                               [](const train::Clip& clip) { return clip_features(clip); });
   const auto result = trainer.train(clips(16), {});  // 16 clips / (2 x 2) = 4 steps per epoch
   REQUIRE(result.steps == 12);
   std::map<int, std::vector<double>> lr_by_stage;
@@ -510,18 +510,18 @@ TEST_CASE("a bias-free projector (multimodal_projector_bias false) registers, sa
                                                      "multi_modal_projector.linear_2.bias"});
   const fs::path dir = fs::temp_directory_path() / "vidlora_bias_free_projector";
   fs::create_directories(dir);
-  save_projector(dir / "projector.safetensors", p);
+  train::save_projector(dir / "projector.safetensors", p);
   const auto f = io::SafetensorsFile::open(dir / "projector.safetensors");
   CHECK(f.contains("multi_modal_projector.linear_2.weight"));
   CHECK_FALSE(f.contains("multi_modal_projector.linear_1.bias"));
   CHECK_FALSE(f.contains("multi_modal_projector.linear_2.bias"));
   model::Mlp2xGelu q(6, 5, 99, false);
-  load_projector(dir / "projector.safetensors", q);
+  train::load_projector(dir / "projector.safetensors", q);
   CHECK(q.linear_2().weight() == p.linear_2().weight());
   // A file with biases does not load into a bias-free projector: the error names the tensor.
   model::Mlp2xGelu with_bias(6, 5, 3, true);
-  save_projector(dir / "biased.safetensors", with_bias);
-  CHECK_THROWS_WITH(load_projector(dir / "biased.safetensors", q),
+  train::save_projector(dir / "biased.safetensors", with_bias);
+  CHECK_THROWS_WITH(train::load_projector(dir / "biased.safetensors", q),
                     Catch::Contains("multi_modal_projector.linear_1.bias") && Catch::Contains("no bias"));
   fs::remove_all(dir);
 }

@@ -34,8 +34,8 @@ nlohmann::json reference() {
 }
 
 // Captions in the fixture are token ids; the codec reads and writes them as space-separated numbers.
-TextCodec id_codec(const nlohmann::json& ref) {
-  TextCodec c;
+train::TextCodec id_codec(const nlohmann::json& ref) {
+  train::TextCodec c;
   c.encode = [](const std::string& text) {
     std::vector<int> ids;
     std::istringstream in(text);
@@ -85,10 +85,10 @@ TEST_CASE("ten steps of the two-stage recipe give transformers + PEFT's losses",
   c.progress = nullptr;
   fs::remove_all(c.output_dir);
 
-  std::vector<Clip> train;
+  std::vector<train::Clip> train;
   const auto captions = ref["captions"].get<std::vector<std::vector<int>>>();
   for (std::size_t i = 0; i < captions.size(); ++i) {
-    Clip clip;
+    train::Clip clip;
     clip.id = fmt::format("clip{}", i);
     clip.video = clip.id + ".mp4";
     for (int id : captions[i]) {
@@ -98,7 +98,7 @@ TEST_CASE("ten steps of the two-stage recipe give transformers + PEFT's losses",
     train.push_back(clip);
   }
   Trainer<P> trainer(c, config.text, weights, model::Mlp2xGelu::load(weights, 32, config.text.hidden_size),
-                     id_codec(ref), [&](const Clip& clip) { return features.matrix(clip.id); });
+                     id_codec(ref), [&](const train::Clip& clip) { return features.matrix(clip.id); });
   const auto lora_a = io::SafetensorsFile::open(kDir / "lora_A.safetensors");
   int loaded = 0;
   trainer.decoder().for_each_lora([&](const std::string& path, auto& layer) {

@@ -18,8 +18,8 @@
 namespace vidlora::test {
 
 // ids 10..49 for 'a'..; the decode only counts tokens (the run's captions are not checked).
-inline TextCodec tiny_codec() {
-  TextCodec codec;
+inline train::TextCodec tiny_codec() {
+  train::TextCodec codec;
   codec.encode = [](const std::string& s) {
     std::vector<int> ids;
     for (char ch : s) ids.push_back(10 + (ch - 'a') % 40);
@@ -32,10 +32,10 @@ inline TextCodec tiny_codec() {
   return codec;
 }
 
-inline std::vector<Clip> tiny_clips() {
-  std::vector<Clip> clips;
+inline std::vector<train::Clip> tiny_clips() {
+  std::vector<train::Clip> clips;
   for (int i = 0; i < 8; ++i) {
-    Clip clip;
+    train::Clip clip;
     clip.id = fmt::format("c{}", i);
     clip.video = fmt::format("c{}.mp4", i);
     clip.caption = std::string(3 + i % 3, static_cast<char>('a' + i));
@@ -44,7 +44,7 @@ inline std::vector<Clip> tiny_clips() {
   return clips;
 }
 
-inline Matrix tiny_features(const Clip& cl) {
+inline Matrix tiny_features(const train::Clip& cl) {
   return model::random_normal(4, 8, 1.0, 5, static_cast<std::uint64_t>(cl.id[1]));
 }
 

@@ -9,15 +9,15 @@
 using namespace vidlora;
 
 namespace {
-RgbImage image_of(const nlohmann::json& c) {
-  return RgbImage{c["width"].get<int>(), c["height"].get<int>(), c["rgb"].get<std::vector<std::uint8_t>>()};
+video::RgbImage image_of(const nlohmann::json& c) {
+  return video::RgbImage{c["width"].get<int>(), c["height"].get<int>(), c["rgb"].get<std::vector<std::uint8_t>>()};
 }
 }  // namespace
 
 TEST_CASE("bicubic resize matches Pillow byte for byte", "[video][clip]") {
   const auto fx = test::load_fixture("video/clip_preprocess.json");
   for (const auto& c : fx["small"]) {
-    const RgbImage out = resize_bicubic(image_of(c), c["resized_width"].get<int>(), c["resized_height"].get<int>());
+    const video::RgbImage out = video::resize_bicubic(image_of(c), c["resized_width"].get<int>(), c["resized_height"].get<int>());
     const auto want = c["resized"].get<std::vector<std::uint8_t>>();
     REQUIRE(out.data.size() == want.size());
     int worst = 0;
@@ -29,13 +29,13 @@ TEST_CASE("bicubic resize matches Pillow byte for byte", "[video][clip]") {
 
 TEST_CASE("clip preprocessing matches transformers CLIPImageProcessor within 1e-6", "[video][clip]") {
   const auto fx = test::load_fixture("video/clip_preprocess.json");
-  ClipPreprocessOptions o{};
+  video::ClipPreprocessOptions o{};
   o.shortest_edge = 24;
   o.crop_height = 24;
   o.crop_width = 24;
-  std::vector<RgbImage> images;
+  std::vector<video::RgbImage> images;
   for (const auto& c : fx["small"]) images.push_back(image_of(c));
-  const ClipTensor t = clip_preprocess(images, o);
+  const video::ClipTensor t = video::clip_preprocess(images, o);
   CHECK(t.frames == static_cast<int>(images.size()));
   CHECK(t.channels == 3);
   CHECK(t.height == 24);
@@ -53,7 +53,7 @@ TEST_CASE("clip preprocessing matches transformers CLIPImageProcessor within 1e-
 
 TEST_CASE("clip preprocessing at 336 matches the reference statistics and sampled values", "[video][clip]") {
   const auto d = test::load_fixture("video/clip_preprocess.json")["default_336"];
-  const ClipTensor t = clip_preprocess(std::vector<RgbImage>{image_of(d)});
+  const video::ClipTensor t = video::clip_preprocess(std::vector<video::RgbImage>{image_of(d)});
   REQUIRE(t.data.size() == 3u * 336 * 336);
   const auto stride = d["subset_stride"].get<std::size_t>();
   const auto subset = d["subset"].get<std::vector<float>>();
@@ -81,8 +81,8 @@ TEST_CASE("clip resize keeps the aspect ratio and truncates the long side as tra
 }
 
 TEST_CASE("visual token budgets per frame are 576 for CLIP ViT-L/14-336 and 144 after 2x2 pooling", "[video][tokens]") {
-  STATIC_REQUIRE(clip_vit_l14_336_tokens_per_frame == 576);
-  STATIC_REQUIRE(llava_next_video_pooled_tokens_per_frame == 144);
-  STATIC_REQUIRE(visual_tokens(16) == 16 * 144);
-  STATIC_REQUIRE(visual_tokens(8, clip_vit_l14_336_tokens_per_frame) == 4608);
+  STATIC_REQUIRE(video::clip_vit_l14_336_tokens_per_frame == 576);
+  STATIC_REQUIRE(video::llava_next_video_pooled_tokens_per_frame == 144);
+  STATIC_REQUIRE(video::visual_tokens(16) == 16 * 144);
+  STATIC_REQUIRE(video::visual_tokens(8, video::clip_vit_l14_336_tokens_per_frame) == 4608);
 }

@@ -27,8 +27,8 @@ std::string error_of(F&& f) {
 
 TEST_CASE("stream facts come from the container and frame positions from decoded timestamps", "[video][decoder]") {
   const auto path = test::testsrc_clip();
-  VideoDecoder decoder(path);
-  const StreamInfo& info = decoder.info();
+  video::VideoDecoder decoder(path);
+  const video::StreamInfo& info = decoder.info();
   CHECK(info.codec_name == "h264");
   CHECK(info.width == 160);
   CHECK(info.height == 120);
@@ -58,14 +58,14 @@ TEST_CASE("variable frame rate clip gives the exact frame count and per-frame ti
     CHECK(frames[i].timestamp == Approx(test::vfr_time(i)).margin(1e-4));
   }
   // The average rate the container states matches neither stretch: positions must not come from it.
-  VideoDecoder decoder(test::vfr_clip());
+  video::VideoDecoder decoder(test::vfr_clip());
   CHECK(decoder.info().avg_fps != Approx(10.0).margin(0.5));
   CHECK(decoder.info().avg_fps != Approx(30.0).margin(0.5));
 }
 
 TEST_CASE("a container that over-reports its frame count is decoded to its real length", "[video][decoder]") {
   const auto path = test::wrong_count_clip();
-  VideoDecoder decoder(path);
+  video::VideoDecoder decoder(path);
   CHECK(decoder.info().reported_frame_count == 500);
   CHECK(decoder.scan_packets().pts.size() == 90);
   const auto frames = decode_all_frames(path);
@@ -114,13 +114,13 @@ TEST_CASE("bad input files throw vidlora::Error naming the file and the problem"
   msg = error_of([&] { Sampler<Uniform>().sample(test::empty_mp4()); });
   CHECK_THAT(msg, Catch::Contains(test::empty_mp4().string()) && Catch::Contains("empty file"));
 
-  msg = error_of([&] { detect_scene_changes(test::truncated_without_index()); });
+  msg = error_of([&] { video::detect_scene_changes(test::truncated_without_index()); });
   CHECK_THAT(msg, Catch::Contains(test::truncated_without_index().string()) && Catch::Contains("not a readable video"));
 
   msg = error_of([&] { Sampler<Uniform>(SamplerOptions{.num_frames = 0}).sample(test::testsrc_clip()); });
   CHECK_THAT(msg, Catch::Contains(test::testsrc_clip().string()) && Catch::Contains("num_frames is 0"));
 
-  msg = error_of([&] { VideoDecoder decoder(test::clip_dir()); });
+  msg = error_of([&] { video::VideoDecoder decoder(test::clip_dir()); });
   CHECK_THAT(msg, Catch::Contains("is a directory"));
 }
 
@@ -130,7 +130,7 @@ TEST_CASE("a file truncated mid-way reports where it broke and keeps the frames 
   const auto msg = error_of([&] { Sampler<Motion>(SamplerOptions{.num_frames = 4, .width = 16, .height = 12}).sample(path); });
   CHECK_THAT(msg, Catch::Contains(path.string()) && Catch::Contains("damaged") && Catch::Contains("good frame") &&
                       Catch::Contains("byte offset"));
-  CHECK_THROWS_WITH(detect_scene_changes(path), Catch::Contains(path.string()) && Catch::Contains("damaged"));
+  CHECK_THROWS_WITH(video::detect_scene_changes(path), Catch::Contains(path.string()) && Catch::Contains("damaged"));
 
   // The decoder delivers the good prefix and says where it stopped.
   DecodeStatus status;

@@ -11,7 +11,7 @@
 using namespace vidlora;
 
 namespace {
-std::vector<std::int64_t> indices_of(const std::vector<SampledFrame>& frames) {
+std::vector<std::int64_t> indices_of(const std::vector<video::SampledFrame>& frames) {
   std::vector<std::int64_t> out;
   for (const auto& f : frames) out.push_back(f.index);
   return out;
@@ -36,7 +36,7 @@ TEST_CASE("uniform indices equal numpy linspace truncated to int", "[video][samp
       {{33, 6}, {0, 6, 12, 19, 25, 32}},
       {{10, 1}, {0}},
       {{301, 16}, {0, 20, 40, 60, 80, 100, 120, 140, 160, 180, 200, 220, 240, 260, 280, 300}}};
-  for (const auto& [nk, want] : expected) CHECK(uniform_indices(nk.first, nk.second) == want);
+  for (const auto& [nk, want] : expected) CHECK(video::uniform_indices(nk.first, nk.second) == want);
 }
 
 TEST_CASE("uniform sampling by keyframe seeking returns the frames decoding everything returns", "[video][sampler][uniform]") {
@@ -50,7 +50,7 @@ TEST_CASE("uniform sampling by keyframe seeking returns the frames decoding ever
     CHECK_FALSE(full.report.seeked);
     CHECK(full.report.frames_decoded == 150);
     CHECK(seeked.report.frames_decoded < 150);  // keyframes every 12 frames: most frames never decoded
-    CHECK(indices_of(seeked.frames) == uniform_indices(150, k));
+    CHECK(indices_of(seeked.frames) == video::uniform_indices(150, k));
     REQUIRE(indices_of(full.frames) == indices_of(seeked.frames));
     for (std::size_t j = 0; j < seeked.frames.size(); ++j) {
       CHECK(seeked.frames[j].timestamp == Approx(full.frames[j].timestamp));
@@ -61,7 +61,7 @@ TEST_CASE("uniform sampling by keyframe seeking returns the frames decoding ever
 }
 
 TEST_CASE("scene cuts of concatenated segments are found within one frame", "[video][sampler][scene]") {
-  const auto cuts = detect_scene_changes(test::cuts_clip());
+  const auto cuts = video::detect_scene_changes(test::cuts_clip());
   REQUIRE(cuts.size() == test::known_cuts.size());
   for (std::size_t i = 0; i < cuts.size(); ++i) CHECK(std::abs(cuts[i] - test::known_cuts[i]) <= 1);
 }
@@ -69,17 +69,17 @@ TEST_CASE("scene cuts of concatenated segments are found within one frame", "[vi
 TEST_CASE("minimum scene length drops cuts closer than it to the previous cut", "[video][sampler][scene]") {
   // Scenes are 40, 35, 45, 30 frames. With min_scene_len 38 the cut at 75 (35 after the cut at 40)
   // is dropped; the one at 120 counts from the last kept cut (80 frames) and stays.
-  const auto cuts = detect_scene_changes(test::cuts_clip(), SceneChangeOptions{.min_scene_len = 38});
+  const auto cuts = video::detect_scene_changes(test::cuts_clip(), SceneChangeOptions{.min_scene_len = 38});
   REQUIRE(cuts.size() == 2);
   CHECK(std::abs(cuts[0] - 40) <= 1);
   CHECK(std::abs(cuts[1] - 120) <= 1);
-  CHECK(detect_scene_changes(test::cuts_clip(), SceneChangeOptions{.threshold = 1.0}).empty());
+  CHECK(video::detect_scene_changes(test::cuts_clip(), SceneChangeOptions{.threshold = 1.0}).empty());
 }
 
 TEST_CASE("decoding without the deblocking filter finds the same cuts", "[video][sampler][scene]") {
-  const auto full = detect_scene_changes(test::cuts_clip());
+  const auto full = video::detect_scene_changes(test::cuts_clip());
   CHECK(full.size() == 3);
-  CHECK(detect_scene_changes(test::cuts_clip(), SceneChangeOptions{.skip_loop_filter = true}) == full);
+  CHECK(video::detect_scene_changes(test::cuts_clip(), SceneChangeOptions{.skip_loop_filter = true}) == full);
 }
 
 TEST_CASE("scene change sampler puts at least one frame in every scene", "[video][sampler][scene]") {
@@ -117,7 +117,7 @@ TEST_CASE("motion sampler puts most frames inside the burst of motion", "[video]
 
 TEST_CASE("a still clip has no cuts and the motion sampler spreads its frames evenly", "[video][sampler][motion]") {
   const auto path = test::still_clip();  // 60 frames
-  CHECK(detect_scene_changes(path).empty());
+  CHECK(video::detect_scene_changes(path).empty());
   const auto motion = indices_of(Sampler<Motion>(SamplerOptions{.num_frames = 6, .width = 32, .height = 24}).sample(path));
   // no motion at all: targets at the middle of 6 equal stretches of 10 frames
   CHECK(motion == std::vector<std::int64_t>{4, 14, 24, 34, 44, 54});
@@ -148,7 +148,7 @@ TEST_CASE("a small frame buffer thins held frames but still returns distinct fra
   const auto idx = indices_of(thinned.frames);
   REQUIRE(idx.size() == 8);
   CHECK(strictly_increasing(idx));
-  const auto want = uniform_indices(150, 8);
+  const auto want = video::uniform_indices(150, 8);
   for (std::size_t j = 0; j < idx.size(); ++j) {
     CHECK(std::abs(idx[j] - want[j]) <= thinned.report.hold_stride / 2);
     CHECK(thinned.frames[j].timestamp == Approx(idx[j] / 30.0).margin(1e-6));
@@ -160,9 +160,9 @@ TEST_CASE("policies and samplers model their concepts", "[video][sampler]") {
   STATIC_REQUIRE(SamplingPolicy<SceneChange>);
   STATIC_REQUIRE(SamplingPolicy<Motion>);
   STATIC_REQUIRE_FALSE(SamplingPolicy<int>);
-  STATIC_REQUIRE(FrameSampler<Sampler<Uniform>>);
-  STATIC_REQUIRE(FrameSampler<Sampler<Motion>>);
-  STATIC_REQUIRE_FALSE(FrameSampler<SampledFrame>);
+  STATIC_REQUIRE(video::FrameSampler<Sampler<Uniform>>);
+  STATIC_REQUIRE(video::FrameSampler<Sampler<Motion>>);
+  STATIC_REQUIRE_FALSE(video::FrameSampler<video::SampledFrame>);
   SamplerOptions o{};
   o.num_frames = 16;
   CHECK(Sampler<SceneChange>(o).options().num_frames == 16);
@@ -174,7 +174,7 @@ TEST_CASE("a raw H.264 stream without packet timestamps is sampled by decoding e
   const auto s = Sampler<Uniform>(SamplerOptions{.num_frames = 8, .width = 16, .height = 12}).sample_with_report(test::raw_h264_clip());
   CHECK_FALSE(s.report.seeked);
   CHECK(s.report.frame_count == 60);
-  CHECK(indices_of(s.frames) == uniform_indices(60, 8));
+  CHECK(indices_of(s.frames) == video::uniform_indices(60, 8));
   CHECK(strictly_increasing(indices_of(s.frames)));
 }
 

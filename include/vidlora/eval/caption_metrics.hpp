@@ -59,3 +59,7 @@ inline CaptionMetrics caption_metrics(std::span<const std::string> candidates,
 }
 
 }  // namespace vidlora::eval
+
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
+using eval::CaptionMetricsOptions;
+}  // namespace vidlora

@@ -105,3 +105,7 @@ inline CiderScore cider_d(std::span<const std::string> candidates, std::span<con
 }
 
 }  // namespace vidlora::eval
+
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
+using eval::CiderOptions;
+}  // namespace vidlora

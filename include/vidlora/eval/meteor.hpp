@@ -128,3 +128,7 @@ MeteorScore meteor(std::span<const std::string> candidates, std::span<const std:
 }
 
 }  // namespace vidlora::eval
+
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
+using eval::MeteorOptions;
+}  // namespace vidlora

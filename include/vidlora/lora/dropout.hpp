@@ -52,7 +52,3 @@ inline void dropout_keep_bits4_blocks(std::uint64_t seed, std::uint64_t stream, 
 }
 
 }  // namespace vidlora::lora
-
-namespace vidlora {
-using lora::dropout_scale;
-}  // namespace vidlora

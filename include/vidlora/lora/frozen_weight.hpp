@@ -74,9 +74,7 @@ static_assert(FrozenWeight<DenseWeight64>);
 
 }  // namespace vidlora::lora
 
-namespace vidlora {
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using lora::DenseWeight;
-using lora::DenseWeight64;
-using lora::DenseWeightOf;
 using lora::FrozenWeight;
 }  // namespace vidlora

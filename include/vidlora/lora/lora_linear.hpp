@@ -324,7 +324,7 @@ class LoraLinear {
 
 }  // namespace vidlora::lora
 
-namespace vidlora {
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using lora::LoraLinear;
 using lora::LoraOptions;
 }  // namespace vidlora

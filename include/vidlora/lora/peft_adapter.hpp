@@ -319,13 +319,3 @@ inline PeftAdapter load_peft_adapter(const std::filesystem::path& dir) {
 }
 
 }  // namespace vidlora::lora
-
-namespace vidlora {
-using lora::AdapterModules;
-using lora::AdapterSpec;
-using lora::AdapterWeights;
-using lora::load_peft_adapter;
-using lora::peft_key;
-using lora::PeftAdapter;
-using lora::save_peft_adapter;
-}  // namespace vidlora

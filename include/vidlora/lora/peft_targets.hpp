@@ -108,7 +108,3 @@ class PeftTargets {
 };
 
 }  // namespace vidlora::lora
-
-namespace vidlora {
-using lora::PeftTargets;
-}  // namespace vidlora

@@ -18,6 +18,6 @@ using QLoraLinear = LoraLinear<Rank, Alpha, quant::NF4Weight>;
 
 }  // namespace vidlora::lora
 
-namespace vidlora {
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using lora::QLoraLinear;
 }  // namespace vidlora

@@ -41,9 +41,3 @@ constexpr bool is_supported_rank(int r) {
 }
 
 }  // namespace vidlora::lora
-
-namespace vidlora {
-using lora::dispatch_rank;
-using lora::is_supported_rank;
-using lora::kSupportedRanks;
-}  // namespace vidlora

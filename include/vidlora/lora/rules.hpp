@@ -53,7 +53,7 @@ constexpr double dropout_for_dataset_size(long dataset_size) {
 
 }  // namespace vidlora::lora
 
-namespace vidlora {
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using lora::default_alpha;
 using lora::dropout_for_dataset_size;
 using lora::max_rank_for_vram;

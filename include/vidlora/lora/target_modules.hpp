@@ -52,11 +52,9 @@ static_assert(TargetModuleSet<Basic> && TargetModuleSet<AttentionGateUp> && Targ
 
 }  // namespace vidlora::lora
 
-namespace vidlora {
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using lora::AttentionGateUp;
 using lora::Basic;
 using lora::Extended;
-using lora::is_target;
-using lora::matches_target;
 using lora::TargetModuleSet;
 }  // namespace vidlora

@@ -101,9 +101,3 @@ CrossEntropyResultOf<typename Derived::Scalar> cross_entropy(const Eigen::Matrix
 }
 
 }  // namespace vidlora::loss
-
-namespace vidlora {
-using loss::cross_entropy;
-using loss::CrossEntropyResult;
-using loss::CrossEntropyResultOf;
-}  // namespace vidlora

@@ -73,7 +73,6 @@ inline void check_lse(const char* who, Eigen::Index row, double lse) {
 }  // namespace detail
 }  // namespace vidlora::loss
 
-namespace vidlora {
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using loss::CrossEntropyOptions;
-using loss::Reduction;
 }  // namespace vidlora

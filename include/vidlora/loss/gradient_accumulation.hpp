@@ -88,8 +88,3 @@ class GradientAccumulationStep {
 };
 
 }  // namespace vidlora::loss
-
-namespace vidlora {
-using loss::count_valid_tokens;
-using loss::GradientAccumulationStep;
-}  // namespace vidlora

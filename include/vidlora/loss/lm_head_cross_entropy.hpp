@@ -202,10 +202,3 @@ LmHeadCrossEntropyResultOf<Scalar> lm_head_cross_entropy(const MatrixOf<Scalar>&
 }
 
 }  // namespace vidlora::loss
-
-namespace vidlora {
-using loss::lm_head_cross_entropy;
-using loss::LmHeadCrossEntropyResult;
-using loss::LmHeadCrossEntropyResultOf;
-using loss::LmHeadOptions;
-}  // namespace vidlora

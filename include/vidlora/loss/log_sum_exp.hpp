@@ -47,9 +47,3 @@ VIDLORA_HOST_DEVICE inline double cross_entropy_logit_grad(double prob, bool is_
 }
 
 }  // namespace vidlora::loss
-
-namespace vidlora {
-using loss::cross_entropy_logit_grad;
-using loss::cross_entropy_token_loss;
-using loss::OnlineLogSumExp;
-}  // namespace vidlora

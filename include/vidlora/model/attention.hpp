@@ -80,7 +80,3 @@ void attention_backward(const Eigen::Ref<const MatrixOf<T>>& q, const Eigen::Ref
 }
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::AttentionShape;
-}  // namespace vidlora

@@ -87,7 +87,3 @@ class Bf16Weight {
 static_assert(lora::FrozenWeight<Bf16Weight>);
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::Bf16Weight;
-}  // namespace vidlora

@@ -203,8 +203,3 @@ class ClipVision {
 };
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::ClipVision;
-using model::ClipVisionOptions;
-}  // namespace vidlora

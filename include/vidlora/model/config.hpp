@@ -351,10 +351,3 @@ struct LlavaConfig {
 };
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::Architecture;
-using model::ClipVisionConfig;
-using model::DecoderConfig;
-using model::LlavaConfig;
-}  // namespace vidlora

@@ -465,10 +465,3 @@ class Decoder {
 };
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::ActivationStats;
-using model::Decoder;
-using model::DecoderOptions;
-using model::next_token_targets;
-}  // namespace vidlora

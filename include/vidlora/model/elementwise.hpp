@@ -94,9 +94,3 @@ inline RopeCosSin rope_cos_sin(std::int64_t position, float inv_freq) {
 }
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::gelu_erf;
-using model::quick_gelu;
-using model::silu;
-}  // namespace vidlora

@@ -253,10 +253,6 @@ struct RecomputingDecoder {
 
 }  // namespace vidlora::model
 
-namespace vidlora {
-using model::apply_repetition_penalty;
-using model::banned_ngram_tokens;
-using model::generate;
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using model::GenerationOptions;
-using model::GenerationResult;
 }  // namespace vidlora

@@ -130,7 +130,3 @@ class LlavaModel {
 };
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::LlavaModel;
-}  // namespace vidlora

@@ -383,10 +383,3 @@ class LlavaProcessor {
 };
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::frame_preprocessing_from_json;
-using model::kLlavaNextVideoTemplate;
-using model::kLlavaQwenChatMlTemplate;
-using model::LlavaProcessor;
-}  // namespace vidlora

@@ -58,7 +58,3 @@ inline DecoderOptions decoder_options_for(const lora::PeftAdapter& adapter, cons
 }
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::decoder_options_for;
-}  // namespace vidlora

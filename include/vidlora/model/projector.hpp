@@ -194,11 +194,3 @@ inline Matrix spatial_average_pool(const Matrix& tokens, Eigen::Index grid, Eige
 }
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-// vidlora::Linear is the learning-rate policy; the linear projector is re-exported under a longer name.
-using LinearProjector = model::Linear;
-using model::Mlp2xGelu;
-using model::Projector;
-using model::spatial_average_pool;
-}  // namespace vidlora

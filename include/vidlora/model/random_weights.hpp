@@ -70,8 +70,3 @@ inline DecoderConfig llama_config(int hidden, int intermediate, int layers, int 
 }
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::llama_config;
-using model::random_decoder_weights;
-}  // namespace vidlora

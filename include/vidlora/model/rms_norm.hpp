@@ -56,8 +56,3 @@ Eigen::Map<const MatrixOf<T>> per_head_view(const MatrixOf<T>& m, Eigen::Index h
 }
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::rms_norm;
-using model::rms_norm_backward;
-}  // namespace vidlora

@@ -217,8 +217,3 @@ inline RopeFrequencies rope_frequencies(const RopeScaling& s, int head_dim, doub
 }
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::RopeScaling;
-using model::RopeType;
-}  // namespace vidlora

@@ -113,7 +113,3 @@ class RotaryTable {
 };
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::RotaryTable;
-}  // namespace vidlora

@@ -23,6 +23,3 @@ struct SequenceBatch {
 
 }  // namespace vidlora::model
 
-namespace vidlora {
-using model::SequenceBatch;
-}  // namespace vidlora

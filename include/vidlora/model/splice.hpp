@@ -119,11 +119,3 @@ MatrixOf<Scalar> gather_rows(const MatrixOf<Scalar>& m, std::span<const Eigen::I
 }
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::collate;
-using model::gather_rows;
-using model::splice_visual_tokens;
-using model::SplicedBatch;
-using model::SplicedSequence;
-}  // namespace vidlora

@@ -166,11 +166,3 @@ inline Matrix random_normal(Eigen::Index rows, Eigen::Index cols, double std, st
 }
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::load_matrix;
-using model::load_tensor;
-using model::load_vector;
-using model::TensorTable;
-using model::TensorSource;
-}  // namespace vidlora

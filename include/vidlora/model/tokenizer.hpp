@@ -34,8 +34,3 @@ concept Tokenizer = requires(const T& tokenizer, std::string_view text, std::spa
 };
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::EncodeOptions;
-using model::Tokenizer;
-}  // namespace vidlora

@@ -373,7 +373,3 @@ class ByteLevelBpeTokenizer {
 static_assert(Tokenizer<ByteLevelBpeTokenizer>);
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::ByteLevelBpeTokenizer;
-}  // namespace vidlora

@@ -99,12 +99,3 @@ inline std::vector<std::size_t> video_placeholder_positions(std::span<const int>
 }
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::ChatTemplate;
-using model::kQwenChatMlVideoTemplate;
-using model::kVicunaVideoTemplate;
-using model::render_prompt;
-using model::render_response;
-using model::video_placeholder_positions;
-}  // namespace vidlora

@@ -40,8 +40,3 @@ inline AnyTokenizer load_tokenizer(const std::filesystem::path& directory) {
 }
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::AnyTokenizer;
-using model::load_tokenizer;
-}  // namespace vidlora

@@ -295,8 +295,3 @@ class SentencePieceTokenizer {
 static_assert(Tokenizer<SentencePieceTokenizer>);
 
 }  // namespace vidlora::model
-
-namespace vidlora {
-using model::SentencePieceOptions;
-using model::SentencePieceTokenizer;
-}  // namespace vidlora

@@ -142,3 +142,8 @@ class AdamW {
 };
 
 }  // namespace vidlora::optim
+
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
+using optim::AdamW;
+using optim::AdamWOptions;
+}  // namespace vidlora

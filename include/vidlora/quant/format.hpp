@@ -102,7 +102,7 @@ VIDLORA_HOST_DEVICE constexpr float decode_4bit(std::uint8_t code, float absmax)
 
 }  // namespace vidlora::quant
 
-namespace vidlora {
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using quant::FP4;
 using quant::NF4;
 using quant::QuantFormat;

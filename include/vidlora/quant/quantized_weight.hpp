@@ -136,8 +136,7 @@ using FP4Weight = QuantizedWeight<FP4, 64, true>;
 
 }  // namespace vidlora::quant
 
-namespace vidlora {
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using quant::FP4Weight;
 using quant::NF4Weight;
-using quant::QuantizedWeight;
 }  // namespace vidlora

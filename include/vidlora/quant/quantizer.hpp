@@ -178,9 +178,6 @@ struct Quantizer {
 
 }  // namespace vidlora::quant
 
-namespace vidlora {
-using quant::dequantize_4bit;
-using quant::QuantizedBlocks;
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using quant::Quantizer;
-using quant::quantize_4bit;
 }  // namespace vidlora

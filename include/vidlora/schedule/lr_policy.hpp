@@ -27,3 +27,7 @@ inline double warmup_factor(long step, long warmup_steps) {
 }
 
 }  // namespace vidlora::schedule
+
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
+using schedule::LrPolicy;
+}  // namespace vidlora

@@ -18,3 +18,7 @@ struct ScheduleOptions {
 };
 
 }  // namespace vidlora::schedule
+
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
+using schedule::ScheduleOptions;
+}  // namespace vidlora

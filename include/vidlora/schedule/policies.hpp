@@ -125,3 +125,12 @@ static_assert(LrPolicy<Constant> && LrPolicy<Linear> && LrPolicy<Cosine> && LrPo
               LrPolicy<WarmRestarts>);
 
 }  // namespace vidlora::schedule
+
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
+using schedule::Constant;
+using schedule::ConstantWithWarmup;
+using schedule::Cosine;
+using schedule::CosineRestarts;
+using schedule::Linear;
+using schedule::WarmRestarts;
+}  // namespace vidlora

@@ -71,3 +71,7 @@ decltype(auto) visit_lr_policy(std::string_view name, F&& f) {
 }
 
 }  // namespace vidlora::schedule
+
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
+using schedule::Scheduler;
+}  // namespace vidlora

@@ -352,16 +352,3 @@ inline Dataset read_dataset(const fs::path& path, const DatasetOptions& options 
 }
 
 }  // namespace vidlora::train
-
-namespace vidlora {
-using train::Clip;
-using train::Dataset;
-using train::DatasetOptions;
-using train::in_validation;
-using train::read_aihub;
-using train::read_dataset;
-using train::read_manifest;
-using train::SkipReason;
-using train::SkipReport;
-using train::SplitRule;
-}  // namespace vidlora

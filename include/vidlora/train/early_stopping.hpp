@@ -80,8 +80,7 @@ class EarlyStopping {
 
 }  // namespace vidlora::train
 
-namespace vidlora {
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using train::EarlyStopping;
 using train::EarlyStoppingOptions;
-using train::Mode;
 }  // namespace vidlora

@@ -95,8 +95,3 @@ class FeatureCache {
 };
 
 }  // namespace vidlora::train
-
-namespace vidlora {
-using train::FeatureCache;
-using train::FeatureKey;
-}  // namespace vidlora

@@ -59,8 +59,3 @@ inline std::string format_progress(const ProgressState& s) {
 }
 
 }  // namespace vidlora::train
-
-namespace vidlora {
-using train::format_progress;
-using train::ProgressState;
-}  // namespace vidlora

@@ -104,10 +104,3 @@ inline model::TensorTable random_clip_vision_weights(const model::ClipVisionConf
 }
 
 }  // namespace vidlora::train
-
-namespace vidlora {
-using train::random_clip_vision_weights;
-using train::random_vision_positions_from_string;
-using train::RandomVisionPositions;
-using train::sincos_2d_position_embedding;
-}  // namespace vidlora

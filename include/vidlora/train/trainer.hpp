@@ -1182,16 +1182,9 @@ class Trainer {
 
 }  // namespace vidlora::train
 
-namespace vidlora {
-using train::EvalResult;
-using train::FeatureFn;
-using train::interrupt_requested;
-using train::load_projector;
-using train::save_projector;
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using train::StageSettings;
-using train::TextCodec;
 using train::Trainer;
 using train::TrainerConfig;
 using train::TrainResult;
-using train::TrainStatus;
 }  // namespace vidlora

@@ -404,18 +404,3 @@ inline void write_training_curves(const std::filesystem::path& jsonl, const std:
 }
 
 }  // namespace vidlora::train
-
-namespace vidlora {
-using train::ChartOptions;
-using train::CurvesOptions;
-using train::EvalRecord;
-using train::JsonlLog;
-using train::JsonlLogOptions;
-using train::line_chart_svg;
-using train::read_jsonl;
-using train::Series;
-using train::StepRecord;
-using train::training_curves_svg;
-using train::write_training_curves;
-using train::XMark;
-}  // namespace vidlora

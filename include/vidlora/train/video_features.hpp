@@ -1,7 +1,7 @@
 #pragma once
 // Frozen vision features of one video clip: Sampler<Policy> frames → CLIP preprocessing →
 // ClipVision → optional 2×2 spatial pooling, as [frames · tokens per frame, vision hidden].
-// Needs the vidlora::video (FFmpeg) target; train.hpp does not include it, <vidlora/trainer.hpp> does.
+// Needs the vidlora::video (FFmpeg) target; <vidlora/vidlora.hpp> does not include it, <vidlora/train.hpp> does.
 
 #include <cstdint>
 #include <filesystem>
@@ -39,7 +39,3 @@ Matrix video_clip_features(const std::filesystem::path& video, const video::Samp
 }
 
 }  // namespace vidlora::train
-
-namespace vidlora {
-using train::video_clip_features;
-}  // namespace vidlora

@@ -247,11 +247,3 @@ inline ClipTensor clip_preprocess(const std::vector<SampledFrame>& frames, const
 }
 
 }  // namespace vidlora::video
-
-namespace vidlora {
-using video::clip_preprocess;
-using video::ClipPreprocessOptions;
-using video::ClipTensor;
-using video::resize_bicubic;
-using video::ResizeArithmetic;
-}  // namespace vidlora

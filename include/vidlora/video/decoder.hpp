@@ -367,9 +367,3 @@ inline std::vector<SampledFrame> decode_all_frames(const std::filesystem::path& 
 }
 
 }  // namespace vidlora::video
-
-namespace vidlora {
-using video::VideoDecoderOptions;
-using video::StreamInfo;
-using video::VideoDecoder;
-}  // namespace vidlora

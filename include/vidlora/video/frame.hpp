@@ -28,8 +28,3 @@ struct SampledFrame {
 };
 
 }  // namespace vidlora::video
-
-namespace vidlora {
-using video::RgbImage;
-using video::SampledFrame;
-}  // namespace vidlora

@@ -17,7 +17,3 @@ concept FrameSampler = requires(const S& sampler, const std::filesystem::path& p
 };
 
 }  // namespace vidlora::video
-
-namespace vidlora {
-using video::FrameSampler;
-}  // namespace vidlora

@@ -140,8 +140,3 @@ inline double bhattacharyya_distance(const HsvHistogram& a, const HsvHistogram& 
 }
 
 }  // namespace vidlora::video
-
-namespace vidlora {
-using video::bhattacharyya_distance;
-using video::HsvHistogram;
-}  // namespace vidlora

@@ -42,7 +42,7 @@ struct SamplerOptions {
 
 }  // namespace vidlora::video
 
-namespace vidlora {
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using video::MotionOptions;
 using video::SamplerOptions;
 using video::SceneChangeOptions;

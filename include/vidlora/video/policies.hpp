@@ -122,9 +122,8 @@ struct Motion {
 
 }  // namespace vidlora::video
 
-namespace vidlora {
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using video::Motion;
 using video::SceneChange;
 using video::Uniform;
-using video::uniform_indices;
 }  // namespace vidlora

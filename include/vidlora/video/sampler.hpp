@@ -172,8 +172,6 @@ class Sampler {
 
 }  // namespace vidlora::video
 
-namespace vidlora {
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using video::Sampler;
-using video::Sampling;
-using video::SamplingReport;
 }  // namespace vidlora

@@ -25,6 +25,6 @@ concept SamplingPolicy = requires(const FrameAnalysis& analysis, const SamplerOp
 
 }  // namespace vidlora::video
 
-namespace vidlora {
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
 using video::SamplingPolicy;
 }  // namespace vidlora

@@ -26,7 +26,3 @@ inline std::vector<std::int64_t> detect_scene_changes(const std::filesystem::pat
 }
 
 }  // namespace vidlora::video
-
-namespace vidlora {
-using video::detect_scene_changes;
-}  // namespace vidlora

@@ -17,9 +17,3 @@ inline constexpr long long visual_tokens(int frames, int tokens_per_frame = llav
 }
 
 }  // namespace vidlora::video
-
-namespace vidlora {
-using video::clip_vit_l14_336_tokens_per_frame;
-using video::llava_next_video_pooled_tokens_per_frame;
-using video::visual_tokens;
-}  // namespace vidlora
