@@ -18,9 +18,9 @@ using namespace vidlora;
 void BM_AlignedNewDelete(benchmark::State& state) {
   const auto bytes = static_cast<std::size_t>(state.range(0));
   for (auto _ : state) {
-    void* p = ::operator new(bytes, std::align_val_t{kAllocationAlignment});
+    void* p = ::operator new (bytes, std::align_val_t{kAllocationAlignment});
     benchmark::DoNotOptimize(p);
-    ::operator delete(p, std::align_val_t{kAllocationAlignment});
+    ::operator delete (p, std::align_val_t{kAllocationAlignment});
   }
   state.SetItemsProcessed(state.iterations());
 }

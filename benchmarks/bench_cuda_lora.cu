@@ -37,8 +37,16 @@ struct Layer {
     cuda_bench::fill_uniform(nested, 6, 0.01f, 0.02f);
     ga.fill_bytes(0);
     gb.fill_bytes(0);
-    p.tokens = kTokens; p.in = kIn; p.out = kOut; p.rank = kRank; p.scaling = 2.0f; p.dropout = dropout;
-    p.a = a.data(); p.b = b.data(); p.grad_a = ga.data(); p.grad_b = gb.data();
+    p.tokens = kTokens;
+    p.in = kIn;
+    p.out = kOut;
+    p.rank = kRank;
+    p.scaling = 2.0f;
+    p.dropout = dropout;
+    p.a = a.data();
+    p.b = b.data();
+    p.grad_a = ga.data();
+    p.grad_b = gb.data();
     if (nf4) {
       p.base = lc::BaseKind::NF4;
       p.qw = {packed.data(), nullptr, qabsmax.data(), nested.data(), 0.0f, kOut * kIn, 6};
@@ -56,13 +64,14 @@ constexpr double kFrozenFlops = 2.0 * 2.0 * kTokens * kIn * kOut;  // forward + 
 void BM_frozen_gemms_bf16(benchmark::State& state) {
   Layer l(0.0f, false);
   vidlora::cuda::GemmRunner gemm(std::size_t{32} << 20, state.range(0) ? vidlora::cuda::GemmTuning::Autotune
-                                                                        : vidlora::cuda::GemmTuning::Heuristic);
+                                                                       : vidlora::cuda::GemmTuning::Heuristic);
   using namespace vidlora::cuda;
   cuda_bench::time_iterations(state, [&] {
     gemm.run(linear_forward(kTokens, kIn, kOut, DType::BF16, false, DType::BF16), l.x.data(), l.w.data(), l.y.data());
     gemm.run(linear_input_grad(kTokens, kIn, kOut, DType::BF16, DType::BF16), l.dy.data(), l.w.data(), l.dx.data());
   });
-  state.counters["GFLOP/s(frozen)"] = benchmark::Counter(kFrozenFlops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s(frozen)"] =
+      benchmark::Counter(kFrozenFlops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
 // Args: dropout percent, fused (1: the rank-r expansions by low_rank_expand's kernel; 0: cuBLASLt + mask pass).
@@ -74,7 +83,8 @@ void run_lora(benchmark::State& state, bool nf4) {
     lc::lora_forward<bf16>(gemm, l.p, l.ws, l.x.data(), l.y.data());
     lc::lora_backward<bf16>(gemm, l.p, l.ws, l.x.data(), l.dy.data(), l.dx.data());
   });
-  state.counters["GFLOP/s(frozen)"] = benchmark::Counter(kFrozenFlops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s(frozen)"] =
+      benchmark::Counter(kFrozenFlops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
 void BM_lora_forward_backward_bf16(benchmark::State& state) { run_lora(state, false); }
@@ -87,19 +97,28 @@ void BM_lora_gemm_piece_bf16(benchmark::State& state) {
   vidlora::cuda::GemmRunner gemm;
   using namespace vidlora::cuda;
   const auto t = DType::BF16;
-  const char* names[] = {"h=x.At", "y=s.h.Bt", "y=x.Wt+y", "g=s.dy.B", "dx=g.A", "dx=dy.W+dx", "gA+=gt.x", "gB+=s.dyt.h"};
+  const char* names[] = {"h=x.At", "y=s.h.Bt",   "y=x.Wt+y", "g=s.dy.B",
+                         "dx=g.A", "dx=dy.W+dx", "gA+=gt.x", "gB+=s.dyt.h"};
   const int piece = static_cast<int>(state.range(0));
   state.SetLabel(names[piece]);
   cuda_bench::time_iterations(state, [&] {
     switch (piece) {
       case 0: gemm.run(linear_forward(kTokens, kIn, kRank, t, false, t), l.x.data(), l.a.data(), l.ws.h); break;
       case 1: gemm.run(linear_forward(kTokens, kRank, kOut, t, false, t), l.ws.h, l.b.data(), l.y.data(), 2.0f); break;
-      case 2: gemm.run(linear_forward(kTokens, kIn, kOut, t, false, t), l.x.data(), l.w.data(), l.y.data(), 1.0f, 1.0f); break;
+      case 2:
+        gemm.run(linear_forward(kTokens, kIn, kOut, t, false, t), l.x.data(), l.w.data(), l.y.data(), 1.0f, 1.0f);
+        break;
       case 3: gemm.run(linear_input_grad(kTokens, kRank, kOut, t, t), l.dy.data(), l.b.data(), l.ws.g, 2.0f); break;
       case 4: gemm.run(linear_input_grad(kTokens, kIn, kRank, t, t), l.ws.g, l.a.data(), l.dx.data()); break;
-      case 5: gemm.run(linear_input_grad(kTokens, kIn, kOut, t, t), l.dy.data(), l.w.data(), l.dx.data(), 1.0f, 1.0f); break;
-      case 6: gemm.run(linear_weight_grad(kTokens, kIn, kRank, t, DType::F32), l.ws.g, l.x.data(), l.ga.data(), 1.0f, 1.0f); break;
-      default: gemm.run(linear_weight_grad(kTokens, kRank, kOut, t, DType::F32), l.dy.data(), l.ws.h, l.gb.data(), 2.0f, 1.0f); break;
+      case 5:
+        gemm.run(linear_input_grad(kTokens, kIn, kOut, t, t), l.dy.data(), l.w.data(), l.dx.data(), 1.0f, 1.0f);
+        break;
+      case 6:
+        gemm.run(linear_weight_grad(kTokens, kIn, kRank, t, DType::F32), l.ws.g, l.x.data(), l.ga.data(), 1.0f, 1.0f);
+        break;
+      default:
+        gemm.run(linear_weight_grad(kTokens, kRank, kOut, t, DType::F32), l.dy.data(), l.ws.h, l.gb.data(), 2.0f, 1.0f);
+        break;
     }
   });
 }
@@ -133,8 +152,16 @@ void BM_lora_dropout_pass_bf16(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_frozen_gemms_bf16)->ArgName("autotune")->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_lora_forward_backward_bf16)->ArgNames({"dropout_pct", "fused"})->ArgsProduct({{0, 5}, {0, 1}})->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_qlora_nf4_forward_backward_bf16)->ArgNames({"dropout_pct", "fused"})->ArgsProduct({{0, 5}, {0, 1}})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_lora_forward_backward_bf16)
+    ->ArgNames({"dropout_pct", "fused"})
+    ->ArgsProduct({{0, 5}, {0, 1}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_qlora_nf4_forward_backward_bf16)
+    ->ArgNames({"dropout_pct", "fused"})
+    ->ArgsProduct({{0, 5}, {0, 1}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_lora_gemm_piece_bf16)->ArgName("piece")->DenseRange(0, 7)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_low_rank_expand_bf16)->ArgName("backward")->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_lora_dropout_pass_bf16)->UseManualTime()->Unit(benchmark::kMicrosecond);

@@ -59,7 +59,8 @@ void BM_adamw_multi_tensor(benchmark::State& state) {
 void BM_grad_norm_clip(benchmark::State& state) {
   State s;
   cuda_bench::time_iterations(state, [&] { oc::grad_norm_clip(s.launch, 1e-30, s.partial.data(), s.result.data()); });
-  state.SetBytesProcessed(state.iterations() * kParams * 4 * 3);  // norm read + clip read/write (gradients are 0: coef applied)
+  state.SetBytesProcessed(state.iterations() * kParams * 4 *
+                          3);  // norm read + clip read/write (gradients are 0: coef applied)
 }
 }  // namespace
 

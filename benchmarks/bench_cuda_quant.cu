@@ -17,7 +17,8 @@ constexpr std::int64_t kRows = 8192, kCols = 8192, kNumel = kRows * kCols;
 constexpr std::int64_t kQuantizedBytes = kNumel / 2 + kNumel / 64 + kNumel / 64 / 256 * 4;  // codes + scales
 
 struct Nf4Weight {
-  DeviceBuffer<std::uint8_t> packed{static_cast<std::size_t>(kNumel / 2)}, qabsmax{static_cast<std::size_t>(kNumel / 64)};
+  DeviceBuffer<std::uint8_t> packed{static_cast<std::size_t>(kNumel / 2)},
+      qabsmax{static_cast<std::size_t>(kNumel / 64)};
   DeviceBuffer<float> nested{static_cast<std::size_t>(kNumel / 64 / 256)};
   vidlora::quant::cuda::Quantized4bitView view;
   Nf4Weight() {
@@ -32,7 +33,8 @@ template <class Out>
 void BM_dequantize_nf4(benchmark::State& state) {
   Nf4Weight w;
   DeviceBuffer<Out> out(static_cast<std::size_t>(kNumel));
-  cuda_bench::time_iterations(state, [&] { vidlora::quant::cuda::dequantize_4bit<vidlora::quant::NF4>(w.view, out.data()); });
+  cuda_bench::time_iterations(state,
+                              [&] { vidlora::quant::cuda::dequantize_4bit<vidlora::quant::NF4>(w.view, out.data()); });
   state.SetBytesProcessed(state.iterations() * (kNumel * static_cast<std::int64_t>(sizeof(Out)) + kQuantizedBytes));
 }
 

@@ -82,7 +82,8 @@ void run_meteor_cold_memo(benchmark::State& state, MecabKoTokenizer tokenizer) {
   state.counters["meteor"] = score;
   state.counters["pairs_per_s"] =
       benchmark::Counter(static_cast<double>(p.candidates.size()), benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["word_hit_share"] = static_cast<double>(hits) / static_cast<double>(std::max<std::size_t>(1, hits + misses));
+  state.counters["word_hit_share"] =
+      static_cast<double>(hits) / static_cast<double>(std::max<std::size_t>(1, hits + misses));
   state.counters["whole_sentence_share"] = static_cast<double>(tokenizer.whole_sentence_fallbacks()) /
                                            static_cast<double>(2 * p.candidates.size() * state.iterations());
 }
@@ -138,7 +139,9 @@ void tokenize_only(benchmark::State& state, MecabKoAnalysis analysis) {
       benchmark::Counter(static_cast<double>(p.candidates.size()), benchmark::Counter::kIsIterationInvariantRate);
 }
 void BM_MecabTokenizeOnly(benchmark::State& state) { tokenize_only(state, MecabKoAnalysis::EojeolMemo); }
-void BM_MecabTokenizeOnlyWholeSentence(benchmark::State& state) { tokenize_only(state, MecabKoAnalysis::WholeSentence); }
+void BM_MecabTokenizeOnlyWholeSentence(benchmark::State& state) {
+  tokenize_only(state, MecabKoAnalysis::WholeSentence);
+}
 
 }  // namespace
 

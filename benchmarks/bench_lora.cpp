@@ -55,9 +55,11 @@ template <class Base>
 std::string base_name() {
   if constexpr (std::is_same_v<Base, DenseWeight>) return "DenseWeight";
 #ifdef VIDLORA_BENCH_HAS_NF4
-  else if constexpr (std::is_same_v<Base, NF4Weight>) return "NF4Weight";
+  else if constexpr (std::is_same_v<Base, NF4Weight>)
+    return "NF4Weight";
 #endif
-  else return "Base";
+  else
+    return "Base";
 }
 
 template <class Layer>
@@ -69,7 +71,8 @@ std::string layer_name() {
 double gemm_flops(Eigen::Index m, Eigen::Index k, Eigen::Index n) { return 2.0 * m * k * n; }
 
 void set_flops(benchmark::State& state, double flops_per_iteration) {
-  state.counters["GFLOP/s"] = benchmark::Counter(flops_per_iteration * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops_per_iteration * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Baseline: the frozen layer alone, forward x·Wᵀ and backward dy·W (no LoRA, no bias).
@@ -236,8 +239,9 @@ void register_layer(const std::string& prefix, void (*fn)(benchmark::State&)) {
 template <class Base, int... Ranks>
 void register_ranks(RankList<Ranks...>, bool backward) {
   (register_layer<LoraLinear<Ranks, 2 * Ranks, Base>>(backward ? "lora_forward_backward/" : "lora_forward/",
-                                                       backward ? lora_forward_backward<LoraLinear<Ranks, 2 * Ranks, Base>>
-                                                                : lora_forward<LoraLinear<Ranks, 2 * Ranks, Base>>),
+                                                      backward
+                                                          ? lora_forward_backward<LoraLinear<Ranks, 2 * Ranks, Base>>
+                                                          : lora_forward<LoraLinear<Ranks, 2 * Ranks, Base>>),
    ...);
 }
 
@@ -281,8 +285,8 @@ const bool registered = [] {
   register_grid<ForwardRanks>(Bases{}, false);
   register_interleaved<DenseWeight>(ForwardBackwardRanks{});
   for (const double p : {0.0, 0.05})
-    benchmark::RegisterBenchmark(("dropout_vs_frozen/" + layer_name<LoraLinear<16, 32>>() + "/one_thread/dropout:" +
-                                  (p == 0.0 ? std::string("0") : std::string("0.05")))
+    benchmark::RegisterBenchmark(("dropout_vs_frozen/" + layer_name<LoraLinear<16, 32>>() +
+                                  "/one_thread/dropout:" + (p == 0.0 ? std::string("0") : std::string("0.05")))
                                      .c_str(),
                                  dropout_vs_frozen<LoraLinear<16, 32>>, p)
         ->Unit(benchmark::kMillisecond)

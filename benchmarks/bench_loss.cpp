@@ -35,8 +35,8 @@ std::atomic<long long> peak{0};
 
 inline void* note_alloc(void* p) {
   if (p) {
-    const long long now = live.fetch_add(static_cast<long long>(malloc_usable_size(p))) +
-                          static_cast<long long>(malloc_usable_size(p));
+    const long long now =
+        live.fetch_add(static_cast<long long>(malloc_usable_size(p))) + static_cast<long long>(malloc_usable_size(p));
     long long seen = peak.load(std::memory_order_relaxed);
     while (now > seen && !peak.compare_exchange_weak(seen, now)) {
     }
@@ -87,9 +87,9 @@ constexpr Eigen::Index kDim = 896;       // Qwen2-0.5B hidden size
 constexpr double kLabelSmoothing = 0.1;  // the L4 / A100 / H100 presets
 
 struct Problem {
-  Matrix hidden;            // [T, D]
-  Matrix weight;            // [V, D]
-  std::vector<int> targets; // [T], all valid (ignored tokens would only help the streamed path)
+  Matrix hidden;             // [T, D]
+  Matrix weight;             // [V, D]
+  std::vector<int> targets;  // [T], all valid (ignored tokens would only help the streamed path)
 };
 
 const Problem& problem(Eigen::Index tokens) {
@@ -98,7 +98,8 @@ const Problem& problem(Eigen::Index tokens) {
     CounterRng rng(1);
     if (p.weight.rows() != kVocab) {
       p.weight.resize(kVocab, kDim);
-      for (Eigen::Index i = 0; i < p.weight.size(); ++i) p.weight.data()[i] = static_cast<float>(rng.uniform(-0.05, 0.05));
+      for (Eigen::Index i = 0; i < p.weight.size(); ++i)
+        p.weight.data()[i] = static_cast<float>(rng.uniform(-0.05, 0.05));
     }
     p.hidden.resize(tokens, kDim);
     for (Eigen::Index i = 0; i < p.hidden.size(); ++i) p.hidden.data()[i] = static_cast<float>(rng.uniform(-1, 1));
@@ -113,7 +114,8 @@ struct Naive {
   static std::string name() { return "naive_full_logits"; }
   static double run(const Problem& p, bool head_grad) {
     const Matrix logits = p.hidden * p.weight.transpose();  // [T, V]
-    const loss::CrossEntropyResult r = loss::cross_entropy(logits, p.targets, CrossEntropyOptions{.label_smoothing = kLabelSmoothing});
+    const loss::CrossEntropyResult r =
+        loss::cross_entropy(logits, p.targets, CrossEntropyOptions{.label_smoothing = kLabelSmoothing});
     const Matrix grad_hidden = r.grad * p.weight;  // [T, D]
     benchmark::DoNotOptimize(grad_hidden.data());
     if (head_grad) {
@@ -128,9 +130,9 @@ template <Eigen::Index Chunk>
 struct Streamed {
   static std::string name() { return "streamed_chunk" + std::to_string(Chunk); }
   static double run(const Problem& p, bool head_grad) {
-    const auto r = loss::lm_head_cross_entropy(p.hidden, p.weight, p.targets,
-                                         CrossEntropyOptions{.label_smoothing = kLabelSmoothing},
-                                         loss::LmHeadOptions{.chunk_size = Chunk, .compute_head_grad = head_grad});
+    const auto r = loss::lm_head_cross_entropy(
+        p.hidden, p.weight, p.targets, CrossEntropyOptions{.label_smoothing = kLabelSmoothing},
+        loss::LmHeadOptions{.chunk_size = Chunk, .compute_head_grad = head_grad});
     benchmark::DoNotOptimize(r.grad_hidden.data());
     return r.loss;
   }

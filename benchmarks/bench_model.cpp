@@ -34,7 +34,7 @@ const model::TensorTable& weights() {
 }
 
 struct StepInputs {
-  Matrix features;                 // [batch · 128, 1024] vision features
+  Matrix features;  // [batch · 128, 1024] vision features
   std::vector<std::vector<int>> prompts, answers;
 };
 const StepInputs& step_inputs() {
@@ -72,9 +72,9 @@ void train_step(benchmark::State& state, bool checkpointing) {
     const Matrix visual = projector.forward(in.features);
     std::vector<model::SplicedSequence> seqs;
     for (int b = 0; b < kBatch; ++b)
-      seqs.push_back(model::splice_visual_tokens<float>(in.prompts[static_cast<std::size_t>(b)],
-                                                 in.answers[static_cast<std::size_t>(b)], 31999,
-                                                 Matrix(visual.middleRows(b * 128, 128)), decoder->embed_tokens()));
+      seqs.push_back(model::splice_visual_tokens<float>(
+          in.prompts[static_cast<std::size_t>(b)], in.answers[static_cast<std::size_t>(b)], 31999,
+          Matrix(visual.middleRows(b * 128, 128)), decoder->embed_tokens()));
     const model::SplicedBatch batch = model::collate(seqs, decoder->embed_tokens(), 0);
     const auto result = decoder->loss_and_backward(batch.embeds, batch.batch, batch.labels, ce);
     projector.backward(model::gather_rows<float>(result.grad_embeds, batch.visual_rows));

@@ -41,7 +41,8 @@ const std::filesystem::path& bench_clip() {
           "[3:v]trim=start_frame=300:end_frame=435,setpts=PTS-STARTPTS,negate,hflip[d];"
           "[4:v]trim=end_frame=75,setpts=PTS-STARTPTS[e];[5:v]trim=end_frame=105,setpts=PTS-STARTPTS[f];"
           "[a][b][c][d][e][f]concat=n=6:v=1,format=yuv420p[v]\" -map \"[v]\" "
-          "-c:v libx264 -preset fast -crf 23 -g 60 -pix_fmt yuv420p " + tmp.string();
+          "-c:v libx264 -preset fast -crf 23 -g 60 -pix_fmt yuv420p " +
+          tmp.string();
       std::fprintf(stderr, "bench_video: generating %s (once)\n", out.c_str());
       if (std::system(cmd.c_str()) != 0) std::abort();
       std::filesystem::rename(tmp, out);
@@ -56,7 +57,8 @@ const std::filesystem::path& bench_clip() {
 double process_cpu_seconds() {
   rusage r{};
   getrusage(RUSAGE_SELF, &r);
-  return static_cast<double>(r.ru_utime.tv_sec + r.ru_stime.tv_sec) + 1e-6 * static_cast<double>(r.ru_utime.tv_usec + r.ru_stime.tv_usec);
+  return static_cast<double>(r.ru_utime.tv_sec + r.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(r.ru_utime.tv_usec + r.ru_stime.tv_usec);
 }
 
 // F1 of detected cuts against known ones, a detection within one frame counting as a hit.

@@ -54,15 +54,15 @@ void time_iterations(benchmark::State& state, Fn&& fn) {
 
 }  // namespace cuda_bench
 
-#define VIDLORA_CUDA_BENCHMARK_MAIN()                                          \
-  int main(int argc, char** argv) {                                           \
-    if (vidlora::cuda::device_count() == 0) {                                 \
-      std::printf("no CUDA device: skipping\n");                              \
-      return 77;                                                              \
-    }                                                                         \
-    benchmark::Initialize(&argc, argv);                                       \
-    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;         \
-    benchmark::RunSpecifiedBenchmarks();                                      \
-    benchmark::Shutdown();                                                    \
-    return 0;                                                                 \
+#define VIDLORA_CUDA_BENCHMARK_MAIN()                                 \
+  int main(int argc, char** argv) {                                   \
+    if (vidlora::cuda::device_count() == 0) {                         \
+      std::printf("no CUDA device: skipping\n");                      \
+      return 77;                                                      \
+    }                                                                 \
+    benchmark::Initialize(&argc, argv);                               \
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1; \
+    benchmark::RunSpecifiedBenchmarks();                              \
+    benchmark::Shutdown();                                            \
+    return 0;                                                         \
   }

@@ -78,8 +78,8 @@ GenerationOptions generation_options(const demo::CommandLine& a, int eos_id) {
 
 // Captions every video of a.rest; returns the exit status (1 when any video failed).
 template <class DecoderT, class ProjectorT>
-int caption_videos(const demo::CommandLine& a, DecoderT& decoder, const ProjectorT& projector, const train::TextCodec& codec,
-                   const std::function<Matrix(const fs::path&)>& feats) {
+int caption_videos(const demo::CommandLine& a, DecoderT& decoder, const ProjectorT& projector,
+                   const train::TextCodec& codec, const std::function<Matrix(const fs::path&)>& feats) {
   const GenerationOptions g = generation_options(a, codec.eos_id);
   const bool terminal = ::isatty(2) == 1;
   const bool progress = a.rest.size() > 1;
@@ -131,13 +131,16 @@ int caption_hf(const demo::CommandLine& a, const fs::path& dir) {
   const auto codec = m.codec();
   const auto feats = m.features(a.str("sampler", "uniform"), a.integer("frames", ActivePreset::num_frames),
                                 a.str("cache", (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache"
-                                                                 : fs::path("vidlora_feature_cache")).string()));
+                                                                 : fs::path("vidlora_feature_cache"))
+                                                   .string()));
   if (!adapter_dir) {
     model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha> decoder(m.config.text, m.weights);
     return caption_videos(a, decoder, projector, codec, feats);
   }
-  require(fs::exists(*adapter_dir / "adapter_config.json"), "{} is not a PEFT adapter directory: it has no "
-          "adapter_config.json", adapter_dir->string());
+  require(fs::exists(*adapter_dir / "adapter_config.json"),
+          "{} is not a PEFT adapter directory: it has no "
+          "adapter_config.json",
+          adapter_dir->string());
   const lora::PeftAdapter adapter = lora::load_peft_adapter(*adapter_dir);
   const model::DecoderOptions options = model::decoder_options_for(adapter, m.config.text);
   return lora::dispatch_rank(adapter.spec.r, [&]<int R>() {
@@ -153,8 +156,8 @@ int caption_main(const demo::CommandLine& a) {
   if (demo::model_kind(model_dir) == demo::ModelKind::HuggingFace) return caption_hf(a, model_dir);
   for (const char* hf_only : {"adapter", "prompt"})
     if (a.has(hf_only))
-      throw demo::UsageError(fmt::format("--{} applies to a Hugging Face model directory; {} is the demo's", hf_only,
-                                         model_dir.string()));
+      throw demo::UsageError(
+          fmt::format("--{} applies to a Hugging Face model directory; {} is the demo's", hf_only, model_dir.string()));
   const demo::DemoModel m(model_dir);
   const fs::path trained = a.str("trained", "vidlora_out");
   require(fs::exists(trained / "projector.safetensors"),

@@ -24,11 +24,13 @@ struct Option {
   std::string name;  // without the leading "--"
   Kind kind = Kind::Text;
   std::string help;
-  std::string value_name = {};  // shown in the usage text: --frames N
+  std::string value_name = {};                            // shown in the usage text: --frames N
   double min = -std::numeric_limits<double>::infinity();  // numbers below are an error naming the option
 };
 
-inline Option flag(std::string name, std::string help) { return {std::move(name), Option::Kind::Flag, std::move(help)}; }
+inline Option flag(std::string name, std::string help) {
+  return {std::move(name), Option::Kind::Flag, std::move(help)};
+}
 inline Option integer(std::string name, std::string value, std::string help, double min = 0) {
   return {std::move(name), Option::Kind::Integer, std::move(help), std::move(value), min};
 }
@@ -166,9 +168,12 @@ class CommandLine {
   static void check_value(const Option& o, const std::string& v) {
     double x = 0;
     try {
-      if (o.kind == Option::Kind::Integer) x = static_cast<double>(parse_integer(v));
-      else if (o.kind == Option::Kind::Real) x = parse_real(v);
-      else return;
+      if (o.kind == Option::Kind::Integer)
+        x = static_cast<double>(parse_integer(v));
+      else if (o.kind == Option::Kind::Real)
+        x = parse_real(v);
+      else
+        return;
     } catch (const UsageError& e) {
       throw UsageError(fmt::format("option --{}: '{}' is {}", o.name, v, e.what()));
     }

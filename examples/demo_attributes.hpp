@@ -18,15 +18,16 @@ struct CaptionAttributes {
   std::string background, colour, shape, motion, scene_change, shake;  // scene_change: the new background or "none"
 };
 
-inline constexpr std::array<std::string_view, 6> kAttributeNames{"background", "colour", "shape",
+inline constexpr std::array<std::string_view, 6> kAttributeNames{"background", "colour",       "shape",
                                                                  "motion",     "scene change", "shake"};
 
 inline CaptionAttributes read_caption_attributes(std::string_view caption) {
-  static constexpr std::array<std::string_view, 8> colours{"빨간", "파란", "초록", "노란", "보라", "검은", "흰", "주황"};
+  static constexpr std::array<std::string_view, 8> colours{"빨간", "파란", "초록", "노란",
+                                                           "보라", "검은", "흰",   "주황"};
   static constexpr std::array<std::string_view, 2> shapes{"원이", "사각형이"};
-  static constexpr std::array<std::string_view, 5> motions{"왼쪽에서 오른쪽으로 움직인다.", "오른쪽에서 왼쪽으로 움직인다.",
-                                                           "위에서 아래로 움직인다.", "아래에서 위로 움직인다.",
-                                                           "제자리에 멈춰 있다."};
+  static constexpr std::array<std::string_view, 5> motions{"왼쪽에서 오른쪽으로 움직인다.",
+                                                           "오른쪽에서 왼쪽으로 움직인다.", "위에서 아래로 움직인다.",
+                                                           "아래에서 위로 움직인다.", "제자리에 멈춰 있다."};
   CaptionAttributes a;
   // the word before " 배경에서" is the background, the two words after it the colour and the shape
   const auto bg_end = caption.find(" 배경에서 ");
@@ -55,7 +56,8 @@ inline CaptionAttributes read_caption_attributes(std::string_view caption) {
     a.scene_change = "";
     const std::string_view after = caption.substr(sc + std::string_view("장면이 바뀌어 ").size());
     for (auto c : colours)
-      if (after.substr(0, c.size() + std::string_view(" 배경이 나타난다.").size()) == fmt::format("{} 배경이 나타난다.", c))
+      if (after.substr(0, c.size() + std::string_view(" 배경이 나타난다.").size()) ==
+          fmt::format("{} 배경이 나타난다.", c))
         a.scene_change = c;
   }
   a.shake = caption.find("잠시 빠르게 흔들린다.") != std::string_view::npos ? "yes" : "no";

@@ -63,8 +63,8 @@ inline void write_table(const fs::path& path, const vidlora::model::TensorTable&
 // What a training run writes into its output directory (the feature cache is shared between runs and
 // is not a result).
 inline const std::vector<std::string>& run_outputs() {
-  static const std::vector<std::string> names{"checkpoints", "train_log.jsonl", "val_captions.jsonl", "adapter",
-                                              "projector.safetensors", "curves.svg"};
+  static const std::vector<std::string> names{"checkpoints", "train_log.jsonl",       "val_captions.jsonl",
+                                              "adapter",     "projector.safetensors", "curves.svg"};
   return names;
 }
 
@@ -79,10 +79,10 @@ inline std::string prepare_output_dir(const fs::path& out, bool move_aside) {
   std::string list;
   for (const auto& n : found) list += (list.empty() ? "" : ", ") + n;
   if (!move_aside)
-    throw UsageError(fmt::format(
-        "{} already holds another run's results ({}); continue that run with --resume, write to another "
-        "directory with --out, or pass --move-aside to move them to {}.previous-<time>/",
-        out.string(), list, out.string()));
+    throw UsageError(
+        fmt::format("{} already holds another run's results ({}); continue that run with --resume, write to another "
+                    "directory with --out, or pass --move-aside to move them to {}.previous-<time>/",
+                    out.string(), list, out.string()));
   const std::time_t now = std::time(nullptr);
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
@@ -146,7 +146,7 @@ struct DemoModel {
 
   // Features of a video through the sampler named `sampler` ("uniform", "scene_change", "motion"), cached.
   std::function<vidlora::Matrix(const fs::path&)> features(const std::string& sampler, int frames,
-                                                            const fs::path& cache_dir) const {
+                                                           const fs::path& cache_dir) const {
     auto cache = std::make_shared<vidlora::train::FeatureCache>(cache_dir);
     const auto* enc = &*vision;
     const int pool = pool_stride;

@@ -52,8 +52,8 @@ inline ModelKind model_kind(const std::filesystem::path& dir) {
       if (!present) out += (out.empty() ? "" : ", ") + what;
     return out;
   };
-  vidlora::require(has("config.json"), "{} is not a supported model directory: it has no config.json; {}",
-                   dir.string(), supported);
+  vidlora::require(has("config.json"), "{} is not a supported model directory: it has no config.json; {}", dir.string(),
+                   supported);
   std::ifstream in(dir / "config.json");
   nlohmann::json config;
   try {
@@ -70,8 +70,10 @@ inline ModelKind model_kind(const std::filesystem::path& dir) {
         {"the processor (processor_config.json, video_preprocessor_config.json or preprocessor_config.json)",
          has("processor_config.json") || has("preprocessor_config.json") || has("video_preprocessor_config.json")},
     });
-    vidlora::require(missing.empty(), "{} is a {} directory but lacks {} (save the processor too: "
-                     "processor.save_pretrained(dir))", dir.string(), type, missing);
+    vidlora::require(missing.empty(),
+                     "{} is a {} directory but lacks {} (save the processor too: "
+                     "processor.save_pretrained(dir))",
+                     dir.string(), type, missing);
     return ModelKind::HuggingFace;
   }
   if (type == "llama" || type == "qwen2" || type == "qwen3") {
@@ -138,8 +140,9 @@ struct HfModel {
     const std::string id = fmt::format("hf-{:016x}-pool{}", std::hash<std::string>{}(describe), pool);
     vidlora::video::with_sampling_policy(sampler, [](auto) {});  // an unknown name is an error listing the known ones
     return [cache, enc, pre, pool, id, sampler, frames](const std::filesystem::path& video) {
-      return cache->get({video, sampler, frames, id},
-                        [&](const std::filesystem::path& v) { return hf_clip_features(v, sampler, frames, pre, *enc, pool); });
+      return cache->get({video, sampler, frames, id}, [&](const std::filesystem::path& v) {
+        return hf_clip_features(v, sampler, frames, pre, *enc, pool);
+      });
     };
   }
 

@@ -93,10 +93,11 @@ int run(const std::filesystem::path& dir, std::string_view base_name, bool keep_
              index.shard_files().size(), gb(checkpoint_bytes), gb(largest_shard));
   fmt::print("decoder base    {}{}\n", base_name, keep_pages ? " (--keep-pages: mapped pages stay resident)" : "");
   fmt::print("load time       {:.1f} s\n", seconds);
-  fmt::print("model bytes     {:.3f} GB: decoder {:.3f} GB (linear weights {:.3f} GB as {}, embeddings + head + "
-             "norms {:.3f} GB), vision tower {:.3f} GB, projector {:.3f} GB (with its gradient buffers)\n",
-             gb(parts.total()), gb(parts.decoder), gb(parts.decoder_linear), base_name,
-             gb(parts.decoder - parts.decoder_linear), gb(parts.vision), gb(parts.projector));
+  fmt::print(
+      "model bytes     {:.3f} GB: decoder {:.3f} GB (linear weights {:.3f} GB as {}, embeddings + head + "
+      "norms {:.3f} GB), vision tower {:.3f} GB, projector {:.3f} GB (with its gradient buffers)\n",
+      gb(parts.total()), gb(parts.decoder), gb(parts.decoder_linear), base_name,
+      gb(parts.decoder - parts.decoder_linear), gb(parts.vision), gb(parts.projector));
   fmt::print("RSS before      {:.3f} GB\n", gb(rss_before));
   fmt::print("peak RSS        {:.3f} GB (VmHWM); peak above the model: {:.3f} GB\n", gb(peak),
              gb(peak > parts.total() ? peak - parts.total() : 0));

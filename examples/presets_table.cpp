@@ -27,8 +27,8 @@ void print_preset() {
     fmt::print("  {}: epochs {} lr {} warmup_ratio {} projector {} lora {}\n", s.name, s.num_epochs, s.learning_rate,
                s.warmup_ratio, s.train_projector, s.train_lora);
   const auto e = estimate_memory<P>(P::default_model);
-  fmt::print("  default model {}: {:.2f} GiB of {:.2f} GiB usable -> {}\n\n", P::default_model.name,
-             e.total() / kGiB, e.budget / kGiB, e.fits() ? "fits" : "DOES NOT FIT");
+  fmt::print("  default model {}: {:.2f} GiB of {:.2f} GiB usable -> {}\n\n", P::default_model.name, e.total() / kGiB,
+             e.budget / kGiB, e.fits() ? "fits" : "DOES NOT FIT");
 }
 }  // namespace
 

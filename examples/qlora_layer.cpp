@@ -9,11 +9,11 @@ int main() {
   LoraLinear<P::lora_r, P::lora_alpha, NF4Weight> layer(  // QLoRA: frozen NF4 base + LoRA
       Matrix::Random(64, 256), LoraOptions{.dropout = P::lora_dropout, .seed = 42});
   std::vector<optim::Parameter> params{{"q_proj.lora_A.weight", &layer.lora_A(), &layer.grad_A()},
-                                {"q_proj.lora_B.weight", &layer.lora_B(), &layer.grad_B()}};
+                                       {"q_proj.lora_B.weight", &layer.lora_B(), &layer.grad_B()}};
   AdamW optimizer(optim::lora_b_only_groups(params, P::weight_decay));  // the recipe's "decay B only"
   const long total = 200;
-  Scheduler<Cosine> schedule({.base_lr = 1e-2, .warmup_steps = schedule::warmup_steps_for(P::warmup_ratio, total),
-                              .total_steps = total});
+  Scheduler<Cosine> schedule(
+      {.base_lr = 1e-2, .warmup_steps = schedule::warmup_steps_for(P::warmup_ratio, total), .total_steps = total});
   const Matrix x = Matrix::Random(8, 256);
   const std::vector<int> labels{3, 1, -100, 7, 7, 2, -100, 0};  // -100: not supervised
   for (long step = 0; step < total; ++step) {

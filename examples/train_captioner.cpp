@@ -55,7 +55,8 @@ demo::CommandLine command_line() {
       "train_captioner",
       "train_captioner --data DIR --model DIR [--out DIR] [options]   stage 1 + stage 2, then held-out metrics\n"
       "       train_captioner --dry-run [--preset NAME]                  the configuration and its memory estimate\n"
-      "       train_captioner --stage0 --data DIR --model DIR            demo only: tokenizer, tiny decoder, random ViT\n"
+      "       train_captioner --stage0 --data DIR --model DIR            demo only: tokenizer, tiny decoder, random "
+      "ViT\n"
       "\n"
       "DIR for --data: an AI-Hub directory (labels/*.json + videos/) or one with manifest.jsonl.\n"
       "DIR for --model: a Hugging Face LLaVA / LLaVA-NeXT-Video save_pretrained directory (with its processor),\n"
@@ -67,10 +68,12 @@ demo::CommandLine command_line() {
           flag("stage0", "demo only: build the model directory --model from the captions in --data"),
           text("preset", "NAME", "the preset this binary was built for (others: shown with --dry-run only)"),
           text("data", "DIR", "training data (default demo_data)"),
-          text("model", "DIR", "model directory: a Hugging Face LLaVA / LLaVA-NeXT-Video one, or the demo's "
-                                "(default demo_model; written by --stage0)"),
-          text("prompt", "TEXT", "Hugging Face model only: the question in its chat template (default: Describe "
-                                 "this video.)"),
+          text("model", "DIR",
+               "model directory: a Hugging Face LLaVA / LLaVA-NeXT-Video one, or the demo's "
+               "(default demo_model; written by --stage0)"),
+          text("prompt", "TEXT",
+               "Hugging Face model only: the question in its chat template (default: Describe "
+               "this video.)"),
           text("out", "DIR", "output directory (default vidlora_out)"),
           flag("resume", "continue the run in --out from checkpoints/last.safetensors"),
           flag("move-aside", "if --out holds another run's results, move them to OUT.previous-<time>/"),
@@ -102,8 +105,9 @@ demo::CommandLine command_line() {
           text("comm", "KIND",
                "data parallel: single or mpi (default: mpi when started by mpirun / srun with more than one rank); "
                "docs/distributed.md"),
-          real("comm-timeout", "S", "mpi: seconds a rank waits for the others before the job stops with an error "
-                                    "(default 600)"),
+          real("comm-timeout", "S",
+               "mpi: seconds a rank waits for the others before the job stops with an error "
+               "(default 600)"),
           integer("stage0-epochs", "N", "stage 0: epochs of caption-text pretraining (default 12)"),
           real("stage0-lr", "X", "stage 0: learning rate (default 3e-3)"),
           integer("vocab", "N", "stage 0: tokenizer vocabulary size (default 160)", 8),
@@ -114,7 +118,8 @@ demo::CommandLine command_line() {
           integer("pool", "N", "stage 0: pooling stride of the patch grid (default 2)", 1),
           integer("patch", "N", "stage 0: vision encoder patch size in pixels (default 8)", 1),
           integer("vision-hidden", "N", "stage 0: vision encoder width (default 64; MLP 2x)", 4),
-          text("positions", "KIND", "stage 0: the random encoder's position embedding, clip_init or sincos_2d (default clip_init)"),
+          text("positions", "KIND",
+               "stage 0: the random encoder's position embedding, clip_init or sincos_2d (default clip_init)"),
       });
 }
 
@@ -159,7 +164,8 @@ void print_configuration(const TrainerConfig& c) {
           (c.precision == "fp32" ? "" : "; the CPU trainer computes in fp32 only"));
   row("label_smoothing", c.label_smoothing,
       source(c.label_smoothing == d.label_smoothing, preset + "::label_smoothing", "(set in code)"));
-  row("weight_decay", c.weight_decay, source(c.weight_decay == d.weight_decay, preset + "::weight_decay", "(set in code)"));
+  row("weight_decay", c.weight_decay,
+      source(c.weight_decay == d.weight_decay, preset + "::weight_decay", "(set in code)"));
   row("max_grad_norm", c.max_grad_norm,
       source(c.max_grad_norm == d.max_grad_norm, preset + "::max_grad_norm", "(set in code)"));
   row("early stopping patience", c.patience, source(c.patience == d.patience, preset + "::patience", "--patience"));
@@ -167,20 +173,23 @@ void print_configuration(const TrainerConfig& c) {
       source(c.early_stopping_metric == d.early_stopping_metric, "trainer default", "--metric"));
   row("LoRA r / alpha", fmt::format("{} / {}", P::lora_r, P::lora_alpha),
       preset + "::lora_r / lora_alpha (lora::max_rank_for_vram, default_alpha)");
-  row("LoRA dropout", c.lora_dropout, source(c.lora_dropout == d.lora_dropout, preset + "::lora_dropout", "(set in code)"));
+  row("LoRA dropout", c.lora_dropout,
+      source(c.lora_dropout == d.lora_dropout, preset + "::lora_dropout", "(set in code)"));
   row("LoRA target modules", fmt::format("{}", fmt::join(c.target_modules, ",")),
       source(c.target_modules == d.target_modules, preset + "::target_set", "(set in code)"));
   row("frozen base", c.load_in_4bit ? "NF4 (QLoRA)" : "dense",
       source(c.load_in_4bit == d.load_in_4bit, preset + "::load_in_4bit", "(set in code)"));
   row("gradient_checkpointing", c.gradient_checkpointing,
-      source(c.gradient_checkpointing == d.gradient_checkpointing, preset + "::gradient_checkpointing", "(set in code)"));
+      source(c.gradient_checkpointing == d.gradient_checkpointing, preset + "::gradient_checkpointing",
+             "(set in code)"));
   row("seed", c.seed, source(c.seed == d.seed, "default", "--seed"));
   const auto e = presets::estimate_memory<P>(P::default_model);
-  fmt::print("  memory estimate for {}: frozen {:.2f} GiB + trainable state {:.2f} GiB + activations {:.2f} GiB + "
-             "overhead {:.2f} GiB = {:.2f} GiB of {:.2f} GiB usable -> {}\n",
-             P::default_model.name, e.frozen_weights / presets::kGiB, e.trainable_state / presets::kGiB,
-             e.activations / presets::kGiB, e.overhead / presets::kGiB, e.total() / presets::kGiB,
-             e.budget / presets::kGiB, e.fits() ? "fits" : "DOES NOT FIT");
+  fmt::print(
+      "  memory estimate for {}: frozen {:.2f} GiB + trainable state {:.2f} GiB + activations {:.2f} GiB + "
+      "overhead {:.2f} GiB = {:.2f} GiB of {:.2f} GiB usable -> {}\n",
+      P::default_model.name, e.frozen_weights / presets::kGiB, e.trainable_state / presets::kGiB,
+      e.activations / presets::kGiB, e.overhead / presets::kGiB, e.total() / presets::kGiB, e.budget / presets::kGiB,
+      e.fits() ? "fits" : "DOES NOT FIT");
 }
 
 template <class P = ActivePreset>
@@ -263,13 +272,15 @@ int stage0(const demo::Args& a) {
     }
     const int epochs = a.integer("stage0-epochs", 12), batch = 16;
     const long steps_per_epoch = (static_cast<long>(seqs.size()) + batch - 1) / batch, total = epochs * steps_per_epoch;
-    schedule::Scheduler<schedule::Cosine> sched({.base_lr = a.real("stage0-lr", 3e-3), .warmup_steps = total / 20, .total_steps = total});
+    schedule::Scheduler<schedule::Cosine> sched(
+        {.base_lr = a.real("stage0-lr", 3e-3), .warmup_steps = total / 20, .total_steps = total});
     long step = 0;
     for (int e = 0; e < epochs; ++e) {
       CounterRng rng(11, static_cast<std::uint64_t>(e));
       std::vector<std::size_t> order(seqs.size());
       std::iota(order.begin(), order.end(), 0);
-      for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[static_cast<std::size_t>(rng.uniform() * i) % i]);
+      for (std::size_t i = order.size(); i > 1; --i)
+        std::swap(order[i - 1], order[static_cast<std::size_t>(rng.uniform() * i) % i]);
       double epoch_loss = 0;
       for (long k = 0; k < steps_per_epoch; ++k, ++step) {
         const std::size_t b0 = static_cast<std::size_t>(k) * batch, b1 = std::min(order.size(), b0 + batch);
@@ -323,23 +334,27 @@ int stage0(const demo::Args& a) {
   vc.num_attention_heads = 4;
   vc.image_size = a.integer("image-size", 32);
   vc.patch_size = a.integer("patch", 8);
-  require(vc.image_size % vc.patch_size == 0, "--image-size {} is not a multiple of --patch {}", vc.image_size, vc.patch_size);
+  require(vc.image_size % vc.patch_size == 0, "--image-size {} is not a multiple of --patch {}", vc.image_size,
+          vc.patch_size);
   const std::string positions = a.str("positions", "clip_init");
   demo::write_table(out / "vision.safetensors",
                     train::random_clip_vision_weights(vc, 17, train::random_vision_positions_from_string(positions)));
-  io::write_file_atomically(out / "vision_config.json",
-                            nlohmann::json{{"model_type", "clip_vision_model"}, {"hidden_size", vc.hidden_size},
-                                           {"intermediate_size", vc.intermediate_size},
-                                           {"num_hidden_layers", vc.num_hidden_layers},
-                                           {"num_attention_heads", vc.num_attention_heads},
-                                           {"image_size", vc.image_size}, {"patch_size", vc.patch_size},
-                                           {"hidden_act", "quick_gelu"}}
-                                .dump(2));
-  io::write_file_atomically(out / "vidlora_demo.json",
-                            nlohmann::json{{"prompt", " 설명:"}, {"pool_stride", a.integer("pool", 2)},
-                                           {"encoder_id", fmt::format("random-clip-seed17-{}px-patch{}-w{}-{}", vc.image_size,
-                                                                      vc.patch_size, vc.hidden_size, positions)}}
-                                .dump(2));
+  io::write_file_atomically(out / "vision_config.json", nlohmann::json{{"model_type", "clip_vision_model"},
+                                                                       {"hidden_size", vc.hidden_size},
+                                                                       {"intermediate_size", vc.intermediate_size},
+                                                                       {"num_hidden_layers", vc.num_hidden_layers},
+                                                                       {"num_attention_heads", vc.num_attention_heads},
+                                                                       {"image_size", vc.image_size},
+                                                                       {"patch_size", vc.patch_size},
+                                                                       {"hidden_act", "quick_gelu"}}
+                                                            .dump(2));
+  io::write_file_atomically(
+      out / "vidlora_demo.json",
+      nlohmann::json{{"prompt", " 설명:"},
+                     {"pool_stride", a.integer("pool", 2)},
+                     {"encoder_id", fmt::format("random-clip-seed17-{}px-patch{}-w{}-{}", vc.image_size, vc.patch_size,
+                                                vc.hidden_size, positions)}}
+          .dump(2));
   fmt::print("stage 0: model written to {} (vocab {}, decoder {}x{}, vision {}px/{} patches)\n", out.string(),
              dc.vocab_size, dc.num_hidden_layers, dc.hidden_size, vc.image_size, vc.patch_size);
   return 0;
@@ -391,15 +406,17 @@ comm::AnyCommunicator make_communicator(const demo::Args& a, int& argc, char**& 
   const double timeout = a.real("comm-timeout", 600.0);
   if (!(timeout > 0)) throw demo::UsageError(fmt::format("--comm-timeout must be > 0 seconds (got {})", timeout));
   comm::Mpi mpi({.timeout = std::chrono::duration<double>(timeout)});
-  fmt::print("data parallel: {} ranks (MPI), {} clips per rank per step; collective timeout {:g} s\n", mpi.size(),
-             a.integer("batch", ActivePreset::batch_size) * a.integer("accum", ActivePreset::gradient_accumulation_steps),
-             timeout);
+  fmt::print(
+      "data parallel: {} ranks (MPI), {} clips per rank per step; collective timeout {:g} s\n", mpi.size(),
+      a.integer("batch", ActivePreset::batch_size) * a.integer("accum", ActivePreset::gradient_accumulation_steps),
+      timeout);
   return comm::AnyCommunicator(std::move(mpi));
 #else
   (void)argc;
   (void)argv;
-  throw demo::UsageError("--comm mpi: this train_captioner was built without MPI (install libopenmpi-dev and "
-                         "openmpi-bin, then reconfigure: VIDLORA_WITH_MPI)");
+  throw demo::UsageError(
+      "--comm mpi: this train_captioner was built without MPI (install libopenmpi-dev and "
+      "openmpi-bin, then reconfigure: VIDLORA_WITH_MPI)");
 #endif
 }
 
@@ -411,11 +428,13 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     } catch (const Error& e) {
       throw demo::UsageError(e.what());
     }
-    const std::string build = fmt::format("cmake --preset {0} && cmake --build build/{0} --target train_captioner", asked);
+    const std::string build =
+        fmt::format("cmake --preset {0} && cmake --build build/{0} --target train_captioner", asked);
     if (!a.has("dry-run"))
-      throw demo::UsageError(fmt::format("this train_captioner is built for the {} preset (presets are chosen at build "
-                                         "time); build it for {} with: {}",
-                                         ActivePreset::name, asked, build));
+      throw demo::UsageError(
+          fmt::format("this train_captioner is built for the {} preset (presets are chosen at build "
+                      "time); build it for {} with: {}",
+                      ActivePreset::name, asked, build));
     fmt::print("note: this binary is built for the {} preset; showing the {} preset (build it with: {})\n",
                ActivePreset::name, asked, build);
     presets::with_preset(asked, [&](auto p) {
@@ -449,8 +468,8 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     const fs::path model_dir = a.str("model", "demo_model");
     const bool hf = demo::model_kind(model_dir) == demo::ModelKind::HuggingFace;
     if (!hf && a.has("prompt"))
-      throw demo::UsageError(fmt::format("--prompt applies to a Hugging Face model directory; {} is the demo's",
-                                         model_dir.string()));
+      throw demo::UsageError(
+          fmt::format("--prompt applies to a Hugging Face model directory; {} is the demo's", model_dir.string()));
     const auto ds = train::read_dataset(data, {.val_fraction = a.real("val-fraction", 0.1), .seed = 0});
     fmt::print("{}\n", ds.summary());
     const std::string sampler = a.str("sampler", "uniform");
@@ -460,9 +479,11 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     const auto run = [&](const model::DecoderConfig& decoder_config, const auto& weights, model::Mlp2xGelu projector,
                          const train::TextCodec& codec, const std::function<Matrix(const fs::path&)>& feats) {
       Trainer<ActivePreset, model::Mlp2xGelu,
-              std::conditional_t<ActivePreset::load_in_4bit, quant::NF4Weight, lora::DenseWeight>, comm::AnyCommunicator>
-          trainer(config, decoder_config, weights, std::move(projector), codec,
-                  [feats](const train::Clip& c) { return feats(c.video); }, std::move(ranks));
+              std::conditional_t<ActivePreset::load_in_4bit, quant::NF4Weight, lora::DenseWeight>,
+              comm::AnyCommunicator>
+          trainer(
+              config, decoder_config, weights, std::move(projector), codec,
+              [feats](const train::Clip& c) { return feats(c.video); }, std::move(ranks));
       print_configuration<ActivePreset>(trainer.config());
       std::signal(SIGINT, on_stop_signal);
       std::signal(SIGTERM, on_stop_signal);
@@ -487,8 +508,10 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     fmt::print("training {} after {} steps ({} NaN steps skipped, {} clips skipped)\n", to_string(r.status), r.steps,
                r.skipped_nan_steps, r.skipped_clips.size());
     if (r.status == train::TrainStatus::Interrupted) {
-      fmt::print("interrupted after step {}: the checkpoint is {} (no adapter or projector was written); continue with:\n  {}\n", r.steps,
-                 (config.output_dir / "checkpoints" / "last.safetensors").string(), resume_command(argc, argv));
+      fmt::print(
+          "interrupted after step {}: the checkpoint is {} (no adapter or projector was written); continue with:\n  "
+          "{}\n",
+          r.steps, (config.output_dir / "checkpoints" / "last.safetensors").string(), resume_command(argc, argv));
       return g_signal == SIGTERM ? 143 : 130;
     }
     if (r.status == train::TrainStatus::NanStopped) {
@@ -529,9 +552,10 @@ int train_main(const demo::Args& a, int argc, char** argv) {
       const auto ours = demo::attributes_right(r.best->captions, reference_text);
       const auto base = demo::attributes_right(baseline, reference_text);
       const double n = static_cast<double>(refs.size());
-      fmt::print("\n| attribute named right (of {} clips) | vidlora captioner | most-frequent-caption baseline |\n"
-                 "|---|---|---|\n",
-                 refs.size());
+      fmt::print(
+          "\n| attribute named right (of {} clips) | vidlora captioner | most-frequent-caption baseline |\n"
+          "|---|---|---|\n",
+          refs.size());
       for (std::size_t k = 0; k < demo::kAttributeNames.size(); ++k)
         fmt::print("| {} | {:.0f}% ({}) | {:.0f}% ({}) |\n", demo::kAttributeNames[k], 100.0 * ours[k] / n, ours[k],
                    100.0 * base[k] / n, base[k]);
@@ -539,8 +563,9 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     for (std::size_t k = 0; k < std::min<std::size_t>(5, r.best->captions.size()); ++k)
       fmt::print("  {}: {}\n    reference: {}\n", ds.val[r.best->clip_index[k]].id, r.best->captions[k],
                  ds.val[r.best->clip_index[k]].caption);
-    fmt::print("outputs in {}: adapter/ (PEFT), projector.safetensors, val_captions.jsonl, train_log.jsonl, curves.svg\n",
-               config.output_dir.string());
+    fmt::print(
+        "outputs in {}: adapter/ (PEFT), projector.safetensors, val_captions.jsonl, train_log.jsonl, curves.svg\n",
+        config.output_dir.string());
     return 0;
   }
 }

@@ -8,7 +8,7 @@ packages=(
   libeigen3-dev libfmt-dev nlohmann-json3-dev catch2 libbenchmark-dev
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev ffmpeg
   libsentencepiece-dev sentencepiece
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format
   libmecab-dev mecab python3-pip
   libopenmpi-dev openmpi-bin
 )

@@ -25,7 +25,8 @@ std::string module_of(const std::string& header) {
   static const std::regex in_dir(R"(^vidlora/([a-z_]+)/)"), umbrella(R"(^vidlora/([a-z_]+)\.hpp$)");
   std::smatch m;
   if (std::regex_search(header, m, in_dir)) return m[1];
-  if (std::regex_search(header, m, umbrella) && fs::is_directory(fs::path(VIDLORA_SOURCE_DIR) / "include/vidlora" / m[1].str()))
+  if (std::regex_search(header, m, umbrella) &&
+      fs::is_directory(fs::path(VIDLORA_SOURCE_DIR) / "include/vidlora" / m[1].str()))
     return m[1];
   return {};
 }
@@ -91,7 +92,7 @@ std::string find_cycle(const std::map<std::string, std::map<std::string, Edge>>&
 
 TEST_CASE("the modules include one another without a cycle", "[api][layering]") {
   const auto graph = module_graph();
-  REQUIRE(graph.size() >= 8);  // the headers were found
+  REQUIRE(graph.size() >= 8);                   // the headers were found
   CHECK(graph.at("lora").count("quant") == 1);  // lora builds on quant (QLoRA bases) ...
   CHECK(graph.at("quant").count("lora") == 0);  // ... and quant does not look up to lora
   const std::string cycle = find_cycle(graph);

@@ -63,7 +63,7 @@ TEST_CASE("namespace vidlora re-exports exactly the recipe's vocabulary, from th
         if (!std::regex_match(line, m, using_decl)) continue;
         has_using = true;
         INFO(file << ": using " << m[1]);
-        CHECK_FALSE(umbrella);                     // umbrellas only include
+        CHECK_FALSE(umbrella);                      // umbrellas only include
         CHECK(kVocabulary.count(m[1].str()) == 1);  // only the vocabulary ...
         CHECK(exported.insert(m[1].str()).second);  // ... each name once
         const std::string module = m[1].str().substr(0, m[1].str().find("::"));

@@ -19,7 +19,7 @@ TEST_CASE("the public names compile as written and give the documented values", 
   CHECK(dx.cols() == 24);
   CHECK(layer.lora_A().rows() == 4);
   CHECK(layer.lora_B().cols() == 4);
-  CHECK(layer.grad_A().isZero());     // dL/dA = B^T ... with B = 0
+  CHECK(layer.grad_A().isZero());  // dL/dA = B^T ... with B = 0
   CHECK_FALSE(layer.grad_B().isZero());
   layer.merge();
   CHECK(layer.merged());
@@ -48,7 +48,7 @@ TEST_CASE("the public names compile as written and give the documented values", 
   const std::vector<int> targets{1, -100};
   Matrix logits = Matrix::Zero(2, 4);
   loss::CrossEntropyResult ce = loss::cross_entropy(logits, std::span<const int>(targets),
-                                        CrossEntropyOptions{.label_smoothing = 0.1, .ignore_index = -100});
+                                                    CrossEntropyOptions{.label_smoothing = 0.1, .ignore_index = -100});
   CHECK(ce.loss == Approx(std::log(4.0)));  // uniform logits: every smoothing mix gives log V
   CHECK(ce.grad.row(1).isZero());           // ignored token
 

@@ -90,7 +90,9 @@ TEST_CASE("gradient buckets sum the tensors in fixed-size flat buffers, a tensor
   std::vector<float> flat;
   for (const auto* t : {&a, &b, &c}) flat.insert(flat.end(), t->begin(), t->end());
   for (int i = 0; i < 14; ++i) {
-    const float mine = i < 5 ? 1.0f + static_cast<float>(i) : i < 12 ? 10.0f + static_cast<float>(i - 5) : 100.0f + static_cast<float>(i - 12);
+    const float mine = i < 5    ? 1.0f + static_cast<float>(i)
+                       : i < 12 ? 10.0f + static_cast<float>(i - 5)
+                                : 100.0f + static_cast<float>(i - 12);
     CHECK(flat[static_cast<std::size_t>(i)] == mine + 0.5f * static_cast<float>(i));
   }
 }

@@ -192,9 +192,9 @@ TEST_CASE("fragmentation: cached blocks go back to make room; live ones cannot",
   small.clear();
   for (int i = 0; i < 8; ++i) small.push_back(a.allocate(MiB, "pinned"));
   for (int i = 0; i < 8; i += 2) a.deallocate(small[static_cast<std::size_t>(i)]);
-  CHECK_THROWS_WITH(a.allocate(7 * MiB, "needs 7"),
-                    Catch::Contains("does not fit under the cap") && Catch::Contains("in use 4.00 MiB") &&
-                        Catch::Contains("cached 0 B"));
+  CHECK_THROWS_WITH(a.allocate(7 * MiB, "needs 7"), Catch::Contains("does not fit under the cap") &&
+                                                        Catch::Contains("in use 4.00 MiB") &&
+                                                        Catch::Contains("cached 0 B"));
   CHECK(a.stats().reserved_bytes == 4 * MiB);  // the cache went back trying
   CHECK_NOTHROW(a.allocate(6 * MiB, "fits"));
 }

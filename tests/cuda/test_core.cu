@@ -68,7 +68,8 @@ TEST_CASE("device buffers round-trip and report sizes", "[core]") {
   DeviceBuffer<float> moved = std::move(d);
   CHECK(d.data() == nullptr);
   CHECK(moved.download() == host);
-  CHECK_THROWS_WITH(moved.upload(std::span<const float>(host.data(), 10)), Catch::Contains("10 elements into a buffer of 1000"));
+  CHECK_THROWS_WITH(moved.upload(std::span<const float>(host.data(), 10)),
+                    Catch::Contains("10 elements into a buffer of 1000"));
 }
 
 TEST_CASE("failed CUDA calls throw CudaError naming the call and place", "[core]") {
@@ -101,13 +102,19 @@ TEST_CASE("fp32 gemm matches the host product for every transpose pair with bias
   for (Op oa : {Op::N, Op::T})
     for (Op ob : {Op::N, Op::T}) {
       GemmProblem p;
-      p.m = 37; p.n = 19; p.k = 53; p.op_a = oa; p.op_b = ob;
+      p.m = 37;
+      p.n = 19;
+      p.k = 53;
+      p.op_a = oa;
+      p.op_b = ob;
       CHECK(run_gemm<float>(runner, p, false, 0.0f, 1) < 1e-5);
       CHECK(run_gemm<float>(runner, p, true, 0.5f, 2) < 1e-5);
     }
   CHECK(runner.cached_plans() == 8);
   GemmProblem p;
-  p.m = 37; p.n = 19; p.k = 53;
+  p.m = 37;
+  p.n = 19;
+  p.k = 53;
   run_gemm<float>(runner, p, false, 0.0f, 3);
   CHECK(runner.cached_plans() == 8);  // same problem and alignment: cached plan reused
 }
@@ -131,7 +138,8 @@ TEST_CASE("gemm refuses a bias pointer mismatch", "[core]") {
   CHECK_THROWS_WITH(runner.run(p, a.data(), b.data(), c.data(), 1, 0, a.data()), Catch::Contains("bias pointer"));
 }
 
-TEST_CASE("autotuned gemm plans give the same results and leave accumulating outputs untouched while tuning", "[core]") {
+TEST_CASE("autotuned gemm plans give the same results and leave accumulating outputs untouched while tuning",
+          "[core]") {
   GemmRunner tuned(std::size_t{32} << 20, GemmTuning::Autotune);
   CHECK(tuned.tuning() == GemmTuning::Autotune);
   GemmProblem b = linear_weight_grad(512, 384, 256, DType::BF16);  // fp32 output, accumulated (beta = 1)

@@ -53,8 +53,8 @@ struct Grads {
   }
   std::vector<float> download(std::size_t t) const {
     std::vector<float> out(host[t].size());
-    VIDLORA_CUDA_CHECK(cudaMemcpy(out.data(), storage.data() + offsets[t], out.size() * sizeof(float),
-                                  cudaMemcpyDeviceToHost));
+    VIDLORA_CUDA_CHECK(
+        cudaMemcpy(out.data(), storage.data() + offsets[t], out.size() * sizeof(float), cudaMemcpyDeviceToHost));
     return out;
   }
 };
@@ -70,10 +70,10 @@ TEST_CASE("cuda unscale is bit-identical with the CPU unscale and reports Inf/Na
   };
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
   const std::vector<std::vector<Poison>> cases = {
-      {},                                   // clean
-      {{0, 4096 * 2 + 1, inf}},             // a float4 lane inside a chunk
-      {{0, 70000, -inf}},                   // the first tensor's scalar tail
-      {{1, 3, nan}},                        // the misaligned tensor (scalar path)
+      {},                        // clean
+      {{0, 4096 * 2 + 1, inf}},  // a float4 lane inside a chunk
+      {{0, 70000, -inf}},        // the first tensor's scalar tail
+      {{1, 3, nan}},             // the misaligned tensor (scalar path)
       {{2, 4096 * 3 + 2, nan}, {2, 0, inf}},
   };
   for (std::size_t misalign : {std::size_t{0}, std::size_t{1}}) {

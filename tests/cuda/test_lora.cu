@@ -15,7 +15,7 @@ namespace {
 void check_lora(bool nf4, long tokens, long in, long out, double dropout, bool bias, vidlora::cuda::Compute compute,
                 double tol, bool fused_expand = false) {
   INFO((nf4 ? "nf4" : "dense") << " tokens " << tokens << " in " << in << " out " << out << " dropout " << dropout
-                                << (compute == vidlora::cuda::Compute::TF32 ? " tf32" : " fp32"));
+                               << (compute == vidlora::cuda::Compute::TF32 ? " tf32" : " fp32"));
   const auto w = cuda_test::random_vector(static_cast<std::size_t>(out * in), 1, -0.2f, 0.2f);
   const auto b = bias ? cuda_test::random_vector(static_cast<std::size_t>(out), 2) : std::vector<float>{};
   const auto x = cuda_test::random_vector(static_cast<std::size_t>(tokens * in), 3);
@@ -23,10 +23,8 @@ void check_lora(bool nf4, long tokens, long in, long out, double dropout, bool b
   const std::uint32_t layer = 5;
   const ref::Lora want = ref::lora(nf4, tokens, in, out, dropout, 1234, layer, w, b, x, dy);
 
-  DeviceBuffer<float> dw(w), dbias(b), dx_in(x),
-      ddy(dy), da(want.a), db(want.b);
-  DeviceBuffer<std::uint8_t> packed(want.q.packed),
-      qabsmax(want.q.qabsmax);
+  DeviceBuffer<float> dw(w), dbias(b), dx_in(x), ddy(dy), da(want.a), db(want.b);
+  DeviceBuffer<std::uint8_t> packed(want.q.packed), qabsmax(want.q.qabsmax);
   DeviceBuffer<float> nested(want.q.nested_absmax);
   DeviceBuffer<float> y(static_cast<std::size_t>(tokens * out)), dx(x.size()), ga(want.a.size()), gb(want.b.size());
   cuda_test::poison(y);
@@ -35,7 +33,10 @@ void check_lora(bool nf4, long tokens, long in, long out, double dropout, bool b
   gb.fill_bytes(0);
 
   lora::cuda::LoraLinearParams p;
-  p.tokens = tokens; p.in = in; p.out = out; p.rank = 16;
+  p.tokens = tokens;
+  p.in = in;
+  p.out = out;
+  p.rank = 16;
   p.scaling = want.scaling;
   p.dropout = static_cast<float>(dropout);
   p.seed = 1234;
@@ -68,9 +69,10 @@ void check_lora(bool nf4, long tokens, long in, long out, double dropout, bool b
 TEST_CASE("cuda lora linear on a dense base matches LoraLinear with and without dropout", "[lora]") {
   check_lora(false, 64, 256, 192, 0.1, true, vidlora::cuda::Compute::F32, 1e-5);
   check_lora(false, 17, 96, 33, 0.0, false, vidlora::cuda::Compute::F32, 1e-5);
-  check_lora(false, 17, 97, 33, 0.2, true, vidlora::cuda::Compute::F32, 1e-5);  // odd count: scalar dropout tail, 4-byte aligned workspace
+  check_lora(false, 17, 97, 33, 0.2, true, vidlora::cuda::Compute::F32,
+             1e-5);  // odd count: scalar dropout tail, 4-byte aligned workspace
   check_lora(false, 64, 256, 192, 0.05, false, vidlora::cuda::Compute::TF32, 5e-3);
-  check_lora(false, 64, 256, 192, 0.1, true, vidlora::cuda::Compute::F32, 1e-5, true);   // fused expansions
+  check_lora(false, 64, 256, 192, 0.1, true, vidlora::cuda::Compute::F32, 1e-5, true);  // fused expansions
   check_lora(false, 17, 97, 33, 0.2, true, vidlora::cuda::Compute::F32, 1e-5, true);    // fused declines: cuBLASLt
 }
 
@@ -91,8 +93,7 @@ TEST_CASE("cuda lora linear in bf16 stays within bf16 tolerance of the fp32 CPU 
     return o;
   };
   const auto w16 = to16(w), x16 = to16(x), dy16 = to16(dy), a16 = to16(want.a), b16 = to16(want.b);
-  DeviceBuffer<__nv_bfloat16> dw(w16), dxin(x16),
-      ddy(dy16), da(a16), db(b16);
+  DeviceBuffer<__nv_bfloat16> dw(w16), dxin(x16), ddy(dy16), da(a16), db(b16);
   DeviceBuffer<__nv_bfloat16> y(static_cast<std::size_t>(tokens * out)), dx(x.size());
   DeviceBuffer<float> ga(want.a.size()), gb(want.b.size());
   cuda_test::poison(y);
@@ -100,8 +101,16 @@ TEST_CASE("cuda lora linear in bf16 stays within bf16 tolerance of the fp32 CPU 
   ga.fill_bytes(0);
   gb.fill_bytes(0);
   lora::cuda::LoraLinearParams p;
-  p.tokens = tokens; p.in = in; p.out = out; p.rank = 16; p.scaling = want.scaling;
-  p.w = dw.data(); p.a = da.data(); p.b = db.data(); p.grad_a = ga.data(); p.grad_b = gb.data();
+  p.tokens = tokens;
+  p.in = in;
+  p.out = out;
+  p.rank = 16;
+  p.scaling = want.scaling;
+  p.w = dw.data();
+  p.a = da.data();
+  p.b = db.data();
+  p.grad_a = ga.data();
+  p.grad_b = gb.data();
   const auto sizes = lora::cuda::lora_workspace_sizes<__nv_bfloat16>(p);
   DeviceBuffer<__nv_bfloat16> storage(static_cast<std::size_t>(sizes.total()));
   const auto ws = lora::cuda::LoraWorkspace<__nv_bfloat16>::carve(storage.data(), sizes);
@@ -124,8 +133,8 @@ namespace {
 template <class T>
 void check_expand(std::int64_t rows, std::int64_t cols, int rank, lora::cuda::RLayout layout, bool masked,
                   bool expect_kernel, double tol) {
-  INFO("rows " << rows << " cols " << cols << " rank " << rank << " layout " << static_cast<int>(layout)
-                << " masked " << masked << " element bytes " << sizeof(T));
+  INFO("rows " << rows << " cols " << cols << " rank " << rank << " layout " << static_cast<int>(layout) << " masked "
+               << masked << " element bytes " << sizeof(T));
   auto l = cuda_test::random_vector(static_cast<std::size_t>(rows * rank), 11);
   auto r = cuda_test::random_vector(static_cast<std::size_t>(cols * rank), 12);
   for (auto* v : {&l, &r})  // the operands as T holds them
@@ -133,7 +142,12 @@ void check_expand(std::int64_t rows, std::int64_t cols, int rank, lora::cuda::RL
   std::vector<std::uint8_t> bits(static_cast<std::size_t>((rows * cols + 3) / 4));
   for (std::size_t q = 0; q < bits.size(); ++q) bits[q] = lora::dropout_keep_bits4(5, 6, q, 0.1f);
   lora::cuda::LowRankExpandParams e;
-  e.rows = rows; e.cols = cols; e.rank = rank; e.alpha = 2.0f; e.layout = layout; e.dropout = 0.1f;
+  e.rows = rows;
+  e.cols = cols;
+  e.rank = rank;
+  e.alpha = 2.0f;
+  e.layout = layout;
+  e.dropout = 0.1f;
   e.keep_bits = masked ? bits.data() : nullptr;
   std::vector<float> want(static_cast<std::size_t>(rows * cols));
   for (std::int64_t t = 0; t < rows; ++t)
@@ -147,7 +161,10 @@ void check_expand(std::int64_t rows, std::int64_t cols, int rank, lora::cuda::RL
   DeviceBuffer<T> dl(to_t(l)), dr(to_t(r)), dout(static_cast<std::size_t>(rows * cols));
   DeviceBuffer<std::uint8_t> dbits(bits);
   cuda_test::poison(dout);
-  e.l = dl.data(); e.r = dr.data(); e.out = dout.data(); e.keep_bits = masked ? dbits.data() : nullptr;
+  e.l = dl.data();
+  e.r = dr.data();
+  e.out = dout.data();
+  e.keep_bits = masked ? dbits.data() : nullptr;
   const bool ran = lora::cuda::low_rank_expand<T>(e);
   REQUIRE(ran == expect_kernel);
   if (!ran) return;
@@ -163,12 +180,12 @@ TEST_CASE("cuda fused low-rank expansion matches its element function and declin
   using lora::cuda::RLayout;
   for (RLayout layout : {RLayout::ColsByRank, RLayout::RankByCols})
     for (bool masked : {false, true}) {
-      check_expand<float>(100, 4096 + 4, 16, layout, masked, true, 1e-6);       // rows not a multiple of 64
-      check_expand<float>(7, 20, 3, layout, masked, true, 1e-6);                // strips past the columns idle
+      check_expand<float>(100, 4096 + 4, 16, layout, masked, true, 1e-6);  // rows not a multiple of 64
+      check_expand<float>(7, 20, 3, layout, masked, true, 1e-6);           // strips past the columns idle
       check_expand<float>(65, 1028, 32, layout, masked, true, 1e-6);
       check_expand<__nv_bfloat16>(130, 2048 + 8, 16, layout, masked, true, 1e-2);
-      check_expand<__nv_bfloat16>(33, 260, 24, layout, masked, true, 1e-2);   // rank 17..32: 4-wide strips
-      check_expand<__nv_bfloat16>(9, 100, 16, layout, masked, false, 1e-2);   // 100 % 8 != 0: cuBLASLt's turn
-      check_expand<float>(9, 64, 33, layout, masked, false, 1e-6);             // rank > 32: cuBLASLt's turn
+      check_expand<__nv_bfloat16>(33, 260, 24, layout, masked, true, 1e-2);  // rank 17..32: 4-wide strips
+      check_expand<__nv_bfloat16>(9, 100, 16, layout, masked, false, 1e-2);  // 100 % 8 != 0: cuBLASLt's turn
+      check_expand<float>(9, 64, 33, layout, masked, false, 1e-6);           // rank > 32: cuBLASLt's turn
     }
 }

@@ -14,7 +14,8 @@ TEST_CASE("cuda cross entropy loss and gradient match the CPU with label smoothi
     INFO("rows " << rows << " vocab " << vocab << " eps " << eps);
     const auto logits = cuda_test::random_vector(static_cast<std::size_t>(rows * vocab), rows + vocab, -12.0f, 12.0f);
     std::vector<int> targets(static_cast<std::size_t>(rows));
-    for (long r = 0; r < rows; ++r) targets[static_cast<std::size_t>(r)] = (r % 3 == 1) ? -100 : static_cast<int>((r * 7919) % vocab);
+    for (long r = 0; r < rows; ++r)
+      targets[static_cast<std::size_t>(r)] = (r % 3 == 1) ? -100 : static_cast<int>((r * 7919) % vocab);
     const auto want = ref::cross_entropy(logits, rows, vocab, targets, eps);
     const std::vector<std::int32_t> t32(targets.begin(), targets.end());
     const long valid = loss::cuda::check_ce_targets(t32, vocab, -100, eps);

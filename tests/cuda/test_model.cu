@@ -24,7 +24,8 @@ TEST_CASE("cuda rms norm forward and backward match model rms_norm", "[model]") 
     cuda_test::poison(dyout);
     cuda_test::poison(dinv);
     cuda_test::poison(ddx);
-    model::cuda::RmsNormParams p{dxin.data(), dw.data(), dyout.data(), dinv.data(), ddy.data(), ddx.data(), rows, n, 1e-6};
+    model::cuda::RmsNormParams p{dxin.data(), dw.data(), dyout.data(), dinv.data(), ddy.data(), ddx.data(),
+                                 rows,        n,         1e-6};
     model::cuda::rms_norm(p);
     model::cuda::rms_norm_backward(p);
     VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
@@ -39,7 +40,8 @@ TEST_CASE("cuda rope forward and inverse are bit-exact with RotaryTable", "[mode
   const int head_dim = 128;
   std::vector<long> pos(static_cast<std::size_t>(tokens));
   std::vector<std::int32_t> pos32(pos.size());
-  for (long t = 0; t < tokens; ++t) pos32[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(pos[static_cast<std::size_t>(t)] = (t * 37) % 301);
+  for (long t = 0; t < tokens; ++t)
+    pos32[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(pos[static_cast<std::size_t>(t)] = (t * 37) % 301);
   std::vector<float> cos_t, sin_t;
   model::cuda::rope_tables(head_dim, 1e6, 301, cos_t, sin_t);
   DeviceBuffer<float> dcos(cos_t), dsin(sin_t);
@@ -61,7 +63,8 @@ TEST_CASE("cuda swiglu forward and backward match silu and its derivative", "[mo
   const auto gate = cuda_test::random_vector(n, 1, -8.0f, 8.0f), up = cuda_test::random_vector(n, 2),
              dh = cuda_test::random_vector(n, 3);
   std::vector<float> h(n), dg(n), du(n);
-  model::cuda::SwigluParams hp{gate.data(), up.data(), h.data(), dh.data(), dg.data(), du.data(), static_cast<std::int64_t>(n)};
+  model::cuda::SwigluParams hp{
+      gate.data(), up.data(), h.data(), dh.data(), dg.data(), du.data(), static_cast<std::int64_t>(n)};
   for (std::size_t i = 0; i < n; ++i) {
     model::cuda::swiglu_forward_element(hp, static_cast<std::int64_t>(i));
     model::cuda::swiglu_backward_element(hp, static_cast<std::int64_t>(i));
@@ -71,7 +74,8 @@ TEST_CASE("cuda swiglu forward and backward match silu and its derivative", "[mo
   cuda_test::poison(oh);
   cuda_test::poison(odg);
   cuda_test::poison(odu);
-  model::cuda::SwigluParams p{dgate.data(), dup.data(), oh.data(), ddh.data(), odg.data(), odu.data(), static_cast<std::int64_t>(n)};
+  model::cuda::SwigluParams p{
+      dgate.data(), dup.data(), oh.data(), ddh.data(), odg.data(), odu.data(), static_cast<std::int64_t>(n)};
   model::cuda::swiglu(p, false);
   model::cuda::swiglu(p, true);
   VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
@@ -81,8 +85,12 @@ TEST_CASE("cuda swiglu forward and backward match silu and its derivative", "[mo
 }
 
 TEST_CASE("cuda causal attention forward and backward match the CPU with GQA offset and key mask", "[model]") {
-  struct Case { long tq, tk, hq, hkv, d, offset; bool mask; };
-  for (const Case c : {Case{16, 16, 4, 2, 32, 0, false}, Case{5, 21, 6, 3, 64, 16, true}, Case{33, 33, 2, 2, 8, 0, true}}) {
+  struct Case {
+    long tq, tk, hq, hkv, d, offset;
+    bool mask;
+  };
+  for (const Case c :
+       {Case{16, 16, 4, 2, 32, 0, false}, Case{5, 21, 6, 3, 64, 16, true}, Case{33, 33, 2, 2, 8, 0, true}}) {
     INFO("tq " << c.tq << " tk " << c.tk << " heads " << c.hq << "/" << c.hkv << " d " << c.d);
     const auto q = cuda_test::random_vector(static_cast<std::size_t>(c.tq * c.hq * c.d), 1, -2.0f, 2.0f);
     const auto k = cuda_test::random_vector(static_cast<std::size_t>(c.tk * c.hkv * c.d), 2, -2.0f, 2.0f);
@@ -97,8 +105,7 @@ TEST_CASE("cuda causal attention forward and backward match the CPU with GQA off
       }
     std::vector<float> out, dq, dk, dv;
     ref::attention(q, k, v, c.tq, c.tk, c.hq, c.hkv, c.d, c.offset, mask, dout, out, dq, dk, dv);
-    DeviceBuffer<float> Q(q), K(k), V(v),
-        DO(dout);
+    DeviceBuffer<float> Q(q), K(k), V(v), DO(dout);
     DeviceBuffer<std::int32_t> M(mask32);
     DeviceBuffer<float> O(q.size()), L(static_cast<std::size_t>(c.tq * c.hq)), DQ(q.size()), DK(k.size()), DV(v.size());
     cuda_test::poison(O);
@@ -106,9 +113,22 @@ TEST_CASE("cuda causal attention forward and backward match the CPU with GQA off
     DK.fill_bytes(0);
     DV.fill_bytes(0);
     model::cuda::AttentionParams p;
-    p.q = Q.data(); p.k = K.data(); p.v = V.data(); p.key_mask = c.mask ? M.data() : nullptr;
-    p.out = O.data(); p.lse = L.data(); p.d_out = DO.data(); p.dq = DQ.data(); p.dk = DK.data(); p.dv = DV.data();
-    p.tq = c.tq; p.tk = c.tk; p.q_heads = c.hq; p.kv_heads = c.hkv; p.head_dim = c.d; p.q_offset = c.offset;
+    p.q = Q.data();
+    p.k = K.data();
+    p.v = V.data();
+    p.key_mask = c.mask ? M.data() : nullptr;
+    p.out = O.data();
+    p.lse = L.data();
+    p.d_out = DO.data();
+    p.dq = DQ.data();
+    p.dk = DK.data();
+    p.dv = DV.data();
+    p.tq = c.tq;
+    p.tk = c.tk;
+    p.q_heads = c.hq;
+    p.kv_heads = c.hkv;
+    p.head_dim = c.d;
+    p.q_offset = c.offset;
     model::cuda::attention_forward(p);
     model::cuda::attention_backward(p);
     VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());

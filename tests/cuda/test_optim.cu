@@ -85,15 +85,18 @@ TEST_CASE("cuda global grad norm and clip match clip_grad_norm", "[optim]") {
     const auto r = result.download();
     INFO("max_norm " << max_norm);
     CHECK(r[0] == Approx(want).epsilon(1e-12));
-    for (std::size_t i = 0; i < t.sizes.size(); ++i) CHECK(cuda_test::elementwise_relative_error(t.dg[i].download(), t.g[i]) < 1e-6);
+    for (std::size_t i = 0; i < t.sizes.size(); ++i)
+      CHECK(cuda_test::elementwise_relative_error(t.dg[i].download(), t.g[i]) < 1e-6);
   }
 }
 
 TEST_CASE("cuda adamw and grad norm take the scalar path for misaligned tensors and stay exact", "[optim]") {
   // Tensors that start one float past an allocation (not 16-byte aligned): the float4 path must not be used.
   const std::int64_t n = 4099;
-  const auto p0 = cuda_test::random_vector(static_cast<std::size_t>(n), 91), g0 = cuda_test::random_vector(static_cast<std::size_t>(n), 92, -0.1f, 0.1f),
-             m0 = cuda_test::random_vector(static_cast<std::size_t>(n), 93, -0.01f, 0.01f), v0 = cuda_test::random_vector(static_cast<std::size_t>(n), 94, 0.0f, 1e-4f);
+  const auto p0 = cuda_test::random_vector(static_cast<std::size_t>(n), 91),
+             g0 = cuda_test::random_vector(static_cast<std::size_t>(n), 92, -0.1f, 0.1f),
+             m0 = cuda_test::random_vector(static_cast<std::size_t>(n), 93, -0.01f, 0.01f),
+             v0 = cuda_test::random_vector(static_cast<std::size_t>(n), 94, 0.0f, 1e-4f);
   auto shifted = [](const std::vector<float>& v) {
     std::vector<float> out(v.size() + 1, 0.0f);
     std::copy(v.begin(), v.end(), out.begin() + 1);
@@ -101,7 +104,8 @@ TEST_CASE("cuda adamw and grad norm take the scalar path for misaligned tensors 
   };
   DeviceBuffer<float> dp(shifted(p0)), dg(shifted(g0)), dm(shifted(m0)), dv(shifted(v0));
   const auto step = optim::AdamWStepParams::make(1e-3, 0.01, 0.9, 0.999, 1e-8, 3);
-  const std::vector<optim::cuda::TensorSlot> host = {{dp.data() + 1, dg.data() + 1, dm.data() + 1, dv.data() + 1, n, step}};
+  const std::vector<optim::cuda::TensorSlot> host = {
+      {dp.data() + 1, dg.data() + 1, dm.data() + 1, dv.data() + 1, n, step}};
   DeviceBuffer<optim::cuda::TensorSlot> slots(host);
   const auto c = optim::cuda::make_chunks({n}, 1024);
   DeviceBuffer<optim::cuda::Chunk> chunks(c);

@@ -17,10 +17,7 @@ struct DeviceQuantized {
   DeviceBuffer<float> absmax, nested;
   quant::cuda::Quantized4bitView view;
   DeviceQuantized(const ref::Quantized& q, std::int64_t numel, int blocksize)
-      : packed(q.packed),
-        qabsmax(q.qabsmax),
-        absmax(q.absmax),
-        nested(q.nested_absmax) {
+      : packed(q.packed), qabsmax(q.qabsmax), absmax(q.absmax), nested(q.nested_absmax) {
     view.packed = packed.data();
     view.absmax = q.absmax.empty() ? nullptr : absmax.data();
     view.qabsmax = q.qabsmax.empty() ? nullptr : qabsmax.data();
@@ -62,7 +59,7 @@ TEST_CASE("cuda nf4 and fp4 dequantize are bit-exact with the CPU", "[quant]") {
   check_dequantize<quant::NF4>(true, 64 * 1000 + 5, 64, true, 0);  // > 256 blocks, odd tail
   check_dequantize<quant::NF4>(true, 1 << 20, 64, true, 0);
   check_dequantize<quant::FP4>(false, 999, 128, true, 0);
-  check_dequantize<quant::FP4>(false, 4096, 64, false, 1);         // unaligned output: scalar path
+  check_dequantize<quant::FP4>(false, 4096, 64, false, 1);  // unaligned output: scalar path
   check_dequantize<quant::NF4>(true, 7, 64, false, 0);
 }
 
@@ -75,7 +72,8 @@ TEST_CASE("cuda dequantize-GEMV matches the dense product of the dequantized wei
     std::vector<double> want(static_cast<std::size_t>(rows), 0.0);
     for (std::int64_t r = 0; r < rows; ++r)
       for (std::int64_t c = 0; c < cols; ++c)
-        want[static_cast<std::size_t>(r)] += static_cast<double>(q.dequantized[static_cast<std::size_t>(r * cols + c)]) * x[static_cast<std::size_t>(c)];
+        want[static_cast<std::size_t>(r)] +=
+            static_cast<double>(q.dequantized[static_cast<std::size_t>(r * cols + c)]) * x[static_cast<std::size_t>(c)];
     DeviceQuantized d(q, rows * cols, 64);
     DeviceBuffer<float> dx(x), dy(static_cast<std::size_t>(rows));
     cuda_test::poison(dy);

@@ -33,7 +33,12 @@ TEST_CASE("row-major gemm through the column-major mapping equals the Eigen prod
       vidlora::Vector bias = random_matrix(1, n, 4).row(0).transpose();
       const vidlora::Matrix want = 0.5f * (opa * opb) + 2.0f * c0 + vidlora::Matrix::Ones(m, 1) * bias.transpose();
       GemmProblem p;
-      p.m = m; p.n = n; p.k = k; p.op_a = oa; p.op_b = ob; p.bias = true;
+      p.m = m;
+      p.n = n;
+      p.k = k;
+      p.op_a = oa;
+      p.op_b = ob;
+      p.bias = true;
       vidlora::Matrix c = c0;
       vidlora_test::run_row_major(p, a.data(), b.data(), c.data(), 0.5f, 2.0f, bias.data());
       CHECK((c - want).cwiseAbs().maxCoeff() < 1e-5f);
@@ -44,7 +49,12 @@ TEST_CASE("padded leading dimensions address sub-matrices", "[cuda_host][gemm]")
   const vidlora::Matrix big_a = random_matrix(4, 9, 5), big_b = random_matrix(6, 8, 6);  // use 4x3 and 3x5 blocks
   vidlora::Matrix big_c = vidlora::Matrix::Zero(4, 11);
   GemmProblem p;
-  p.m = 4; p.n = 5; p.k = 3; p.lda = 9; p.ldb = 8; p.ldc = 11;
+  p.m = 4;
+  p.n = 5;
+  p.k = 3;
+  p.lda = 9;
+  p.ldb = 8;
+  p.ldc = 11;
   vidlora_test::run_row_major(p, big_a.data(), big_b.data(), big_c.data(), 1.0f, 0.0f, nullptr);
   const vidlora::Matrix want = big_a.leftCols(3) * big_b.topLeftCorner(3, 5);
   CHECK((big_c.leftCols(5) - want).cwiseAbs().maxCoeff() < 1e-5f);
@@ -53,7 +63,8 @@ TEST_CASE("padded leading dimensions address sub-matrices", "[cuda_host][gemm]")
 
 TEST_CASE("linear layer problems give forward input-grad and weight-grad products", "[cuda_host][gemm]") {
   const Eigen::Index tokens = 6, in = 5, out = 4;
-  const vidlora::Matrix x = random_matrix(tokens, in, 11), w = random_matrix(out, in, 12), dy = random_matrix(tokens, out, 13);
+  const vidlora::Matrix x = random_matrix(tokens, in, 11), w = random_matrix(out, in, 12),
+                        dy = random_matrix(tokens, out, 13);
   vidlora::Matrix y(tokens, out), dx(tokens, in), dw(out, in);
   vidlora_test::run_row_major(linear_forward(tokens, in, out, DType::F32), x.data(), w.data(), y.data(), 1, 0, nullptr);
   vidlora_test::run_row_major(linear_input_grad(tokens, in, out, DType::F32), dy.data(), w.data(), dx.data(), 1, 0,

@@ -49,7 +49,8 @@ void check_dequantize_matches(std::size_t numel, bool double_quant) {
     float a, b;
     vidlora::quant::cuda::dequantize_byte(view, t.code, t.dynamic_map, j, a, b);
     mismatches += !same_bits(a, want[static_cast<std::size_t>(2 * j)]);
-    if (static_cast<std::size_t>(2 * j + 1) < numel) mismatches += !same_bits(b, want[static_cast<std::size_t>(2 * j + 1)]);
+    if (static_cast<std::size_t>(2 * j + 1) < numel)
+      mismatches += !same_bits(b, want[static_cast<std::size_t>(2 * j + 1)]);
   }
   CHECK(mismatches == 0);
 }
@@ -80,7 +81,8 @@ TEST_CASE("dequantize-GEMV row body equals the dense product of the dequantized 
   const auto t = vidlora::quant::cuda::make_decode_tables<vidlora::quant::NF4>();
   for (std::int64_t r = 0; r < rows; ++r) {
     double want = 0;
-    for (std::int64_t c = 0; c < cols; ++c) want += static_cast<double>(dense[static_cast<std::size_t>(r * cols + c)]) * x[static_cast<std::size_t>(c)];
+    for (std::int64_t c = 0; c < cols; ++c)
+      want += static_cast<double>(dense[static_cast<std::size_t>(r * cols + c)]) * x[static_cast<std::size_t>(c)];
     CHECK(vidlora::quant::cuda::dequant_gemv_row(p, t, r) == Approx(want).epsilon(1e-5).margin(1e-5));
   }
   p.cols = 95;
@@ -179,7 +181,8 @@ TEST_CASE("cross-entropy row statistics and gradient element match the CPU loss"
     }
   }
   CHECK(loss_sum * scale == Approx(want.loss).epsilon(1e-7));  // the CPU sums exp in float
-  CHECK_THROWS_WITH(vidlora::loss::cuda::check_ce_targets({5}, 5, -100, 0.0), Catch::Contains("target 5 at position 0"));
+  CHECK_THROWS_WITH(vidlora::loss::cuda::check_ce_targets({5}, 5, -100, 0.0),
+                    Catch::Contains("target 5 at position 0"));
   CHECK_THROWS_AS(vidlora::loss::cuda::check_ce_targets({0}, 5, -100, 1.5), vidlora::cuda::CudaError);
   CHECK(vidlora::loss::cuda::ce_normalizer(true, 7) == 1.0);
   CHECK(vidlora::loss::cuda::ce_normalizer(false, 7, 20) == 20.0);
@@ -229,7 +232,8 @@ TEST_CASE("rope pair body over every pair equals RotaryTable bit for bit", "[cud
     vidlora::Matrix want = x, got = x;
     vidlora::model::RotaryTable table(head_dim, 10000.0);
     table.apply(want, pos, inverse);
-    vidlora::model::cuda::RopeParams p{got.data(), pos32.data(), cos_t.data(), sin_t.data(), tokens, heads, head_dim, inverse};
+    vidlora::model::cuda::RopeParams p{got.data(), pos32.data(), cos_t.data(), sin_t.data(),
+                                       tokens,     heads,        head_dim,     inverse};
     for (std::int64_t i = 0; i < tokens * heads * head_dim / 2; ++i) vidlora::model::cuda::rope_pair(p, i);
     CHECK(got == want);
   }
@@ -246,19 +250,21 @@ TEST_CASE("rms norm element with the double row sum equals model rms_norm", "[cu
   const vidlora::Matrix want = vidlora::model::rms_norm<float>(x, w, 1e-6, &inv);
   for (Eigen::Index r = 0; r < rows; ++r) {
     std::vector<double> lanes(256, 0.0);  // the kernel's strided partial sums and tree
-    for (Eigen::Index j = 0; j < n; ++j) lanes[static_cast<std::size_t>(j % 256)] += static_cast<double>(x(r, j)) * x(r, j);
+    for (Eigen::Index j = 0; j < n; ++j)
+      lanes[static_cast<std::size_t>(j % 256)] += static_cast<double>(x(r, j)) * x(r, j);
     for (std::size_t s = 128; s > 0; s /= 2)
       for (std::size_t i = 0; i < s; ++i) lanes[i] += lanes[i + s];
     const float rr = static_cast<float>(vidlora::model::rms_inverse(lanes[0], static_cast<int>(n), 1e-6));
     CHECK(rr == Approx(inv(r)).epsilon(1e-7));
     for (Eigen::Index j = 0; j < n; ++j)
-      REQUIRE(vidlora::model::cuda::rms_norm_element(x(r, j), rr, w(j)) == Approx(want(r, j)).epsilon(2e-7).margin(1e-30));
+      REQUIRE(vidlora::model::cuda::rms_norm_element(x(r, j), rr, w(j)) ==
+              Approx(want(r, j)).epsilon(2e-7).margin(1e-30));
   }
 }
 
 TEST_CASE("swiglu elements are silu of the gate times up and their derivatives", "[cuda_host][model]") {
-  std::vector<float> gate = {-3.0f, -0.5f, 0.0f, 0.7f, 4.0f}, up = {1.0f, 2.0f, -1.0f, 0.5f, -2.0f}, h(5), dh = {1, 1, 1, 1, 1},
-                     dg(5), du(5);
+  std::vector<float> gate = {-3.0f, -0.5f, 0.0f, 0.7f, 4.0f}, up = {1.0f, 2.0f, -1.0f, 0.5f, -2.0f}, h(5),
+                     dh = {1, 1, 1, 1, 1}, dg(5), du(5);
   vidlora::model::cuda::SwigluParams p{gate.data(), up.data(), h.data(), dh.data(), dg.data(), du.data(), 5};
   for (std::int64_t i = 0; i < 5; ++i) {
     vidlora::model::cuda::swiglu_forward_element(p, i);
@@ -268,7 +274,8 @@ TEST_CASE("swiglu elements are silu of the gate times up and their derivatives",
     const double g = gate[i], s = 1.0 / (1.0 + std::exp(-g));
     CHECK(h[i] == Approx(g * s * up[i]).epsilon(1e-6).margin(1e-7));
     const double eps = 1e-3;  // central difference of h w.r.t. gate
-    const double fd = ((g + eps) / (1 + std::exp(-(g + eps))) - (g - eps) / (1 + std::exp(-(g - eps)))) / (2 * eps) * up[i];
+    const double fd =
+        ((g + eps) / (1 + std::exp(-(g + eps))) - (g - eps) / (1 + std::exp(-(g - eps)))) / (2 * eps) * up[i];
     CHECK(dg[i] == Approx(fd).epsilon(1e-4).margin(1e-5));
     CHECK(du[i] == Approx(g * s).epsilon(1e-6).margin(1e-7));
   }
@@ -277,7 +284,12 @@ TEST_CASE("swiglu elements are silu of the gate times up and their derivatives",
 TEST_CASE("attention visibility is causal from the query offset and honours the key mask", "[cuda_host][model]") {
   const std::int32_t mask[6] = {1, 1, 0, 1, 1, 1};
   vidlora::model::cuda::AttentionParams p;
-  p.tq = 3; p.tk = 6; p.q_heads = 4; p.kv_heads = 2; p.head_dim = 8; p.q_offset = 3;
+  p.tq = 3;
+  p.tk = 6;
+  p.q_heads = 4;
+  p.kv_heads = 2;
+  p.head_dim = 8;
+  p.q_offset = 3;
   CHECK(vidlora::model::cuda::attention_visible(p, 0, 3));
   CHECK_FALSE(vidlora::model::cuda::attention_visible(p, 0, 4));
   CHECK(vidlora::model::cuda::attention_visible(p, 2, 5));

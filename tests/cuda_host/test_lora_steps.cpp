@@ -18,13 +18,15 @@ using lora::cuda::LoraWorkspace;
 namespace {
 Matrix random_matrix(Eigen::Index r, Eigen::Index c, std::uint64_t seed) {
   Matrix m(r, c);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = random_uniform(seed, 9, static_cast<std::uint64_t>(i)) - 0.5f;
+  for (Eigen::Index i = 0; i < m.size(); ++i)
+    m.data()[i] = random_uniform(seed, 9, static_cast<std::uint64_t>(i)) - 0.5f;
   return m;
 }
 
 struct HostExec {
   int gemms = 0, dropouts = 0, masks_applied = 0, expansions = 0;
-  void gemm(const cuda::GemmProblem& g, const void* a, const void* b, void* c, float alpha, float beta, const void* bias) {
+  void gemm(const cuda::GemmProblem& g, const void* a, const void* b, void* c, float alpha, float beta,
+            const void* bias) {
     ++gemms;
     vidlora_test::run_row_major(g, static_cast<const float*>(a), static_cast<const float*>(b), static_cast<float*>(c),
                                 alpha, beta, static_cast<const float*>(bias));
@@ -39,7 +41,8 @@ struct HostExec {
         const std::int64_t i = 4 * q + k;
         dst[i] = src[i] * lora::dropout_factor(bits, k, p.dropout);
         // ... which is the element the CPU layer's mask gives
-        REQUIRE(dst[i] == lora::cuda::dropout_element(src[i], p.seed, p.stream, static_cast<std::uint64_t>(i), p.dropout));
+        REQUIRE(dst[i] ==
+                lora::cuda::dropout_element(src[i], p.seed, p.stream, static_cast<std::uint64_t>(i), p.dropout));
       }
     }
   }
@@ -51,7 +54,8 @@ struct HostExec {
     const auto* r = static_cast<const float*>(e.r);
     auto* out = static_cast<float*>(e.out);
     for (std::int64_t t = 0; t < e.rows; ++t)
-      for (std::int64_t n = 0; n < e.cols; ++n) out[t * e.cols + n] = lora::cuda::low_rank_expand_element(e, l, r, t, n);
+      for (std::int64_t n = 0; n < e.cols; ++n)
+        out[t * e.cols + n] = lora::cuda::low_rank_expand_element(e, l, r, t, n);
   }
   const float* base_weight(const LoraLinearParams& p, const LoraWorkspace<float>& ws) {
     if (p.base == BaseKind::Dense) return static_cast<const float*>(p.w);
@@ -85,8 +89,8 @@ void compare_with_layer(Layer& layer, const Matrix& x, const Matrix& dy, LoraLin
   HostExec exec;
   lora::cuda::lora_forward_steps<float>(exec, p, ws, x.data(), y.data(), cuda::DType::F32);
   lora::cuda::lora_backward_steps<float>(exec, p, ws, x.data(), dy.data(), dx.data(), cuda::DType::F32);
-  CHECK(exec.gemms == 2 + 4);      // h, the frozen forward; g, the frozen dx, grad_A, grad_B
-  CHECK(exec.expansions == 1 + 1);  // scaling·h·Bᵀ and mask ⊙ (g·A)
+  CHECK(exec.gemms == 2 + 4);                       // h, the frozen forward; g, the frozen dx, grad_A, grad_B
+  CHECK(exec.expansions == 1 + 1);                  // scaling·h·Bᵀ and mask ⊙ (g·A)
   CHECK(exec.dropouts == (p.dropout > 0 ? 1 : 0));  // the mask is drawn once, in forward ...
   CHECK(exec.masks_applied == exec.dropouts);       // ... and the backward reuses its stored bits
 
@@ -142,7 +146,10 @@ TEST_CASE("cuda lora step sequence on an NF4 base equals QLoRA LoraLinear", "[cu
 
 TEST_CASE("lora workspace sizes and checks", "[cuda_host][lora]") {
   LoraLinearParams p;
-  p.tokens = 8; p.in = 16; p.out = 4; p.rank = 2;
+  p.tokens = 8;
+  p.in = 16;
+  p.out = 4;
+  p.rank = 2;
   float dummy = 0;
   p.w = p.a = p.b = &dummy;
   auto s = lora::cuda::lora_workspace_sizes<float>(p);
@@ -157,7 +164,7 @@ TEST_CASE("lora workspace sizes and checks", "[cuda_host][lora]") {
   p.qw = {packed, absmax, nullptr, nullptr, 0.0f, 64, 6};
   s = lora::cuda::lora_workspace_sizes<float>(p);
   CHECK(s.xd == 128);
-  CHECK(s.mask == 64);  // 32 bytes of keep bits, padded to 256
+  CHECK(s.mask == 64);                          // 32 bytes of keep bits, padded to 256
   CHECK(s.total() == 128 + 64 + 64 + 64 + 64);  // xd, mask, h, g, dequantized W (the backward masks dx in place)
   CHECK_NOTHROW(lora::cuda::check_lora(p));
   p.qw.numel = 63;
@@ -170,7 +177,8 @@ TEST_CASE("lora workspace sizes and checks", "[cuda_host][lora]") {
   CHECK_THROWS_AS(lora::cuda::check_lora(p), cuda::CudaError);
 }
 
-TEST_CASE("low-rank expansion element matches a float64 product for both R layouts, masked or not", "[cuda_host][lora]") {
+TEST_CASE("low-rank expansion element matches a float64 product for both R layouts, masked or not",
+          "[cuda_host][lora]") {
   using lora::cuda::LowRankExpandParams;
   using lora::cuda::RLayout;
   const std::int64_t rows = 5, cols = 13;
@@ -183,7 +191,11 @@ TEST_CASE("low-rank expansion element matches a float64 product for both R layou
     for (RLayout layout : {RLayout::ColsByRank, RLayout::RankByCols})
       for (bool masked : {false, true}) {
         LowRankExpandParams e;
-        e.rows = rows; e.cols = cols; e.rank = rank; e.alpha = 1.5f; e.layout = layout;
+        e.rows = rows;
+        e.cols = cols;
+        e.rank = rank;
+        e.alpha = 1.5f;
+        e.layout = layout;
         e.keep_bits = masked ? bits.data() : nullptr;
         e.dropout = 0.3f;
         for (std::int64_t t = 0; t < rows; ++t)

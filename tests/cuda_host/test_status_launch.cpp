@@ -8,8 +8,8 @@
 using namespace vidlora::cuda;
 
 TEST_CASE("status messages name the call the status and the place", "[cuda_host][status]") {
-  const std::string m = status_message("cudaMalloc(&p, 64)", "cudaErrorMemoryAllocation", 2, "out of memory",
-                                       "memory.cuh", 91);
+  const std::string m =
+      status_message("cudaMalloc(&p, 64)", "cudaErrorMemoryAllocation", 2, "out of memory", "memory.cuh", 91);
   CHECK(m == "cudaMalloc(&p, 64) failed: cudaErrorMemoryAllocation (2): out of memory at memory.cuh:91");
   CHECK(status_message("cublasLtMatmul(...)", "CUBLAS_STATUS_NOT_SUPPORTED", 15, "", "gemm.cuh", 7) ==
         "cublasLtMatmul(...) failed: CUBLAS_STATUS_NOT_SUPPORTED (15) at gemm.cuh:7");

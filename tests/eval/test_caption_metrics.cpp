@@ -145,8 +145,8 @@ TEST_CASE("meteor's alignment is nltk's rule for short and long sentences", "[ev
     rng = rng * 6364136223846793005ull + 1442695040888963407ull;
     return static_cast<std::uint32_t>((rng >> 33) % n);
   };
-  for (const std::size_t length : {std::size_t{1}, std::size_t{7}, std::size_t{40}, std::size_t{64},
-                                   std::size_t{65}, std::size_t{300}}) {
+  for (const std::size_t length :
+       {std::size_t{1}, std::size_t{7}, std::size_t{40}, std::size_t{64}, std::size_t{65}, std::size_t{300}}) {
     for (int trial = 0; trial < 20; ++trial) {
       eval::TokenIds c(length), r(length + static_cast<std::size_t>(trial % 3));
       for (auto& t : c) t = next(12);  // few distinct ids: many repeats
@@ -161,7 +161,8 @@ TEST_CASE("meteor's alignment is nltk's rule for short and long sentences", "[ev
       const double m = static_cast<double>(want.size()), p = m / static_cast<double>(c.size()),
                    rec = m / static_cast<double>(r.size());
       const double fmean = p * rec / (0.9 * p + 0.1 * rec);
-      CHECK(eval::meteor_sentence(c, r) == Approx(fmean * (1 - 0.5 * std::pow(static_cast<double>(chunks) / m, 3.0))).epsilon(1e-12));
+      CHECK(eval::meteor_sentence(c, r) ==
+            Approx(fmean * (1 - 0.5 * std::pow(static_cast<double>(chunks) / m, 3.0))).epsilon(1e-12));
     }
   }
 }

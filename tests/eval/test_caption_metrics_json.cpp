@@ -17,7 +17,8 @@ using namespace vidlora::eval;
 namespace {
 eval::CaptionMetrics scored() {
   const std::vector<std::string> candidates{"a red circle moves left", "a blue square", "a red circle moves left"};
-  const std::vector<std::vector<std::string>> refs{{"a red circle moves left"}, {"a blue square stays"}, {"a green star"}};
+  const std::vector<std::vector<std::string>> refs{
+      {"a red circle moves left"}, {"a blue square stays"}, {"a green star"}};
   return eval::caption_metrics(candidates, refs);
 }
 }  // namespace
@@ -36,7 +37,8 @@ TEST_CASE("every caption score has a unique name that reads and writes its own f
       if (&other != &s && other.group != ScoreGroup::Morphemes) CHECK(other.get(m) != 0.625);
   }
   CHECK(find_caption_score("meteor_morphems") == nullptr);
-  CHECK(caption_score_names() == "bleu4, meteor, cider_d, rouge_l, unique_ratio, distinct_1, distinct_2, meteor_morphemes");
+  CHECK(caption_score_names() ==
+        "bleu4, meteor, cider_d, rouge_l, unique_ratio, distinct_1, distinct_2, meteor_morphemes");
   const eval::CaptionMetrics m = scored();
   CHECK(find_caption_score("cider_d")->get(m) == m.cider_d);
   CHECK(find_caption_score("distinct_2")->get(m) == m.diversity.distinct_2);

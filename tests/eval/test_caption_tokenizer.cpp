@@ -54,7 +54,8 @@ TEST_CASE("CaptionTokenizer accepts the built-in policies and user types, reject
 
 TEST_CASE("the policies tokenise as the Tokenization modes do", "[eval][tokenizer]") {
   const std::string text = "파란 배경에서\t흰 원이  움직인다.";
-  CHECK(eval::WhitespaceTokenizer{}.tokenize(text) == std::vector<std::string>{"파란", "배경에서", "흰", "원이", "움직인다."});
+  CHECK(eval::WhitespaceTokenizer{}.tokenize(text) ==
+        std::vector<std::string>{"파란", "배경에서", "흰", "원이", "움직인다."});
   CHECK(eval::CharacterTokenizer{}.tokenize(text).size() == 14);
   CHECK(eval::CharacterTokenizer{}.tokenize(text) == eval::tokenize(text, eval::Tokenization::Characters));
   CHECK(eval::WhitespaceTokenizer{}.name() == "whitespace");
@@ -114,7 +115,8 @@ TEST_CASE("AnyCaptionTokenizer shares its tokenizer and refuses to run empty", "
   options.morpheme_tokenizer = eval::AnyCaptionTokenizer{};
   const std::vector<std::string> c = {"a"};
   const std::vector<std::vector<std::string>> r = {{"a"}};
-  CHECK_THROWS_WITH(eval::caption_metrics(c, r, options), Catch::Contains("morpheme_tokenizer is set but holds no tokenizer"));
+  CHECK_THROWS_WITH(eval::caption_metrics(c, r, options),
+                    Catch::Contains("morpheme_tokenizer is set but holds no tokenizer"));
 }
 
 TEST_CASE("CachingTokenizer analyses each text once and returns the same tokens", "[eval][tokenizer]") {
@@ -138,5 +140,6 @@ TEST_CASE("CachingTokenizer analyses each text once and returns the same tokens"
   // Full memo: cleared and refilled, still correct.
   for (const char* t : {"1", "2", "3", "4"}) CHECK(cached.tokenize(t) == std::vector<std::string>{t});
   CHECK(cached.size() <= 3);
-  CHECK_THROWS_WITH(eval::CachingTokenizer<PipeTokenizer>(PipeTokenizer{}, 0), Catch::Contains("max_entries must be > 0"));
+  CHECK_THROWS_WITH(eval::CachingTokenizer<PipeTokenizer>(PipeTokenizer{}, 0),
+                    Catch::Contains("max_entries must be > 0"));
 }

@@ -62,12 +62,14 @@ TEST_CASE("Okt units join a predicate with its endings, particles with particles
   eval::MecabKoTokenizer units(VIDLORA_MECAB_KO_DIC, eval::MecabKoUnits::OktUnits);
   eval::MecabKoTokenizer morphemes(VIDLORA_MECAB_KO_DIC, eval::MecabKoUnits::Morphemes);
   const std::string text = "높은 빌딩들이 화려하게 빛나고 있으며, 공원에서는 시민들이 운동하고 있다.";
-  CHECK(morphemes.tokenize(text) ==
-        std::vector<std::string>{"높", "은", "빌딩", "들", "이", "화려", "하", "게", "빛나", "고", "있", "으며", ",", "공원",
-                                 "에서", "는", "시민", "들", "이", "운동", "하", "고", "있", "다", "."});
+  CHECK(morphemes.tokenize(text) == std::vector<std::string>{"높",   "은",   "빌딩", "들", "이",   "화려", "하",
+                                                             "게",   "빛나", "고",   "있", "으며", ",",    "공원",
+                                                             "에서", "는",   "시민", "들", "이",   "운동", "하",
+                                                             "고",   "있",   "다",   "."});
   // These are Okt's morphs() for the same text (KoNLPy 0.6.0).
-  CHECK(units.tokenize(text) == std::vector<std::string>{"높은", "빌딩", "들", "이", "화려하게", "빛나고", "있으며", ",", "공원",
-                                                         "에서는", "시민", "들", "이", "운동", "하고", "있다", "."});
+  CHECK(units.tokenize(text) == std::vector<std::string>{"높은", "빌딩", "들", "이", "화려하게", "빛나고", "있으며",
+                                                         ",", "공원", "에서는", "시민", "들", "이", "운동", "하고",
+                                                         "있다", "."});
   CHECK(units.name() == "mecab-ko-dic okt-units");
   CHECK(morphemes.name() == "mecab-ko-dic morphemes");
   CHECK(units.tokenize("").empty());
@@ -94,7 +96,8 @@ TEST_CASE("METEOR over MeCab tokens equals nltk meteor_score on the same tokens"
   }
 }
 
-TEST_CASE("the Okt-unit METEOR is within 0.01 of the users' Okt METEOR on the fixture corpus", "[eval][mecab][meteor]") {
+TEST_CASE("the Okt-unit METEOR is within 0.01 of the users' Okt METEOR on the fixture corpus",
+          "[eval][mecab][meteor]") {
   const auto p = pairs();
   eval::MecabKoTokenizer tokenizer(VIDLORA_MECAB_KO_DIC);
   eval::CaptionMetricsOptions options;
@@ -116,11 +119,13 @@ TEST_CASE("MecabKoTokenizer names a missing or broken dictionary", "[eval][mecab
                         Catch::Contains("tools/install-deps.sh"));
   const fs::path dir = fs::temp_directory_path() / "vidlora_not_a_dictionary";
   fs::create_directories(dir);
-  CHECK_THROWS_WITH(eval::MecabKoTokenizer(dir),
-                    Catch::Contains("'" + dir.string() + "' is not a compiled mecab-ko-dic dictionary: sys.dic is missing"));
+  CHECK_THROWS_WITH(
+      eval::MecabKoTokenizer(dir),
+      Catch::Contains("'" + dir.string() + "' is not a compiled mecab-ko-dic dictionary: sys.dic is missing"));
   // All files there but not a dictionary: MeCab's own error, with the directory named.
   for (const char* file : {"sys.dic", "matrix.bin", "char.bin", "unk.dic", "dicrc"}) std::ofstream(dir / file) << "x";
-  CHECK_THROWS_WITH(eval::MecabKoTokenizer(dir), Catch::Contains("MeCab cannot load the dictionary '" + dir.string() + "'"));
+  CHECK_THROWS_WITH(eval::MecabKoTokenizer(dir),
+                    Catch::Contains("MeCab cannot load the dictionary '" + dir.string() + "'"));
   fs::remove_all(dir);
 }
 
@@ -187,9 +192,10 @@ std::vector<std::string> memo_test_texts() {
     texts.push_back(t);
   }
   // kOddTexts of them
-  for (const char* odd : {"  하늘이  맑다.  ", " 하늘이", "하늘이 ", "\t하늘이\t맑고\n바다가 푸르다", "하늘이 \t 맑다",
-                          "LED 조명 3개가 켜져 있고 CCTV가 2024년 12월에 설치됐다!", "하늘이\u3000맑다 \u3000 바다",
-                          "가 나 다 라 마 바 사", "ㅋㅋㅋ ㅎㅎ 😀 빌딩들이 높다...", "\t", " \u3000 ", "a b c 1 2 3 . , !"})
+  for (const char* odd :
+       {"  하늘이  맑다.  ", " 하늘이", "하늘이 ", "\t하늘이\t맑고\n바다가 푸르다", "하늘이 \t 맑다",
+        "LED 조명 3개가 켜져 있고 CCTV가 2024년 12월에 설치됐다!", "하늘이\u3000맑다 \u3000 바다",
+        "가 나 다 라 마 바 사", "ㅋㅋㅋ ㅎㅎ 😀 빌딩들이 높다...", "\t", " \u3000 ", "a b c 1 2 3 . , !"})
     texts.emplace_back(odd);
   return texts;
 }

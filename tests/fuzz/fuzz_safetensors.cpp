@@ -37,7 +37,8 @@ void exercise(const vidlora::io::SafetensorsFile& file) {
     copy.emplace(name, vidlora::io::TensorData::from_raw(info.dtype, info.shape, raw));
   }
   // What we parsed we can write, and it parses back to the same tensors.
-  const auto again = vidlora::io::SafetensorsFile::from_bytes(vidlora::io::serialize_safetensors(copy, file.metadata()));
+  const auto again =
+      vidlora::io::SafetensorsFile::from_bytes(vidlora::io::serialize_safetensors(copy, file.metadata()));
   check(again.names() == file.names());
   check(again.metadata() == file.metadata());
   for (const auto& name : file.names()) {

@@ -68,7 +68,8 @@ TEST_CASE("sharded bf16 checkpoint finds tensors across shards as torch rounded 
   CHECK(ckpt.file_of("lm_head.weight").source() != ckpt.file_of("model.embed_tokens.weight").source());
   CHECK(ckpt.index_metadata()["total_size"].get<int>() == 3408);
   // The index file itself and a lone shard open too.
-  CHECK(io::CheckpointDir::open(test::fixture_path("io/llama_sharded/model.safetensors.index.json")).size() == ckpt.size());
+  CHECK(io::CheckpointDir::open(test::fixture_path("io/llama_sharded/model.safetensors.index.json")).size() ==
+        ckpt.size());
   CHECK(io::CheckpointDir::open(test::fixture_path("io/llama_single/model.safetensors")).size() == ckpt.size());
 }
 
@@ -80,9 +81,9 @@ TEST_CASE("checkpoint missing tensor error names the key", "[io][checkpoint]") {
 
 TEST_CASE("checkpoint wrong shape error names the key and both shapes", "[io][checkpoint]") {
   const auto ckpt = io::CheckpointDir::open(test::fixture_path("io/llama_single"));
-  CHECK_THROWS_WITH(ckpt.expect_shape("model.layers.0.mlp.up_proj.weight", 8, 16),
-                    Contains("'model.layers.0.mlp.up_proj.weight'") && Contains("has shape [16, 8]") &&
-                        Contains("expected [8, 16]"));
+  CHECK_THROWS_WITH(
+      ckpt.expect_shape("model.layers.0.mlp.up_proj.weight", 8, 16),
+      Contains("'model.layers.0.mlp.up_proj.weight'") && Contains("has shape [16, 8]") && Contains("expected [8, 16]"));
   CHECK_THROWS_WITH(ckpt.vector("model.norm.weight", 9), Contains("has shape [8], expected [9]"));
   CHECK_NOTHROW(ckpt.expect_shape("model.norm.weight", {8}));
 }
@@ -115,18 +116,23 @@ TEST_CASE("checkpoint index entries that escape the directory or lie are refused
   CHECK_THROWS_WITH(io::CheckpointDir::open(dir), Contains("no \"weight_map\""));
   write_text(dir / "model.safetensors.index.json", "{ not json");
   CHECK_THROWS_WITH(io::CheckpointDir::open(dir), Contains("not a JSON object"));
-  write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"w": "shard.safetensors", "v": "gone.safetensors"}})");
-  CHECK_THROWS_WITH(io::CheckpointDir::open(dir), Contains("shard 'gone.safetensors' (holding 'v' and others) does not exist"));
-  write_text(dir / "model.safetensors.index.json", R"({"weight_map": {"absent": "shard.safetensors", "weight": "shard.safetensors"}})");
+  write_text(dir / "model.safetensors.index.json",
+             R"({"weight_map": {"w": "shard.safetensors", "v": "gone.safetensors"}})");
+  CHECK_THROWS_WITH(io::CheckpointDir::open(dir),
+                    Contains("shard 'gone.safetensors' (holding 'v' and others) does not exist"));
+  write_text(dir / "model.safetensors.index.json",
+             R"({"weight_map": {"absent": "shard.safetensors", "weight": "shard.safetensors"}})");
   const auto ckpt = io::CheckpointDir::open(dir);
   CHECK(ckpt.matrix("weight").cols() == 4);
-  CHECK_THROWS_WITH(ckpt.matrix("absent"), Contains("maps tensor 'absent' to 'shard.safetensors', which has no such tensor"));
+  CHECK_THROWS_WITH(ckpt.matrix("absent"),
+                    Contains("maps tensor 'absent' to 'shard.safetensors', which has no such tensor"));
   fs::remove_all(dir);
 }
 
 TEST_CASE("checkpoint directory without weights is refused", "[io][checkpoint]") {
   const auto dir = scratch_dir("empty");
-  CHECK_THROWS_WITH(io::CheckpointDir::open(dir), Contains("neither model.safetensors.index.json nor model.safetensors"));
+  CHECK_THROWS_WITH(io::CheckpointDir::open(dir),
+                    Contains("neither model.safetensors.index.json nor model.safetensors"));
   CHECK_THROWS_WITH(io::CheckpointDir::open(dir / "nothing"), Contains("does not exist"));
   fs::remove_all(dir);
 }

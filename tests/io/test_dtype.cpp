@@ -51,8 +51,7 @@ TEST_CASE("float to bf16 and fp16 rounding matches torch on tricky values", "[io
   }
 }
 
-TEST_CASE("float to bf16 and fp16 match torch bit for bit over a million patterns including every tie",
-          "[io][dtype]") {
+TEST_CASE("float to bf16 and fp16 match torch bit for bit over a million patterns including every tie", "[io][dtype]") {
   const auto f = test::load_fixture("io/dtype_conversion.json");
   const auto patterns = float_patterns();
   REQUIRE(patterns.size() == f["patterns"]["count"].get<std::size_t>());

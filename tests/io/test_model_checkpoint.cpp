@@ -51,7 +51,8 @@ TEST_CASE("llava checkpoint with language_model.model keys reads by canonical na
   CHECK(ckpt.key(io::ModelPart::Decoder, "lm_head.weight") == "language_model.lm_head.weight");
   CHECK(ckpt.key(io::ModelPart::Vision, "embeddings.patch_embedding.weight") ==
         "vision_tower.vision_model.embeddings.patch_embedding.weight");
-  CHECK(ckpt.key(io::ModelPart::Projector, "multi_modal_projector.linear_1.weight") == "multi_modal_projector.linear_1.weight");
+  CHECK(ckpt.key(io::ModelPart::Projector, "multi_modal_projector.linear_1.weight") ==
+        "multi_modal_projector.linear_1.weight");
 }
 
 TEST_CASE("llava checkpoint with model.language_model keys reads the same tensors", "[io][checkpoint][llava]") {
@@ -61,14 +62,16 @@ TEST_CASE("llava checkpoint with model.language_model keys reads the same tensor
   CHECK(ckpt.key(io::ModelPart::Decoder, "model.norm.weight") == "model.language_model.norm.weight");
   CHECK(ckpt.key(io::ModelPart::Decoder, "lm_head.weight") == "lm_head.weight");
   CHECK(ckpt.key(io::ModelPart::Vision, "post_layernorm.weight") == "model.vision_tower.post_layernorm.weight");
-  CHECK(ckpt.key(io::ModelPart::Projector, "multi_modal_projector.linear_2.bias") == "model.multi_modal_projector.linear_2.bias");
+  CHECK(ckpt.key(io::ModelPart::Projector, "multi_modal_projector.linear_2.bias") ==
+        "model.multi_modal_projector.linear_2.bias");
   // Both layouts give the same matrix for the same canonical name.
   const auto legacy = io::ModelCheckpoint::open(test::fixture_path("io/llava_legacy"));
   CHECK(ckpt.matrix(io::ModelPart::Decoder, "model.layers.0.mlp.down_proj.weight", 8, 16) ==
         legacy.matrix(io::ModelPart::Decoder, "model.layers.0.mlp.down_proj.weight", 8, 16));
 }
 
-TEST_CASE("llava next video checkpoint saved sharded by transformers reads with image_newline", "[io][checkpoint][llava]") {
+TEST_CASE("llava next video checkpoint saved sharded by transformers reads with image_newline",
+          "[io][checkpoint][llava]") {
   const auto ckpt = io::ModelCheckpoint::open(test::fixture_path("io/llava_next_video"));
   CHECK(ckpt.layout() == io::CheckpointLayout::LlavaLegacy);
   check_llava(ckpt, test::load_fixture("io/vlm.json")["llava_next_video"]);
@@ -90,8 +93,9 @@ TEST_CASE("decoder-only checkpoint plus a separate CLIP checkpoint reads both", 
   const auto alone = io::ModelCheckpoint::open(test::fixture_path("io/llama_single"));
   CHECK_FALSE(alone.has_vision());
   CHECK_THROWS_WITH(alone.matrix(io::ModelPart::Vision, "embeddings.class_embedding"), Contains("has no vision tower"));
-  CHECK_THROWS_WITH(io::ModelCheckpoint::open(test::fixture_path("io/llama_single"), test::fixture_path("io/llama_single")),
-                    Contains("no CLIP vision tower"));
+  CHECK_THROWS_WITH(
+      io::ModelCheckpoint::open(test::fixture_path("io/llama_single"), test::fixture_path("io/llama_single")),
+      Contains("no CLIP vision tower"));
 }
 
 TEST_CASE("model checkpoint errors name the canonical name the key and both shapes", "[io][checkpoint][llava]") {
@@ -101,7 +105,8 @@ TEST_CASE("model checkpoint errors name the canonical name the key and both shap
                         Contains("looked for 'language_model.model.layers.1.self_attn.q_proj.weight'"));
   CHECK_THROWS_WITH(ckpt.matrix(io::ModelPart::Projector, "multi_modal_projector.linear_1.weight", 8, 9),
                     Contains("'multi_modal_projector.linear_1.weight' has shape [8, 8], expected [8, 9]"));
-  CHECK_THROWS_WITH(ckpt.matrix(io::ModelPart::Decoder, "layers.0.mlp.up_proj.weight"), Contains("start with 'model.'"));
+  CHECK_THROWS_WITH(ckpt.matrix(io::ModelPart::Decoder, "layers.0.mlp.up_proj.weight"),
+                    Contains("start with 'model.'"));
   CHECK_THROWS_WITH(io::ModelCheckpoint::open(test::fixture_path("io/mixed.safetensors")),
                     Contains("unrecognised key layout"));
 }

@@ -88,7 +88,8 @@ TEST_CASE("peft adapter saved by PEFT loads with its config keys shapes and valu
   }
   const auto file = io::SafetensorsFile::open(kPeftDir / "adapter_model.safetensors");
   CHECK(file.contains("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
-  CHECK(lora::peft_key("model.layers.0.self_attn.q_proj", 'B') == "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
+  CHECK(lora::peft_key("model.layers.0.self_attn.q_proj", 'B') ==
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
 }
 
 TEST_CASE("peft adapter we save has PEFT's weight bytes and PEFT's config fields", "[io][peft]") {
@@ -111,8 +112,12 @@ TEST_CASE("peft adapter we save has PEFT's weight bytes and PEFT's config fields
 
 TEST_CASE("peft adapter round trip keeps spec and factors", "[io][peft]") {
   const auto dir = scratch_dir("roundtrip");
-  lora::AdapterSpec spec{.r = 2, .lora_alpha = 4.5, .lora_dropout = 0.1, .target_modules = {"q_proj", "v_proj"},
-                   .base_model_name_or_path = "lmsys/vicuna-7b-v1.5", .use_rslora = true};
+  lora::AdapterSpec spec{.r = 2,
+                         .lora_alpha = 4.5,
+                         .lora_dropout = 0.1,
+                         .target_modules = {"q_proj", "v_proj"},
+                         .base_model_name_or_path = "lmsys/vicuna-7b-v1.5",
+                         .use_rslora = true};
   lora::AdapterModules modules;
   modules["language_model.model.layers.3.self_attn.q_proj"] = {Matrix::Random(2, 6), Matrix::Random(5, 2)};
   modules["language_model.model.layers.3.self_attn.v_proj"] = {Matrix::Random(2, 6), Matrix::Random(3, 2)};
@@ -137,16 +142,20 @@ TEST_CASE("peft adapter save refuses wrong ranks untargeted modules and NaN", "[
   lora::AdapterSpec spec;
   spec.r = 2;
   spec.target_modules = {"q_proj"};
-  CHECK_THROWS_WITH(lora::save_peft_adapter(dir, spec, {{"model.layers.0.self_attn.q_proj", {Matrix::Zero(3, 4), Matrix::Zero(4, 2)}}}),
+  CHECK_THROWS_WITH(lora::save_peft_adapter(
+                        dir, spec, {{"model.layers.0.self_attn.q_proj", {Matrix::Zero(3, 4), Matrix::Zero(4, 2)}}}),
                     Contains("'model.layers.0.self_attn.q_proj'") && Contains("lora_A is [3, 4], expected [2, in]"));
-  CHECK_THROWS_WITH(lora::save_peft_adapter(dir, spec, {{"model.layers.0.self_attn.q_proj", {Matrix::Zero(2, 4), Matrix::Zero(4, 3)}}}),
+  CHECK_THROWS_WITH(lora::save_peft_adapter(
+                        dir, spec, {{"model.layers.0.self_attn.q_proj", {Matrix::Zero(2, 4), Matrix::Zero(4, 3)}}}),
                     Contains("lora_B is [4, 3], expected [out, 2]"));
-  CHECK_THROWS_WITH(lora::save_peft_adapter(dir, spec, {{"model.layers.0.self_attn.k_proj", {Matrix::Zero(2, 4), Matrix::Zero(4, 2)}}}),
+  CHECK_THROWS_WITH(lora::save_peft_adapter(
+                        dir, spec, {{"model.layers.0.self_attn.k_proj", {Matrix::Zero(2, 4), Matrix::Zero(4, 2)}}}),
                     Contains("'model.layers.0.self_attn.k_proj' matches none of target_modules [q_proj]"));
   Matrix nan = Matrix::Zero(4, 2);
   nan(1, 1) = std::nanf("");
-  CHECK_THROWS_WITH(lora::save_peft_adapter(dir, spec, {{"model.layers.0.self_attn.q_proj", {Matrix::Zero(2, 4), nan}}}),
-                    Contains("NaN or Inf"));
+  CHECK_THROWS_WITH(
+      lora::save_peft_adapter(dir, spec, {{"model.layers.0.self_attn.q_proj", {Matrix::Zero(2, 4), nan}}}),
+      Contains("NaN or Inf"));
   CHECK_FALSE(fs::exists(dir / "adapter_config.json"));
   CHECK_FALSE(fs::exists(dir / "adapter_model.safetensors"));
   fs::remove_all(dir);
@@ -159,16 +168,20 @@ TEST_CASE("peft adapter load names missing and mismatched keys", "[io][peft]") {
   const auto write_without = [&](const std::string& dropped, io::TensorMap extra = {}) {
     io::TensorMap tensors = std::move(extra);
     for (const auto& name : peft.names())
-      if (name != dropped) tensors.emplace(name, io::TensorData::from_raw(peft.info(name).dtype, peft.info(name).shape, peft.raw(name)));
+      if (name != dropped)
+        tensors.emplace(name, io::TensorData::from_raw(peft.info(name).dtype, peft.info(name).shape, peft.raw(name)));
     io::write_safetensors(dir / "adapter_model.safetensors", tensors, peft.metadata());
   };
   write_without("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight");
-  CHECK_THROWS_WITH(lora::load_peft_adapter(dir), Contains("missing 'base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight'"));
+  CHECK_THROWS_WITH(lora::load_peft_adapter(dir),
+                    Contains("missing 'base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight'"));
   write_without("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight");
-  CHECK_THROWS_WITH(lora::load_peft_adapter(dir), Contains("missing 'base_model.model.model.layers.0.mlp.up_proj.lora_A.weight'"));
+  CHECK_THROWS_WITH(lora::load_peft_adapter(dir),
+                    Contains("missing 'base_model.model.model.layers.0.mlp.up_proj.lora_A.weight'"));
 
   io::TensorMap wrong_rank;
-  wrong_rank.emplace("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", io::TensorData::from_matrix(Matrix::Zero(3, 8)));
+  wrong_rank.emplace("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight",
+                     io::TensorData::from_matrix(Matrix::Zero(3, 8)));
   write_without("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight", std::move(wrong_rank));
   CHECK_THROWS_WITH(lora::load_peft_adapter(dir), Contains("up_proj.lora_A.weight' is [3, 8], but r = 4"));
 

@@ -62,8 +62,10 @@ TEST_CASE("safetensors reader returns the values the python library wrote", "[io
   const auto file = io::SafetensorsFile::open(test::fixture_path("io/mixed.safetensors"));
   REQUIRE(file.size() == expected["tensors"].size());
   CHECK(file.metadata() == std::map<std::string, std::string>{{"format", "pt"}});
-  const std::map<std::string, io::Dtype> torch_dtypes{
-      {"float32", io::Dtype::F32}, {"float16", io::Dtype::F16}, {"bfloat16", io::Dtype::BF16}, {"int64", io::Dtype::I64}};
+  const std::map<std::string, io::Dtype> torch_dtypes{{"float32", io::Dtype::F32},
+                                                      {"float16", io::Dtype::F16},
+                                                      {"bfloat16", io::Dtype::BF16},
+                                                      {"int64", io::Dtype::I64}};
   for (const auto& [name, t] : expected["tensors"].items()) {
     INFO("tensor " << name);
     const auto& info = file.info(name);
@@ -79,7 +81,8 @@ TEST_CASE("safetensors reader returns the values the python library wrote", "[io
     const auto values = t["values"].get<std::vector<double>>();
     const Vector flat = file.vector(name);
     REQUIRE(flat.size() == static_cast<Eigen::Index>(values.size()));
-    for (std::size_t i = 0; i < values.size(); ++i) CHECK(flat(static_cast<Eigen::Index>(i)) == static_cast<float>(values[i]));
+    for (std::size_t i = 0; i < values.size(); ++i)
+      CHECK(flat(static_cast<Eigen::Index>(i)) == static_cast<float>(values[i]));
   }
 }
 
@@ -101,7 +104,8 @@ TEST_CASE("safetensors matrix views are 2-D as stored and 1-D or scalar as one r
 
 TEST_CASE("safetensors tensor names needing JSON escapes are read back exactly", "[io][safetensors]") {
   const auto file = io::SafetensorsFile::open(test::fixture_path("io/escaped_names.safetensors"));
-  CHECK(file.names() == std::vector<std::string>{"ctrl\x01", "line\nbreak", "quote\"d", "\xC3\xA9t\xC3\xA9/\xED\x95\x9C\xEA\xB8\x80"});
+  CHECK(file.names() ==
+        std::vector<std::string>{"ctrl\x01", "line\nbreak", "quote\"d", "\xC3\xA9t\xC3\xA9/\xED\x95\x9C\xEA\xB8\x80"});
   CHECK(file.vector("\xC3\xA9t\xC3\xA9/\xED\x95\x9C\xEA\xB8\x80")(2) == 2.0f);
   CHECK(file.info("quote\"d").shape == std::vector<std::int64_t>{1, 2});
 }

@@ -28,7 +28,9 @@ std::vector<std::byte> make_file(const std::string& header, std::size_t data_byt
   return out;
 }
 
-io::SafetensorsFile parse(std::vector<std::byte> bytes) { return io::SafetensorsFile::from_bytes(std::move(bytes), "evil.safetensors"); }
+io::SafetensorsFile parse(std::vector<std::byte> bytes) {
+  return io::SafetensorsFile::from_bytes(std::move(bytes), "evil.safetensors");
+}
 
 }  // namespace
 
@@ -101,7 +103,8 @@ TEST_CASE("safetensors offsets outside the data area or reversed are refused", "
   CHECK_THROWS_WITH(parse(make_file(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}})", 8)),
                     Contains("end before they begin"));
   CHECK_THROWS_WITH(
-      parse(make_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,18446744073709551615]}})", 8)),
+      parse(make_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,18446744073709551615]}})",
+                      8)),
       Contains("run past the data area"));
   CHECK_THROWS_WITH(parse(make_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}})", 8)),
                     Contains("not a pair of non-negative integers"));
@@ -122,8 +125,9 @@ TEST_CASE("safetensors negative fractional or huge shapes are refused", "[io][sa
                     Contains("tensor 'w'") && Contains("not a non-negative integer"));
   CHECK_THROWS_WITH(parse(make_file(R"({"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})", 4)),
                     Contains("not a non-negative integer"));
-  CHECK_THROWS_WITH(parse(make_file(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})", 4)),
-                    Contains("overflows 64 bits"));
+  CHECK_THROWS_WITH(
+      parse(make_file(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})", 4)),
+      Contains("overflows 64 bits"));
   CHECK_THROWS_WITH(parse(make_file(R"({"w":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,4]}})", 4)),
                     Contains("overflows 64 bits"));
   CHECK_THROWS_WITH(parse(make_file(R"({"w":{"dtype":"U8","shape":[9223372036854775808],"data_offsets":[0,4]}})", 4)),

@@ -63,7 +63,7 @@ TEST_CASE("lora A starts uniform within one over root in and B starts at zero", 
     const int in = c["in"].get<int>();
     // PEFT's bound for this fan-in (kaiming_uniform_ with a = √5: gain √(1/3) · √(3 / fan_in)).
     const double bound = c["bound"].get<double>();
-    LoraLinear<16, 32> layer(Matrix::Zero(32, in) .eval(), LoraOptions{.seed = 5});
+    LoraLinear<16, 32> layer(Matrix::Zero(32, in).eval(), LoraOptions{.seed = 5});
     const Matrix& a = layer.lora_A();
     REQUIRE(a.rows() == 16);
     REQUIRE(a.cols() == in);
@@ -108,11 +108,10 @@ TEST_CASE("lora forward matches a float64 loop reference with and without bias",
   without_bias.lora_B() = with_bias.lora_B();
   without_bias.lora_A() = with_bias.lora_A();
   const MatrixD ones = MatrixD::Ones(5, 11);
-  CHECK(normwise_error(with_bias.forward(x, false),
-                      reference_forward(x, w, &bias, with_bias.lora_A(), with_bias.lora_B(), 5.0 / 3.0, ones)) < 1e-12);
-  CHECK(normwise_error(without_bias.forward(x, false),
-                      reference_forward(x, w, nullptr, with_bias.lora_A(), with_bias.lora_B(), 5.0 / 3.0, ones)) <
-        1e-12);
+  CHECK(normwise_error(with_bias.forward(x, false), reference_forward(x, w, &bias, with_bias.lora_A(),
+                                                                      with_bias.lora_B(), 5.0 / 3.0, ones)) < 1e-12);
+  CHECK(normwise_error(without_bias.forward(x, false), reference_forward(x, w, nullptr, with_bias.lora_A(),
+                                                                         with_bias.lora_B(), 5.0 / 3.0, ones)) < 1e-12);
 }
 
 TEST_CASE("lora dropout masks the lora branch only with inverted scaling from the counter rng", "[lora][dropout]") {
@@ -148,14 +147,14 @@ TEST_CASE("lora dropout is reproducible per seed and step and off in evaluation"
   };
   auto a = make(1), b = make(1), c = make(2);
   const Matrix ya0 = a.forward(x, true), yb0 = b.forward(x, true);
-  CHECK(ya0 == yb0);                            // same seed, same step: same mask
-  CHECK(a.forward(x, true) != ya0);             // next step: another mask
+  CHECK(ya0 == yb0);                 // same seed, same step: same mask
+  CHECK(a.forward(x, true) != ya0);  // next step: another mask
   c.lora_A() = a.lora_A();
   c.set_step(0);
-  CHECK(c.forward(x, true) != ya0);             // another seed: another mask
+  CHECK(c.forward(x, true) != ya0);  // another seed: another mask
   a.set_step(0);
-  CHECK(a.forward(x, true) == ya0);             // rewinding the step replays the mask
-  const Matrix eval = a.forward(x, false);      // evaluation: no dropout, step untouched
+  CHECK(a.forward(x, true) == ya0);         // rewinding the step replays the mask
+  const Matrix eval = a.forward(x, false);  // evaluation: no dropout, step untouched
   CHECK(a.step() == 1);
   const Matrix expected = x * w.transpose() + 2.0f * (x * a.lora_A().transpose()) * a.lora_B().transpose();
   CHECK(normwise_error(eval, expected) < 1e-5);
@@ -179,7 +178,8 @@ TEST_CASE("dropout scale is zero or one over one minus p with mean one", "[lora]
 
 TEST_CASE("dropout keep bits of one Philox block give the four dropout_scale factors", "[lora][dropout]") {
   for (const float p : {0.0f, 0.05f, 0.5f, 0.999f})
-    for (std::uint64_t block : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{12345}, (std::uint64_t{1} << 33) + 7}) {
+    for (std::uint64_t block :
+         {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{12345}, (std::uint64_t{1} << 33) + 7}) {
       const std::uint8_t bits = vidlora::lora::dropout_keep_bits4(11, vidlora::lora::dropout_stream(3, 9), block, p);
       for (std::uint64_t k = 0; k < 4; ++k)
         CHECK(vidlora::lora::dropout_factor(bits, static_cast<int>(k), p) ==

@@ -46,16 +46,21 @@ void check_merge_round_trip(std::uint64_t seed) {
   const MatrixOf<Scalar>& back = layer.base().dense();
 
   const double eps = std::numeric_limits<Scalar>::epsilon() / 2;
-  const auto bound = (2.0 * eps * (w.template cast<double>().cwiseAbs() + 2.0 * delta.template cast<double>().cwiseAbs()).array()).eval();
+  const auto bound =
+      (2.0 * eps * (w.template cast<double>().cwiseAbs() + 2.0 * delta.template cast<double>().cwiseAbs()).array())
+          .eval();
   const auto err = (back.template cast<double>() - w.template cast<double>()).cwiseAbs().array().eval();
-  INFO("seed " << seed << " rank " << R << " [" << out << ", " << in << "] w scale " << w_scale << " B scale " << b_scale);
+  INFO("seed " << seed << " rank " << R << " [" << out << ", " << in << "] w scale " << w_scale << " B scale "
+               << b_scale);
   CHECK((err <= bound).all());
   // Merged and unmerged forwards compute x·(W + s·B·A)ᵀ in two association orders: they agree to the
   // accumulated rounding of dot products of length in + R over |x|·(|W| + s·|B|·|A|)ᵀ.
-  const auto abs_ba = (layer.lora_B().template cast<double>().cwiseAbs() * layer.lora_A().template cast<double>().cwiseAbs() *
-                       std::abs(static_cast<double>(layer.scaling())))
-                          .eval();
-  const auto magnitude = (x.template cast<double>().cwiseAbs() * (w.template cast<double>().cwiseAbs() + abs_ba).transpose()).eval();
+  const auto abs_ba =
+      (layer.lora_B().template cast<double>().cwiseAbs() * layer.lora_A().template cast<double>().cwiseAbs() *
+       std::abs(static_cast<double>(layer.scaling())))
+          .eval();
+  const auto magnitude =
+      (x.template cast<double>().cwiseAbs() * (w.template cast<double>().cwiseAbs() + abs_ba).transpose()).eval();
   const double gamma = 4.0 * static_cast<double>(in + R) * eps;
   CHECK(((merged - unmerged).template cast<double>().cwiseAbs().array() <= gamma * magnitude.array()).all());
 }

@@ -41,7 +41,7 @@ TEST_CASE("qlora forward with dropout equals dense lora on the nf4 dequantized w
   qlora.lora_B() = random_matrix(80, 16, 2, 0.1);
   dense.lora_B() = qlora.lora_B();
   const Matrix x = random_matrix(9, 192, 3);
-  CHECK(normwise_error(qlora.forward(x, true), dense.forward(x, true)) < 1e-5);    // same dropout mask
+  CHECK(normwise_error(qlora.forward(x, true), dense.forward(x, true)) < 1e-5);  // same dropout mask
   CHECK(normwise_error(qlora.forward(x, false), dense.forward(x, false)) < 1e-5);
   // NF4 really rounds: the dense layer over the original W differs by far more than the tolerance.
   LoraLinear<16, 32, DenseWeight> exact(w, options);

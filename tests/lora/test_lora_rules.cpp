@@ -19,17 +19,37 @@ struct RankRow {
 };
 constexpr std::array kRankTable{
     // ≤ 16 GB: 8 whatever the data
-    RankRow{1, 1, 8}, RankRow{1, 16, 8}, RankRow{4999, 16, 8}, RankRow{5000, 16, 8}, RankRow{10000, 16, 8},
+    RankRow{1, 1, 8},
+    RankRow{1, 16, 8},
+    RankRow{4999, 16, 8},
+    RankRow{5000, 16, 8},
+    RankRow{10000, 16, 8},
     RankRow{1000000, 16, 8},
     // 16 | 17 GB and ≤ 24 GB: 16 whatever the data
-    RankRow{1, 17, 16}, RankRow{100, 24, 16}, RankRow{4999, 24, 16}, RankRow{5000, 24, 16},
-    RankRow{10000, 24, 16}, RankRow{1000000, 24, 16},
+    RankRow{1, 17, 16},
+    RankRow{100, 24, 16},
+    RankRow{4999, 24, 16},
+    RankRow{5000, 24, 16},
+    RankRow{10000, 24, 16},
+    RankRow{1000000, 24, 16},
     // 24 | 25 GB and ≤ 40 GB: 16 below 5,000 samples, 32 from 5,000
-    RankRow{4999, 25, 16}, RankRow{5000, 25, 32}, RankRow{1, 40, 16}, RankRow{4999, 40, 16},
-    RankRow{5000, 40, 32}, RankRow{9999, 40, 32}, RankRow{10000, 40, 32}, RankRow{1000000, 40, 32},
+    RankRow{4999, 25, 16},
+    RankRow{5000, 25, 32},
+    RankRow{1, 40, 16},
+    RankRow{4999, 40, 16},
+    RankRow{5000, 40, 32},
+    RankRow{9999, 40, 32},
+    RankRow{10000, 40, 32},
+    RankRow{1000000, 40, 32},
     // 40 | 41 GB and more: 32 below 10,000 samples, 64 from 10,000
-    RankRow{1, 41, 32}, RankRow{4999, 41, 32}, RankRow{5000, 41, 32}, RankRow{9999, 41, 32},
-    RankRow{10000, 41, 64}, RankRow{9999, 80, 32}, RankRow{10000, 80, 64}, RankRow{1000000, 141, 64},
+    RankRow{1, 41, 32},
+    RankRow{4999, 41, 32},
+    RankRow{5000, 41, 32},
+    RankRow{9999, 41, 32},
+    RankRow{10000, 41, 64},
+    RankRow{9999, 80, 32},
+    RankRow{10000, 80, 64},
+    RankRow{1000000, 141, 64},
 };
 
 constexpr bool rank_table_holds() {
@@ -73,8 +93,8 @@ TEST_CASE("alpha defaults to twice the rank", "[lora][rules]") {
 }
 
 TEST_CASE("dropout follows the data set size table", "[lora][rules]") {
-  const std::pair<long, double> rows[] = {{1, 0.1},     {4999, 0.1},   {5000, 0.05},
-                                          {12000, 0.05}, {20000, 0.05}, {20001, 0.01}, {1000000, 0.01}};
+  const std::pair<long, double> rows[] = {{1, 0.1},      {4999, 0.1},   {5000, 0.05},   {12000, 0.05},
+                                          {20000, 0.05}, {20001, 0.01}, {1000000, 0.01}};
   for (auto [n, p] : rows) {
     INFO("dataset " << n);
     CHECK(dropout_for_dataset_size(n) == p);

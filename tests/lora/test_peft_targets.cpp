@@ -31,7 +31,8 @@ struct EditedAdapter {
       : dir(std::filesystem::temp_directory_path() / ("vidlora_peft_targets_" + name)) {
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
-    std::filesystem::copy_file(std::filesystem::path(source) / "adapter_model.safetensors", dir / "adapter_model.safetensors");
+    std::filesystem::copy_file(std::filesystem::path(source) / "adapter_model.safetensors",
+                               dir / "adapter_model.safetensors");
     nlohmann::json c = nlohmann::json::parse(std::ifstream(std::filesystem::path(source) / "adapter_config.json"));
     edit(c);
     std::ofstream(dir / "adapter_config.json") << c.dump(2);
@@ -48,11 +49,15 @@ TEST_CASE("target resolution selects exactly the modules PEFT adapted on a tiny 
     const auto& cfg = c["config"];
     CAPTURE(cfg.dump());
     lora::AdapterSpec spec;
-    if (cfg["target_modules"].is_string()) spec.target_regex = cfg["target_modules"].get<std::string>();
-    else spec.target_modules = cfg["target_modules"].get<std::vector<std::string>>();
+    if (cfg["target_modules"].is_string())
+      spec.target_regex = cfg["target_modules"].get<std::string>();
+    else
+      spec.target_modules = cfg["target_modules"].get<std::vector<std::string>>();
     if (cfg.contains("exclude_modules")) {
-      if (cfg["exclude_modules"].is_string()) spec.exclude_regex = cfg["exclude_modules"].get<std::string>();
-      else spec.exclude_modules = cfg["exclude_modules"].get<std::vector<std::string>>();
+      if (cfg["exclude_modules"].is_string())
+        spec.exclude_regex = cfg["exclude_modules"].get<std::string>();
+      else
+        spec.exclude_modules = cfg["exclude_modules"].get<std::vector<std::string>>();
     }
     if (cfg.contains("layers_to_transform")) {
       const auto& l = cfg["layers_to_transform"];

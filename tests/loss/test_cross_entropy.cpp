@@ -34,7 +34,8 @@ Reference reference_cross_entropy(const MatrixD& z, const std::vector<int>& targ
     for (Eigen::Index j = 0; j < vocab; ++j) {
       const double logp = z(i, j) - std::log(denom);
       mean_neg_logp -= logp / static_cast<double>(vocab);
-      grad(i, j) = (std::exp(logp) - eps / static_cast<double>(vocab) - (j == t ? 1 - eps : 0)) / static_cast<double>(n);
+      grad(i, j) =
+          (std::exp(logp) - eps / static_cast<double>(vocab) - (j == t ? 1 - eps : 0)) / static_cast<double>(n);
     }
     total += (1 - eps) * -(z(i, t) - std::log(denom)) + eps * mean_neg_logp;
   }
@@ -125,7 +126,8 @@ TEST_CASE("a custom ignore index is honoured and -100 then counts as out of rang
   CHECK(r.valid_tokens == 1);
   const double expected = -std::log(std::exp(double(z(1, 1))) / z.row(1).cast<double>().array().exp().sum());
   CHECK(r.loss == Approx(expected).epsilon(1e-6));
-  CHECK_THROWS_WITH(loss::cross_entropy(z, std::vector<int>{-100, 1, 3}, options), Contains("-100") && Contains("position 0"));
+  CHECK_THROWS_WITH(loss::cross_entropy(z, std::vector<int>{-100, 1, 3}, options),
+                    Contains("-100") && Contains("position 0"));
 }
 
 TEST_CASE("when every target is ignored the loss is zero with zero gradient instead of torch NaN",
@@ -142,8 +144,7 @@ TEST_CASE("when every target is ignored the loss is zero with zero gradient inst
   CHECK(r.grad.cwiseAbs().maxCoeff() == 0.0f);
 }
 
-TEST_CASE("sum reduction is the mean times the valid token count with an unscaled gradient",
-          "[loss][cross_entropy]") {
+TEST_CASE("sum reduction is the mean times the valid token count with an unscaled gradient", "[loss][cross_entropy]") {
   const Matrix z = random_logits(5, 7, 8).cast<float>();
   const std::vector<int> targets{1, -100, 6, 0, 2};
   const auto mean = loss::cross_entropy(z, targets, CrossEntropyOptions{.label_smoothing = 0.2});
@@ -178,9 +179,10 @@ TEST_CASE("the host-device element helpers reproduce the gradient and loss", "[l
     CHECK(lse.value() == Approx(direct).epsilon(1e-14));
     loss_sum += loss::cross_entropy_token_loss(lse.value(), z(i, targets[std::size_t(i)]), z.row(i).sum(), 5, eps);
     for (Eigen::Index j = 0; j < 5; ++j)
-      CHECK(r.grad(i, j) ==
-            Approx(loss::cross_entropy_logit_grad(std::exp(z(i, j) - lse.value()), j == targets[std::size_t(i)], eps, 0.2) / 2)
-                .epsilon(1e-12));
+      CHECK(r.grad(i, j) == Approx(loss::cross_entropy_logit_grad(std::exp(z(i, j) - lse.value()),
+                                                                  j == targets[std::size_t(i)], eps, 0.2) /
+                                   2)
+                                .epsilon(1e-12));
   }
   CHECK(r.loss == Approx(loss_sum / 2).epsilon(1e-12));
   loss::OnlineLogSumExp a, b, both;
@@ -219,8 +221,9 @@ TEST_CASE("label smoothing outside 0 to 1 and an empty vocabulary are rejected",
   CHECK_THROWS_WITH(loss::cross_entropy(z, t, CrossEntropyOptions{.label_smoothing = 1.5}), Contains("1.5"));
   CHECK_THROWS_WITH(loss::cross_entropy(z, t, CrossEntropyOptions{.label_smoothing = -0.1}), Contains("-0.1"));
   CHECK_THROWS_WITH(loss::cross_entropy(Matrix(2, 0), t), Contains("vocabulary is empty"));
-  CHECK_THROWS_WITH(loss::cross_entropy(z, t, CrossEntropyOptions{.reduction = loss::Reduction::Sum, .total_valid_tokens = 5}),
-                    Contains("Reduction::Mean"));
+  CHECK_THROWS_WITH(
+      loss::cross_entropy(z, t, CrossEntropyOptions{.reduction = loss::Reduction::Sum, .total_valid_tokens = 5}),
+      Contains("Reduction::Mean"));
 }
 
 TEST_CASE("nan or infinite logits are reported with the row", "[loss][cross_entropy][errors]") {

@@ -108,7 +108,7 @@ TEST_CASE("streamed lm head micro batches accumulate to the big batch as well", 
   }
   const CrossEntropyOptions options{.label_smoothing = 0.1};
   const auto big = loss::lm_head_cross_entropy(all_hidden, weight, all_targets, options,
-                                         loss::LmHeadOptions{.chunk_size = 8, .compute_head_grad = true});
+                                               loss::LmHeadOptions{.chunk_size = 8, .compute_head_grad = true});
   long total = 0;
   for (const auto& t : targets) total += loss::count_valid_tokens(t);
   loss::GradientAccumulationStep step(total, options);
@@ -154,7 +154,8 @@ TEST_CASE("micro batch losses and grads match transformers fixed cross entropy w
   const auto fixture = test::load_fixture("loss/ce_accumulation.json");
   const long total = fixture["total_valid_tokens"].get<long>();
   long counted = 0;
-  for (const auto& b : fixture["micro_batches"]) counted += loss::count_valid_tokens(test::json_vector<int>(b["targets"]));
+  for (const auto& b : fixture["micro_batches"])
+    counted += loss::count_valid_tokens(test::json_vector<int>(b["targets"]));
   CHECK(counted == total);
   loss::GradientAccumulationStep step(total);
   for (const auto& b : fixture["micro_batches"]) {

@@ -26,15 +26,15 @@ std::vector<int> random_targets(Eigen::Index rows, int vocab, std::uint64_t seed
   CounterRng rng(seed);
   std::vector<int> t(static_cast<std::size_t>(rows));
   for (std::size_t i = 0; i < t.size(); ++i)
-    t[i] = (every_nth_ignored > 0 && i % std::size_t(every_nth_ignored) == 1) ? -100
-                                                                             : static_cast<int>(rng.next_u32() % vocab);
+    t[i] = (every_nth_ignored > 0 && i % std::size_t(every_nth_ignored) == 1)
+               ? -100
+               : static_cast<int>(rng.next_u32() % vocab);
   return t;
 }
 
 }  // namespace
 
-TEST_CASE("lm head cross entropy matches torch autograd for hidden and head weight grads",
-          "[loss][lm_head][fixture]") {
+TEST_CASE("lm head cross entropy matches torch autograd for hidden and head weight grads", "[loss][lm_head][fixture]") {
   const auto fixture = test::load_fixture("loss/lm_head.json");
   for (const auto& c : fixture["cases"]) {
     INFO(c["name"].get<std::string>());
@@ -49,8 +49,8 @@ TEST_CASE("lm head cross entropy matches torch autograd for hidden and head weig
     for (const Eigen::Index chunk : {Eigen::Index{5}, Eigen::Index{37}}) {
       for (const bool head_grad : {false, true}) {
         INFO("chunk " << chunk << " head grad " << head_grad);
-        const auto r = loss::lm_head_cross_entropy(hidden, weight, targets, options,
-                                             loss::LmHeadOptions{.chunk_size = chunk, .compute_head_grad = head_grad});
+        const auto r = loss::lm_head_cross_entropy(
+            hidden, weight, targets, options, loss::LmHeadOptions{.chunk_size = chunk, .compute_head_grad = head_grad});
         CHECK(std::abs(r.loss - torch_loss) <= 1e-6 * std::abs(torch_loss));
         CHECK(r.valid_tokens == c["valid_tokens"].get<long>());
         CHECK((r.grad_hidden - torch_gh).cwiseAbs().maxCoeff() <= 1e-6);
@@ -84,8 +84,9 @@ TEST_CASE("chunked lm head cross entropy equals the naive full logits path for e
         for (const bool head_grad : {false, true}) {
           INFO("eps " << eps << " ignored every " << every_nth_ignored << " chunk " << chunk << " head grad "
                       << head_grad);
-          const auto r = loss::lm_head_cross_entropy(hidden, weight, targets, options,
-                                               loss::LmHeadOptions{.chunk_size = chunk, .compute_head_grad = head_grad});
+          const auto r =
+              loss::lm_head_cross_entropy(hidden, weight, targets, options,
+                                          loss::LmHeadOptions{.chunk_size = chunk, .compute_head_grad = head_grad});
           CHECK(std::abs(r.loss - naive.loss) <= 1e-5 * std::abs(naive.loss));
           CHECK(r.valid_tokens == naive.valid_tokens);
           CHECK(test::normwise_error(r.grad_hidden, naive_gh) < 1e-5);
@@ -166,7 +167,7 @@ TEST_CASE("lm head with every target ignored gives zero loss and zero gradients"
   const Matrix hidden = random_matrix<float>(3, 4, 8);
   const Matrix weight = random_matrix<float>(9, 4, 9);
   const auto r = loss::lm_head_cross_entropy(hidden, weight, std::vector<int>{-100, -100, -100}, {},
-                                       loss::LmHeadOptions{.chunk_size = 4, .compute_head_grad = true});
+                                             loss::LmHeadOptions{.chunk_size = 4, .compute_head_grad = true});
   CHECK(r.loss == 0.0);
   CHECK(r.valid_tokens == 0);
   CHECK(r.grad_hidden.rows() == 3);
@@ -205,7 +206,7 @@ TEST_CASE("chunked and naive paths agree at a size large enough for the row para
   for (const bool head_grad : {false, true}) {
     INFO("head grad " << head_grad);
     const auto r = loss::lm_head_cross_entropy(hidden, weight, targets, options,
-                                         loss::LmHeadOptions{.chunk_size = 1000, .compute_head_grad = head_grad});
+                                               loss::LmHeadOptions{.chunk_size = 1000, .compute_head_grad = head_grad});
     CHECK(std::abs(r.loss - naive.loss) <= 1e-5 * std::abs(naive.loss));
     CHECK(test::normwise_error(r.grad_hidden, naive_gh) < 1e-5);
     if (head_grad) CHECK(test::normwise_error(r.grad_head_weight, naive_gw) < 1e-5);

@@ -33,6 +33,8 @@ inline std::vector<int> json_flat_ints(const nlohmann::json& a) {
   return out;
 }
 
-inline nlohmann::json model_reference(const std::string& name) { return load_fixture("model/" + name + "/reference.json"); }
+inline nlohmann::json model_reference(const std::string& name) {
+  return load_fixture("model/" + name + "/reference.json");
+}
 
 }  // namespace vidlora::test

@@ -84,7 +84,8 @@ TEST_CASE("the CPU executor's block gives a one-layer Decoder's forward and back
       stream = 0;
       for (auto& s : layer.slots)
         if (s.has_lora())
-          s.lora().lora_B() = model::random_normal(s.lora().lora_B().rows(), s.lora().lora_B().cols(), 0.2, 9, stream++);
+          s.lora().lora_B() =
+              model::random_normal(s.lora().lora_B().rows(), s.lora().lora_B().cols(), 0.2, 9, stream++);
 
       model::SequenceBatch batch{2, 6, std::vector<int>{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0}};
       const Matrix x = model::random_normal(12, 48, 1.0, 5, 0);

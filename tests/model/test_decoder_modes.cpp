@@ -146,13 +146,11 @@ TEST_CASE("kv cache forward in pieces equals the full forward for qwen3 with LoR
   const auto ref = model_reference("qwen3");
   const auto fixture_ids = json_flat_ints(ref["input_ids"]);
   auto cache2 = decoder.make_cache();
-  const Matrix cached =
-      decoder.logits(decoder.forward_cached(decoder.embed(std::span(fixture_ids).first(10)), cache2));
+  const Matrix cached = decoder.logits(decoder.forward_cached(decoder.embed(std::span(fixture_ids).first(10)), cache2));
   CHECK(normwise_error(cached, Matrix(json_3d(ref["logits"]).topRows(10))) < 1e-5);
 }
 
-TEST_CASE("nf4 base forward and backward equal the dense model on the dequantized weights",
-          "[model][decoder][nf4]") {
+TEST_CASE("nf4 base forward and backward equal the dense model on the dequantized weights", "[model][decoder][nf4]") {
   const auto ref = model_reference("llama");
   const auto config = model::DecoderConfig::from_file(model_dir("llama") + "/config.json");
   const auto dir = io::CheckpointDir::open(model_dir("llama"));
@@ -250,14 +248,15 @@ TEST_CASE("a checkpoint missing a tensor or with a wrong shape names the key and
                       Catch::Contains("model.layers.1.mlp.up_proj.weight") && Catch::Contains("missing"));
   model::TensorTable wrong = model::random_decoder_weights(config, 1);
   wrong.insert("model.layers.0.self_attn.k_proj.weight", Matrix::Zero(32, 32));
-  REQUIRE_THROWS_WITH((model::Decoder<4, 8>(config, wrong)), Catch::Contains("model.layers.0.self_attn.k_proj.weight") &&
-                                                          Catch::Contains("[32, 32]") && Catch::Contains("[16, 32]"));
+  REQUIRE_THROWS_WITH((model::Decoder<4, 8>(config, wrong)),
+                      Catch::Contains("model.layers.0.self_attn.k_proj.weight") && Catch::Contains("[32, 32]") &&
+                          Catch::Contains("[16, 32]"));
   const model::TensorTable ok = model::random_decoder_weights(config, 1);
   model::DecoderOptions options;
   options.target_modules = {"q_proj"};
   model::Decoder<4, 8> decoder(config, ok, options);
   model::TensorTable adapter;
   adapter.insert("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", Matrix::Zero(8, 32));
-  REQUIRE_THROWS_WITH(decoder.load_adapter(adapter), Catch::Contains("lora_A") && Catch::Contains("[8, 32]") &&
-                                                         Catch::Contains("[4, 32]"));
+  REQUIRE_THROWS_WITH(decoder.load_adapter(adapter),
+                      Catch::Contains("lora_A") && Catch::Contains("[8, 32]") && Catch::Contains("[4, 32]"));
 }

@@ -21,7 +21,9 @@ using vidlora::test::normwise_error;
 namespace {
 
 std::string case_dir(const std::string& name) { return vidlora::test::model_dir("hfconfig/" + name); }
-nlohmann::json case_ref(const std::string& name) { return vidlora::test::load_fixture("model/hfconfig/" + name + "/reference.json"); }
+nlohmann::json case_ref(const std::string& name) {
+  return vidlora::test::load_fixture("model/hfconfig/" + name + "/reference.json");
+}
 nlohmann::json case_config(const std::string& name) {
   return vidlora::test::load_fixture("model/hfconfig/" + name + "/config.json");
 }
@@ -50,7 +52,8 @@ void check_decoder_case(const std::string& name) {
   CAPTURE(name);
   const auto ref = case_ref(name);
   const auto config = model::DecoderConfig::from_file(case_dir(name) + "/config.json");
-  const model::RotaryTable rope(config.head_dim, config.rope_theta, config.rope_scaling, config.max_position_embeddings);
+  const model::RotaryTable rope(config.head_dim, config.rope_theta, config.rope_scaling,
+                                config.max_position_embeddings);
   CHECK(normwise_error(rope.inv_freq(), json_vec(ref["inv_freq"])) < 1e-6);
   CHECK(rope.attention_scaling() == Approx(ref["attention_scaling"].get<double>()).epsilon(1e-7));
   model::Decoder<4, 8> decoder(config, io::CheckpointDir::open(case_dir(name)));
@@ -130,7 +133,7 @@ TEST_CASE("dynamic NTK RoPE grows, resets and generates as transformers does", "
   model::Decoder<4, 8> decoder(config, io::CheckpointDir::open(case_dir("rope_dynamic")));
   CHECK(normwise_error(logits_of(decoder, ref["input_ids"], ref["attention_mask"]), json_3d(ref["logits"])) < 1e-5);
   CHECK(normwise_error(logits_of(decoder, ref["short_input_ids"], ref["short_attention_mask"]),
-                  json_3d(ref["short_logits"])) < 1e-5);
+                       json_3d(ref["short_logits"])) < 1e-5);
   const auto prompt = ref["generate"]["prompt"].get<std::vector<int>>();
   CHECK(decoder.generate_greedy(prompt, ref["generate"]["max_new_tokens"].get<int>()) ==
         ref["generate"]["tokens"].get<std::vector<int>>());
@@ -164,11 +167,13 @@ TEST_CASE("llava with two feature layers, the full strategy and a bias-free proj
   model::Decoder<4, 8> decoder(config.text, weights);
   std::vector<model::SplicedSequence> seqs;
   for (int b = 0; b < 2; ++b)
-    seqs.push_back(model::splice_visual_tokens<float>(ref["prompts"][b].get<std::vector<int>>(), {}, config.image_token_id,
-                                               Matrix(visual.middleRows(17 * b, 17)), decoder.embed_tokens()));
+    seqs.push_back(model::splice_visual_tokens<float>(ref["prompts"][b].get<std::vector<int>>(), {},
+                                                      config.image_token_id, Matrix(visual.middleRows(17 * b, 17)),
+                                                      decoder.embed_tokens()));
   const model::SplicedBatch batch = model::collate(seqs, decoder.embed_tokens(), 0);
   CHECK(batch.batch.attention_mask == json_flat_ints(ref["attention_mask"]));
-  CHECK(normwise_error(decoder.logits(decoder.forward(batch.embeds, batch.batch, false)), json_3d(ref["logits"])) < 1e-5);
+  CHECK(normwise_error(decoder.logits(decoder.forward(batch.embeds, batch.batch, false)), json_3d(ref["logits"])) <
+        1e-5);
 
   // A bias tensor the config says is not there is refused by name.
   model::TensorTable with_bias;

@@ -84,7 +84,8 @@ TEST_CASE("splicing expands one placeholder and masks prompt and visual labels",
   const std::vector<int> expanded{1, 7, 7, 7};
   CHECK(model::splice_visual_tokens<float>(expanded, answer, 7, visual, table).embeds.rows() == 6);
   // Collate right-pads with the pad embedding, mask 0 and label -100.
-  const auto b = model::collate<float>({s, model::splice_visual_tokens<float>(expanded, answer, 7, visual, table)}, table, 0);
+  const auto b =
+      model::collate<float>({s, model::splice_visual_tokens<float>(expanded, answer, 7, visual, table)}, table, 0);
   CHECK(b.batch.seq_len == 7);
   CHECK(b.batch.attention_mask[13] == 0);
   CHECK(b.labels[13] == -100);
@@ -97,7 +98,8 @@ TEST_CASE("splicing rejects a prompt without the video placeholder", "[model][sp
   REQUIRE_THROWS_WITH(model::splice_visual_tokens<float>(prompt, answer, 7, visual, table),
                       Catch::Contains("no video/image placeholder"));
   const std::vector<int> two{1, 7, 7};
-  REQUIRE_THROWS_WITH(model::splice_visual_tokens<float>(two, answer, 7, visual, table), Catch::Contains("2 placeholder"));
+  REQUIRE_THROWS_WITH(model::splice_visual_tokens<float>(two, answer, 7, visual, table),
+                      Catch::Contains("2 placeholder"));
 }
 
 TEST_CASE("llava logits loss LoRA and projector gradients match PEFT", "[model][llava][lora][reference]") {
@@ -117,7 +119,7 @@ TEST_CASE("llava logits loss LoRA and projector gradients match PEFT", "[model][
     const auto answer = m.ref["answers"][b].get<std::vector<int>>();
     const Matrix frame_tokens = visual.middleRows(16 * b, 16);
     seqs.push_back(model::splice_visual_tokens<float>(prompt, answer, m.config.image_token_id, frame_tokens,
-                                               decoder.embed_tokens()));
+                                                      decoder.embed_tokens()));
   }
   const model::SplicedBatch batch = model::collate(seqs, decoder.embed_tokens(), 0);
   CHECK(batch.labels == json_flat_ints(m.ref["labels"]));
@@ -136,8 +138,10 @@ TEST_CASE("llava logits loss LoRA and projector gradients match PEFT", "[model][
   decoder.for_each_lora([&](const std::string& path, auto& lin) {
     const std::string key = path.substr(path.find("layers."));
     CAPTURE(key);
-    CHECK(normwise_error(lin.grad_A(), vidlora::test::json_matrix(m.ref["lora_grads"].at(key + ".lora_A.weight"))) < 1e-4);
-    CHECK(normwise_error(lin.grad_B(), vidlora::test::json_matrix(m.ref["lora_grads"].at(key + ".lora_B.weight"))) < 1e-4);
+    CHECK(normwise_error(lin.grad_A(), vidlora::test::json_matrix(m.ref["lora_grads"].at(key + ".lora_A.weight"))) <
+          1e-4);
+    CHECK(normwise_error(lin.grad_B(), vidlora::test::json_matrix(m.ref["lora_grads"].at(key + ".lora_B.weight"))) <
+          1e-4);
     checked += 2;
   });
   CHECK(checked == static_cast<int>(m.ref["lora_grads"].size()));

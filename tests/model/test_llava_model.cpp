@@ -46,7 +46,8 @@ TEST_CASE("LlavaModel loads a sharded LLaVA-NeXT-Video directory and matches tra
   CHECK(model.placeholder_id() == 61);
   CHECK(model.tokens_per_frame() == 4);  // 4x4 patches pooled 2x2
   std::vector<Matrix> visual;
-  for (std::size_t b = 0; b < 2; ++b) visual.push_back(model.visual_tokens(clip_pixels(ref["pixel_values_videos"], b), 2));
+  for (std::size_t b = 0; b < 2; ++b)
+    visual.push_back(model.visual_tokens(clip_pixels(ref["pixel_values_videos"], b), 2));
   const Matrix expected_visual = json_3d(ref["video_tokens"]);  // [2 clips · 8, hidden]
   CHECK(normwise_error(visual[0], Matrix(expected_visual.topRows(8))) < 1e-5);
   CHECK(normwise_error(visual[1], Matrix(expected_visual.bottomRows(8))) < 1e-5);
@@ -61,8 +62,7 @@ TEST_CASE("LlavaModel loads a sharded LLaVA-NeXT-Video directory and matches tra
   CHECK(model.splice(one, {}, visual[0]).embeds.rows() == 6 + 8);
 }
 
-TEST_CASE("LlavaModel names what is missing from a directory that is not a supported model",
-          "[model][llava][errors]") {
+TEST_CASE("LlavaModel names what is missing from a directory that is not a supported model", "[model][llava][errors]") {
   const auto tmp = std::filesystem::temp_directory_path() / "vidlora_llava_model_errors";
   std::filesystem::remove_all(tmp);
   std::filesystem::create_directories(tmp);

@@ -177,11 +177,13 @@ TEST_CASE("LlavaProcessor refuses processor fields that change the result and ar
   }
   SECTION("a processor_config.json field") {
     copy.edit("num_image_tokens", 3, true);
-    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("\"num_image_tokens\"") && Contains("processor_config.json"));
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir),
+                      Contains("\"num_image_tokens\"") && Contains("processor_config.json"));
   }
   SECTION("a patch size that counts other visual tokens than the model makes") {
     copy.edit("patch_size", 14, true);
-    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("visual tokens per frame") && Contains("patch_size 14"));
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir),
+                      Contains("visual tokens per frame") && Contains("patch_size 14"));
   }
   SECTION("a placeholder token the tokenizer does not have") {
     copy.edit("video_token", "<clip>", true);
@@ -192,8 +194,8 @@ TEST_CASE("LlavaProcessor refuses processor fields that change the result and ar
     j.erase("video_processor");
     j.erase("image_processor");
     copy.write(j);
-    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("video_preprocessor_config.json") &&
-                                                    Contains("\"video_processor\""));
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir),
+                      Contains("video_preprocessor_config.json") && Contains("\"video_processor\""));
   }
   SECTION("a chat template that is neither format") {
     std::ofstream(copy.dir / "chat_template.jinja") << "{{ messages[0]['content'] }}";

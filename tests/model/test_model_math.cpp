@@ -40,10 +40,9 @@ TEST_CASE("rms_norm backward equals finite differences", "[model][math]") {
       MatrixD xp = x, xm = x;
       xp(i, j) += h;
       xm(i, j) -= h;
-      const double num = ((model::rms_norm<double>(xp, w, 1e-6) - model::rms_norm<double>(xm, w, 1e-6))
-                              .cwiseProduct(dy)
-                              .sum()) /
-                         (2 * h);
+      const double num =
+          ((model::rms_norm<double>(xp, w, 1e-6) - model::rms_norm<double>(xm, w, 1e-6)).cwiseProduct(dy).sum()) /
+          (2 * h);
       CHECK(dx(i, j) == Approx(num).margin(1e-7));
     }
 }
@@ -86,7 +85,8 @@ TEST_CASE("decoder gradient of the input embeddings equals finite differences in
   model::Decoder<2, 4, lora::DenseWeight64> decoder(config, weights, options);
   std::uint64_t stream = 0;
   decoder.for_each_lora([&](const std::string&, auto& lin) {
-    lin.lora_B() = model::random_normal(lin.lora_B().rows(), lin.lora_B().cols(), 0.3, 4, stream++).template cast<double>();
+    lin.lora_B() =
+        model::random_normal(lin.lora_B().rows(), lin.lora_B().cols(), 0.3, 4, stream++).template cast<double>();
   });
   model::SequenceBatch batch;
   batch.batch = 2;
@@ -126,7 +126,8 @@ TEST_CASE("projector gradients equal finite differences", "[model][math][project
     Matrix xp = x, xm = x;
     xp(1, j) += h;
     xm(1, j) -= h;
-    CHECK(dx(1, j) == Approx((objective(projector, xp) - objective(projector, xm)) / (2 * h)).epsilon(2e-3).margin(1e-3));
+    CHECK(dx(1, j) ==
+          Approx((objective(projector, xp) - objective(projector, xm)) / (2 * h)).epsilon(2e-3).margin(1e-3));
   }
   for (Eigen::Index j = 0; j < 4; ++j) {
     model::Mlp2xGelu pp = projector, pm = projector;

@@ -82,7 +82,8 @@ TEST_CASE("decoder_options_for names the module an adapter lacks or cannot place
                       Contains("model.layers.2.self_attn.k_proj") && Contains("no lora_A"));
   lora::PeftAdapter stray = a;
   stray.modules["model.embed_tokens"] = stray.modules.begin()->second;
-  REQUIRE_THROWS_WITH(model::decoder_options_for(stray, config), Contains("model.embed_tokens") && Contains("not a decoder"));
+  REQUIRE_THROWS_WITH(model::decoder_options_for(stray, config),
+                      Contains("model.embed_tokens") && Contains("not a decoder"));
   lora::PeftAdapter deep = a;
   deep.modules["model.layers.7.self_attn.q_proj"] = deep.modules.begin()->second;
   REQUIRE_THROWS_WITH(model::decoder_options_for(deep, config), Contains("layer 7 of a 3-layer"));

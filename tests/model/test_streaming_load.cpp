@@ -106,7 +106,7 @@ bool reset_peak_rss() {
 struct GeneratedCheckpoint {
   fs::path dir;
   model::DecoderConfig config;
-  std::size_t bytes = 0;                 // all shards
+  std::size_t bytes = 0;                  // all shards
   std::size_t largest_tensor_floats = 0;  // elements of the biggest tensor
 };
 
@@ -114,17 +114,18 @@ GeneratedCheckpoint write_bf16_decoder(const fs::path& dir, int hidden, int inte
   fs::remove_all(dir);
   fs::create_directories(dir);
   GeneratedCheckpoint out{dir, model::DecoderConfig::from_json({{"model_type", "llama"},
-                                                         {"hidden_size", hidden},
-                                                         {"intermediate_size", inter},
-                                                         {"num_hidden_layers", layers},
-                                                         {"num_attention_heads", 8},
-                                                         {"vocab_size", vocab}})};
+                                                                {"hidden_size", hidden},
+                                                                {"intermediate_size", inter},
+                                                                {"num_hidden_layers", layers},
+                                                                {"num_attention_heads", 8},
+                                                                {"vocab_size", vocab}})};
   std::vector<std::pair<std::string, std::vector<std::int64_t>>> tensors{{"model.embed_tokens.weight", {vocab, hidden}},
                                                                          {"model.norm.weight", {hidden}},
                                                                          {"lm_head.weight", {vocab, hidden}}};
   for (int l = 0; l < layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    for (const char* m : {"q_proj", "k_proj", "v_proj", "o_proj"}) tensors.push_back({p + "self_attn." + m + ".weight", {hidden, hidden}});
+    for (const char* m : {"q_proj", "k_proj", "v_proj", "o_proj"})
+      tensors.push_back({p + "self_attn." + m + ".weight", {hidden, hidden}});
     tensors.push_back({p + "mlp.gate_proj.weight", {inter, hidden}});
     tensors.push_back({p + "mlp.up_proj.weight", {inter, hidden}});
     tensors.push_back({p + "mlp.down_proj.weight", {hidden, inter}});
@@ -133,11 +134,14 @@ GeneratedCheckpoint write_bf16_decoder(const fs::path& dir, int hidden, int inte
   }
   nlohmann::json weight_map = nlohmann::json::object();
   std::uint64_t state = 0x9E3779B97F4A7C15ull;
-  const std::size_t per_shard = (tensors.size() + static_cast<std::size_t>(shards) - 1) / static_cast<std::size_t>(shards);
+  const std::size_t per_shard =
+      (tensors.size() + static_cast<std::size_t>(shards) - 1) / static_cast<std::size_t>(shards);
   for (int s = 0; s < shards; ++s) {
-    const std::string file = "model-0000" + std::to_string(s + 1) + "-of-0000" + std::to_string(shards) + ".safetensors";
+    const std::string file =
+        "model-0000" + std::to_string(s + 1) + "-of-0000" + std::to_string(shards) + ".safetensors";
     io::TensorMap map;
-    for (std::size_t t = static_cast<std::size_t>(s) * per_shard; t < std::min(tensors.size(), (s + 1) * per_shard); ++t) {
+    for (std::size_t t = static_cast<std::size_t>(s) * per_shard; t < std::min(tensors.size(), (s + 1) * per_shard);
+         ++t) {
       const auto& [name, shape] = tensors[t];
       std::size_t n = 1;
       for (auto d : shape) n *= static_cast<std::size_t>(d);
@@ -155,9 +159,8 @@ GeneratedCheckpoint write_bf16_decoder(const fs::path& dir, int hidden, int inte
     io::write_safetensors(dir / file, map);
     out.bytes += fs::file_size(dir / file);
   }
-  std::ofstream(dir / "model.safetensors.index.json") << nlohmann::json{{"metadata", nlohmann::json::object()},
-                                                                       {"weight_map", weight_map}}
-                                                             .dump();
+  std::ofstream(dir / "model.safetensors.index.json")
+      << nlohmann::json{{"metadata", nlohmann::json::object()}, {"weight_map", weight_map}}.dump();
   return out;
 }
 

@@ -12,7 +12,8 @@ using namespace vidlora;
 namespace {
 
 const model::ByteLevelBpeTokenizer& qwen_tokenizer() {
-  static const model::ByteLevelBpeTokenizer tokenizer = model::ByteLevelBpeTokenizer::from_file(test::fixture_path("model/tokenizer.json"));
+  static const model::ByteLevelBpeTokenizer tokenizer =
+      model::ByteLevelBpeTokenizer::from_file(test::fixture_path("model/tokenizer.json"));
   return tokenizer;
 }
 
@@ -37,7 +38,8 @@ TEST_CASE("byte-level bpe ids equal HF tokenizers ids for every fixture sentence
 TEST_CASE("byte-level bpe tokens equal HF tokens", "[model][tokenizer]") {
   for (const auto& c : cases()) {
     std::vector<std::string> tokens;
-    for (int id : qwen_tokenizer().encode(c["text"].get<std::string>())) tokens.push_back(qwen_tokenizer().id_to_token(id));
+    for (int id : qwen_tokenizer().encode(c["text"].get<std::string>()))
+      tokens.push_back(qwen_tokenizer().id_to_token(id));
     INFO("text: " << c["text"].get<std::string>());
     CHECK(tokens == c["tokens"].get<std::vector<std::string>>());
   }
@@ -50,10 +52,12 @@ TEST_CASE("byte-level bpe reads merges written as space-separated strings", "[mo
   for (auto& m : merges) m = m[0].get<std::string>() + " " + m[1].get<std::string>();
   const model::ByteLevelBpeTokenizer from_strings(json, "tokenizer.json (string merges)");
   CHECK(from_strings.merge_count() == qwen_tokenizer().merge_count());
-  for (const auto& c : cases()) CHECK(from_strings.encode(c["text"].get<std::string>()) == c["ids"].get<std::vector<int>>());
+  for (const auto& c : cases())
+    CHECK(from_strings.encode(c["text"].get<std::string>()) == c["ids"].get<std::vector<int>>());
 }
 
-TEST_CASE("added tokens match leftmost-longest after NFC when normalized and strip whitespace like HF", "[model][tokenizer]") {
+TEST_CASE("added tokens match leftmost-longest after NFC when normalized and strip whitespace like HF",
+          "[model][tokenizer]") {
   const auto& fixture = test::tokenizer_fixture()["byte_level_bpe"];
   auto json = tokenizer_json();
   for (const auto& token : fixture["extra_added_tokens"]) json["added_tokens"].push_back(token);
@@ -74,7 +78,8 @@ TEST_CASE("byte-level bpe decode equals HF decode including cut UTF-8", "[model]
   for (const auto& c : test::tokenizer_fixture()["byte_level_bpe"]["decode_cases"]) {
     const auto ids = c["ids"].get<std::vector<int>>();
     CHECK(qwen_tokenizer().decode(ids) == c["text"].get<std::string>());
-    if (c.contains("text_skip_special")) CHECK(qwen_tokenizer().decode(ids, true) == c["text_skip_special"].get<std::string>());
+    if (c.contains("text_skip_special"))
+      CHECK(qwen_tokenizer().decode(ids, true) == c["text_skip_special"].get<std::string>());
   }
 }
 
@@ -134,15 +139,18 @@ TEST_CASE("byte-level bpe reports missing unparsable and unsupported tokenizer f
 
   auto json = tokenizer_json();
   json["model"]["type"] = "WordPiece";
-  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "wp.json"), Catch::Contains("wp.json': unknown model type 'WordPiece'"));
+  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "wp.json"),
+                    Catch::Contains("wp.json': unknown model type 'WordPiece'"));
 
   json = tokenizer_json();
   json["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "\\s+";
-  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "re.json"), Catch::Contains("Split pattern is not Qwen2's regex"));
+  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "re.json"),
+                    Catch::Contains("Split pattern is not Qwen2's regex"));
 
   json = tokenizer_json();
   json["model"]["merges"][0] = nlohmann::json::array({"zz-unknown", "a"});
-  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "m.json"), Catch::Contains("merge 0 'zz-unknown a' uses a token missing"));
+  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "m.json"),
+                    Catch::Contains("merge 0 'zz-unknown a' uses a token missing"));
 
   json = tokenizer_json();
   json["model"]["vocab"] = nlohmann::json::array();
@@ -150,8 +158,10 @@ TEST_CASE("byte-level bpe reports missing unparsable and unsupported tokenizer f
 
   json = tokenizer_json();
   json["normalizer"] = {{"type", "Lowercase"}};
-  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "n.json"), Catch::Contains("normalizer 'Lowercase' is not supported"));
+  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "n.json"),
+                    Catch::Contains("normalizer 'Lowercase' is not supported"));
 
   CHECK_THROWS_WITH(qwen_tokenizer().encode("bad \xFF byte"), Catch::Contains("invalid UTF-8 at byte 4"));
-  CHECK_THROWS_WITH(qwen_tokenizer().decode(std::vector<int>{100000}), Catch::Contains("token id 100000 is not in the vocabulary"));
+  CHECK_THROWS_WITH(qwen_tokenizer().decode(std::vector<int>{100000}),
+                    Catch::Contains("token id 100000 is not in the vocabulary"));
 }

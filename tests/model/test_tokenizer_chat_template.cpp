@@ -10,7 +10,8 @@
 using namespace vidlora;
 
 TEST_CASE("vicuna template renders the LLaVA prompt with the video token", "[model][tokenizer][chat]") {
-  CHECK(model::render_prompt(model::kVicunaVideoTemplate, "영상을 설명하세요.", "SYS") == "SYS USER: <video>\n영상을 설명하세요. ASSISTANT:");
+  CHECK(model::render_prompt(model::kVicunaVideoTemplate, "영상을 설명하세요.", "SYS") ==
+        "SYS USER: <video>\n영상을 설명하세요. ASSISTANT:");
   const std::string prompt = model::render_prompt(model::kVicunaVideoTemplate, "q");
   CHECK(prompt.starts_with("A chat between a curious human and an artificial intelligence assistant. "));
   CHECK(prompt.ends_with("human's questions. USER: <video>\nq ASSISTANT:"));
@@ -42,10 +43,12 @@ TEST_CASE("a prompt without the video placeholder is an error", "[model][tokeniz
   model::ChatTemplate no_video = model::kVicunaVideoTemplate;
   no_video.name = "custom";
   no_video.format = "{system} USER: {user} ASSISTANT:";
-  CHECK_THROWS_WITH(model::render_prompt(no_video, "q"), Catch::Contains("chat template 'custom': the prompt has no video placeholder"));
+  CHECK_THROWS_WITH(model::render_prompt(no_video, "q"),
+                    Catch::Contains("chat template 'custom': the prompt has no video placeholder"));
   model::ChatTemplate unknown = model::kVicunaVideoTemplate;
   unknown.format = "{video}{user}{lang}";
   CHECK_THROWS_WITH(model::render_prompt(unknown, "q"), Catch::Contains("unknown placeholder '{lang}'"));
   const std::vector<int> ids{1, 5, 6};
-  CHECK_THROWS_WITH(model::video_placeholder_positions(ids, 4), Catch::Contains("prompt of 3 tokens has no video placeholder token (id 4)"));
+  CHECK_THROWS_WITH(model::video_placeholder_positions(ids, 4),
+                    Catch::Contains("prompt of 3 tokens has no video placeholder token (id 4)"));
 }

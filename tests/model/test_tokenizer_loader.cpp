@@ -28,7 +28,8 @@ TEST_CASE("load_tokenizer picks byte-level bpe for a qwen2 tokenizer.json", "[mo
   const model::AnyTokenizer tokenizer = model::load_tokenizer(dir);
   REQUIRE(std::holds_alternative<model::ByteLevelBpeTokenizer>(tokenizer));
   const auto& c = test::tokenizer_fixture()["byte_level_bpe"]["cases"][0];
-  CHECK(std::get<model::ByteLevelBpeTokenizer>(tokenizer).encode(c["text"].get<std::string>()) == c["ids"].get<std::vector<int>>());
+  CHECK(std::get<model::ByteLevelBpeTokenizer>(tokenizer).encode(c["text"].get<std::string>()) ==
+        c["ids"].get<std::vector<int>>());
   fs::remove_all(dir);
 }
 
@@ -40,11 +41,13 @@ TEST_CASE("load_tokenizer picks sentencepiece beside a metaspace tokenizer.json"
   const model::AnyTokenizer tokenizer = model::load_tokenizer(dir);
   REQUIRE(std::holds_alternative<model::SentencePieceTokenizer>(tokenizer));
   const auto& c = test::tokenizer_fixture()["sentencepiece"]["cases"][0];
-  CHECK(std::get<model::SentencePieceTokenizer>(tokenizer).encode(c["text"].get<std::string>()) == c["ids"].get<std::vector<int>>());
+  CHECK(std::get<model::SentencePieceTokenizer>(tokenizer).encode(c["text"].get<std::string>()) ==
+        c["ids"].get<std::vector<int>>());
   fs::remove_all(dir);
 }
 
-TEST_CASE("load_tokenizer reports a directory without tokenizer files and a broken tokenizer.json", "[model][tokenizer][errors]") {
+TEST_CASE("load_tokenizer reports a directory without tokenizer files and a broken tokenizer.json",
+          "[model][tokenizer][errors]") {
   const fs::path dir = fresh_dir("vidlora_tok_empty");
   CHECK_THROWS_WITH(model::load_tokenizer(dir), Catch::Contains("holds neither tokenizer.json nor tokenizer.model"));
   std::ofstream(dir / "tokenizer.json") << "{\"model\": ";

@@ -14,9 +14,9 @@ namespace {
 // Random text: code points from ASCII, Latin-1, combining marks, Hangul syllables and jamo, CJK, Arabic
 // digits, White_Space characters and emoji, then NFC-normalised.
 std::string random_text(CounterRng& rng) {
-  static constexpr char32_t kBlocks[][2] = {{0x20, 0x7E},     {0xA0, 0xFF},     {0x300, 0x36F},   {0xAC00, 0xD7A3},
-                                            {0x1100, 0x11FF}, {0x4E00, 0x4FFF}, {0x660, 0x669},   {0x2000, 0x200A},
-                                            {0x1F300, 0x1F64F}, {0x09, 0x0D},   {0x3000, 0x3000}, {0x2028, 0x2029}};
+  static constexpr char32_t kBlocks[][2] = {{0x20, 0x7E},       {0xA0, 0xFF},     {0x300, 0x36F},   {0xAC00, 0xD7A3},
+                                            {0x1100, 0x11FF},   {0x4E00, 0x4FFF}, {0x660, 0x669},   {0x2000, 0x200A},
+                                            {0x1F300, 0x1F64F}, {0x09, 0x0D},     {0x3000, 0x3000}, {0x2028, 0x2029}};
   std::string text;
   const std::uint32_t length = 1 + rng.next_u32() % 24;
   for (std::uint32_t i = 0; i < length; ++i) {

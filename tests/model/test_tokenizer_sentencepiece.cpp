@@ -13,7 +13,8 @@ using namespace vidlora;
 namespace {
 
 const model::SentencePieceTokenizer& llama_tokenizer() {
-  static const model::SentencePieceTokenizer tokenizer = model::SentencePieceTokenizer::from_file(test::fixture_path("model/tokenizer.model"));
+  static const model::SentencePieceTokenizer tokenizer =
+      model::SentencePieceTokenizer::from_file(test::fixture_path("model/tokenizer.model"));
   return tokenizer;
 }
 
@@ -31,7 +32,8 @@ TEST_CASE("sentencepiece ids equal transformers LlamaTokenizer ids for every fix
 }
 
 TEST_CASE("sentencepiece legacy mode equals LlamaTokenizer legacy ids", "[model][tokenizer]") {
-  const auto legacy = model::SentencePieceTokenizer::from_file(test::fixture_path("model/tokenizer.model"), {.legacy = true});
+  const auto legacy =
+      model::SentencePieceTokenizer::from_file(test::fixture_path("model/tokenizer.model"), {.legacy = true});
   for (const auto& c : cases()) {
     const std::string text = c["text"];
     INFO("text: " << text);
@@ -39,7 +41,8 @@ TEST_CASE("sentencepiece legacy mode equals LlamaTokenizer legacy ids", "[model]
   }
 }
 
-TEST_CASE("sentencepiece tokenizer differs from raw libsentencepiece only where transformers does", "[model][tokenizer]") {
+TEST_CASE("sentencepiece tokenizer differs from raw libsentencepiece only where transformers does",
+          "[model][tokenizer]") {
   // The fixture lists the sentences where transformers' ids (minus BOS) differ from sentencepiece's own.
   const auto& differs = test::tokenizer_fixture()["sentencepiece"]["hf_differs_from_sentencepiece"];
   REQUIRE(!differs.empty());
@@ -113,5 +116,6 @@ TEST_CASE("sentencepiece reports a missing file a bad model and a bad id", "[mod
                     Catch::Contains("half.model: not a SentencePiece model"));
   CHECK_THROWS_WITH(model::SentencePieceTokenizer(std::string_view("{\"model\": 1}"), "tokenizer.json"),
                     Catch::Contains("tokenizer.json"));
-  CHECK_THROWS_WITH(llama_tokenizer().decode(std::vector<int>{5, 800}), Catch::Contains("token id 800 is outside the vocabulary"));
+  CHECK_THROWS_WITH(llama_tokenizer().decode(std::vector<int>{5, 800}),
+                    Catch::Contains("token id 800 is outside the vocabulary"));
 }

@@ -20,7 +20,9 @@ inline const nlohmann::json& tokenizer_fixture() {
 
 inline std::vector<std::string> tokenizer_corpus_lines() {
   std::ifstream in(fixture_path("model/tokenizer_corpus.txt"));
-  if (!in) throw Error("cannot open fixture model/tokenizer_corpus.txt (regenerate with tools/reference/tokenizer_fixtures.py)");
+  if (!in)
+    throw Error(
+        "cannot open fixture model/tokenizer_corpus.txt (regenerate with tools/reference/tokenizer_fixtures.py)");
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);)
     if (!line.empty()) lines.push_back(line);

@@ -33,7 +33,8 @@ fs::path fresh_dir(comm::Mpi& world, const std::string& name) {
 
 std::string bytes_of(const std::vector<Matrix>& tensors) {
   std::string s;
-  for (const auto& m : tensors) s.append(reinterpret_cast<const char*>(m.data()), sizeof(float) * static_cast<std::size_t>(m.size()));
+  for (const auto& m : tensors)
+    s.append(reinterpret_cast<const char*>(m.data()), sizeof(float) * static_cast<std::size_t>(m.size()));
   return s;
 }
 
@@ -86,8 +87,10 @@ TEST_CASE("two ranks with batch b train as one rank with batch 2b: losses, param
     const auto c_params = trainable_tensors(per_clip), s_params = trainable_tensors(single);
     const double spread = normwise_difference(s_params, c_params);
     const double dc = normwise_difference(p_params, c_params), d = normwise_difference(p_params, s_params);
-    fmt::print("2 ranks x batch 1 x accumulation 2 against 1 rank: parameters differ by {:.2e} (1 rank, 1 x 4), "
-               "{:.2e} (1 rank, 2 x 2); the two one-rank splits differ by {:.2e} (normwise)\n", dc, d, spread);
+    fmt::print(
+        "2 ranks x batch 1 x accumulation 2 against 1 rank: parameters differ by {:.2e} (1 rank, 1 x 4), "
+        "{:.2e} (1 rank, 2 x 2); the two one-rank splits differ by {:.2e} (normwise)\n",
+        dc, d, spread);
     CHECK(dc <= std::max(1e-6, 2 * spread));
     CHECK(d <= std::max(1e-6, 2 * spread));
     CHECK(spread <= 1e-4);  // rounding, not a different training

@@ -22,7 +22,8 @@ int main(int argc, char** argv) {
   const int n = nccl.size();
   const std::size_t count = 3 * 1024 * 1024 + 7;  // 12 MiB of float: several NCCL chunks, an odd tail
   std::vector<float> host(count);
-  for (std::size_t i = 0; i < count; ++i) host[i] = static_cast<float>((i % 1000) * 0.001) + static_cast<float>(nccl.rank());
+  for (std::size_t i = 0; i < count; ++i)
+    host[i] = static_cast<float>((i % 1000) * 0.001) + static_cast<float>(nccl.rank());
   std::vector<float> single = host;
   comm::Single{}.all_reduce_sum(std::span<float>(single.data(), single.size()), "reference");
   float* device = nullptr;

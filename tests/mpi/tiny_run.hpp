@@ -18,8 +18,9 @@
 
 namespace vidlora::test {
 
-inline const std::vector<std::string> kWords{"<pad>", "<video>", "</s>", "describe", ":", "red",  "blue", "green",
-                                             "circle", "square",  "moves", "left",   "right", "stays", "."};
+inline const std::vector<std::string> kWords{"<pad>", "<video>", "</s>",  "describe", ":",
+                                             "red",   "blue",    "green", "circle",   "square",
+                                             "moves", "left",    "right", "stays",    "."};
 inline constexpr int kVision = 12, kHidden = 32, kTokensPerClip = 4;
 
 inline train::TextCodec tiny_codec() {
@@ -94,8 +95,9 @@ template <class Comm = comm::Single>
 using TinyTrainer = Trainer<presets::Cpu, model::Mlp2xGelu, lora::DenseWeight, Comm>;
 
 template <class Comm = comm::Single>
-TinyTrainer<Comm> make_tiny(const TrainerConfig& c, Comm comm = Comm{},
-                            train::FeatureFn f = [](const train::Clip& clip) { return tiny_features(clip); }) {
+TinyTrainer<Comm> make_tiny(
+    const TrainerConfig& c, Comm comm = Comm{},
+    train::FeatureFn f = [](const train::Clip& clip) { return tiny_features(clip); }) {
   const auto weights = model::random_decoder_weights(tiny_decoder_config(), 3);
   return TinyTrainer<Comm>(c, tiny_decoder_config(), weights, model::Mlp2xGelu(kVision, kHidden, 11), tiny_codec(),
                            std::move(f), std::move(comm));

@@ -29,8 +29,10 @@ struct FixtureModel {
       grads[name] = Matrix::Zero(values[name].rows(), values[name].cols());
     }
     for (const auto& g : f["groups"]) {
-      optim::ParamGroup group{.params = {}, .weight_decay = g["weight_decay"].get<double>(),
-                       .lr_scale = g["lr_scale"].get<double>(), .name = g["name"].get<std::string>()};
+      optim::ParamGroup group{.params = {},
+                              .weight_decay = g["weight_decay"].get<double>(),
+                              .lr_scale = g["lr_scale"].get<double>(),
+                              .name = g["name"].get<std::string>()};
       for (const auto& n : g["params"]) {
         const auto name = n.get<std::string>();
         group.params.push_back(optim::Parameter{name, &values.at(name), &grads.at(name)});
@@ -153,7 +155,8 @@ TEST_CASE("adamw rejects bad options shapes and names", "[optim][errors]") {
   CHECK_THROWS_WITH(AdamW(std::vector<optim::Parameter>{{"w", &w, &g}}, AdamWOptions{.weight_decay = -0.1}),
                     Catch::Contains("weight_decay") && Catch::Contains("-0.1"));
   CHECK_THROWS_WITH(AdamW(std::vector<optim::Parameter>{{"w", &w, &g}, {"w", &w, &g}}), Catch::Contains("'w'"));
-  CHECK_THROWS_WITH(AdamW(std::vector<optim::Parameter>{{"w", &w, nullptr}}), Catch::Contains("'w'") && Catch::Contains("grad"));
+  CHECK_THROWS_WITH(AdamW(std::vector<optim::Parameter>{{"w", &w, nullptr}}),
+                    Catch::Contains("'w'") && Catch::Contains("grad"));
   AdamW wrong(std::vector<optim::Parameter>{{"w", &w, &g_wrong}});
   CHECK_THROWS_WITH(wrong.step(1e-3), Catch::Contains("'w'") && Catch::Contains("[3, 2]") && Catch::Contains("[2, 2]"));
   AdamW opt(std::vector<optim::Parameter>{{"w", &w, &g}});
@@ -170,7 +173,8 @@ TEST_CASE("the element update follows torch's order of operations", "[optim]") {
   optim::adamw_update(p, 4.0f, m, v, s);
   const double m_ref = 1.0 + 0.1 * (4.0 - 1.0);
   const double v_ref = 9.0 * 0.999 + 0.001 * 16.0;
-  const double p_ref = 2.0 * 0.95 - 0.1 / (1 - 0.729) * m_ref / (std::sqrt(v_ref) / std::sqrt(1 - std::pow(0.999, 3)) + 1e-8);
+  const double p_ref =
+      2.0 * 0.95 - 0.1 / (1 - 0.729) * m_ref / (std::sqrt(v_ref) / std::sqrt(1 - std::pow(0.999, 3)) + 1e-8);
   CHECK(m == Approx(m_ref).epsilon(1e-7));
   CHECK(v == Approx(v_ref).epsilon(1e-7));
   CHECK(p == Approx(p_ref).epsilon(1e-6));

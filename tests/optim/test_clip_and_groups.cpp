@@ -140,7 +140,8 @@ TEST_CASE("group builders split decay from no decay keeping order", "[optim]") {
 
 TEST_CASE("clip_grad_norm over many chunks equals a plain double sum of squares", "[optim]") {
   // 3 tensors, one spanning several 64Ki-element chunks and a partial chunk.
-  Matrix g1(300, 701), g2(1, 5), g3(17, 1), v1 = Matrix::Zero(300, 701), v2 = Matrix::Zero(1, 5), v3 = Matrix::Zero(17, 1);
+  Matrix g1(300, 701), g2(1, 5), g3(17, 1), v1 = Matrix::Zero(300, 701), v2 = Matrix::Zero(1, 5),
+                                            v3 = Matrix::Zero(17, 1);
   double sum = 0;
   float x = 0.25f;
   for (Matrix* g : {&g1, &g2, &g3})

@@ -59,7 +59,8 @@ int replay(const nlohmann::json& s) {
     grads.push_back(Matrix::Zero(rows, cols));
   }
   std::vector<optim::Parameter> params;
-  for (std::size_t t = 0; t < values.size(); ++t) params.push_back({std::string("p").append(std::to_string(t)), &values[t], &grads[t]});
+  for (std::size_t t = 0; t < values.size(); ++t)
+    params.push_back({std::string("p").append(std::to_string(t)), &values[t], &grads[t]});
   optim::AdamW adamw(params, optim::AdamWOptions{.weight_decay = s["weight_decay"].get<double>()});
 
   GradScaler scaler(options_from(s["options"]));
@@ -99,7 +100,9 @@ int replay(const nlohmann::json& s) {
       for (std::size_t t = 0; t < values.size(); ++t)
         for (Eigen::Index i = 0; i < values[t].size(); ++i) {
           CHECK(values[t].data()[i] == Approx(r["params"][t][static_cast<std::size_t>(i)].get<double>()).epsilon(1e-6));
-          if (k > 0) CHECK(r["params"][t][static_cast<std::size_t>(i)] == s["steps"][k - 1]["params"][t][static_cast<std::size_t>(i)]);
+          if (k > 0)
+            CHECK(r["params"][t][static_cast<std::size_t>(i)] ==
+                  s["steps"][k - 1]["params"][t][static_cast<std::size_t>(i)]);
         }
     } else {
       stepped += scaler.should_step();
@@ -125,12 +128,13 @@ int replay(const nlohmann::json& s) {
 
 }  // namespace
 
-TEST_CASE("grad scaler follows torch's default schedule: x2 after 2000 clean steps, x0.5 on inf", "[optim][reference]") {
+TEST_CASE("grad scaler follows torch's default schedule: x2 after 2000 clean steps, x0.5 on inf",
+          "[optim][reference]") {
   const auto f = load_fixture("optim/grad_scaler.json");
   const auto& s = scenario(f, "default_options_growth");
   CHECK(GradScalerOptions{}.init_scale == 65536.0);
   CHECK(GradScalerOptions{}.growth_interval == 2000);
-  CHECK(replay(s) == 2002);  // 2003 steps, one skipped
+  CHECK(replay(s) == 2002);                              // 2003 steps, one skipped
   CHECK(s["steps"][1998][0].get<double>() == 65536.0);   // step 1999: not yet
   CHECK(s["steps"][1999][0].get<double>() == 131072.0);  // step 2000: grown
   CHECK(s["steps"][2001][0].get<double>() == 65536.0);   // step 2002: inf, backed off
@@ -160,7 +164,8 @@ TEST_CASE("grad scaler rounds float scale times double factor as torch does", "[
   for (const auto& r : s["steps"]) {
     const float before = r["scale_before"].get<float>();
     const double factor = r["skipped"].get<bool>() ? 0.3 : 1.7;
-    if (r["scale_after"].get<float>() != before) differs += before * static_cast<float>(factor) != r["scale_after"].get<float>();
+    if (r["scale_after"].get<float>() != before)
+      differs += before * static_cast<float>(factor) != r["scale_after"].get<float>();
   }
   CHECK(differs >= 2);
 }

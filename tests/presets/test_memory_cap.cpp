@@ -34,8 +34,9 @@ TEST_CASE("the default cap is the preset's vram_gb minus a 2 GiB reserve", "[pre
 
 TEST_CASE("a bad max_memory_gb is an error naming the option", "[presets][errors]") {
   CHECK_THROWS_WITH(memory_cap_bytes<T4>(DeviceMemoryOptions{.max_memory_gb = -1}), Catch::Contains("max_memory_gb"));
-  CHECK_THROWS_WITH(memory_cap_bytes<T4>(DeviceMemoryOptions{.max_memory_gb = std::numeric_limits<double>::quiet_NaN()}),
-                    Catch::Contains("max_memory_gb"));
+  CHECK_THROWS_WITH(
+      memory_cap_bytes<T4>(DeviceMemoryOptions{.max_memory_gb = std::numeric_limits<double>::quiet_NaN()}),
+      Catch::Contains("max_memory_gb"));
   CHECK_THROWS_WITH(memory_cap_bytes<T4>(DeviceMemoryOptions{.max_memory_gb = 1e-9}), Catch::Contains("below 1 MiB"));
   CHECK_THROWS_WITH(memory_cap_bytes(2, DeviceMemoryOptions{}), Catch::Contains("not positive"));
   CHECK(memory_cap_bytes(2, DeviceMemoryOptions{.max_memory_gb = 1}) == GiB);

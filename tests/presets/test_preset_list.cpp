@@ -42,7 +42,8 @@ TEST_CASE("CMake's known presets are the list's names in order", "[presets][list
   CHECK(std::string(VIDLORA_CMAKE_KNOWN_PRESETS) == joined(","));
 }
 
-TEST_CASE("docs/presets.md has one column per listed preset and lists the names for -DVIDLORA_PRESET", "[presets][list]") {
+TEST_CASE("docs/presets.md has one column per listed preset and lists the names for -DVIDLORA_PRESET",
+          "[presets][list]") {
   const std::string doc = read_source_file("docs/presets.md");
   // The values table's header row: | field | <name> | ... |
   const auto start = doc.find("| field |");

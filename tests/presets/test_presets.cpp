@@ -78,8 +78,8 @@ TEST_CASE("A100 preset holds the recipe's values", "[presets]") {
   STATIC_REQUIRE(A100::lora_r == 32);
   STATIC_REQUIRE(A100::lora_alpha == 64);
   STATIC_REQUIRE(A100::lora_dropout == 0.05);
-  CHECK(names(A100::target_set::modules) == std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                                "up_proj", "down_proj"});
+  CHECK(names(A100::target_set::modules) ==
+        std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"});
   STATIC_REQUIRE(A100::batch_size == 4);
   STATIC_REQUIRE(A100::gradient_accumulation_steps == 4);
   STATIC_REQUIRE(A100::num_frames == 8);
@@ -99,8 +99,8 @@ TEST_CASE("H100 preset holds the recipe's values", "[presets]") {
   STATIC_REQUIRE(H100::lora_alpha == 128);
   STATIC_REQUIRE(H100::lora_dropout == 0.05);
   STATIC_REQUIRE(std::is_same_v<H100::target_set, vidlora::lora::Extended>);
-  CHECK(names(H100::target_set::modules) == std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj",
-                                                                    "gate_proj", "up_proj", "down_proj"});
+  CHECK(names(H100::target_set::modules) ==
+        std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"});
   STATIC_REQUIRE(H100::batch_size == 8);
   STATIC_REQUIRE(H100::gradient_accumulation_steps == 2);
   STATIC_REQUIRE(H100::num_frames == 16);
@@ -113,7 +113,8 @@ TEST_CASE("H100 preset holds the recipe's values", "[presets]") {
   STATIC_REQUIRE(H100::bf16);
 }
 
-TEST_CASE("every preset shares weight decay 0.01 clipping 1.0 patience 5, the recipe's stage 1 and its own stage 2", "[presets]") {
+TEST_CASE("every preset shares weight decay 0.01 clipping 1.0 patience 5, the recipe's stage 1 and its own stage 2",
+          "[presets]") {
   for_each_preset([](auto p) {
     using P = decltype(p);
     INFO(P::name);
@@ -185,7 +186,8 @@ TEST_CASE("the NF4 estimate equals what the quantizer stores for the same weight
   // Measured, not re-derived: the bytes Quantizer<NF4, 64> with double-quantized absmax holds for a
   // 4096 x 4096 q_proj, per parameter (packed codes, 8-bit block scales, nested float scales, offset).
   std::vector<float> w(4096 * 4096);
-  for (std::size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(static_cast<int>(i * 2654435761u % 2001) - 1000) * 1e-5f;
+  for (std::size_t i = 0; i < w.size(); ++i)
+    w[i] = static_cast<float>(static_cast<int>(i * 2654435761u % 2001) - 1000) * 1e-5f;
   const auto q = Quantizer<NF4, 64>::quantize(std::span<const float>(w), true);
   const double stored_per_param = static_cast<double>(q.storage_bytes()) / static_cast<double>(w.size());
   CHECK(stored_per_param == Approx(0.5159).epsilon(1e-3));  // about 4.13 bits per weight
@@ -204,7 +206,8 @@ TEST_CASE("gradient checkpointing cuts activation memory by an order of magnitud
   CHECK(plain.tokens_per_sample == 8 * 144 + 128);
 }
 
-TEST_CASE("every shipped preset fits its default model and the estimate rejects an 8 GB card without 4-bit", "[presets][memory]") {
+TEST_CASE("every shipped preset fits its default model and the estimate rejects an 8 GB card without 4-bit",
+          "[presets][memory]") {
   for_each_preset([](auto p) {
     using P = decltype(p);
     INFO(P::name);

@@ -38,7 +38,8 @@ void check_idempotent(std::uint64_t seed, bool double_quant) {
   const quant::QuantizedBlocks q1 = Q::quantize(std::span<const float>(x), double_quant);
   const std::vector<float> y = Q::dequantize(q1);
   const quant::QuantizedBlocks q2 = Q::quantize(std::span<const float>(y), double_quant);
-  INFO(Format::name << " blocksize " << Blocksize << " seed " << seed << " n " << x.size() << " double " << double_quant);
+  INFO(Format::name << " blocksize " << Blocksize << " seed " << seed << " n " << x.size() << " double "
+                    << double_quant);
   // Every dequantized value is a code times its block's scale, and the code ±1 marks the block's absmax,
   // so quantizing again finds the same codes. (FP4 has two codes for zero, bit patterns 0 and 8, which
   // both decode to +0: there the values are the fixed point, not the bits.)

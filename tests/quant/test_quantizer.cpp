@@ -51,8 +51,8 @@ std::vector<float> hashed_input(std::size_t n, std::uint64_t seed, std::size_t b
   std::vector<float> x(n);
   for (std::size_t i = 0; i < n; ++i) {
     const std::uint64_t h = mix64(seed * 0x100000001B3ull + i);
-    const long sum = static_cast<long>(h & 0xFFFF) + static_cast<long>((h >> 16) & 0xFFFF) +
-                     static_cast<long>((h >> 32) & 0xFFFF);
+    const long sum =
+        static_cast<long>(h & 0xFFFF) + static_cast<long>((h >> 16) & 0xFFFF) + static_cast<long>((h >> 32) & 0xFFFF);
     const float v = static_cast<float>(sum - 98304) / 32768.0f;
     const float scale = 0.0078125f * static_cast<float>(1 + mix64(seed + 7919 * (i / blocksize)) % 61);
     x[i] = v * scale;

@@ -215,6 +215,7 @@ TEST_CASE("bad warmup ratios and batch sizes are errors naming the value", "[sch
   CHECK_THROWS_WITH(schedule::warmup_steps_for(-0.1, 100), Catch::Contains("-0.1"));
   CHECK_THROWS_WITH(schedule::warmup_steps_for(0.1, -7), Catch::Contains("-7"));
   CHECK_THROWS_WITH(schedule::adjusted_lr(1e-4, 0, 4), Catch::Contains("batch_size") && Catch::Contains("got 0"));
-  CHECK_THROWS_WITH(schedule::adjusted_lr(1e-4, 4, -2), Catch::Contains("gradient_accumulation") && Catch::Contains("-2"));
+  CHECK_THROWS_WITH(schedule::adjusted_lr(1e-4, 4, -2),
+                    Catch::Contains("gradient_accumulation") && Catch::Contains("-2"));
   CHECK_THROWS_WITH(schedule::adjusted_lr(-1.0, 4, 2), Catch::Contains("base_lr") && Catch::Contains("-1"));
 }

@@ -37,7 +37,8 @@ double max_slope(const ScheduleOptions& o) {
   if constexpr (std::is_same_v<P, schedule::Constant>) return 0.0;
   if constexpr (std::is_same_v<P, schedule::Linear>) return o.base_lr / span;
   // d/dp ½(1 + cos(2π·c·p)) = -π·c·sin(·): at most π·c per unit of progress.
-  if constexpr (std::is_same_v<P, schedule::Cosine>) return o.base_lr * std::numbers::pi * o.num_cycles.value_or(0.5) / span;
+  if constexpr (std::is_same_v<P, schedule::Cosine>)
+    return o.base_lr * std::numbers::pi * o.num_cycles.value_or(0.5) / span;
   // ½(1 + cos(π·frac(c·p))): at most π/2 · c per unit of progress, between restarts.
   if constexpr (std::is_same_v<P, schedule::CosineRestarts>)
     return o.base_lr * std::numbers::pi / 2 * o.num_cycles.value_or(1.0) / span;
@@ -56,9 +57,9 @@ void check_policy(std::uint64_t seed) {
   INFO(P::name << " seed " << seed << " base " << o.base_lr << " warmup " << w << " total " << o.total_steps);
   for (long k = 0; k < w; ++k)
     REQUIRE(std::abs(s.lr(k) - o.base_lr * static_cast<double>(k) / static_cast<double>(w)) <= tol);
-  CHECK(std::abs(s.lr(w) - o.base_lr) <= tol);                                       // the peak
+  CHECK(std::abs(s.lr(w) - o.base_lr) <= tol);                                           // the peak
   CHECK(std::abs((s.lr(w) - s.lr(w - 1)) - o.base_lr / static_cast<double>(w)) <= tol);  // one increment in
-  CHECK(std::abs(s.lr(w + 1) - s.lr(w)) <= max_slope<P>(o) * (1 + 1e-9) + tol);         // at most one slope out
+  CHECK(std::abs(s.lr(w + 1) - s.lr(w)) <= max_slope<P>(o) * (1 + 1e-9) + tol);          // at most one slope out
   const double floor = std::is_same_v<P, schedule::WarmRestarts> ? o.eta_min : 0.0;
   for (long k = w; k <= o.total_steps; ++k) {
     const double lr = s.lr(k);
@@ -69,7 +70,8 @@ void check_policy(std::uint64_t seed) {
 
 }  // namespace
 
-TEST_CASE("every policy rises linearly in warmup, is continuous at its end and stays in range", "[schedule][property]") {
+TEST_CASE("every policy rises linearly in warmup, is continuous at its end and stays in range",
+          "[schedule][property]") {
   for (std::uint64_t seed = 1; seed <= 60; ++seed) {
     check_policy<schedule::Constant>(seed);
     check_policy<schedule::Linear>(seed);

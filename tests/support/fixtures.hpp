@@ -47,7 +47,8 @@ std::vector<T> json_vector(const nlohmann::json& values) {
 template <class A, class B>
 double normwise_error(const A& a, const B& ref) {
   const double scale = static_cast<double>(ref.cwiseAbs().maxCoeff());
-  const double diff = static_cast<double>((a.template cast<double>() - ref.template cast<double>()).cwiseAbs().maxCoeff());
+  const double diff =
+      static_cast<double>((a.template cast<double>() - ref.template cast<double>()).cwiseAbs().maxCoeff());
   return scale > 0 ? diff / scale : diff;
 }
 

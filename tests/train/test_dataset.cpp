@@ -85,8 +85,9 @@ TEST_CASE("demo clips read back through the AI-Hub reader with bad labels counte
   write_file(dir.path / "labels/english_only.json", R"({"caption": {"english": "a cat"}})");
   fs::copy_file(dir.path / "videos/clip_00000.mp4", dir.path / "videos/english_only.mp4");
   // the release's nesting: the caption object inside an annotation list, the video named in the label
-  write_file(dir.path / "labels/nested.json",
-             R"({"info": {"file_name": "renamed.mp4"}, "annotations": [{"category": "x", "caption": {"korean": "중첩된 캡션"}}]})");
+  write_file(
+      dir.path / "labels/nested.json",
+      R"({"info": {"file_name": "renamed.mp4"}, "annotations": [{"category": "x", "caption": {"korean": "중첩된 캡션"}}]})");
   fs::copy_file(dir.path / "videos/clip_00001.mp4", dir.path / "videos/renamed.mp4");
 
   const auto data = train::read_aihub(dir.path, {.val_fraction = 0.5, .seed = 3});
@@ -98,7 +99,8 @@ TEST_CASE("demo clips read back through the AI-Hub reader with bad labels counte
   CHECK(skipped.count(train::SkipReason::EmptyCaption) == 1);
   CHECK(skipped.count(train::SkipReason::MissingCaption) == 1);
   const std::string summary = data.summary();
-  CHECK_THAT(summary, Catch::Contains("skipped 4 of 11 labels") && Catch::Contains("labels/broken.json: unreadable JSON") &&
+  CHECK_THAT(summary, Catch::Contains("skipped 4 of 11 labels") &&
+                          Catch::Contains("labels/broken.json: unreadable JSON") &&
                           Catch::Contains("labels/orphan.json: missing video (videos/orphan.mp4)") &&
                           Catch::Contains("labels/blank.json: empty caption") &&
                           Catch::Contains("labels/english_only.json: no caption (no caption.korean)"));
@@ -131,8 +133,10 @@ TEST_CASE("demo generator writes h264 clips of the labelled length at 10 fps", "
     const std::string id = "clip_0000" + std::to_string(i);
     const auto label = nlohmann::json::parse(read_file(dir.path / "labels" / (id + ".json")));
     const std::string probe = run_command(
-        "ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=codec_name,width,height,nb_read_frames "
-        "-of csv=p=0 '" + (dir.path / "videos" / (id + ".mp4")).string() + "'");
+        "ffprobe -v error -count_frames -select_streams v:0 -show_entries "
+        "stream=codec_name,width,height,nb_read_frames "
+        "-of csv=p=0 '" +
+        (dir.path / "videos" / (id + ".mp4")).string() + "'");
     const int frames = label["video"]["duration_s"].get<int>() * 10;
     CHECK(probe == "h264,96,96," + std::to_string(frames) + "\n");
   }
@@ -184,8 +188,8 @@ TEST_CASE("manifest reader resolves paths and reports broken lines", "[train][da
   CHECK(data.skipped.count(train::SkipReason::MissingVideo) == 2);
   CHECK(data.skipped.count(train::SkipReason::UnreadableJson) == 2);
   CHECK(data.skipped.count(train::SkipReason::EmptyCaption) == 1);
-  CHECK_THAT(data.skipped.summary(data.labels_seen),
-             Catch::Contains("data.jsonl:5: missing video (v/missing.mp4)") && Catch::Contains("data.jsonl:7: unreadable JSON"));
+  CHECK_THAT(data.skipped.summary(data.labels_seen), Catch::Contains("data.jsonl:5: missing video (v/missing.mp4)") &&
+                                                         Catch::Contains("data.jsonl:7: unreadable JSON"));
 }
 
 TEST_CASE("skip report keeps only the first few examples but counts all", "[train][dataset]") {
@@ -194,7 +198,8 @@ TEST_CASE("skip report keeps only the first few examples but counts all", "[trai
   for (int i = 0; i < 5; ++i) r.add(train::SkipReason::MissingVideo, fmt::format("l{}.json", i));
   CHECK(r.total() == 5);
   CHECK(r.examples == std::vector<std::string>{"l0.json: missing video", "l1.json: missing video"});
-  CHECK(r.summary(9) == "skipped 5 of 9 labels: 5 missing video; first: l0.json: missing video; l1.json: missing video");
+  CHECK(r.summary(9) ==
+        "skipped 5 of 9 labels: 5 missing video; first: l0.json: missing video; l1.json: missing video");
 }
 
 TEST_CASE("hash split is stable per clip id and follows the validation fraction", "[train][dataset]") {
@@ -208,7 +213,7 @@ TEST_CASE("hash split is stable per clip id and follows the validation fraction"
     CHECK(v == train::in_validation(id, 42, 0.1));
     if (v) CHECK(train::in_validation(id, 42, 0.3));  // monotone in the fraction: growing val only adds clips
   }
-  CHECK(val == Approx(0.1 * n).margin(4 * std::sqrt(0.09 * n)));   // 4 sigma of a binomial
+  CHECK(val == Approx(0.1 * n).margin(4 * std::sqrt(0.09 * n)));            // 4 sigma of a binomial
   CHECK(moved == Approx(0.18 * n).margin(4 * std::sqrt(0.18 * 0.82 * n)));  // another seed: an independent split
   CHECK_FALSE(train::in_validation("x", 1, 0.0));
   CHECK(train::in_validation("x", 1, 1.0));

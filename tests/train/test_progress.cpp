@@ -7,8 +7,16 @@
 using namespace vidlora;
 
 TEST_CASE("progress line shows stage epoch step loss lr throughput and eta", "[train][progress]") {
-  const train::ProgressState s{.stage = 2, .stages = 2, .epoch = 3, .epochs = 5, .step = 120, .total_steps = 400,
-                               .steps_this_run = 20, .elapsed_s = 30.0, .loss = 2.345678, .lr = 1e-4,
+  const train::ProgressState s{.stage = 2,
+                               .stages = 2,
+                               .epoch = 3,
+                               .epochs = 5,
+                               .step = 120,
+                               .total_steps = 400,
+                               .steps_this_run = 20,
+                               .elapsed_s = 30.0,
+                               .loss = 2.345678,
+                               .lr = 1e-4,
                                .tokens_per_s = 1234.5};
   // 30 s / 20 steps * 280 steps left = 420 s
   CHECK(train::format_progress(s) ==

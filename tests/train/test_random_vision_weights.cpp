@@ -23,8 +23,7 @@ model::ClipVisionConfig tiny_vision(int image_size, int patch_size, int hidden) 
 
 }  // namespace
 
-TEST_CASE("the 2-D sine-cosine position embedding: MAE's values, the row's half first",
-          "[train][random_vision]") {
+TEST_CASE("the 2-D sine-cosine position embedding: MAE's values, the row's half first", "[train][random_vision]") {
   // grid 2, width 8: per axis the frequencies 1 and 10000^(-1/2) = 0.01. Hand-written values of
   // MAE's get_2d_sincos_pos_embed with its halves swapped (its meshgrid(w, h) puts the column first).
   const Matrix e = train::sincos_2d_position_embedding(2, 8);

@@ -14,7 +14,8 @@ TEST_CASE("a step record writes the step's memory stats and loss scale, and only
   alloc.deallocate(a);
   alloc.reset_peak();  // the next step's peak starts here
   void* b = alloc.allocate(std::size_t{3} << 20, "activations");
-  const auto j = train::to_json(train::StepRecord{.step = 7, .loss = 1.0, .memory = alloc.stats(), .loss_scale = 32768.0});
+  const auto j =
+      train::to_json(train::StepRecord{.step = 7, .loss = 1.0, .memory = alloc.stats(), .loss_scale = 32768.0});
   CHECK(j["memory"]["peak_allocated_bytes"].get<std::size_t>() == (std::size_t{4} << 20));  // 3 MiB -> a 4 MiB class
   CHECK(j["memory"]["cap_bytes"].get<std::size_t>() == (std::size_t{64} << 20));
   CHECK(j["memory"]["cache_hits"].get<long>() == 0);  // 5 MiB's 6 MiB block is more than 1/8 above 4 MiB

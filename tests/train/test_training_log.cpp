@@ -47,8 +47,7 @@ std::vector<Element> parse_xml(const std::string& xml) {
     if (self_closing) tag.pop_back();
     Element e;
     e.name = tag.substr(0, tag.find_first_of(" \n"));
-    for (std::sregex_iterator it(tag.begin(), tag.end(), attr_re), stop; it != stop; ++it)
-      e.attrs[(*it)[1]] = (*it)[2];
+    for (std::sregex_iterator it(tag.begin(), tag.end(), attr_re), stop; it != stop; ++it) e.attrs[(*it)[1]] = (*it)[2];
     e.text = xml.substr(pos, xml.find('<', pos) - pos);
     if (!self_closing) open.push_back(e.name);
     out.push_back(std::move(e));
@@ -140,8 +139,8 @@ TEST_CASE("line chart maps data to pixels on nice axes with ticks and a legend",
 }
 
 TEST_CASE("a non-finite value breaks the line and a flat series still gets a range", "[train][svg]") {
-  train::Series s{.name = "lr", .x = {1, 2, 3, 4, 5},
-                  .y = {1e-4, 1e-4, std::numeric_limits<double>::quiet_NaN(), 1e-4, 1e-4}};
+  train::Series s{
+      .name = "lr", .x = {1, 2, 3, 4, 5}, .y = {1e-4, 1e-4, std::numeric_limits<double>::quiet_NaN(), 1e-4, 1e-4}};
   const auto doc = parse_xml(train::line_chart_svg(std::vector{s}));
   const auto lines = select(doc, "polyline", "data-series", "lr");
   REQUIRE(lines.size() == 2);
@@ -158,11 +157,19 @@ TEST_CASE("jsonl log writes one flushed object per line and nulls for NaN", "[tr
   const auto path = temp_file("log.jsonl");
   {
     train::JsonlLog log(path);
-    log.write(train::StepRecord{.stage = 1, .epoch = 1, .step = 1, .total_steps = 10, .loss = 2.5, .lr = 1e-4,
-                                .grad_norm = 0.5, .tokens = 123, .tokens_per_s = 1000, .elapsed_s = 0.1});
+    log.write(train::StepRecord{.stage = 1,
+                                .epoch = 1,
+                                .step = 1,
+                                .total_steps = 10,
+                                .loss = 2.5,
+                                .lr = 1e-4,
+                                .grad_norm = 0.5,
+                                .tokens = 123,
+                                .tokens_per_s = 1000,
+                                .elapsed_s = 0.1});
     log.write(train::StepRecord{.step = 2, .loss = std::nan("")});
-    log.write(train::EvalRecord{.stage = 1, .epoch = 1, .step = 2, .eval_loss = 2.25,
-                                .metrics = {{"meteor", 0.5}, {"unique_ratio", 0.9}}});
+    log.write(train::EvalRecord{
+        .stage = 1, .epoch = 1, .step = 2, .eval_loss = 2.25, .metrics = {{"meteor", 0.5}, {"unique_ratio", 0.9}}});
     const auto lines = lines_of(path);  // read while the log is still open: each write is flushed
     REQUIRE(lines.size() == 3);
     const auto first = nlohmann::json::parse(lines[0]);
@@ -209,16 +216,18 @@ TEST_CASE("resuming the jsonl log drops records after the checkpoint step and a 
   REQUIRE(charts.size() == 2);
   CHECK(attr(charts[1], "data-top") == 300 + 30);
   CHECK(points_of(select(doc, "polyline", "data-series", "train loss").at(0)).size() == 7);
-  CHECK(select(doc, "circle", "class", "marker").size() == 1);  // the eval at step 5 (eval loss: the only marked series)
-  CHECK(select(doc, "circle", "class", "best").size() == 1);    // ringed: the early-stopping pick
+  CHECK(select(doc, "circle", "class", "marker").size() ==
+        1);                                                   // the eval at step 5 (eval loss: the only marked series)
+  CHECK(select(doc, "circle", "class", "best").size() == 1);  // ringed: the early-stopping pick
   CHECK(select(doc, "polyline", "data-series", "learning rate").size() == 1);
   fs::remove(path);
   fs::remove(svg_path);
 }
 
-TEST_CASE("the curves mark where stage 2 starts, ring the best evaluation of the early-stopping metric and cut the "
-          "loss axis above the first steps",
-          "[train][log]") {
+TEST_CASE(
+    "the curves mark where stage 2 starts, ring the best evaluation of the early-stopping metric and cut the "
+    "loss axis above the first steps",
+    "[train][log]") {
   std::vector<nlohmann::json> records;
   for (long s = 1; s <= 40; ++s) {
     const int stage = s <= 10 ? 1 : 2;
@@ -226,8 +235,10 @@ TEST_CASE("the curves mark where stage 2 starts, ring the best evaluation of the
     records.push_back(train::to_json(train::StepRecord{.stage = stage, .step = s, .loss = loss, .lr = 1e-3}));
     if (s % 10 == 0) {
       const double cider[] = {0.2, 0.9, 0.5, 0.7};  // best at the second evaluation (step 20)
-      records.push_back(train::to_json(train::EvalRecord{
-          .stage = stage, .step = s, .eval_loss = 2.0 - 0.01 * static_cast<double>(s), .metrics = {{"cider_d", cider[s / 10 - 1]}}}));
+      records.push_back(train::to_json(train::EvalRecord{.stage = stage,
+                                                         .step = s,
+                                                         .eval_loss = 2.0 - 0.01 * static_cast<double>(s),
+                                                         .metrics = {{"cider_d", cider[s / 10 - 1]}}}));
     }
   }
   const auto doc = parse_xml(train::training_curves_svg(records, {.metric = "cider_d", .higher_is_better = true}));

@@ -56,7 +56,8 @@ TEST_CASE("trainer adapter on the tiny llama fixture matches PEFT logits", "[tra
 
   model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha> decoder(config, weights, cpu_lora());
   decoder.load_adapter(fresh);
-  const Matrix ours = decoder.logits(decoder.forward(decoder.embed(kIds), {1, static_cast<Eigen::Index>(kIds.size()), {}}, false));
+  const Matrix ours =
+      decoder.logits(decoder.forward(decoder.embed(kIds), {1, static_cast<Eigen::Index>(kIds.size()), {}}, false));
   const auto ref = load_fixture("trainer/peft_logits.json");
   REQUIRE(ref.at("input_ids").get<std::vector<int>>() == kIds);
   const Matrix peft = json_matrix<float>(ref.at("logits"));
@@ -69,8 +70,8 @@ TEST_CASE("trainer adapter on the tiny llama fixture matches PEFT logits", "[tra
   fs::remove_all(out);
 }
 
-
-TEST_CASE("training continues from an adapter made with PEFT in Python: its factors, alpha and logits", "[trainer][peft]") {
+TEST_CASE("training continues from an adapter made with PEFT in Python: its factors, alpha and logits",
+          "[trainer][peft]") {
   const fs::path base = fixture_path("model/llama");
   const auto config = model::DecoderConfig::from_file(base / "config.json");
   const auto weights = io::SafetensorsFile::open(base / "model.safetensors");
@@ -90,7 +91,8 @@ TEST_CASE("training continues from an adapter made with PEFT in Python: its fact
 
   // Before any step the decoder is PEFT's model: the Python factors under PEFT's alpha (24 / 8 = 3).
   CHECK(t.decoder().slot(0, "q_proj").lora().scaling() == Approx(3.0));
-  const Matrix ours = t.decoder().logits(t.decoder().forward(t.decoder().embed(kIds), {1, static_cast<Eigen::Index>(kIds.size()), {}}, false));
+  const Matrix ours = t.decoder().logits(
+      t.decoder().forward(t.decoder().embed(kIds), {1, static_cast<Eigen::Index>(kIds.size()), {}}, false));
   const Matrix peft = json_matrix<float>(ref.at("logits"));
   CHECK((peft - json_matrix<float>(ref.at("base_logits"))).cwiseAbs().maxCoeff() > 1e-2f);  // not a no-op adapter
   CHECK(normwise_error(ours, peft) < 1e-5);
@@ -107,7 +109,8 @@ TEST_CASE("training continues from an adapter made with PEFT in Python: its fact
   fs::remove_all(c.output_dir);
 }
 
-TEST_CASE("an initial adapter of another rank or other modules is refused, naming the difference", "[trainer][peft][errors]") {
+TEST_CASE("an initial adapter of another rank or other modules is refused, naming the difference",
+          "[trainer][peft][errors]") {
   const fs::path base = fixture_path("model/llama");
   const auto config = model::DecoderConfig::from_file(base / "config.json");
   const auto weights = io::SafetensorsFile::open(base / "model.safetensors");
@@ -115,7 +118,8 @@ TEST_CASE("an initial adapter of another rank or other modules is refused, namin
   c.output_dir = fs::temp_directory_path() / "vidlora_trainer_python_adapter_errors";
   c.progress = nullptr;
   auto make = [&] {
-    Trainer<presets::Cpu> t(c, config, weights, model::Mlp2xGelu(8, config.hidden_size, 3), tiny_codec(), tiny_features);
+    Trainer<presets::Cpu> t(c, config, weights, model::Mlp2xGelu(8, config.hidden_size, 3), tiny_codec(),
+                            tiny_features);
   };
   c.initial_adapter = fixture_path("io/peft_adapter");  // PEFT's r = 4 adapter
   CHECK_THROWS_WITH(make(), Catch::Contains("has r 4, but preset Cpu trains r 8"));

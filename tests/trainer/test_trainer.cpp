@@ -30,8 +30,8 @@ using namespace vidlora;
 namespace {
 
 // Words 3.. of a tiny vocabulary; 0 pad, 1 video placeholder, 2 eos.
-const std::vector<std::string> kWords{"<pad>", "<video>", "</s>", "describe", ":", "red",  "blue", "green",
-                                      "circle", "square",  "moves", "left",   "right", "stays", "."};
+const std::vector<std::string> kWords{"<pad>",  "<video>", "</s>",  "describe", ":",     "red",   "blue", "green",
+                                      "circle", "square",  "moves", "left",     "right", "stays", "."};
 constexpr int kVision = 12, kHidden = 32, kTokensPerClip = 4;
 
 train::TextCodec codec() {
@@ -85,7 +85,9 @@ Matrix clip_features(const train::Clip& c) {
   return f;
 }
 
-model::DecoderConfig tiny_config() { return model::llama_config(kHidden, 64, 2, 4, 2, static_cast<int>(kWords.size())); }
+model::DecoderConfig tiny_config() {
+  return model::llama_config(kHidden, 64, 2, 4, 2, static_cast<int>(kWords.size()));
+}
 
 TrainerConfig tiny_trainer_config(const fs::path& out) {
   TrainerConfig c = TrainerConfig::from_preset<presets::Cpu>();
@@ -112,7 +114,8 @@ struct Fresh {
   ~Fresh() { fs::remove_all(dir); }
 };
 
-TinyTrainer make(const TrainerConfig& c, train::FeatureFn f = [](const train::Clip& clip) { return clip_features(clip); }) {
+TinyTrainer make(
+    const TrainerConfig& c, train::FeatureFn f = [](const train::Clip& clip) { return clip_features(clip); }) {
   const auto weights = model::random_decoder_weights(tiny_config(), 3);
   return TinyTrainer(c, tiny_config(), weights, model::Mlp2xGelu(kVision, kHidden, 11), codec(), std::move(f));
 }
@@ -157,8 +160,8 @@ TEST_CASE("two-stage training lowers the loss and writes outputs that load back"
 
   model::DecoderOptions o;
   o.target_modules = config.target_modules;
-  model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha> fresh(tiny_config(),
-                                                                       model::random_decoder_weights(tiny_config(), 3), o);
+  model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha> fresh(
+      tiny_config(), model::random_decoder_weights(tiny_config(), 3), o);
   fresh.load_adapter(io::SafetensorsFile::open(tmp.dir / "adapter" / "adapter_model.safetensors"));
   const std::vector<int> ids{3, 5, 8, 10, 11};
   const Matrix a = trainer.decoder().logits(trainer.decoder().forward(trainer.decoder().embed(ids), {1, 5, {}}, false));
@@ -283,7 +286,8 @@ TEST_CASE("resuming a finished run keeps its best evaluation", "[trainer]") {
   CHECK(r.best->clip_index == first->clip_index);
 }
 
-TEST_CASE("a checkpoint that cannot be written stops the run with the file named and the last one intact", "[trainer]") {
+TEST_CASE("a checkpoint that cannot be written stops the run with the file named and the last one intact",
+          "[trainer]") {
   // A full disk, simulated per process: RLIMIT_FSIZE caps the size of any file this process writes, and with
   // SIGXFSZ ignored a write past it fails with EFBIG, as a write to a full disk fails with ENOSPC.
   Fresh tmp("disk_full");
@@ -320,11 +324,11 @@ TEST_CASE("a checkpoint that cannot be written stops the run with the file named
   std::signal(SIGXFSZ, old_handler);
 
   INFO(message);
-  CHECK(message.find("File too large") != std::string::npos);                // the reason
-  CHECK(message.find(tmp.dir.string()) != std::string::npos);                // and the file
+  CHECK(message.find("File too large") != std::string::npos);  // the reason
+  CHECK(message.find(tmp.dir.string()) != std::string::npos);  // and the file
   CHECK(message.find(".safetensors") != std::string::npos);
-  CHECK(read_all(last) == before);                                           // the last checkpoint as it was
-  for (const auto& entry : fs::recursive_directory_iterator(tmp.dir))        // no half-written files left
+  CHECK(read_all(last) == before);                                     // the last checkpoint as it was
+  for (const auto& entry : fs::recursive_directory_iterator(tmp.dir))  // no half-written files left
     CHECK(entry.path().extension() != ".tmp");
 
   config.max_steps_this_run = 0;  // room again: the run resumes from that checkpoint and finishes
@@ -342,9 +346,10 @@ TEST_CASE("resume refuses a checkpoint of another configuration and names the fi
   }
   config.batch_size = 1;
   auto trainer = make(config);
-  CHECK_THROWS_WITH(trainer.train(clips(8), clips(2, 8), true), Catch::Contains("clips per step (ranks × batch_size × "
-                                                                 "gradient_accumulation_steps) is 4 (1 × 2 × 2) there but "
-                                                                 "2 (1 × 1 × 2) now"));
+  CHECK_THROWS_WITH(trainer.train(clips(8), clips(2, 8), true),
+                    Catch::Contains("clips per step (ranks × batch_size × "
+                                    "gradient_accumulation_steps) is 4 (1 × 2 × 2) there but "
+                                    "2 (1 × 1 × 2) now"));
 }
 
 TEST_CASE("a NaN loss skips its step and three in a row stop with the checkpoint intact", "[trainer]") {
@@ -506,8 +511,8 @@ TEST_CASE("a bias-free projector (multimodal_projector_bias false) registers, sa
   CHECK(pt.weights.size() == 2);
   CHECK(pt.biases.empty());
   CHECK(pt.grad_biases.empty());
-  CHECK(pt.absent_biases == std::vector<std::string>{"multi_modal_projector.linear_1.bias",
-                                                     "multi_modal_projector.linear_2.bias"});
+  CHECK(pt.absent_biases ==
+        std::vector<std::string>{"multi_modal_projector.linear_1.bias", "multi_modal_projector.linear_2.bias"});
   const fs::path dir = fs::temp_directory_path() / "vidlora_bias_free_projector";
   fs::create_directories(dir);
   train::save_projector(dir / "projector.safetensors", p);

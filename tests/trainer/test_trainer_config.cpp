@@ -50,8 +50,11 @@ void check_every_field(const TrainerConfig& c) {
 // from_preset does not copy shows up here even where a shipped preset happens to equal the default.
 struct Unusual : presets::Cpu {
   static constexpr std::string_view name = "Unusual";
-  static constexpr presets::StageConfig stage1{.name = "unusual-stage1", .train_projector = true,
-                                               .train_lora = false, .num_epochs = 3, .learning_rate = 5e-4,
+  static constexpr presets::StageConfig stage1{.name = "unusual-stage1",
+                                               .train_projector = true,
+                                               .train_lora = false,
+                                               .num_epochs = 3,
+                                               .learning_rate = 5e-4,
                                                .warmup_ratio = 0.15};
   static constexpr int batch_size = 3;
   static constexpr int gradient_accumulation_steps = 5;

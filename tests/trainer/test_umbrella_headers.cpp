@@ -14,7 +14,10 @@ TEST_CASE("all umbrella headers compile together; vidlora:: holds the recipe's v
   STATIC_REQUIRE(std::is_same_v<vidlora::Linear, vidlora::schedule::Linear>);
   vidlora::model::Linear projector(4, 3, /*seed=*/1);  // ... and the projector's linear layer stays in model::
   CHECK(projector.forward(vidlora::Matrix::Zero(2, 4)).rows() == 2);
-  STATIC_REQUIRE(std::is_same_v<vidlora::Trainer<vidlora::presets::Cpu>, vidlora::train::Trainer<vidlora::presets::Cpu>>);
-  STATIC_REQUIRE(std::is_same_v<vidlora::Sampler<vidlora::SceneChange>, vidlora::video::Sampler<vidlora::video::SceneChange>>);
-  STATIC_REQUIRE(std::is_same_v<vidlora::Quantizer<vidlora::NF4, 64>, vidlora::quant::Quantizer<vidlora::quant::NF4, 64>>);
+  STATIC_REQUIRE(
+      std::is_same_v<vidlora::Trainer<vidlora::presets::Cpu>, vidlora::train::Trainer<vidlora::presets::Cpu>>);
+  STATIC_REQUIRE(
+      std::is_same_v<vidlora::Sampler<vidlora::SceneChange>, vidlora::video::Sampler<vidlora::video::SceneChange>>);
+  STATIC_REQUIRE(
+      std::is_same_v<vidlora::Quantizer<vidlora::NF4, 64>, vidlora::quant::Quantizer<vidlora::quant::NF4, 64>>);
 }

@@ -79,7 +79,8 @@ inline std::filesystem::path cuts_clip() {
       "-f lavfi -i mandelbrot=size=160x120:rate=30 -f lavfi -i rgbtestsrc=size=160x120:rate=30 -filter_complex "
       "'[0:v]trim=end_frame=40,setpts=PTS-STARTPTS[a];[1:v]trim=end_frame=35,setpts=PTS-STARTPTS[b];"
       "[2:v]trim=end_frame=45,setpts=PTS-STARTPTS[c];[3:v]trim=end_frame=30,setpts=PTS-STARTPTS[d];"
-      "[a][b][c][d]concat=n=4:v=1,format=yuv420p[v]' -map '[v]'" + x264);
+      "[a][b][c][d]concat=n=4:v=1,format=yuv420p[v]' -map '[v]'" +
+          x264);
 }
 
 // Variable frame rate: frames 0-9 at 10 fps (t = 0.1 i), then 20 frames at 30 fps (t = 1 + (i-10)/30).
@@ -87,7 +88,8 @@ inline double vfr_time(int i) { return i < 10 ? 0.1 * i : 1.0 + (i - 10) / 30.0;
 inline std::filesystem::path vfr_clip() {
   return ffmpeg_clip("vfr_30.mp4",
                      "-f lavfi -i testsrc=size=160x120:rate=30 -vf \"setpts='if(lt(N,10),N*3,30+(N-10))/30/TB'\" "
-                     "-frames:v 30 -fps_mode vfr -video_track_timescale 90000" + x264);
+                     "-frames:v 30 -fps_mode vfr -video_track_timescale 90000" +
+                         x264);
 }
 
 // A still picture for 60 frames.
@@ -100,7 +102,8 @@ inline std::filesystem::path burst_clip() {
   return ffmpeg_clip("burst_90_120.mp4",
                      "-f lavfi -i color=c=gray:size=160x120:rate=30 -f lavfi -i color=c=white:size=24x24:rate=30 "
                      "-filter_complex \"[0:v][1:v]overlay=x='if(between(n,90,119),10+(n-90)*4,10)':y=40:eval=frame,"
-                     "trim=end_frame=210,format=yuv420p[v]\" -map '[v]'" + x264);
+                     "trim=end_frame=210,format=yuv420p[v]\" -map '[v]'" +
+                         x264);
 }
 
 // Solid red, 10 frames.
@@ -112,7 +115,8 @@ inline std::filesystem::path red_clip() {
 inline std::filesystem::path wrong_count_clip() {
   const auto out = clip_dir() / "claims_500_has_90.avi";
   if (std::filesystem::exists(out)) return out;
-  const auto src = ffmpeg_clip("plain_90.avi", "-f lavfi -i testsrc=size=160x120:rate=30 -frames:v 90 -c:v mpeg4 -q:v 5");
+  const auto src =
+      ffmpeg_clip("plain_90.avi", "-f lavfi -i testsrc=size=160x120:rate=30 -frames:v 90 -c:v mpeg4 -q:v 5");
   std::string bytes = read_file(src);
   auto put_u32 = [&](std::size_t at, std::uint32_t v) {
     for (int b = 0; b < 4; ++b) bytes[at + b] = static_cast<char>((v >> (8 * b)) & 0xff);
@@ -167,6 +171,7 @@ inline std::filesystem::path truncated_without_index() {
 namespace vidlora::test {
 // A raw H.264 elementary stream (no container, no packet timestamps), 60 frames.
 inline std::filesystem::path raw_h264_clip() {
-  return ffmpeg_clip("raw_60.h264", "-f lavfi -i testsrc=size=160x120:rate=30 -frames:v 60 -c:v libx264 -pix_fmt yuv420p -f h264");
+  return ffmpeg_clip("raw_60.h264",
+                     "-f lavfi -i testsrc=size=160x120:rate=30 -frames:v 60 -c:v libx264 -pix_fmt yuv420p -f h264");
 }
 }  // namespace vidlora::test

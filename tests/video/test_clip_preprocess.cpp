@@ -17,7 +17,8 @@ video::RgbImage image_of(const nlohmann::json& c) {
 TEST_CASE("bicubic resize matches Pillow byte for byte", "[video][clip]") {
   const auto fx = test::load_fixture("video/clip_preprocess.json");
   for (const auto& c : fx["small"]) {
-    const video::RgbImage out = video::resize_bicubic(image_of(c), c["resized_width"].get<int>(), c["resized_height"].get<int>());
+    const video::RgbImage out =
+        video::resize_bicubic(image_of(c), c["resized_width"].get<int>(), c["resized_height"].get<int>());
     const auto want = c["resized"].get<std::vector<std::uint8_t>>();
     REQUIRE(out.data.size() == want.size());
     int worst = 0;
@@ -44,7 +45,8 @@ TEST_CASE("clip preprocessing matches transformers CLIPImageProcessor within 1e-
   for (const auto& c : fx["small"]) {
     const auto want = c["pixel_values"].get<std::vector<float>>();
     double worst = 0;
-    for (std::size_t i = 0; i < want.size(); ++i) worst = std::max(worst, double(std::fabs(t.data[offset + i] - want[i])));
+    for (std::size_t i = 0; i < want.size(); ++i)
+      worst = std::max(worst, double(std::fabs(t.data[offset + i] - want[i])));
     offset += want.size();
     CHECK(worst <= 1e-6);  // fixture keeps 7 decimals; the computation itself is float32-identical
   }
@@ -58,7 +60,8 @@ TEST_CASE("clip preprocessing at 336 matches the reference statistics and sample
   const auto stride = d["subset_stride"].get<std::size_t>();
   const auto subset = d["subset"].get<std::vector<float>>();
   double worst = 0;
-  for (std::size_t j = 0; j < subset.size(); ++j) worst = std::max(worst, double(std::fabs(t.data[j * stride] - subset[j])));
+  for (std::size_t j = 0; j < subset.size(); ++j)
+    worst = std::max(worst, double(std::fabs(t.data[j * stride] - subset[j])));
   CHECK(worst <= 1e-6);
   for (int c = 0; c < 3; ++c) {
     double sum = 0, sum2 = 0;

@@ -80,7 +80,8 @@ TEST_CASE("a container that over-reports its frame count is decoded to its real 
 }
 
 TEST_CASE("frames come back as interleaved RGB at the requested size", "[video][decoder]") {
-  const auto frames = Sampler<Uniform>(SamplerOptions{.num_frames = 2, .width = 40, .height = 30}).sample(test::red_clip());
+  const auto frames =
+      Sampler<Uniform>(SamplerOptions{.num_frames = 2, .width = 40, .height = 30}).sample(test::red_clip());
   REQUIRE(frames.size() == 2);
   for (const auto& f : frames) {
     CHECK(f.rgb.width == 40);
@@ -93,7 +94,8 @@ TEST_CASE("frames come back as interleaved RGB at the requested size", "[video][
         CHECK(f.rgb.at(x, y, 2) <= 5);
       }
   }
-  const auto native = Sampler<Uniform>(SamplerOptions{.num_frames = 1, .width = 0, .height = 0}).sample(test::red_clip());
+  const auto native =
+      Sampler<Uniform>(SamplerOptions{.num_frames = 1, .width = 0, .height = 0}).sample(test::red_clip());
   REQUIRE(native.size() == 1);
   CHECK(native[0].rgb.width == 160);
   CHECK(native[0].rgb.height == 120);
@@ -124,10 +126,12 @@ TEST_CASE("bad input files throw vidlora::Error naming the file and the problem"
   CHECK_THAT(msg, Catch::Contains("is a directory"));
 }
 
-TEST_CASE("a file truncated mid-way reports where it broke and keeps the frames before it", "[video][decoder][errors]") {
+TEST_CASE("a file truncated mid-way reports where it broke and keeps the frames before it",
+          "[video][decoder][errors]") {
   const auto path = test::truncated_clip();
   // Default: an error that names the file, says it is damaged and after how many good frames.
-  const auto msg = error_of([&] { Sampler<Motion>(SamplerOptions{.num_frames = 4, .width = 16, .height = 12}).sample(path); });
+  const auto msg =
+      error_of([&] { Sampler<Motion>(SamplerOptions{.num_frames = 4, .width = 16, .height = 12}).sample(path); });
   CHECK_THAT(msg, Catch::Contains(path.string()) && Catch::Contains("damaged") && Catch::Contains("good frame") &&
                       Catch::Contains("byte offset"));
   CHECK_THROWS_WITH(video::detect_scene_changes(path), Catch::Contains(path.string()) && Catch::Contains("damaged"));
@@ -144,8 +148,8 @@ TEST_CASE("a file truncated mid-way reports where it broke and keeps the frames 
 
   // accept_damaged: the samplers use that prefix and flag it.
   for (bool seek : {true, false}) {
-    const auto s = Sampler<Uniform>(SamplerOptions{.num_frames = 8, .width = 16, .height = 12, .seek = seek,
-                                                   .accept_damaged = true})
+    const auto s = Sampler<Uniform>(
+                       SamplerOptions{.num_frames = 8, .width = 16, .height = 12, .seek = seek, .accept_damaged = true})
                        .sample_with_report(path);
     CHECK(s.report.status.damaged);
     CHECK(s.report.frame_count == static_cast<std::int64_t>(frames.size()));

@@ -39,7 +39,8 @@ TEST_CASE("uniform indices equal numpy linspace truncated to int", "[video][samp
   for (const auto& [nk, want] : expected) CHECK(video::uniform_indices(nk.first, nk.second) == want);
 }
 
-TEST_CASE("uniform sampling by keyframe seeking returns the frames decoding everything returns", "[video][sampler][uniform]") {
+TEST_CASE("uniform sampling by keyframe seeking returns the frames decoding everything returns",
+          "[video][sampler][uniform]") {
   const auto path = test::gop_clip();
   for (int k : {4, 8, 16}) {
     SamplerOptions o{.num_frames = k, .width = 64, .height = 48};
@@ -90,12 +91,14 @@ TEST_CASE("scene change sampler puts at least one frame in every scene", "[video
     REQUIRE(static_cast<int>(idx.size()) == k);
     CHECK(strictly_increasing(idx));
     REQUIRE(s.report.scene_starts.size() == 4);
-    const std::vector<std::int64_t> bounds{0, s.report.scene_starts[1], s.report.scene_starts[2], s.report.scene_starts[3], 150};
+    const std::vector<std::int64_t> bounds{0, s.report.scene_starts[1], s.report.scene_starts[2],
+                                           s.report.scene_starts[3], 150};
     for (int scene = 0; scene < 4; ++scene) CHECK(count_in(idx, bounds[scene], bounds[scene + 1]) >= 1);
     for (const auto& f : s.frames) CHECK(f.timestamp == Approx(f.index / 30.0).margin(1e-6));
   }
   // With fewer slots than scenes, the longest scenes (45 and 40 frames) are the ones kept.
-  const auto two = indices_of(Sampler<SceneChange>(SamplerOptions{.num_frames = 2, .width = 8, .height = 8}).sample(test::cuts_clip()));
+  const auto two = indices_of(
+      Sampler<SceneChange>(SamplerOptions{.num_frames = 2, .width = 8, .height = 8}).sample(test::cuts_clip()));
   REQUIRE(two.size() == 2);
   CHECK(count_in(two, 0, 40) == 1);
   CHECK(count_in(two, 75, 120) == 1);
@@ -103,8 +106,10 @@ TEST_CASE("scene change sampler puts at least one frame in every scene", "[video
 
 TEST_CASE("motion sampler puts most frames inside the burst of motion", "[video][sampler][motion]") {
   const auto path = test::burst_clip();  // 210 frames, motion only in 90..119
-  const auto motion = indices_of(Sampler<Motion>(SamplerOptions{.num_frames = 8, .width = 32, .height = 24}).sample(path));
-  const auto uniform = indices_of(Sampler<Uniform>(SamplerOptions{.num_frames = 8, .width = 32, .height = 24}).sample(path));
+  const auto motion =
+      indices_of(Sampler<Motion>(SamplerOptions{.num_frames = 8, .width = 32, .height = 24}).sample(path));
+  const auto uniform =
+      indices_of(Sampler<Uniform>(SamplerOptions{.num_frames = 8, .width = 32, .height = 24}).sample(path));
   REQUIRE(motion.size() == 8);
   CHECK(strictly_increasing(motion));
   CHECK(count_in(uniform, 90, 121) <= 2);
@@ -118,28 +123,33 @@ TEST_CASE("motion sampler puts most frames inside the burst of motion", "[video]
 TEST_CASE("a still clip has no cuts and the motion sampler spreads its frames evenly", "[video][sampler][motion]") {
   const auto path = test::still_clip();  // 60 frames
   CHECK(video::detect_scene_changes(path).empty());
-  const auto motion = indices_of(Sampler<Motion>(SamplerOptions{.num_frames = 6, .width = 32, .height = 24}).sample(path));
+  const auto motion =
+      indices_of(Sampler<Motion>(SamplerOptions{.num_frames = 6, .width = 32, .height = 24}).sample(path));
   // no motion at all: targets at the middle of 6 equal stretches of 10 frames
   CHECK(motion == std::vector<std::int64_t>{4, 14, 24, 34, 44, 54});
-  const auto scene = indices_of(Sampler<SceneChange>(SamplerOptions{.num_frames = 6, .width = 32, .height = 24}).sample(path));
+  const auto scene =
+      indices_of(Sampler<SceneChange>(SamplerOptions{.num_frames = 6, .width = 32, .height = 24}).sample(path));
   CHECK(scene == std::vector<std::int64_t>{5, 15, 25, 35, 45, 55});
 }
 
 TEST_CASE("a video shorter than num_frames returns all its frames and says so", "[video][sampler]") {
   const auto path = test::red_clip();  // 10 frames
-  for (auto frames_and_report : {Sampler<Uniform>(SamplerOptions{.num_frames = 16, .width = 8, .height = 8}).sample_with_report(path),
-                                 Sampler<SceneChange>(SamplerOptions{.num_frames = 16, .width = 8, .height = 8}).sample_with_report(path),
-                                 Sampler<Motion>(SamplerOptions{.num_frames = 16, .width = 8, .height = 8}).sample_with_report(path)}) {
+  for (auto frames_and_report :
+       {Sampler<Uniform>(SamplerOptions{.num_frames = 16, .width = 8, .height = 8}).sample_with_report(path),
+        Sampler<SceneChange>(SamplerOptions{.num_frames = 16, .width = 8, .height = 8}).sample_with_report(path),
+        Sampler<Motion>(SamplerOptions{.num_frames = 16, .width = 8, .height = 8}).sample_with_report(path)}) {
     CHECK(frames_and_report.report.short_video);
     CHECK(frames_and_report.report.frame_count == 10);
     CHECK(indices_of(frames_and_report.frames) == std::vector<std::int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
   }
-  const auto exact = Sampler<Motion>(SamplerOptions{.num_frames = 10, .width = 8, .height = 8}).sample_with_report(path);
+  const auto exact =
+      Sampler<Motion>(SamplerOptions{.num_frames = 10, .width = 8, .height = 8}).sample_with_report(path);
   CHECK_FALSE(exact.report.short_video);
   CHECK(exact.frames.size() == 10);
 }
 
-TEST_CASE("a small frame buffer thins held frames but still returns distinct frames near the choice", "[video][sampler]") {
+TEST_CASE("a small frame buffer thins held frames but still returns distinct frames near the choice",
+          "[video][sampler]") {
   const auto path = test::gop_clip();  // 150 frames
   SamplerOptions o{.num_frames = 8, .width = 16, .height = 12, .seek = false};
   o.buffer_bytes = 1;  // hold only the minimum (max(4k, 16) = 32 frames): stride 8 over 150 frames
@@ -170,8 +180,10 @@ TEST_CASE("policies and samplers model their concepts", "[video][sampler]") {
   CHECK(Sampler<Uniform>::policy_type::name == "uniform");
 }
 
-TEST_CASE("a raw H.264 stream without packet timestamps is sampled by decoding every frame", "[video][sampler][uniform]") {
-  const auto s = Sampler<Uniform>(SamplerOptions{.num_frames = 8, .width = 16, .height = 12}).sample_with_report(test::raw_h264_clip());
+TEST_CASE("a raw H.264 stream without packet timestamps is sampled by decoding every frame",
+          "[video][sampler][uniform]") {
+  const auto s = Sampler<Uniform>(SamplerOptions{.num_frames = 8, .width = 16, .height = 12})
+                     .sample_with_report(test::raw_h264_clip());
   CHECK_FALSE(s.report.seeked);
   CHECK(s.report.frame_count == 60);
   CHECK(indices_of(s.frames) == video::uniform_indices(60, 8));

@@ -21,8 +21,8 @@ class AnyCommunicator {
 
   AnyCommunicator() : AnyCommunicator(Single{}) {}
   template <Communicator C>
-    requires(!std::is_same_v<std::remove_cvref_t<C>, AnyCommunicator>)
-  AnyCommunicator(C c) : self_(std::make_unique<Model<C>>(std::move(c))) {  // NOLINT: implicit by design
+  requires(!std::is_same_v<std::remove_cvref_t<C>, AnyCommunicator>) AnyCommunicator(C c)
+      : self_(std::make_unique<Model<C>>(std::move(c))) {  // NOLINT: implicit by design
     static_assert(C::buffers == Buffers::Host, "AnyCommunicator holds host-buffer communicators (Single, Mpi)");
   }
 

@@ -214,7 +214,8 @@ class Mpi {
       if (done) return;
       const auto now = clock::now();
       if (now >= deadline)
-        throw CommError(detail::message("rank {} of {}: {} did not complete within {:g} s: another rank died, hangs or is that far behind "
+        throw CommError(detail::message(
+            "rank {} of {}: {} did not complete within {:g} s: another rank died, hangs or is that far behind "
             "(its own error, if any, is in its output); raise the timeout if ranks are just slow",
             rank_, size_, what, options_.timeout.count()));
       if (polls < 100) continue;

@@ -24,6 +24,8 @@ inline IndexRange step_shard(std::size_t step, std::size_t per_rank, int rank, i
 }
 
 // Whether evaluation clip `i` is `rank`'s.
-inline bool owns_eval_clip(std::size_t i, int rank, int ranks) { return i % static_cast<std::size_t>(ranks) == static_cast<std::size_t>(rank); }
+inline bool owns_eval_clip(std::size_t i, int rank, int ranks) {
+  return i % static_cast<std::size_t>(ranks) == static_cast<std::size_t>(rank);
+}
 
 }  // namespace vidlora::comm

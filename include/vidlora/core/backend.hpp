@@ -16,7 +16,7 @@ struct Cpu {
 
 struct Cuda {
   static constexpr std::string_view name = "Cuda";
-  static constexpr bool on_device = true;   // tensors live in one CUDA device's memory
+  static constexpr bool on_device = true;  // tensors live in one CUDA device's memory
 };
 
 // A backend policy: Cpu or Cuda, or a type refining one of them by inheritance.
@@ -24,14 +24,16 @@ template <class B>
 concept Backend = requires {
   { B::name } -> std::convertible_to<std::string_view>;
   { B::on_device } -> std::convertible_to<bool>;
-} && (std::derived_from<B, Cpu> || std::derived_from<B, Cuda>);
+}
+&&(std::derived_from<B, Cpu> || std::derived_from<B, Cuda>);
 
 // Checks B with a message a user reads (the concept alone only says "not satisfied"). Always true when it compiles.
 template <class B>
 consteval bool check_backend() {
-  static_assert(Backend<B>,
-                "vidlora backend: the backend policy must be vidlora::backend::Cpu or vidlora::backend::Cuda (or a type "
-                "derived from one), e.g. `using backend_policy = vidlora::backend::Cuda;` in a preset");
+  static_assert(
+      Backend<B>,
+      "vidlora backend: the backend policy must be vidlora::backend::Cpu or vidlora::backend::Cuda (or a type "
+      "derived from one), e.g. `using backend_policy = vidlora::backend::Cuda;` in a preset");
   return true;
 }
 

@@ -62,8 +62,14 @@ struct DeviceMemoryError : Error {
   std::size_t requested_bytes, allocated_bytes, cached_bytes, cap_bytes, peak_allocated_bytes;
   DeviceMemoryError(std::string message, Reason r, std::string t, std::size_t requested, std::size_t allocated,
                     std::size_t cached, std::size_t cap, std::size_t peak)
-      : Error(std::move(message)), reason(r), tag(std::move(t)), requested_bytes(requested),
-        allocated_bytes(allocated), cached_bytes(cached), cap_bytes(cap), peak_allocated_bytes(peak) {}
+      : Error(std::move(message)),
+        reason(r),
+        tag(std::move(t)),
+        requested_bytes(requested),
+        allocated_bytes(allocated),
+        cached_bytes(cached),
+        cap_bytes(cap),
+        peak_allocated_bytes(peak) {}
 };
 
 struct CachingAllocatorOptions {
@@ -110,7 +116,8 @@ class CachingAllocator {
       ++stats_.cache_hits;
     } else {
       const std::size_t cap = stats_.cap_bytes;
-      if (cap && size_class > cap) fail_locked(DeviceMemoryError::Reason::cap, tag, bytes, "is larger than the whole cap");
+      if (cap && size_class > cap)
+        fail_locked(DeviceMemoryError::Reason::cap, tag, bytes, "is larger than the whole cap");
       if (cap && stats_.reserved_bytes + size_class > cap) {
         release_cached_locked(stats_.reserved_bytes + size_class - cap);
         if (stats_.reserved_bytes + size_class > cap)
@@ -127,8 +134,8 @@ class CachingAllocator {
                         " upstream (the device holds less free memory than the cap)");
       if (reinterpret_cast<std::uintptr_t>(p) % kAllocationAlignment != 0) {
         upstream_.deallocate(p, size_class);
-        throw Error("CachingAllocator: the " + std::string(Upstream::name) + " upstream returned a pointer not aligned to " +
-                    std::to_string(kAllocationAlignment) + " bytes");
+        throw Error("CachingAllocator: the " + std::string(Upstream::name) +
+                    " upstream returned a pointer not aligned to " + std::to_string(kAllocationAlignment) + " bytes");
       }
       size = size_class;
       stats_.reserved_bytes += size;

@@ -13,9 +13,9 @@ namespace vidlora {
 struct HostUpstream {
   static constexpr std::string_view name = "host";
   void* allocate(std::size_t bytes) {
-    return ::operator new(bytes, std::align_val_t{kAllocationAlignment}, std::nothrow);  // nullptr when exhausted
+    return ::operator new (bytes, std::align_val_t{kAllocationAlignment}, std::nothrow);  // nullptr when exhausted
   }
-  void deallocate(void* p, std::size_t) { ::operator delete(p, std::align_val_t{kAllocationAlignment}); }
+  void deallocate(void* p, std::size_t) { ::operator delete (p, std::align_val_t{kAllocationAlignment}); }
 };
 
 using HostCachingAllocator = CachingAllocator<HostUpstream>;

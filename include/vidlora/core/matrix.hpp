@@ -39,7 +39,7 @@ std::string shape_string(const Eigen::EigenBase<Derived>& m) {
 // Contiguous float/double storage is tested on the exponent bits, a loop that vectorises (Eigen's
 // allFinite costs ~20 ns per element, 8x an AdamW update); expressions fall back to allFinite.
 template <class Scalar>
-  requires std::same_as<Scalar, float> || std::same_as<Scalar, double>
+requires std::same_as<Scalar, float> || std::same_as<Scalar, double>
 bool all_finite(std::span<const Scalar> values) {
   using Bits = std::conditional_t<std::same_as<Scalar, float>, std::uint32_t, std::uint64_t>;
   constexpr Bits exponent_mask = static_cast<Bits>(std::same_as<Scalar, float> ? 0x7f800000ull : 0x7ff0000000000000ull);
@@ -52,8 +52,8 @@ bool all_finite(std::span<const Scalar> values) {
 }
 // Index of the first NaN/Inf value, for an error message naming it (std::nullopt when all are finite).
 template <class Scalar>
-  requires std::same_as<Scalar, float> || std::same_as<Scalar, double>
-std::optional<std::size_t> first_nonfinite(std::span<const Scalar> values) {
+requires std::same_as<Scalar, float> || std::same_as<Scalar, double> std::optional<std::size_t> first_nonfinite(
+    std::span<const Scalar> values) {
   if (all_finite(values)) return std::nullopt;
   for (std::size_t i = 0; i < values.size(); ++i)
     if (!std::isfinite(values[i])) return i;
@@ -62,8 +62,8 @@ std::optional<std::size_t> first_nonfinite(std::span<const Scalar> values) {
 template <class Derived>
 bool all_finite(const Eigen::DenseBase<Derived>& m) {
   using Scalar = typename Derived::Scalar;
-  if constexpr ((std::same_as<Scalar, float> || std::same_as<Scalar, double>) &&
-                std::is_base_of_v<Eigen::PlainObjectBase<Derived>, Derived>)
+  if constexpr ((std::same_as<Scalar, float> ||
+                 std::same_as<Scalar, double>)&&std::is_base_of_v<Eigen::PlainObjectBase<Derived>, Derived>)
     return all_finite(std::span<const Scalar>(m.derived().data(), static_cast<std::size_t>(m.size())));
   else
     return m.allFinite();

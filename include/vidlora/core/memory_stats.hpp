@@ -20,12 +20,12 @@ struct MemoryStats {
   std::size_t cached_bytes = 0;          // freed blocks kept for reuse
   std::size_t peak_allocated_bytes = 0;  // since construction or the last reset_peak()
   std::size_t peak_reserved_bytes = 0;
-  std::size_t cap_bytes = 0;             // the hard cap on reserved bytes (0: none)
-  long allocations = 0;                  // allocate() calls that returned a block
-  long cache_hits = 0;                   // ... served from the cache (no upstream call)
-  long upstream_allocations = 0;         // cudaMalloc calls
-  long upstream_frees = 0;               // cudaFree calls
-  long cache_releases = 0;               // times cached blocks were given back to make room under the cap
+  std::size_t cap_bytes = 0;      // the hard cap on reserved bytes (0: none)
+  long allocations = 0;           // allocate() calls that returned a block
+  long cache_hits = 0;            // ... served from the cache (no upstream call)
+  long upstream_allocations = 0;  // cudaMalloc calls
+  long upstream_frees = 0;        // cudaFree calls
+  long cache_releases = 0;        // times cached blocks were given back to make room under the cap
   long live_allocations = 0;
 };
 

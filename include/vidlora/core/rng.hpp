@@ -24,7 +24,10 @@ VIDLORA_HOST_DEVICE inline Philox4x32Result philox4x32_10(std::uint32_t c0, std:
     const std::uint32_t hi0 = static_cast<std::uint32_t>(p0 >> 32), lo0 = static_cast<std::uint32_t>(p0);
     const std::uint32_t hi1 = static_cast<std::uint32_t>(p1 >> 32), lo1 = static_cast<std::uint32_t>(p1);
     const std::uint32_t n0 = hi1 ^ c1 ^ k0, n1 = lo1, n2 = hi0 ^ c3 ^ k1, n3 = lo0;
-    c0 = n0; c1 = n1; c2 = n2; c3 = n3;
+    c0 = n0;
+    c1 = n1;
+    c2 = n2;
+    c3 = n3;
     k0 += kWeyl0;
     k1 += kWeyl1;
   }
@@ -33,7 +36,8 @@ VIDLORA_HOST_DEVICE inline Philox4x32Result philox4x32_10(std::uint32_t c0, std:
 
 // Words 4·block .. 4·block + 3 of stream `stream` under `seed`: one Philox call (what a kernel that handles
 // four consecutive offsets per thread computes once).
-VIDLORA_HOST_DEVICE inline Philox4x32Result random_block(std::uint64_t seed, std::uint64_t stream, std::uint64_t block) {
+VIDLORA_HOST_DEVICE inline Philox4x32Result random_block(std::uint64_t seed, std::uint64_t stream,
+                                                         std::uint64_t block) {
   return philox4x32_10(static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32),
                        static_cast<std::uint32_t>(stream), static_cast<std::uint32_t>(stream >> 32),
                        static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));

@@ -13,9 +13,12 @@ namespace vidlora {
 template <class T>
 VIDLORA_HOST_DEVICE inline T mul_rn(T a, T b) {
 #if defined(__CUDA_ARCH__)
-  if constexpr (std::is_same_v<T, float>) return __fmul_rn(a, b);
-  else if constexpr (std::is_same_v<T, double>) return __dmul_rn(a, b);
-  else return a * b;
+  if constexpr (std::is_same_v<T, float>)
+    return __fmul_rn(a, b);
+  else if constexpr (std::is_same_v<T, double>)
+    return __dmul_rn(a, b);
+  else
+    return a * b;
 #else
   return a * b;
 #endif
@@ -24,9 +27,12 @@ VIDLORA_HOST_DEVICE inline T mul_rn(T a, T b) {
 template <class T>
 VIDLORA_HOST_DEVICE inline T add_rn(T a, T b) {
 #if defined(__CUDA_ARCH__)
-  if constexpr (std::is_same_v<T, float>) return __fadd_rn(a, b);
-  else if constexpr (std::is_same_v<T, double>) return __dadd_rn(a, b);
-  else return a + b;
+  if constexpr (std::is_same_v<T, float>)
+    return __fadd_rn(a, b);
+  else if constexpr (std::is_same_v<T, double>)
+    return __dadd_rn(a, b);
+  else
+    return a + b;
 #else
   return a + b;
 #endif

@@ -16,7 +16,8 @@ namespace vidlora {
 inline constexpr int version_major = VIDLORA_VERSION_MAJOR;
 inline constexpr int version_minor = VIDLORA_VERSION_MINOR;
 inline constexpr int version_patch = VIDLORA_VERSION_PATCH;
-inline constexpr const char* version_string = VIDLORA_DETAIL_STRINGIZE(VIDLORA_VERSION_MAJOR) "." VIDLORA_DETAIL_STRINGIZE(
-    VIDLORA_VERSION_MINOR) "." VIDLORA_DETAIL_STRINGIZE(VIDLORA_VERSION_PATCH);
+inline constexpr const char* version_string =
+    VIDLORA_DETAIL_STRINGIZE(VIDLORA_VERSION_MAJOR) "." VIDLORA_DETAIL_STRINGIZE(
+        VIDLORA_VERSION_MINOR) "." VIDLORA_DETAIL_STRINGIZE(VIDLORA_VERSION_PATCH);
 
 }  // namespace vidlora

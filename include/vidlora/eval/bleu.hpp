@@ -18,10 +18,10 @@
 namespace vidlora::eval {
 
 struct BleuScore {
-  std::array<double, 4> bleu{};            // corpus BLEU-1, BLEU-2, BLEU-3, BLEU-4
-  std::vector<double> bleu4_per_caption;   // sentence BLEU-4 of each caption (same smoothing)
-  long candidate_length = 0;               // Σ candidate tokens (c)
-  long reference_length = 0;               // Σ closest reference lengths (r)
+  std::array<double, 4> bleu{};           // corpus BLEU-1, BLEU-2, BLEU-3, BLEU-4
+  std::vector<double> bleu4_per_caption;  // sentence BLEU-4 of each caption (same smoothing)
+  long candidate_length = 0;              // Σ candidate tokens (c)
+  long reference_length = 0;              // Σ closest reference lengths (r)
   double bleu4() const { return bleu[3]; }
 };
 

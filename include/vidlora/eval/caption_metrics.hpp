@@ -47,7 +47,8 @@ inline CaptionMetrics caption_metrics(std::span<const std::string> candidates,
   out.bleu4 = bleu(corpus).bleu4();
   out.cider_d = cider_d(corpus, options.cider).cider_d;
   out.rouge_l = rouge_l(corpus, options.rouge_beta).rouge_l;
-  out.meteor = meteor(make_corpus(candidates, references, options.tokenization, /*lowercase=*/true), options.meteor).meteor;
+  out.meteor =
+      meteor(make_corpus(candidates, references, options.tokenization, /*lowercase=*/true), options.meteor).meteor;
   out.diversity = diversity(candidates, options.tokenization);
   if (options.morpheme_tokenizer) {
     AnyCaptionTokenizer tokenizer = *options.morpheme_tokenizer;  // shares the analyser

@@ -35,12 +35,12 @@ struct CaptionScore {
 inline constexpr std::array<CaptionScore, 8> caption_scores{{
     {"bleu4", [](const CaptionMetrics& m) { return m.bleu4; }, [](CaptionMetrics& m, double v) { m.bleu4 = v; }, true,
      ScoreGroup::Corpus},
-    {"meteor", [](const CaptionMetrics& m) { return m.meteor; }, [](CaptionMetrics& m, double v) { m.meteor = v; }, true,
-     ScoreGroup::Corpus},
-    {"cider_d", [](const CaptionMetrics& m) { return m.cider_d; }, [](CaptionMetrics& m, double v) { m.cider_d = v; }, true,
-     ScoreGroup::Corpus},
-    {"rouge_l", [](const CaptionMetrics& m) { return m.rouge_l; }, [](CaptionMetrics& m, double v) { m.rouge_l = v; }, true,
-     ScoreGroup::Corpus},
+    {"meteor", [](const CaptionMetrics& m) { return m.meteor; }, [](CaptionMetrics& m, double v) { m.meteor = v; },
+     true, ScoreGroup::Corpus},
+    {"cider_d", [](const CaptionMetrics& m) { return m.cider_d; }, [](CaptionMetrics& m, double v) { m.cider_d = v; },
+     true, ScoreGroup::Corpus},
+    {"rouge_l", [](const CaptionMetrics& m) { return m.rouge_l; }, [](CaptionMetrics& m, double v) { m.rouge_l = v; },
+     true, ScoreGroup::Corpus},
     {"unique_ratio", [](const CaptionMetrics& m) { return m.diversity.unique_ratio; },
      [](CaptionMetrics& m, double v) { m.diversity.unique_ratio = v; }, true, ScoreGroup::Diversity},
     {"distinct_1", [](const CaptionMetrics& m) { return m.diversity.distinct_1; },
@@ -74,7 +74,9 @@ inline std::map<std::string, double> caption_score_values(const CaptionMetrics& 
 }
 
 namespace detail {
-inline nlohmann::json number_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+inline nlohmann::json number_or_null(double v) {
+  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+}
 inline double number_or_nan(const nlohmann::json& v) {
   return v.is_null() ? std::numeric_limits<double>::quiet_NaN() : v.get<double>();
 }
@@ -107,7 +109,8 @@ inline CaptionMetrics caption_metrics_from_json(const nlohmann::json& j) {
       if (s.group == ScoreGroup::Morphemes && !holder.contains(key)) continue;
       s.set(m, detail::number_or_nan(holder.at(key)));
     }
-    if (j.contains("meteor_morphemes_tokenizer")) m.meteor_morphemes_tokenizer = j.at("meteor_morphemes_tokenizer").get<std::string>();
+    if (j.contains("meteor_morphemes_tokenizer"))
+      m.meteor_morphemes_tokenizer = j.at("meteor_morphemes_tokenizer").get<std::string>();
     m.diversity.captions = d.at("captions").get<std::size_t>();
     m.diversity.unique_captions = d.at("unique_captions").get<std::size_t>();
     m.diversity.most_common = d.at("most_common").get<std::string>();

@@ -46,8 +46,8 @@ class AnyCaptionTokenizer {
   AnyCaptionTokenizer() = default;
 
   template <class T>
-    requires(!std::same_as<std::remove_cvref_t<T>, AnyCaptionTokenizer>)
-  AnyCaptionTokenizer(T&& tokenizer)  // NOLINT(google-explicit-constructor): a tokenizer is one
+  requires(!std::same_as<std::remove_cvref_t<T>, AnyCaptionTokenizer>)
+      AnyCaptionTokenizer(T&& tokenizer)  // NOLINT(google-explicit-constructor): a tokenizer is one
       : impl_(std::make_shared<Model<std::remove_cvref_t<T>>>(std::forward<T>(tokenizer))) {
     check_caption_tokenizer<std::remove_cvref_t<T>>();
   }

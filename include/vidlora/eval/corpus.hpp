@@ -30,9 +30,9 @@ struct CaptionCorpus {
 // Tokenises candidates[i] and references[i] (at least one reference each) with `tokenizer`, any
 // CaptionTokenizer; `lowercase` folds the ASCII case of the tokens (as nltk lowercases after tokenising).
 template <class Tokenizer>
-  requires(!std::same_as<std::remove_cvref_t<Tokenizer>, Tokenization>)
-CaptionCorpus make_corpus(std::span<const std::string> candidates, std::span<const std::vector<std::string>> references,
-                          Tokenizer& tokenizer, bool lowercase = false) {
+requires(!std::same_as<std::remove_cvref_t<Tokenizer>, Tokenization>) CaptionCorpus
+    make_corpus(std::span<const std::string> candidates, std::span<const std::vector<std::string>> references,
+                Tokenizer& tokenizer, bool lowercase = false) {
   check_caption_tokenizer<std::remove_const_t<Tokenizer>>();
   require(candidates.size() == references.size(), "caption metrics: {} candidates but {} reference lists",
           candidates.size(), references.size());

@@ -61,7 +61,7 @@ struct ModeCollapseCheck {
   bool collapsed = false;  // unique_ratio < threshold
   double unique_ratio = 0.0;
   double threshold = 0.0;
-  std::string message;     // empty unless collapsed
+  std::string message;  // empty unless collapsed
 };
 
 // Flags mode collapse when the unique-caption ratio falls under `threshold` (in (0, 1]).

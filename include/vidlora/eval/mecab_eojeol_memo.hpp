@@ -129,7 +129,8 @@ class MecabEojeolMemo {
   MecabEojeolMemo(const std::filesystem::path& dictionary, std::shared_ptr<MeCab::Model> model,
                   std::size_t max_entries = 1u << 14)
       : matrix_(std::make_shared<const detail::MecabConnectionMatrix>(dictionary / "matrix.bin")),
-        max_entries_(max_entries), model_(std::move(model)) {
+        max_entries_(max_entries),
+        model_(std::move(model)) {
     require(max_entries > 0, "MecabEojeolMemo: max_entries must be > 0");
     require(model_ != nullptr, "MecabEojeolMemo: no MeCab model");
     make_tagger();
@@ -138,8 +139,12 @@ class MecabEojeolMemo {
 
   // A copy shares the connection matrix and the model and starts with an empty memo.
   MecabEojeolMemo(const MecabEojeolMemo& other)
-      : matrix_(other.matrix_), max_entries_(other.max_entries_), model_(other.model_), enabled_(other.enabled_),
-        bos_rc_(other.bos_rc_), eos_lc_(other.eos_lc_) {
+      : matrix_(other.matrix_),
+        max_entries_(other.max_entries_),
+        model_(other.model_),
+        enabled_(other.enabled_),
+        bos_rc_(other.bos_rc_),
+        eos_lc_(other.eos_lc_) {
     make_tagger();
   }
   MecabEojeolMemo& operator=(const MecabEojeolMemo& other) {
@@ -319,7 +324,7 @@ class MecabEojeolMemo {
       std::int32_t wcost;
       std::uint32_t surface_begin;  // in `text`
       std::uint16_t surface_length;
-      bool space_before;            // MeCab's other whitespace inside the word precedes it
+      bool space_before;  // MeCab's other whitespace inside the word precedes it
       mutable bool tags_read = false;
       mutable std::uint8_t first_tag_length = 0, last_tag_begin = 0, last_tag_length = 0;  // in `feature`
       const char* feature;  // in the dictionary (MeCab's model, which the memo keeps): read when output
@@ -472,7 +477,8 @@ class MecabEojeolMemo {
     const std::size_t stride = (lanes + 3) & ~std::size_t{3};
     auto& cost = sc.cost32;
     cost.assign(n_nodes * stride, kInf32);
-    for (const auto e : entries) cost[e * stride + index_of(lcs, w.nodes[e].lc)] = static_cast<std::int32_t>(w.nodes[e].wcost);
+    for (const auto e : entries)
+      cost[e * stride + index_of(lcs, w.nodes[e].lc)] = static_cast<std::int32_t>(w.nodes[e].wcost);
     std::uint32_t first_inner = 0;  // nodes [0, first_inner) start the word
     while (first_inner < n_nodes && w.nodes[first_inner].begin == 0) ++first_inner;
     for (std::size_t r = first_inner; r < n_nodes; ++r) {  // in begin order: predecessors come first

@@ -99,8 +99,12 @@ class MecabKoTokenizer {
   }
 
   MecabKoTokenizer(const MecabKoTokenizer& other)
-      : units_(other.units_), analysis_(other.analysis_), dictionary_(other.dictionary_), model_(other.model_),
-        tagger_(model_ ? model_->createTagger() : nullptr), lattice_(model_ ? model_->createLattice() : nullptr),
+      : units_(other.units_),
+        analysis_(other.analysis_),
+        dictionary_(other.dictionary_),
+        model_(other.model_),
+        tagger_(model_ ? model_->createTagger() : nullptr),
+        lattice_(model_ ? model_->createLattice() : nullptr),
         memo_(other.memo_) {
     require(tagger_ && lattice_, "MecabKoTokenizer: cannot copy a moved-from tokenizer or create a tagger for '{}'",
             dictionary_.string());
@@ -151,8 +155,8 @@ class MecabKoTokenizer {
     for (const MeCab::Node* node = lattice_->bos_node(); node != nullptr; node = node->next) {
       if (node->stat == MECAB_BOS_NODE || node->stat == MECAB_EOS_NODE) continue;
       const auto tags = detail::ko_tags(node->feature);
-      morphemes_.push_back({std::string_view(node->surface, node->length), tags.first, tags.last,
-                            node->rlength != node->length});
+      morphemes_.push_back(
+          {std::string_view(node->surface, node->length), tags.first, tags.last, node->rlength != node->length});
     }
     return morphemes_;
   }

@@ -121,9 +121,9 @@ inline MeteorScore meteor(std::span<const std::string> candidates, std::span<con
 // With any CaptionTokenizer, e.g. a morpheme analyser (eval/mecab_tokenizer.hpp): tokens are ASCII-lower-cased
 // after tokenising, as nltk's meteor_score does.
 template <class Tokenizer>
-  requires(!std::same_as<std::remove_cvref_t<Tokenizer>, Tokenization>)
-MeteorScore meteor(std::span<const std::string> candidates, std::span<const std::vector<std::string>> references,
-                   Tokenizer& tokenizer, const MeteorOptions& options = {}) {
+requires(!std::same_as<std::remove_cvref_t<Tokenizer>, Tokenization>) MeteorScore
+    meteor(std::span<const std::string> candidates, std::span<const std::vector<std::string>> references,
+           Tokenizer& tokenizer, const MeteorOptions& options = {}) {
   return meteor(make_corpus(candidates, references, tokenizer, /*lowercase=*/true), options);
 }
 

@@ -44,8 +44,7 @@ inline RougeScore rouge_l(const CaptionCorpus& corpus, double beta = 1.2) {
       if (!cand.empty()) prec = std::max(prec, lcs / static_cast<double>(cand.size()));
       if (!ref.empty()) rec = std::max(rec, lcs / static_cast<double>(ref.size()));
     }
-    const double score =
-        (prec != 0 && rec != 0) ? ((1 + beta * beta) * prec * rec) / (rec + beta * beta * prec) : 0.0;
+    const double score = (prec != 0 && rec != 0) ? ((1 + beta * beta) * prec * rec) / (rec + beta * beta * prec) : 0.0;
     out.per_caption.push_back(score);
     sum += score;
   }

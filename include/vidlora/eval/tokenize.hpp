@@ -26,7 +26,10 @@ namespace detail {
 inline std::size_t utf8_next(std::string_view s, std::size_t i, char32_t& cp) {
   const auto b0 = static_cast<unsigned char>(s[i]);
   auto cont = [&](std::size_t k) { return i + k < s.size() && (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80; };
-  if (b0 < 0x80) { cp = b0; return 1; }
+  if (b0 < 0x80) {
+    cp = b0;
+    return 1;
+  }
   if ((b0 & 0xE0) == 0xC0 && cont(1)) {
     cp = (char32_t(b0 & 0x1F) << 6) | (static_cast<unsigned char>(s[i + 1]) & 0x3F);
     return 2;
@@ -78,11 +81,15 @@ inline std::vector<std::string> tokenize(std::string_view text, Tokenization mod
 
 // The two tokenisations as CaptionTokenizer policies.
 struct WhitespaceTokenizer {
-  std::vector<std::string> tokenize(std::string_view text) const { return eval::tokenize(text, Tokenization::Whitespace); }
+  std::vector<std::string> tokenize(std::string_view text) const {
+    return eval::tokenize(text, Tokenization::Whitespace);
+  }
   std::string name() const { return "whitespace"; }
 };
 struct CharacterTokenizer {
-  std::vector<std::string> tokenize(std::string_view text) const { return eval::tokenize(text, Tokenization::Characters); }
+  std::vector<std::string> tokenize(std::string_view text) const {
+    return eval::tokenize(text, Tokenization::Characters);
+  }
   std::string name() const { return "characters"; }
 };
 static_assert(CaptionTokenizer<WhitespaceTokenizer> && CaptionTokenizer<CharacterTokenizer>);

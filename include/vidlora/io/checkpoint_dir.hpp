@@ -156,7 +156,8 @@ class CheckpointDir {
     std::ifstream in(index_path, std::ios::binary);
     if (!in) fail("checkpoint index '{}': cannot open", index_path.string());
     const nlohmann::json index = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (index.is_discarded() || !index.is_object()) fail("checkpoint index '{}': not a JSON object", index_path.string());
+    if (index.is_discarded() || !index.is_object())
+      fail("checkpoint index '{}': not a JSON object", index_path.string());
     const auto map_it = index.find("weight_map");
     if (map_it == index.end() || !map_it->is_object())
       fail("checkpoint index '{}': no \"weight_map\" object", index_path.string());

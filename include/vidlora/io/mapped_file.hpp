@@ -80,8 +80,8 @@ class MappedFile {
             "MappedFile::release: the range is not inside the mapping of '{}'", path_.string());
     const std::size_t page = page_size();
     const std::size_t first = static_cast<std::size_t>(range.data() - base) / page * page;
-    const std::size_t last = std::min(size_, (static_cast<std::size_t>(range.data() - base) + range.size() + page - 1) /
-                                                 page * page);
+    const std::size_t last =
+        std::min(size_, (static_cast<std::size_t>(range.data() - base) + range.size() + page - 1) / page * page);
     ::madvise(static_cast<std::byte*>(data_) + first, last - first, MADV_DONTNEED);
     return last - first;
   }

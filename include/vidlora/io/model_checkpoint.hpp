@@ -73,10 +73,11 @@ class ModelCheckpoint {
       c.lm_head_prefix_ = "";
     } else {
       const auto names = d.names();
-      fail("checkpoint '{}': unrecognised key layout: no model.embed_tokens.weight, "
-           "language_model.model.embed_tokens.weight or model.language_model.embed_tokens.weight "
-           "(first keys: {})",
-           d.root().string(), fmt::join(names.begin(), names.begin() + std::min<std::size_t>(names.size(), 4), ", "));
+      fail(
+          "checkpoint '{}': unrecognised key layout: no model.embed_tokens.weight, "
+          "language_model.model.embed_tokens.weight or model.language_model.embed_tokens.weight "
+          "(first keys: {})",
+          d.root().string(), fmt::join(names.begin(), names.begin() + std::min<std::size_t>(names.size(), 4), ", "));
     }
     if (c.layout_ != CheckpointLayout::DecoderOnly)
       c.has_projector_ = d.contains(c.projector_prefix_ + "multi_modal_projector.linear_1.weight");
@@ -90,9 +91,10 @@ class ModelCheckpoint {
     c.vision_prefix_.reset();
     c.find_vision(*c.vision_, {"vision_model.", ""});
     if (!c.vision_prefix_)
-      fail("checkpoint '{}': no CLIP vision tower (neither vision_model.embeddings.patch_embedding.weight nor "
-           "embeddings.patch_embedding.weight)",
-           c.vision_->root().string());
+      fail(
+          "checkpoint '{}': no CLIP vision tower (neither vision_model.embeddings.patch_embedding.weight nor "
+          "embeddings.patch_embedding.weight)",
+          c.vision_->root().string());
     return c;
   }
 
@@ -105,9 +107,7 @@ class ModelCheckpoint {
     const std::string key = key_for(part, name);
     return dir(part).contains(key) ? std::optional<std::string>(key) : std::nullopt;
   }
-  bool contains(ModelPart part, std::string_view name) const {
-    return has(part) && find(part, name).has_value();
-  }
+  bool contains(ModelPart part, std::string_view name) const { return has(part) && find(part, name).has_value(); }
 
   // The key in the file; throws naming the canonical name and the key looked for.
   std::string key(ModelPart part, std::string_view name) const {

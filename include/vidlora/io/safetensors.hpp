@@ -87,16 +87,21 @@ inline int json_depth(std::string_view text, int limit) {
   bool in_string = false, escaped = false;
   for (char c : text) {
     if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
       continue;
     }
-    if (c == '"') in_string = true;
+    if (c == '"')
+      in_string = true;
     else if (c == '{' || c == '[') {
       deepest = std::max(deepest, ++depth);
       if (deepest > limit) return deepest;
-    } else if (c == '}' || c == ']') --depth;
+    } else if (c == '}' || c == ']')
+      --depth;
   }
   return deepest;
 }
@@ -111,8 +116,7 @@ inline ParsedHeader parse_safetensors_header(std::span<const std::byte> file, co
   const auto bad = [&](std::string_view problem) -> Error {
     return Error(fmt::format("safetensors file '{}': {}", source, problem));
   };
-  if (file.size() < 8)
-    throw bad(fmt::format("file is {} bytes, too short for the 8-byte header length", file.size()));
+  if (file.size() < 8) throw bad(fmt::format("file is {} bytes, too short for the 8-byte header length", file.size()));
   std::uint64_t n = 0;
   std::memcpy(&n, file.data(), 8);
   if (n > kMaxSafetensorsHeaderBytes)
@@ -142,7 +146,9 @@ inline ParsedHeader parse_safetensors_header(std::span<const std::byte> file, co
       }
       continue;
     }
-    const auto bad_tensor = [&](std::string_view problem) { return bad(fmt::format("tensor '{}': {}", name, problem)); };
+    const auto bad_tensor = [&](std::string_view problem) {
+      return bad(fmt::format("tensor '{}': {}", name, problem));
+    };
     if (!entry.is_object()) throw bad_tensor("entry is not a JSON object");
     TensorInfo info;
     info.name = name;
@@ -152,9 +158,10 @@ inline ParsedHeader parse_safetensors_header(std::span<const std::byte> file, co
     const auto& dtype_text = dtype_it->get_ref<const std::string&>();
     const auto dtype = parse_dtype(dtype_text);
     if (!dtype)
-      throw bad_tensor(fmt::format("dtype {} is not supported (vidlora reads F32, F16, BF16; "
-                                   "F64, I64, I32, I16, I8, U64, U32, U16, U8, BOOL as raw bytes)",
-                                   dtype_text));
+      throw bad_tensor(
+          fmt::format("dtype {} is not supported (vidlora reads F32, F16, BF16; "
+                      "F64, I64, I32, I16, I8, U64, U32, U16, U8, BOOL as raw bytes)",
+                      dtype_text));
     info.dtype = *dtype;
 
     const auto shape_it = entry.find("shape");
@@ -259,9 +266,10 @@ class SafetensorsFile {
   Matrix matrix(std::string_view name) const {
     const TensorInfo& t = float_info(name);
     if (t.shape.size() > 2)
-      fail("safetensors file '{}': tensor '{}' has shape {}; matrix() reads tensors of at most 2 dimensions "
-           "(use vector() for the flat values)",
-           source_, name, dims_string(t.shape));
+      fail(
+          "safetensors file '{}': tensor '{}' has shape {}; matrix() reads tensors of at most 2 dimensions "
+          "(use vector() for the flat values)",
+          source_, name, dims_string(t.shape));
     const Eigen::Index rows = t.shape.size() == 2 ? t.shape[0] : 1;
     const Eigen::Index cols = t.shape.empty() ? 1 : t.shape.back();
     Matrix m(rows, cols);
@@ -308,9 +316,9 @@ class SafetensorsFile {
     return t;
   }
 
-  std::shared_ptr<const void> owner_;  // keeps the mapping (or buffer) alive
+  std::shared_ptr<const void> owner_;    // keeps the mapping (or buffer) alive
   const MappedFile* mapping_ = nullptr;  // owner_ when it is a mapping
-  std::span<const std::byte> data_;    // the data area
+  std::span<const std::byte> data_;      // the data area
   std::string source_;
   std::map<std::string, TensorInfo, std::less<>> tensors_;
   std::map<std::string, std::string> metadata_;

@@ -156,7 +156,8 @@ inline void write_safetensors(const std::filesystem::path& path, const TensorMap
   AtomicFile file(path);
   file.write(std::span<const std::byte>(detail::little_endian_u64(header.size())));
   file.write(header);
-  for (const auto* entry : detail::safetensors_order(tensors)) file.write(std::span<const std::byte>(entry->second.bytes));
+  for (const auto* entry : detail::safetensors_order(tensors))
+    file.write(std::span<const std::byte>(entry->second.bytes));
   file.commit();
 }
 

@@ -29,8 +29,8 @@ VIDLORA_HOST_DEVICE inline float dropout_scale(std::uint64_t seed, std::uint64_t
 
 // Which of offsets 4·block .. 4·block + 3 are kept (bit k set: offset 4·block + k kept), from one Philox call:
 // the mask dropout_scale draws, packed so that a backward pass can reuse it instead of drawing it again.
-VIDLORA_HOST_DEVICE inline std::uint8_t dropout_keep_bits4(std::uint64_t seed, std::uint64_t stream, std::uint64_t block,
-                                                          float p) {
+VIDLORA_HOST_DEVICE inline std::uint8_t dropout_keep_bits4(std::uint64_t seed, std::uint64_t stream,
+                                                           std::uint64_t block, float p) {
   const Philox4x32Result r = random_block(seed, stream, block);
   std::uint8_t bits = 0;
   for (int k = 0; k < 4; ++k) bits |= static_cast<std::uint8_t>(uniform_from_u32(r.v[k]) < p ? 0 : 1) << k;

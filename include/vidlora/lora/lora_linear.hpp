@@ -22,10 +22,10 @@ namespace vidlora::lora {
 
 // Run-time settings of one LoRA layer (aggregate: `LoraOptions o{}; o.dropout = 0.1;`).
 struct LoraOptions {
-  double dropout = 0.0;      // probability of zeroing an element of x on the LoRA branch, in [0, 1)
-  std::uint64_t seed = 0;    // drives lora_A's initialisation and the dropout masks
-  bool use_rslora = false;   // scaling = Alpha / √Rank instead of Alpha / Rank
-  std::uint32_t layer = 0;   // RNG stream index: layers sharing a seed draw different A and masks
+  double dropout = 0.0;     // probability of zeroing an element of x on the LoRA branch, in [0, 1)
+  std::uint64_t seed = 0;   // drives lora_A's initialisation and the dropout masks
+  bool use_rslora = false;  // scaling = Alpha / √Rank instead of Alpha / Rank
+  std::uint32_t layer = 0;  // RNG stream index: layers sharing a seed draw different A and masks
   // > 0: PEFT's lora_alpha at run time, used instead of the template Alpha (which is then only the
   // default). The rank shapes the code and stays a template parameter (lora::dispatch_rank); alpha
   // only sets one scalar, so a run-time value costs nothing and needs no instantiation per alpha.
@@ -39,7 +39,7 @@ struct base_scalar {
   using type = float;
 };
 template <class B>
-  requires requires { typename B::scalar_type; }
+requires requires { typename B::scalar_type; }
 struct base_scalar<B> {
   using type = typename B::scalar_type;
 };
@@ -70,10 +70,7 @@ class LoraLinear {
 
   // weight: the frozen W [out, in], handed to Base (which may quantize it).
   explicit LoraLinear(matrix_type weight, LoraOptions options = {})
-      : options_(checked_options(options)),
-        base_(checked_weight(std::move(weight))),
-        bias_(),
-        has_bias_(false) {
+      : options_(checked_options(options)), base_(checked_weight(std::move(weight))), bias_(), has_bias_(false) {
     init_adapters();
   }
 
@@ -233,8 +230,8 @@ class LoraLinear {
 
   static LoraOptions checked_options(const LoraOptions& o) {
     require(o.dropout >= 0.0 && o.dropout < 1.0, "LoraLinear: dropout {} is outside [0, 1)", o.dropout);
-    require(o.alpha >= 0.0 && std::isfinite(o.alpha), "LoraLinear: alpha {} must be finite and >= 0 (0: the template Alpha)",
-            o.alpha);
+    require(o.alpha >= 0.0 && std::isfinite(o.alpha),
+            "LoraLinear: alpha {} must be finite and >= 0 (0: the template Alpha)", o.alpha);
     return o;
   }
 
@@ -248,8 +245,8 @@ class LoraLinear {
 
   // lora_A ~ U(-1/√in, 1/√in) (PEFT's kaiming_uniform_(a=√5)), lora_B = 0.
   void init_adapters() {
-    scaling_ = static_cast<scalar_type>(options_.use_rslora ? alpha_value() / std::sqrt(double{Rank})
-                                                            : alpha_value() / Rank);
+    scaling_ =
+        static_cast<scalar_type>(options_.use_rslora ? alpha_value() / std::sqrt(double{Rank}) : alpha_value() / Rank);
     const Eigen::Index in = in_features(), out = out_features();
     const double bound = 1.0 / std::sqrt(static_cast<double>(in));
     CounterRng rng(options_.seed, init_stream(options_.layer));
@@ -309,14 +306,14 @@ class LoraLinear {
   }
 
   LoraOptions options_;
-  Base base_;           // frozen W [out, in]
-  vector_type bias_;    // [out] when has_bias_
+  Base base_;         // frozen W [out, in]
+  vector_type bias_;  // [out] when has_bias_
   bool has_bias_;
   scalar_type scaling_{};
-  matrix_type a_, b_;            // [Rank, in], [out, Rank]
-  matrix_type grad_a_, grad_b_;  // same shapes
-  matrix_type xd_;               // dropout(x) of the last forward  [tokens, in]
-  matrix_type h_;                // dropout(x)·Aᵀ                   [tokens, Rank]
+  matrix_type a_, b_;                    // [Rank, in], [out, Rank]
+  matrix_type grad_a_, grad_b_;          // same shapes
+  matrix_type xd_;                       // dropout(x) of the last forward  [tokens, in]
+  matrix_type h_;                        // dropout(x)·Aᵀ                   [tokens, Rank]
   std::vector<std::uint8_t> keep_bits_;  // the last training forward's mask, 4 keep bits per byte ((tokens·in + 3) / 4)
   std::uint64_t step_ = 0, mask_stream_ = 0;
   bool dropped_ = false, cached_ = false, merged_ = false;

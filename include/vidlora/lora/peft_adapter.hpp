@@ -44,11 +44,11 @@ struct AdapterSpec {
   std::string bias = "none";
   std::string task_type = "CAUSAL_LM";
   // (last and default-initialized, so designated initializers of the fields above stay valid)
-  std::optional<std::string> target_regex{};  // target_modules written as one regular expression (full match)
-  std::vector<std::string> exclude_modules{}; // list form
-  std::optional<std::string> exclude_regex{}; // string form
-  std::vector<int> layers_to_transform{};     // list targets only: layer indices that get LoRA
-  std::vector<std::string> layers_pattern{};  // the module-list name before the layer index ("layers")
+  std::optional<std::string> target_regex{};   // target_modules written as one regular expression (full match)
+  std::vector<std::string> exclude_modules{};  // list form
+  std::optional<std::string> exclude_regex{};  // string form
+  std::vector<int> layers_to_transform{};      // list targets only: layer indices that get LoRA
+  std::vector<std::string> layers_pattern{};   // the module-list name before the layer index ("layers")
 
   // PEFT's scaling: lora_alpha / r, or lora_alpha / √r with use_rslora.
   double scaling() const { return use_rslora ? lora_alpha / std::sqrt(static_cast<double>(r)) : lora_alpha / r; }
@@ -96,13 +96,15 @@ inline nlohmann::json adapter_config_json(const AdapterSpec& spec) {
       {"alpha_pattern", json::object()},
       {"arrow_config", nullptr},
       {"auto_mapping", nullptr},
-      {"base_model_name_or_path", spec.base_model_name_or_path.empty() ? json(nullptr) : json(spec.base_model_name_or_path)},
+      {"base_model_name_or_path",
+       spec.base_model_name_or_path.empty() ? json(nullptr) : json(spec.base_model_name_or_path)},
       {"bias", spec.bias},
       {"corda_config", nullptr},
       {"ensure_weight_tying", false},
       {"eva_config", nullptr},
-      {"exclude_modules", spec.exclude_regex ? json(*spec.exclude_regex)
-                                             : (spec.exclude_modules.empty() ? json(nullptr) : json(spec.exclude_modules))},
+      {"exclude_modules", spec.exclude_regex
+                              ? json(*spec.exclude_regex)
+                              : (spec.exclude_modules.empty() ? json(nullptr) : json(spec.exclude_modules))},
       {"fan_in_fan_out", false},
       {"inference_mode", true},
       {"init_lora_weights", true},
@@ -125,8 +127,8 @@ inline nlohmann::json adapter_config_json(const AdapterSpec& spec) {
       {"r", spec.r},
       {"rank_pattern", json::object()},
       {"revision", nullptr},
-      {"target_modules", spec.target_regex ? json(*spec.target_regex)
-                                           : json(std::vector<std::string>(targets.begin(), targets.end()))},
+      {"target_modules",
+       spec.target_regex ? json(*spec.target_regex) : json(std::vector<std::string>(targets.begin(), targets.end()))},
       {"target_parameters", nullptr},
       {"task_type", spec.task_type},
       {"trainable_token_indices", nullptr},
@@ -143,12 +145,15 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
   if (!in) fail("PEFT adapter: cannot open '{}'", path.string());
   const nlohmann::json c = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
   if (c.is_discarded() || !c.is_object()) fail("PEFT adapter config '{}': not a JSON object", path.string());
-  const auto bad = [&](std::string_view problem) { return Error(fmt::format("PEFT adapter config '{}': {}", path.string(), problem)); };
+  const auto bad = [&](std::string_view problem) {
+    return Error(fmt::format("PEFT adapter config '{}': {}", path.string(), problem));
+  };
   const auto get = [&](const char* key) -> const nlohmann::json* {
     const auto it = c.find(key);
     return it == c.end() || it->is_null() ? nullptr : &*it;
   };
-  if (const auto* t = get("peft_type"); t && *t != "LORA") throw bad(fmt::format("peft_type {} is not LORA", t->dump()));
+  if (const auto* t = get("peft_type"); t && *t != "LORA")
+    throw bad(fmt::format("peft_type {} is not LORA", t->dump()));
   // LoraConfig fields that change what the adapter computes and that vidlora does not implement.
   const auto refuse_true = [&](const char* key, std::string_view why) {
     if (const auto* v = get(key); v && *v != false)
@@ -162,20 +167,23 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
   for (const char* key : {"rank_pattern", "alpha_pattern"})
     if (const auto* p = get(key); p && !p->empty())
       throw bad(fmt::format("{} {} is not supported (one rank and alpha for every module)", key, p->dump()));
-  for (const char* key : {"modules_to_save", "trainable_token_indices", "target_parameters", "layer_replication",
-                          "alora_invocation_tokens", "arrow_config", "velora_config", "monteclora_config",
-                          "kasa_config"})
+  for (const char* key :
+       {"modules_to_save", "trainable_token_indices", "target_parameters", "layer_replication",
+        "alora_invocation_tokens", "arrow_config", "velora_config", "monteclora_config", "kasa_config"})
     if (const auto* p = get(key); p && !(p->is_array() && p->empty()) && !(p->is_object() && p->empty()))
       throw bad(fmt::format("{} {} is not supported", key, p->dump()));
   if (const auto* init = get("init_lora_weights"); init && init->is_string() && *init != "gaussian")
-    throw bad(fmt::format("init_lora_weights {} is not supported (it changes the base weights the adapter was "
-                          "trained against)", init->dump()));
+    throw bad(
+        fmt::format("init_lora_weights {} is not supported (it changes the base weights the adapter was "
+                    "trained against)",
+                    init->dump()));
   if (const auto* b = get("bias"); b && *b != "none")
     throw bad(fmt::format("bias {} is not supported (trained biases in the base layers; only \"none\")", b->dump()));
 
   AdapterSpec spec;
   const auto* r = get("r");
-  if (!r || !r->is_number_integer() || r->get<long long>() <= 0) throw bad("\"r\" is missing or not a positive integer");
+  if (!r || !r->is_number_integer() || r->get<long long>() <= 0)
+    throw bad("\"r\" is missing or not a positive integer");
   spec.r = r->get<int>();
   const auto* alpha = get("lora_alpha");
   if (!alpha || !alpha->is_number()) throw bad("\"lora_alpha\" is missing or not a number");
@@ -190,27 +198,38 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
     return v.is_array() && std::all_of(v.begin(), v.end(), [](const auto& e) { return e.is_string(); });
   };
   if (const auto* t = get("target_modules")) {
-    if (t->is_string()) spec.target_regex = t->get<std::string>();  // a regular expression in PEFT
-    else if (strings(*t)) spec.target_modules = t->get<std::vector<std::string>>();
-    else throw bad("\"target_modules\" is neither a string nor a list of strings");
+    if (t->is_string())
+      spec.target_regex = t->get<std::string>();  // a regular expression in PEFT
+    else if (strings(*t))
+      spec.target_modules = t->get<std::vector<std::string>>();
+    else
+      throw bad("\"target_modules\" is neither a string nor a list of strings");
   } else {
     throw bad("\"target_modules\" is missing (vidlora does not guess a model's default targets)");
   }
   if (const auto* e = get("exclude_modules")) {
-    if (e->is_string()) spec.exclude_regex = e->get<std::string>();
-    else if (strings(*e)) spec.exclude_modules = e->get<std::vector<std::string>>();
-    else throw bad("\"exclude_modules\" is neither a string nor a list of strings");
+    if (e->is_string())
+      spec.exclude_regex = e->get<std::string>();
+    else if (strings(*e))
+      spec.exclude_modules = e->get<std::vector<std::string>>();
+    else
+      throw bad("\"exclude_modules\" is neither a string nor a list of strings");
   }
   if (const auto* l = get("layers_to_transform")) {
-    if (l->is_number_integer()) spec.layers_to_transform = {l->get<int>()};
+    if (l->is_number_integer())
+      spec.layers_to_transform = {l->get<int>()};
     else if (l->is_array() && std::all_of(l->begin(), l->end(), [](const auto& e) { return e.is_number_integer(); }))
       spec.layers_to_transform = l->get<std::vector<int>>();
-    else throw bad(fmt::format("\"layers_to_transform\" {} is neither an integer nor a list of integers", l->dump()));
+    else
+      throw bad(fmt::format("\"layers_to_transform\" {} is neither an integer nor a list of integers", l->dump()));
   }
   if (const auto* p = get("layers_pattern")) {
-    if (p->is_string()) spec.layers_pattern = {p->get<std::string>()};
-    else if (strings(*p)) spec.layers_pattern = p->get<std::vector<std::string>>();
-    else throw bad("\"layers_pattern\" is neither a string nor a list of strings");
+    if (p->is_string())
+      spec.layers_pattern = {p->get<std::string>()};
+    else if (strings(*p))
+      spec.layers_pattern = p->get<std::vector<std::string>>();
+    else
+      throw bad("\"layers_pattern\" is neither a string nor a list of strings");
   }
   // Compile the patterns now: a bad one is an error about this file.
   try {
@@ -218,14 +237,17 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
   } catch (const Error& e) {
     throw bad(e.what());
   }
-  if (const auto* b = get("base_model_name_or_path"); b && b->is_string()) spec.base_model_name_or_path = b->get<std::string>();
+  if (const auto* b = get("base_model_name_or_path"); b && b->is_string())
+    spec.base_model_name_or_path = b->get<std::string>();
   if (const auto* u = get("use_rslora")) {
     if (!u->is_boolean()) throw bad("\"use_rslora\" is not true/false");
     spec.use_rslora = u->get<bool>();
   }
   if (const auto* b = get("bias"); b && b->is_string()) spec.bias = b->get<std::string>();
-  if (const auto* t = get("task_type"); t && t->is_string()) spec.task_type = t->get<std::string>();
-  else spec.task_type.clear();
+  if (const auto* t = get("task_type"); t && t->is_string())
+    spec.task_type = t->get<std::string>();
+  else
+    spec.task_type.clear();
   return spec;
 }
 
@@ -233,7 +255,8 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
 
 // Writes `dir`/adapter_model.safetensors then `dir`/adapter_config.json (each atomically; `dir` is
 // created). Every module must match a target_modules entry and have A [r, in], B [out, r], finite.
-inline void save_peft_adapter(const std::filesystem::path& dir, const AdapterSpec& spec, const AdapterModules& modules) {
+inline void save_peft_adapter(const std::filesystem::path& dir, const AdapterSpec& spec,
+                              const AdapterModules& modules) {
   require(spec.r > 0, "save_peft_adapter: r = {} must be positive", spec.r);
   require(!spec.target_modules.empty() || spec.target_regex, "save_peft_adapter: target_modules is empty");
   require(!modules.empty(), "save_peft_adapter: no modules to save");
@@ -248,7 +271,8 @@ inline void save_peft_adapter(const std::filesystem::path& dir, const AdapterSpe
             path, shape_string(w.A), spec.r);
     require(w.B.cols() == spec.r && w.B.rows() > 0, "save_peft_adapter: module '{}': lora_B is {}, expected [out, {}]",
             path, shape_string(w.B), spec.r);
-    require(all_finite(w.A) && all_finite(w.B), "save_peft_adapter: module '{}' has NaN or Inf in its LoRA factors", path);
+    require(all_finite(w.A) && all_finite(w.B), "save_peft_adapter: module '{}' has NaN or Inf in its LoRA factors",
+            path);
     tensors.emplace(peft_key(path, 'A'), io::TensorData::from_matrix(w.A));
     tensors.emplace(peft_key(path, 'B'), io::TensorData::from_matrix(w.B));
   }
@@ -275,8 +299,8 @@ inline PeftAdapter load_peft_adapter(const std::filesystem::path& dir) {
     const std::string_view k(key);
     const bool is_a = k.ends_with(kA), is_b = k.ends_with(kB);
     if (!k.starts_with(kPeftKeyPrefix) || !(is_a || is_b) || k.size() <= kPeftKeyPrefix.size() + kA.size())
-      fail("PEFT adapter '{}': unexpected tensor '{}' (expected {}<module>.lora_A.weight / .lora_B.weight)", source, key,
-           kPeftKeyPrefix);
+      fail("PEFT adapter '{}': unexpected tensor '{}' (expected {}<module>.lora_A.weight / .lora_B.weight)", source,
+           key, kPeftKeyPrefix);
     const std::string module(k.substr(kPeftKeyPrefix.size(), k.size() - kPeftKeyPrefix.size() - kA.size()));
     require(file.info(key).shape.size() == 2, "PEFT adapter '{}': tensor '{}' has shape {}, expected 2-D", source, key,
             io::dims_string(file.info(key).shape));
@@ -303,18 +327,21 @@ inline PeftAdapter load_peft_adapter(const std::filesystem::path& dir) {
   // without LoRA, so such a file is refused as a whole rather than loaded with those tensors skipped.
   std::vector<std::string> vision;
   for (const auto& entry : seen)
-    if (entry.first.find("vision_tower.") != std::string::npos || entry.first.find("vision_model.") != std::string::npos)
+    if (entry.first.find("vision_tower.") != std::string::npos ||
+        entry.first.find("vision_model.") != std::string::npos)
       for (const char f : {'A', 'B'}) vision.push_back(peft_key(entry.first, f));
   if (!vision.empty())
-    fail("PEFT adapter '{}' adapts the vision tower, which vidlora runs frozen without LoRA ({} tensors: {}); "
-         "train the adapter with target_modules restricted to the language model (e.g. the regular expression "
-         "\".*language_model.*\\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\")",
-         source, vision.size(), fmt::join(vision, ", "));
+    fail(
+        "PEFT adapter '{}' adapts the vision tower, which vidlora runs frozen without LoRA ({} tensors: {}); "
+        "train the adapter with target_modules restricted to the language model (e.g. the regular expression "
+        "\".*language_model.*\\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\")",
+        source, vision.size(), fmt::join(vision, ", "));
   const PeftTargets targets = adapter.spec.targets();
   for (const auto& entry : seen)
-    require(targets.matches(entry.first),
-            "PEFT adapter '{}': module '{}' has LoRA tensors but adapter_config.json's target_modules does not select it",
-            source, entry.first);
+    require(
+        targets.matches(entry.first),
+        "PEFT adapter '{}': module '{}' has LoRA tensors but adapter_config.json's target_modules does not select it",
+        source, entry.first);
   return adapter;
 }
 

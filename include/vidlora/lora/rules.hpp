@@ -9,7 +9,7 @@
 namespace vidlora::lora {
 
 // Data-set sizes at which the recipe's rank grows on the larger cards.
-inline constexpr long kRankDataThreshold24To40Gb = 5000;  // 24 < VRAM ≤ 40 GB: 16 below, 32 from here
+inline constexpr long kRankDataThreshold24To40Gb = 5000;    // 24 < VRAM ≤ 40 GB: 16 below, 32 from here
 inline constexpr long kRankDataThresholdAbove40Gb = 10000;  // VRAM > 40 GB: 32 below, 64 from here
 
 // The recipe's rank:

@@ -29,7 +29,7 @@ struct AttentionGateUp {
 
 // Attention and MLP projections (all seven linear layers of a decoder block).
 struct Extended {
-  static constexpr std::array<std::string_view, 7> modules{"q_proj", "k_proj",    "v_proj",   "o_proj",
+  static constexpr std::array<std::string_view, 7> modules{"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                                            "gate_proj", "up_proj", "down_proj"};
 };
 

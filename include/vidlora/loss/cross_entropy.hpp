@@ -17,11 +17,11 @@ namespace vidlora::loss {
 
 template <class Scalar>
 struct CrossEntropyResultOf {
-  double loss = 0.0;          // the reduced loss (see CrossEntropyOptions::reduction)
-  MatrixOf<Scalar> grad;      // d loss / d logits, [T, V]; zero rows for ignored tokens
-  long valid_tokens = 0;      // tokens whose target is not ignore_index
-  double loss_sum = 0.0;      // Σ per-token loss over the valid tokens
-  double normalizer = 0.0;    // loss = loss_sum / normalizer (0 when there was nothing to divide)
+  double loss = 0.0;        // the reduced loss (see CrossEntropyOptions::reduction)
+  MatrixOf<Scalar> grad;    // d loss / d logits, [T, V]; zero rows for ignored tokens
+  long valid_tokens = 0;    // tokens whose target is not ignore_index
+  double loss_sum = 0.0;    // Σ per-token loss over the valid tokens
+  double normalizer = 0.0;  // loss = loss_sum / normalizer (0 when there was nothing to divide)
 };
 using CrossEntropyResult = CrossEntropyResultOf<float>;
 
@@ -32,8 +32,8 @@ CrossEntropyResultOf<Scalar> cross_entropy_dense(const MatrixOf<Scalar>& logits,
                                                  const CrossEntropyOptions& options) {
   constexpr const char* who = "cross_entropy";
   const Eigen::Index rows = logits.rows(), vocab = logits.cols();
-  require(static_cast<Eigen::Index>(targets.size()) == rows,
-          "{}: logits {} need one target per row, got targets [{}]", who, shape_string(logits), targets.size());
+  require(static_cast<Eigen::Index>(targets.size()) == rows, "{}: logits {} need one target per row, got targets [{}]",
+          who, shape_string(logits), targets.size());
   const std::vector<Eigen::Index> valid = check_targets(who, targets, rows, vocab, options);
 
   CrossEntropyResultOf<Scalar> result;
@@ -50,7 +50,7 @@ CrossEntropyResultOf<Scalar> cross_entropy_dense(const MatrixOf<Scalar>& logits,
   const double inv_vocab = 1.0 / static_cast<double>(vocab);
   const double scale = 1.0 / norm;
   const Scalar off_target = static_cast<Scalar>(-eps * inv_vocab * scale);  // grad term every logit gets
-  const Scalar on_target = static_cast<Scalar>(-(1.0 - eps) * scale);        // extra term on the target
+  const Scalar on_target = static_cast<Scalar>(-(1.0 - eps) * scale);       // extra term on the target
   std::vector<double> token_loss(static_cast<std::size_t>(rows), 0.0), token_lse(static_cast<std::size_t>(rows), 0.0);
 
   parallel_for(Eigen::Index{0}, rows, rows * vocab, [&](Eigen::Index i) {

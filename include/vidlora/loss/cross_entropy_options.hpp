@@ -20,8 +20,8 @@ enum class Reduction {
 };
 
 struct CrossEntropyOptions {
-  double label_smoothing = 0.0;           // ε in [0, 1], as torch's label_smoothing
-  int ignore_index = -100;                // targets equal to this contribute no loss and no gradient
+  double label_smoothing = 0.0;  // ε in [0, 1], as torch's label_smoothing
+  int ignore_index = -100;       // targets equal to this contribute no loss and no gradient
   Reduction reduction = Reduction::Mean;
   // Mean only. When > 0, divide by this many tokens instead of this call's own valid count: the
   // number of valid tokens over every micro-batch of a gradient-accumulation step (transformers'

@@ -53,8 +53,7 @@ class GradientAccumulationStep {
   template <class Scalar>
   LmHeadCrossEntropyResultOf<Scalar> lm_head_cross_entropy(const MatrixOf<Scalar>& hidden,
                                                            const MatrixOf<Scalar>& head_weight,
-                                                           std::span<const int> targets,
-                                                           const LmHeadOptions& lm = {}) {
+                                                           std::span<const int> targets, const LmHeadOptions& lm = {}) {
     check_room(targets);
     auto r = loss::lm_head_cross_entropy(hidden, head_weight, targets, options_, lm);
     record(r.valid_tokens, r.loss_sum);

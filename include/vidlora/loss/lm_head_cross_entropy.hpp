@@ -30,18 +30,18 @@
 namespace vidlora::loss {
 
 struct LmHeadOptions {
-  Eigen::Index chunk_size = 8192;   // vocabulary rows per chunk; the [T, chunk] workspace is the peak
-  bool compute_head_grad = false;   // the head is frozen during LoRA training: skip d loss / d W
+  Eigen::Index chunk_size = 8192;  // vocabulary rows per chunk; the [T, chunk] workspace is the peak
+  bool compute_head_grad = false;  // the head is frozen during LoRA training: skip d loss / d W
 };
 
 template <class Scalar>
 struct LmHeadCrossEntropyResultOf {
-  double loss = 0.0;                    // as cross_entropy(hidden·Wᵀ, targets, options).loss
-  MatrixOf<Scalar> grad_hidden;         // d loss / d hidden, [T, D]; zero rows for ignored tokens
-  MatrixOf<Scalar> grad_head_weight;    // d loss / d W, [V, D]; empty unless compute_head_grad
+  double loss = 0.0;                  // as cross_entropy(hidden·Wᵀ, targets, options).loss
+  MatrixOf<Scalar> grad_hidden;       // d loss / d hidden, [T, D]; zero rows for ignored tokens
+  MatrixOf<Scalar> grad_head_weight;  // d loss / d W, [V, D]; empty unless compute_head_grad
   long valid_tokens = 0;
   double loss_sum = 0.0;
-  double normalizer = 0.0;              // loss = loss_sum / normalizer (0 when no token was valid)
+  double normalizer = 0.0;  // loss = loss_sum / normalizer (0 when no token was valid)
 };
 using LmHeadCrossEntropyResult = LmHeadCrossEntropyResultOf<float>;
 
@@ -58,8 +58,8 @@ LmHeadCrossEntropyResultOf<Scalar> lm_head_cross_entropy_streamed(const MatrixOf
   const Eigen::Index rows = hidden.rows(), dim = hidden.cols(), vocab = head_weight.rows();
   require(head_weight.cols() == dim, "{}: hidden {} and head weight {} disagree on the hidden size", who,
           shape_string(hidden), shape_string(head_weight));
-  require(static_cast<Eigen::Index>(targets.size()) == rows,
-          "{}: hidden {} needs one target per row, got targets [{}]", who, shape_string(hidden), targets.size());
+  require(static_cast<Eigen::Index>(targets.size()) == rows, "{}: hidden {} needs one target per row, got targets [{}]",
+          who, shape_string(hidden), targets.size());
   require(lm.chunk_size > 0, "{}: chunk_size must be positive, got {}", who, lm.chunk_size);
   const std::vector<Eigen::Index> valid = check_targets(who, targets, rows, vocab, options);
 
@@ -90,9 +90,9 @@ LmHeadCrossEntropyResultOf<Scalar> lm_head_cross_entropy_streamed(const MatrixOf
   const Eigen::Index chunk = std::min(lm.chunk_size, vocab);
 
   std::vector<OnlineLogSumExp> lse(static_cast<std::size_t>(n));
-  Mat z(n, chunk);                      // one chunk of logits, later exponentials / gradients: [n, chunk]
-  Mat acc;                              // single pass: Σ_j exp(z_ij - running max_i)·W_j, [n, D]
-  VectorOf<double> weight_sum;          // ε > 0: Σ_j W_j, [D]; then Σ_j z_ij = h_i · Σ_j W_j
+  Mat z(n, chunk);              // one chunk of logits, later exponentials / gradients: [n, chunk]
+  Mat acc;                      // single pass: Σ_j exp(z_ij - running max_i)·W_j, [n, D]
+  VectorOf<double> weight_sum;  // ε > 0: Σ_j W_j, [D]; then Σ_j z_ij = h_i · Σ_j W_j
   if (single_pass) acc = Mat::Zero(n, dim);
   if (eps > 0) weight_sum = VectorOf<double>::Zero(dim);
 
@@ -132,8 +132,8 @@ LmHeadCrossEntropyResultOf<Scalar> lm_head_cross_entropy_streamed(const MatrixOf
     const auto kk = static_cast<std::size_t>(k);
     row_lse[kk] = lse[kk].value();
     check_lse(who, valid[kk], row_lse[kk]);
-    result.loss_sum += cross_entropy_token_loss(row_lse[kk], target_logit[kk], logit_sum[kk],
-                                                static_cast<double>(vocab), eps);
+    result.loss_sum +=
+        cross_entropy_token_loss(row_lse[kk], target_logit[kk], logit_sum[kk], static_cast<double>(vocab), eps);
   }
   result.loss = result.loss_sum / norm;
 
@@ -145,8 +145,8 @@ LmHeadCrossEntropyResultOf<Scalar> lm_head_cross_entropy_streamed(const MatrixOf
     const auto on_target = static_cast<Scalar>((1.0 - eps) * scale);
     for (Eigen::Index k = 0; k < n; ++k) {
       const auto kk = static_cast<std::size_t>(k);
-      result.grad_hidden.row(valid[kk]) = acc.row(k) * static_cast<Scalar>(scale / lse[kk].sum) -
-                                          on_target * head_weight.row(t[kk]) - smooth;
+      result.grad_hidden.row(valid[kk]) =
+          acc.row(k) * static_cast<Scalar>(scale / lse[kk].sum) - on_target * head_weight.row(t[kk]) - smooth;
     }
     return result;
   }
@@ -194,8 +194,7 @@ template <class Scalar>
 LmHeadCrossEntropyResultOf<Scalar> lm_head_cross_entropy(const MatrixOf<Scalar>& hidden,
                                                          const MatrixOf<Scalar>& head_weight,
                                                          std::span<const int> targets,
-                                                         const CrossEntropyOptions& options,
-                                                         Eigen::Index chunk_size) {
+                                                         const CrossEntropyOptions& options, Eigen::Index chunk_size) {
   LmHeadOptions lm;
   lm.chunk_size = chunk_size;
   return lm_head_cross_entropy(hidden, head_weight, targets, options, lm);

@@ -28,8 +28,8 @@ MatrixOf<T> attention_forward(const Eigen::Ref<const MatrixOf<T>>& q, const Eige
   require(q.cols() == s.q_heads * d && k.cols() == s.kv_heads * d && v.cols() == k.cols() && v.rows() == tk,
           "attention: q {} k {} v {} do not match {} query heads, {} kv heads, head_dim {}", shape_string(q),
           shape_string(k), shape_string(v), s.q_heads, s.kv_heads, d);
-  require(key_mask.empty() || static_cast<Eigen::Index>(key_mask.size()) == tk,
-          "attention: key mask of {} for {} keys", key_mask.size(), tk);
+  require(key_mask.empty() || static_cast<Eigen::Index>(key_mask.size()) == tk, "attention: key mask of {} for {} keys",
+          key_mask.size(), tk);
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
   MatrixOf<T> out(tq, s.q_heads * d);
   if (probs) probs->resize(s.q_heads * tq, tk);
@@ -70,10 +70,10 @@ void attention_backward(const Eigen::Ref<const MatrixOf<T>>& q, const Eigen::Ref
     const Eigen::Index g = h / s.group();
     const auto p = probs.middleRows(h * tq, tq);
     const auto doh = d_out.middleCols(h * d, d);
-    dp.noalias() = doh * v.middleCols(g * d, d).transpose();     // [Tq, Tk]
-    dv.middleCols(g * d, d).noalias() += p.transpose() * doh;      // [Tk, d]
+    dp.noalias() = doh * v.middleCols(g * d, d).transpose();   // [Tq, Tk]
+    dv.middleCols(g * d, d).noalias() += p.transpose() * doh;  // [Tk, d]
     const VectorOf<T> row_dot = (dp.cwiseProduct(p)).rowwise().sum();
-    ds = p.cwiseProduct(dp.colwise() - row_dot) * scale;            // softmax backward, then the 1/√d
+    ds = p.cwiseProduct(dp.colwise() - row_dot) * scale;  // softmax backward, then the 1/√d
     dq.middleCols(h * d, d).noalias() += ds * k.middleCols(g * d, d);
     dk.middleCols(g * d, d).noalias() += ds.transpose() * q.middleCols(h * d, d);
   }

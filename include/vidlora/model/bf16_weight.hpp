@@ -72,7 +72,8 @@ class Bf16Weight {
  private:
   void store(const Matrix& w) {
     bits_.resize(static_cast<std::size_t>(w.size()));
-    for (Eigen::Index i = 0; i < w.size(); ++i) bits_[static_cast<std::size_t>(i)] = io::float_to_bf16_bits(w.data()[i]);
+    for (Eigen::Index i = 0; i < w.size(); ++i)
+      bits_[static_cast<std::size_t>(i)] = io::float_to_bf16_bits(w.data()[i]);
   }
   void decode(Eigen::Index r0, Eigen::Index n, Matrix& out) const {
     out.resize(n, cols_);

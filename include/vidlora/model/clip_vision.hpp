@@ -48,8 +48,8 @@ inline Matrix layer_norm(const Matrix& x, const Vector& weight, const Vector& bi
     const double mean = row.sum() / n;
     const double var = (row.array() - mean).square().sum() / n;
     const double inv = 1.0 / std::sqrt(var + eps);
-    y.row(i) = (((row.array() - mean) * inv).cast<float>() * weight.transpose().array() + bias.transpose().array())
-                   .matrix();
+    y.row(i) =
+        (((row.array() - mean) * inv).cast<float>() * weight.transpose().array() + bias.transpose().array()).matrix();
   }
   return y;
 }
@@ -72,12 +72,11 @@ class ClipVision {
       run_layers_ = std::max(run_layers_, state);
     }
     const std::string p = find_prefix(source,
-                                      {"vision_tower.vision_model.", "vision_tower.", "model.vision_tower.vision_model.",
-                                       "model.vision_tower.", "vision_model.", ""},
+                                      {"vision_tower.vision_model.", "vision_tower.",
+                                       "model.vision_tower.vision_model.", "model.vision_tower.", "vision_model.", ""},
                                       "embeddings.patch_embedding.weight", "CLIP vision tower");
     const Eigen::Index d = config_.hidden_size, c = config_.num_channels, ps = config_.patch_size;
-    const std::vector<float> conv =
-        load_tensor(source, p + "embeddings.patch_embedding.weight", {d, c, ps, ps});
+    const std::vector<float> conv = load_tensor(source, p + "embeddings.patch_embedding.weight", {d, c, ps, ps});
     patch_w_ = Eigen::Map<const Matrix>(conv.data(), d, c * ps * ps);
     class_emb_ = load_vector(source, p + "embeddings.class_embedding", d);
     pos_emb_ = load_matrix(source, p + "embeddings.position_embedding.weight", config_.num_patches() + 1, d);
@@ -195,7 +194,7 @@ class ClipVision {
   ClipVisionOptions options_;
   std::vector<int> states_;  // hidden_states indices (>= 0) of the feature layers, in output order
   int run_layers_ = 0;       // encoder layers that run: the deepest feature layer
-  Matrix patch_w_;  // [hidden, channels·patch²]
+  Matrix patch_w_;           // [hidden, channels·patch²]
   Vector class_emb_;
   Matrix pos_emb_;  // [patches + 1, hidden]
   Vector pre_w_, pre_b_;

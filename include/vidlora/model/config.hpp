@@ -69,7 +69,7 @@ struct DecoderConfig {
   int num_hidden_layers = 0;
   int num_attention_heads = 0;
   int num_key_value_heads = 0;
-  int head_dim = 0;             // hidden_size / num_attention_heads unless config.json says otherwise
+  int head_dim = 0;  // hidden_size / num_attention_heads unless config.json says otherwise
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling{};       // rope_parameters / rope_scaling beyond rope_theta
@@ -109,9 +109,10 @@ struct DecoderConfig {
     } else if (type == "qwen3") {
       c.architecture = Architecture::Qwen3;
     } else {
-      fail("DecoderConfig: unknown architecture \"{}\" in config.json (model_type); supported: llama, qwen2, qwen3, "
-           "and llava / llava_next_video wrapping one of them",
-           type.empty() ? std::string("<missing>") : type);
+      fail(
+          "DecoderConfig: unknown architecture \"{}\" in config.json (model_type); supported: llama, qwen2, qwen3, "
+          "and llava / llava_next_video wrapping one of them",
+          type.empty() ? std::string("<missing>") : type);
     }
     const char* who = "DecoderConfig";
     c.hidden_size = field<int>(j, "hidden_size", who);
@@ -132,13 +133,17 @@ struct DecoderConfig {
     // Biases: which fields the architecture's transformers module reads (the others must not be set).
     const bool reads_attention_bias = c.architecture != Architecture::Qwen2 && !mistral;
     const bool reads_mlp_bias = c.architecture == Architecture::Llama && !mistral;
-    if (reads_attention_bias) c.attention_bias = field_or<bool>(j, "attention_bias", false, who);
-    else require(!field_or<bool>(j, "attention_bias", false, who),
-                 "DecoderConfig: attention_bias true is not supported for {} (transformers' {} has no such option)", type,
-                 type);
-    if (reads_mlp_bias) c.mlp_bias = field_or<bool>(j, "mlp_bias", false, who);
-    else require(!field_or<bool>(j, "mlp_bias", false, who),
-                 "DecoderConfig: mlp_bias true is not supported for {} (transformers' {} MLP has no bias)", type, type);
+    if (reads_attention_bias)
+      c.attention_bias = field_or<bool>(j, "attention_bias", false, who);
+    else
+      require(!field_or<bool>(j, "attention_bias", false, who),
+              "DecoderConfig: attention_bias true is not supported for {} (transformers' {} has no such option)", type,
+              type);
+    if (reads_mlp_bias)
+      c.mlp_bias = field_or<bool>(j, "mlp_bias", false, who);
+    else
+      require(!field_or<bool>(j, "mlp_bias", false, who),
+              "DecoderConfig: mlp_bias true is not supported for {} (transformers' {} MLP has no bias)", type, type);
 
     // Fields that change the math and that the decoder does not implement: errors naming them.
     const std::string act = field_or<std::string>(j, "hidden_act", "silu", who);
@@ -152,8 +157,9 @@ struct DecoderConfig {
             "DecoderConfig: quantization_config is not supported (a pre-quantized checkpoint: {}); load the "
             "unquantized weights, vidlora quantizes them itself",
             present(j, "quantization_config") ? j["quantization_config"].dump() : std::string());
-    for (const char* key : {"final_logit_softcapping", "attn_logit_softcapping", "logits_scaling", "embedding_multiplier",
-                            "residual_multiplier", "attention_multiplier", "logit_scale", "use_qk_norm"})
+    for (const char* key :
+         {"final_logit_softcapping", "attn_logit_softcapping", "logits_scaling", "embedding_multiplier",
+          "residual_multiplier", "attention_multiplier", "logit_scale", "use_qk_norm"})
       require(!present(j, key) || j[key] == false, "DecoderConfig: \"{}\" ({}) is not supported by the {} decoder", key,
               present(j, key) ? j[key].dump() : std::string(), type);
     c.sliding_window = sliding_window_of(j, c, type);
@@ -161,7 +167,8 @@ struct DecoderConfig {
     // RoPE: transformers 5 writes rope_parameters {rope_type, rope_theta, ...}; 4.x wrote rope_theta and
     // rope_scaling (rope_scaling wins over rope_parameters when both are given, as in transformers).
     c.rope_theta = field_or<double>(j, "rope_theta", 10000.0, who);
-    const char* rope_key = present(j, "rope_scaling") ? "rope_scaling" : (present(j, "rope_parameters") ? "rope_parameters" : nullptr);
+    const char* rope_key =
+        present(j, "rope_scaling") ? "rope_scaling" : (present(j, "rope_parameters") ? "rope_parameters" : nullptr);
     if (present(j, "partial_rotary_factor"))
       require(field_or<double>(j, "partial_rotary_factor", 1.0, who) == 1.0,
               "DecoderConfig: partial_rotary_factor {} is not supported (RoPE on the whole head only)",
@@ -169,7 +176,8 @@ struct DecoderConfig {
     if (rope_key) {
       const auto& rp = j[rope_key];
       c.rope_scaling = RopeScaling::from_json(rp, rope_key);
-      if (rp.is_object() && present(rp, "rope_theta")) c.rope_theta = field_or<double>(rp, "rope_theta", c.rope_theta, who);
+      if (rp.is_object() && present(rp, "rope_theta"))
+        c.rope_theta = field_or<double>(rp, "rope_theta", c.rope_theta, who);
       // Phi3-style top-level original_max_position_embeddings overrides the one in the dict (transformers).
       if ((c.rope_scaling.type == RopeType::Yarn || c.rope_scaling.type == RopeType::Llama3) &&
           present(j, "original_max_position_embeddings"))
@@ -226,7 +234,8 @@ struct DecoderConfig {
       sliding = field_or<int>(j, "max_window_layers", 28, who) < c.num_hidden_layers;
     }
     if (!sliding) return 0;
-    require(present(j, "sliding_window"), "DecoderConfig: layer_types has sliding_attention layers but sliding_window is null");
+    require(present(j, "sliding_window"),
+            "DecoderConfig: layer_types has sliding_attention layers but sliding_window is null");
     const int window = field_or<int>(j, "sliding_window", 0, who);
     require(window > 0, "DecoderConfig: sliding_window {} must be > 0", window);
     return window;
@@ -244,8 +253,8 @@ struct ClipVisionConfig {
   int num_channels = 3;
   double layer_norm_eps = 1e-5;
 
-  int grid() const { return image_size / patch_size; }        // patches per side (24 for ViT-L/14-336)
-  int num_patches() const { return grid() * grid(); }         // 576 for ViT-L/14-336
+  int grid() const { return image_size / patch_size; }  // patches per side (24 for ViT-L/14-336)
+  int num_patches() const { return grid() * grid(); }   // 576 for ViT-L/14-336
   int head_dim() const { return hidden_size / num_attention_heads; }
 
   // From a CLIP vision config object, a CLIPVisionModel config.json, or a LLaVA one ("vision_config").
@@ -282,17 +291,15 @@ struct LlavaConfig {
   DecoderConfig text;
   ClipVisionConfig vision;
   int image_token_id = -1;
-  int video_token_id = -1;          // LLaVA-NeXT-Video only
-  int vision_feature_layer = -2;    // hidden_states index (negative: from the end); the first of the list
+  int video_token_id = -1;                     // LLaVA-NeXT-Video only
+  int vision_feature_layer = -2;               // hidden_states index (negative: from the end); the first of the list
   std::vector<int> vision_feature_layers{-2};  // several: their features are concatenated (transformers' list form)
-  bool drop_cls = true;             // vision_feature_select_strategy "default" (false: "full")
-  bool projector_bias = true;       // multimodal_projector_bias
-  int spatial_pool_stride = 1;      // 2 for LLaVA-NeXT-Video (average pooling, 576 -> 144)
+  bool drop_cls = true;                        // vision_feature_select_strategy "default" (false: "full")
+  bool projector_bias = true;                  // multimodal_projector_bias
+  int spatial_pool_stride = 1;                 // 2 for LLaVA-NeXT-Video (average pooling, 576 -> 144)
 
   // Width of the features the projector reads: the vision hidden size times the number of layers.
-  int projector_in_features() const {
-    return vision.hidden_size * static_cast<int>(vision_feature_layers.size());
-  }
+  int projector_in_features() const { return vision.hidden_size * static_cast<int>(vision_feature_layers.size()); }
 
   static LlavaConfig from_json(const nlohmann::json& j) {
     using detail::field_or;
@@ -342,7 +349,8 @@ struct LlavaConfig {
               c.spatial_pool_stride);
     }
     const std::string act = field_or<std::string>(j, "projector_hidden_act", "gelu", who);
-    require(act == "gelu", "LlavaConfig: projector_hidden_act \"{}\" is not supported (Mlp2xGelu uses exact gelu)", act);
+    require(act == "gelu", "LlavaConfig: projector_hidden_act \"{}\" is not supported (Mlp2xGelu uses exact gelu)",
+            act);
     return c;
   }
   static LlavaConfig from_file(const std::filesystem::path& config_json) {

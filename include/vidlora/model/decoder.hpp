@@ -78,7 +78,8 @@ inline std::vector<int> next_token_targets(std::span<const int> labels, const Se
   std::vector<int> targets(labels.size(), ignore_index);
   for (Eigen::Index b = 0; b < batch.batch; ++b)
     for (Eigen::Index t = 0; t + 1 < batch.seq_len; ++t)
-      targets[static_cast<std::size_t>(b * batch.seq_len + t)] = labels[static_cast<std::size_t>(b * batch.seq_len + t + 1)];
+      targets[static_cast<std::size_t>(b * batch.seq_len + t)] =
+          labels[static_cast<std::size_t>(b * batch.seq_len + t + 1)];
   return targets;
 }
 
@@ -132,12 +133,14 @@ class Decoder {
   const DecoderOptions& options() const { return options_; }
   void set_gradient_checkpointing(bool on) { options_.gradient_checkpointing = on; }
   bool gradient_checkpointing() const { return options_.gradient_checkpointing; }
-  const matrix_type& embed_tokens() const { return embed_; }              // [vocab, hidden]
+  const matrix_type& embed_tokens() const { return embed_; }                                       // [vocab, hidden]
   const matrix_type& head_weight() const { return config_.tie_word_embeddings ? embed_ : head_; }  // [vocab, hidden]
   Eigen::Index num_layers() const { return static_cast<Eigen::Index>(layers_.size()); }
 
   // The slot of `module` ("q_proj" … "down_proj") in layer `layer`.
-  slot_type& slot(Eigen::Index layer, std::string_view module) { return layers_.at(layer).slots.at(slot_index(module)); }
+  slot_type& slot(Eigen::Index layer, std::string_view module) {
+    return layers_.at(layer).slots.at(slot_index(module));
+  }
   const slot_type& slot(Eigen::Index layer, std::string_view module) const {
     return layers_.at(layer).slots.at(slot_index(module));
   }
@@ -422,8 +425,8 @@ class Decoder {
         {{qf, d}, {kvf, d}, {kvf, d}, {d, qf}, {inter, d}, {inter, d}, {d, inter}}};
     for (std::size_t m = 0; m < kDecoderModules.size(); ++m) {
       const std::string path = module_path(l, kDecoderModules[m]);
-      const std::string key = fmt::format("{}layers.{}.{}.{}", prefix_, l, m < 4 ? "self_attn" : "mlp",
-                                          kDecoderModules[m]);
+      const std::string key =
+          fmt::format("{}layers.{}.{}.{}", prefix_, l, m < 4 ? "self_attn" : "mlp", kDecoderModules[m]);
       matrix_type w = load_matrix<scalar_type>(source, key + ".weight", shapes[m].first, shapes[m].second);
       const bool has_bias = m < 3 ? config_.qkv_bias() : (m == 3 ? config_.o_bias() : config_.has_mlp_bias());
       std::optional<vector_type> bias;
@@ -449,8 +452,8 @@ class Decoder {
   DecoderConfig config_;
   DecoderOptions options_;
   RotaryTable rope_;
-  std::string prefix_;              // "model." etc.: where the decoder's keys live in the checkpoint
-  matrix_type embed_, head_;        // [vocab, hidden]; head_ empty when tied
+  std::string prefix_;        // "model." etc.: where the decoder's keys live in the checkpoint
+  matrix_type embed_, head_;  // [vocab, hidden]; head_ empty when tied
   vector_type final_norm_;
   std::vector<Layer> layers_;
   // forward state

@@ -52,7 +52,12 @@ class CpuLayerExecutor {
   CpuLayerExecutor(DecoderLayerWeights<Slot>& layer, const DecoderConfig& config, RotaryTable& rope,
                    std::span<const Eigen::Index> positions, tensor_type& k_cache, tensor_type& v_cache,
                    Eigen::Index past)
-      : layer_(layer), config_(config), rope_(rope), positions_(positions), k_cache_(&k_cache), v_cache_(&v_cache),
+      : layer_(layer),
+        config_(config),
+        rope_(rope),
+        positions_(positions),
+        k_cache_(&k_cache),
+        v_cache_(&v_cache),
         past_(past) {}
 
   bool qk_norm() const { return config_.qk_norm(); }
@@ -70,8 +75,8 @@ class CpuLayerExecutor {
   tensor_type rms_norm_backward(const tensor_type& x, LayerNorm which, const rows_type& inv,
                                 const tensor_type& dy) const {
     if (!per_head(which)) return model::rms_norm_backward<scalar_type>(x, weight(which), inv, dy);
-    const tensor_type dx = model::rms_norm_backward<scalar_type>(
-        per_head_view(x, config_.head_dim), weight(which), inv, per_head_view(dy, config_.head_dim));
+    const tensor_type dx = model::rms_norm_backward<scalar_type>(per_head_view(x, config_.head_dim), weight(which), inv,
+                                                                 per_head_view(dy, config_.head_dim));
     return Eigen::Map<const tensor_type>(dx.data(), dy.rows(), dy.cols());
   }
 
@@ -101,9 +106,9 @@ class CpuLayerExecutor {
     a.attention.resize(static_cast<std::size_t>(batch_->batch));
     const std::int64_t work = batch_->batch * t * t * config_.q_features();
     parallel_for(Eigen::Index{0}, batch_->batch, work, [&](Eigen::Index b) {
-      attn.middleRows(b * t, t) = attention_forward<scalar_type>(
-          a.q.middleRows(b * t, t), a.k.middleRows(b * t, t), a.v.middleRows(b * t, t), shape, 0, batch_->mask_of(b),
-          &a.attention[static_cast<std::size_t>(b)]);
+      attn.middleRows(b * t, t) =
+          attention_forward<scalar_type>(a.q.middleRows(b * t, t), a.k.middleRows(b * t, t), a.v.middleRows(b * t, t),
+                                         shape, 0, batch_->mask_of(b), &a.attention[static_cast<std::size_t>(b)]);
     });
     return attn;
   }
@@ -129,7 +134,8 @@ class CpuLayerExecutor {
     for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = silu(gate.data()[i]) * up.data()[i];
     return m;
   }
-  SwigluGrads<tensor_type> swiglu_backward(const tensor_type& gate, const tensor_type& up, const tensor_type& dm) const {
+  SwigluGrads<tensor_type> swiglu_backward(const tensor_type& gate, const tensor_type& up,
+                                           const tensor_type& dm) const {
     SwigluGrads<tensor_type> g{tensor_type(dm.rows(), dm.cols()), tensor_type(dm.rows(), dm.cols())};
     for (Eigen::Index i = 0; i < dm.size(); ++i) {
       const scalar_type x = gate.data()[i];

@@ -37,13 +37,13 @@ enum class LayerNorm : int { input = 0, post_attention = 1, q_head = 2, k_head =
 // Attention: the executor's attention state (CPU: softmax per sequence; CUDA: log-sum-exp).
 template <class Tensor, class Rows, class Attention>
 struct DecoderLayerSavedOf {
-  Tensor h_in, h_mid;     // layer input, after the attention residual [tokens, hidden]
-  Rows inv1, inv2;        // RMSNorm scales [tokens]
-  Tensor q_raw, k_raw;    // qwen3: q, k before the head norm
-  Rows q_inv, k_inv;      // qwen3: head-norm scales [tokens·heads]
-  Tensor q, k, v;         // rotated q, k and v
-  Attention attention;    // what attention_backward needs besides q, k, v
-  Tensor gate, up;        // MLP pre-activations [tokens, intermediate]
+  Tensor h_in, h_mid;   // layer input, after the attention residual [tokens, hidden]
+  Rows inv1, inv2;      // RMSNorm scales [tokens]
+  Tensor q_raw, k_raw;  // qwen3: q, k before the head norm
+  Rows q_inv, k_inv;    // qwen3: head-norm scales [tokens·heads]
+  Tensor q, k, v;       // rotated q, k and v
+  Attention attention;  // what attention_backward needs besides q, k, v
+  Tensor gate, up;      // MLP pre-activations [tokens, intermediate]
 };
 
 // What the step functions need of an executor's types (the ops are checked where they are called).
@@ -53,7 +53,8 @@ concept LayerExecutor = requires {
   typename E::rows_type;
   typename E::saved_type;
   typename E::backend_policy;
-} && backend::Backend<typename E::backend_policy>;
+}
+&&backend::Backend<typename E::backend_policy>;
 
 template <class Tensor>
 struct QkvGrads {

@@ -33,12 +33,12 @@ namespace vidlora::model {
 
 struct GenerationOptions {
   int max_new_tokens = 32;
-  int num_beams = 1;              // 1: greedy
-  double length_penalty = 1.0;    // beam search: exponent of the length in the final score
+  int num_beams = 1;                // 1: greedy
+  double length_penalty = 1.0;      // beam search: exponent of the length in the final score
   double repetition_penalty = 1.0;  // 1: off; > 1 discourages repeats
-  int no_repeat_ngram_size = 0;   // 0: off; n: no n-gram occurs twice
-  int eos_token_id = -1;          // < 0: none (generate max_new_tokens)
-  std::vector<int> context_ids{}; // ids the repetition penalty also counts (e.g. the text prompt)
+  int no_repeat_ngram_size = 0;     // 0: off; n: no n-gram occurs twice
+  int eos_token_id = -1;            // < 0: none (generate max_new_tokens)
+  std::vector<int> context_ids{};   // ids the repetition penalty also counts (e.g. the text prompt)
 };
 
 namespace detail {
@@ -74,8 +74,8 @@ inline std::vector<int> banned_ngram_tokens(std::span<const int> generated, int 
   const long prefix_start = len - (n - 1);  // the last n-1 tokens
   for (long start = 0; start + n <= len; ++start) {
     bool match = true;
-    for (long k = 0; k < n - 1 && match; ++k) match = generated[static_cast<std::size_t>(start + k)] ==
-                                                    generated[static_cast<std::size_t>(prefix_start + k)];
+    for (long k = 0; k < n - 1 && match; ++k)
+      match = generated[static_cast<std::size_t>(start + k)] == generated[static_cast<std::size_t>(prefix_start + k)];
     if (match) banned.push_back(generated[static_cast<std::size_t>(start + n - 1)]);
   }
   return banned;
@@ -93,9 +93,9 @@ inline void apply_processors(std::span<float> scores, std::span<const int> gener
 }
 
 struct GenerationResult {
-  std::vector<int> ids;  // generated ids, without the EOS
-  double score = 0.0;    // greedy: sum of log-probs of the chosen tokens; beam: the hypothesis score
-  bool finished = false; // ended with EOS
+  std::vector<int> ids;   // generated ids, without the EOS
+  double score = 0.0;     // greedy: sum of log-probs of the chosen tokens; beam: the hypothesis score
+  bool finished = false;  // ended with EOS
 };
 
 // Generates after `prompt_embeds` [n, hidden] with any decoder offering make_cache(),
@@ -166,7 +166,8 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
     if (static_cast<int>(hyps.size()) < nb) {
       hyps.push_back({std::move(ids), sc, finished});
     } else if (sc > worst()) {
-      auto it = std::min_element(hyps.begin(), hyps.end(), [](const Hyp& a, const Hyp& b) { return a.score < b.score; });
+      auto it =
+          std::min_element(hyps.begin(), hyps.end(), [](const Hyp& a, const Hyp& b) { return a.score < b.score; });
       *it = {std::move(ids), sc, finished};
     }
   };
@@ -192,7 +193,8 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
     const std::size_t keep = std::min<std::size_t>(cands.size(), static_cast<std::size_t>(2 * nb));
     std::partial_sort(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(keep), cands.end(),
                       [](const Cand& a, const Cand& b) {
-                        return a.total != b.total ? a.total > b.total : (a.beam != b.beam ? a.beam < b.beam : a.token < b.token);
+                        return a.total != b.total ? a.total > b.total
+                                                  : (a.beam != b.beam ? a.beam < b.beam : a.token < b.token);
                       });
     std::vector<Beam> next;
     for (std::size_t rank = 0; rank < keep && static_cast<int>(next.size()) < nb; ++rank) {
@@ -222,7 +224,8 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
   if (!done)
     for (const auto& b : beams) add_hyp(b.ids, b.logprob, false);
   require(!hyps.empty(), "generate: beam search produced no hypothesis");
-  const auto best = std::max_element(hyps.begin(), hyps.end(), [](const Hyp& a, const Hyp& b) { return a.score < b.score; });
+  const auto best =
+      std::max_element(hyps.begin(), hyps.end(), [](const Hyp& a, const Hyp& b) { return a.score < b.score; });
   GenerationResult r;
   r.ids = best->ids;
   r.score = best->score;

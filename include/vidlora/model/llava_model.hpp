@@ -50,7 +50,8 @@ class LlavaModel {
   // Visual tokens per frame after pooling (LLaVA-NeXT-Video ViT-L/14-336: 144).
   Eigen::Index tokens_per_frame() const {
     const Eigen::Index stride = config_.spatial_pool_stride;
-    return stride > 1 ? (config_.vision.grid() / stride) * (config_.vision.grid() / stride) : vision_.tokens_per_frame();
+    return stride > 1 ? (config_.vision.grid() / stride) * (config_.vision.grid() / stride)
+                      : vision_.tokens_per_frame();
   }
 
   // The frozen part: CLIP features of `frames` frames [frames, C, S, S] (CLIP-normalised, channel
@@ -102,7 +103,8 @@ class LlavaModel {
   struct Sources {
     LlavaConfig config;
     io::CheckpointDir weights;
-    explicit Sources(const std::filesystem::path& dir) : config(read_config(dir)), weights(io::CheckpointDir::open(dir)) {}
+    explicit Sources(const std::filesystem::path& dir)
+        : config(read_config(dir)), weights(io::CheckpointDir::open(dir)) {}
   };
 
   LlavaModel(const std::filesystem::path& dir, const Sources& sources, DecoderOptions options)

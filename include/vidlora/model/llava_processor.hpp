@@ -46,8 +46,9 @@ inline constexpr ChatTemplate kLlavaNextVideoTemplate{
 // default Qwen system turn): the video placeholder and a newline open the user turn.
 inline constexpr ChatTemplate kLlavaQwenChatMlTemplate{
     .name = "llava_qwen_chatml",
-    .format = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{video}\n{user}<|im_end|>\n"
-              "<|im_start|>assistant\n",
+    .format =
+        "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{video}\n{user}<|im_end|>\n"
+        "<|im_start|>assistant\n",
     .default_system = "You are a helpful assistant.",
     .video_placeholder = "<video>",
     .response_prefix = "",
@@ -79,14 +80,18 @@ inline SizeField size_field(const nlohmann::json& j, const char* key, const std:
   }
   require(v.is_object(), "{}: \"{}\" is {}, expected an object or an integer", file, key, v.dump());
   for (const auto& [name, value] : v.items()) {
-    require(value.is_number_integer() || value.is_null(), "{}: \"{}.{}\" is {}, expected an integer", file,
-            key, name, value.dump());
+    require(value.is_number_integer() || value.is_null(), "{}: \"{}.{}\" is {}, expected an integer", file, key, name,
+            value.dump());
     if (value.is_null()) continue;
     const int n = value.get<int>();
-    if (name == "shortest_edge") s.shortest_edge = n;
-    else if (name == "height") s.height = n;
-    else if (name == "width") s.width = n;
-    else fail("{}: \"{}.{}\" is not supported (vidlora reads shortest_edge, or height and width)", file, key, name);
+    if (name == "shortest_edge")
+      s.shortest_edge = n;
+    else if (name == "height")
+      s.height = n;
+    else if (name == "width")
+      s.width = n;
+    else
+      fail("{}: \"{}.{}\" is not supported (vidlora reads shortest_edge, or height and width)", file, key, name);
   }
   require((s.shortest_edge > 0) != (s.height > 0 && s.width > 0),
           "{}: \"{}\" {} must give shortest_edge, or height and width", file, key, v.dump());
@@ -111,14 +116,30 @@ inline video::ClipPreprocessOptions frame_preprocessing_from_json(const nlohmann
   using detail::present;
   require(j.is_object(), "{}: expected a JSON object", file);
   // Fields that do not change a video frame's pixel values (bookkeeping, output format, image-only anyres).
-  static const std::set<std::string> inert{
-      "image_processor_type", "video_processor_type", "feature_extractor_type", "processor_class", "_processor_class",
-      "return_tensors", "device", "input_data_format", "do_convert_rgb", "default_to_square", "return_metadata",
-      "video_metadata", "image_grid_pinpoints", "aspect_ratio_setting", "model_input_names", "image_seq_length",
-      "num_frames", "fps", "disable_grouping", "auto_map"};
-  static const std::set<std::string> types{
-      "CLIPImageProcessor", "CLIPImageProcessorFast", "LlavaNextImageProcessor", "LlavaNextImageProcessorFast",
-      "LlavaNextVideoImageProcessor", "LlavaNextVideoVideoProcessor", "LlavaNextVideoProcessor", "LlavaProcessor"};
+  static const std::set<std::string> inert{"image_processor_type",
+                                           "video_processor_type",
+                                           "feature_extractor_type",
+                                           "processor_class",
+                                           "_processor_class",
+                                           "return_tensors",
+                                           "device",
+                                           "input_data_format",
+                                           "do_convert_rgb",
+                                           "default_to_square",
+                                           "return_metadata",
+                                           "video_metadata",
+                                           "image_grid_pinpoints",
+                                           "aspect_ratio_setting",
+                                           "model_input_names",
+                                           "image_seq_length",
+                                           "num_frames",
+                                           "fps",
+                                           "disable_grouping",
+                                           "auto_map"};
+  static const std::set<std::string> types{"CLIPImageProcessor",           "CLIPImageProcessorFast",
+                                           "LlavaNextImageProcessor",      "LlavaNextImageProcessorFast",
+                                           "LlavaNextVideoImageProcessor", "LlavaNextVideoVideoProcessor",
+                                           "LlavaNextVideoProcessor",      "LlavaProcessor"};
   video::ClipPreprocessOptions o;
   for (const auto& [key, value] : j.items()) {
     if (value.is_null()) continue;
@@ -139,8 +160,7 @@ inline video::ClipPreprocessOptions frame_preprocessing_from_json(const nlohmann
       o.resize_width = s.shortest_edge > 0 ? 0 : s.width;
     } else if (key == "resample") {
       require(value.is_number_integer() && value.get<int>() == 3,
-              "{}: resample {} is not supported (only 3, PIL's BICUBIC, which CLIP and LLaVA use)", file,
-              value.dump());
+              "{}: resample {} is not supported (only 3, PIL's BICUBIC, which CLIP and LLaVA use)", file, value.dump());
     } else if (key == "do_center_crop") {
       o.do_center_crop = value.get<bool>();
     } else if (key == "crop_size") {
@@ -165,15 +185,13 @@ inline video::ClipPreprocessOptions frame_preprocessing_from_json(const nlohmann
               "{}: do_sample_frames true is not supported: vidlora's sampler (--sampler, --frames) chooses the frames",
               file);
     } else if (key == "data_format") {
-      require(value == "channels_first", "{}: data_format {} is not supported (channels_first)", file,
-              value.dump());
+      require(value == "channels_first", "{}: data_format {} is not supported (channels_first)", file, value.dump());
     } else if (inert.count(key) == 0) {
-      fail("{}: field \"{}\" is not supported (vidlora reproduces resize, center crop, rescale and normalise)",
-           file, key);
+      fail("{}: field \"{}\" is not supported (vidlora reproduces resize, center crop, rescale and normalise)", file,
+           key);
     }
   }
-  require(!o.do_normalize || (o.std[0] != 0 && o.std[1] != 0 && o.std[2] != 0), "{}: image_std has a zero",
-          file);
+  require(!o.do_normalize || (o.std[0] != 0 && o.std[1] != 0 && o.std[2] != 0), "{}: image_std has a zero", file);
   return o;
 }
 
@@ -285,7 +303,9 @@ class LlavaProcessor {
       // transformers 5 prepares videos with its torchvision-based video processor, whichever file configures it.
       if (video_) frames_.resize_arithmetic = video::ResizeArithmetic::TorchUint8;
     };
-    const auto sub = [&](const char* key) { return nested.is_object() && nested.contains(key) && nested[key].is_object(); };
+    const auto sub = [&](const char* key) {
+      return nested.is_object() && nested.contains(key) && nested[key].is_object();
+    };
     if (video_ && std::filesystem::is_regular_file(dir / "video_preprocessor_config.json")) {
       use(detail::read_processor_json(dir / "video_preprocessor_config.json"), dir / "video_preprocessor_config.json",
           (dir / "video_preprocessor_config.json").string());
@@ -297,10 +317,11 @@ class LlavaProcessor {
     } else if (sub("image_processor")) {
       use(nested["image_processor"], processor_config, processor_config.string() + " (image_processor)");
     } else {
-      fail("LlavaProcessor: '{}' has no {}preprocessor_config.json, and no processor_config.json with {} (the "
-           "processor's frame preprocessing; save the processor with the model)",
-           dir.string(), video_ ? "video_preprocessor_config.json or " : "",
-           video_ ? "\"video_processor\" or \"image_processor\"" : "\"image_processor\"");
+      fail(
+          "LlavaProcessor: '{}' has no {}preprocessor_config.json, and no processor_config.json with {} (the "
+          "processor's frame preprocessing; save the processor with the model)",
+          dir.string(), video_ ? "video_preprocessor_config.json or " : "",
+          video_ ? "\"video_processor\" or \"image_processor\"" : "\"image_processor\"");
     }
   }
 
@@ -310,14 +331,18 @@ class LlavaProcessor {
     const auto path = dir / "processor_config.json";
     if (!std::filesystem::is_regular_file(path)) return;
     const auto j = detail::read_processor_json(path);
-    static const std::set<std::string> inert{"processor_class", "chat_template", "vision_feature_select_strategy",
+    static const std::set<std::string> inert{"processor_class", "chat_template",   "vision_feature_select_strategy",
                                              "image_processor", "video_processor", "auto_map"};
     for (const auto& [key, value] : j.items()) {
       if (value.is_null()) continue;
-      if (key == "patch_size") patch_size_ = value.get<int>();
-      else if (key == "num_additional_image_tokens") num_additional_image_tokens_ = value.get<int>();
-      else if (key == "video_token") video_token_ = value.get<std::string>();
-      else if (key == "image_token") image_token_ = value.get<std::string>();
+      if (key == "patch_size")
+        patch_size_ = value.get<int>();
+      else if (key == "num_additional_image_tokens")
+        num_additional_image_tokens_ = value.get<int>();
+      else if (key == "video_token")
+        video_token_ = value.get<std::string>();
+      else if (key == "image_token")
+        image_token_ = value.get<std::string>();
       else if (inert.count(key) == 0)
         fail("{}: field \"{}\" is not supported (patch_size, num_additional_image_tokens, video_token, image_token)",
              path.string(), key);
@@ -349,16 +374,18 @@ class LlavaProcessor {
         }
       }
     }
-    ChatTemplate chat = std::holds_alternative<ByteLevelBpeTokenizer>(tokenizer_) ? kLlavaQwenChatMlTemplate
-                                                                                   : kLlavaNextVideoTemplate;
+    ChatTemplate chat =
+        std::holds_alternative<ByteLevelBpeTokenizer>(tokenizer_) ? kLlavaQwenChatMlTemplate : kLlavaNextVideoTemplate;
     if (!text.empty()) {
-      if (text.find("<|im_start|>") != std::string::npos) chat = kLlavaQwenChatMlTemplate;
+      if (text.find("<|im_start|>") != std::string::npos)
+        chat = kLlavaQwenChatMlTemplate;
       else if (text.find("ASSISTANT") != std::string::npos)  // llava-hf: role.upper() + ": ", then "ASSISTANT:"
         chat = kLlavaNextVideoTemplate;
       else
         fail("{}: the chat template is neither LLaVA's \"USER: … ASSISTANT:\" nor ChatML (<|im_start|>)",
              from.string());
-      if (chat.name == kLlavaQwenChatMlTemplate.name && text.find("You are a helpful assistant.") == std::string::npos) {
+      if (chat.name == kLlavaQwenChatMlTemplate.name &&
+          text.find("You are a helpful assistant.") == std::string::npos) {
         // No default system turn (LLaVA-OneVision's template).
         chat.format = "<|im_start|>user\n{video}\n{user}<|im_end|>\n<|im_start|>assistant\n";
       }

@@ -18,7 +18,8 @@ namespace vidlora::model {
 
 inline DecoderOptions decoder_options_for(const lora::PeftAdapter& adapter, const DecoderConfig& config,
                                           DecoderOptions options = {}) {
-  static const std::regex linear(R"(^(.*)layers\.(\d+)\.(self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$)");
+  static const std::regex linear(
+      R"(^(.*)layers\.(\d+)\.(self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$)");
   std::string prefix;
   bool first = true;
   std::set<std::string> present;
@@ -47,7 +48,8 @@ inline DecoderOptions decoder_options_for(const lora::PeftAdapter& adapter, cons
   const lora::PeftTargets targets = adapter.spec.targets();
   for (int l = 0; l < config.num_hidden_layers; ++l)
     for (std::size_t k = 0; k < kDecoderModules.size(); ++k) {
-      const std::string name = fmt::format("{}layers.{}.{}.{}", prefix, l, k < 4 ? "self_attn" : "mlp", kDecoderModules[k]);
+      const std::string name =
+          fmt::format("{}layers.{}.{}.{}", prefix, l, k < 4 ? "self_attn" : "mlp", kDecoderModules[k]);
       require(!targets.matches(name) || present.count(name) > 0,
               "PEFT adapter: target_modules selects '{}' but the adapter has no lora_A / lora_B for it", name);
     }

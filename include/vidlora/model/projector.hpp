@@ -176,8 +176,8 @@ inline Matrix spatial_average_pool(const Matrix& tokens, Eigen::Index grid, Eige
   require(grid > 0 && stride > 0 && grid % stride == 0, "spatial_average_pool: grid {} is not a multiple of stride {}",
           grid, stride);
   const Eigen::Index per_frame = grid * grid;
-  require(tokens.rows() % per_frame == 0, "spatial_average_pool: {} tokens are not whole {}x{} frames",
-          tokens.rows(), grid, grid);
+  require(tokens.rows() % per_frame == 0, "spatial_average_pool: {} tokens are not whole {}x{} frames", tokens.rows(),
+          grid, grid);
   const Eigen::Index frames = tokens.rows() / per_frame, out_grid = grid / stride;
   Matrix out = Matrix::Zero(frames * out_grid * out_grid, tokens.cols());
   const float inv = 1.0f / static_cast<float>(stride * stride);

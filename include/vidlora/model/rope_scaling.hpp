@@ -37,14 +37,14 @@ constexpr std::string_view rope_type_name(RopeType t) {
 // The rope_parameters a type reads (unused fields keep their defaults).
 struct RopeScaling {
   RopeType type = RopeType::Default;
-  double factor = 1.0;                      // linear, dynamic, yarn, llama3
-  int original_max_position_embeddings = 0; // yarn, llama3 (0: max_position_embeddings, as transformers defaults it)
-  double low_freq_factor = 1.0;             // llama3
-  double high_freq_factor = 4.0;            // llama3
-  std::optional<double> attention_factor;   // yarn: explicit cos/sin factor
+  double factor = 1.0;                       // linear, dynamic, yarn, llama3
+  int original_max_position_embeddings = 0;  // yarn, llama3 (0: max_position_embeddings, as transformers defaults it)
+  double low_freq_factor = 1.0;              // llama3
+  double high_freq_factor = 4.0;             // llama3
+  std::optional<double> attention_factor;    // yarn: explicit cos/sin factor
   std::optional<double> mscale, mscale_all_dim;  // yarn: attention_factor from these when it is absent
-  double beta_fast = 32.0, beta_slow = 1.0; // yarn
-  bool truncate = true;                     // yarn: floor/ceil the correction range
+  double beta_fast = 32.0, beta_slow = 1.0;      // yarn
+  bool truncate = true;                          // yarn: floor/ceil the correction range
 
   // From a rope_parameters / rope_scaling object (`key` names it in errors). Unknown types and a
   // partial_rotary_factor other than 1 are errors naming the field and the value.
@@ -63,11 +63,16 @@ struct RopeScaling {
         break;
       }
     RopeScaling s;
-    if (type == "default") s.type = RopeType::Default;
-    else if (type == "linear") s.type = RopeType::Linear;
-    else if (type == "dynamic") s.type = RopeType::Dynamic;
-    else if (type == "yarn") s.type = RopeType::Yarn;
-    else if (type == "llama3") s.type = RopeType::Llama3;
+    if (type == "default")
+      s.type = RopeType::Default;
+    else if (type == "linear")
+      s.type = RopeType::Linear;
+    else if (type == "dynamic")
+      s.type = RopeType::Dynamic;
+    else if (type == "yarn")
+      s.type = RopeType::Yarn;
+    else if (type == "llama3")
+      s.type = RopeType::Llama3;
     else
       fail("DecoderConfig: {}.rope_type \"{}\" is not supported (supported: default, linear, dynamic, yarn, llama3)",
            key, type);
@@ -84,12 +89,14 @@ struct RopeScaling {
       require(s.factor >= 1.0, "DecoderConfig: {}.factor {} must be >= 1", key, s.factor);
     }
     if (s.type == RopeType::Yarn || s.type == RopeType::Llama3)
-      if (const auto o = number("original_max_position_embeddings")) s.original_max_position_embeddings = static_cast<int>(*o);
+      if (const auto o = number("original_max_position_embeddings"))
+        s.original_max_position_embeddings = static_cast<int>(*o);
     if (s.type == RopeType::Llama3) {
       s.low_freq_factor = required("low_freq_factor");
       s.high_freq_factor = required("high_freq_factor");
-      require(s.high_freq_factor > s.low_freq_factor, "DecoderConfig: {}: high_freq_factor {} must exceed low_freq_factor {}",
-              key, s.high_freq_factor, s.low_freq_factor);
+      require(s.high_freq_factor > s.low_freq_factor,
+              "DecoderConfig: {}: high_freq_factor {} must exceed low_freq_factor {}", key, s.high_freq_factor,
+              s.low_freq_factor);
       require(s.original_max_position_embeddings > 0 || !rp.contains("original_max_position_embeddings"),
               "DecoderConfig: {}.original_max_position_embeddings must be > 0", key);
     }
@@ -126,14 +133,16 @@ inline RopeFrequencies rope_frequencies(const RopeScaling& s, int head_dim, doub
   out.inv_freq.resize(static_cast<std::size_t>(half));
   const float fdim = static_cast<float>(head_dim);
   const auto exponent = [&](int i) { return static_cast<float>(2 * i) / fdim; };  // arange(0, dim, 2).float() / dim
-  const int original = s.original_max_position_embeddings > 0 ? s.original_max_position_embeddings : max_position_embeddings;
+  const int original =
+      s.original_max_position_embeddings > 0 ? s.original_max_position_embeddings : max_position_embeddings;
   switch (s.type) {
     case RopeType::Default:
       for (int i = 0; i < half; ++i) out.inv_freq[static_cast<std::size_t>(i)] = rope_inv_freq(i, head_dim, theta);
       break;
     case RopeType::Linear: {
       const float factor = static_cast<float>(s.factor);
-      for (int i = 0; i < half; ++i) out.inv_freq[static_cast<std::size_t>(i)] = rope_inv_freq(i, head_dim, theta) / factor;
+      for (int i = 0; i < half; ++i)
+        out.inv_freq[static_cast<std::size_t>(i)] = rope_inv_freq(i, head_dim, theta) / factor;
       break;
     }
     case RopeType::Dynamic: {
@@ -152,8 +161,7 @@ inline RopeFrequencies rope_frequencies(const RopeScaling& s, int head_dim, doub
         ratio = ratio - static_cast<float>(s.factor - 1);
         const float scaled = std::pow(ratio, static_cast<float>(static_cast<double>(head_dim) / (head_dim - 2)));
         const float base = static_cast<float>(theta) * scaled;
-        for (int i = 0; i < half; ++i)
-          out.inv_freq[static_cast<std::size_t>(i)] = 1.0f / std::pow(base, exponent(i));
+        for (int i = 0; i < half; ++i) out.inv_freq[static_cast<std::size_t>(i)] = 1.0f / std::pow(base, exponent(i));
       }
       break;
     }
@@ -162,10 +170,12 @@ inline RopeFrequencies rope_frequencies(const RopeScaling& s, int head_dim, doub
       const double factor = s.factor;
       const auto get_mscale = [](double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; };
       double attention = 1.0;
-      if (s.attention_factor) attention = *s.attention_factor;
+      if (s.attention_factor)
+        attention = *s.attention_factor;
       else if (s.mscale && s.mscale_all_dim && *s.mscale != 0 && *s.mscale_all_dim != 0)
         attention = get_mscale(factor, *s.mscale) / get_mscale(factor, *s.mscale_all_dim);
-      else attention = get_mscale(factor, 1.0);
+      else
+        attention = get_mscale(factor, 1.0);
       out.attention_scaling = static_cast<float>(attention);
       const double pi = 3.141592653589793;
       const auto correction_dim = [&](double rotations) {

@@ -109,7 +109,7 @@ class RotaryTable {
   std::int64_t max_seq_len_cached_ = 0;  // dynamic: the longest sequence the frequencies were made for
   Vector inv_freq_, original_inv_freq_;  // [head_dim/2]
   float attention_scaling_ = 1.0f;
-  Matrix cos_, sin_; // [positions, head_dim/2]
+  Matrix cos_, sin_;  // [positions, head_dim/2]
 };
 
 }  // namespace vidlora::model

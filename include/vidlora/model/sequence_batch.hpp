@@ -16,10 +16,9 @@ struct SequenceBatch {
   Eigen::Index tokens() const { return batch * seq_len; }
   std::span<const int> mask_of(Eigen::Index b) const {
     if (attention_mask.empty()) return {};
-    return std::span<const int>(attention_mask).subspan(static_cast<std::size_t>(b * seq_len),
-                                                        static_cast<std::size_t>(seq_len));
+    return std::span<const int>(attention_mask)
+        .subspan(static_cast<std::size_t>(b * seq_len), static_cast<std::size_t>(seq_len));
   }
 };
 
 }  // namespace vidlora::model
-

@@ -16,9 +16,9 @@ namespace vidlora::model {
 
 template <class Scalar>
 struct SplicedSequenceOf {
-  MatrixOf<Scalar> embeds;                   // [T, D]
-  std::vector<int> ids;                      // [T]; visual positions hold the placeholder id
-  std::vector<int> labels;                   // [T]
+  MatrixOf<Scalar> embeds;                     // [T, D]
+  std::vector<int> ids;                        // [T]; visual positions hold the placeholder id
+  std::vector<int> labels;                     // [T]
   std::vector<Eigen::Index> visual_positions;  // row of each visual token, in visual-token order
 };
 using SplicedSequence = SplicedSequenceOf<float>;

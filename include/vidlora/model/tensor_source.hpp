@@ -22,14 +22,15 @@ namespace vidlora::model {
 // A source of named float tensors (row-major, PyTorch order): either shape(name) + read_float(name),
 // or io::CheckpointDir / io::SafetensorsFile's info(name).shape + vector(name) (bf16/f16 converted).
 template <class S>
-concept TensorSource =
+concept TensorSource = requires(const S& s, const std::string& name) {
+  { s.contains(name) } -> std::convertible_to<bool>;
+}
+&&(
     requires(const S& s, const std::string& name) {
-      { s.contains(name) } -> std::convertible_to<bool>;
-    } &&
-    (requires(const S& s, const std::string& name) {
       { s.shape(name) } -> std::convertible_to<std::vector<std::int64_t>>;
       { s.read_float(name) } -> std::convertible_to<std::vector<float>>;
-    } || requires(const S& s, const std::string& name) {
+    } ||
+    requires(const S& s, const std::string& name) {
       { s.info(name).shape } -> std::convertible_to<std::vector<std::int64_t>>;
       { s.vector(name) } -> std::convertible_to<Vector>;
     });
@@ -145,8 +146,7 @@ std::string find_prefix(const S& source, const std::vector<std::string>& prefixe
                         const char* what) {
   for (const auto& p : prefixes)
     if (source.contains(p + probe)) return p;
-  fail("checkpoint has no {}: none of {} exists", what,
-       fmt::format("{}", [&] {
+  fail("checkpoint has no {}: none of {} exists", what, fmt::format("{}", [&] {
          std::vector<std::string> keys;
          for (const auto& p : prefixes) keys.push_back(p + probe);
          return keys;

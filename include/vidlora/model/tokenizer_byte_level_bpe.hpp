@@ -83,7 +83,8 @@ class ByteLevelBpeTokenizer {
   std::optional<int> pad_id() const { return pad_; }
   // Qwen's conventions: no BOS, <|endoftext|> pads; the chat template ends a turn with <|im_end|>.
   void set_special_ids(std::optional<int> bos, std::optional<int> eos, std::optional<int> pad) {
-    for (auto id : {bos, eos, pad}) require(!id || (*id >= 0 && *id < vocab_size()), "{}: special id {} outside the vocabulary", source_, *id);
+    for (auto id : {bos, eos, pad})
+      require(!id || (*id >= 0 && *id < vocab_size()), "{}: special id {} outside the vocabulary", source_, *id);
     bos_ = bos;
     eos_ = eos;
     pad_ = pad;
@@ -180,7 +181,8 @@ class ByteLevelBpeTokenizer {
     check_normalizer(json.value("normalizer", nlohmann::json()));
     check_pre_tokenizer(json.value("pre_tokenizer", nlohmann::json()));
 
-    require(model.contains("vocab") && model["vocab"].is_object(), "tokenizer file '{}': model.vocab is not an object", source_);
+    require(model.contains("vocab") && model["vocab"].is_object(), "tokenizer file '{}': model.vocab is not an object",
+            source_);
     int max_id = -1;
     for (const auto& [token, id_json] : model["vocab"].items()) {
       const int id = id_json.get<int>();
@@ -190,10 +192,14 @@ class ByteLevelBpeTokenizer {
     }
     std::vector<detail::AddedToken> added;
     for (const auto& t : json.value("added_tokens", nlohmann::json::array())) {
-      added.push_back({.content = t.at("content").get<std::string>(), .id = t.at("id").get<int>(),
-                       .special = t.value("special", false), .normalized = t.value("normalized", false),
-                       .lstrip = t.value("lstrip", false), .rstrip = t.value("rstrip", false)});
-      require(added.back().id >= 0, "tokenizer file '{}': added token '{}' has negative id", source_, added.back().content);
+      added.push_back({.content = t.at("content").get<std::string>(),
+                       .id = t.at("id").get<int>(),
+                       .special = t.value("special", false),
+                       .normalized = t.value("normalized", false),
+                       .lstrip = t.value("lstrip", false),
+                       .rstrip = t.value("rstrip", false)});
+      require(added.back().id >= 0, "tokenizer file '{}': added token '{}' has negative id", source_,
+              added.back().content);
       max_id = std::max(max_id, added.back().id);
     }
     id_to_token_.assign(static_cast<std::size_t>(max_id + 1), std::string());
@@ -202,21 +208,25 @@ class ByteLevelBpeTokenizer {
 
     // Inverse of the byte-to-unicode mapping, to turn each token back into its bytes.
     std::unordered_map<char32_t, unsigned char> unicode_to_byte;
-    for (int b = 0; b < 256; ++b) unicode_to_byte[detail::byte_to_unicode()[static_cast<std::size_t>(b)]] = static_cast<unsigned char>(b);
+    for (int b = 0; b < 256; ++b)
+      unicode_to_byte[detail::byte_to_unicode()[static_cast<std::size_t>(b)]] = static_cast<unsigned char>(b);
     for (const auto& [token, id] : token_to_id_) {
       id_to_token_[static_cast<std::size_t>(id)] = token;
       std::string& bytes = token_bytes_[static_cast<std::size_t>(id)];
       for (char32_t cp : detail::utf8_to_code_points(token, "tokenizer vocabulary")) {
         const auto it = unicode_to_byte.find(cp);
-        if (it != unicode_to_byte.end()) bytes.push_back(static_cast<char>(it->second));
-        else detail::append_utf8(bytes, cp);  // not a byte-level character: kept as written
+        if (it != unicode_to_byte.end())
+          bytes.push_back(static_cast<char>(it->second));
+        else
+          detail::append_utf8(bytes, cp);  // not a byte-level character: kept as written
       }
     }
     byte_ids_.fill(-1);
     for (int b = 0; b < 256; ++b) {
       std::string ch;
       detail::append_utf8(ch, detail::byte_to_unicode()[static_cast<std::size_t>(b)]);
-      if (const auto it = token_to_id_.find(ch); it != token_to_id_.end()) byte_ids_[static_cast<std::size_t>(b)] = it->second;
+      if (const auto it = token_to_id_.find(ch); it != token_to_id_.end())
+        byte_ids_[static_cast<std::size_t>(b)] = it->second;
     }
     for (const auto& a : added) {
       id_to_token_[static_cast<std::size_t>(a.id)] = a.content;
@@ -235,7 +245,8 @@ class ByteLevelBpeTokenizer {
       if (m.is_string()) {
         const std::string s = m.get<std::string>();
         const auto space = s.find(' ');
-        require(space != std::string::npos && space > 0 && space + 1 < s.size() && s.find(' ', space + 1) == std::string::npos,
+        require(space != std::string::npos && space > 0 && space + 1 < s.size() &&
+                    s.find(' ', space + 1) == std::string::npos,
                 "tokenizer file '{}': merge {} '{}' is not two tokens separated by one space", source_, rank, s);
         left = s.substr(0, space);
         right = s.substr(space + 1);
@@ -246,8 +257,8 @@ class ByteLevelBpeTokenizer {
         right = m[1].get<std::string>();
       }
       const auto a = token_to_id(left), b = token_to_id(right), ab = token_to_id(left + right);
-      require(a && b && ab, "tokenizer file '{}': merge {} '{} {}' uses a token missing from the vocabulary", source_, rank,
-              left, right);
+      require(a && b && ab, "tokenizer file '{}': merge {} '{} {}' uses a token missing from the vocabulary", source_,
+              rank, left, right);
       merges_.emplace(pair_key(*a, *b), Merge{rank, *ab});
       ++rank;
     }
@@ -269,9 +280,10 @@ class ByteLevelBpeTokenizer {
 
   void check_pre_tokenizer(const nlohmann::json& pre) {
     const auto unsupported = [&](std::string_view why) {
-      fail("tokenizer file '{}': pre_tokenizer {} is not supported ({}); expected Qwen2's Sequence[Split(regex, "
-           "Isolated), ByteLevel(add_prefix_space=false, use_regex=false)]",
-           source_, pre.dump(), why);
+      fail(
+          "tokenizer file '{}': pre_tokenizer {} is not supported ({}); expected Qwen2's Sequence[Split(regex, "
+          "Isolated), ByteLevel(add_prefix_space=false, use_regex=false)]",
+          source_, pre.dump(), why);
     };
     if (pre.is_null() || pre.value("type", std::string()) != "Sequence") unsupported("not a Sequence");
     const auto& steps = pre.at("pretokenizers");
@@ -281,7 +293,8 @@ class ByteLevelBpeTokenizer {
     if (!split.contains("pattern") || !split["pattern"].contains("Regex") ||
         split["pattern"]["Regex"].get<std::string>() != detail::kQwen2SplitPattern)
       unsupported("Split pattern is not Qwen2's regex");
-    if (split.value("behavior", std::string()) != "Isolated" || split.value("invert", false)) unsupported("Split is not Isolated");
+    if (split.value("behavior", std::string()) != "Isolated" || split.value("invert", false))
+      unsupported("Split is not Isolated");
     const auto& byte_level = steps[1];
     if (byte_level.value("type", std::string()) != "ByteLevel" || byte_level.value("add_prefix_space", false) ||
         byte_level.value("use_regex", true))
@@ -310,7 +323,8 @@ class ByteLevelBpeTokenizer {
     }
     if (!whole_word_in_vocab) {
       for (unsigned char b : word)
-        if (byte_ids_[b] >= 0) symbols.push_back(byte_ids_[b]);  // a byte missing from the vocabulary is dropped, as HF does
+        if (byte_ids_[b] >= 0)
+          symbols.push_back(byte_ids_[b]);  // a byte missing from the vocabulary is dropped, as HF does
       // Repeatedly merge the adjacent pair of lowest rank (leftmost on ties) until none is a merge;
       // pairs[i] describes (symbols[i], symbols[i + 1]) and only the neighbours of a merge are looked up again.
       constexpr Merge kNoMerge{std::numeric_limits<int>::max(), -1};

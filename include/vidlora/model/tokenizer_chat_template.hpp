@@ -20,15 +20,16 @@ struct ChatTemplate {
   std::string_view default_system;
   std::string_view video_placeholder;  // what {video} expands to; its (last) token is replaced by frame tokens
   std::string_view response_prefix;
-  std::string_view response_suffix;    // ends the assistant turn (the EOS the model learns to emit)
+  std::string_view response_suffix;  // ends the assistant turn (the EOS the model learns to emit)
 };
 
 // LLaVA's conv_vicuna_v1 with the video token (LLaVA-NeXT-Video): "<system> USER: <video>\n<q> ASSISTANT: <a></s>".
 inline constexpr ChatTemplate kVicunaVideoTemplate{
     .name = "vicuna_v1",
     .format = "{system} USER: {video}\n{user} ASSISTANT:",
-    .default_system = "A chat between a curious human and an artificial intelligence assistant. "
-                      "The assistant gives helpful, detailed, and polite answers to the human's questions.",
+    .default_system =
+        "A chat between a curious human and an artificial intelligence assistant. "
+        "The assistant gives helpful, detailed, and polite answers to the human's questions.",
     .video_placeholder = "<video>",
     .response_prefix = " ",
     .response_suffix = "</s>",
@@ -37,7 +38,8 @@ inline constexpr ChatTemplate kVicunaVideoTemplate{
 // Qwen ChatML with Qwen2-VL's video block.
 inline constexpr ChatTemplate kQwenChatMlVideoTemplate{
     .name = "qwen_chatml",
-    .format = "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{video}{user}<|im_end|>\n<|im_start|>assistant\n",
+    .format =
+        "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{video}{user}<|im_end|>\n<|im_start|>assistant\n",
     .default_system = "You are a helpful assistant.",
     .video_placeholder = "<|vision_start|><|video_pad|><|vision_end|>",
     .response_prefix = "",
@@ -70,12 +72,13 @@ inline std::string render_prompt(const ChatTemplate& chat, std::string_view user
       out.append(user);
       saw_user = true;
     } else {
-      fail("chat template '{}': unknown placeholder '{{{}}}' (expected {{system}}, {{video}}, {{user}})", chat.name, field);
+      fail("chat template '{}': unknown placeholder '{{{}}}' (expected {{system}}, {{video}}, {{user}})", chat.name,
+           field);
     }
     pos = close + 1;
   }
-  require(saw_video && !chat.video_placeholder.empty(), "chat template '{}': the prompt has no video placeholder {{video}}",
-          chat.name);
+  require(saw_video && !chat.video_placeholder.empty(),
+          "chat template '{}': the prompt has no video placeholder {{video}}", chat.name);
   require(saw_user, "chat template '{}': the prompt has no {{user}} placeholder", chat.name);
   return out;
 }

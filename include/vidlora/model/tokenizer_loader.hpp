@@ -32,10 +32,12 @@ inline AnyTokenizer load_tokenizer(const std::filesystem::path& directory) {
     }
     const auto& pre = json.contains("pre_tokenizer") ? json["pre_tokenizer"] : nlohmann::json();
     const bool byte_level = pre.is_object() && pre.value("type", std::string()) == "Sequence" &&
-                            pre.contains("pretokenizers") && pre["pretokenizers"].dump().find("\"ByteLevel\"") != std::string::npos;
+                            pre.contains("pretokenizers") &&
+                            pre["pretokenizers"].dump().find("\"ByteLevel\"") != std::string::npos;
     if (byte_level || !std::filesystem::exists(model_path)) return ByteLevelBpeTokenizer(json, json_path.string());
   }
-  require(std::filesystem::exists(model_path), "'{}' holds neither tokenizer.json nor tokenizer.model", directory.string());
+  require(std::filesystem::exists(model_path), "'{}' holds neither tokenizer.json nor tokenizer.model",
+          directory.string());
   return SentencePieceTokenizer::from_file(model_path.string());
 }
 

@@ -27,8 +27,8 @@ namespace detail {
 
 // The few fields of sentencepiece's ModelProto (protobuf wire format) this tokenizer needs.
 struct SentencePieceModelInfo {
-  std::vector<int> piece_types;   // SentencePiece.Type: 1 normal, 2 unknown, 3 control, 4 user-defined, 6 byte
-  bool add_dummy_prefix = true;   // NormalizerSpec.add_dummy_prefix (default true)
+  std::vector<int> piece_types;      // SentencePiece.Type: 1 normal, 2 unknown, 3 control, 4 user-defined, 6 byte
+  bool add_dummy_prefix = true;      // NormalizerSpec.add_dummy_prefix (default true)
   std::string without_dummy_prefix;  // the model re-serialized with add_dummy_prefix = false
 };
 
@@ -276,7 +276,8 @@ class SentencePieceTokenizer {
     require(status.ok(), "{}: sentencepiece cannot load the model: {}", source_, status.ToString());
   }
   void check_id(int id) const {
-    require(id >= 0 && id < vocab_size(), "{}: token id {} is outside the vocabulary [0, {})", source_, id, vocab_size());
+    require(id >= 0 && id < vocab_size(), "{}: token id {} is outside the vocabulary [0, {})", source_, id,
+            vocab_size());
   }
   int require_id(std::optional<int> id, std::string_view which) const {
     require(id.has_value(), "{}: the model has no {} token", source_, which);

@@ -20,13 +20,13 @@ namespace vidlora::optim {
 // _single_tensor_adam does and then rounded to float, as PyTorch rounds a Python scalar applied to a
 // float32 tensor. Passed by value to kernels (a Params struct, not positional scalars).
 struct AdamWStepParams {
-  float decay_factor;           // 1 - lr · weight_decay
-  float beta1_weight;           // 1 - beta1 (lerp weight of m toward g)
+  float decay_factor;  // 1 - lr · weight_decay
+  float beta1_weight;  // 1 - beta1 (lerp weight of m toward g)
   float beta2;
   float one_minus_beta2;
   float bias_correction2_sqrt;  // (1 - beta2^t)^0.5
   float eps;
-  float neg_step_size;          // -lr / (1 - beta1^t)
+  float neg_step_size;  // -lr / (1 - beta1^t)
 
   static AdamWStepParams make(double lr, double weight_decay, double beta1, double beta2, double eps, long step) {
     const double t = static_cast<double>(step);

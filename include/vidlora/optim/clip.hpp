@@ -87,6 +87,6 @@ inline double clip_grad_norm(std::span<const ParamGroup> groups, double max_norm
 }  // namespace vidlora::optim
 
 namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
-using optim::ClipOptions;
 using optim::clip_grad_norm;
+using optim::ClipOptions;
 }  // namespace vidlora

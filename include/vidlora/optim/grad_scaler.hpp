@@ -52,7 +52,7 @@ struct GradScalerRecord {
 
 // What one update() did: the JSONL log's per-step loss-scale fields.
 struct GradScalerUpdate {
-  bool skipped = false;     // the step found Inf/NaN: the optimizer must not have stepped
+  bool skipped = false;  // the step found Inf/NaN: the optimizer must not have stepped
   float scale_before = 1.0f;
   float scale_after = 1.0f;
   long growth_tracker = 0;  // after the update
@@ -135,8 +135,7 @@ class GradScaler {
   // Whether the optimizer may step (no Inf/NaN this step). Needs this step's unscale.
   bool should_step() const {
     if (!enabled_) return true;
-    if (!unscaled_)
-      detail::scaler_fail("should_step() before unscale(): unscale the gradients (and clip them) first");
+    if (!unscaled_) detail::scaler_fail("should_step() before unscale(): unscale the gradients (and clip them) first");
     return !found_inf_;
   }
 
@@ -167,7 +166,8 @@ class GradScaler {
   void update(float new_scale) {
     if (!enabled_) return;
     if (!(std::isfinite(new_scale) && new_scale > 0.0f))
-      detail::scaler_fail("update(new_scale): the scale must be finite and > 0 (got " + detail::number(new_scale) + ")");
+      detail::scaler_fail("update(new_scale): the scale must be finite and > 0 (got " + detail::number(new_scale) +
+                          ")");
     r_.scale = new_scale;
     unscaled_ = false;
     found_inf_ = false;
@@ -232,8 +232,7 @@ class GradScaler {
       detail::scaler_fail("growth_interval must be in [1, 2^31) (got " + std::to_string(interval) + ")");
   }
   void begin_unscale() {
-    if (unscaled_)
-      detail::scaler_fail("the gradients were already unscaled this step (unscale once, then update())");
+    if (unscaled_) detail::scaler_fail("the gradients were already unscaled this step (unscale once, then update())");
     unscaled_ = true;
   }
 

@@ -16,8 +16,9 @@
 namespace vidlora::presets {
 
 // The one table of presets; a runtime name maps to a type only through it.
-#define VIDLORA_PRESET_TUPLE_ELEMENT(name) , std::tuple<name>{}
-using AllPresets = decltype(std::tuple_cat(std::tuple<>{} VIDLORA_PRESETS(VIDLORA_PRESET_TUPLE_ELEMENT)));
+#define VIDLORA_PRESET_TUPLE_ELEMENT(name) \
+  , std::tuple<name> {}
+using AllPresets = decltype(std::tuple_cat(std::tuple<> {} VIDLORA_PRESETS(VIDLORA_PRESET_TUPLE_ELEMENT)));
 #undef VIDLORA_PRESET_TUPLE_ELEMENT
 
 // The names of AllPresets, in table order.
@@ -49,13 +50,13 @@ static_assert(detail::NamesMatch<AllPresets>::value,
 // Calls f(P{}) with the preset type whose name is `name`; unknown names throw, listing the known ones.
 template <class F>
 decltype(auto) with_preset(std::string_view name, F&& f) {
-  return [&]<std::size_t... I>(std::index_sequence<I...>) -> decltype(auto) {
+  return [&]<std::size_t... I>(std::index_sequence<I...>)->decltype(auto) {
     using R = decltype(f(std::tuple_element_t<0, AllPresets>{}));
     if constexpr (std::is_void_v<R>) {
-      const bool found = ((std::tuple_element_t<I, AllPresets>::name == name
-                               ? (f(std::tuple_element_t<I, AllPresets>{}), true)
-                               : false) ||
-                          ...);
+      const bool found =
+          ((std::tuple_element_t<I, AllPresets>::name == name ? (f(std::tuple_element_t<I, AllPresets>{}), true)
+                                                              : false) ||
+           ...);
       if (!found) fail("unknown preset '{}'; known presets: {}", name, known_preset_names());
     } else {
       R result{};
@@ -66,7 +67,8 @@ decltype(auto) with_preset(std::string_view name, F&& f) {
       if (!found) fail("unknown preset '{}'; known presets: {}", name, known_preset_names());
       return result;
     }
-  }(std::make_index_sequence<std::tuple_size_v<AllPresets>>{});
+  }
+  (std::make_index_sequence<std::tuple_size_v<AllPresets>>{});
 }
 
 // Calls f(P{}) for every preset in table order.
@@ -81,7 +83,8 @@ void for_each_preset(F&& f) {
 // rather than silently fall back to Cpu.
 #if defined(VIDLORA_PRESET_T4) || defined(VIDLORA_PRESET_L4) || defined(VIDLORA_PRESET_A100) || \
     defined(VIDLORA_PRESET_H100) || defined(VIDLORA_PRESET_Cpu)
-#error "vidlora: VIDLORA_PRESET_<name> no longer selects the preset; define VIDLORA_ACTIVE_PRESET=<name> (CMake's vidlora_use_preset does)"
+#error \
+    "vidlora: VIDLORA_PRESET_<name> no longer selects the preset; define VIDLORA_ACTIVE_PRESET=<name> (CMake's vidlora_use_preset does)"
 #endif
 
 namespace vidlora {

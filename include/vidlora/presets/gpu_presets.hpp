@@ -21,8 +21,8 @@ namespace vidlora::presets {
 struct PresetCommon : RecipeStages {
   static constexpr double weight_decay = 0.01;
   static constexpr double max_grad_norm = 1.0;
-  static constexpr int patience = 5;                 // early-stopping patience, in evaluations
-  static constexpr int tokens_per_frame = 144;       // CLIP ViT-L/14-336: 576 patches, 2x2-pooled to 144
+  static constexpr int patience = 5;            // early-stopping patience, in evaluations
+  static constexpr int tokens_per_frame = 144;  // CLIP ViT-L/14-336: 576 patches, 2x2-pooled to 144
 };
 
 struct T4 : PresetCommon {
@@ -115,7 +115,7 @@ struct H100 : PresetCommon {
   static constexpr bool fp16 = false;
   static constexpr bool bf16 = true;
   static constexpr ModelShape default_model = models::Qwen3_1_7B;  // batch 8 x 16 frames without checkpointing:
-                                                                    // a 7B needs ~106 GB of activations (docs/presets.md)
+      // a 7B needs ~106 GB of activations (docs/presets.md)
 };
 
 // Small models on a 2-core, 24 GiB machine (the demo captioner). "vram_gb" is the host-memory budget here.
@@ -195,11 +195,20 @@ using backend_of = typename P::backend_policy;
 
 namespace detail {
 template <class P>
-concept HasLrPolicy = requires { typename P::lr_policy; } && schedule::LrPolicy<typename P::lr_policy>;
+concept HasLrPolicy = requires {
+  typename P::lr_policy;
+}
+&&schedule::LrPolicy<typename P::lr_policy>;
 template <class P>
-concept HasTargetSet = requires { typename P::target_set; } && lora::TargetModuleSet<typename P::target_set>;
+concept HasTargetSet = requires {
+  typename P::target_set;
+}
+&&lora::TargetModuleSet<typename P::target_set>;
 template <class P>
-concept HasBackend = requires { typename P::backend_policy; } && backend::Backend<typename P::backend_policy>;
+concept HasBackend = requires {
+  typename P::backend_policy;
+}
+&&backend::Backend<typename P::backend_policy>;
 }  // namespace detail
 
 // Checks a preset type field by field with messages a user reads (the Preset concept alone only says "not

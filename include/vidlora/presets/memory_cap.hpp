@@ -43,8 +43,10 @@ inline std::size_t memory_cap_bytes(int vram_gb, const DeviceMemoryOptions& opti
   const double gb = options.max_memory_gb;
   require(std::isfinite(gb) && gb >= 0.0, "max_memory_gb must be a finite number of GiB >= 0 (got {})", gb);
   if (gb == 0.0) {
-    require(vram_gb > kDeviceMemoryReserveGiB, "max_memory_gb: the default cap is vram_gb {} - {} GiB reserve, which is "
-            "not positive; set max_memory_gb", vram_gb, kDeviceMemoryReserveGiB);
+    require(vram_gb > kDeviceMemoryReserveGiB,
+            "max_memory_gb: the default cap is vram_gb {} - {} GiB reserve, which is "
+            "not positive; set max_memory_gb",
+            vram_gb, kDeviceMemoryReserveGiB);
     return default_memory_cap_bytes(vram_gb);
   }
   require(gb * kGiB >= 1024.0 * 1024.0, "max_memory_gb {} is below 1 MiB", gb);

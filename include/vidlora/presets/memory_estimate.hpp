@@ -22,13 +22,13 @@ inline constexpr long kStreamedLogitsChunk = 8192;
 inline constexpr double kUsableFraction = 0.95;  // leave 5% of the card for fragmentation
 
 struct MemoryEstimate {
-  double frozen_weights = 0;   // decoder linears (NF4 or 16-bit) + embeddings / LM head
-  double trainable_state = 0;  // LoRA + projector: params, grads, AdamW m and v
-  double lora_params = 0;      // count, not bytes
-  double projector_params = 0; // count
-  double activations = 0;      // per micro-batch (batch_size samples)
+  double frozen_weights = 0;    // decoder linears (NF4 or 16-bit) + embeddings / LM head
+  double trainable_state = 0;   // LoRA + projector: params, grads, AdamW m and v
+  double lora_params = 0;       // count, not bytes
+  double projector_params = 0;  // count
+  double activations = 0;       // per micro-batch (batch_size samples)
   double overhead = 0;
-  double budget = 0;           // usable bytes of the preset's memory
+  double budget = 0;  // usable bytes of the preset's memory
   long tokens_per_sample = 0;
 
   constexpr double total() const { return frozen_weights + trainable_state + activations + overhead; }
@@ -49,7 +49,8 @@ constexpr MemoryEstimate estimate_memory(const ModelShape& m) {
   e.frozen_weights += static_cast<double>(m.embedding_params()) * weight_bytes;
 
   double lora = 0;
-  for (auto module : P::target_set::modules) lora += static_cast<double>(P::lora_r) * (m.linear_in(module) + m.linear_out(module));
+  for (auto module : P::target_set::modules)
+    lora += static_cast<double>(P::lora_r) * (m.linear_in(module) + m.linear_out(module));
   e.lora_params = lora * static_cast<double>(m.layers);
   e.projector_params = static_cast<double>(m.projector_params());
   e.trainable_state = 16.0 * (e.lora_params + e.projector_params);
@@ -57,8 +58,7 @@ constexpr MemoryEstimate estimate_memory(const ModelShape& m) {
   e.tokens_per_sample = m.tokens_per_sample(P::num_frames);
   const double tokens = static_cast<double>(e.tokens_per_sample) * P::batch_size;
   const double act_bytes = (P::fp16 || P::bf16) ? 2.0 : 4.0;
-  const double per_layer_per_token =
-      5.0 * m.hidden + 2.0 * (m.heads + m.kv_heads) * m.head_dim + 4.0 * m.intermediate;
+  const double per_layer_per_token = 5.0 * m.hidden + 2.0 * (m.heads + m.kv_heads) * m.head_dim + 4.0 * m.intermediate;
   const double layer_inputs = static_cast<double>(m.layers) * m.hidden;
   const double kept = P::gradient_checkpointing ? layer_inputs + per_layer_per_token
                                                 : static_cast<double>(m.layers) * per_layer_per_token + layer_inputs;

@@ -7,17 +7,17 @@ namespace vidlora::presets {
 
 struct ModelShape {
   std::string_view name;
-  long hidden = 0;             // hidden_size (D)
-  long intermediate = 0;       // intermediate_size (I)
-  long layers = 0;             // num_hidden_layers
-  long heads = 0;              // num_attention_heads
-  long kv_heads = 0;           // num_key_value_heads
-  long head_dim = 0;           // head_dim
-  long vocab = 0;              // vocab_size
+  long hidden = 0;        // hidden_size (D)
+  long intermediate = 0;  // intermediate_size (I)
+  long layers = 0;        // num_hidden_layers
+  long heads = 0;         // num_attention_heads
+  long kv_heads = 0;      // num_key_value_heads
+  long head_dim = 0;      // head_dim
+  long vocab = 0;         // vocab_size
   bool tied_embeddings = false;
-  long vision_hidden = 1024;   // projector input: CLIP ViT-L/14-336 hidden size
-  long tokens_per_frame = 144; // after LLaVA-NeXT-Video's 2x2 pooling of 576 patch tokens
-  long text_tokens = 128;      // prompt + caption tokens per sample
+  long vision_hidden = 1024;    // projector input: CLIP ViT-L/14-336 hidden size
+  long tokens_per_frame = 144;  // after LLaVA-NeXT-Video's 2x2 pooling of 576 patch tokens
+  long text_tokens = 128;       // prompt + caption tokens per sample
 
   // The seven LoRA-targetable linears of one decoder layer, as (in, out).
   constexpr long linear_in(std::string_view module) const {
@@ -47,23 +47,56 @@ struct ModelShape {
 
 namespace models {
 // LLaVA-NeXT-Video-7B: Vicuna-7B decoder + CLIP ViT-L/14-336.
-inline constexpr ModelShape LlavaNextVideo7B{.name = "LLaVA-NeXT-Video-7B", .hidden = 4096, .intermediate = 11008,
-                                             .layers = 32, .heads = 32, .kv_heads = 32, .head_dim = 128, .vocab = 32064};
+inline constexpr ModelShape LlavaNextVideo7B{.name = "LLaVA-NeXT-Video-7B",
+                                             .hidden = 4096,
+                                             .intermediate = 11008,
+                                             .layers = 32,
+                                             .heads = 32,
+                                             .kv_heads = 32,
+                                             .head_dim = 128,
+                                             .vocab = 32064};
 // Qwen3-4B decoder (tied embeddings) with a CLIP ViT-L/14-336 projector.
-inline constexpr ModelShape Qwen3_4B{.name = "Qwen3-4B", .hidden = 2560, .intermediate = 9728, .layers = 36,
-                                     .heads = 32, .kv_heads = 8, .head_dim = 128, .vocab = 151936,
+inline constexpr ModelShape Qwen3_4B{.name = "Qwen3-4B",
+                                     .hidden = 2560,
+                                     .intermediate = 9728,
+                                     .layers = 36,
+                                     .heads = 32,
+                                     .kv_heads = 8,
+                                     .head_dim = 128,
+                                     .vocab = 151936,
                                      .tied_embeddings = true};
 // Qwen3-8B decoder with a CLIP ViT-L/14-336 projector.
-inline constexpr ModelShape Qwen3_8B{.name = "Qwen3-8B", .hidden = 4096, .intermediate = 12288, .layers = 36,
-                                     .heads = 32, .kv_heads = 8, .head_dim = 128, .vocab = 151936};
+inline constexpr ModelShape Qwen3_8B{.name = "Qwen3-8B",
+                                     .hidden = 4096,
+                                     .intermediate = 12288,
+                                     .layers = 36,
+                                     .heads = 32,
+                                     .kv_heads = 8,
+                                     .head_dim = 128,
+                                     .vocab = 151936};
 // Qwen3-1.7B decoder (tied embeddings) with a CLIP ViT-L/14-336 projector.
-inline constexpr ModelShape Qwen3_1_7B{.name = "Qwen3-1.7B", .hidden = 2048, .intermediate = 6144, .layers = 28,
-                                       .heads = 16, .kv_heads = 8, .head_dim = 128, .vocab = 151936,
+inline constexpr ModelShape Qwen3_1_7B{.name = "Qwen3-1.7B",
+                                       .hidden = 2048,
+                                       .intermediate = 6144,
+                                       .layers = 28,
+                                       .heads = 16,
+                                       .kv_heads = 8,
+                                       .head_dim = 128,
+                                       .vocab = 151936,
                                        .tied_embeddings = true};
 // The demo captioner trained by the Cpu preset on this machine's bundled clips.
-inline constexpr ModelShape Demo{.name = "vidlora-demo", .hidden = 256, .intermediate = 688, .layers = 4,
-                                 .heads = 4, .kv_heads = 2, .head_dim = 64, .vocab = 2000, .tied_embeddings = true,
-                                 .vision_hidden = 192, .tokens_per_frame = 16, .text_tokens = 48};
+inline constexpr ModelShape Demo{.name = "vidlora-demo",
+                                 .hidden = 256,
+                                 .intermediate = 688,
+                                 .layers = 4,
+                                 .heads = 4,
+                                 .kv_heads = 2,
+                                 .head_dim = 64,
+                                 .vocab = 2000,
+                                 .tied_embeddings = true,
+                                 .vision_hidden = 192,
+                                 .tokens_per_frame = 16,
+                                 .text_tokens = 48};
 }  // namespace models
 
 }  // namespace vidlora::presets

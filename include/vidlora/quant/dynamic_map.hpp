@@ -61,7 +61,10 @@ VIDLORA_HOST_DEVICE inline std::uint8_t encode_dynamic(float scaled) {
   if (scaled >= map[255]) return 255;
   while (hi - lo > 1) {
     const int mid = (lo + hi) / 2;
-    if (map[mid] <= scaled) lo = mid; else hi = mid;
+    if (map[mid] <= scaled)
+      lo = mid;
+    else
+      hi = mid;
   }
   return static_cast<std::uint8_t>(std::fabs(scaled - map[lo]) <= std::fabs(map[hi] - scaled) ? lo : hi);
 }

@@ -22,11 +22,22 @@ concept QuantFormat = requires {
 // The values are bitsandbytes' `get_4bit_type("nf4")`.
 struct NF4 {
   static constexpr std::string_view name = "nf4";
-  static constexpr std::array<float, 16> code = {
-      -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
-      -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-      0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
-      0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+  static constexpr std::array<float, 16> code = {-1.0f,
+                                                 -0.6961928009986877f,
+                                                 -0.5250730514526367f,
+                                                 -0.39491748809814453f,
+                                                 -0.28444138169288635f,
+                                                 -0.18477343022823334f,
+                                                 -0.09105003625154495f,
+                                                 0.0f,
+                                                 0.07958029955625534f,
+                                                 0.16093020141124725f,
+                                                 0.24611230194568634f,
+                                                 0.33791524171829224f,
+                                                 0.44070982933044434f,
+                                                 0.5626170039176941f,
+                                                 0.7229568362236023f,
+                                                 1.0f};
 };
 
 // FP4 as bitsandbytes defines it: sign bit, 2 exponent bits (bias 2), 1 mantissa bit, in
@@ -34,10 +45,10 @@ struct NF4 {
 // (sign bit, zero magnitude) decodes to +0 there, not -0.
 struct FP4 {
   static constexpr std::string_view name = "fp4";
-  static constexpr std::array<float, 16> code = {
-      0.0f / 12.0f,  0.0625f / 12.0f,  8.0f / 12.0f,  12.0f / 12.0f,  4.0f / 12.0f,  6.0f / 12.0f,
-      2.0f / 12.0f,  3.0f / 12.0f,    0.0f / 12.0f,  -0.0625f / 12.0f, -8.0f / 12.0f, -12.0f / 12.0f,
-      -4.0f / 12.0f, -6.0f / 12.0f,   -2.0f / 12.0f, -3.0f / 12.0f};
+  static constexpr std::array<float, 16> code = {0.0f / 12.0f,  0.0625f / 12.0f,  8.0f / 12.0f,  12.0f / 12.0f,
+                                                 4.0f / 12.0f,  6.0f / 12.0f,     2.0f / 12.0f,  3.0f / 12.0f,
+                                                 0.0f / 12.0f,  -0.0625f / 12.0f, -8.0f / 12.0f, -12.0f / 12.0f,
+                                                 -4.0f / 12.0f, -6.0f / 12.0f,    -2.0f / 12.0f, -3.0f / 12.0f};
 };
 
 static_assert(QuantFormat<NF4> && QuantFormat<FP4>);

@@ -61,8 +61,8 @@ class QuantizedWeight {
   // dy: [tokens, out] -> dy·W: [tokens, in], W decoded in slabs of columns [out, w] so each
   // slab (and thread) owns its columns of the result and nothing is reduced across slabs.
   Matrix apply_transposed(const Matrix& dy) const {
-    require(dy.cols() == rows_, "{} weight::apply_transposed: gradient {} does not match weight [{}, {}]",
-            Format::name, shape_string(dy), rows_, cols_);
+    require(dy.cols() == rows_, "{} weight::apply_transposed: gradient {} does not match weight [{}, {}]", Format::name,
+            shape_string(dy), rows_, cols_);
     Matrix dx(dy.rows(), cols_);
     const Eigen::Index step = slab(rows_, cols_), slabs = (cols_ + step - 1) / step;
     auto slab_product = [&](Eigen::Index k) {
@@ -79,8 +79,8 @@ class QuantizedWeight {
 
   // W ← quantize(dequantize(W) + delta): merging into a 4-bit base rounds, as PEFT's does.
   void add_dense(const Matrix& delta) {
-    require(delta.rows() == rows_ && delta.cols() == cols_, "{} weight: cannot add {} to weight [{}, {}]",
-            Format::name, shape_string(delta), rows_, cols_);
+    require(delta.rows() == rows_ && delta.cols() == cols_, "{} weight: cannot add {} to weight [{}, {}]", Format::name,
+            shape_string(delta), rows_, cols_);
     Matrix w = to_dense();
     w += delta;
     require(all_finite(w), "{} weight: adding {} made the weight NaN or Inf", Format::name, shape_string(delta));

@@ -29,11 +29,11 @@ inline void require_blocksize(long long blocksize) {
 
 // A quantized tensor, flattened in row-major order.
 struct QuantizedBlocks {
-  std::vector<std::uint8_t> packed;         // ceil(numel / 2) bytes; element 2j in the high nibble
-  std::vector<float> absmax;                // one per block; empty when double-quantized
-  std::vector<std::uint8_t> qabsmax;        // double-quantized: absmax - offset as 8-bit codes, one per block
-  float absmax_offset = 0.0f;               // double-quantized: mean of the absmax values
-  std::vector<float> nested_absmax;         // double-quantized: one per 256 qabsmax codes
+  std::vector<std::uint8_t> packed;   // ceil(numel / 2) bytes; element 2j in the high nibble
+  std::vector<float> absmax;          // one per block; empty when double-quantized
+  std::vector<std::uint8_t> qabsmax;  // double-quantized: absmax - offset as 8-bit codes, one per block
+  float absmax_offset = 0.0f;         // double-quantized: mean of the absmax values
+  std::vector<float> nested_absmax;   // double-quantized: one per 256 qabsmax codes
   std::size_t numel = 0;
   int blocksize = 64;
 
@@ -41,8 +41,8 @@ struct QuantizedBlocks {
   bool double_quantized() const { return !qabsmax.empty(); }
   // Bytes held: packed codes plus whatever stores the scales.
   std::size_t storage_bytes() const {
-    return packed.size() + absmax.size() * sizeof(float) + qabsmax.size() +
-           nested_absmax.size() * sizeof(float) + (double_quantized() ? sizeof(float) : 0);
+    return packed.size() + absmax.size() * sizeof(float) + qabsmax.size() + nested_absmax.size() * sizeof(float) +
+           (double_quantized() ? sizeof(float) : 0);
   }
 };
 
@@ -162,7 +162,8 @@ struct Quantizer {
   static_assert(QuantFormat<Format>,
                 "Quantizer<Format, BlockSize>: Format is not a 4-bit format (vidlora::quant::QuantFormat: a tag "
                 "like NF4 or FP4 with a name and 16 code values)");
-  static_assert(valid_blocksize(BlockSize), "Quantizer<Format, BlockSize>: BlockSize must be a power of two in 32..4096");
+  static_assert(valid_blocksize(BlockSize),
+                "Quantizer<Format, BlockSize>: BlockSize must be a power of two in 32..4096");
   using format = Format;
   static constexpr int blocksize = BlockSize;
 

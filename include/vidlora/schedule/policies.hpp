@@ -95,8 +95,8 @@ struct WarmRestarts {
   static void validate(const ScheduleOptions& o) {
     require(o.t0 >= 1, "Scheduler<WarmRestarts>: t0 must be >= 1 (got {})", o.t0);
     require(o.t_mult >= 1, "Scheduler<WarmRestarts>: t_mult must be >= 1 (got {})", o.t_mult);
-    require(std::isfinite(o.eta_min) && o.eta_min >= 0.0, "Scheduler<WarmRestarts>: eta_min must be finite and >= 0 (got {})",
-            o.eta_min);
+    require(std::isfinite(o.eta_min) && o.eta_min >= 0.0,
+            "Scheduler<WarmRestarts>: eta_min must be finite and >= 0 (got {})", o.eta_min);
   }
   static double lr(long step, const ScheduleOptions& o) {
     if (step < o.warmup_steps) return o.base_lr * warmup_factor(step, o.warmup_steps);
@@ -113,8 +113,7 @@ struct WarmRestarts {
       const long n = static_cast<long>(std::log(x) / std::log(static_cast<double>(o.t_mult)));  // int() truncates
       long power = 1;  // t_mult^n, exact (bounded by epoch·(t_mult-1)/t0 + 1)
       for (long k = 0; k < n; ++k) power *= o.t_mult;
-      t_cur = static_cast<double>(epoch) -
-              static_cast<double>(o.t0 * (power - 1)) / static_cast<double>(o.t_mult - 1);
+      t_cur = static_cast<double>(epoch) - static_cast<double>(o.t0 * (power - 1)) / static_cast<double>(o.t_mult - 1);
       t_i = static_cast<double>(o.t0 * power);
     }
     return o.eta_min + (o.base_lr - o.eta_min) * (1.0 + std::cos(std::numbers::pi * t_cur / t_i)) / 2.0;

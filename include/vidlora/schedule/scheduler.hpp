@@ -65,9 +65,10 @@ decltype(auto) visit_lr_policy(std::string_view name, F&& f) {
   if (name == Cosine::name) return std::forward<F>(f)(Cosine{});
   if (name == CosineRestarts::name) return std::forward<F>(f)(CosineRestarts{});
   if (name == WarmRestarts::name) return std::forward<F>(f)(WarmRestarts{});
-  fail("unknown lr scheduler '{}' (expected constant, constant_with_warmup, linear, cosine, cosine_with_restarts "
-       "or cosine_warm_restarts)",
-       name);
+  fail(
+      "unknown lr scheduler '{}' (expected constant, constant_with_warmup, linear, cosine, cosine_with_restarts "
+      "or cosine_warm_restarts)",
+      name);
 }
 
 }  // namespace vidlora::schedule

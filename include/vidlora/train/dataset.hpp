@@ -29,12 +29,12 @@ namespace vidlora::train {
 namespace fs = std::filesystem;
 
 struct Clip {
-  std::string id;          // label file stem (AI-Hub) or the manifest's "id" / the video's stem
-  fs::path video;          // absolute or relative to the working directory, as found
-  std::string caption;     // the supervised text (trimmed)
-  std::string category;    // "" when the label has none
+  std::string id;        // label file stem (AI-Hub) or the manifest's "id" / the video's stem
+  fs::path video;        // absolute or relative to the working directory, as found
+  std::string caption;   // the supervised text (trimmed)
+  std::string category;  // "" when the label has none
   nlohmann::json metadata = nlohmann::json::object();  // the label's "metadata" object, as written
-  fs::path source;         // the label file, or the manifest with ":<line>"
+  fs::path source;                                     // the label file, or the manifest with ":<line>"
 };
 
 enum class SkipReason { MissingVideo, UnreadableJson, MissingCaption, EmptyCaption };
@@ -76,9 +76,9 @@ struct SkipReport {
 };
 
 enum class SplitRule {
-  Auto,    // folders when `root/train` and `root/val` exist, else Hash
-  Folders, // root/train/… and root/val/… (each an AI-Hub tree); a manifest's "split" field
-  Hash,    // val when hash(seed, clip id) falls under val_fraction: stable as clips come and go
+  Auto,     // folders when `root/train` and `root/val` exist, else Hash
+  Folders,  // root/train/… and root/val/… (each an AI-Hub tree); a manifest's "split" field
+  Hash,     // val when hash(seed, clip id) falls under val_fraction: stable as clips come and go
 };
 
 struct DatasetOptions {
@@ -90,8 +90,8 @@ struct DatasetOptions {
 };
 
 struct Dataset {
-  std::vector<Clip> train;  // sorted by id
-  std::vector<Clip> val;    // sorted by id
+  std::vector<Clip> train;      // sorted by id
+  std::vector<Clip> val;        // sorted by id
   std::size_t labels_seen = 0;  // labels (or manifest records) looked at, skipped ones included
   SkipReport skipped;
   std::string summary() const {
@@ -172,7 +172,8 @@ inline std::string string_field(const nlohmann::json& j, std::initializer_list<c
     }
     for (const char* key : keys) {
       const auto it = obj->find(key);
-      if (it != obj->end() && it->is_string() && !it->get_ref<const std::string&>().empty()) return it->get<std::string>();
+      if (it != obj->end() && it->is_string() && !it->get_ref<const std::string&>().empty())
+        return it->get<std::string>();
     }
   }
   return {};
@@ -223,7 +224,8 @@ inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options,
     for (const char* ext : {".mp4", ".mkv", ".webm", ".mov", ".avi"}) candidates.push_back(videos / (clip.id + ext));
     const auto found = std::find_if(candidates.begin(), candidates.end(), usable_file);
     if (found == candidates.end()) {
-      dataset.skipped.add(SkipReason::MissingVideo, where, (fs::path("videos") / candidates.front().filename()).string());
+      dataset.skipped.add(SkipReason::MissingVideo, where,
+                          (fs::path("videos") / candidates.front().filename()).string());
       continue;
     }
     clip.video = *found;
@@ -249,8 +251,8 @@ inline void hash_split(std::vector<Clip>& all, const DatasetOptions& options, Da
 }
 
 inline void check_options(const DatasetOptions& options) {
-  require(options.val_fraction >= 0.0 && options.val_fraction <= 1.0,
-          "dataset: val_fraction must be in [0, 1], got {}", options.val_fraction);
+  require(options.val_fraction >= 0.0 && options.val_fraction <= 1.0, "dataset: val_fraction must be in [0, 1], got {}",
+          options.val_fraction);
 }
 
 }  // namespace detail
@@ -315,7 +317,7 @@ inline Dataset read_manifest(const fs::path& manifest, const DatasetOptions& opt
       continue;
     }
     const auto it = j.find("caption");
-    const auto caption = it == j.end() ? std::nullopt
+    const auto caption = it == j.end()     ? std::nullopt
                          : it->is_object() ? detail::find_caption(j, options.language)
                                            : detail::caption_text(*it);
     if (!caption) {

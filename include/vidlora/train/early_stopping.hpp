@@ -14,8 +14,8 @@ namespace vidlora::train {
 enum class Mode { Min, Max };  // Min: lower is better (eval loss); Max: higher is better (CIDEr-D, METEOR)
 
 struct EarlyStoppingOptions {
-  int patience = 5;         // evaluations without a sufficient improvement before stopping
-  double threshold = 0.0;   // absolute improvement the counter needs to reset
+  int patience = 5;        // evaluations without a sufficient improvement before stopping
+  double threshold = 0.0;  // absolute improvement the counter needs to reset
   Mode mode = Mode::Min;
 };
 

@@ -24,9 +24,9 @@ namespace vidlora::train {
 
 struct FeatureKey {
   std::filesystem::path video;
-  std::string sampler;   // e.g. "uniform", "scene_change"
+  std::string sampler;  // e.g. "uniform", "scene_change"
   int frames = 0;
-  std::string encoder;   // names the encoder and its weights, e.g. "clip-demo-seed7-pool2"
+  std::string encoder;  // names the encoder and its weights, e.g. "clip-demo-seed7-pool2"
 };
 
 inline std::uint64_t fnv1a64(std::string_view s, std::uint64_t h = 0xcbf29ce484222325ULL) {

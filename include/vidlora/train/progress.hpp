@@ -14,13 +14,13 @@ namespace vidlora::train {
 struct ProgressState {
   int stage = 1;
   int stages = 2;
-  int epoch = 1;             // 1-based within the stage
+  int epoch = 1;  // 1-based within the stage
   int epochs = 1;
-  long step = 0;             // optimizer steps done (global, restored ones included)
-  long total_steps = 0;      // steps of the whole run (all stages)
-  long steps_this_run = 0;   // steps done by this process
-  double elapsed_s = 0.0;    // wall time of this process's steps
-  double loss = 0.0;         // running loss to show
+  long step = 0;            // optimizer steps done (global, restored ones included)
+  long total_steps = 0;     // steps of the whole run (all stages)
+  long steps_this_run = 0;  // steps done by this process
+  double elapsed_s = 0.0;   // wall time of this process's steps
+  double loss = 0.0;        // running loss to show
   double lr = 0.0;
   double tokens_per_s = 0.0;
 };

@@ -55,19 +55,23 @@ inline Matrix sincos_2d_position_embedding(int grid, Eigen::Index dim) {
 // A seeded random CLIP vision tower (CLIPVisionModel key names under "vision_model."), a generic
 // frozen encoder that knows nothing of any caption grammar. Weights ~ N(0, 0.02²) as CLIP's init
 // (patch embedding N(0, 1/fan_in)), LayerNorms at 1 / 0; the position embedding as `positions` says.
-inline model::TensorTable random_clip_vision_weights(const model::ClipVisionConfig& c, std::uint64_t seed,
-                                                     RandomVisionPositions positions = RandomVisionPositions::clip_init) {
+inline model::TensorTable random_clip_vision_weights(
+    const model::ClipVisionConfig& c, std::uint64_t seed,
+    RandomVisionPositions positions = RandomVisionPositions::clip_init) {
   model::TensorTable t;
   std::uint64_t stream = 1000;
   const Eigen::Index d = c.hidden_size, inter = c.intermediate_size, ps = c.patch_size, ch = c.num_channels;
   const std::string p = "vision_model.";
-  auto normal = [&](Eigen::Index r, Eigen::Index k, double std) { return model::random_normal(r, k, std, seed, stream++); };
+  auto normal = [&](Eigen::Index r, Eigen::Index k, double std) {
+    return model::random_normal(r, k, std, seed, stream++);
+  };
   auto vec = [&](const std::string& name, Eigen::Index n, float value) {
     t.insert(name, {n}, std::vector<float>(static_cast<std::size_t>(n), value));
   };
   {
     const Matrix w = normal(d, ch * ps * ps, 1.0 / std::sqrt(static_cast<double>(ch * ps * ps)));
-    t.insert(p + "embeddings.patch_embedding.weight", {d, ch, ps, ps}, std::vector<float>(w.data(), w.data() + w.size()));
+    t.insert(p + "embeddings.patch_embedding.weight", {d, ch, ps, ps},
+             std::vector<float>(w.data(), w.data() + w.size()));
   }
   {
     const Matrix cls = normal(1, d, 0.02);

@@ -100,8 +100,8 @@ struct TrainerConfig {
   std::vector<StageSettings> stages;  // stage 1: the recipe's (P::stage1); stage 2: the preset's lr and warmup
   int batch_size = 1;
   int gradient_accumulation_steps = 1;
-  int num_frames = 8;                 // frames sampled per clip; the caller's FeatureFn samples this many
-  std::string precision = "fp32";     // "fp32", "fp16" or "bf16" (presets::precision_of<P>); the CPU trainer: fp32
+  int num_frames = 8;              // frames sampled per clip; the caller's FeatureFn samples this many
+  std::string precision = "fp32";  // "fp32", "fp16" or "bf16" (presets::precision_of<P>); the CPU trainer: fp32
   double weight_decay = 0.01;
   double max_grad_norm = 1.0;
   double label_smoothing = 0.0;
@@ -121,9 +121,9 @@ struct TrainerConfig {
   GenerationOptions generation{};
   // outputs
   std::filesystem::path output_dir = "vidlora_out";
-  long checkpoint_every = 0;  // optimizer steps; 0: only at epoch ends
+  long checkpoint_every = 0;      // optimizer steps; 0: only at epoch ends
   int max_caption_tokens = 1024;  // longer captions are truncated (then EOS), with one report line per clip
-  long max_steps_this_run = 0;  // > 0: save a checkpoint and stop (as Ctrl-C) after this many steps of this process
+  long max_steps_this_run = 0;    // > 0: save a checkpoint and stop (as Ctrl-C) after this many steps of this process
   int max_nan_in_a_row = 3;
   std::string base_model_name_or_path;  // written into the PEFT adapter_config.json ("" → null)
   // A PEFT adapter directory (e.g. trained with PEFT in Python) the run starts from: its lora_A / lora_B,
@@ -165,7 +165,7 @@ struct TrainerConfig {
 struct TextCodec {
   std::function<std::vector<int>(const std::string&)> encode;  // caption text -> ids (no BOS/EOS)
   std::function<std::string(const std::vector<int>&)> decode;  // ids -> text (specials dropped)
-  std::vector<int> prompt_ids;  // the rendered prompt with one placeholder token
+  std::vector<int> prompt_ids;                                 // the rendered prompt with one placeholder token
   int placeholder_id = 0;
   int eos_id = -1;
   int pad_id = 0;
@@ -197,8 +197,8 @@ struct EvalResult {
 
 struct TrainResult {
   TrainStatus status = TrainStatus::Finished;
-  long steps = 0;                  // global optimizer steps done (restored ones included)
-  std::vector<double> losses;      // step losses of this process (NaN for skipped steps)
+  long steps = 0;              // global optimizer steps done (restored ones included)
+  std::vector<double> losses;  // step losses of this process (NaN for skipped steps)
   long skipped_nan_steps = 0;
   std::vector<std::string> skipped_clips;  // clips whose features failed ("id: reason")
   std::vector<EvalResult> evals;
@@ -277,8 +277,10 @@ void load_projector(const std::filesystem::path& path, P& projector) {
     *m = x;
   }
   for (const auto& name : pt.absent_biases)
-    require(!f.contains(name), "load_projector {}: the file has {} but the projector has no bias "
-            "(multimodal_projector_bias: false)", path.string(), name);
+    require(!f.contains(name),
+            "load_projector {}: the file has {} but the projector has no bias "
+            "(multimodal_projector_bias: false)",
+            path.string(), name);
   for (const auto& [name, v] : pt.biases) {
     const Vector x = f.vector(name);
     require(x.size() == v->size(), "load_projector {}: {} has {} values, expected {}", path.string(), name, x.size(),
@@ -368,9 +370,9 @@ class Trainer {
           fmt::format("epochs={} lr={} warmup={} lora={}", st.epochs, st.learning_rate, st.warmup_ratio, st.train_lora);
     }
     const auto& dc = decoder_.config();
-    f["decoder"] = fmt::format("hidden={} layers={} heads={} kv={} inter={} vocab={}", dc.hidden_size,
-                               dc.num_hidden_layers, dc.num_attention_heads, dc.num_key_value_heads,
-                               dc.intermediate_size, dc.vocab_size);
+    f["decoder"] =
+        fmt::format("hidden={} layers={} heads={} kv={} inter={} vocab={}", dc.hidden_size, dc.num_hidden_layers,
+                    dc.num_attention_heads, dc.num_key_value_heads, dc.intermediate_size, dc.vocab_size);
     f["projector"] = fmt::format("{}->{}", projector_.in_features(), projector_.out_features());
     f["train_clips"] = std::to_string(train_.size());
     return f;
@@ -527,15 +529,16 @@ class Trainer {
     const auto collapse = eval::check_mode_collapse(ev.metrics.diversity, config_.collapse_threshold);
     ev.collapsed = collapse.collapsed;
     if (comm_.size() > 1) {  // rank 0's result on every rank: the same early-stopping decisions everywhere
-      std::string text =
-          comm_.rank() == 0 ? eval_result_to_json(ev).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-                            : std::string();
+      std::string text = comm_.rank() == 0
+                             ? eval_result_to_json(ev).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                             : std::string();
       comm_.broadcast(text, fmt::format("the evaluation after step {}", pos_.global_step));
       if (comm_.rank() != 0) ev = eval_result_from_json(nlohmann::json::parse(text));
     }
     if (collapse.collapsed) say("warning: " + collapse.message);
     if (log_) {
-      EvalRecord rec{.stage = stage, .epoch = epoch, .step = pos_.global_step, .eval_loss = ev.eval_loss, .metrics = {}};
+      EvalRecord rec{
+          .stage = stage, .epoch = epoch, .step = pos_.global_step, .eval_loss = ev.eval_loss, .metrics = {}};
       for (const auto& [name, value] : eval::caption_score_values(ev.metrics)) rec.metrics[name] = value;
       rec.metrics["mode_collapse"] = ev.collapsed ? 1.0 : 0.0;
       log_->write(rec);
@@ -547,7 +550,8 @@ class Trainer {
                     ev.metrics.diversity.distinct_2) +
         (ev.metrics.meteor_morphemes_tokenizer.empty()
              ? std::string()
-             : fmt::format(" | METEOR ({}) {:.4f}", ev.metrics.meteor_morphemes_tokenizer, ev.metrics.meteor_morphemes)));
+             : fmt::format(" | METEOR ({}) {:.4f}", ev.metrics.meteor_morphemes_tokenizer,
+                           ev.metrics.meteor_morphemes)));
     result_.evals.push_back(ev);
     return ev;
   }
@@ -579,7 +583,8 @@ class Trainer {
       spec.base_model_name_or_path = config_.base_model_name_or_path;
       // A decoder inside a LLaVA checkpoint: a plain name list would also put LoRA on the vision tower's
       // q/k/v_proj when PEFT loads the adapter, so the targets are a regex limited to the language model.
-      if (const std::string first = decoder_.module_path(0, "q_proj"); first.find("language_model.") != std::string::npos)
+      if (const std::string first = decoder_.module_path(0, "q_proj");
+          first.find("language_model.") != std::string::npos)
         spec.target_regex = fmt::format(R"(.*language_model.*\.({}))", fmt::join(config_.target_modules, "|"));
       lora::AdapterModules modules;
       decoder_.for_each_lora([&](const std::string& path, typename decoder_type::lora_type& l) {
@@ -631,13 +636,16 @@ class Trainer {
     const auto& dir = config_.initial_adapter;
     const lora::PeftAdapter adapter = lora::load_peft_adapter(dir);
     std::set<std::string> ours, theirs;
-    decoder_.for_each_lora([&](const std::string& path, typename decoder_type::lora_type&) { ours.insert(layer_path(path)); });
+    decoder_.for_each_lora(
+        [&](const std::string& path, typename decoder_type::lora_type&) { ours.insert(layer_path(path)); });
     for (const auto& entry : adapter.modules) theirs.insert(layer_path(entry.first));
     for (const auto& m : theirs)
-      require(ours.count(m) == 1, "Trainer: initial_adapter '{}' adapts {}, which this run does not train (target_modules {})",
+      require(ours.count(m) == 1,
+              "Trainer: initial_adapter '{}' adapts {}, which this run does not train (target_modules {})",
               dir.string(), m, fmt::join(config_.target_modules, ","));
     for (const auto& m : ours)
-      require(theirs.count(m) == 1, "Trainer: initial_adapter '{}' has no LoRA for {}, which this run trains", dir.string(), m);
+      require(theirs.count(m) == 1, "Trainer: initial_adapter '{}' has no LoRA for {}, which this run trains",
+              dir.string(), m);
     decoder_.load_adapter(io::SafetensorsFile::open(dir / lora::kAdapterWeightsName));
   }
 
@@ -699,14 +707,18 @@ class Trainer {
 
   std::vector<int> answer_ids(const Clip& c) {
     std::vector<int> ids = codec_.encode(c.caption);
-    const std::size_t keep = static_cast<std::size_t>(std::max(1, config_.max_caption_tokens) - (codec_.eos_id >= 0 ? 1 : 0));
+    const std::size_t keep =
+        static_cast<std::size_t>(std::max(1, config_.max_caption_tokens) - (codec_.eos_id >= 0 ? 1 : 0));
     if (ids.size() > keep) {
       if (truncated_.insert(key_of(c)).second) {
         say(fmt::format("caption of clip {} has {} tokens: truncated to {} (max_caption_tokens {})", c.id, ids.size(),
                         keep, config_.max_caption_tokens));
         if (log_)
-          log_->write(nlohmann::json{{"type", "truncate"}, {"step", pos_.global_step}, {"clip", c.id},
-                                     {"tokens", ids.size()}, {"kept", keep}});
+          log_->write(nlohmann::json{{"type", "truncate"},
+                                     {"step", pos_.global_step},
+                                     {"clip", c.id},
+                                     {"tokens", ids.size()},
+                                     {"kept", keep}});
       }
       ids.resize(keep);
     }
@@ -729,7 +741,8 @@ class Trainer {
       const std::string what = fmt::format("{}: {}", c.id, e.what());
       result_.skipped_clips.push_back(what);
       say_local("skipping clip " + what);
-      if (log_) log_->write(nlohmann::json{{"type", "skip"}, {"step", pos_.global_step}, {"clip", c.id}, {"reason", e.what()}});
+      if (log_)
+        log_->write(nlohmann::json{{"type", "skip"}, {"step", pos_.global_step}, {"clip", c.id}, {"reason", e.what()}});
       return nullptr;
     }
   }
@@ -776,7 +789,8 @@ class Trainer {
       if (config_.lora_dropout > 0.0) {  // each rank its own dropout masks, a function of (step, rank)
         const auto stride = static_cast<std::uint64_t>(2 * config_.gradient_accumulation_steps);
         const auto first = (static_cast<std::uint64_t>(pos_.global_step) * static_cast<std::uint64_t>(comm_.size()) +
-                            static_cast<std::uint64_t>(comm_.rank())) * stride;
+                            static_cast<std::uint64_t>(comm_.rank())) *
+                           stride;
         decoder_.for_each_lora([&](const std::string&, typename decoder_type::lora_type& l) { l.set_step(first); });
       }
     }
@@ -786,31 +800,31 @@ class Trainer {
     ce.total_valid_tokens = total_valid;
     std::string nonfinite_error;
     try {
-    for (std::size_t mb = 0; mb < clips.size(); mb += static_cast<std::size_t>(config_.batch_size)) {
-      const std::size_t mb_end = std::min(clips.size(), mb + static_cast<std::size_t>(config_.batch_size));
-      Eigen::Index rows = 0;
-      for (std::size_t i = mb; i < mb_end; ++i) rows += cache_.at(key_of(train_[clips[i]])).rows();
-      Matrix feats(rows, projector_.in_features());
-      Eigen::Index r = 0;
-      for (std::size_t i = mb; i < mb_end; ++i) {
-        const Matrix& f = cache_.at(key_of(train_[clips[i]]));
-        feats.middleRows(r, f.rows()) = f;
-        r += f.rows();
+      for (std::size_t mb = 0; mb < clips.size(); mb += static_cast<std::size_t>(config_.batch_size)) {
+        const std::size_t mb_end = std::min(clips.size(), mb + static_cast<std::size_t>(config_.batch_size));
+        Eigen::Index rows = 0;
+        for (std::size_t i = mb; i < mb_end; ++i) rows += cache_.at(key_of(train_[clips[i]])).rows();
+        Matrix feats(rows, projector_.in_features());
+        Eigen::Index r = 0;
+        for (std::size_t i = mb; i < mb_end; ++i) {
+          const Matrix& f = cache_.at(key_of(train_[clips[i]]));
+          feats.middleRows(r, f.rows()) = f;
+          r += f.rows();
+        }
+        const Matrix visual = projector_.forward(feats);
+        std::vector<model::SplicedSequence> seqs;
+        r = 0;
+        for (std::size_t i = mb; i < mb_end; ++i) {
+          const Eigen::Index n = cache_.at(key_of(train_[clips[i]])).rows();
+          seqs.push_back(model::splice_visual_tokens<float>(codec_.prompt_ids, answers[i], codec_.placeholder_id,
+                                                            Matrix(visual.middleRows(r, n)), decoder_.embed_tokens()));
+          r += n;
+        }
+        const auto batch = model::collate<float>(seqs, decoder_.embed_tokens(), codec_.pad_id);
+        auto res = decoder_.loss_and_backward(batch.embeds, batch.batch, batch.labels, ce);
+        loss += res.loss;
+        projector_.backward(model::gather_rows<float>(res.grad_embeds, batch.visual_rows));
       }
-      const Matrix visual = projector_.forward(feats);
-      std::vector<model::SplicedSequence> seqs;
-      r = 0;
-      for (std::size_t i = mb; i < mb_end; ++i) {
-        const Eigen::Index n = cache_.at(key_of(train_[clips[i]])).rows();
-        seqs.push_back(model::splice_visual_tokens<float>(codec_.prompt_ids, answers[i], codec_.placeholder_id,
-                                                          Matrix(visual.middleRows(r, n)), decoder_.embed_tokens()));
-        r += n;
-      }
-      const auto batch = model::collate<float>(seqs, decoder_.embed_tokens(), codec_.pad_id);
-      auto res = decoder_.loss_and_backward(batch.embeds, batch.batch, batch.labels, ce);
-      loss += res.loss;
-      projector_.backward(model::gather_rows<float>(res.grad_embeds, batch.visual_rows));
-    }
     } catch (const Error& e) {  // the loss refuses NaN/Inf logits: same as a NaN loss
       nonfinite_error = e.what();
       loss = std::nan("");
@@ -830,7 +844,9 @@ class Trainer {
       result_.losses.push_back(std::nan(""));
       say(fmt::format("step {}: loss {} is not finite{}; step skipped ({} in a row)", pos_.global_step, loss,
                       nonfinite_error.empty() ? "" : " (" + nonfinite_error + ")", nan_streak_));
-      if (log_) log_->write(nlohmann::json{{"type", "nan_skip"}, {"step", pos_.global_step}, {"stage", stage + 1}, {"epoch", epoch + 1}});
+      if (log_)
+        log_->write(nlohmann::json{
+            {"type", "nan_skip"}, {"step", pos_.global_step}, {"stage", stage + 1}, {"epoch", epoch + 1}});
       zero_all_grads();
       return false;
     }
@@ -842,13 +858,27 @@ class Trainer {
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     if (log_)
-      log_->write(StepRecord{.stage = stage + 1, .epoch = epoch + 1, .step = pos_.global_step, .total_steps = total_steps_,
-                             .loss = loss, .lr = lr, .grad_norm = grad_norm, .tokens = total_valid,
-                             .tokens_per_s = dt > 0 ? static_cast<double>(total_valid) / dt : 0.0, .elapsed_s = elapsed});
+      log_->write(StepRecord{.stage = stage + 1,
+                             .epoch = epoch + 1,
+                             .step = pos_.global_step,
+                             .total_steps = total_steps_,
+                             .loss = loss,
+                             .lr = lr,
+                             .grad_norm = grad_norm,
+                             .tokens = total_valid,
+                             .tokens_per_s = dt > 0 ? static_cast<double>(total_valid) / dt : 0.0,
+                             .elapsed_s = elapsed});
     if (config_.progress) {
-      ProgressState ps{.stage = stage + 1, .stages = static_cast<int>(config_.stages.size()), .epoch = epoch + 1,
-                       .epochs = epochs, .step = pos_.global_step, .total_steps = total_steps_,
-                       .steps_this_run = steps_this_run_, .elapsed_s = elapsed, .loss = loss, .lr = lr,
+      ProgressState ps{.stage = stage + 1,
+                       .stages = static_cast<int>(config_.stages.size()),
+                       .epoch = epoch + 1,
+                       .epochs = epochs,
+                       .step = pos_.global_step,
+                       .total_steps = total_steps_,
+                       .steps_this_run = steps_this_run_,
+                       .elapsed_s = elapsed,
+                       .loss = loss,
+                       .lr = lr,
                        .tokens_per_s = dt > 0 ? static_cast<double>(total_valid) / dt : 0.0};
       *config_.progress << (config_.progress_newlines ? "" : "\r") << format_progress(ps)
                         << (config_.progress_newlines ? "\n" : "") << std::flush;
@@ -891,15 +921,18 @@ class Trainer {
       tokens_per_s[r] = s[2 + n + r] > 0 ? s[2 + r] / s[2 + n + r] : 0.0;
     }
     if (log_)
-      log_->write(nlohmann::json{{"type", "ranks"}, {"step", step}, {"tokens", std::span<const double>(s).subspan(2, n)},
+      log_->write(nlohmann::json{{"type", "ranks"},
+                                 {"step", step},
+                                 {"tokens", std::span<const double>(s).subspan(2, n)},
                                  {"compute_s", std::span<const double>(s).subspan(2 + n, n)},
                                  {"tokens_per_s", tokens_per_s}});
   }
 
   // Sharded evaluation: every rank's clips on rank 0, in clip order (captions, and the loss summed in clip order
   // as one rank sums it). Other ranks keep only their counts; rank 0's result is broadcast afterwards.
-  void gather_evaluation(EvalResult& ev, std::vector<std::vector<std::string>>& refs, const std::vector<double>& clip_loss,
-                         const std::vector<long>& clip_valid, double& loss_sum, long& valid) {
+  void gather_evaluation(EvalResult& ev, std::vector<std::vector<std::string>>& refs,
+                         const std::vector<double>& clip_loss, const std::vector<long>& clip_valid, double& loss_sum,
+                         long& valid) {
     std::string mine;
     const auto put = [&mine](const void* p, std::size_t bytes) { mine.append(static_cast<const char*>(p), bytes); };
     for (std::size_t j = 0; j < ev.captions.size(); ++j) {
@@ -1020,7 +1053,8 @@ class Trainer {
     require(std::filesystem::exists(path), "--resume: no checkpoint at {}", path.string());
     const auto f = io::SafetensorsFile::open(path);
     const auto it = f.metadata().find("trainer_state");
-    require(it != f.metadata().end(), "--resume: {} is not a vidlora trainer checkpoint (no trainer_state)", path.string());
+    require(it != f.metadata().end(), "--resume: {} is not a vidlora trainer checkpoint (no trainer_state)",
+            path.string());
     const auto state = nlohmann::json::parse(it->second);
     const auto theirs = state.at("config").get<std::map<std::string, std::string>>();
     const auto mine = fingerprint();
@@ -1105,7 +1139,8 @@ class Trainer {
     ev.stage = j.at("stage").get<int>();
     ev.epoch = j.at("epoch").get<int>();
     ev.step = j.at("step").get<long>();
-    ev.eval_loss = j.at("eval_loss").is_null() ? std::numeric_limits<double>::quiet_NaN() : j.at("eval_loss").get<double>();
+    ev.eval_loss =
+        j.at("eval_loss").is_null() ? std::numeric_limits<double>::quiet_NaN() : j.at("eval_loss").get<double>();
     ev.metrics = eval::caption_metrics_from_json(j);
     ev.captions = j.at("captions").get<std::vector<std::string>>();
     ev.clip_index = j.at("clip_index").get<std::vector<std::size_t>>();
@@ -1118,9 +1153,11 @@ class Trainer {
     std::string text;
     for (std::size_t i = 0; i < ev.captions.size(); ++i) {
       const Clip& c = val_[ev.clip_index[i]];
-      text += nlohmann::json{{"id", c.id}, {"video", c.video.string()}, {"reference", c.caption}, {"caption", ev.captions[i]}}
-                  .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
-              "\n";
+      text +=
+          nlohmann::json{
+              {"id", c.id}, {"video", c.video.string()}, {"reference", c.caption}, {"caption", ev.captions[i]}}
+              .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+          "\n";
     }
     io::write_file_atomically(config_.output_dir / "val_captions.jsonl", text);
   }
@@ -1143,8 +1180,9 @@ class Trainer {
     if (log_) {
       log_.reset();
       try {
-        write_training_curves(config_.output_dir / "train_log.jsonl", config_.output_dir / "curves.svg",
-                              {.metric = config_.early_stopping_metric, .higher_is_better = metric_mode() == Mode::Max});
+        write_training_curves(
+            config_.output_dir / "train_log.jsonl", config_.output_dir / "curves.svg",
+            {.metric = config_.early_stopping_metric, .higher_is_better = metric_mode() == Mode::Max});
       } catch (const std::exception& e) {
         say(fmt::format("could not draw the curves: {}", e.what()));
       }
@@ -1158,8 +1196,8 @@ class Trainer {
   TextCodec codec_;
   FeatureFn features_;
   Comm comm_;
-  std::ostream* local_out_ = nullptr;  // config.progress as given (rank-local messages on every rank)
-  bool stop_requested_ = false;        // some rank was interrupted (summed with the step)
+  std::ostream* local_out_ = nullptr;               // config.progress as given (rank-local messages on every rank)
+  bool stop_requested_ = false;                     // some rank was interrupted (summed with the step)
   std::vector<double> rank_tokens_, rank_seconds_;  // this run's supervised tokens and compute time per rank
   std::vector<detail::BiasShadow> shadows_;
   std::vector<optim::Parameter> proj_params_, lora_params_;

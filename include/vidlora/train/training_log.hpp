@@ -29,12 +29,12 @@ namespace vidlora::train {
 struct StepRecord {
   int stage = 1;
   int epoch = 0;
-  long step = 0;          // global optimizer step, counted from 1
+  long step = 0;  // global optimizer step, counted from 1
   long total_steps = 0;
   double loss = 0.0;
   double lr = 0.0;
   double grad_norm = 0.0;
-  long tokens = 0;        // supervised tokens in this step
+  long tokens = 0;  // supervised tokens in this step
   double tokens_per_s = 0.0;
   double elapsed_s = 0.0;
   std::optional<MemoryStats> memory{};  // GPU runs: the device allocator's stats, peaks since the step began
@@ -51,22 +51,33 @@ struct EvalRecord {
 };
 
 namespace detail {
-inline nlohmann::json finite_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+inline nlohmann::json finite_or_null(double v) {
+  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+}
 }  // namespace detail
 
 inline nlohmann::json to_json(const StepRecord& r) {
-  nlohmann::json j = {{"type", "step"},          {"stage", r.stage},   {"epoch", r.epoch},
-          {"step", r.step},          {"total_steps", r.total_steps},
-          {"loss", detail::finite_or_null(r.loss)},       {"lr", detail::finite_or_null(r.lr)},
-          {"grad_norm", detail::finite_or_null(r.grad_norm)}, {"tokens", r.tokens},
-          {"tokens_per_s", detail::finite_or_null(r.tokens_per_s)}, {"elapsed_s", detail::finite_or_null(r.elapsed_s)}};
+  nlohmann::json j = {{"type", "step"},
+                      {"stage", r.stage},
+                      {"epoch", r.epoch},
+                      {"step", r.step},
+                      {"total_steps", r.total_steps},
+                      {"loss", detail::finite_or_null(r.loss)},
+                      {"lr", detail::finite_or_null(r.lr)},
+                      {"grad_norm", detail::finite_or_null(r.grad_norm)},
+                      {"tokens", r.tokens},
+                      {"tokens_per_s", detail::finite_or_null(r.tokens_per_s)},
+                      {"elapsed_s", detail::finite_or_null(r.elapsed_s)}};
   if (r.memory) j["memory"] = memory_stats_to_json(*r.memory);
   if (r.loss_scale) j["loss_scale"] = detail::finite_or_null(*r.loss_scale);
   return j;
 }
 
 inline nlohmann::json to_json(const EvalRecord& r) {
-  nlohmann::json j = {{"type", "eval"}, {"stage", r.stage}, {"epoch", r.epoch}, {"step", r.step},
+  nlohmann::json j = {{"type", "eval"},
+                      {"stage", r.stage},
+                      {"epoch", r.epoch},
+                      {"step", r.step},
                       {"eval_loss", detail::finite_or_null(r.eval_loss)}};
   for (const auto& [name, value] : r.metrics) j[name] = detail::finite_or_null(value);
   return j;
@@ -136,8 +147,8 @@ struct Series {
   std::string name{};
   std::vector<double> x{}, y{};  // non-finite y values leave a gap
   std::string color = "#1f77b4";
-  bool markers = false;      // draw a dot at each point (sparse series such as eval loss)
-  long best = -1;            // >= 0: the index of a point ringed and labelled "best"
+  bool markers = false;  // draw a dot at each point (sparse series such as eval loss)
+  long best = -1;        // >= 0: the index of a point ringed and labelled "best"
 };
 
 // A dashed vertical line across a chart with a label at its top (where stage 2 starts, say).
@@ -166,12 +177,18 @@ inline std::vector<double> nice_ticks(double lo, double hi, int target = 5) {
   const double mag = std::pow(10.0, e);
   int m = 10;
   for (int c : {1, 2, 5, 10})
-    if (c * mag >= raw) { m = c; break; }
+    if (c * mag >= raw) {
+      m = c;
+      break;
+    }
   // tick k is k·m·10^e, computed from integers so that 0.6 prints as 0.6, not 0.6000000000000001
-  auto tick = [&](long k) { return e >= 0 ? static_cast<double>(k * m) * mag : static_cast<double>(k * m) / std::pow(10.0, -e); };
+  auto tick = [&](long k) {
+    return e >= 0 ? static_cast<double>(k * m) * mag : static_cast<double>(k * m) / std::pow(10.0, -e);
+  };
   const double step = m * mag;
   std::vector<double> ticks;
-  for (long k = static_cast<long>(std::ceil(lo / step - 1e-9)); tick(k) <= hi + step * 1e-9; ++k) ticks.push_back(tick(k));
+  for (long k = static_cast<long>(std::ceil(lo / step - 1e-9)); tick(k) <= hi + step * 1e-9; ++k)
+    ticks.push_back(tick(k));
   return ticks;
 }
 
@@ -247,36 +264,47 @@ inline std::string chart_body(std::span<const Series> series, const ChartOptions
       clipped ? fmt::format("{} (axis cut at {:g}; the largest value, {:.4g}, is drawn on the top edge)", o.title, yhi,
                             data_ymax)
               : o.title;
-  svg += fmt::format("<text class=\"title\" x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"14\" text-anchor=\"middle\">{}</text>\n",
-                     left_px + pw / 2, y0 + 18, xml_escape(title));
+  svg +=
+      fmt::format("<text class=\"title\" x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"14\" text-anchor=\"middle\">{}</text>\n",
+                  left_px + pw / 2, y0 + 18, xml_escape(title));
   // grid and ticks
   for (double t : nice_ticks(xlo, xhi)) {
-    svg += fmt::format("<line class=\"grid\" x1=\"{0:.2f}\" y1=\"{1:.2f}\" x2=\"{0:.2f}\" y2=\"{2:.2f}\" stroke=\"#e0e0e0\"/>\n",
-                       px(t), top_px, top_px + ph);
-    svg += fmt::format("<text class=\"x-tick\" data-value=\"{}\" x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"11\" "
-                       "text-anchor=\"middle\">{:g}</text>\n", t, px(t), top_px + ph + 16, t);
+    svg += fmt::format(
+        "<line class=\"grid\" x1=\"{0:.2f}\" y1=\"{1:.2f}\" x2=\"{0:.2f}\" y2=\"{2:.2f}\" stroke=\"#e0e0e0\"/>\n",
+        px(t), top_px, top_px + ph);
+    svg += fmt::format(
+        "<text class=\"x-tick\" data-value=\"{}\" x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"11\" "
+        "text-anchor=\"middle\">{:g}</text>\n",
+        t, px(t), top_px + ph + 16, t);
   }
   for (double t : nice_ticks(ylo, yhi)) {
-    svg += fmt::format("<line class=\"grid\" x1=\"{0:.2f}\" y1=\"{1:.2f}\" x2=\"{2:.2f}\" y2=\"{1:.2f}\" stroke=\"#e0e0e0\"/>\n",
-                       left_px, py(t), left_px + pw);
-    svg += fmt::format("<text class=\"y-tick\" data-value=\"{}\" x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"11\" "
-                       "text-anchor=\"end\">{:g}</text>\n", t, left_px - 6, py(t) + 4, t);
+    svg += fmt::format(
+        "<line class=\"grid\" x1=\"{0:.2f}\" y1=\"{1:.2f}\" x2=\"{2:.2f}\" y2=\"{1:.2f}\" stroke=\"#e0e0e0\"/>\n",
+        left_px, py(t), left_px + pw);
+    svg += fmt::format(
+        "<text class=\"y-tick\" data-value=\"{}\" x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"11\" "
+        "text-anchor=\"end\">{:g}</text>\n",
+        t, left_px - 6, py(t) + 4, t);
   }
   // axes and labels
-  svg += fmt::format("<line class=\"axis\" x1=\"{0:.2f}\" y1=\"{1:.2f}\" x2=\"{2:.2f}\" y2=\"{1:.2f}\" stroke=\"black\"/>\n",
-                     left_px, top_px + ph, left_px + pw);
-  svg += fmt::format("<line class=\"axis\" x1=\"{0:.2f}\" y1=\"{1:.2f}\" x2=\"{0:.2f}\" y2=\"{2:.2f}\" stroke=\"black\"/>\n",
-                     left_px, top_px, top_px + ph);
+  svg += fmt::format(
+      "<line class=\"axis\" x1=\"{0:.2f}\" y1=\"{1:.2f}\" x2=\"{2:.2f}\" y2=\"{1:.2f}\" stroke=\"black\"/>\n", left_px,
+      top_px + ph, left_px + pw);
+  svg += fmt::format(
+      "<line class=\"axis\" x1=\"{0:.2f}\" y1=\"{1:.2f}\" x2=\"{0:.2f}\" y2=\"{2:.2f}\" stroke=\"black\"/>\n", left_px,
+      top_px, top_px + ph);
   svg += fmt::format("<text x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"12\" text-anchor=\"middle\">{}</text>\n",
                      left_px + pw / 2, top_px + ph + 34, xml_escape(o.x_label));
-  svg += fmt::format("<text x=\"{0:.2f}\" y=\"{1:.2f}\" font-size=\"12\" text-anchor=\"middle\" "
-                     "transform=\"rotate(-90 {0:.2f} {1:.2f})\">{2}</text>\n",
-                     x0 + 16, top_px + ph / 2, xml_escape(o.y_label));
+  svg += fmt::format(
+      "<text x=\"{0:.2f}\" y=\"{1:.2f}\" font-size=\"12\" text-anchor=\"middle\" "
+      "transform=\"rotate(-90 {0:.2f} {1:.2f})\">{2}</text>\n",
+      x0 + 16, top_px + ph / 2, xml_escape(o.y_label));
   for (const auto& m : o.x_marks) {
     if (!std::isfinite(m.x)) continue;
-    svg += fmt::format("<line class=\"x-mark\" data-x=\"{}\" x1=\"{:.2f}\" y1=\"{:.2f}\" x2=\"{:.2f}\" y2=\"{:.2f}\" "
-                       "stroke=\"#7f7f7f\" stroke-dasharray=\"5,4\"/>\n",
-                       m.x, px(m.x), top_px, px(m.x), top_px + ph);
+    svg += fmt::format(
+        "<line class=\"x-mark\" data-x=\"{}\" x1=\"{:.2f}\" y1=\"{:.2f}\" x2=\"{:.2f}\" y2=\"{:.2f}\" "
+        "stroke=\"#7f7f7f\" stroke-dasharray=\"5,4\"/>\n",
+        m.x, px(m.x), top_px, px(m.x), top_px + ph);
     svg += fmt::format("<text x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"11\" fill=\"#555555\">{}</text>\n", px(m.x) + 4,
                        top_px + 12, xml_escape(m.label));
   }
@@ -285,33 +313,42 @@ inline std::string chart_body(std::span<const Series> series, const ChartOptions
     std::string points;
     auto flush = [&] {
       if (!points.empty())
-        svg += fmt::format("<polyline class=\"series\" data-series=\"{}\" fill=\"none\" stroke=\"{}\" "
-                           "stroke-width=\"1.5\" points=\"{}\"/>\n", xml_escape(s.name), s.color, points);
+        svg += fmt::format(
+            "<polyline class=\"series\" data-series=\"{}\" fill=\"none\" stroke=\"{}\" "
+            "stroke-width=\"1.5\" points=\"{}\"/>\n",
+            xml_escape(s.name), s.color, points);
       points.clear();
     };
     for (std::size_t i = 0; i < s.x.size(); ++i) {
-      if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) { flush(); continue; }
+      if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) {
+        flush();
+        continue;
+      }
       points += fmt::format("{}{:.2f},{:.2f}", points.empty() ? "" : " ", px(s.x[i]), py(s.y[i]));
       if (s.markers)
-        svg += fmt::format("<circle class=\"marker\" data-series=\"{}\" cx=\"{:.2f}\" cy=\"{:.2f}\" r=\"3\" fill=\"{}\"/>\n",
-                           xml_escape(s.name), px(s.x[i]), py(s.y[i]), s.color);
+        svg += fmt::format(
+            "<circle class=\"marker\" data-series=\"{}\" cx=\"{:.2f}\" cy=\"{:.2f}\" r=\"3\" fill=\"{}\"/>\n",
+            xml_escape(s.name), px(s.x[i]), py(s.y[i]), s.color);
     }
     flush();
-    if (s.best >= 0 && static_cast<std::size_t>(s.best) < s.x.size() && std::isfinite(s.y[static_cast<std::size_t>(s.best)])) {
+    if (s.best >= 0 && static_cast<std::size_t>(s.best) < s.x.size() &&
+        std::isfinite(s.y[static_cast<std::size_t>(s.best)])) {
       const double bx = px(s.x[static_cast<std::size_t>(s.best)]), by = py(s.y[static_cast<std::size_t>(s.best)]);
-      svg += fmt::format("<circle class=\"best\" data-series=\"{}\" data-x=\"{}\" cx=\"{:.2f}\" cy=\"{:.2f}\" r=\"7\" "
-                         "fill=\"none\" stroke=\"black\" stroke-width=\"1.5\"/>\n"
-                         "<text x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"11\">best</text>\n",
-                         xml_escape(s.name), s.x[static_cast<std::size_t>(s.best)], bx, by, bx + 9,
-                         by - top_px < 40 ? by + 20 : by - 9);  // near the top (the legend), the label goes below
+      svg += fmt::format(
+          "<circle class=\"best\" data-series=\"{}\" data-x=\"{}\" cx=\"{:.2f}\" cy=\"{:.2f}\" r=\"7\" "
+          "fill=\"none\" stroke=\"black\" stroke-width=\"1.5\"/>\n"
+          "<text x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"11\">best</text>\n",
+          xml_escape(s.name), s.x[static_cast<std::size_t>(s.best)], bx, by, bx + 9,
+          by - top_px < 40 ? by + 20 : by - 9);  // near the top (the legend), the label goes below
     }
   }
   // legend, top right inside the plot
   for (std::size_t k = 0; k < series.size(); ++k) {
     const double ly = top_px + 12 + 16 * static_cast<double>(k), lx = left_px + pw - 130;
-    svg += fmt::format("<g class=\"legend\"><line x1=\"{:.2f}\" y1=\"{:.2f}\" x2=\"{:.2f}\" y2=\"{:.2f}\" stroke=\"{}\" "
-                       "stroke-width=\"2\"/><text x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"11\">{}</text></g>\n",
-                       lx, ly, lx + 20, ly, series[k].color, lx + 26, ly + 4, xml_escape(series[k].name));
+    svg += fmt::format(
+        "<g class=\"legend\"><line x1=\"{:.2f}\" y1=\"{:.2f}\" x2=\"{:.2f}\" y2=\"{:.2f}\" stroke=\"{}\" "
+        "stroke-width=\"2\"/><text x=\"{:.2f}\" y=\"{:.2f}\" font-size=\"11\">{}</text></g>\n",
+        lx, ly, lx + 20, ly, series[k].color, lx + 26, ly + 4, xml_escape(series[k].name));
   }
   svg += "</g>\n";
   return svg;
@@ -321,9 +358,10 @@ inline std::string chart_body(std::span<const Series> series, const ChartOptions
 
 // A complete SVG document with one line chart.
 inline std::string line_chart_svg(std::span<const Series> series, const ChartOptions& options = {}) {
-  return fmt::format("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\">\n"
-                     "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{2}</svg>\n",
-                     options.width, options.height, detail::chart_body(series, options, 0, 0));
+  return fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\">\n"
+      "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{2}</svg>\n",
+      options.width, options.height, detail::chart_body(series, options, 0, 0));
 }
 
 // What the curves show besides the losses: the early-stopping metric, whose best evaluation is ringed.
@@ -372,24 +410,30 @@ inline std::string training_curves_svg(std::span<const nlohmann::json> records, 
     ChartOptions options;
   };
   std::vector<Chart> charts;
-  charts.push_back({{loss}, {.title = "loss", .y_label = "loss", .width = width, .height = 300, .x_marks = marks,
-                             .y_clip_quantile = 0.95}});
+  charts.push_back(
+      {{loss},
+       {.title = "loss", .y_label = "loss", .width = width, .height = 300, .x_marks = marks, .y_clip_quantile = 0.95}});
   if (!eval.x.empty()) charts.back().series.push_back(eval);
   if (options.metric != "eval_loss" && !metric.x.empty())
     charts.push_back({{metric},
                       {.title = fmt::format("{} (early-stopping metric, {} is better)", options.metric,
                                             options.higher_is_better ? "higher" : "lower"),
-                       .y_label = options.metric, .width = width, .height = 240, .x_marks = marks}});
-  charts.push_back({{lr}, {.title = "learning rate", .y_label = "lr", .width = width, .height = 240, .x_marks = marks}});
+                       .y_label = options.metric,
+                       .width = width,
+                       .height = 240,
+                       .x_marks = marks}});
+  charts.push_back(
+      {{lr}, {.title = "learning rate", .y_label = "lr", .width = width, .height = 240, .x_marks = marks}});
   std::string body;
   int height = 0;
   for (const auto& c : charts) {
     body += detail::chart_body(c.series, c.options, 0, height);
     height += c.options.height;
   }
-  return fmt::format("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\">\n"
-                     "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{2}</svg>\n",
-                     width, height, body);
+  return fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\">\n"
+      "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{2}</svg>\n",
+      width, height, body);
 }
 
 inline std::string training_curves_svg(std::span<const nlohmann::json> records, int width = 720) {

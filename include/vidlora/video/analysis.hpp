@@ -17,8 +17,8 @@ enum class AnalysisKind { none, scene_change, motion };
 struct FrameAnalysis {
   std::int64_t frame_count = 0;
   std::vector<std::int64_t> scene_starts{0};  // first frame of each scene, starting with 0
-  std::vector<double> scene_distance;          // Bhattacharyya distance to the previous frame (0 for frame 0)
-  std::vector<double> motion;                  // mean |Δluma| to the previous frame, 0..255 (0 for frame 0)
+  std::vector<double> scene_distance;         // Bhattacharyya distance to the previous frame (0 for frame 0)
+  std::vector<double> motion;                 // mean |Δluma| to the previous frame, 0..255 (0 for frame 0)
 };
 
 // Feeds frames one at a time; decides cuts as it goes so the decode pass can keep the first frame
@@ -62,7 +62,8 @@ class MotionMeter {
   double push(const std::uint8_t* rgb, std::size_t pixels) {
     current_.resize(pixels);
     for (std::size_t i = 0; i < pixels; ++i)
-      current_[i] = static_cast<std::uint8_t>((77 * rgb[3 * i] + 150 * rgb[3 * i + 1] + 29 * rgb[3 * i + 2] + 128) >> 8);
+      current_[i] =
+          static_cast<std::uint8_t>((77 * rgb[3 * i] + 150 * rgb[3 * i + 1] + 29 * rgb[3 * i + 2] + 128) >> 8);
     double score = 0.0;
     if (previous_.size() == pixels && pixels > 0) {
       std::uint64_t sum = 0;

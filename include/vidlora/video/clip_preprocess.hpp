@@ -95,7 +95,8 @@ inline PilCoeffs pil_coefficients(int in_size, int out_size, ResizeArithmetic ar
       k[x] = pil_bicubic((x + xmin - center + 0.5) * ss);
       ww += k[x];
     }
-    for (int x = 0; x < xmax; ++x) normalized[static_cast<std::size_t>(xx) * c.ksize + x] = ww != 0.0 ? k[x] / ww : k[x];
+    for (int x = 0; x < xmax; ++x)
+      normalized[static_cast<std::size_t>(xx) * c.ksize + x] = ww != 0.0 ? k[x] / ww : k[x];
     c.first[xx] = xmin;
     c.count[xx] = xmax;
   }
@@ -107,7 +108,8 @@ inline PilCoeffs pil_coefficients(int in_size, int out_size, ResizeArithmetic ar
   }
   for (std::size_t i = 0; i < normalized.size(); ++i) {
     const double w = normalized[i];
-    c.weights[i] = w < 0 ? static_cast<int>(-0.5 + w * (1 << c.precision)) : static_cast<int>(0.5 + w * (1 << c.precision));
+    c.weights[i] =
+        w < 0 ? static_cast<int>(-0.5 + w * (1 << c.precision)) : static_cast<int>(0.5 + w * (1 << c.precision));
   }
   return c;
 }
@@ -133,7 +135,8 @@ inline RgbImage resize_bicubic(const RgbImage& in, int width, int height,
     const auto horiz = detail::pil_coefficients(in.width, width, arithmetic);
     row0 = vert.first[0];
     const int row_end = vert.first[height - 1] + vert.count[height - 1];
-    tmp = RgbImage{width, row_end - row0, std::vector<std::uint8_t>(static_cast<std::size_t>(width) * (row_end - row0) * 3)};
+    tmp = RgbImage{width, row_end - row0,
+                   std::vector<std::uint8_t>(static_cast<std::size_t>(width) * (row_end - row0) * 3)};
     for (int y = 0; y < tmp.height; ++y) {
       const std::uint8_t* src = in.data.data() + static_cast<std::size_t>(y + row0) * in.width * 3;
       std::uint8_t* dst = tmp.data.data() + static_cast<std::size_t>(y) * width * 3;
@@ -216,7 +219,8 @@ inline void clip_preprocess_into(const RgbImage& image, const ClipPreprocessOpti
         const int sy = top + y - pad_top, sx = left + x - pad_left;  // position in the resized image
         const int v = (sy >= 0 && sy < r.height && sx >= 0 && sx < r.width) ? r.at(sx, sy, c) : 0;
         // rescale in double then float32, normalise in float32, as transformers' numpy code does
-        float value = o.do_rescale ? static_cast<float>(static_cast<double>(v) * o.rescale_factor) : static_cast<float>(v);
+        float value =
+            o.do_rescale ? static_cast<float>(static_cast<double>(v) * o.rescale_factor) : static_cast<float>(v);
         if (o.do_normalize) value = (value - mean[c]) / sd[c];
         out[base + (static_cast<std::size_t>(c) * out_h + y) * out_w + x] = value;
       }
@@ -226,7 +230,8 @@ namespace detail {
 template <class Image, class Rgb>
 ClipTensor clip_preprocess_all(const std::vector<Image>& images, const ClipPreprocessOptions& options, Rgb rgb) {
   ClipTensor t{static_cast<int>(images.size()), 3, options.crop_height, options.crop_width, {}};
-  if (!images.empty()) std::tie(t.height, t.width) = clip_output_size(rgb(images[0]).width, rgb(images[0]).height, options);
+  if (!images.empty())
+    std::tie(t.height, t.width) = clip_output_size(rgb(images[0]).width, rgb(images[0]).height, options);
   t.data.reserve(images.size() * 3 * static_cast<std::size_t>(t.height) * t.width);
   for (const auto& image : images) {
     require(clip_output_size(rgb(image).width, rgb(image).height, options) == std::pair{t.height, t.width},

@@ -30,12 +30,13 @@ class FrameHold {
   void offer(const DecodedFrame& f, bool pin) {
     if (!last_) last_.reset(av_frame_alloc());
     av_frame_unref(last_.get());  // the latest frame is always at hand, so the last frame can be chosen
-    if (!last_ || av_frame_ref(last_.get(), f.frame) < 0) fail("video: out of memory holding decoded frame {}", f.index);
+    if (!last_ || av_frame_ref(last_.get(), f.frame) < 0)
+      fail("video: out of memory holding decoded frame {}", f.index);
     last_index_ = f.index;
     last_timestamp_ = f.timestamp;
     if (capacity_ == 0) {  // size the hold from the first frame's decoded bytes
-      const int bytes = av_image_get_buffer_size(static_cast<AVPixelFormat>(f.frame->format), f.frame->width,
-                                                 f.frame->height, 1);
+      const int bytes =
+          av_image_get_buffer_size(static_cast<AVPixelFormat>(f.frame->format), f.frame->width, f.frame->height, 1);
       capacity_ = std::max<std::size_t>(min_frames_, bytes > 0 ? budget_ / static_cast<std::size_t>(bytes) : 0);
     }
     if (!pin && f.index % stride_ != 0) return;
@@ -46,7 +47,8 @@ class FrameHold {
     while (unpinned_ > capacity_) {
       stride_ *= 2;
       std::erase_if(held_, [&](const HeldFrame& h) { return !h.pinned && h.index % stride_ != 0; });
-      unpinned_ = static_cast<std::size_t>(std::count_if(held_.begin(), held_.end(), [](const HeldFrame& h) { return !h.pinned; }));
+      unpinned_ = static_cast<std::size_t>(
+          std::count_if(held_.begin(), held_.end(), [](const HeldFrame& h) { return !h.pinned; }));
     }
   }
 
@@ -85,7 +87,8 @@ inline std::pair<int, int> analysis_size(int width, int height, int analysis_wid
 }
 
 #ifndef VIDLORA_ANALYSIS_SCALER
-#define VIDLORA_ANALYSIS_SCALER SWS_POINT  // point samples: the histogram and the luma difference need no filtering, and it is ~free
+#define VIDLORA_ANALYSIS_SCALER \
+  SWS_POINT  // point samples: the histogram and the luma difference need no filtering, and it is ~free
 #endif
 inline int analysis_scaler_flags() { return VIDLORA_ANALYSIS_SCALER; }
 

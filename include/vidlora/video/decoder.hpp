@@ -38,17 +38,17 @@ struct StreamInfo {
   double avg_fps = 0.0;   // average frame rate; 0 when unknown
   int time_base_num = 0;  // one pts tick is time_base_num / time_base_den seconds
   int time_base_den = 1;
-  std::int64_t start_pts = 0;               // pts of the stream start (timestamps are relative to it)
-  std::int64_t reported_frame_count = 0;    // nb_frames from the container; 0 = not stated
+  std::int64_t start_pts = 0;             // pts of the stream start (timestamps are relative to it)
+  std::int64_t reported_frame_count = 0;  // nb_frames from the container; 0 = not stated
   double time_base() const { return static_cast<double>(time_base_num) / time_base_den; }
 };
 
 // How a decode pass ended. A damaged file is not an exception here: the frames before the damage
 // were delivered, and `damaged` / `problem` / `byte_offset` say where and why it stopped.
 struct DecodeStatus {
-  std::int64_t frames = 0;  // frames delivered by this pass
-  bool damaged = false;     // stopped on a read or decode error, not at a clean end of file
-  std::string problem;      // FFmpeg's message for the error ("Invalid data found ...")
+  std::int64_t frames = 0;        // frames delivered by this pass
+  bool damaged = false;           // stopped on a read or decode error, not at a clean end of file
+  std::string problem;            // FFmpeg's message for the error ("Invalid data found ...")
   std::int64_t byte_offset = -1;  // file position where reading failed (-1 unknown)
   double last_timestamp = -1.0;   // timestamp of the last good frame (-1: none)
 
@@ -70,11 +70,11 @@ struct DecodedFrame {
 // Demuxed (not decoded) packet facts of the video stream: presentation timestamps in increasing
 // order — entry i is frame i — and which of them are keyframes. Built by scanning the file.
 struct PacketIndex {
-  std::vector<std::int64_t> pts;      // sorted
-  std::vector<bool> keyframe;         // same order as pts
-  DecodeStatus status;                // damaged when the scan hit a read error
-  bool complete = true;               // false when some packet had no timestamp (index unusable)
-  bool rewound = true;                // false when the file could not seek back to its start
+  std::vector<std::int64_t> pts;  // sorted
+  std::vector<bool> keyframe;     // same order as pts
+  DecodeStatus status;            // damaged when the scan hit a read error
+  bool complete = true;           // false when some packet had no timestamp (index unusable)
+  bool rewound = true;            // false when the file could not seek back to its start
 };
 
 class VideoDecoder {
@@ -87,9 +87,7 @@ class VideoDecoder {
   const StreamInfo& info() const { return info_; }
   const std::filesystem::path& path() const { return info_.path; }
 
-  double seconds(std::int64_t pts) const {
-    return static_cast<double>(pts - info_.start_pts) * info_.time_base();
-  }
+  double seconds(std::int64_t pts) const { return static_cast<double>(pts - info_.start_pts) * info_.time_base(); }
 
   // Decodes from the current position to the end (or until `visit` returns false), calling
   // visit(const DecodedFrame&) for each frame in presentation order.
@@ -149,7 +147,7 @@ class VideoDecoder {
         break;
       }
     }
-    if (!stop) {  // flush the frames the threads still hold, also after damage
+    if (!stop) {                                   // flush the frames the threads still hold, also after damage
       avcodec_send_packet(codec_.get(), nullptr);  // AVERROR_EOF when already flushing: harmless
       const bool was_damaged = status.damaged;
       const DecodeStatus before = status;
@@ -284,8 +282,8 @@ class VideoDecoder {
       info_.duration = static_cast<double>(stream->duration) * av_q2d(stream->time_base);
     else if (format_->duration != AV_NOPTS_VALUE && format_->duration > 0)
       info_.duration = static_cast<double>(format_->duration) / AV_TIME_BASE;
-    AVRational rate = stream->avg_frame_rate.den && stream->avg_frame_rate.num ? stream->avg_frame_rate
-                                                                                : stream->r_frame_rate;
+    AVRational rate =
+        stream->avg_frame_rate.den && stream->avg_frame_rate.num ? stream->avg_frame_rate : stream->r_frame_rate;
     info_.avg_fps = rate.den && rate.num ? av_q2d(rate) : 0.0;
     info_.reported_frame_count = stream->nb_frames;
     last_pts_ = info_.start_pts - default_step();
@@ -326,9 +324,9 @@ class RgbConverter {
 
   // Writes width*height*3 bytes to `out`.
   void convert(const AVFrame& frame, int width, int height, std::uint8_t* out) {
-    SwsContext* ctx = sws_getCachedContext(sws_.release(), frame.width, frame.height,
-                                           static_cast<AVPixelFormat>(frame.format), width, height,
-                                           AV_PIX_FMT_RGB24, flags_, nullptr, nullptr, nullptr);
+    SwsContext* ctx =
+        sws_getCachedContext(sws_.release(), frame.width, frame.height, static_cast<AVPixelFormat>(frame.format), width,
+                             height, AV_PIX_FMT_RGB24, flags_, nullptr, nullptr, nullptr);
     sws_.reset(ctx);
     if (!ctx)
       fail("swscale cannot convert {}x{} {} to {}x{} RGB", frame.width, frame.height,

@@ -30,7 +30,7 @@ inline std::string sampling_policy_names() {
 template <class F>
 decltype(auto) with_sampling_policy(std::string_view name, F&& f) {
   using R = decltype(f(Uniform{}));
-  return [&]<std::size_t... I>(std::index_sequence<I...>) -> R {
+  return [&]<std::size_t... I>(std::index_sequence<I...>)->R {
     if constexpr (std::is_void_v<R>) {
       const bool found = ((std::tuple_element_t<I, AllSamplingPolicies>::name == name
                                ? (f(std::tuple_element_t<I, AllSamplingPolicies>{}), true)
@@ -46,7 +46,8 @@ decltype(auto) with_sampling_policy(std::string_view name, F&& f) {
       if (!result) fail("unknown sampler '{}' ({})", name, sampling_policy_names());
       return std::move(*result);
     }
-  }(std::make_index_sequence<std::tuple_size_v<AllSamplingPolicies>>{});
+  }
+  (std::make_index_sequence<std::tuple_size_v<AllSamplingPolicies>>{});
 }
 
 }  // namespace vidlora::video

@@ -20,12 +20,12 @@ namespace vidlora::video {
 // How a sampling went, beside the frames.
 struct SamplingReport {
   StreamInfo info;
-  std::int64_t frame_count = 0;       // frames the video really has (decoded, or demuxed when seeking)
-  bool short_video = false;           // fewer frames than num_frames: every frame was returned
-  bool seeked = false;                // Uniform took the keyframe-seek path
-  std::int64_t frames_decoded = 0;    // decoder output frames this sampling consumed
-  std::int64_t hold_stride = 1;       // >1: chosen frames were snapped to every hold_stride-th frame
-  DecodeStatus status;                // damaged = the file broke mid-way (only with accept_damaged)
+  std::int64_t frame_count = 0;            // frames the video really has (decoded, or demuxed when seeking)
+  bool short_video = false;                // fewer frames than num_frames: every frame was returned
+  bool seeked = false;                     // Uniform took the keyframe-seek path
+  std::int64_t frames_decoded = 0;         // decoder output frames this sampling consumed
+  std::int64_t hold_stride = 1;            // >1: chosen frames were snapped to every hold_stride-th frame
+  DecodeStatus status;                     // damaged = the file broke mid-way (only with accept_damaged)
   std::vector<std::int64_t> scene_starts;  // SceneChange: first frame of every detected scene
 };
 
@@ -83,10 +83,13 @@ class Sampler {
     if (Policy::analysis == AnalysisKind::scene_change) out.report.scene_starts = pass.analysis.scene_starts;
     const auto& path = decoder.path();
     if (pass.status.damaged && !o.accept_damaged)
-      fail("video file {}: damaged, decoding stopped {} (set SamplerOptions.accept_damaged to use the frames before it)",
-           path.string(), pass.status.where());
+      fail(
+          "video file {}: damaged, decoding stopped {} (set SamplerOptions.accept_damaged to use the frames before it)",
+          path.string(), pass.status.where());
     const std::int64_t n = pass.analysis.frame_count;
-    if (n == 0) fail("video file {}: no decodable frames{}", path.string(), pass.status.damaged ? " (" + pass.status.problem + ")" : "");
+    if (n == 0)
+      fail("video file {}: no decodable frames{}", path.string(),
+           pass.status.damaged ? " (" + pass.status.problem + ")" : "");
 
     std::vector<std::int64_t> wanted;
     std::vector<std::pair<std::int64_t, std::int64_t>> ranges;
@@ -96,7 +99,8 @@ class Sampler {
     } else {
       wanted = Policy::select(pass.analysis, o);
       if (static_cast<std::int64_t>(wanted.size()) != k)
-        fail("video file {}: sampling policy {} chose {} frames, expected {}", path.string(), Policy::name, wanted.size(), k);
+        fail("video file {}: sampling policy {} chose {} frames, expected {}", path.string(), Policy::name,
+             wanted.size(), k);
       if (Policy::analysis == AnalysisKind::scene_change) {  // keep each choice inside its scene
         const auto& starts = pass.analysis.scene_starts;
         for (auto idx : wanted) {
@@ -155,7 +159,7 @@ class Sampler {
         out.report.frames_decoded += s.frames;
         if (s.damaged) return std::nullopt;
         if (!found && !overshot) return std::nullopt;  // reached the end without meeting the frame
-        if (!found) {  // landed after the frame: go one keyframe further back
+        if (!found) {                                  // landed after the frame: go one keyframe further back
           do --key;
           while (key > 0 && !index.keyframe[static_cast<std::size_t>(key)]);
           if (key < 0) return std::nullopt;

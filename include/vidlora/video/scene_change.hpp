@@ -18,7 +18,8 @@ namespace vidlora::video {
 // decoded or breaks mid-way.
 inline std::vector<std::int64_t> detect_scene_changes(const std::filesystem::path& path,
                                                       const SceneChangeOptions& options = {}) {
-  VideoDecoder decoder(path, VideoDecoderOptions{.threads = options.threads, .skip_loop_filter = options.skip_loop_filter});
+  VideoDecoder decoder(path,
+                       VideoDecoderOptions{.threads = options.threads, .skip_loop_filter = options.skip_loop_filter});
   PassResult pass = analyse_and_hold(decoder, AnalysisKind::scene_change, options, 0, 0);
   if (pass.status.damaged) fail("video file {}: damaged, decoding stopped {}", path.string(), pass.status.where());
   if (pass.status.frames == 0) fail("video file {}: no decodable frames", path.string());

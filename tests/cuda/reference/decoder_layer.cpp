@@ -45,7 +45,8 @@ void run_decoder_layer(const DecoderLayerCase& c, DecoderLayer& r) {
   const auto uniform = [&](long n, std::uint64_t stream, float lo, float hi) {
     std::vector<float> v(static_cast<std::size_t>(n));
     for (long i = 0; i < n; ++i)
-      v[static_cast<std::size_t>(i)] = lo + (hi - lo) * vidlora::random_uniform(c.seed, stream, static_cast<std::uint64_t>(i));
+      v[static_cast<std::size_t>(i)] =
+          lo + (hi - lo) * vidlora::random_uniform(c.seed, stream, static_cast<std::uint64_t>(i));
     return v;
   };
   vidlora::model::DecoderLayerWeights<Slot> layer;

@@ -94,10 +94,11 @@ void rope(std::vector<float>& x, long tokens, long heads, int head_dim, const st
 
 void attention(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v, long tq, long tk,
                long q_heads, long kv_heads, long d, long q_offset, const std::vector<int>& key_mask,
-               const std::vector<float>& d_out, std::vector<float>& out, std::vector<float>& dq,
-               std::vector<float>& dk, std::vector<float>& dv) {
+               const std::vector<float>& d_out, std::vector<float>& out, std::vector<float>& dq, std::vector<float>& dk,
+               std::vector<float>& dv) {
   const vidlora::model::AttentionShape s{q_heads, kv_heads, d};
-  const Matrix Q = to_matrix(q, tq, q_heads * d), K = to_matrix(k, tk, kv_heads * d), V = to_matrix(v, tk, kv_heads * d);
+  const Matrix Q = to_matrix(q, tq, q_heads * d), K = to_matrix(k, tk, kv_heads * d),
+               V = to_matrix(v, tk, kv_heads * d);
   Matrix probs;
   out = to_vector(vidlora::model::attention_forward<float>(Q, K, V, s, q_offset, key_mask, &probs));
   Matrix DQ = Matrix::Zero(tq, q_heads * d), DK = Matrix::Zero(tk, kv_heads * d), DV = Matrix::Zero(tk, kv_heads * d);

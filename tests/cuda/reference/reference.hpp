@@ -47,15 +47,15 @@ void rope(std::vector<float>& x, long tokens, long heads, int head_dim, const st
 // model::attention_forward / attention_backward (dq, dk, dv returned, zero-initialised).
 void attention(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v, long tq, long tk,
                long q_heads, long kv_heads, long head_dim, long q_offset, const std::vector<int>& key_mask,
-               const std::vector<float>& d_out, std::vector<float>& out, std::vector<float>& dq,
-               std::vector<float>& dk, std::vector<float>& dv);
+               const std::vector<float>& d_out, std::vector<float>& out, std::vector<float>& dq, std::vector<float>& dk,
+               std::vector<float>& dv);
 
 struct Lora {
-  std::vector<float> a, b;            // the adapters used ([16, in], [out, 16])
+  std::vector<float> a, b;  // the adapters used ([16, in], [out, 16])
   std::vector<float> y, dx, grad_a, grad_b;
   float scaling = 0;
-  std::vector<float> dense_w;         // the base actually multiplied (dequantized for NF4)
-  Quantized q;                        // NF4 base (double-quantized, blocksize 64)
+  std::vector<float> dense_w;  // the base actually multiplied (dequantized for NF4)
+  Quantized q;                 // NF4 base (double-quantized, blocksize 64)
 };
 // lora::LoraLinear<16, 32, DenseWeight or quant::NF4Weight>, one training forward + backward.
 Lora lora(bool nf4, long tokens, long in, long out, double dropout, std::uint64_t seed, std::uint32_t layer,

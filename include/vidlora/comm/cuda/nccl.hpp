@@ -49,8 +49,7 @@ inline ncclUniqueId nccl_unique_id_over(Mpi& bootstrap) {
   }
   bootstrap.broadcast(bytes, "the NCCL unique id");
   if (bytes.size() != sizeof id)
-    throw CommError(detail::message("the NCCL unique id: {} bytes received, {} expected", bytes.size(),
-                                sizeof id));
+    throw CommError(detail::message("the NCCL unique id: {} bytes received, {} expected", bytes.size(), sizeof id));
   std::memcpy(&id, bytes.data(), sizeof id);
   return id;
 }
@@ -72,13 +71,14 @@ inline ncclUniqueId nccl_unique_id_via_file(const std::filesystem::path& file, i
     std::filesystem::rename(tmp, file);
     return id;
   }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
   while (true) {
     std::ifstream in(file, std::ios::binary);
     if (in && in.read(reinterpret_cast<char*>(&id), sizeof id)) return id;
     if (std::chrono::steady_clock::now() >= deadline)
       throw CommError(detail::message("rank {}: no NCCL unique id in {} after {:g} s (rank 0 writes it)", rank,
-                                  file.string(), timeout.count()));
+                                      file.string(), timeout.count()));
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }
@@ -97,7 +97,7 @@ inline int local_device(int requested) {
 
 struct NcclOptions {
   std::chrono::duration<double> timeout = std::chrono::seconds(600);  // per reduction, as MpiOptions::timeout
-  int device = -1;                                                     // -1: local_device()
+  int device = -1;                                                    // -1: local_device()
 };
 
 class Nccl {
@@ -116,8 +116,11 @@ class Nccl {
   Nccl(const Nccl&) = delete;
   Nccl& operator=(const Nccl&) = delete;
   Nccl(Nccl&& o) noexcept
-      : bootstrap_(std::move(o.bootstrap_)), options_(o.options_), device_(o.device_),
-        stream_(std::exchange(o.stream_, nullptr)), comm_(std::exchange(o.comm_, nullptr)) {}
+      : bootstrap_(std::move(o.bootstrap_)),
+        options_(o.options_),
+        device_(o.device_),
+        stream_(std::exchange(o.stream_, nullptr)),
+        comm_(std::exchange(o.comm_, nullptr)) {}
   Nccl& operator=(Nccl&&) = delete;
   ~Nccl() {
     if (comm_) ncclCommDestroy(comm_);
@@ -152,9 +155,10 @@ class Nccl {
       }
       if (clock::now() >= deadline) {
         ncclCommAbort(std::exchange(comm_, nullptr));
-        throw CommError(detail::message("rank {} of {}: {} did not complete within {:g} s on GPU {}: another rank died, "
-                                    "hangs or is that far behind; the NCCL communicator was aborted",
-                                    rank(), size(), what, options_.timeout.count(), device_));
+        throw CommError(
+            detail::message("rank {} of {}: {} did not complete within {:g} s on GPU {}: another rank died, "
+                            "hangs or is that far behind; the NCCL communicator was aborted",
+                            rank(), size(), what, options_.timeout.count(), device_));
       }
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }

@@ -153,22 +153,38 @@ inline std::uint16_t address_alignment(const void* ptr) {
 inline GemmProblem linear_forward(std::int64_t tokens, std::int64_t in, std::int64_t out, DType t, bool bias = false,
                                   DType c = DType::F32) {
   GemmProblem p;
-  p.m = tokens; p.n = out; p.k = in; p.op_a = Op::N; p.op_b = Op::T;
-  p.a_type = p.b_type = t; p.c_type = c; p.bias = bias;
+  p.m = tokens;
+  p.n = out;
+  p.k = in;
+  p.op_a = Op::N;
+  p.op_b = Op::T;
+  p.a_type = p.b_type = t;
+  p.c_type = c;
+  p.bias = bias;
   return p;
 }
 inline GemmProblem linear_input_grad(std::int64_t tokens, std::int64_t in, std::int64_t out, DType t,
                                      DType c = DType::F32) {
   GemmProblem p;
-  p.m = tokens; p.n = in; p.k = out; p.op_a = Op::N; p.op_b = Op::N;
-  p.a_type = p.b_type = t; p.c_type = c;
+  p.m = tokens;
+  p.n = in;
+  p.k = out;
+  p.op_a = Op::N;
+  p.op_b = Op::N;
+  p.a_type = p.b_type = t;
+  p.c_type = c;
   return p;
 }
 inline GemmProblem linear_weight_grad(std::int64_t tokens, std::int64_t in, std::int64_t out, DType t,
                                       DType c = DType::F32) {
   GemmProblem p;
-  p.m = out; p.n = in; p.k = tokens; p.op_a = Op::T; p.op_b = Op::N;
-  p.a_type = p.b_type = t; p.c_type = c;
+  p.m = out;
+  p.n = in;
+  p.k = tokens;
+  p.op_a = Op::T;
+  p.op_b = Op::N;
+  p.a_type = p.b_type = t;
+  p.c_type = c;
   return p;
 }
 
@@ -213,14 +229,14 @@ class GemmRunner {
   void run(const GemmProblem& p, const void* a, const void* b, void* c, float alpha = 1.0f, float beta = 0.0f,
            const void* bias = nullptr, cudaStream_t stream = nullptr) {
     check_gemm(p);
-    check_arg(p.bias == (bias != nullptr), "cuda::gemm", p.bias ? "the problem has a bias but no bias pointer"
-                                                               : "a bias pointer for a problem without bias");
-    GemmKey key{p, std::min({address_alignment(a), address_alignment(b), address_alignment(c),
-                             address_alignment(bias)})};
+    check_arg(p.bias == (bias != nullptr), "cuda::gemm",
+              p.bias ? "the problem has a bias but no bias pointer" : "a bias pointer for a problem without bias");
+    GemmKey key{p,
+                std::min({address_alignment(a), address_alignment(b), address_alignment(c), address_alignment(bias)})};
     Plan& plan = plan_for(key, a, b, alpha, beta, bias, stream);
     if (p.bias)
-      VIDLORA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                                          sizeof(bias)));
+      VIDLORA_CUBLAS_CHECK(
+          cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     // Row-major -> column-major: the first cuBLASLt operand is B.
     VIDLORA_CUBLAS_CHECK(cublasLtMatmul(handle_, plan.op, &alpha, b, plan.a, a, plan.b, &beta, c, plan.c, c, plan.c,
                                         &plan.algo, workspace_, workspace_bytes_, stream));
@@ -253,8 +269,7 @@ class GemmRunner {
     const GemmProblem& p = key.p;
     const ColumnMajorGemm g = to_column_major(p);
     auto plan = std::make_unique<Plan>();
-    const cublasComputeType_t compute =
-        p.compute == Compute::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    const cublasComputeType_t compute = p.compute == Compute::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     VIDLORA_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->op, compute, CUDA_R_32F));
     const cublasOperation_t ta = to_cublas(g.op_a), tb = to_cublas(g.op_b);
     VIDLORA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
@@ -278,8 +293,8 @@ class GemmRunner {
     std::unique_ptr<std::remove_pointer_t<cublasLtMatmulPreference_t>, cublasStatus_t (*)(cublasLtMatmulPreference_t)>
         pref_guard(pref, &cublasLtMatmulPreferenceDestroy);
     const std::uint64_t ws = workspace_bytes_;
-    VIDLORA_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                                              sizeof(ws)));
+    VIDLORA_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
     // The heuristic otherwise assumes 256-byte aligned operands; tell it what the key guarantees.
     const std::uint32_t align = key.alignment;
     for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
@@ -309,8 +324,8 @@ class GemmRunner {
     std::unique_ptr<void, cudaError_t (*)(void*)> scratch_guard(scratch, &cudaFree);
     VIDLORA_CUDA_CHECK(cudaMemsetAsync(scratch, 0, c_bytes, stream));
     if (p.bias)
-      VIDLORA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                                          sizeof(bias)));
+      VIDLORA_CUBLAS_CHECK(
+          cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     cudaEvent_t start = nullptr, stop = nullptr;
     VIDLORA_CUDA_CHECK(cudaEventCreate(&start));
     std::unique_ptr<CUevent_st, cudaError_t (*)(cudaEvent_t)> start_guard(start, &cudaEventDestroy);

@@ -55,8 +55,8 @@ inline void check_arg(bool condition, const char* who, const std::string& what) 
 #if VIDLORA_HAS_CUDA_RUNTIME
 inline void check_cuda(cudaError_t status, const char* call, const char* file, int line) {
   if (status != cudaSuccess)
-    throw CudaError(status_message(call, cudaGetErrorName(status), static_cast<int>(status),
-                                   cudaGetErrorString(status), file, line));
+    throw CudaError(status_message(call, cudaGetErrorName(status), static_cast<int>(status), cudaGetErrorString(status),
+                                   file, line));
 }
 
 inline const char* cublas_status_name(cublasStatus_t s) {

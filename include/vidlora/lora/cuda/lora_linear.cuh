@@ -26,17 +26,17 @@ enum class BaseKind : std::uint8_t { Dense, NF4, FP4 };
 struct LoraLinearParams {
   std::int64_t tokens = 0, in = 0, out = 0, rank = 0;
   float scaling = 1.0f;
-  float dropout = 0.0f;          // in [0, 1); 0: no mask (inference, or a layer without dropout)
+  float dropout = 0.0f;  // in [0, 1); 0: no mask (inference, or a layer without dropout)
   std::uint64_t seed = 0;
-  std::uint64_t stream = 0;      // lora::dropout_stream(layer, step), as the CPU layer's mask_stream
+  std::uint64_t stream = 0;  // lora::dropout_stream(layer, step), as the CPU layer's mask_stream
   BaseKind base = BaseKind::Dense;
-  const void* w = nullptr;       // Dense: [out, in] of T
+  const void* w = nullptr;            // Dense: [out, in] of T
   quant::cuda::Quantized4bitView qw;  // NF4 / FP4: numel = out·in
-  const void* bias = nullptr;    // [out] of T, or null
-  const void* a = nullptr;       // [rank, in] of T
-  const void* b = nullptr;       // [out, rank] of T
-  float* grad_a = nullptr;       // [rank, in] accumulated
-  float* grad_b = nullptr;       // [out, rank] accumulated
+  const void* bias = nullptr;         // [out] of T, or null
+  const void* a = nullptr;            // [rank, in] of T
+  const void* b = nullptr;            // [out, rank] of T
+  float* grad_a = nullptr;            // [rank, in] accumulated
+  float* grad_b = nullptr;            // [out, rank] accumulated
   vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32;
   // The rank-r expansions (scaling·h·Bᵀ, mask ⊙ (g·A)) by low_rank_expand.cuh's kernel instead of cuBLASLt + a mask
   // pass. Off by default: on an H200 at tokens 8192, in = out = 4096, r = 16 the kernel takes 70-85 µs against
@@ -121,8 +121,16 @@ inline LowRankExpandParams expansion(const void* l, const void* r, void* out, st
                                      std::int64_t rank, float alpha, RLayout layout, const std::uint8_t* keep_bits,
                                      float dropout) {
   LowRankExpandParams e;
-  e.l = l; e.r = r; e.out = out; e.rows = rows; e.cols = cols; e.rank = static_cast<int>(rank); e.alpha = alpha;
-  e.layout = layout; e.keep_bits = keep_bits; e.dropout = dropout;
+  e.l = l;
+  e.r = r;
+  e.out = out;
+  e.rows = rows;
+  e.cols = cols;
+  e.rank = static_cast<int>(rank);
+  e.alpha = alpha;
+  e.layout = layout;
+  e.keep_bits = keep_bits;
+  e.dropout = dropout;
   return e;
 }
 
@@ -169,8 +177,8 @@ void lora_backward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorksp
   exec.gemm(with(linear_input_grad(p.tokens, p.rank, p.out, t, t)), dy, p.b, ws.g, p.scaling, 0.0f, nullptr);
   // dx = mask ⊙ (g·A) in one pass, with the keep bits the forward stored
   const bool drop = p.dropout > 0.0f;
-  exec.expand(expansion(ws.g, p.a, dx, p.tokens, p.in, p.rank, 1.0f, RLayout::RankByCols, drop ? ws.mask : nullptr,
-                        p.dropout));
+  exec.expand(
+      expansion(ws.g, p.a, dx, p.tokens, p.in, p.rank, 1.0f, RLayout::RankByCols, drop ? ws.mask : nullptr, p.dropout));
   const T* xd = drop ? ws.xd : x;
   exec.gemm(with(linear_input_grad(p.tokens, p.in, p.out, t, t)), dy, exec.base_weight(p, ws), dx, 1.0f, 1.0f, nullptr);
   // grad_A += gᵀ·dropout(x)  [rank, in];  grad_B += scaling·dyᵀ·h  [out, rank]  (fp32 outputs)
@@ -255,15 +263,15 @@ struct CudaLoraExec {
   void dropout(const T* src, T* dst, std::int64_t n, const LoraLinearParams& p, std::uint8_t* mask) {
     const bool vectorized = reinterpret_cast<std::uintptr_t>(src) % sizeof(Vec4<T>) == 0 &&
                             reinterpret_cast<std::uintptr_t>(dst) % sizeof(Vec4<T>) == 0;
-    dropout_kernel<T><<<vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream>>>(
-        src, dst, n, p.seed, p.stream, p.dropout, mask, vectorized);
+    dropout_kernel<T><<<vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream>>>(src, dst, n, p.seed, p.stream,
+                                                                                      p.dropout, mask, vectorized);
     VIDLORA_CUDA_CHECK_LAUNCH("dropout_kernel");
   }
   template <class T>
   void apply_mask(T* x, std::int64_t n, float dropout, const std::uint8_t* mask) {
     const bool vectorized = reinterpret_cast<std::uintptr_t>(x) % sizeof(Vec4<T>) == 0;
-    apply_mask_kernel<T><<<vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream>>>(x, n, mask, dropout,
-                                                                                         vectorized);
+    apply_mask_kernel<T>
+        <<<vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream>>>(x, n, mask, dropout, vectorized);
     VIDLORA_CUDA_CHECK_LAUNCH("apply_mask_kernel");
   }
   // The fused kernel when it takes the shape (and `fused` is on), else a cuBLASLt GEMM and, for a masked

@@ -17,13 +17,13 @@
 namespace vidlora::loss::cuda {
 
 struct CrossEntropyParams {
-  const float* logits = nullptr;  // [rows, vocab], row stride ld (0: vocab)
+  const float* logits = nullptr;          // [rows, vocab], row stride ld (0: vocab)
   const std::int32_t* targets = nullptr;  // [rows]
   std::int64_t rows = 0, vocab = 0, ld = 0;
   std::int32_t ignore_index = -100;
   double label_smoothing = 0.0;
-  double grad_scale = 1.0;  // 1 / normalizer (times an upstream factor); gradient skipped when grad == null
-  float* grad = nullptr;    // [rows, vocab] packed; ignored rows are zeroed
+  double grad_scale = 1.0;     // 1 / normalizer (times an upstream factor); gradient skipped when grad == null
+  float* grad = nullptr;       // [rows, vocab] packed; ignored rows are zeroed
   double* row_loss = nullptr;  // [rows]; 0 for ignored rows
 };
 
@@ -45,8 +45,8 @@ inline long check_ce_targets(const std::vector<std::int32_t>& targets, std::int6
     if (t == ignore_index) continue;
     vidlora::cuda::check_arg(ce_target_in_range(t, vocab), "cuda::cross_entropy",
                              "target " + std::to_string(t) + " at position " + std::to_string(i) + " is outside [0, " +
-                                 std::to_string(vocab) + ") and is not ignore_index (" +
-                                 std::to_string(ignore_index) + ")");
+                                 std::to_string(vocab) + ") and is not ignore_index (" + std::to_string(ignore_index) +
+                                 ")");
     ++valid;
   }
   return valid;
@@ -111,8 +111,8 @@ __global__ void cross_entropy_kernel(CrossEntropyParams p) {
   const OnlineLogSumExp total{s_max[0], s_sum[0]};
   const double lse = total.value();
   if (threadIdx.x == 0)
-    p.row_loss[row] = cross_entropy_token_loss(lse, static_cast<double>(z[t]), s_lsum[0],
-                                               static_cast<double>(p.vocab), p.label_smoothing);
+    p.row_loss[row] = cross_entropy_token_loss(lse, static_cast<double>(z[t]), s_lsum[0], static_cast<double>(p.vocab),
+                                               p.label_smoothing);
   if (p.grad) {
     const double inv_vocab = 1.0 / static_cast<double>(p.vocab);
     for (std::int64_t j = threadIdx.x; j < p.vocab; j += Threads)

@@ -21,17 +21,17 @@ inline constexpr std::int64_t kMaxAttentionKeys = 8192;  // 32 KiB of float scor
 VIDLORA_HOST_DEVICE constexpr std::int64_t attention_row_floats(std::int64_t tk) { return (tk + 31) / 32 * 32; }
 
 struct AttentionParams {
-  const float* q = nullptr;  // [tq, q_heads·d]
-  const float* k = nullptr;  // [tk, kv_heads·d]
-  const float* v = nullptr;  // [tk, kv_heads·d]
+  const float* q = nullptr;                // [tq, q_heads·d]
+  const float* k = nullptr;                // [tk, kv_heads·d]
+  const float* v = nullptr;                // [tk, kv_heads·d]
   const std::int32_t* key_mask = nullptr;  // [tk] or null (all keys valid)
-  float* out = nullptr;      // [tq, q_heads·d]
-  float* lse = nullptr;      // [q_heads, tq]: max + log Σ exp (−inf for a row with no visible key)
+  float* out = nullptr;                    // [tq, q_heads·d]
+  float* lse = nullptr;                    // [q_heads, tq]: max + log Σ exp (−inf for a row with no visible key)
   // backward
   const float* d_out = nullptr;
-  float* dq = nullptr;       // accumulated (+=)
-  float* dk = nullptr;       // accumulated (atomicAdd)
-  float* dv = nullptr;       // accumulated (atomicAdd)
+  float* dq = nullptr;  // accumulated (+=)
+  float* dk = nullptr;  // accumulated (atomicAdd)
+  float* dv = nullptr;  // accumulated (atomicAdd)
   std::int64_t tq = 0, tk = 0, q_heads = 0, kv_heads = 0, head_dim = 0, q_offset = 0;
 };
 
@@ -45,9 +45,9 @@ VIDLORA_HOST_DEVICE inline std::int64_t kv_head_of(const AttentionParams& p, std
 }
 
 inline void check_attention(const AttentionParams& p, const char* who) {
-  vidlora::cuda::check_arg(p.tq > 0 && p.tk > 0 && p.head_dim > 0 && p.q_heads > 0 && p.kv_heads > 0 &&
-                               p.q_heads % p.kv_heads == 0,
-                           who, "needs tq, tk, head_dim > 0 and q_heads a multiple of kv_heads");
+  vidlora::cuda::check_arg(
+      p.tq > 0 && p.tk > 0 && p.head_dim > 0 && p.q_heads > 0 && p.kv_heads > 0 && p.q_heads % p.kv_heads == 0, who,
+      "needs tq, tk, head_dim > 0 and q_heads a multiple of kv_heads");
   vidlora::cuda::check_arg(p.tk <= kMaxAttentionKeys, who,
                            std::to_string(p.tk) + " keys exceed the " + std::to_string(kMaxAttentionKeys) +
                                " this kernel holds in shared memory");

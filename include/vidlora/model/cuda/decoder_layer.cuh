@@ -53,10 +53,10 @@ struct DeviceLinear {
 
 // The frozen norms (fp32 device pointers, owned by the caller) and the seven slots of one block.
 struct DecoderLayerDeviceWeights {
-  const float* norm1 = nullptr;   // [hidden]
-  const float* norm2 = nullptr;   // [hidden]
-  const float* q_norm = nullptr;  // qwen3 [head_dim]
-  const float* k_norm = nullptr;  // qwen3 [head_dim]
+  const float* norm1 = nullptr;           // [hidden]
+  const float* norm2 = nullptr;           // [hidden]
+  const float* q_norm = nullptr;          // qwen3 [head_dim]
+  const float* k_norm = nullptr;          // qwen3 [head_dim]
   std::array<DeviceLinear, 7> linears{};  // q, k, v, o, gate, up, down
 };
 
@@ -111,16 +111,17 @@ class DecoderLayerExecutor {
     check_layer_shape(shape_);
     const std::int64_t t = shape_.tokens();
     std::vector<std::int32_t> pos(static_cast<std::size_t>(t));
-    for (std::int64_t i = 0; i < t; ++i) pos[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i % shape_.seq_len);
+    for (std::int64_t i = 0; i < t; ++i)
+      pos[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i % shape_.seq_len);
     positions_ = vidlora::cuda::DeviceBuffer<std::int32_t>(pos);
     std::vector<float> cos_table, sin_table;
     rope_tables(static_cast<int>(shape_.head_dim), shape_.rope_theta, shape_.seq_len, cos_table, sin_table);
     cos_ = vidlora::cuda::DeviceBuffer<float>(cos_table);
     sin_ = vidlora::cuda::DeviceBuffer<float>(sin_table);
     if (!key_mask.empty()) {
-      vidlora::cuda::check_arg(static_cast<std::int64_t>(key_mask.size()) == t, "cuda::DecoderLayerExecutor",
-                               "key mask of " + std::to_string(key_mask.size()) + " for " + std::to_string(t) +
-                                   " tokens");
+      vidlora::cuda::check_arg(
+          static_cast<std::int64_t>(key_mask.size()) == t, "cuda::DecoderLayerExecutor",
+          "key mask of " + std::to_string(key_mask.size()) + " for " + std::to_string(t) + " tokens");
       mask_ = vidlora::cuda::DeviceBuffer<std::int32_t>(std::vector<std::int32_t>(key_mask.begin(), key_mask.end()));
     }
   }
@@ -149,8 +150,8 @@ class DecoderLayerExecutor {
     const std::int64_t n = norm_width(which), rows = x.size() / n;
     DeviceTensor y(x.rows, x.cols);
     if (inv) *inv = DeviceTensor(rows, 1);
-    RmsNormParams p{x.data(), norm_weight(which), y.data(), inv ? inv->data() : nullptr, nullptr, nullptr, rows, n,
-                    shape_.rms_norm_eps};
+    RmsNormParams p{x.data(), norm_weight(which), y.data(), inv ? inv->data() : nullptr, nullptr, nullptr, rows,
+                    n,        shape_.rms_norm_eps};
     model::cuda::rms_norm(p, stream_);
     return y;
   }
@@ -160,7 +161,7 @@ class DecoderLayerExecutor {
     const std::int64_t n = norm_width(which), rows = x.size() / n;
     DeviceTensor dx(dy.rows, dy.cols);
     RmsNormParams p{x.data(), norm_weight(which), nullptr, const_cast<float*>(inv.data()), dy.data(), dx.data(), rows,
-                    n, shape_.rms_norm_eps};
+                    n,        shape_.rms_norm_eps};
     model::cuda::rms_norm_backward(p, stream_);
     return dx;
   }
@@ -223,8 +224,8 @@ class DecoderLayerExecutor {
   }
 
   void rope(DeviceTensor& x, bool inverse) const {
-    RopeParams p{x.data(), positions_.data(), cos_.data(), sin_.data(), x.rows, x.cols / shape_.head_dim,
-                 shape_.head_dim, inverse};
+    RopeParams p{x.data(), positions_.data(),        cos_.data(),     sin_.data(),
+                 x.rows,   x.cols / shape_.head_dim, shape_.head_dim, inverse};
     model::cuda::rope(p, stream_);
   }
 
@@ -276,7 +277,7 @@ class DecoderLayerExecutor {
     DeviceTensor x;                       // the forward's input
     vidlora::cuda::DeviceBuffer<float> workspace;
     lora::cuda::LoraWorkspace<float> ws;
-    std::int64_t w_dense_elements = 0;    // a 4-bit base's dequantized copy, allocated per call
+    std::int64_t w_dense_elements = 0;  // a 4-bit base's dequantized copy, allocated per call
     bool ready = false;
   };
   // The frozen weight as a dense fp32 pointer: the weight itself, or a temporary dequantized copy.

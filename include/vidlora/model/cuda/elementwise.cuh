@@ -77,8 +77,8 @@ VIDLORA_HOST_DEVICE inline void rope_pair(const RopeParams& p, std::int64_t pair
 struct SwigluParams {
   const float* gate = nullptr;
   const float* up = nullptr;
-  float* h = nullptr;            // forward output
-  const float* dh = nullptr;     // backward input
+  float* h = nullptr;         // forward output
+  const float* dh = nullptr;  // backward input
   float* dgate = nullptr;
   float* dup = nullptr;
   std::int64_t n = 0;

@@ -34,8 +34,9 @@ class AddedTokenMatcher {
     tokens_.push_back(token);
     auto& bucket = by_first_byte_[static_cast<unsigned char>(token.content[0])];
     bucket.push_back(tokens_.size() - 1);
-    std::stable_sort(bucket.begin(), bucket.end(),
-                     [&](std::size_t a, std::size_t b) { return tokens_[a].content.size() > tokens_[b].content.size(); });
+    std::stable_sort(bucket.begin(), bucket.end(), [&](std::size_t a, std::size_t b) {
+      return tokens_[a].content.size() > tokens_[b].content.size();
+    });
   }
 
   bool empty() const { return tokens_.empty(); }

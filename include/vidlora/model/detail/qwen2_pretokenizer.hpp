@@ -52,7 +52,9 @@ inline void qwen2_pretokenize(std::string_view text, std::vector<ClassifiedChar>
   const auto is_space = [&](std::size_t i) {
     return i < count && (chars[i].cls == CharClass::kSpace || chars[i].cls == CharClass::kNewline);
   };
-  const auto offset = [&](std::size_t i) { return i < count ? chars[i].offset : static_cast<std::uint32_t>(text.size()); };
+  const auto offset = [&](std::size_t i) {
+    return i < count ? chars[i].offset : static_cast<std::uint32_t>(text.size());
+  };
 
   for (std::size_t i = 0; i < count;) {
     std::size_t end = i;
@@ -61,8 +63,10 @@ inline void qwen2_pretokenize(std::string_view text, std::vector<ClassifiedChar>
     if (c0 == '\'' && i + 1 < count) {
       const char32_t a = fold_contraction_letter(chars[i + 1].cp);
       const char32_t b = i + 2 < count ? fold_contraction_letter(chars[i + 2].cp) : 0;
-      if (a == 's' || a == 't' || a == 'm' || a == 'd') end = i + 2;
-      else if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) end = i + 3;
+      if (a == 's' || a == 't' || a == 'm' || a == 'd')
+        end = i + 2;
+      else if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
+        end = i + 3;
     }
     // 2. [^\r\n\p{L}\p{N}]?\p{L}+
     if (end == i) {

@@ -108,7 +108,10 @@ inline std::string utf8_lossy(std::string_view bytes) {
     // Maximal subpart: the lead byte plus the continuation bytes that were still acceptable.
     std::size_t skip = 1;
     const auto b0 = static_cast<unsigned char>(bytes[pos]);
-    const std::size_t need = b0 >= 0xF0 && b0 <= 0xF4 ? 4 : b0 >= 0xE0 && b0 <= 0xEF ? 3 : b0 >= 0xC2 && b0 <= 0xDF ? 2 : 1;
+    const std::size_t need = b0 >= 0xF0 && b0 <= 0xF4   ? 4
+                             : b0 >= 0xE0 && b0 <= 0xEF ? 3
+                             : b0 >= 0xC2 && b0 <= 0xDF ? 2
+                                                        : 1;
     for (std::size_t k = 1; k < need && pos + k < bytes.size(); ++k) {
       const auto b = static_cast<unsigned char>(bytes[pos + k]);
       unsigned char lo = 0x80, hi = 0xBF;
@@ -201,7 +204,8 @@ inline char32_t compose_pair(char32_t a, char32_t b) {
     return p;
   }();
   const std::uint64_t key = (std::uint64_t{a} << 21) | b;
-  const auto it = std::lower_bound(pairs.begin(), pairs.end(), key, [](const Pair& p, std::uint64_t k) { return p.key < k; });
+  const auto it =
+      std::lower_bound(pairs.begin(), pairs.end(), key, [](const Pair& p, std::uint64_t k) { return p.key < k; });
   return it != pairs.end() && it->key == key ? it->composite : 0;
 }
 
@@ -213,7 +217,8 @@ inline bool may_change_under_nfc(std::string_view text) {
       ++pos;
       continue;
     }
-    if (b0 >= 0xC2 && b0 < 0xCC && pos + 1 < text.size() && (static_cast<unsigned char>(text[pos + 1]) & 0xC0) == 0x80) {
+    if (b0 >= 0xC2 && b0 < 0xCC && pos + 1 < text.size() &&
+        (static_cast<unsigned char>(text[pos + 1]) & 0xC0) == 0x80) {
       pos += 2;  // below U+0300 (the first combining mark) nothing changes
       continue;
     }
@@ -240,7 +245,8 @@ inline std::string nfc(std::string_view text, std::string_view what = "text") {
     }
     std::size_t j = i;
     while (j < decomposed.size() && combining_class(decomposed[j]) != 0) ++j;
-    std::stable_sort(decomposed.begin() + static_cast<std::ptrdiff_t>(i), decomposed.begin() + static_cast<std::ptrdiff_t>(j),
+    std::stable_sort(decomposed.begin() + static_cast<std::ptrdiff_t>(i),
+                     decomposed.begin() + static_cast<std::ptrdiff_t>(j),
                      [](char32_t a, char32_t b) { return combining_class(a) < combining_class(b); });
     i = j;
   }

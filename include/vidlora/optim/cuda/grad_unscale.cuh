@@ -18,7 +18,7 @@
 namespace vidlora::optim::cuda {
 
 struct UnscaleParams {
-  float inv_scale = 1.0f;     // GradScaler::inv_scale(): float(1 / double(scale))
+  float inv_scale = 1.0f;      // GradScaler::inv_scale(): float(1 / double(scale))
   float* found_inf = nullptr;  // device float, set to 1 when any gradient is Inf/NaN (before unscaling)
 };
 

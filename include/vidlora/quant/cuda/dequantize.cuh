@@ -29,13 +29,13 @@ namespace vidlora::quant::cuda {
 
 // Where a quantized tensor's pieces are (device pointers for kernels, host pointers for the CPU tests).
 struct Quantized4bitView {
-  const std::uint8_t* packed = nullptr;        // ceil(numel / 2) bytes
-  const float* absmax = nullptr;               // one per block, or null when double-quantized
-  const std::uint8_t* qabsmax = nullptr;       // double-quantized: one code per block
-  const float* nested_absmax = nullptr;        // double-quantized: one per 256 blocks
+  const std::uint8_t* packed = nullptr;   // ceil(numel / 2) bytes
+  const float* absmax = nullptr;          // one per block, or null when double-quantized
+  const std::uint8_t* qabsmax = nullptr;  // double-quantized: one code per block
+  const float* nested_absmax = nullptr;   // double-quantized: one per 256 blocks
   float absmax_offset = 0.0f;
   std::int64_t numel = 0;
-  int blocksize_log2 = 6;                      // blocksize = 1 << blocksize_log2
+  int blocksize_log2 = 6;  // blocksize = 1 << blocksize_log2
 };
 
 // The 256-entry signed dynamic map of double quantization, staged into DecodeTables for the kernels.
@@ -78,7 +78,8 @@ VIDLORA_HOST_DEVICE inline void dequantize_byte(const Quantized4bitView& q, cons
   const float s0 = block_scale(q, dynamic_map, e >> q.blocksize_log2);
   first = code[byte >> 4] * s0;
   const std::int64_t e1 = e + 1;
-  const float s1 = ((e1 >> q.blocksize_log2) == (e >> q.blocksize_log2)) ? s0 : block_scale(q, dynamic_map, e1 >> q.blocksize_log2);
+  const float s1 =
+      ((e1 >> q.blocksize_log2) == (e >> q.blocksize_log2)) ? s0 : block_scale(q, dynamic_map, e1 >> q.blocksize_log2);
   second = code[byte & 0xFu] * s1;
 }
 
@@ -111,8 +112,7 @@ inline void check_view(const Quantized4bitView& q, const char* who) {
 
 inline void check_gemv(const DequantGemvParams& p) {
   check_view(p.w, "dequant_gemv");
-  vidlora::cuda::check_arg(p.rows > 0 && p.cols > 0 && p.cols % 2 == 0 && p.rows * p.cols == p.w.numel,
-                           "dequant_gemv",
+  vidlora::cuda::check_arg(p.rows > 0 && p.cols > 0 && p.cols % 2 == 0 && p.rows * p.cols == p.w.numel, "dequant_gemv",
                            "W [" + std::to_string(p.rows) + ", " + std::to_string(p.cols) +
                                "] needs an even column count and rows·cols == numel (" + std::to_string(p.w.numel) +
                                ")");
@@ -267,8 +267,8 @@ void dequantize_4bit(const Quantized4bitView& q, Out* out, cudaStream_t stream =
   const bool vectorized = reinterpret_cast<std::uintptr_t>(q.packed) % sizeof(detail::PackedUnit<Out>) == 0 &&
                           reinterpret_cast<std::uintptr_t>(out) % 16 == 0;
   const int threads = 256;
-  const unsigned blocks = vidlora::cuda::grid_size((q.numel + 7) / 8, threads,
-                                                   std::int64_t{8} * vidlora::cuda::multiprocessor_count());
+  const unsigned blocks =
+      vidlora::cuda::grid_size((q.numel + 7) / 8, threads, std::int64_t{8} * vidlora::cuda::multiprocessor_count());
   detail::dequantize_4bit_kernel<Out><<<blocks, threads, 0, stream>>>(q, make_decode_tables<Format>(), out, vectorized);
   VIDLORA_CUDA_CHECK_LAUNCH("dequantize_4bit_kernel");
 }
