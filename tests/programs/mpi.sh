@@ -7,18 +7,8 @@ set -uo pipefail
 bin=$1 root=$2 work=$3
 shift 3
 mpiexec=("$@")
-rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
-failures=0
-check() {  # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then echo "ok: $name"; else echo "FAILED: $name"; failures=$((failures + 1)); return 1; fi
-}
-run() {  # run EXPECTED_EXIT LOG COMMAND...: runs COMMAND with stdout in LOG.out and stderr in LOG.err
-  local want=$1 log=$2; shift 2
-  timeout 300 "$@" >"$log.out" 2>"$log.err"
-  local rc=$?
-  check "$log exits $want (got $rc)" test "$rc" -eq "$want" || { tail -n 20 "$log.out" "$log.err"; }
-}
+RUN_TIMEOUT=300
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh" "$work"
 "$root/tools/make_demo_data.sh" data 12 1 2 64 >/dev/null || { echo "FAILED: demo data"; exit 1; }
 run 0 stage0 "$bin/train_captioner" --stage0 --data data --model model --stage0-epochs 1 --image-size 32
 train=("$bin/train_captioner" --data data --model model --out out --epochs1 1 --epochs2 1 --val-fraction 0.25 --log-lines)
