@@ -18,7 +18,7 @@
 #include <vidlora/lora/rank_dispatch.hpp>
 #include <vidlora/model/peft_decoder.hpp>
 #include <vidlora/presets.hpp>
-#include <vidlora/train/generation.hpp>
+#include <vidlora/model/generation.hpp>
 
 #include "demo_common.hpp"
 #include "hf_model.hpp"
@@ -92,7 +92,7 @@ int caption_videos(const demo::CommandLine& a, DecoderT& decoder, const Projecto
       const Matrix visual = projector.apply(feats(v));
       const auto seq = model::splice_visual_tokens<float>(codec.prompt_ids, std::vector<int>{}, codec.placeholder_id,
                                                           visual, decoder.embed_tokens());
-      const std::string text = codec.decode(train::generate(decoder, seq.embeds, g).ids);
+      const std::string text = codec.decode(model::generate(decoder, seq.embeds, g).ids);
       if (progress && terminal) fmt::print(stderr, "\r\033[K");
       fmt::print("{}\t{}\n", v, text);
       std::fflush(stdout);

@@ -7,7 +7,7 @@
 
 #include <vidlora/model/decoder.hpp>
 #include <vidlora/model/random_weights.hpp>
-#include <vidlora/train/generation.hpp>
+#include <vidlora/model/generation.hpp>
 
 using namespace vidlora;
 
@@ -42,12 +42,12 @@ TEST_CASE("beam search with one beam equals greedy decoding", "[generation]") {
     GenerationOptions o;
     o.max_new_tokens = 12;
     o.eos_token_id = 5;
-    const auto greedy = train::generate(d, embeds, o);
+    const auto greedy = model::generate(d, embeds, o);
     std::vector<int> expect = reference;
     if (!expect.empty() && expect.back() == 5) expect.pop_back();
     CHECK(greedy.ids == expect);
     o.num_beams = 1;
-    CHECK(train::generate(d, embeds, o).ids == greedy.ids);
+    CHECK(model::generate(d, embeds, o).ids == greedy.ids);
   }
 }
 
@@ -70,18 +70,18 @@ TEST_CASE("beam search with enough beams finds the most probable sequence", "[ge
   o.max_new_tokens = len;
   o.num_beams = vocab * vocab;
   o.length_penalty = 0.0;  // score = sum of log-probs
-  const auto r = train::generate(d, prompt, o);
+  const auto r = model::generate(d, prompt, o);
   CHECK(r.ids == best_ids);
   CHECK(r.score == Approx(best).epsilon(1e-5));
   // and greedy is never better than the exhaustive best
   o.num_beams = 1;
-  CHECK(train::generate(d, prompt, o).score <= best + 1e-6);
+  CHECK(model::generate(d, prompt, o).score <= best + 1e-6);
 }
 
 TEST_CASE("repetition penalty divides positive and multiplies negative scores of seen ids once", "[generation]") {
   std::vector<float> s{2.0f, -2.0f, 1.0f, 3.0f};
   const std::vector<int> seen{0, 1, 0, 1};  // repeats count once, as transformers' gather/scatter
-  train::apply_repetition_penalty(s, seen, 2.0);
+  model::apply_repetition_penalty(s, seen, 2.0);
   CHECK(s == std::vector<float>{1.0f, -4.0f, 1.0f, 3.0f});
 }
 
@@ -91,21 +91,21 @@ TEST_CASE("repetition penalty changes the greedy choice on a crafted tie", "[gen
   GenerationOptions o;
   o.repetition_penalty = 1.5;
   const std::vector<int> generated{3};
-  apply_processors(s, generated, o);
+  model::apply_processors(s, generated, o);
   CHECK(std::max_element(s.begin(), s.end()) - s.begin() == 2);
   CHECK(s[3] == 2.0f);
 }
 
 TEST_CASE("no repeat ngram bans the token that would repeat an n-gram", "[generation]") {
-  CHECK(train::banned_ngram_tokens(std::vector<int>{1, 2, 3, 1, 2}, 3) == std::vector<int>{3});
-  CHECK(train::banned_ngram_tokens(std::vector<int>{1, 2, 1, 2}, 2) == std::vector<int>{1});
-  CHECK(train::banned_ngram_tokens(std::vector<int>{4, 4}, 1) == std::vector<int>{4, 4});
-  CHECK(train::banned_ngram_tokens(std::vector<int>{1, 2}, 3).empty());
+  CHECK(model::banned_ngram_tokens(std::vector<int>{1, 2, 3, 1, 2}, 3) == std::vector<int>{3});
+  CHECK(model::banned_ngram_tokens(std::vector<int>{1, 2, 1, 2}, 2) == std::vector<int>{1});
+  CHECK(model::banned_ngram_tokens(std::vector<int>{4, 4}, 1) == std::vector<int>{4, 4});
+  CHECK(model::banned_ngram_tokens(std::vector<int>{1, 2}, 3).empty());
   auto d = tiny_decoder(12, 21);
   GenerationOptions o;
   o.max_new_tokens = 30;
   o.no_repeat_ngram_size = 2;
-  const auto r = train::generate(d, d.embed(std::vector<int>{0, 1}), o);
+  const auto r = model::generate(d, d.embed(std::vector<int>{0, 1}), o);
   std::set<std::pair<int, int>> bigrams;
   for (std::size_t i = 0; i + 1 < r.ids.size(); ++i) CHECK(bigrams.emplace(r.ids[i], r.ids[i + 1]).second);
 }

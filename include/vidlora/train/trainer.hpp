@@ -1,5 +1,5 @@
 #pragma once
-// Trainer<Preset, Projector, Base>: the two-stage LLaVA-style captioner training loop.
+// Trainer<Preset, Projector, Base, Comm>: the two-stage LLaVA-style captioner training loop.
 //
 //   stage 1: projector only (decoder frozen; its LoRA factors exist but are neither stepped nor saved)
 //   stage 2: LoRA on the preset's target modules + projector
@@ -17,6 +17,12 @@
 // Data parallel (Comm = comm::Mpi, docs/distributed.md): each rank reads its shard of every step's clips
 // (comm/shard.hpp), the step's token count and the gradients are summed over the ranks, evaluation is sharded
 // and scored once on rank 0; rank 0 alone writes checkpoints, logs, progress and outputs.
+//
+// This header holds the loop (stages, epochs, the step, early stopping, Ctrl-C) and the data-parallel exchange;
+// it composes the parts beside it: trainer_config.hpp (TrainerConfig), text_codec.hpp, train_result.hpp
+// (TrainResult, EvalResult), trainable_tensors.hpp (what is trained, by name), checkpoint.hpp (the checkpoint
+// file, fingerprint and resume), evaluation.hpp (eval loss, captions, the early-stopping metric) and
+// run_outputs.hpp (adapter, projector, val captions).
 
 #include <algorithm>
 #include <array>
@@ -26,10 +32,8 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <iostream>
-#include <limits>
 #include <map>
 #include <numeric>
 #include <optional>
@@ -51,15 +55,11 @@
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/core/rng.hpp>
 #include <vidlora/eval/caption_metrics.hpp>
-#include <vidlora/eval/caption_metrics_json.hpp>
 #include <vidlora/eval/diversity.hpp>
-#include <vidlora/io/atomic_file.hpp>
 #include <vidlora/io/safetensors.hpp>
-#include <vidlora/io/safetensors_writer.hpp>
 #include <vidlora/lora/frozen_weight.hpp>
 #include <vidlora/lora/peft_adapter.hpp>
 #include <vidlora/loss/cross_entropy_options.hpp>
-#include <vidlora/loss/lm_head_cross_entropy.hpp>
 #include <vidlora/model/decoder.hpp>
 #include <vidlora/model/projector.hpp>
 #include <vidlora/model/splice.hpp>
@@ -70,10 +70,16 @@
 #include <vidlora/quant/quantized_weight.hpp>
 #include <vidlora/schedule/rules.hpp>
 #include <vidlora/schedule/scheduler.hpp>
+#include <vidlora/train/checkpoint.hpp>
 #include <vidlora/train/dataset.hpp>
 #include <vidlora/train/early_stopping.hpp>
-#include <vidlora/train/generation.hpp>
+#include <vidlora/train/evaluation.hpp>
 #include <vidlora/train/progress.hpp>
+#include <vidlora/train/run_outputs.hpp>
+#include <vidlora/train/text_codec.hpp>
+#include <vidlora/train/train_result.hpp>
+#include <vidlora/train/trainable_tensors.hpp>
+#include <vidlora/train/trainer_config.hpp>
 #include <vidlora/train/training_log.hpp>
 
 namespace vidlora::train {
@@ -84,210 +90,8 @@ inline std::atomic<bool>& interrupt_requested() {
   return flag;
 }
 
-struct StageSettings {
-  std::string name;
-  bool train_lora = false;
-  int epochs = 1;
-  double learning_rate = 1e-4;
-  double warmup_ratio = 0.0;
-};
-
-// Run-time configuration, defaulted from a preset (from_preset) and adjustable before training.
-// The learning-rate policy and the LoRA rank / alpha are the preset's types and constants (Trainer<P> runs
-// Scheduler<P::lr_policy> and Decoder<P::lora_r, P::lora_alpha>), so they are not fields here.
-struct TrainerConfig {
-  std::string preset;
-  std::vector<StageSettings> stages;  // stage 1: the recipe's (P::stage1); stage 2: the preset's lr and warmup
-  int batch_size = 1;
-  int gradient_accumulation_steps = 1;
-  int num_frames = 8;              // frames sampled per clip; the caller's FeatureFn samples this many
-  std::string precision = "fp32";  // "fp32", "fp16" or "bf16" (presets::precision_of<P>); the CPU trainer: fp32
-  double weight_decay = 0.01;
-  double max_grad_norm = 1.0;
-  double label_smoothing = 0.0;
-  double lora_dropout = 0.0;
-  std::vector<std::string> target_modules;
-  bool load_in_4bit = false;
-  bool gradient_checkpointing = false;
-  std::uint64_t seed = 0;
-  // evaluation
-  int patience = 5;
-  std::string early_stopping_metric = "eval_loss";  // or a metric: meteor, cider_d, bleu4, rouge_l, unique_ratio,
-                                                    // meteor_morphemes (needs caption_metrics.morpheme_tokenizer)
-  double collapse_threshold = 0.5;
-  // Tokenisation of the evaluation metrics; morpheme_tokenizer adds METEOR on morphemes, e.g.
-  // eval::CachingTokenizer<eval::MecabKoTokenizer> for the Korean METEOR users report (docs/eval.md).
-  eval::CaptionMetricsOptions caption_metrics{};
-  GenerationOptions generation{};
-  // outputs
-  std::filesystem::path output_dir = "vidlora_out";
-  long checkpoint_every = 0;      // optimizer steps; 0: only at epoch ends
-  int max_caption_tokens = 1024;  // longer captions are truncated (then EOS), with one report line per clip
-  long max_steps_this_run = 0;    // > 0: save a checkpoint and stop (as Ctrl-C) after this many steps of this process
-  int max_nan_in_a_row = 3;
-  std::string base_model_name_or_path;  // written into the PEFT adapter_config.json ("" → null)
-  // A PEFT adapter directory (e.g. trained with PEFT in Python) the run starts from: its lora_A / lora_B,
-  // lora_alpha and rsLoRA replace the fresh initialisation and the preset's alpha (the adapter written at the
-  // end keeps them). Its r must be P::lora_r and its modules exactly the run's LoRA layers; otherwise an
-  // error names the difference. Empty: fresh LoRA (Kaiming-uniform A, zero B).
-  std::filesystem::path initial_adapter{};
-  std::ostream* progress = &std::cerr;  // nullptr: silent
-  bool progress_newlines = false;       // true: one line per step (logs); false: '\r' updates
-
-  // Every preset field that a run reads: stage 1 from the recipe (P::stage1), stage 2 from the preset
-  // (presets::stage2_of<P>: P::learning_rate, P::warmup_ratio), and the preset's batch × accumulation,
-  // frames, precision, label smoothing, patience, weight decay, clipping, dropout, target set, 4-bit base and
-  // gradient checkpointing. tests/trainer/test_trainer_config.cpp compares each field with its P:: constant.
-  template <class P>
-  static TrainerConfig from_preset() {
-    static_assert(presets::check_preset<P>());
-    TrainerConfig c;
-    c.preset = std::string(P::name);
-    for (const presets::StageConfig& s : {presets::stage1_of<P>(), presets::stage2_of<P>()})
-      c.stages.push_back({std::string(s.name), s.train_lora, s.num_epochs, s.learning_rate, s.warmup_ratio});
-    c.batch_size = P::batch_size;
-    c.gradient_accumulation_steps = P::gradient_accumulation_steps;
-    c.num_frames = P::num_frames;
-    c.precision = std::string(presets::precision_of<P>());
-    c.weight_decay = P::weight_decay;
-    c.max_grad_norm = P::max_grad_norm;
-    c.label_smoothing = P::label_smoothing;
-    c.lora_dropout = P::lora_dropout;
-    for (auto m : P::target_set::modules) c.target_modules.emplace_back(m);
-    c.load_in_4bit = P::load_in_4bit;
-    c.gradient_checkpointing = P::gradient_checkpointing;
-    c.patience = P::patience;
-    return c;
-  }
-};
-
-// Text side of the model: tokenizer functions and the prompt (holding the video placeholder).
-struct TextCodec {
-  std::function<std::vector<int>(const std::string&)> encode;  // caption text -> ids (no BOS/EOS)
-  std::function<std::string(const std::vector<int>&)> decode;  // ids -> text (specials dropped)
-  std::vector<int> prompt_ids;                                 // the rendered prompt with one placeholder token
-  int placeholder_id = 0;
-  int eos_id = -1;
-  int pad_id = 0;
-};
-
 // Features of one clip [visual tokens, vision hidden]; throws when the clip cannot be decoded.
 using FeatureFn = std::function<Matrix(const Clip&)>;
-
-enum class TrainStatus { Finished, EarlyStopped, Interrupted, NanStopped };
-inline std::string_view to_string(TrainStatus s) {
-  switch (s) {
-    case TrainStatus::Finished: return "finished";
-    case TrainStatus::EarlyStopped: return "early-stopped";
-    case TrainStatus::Interrupted: return "interrupted";
-    case TrainStatus::NanStopped: return "stopped after repeated NaN losses";
-  }
-  return "?";
-}
-
-struct EvalResult {
-  int stage = 0, epoch = 0;
-  long step = 0;
-  double eval_loss = 0.0;
-  eval::CaptionMetrics metrics{};
-  std::vector<std::string> captions;  // one per val clip (skipped clips excluded)
-  std::vector<std::size_t> clip_index;
-  bool collapsed = false;
-};
-
-struct TrainResult {
-  TrainStatus status = TrainStatus::Finished;
-  long steps = 0;              // global optimizer steps done (restored ones included)
-  std::vector<double> losses;  // step losses of this process (NaN for skipped steps)
-  long skipped_nan_steps = 0;
-  std::vector<std::string> skipped_clips;  // clips whose features failed ("id: reason")
-  std::vector<EvalResult> evals;
-  std::optional<EvalResult> best;
-};
-
-namespace detail {
-
-// Bias vectors are Eigen column vectors; the optimizer sees [1, n] row-matrix shadows.
-struct BiasShadow {
-  Vector* value;
-  Vector* grad;
-  Matrix v, g;
-  void pull() {
-    v = value->transpose();
-    g = grad->transpose();
-  }
-  void push() { *value = v.row(0).transpose(); }
-};
-
-}  // namespace detail
-
-// Named trainable tensors of a projector, with HF (LLaVA) key names.
-struct ProjectorTensors {
-  std::vector<std::pair<std::string, Matrix*>> weights, grad_weights;
-  std::vector<std::pair<std::string, Vector*>> biases, grad_biases;
-  std::vector<std::string> absent_biases;  // a bias-free projector's bias names (a file holding one is refused)
-};
-inline ProjectorTensors projector_tensors(model::Mlp2xGelu& p) {
-  ProjectorTensors t;
-  int k = 1;
-  for (model::Linear* l : {&p.linear_1(), &p.linear_2()}) {
-    const std::string n = fmt::format("multi_modal_projector.linear_{}.", k++);
-    t.weights.emplace_back(n + "weight", &l->weight());
-    t.grad_weights.emplace_back(n + "weight", &l->grad_weight());
-    if (!l->has_bias()) {  // multimodal_projector_bias false: no bias tensor to train or save
-      t.absent_biases.push_back(n + "bias");
-      continue;
-    }
-    t.biases.emplace_back(n + "bias", &l->bias());
-    t.grad_biases.emplace_back(n + "bias", &l->grad_bias());
-  }
-  return t;
-}
-inline ProjectorTensors projector_tensors(model::Linear& l) {
-  ProjectorTensors t;
-  t.weights.emplace_back("multi_modal_projector.linear_1.weight", &l.weight());
-  t.grad_weights.emplace_back("multi_modal_projector.linear_1.weight", &l.grad_weight());
-  if (!l.has_bias()) {
-    t.absent_biases.push_back("multi_modal_projector.linear_1.bias");
-    return t;
-  }
-  t.biases.emplace_back("multi_modal_projector.linear_1.bias", &l.bias());
-  t.grad_biases.emplace_back("multi_modal_projector.linear_1.bias", &l.grad_bias());
-  return t;
-}
-
-// Writes the projector's weights with HF key names (multi_modal_projector.linear_1.weight …).
-template <class P>
-void save_projector(const std::filesystem::path& path, P& projector) {
-  io::TensorMap t;
-  const ProjectorTensors pt = projector_tensors(projector);
-  for (const auto& [name, m] : pt.weights) t.emplace(name, io::TensorData::from_matrix(*m));
-  for (const auto& [name, v] : pt.biases) t.emplace(name, io::TensorData::from_vector(*v));
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-  io::write_safetensors(path, t, {{"format", "pt"}});
-}
-template <class P>
-void load_projector(const std::filesystem::path& path, P& projector) {
-  const auto f = io::SafetensorsFile::open(path);
-  const ProjectorTensors pt = projector_tensors(projector);
-  for (const auto& [name, m] : pt.weights) {
-    const Matrix x = f.matrix(name);
-    require(x.rows() == m->rows() && x.cols() == m->cols(), "load_projector {}: {} is {}, expected {}", path.string(),
-            name, shape_string(x), shape_string(*m));
-    *m = x;
-  }
-  for (const auto& name : pt.absent_biases)
-    require(!f.contains(name),
-            "load_projector {}: the file has {} but the projector has no bias "
-            "(multimodal_projector_bias: false)",
-            path.string(), name);
-  for (const auto& [name, v] : pt.biases) {
-    const Vector x = f.vector(name);
-    require(x.size() == v->size(), "load_projector {}: {} has {} values, expected {}", path.string(), name, x.size(),
-            v->size());
-    *v = x;
-  }
-}
 
 template <presets::Preset P, class ProjectorT = model::Mlp2xGelu,
           lora::FrozenWeight Base = std::conditional_t<P::load_in_4bit, quant::NF4Weight, lora::DenseWeight>,
@@ -313,24 +117,11 @@ class Trainer {
         projector_(std::move(projector)),
         codec_(std::move(codec)),
         features_(std::move(features)),
-        comm_(std::move(comm)) {
+        comm_(std::move(comm)),
+        tensors_(projector_, decoder_) {
     local_out_ = config_.progress;
     if (comm_.rank() != 0) config_.progress = nullptr;  // progress and reports from rank 0 only
     check_config();
-    const ProjectorTensors pt = projector_tensors(projector_);
-    for (std::size_t i = 0; i < pt.weights.size(); ++i)
-      proj_params_.push_back({pt.weights[i].first, pt.weights[i].second, pt.grad_weights[i].second});
-    shadows_.reserve(pt.biases.size());
-    for (std::size_t i = 0; i < pt.biases.size(); ++i) {
-      shadows_.push_back({pt.biases[i].second, pt.grad_biases[i].second, {}, {}});
-      shadows_.back().pull();
-    }
-    for (std::size_t i = 0; i < pt.biases.size(); ++i)
-      proj_params_.push_back({pt.biases[i].first, &shadows_[i].v, &shadows_[i].g});
-    decoder_.for_each_lora([&](const std::string& path, typename decoder_type::lora_type& l) {
-      lora_params_.push_back({path + ".lora_A.weight", &l.lora_A(), &l.grad_A()});
-      lora_params_.push_back({path + ".lora_B.weight", &l.lora_B(), &l.grad_B()});
-    });
     if (!config_.initial_adapter.empty()) load_initial_adapter();
   }
 
@@ -341,41 +132,12 @@ class Trainer {
   ProjectorT& projector() { return projector_; }
   const TrainerConfig& config() const { return config_; }
   Comm& communicator() { return comm_; }
-  std::filesystem::path checkpoint_path() const { return config_.output_dir / "checkpoints" / "last.safetensors"; }
-  std::filesystem::path best_path() const { return config_.output_dir / "checkpoints" / "best.safetensors"; }
+  std::filesystem::path checkpoint_path() const { return last_checkpoint_path(config_.output_dir); }
+  std::filesystem::path best_path() const { return best_parameters_path(config_.output_dir); }
 
   // The configuration fields a checkpoint must agree with, as strings.
   std::map<std::string, std::string> fingerprint() const {
-    std::map<std::string, std::string> f;
-    f["preset"] = config_.preset;
-    f["lora_r"] = std::to_string(P::lora_r);
-    f["lora_alpha"] = std::to_string(P::lora_alpha);
-    f["base"] = std::is_same_v<Base, lora::DenseWeight> ? "dense" : "4bit";
-    f["lr_scheduler"] = std::string(P::lr_policy::name);
-    if (!config_.initial_adapter.empty()) f["initial_adapter"] = config_.initial_adapter.string();
-    f["num_frames"] = std::to_string(config_.num_frames);
-    f["precision"] = config_.precision;
-    f["batch_size"] = std::to_string(config_.batch_size);
-    f["gradient_accumulation_steps"] = std::to_string(config_.gradient_accumulation_steps);
-    f["ranks"] = std::to_string(comm_.size());  // with the two above: checked as their product (load_checkpoint)
-    f["weight_decay"] = fmt::format("{}", config_.weight_decay);
-    f["max_grad_norm"] = fmt::format("{}", config_.max_grad_norm);
-    f["label_smoothing"] = fmt::format("{}", config_.label_smoothing);
-    f["lora_dropout"] = fmt::format("{}", config_.lora_dropout);
-    f["target_modules"] = fmt::format("{}", fmt::join(config_.target_modules, ","));
-    f["seed"] = std::to_string(config_.seed);
-    for (std::size_t s = 0; s < config_.stages.size(); ++s) {
-      const auto& st = config_.stages[s];
-      f[fmt::format("stage{}", s + 1)] =
-          fmt::format("epochs={} lr={} warmup={} lora={}", st.epochs, st.learning_rate, st.warmup_ratio, st.train_lora);
-    }
-    const auto& dc = decoder_.config();
-    f["decoder"] =
-        fmt::format("hidden={} layers={} heads={} kv={} inter={} vocab={}", dc.hidden_size, dc.num_hidden_layers,
-                    dc.num_attention_heads, dc.num_key_value_heads, dc.intermediate_size, dc.vocab_size);
-    f["projector"] = fmt::format("{}->{}", projector_.in_features(), projector_.out_features());
-    f["train_clips"] = std::to_string(train_.size());
-    return f;
+    return checkpoint_fingerprint<P, Base>(config_, decoder_.config(), projector_, comm_.size(), train_.size());
   }
 
   // Trains on `train` and evaluates on `val`. resume: continue from checkpoint_path().
@@ -392,7 +154,7 @@ class Trainer {
     rank_tokens_.assign(static_cast<std::size_t>(comm_.size()), 0.0);
     rank_seconds_.assign(static_cast<std::size_t>(comm_.size()), 0.0);
     if (comm_.rank() == 0) std::filesystem::create_directories(config_.output_dir / "checkpoints");
-    std::optional<nlohmann::json> restored;
+    std::optional<Checkpoint> restored;
     if (resume) {
       restored = load_checkpoint(checkpoint_path());
     } else if (comm_.rank() == 0) {
@@ -415,10 +177,10 @@ class Trainer {
         pos_.epoch = 0;
         pos_.step_in_epoch = 0;
         pos_.stage_step = 0;
-        stopper_ = EarlyStopping({.patience = config_.patience, .threshold = 0.0, .mode = metric_mode()});
+        stopper_ = EarlyStopping(stopping_options());
       }
       build_optimizer(s);
-      if (!fresh_stage) restore_optimizer(*restored);
+      if (!fresh_stage) restore_optimizer(*optimizer_, *restored);
       restored.reset();
       const long per_epoch = steps_per_epoch();
       const long total = static_cast<long>(st.epochs) * per_epoch;
@@ -460,14 +222,16 @@ class Trainer {
           continue;
         }
         const EvalResult ev = evaluate(static_cast<int>(s) + 1, e + 1);
-        const double score = metric_value(ev);
+        const double score = early_stopping_value(config_.early_stopping_metric, ev);
         const bool stop = stopper_(score, pos_.global_step);
         if (stopper_.last_was_best()) {
-          if (!best_score_ || better(score, *best_score_)) {
+          if (!best_score_ || improves(early_stopping_mode(config_), score, *best_score_)) {
             best_score_ = score;
             best_ = ev;
-            save_params(best_path());
-            write_val_captions(ev);
+            if (comm_.rank() == 0) {
+              tensors_.save(best_path());
+              write_val_captions(config_.output_dir / "val_captions.jsonl", val_, ev);
+            }
           }
         }
         pos_.epoch = e + 1;
@@ -497,8 +261,6 @@ class Trainer {
     ev.step = pos_.global_step;
     double loss_sum = 0.0;
     long valid = 0;
-    loss::CrossEntropyOptions ce;
-    ce.label_smoothing = config_.label_smoothing;
     std::vector<std::vector<std::string>> refs;
     std::vector<double> clip_loss;  // per clip, summed in clip order on rank 0 when sharded
     std::vector<long> clip_valid;
@@ -507,13 +269,7 @@ class Trainer {
       const Matrix* feats = features_of(val_[i]);
       if (!feats) continue;
       const Matrix visual = projector_.apply(*feats);
-      const auto answer = answer_ids(val_[i]);
-      const auto seq = model::splice_visual_tokens<float>(codec_.prompt_ids, answer, codec_.placeholder_id, visual,
-                                                          decoder_.embed_tokens());
-      const auto batch = model::collate<float>({seq}, decoder_.embed_tokens(), codec_.pad_id);
-      const Matrix hidden = decoder_.forward(batch.embeds, batch.batch, false);
-      const auto targets = model::next_token_targets(batch.labels, batch.batch);
-      const auto r = loss::lm_head_cross_entropy<float>(hidden, decoder_.head_weight(), targets, ce);
+      const auto r = answer_loss(decoder_, codec_, visual, answer_ids(val_[i]), config_.label_smoothing);
       loss_sum += r.loss_sum;
       valid += r.valid_tokens;
       clip_loss.push_back(r.loss_sum);
@@ -536,78 +292,19 @@ class Trainer {
       if (comm_.rank() != 0) ev = eval_result_from_json(nlohmann::json::parse(text));
     }
     if (collapse.collapsed) say("warning: " + collapse.message);
-    if (log_) {
-      EvalRecord rec{
-          .stage = stage, .epoch = epoch, .step = pos_.global_step, .eval_loss = ev.eval_loss, .metrics = {}};
-      for (const auto& [name, value] : eval::caption_score_values(ev.metrics)) rec.metrics[name] = value;
-      rec.metrics["mode_collapse"] = ev.collapsed ? 1.0 : 0.0;
-      log_->write(rec);
-    }
-    say(fmt::format("eval stage {} epoch {}: loss {:.4f} | METEOR {:.4f} CIDEr-D {:.4f} BLEU-4 {:.4f} ROUGE-L {:.4f} | "
-                    "unique {:.2f} distinct-1 {:.3f} distinct-2 {:.3f}",
-                    stage, epoch, ev.eval_loss, ev.metrics.meteor, ev.metrics.cider_d, ev.metrics.bleu4,
-                    ev.metrics.rouge_l, ev.metrics.diversity.unique_ratio, ev.metrics.diversity.distinct_1,
-                    ev.metrics.diversity.distinct_2) +
-        (ev.metrics.meteor_morphemes_tokenizer.empty()
-             ? std::string()
-             : fmt::format(" | METEOR ({}) {:.4f}", ev.metrics.meteor_morphemes_tokenizer,
-                           ev.metrics.meteor_morphemes)));
+    if (log_) log_->write(eval_record(ev));
+    say(eval_summary(ev));
     result_.evals.push_back(ev);
     return ev;
   }
 
   // Caption for projected visual tokens [n, hidden] (generation options from the config).
-  std::string caption(const Matrix& visual) {
-    const auto seq = model::splice_visual_tokens<float>(codec_.prompt_ids, std::vector<int>{}, codec_.placeholder_id,
-                                                        visual, decoder_.embed_tokens());
-    GenerationOptions g = config_.generation;
-    g.eos_token_id = codec_.eos_id;
-    return codec_.decode(generate(decoder_, seq.embeds, g).ids);
-  }
+  std::string caption(const Matrix& visual) { return generate_caption(decoder_, codec_, config_.generation, visual); }
 
   // Writes the PEFT adapter (when a LoRA stage ran), the projector and the run's summary.
-  void save_outputs(const std::filesystem::path& dir) {
-    std::filesystem::create_directories(dir);
-    bool lora_trained = false;
-    for (const auto& s : config_.stages) lora_trained |= s.train_lora && s.epochs > 0;
-    if (lora_trained && !lora_params_.empty()) {
-      lora::AdapterSpec spec;
-      spec.r = P::lora_r;
-      spec.lora_alpha = P::lora_alpha;
-      decoder_.for_each_lora([&](const std::string&, typename decoder_type::lora_type& l) {
-        spec.lora_alpha = l.alpha_value();  // an initial_adapter's alpha and rsLoRA, when the run started from one
-        spec.use_rslora = l.options().use_rslora;
-      });
-      spec.lora_dropout = config_.lora_dropout;
-      spec.target_modules = config_.target_modules;
-      spec.base_model_name_or_path = config_.base_model_name_or_path;
-      // A decoder inside a LLaVA checkpoint: a plain name list would also put LoRA on the vision tower's
-      // q/k/v_proj when PEFT loads the adapter, so the targets are a regex limited to the language model.
-      if (const std::string first = decoder_.module_path(0, "q_proj");
-          first.find("language_model.") != std::string::npos)
-        spec.target_regex = fmt::format(R"(.*language_model.*\.({}))", fmt::join(config_.target_modules, "|"));
-      lora::AdapterModules modules;
-      decoder_.for_each_lora([&](const std::string& path, typename decoder_type::lora_type& l) {
-        // A checkpoint in the older LLaVA layout (language_model.model.*) is model.language_model.* in
-        // transformers 5's modules, the names PEFT gives an adapter of it.
-        const std::string legacy = "language_model.model.";
-        const std::string name = path.starts_with(legacy) ? "model.language_model." + path.substr(legacy.size()) : path;
-        modules[name] = lora::AdapterWeights{l.lora_A(), l.lora_B()};
-      });
-      lora::save_peft_adapter(dir / "adapter", spec, modules);
-    }
-    save_projector(dir / "projector.safetensors", projector_);
-  }
+  void save_outputs(const std::filesystem::path& dir) { save_run_outputs(dir, config_, decoder_, projector_); }
 
  private:
-  struct Position {
-    std::size_t stage = 0;
-    int epoch = 0;
-    long step_in_epoch = 0;
-    long stage_step = 0;
-    long global_step = 0;
-  };
-
   static model::DecoderOptions decoder_options(const TrainerConfig& c) {
     model::DecoderOptions o;
     o.target_modules = c.target_modules;
@@ -666,24 +363,12 @@ class Trainer {
     require(std::count(codec_.prompt_ids.begin(), codec_.prompt_ids.end(), codec_.placeholder_id) == 1,
             "Trainer: the prompt must hold the video placeholder (id {}) exactly once", codec_.placeholder_id);
     require(codec_.encode && codec_.decode, "Trainer: the text codec needs encode and decode functions");
-    (void)metric_mode();
+    (void)early_stopping_mode(config_);
   }
 
-  Mode metric_mode() const {
-    const auto& m = config_.early_stopping_metric;
-    if (m == "eval_loss") return Mode::Min;
-    const eval::CaptionScore* score = eval::find_caption_score(m);
-    if (!score) fail("Trainer: unknown early_stopping_metric '{}' (eval_loss, {})", m, eval::caption_score_names());
-    require(score->group != eval::ScoreGroup::Morphemes || config_.caption_metrics.morpheme_tokenizer.has_value(),
-            "Trainer: early_stopping_metric '{}' needs caption_metrics.morpheme_tokenizer set", m);
-    return score->higher_is_better ? Mode::Max : Mode::Min;
+  EarlyStoppingOptions stopping_options() const {
+    return {.patience = config_.patience, .threshold = 0.0, .mode = early_stopping_mode(config_)};
   }
-  double metric_value(const EvalResult& ev) const {
-    const auto& m = config_.early_stopping_metric;
-    if (m == "eval_loss") return ev.eval_loss;
-    return eval::find_caption_score(m)->get(ev.metrics);  // checked by metric_mode(); NaN when not scored
-  }
-  bool better(double a, double b) const { return metric_mode() == Mode::Min ? a < b : a > b; }
 
   long steps_per_epoch() const {
     const long per_step = static_cast<long>(config_.batch_size) * config_.gradient_accumulation_steps * comm_.size();
@@ -747,11 +432,7 @@ class Trainer {
     }
   }
 
-  std::vector<optim::Parameter> stage_params(std::size_t s) {
-    std::vector<optim::Parameter> p = proj_params_;
-    if (config_.stages[s].train_lora) p.insert(p.end(), lora_params_.begin(), lora_params_.end());
-    return p;
-  }
+  std::vector<optim::Parameter> stage_params(std::size_t s) { return tensors_.for_stage(config_.stages[s].train_lora); }
   void build_optimizer(std::size_t s) {
     const auto params = stage_params(s);
     optimizer_.emplace(optim::transformers_groups(params, config_.weight_decay));
@@ -772,7 +453,7 @@ class Trainer {
     for (std::size_t i = shard.begin; i < shard.end; ++i)
       if (features_of(train_[order[i]])) clips.push_back(order[i]);
     zero_all_grads();
-    for (auto& sh : shadows_) sh.pull();
+    tensors_.pull();
     long total_valid = 0;
     std::vector<std::vector<int>> answers(clips.size());
     for (std::size_t i = 0; i < clips.size(); ++i) {
@@ -829,7 +510,7 @@ class Trainer {
       nonfinite_error = e.what();
       loss = std::nan("");
     }
-    for (auto& sh : shadows_) sh.g = sh.grad->transpose();
+    tensors_.pull_grads();
     const auto params = stage_params(static_cast<std::size_t>(stage));
     if (comm_.size() > 1) reduce_step(params, loss, local_valid, t0);
     bool finite = std::isfinite(loss) && step_clips > 0;
@@ -853,7 +534,7 @@ class Trainer {
     nan_streak_ = 0;
     grad_norm = optim::clip_grad_norm(std::span<const optim::ParamGroup>(optimizer_->groups()), config_.max_grad_norm);
     optimizer_->step(lr);
-    for (auto& sh : shadows_) sh.push();
+    tensors_.push();
     result_.losses.push_back(loss);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
@@ -989,177 +670,30 @@ class Trainer {
   }
 
   // ---- checkpoints ----
-  io::TensorMap param_tensors() {
-    io::TensorMap t;
-    for (auto& sh : shadows_) sh.pull();
-    for (const auto& p : proj_params_) t.emplace("param/" + p.name, io::TensorData::from_matrix(*p.value));
-    for (const auto& p : lora_params_) t.emplace("param/" + p.name, io::TensorData::from_matrix(*p.value));
-    return t;
-  }
-  void set_params(const io::SafetensorsFile& f) {
-    for (auto& sh : shadows_) sh.pull();
-    auto load = [&](const optim::Parameter& p) {
-      const Matrix m = f.matrix("param/" + p.name);
-      require(m.rows() == p.value->rows() && m.cols() == p.value->cols(), "checkpoint {}: {} is {}, expected {}",
-              f.source(), p.name, shape_string(m), shape_string(*p.value));
-      *p.value = m;
-    };
-    for (const auto& p : proj_params_) load(p);
-    for (const auto& p : lora_params_) load(p);
-    for (auto& sh : shadows_) sh.push();
-  }
-  void save_params(const std::filesystem::path& path) {
-    if (comm_.rank() != 0) return;
-    io::write_safetensors(path, param_tensors(), {{"format", "vidlora"}});
-  }
-
   void save_checkpoint(const std::filesystem::path& path) {
     if (comm_.rank() != 0) return;  // rank 0 writes; every rank holds the same parameters
-    io::TensorMap t = param_tensors();
-    nlohmann::json adam = nlohmann::json::object();
-    if (optimizer_) {
-      for (const auto& name : optimizer_->parameter_names()) {
-        const auto& st = optimizer_->state(name);
-        t.emplace("adam/" + name + "/exp_avg", io::TensorData::from_matrix(st.exp_avg));
-        t.emplace("adam/" + name + "/exp_avg_sq", io::TensorData::from_matrix(st.exp_avg_sq));
-        adam[name] = st.step;
-      }
-    }
-    std::vector<std::uint64_t> dropout_steps;
-    decoder_.for_each_lora(
-        [&](const std::string&, typename decoder_type::lora_type& l) { dropout_steps.push_back(l.step()); });
-    nlohmann::json state = {
-        {"stage", pos_.stage},
-        {"epoch", pos_.epoch},
-        {"step_in_epoch", pos_.step_in_epoch},
-        {"stage_step", pos_.stage_step},
-        {"global_step", pos_.global_step},
-        {"adam_steps", optimizer_ ? optimizer_->steps_taken() : 0},
-        {"adam_param_steps", adam},
-        {"dropout_steps", dropout_steps},
-        {"stopper",
-         {{"best", stopper_.best_score() ? nlohmann::json(*stopper_.best_score()) : nlohmann::json(nullptr)},
-          {"best_step", stopper_.best_step()},
-          {"best_evaluation", stopper_.best_evaluation()},
-          {"counter", stopper_.patience_counter()},
-          {"evaluations", stopper_.evaluations()}}},
-        {"best_score", best_score_ ? nlohmann::json(*best_score_) : nlohmann::json(nullptr)},
-        {"best_result", best_ ? eval_result_to_json(*best_) : nlohmann::json(nullptr)},
-        {"config", fingerprint()}};
-    io::write_safetensors(path, t, {{"format", "vidlora"}, {"trainer_state", state.dump()}});
+    write_checkpoint(path, tensors_.tensor_map(), optimizer_ ? &*optimizer_ : nullptr,
+                     {.position = pos_,
+                      .dropout_steps = lora_dropout_steps(decoder_),
+                      .stopper = stopper_,
+                      .best_score = best_score_,
+                      .best = best_,
+                      .fingerprint = fingerprint()});
   }
 
-  nlohmann::json load_checkpoint(const std::filesystem::path& path) {
-    require(std::filesystem::exists(path), "--resume: no checkpoint at {}", path.string());
-    const auto f = io::SafetensorsFile::open(path);
-    const auto it = f.metadata().find("trainer_state");
-    require(it != f.metadata().end(), "--resume: {} is not a vidlora trainer checkpoint (no trainer_state)",
-            path.string());
-    const auto state = nlohmann::json::parse(it->second);
-    const auto theirs = state.at("config").get<std::map<std::string, std::string>>();
-    const auto mine = fingerprint();
-    // The data order, schedule and position count optimizer steps, so the clips per step must agree; how they
-    // split into ranks, micro-batches and accumulation may change (a checkpoint of N ranks resumes on M).
-    const auto field = [&](const std::map<std::string, std::string>& f, const char* k) {
-      const auto at = f.find(k);
-      return at == f.end() ? 1L : std::stol(at->second);  // checkpoints before data parallel: one rank
-    };
-    const auto split = [&](const std::map<std::string, std::string>& f) {
-      const long r = field(f, "ranks"), b = field(f, "batch_size"), a = field(f, "gradient_accumulation_steps");
-      return std::pair{r * b * a, fmt::format("{} ({} × {} × {})", r * b * a, r, b, a)};
-    };
-    require(split(theirs).first == split(mine).first,
-            "--resume: the checkpoint {} was made with another configuration: clips per step (ranks × batch_size × "
-            "gradient_accumulation_steps) is {} there but {} now",
-            path.string(), split(theirs).second, split(mine).second);
-    for (const auto& [k, v] : mine) {
-      if (k == "ranks" || k == "batch_size" || k == "gradient_accumulation_steps") continue;
-      const auto o = theirs.find(k);
-      require(o != theirs.end() && o->second == v,
-              "--resume: the checkpoint {} was made with another configuration: {} is '{}' there but '{}' now",
-              path.string(), k, o == theirs.end() ? std::string("(absent)") : o->second, v);
-    }
-    set_params(f);
-    pos_.stage = state.at("stage").get<std::size_t>();
-    pos_.epoch = state.at("epoch").get<int>();
-    pos_.step_in_epoch = state.at("step_in_epoch").get<long>();
-    pos_.stage_step = state.at("stage_step").get<long>();
-    pos_.global_step = state.at("global_step").get<long>();
-    std::size_t i = 0;
-    const auto ds = state.at("dropout_steps").get<std::vector<std::uint64_t>>();
-    decoder_.for_each_lora([&](const std::string&, typename decoder_type::lora_type& l) {
-      if (i < ds.size()) l.set_step(ds[i++]);
-    });
-    const auto& st = state.at("stopper");
-    stopper_ = EarlyStopping({.patience = config_.patience, .threshold = 0.0, .mode = metric_mode()});
-    stopper_.restore(st.at("best").is_null() ? std::nullopt : std::optional<double>(st.at("best").get<double>()),
-                     st.at("best_step").get<long>(), st.at("best_evaluation").get<long>(), st.at("counter").get<int>(),
-                     st.at("evaluations").get<long>());
-    if (!state.at("best_score").is_null()) best_score_ = state.at("best_score").get<double>();
-    // The best evaluation so far, so that TrainResult::best survives a resume (checkpoints written before
-    // this field existed have none: then only later evaluations can set it).
-    if (state.contains("best_result") && !state.at("best_result").is_null())
-      best_ = eval_result_from_json(state.at("best_result"));
-    checkpoint_file_.emplace(f);
+  // Restores the parameters and the trainer state; the caller restores the optimizer once its stage built it.
+  Checkpoint load_checkpoint(const std::filesystem::path& path) {
+    Checkpoint checkpoint = open_checkpoint(path, fingerprint());
+    tensors_.load(checkpoint.file);
+    TrainerState state = trainer_state_from_json(checkpoint.state, stopping_options());
+    pos_ = state.position;
+    restore_lora_dropout_steps(decoder_, state.dropout_steps);
+    stopper_ = std::move(state.stopper);
+    best_score_ = state.best_score;
+    best_ = std::move(state.best);
     say(fmt::format("resumed from {} at step {} (stage {}, epoch {}, step {} of the epoch)", path.string(),
                     pos_.global_step, pos_.stage + 1, pos_.epoch + 1, pos_.step_in_epoch));
-    return state;
-  }
-
-  void restore_optimizer(const nlohmann::json& state) {
-    require(checkpoint_file_.has_value(), "Trainer: no checkpoint to restore the optimizer from");
-    const auto& f = *checkpoint_file_;
-    const auto& steps = state.at("adam_param_steps");
-    for (const auto& name : optimizer_->parameter_names()) {
-      if (!steps.contains(name)) continue;
-      optim::AdamWState s{f.matrix("adam/" + name + "/exp_avg"), f.matrix("adam/" + name + "/exp_avg_sq"),
-                          steps.at(name).get<long>()};
-      optimizer_->restore_state(name, std::move(s));
-    }
-    optimizer_->set_steps_taken(state.at("adam_steps").get<long>());
-    checkpoint_file_.reset();
-  }
-
-  // The best evaluation in the checkpoint's metadata. Non-finite numbers are written as null (JSON has no
-  // NaN, as in the training log) and read back as NaN.
-  static nlohmann::json eval_result_to_json(const EvalResult& ev) {
-    nlohmann::json j = eval::caption_metrics_to_json(ev.metrics);
-    j["stage"] = ev.stage;
-    j["epoch"] = ev.epoch;
-    j["step"] = ev.step;
-    j["eval_loss"] = detail::finite_or_null(ev.eval_loss);
-    j["captions"] = ev.captions;
-    j["clip_index"] = ev.clip_index;
-    j["collapsed"] = ev.collapsed;
-    return j;
-  }
-
-  static EvalResult eval_result_from_json(const nlohmann::json& j) {
-    EvalResult ev;
-    ev.stage = j.at("stage").get<int>();
-    ev.epoch = j.at("epoch").get<int>();
-    ev.step = j.at("step").get<long>();
-    ev.eval_loss =
-        j.at("eval_loss").is_null() ? std::numeric_limits<double>::quiet_NaN() : j.at("eval_loss").get<double>();
-    ev.metrics = eval::caption_metrics_from_json(j);
-    ev.captions = j.at("captions").get<std::vector<std::string>>();
-    ev.clip_index = j.at("clip_index").get<std::vector<std::size_t>>();
-    ev.collapsed = j.at("collapsed").get<bool>();
-    return ev;
-  }
-
-  void write_val_captions(const EvalResult& ev) {
-    if (comm_.rank() != 0) return;
-    std::string text;
-    for (std::size_t i = 0; i < ev.captions.size(); ++i) {
-      const Clip& c = val_[ev.clip_index[i]];
-      text +=
-          nlohmann::json{
-              {"id", c.id}, {"video", c.video.string()}, {"reference", c.caption}, {"caption", ev.captions[i]}}
-              .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
-          "\n";
-    }
-    io::write_file_atomically(config_.output_dir / "val_captions.jsonl", text);
+    return checkpoint;
   }
 
   TrainResult finish() {
@@ -1168,7 +702,7 @@ class Trainer {
     result_.best = best_;
     if (result_.status != TrainStatus::NanStopped && result_.status != TrainStatus::Interrupted) {
       if (comm_.size() > 1) comm_.barrier("the end of training (rank 0 writes the best parameters)");
-      if (std::filesystem::exists(best_path())) set_params(io::SafetensorsFile::open(best_path()));
+      if (std::filesystem::exists(best_path())) tensors_.load(io::SafetensorsFile::open(best_path()));
       if (comm_.rank() == 0) save_outputs(config_.output_dir);
     }
     if (comm_.size() > 1) {
@@ -1182,7 +716,7 @@ class Trainer {
       try {
         write_training_curves(
             config_.output_dir / "train_log.jsonl", config_.output_dir / "curves.svg",
-            {.metric = config_.early_stopping_metric, .higher_is_better = metric_mode() == Mode::Max});
+            {.metric = config_.early_stopping_metric, .higher_is_better = early_stopping_mode(config_) == Mode::Max});
       } catch (const std::exception& e) {
         say(fmt::format("could not draw the curves: {}", e.what()));
       }
@@ -1199,14 +733,13 @@ class Trainer {
   std::ostream* local_out_ = nullptr;               // config.progress as given (rank-local messages on every rank)
   bool stop_requested_ = false;                     // some rank was interrupted (summed with the step)
   std::vector<double> rank_tokens_, rank_seconds_;  // this run's supervised tokens and compute time per rank
-  std::vector<detail::BiasShadow> shadows_;
-  std::vector<optim::Parameter> proj_params_, lora_params_;
+  TrainableTensors tensors_;
   std::optional<optim::AdamW> optimizer_;
   std::vector<Clip> train_, val_;
   std::map<std::string, Matrix> cache_;
   std::set<std::string> failed_;
   std::set<std::string> truncated_;  // clips whose caption was truncated (reported once each)
-  Position pos_;
+  TrainingPosition pos_;
   EarlyStopping stopper_{};
   std::optional<double> best_score_;
   std::optional<EvalResult> best_;
@@ -1214,15 +747,11 @@ class Trainer {
   long total_steps_ = 0, steps_this_run_ = 0;
   std::chrono::steady_clock::time_point started_{};
   std::optional<JsonlLog> log_;
-  std::optional<io::SafetensorsFile> checkpoint_file_;
   TrainResult result_;
 };
 
 }  // namespace vidlora::train
 
 namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
-using train::StageSettings;
 using train::Trainer;
-using train::TrainerConfig;
-using train::TrainResult;
 }  // namespace vidlora

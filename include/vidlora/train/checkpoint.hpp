@@ -1,0 +1,235 @@
+#pragma once
+// The trainer's checkpoint: one safetensors file, written atomically, that a resumed run continues from bit for
+// bit. Tensors: every trainable parameter (param/<name>, TrainableTensors::tensor_map) and the current stage's
+// AdamW moments (adam/<name>/exp_avg, adam/<name>/exp_avg_sq). Metadata: "format": "vidlora" and
+// "trainer_state", a JSON object with the position, the AdamW step counts, every LoRA layer's dropout step
+// counter, the early-stopping state, the best score and evaluation, and the configuration fingerprint a resume
+// must agree with ("config"). Fields added since the first checkpoints are optional when read ("ranks" in the
+// fingerprint, "best_result"), so older checkpoints still resume.
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include <vidlora/core/error.hpp>
+#include <vidlora/io/safetensors.hpp>
+#include <vidlora/io/safetensors_writer.hpp>
+#include <vidlora/lora/frozen_weight.hpp>
+#include <vidlora/model/config.hpp>
+#include <vidlora/optim/adamw.hpp>
+#include <vidlora/presets/gpu_presets.hpp>
+#include <vidlora/train/early_stopping.hpp>
+#include <vidlora/train/train_result.hpp>
+#include <vidlora/train/trainer_config.hpp>
+
+namespace vidlora::train {
+
+// Where a run is, counted in optimizer steps: what a resume continues from.
+struct TrainingPosition {
+  std::size_t stage = 0;
+  int epoch = 0;
+  long step_in_epoch = 0;
+  long stage_step = 0;
+  long global_step = 0;
+};
+
+// The files under TrainerConfig::output_dir: the checkpoint a resume reads, and the best evaluation's parameters.
+inline std::filesystem::path last_checkpoint_path(const std::filesystem::path& output_dir) {
+  return output_dir / "checkpoints" / "last.safetensors";
+}
+inline std::filesystem::path best_parameters_path(const std::filesystem::path& output_dir) {
+  return output_dir / "checkpoints" / "best.safetensors";
+}
+
+// The configuration fields a checkpoint must agree with, as strings. `ranks`: the data-parallel processes;
+// `train_clips`: the training set's size.
+template <presets::Preset P, lora::FrozenWeight Base, class Projector>
+std::map<std::string, std::string> checkpoint_fingerprint(const TrainerConfig& config,
+                                                          const model::DecoderConfig& decoder,
+                                                          const Projector& projector, int ranks,
+                                                          std::size_t train_clips) {
+  std::map<std::string, std::string> f;
+  f["preset"] = config.preset;
+  f["lora_r"] = std::to_string(P::lora_r);
+  f["lora_alpha"] = std::to_string(P::lora_alpha);
+  f["base"] = std::is_same_v<Base, lora::DenseWeight> ? "dense" : "4bit";
+  f["lr_scheduler"] = std::string(P::lr_policy::name);
+  if (!config.initial_adapter.empty()) f["initial_adapter"] = config.initial_adapter.string();
+  f["num_frames"] = std::to_string(config.num_frames);
+  f["precision"] = config.precision;
+  f["batch_size"] = std::to_string(config.batch_size);
+  f["gradient_accumulation_steps"] = std::to_string(config.gradient_accumulation_steps);
+  f["ranks"] = std::to_string(ranks);  // with the two above: checked as their product (open_checkpoint)
+  f["weight_decay"] = fmt::format("{}", config.weight_decay);
+  f["max_grad_norm"] = fmt::format("{}", config.max_grad_norm);
+  f["label_smoothing"] = fmt::format("{}", config.label_smoothing);
+  f["lora_dropout"] = fmt::format("{}", config.lora_dropout);
+  f["target_modules"] = fmt::format("{}", fmt::join(config.target_modules, ","));
+  f["seed"] = std::to_string(config.seed);
+  for (std::size_t s = 0; s < config.stages.size(); ++s) {
+    const auto& st = config.stages[s];
+    f[fmt::format("stage{}", s + 1)] =
+        fmt::format("epochs={} lr={} warmup={} lora={}", st.epochs, st.learning_rate, st.warmup_ratio, st.train_lora);
+  }
+  f["decoder"] = fmt::format("hidden={} layers={} heads={} kv={} inter={} vocab={}", decoder.hidden_size,
+                             decoder.num_hidden_layers, decoder.num_attention_heads, decoder.num_key_value_heads,
+                             decoder.intermediate_size, decoder.vocab_size);
+  f["projector"] = fmt::format("{}->{}", projector.in_features(), projector.out_features());
+  f["train_clips"] = std::to_string(train_clips);
+  return f;
+}
+
+// Every LoRA layer's dropout step counter, in the decoder's for_each_lora order, and back.
+template <class Decoder>
+std::vector<std::uint64_t> lora_dropout_steps(Decoder& decoder) {
+  std::vector<std::uint64_t> steps;
+  decoder.for_each_lora([&](const std::string&, auto& l) { steps.push_back(l.step()); });
+  return steps;
+}
+template <class Decoder>
+void restore_lora_dropout_steps(Decoder& decoder, const std::vector<std::uint64_t>& steps) {
+  std::size_t i = 0;
+  decoder.for_each_lora([&](const std::string&, auto& l) {
+    if (i < steps.size()) l.set_step(steps[i++]);
+  });
+}
+
+// The trainer state a checkpoint's metadata holds besides the optimizer's step counts.
+struct TrainerState {
+  TrainingPosition position;
+  std::vector<std::uint64_t> dropout_steps;  // lora_dropout_steps
+  EarlyStopping stopper;
+  std::optional<double> best_score;  // the early-stopping metric of the best evaluation
+  std::optional<EvalResult> best;
+  std::map<std::string, std::string> fingerprint;  // checkpoint_fingerprint
+};
+
+// Writes a checkpoint: `parameters` (TrainableTensors::tensor_map), the optimizer's moments and step counts when
+// there is one, and `state`.
+inline void write_checkpoint(const std::filesystem::path& path, io::TensorMap parameters, const optim::AdamW* optimizer,
+                             const TrainerState& state) {
+  nlohmann::json adam = nlohmann::json::object();
+  if (optimizer) {
+    for (const auto& name : optimizer->parameter_names()) {
+      const auto& st = optimizer->state(name);
+      parameters.emplace("adam/" + name + "/exp_avg", io::TensorData::from_matrix(st.exp_avg));
+      parameters.emplace("adam/" + name + "/exp_avg_sq", io::TensorData::from_matrix(st.exp_avg_sq));
+      adam[name] = st.step;
+    }
+  }
+  const EarlyStopping& stopper = state.stopper;
+  const TrainingPosition& pos = state.position;
+  nlohmann::json json = {
+      {"stage", pos.stage},
+      {"epoch", pos.epoch},
+      {"step_in_epoch", pos.step_in_epoch},
+      {"stage_step", pos.stage_step},
+      {"global_step", pos.global_step},
+      {"adam_steps", optimizer ? optimizer->steps_taken() : 0},
+      {"adam_param_steps", adam},
+      {"dropout_steps", state.dropout_steps},
+      {"stopper",
+       {{"best", stopper.best_score() ? nlohmann::json(*stopper.best_score()) : nlohmann::json(nullptr)},
+        {"best_step", stopper.best_step()},
+        {"best_evaluation", stopper.best_evaluation()},
+        {"counter", stopper.patience_counter()},
+        {"evaluations", stopper.evaluations()}}},
+      {"best_score", state.best_score ? nlohmann::json(*state.best_score) : nlohmann::json(nullptr)},
+      {"best_result", state.best ? eval_result_to_json(*state.best) : nlohmann::json(nullptr)},
+      {"config", state.fingerprint}};
+  io::write_safetensors(path, parameters, {{"format", "vidlora"}, {"trainer_state", json.dump()}});
+}
+
+// A checkpoint opened for --resume: its tensors and its trainer_state.
+struct Checkpoint {
+  io::SafetensorsFile file;
+  nlohmann::json state;
+};
+
+// Opens the checkpoint at `path` and checks it against this run's `fingerprint`: every field must agree but the
+// split of a step's clips into ranks × batch_size × gradient_accumulation_steps, whose product must.
+inline Checkpoint open_checkpoint(const std::filesystem::path& path,
+                                  const std::map<std::string, std::string>& fingerprint) {
+  require(std::filesystem::exists(path), "--resume: no checkpoint at {}", path.string());
+  auto f = io::SafetensorsFile::open(path);
+  const auto it = f.metadata().find("trainer_state");
+  require(it != f.metadata().end(), "--resume: {} is not a vidlora trainer checkpoint (no trainer_state)",
+          path.string());
+  auto state = nlohmann::json::parse(it->second);
+  const auto theirs = state.at("config").get<std::map<std::string, std::string>>();
+  const auto& mine = fingerprint;
+  // The data order, schedule and position count optimizer steps, so the clips per step must agree; how they
+  // split into ranks, micro-batches and accumulation may change (a checkpoint of N ranks resumes on M).
+  const auto field = [&](const std::map<std::string, std::string>& m, const char* k) {
+    const auto at = m.find(k);
+    return at == m.end() ? 1L : std::stol(at->second);  // checkpoints before data parallel: one rank
+  };
+  const auto split = [&](const std::map<std::string, std::string>& m) {
+    const long r = field(m, "ranks"), b = field(m, "batch_size"), a = field(m, "gradient_accumulation_steps");
+    return std::pair{r * b * a, fmt::format("{} ({} × {} × {})", r * b * a, r, b, a)};
+  };
+  require(split(theirs).first == split(mine).first,
+          "--resume: the checkpoint {} was made with another configuration: clips per step (ranks × batch_size × "
+          "gradient_accumulation_steps) is {} there but {} now",
+          path.string(), split(theirs).second, split(mine).second);
+  for (const auto& [k, v] : mine) {
+    if (k == "ranks" || k == "batch_size" || k == "gradient_accumulation_steps") continue;
+    const auto o = theirs.find(k);
+    require(o != theirs.end() && o->second == v,
+            "--resume: the checkpoint {} was made with another configuration: {} is '{}' there but '{}' now",
+            path.string(), k, o == theirs.end() ? std::string("(absent)") : o->second, v);
+  }
+  return Checkpoint{std::move(f), std::move(state)};
+}
+
+// The trainer state of an opened checkpoint; the early-stopping state goes into a stopper made with `stopping`.
+inline TrainerState trainer_state_from_json(const nlohmann::json& state, const EarlyStoppingOptions& stopping) {
+  TrainerState s{.position = {},
+                 .dropout_steps = {},
+                 .stopper = EarlyStopping(stopping),
+                 .best_score = {},
+                 .best = {},
+                 .fingerprint = state.at("config").get<std::map<std::string, std::string>>()};
+  s.position.stage = state.at("stage").get<std::size_t>();
+  s.position.epoch = state.at("epoch").get<int>();
+  s.position.step_in_epoch = state.at("step_in_epoch").get<long>();
+  s.position.stage_step = state.at("stage_step").get<long>();
+  s.position.global_step = state.at("global_step").get<long>();
+  s.dropout_steps = state.at("dropout_steps").get<std::vector<std::uint64_t>>();
+  const auto& st = state.at("stopper");
+  s.stopper.restore(st.at("best").is_null() ? std::nullopt : std::optional<double>(st.at("best").get<double>()),
+                    st.at("best_step").get<long>(), st.at("best_evaluation").get<long>(), st.at("counter").get<int>(),
+                    st.at("evaluations").get<long>());
+  if (!state.at("best_score").is_null()) s.best_score = state.at("best_score").get<double>();
+  // The best evaluation so far, so that TrainResult::best survives a resume (checkpoints written before this
+  // field existed have none: then only later evaluations can set it).
+  if (state.contains("best_result") && !state.at("best_result").is_null())
+    s.best = eval_result_from_json(state.at("best_result"));
+  return s;
+}
+
+// Restores the AdamW moments and step counts of the parameters `optimizer` steps that the checkpoint holds
+// (a stage's fresh optimizer, built before the restore).
+inline void restore_optimizer(optim::AdamW& optimizer, const Checkpoint& checkpoint) {
+  const auto& f = checkpoint.file;
+  const auto& steps = checkpoint.state.at("adam_param_steps");
+  for (const auto& name : optimizer.parameter_names()) {
+    if (!steps.contains(name)) continue;
+    optim::AdamWState s{f.matrix("adam/" + name + "/exp_avg"), f.matrix("adam/" + name + "/exp_avg_sq"),
+                        steps.at(name).get<long>()};
+    optimizer.restore_state(name, std::move(s));
+  }
+  optimizer.set_steps_taken(checkpoint.state.at("adam_steps").get<long>());
+}
+
+}  // namespace vidlora::train

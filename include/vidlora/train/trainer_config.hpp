@@ -1,0 +1,99 @@
+#pragma once
+// TrainerConfig: a run's settings, defaulted from a preset (from_preset) and adjustable before training, and the
+// StageSettings of each of its stages.
+
+#include <cstdint>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <vidlora/eval/caption_metrics.hpp>
+#include <vidlora/model/generation.hpp>
+#include <vidlora/presets/gpu_presets.hpp>
+
+namespace vidlora::train {
+
+struct StageSettings {
+  std::string name;
+  bool train_lora = false;
+  int epochs = 1;
+  double learning_rate = 1e-4;
+  double warmup_ratio = 0.0;
+};
+
+// Run-time configuration, defaulted from a preset (from_preset) and adjustable before training.
+// The learning-rate policy and the LoRA rank / alpha are the preset's types and constants (Trainer<P> runs
+// Scheduler<P::lr_policy> and Decoder<P::lora_r, P::lora_alpha>), so they are not fields here.
+struct TrainerConfig {
+  std::string preset;
+  std::vector<StageSettings> stages;  // stage 1: the recipe's (P::stage1); stage 2: the preset's lr and warmup
+  int batch_size = 1;
+  int gradient_accumulation_steps = 1;
+  int num_frames = 8;              // frames sampled per clip; the caller's FeatureFn samples this many
+  std::string precision = "fp32";  // "fp32", "fp16" or "bf16" (presets::precision_of<P>); the CPU trainer: fp32
+  double weight_decay = 0.01;
+  double max_grad_norm = 1.0;
+  double label_smoothing = 0.0;
+  double lora_dropout = 0.0;
+  std::vector<std::string> target_modules;
+  bool load_in_4bit = false;
+  bool gradient_checkpointing = false;
+  std::uint64_t seed = 0;
+  // evaluation
+  int patience = 5;
+  std::string early_stopping_metric = "eval_loss";  // or a metric: meteor, cider_d, bleu4, rouge_l, unique_ratio,
+                                                    // meteor_morphemes (needs caption_metrics.morpheme_tokenizer)
+  double collapse_threshold = 0.5;
+  // Tokenisation of the evaluation metrics; morpheme_tokenizer adds METEOR on morphemes, e.g.
+  // eval::CachingTokenizer<eval::MecabKoTokenizer> for the Korean METEOR users report (docs/eval.md).
+  eval::CaptionMetricsOptions caption_metrics{};
+  model::GenerationOptions generation{};
+  // outputs
+  std::filesystem::path output_dir = "vidlora_out";
+  long checkpoint_every = 0;      // optimizer steps; 0: only at epoch ends
+  int max_caption_tokens = 1024;  // longer captions are truncated (then EOS), with one report line per clip
+  long max_steps_this_run = 0;    // > 0: save a checkpoint and stop (as Ctrl-C) after this many steps of this process
+  int max_nan_in_a_row = 3;
+  std::string base_model_name_or_path;  // written into the PEFT adapter_config.json ("" → null)
+  // A PEFT adapter directory (e.g. trained with PEFT in Python) the run starts from: its lora_A / lora_B,
+  // lora_alpha and rsLoRA replace the fresh initialisation and the preset's alpha (the adapter written at the
+  // end keeps them). Its r must be P::lora_r and its modules exactly the run's LoRA layers; otherwise an
+  // error names the difference. Empty: fresh LoRA (Kaiming-uniform A, zero B).
+  std::filesystem::path initial_adapter{};
+  std::ostream* progress = &std::cerr;  // nullptr: silent
+  bool progress_newlines = false;       // true: one line per step (logs); false: '\r' updates
+
+  // Every preset field that a run reads: stage 1 from the recipe (P::stage1), stage 2 from the preset
+  // (presets::stage2_of<P>: P::learning_rate, P::warmup_ratio), and the preset's batch × accumulation,
+  // frames, precision, label smoothing, patience, weight decay, clipping, dropout, target set, 4-bit base and
+  // gradient checkpointing. tests/trainer/test_trainer_config.cpp compares each field with its P:: constant.
+  template <class P>
+  static TrainerConfig from_preset() {
+    static_assert(presets::check_preset<P>());
+    TrainerConfig c;
+    c.preset = std::string(P::name);
+    for (const presets::StageConfig& s : {presets::stage1_of<P>(), presets::stage2_of<P>()})
+      c.stages.push_back({std::string(s.name), s.train_lora, s.num_epochs, s.learning_rate, s.warmup_ratio});
+    c.batch_size = P::batch_size;
+    c.gradient_accumulation_steps = P::gradient_accumulation_steps;
+    c.num_frames = P::num_frames;
+    c.precision = std::string(presets::precision_of<P>());
+    c.weight_decay = P::weight_decay;
+    c.max_grad_norm = P::max_grad_norm;
+    c.label_smoothing = P::label_smoothing;
+    c.lora_dropout = P::lora_dropout;
+    for (auto m : P::target_set::modules) c.target_modules.emplace_back(m);
+    c.load_in_4bit = P::load_in_4bit;
+    c.gradient_checkpointing = P::gradient_checkpointing;
+    c.patience = P::patience;
+    return c;
+  }
+};
+
+}  // namespace vidlora::train
+
+namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
+using train::StageSettings;
+using train::TrainerConfig;
+}  // namespace vidlora
