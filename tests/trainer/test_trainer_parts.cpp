@@ -169,7 +169,7 @@ TEST_CASE("checkpoint: the trainer state and the AdamW moments come back as writ
   }
 }
 
-TEST_CASE("checkpoint: an older one (no ranks, no best_result) opens; another configuration is refused by name",
+TEST_CASE("checkpoint: an older one (no ranks, no best_result) opens, another configuration is refused by name",
           "[trainer]") {
   const fs::path dir = fresh_dir("older");
   std::map<std::string, std::string> mine{
