@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -217,25 +218,37 @@ class MecabEojeolMemo {
         in_tied_[l] = tied;
         lc_choice_.push_back(arg);
       }
+      // Exits: each rc takes the cheapest entry, the entries in order (the first of equal costs wins, as a
+      // scalar loop would), four rcs at a time on int32 lanes relative to the cheapest entry. Lane values are
+      // 2 * cost (the through table's tie bit masked off); kNone32 where no path is.
+      std::int64_t base = kInf;
+      for (std::size_t l = 0; l < n_lcs; ++l) base = std::min(base, in_cost_[l]);
+      entries_.clear();
+      for (std::size_t l = 0; l < n_lcs; ++l) {
+        if (in_cost_[l] >= kInf) continue;
+        if (in_cost_[l] - base >= kNarrow) return false;  // far outside captions' costs: MeCab decides
+        entries_.push_back({static_cast<std::int32_t>(2 * (in_cost_[l] - base)), in_tied_[l] != 0 ? 1 : 0,
+                            static_cast<std::int32_t>(l)});
+      }
       next_states_.resize(n_rcs);
-      for (std::size_t r = 0; r < n_rcs; ++r) {
-        std::int64_t best = kInf;
-        std::uint32_t arg = 0;
-        bool tied = false;
-        const std::int32_t* through = w->through_row(r);
-        for (std::uint32_t l = 0; l < n_lcs; ++l) {
-          if (in_cost_[l] >= kInf) continue;
-          const std::int32_t inner = through[l];
-          if (inner == kThroughNone) continue;
-          const std::int64_t c = in_cost_[l] + (inner >> 1);
-          if (c < best) {
-            best = c, arg = l, tied = in_tied_[l] || (inner & 1) != 0;
-          } else if (c == best) {
-            tied = true;
-          }
+      const std::size_t lanes = w->rc_lanes();
+      for (std::size_t k = 0; k < lanes; k += 4) {
+        Lane4 best = {kNone32, kNone32, kNone32, kNone32}, arg = {0, 0, 0, 0}, tied = {0, 0, 0, 0};
+        for (const Entry& e : entries_) {
+          Lane4 t;
+          std::memcpy(&t, w->through_lane(static_cast<std::size_t>(e.l)) + k, sizeof t);
+          const Lane4 v = e.in2 + (t & ~1);
+          const Lane4 lower = v < best, equal = v == best;  // -1 where true
+          tied = (lower & (e.tied | (t & 1))) | (~lower & (tied | (equal & 1)));
+          arg = (lower & e.l) | (~lower & arg);
+          best = (lower & v) | (~lower & best);
         }
-        next_states_[r] = State{best, w->rc(r), tied};
-        rc_choice_.push_back(arg);
+        for (std::size_t i = 0; i < 4 && k + i < n_rcs; ++i) {
+          const std::size_t r = k + i;
+          const bool reached = best[i] < kNone32 / 2;
+          next_states_[r] = reached ? State{base + best[i] / 2, w->rc(r), tied[i] != 0} : State{kInf, w->rc(r), false};
+          rc_choice_.push_back(reached ? static_cast<std::uint32_t>(arg[i]) : 0u);
+        }
       }
       states_.swap(next_states_);
     }
@@ -308,7 +321,10 @@ class MecabEojeolMemo {
   static constexpr std::int64_t kInf = std::numeric_limits<std::int64_t>::max() / 4;
   static constexpr std::int32_t kInf32 = 1 << 30;
   static constexpr std::uint32_t kUnread = ~0u, kSeveral = ~0u - 1;  // analyse_word's predecessor look-ups
-  static constexpr std::int32_t kThroughNone = std::numeric_limits<std::int32_t>::max();  // in Word::table
+  // Word::table's "no path" (even: the tie bit is masked off) and the bound on costs in the int32 lanes of
+  // the sentence pass (|2 * cost| < 2^25, so sums never reach kNone32 / 2).
+  static constexpr std::int32_t kNone32 = 1 << 30;
+  static constexpr std::int64_t kNarrow = 1 << 24;
   static constexpr std::size_t kMaxWordBytes = 8192;  // longer words: the caption is analysed whole
 
   struct State {
@@ -336,16 +352,16 @@ class MecabEojeolMemo {
     // and exit rc (`rcs`): the cheapest path through the word (word costs of all its nodes, connection
     // costs inside), whether several paths cost that, and the path.
     // What the sentence pass reads, in one block (fewer cache misses when the memo is large): the entry lc
-    // ids, the exit rc ids, per exit the smallest cost through the word to it (a bound: kInf32 when no
-    // path reaches it), and the cost of the cheapest path through the word per exit and entry, [rc][lc]
-    // (rc-major: one exit's row is contiguous), stored as 2 * cost + (several paths cost that ? 1 : 0),
-    // kThroughNone where no path connects them.
+    // ids, the exit rc ids, and the cost of the cheapest path through the word per entry and exit, [lc][rc]
+    // (lc-major, each entry's row padded to rc_lanes(), a multiple of 4, for the vectorised pass), stored
+    // as 2 * cost + (several paths cost that ? 1 : 0), kNone32 where no path connects them. A word with a
+    // cost of 2^24 or more (none in captions) is not usable: the pass works on int32 lanes.
     std::vector<std::int32_t> table;
     std::uint32_t n_lcs = 0, n_rcs = 0;
     std::uint16_t lc(std::size_t l) const { return static_cast<std::uint16_t>(table[l]); }
     std::uint16_t rc(std::size_t r) const { return static_cast<std::uint16_t>(table[n_lcs + r]); }
-    std::int32_t min_through(std::size_t r) const { return table[n_lcs + n_rcs + r]; }
-    const std::int32_t* through_row(std::size_t r) const { return table.data() + n_lcs + 2 * n_rcs + r * n_lcs; }
+    std::size_t rc_lanes() const { return (n_rcs + 3) & ~std::size_t{3}; }
+    const std::int32_t* through_lane(std::size_t l) const { return table.data() + n_lcs + n_rcs + l * rc_lanes(); }
     std::vector<std::uint32_t> path_offset;  // [lc][rc] -> its nodes in path_nodes (lcs*rcs + 1)
     std::vector<std::uint32_t> path_nodes;
     // False for a word that does not start and end with a morpheme: one with MeCab's whitespace other
@@ -556,19 +572,18 @@ class MecabEojeolMemo {
     w.path_nodes.shrink_to_fit();
     w.n_lcs = static_cast<std::uint32_t>(n_lcs);
     w.n_rcs = static_cast<std::uint32_t>(n_rcs);
-    w.table.assign(n_lcs + 2 * n_rcs + n_rcs * n_lcs, kThroughNone);
+    const std::size_t rc_lanes = w.rc_lanes();
+    w.table.assign(n_lcs + n_rcs + n_lcs * rc_lanes, kNone32);
     std::copy(lcs.begin(), lcs.end(), w.table.begin());
     std::copy(rcs.begin(), rcs.end(), w.table.begin() + static_cast<std::ptrdiff_t>(n_lcs));
-    for (std::size_t ri = 0; ri < n_rcs; ++ri) {
-      std::int32_t smallest = kInf32;
-      std::int32_t* row = w.table.data() + n_lcs + 2 * n_rcs + ri * n_lcs;
-      for (std::size_t li = 0; li < n_lcs; ++li) {
+    for (std::size_t li = 0; li < n_lcs; ++li) {
+      std::int32_t* lane = w.table.data() + n_lcs + n_rcs + li * rc_lanes;
+      for (std::size_t ri = 0; ri < n_rcs; ++ri) {
         const std::int64_t c = wcost[li * n_rcs + ri];
         if (c >= kInf) continue;
-        row[li] = static_cast<std::int32_t>(2 * c + (wtied[li * n_rcs + ri] != 0 ? 1 : 0));
-        smallest = std::min(smallest, static_cast<std::int32_t>(c));
+        if (c <= -kNarrow || c >= kNarrow) w.usable = false;  // far outside captions' costs: MeCab decides
+        lane[ri] = static_cast<std::int32_t>(2 * c + (wtied[li * n_rcs + ri] != 0 ? 1 : 0));
       }
-      w.table[n_lcs + n_rcs + ri] = smallest;
     }
     return w;
   }
@@ -628,6 +643,11 @@ class MecabEojeolMemo {
   std::vector<const Word*> words_;
   std::vector<std::int64_t> in_cost_;
   std::vector<std::uint8_t> in_tied_;
+  using Lane4 = std::int32_t __attribute__((vector_size(16)));  // GCC/Clang vector extension
+  struct Entry {
+    std::int32_t in2, tied, l;  // 2 * (cost into the entry - the cheapest's), several paths, which entry
+  };
+  std::vector<Entry> entries_;
   std::vector<std::uint32_t> lc_choice_, rc_choice_;
   std::vector<State> states_, next_states_;
   std::vector<std::uint32_t> order_;
