@@ -103,6 +103,10 @@ class MecabConnectionMatrix {
     return costs_[left_rc + static_cast<std::size_t>(lsize_) * right_lc];
   }
   bool covers(std::uint16_t left_rc, std::uint16_t right_lc) const { return left_rc < lsize_ && right_lc < rsize_; }
+  // The costs of every connection into a node with left context `right_lc`, by the left node's rc.
+  const std::int16_t* into(std::uint16_t right_lc) const {
+    return costs_ + static_cast<std::size_t>(lsize_) * right_lc;
+  }
 
   // The smallest cost of any connection into a node with left context `right_lc` (one contiguous row).
   std::int64_t min_into(std::uint16_t right_lc) const {
@@ -320,7 +324,7 @@ class MecabEojeolMemo {
  private:
   static constexpr std::int64_t kInf = std::numeric_limits<std::int64_t>::max() / 4;
   static constexpr std::int32_t kInf32 = 1 << 30;
-  static constexpr std::uint32_t kUnread = ~0u, kSeveral = ~0u - 1;  // analyse_word's predecessor look-ups
+  using Lane4 = std::int32_t __attribute__((vector_size(16)));  // four int32 lanes (GCC/Clang vector extension)
   // Word::table's "no path" (even: the tie bit is masked off) and the bound on costs in the int32 lanes of
   // the sentence pass (|2 * cost| < 2^25, so sums never reach kNone32 / 2).
   static constexpr std::int32_t kNone32 = 1 << 30;
@@ -452,23 +456,27 @@ class MecabEojeolMemo {
     ending.resize(n_nodes);
     sc.fill.assign(end_offset.begin(), end_offset.end() - 1);
     for (std::uint32_t i = 0; i < n_nodes; ++i) ending[sc.fill[w.nodes[i].end]++] = i;
+    // pred_cost[pred_offset[r] + i]: the cost of the edge from the i-th node ending where r begins
+    // (ending[end_offset[begin]...]) to r, with r's word cost
     auto& pred_offset = sc.pred_offset;
-    auto& pred_node = sc.pred_node;
     auto& pred_cost = sc.pred_cost;
-    pred_offset.assign(n_nodes + 1, 0);
-    pred_node.clear();
-    pred_cost.clear();
+    pred_offset.resize(n_nodes + 1);
+    std::uint32_t n_edges = 0;
     for (std::uint32_t r = 0; r < n_nodes; ++r) {
-      pred_offset[r] = static_cast<std::uint32_t>(pred_node.size());
-      if (w.nodes[r].begin == 0) continue;
+      pred_offset[r] = n_edges;
       const std::uint32_t b = w.nodes[r].begin;
-      for (std::uint32_t j = end_offset[b]; j < end_offset[b + 1]; ++j) {
-        const std::uint32_t l = ending[j];
-        pred_node.push_back(l);
-        pred_cost.push_back(connection(w.nodes[l].rc, w.nodes[r].lc) + w.nodes[r].wcost);
-      }
+      if (b != 0) n_edges += end_offset[b + 1] - end_offset[b];
     }
-    pred_offset[n_nodes] = static_cast<std::uint32_t>(pred_node.size());
+    pred_offset[n_nodes] = n_edges;
+    pred_cost.resize(n_edges);
+    for (std::uint32_t r = 0; r < n_nodes; ++r) {
+      const std::uint32_t b = w.nodes[r].begin;
+      if (b == 0) continue;
+      const std::int16_t* into = matrix_->into(w.nodes[r].lc);
+      const std::int32_t wcost = w.nodes[r].wcost;
+      std::int32_t* out = pred_cost.data() + pred_offset[r];
+      for (std::uint32_t j = end_offset[b]; j < end_offset[b + 1]; ++j) *out++ = into[w.nodes[ending[j]].rc] + wcost;
+    }
     auto& lcs = sc.lcs;
     auto& rcs = sc.rcs;
     lcs.clear();
@@ -484,27 +492,53 @@ class MecabEojeolMemo {
     // of them it is beyond its cost and rc).
     auto& arg = sc.arg;  // (lc index, exit) of the cheapest
     arg.assign(n_lcs * n_rcs, {0, 0});
-    // All entry lcs in one pass, one lane each: cost[node * stride + lane] is the cheapest cost of a path from
-    // an entry with that lane's lc to the end of the node, int32 (a word's path costs stay far below 2^30: at
-    // most kMaxWordBytes nodes of |word cost| + |connection cost| <= 2^16). Only the minimum is taken here,
-    // over lanes padded to a multiple of 4, so that the compiler vectorises it; each exit's path and
-    // whether another path costs the same are read back from these costs below.
+    // All entry lcs in one pass, one lane each, four lanes at a time: cost[node * stride + lane] is the cheapest
+    // cost of a path from an entry with that lane's lc to the end of the node, int32 (a word's path costs stay
+    // far below 2^30: at most kMaxWordBytes nodes of |word cost| + |connection cost| <= 2^16); count[...] how
+    // many paths cost that (1, or 2 for "several"), back[...] the predecessor of the first of them (in
+    // predecessor order). Exactly one path from an entry to an exit costs the least when the count is 1,
+    // and back walks it.
     const std::size_t lanes = n_lcs;
     const std::size_t stride = (lanes + 3) & ~std::size_t{3};
     auto& cost = sc.cost32;
+    auto& count = sc.count32;
+    auto& back = sc.back32;
     cost.assign(n_nodes * stride, kInf32);
-    for (const auto e : entries)
-      cost[e * stride + index_of(lcs, w.nodes[e].lc)] = static_cast<std::int32_t>(w.nodes[e].wcost);
+    count.assign(n_nodes * stride, 0);
+    back.assign(n_nodes * stride, 0);
+    for (const auto e : entries) {
+      const std::size_t k = e * stride + index_of(lcs, w.nodes[e].lc);
+      cost[k] = static_cast<std::int32_t>(w.nodes[e].wcost);
+      count[k] = 1;
+    }
     std::uint32_t first_inner = 0;  // nodes [0, first_inner) start the word
     while (first_inner < n_nodes && w.nodes[first_inner].begin == 0) ++first_inner;
+    const Lane4 inf4 = {kInf32, kInf32, kInf32, kInf32}, two4 = {2, 2, 2, 2};
     for (std::size_t r = first_inner; r < n_nodes; ++r) {  // in begin order: predecessors come first
-      std::int32_t* __restrict cr = cost.data() + r * stride;
-      for (std::uint32_t j = pred_offset[r]; j < pred_offset[r + 1]; ++j) {
-        const std::int32_t* __restrict cl = cost.data() + static_cast<std::size_t>(pred_node[j]) * stride;
-        const auto pc = static_cast<std::int32_t>(pred_cost[j]);
-        for (std::size_t k = 0; k < stride; ++k) cr[k] = std::min(cr[k], cl[k] + pc);
+      const std::uint32_t b = w.nodes[r].begin;
+      const std::uint32_t* preds = ending.data() + end_offset[b];
+      const std::uint32_t n_preds = end_offset[b + 1] - end_offset[b];
+      const std::int32_t* edge = pred_cost.data() + pred_offset[r];
+      for (std::size_t k = 0; k < stride; k += 4) {
+        Lane4 cr = inf4, nr = {0, 0, 0, 0}, br = {0, 0, 0, 0};
+        for (std::uint32_t i = 0; i < n_preds; ++i) {
+          const std::size_t at = static_cast<std::size_t>(preds[i]) * stride + k;
+          Lane4 cl, nl;
+          std::memcpy(&cl, cost.data() + at, sizeof cl);
+          std::memcpy(&nl, count.data() + at, sizeof nl);
+          const Lane4 v = cl + edge[i];
+          const Lane4 lower = v < cr, equal = v == cr;  // -1 where true (disjoint)
+          nr = (~lower & nr) + ((lower | equal) & nl);
+          br = (lower & static_cast<std::int32_t>(preds[i])) | (~lower & br);
+          cr = (lower & v) | (~lower & cr);
+        }
+        const Lane4 unreached = cr >= kInf32 / 2, many = nr > two4;
+        cr = (unreached & inf4) | (~unreached & cr);
+        nr = (many & two4) | (~many & nr);
+        std::memcpy(cost.data() + r * stride + k, &cr, sizeof cr);
+        std::memcpy(count.data() + r * stride + k, &nr, sizeof nr);
+        std::memcpy(back.data() + r * stride + k, &br, sizeof br);
       }
-      for (std::size_t k = 0; k < stride; ++k) cr[k] = cr[k] < kInf32 / 2 ? cr[k] : kInf32;  // unreached
     }
     for (const auto x : exits) {
       const std::size_t ri = index_of(rcs, w.nodes[x].rc);
@@ -519,57 +553,43 @@ class MecabEojeolMemo {
         }
       }
     }
-    // Each (entry lc, exit rc)'s path, back from its exit: at every node the predecessor whose cost plus the
-    // edge's gives the node's. When two do, two paths cost the same (all cheapest paths to the exit share
-    // the walked suffix up to where they part, and that node is on the walk); the path of such a pair is
-    // never output (the sentence is then analysed whole), so the walk stops.
-    // A node's predecessor in a lane is looked up once (back: kUnread until then, kSeveral when two give it).
-    auto& back = sc.back;
-    back.assign(n_nodes * stride, kUnread);
+    // Each (entry lc, exit rc)'s path, back from its exit; none when several paths cost the least (the
+    // sentence is then analysed whole).
     w.path_offset.assign(n_lcs * n_rcs + 1, 0);
-    auto& path = sc.path;
+    auto& path_nodes = sc.path_nodes;
+    path_nodes.clear();
     for (std::size_t k = 0; k < n_lcs * n_rcs; ++k) {
-      w.path_offset[k] = static_cast<std::uint32_t>(w.path_nodes.size());
+      w.path_offset[k] = static_cast<std::uint32_t>(path_nodes.size());
       if (wcost[k] >= kInf || wtied[k] != 0) continue;
       const auto [li, x] = arg[k];
-      path.clear();
-      for (std::uint32_t n = x;;) {
-        path.push_back(n);
-        if (w.nodes[n].begin == 0) break;
-        std::uint32_t& from = back[n * stride + li];
-        if (from == kUnread) {
-          const std::int32_t c = cost[n * stride + li];
-          std::uint32_t count = 0;
-          for (std::uint32_t j = pred_offset[n]; j < pred_offset[n + 1]; ++j) {
-            const std::int32_t cp = cost[static_cast<std::size_t>(pred_node[j]) * stride + li];
-            if (cp < kInf32 && cp + static_cast<std::int32_t>(pred_cost[j]) == c) from = pred_node[j], ++count;
-          }
-          require(count > 0, "MecabEojeolMemo: no predecessor gives a node's cost (internal error)");
-          if (count > 1) from = kSeveral;
-        }
-        if (from == kSeveral) {
-          wtied[k] = 1;
-          break;
-        }
-        n = from;
+      if (count[x * stride + li] > 1) {
+        wtied[k] = 1;
+        continue;
       }
-      if (wtied[k] != 0) continue;
-      w.path_nodes.insert(w.path_nodes.end(), path.rbegin(), path.rend());
+      std::size_t length = 1;
+      for (std::uint32_t n = x; w.nodes[n].begin != 0; n = static_cast<std::uint32_t>(back[n * stride + li])) ++length;
+      path_nodes.resize(path_nodes.size() + length);
+      auto out = path_nodes.end();
+      for (std::uint32_t n = x;; n = static_cast<std::uint32_t>(back[n * stride + li])) {
+        *--out = n;
+        if (w.nodes[n].begin == 0) break;
+      }
     }
-    w.path_offset[n_lcs * n_rcs] = static_cast<std::uint32_t>(w.path_nodes.size());
+    w.path_offset[n_lcs * n_rcs] = static_cast<std::uint32_t>(path_nodes.size());
     // Keep only the nodes some path uses (the memo holds many words).
     auto& keep = sc.fill;  // old index -> new index + 1 (0: dropped)
     keep.assign(n_nodes, 0);
-    std::vector<Word::Node> used;
-    for (auto& n : w.path_nodes) {
+    auto& used = sc.used;
+    used.clear();
+    for (auto& n : path_nodes) {
       if (keep[n] == 0) {
-        used.push_back(std::move(w.nodes[n]));
+        used.push_back(w.nodes[n]);
         keep[n] = static_cast<std::uint32_t>(used.size());
       }
       n = keep[n] - 1;
     }
     w.nodes.assign(used.begin(), used.end());  // exact sizes: the memo holds many words
-    w.path_nodes.shrink_to_fit();
+    w.path_nodes.assign(path_nodes.begin(), path_nodes.end());
     w.n_lcs = static_cast<std::uint32_t>(n_lcs);
     w.n_rcs = static_cast<std::uint32_t>(n_rcs);
     const std::size_t rc_lanes = w.rc_lanes();
@@ -643,7 +663,6 @@ class MecabEojeolMemo {
   std::vector<const Word*> words_;
   std::vector<std::int64_t> in_cost_;
   std::vector<std::uint8_t> in_tied_;
-  using Lane4 = std::int32_t __attribute__((vector_size(16)));  // GCC/Clang vector extension
   struct Entry {
     std::int32_t in2, tied, l;  // 2 * (cost into the entry - the cheapest's), several paths, which entry
   };
@@ -656,10 +675,12 @@ class MecabEojeolMemo {
   // scratch of analyse_word()
   struct Scratch {
     std::vector<std::uint16_t> lcs, rcs;
-    std::vector<std::uint32_t> entries, exits, end_offset, fill, ending, pred_offset, pred_node, path, back;
-    std::vector<std::int64_t> pred_cost, word_cost;
+    std::vector<std::uint32_t> entries, exits, end_offset, fill, ending, pred_offset, path_nodes;
+    std::vector<std::int32_t> pred_cost;
+    std::vector<std::int64_t> word_cost;
     std::vector<std::uint8_t> word_tied;
-    std::vector<std::int32_t> cost32;
+    std::vector<std::int32_t> cost32, count32, back32;
+    std::vector<Word::Node> used;
     std::vector<std::pair<std::uint32_t, std::uint32_t>> arg;
   };
   mutable Scratch scratch_;
