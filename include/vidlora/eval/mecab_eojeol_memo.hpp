@@ -199,21 +199,28 @@ class MecabEojeolMemo {
       in_tied_.assign(n_lcs, 0);
       // States cheapest first: once a state's cost plus the smallest connection cost into an lc exceeds the
       // best found, no later state can reach that lc as cheaply (or tie), and the matrix is not read for them.
-      order_.resize(states_.size());
-      for (std::size_t s = 0; s < states_.size(); ++s) order_[s] = static_cast<std::uint32_t>(s);
-      std::sort(order_.begin(), order_.end(),
-                [this](std::uint32_t a, std::uint32_t b) { return states_[a].cost < states_[b].cost; });
+      // (Sorted by insertion: a word has a few exits.)
+      ranked_.clear();
+      for (std::size_t s = 0; s < states_.size(); ++s) {
+        if (states_[s].cost >= kInf) continue;  // unreachable
+        const Ranked state{states_[s].cost, static_cast<std::uint32_t>(s), states_[s].rc, states_[s].tied};
+        ranked_.push_back(state);
+        std::size_t i = ranked_.size() - 1;
+        for (; i > 0 && ranked_[i - 1].cost > state.cost; --i) ranked_[i] = ranked_[i - 1];
+        ranked_[i] = state;
+      }
       for (std::size_t l = 0; l < n_lcs; ++l) {  // one row of the matrix per lc: the states' reads are close
         const std::uint16_t lc = w->lc(l);
         const std::int64_t floor = min_into(lc);
+        const std::int16_t* into = matrix_->into(lc);
         std::int64_t best = kInf;
         std::uint32_t arg = 0;
         bool tied = false;
-        for (const std::uint32_t s : order_) {
-          if (states_[s].cost >= kInf || states_[s].cost + floor > best) break;  // unreachable, or cannot win
-          const std::int64_t c = states_[s].cost + connection(states_[s].rc, lc);
+        for (const Ranked& state : ranked_) {
+          if (state.cost + floor > best) break;  // cannot win
+          const std::int64_t c = state.cost + into[state.rc];
           if (c < best) {
-            best = c, arg = static_cast<std::uint32_t>(s), tied = states_[s].tied;
+            best = c, arg = state.index, tied = state.tied;
           } else if (c == best) {
             tied = true;
           }
@@ -228,24 +235,40 @@ class MecabEojeolMemo {
       std::int64_t base = kInf;
       for (std::size_t l = 0; l < n_lcs; ++l) base = std::min(base, in_cost_[l]);
       entries_.clear();
+      bool any_tied = w->tie_bits;
       for (std::size_t l = 0; l < n_lcs; ++l) {
         if (in_cost_[l] >= kInf) continue;
         if (in_cost_[l] - base >= kNarrow) return false;  // far outside captions' costs: MeCab decides
-        entries_.push_back({static_cast<std::int32_t>(2 * (in_cost_[l] - base)), in_tied_[l] != 0 ? 1 : 0,
-                            static_cast<std::int32_t>(l)});
+        const auto in2 = static_cast<std::int32_t>(2 * (in_cost_[l] - base));
+        const std::int32_t tied = in_tied_[l] != 0 ? -1 : 0, li = static_cast<std::int32_t>(l);
+        entries_.push_back(Entry{Lane4{} + in2, Lane4{} + tied, Lane4{} + li});  // broadcast
+        any_tied = any_tied || tied != 0;
       }
       next_states_.resize(n_rcs);
       const std::size_t lanes = w->rc_lanes();
       for (std::size_t k = 0; k < lanes; k += 4) {
+        // tied: -1 where the cheapest so far is not unique or comes through a tie (a tie bit or a tied entry)
         Lane4 best = {kNone32, kNone32, kNone32, kNone32}, arg = {0, 0, 0, 0}, tied = {0, 0, 0, 0};
-        for (const Entry& e : entries_) {
-          Lane4 t;
-          std::memcpy(&t, w->through_lane(static_cast<std::size_t>(e.l)) + k, sizeof t);
-          const Lane4 v = e.in2 + (t & ~1);
-          const Lane4 lower = v < best, equal = v == best;  // -1 where true
-          tied = (lower & (e.tied | (t & 1))) | (~lower & (tied | (equal & 1)));
-          arg = (lower & e.l) | (~lower & arg);
-          best = (lower & v) | (~lower & best);
+        if (any_tied) {
+          for (const Entry& e : entries_) {
+            Lane4 t;
+            std::memcpy(&t, w->through_lane(static_cast<std::size_t>(e.l[0])) + k, sizeof t);
+            const Lane4 v = e.in2 + (t & ~1);
+            const Lane4 lower = v < best, equal = v == best;  // -1 where true (disjoint)
+            tied = (lower & (e.tied | ((t << 31) >> 31))) | (~lower & tied) | equal;
+            arg = (lower & e.l) | (~lower & arg);
+            best = (lower & v) | (~lower & best);
+          }
+        } else {  // the usual case: no tie bits (t is 2 * cost)
+          for (const Entry& e : entries_) {
+            Lane4 t;
+            std::memcpy(&t, w->through_lane(static_cast<std::size_t>(e.l[0])) + k, sizeof t);
+            const Lane4 v = e.in2 + t;
+            const Lane4 lower = v < best, equal = v == best;
+            tied = (~lower & tied) | equal;
+            arg = (lower & e.l) | (~lower & arg);
+            best = (lower & v) | (~lower & best);
+          }
         }
         for (std::size_t i = 0; i < 4 && k + i < n_rcs; ++i) {
           const std::size_t r = k + i;
@@ -362,6 +385,7 @@ class MecabEojeolMemo {
     // cost of 2^24 or more (none in captions) is not usable: the pass works on int32 lanes.
     std::vector<std::int32_t> table;
     std::uint32_t n_lcs = 0, n_rcs = 0;
+    bool tie_bits = false;  // some entry-exit pair of the table has several cheapest paths
     std::uint16_t lc(std::size_t l) const { return static_cast<std::uint16_t>(table[l]); }
     std::uint16_t rc(std::size_t r) const { return static_cast<std::uint16_t>(table[n_lcs + r]); }
     std::size_t rc_lanes() const { return (n_rcs + 3) & ~std::size_t{3}; }
@@ -603,6 +627,7 @@ class MecabEojeolMemo {
         if (c >= kInf) continue;
         if (c <= -kNarrow || c >= kNarrow) w.usable = false;  // far outside captions' costs: MeCab decides
         lane[ri] = static_cast<std::int32_t>(2 * c + (wtied[li * n_rcs + ri] != 0 ? 1 : 0));
+        w.tie_bits = w.tie_bits || wtied[li * n_rcs + ri] != 0;
       }
     }
     return w;
@@ -663,13 +688,19 @@ class MecabEojeolMemo {
   std::vector<const Word*> words_;
   std::vector<std::int64_t> in_cost_;
   std::vector<std::uint8_t> in_tied_;
-  struct Entry {
-    std::int32_t in2, tied, l;  // 2 * (cost into the entry - the cheapest's), several paths, which entry
+  struct Entry {         // an entry of the sentence pass's word, in all four lanes
+    Lane4 in2, tied, l;  // 2 * (cost into it - the cheapest entry's), -1 if several paths, which entry
   };
   std::vector<Entry> entries_;
   std::vector<std::uint32_t> lc_choice_, rc_choice_;
   std::vector<State> states_, next_states_;
-  std::vector<std::uint32_t> order_;
+  struct Ranked {  // a state of the sentence pass, for the states sorted by cost
+    std::int64_t cost;
+    std::uint32_t index;
+    std::uint16_t rc;
+    bool tied;
+  };
+  std::vector<Ranked> ranked_;
   static constexpr std::int32_t kUnknown = std::numeric_limits<std::int32_t>::max();
   std::vector<std::int32_t> min_into_;  // per lc, kUnknown until scanned
   // scratch of analyse_word()
