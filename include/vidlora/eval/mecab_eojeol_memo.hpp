@@ -580,10 +580,10 @@ class MecabEojeolMemo {
     // Each (entry lc, exit rc)'s path, back from its exit; none when several paths cost the least (the
     // sentence is then analysed whole).
     w.path_offset.assign(n_lcs * n_rcs + 1, 0);
-    auto& path_nodes = sc.path_nodes;
-    path_nodes.clear();
+    auto& path_nodes = sc.path_nodes;  // [0, n_path) in use
+    std::size_t n_path = 0;
     for (std::size_t k = 0; k < n_lcs * n_rcs; ++k) {
-      w.path_offset[k] = static_cast<std::uint32_t>(path_nodes.size());
+      w.path_offset[k] = static_cast<std::uint32_t>(n_path);
       if (wcost[k] >= kInf || wtied[k] != 0) continue;
       const auto [li, x] = arg[k];
       if (count[x * stride + li] > 1) {
@@ -592,20 +592,22 @@ class MecabEojeolMemo {
       }
       std::size_t length = 1;
       for (std::uint32_t n = x; w.nodes[n].begin != 0; n = static_cast<std::uint32_t>(back[n * stride + li])) ++length;
-      path_nodes.resize(path_nodes.size() + length);
-      auto out = path_nodes.end();
+      if (n_path + length > path_nodes.size()) path_nodes.resize(std::max(2 * path_nodes.size(), n_path + length));
+      n_path += length;
+      auto out = path_nodes.begin() + static_cast<std::ptrdiff_t>(n_path);
       for (std::uint32_t n = x;; n = static_cast<std::uint32_t>(back[n * stride + li])) {
         *--out = n;
         if (w.nodes[n].begin == 0) break;
       }
     }
-    w.path_offset[n_lcs * n_rcs] = static_cast<std::uint32_t>(path_nodes.size());
+    w.path_offset[n_lcs * n_rcs] = static_cast<std::uint32_t>(n_path);
     // Keep only the nodes some path uses (the memo holds many words).
     auto& keep = sc.fill;  // old index -> new index + 1 (0: dropped)
     keep.assign(n_nodes, 0);
     auto& used = sc.used;
     used.clear();
-    for (auto& n : path_nodes) {
+    for (std::size_t p = 0; p < n_path; ++p) {
+      std::uint32_t& n = path_nodes[p];
       if (keep[n] == 0) {
         used.push_back(w.nodes[n]);
         keep[n] = static_cast<std::uint32_t>(used.size());
@@ -613,7 +615,7 @@ class MecabEojeolMemo {
       n = keep[n] - 1;
     }
     w.nodes.assign(used.begin(), used.end());  // exact sizes: the memo holds many words
-    w.path_nodes.assign(path_nodes.begin(), path_nodes.end());
+    w.path_nodes.assign(path_nodes.begin(), path_nodes.begin() + static_cast<std::ptrdiff_t>(n_path));
     w.n_lcs = static_cast<std::uint32_t>(n_lcs);
     w.n_rcs = static_cast<std::uint32_t>(n_rcs);
     const std::size_t rc_lanes = w.rc_lanes();
