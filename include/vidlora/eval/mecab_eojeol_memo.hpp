@@ -427,6 +427,9 @@ class MecabEojeolMemo {
     require(tagger_->parse(&lattice), "MecabEojeolMemo: MeCab failed on a word: {}", lattice.what());
     Word w;
     w.text = std::string(text);
+    Scratch& sc = scratch_;
+    auto& nodes = sc.nodes;  // the word's lattice (merged), by begin position; the used ones go to w.nodes
+    nodes.clear();
     const auto len = static_cast<std::uint32_t>(text.size());
     // Features live in the dictionary (a random read each): read only those of merged and output nodes.
     for (std::uint32_t pos = 0; pos < len; ++pos) {
@@ -435,8 +438,8 @@ class MecabEojeolMemo {
         require(matrix_->covers(n->rcAttr, n->lcAttr), "MecabEojeolMemo: a context id outside matrix.bin");
         const std::uint32_t end = pos + n->rlength;
         bool duplicate = false;
-        for (std::size_t k = w.nodes.size(); k-- > 0 && w.nodes[k].begin == pos;) {
-          const auto& o = w.nodes[k];
+        for (std::size_t k = nodes.size(); k-- > 0 && nodes[k].begin == pos;) {
+          const auto& o = nodes[k];
           if (o.end == end && o.lc == n->lcAttr && o.rc == n->rcAttr && o.wcost == n->wcost) {
             const auto a = detail::ko_tags(o.feature), b = detail::ko_tags(n->feature);
             if (a.first == b.first && a.last == b.last) {
@@ -451,21 +454,20 @@ class MecabEojeolMemo {
         node.surface_begin = end - n->length, node.surface_length = n->length;
         node.space_before = n->rlength != n->length;
         node.feature = n->feature;
-        w.nodes.push_back(node);
+        nodes.push_back(node);
       }
     }
-    const std::size_t n_nodes = w.nodes.size();
+    const std::size_t n_nodes = nodes.size();
     bool inside = true;
-    Scratch& sc = scratch_;
     auto& entries = sc.entries;  // nodes starting the word
     auto& exits = sc.exits;      // nodes ending it
     entries.clear();
     exits.clear();
     for (std::uint32_t i = 0; i < n_nodes; ++i) {
-      if (w.nodes[i].begin == 0) entries.push_back(i);
-      if (w.nodes[i].end == len) exits.push_back(i);
-      inside = inside && w.nodes[i].end <= len;
-      if (w.nodes[i].begin == 0 && w.nodes[i].space_before) inside = false;  // leading other whitespace
+      if (nodes[i].begin == 0) entries.push_back(i);
+      if (nodes[i].end == len) exits.push_back(i);
+      inside = inside && nodes[i].end <= len;
+      if (nodes[i].begin == 0 && nodes[i].space_before) inside = false;  // leading other whitespace
     }
     w.usable = inside && !entries.empty() && !exits.empty() && len <= kMaxWordBytes;
     if (!w.usable) return w;
@@ -475,11 +477,11 @@ class MecabEojeolMemo {
     auto& end_offset = sc.end_offset;
     auto& ending = sc.ending;
     end_offset.assign(len + 2, 0);
-    for (std::uint32_t i = 0; i < n_nodes; ++i) ++end_offset[w.nodes[i].end + 1];
+    for (std::uint32_t i = 0; i < n_nodes; ++i) ++end_offset[nodes[i].end + 1];
     for (std::uint32_t p = 0; p <= len; ++p) end_offset[p + 1] += end_offset[p];
     ending.resize(n_nodes);
     sc.fill.assign(end_offset.begin(), end_offset.end() - 1);
-    for (std::uint32_t i = 0; i < n_nodes; ++i) ending[sc.fill[w.nodes[i].end]++] = i;
+    for (std::uint32_t i = 0; i < n_nodes; ++i) ending[sc.fill[nodes[i].end]++] = i;
     // pred_cost[pred_offset[r] + i]: the cost of the edge from the i-th node ending where r begins
     // (ending[end_offset[begin]...]) to r, with r's word cost
     auto& pred_offset = sc.pred_offset;
@@ -488,25 +490,25 @@ class MecabEojeolMemo {
     std::uint32_t n_edges = 0;
     for (std::uint32_t r = 0; r < n_nodes; ++r) {
       pred_offset[r] = n_edges;
-      const std::uint32_t b = w.nodes[r].begin;
+      const std::uint32_t b = nodes[r].begin;
       if (b != 0) n_edges += end_offset[b + 1] - end_offset[b];
     }
     pred_offset[n_nodes] = n_edges;
     pred_cost.resize(n_edges);
     for (std::uint32_t r = 0; r < n_nodes; ++r) {
-      const std::uint32_t b = w.nodes[r].begin;
+      const std::uint32_t b = nodes[r].begin;
       if (b == 0) continue;
-      const std::int16_t* into = matrix_->into(w.nodes[r].lc);
-      const std::int32_t wcost = w.nodes[r].wcost;
+      const std::int16_t* into = matrix_->into(nodes[r].lc);
+      const std::int32_t wcost = nodes[r].wcost;
       std::int32_t* out = pred_cost.data() + pred_offset[r];
-      for (std::uint32_t j = end_offset[b]; j < end_offset[b + 1]; ++j) *out++ = into[w.nodes[ending[j]].rc] + wcost;
+      for (std::uint32_t j = end_offset[b]; j < end_offset[b + 1]; ++j) *out++ = into[nodes[ending[j]].rc] + wcost;
     }
     auto& lcs = sc.lcs;
     auto& rcs = sc.rcs;
     lcs.clear();
     rcs.clear();
-    for (const auto e : entries) push_unique(lcs, w.nodes[e].lc);
-    for (const auto x : exits) push_unique(rcs, w.nodes[x].rc);
+    for (const auto e : entries) push_unique(lcs, nodes[e].lc);
+    for (const auto x : exits) push_unique(rcs, nodes[x].rc);
     const std::size_t n_lcs = lcs.size(), n_rcs = rcs.size();
     auto& wcost = sc.word_cost;  // [lc][rc]
     auto& wtied = sc.word_tied;
@@ -531,15 +533,15 @@ class MecabEojeolMemo {
     count.assign(n_nodes * stride, 0);
     back.assign(n_nodes * stride, 0);
     for (const auto e : entries) {
-      const std::size_t k = e * stride + index_of(lcs, w.nodes[e].lc);
-      cost[k] = static_cast<std::int32_t>(w.nodes[e].wcost);
+      const std::size_t k = e * stride + index_of(lcs, nodes[e].lc);
+      cost[k] = static_cast<std::int32_t>(nodes[e].wcost);
       count[k] = 1;
     }
     std::uint32_t first_inner = 0;  // nodes [0, first_inner) start the word
-    while (first_inner < n_nodes && w.nodes[first_inner].begin == 0) ++first_inner;
+    while (first_inner < n_nodes && nodes[first_inner].begin == 0) ++first_inner;
     const Lane4 inf4 = {kInf32, kInf32, kInf32, kInf32}, two4 = {2, 2, 2, 2};
     for (std::size_t r = first_inner; r < n_nodes; ++r) {  // in begin order: predecessors come first
-      const std::uint32_t b = w.nodes[r].begin;
+      const std::uint32_t b = nodes[r].begin;
       const std::uint32_t* preds = ending.data() + end_offset[b];
       const std::uint32_t n_preds = end_offset[b + 1] - end_offset[b];
       const std::int32_t* edge = pred_cost.data() + pred_offset[r];
@@ -565,7 +567,7 @@ class MecabEojeolMemo {
       }
     }
     for (const auto x : exits) {
-      const std::size_t ri = index_of(rcs, w.nodes[x].rc);
+      const std::size_t ri = index_of(rcs, nodes[x].rc);
       for (std::size_t li = 0; li < lanes; ++li) {
         const std::int32_t c = cost[x * stride + li];
         if (c >= kInf32) continue;
@@ -591,13 +593,13 @@ class MecabEojeolMemo {
         continue;
       }
       std::size_t length = 1;
-      for (std::uint32_t n = x; w.nodes[n].begin != 0; n = static_cast<std::uint32_t>(back[n * stride + li])) ++length;
+      for (std::uint32_t n = x; nodes[n].begin != 0; n = static_cast<std::uint32_t>(back[n * stride + li])) ++length;
       if (n_path + length > path_nodes.size()) path_nodes.resize(std::max(2 * path_nodes.size(), n_path + length));
       n_path += length;
       auto out = path_nodes.begin() + static_cast<std::ptrdiff_t>(n_path);
       for (std::uint32_t n = x;; n = static_cast<std::uint32_t>(back[n * stride + li])) {
         *--out = n;
-        if (w.nodes[n].begin == 0) break;
+        if (nodes[n].begin == 0) break;
       }
     }
     w.path_offset[n_lcs * n_rcs] = static_cast<std::uint32_t>(n_path);
@@ -609,7 +611,7 @@ class MecabEojeolMemo {
     for (std::size_t p = 0; p < n_path; ++p) {
       std::uint32_t& n = path_nodes[p];
       if (keep[n] == 0) {
-        used.push_back(w.nodes[n]);
+        used.push_back(nodes[n]);
         keep[n] = static_cast<std::uint32_t>(used.size());
       }
       n = keep[n] - 1;
@@ -713,7 +715,7 @@ class MecabEojeolMemo {
     std::vector<std::int64_t> word_cost;
     std::vector<std::uint8_t> word_tied;
     std::vector<std::int32_t> cost32, count32, back32;
-    std::vector<Word::Node> used;
+    std::vector<Word::Node> nodes, used;
     std::vector<std::pair<std::uint32_t, std::uint32_t>> arg;
   };
   mutable Scratch scratch_;
