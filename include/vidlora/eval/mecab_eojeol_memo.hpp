@@ -347,6 +347,7 @@ class MecabEojeolMemo {
  private:
   static constexpr std::int64_t kInf = std::numeric_limits<std::int64_t>::max() / 4;
   static constexpr std::int32_t kInf32 = 1 << 30;
+  static constexpr std::uint32_t kNotLeader = ~0u;              // analyse_word's node groups
   using Lane4 = std::int32_t __attribute__((vector_size(16)));  // four int32 lanes (GCC/Clang vector extension)
   // Word::table's "no path" (even: the tie bit is masked off) and the bound on costs in the int32 lanes of
   // the sentence pass (|2 * cost| < 2^25, so sums never reach kNone32 / 2).
@@ -482,26 +483,43 @@ class MecabEojeolMemo {
     ending.resize(n_nodes);
     sc.fill.assign(end_offset.begin(), end_offset.end() - 1);
     for (std::uint32_t i = 0; i < n_nodes; ++i) ending[sc.fill[nodes[i].end]++] = i;
-    // pred_cost[pred_offset[r] + i]: the cost of the edge from the i-th node ending where r begins
-    // (ending[end_offset[begin]...]) to r, with r's word cost
+    // Nodes that begin at the same place with the same left context id have the same paths into them (up
+    // to their own word cost): one of them (the first, the group's leader) is worked out for all.
+    // next_in_group[r]: the group's next node after r (n_nodes: none); edges only into leaders.
+    // pred_cost[pred_offset[r] + i]: for a leader r, the connection cost from the i-th node ending where r
+    // begins (ending[end_offset[begin]...]) into r.
+    auto& next_in_group = sc.next_in_group;
+    auto& last_in_group = sc.last_in_group;
     auto& pred_offset = sc.pred_offset;
     auto& pred_cost = sc.pred_cost;
-    pred_offset.resize(n_nodes + 1);
+    next_in_group.assign(n_nodes, static_cast<std::uint32_t>(n_nodes));
+    last_in_group.resize(n_nodes);
+    pred_offset.assign(n_nodes + 1, 0);
     std::uint32_t n_edges = 0;
     for (std::uint32_t r = 0; r < n_nodes; ++r) {
       pred_offset[r] = n_edges;
       const std::uint32_t b = nodes[r].begin;
-      if (b != 0) n_edges += end_offset[b + 1] - end_offset[b];
+      last_in_group[r] = r;
+      if (b == 0) continue;
+      std::uint32_t leader = r;
+      for (std::uint32_t k = r; k-- > 0 && nodes[k].begin == b;)
+        if (nodes[k].lc == nodes[r].lc && last_in_group[k] != kNotLeader) leader = k;  // the first one
+      if (leader != r) {
+        next_in_group[last_in_group[leader]] = r;
+        last_in_group[leader] = r;
+        last_in_group[r] = kNotLeader;
+        continue;
+      }
+      n_edges += end_offset[b + 1] - end_offset[b];
     }
     pred_offset[n_nodes] = n_edges;
     pred_cost.resize(n_edges);
     for (std::uint32_t r = 0; r < n_nodes; ++r) {
       const std::uint32_t b = nodes[r].begin;
-      if (b == 0) continue;
+      if (b == 0 || last_in_group[r] == kNotLeader) continue;
       const std::int16_t* into = matrix_->into(nodes[r].lc);
-      const std::int32_t wcost = nodes[r].wcost;
       std::int32_t* out = pred_cost.data() + pred_offset[r];
-      for (std::uint32_t j = end_offset[b]; j < end_offset[b + 1]; ++j) *out++ = into[nodes[ending[j]].rc] + wcost;
+      for (std::uint32_t j = end_offset[b]; j < end_offset[b + 1]; ++j) *out++ = into[nodes[ending[j]].rc];
     }
     auto& lcs = sc.lcs;
     auto& rcs = sc.rcs;
@@ -541,6 +559,7 @@ class MecabEojeolMemo {
     while (first_inner < n_nodes && nodes[first_inner].begin == 0) ++first_inner;
     const Lane4 inf4 = {kInf32, kInf32, kInf32, kInf32}, two4 = {2, 2, 2, 2};
     for (std::size_t r = first_inner; r < n_nodes; ++r) {  // in begin order: predecessors come first
+      if (last_in_group[r] == kNotLeader) continue;
       const std::uint32_t b = nodes[r].begin;
       const std::uint32_t* preds = ending.data() + end_offset[b];
       const std::uint32_t n_preds = end_offset[b + 1] - end_offset[b];
@@ -558,12 +577,16 @@ class MecabEojeolMemo {
           br = (lower & static_cast<std::int32_t>(preds[i])) | (~lower & br);
           cr = (lower & v) | (~lower & cr);
         }
-        const Lane4 unreached = cr >= kInf32 / 2, many = nr > two4;
-        cr = (unreached & inf4) | (~unreached & cr);
+        const Lane4 many = nr > two4;
         nr = (many & two4) | (~many & nr);
-        std::memcpy(cost.data() + r * stride + k, &cr, sizeof cr);
-        std::memcpy(count.data() + r * stride + k, &nr, sizeof nr);
-        std::memcpy(back.data() + r * stride + k, &br, sizeof br);
+        for (std::size_t m = r; m < n_nodes; m = next_in_group[m]) {  // the group, each with its word cost
+          Lane4 cm = cr + nodes[m].wcost;
+          const Lane4 unreached = cm >= kInf32 / 2;
+          cm = (unreached & inf4) | (~unreached & cm);
+          std::memcpy(cost.data() + m * stride + k, &cm, sizeof cm);
+          std::memcpy(count.data() + m * stride + k, &nr, sizeof nr);
+          std::memcpy(back.data() + m * stride + k, &br, sizeof br);
+        }
       }
     }
     for (const auto x : exits) {
@@ -710,7 +733,8 @@ class MecabEojeolMemo {
   // scratch of analyse_word()
   struct Scratch {
     std::vector<std::uint16_t> lcs, rcs;
-    std::vector<std::uint32_t> entries, exits, end_offset, fill, ending, pred_offset, path_nodes;
+    std::vector<std::uint32_t> entries, exits, end_offset, fill, ending, pred_offset, path_nodes, next_in_group,
+        last_in_group;
     std::vector<std::int32_t> pred_cost;
     std::vector<std::int64_t> word_cost;
     std::vector<std::uint8_t> word_tied;
