@@ -200,9 +200,18 @@ class MecabEojeolMemo {
       // States cheapest first: once a state's cost plus the smallest connection cost into an lc exceeds the
       // best found, no later state can reach that lc as cheaply (or tie), and the matrix is not read for them.
       // (Sorted by insertion: a word has a few exits.)
+      // A state that costs more than the cheapest state's way into an lc, less the smallest connection cost
+      // into that lc, for every lc, wins none: not ranked.
+      std::size_t cheapest = 0;
+      for (std::size_t s = 1; s < states_.size(); ++s)
+        if (states_[s].cost < states_[cheapest].cost) cheapest = s;
+      std::int64_t bound = std::numeric_limits<std::int64_t>::min();
+      for (std::size_t l = 0; l < n_lcs; ++l)
+        bound = std::max(bound, matrix_->into(w->lc(l))[states_[cheapest].rc] - min_into(w->lc(l)));
+      bound += states_[cheapest].cost;
       ranked_.clear();
       for (std::size_t s = 0; s < states_.size(); ++s) {
-        if (states_[s].cost >= kInf) continue;  // unreachable
+        if (states_[s].cost >= kInf || states_[s].cost > bound) continue;  // unreachable, or wins no lc
         const Ranked state{states_[s].cost, static_cast<std::uint32_t>(s), states_[s].rc, states_[s].tied};
         ranked_.push_back(state);
         std::size_t i = ranked_.size() - 1;
