@@ -195,8 +195,10 @@ class MecabEojeolMemo {
         for (std::size_t i = 0; i < next.size(); i += 16) __builtin_prefetch(next.data() + i);
       }
       const std::size_t n_lcs = w->n_lcs, n_rcs = w->n_rcs;
-      in_cost_.assign(n_lcs, kInf);
-      in_tied_.assign(n_lcs, 0);
+      if (in_cost_.size() < n_lcs) {  // [0, n_lcs) is written below
+        in_cost_.resize(n_lcs);
+        in_tied_.resize(n_lcs);
+      }
       // States cheapest first: once a state's cost plus the smallest connection cost into an lc exceeds the
       // best found, no later state can reach that lc as cheaply (or tie), and the matrix is not read for them.
       // (Sorted by insertion: a word has a few exits.)
