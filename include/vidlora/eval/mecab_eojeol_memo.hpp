@@ -201,9 +201,9 @@ class MecabEojeolMemo {
       }
       // States cheapest first: once a state's cost plus the smallest connection cost into an lc exceeds the
       // best found, no later state can reach that lc as cheaply (or tie), and the matrix is not read for them.
-      // (Sorted by insertion: a word has a few exits.)
       // A state that costs more than the cheapest state's way into an lc, less the smallest connection cost
-      // into that lc, for every lc, wins none: not ranked.
+      // into that lc, for every lc, wins none: not ranked. The rest are sorted by insertion (a word has a few
+      // exits).
       std::size_t cheapest = 0;
       for (std::size_t s = 1; s < states_.size(); ++s)
         if (states_[s].cost < states_[cheapest].cost) cheapest = s;
