@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -102,6 +103,10 @@ class MecabConnectionMatrix {
     return costs_[left_rc + static_cast<std::size_t>(lsize_) * right_lc];
   }
   bool covers(std::uint16_t left_rc, std::uint16_t right_lc) const { return left_rc < lsize_ && right_lc < rsize_; }
+  // The costs of every connection into a node with left context `right_lc`, by the left node's rc.
+  const std::int16_t* into(std::uint16_t right_lc) const {
+    return costs_ + static_cast<std::size_t>(lsize_) * right_lc;
+  }
 
   // The smallest cost of any connection into a node with left context `right_lc` (one contiguous row).
   std::int64_t min_into(std::uint16_t right_lc) const {
@@ -190,25 +195,43 @@ class MecabEojeolMemo {
         for (std::size_t i = 0; i < next.size(); i += 16) __builtin_prefetch(next.data() + i);
       }
       const std::size_t n_lcs = w->n_lcs, n_rcs = w->n_rcs;
-      in_cost_.assign(n_lcs, kInf);
-      in_tied_.assign(n_lcs, 0);
+      if (in_cost_.size() < n_lcs) {  // [0, n_lcs) is written below
+        in_cost_.resize(n_lcs);
+        in_tied_.resize(n_lcs);
+      }
       // States cheapest first: once a state's cost plus the smallest connection cost into an lc exceeds the
       // best found, no later state can reach that lc as cheaply (or tie), and the matrix is not read for them.
-      order_.resize(states_.size());
-      for (std::size_t s = 0; s < states_.size(); ++s) order_[s] = static_cast<std::uint32_t>(s);
-      std::sort(order_.begin(), order_.end(),
-                [this](std::uint32_t a, std::uint32_t b) { return states_[a].cost < states_[b].cost; });
+      // A state that costs more than the cheapest state's way into an lc, less the smallest connection cost
+      // into that lc, for every lc, wins none: not ranked. The rest are sorted by insertion (a word has a few
+      // exits).
+      std::size_t cheapest = 0;
+      for (std::size_t s = 1; s < states_.size(); ++s)
+        if (states_[s].cost < states_[cheapest].cost) cheapest = s;
+      std::int64_t bound = std::numeric_limits<std::int64_t>::min();
+      for (std::size_t l = 0; l < n_lcs; ++l)
+        bound = std::max(bound, matrix_->into(w->lc(l))[states_[cheapest].rc] - min_into(w->lc(l)));
+      bound += states_[cheapest].cost;
+      ranked_.clear();
+      for (std::size_t s = 0; s < states_.size(); ++s) {
+        if (states_[s].cost >= kInf || states_[s].cost > bound) continue;  // unreachable, or wins no lc
+        const Ranked state{states_[s].cost, static_cast<std::uint32_t>(s), states_[s].rc, states_[s].tied};
+        ranked_.push_back(state);
+        std::size_t i = ranked_.size() - 1;
+        for (; i > 0 && ranked_[i - 1].cost > state.cost; --i) ranked_[i] = ranked_[i - 1];
+        ranked_[i] = state;
+      }
       for (std::size_t l = 0; l < n_lcs; ++l) {  // one row of the matrix per lc: the states' reads are close
         const std::uint16_t lc = w->lc(l);
         const std::int64_t floor = min_into(lc);
+        const std::int16_t* into = matrix_->into(lc);
         std::int64_t best = kInf;
         std::uint32_t arg = 0;
         bool tied = false;
-        for (const std::uint32_t s : order_) {
-          if (states_[s].cost >= kInf || states_[s].cost + floor > best) break;  // unreachable, or cannot win
-          const std::int64_t c = states_[s].cost + connection(states_[s].rc, lc);
+        for (const Ranked& state : ranked_) {
+          if (state.cost + floor > best) break;  // cannot win
+          const std::int64_t c = state.cost + into[state.rc];
           if (c < best) {
-            best = c, arg = static_cast<std::uint32_t>(s), tied = states_[s].tied;
+            best = c, arg = state.index, tied = state.tied;
           } else if (c == best) {
             tied = true;
           }
@@ -217,25 +240,53 @@ class MecabEojeolMemo {
         in_tied_[l] = tied;
         lc_choice_.push_back(arg);
       }
+      // Exits: each rc takes the cheapest entry, the entries in order (the first of equal costs wins, as a
+      // scalar loop would), four rcs at a time on int32 lanes relative to the cheapest entry. Lane values are
+      // 2 * cost (the through table's tie bit masked off); kNone32 where no path is.
+      std::int64_t base = kInf;
+      for (std::size_t l = 0; l < n_lcs; ++l) base = std::min(base, in_cost_[l]);
+      entries_.clear();
+      bool any_tied = w->tie_bits;
+      for (std::size_t l = 0; l < n_lcs; ++l) {
+        if (in_cost_[l] >= kInf) continue;
+        if (in_cost_[l] - base >= kNarrow) return false;  // far outside captions' costs: MeCab decides
+        const auto in2 = static_cast<std::int32_t>(2 * (in_cost_[l] - base));
+        const std::int32_t tied = in_tied_[l] != 0 ? -1 : 0, li = static_cast<std::int32_t>(l);
+        entries_.push_back(Entry{Lane4{} + in2, Lane4{} + tied, Lane4{} + li});  // broadcast
+        any_tied = any_tied || tied != 0;
+      }
       next_states_.resize(n_rcs);
-      for (std::size_t r = 0; r < n_rcs; ++r) {
-        std::int64_t best = kInf;
-        std::uint32_t arg = 0;
-        bool tied = false;
-        const std::int32_t* through = w->through_row(r);
-        for (std::uint32_t l = 0; l < n_lcs; ++l) {
-          if (in_cost_[l] >= kInf) continue;
-          const std::int32_t inner = through[l];
-          if (inner == kThroughNone) continue;
-          const std::int64_t c = in_cost_[l] + (inner >> 1);
-          if (c < best) {
-            best = c, arg = l, tied = in_tied_[l] || (inner & 1) != 0;
-          } else if (c == best) {
-            tied = true;
+      const std::size_t lanes = w->rc_lanes();
+      for (std::size_t k = 0; k < lanes; k += 4) {
+        // tied: -1 where the cheapest so far is not unique or comes through a tie (a tie bit or a tied entry)
+        Lane4 best = {kNone32, kNone32, kNone32, kNone32}, arg = {0, 0, 0, 0}, tied = {0, 0, 0, 0};
+        if (any_tied) {
+          for (const Entry& e : entries_) {
+            Lane4 t;
+            std::memcpy(&t, w->through_lane(static_cast<std::size_t>(e.l[0])) + k, sizeof t);
+            const Lane4 v = e.in2 + (t & ~1);
+            const Lane4 lower = v < best, equal = v == best;  // -1 where true (disjoint)
+            tied = (lower & (e.tied | ((t << 31) >> 31))) | (~lower & tied) | equal;
+            arg = (lower & e.l) | (~lower & arg);
+            best = (lower & v) | (~lower & best);
+          }
+        } else {  // the usual case: no tie bits (t is 2 * cost)
+          for (const Entry& e : entries_) {
+            Lane4 t;
+            std::memcpy(&t, w->through_lane(static_cast<std::size_t>(e.l[0])) + k, sizeof t);
+            const Lane4 v = e.in2 + t;
+            const Lane4 lower = v < best, equal = v == best;
+            tied = (~lower & tied) | equal;
+            arg = (lower & e.l) | (~lower & arg);
+            best = (lower & v) | (~lower & best);
           }
         }
-        next_states_[r] = State{best, w->rc(r), tied};
-        rc_choice_.push_back(arg);
+        for (std::size_t i = 0; i < 4 && k + i < n_rcs; ++i) {
+          const std::size_t r = k + i;
+          const bool reached = best[i] < kNone32 / 2;
+          next_states_[r] = reached ? State{base + best[i] / 2, w->rc(r), tied[i] != 0} : State{kInf, w->rc(r), false};
+          rc_choice_.push_back(reached ? static_cast<std::uint32_t>(arg[i]) : 0u);
+        }
       }
       states_.swap(next_states_);
     }
@@ -307,8 +358,12 @@ class MecabEojeolMemo {
  private:
   static constexpr std::int64_t kInf = std::numeric_limits<std::int64_t>::max() / 4;
   static constexpr std::int32_t kInf32 = 1 << 30;
-  static constexpr std::uint32_t kUnread = ~0u, kSeveral = ~0u - 1;  // analyse_word's predecessor look-ups
-  static constexpr std::int32_t kThroughNone = std::numeric_limits<std::int32_t>::max();  // in Word::table
+  static constexpr std::uint32_t kNotLeader = ~0u;              // analyse_word's node groups
+  using Lane4 = std::int32_t __attribute__((vector_size(16)));  // four int32 lanes (GCC/Clang vector extension)
+  // Word::table's "no path" (even: the tie bit is masked off) and the bound on costs in the int32 lanes of
+  // the sentence pass (|2 * cost| < 2^25, so sums never reach kNone32 / 2).
+  static constexpr std::int32_t kNone32 = 1 << 30;
+  static constexpr std::int64_t kNarrow = 1 << 24;
   static constexpr std::size_t kMaxWordBytes = 8192;  // longer words: the caption is analysed whole
 
   struct State {
@@ -336,16 +391,17 @@ class MecabEojeolMemo {
     // and exit rc (`rcs`): the cheapest path through the word (word costs of all its nodes, connection
     // costs inside), whether several paths cost that, and the path.
     // What the sentence pass reads, in one block (fewer cache misses when the memo is large): the entry lc
-    // ids, the exit rc ids, per exit the smallest cost through the word to it (a bound: kInf32 when no
-    // path reaches it), and the cost of the cheapest path through the word per exit and entry, [rc][lc]
-    // (rc-major: one exit's row is contiguous), stored as 2 * cost + (several paths cost that ? 1 : 0),
-    // kThroughNone where no path connects them.
+    // ids, the exit rc ids, and the cost of the cheapest path through the word per entry and exit, [lc][rc]
+    // (lc-major, each entry's row padded to rc_lanes(), a multiple of 4, for the vectorised pass), stored
+    // as 2 * cost + (several paths cost that ? 1 : 0), kNone32 where no path connects them. A word with a
+    // cost of 2^24 or more (none in captions) is not usable: the pass works on int32 lanes.
     std::vector<std::int32_t> table;
     std::uint32_t n_lcs = 0, n_rcs = 0;
+    bool tie_bits = false;  // some entry-exit pair of the table has several cheapest paths
     std::uint16_t lc(std::size_t l) const { return static_cast<std::uint16_t>(table[l]); }
     std::uint16_t rc(std::size_t r) const { return static_cast<std::uint16_t>(table[n_lcs + r]); }
-    std::int32_t min_through(std::size_t r) const { return table[n_lcs + n_rcs + r]; }
-    const std::int32_t* through_row(std::size_t r) const { return table.data() + n_lcs + 2 * n_rcs + r * n_lcs; }
+    std::size_t rc_lanes() const { return (n_rcs + 3) & ~std::size_t{3}; }
+    const std::int32_t* through_lane(std::size_t l) const { return table.data() + n_lcs + n_rcs + l * rc_lanes(); }
     std::vector<std::uint32_t> path_offset;  // [lc][rc] -> its nodes in path_nodes (lcs*rcs + 1)
     std::vector<std::uint32_t> path_nodes;
     // False for a word that does not start and end with a morpheme: one with MeCab's whitespace other
@@ -383,6 +439,9 @@ class MecabEojeolMemo {
     require(tagger_->parse(&lattice), "MecabEojeolMemo: MeCab failed on a word: {}", lattice.what());
     Word w;
     w.text = std::string(text);
+    Scratch& sc = scratch_;
+    auto& nodes = sc.nodes;  // the word's lattice (merged), by begin position; the used ones go to w.nodes
+    nodes.clear();
     const auto len = static_cast<std::uint32_t>(text.size());
     // Features live in the dictionary (a random read each): read only those of merged and output nodes.
     for (std::uint32_t pos = 0; pos < len; ++pos) {
@@ -391,8 +450,8 @@ class MecabEojeolMemo {
         require(matrix_->covers(n->rcAttr, n->lcAttr), "MecabEojeolMemo: a context id outside matrix.bin");
         const std::uint32_t end = pos + n->rlength;
         bool duplicate = false;
-        for (std::size_t k = w.nodes.size(); k-- > 0 && w.nodes[k].begin == pos;) {
-          const auto& o = w.nodes[k];
+        for (std::size_t k = nodes.size(); k-- > 0 && nodes[k].begin == pos;) {
+          const auto& o = nodes[k];
           if (o.end == end && o.lc == n->lcAttr && o.rc == n->rcAttr && o.wcost == n->wcost) {
             const auto a = detail::ko_tags(o.feature), b = detail::ko_tags(n->feature);
             if (a.first == b.first && a.last == b.last) {
@@ -407,21 +466,20 @@ class MecabEojeolMemo {
         node.surface_begin = end - n->length, node.surface_length = n->length;
         node.space_before = n->rlength != n->length;
         node.feature = n->feature;
-        w.nodes.push_back(node);
+        nodes.push_back(node);
       }
     }
-    const std::size_t n_nodes = w.nodes.size();
+    const std::size_t n_nodes = nodes.size();
     bool inside = true;
-    Scratch& sc = scratch_;
     auto& entries = sc.entries;  // nodes starting the word
     auto& exits = sc.exits;      // nodes ending it
     entries.clear();
     exits.clear();
     for (std::uint32_t i = 0; i < n_nodes; ++i) {
-      if (w.nodes[i].begin == 0) entries.push_back(i);
-      if (w.nodes[i].end == len) exits.push_back(i);
-      inside = inside && w.nodes[i].end <= len;
-      if (w.nodes[i].begin == 0 && w.nodes[i].space_before) inside = false;  // leading other whitespace
+      if (nodes[i].begin == 0) entries.push_back(i);
+      if (nodes[i].end == len) exits.push_back(i);
+      inside = inside && nodes[i].end <= len;
+      if (nodes[i].begin == 0 && nodes[i].space_before) inside = false;  // leading other whitespace
     }
     w.usable = inside && !entries.empty() && !exits.empty() && len <= kMaxWordBytes;
     if (!w.usable) return w;
@@ -431,34 +489,55 @@ class MecabEojeolMemo {
     auto& end_offset = sc.end_offset;
     auto& ending = sc.ending;
     end_offset.assign(len + 2, 0);
-    for (std::uint32_t i = 0; i < n_nodes; ++i) ++end_offset[w.nodes[i].end + 1];
+    for (std::uint32_t i = 0; i < n_nodes; ++i) ++end_offset[nodes[i].end + 1];
     for (std::uint32_t p = 0; p <= len; ++p) end_offset[p + 1] += end_offset[p];
     ending.resize(n_nodes);
     sc.fill.assign(end_offset.begin(), end_offset.end() - 1);
-    for (std::uint32_t i = 0; i < n_nodes; ++i) ending[sc.fill[w.nodes[i].end]++] = i;
+    for (std::uint32_t i = 0; i < n_nodes; ++i) ending[sc.fill[nodes[i].end]++] = i;
+    // Nodes that begin at the same place with the same left context id have the same paths into them (up
+    // to their own word cost): one of them (the first, the group's leader) is worked out for all.
+    // next_in_group[r]: the group's next node after r (n_nodes: none); edges only into leaders.
+    // pred_cost[pred_offset[r] + i]: for a leader r, the connection cost from the i-th node ending where r
+    // begins (ending[end_offset[begin]...]) into r.
+    auto& next_in_group = sc.next_in_group;
+    auto& last_in_group = sc.last_in_group;
     auto& pred_offset = sc.pred_offset;
-    auto& pred_node = sc.pred_node;
     auto& pred_cost = sc.pred_cost;
+    next_in_group.assign(n_nodes, static_cast<std::uint32_t>(n_nodes));
+    last_in_group.resize(n_nodes);
     pred_offset.assign(n_nodes + 1, 0);
-    pred_node.clear();
-    pred_cost.clear();
+    std::uint32_t n_edges = 0;
     for (std::uint32_t r = 0; r < n_nodes; ++r) {
-      pred_offset[r] = static_cast<std::uint32_t>(pred_node.size());
-      if (w.nodes[r].begin == 0) continue;
-      const std::uint32_t b = w.nodes[r].begin;
-      for (std::uint32_t j = end_offset[b]; j < end_offset[b + 1]; ++j) {
-        const std::uint32_t l = ending[j];
-        pred_node.push_back(l);
-        pred_cost.push_back(connection(w.nodes[l].rc, w.nodes[r].lc) + w.nodes[r].wcost);
+      pred_offset[r] = n_edges;
+      const std::uint32_t b = nodes[r].begin;
+      last_in_group[r] = r;
+      if (b == 0) continue;
+      std::uint32_t leader = r;
+      for (std::uint32_t k = r; k-- > 0 && nodes[k].begin == b;)
+        if (nodes[k].lc == nodes[r].lc && last_in_group[k] != kNotLeader) leader = k;  // the first one
+      if (leader != r) {
+        next_in_group[last_in_group[leader]] = r;
+        last_in_group[leader] = r;
+        last_in_group[r] = kNotLeader;
+        continue;
       }
+      n_edges += end_offset[b + 1] - end_offset[b];
     }
-    pred_offset[n_nodes] = static_cast<std::uint32_t>(pred_node.size());
+    pred_offset[n_nodes] = n_edges;
+    pred_cost.resize(n_edges);
+    for (std::uint32_t r = 0; r < n_nodes; ++r) {
+      const std::uint32_t b = nodes[r].begin;
+      if (b == 0 || last_in_group[r] == kNotLeader) continue;
+      const std::int16_t* into = matrix_->into(nodes[r].lc);
+      std::int32_t* out = pred_cost.data() + pred_offset[r];
+      for (std::uint32_t j = end_offset[b]; j < end_offset[b + 1]; ++j) *out++ = into[nodes[ending[j]].rc];
+    }
     auto& lcs = sc.lcs;
     auto& rcs = sc.rcs;
     lcs.clear();
     rcs.clear();
-    for (const auto e : entries) push_unique(lcs, w.nodes[e].lc);
-    for (const auto x : exits) push_unique(rcs, w.nodes[x].rc);
+    for (const auto e : entries) push_unique(lcs, nodes[e].lc);
+    for (const auto x : exits) push_unique(rcs, nodes[x].rc);
     const std::size_t n_lcs = lcs.size(), n_rcs = rcs.size();
     auto& wcost = sc.word_cost;  // [lc][rc]
     auto& wtied = sc.word_tied;
@@ -468,30 +547,61 @@ class MecabEojeolMemo {
     // of them it is beyond its cost and rc).
     auto& arg = sc.arg;  // (lc index, exit) of the cheapest
     arg.assign(n_lcs * n_rcs, {0, 0});
-    // All entry lcs in one pass, one lane each: cost[node * stride + lane] is the cheapest cost of a path from
-    // an entry with that lane's lc to the end of the node, int32 (a word's path costs stay far below 2^30: at
-    // most kMaxWordBytes nodes of |word cost| + |connection cost| <= 2^16). Only the minimum is taken here,
-    // over lanes padded to a multiple of 4, so that the compiler vectorises it; each exit's path and
-    // whether another path costs the same are read back from these costs below.
+    // All entry lcs in one pass, one lane each, four lanes at a time: cost[node * stride + lane] is the cheapest
+    // cost of a path from an entry with that lane's lc to the end of the node, int32 (a word's path costs stay
+    // far below 2^30: at most kMaxWordBytes nodes of |word cost| + |connection cost| <= 2^16); count[...] how
+    // many paths cost that (1, or 2 for "several"), back[...] the predecessor of the first of them (in
+    // predecessor order). Exactly one path from an entry to an exit costs the least when the count is 1,
+    // and back walks it.
     const std::size_t lanes = n_lcs;
     const std::size_t stride = (lanes + 3) & ~std::size_t{3};
     auto& cost = sc.cost32;
+    auto& count = sc.count32;
+    auto& back = sc.back32;
     cost.assign(n_nodes * stride, kInf32);
-    for (const auto e : entries)
-      cost[e * stride + index_of(lcs, w.nodes[e].lc)] = static_cast<std::int32_t>(w.nodes[e].wcost);
+    count.assign(n_nodes * stride, 0);
+    back.assign(n_nodes * stride, 0);
+    for (const auto e : entries) {
+      const std::size_t k = e * stride + index_of(lcs, nodes[e].lc);
+      cost[k] = static_cast<std::int32_t>(nodes[e].wcost);
+      count[k] = 1;
+    }
     std::uint32_t first_inner = 0;  // nodes [0, first_inner) start the word
-    while (first_inner < n_nodes && w.nodes[first_inner].begin == 0) ++first_inner;
+    while (first_inner < n_nodes && nodes[first_inner].begin == 0) ++first_inner;
+    const Lane4 inf4 = {kInf32, kInf32, kInf32, kInf32}, two4 = {2, 2, 2, 2};
     for (std::size_t r = first_inner; r < n_nodes; ++r) {  // in begin order: predecessors come first
-      std::int32_t* __restrict cr = cost.data() + r * stride;
-      for (std::uint32_t j = pred_offset[r]; j < pred_offset[r + 1]; ++j) {
-        const std::int32_t* __restrict cl = cost.data() + static_cast<std::size_t>(pred_node[j]) * stride;
-        const auto pc = static_cast<std::int32_t>(pred_cost[j]);
-        for (std::size_t k = 0; k < stride; ++k) cr[k] = std::min(cr[k], cl[k] + pc);
+      if (last_in_group[r] == kNotLeader) continue;
+      const std::uint32_t b = nodes[r].begin;
+      const std::uint32_t* preds = ending.data() + end_offset[b];
+      const std::uint32_t n_preds = end_offset[b + 1] - end_offset[b];
+      const std::int32_t* edge = pred_cost.data() + pred_offset[r];
+      for (std::size_t k = 0; k < stride; k += 4) {
+        Lane4 cr = inf4, nr = {0, 0, 0, 0}, br = {0, 0, 0, 0};
+        for (std::uint32_t i = 0; i < n_preds; ++i) {
+          const std::size_t at = static_cast<std::size_t>(preds[i]) * stride + k;
+          Lane4 cl, nl;
+          std::memcpy(&cl, cost.data() + at, sizeof cl);
+          std::memcpy(&nl, count.data() + at, sizeof nl);
+          const Lane4 v = cl + edge[i];
+          const Lane4 lower = v < cr, equal = v == cr;  // -1 where true (disjoint)
+          nr = (~lower & nr) + ((lower | equal) & nl);
+          br = (lower & static_cast<std::int32_t>(preds[i])) | (~lower & br);
+          cr = (lower & v) | (~lower & cr);
+        }
+        const Lane4 many = nr > two4;
+        nr = (many & two4) | (~many & nr);
+        for (std::size_t m = r; m < n_nodes; m = next_in_group[m]) {  // the group, each with its word cost
+          Lane4 cm = cr + nodes[m].wcost;
+          const Lane4 unreached = cm >= kInf32 / 2;
+          cm = (unreached & inf4) | (~unreached & cm);
+          std::memcpy(cost.data() + m * stride + k, &cm, sizeof cm);
+          std::memcpy(count.data() + m * stride + k, &nr, sizeof nr);
+          std::memcpy(back.data() + m * stride + k, &br, sizeof br);
+        }
       }
-      for (std::size_t k = 0; k < stride; ++k) cr[k] = cr[k] < kInf32 / 2 ? cr[k] : kInf32;  // unreached
     }
     for (const auto x : exits) {
-      const std::size_t ri = index_of(rcs, w.nodes[x].rc);
+      const std::size_t ri = index_of(rcs, nodes[x].rc);
       for (std::size_t li = 0; li < lanes; ++li) {
         const std::int32_t c = cost[x * stride + li];
         if (c >= kInf32) continue;
@@ -503,72 +613,60 @@ class MecabEojeolMemo {
         }
       }
     }
-    // Each (entry lc, exit rc)'s path, back from its exit: at every node the predecessor whose cost plus the
-    // edge's gives the node's. When two do, two paths cost the same (all cheapest paths to the exit share
-    // the walked suffix up to where they part, and that node is on the walk); the path of such a pair is
-    // never output (the sentence is then analysed whole), so the walk stops.
-    // A node's predecessor in a lane is looked up once (back: kUnread until then, kSeveral when two give it).
-    auto& back = sc.back;
-    back.assign(n_nodes * stride, kUnread);
+    // Each (entry lc, exit rc)'s path, back from its exit; none when several paths cost the least (the
+    // sentence is then analysed whole).
     w.path_offset.assign(n_lcs * n_rcs + 1, 0);
-    auto& path = sc.path;
+    auto& path_nodes = sc.path_nodes;  // [0, n_path) in use
+    std::size_t n_path = 0;
     for (std::size_t k = 0; k < n_lcs * n_rcs; ++k) {
-      w.path_offset[k] = static_cast<std::uint32_t>(w.path_nodes.size());
+      w.path_offset[k] = static_cast<std::uint32_t>(n_path);
       if (wcost[k] >= kInf || wtied[k] != 0) continue;
       const auto [li, x] = arg[k];
-      path.clear();
-      for (std::uint32_t n = x;;) {
-        path.push_back(n);
-        if (w.nodes[n].begin == 0) break;
-        std::uint32_t& from = back[n * stride + li];
-        if (from == kUnread) {
-          const std::int32_t c = cost[n * stride + li];
-          std::uint32_t count = 0;
-          for (std::uint32_t j = pred_offset[n]; j < pred_offset[n + 1]; ++j) {
-            const std::int32_t cp = cost[static_cast<std::size_t>(pred_node[j]) * stride + li];
-            if (cp < kInf32 && cp + static_cast<std::int32_t>(pred_cost[j]) == c) from = pred_node[j], ++count;
-          }
-          require(count > 0, "MecabEojeolMemo: no predecessor gives a node's cost (internal error)");
-          if (count > 1) from = kSeveral;
-        }
-        if (from == kSeveral) {
-          wtied[k] = 1;
-          break;
-        }
-        n = from;
+      if (count[x * stride + li] > 1) {
+        wtied[k] = 1;
+        continue;
       }
-      if (wtied[k] != 0) continue;
-      w.path_nodes.insert(w.path_nodes.end(), path.rbegin(), path.rend());
+      std::size_t length = 1;
+      for (std::uint32_t n = x; nodes[n].begin != 0; n = static_cast<std::uint32_t>(back[n * stride + li])) ++length;
+      if (n_path + length > path_nodes.size()) path_nodes.resize(std::max(2 * path_nodes.size(), n_path + length));
+      n_path += length;
+      auto out = path_nodes.begin() + static_cast<std::ptrdiff_t>(n_path);
+      for (std::uint32_t n = x;; n = static_cast<std::uint32_t>(back[n * stride + li])) {
+        *--out = n;
+        if (nodes[n].begin == 0) break;
+      }
     }
-    w.path_offset[n_lcs * n_rcs] = static_cast<std::uint32_t>(w.path_nodes.size());
+    w.path_offset[n_lcs * n_rcs] = static_cast<std::uint32_t>(n_path);
     // Keep only the nodes some path uses (the memo holds many words).
     auto& keep = sc.fill;  // old index -> new index + 1 (0: dropped)
     keep.assign(n_nodes, 0);
-    std::vector<Word::Node> used;
-    for (auto& n : w.path_nodes) {
+    auto& used = sc.used;
+    used.clear();
+    for (std::size_t p = 0; p < n_path; ++p) {
+      std::uint32_t& n = path_nodes[p];
       if (keep[n] == 0) {
-        used.push_back(std::move(w.nodes[n]));
+        used.push_back(nodes[n]);
         keep[n] = static_cast<std::uint32_t>(used.size());
       }
       n = keep[n] - 1;
     }
     w.nodes.assign(used.begin(), used.end());  // exact sizes: the memo holds many words
-    w.path_nodes.shrink_to_fit();
+    w.path_nodes.assign(path_nodes.begin(), path_nodes.begin() + static_cast<std::ptrdiff_t>(n_path));
     w.n_lcs = static_cast<std::uint32_t>(n_lcs);
     w.n_rcs = static_cast<std::uint32_t>(n_rcs);
-    w.table.assign(n_lcs + 2 * n_rcs + n_rcs * n_lcs, kThroughNone);
+    const std::size_t rc_lanes = w.rc_lanes();
+    w.table.assign(n_lcs + n_rcs + n_lcs * rc_lanes, kNone32);
     std::copy(lcs.begin(), lcs.end(), w.table.begin());
     std::copy(rcs.begin(), rcs.end(), w.table.begin() + static_cast<std::ptrdiff_t>(n_lcs));
-    for (std::size_t ri = 0; ri < n_rcs; ++ri) {
-      std::int32_t smallest = kInf32;
-      std::int32_t* row = w.table.data() + n_lcs + 2 * n_rcs + ri * n_lcs;
-      for (std::size_t li = 0; li < n_lcs; ++li) {
+    for (std::size_t li = 0; li < n_lcs; ++li) {
+      std::int32_t* lane = w.table.data() + n_lcs + n_rcs + li * rc_lanes;
+      for (std::size_t ri = 0; ri < n_rcs; ++ri) {
         const std::int64_t c = wcost[li * n_rcs + ri];
         if (c >= kInf) continue;
-        row[li] = static_cast<std::int32_t>(2 * c + (wtied[li * n_rcs + ri] != 0 ? 1 : 0));
-        smallest = std::min(smallest, static_cast<std::int32_t>(c));
+        if (c <= -kNarrow || c >= kNarrow) w.usable = false;  // far outside captions' costs: MeCab decides
+        lane[ri] = static_cast<std::int32_t>(2 * c + (wtied[li * n_rcs + ri] != 0 ? 1 : 0));
+        w.tie_bits = w.tie_bits || wtied[li * n_rcs + ri] != 0;
       }
-      w.table[n_lcs + n_rcs + ri] = smallest;
     }
     return w;
   }
@@ -628,18 +726,31 @@ class MecabEojeolMemo {
   std::vector<const Word*> words_;
   std::vector<std::int64_t> in_cost_;
   std::vector<std::uint8_t> in_tied_;
+  struct Entry {         // an entry of the sentence pass's word, in all four lanes
+    Lane4 in2, tied, l;  // 2 * (cost into it - the cheapest entry's), -1 if several paths, which entry
+  };
+  std::vector<Entry> entries_;
   std::vector<std::uint32_t> lc_choice_, rc_choice_;
   std::vector<State> states_, next_states_;
-  std::vector<std::uint32_t> order_;
+  struct Ranked {  // a state of the sentence pass, for the states sorted by cost
+    std::int64_t cost;
+    std::uint32_t index;
+    std::uint16_t rc;
+    bool tied;
+  };
+  std::vector<Ranked> ranked_;
   static constexpr std::int32_t kUnknown = std::numeric_limits<std::int32_t>::max();
   std::vector<std::int32_t> min_into_;  // per lc, kUnknown until scanned
   // scratch of analyse_word()
   struct Scratch {
     std::vector<std::uint16_t> lcs, rcs;
-    std::vector<std::uint32_t> entries, exits, end_offset, fill, ending, pred_offset, pred_node, path, back;
-    std::vector<std::int64_t> pred_cost, word_cost;
+    std::vector<std::uint32_t> entries, exits, end_offset, fill, ending, pred_offset, path_nodes, next_in_group,
+        last_in_group;
+    std::vector<std::int32_t> pred_cost;
+    std::vector<std::int64_t> word_cost;
     std::vector<std::uint8_t> word_tied;
-    std::vector<std::int32_t> cost32;
+    std::vector<std::int32_t> cost32, count32, back32;
+    std::vector<Word::Node> nodes, used;
     std::vector<std::pair<std::uint32_t, std::uint32_t>> arg;
   };
   mutable Scratch scratch_;

@@ -61,8 +61,16 @@ inline std::filesystem::path default_mecab_ko_dictionary() {
 
 namespace detail {
 
+// VV, VA, VX, VCP, VCN, XSV or XSA (by characters: this runs for every morpheme)
 inline bool ko_is_predicate(std::string_view tag) {
-  return tag == "VV" || tag == "VA" || tag == "VX" || tag == "VCP" || tag == "VCN" || tag == "XSV" || tag == "XSA";
+  if (tag.size() == 2) return tag[0] == 'V' && (tag[1] == 'V' || tag[1] == 'A' || tag[1] == 'X');
+  if (tag.size() != 3) return false;
+  if (tag[0] == 'V') return tag[1] == 'C' && (tag[2] == 'P' || tag[2] == 'N');
+  return tag[0] == 'X' && tag[1] == 'S' && (tag[2] == 'V' || tag[2] == 'A');
+}
+inline bool ko_is_tag(std::string_view tag, char a, char b) { return tag.size() == 2 && tag[0] == a && tag[1] == b; }
+inline bool ko_is_tag(std::string_view tag, char a, char b, char c) {
+  return tag.size() == 3 && tag[0] == a && tag[1] == b && tag[2] == c;
 }
 inline bool ko_is_ending(std::string_view tag) { return !tag.empty() && tag.front() == 'E'; }
 inline bool ko_is_particle(std::string_view tag) { return !tag.empty() && tag.front() == 'J'; }
@@ -133,9 +141,10 @@ class MecabKoTokenizer {
         continue;
       }
       const bool same_word = !m.space_before && !tokens.empty();
-      const bool joins = same_word && ((predicate_open && detail::ko_is_ending(m.first_tag)) ||
-                                       (detail::ko_is_particle(last_tag) && detail::ko_is_particle(m.first_tag)) ||
-                                       (last_tag == "XR" && m.first_tag == "XSA"));
+      const bool joins =
+          same_word && ((predicate_open && detail::ko_is_ending(m.first_tag)) ||
+                        (detail::ko_is_particle(last_tag) && detail::ko_is_particle(m.first_tag)) ||
+                        (detail::ko_is_tag(last_tag, 'X', 'R') && detail::ko_is_tag(m.first_tag, 'X', 'S', 'A')));
       if (joins)
         tokens.back().append(m.surface);
       else
