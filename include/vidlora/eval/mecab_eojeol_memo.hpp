@@ -47,6 +47,7 @@
 #include <vector>
 
 #include <vidlora/core/error.hpp>
+#include <vidlora/eval/tokenize.hpp>
 
 namespace vidlora::eval {
 
@@ -431,6 +432,19 @@ class MecabEojeolMemo {
     return memo_.emplace(std::string(text), analyse_word(text)).first->second;
   }
 
+  // False when `text` is not valid UTF-8. MeCab reads a character as long as its lead byte says, so a
+  // character cut at the word's end takes the following space (and more) in the sentence's lattice: that
+  // lattice is not the word's alone, and a text with such a word is analysed whole.
+  static bool whole_characters(std::string_view text) {
+    for (std::size_t i = 0; i < text.size();) {
+      char32_t cp = 0;
+      const std::size_t n = detail::utf8_next(text, i, cp);
+      if (n == 1 && static_cast<unsigned char>(text[i]) >= 0x80) return false;
+      i += n;
+    }
+    return true;
+  }
+
   // MeCab's lattice of the word alone, its nodes merged where the tokenizer cannot tell them apart, and the
   // cheapest path from every entry to every exit.
   Word analyse_word(std::string_view text) const {
@@ -481,7 +495,7 @@ class MecabEojeolMemo {
       inside = inside && nodes[i].end <= len;
       if (nodes[i].begin == 0 && nodes[i].space_before) inside = false;  // leading other whitespace
     }
-    w.usable = inside && !entries.empty() && !exits.empty() && len <= kMaxWordBytes;
+    w.usable = inside && !entries.empty() && !exits.empty() && len <= kMaxWordBytes && whole_characters(text);
     if (!w.usable) return w;
     // The edges inside the word, each node's predecessors (the nodes ending where it begins) with the
     // connection cost read once: the per-entry passes below then only add.
