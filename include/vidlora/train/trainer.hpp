@@ -24,7 +24,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -127,6 +126,11 @@ struct TrainerConfig {
   int max_caption_tokens = 1024;  // longer captions are truncated (then EOS), with one report line per clip
   long max_steps_this_run = 0;    // > 0: save a checkpoint and stop (as Ctrl-C) after this many steps of this process
   int max_nan_in_a_row = 3;
+  // Each clip its own micro-batch and the step's gradients summed in float64 (train/clip_gradient_sum.hpp): the
+  // step's gradient, so the run, does not depend on how its clips are split over ranks and micro-batches
+  // (1 rank × batch 4 = 2 ranks × batch 2, bit for bit; LoRA dropout masks too). false: batch_size clips per
+  // micro-batch, gradients summed in float32 (splits differ by rounding, docs/distributed.md).
+  bool batch_invariant = true;
   std::string base_model_name_or_path;  // written into the PEFT adapter_config.json ("" → null)
   // A PEFT adapter directory (e.g. trained with PEFT in Python) the run starts from: its lora_A / lora_B,
   // lora_alpha and rsLoRA replace the fresh initialisation and the preset's alpha (the adapter written at the
@@ -918,7 +922,7 @@ class Trainer {
   // ---- data parallel ----
   // Whether a step's gradient is summed clip by clip in float64 (ClipGradientSum), the same bits however the
   // step's clips are split over ranks and micro-batches.
-  bool batch_invariant() const { return std::getenv("VIDLORA_PER_CLIP") != nullptr; }
+  bool batch_invariant() const { return config_.batch_invariant; }
 
   // The token-count sum also counts the ranks that sum their gradients clip by clip: all or none must.
   void check_same_summation(double per_clip_ranks) const {
