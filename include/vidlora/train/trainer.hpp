@@ -791,7 +791,7 @@ class Trainer {
     }
     const long local_valid = total_valid;
     std::size_t step_clips = clips.size();
-    const bool per_clip = batch_invariant();
+    const bool per_clip = config_.batch_invariant;  // each clip its own micro-batch, summed in float64
     if (comm_.size() > 1) {  // normalise by the whole step's token count, over every rank
       std::array<double, 3> counts{static_cast<double>(total_valid), static_cast<double>(clips.size()),
                                    per_clip ? 1.0 : 0.0};
@@ -813,7 +813,7 @@ class Trainer {
     ce.total_valid_tokens = total_valid;
     std::string nonfinite_error;
     const auto params = stage_params(static_cast<std::size_t>(stage));
-    ClipGradientSum clip_sums;  // batch invariance: each clip its own micro-batch, summed in float64
+    ClipGradientSum clip_sums;
     if (per_clip) clip_sums.reset(gradient_storage(params));
     const std::size_t micro = per_clip ? 1 : static_cast<std::size_t>(config_.batch_size);
     try {
@@ -920,10 +920,6 @@ class Trainer {
   }
 
   // ---- data parallel ----
-  // Whether a step's gradient is summed clip by clip in float64 (ClipGradientSum), the same bits however the
-  // step's clips are split over ranks and micro-batches.
-  bool batch_invariant() const { return config_.batch_invariant; }
-
   // The token-count sum also counts the ranks that sum their gradients clip by clip: all or none must.
   void check_same_summation(double per_clip_ranks) const {
     if (per_clip_ranks != 0.0 && per_clip_ranks != static_cast<double>(comm_.size()))
