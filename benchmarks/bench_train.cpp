@@ -59,7 +59,8 @@ std::vector<train::Clip> clips(const Problem& p, int n, long& tokens) {
     const int words = p.min_words + i % (p.max_words - p.min_words + 1);
     std::vector<int> ids;
     for (int w = 0; w < words; ++w) ids.push_back(5 + (7 * i + 3 * w) % (p.decoder.vocab_size - 5));
-    out.push_back({.id = fmt::format("{:03}", i), .video = fmt::format("{:03}.mp4", i),
+    out.push_back({.id = fmt::format("{:03}", i),
+                   .video = fmt::format("{:03}.mp4", i),
                    .caption = fmt::format("{}", fmt::join(ids, " "))});
     tokens += 3 - 1 + p.visual_tokens + words + 1;  // prompt with the placeholder spliced, caption, EOS
   }
@@ -87,7 +88,8 @@ void train_steps(benchmark::State& state, const Problem& p, bool batch_invariant
         c, p.decoder, weights, model::Mlp2xGelu(p.vision, p.decoder.hidden_size, 11), id_codec(), features);
     benchmark::DoNotOptimize(t.train(train, {}).losses);
   }
-  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] =
+      benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
   std::filesystem::remove_all(c.output_dir);
 }
 
