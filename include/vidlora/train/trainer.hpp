@@ -791,8 +791,9 @@ class Trainer {
     }
     const long local_valid = total_valid;
     std::size_t step_clips = clips.size();
-    const bool per_clip = config_.batch_invariant;  // each clip its own micro-batch, summed in float64
-    if (comm_.size() > 1) {                         // normalise by the whole step's token count, over every rank
+    // batch_invariant: each clip its own micro-batch, the gradients summed clip by clip in float64.
+    const bool per_clip = config_.batch_invariant;
+    if (comm_.size() > 1) {  // normalise by the whole step's token count, over every rank
       std::array<double, 3> counts{static_cast<double>(total_valid), static_cast<double>(clips.size()),
                                    per_clip ? 1.0 : 0.0};
       comm_.all_reduce_sum(std::span<double>(counts), fmt::format("step {}: token counts", pos_.global_step + 1));
