@@ -2,14 +2,17 @@
 // gradient sums (TrainerConfig::batch_invariant = false, the baseline) against each clip its own micro-batch with
 // float64 sums (batch_invariant = true: the step's gradient independent of the split over ranks and micro-batches).
 //
-//   cmake --build build/ci --target bench_train && OMP_NUM_THREADS=1 build/ci/benchmarks/bench_train
+//   cmake --build build/ci --target bench_train
+//   OMP_NUM_THREADS=1 build/ci/benchmarks/bench_train --benchmark_repetitions=5 \
+//       --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
 //
 // Two problems, 16 clips per iteration in steps of batch 4 × accumulation 1 (the Cpu preset's), stage 2 only
 // (projector + LoRA on the seven modules), no validation clips:
 //   demo: the demo's decoder (hidden 128, intermediate 344, 2 layers, 4 heads / 2 KV heads), 4 frames × 36
 //         visual tokens of a 192-wide encoder, captions of 8-15 words over 600 ids (~160 tokens a clip);
 //   tiny: tests/mpi's problem (hidden 32, 2 layers, 4 visual tokens, 12-wide features, ~12 tokens a clip).
-// tokens/s counts every sequence position the decoder runs (visual, prompt and caption tokens).
+// tokens/s counts every sequence position the decoder runs (visual, prompt and caption tokens), over CPU time; each
+// iteration also builds the Trainer and writes its checkpoint and outputs (the same in both).
 #include <benchmark/benchmark.h>
 
 #include <filesystem>

@@ -61,12 +61,12 @@ TEST_CASE("two ranks with batch b train as one rank with batch 2b: losses, param
     return c;
   };
   auto parallel = make_tiny(config("parallel", 1, 2), comm::Mpi(timeout(60)));
-  const TrainResult p = parallel.train(tiny_clips(10), tiny_clips(3, 10));
+  const TrainResult p = parallel.train(tiny::clips(10), tiny::clips(3, 10));
   const auto p_params = trainable_tensors(parallel);
   CHECK(p.steps == 6);
   // The same split with each micro-batch's gradients summed in float32 (batch_invariant = false).
   auto parallel_f32 = make_tiny(config("parallel_f32", 1, 2, false), comm::Mpi(timeout(60)));
-  const TrainResult pf = parallel_f32.train(tiny_clips(10), tiny_clips(3, 10));
+  const TrainResult pf = parallel_f32.train(tiny::clips(10), tiny::clips(3, 10));
   const auto pf_params = trainable_tensors(parallel_f32);
 
   // Every rank holds the same parameters, bit for bit.
@@ -83,18 +83,18 @@ TEST_CASE("two ranks with batch b train as one rank with batch 2b: losses, param
     // for bit. Summed in float32 instead, the splits differ by rounding that AdamW's division by sqrt(v) turns
     // into parameter differences on a LoRA A whose gradient is tiny while B is near zero (1e-5 normwise here).
     auto single = make_tiny(config("single", 2, 2));
-    const TrainResult s = single.train(tiny_clips(10), tiny_clips(3, 10));
+    const TrainResult s = single.train(tiny::clips(10), tiny::clips(3, 10));
     check_losses(p.losses, s.losses);
     const auto s_params = trainable_tensors(single);
     for (const auto& [batch, accumulation] : {std::pair{1, 4}, std::pair{4, 1}}) {
       INFO("1 rank, " << batch << " x " << accumulation);
       auto other = make_tiny(config("single_other", batch, accumulation));
-      const TrainResult o = other.train(tiny_clips(10), tiny_clips(3, 10));
+      const TrainResult o = other.train(tiny::clips(10), tiny::clips(3, 10));
       CHECK(o.losses == s.losses);
       CHECK(bytes_of(trainable_tensors(other)) == bytes_of(s_params));
     }
     auto single_f32 = make_tiny(config("single_f32", 2, 2, false));
-    const TrainResult sf = single_f32.train(tiny_clips(10), tiny_clips(3, 10));
+    const TrainResult sf = single_f32.train(tiny::clips(10), tiny::clips(3, 10));
     check_losses(pf.losses, sf.losses);
     const double d = normwise_difference(p_params, s_params);
     const double df = normwise_difference(pf_params, trainable_tensors(single_f32));
@@ -134,18 +134,18 @@ TEST_CASE("with batch_invariant, LoRA dropout masks do not depend on the split e
     return c;
   };
   auto parallel = make_tiny(config("parallel", 1, 2), comm::Mpi(timeout(60)));
-  const TrainResult p = parallel.train(tiny_clips(10), {});
+  const TrainResult p = parallel.train(tiny::clips(10), {});
   const auto p_params = trainable_tensors(parallel);
   if (world.rank() == 0) {
     auto single = make_tiny(config("single", 2, 2));
-    const TrainResult s = single.train(tiny_clips(10), {});
+    const TrainResult s = single.train(tiny::clips(10), {});
     check_losses(p.losses, s.losses);
     CHECK(bytes_of(p_params) == bytes_of(trainable_tensors(single)));
     // The masks are drawn: without dropout the run differs.
     auto c = config("no_dropout", 2, 2);
     c.lora_dropout = 0.0;
     auto plain = make_tiny(c);
-    plain.train(tiny_clips(10), {});
+    plain.train(tiny::clips(10), {});
     CHECK(normwise_difference(trainable_tensors(plain), p_params) > 1e-3);
   }
   world.barrier("end of the dropout test");
@@ -155,7 +155,7 @@ TEST_CASE("a checkpoint written by two ranks resumes on one, and one written by 
   comm::Mpi world(timeout(120));
   REQUIRE(world.size() == 2);
   const fs::path dir = fresh_dir(world, "resume");
-  const auto train = tiny_clips(10), val = tiny_clips(3, 10);
+  const auto train = tiny::clips(10), val = tiny::clips(3, 10);
   std::vector<double> straight;
   std::vector<Matrix> straight_params;
   if (world.rank() == 0) {
