@@ -141,12 +141,12 @@ TEST_CASE("with batch_invariant, LoRA dropout masks do not depend on the split e
     const TrainResult s = single.train(tiny::clips(10), {});
     check_losses(p.losses, s.losses);
     CHECK(bytes_of(p_params) == bytes_of(trainable_tensors(single)));
-    // The masks are drawn: without dropout the run differs.
+    // The masks are drawn: without dropout the run differs (by more than any rounding).
     auto c = config("no_dropout", 2, 2);
     c.lora_dropout = 0.0;
     auto plain = make_tiny(c);
     plain.train(tiny::clips(10), {});
-    CHECK(normwise_difference(trainable_tensors(plain), p_params) > 1e-3);
+    CHECK(normwise_difference(trainable_tensors(plain), p_params) > 1e-4);
   }
   world.barrier("end of the dropout test");
 }
