@@ -99,7 +99,7 @@ TEST_CASE("clip gradients summed in float64 round to the same float32 bits in an
   std::vector<double> peer_sums(12, 0.0);
   for (int c : {2, 3})
     for (std::size_t i = 0; i < 12; ++i) peer_sums[i] += static_cast<double>(g[static_cast<std::size_t>(c)][i]);
-  PeerSum peer{.peer = peer_sums};
+  PeerSum peer{.peer = peer_sums, .cursor = 0, .calls = {}};
   Tensors t;
   train::ClipGradientSum s;
   s.reset(t.spans());
@@ -134,7 +134,7 @@ TEST_CASE("ClipGradientSum on one rank reduces nothing and refuses buckets that 
   One one;
   s.all_reduce_sum(one, "test");
   CHECK(one.calls.empty());
-  PeerSum two{.peer = std::vector<double>(12, 0.25)};
+  PeerSum two{.peer = std::vector<double>(12, 0.25), .cursor = 0, .calls = {}};
   CHECK_THROWS_WITH(s.all_reduce_sum(two, "test", 4), Catch::Contains("bucket_bytes 4 holds no double"));
   s.store();
   CHECK(t.joined() == std::vector<float>(12, 0.5f));
