@@ -84,8 +84,11 @@ demo::CommandLine command_line() {
           integer("epochs2", "N", "stage 2 epochs"),
           real("lr1", "X", "stage 1 learning rate"),
           real("lr2", "X", "stage 2 learning rate"),
-          integer("batch", "N", "clips per micro-batch", 1),
+          integer("batch", "N", "clips per batch (run one clip at a time unless --float32-batches)", 1),
           integer("accum", "N", "gradient accumulation steps", 1),
+          flag("float32-batches",
+               "micro-batches of --batch clips with float32 gradient sums instead of one clip at a time summed in "
+               "float64: the run then depends on how a step's clips are split over ranks and batches"),
           integer("seed", "N", "seed of the data order, LoRA init and dropout (default 0)"),
           integer("patience", "N", "early-stopping patience in evaluations"),
           text("metric", "NAME",
@@ -158,6 +161,8 @@ void print_configuration(const TrainerConfig& c) {
   row("gradient_accumulation_steps", c.gradient_accumulation_steps,
       source(c.gradient_accumulation_steps == d.gradient_accumulation_steps, preset + "::gradient_accumulation_steps",
              "--accum"));
+  row("batch_invariant", c.batch_invariant,
+      source(c.batch_invariant == d.batch_invariant, "trainer default", "--float32-batches"));
   row("num_frames", c.num_frames, source(c.num_frames == d.num_frames, preset + "::num_frames", "--frames"));
   row("precision", c.precision,
       source(c.precision == d.precision, preset + "::fp16 / bf16", "(set in code)") +
@@ -212,6 +217,7 @@ TrainerConfig configure(const demo::Args& a) {
   c.patience = a.integer("patience", c.patience);
   c.output_dir = a.str("out", "vidlora_out");
   c.progress_newlines = a.has("log-lines");
+  c.batch_invariant = !a.has("float32-batches");
   c.max_caption_tokens = a.integer("max-caption-tokens", c.max_caption_tokens);
   c.max_steps_this_run = a.integer("max-steps", 0);
   c.initial_adapter = a.str("init-adapter", "");

@@ -53,11 +53,11 @@ int fault(const comm::MpiSession& session, const std::string& mode, const fs::pa
       if (mode == "kill") std::raise(SIGKILL);
       std::this_thread::sleep_for(std::chrono::minutes(5));
     }
-    return test::tiny_features(clip);
+    return test::tiny::features(clip);
   };
   try {
     auto trainer = test::make_tiny(config, comm::Mpi({.timeout = std::chrono::seconds(3)}), features);
-    trainer.train(test::tiny_clips(10), test::tiny_clips(2, 10));
+    trainer.train(test::tiny::clips(10), test::tiny::clips(2, 10));
   } catch (const std::exception& e) {
     std::cerr << "vidlora_mpi_tests: rank " << session.rank() << ": " << e.what() << '\n' << std::flush;
     session.abort(1);

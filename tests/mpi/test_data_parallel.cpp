@@ -54,46 +54,57 @@ TEST_CASE("two ranks with batch b train as one rank with batch 2b: losses, param
   const fs::path dir = fresh_dir(world, "equivalence");
   // 10 clips, 4 a step: the third step of each epoch gives rank 0 two clips and rank 1 none; 3 val clips: 2 + 1.
   // One epoch per stage: 6 steps (3 of the projector, 3 with LoRA).
-  const auto config = [&](const char* name, int batch, int accumulation) {
+  const auto config = [&](const char* name, int batch, int accumulation, bool batch_invariant = true) {
     TrainerConfig c = tiny_config(dir / name, batch, accumulation);
     c.stages[0].epochs = c.stages[1].epochs = 1;
+    c.batch_invariant = batch_invariant;
     return c;
   };
   auto parallel = make_tiny(config("parallel", 1, 2), comm::Mpi(timeout(60)));
-  const TrainResult p = parallel.train(tiny_clips(10), tiny_clips(3, 10));
+  const TrainResult p = parallel.train(tiny::clips(10), tiny::clips(3, 10));
   const auto p_params = trainable_tensors(parallel);
   CHECK(p.steps == 6);
+  // The same split with each micro-batch's gradients summed in float32 (batch_invariant = false).
+  auto parallel_f32 = make_tiny(config("parallel_f32", 1, 2, false), comm::Mpi(timeout(60)));
+  const TrainResult pf = parallel_f32.train(tiny::clips(10), tiny::clips(3, 10));
+  const auto pf_params = trainable_tensors(parallel_f32);
 
   // Every rank holds the same parameters, bit for bit.
-  const auto all = world.gather(bytes_of(p_params), "parameters");
+  const auto all = world.gather(bytes_of(p_params) + bytes_of(pf_params), "parameters");
   if (world.rank() == 0) {
     REQUIRE(all.size() == 2);
     CHECK(all[0] == all[1]);
   }
 
   if (world.rank() == 0) {
-    // One rank with the 4 clips of a step as 4 micro-batches of 1 (the ranks' per-clip products; only the order
-    // of the 4-term gradient sum differs) and as 2 micro-batches of 2 (the batch the issue names). The losses
-    // agree to 1e-6 at every step. The parameters agree to the float32 rounding of a re-split step: one
-    // rank's own two splits differ as much (a LoRA A whose gradient is tiny while B is near zero: AdamW's
-    // division by sqrt(v) turns its rounding into a parameter difference, about 1e-5 normwise here), so the
-    // ranks' parameters must be within twice that spread of both (and within 1e-6 where the spread is below).
-    auto per_clip = make_tiny(config("single_per_clip", 1, 4));
-    const TrainResult c = per_clip.train(tiny_clips(10), tiny_clips(3, 10));
-    check_losses(p.losses, c.losses);
+    // One rank with the step's 4 clips as 2 micro-batches of 2 (the doubled batch the issue names), 4 of 1 and 1
+    // of 4. With batch_invariant (the default) each clip's gradient is the same float32 products wherever the
+    // clip sits and the step sums them in float64 (exact here), so every split gives the ranks' parameters bit
+    // for bit. Summed in float32 instead, the splits differ by rounding that AdamW's division by sqrt(v) turns
+    // into parameter differences on a LoRA A whose gradient is tiny while B is near zero (1e-5 normwise here).
     auto single = make_tiny(config("single", 2, 2));
-    const TrainResult s = single.train(tiny_clips(10), tiny_clips(3, 10));
+    const TrainResult s = single.train(tiny::clips(10), tiny::clips(3, 10));
     check_losses(p.losses, s.losses);
-    const auto c_params = trainable_tensors(per_clip), s_params = trainable_tensors(single);
-    const double spread = normwise_difference(s_params, c_params);
-    const double dc = normwise_difference(p_params, c_params), d = normwise_difference(p_params, s_params);
+    const auto s_params = trainable_tensors(single);
+    for (const auto& [batch, accumulation] : {std::pair{1, 4}, std::pair{4, 1}}) {
+      INFO("1 rank, " << batch << " x " << accumulation);
+      auto other = make_tiny(config("single_other", batch, accumulation));
+      const TrainResult o = other.train(tiny::clips(10), tiny::clips(3, 10));
+      CHECK(o.losses == s.losses);
+      CHECK(bytes_of(trainable_tensors(other)) == bytes_of(s_params));
+    }
+    auto single_f32 = make_tiny(config("single_f32", 2, 2, false));
+    const TrainResult sf = single_f32.train(tiny::clips(10), tiny::clips(3, 10));
+    check_losses(pf.losses, sf.losses);
+    const double d = normwise_difference(p_params, s_params);
+    const double df = normwise_difference(pf_params, trainable_tensors(single_f32));
     fmt::print(
-        "2 ranks x batch 1 x accumulation 2 against 1 rank: parameters differ by {:.2e} (1 rank, 1 x 4), "
-        "{:.2e} (1 rank, 2 x 2); the two one-rank splits differ by {:.2e} (normwise)\n",
-        dc, d, spread);
-    CHECK(dc <= std::max(1e-6, 2 * spread));
-    CHECK(d <= std::max(1e-6, 2 * spread));
-    CHECK(spread <= 1e-4);  // rounding, not a different training
+        "2 ranks x batch 1 x accumulation 2 against 1 rank x batch 2 x accumulation 2: parameters differ by {:.2e} "
+        "normwise, {} (batch_invariant); {:.2e} with float32 sums per micro-batch\n",
+        d, bytes_of(p_params) == bytes_of(s_params) ? "bit-identical" : "not bit-identical", df);
+    CHECK(d <= 1e-6);
+    CHECK(bytes_of(p_params) == bytes_of(s_params));
+    CHECK(df <= 1e-4);  // float32 sums: rounding, not a different training
     REQUIRE(p.evals.size() == s.evals.size());
     for (std::size_t e = 0; e < s.evals.size(); ++e) {
       CHECK(std::abs(p.evals[e].eval_loss - s.evals[e].eval_loss) <= 1e-6 * std::abs(s.evals[e].eval_loss));
@@ -111,11 +122,40 @@ TEST_CASE("two ranks with batch b train as one rank with batch 2b: losses, param
   world.barrier("end of the equivalence test");
 }
 
+TEST_CASE("with batch_invariant, LoRA dropout masks do not depend on the split either", "[equivalence]") {
+  comm::Mpi world(timeout(120));
+  REQUIRE(world.size() == 2);
+  const fs::path dir = fresh_dir(world, "dropout");
+  const auto config = [&](const char* name, int batch, int accumulation) {
+    TrainerConfig c = tiny_config(dir / name, batch, accumulation);
+    c.stages[0].epochs = 0;  // stage 2 only: LoRA in every step
+    c.stages[1].epochs = 1;
+    c.lora_dropout = 0.25;
+    return c;
+  };
+  auto parallel = make_tiny(config("parallel", 1, 2), comm::Mpi(timeout(60)));
+  const TrainResult p = parallel.train(tiny::clips(10), {});
+  const auto p_params = trainable_tensors(parallel);
+  if (world.rank() == 0) {
+    auto single = make_tiny(config("single", 2, 2));
+    const TrainResult s = single.train(tiny::clips(10), {});
+    check_losses(p.losses, s.losses);
+    CHECK(bytes_of(p_params) == bytes_of(trainable_tensors(single)));
+    // The masks are drawn: without dropout the run differs (by more than any rounding).
+    auto c = config("no_dropout", 2, 2);
+    c.lora_dropout = 0.0;
+    auto plain = make_tiny(c);
+    plain.train(tiny::clips(10), {});
+    CHECK(normwise_difference(trainable_tensors(plain), p_params) > 1e-4);
+  }
+  world.barrier("end of the dropout test");
+}
+
 TEST_CASE("a checkpoint written by two ranks resumes on one, and one written by one resumes on two", "[resume]") {
   comm::Mpi world(timeout(120));
   REQUIRE(world.size() == 2);
   const fs::path dir = fresh_dir(world, "resume");
-  const auto train = tiny_clips(10), val = tiny_clips(3, 10);
+  const auto train = tiny::clips(10), val = tiny::clips(3, 10);
   std::vector<double> straight;
   std::vector<Matrix> straight_params;
   if (world.rank() == 0) {
@@ -125,8 +165,7 @@ TEST_CASE("a checkpoint written by two ranks resumes on one, and one written by 
   }
   world.barrier("the straight run");
 
-  // 2 -> 1: two ranks stop after 5 steps (inside stage 1); one rank with the doubled batch (1 × 4 clips, the
-  // ranks' per-clip micro-batches: see the equivalence test) finishes.
+  // 2 -> 1: two ranks stop after 5 steps (inside stage 1); one rank with the doubled batch finishes.
   auto c2 = tiny_config(dir / "two_to_one", 1, 2);
   c2.max_steps_this_run = 5;
   std::vector<double> first;
@@ -138,13 +177,14 @@ TEST_CASE("a checkpoint written by two ranks resumes on one, and one written by 
   }
   world.barrier("the two-rank part");
   if (world.rank() == 0) {
-    auto t = make_tiny(tiny_config(dir / "two_to_one", 1, 4));
+    auto t = make_tiny(tiny_config(dir / "two_to_one", 2, 2));
     const auto r = t.train(train, val, /*resume=*/true);
     CHECK(r.status == train::TrainStatus::Finished);
     std::vector<double> all = first;
     all.insert(all.end(), r.losses.begin(), r.losses.end());
     check_losses(all, straight);
-    CHECK(normwise_difference(trainable_tensors(t), straight_params) <= 1e-5);  // rounding: see the equivalence test
+    CHECK(normwise_difference(trainable_tensors(t), straight_params) <= 1e-6);
+    CHECK(bytes_of(trainable_tensors(t)) == bytes_of(straight_params));  // batch_invariant: see the equivalence test
   }
 
   // 1 -> 2: one rank stops after 7 steps (inside stage 2); two ranks finish.
@@ -163,7 +203,8 @@ TEST_CASE("a checkpoint written by two ranks resumes on one, and one written by 
     std::vector<double> all = first;
     all.insert(all.end(), r.losses.begin(), r.losses.end());
     check_losses(all, straight);
-    CHECK(normwise_difference(trainable_tensors(t), straight_params) <= 1e-5);  // rounding: see the equivalence test
+    CHECK(normwise_difference(trainable_tensors(t), straight_params) <= 1e-6);
+    CHECK(bytes_of(trainable_tensors(t)) == bytes_of(straight_params));  // batch_invariant: see the equivalence test
   }
   world.barrier("end of the resume test");
 }

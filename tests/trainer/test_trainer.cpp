@@ -24,70 +24,14 @@
 #include <vidlora/schedule/scheduler.hpp>
 #include <vidlora/train/trainer.hpp>
 
+#include "tiny_captioning.hpp"
+
 namespace fs = std::filesystem;
 using namespace vidlora;
 
 namespace {
 
-// Words 3.. of a tiny vocabulary; 0 pad, 1 video placeholder, 2 eos.
-const std::vector<std::string> kWords{"<pad>",  "<video>", "</s>",  "describe", ":",     "red",   "blue", "green",
-                                      "circle", "square",  "moves", "left",     "right", "stays", "."};
-constexpr int kVision = 12, kHidden = 32, kTokensPerClip = 4;
-
-train::TextCodec codec() {
-  train::TextCodec c;
-  c.encode = [](const std::string& text) {
-    std::vector<int> ids;
-    std::istringstream in(text);
-    std::string w;
-    while (in >> w) {
-      const auto it = std::find(kWords.begin(), kWords.end(), w);
-      REQUIRE(it != kWords.end());
-      ids.push_back(static_cast<int>(it - kWords.begin()));
-    }
-    return ids;
-  };
-  c.decode = [](const std::vector<int>& ids) {
-    std::string s;
-    for (int id : ids) s += (s.empty() ? "" : " ") + kWords.at(static_cast<std::size_t>(id));
-    return s;
-  };
-  c.prompt_ids = {3, 1, 4};
-  c.placeholder_id = 1;
-  c.eos_id = 2;
-  c.pad_id = 0;
-  return c;
-}
-
-// Clip i: colour i % 3, shape (i / 3) % 2; features carry both as directions plus seeded noise.
-std::vector<train::Clip> clips(int n, int offset = 0) {
-  const char* colour[3] = {"red", "blue", "green"};
-  const char* shape[2] = {"circle", "square"};
-  const char* motion[2] = {"moves left", "stays"};
-  std::vector<train::Clip> out;
-  for (int k = 0; k < n; ++k) {
-    const int i = k + offset;
-    train::Clip c;
-    c.id = fmt::format("clip_{:03}", i);
-    c.video = fmt::format("videos/clip_{:03}.mp4", i);
-    c.caption = fmt::format("{} {} {} .", colour[i % 3], shape[(i / 3) % 2], motion[(i / 6) % 2]);
-    out.push_back(c);
-  }
-  return out;
-}
-
-Matrix clip_features(const train::Clip& c) {
-  const int i = std::stoi(c.id.substr(5));
-  Matrix f = model::random_normal(kTokensPerClip, kVision, 0.1, 99, static_cast<std::uint64_t>(i));
-  f.col(i % 3).array() += 2.0f;
-  f.col(3 + (i / 3) % 2).array() += 2.0f;
-  f.col(5 + (i / 6) % 2).array() += 2.0f;
-  return f;
-}
-
-model::DecoderConfig tiny_config() {
-  return model::llama_config(kHidden, 64, 2, 4, 2, static_cast<int>(kWords.size()));
-}
+namespace tiny = test::tiny;
 
 TrainerConfig tiny_trainer_config(const fs::path& out) {
   TrainerConfig c = TrainerConfig::from_preset<presets::Cpu>();
@@ -104,7 +48,7 @@ TrainerConfig tiny_trainer_config(const fs::path& out) {
   return c;
 }
 
-using TinyTrainer = Trainer<presets::Cpu, model::Mlp2xGelu>;
+using TinyTrainer = tiny::Trainer<>;
 
 struct Fresh {
   fs::path dir;
@@ -115,9 +59,8 @@ struct Fresh {
 };
 
 TinyTrainer make(
-    const TrainerConfig& c, train::FeatureFn f = [](const train::Clip& clip) { return clip_features(clip); }) {
-  const auto weights = model::random_decoder_weights(tiny_config(), 3);
-  return TinyTrainer(c, tiny_config(), weights, model::Mlp2xGelu(kVision, kHidden, 11), codec(), std::move(f));
+    const TrainerConfig& c, train::FeatureFn f = [](const train::Clip& clip) { return tiny::features(clip); }) {
+  return tiny::make_trainer(c, std::move(f));
 }
 
 std::string read_text(const fs::path& p) {
@@ -140,7 +83,7 @@ TEST_CASE("two-stage training lowers the loss and writes outputs that load back"
   config.stages[0].epochs = 3;
   config.stages[1].epochs = 5;
   auto trainer = make(config);
-  const auto result = trainer.train(clips(24), clips(6, 24));
+  const auto result = trainer.train(tiny::clips(24), tiny::clips(6, 24));
   // 24 clips / (2 x 2) = 6 steps per epoch, 8 epochs
   REQUIRE(result.steps == 48);
   REQUIRE(result.losses.size() == 48);
@@ -161,7 +104,7 @@ TEST_CASE("two-stage training lowers the loss and writes outputs that load back"
   model::DecoderOptions o;
   o.target_modules = config.target_modules;
   model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha> fresh(
-      tiny_config(), model::random_decoder_weights(tiny_config(), 3), o);
+      tiny::decoder_config(), model::random_decoder_weights(tiny::decoder_config(), 3), o);
   fresh.load_adapter(io::SafetensorsFile::open(tmp.dir / "adapter" / "adapter_model.safetensors"));
   const std::vector<int> ids{3, 5, 8, 10, 11};
   const Matrix a = trainer.decoder().logits(trainer.decoder().forward(trainer.decoder().embed(ids), {1, 5, {}}, false));
@@ -169,7 +112,7 @@ TEST_CASE("two-stage training lowers the loss and writes outputs that load back"
   CHECK((a - b).cwiseAbs().maxCoeff() == 0.0f);
 
   // Projector weights under HF names round-trip.
-  model::Mlp2xGelu p(kVision, kHidden, 12345);
+  model::Mlp2xGelu p(tiny::kVision, tiny::kHidden, 12345);
   train::load_projector(tmp.dir / "projector.safetensors", p);
   CHECK(p.linear_1().weight() == trainer.projector().linear_1().weight());
   CHECK(p.linear_2().bias() == trainer.projector().linear_2().bias());
@@ -188,7 +131,7 @@ TEST_CASE("resume after an interruption continues the identical loss curve", "[t
   std::optional<train::EvalResult> straight_best;
   {
     auto trainer = make(tiny_trainer_config(a.dir));
-    const auto r = trainer.train(clips(16), clips(4, 16));
+    const auto r = trainer.train(tiny::clips(16), tiny::clips(4, 16));
     straight = r.losses;
     straight_best = r.best;
   }
@@ -198,14 +141,14 @@ TEST_CASE("resume after an interruption continues the identical loss curve", "[t
   for (long stop : {3L, 6L}) {  // stop inside stage 1, then inside stage 2
     config.max_steps_this_run = stop;
     auto trainer = make(config);
-    const auto r = trainer.train(clips(16), clips(4, 16), /*resume=*/stop != 3);
+    const auto r = trainer.train(tiny::clips(16), tiny::clips(4, 16), /*resume=*/stop != 3);
     CHECK(r.status == train::TrainStatus::Interrupted);
     resumed.insert(resumed.end(), r.losses.begin(), r.losses.end());
   }
   config.max_steps_this_run = 0;
   {
     auto trainer = make(config);
-    const auto r = trainer.train(clips(16), clips(4, 16), true);
+    const auto r = trainer.train(tiny::clips(16), tiny::clips(4, 16), true);
     CHECK(r.status == train::TrainStatus::Finished);
     resumed.insert(resumed.end(), r.losses.begin(), r.losses.end());
     // The best evaluation survives the resumes, whichever epoch it came from.
@@ -233,7 +176,7 @@ TEST_CASE("resume at any step equals not stopping: losses, trained tensors and o
   std::string straight_captions;
   {
     auto trainer = make(tiny_trainer_config(a.dir));
-    straight = trainer.train(clips(16), clips(4, 16)).losses;
+    straight = trainer.train(tiny::clips(16), tiny::clips(4, 16)).losses;
     straight_b = trainer.decoder().slot(1, "v_proj").lora().lora_B();
     straight_w = trainer.projector().linear_2().weight();
     straight_captions = read_text(a.dir / "val_captions.jsonl");
@@ -247,13 +190,13 @@ TEST_CASE("resume at any step equals not stopping: losses, trained tensors and o
     std::vector<double> resumed;
     {
       auto trainer = make(config);
-      const auto r = trainer.train(clips(16), clips(4, 16));
+      const auto r = trainer.train(tiny::clips(16), tiny::clips(4, 16));
       REQUIRE(r.status == train::TrainStatus::Interrupted);
       resumed = r.losses;
     }
     config.max_steps_this_run = 0;
     auto trainer = make(config);
-    const auto r = trainer.train(clips(16), clips(4, 16), /*resume=*/true);
+    const auto r = trainer.train(tiny::clips(16), tiny::clips(4, 16), /*resume=*/true);
     REQUIRE(r.status == train::TrainStatus::Finished);
     resumed.insert(resumed.end(), r.losses.begin(), r.losses.end());
     CHECK(resumed == straight);  // bit-identical
@@ -269,13 +212,13 @@ TEST_CASE("resuming a finished run keeps its best evaluation", "[trainer]") {
   std::optional<train::EvalResult> first;
   {
     auto trainer = make(config);
-    const auto r = trainer.train(clips(16), clips(4, 16));
+    const auto r = trainer.train(tiny::clips(16), tiny::clips(4, 16));
     REQUIRE(r.status == train::TrainStatus::Finished);
     first = r.best;
   }
   REQUIRE(first.has_value());
   auto trainer = make(config);
-  const auto r = trainer.train(clips(16), clips(4, 16), /*resume=*/true);  // nothing left to train
+  const auto r = trainer.train(tiny::clips(16), tiny::clips(4, 16), /*resume=*/true);  // nothing left to train
   CHECK(r.status == train::TrainStatus::Finished);
   CHECK(r.losses.empty());
   REQUIRE(r.best.has_value());  // restored from the checkpoint, not re-evaluated
@@ -295,7 +238,7 @@ TEST_CASE("a checkpoint that cannot be written stops the run with the file named
   config.max_steps_this_run = 2;
   {
     auto trainer = make(config);
-    REQUIRE(trainer.train(clips(16), clips(4, 16)).status == train::TrainStatus::Interrupted);
+    REQUIRE(trainer.train(tiny::clips(16), tiny::clips(4, 16)).status == train::TrainStatus::Interrupted);
   }
   const fs::path last = tmp.dir / "checkpoints" / "last.safetensors";
   REQUIRE(fs::exists(last));
@@ -316,7 +259,7 @@ TEST_CASE("a checkpoint that cannot be written stops the run with the file named
   try {
     config.max_steps_this_run = 4;  // runs into the end of epoch 1: best.safetensors, then last.safetensors
     auto trainer = make(config);
-    trainer.train(clips(16), clips(4, 16), /*resume=*/true);
+    trainer.train(tiny::clips(16), tiny::clips(4, 16), /*resume=*/true);
   } catch (const Error& e) {
     message = e.what();
   }
@@ -333,7 +276,7 @@ TEST_CASE("a checkpoint that cannot be written stops the run with the file named
 
   config.max_steps_this_run = 0;  // room again: the run resumes from that checkpoint and finishes
   auto trainer = make(config);
-  CHECK(trainer.train(clips(16), clips(4, 16), true).status == train::TrainStatus::Finished);
+  CHECK(trainer.train(tiny::clips(16), tiny::clips(4, 16), true).status == train::TrainStatus::Finished);
 }
 
 TEST_CASE("resume refuses a checkpoint of another configuration and names the field", "[trainer]") {
@@ -342,11 +285,11 @@ TEST_CASE("resume refuses a checkpoint of another configuration and names the fi
   config.max_steps_this_run = 2;
   {
     auto trainer = make(config);
-    trainer.train(clips(8), clips(2, 8));
+    trainer.train(tiny::clips(8), tiny::clips(2, 8));
   }
   config.batch_size = 1;
   auto trainer = make(config);
-  CHECK_THROWS_WITH(trainer.train(clips(8), clips(2, 8), true),
+  CHECK_THROWS_WITH(trainer.train(tiny::clips(8), tiny::clips(2, 8), true),
                     Catch::Contains("clips per step (ranks × batch_size × "
                                     "gradient_accumulation_steps) is 4 (1 × 2 × 2) there but "
                                     "2 (1 × 1 × 2) now"));
@@ -362,11 +305,11 @@ TEST_CASE("a NaN loss skips its step and three in a row stop with the checkpoint
   {
     // clip_003's features are NaN: its step is skipped once per epoch, the others train.
     auto trainer = make(config, [](const train::Clip& c) {
-      Matrix f = clip_features(c);
+      Matrix f = tiny::features(c);
       if (c.id == "clip_003") f(0, 0) = std::nanf("");
       return f;
     });
-    const auto r = trainer.train(clips(6), clips(2, 6));
+    const auto r = trainer.train(tiny::clips(6), tiny::clips(2, 6));
     CHECK(r.skipped_nan_steps == 2);
     REQUIRE(r.losses.size() == 12);
     CHECK(std::count_if(r.losses.begin(), r.losses.end(), [](double v) { return std::isnan(v); }) == 2);
@@ -378,7 +321,7 @@ TEST_CASE("a NaN loss skips its step and three in a row stop with the checkpoint
   config.max_steps_this_run = 2;
   {
     auto trainer = make(config);
-    trainer.train(clips(6), clips(2, 6));
+    trainer.train(tiny::clips(6), tiny::clips(2, 6));
   }
   const fs::path ckpt = tmp.dir / "checkpoints" / "last.safetensors";
   auto read = [](const fs::path& p) {
@@ -389,11 +332,11 @@ TEST_CASE("a NaN loss skips its step and three in a row stop with the checkpoint
   config.max_steps_this_run = 0;
   config.checkpoint_every = 1;
   auto trainer = make(config, [](const train::Clip& c) {
-    Matrix f = clip_features(c);
+    Matrix f = tiny::features(c);
     f(0, 0) = std::nanf("");
     return f;
   });
-  const auto r = trainer.train(clips(6), clips(2, 6), true);
+  const auto r = trainer.train(tiny::clips(6), tiny::clips(2, 6), true);
   CHECK(r.status == train::TrainStatus::NanStopped);
   CHECK(r.skipped_nan_steps == 3);
   CHECK(r.steps == 5);
@@ -406,9 +349,9 @@ TEST_CASE("a clip whose video cannot be decoded is skipped and named", "[trainer
   config.stages[1].epochs = 1;
   auto trainer = make(config, [](const train::Clip& c) {
     if (c.id == "clip_002") throw Error("video file videos/clip_002.mp4: no decodable frames");
-    return clip_features(c);
+    return tiny::features(c);
   });
-  const auto r = trainer.train(clips(8), clips(2, 8));
+  const auto r = trainer.train(tiny::clips(8), tiny::clips(2, 8));
   CHECK(r.status == train::TrainStatus::Finished);
   REQUIRE(r.skipped_clips.size() == 1);
   CHECK_THAT(r.skipped_clips[0], Catch::StartsWith("clip_002: video file videos/clip_002.mp4"));
@@ -427,8 +370,8 @@ TEST_CASE("the trainer scores METEOR on a plugged-in tokenisation and stops earl
   CHECK_THROWS_WITH(make(config), Catch::Contains("'meteor_morphemes' needs caption_metrics.morpheme_tokenizer"));
   config.caption_metrics.morpheme_tokenizer = eval::CharacterTokenizer{};  // any CaptionTokenizer (MeCab in use)
   auto trainer = make(config);
-  const auto val = clips(6, 24);
-  const auto result = trainer.train(clips(12), val);
+  const auto val = tiny::clips(6, 24);
+  const auto result = trainer.train(tiny::clips(12), val);
   REQUIRE(result.evals.size() == 3);
   eval::CharacterTokenizer characters;
   double best = -1.0;
@@ -467,10 +410,11 @@ TEST_CASE("a run's learning rates follow Scheduler<P::lr_policy> at the recipe's
   c.seed = 5;
   c.output_dir = tmp.dir;
   c.progress = nullptr;
-  Trainer<CpuLinear, model::Mlp2xGelu> trainer(c, tiny_config(), model::random_decoder_weights(tiny_config(), 3),
-                                               model::Mlp2xGelu(kVision, kHidden, 11), codec(),
-                                               [](const train::Clip& clip) { return clip_features(clip); });
-  const auto result = trainer.train(clips(16), {});  // 16 clips / (2 x 2) = 4 steps per epoch
+  Trainer<CpuLinear, model::Mlp2xGelu> trainer(c, tiny::decoder_config(),
+                                               model::random_decoder_weights(tiny::decoder_config(), 3),
+                                               model::Mlp2xGelu(tiny::kVision, tiny::kHidden, 11), tiny::codec(),
+                                               [](const train::Clip& clip) { return tiny::features(clip); });
+  const auto result = trainer.train(tiny::clips(16), {});  // 16 clips / (2 x 2) = 4 steps per epoch
   REQUIRE(result.steps == 12);
   std::map<int, std::vector<double>> lr_by_stage;
   std::ifstream log(tmp.dir / "train_log.jsonl");

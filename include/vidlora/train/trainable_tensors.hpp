@@ -4,8 +4,10 @@
 // (<module path>.lora_A.weight / .lora_B.weight). The projector's biases are Eigen column vectors; the optimizer
 // steps [1, n] row shadows of them, which pull() refreshes from the biases and push() writes back.
 
+#include <algorithm>
 #include <cstddef>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -74,6 +76,18 @@ class TrainableTensors {
   // Bias shadows' gradients from the biases' (after a backward pass).
   void pull_grads() {
     for (auto& sh : shadows_) sh.g = sh.grad->transpose();
+  }
+  // The float32 storage the backward pass accumulates `params`' gradients into (a bias's, not its shadow's).
+  std::vector<std::span<float>> gradient_storage(const std::vector<optim::Parameter>& params) const {
+    std::vector<std::span<float>> out;
+    for (const auto& p : params) {
+      const auto sh = std::find_if(shadows_.begin(), shadows_.end(), [&](const auto& s) { return &s.g == p.grad; });
+      if (sh != shadows_.end())
+        out.emplace_back(sh->grad->data(), static_cast<std::size_t>(sh->grad->size()));
+      else
+        out.emplace_back(p.grad->data(), static_cast<std::size_t>(p.grad->size()));
+    }
+    return out;
   }
   // Biases from their shadows (after an optimizer step).
   void push() {

@@ -71,6 +71,7 @@
 #include <vidlora/schedule/rules.hpp>
 #include <vidlora/schedule/scheduler.hpp>
 #include <vidlora/train/checkpoint.hpp>
+#include <vidlora/train/clip_gradient_sum.hpp>
 #include <vidlora/train/dataset.hpp>
 #include <vidlora/train/early_stopping.hpp>
 #include <vidlora/train/evaluation.hpp>
@@ -449,9 +450,13 @@ class Trainer {
     const std::size_t per_rank = static_cast<std::size_t>(config_.batch_size) * config_.gradient_accumulation_steps;
     const comm::IndexRange shard =
         comm::step_shard(static_cast<std::size_t>(k), per_rank, comm_.rank(), comm_.size(), order.size());
-    std::vector<std::size_t> clips;
+    const std::size_t step_begin = static_cast<std::size_t>(k) * per_rank * static_cast<std::size_t>(comm_.size());
+    std::vector<std::size_t> clips, slots;  // clips[i] is the step's slots[i]-th clip (over every rank)
     for (std::size_t i = shard.begin; i < shard.end; ++i)
-      if (features_of(train_[order[i]])) clips.push_back(order[i]);
+      if (features_of(train_[order[i]])) {
+        clips.push_back(order[i]);
+        slots.push_back(i - step_begin);
+      }
     zero_all_grads();
     tensors_.pull();
     long total_valid = 0;
@@ -462,12 +467,16 @@ class Trainer {
     }
     const long local_valid = total_valid;
     std::size_t step_clips = clips.size();
+    // batch_invariant: each clip its own micro-batch, the gradients summed clip by clip in float64.
+    const bool per_clip = config_.batch_invariant;
     if (comm_.size() > 1) {  // normalise by the whole step's token count, over every rank
-      std::array<double, 2> counts{static_cast<double>(total_valid), static_cast<double>(clips.size())};
+      std::array<double, 3> counts{static_cast<double>(total_valid), static_cast<double>(clips.size()),
+                                   per_clip ? 1.0 : 0.0};
       comm_.all_reduce_sum(std::span<double>(counts), fmt::format("step {}: token counts", pos_.global_step + 1));
       total_valid = static_cast<long>(counts[0]);
       step_clips = static_cast<std::size_t>(counts[1]);
-      if (config_.lora_dropout > 0.0) {  // each rank its own dropout masks, a function of (step, rank)
+      check_same_summation(counts[2]);
+      if (config_.lora_dropout > 0.0 && !per_clip) {  // each rank its own dropout masks, a function of (step, rank)
         const auto stride = static_cast<std::uint64_t>(2 * config_.gradient_accumulation_steps);
         const auto first = (static_cast<std::uint64_t>(pos_.global_step) * static_cast<std::uint64_t>(comm_.size()) +
                             static_cast<std::uint64_t>(comm_.rank())) *
@@ -480,9 +489,14 @@ class Trainer {
     ce.label_smoothing = config_.label_smoothing;
     ce.total_valid_tokens = total_valid;
     std::string nonfinite_error;
+    const auto params = stage_params(static_cast<std::size_t>(stage));
+    ClipGradientSum clip_sums;
+    if (per_clip) clip_sums.reset(tensors_.gradient_storage(params));
+    const std::size_t micro = per_clip ? 1 : static_cast<std::size_t>(config_.batch_size);
     try {
-      for (std::size_t mb = 0; mb < clips.size(); mb += static_cast<std::size_t>(config_.batch_size)) {
-        const std::size_t mb_end = std::min(clips.size(), mb + static_cast<std::size_t>(config_.batch_size));
+      for (std::size_t mb = 0; mb < clips.size(); mb += micro) {
+        const std::size_t mb_end = std::min(clips.size(), mb + micro);
+        if (per_clip && config_.lora_dropout > 0.0) set_clip_dropout_step(per_rank, slots[mb]);
         Eigen::Index rows = 0;
         for (std::size_t i = mb; i < mb_end; ++i) rows += cache_.at(key_of(train_[clips[i]])).rows();
         Matrix feats(rows, projector_.in_features());
@@ -505,14 +519,18 @@ class Trainer {
         auto res = decoder_.loss_and_backward(batch.embeds, batch.batch, batch.labels, ce);
         loss += res.loss;
         projector_.backward(model::gather_rows<float>(res.grad_embeds, batch.visual_rows));
+        if (per_clip) clip_sums.take();
       }
     } catch (const Error& e) {  // the loss refuses NaN/Inf logits: same as a NaN loss
       nonfinite_error = e.what();
       loss = std::nan("");
     }
+    if (per_clip) {  // the ranks' float64 sums, rounded to float32 once
+      clip_sums.all_reduce_sum(comm_, fmt::format("step {}: gradients", pos_.global_step + 1));
+      clip_sums.store();
+    }
     tensors_.pull_grads();
-    const auto params = stage_params(static_cast<std::size_t>(stage));
-    if (comm_.size() > 1) reduce_step(params, loss, local_valid, t0);
+    if (comm_.size() > 1) reduce_step(per_clip ? std::vector<optim::Parameter>{} : params, loss, local_valid, t0);
     bool finite = std::isfinite(loss) && step_clips > 0;
     for (const auto& p : params) finite = finite && all_finite(*p.grad);
     double grad_norm = std::nan("");
@@ -579,7 +597,25 @@ class Trainer {
   }
 
   // ---- data parallel ----
-  // Sums the step's loss, gradients and stop requests over the ranks; records each rank's throughput.
+  // The token-count sum also counts the ranks that sum their gradients clip by clip: all or none must.
+  void check_same_summation(double per_clip_ranks) const {
+    if (per_clip_ranks != 0.0 && per_clip_ranks != static_cast<double>(comm_.size()))
+      throw comm::CommError(fmt::format(
+          "rank {} of {}: step {}: {} of the ranks sum gradients clip by clip (batch_invariant) and the others do "
+          "not: every rank must run the same configuration",
+          comm_.rank(), comm_.size(), pos_.global_step + 1, per_clip_ranks));
+  }
+
+  // LoRA dropout masks of the step's `slot`-th clip: a function of (step, slot), whatever rank and micro-batch
+  // the clip is in (per_rank × ranks clips a step; one forward per clip, replayed by gradient checkpointing).
+  void set_clip_dropout_step(std::size_t per_rank, std::size_t slot) {
+    const auto per_step = static_cast<std::uint64_t>(per_rank) * static_cast<std::uint64_t>(comm_.size());
+    const std::uint64_t s = static_cast<std::uint64_t>(pos_.global_step) * per_step + slot;
+    decoder_.for_each_lora([&](const std::string&, typename decoder_type::lora_type& l) { l.set_step(s); });
+  }
+
+  // Sums the step's loss, gradients (`params`; none when ClipGradientSum summed them) and stop requests over the
+  // ranks; records each rank's throughput.
   void reduce_step(const std::vector<optim::Parameter>& params, double& loss, long local_valid,
                    std::chrono::steady_clock::time_point t0) {
     const std::size_t n = static_cast<std::size_t>(comm_.size()), me = static_cast<std::size_t>(comm_.rank());

@@ -55,6 +55,11 @@ struct TrainerConfig {
   int max_caption_tokens = 1024;  // longer captions are truncated (then EOS), with one report line per clip
   long max_steps_this_run = 0;    // > 0: save a checkpoint and stop (as Ctrl-C) after this many steps of this process
   int max_nan_in_a_row = 3;
+  // Each clip its own micro-batch and the step's gradients summed in float64 (train/clip_gradient_sum.hpp): the
+  // step's gradient, so the run, does not depend on how its clips are split over ranks and micro-batches
+  // (1 rank × batch 4 = 2 ranks × batch 2, bit for bit; LoRA dropout masks too). false: batch_size clips per
+  // micro-batch, gradients summed in float32 (splits differ by rounding, docs/distributed.md).
+  bool batch_invariant = true;
   std::string base_model_name_or_path;  // written into the PEFT adapter_config.json ("" → null)
   // A PEFT adapter directory (e.g. trained with PEFT in Python) the run starts from: its lora_A / lora_B,
   // lora_alpha and rsLoRA replace the fresh initialisation and the preset's alpha (the adapter written at the

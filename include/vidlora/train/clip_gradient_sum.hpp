@@ -1,0 +1,81 @@
+#pragma once
+// ClipGradientSum: a step's trainable gradients summed clip by clip in float64, so that the step's gradient is
+// the same float32 bits however its clips are split over ranks and micro-batches (1 rank × 4 clips, 2 ranks × 2,
+// 4 micro-batches of 1...).
+//
+// The Trainer computes each clip's gradient on its own (a micro-batch of one sequence: no padding, the same
+// float32 products wherever the clip sits in the step), then take() adds it to float64 sums and zeroes the
+// float32 tensors for the next clip; all_reduce_sum() sums the ranks' float64 sums; store() rounds each sum to
+// float32 once. A float64 sum of float32 addends is exact while their exponents span less than about 29 bits
+// (53 − 24, less log2 of the count), which a few clips' gradients of one element nearly always do, so the order
+// of the additions (the split) does not change the sum; where it is not exact the orders differ by about 2^-53
+// of the largest addend, which the rounding to float32 nearly always hides. A float32 sum instead rounds at
+// every addition, and AdamW's m / sqrt(v) turns those roundings on near-zero gradient elements into
+// learning-rate-sized parameter differences (docs/distributed.md).
+
+#include <algorithm>
+#include <cstddef>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <vidlora/comm/communicator.hpp>
+#include <vidlora/comm/gradient_buckets.hpp>
+#include <vidlora/core/error.hpp>
+
+namespace vidlora::train {
+
+class ClipGradientSum {
+ public:
+  // tensors: the float32 gradients the backward pass accumulates into, each contiguous, in the same order on
+  // every rank. The sums start at zero.
+  void reset(std::vector<std::span<float>> tensors) {
+    tensors_ = std::move(tensors);
+    std::size_t total = 0;
+    for (const auto& t : tensors_) total += t.size();
+    sums_.assign(total, 0.0);
+  }
+
+  std::size_t elements() const { return sums_.size(); }
+
+  // sums += tensors (in float64); tensors = 0.
+  void take() {
+    double* s = sums_.data();
+    for (const auto& t : tensors_) {
+      for (float& g : t) {
+        *s++ += static_cast<double>(g);
+        g = 0.0f;
+      }
+    }
+  }
+
+  // Sums the float64 sums over the ranks of `comm`, in place, in flat buffers of at most `bucket_bytes` (nothing
+  // to do on one rank). Twice the bytes of a float32 reduction.
+  template <comm::Communicator C>
+  void all_reduce_sum(C& comm, std::string_view what, std::size_t bucket_bytes = comm::kDefaultBucketBytes) {
+    if (comm.size() == 1) return;
+    require(bucket_bytes >= sizeof(double), "ClipGradientSum: bucket_bytes {} holds no double", bucket_bytes);
+    const std::size_t cap = bucket_bytes / sizeof(double), count = (sums_.size() + cap - 1) / cap;
+    for (std::size_t b = 0; b < count; ++b) {
+      const std::size_t begin = b * cap, n = std::min(cap, sums_.size() - begin);
+      comm.all_reduce_sum(std::span<double>(sums_).subspan(begin, n),
+                          fmt::format("{} (float64 bucket {} of {})", what, b + 1, count));
+    }
+  }
+
+  // tensors = float32(sums): one rounding per element.
+  void store() const {
+    const double* s = sums_.data();
+    for (const auto& t : tensors_)
+      for (float& g : t) g = static_cast<float>(*s++);
+  }
+
+ private:
+  std::vector<std::span<float>> tensors_;
+  std::vector<double> sums_;  // the tensors concatenated, in their order
+};
+
+}  // namespace vidlora::train
