@@ -121,6 +121,8 @@ demo::CommandLine command_line() {
           integer("pool", "N", "stage 0: pooling stride of the patch grid (default 2)", 1),
           integer("patch", "N", "stage 0: vision encoder patch size in pixels (default 8)", 1),
           integer("vision-hidden", "N", "stage 0: vision encoder width (default 64; MLP 2x)", 4),
+          integer("vision-layers", "N",
+                  "stage 0: vision encoder layers (default 2); the features are the input of the last one", 1),
           text("positions", "KIND",
                "stage 0: the random encoder's position embedding, clip_init or sincos_2d (default clip_init)"),
       });
@@ -336,7 +338,7 @@ int stage0(const demo::Args& a) {
   model::ClipVisionConfig vc;
   vc.hidden_size = a.integer("vision-hidden", 64);
   vc.intermediate_size = 2 * vc.hidden_size;
-  vc.num_hidden_layers = 2;
+  vc.num_hidden_layers = a.integer("vision-layers", 2);
   vc.num_attention_heads = 4;
   vc.image_size = a.integer("image-size", 32);
   vc.patch_size = a.integer("patch", 8);
@@ -358,8 +360,8 @@ int stage0(const demo::Args& a) {
       out / "vidlora_demo.json",
       nlohmann::json{{"prompt", " 설명:"},
                      {"pool_stride", a.integer("pool", 2)},
-                     {"encoder_id", fmt::format("random-clip-seed17-{}px-patch{}-w{}-{}", vc.image_size, vc.patch_size,
-                                                vc.hidden_size, positions)}}
+                     {"encoder_id", fmt::format("random-clip-seed17-{}px-patch{}-w{}-l{}-{}", vc.image_size,
+                                                vc.patch_size, vc.hidden_size, vc.num_hidden_layers, positions)}}
           .dump(2));
   fmt::print("stage 0: model written to {} (vocab {}, decoder {}x{}, vision {}px/{} patches)\n", out.string(),
              dc.vocab_size, dc.num_hidden_layers, dc.hidden_size, vc.image_size, vc.patch_size);
@@ -557,14 +559,19 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     if (!refs.empty() && parsable[0] * 2 >= static_cast<int>(refs.size())) {
       const auto ours = demo::attributes_right(r.best->captions, reference_text);
       const auto base = demo::attributes_right(baseline, reference_text);
+      const auto ours_balanced = demo::attributes_balanced_accuracy(r.best->captions, reference_text);
+      const auto base_balanced = demo::attributes_balanced_accuracy(baseline, reference_text);
       const double n = static_cast<double>(refs.size());
+      // balanced: the mean over the attribute's values of the share named right (a rare shake counts as much as
+      // the common no-shake), so a captioner that never names the rare value cannot look good
       fmt::print(
-          "\n| attribute named right (of {} clips) | vidlora captioner | most-frequent-caption baseline |\n"
-          "|---|---|---|\n",
+          "\n| attribute named right (of {} clips) | vidlora captioner | balanced | most-frequent-caption baseline "
+          "| balanced |\n|---|---|---|---|---|\n",
           refs.size());
       for (std::size_t k = 0; k < demo::kAttributeNames.size(); ++k)
-        fmt::print("| {} | {:.0f}% ({}) | {:.0f}% ({}) |\n", demo::kAttributeNames[k], 100.0 * ours[k] / n, ours[k],
-                   100.0 * base[k] / n, base[k]);
+        fmt::print("| {} | {:.0f}% ({}) | {:.0f}% | {:.0f}% ({}) | {:.0f}% |\n", demo::kAttributeNames[k],
+                   100.0 * ours[k] / n, ours[k], 100.0 * ours_balanced[k], 100.0 * base[k] / n, base[k],
+                   100.0 * base_balanced[k]);
     }
     for (std::size_t k = 0; k < std::min<std::size_t>(5, r.best->captions.size()); ++k)
       fmt::print("  {}: {}\n    reference: {}\n", ds.val[r.best->clip_index[k]].id, r.best->captions[k],

@@ -9,6 +9,7 @@
 #              SAMPLER (uniform | scene_change | motion), STAGE0_EPOCHS (8), IMAGE_SIZE (48), JOBS (2),
 #              POOL (1: all 36 patch tokens of a 48 px frame; 2: LLaVA-NeXT-Video 2x2 pooling to 9),
 #              POSITIONS (sincos_2d | clip_init: the random encoder's position embedding), VISION_HIDDEN (192),
+#              VISION_LAYERS (2: the features are the input of the last layer),
 #              BUILD_DIR (build/ci)
 set -euo pipefail
 if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; fi
@@ -41,7 +42,8 @@ fi
 # Stage 0 is skipped when model/ already holds its output for the same settings (an interrupted or repeated
 # run); with other settings it is redone and the earlier training results move aside (see below).
 stage0_args=(--stage0-epochs "${STAGE0_EPOCHS:-8}" --pool "${POOL:-1}" --image-size "${IMAGE_SIZE:-48}"
-  --positions "${POSITIONS:-sincos_2d}" --vision-hidden "${VISION_HIDDEN:-192}")
+  --positions "${POSITIONS:-sincos_2d}" --vision-hidden "${VISION_HIDDEN:-192}"
+  --vision-layers "${VISION_LAYERS:-2}")
 fresh_model=${fresh_data:-0}
 if [[ -f model/vidlora_demo.json && "$(cat model/run-demo-stage0.args 2>/dev/null)" == "${stage0_args[*]}" ]]; then
   stamp "stage 0: model/ is already built with these settings (${stage0_args[*]}); delete model/ to rebuild it"

@@ -32,3 +32,24 @@ TEST_CASE("an impossible motion or a broken phrase is never counted right", "[pr
   CHECK(right == std::array<int, 6>{1, 1, 1, 0, 0, 1});
   CHECK(demo::attributes_right(refs, refs) == std::array<int, 6>{1, 1, 1, 1, 1, 1});
 }
+
+TEST_CASE("balanced accuracy: a rare event never named scores one half, not its frequency", "[programs][demo]") {
+  const std::string still = "파란 배경에서 빨간 원이 제자리에 멈춰 있다.";
+  const std::string shaking = still + " 잠시 빠르게 흔들린다.";
+  // 4 clips: one shakes. "Never shakes" is right on 3 of 4 (75%) but names none of the shakes.
+  const std::vector<std::string> refs{still, still, still, shaking};
+  const std::vector<std::string> never{still, still, still, still};
+  CHECK(demo::attributes_right(never, refs)[5] == 3);
+  const auto b = demo::attributes_balanced_accuracy(never, refs);
+  CHECK(b[5] == Approx(0.5));  // (3/3 + 0/1) / 2
+  CHECK(b[2] == Approx(1.0));  // the shape: one value, always right
+  // naming the shake on the shaking clip and on one still clip: (2/3 + 1/1) / 2
+  const auto c = demo::attributes_balanced_accuracy({still, shaking, still, shaking}, refs);
+  CHECK(c[5] == Approx(5.0 / 6.0));
+  // two shapes, one named right of each: (1/2 + 1/2) / 2; a reference that does not parse counts for nothing
+  const std::string square = "파란 배경에서 빨간 사각형이 제자리에 멈춰 있다.";
+  const auto d =
+      demo::attributes_balanced_accuracy({still, still, square, square, still}, {still, square, square, still, "?"});
+  CHECK(d[2] == Approx(0.5));
+  CHECK(demo::attributes_balanced_accuracy({}, {}) == std::array<double, 6>{});
+}
