@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <vidlora/model.hpp>
 #include <vidlora/model/llava_processor.hpp>
 
@@ -89,7 +91,10 @@ void check_directory(const std::string& name, const std::string& chat_name) {
 struct ProcessorCopy {
   std::filesystem::path dir;
   explicit ProcessorCopy(const std::string& name) {
-    dir = std::filesystem::temp_directory_path() / ("vidlora_processor_" + name);
+    // one directory per process and copy: ctest runs the test cases as parallel processes
+    static int copies = 0;
+    dir = std::filesystem::temp_directory_path() /
+          ("vidlora_processor_" + name + "_" + std::to_string(::getpid()) + "_" + std::to_string(copies++));
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
     for (const auto& e : std::filesystem::directory_iterator(vidlora::test::model_dir(name)))
