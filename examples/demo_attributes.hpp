@@ -74,14 +74,9 @@ inline std::array<int, 6> attributes_right(const std::vector<std::string>& gener
                                            const std::vector<std::string>& references) {
   std::array<int, 6> right{};
   for (std::size_t i = 0; i < generated.size() && i < references.size(); ++i) {
-    const auto g = read_caption_attributes(generated[i]), r = read_caption_attributes(references[i]);
-    const std::array<bool, 6> same{!r.background.empty() && g.background == r.background,
-                                   !r.colour.empty() && g.colour == r.colour,
-                                   !r.shape.empty() && g.shape == r.shape,
-                                   !r.motion.empty() && g.motion == r.motion,
-                                   !r.scene_change.empty() && g.scene_change == r.scene_change,
-                                   g.shake == r.shake};
-    for (std::size_t k = 0; k < same.size(); ++k) right[k] += same[k] ? 1 : 0;
+    const auto g = attribute_values(read_caption_attributes(generated[i]));
+    const auto r = attribute_values(read_caption_attributes(references[i]));
+    for (std::size_t k = 0; k < r.size(); ++k) right[k] += !r[k].empty() && g[k] == r[k] ? 1 : 0;
   }
   return right;
 }
