@@ -157,6 +157,17 @@ TEST_CASE("checkpoint: the trainer state and the AdamW moments come back as writ
   CHECK(back.best->clip_index == best.clip_index);
   CHECK(back.best->metrics.cider_d == 0.5);
   CHECK(back.fingerprint == fingerprint);
+  // A caption limit or batch rounding other than the checkpoint's would change the data or the sums: refused.
+  train::TrainerConfig shorter = config;
+  shorter.max_caption_tokens = 64;
+  CHECK_THROWS_WITH(train::open_checkpoint(path, train::checkpoint_fingerprint<presets::Cpu, lora::DenseWeight>(
+                                                     shorter, decoder.config(), projector, 1, 10)),
+                    Catch::Contains("max_caption_tokens is '1024' there but '64' now"));
+  train::TrainerConfig float32_batches = config;
+  float32_batches.batch_invariant = false;
+  CHECK_THROWS_WITH(train::open_checkpoint(path, train::checkpoint_fingerprint<presets::Cpu, lora::DenseWeight>(
+                                                     float32_batches, decoder.config(), projector, 1, 10)),
+                    Catch::Contains("batch_invariant is 'true' there but 'false' now"));
   CHECK(c.file.metadata().at("format") == "vidlora");
 
   optim::AdamW fresh(optim::transformers_groups(params, 0.01));
@@ -206,6 +217,11 @@ TEST_CASE("checkpoint: an older one (no ranks, no best_result) opens, another co
   CHECK_THROWS_WITH(train::open_checkpoint(dir / "old.safetensors", two_ranks),
                     Catch::Contains("clips per step (ranks × batch_size × gradient_accumulation_steps) is 4 (1 × 2 × "
                                     "2) there but 8 (2 × 2 × 2) now"));
+  // Fields newer than the checkpoint: absent there, they do not stop the resume; present, they must agree.
+  std::map<std::string, std::string> newer = mine;
+  newer["max_caption_tokens"] = "64";
+  newer["batch_invariant"] = "true";
+  CHECK_NOTHROW(train::open_checkpoint(dir / "old.safetensors", newer));
   std::map<std::string, std::string> reseeded = mine;
   reseeded["seed"] = "1";
   CHECK_THROWS_WITH(train::open_checkpoint(dir / "old.safetensors", reseeded),

@@ -76,6 +76,8 @@ std::map<std::string, std::string> checkpoint_fingerprint(const TrainerConfig& c
   f["lora_dropout"] = fmt::format("{}", config.lora_dropout);
   f["target_modules"] = fmt::format("{}", fmt::join(config.target_modules, ","));
   f["seed"] = std::to_string(config.seed);
+  f["max_caption_tokens"] = std::to_string(config.max_caption_tokens);
+  f["batch_invariant"] = config.batch_invariant ? "true" : "false";
   for (std::size_t s = 0; s < config.stages.size(); ++s) {
     const auto& st = config.stages[s];
     f[fmt::format("stage{}", s + 1)] =
@@ -182,9 +184,12 @@ inline Checkpoint open_checkpoint(const std::filesystem::path& path,
           "--resume: the checkpoint {} was made with another configuration: clips per step (ranks × batch_size × "
           "gradient_accumulation_steps) is {} there but {} now",
           path.string(), split(theirs).second, split(mine).second);
+  // Fields newer than the checkpoint format: a checkpoint written before them does not name them and resumes.
+  const auto added_later = [](const std::string& k) { return k == "max_caption_tokens" || k == "batch_invariant"; };
   for (const auto& [k, v] : mine) {
     if (k == "ranks" || k == "batch_size" || k == "gradient_accumulation_steps") continue;
     const auto o = theirs.find(k);
+    if (o == theirs.end() && added_later(k)) continue;
     require(o != theirs.end() && o->second == v,
             "--resume: the checkpoint {} was made with another configuration: {} is '{}' there but '{}' now",
             path.string(), k, o == theirs.end() ? std::string("(absent)") : o->second, v);
