@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs dependencies, builds everything, runs every test, then the
 # video decoder tests under AddressSanitizer + UBSan and a short libFuzzer run of the safetensors parser.
+# What each part costs on 2 cores (CI's limit is 30 minutes): docs/benchmarks.md, "CI time budget".
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"

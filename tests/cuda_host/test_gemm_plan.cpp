@@ -12,7 +12,7 @@
 using namespace vidlora::cuda;
 
 namespace {
-vidlora::Matrix random_matrix(Eigen::Index r, Eigen::Index c, std::uint64_t seed) {
+vidlora::Matrix random_gemm_matrix(Eigen::Index r, Eigen::Index c, std::uint64_t seed) {
   vidlora::Matrix m(r, c);
   for (Eigen::Index i = 0; i < m.size(); ++i)
     m.data()[i] = vidlora::random_uniform(seed, 7, static_cast<std::uint64_t>(i)) * 2.0f - 1.0f;
@@ -25,12 +25,12 @@ TEST_CASE("row-major gemm through the column-major mapping equals the Eigen prod
   const Eigen::Index m = 5, n = 7, k = 3;
   for (Op oa : {Op::N, Op::T})
     for (Op ob : {Op::N, Op::T}) {
-      const vidlora::Matrix a = oa == Op::N ? random_matrix(m, k, 1) : random_matrix(k, m, 1);
-      const vidlora::Matrix b = ob == Op::N ? random_matrix(k, n, 2) : random_matrix(n, k, 2);
+      const vidlora::Matrix a = oa == Op::N ? random_gemm_matrix(m, k, 1) : random_gemm_matrix(k, m, 1);
+      const vidlora::Matrix b = ob == Op::N ? random_gemm_matrix(k, n, 2) : random_gemm_matrix(n, k, 2);
       const vidlora::Matrix opa = oa == Op::N ? vidlora::Matrix(a) : vidlora::Matrix(a.transpose());
       const vidlora::Matrix opb = ob == Op::N ? vidlora::Matrix(b) : vidlora::Matrix(b.transpose());
-      vidlora::Matrix c0 = random_matrix(m, n, 3);
-      vidlora::Vector bias = random_matrix(1, n, 4).row(0).transpose();
+      vidlora::Matrix c0 = random_gemm_matrix(m, n, 3);
+      vidlora::Vector bias = random_gemm_matrix(1, n, 4).row(0).transpose();
       const vidlora::Matrix want = 0.5f * (opa * opb) + 2.0f * c0 + vidlora::Matrix::Ones(m, 1) * bias.transpose();
       GemmProblem p;
       p.m = m;
@@ -46,7 +46,8 @@ TEST_CASE("row-major gemm through the column-major mapping equals the Eigen prod
 }
 
 TEST_CASE("padded leading dimensions address sub-matrices", "[cuda_host][gemm]") {
-  const vidlora::Matrix big_a = random_matrix(4, 9, 5), big_b = random_matrix(6, 8, 6);  // use 4x3 and 3x5 blocks
+  const vidlora::Matrix big_a = random_gemm_matrix(4, 9, 5),
+                        big_b = random_gemm_matrix(6, 8, 6);  // use 4x3 and 3x5 blocks
   vidlora::Matrix big_c = vidlora::Matrix::Zero(4, 11);
   GemmProblem p;
   p.m = 4;
@@ -63,8 +64,8 @@ TEST_CASE("padded leading dimensions address sub-matrices", "[cuda_host][gemm]")
 
 TEST_CASE("linear layer problems give forward input-grad and weight-grad products", "[cuda_host][gemm]") {
   const Eigen::Index tokens = 6, in = 5, out = 4;
-  const vidlora::Matrix x = random_matrix(tokens, in, 11), w = random_matrix(out, in, 12),
-                        dy = random_matrix(tokens, out, 13);
+  const vidlora::Matrix x = random_gemm_matrix(tokens, in, 11), w = random_gemm_matrix(out, in, 12),
+                        dy = random_gemm_matrix(tokens, out, 13);
   vidlora::Matrix y(tokens, out), dx(tokens, in), dw(out, in);
   vidlora_test::run_row_major(linear_forward(tokens, in, out, DType::F32), x.data(), w.data(), y.data(), 1, 0, nullptr);
   vidlora_test::run_row_major(linear_input_grad(tokens, in, out, DType::F32), dy.data(), w.data(), dx.data(), 1, 0,

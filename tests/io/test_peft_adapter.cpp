@@ -25,7 +25,7 @@ namespace fs = std::filesystem;
 namespace {
 
 // Whether a temporary file of io::AtomicFile (`<name>.<host>-<pid>.tmp`) is left in `dir`.
-bool has_temporary_file(const fs::path& dir) {
+bool peft_has_temporary_file(const fs::path& dir) {
   for (const auto& e : fs::directory_iterator(dir))
     if (e.path().extension() == ".tmp") return true;
   return false;
@@ -37,7 +37,7 @@ std::string read_text(const fs::path& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-fs::path scratch_dir(const std::string& name) {
+fs::path peft_scratch_dir(const std::string& name) {
   const fs::path dir = fs::temp_directory_path() / ("vidlora_peft_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -93,7 +93,7 @@ TEST_CASE("peft adapter saved by PEFT loads with its config keys shapes and valu
 }
 
 TEST_CASE("peft adapter we save has PEFT's weight bytes and PEFT's config fields", "[io][peft]") {
-  const auto dir = scratch_dir("save");
+  const auto dir = peft_scratch_dir("save");
   const lora::PeftAdapter adapter = fixture_adapter();
   lora::save_peft_adapter(dir, adapter);
   CHECK(read_text(dir / "adapter_model.safetensors") == read_text(kPeftDir / "adapter_model.safetensors"));
@@ -105,13 +105,13 @@ TEST_CASE("peft adapter we save has PEFT's weight bytes and PEFT's config fields
   ours.erase("target_modules");
   theirs.erase("target_modules");
   CHECK(ours == theirs);
-  CHECK_FALSE(has_temporary_file(dir));
+  CHECK_FALSE(peft_has_temporary_file(dir));
 
   fs::remove_all(dir);
 }
 
 TEST_CASE("peft adapter round trip keeps spec and factors", "[io][peft]") {
-  const auto dir = scratch_dir("roundtrip");
+  const auto dir = peft_scratch_dir("roundtrip");
   lora::AdapterSpec spec{.r = 2,
                          .lora_alpha = 4.5,
                          .lora_dropout = 0.1,
@@ -138,7 +138,7 @@ TEST_CASE("peft adapter round trip keeps spec and factors", "[io][peft]") {
 }
 
 TEST_CASE("peft adapter save refuses wrong ranks untargeted modules and NaN", "[io][peft]") {
-  const auto dir = scratch_dir("bad_save");
+  const auto dir = peft_scratch_dir("bad_save");
   lora::AdapterSpec spec;
   spec.r = 2;
   spec.target_modules = {"q_proj"};
@@ -162,7 +162,7 @@ TEST_CASE("peft adapter save refuses wrong ranks untargeted modules and NaN", "[
 }
 
 TEST_CASE("peft adapter load names missing and mismatched keys", "[io][peft]") {
-  const auto dir = scratch_dir("bad_load");
+  const auto dir = peft_scratch_dir("bad_load");
   fs::copy_file(kPeftDir / "adapter_config.json", dir / "adapter_config.json");
   const auto peft = io::SafetensorsFile::open(kPeftDir / "adapter_model.safetensors");
   const auto write_without = [&](const std::string& dropped, io::TensorMap extra = {}) {

@@ -38,7 +38,7 @@ std::vector<std::byte> read_bytes(const fs::path& path) {
 }
 
 // A fresh, empty directory under the build tree's temp area.
-fs::path scratch_dir(const std::string& name) {
+fs::path io_scratch_dir(const std::string& name) {
   const fs::path dir = fs::temp_directory_path() / ("vidlora_io_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -124,7 +124,7 @@ TEST_CASE("safetensors writer output is byte-identical to the python library for
 }
 
 TEST_CASE("safetensors written from matrices reads back with torch rounding", "[io][safetensors]") {
-  const auto dir = scratch_dir("write");
+  const auto dir = io_scratch_dir("write");
   Matrix m(2, 3);
   m << 0.1f, -2.0f, 65519.0f, 1e-8f, 3.14159f, -70000.0f;
   io::TensorMap tensors;
@@ -153,7 +153,7 @@ TEST_CASE("safetensors written from matrices reads back with torch rounding", "[
 }
 
 TEST_CASE("safetensors write that fails leaves the previous file and no temporary", "[io][safetensors]") {
-  const auto dir = scratch_dir("atomic");
+  const auto dir = io_scratch_dir("atomic");
   const auto path = dir / "model.safetensors";
   io::TensorMap good;
   good.emplace("w", io::TensorData::from_matrix(Matrix::Ones(2, 2)));
@@ -173,7 +173,7 @@ TEST_CASE("safetensors write that fails leaves the previous file and no temporar
 }
 
 TEST_CASE("atomic text file replaces the old content only on commit", "[io][safetensors]") {
-  const auto dir = scratch_dir("text");
+  const auto dir = io_scratch_dir("text");
   const auto path = dir / "config.json";
   io::write_file_atomically(path, "old");
   {

@@ -13,7 +13,7 @@ using vidlora::test::normwise_error;
 
 namespace {
 
-Matrix random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint64_t seed, double scale = 1.0) {
+Matrix random_float_matrix(Eigen::Index rows, Eigen::Index cols, std::uint64_t seed, double scale = 1.0) {
   CounterRng rng(seed, 5);
   Matrix m(rows, cols);
   for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(rng.uniform(-scale, scale));
@@ -33,14 +33,14 @@ TEST_CASE("qlora forward with dropout equals dense lora on the nf4 dequantized w
   STATIC_REQUIRE(std::is_same_v<QLora::base_type, NF4Weight>);
   STATIC_REQUIRE(std::is_same_v<QLoraLinear<16, 32>, QLora>);
   STATIC_REQUIRE(std::is_same_v<QLora::scalar_type, float>);
-  const Matrix w = random_matrix(80, 192, 1, 0.05);
+  const Matrix w = random_float_matrix(80, 192, 1, 0.05);
   const LoraOptions options{.dropout = 0.1, .seed = 42};
   QLora qlora(w, options);
   LoraLinear<16, 32, DenseWeight> dense(nf4_dequantized(w), options);
   CHECK(qlora.lora_A() == dense.lora_A());  // same seed, same init, whatever the base
-  qlora.lora_B() = random_matrix(80, 16, 2, 0.1);
+  qlora.lora_B() = random_float_matrix(80, 16, 2, 0.1);
   dense.lora_B() = qlora.lora_B();
-  const Matrix x = random_matrix(9, 192, 3);
+  const Matrix x = random_float_matrix(9, 192, 3);
   CHECK(normwise_error(qlora.forward(x, true), dense.forward(x, true)) < 1e-5);  // same dropout mask
   CHECK(normwise_error(qlora.forward(x, false), dense.forward(x, false)) < 1e-5);
   // NF4 really rounds: the dense layer over the original W differs by far more than the tolerance.
@@ -50,11 +50,11 @@ TEST_CASE("qlora forward with dropout equals dense lora on the nf4 dequantized w
 }
 
 TEST_CASE("qlora merge folds the adapter into the 4-bit base up to nf4 rounding", "[lora][qlora][merge]") {
-  const Matrix w = random_matrix(64, 128, 4, 0.05);
+  const Matrix w = random_float_matrix(64, 128, 4, 0.05);
   LoraLinear<16, 32, NF4Weight> qlora(w);
   STATIC_REQUIRE_FALSE(NF4Weight::exact_merge);
-  qlora.lora_B() = random_matrix(64, 16, 5, 0.05);
-  const Matrix x = random_matrix(6, 128, 6);
+  qlora.lora_B() = random_float_matrix(64, 16, 5, 0.05);
+  const Matrix x = random_float_matrix(6, 128, 6);
   const Matrix unmerged = qlora.forward(x, false);
   const Matrix before = qlora.base().to_dense();
   qlora.merge();

@@ -17,7 +17,8 @@ using namespace vidlora;
 
 namespace {
 
-const std::vector<std::string> kAllSeven{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+const std::vector<std::string> kAllSevenTargets{"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                "gate_proj", "up_proj", "down_proj"};
 
 template <class Slot>
 using Weights = model::DecoderLayerWeights<Slot>;
@@ -37,9 +38,9 @@ Weights<Slot> layer_from(const model::DecoderConfig& c, const Source& source, co
   }
   const Eigen::Index outs[7] = {qf, kvf, kvf, d, f, f, d}, ins[7] = {d, d, d, qf, d, d, f};
   for (std::size_t m = 0; m < 7; ++m) {
-    const std::string key = std::string("model.layers.0.") + (m < 4 ? "self_attn." : "mlp.") + kAllSeven[m];
+    const std::string key = std::string("model.layers.0.") + (m < 4 ? "self_attn." : "mlp.") + kAllSevenTargets[m];
     lo.layer = static_cast<std::uint32_t>(m);
-    const bool with_lora = std::find(targets.begin(), targets.end(), kAllSeven[m]) != targets.end();
+    const bool with_lora = std::find(targets.begin(), targets.end(), kAllSevenTargets[m]) != targets.end();
     w.slots.emplace_back(model::load_matrix<T>(source, key + ".weight", outs[m], ins[m]), std::nullopt, with_lora, lo);
   }
   return w;
@@ -106,9 +107,9 @@ TEST_CASE("the CPU executor's block gives a one-layer Decoder's forward and back
       CHECK(same_bits(model::decoder_layer_backward_steps(exec, saved, d_block), dx));
       for (std::size_t m = 0; m < 7; ++m) {
         if (!layer.slots[m].has_lora()) continue;
-        INFO("slot " << kAllSeven[m]);
-        CHECK(same_bits(layer.slots[m].lora().grad_A(), decoder.slot(0, kAllSeven[m]).lora().grad_A()));
-        CHECK(same_bits(layer.slots[m].lora().grad_B(), decoder.slot(0, kAllSeven[m]).lora().grad_B()));
+        INFO("slot " << kAllSevenTargets[m]);
+        CHECK(same_bits(layer.slots[m].lora().grad_A(), decoder.slot(0, kAllSevenTargets[m]).lora().grad_A()));
+        CHECK(same_bits(layer.slots[m].lora().grad_B(), decoder.slot(0, kAllSevenTargets[m]).lora().grad_B()));
       }
     }
   }
@@ -123,7 +124,7 @@ TEST_CASE("the block's backward steps are the derivative of its forward steps (f
     c.architecture = arch;
     c.validate();
     const auto table = model::random_decoder_weights(c, 3);
-    auto layer = layer_from<Slot>(c, table, kAllSeven, {});
+    auto layer = layer_from<Slot>(c, table, kAllSevenTargets, {});
     randomize_b(layer, 8);
     model::SequenceBatch batch{2, 5, std::vector<int>{1, 1, 1, 1, 1, 1, 1, 1, 0, 0}};
     std::vector<Eigen::Index> positions(10);

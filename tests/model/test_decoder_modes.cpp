@@ -23,7 +23,8 @@ using vidlora::test::normwise_error;
 
 namespace {
 
-const std::vector<std::string> kAllSeven{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+const std::vector<std::string> kAllSevenProjections{"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                    "gate_proj", "up_proj", "down_proj"};
 
 template <class D>
 void randomize_lora_b(D& decoder, std::uint64_t seed) {
@@ -66,7 +67,7 @@ TEST_CASE("gradient checkpointing gives the same loss and gradients with less ac
   const model::DecoderConfig config = model::llama_config(64, 128, 8, 4, 2, 128);
   const model::TensorTable weights = model::random_decoder_weights(config, 5);
   model::DecoderOptions options;
-  options.target_modules = kAllSeven;
+  options.target_modules = kAllSevenProjections;
   options.lora.dropout = 0.1;  // recomputation must replay the same dropout masks
   options.lora.seed = 9;
   model::Decoder<4, 8> plain(config, weights, options);
@@ -127,7 +128,7 @@ TEST_CASE("greedy decoding with the kv cache equals transformers generate and de
 TEST_CASE("kv cache forward in pieces equals the full forward for qwen3 with LoRA", "[model][decoder][generate]") {
   const auto config = model::DecoderConfig::from_file(model_dir("qwen3") + "/config.json");
   model::DecoderOptions options;
-  options.target_modules = kAllSeven;
+  options.target_modules = kAllSevenProjections;
   model::Decoder<4, 8> decoder(config, io::CheckpointDir::open(model_dir("qwen3")), options);
   decoder.load_adapter(io::CheckpointDir::open(model_dir("qwen3") + "/adapter/adapter_model.safetensors"));
   const std::vector<int> ids{3, 17, 42, 5, 9, 33, 61, 2, 8};
@@ -156,7 +157,7 @@ TEST_CASE("nf4 base forward and backward equal the dense model on the dequantize
   const auto dir = io::CheckpointDir::open(model_dir("llama"));
   const auto adapter = io::CheckpointDir::open(model_dir("llama") + "/adapter/adapter_model.safetensors");
   model::DecoderOptions options;
-  options.target_modules = kAllSeven;
+  options.target_modules = kAllSevenProjections;
   model::Decoder<4, 8, NF4Weight> nf4(config, dir, options);
   nf4.load_adapter(adapter);
 
@@ -196,7 +197,7 @@ TEST_CASE("bf16 base forward and backward equal the dense model on bf16-rounded 
   const model::DecoderConfig config = model::llama_config(32, 600, 2, 4, 2, 64);  // 600 rows: more than one decode tile
   const model::TensorTable weights = model::random_decoder_weights(config, 2);
   model::DecoderOptions options;
-  options.target_modules = kAllSeven;
+  options.target_modules = kAllSevenProjections;
   model::Decoder<4, 8, model::Bf16Weight> bf16(config, weights, options);
   model::TensorTable rounded = weights;
   for (int l = 0; l < config.num_hidden_layers; ++l)

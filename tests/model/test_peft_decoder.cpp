@@ -20,14 +20,14 @@ using vidlora::test::normwise_error;
 
 namespace {
 
-const std::string kDir = vidlora::test::fixture_path("lora/peft_targets");
+const std::string kPeftDir = vidlora::test::fixture_path("lora/peft_targets");
 
 // The adapter's logits through dispatch_rank: Decoder<r, 2r> with the adapter's run-time alpha.
 Matrix adapter_logits(const std::string& name, int* rank_used) {
   const auto ref = vidlora::test::load_fixture("lora/peft_targets/reference.json");
-  const auto config = model::DecoderConfig::from_file(kDir + "/base/config.json");
-  const auto weights = io::CheckpointDir::open(kDir + "/base");
-  const lora::PeftAdapter adapter = lora::load_peft_adapter(kDir + "/" + name);
+  const auto config = model::DecoderConfig::from_file(kPeftDir + "/base/config.json");
+  const auto weights = io::CheckpointDir::open(kPeftDir + "/base");
+  const lora::PeftAdapter adapter = lora::load_peft_adapter(kPeftDir + "/" + name);
   const model::DecoderOptions options = model::decoder_options_for(adapter, config);
   const std::vector<int> ids = json_flat_ints(ref["input_ids"]);
   model::SequenceBatch batch;
@@ -35,7 +35,7 @@ Matrix adapter_logits(const std::string& name, int* rank_used) {
   batch.seq_len = static_cast<Eigen::Index>(ids.size() / 2);
   return lora::dispatch_rank(adapter.spec.r, [&]<int R>() {
     model::Decoder<R, 2 * R> decoder(config, weights, options);
-    decoder.load_adapter(io::SafetensorsFile::open(kDir + "/" + name + "/adapter_model.safetensors"));
+    decoder.load_adapter(io::SafetensorsFile::open(kPeftDir + "/" + name + "/adapter_model.safetensors"));
     int lora_slots = 0;
     decoder.for_each_lora([&](const std::string&, auto& lin) {
       CHECK(lin.alpha_value() == adapter.spec.lora_alpha);
@@ -70,8 +70,8 @@ TEST_CASE("a PEFT adapter with r=16, a regex target and exclude_modules gives PE
 }
 
 TEST_CASE("decoder_options_for names the module an adapter lacks or cannot place", "[model][lora][peft][errors]") {
-  const auto config = model::DecoderConfig::from_file(kDir + "/base/config.json");
-  lora::PeftAdapter a = lora::load_peft_adapter(kDir + "/regex_exclude");
+  const auto config = model::DecoderConfig::from_file(kPeftDir + "/base/config.json");
+  lora::PeftAdapter a = lora::load_peft_adapter(kPeftDir + "/regex_exclude");
   const auto options = model::decoder_options_for(a, config);
   CHECK(options.target_modules.size() == a.modules.size());
   CHECK(options.lora.alpha == 24.0);

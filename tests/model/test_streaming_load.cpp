@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kDir = vidlora::test::model_dir("llava_next_video");
+const std::string kLlavaDir = vidlora::test::model_dir("llava_next_video");
 
 // Every tensor of `dir` in a TensorTable: the generic read path (std::vector<float>, then a cast).
 model::TensorTable table_of(const io::CheckpointDir& dir) {
@@ -73,9 +73,9 @@ std::vector<float> test_pixels(Eigen::Index frames, const model::ClipVisionConfi
 
 template <class Base>
 void check_decoders_identical() {
-  const auto config = model::LlavaConfig::from_file(fs::path(kDir) / "config.json");
-  const auto streamed = io::CheckpointDir::open(kDir);
-  const auto resident = io::CheckpointDir::open(kDir, {.release_pages = false});
+  const auto config = model::LlavaConfig::from_file(fs::path(kLlavaDir) / "config.json");
+  const auto streamed = io::CheckpointDir::open(kLlavaDir);
+  const auto resident = io::CheckpointDir::open(kLlavaDir, {.release_pages = false});
   REQUIRE(streamed.options().release_pages);
   REQUIRE(streamed.shard_files().size() == 3);
   const model::TensorTable table = table_of(resident);
@@ -175,9 +175,9 @@ TEST_CASE("streamed loading gives the same decoder weights, bit for bit, as resi
 
 TEST_CASE("LlavaModel with an NF4 base streams a sharded directory to the same model as resident pages",
           "[model][streaming][llava]") {
-  const model::LlavaModel<4, 8, NF4Weight> model(kDir);
-  const auto config = model::LlavaConfig::from_file(fs::path(kDir) / "config.json");
-  const auto resident = io::CheckpointDir::open(kDir, {.release_pages = false});
+  const model::LlavaModel<4, 8, NF4Weight> model(kLlavaDir);
+  const auto config = model::LlavaConfig::from_file(fs::path(kLlavaDir) / "config.json");
+  const auto resident = io::CheckpointDir::open(kLlavaDir, {.release_pages = false});
   const model::ClipVision vision(config.vision, resident, model::ClipVisionOptions::from(config));
   const auto projector = model::Mlp2xGelu::load(resident, config);
   const model::Decoder<4, 8, NF4Weight> decoder(config.text, resident);

@@ -18,13 +18,13 @@ const model::SentencePieceTokenizer& llama_tokenizer() {
   return tokenizer;
 }
 
-const nlohmann::json& cases() { return test::tokenizer_fixture()["sentencepiece"]["cases"]; }
+const nlohmann::json& sentencepiece_cases() { return test::tokenizer_fixture()["sentencepiece"]["cases"]; }
 
 }  // namespace
 
 TEST_CASE("sentencepiece ids equal transformers LlamaTokenizer ids for every fixture sentence", "[model][tokenizer]") {
-  REQUIRE(cases().size() >= 30);
-  for (const auto& c : cases()) {
+  REQUIRE(sentencepiece_cases().size() >= 30);
+  for (const auto& c : sentencepiece_cases()) {
     const std::string text = c["text"];
     INFO("text: " << text);
     CHECK(llama_tokenizer().encode(text) == c["ids"].get<std::vector<int>>());
@@ -34,7 +34,7 @@ TEST_CASE("sentencepiece ids equal transformers LlamaTokenizer ids for every fix
 TEST_CASE("sentencepiece legacy mode equals LlamaTokenizer legacy ids", "[model][tokenizer]") {
   const auto legacy =
       model::SentencePieceTokenizer::from_file(test::fixture_path("model/tokenizer.model"), {.legacy = true});
-  for (const auto& c : cases()) {
+  for (const auto& c : sentencepiece_cases()) {
     const std::string text = c["text"];
     INFO("text: " << text);
     CHECK(legacy.encode(text) == c["ids_legacy"].get<std::vector<int>>());
@@ -46,7 +46,7 @@ TEST_CASE("sentencepiece tokenizer differs from raw libsentencepiece only where 
   // The fixture lists the sentences where transformers' ids (minus BOS) differ from sentencepiece's own.
   const auto& differs = test::tokenizer_fixture()["sentencepiece"]["hf_differs_from_sentencepiece"];
   REQUIRE(!differs.empty());
-  for (const auto& c : cases()) {
+  for (const auto& c : sentencepiece_cases()) {
     auto ids = llama_tokenizer().encode(c["text"].get<std::string>(), {.add_bos = false});
     const bool same = ids == c["sentencepiece_ids"].get<std::vector<int>>();
     const bool listed = std::find(differs.begin(), differs.end(), c["text"]) != differs.end();
@@ -56,7 +56,7 @@ TEST_CASE("sentencepiece tokenizer differs from raw libsentencepiece only where 
 }
 
 TEST_CASE("sentencepiece decode equals LlamaTokenizer decode", "[model][tokenizer]") {
-  for (const auto& c : cases()) {
+  for (const auto& c : sentencepiece_cases()) {
     const auto ids = c["ids"].get<std::vector<int>>();
     INFO("text: " << c["text"].get<std::string>());
     CHECK(llama_tokenizer().decode(std::span<const int>(ids).subspan(1)) == c["decoded"].get<std::string>());
@@ -72,7 +72,7 @@ TEST_CASE("sentencepiece decode equals LlamaTokenizer decode", "[model][tokenize
 TEST_CASE("sentencepiece Korean text round-trips exactly", "[model][tokenizer]") {
   int checked = 0;
   auto lines = test::tokenizer_corpus_lines();
-  for (const auto& c : cases()) lines.push_back(c["text"]);
+  for (const auto& c : sentencepiece_cases()) lines.push_back(c["text"]);
   for (const auto& line : lines) {
     if (!test::contains_hangul(line) || line.front() == ' ') continue;  // HF strips one leading space on decode
     const auto ids = llama_tokenizer().encode(line, {.add_bos = false});
