@@ -80,7 +80,7 @@ if(VIDLORA_BUILD_TESTS)
   set_target_properties(vidlora_cuda_tests PROPERTIES CUDA_RUNTIME_LIBRARY Shared)
   # AdamW must agree bit for bit with the CPU loop: no fused multiply-adds in that translation unit.
   set_source_files_properties(${PROJECT_SOURCE_DIR}/tests/cuda/test_optim.cu PROPERTIES COMPILE_OPTIONS --fmad=false)
-  foreach(tag core quant optim loss model lora layer)
+  foreach(tag core quant optim loss model lora layer decoder)
     add_test(NAME "cuda: ${tag}" COMMAND vidlora_cuda_tests "[${tag}]")
     set_tests_properties("cuda: ${tag}" PROPERTIES SKIP_RETURN_CODE 77 LABELS cuda)
   endforeach()

@@ -17,6 +17,7 @@
 
 #include <vidlora/core/cuda/gemm.cuh>
 #include <vidlora/core/cuda/launch.cuh>
+#include <vidlora/core/cuda/memory.cuh>
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/core/portability.hpp>
 #include <vidlora/loss/ce_normalizer.hpp>

@@ -1,0 +1,185 @@
+// The host side of the device decoder (model/cuda/decoder_model.cuh): export_decoder_weights copies a CPU
+// model::Decoder exactly (dense and NF4 bases, norms, head, LoRA factors row-major, dropout streams), the size
+// check names the tensor, unsupported configurations are errors, and the next-token shift and input checks agree
+// with model::Decoder's.
+#include <catch2/catch.hpp>
+
+#include <vidlora/lora/frozen_weight.hpp>
+#include <vidlora/model/cuda/decoder_model.cuh>
+#include <vidlora/model/decoder.hpp>
+#include <vidlora/model/decoder_weights_export.hpp>
+#include <vidlora/model/random_weights.hpp>
+#include <vidlora/quant/quantized_weight.hpp>
+
+using namespace vidlora;
+
+namespace {
+
+model::DecoderOptions all_slots(double dropout = 0.0) {
+  model::DecoderOptions o;
+  o.target_modules = {"q_proj", "v_proj", "down_proj"};
+  o.lora.dropout = dropout;
+  o.lora.seed = 5;
+  return o;
+}
+
+template <class M>
+bool same_row_major(const std::vector<float>& flat, const M& m) {
+  if (static_cast<Eigen::Index>(flat.size()) != m.size()) return false;
+  for (Eigen::Index r = 0; r < m.rows(); ++r)
+    for (Eigen::Index c = 0; c < m.cols(); ++c)
+      if (flat[static_cast<std::size_t>(r * m.cols() + c)] != m(r, c)) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("export_decoder_weights copies a dense llama decoder exactly", "[decoder_host]") {
+  const auto config = model::llama_config(32, 48, 2, 4, 2, 20);
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 3), all_slots(0.1));
+  dec.slot(1, "v_proj").lora().lora_B() = model::random_normal(16, 16, 0.1, 3, 50);  // [kv_features, rank]
+  const model::DecoderHostWeights w = model::export_decoder_weights(dec);
+  CHECK(w.hidden == 32);
+  CHECK(w.intermediate == 48);
+  CHECK(w.q_heads == 4);
+  CHECK(w.kv_heads == 2);
+  CHECK(w.head_dim == 8);
+  CHECK(w.vocab == 20);
+  CHECK_FALSE(w.qk_norm);
+  REQUIRE(w.layers.size() == 2);
+  CHECK(same_row_major(w.head, dec.head_weight()));
+  CHECK(same_row_major(w.final_norm, dec.final_norm().transpose()));
+  for (int l = 0; l < 2; ++l) {
+    const auto& layer = dec.layer_weights(l);
+    CHECK(same_row_major(w.layers[l].norm1, layer.norm1.transpose()));
+    CHECK(same_row_major(w.layers[l].norm2, layer.norm2.transpose()));
+    CHECK(w.layers[l].q_norm.empty());
+    for (std::size_t m = 0; m < 7; ++m) {
+      INFO("layer " << l << " slot " << m);
+      const auto& s = w.layers[l].linears[m];
+      const auto& slot = layer.slots[m];
+      CHECK_FALSE(s.quantized);
+      CHECK(same_row_major(s.w, slot.base().dense()));
+      CHECK(s.bias.empty());
+      CHECK(s.has_lora() == (m == 0 || m == 2 || m == 6));
+      if (!s.has_lora()) continue;
+      CHECK(s.rank == 16);
+      CHECK(same_row_major(s.lora_a, slot.lora().lora_A()));
+      CHECK(same_row_major(s.lora_b, slot.lora().lora_B()));
+      CHECK(s.scaling == 2.0f);
+      CHECK(s.dropout == 0.1f);
+      CHECK(s.seed == 5);
+      CHECK(s.layer_index == static_cast<std::uint32_t>(l * 7 + static_cast<int>(m)));
+      CHECK(s.step == 0);
+    }
+  }
+  CHECK(model::host_slot_name(1, 5) == "layers.1.mlp.up_proj");
+  CHECK(model::host_slot_name(0, 3) == "layers.0.self_attn.o_proj");
+}
+
+TEST_CASE("export_decoder_weights keeps an NF4 base as its blocks and a qwen3 decoder's head norms",
+          "[decoder_host]") {
+  auto config = model::llama_config(64, 96, 1, 4, 1, 30);
+  config.architecture = model::Architecture::Qwen3;
+  config.validate();
+  model::Decoder<16, 32, quant::NF4Weight> dec(config, model::random_decoder_weights(config, 4), all_slots());
+  const model::DecoderHostWeights w = model::export_decoder_weights(dec);
+  CHECK(w.qk_norm);
+  CHECK(w.layers[0].q_norm.size() == 16);
+  CHECK(w.layers[0].k_norm.size() == 16);
+  for (std::size_t m = 0; m < 7; ++m) {
+    const auto& s = w.layers[0].linears[m];
+    const auto& blocks = dec.layer_weights(0).slots[m].base().blocks();
+    CHECK(s.quantized);
+    CHECK(s.q.nf4);
+    CHECK(s.w.empty());
+    CHECK(s.q.packed == blocks.packed);
+    CHECK(s.q.qabsmax == blocks.qabsmax);
+    CHECK(s.q.nested_absmax == blocks.nested_absmax);
+    CHECK(s.q.absmax_offset == blocks.absmax_offset);
+    CHECK(s.q.blocksize == 64);
+  }
+}
+
+TEST_CASE("export_decoder_weights refuses what the device decoder cannot run", "[decoder_host]") {
+  auto config = model::llama_config(32, 48, 1, 4, 2, 20);
+  config.rope_scaling.type = model::RopeType::Linear;
+  config.rope_scaling.factor = 2.0;
+  config.max_position_embeddings = 64;
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 3), all_slots());
+  CHECK_THROWS_WITH(model::export_decoder_weights(dec), Catch::Contains("rope_scaling \"linear\""));
+}
+
+TEST_CASE("check_decoder_host_weights names the tensor whose size is wrong", "[decoder_host]") {
+  const auto config = model::llama_config(32, 48, 2, 4, 2, 20);
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 3), all_slots());
+  const model::DecoderHostWeights good = model::export_decoder_weights(dec);
+  CHECK_NOTHROW(model::check_decoder_host_weights(good));
+  auto w = good;
+  w.head.pop_back();
+  CHECK_THROWS_WITH(model::check_decoder_host_weights(w),
+                    Catch::Contains("lm_head.weight has 639 values for [20, 32]"));
+  w = good;
+  w.layers[1].norm2.push_back(1.0f);
+  CHECK_THROWS_WITH(model::check_decoder_host_weights(w),
+                    Catch::Contains("layers.1.post_attention_layernorm.weight has 33 values for [32]"));
+  w = good;
+  w.layers[0].linears[6].lora_a.resize(10);
+  CHECK_THROWS_WITH(model::check_decoder_host_weights(w),
+                    Catch::Contains("layers.0.mlp.down_proj.lora_A.weight has 10 values for [16, 48]"));
+  w = good;
+  w.layers[1].linears[4].in = 31;
+  CHECK_THROWS_WITH(model::check_decoder_host_weights(w),
+                    Catch::Contains("layers.1.mlp.gate_proj is [48, 31], the shape needs [48, 32]"));
+  w = good;
+  w.layers[0].linears[0].dropout = 1.0f;
+  CHECK_THROWS_WITH(model::check_decoder_host_weights(w), Catch::Contains("LoRA dropout 1.0"));
+  w = good;
+  w.kv_heads = 3;
+  CHECK_THROWS_WITH(model::check_decoder_host_weights(w), Catch::Contains("heads 4/3"));
+}
+
+TEST_CASE("the device decoder's next-token targets and input checks agree with model::Decoder", "[decoder_host]") {
+  model::SequenceBatch sb;
+  sb.batch = 3;
+  sb.seq_len = 4;
+  const std::vector<int> labels{5, 6, -100, 7, 1, 2, 3, 4, 9, -100, -100, -100};
+  const std::vector<int> want = model::next_token_targets(labels, sb);
+  model::cuda::DecoderBatch b;
+  b.batch = 3;
+  b.seq_len = 4;
+  const std::vector<std::int32_t> got = model::cuda::next_token_targets(labels, b);
+  CHECK(std::vector<int>(got.begin(), got.end()) == want);
+  const std::vector<std::int32_t> other_ignore = model::cuda::next_token_targets(labels, b, -1);
+  CHECK(other_ignore[3] == -1);  // the last position of each sequence takes the given ignore_index
+  CHECK_THROWS_WITH(model::cuda::next_token_targets({1, 2}, b), Catch::Contains("2 labels for 3x4 tokens"));
+  CHECK_NOTHROW(model::cuda::check_decoder_input(32, 12, 32, b));
+  CHECK_THROWS_WITH(model::cuda::check_decoder_input(32, 12, 16, b),
+                    Catch::Contains("input embeddings [12, 16] do not match batch 3 x seq_len 4 x hidden 32"));
+  b.attention_mask = {1, 1, 0};
+  CHECK_THROWS_WITH(model::cuda::check_decoder_input(32, 12, 32, b),
+                    Catch::Contains("attention mask of 3 for 12 tokens"));
+  b.seq_len = 0;
+  CHECK_THROWS_WITH(model::cuda::check_decoder_input(32, 0, 32, b), Catch::Contains("empty batch (3 x 0)"));
+}
+
+TEST_CASE("decoder_layer_shape carries the model's sizes and the batch", "[decoder_host]") {
+  auto config = model::llama_config(64, 96, 1, 4, 1, 30);
+  config.architecture = model::Architecture::Qwen3;
+  config.rope_theta = 5e5;
+  config.validate();
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 4), all_slots());
+  model::cuda::DecoderBatch b;
+  b.batch = 2;
+  b.seq_len = 9;
+  const auto s = model::cuda::decoder_layer_shape(model::export_decoder_weights(dec), b);
+  CHECK(s.tokens() == 18);
+  CHECK(s.hidden == 64);
+  CHECK(s.intermediate == 96);
+  CHECK(s.q_heads == 4);
+  CHECK(s.kv_heads == 1);
+  CHECK(s.head_dim == 16);
+  CHECK(s.qk_norm);
+  CHECK(s.rope_theta == 5e5);
+  CHECK_NOTHROW(model::cuda::check_layer_shape(s));
+}
