@@ -77,8 +77,7 @@ TEST_CASE("export_decoder_weights copies a dense llama decoder exactly", "[decod
   CHECK(model::host_slot_name(0, 3) == "layers.0.self_attn.o_proj");
 }
 
-TEST_CASE("export_decoder_weights keeps an NF4 base as its blocks and a qwen3 decoder's head norms",
-          "[decoder_host]") {
+TEST_CASE("export_decoder_weights keeps an NF4 base as its blocks and a qwen3 decoder's head norms", "[decoder_host]") {
   auto config = model::llama_config(64, 96, 1, 4, 1, 30);
   config.architecture = model::Architecture::Qwen3;
   config.validate();

@@ -27,8 +27,8 @@ struct HostQuantized4bit {
 struct HostLinearWeights {
   std::int64_t in = 0, out = 0;
   bool quantized = false;
-  std::vector<float> w;    // dense base [out, in] (empty when quantized)
-  HostQuantized4bit q;     // quantized base
+  std::vector<float> w;     // dense base [out, in] (empty when quantized)
+  HostQuantized4bit q;      // quantized base
   std::vector<float> bias;  // [out] or empty
   // LoRA (empty lora_a: a frozen slot)
   std::int64_t rank = 0;
@@ -42,8 +42,8 @@ struct HostLinearWeights {
 };
 
 struct HostLayerWeights {
-  std::vector<float> norm1, norm2;    // [hidden]
-  std::vector<float> q_norm, k_norm;  // qwen3 [head_dim]; empty otherwise
+  std::vector<float> norm1, norm2;           // [hidden]
+  std::vector<float> q_norm, k_norm;         // qwen3 [head_dim]; empty otherwise
   std::array<HostLinearWeights, 7> linears;  // q, k, v, o, gate, up, down
 };
 
@@ -58,7 +58,8 @@ struct DecoderHostWeights {
 
 // HF-style name of slot m of layer l ("layers.3.mlp.up_proj"), for messages and tensor names.
 inline std::string host_slot_name(std::size_t l, std::size_t m) {
-  static constexpr const char* modules[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  static constexpr const char* modules[7] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                             "gate_proj", "up_proj", "down_proj"};
   std::string s = "layers.";
   s += std::to_string(l);
   s += m < 4 ? ".self_attn." : ".mlp.";
@@ -88,10 +89,11 @@ inline void check_host_size(std::size_t got, std::int64_t rows, std::int64_t col
 inline void check_decoder_host_weights(const DecoderHostWeights& w) {
   if (w.hidden <= 0 || w.intermediate <= 0 || w.q_heads <= 0 || w.kv_heads <= 0 || w.head_dim <= 0 || w.vocab <= 0 ||
       w.head_dim % 2 != 0 || w.q_heads % w.kv_heads != 0 || w.layers.empty())
-    throw Error("decoder host weights: needs positive sizes, an even head_dim, q_heads a multiple of kv_heads and "
-                "at least one layer (hidden " +
-                std::to_string(w.hidden) + ", heads " + std::to_string(w.q_heads) + "/" + std::to_string(w.kv_heads) +
-                ", head_dim " + std::to_string(w.head_dim) + ", layers " + std::to_string(w.layers.size()) + ")");
+    throw Error(
+        "decoder host weights: needs positive sizes, an even head_dim, q_heads a multiple of kv_heads and "
+        "at least one layer (hidden " +
+        std::to_string(w.hidden) + ", heads " + std::to_string(w.q_heads) + "/" + std::to_string(w.kv_heads) +
+        ", head_dim " + std::to_string(w.head_dim) + ", layers " + std::to_string(w.layers.size()) + ")");
   using detail::check_host_size;
   check_host_size(w.final_norm.size(), w.hidden, 1, "norm.weight");
   check_host_size(w.head.size(), w.vocab, w.hidden, "lm_head.weight");

@@ -18,8 +18,7 @@ template <class Base>
 DecoderModelRun run(const DecoderModelCase& c) {
   using vidlora::Matrix;
   namespace model = vidlora::model;
-  model::DecoderConfig config =
-      model::llama_config(c.hidden, c.intermediate, c.layers, c.heads, c.kv_heads, c.vocab);
+  model::DecoderConfig config = model::llama_config(c.hidden, c.intermediate, c.layers, c.heads, c.kv_heads, c.vocab);
   if (c.qwen3) {
     config.architecture = model::Architecture::Qwen3;
     config.validate();
@@ -44,7 +43,8 @@ DecoderModelRun run(const DecoderModelCase& c) {
   r.labels.resize(static_cast<std::size_t>(tokens));
   for (long i = 0; i < tokens; ++i)
     r.labels[static_cast<std::size_t>(i)] =
-        static_cast<int>(vidlora::random_uniform(c.seed, 8, static_cast<std::uint64_t>(i)) * static_cast<float>(c.vocab)) %
+        static_cast<int>(vidlora::random_uniform(c.seed, 8, static_cast<std::uint64_t>(i)) *
+                         static_cast<float>(c.vocab)) %
         c.vocab;
   for (int i = 0; i < c.ignored_labels && i < c.seq_len; ++i) r.labels[static_cast<std::size_t>(i)] = -100;
   model::SequenceBatch batch;

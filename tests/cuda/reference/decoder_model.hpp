@@ -16,7 +16,7 @@ struct DecoderModelCase {
   bool qwen3 = false;  // per-head q/k norms
   bool nf4 = false;    // NF4 (double-quantized, blocks of 64) frozen linears
   long batch = 2, seq_len = 7;
-  long pad_last = 0;  // right padding of the last sequence (attention mask 0, labels -100)
+  long pad_last = 0;       // right padding of the last sequence (attention mask 0, labels -100)
   int ignored_labels = 0;  // labels set to ignore_index inside the first sequence (a prompt)
   double label_smoothing = 0.0;
   long chunk = 16;  // vocabulary chunk of the streamed loss

@@ -52,11 +52,11 @@ inline void check_decoder_input(std::int64_t hidden, std::int64_t rows, std::int
                            "input embeddings [" + std::to_string(rows) + ", " + std::to_string(cols) +
                                "] do not match batch " + std::to_string(batch.batch) + " x seq_len " +
                                std::to_string(batch.seq_len) + " x hidden " + std::to_string(hidden));
-  vidlora::cuda::check_arg(batch.attention_mask.empty() ||
-                               static_cast<std::int64_t>(batch.attention_mask.size()) == batch.tokens(),
-                           "cuda::DecoderModel",
-                           "attention mask of " + std::to_string(batch.attention_mask.size()) + " for " +
-                               std::to_string(batch.tokens()) + " tokens");
+  vidlora::cuda::check_arg(
+      batch.attention_mask.empty() || static_cast<std::int64_t>(batch.attention_mask.size()) == batch.tokens(),
+      "cuda::DecoderModel",
+      "attention mask of " + std::to_string(batch.attention_mask.size()) + " for " + std::to_string(batch.tokens()) +
+          " tokens");
 }
 
 // The layer shape of a model for one batch.
@@ -137,13 +137,12 @@ class DecoderModel {
     }
     // final norm and the streamed loss
     DeviceTensor out(tokens, d), inv(tokens, 1), d_out(tokens, d);
-    RmsNormParams norm{h.data(), final_norm_.data(), out.data(), inv.data(), nullptr, nullptr, tokens, d,
-                       host_.rms_norm_eps};
+    RmsNormParams norm{h.data(), final_norm_.data(), out.data(), inv.data(), nullptr, nullptr, tokens,
+                       d,        host_.rms_norm_eps};
     model::cuda::rms_norm(norm, stream_);
     const loss::cuda::LmHeadCeShape ce_shape{tokens, d, host_.vocab, d, tokens};
-    const loss::cuda::LmHeadCeResult ce =
-        loss::cuda::lm_head_cross_entropy(gemm_, out.data(), head_.data(), ce_shape, targets, options, d_out.data(),
-                                          stream_);
+    const loss::cuda::LmHeadCeResult ce = loss::cuda::lm_head_cross_entropy(gemm_, out.data(), head_.data(), ce_shape,
+                                                                            targets, options, d_out.data(), stream_);
     // backward
     StepResult r;
     r.loss = ce.loss;
