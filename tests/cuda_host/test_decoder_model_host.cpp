@@ -4,11 +4,18 @@
 // with model::Decoder's.
 #include <catch2/catch.hpp>
 
+#include <cstring>
+#include <memory>
+
 #include <vidlora/lora/frozen_weight.hpp>
 #include <vidlora/model/cuda/decoder_model.cuh>
 #include <vidlora/model/decoder.hpp>
+#include <vidlora/model/decoder_layer_cpu.hpp>
+#include <vidlora/model/decoder_model_steps.hpp>
 #include <vidlora/model/decoder_weights_export.hpp>
 #include <vidlora/model/random_weights.hpp>
+#include <vidlora/model/rms_norm.hpp>
+#include <vidlora/loss/lm_head_cross_entropy.hpp>
 #include <vidlora/quant/quantized_weight.hpp>
 
 using namespace vidlora;
@@ -32,7 +39,146 @@ bool same_row_major(const std::vector<float>& flat, const M& m) {
   return true;
 }
 
+// decoder_loss_and_backward_steps' model executor over the CPU pieces model::Decoder uses, rebuilt from the
+// exported weights (dense bases): what the CUDA DecoderModel runs, with the CPU's ops.
+struct HostModelExec {
+  using Slot = model::LinearSlot<16, 32, lora::DenseWeight>;
+  using LayerExec = model::CpuLayerExecutor<Slot>;
+  using tensor_type = Matrix;
+  using rows_type = Vector;
+  using saved_type = LayerExec::saved_type;
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+  model::DecoderConfig config;
+  model::RotaryTable rope;
+  std::vector<model::DecoderLayerWeights<Slot>> layers;
+  Vector norm;
+  Matrix head;
+  model::SequenceBatch batch;
+  std::vector<Eigen::Index> positions;
+  std::vector<int> targets;
+  loss::CrossEntropyOptions ce;
+  loss::LmHeadOptions lm;
+  std::vector<std::unique_ptr<LayerExec>> execs;
+  int released = 0;
+
+  static Matrix matrix(const std::vector<float>& v, Eigen::Index r, Eigen::Index c) {
+    return Eigen::Map<const RowMajor>(v.data(), r, c);
+  }
+  static Vector vector(const std::vector<float>& v) {
+    return Eigen::Map<const Vector>(v.data(), static_cast<Eigen::Index>(v.size()));
+  }
+
+  HostModelExec(const model::DecoderConfig& c, const model::DecoderHostWeights& w, const model::SequenceBatch& b,
+                const std::vector<int>& labels, const loss::CrossEntropyOptions& o, Eigen::Index chunk)
+      : config(c), rope(c.head_dim, c.rope_theta), batch(b), ce(o) {
+    rope.prepare(b.seq_len);
+    lm.chunk_size = chunk;
+    norm = vector(w.final_norm);
+    head = matrix(w.head, w.vocab, w.hidden);
+    for (const auto& hl : w.layers) {
+      auto& layer = layers.emplace_back();
+      layer.norm1 = vector(hl.norm1);
+      layer.norm2 = vector(hl.norm2);
+      if (w.qk_norm) {
+        layer.q_norm = vector(hl.q_norm);
+        layer.k_norm = vector(hl.k_norm);
+      }
+      for (const auto& s : hl.linears) {
+        lora::LoraOptions lo;
+        lo.dropout = s.dropout;
+        lo.seed = s.seed;
+        lo.layer = s.layer_index;
+        layer.slots.emplace_back(matrix(s.w, s.out, s.in), std::nullopt, s.has_lora(), lo);
+        if (!s.has_lora()) continue;
+        layer.slots.back().lora().lora_A() = matrix(s.lora_a, s.rank, s.in);
+        layer.slots.back().lora().lora_B() = matrix(s.lora_b, s.out, s.rank);
+        layer.slots.back().set_step(s.step);
+      }
+    }
+    for (Eigen::Index i = 0; i < b.tokens(); ++i) positions.push_back(i % b.seq_len);
+    targets = model::next_token_targets(labels, b, o.ignore_index);
+    execs.resize(layers.size());
+  }
+
+  std::size_t num_layers() const { return layers.size(); }
+  LayerExec& layer(std::size_t l) {
+    if (!execs[l]) execs[l] = std::make_unique<LayerExec>(layers[l], config, rope, positions, batch, true);
+    return *execs[l];
+  }
+  void release_layer(std::size_t l) {
+    for (auto& s : layers[l].slots) s.release();
+    execs[l].reset();
+    ++released;
+  }
+  Matrix copy(const Matrix& x) const { return x; }
+  Matrix final_norm(const Matrix& h, Vector* inv) const {
+    return model::rms_norm<float>(h, norm, config.rms_norm_eps, inv);
+  }
+  Matrix final_norm_backward(const Matrix& h, const Vector& inv, const Matrix& dy) const {
+    return model::rms_norm_backward<float>(h, norm, inv, dy);
+  }
+  model::DecoderLossTotals lm_head_loss(const Matrix& hidden, Matrix& d_hidden) {
+    auto r = loss::lm_head_cross_entropy<float>(hidden, head, targets, ce, lm);
+    d_hidden = std::move(r.grad_hidden);
+    return {r.loss, r.valid_tokens};
+  }
+};
+
+bool same_bits(const Matrix& a, const Matrix& b) {
+  return a.rows() == b.rows() && a.cols() == b.cols() &&
+         std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.size()) * sizeof(float)) == 0;
+}
+
+void check_steps_equal_decoder(model::DecoderConfig config, double dropout, double smoothing) {
+  INFO("qk_norm " << config.qk_norm() << " dropout " << dropout << " smoothing " << smoothing);
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 6), all_slots(dropout));
+  std::uint64_t stream = 40;
+  dec.for_each_lora([&](const std::string&, auto& lin) {
+    lin.lora_B() = model::random_normal(lin.lora_B().rows(), lin.lora_B().cols(), 0.05, 6, stream++);
+  });
+  const model::DecoderHostWeights w = model::export_decoder_weights(dec);
+  model::SequenceBatch batch;
+  batch.batch = 2;
+  batch.seq_len = 6;
+  batch.attention_mask = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+  const std::vector<int> labels{-100, -100, 3, 7, 1, 9, 4, 4, 2, 11, -100, -100};
+  const Matrix embeds = model::random_normal(12, config.hidden_size, 1.0, 6, 3);
+  loss::CrossEntropyOptions ce;
+  ce.label_smoothing = smoothing;
+  loss::LmHeadOptions lm;
+  lm.chunk_size = 7;
+  const auto want = dec.loss_and_backward(embeds, batch, labels, ce, lm);
+
+  HostModelExec exec(config, w, batch, labels, ce, 7);
+  const auto got = model::decoder_loss_and_backward_steps(exec, embeds);
+  CHECK(got.totals.loss == want.loss);
+  CHECK(got.totals.valid_tokens == want.valid_tokens);
+  CHECK(same_bits(got.grad_embeds, want.grad_embeds));
+  CHECK(exec.released == 2);
+  for (int l = 0; l < 2; ++l)
+    for (std::size_t m = 0; m < 7; ++m) {
+      const auto& cpu = dec.layer_weights(l).slots[m];
+      if (!cpu.has_lora()) continue;
+      INFO("layer " << l << " slot " << m);
+      auto& host = exec.layers[static_cast<std::size_t>(l)].slots[m].lora();
+      CHECK(same_bits(host.grad_A(), cpu.lora().grad_A()));
+      CHECK(same_bits(host.grad_B(), cpu.lora().grad_B()));
+      CHECK(host.step() == cpu.lora().step());  // the dropout streams advanced alike
+    }
+}
+
 }  // namespace
+
+TEST_CASE("decoder_loss_and_backward_steps over CPU executors equals Decoder::loss_and_backward bit for bit",
+          "[decoder_host]") {
+  auto config = model::llama_config(32, 48, 2, 4, 2, 20);
+  check_steps_equal_decoder(config, 0.0, 0.0);
+  check_steps_equal_decoder(config, 0.1, 0.1);
+  config.architecture = model::Architecture::Qwen3;
+  config.validate();
+  check_steps_equal_decoder(config, 0.1, 0.0);
+}
 
 TEST_CASE("export_decoder_weights copies a dense llama decoder exactly", "[decoder_host]") {
   const auto config = model::llama_config(32, 48, 2, 4, 2, 20);

@@ -2,7 +2,8 @@
 // DecoderModel: the whole decoder of model::Decoder on the device, for one training step: frozen weights uploaded
 // from a DecoderHostWeights (model/decoder_weights_export.hpp fills one from a CPU Decoder; dense fp32 or NF4/FP4
 // blocks, dequantized per GEMM as DecoderLayerDeviceWeights allows), LoRA factors and their fp32 gradients on the
-// device. loss_and_backward runs what Decoder::loss_and_backward runs: every block by DecoderLayerExecutor
+// device. loss_and_backward runs decoder_loss_and_backward_steps (model/decoder_model_steps.hpp), what
+// Decoder::loss_and_backward computes: every block by DecoderLayerExecutor
 // (model/decoder_layer_steps.hpp), the final RMSNorm, the streamed LM-head cross-entropy on next-token targets
 // (loss/cuda/lm_head_cross_entropy.cuh: vocabulary chunks, never [T, V]), and the backward through every block,
 // accumulating LoRA gradients and returning d loss / d input embeddings (for a projector). fp32; deterministic
@@ -19,6 +20,7 @@
 #include <vidlora/loss/cuda/lm_head_cross_entropy.cuh>
 #include <vidlora/model/cuda/decoder_layer.cuh>
 #include <vidlora/model/decoder_host_weights.hpp>
+#include <vidlora/model/decoder_model_steps.hpp>
 
 namespace vidlora::model::cuda {
 
@@ -122,46 +124,82 @@ class DecoderModel {
                                const loss::cuda::LmHeadCeOptions& options = {}) {
     check_decoder_input(host_.hidden, embeds.rows, embeds.cols, batch);
     const std::vector<std::int32_t> targets = next_token_targets(labels, batch, options.ignore_index);
-    const std::int64_t tokens = batch.tokens(), d = host_.hidden;
-    const DecoderLayerShape shape = decoder_layer_shape(host_, batch);
-    // forward: every block's executor and saved tensors are kept for the backward
-    std::vector<std::unique_ptr<DecoderLayerExecutor>> execs;
-    std::vector<DecoderLayerExecutor::saved_type> saved(layers_.size());
-    DeviceTensor h(tokens, d);
-    VIDLORA_CUDA_CHECK(cudaMemcpyAsync(h.data(), embeds.data(), static_cast<std::size_t>(tokens * d) * sizeof(float),
-                                       cudaMemcpyDeviceToDevice, stream_));
-    for (std::size_t l = 0; l < layers_.size(); ++l) {
-      execs.push_back(std::make_unique<DecoderLayerExecutor>(gemm_, layers_[l]->weights, shape, batch.attention_mask,
-                                                             /*training=*/true, stream_));
-      h = decoder_layer_forward_steps(*execs.back(), h, saved[l]);
-    }
-    // final norm and the streamed loss
-    DeviceTensor out(tokens, d), inv(tokens, 1), d_out(tokens, d);
-    RmsNormParams norm{h.data(), final_norm_.data(), out.data(), inv.data(), nullptr, nullptr, tokens,
-                       d,        host_.rms_norm_eps};
-    model::cuda::rms_norm(norm, stream_);
-    const loss::cuda::LmHeadCeShape ce_shape{tokens, d, host_.vocab, d, tokens};
-    const loss::cuda::LmHeadCeResult ce = loss::cuda::lm_head_cross_entropy(gemm_, out.data(), head_.data(), ce_shape,
-                                                                            targets, options, d_out.data(), stream_);
-    // backward
+    ModelExecutor exec(*this, decoder_layer_shape(host_, batch), batch.attention_mask, targets, options);
+    DecoderStepOf<DeviceTensor> step = decoder_loss_and_backward_steps(exec, embeds);
     StepResult r;
-    r.loss = ce.loss;
-    r.valid_tokens = ce.valid_tokens;
-    DeviceTensor dh(tokens, d);
-    norm.y = nullptr;
-    norm.dy = d_out.data();
-    norm.dx = dh.data();
-    model::cuda::rms_norm_backward(norm, stream_);
-    for (std::size_t l = layers_.size(); l-- > 0;) {
-      dh = decoder_layer_backward_steps(*execs[l], saved[l], dh);
-      saved[l] = {};
-      execs[l].reset();
-    }
-    r.grad_embeds = std::move(dh);
+    r.loss = step.totals.loss;
+    r.valid_tokens = step.totals.valid_tokens;
+    r.grad_embeds = std::move(step.grad_embeds);
     return r;
   }
 
  private:
+  // The model executor of decoder_loss_and_backward_steps (model/decoder_model_steps.hpp) for one batch: a
+  // DecoderLayerExecutor per block (kept from its forward to its backward), the final norm and the streamed loss.
+  class ModelExecutor {
+   public:
+    using tensor_type = DeviceTensor;
+    using rows_type = DeviceTensor;
+    using saved_type = DecoderLayerExecutor::saved_type;
+
+    ModelExecutor(DecoderModel& model, const DecoderLayerShape& shape, const std::vector<int>& key_mask,
+                  const std::vector<std::int32_t>& targets, const loss::cuda::LmHeadCeOptions& options)
+        : model_(model),
+          shape_(shape),
+          key_mask_(key_mask),
+          targets_(targets),
+          options_(options),
+          layers_(model.layers_.size()) {}
+
+    std::size_t num_layers() const { return layers_.size(); }
+    DecoderLayerExecutor& layer(std::size_t l) {
+      if (!layers_[l])
+        layers_[l] = std::make_unique<DecoderLayerExecutor>(model_.gemm_, model_.layers_[l]->weights, shape_, key_mask_,
+                                                            /*training=*/true, model_.stream_);
+      return *layers_[l];
+    }
+    void release_layer(std::size_t l) { layers_[l].reset(); }
+
+    DeviceTensor copy(const DeviceTensor& x) const {
+      DeviceTensor y(x.rows, x.cols);
+      if (x.size())
+        VIDLORA_CUDA_CHECK(cudaMemcpyAsync(y.data(), x.data(), static_cast<std::size_t>(x.size()) * sizeof(float),
+                                           cudaMemcpyDeviceToDevice, model_.stream_));
+      return y;
+    }
+    DeviceTensor final_norm(const DeviceTensor& h, DeviceTensor* inv) const {
+      DeviceTensor y(h.rows, h.cols);
+      *inv = DeviceTensor(h.rows, 1);
+      RmsNormParams p{h.data(), model_.final_norm_.data(), y.data(), inv->data(), nullptr, nullptr, h.rows,
+                      h.cols,   model_.host_.rms_norm_eps};
+      model::cuda::rms_norm(p, model_.stream_);
+      return y;
+    }
+    DeviceTensor final_norm_backward(const DeviceTensor& h, const DeviceTensor& inv, const DeviceTensor& dy) const {
+      DeviceTensor dx(h.rows, h.cols);
+      RmsNormParams p{
+          h.data(), model_.final_norm_.data(), nullptr, const_cast<float*>(inv.data()), dy.data(), dx.data(), h.rows,
+          h.cols,   model_.host_.rms_norm_eps};
+      model::cuda::rms_norm_backward(p, model_.stream_);
+      return dx;
+    }
+    DecoderLossTotals lm_head_loss(const DeviceTensor& hidden, DeviceTensor& d_hidden) {
+      d_hidden = DeviceTensor(hidden.rows, hidden.cols);
+      const loss::cuda::LmHeadCeShape shape{hidden.rows, hidden.cols, model_.host_.vocab, hidden.cols, hidden.rows};
+      const loss::cuda::LmHeadCeResult ce = loss::cuda::lm_head_cross_entropy(
+          model_.gemm_, hidden.data(), model_.head_.data(), shape, targets_, options_, d_hidden.data(), model_.stream_);
+      return {ce.loss, ce.valid_tokens};
+    }
+
+   private:
+    DecoderModel& model_;
+    DecoderLayerShape shape_;
+    const std::vector<int>& key_mask_;
+    const std::vector<std::int32_t>& targets_;
+    loss::cuda::LmHeadCeOptions options_;
+    std::vector<std::unique_ptr<DecoderLayerExecutor>> layers_;
+  };
+
   // The device copies of one block's weights, wired into the executor's DecoderLayerDeviceWeights.
   struct Layer {
     vidlora::cuda::DeviceBuffer<float> norm1, norm2, q_norm, k_norm;
