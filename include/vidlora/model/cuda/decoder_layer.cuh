@@ -4,7 +4,8 @@
 // existing kernels — cuBLASLt GEMMs (core/cuda/gemm.cuh), LoRA linears (lora/cuda/lora_linear.cuh, frozen
 // base dense fp32 or NF4/FP4 dequantized into a temporary before each GEMM, forward and backward, never
 // kept), RMSNorm / RoPE / SwiGLU (model/cuda/elementwise.cuh) and causal GQA attention per sequence
-// (model/cuda/attention.cuh; dk/dv by its deterministic kernel, no atomics). fp32 first: every tensor is float; bf16 is the next step (docs/cuda.md).
+// (model/cuda/attention.cuh; dk/dv by its deterministic kernel, no atomics). fp32 first: every tensor is float;
+// bf16 is the next step (docs/cuda.md).
 // Every op allocates its output (cudaMalloc); the caching allocator replaces that later.
 // Status: compiled for sm_75..90 and checked against the CPU executor by tests/cuda/test_decoder_layer.cu,
 // which has not yet run on a GPU (docs/cuda.md).
