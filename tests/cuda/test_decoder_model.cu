@@ -93,9 +93,12 @@ DeviceRun run_on_device(const ref::DecoderModelCase& c, const ref::DecoderModelR
 }
 
 void check_step(const ref::DecoderModelCase& c) {
-  INFO((c.qwen3 ? "qwen3" : "llama") << (c.nf4 ? " nf4" : " dense") << " layers " << c.layers << " batch " << c.batch
-                                     << " seq " << c.seq_len << " vocab " << c.vocab << " chunk " << c.chunk
-                                     << " smoothing " << c.label_smoothing << " dropout " << c.dropout);
+  INFO((c.qwen3   ? "qwen3"
+        : c.qwen2 ? "qwen2"
+                  : "llama")
+       << (c.nf4 ? " nf4" : " dense") << " layers " << c.layers << " batch " << c.batch << " seq " << c.seq_len
+       << " vocab " << c.vocab << " chunk " << c.chunk << " smoothing " << c.label_smoothing << " dropout "
+       << c.dropout);
   const ref::DecoderModelRun want = ref::decoder_model(c);
   const DeviceRun got = run_on_device(c, want);
   CHECK(got.valid_tokens == want.valid_tokens);
@@ -131,6 +134,15 @@ TEST_CASE("cuda decoder step matches Decoder::loss_and_backward: qwen3 head norm
   c.kv_heads = 1;
   c.steps = 2;  // the second forward draws the next dropout masks on both sides
   c.seed = 3;
+  check_step(c);
+}
+
+TEST_CASE("cuda decoder step matches Decoder::loss_and_backward: qwen2 q/k/v biases, all tokens", "[decoder]") {
+  ref::DecoderModelCase c;
+  c.qwen2 = true;
+  c.batch = 1;
+  c.seq_len = 11;
+  c.seed = 7;
   check_step(c);
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
 
 #include <vidlora/lora/frozen_weight.hpp>
 #include <vidlora/model/cuda/decoder_model.cuh>
@@ -89,7 +90,9 @@ struct HostModelExec {
         lo.dropout = s.dropout;
         lo.seed = s.seed;
         lo.layer = s.layer_index;
-        layer.slots.emplace_back(matrix(s.w, s.out, s.in), std::nullopt, s.has_lora(), lo);
+        std::optional<Vector> bias;
+        if (!s.bias.empty()) bias = vector(s.bias);
+        layer.slots.emplace_back(matrix(s.w, s.out, s.in), std::move(bias), s.has_lora(), lo);
         if (!s.has_lora()) continue;
         layer.slots.back().lora().lora_A() = matrix(s.lora_a, s.rank, s.in);
         layer.slots.back().lora().lora_B() = matrix(s.lora_b, s.out, s.rank);
@@ -178,6 +181,9 @@ TEST_CASE("decoder_loss_and_backward_steps over CPU executors equals Decoder::lo
   config.architecture = model::Architecture::Qwen3;
   config.validate();
   check_steps_equal_decoder(config, 0.1, 0.0);
+  config.architecture = model::Architecture::Qwen2;  // q/k/v biases
+  config.validate();
+  check_steps_equal_decoder(config, 0.0, 0.0);
 }
 
 TEST_CASE("export_decoder_weights copies a dense llama decoder exactly", "[decoder_host]") {
@@ -243,6 +249,23 @@ TEST_CASE("export_decoder_weights keeps an NF4 base as its blocks and a qwen3 de
     CHECK(s.q.nested_absmax == blocks.nested_absmax);
     CHECK(s.q.absmax_offset == blocks.absmax_offset);
     CHECK(s.q.blocksize == 64);
+  }
+}
+
+TEST_CASE("export_decoder_weights copies qwen2's q/k/v biases, on LoRA and frozen slots", "[decoder_host]") {
+  auto config = model::llama_config(32, 48, 1, 4, 2, 20);
+  config.architecture = model::Architecture::Qwen2;
+  config.validate();
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 8), all_slots());
+  const model::DecoderHostWeights w = model::export_decoder_weights(dec);
+  for (std::size_t m = 0; m < 7; ++m) {
+    INFO("slot " << m);
+    const auto* bias = dec.layer_weights(0).slots[m].bias();
+    CHECK((bias != nullptr) == (m < 3));  // q (LoRA), k (frozen), v (LoRA)
+    if (bias)
+      CHECK(same_row_major(w.layers[0].linears[m].bias, bias->transpose()));
+    else
+      CHECK(w.layers[0].linears[m].bias.empty());
   }
 }
 

@@ -19,8 +19,8 @@ DecoderModelRun run(const DecoderModelCase& c) {
   using vidlora::Matrix;
   namespace model = vidlora::model;
   model::DecoderConfig config = model::llama_config(c.hidden, c.intermediate, c.layers, c.heads, c.kv_heads, c.vocab);
-  if (c.qwen3) {
-    config.architecture = model::Architecture::Qwen3;
+  if (c.qwen3 || c.qwen2) {
+    config.architecture = c.qwen3 ? model::Architecture::Qwen3 : model::Architecture::Qwen2;
     config.validate();
   }
   model::DecoderOptions options;

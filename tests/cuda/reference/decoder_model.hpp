@@ -14,6 +14,7 @@ namespace ref {
 struct DecoderModelCase {
   int layers = 2, hidden = 64, intermediate = 96, heads = 4, kv_heads = 2, vocab = 50;
   bool qwen3 = false;  // per-head q/k norms
+  bool qwen2 = false;  // q/k/v biases
   bool nf4 = false;    // NF4 (double-quantized, blocks of 64) frozen linears
   long batch = 2, seq_len = 7;
   long pad_last = 0;       // right padding of the last sequence (attention mask 0, labels -100)
