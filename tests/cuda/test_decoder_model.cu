@@ -146,7 +146,7 @@ TEST_CASE("cuda decoder step matches Decoder::loss_and_backward: qwen2 q/k/v bia
   check_step(c);
 }
 
-TEST_CASE("cuda decoder step matches Decoder::loss_and_backward: label smoothing, ignore_index, one-row chunks",
+TEST_CASE("cuda decoder step matches Decoder::loss_and_backward: label smoothing, ignore_index, chunks of 7 and 1",
           "[decoder]") {
   ref::DecoderModelCase c;
   c.label_smoothing = 0.1;
