@@ -12,7 +12,9 @@
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/lora/cuda/lora_linear.cuh>
 #include <vidlora/loss/cuda/cross_entropy.cuh>
+#include <vidlora/loss/cuda/lm_head_cross_entropy.cuh>
 #include <vidlora/model/cuda/attention.cuh>
+#include <vidlora/model/cuda/decoder_model.cuh>
 #include <vidlora/model/cuda/elementwise.cuh>
 #include <vidlora/optim/cuda/grad_unscale.cuh>
 #include <vidlora/optim/cuda/multi_tensor.cuh>

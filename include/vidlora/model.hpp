@@ -16,8 +16,11 @@
 #include <vidlora/model/sequence_batch.hpp>
 #include <vidlora/model/decoder_layer_steps.hpp>
 #include <vidlora/model/decoder_layer_cpu.hpp>
+#include <vidlora/model/decoder_model_steps.hpp>
 #include <vidlora/model/generation.hpp>
 #include <vidlora/model/decoder.hpp>
+#include <vidlora/model/decoder_host_weights.hpp>
+#include <vidlora/model/decoder_weights_export.hpp>
 #include <vidlora/model/peft_decoder.hpp>
 #include <vidlora/model/projector.hpp>
 #include <vidlora/model/splice.hpp>

@@ -89,8 +89,8 @@ TEST_CASE("cuda causal attention forward and backward match the CPU with GQA off
     long tq, tk, hq, hkv, d, offset;
     bool mask;
   };
-  for (const Case c :
-       {Case{16, 16, 4, 2, 32, 0, false}, Case{5, 21, 6, 3, 64, 16, true}, Case{33, 33, 2, 2, 8, 0, true}}) {
+  for (const Case c : {Case{16, 16, 4, 2, 32, 0, false}, Case{5, 21, 6, 3, 64, 16, true},
+                       Case{33, 33, 2, 2, 8, 0, true}, Case{12, 12, 4, 1, 128, 0, true}}) {
     INFO("tq " << c.tq << " tk " << c.tk << " heads " << c.hq << "/" << c.hkv << " d " << c.d);
     const auto q = cuda_test::random_vector(static_cast<std::size_t>(c.tq * c.hq * c.d), 1, -2.0f, 2.0f);
     const auto k = cuda_test::random_vector(static_cast<std::size_t>(c.tk * c.hkv * c.d), 2, -2.0f, 2.0f);
@@ -136,5 +136,25 @@ TEST_CASE("cuda causal attention forward and backward match the CPU with GQA off
     CHECK(cuda_test::normwise_error(DQ.download(), dq) < 5e-5);
     CHECK(cuda_test::normwise_error(DK.download(), dk) < 5e-5);
     CHECK(cuda_test::normwise_error(DV.download(), dv) < 5e-5);
+    // The deterministic dk/dv kernel (row_dot scratch): the same tolerance, and the same bits on a second run.
+    DeviceBuffer<float> RD(static_cast<std::size_t>(c.tq * c.hq));
+    std::vector<float> first[3];
+    for (int run = 0; run < 2; ++run) {
+      DQ.fill_bytes(0);
+      DK.fill_bytes(0);
+      DV.fill_bytes(0);
+      cuda_test::poison(RD);
+      p.row_dot = RD.data();
+      model::cuda::attention_backward(p);
+      VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+      const std::vector<float> got[3] = {DQ.download(), DK.download(), DV.download()};
+      CHECK(cuda_test::normwise_error(got[0], dq) < 5e-5);
+      CHECK(cuda_test::normwise_error(got[1], dk) < 5e-5);
+      CHECK(cuda_test::normwise_error(got[2], dv) < 5e-5);
+      if (run == 0)
+        for (int t = 0; t < 3; ++t) first[t] = got[t];
+      else
+        for (int t = 0; t < 3; ++t) CHECK(cuda_test::bit_mismatches(got[t], first[t]) == 0);
+    }
   }
 }

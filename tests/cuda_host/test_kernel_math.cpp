@@ -3,6 +3,7 @@
 // summation order differs.
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -303,4 +304,28 @@ TEST_CASE("attention visibility is causal from the query offset and honours the 
   p.tk = 6;
   p.kv_heads = 3;
   CHECK_THROWS_AS(vidlora::model::cuda::check_attention(p, "t"), vidlora::cuda::CudaError);
+}
+
+TEST_CASE("the deterministic dk/dv kernel's rows are exactly the queries that see each key", "[cuda_host][model]") {
+  vidlora::model::cuda::AttentionParams p;
+  p.q_heads = p.kv_heads = 1;
+  p.head_dim = 8;
+  for (const auto [tq, tk, offset] : {std::array<std::int64_t, 3>{7, 7, 0}, {3, 6, 3}, {5, 21, 16}}) {
+    p.tq = tq;
+    p.tk = tk;
+    p.q_offset = offset;
+    for (std::int64_t j = 0; j < tk; ++j)
+      for (std::int64_t i = 0; i < tq; ++i)
+        CHECK((i >= vidlora::model::cuda::attention_first_query(p, j)) ==
+              vidlora::model::cuda::attention_visible(p, i, j));
+  }
+  // the score gradient both backward kernels use: p·(dp − Σ p·dp)·scale
+  CHECK(vidlora::model::cuda::attention_score_grad(0.25f, 3.0f, 1.0f, 0.5f) == 0.25f);
+  p.row_dot = reinterpret_cast<float*>(16);  // a scratch pointer: needs the forward's lse and head_dim <= 256
+  p.tq = p.tk = 4;
+  CHECK_THROWS_WITH(vidlora::model::cuda::check_attention(p, "t"), Catch::Contains("forward's lse"));
+  p.lse = reinterpret_cast<float*>(16);
+  CHECK_NOTHROW(vidlora::model::cuda::check_attention(p, "t"));
+  p.head_dim = 512;
+  CHECK_THROWS_WITH(vidlora::model::cuda::check_attention(p, "t"), Catch::Contains("head_dim <= 256 (got 512)"));
 }

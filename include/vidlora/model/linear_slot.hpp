@@ -45,6 +45,11 @@ class LinearSlot {
   Eigen::Index in_features() const { return lora_ ? lora_->in_features() : base_->in_features(); }
   Eigen::Index out_features() const { return lora_ ? lora_->out_features() : base_->out_features(); }
   const Base& base() const { return lora_ ? lora_->base() : *base_; }
+  // The bias [out], or null without one.
+  const vector_type* bias() const {
+    if (lora_) return lora_->has_bias() ? &lora_->bias() : nullptr;
+    return bias_ ? &*bias_ : nullptr;
+  }
 
   // x: [tokens, in] -> [tokens, out]; a LoRA slot caches what its backward needs.
   matrix_type forward(const matrix_type& x, bool training) {

@@ -3,8 +3,10 @@
 // implementation of model::attention_forward / attention_backward (same visibility rule, scores q·kᵀ/√d,
 // max-subtracted softmax with the sum in double, key-padding mask). One block per (query row, query head);
 // scores live in shared memory, so keys are limited to kMaxAttentionKeys. The backward recomputes the
-// probabilities from the saved log-sum-exp and accumulates dk/dv with atomics (summation order differs from
-// the CPU: compare with a tolerance). A tiled flash-style kernel is future work (docs/cuda.md).
+// probabilities and accumulates dk/dv either with atomics (summation order differs between runs) or, when the
+// caller passes a row_dot scratch, in a second kernel that gives each (key, kv head) one block and sums its
+// query rows in a fixed order (deterministic: two runs give the same bits; what training uses). Either way the
+// order differs from the CPU: compare with a tolerance. A tiled flash-style kernel is future work (docs/cuda.md).
 
 #include <cmath>
 #include <cstdint>
@@ -30,8 +32,11 @@ struct AttentionParams {
   // backward
   const float* d_out = nullptr;
   float* dq = nullptr;  // accumulated (+=)
-  float* dk = nullptr;  // accumulated (atomicAdd)
-  float* dv = nullptr;  // accumulated (atomicAdd)
+  float* dk = nullptr;  // accumulated (atomicAdd, or += by the deterministic kernel)
+  float* dv = nullptr;  // accumulated (atomicAdd, or += by the deterministic kernel)
+  // [q_heads, tq] scratch: Σ_j p_ij·dp_ij per query row. Given, dk/dv are summed deterministically (a second kernel,
+  // which reads lse as the forward saved it); null, by atomics.
+  float* row_dot = nullptr;
   std::int64_t tq = 0, tk = 0, q_heads = 0, kv_heads = 0, head_dim = 0, q_offset = 0;
 };
 
@@ -39,6 +44,16 @@ struct AttentionParams {
 VIDLORA_HOST_DEVICE inline bool attention_visible(const AttentionParams& p, std::int64_t i, std::int64_t j) {
   return j <= p.q_offset + i && j < p.tk && (p.key_mask == nullptr || p.key_mask[j] != 0);
 }
+// The first query row that sees key j (causality only; the key mask is checked separately).
+VIDLORA_HOST_DEVICE inline std::int64_t attention_first_query(const AttentionParams& p, std::int64_t j) {
+  return j - p.q_offset > 0 ? j - p.q_offset : 0;
+}
+// d loss / d score of one visible pair: p·(dp − Σ_j p·dp)·scale.
+VIDLORA_HOST_DEVICE inline float attention_score_grad(float prob, float dp, float row_dot, float scale) {
+  return prob * (dp - row_dot) * scale;
+}
+inline constexpr std::int64_t kMaxDeterministicHeadDim = 256;  // the kv-grad kernel keeps d/32 values per lane
+
 // The key/value head query head h reads.
 VIDLORA_HOST_DEVICE inline std::int64_t kv_head_of(const AttentionParams& p, std::int64_t h) {
   return h / (p.q_heads / p.kv_heads);
@@ -48,6 +63,10 @@ inline void check_attention(const AttentionParams& p, const char* who) {
   vidlora::cuda::check_arg(
       p.tq > 0 && p.tk > 0 && p.head_dim > 0 && p.q_heads > 0 && p.kv_heads > 0 && p.q_heads % p.kv_heads == 0, who,
       "needs tq, tk, head_dim > 0 and q_heads a multiple of kv_heads");
+  vidlora::cuda::check_arg(
+      p.row_dot == nullptr || (p.head_dim <= kMaxDeterministicHeadDim && p.lse != nullptr), who,
+      "the deterministic dk/dv kernel needs head_dim <= " + std::to_string(kMaxDeterministicHeadDim) + " (got " +
+          std::to_string(p.head_dim) + ") and the forward's lse");
   vidlora::cuda::check_arg(p.tk <= kMaxAttentionKeys, who,
                            std::to_string(p.tk) + " keys exceed the " + std::to_string(kMaxAttentionKeys) +
                                " this kernel holds in shared memory");
@@ -144,12 +163,16 @@ __global__ void attention_backward_kernel(AttentionParams p) {
   }
   row_dot = attn_block_reduce(row_dot, red, false);
   for (std::int64_t j = threadIdx.x; j < p.tk; j += kAttnThreads)
-    ds[j] = prob[j] * (ds[j] - static_cast<float>(row_dot)) * scale;
+    ds[j] = attention_score_grad(prob[j], ds[j], static_cast<float>(row_dot), scale);
   __syncthreads();
   for (std::int64_t c = threadIdx.x; c < d; c += kAttnThreads) {
     float acc = 0.0f;
     for (std::int64_t j = 0; j < p.tk; ++j) acc += ds[j] * p.k[j * p.kv_heads * d + g * d + c];
     p.dq[i * p.q_heads * d + h * d + c] += acc;
+  }
+  if (p.row_dot) {  // dk/dv by attention_kv_grad_kernel
+    if (threadIdx.x == 0) p.row_dot[h * p.tq + i] = static_cast<float>(row_dot);
+    return;
   }
   // dk[j] += ds_j·q_i, dv[j] += p_j·dout_i : one (j, c) pair per thread step.
   for (std::int64_t jc = threadIdx.x; jc < p.tk * d; jc += kAttnThreads) {
@@ -157,6 +180,76 @@ __global__ void attention_backward_kernel(AttentionParams p) {
     if (prob[j] == 0.0f && ds[j] == 0.0f) continue;
     atomicAdd(p.dk + j * p.kv_heads * d + g * d + c, ds[j] * qi[c]);
     atomicAdd(p.dv + j * p.kv_heads * d + g * d + c, prob[j] * doi[c]);
+  }
+}
+
+inline constexpr int kKvGradWarps = 4;
+inline constexpr int kKvGradPerLane = static_cast<int>(kMaxDeterministicHeadDim / 32);
+
+// Deterministic dk/dv: one block per (key j, kv head g); its warps take the visible (query head, row) pairs
+// round-robin in a fixed order, each lane holding d/32 columns; a pair's two dot products are warp butterflies
+// (every lane ends with the same bits); the warps' partial sums are added in warp order.
+template <class = void>  // a template: header kernels get one definition across TUs
+__global__ void attention_kv_grad_kernel(AttentionParams p) {
+  __shared__ float s_dk[kKvGradWarps][kMaxDeterministicHeadDim], s_dv[kKvGradWarps][kMaxDeterministicHeadDim];
+  const std::int64_t j = blockIdx.x, g = blockIdx.y, d = p.head_dim;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const float scale = static_cast<float>(1.0 / sqrt(static_cast<double>(d)));
+  float dk[kKvGradPerLane] = {}, dv[kKvGradPerLane] = {}, kr[kKvGradPerLane] = {}, vr[kKvGradPerLane] = {};
+  const bool key_valid = p.key_mask == nullptr || p.key_mask[j] != 0;
+  const std::int64_t first = attention_first_query(p, j);
+  if (key_valid && first < p.tq) {
+    const std::int64_t group = p.q_heads / p.kv_heads, rows = p.tq - first;
+    for (int u = 0; u < kKvGradPerLane; ++u) {
+      const std::int64_t c = lane + 32 * u;
+      if (c < d) {
+        kr[u] = p.k[j * p.kv_heads * d + g * d + c];
+        vr[u] = p.v[j * p.kv_heads * d + g * d + c];
+      }
+    }
+    for (std::int64_t n = warp; n < group * rows; n += kKvGradWarps) {
+      const std::int64_t h = g * group + n / rows, i = first + n % rows;
+      const float* qi = p.q + i * p.q_heads * d + h * d;
+      const float* doi = p.d_out + i * p.q_heads * d + h * d;
+      float qr[kKvGradPerLane] = {}, dr[kKvGradPerLane] = {};
+      float s = 0.0f, dp = 0.0f;
+      for (int u = 0; u < kKvGradPerLane; ++u) {
+        const std::int64_t c = lane + 32 * u;
+        if (c < d) {
+          qr[u] = qi[c];
+          dr[u] = doi[c];
+        }
+        s += qr[u] * kr[u];
+        dp += dr[u] * vr[u];
+      }
+      for (int off = 16; off > 0; off /= 2) {
+        s += __shfl_xor_sync(0xffffffffu, s, off);
+        dp += __shfl_xor_sync(0xffffffffu, dp, off);
+      }
+      const float prob = expf(s * scale - p.lse[h * p.tq + i]);
+      const float ds = attention_score_grad(prob, dp, p.row_dot[h * p.tq + i], scale);
+      for (int u = 0; u < kKvGradPerLane; ++u) {
+        dk[u] += ds * qr[u];
+        dv[u] += prob * dr[u];
+      }
+    }
+  }
+  for (int u = 0; u < kKvGradPerLane; ++u) {
+    const std::int64_t c = lane + 32 * u;
+    if (c < d) {
+      s_dk[warp][c] = dk[u];
+      s_dv[warp][c] = dv[u];
+    }
+  }
+  __syncthreads();
+  for (std::int64_t c = threadIdx.x; c < d; c += kKvGradWarps * 32) {
+    float a = 0.0f, b = 0.0f;
+    for (int w = 0; w < kKvGradWarps; ++w) {
+      a += s_dk[w][c];
+      b += s_dv[w][c];
+    }
+    p.dk[j * p.kv_heads * d + g * d + c] += a;
+    p.dv[j * p.kv_heads * d + g * d + c] += b;
   }
 }
 
@@ -183,6 +276,11 @@ inline void attention_backward(const AttentionParams& p, cudaStream_t stream = n
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   detail::attention_backward_kernel<><<<grid, detail::kAttnThreads, smem, stream>>>(p);
   VIDLORA_CUDA_CHECK_LAUNCH("attention_backward_kernel");
+  if (p.row_dot) {
+    const dim3 kv_grid(static_cast<unsigned>(p.tk), static_cast<unsigned>(p.kv_heads));
+    detail::attention_kv_grad_kernel<><<<kv_grid, detail::kKvGradWarps * 32, 0, stream>>>(p);
+    VIDLORA_CUDA_CHECK_LAUNCH("attention_kv_grad_kernel");
+  }
 }
 
 }  // namespace vidlora::model::cuda

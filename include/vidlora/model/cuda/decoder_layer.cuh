@@ -4,7 +4,8 @@
 // existing kernels — cuBLASLt GEMMs (core/cuda/gemm.cuh), LoRA linears (lora/cuda/lora_linear.cuh, frozen
 // base dense fp32 or NF4/FP4 dequantized into a temporary before each GEMM, forward and backward, never
 // kept), RMSNorm / RoPE / SwiGLU (model/cuda/elementwise.cuh) and causal GQA attention per sequence
-// (model/cuda/attention.cuh). fp32 first: every tensor is float; bf16 is the next step (docs/cuda.md).
+// (model/cuda/attention.cuh; dk/dv by its deterministic kernel, no atomics). fp32 first: every tensor is float;
+// bf16 is the next step (docs/cuda.md).
 // Every op allocates its output (cudaMalloc); the caching allocator replaces that later.
 // Status: compiled for sm_75..90 and checked against the CPU executor by tests/cuda/test_decoder_layer.cu,
 // which has not yet run on a GPU (docs/cuda.md).
@@ -244,8 +245,10 @@ class DecoderLayerExecutor {
   QkvGrads<DeviceTensor> attention_backward(const saved_type& a, const DeviceTensor& d_attn) const {
     const std::int64_t t = shape_.seq_len, qf = shape_.q_features(), kvf = shape_.kv_features();
     QkvGrads<DeviceTensor> g{zeros(a.q.rows, a.q.cols), zeros(a.k.rows, a.k.cols), zeros(a.v.rows, a.v.cols)};
+    DeviceTensor row_dot(shape_.batch, shape_.q_heads * t);  // scratch of the deterministic dk/dv kernel
     for (std::int64_t b = 0; b < shape_.batch; ++b) {
       AttentionParams p = sequence_params(a, b);
+      p.row_dot = row_dot.data() + b * shape_.q_heads * t;  // dk/dv in a fixed order: two runs give the same bits
       p.d_out = d_attn.data() + b * t * qf;
       p.dq = g.dq.data() + b * t * qf;
       p.dk = g.dk.data() + b * t * kvf;

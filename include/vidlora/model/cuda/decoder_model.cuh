@@ -1,0 +1,302 @@
+#pragma once
+// DecoderModel: the whole decoder of model::Decoder on the device, for one training step: frozen weights uploaded
+// from a DecoderHostWeights (model/decoder_weights_export.hpp fills one from a CPU Decoder; dense fp32 or NF4/FP4
+// blocks, dequantized per GEMM as DecoderLayerDeviceWeights allows), LoRA factors and their fp32 gradients on the
+// device. loss_and_backward runs decoder_loss_and_backward_steps (model/decoder_model_steps.hpp), what
+// Decoder::loss_and_backward computes: every block by DecoderLayerExecutor
+// (model/decoder_layer_steps.hpp), the final RMSNorm, the streamed LM-head cross-entropy on next-token targets
+// (loss/cuda/lm_head_cross_entropy.cuh: vocabulary chunks, never [T, V]), and the backward through every block,
+// accumulating LoRA gradients and returning d loss / d input embeddings (for a projector). fp32; deterministic
+// (no order-dependent atomics in the reductions it adds). Every activation of the step is kept (no checkpointing
+// yet). Status: compiled for sm_75..90, checked against the CPU Decoder by tests/cuda/test_decoder_model.cu,
+// which has not yet run on a GPU (docs/cuda.md).
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <vidlora/core/cuda/status.cuh>
+#include <vidlora/loss/cuda/lm_head_cross_entropy.cuh>
+#include <vidlora/model/cuda/decoder_layer.cuh>
+#include <vidlora/model/decoder_host_weights.hpp>
+#include <vidlora/model/decoder_model_steps.hpp>
+
+namespace vidlora::model::cuda {
+
+// A right-padded batch: row b·seq_len + t is token t of sequence b (model::SequenceBatch without Eigen).
+struct DecoderBatch {
+  std::int64_t batch = 1, seq_len = 0;
+  std::vector<int> attention_mask;  // [batch·seq_len], 1 token, 0 padding; empty: all tokens
+  std::int64_t tokens() const { return batch * seq_len; }
+};
+
+// Next-token targets, as model::next_token_targets: target (b, t) = labels(b, t + 1); the last position of every
+// sequence gets ignore_index.
+inline std::vector<std::int32_t> next_token_targets(const std::vector<int>& labels, const DecoderBatch& batch,
+                                                    int ignore_index = -100) {
+  vidlora::cuda::check_arg(static_cast<std::int64_t>(labels.size()) == batch.tokens(), "cuda::DecoderModel",
+                           std::to_string(labels.size()) + " labels for " + std::to_string(batch.batch) + "x" +
+                               std::to_string(batch.seq_len) + " tokens");
+  std::vector<std::int32_t> targets(labels.size(), ignore_index);
+  for (std::int64_t b = 0; b < batch.batch; ++b)
+    for (std::int64_t t = 0; t + 1 < batch.seq_len; ++t)
+      targets[static_cast<std::size_t>(b * batch.seq_len + t)] =
+          labels[static_cast<std::size_t>(b * batch.seq_len + t + 1)];
+  return targets;
+}
+
+// Checks a step's input against the model: embeds [rows, cols] for the batch, the mask's length.
+inline void check_decoder_input(std::int64_t hidden, std::int64_t rows, std::int64_t cols, const DecoderBatch& batch) {
+  vidlora::cuda::check_arg(batch.batch > 0 && batch.seq_len > 0, "cuda::DecoderModel",
+                           "empty batch (" + std::to_string(batch.batch) + " x " + std::to_string(batch.seq_len) + ")");
+  vidlora::cuda::check_arg(rows == batch.tokens() && cols == hidden, "cuda::DecoderModel",
+                           "input embeddings [" + std::to_string(rows) + ", " + std::to_string(cols) +
+                               "] do not match batch " + std::to_string(batch.batch) + " x seq_len " +
+                               std::to_string(batch.seq_len) + " x hidden " + std::to_string(hidden));
+  vidlora::cuda::check_arg(
+      batch.attention_mask.empty() || static_cast<std::int64_t>(batch.attention_mask.size()) == batch.tokens(),
+      "cuda::DecoderModel",
+      "attention mask of " + std::to_string(batch.attention_mask.size()) + " for " + std::to_string(batch.tokens()) +
+          " tokens");
+}
+
+// The layer shape of a model for one batch.
+inline DecoderLayerShape decoder_layer_shape(const DecoderHostWeights& w, const DecoderBatch& batch) {
+  DecoderLayerShape s;
+  s.batch = batch.batch;
+  s.seq_len = batch.seq_len;
+  s.hidden = w.hidden;
+  s.intermediate = w.intermediate;
+  s.q_heads = w.q_heads;
+  s.kv_heads = w.kv_heads;
+  s.head_dim = w.head_dim;
+  s.rms_norm_eps = w.rms_norm_eps;
+  s.rope_theta = w.rope_theta;
+  s.qk_norm = w.qk_norm;
+  return s;
+}
+
+}  // namespace vidlora::model::cuda
+
+#if defined(__CUDACC__)
+namespace vidlora::model::cuda {
+
+class DecoderModel {
+ public:
+  // One trainable tensor (a LoRA factor): value and gradient on the device, `size` floats each.
+  struct LoraTensor {
+    std::string name;  // "layers.3.mlp.up_proj.lora_A"
+    float* value = nullptr;
+    float* grad = nullptr;
+    std::int64_t size = 0;
+  };
+  struct StepResult {
+    double loss = 0.0;
+    long valid_tokens = 0;
+    DeviceTensor grad_embeds;  // d loss / d input embeddings [tokens, hidden]
+  };
+
+  DecoderModel(vidlora::cuda::GemmRunner& gemm, const DecoderHostWeights& w, cudaStream_t stream = nullptr)
+      : gemm_(gemm), host_(shape_of(w)), stream_(stream) {
+    check_decoder_host_weights(w);
+    final_norm_ = vidlora::cuda::DeviceBuffer<float>(w.final_norm);
+    head_ = vidlora::cuda::DeviceBuffer<float>(w.head);
+    for (std::size_t l = 0; l < w.layers.size(); ++l) layers_.push_back(std::make_unique<Layer>(w, l, lora_));
+    zero_grad();
+  }
+
+  std::int64_t num_layers() const { return static_cast<std::int64_t>(layers_.size()); }
+  std::int64_t hidden() const { return host_.hidden; }
+  std::int64_t vocab() const { return host_.vocab; }
+  // Every LoRA factor, layer by layer, slots in q..down order, A then B (model::Decoder::for_each_lora's order).
+  const std::vector<LoraTensor>& lora_tensors() const { return lora_; }
+
+  void zero_grad() {
+    for (const LoraTensor& t : lora_)
+      VIDLORA_CUDA_CHECK(cudaMemsetAsync(t.grad, 0, static_cast<std::size_t>(t.size) * sizeof(float), stream_));
+  }
+
+  // embeds: device [batch·seq_len, hidden]; labels: host [batch·seq_len] (shifted here to next-token targets,
+  // ignore_index as options.ignore_index). Accumulates LoRA gradients; returns the loss (as
+  // Decoder::loss_and_backward) and d loss / d embeds. Synchronizes the stream once (the loss).
+  StepResult loss_and_backward(const DeviceTensor& embeds, const DecoderBatch& batch, const std::vector<int>& labels,
+                               const loss::cuda::LmHeadCeOptions& options = {}) {
+    check_decoder_input(host_.hidden, embeds.rows, embeds.cols, batch);
+    const std::vector<std::int32_t> targets = next_token_targets(labels, batch, options.ignore_index);
+    ModelExecutor exec(*this, decoder_layer_shape(host_, batch), batch.attention_mask, targets, options);
+    DecoderStepOf<DeviceTensor> step = decoder_loss_and_backward_steps(exec, embeds);
+    StepResult r;
+    r.loss = step.totals.loss;
+    r.valid_tokens = step.totals.valid_tokens;
+    r.grad_embeds = std::move(step.grad_embeds);
+    return r;
+  }
+
+ private:
+  // The model executor of decoder_loss_and_backward_steps (model/decoder_model_steps.hpp) for one batch: a
+  // DecoderLayerExecutor per block (kept from its forward to its backward), the final norm and the streamed loss.
+  class ModelExecutor {
+   public:
+    using tensor_type = DeviceTensor;
+    using rows_type = DeviceTensor;
+    using saved_type = DecoderLayerExecutor::saved_type;
+
+    ModelExecutor(DecoderModel& model, const DecoderLayerShape& shape, const std::vector<int>& key_mask,
+                  const std::vector<std::int32_t>& targets, const loss::cuda::LmHeadCeOptions& options)
+        : model_(model),
+          shape_(shape),
+          key_mask_(key_mask),
+          targets_(targets),
+          options_(options),
+          layers_(model.layers_.size()) {}
+
+    std::size_t num_layers() const { return layers_.size(); }
+    DecoderLayerExecutor& layer(std::size_t l) {
+      if (!layers_[l])
+        layers_[l] = std::make_unique<DecoderLayerExecutor>(model_.gemm_, model_.layers_[l]->weights, shape_, key_mask_,
+                                                            /*training=*/true, model_.stream_);
+      return *layers_[l];
+    }
+    void release_layer(std::size_t l) { layers_[l].reset(); }
+
+    DeviceTensor copy(const DeviceTensor& x) const {
+      DeviceTensor y(x.rows, x.cols);
+      if (x.size())
+        VIDLORA_CUDA_CHECK(cudaMemcpyAsync(y.data(), x.data(), static_cast<std::size_t>(x.size()) * sizeof(float),
+                                           cudaMemcpyDeviceToDevice, model_.stream_));
+      return y;
+    }
+    DeviceTensor final_norm(const DeviceTensor& h, DeviceTensor* inv) const {
+      DeviceTensor y(h.rows, h.cols);
+      *inv = DeviceTensor(h.rows, 1);
+      RmsNormParams p{h.data(), model_.final_norm_.data(), y.data(), inv->data(), nullptr, nullptr, h.rows,
+                      h.cols,   model_.host_.rms_norm_eps};
+      model::cuda::rms_norm(p, model_.stream_);
+      return y;
+    }
+    DeviceTensor final_norm_backward(const DeviceTensor& h, const DeviceTensor& inv, const DeviceTensor& dy) const {
+      DeviceTensor dx(h.rows, h.cols);
+      RmsNormParams p{
+          h.data(), model_.final_norm_.data(), nullptr, const_cast<float*>(inv.data()), dy.data(), dx.data(), h.rows,
+          h.cols,   model_.host_.rms_norm_eps};
+      model::cuda::rms_norm_backward(p, model_.stream_);
+      return dx;
+    }
+    DecoderLossTotals lm_head_loss(const DeviceTensor& hidden, DeviceTensor& d_hidden) {
+      d_hidden = DeviceTensor(hidden.rows, hidden.cols);
+      const loss::cuda::LmHeadCeShape shape{hidden.rows, hidden.cols, model_.host_.vocab, hidden.cols, hidden.rows};
+      const loss::cuda::LmHeadCeResult ce = loss::cuda::lm_head_cross_entropy(
+          model_.gemm_, hidden.data(), model_.head_.data(), shape, targets_, options_, d_hidden.data(), model_.stream_);
+      return {ce.loss, ce.valid_tokens};
+    }
+
+   private:
+    DecoderModel& model_;
+    DecoderLayerShape shape_;
+    const std::vector<int>& key_mask_;
+    const std::vector<std::int32_t>& targets_;
+    loss::cuda::LmHeadCeOptions options_;
+    std::vector<std::unique_ptr<DecoderLayerExecutor>> layers_;
+  };
+
+  // The device copies of one block's weights, wired into the executor's DecoderLayerDeviceWeights.
+  struct Layer {
+    vidlora::cuda::DeviceBuffer<float> norm1, norm2, q_norm, k_norm;
+    vidlora::cuda::DeviceBuffer<float> w[7], bias[7], a[7], b[7], grad_a[7], grad_b[7], absmax[7], nested[7];
+    vidlora::cuda::DeviceBuffer<std::uint8_t> packed[7], qabsmax[7];
+    DecoderLayerDeviceWeights weights;
+
+    Layer(const DecoderHostWeights& host, std::size_t l, std::vector<LoraTensor>& lora) {
+      const HostLayerWeights& src = host.layers[l];
+      norm1 = vidlora::cuda::DeviceBuffer<float>(src.norm1);
+      norm2 = vidlora::cuda::DeviceBuffer<float>(src.norm2);
+      weights.norm1 = norm1.data();
+      weights.norm2 = norm2.data();
+      if (host.qk_norm) {
+        q_norm = vidlora::cuda::DeviceBuffer<float>(src.q_norm);
+        k_norm = vidlora::cuda::DeviceBuffer<float>(src.k_norm);
+        weights.q_norm = q_norm.data();
+        weights.k_norm = k_norm.data();
+      }
+      for (std::size_t m = 0; m < 7; ++m) {
+        const HostLinearWeights& s = src.linears[m];
+        DeviceLinear& lin = weights.linears[m];
+        lora::cuda::LoraLinearParams& p = lin.params;
+        p.in = s.in;
+        p.out = s.out;
+        if (s.quantized) {
+          packed[m] = vidlora::cuda::DeviceBuffer<std::uint8_t>(s.q.packed);
+          p.base = s.q.nf4 ? lora::cuda::BaseKind::NF4 : lora::cuda::BaseKind::FP4;
+          p.qw.packed = packed[m].data();
+          if (s.q.qabsmax.empty()) {
+            absmax[m] = vidlora::cuda::DeviceBuffer<float>(s.q.absmax);
+            p.qw.absmax = absmax[m].data();
+          } else {
+            qabsmax[m] = vidlora::cuda::DeviceBuffer<std::uint8_t>(s.q.qabsmax);
+            nested[m] = vidlora::cuda::DeviceBuffer<float>(s.q.nested_absmax);
+            p.qw.qabsmax = qabsmax[m].data();
+            p.qw.nested_absmax = nested[m].data();
+            p.qw.absmax_offset = s.q.absmax_offset;
+          }
+          p.qw.numel = s.out * s.in;
+          int log2 = 0;
+          while ((1 << log2) < s.q.blocksize) ++log2;
+          p.qw.blocksize_log2 = log2;
+        } else {
+          w[m] = vidlora::cuda::DeviceBuffer<float>(s.w);
+          p.base = lora::cuda::BaseKind::Dense;
+          p.w = w[m].data();
+        }
+        if (!s.bias.empty()) {
+          bias[m] = vidlora::cuda::DeviceBuffer<float>(s.bias);
+          p.bias = bias[m].data();
+        }
+        lin.has_lora = s.has_lora();
+        lin.layer_index = s.layer_index;
+        lin.step = s.step;
+        if (!lin.has_lora) continue;
+        a[m] = vidlora::cuda::DeviceBuffer<float>(s.lora_a);
+        b[m] = vidlora::cuda::DeviceBuffer<float>(s.lora_b);
+        grad_a[m] = vidlora::cuda::DeviceBuffer<float>(s.lora_a.size());
+        grad_b[m] = vidlora::cuda::DeviceBuffer<float>(s.lora_b.size());
+        p.rank = s.rank;
+        p.a = a[m].data();
+        p.b = b[m].data();
+        p.grad_a = grad_a[m].data();
+        p.grad_b = grad_b[m].data();
+        p.scaling = s.scaling;
+        p.dropout = s.dropout;
+        p.seed = s.seed;
+        const std::string name = host_slot_name(l, m);
+        lora.push_back({name + ".lora_A", a[m].data(), grad_a[m].data(), static_cast<std::int64_t>(s.lora_a.size())});
+        lora.push_back({name + ".lora_B", b[m].data(), grad_b[m].data(), static_cast<std::int64_t>(s.lora_b.size())});
+      }
+    }
+  };
+
+  // The shape fields only (the tensors live on the device).
+  static DecoderHostWeights shape_of(const DecoderHostWeights& w) {
+    DecoderHostWeights s;
+    s.hidden = w.hidden;
+    s.intermediate = w.intermediate;
+    s.q_heads = w.q_heads;
+    s.kv_heads = w.kv_heads;
+    s.head_dim = w.head_dim;
+    s.vocab = w.vocab;
+    s.rms_norm_eps = w.rms_norm_eps;
+    s.rope_theta = w.rope_theta;
+    s.qk_norm = w.qk_norm;
+    return s;
+  }
+
+  vidlora::cuda::GemmRunner& gemm_;
+  DecoderHostWeights host_;  // shape only
+  cudaStream_t stream_ = nullptr;
+  vidlora::cuda::DeviceBuffer<float> final_norm_, head_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::vector<LoraTensor> lora_;
+};
+
+}  // namespace vidlora::model::cuda
+#endif

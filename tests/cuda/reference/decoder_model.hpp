@@ -1,0 +1,42 @@
+#pragma once
+// CPU reference of a whole decoder training step for tests/cuda/test_decoder_model.cu, compiled by the host
+// compiler (decoder_model.cpp): a tiny model::Decoder (random weights, LoRA on every slot with random A and B),
+// Decoder::loss_and_backward (the streamed lm_head_cross_entropy) and a few steps of clip_grad_norm +
+// optim::adamw_update_range, with the weights exported as the device model uploads them.
+
+#include <cstdint>
+#include <vector>
+
+#include <vidlora/model/decoder_host_weights.hpp>
+
+namespace ref {
+
+struct DecoderModelCase {
+  int layers = 2, hidden = 64, intermediate = 96, heads = 4, kv_heads = 2, vocab = 50;
+  bool qwen3 = false;  // per-head q/k norms
+  bool qwen2 = false;  // q/k/v biases
+  bool nf4 = false;    // NF4 (double-quantized, blocks of 64) frozen linears
+  long batch = 2, seq_len = 7;
+  long pad_last = 0;       // right padding of the last sequence (attention mask 0, labels -100)
+  int ignored_labels = 0;  // labels set to ignore_index inside the first sequence (a prompt)
+  double label_smoothing = 0.0;
+  long chunk = 16;  // vocabulary chunk of the streamed loss
+  double dropout = 0.0;
+  std::uint64_t seed = 1;
+  int steps = 1;  // forward + backward + clip + AdamW steps (the first one's gradients are reported)
+  double lr = 1e-2, weight_decay = 0.01, max_grad_norm = 1.0;
+};
+
+struct DecoderModelRun {
+  vidlora::model::DecoderHostWeights weights;  // as before the first step
+  std::vector<float> embeds;                   // [batch·seq_len, hidden]
+  std::vector<int> labels, attention_mask;
+  std::vector<double> losses;  // one per step
+  long valid_tokens = 0;
+  std::vector<std::vector<float>> grads;  // first step, every LoRA factor (DecoderModel::lora_tensors order)
+  std::vector<float> grad_embeds;         // first step
+};
+
+DecoderModelRun decoder_model(const DecoderModelCase& c);
+
+}  // namespace ref

@@ -1,0 +1,353 @@
+// The host side of the device decoder (model/cuda/decoder_model.cuh): export_decoder_weights copies a CPU
+// model::Decoder exactly (dense and NF4 bases, norms, head, LoRA factors row-major, dropout streams), the size
+// check names the tensor, unsupported configurations are errors, and the next-token shift and input checks agree
+// with model::Decoder's.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <memory>
+#include <optional>
+
+#include <vidlora/lora/frozen_weight.hpp>
+#include <vidlora/model/cuda/decoder_model.cuh>
+#include <vidlora/model/decoder.hpp>
+#include <vidlora/model/decoder_layer_cpu.hpp>
+#include <vidlora/model/decoder_model_steps.hpp>
+#include <vidlora/model/decoder_weights_export.hpp>
+#include <vidlora/model/random_weights.hpp>
+#include <vidlora/model/rms_norm.hpp>
+#include <vidlora/loss/lm_head_cross_entropy.hpp>
+#include <vidlora/quant/quantized_weight.hpp>
+
+using namespace vidlora;
+
+namespace {
+
+model::DecoderOptions all_slots(double dropout = 0.0) {
+  model::DecoderOptions o;
+  o.target_modules = {"q_proj", "v_proj", "down_proj"};
+  o.lora.dropout = dropout;
+  o.lora.seed = 5;
+  return o;
+}
+
+template <class M>
+bool same_row_major(const std::vector<float>& flat, const M& m) {
+  if (static_cast<Eigen::Index>(flat.size()) != m.size()) return false;
+  for (Eigen::Index r = 0; r < m.rows(); ++r)
+    for (Eigen::Index c = 0; c < m.cols(); ++c)
+      if (flat[static_cast<std::size_t>(r * m.cols() + c)] != m(r, c)) return false;
+  return true;
+}
+
+// decoder_loss_and_backward_steps' model executor over the CPU pieces model::Decoder uses, rebuilt from the
+// exported weights (dense bases): what the CUDA DecoderModel runs, with the CPU's ops.
+struct HostModelExec {
+  using Slot = model::LinearSlot<16, 32, lora::DenseWeight>;
+  using LayerExec = model::CpuLayerExecutor<Slot>;
+  using tensor_type = Matrix;
+  using rows_type = Vector;
+  using saved_type = LayerExec::saved_type;
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+  model::DecoderConfig config;
+  model::RotaryTable rope;
+  std::vector<model::DecoderLayerWeights<Slot>> layers;
+  Vector norm;
+  Matrix head;
+  model::SequenceBatch batch;
+  std::vector<Eigen::Index> positions;
+  std::vector<int> targets;
+  loss::CrossEntropyOptions ce;
+  loss::LmHeadOptions lm;
+  std::vector<std::unique_ptr<LayerExec>> execs;
+  int released = 0;
+
+  static Matrix matrix(const std::vector<float>& v, Eigen::Index r, Eigen::Index c) {
+    return Eigen::Map<const RowMajor>(v.data(), r, c);
+  }
+  static Vector vector(const std::vector<float>& v) {
+    return Eigen::Map<const Vector>(v.data(), static_cast<Eigen::Index>(v.size()));
+  }
+
+  HostModelExec(const model::DecoderConfig& c, const model::DecoderHostWeights& w, const model::SequenceBatch& b,
+                const std::vector<int>& labels, const loss::CrossEntropyOptions& o, Eigen::Index chunk)
+      : config(c), rope(c.head_dim, c.rope_theta), batch(b), ce(o) {
+    rope.prepare(b.seq_len);
+    lm.chunk_size = chunk;
+    norm = vector(w.final_norm);
+    head = matrix(w.head, w.vocab, w.hidden);
+    for (const auto& hl : w.layers) {
+      auto& layer = layers.emplace_back();
+      layer.norm1 = vector(hl.norm1);
+      layer.norm2 = vector(hl.norm2);
+      if (w.qk_norm) {
+        layer.q_norm = vector(hl.q_norm);
+        layer.k_norm = vector(hl.k_norm);
+      }
+      for (const auto& s : hl.linears) {
+        lora::LoraOptions lo;
+        lo.dropout = s.dropout;
+        lo.seed = s.seed;
+        lo.layer = s.layer_index;
+        std::optional<Vector> bias;
+        if (!s.bias.empty()) bias = vector(s.bias);
+        layer.slots.emplace_back(matrix(s.w, s.out, s.in), std::move(bias), s.has_lora(), lo);
+        if (!s.has_lora()) continue;
+        layer.slots.back().lora().lora_A() = matrix(s.lora_a, s.rank, s.in);
+        layer.slots.back().lora().lora_B() = matrix(s.lora_b, s.out, s.rank);
+        layer.slots.back().set_step(s.step);
+      }
+    }
+    for (Eigen::Index i = 0; i < b.tokens(); ++i) positions.push_back(i % b.seq_len);
+    targets = model::next_token_targets(labels, b, o.ignore_index);
+    execs.resize(layers.size());
+  }
+
+  std::size_t num_layers() const { return layers.size(); }
+  LayerExec& layer(std::size_t l) {
+    if (!execs[l]) execs[l] = std::make_unique<LayerExec>(layers[l], config, rope, positions, batch, true);
+    return *execs[l];
+  }
+  void release_layer(std::size_t l) {
+    for (auto& s : layers[l].slots) s.release();
+    execs[l].reset();
+    ++released;
+  }
+  Matrix copy(const Matrix& x) const { return x; }
+  Matrix final_norm(const Matrix& h, Vector* inv) const {
+    return model::rms_norm<float>(h, norm, config.rms_norm_eps, inv);
+  }
+  Matrix final_norm_backward(const Matrix& h, const Vector& inv, const Matrix& dy) const {
+    return model::rms_norm_backward<float>(h, norm, inv, dy);
+  }
+  model::DecoderLossTotals lm_head_loss(const Matrix& hidden, Matrix& d_hidden) {
+    auto r = loss::lm_head_cross_entropy<float>(hidden, head, targets, ce, lm);
+    d_hidden = std::move(r.grad_hidden);
+    return {r.loss, r.valid_tokens};
+  }
+};
+
+bool same_bits(const Matrix& a, const Matrix& b) {
+  return a.rows() == b.rows() && a.cols() == b.cols() &&
+         std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.size()) * sizeof(float)) == 0;
+}
+
+void check_steps_equal_decoder(model::DecoderConfig config, double dropout, double smoothing) {
+  INFO("qk_norm " << config.qk_norm() << " dropout " << dropout << " smoothing " << smoothing);
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 6), all_slots(dropout));
+  std::uint64_t stream = 40;
+  dec.for_each_lora([&](const std::string&, auto& lin) {
+    lin.lora_B() = model::random_normal(lin.lora_B().rows(), lin.lora_B().cols(), 0.05, 6, stream++);
+  });
+  const model::DecoderHostWeights w = model::export_decoder_weights(dec);
+  model::SequenceBatch batch;
+  batch.batch = 2;
+  batch.seq_len = 6;
+  batch.attention_mask = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+  const std::vector<int> labels{-100, -100, 3, 7, 1, 9, 4, 4, 2, 11, -100, -100};
+  const Matrix embeds = model::random_normal(12, config.hidden_size, 1.0, 6, 3);
+  loss::CrossEntropyOptions ce;
+  ce.label_smoothing = smoothing;
+  loss::LmHeadOptions lm;
+  lm.chunk_size = 7;
+  const auto want = dec.loss_and_backward(embeds, batch, labels, ce, lm);
+
+  HostModelExec exec(config, w, batch, labels, ce, 7);
+  const auto got = model::decoder_loss_and_backward_steps(exec, embeds);
+  CHECK(got.totals.loss == want.loss);
+  CHECK(got.totals.valid_tokens == want.valid_tokens);
+  CHECK(same_bits(got.grad_embeds, want.grad_embeds));
+  CHECK(exec.released == 2);
+  for (int l = 0; l < 2; ++l)
+    for (std::size_t m = 0; m < 7; ++m) {
+      const auto& cpu = dec.layer_weights(l).slots[m];
+      if (!cpu.has_lora()) continue;
+      INFO("layer " << l << " slot " << m);
+      auto& host = exec.layers[static_cast<std::size_t>(l)].slots[m].lora();
+      CHECK(same_bits(host.grad_A(), cpu.lora().grad_A()));
+      CHECK(same_bits(host.grad_B(), cpu.lora().grad_B()));
+      CHECK(host.step() == cpu.lora().step());  // the dropout streams advanced alike
+    }
+}
+
+}  // namespace
+
+TEST_CASE("decoder_loss_and_backward_steps over CPU executors equals Decoder::loss_and_backward bit for bit",
+          "[decoder_host]") {
+  auto config = model::llama_config(32, 48, 2, 4, 2, 20);
+  check_steps_equal_decoder(config, 0.0, 0.0);
+  check_steps_equal_decoder(config, 0.1, 0.1);
+  config.architecture = model::Architecture::Qwen3;
+  config.validate();
+  check_steps_equal_decoder(config, 0.1, 0.0);
+  config.architecture = model::Architecture::Qwen2;  // q/k/v biases
+  config.validate();
+  check_steps_equal_decoder(config, 0.0, 0.0);
+}
+
+TEST_CASE("export_decoder_weights copies a dense llama decoder exactly", "[decoder_host]") {
+  const auto config = model::llama_config(32, 48, 2, 4, 2, 20);
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 3), all_slots(0.1));
+  dec.slot(1, "v_proj").lora().lora_B() = model::random_normal(16, 16, 0.1, 3, 50);  // [kv_features, rank]
+  const model::DecoderHostWeights w = model::export_decoder_weights(dec);
+  CHECK(w.hidden == 32);
+  CHECK(w.intermediate == 48);
+  CHECK(w.q_heads == 4);
+  CHECK(w.kv_heads == 2);
+  CHECK(w.head_dim == 8);
+  CHECK(w.vocab == 20);
+  CHECK_FALSE(w.qk_norm);
+  REQUIRE(w.layers.size() == 2);
+  CHECK(same_row_major(w.head, dec.head_weight()));
+  CHECK(same_row_major(w.final_norm, dec.final_norm().transpose()));
+  for (int l = 0; l < 2; ++l) {
+    const auto& layer = dec.layer_weights(l);
+    CHECK(same_row_major(w.layers[l].norm1, layer.norm1.transpose()));
+    CHECK(same_row_major(w.layers[l].norm2, layer.norm2.transpose()));
+    CHECK(w.layers[l].q_norm.empty());
+    for (std::size_t m = 0; m < 7; ++m) {
+      INFO("layer " << l << " slot " << m);
+      const auto& s = w.layers[l].linears[m];
+      const auto& slot = layer.slots[m];
+      CHECK_FALSE(s.quantized);
+      CHECK(same_row_major(s.w, slot.base().dense()));
+      CHECK(s.bias.empty());
+      CHECK(s.has_lora() == (m == 0 || m == 2 || m == 6));
+      if (!s.has_lora()) continue;
+      CHECK(s.rank == 16);
+      CHECK(same_row_major(s.lora_a, slot.lora().lora_A()));
+      CHECK(same_row_major(s.lora_b, slot.lora().lora_B()));
+      CHECK(s.scaling == 2.0f);
+      CHECK(s.dropout == 0.1f);
+      CHECK(s.seed == 5);
+      CHECK(s.layer_index == static_cast<std::uint32_t>(l * 7 + static_cast<int>(m)));
+      CHECK(s.step == 0);
+    }
+  }
+  CHECK(model::host_slot_name(1, 5) == "layers.1.mlp.up_proj");
+  CHECK(model::host_slot_name(0, 3) == "layers.0.self_attn.o_proj");
+}
+
+TEST_CASE("export_decoder_weights keeps an NF4 base as its blocks and a qwen3 decoder's head norms", "[decoder_host]") {
+  auto config = model::llama_config(64, 96, 1, 4, 1, 30);
+  config.architecture = model::Architecture::Qwen3;
+  config.validate();
+  model::Decoder<16, 32, quant::NF4Weight> dec(config, model::random_decoder_weights(config, 4), all_slots());
+  const model::DecoderHostWeights w = model::export_decoder_weights(dec);
+  CHECK(w.qk_norm);
+  CHECK(w.layers[0].q_norm.size() == 16);
+  CHECK(w.layers[0].k_norm.size() == 16);
+  for (std::size_t m = 0; m < 7; ++m) {
+    const auto& s = w.layers[0].linears[m];
+    const auto& blocks = dec.layer_weights(0).slots[m].base().blocks();
+    CHECK(s.quantized);
+    CHECK(s.q.nf4);
+    CHECK(s.w.empty());
+    CHECK(s.q.packed == blocks.packed);
+    CHECK(s.q.qabsmax == blocks.qabsmax);
+    CHECK(s.q.nested_absmax == blocks.nested_absmax);
+    CHECK(s.q.absmax_offset == blocks.absmax_offset);
+    CHECK(s.q.blocksize == 64);
+  }
+}
+
+TEST_CASE("export_decoder_weights copies qwen2's q/k/v biases, on LoRA and frozen slots", "[decoder_host]") {
+  auto config = model::llama_config(32, 48, 1, 4, 2, 20);
+  config.architecture = model::Architecture::Qwen2;
+  config.validate();
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 8), all_slots());
+  const model::DecoderHostWeights w = model::export_decoder_weights(dec);
+  for (std::size_t m = 0; m < 7; ++m) {
+    INFO("slot " << m);
+    const auto* bias = dec.layer_weights(0).slots[m].bias();
+    CHECK((bias != nullptr) == (m < 3));  // q (LoRA), k (frozen), v (LoRA)
+    if (bias)
+      CHECK(same_row_major(w.layers[0].linears[m].bias, bias->transpose()));
+    else
+      CHECK(w.layers[0].linears[m].bias.empty());
+  }
+}
+
+TEST_CASE("export_decoder_weights refuses what the device decoder cannot run", "[decoder_host]") {
+  auto config = model::llama_config(32, 48, 1, 4, 2, 20);
+  config.rope_scaling.type = model::RopeType::Linear;
+  config.rope_scaling.factor = 2.0;
+  config.max_position_embeddings = 64;
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 3), all_slots());
+  CHECK_THROWS_WITH(model::export_decoder_weights(dec), Catch::Contains("rope_scaling \"linear\""));
+}
+
+TEST_CASE("check_decoder_host_weights names the tensor whose size is wrong", "[decoder_host]") {
+  const auto config = model::llama_config(32, 48, 2, 4, 2, 20);
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 3), all_slots());
+  const model::DecoderHostWeights good = model::export_decoder_weights(dec);
+  CHECK_NOTHROW(model::check_decoder_host_weights(good));
+  auto w = good;
+  w.head.pop_back();
+  CHECK_THROWS_WITH(model::check_decoder_host_weights(w),
+                    Catch::Contains("lm_head.weight has 639 values for [20, 32]"));
+  w = good;
+  w.layers[1].norm2.push_back(1.0f);
+  CHECK_THROWS_WITH(model::check_decoder_host_weights(w),
+                    Catch::Contains("layers.1.post_attention_layernorm.weight has 33 values for [32]"));
+  w = good;
+  w.layers[0].linears[6].lora_a.resize(10);
+  CHECK_THROWS_WITH(model::check_decoder_host_weights(w),
+                    Catch::Contains("layers.0.mlp.down_proj.lora_A.weight has 10 values for [16, 48]"));
+  w = good;
+  w.layers[1].linears[4].in = 31;
+  CHECK_THROWS_WITH(model::check_decoder_host_weights(w),
+                    Catch::Contains("layers.1.mlp.gate_proj is [48, 31], the shape needs [48, 32]"));
+  w = good;
+  w.layers[0].linears[0].dropout = 1.0f;
+  CHECK_THROWS_WITH(model::check_decoder_host_weights(w), Catch::Contains("LoRA dropout 1.0"));
+  w = good;
+  w.kv_heads = 3;
+  CHECK_THROWS_WITH(model::check_decoder_host_weights(w), Catch::Contains("heads 4/3"));
+}
+
+TEST_CASE("the device decoder's next-token targets and input checks agree with model::Decoder", "[decoder_host]") {
+  model::SequenceBatch sb;
+  sb.batch = 3;
+  sb.seq_len = 4;
+  const std::vector<int> labels{5, 6, -100, 7, 1, 2, 3, 4, 9, -100, -100, -100};
+  const std::vector<int> want = model::next_token_targets(labels, sb);
+  model::cuda::DecoderBatch b;
+  b.batch = 3;
+  b.seq_len = 4;
+  const std::vector<std::int32_t> got = model::cuda::next_token_targets(labels, b);
+  CHECK(std::vector<int>(got.begin(), got.end()) == want);
+  const std::vector<std::int32_t> other_ignore = model::cuda::next_token_targets(labels, b, -1);
+  CHECK(other_ignore[3] == -1);  // the last position of each sequence takes the given ignore_index
+  CHECK_THROWS_WITH(model::cuda::next_token_targets({1, 2}, b), Catch::Contains("2 labels for 3x4 tokens"));
+  CHECK_NOTHROW(model::cuda::check_decoder_input(32, 12, 32, b));
+  CHECK_THROWS_WITH(model::cuda::check_decoder_input(32, 12, 16, b),
+                    Catch::Contains("input embeddings [12, 16] do not match batch 3 x seq_len 4 x hidden 32"));
+  b.attention_mask = {1, 1, 0};
+  CHECK_THROWS_WITH(model::cuda::check_decoder_input(32, 12, 32, b),
+                    Catch::Contains("attention mask of 3 for 12 tokens"));
+  b.seq_len = 0;
+  CHECK_THROWS_WITH(model::cuda::check_decoder_input(32, 0, 32, b), Catch::Contains("empty batch (3 x 0)"));
+}
+
+TEST_CASE("decoder_layer_shape carries the model's sizes and the batch", "[decoder_host]") {
+  auto config = model::llama_config(64, 96, 1, 4, 1, 30);
+  config.architecture = model::Architecture::Qwen3;
+  config.rope_theta = 5e5;
+  config.validate();
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 4), all_slots());
+  model::cuda::DecoderBatch b;
+  b.batch = 2;
+  b.seq_len = 9;
+  const auto s = model::cuda::decoder_layer_shape(model::export_decoder_weights(dec), b);
+  CHECK(s.tokens() == 18);
+  CHECK(s.hidden == 64);
+  CHECK(s.intermediate == 96);
+  CHECK(s.q_heads == 4);
+  CHECK(s.kv_heads == 1);
+  CHECK(s.head_dim == 16);
+  CHECK(s.qk_norm);
+  CHECK(s.rope_theta == 5e5);
+  CHECK_NOTHROW(model::cuda::check_layer_shape(s));
+}
