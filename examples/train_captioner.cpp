@@ -125,6 +125,10 @@ demo::CommandLine command_line() {
                   "stage 0: vision encoder layers (default 2); the features are the input of the last one", 1),
           text("positions", "KIND",
                "stage 0: the random encoder's position embedding, clip_init or sincos_2d (default clip_init)"),
+          integer("change-pool", "N",
+                  "stage 0: after the frames, the tokens of the clip's largest frame-to-frame change (the two "
+                  "neighbouring frames' absolute difference through the encoder), pooled by N (default 0: none)",
+                  0),
       });
 }
 
@@ -345,6 +349,9 @@ int stage0(const demo::Args& a) {
   require(vc.image_size % vc.patch_size == 0, "--image-size {} is not a multiple of --patch {}", vc.image_size,
           vc.patch_size);
   const std::string positions = a.str("positions", "clip_init");
+  const int change_pool = a.integer("change-pool", 0);
+  require(change_pool == 0 || vc.grid() % change_pool == 0, "--change-pool {} does not divide the {}x{} patch grid",
+          change_pool, vc.grid(), vc.grid());
   demo::write_table(out / "vision.safetensors",
                     train::random_clip_vision_weights(vc, 17, train::random_vision_positions_from_string(positions)));
   io::write_file_atomically(out / "vision_config.json", nlohmann::json{{"model_type", "clip_vision_model"},
@@ -360,6 +367,7 @@ int stage0(const demo::Args& a) {
       out / "vidlora_demo.json",
       nlohmann::json{{"prompt", " 설명:"},
                      {"pool_stride", a.integer("pool", 2)},
+                     {"change_pool_stride", change_pool},
                      {"encoder_id", fmt::format("random-clip-seed17-{}px-patch{}-w{}-l{}-{}", vc.image_size,
                                                 vc.patch_size, vc.hidden_size, vc.num_hidden_layers, positions)}}
           .dump(2));
