@@ -236,6 +236,14 @@ int stage0(const demo::Args& a) {
   fail("--stage0 needs libsentencepiece's trainer (sentencepiece_trainer.h)");
 #else
   const fs::path data = a.str("data", "demo_data"), out = a.str("model", "demo_model");
+  // The encoder's grid settings are checked before the minutes of stage 0 are spent.
+  const int image_size = a.integer("image-size", 32), patch = a.integer("patch", 8);
+  const int change_pool = a.integer("change-pool", 0);
+  if (image_size % patch != 0)
+    throw demo::UsageError(fmt::format("--image-size {} is not a multiple of --patch {}", image_size, patch));
+  if (change_pool > 0 && (image_size / patch) % change_pool != 0)
+    throw demo::UsageError(fmt::format("--change-pool {} does not divide the {}x{} patch grid", change_pool,
+                                       image_size / patch, image_size / patch));
   fs::create_directories(out);
   const auto ds = train::read_dataset(data, {.val_fraction = a.real("val-fraction", 0.1), .seed = 0});
   fmt::print("stage 0: {}\n", ds.summary());
@@ -344,14 +352,9 @@ int stage0(const demo::Args& a) {
   vc.intermediate_size = 2 * vc.hidden_size;
   vc.num_hidden_layers = a.integer("vision-layers", 2);
   vc.num_attention_heads = 4;
-  vc.image_size = a.integer("image-size", 32);
-  vc.patch_size = a.integer("patch", 8);
-  require(vc.image_size % vc.patch_size == 0, "--image-size {} is not a multiple of --patch {}", vc.image_size,
-          vc.patch_size);
+  vc.image_size = image_size;
+  vc.patch_size = patch;
   const std::string positions = a.str("positions", "clip_init");
-  const int change_pool = a.integer("change-pool", 0);
-  require(change_pool == 0 || vc.grid() % change_pool == 0, "--change-pool {} does not divide the {}x{} patch grid",
-          change_pool, vc.grid(), vc.grid());
   demo::write_table(out / "vision.safetensors",
                     train::random_clip_vision_weights(vc, 17, train::random_vision_positions_from_string(positions)));
   io::write_file_atomically(out / "vision_config.json", nlohmann::json{{"model_type", "clip_vision_model"},
