@@ -91,6 +91,7 @@ demo::CommandLine command_line() {
                "float64: the run then depends on how a step's clips are split over ranks and batches"),
           integer("seed", "N", "seed of the data order, LoRA init and dropout (default 0)"),
           integer("patience", "N", "early-stopping patience in evaluations"),
+          real("label-smoothing", "X", "label smoothing of both stages' cross-entropy (default: the preset's)"),
           text("metric", "NAME",
                "early-stopping metric: eval_loss, meteor, meteor_morphemes, cider_d, bleu4, rouge_l, unique_ratio"),
           real("val-fraction", "X", "held-out fraction of the data (default 0.1)"),
@@ -174,7 +175,7 @@ void print_configuration(const TrainerConfig& c) {
       source(c.precision == d.precision, preset + "::fp16 / bf16", "(set in code)") +
           (c.precision == "fp32" ? "" : "; the CPU trainer computes in fp32 only"));
   row("label_smoothing", c.label_smoothing,
-      source(c.label_smoothing == d.label_smoothing, preset + "::label_smoothing", "(set in code)"));
+      source(c.label_smoothing == d.label_smoothing, preset + "::label_smoothing", "--label-smoothing"));
   row("weight_decay", c.weight_decay,
       source(c.weight_decay == d.weight_decay, preset + "::weight_decay", "(set in code)"));
   row("max_grad_norm", c.max_grad_norm,
@@ -221,6 +222,9 @@ TrainerConfig configure(const demo::Args& a) {
   c.generation.no_repeat_ngram_size = a.integer("no-repeat-ngram-size", 0);
   c.early_stopping_metric = a.str("metric", c.early_stopping_metric);
   c.patience = a.integer("patience", c.patience);
+  c.label_smoothing = a.real("label-smoothing", c.label_smoothing);
+  if (!(c.label_smoothing >= 0.0 && c.label_smoothing < 1.0))
+    throw demo::UsageError(fmt::format("option --label-smoothing: {} is not in [0, 1)", c.label_smoothing));
   c.output_dir = a.str("out", "vidlora_out");
   c.progress_newlines = a.has("log-lines");
   c.batch_invariant = !a.has("float32-batches");
