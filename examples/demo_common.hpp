@@ -135,10 +135,6 @@ struct DemoModel {
     const int g = vision_config.grid() / pool_stride;
     return g * g;
   }
-  int change_tokens() const {
-    const int g = change_pool_stride > 0 ? vision_config.grid() / change_pool_stride : 0;
-    return g * g;
-  }
 
   vidlora::train::TextCodec codec() const {
     const auto* tok = &*tokenizer;
