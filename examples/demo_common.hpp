@@ -8,7 +8,9 @@
 //   model.safetensors      decoder weights (model.* keys)
 //   vision_config.json     CLIP vision config
 //   vision.safetensors     CLIP vision weights (vision_model.* keys)
-//   vidlora_demo.json      {"prompt": text after the video, "pool_stride": n, "encoder_id": name}
+//   vidlora_demo.json      {"prompt": text after the video, "pool_stride": n, "encoder_id": name,
+//                           "change_pool_stride": n (0 or absent: none; else the clip's largest change is
+//                           appended as one more image's tokens, pooled by n: train::video_change_features)}
 
 #include <cstdlib>
 #include <ctime>
@@ -41,9 +43,10 @@ namespace demo {
 
 namespace fs = std::filesystem;
 
-// examples/support/demo_features.cpp: sampler + CLIP preprocessing + encoder (+ pooling).
+// examples/support/demo_features.cpp: sampler + CLIP preprocessing + encoder (+ pooling), then, when
+// change_pool_stride > 0, the tokens of the clip's largest change pooled by it.
 vidlora::Matrix clip_features(const std::filesystem::path& video, const std::string& sampler, int frames,
-                              const vidlora::model::ClipVision& encoder, int pool_stride);
+                              const vidlora::model::ClipVision& encoder, int pool_stride, int change_pool_stride);
 
 // The programs' options are declared in a CommandLine (command_line.hpp); configure() reads them through it.
 using Args = CommandLine;
@@ -102,6 +105,7 @@ struct DemoModel {
   std::optional<vidlora::model::SentencePieceTokenizer> tokenizer;
   std::string prompt = " 설명:";
   int pool_stride = 1;
+  int change_pool_stride = 0;  // 0: no change tokens
   std::string encoder_id;
 
   explicit DemoModel(const fs::path& d) : dir(d) {
@@ -118,6 +122,11 @@ struct DemoModel {
       const auto j = read_json(d / "vidlora_demo.json");
       prompt = j.value("prompt", prompt);
       pool_stride = j.value("pool_stride", 1);
+      change_pool_stride = j.value("change_pool_stride", 0);
+      vidlora::require(
+          change_pool_stride >= 0 && (change_pool_stride == 0 || vision_config.grid() % change_pool_stride == 0),
+          "{}: change_pool_stride {} does not divide the {}x{} patch grid", (d / "vidlora_demo.json").string(),
+          change_pool_stride, vision_config.grid(), vision_config.grid());
       encoder_id = j.value("encoder_id", std::string("encoder"));
     }
   }
@@ -149,12 +158,13 @@ struct DemoModel {
                                                            const fs::path& cache_dir) const {
     auto cache = std::make_shared<vidlora::train::FeatureCache>(cache_dir);
     const auto* enc = &*vision;
-    const int pool = pool_stride;
-    const std::string id = fmt::format("{}-pool{}", encoder_id, pool);
+    const int pool = pool_stride, change = change_pool_stride;
+    const std::string id =
+        fmt::format("{}-pool{}{}", encoder_id, pool, change > 0 ? fmt::format("-change{}", change) : std::string());
     vidlora::video::with_sampling_policy(sampler, [](auto) {});  // an unknown name is an error listing the known ones
-    return [cache, enc, pool, id, sampler, frames](const fs::path& video) {
+    return [cache, enc, pool, change, id, sampler, frames](const fs::path& video) {
       return cache->get({video, sampler, frames, id},
-                        [&](const fs::path& v) { return clip_features(v, sampler, frames, *enc, pool); });
+                        [&](const fs::path& v) { return clip_features(v, sampler, frames, *enc, pool, change); });
     };
   }
 };

@@ -91,6 +91,7 @@ demo::CommandLine command_line() {
                "float64: the run then depends on how a step's clips are split over ranks and batches"),
           integer("seed", "N", "seed of the data order, LoRA init and dropout (default 0)"),
           integer("patience", "N", "early-stopping patience in evaluations"),
+          real("label-smoothing", "X", "label smoothing of both stages' cross-entropy (default: the preset's)"),
           text("metric", "NAME",
                "early-stopping metric: eval_loss, meteor, meteor_morphemes, cider_d, bleu4, rouge_l, unique_ratio"),
           real("val-fraction", "X", "held-out fraction of the data (default 0.1)"),
@@ -125,6 +126,10 @@ demo::CommandLine command_line() {
                   "stage 0: vision encoder layers (default 2); the features are the input of the last one", 1),
           text("positions", "KIND",
                "stage 0: the random encoder's position embedding, clip_init or sincos_2d (default clip_init)"),
+          integer("change-pool", "N",
+                  "stage 0: after the frames, the tokens of the clip's largest frame-to-frame change (the two "
+                  "neighbouring frames' absolute difference through the encoder), pooled by N (default 0: none)",
+                  0),
       });
 }
 
@@ -170,7 +175,7 @@ void print_configuration(const TrainerConfig& c) {
       source(c.precision == d.precision, preset + "::fp16 / bf16", "(set in code)") +
           (c.precision == "fp32" ? "" : "; the CPU trainer computes in fp32 only"));
   row("label_smoothing", c.label_smoothing,
-      source(c.label_smoothing == d.label_smoothing, preset + "::label_smoothing", "(set in code)"));
+      source(c.label_smoothing == d.label_smoothing, preset + "::label_smoothing", "--label-smoothing"));
   row("weight_decay", c.weight_decay,
       source(c.weight_decay == d.weight_decay, preset + "::weight_decay", "(set in code)"));
   row("max_grad_norm", c.max_grad_norm,
@@ -217,6 +222,9 @@ TrainerConfig configure(const demo::Args& a) {
   c.generation.no_repeat_ngram_size = a.integer("no-repeat-ngram-size", 0);
   c.early_stopping_metric = a.str("metric", c.early_stopping_metric);
   c.patience = a.integer("patience", c.patience);
+  c.label_smoothing = a.real("label-smoothing", c.label_smoothing);
+  if (!(c.label_smoothing >= 0.0 && c.label_smoothing < 1.0))
+    throw demo::UsageError(fmt::format("option --label-smoothing: {} is not in [0, 1)", c.label_smoothing));
   c.output_dir = a.str("out", "vidlora_out");
   c.progress_newlines = a.has("log-lines");
   c.batch_invariant = !a.has("float32-batches");
@@ -232,6 +240,14 @@ int stage0(const demo::Args& a) {
   fail("--stage0 needs libsentencepiece's trainer (sentencepiece_trainer.h)");
 #else
   const fs::path data = a.str("data", "demo_data"), out = a.str("model", "demo_model");
+  // The encoder's grid settings are checked before the minutes of stage 0 are spent.
+  const int image_size = a.integer("image-size", 32), patch = a.integer("patch", 8);
+  const int change_pool = a.integer("change-pool", 0);
+  if (image_size % patch != 0)
+    throw demo::UsageError(fmt::format("--image-size {} is not a multiple of --patch {}", image_size, patch));
+  if (change_pool > 0 && (image_size / patch) % change_pool != 0)
+    throw demo::UsageError(fmt::format("--change-pool {} does not divide the {}x{} patch grid", change_pool,
+                                       image_size / patch, image_size / patch));
   fs::create_directories(out);
   const auto ds = train::read_dataset(data, {.val_fraction = a.real("val-fraction", 0.1), .seed = 0});
   fmt::print("stage 0: {}\n", ds.summary());
@@ -340,10 +356,8 @@ int stage0(const demo::Args& a) {
   vc.intermediate_size = 2 * vc.hidden_size;
   vc.num_hidden_layers = a.integer("vision-layers", 2);
   vc.num_attention_heads = 4;
-  vc.image_size = a.integer("image-size", 32);
-  vc.patch_size = a.integer("patch", 8);
-  require(vc.image_size % vc.patch_size == 0, "--image-size {} is not a multiple of --patch {}", vc.image_size,
-          vc.patch_size);
+  vc.image_size = image_size;
+  vc.patch_size = patch;
   const std::string positions = a.str("positions", "clip_init");
   demo::write_table(out / "vision.safetensors",
                     train::random_clip_vision_weights(vc, 17, train::random_vision_positions_from_string(positions)));
@@ -360,6 +374,7 @@ int stage0(const demo::Args& a) {
       out / "vidlora_demo.json",
       nlohmann::json{{"prompt", " 설명:"},
                      {"pool_stride", a.integer("pool", 2)},
+                     {"change_pool_stride", change_pool},
                      {"encoder_id", fmt::format("random-clip-seed17-{}px-patch{}-w{}-l{}-{}", vc.image_size,
                                                 vc.patch_size, vc.hidden_size, vc.num_hidden_layers, positions)}}
           .dump(2));

@@ -5,12 +5,15 @@
 # baseline.
 #
 # usage: tools/run-demo.sh [WORK_DIR=demo_run]
-# Environment: DEMO_CLIPS (600), DEMO_SEED (1), EPOCHS1 (2), EPOCHS2 (24), LR1 (5e-3), LR2 (3e-3), FRAMES (4),
+# Environment: DEMO_CLIPS (600), DEMO_SEED (1), EPOCHS1 (6), EPOCHS2 (24), LR1 (5e-3), LR2 (3e-3), FRAMES (4),
 #              SAMPLER (uniform | scene_change | motion), STAGE0_EPOCHS (8), IMAGE_SIZE (48), JOBS (2),
 #              POOL (1: all 36 patch tokens of a 48 px frame; 2: LLaVA-NeXT-Video 2x2 pooling to 9),
 #              POSITIONS (sincos_2d | clip_init: the random encoder's position embedding), VISION_HIDDEN (192),
 #              VISION_LAYERS (2: the features are the input of the last layer),
-#              BUILD_DIR (build/ci)
+#              CHANGE_POOL (2: after the 4 frames, the 9 tokens of the clip's largest frame-to-frame change, the
+#              two neighbouring frames' absolute difference through the encoder pooled 2x2; 0: none),
+#              TRAIN_SEED (0: train_captioner --seed, the data order, LoRA init and dropout),
+#              PATIENCE (24: every stage-2 epoch runs, the best by CIDEr-D is kept), BUILD_DIR (build/ci)
 set -euo pipefail
 if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; fi
 
@@ -43,7 +46,7 @@ fi
 # run); with other settings it is redone and the earlier training results move aside (see below).
 stage0_args=(--stage0-epochs "${STAGE0_EPOCHS:-8}" --pool "${POOL:-1}" --image-size "${IMAGE_SIZE:-48}"
   --positions "${POSITIONS:-sincos_2d}" --vision-hidden "${VISION_HIDDEN:-192}"
-  --vision-layers "${VISION_LAYERS:-2}")
+  --vision-layers "${VISION_LAYERS:-2}" --change-pool "${CHANGE_POOL:-2}")
 fresh_model=${fresh_data:-0}
 if [[ -f model/vidlora_demo.json && "$(cat model/run-demo-stage0.args 2>/dev/null)" == "${stage0_args[*]}" ]]; then
   stamp "stage 0: model/ is already built with these settings (${stage0_args[*]}); delete model/ to rebuild it"
@@ -58,7 +61,8 @@ fi
 # An interrupted run (out/checkpoints/last.safetensors) resumes; a finished one resumes too, which only
 # rewrites its outputs. Results made with another stage-0 model move aside to out.previous-<time>/.
 run_args=(--data data --model model --out out --sampler "${SAMPLER:-uniform}" --frames "${FRAMES:-4}"
-  --epochs1 "${EPOCHS1:-2}" --lr1 "${LR1:-5e-3}" --epochs2 "${EPOCHS2:-24}" --lr2 "${LR2:-3e-3}" --metric cider_d)
+  --epochs1 "${EPOCHS1:-6}" --lr1 "${LR1:-5e-3}" --epochs2 "${EPOCHS2:-24}" --lr2 "${LR2:-3e-3}" --metric cider_d
+  --seed "${TRAIN_SEED:-0}" --patience "${PATIENCE:-24}")
 if [[ $fresh_model == 0 && -f out/checkpoints/last.safetensors && "$(cat out/run-demo.args 2>/dev/null)" == "${run_args[*]}" ]]; then
   stamp "stage 1 + stage 2: resuming the run in $work/out (delete out/ to start over)"
   run_args+=(--resume)

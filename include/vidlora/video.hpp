@@ -1,11 +1,12 @@
 #pragma once
 // vidlora video (target vidlora::video, needs FFmpeg): RAII decoding with libavformat/libavcodec,
-// Sampler<Uniform / SceneChange / Motion>, detect_scene_changes, CLIP preprocessing and the
+// Sampler<Uniform / SceneChange / Motion / PeakChange>, detect_scene_changes, CLIP preprocessing and the
 // per-frame visual token budgets. Not included by <vidlora/vidlora.hpp>.
 
 #include <vidlora/core.hpp>
 #include <vidlora/video/ffmpeg.hpp>
 #include <vidlora/video/frame.hpp>
+#include <vidlora/video/frame_difference.hpp>
 #include <vidlora/video/decoder.hpp>
 #include <vidlora/video/options.hpp>
 #include <vidlora/video/hsv_histogram.hpp>

@@ -2,13 +2,17 @@
 # train_captioner and caption as a user meets them, on 12 generated clips: Ctrl-C's path (--max-steps stops a
 # run the same way) exits 130 and writes no outputs, a fresh run into a used --out is refused, --resume
 # finishes, --move-aside keeps the old results, long captions are truncated with a report, and caption keeps
-# its errors on stderr.
+# its errors on stderr. Stage 0's --change-pool appends the clip's change tokens to its frames' tokens.
 #   end_to_end.sh BIN_DIR SOURCE_DIR WORK_DIR
 set -uo pipefail
 bin=$1 root=$2 work=$3
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh" "$work"
 "$root/tools/make_demo_data.sh" data 12 1 2 64 >/dev/null || { echo "FAILED: demo data"; exit 1; }
-run 0 stage0 "$bin/train_captioner" --stage0 --data data --model model --stage0-epochs 1 --image-size 32
+run 2 badpool "$bin/train_captioner" --stage0 --data data --model badmodel --image-size 32 --change-pool 3
+check "a --change-pool that does not divide the patch grid is refused before stage 0 runs" \
+  bash -c 'grep -q -- "--change-pool 3 does not divide the 4x4 patch grid" badpool.err && test ! -e badmodel'
+run 0 stage0 "$bin/train_captioner" --stage0 --data data --model model --stage0-epochs 1 --image-size 32 --change-pool 2
+check "stage 0 writes the change tokens' pooling into vidlora_demo.json" grep -q '"change_pool_stride": 2' model/vidlora_demo.json
 train=("$bin/train_captioner" --data data --model model --out out --epochs1 1 --epochs2 1 --val-fraction 0.25 --log-lines)
 
 run 130 interrupted "${train[@]}" --max-steps 2
@@ -24,6 +28,16 @@ run 0 resumed "${train[@]}" --resume
 check "the resumed run continues from the checkpoint" grep -q "resumed from" resumed.err
 check "the resumed run writes the adapter" test -f out/adapter/adapter_config.json
 check "the resumed run writes the captions" test -s out/val_captions.jsonl
+# 32 px frames in 8 px patches, pooled 2x2 (stage 0's default --pool): 4 tokens for each of the preset's 8 frames,
+# then the change image's 16 patches pooled 2x2: 4
+check "every clip's cached features are 8 x 4 frame tokens + 4 change tokens" python3 -c '
+import glob, json, struct, sys
+files = glob.glob("out/feature_cache/*.safetensors")
+rows = set()
+for f in files:
+    b = open(f, "rb").read()
+    rows.add(tuple(json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["features"]["shape"]))
+sys.exit(0 if files and rows == {(36, 64)} else "found " + str(rows))'
 
 run 0 moved "${train[@]}" --move-aside --max-caption-tokens 4
 check "--move-aside says where the old results went" grep -q "moved the previous run's results" moved.out

@@ -120,6 +120,26 @@ struct Motion {
   }
 };
 
+// num_frames consecutive frames around the largest change from one frame to the next (the largest
+// Motion score, the earliest on a tie): frames peak − k/2 … peak − k/2 + k − 1, shifted to stay inside the
+// clip, so with k = 2 the pair (peak − 1, peak). A short event (a shake, a cut) that evenly spaced frames
+// step over is seen as two neighbouring frames; train::video_change_features turns that pair into one image.
+struct PeakChange {
+  static constexpr std::string_view name = "peak_change";
+  static constexpr AnalysisKind analysis = AnalysisKind::motion;
+  static std::vector<std::int64_t> select(const FrameAnalysis& a, const SamplerOptions& o) {
+    const std::int64_t n = a.frame_count, k = std::min<std::int64_t>(o.num_frames, n);
+    std::int64_t peak = 0;
+    const auto scored = std::min<std::int64_t>(n, static_cast<std::int64_t>(a.motion.size()));
+    for (std::int64_t i = 1; i < scored; ++i)
+      if (a.motion[static_cast<std::size_t>(i)] > a.motion[static_cast<std::size_t>(peak)]) peak = i;
+    const std::int64_t first = std::clamp<std::int64_t>(peak - k / 2, 0, n - k);
+    std::vector<std::int64_t> out;
+    for (std::int64_t j = 0; j < k; ++j) out.push_back(first + j);
+    return out;
+  }
+};
+
 }  // namespace vidlora::video
 
 namespace vidlora {  // the recipe's vocabulary (docs/architecture.md, "Namespaces")
