@@ -26,7 +26,7 @@ Matrix random_matrix(Eigen::Index r, Eigen::Index c, std::uint64_t seed, float r
 }
 
 // What LmHeadCeCudaExecutor does, on the host.
-struct HostExec {
+struct LmHeadHostExec {
   const Matrix& hidden;  // [rows, dim]
   const Matrix& head;    // [vocab, dim]
   std::vector<std::int32_t> targets;
@@ -40,7 +40,7 @@ struct HostExec {
   using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   RowMajor h_rm, w_rm, g_rm;
 
-  HostExec(const Matrix& h, const Matrix& w, std::vector<std::int32_t> t, const LmHeadCeOptions& o)
+  LmHeadHostExec(const Matrix& h, const Matrix& w, std::vector<std::int32_t> t, const LmHeadCeOptions& o)
       : hidden(h), head(w), targets(std::move(t)), ignore_index(o.ignore_index), eps(o.label_smoothing) {
     h_rm = hidden;
     w_rm = head;
@@ -135,7 +135,7 @@ void check_against_cpu(const Case& c) {
   o.chunk_size = c.chunk;
   o.grad_factor = c.grad_factor;
   const std::vector<std::int32_t> t32(targets.begin(), targets.end());
-  HostExec exec(h, w, t32, o);
+  LmHeadHostExec exec(h, w, t32, o);
   const LmHeadCeShape shape{c.rows, c.dim, c.vocab, c.dim, c.rows};
   const auto got = loss::cuda::lm_head_ce_steps(exec, shape, t32, o, true);
   CHECK(got.valid_tokens == want.valid_tokens);
@@ -203,7 +203,7 @@ TEST_CASE("device lm-head steps: no valid target gives loss 0 and a zero gradien
   const Matrix h = random_matrix(3, 8, 1, 1.0f), w = random_matrix(10, 8, 2, 1.0f);
   const std::vector<std::int32_t> t(3, -100);
   LmHeadCeOptions o;
-  HostExec exec(h, w, t, o);
+  LmHeadHostExec exec(h, w, t, o);
   const auto r = loss::cuda::lm_head_ce_steps(exec, {3, 8, 10, 8, 3}, t, o, true);
   CHECK(r.loss == 0.0);
   CHECK(r.valid_tokens == 0);
