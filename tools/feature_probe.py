@@ -15,7 +15,9 @@ ffmpeg at --image-size): the probe then measures what an encoder that loses noth
 
 Needs numpy and torch (a reference environment, not the library). Usage:
     tools/feature_probe.py RUN_DIR [--out out] [--attrs shape,shake,motion,colour] [--epochs 60] [--frames 4]
-                           [--raw --image-size 48 --patch 8]
+                           [--raw --image-size 48 --patch 8] [--frame-tokens 36]
+--frame-tokens N keeps the first frames x N tokens of each clip (the frames' tokens; the change tokens of
+--change-pool, which follow them, are dropped); by default every token, which needs a multiple of --frames.
 RUN_DIR holds data/ and OUT/ as tools/run-demo.sh leaves them.
 """
 import argparse
@@ -117,6 +119,7 @@ def main():
     ap.add_argument("--raw", action="store_true")
     ap.add_argument("--image-size", type=int, default=48)
     ap.add_argument("--patch", type=int, default=8)
+    ap.add_argument("--frame-tokens", type=int, default=0)
     a = ap.parse_args()
     meta = {}
     for f in glob.glob(os.path.join(a.run, "data", "labels", "*.json")):
@@ -126,6 +129,12 @@ def main():
     for line in open(os.path.join(a.run, a.out, "val_captions.jsonl")):
         held_out.add(json.loads(line)["id"])
     feats = cached_features(a.run, a.out)
+    if a.frame_tokens:
+        feats = {c: f[:a.frames * a.frame_tokens] for c, f in feats.items()}
+    tokens = next(iter(feats.values())).shape[0]
+    if not a.raw and tokens % a.frames:
+        ap.error(f"{tokens} tokens per clip is not a multiple of --frames {a.frames}: give --frame-tokens "
+                 "(the change tokens of --change-pool follow the frames' tokens)")
     if a.raw:
         feats = raw_patches(a.run, sorted(feats), a.frames, a.image_size, a.patch)
     train = sorted(c for c in feats if c not in held_out)

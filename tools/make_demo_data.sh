@@ -10,7 +10,8 @@
 # Deterministic: the same N and seed give the same captions and byte-identical videos on the same
 # ffmpeg build (x264 single-threaded, bitexact muxing, no metadata). Clips are encoded in parallel.
 #
-# usage: tools/make_demo_data.sh OUT [N=300] [SEED=1] [JOBS=nproc] [SIZE=96]
+# usage: tools/make_demo_data.sh OUT [N=300] [SEED=1] [JOBS=nproc] [SIZE=96] [SHAPE=SIZE/4]
+# SHAPE: the circle's diameter and the square's side in pixels
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
@@ -22,6 +23,7 @@ count=${2:-300}
 seed=${3:-1}
 jobs=${4:-$(nproc 2>/dev/null || echo 2)}
 size=${5:-96}
+shape_px=${6:-$(( size / 4 ))}
 fps=10
 
 command -v ffmpeg >/dev/null || { echo "make_demo_data.sh: the ffmpeg command is required (apt-get install ffmpeg)" >&2; exit 1; }
@@ -30,6 +32,8 @@ command -v ffmpeg >/dev/null || { echo "make_demo_data.sh: the ffmpeg command is
 [[ "$count" =~ ^[0-9]+$ && "$count" -ge 1 ]] || { echo "make_demo_data.sh: N must be a positive integer, got '$count'" >&2; exit 1; }
 [[ "$seed" =~ ^[0-9]+$ ]] || { echo "make_demo_data.sh: SEED must be a non-negative integer, got '$seed'" >&2; exit 1; }
 [[ "$size" =~ ^[0-9]+$ && "$size" -ge 32 && $((size % 2)) -eq 0 ]] || { echo "make_demo_data.sh: SIZE must be an even integer >= 32" >&2; exit 1; }
+[[ "$shape_px" =~ ^[0-9]+$ && "$shape_px" -ge 4 && "$shape_px" -le $(( size * 2 / 3 )) ]] ||
+  { echo "make_demo_data.sh: SHAPE must be an integer from 4 to 2/3 of SIZE ($(( size * 2 / 3 ))), got '$shape_px'" >&2; exit 1; }
 
 mkdir -p "$out/videos" "$out/labels"
 
@@ -54,7 +58,6 @@ next() { rng=$(( rng * 6364136223846793005 + 1442695040888963407 )); }
 # pick K: r = a number in [0, K) from the high bits
 pick() { next; r=$(( ((rng >> 33) & 0x7FFFFFFF) % $1 )); }
 
-shape_px=$(( size / 4 ))
 margin=$(( size / 24 ))
 travel=$(( size - shape_px - 2 * margin ))
 jobfile=$(mktemp)
