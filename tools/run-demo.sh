@@ -5,15 +5,17 @@
 # baseline.
 #
 # usage: tools/run-demo.sh [WORK_DIR=demo_run]
-# Environment: DEMO_CLIPS (600), DEMO_SEED (1), EPOCHS1 (6), EPOCHS2 (24), LR1 (5e-3), LR2 (3e-3), FRAMES (4),
+# Environment: DEMO_CLIPS (600), DEMO_SEED (1), DEMO_SHAPE (48: the shape's size in the 96 px clips, half the frame),
+#              EPOCHS1 (10), EPOCHS2 (48), LR1 (5e-3), LR2 (3e-3), FRAMES (4),
 #              SAMPLER (uniform | scene_change | motion), STAGE0_EPOCHS (8), IMAGE_SIZE (48), JOBS (2),
-#              POOL (1: all 36 patch tokens of a 48 px frame; 2: LLaVA-NeXT-Video 2x2 pooling to 9),
+#              POOL (2: LLaVA-NeXT-Video's 2x2 pooling of a 48 px frame's 36 patch tokens to 9; 1: all 36),
 #              POSITIONS (sincos_2d | clip_init: the random encoder's position embedding), VISION_HIDDEN (192),
 #              VISION_LAYERS (2: the features are the input of the last layer),
 #              CHANGE_POOL (2: after the 4 frames, the 9 tokens of the clip's largest frame-to-frame change, the
 #              two neighbouring frames' absolute difference through the encoder pooled 2x2; 0: none),
-#              TRAIN_SEED (0: train_captioner --seed, the data order, LoRA init and dropout),
-#              PATIENCE (24: every stage-2 epoch runs, the best by CIDEr-D is kept), BUILD_DIR (build/ci)
+#              LABEL_SMOOTHING (0; the Cpu preset's is 0.1), TRAIN_SEED (0: train_captioner --seed, the data
+#              order, LoRA init and dropout), PATIENCE (48: every stage-2 epoch runs, the best by CIDEr-D is kept),
+#              BUILD_DIR (build/ci)
 set -euo pipefail
 if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0; fi
 
@@ -21,6 +23,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-demo_run}
 clips=${DEMO_CLIPS:-600}
 seed=${DEMO_SEED:-1}
+shape=${DEMO_SHAPE:-48}
 jobs=${JOBS:-2}
 start=$(date +%s)
 stamp() { echo "[run-demo $(( $(date +%s) - start ))s] $*"; }
@@ -35,16 +38,19 @@ bin="$build/examples"
 
 mkdir -p "$work"
 cd "$work"
-if [[ ! -f data/manifest.jsonl || "$(wc -l < data/manifest.jsonl)" -ne "$clips" ]]; then
+# The clips are made again when data/ was made with other settings (count, seed or shape size).
+data_args="$clips $seed 96 $shape"
+if [[ ! -f data/manifest.jsonl || "$(cat data/run-demo-data.args 2>/dev/null)" != "$data_args" ]]; then
   stamp "generating $clips demo clips"
   rm -rf data
-  "$root/tools/make_demo_data.sh" data "$clips" "$seed" "$jobs" >/dev/null
+  "$root/tools/make_demo_data.sh" data "$clips" "$seed" "$jobs" 96 "$shape" >/dev/null
+  echo "$data_args" > data/run-demo-data.args
   fresh_data=1
 fi
 
 # Stage 0 is skipped when model/ already holds its output for the same settings (an interrupted or repeated
 # run); with other settings it is redone and the earlier training results move aside (see below).
-stage0_args=(--stage0-epochs "${STAGE0_EPOCHS:-8}" --pool "${POOL:-1}" --image-size "${IMAGE_SIZE:-48}"
+stage0_args=(--stage0-epochs "${STAGE0_EPOCHS:-8}" --pool "${POOL:-2}" --image-size "${IMAGE_SIZE:-48}"
   --positions "${POSITIONS:-sincos_2d}" --vision-hidden "${VISION_HIDDEN:-192}"
   --vision-layers "${VISION_LAYERS:-2}" --change-pool "${CHANGE_POOL:-2}")
 fresh_model=${fresh_data:-0}
@@ -61,8 +67,8 @@ fi
 # An interrupted run (out/checkpoints/last.safetensors) resumes; a finished one resumes too, which only
 # rewrites its outputs. Results made with another stage-0 model move aside to out.previous-<time>/.
 run_args=(--data data --model model --out out --sampler "${SAMPLER:-uniform}" --frames "${FRAMES:-4}"
-  --epochs1 "${EPOCHS1:-6}" --lr1 "${LR1:-5e-3}" --epochs2 "${EPOCHS2:-24}" --lr2 "${LR2:-3e-3}" --metric cider_d
-  --seed "${TRAIN_SEED:-0}" --patience "${PATIENCE:-24}")
+  --epochs1 "${EPOCHS1:-10}" --lr1 "${LR1:-5e-3}" --epochs2 "${EPOCHS2:-48}" --lr2 "${LR2:-3e-3}" --metric cider_d
+  --label-smoothing "${LABEL_SMOOTHING:-0}" --seed "${TRAIN_SEED:-0}" --patience "${PATIENCE:-48}")
 if [[ $fresh_model == 0 && -f out/checkpoints/last.safetensors && "$(cat out/run-demo.args 2>/dev/null)" == "${run_args[*]}" ]]; then
   stamp "stage 1 + stage 2: resuming the run in $work/out (delete out/ to start over)"
   run_args+=(--resume)
