@@ -13,7 +13,7 @@
 #              VISION_LAYERS (2: the features are the input of the last layer),
 #              CHANGE_POOL (2: after the 4 frames, the 9 tokens of the clip's largest frame-to-frame change, the
 #              two neighbouring frames' absolute difference through the encoder pooled 2x2; 0: none),
-#              LABEL_SMOOTHING (0; the Cpu preset's is 0.1), TRAIN_SEED (0: train_captioner --seed, the data
+#              LABEL_SMOOTHING (unset: the Cpu preset's 0.1), TRAIN_SEED (0: train_captioner --seed, the data
 #              order, LoRA init and dropout), PATIENCE (48: every stage-2 epoch runs, the best by CIDEr-D is kept),
 #              BUILD_DIR (build/ci)
 set -euo pipefail
@@ -68,7 +68,7 @@ fi
 # rewrites its outputs. Results made with another stage-0 model move aside to out.previous-<time>/.
 run_args=(--data data --model model --out out --sampler "${SAMPLER:-uniform}" --frames "${FRAMES:-4}"
   --epochs1 "${EPOCHS1:-10}" --lr1 "${LR1:-5e-3}" --epochs2 "${EPOCHS2:-48}" --lr2 "${LR2:-3e-3}" --metric cider_d
-  --label-smoothing "${LABEL_SMOOTHING:-0}" --seed "${TRAIN_SEED:-0}" --patience "${PATIENCE:-48}")
+  ${LABEL_SMOOTHING:+--label-smoothing "$LABEL_SMOOTHING"} --seed "${TRAIN_SEED:-0}" --patience "${PATIENCE:-48}")
 if [[ $fresh_model == 0 && -f out/checkpoints/last.safetensors && "$(cat out/run-demo.args 2>/dev/null)" == "${run_args[*]}" ]]; then
   stamp "stage 1 + stage 2: resuming the run in $work/out (delete out/ to start over)"
   run_args+=(--resume)
