@@ -50,7 +50,7 @@ struct HostDecoderModelExec {
   }
 
   HostDecoderModelExec(const model::DecoderConfig& c, const model::DecoderHostWeights& w, const model::SequenceBatch& b,
-                const std::vector<int>& labels, const loss::CrossEntropyOptions& o, Eigen::Index chunk)
+                       const std::vector<int>& labels, const loss::CrossEntropyOptions& o, Eigen::Index chunk)
       : config(c), rope(c.head_dim, c.rope_theta), batch(b), ce(o) {
     rope.prepare(b.seq_len);
     lm.chunk_size = chunk;

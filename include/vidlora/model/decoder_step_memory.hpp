@@ -34,10 +34,10 @@ struct SlotMemoryShape {
 struct DecoderMemoryShape {
   std::int64_t batch = 1, seq_len = 0;
   std::int64_t hidden = 0, intermediate = 0, q_heads = 0, kv_heads = 0, head_dim = 0, layers = 0;
-  bool qk_norm = false;                // Qwen3's per-head norms: q, k before them and their 1/rms are kept too
-  bool masked = false;                 // an attention mask (each block executor holds a device copy)
+  bool qk_norm = false;                    // Qwen3's per-head norms: q, k before them and their 1/rms are kept too
+  bool masked = false;                     // an attention mask (each block executor holds a device copy)
   std::array<SlotMemoryShape, 7> slots{};  // q, k, v, o, gate, up, down
-  std::int64_t value_bytes = 4;        // activation element size: fp32 (the device step today)
+  std::int64_t value_bytes = 4;            // activation element size: fp32 (the device step today)
 
   constexpr std::int64_t tokens() const { return batch * seq_len; }
   constexpr std::int64_t q_features() const { return q_heads * head_dim; }
