@@ -15,6 +15,7 @@
 #include <vidlora/model/decoder_step_memory.hpp>
 #include <vidlora/model/decoder_weights_export.hpp>
 #include <vidlora/model/random_weights.hpp>
+#include <vidlora/presets/memory_estimate.hpp>
 
 #include "host_decoder_exec.hpp"
 
@@ -192,9 +193,10 @@ struct MemTrackModelExec {
   }
 };
 
-model::DecoderOptions memtrack_slots(double dropout) {
+model::DecoderOptions memtrack_slots(double dropout,
+                                     std::vector<std::string> targets = {"q_proj", "v_proj", "o_proj", "down_proj"}) {
   model::DecoderOptions o;
-  o.target_modules = {"q_proj", "v_proj", "o_proj", "down_proj"};
+  o.target_modules = std::move(targets);
   o.lora.dropout = dropout;
   o.lora.seed = 9;
   return o;
@@ -306,4 +308,79 @@ TEST_CASE("lora_kept_workspace_elements is lora_workspace_sizes without the dequ
       const auto sizes = lora::cuda::lora_workspace_sizes<float>(p);
       CHECK(model::lora_kept_workspace_elements(tokens, 96, 8, dropout > 0.0f) == sizes.total() - sizes.w_dense);
     }
+}
+
+namespace {
+// A small preset and model for the estimate: 2 samples of 2 frames x 16 tokens + 8 text tokens, LoRA r = 16 on
+// q, k, v, o with dropout, fp32 (4-byte values, as the device step runs today).
+template <bool Checkpoint>
+struct MemTrackPreset : presets::Cpu {
+  static constexpr int lora_r = 16;
+  static constexpr int lora_alpha = 32;
+  using target_set = lora::Basic;
+  static constexpr int batch_size = 2;
+  static constexpr int num_frames = 2;
+  static constexpr bool gradient_checkpointing = Checkpoint;
+};
+inline constexpr presets::ModelShape kMemTrackModel{.name = "memtrack",
+                                                    .hidden = 64,
+                                                    .intermediate = 96,
+                                                    .layers = 4,
+                                                    .heads = 4,
+                                                    .kv_heads = 2,
+                                                    .head_dim = 16,
+                                                    .vocab = 20,
+                                                    .vision_hidden = 32,
+                                                    .tokens_per_frame = 16,
+                                                    .text_tokens = 8};
+
+template <bool Checkpoint>
+void check_estimate_against_measured() {
+  using P = MemTrackPreset<Checkpoint>;
+  INFO("checkpointing " << Checkpoint);
+  constexpr presets::MemoryEstimate e = presets::estimate_memory<P>(kMemTrackModel);
+  auto config = model::llama_config(64, 96, 4, 4, 2, 20);
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 5),
+                             memtrack_slots(P::lora_dropout, {"q_proj", "k_proj", "v_proj", "o_proj"}));
+  const model::DecoderHostWeights w = model::export_decoder_weights(dec);
+  model::SequenceBatch batch;
+  batch.batch = P::batch_size;
+  batch.seq_len = kMemTrackModel.tokens_per_sample(P::num_frames);
+  REQUIRE(batch.seq_len == 40);
+  batch.attention_mask.assign(80, 1);
+  batch.attention_mask[79] = 0;
+  std::vector<int> labels(80, 3);
+  const Matrix embeds = model::random_normal(80, 64, 1.0, 5, 1);
+  const MemTrackRun run = memtrack_run(config, w, batch, labels, embeds, Checkpoint);
+  // The estimate builds the shape the step runs...
+  const model::DecoderMemoryShape s = presets::decoder_memory_shape<P>(kMemTrackModel, 4);
+  const model::DecoderMemoryShape measured_shape = memtrack_shape(w, batch);
+  for (std::size_t m = 0; m < 7; ++m) {
+    CHECK(s.slots[m].lora == measured_shape.slots[m].lora);
+    CHECK(s.slots[m].rank == measured_shape.slots[m].rank);
+    CHECK(s.slots[m].dropout == measured_shape.slots[m].dropout);
+  }
+  model::DecoderStepOptions o;
+  o.checkpoint_layers = Checkpoint;
+  // ... and counts what the step holds when its loss starts: measured through the allocator (size classes), and
+  // without the allocator's rounding in the estimate, plus the streamed loss's logits chunk.
+  CHECK(run.at_loss == static_cast<std::size_t>(model::step_bytes_at_loss(s, o, true)));
+  const double logits = 80.0 * presets::kStreamedLogitsChunk * 4.0;
+  CHECK(e.activations == static_cast<double>(model::step_bytes_at_loss(s, o)) + logits);
+  CHECK(e.activations_fp32 == e.activations);  // an fp32 preset
+  CHECK(e.activations - logits <= static_cast<double>(run.at_loss));
+  CHECK(static_cast<double>(run.at_loss) < (e.activations - logits) * 1.1);  // rounding to 256-byte blocks
+}
+}  // namespace
+
+TEST_CASE("the preset memory estimate counts what the step holds, measured on a small model",
+          "[decoder_host][memory]") {
+  check_estimate_against_measured<false>();
+  check_estimate_against_measured<true>();
+  // Checkpointing's saving is the estimate's: three blocks become three inputs.
+  constexpr auto plain = presets::estimate_memory<MemTrackPreset<false>>(kMemTrackModel);
+  constexpr auto ckpt = presets::estimate_memory<MemTrackPreset<true>>(kMemTrackModel);
+  const model::DecoderMemoryShape s = presets::decoder_memory_shape<MemTrackPreset<true>>(kMemTrackModel, 4);
+  CHECK(plain.activations - ckpt.activations ==
+        3.0 * static_cast<double>(model::block_bytes(s) - model::checkpoint_bytes(s)));
 }
