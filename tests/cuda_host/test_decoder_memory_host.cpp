@@ -11,6 +11,7 @@
 
 #include <vidlora/core/host_upstream.hpp>
 #include <vidlora/lora/cuda/lora_linear.cuh>
+#include <vidlora/model/cuda/decoder_model.cuh>
 #include <vidlora/model/decoder.hpp>
 #include <vidlora/model/decoder_step_memory.hpp>
 #include <vidlora/model/decoder_weights_export.hpp>
@@ -202,23 +203,13 @@ model::DecoderOptions memtrack_slots(double dropout,
   return o;
 }
 
+// The device model's own shape helper (DecoderModel's tensors are what the tracked executors mirror).
 model::DecoderMemoryShape memtrack_shape(const model::DecoderHostWeights& w, const model::SequenceBatch& b) {
-  model::DecoderMemoryShape s;
-  s.batch = b.batch;
-  s.seq_len = b.seq_len;
-  s.hidden = w.hidden;
-  s.intermediate = w.intermediate;
-  s.q_heads = w.q_heads;
-  s.kv_heads = w.kv_heads;
-  s.head_dim = w.head_dim;
-  s.layers = static_cast<std::int64_t>(w.layers.size());
-  s.qk_norm = w.qk_norm;
-  s.masked = !b.attention_mask.empty();
-  for (std::size_t m = 0; m < 7; ++m) {
-    const auto& lin = w.layers[0].linears[m];
-    s.slots[m] = {lin.has_lora(), lin.rank, lin.dropout > 0.0f};
-  }
-  return s;
+  model::cuda::DecoderBatch db;
+  db.batch = b.batch;
+  db.seq_len = b.seq_len;
+  db.attention_mask = b.attention_mask;
+  return model::cuda::decoder_memory_shape(w, db);
 }
 
 struct MemTrackRun {

@@ -31,6 +31,7 @@
 #include <vidlora/model/cuda/decoder_layer.cuh>
 #include <vidlora/model/decoder_host_weights.hpp>
 #include <vidlora/model/decoder_model_steps.hpp>
+#include <vidlora/model/decoder_step_memory.hpp>
 
 namespace vidlora::model::cuda {
 
@@ -84,6 +85,28 @@ inline DecoderLayerShape decoder_layer_shape(const DecoderHostWeights& w, const 
   s.rms_norm_eps = w.rms_norm_eps;
   s.rope_theta = w.rope_theta;
   s.qk_norm = w.qk_norm;
+  return s;
+}
+
+// What a step of this model on this batch holds, tensor by tensor (model/decoder_step_memory.hpp): fp32 values,
+// each block's LoRA slots as the weights say (the first block's: every block has the same targets).
+inline DecoderMemoryShape decoder_memory_shape(const DecoderHostWeights& w, const DecoderBatch& batch) {
+  DecoderMemoryShape s;
+  s.batch = batch.batch;
+  s.seq_len = batch.seq_len;
+  s.hidden = w.hidden;
+  s.intermediate = w.intermediate;
+  s.q_heads = w.q_heads;
+  s.kv_heads = w.kv_heads;
+  s.head_dim = w.head_dim;
+  s.layers = static_cast<std::int64_t>(w.layers.size());
+  s.qk_norm = w.qk_norm;
+  s.masked = !batch.attention_mask.empty();
+  if (!w.layers.empty())
+    for (std::size_t m = 0; m < 7; ++m) {
+      const HostLinearWeights& lin = w.layers[0].linears[m];
+      s.slots[m] = {lin.has_lora(), lin.rank, lin.dropout > 0.0f};
+    }
   return s;
 }
 
