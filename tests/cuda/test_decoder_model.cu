@@ -37,10 +37,12 @@ model::cuda::DecoderBatch batch_of(const ref::DecoderModelCase& c, const ref::De
 
 // The CPU reference's steps on the device: zero_grad, loss_and_backward, then (but after the last step) the global
 // grad-norm clip and one multi-tensor AdamW step over every LoRA factor.
-DeviceRun run_on_device(const ref::DecoderModelCase& c, const ref::DecoderModelRun& want, bool checkpoint = false) {
+DeviceRun run_on_device(const ref::DecoderModelCase& c, const ref::DecoderModelRun& want, bool checkpoint = false,
+                        bool offload = false) {
   vidlora::cuda::GemmRunner gemm;
   model::cuda::DecoderModel dev(gemm, want.weights);
   dev.set_gradient_checkpointing(checkpoint);
+  dev.set_offload_checkpoints(offload);
   const auto& tensors = dev.lora_tensors();
   REQUIRE(tensors.size() == want.grads.size());
   model::cuda::DeviceTensor embeds(c.batch * c.seq_len, c.hidden);
@@ -216,6 +218,11 @@ TEST_CASE("cuda decoder with gradient checkpointing matches the CPU and its own 
   CHECK(cuda_test::bit_mismatches(plain.grad_embeds, ckpt.grad_embeds) == 0);
   for (std::size_t i = 0; i < plain.grads.size(); ++i)
     CHECK(cuda_test::bit_mismatches(plain.grads[i], ckpt.grads[i]) == 0);
+  const DeviceRun offload = run_on_device(c, want, true, true);  // the inputs through pinned host memory
+  CHECK(cuda_test::bit_mismatches(plain.losses, offload.losses) == 0);
+  CHECK(cuda_test::bit_mismatches(plain.grad_embeds, offload.grad_embeds) == 0);
+  for (std::size_t i = 0; i < plain.grads.size(); ++i)
+    CHECK(cuda_test::bit_mismatches(plain.grads[i], offload.grads[i]) == 0);
 }
 
 TEST_CASE("cuda decoder memory: the step's peak holds what decoder_step_memory counts, checkpointing lowers it",
@@ -232,21 +239,25 @@ TEST_CASE("cuda decoder memory: the step's peak holds what decoder_step_memory c
   loss::cuda::LmHeadCeOptions ce;
   ce.chunk_size = c.chunk;
   const model::DecoderMemoryShape shape = model::cuda::decoder_memory_shape(want.weights, batch);
-  std::size_t step_peak[2] = {0, 0};
-  for (const bool checkpoint : {false, true}) {
-    INFO("checkpointing " << checkpoint);
+  std::size_t step_peak[3] = {0, 0, 0};
+  for (const int mode : {0, 1, 2}) {  // plain, checkpointing, checkpointing with offloaded inputs
+    const bool checkpoint = mode > 0, offload = mode == 2;
+    INFO("checkpointing " << checkpoint << " offload " << offload);
     vidlora::cuda::GemmRunner gemm;
     vidlora::cuda::CudaCachingAllocator alloc;
     model::cuda::DecoderModel dev(gemm, want.weights, nullptr, &alloc);
     dev.set_gradient_checkpointing(checkpoint);
+    dev.set_offload_checkpoints(offload);
     const std::size_t weights = alloc.stats().allocated_bytes;  // weights, LoRA factors and gradients
     CHECK(weights > 0);
     auto res = dev.loss_and_backward(embeds, batch, want.labels, ce);
     VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
     model::DecoderStepOptions o;
     o.checkpoint_layers = checkpoint;
-    step_peak[checkpoint] = res.memory.peak_allocated_bytes - weights;
-    CHECK(step_peak[checkpoint] >= static_cast<std::size_t>(model::step_bytes_at_loss(shape, o, true)));
+    o.offload_checkpoints = offload;
+    step_peak[mode] = res.memory.peak_allocated_bytes - weights;
+    CHECK(step_peak[mode] >= static_cast<std::size_t>(model::step_bytes_at_loss(shape, o, true)));
+    CHECK(dev.pinned_host_bytes() == (offload ? 3 * static_cast<std::size_t>(model::checkpoint_bytes(shape)) : 0));
     CHECK(res.memory.allocated_bytes == weights + allocation_size_class(res.grad_embeds.buffer.bytes()));
     CHECK(dev.last_step_memory().peak_allocated_bytes == res.memory.peak_allocated_bytes);
     res.grad_embeds = model::cuda::DeviceTensor();
@@ -254,11 +265,13 @@ TEST_CASE("cuda decoder memory: the step's peak holds what decoder_step_memory c
     VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
     CHECK(again.memory.upstream_allocations == res.memory.upstream_allocations);
   }
-  model::DecoderStepOptions on, off;
-  on.checkpoint_layers = true;
+  model::DecoderStepOptions on, off, on_offload;
+  on.checkpoint_layers = on_offload.checkpoint_layers = on_offload.offload_checkpoints = true;
   // The step's transient part (the loss, the last block's backward) is the same with and without checkpointing.
   CHECK(step_peak[0] - step_peak[1] == static_cast<std::size_t>(model::step_bytes_at_loss(shape, off, true) -
                                                                 model::step_bytes_at_loss(shape, on, true)));
+  CHECK(step_peak[1] - step_peak[2] == static_cast<std::size_t>(model::step_bytes_at_loss(shape, on, true) -
+                                                                model::step_bytes_at_loss(shape, on_offload, true)));
 }
 
 TEST_CASE("cuda decoder memory: a step over the cap is a DeviceMemoryError naming the tensor", "[decoder]") {

@@ -102,6 +102,18 @@ struct HostDecoderModelExec {
     rng.resize(layers.size());
     for (std::size_t m = 0; m < 7; ++m) rng[l][m] = layers[l].slots[m].step();
   }
+  // offload_checkpoints: the kept inputs "on the host" (a separate store the tests count).
+  std::vector<Matrix> host_inputs;
+  int offloaded = 0, reloaded = 0;
+  void offload_input(std::size_t l, Matrix x) {
+    host_inputs.resize(layers.size());
+    host_inputs[l] = std::move(x);
+    ++offloaded;
+  }
+  Matrix reload_input(std::size_t l) {
+    ++reloaded;
+    return std::move(host_inputs.at(l));
+  }
   void restore_layer_rng(std::size_t l) {
     for (std::size_t m = 0; m < 7; ++m) layers[l].slots[m].set_step(rng[l][m]);
   }

@@ -169,6 +169,9 @@ struct MemTrackModelExec {
     base.release_layer(l);
   }
   void save_layer_rng(std::size_t l) { base.save_layer_rng(l); }
+  // offload: the input leaves the device (its block freed); it comes back as a new device tensor.
+  void offload_input(std::size_t l, MemTrackMatrix x) { base.offload_input(l, std::move(x.m)); }
+  MemTrackMatrix reload_input(std::size_t l) { return track(base.reload_input(l), "input"); }
   void restore_layer_rng(std::size_t l) { base.restore_layer_rng(l); }
   MemTrackMatrix track(Matrix m, const char* tag) {
     const auto bytes = static_cast<std::int64_t>(m.size() * sizeof(float));
@@ -219,7 +222,7 @@ struct MemTrackRun {
 
 MemTrackRun memtrack_run(const model::DecoderConfig& config, const model::DecoderHostWeights& w,
                          const model::SequenceBatch& batch, const std::vector<int>& labels, const Matrix& embeds,
-                         bool checkpoint) {
+                         bool checkpoint, bool offload = false) {
   test::HostDecoderModelExec base(config, w, batch, labels, {}, 7);
   HostCachingAllocator alloc;
   MemTrackModelExec exec(base, alloc, memtrack_shape(w, batch));
@@ -227,6 +230,7 @@ MemTrackRun memtrack_run(const model::DecoderConfig& config, const model::Decode
   const std::size_t before = alloc.stats().allocated_bytes;
   model::DecoderStepOptions o;
   o.checkpoint_layers = checkpoint;
+  o.offload_checkpoints = offload;
   auto r = model::decoder_loss_and_backward_steps(exec, in, o);
   MemTrackRun run;
   run.step.totals = r.totals;
@@ -265,12 +269,21 @@ TEST_CASE("the decoder step holds what decoder_step_memory counts, with and with
 
       const MemTrackRun plain = memtrack_run(config, w, batch, labels, embeds, false);
       const MemTrackRun ckpt = memtrack_run(config, w, batch, labels, embeds, true);
+      const MemTrackRun offload = memtrack_run(config, w, batch, labels, embeds, true, true);
       const model::DecoderMemoryShape s = memtrack_shape(w, batch);
       model::DecoderStepOptions on, off;
       on.checkpoint_layers = true;
       // Measured against the formula, exactly (each tensor a caching-allocator block).
       CHECK(plain.at_loss == static_cast<std::size_t>(model::step_bytes_at_loss(s, off, true)));
       CHECK(ckpt.at_loss == static_cast<std::size_t>(model::step_bytes_at_loss(s, on, true)));
+      model::DecoderStepOptions on_offload = on;
+      on_offload.offload_checkpoints = true;
+      CHECK(offload.at_loss == static_cast<std::size_t>(model::step_bytes_at_loss(s, on_offload, true)));
+      CHECK(offload.at_loss == ckpt.at_loss - 3 * static_cast<std::size_t>(model::checkpoint_bytes(s, true)));
+      CHECK(offload.peak < ckpt.peak);
+      CHECK(offload.peak - offload.at_loss == ckpt.peak - ckpt.at_loss);
+      CHECK(offload.step.totals.loss == plain.step.totals.loss);
+      CHECK(memtrack_same_bits(offload.step.grad_embeds, plain.step.grad_embeds));
       CHECK(ckpt.at_loss ==
             static_cast<std::size_t>(3 * model::checkpoint_bytes(s, true) + model::block_bytes(s, true) +
                                      (model::step_bytes_at_loss(s, off, true) - 4 * model::block_bytes(s, true))));

@@ -50,9 +50,9 @@ bool same_bits(const Matrix& a, const Matrix& b) {
 // decoder_loss_and_backward_steps (with or without checkpointing) against Decoder::loss_and_backward (with or
 // without its own checkpointing): the same bits either way.
 void check_steps_equal_decoder(model::DecoderConfig config, double dropout, double smoothing, bool checkpoint = false,
-                               bool decoder_checkpoint = false) {
+                               bool decoder_checkpoint = false, bool offload = false) {
   INFO("qk_norm " << config.qk_norm() << " dropout " << dropout << " smoothing " << smoothing << " checkpoint "
-                  << checkpoint << " decoder checkpoint " << decoder_checkpoint << " layers "
+                  << checkpoint << " decoder checkpoint " << decoder_checkpoint << " offload " << offload << " layers "
                   << config.num_hidden_layers);
   model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 6), all_slots(dropout));
   dec.set_gradient_checkpointing(decoder_checkpoint);
@@ -76,6 +76,7 @@ void check_steps_equal_decoder(model::DecoderConfig config, double dropout, doub
   test::HostDecoderModelExec exec(config, w, batch, labels, ce, 7);
   model::DecoderStepOptions options;
   options.checkpoint_layers = checkpoint;
+  options.offload_checkpoints = offload;
   const auto got = model::decoder_loss_and_backward_steps(exec, embeds, options);
   CHECK(got.totals.loss == want.loss);
   CHECK(got.totals.valid_tokens == want.valid_tokens);
@@ -87,6 +88,8 @@ void check_steps_equal_decoder(model::DecoderConfig config, double dropout, doub
   CHECK(exec.released == layers + checkpointed);
   CHECK(exec.live == 0);
   CHECK(exec.most_live == (checkpoint ? 1 : layers));
+  CHECK(exec.offloaded == (offload ? checkpointed : 0));
+  CHECK(exec.reloaded == exec.offloaded);
   for (int l = 0; l < layers; ++l)
     for (std::size_t m = 0; m < 7; ++m) {
       const auto& cpu = dec.layer_weights(l).slots[m];
@@ -122,6 +125,7 @@ TEST_CASE("decoder_loss_and_backward_steps with checkpointed blocks gives the sa
     check_steps_equal_decoder(config, 0.1, 0.1, true, decoder_checkpoint);  // dropout streams rewound
   }
   check_steps_equal_decoder(config, 0.1, 0.0, false, true);
+  check_steps_equal_decoder(config, 0.1, 0.1, true, true, /*offload=*/true);  // inputs back from "host" memory
   config.num_hidden_layers = 1;  // the last block is never checkpointed: nothing to recompute
   config.validate();
   check_steps_equal_decoder(config, 0.1, 0.0, true, false);

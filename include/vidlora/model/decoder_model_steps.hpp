@@ -12,7 +12,9 @@
 // dropout streams rewound to where the first forward drew them, so the recomputed activations, the loss and every
 // gradient are the same bits as without checkpointing. The last block is never checkpointed: its backward comes
 // first, so recomputing it would only cost time. What stays alive (model/decoder_step_memory.hpp counts it):
-// without checkpointing every block's saved state; with it, L - 1 block inputs plus one block's saved state.
+// without checkpointing every block's saved state; with it, L - 1 block inputs plus one block's saved state. With
+// DecoderStepOptions::offload_checkpoints too, the kept inputs wait in host memory (pinned, on the GPU: what Unsloth
+// does on small cards) and come back just before their recompute, so the device holds one block's state.
 //
 // Model executor:
 //   tensor_type, rows_type, saved_type (the layer executors' saved_type)
@@ -24,6 +26,8 @@
 //   release_layer(l)                 drops what layer(l) keeps (the linears' caches); the next layer(l) is a new one
 //   save_layer_rng(l), restore_layer_rng(l)   with checkpoint_layers only: remember block l's LoRA dropout streams
 //                                    before its first forward, and rewind them to that before the recompute
+//   offload_input(l, tensor&&), reload_input(l) -> tensor   with offload_checkpoints only: move block l's kept
+//                                    input off the device (its device memory freed) and back
 // fmt-free (nvcc compiles it).
 
 #include <cstddef>
@@ -46,7 +50,8 @@ struct DecoderStepOf {
 };
 
 struct DecoderStepOptions {
-  bool checkpoint_layers = false;  // keep only each block's input (all but the last); recompute before the backward
+  bool checkpoint_layers = false;    // keep only each block's input (all but the last); recompute before the backward
+  bool offload_checkpoints = false;  // with checkpoint_layers: keep those inputs in host memory until the recompute
 };
 
 // Whether decoder_loss_and_backward_steps checkpoints block l of `layers` under `o` (all but the last block).
@@ -75,6 +80,7 @@ DecoderStepOf<typename Exec::tensor_type> decoder_loss_and_backward_steps(Exec& 
     inputs[l] = std::move(saved[l].h_in);  // the forward's own copy of h
     saved[l] = {};
     e.release_layer(l);
+    if (options.offload_checkpoints) e.offload_input(l, std::move(inputs[l]));
     h = std::move(out);
   }
   typename Exec::rows_type inv;
@@ -86,6 +92,7 @@ DecoderStepOf<typename Exec::tensor_type> decoder_loss_and_backward_steps(Exec& 
   for (std::size_t l = layers; l-- > 0;) {
     if (checkpoints_layer(options, l, layers)) {
       e.restore_layer_rng(l);
+      if (options.offload_checkpoints) inputs[l] = e.reload_input(l);
       (void)decoder_layer_forward_steps(e.layer(l), inputs[l], saved[l]);  // the same bits as the first forward
       inputs[l] = {};
     }

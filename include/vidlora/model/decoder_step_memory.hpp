@@ -117,8 +117,8 @@ constexpr std::int64_t checkpoint_bytes(const DecoderMemoryShape& s, bool size_c
   return held_bytes(s.tokens() * s.hidden * s.value_bytes, size_classes);
 }
 
-// What decoder_loss_and_backward_steps holds when the LM-head loss starts: every block's state (a checkpointed
-// block's input instead), the last block's output, the final norm's output and its 1/rms. The most any point of the
+// What decoder_loss_and_backward_steps holds on the device when the LM-head loss starts: every block's state (a
+// checkpointed block's input instead, nothing when it is offloaded to host memory), the last block's output, the final norm's output and its 1/rms. The most any point of the
 // step holds adds the loss's and one block backward's temporaries to this; with checkpointing the recomputed block
 // replaces the last one's state.
 constexpr std::int64_t step_bytes_at_loss(const DecoderMemoryShape& s, const DecoderStepOptions& o,
@@ -126,7 +126,10 @@ constexpr std::int64_t step_bytes_at_loss(const DecoderMemoryShape& s, const Dec
   std::int64_t n = 0;
   const std::size_t layers = static_cast<std::size_t>(s.layers);
   for (std::size_t l = 0; l < layers; ++l)
-    n += checkpoints_layer(o, l, layers) ? checkpoint_bytes(s, size_classes) : block_bytes(s, size_classes);
+    if (!checkpoints_layer(o, l, layers))
+      n += block_bytes(s, size_classes);
+    else if (!o.offload_checkpoints)
+      n += checkpoint_bytes(s, size_classes);  // an offloaded input is in host memory
   const std::int64_t hidden = held_bytes(s.tokens() * s.hidden * s.value_bytes, size_classes);
   return n + 2 * hidden + held_bytes(s.tokens() * s.value_bytes, size_classes);
 }

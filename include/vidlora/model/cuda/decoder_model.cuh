@@ -22,6 +22,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <vidlora/core/cuda/cuda_upstream.cuh>
@@ -146,6 +147,7 @@ class DecoderModel {
     for (std::size_t l = 0; l < w.layers.size(); ++l)
       layers_.push_back(std::make_unique<Layer>(w, l, lora_, allocator_));
     rng_.resize(layers_.size());
+    pinned_.resize(layers_.size());
     zero_grad();
   }
 
@@ -153,6 +155,15 @@ class DecoderModel {
   // block); the loss and every gradient are the same bits either way.
   void set_gradient_checkpointing(bool on) { options_.checkpoint_layers = on; }
   bool gradient_checkpointing() const { return options_.checkpoint_layers; }
+  // With checkpointing: keep the blocks' inputs in pinned host memory between their forward and their recompute
+  // (copied on the model's stream, not overlapped with compute yet). The pinned buffers stay for the next step.
+  void set_offload_checkpoints(bool on) { options_.offload_checkpoints = on; }
+  bool offload_checkpoints() const { return options_.offload_checkpoints; }
+  std::size_t pinned_host_bytes() const {
+    std::size_t n = 0;
+    for (const PinnedHost& p : pinned_) n += p.bytes;
+    return n;
+  }
 
   // The allocator every tensor of the model comes from, its stats now, and those at the end of the last step
   // (peak_allocated_bytes / peak_reserved_bytes: that step's peaks).
@@ -207,7 +218,8 @@ class DecoderModel {
           key_mask_(key_mask),
           targets_(targets),
           options_(options),
-          layers_(model.layers_.size()) {}
+          layers_(model.layers_.size()),
+          offloaded_(model.layers_.size()) {}
 
     std::size_t num_layers() const { return layers_.size(); }
     DecoderLayerExecutor& layer(std::size_t l) {
@@ -224,6 +236,24 @@ class DecoderModel {
     }
     void restore_layer_rng(std::size_t l) {
       for (std::size_t m = 0; m < 7; ++m) model_.layers_[l]->weights.linears[m].step = model_.rng_[l][m];
+    }
+    // The copy is queued on the stream before any kernel that reuses the freed block: stream order keeps it safe.
+    void offload_input(std::size_t l, DeviceTensor x) {
+      PinnedHost& host = model_.pinned_.at(l);
+      const std::size_t bytes = static_cast<std::size_t>(x.size()) * sizeof(float);
+      host.reserve(bytes, model_.stream_);
+      if (bytes)
+        VIDLORA_CUDA_CHECK(cudaMemcpyAsync(host.data, x.data(), bytes, cudaMemcpyDeviceToHost, model_.stream_));
+      offloaded_[l] = {x.rows, x.cols};
+    }
+    DeviceTensor reload_input(std::size_t l) {
+      const auto [rows, cols] = offloaded_.at(l);
+      DeviceTensor x(model_.allocator_, rows, cols, "layers." + std::to_string(l) + ".input");
+      if (x.size())
+        VIDLORA_CUDA_CHECK(cudaMemcpyAsync(x.data(), model_.pinned_.at(l).data,
+                                           static_cast<std::size_t>(x.size()) * sizeof(float), cudaMemcpyHostToDevice,
+                                           model_.stream_));
+      return x;
     }
 
     DeviceTensor copy(const DeviceTensor& x) const {
@@ -265,6 +295,30 @@ class DecoderModel {
     const std::vector<std::int32_t>& targets_;
     loss::cuda::LmHeadCeOptions options_;
     std::vector<std::unique_ptr<DecoderLayerExecutor>> layers_;
+    std::vector<std::pair<std::int64_t, std::int64_t>> offloaded_;  // [rows, cols] of each offloaded input
+  };
+
+  // Page-locked host memory for an offloaded block input (grows, never shrinks).
+  struct PinnedHost {
+    void* data = nullptr;
+    std::size_t bytes = 0;
+    PinnedHost() = default;
+    PinnedHost(PinnedHost&& o) noexcept : data(std::exchange(o.data, nullptr)), bytes(std::exchange(o.bytes, 0)) {}
+    PinnedHost& operator=(PinnedHost&&) = delete;
+    ~PinnedHost() {
+      if (data) (void)cudaFreeHost(data);
+    }
+    void reserve(std::size_t n, cudaStream_t stream) {
+      if (n <= bytes) return;
+      if (data) {
+        VIDLORA_CUDA_CHECK(cudaStreamSynchronize(stream));  // a previous step's copy may still read it
+        VIDLORA_CUDA_CHECK(cudaFreeHost(data));
+      }
+      data = nullptr;
+      bytes = 0;
+      VIDLORA_CUDA_CHECK(cudaMallocHost(&data, n));
+      bytes = n;
+    }
   };
 
   // The device copies of one block's weights, wired into the executor's DecoderLayerDeviceWeights.
@@ -373,6 +427,7 @@ class DecoderModel {
   std::vector<std::unique_ptr<Layer>> layers_;
   std::vector<LoraTensor> lora_;
   std::vector<std::array<std::uint64_t, 7>> rng_;  // save_layer_rng: each block's dropout steps
+  std::vector<PinnedHost> pinned_;                 // offload_checkpoints: each block's input between its passes
 };
 
 }  // namespace vidlora::model::cuda
