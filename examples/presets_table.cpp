@@ -11,6 +11,13 @@
 namespace {
 using namespace vidlora::presets;
 
+struct A100Ckpt : A100 {
+  static constexpr bool gradient_checkpointing = true;
+};
+struct H100Ckpt : H100 {
+  static constexpr bool gradient_checkpointing = true;
+};
+
 template <class P>
 void print_preset() {
   fmt::print("active preset: {} (vram {} GB, cuda_arch {})\n", P::name, P::vram_gb, P::cuda_arch);
@@ -36,18 +43,25 @@ int main() {
   print_preset<vidlora::ActivePreset>();
   constexpr std::array<ModelShape, 4> shapes{models::LlavaNextVideo7B, models::Qwen3_4B, models::Qwen3_8B,
                                              models::Qwen3_1_7B};
-  fmt::print("| model | preset | frozen GiB | trainable GiB | activations GiB | total GiB | usable GiB | fits |\n");
-  fmt::print("|---|---|---|---|---|---|---|---|\n");
+  fmt::print(
+      "| model | preset | frozen GiB | trainable GiB | activations GiB | total GiB | usable GiB | fits | activations "
+      "GiB, fp32 step | fits, fp32 step |\n");
+  fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
+  auto row = [](const ModelShape& m, std::string_view name, const MemoryEstimate& e) {
+    const double fp32_total = e.total() - e.activations + e.activations_fp32;
+    fmt::print("| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {} | {:.2f} | {} |\n", m.name, name,
+               e.frozen_weights / kGiB, e.trainable_state / kGiB, e.activations / kGiB, e.total() / kGiB,
+               e.budget / kGiB, e.fits() ? "yes" : "**no**", e.activations_fp32 / kGiB,
+               fp32_total <= e.budget ? "yes" : "**no**");
+  };
   for (const ModelShape& m : shapes) {
     for_each_preset([&](auto p) {
       using P = decltype(p);
-      if constexpr (P::cuda_arch > 0) {
-        const auto e = estimate_memory<P>(m);
-        fmt::print("| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {} |\n", m.name, P::name,
-                   e.frozen_weights / kGiB, e.trainable_state / kGiB, e.activations / kGiB, e.total() / kGiB,
-                   e.budget / kGiB, e.fits() ? "yes" : "**no**");
-      }
+      if constexpr (P::cuda_arch > 0) row(m, P::name, estimate_memory<P>(m));
     });
   }
+  // The presets without checkpointing, with it (all but the last block keep only their input).
+  row(models::LlavaNextVideo7B, "A100 + gradient_checkpointing", estimate_memory<A100Ckpt>(models::LlavaNextVideo7B));
+  row(models::LlavaNextVideo7B, "H100 + gradient_checkpointing", estimate_memory<H100Ckpt>(models::LlavaNextVideo7B));
   return 0;
 }

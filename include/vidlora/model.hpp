@@ -17,6 +17,7 @@
 #include <vidlora/model/decoder_layer_steps.hpp>
 #include <vidlora/model/decoder_layer_cpu.hpp>
 #include <vidlora/model/decoder_model_steps.hpp>
+#include <vidlora/model/decoder_step_memory.hpp>
 #include <vidlora/model/generation.hpp>
 #include <vidlora/model/decoder.hpp>
 #include <vidlora/model/decoder_host_weights.hpp>

@@ -37,9 +37,12 @@ model::cuda::DecoderBatch batch_of(const ref::DecoderModelCase& c, const ref::De
 
 // The CPU reference's steps on the device: zero_grad, loss_and_backward, then (but after the last step) the global
 // grad-norm clip and one multi-tensor AdamW step over every LoRA factor.
-DeviceRun run_on_device(const ref::DecoderModelCase& c, const ref::DecoderModelRun& want) {
+DeviceRun run_on_device(const ref::DecoderModelCase& c, const ref::DecoderModelRun& want, bool checkpoint = false,
+                        bool offload = false) {
   vidlora::cuda::GemmRunner gemm;
   model::cuda::DecoderModel dev(gemm, want.weights);
+  dev.set_gradient_checkpointing(checkpoint);
+  dev.set_offload_checkpoints(offload);
   const auto& tensors = dev.lora_tensors();
   REQUIRE(tensors.size() == want.grads.size());
   model::cuda::DeviceTensor embeds(c.batch * c.seq_len, c.hidden);
@@ -92,15 +95,15 @@ DeviceRun run_on_device(const ref::DecoderModelCase& c, const ref::DecoderModelR
   return r;
 }
 
-void check_step(const ref::DecoderModelCase& c) {
+void check_step(const ref::DecoderModelCase& c, bool checkpoint = false) {
   INFO((c.qwen3   ? "qwen3"
         : c.qwen2 ? "qwen2"
                   : "llama")
        << (c.nf4 ? " nf4" : " dense") << " layers " << c.layers << " batch " << c.batch << " seq " << c.seq_len
-       << " vocab " << c.vocab << " chunk " << c.chunk << " smoothing " << c.label_smoothing << " dropout "
-       << c.dropout);
+       << " vocab " << c.vocab << " chunk " << c.chunk << " smoothing " << c.label_smoothing << " dropout " << c.dropout
+       << " checkpointing " << checkpoint);
   const ref::DecoderModelRun want = ref::decoder_model(c);
-  const DeviceRun got = run_on_device(c, want);
+  const DeviceRun got = run_on_device(c, want, checkpoint);
   CHECK(got.valid_tokens == want.valid_tokens);
   REQUIRE(got.losses.size() == want.losses.size());
   CHECK(std::fabs(got.losses[0] - want.losses[0]) <= 1e-5 * std::fabs(want.losses[0]));
@@ -196,4 +199,103 @@ TEST_CASE("cuda decoder rejects input that does not fit, naming the shapes", "[d
   auto bad = want.weights;
   bad.layers[1].linears[5].lora_b.pop_back();
   CHECK_THROWS_WITH(model::cuda::DecoderModel(gemm, bad), Catch::Contains("layers.1.mlp.up_proj.lora_B.weight"));
+}
+
+TEST_CASE("cuda decoder with gradient checkpointing matches the CPU and its own run without, bit for bit",
+          "[decoder]") {
+  ref::DecoderModelCase c;
+  c.layers = 3;
+  c.nf4 = true;
+  c.dropout = 0.1;  // the recompute draws the first forward's masks
+  c.steps = 2;
+  c.pad_last = 2;
+  c.seed = 11;
+  check_step(c, true);
+  const ref::DecoderModelRun want = ref::decoder_model(c);
+  const DeviceRun plain = run_on_device(c, want, false);
+  const DeviceRun ckpt = run_on_device(c, want, true);
+  CHECK(cuda_test::bit_mismatches(plain.losses, ckpt.losses) == 0);
+  CHECK(cuda_test::bit_mismatches(plain.grad_embeds, ckpt.grad_embeds) == 0);
+  for (std::size_t i = 0; i < plain.grads.size(); ++i)
+    CHECK(cuda_test::bit_mismatches(plain.grads[i], ckpt.grads[i]) == 0);
+  const DeviceRun offload = run_on_device(c, want, true, true);  // the inputs through pinned host memory
+  CHECK(cuda_test::bit_mismatches(plain.losses, offload.losses) == 0);
+  CHECK(cuda_test::bit_mismatches(plain.grad_embeds, offload.grad_embeds) == 0);
+  for (std::size_t i = 0; i < plain.grads.size(); ++i)
+    CHECK(cuda_test::bit_mismatches(plain.grads[i], offload.grads[i]) == 0);
+}
+
+TEST_CASE("cuda decoder memory: the step's peak holds what decoder_step_memory counts, checkpointing lowers it",
+          "[decoder]") {
+  ref::DecoderModelCase c;
+  c.layers = 4;
+  c.dropout = 0.1;
+  c.pad_last = 1;
+  c.seed = 12;
+  const ref::DecoderModelRun want = ref::decoder_model(c);
+  const model::cuda::DecoderBatch batch = batch_of(c, want);
+  model::cuda::DeviceTensor embeds(c.batch * c.seq_len, c.hidden);
+  embeds.buffer.upload(want.embeds);
+  loss::cuda::LmHeadCeOptions ce;
+  ce.chunk_size = c.chunk;
+  const model::DecoderMemoryShape shape = model::cuda::decoder_memory_shape(want.weights, batch);
+  std::size_t step_peak[3] = {0, 0, 0};
+  for (const int mode : {0, 1, 2}) {  // plain, checkpointing, checkpointing with offloaded inputs
+    const bool checkpoint = mode > 0, offload = mode == 2;
+    INFO("checkpointing " << checkpoint << " offload " << offload);
+    vidlora::cuda::GemmRunner gemm;
+    vidlora::cuda::CudaCachingAllocator alloc;
+    model::cuda::DecoderModel dev(gemm, want.weights, nullptr, &alloc);
+    dev.set_gradient_checkpointing(checkpoint);
+    dev.set_offload_checkpoints(offload);
+    const std::size_t weights = alloc.stats().allocated_bytes;  // weights, LoRA factors and gradients
+    CHECK(weights > 0);
+    auto res = dev.loss_and_backward(embeds, batch, want.labels, ce);
+    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+    model::DecoderStepOptions o;
+    o.checkpoint_layers = checkpoint;
+    o.offload_checkpoints = offload;
+    step_peak[mode] = res.memory.peak_allocated_bytes - weights;
+    CHECK(step_peak[mode] >= static_cast<std::size_t>(model::step_bytes_at_loss(shape, o, true)));
+    CHECK(dev.pinned_host_bytes() == (offload ? 3 * static_cast<std::size_t>(model::checkpoint_bytes(shape)) : 0));
+    CHECK(res.memory.allocated_bytes == weights + allocation_size_class(res.grad_embeds.buffer.bytes()));
+    CHECK(dev.last_step_memory().peak_allocated_bytes == res.memory.peak_allocated_bytes);
+    res.grad_embeds = model::cuda::DeviceTensor();
+    auto again = dev.loss_and_backward(embeds, batch, want.labels, ce);  // the same shapes: all from the cache
+    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+    CHECK(again.memory.upstream_allocations == res.memory.upstream_allocations);
+  }
+  model::DecoderStepOptions on, off, on_offload;
+  on.checkpoint_layers = on_offload.checkpoint_layers = on_offload.offload_checkpoints = true;
+  // The step's transient part (the loss, the last block's backward) is the same with and without checkpointing.
+  CHECK(step_peak[0] - step_peak[1] == static_cast<std::size_t>(model::step_bytes_at_loss(shape, off, true) -
+                                                                model::step_bytes_at_loss(shape, on, true)));
+  CHECK(step_peak[1] - step_peak[2] == static_cast<std::size_t>(model::step_bytes_at_loss(shape, on, true) -
+                                                                model::step_bytes_at_loss(shape, on_offload, true)));
+}
+
+TEST_CASE("cuda decoder memory: a step over the cap is a DeviceMemoryError naming the tensor", "[decoder]") {
+  ref::DecoderModelCase c;
+  const ref::DecoderModelRun want = ref::decoder_model(c);
+  vidlora::cuda::GemmRunner gemm;
+  std::size_t weights = 0;
+  {
+    vidlora::cuda::CudaCachingAllocator probe;
+    model::cuda::DecoderModel dev(gemm, want.weights, nullptr, &probe);
+    weights = probe.stats().reserved_bytes;
+  }
+  vidlora::cuda::CudaCachingAllocator alloc(CachingAllocatorOptions{weights + (std::size_t{16} << 10)});
+  model::cuda::DecoderModel dev(gemm, want.weights, nullptr, &alloc);  // the weights fit
+  model::cuda::DeviceTensor embeds(c.batch * c.seq_len, c.hidden);
+  embeds.buffer.upload(want.embeds);
+  try {
+    (void)dev.loss_and_backward(embeds, batch_of(c, want), want.labels);
+    FAIL("the step fit under a cap 16 KiB above the weights");
+  } catch (const DeviceMemoryError& e) {
+    INFO(e.what());
+    CHECK(e.reason == DeviceMemoryError::Reason::cap);
+    CHECK_FALSE(e.tag.empty());
+    CHECK(std::string(e.what()).find("allocating '" + e.tag + "'") != std::string::npos);
+    CHECK(e.cap_bytes == weights + (std::size_t{16} << 10));
+  }
 }

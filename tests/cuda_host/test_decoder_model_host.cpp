@@ -19,6 +19,8 @@
 #include <vidlora/loss/lm_head_cross_entropy.hpp>
 #include <vidlora/quant/quantized_weight.hpp>
 
+#include "host_decoder_exec.hpp"
+
 using namespace vidlora;
 
 namespace {
@@ -40,102 +42,20 @@ bool same_row_major(const std::vector<float>& flat, const M& m) {
   return true;
 }
 
-// decoder_loss_and_backward_steps' model executor over the CPU pieces model::Decoder uses, rebuilt from the
-// exported weights (dense bases): what the CUDA DecoderModel runs, with the CPU's ops.
-struct HostModelExec {
-  using Slot = model::LinearSlot<16, 32, lora::DenseWeight>;
-  using LayerExec = model::CpuLayerExecutor<Slot>;
-  using tensor_type = Matrix;
-  using rows_type = Vector;
-  using saved_type = LayerExec::saved_type;
-  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-  model::DecoderConfig config;
-  model::RotaryTable rope;
-  std::vector<model::DecoderLayerWeights<Slot>> layers;
-  Vector norm;
-  Matrix head;
-  model::SequenceBatch batch;
-  std::vector<Eigen::Index> positions;
-  std::vector<int> targets;
-  loss::CrossEntropyOptions ce;
-  loss::LmHeadOptions lm;
-  std::vector<std::unique_ptr<LayerExec>> execs;
-  int released = 0;
-
-  static Matrix matrix(const std::vector<float>& v, Eigen::Index r, Eigen::Index c) {
-    return Eigen::Map<const RowMajor>(v.data(), r, c);
-  }
-  static Vector vector(const std::vector<float>& v) {
-    return Eigen::Map<const Vector>(v.data(), static_cast<Eigen::Index>(v.size()));
-  }
-
-  HostModelExec(const model::DecoderConfig& c, const model::DecoderHostWeights& w, const model::SequenceBatch& b,
-                const std::vector<int>& labels, const loss::CrossEntropyOptions& o, Eigen::Index chunk)
-      : config(c), rope(c.head_dim, c.rope_theta), batch(b), ce(o) {
-    rope.prepare(b.seq_len);
-    lm.chunk_size = chunk;
-    norm = vector(w.final_norm);
-    head = matrix(w.head, w.vocab, w.hidden);
-    for (const auto& hl : w.layers) {
-      auto& layer = layers.emplace_back();
-      layer.norm1 = vector(hl.norm1);
-      layer.norm2 = vector(hl.norm2);
-      if (w.qk_norm) {
-        layer.q_norm = vector(hl.q_norm);
-        layer.k_norm = vector(hl.k_norm);
-      }
-      for (const auto& s : hl.linears) {
-        lora::LoraOptions lo;
-        lo.dropout = s.dropout;
-        lo.seed = s.seed;
-        lo.layer = s.layer_index;
-        std::optional<Vector> bias;
-        if (!s.bias.empty()) bias = vector(s.bias);
-        layer.slots.emplace_back(matrix(s.w, s.out, s.in), std::move(bias), s.has_lora(), lo);
-        if (!s.has_lora()) continue;
-        layer.slots.back().lora().lora_A() = matrix(s.lora_a, s.rank, s.in);
-        layer.slots.back().lora().lora_B() = matrix(s.lora_b, s.out, s.rank);
-        layer.slots.back().set_step(s.step);
-      }
-    }
-    for (Eigen::Index i = 0; i < b.tokens(); ++i) positions.push_back(i % b.seq_len);
-    targets = model::next_token_targets(labels, b, o.ignore_index);
-    execs.resize(layers.size());
-  }
-
-  std::size_t num_layers() const { return layers.size(); }
-  LayerExec& layer(std::size_t l) {
-    if (!execs[l]) execs[l] = std::make_unique<LayerExec>(layers[l], config, rope, positions, batch, true);
-    return *execs[l];
-  }
-  void release_layer(std::size_t l) {
-    for (auto& s : layers[l].slots) s.release();
-    execs[l].reset();
-    ++released;
-  }
-  Matrix copy(const Matrix& x) const { return x; }
-  Matrix final_norm(const Matrix& h, Vector* inv) const {
-    return model::rms_norm<float>(h, norm, config.rms_norm_eps, inv);
-  }
-  Matrix final_norm_backward(const Matrix& h, const Vector& inv, const Matrix& dy) const {
-    return model::rms_norm_backward<float>(h, norm, inv, dy);
-  }
-  model::DecoderLossTotals lm_head_loss(const Matrix& hidden, Matrix& d_hidden) {
-    auto r = loss::lm_head_cross_entropy<float>(hidden, head, targets, ce, lm);
-    d_hidden = std::move(r.grad_hidden);
-    return {r.loss, r.valid_tokens};
-  }
-};
-
 bool same_bits(const Matrix& a, const Matrix& b) {
   return a.rows() == b.rows() && a.cols() == b.cols() &&
          std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.size()) * sizeof(float)) == 0;
 }
 
-void check_steps_equal_decoder(model::DecoderConfig config, double dropout, double smoothing) {
-  INFO("qk_norm " << config.qk_norm() << " dropout " << dropout << " smoothing " << smoothing);
+// decoder_loss_and_backward_steps (with or without checkpointing) against Decoder::loss_and_backward (with or
+// without its own checkpointing): the same bits either way.
+void check_steps_equal_decoder(model::DecoderConfig config, double dropout, double smoothing, bool checkpoint = false,
+                               bool decoder_checkpoint = false, bool offload = false) {
+  INFO("qk_norm " << config.qk_norm() << " dropout " << dropout << " smoothing " << smoothing << " checkpoint "
+                  << checkpoint << " decoder checkpoint " << decoder_checkpoint << " offload " << offload << " layers "
+                  << config.num_hidden_layers);
   model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 6), all_slots(dropout));
+  dec.set_gradient_checkpointing(decoder_checkpoint);
   std::uint64_t stream = 40;
   dec.for_each_lora([&](const std::string&, auto& lin) {
     lin.lora_B() = model::random_normal(lin.lora_B().rows(), lin.lora_B().cols(), 0.05, 6, stream++);
@@ -153,13 +73,24 @@ void check_steps_equal_decoder(model::DecoderConfig config, double dropout, doub
   lm.chunk_size = 7;
   const auto want = dec.loss_and_backward(embeds, batch, labels, ce, lm);
 
-  HostModelExec exec(config, w, batch, labels, ce, 7);
-  const auto got = model::decoder_loss_and_backward_steps(exec, embeds);
+  test::HostDecoderModelExec exec(config, w, batch, labels, ce, 7);
+  model::DecoderStepOptions options;
+  options.checkpoint_layers = checkpoint;
+  options.offload_checkpoints = offload;
+  const auto got = model::decoder_loss_and_backward_steps(exec, embeds, options);
   CHECK(got.totals.loss == want.loss);
   CHECK(got.totals.valid_tokens == want.valid_tokens);
   CHECK(same_bits(got.grad_embeds, want.grad_embeds));
-  CHECK(exec.released == 2);
-  for (int l = 0; l < 2; ++l)
+  // Without checkpointing every block's executor (its linears' caches) lives from its forward to its backward; with
+  // it, a checkpointed block's executor is released after its forward and a new one recomputes it: one at a time.
+  const int layers = config.num_hidden_layers, checkpointed = checkpoint ? layers - 1 : 0;
+  CHECK(exec.created == layers + checkpointed);
+  CHECK(exec.released == layers + checkpointed);
+  CHECK(exec.live == 0);
+  CHECK(exec.most_live == (checkpoint ? 1 : layers));
+  CHECK(exec.offloaded == (offload ? checkpointed : 0));
+  CHECK(exec.reloaded == exec.offloaded);
+  for (int l = 0; l < layers; ++l)
     for (std::size_t m = 0; m < 7; ++m) {
       const auto& cpu = dec.layer_weights(l).slots[m];
       if (!cpu.has_lora()) continue;
@@ -184,6 +115,24 @@ TEST_CASE("decoder_loss_and_backward_steps over CPU executors equals Decoder::lo
   config.architecture = model::Architecture::Qwen2;  // q/k/v biases
   config.validate();
   check_steps_equal_decoder(config, 0.0, 0.0);
+}
+
+TEST_CASE("decoder_loss_and_backward_steps with checkpointed blocks gives the same loss and gradients bit for bit",
+          "[decoder_host]") {
+  auto config = model::llama_config(32, 48, 3, 4, 2, 20);
+  for (const bool decoder_checkpoint : {false, true}) {
+    check_steps_equal_decoder(config, 0.0, 0.0, true, decoder_checkpoint);
+    check_steps_equal_decoder(config, 0.1, 0.1, true, decoder_checkpoint);  // dropout streams rewound
+  }
+  check_steps_equal_decoder(config, 0.1, 0.0, false, true);
+  check_steps_equal_decoder(config, 0.1, 0.1, true, true, /*offload=*/true);  // inputs back from "host" memory
+  config.num_hidden_layers = 1;  // the last block is never checkpointed: nothing to recompute
+  config.validate();
+  check_steps_equal_decoder(config, 0.1, 0.0, true, false);
+  config = model::llama_config(32, 48, 2, 4, 2, 20);
+  config.architecture = model::Architecture::Qwen3;  // the head norms' inputs are recomputed too
+  config.validate();
+  check_steps_equal_decoder(config, 0.1, 0.0, true, true);
 }
 
 TEST_CASE("export_decoder_weights copies a dense llama decoder exactly", "[decoder_host]") {

@@ -2,18 +2,32 @@
 // One training step of a whole decoder written once as a step list over a model executor, one level above
 // decoder_layer_*_steps: every block forward, the final RMSNorm, the LM-head loss (which also gives d loss / d its
 // input), the final norm's backward and every block backward, releasing each block's state as soon as its backward
-// is done. What model::Decoder::loss_and_backward computes (without gradient checkpointing); the CUDA
+// is done. What model::Decoder::loss_and_backward computes, with or without its gradient checkpointing; the CUDA
 // DecoderModel (model/cuda/decoder_model.cuh) runs it on the device, and tests/cuda_host/test_decoder_model_host.cpp
 // runs it over CPU executors against Decoder::loss_and_backward, bit for bit.
+//
+// Gradient checkpointing (DecoderStepOptions::checkpoint_layers), as model::Decoder does it: the forward of every
+// block but the last keeps only the block's input (its activations and its linears' caches are released as soon as
+// its output exists); before that block's backward its forward runs again from the kept input, with the LoRA
+// dropout streams rewound to where the first forward drew them, so the recomputed activations, the loss and every
+// gradient are the same bits as without checkpointing. The last block is never checkpointed: its backward comes
+// first, so recomputing it would only cost time. What stays alive (model/decoder_step_memory.hpp counts it):
+// without checkpointing every block's saved state; with it, L - 1 block inputs plus one block's saved state. With
+// DecoderStepOptions::offload_checkpoints too, the kept inputs wait in host memory (pinned, on the GPU: what Unsloth
+// does on small cards) and come back just before their recompute, so the device holds one block's state.
 //
 // Model executor:
 //   tensor_type, rows_type, saved_type (the layer executors' saved_type)
 //   num_layers() -> std::size_t
-//   layer(l) -> a layer executor for decoder_layer_*_steps; the same object from the forward to release_layer(l)
+//   layer(l) -> a layer executor for decoder_layer_*_steps; the same object from a forward to release_layer(l)
 //   copy(x) -> tensor
 //   final_norm(h, rows_type* inv) -> tensor;  final_norm_backward(h, inv, dy) -> tensor
 //   lm_head_loss(hidden, tensor& d_hidden) -> DecoderLossTotals   (targets and loss options held by the executor)
-//   release_layer(l)
+//   release_layer(l)                 drops what layer(l) keeps (the linears' caches); the next layer(l) is a new one
+//   save_layer_rng(l), restore_layer_rng(l)   with checkpoint_layers only: remember block l's LoRA dropout streams
+//                                    before its first forward, and rewind them to that before the recompute
+//   offload_input(l, tensor&&), reload_input(l) -> tensor   with offload_checkpoints only: move block l's kept
+//                                    input off the device (its device memory freed) and back
 // fmt-free (nvcc compiles it).
 
 #include <cstddef>
@@ -35,16 +49,40 @@ struct DecoderStepOf {
   Tensor grad_embeds;  // d loss / d input embeddings [tokens, hidden]
 };
 
+struct DecoderStepOptions {
+  bool checkpoint_layers = false;    // keep only each block's input (all but the last); recompute before the backward
+  bool offload_checkpoints = false;  // with checkpoint_layers: keep those inputs in host memory until the recompute
+};
+
+// Whether decoder_loss_and_backward_steps checkpoints block l of `layers` under `o` (all but the last block).
+constexpr bool checkpoints_layer(const DecoderStepOptions& o, std::size_t l, std::size_t layers) {
+  return o.checkpoint_layers && l + 1 < layers;
+}
+
 // embeds: [tokens, hidden] input embeddings -> the loss and d loss / d embeds; LoRA gradients accumulate in the
 // layer executors' slots.
 template <class Exec>
 DecoderStepOf<typename Exec::tensor_type> decoder_loss_and_backward_steps(Exec& e,
-                                                                          const typename Exec::tensor_type& embeds) {
+                                                                          const typename Exec::tensor_type& embeds,
+                                                                          const DecoderStepOptions& options = {}) {
   using Tensor = typename Exec::tensor_type;
   const std::size_t layers = e.num_layers();
   std::vector<typename Exec::saved_type> saved(layers);
+  std::vector<Tensor> inputs(layers);  // checkpointed blocks: their input, the only thing their forward keeps
   Tensor h = e.copy(embeds);
-  for (std::size_t l = 0; l < layers; ++l) h = decoder_layer_forward_steps(e.layer(l), h, saved[l]);
+  for (std::size_t l = 0; l < layers; ++l) {
+    if (!checkpoints_layer(options, l, layers)) {
+      h = decoder_layer_forward_steps(e.layer(l), h, saved[l]);
+      continue;
+    }
+    e.save_layer_rng(l);
+    Tensor out = decoder_layer_forward_steps(e.layer(l), h, saved[l]);
+    inputs[l] = std::move(saved[l].h_in);  // the forward's own copy of h
+    saved[l] = {};
+    e.release_layer(l);
+    if (options.offload_checkpoints) e.offload_input(l, std::move(inputs[l]));
+    h = std::move(out);
+  }
   typename Exec::rows_type inv;
   const Tensor out = e.final_norm(h, &inv);
   Tensor d_out;
@@ -52,6 +90,12 @@ DecoderStepOf<typename Exec::tensor_type> decoder_loss_and_backward_steps(Exec& 
   r.totals = e.lm_head_loss(out, d_out);
   Tensor dh = e.final_norm_backward(h, inv, d_out);
   for (std::size_t l = layers; l-- > 0;) {
+    if (checkpoints_layer(options, l, layers)) {
+      e.restore_layer_rng(l);
+      if (options.offload_checkpoints) inputs[l] = e.reload_input(l);
+      (void)decoder_layer_forward_steps(e.layer(l), inputs[l], saved[l]);  // the same bits as the first forward
+      inputs[l] = {};
+    }
     dh = decoder_layer_backward_steps(e.layer(l), saved[l], dh);
     saved[l] = {};
     e.release_layer(l);

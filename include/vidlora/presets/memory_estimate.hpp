@@ -6,12 +6,22 @@
 //   when load_in_4bit, else 2 B/param (fp16/bf16) or 4 B/param (fp32 presets); embeddings and LM head stay
 //   16-bit (bitsandbytes never quantizes them); norms are negligible and ignored.
 // - trainable state, fp32: LoRA A/B and the projector, each with grads and two AdamW moments (16 B/param).
-// - activations per sample: with a memory-efficient attention (no T x T scores), a decoder layer keeps about
-//   5D + 2(H + KV)·hd + 4I values per token; with gradient checkpointing only each layer's input (D) is kept
-//   plus one layer's activations during recompute. The streamed cross-entropy adds T x 8192 fp32 logits.
+// - activations per micro-batch: what the device step (decoder_loss_and_backward_steps over the CUDA executors)
+//   holds when its loss starts, counted tensor by tensor by model::step_bytes_at_loss (model/decoder_step_memory.hpp;
+//   tests/cuda_host/test_decoder_memory_host.cpp measures the same bytes through a caching allocator): per block
+//   and token 2·D + qf + 2·kvf + 2·I + H + 2 values (its input, the attention residual, q, k, v, the MLP's gate and up,
+//   the attention's log-sum-exp, two 1/rms) plus each LoRA slot's cache (dropout(x) and its keep bits, or x without
+//   dropout; h and g of rank r); with gradient checkpointing every block but the last keeps only its input (D). The
+//   values are counted at the preset's compute precision (2 bytes for fp16 / bf16 presets); `activations_fp32` is
+//   the same count at 4 bytes, what today's fp32 device step holds. The streamed cross-entropy adds T x 8192 fp32
+//   logits. Q/K head norms (Qwen3) are not counted (ModelShape does not say; they add 2·(H + KV)·hd per token).
 // - vision features are cached on disk, so the frozen CLIP encoder is not resident while training.
 // - a fixed runtime overhead (CUDA context, cuBLASLt workspace, allocator slack) of 1 GiB on GPU presets.
 
+#include <array>
+#include <string_view>
+
+#include <vidlora/model/decoder_step_memory.hpp>
 #include <vidlora/presets/gpu_presets.hpp>
 #include <vidlora/presets/model_shape.hpp>
 
@@ -26,7 +36,8 @@ struct MemoryEstimate {
   double trainable_state = 0;   // LoRA + projector: params, grads, AdamW m and v
   double lora_params = 0;       // count, not bytes
   double projector_params = 0;  // count
-  double activations = 0;       // per micro-batch (batch_size samples)
+  double activations = 0;       // per micro-batch (batch_size samples), at the preset's compute precision
+  double activations_fp32 = 0;  // the same tensors in fp32: what the device step holds until its 16-bit path lands
   double overhead = 0;
   double budget = 0;  // usable bytes of the preset's memory
   long tokens_per_sample = 0;
@@ -34,6 +45,29 @@ struct MemoryEstimate {
   constexpr double total() const { return frozen_weights + trainable_state + activations + overhead; }
   constexpr bool fits() const { return total() <= budget; }
 };
+
+// The device step's memory shape for preset P on model m: a micro-batch of P::batch_size samples, LoRA of rank
+// P::lora_r on P::target_set with dropout P::lora_dropout, values of `value_bytes`.
+template <Preset P>
+constexpr model::DecoderMemoryShape decoder_memory_shape(const ModelShape& m, long value_bytes) {
+  constexpr std::array<std::string_view, 7> slots{"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                  "gate_proj", "up_proj", "down_proj"};
+  model::DecoderMemoryShape s;
+  s.batch = P::batch_size;
+  s.seq_len = m.tokens_per_sample(P::num_frames);
+  s.hidden = m.hidden;
+  s.intermediate = m.intermediate;
+  s.q_heads = m.heads;
+  s.kv_heads = m.kv_heads;
+  s.head_dim = m.head_dim;
+  s.layers = m.layers;
+  s.masked = true;
+  s.value_bytes = value_bytes;
+  for (std::size_t i = 0; i < slots.size(); ++i)
+    for (auto module : P::target_set::modules)
+      if (std::string_view(module) == slots[i]) s.slots[i] = {true, P::lora_r, P::lora_dropout > 0.0};
+  return s;
+}
 
 template <Preset P>
 constexpr MemoryEstimate estimate_memory(const ModelShape& m) {
@@ -57,12 +91,12 @@ constexpr MemoryEstimate estimate_memory(const ModelShape& m) {
 
   e.tokens_per_sample = m.tokens_per_sample(P::num_frames);
   const double tokens = static_cast<double>(e.tokens_per_sample) * P::batch_size;
-  const double act_bytes = (P::fp16 || P::bf16) ? 2.0 : 4.0;
-  const double per_layer_per_token = 5.0 * m.hidden + 2.0 * (m.heads + m.kv_heads) * m.head_dim + 4.0 * m.intermediate;
-  const double layer_inputs = static_cast<double>(m.layers) * m.hidden;
-  const double kept = P::gradient_checkpointing ? layer_inputs + per_layer_per_token
-                                                : static_cast<double>(m.layers) * per_layer_per_token + layer_inputs;
-  e.activations = tokens * kept * act_bytes + tokens * static_cast<double>(kStreamedLogitsChunk) * 4.0;
+  const long act_bytes = (P::fp16 || P::bf16) ? 2 : 4;
+  model::DecoderStepOptions step;
+  step.checkpoint_layers = P::gradient_checkpointing;
+  const double logits = tokens * static_cast<double>(kStreamedLogitsChunk) * 4.0;
+  e.activations = static_cast<double>(model::step_bytes_at_loss(decoder_memory_shape<P>(m, act_bytes), step)) + logits;
+  e.activations_fp32 = static_cast<double>(model::step_bytes_at_loss(decoder_memory_shape<P>(m, 4), step)) + logits;
 
   e.overhead = P::cuda_arch > 0 ? 1.0 * kGiB : 0.0;
   e.budget = static_cast<double>(P::vram_gb) * kGiB * kUsableFraction;

@@ -32,5 +32,12 @@ struct CudaUpstream {
 // (presets/memory_cap.hpp) unless the user set another cap.
 using CudaCachingAllocator = CachingAllocator<CudaUpstream>;
 
+// The allocator of device code given none: one per process, uncapped, never destroyed (buffers from it may outlive
+// any object; at exit the driver takes its memory back).
+inline CudaCachingAllocator& default_device_allocator() {
+  static CudaCachingAllocator* const allocator = new CudaCachingAllocator();
+  return *allocator;
+}
+
 }  // namespace vidlora::cuda
 #endif

@@ -4,9 +4,11 @@
 
 #include <cstddef>
 #include <span>
+#include <string_view>
 #include <utility>
 #include <vector>
 
+#include <vidlora/core/cuda/cuda_upstream.cuh>
 #include <vidlora/core/cuda/status.cuh>
 
 #if VIDLORA_HAS_CUDA_RUNTIME
@@ -85,7 +87,8 @@ class Event {
   cudaEvent_t e_ = nullptr;
 };
 
-// `count` elements of T in device memory (uninitialised).
+// `count` elements of T in device memory (uninitialised): from cudaMalloc, or from a caching allocator under a tag
+// naming the tensor (its cap, its stats; the allocator must outlive the buffer).
 template <class T>
 class DeviceBuffer {
  public:
@@ -93,15 +96,29 @@ class DeviceBuffer {
   explicit DeviceBuffer(std::size_t count) : n_(count) {
     if (count) VIDLORA_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&p_), count * sizeof(T)));
   }
+  // allocator null: cudaMalloc, as DeviceBuffer(count).
+  DeviceBuffer(CudaCachingAllocator* allocator, std::size_t count, std::string_view tag)
+      : DeviceBuffer(allocator ? 0 : count) {
+    if (!allocator || !count) return;
+    p_ = static_cast<T*>(allocator->allocate(count * sizeof(T), tag));
+    n_ = count;
+    allocator_ = allocator;
+  }
+  DeviceBuffer(CudaCachingAllocator* allocator, const std::vector<T>& host, std::string_view tag)
+      : DeviceBuffer(allocator, host.size(), tag) {
+    upload(std::span<const T>(host));
+  }
   explicit DeviceBuffer(std::span<const T> host) : DeviceBuffer(host.size()) { upload(host); }
   explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(std::span<const T>(host)) {}
-  ~DeviceBuffer() {
-    if (p_) (void)cudaFree(p_);
-  }
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  ~DeviceBuffer() { release(); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept
+      : p_(std::exchange(o.p_, nullptr)),
+        n_(std::exchange(o.n_, 0)),
+        allocator_(std::exchange(o.allocator_, nullptr)) {}
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
     std::swap(p_, o.p_);
     std::swap(n_, o.n_);
+    std::swap(allocator_, o.allocator_);
     return *this;
   }
   DeviceBuffer(const DeviceBuffer&) = delete;
@@ -126,10 +143,25 @@ class DeviceBuffer {
   void fill_bytes(int byte, cudaStream_t s = nullptr) {
     if (n_) VIDLORA_CUDA_CHECK(cudaMemsetAsync(p_, byte, bytes(), s));
   }
+  // The caching allocator the buffer came from (null: cudaMalloc).
+  CudaCachingAllocator* allocator() const { return allocator_; }
 
  private:
+  void release() noexcept {
+    if (!p_) return;
+    if (!allocator_) {
+      (void)cudaFree(p_);
+      return;
+    }
+    try {
+      allocator_->deallocate(p_);  // back to its cache: stream-ordered reuse on the compute stream
+    } catch (...) {                // a destructor must not throw
+    }
+  }
+
   T* p_ = nullptr;
   std::size_t n_ = 0;
+  CudaCachingAllocator* allocator_ = nullptr;
 };
 
 }  // namespace vidlora::cuda

@@ -244,20 +244,23 @@ __global__ void lm_head_logit_grad_kernel(LmHeadCeParams p) {
 
 }  // namespace detail
 
-// The CUDA executor of lm_head_ce_steps. Owns its workspace ([rows, chunk] logits, per-row state, losses, lse).
+// The CUDA executor of lm_head_ce_steps. Owns its workspace ([rows, chunk] logits, per-row state, losses, lse), from
+// `allocator` under tags "lm_head.logits", ... (null: cudaMalloc).
 class LmHeadCeCudaExecutor {
  public:
   // hidden [rows, dim], head [vocab, dim], grad_hidden [rows, dim] (may be null without a backward): device.
   LmHeadCeCudaExecutor(vidlora::cuda::GemmRunner& gemm, const float* hidden, const float* head, float* grad_hidden,
                        const LmHeadCeShape& shape, const std::vector<std::int32_t>& targets, const LmHeadCeOptions& o,
-                       cudaStream_t stream = nullptr)
+                       cudaStream_t stream = nullptr, vidlora::cuda::CudaCachingAllocator* allocator = nullptr)
       : gemm_(gemm), stream_(stream) {
     const std::int64_t chunk = o.chunk_size < shape.vocab ? o.chunk_size : shape.vocab;
-    targets_ = vidlora::cuda::DeviceBuffer<std::int32_t>(targets);
-    logits_ = vidlora::cuda::DeviceBuffer<float>(static_cast<std::size_t>(shape.rows * (chunk > 0 ? chunk : 1)));
-    state_ = vidlora::cuda::DeviceBuffer<LmHeadRowState>(static_cast<std::size_t>(shape.rows));
-    row_loss_ = vidlora::cuda::DeviceBuffer<double>(static_cast<std::size_t>(shape.rows));
-    row_lse_ = vidlora::cuda::DeviceBuffer<double>(static_cast<std::size_t>(shape.rows));
+    const auto rows = static_cast<std::size_t>(shape.rows);
+    targets_ = vidlora::cuda::DeviceBuffer<std::int32_t>(allocator, targets, "lm_head.targets");
+    logits_ = vidlora::cuda::DeviceBuffer<float>(allocator, rows * static_cast<std::size_t>(chunk > 0 ? chunk : 1),
+                                                 "lm_head.logits");
+    state_ = vidlora::cuda::DeviceBuffer<LmHeadRowState>(allocator, rows, "lm_head.row_state");
+    row_loss_ = vidlora::cuda::DeviceBuffer<double>(allocator, rows, "lm_head.row_loss");
+    row_lse_ = vidlora::cuda::DeviceBuffer<double>(allocator, rows, "lm_head.row_lse");
     p_.hidden = hidden;
     p_.head = head;
     p_.targets = targets_.data();
@@ -328,14 +331,15 @@ class LmHeadCeCudaExecutor {
 
 // Loss of logits = hidden · headᵀ against `targets` (host), streamed over the vocabulary; with grad_hidden (device
 // [rows, dim]) also d loss / d hidden · options.grad_factor. Every pointer is device memory. Synchronizes the
-// stream once (the row losses are summed on the host).
+// stream once (the row losses are summed on the host). Its workspace comes from `allocator` (null: cudaMalloc).
 inline LmHeadCeResult lm_head_cross_entropy(vidlora::cuda::GemmRunner& gemm, const float* hidden, const float* head,
                                             const LmHeadCeShape& shape, const std::vector<std::int32_t>& targets,
                                             const LmHeadCeOptions& options, float* grad_hidden,
-                                            cudaStream_t stream = nullptr) {
+                                            cudaStream_t stream = nullptr,
+                                            vidlora::cuda::CudaCachingAllocator* allocator = nullptr) {
   vidlora::cuda::check_arg(hidden && head, "cuda::lm_head_cross_entropy", "needs hidden and head pointers");
   check_lm_head_ce(shape, targets, options);  // before any allocation sized by the shape
-  LmHeadCeCudaExecutor exec(gemm, hidden, head, grad_hidden, shape, targets, options, stream);
+  LmHeadCeCudaExecutor exec(gemm, hidden, head, grad_hidden, shape, targets, options, stream, allocator);
   return lm_head_ce_steps(exec, shape, targets, options, grad_hidden != nullptr);
 }
 

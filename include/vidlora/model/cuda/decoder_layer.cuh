@@ -6,16 +6,23 @@
 // kept), RMSNorm / RoPE / SwiGLU (model/cuda/elementwise.cuh) and causal GQA attention per sequence
 // (model/cuda/attention.cuh; dk/dv by its deterministic kernel, no atomics). fp32 first: every tensor is float;
 // bf16 is the next step (docs/cuda.md).
-// Every op allocates its output (cudaMalloc); the caching allocator replaces that later.
+// Every op allocates its output, and the linears their caches, from a caching allocator (DecoderLayerMemory: the
+// model's CudaCachingAllocator, tags "layers.3.self_attn.q_proj", ...; none given: cudaMalloc), so a step over the
+// cap is a DeviceMemoryError naming the tensor. A LoRA slot with dropout keeps dropout(x) and its keep bits for the
+// backward and not x (lora_backward reads x only without dropout); model/decoder_step_memory.hpp counts what a
+// block keeps.
 // Status: compiled for sm_75..90 and checked against the CPU executor by tests/cuda/test_decoder_layer.cu,
 // which has not yet run on a GPU (docs/cuda.md).
 
 #include <array>
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <vidlora/core/backend.hpp>
+#include <vidlora/core/cuda/cuda_upstream.cuh>
 #include <vidlora/core/cuda/gemm.cuh>
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/memory.cuh>
@@ -25,6 +32,7 @@
 #include <vidlora/model/cuda/attention.cuh>
 #include <vidlora/model/cuda/elementwise.cuh>
 #include <vidlora/model/decoder_layer_steps.hpp>
+#include <vidlora/model/decoder_step_memory.hpp>
 #include <vidlora/quant/cuda/dequantize.cuh>
 
 namespace vidlora::model::cuda {
@@ -82,6 +90,9 @@ struct DeviceTensor {
   std::int64_t rows = 0, cols = 0;
   DeviceTensor() = default;
   DeviceTensor(std::int64_t r, std::int64_t c) : buffer(static_cast<std::size_t>(r * c)), rows(r), cols(c) {}
+  // From a caching allocator under `tag` (null: cudaMalloc).
+  DeviceTensor(vidlora::cuda::CudaCachingAllocator* allocator, std::int64_t r, std::int64_t c, std::string_view tag)
+      : buffer(allocator, static_cast<std::size_t>(r * c), tag), rows(r), cols(c) {}
   float* data() { return buffer.data(); }
   const float* data() const { return buffer.data(); }
   std::int64_t size() const { return rows * cols; }
@@ -96,6 +107,12 @@ __global__ void add_kernel(float* out, const float* a, const float* b, std::int6
 }
 }  // namespace detail
 
+// Where a block executor's tensors come from: the allocator (null: cudaMalloc) and the prefix of their tags.
+struct DecoderLayerMemory {
+  vidlora::cuda::CudaCachingAllocator* allocator = nullptr;
+  std::string tag_prefix;  // "layers.3."
+};
+
 class DecoderLayerExecutor {
  public:
   using tensor_type = DeviceTensor;
@@ -107,30 +124,37 @@ class DecoderLayerExecutor {
   // forward and its backward (it keeps each slot's input and LoRA workspace in between).
   DecoderLayerExecutor(vidlora::cuda::GemmRunner& gemm, DecoderLayerDeviceWeights& weights,
                        const DecoderLayerShape& shape, const std::vector<int>& key_mask, bool training,
-                       cudaStream_t stream = nullptr)
-      : gemm_(gemm), weights_(weights), shape_(shape), training_(training), stream_(stream) {
+                       cudaStream_t stream = nullptr, DecoderLayerMemory memory = {})
+      : gemm_(gemm),
+        weights_(weights),
+        shape_(shape),
+        training_(training),
+        stream_(stream),
+        memory_(std::move(memory)) {
     check_layer_shape(shape_);
     const std::int64_t t = shape_.tokens();
     std::vector<std::int32_t> pos(static_cast<std::size_t>(t));
     for (std::int64_t i = 0; i < t; ++i)
       pos[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i % shape_.seq_len);
-    positions_ = vidlora::cuda::DeviceBuffer<std::int32_t>(pos);
+    positions_ = vidlora::cuda::DeviceBuffer<std::int32_t>(memory_.allocator, pos, tag("rope.positions"));
     std::vector<float> cos_table, sin_table;
     rope_tables(static_cast<int>(shape_.head_dim), shape_.rope_theta, shape_.seq_len, cos_table, sin_table);
-    cos_ = vidlora::cuda::DeviceBuffer<float>(cos_table);
-    sin_ = vidlora::cuda::DeviceBuffer<float>(sin_table);
+    cos_ = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, cos_table, tag("rope.cos"));
+    sin_ = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, sin_table, tag("rope.sin"));
     if (!key_mask.empty()) {
       vidlora::cuda::check_arg(
           static_cast<std::int64_t>(key_mask.size()) == t, "cuda::DecoderLayerExecutor",
           "key mask of " + std::to_string(key_mask.size()) + " for " + std::to_string(t) + " tokens");
-      mask_ = vidlora::cuda::DeviceBuffer<std::int32_t>(std::vector<std::int32_t>(key_mask.begin(), key_mask.end()));
+      mask_ = vidlora::cuda::DeviceBuffer<std::int32_t>(
+          memory_.allocator, std::vector<std::int32_t>(key_mask.begin(), key_mask.end()), tag("attention_mask"));
     }
   }
 
   bool qk_norm() const { return shape_.qk_norm; }
 
-  DeviceTensor copy(const DeviceTensor& x) const {
-    DeviceTensor y(x.rows, x.cols);
+  DeviceTensor copy(const DeviceTensor& x) const { return copy_as(x, "input"); }
+  DeviceTensor copy_as(const DeviceTensor& x, std::string_view what) const {
+    DeviceTensor y = tensor(x.rows, x.cols, what);
     if (x.size())
       VIDLORA_CUDA_CHECK(cudaMemcpyAsync(y.data(), x.data(), static_cast<std::size_t>(x.size()) * sizeof(float),
                                          cudaMemcpyDeviceToDevice, stream_));
@@ -138,7 +162,7 @@ class DecoderLayerExecutor {
   }
   DeviceTensor add(const DeviceTensor& a, const DeviceTensor& b) const {
     check_same(a, b, "add");
-    DeviceTensor y(a.rows, a.cols);
+    DeviceTensor y = tensor(a.rows, a.cols, "residual");
     launch_add(y.data(), a.data(), b.data(), a.size());
     return y;
   }
@@ -149,8 +173,8 @@ class DecoderLayerExecutor {
 
   DeviceTensor rms_norm(const DeviceTensor& x, LayerNorm which, DeviceTensor* inv) const {
     const std::int64_t n = norm_width(which), rows = x.size() / n;
-    DeviceTensor y(x.rows, x.cols);
-    if (inv) *inv = DeviceTensor(rows, 1);
+    DeviceTensor y = tensor(x.rows, x.cols, norm_name(which));
+    if (inv) *inv = tensor(rows, 1, std::string(norm_name(which)) + ".inv");
     RmsNormParams p{x.data(), norm_weight(which), y.data(), inv ? inv->data() : nullptr, nullptr, nullptr, rows,
                     n,        shape_.rms_norm_eps};
     model::cuda::rms_norm(p, stream_);
@@ -160,7 +184,7 @@ class DecoderLayerExecutor {
                                  const DeviceTensor& dy) const {
     check_same(x, dy, "rms_norm_backward");
     const std::int64_t n = norm_width(which), rows = x.size() / n;
-    DeviceTensor dx(dy.rows, dy.cols);
+    DeviceTensor dx = tensor(dy.rows, dy.cols, std::string(norm_name(which)) + ".grad");
     RmsNormParams p{x.data(), norm_weight(which), nullptr, const_cast<float*>(inv.data()), dy.data(), dx.data(), rows,
                     n,        shape_.rms_norm_eps};
     model::cuda::rms_norm_backward(p, stream_);
@@ -174,9 +198,10 @@ class DecoderLayerExecutor {
     vidlora::cuda::check_arg(x.cols == p.in, "cuda::DecoderLayerExecutor::linear",
                              "input of " + std::to_string(x.cols) + " columns for a slot of " + std::to_string(p.in));
     p.tokens = x.rows;
-    DeviceTensor y(x.rows, p.out);
+    const std::string_view name = kSlotMemoryNames[static_cast<std::size_t>(m)];
+    DeviceTensor y = tensor(x.rows, p.out, name);
     if (!lin.has_lora) {
-      DenseBase w = dense_base(p);
+      DenseBase w = dense_base(p, name);
       gemm_.run(vidlora::cuda::linear_forward(p.tokens, p.in, p.out, vidlora::cuda::DType::F32, p.bias != nullptr),
                 x.data(), w.ptr, y.data(), 1.0f, 0.0f, p.bias, stream_);
       return y;
@@ -188,16 +213,19 @@ class DecoderLayerExecutor {
       p.dropout = 0.0f;
     }
     st.params = p;
-    st.x = copy(x);  // the backward reads x (dropout(x) sits in the workspace when masked)
+    // The backward reads x only without dropout (with it, dropout(x) sits in the workspace).
+    st.x = p.dropout > 0.0f ? DeviceTensor() : copy_as(x, std::string(name) + ".x");
     // Kept until the backward: dropout(x), the keep bits, h and g; a 4-bit base's dense copy is not kept.
     lora::cuda::LoraWorkspaceSizes kept = lora::cuda::lora_workspace_sizes<float>(p);
     st.w_dense_elements = kept.w_dense;
     kept.w_dense = 0;
-    st.workspace = vidlora::cuda::DeviceBuffer<float>(static_cast<std::size_t>(kept.total()));
+    st.workspace = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, static_cast<std::size_t>(kept.total()),
+                                                      tag(std::string(name) + ".workspace"));
     st.ws = lora::cuda::LoraWorkspace<float>::carve(st.workspace.data(), kept);
-    vidlora::cuda::DeviceBuffer<float> w_dense(static_cast<std::size_t>(st.w_dense_elements));
+    vidlora::cuda::DeviceBuffer<float> w_dense(memory_.allocator, static_cast<std::size_t>(st.w_dense_elements),
+                                               tag(std::string(name) + ".dequantized"));
     st.ws.w_dense = w_dense.data();
-    lora::cuda::lora_forward<float>(gemm_, p, st.ws, st.x.data(), y.data(), stream_);
+    lora::cuda::lora_forward<float>(gemm_, p, st.ws, x.data(), y.data(), stream_);
     st.ws.w_dense = nullptr;
     st.ready = true;
     return y;
@@ -206,18 +234,20 @@ class DecoderLayerExecutor {
   DeviceTensor linear_backward(LayerLinear m, const DeviceTensor& dy) {
     DeviceLinear& lin = weights_.linears[static_cast<std::size_t>(m)];
     SlotState& st = state_[static_cast<std::size_t>(m)];
+    const std::string name = std::string(kSlotMemoryNames[static_cast<std::size_t>(m)]);
     if (!lin.has_lora) {
       lora::cuda::LoraLinearParams p = lin.params;
-      DeviceTensor dx(dy.rows, p.in);
-      DenseBase w = dense_base(p);  // a 4-bit base is dequantized again here, never kept
+      DeviceTensor dx = tensor(dy.rows, p.in, name + ".grad");
+      DenseBase w = dense_base(p, name);  // a 4-bit base is dequantized again here, never kept
       gemm_.run(vidlora::cuda::linear_input_grad(dy.rows, p.in, p.out, vidlora::cuda::DType::F32), dy.data(), w.ptr,
                 dx.data(), 1.0f, 0.0f, nullptr, stream_);
       return dx;
     }
     vidlora::cuda::check_arg(st.ready && st.params.tokens == dy.rows, "cuda::DecoderLayerExecutor::linear_backward",
                              "needs this executor's forward of the slot first, over the same tokens");
-    DeviceTensor dx(dy.rows, st.params.in);
-    vidlora::cuda::DeviceBuffer<float> w_dense(static_cast<std::size_t>(st.w_dense_elements));  // dequantized again
+    DeviceTensor dx = tensor(dy.rows, st.params.in, name + ".grad");
+    vidlora::cuda::DeviceBuffer<float> w_dense(memory_.allocator, static_cast<std::size_t>(st.w_dense_elements),
+                                               tag(name + ".dequantized"));  // dequantized again
     st.ws.w_dense = w_dense.data();
     lora::cuda::lora_backward<float>(gemm_, st.params, st.ws, st.x.data(), dy.data(), dx.data(), stream_);
     st.ws.w_dense = nullptr;
@@ -232,8 +262,8 @@ class DecoderLayerExecutor {
 
   DeviceTensor attention(saved_type& a) const {
     const std::int64_t t = shape_.seq_len, qf = shape_.q_features();
-    DeviceTensor out(a.q.rows, qf);
-    a.attention = DeviceTensor(shape_.batch, shape_.q_heads * t);
+    DeviceTensor out = tensor(a.q.rows, qf, "self_attn.attention");
+    a.attention = tensor(shape_.batch, shape_.q_heads * t, "self_attn.lse");
     for (std::int64_t b = 0; b < shape_.batch; ++b) {
       AttentionParams p = sequence_params(a, b);
       p.out = out.data() + b * t * qf;
@@ -244,8 +274,9 @@ class DecoderLayerExecutor {
 
   QkvGrads<DeviceTensor> attention_backward(const saved_type& a, const DeviceTensor& d_attn) const {
     const std::int64_t t = shape_.seq_len, qf = shape_.q_features(), kvf = shape_.kv_features();
-    QkvGrads<DeviceTensor> g{zeros(a.q.rows, a.q.cols), zeros(a.k.rows, a.k.cols), zeros(a.v.rows, a.v.cols)};
-    DeviceTensor row_dot(shape_.batch, shape_.q_heads * t);  // scratch of the deterministic dk/dv kernel
+    QkvGrads<DeviceTensor> g{zeros(a.q.rows, a.q.cols, "self_attn.dq"), zeros(a.k.rows, a.k.cols, "self_attn.dk"),
+                             zeros(a.v.rows, a.v.cols, "self_attn.dv")};
+    DeviceTensor row_dot = tensor(shape_.batch, shape_.q_heads * t, "self_attn.row_dot");  // dk/dv kernel scratch
     for (std::int64_t b = 0; b < shape_.batch; ++b) {
       AttentionParams p = sequence_params(a, b);
       p.row_dot = row_dot.data() + b * shape_.q_heads * t;  // dk/dv in a fixed order: two runs give the same bits
@@ -260,7 +291,7 @@ class DecoderLayerExecutor {
 
   DeviceTensor swiglu(const DeviceTensor& gate, const DeviceTensor& up) const {
     check_same(gate, up, "swiglu");
-    DeviceTensor h(gate.rows, gate.cols);
+    DeviceTensor h = tensor(gate.rows, gate.cols, "mlp.act");
     SwigluParams p{gate.data(), up.data(), h.data(), nullptr, nullptr, nullptr, gate.size()};
     model::cuda::swiglu(p, false, stream_);
     return h;
@@ -268,7 +299,8 @@ class DecoderLayerExecutor {
   SwigluGrads<DeviceTensor> swiglu_backward(const DeviceTensor& gate, const DeviceTensor& up,
                                             const DeviceTensor& dm) const {
     check_same(gate, dm, "swiglu_backward");
-    SwigluGrads<DeviceTensor> g{DeviceTensor(dm.rows, dm.cols), DeviceTensor(dm.rows, dm.cols)};
+    SwigluGrads<DeviceTensor> g{tensor(dm.rows, dm.cols, "mlp.gate_proj.dout"),
+                                tensor(dm.rows, dm.cols, "mlp.up_proj.dout")};
     SwigluParams p{gate.data(), up.data(), nullptr, dm.data(), g.dgate.data(), g.dup.data(), dm.size()};
     model::cuda::swiglu(p, true, stream_);
     return g;
@@ -288,13 +320,14 @@ class DecoderLayerExecutor {
     vidlora::cuda::DeviceBuffer<float> storage;
     const float* ptr = nullptr;
   };
-  DenseBase dense_base(const lora::cuda::LoraLinearParams& p) const {
+  DenseBase dense_base(const lora::cuda::LoraLinearParams& p, std::string_view name) const {
     DenseBase d;
     if (p.base == lora::cuda::BaseKind::Dense) {
       d.ptr = static_cast<const float*>(p.w);
       return d;
     }
-    d.storage = vidlora::cuda::DeviceBuffer<float>(static_cast<std::size_t>(p.out * p.in));
+    d.storage = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, static_cast<std::size_t>(p.out * p.in),
+                                                   tag(std::string(name) + ".dequantized"));
     if (p.base == lora::cuda::BaseKind::NF4)
       quant::cuda::dequantize_4bit<quant::NF4>(p.qw, d.storage.data(), stream_);
     else
@@ -319,8 +352,21 @@ class DecoderLayerExecutor {
     return p;
   }
 
-  DeviceTensor zeros(std::int64_t rows, std::int64_t cols) const {
-    DeviceTensor z(rows, cols);
+  std::string tag(std::string_view what) const { return memory_.tag_prefix + std::string(what); }
+  DeviceTensor tensor(std::int64_t rows, std::int64_t cols, std::string_view what) const {
+    return DeviceTensor(memory_.allocator, rows, cols, tag(what));
+  }
+  static const char* norm_name(LayerNorm which) {
+    switch (which) {
+      case LayerNorm::input: return "input_layernorm";
+      case LayerNorm::post_attention: return "post_attention_layernorm";
+      case LayerNorm::q_head: return "self_attn.q_norm";
+      case LayerNorm::k_head: break;
+    }
+    return "self_attn.k_norm";
+  }
+  DeviceTensor zeros(std::int64_t rows, std::int64_t cols, std::string_view what) const {
+    DeviceTensor z = tensor(rows, cols, what);
     z.buffer.fill_bytes(0, stream_);
     return z;
   }
@@ -352,6 +398,7 @@ class DecoderLayerExecutor {
   DecoderLayerShape shape_;
   bool training_ = true;
   cudaStream_t stream_ = nullptr;
+  DecoderLayerMemory memory_;
   vidlora::cuda::DeviceBuffer<std::int32_t> positions_, mask_;
   vidlora::cuda::DeviceBuffer<float> cos_, sin_;
   std::array<SlotState, 7> state_{};

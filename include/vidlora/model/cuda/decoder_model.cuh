@@ -7,20 +7,32 @@
 // (model/decoder_layer_steps.hpp), the final RMSNorm, the streamed LM-head cross-entropy on next-token targets
 // (loss/cuda/lm_head_cross_entropy.cuh: vocabulary chunks, never [T, V]), and the backward through every block,
 // accumulating LoRA gradients and returning d loss / d input embeddings (for a projector). fp32; deterministic
-// (no order-dependent atomics in the reductions it adds). Every activation of the step is kept (no checkpointing
-// yet). Status: compiled for sm_75..90, checked against the CPU Decoder by tests/cuda/test_decoder_model.cu,
-// which has not yet run on a GPU (docs/cuda.md).
+// (no order-dependent atomics in the reductions it adds). Gradient checkpointing per block when asked
+// (set_gradient_checkpointing; DecoderStepOptions): only each block's input is kept and the block is recomputed
+// before its backward, the same bits. Memory: every device tensor of the model (weights, LoRA factors and
+// gradients, activations, temporaries, the loss's workspace) comes from one CudaCachingAllocator with a tag naming
+// it ("layers.3.self_attn.q_proj.weight", "layers.3.mlp.up_proj", "lm_head.logits"): the caller's (capped at the
+// preset's memory: presets::memory_cap_bytes) or, given none, vidlora::cuda::default_device_allocator() (uncapped).
+// Asking for more than the cap is a DeviceMemoryError naming the tensor; each step's peak is in
+// StepResult::memory and last_step_memory(). Status: compiled for sm_75..90, checked against the CPU Decoder by
+// tests/cuda/test_decoder_model.cu, which has not yet run on a GPU (docs/cuda.md).
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
+#include <vidlora/core/cuda/cuda_upstream.cuh>
 #include <vidlora/core/cuda/status.cuh>
+#include <vidlora/core/memory_stats.hpp>
 #include <vidlora/loss/cuda/lm_head_cross_entropy.cuh>
 #include <vidlora/model/cuda/decoder_layer.cuh>
 #include <vidlora/model/decoder_host_weights.hpp>
 #include <vidlora/model/decoder_model_steps.hpp>
+#include <vidlora/model/decoder_step_memory.hpp>
 
 namespace vidlora::model::cuda {
 
@@ -77,6 +89,28 @@ inline DecoderLayerShape decoder_layer_shape(const DecoderHostWeights& w, const 
   return s;
 }
 
+// What a step of this model on this batch holds, tensor by tensor (model/decoder_step_memory.hpp): fp32 values,
+// each block's LoRA slots as the weights say (the first block's: every block has the same targets).
+inline DecoderMemoryShape decoder_memory_shape(const DecoderHostWeights& w, const DecoderBatch& batch) {
+  DecoderMemoryShape s;
+  s.batch = batch.batch;
+  s.seq_len = batch.seq_len;
+  s.hidden = w.hidden;
+  s.intermediate = w.intermediate;
+  s.q_heads = w.q_heads;
+  s.kv_heads = w.kv_heads;
+  s.head_dim = w.head_dim;
+  s.layers = static_cast<std::int64_t>(w.layers.size());
+  s.qk_norm = w.qk_norm;
+  s.masked = !batch.attention_mask.empty();
+  if (!w.layers.empty())
+    for (std::size_t m = 0; m < 7; ++m) {
+      const HostLinearWeights& lin = w.layers[0].linears[m];
+      s.slots[m] = {lin.has_lora(), lin.rank, lin.dropout > 0.0f};
+    }
+  return s;
+}
+
 }  // namespace vidlora::model::cuda
 
 #if defined(__CUDACC__)
@@ -94,17 +128,48 @@ class DecoderModel {
   struct StepResult {
     double loss = 0.0;
     long valid_tokens = 0;
-    DeviceTensor grad_embeds;  // d loss / d input embeddings [tokens, hidden]
+    DeviceTensor grad_embeds;  // d loss / d input embeddings [tokens, hidden] (from the model's allocator)
+    MemoryStats memory;        // the allocator after the step; peaks since the step began
   };
 
-  DecoderModel(vidlora::cuda::GemmRunner& gemm, const DecoderHostWeights& w, cudaStream_t stream = nullptr)
-      : gemm_(gemm), host_(shape_of(w)), stream_(stream) {
+  // allocator: where every device tensor of the model comes from (it must outlive the model and the step results);
+  // null: vidlora::cuda::default_device_allocator(). options: gradient checkpointing (also set_gradient_checkpointing).
+  DecoderModel(vidlora::cuda::GemmRunner& gemm, const DecoderHostWeights& w, cudaStream_t stream = nullptr,
+               vidlora::cuda::CudaCachingAllocator* allocator = nullptr, DecoderStepOptions options = {})
+      : gemm_(gemm),
+        host_(shape_of(w)),
+        stream_(stream),
+        allocator_(allocator ? allocator : &vidlora::cuda::default_device_allocator()),
+        options_(options) {
     check_decoder_host_weights(w);
-    final_norm_ = vidlora::cuda::DeviceBuffer<float>(w.final_norm);
-    head_ = vidlora::cuda::DeviceBuffer<float>(w.head);
-    for (std::size_t l = 0; l < w.layers.size(); ++l) layers_.push_back(std::make_unique<Layer>(w, l, lora_));
+    final_norm_ = vidlora::cuda::DeviceBuffer<float>(allocator_, w.final_norm, "norm.weight");
+    head_ = vidlora::cuda::DeviceBuffer<float>(allocator_, w.head, "lm_head.weight");
+    for (std::size_t l = 0; l < w.layers.size(); ++l)
+      layers_.push_back(std::make_unique<Layer>(w, l, lora_, allocator_));
+    rng_.resize(layers_.size());
+    pinned_.resize(layers_.size());
     zero_grad();
   }
+
+  // Keep only each block's input in the forward and recompute the block before its backward (all but the last
+  // block); the loss and every gradient are the same bits either way.
+  void set_gradient_checkpointing(bool on) { options_.checkpoint_layers = on; }
+  bool gradient_checkpointing() const { return options_.checkpoint_layers; }
+  // With checkpointing: keep the blocks' inputs in pinned host memory between their forward and their recompute
+  // (copied on the model's stream, not overlapped with compute yet). The pinned buffers stay for the next step.
+  void set_offload_checkpoints(bool on) { options_.offload_checkpoints = on; }
+  bool offload_checkpoints() const { return options_.offload_checkpoints; }
+  std::size_t pinned_host_bytes() const {
+    std::size_t n = 0;
+    for (const PinnedHost& p : pinned_) n += p.bytes;
+    return n;
+  }
+
+  // The allocator every tensor of the model comes from, its stats now, and those at the end of the last step
+  // (peak_allocated_bytes / peak_reserved_bytes: that step's peaks).
+  vidlora::cuda::CudaCachingAllocator& allocator() const { return *allocator_; }
+  MemoryStats memory_stats() const { return allocator_->stats(); }
+  const MemoryStats& last_step_memory() const { return last_step_memory_; }
 
   std::int64_t num_layers() const { return static_cast<std::int64_t>(layers_.size()); }
   std::int64_t hidden() const { return host_.hidden; }
@@ -124,12 +189,16 @@ class DecoderModel {
                                const loss::cuda::LmHeadCeOptions& options = {}) {
     check_decoder_input(host_.hidden, embeds.rows, embeds.cols, batch);
     const std::vector<std::int32_t> targets = next_token_targets(labels, batch, options.ignore_index);
-    ModelExecutor exec(*this, decoder_layer_shape(host_, batch), batch.attention_mask, targets, options);
-    DecoderStepOf<DeviceTensor> step = decoder_loss_and_backward_steps(exec, embeds);
+    allocator_->reset_peak();
     StepResult r;
-    r.loss = step.totals.loss;
-    r.valid_tokens = step.totals.valid_tokens;
-    r.grad_embeds = std::move(step.grad_embeds);
+    {
+      ModelExecutor exec(*this, decoder_layer_shape(host_, batch), batch.attention_mask, targets, options);
+      DecoderStepOf<DeviceTensor> step = decoder_loss_and_backward_steps(exec, embeds, options_);
+      r.loss = step.totals.loss;
+      r.valid_tokens = step.totals.valid_tokens;
+      r.grad_embeds = std::move(step.grad_embeds);
+    }
+    last_step_memory_ = r.memory = allocator_->stats();
     return r;
   }
 
@@ -149,34 +218,61 @@ class DecoderModel {
           key_mask_(key_mask),
           targets_(targets),
           options_(options),
-          layers_(model.layers_.size()) {}
+          layers_(model.layers_.size()),
+          offloaded_(model.layers_.size()) {}
 
     std::size_t num_layers() const { return layers_.size(); }
     DecoderLayerExecutor& layer(std::size_t l) {
       if (!layers_[l])
-        layers_[l] = std::make_unique<DecoderLayerExecutor>(model_.gemm_, model_.layers_[l]->weights, shape_, key_mask_,
-                                                            /*training=*/true, model_.stream_);
+        layers_[l] = std::make_unique<DecoderLayerExecutor>(
+            model_.gemm_, model_.layers_[l]->weights, shape_, key_mask_, /*training=*/true, model_.stream_,
+            DecoderLayerMemory{model_.allocator_, "layers." + std::to_string(l) + "."});
       return *layers_[l];
     }
     void release_layer(std::size_t l) { layers_[l].reset(); }
+    // A checkpointed block's recompute draws the LoRA dropout masks of its first forward.
+    void save_layer_rng(std::size_t l) {
+      for (std::size_t m = 0; m < 7; ++m) model_.rng_[l][m] = model_.layers_[l]->weights.linears[m].step;
+    }
+    void restore_layer_rng(std::size_t l) {
+      for (std::size_t m = 0; m < 7; ++m) model_.layers_[l]->weights.linears[m].step = model_.rng_[l][m];
+    }
+    // The copy is queued on the stream before any kernel that reuses the freed block: stream order keeps it safe.
+    void offload_input(std::size_t l, DeviceTensor x) {
+      PinnedHost& host = model_.pinned_.at(l);
+      const std::size_t bytes = static_cast<std::size_t>(x.size()) * sizeof(float);
+      host.reserve(bytes, model_.stream_);
+      if (bytes)
+        VIDLORA_CUDA_CHECK(cudaMemcpyAsync(host.data, x.data(), bytes, cudaMemcpyDeviceToHost, model_.stream_));
+      offloaded_[l] = {x.rows, x.cols};
+    }
+    DeviceTensor reload_input(std::size_t l) {
+      const auto [rows, cols] = offloaded_.at(l);
+      DeviceTensor x(model_.allocator_, rows, cols, "layers." + std::to_string(l) + ".input");
+      if (x.size())
+        VIDLORA_CUDA_CHECK(cudaMemcpyAsync(x.data(), model_.pinned_.at(l).data,
+                                           static_cast<std::size_t>(x.size()) * sizeof(float), cudaMemcpyHostToDevice,
+                                           model_.stream_));
+      return x;
+    }
 
     DeviceTensor copy(const DeviceTensor& x) const {
-      DeviceTensor y(x.rows, x.cols);
+      DeviceTensor y(model_.allocator_, x.rows, x.cols, "hidden");
       if (x.size())
         VIDLORA_CUDA_CHECK(cudaMemcpyAsync(y.data(), x.data(), static_cast<std::size_t>(x.size()) * sizeof(float),
                                            cudaMemcpyDeviceToDevice, model_.stream_));
       return y;
     }
     DeviceTensor final_norm(const DeviceTensor& h, DeviceTensor* inv) const {
-      DeviceTensor y(h.rows, h.cols);
-      *inv = DeviceTensor(h.rows, 1);
+      DeviceTensor y(model_.allocator_, h.rows, h.cols, "norm");
+      *inv = DeviceTensor(model_.allocator_, h.rows, 1, "norm.inv");
       RmsNormParams p{h.data(), model_.final_norm_.data(), y.data(), inv->data(), nullptr, nullptr, h.rows,
                       h.cols,   model_.host_.rms_norm_eps};
       model::cuda::rms_norm(p, model_.stream_);
       return y;
     }
     DeviceTensor final_norm_backward(const DeviceTensor& h, const DeviceTensor& inv, const DeviceTensor& dy) const {
-      DeviceTensor dx(h.rows, h.cols);
+      DeviceTensor dx(model_.allocator_, h.rows, h.cols, "norm.grad");
       RmsNormParams p{
           h.data(), model_.final_norm_.data(), nullptr, const_cast<float*>(inv.data()), dy.data(), dx.data(), h.rows,
           h.cols,   model_.host_.rms_norm_eps};
@@ -184,10 +280,11 @@ class DecoderModel {
       return dx;
     }
     DecoderLossTotals lm_head_loss(const DeviceTensor& hidden, DeviceTensor& d_hidden) {
-      d_hidden = DeviceTensor(hidden.rows, hidden.cols);
+      d_hidden = DeviceTensor(model_.allocator_, hidden.rows, hidden.cols, "lm_head.grad");
       const loss::cuda::LmHeadCeShape shape{hidden.rows, hidden.cols, model_.host_.vocab, hidden.cols, hidden.rows};
-      const loss::cuda::LmHeadCeResult ce = loss::cuda::lm_head_cross_entropy(
-          model_.gemm_, hidden.data(), model_.head_.data(), shape, targets_, options_, d_hidden.data(), model_.stream_);
+      const loss::cuda::LmHeadCeResult ce =
+          loss::cuda::lm_head_cross_entropy(model_.gemm_, hidden.data(), model_.head_.data(), shape, targets_, options_,
+                                            d_hidden.data(), model_.stream_, model_.allocator_);
       return {ce.loss, ce.valid_tokens};
     }
 
@@ -198,6 +295,30 @@ class DecoderModel {
     const std::vector<std::int32_t>& targets_;
     loss::cuda::LmHeadCeOptions options_;
     std::vector<std::unique_ptr<DecoderLayerExecutor>> layers_;
+    std::vector<std::pair<std::int64_t, std::int64_t>> offloaded_;  // [rows, cols] of each offloaded input
+  };
+
+  // Page-locked host memory for an offloaded block input (grows, never shrinks).
+  struct PinnedHost {
+    void* data = nullptr;
+    std::size_t bytes = 0;
+    PinnedHost() = default;
+    PinnedHost(PinnedHost&& o) noexcept : data(std::exchange(o.data, nullptr)), bytes(std::exchange(o.bytes, 0)) {}
+    PinnedHost& operator=(PinnedHost&&) = delete;
+    ~PinnedHost() {
+      if (data) (void)cudaFreeHost(data);
+    }
+    void reserve(std::size_t n, cudaStream_t stream) {
+      if (n <= bytes) return;
+      if (data) {
+        VIDLORA_CUDA_CHECK(cudaStreamSynchronize(stream));  // a previous step's copy may still read it
+        VIDLORA_CUDA_CHECK(cudaFreeHost(data));
+      }
+      data = nullptr;
+      bytes = 0;
+      VIDLORA_CUDA_CHECK(cudaMallocHost(&data, n));
+      bytes = n;
+    }
   };
 
   // The device copies of one block's weights, wired into the executor's DecoderLayerDeviceWeights.
@@ -207,34 +328,41 @@ class DecoderModel {
     vidlora::cuda::DeviceBuffer<std::uint8_t> packed[7], qabsmax[7];
     DecoderLayerDeviceWeights weights;
 
-    Layer(const DecoderHostWeights& host, std::size_t l, std::vector<LoraTensor>& lora) {
+    Layer(const DecoderHostWeights& host, std::size_t l, std::vector<LoraTensor>& lora,
+          vidlora::cuda::CudaCachingAllocator* alloc) {
       const HostLayerWeights& src = host.layers[l];
-      norm1 = vidlora::cuda::DeviceBuffer<float>(src.norm1);
-      norm2 = vidlora::cuda::DeviceBuffer<float>(src.norm2);
+      const std::string layer = "layers." + std::to_string(l) + ".";
+      auto up = [alloc](const auto& v, const std::string& tag) {
+        using T = typename std::decay_t<decltype(v)>::value_type;
+        return vidlora::cuda::DeviceBuffer<T>(alloc, v, tag);
+      };
+      norm1 = up(src.norm1, layer + "input_layernorm.weight");
+      norm2 = up(src.norm2, layer + "post_attention_layernorm.weight");
       weights.norm1 = norm1.data();
       weights.norm2 = norm2.data();
       if (host.qk_norm) {
-        q_norm = vidlora::cuda::DeviceBuffer<float>(src.q_norm);
-        k_norm = vidlora::cuda::DeviceBuffer<float>(src.k_norm);
+        q_norm = up(src.q_norm, layer + "self_attn.q_norm.weight");
+        k_norm = up(src.k_norm, layer + "self_attn.k_norm.weight");
         weights.q_norm = q_norm.data();
         weights.k_norm = k_norm.data();
       }
       for (std::size_t m = 0; m < 7; ++m) {
         const HostLinearWeights& s = src.linears[m];
+        const std::string name = host_slot_name(l, m);
         DeviceLinear& lin = weights.linears[m];
         lora::cuda::LoraLinearParams& p = lin.params;
         p.in = s.in;
         p.out = s.out;
         if (s.quantized) {
-          packed[m] = vidlora::cuda::DeviceBuffer<std::uint8_t>(s.q.packed);
+          packed[m] = up(s.q.packed, name + ".weight");
           p.base = s.q.nf4 ? lora::cuda::BaseKind::NF4 : lora::cuda::BaseKind::FP4;
           p.qw.packed = packed[m].data();
           if (s.q.qabsmax.empty()) {
-            absmax[m] = vidlora::cuda::DeviceBuffer<float>(s.q.absmax);
+            absmax[m] = up(s.q.absmax, name + ".weight.absmax");
             p.qw.absmax = absmax[m].data();
           } else {
-            qabsmax[m] = vidlora::cuda::DeviceBuffer<std::uint8_t>(s.q.qabsmax);
-            nested[m] = vidlora::cuda::DeviceBuffer<float>(s.q.nested_absmax);
+            qabsmax[m] = up(s.q.qabsmax, name + ".weight.quant_absmax");
+            nested[m] = up(s.q.nested_absmax, name + ".weight.nested_absmax");
             p.qw.qabsmax = qabsmax[m].data();
             p.qw.nested_absmax = nested[m].data();
             p.qw.absmax_offset = s.q.absmax_offset;
@@ -244,22 +372,22 @@ class DecoderModel {
           while ((1 << log2) < s.q.blocksize) ++log2;
           p.qw.blocksize_log2 = log2;
         } else {
-          w[m] = vidlora::cuda::DeviceBuffer<float>(s.w);
+          w[m] = up(s.w, name + ".weight");
           p.base = lora::cuda::BaseKind::Dense;
           p.w = w[m].data();
         }
         if (!s.bias.empty()) {
-          bias[m] = vidlora::cuda::DeviceBuffer<float>(s.bias);
+          bias[m] = up(s.bias, name + ".bias");
           p.bias = bias[m].data();
         }
         lin.has_lora = s.has_lora();
         lin.layer_index = s.layer_index;
         lin.step = s.step;
         if (!lin.has_lora) continue;
-        a[m] = vidlora::cuda::DeviceBuffer<float>(s.lora_a);
-        b[m] = vidlora::cuda::DeviceBuffer<float>(s.lora_b);
-        grad_a[m] = vidlora::cuda::DeviceBuffer<float>(s.lora_a.size());
-        grad_b[m] = vidlora::cuda::DeviceBuffer<float>(s.lora_b.size());
+        a[m] = up(s.lora_a, name + ".lora_A.weight");
+        b[m] = up(s.lora_b, name + ".lora_B.weight");
+        grad_a[m] = vidlora::cuda::DeviceBuffer<float>(alloc, s.lora_a.size(), name + ".lora_A.grad");
+        grad_b[m] = vidlora::cuda::DeviceBuffer<float>(alloc, s.lora_b.size(), name + ".lora_B.grad");
         p.rank = s.rank;
         p.a = a[m].data();
         p.b = b[m].data();
@@ -268,7 +396,6 @@ class DecoderModel {
         p.scaling = s.scaling;
         p.dropout = s.dropout;
         p.seed = s.seed;
-        const std::string name = host_slot_name(l, m);
         lora.push_back({name + ".lora_A", a[m].data(), grad_a[m].data(), static_cast<std::int64_t>(s.lora_a.size())});
         lora.push_back({name + ".lora_B", b[m].data(), grad_b[m].data(), static_cast<std::int64_t>(s.lora_b.size())});
       }
@@ -293,9 +420,14 @@ class DecoderModel {
   vidlora::cuda::GemmRunner& gemm_;
   DecoderHostWeights host_;  // shape only
   cudaStream_t stream_ = nullptr;
+  vidlora::cuda::CudaCachingAllocator* allocator_ = nullptr;  // outlives every buffer below
+  DecoderStepOptions options_;
+  MemoryStats last_step_memory_{};
   vidlora::cuda::DeviceBuffer<float> final_norm_, head_;
   std::vector<std::unique_ptr<Layer>> layers_;
   std::vector<LoraTensor> lora_;
+  std::vector<std::array<std::uint64_t, 7>> rng_;  // save_layer_rng: each block's dropout steps
+  std::vector<PinnedHost> pinned_;                 // offload_checkpoints: each block's input between its passes
 };
 
 }  // namespace vidlora::model::cuda
