@@ -17,7 +17,9 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <vidlora/core/backend.hpp>
@@ -39,9 +41,30 @@ class DecoderStep<backend::Cuda, Decoder> {
   explicit DecoderStep(Decoder& decoder) : decoder_(decoder) {}
 
   // As DecoderStep<backend::Cpu, Decoder>::loss_and_backward, on the device.
+  // The device's loss refuses NaN / +Inf logits as the CPU's does (a vidlora::Error: the Trainer skips the step); any
+  // other CUDA error (no device, out of memory, a failed launch) becomes a DeviceFailure, which stops the run.
   model::DecoderLossResultOf<float> loss_and_backward(const Matrix& embeds, const model::SequenceBatch& batch,
                                                       std::span<const int> labels,
                                                       const loss::CrossEntropyOptions& ce) {
+    try {
+      return device_step(embeds, batch, labels, ce);
+    } catch (const vidlora::cuda::CudaError& e) {
+      if (std::string_view(e.what()).find("NaN or +Inf in the logits") != std::string_view::npos) throw;
+      throw DeviceFailure(std::string("DecoderStep<Cuda>: the device decoder step failed: ") + e.what());
+    }
+  }
+
+  // The CPU's LoRA values changed: upload them before the next step.
+  void lora_values_changed() { values_stale_ = true; }
+
+  // Not a vidlora::Error, which the Trainer takes for a refused loss: the program reports it and stops.
+  struct DeviceFailure : std::runtime_error {
+    using std::runtime_error::runtime_error;
+  };
+
+ private:
+  model::DecoderLossResultOf<float> device_step(const Matrix& embeds, const model::SequenceBatch& batch,
+                                                std::span<const int> labels, const loss::CrossEntropyOptions& ce) {
     prepare();
     model::cuda::DecoderModel& dev = device_->model;
     require(embeds.rows() == batch.tokens() && embeds.cols() == dev.hidden(),
@@ -77,10 +100,6 @@ class DecoderStep<backend::Cuda, Decoder> {
     return out;
   }
 
-  // The CPU's LoRA values changed: upload them before the next step.
-  void lora_values_changed() { values_stale_ = true; }
-
- private:
   struct Device {
     vidlora::cuda::GemmRunner gemm;
     model::cuda::DecoderModel model;
