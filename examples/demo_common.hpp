@@ -32,10 +32,7 @@
 #include <vidlora/train/feature_cache.hpp>
 #include <vidlora/train/trainer.hpp>
 #include <vidlora/video/policy_table.hpp>
-#if VIDLORA_DEMO_MECAB  // examples/CMakeLists.txt defines it when vidlora::mecab (MeCab) is available
-#include <vidlora/eval/caching_tokenizer.hpp>
-#include <vidlora/eval/mecab_tokenizer.hpp>
-#endif
+#include <vidlora/eval/caption_tokenizer.hpp>
 
 #include "command_line.hpp"
 
@@ -171,20 +168,8 @@ struct DemoModel {
 
 // MeCab + mecab-ko-dic in Okt units, for the Korean METEOR users report (nltk over KoNLPy Okt morphemes;
 // docs/eval.md); nullopt, with the reason printed, when the demo was built without MeCab or the dictionary
-// is not installed (tools/install-deps.sh).
-inline std::optional<vidlora::eval::AnyCaptionTokenizer> korean_morpheme_tokenizer() {
-#if VIDLORA_DEMO_MECAB
-  try {
-    return vidlora::eval::AnyCaptionTokenizer(
-        vidlora::eval::CachingTokenizer<vidlora::eval::MecabKoTokenizer>(vidlora::eval::MecabKoTokenizer()));
-  } catch (const vidlora::Error& e) {
-    fmt::print("(no Korean morpheme METEOR: {})\n", e.what());
-    return std::nullopt;
-  }
-#else
-  fmt::print("(no Korean morpheme METEOR: built without MeCab, see tools/install-deps.sh)\n");
-  return std::nullopt;
-#endif
-}
+// is not installed (tools/install-deps.sh). Compiled once, in support/morpheme_tokenizer.cpp (MeCab's memo uses
+// GCC vector types, which a GPU preset's train_captioner, compiled by nvcc, cannot include).
+std::optional<vidlora::eval::AnyCaptionTokenizer> korean_morpheme_tokenizer();
 
 }  // namespace demo

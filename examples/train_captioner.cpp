@@ -173,7 +173,10 @@ void print_configuration(const TrainerConfig& c) {
   row("num_frames", c.num_frames, source(c.num_frames == d.num_frames, preset + "::num_frames", "--frames"));
   row("precision", c.precision,
       source(c.precision == d.precision, preset + "::fp16 / bf16", "(set in code)") +
-          (c.precision == "fp32" ? "" : "; the CPU trainer computes in fp32 only"));
+          (c.precision == "fp32" ? ""
+           : P::backend_policy::on_device
+               ? "; training computes in fp32 (the device step's bf16 / fp16 is not built yet)"
+               : "; the CPU trainer computes in fp32 only"));
   row("label_smoothing", c.label_smoothing,
       source(c.label_smoothing == d.label_smoothing, preset + "::label_smoothing", "--label-smoothing"));
   row("weight_decay", c.weight_decay,
@@ -443,6 +446,15 @@ comm::AnyCommunicator make_communicator(const demo::Args& a, int& argc, char**& 
 #endif
 }
 
+// Where the trainer's decoder step runs: the preset's backend. A GPU preset built without nvcc never trains
+// (train_main exits 2 first) and compiles its training code for the CPU.
+#if defined(VIDLORA_TRAIN_ON_CUDA)
+using TrainBackend = presets::backend_of<ActivePreset>;
+static_assert(TrainBackend::on_device, "train_captioner: VIDLORA_TRAIN_ON_CUDA is for the GPU presets");
+#else
+using TrainBackend = backend::Cpu;
+#endif
+
 int train_main(const demo::Args& a, int argc, char** argv) {
   if (a.has("preset") && a.str("preset", "") != ActivePreset::name) {
     const std::string asked = a.str("preset", "");
@@ -471,14 +483,24 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     print_configuration<ActivePreset>(config);
     return 0;
   }
-  if constexpr (ActivePreset::cuda_arch > 0) {
+#if !defined(VIDLORA_TRAIN_ON_CUDA)
+  if constexpr (ActivePreset::backend_policy::on_device) {
     fmt::print(stderr,
-               "train_captioner: this is the {} build; the CUDA backend is not part of this build, so it only "
-               "shows its configuration (--dry-run). Build with -DVIDLORA_PRESET=Cpu to train on the CPU.\n",
+               "train_captioner: this is the {} build without a CUDA toolkit, so it only shows its configuration "
+               "(--dry-run). Build it with nvcc available (CUDACXX) to train on the GPU, or with "
+               "-DVIDLORA_PRESET=Cpu to train on the CPU.\n",
                ActivePreset::name);
     return 2;
-  } else {
+  } else
+#endif
+  {
     if (a.has("stage0")) return stage0(a);
+    if constexpr (ActivePreset::backend_policy::on_device) {  // the device decoder step computes in fp32 for now
+      if (config.precision != "fp32")
+        fmt::print("precision: fp32 (the preset says {}; the device step's bf16 / fp16 is not built yet)\n",
+                   config.precision);
+      config.precision = "fp32";
+    }
     const fs::path data = a.str("data", "demo_data");
     comm::AnyCommunicator ranks = make_communicator(a, argc, argv);
     if (!a.has("resume") && ranks.rank() == 0) {
@@ -503,11 +525,16 @@ int train_main(const demo::Args& a, int argc, char** argv) {
                          const train::TextCodec& codec, const std::function<Matrix(const fs::path&)>& feats) {
       Trainer<ActivePreset, model::Mlp2xGelu,
               std::conditional_t<ActivePreset::load_in_4bit, quant::NF4Weight, lora::DenseWeight>,
-              comm::AnyCommunicator>
+              comm::AnyCommunicator, TrainBackend>
           trainer(
               config, decoder_config, weights, std::move(projector), codec,
               [feats](const train::Clip& c) { return feats(c.video); }, std::move(ranks));
       print_configuration<ActivePreset>(trainer.config());
+      if constexpr (TrainBackend::on_device)
+        fmt::print(
+            "backend: {} (the decoder's forward and backward on the GPU, fp32; the rest of the step, "
+            "evaluation and generation on the CPU)\n",
+            TrainBackend::name);
       std::signal(SIGINT, on_stop_signal);
       std::signal(SIGTERM, on_stop_signal);
       return trainer.train(ds.train, ds.val, a.has("resume"));

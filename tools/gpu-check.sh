@@ -80,7 +80,7 @@ summary() { grep -E "passed|failed" "$1" | tail -n1; }
 timeout 120 "$bin/tests/vidlora_cuda_host_tests" >"$log/cuda_host.txt" 2>&1
 rc=$?; [[ $rc == 0 ]] && row "tests: cuda_host (CPU side)" PASS "$(summary "$log/cuda_host.txt")" || { row "tests: cuda_host (CPU side)" FAIL "see $log/cuda_host.txt"; status=1; }
 
-for tag in core quant optim loss model lora layer decoder; do
+for tag in core quant optim loss model lora layer decoder trainer; do
   timeout 120 "$bin/vidlora_cuda_tests" "[$tag]" >"$log/cuda_$tag.txt" 2>&1
   rc=$?
   case $rc in
@@ -162,7 +162,7 @@ fi
 
 # compute-sanitizer memcheck over the CUDA tests (out-of-bounds and misaligned accesses the value checks miss).
 if [[ "${VIDLORA_GPU_CHECK_SANITIZE:-1}" != 0 ]] && command -v compute-sanitizer >/dev/null 2>&1; then
-  for tag in core quant optim loss model lora layer decoder; do  # one process per tag: a fault cannot hide the later tags
+  for tag in core quant optim loss model lora layer decoder trainer; do  # one process per tag: a fault cannot hide the later tags
     timeout 90 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 "$bin/vidlora_cuda_tests" "[$tag]" \
       >"$log/memcheck_$tag.txt" 2>&1
     rc=$?

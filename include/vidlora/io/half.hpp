@@ -13,15 +13,16 @@
 namespace vidlora::io {
 
 namespace detail {
+// The device pass uses the intrinsics; nvcc's host pass (a .cu that includes this) takes std::bit_cast.
 VIDLORA_HOST_DEVICE inline std::uint32_t float_bits(float value) {
-#if VIDLORA_COMPILING_FOR_CUDA
+#if defined(__CUDA_ARCH__)
   return __float_as_uint(value);
 #else
   return std::bit_cast<std::uint32_t>(value);
 #endif
 }
 VIDLORA_HOST_DEVICE inline float bits_float(std::uint32_t bits) {
-#if VIDLORA_COMPILING_FOR_CUDA
+#if defined(__CUDA_ARCH__)
   return __uint_as_float(bits);
 #else
   return std::bit_cast<float>(bits);

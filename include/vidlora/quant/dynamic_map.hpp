@@ -55,6 +55,11 @@ inline constexpr int kNestedBlocksize = 256;  // blocksize of the 8-bit level of
 // Nearest entry of the sorted 256-value map to `scaled` (in [-1, 1]); on an exact tie in
 // distance the lower code wins, as an argmin over |scaled - code| picks it.
 VIDLORA_HOST_DEVICE inline std::uint8_t encode_dynamic(float scaled) {
+#if defined(__CUDA_ARCH__)  // device code cannot read the host table; only nvcc's device pass of a CUDA TU gets here
+  (void)scaled;
+  __trap();  // no kernel quantizes (quant/cuda takes its tables through Params)
+  return 0;
+#else
   const auto& map = kSignedDynamicMap;
   int lo = 0, hi = 255;  // invariant: map[lo] <= scaled <= map[hi] once clamped
   if (scaled <= map[0]) return 0;
@@ -67,6 +72,7 @@ VIDLORA_HOST_DEVICE inline std::uint8_t encode_dynamic(float scaled) {
       hi = mid;
   }
   return static_cast<std::uint8_t>(std::fabs(scaled - map[lo]) <= std::fabs(map[hi] - scaled) ? lo : hi);
+#endif
 }
 
 // Blockwise 8-bit quantization of `values` (blocks of kNestedBlocksize, the last may be partial):
@@ -89,7 +95,14 @@ inline void quantize_dynamic_blockwise(std::span<const float> values, std::vecto
 
 // Value of an 8-bit code: map[code] * absmax of its block.
 VIDLORA_HOST_DEVICE inline float decode_dynamic(std::uint8_t code, float absmax) {
+#if defined(__CUDA_ARCH__)  // the dequantize kernels take the map through their Params (quant/cuda/dequantize.cuh)
+  (void)code;
+  (void)absmax;
+  __trap();
+  return 0.0f;
+#else
   return kSignedDynamicMap[code] * absmax;
+#endif
 }
 
 }  // namespace vidlora::quant

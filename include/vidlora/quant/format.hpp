@@ -100,9 +100,15 @@ struct CodeBook {
 // the bucket, so a value exactly on a midpoint goes to the lower code.
 template <QuantFormat Format>
 VIDLORA_HOST_DEVICE constexpr std::uint8_t encode_4bit(float scaled) {
+#if defined(__CUDA_ARCH__)  // device code cannot read the host tables; only nvcc's device pass of a CUDA TU gets here
+  (void)scaled;
+  __trap();  // no kernel quantizes (quant/cuda takes its tables through Params)
+  return 0;
+#else
   int k = 0;
   for (int i = 0; i < 15; ++i) k += (CodeBook<Format>::midpoints[i] < scaled) ? 1 : 0;
   return CodeBook<Format>::sorted_order[k];
+#endif
 }
 
 // Value of a 4-bit code times its block's absmax.

@@ -23,6 +23,7 @@ struct ProgressState {
   double loss = 0.0;        // running loss to show
   double lr = 0.0;
   double tokens_per_s = 0.0;
+  std::string backend{};  // shown when set ("Cuda": the decoder's step runs on the device)
 };
 
 // "45s", "4m05s", "2h03m"; "--" for a negative or non-finite duration.
@@ -55,7 +56,8 @@ inline std::string format_progress(const ProgressState& s) {
   const std::string loss = std::isfinite(s.loss) ? fmt::format("{:.4f}", s.loss) : fmt::format("{}", s.loss);
   return fmt::format("stage {}/{} | epoch {}/{} | step {}/{} {:3}% | loss {} | lr {:.2e} | {} tok/s | ETA {}", s.stage,
                      s.stages, s.epoch, s.epochs, s.step, s.total_steps, percent, loss, s.lr,
-                     format_count(s.tokens_per_s), format_duration(eta_seconds(s)));
+                     format_count(s.tokens_per_s), format_duration(eta_seconds(s))) +
+         (s.backend.empty() ? std::string() : " | " + s.backend);
 }
 
 }  // namespace vidlora::train

@@ -22,7 +22,8 @@
 // it composes the parts beside it: trainer_config.hpp (TrainerConfig), text_codec.hpp, train_result.hpp
 // (TrainResult, EvalResult), trainable_tensors.hpp (what is trained, by name), checkpoint.hpp (the checkpoint
 // file, fingerprint and resume), evaluation.hpp (eval loss, captions, the early-stopping metric) and
-// run_outputs.hpp (adapter, projector, val captions).
+// run_outputs.hpp (adapter, projector, val captions) and decoder_step.hpp (where the decoder's loss and backward run:
+// the CPU, or the device for a Cuda preset; everything else in the step stays on the CPU).
 
 #include <algorithm>
 #include <array>
@@ -73,6 +74,7 @@
 #include <vidlora/train/checkpoint.hpp>
 #include <vidlora/train/clip_gradient_sum.hpp>
 #include <vidlora/train/dataset.hpp>
+#include <vidlora/train/decoder_step.hpp>
 #include <vidlora/train/early_stopping.hpp>
 #include <vidlora/train/evaluation.hpp>
 #include <vidlora/train/progress.hpp>
@@ -94,9 +96,10 @@ inline std::atomic<bool>& interrupt_requested() {
 // Features of one clip [visual tokens, vision hidden]; throws when the clip cannot be decoded.
 using FeatureFn = std::function<Matrix(const Clip&)>;
 
+// Backend: where the decoder's step runs (train/decoder_step.hpp), the preset's by default.
 template <presets::Preset P, class ProjectorT = model::Mlp2xGelu,
           lora::FrozenWeight Base = std::conditional_t<P::load_in_4bit, quant::NF4Weight, lora::DenseWeight>,
-          comm::Communicator Comm = comm::Single>
+          comm::Communicator Comm = comm::Single, backend::Backend Backend = presets::backend_of<P>>
 class Trainer {
   static_assert(Comm::buffers == comm::Buffers::Host,
                 "Trainer: the CPU trainer sums host buffers: use comm::Single, comm::Mpi or comm::AnyCommunicator "
@@ -107,6 +110,9 @@ class Trainer {
   using communicator_type = Comm;
   using decoder_type = model::Decoder<P::lora_r, P::lora_alpha, Base>;
   using projector_type = ProjectorT;
+  using backend_type = Backend;
+  using decoder_step_type = DecoderStep<Backend, decoder_type>;
+  static_assert(DecoderStepPolicy<decoder_step_type>);
 
   // Builds the decoder from `weights` with LoRA slots on config.target_modules.
   // `comm`: the ranks this trainer is one of (default: one process).
@@ -119,7 +125,8 @@ class Trainer {
         codec_(std::move(codec)),
         features_(std::move(features)),
         comm_(std::move(comm)),
-        tensors_(projector_, decoder_) {
+        tensors_(projector_, decoder_),
+        decoder_step_(decoder_) {
     local_out_ = config_.progress;
     if (comm_.rank() != 0) config_.progress = nullptr;  // progress and reports from rank 0 only
     check_config();
@@ -345,6 +352,7 @@ class Trainer {
       require(theirs.count(m) == 1, "Trainer: initial_adapter '{}' has no LoRA for {}, which this run trains",
               dir.string(), m);
     decoder_.load_adapter(io::SafetensorsFile::open(dir / lora::kAdapterWeightsName));
+    decoder_step_.lora_values_changed();
   }
 
   void check_config() const {
@@ -354,9 +362,10 @@ class Trainer {
     require(!config_.stages.empty(), "Trainer: no stages");
     require(config_.num_frames >= 1, "Trainer: num_frames must be >= 1 (got {})", config_.num_frames);
     require(config_.precision == "fp32",
-            "Trainer: precision '{}' (preset {}) is not supported by the CPU trainer, which computes in fp32; set "
-            "TrainerConfig::precision = \"fp32\" to train this preset on the CPU",
-            config_.precision, config_.preset);
+            "Trainer: precision '{}' (preset {}) is not supported by the {} trainer, which computes in fp32; set "
+            "TrainerConfig::precision = \"fp32\" to train this preset{}",
+            config_.precision, config_.preset, Backend::on_device ? "GPU" : "CPU",
+            Backend::on_device ? " (bf16 / fp16 on the device are not built yet)" : " on the CPU");
     require(config_.max_nan_in_a_row >= 1, "Trainer: max_nan_in_a_row must be >= 1");
     require(projector_.out_features() == decoder_.config().hidden_size,
             "Trainer: the projector gives {} features but the decoder's hidden size is {}", projector_.out_features(),
@@ -516,7 +525,7 @@ class Trainer {
           r += n;
         }
         const auto batch = model::collate<float>(seqs, decoder_.embed_tokens(), codec_.pad_id);
-        auto res = decoder_.loss_and_backward(batch.embeds, batch.batch, batch.labels, ce);
+        auto res = decoder_step_.loss_and_backward(batch.embeds, batch.batch, batch.labels, ce);
         loss += res.loss;
         projector_.backward(model::gather_rows<float>(res.grad_embeds, batch.visual_rows));
         if (per_clip) clip_sums.take();
@@ -553,6 +562,7 @@ class Trainer {
     grad_norm = optim::clip_grad_norm(std::span<const optim::ParamGroup>(optimizer_->groups()), config_.max_grad_norm);
     optimizer_->step(lr);
     tensors_.push();
+    decoder_step_.lora_values_changed();
     result_.losses.push_back(loss);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
@@ -566,7 +576,8 @@ class Trainer {
                              .grad_norm = grad_norm,
                              .tokens = total_valid,
                              .tokens_per_s = dt > 0 ? static_cast<double>(total_valid) / dt : 0.0,
-                             .elapsed_s = elapsed});
+                             .elapsed_s = elapsed,
+                             .backend = std::string(Backend::name)});
     if (config_.progress) {
       ProgressState ps{.stage = stage + 1,
                        .stages = static_cast<int>(config_.stages.size()),
@@ -578,7 +589,8 @@ class Trainer {
                        .elapsed_s = elapsed,
                        .loss = loss,
                        .lr = lr,
-                       .tokens_per_s = dt > 0 ? static_cast<double>(total_valid) / dt : 0.0};
+                       .tokens_per_s = dt > 0 ? static_cast<double>(total_valid) / dt : 0.0,
+                       .backend = Backend::on_device ? std::string(Backend::name) : std::string()};
       *config_.progress << (config_.progress_newlines ? "" : "\r") << format_progress(ps)
                         << (config_.progress_newlines ? "\n" : "") << std::flush;
     }
@@ -721,6 +733,7 @@ class Trainer {
   Checkpoint load_checkpoint(const std::filesystem::path& path) {
     Checkpoint checkpoint = open_checkpoint(path, fingerprint());
     tensors_.load(checkpoint.file);
+    decoder_step_.lora_values_changed();
     TrainerState state = trainer_state_from_json(checkpoint.state, stopping_options());
     pos_ = state.position;
     restore_lora_dropout_steps(decoder_, state.dropout_steps);
@@ -738,7 +751,10 @@ class Trainer {
     result_.best = best_;
     if (result_.status != TrainStatus::NanStopped && result_.status != TrainStatus::Interrupted) {
       if (comm_.size() > 1) comm_.barrier("the end of training (rank 0 writes the best parameters)");
-      if (std::filesystem::exists(best_path())) tensors_.load(io::SafetensorsFile::open(best_path()));
+      if (std::filesystem::exists(best_path())) {
+        tensors_.load(io::SafetensorsFile::open(best_path()));
+        decoder_step_.lora_values_changed();
+      }
       if (comm_.rank() == 0) save_outputs(config_.output_dir);
     }
     if (comm_.size() > 1) {
@@ -770,6 +786,7 @@ class Trainer {
   bool stop_requested_ = false;                     // some rank was interrupted (summed with the step)
   std::vector<double> rank_tokens_, rank_seconds_;  // this run's supervised tokens and compute time per rank
   TrainableTensors tensors_;
+  decoder_step_type decoder_step_;  // the decoder's loss and backward on Backend (after decoder_: it refers to it)
   std::optional<optim::AdamW> optimizer_;
   std::vector<Clip> train_, val_;
   std::map<std::string, Matrix> cache_;

@@ -177,6 +177,25 @@ class DecoderModel {
   // Every LoRA factor, layer by layer, slots in q..down order, A then B (model::Decoder::for_each_lora's order).
   const std::vector<LoraTensor>& lora_tensors() const { return lora_; }
 
+  // Every LoRA slot's dropout step (lora::LoraLinear::step()), one per slot in lora_tensors()' order (a training
+  // forward with dropout uses it and advances it, as the CPU layer does); set: from the CPU layers before a step.
+  std::vector<std::uint64_t> dropout_steps() const {
+    std::vector<std::uint64_t> steps;
+    for (const auto& layer : layers_)
+      for (const DeviceLinear& lin : layer->weights.linears)
+        if (lin.has_lora) steps.push_back(lin.step);
+    return steps;
+  }
+  void set_dropout_steps(const std::vector<std::uint64_t>& steps) {
+    vidlora::cuda::check_arg(
+        steps.size() * 2 == lora_.size(), "cuda::DecoderModel::set_dropout_steps",
+        std::to_string(steps.size()) + " steps for " + std::to_string(lora_.size() / 2) + " LoRA slots");
+    std::size_t i = 0;
+    for (auto& layer : layers_)
+      for (DeviceLinear& lin : layer->weights.linears)
+        if (lin.has_lora) lin.step = steps[i++];
+  }
+
   void zero_grad() {
     for (const LoraTensor& t : lora_)
       VIDLORA_CUDA_CHECK(cudaMemsetAsync(t.grad, 0, static_cast<std::size_t>(t.size) * sizeof(float), stream_));

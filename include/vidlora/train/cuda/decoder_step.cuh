@@ -1,0 +1,178 @@
+#pragma once
+// DecoderStep<backend::Cuda, Decoder>: the Trainer's decoder step on the device (train/decoder_step.hpp is the
+// seam). A model::cuda::DecoderModel built from export_decoder_weights(decoder) at the first step holds the frozen
+// weights, the LoRA factors and their gradients on the device; per micro-batch it uploads the collated embeddings,
+// runs loss_and_backward (fp32), downloads d loss / d embeds for the projector's backward and adds the device LoRA
+// gradients to the CPU decoder's grad_A / grad_B, so gradient sums, clipping, AdamW, checkpoints and adapters run
+// as in the CPU build. The CPU decoder keeps the master LoRA values and the dropout counters: its layers' steps go
+// to the device before each call and come back after it (the same masks, lora::dropout_stream), and LoRA values
+// the CPU changed are uploaded before the next call (lora_values_changed()).
+// Status: compiled for sm_75..90; checked against the Cpu policy by tests/cuda/test_trainer_step.cu, which has not
+// yet run on a GPU (docs/cuda.md).
+
+#if !defined(__CUDACC__)
+#error "vidlora/train/cuda/decoder_step.cuh runs kernels: compile this translation unit with nvcc (LANGUAGE CUDA)"
+#endif
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <vidlora/core/backend.hpp>
+#include <vidlora/core/error.hpp>
+#include <vidlora/core/matrix.hpp>
+#include <vidlora/loss/cross_entropy_options.hpp>
+#include <vidlora/model/cuda/decoder_model.cuh>
+#include <vidlora/model/decoder.hpp>
+#include <vidlora/model/decoder_weights_export.hpp>
+#include <vidlora/model/sequence_batch.hpp>
+#include <vidlora/train/decoder_step.hpp>
+
+namespace vidlora::train {
+
+template <class Decoder>
+class DecoderStep<backend::Cuda, Decoder> {
+ public:
+  using backend_type = backend::Cuda;
+  explicit DecoderStep(Decoder& decoder) : decoder_(decoder) {}
+
+  // As DecoderStep<backend::Cpu, Decoder>::loss_and_backward, on the device.
+  // The device's loss refuses NaN / +Inf logits as the CPU's does (a vidlora::Error: the Trainer skips the step); any
+  // other CUDA error (no device, out of memory, a failed launch) becomes a DeviceFailure, which stops the run.
+  model::DecoderLossResultOf<float> loss_and_backward(const Matrix& embeds, const model::SequenceBatch& batch,
+                                                      std::span<const int> labels,
+                                                      const loss::CrossEntropyOptions& ce) {
+    try {
+      return device_step(embeds, batch, labels, ce);
+    } catch (const vidlora::cuda::CudaError& e) {
+      if (std::string_view(e.what()).find("NaN or +Inf in the logits") != std::string_view::npos) throw;
+      throw DeviceFailure(std::string("DecoderStep<Cuda>: the device decoder step failed: ") + e.what());
+    }
+  }
+
+  // The CPU's LoRA values changed: upload them before the next step.
+  void lora_values_changed() { values_stale_ = true; }
+
+  // Not a vidlora::Error, which the Trainer takes for a refused loss: the program reports it and stops.
+  struct DeviceFailure : std::runtime_error {
+    using std::runtime_error::runtime_error;
+  };
+
+ private:
+  model::DecoderLossResultOf<float> device_step(const Matrix& embeds, const model::SequenceBatch& batch,
+                                                std::span<const int> labels, const loss::CrossEntropyOptions& ce) {
+    prepare();
+    model::cuda::DecoderModel& dev = device_->model;
+    require(embeds.rows() == batch.tokens() && embeds.cols() == dev.hidden(),
+            "DecoderStep<Cuda>: embeds {} do not match batch {} x seq_len {} x hidden {}", shape_string(embeds),
+            batch.batch, batch.seq_len, dev.hidden());
+    require(static_cast<Eigen::Index>(labels.size()) == batch.tokens(), "DecoderStep<Cuda>: {} labels for {} tokens",
+            labels.size(), batch.tokens());
+    model::cuda::DeviceTensor x(embeds.rows(), embeds.cols());
+    x.buffer.upload(std::span<const float>(embeds.data(), static_cast<std::size_t>(embeds.size())));
+    model::cuda::DecoderBatch b;
+    b.batch = batch.batch;
+    b.seq_len = batch.seq_len;
+    b.attention_mask = batch.attention_mask;
+    loss::cuda::LmHeadCeOptions o;
+    o.label_smoothing = ce.label_smoothing;
+    o.ignore_index = ce.ignore_index;
+    o.sum_reduction = ce.reduction == loss::Reduction::Sum;
+    o.total_valid_tokens = ce.total_valid_tokens;
+
+    dev.set_dropout_steps(lora_dropout_steps());
+    dev.zero_grad();
+    auto r = dev.loss_and_backward(x, b, std::vector<int>(labels.begin(), labels.end()), o);
+    add_lora_grads();
+    set_lora_dropout_steps(dev.dropout_steps());
+
+    model::DecoderLossResultOf<float> out;
+    out.loss = r.loss;
+    out.valid_tokens = r.valid_tokens;
+    out.grad_embeds.resize(r.grad_embeds.rows, r.grad_embeds.cols);
+    VIDLORA_CUDA_CHECK(cudaMemcpy(out.grad_embeds.data(), r.grad_embeds.data(),
+                                  static_cast<std::size_t>(out.grad_embeds.size()) * sizeof(float),
+                                  cudaMemcpyDeviceToHost));
+    return out;
+  }
+
+  struct Device {
+    vidlora::cuda::GemmRunner gemm;
+    model::cuda::DecoderModel model;
+    explicit Device(const model::DecoderHostWeights& w) : gemm(), model(gemm, w) {}
+  };
+
+  // The device model at the first step (the weights as the decoder holds them then), fresh LoRA values after.
+  void prepare() {
+    if (!device_) {
+      device_ = std::make_unique<Device>(model::export_decoder_weights(decoder_));
+      values_stale_ = false;
+      check_lora_layout();
+      return;
+    }
+    if (!values_stale_) return;
+    const auto& tensors = device_->model.lora_tensors();
+    std::size_t i = 0;
+    decoder_.for_each_lora([&](const std::string&, auto& l) {
+      upload(tensors[i++], l.lora_A());
+      upload(tensors[i++], l.lora_B());
+    });
+    values_stale_ = false;
+  }
+
+  // Device LoRA tensors are the CPU layers' A and B in for_each_lora's order, of the same sizes.
+  void check_lora_layout() {
+    const auto& tensors = device_->model.lora_tensors();
+    std::size_t i = 0;
+    decoder_.for_each_lora([&](const std::string& path, auto& l) {
+      require(
+          i + 1 < tensors.size() && tensors[i].size == l.lora_A().size() && tensors[i + 1].size == l.lora_B().size(),
+          "DecoderStep<Cuda>: the device model's LoRA tensors do not match the decoder's at {}", path);
+      i += 2;
+    });
+    require(i == tensors.size(), "DecoderStep<Cuda>: the device model has {} LoRA tensors, the decoder {}",
+            tensors.size(), i);
+  }
+
+  static void upload(const model::cuda::DecoderModel::LoraTensor& t, const Matrix& m) {
+    VIDLORA_CUDA_CHECK(
+        cudaMemcpy(t.value, m.data(), static_cast<std::size_t>(t.size) * sizeof(float), cudaMemcpyHostToDevice));
+  }
+
+  // grad_A / grad_B += the device gradients of this call.
+  void add_lora_grads() {
+    const auto& tensors = device_->model.lora_tensors();
+    std::size_t i = 0;
+    const auto add = [&](const model::cuda::DecoderModel::LoraTensor& t, Matrix& g) {
+      scratch_.resize(static_cast<std::size_t>(t.size));
+      VIDLORA_CUDA_CHECK(cudaMemcpy(scratch_.data(), t.grad, scratch_.size() * sizeof(float), cudaMemcpyDeviceToHost));
+      float* out = g.data();
+      for (std::size_t k = 0; k < scratch_.size(); ++k) out[k] += scratch_[k];
+    };
+    decoder_.for_each_lora([&](const std::string&, auto& l) {
+      add(tensors[i++], l.grad_A());
+      add(tensors[i++], l.grad_B());
+    });
+  }
+
+  std::vector<std::uint64_t> lora_dropout_steps() {
+    std::vector<std::uint64_t> steps;
+    decoder_.for_each_lora([&](const std::string&, auto& l) { steps.push_back(l.step()); });
+    return steps;
+  }
+  void set_lora_dropout_steps(const std::vector<std::uint64_t>& steps) {
+    std::size_t i = 0;
+    decoder_.for_each_lora([&](const std::string&, auto& l) { l.set_step(steps.at(i++)); });
+  }
+
+  Decoder& decoder_;
+  std::unique_ptr<Device> device_;
+  bool values_stale_ = false;
+  std::vector<float> scratch_;
+};
+
+}  // namespace vidlora::train

@@ -1,0 +1,74 @@
+#pragma once
+// DecoderStep<Backend, Decoder>: where the Trainer runs a micro-batch's decoder step — the forward over the
+// collated embeddings, the streamed LM-head cross-entropy and the backward to the input embeddings, LoRA gradients
+// added to the CPU decoder's grad_A / grad_B. The preset chooses it (presets::backend_of<P>):
+//   DecoderStep<backend::Cpu, D>   model::Decoder::loss_and_backward on the CPU (the reference path);
+//   DecoderStep<backend::Cuda, D>  train/cuda/decoder_step.cuh: the same step by model::cuda::DecoderModel on the
+//                                  device; this header includes it when nvcc compiles the translation unit.
+// The rest of a training step (projector, gradient sums, clipping, AdamW, checkpoints, adapters) stays on the CPU,
+// the same for both. Contract with the Trainer: the CPU decoder holds the master LoRA values and the dropout
+// counters; after the CPU changes LoRA values (an optimizer step, a checkpoint, best-parameter or adapter load)
+// the Trainer calls lora_values_changed().
+
+#include <concepts>
+#include <span>
+#include <string_view>
+
+#include <vidlora/core/backend.hpp>
+#include <vidlora/core/matrix.hpp>
+#include <vidlora/loss/cross_entropy_options.hpp>
+#include <vidlora/model/decoder.hpp>
+#include <vidlora/model/sequence_batch.hpp>
+
+namespace vidlora::train {
+
+namespace detail {
+template <class>
+inline constexpr bool kDecoderStepMissing = false;
+}  // namespace detail
+
+// The primary template is the wrong combination: a backend without a decoder step in this translation unit.
+template <backend::Backend B, class Decoder>
+class DecoderStep {
+  static_assert(detail::kDecoderStepMissing<B>,
+                "train::DecoderStep: no decoder step for this backend in this translation unit. backend::Cuda's "
+                "(vidlora/train/cuda/decoder_step.cuh) needs a CUDA translation unit: compile this source with nvcc "
+                "(CMake: set_source_files_properties("
+                "<file> PROPERTIES LANGUAGE CUDA) and link vidlora::cuda), or build for the Cpu preset "
+                "(-DVIDLORA_PRESET=Cpu) to train on the CPU");
+};
+
+// The CPU reference: Decoder::loss_and_backward, unchanged.
+template <class Decoder>
+class DecoderStep<backend::Cpu, Decoder> {
+ public:
+  using backend_type = backend::Cpu;
+  explicit DecoderStep(Decoder& decoder) : decoder_(decoder) {}
+
+  // embeds: [batch·seq_len, hidden]; labels: [batch·seq_len]. Returns the loss and d loss / d embeds; LoRA gradients
+  // accumulate in the decoder's grad_A / grad_B.
+  model::DecoderLossResultOf<float> loss_and_backward(const Matrix& embeds, const model::SequenceBatch& batch,
+                                                      std::span<const int> labels,
+                                                      const loss::CrossEntropyOptions& ce) {
+    return decoder_.loss_and_backward(embeds, batch, labels, ce);
+  }
+  void lora_values_changed() {}  // the CPU step reads the decoder's own values
+
+ private:
+  Decoder& decoder_;
+};
+
+// What the Trainer asks of a decoder step policy.
+template <class S>
+concept DecoderStepPolicy = backend::Backend<typename S::backend_type> &&
+    requires(S& s, const Matrix& embeds, const model::SequenceBatch& batch, std::span<const int> labels,
+             const loss::CrossEntropyOptions& ce) {
+  { s.loss_and_backward(embeds, batch, labels, ce) } -> std::same_as<model::DecoderLossResultOf<float>>;
+  s.lora_values_changed();
+};
+
+}  // namespace vidlora::train
+
+#if defined(__CUDACC__)
+#include <vidlora/train/cuda/decoder_step.cuh>
+#endif

@@ -1,0 +1,151 @@
+// The Trainer with its decoder step on the device (train::DecoderStep<backend::Cuda>, train/cuda/decoder_step.cuh)
+// against the same Trainer with the CPU step (DecoderStep<backend::Cpu>) on the tiny captioning problem
+// (tests/support/tiny_captioning.hpp), LoRA dropout on, batches with padding: issue 14's equivalence gate in fp32 —
+// the first step's loss to 1e-5 relative and its LoRA and projector gradients to 1e-4 normwise, ten AdamW steps
+// (stage 1 then stage 2) with the loss curve to 1e-4 and the LoRA and projector parameters to 1e-4 normwise — then two
+// device runs bit for bit, and a device run interrupted and resumed bit for bit as one run through.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <vidlora/core/backend.hpp>
+#include <vidlora/train/trainer.hpp>
+
+#include "../support/tiny_captioning.hpp"
+#include "support/cuda_test.cuh"
+
+namespace fs = std::filesystem;
+using namespace vidlora;
+
+namespace {
+
+namespace tiny = test::tiny;
+
+template <class B>
+using TinyTrainerOn = Trainer<presets::Cpu, model::Mlp2xGelu, lora::DenseWeight, comm::Single, B>;
+
+template <class B>
+TinyTrainerOn<B> make_tiny_trainer_on(const TrainerConfig& c) {
+  const auto weights = model::random_decoder_weights(tiny::decoder_config(), 3);
+  return TinyTrainerOn<B>(c, tiny::decoder_config(), weights, model::Mlp2xGelu(tiny::kVision, tiny::kHidden, 11),
+                          tiny::codec(), [](const train::Clip& clip) { return tiny::features(clip); });
+}
+
+// 10 clips, batches of 2 (captions of 4 and 5 tokens: padded), 5 steps per epoch; stage 1 and stage 2 one epoch each.
+TrainerConfig trainer_step_config(const std::string& name) {
+  TrainerConfig c = TrainerConfig::from_preset<presets::Cpu>();
+  c.stages[0].epochs = 1;
+  c.stages[0].learning_rate = 1e-2;
+  c.stages[1].epochs = 1;
+  c.stages[1].learning_rate = 5e-3;
+  c.batch_size = 2;
+  c.gradient_accumulation_steps = 1;
+  c.lora_dropout = 0.1;
+  c.seed = 5;
+  c.output_dir = fs::temp_directory_path() / ("vidlora_cuda_trainer_step_" + name);
+  c.progress = nullptr;
+  fs::remove_all(c.output_dir);
+  return c;
+}
+
+// The trained tensors after a run: every LoRA factor, then the projector's weights and biases, each flattened.
+struct TrainedTensors {
+  std::vector<float> lora, lora_grad, projector, projector_grad;
+  std::vector<std::uint64_t> dropout_steps;
+};
+
+template <class T>
+TrainedTensors trained_tensors_of(T& trainer) {
+  TrainedTensors t;
+  const auto put = [](std::vector<float>& out, const auto& m) { out.insert(out.end(), m.data(), m.data() + m.size()); };
+  trainer.decoder().for_each_lora([&](const std::string&, auto& l) {
+    put(t.lora, l.lora_A());
+    put(t.lora, l.lora_B());
+    put(t.lora_grad, l.grad_A());
+    put(t.lora_grad, l.grad_B());
+    t.dropout_steps.push_back(l.step());
+  });
+  const train::ProjectorTensors p = train::projector_tensors(trainer.projector());
+  for (const auto& [name, m] : p.weights) put(t.projector, *m);
+  for (const auto& [name, m] : p.grad_weights) put(t.projector_grad, *m);
+  for (const auto& [name, v] : p.biases) put(t.projector, *v);
+  for (const auto& [name, v] : p.grad_biases) put(t.projector_grad, *v);
+  return t;
+}
+
+struct TrainerStepRun {
+  std::vector<double> losses;
+  TrainedTensors tensors;
+};
+
+template <class B>
+TrainerStepRun run_tiny_on(const TrainerConfig& c, bool resume = false) {
+  auto trainer = make_tiny_trainer_on<B>(c);
+  TrainerStepRun r;
+  r.losses = trainer.train(tiny::clips(10), {}, resume).losses;
+  r.tensors = trained_tensors_of(trainer);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("a device decoder step gives the CPU step's first loss and gradients (LoRA and projector)",
+          "[trainer][cuda]") {
+  TrainerConfig c = trainer_step_config("first");
+  c.stages[0].epochs = 0;  // a stage-2 step: LoRA and projector trained
+  c.max_steps_this_run = 1;
+  c.max_grad_norm = 1e9;  // the raw gradients (no clipping)
+  const TrainerStepRun cpu = run_tiny_on<backend::Cpu>(c);
+  fs::remove_all(c.output_dir);
+  const TrainerStepRun gpu = run_tiny_on<backend::Cuda>(c);
+  fs::remove_all(c.output_dir);
+  REQUIRE(cpu.losses.size() == 1);
+  REQUIRE(gpu.losses.size() == 1);
+  CHECK(std::fabs(gpu.losses[0] - cpu.losses[0]) <= 1e-5 * std::fabs(cpu.losses[0]));
+  CHECK(cuda_test::normwise_error(gpu.tensors.lora_grad, cpu.tensors.lora_grad) <= 1e-4);
+  CHECK(cuda_test::normwise_error(gpu.tensors.projector_grad, cpu.tensors.projector_grad) <= 1e-4);
+  CHECK(gpu.tensors.dropout_steps == cpu.tensors.dropout_steps);  // one mask per micro-batch, the CPU's counters
+  CHECK(cpu.tensors.dropout_steps.front() == 1);
+}
+
+TEST_CASE(
+    "ten steps with the device decoder step follow the CPU run; two device runs and a resumed one agree bit for bit",
+    "[trainer][cuda]") {
+  const TrainerConfig c = trainer_step_config("ten");
+  const TrainerStepRun cpu = run_tiny_on<backend::Cpu>(c);
+  fs::remove_all(c.output_dir);
+  const TrainerStepRun gpu = run_tiny_on<backend::Cuda>(c);
+  fs::remove_all(c.output_dir);
+  REQUIRE(cpu.losses.size() == 10);
+  REQUIRE(gpu.losses.size() == 10);
+  CHECK(std::fabs(gpu.losses[0] - cpu.losses[0]) <= 1e-5 * std::fabs(cpu.losses[0]));
+  for (std::size_t s = 0; s < cpu.losses.size(); ++s) {
+    INFO("step " << s + 1 << ": cpu " << cpu.losses[s] << ", gpu " << gpu.losses[s]);
+    CHECK(std::fabs(gpu.losses[s] - cpu.losses[s]) <= 1e-4 * std::fabs(cpu.losses[s]));
+  }
+  CHECK(cuda_test::normwise_error(gpu.tensors.lora, cpu.tensors.lora) <= 1e-4);
+  CHECK(cuda_test::normwise_error(gpu.tensors.projector, cpu.tensors.projector) <= 1e-4);
+  CHECK(gpu.tensors.dropout_steps == cpu.tensors.dropout_steps);
+
+  const TrainerStepRun again = run_tiny_on<backend::Cuda>(c);
+  fs::remove_all(c.output_dir);
+  CHECK(again.losses == gpu.losses);
+  CHECK(again.tensors.lora == gpu.tensors.lora);
+  CHECK(again.tensors.projector == gpu.tensors.projector);
+
+  // Interrupted after step 7 (in stage 2), resumed from its checkpoint: the LoRA values the device model starts from
+  // are the checkpoint's.
+  TrainerConfig first = c;
+  first.max_steps_this_run = 7;
+  const TrainerStepRun head = run_tiny_on<backend::Cuda>(first);
+  const TrainerStepRun tail = run_tiny_on<backend::Cuda>(c, /*resume=*/true);
+  fs::remove_all(c.output_dir);
+  std::vector<double> joined = head.losses;
+  joined.insert(joined.end(), tail.losses.begin(), tail.losses.end());
+  CHECK(joined == gpu.losses);
+  CHECK(tail.tensors.lora == gpu.tensors.lora);
+  CHECK(tail.tensors.projector == gpu.tensors.projector);
+}

@@ -1,0 +1,115 @@
+// train::DecoderStep, the Trainer's backend seam (train/decoder_step.hpp): the Cpu policy is the CPU decoder's own
+// step; a Cpu preset's Trainer runs it and says so in its step records; a device backend shows on the progress line.
+// (The Cuda policy against this one: tests/cuda/test_trainer_step.cu.)
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <vidlora/core/backend.hpp>
+#include <vidlora/model/random_weights.hpp>
+#include <vidlora/presets/gpu_presets.hpp>
+#include <vidlora/train/decoder_step.hpp>
+#include <vidlora/train/progress.hpp>
+#include <vidlora/train/trainer.hpp>
+
+#include "tiny_captioning.hpp"
+
+namespace fs = std::filesystem;
+using namespace vidlora;
+
+TEST_CASE("the Cpu decoder step is Decoder::loss_and_backward: loss, gradients and dropout counters bit for bit",
+          "[trainer][backend]") {
+  namespace tiny = test::tiny;
+  using D = model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha>;
+  model::DecoderOptions o;
+  o.target_modules = {"q_proj", "v_proj", "down_proj"};
+  o.lora.dropout = 0.25;
+  o.lora.seed = 9;
+  const auto weights = model::random_decoder_weights(tiny::decoder_config(), 3);
+  D direct(tiny::decoder_config(), weights, o), stepped(tiny::decoder_config(), weights, o);
+  const auto perturb_b = [](D& d) {  // B off zero, so that A's gradients are not all zero
+    d.for_each_lora([](const std::string&, auto& l) { l.lora_B().setConstant(0.01f); });
+  };
+  perturb_b(direct);
+  perturb_b(stepped);
+  train::DecoderStep<backend::Cpu, D> step(stepped);
+  static_assert(train::DecoderStepPolicy<decltype(step)>);
+
+  const std::vector<int> ids{3, 5, 8, 10, 11, 2, 3, 6, 9, 13, 14, 0};
+  const model::SequenceBatch batch{2, 6, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0}};
+  std::vector<int> labels(ids);
+  labels[0] = labels[6] = labels[11] = -100;
+  loss::CrossEntropyOptions ce;
+  ce.label_smoothing = 0.1;
+  ce.total_valid_tokens = 13;
+  for (int call = 0; call < 2; ++call) {  // the second call sees the first one's accumulated gradients and counters
+    const auto want = direct.loss_and_backward(direct.embed(ids), batch, labels, ce);
+    const auto got = step.loss_and_backward(stepped.embed(ids), batch, labels, ce);
+    CHECK(got.loss == want.loss);
+    CHECK(got.valid_tokens == want.valid_tokens);
+    CHECK(got.grad_embeds == want.grad_embeds);
+  }
+  std::vector<const Matrix*> want_grads, got_grads;
+  std::vector<std::uint64_t> want_steps, got_steps;
+  direct.for_each_lora([&](const std::string&, auto& l) {
+    want_grads.push_back(&l.grad_A());
+    want_grads.push_back(&l.grad_B());
+    want_steps.push_back(l.step());
+  });
+  stepped.for_each_lora([&](const std::string&, auto& l) {
+    got_grads.push_back(&l.grad_A());
+    got_grads.push_back(&l.grad_B());
+    got_steps.push_back(l.step());
+  });
+  REQUIRE(got_grads.size() == want_grads.size());
+  for (std::size_t i = 0; i < got_grads.size(); ++i) CHECK(*got_grads[i] == *want_grads[i]);
+  CHECK(got_steps == want_steps);
+  CHECK(got_steps.front() == 2);  // dropout drew a mask per call
+  CHECK(want_grads.front()->norm() > 0.0f);
+}
+
+TEST_CASE("a Cpu preset's Trainer runs the Cpu decoder step and its step records name the backend",
+          "[trainer][backend]") {
+  namespace tiny = test::tiny;
+  static_assert(std::is_same_v<tiny::Trainer<>::backend_type, backend::Cpu>);
+  static_assert(std::is_same_v<Trainer<presets::Cpu>::backend_type, presets::backend_of<presets::Cpu>>);
+  const fs::path out = fs::temp_directory_path() / "vidlora_decoder_step_backend_record";
+  fs::remove_all(out);
+  TrainerConfig c = TrainerConfig::from_preset<presets::Cpu>();
+  c.stages[0].epochs = 1;
+  c.stages[1].epochs = 1;
+  c.batch_size = 2;
+  c.gradient_accumulation_steps = 1;
+  c.output_dir = out;
+  c.progress = nullptr;
+  auto trainer = tiny::make_trainer(c);
+  const auto result = trainer.train(tiny::clips(4), {});
+  REQUIRE(result.steps == 4);
+  std::ifstream log(out / "train_log.jsonl");
+  std::string line;
+  int steps = 0;
+  while (std::getline(log, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["type"] != "step") continue;
+    ++steps;
+    CHECK(j["backend"] == "Cpu");
+  }
+  CHECK(steps == 4);
+  fs::remove_all(out);
+}
+
+TEST_CASE("the progress line names a device backend and leaves the CPU's line as it was", "[trainer][backend]") {
+  train::ProgressState s{.step = 5, .total_steps = 10, .steps_this_run = 5, .elapsed_s = 5.0, .loss = 1.5};
+  const std::string cpu = train::format_progress(s);
+  CHECK_THAT(cpu, Catch::EndsWith("ETA 5s"));
+  s.backend = "Cuda";
+  CHECK(train::format_progress(s) == cpu + " | Cuda");
+  CHECK(train::to_json(train::StepRecord{.step = 1, .backend = "Cuda"})["backend"] == "Cuda");
+  CHECK_FALSE(train::to_json(train::StepRecord{.step = 1}).contains("backend"));
+}
