@@ -25,7 +25,7 @@ inline constexpr std::array<std::string_view, 6> kAttributeNames{"background", "
 inline CaptionAttributes read_caption_attributes(std::string_view caption) {
   static constexpr std::array<std::string_view, 8> colours{"빨간", "파란", "초록", "노란",
                                                            "보라", "검은", "흰",   "주황"};
-  static constexpr std::array<std::string_view, 2> shapes{"원이", "사각형이"};
+  static constexpr std::array<std::string_view, 3> shapes{"원이", "사각형이", "삼각형이"};
   static constexpr std::array<std::string_view, 5> motions{"왼쪽에서 오른쪽으로 움직인다.",
                                                            "오른쪽에서 왼쪽으로 움직인다.", "위에서 아래로 움직인다.",
                                                            "아래에서 위로 움직인다.", "제자리에 멈춰 있다."};

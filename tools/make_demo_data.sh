@@ -2,7 +2,7 @@
 # Generates the demo captioning dataset with nothing but bash and the `ffmpeg` command, in the AI-Hub
 # layout vidlora::train::read_aihub reads:
 #   OUT/videos/clip_NNNNN.mp4   H.264, SIZExSIZE, 10 fps, 2-4 s: a coloured background, a white or
-#                               coloured circle/square moving in one direction (or standing still),
+#                               coloured circle/square (or triangle) moving in one direction (or standing still),
 #                               some with a scene cut to another background, some with a short shake
 #   OUT/labels/clip_NNNNN.json  {"clip_id", "video": {...}, "category", "caption": {"korean", "english"},
 #                                "metadata": {...}}, the Korean caption from a template grammar
@@ -10,8 +10,9 @@
 # Deterministic: the same N and seed give the same captions and byte-identical videos on the same
 # ffmpeg build (x264 single-threaded, bitexact muxing, no metadata). Clips are encoded in parallel.
 #
-# usage: tools/make_demo_data.sh OUT [N=300] [SEED=1] [JOBS=nproc] [SIZE=96] [SHAPE=SIZE/4]
-# SHAPE: the circle's diameter and the square's side in pixels
+# usage: tools/make_demo_data.sh OUT [N=300] [SEED=1] [JOBS=nproc] [SIZE=96] [SHAPE=SIZE/4] [SHAPES=circle,square]
+# SHAPE: the circle's diameter, the square's side and the triangle's base and height in pixels
+# SHAPES: the shapes the clips draw from, two or three of circle, square, triangle (an isosceles triangle, apex up)
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
@@ -24,6 +25,7 @@ seed=${3:-1}
 jobs=${4:-$(nproc 2>/dev/null || echo 2)}
 size=${5:-96}
 shape_px=${6:-$(( size / 4 ))}
+shapes_arg=${7:-circle,square}
 fps=10
 
 command -v ffmpeg >/dev/null || { echo "make_demo_data.sh: the ffmpeg command is required (apt-get install ffmpeg)" >&2; exit 1; }
@@ -34,6 +36,15 @@ command -v ffmpeg >/dev/null || { echo "make_demo_data.sh: the ffmpeg command is
 [[ "$size" =~ ^[0-9]+$ && "$size" -ge 32 && $((size % 2)) -eq 0 ]] || { echo "make_demo_data.sh: SIZE must be an even integer >= 32" >&2; exit 1; }
 [[ "$shape_px" =~ ^[0-9]+$ && "$shape_px" -ge 4 && "$shape_px" -le $(( size * 2 / 3 )) ]] ||
   { echo "make_demo_data.sh: SHAPE must be an integer from 4 to 2/3 of SIZE ($(( size * 2 / 3 ))), got '$shape_px'" >&2; exit 1; }
+IFS=, read -r -a shape_names <<< "$shapes_arg"
+(( ${#shape_names[@]} >= 2 && ${#shape_names[@]} <= 3 )) ||
+  { echo "make_demo_data.sh: SHAPES must name two or three shapes, got '$shapes_arg'" >&2; exit 1; }
+for s in "${shape_names[@]}"; do
+  [[ $s == circle || $s == square || $s == triangle ]] ||
+    { echo "make_demo_data.sh: SHAPES: unknown shape '$s' (circle, square, triangle)" >&2; exit 1; }
+  [[ $(printf '%s\n' "${shape_names[@]}" | grep -cx "$s") == 1 ]] ||
+    { echo "make_demo_data.sh: SHAPES names '$s' twice" >&2; exit 1; }
+done
 
 mkdir -p "$out/videos" "$out/labels"
 
@@ -42,8 +53,7 @@ color_ko=(빨간 파란 초록 노란 보라 검은 흰 주황)
 color_en=(red blue green yellow purple black white orange)
 article_en=(a a a a a a a an)  # "a red", "an orange"
 color_rgb=(E02020 2040E0 20A040 F0D020 8030C0 101010 F0F0F0 F08020)
-shape_ko=(원이 사각형이)
-shape_en=(circle square)
+declare -A shape_ko_of=([circle]=원이 [square]=사각형이 [triangle]=삼각형이)
 motion_ko=("왼쪽에서 오른쪽으로 움직인다." "오른쪽에서 왼쪽으로 움직인다." "위에서 아래로 움직인다." "아래에서 위로 움직인다." "제자리에 멈춰 있다.")
 motion_en=("moves from left to right" "moves from right to left" "moves from top to bottom" "moves from bottom to top" "stays in place")
 motion_id=(left_to_right right_to_left top_to_bottom bottom_to_top still)
@@ -69,7 +79,7 @@ for (( i = 0; i < count; ++i )); do
   seed_rng "$seed" "$i"
   pick 8; bg=$r
   pick 7; fg=$(( (bg + 1 + r) % 8 ))
-  pick 2; shape=$r
+  pick ${#shape_names[@]}; shape=${shape_names[r]}
   pick 5; motion=$r
   pick 3; dur=$(( 2 + r ))
   pick 20; event_roll=$r          # 0-5: scene cut, 6-9: shake, else nothing
@@ -83,8 +93,8 @@ for (( i = 0; i < count; ++i )); do
     4) x=$pos; y=$(( (size - shape_px) / 2 )) ;;
   esac
 
-  caption_ko="${color_ko[bg]} 배경에서 ${color_ko[fg]} ${shape_ko[shape]} ${motion_ko[motion]}"
-  caption_en="${article_en[fg]^} ${color_en[fg]} ${shape_en[shape]} ${motion_en[motion]} on ${article_en[bg]} ${color_en[bg]} background."
+  caption_ko="${color_ko[bg]} 배경에서 ${color_ko[fg]} ${shape_ko_of[$shape]} ${motion_ko[motion]}"
+  caption_en="${article_en[fg]^} ${color_en[fg]} $shape ${motion_en[motion]} on ${article_en[bg]} ${color_en[bg]} background."
   category=moving_shape
   event_json='"event": "none"'
   base="color=c=0x${color_rgb[bg]}:s=${size}x${size}:r=$fps:d=$dur[base]"
@@ -114,9 +124,12 @@ for (( i = 0; i < count; ++i )); do
   fi
 
   rgb=${color_rgb[fg]}
-  if (( shape == 0 )); then
+  if [[ $shape == circle ]]; then
     half="$(( (shape_px - 1) / 2 )).$(( (shape_px - 1) % 2 * 5 ))"
     fgsrc="color=c=0x$rgb:s=${shape_px}x${shape_px}:r=$fps:d=$dur,format=rgba,geq=r=$((16#${rgb:0:2})):g=$((16#${rgb:2:2})):b=$((16#${rgb:4:2})):a='255*lte(hypot(X-$half,Y-$half),$shape_px/2)'[fg]"
+  elif [[ $shape == triangle ]]; then
+    # pixel (X, Y) is inside when its centre is: |X + 0.5 - SHAPE/2| <= (Y + 0.5) / 2
+    fgsrc="color=c=0x$rgb:s=${shape_px}x${shape_px}:r=$fps:d=$dur,format=rgba,geq=r=$((16#${rgb:0:2})):g=$((16#${rgb:2:2})):b=$((16#${rgb:4:2})):a='255*lte(abs(2*X+1-$shape_px),Y+0.5)'[fg]"
   else
     fgsrc="color=c=0x$rgb:s=${shape_px}x${shape_px}:r=$fps:d=$dur[fg]"
   fi
@@ -130,7 +143,7 @@ for (( i = 0; i < count; ++i )); do
   "video": {"file_name": "$id.mp4", "width": $size, "height": $size, "fps": $fps, "duration_s": $dur},
   "category": "$category",
   "caption": {"korean": "$caption_ko", "english": "$caption_en"},
-  "metadata": {"generator": "tools/make_demo_data.sh", "seed": $seed, "index": $i, "background": "${color_en[bg]}", "shape": "${shape_en[shape]}", "shape_color": "${color_en[fg]}", "motion": "${motion_id[motion]}", $event_json}
+  "metadata": {"generator": "tools/make_demo_data.sh", "seed": $seed, "index": $i, "background": "${color_en[bg]}", "shape": "$shape", "shape_color": "${color_en[fg]}", "motion": "${motion_id[motion]}", $event_json}
 }
 EOF
   printf '{"video": "videos/%s.mp4", "caption": "%s"}\n' "$id" "$caption_ko" >> "$manifest_tmp"

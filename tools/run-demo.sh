@@ -6,6 +6,8 @@
 #
 # usage: tools/run-demo.sh [WORK_DIR=demo_run]
 # Environment: DEMO_CLIPS (600), DEMO_SEED (1), DEMO_SHAPE (48: the shape's size in the 96 px clips, half the frame),
+#              DEMO_SHAPES (circle,triangle: the shapes the clips draw; circle,square is the harder pair, see
+#              docs/trainer.md),
 #              EPOCHS1 (10), EPOCHS2 (48), LR1 (5e-3), LR2 (3e-3), FRAMES (4),
 #              SAMPLER (uniform | scene_change | motion), STAGE0_EPOCHS (8), IMAGE_SIZE (48), JOBS (2),
 #              POOL (2: LLaVA-NeXT-Video's 2x2 pooling of a 48 px frame's 36 patch tokens to 9; 1: all 36),
@@ -24,6 +26,7 @@ work=${1:-demo_run}
 clips=${DEMO_CLIPS:-600}
 seed=${DEMO_SEED:-1}
 shape=${DEMO_SHAPE:-48}
+shapes=${DEMO_SHAPES:-circle,triangle}
 jobs=${JOBS:-2}
 start=$(date +%s)
 stamp() { echo "[run-demo $(( $(date +%s) - start ))s] $*"; }
@@ -38,12 +41,12 @@ bin="$build/examples"
 
 mkdir -p "$work"
 cd "$work"
-# The clips are made again when data/ was made with other settings (count, seed or shape size).
-data_args="$clips $seed 96 $shape"
+# The clips are made again when data/ was made with other settings (count, seed, shape size or shapes).
+data_args="$clips $seed 96 $shape $shapes"
 if [[ ! -f data/manifest.jsonl || "$(cat data/run-demo-data.args 2>/dev/null)" != "$data_args" ]]; then
   stamp "generating $clips demo clips"
   rm -rf data
-  "$root/tools/make_demo_data.sh" data "$clips" "$seed" "$jobs" 96 "$shape" >/dev/null
+  "$root/tools/make_demo_data.sh" data "$clips" "$seed" "$jobs" 96 "$shape" "$shapes" >/dev/null
   echo "$data_args" > data/run-demo-data.args
   fresh_data=1
 fi

@@ -149,3 +149,21 @@ TEST_CASE(
   CHECK(tail.tensors.lora == gpu.tensors.lora);
   CHECK(tail.tensors.projector == gpu.tensors.projector);
 }
+
+TEST_CASE("the preset's gradient checkpointing reaches the device step and changes no bit of the run",
+          "[trainer][cuda]") {
+  // TrainerConfig::gradient_checkpointing (the preset's, through DecoderOptions) switches the device model to
+  // recomputing each layer from its saved input; the recomputation runs the same kernels on the same values.
+  const TrainerConfig plain = trainer_step_config("ckpt_plain");
+  TrainerConfig ckpt = trainer_step_config("ckpt_on");
+  ckpt.gradient_checkpointing = true;
+  const TrainerStepRun without = run_tiny_on<backend::Cuda>(plain);
+  fs::remove_all(plain.output_dir);
+  const TrainerStepRun with = run_tiny_on<backend::Cuda>(ckpt);
+  fs::remove_all(ckpt.output_dir);
+  REQUIRE(with.losses.size() == 10);
+  CHECK(with.losses == without.losses);
+  CHECK(with.tensors.lora == without.tensors.lora);
+  CHECK(with.tensors.projector == without.tensors.projector);
+  CHECK(with.tensors.dropout_steps == without.tensors.dropout_steps);
+}

@@ -18,6 +18,12 @@ TEST_CASE("demo captions are read back into the grammar's attributes", "[program
   CHECK(b.motion == "제자리에 멈춰 있다.");
   CHECK(b.scene_change == "none");
   CHECK(b.shake == "yes");
+  // the third shape make_demo_data.sh draws with SHAPES=...,triangle; "삼각형이" is not "사각형이"
+  const auto t = demo::read_caption_attributes("흰 배경에서 파란 삼각형이 위에서 아래로 움직인다.");
+  CHECK(t.shape == "삼각형이");
+  CHECK(t.motion == "위에서 아래로 움직인다.");
+  CHECK(demo::attributes_right({"흰 배경에서 파란 사각형이 위에서 아래로 움직인다."},
+                               {"흰 배경에서 파란 삼각형이 위에서 아래로 움직인다."})[2] == 0);
 }
 
 TEST_CASE("an impossible motion or a broken phrase is never counted right", "[programs][demo]") {

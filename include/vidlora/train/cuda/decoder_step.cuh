@@ -6,7 +6,8 @@
 // gradients to the CPU decoder's grad_A / grad_B, so gradient sums, clipping, AdamW, checkpoints and adapters run
 // as in the CPU build. The CPU decoder keeps the master LoRA values and the dropout counters: its layers' steps go
 // to the device before each call and come back after it (the same masks, lora::dropout_stream), and LoRA values
-// the CPU changed are uploaded before the next call (lora_values_changed()).
+// the CPU changed are uploaded before the next call (lora_values_changed()). Gradient checkpointing follows the CPU
+// decoder's setting (the preset's gradient_checkpointing, through DecoderOptions) at every call.
 // Status: compiled for sm_75..90; checked against the Cpu policy by tests/cuda/test_trainer_step.cu, which has not
 // yet run on a GPU (docs/cuda.md).
 
@@ -84,6 +85,7 @@ class DecoderStep<backend::Cuda, Decoder> {
     o.sum_reduction = ce.reduction == loss::Reduction::Sum;
     o.total_valid_tokens = ce.total_valid_tokens;
 
+    dev.set_gradient_checkpointing(decoder_.gradient_checkpointing());  // the preset's, through DecoderOptions
     dev.set_dropout_steps(lora_dropout_steps());
     dev.zero_grad();
     auto r = dev.loss_and_backward(x, b, std::vector<int>(labels.begin(), labels.end()), o);
