@@ -38,8 +38,10 @@ TEST_CASE("the Cpu decoder step is Decoder::loss_and_backward: loss, gradients a
   };
   perturb_b(direct);
   perturb_b(stepped);
-  train::DecoderStep<backend::Cpu, D> step(stepped);
-  static_assert(train::DecoderStepPolicy<decltype(step)>);
+  model::Mlp2xGelu projector(tiny::kVision, tiny::kHidden, 11);
+  const train::TrainableTensors tensors(projector, stepped);
+  train::DecoderStep<backend::Cpu, D> step(stepped, tensors);
+  static_assert(train::DecoderStepPolicy<decltype(step), D>);
 
   const std::vector<int> ids{3, 5, 8, 10, 11, 2, 3, 6, 9, 13, 14, 0};
   const model::SequenceBatch batch{2, 6, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0}};
@@ -72,6 +74,32 @@ TEST_CASE("the Cpu decoder step is Decoder::loss_and_backward: loss, gradients a
   CHECK(got_steps == want_steps);
   CHECK(got_steps.front() == 2);  // dropout drew a mask per call
   CHECK(want_grads.front()->norm() > 0.0f);
+}
+
+TEST_CASE("TrainableTensors' values version moves on every write a device step must see, and only then",
+          "[trainer][backend]") {
+  namespace tiny = test::tiny;
+  using D = model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha>;
+  model::DecoderOptions o;
+  o.target_modules = {"q_proj", "v_proj"};
+  D decoder(tiny::decoder_config(), model::random_decoder_weights(tiny::decoder_config(), 3), o);
+  model::Mlp2xGelu projector(tiny::kVision, tiny::kHidden, 11);
+  train::TrainableTensors tensors(projector, decoder);
+  const std::uint64_t v0 = tensors.values_version();
+  // reading, pulling and saving change no value
+  tensors.pull();
+  tensors.pull_grads();
+  const io::TensorMap saved = tensors.tensor_map();
+  CHECK(tensors.values_version() == v0);
+  tensors.push();  // after an optimizer step
+  CHECK(tensors.values_version() == v0 + 1);
+  const fs::path file = fs::temp_directory_path() / "vidlora_values_version.safetensors";
+  io::write_safetensors(file, saved, {{"format", "vidlora"}});
+  tensors.load(io::SafetensorsFile::open(file));  // a checkpoint or the best parameters
+  CHECK(tensors.values_version() == v0 + 2);
+  tensors.values_changed();  // an adapter loaded into the decoder
+  CHECK(tensors.values_version() == v0 + 3);
+  fs::remove(file);
 }
 
 TEST_CASE("a Cpu preset's Trainer runs the Cpu decoder step and its step records name the backend",

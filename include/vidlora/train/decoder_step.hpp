@@ -7,8 +7,9 @@
 //                                  device; this header includes it when nvcc compiles the translation unit.
 // The rest of a training step (projector, gradient sums, clipping, AdamW, checkpoints, adapters) stays on the CPU,
 // the same for both. Contract with the Trainer: the CPU decoder holds the master LoRA values and the dropout
-// counters; after the CPU changes LoRA values (an optimizer step, a checkpoint, best-parameter or adapter load)
-// the Trainer calls lora_values_changed().
+// counters; a step is built on the decoder and the run's TrainableTensors, whose values_version() moves whenever
+// the values may have changed (an optimizer step, a checkpoint, best-parameter or adapter load), so a step that
+// keeps a copy of them refreshes it before its next call.
 
 #include <concepts>
 #include <span>
@@ -19,6 +20,7 @@
 #include <vidlora/loss/cross_entropy_options.hpp>
 #include <vidlora/model/decoder.hpp>
 #include <vidlora/model/sequence_batch.hpp>
+#include <vidlora/train/trainable_tensors.hpp>
 
 namespace vidlora::train {
 
@@ -43,28 +45,27 @@ template <class Decoder>
 class DecoderStep<backend::Cpu, Decoder> {
  public:
   using backend_type = backend::Cpu;
-  explicit DecoderStep(Decoder& decoder) : decoder_(decoder) {}
+  DecoderStep(Decoder& decoder, const TrainableTensors&) : decoder_(decoder) {}
 
   // embeds: [batch·seq_len, hidden]; labels: [batch·seq_len]. Returns the loss and d loss / d embeds; LoRA gradients
   // accumulate in the decoder's grad_A / grad_B.
   model::DecoderLossResultOf<float> loss_and_backward(const Matrix& embeds, const model::SequenceBatch& batch,
                                                       std::span<const int> labels,
                                                       const loss::CrossEntropyOptions& ce) {
-    return decoder_.loss_and_backward(embeds, batch, labels, ce);
+    return decoder_.loss_and_backward(embeds, batch, labels, ce);  // the decoder's own values: nothing to refresh
   }
-  void lora_values_changed() {}  // the CPU step reads the decoder's own values
 
  private:
   Decoder& decoder_;
 };
 
 // What the Trainer asks of a decoder step policy.
-template <class S>
+template <class S, class Decoder>
 concept DecoderStepPolicy = backend::Backend<typename S::backend_type> &&
+    std::constructible_from<S, Decoder&, const TrainableTensors&> &&
     requires(S& s, const Matrix& embeds, const model::SequenceBatch& batch, std::span<const int> labels,
              const loss::CrossEntropyOptions& ce) {
   { s.loss_and_backward(embeds, batch, labels, ce) } -> std::same_as<model::DecoderLossResultOf<float>>;
-  s.lora_values_changed();
 };
 
 }  // namespace vidlora::train

@@ -3,9 +3,13 @@
 // file see them: the projector's weights and biases (multi_modal_projector.*) and each LoRA layer's A and B
 // (<module path>.lora_A.weight / .lora_B.weight). The projector's biases are Eigen column vectors; the optimizer
 // steps [1, n] row shadows of them, which pull() refreshes from the biases and push() writes back.
+// values_version() counts the times the values may have changed (push() after an optimizer step, load(),
+// values_changed()): a decoder step that keeps its own copy of the LoRA values (DecoderStep<Cuda>) refreshes it
+// when the count moves, so no load site has to remember to tell it.
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <span>
 #include <string>
@@ -89,10 +93,14 @@ class TrainableTensors {
     }
     return out;
   }
-  // Biases from their shadows (after an optimizer step).
+  // Biases from their shadows (after an optimizer step, which also changed the matrices in place).
   void push() {
     for (auto& sh : shadows_) sh.push();
+    ++version_;
   }
+  // A write that did not come through push() or load() (an adapter loaded into the decoder).
+  void values_changed() { ++version_; }
+  std::uint64_t values_version() const { return version_; }
 
   // Every tensor's current value as "param/<name>" (checkpoints and the best-parameter file).
   io::TensorMap tensor_map() {
@@ -113,7 +121,7 @@ class TrainableTensors {
     };
     for (const auto& p : projector_) load(p);
     for (const auto& p : lora_) load(p);
-    push();
+    push();  // bumps values_version()
   }
   // The best-parameter file (checkpoints/best.safetensors): tensor_map() alone.
   void save(const std::filesystem::path& path) { io::write_safetensors(path, tensor_map(), {{"format", "vidlora"}}); }
@@ -121,6 +129,7 @@ class TrainableTensors {
  private:
   std::vector<detail::BiasShadow> shadows_;
   std::vector<optim::Parameter> projector_, lora_;
+  std::uint64_t version_ = 0;
 };
 
 }  // namespace vidlora::train

@@ -112,7 +112,7 @@ class Trainer {
   using projector_type = ProjectorT;
   using backend_type = Backend;
   using decoder_step_type = DecoderStep<Backend, decoder_type>;
-  static_assert(DecoderStepPolicy<decoder_step_type>);
+  static_assert(DecoderStepPolicy<decoder_step_type, decoder_type>);
 
   // Builds the decoder from `weights` with LoRA slots on config.target_modules.
   // `comm`: the ranks this trainer is one of (default: one process).
@@ -126,7 +126,7 @@ class Trainer {
         features_(std::move(features)),
         comm_(std::move(comm)),
         tensors_(projector_, decoder_),
-        decoder_step_(decoder_) {
+        decoder_step_(decoder_, tensors_) {
     local_out_ = config_.progress;
     if (comm_.rank() != 0) config_.progress = nullptr;  // progress and reports from rank 0 only
     check_config();
@@ -352,7 +352,7 @@ class Trainer {
       require(theirs.count(m) == 1, "Trainer: initial_adapter '{}' has no LoRA for {}, which this run trains",
               dir.string(), m);
     decoder_.load_adapter(io::SafetensorsFile::open(dir / lora::kAdapterWeightsName));
-    decoder_step_.lora_values_changed();
+    tensors_.values_changed();
   }
 
   void check_config() const {
@@ -561,8 +561,7 @@ class Trainer {
     nan_streak_ = 0;
     grad_norm = optim::clip_grad_norm(std::span<const optim::ParamGroup>(optimizer_->groups()), config_.max_grad_norm);
     optimizer_->step(lr);
-    tensors_.push();
-    decoder_step_.lora_values_changed();
+    tensors_.push();  // also tells the decoder step that the values changed
     result_.losses.push_back(loss);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
@@ -733,7 +732,6 @@ class Trainer {
   Checkpoint load_checkpoint(const std::filesystem::path& path) {
     Checkpoint checkpoint = open_checkpoint(path, fingerprint());
     tensors_.load(checkpoint.file);
-    decoder_step_.lora_values_changed();
     TrainerState state = trainer_state_from_json(checkpoint.state, stopping_options());
     pos_ = state.position;
     restore_lora_dropout_steps(decoder_, state.dropout_steps);
@@ -753,7 +751,6 @@ class Trainer {
       if (comm_.size() > 1) comm_.barrier("the end of training (rank 0 writes the best parameters)");
       if (std::filesystem::exists(best_path())) {
         tensors_.load(io::SafetensorsFile::open(best_path()));
-        decoder_step_.lora_values_changed();
       }
       if (comm_.rank() == 0) save_outputs(config_.output_dir);
     }
@@ -786,7 +783,7 @@ class Trainer {
   bool stop_requested_ = false;                     // some rank was interrupted (summed with the step)
   std::vector<double> rank_tokens_, rank_seconds_;  // this run's supervised tokens and compute time per rank
   TrainableTensors tensors_;
-  decoder_step_type decoder_step_;  // the decoder's loss and backward on Backend (after decoder_: it refers to it)
+  decoder_step_type decoder_step_;  // the decoder's loss and backward on Backend (after decoder_ and tensors_)
   std::optional<optim::AdamW> optimizer_;
   std::vector<Clip> train_, val_;
   std::map<std::string, Matrix> cache_;

@@ -6,7 +6,7 @@
 // gradients to the CPU decoder's grad_A / grad_B, so gradient sums, clipping, AdamW, checkpoints and adapters run
 // as in the CPU build. The CPU decoder keeps the master LoRA values and the dropout counters: its layers' steps go
 // to the device before each call and come back after it (the same masks, lora::dropout_stream), and LoRA values
-// the CPU changed are uploaded before the next call (lora_values_changed()). Gradient checkpointing follows the CPU
+// the CPU changed are uploaded before the next call (when the run's TrainableTensors::values_version() moved). Gradient checkpointing follows the CPU
 // decoder's setting (the preset's gradient_checkpointing, through DecoderOptions) at every call.
 // Status: compiled for sm_75..90; checked against the Cpu policy by tests/cuda/test_trainer_step.cu, which has not
 // yet run on a GPU (docs/cuda.md).
@@ -39,7 +39,7 @@ template <class Decoder>
 class DecoderStep<backend::Cuda, Decoder> {
  public:
   using backend_type = backend::Cuda;
-  explicit DecoderStep(Decoder& decoder) : decoder_(decoder) {}
+  DecoderStep(Decoder& decoder, const TrainableTensors& tensors) : decoder_(decoder), tensors_(tensors) {}
 
   // As DecoderStep<backend::Cpu, Decoder>::loss_and_backward, on the device.
   // The device's loss refuses NaN / +Inf logits as the CPU's does (a vidlora::Error: the Trainer skips the step); any
@@ -54,9 +54,6 @@ class DecoderStep<backend::Cuda, Decoder> {
       throw DeviceFailure(std::string("DecoderStep<Cuda>: the device decoder step failed: ") + e.what());
     }
   }
-
-  // The CPU's LoRA values changed: upload them before the next step.
-  void lora_values_changed() { values_stale_ = true; }
 
   // Not a vidlora::Error, which the Trainer takes for a refused loss: the program reports it and stops.
   struct DeviceFailure : std::runtime_error {
@@ -112,18 +109,18 @@ class DecoderStep<backend::Cuda, Decoder> {
   void prepare() {
     if (!device_) {
       device_ = std::make_unique<Device>(model::export_decoder_weights(decoder_));
-      values_stale_ = false;
+      uploaded_version_ = tensors_.values_version();
       check_lora_layout();
       return;
     }
-    if (!values_stale_) return;
+    if (uploaded_version_ == tensors_.values_version()) return;
     const auto& tensors = device_->model.lora_tensors();
     std::size_t i = 0;
     decoder_.for_each_lora([&](const std::string&, auto& l) {
       upload(tensors[i++], l.lora_A());
       upload(tensors[i++], l.lora_B());
     });
-    values_stale_ = false;
+    uploaded_version_ = tensors_.values_version();
   }
 
   // Device LoRA tensors are the CPU layers' A and B in for_each_lora's order, of the same sizes.
@@ -172,8 +169,9 @@ class DecoderStep<backend::Cuda, Decoder> {
   }
 
   Decoder& decoder_;
+  const TrainableTensors& tensors_;  // values_version(): the LoRA values on the device are stale when it moved
   std::unique_ptr<Device> device_;
-  bool values_stale_ = false;
+  std::uint64_t uploaded_version_ = 0;
   std::vector<float> scratch_;
 };
 
