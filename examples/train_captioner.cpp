@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <vidlora/core/memory_stats.hpp>
 #include <vidlora/eval/caption_metrics.hpp>
 #include <vidlora/model/random_weights.hpp>
 #include <vidlora/train/random_vision_weights.hpp>
@@ -96,6 +97,11 @@ demo::CommandLine command_line() {
                "early-stopping metric: eval_loss, meteor, meteor_morphemes, cider_d, bleu4, rouge_l, unique_ratio"),
           real("val-fraction", "X", "held-out fraction of the data (default 0.1)"),
           integer("max-caption-tokens", "N", "captions longer than this are truncated, with a report line", 1),
+          real("max-memory-gb", "X",
+               "GPU builds: cap on the device memory of the decoder step in GiB (default: the preset's vram_gb minus "
+               "2 GiB), so that a bigger card behaves like the preset's"),
+          flag("offload-checkpoints",
+               "GPU builds with gradient checkpointing: keep the checkpointed layer inputs in pinned host memory"),
           text("init-adapter", "DIR",
                "start LoRA from this PEFT adapter (e.g. trained with PEFT in Python): its factors and alpha; its r "
                "must be the preset's"),
@@ -197,6 +203,16 @@ void print_configuration(const TrainerConfig& c) {
   row("gradient_checkpointing", c.gradient_checkpointing,
       source(c.gradient_checkpointing == d.gradient_checkpointing, preset + "::gradient_checkpointing",
              "(set in code)"));
+  if constexpr (P::backend_policy::on_device) {
+    row("device memory cap", format_bytes(presets::memory_cap_bytes<P>(c.device_memory)),
+        source(c.device_memory.max_memory_gb == d.device_memory.max_memory_gb,
+               fmt::format("{}::vram_gb ({} GiB) - {} GiB reserve", preset, P::vram_gb, presets::kDeviceMemoryReserveGiB),
+               "--max-memory-gb"));
+    row("offload_checkpoints", c.offload_checkpoints,
+        source(c.offload_checkpoints == d.offload_checkpoints, "trainer default", "--offload-checkpoints"));
+  } else {
+    row("device memory cap", "none", "the decoder step runs on the CPU (backend Cpu)");
+  }
   row("seed", c.seed, source(c.seed == d.seed, "default", "--seed"));
   const auto e = presets::estimate_memory<P>(P::default_model);
   fmt::print(
@@ -234,6 +250,24 @@ TrainerConfig configure(const demo::Args& a) {
   c.max_caption_tokens = a.integer("max-caption-tokens", c.max_caption_tokens);
   c.max_steps_this_run = a.integer("max-steps", 0);
   c.initial_adapter = a.str("init-adapter", "");
+  if (a.has("max-memory-gb") || a.has("offload-checkpoints")) {
+    const std::string option = a.has("max-memory-gb") ? "--max-memory-gb" : "--offload-checkpoints";
+    if constexpr (!P::backend_policy::on_device)
+      throw demo::UsageError(fmt::format(
+          "option {}: the {} preset trains on the CPU, which has no device memory; it is for the GPU presets' builds "
+          "(cmake --preset T4, L4, A100 or H100)",
+          option, P::name));
+    c.device_memory.max_memory_gb = a.real("max-memory-gb", 0.0);
+    c.offload_checkpoints = a.has("offload-checkpoints");
+    if (!(c.device_memory.max_memory_gb >= 0.0))
+      throw demo::UsageError(
+          fmt::format("option --max-memory-gb: {} is not a number of GiB >= 0", c.device_memory.max_memory_gb));
+    if (c.offload_checkpoints && !c.gradient_checkpointing)
+      throw demo::UsageError(fmt::format(
+          "option --offload-checkpoints: the {} preset trains without gradient checkpointing, so there is nothing to "
+          "offload",
+          P::name));
+  }
   return c;
 }
 

@@ -276,4 +276,20 @@ TEST_CASE("memory stats round-trip through the JSONL record and print for the pr
   CHECK(memory_progress_text(s) == "mem 1.00 MiB (peak 3.00 GiB, cap 14.00 GiB)");
   CHECK(format_bytes(12) == "12 B");
   CHECK(format_bytes(1536) == "1.50 KiB");
+
+  // an optimizer step's micro-batches: the later one's state and counters, the larger peaks
+  MemoryStats first = s, second = s;
+  first.peak_allocated_bytes = 5;
+  first.peak_reserved_bytes = 90;
+  first.allocations = 3;
+  second.allocated_bytes = 7;
+  second.peak_allocated_bytes = 8;
+  second.peak_reserved_bytes = 60;
+  second.allocations = 9;
+  const MemoryStats both = combine_intervals(first, second);
+  CHECK(both.allocated_bytes == 7);
+  CHECK(both.allocations == 9);
+  CHECK(both.peak_allocated_bytes == 8);
+  CHECK(both.peak_reserved_bytes == 90);
+  CHECK(both.cap_bytes == s.cap_bytes);
 }

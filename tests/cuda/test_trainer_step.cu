@@ -8,10 +8,14 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include <vidlora/core/backend.hpp>
+#include <vidlora/model/random_weights.hpp>
 #include <vidlora/train/trainer.hpp>
 
 #include "../support/tiny_captioning.hpp"
@@ -166,4 +170,51 @@ TEST_CASE("the preset's gradient checkpointing reaches the device step and chang
   CHECK(with.tensors.lora == without.tensors.lora);
   CHECK(with.tensors.projector == without.tensors.projector);
   CHECK(with.tensors.dropout_steps == without.tensors.dropout_steps);
+}
+
+TEST_CASE("the device step's memory: every step's record under the run's cap, a cap too small a named error",
+          "[trainer][cuda]") {
+  // Each step record carries the device allocator's stats: the cap is max_memory_gb, the peak within it.
+  TrainerConfig c = trainer_step_config("memory");
+  c.device_memory.max_memory_gb = 1.0;
+  const TrainerStepRun run = run_tiny_on<backend::Cuda>(c);
+  REQUIRE(run.losses.size() == 10);
+  std::ifstream log(c.output_dir / "train_log.jsonl");
+  std::string line;
+  int steps = 0;
+  while (std::getline(log, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["type"] != "step") continue;
+    ++steps;
+    REQUIRE(j.contains("memory"));
+    const MemoryStats m = memory_stats_from_json(j["memory"]);
+    CHECK(m.cap_bytes == std::size_t{1} << 30);
+    CHECK(m.peak_allocated_bytes > 0);
+    CHECK(m.peak_allocated_bytes <= m.peak_reserved_bytes);
+    CHECK(m.peak_reserved_bytes <= m.cap_bytes);
+  }
+  CHECK(steps == 10);
+  fs::remove_all(c.output_dir);
+
+  // A cap under the model's own weights: the first call stops with the allocator's error (the tensor named), not a
+  // skipped step.
+  namespace tiny = test::tiny;
+  using D = model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha>;
+  model::DecoderOptions o;
+  o.target_modules = {"q_proj", "v_proj"};
+  D decoder(tiny::decoder_config(), model::random_decoder_weights(tiny::decoder_config(), 3), o);
+  model::Mlp2xGelu projector(tiny::kVision, tiny::kHidden, 11);
+  const train::TrainableTensors tensors(projector, decoder);
+  train::DecoderStep<backend::Cuda, D> step(decoder, tensors, {.memory_cap_bytes = 4096});
+  const std::vector<int> ids{3, 5, 8, 10};
+  const model::SequenceBatch batch{1, 4, {1, 1, 1, 1}};
+  const std::vector<int> labels{-100, 5, 8, 10};
+  using Failure = train::DecoderStep<backend::Cuda, D>::DeviceFailure;
+  CHECK_THROWS_AS(step.loss_and_backward(decoder.embed(ids), batch, labels, {}), Failure);
+  try {
+    step.loss_and_backward(decoder.embed(ids), batch, labels, {});
+  } catch (const Failure& e) {
+    CHECK_THAT(e.what(), Catch::Contains("out of device memory") && Catch::Contains("--max-memory-gb"));
+  }
+  CHECK_FALSE(step.take_step_memory().has_value());  // no step finished
 }

@@ -127,6 +127,7 @@ TEST_CASE("a Cpu preset's Trainer runs the Cpu decoder step and its step records
     if (j["type"] != "step") continue;
     ++steps;
     CHECK(j["backend"] == "Cpu");
+    CHECK_FALSE(j.contains("memory"));  // the CPU step tracks no device memory
   }
   CHECK(steps == 4);
   fs::remove_all(out);
@@ -138,6 +139,23 @@ TEST_CASE("the progress line names a device backend and leaves the CPU's line as
   CHECK_THAT(cpu, Catch::EndsWith("ETA 5s"));
   s.backend = "Cuda";
   CHECK(train::format_progress(s) == cpu + " | Cuda");
+  s.memory = "mem 1.00 MiB (peak 3.00 GiB, cap 14.00 GiB)";
+  CHECK(train::format_progress(s) == cpu + " | Cuda | mem 1.00 MiB (peak 3.00 GiB, cap 14.00 GiB)");
   CHECK(train::to_json(train::StepRecord{.step = 1, .backend = "Cuda"})["backend"] == "Cuda");
   CHECK_FALSE(train::to_json(train::StepRecord{.step = 1}).contains("backend"));
+}
+
+TEST_CASE("the CPU trainer refuses the device memory settings, naming them", "[trainer][backend]") {
+  namespace tiny = test::tiny;
+  TrainerConfig c = TrainerConfig::from_preset<presets::Cpu>();
+  c.progress = nullptr;
+  c.output_dir = fs::temp_directory_path() / "vidlora_decoder_step_device_settings";
+  c.device_memory.max_memory_gb = 4.0;
+  CHECK_THROWS_WITH(tiny::make_trainer(c), Catch::Contains("max_memory_gb 4 caps device memory") &&
+                                               Catch::Contains("runs on the CPU (backend Cpu, preset Cpu)"));
+  c.device_memory.max_memory_gb = 0.0;
+  c.offload_checkpoints = true;
+  CHECK_THROWS_WITH(tiny::make_trainer(c), Catch::Contains("offload_checkpoints"));
+  c.offload_checkpoints = false;
+  CHECK_NOTHROW(tiny::make_trainer(c));
 }

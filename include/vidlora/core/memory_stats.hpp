@@ -84,6 +84,15 @@ inline MemoryStats memory_stats_from_json(const nlohmann::json& j) {
   return s;
 }
 
+// Stats over consecutive intervals (an optimizer step's micro-batches, each with its own peaks): the later
+// interval's current values and counters, the larger of the two peaks.
+inline MemoryStats combine_intervals(const MemoryStats& earlier, const MemoryStats& later) {
+  MemoryStats s = later;
+  if (earlier.peak_allocated_bytes > s.peak_allocated_bytes) s.peak_allocated_bytes = earlier.peak_allocated_bytes;
+  if (earlier.peak_reserved_bytes > s.peak_reserved_bytes) s.peak_reserved_bytes = earlier.peak_reserved_bytes;
+  return s;
+}
+
 // The progress line's part: "mem 3.21 GiB (peak 3.90 GiB, cap 14.00 GiB)".
 inline std::string memory_progress_text(const MemoryStats& s) {
   std::string t = "mem " + format_bytes(s.allocated_bytes) + " (peak " + format_bytes(s.peak_allocated_bytes);

@@ -12,17 +12,27 @@
 // keeps a copy of them refreshes it before its next call.
 
 #include <concepts>
+#include <cstddef>
+#include <optional>
 #include <span>
 #include <string_view>
 
 #include <vidlora/core/backend.hpp>
 #include <vidlora/core/matrix.hpp>
+#include <vidlora/core/memory_stats.hpp>
 #include <vidlora/loss/cross_entropy_options.hpp>
 #include <vidlora/model/decoder.hpp>
 #include <vidlora/model/sequence_batch.hpp>
 #include <vidlora/train/trainable_tensors.hpp>
 
 namespace vidlora::train {
+
+// What a device step needs from the run: its memory cap and checkpoint placement (TrainerConfig::device_memory and
+// offload_checkpoints; gradient checkpointing itself is the decoder's own setting, DecoderOptions).
+struct DecoderStepSettings {
+  std::size_t memory_cap_bytes = 0;  // 0: no cap
+  bool offload_checkpoints = false;
+};
 
 namespace detail {
 template <class>
@@ -45,7 +55,7 @@ template <class Decoder>
 class DecoderStep<backend::Cpu, Decoder> {
  public:
   using backend_type = backend::Cpu;
-  DecoderStep(Decoder& decoder, const TrainableTensors&) : decoder_(decoder) {}
+  DecoderStep(Decoder& decoder, const TrainableTensors&, const DecoderStepSettings& = {}) : decoder_(decoder) {}
 
   // embeds: [batch·seq_len, hidden]; labels: [batch·seq_len]. Returns the loss and d loss / d embeds; LoRA gradients
   // accumulate in the decoder's grad_A / grad_B.
@@ -54,6 +64,8 @@ class DecoderStep<backend::Cpu, Decoder> {
                                                       const loss::CrossEntropyOptions& ce) {
     return decoder_.loss_and_backward(embeds, batch, labels, ce);  // the decoder's own values: nothing to refresh
   }
+  // Host memory is not tracked: nothing to report.
+  std::optional<MemoryStats> take_step_memory() { return std::nullopt; }
 
  private:
   Decoder& decoder_;
@@ -62,10 +74,12 @@ class DecoderStep<backend::Cpu, Decoder> {
 // What the Trainer asks of a decoder step policy.
 template <class S, class Decoder>
 concept DecoderStepPolicy = backend::Backend<typename S::backend_type> &&
-    std::constructible_from<S, Decoder&, const TrainableTensors&> &&
+    std::constructible_from<S, Decoder&, const TrainableTensors&, const DecoderStepSettings&> &&
     requires(S& s, const Matrix& embeds, const model::SequenceBatch& batch, std::span<const int> labels,
              const loss::CrossEntropyOptions& ce) {
   { s.loss_and_backward(embeds, batch, labels, ce) } -> std::same_as<model::DecoderLossResultOf<float>>;
+  // the device memory of the calls since the previous take (peaks over them), or nullopt when not tracked
+  { s.take_step_memory() } -> std::same_as<std::optional<MemoryStats>>;
 };
 
 }  // namespace vidlora::train

@@ -1,6 +1,7 @@
 #pragma once
 // The one-line terminal progress report of a training run, as a pure function of the run's state:
 //   stage 2/2 | epoch 3/5 | step 120/400  30% | loss 2.3456 | lr 1.00e-04 | 1.2k tok/s | ETA 4m05s
+// and on a device, its name and the step's memory:  ... | ETA 4m05s | Cuda | mem 3.21 GiB (peak 3.90 GiB, cap 14.00 GiB)
 // The ETA extrapolates from the steps taken by this process (a resumed run does not count the steps
 // it restored) and reads "--" until one step is done.
 
@@ -24,6 +25,7 @@ struct ProgressState {
   double lr = 0.0;
   double tokens_per_s = 0.0;
   std::string backend{};  // shown when set ("Cuda": the decoder's step runs on the device)
+  std::string memory{};   // shown when set (memory_progress_text of the step's device memory)
 };
 
 // "45s", "4m05s", "2h03m"; "--" for a negative or non-finite duration.
@@ -57,7 +59,8 @@ inline std::string format_progress(const ProgressState& s) {
   return fmt::format("stage {}/{} | epoch {}/{} | step {}/{} {:3}% | loss {} | lr {:.2e} | {} tok/s | ETA {}", s.stage,
                      s.stages, s.epoch, s.epochs, s.step, s.total_steps, percent, loss, s.lr,
                      format_count(s.tokens_per_s), format_duration(eta_seconds(s))) +
-         (s.backend.empty() ? std::string() : " | " + s.backend);
+         (s.backend.empty() ? std::string() : " | " + s.backend) +
+         (s.memory.empty() ? std::string() : " | " + s.memory);
 }
 
 }  // namespace vidlora::train

@@ -54,6 +54,7 @@
 #include <vidlora/comm/single.hpp>
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
+#include <vidlora/core/memory_stats.hpp>
 #include <vidlora/core/rng.hpp>
 #include <vidlora/eval/caption_metrics.hpp>
 #include <vidlora/eval/diversity.hpp>
@@ -126,7 +127,7 @@ class Trainer {
         features_(std::move(features)),
         comm_(std::move(comm)),
         tensors_(projector_, decoder_),
-        decoder_step_(decoder_, tensors_) {
+        decoder_step_(decoder_, tensors_, decoder_step_settings(config_)) {
     local_out_ = config_.progress;
     if (comm_.rank() != 0) config_.progress = nullptr;  // progress and reports from rank 0 only
     check_config();
@@ -313,6 +314,15 @@ class Trainer {
   void save_outputs(const std::filesystem::path& dir) { save_run_outputs(dir, config_, decoder_, projector_); }
 
  private:
+  // The device step's cap: the user's max_memory_gb, else the preset's vram_gb minus the reserve; none on the CPU
+  // (check_config refuses the device settings there).
+  static DecoderStepSettings decoder_step_settings(const TrainerConfig& c) {
+    DecoderStepSettings s;
+    if constexpr (Backend::on_device) s.memory_cap_bytes = presets::memory_cap_bytes<P>(c.device_memory);
+    s.offload_checkpoints = c.offload_checkpoints;
+    return s;
+  }
+
   static model::DecoderOptions decoder_options(const TrainerConfig& c) {
     model::DecoderOptions o;
     o.target_modules = c.target_modules;
@@ -367,6 +377,18 @@ class Trainer {
             config_.precision, config_.preset, Backend::on_device ? "GPU" : "CPU",
             Backend::on_device ? " (bf16 / fp16 on the device are not built yet)" : " on the CPU");
     require(config_.max_nan_in_a_row >= 1, "Trainer: max_nan_in_a_row must be >= 1");
+    require(Backend::on_device || config_.device_memory.max_memory_gb == 0.0,
+            "Trainer: max_memory_gb {} caps device memory, but this trainer's decoder step runs on the CPU (backend "
+            "{}, preset {}): leave it 0",
+            config_.device_memory.max_memory_gb, Backend::name, config_.preset);
+    require(Backend::on_device || !config_.offload_checkpoints,
+            "Trainer: offload_checkpoints moves device checkpoints to host memory, but this trainer's decoder step "
+            "runs on the CPU (backend {}, preset {})",
+            Backend::name, config_.preset);
+    require(!config_.offload_checkpoints || config_.gradient_checkpointing,
+            "Trainer: offload_checkpoints needs gradient_checkpointing (there are no checkpoints to offload without "
+            "it; preset {})",
+            config_.preset);
     require(projector_.out_features() == decoder_.config().hidden_size,
             "Trainer: the projector gives {} features but the decoder's hidden size is {}", projector_.out_features(),
             decoder_.config().hidden_size);
@@ -556,6 +578,7 @@ class Trainer {
         log_->write(nlohmann::json{
             {"type", "nan_skip"}, {"step", pos_.global_step}, {"stage", stage + 1}, {"epoch", epoch + 1}});
       zero_all_grads();
+      (void)decoder_step_.take_step_memory();  // the next step's peaks start afresh
       return false;
     }
     nan_streak_ = 0;
@@ -563,6 +586,7 @@ class Trainer {
     optimizer_->step(lr);
     tensors_.push();  // also tells the decoder step that the values changed
     result_.losses.push_back(loss);
+    const std::optional<MemoryStats> memory = decoder_step_.take_step_memory();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     if (log_)
@@ -576,6 +600,7 @@ class Trainer {
                              .tokens = total_valid,
                              .tokens_per_s = dt > 0 ? static_cast<double>(total_valid) / dt : 0.0,
                              .elapsed_s = elapsed,
+                             .memory = memory,
                              .backend = std::string(Backend::name)});
     if (config_.progress) {
       ProgressState ps{.stage = stage + 1,
@@ -589,7 +614,8 @@ class Trainer {
                        .loss = loss,
                        .lr = lr,
                        .tokens_per_s = dt > 0 ? static_cast<double>(total_valid) / dt : 0.0,
-                       .backend = Backend::on_device ? std::string(Backend::name) : std::string()};
+                       .backend = Backend::on_device ? std::string(Backend::name) : std::string(),
+                       .memory = memory ? memory_progress_text(*memory) : std::string()};
       *config_.progress << (config_.progress_newlines ? "" : "\r") << format_progress(ps)
                         << (config_.progress_newlines ? "\n" : "") << std::flush;
     }

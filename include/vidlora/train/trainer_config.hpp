@@ -11,6 +11,7 @@
 #include <vidlora/eval/caption_metrics.hpp>
 #include <vidlora/model/generation.hpp>
 #include <vidlora/presets/gpu_presets.hpp>
+#include <vidlora/presets/memory_cap.hpp>
 
 namespace vidlora::train {
 
@@ -39,6 +40,11 @@ struct TrainerConfig {
   std::vector<std::string> target_modules;
   bool load_in_4bit = false;
   bool gradient_checkpointing = false;
+  // Device runs (a backend with on_device): the cap on what the decoder step's caching allocator holds
+  // (max_memory_gb; 0: the preset's vram_gb minus presets::kDeviceMemoryReserveGiB), and whether the checkpointed
+  // block inputs wait in pinned host memory (with gradient_checkpointing). The CPU trainer refuses both.
+  presets::DeviceMemoryOptions device_memory{};
+  bool offload_checkpoints = false;
   std::uint64_t seed = 0;
   // evaluation
   int patience = 5;

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -24,8 +25,11 @@
 #include <vector>
 
 #include <vidlora/core/backend.hpp>
+#include <vidlora/core/caching_allocator.hpp>
+#include <vidlora/core/cuda/cuda_upstream.cuh>
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
+#include <vidlora/core/memory_stats.hpp>
 #include <vidlora/loss/cross_entropy_options.hpp>
 #include <vidlora/model/cuda/decoder_model.cuh>
 #include <vidlora/model/decoder.hpp>
@@ -39,20 +43,32 @@ template <class Decoder>
 class DecoderStep<backend::Cuda, Decoder> {
  public:
   using backend_type = backend::Cuda;
-  DecoderStep(Decoder& decoder, const TrainableTensors& tensors) : decoder_(decoder), tensors_(tensors) {}
+  DecoderStep(Decoder& decoder, const TrainableTensors& tensors, const DecoderStepSettings& settings = {})
+      : decoder_(decoder), tensors_(tensors), settings_(settings) {}
 
   // As DecoderStep<backend::Cpu, Decoder>::loss_and_backward, on the device.
   // The device's loss refuses NaN / +Inf logits as the CPU's does (a vidlora::Error: the Trainer skips the step); any
-  // other CUDA error (no device, out of memory, a failed launch) becomes a DeviceFailure, which stops the run.
+  // other CUDA error (no device, out of memory, a failed launch) and a request over the memory cap (the
+  // allocator's DeviceMemoryError, naming the tensor and the sizes) become a DeviceFailure, which stops the run.
   model::DecoderLossResultOf<float> loss_and_backward(const Matrix& embeds, const model::SequenceBatch& batch,
                                                       std::span<const int> labels,
                                                       const loss::CrossEntropyOptions& ce) {
     try {
       return device_step(embeds, batch, labels, ce);
+    } catch (const DeviceMemoryError& e) {
+      throw DeviceFailure(std::string("DecoderStep<Cuda>: out of device memory: ") + e.what() +
+                          " (TrainerConfig::device_memory.max_memory_gb, train_captioner --max-memory-gb, sets the cap)");
     } catch (const vidlora::cuda::CudaError& e) {
       if (std::string_view(e.what()).find("NaN or +Inf in the logits") != std::string_view::npos) throw;
       throw DeviceFailure(std::string("DecoderStep<Cuda>: the device decoder step failed: ") + e.what());
     }
+  }
+
+  // The device allocator over the calls since the previous take: the last call's state, the peaks of all.
+  std::optional<MemoryStats> take_step_memory() {
+    std::optional<MemoryStats> m = step_memory_;
+    step_memory_.reset();
+    return m;
   }
 
   // Not a vidlora::Error, which the Trainer takes for a refused loss: the program reports it and stops.
@@ -70,7 +86,7 @@ class DecoderStep<backend::Cuda, Decoder> {
             batch.batch, batch.seq_len, dev.hidden());
     require(static_cast<Eigen::Index>(labels.size()) == batch.tokens(), "DecoderStep<Cuda>: {} labels for {} tokens",
             labels.size(), batch.tokens());
-    model::cuda::DeviceTensor x(embeds.rows(), embeds.cols());
+    model::cuda::DeviceTensor x(&device_->allocator, embeds.rows(), embeds.cols(), "inputs_embeds");
     x.buffer.upload(std::span<const float>(embeds.data(), static_cast<std::size_t>(embeds.size())));
     model::cuda::DecoderBatch b;
     b.batch = batch.batch;
@@ -83,11 +99,13 @@ class DecoderStep<backend::Cuda, Decoder> {
     o.total_valid_tokens = ce.total_valid_tokens;
 
     dev.set_gradient_checkpointing(decoder_.gradient_checkpointing());  // the preset's, through DecoderOptions
+    dev.set_offload_checkpoints(settings_.offload_checkpoints);
     dev.set_dropout_steps(lora_dropout_steps());
     dev.zero_grad();
     auto r = dev.loss_and_backward(x, b, std::vector<int>(labels.begin(), labels.end()), o);
     add_lora_grads();
     set_lora_dropout_steps(dev.dropout_steps());
+    step_memory_ = step_memory_ ? combine_intervals(*step_memory_, r.memory) : r.memory;
 
     model::DecoderLossResultOf<float> out;
     out.loss = r.loss;
@@ -99,16 +117,19 @@ class DecoderStep<backend::Cuda, Decoder> {
     return out;
   }
 
+  // Declared in this order so the model's buffers go back to the allocator before it is destroyed.
   struct Device {
+    vidlora::cuda::CudaCachingAllocator allocator;  // every device tensor of the step, under the run's cap
     vidlora::cuda::GemmRunner gemm;
     model::cuda::DecoderModel model;
-    explicit Device(const model::DecoderHostWeights& w) : gemm(), model(gemm, w) {}
+    Device(const model::DecoderHostWeights& w, std::size_t cap_bytes)
+        : allocator(CachingAllocatorOptions{.cap_bytes = cap_bytes}), gemm(), model(gemm, w, nullptr, &allocator) {}
   };
 
   // The device model at the first step (the weights as the decoder holds them then), fresh LoRA values after.
   void prepare() {
     if (!device_) {
-      device_ = std::make_unique<Device>(model::export_decoder_weights(decoder_));
+      device_ = std::make_unique<Device>(model::export_decoder_weights(decoder_), settings_.memory_cap_bytes);
       uploaded_version_ = tensors_.values_version();
       check_lora_layout();
       return;
@@ -170,6 +191,8 @@ class DecoderStep<backend::Cuda, Decoder> {
 
   Decoder& decoder_;
   const TrainableTensors& tensors_;  // values_version(): the LoRA values on the device are stale when it moved
+  DecoderStepSettings settings_;
+  std::optional<MemoryStats> step_memory_;
   std::unique_ptr<Device> device_;
   std::uint64_t uploaded_version_ = 0;
   std::vector<float> scratch_;
