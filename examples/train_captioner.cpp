@@ -205,9 +205,10 @@ void print_configuration(const TrainerConfig& c) {
              "(set in code)"));
   if constexpr (P::backend_policy::on_device) {
     row("device memory cap", format_bytes(presets::memory_cap_bytes<P>(c.device_memory)),
-        source(c.device_memory.max_memory_gb == d.device_memory.max_memory_gb,
-               fmt::format("{}::vram_gb ({} GiB) - {} GiB reserve", preset, P::vram_gb, presets::kDeviceMemoryReserveGiB),
-               "--max-memory-gb"));
+        source(
+            c.device_memory.max_memory_gb == d.device_memory.max_memory_gb,
+            fmt::format("{}::vram_gb ({} GiB) - {} GiB reserve", preset, P::vram_gb, presets::kDeviceMemoryReserveGiB),
+            "--max-memory-gb"));
     row("offload_checkpoints", c.offload_checkpoints,
         source(c.offload_checkpoints == d.offload_checkpoints, "trainer default", "--offload-checkpoints"));
   } else {

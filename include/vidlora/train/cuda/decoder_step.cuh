@@ -56,8 +56,9 @@ class DecoderStep<backend::Cuda, Decoder> {
     try {
       return device_step(embeds, batch, labels, ce);
     } catch (const DeviceMemoryError& e) {
-      throw DeviceFailure(std::string("DecoderStep<Cuda>: out of device memory: ") + e.what() +
-                          " (TrainerConfig::device_memory.max_memory_gb, train_captioner --max-memory-gb, sets the cap)");
+      throw DeviceFailure(
+          std::string("DecoderStep<Cuda>: out of device memory: ") + e.what() +
+          " (TrainerConfig::device_memory.max_memory_gb, train_captioner --max-memory-gb, sets the cap)");
     } catch (const vidlora::cuda::CudaError& e) {
       if (std::string_view(e.what()).find("NaN or +Inf in the logits") != std::string_view::npos) throw;
       throw DeviceFailure(std::string("DecoderStep<Cuda>: the device decoder step failed: ") + e.what());
