@@ -211,6 +211,7 @@ void print_configuration(const TrainerConfig& c) {
             "--max-memory-gb"));
     row("offload_checkpoints", c.offload_checkpoints,
         source(c.offload_checkpoints == d.offload_checkpoints, "trainer default", "--offload-checkpoints"));
+    row("MFU peak (TFLOP/s)", P::peak_tflops_16bit, preset + "::peak_tflops_16bit (dense 16-bit tensor peak)");
   } else {
     row("device memory cap", "none", "the decoder step runs on the CPU (backend Cpu)");
   }

@@ -141,6 +141,10 @@ TEST_CASE("the progress line names a device backend and leaves the CPU's line as
   CHECK(train::format_progress(s) == cpu + " | Cuda");
   s.memory = "mem 1.00 MiB (peak 3.00 GiB, cap 14.00 GiB)";
   CHECK(train::format_progress(s) == cpu + " | Cuda | mem 1.00 MiB (peak 3.00 GiB, cap 14.00 GiB)");
+  s.mfu = 0.4126;
+  CHECK(train::format_progress(s) == cpu + " | Cuda | mem 1.00 MiB (peak 3.00 GiB, cap 14.00 GiB) | MFU 41.3%");
+  CHECK(train::to_json(train::StepRecord{.step = 1, .mfu = 0.4126})["mfu"] == 0.4126);
+  CHECK_FALSE(train::to_json(train::StepRecord{.step = 1}).contains("mfu"));
   CHECK(train::to_json(train::StepRecord{.step = 1, .backend = "Cuda"})["backend"] == "Cuda");
   CHECK_FALSE(train::to_json(train::StepRecord{.step = 1}).contains("backend"));
 }

@@ -23,10 +23,14 @@ struct PresetCommon : RecipeStages {
   static constexpr double max_grad_norm = 1.0;
   static constexpr int patience = 5;            // early-stopping patience, in evaluations
   static constexpr int tokens_per_frame = 144;  // CLIP ViT-L/14-336: 576 patches, 2x2-pooled to 144
+  // The GPU class's dense 16-bit tensor-core peak in TFLOP/s (NVIDIA's datasheets, without sparsity), the
+  // denominator of train::lora_mfu; 0: unknown (no MFU is reported).
+  static constexpr double peak_tflops_16bit = 0.0;
 };
 
 struct T4 : PresetCommon {
   static constexpr std::string_view name = "T4";
+  static constexpr double peak_tflops_16bit = 65.0;  // FP16 tensor (no bf16 on sm_75)
   using backend_policy = backend::Cuda;
   static constexpr int cuda_arch = 75;
   static constexpr int vram_gb = 16;
@@ -50,6 +54,7 @@ struct T4 : PresetCommon {
 
 struct L4 : PresetCommon {
   static constexpr std::string_view name = "L4";
+  static constexpr double peak_tflops_16bit = 121.0;  // BF16 tensor, dense (242 with sparsity)
   using backend_policy = backend::Cuda;
   static constexpr int cuda_arch = 89;
   static constexpr int vram_gb = 24;
@@ -73,6 +78,7 @@ struct L4 : PresetCommon {
 
 struct A100 : PresetCommon {
   static constexpr std::string_view name = "A100";
+  static constexpr double peak_tflops_16bit = 312.0;  // BF16 tensor, dense
   using backend_policy = backend::Cuda;
   static constexpr int cuda_arch = 80;
   static constexpr int vram_gb = 40;
@@ -96,6 +102,7 @@ struct A100 : PresetCommon {
 
 struct H100 : PresetCommon {
   static constexpr std::string_view name = "H100";
+  static constexpr double peak_tflops_16bit = 989.0;  // BF16 tensor, dense, SXM (PCIe: 756); the H200 has the same
   using backend_policy = backend::Cuda;
   static constexpr int cuda_arch = 90;
   static constexpr int vram_gb = 80;
@@ -168,6 +175,7 @@ concept Preset = requires {
   { P::patience } -> std::convertible_to<int>;
   { P::stage1 } -> std::convertible_to<StageConfig>;
   { P::default_model } -> std::convertible_to<ModelShape>;
+  { P::peak_tflops_16bit } -> std::convertible_to<double>;
 };
 
 // Stage 1 of preset P: the recipe's projector-only stage (P::stage1).

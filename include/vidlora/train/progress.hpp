@@ -1,7 +1,8 @@
 #pragma once
 // The one-line terminal progress report of a training run, as a pure function of the run's state:
 //   stage 2/2 | epoch 3/5 | step 120/400  30% | loss 2.3456 | lr 1.00e-04 | 1.2k tok/s | ETA 4m05s
-// and on a device, its name and the step's memory:  ... | ETA 4m05s | Cuda | mem 3.21 GiB (peak 3.90 GiB, cap 14.00 GiB)
+// and on a device, its name, the step's memory and MFU:
+//   ... | ETA 4m05s | Cuda | mem 3.21 GiB (peak 3.90 GiB, cap 14.00 GiB) | MFU 41.3%
 // The ETA extrapolates from the steps taken by this process (a resumed run does not count the steps
 // it restored) and reads "--" until one step is done.
 
@@ -26,6 +27,7 @@ struct ProgressState {
   double tokens_per_s = 0.0;
   std::string backend{};  // shown when set ("Cuda": the decoder's step runs on the device)
   std::string memory{};   // shown when set (memory_progress_text of the step's device memory)
+  double mfu = 0.0;       // shown when > 0 (train::lora_mfu: a share of the GPU's dense 16-bit peak)
 };
 
 // "45s", "4m05s", "2h03m"; "--" for a negative or non-finite duration.
@@ -60,7 +62,8 @@ inline std::string format_progress(const ProgressState& s) {
                      s.stages, s.epoch, s.epochs, s.step, s.total_steps, percent, loss, s.lr,
                      format_count(s.tokens_per_s), format_duration(eta_seconds(s))) +
          (s.backend.empty() ? std::string() : " | " + s.backend) +
-         (s.memory.empty() ? std::string() : " | " + s.memory);
+         (s.memory.empty() ? std::string() : " | " + s.memory) +
+         (s.mfu > 0.0 ? fmt::format(" | MFU {:.1f}%", 100.0 * s.mfu) : std::string());
 }
 
 }  // namespace vidlora::train

@@ -76,6 +76,7 @@
 #include <vidlora/train/clip_gradient_sum.hpp>
 #include <vidlora/train/dataset.hpp>
 #include <vidlora/train/decoder_step.hpp>
+#include <vidlora/train/lora_mfu.hpp>
 #include <vidlora/train/early_stopping.hpp>
 #include <vidlora/train/evaluation.hpp>
 #include <vidlora/train/progress.hpp>
@@ -524,6 +525,7 @@ class Trainer {
     ClipGradientSum clip_sums;
     if (per_clip) clip_sums.reset(tensors_.gradient_storage(params));
     const std::size_t micro = per_clip ? 1 : static_cast<std::size_t>(config_.batch_size);
+    double step_flops = 0.0;  // 4·N + 6·L·d·T per sequence position this rank ran (train/lora_mfu.hpp)
     try {
       for (std::size_t mb = 0; mb < clips.size(); mb += micro) {
         const std::size_t mb_end = std::min(clips.size(), mb + micro);
@@ -547,6 +549,7 @@ class Trainer {
           r += n;
         }
         const auto batch = model::collate<float>(seqs, decoder_.embed_tokens(), codec_.pad_id);
+        if constexpr (Backend::on_device) step_flops += sequence_flops(batch.batch);
         auto res = decoder_step_.loss_and_backward(batch.embeds, batch.batch, batch.labels, ce);
         loss += res.loss;
         projector_.backward(model::gather_rows<float>(res.grad_embeds, batch.visual_rows));
@@ -588,6 +591,9 @@ class Trainer {
     result_.losses.push_back(loss);
     const std::optional<MemoryStats> memory = decoder_step_.take_step_memory();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::optional<double> mfu;  // this rank's useful FLOPs over the step's wall time, of its GPU's peak
+    if (Backend::on_device && P::peak_tflops_16bit > 0.0 && dt > 0.0)
+      mfu = lora_mfu(step_flops, dt, P::peak_tflops_16bit * 1e12);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     if (log_)
       log_->write(StepRecord{.stage = stage + 1,
@@ -601,6 +607,7 @@ class Trainer {
                              .tokens_per_s = dt > 0 ? static_cast<double>(total_valid) / dt : 0.0,
                              .elapsed_s = elapsed,
                              .memory = memory,
+                             .mfu = mfu,
                              .backend = std::string(Backend::name)});
     if (config_.progress) {
       ProgressState ps{.stage = stage + 1,
@@ -615,7 +622,8 @@ class Trainer {
                        .lr = lr,
                        .tokens_per_s = dt > 0 ? static_cast<double>(total_valid) / dt : 0.0,
                        .backend = Backend::on_device ? std::string(Backend::name) : std::string(),
-                       .memory = memory ? memory_progress_text(*memory) : std::string()};
+                       .memory = memory ? memory_progress_text(*memory) : std::string(),
+                       .mfu = mfu.value_or(0.0)};
       *config_.progress << (config_.progress_newlines ? "" : "\r") << format_progress(ps)
                         << (config_.progress_newlines ? "\n" : "") << std::flush;
     }
@@ -623,6 +631,19 @@ class Trainer {
   }
 
   static std::string key_of(const Clip& c) { return c.video.string() + "\n" + c.id; }
+
+  // The useful FLOPs of a micro-batch's sequences: each runs its own length n (the mask's ones, no padding) at
+  // lora_training_flops_per_token(n) per position.
+  double sequence_flops(const model::SequenceBatch& b) const {
+    double flops = 0.0;
+    for (Eigen::Index i = 0; i < b.batch; ++i) {
+      const auto mask = b.mask_of(i);
+      const double n =
+          mask.empty() ? static_cast<double>(b.seq_len) : static_cast<double>(std::count(mask.begin(), mask.end(), 1));
+      flops += n * lora_training_flops_per_token(decoder_.config(), n);
+    }
+    return flops;
+  }
 
   void say(const std::string& s) const {
     if (config_.progress) *config_.progress << (config_.progress_newlines ? "" : "\n") << s << '\n' << std::flush;

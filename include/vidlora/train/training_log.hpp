@@ -39,6 +39,7 @@ struct StepRecord {
   double elapsed_s = 0.0;
   std::optional<MemoryStats> memory{};  // GPU runs: the device allocator's stats, peaks since the step began
   std::optional<double> loss_scale{};   // fp16 runs: optim::GradScaler's scale after this step's update
+  std::optional<double> mfu{};          // device runs of a preset with a known peak: train::lora_mfu of the step
   std::string backend{};                // where the decoder's step ran ("Cpu", "Cuda"); empty: not written
 };
 
@@ -70,6 +71,7 @@ inline nlohmann::json to_json(const StepRecord& r) {
                       {"tokens_per_s", detail::finite_or_null(r.tokens_per_s)},
                       {"elapsed_s", detail::finite_or_null(r.elapsed_s)}};
   if (r.memory) j["memory"] = memory_stats_to_json(*r.memory);
+  if (r.mfu) j["mfu"] = detail::finite_or_null(*r.mfu);
   if (r.loss_scale) j["loss_scale"] = detail::finite_or_null(*r.loss_scale);
   if (!r.backend.empty()) j["backend"] = r.backend;
   return j;
