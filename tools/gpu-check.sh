@@ -45,7 +45,7 @@ fi
 bin="$build"  # where the programs are: the build here, or the carried prebuilt ones
 benches=(bench_cuda_quant bench_cuda_optim bench_cuda_lora)
 targets=(vidlora_cuda_tests vidlora_cuda_host_tests)
-[[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" == 1 ]] || targets+=("${benches[@]}")
+[[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" == 1 ]] || targets+=("${benches[@]}" bench_cuda_preset_step)
 built=0
 if cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc_bin" \
      -DVIDLORA_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cap" -DVIDLORA_BUILD_EXAMPLES=OFF \
@@ -112,6 +112,30 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
       row "bench: $b" FAIL "see $log/$b.err"; status=1
     fi
   done
+fi
+
+# Issue 14's preset gate: LLaVA-NeXT-Video-7B's decoder, one stage-2 step per GPU preset under its card's cap
+# (benchmarks/bench_cuda_preset_step.cu; a step that does not fit reports the allocator's error).
+if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
+  timeout 400 "$bin/bench_cuda_preset_step" --benchmark_format=json >"$log/preset_step.json" 2>"$log/preset_step.err"
+  rc=$?
+  if [[ $rc == 77 ]]; then
+    row "preset step: 7B" SKIP "no CUDA device"
+  elif [[ $rc == 0 ]] && command -v python3 >/dev/null 2>&1; then
+    while IFS=$'\t' read -r name result detail; do row "$name" "$result" "$detail"; done < <(python3 - "$log/preset_step.json" <<'PY'
+import json, sys
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    name = "preset step: 7B " + b["name"].split("/")[1]
+    if b.get("error_occurred"):
+        print(f"{name}\tNO FIT\t{b.get('error_message', '')[:160]}")
+    else:
+        print(f"{name}\t{b['real_time']:.0f} {b['time_unit']}\t{b['tokens_per_s']:.0f} tok/s, peak {b['peak_GiB']:.2f} of "
+              f"{b['cap_GiB']:.2f} GiB, MFU {100 * b['MFU']:.1f}% ({b.get('label', '')})")
+PY
+)
+  else
+    row "preset step: 7B" FAIL "exit $rc, see $log/preset_step.err"; status=1
+  fi
 fi
 
 # The PyTorch / PEFT / bitsandbytes comparison, where the GPU image's python3 has torch.

@@ -1,0 +1,195 @@
+// Issue 14's "every preset trains the seed's model" gate, as a benchmark: LLaVA-NeXT-Video-7B's decoder
+// (presets::models::LlavaNextVideo7B: 32 layers, hidden 4096, MLP 11008, 32 heads, vocab 32064), one stage-2 decoder
+// step per GPU preset with that preset's values — batch × (num_frames × 144 video + 128 text tokens), LoRA of rank
+// lora_r on its target set with its dropout, the frozen base in NF4 with double-quantized absmax (load_in_4bit),
+// gradient checkpointing as it says — on model::cuda::DecoderModel under the preset card's memory cap
+// (presets::memory_cap_bytes<P>(): vram_gb − 2 GiB), the allocator DecoderStep<Cuda> gives a training run.
+//
+// The frozen NF4 codes and absmax codes are random bytes (a step's cost does not depend on the values; quantizing
+// 6.5 B random normals on the host would take minutes), the LoRA factors small uniform values, the input embeddings
+// uniform, and the labels those of a caption: the last 128 positions of each sequence supervised. One step per
+// iteration, timed with CUDA events after a warm-up step; counters: tokens/s (every position), the allocator's peak
+// (reserved bytes) and its cap in GiB, and LoRA-MFU against the preset's peak_tflops_16bit (train/lora_mfu.hpp).
+// A preset whose step does not fit its cap ends with the allocator's error (the tensor, the sizes) as the
+// benchmark's error: today's step computes in fp32, which docs/presets.md estimates does not fit the A100 (no
+// checkpointing, 5,120 tokens) nor the H100 (no checkpointing, 18,688 tokens).
+//
+//   bench_cuda_preset_step [--benchmark_filter=T4]        (tools/gpu-check.sh runs it)
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include <vidlora/core/caching_allocator.hpp>
+#include <vidlora/core/cuda/cuda_upstream.cuh>
+#include <vidlora/core/cuda/gemm.cuh>
+#include <vidlora/model/config.hpp>
+#include <vidlora/model/cuda/decoder_model.cuh>
+#include <vidlora/model/decoder_host_weights.hpp>
+#include <vidlora/presets/gpu_presets.hpp>
+#include <vidlora/presets/memory_cap.hpp>
+#include <vidlora/train/lora_mfu.hpp>
+
+#include "cuda_bench_support.cuh"
+
+namespace {
+
+using namespace vidlora;
+
+constexpr const char* kSlotModules[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+// A cheap 64-bit generator for the host bytes (splitmix64).
+struct SplitMix {
+  std::uint64_t s;
+  std::uint64_t next() {
+    std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  void fill(std::vector<std::uint8_t>& bytes) {
+    std::size_t i = 0;
+    for (; i + 8 <= bytes.size(); i += 8) {
+      const std::uint64_t v = next();
+      for (int k = 0; k < 8; ++k) bytes[i + static_cast<std::size_t>(k)] = static_cast<std::uint8_t>(v >> (8 * k));
+    }
+    for (; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(next());
+  }
+  float uniform(float lo, float hi) { return lo + (hi - lo) * static_cast<float>(next() >> 40) * (1.0f / 16777216.0f); }
+};
+
+bool targets(std::string_view module, const std::vector<std::string_view>& set) {
+  for (auto m : set)
+    if (m == module) return true;
+  return false;
+}
+
+// The 7B decoder's host weights for preset P: NF4 bases with random codes, LoRA on P's target set.
+template <class P>
+model::DecoderHostWeights random_nf4_weights(const presets::ModelShape& m) {
+  model::DecoderHostWeights w;
+  w.hidden = m.hidden;
+  w.intermediate = m.intermediate;
+  w.q_heads = m.heads;
+  w.kv_heads = m.kv_heads;
+  w.head_dim = m.head_dim;
+  w.vocab = m.vocab;
+  w.final_norm.assign(static_cast<std::size_t>(m.hidden), 1.0f);
+  SplitMix rng{7};
+  w.head.resize(static_cast<std::size_t>(m.vocab * m.hidden));
+  for (float& v : w.head) v = rng.uniform(-0.02f, 0.02f);
+  std::vector<std::string_view> set(std::begin(P::target_set::modules), std::end(P::target_set::modules));
+  w.layers.resize(static_cast<std::size_t>(m.layers));
+  for (std::size_t l = 0; l < w.layers.size(); ++l) {
+    model::HostLayerWeights& layer = w.layers[l];
+    layer.norm1.assign(static_cast<std::size_t>(m.hidden), 1.0f);
+    layer.norm2.assign(static_cast<std::size_t>(m.hidden), 1.0f);
+    for (std::size_t s = 0; s < 7; ++s) {
+      model::HostLinearWeights& lin = layer.linears[s];
+      lin.in = m.linear_in(kSlotModules[s]);
+      lin.out = m.linear_out(kSlotModules[s]);
+      lin.quantized = true;
+      const std::int64_t numel = lin.in * lin.out, blocks = (numel + 63) / 64;
+      lin.q.nf4 = true;
+      lin.q.blocksize = 64;
+      lin.q.packed.resize(static_cast<std::size_t>((numel + 1) / 2));
+      rng.fill(lin.q.packed);
+      lin.q.qabsmax.resize(static_cast<std::size_t>(blocks));
+      rng.fill(lin.q.qabsmax);
+      lin.q.nested_absmax.assign(static_cast<std::size_t>((blocks + 255) / 256), 0.05f);
+      lin.q.absmax_offset = 0.03f;
+      if (!targets(kSlotModules[s], set)) continue;
+      lin.rank = P::lora_r;
+      lin.lora_a.resize(static_cast<std::size_t>(lin.rank * lin.in));
+      for (float& v : lin.lora_a) v = rng.uniform(-0.01f, 0.01f);
+      lin.lora_b.assign(static_cast<std::size_t>(lin.out * lin.rank), 0.001f);
+      lin.scaling = static_cast<float>(P::lora_alpha) / static_cast<float>(P::lora_r);
+      lin.dropout = static_cast<float>(P::lora_dropout);
+      lin.seed = 42;
+      lin.layer_index = static_cast<std::uint32_t>(l * 7 + s);
+    }
+  }
+  return w;
+}
+
+template <class P>
+void BM_preset_stage2_step(benchmark::State& state) {
+  constexpr presets::ModelShape m = presets::models::LlavaNextVideo7B;
+  const std::int64_t seq_len = m.tokens_per_sample(P::num_frames), batch = P::batch_size;
+  const std::size_t cap = presets::memory_cap_bytes<P>();
+  try {
+    const model::DecoderHostWeights weights = random_nf4_weights<P>(m);
+    vidlora::cuda::CudaCachingAllocator allocator(CachingAllocatorOptions{.cap_bytes = cap});
+    vidlora::cuda::GemmRunner gemm;
+    model::cuda::DecoderModel dev(gemm, weights, nullptr, &allocator);
+    dev.set_gradient_checkpointing(P::gradient_checkpointing);
+
+    model::cuda::DeviceTensor embeds(&allocator, batch * seq_len, m.hidden, "inputs_embeds");
+    cuda_bench::fill_uniform(embeds.buffer, 11, -0.05f, 0.05f);
+    model::cuda::DecoderBatch b;
+    b.batch = batch;
+    b.seq_len = seq_len;
+    std::vector<int> labels(static_cast<std::size_t>(batch * seq_len), -100);
+    SplitMix rng{3};
+    for (std::int64_t s = 0; s < batch; ++s)
+      for (std::int64_t t = seq_len - m.text_tokens; t < seq_len; ++t)
+        labels[static_cast<std::size_t>(s * seq_len + t)] =
+            static_cast<int>(rng.next() % static_cast<std::uint64_t>(m.vocab));
+    loss::cuda::LmHeadCeOptions ce;
+    ce.label_smoothing = P::label_smoothing;
+
+    std::size_t peak = 0;
+    const auto step = [&] {
+      dev.zero_grad();
+      const auto r = dev.loss_and_backward(embeds, b, labels, ce);  // synchronizes once (the loss)
+      if (r.memory.peak_reserved_bytes > peak) peak = r.memory.peak_reserved_bytes;
+    };
+    step();  // warm-up: cuBLASLt plans, the allocator's first blocks
+    vidlora::cuda::Event start, stop;
+    double seconds = 0.0;
+    for (auto _ : state) {
+      start.record(nullptr);
+      step();
+      stop.record(nullptr);
+      stop.synchronize();
+      const double s = static_cast<double>(stop.elapsed_ms_since(start)) / 1e3;
+      state.SetIterationTime(s);
+      seconds += s;
+    }
+    const double per_step = seconds / static_cast<double>(state.iterations());
+    model::DecoderConfig c;
+    c.hidden_size = static_cast<int>(m.hidden);
+    c.intermediate_size = static_cast<int>(m.intermediate);
+    c.num_hidden_layers = static_cast<int>(m.layers);
+    c.num_attention_heads = static_cast<int>(m.heads);
+    c.num_key_value_heads = static_cast<int>(m.kv_heads);
+    c.head_dim = static_cast<int>(m.head_dim);
+    c.vocab_size = static_cast<int>(m.vocab);
+    const double tokens = static_cast<double>(batch * seq_len);
+    const double flops = tokens * train::lora_training_flops_per_token(c, static_cast<double>(seq_len));
+    state.counters["tokens_per_s"] = tokens / per_step;
+    state.counters["peak_GiB"] = static_cast<double>(peak) / presets::kGiB;
+    state.counters["cap_GiB"] = static_cast<double>(cap) / presets::kGiB;
+    state.counters["MFU"] = train::lora_mfu(flops, per_step, P::peak_tflops_16bit * 1e12);
+    state.SetLabel(std::string(P::name) + ": " + std::to_string(batch) + " x " + std::to_string(seq_len) +
+                   " tokens; r " + std::to_string(P::lora_r) +
+                   (P::gradient_checkpointing ? "; checkpointing" : "; no checkpointing") + "; fp32 step");
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    for (auto _ : state) {
+    }
+  }
+}
+
+BENCHMARK(BM_preset_stage2_step<presets::T4>)->Name("BM_preset_stage2_step/T4")->UseManualTime()->Iterations(3);
+BENCHMARK(BM_preset_stage2_step<presets::L4>)->Name("BM_preset_stage2_step/L4")->UseManualTime()->Iterations(3);
+BENCHMARK(BM_preset_stage2_step<presets::A100>)->Name("BM_preset_stage2_step/A100")->UseManualTime()->Iterations(3);
+BENCHMARK(BM_preset_stage2_step<presets::H100>)->Name("BM_preset_stage2_step/H100")->UseManualTime()->Iterations(3);
+
+}  // namespace
+
+VIDLORA_CUDA_BENCHMARK_MAIN()
