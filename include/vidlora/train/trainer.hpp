@@ -76,9 +76,9 @@
 #include <vidlora/train/clip_gradient_sum.hpp>
 #include <vidlora/train/dataset.hpp>
 #include <vidlora/train/decoder_step.hpp>
-#include <vidlora/train/lora_mfu.hpp>
 #include <vidlora/train/early_stopping.hpp>
 #include <vidlora/train/evaluation.hpp>
+#include <vidlora/train/lora_mfu.hpp>
 #include <vidlora/train/progress.hpp>
 #include <vidlora/train/run_outputs.hpp>
 #include <vidlora/train/text_codec.hpp>
