@@ -16,6 +16,7 @@
 //
 //   bench_cuda_preset_step [--benchmark_filter=T4]        (tools/gpu-check.sh runs it)
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -27,7 +28,7 @@
 #include <vidlora/core/caching_allocator.hpp>
 #include <vidlora/core/cuda/cuda_upstream.cuh>
 #include <vidlora/core/cuda/gemm.cuh>
-#include <vidlora/model/config.hpp>
+#include <vidlora/lora/target_modules.hpp>
 #include <vidlora/model/cuda/decoder_model.cuh>
 #include <vidlora/model/decoder_host_weights.hpp>
 #include <vidlora/presets/gpu_presets.hpp>
@@ -39,8 +40,6 @@
 namespace {
 
 using namespace vidlora;
-
-constexpr const char* kSlotModules[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
 // A cheap 64-bit generator for the host bytes (splitmix64).
 struct SplitMix {
@@ -62,12 +61,6 @@ struct SplitMix {
   float uniform(float lo, float hi) { return lo + (hi - lo) * static_cast<float>(next() >> 40) * (1.0f / 16777216.0f); }
 };
 
-bool targets(std::string_view module, const std::vector<std::string_view>& set) {
-  for (auto m : set)
-    if (m == module) return true;
-  return false;
-}
-
 // The 7B decoder's host weights for preset P: NF4 bases with random codes, LoRA on P's target set.
 template <class P>
 model::DecoderHostWeights random_nf4_weights(const presets::ModelShape& m) {
@@ -82,16 +75,16 @@ model::DecoderHostWeights random_nf4_weights(const presets::ModelShape& m) {
   SplitMix rng{7};
   w.head.resize(static_cast<std::size_t>(m.vocab * m.hidden));
   for (float& v : w.head) v = rng.uniform(-0.02f, 0.02f);
-  std::vector<std::string_view> set(std::begin(P::target_set::modules), std::end(P::target_set::modules));
   w.layers.resize(static_cast<std::size_t>(m.layers));
   for (std::size_t l = 0; l < w.layers.size(); ++l) {
     model::HostLayerWeights& layer = w.layers[l];
     layer.norm1.assign(static_cast<std::size_t>(m.hidden), 1.0f);
     layer.norm2.assign(static_cast<std::size_t>(m.hidden), 1.0f);
-    for (std::size_t s = 0; s < 7; ++s) {
+    for (std::size_t s = 0; s < 7; ++s) {  // the host slots are the seven linears in lora::Extended's order
+      const std::string_view module = lora::Extended::modules[s];
       model::HostLinearWeights& lin = layer.linears[s];
-      lin.in = m.linear_in(kSlotModules[s]);
-      lin.out = m.linear_out(kSlotModules[s]);
+      lin.in = m.linear_in(module);
+      lin.out = m.linear_out(module);
       lin.quantized = true;
       const std::int64_t numel = lin.in * lin.out, blocks = (numel + 63) / 64;
       lin.q.nf4 = true;
@@ -102,7 +95,7 @@ model::DecoderHostWeights random_nf4_weights(const presets::ModelShape& m) {
       rng.fill(lin.q.qabsmax);
       lin.q.nested_absmax.assign(static_cast<std::size_t>((blocks + 255) / 256), 0.05f);
       lin.q.absmax_offset = 0.03f;
-      if (!targets(kSlotModules[s], set)) continue;
+      if (std::ranges::find(P::target_set::modules, module) == P::target_set::modules.end()) continue;  // frozen
       lin.rank = P::lora_r;
       lin.lora_a.resize(static_cast<std::size_t>(lin.rank * lin.in));
       for (float& v : lin.lora_a) v = rng.uniform(-0.01f, 0.01f);
@@ -161,16 +154,10 @@ void BM_preset_stage2_step(benchmark::State& state) {
       seconds += s;
     }
     const double per_step = seconds / static_cast<double>(state.iterations());
-    model::DecoderConfig c;
-    c.hidden_size = static_cast<int>(m.hidden);
-    c.intermediate_size = static_cast<int>(m.intermediate);
-    c.num_hidden_layers = static_cast<int>(m.layers);
-    c.num_attention_heads = static_cast<int>(m.heads);
-    c.num_key_value_heads = static_cast<int>(m.kv_heads);
-    c.head_dim = static_cast<int>(m.head_dim);
-    c.vocab_size = static_cast<int>(m.vocab);
+    const double matmul_params = static_cast<double>(m.layers * m.layer_linear_params() + m.vocab * m.hidden);
     const double tokens = static_cast<double>(batch * seq_len);
-    const double flops = tokens * train::lora_training_flops_per_token(c, static_cast<double>(seq_len));
+    const double flops = tokens * train::lora_training_flops_per_token(matmul_params, m.layers, m.heads * m.head_dim,
+                                                                       static_cast<double>(seq_len));
     state.counters["tokens_per_s"] = tokens / per_step;
     state.counters["peak_GiB"] = static_cast<double>(peak) / presets::kGiB;
     state.counters["cap_GiB"] = static_cast<double>(cap) / presets::kGiB;

@@ -2,6 +2,7 @@
 // (LLaMA-7B shapes) and a GQA decoder, and the MFU they give.
 #include <catch2/catch.hpp>
 
+#include <vidlora/presets/model_shape.hpp>
 #include <vidlora/train/lora_mfu.hpp>
 
 using namespace vidlora;
@@ -38,6 +39,11 @@ TEST_CASE("a LoRA step's FLOPs per token are 4·N + 6·L·d·T, and MFU their ra
   // T = 1,000: 4 · 6,607,339,520 + 6 · 32 · 4096 · 1,000
   CHECK(train::lora_training_flops_per_token(c, 1000) == 26'429'358'080.0 + 786'432'000.0);
   CHECK(train::lora_training_flops_per_token(c, 0) == 4.0 * train::decoder_matmul_parameters(c));
+  // the same from the preset estimate's shape (what bench_cuda_preset_step counts with)
+  constexpr presets::ModelShape m = presets::models::LlavaNextVideo7B;
+  CHECK(
+      train::lora_training_flops_per_token(static_cast<double>(m.layers * m.layer_linear_params() + m.vocab * m.hidden),
+                                           m.layers, m.heads * m.head_dim, 1000) == 26'429'358'080.0 + 786'432'000.0);
 
   // 2,000 tokens a second at T = 1,000 on a 989 TFLOP/s peak: 5.50%
   const double flops = 2000.0 * train::lora_training_flops_per_token(c, 1000);

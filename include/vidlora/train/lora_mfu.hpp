@@ -24,9 +24,14 @@ inline double decoder_matmul_parameters(const model::DecoderConfig& c) {
   return per_layer * c.num_hidden_layers + static_cast<double>(c.vocab_size) * h;
 }
 
-// 4·N + 6·L·d·T: a LoRA training step's FLOPs per token at sequence length T.
+// 4·N + 6·L·d·T: a LoRA training step's FLOPs per token at sequence length T, from the counts themselves
+// (N: matmul_params, L: layers, d: attention_width = heads x head_dim; e.g. from a presets::ModelShape) ...
+inline double lora_training_flops_per_token(double matmul_params, long layers, long attention_width, double seq_len) {
+  return 4.0 * matmul_params + 6.0 * static_cast<double>(layers) * static_cast<double>(attention_width) * seq_len;
+}
+// ... or from a decoder's config.
 inline double lora_training_flops_per_token(const model::DecoderConfig& c, double seq_len) {
-  return 4.0 * decoder_matmul_parameters(c) + 6.0 * c.num_hidden_layers * c.q_features() * seq_len;
+  return lora_training_flops_per_token(decoder_matmul_parameters(c), c.num_hidden_layers, c.q_features(), seq_len);
 }
 
 // The share of `peak_flops` (FLOP/s) that `useful_flops` done in `seconds` reach (a step of sequences of different
