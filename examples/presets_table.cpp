@@ -1,11 +1,17 @@
 // Prints the build's active preset (-DVIDLORA_PRESET=...) and the memory estimate of every preset on the
 // 7B / 4B / 8B / 1.7B models as a Markdown table (the table in docs/presets.md comes from this program).
+//
+//   presets_table --json   the stage-2 step of every GPU preset on LLaVA-NeXT-Video-7B as JSON: what
+//                          benchmarks/bench_cuda_preset_step.cu runs and benchmarks/hf_preset_step.py runs in
+//                          transformers + PEFT + bitsandbytes, so both take their settings from the preset types
 #include <vidlora/presets.hpp>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <array>
+#include <cstring>
+#include <string>
 #include <string_view>
 
 namespace {
@@ -37,9 +43,49 @@ void print_preset() {
   fmt::print("  default model {}: {:.2f} GiB of {:.2f} GiB usable -> {}\n\n", P::default_model.name, e.total() / kGiB,
              e.budget / kGiB, e.fits() ? "fits" : "DOES NOT FIT");
 }
+// One JSON object per GPU preset: the values of its stage-2 step.
+template <class P>
+std::string step_json() {
+  constexpr ModelShape m = models::LlavaNextVideo7B;
+  std::string modules;
+  for (std::string_view t : P::target_set::modules) modules += fmt::format("{}\"{}\"", modules.empty() ? "" : ", ", t);
+  return fmt::format(
+      "{{\"name\": \"{}\", \"batch_size\": {}, \"gradient_accumulation_steps\": {}, \"num_frames\": {}, "
+      "\"seq_len\": {}, \"lora_r\": {}, \"lora_alpha\": {}, \"lora_dropout\": {}, \"target_modules\": [{}], "
+      "\"load_in_4bit\": {}, \"gradient_checkpointing\": {}, \"fp16\": {}, \"bf16\": {}, \"label_smoothing\": {}, "
+      "\"memory_cap_gib\": {}, \"peak_tflops_16bit\": {}}}",
+      P::name, P::batch_size, P::gradient_accumulation_steps, P::num_frames, m.tokens_per_sample(P::num_frames),
+      P::lora_r, P::lora_alpha, P::lora_dropout, modules, P::load_in_4bit, P::gradient_checkpointing, P::fp16, P::bf16,
+      P::label_smoothing, static_cast<double>(default_memory_cap_bytes<P>()) / kGiB, P::peak_tflops_16bit);
+}
+
+int print_json() {
+  constexpr ModelShape m = models::LlavaNextVideo7B;
+  fmt::print(
+      "{{\"model\": {{\"name\": \"{}\", \"hidden\": {}, \"intermediate\": {}, \"layers\": {}, \"heads\": {}, "
+      "\"kv_heads\": {}, \"head_dim\": {}, \"vocab\": {}, \"tokens_per_frame\": {}, \"text_tokens\": {}}},\n "
+      "\"presets\": [",
+      m.name, m.hidden, m.intermediate, m.layers, m.heads, m.kv_heads, m.head_dim, m.vocab, m.tokens_per_frame,
+      m.text_tokens);
+  bool first = true;
+  for_each_preset([&](auto p) {
+    using P = decltype(p);
+    if constexpr (P::cuda_arch > 0) {
+      fmt::print("{}\n  {}", first ? "" : ",", step_json<P>());
+      first = false;
+    }
+  });
+  fmt::print("]}}\n");
+  return 0;
+}
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc == 2 && std::strcmp(argv[1], "--json") == 0) return print_json();
+  if (argc > 1) {
+    fmt::print(stderr, "usage: presets_table [--json]\n");
+    return 2;
+  }
   print_preset<vidlora::ActivePreset>();
   constexpr std::array<ModelShape, 4> shapes{models::LlavaNextVideo7B, models::Qwen3_4B, models::Qwen3_8B,
                                              models::Qwen3_1_7B};

@@ -181,7 +181,8 @@ void print_configuration(const TrainerConfig& c) {
       source(c.precision == d.precision, preset + "::fp16 / bf16", "(set in code)") +
           (c.precision == "fp32" ? ""
            : P::backend_policy::on_device
-               ? "; training computes in fp32 (the device step's bf16 / fp16 is not built yet)"
+               ? fmt::format("; training computes in {} (the device step's bf16 / fp16 is not built yet)",
+                             presets::device_precision_of<P>() == "tf32" ? "fp32 with TF32 GEMMs" : "fp32")
                : "; the CPU trainer computes in fp32 only"));
   row("label_smoothing", c.label_smoothing,
       source(c.label_smoothing == d.label_smoothing, preset + "::label_smoothing", "--label-smoothing"));
@@ -223,6 +224,13 @@ void print_configuration(const TrainerConfig& c) {
       P::default_model.name, e.frozen_weights / presets::kGiB, e.trainable_state / presets::kGiB,
       e.activations / presets::kGiB, e.overhead / presets::kGiB, e.total() / presets::kGiB, e.budget / presets::kGiB,
       e.fits() ? "fits" : "DOES NOT FIT");
+  if constexpr (P::backend_policy::on_device)
+    if (e.activations_fp32 != e.activations) {
+      const double fp32_total = e.total() - e.activations + e.activations_fp32;
+      fmt::print("  the device step computes in fp32 for now: activations {:.2f} GiB, {:.2f} GiB -> {}\n",
+                 e.activations_fp32 / presets::kGiB, fp32_total / presets::kGiB,
+                 fp32_total <= e.budget ? "fits" : "DOES NOT FIT");
+    }
 }
 
 template <class P = ActivePreset>
@@ -531,11 +539,12 @@ int train_main(const demo::Args& a, int argc, char** argv) {
 #endif
   {
     if (a.has("stage0")) return stage0(a);
-    if constexpr (ActivePreset::backend_policy::on_device) {  // the device decoder step computes in fp32 for now
-      if (config.precision != "fp32")
-        fmt::print("precision: fp32 (the preset says {}; the device step's bf16 / fp16 is not built yet)\n",
-                   config.precision);
-      config.precision = "fp32";
+    if constexpr (ActivePreset::backend_policy::on_device) {  // no bf16 / fp16 device step yet: fp32 or TF32
+      const std::string_view device = presets::device_precision_of<ActivePreset>();
+      if (config.precision != device)
+        fmt::print("precision: {} (the preset says {}; the device step's bf16 / fp16 is not built yet{})\n", device,
+                   config.precision, device == "tf32" ? ": GEMMs on TF32 tensor cores, the rest fp32" : "");
+      config.precision = std::string(device);
     }
     const fs::path data = a.str("data", "demo_data");
     comm::AnyCommunicator ranks = make_communicator(a, argc, argv);

@@ -140,6 +140,48 @@ fi
 
 # The PyTorch / PEFT / bitsandbytes comparison, where the GPU image's python3 has torch.
 [[ -d "$here/.whl/site" ]] && export PYTHONPATH="$here/.whl/site${PYTHONPATH:+:$PYTHONPATH}"
+
+# The preset gate's baseline: the same steps in transformers + PEFT + bitsandbytes (benchmarks/hf_preset_step.py),
+# with the settings from the preset types (examples/presets_table.cpp --json, compiled here: it needs only fmt).
+if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]] && python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
+  fmt_flags=()
+  [[ -d "$here/.gpu-deps/usr" ]] && fmt_flags=(-I"$here/.gpu-deps/usr/include" -L"$here/.gpu-deps/usr/lib/x86_64-linux-gnu")
+  if "${CXX:-g++}" -std=c++20 -O1 -I"$here/include" "${fmt_flags[@]}" -DVIDLORA_ACTIVE_PRESET=Cpu \
+       "$here/examples/presets_table.cpp" -o "$build/presets_table" -lfmt >"$log/presets_table.txt" 2>&1 &&
+     "$build/presets_table" --json >"$log/presets.json" &&
+     PYTHONUNBUFFERED=1 timeout 420 python3 "$here/benchmarks/hf_preset_step.py" "$log/presets.json" \
+       >"$log/hf_preset_step.jsonl" 2>"$log/hf_preset_step.err"; then
+    while IFS=$'\t' read -r name result detail; do row "$name" "$result" "$detail"; done < <(python3 - "$log/hf_preset_step.jsonl" "$log/preset_step.json" <<'PY'
+import json, sys
+hf = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ours = {}
+try:
+    for b in json.load(open(sys.argv[2]))["benchmarks"]:
+        ours[b["name"].split("/")[1]] = b
+except (OSError, ValueError, KeyError):
+    pass
+for r in hf:
+    name = r["name"]
+    if "error" in r:
+        print(f"hf step: 7B {name}\tNO RUN\t{r['error'][:160]}")
+        continue
+    print(f"hf step: 7B {name}\t{1e3 * r['step_s']:.0f} ms\t{r['tokens_per_s']:.0f} tok/s, peak {r['peak_reserved_gib']:.2f} "
+          f"GiB reserved ({r['peak_allocated_gib']:.2f} allocated) of {r['cap_gib']:.2f}; {r['dtype']}, "
+          f"{'NF4' if r['nf4'] else 'dense'}")
+    o = ours.get(name)
+    if o and not o.get("error_occurred"):
+        print(f"goal: 7B {name} tokens/s vidlora / HF\t{o['tokens_per_s'] / r['tokens_per_s']:.2f}\t>= 2.0 "
+              f"(vidlora fp32 step, HF {r['dtype']})")
+        print(f"goal: 7B {name} peak memory vidlora / HF\t{o['peak_GiB'] / r['peak_reserved_gib']:.2f}\t<= 0.6 "
+              f"(reserved bytes, both)")
+if hf:
+    print(f"hf step: versions\t\t{json.dumps(hf[0].get('versions', {}))}")
+PY
+)
+  else
+    row "hf step: benchmarks/hf_preset_step.py" FAIL "see $log/presets_table.txt, $log/hf_preset_step.err"
+  fi
+fi
 if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]] && python3 -c "import torch" >/dev/null 2>&1; then
   if PYTHONUNBUFFERED=1 timeout 180 python3 "$here/benchmarks/cuda_pytorch.py" >"$log/pytorch.csv" 2>"$log/pytorch.err"; then
     while IFS=, read -r name ms; do

@@ -38,11 +38,12 @@ model::cuda::DecoderBatch batch_of(const ref::DecoderModelCase& c, const ref::De
 // The CPU reference's steps on the device: zero_grad, loss_and_backward, then (but after the last step) the global
 // grad-norm clip and one multi-tensor AdamW step over every LoRA factor.
 DeviceRun run_on_device(const ref::DecoderModelCase& c, const ref::DecoderModelRun& want, bool checkpoint = false,
-                        bool offload = false) {
+                        bool offload = false, vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32) {
   vidlora::cuda::GemmRunner gemm;
   model::cuda::DecoderModel dev(gemm, want.weights);
   dev.set_gradient_checkpointing(checkpoint);
   dev.set_offload_checkpoints(offload);
+  dev.set_gemm_compute(compute);
   const auto& tensors = dev.lora_tensors();
   REQUIRE(tensors.size() == want.grads.size());
   model::cuda::DeviceTensor embeds(c.batch * c.seq_len, c.hidden);
@@ -171,6 +172,40 @@ TEST_CASE("cuda decoder: ten clip + AdamW steps follow the CPU loss curve", "[de
   c.lr = 2e-3;
   c.seed = 9;
   check_step(c);
+}
+
+TEST_CASE("cuda decoder step with TF32 GEMMs stays within TF32's error of the CPU, and is not the fp32 run",
+          "[decoder]") {
+  // What train_captioner runs on the sm_80+ presets until the bf16 step lands (presets::device_precision_of).
+  ref::DecoderModelCase c;
+  c.steps = 3;
+  c.pad_last = 2;
+  c.nf4 = true;
+  c.seed = 6;
+  const ref::DecoderModelRun want = ref::decoder_model(c);
+  const DeviceRun tf32 = run_on_device(c, want, false, false, vidlora::cuda::Compute::TF32);
+  REQUIRE(tf32.losses.size() == want.losses.size());
+  for (std::size_t s = 0; s < want.losses.size(); ++s) {
+    INFO("step " << s);
+    CHECK(std::fabs(tf32.losses[s] - want.losses[s]) <= 5e-3 * std::fabs(want.losses[s]));
+  }
+  CHECK(cuda_test::normwise_error(tf32.grad_embeds, want.grad_embeds) < 3e-2);
+  for (std::size_t i = 0; i < want.grads.size(); ++i) {
+    INFO("LoRA factor " << i);
+    CHECK(cuda_test::normwise_error(tf32.grads[i], want.grads[i]) < 3e-2);
+  }
+  // The setting reaches the GEMMs: on a GPU with TF32 tensor cores the results are not the fp32 run's bits.
+  int device = 0, major = 0;
+  VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
+  VIDLORA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major >= 8) {
+    const DeviceRun fp32 = run_on_device(c, want);
+    CHECK(cuda_test::bit_mismatches(tf32.grad_embeds, fp32.grad_embeds) > 0);
+  }
+  // Two TF32 runs give the same bits.
+  const DeviceRun again = run_on_device(c, want, false, false, vidlora::cuda::Compute::TF32);
+  CHECK(cuda_test::bit_mismatches(tf32.losses, again.losses) == 0);
+  CHECK(cuda_test::bit_mismatches(tf32.grad_embeds, again.grad_embeds) == 0);
 }
 
 TEST_CASE("cuda decoder: two device runs are bitwise identical", "[decoder]") {

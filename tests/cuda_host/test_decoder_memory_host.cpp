@@ -67,10 +67,13 @@ struct MemTrackLayerExec {
   std::string prefix;
   const model::DecoderMemoryShape& shape;
   MemTrackBlock tables[4];
-  MemTrackBlock slot_x[7], slot_ws[7];
+  MemTrackBlock slot_ws[7];
+  Matrix slot_input[7];         // what each LoRA slot's forward got (not tracked: the test's own copy) ...
+  std::size_t& inputs_checked;  // ... and how many backwards were handed exactly those bits
 
-  MemTrackLayerExec(Inner& i, HostCachingAllocator& a, std::size_t l, const model::DecoderMemoryShape& s)
-      : inner(i), alloc(a), prefix("layers." + std::to_string(l) + "."), shape(s) {
+  MemTrackLayerExec(Inner& i, HostCachingAllocator& a, std::size_t l, const model::DecoderMemoryShape& s,
+                    std::size_t& checked)
+      : inner(i), alloc(a), prefix("layers." + std::to_string(l) + "."), shape(s), inputs_checked(checked) {
     tables[0] = block(s.tokens() * 4, "rope.positions");
     tables[1] = block(s.seq_len * (s.head_dim / 2) * 4, "rope.cos");
     tables[2] = block(s.seq_len * (s.head_dim / 2) * 4, "rope.sin");
@@ -103,14 +106,28 @@ struct MemTrackLayerExec {
     const auto i = static_cast<std::size_t>(m);
     MemTrackMatrix y = track(inner.linear(m, x.m), std::string(model::kSlotMemoryNames[i]));
     const model::SlotMemoryShape& slot = shape.slots[i];
-    if (slot.lora) {  // as DecoderLayerExecutor::linear: x without dropout, the kept workspace
-      slot_x[i] = slot.dropout ? MemTrackBlock() : block(x.m.size() * 4, "x");
+    if (slot.lora) {  // as DecoderLayerExecutor::linear: the kept workspace (keep bits, h); dropout(x) a temporary
       slot_ws[i] =
           block(model::lora_kept_workspace_elements(x.m.rows(), x.m.cols(), slot.rank, slot.dropout) * 4, "workspace");
+      MemTrackBlock xd = slot.dropout ? block(x.m.size() * 4, "dropout_input") : MemTrackBlock();
+      slot_input[i] = x.m;
     }
     return y;
   }
-  MemTrackMatrix linear_backward(model::LayerLinear m, const MemTrackMatrix& dy) {
+  bool backward_takes_input(model::LayerLinear m) const { return shape.slots[static_cast<std::size_t>(m)].lora; }
+  MemTrackMatrix linear_backward(model::LayerLinear m, const MemTrackMatrix& dy, const MemTrackMatrix& x) {
+    const auto i = static_cast<std::size_t>(m);
+    const model::SlotMemoryShape& slot = shape.slots[i];
+    MemTrackBlock xd, g;
+    if (slot.lora) {  // the step list hands back the forward's input, bit for bit (kept or recomputed)
+      REQUIRE(x.m.rows() == slot_input[i].rows());
+      REQUIRE(x.m.cols() == slot_input[i].cols());
+      REQUIRE(std::memcmp(x.m.data(), slot_input[i].data(), static_cast<std::size_t>(x.m.size()) * sizeof(float)) == 0);
+      ++inputs_checked;
+      // the device call's temporaries: dropout(x) rebuilt, g
+      if (slot.dropout) xd = block(x.m.size() * 4, "dropout_input");
+      g = block(x.m.rows() * slot.rank * 4, "grad_low_rank");
+    }
     return track(inner.linear_backward(m, dy.m), "linear.grad");
   }
   void rope(MemTrackMatrix& x, bool inverse) { inner.rope(x.m, inverse); }
@@ -154,14 +171,15 @@ struct MemTrackModelExec {
   HostCachingAllocator& alloc;
   model::DecoderMemoryShape shape;
   std::vector<std::unique_ptr<MemTrackLayerExec>> execs;
-  std::size_t at_loss = 0;  // allocated bytes when the loss starts
+  std::size_t inputs_checked = 0;  // LoRA slot backwards handed their forward's input
+  std::size_t at_loss = 0;         // allocated bytes when the loss starts
 
   MemTrackModelExec(test::HostDecoderModelExec& b, HostCachingAllocator& a, const model::DecoderMemoryShape& s)
       : base(b), alloc(a), shape(s), execs(b.num_layers()) {}
 
   std::size_t num_layers() const { return base.num_layers(); }
   MemTrackLayerExec& layer(std::size_t l) {
-    if (!execs[l]) execs[l] = std::make_unique<MemTrackLayerExec>(base.layer(l), alloc, l, shape);
+    if (!execs[l]) execs[l] = std::make_unique<MemTrackLayerExec>(base.layer(l), alloc, l, shape, inputs_checked);
     return *execs[l];
   }
   void release_layer(std::size_t l) {
@@ -218,6 +236,7 @@ model::DecoderMemoryShape memtrack_shape(const model::DecoderHostWeights& w, con
 struct MemTrackRun {
   model::DecoderStepOf<Matrix> step;
   std::size_t at_loss = 0, peak = 0, after = 0;
+  std::size_t inputs_checked = 0;
 };
 
 MemTrackRun memtrack_run(const model::DecoderConfig& config, const model::DecoderHostWeights& w,
@@ -238,6 +257,7 @@ MemTrackRun memtrack_run(const model::DecoderConfig& config, const model::Decode
   run.at_loss = exec.at_loss - before;
   run.peak = alloc.stats().peak_allocated_bytes - before;
   run.after = alloc.stats().allocated_bytes - before;  // the returned gradient only
+  run.inputs_checked = exec.inputs_checked;
   return run;
 }
 
@@ -279,6 +299,11 @@ TEST_CASE("the decoder step holds what decoder_step_memory counts, with and with
       model::DecoderStepOptions on_offload = on;
       on_offload.offload_checkpoints = true;
       CHECK(offload.at_loss == static_cast<std::size_t>(model::step_bytes_at_loss(s, on_offload, true)));
+      // Every LoRA slot's backward (q, v, o, down in 4 blocks) got its forward's input back, bit for bit: o's kept,
+      // q's and v's recomputed by the input norm, down's by SwiGLU.
+      CHECK(plain.inputs_checked == 16);
+      CHECK(ckpt.inputs_checked == 16);
+      CHECK(offload.inputs_checked == 16);
       CHECK(offload.at_loss == ckpt.at_loss - 3 * static_cast<std::size_t>(model::checkpoint_bytes(s, true)));
       CHECK(offload.peak < ckpt.peak);
       CHECK(offload.peak - offload.at_loss == ckpt.peak - ckpt.at_loss);
@@ -298,8 +323,7 @@ TEST_CASE("the decoder step holds what decoder_step_memory counts, with and with
   }
 }
 
-TEST_CASE("lora_kept_workspace_elements is lora_workspace_sizes without the dequantized base",
-          "[decoder_host][memory]") {
+TEST_CASE("lora_kept_workspace_elements is lora_workspace_sizes' keep bits and h", "[decoder_host][memory]") {
   for (const float dropout : {0.0f, 0.1f})
     for (const std::int64_t tokens : {1, 7, 80, 1000}) {
       lora::cuda::LoraLinearParams p;
@@ -310,7 +334,9 @@ TEST_CASE("lora_kept_workspace_elements is lora_workspace_sizes without the dequ
       p.dropout = dropout;
       p.base = lora::cuda::BaseKind::NF4;
       const auto sizes = lora::cuda::lora_workspace_sizes<float>(p);
-      CHECK(model::lora_kept_workspace_elements(tokens, 96, 8, dropout > 0.0f) == sizes.total() - sizes.w_dense);
+      CHECK(model::lora_kept_workspace_elements(tokens, 96, 8, dropout > 0.0f) == sizes.mask + sizes.h);
+      // dropout(x), g and the dequantized base are temporaries of one call
+      CHECK(sizes.total() == sizes.mask + sizes.h + sizes.xd + sizes.g + sizes.w_dense);
     }
 }
 

@@ -2,6 +2,10 @@
 // host executor and compared with lora::LoraLinear: everything but cuBLASLt and the kernels themselves.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
 #include <vidlora/lora/cuda/lora_linear.cuh>
 #include <vidlora/lora/frozen_weight.hpp>
 #include <vidlora/lora/lora_linear.hpp>
@@ -24,7 +28,7 @@ Matrix random_matrix(Eigen::Index r, Eigen::Index c, std::uint64_t seed) {
 }
 
 struct HostExec {
-  int gemms = 0, dropouts = 0, masks_applied = 0, expansions = 0;
+  int gemms = 0, dropouts = 0, masks_applied = 0, expansions = 0, rebuilt = 0;
   void gemm(const cuda::GemmProblem& g, const void* a, const void* b, void* c, float alpha, float beta,
             const void* bias) {
     ++gemms;
@@ -45,6 +49,12 @@ struct HostExec {
                 lora::cuda::dropout_element(src[i], p.seed, p.stream, static_cast<std::uint64_t>(i), p.dropout));
       }
     }
+  }
+  // apply_mask_kernel's per-group logic: the stored bits, no drawing.
+  void reapply_dropout(const float* src, float* dst, std::int64_t n, float p, const std::uint8_t* mask) {
+    ++rebuilt;
+    for (std::int64_t i = 0; i < n; ++i)
+      dst[i] = src[i] * lora::dropout_factor(mask[i / 4], static_cast<int>(i % 4), p);
   }
   // The fused expansion kernel's element function over every output.
   void expand(const lora::cuda::LowRankExpandParams& e) {
@@ -67,7 +77,8 @@ struct HostExec {
 };
 
 template <class Layer>
-void compare_with_layer(Layer& layer, const Matrix& x, const Matrix& dy, LoraLinearParams p, float tol) {
+void compare_with_layer(Layer& layer, const Matrix& x, const Matrix& dy, LoraLinearParams p, float tol,
+                        bool rebuild = false) {
   const Eigen::Index tokens = x.rows();
   p.tokens = tokens;
   p.in = layer.in_features();
@@ -88,11 +99,15 @@ void compare_with_layer(Layer& layer, const Matrix& x, const Matrix& dy, LoraLin
   Matrix y = Matrix::Constant(tokens, p.out, std::nanf("")), dx = Matrix::Constant(tokens, p.in, std::nanf(""));
   HostExec exec;
   lora::cuda::lora_forward_steps<float>(exec, p, ws, x.data(), y.data(), cuda::DType::F32);
+  // rebuild_dropout_input: what the forward left in xd is not read (poisoned here), only its keep bits
+  p.rebuild_dropout_input = rebuild;
+  if (rebuild && ws.xd) std::fill(ws.xd, ws.xd + sizes.xd, std::nanf(""));
   lora::cuda::lora_backward_steps<float>(exec, p, ws, x.data(), dy.data(), dx.data(), cuda::DType::F32);
-  CHECK(exec.gemms == 2 + 4);                       // h, the frozen forward; g, the frozen dx, grad_A, grad_B
-  CHECK(exec.expansions == 1 + 1);                  // scaling·h·Bᵀ and mask ⊙ (g·A)
-  CHECK(exec.dropouts == (p.dropout > 0 ? 1 : 0));  // the mask is drawn once, in forward ...
-  CHECK(exec.masks_applied == exec.dropouts);       // ... and the backward reuses its stored bits
+  CHECK(exec.gemms == 2 + 4);                                 // h, the frozen forward; g, the frozen dx, grad_A, grad_B
+  CHECK(exec.expansions == 1 + 1);                            // scaling·h·Bᵀ and mask ⊙ (g·A)
+  CHECK(exec.dropouts == (p.dropout > 0 ? 1 : 0));            // the mask is drawn once, in forward ...
+  CHECK(exec.masks_applied == exec.dropouts);                 // ... and the backward reuses its stored bits
+  CHECK(exec.rebuilt == (rebuild && p.dropout > 0 ? 1 : 0));  // for dropout(x) too, when it was not kept
 
   const Matrix want_y = layer.forward(x, true);
   const Matrix want_dx = layer.backward(dy);
@@ -118,6 +133,46 @@ TEST_CASE("cuda lora step sequence on a dense base with dropout equals LoraLinea
   p.w = w.data();
   p.bias = bias.data();
   compare_with_layer(layer, x, dy, p, 1e-5f);
+}
+
+TEST_CASE("cuda lora step sequence rebuilding dropout(x) in the backward equals LoraLinear", "[cuda_host][lora]") {
+  // The decoder block executor keeps only the keep bits and hands the backward x: the same gradients.
+  const Eigen::Index tokens = 9, in = 23, out = 10;  // an odd element count: the last keep-bit group is partial
+  const Matrix w = random_matrix(out, in, 31);
+  lora::LoraOptions o;
+  o.dropout = 0.3;
+  o.seed = 17;
+  o.layer = 5;
+  lora::LoraLinear<4, 8, lora::DenseWeight> layer(w, o);
+  layer.lora_B() = random_matrix(out, 4, 32);
+  LoraLinearParams p;
+  p.w = w.data();
+  compare_with_layer(layer, random_matrix(tokens, in, 33), random_matrix(tokens, out, 34), p, 1e-5f, true);
+  // Without dropout there is nothing to rebuild: x is read as it is.
+  lora::LoraLinear<4, 8, lora::DenseWeight> plain(w);
+  plain.lora_B() = random_matrix(out, 4, 35);
+  compare_with_layer(plain, random_matrix(tokens, in, 36), random_matrix(tokens, out, 37), p, 1e-5f, true);
+  // Asking for it without an xd to write into is an error naming the option.
+  p.tokens = tokens;
+  p.in = in;
+  p.out = out;
+  p.rank = 4;
+  p.dropout = 0.3f;
+  p.a = w.data();
+  p.b = w.data();
+  p.rebuild_dropout_input = true;
+  Matrix ga = Matrix::Zero(4, in), gb = Matrix::Zero(out, 4), dx(tokens, in), g(tokens, 4);
+  p.grad_a = ga.data();
+  p.grad_b = gb.data();
+  LoraWorkspace<float> ws;
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>((tokens * in + 3) / 4));
+  ws.mask = mask.data();
+  ws.g = g.data();
+  HostExec exec;
+  const Matrix x = random_matrix(tokens, in, 38), dy = random_matrix(tokens, out, 39);
+  CHECK_THROWS_WITH(
+      lora::cuda::lora_backward_steps<float>(exec, p, ws, x.data(), dy.data(), dx.data(), cuda::DType::F32),
+      Catch::Contains("rebuild_dropout_input needs"));
 }
 
 TEST_CASE("cuda lora step sequence without dropout equals LoraLinear", "[cuda_host][lora]") {

@@ -48,10 +48,17 @@ TEST_CASE("each preset's default model is estimated to fit under its default cap
   STATIC_REQUIRE(estimated_allocator_bytes<L4>(L4::default_model) < default_memory_cap_bytes<L4>());
   STATIC_REQUIRE(estimated_allocator_bytes<A100>(A100::default_model) < default_memory_cap_bytes<A100>());
   STATIC_REQUIRE(estimated_allocator_bytes<H100>(H100::default_model) < default_memory_cap_bytes<H100>());
-  // The recipe's H100 row on the 7B does not (docs/presets.md): the cap would stop it, naming a tensor.
-  STATIC_REQUIRE(estimated_allocator_bytes<H100>(models::LlavaNextVideo7B) > default_memory_cap_bytes<H100>());
+  // The recipe's H100 row on the 7B fits at bf16, its precision, but not with today's fp32 activations
+  // (docs/presets.md): the cap would stop that step, naming a tensor. The A100 row fits either way.
+  constexpr auto fp32_allocator_bytes = [](const MemoryEstimate& e) {
+    return e.total() - e.overhead - e.activations + e.activations_fp32;
+  };
+  STATIC_REQUIRE(fp32_allocator_bytes(estimate_memory<H100>(models::LlavaNextVideo7B)) >
+                 static_cast<double>(default_memory_cap_bytes<H100>()));
+  STATIC_REQUIRE(fp32_allocator_bytes(estimate_memory<A100>(models::LlavaNextVideo7B)) <
+                 static_cast<double>(default_memory_cap_bytes<A100>()));
   const double t4 = estimated_allocator_bytes<T4>(models::LlavaNextVideo7B) / static_cast<double>(GiB);
-  CHECK(t4 == Approx(4.32).margin(0.01));  // docs/presets.md's 5.32 GiB total minus 1 GiB runtime overhead
+  CHECK(t4 == Approx(4.30).margin(0.01));  // docs/presets.md's 5.30 GiB total minus 1 GiB runtime overhead
 }
 
 TEST_CASE("docs/presets.md's cap table states the code's caps", "[presets]") {

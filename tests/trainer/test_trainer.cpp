@@ -446,6 +446,10 @@ TEST_CASE("the CPU trainer refuses a half-precision preset unless told to comput
   TrainerConfig c = tiny_trainer_config(tmp.dir);
   c.precision = "bf16";
   CHECK_THROWS_WITH(make(c), Catch::Contains("precision 'bf16'") && Catch::Contains("fp32"));
+  // TF32 is a device precision (GEMMs on tensor cores): the CPU trainer refuses it too, saying it runs fp32 only.
+  c.precision = "tf32";
+  CHECK_THROWS_WITH(make(c),
+                    Catch::Contains("precision 'tf32'") && Catch::Contains("CPU trainer, which computes in fp32;"));
 }
 
 TEST_CASE("a bias-free projector (multimodal_projector_bias false) registers, saves and loads no bias tensors",

@@ -84,7 +84,10 @@ class CpuLayerExecutor {
     Slot& s = slot(m);
     return cached() ? s.infer(x) : s.forward(x, training_);
   }
-  tensor_type linear_backward(LayerLinear m, const tensor_type& dy) {
+  // The CPU slots keep their own input (lora::LoraLinear caches dropout(x)), so the step list neither keeps the
+  // attention output nor recomputes any slot input for them; linear_backward does not read x.
+  bool backward_takes_input(LayerLinear) const { return false; }
+  tensor_type linear_backward(LayerLinear m, const tensor_type& dy, const tensor_type& /*x: not read*/ = {}) {
     require(!cached(), "CpuLayerExecutor: no backward through a KV-cache forward");
     return slot(m).backward(dy);
   }

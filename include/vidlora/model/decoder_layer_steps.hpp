@@ -8,13 +8,23 @@
 //             h_mid = h + o(attn(q, k, v));  x2 = n2(h_mid);  out = h_mid + down(silu(gate(x2)) ⊙ up(x2))
 //   backward: the same steps in reverse; LoRA gradients accumulate inside the executor's linears.
 //
+// A LoRA slot's backward needs its forward input (grad_A = gᵀ·dropout(x)). An executor whose slots keep it themselves
+// (the CPU's lora::LoraLinear) says so with backward_takes_input(m) = false. One that keeps only the dropout keep
+// bits (the CUDA executor: a saving of about 40% of a 7B block's activations) says true, and the backward hands the
+// slot its input: the attention output is kept in `attn` for o_proj, and the others are recomputed from what the
+// block keeps anyway: x1 = n1(h_in) for q/k/v, x2 = n2(h_mid) for gate/up, m = silu(gate) ⊙ up for down. A
+// recomputation runs the forward's op on the forward's operands, so it gives the forward's bits.
+//
 // An executor `E` provides (tensors are `E::tensor_type`, [rows, cols] row-major, value semantics):
 //   copy(x) -> tensor                                   a copy of x
 //   add(a, b) -> tensor;  accumulate(a, b)              a + b;  a += b
-//   rms_norm(x, LayerNorm, rows_type* inv) -> tensor    RMSNorm (q_head / k_head: per head), 1/rms to inv
+//   rms_norm(x, LayerNorm, rows_type* inv) -> tensor    RMSNorm (q_head / k_head: per head), 1/rms to inv (or null)
 //   rms_norm_backward(x, LayerNorm, inv, dy) -> tensor  its input gradient (frozen weight)
 //   linear(LayerLinear, x) -> tensor                    slot forward (frozen base + LoRA), caching for backward
-//   linear_backward(LayerLinear, dy) -> tensor          its input gradient; LoRA grads accumulate
+//   linear_backward(LayerLinear, dy, x) -> tensor       its input gradient; LoRA grads accumulate. x: the forward's
+//                                                       input when backward_takes_input(m); otherwise not read (it
+//                                                       may be empty, or another slot's input)
+//   backward_takes_input(LayerLinear) -> bool           the slot's backward reads x from the caller
 //   rope(x, inverse)                                    in place, at the executor's positions
 //   attention(saved) -> tensor                          causal GQA over saved.q/k/v; keeps its state in saved
 //   attention_backward(saved, d_out) -> QkvGrads        dq, dk, dv (zero-initialised, then accumulated)
@@ -43,6 +53,7 @@ struct DecoderLayerSavedOf {
   Rows q_inv, k_inv;    // qwen3: head-norm scales [tokens·heads]
   Tensor q, k, v;       // rotated q, k and v
   Attention attention;  // what attention_backward needs besides q, k, v
+  Tensor attn;          // the attention output [tokens, q features]: o_proj's input, kept when its backward takes it
   Tensor gate, up;      // MLP pre-activations [tokens, intermediate]
 };
 
@@ -84,8 +95,9 @@ typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, const typenam
   }
   exec.rope(a.q, false);
   exec.rope(a.k, false);
-  const auto attn = exec.attention(a);
-  a.h_mid = exec.add(h, exec.linear(LayerLinear::o, attn));
+  a.attn = exec.attention(a);
+  a.h_mid = exec.add(h, exec.linear(LayerLinear::o, a.attn));
+  if (!exec.backward_takes_input(LayerLinear::o)) a.attn = typename Exec::tensor_type{};
   const auto x2 = exec.rms_norm(a.h_mid, LayerNorm::post_attention, &a.inv2);
   a.gate = exec.linear(LayerLinear::gate, x2);
   a.up = exec.linear(LayerLinear::up, x2);
@@ -101,14 +113,24 @@ typename Exec::tensor_type decoder_layer_backward_steps(Exec& exec, const Saved&
   static_assert(LayerExecutor<Exec>,
                 "decoder_layer_backward_steps: Exec must name tensor_type, rows_type, saved_type and a backend_policy "
                 "(backend::Cpu or backend::Cuda), as model::CpuLayerExecutor and model::cuda::DecoderLayerExecutor do");
+  using Tensor = typename Exec::tensor_type;
+  // A slot's forward input for its backward: recomputed (or kept) only when the executor's slot takes it.
+  auto takes = [&exec](LayerLinear m) { return exec.backward_takes_input(m); };
   // MLP
-  const auto dm = exec.linear_backward(LayerLinear::down, d_out);
+  const auto dm =
+      exec.linear_backward(LayerLinear::down, d_out, takes(LayerLinear::down) ? exec.swiglu(a.gate, a.up) : Tensor{});
   const auto sg = exec.swiglu_backward(a.gate, a.up, dm);
-  auto dx2 = exec.linear_backward(LayerLinear::gate, sg.dgate);
-  exec.accumulate(dx2, exec.linear_backward(LayerLinear::up, sg.dup));
+  auto dx2 = [&] {
+    const Tensor x2 = takes(LayerLinear::gate) || takes(LayerLinear::up)
+                          ? exec.rms_norm(a.h_mid, LayerNorm::post_attention, nullptr)
+                          : Tensor{};
+    auto d = exec.linear_backward(LayerLinear::gate, sg.dgate, x2);
+    exec.accumulate(d, exec.linear_backward(LayerLinear::up, sg.dup, x2));
+    return d;
+  }();
   const auto dh_mid = exec.add(d_out, exec.rms_norm_backward(a.h_mid, LayerNorm::post_attention, a.inv2, dx2));
   // attention
-  const auto d_attn = exec.linear_backward(LayerLinear::o, dh_mid);
+  const auto d_attn = exec.linear_backward(LayerLinear::o, dh_mid, a.attn);
   auto g = exec.attention_backward(a, d_attn);
   exec.rope(g.dq, true);
   exec.rope(g.dk, true);
@@ -116,9 +138,14 @@ typename Exec::tensor_type decoder_layer_backward_steps(Exec& exec, const Saved&
     g.dq = exec.rms_norm_backward(a.q_raw, LayerNorm::q_head, a.q_inv, g.dq);
     g.dk = exec.rms_norm_backward(a.k_raw, LayerNorm::k_head, a.k_inv, g.dk);
   }
-  auto dx1 = exec.linear_backward(LayerLinear::q, g.dq);
-  exec.accumulate(dx1, exec.linear_backward(LayerLinear::k, g.dk));
-  exec.accumulate(dx1, exec.linear_backward(LayerLinear::v, g.dv));
+  auto dx1 = [&] {
+    const bool any = takes(LayerLinear::q) || takes(LayerLinear::k) || takes(LayerLinear::v);
+    const Tensor x1 = any ? exec.rms_norm(a.h_in, LayerNorm::input, nullptr) : Tensor{};
+    auto d = exec.linear_backward(LayerLinear::q, g.dq, x1);
+    exec.accumulate(d, exec.linear_backward(LayerLinear::k, g.dk, x1));
+    exec.accumulate(d, exec.linear_backward(LayerLinear::v, g.dv, x1));
+    return d;
+  }();
   return exec.add(dh_mid, exec.rms_norm_backward(a.h_in, LayerNorm::input, a.inv1, dx1));
 }
 

@@ -1,17 +1,18 @@
 #pragma once
 // What a training step of decoder_loss_and_backward_steps (model/decoder_model_steps.hpp) keeps alive on the device,
 // tensor by tensor, as model::cuda::DecoderLayerExecutor and DecoderModel allocate it through their caching
-// allocator: per block, the executor's tables, the saved activations of DecoderLayerSavedOf and each LoRA slot's
-// cache (the kept part of its workspace, as lora::cuda::lora_workspace_sizes, and its input when it has no dropout:
-// with dropout the backward reads only dropout(x)); with gradient
-// checkpointing, a checkpointed block only its input. presets::estimate_memory counts the same tensors, and
+// allocator: per block, the executor's tables, the saved activations of DecoderLayerSavedOf (the attention output
+// too when o_proj has LoRA) and each LoRA slot's cache: its dropout keep bits and h = dropout(x)·Aᵀ, the kept pieces
+// of lora::cuda::lora_workspace_sizes (a slot's input comes back from the step list: model/decoder_layer_steps.hpp);
+// with gradient checkpointing, a checkpointed block only its input. presets::estimate_memory counts the same tensors, and
 // tests/cuda_host/test_decoder_memory_host.cpp checks both against a host caching allocator's measured bytes while
 // the step list runs. constexpr, fmt-free (nvcc compiles it).
 //
-// Per token and block, fp32, llama (no q/k head norm), with LoRA on the slots S (dropout > 0 keeps dropout(x) and
-// its keep bits):  2·D + qf + 2·kvf + 2·I + H + 2  (h_in, h_mid, q, k, v, gate, up, the attention's log-sum-exp,
-// two 1/rms)  +  Σ_{s in S} (in_s·(1 + 1/16) + 2·r)  (dropout(x), its keep bits, h and g; without dropout the
-// slot's input instead of dropout(x) and no bits).
+// Per token and block, fp32, llama (no q/k head norm), with LoRA on the slots S:  2·D + qf + 2·kvf + 2·I + H + 2
+// (h_in, h_mid, q, k, v, gate, up, the attention's log-sum-exp, two 1/rms)  +  qf if o_proj is in S (the attention
+// output)  +  Σ_{s in S} (in_s/16 with dropout (keep bits, 4 per byte) + r (h)). Before the slots took their input
+// back from the step list, each kept dropout(x) or x (in_s) and g (r) as well: on the 7B with all seven slots at
+// r = 32 with dropout, 80.8k values per token and block against 49.1k now.
 
 #include <array>
 #include <cstddef>
@@ -28,7 +29,7 @@ namespace vidlora::model {
 struct SlotMemoryShape {
   bool lora = false;
   std::int64_t rank = 0;
-  bool dropout = false;  // LoRA dropout > 0 in a training forward: dropout(x) and its keep bits are kept
+  bool dropout = false;  // LoRA dropout > 0 in a training forward: its keep bits are kept
 };
 
 struct DecoderMemoryShape {
@@ -51,15 +52,14 @@ inline constexpr std::array<std::string_view, 7> kSlotMemoryNames{
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
     "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 
-// Elements of T a LoRA slot's forward keeps for its backward besides its input: lora_workspace_sizes<T> without the
-// dequantized base (pieces padded to 256 bytes).
+// Elements of T a LoRA slot's forward keeps for its backward: lora_workspace_sizes<T>'s keep bits and h (pieces
+// padded to 256 bytes). dropout(x), g and a 4-bit base's dense copy are temporaries of one call.
 constexpr std::int64_t lora_kept_workspace_elements(std::int64_t tokens, std::int64_t in, std::int64_t rank,
                                                     bool dropout, std::int64_t element_bytes = 4) {
   const std::int64_t per_256 = 256 / element_bytes;
   auto pad = [per_256](std::int64_t n) { return (n + per_256 - 1) / per_256 * per_256; };
   const std::int64_t mask_bytes = dropout ? (tokens * in + 3) / 4 : 0;
-  return pad(dropout ? tokens * in : 0) + pad((mask_bytes + element_bytes - 1) / element_bytes) +
-         2 * pad(tokens * rank);
+  return pad((mask_bytes + element_bytes - 1) / element_bytes) + pad(tokens * rank);
 }
 
 // Calls f(name, bytes) for every tensor one block holds from its forward to its backward (name relative to the
@@ -85,6 +85,8 @@ constexpr void for_each_block_tensor(const DecoderMemoryShape& s, F&& f) {
   f("k", t * s.kv_features() * v);
   f("v", t * s.kv_features() * v);
   f("attention.lse", t * s.q_heads * 4);  // fp32 in every precision
+  if (s.slots[static_cast<std::size_t>(LayerLinear::o)].lora)
+    f("self_attn.attention", t * s.q_features() * v);  // o_proj's input, for its LoRA backward
   f("h_mid", t * s.hidden * v);
   f("post_attention_layernorm.inv", t * v);
   f("gate", t * s.intermediate * v);
@@ -94,7 +96,6 @@ constexpr void for_each_block_tensor(const DecoderMemoryShape& s, F&& f) {
     const SlotMemoryShape& slot = s.slots[m];
     if (!slot.lora) continue;
     const std::int64_t in = s.slot_in(static_cast<LayerLinear>(m));
-    if (!slot.dropout) f(kSlotMemoryNames[m], t * in * v);  // its input (with dropout the backward reads dropout(x))
     f(kSlotMemoryNames[m], lora_kept_workspace_elements(t, in, slot.rank, slot.dropout, v) * v);
   }
 }

@@ -121,8 +121,8 @@ struct H100 : PresetCommon {
   static constexpr double label_smoothing = 0.1;
   static constexpr bool fp16 = false;
   static constexpr bool bf16 = true;
-  static constexpr ModelShape default_model = models::Qwen3_1_7B;  // batch 8 x 16 frames without checkpointing:
-      // a 7B needs ~106 GB of activations (docs/presets.md)
+  static constexpr ModelShape default_model = models::LlavaNextVideo7B;  // batch 8 x 16 frames without checkpointing:
+      // 61 GiB of bf16 activations, since the LoRA slots keep only their keep bits (docs/presets.md)
 };
 
 // Small models on a 2-core, 24 GiB machine (the demo captioner). "vram_gb" is the host-memory budget here.
@@ -195,6 +195,13 @@ constexpr StageConfig stage2_of() {
 template <Preset P>
 constexpr std::string_view precision_of() {
   return P::bf16 ? "bf16" : (P::fp16 ? "fp16" : "fp32");
+}
+
+// What the device step computes in until its bf16 / fp16 path lands: "tf32" (GEMMs on TF32 tensor cores, the rest
+// fp32) where the preset's GPU has them (sm_80+: A100, L4, H100), else "fp32" (T4, and the Cpu preset).
+template <Preset P>
+constexpr std::string_view device_precision_of() {
+  return P::cuda_arch >= 80 ? "tf32" : "fp32";
 }
 
 // The backend preset P trains on (T4 / L4 / A100 / H100: Cuda; Cpu: Cpu).

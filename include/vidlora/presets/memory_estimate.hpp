@@ -10,11 +10,12 @@
 //   holds when its loss starts, counted tensor by tensor by model::step_bytes_at_loss (model/decoder_step_memory.hpp;
 //   tests/cuda_host/test_decoder_memory_host.cpp measures the same bytes through a caching allocator): per block
 //   and token 2·D + qf + 2·kvf + 2·I + H + 2 values (its input, the attention residual, q, k, v, the MLP's gate and up,
-//   the attention's log-sum-exp, two 1/rms) plus each LoRA slot's cache (dropout(x) and its keep bits, or x without
-//   dropout; h and g of rank r); with gradient checkpointing every block but the last keeps only its input (D). The
+//   the attention's log-sum-exp, two 1/rms), the attention output (qf) when o_proj has LoRA, and each LoRA slot's
+//   cache (its dropout keep bits, 4 per byte, and h of rank r: a slot's input comes back from the step list); with
+//   gradient checkpointing every block but the last keeps only its input (D). The
 //   values are counted at the preset's compute precision (2 bytes for fp16 / bf16 presets); `activations_fp32` is
 //   the same count at 4 bytes, what today's fp32 device step holds. The streamed cross-entropy adds T x 8192 fp32
-//   logits. Q/K head norms (Qwen3) are not counted (ModelShape does not say; they add 2·(H + KV)·hd per token).
+//   logits. Qwen3's head norms (ModelShape::qk_norm) add q and k before them and their 1/rms.
 // - vision features are cached on disk, so the frozen CLIP encoder is not resident while training.
 // - a fixed runtime overhead (CUDA context, cuBLASLt workspace, allocator slack) of 1 GiB on GPU presets.
 
@@ -61,6 +62,7 @@ constexpr model::DecoderMemoryShape decoder_memory_shape(const ModelShape& m, lo
   s.kv_heads = m.kv_heads;
   s.head_dim = m.head_dim;
   s.layers = m.layers;
+  s.qk_norm = m.qk_norm;
   s.masked = true;
   s.value_bytes = value_bytes;
   for (std::size_t i = 0; i < slots.size(); ++i)

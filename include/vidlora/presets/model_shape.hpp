@@ -15,6 +15,7 @@ struct ModelShape {
   long head_dim = 0;      // head_dim
   long vocab = 0;         // vocab_size
   bool tied_embeddings = false;
+  bool qk_norm = false;         // Qwen3's per-head q_norm / k_norm: the step keeps q, k before them and their 1/rms
   long vision_hidden = 1024;    // projector input: CLIP ViT-L/14-336 hidden size
   long tokens_per_frame = 144;  // after LLaVA-NeXT-Video's 2x2 pooling of 576 patch tokens
   long text_tokens = 128;       // prompt + caption tokens per sample
@@ -64,7 +65,8 @@ inline constexpr ModelShape Qwen3_4B{.name = "Qwen3-4B",
                                      .kv_heads = 8,
                                      .head_dim = 128,
                                      .vocab = 151936,
-                                     .tied_embeddings = true};
+                                     .tied_embeddings = true,
+                                     .qk_norm = true};
 // Qwen3-8B decoder with a CLIP ViT-L/14-336 projector.
 inline constexpr ModelShape Qwen3_8B{.name = "Qwen3-8B",
                                      .hidden = 4096,
@@ -73,7 +75,8 @@ inline constexpr ModelShape Qwen3_8B{.name = "Qwen3-8B",
                                      .heads = 32,
                                      .kv_heads = 8,
                                      .head_dim = 128,
-                                     .vocab = 151936};
+                                     .vocab = 151936,
+                                     .qk_norm = true};
 // Qwen3-1.7B decoder (tied embeddings) with a CLIP ViT-L/14-336 projector.
 inline constexpr ModelShape Qwen3_1_7B{.name = "Qwen3-1.7B",
                                        .hidden = 2048,
@@ -83,7 +86,8 @@ inline constexpr ModelShape Qwen3_1_7B{.name = "Qwen3-1.7B",
                                        .kv_heads = 8,
                                        .head_dim = 128,
                                        .vocab = 151936,
-                                       .tied_embeddings = true};
+                                       .tied_embeddings = true,
+                                       .qk_norm = true};
 // The demo captioner trained by the Cpu preset on this machine's bundled clips.
 inline constexpr ModelShape Demo{.name = "vidlora-demo",
                                  .hidden = 256,

@@ -27,11 +27,13 @@
 
 namespace vidlora::train {
 
-// What a device step needs from the run: its memory cap and checkpoint placement (TrainerConfig::device_memory and
-// offload_checkpoints; gradient checkpointing itself is the decoder's own setting, DecoderOptions).
+// What a device step needs from the run: its memory cap, checkpoint placement and GEMM precision
+// (TrainerConfig::device_memory, offload_checkpoints and precision; gradient checkpointing itself is the decoder's own
+// setting, DecoderOptions).
 struct DecoderStepSettings {
   std::size_t memory_cap_bytes = 0;  // 0: no cap
   bool offload_checkpoints = false;
+  bool tf32 = false;  // TrainerConfig::precision "tf32": the step's GEMMs on TF32 tensor cores, the rest in fp32
 };
 
 namespace detail {

@@ -32,7 +32,8 @@ struct TrainerConfig {
   int batch_size = 1;
   int gradient_accumulation_steps = 1;
   int num_frames = 8;              // frames sampled per clip; the caller's FeatureFn samples this many
-  std::string precision = "fp32";  // "fp32", "fp16" or "bf16" (presets::precision_of<P>); the CPU trainer: fp32
+  std::string precision = "fp32";  // "fp32", "fp16" or "bf16" (presets::precision_of<P>); the CPU trainer: fp32;
+                                   // a device trainer: fp32 or "tf32" (GEMMs on TF32 tensor cores)
   double weight_decay = 0.01;
   double max_grad_norm = 1.0;
   double label_smoothing = 0.0;

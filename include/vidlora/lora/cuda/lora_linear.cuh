@@ -42,13 +42,18 @@ struct LoraLinearParams {
   // pass. Off by default: on an H200 at tokens 8192, in = out = 4096, r = 16 the kernel takes 70-85 µs against
   // cuBLASLt's 35-38 µs (docs/cuda.md); it is exact and tested, and kept as the starting point of a faster one.
   bool fused_expand = false;
+  // The backward rebuilds dropout(x) = x ⊙ mask into the workspace's xd from x and the stored keep bits (the same
+  // products, so the same bits) instead of reading the forward's: the caller then need not keep xd from forward to
+  // backward, only the keep bits, and passes x to the backward. The decoder block executor does this.
+  bool rebuild_dropout_input = false;
 };
 
 // Element counts (of T) of the workspace pieces a layer needs; the caller allocates them once. Every piece is
 // padded to 256 bytes, so that pieces carved from a cudaMalloc'd block keep the alignment cuBLASLt's fastest
 // kernels and the vectorised passes want.
 struct LoraWorkspaceSizes {
-  std::int64_t xd = 0;       // [tokens, in]: dropout(x), kept from forward for backward (0 without dropout)
+  std::int64_t xd =
+      0;  // [tokens, in]: dropout(x), kept from forward for backward, or rebuilt there (0 without dropout)
   std::int64_t mask = 0;     // keep bits, 4 per byte: (tokens·in + 3) / 4 bytes as whole T (0 without dropout)
   std::int64_t h = 0;        // [tokens, rank]: dropout(x)·Aᵀ, kept from forward for backward
   std::int64_t g = 0;        // [tokens, rank]: scaling·dy·B
@@ -137,6 +142,7 @@ inline LowRankExpandParams expansion(const void* l, const void* r, void* out, st
 // The forward and backward as a sequence of GEMM problems and dropout passes over an executor:
 //   exec.gemm(problem, a, b, c, alpha, beta, bias)          C = alpha·op(A)·op(B) + beta·C (+ bias)
 //   exec.dropout(src, dst, n, params, mask)                 dst = src ⊙ mask, drawing the mask; keep bits -> mask
+//   exec.reapply_dropout(src, dst, n, dropout, mask)        dst = src ⊙ mask from the stored keep bits (no drawing)
 //   exec.expand(expansion)                                   out = alpha·L·R (⊙ stored mask): low_rank_expand.cuh
 //   exec.base_weight(params, workspace) -> const T*         W dense (dequantized for a 4-bit base)
 // The CUDA executor runs cuBLASLt and the kernels; the CPU tests run the same steps with a host executor.
@@ -177,6 +183,11 @@ void lora_backward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorksp
   exec.gemm(with(linear_input_grad(p.tokens, p.rank, p.out, t, t)), dy, p.b, ws.g, p.scaling, 0.0f, nullptr);
   // dx = mask ⊙ (g·A) in one pass, with the keep bits the forward stored
   const bool drop = p.dropout > 0.0f;
+  if (drop && p.rebuild_dropout_input) {
+    check_arg(ws.xd != nullptr && x != nullptr, "cuda::LoraLinear::backward",
+              "rebuild_dropout_input needs the input x and the workspace's xd to rebuild dropout(x) into");
+    exec.reapply_dropout(x, ws.xd, p.tokens * p.in, p.dropout, ws.mask);
+  }
   exec.expand(
       expansion(ws.g, p.a, dx, p.tokens, p.in, p.rank, 1.0f, RLayout::RankByCols, drop ? ws.mask : nullptr, p.dropout));
   const T* xd = drop ? ws.xd : x;
@@ -231,22 +242,23 @@ __global__ void dropout_kernel(const T* src, T* dst, std::int64_t n, std::uint64
   }
 }
 
-// x ⊙= mask from stored keep bits (the backward's pass: no random numbers drawn).
+// dst = src ⊙ mask from stored keep bits (the backward's passes: no random numbers drawn; src == dst in place).
 template <class T>
-__global__ void apply_mask_kernel(T* x, std::int64_t n, const std::uint8_t* mask, float p, bool vectorized) {
+__global__ void apply_mask_kernel(const T* src, T* dst, std::int64_t n, const std::uint8_t* mask, float p,
+                                  bool vectorized) {
   const std::int64_t groups = (n + 3) / 4;
   for (std::int64_t q = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; q < groups;
        q += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::uint8_t bits = mask[q];
     const std::int64_t i0 = 4 * q;
     if (vectorized && i0 + 4 <= n) {
-      Vec4<T> d = *reinterpret_cast<const Vec4<T>*>(x + i0);
+      Vec4<T> d = *reinterpret_cast<const Vec4<T>*>(src + i0);
 #pragma unroll
       for (int k = 0; k < 4; ++k) d.v[k] = static_cast<T>(static_cast<float>(d.v[k]) * dropout_factor(bits, k, p));
-      *reinterpret_cast<Vec4<T>*>(x + i0) = d;
+      *reinterpret_cast<Vec4<T>*>(dst + i0) = d;
     } else {
       for (int k = 0; k < 4 && i0 + k < n; ++k)
-        x[i0 + k] = static_cast<T>(static_cast<float>(x[i0 + k]) * dropout_factor(bits, k, p));
+        dst[i0 + k] = static_cast<T>(static_cast<float>(src[i0 + k]) * dropout_factor(bits, k, p));
     }
   }
 }
@@ -268,10 +280,11 @@ struct CudaLoraExec {
     VIDLORA_CUDA_CHECK_LAUNCH("dropout_kernel");
   }
   template <class T>
-  void apply_mask(T* x, std::int64_t n, float dropout, const std::uint8_t* mask) {
-    const bool vectorized = reinterpret_cast<std::uintptr_t>(x) % sizeof(Vec4<T>) == 0;
+  void reapply_dropout(const T* src, T* dst, std::int64_t n, float dropout, const std::uint8_t* mask) {
+    const bool vectorized = reinterpret_cast<std::uintptr_t>(src) % sizeof(Vec4<T>) == 0 &&
+                            reinterpret_cast<std::uintptr_t>(dst) % sizeof(Vec4<T>) == 0;
     apply_mask_kernel<T>
-        <<<vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream>>>(x, n, mask, dropout, vectorized);
+        <<<vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream>>>(src, dst, n, mask, dropout, vectorized);
     VIDLORA_CUDA_CHECK_LAUNCH("apply_mask_kernel");
   }
   // The fused kernel when it takes the shape (and `fused` is on), else a cuBLASLt GEMM and, for a masked
@@ -287,7 +300,8 @@ struct CudaLoraExec {
                                                     : linear_input_grad(e.rows, e.cols, e.rank, dtype, dtype);
     g.compute = compute;
     runner.run(g, e.l, e.r, e.out, e.alpha, 0.0f, nullptr, stream);
-    if (e.keep_bits) apply_mask(static_cast<T*>(e.out), e.rows * e.cols, e.dropout, e.keep_bits);
+    if (e.keep_bits)
+      reapply_dropout(static_cast<const T*>(e.out), static_cast<T*>(e.out), e.rows * e.cols, e.dropout, e.keep_bits);
   }
   void expand(const LowRankExpandParams& e) {
     if (dtype == vidlora::cuda::DType::BF16)
@@ -307,7 +321,7 @@ struct CudaLoraExec {
 };
 }  // namespace detail
 
-// y [tokens, out] = base(x) (+ bias) + scaling·dropout(x)·Aᵀ·Bᵀ; keeps dropout(x) and h in the workspace.
+// y [tokens, out] = base(x) (+ bias) + scaling·dropout(x)·Aᵀ·Bᵀ; leaves dropout(x), its keep bits and h in the workspace.
 template <class T>
 void lora_forward(vidlora::cuda::GemmRunner& gemm, const LoraLinearParams& p, const LoraWorkspace<T>& ws, const T* x,
                   T* y, cudaStream_t s = nullptr) {
@@ -316,7 +330,7 @@ void lora_forward(vidlora::cuda::GemmRunner& gemm, const LoraLinearParams& p, co
 }
 
 // dx [tokens, in] from dy [tokens, out]; grad_A, grad_B accumulate. Needs the forward's workspace and its
-// input x (read only when dropout is off; with dropout the workspace holds dropout(x)).
+// input x (read without dropout, or with rebuild_dropout_input; else the workspace holds dropout(x)).
 template <class T>
 void lora_backward(vidlora::cuda::GemmRunner& gemm, const LoraLinearParams& p, const LoraWorkspace<T>& ws, const T* x,
                    const T* dy, T* dx, cudaStream_t s = nullptr) {

@@ -50,6 +50,8 @@ struct LmHeadCeOptions {
   long total_valid_tokens = 0;
   std::int64_t chunk_size = 8192;  // vocabulary rows per chunk: the [rows, chunk] logits buffer is the peak
   double grad_factor = 1.0;        // multiplies the gradient only (an upstream gradient or a loss scale)
+  // The logits and d hidden GEMMs: fp32, or TF32 tensor cores (sm_80+; cuBLASLt runs fp32 where there are none).
+  vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32;
 };
 
 // A problem's sizes; hidden [rows, dim], head [vocab, head_dim] (head_dim must equal dim), targets [n_targets].
@@ -252,7 +254,7 @@ class LmHeadCeCudaExecutor {
   LmHeadCeCudaExecutor(vidlora::cuda::GemmRunner& gemm, const float* hidden, const float* head, float* grad_hidden,
                        const LmHeadCeShape& shape, const std::vector<std::int32_t>& targets, const LmHeadCeOptions& o,
                        cudaStream_t stream = nullptr, vidlora::cuda::CudaCachingAllocator* allocator = nullptr)
-      : gemm_(gemm), stream_(stream) {
+      : gemm_(gemm), stream_(stream), compute_(o.compute) {
     const std::int64_t chunk = o.chunk_size < shape.vocab ? o.chunk_size : shape.vocab;
     const auto rows = static_cast<std::size_t>(shape.rows);
     targets_ = vidlora::cuda::DeviceBuffer<std::int32_t>(allocator, targets, "lm_head.targets");
@@ -286,8 +288,8 @@ class LmHeadCeCudaExecutor {
     VIDLORA_CUDA_CHECK_LAUNCH("lm_head_reset_kernel");
   }
   void chunk_logits(const VocabChunk& c) {
-    gemm_.run(vidlora::cuda::linear_forward(p_.rows, p_.dim, c.count, vidlora::cuda::DType::F32), p_.hidden,
-              p_.head + c.begin * p_.dim, p_.logits, 1.0f, 0.0f, nullptr, stream_);
+    gemm_.run(with_compute(vidlora::cuda::linear_forward(p_.rows, p_.dim, c.count, vidlora::cuda::DType::F32)),
+              p_.hidden, p_.head + c.begin * p_.dim, p_.logits, 1.0f, 0.0f, nullptr, stream_);
   }
   void fold_chunk(const VocabChunk& c) {
     LmHeadCeParams p = p_;
@@ -315,13 +317,18 @@ class LmHeadCeCudaExecutor {
   // grad_hidden = G · W_chunk + beta · grad_hidden.
   void accumulate_grad(const VocabChunk& c, float beta) {
     vidlora::cuda::check_arg(p_.grad_hidden != nullptr, "cuda::lm_head_cross_entropy", "no grad_hidden to write");
-    gemm_.run(vidlora::cuda::linear_input_grad(p_.rows, p_.dim, c.count, vidlora::cuda::DType::F32), p_.logits,
-              p_.head + c.begin * p_.dim, p_.grad_hidden, 1.0f, beta, nullptr, stream_);
+    gemm_.run(with_compute(vidlora::cuda::linear_input_grad(p_.rows, p_.dim, c.count, vidlora::cuda::DType::F32)),
+              p_.logits, p_.head + c.begin * p_.dim, p_.grad_hidden, 1.0f, beta, nullptr, stream_);
   }
 
  private:
+  vidlora::cuda::GemmProblem with_compute(vidlora::cuda::GemmProblem g) const {
+    g.compute = compute_;
+    return g;
+  }
   vidlora::cuda::GemmRunner& gemm_;
   cudaStream_t stream_ = nullptr;
+  vidlora::cuda::Compute compute_ = vidlora::cuda::Compute::F32;
   LmHeadCeParams p_;
   vidlora::cuda::DeviceBuffer<std::int32_t> targets_;
   vidlora::cuda::DeviceBuffer<float> logits_;

@@ -8,9 +8,10 @@
 // bf16 is the next step (docs/cuda.md).
 // Every op allocates its output, and the linears their caches, from a caching allocator (DecoderLayerMemory: the
 // model's CudaCachingAllocator, tags "layers.3.self_attn.q_proj", ...; none given: cudaMalloc), so a step over the
-// cap is a DeviceMemoryError naming the tensor. A LoRA slot with dropout keeps dropout(x) and its keep bits for the
-// backward and not x (lora_backward reads x only without dropout); model/decoder_step_memory.hpp counts what a
-// block keeps.
+// cap is a DeviceMemoryError naming the tensor. A LoRA slot keeps only its dropout keep bits and h = dropout(x)·Aᵀ
+// from forward to backward: its input comes back from the step list (backward_takes_input: the attention output
+// kept, the norm outputs and the SwiGLU product recomputed), and dropout(x), g = scaling·dy·B and a 4-bit base's
+// dense copy are temporaries of the call that needs them; model/decoder_step_memory.hpp counts what a block keeps.
 // Status: compiled for sm_75..90 and checked against the CPU executor by tests/cuda/test_decoder_layer.cu,
 // which has not yet run on a GPU (docs/cuda.md).
 
@@ -121,16 +122,19 @@ class DecoderLayerExecutor {
   using backend_policy = backend::Cuda;
 
   // key_mask: [tokens] host ints (1 token, 0 padding), or empty for all tokens. One executor serves one
-  // forward and its backward (it keeps each slot's input and LoRA workspace in between).
+  // forward and its backward (it keeps each LoRA slot's keep bits and h in between).
+  // compute: every GEMM's (the frozen bases' and the LoRA pieces'): fp32, or TF32 tensor cores (sm_80+).
   DecoderLayerExecutor(vidlora::cuda::GemmRunner& gemm, DecoderLayerDeviceWeights& weights,
                        const DecoderLayerShape& shape, const std::vector<int>& key_mask, bool training,
-                       cudaStream_t stream = nullptr, DecoderLayerMemory memory = {})
+                       cudaStream_t stream = nullptr, DecoderLayerMemory memory = {},
+                       vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32)
       : gemm_(gemm),
         weights_(weights),
         shape_(shape),
         training_(training),
         stream_(stream),
-        memory_(std::move(memory)) {
+        memory_(std::move(memory)),
+        compute_(compute) {
     check_layer_shape(shape_);
     const std::int64_t t = shape_.tokens();
     std::vector<std::int32_t> pos(static_cast<std::size_t>(t));
@@ -198,11 +202,13 @@ class DecoderLayerExecutor {
     vidlora::cuda::check_arg(x.cols == p.in, "cuda::DecoderLayerExecutor::linear",
                              "input of " + std::to_string(x.cols) + " columns for a slot of " + std::to_string(p.in));
     p.tokens = x.rows;
+    p.compute = compute_;
     const std::string_view name = kSlotMemoryNames[static_cast<std::size_t>(m)];
     DeviceTensor y = tensor(x.rows, p.out, name);
     if (!lin.has_lora) {
       DenseBase w = dense_base(p, name);
-      gemm_.run(vidlora::cuda::linear_forward(p.tokens, p.in, p.out, vidlora::cuda::DType::F32, p.bias != nullptr),
+      gemm_.run(with_compute(
+                    vidlora::cuda::linear_forward(p.tokens, p.in, p.out, vidlora::cuda::DType::F32, p.bias != nullptr)),
                 x.data(), w.ptr, y.data(), 1.0f, 0.0f, p.bias, stream_);
       return y;
     }
@@ -212,26 +218,28 @@ class DecoderLayerExecutor {
     } else {
       p.dropout = 0.0f;
     }
+    p.rebuild_dropout_input = true;  // the backward gets x from the step list and rebuilds dropout(x) from the bits
     st.params = p;
-    // The backward reads x only without dropout (with it, dropout(x) sits in the workspace).
-    st.x = p.dropout > 0.0f ? DeviceTensor() : copy_as(x, std::string(name) + ".x");
-    // Kept until the backward: dropout(x), the keep bits, h and g; a 4-bit base's dense copy is not kept.
-    lora::cuda::LoraWorkspaceSizes kept = lora::cuda::lora_workspace_sizes<float>(p);
-    st.w_dense_elements = kept.w_dense;
-    kept.w_dense = 0;
+    // Kept until the backward: the keep bits and h (lora::cuda::lora_workspace_sizes' mask and h pieces).
+    // Temporaries of this call: dropout(x) and a 4-bit base's dense copy; g is the backward's.
+    st.sizes = lora::cuda::lora_workspace_sizes<float>(p);
+    lora::cuda::LoraWorkspaceSizes kept{};
+    kept.mask = st.sizes.mask;
+    kept.h = st.sizes.h;
     st.workspace = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, static_cast<std::size_t>(kept.total()),
                                                       tag(std::string(name) + ".workspace"));
     st.ws = lora::cuda::LoraWorkspace<float>::carve(st.workspace.data(), kept);
-    vidlora::cuda::DeviceBuffer<float> w_dense(memory_.allocator, static_cast<std::size_t>(st.w_dense_elements),
-                                               tag(std::string(name) + ".dequantized"));
-    st.ws.w_dense = w_dense.data();
+    SlotTemporaries tmp = temporaries(st, name, /*g=*/false);
     lora::cuda::lora_forward<float>(gemm_, p, st.ws, x.data(), y.data(), stream_);
-    st.ws.w_dense = nullptr;
+    st.ws.xd = st.ws.w_dense = nullptr;
     st.ready = true;
     return y;
   }
 
-  DeviceTensor linear_backward(LayerLinear m, const DeviceTensor& dy) {
+  // Every LoRA slot takes its input back from the step list (it keeps only its keep bits and h).
+  bool backward_takes_input(LayerLinear m) const { return weights_.linears[static_cast<std::size_t>(m)].has_lora; }
+
+  DeviceTensor linear_backward(LayerLinear m, const DeviceTensor& dy, const DeviceTensor& x) {
     DeviceLinear& lin = weights_.linears[static_cast<std::size_t>(m)];
     SlotState& st = state_[static_cast<std::size_t>(m)];
     const std::string name = std::string(kSlotMemoryNames[static_cast<std::size_t>(m)]);
@@ -239,18 +247,20 @@ class DecoderLayerExecutor {
       lora::cuda::LoraLinearParams p = lin.params;
       DeviceTensor dx = tensor(dy.rows, p.in, name + ".grad");
       DenseBase w = dense_base(p, name);  // a 4-bit base is dequantized again here, never kept
-      gemm_.run(vidlora::cuda::linear_input_grad(dy.rows, p.in, p.out, vidlora::cuda::DType::F32), dy.data(), w.ptr,
-                dx.data(), 1.0f, 0.0f, nullptr, stream_);
+      gemm_.run(with_compute(vidlora::cuda::linear_input_grad(dy.rows, p.in, p.out, vidlora::cuda::DType::F32)),
+                dy.data(), w.ptr, dx.data(), 1.0f, 0.0f, nullptr, stream_);
       return dx;
     }
     vidlora::cuda::check_arg(st.ready && st.params.tokens == dy.rows, "cuda::DecoderLayerExecutor::linear_backward",
                              "needs this executor's forward of the slot first, over the same tokens");
+    vidlora::cuda::check_arg(
+        x.rows == st.params.tokens && x.cols == st.params.in, "cuda::DecoderLayerExecutor::linear_backward",
+        name + " needs its forward input [" + std::to_string(st.params.tokens) + ", " + std::to_string(st.params.in) +
+            "], got [" + std::to_string(x.rows) + ", " + std::to_string(x.cols) + "]");
     DeviceTensor dx = tensor(dy.rows, st.params.in, name + ".grad");
-    vidlora::cuda::DeviceBuffer<float> w_dense(memory_.allocator, static_cast<std::size_t>(st.w_dense_elements),
-                                               tag(name + ".dequantized"));  // dequantized again
-    st.ws.w_dense = w_dense.data();
-    lora::cuda::lora_backward<float>(gemm_, st.params, st.ws, st.x.data(), dy.data(), dx.data(), stream_);
-    st.ws.w_dense = nullptr;
+    SlotTemporaries tmp = temporaries(st, name, /*g=*/true);  // dropout(x) rebuilt, g, the base dequantized again
+    lora::cuda::lora_backward<float>(gemm_, st.params, st.ws, x.data(), dy.data(), dx.data(), stream_);
+    st.ws.xd = st.ws.g = st.ws.w_dense = nullptr;
     return dx;
   }
 
@@ -309,12 +319,29 @@ class DecoderLayerExecutor {
  private:
   struct SlotState {
     lora::cuda::LoraLinearParams params;  // as run by the forward (tokens, dropout stream)
-    DeviceTensor x;                       // the forward's input
-    vidlora::cuda::DeviceBuffer<float> workspace;
+    lora::cuda::LoraWorkspaceSizes sizes;
+    vidlora::cuda::DeviceBuffer<float> workspace;  // the kept pieces: keep bits and h
     lora::cuda::LoraWorkspace<float> ws;
-    std::int64_t w_dense_elements = 0;  // a 4-bit base's dequantized copy, allocated per call
     bool ready = false;
   };
+  // A slot call's temporary workspace pieces (dropout(x), g, a 4-bit base's dense copy), pointed to by st.ws while
+  // the call runs and given back to the allocator when it returns.
+  struct SlotTemporaries {
+    vidlora::cuda::DeviceBuffer<float> xd, g, w_dense;
+  };
+  SlotTemporaries temporaries(SlotState& st, std::string_view name, bool with_g) const {
+    SlotTemporaries t;
+    const std::string n(name);
+    auto take = [&](std::int64_t elements, const char* what, float*& into) {
+      vidlora::cuda::DeviceBuffer<float> b(memory_.allocator, static_cast<std::size_t>(elements), tag(n + what));
+      into = elements ? b.data() : nullptr;
+      return b;
+    };
+    t.xd = take(st.sizes.xd, ".dropout_input", st.ws.xd);
+    if (with_g) t.g = take(st.sizes.g, ".grad_low_rank", st.ws.g);
+    t.w_dense = take(st.sizes.w_dense, ".dequantized", st.ws.w_dense);
+    return t;
+  }
   // The frozen weight as a dense fp32 pointer: the weight itself, or a temporary dequantized copy.
   struct DenseBase {
     vidlora::cuda::DeviceBuffer<float> storage;
@@ -352,6 +379,10 @@ class DecoderLayerExecutor {
     return p;
   }
 
+  vidlora::cuda::GemmProblem with_compute(vidlora::cuda::GemmProblem g) const {
+    g.compute = compute_;
+    return g;
+  }
   std::string tag(std::string_view what) const { return memory_.tag_prefix + std::string(what); }
   DeviceTensor tensor(std::int64_t rows, std::int64_t cols, std::string_view what) const {
     return DeviceTensor(memory_.allocator, rows, cols, tag(what));
@@ -399,6 +430,7 @@ class DecoderLayerExecutor {
   bool training_ = true;
   cudaStream_t stream_ = nullptr;
   DecoderLayerMemory memory_;
+  vidlora::cuda::Compute compute_ = vidlora::cuda::Compute::F32;
   vidlora::cuda::DeviceBuffer<std::int32_t> positions_, mask_;
   vidlora::cuda::DeviceBuffer<float> cos_, sin_;
   std::array<SlotState, 7> state_{};

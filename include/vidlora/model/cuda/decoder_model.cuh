@@ -158,6 +158,11 @@ class DecoderModel {
   // With checkpointing: keep the blocks' inputs in pinned host memory between their forward and their recompute
   // (copied on the model's stream, not overlapped with compute yet). The pinned buffers stay for the next step.
   void set_offload_checkpoints(bool on) { options_.offload_checkpoints = on; }
+  // Every GEMM of the step (the blocks' frozen bases and LoRA pieces, the LM head's logits and d hidden): fp32
+  // (the default; the CPU's results to 1e-5) or TF32 tensor cores (sm_80+: 10-bit mantissa products, fp32
+  // accumulation, as PyTorch's allow_tf32; cuBLASLt runs fp32 where the GPU has no TF32).
+  void set_gemm_compute(vidlora::cuda::Compute c) { compute_ = c; }
+  vidlora::cuda::Compute gemm_compute() const { return compute_; }
   bool offload_checkpoints() const { return options_.offload_checkpoints; }
   std::size_t pinned_host_bytes() const {
     std::size_t n = 0;
@@ -211,7 +216,9 @@ class DecoderModel {
     allocator_->reset_peak();
     StepResult r;
     {
-      ModelExecutor exec(*this, decoder_layer_shape(host_, batch), batch.attention_mask, targets, options);
+      loss::cuda::LmHeadCeOptions ce = options;
+      ce.compute = compute_;
+      ModelExecutor exec(*this, decoder_layer_shape(host_, batch), batch.attention_mask, targets, ce);
       DecoderStepOf<DeviceTensor> step = decoder_loss_and_backward_steps(exec, embeds, options_);
       r.loss = step.totals.loss;
       r.valid_tokens = step.totals.valid_tokens;
@@ -245,7 +252,7 @@ class DecoderModel {
       if (!layers_[l])
         layers_[l] = std::make_unique<DecoderLayerExecutor>(
             model_.gemm_, model_.layers_[l]->weights, shape_, key_mask_, /*training=*/true, model_.stream_,
-            DecoderLayerMemory{model_.allocator_, "layers." + std::to_string(l) + "."});
+            DecoderLayerMemory{model_.allocator_, "layers." + std::to_string(l) + "."}, model_.compute_);
       return *layers_[l];
     }
     void release_layer(std::size_t l) { layers_[l].reset(); }
@@ -441,6 +448,7 @@ class DecoderModel {
   cudaStream_t stream_ = nullptr;
   vidlora::cuda::CudaCachingAllocator* allocator_ = nullptr;  // outlives every buffer below
   DecoderStepOptions options_;
+  vidlora::cuda::Compute compute_ = vidlora::cuda::Compute::F32;
   MemoryStats last_step_memory_{};
   vidlora::cuda::DeviceBuffer<float> final_norm_, head_;
   std::vector<std::unique_ptr<Layer>> layers_;
