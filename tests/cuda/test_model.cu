@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <vidlora/model/cuda/attention.cuh>
+#include <vidlora/model/cuda/flash_attention.cuh>
 #include <vidlora/model/cuda/elementwise.cuh>
 
 #include "reference/reference.hpp"
@@ -156,5 +157,82 @@ TEST_CASE("cuda causal attention forward and backward match the CPU with GQA off
       else
         for (int t = 0; t < 3; ++t) CHECK(cuda_test::bit_mismatches(got[t], first[t]) == 0);
     }
+  }
+}
+
+TEST_CASE("cuda tiled attention matches the CPU: fp32 and TF32, both tiles, GQA, offset, mask, deterministic",
+          "[model]") {
+  struct Case {
+    long tq, tk, hq, hkv, d, offset;
+    bool mask;
+  };
+  // head dims 64 and 128 (the issue's), tails that are not a tile multiple, a query block past a prefix
+  for (const Case c : {Case{37, 37, 4, 2, 64, 0, false}, Case{5, 70, 6, 3, 64, 65, true},
+                       Case{100, 100, 4, 1, 128, 0, true}, Case{33, 33, 2, 2, 16, 0, true}}) {
+    const auto q = cuda_test::random_vector(static_cast<std::size_t>(c.tq * c.hq * c.d), 11, -2.0f, 2.0f);
+    const auto k = cuda_test::random_vector(static_cast<std::size_t>(c.tk * c.hkv * c.d), 12, -2.0f, 2.0f);
+    const auto v = cuda_test::random_vector(static_cast<std::size_t>(c.tk * c.hkv * c.d), 13);
+    const auto dout = cuda_test::random_vector(q.size(), 14);
+    std::vector<int> mask;
+    std::vector<std::int32_t> mask32;
+    if (c.mask)
+      for (long j = 0; j < c.tk; ++j) {
+        mask.push_back(j % 5 != 3 && j < c.tk - 3);
+        mask32.push_back(mask.back());
+      }
+    std::vector<float> out, dq, dk, dv;
+    ref::attention(q, k, v, c.tq, c.tk, c.hq, c.hkv, c.d, c.offset, mask, dout, out, dq, dk, dv);
+    DeviceBuffer<float> Q(q), K(k), V(v), DO(dout);
+    DeviceBuffer<std::int32_t> M(mask32);
+    DeviceBuffer<float> O(q.size()), L(static_cast<std::size_t>(c.tq * c.hq)), DQ(q.size()), DK(k.size()), DV(v.size()),
+        RD(static_cast<std::size_t>(c.tq * c.hq));
+    model::cuda::AttentionParams p;
+    p.q = Q.data();
+    p.k = K.data();
+    p.v = V.data();
+    p.key_mask = c.mask ? M.data() : nullptr;
+    p.out = O.data();
+    p.lse = L.data();
+    p.d_out = DO.data();
+    p.dq = DQ.data();
+    p.dk = DK.data();
+    p.dv = DV.data();
+    p.row_dot = RD.data();
+    p.tq = c.tq;
+    p.tk = c.tk;
+    p.q_heads = c.hq;
+    p.kv_heads = c.hkv;
+    p.head_dim = c.d;
+    p.q_offset = c.offset;
+    for (const bool tf32 : {false, true})
+      for (const int tile : {16, 32}) {
+        if (!model::cuda::flash_tile_fits(tile, c.d)) continue;  // 32 at head dim 128: sm_80 / sm_90 only
+        INFO("tq " << c.tq << " tk " << c.tk << " heads " << c.hq << "/" << c.hkv << " d " << c.d << " tf32 " << tf32
+                   << " tile " << tile);
+        const model::cuda::FlashAttentionOptions o{tf32, tile};
+        // fp32: the CPU's tolerance of the row kernels; TF32: 10-bit mantissa products
+        const double tol_out = tf32 ? 5e-3 : 2e-5, tol_grad = tf32 ? 1e-2 : 5e-5;
+        std::vector<float> first[4];
+        for (int run = 0; run < 2; ++run) {
+          cuda_test::poison(O);
+          cuda_test::poison(L);
+          cuda_test::poison(RD);
+          DQ.fill_bytes(0);
+          DK.fill_bytes(0);
+          DV.fill_bytes(0);
+          model::cuda::flash_attention_forward(p, o);
+          model::cuda::flash_attention_backward(p, o);
+          VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+          const std::vector<float> got[4] = {O.download(), DQ.download(), DK.download(), DV.download()};
+          CHECK(cuda_test::normwise_error(got[0], out) < tol_out);
+          CHECK(cuda_test::normwise_error(got[1], dq) < tol_grad);
+          CHECK(cuda_test::normwise_error(got[2], dk) < tol_grad);
+          CHECK(cuda_test::normwise_error(got[3], dv) < tol_grad);
+          if (run == 0)
+            for (int t = 0; t < 4; ++t) first[t] = got[t];
+          else
+            for (int t = 0; t < 4; ++t) CHECK(cuda_test::bit_mismatches(got[t], first[t]) == 0);  // no atomics
+        }
+      }
   }
 }

@@ -12,6 +12,15 @@
 #define VIDLORA_COMPILING_FOR_CUDA 0
 #endif
 
+// Before a VIDLORA_HOST_DEVICE template whose policy argument is host-only or device-only (a block body run by a
+// host policy in the tests and a device policy in a kernel): nvcc checks each instantiation where it is used, not
+// both sides of every one.
+#if defined(__CUDACC__)
+#define VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE _Pragma("nv_exec_check_disable")
+#else
+#define VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+#endif
+
 #if defined(_MSC_VER)
 #define VIDLORA_FORCE_INLINE __forceinline
 #else

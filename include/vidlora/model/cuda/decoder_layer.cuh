@@ -4,7 +4,8 @@
 // existing kernels — cuBLASLt GEMMs (core/cuda/gemm.cuh), LoRA linears (lora/cuda/lora_linear.cuh, frozen
 // base dense fp32 or NF4/FP4 dequantized into a temporary before each GEMM, forward and backward, never
 // kept), RMSNorm / RoPE / SwiGLU (model/cuda/elementwise.cuh) and causal GQA attention per sequence
-// (model/cuda/attention.cuh; dk/dv by its deterministic kernel, no atomics). fp32 first: every tensor is float;
+// (model/cuda/flash_attention.cuh's tiled kernels for head dims that are multiples of 16, else
+// model/cuda/attention.cuh's row kernels with the deterministic dk/dv kernel; no atomics either way). fp32 first: every tensor is float;
 // bf16 is the next step (docs/cuda.md).
 // Every op allocates its output, and the linears their caches, from a caching allocator (DecoderLayerMemory: the
 // model's CudaCachingAllocator, tags "layers.3.self_attn.q_proj", ...; none given: cudaMalloc), so a step over the
@@ -32,6 +33,7 @@
 #include <vidlora/lora/dropout.hpp>
 #include <vidlora/model/cuda/attention.cuh>
 #include <vidlora/model/cuda/elementwise.cuh>
+#include <vidlora/model/cuda/flash_attention.cuh>
 #include <vidlora/model/decoder_layer_steps.hpp>
 #include <vidlora/model/decoder_step_memory.hpp>
 #include <vidlora/quant/cuda/dequantize.cuh>
@@ -277,7 +279,10 @@ class DecoderLayerExecutor {
     for (std::int64_t b = 0; b < shape_.batch; ++b) {
       AttentionParams p = sequence_params(a, b);
       p.out = out.data() + b * t * qf;
-      model::cuda::attention_forward(p, stream_);
+      if (flash_attention_takes(p))  // the tiled kernel (head dims that are multiples of 16), else the row kernel
+        flash_attention_forward(p, flash_options(), stream_);
+      else
+        model::cuda::attention_forward(p, stream_);
     }
     return out;
   }
@@ -294,7 +299,10 @@ class DecoderLayerExecutor {
       p.dq = g.dq.data() + b * t * qf;
       p.dk = g.dk.data() + b * t * kvf;
       p.dv = g.dv.data() + b * t * kvf;
-      model::cuda::attention_backward(p, stream_);
+      if (flash_attention_takes(p))
+        flash_attention_backward(p, flash_options(), stream_);
+      else
+        model::cuda::attention_backward(p, stream_);
     }
     return g;
   }
@@ -379,6 +387,8 @@ class DecoderLayerExecutor {
     return p;
   }
 
+  // The tiled attention's tile products in TF32 when the executor's GEMMs are.
+  FlashAttentionOptions flash_options() const { return {compute_ == vidlora::cuda::Compute::TF32, 0}; }
   vidlora::cuda::GemmProblem with_compute(vidlora::cuda::GemmProblem g) const {
     g.compute = compute_;
     return g;

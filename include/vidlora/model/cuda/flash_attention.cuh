@@ -1,0 +1,468 @@
+#pragma once
+// Tiled (flash-style) causal GQA attention of one sequence, forward and backward, fp32 in and out: the same
+// contract as model/cuda/attention.cuh (AttentionParams: visibility, scale 1/√d, lse per (head, row), dq/dk/dv
+// accumulated), without its [keys] score row per query: a block holds a tile of BQ query rows and walks the keys
+// in tiles of BK, with an online softmax (FlashAttention-2's order), so the keys are not limited by shared memory
+// and each key tile is read once per query tile instead of once per query row.
+//
+//   forward      grid (query tiles, q heads):  S = Q·Kᵀ, online max / sum, O = O·α + P·V; out = O / l, lse = m + log l
+//   backward dq  grid (query tiles, q heads):  two passes over the key tiles: row_dot = Σ_j p·dp, then
+//                dq += dS·K with dS = p·(dp − row_dot)·scale (row_dot written for the dk/dv kernel)
+//   backward dkv grid (key tiles, kv heads):   over the group's q heads and the query tiles that see the keys:
+//                dv += Pᵀ·dO, dk += dSᵀ·Q
+// Every sum runs in a fixed order (no atomics): two runs give the same bits.
+//
+// The kernel bodies are written once over a block policy (`for_each(n, f)`: f(0..n-1) over the block's threads;
+// `sync()`; `gemm(...)`: a small matrix product on shared-memory tiles), so the host test runs the same bodies
+// with a sequential policy against model::attention_forward / attention_backward (tests/cuda_host). On the device
+// the tile products are fp32 FMA loops (the CPU's results to 1e-5), or TF32 tensor cores (WMMA m16n16k8, sm_80+)
+// when AttentionParams-side `tf32` is asked for (FlashAttentionOptions).
+// fmt-free (nvcc compiles it). Head dims: multiples of 16 (the WMMA tiles), up to 256.
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include <vidlora/core/cuda/status.cuh>
+#include <vidlora/core/portability.hpp>
+#include <vidlora/model/cuda/attention.cuh>
+
+namespace vidlora::model::cuda {
+
+inline constexpr std::int64_t kFlashMaxHeadDim = 256;
+
+// One operand of a tile product: element (r, c) of the logical matrix at p[r·ld + c], or at p[c·ld + r] when
+// transposed (a row-major tile read as its transpose).
+struct FlashOperand {
+  const float* p = nullptr;
+  int ld = 0;
+  bool transposed = false;
+  VIDLORA_HOST_DEVICE float at(int r, int c) const { return transposed ? p[c * ld + r] : p[r * ld + c]; }
+};
+
+// Shared-memory layout (in floats, every piece a multiple of 8 floats: 32-byte aligned for WMMA) of the three
+// kernels for tiles of bq query rows and bk keys at head dim d.
+struct FlashSmem {
+  int bq = 0, bk = 0, d = 0;
+  // forward: Q, K, V, O, S, then m, l, α (bq each, padded)
+  VIDLORA_HOST_DEVICE int rows_pad() const { return (bq + 7) / 8 * 8; }
+  VIDLORA_HOST_DEVICE int forward_floats() const { return 2 * bq * d + 2 * bk * d + bq * bk + 3 * rows_pad(); }
+  // backward dq: Q, dO, dQ, K, V, S, dP/dS, then lse, row_dot
+  VIDLORA_HOST_DEVICE int dq_floats() const { return 3 * bq * d + 2 * bk * d + 2 * bq * bk + 2 * rows_pad(); }
+  // backward dk/dv: K, V, dK, dV, Q, dO, S/P, dP/dS, then lse, row_dot
+  VIDLORA_HOST_DEVICE int dkv_floats() const { return 4 * bk * d + 2 * bq * d + 2 * bq * bk + 2 * rows_pad(); }
+};
+
+// Whether the tiled kernels take this problem (else model/cuda/attention.cuh's kernels do).
+VIDLORA_HOST_DEVICE inline bool flash_attention_takes(const AttentionParams& p) {
+  return p.head_dim > 0 && p.head_dim % 16 == 0 && p.head_dim <= kFlashMaxHeadDim;
+}
+
+inline void check_flash_attention(const AttentionParams& p, int tile, const char* who) {
+  vidlora::cuda::check_arg(
+      p.tq > 0 && p.tk > 0 && p.head_dim > 0 && p.q_heads > 0 && p.kv_heads > 0 && p.q_heads % p.kv_heads == 0, who,
+      "needs tq, tk, head_dim > 0 and q_heads a multiple of kv_heads");
+  vidlora::cuda::check_arg(flash_attention_takes(p), who,
+                           "head_dim " + std::to_string(p.head_dim) + " must be a multiple of 16, at most " +
+                               std::to_string(kFlashMaxHeadDim));
+  vidlora::cuda::check_arg(tile == 16 || tile == 32, who, "tile " + std::to_string(tile) + " must be 16 or 32");
+}
+
+// The block bodies. `B` provides: void for_each(int n, F f) (f(0..n-1) spread over the block's threads, then a
+// barrier); void sync(); void gemm(float* c, int ldc, int m, int n, int k, FlashOperand a, FlashOperand b,
+// bool accumulate) (c[m×n] (+)= a[m×k]·b[k×n], then a barrier). `smem` holds FlashSmem's floats.
+
+// Forward of query tile `qt`, query head `h`.
+VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+template <class B>
+VIDLORA_HOST_DEVICE void flash_forward_block(B& blk, const AttentionParams& p, int bq, int bk, std::int64_t qt,
+                                             std::int64_t h, float* smem) {
+  const int d = static_cast<int>(p.head_dim);
+  const FlashSmem lay{bq, bk, d};
+  float* qs = smem;
+  float* os = qs + bq * d;
+  float* ks = os + bq * d;
+  float* vs = ks + bk * d;
+  float* s = vs + bk * d;
+  float* m = s + bq * bk;
+  float* l = m + lay.rows_pad();
+  float* alpha = l + lay.rows_pad();
+  const std::int64_t g = kv_head_of(p, h), i0 = qt * bq, qstride = p.q_heads * p.head_dim,
+                     kstride = p.kv_heads * p.head_dim;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
+  blk.for_each(bq * d, [&](int e) {
+    const std::int64_t i = i0 + e / d;
+    qs[e] = i < p.tq ? p.q[i * qstride + h * p.head_dim + e % d] : 0.0f;
+    os[e] = 0.0f;
+  });
+  blk.for_each(bq, [&](int r) {
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+  });
+  const std::int64_t last_row = (i0 + bq < p.tq ? i0 + bq : p.tq) - 1;
+  const std::int64_t key_end = p.q_offset + last_row + 1 < p.tk ? p.q_offset + last_row + 1 : p.tk;  // causal
+  for (std::int64_t k0 = 0; k0 < key_end; k0 += bk) {
+    blk.for_each(bk * d, [&](int e) {
+      const std::int64_t j = k0 + e / d;
+      const bool in = j < p.tk;
+      ks[e] = in ? p.k[j * kstride + g * p.head_dim + e % d] : 0.0f;
+      vs[e] = in ? p.v[j * kstride + g * p.head_dim + e % d] : 0.0f;
+    });
+    blk.gemm(s, bk, bq, bk, d, FlashOperand{qs, d, false}, FlashOperand{ks, d, true}, false);  // S = Q·Kᵀ
+    blk.for_each(bq, [&](int r) {  // the online softmax of row r over this key tile
+      const std::int64_t i = i0 + r;
+      float mx = m[r];
+      for (int c = 0; c < bk; ++c) {
+        const bool vis = i < p.tq && attention_visible(p, i, k0 + c);
+        const float v = vis ? s[r * bk + c] * scale : -INFINITY;
+        s[r * bk + c] = v;
+        mx = v > mx ? v : mx;
+      }
+      float sum = 0.0f;
+      for (int c = 0; c < bk; ++c) {
+        const float v = s[r * bk + c];
+        const float e = v == -INFINITY ? 0.0f : std::exp(v - mx);
+        s[r * bk + c] = e;
+        sum += e;
+      }
+      const float a = m[r] == -INFINITY ? 1.0f : std::exp(m[r] - mx);  // O and l are 0 until a key is visible
+      alpha[r] = a;
+      l[r] = l[r] * a + sum;
+      m[r] = mx;
+    });
+    blk.for_each(bq * d, [&](int e) { os[e] *= alpha[e / d]; });
+    blk.gemm(os, d, bq, d, bk, FlashOperand{s, bk, false}, FlashOperand{vs, d, false}, true);  // O += P·V
+  }
+  blk.for_each(bq * d, [&](int e) {
+    const int r = e / d;
+    const std::int64_t i = i0 + r;
+    if (i < p.tq) p.out[i * qstride + h * p.head_dim + e % d] = l[r] > 0.0f ? os[e] / l[r] : 0.0f;
+  });
+  blk.for_each(bq, [&](int r) {
+    const std::int64_t i = i0 + r;
+    if (i < p.tq && p.lse) p.lse[h * p.tq + i] = l[r] > 0.0f ? m[r] + std::log(l[r]) : -INFINITY;
+  });
+}
+
+// The probability of a visible pair from the forward's lse (0 otherwise, and for a row that saw no key).
+VIDLORA_HOST_DEVICE inline float flash_prob(const AttentionParams& p, std::int64_t i, std::int64_t j, float raw,
+                                            float lse, float scale) {
+  if (i >= p.tq || !attention_visible(p, i, j) || lse == -INFINITY) return 0.0f;
+  return std::exp(raw * scale - lse);
+}
+
+// Backward, dq side, of query tile `qt`, query head `h`; writes row_dot [q_heads, tq] for the dk/dv kernel.
+VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+template <class B>
+VIDLORA_HOST_DEVICE void flash_backward_dq_block(B& blk, const AttentionParams& p, int bq, int bk, std::int64_t qt,
+                                                 std::int64_t h, float* smem) {
+  const int d = static_cast<int>(p.head_dim);
+  const FlashSmem lay{bq, bk, d};
+  float* qs = smem;
+  float* dos = qs + bq * d;
+  float* dqs = dos + bq * d;
+  float* ks = dqs + bq * d;
+  float* vs = ks + bk * d;
+  float* s = vs + bk * d;
+  float* ds = s + bq * bk;
+  float* lse = ds + bq * bk;
+  float* rd = lse + lay.rows_pad();
+  const std::int64_t g = kv_head_of(p, h), i0 = qt * bq, qstride = p.q_heads * p.head_dim,
+                     kstride = p.kv_heads * p.head_dim;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
+  blk.for_each(bq * d, [&](int e) {
+    const std::int64_t i = i0 + e / d;
+    const std::int64_t at = i * qstride + h * p.head_dim + e % d;
+    qs[e] = i < p.tq ? p.q[at] : 0.0f;
+    dos[e] = i < p.tq ? p.d_out[at] : 0.0f;
+    dqs[e] = 0.0f;
+  });
+  blk.for_each(bq, [&](int r) {
+    const std::int64_t i = i0 + r;
+    lse[r] = i < p.tq ? p.lse[h * p.tq + i] : -INFINITY;
+    rd[r] = 0.0f;
+  });
+  const std::int64_t last_row = (i0 + bq < p.tq ? i0 + bq : p.tq) - 1;
+  const std::int64_t key_end = p.q_offset + last_row + 1 < p.tk ? p.q_offset + last_row + 1 : p.tk;
+  for (int pass = 0; pass < 2; ++pass) {  // 0: row_dot = Σ_j p·dp; 1: dq
+    for (std::int64_t k0 = 0; k0 < key_end; k0 += bk) {
+      blk.for_each(bk * d, [&](int e) {
+        const std::int64_t j = k0 + e / d;
+        const bool in = j < p.tk;
+        ks[e] = in ? p.k[j * kstride + g * p.head_dim + e % d] : 0.0f;
+        vs[e] = in ? p.v[j * kstride + g * p.head_dim + e % d] : 0.0f;
+      });
+      blk.gemm(s, bk, bq, bk, d, FlashOperand{qs, d, false}, FlashOperand{ks, d, true}, false);    // S = Q·Kᵀ
+      blk.gemm(ds, bk, bq, bk, d, FlashOperand{dos, d, false}, FlashOperand{vs, d, true}, false);  // dP = dO·Vᵀ
+      if (pass == 0) {
+        blk.for_each(bq, [&](int r) {
+          float acc = rd[r];
+          for (int c = 0; c < bk; ++c)
+            acc += flash_prob(p, i0 + r, k0 + c, s[r * bk + c], lse[r], scale) * ds[r * bk + c];
+          rd[r] = acc;
+        });
+      } else {
+        blk.for_each(bq * bk, [&](int e) {
+          const int r = e / bk, c = e % bk;
+          const float prob = flash_prob(p, i0 + r, k0 + c, s[e], lse[r], scale);
+          ds[e] = prob == 0.0f ? 0.0f : attention_score_grad(prob, ds[e], rd[r], scale);
+        });
+        blk.gemm(dqs, d, bq, d, bk, FlashOperand{ds, bk, false}, FlashOperand{ks, d, false}, true);  // dQ += dS·K
+      }
+    }
+  }
+  blk.for_each(bq * d, [&](int e) {
+    const std::int64_t i = i0 + e / d;
+    if (i < p.tq) p.dq[i * qstride + h * p.head_dim + e % d] += dqs[e];
+  });
+  blk.for_each(bq, [&](int r) {
+    const std::int64_t i = i0 + r;
+    if (i < p.tq) p.row_dot[h * p.tq + i] = rd[r];
+  });
+}
+
+// Backward, dk/dv side, of key tile `kt`, kv head `g` (reads the dq kernel's row_dot).
+VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+template <class B>
+VIDLORA_HOST_DEVICE void flash_backward_dkv_block(B& blk, const AttentionParams& p, int bq, int bk, std::int64_t kt,
+                                                  std::int64_t g, float* smem) {
+  const int d = static_cast<int>(p.head_dim);
+  const FlashSmem lay{bq, bk, d};
+  float* ks = smem;
+  float* vs = ks + bk * d;
+  float* dks = vs + bk * d;
+  float* dvs = dks + bk * d;
+  float* qs = dvs + bk * d;
+  float* dos = qs + bq * d;
+  float* s = dos + bq * d;
+  float* ds = s + bq * bk;
+  float* lse = ds + bq * bk;
+  float* rd = lse + lay.rows_pad();
+  const std::int64_t j0 = kt * bk, qstride = p.q_heads * p.head_dim, kstride = p.kv_heads * p.head_dim;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
+  blk.for_each(bk * d, [&](int e) {
+    const std::int64_t j = j0 + e / d;
+    const bool in = j < p.tk;
+    ks[e] = in ? p.k[j * kstride + g * p.head_dim + e % d] : 0.0f;
+    vs[e] = in ? p.v[j * kstride + g * p.head_dim + e % d] : 0.0f;
+    dks[e] = 0.0f;
+    dvs[e] = 0.0f;
+  });
+  const std::int64_t group = p.q_heads / p.kv_heads;
+  const std::int64_t first = attention_first_query(p, j0);  // no earlier query sees this tile's keys
+  for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
+    for (std::int64_t i0 = first / bq * bq; i0 < p.tq; i0 += bq) {
+      blk.for_each(bq * d, [&](int e) {
+        const std::int64_t i = i0 + e / d;
+        const std::int64_t at = i * qstride + h * p.head_dim + e % d;
+        qs[e] = i < p.tq ? p.q[at] : 0.0f;
+        dos[e] = i < p.tq ? p.d_out[at] : 0.0f;
+      });
+      blk.for_each(bq, [&](int r) {
+        const std::int64_t i = i0 + r;
+        lse[r] = i < p.tq ? p.lse[h * p.tq + i] : -INFINITY;
+        rd[r] = i < p.tq ? p.row_dot[h * p.tq + i] : 0.0f;
+      });
+      blk.gemm(s, bk, bq, bk, d, FlashOperand{qs, d, false}, FlashOperand{ks, d, true}, false);    // S = Q·Kᵀ
+      blk.gemm(ds, bk, bq, bk, d, FlashOperand{dos, d, false}, FlashOperand{vs, d, true}, false);  // dP = dO·Vᵀ
+      blk.for_each(bq * bk, [&](int e) {
+        const int r = e / bk, c = e % bk;
+        const float prob = flash_prob(p, i0 + r, j0 + c, s[e], lse[r], scale);
+        s[e] = prob;
+        ds[e] = prob == 0.0f ? 0.0f : attention_score_grad(prob, ds[e], rd[r], scale);
+      });
+      blk.gemm(dvs, d, bk, d, bq, FlashOperand{s, bk, true}, FlashOperand{dos, d, false}, true);  // dV += Pᵀ·dO
+      blk.gemm(dks, d, bk, d, bq, FlashOperand{ds, bk, true}, FlashOperand{qs, d, false}, true);  // dK += dSᵀ·Q
+    }
+  }
+  blk.for_each(bk * d, [&](int e) {
+    const std::int64_t j = j0 + e / d;
+    if (j < p.tk) {
+      p.dk[j * kstride + g * p.head_dim + e % d] += dks[e];
+      p.dv[j * kstride + g * p.head_dim + e % d] += dvs[e];
+    }
+  });
+}
+
+// The sequential block: what the host tests run (one thread; the gemm in the device FMA path's order).
+struct FlashHostBlock {
+  template <class F>
+  void for_each(int n, F&& f) {
+    for (int e = 0; e < n; ++e) f(e);
+  }
+  void sync() {}
+  void gemm(float* c, int ldc, int m, int n, int k, FlashOperand a, FlashOperand b, bool accumulate) {
+    for (int e = 0; e < m * n; ++e) {
+      const int r = e / n, col = e % n;
+      float acc = accumulate ? c[r * ldc + col] : 0.0f;
+      for (int t = 0; t < k; ++t) acc += a.at(r, t) * b.at(t, col);
+      c[r * ldc + col] = acc;
+    }
+  }
+};
+
+}  // namespace vidlora::model::cuda
+
+#if defined(__CUDACC__)
+#include <mma.h>
+
+namespace vidlora::model::cuda {
+
+struct FlashAttentionOptions {
+  bool tf32 = false;  // the tile products on TF32 tensor cores (sm_80+; fp32 FMA elsewhere)
+  int tile = 0;       // query / key rows per tile, 16 or 32; 0: the largest whose shared memory the device allows
+};
+
+namespace detail {
+
+inline constexpr int kFlashThreads = 128;  // four warps
+
+struct FlashDeviceBlock {
+  bool tf32 = false;
+  template <class F>
+  __device__ void for_each(int n, F&& f) {
+    for (int e = static_cast<int>(threadIdx.x); e < n; e += kFlashThreads) f(e);
+    __syncthreads();
+  }
+  __device__ void sync() { __syncthreads(); }
+  __device__ void gemm(float* c, int ldc, int m, int n, int k, FlashOperand a, FlashOperand b, bool accumulate) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if (tf32) {
+      gemm_tf32(c, ldc, m, n, k, a, b, accumulate);
+      __syncthreads();
+      return;
+    }
+#endif
+    for (int e = static_cast<int>(threadIdx.x); e < m * n; e += kFlashThreads) {
+      const int r = e / n, col = e % n;
+      float acc = accumulate ? c[r * ldc + col] : 0.0f;
+      for (int t = 0; t < k; ++t) acc += a.at(r, t) * b.at(t, col);
+      c[r * ldc + col] = acc;
+    }
+    __syncthreads();
+  }
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  // 16×16 output tiles spread over the warps; k in steps of 8 (m, n, k multiples of 16: the tiles are).
+  __device__ void gemm_tf32(float* c, int ldc, int m, int n, int k, FlashOperand a, FlashOperand b, bool accumulate) {
+    using namespace nvcuda;
+    const int warp = static_cast<int>(threadIdx.x) / 32, tiles_n = n / 16, tiles = (m / 16) * tiles_n;
+    for (int t = warp; t < tiles; t += kFlashThreads / 32) {
+      const int r0 = (t / tiles_n) * 16, c0 = (t % tiles_n) * 16;
+      wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
+      if (accumulate)
+        wmma::load_matrix_sync(acc, c + r0 * ldc + c0, static_cast<unsigned>(ldc), wmma::mem_row_major);
+      else
+        wmma::fill_fragment(acc, 0.0f);
+      for (int k0 = 0; k0 < k; k0 += 8) {
+        if (a.transposed) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa;
+          wmma::load_matrix_sync(fa, a.p + k0 * a.ld + r0, static_cast<unsigned>(a.ld));
+          for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
+          mma_b(acc, fa, b, k0, c0);
+        } else {
+          wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
+          wmma::load_matrix_sync(fa, a.p + r0 * a.ld + k0, static_cast<unsigned>(a.ld));
+          for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
+          mma_b(acc, fa, b, k0, c0);
+        }
+      }
+      wmma::store_matrix_sync(c + r0 * ldc + c0, acc, static_cast<unsigned>(ldc), wmma::mem_row_major);
+    }
+  }
+  template <class FragA>
+  __device__ static void mma_b(nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float>& acc,
+                               const FragA& fa, FlashOperand b, int k0, int c0) {
+    using namespace nvcuda;
+    if (b.transposed) {  // element (k, n) at p[n·ld + k]: column-major
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fb;
+      wmma::load_matrix_sync(fb, b.p + c0 * b.ld + k0, static_cast<unsigned>(b.ld));
+      for (int i = 0; i < fb.num_elements; ++i) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
+      wmma::mma_sync(acc, fa, fb, acc);
+    } else {
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
+      wmma::load_matrix_sync(fb, b.p + k0 * b.ld + c0, static_cast<unsigned>(b.ld));
+      for (int i = 0; i < fb.num_elements; ++i) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
+      wmma::mma_sync(acc, fa, fb, acc);
+    }
+  }
+#endif
+};
+
+template <int Which>  // 0 forward, 1 backward dq, 2 backward dk/dv
+__global__ void flash_attention_kernel(AttentionParams p, int tile, bool tf32) {
+  extern __shared__ __align__(32) float flash_smem[];
+  FlashDeviceBlock blk{tf32};
+  if constexpr (Which == 0)
+    flash_forward_block(blk, p, tile, tile, blockIdx.x, blockIdx.y, flash_smem);
+  else if constexpr (Which == 1)
+    flash_backward_dq_block(blk, p, tile, tile, blockIdx.x, blockIdx.y, flash_smem);
+  else
+    flash_backward_dkv_block(blk, p, tile, tile, blockIdx.x, blockIdx.y, flash_smem);
+}
+
+}  // namespace detail
+
+// Whether the current device gives a block the shared memory of all three kernels at this tile and head dim.
+inline bool flash_tile_fits(int tile, std::int64_t head_dim) {
+  int device = 0, limit = 0;
+  VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
+  VIDLORA_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const FlashSmem lay{tile, tile, static_cast<int>(head_dim)};
+  return static_cast<std::size_t>(lay.dkv_floats()) * sizeof(float) <= static_cast<std::size_t>(limit);
+}
+
+namespace detail {
+// The requested tile, else the largest that fits (32, else 16: 51 KiB at head dim 128, which every card allows).
+inline int flash_tile_for(std::int64_t head_dim, int requested) {
+  if (requested) {
+    vidlora::cuda::check_arg(flash_tile_fits(requested, head_dim), "cuda::flash_attention",
+                             "tile " + std::to_string(requested) + " at head_dim " + std::to_string(head_dim) +
+                                 " needs more shared memory per block than this GPU gives");
+    return requested;
+  }
+  return flash_tile_fits(32, head_dim) ? 32 : 16;
+}
+
+template <int Which>
+void launch_flash(const AttentionParams& p, const FlashAttentionOptions& o, std::int64_t blocks_x,
+                  std::int64_t blocks_y, int floats, int tile, cudaStream_t stream, const char* name) {
+  const std::size_t bytes = static_cast<std::size_t>(floats) * sizeof(float);
+  if (bytes > 48 * 1024)
+    VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(flash_attention_kernel<Which>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(bytes)));
+  const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(blocks_y));
+  flash_attention_kernel<Which><<<grid, kFlashThreads, bytes, stream>>>(p, tile, o.tf32);
+  VIDLORA_CUDA_CHECK_LAUNCH(name);
+}
+
+}  // namespace detail
+
+// The forward: out [tq, q_heads·d] and lse [q_heads, tq], as cuda::attention_forward.
+inline void flash_attention_forward(const AttentionParams& p, const FlashAttentionOptions& o = {},
+                                    cudaStream_t stream = nullptr) {
+  const int tile = detail::flash_tile_for(p.head_dim, o.tile);
+  check_flash_attention(p, tile, "cuda::flash_attention_forward");
+  vidlora::cuda::check_arg(p.q && p.k && p.v && p.out, "cuda::flash_attention_forward", "needs q, k, v and out");
+  const FlashSmem lay{tile, tile, static_cast<int>(p.head_dim)};
+  detail::launch_flash<0>(p, o, (p.tq + tile - 1) / tile, p.q_heads, lay.forward_floats(), tile, stream,
+                          "flash_attention_kernel<forward>");
+}
+
+// The backward: dq, dk, dv accumulated (+=), deterministic; needs the forward's lse and a row_dot scratch
+// [q_heads, tq] (written here).
+inline void flash_attention_backward(const AttentionParams& p, const FlashAttentionOptions& o = {},
+                                     cudaStream_t stream = nullptr) {
+  const int tile = detail::flash_tile_for(p.head_dim, o.tile);
+  check_flash_attention(p, tile, "cuda::flash_attention_backward");
+  vidlora::cuda::check_arg(p.q && p.k && p.v && p.lse && p.d_out && p.dq && p.dk && p.dv && p.row_dot,
+                           "cuda::flash_attention_backward", "needs q, k, v, lse, d_out, dq, dk, dv and row_dot");
+  const FlashSmem lay{tile, tile, static_cast<int>(p.head_dim)};
+  detail::launch_flash<1>(p, o, (p.tq + tile - 1) / tile, p.q_heads, lay.dq_floats(), tile, stream,
+                          "flash_attention_kernel<backward dq>");
+  detail::launch_flash<2>(p, o, (p.tk + tile - 1) / tile, p.kv_heads, lay.dkv_floats(), tile, stream,
+                          "flash_attention_kernel<backward dk/dv>");
+}
+
+}  // namespace vidlora::model::cuda
+#endif
