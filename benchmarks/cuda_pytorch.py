@@ -113,12 +113,31 @@ def qlora(tokens=8192, features=4096, rank=16):
         report(f"peft_qlora_nf4_fwd_bwd_bf16_dropout{int(dropout * 100)}", timed(step))
 
 
+def sdpa(heads=32, head_dim=128):
+    """PyTorch's SDPA, flash backend, causal, bf16, forward + backward: the baseline of issue 14's attention gate
+    (benchmarks/bench_cuda_attention.cu runs the same shapes in fp32 / TF32)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    dev, dt = "cuda", torch.bfloat16
+    for t in (2432, 4096):
+        q, k, v = (torch.rand(1, heads, t, head_dim, device=dev, dtype=dt).mul_(4).sub_(2).requires_grad_(True)
+                   for _ in range(3))
+        dout = torch.rand(1, heads, t, head_dim, device=dev, dtype=dt).mul_(2e-3).sub_(1e-3)
+
+        def step():
+            q.grad = k.grad = v.grad = None
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).backward(dout)
+
+        report(f"torch_sdpa_flash_fwd_bwd_bf16_T{t}", timed(step))
+
+
 if __name__ == "__main__":
     if not torch.cuda.is_available():
         print("# torch sees no CUDA device", file=sys.stderr)
         sys.exit(77)
     print(f"# torch {torch.__version__} on {torch.cuda.get_device_name(0)}", file=sys.stderr)
-    for bench in (lora, adamw, nf4, qlora):
+    for bench in (lora, adamw, nf4, qlora, sdpa):
         try:
             bench()
         except Exception as e:  # one failing comparison must not hide the others

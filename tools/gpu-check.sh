@@ -43,7 +43,7 @@ if [[ -d "$here/.gpu-deps/usr" ]]; then  # C++ dependencies carried from the dev
   export LD_LIBRARY_PATH="$here/.gpu-deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 bin="$build"  # where the programs are: the build here, or the carried prebuilt ones
-benches=(bench_cuda_quant bench_cuda_optim bench_cuda_lora)
+benches=(bench_cuda_quant bench_cuda_optim bench_cuda_lora bench_cuda_attention)
 targets=(vidlora_cuda_tests vidlora_cuda_host_tests)
 [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" == 1 ]] || targets+=("${benches[@]}" bench_cuda_preset_step)
 built=0
@@ -105,7 +105,11 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
         extra=""
         [[ -n "$bps" ]] && extra="$(awk -v b="$bps" 'BEGIN{printf "%.1f GB/s", b/1e9}')"
         counter="$(echo "$rest" | awk -F, '{print $NF}')"
-        [[ -z "$extra" && -n "$counter" ]] && extra="$(awk -v c="$counter" 'BEGIN{printf "%.0f GFLOP/s (frozen-equivalent)", c}')"
+        if [[ -z "$extra" && -n "$counter" && "$b" == bench_cuda_attention ]]; then
+          extra="$(awk -v c="$counter" 'BEGIN{printf "%.1f TFLOP/s (causal, fwd + 2.5x bwd)", c}')"
+        elif [[ -z "$extra" && -n "$counter" ]]; then
+          extra="$(awk -v c="$counter" 'BEGIN{printf "%.0f GFLOP/s (frozen-equivalent)", c}')"
+        fi
         row "bench: $name" "$(printf '%.3f %s' "$real" "$unit")" "$extra"
       done <"$log/$b.csv"
     else
@@ -215,6 +219,14 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
   pms() { awk -F, -v n="$1" '$1==n {print $2; exit}' "$log/pytorch.csv" 2>/dev/null; }
   speedup() { row "vs torch: $1" "$(ratio "$(pms "$3")" "$(tms "${2%%:*}" "${2#*:}")")" ">= 1.00 ($3)"; }
   speedup "frozen bf16 GEMMs (heuristic)" "$L:BM_frozen_gemms_bf16/autotune:0/manual_time" torch_frozen_linear_fwd_bwd_bf16
+  # Attention fwd + bwd, T 4096, 32 heads, d 128: the tiled kernels (fp32 / TF32) against SDPA flash in bf16 (goal:
+  # at least 0.9 of its speed, for our bf16 kernel when it exists) and against our row kernels.
+  A=bench_cuda_attention
+  for kern in 1 2; do
+    kn=$([[ $kern == 2 ]] && echo "TF32" || echo "fp32")
+    speedup "attention fwd+bwd T4096, tiled $kn" "$A:BM_attention_fwd_bwd/T:4096/kernel:$kern/manual_time" torch_sdpa_flash_fwd_bwd_bf16_T4096
+    row "tiled $kn attention / row kernels, T4096" "$(ratio "$(t $A BM_attention_fwd_bwd/T:4096/kernel:0/manual_time)" "$(t $A "BM_attention_fwd_bwd/T:4096/kernel:$kern/manual_time")")" "speed-up"
+  done
   for d in 0 5; do
     speedup "lora fwd+bwd, dropout $d%" "$L:BM_lora_forward_backward_bf16/dropout_pct:$d/fused:0/manual_time" peft_lora_fwd_bwd_bf16_dropout$d
     speedup "qlora nf4 fwd+bwd, dropout $d%" "$L:BM_qlora_nf4_forward_backward_bf16/dropout_pct:$d/fused:0/manual_time" peft_qlora_nf4_fwd_bwd_bf16_dropout$d

@@ -1,0 +1,75 @@
+// Causal attention forward + backward of one sequence on the device, the decoder's shapes (32 query heads, head dim
+// 128, MHA as LLaVA-NeXT-Video-7B's decoder): the row kernels (model/cuda/attention.cuh, one block per query row,
+// deterministic dk/dv) against the tiled kernels (model/cuda/flash_attention.cuh) with fp32 FMA and with TF32
+// tile products, in the same run. Sequence lengths: 2,432 (the H100 preset's 16 frames × 144 + 128 tokens) and
+// 4,096 (the issue's attention gate, whose baseline is PyTorch's SDPA flash backend in bf16:
+// benchmarks/cuda_pytorch.py's `torch_sdpa_flash_fwd_bwd_bf16_T4096`). Counter: TFLOP/s at 4·T²·H·d·(1 + 2.5)/2
+// (causal: half the pairs; backward 2.5× the forward's two products), the usual flash-attention accounting.
+//
+//   bench_cuda_attention --benchmark_min_time=0.2      (tools/gpu-check.sh runs it)
+
+#include <cstdint>
+
+#include <benchmark/benchmark.h>
+
+#include <vidlora/core/cuda/memory.cuh>
+#include <vidlora/model/cuda/attention.cuh>
+#include <vidlora/model/cuda/flash_attention.cuh>
+
+#include "cuda_bench_support.cuh"
+
+namespace {
+
+using vidlora::cuda::DeviceBuffer;
+using namespace vidlora::model::cuda;
+
+enum Kernel : int { kRow = 0, kTiledFp32 = 1, kTiledTf32 = 2 };
+
+void BM_attention_fwd_bwd(benchmark::State& state) {
+  const std::int64_t t = state.range(0), heads = 32, d = 128;
+  const auto kernel = static_cast<Kernel>(state.range(1));
+  const auto n = static_cast<std::size_t>(t * heads * d);
+  DeviceBuffer<float> q(n), k(n), v(n), out(n), d_out(n), dq(n), dk(n), dv(n);
+  DeviceBuffer<float> lse(static_cast<std::size_t>(heads * t)), row_dot(static_cast<std::size_t>(heads * t));
+  cuda_bench::fill_uniform(q, 1, -2.0f, 2.0f);
+  cuda_bench::fill_uniform(k, 2, -2.0f, 2.0f);
+  cuda_bench::fill_uniform(v, 3);
+  cuda_bench::fill_uniform(d_out, 4, -1e-3f, 1e-3f);
+  AttentionParams p;
+  p.q = q.data();
+  p.k = k.data();
+  p.v = v.data();
+  p.out = out.data();
+  p.lse = lse.data();
+  p.d_out = d_out.data();
+  p.dq = dq.data();
+  p.dk = dk.data();
+  p.dv = dv.data();
+  p.row_dot = row_dot.data();
+  p.tq = p.tk = t;
+  p.q_heads = p.kv_heads = heads;
+  p.head_dim = d;
+  const FlashAttentionOptions o{kernel == kTiledTf32, 0};
+  cuda_bench::time_iterations(state, [&] {
+    if (kernel == kRow) {
+      attention_forward(p);
+      attention_backward(p);
+    } else {
+      flash_attention_forward(p, o);
+      flash_attention_backward(p, o);
+    }
+  });
+  const double flops = 4.0 * static_cast<double>(t) * static_cast<double>(t) * heads * d * 3.5 / 2.0;
+  state.counters["TFLOP_per_s"] = benchmark::Counter(flops / 1e12, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(kernel == kRow ? "row kernels" : kernel == kTiledFp32 ? "tiled, fp32 FMA" : "tiled, TF32 WMMA");
+}
+
+BENCHMARK(BM_attention_fwd_bwd)
+    ->ArgNames({"T", "kernel"})
+    ->ArgsProduct({{2432, 4096}, {kRow, kTiledFp32, kTiledTf32}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+VIDLORA_CUDA_BENCHMARK_MAIN()
