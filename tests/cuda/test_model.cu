@@ -85,6 +85,70 @@ TEST_CASE("cuda swiglu forward and backward match silu and its derivative", "[mo
   CHECK(cuda_test::elementwise_relative_error(odu.download(), du, 1e-2) < 1e-5);
 }
 
+namespace {
+// One attention problem: random inputs, the CPU reference's results, device copies and the kernels' params.
+struct AttentionProblem {
+  std::vector<float> q, k, v, dout, out, dq, dk, dv;  // inputs, then the CPU's out and gradients
+  std::vector<std::int32_t> mask32;
+  DeviceBuffer<float> Q, K, V, DO, O, L, DQ, DK, DV, RD;
+  DeviceBuffer<std::int32_t> M;
+  model::cuda::AttentionParams p;
+};
+
+// The key mask: every key (empty), or `keep(j)` for each key j.
+template <class Keep>
+AttentionProblem attention_problem(long tq, long tk, long hq, long hkv, long d, long offset, bool masked, Keep keep,
+                                   std::uint32_t seed) {
+  AttentionProblem a;
+  a.q = cuda_test::random_vector(static_cast<std::size_t>(tq * hq * d), seed, -2.0f, 2.0f);
+  a.k = cuda_test::random_vector(static_cast<std::size_t>(tk * hkv * d), seed + 1, -2.0f, 2.0f);
+  a.v = cuda_test::random_vector(static_cast<std::size_t>(tk * hkv * d), seed + 2);
+  a.dout = cuda_test::random_vector(a.q.size(), seed + 3);
+  std::vector<int> mask;
+  if (masked)
+    for (long j = 0; j < tk; ++j) {
+      mask.push_back(keep(j) ? 1 : 0);
+      a.mask32.push_back(mask.back());
+    }
+  ref::attention(a.q, a.k, a.v, tq, tk, hq, hkv, d, offset, mask, a.dout, a.out, a.dq, a.dk, a.dv);
+  a.Q = DeviceBuffer<float>(a.q);
+  a.K = DeviceBuffer<float>(a.k);
+  a.V = DeviceBuffer<float>(a.v);
+  a.DO = DeviceBuffer<float>(a.dout);
+  a.M = DeviceBuffer<std::int32_t>(a.mask32);
+  a.O = DeviceBuffer<float>(a.q.size());
+  a.L = DeviceBuffer<float>(static_cast<std::size_t>(tq * hq));
+  a.RD = DeviceBuffer<float>(static_cast<std::size_t>(tq * hq));
+  a.DQ = DeviceBuffer<float>(a.q.size());
+  a.DK = DeviceBuffer<float>(a.k.size());
+  a.DV = DeviceBuffer<float>(a.v.size());
+  model::cuda::AttentionParams& p = a.p;
+  p.q = a.Q.data();
+  p.k = a.K.data();
+  p.v = a.V.data();
+  p.key_mask = masked ? a.M.data() : nullptr;
+  p.out = a.O.data();
+  p.lse = a.L.data();
+  p.d_out = a.DO.data();
+  p.dq = a.DQ.data();
+  p.dk = a.DK.data();
+  p.dv = a.DV.data();
+  p.tq = tq;
+  p.tk = tk;
+  p.q_heads = hq;
+  p.kv_heads = hkv;
+  p.head_dim = d;
+  p.q_offset = offset;
+  return a;
+}
+
+void zero_grads(AttentionProblem& a) {
+  a.DQ.fill_bytes(0);
+  a.DK.fill_bytes(0);
+  a.DV.fill_bytes(0);
+}
+}  // namespace
+
 TEST_CASE("cuda causal attention forward and backward match the CPU with GQA offset and key mask", "[model]") {
   struct Case {
     long tq, tk, hq, hkv, d, offset;
@@ -93,65 +157,30 @@ TEST_CASE("cuda causal attention forward and backward match the CPU with GQA off
   for (const Case c : {Case{16, 16, 4, 2, 32, 0, false}, Case{5, 21, 6, 3, 64, 16, true},
                        Case{33, 33, 2, 2, 8, 0, true}, Case{12, 12, 4, 1, 128, 0, true}}) {
     INFO("tq " << c.tq << " tk " << c.tk << " heads " << c.hq << "/" << c.hkv << " d " << c.d);
-    const auto q = cuda_test::random_vector(static_cast<std::size_t>(c.tq * c.hq * c.d), 1, -2.0f, 2.0f);
-    const auto k = cuda_test::random_vector(static_cast<std::size_t>(c.tk * c.hkv * c.d), 2, -2.0f, 2.0f);
-    const auto v = cuda_test::random_vector(static_cast<std::size_t>(c.tk * c.hkv * c.d), 3);
-    const auto dout = cuda_test::random_vector(q.size(), 4);
-    std::vector<int> mask;
-    std::vector<std::int32_t> mask32;
-    if (c.mask)
-      for (long j = 0; j < c.tk; ++j) {
-        mask.push_back(j % 4 != 2);
-        mask32.push_back(mask.back());
-      }
-    std::vector<float> out, dq, dk, dv;
-    ref::attention(q, k, v, c.tq, c.tk, c.hq, c.hkv, c.d, c.offset, mask, dout, out, dq, dk, dv);
-    DeviceBuffer<float> Q(q), K(k), V(v), DO(dout);
-    DeviceBuffer<std::int32_t> M(mask32);
-    DeviceBuffer<float> O(q.size()), L(static_cast<std::size_t>(c.tq * c.hq)), DQ(q.size()), DK(k.size()), DV(v.size());
-    cuda_test::poison(O);
-    DQ.fill_bytes(0);
-    DK.fill_bytes(0);
-    DV.fill_bytes(0);
-    model::cuda::AttentionParams p;
-    p.q = Q.data();
-    p.k = K.data();
-    p.v = V.data();
-    p.key_mask = c.mask ? M.data() : nullptr;
-    p.out = O.data();
-    p.lse = L.data();
-    p.d_out = DO.data();
-    p.dq = DQ.data();
-    p.dk = DK.data();
-    p.dv = DV.data();
-    p.tq = c.tq;
-    p.tk = c.tk;
-    p.q_heads = c.hq;
-    p.kv_heads = c.hkv;
-    p.head_dim = c.d;
-    p.q_offset = c.offset;
+    AttentionProblem a = attention_problem(
+        c.tq, c.tk, c.hq, c.hkv, c.d, c.offset, c.mask, [](long j) { return j % 4 != 2; }, 1);
+    model::cuda::AttentionParams p = a.p;
+    cuda_test::poison(a.O);
+    zero_grads(a);
     model::cuda::attention_forward(p);
     model::cuda::attention_backward(p);
     VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
-    CHECK(cuda_test::normwise_error(O.download(), out) < 2e-5);
-    CHECK(cuda_test::normwise_error(DQ.download(), dq) < 5e-5);
-    CHECK(cuda_test::normwise_error(DK.download(), dk) < 5e-5);
-    CHECK(cuda_test::normwise_error(DV.download(), dv) < 5e-5);
+    CHECK(cuda_test::normwise_error(a.O.download(), a.out) < 2e-5);
+    CHECK(cuda_test::normwise_error(a.DQ.download(), a.dq) < 5e-5);
+    CHECK(cuda_test::normwise_error(a.DK.download(), a.dk) < 5e-5);
+    CHECK(cuda_test::normwise_error(a.DV.download(), a.dv) < 5e-5);
     // The deterministic dk/dv kernel (row_dot scratch): the same tolerance, and the same bits on a second run.
-    DeviceBuffer<float> RD(static_cast<std::size_t>(c.tq * c.hq));
     std::vector<float> first[3];
     for (int run = 0; run < 2; ++run) {
-      DQ.fill_bytes(0);
-      DK.fill_bytes(0);
-      DV.fill_bytes(0);
-      cuda_test::poison(RD);
-      p.row_dot = RD.data();
+      zero_grads(a);
+      cuda_test::poison(a.RD);
+      p.row_dot = a.RD.data();
       model::cuda::attention_backward(p);
       VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
-      const std::vector<float> got[3] = {DQ.download(), DK.download(), DV.download()};
-      CHECK(cuda_test::normwise_error(got[0], dq) < 5e-5);
-      CHECK(cuda_test::normwise_error(got[1], dk) < 5e-5);
-      CHECK(cuda_test::normwise_error(got[2], dv) < 5e-5);
+      const std::vector<float> got[3] = {a.DQ.download(), a.DK.download(), a.DV.download()};
+      CHECK(cuda_test::normwise_error(got[0], a.dq) < 5e-5);
+      CHECK(cuda_test::normwise_error(got[1], a.dk) < 5e-5);
+      CHECK(cuda_test::normwise_error(got[2], a.dv) < 5e-5);
       if (run == 0)
         for (int t = 0; t < 3; ++t) first[t] = got[t];
       else
@@ -169,41 +198,9 @@ TEST_CASE("cuda tiled attention matches the CPU: fp32 and TF32, both tiles, GQA,
   // head dims 64 and 128 (the issue's), tails that are not a tile multiple, a query block past a prefix
   for (const Case c : {Case{37, 37, 4, 2, 64, 0, false}, Case{5, 70, 6, 3, 64, 65, true},
                        Case{100, 100, 4, 1, 128, 0, true}, Case{33, 33, 2, 2, 16, 0, true}}) {
-    const auto q = cuda_test::random_vector(static_cast<std::size_t>(c.tq * c.hq * c.d), 11, -2.0f, 2.0f);
-    const auto k = cuda_test::random_vector(static_cast<std::size_t>(c.tk * c.hkv * c.d), 12, -2.0f, 2.0f);
-    const auto v = cuda_test::random_vector(static_cast<std::size_t>(c.tk * c.hkv * c.d), 13);
-    const auto dout = cuda_test::random_vector(q.size(), 14);
-    std::vector<int> mask;
-    std::vector<std::int32_t> mask32;
-    if (c.mask)
-      for (long j = 0; j < c.tk; ++j) {
-        mask.push_back(j % 5 != 3 && j < c.tk - 3);
-        mask32.push_back(mask.back());
-      }
-    std::vector<float> out, dq, dk, dv;
-    ref::attention(q, k, v, c.tq, c.tk, c.hq, c.hkv, c.d, c.offset, mask, dout, out, dq, dk, dv);
-    DeviceBuffer<float> Q(q), K(k), V(v), DO(dout);
-    DeviceBuffer<std::int32_t> M(mask32);
-    DeviceBuffer<float> O(q.size()), L(static_cast<std::size_t>(c.tq * c.hq)), DQ(q.size()), DK(k.size()), DV(v.size()),
-        RD(static_cast<std::size_t>(c.tq * c.hq));
-    model::cuda::AttentionParams p;
-    p.q = Q.data();
-    p.k = K.data();
-    p.v = V.data();
-    p.key_mask = c.mask ? M.data() : nullptr;
-    p.out = O.data();
-    p.lse = L.data();
-    p.d_out = DO.data();
-    p.dq = DQ.data();
-    p.dk = DK.data();
-    p.dv = DV.data();
-    p.row_dot = RD.data();
-    p.tq = c.tq;
-    p.tk = c.tk;
-    p.q_heads = c.hq;
-    p.kv_heads = c.hkv;
-    p.head_dim = c.d;
-    p.q_offset = c.offset;
+    AttentionProblem a = attention_problem(
+        c.tq, c.tk, c.hq, c.hkv, c.d, c.offset, c.mask, [&c](long j) { return j % 5 != 3 && j < c.tk - 3; }, 11);
+    a.p.row_dot = a.RD.data();
     for (const bool tf32 : {false, true})
       for (const int tile : {16, 32}) {
         if (!model::cuda::flash_tile_fits(tile, c.d)) continue;  // 32 at head dim 128: sm_80 / sm_90 only
@@ -214,20 +211,18 @@ TEST_CASE("cuda tiled attention matches the CPU: fp32 and TF32, both tiles, GQA,
         const double tol_out = tf32 ? 5e-3 : 2e-5, tol_grad = tf32 ? 1e-2 : 5e-5;
         std::vector<float> first[4];
         for (int run = 0; run < 2; ++run) {
-          cuda_test::poison(O);
-          cuda_test::poison(L);
-          cuda_test::poison(RD);
-          DQ.fill_bytes(0);
-          DK.fill_bytes(0);
-          DV.fill_bytes(0);
-          model::cuda::flash_attention_forward(p, o);
-          model::cuda::flash_attention_backward(p, o);
+          cuda_test::poison(a.O);
+          cuda_test::poison(a.L);
+          cuda_test::poison(a.RD);
+          zero_grads(a);
+          model::cuda::flash_attention_forward(a.p, o);
+          model::cuda::flash_attention_backward(a.p, o);
           VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
-          const std::vector<float> got[4] = {O.download(), DQ.download(), DK.download(), DV.download()};
-          CHECK(cuda_test::normwise_error(got[0], out) < tol_out);
-          CHECK(cuda_test::normwise_error(got[1], dq) < tol_grad);
-          CHECK(cuda_test::normwise_error(got[2], dk) < tol_grad);
-          CHECK(cuda_test::normwise_error(got[3], dv) < tol_grad);
+          const std::vector<float> got[4] = {a.O.download(), a.DQ.download(), a.DK.download(), a.DV.download()};
+          CHECK(cuda_test::normwise_error(got[0], a.out) < tol_out);
+          CHECK(cuda_test::normwise_error(got[1], a.dq) < tol_grad);
+          CHECK(cuda_test::normwise_error(got[2], a.dk) < tol_grad);
+          CHECK(cuda_test::normwise_error(got[3], a.dv) < tol_grad);
           if (run == 0)
             for (int t = 0; t < 4; ++t) first[t] = got[t];
           else

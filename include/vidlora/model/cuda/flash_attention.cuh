@@ -68,6 +68,25 @@ inline void check_flash_attention(const AttentionParams& p, int tile, const char
   vidlora::cuda::check_arg(tile == 16 || tile == 32, who, "tile " + std::to_string(tile) + " must be 16 or 32");
 }
 
+// One past the last key any of the query rows [i0, i0 + bq) sees (causality; the mask is checked per pair).
+VIDLORA_HOST_DEVICE inline std::int64_t flash_key_end(const AttentionParams& p, std::int64_t i0, int bq) {
+  const std::int64_t last_row = (i0 + bq < p.tq ? i0 + bq : p.tq) - 1;
+  return p.q_offset + last_row + 1 < p.tk ? p.q_offset + last_row + 1 : p.tk;
+}
+
+// Rows [r0, r0 + rows) of head `head` of two [n, heads·d] tensors into two [rows, d] tiles, zeros past row n.
+VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+template <class B>
+VIDLORA_HOST_DEVICE void flash_load_rows(B& blk, float* a_tile, const float* a, float* b_tile, const float* b,
+                                         std::int64_t r0, int rows, std::int64_t n, std::int64_t heads,
+                                         std::int64_t head, int d) {
+  blk.for_each(rows * d, [&](int e) {
+    const std::int64_t r = r0 + e / d, at = r * heads * d + head * d + e % d;
+    a_tile[e] = r < n ? a[at] : 0.0f;
+    b_tile[e] = r < n ? b[at] : 0.0f;
+  });
+}
+
 // The block bodies. `B` provides: void for_each(int n, F f) (f(0..n-1) spread over the block's threads, then a
 // barrier); void sync(); void gemm(float* c, int ldc, int m, int n, int k, FlashOperand a, FlashOperand b,
 // bool accumulate) (c[m×n] (+)= a[m×k]·b[k×n], then a barrier). `smem` holds FlashSmem's floats.
@@ -87,8 +106,7 @@ VIDLORA_HOST_DEVICE void flash_forward_block(B& blk, const AttentionParams& p, i
   float* m = s + bq * bk;
   float* l = m + lay.rows_pad();
   float* alpha = l + lay.rows_pad();
-  const std::int64_t g = kv_head_of(p, h), i0 = qt * bq, qstride = p.q_heads * p.head_dim,
-                     kstride = p.kv_heads * p.head_dim;
+  const std::int64_t g = kv_head_of(p, h), i0 = qt * bq, qstride = p.q_heads * p.head_dim;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
   blk.for_each(bq * d, [&](int e) {
     const std::int64_t i = i0 + e / d;
@@ -99,15 +117,9 @@ VIDLORA_HOST_DEVICE void flash_forward_block(B& blk, const AttentionParams& p, i
     m[r] = -INFINITY;
     l[r] = 0.0f;
   });
-  const std::int64_t last_row = (i0 + bq < p.tq ? i0 + bq : p.tq) - 1;
-  const std::int64_t key_end = p.q_offset + last_row + 1 < p.tk ? p.q_offset + last_row + 1 : p.tk;  // causal
+  const std::int64_t key_end = flash_key_end(p, i0, bq);
   for (std::int64_t k0 = 0; k0 < key_end; k0 += bk) {
-    blk.for_each(bk * d, [&](int e) {
-      const std::int64_t j = k0 + e / d;
-      const bool in = j < p.tk;
-      ks[e] = in ? p.k[j * kstride + g * p.head_dim + e % d] : 0.0f;
-      vs[e] = in ? p.v[j * kstride + g * p.head_dim + e % d] : 0.0f;
-    });
+    flash_load_rows(blk, ks, p.k, vs, p.v, k0, bk, p.tk, p.kv_heads, g, d);
     blk.gemm(s, bk, bq, bk, d, FlashOperand{qs, d, false}, FlashOperand{ks, d, true}, false);  // S = Q·Kᵀ
     blk.for_each(bq, [&](int r) {  // the online softmax of row r over this key tile
       const std::int64_t i = i0 + r;
@@ -167,31 +179,19 @@ VIDLORA_HOST_DEVICE void flash_backward_dq_block(B& blk, const AttentionParams& 
   float* ds = s + bq * bk;
   float* lse = ds + bq * bk;
   float* rd = lse + lay.rows_pad();
-  const std::int64_t g = kv_head_of(p, h), i0 = qt * bq, qstride = p.q_heads * p.head_dim,
-                     kstride = p.kv_heads * p.head_dim;
+  const std::int64_t g = kv_head_of(p, h), i0 = qt * bq, qstride = p.q_heads * p.head_dim;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
-  blk.for_each(bq * d, [&](int e) {
-    const std::int64_t i = i0 + e / d;
-    const std::int64_t at = i * qstride + h * p.head_dim + e % d;
-    qs[e] = i < p.tq ? p.q[at] : 0.0f;
-    dos[e] = i < p.tq ? p.d_out[at] : 0.0f;
-    dqs[e] = 0.0f;
-  });
+  flash_load_rows(blk, qs, p.q, dos, p.d_out, i0, bq, p.tq, p.q_heads, h, d);
+  blk.for_each(bq * d, [&](int e) { dqs[e] = 0.0f; });
   blk.for_each(bq, [&](int r) {
     const std::int64_t i = i0 + r;
     lse[r] = i < p.tq ? p.lse[h * p.tq + i] : -INFINITY;
     rd[r] = 0.0f;
   });
-  const std::int64_t last_row = (i0 + bq < p.tq ? i0 + bq : p.tq) - 1;
-  const std::int64_t key_end = p.q_offset + last_row + 1 < p.tk ? p.q_offset + last_row + 1 : p.tk;
+  const std::int64_t key_end = flash_key_end(p, i0, bq);
   for (int pass = 0; pass < 2; ++pass) {  // 0: row_dot = Σ_j p·dp; 1: dq
     for (std::int64_t k0 = 0; k0 < key_end; k0 += bk) {
-      blk.for_each(bk * d, [&](int e) {
-        const std::int64_t j = k0 + e / d;
-        const bool in = j < p.tk;
-        ks[e] = in ? p.k[j * kstride + g * p.head_dim + e % d] : 0.0f;
-        vs[e] = in ? p.v[j * kstride + g * p.head_dim + e % d] : 0.0f;
-      });
+      flash_load_rows(blk, ks, p.k, vs, p.v, k0, bk, p.tk, p.kv_heads, g, d);
       blk.gemm(s, bk, bq, bk, d, FlashOperand{qs, d, false}, FlashOperand{ks, d, true}, false);    // S = Q·Kᵀ
       blk.gemm(ds, bk, bq, bk, d, FlashOperand{dos, d, false}, FlashOperand{vs, d, true}, false);  // dP = dO·Vᵀ
       if (pass == 0) {
@@ -238,13 +238,10 @@ VIDLORA_HOST_DEVICE void flash_backward_dkv_block(B& blk, const AttentionParams&
   float* ds = s + bq * bk;
   float* lse = ds + bq * bk;
   float* rd = lse + lay.rows_pad();
-  const std::int64_t j0 = kt * bk, qstride = p.q_heads * p.head_dim, kstride = p.kv_heads * p.head_dim;
+  const std::int64_t j0 = kt * bk, kstride = p.kv_heads * p.head_dim;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
+  flash_load_rows(blk, ks, p.k, vs, p.v, j0, bk, p.tk, p.kv_heads, g, d);
   blk.for_each(bk * d, [&](int e) {
-    const std::int64_t j = j0 + e / d;
-    const bool in = j < p.tk;
-    ks[e] = in ? p.k[j * kstride + g * p.head_dim + e % d] : 0.0f;
-    vs[e] = in ? p.v[j * kstride + g * p.head_dim + e % d] : 0.0f;
     dks[e] = 0.0f;
     dvs[e] = 0.0f;
   });
@@ -252,12 +249,7 @@ VIDLORA_HOST_DEVICE void flash_backward_dkv_block(B& blk, const AttentionParams&
   const std::int64_t first = attention_first_query(p, j0);  // no earlier query sees this tile's keys
   for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
     for (std::int64_t i0 = first / bq * bq; i0 < p.tq; i0 += bq) {
-      blk.for_each(bq * d, [&](int e) {
-        const std::int64_t i = i0 + e / d;
-        const std::int64_t at = i * qstride + h * p.head_dim + e % d;
-        qs[e] = i < p.tq ? p.q[at] : 0.0f;
-        dos[e] = i < p.tq ? p.d_out[at] : 0.0f;
-      });
+      flash_load_rows(blk, qs, p.q, dos, p.d_out, i0, bq, p.tq, p.q_heads, h, d);
       blk.for_each(bq, [&](int r) {
         const std::int64_t i = i0 + r;
         lse[r] = i < p.tq ? p.lse[h * p.tq + i] : -INFINITY;
