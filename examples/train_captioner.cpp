@@ -18,6 +18,9 @@
 #include <vidlora/train/dataset.hpp>
 
 #include <vidlora/comm/any_communicator.hpp>
+#if defined(VIDLORA_TRAIN_ON_CUDA)
+#include <vidlora/model/cuda/cuda_mlp2x_gelu.cuh>
+#endif
 #if defined(VIDLORA_MPI)  // built with vidlora::mpi (cmake/VidloraMpi.cmake): mpirun -np N train_captioner ...
 #include <vidlora/comm/mpi.hpp>
 #endif
@@ -227,7 +230,7 @@ void print_configuration(const TrainerConfig& c) {
   if constexpr (P::backend_policy::on_device)
     if (e.activations_fp32 != e.activations) {
       const double fp32_total = e.total() - e.activations + e.activations_fp32;
-      fmt::print("  the device step computes in fp32 for now: activations {:.2f} GiB, {:.2f} GiB -> {}\n",
+      fmt::print("  the device step holds fp32 activations for now: {:.2f} GiB, {:.2f} GiB in all -> {}\n",
                  e.activations_fp32 / presets::kGiB, fp32_total / presets::kGiB,
                  fp32_total <= e.budget ? "fits" : "DOES NOT FIT");
     }
@@ -492,11 +495,14 @@ comm::AnyCommunicator make_communicator(const demo::Args& a, int& argc, char**& 
 
 // Where the trainer's decoder step runs: the preset's backend. A GPU preset built without nvcc never trains
 // (train_main exits 2 first) and compiles its training code for the CPU.
+// The projector's forward and backward run there too (its parameters, AdamW and outputs stay the host's).
 #if defined(VIDLORA_TRAIN_ON_CUDA)
 using TrainBackend = presets::backend_of<ActivePreset>;
 static_assert(TrainBackend::on_device, "train_captioner: VIDLORA_TRAIN_ON_CUDA is for the GPU presets");
+using TrainProjector = model::cuda::CudaMlp2xGelu;
 #else
 using TrainBackend = backend::Cpu;
+using TrainProjector = model::Mlp2xGelu;
 #endif
 
 int train_main(const demo::Args& a, int argc, char** argv) {
@@ -568,17 +574,17 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     // One trainer for either kind of model directory (hf_model.hpp: a Hugging Face LLaVA one).
     const auto run = [&](const model::DecoderConfig& decoder_config, const auto& weights, model::Mlp2xGelu projector,
                          const train::TextCodec& codec, const std::function<Matrix(const fs::path&)>& feats) {
-      Trainer<ActivePreset, model::Mlp2xGelu,
+      Trainer<ActivePreset, TrainProjector,
               std::conditional_t<ActivePreset::load_in_4bit, quant::NF4Weight, lora::DenseWeight>,
               comm::AnyCommunicator, TrainBackend>
           trainer(
-              config, decoder_config, weights, std::move(projector), codec,
+              config, decoder_config, weights, TrainProjector(std::move(projector)), codec,
               [feats](const train::Clip& c) { return feats(c.video); }, std::move(ranks));
       print_configuration<ActivePreset>(trainer.config());
       if constexpr (TrainBackend::on_device)
         fmt::print(
-            "backend: {} (the decoder's forward and backward on the GPU, fp32; the rest of the step, "
-            "evaluation and generation on the CPU)\n",
+            "backend: {} (the decoder's and the projector's forward and backward on the GPU; the rest of the "
+            "step, evaluation and generation on the CPU)\n",
             TrainBackend::name);
       std::signal(SIGINT, on_stop_signal);
       std::signal(SIGTERM, on_stop_signal);

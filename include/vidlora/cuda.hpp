@@ -16,6 +16,8 @@
 #include <vidlora/model/cuda/attention.cuh>
 #include <vidlora/model/cuda/decoder_model.cuh>
 #include <vidlora/model/cuda/elementwise.cuh>
+#include <vidlora/model/cuda/flash_attention.cuh>
+#include <vidlora/model/cuda/projector.cuh>
 #include <vidlora/optim/cuda/grad_unscale.cuh>
 #include <vidlora/optim/cuda/multi_tensor.cuh>
 #include <vidlora/quant/cuda/dequantize.cuh>

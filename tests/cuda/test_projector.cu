@@ -1,0 +1,58 @@
+// The projector on the device (model/cuda/cuda_mlp2x_gelu.cuh, model/cuda/projector.cuh) against model::Mlp2xGelu:
+// the output, d loss / d features and the four parameter gradients to 1e-5 normwise, gradients accumulating over two
+// backwards as the host's do, a bias-free projector, and a gradient of the wrong shape named.
+#include <catch2/catch.hpp>
+
+#include <vidlora/core/rng.hpp>
+#include <vidlora/model/cuda/cuda_mlp2x_gelu.cuh>
+#include <vidlora/model/projector.hpp>
+
+#include "support/cuda_test.cuh"
+
+using namespace vidlora;
+
+namespace {
+
+Matrix projector_input(Eigen::Index r, Eigen::Index c, std::uint64_t seed) {
+  Matrix m(r, c);
+  for (Eigen::Index i = 0; i < m.size(); ++i)
+    m.data()[i] = 2.0f * (random_uniform(seed, 29, static_cast<std::uint64_t>(i)) - 0.5f);
+  return m;
+}
+
+std::vector<float> flat(const Matrix& m) { return {m.data(), m.data() + m.size()}; }
+std::vector<float> flat(const Vector& v) { return {v.data(), v.data() + v.size()}; }
+
+void check_device_projector(bool bias) {
+  INFO("bias " << bias);
+  const Eigen::Index tokens = 300, in = 64, hidden = 96;
+  model::Mlp2xGelu host(in, hidden, 5, bias);
+  model::cuda::CudaMlp2xGelu dev(host);  // the same weights
+  const Matrix x = projector_input(tokens, in, 1), dy = projector_input(tokens, hidden, 2);
+  for (int pass = 0; pass < 2; ++pass) {  // the second backward adds to the first's gradients
+    INFO("pass " << pass);
+    const Matrix want_y = host.forward(x), got_y = dev.forward(x);
+    CHECK(cuda_test::normwise_error(flat(got_y), flat(want_y)) < 1e-5);
+    const Matrix want_dx = host.backward(dy), got_dx = dev.backward(dy);
+    CHECK(cuda_test::normwise_error(flat(got_dx), flat(want_dx)) < 1e-5);
+    CHECK(cuda_test::normwise_error(flat(dev.linear_1().grad_weight()), flat(host.linear_1().grad_weight())) < 1e-5);
+    CHECK(cuda_test::normwise_error(flat(dev.linear_2().grad_weight()), flat(host.linear_2().grad_weight())) < 1e-5);
+    if (bias) {
+      CHECK(cuda_test::normwise_error(flat(dev.linear_1().grad_bias()), flat(host.linear_1().grad_bias())) < 1e-5);
+      CHECK(cuda_test::normwise_error(flat(dev.linear_2().grad_bias()), flat(host.linear_2().grad_bias())) < 1e-5);
+    }
+  }
+  // A weight change between steps (what AdamW does) reaches the next forward.
+  host.linear_2().weight() *= 0.5f;
+  dev.linear_2().weight() *= 0.5f;
+  CHECK(cuda_test::normwise_error(flat(dev.forward(x)), flat(host.forward(x))) < 1e-5);
+  CHECK_THROWS_WITH(dev.backward(Matrix::Zero(tokens, hidden + 1)), Catch::Contains("CudaMlp2xGelu::backward"));
+}
+
+}  // namespace
+
+TEST_CASE("cuda projector matches model::Mlp2xGelu: output, input and parameter gradients, with and without biases",
+          "[model]") {
+  check_device_projector(true);
+  check_device_projector(false);
+}
