@@ -3,18 +3,21 @@
 // (tests/support/tiny_captioning.hpp), LoRA dropout on, batches with padding: issue 14's equivalence gate in fp32 —
 // the first step's loss to 1e-5 relative and its LoRA and projector gradients to 1e-4 normwise, ten AdamW steps
 // (stage 1 then stage 2) with the loss curve to 1e-4 and the LoRA and projector parameters to 1e-4 normwise — then two
-// device runs bit for bit, and a device run interrupted and resumed bit for bit as one run through.
+// device runs bit for bit, and a device run interrupted and resumed bit for bit as one run through. The device runs'
+// projector is CudaMlp2xGelu (its forward and backward on the device too), as a GPU preset's train_captioner's.
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include <vidlora/core/backend.hpp>
+#include <vidlora/model/cuda/cuda_mlp2x_gelu.cuh>
 #include <vidlora/model/random_weights.hpp>
 #include <vidlora/train/trainer.hpp>
 
@@ -28,14 +31,18 @@ namespace {
 
 namespace tiny = test::tiny;
 
+// On the device, the projector type a GPU preset's train_captioner trains with: its forward and backward there too.
 template <class B>
-using TinyTrainerOn = Trainer<presets::Cpu, model::Mlp2xGelu, lora::DenseWeight, comm::Single, B>;
+using TinyProjectorOn = std::conditional_t<B::on_device, model::cuda::CudaMlp2xGelu, model::Mlp2xGelu>;
+template <class B>
+using TinyTrainerOn = Trainer<presets::Cpu, TinyProjectorOn<B>, lora::DenseWeight, comm::Single, B>;
 
 template <class B>
 TinyTrainerOn<B> make_tiny_trainer_on(const TrainerConfig& c) {
   const auto weights = model::random_decoder_weights(tiny::decoder_config(), 3);
-  return TinyTrainerOn<B>(c, tiny::decoder_config(), weights, model::Mlp2xGelu(tiny::kVision, tiny::kHidden, 11),
-                          tiny::codec(), [](const train::Clip& clip) { return tiny::features(clip); });
+  return TinyTrainerOn<B>(c, tiny::decoder_config(), weights,
+                          TinyProjectorOn<B>(model::Mlp2xGelu(tiny::kVision, tiny::kHidden, 11)), tiny::codec(),
+                          [](const train::Clip& clip) { return tiny::features(clip); });
 }
 
 // 10 clips, batches of 2 (captions of 4 and 5 tokens: padded), 5 steps per epoch; stage 1 and stage 2 one epoch each.
