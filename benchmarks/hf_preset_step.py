@@ -119,12 +119,14 @@ def quantize_decoder_linears(torch, model, dtype, device):
 def add_lora(model, preset, use_checkpointing, quantized):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=use_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
-    elif use_checkpointing:
+    if quantized:  # casts every parameter that is not NF4 to fp32, as the QLoRA recipe does
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    # prepare_model_for_kbit_training turns checkpointing on only for a model from_pretrained marked is_loaded_in_4bit;
+    # this one was quantized in place, so it is turned on here, the same way.
+    if use_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        if not model.is_gradient_checkpointing:
+            raise RuntimeError("gradient checkpointing did not turn on")
     # The decoder's modules only (CLIP's attention has q_proj / k_proj / v_proj too).
     targets = "|".join(preset["target_modules"])
     lora = LoraConfig(r=preset["lora_r"], lora_alpha=preset["lora_alpha"], lora_dropout=preset["lora_dropout"],
@@ -178,6 +180,11 @@ def run_preset(torch, doc, preset, args):
         labels = labels.to(device)
         mask = torch.ones(batch, seq_len, dtype=torch.long, device=device)
         result["tokens"] = batch * seq_len
+        if use_4bit:  # every decoder linear quantized, nothing else
+            import bitsandbytes as bnb
+            result["nf4_linears"] = sum(isinstance(mod, bnb.nn.Linear4bit) for mod in model.modules())
+            if result["nf4_linears"] != 7 * m["layers"]:
+                raise RuntimeError(f"{result['nf4_linears']} NF4 linears, expected {7 * m['layers']}")
         result["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
         def step():
