@@ -16,7 +16,7 @@
 // `sync()`; `gemm(...)`: a small matrix product on shared-memory tiles), so the host test runs the same bodies
 // with a sequential policy against model::attention_forward / attention_backward (tests/cuda_host). On the device
 // the tile products are fp32 FMA loops (the CPU's results to 1e-5), or TF32 tensor cores (WMMA m16n16k8, sm_80+)
-// when AttentionParams-side `tf32` is asked for (FlashAttentionOptions).
+// when FlashAttentionOptions::tf32 asks for them (the decoder executor does when its GEMMs run in TF32).
 // fmt-free (nvcc compiles it). Head dims: multiples of 16 (the WMMA tiles), up to 256.
 
 #include <cmath>
