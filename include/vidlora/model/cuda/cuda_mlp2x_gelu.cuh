@@ -21,8 +21,14 @@ namespace vidlora::model::cuda {
 
 class CudaMlp2xGelu : public Mlp2xGelu {
  public:
+  // The gradient buffers take the parameters' sizes, which never change: allocated once, here.
   explicit CudaMlp2xGelu(Mlp2xGelu host)
-      : Mlp2xGelu(std::move(host)), gemm_(std::make_unique<vidlora::cuda::GemmRunner>()) {}
+      : Mlp2xGelu(std::move(host)),
+        gemm_(std::make_unique<vidlora::cuda::GemmRunner>()),
+        gw1_(static_cast<std::size_t>(linear_1().weight().size())),
+        gb1_(static_cast<std::size_t>(linear_1().bias().size())),
+        gw2_(static_cast<std::size_t>(linear_2().weight().size())),
+        gb2_(static_cast<std::size_t>(linear_2().bias().size())) {}
 
   // [tokens, in] -> [tokens, hidden]; keeps x, z and a on the device for backward.
   Matrix forward(const Matrix& x) {
@@ -63,12 +69,9 @@ class CudaMlp2xGelu : public Mlp2xGelu {
 
  private:
   bool has_bias() const { return linear_1().has_bias(); }
-  static vidlora::cuda::DeviceBuffer<float> upload(const Matrix& m) {
+  template <class M>  // a Matrix or a Vector
+  static vidlora::cuda::DeviceBuffer<float> upload(const M& m) {
     return vidlora::cuda::DeviceBuffer<float>(std::span<const float>(m.data(), static_cast<std::size_t>(m.size())));
-  }
-  template <class M>
-  static vidlora::cuda::DeviceBuffer<float> upload_vec(const M& v) {
-    return vidlora::cuda::DeviceBuffer<float>(std::span<const float>(v.data(), static_cast<std::size_t>(v.size())));
   }
   static Matrix download(const vidlora::cuda::DeviceBuffer<float>& b, std::int64_t rows, std::int64_t cols) {
     const std::vector<float> host = b.download();
@@ -82,23 +85,20 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   void upload_weights() {
     w1_ = upload(linear_1().weight());
     w2_ = upload(linear_2().weight());
-    gw1_ = vidlora::cuda::DeviceBuffer<float>(w1_.size());
-    gw2_ = vidlora::cuda::DeviceBuffer<float>(w2_.size());
     if (has_bias()) {
-      b1_ = upload_vec(linear_1().bias());
-      b2_ = upload_vec(linear_2().bias());
-      gb1_ = vidlora::cuda::DeviceBuffer<float>(b1_.size());
-      gb2_ = vidlora::cuda::DeviceBuffer<float>(b2_.size());
+      b1_ = upload(linear_1().bias());
+      b2_ = upload(linear_2().bias());
     }
   }
   ProjectorWeights weights() {
     return {w1_.data(), b1_.data(), w2_.data(), b2_.data(), gw1_.data(), gb1_.data(), gw2_.data(), gb2_.data()};
   }
 
-  std::unique_ptr<vidlora::cuda::GemmRunner> gemm_;  // movable: the Trainer takes the projector by value
+  std::unique_ptr<vidlora::cuda::GemmRunner> gemm_;           // movable: the Trainer takes the projector by value
+  vidlora::cuda::DeviceBuffer<float> gw1_, gb1_, gw2_, gb2_;  // zeroed at each backward, then added to the host's
   ProjectorShape shape_;
   bool ready_ = false;
-  vidlora::cuda::DeviceBuffer<float> w1_, b1_, w2_, b2_, gw1_, gb1_, gw2_, gb2_, x_, z_, a_;
+  vidlora::cuda::DeviceBuffer<float> w1_, b1_, w2_, b2_, x_, z_, a_;
 };
 
 static_assert(Projector<CudaMlp2xGelu>);
