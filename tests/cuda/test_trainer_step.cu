@@ -161,6 +161,31 @@ TEST_CASE(
   CHECK(tail.tensors.projector == gpu.tensors.projector);
 }
 
+TEST_CASE("the evaluation after each epoch runs on the device: the CPU run's eval loss and captions",
+          "[trainer][cuda]") {
+  // Two epochs of stage 1 and one of stage 2 with four val clips: every evaluation's loss (the device's, summed over
+  // the supervised tokens without dropout) to 1e-5 of the CPU's, and the same greedy captions from the device KV cache.
+  TrainerConfig c = trainer_step_config("eval");
+  c.stages[0].epochs = 2;
+  const auto val = test::tiny::clips(4, 10);
+  std::vector<train::EvalResult> evals[2];
+  int i = 0;
+  for (const bool device : {false, true}) {
+    fs::remove_all(c.output_dir);
+    const auto r = device ? make_tiny_trainer_on<backend::Cuda>(c).train(test::tiny::clips(10), val)
+                          : make_tiny_trainer_on<backend::Cpu>(c).train(test::tiny::clips(10), val);
+    evals[i++] = r.evals;
+  }
+  fs::remove_all(c.output_dir);
+  REQUIRE(evals[0].size() >= 2);  // after each epoch (early stopping may end a stage sooner)
+  REQUIRE(evals[1].size() == evals[0].size());
+  for (std::size_t e = 0; e < evals[0].size(); ++e) {
+    INFO("evaluation " << e + 1 << ": cpu loss " << evals[0][e].eval_loss << ", gpu " << evals[1][e].eval_loss);
+    CHECK(std::fabs(evals[1][e].eval_loss - evals[0][e].eval_loss) <= 1e-5 * std::fabs(evals[0][e].eval_loss));
+    CHECK(evals[1][e].captions == evals[0][e].captions);
+  }
+}
+
 TEST_CASE("the preset's gradient checkpointing reaches the device step and changes no bit of the run",
           "[trainer][cuda]") {
   // TrainerConfig::gradient_checkpointing (the preset's, through DecoderOptions) switches the device model to

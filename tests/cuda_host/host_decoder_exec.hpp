@@ -41,6 +41,7 @@ struct HostDecoderModelExec {
   int released = 0;
   int created = 0, live = 0, most_live = 0;
   std::vector<std::array<std::uint64_t, 7>> rng;  // save_layer_rng: each block's dropout steps
+  bool training = true;                           // false: an evaluation's forward (no dropout)
 
   static Matrix matrix(const std::vector<float>& v, Eigen::Index r, Eigen::Index c) {
     return Eigen::Map<const RowMajor>(v.data(), r, c);
@@ -86,7 +87,7 @@ struct HostDecoderModelExec {
   std::size_t num_layers() const { return layers.size(); }
   LayerExec& layer(std::size_t l) {
     if (!execs[l]) {
-      execs[l] = std::make_unique<LayerExec>(layers[l], config, rope, positions, batch, true);
+      execs[l] = std::make_unique<LayerExec>(layers[l], config, rope, positions, batch, training);
       ++created;
       most_live = std::max(most_live, ++live);
     }
@@ -127,6 +128,10 @@ struct HostDecoderModelExec {
   model::DecoderLossTotals lm_head_loss(const Matrix& hidden, Matrix& d_hidden) {
     auto r = loss::lm_head_cross_entropy<float>(hidden, head, targets, ce, lm);
     d_hidden = std::move(r.grad_hidden);
+    return {r.loss, r.valid_tokens};
+  }
+  model::DecoderLossTotals lm_head_loss_forward(const Matrix& hidden) {
+    const auto r = loss::lm_head_cross_entropy<float>(hidden, head, targets, ce, lm);  // d hidden unused
     return {r.loss, r.valid_tokens};
   }
 };

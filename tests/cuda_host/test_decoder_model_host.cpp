@@ -300,3 +300,55 @@ TEST_CASE("decoder_layer_shape carries the model's sizes and the batch", "[decod
   CHECK(s.rope_theta == 5e5);
   CHECK_NOTHROW(model::cuda::check_layer_shape(s));
 }
+
+// The evaluation's loss as a step list (what DecoderModel::loss runs on the device): every block forward without
+// dropout, one block alive at a time, the final norm and the LM-head loss, summed: the CPU evaluation's loss sum
+// (Decoder::forward(…, false), then lm_head_cross_entropy) bit for bit, with no dropout stream moved.
+TEST_CASE("decoder_loss_steps over CPU executors equals the evaluation's forward and LM-head loss bit for bit",
+          "[decoder_host]") {
+  auto config = model::llama_config(32, 48, 3, 4, 2, 20);
+  for (const bool qwen3 : {false, true}) {
+    if (qwen3) {
+      config.architecture = model::Architecture::Qwen3;
+      config.validate();
+    }
+    INFO("qwen3 " << qwen3);
+    model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 8), all_slots(0.1));
+    std::uint64_t stream = 70;
+    dec.for_each_lora([&](const std::string&, auto& lin) {
+      lin.lora_B() = model::random_normal(lin.lora_B().rows(), lin.lora_B().cols(), 0.05, 8, stream++);
+    });
+    const model::DecoderHostWeights w = model::export_decoder_weights(dec);
+    model::SequenceBatch batch;
+    batch.batch = 2;
+    batch.seq_len = 6;
+    batch.attention_mask = {1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0};
+    const std::vector<int> labels{-100, 2, 3, 7, 1, 9, -100, 4, 2, -100, -100, -100};
+    const Matrix embeds = model::random_normal(12, config.hidden_size, 1.0, 8, 3);
+    loss::CrossEntropyOptions mean;
+    mean.label_smoothing = 0.1;
+    loss::LmHeadOptions lm;
+    lm.chunk_size = 7;
+    const auto want = loss::lm_head_cross_entropy<float>(dec.forward(embeds, batch, false), dec.head_weight(),
+                                                         model::next_token_targets(labels, batch), mean, lm);
+    REQUIRE(want.valid_tokens == 7);
+
+    loss::CrossEntropyOptions sum = mean;  // the device evaluation sums: its loss is the sum itself
+    sum.reduction = loss::Reduction::Sum;
+    test::HostDecoderModelExec exec(config, w, batch, labels, sum, 7);
+    exec.training = false;
+    const model::DecoderLossTotals got = model::decoder_loss_steps(exec, embeds);
+    CHECK(got.loss == want.loss_sum);
+    CHECK(got.valid_tokens == want.valid_tokens);
+    CHECK(exec.created == config.num_hidden_layers);
+    CHECK(exec.released == config.num_hidden_layers);
+    CHECK(exec.most_live == 1);
+    for (const auto& layer : exec.layers)
+      for (const auto& slot : layer.slots)
+        if (slot.has_lora()) CHECK(slot.step() == 0);  // no mask drawn
+
+    // With dropout applied (a training forward) the loss differs: the evaluation's is the no-dropout one.
+    test::HostDecoderModelExec training(config, w, batch, labels, sum, 7);
+    CHECK(model::decoder_loss_steps(training, embeds).loss != want.loss_sum);
+  }
+}

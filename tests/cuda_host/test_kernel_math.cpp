@@ -241,6 +241,31 @@ TEST_CASE("rope pair body over every pair equals RotaryTable bit for bit", "[cud
   CHECK_THROWS_AS(vidlora::model::cuda::rope_tables(7, 1e4, 2, cos_t, sin_t), vidlora::cuda::CudaError);
 }
 
+TEST_CASE("rope tables from a first position are the rows of the full table, and rotate a KV-cache step as RotaryTable",
+          "[cuda_host][model]") {
+  const int heads = 2, head_dim = 8, half = head_dim / 2;
+  std::vector<float> cos_all, sin_all, cos_t, sin_t;
+  vidlora::model::cuda::rope_tables(head_dim, 10000.0, 2500, cos_all, sin_all);
+  const std::int64_t first = 2431, n = 3;  // a generation step after a 2,431-position prompt
+  vidlora::model::cuda::rope_tables(head_dim, 10000.0, n, cos_t, sin_t, first);
+  REQUIRE(cos_t.size() == static_cast<std::size_t>(n * half));
+  for (std::size_t i = 0; i < cos_t.size(); ++i) {
+    CHECK(cos_t[i] == cos_all[static_cast<std::size_t>(first * half) + i]);
+    CHECK(sin_t[i] == sin_all[static_cast<std::size_t>(first * half) + i]);
+  }
+  // The executor's positions for such a step index the table's own rows (0 .. n - 1).
+  vidlora::Matrix x(n, heads * head_dim);
+  const auto v = random_values(static_cast<std::size_t>(x.size()), 9);
+  std::copy(v.begin(), v.end(), x.data());
+  vidlora::Matrix want = x, got = x;
+  vidlora::model::RotaryTable table(head_dim, 10000.0);
+  table.apply(want, std::vector<Eigen::Index>{first, first + 1, first + 2}, false);
+  const std::vector<std::int32_t> rows = {0, 1, 2};
+  vidlora::model::cuda::RopeParams p{got.data(), rows.data(), cos_t.data(), sin_t.data(), n, heads, head_dim, false};
+  for (std::int64_t i = 0; i < n * heads * half; ++i) vidlora::model::cuda::rope_pair(p, i);
+  CHECK(got == want);
+}
+
 TEST_CASE("rms norm element with the double row sum equals model rms_norm", "[cuda_host][model]") {
   const Eigen::Index rows = 4, n = 300;
   vidlora::Matrix x(rows, n);

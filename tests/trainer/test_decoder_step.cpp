@@ -76,6 +76,45 @@ TEST_CASE("the Cpu decoder step is Decoder::loss_and_backward: loss, gradients a
   CHECK(want_grads.front()->norm() > 0.0f);
 }
 
+TEST_CASE("the Cpu decoder step's evaluation: the loss without dropout, summed; generation with the KV cache",
+          "[trainer][backend]") {
+  namespace tiny = test::tiny;
+  using D = model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha>;
+  model::DecoderOptions o;
+  o.target_modules = {"q_proj", "v_proj", "down_proj"};
+  o.lora.dropout = 0.25;
+  o.lora.seed = 9;
+  const auto weights = model::random_decoder_weights(tiny::decoder_config(), 3);
+  D dec(tiny::decoder_config(), weights, o);
+  model::DecoderOptions plain = o;
+  plain.lora.dropout = 0.0;
+  D no_dropout(tiny::decoder_config(), weights, plain);
+  for (D* d : {&dec, &no_dropout}) d->for_each_lora([](const std::string&, auto& l) { l.lora_B().setConstant(0.01f); });
+  model::Mlp2xGelu projector(tiny::kVision, tiny::kHidden, 11);
+  const train::TrainableTensors tensors(projector, dec);
+  train::DecoderStep<backend::Cpu, D> step(dec, tensors);
+
+  const std::vector<int> ids{3, 5, 8, 10, 11, 2, 3, 6, 9, 13, 14, 0};
+  const model::SequenceBatch batch{2, 6, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0}};
+  std::vector<int> labels(ids);
+  labels[0] = labels[6] = labels[11] = -100;
+  loss::CrossEntropyOptions ce;
+  ce.label_smoothing = 0.1;
+  const train::EvalLoss got = step.eval_loss(dec.embed(ids), batch, labels, ce);
+  // The mean loss of the same decoder without dropout, times its token count: the evaluation's sum.
+  const auto want = no_dropout.loss_and_backward(no_dropout.embed(ids), batch, labels, ce);
+  CHECK(got.valid_tokens == want.valid_tokens);
+  CHECK(got.valid_tokens == 9);
+  CHECK(got.loss_sum / static_cast<double>(got.valid_tokens) == Approx(want.loss).epsilon(1e-6));
+
+  // Generation: model::generate with the decoder's KV cache, the ids Decoder::generate_greedy gives.
+  const std::vector<int> prompt{3, 4, 1, 1};
+  model::GenerationOptions g;
+  g.max_new_tokens = 5;
+  CHECK(step.generate(dec.embed(prompt), g).ids == dec.generate_greedy(std::span<const int>(prompt), 5));
+  dec.for_each_lora([](const std::string&, auto& l) { CHECK(l.step() == 0); });  // no mask drawn by either
+}
+
 TEST_CASE("TrainableTensors' values version moves on every write a device step must see, and only then",
           "[trainer][backend]") {
   namespace tiny = test::tiny;

@@ -28,6 +28,10 @@
 //                                    before its first forward, and rewind them to that before the recompute
 //   offload_input(l, tensor&&), reload_input(l) -> tensor   with offload_checkpoints only: move block l's kept
 //                                    input off the device (its device memory freed) and back
+// decoder_loss_steps (an evaluation's loss: no backward) needs only num_layers, layer, release_layer, copy,
+// final_norm and
+//   lm_head_loss_forward(hidden) -> DecoderLossTotals   the loss alone (no d hidden)
+// over an executor whose layers run without training (no dropout), as model::Decoder::forward(…, false) does.
 // fmt-free (nvcc compiles it).
 
 #include <cstddef>
@@ -102,6 +106,22 @@ DecoderStepOf<typename Exec::tensor_type> decoder_loss_and_backward_steps(Exec& 
   }
   r.grad_embeds = std::move(dh);
   return r;
+}
+
+// embeds: [tokens, hidden] -> the loss (the evaluation's: Decoder::forward(embeds, batch, false), then the LM-head
+// cross-entropy). Each block's state is released as soon as its output exists, so one block is alive at a time.
+template <class Exec>
+DecoderLossTotals decoder_loss_steps(Exec& e, const typename Exec::tensor_type& embeds) {
+  using Tensor = typename Exec::tensor_type;
+  Tensor h = e.copy(embeds);
+  for (std::size_t l = 0; l < e.num_layers(); ++l) {
+    typename Exec::saved_type scratch;
+    h = decoder_layer_forward_steps(e.layer(l), h, scratch);
+    scratch = {};
+    e.release_layer(l);
+  }
+  typename Exec::rows_type inv;
+  return e.lm_head_loss_forward(e.final_norm(h, &inv));
 }
 
 }  // namespace vidlora::model

@@ -6,7 +6,9 @@
 //   DecoderStep<backend::Cuda, D>  train/cuda/decoder_step.cuh: the same step by model::cuda::DecoderModel on the
 //                                  device; this header includes it when nvcc compiles the translation unit.
 // The rest of a training step (projector, gradient sums, clipping, AdamW, checkpoints, adapters) stays on the CPU,
-// the same for both. Contract with the Trainer: the CPU decoder holds the master LoRA values and the dropout
+// the same for both. The evaluation after each epoch runs where the step runs: eval_loss (the forward without
+// dropout and the LM-head loss of one collated clip) and generate (model::generate's greedy or beam search, with the
+// KV cache on the step's backend). Contract with the Trainer: the CPU decoder holds the master LoRA values and the dropout
 // counters; a step is built on the decoder and the run's TrainableTensors, whose values_version() moves whenever
 // the values may have changed (an optimizer step, a checkpoint, best-parameter or adapter load), so a step that
 // keeps a copy of them refreshes it before its next call.
@@ -21,7 +23,9 @@
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/core/memory_stats.hpp>
 #include <vidlora/loss/cross_entropy_options.hpp>
+#include <vidlora/loss/lm_head_cross_entropy.hpp>
 #include <vidlora/model/decoder.hpp>
+#include <vidlora/model/generation.hpp>
 #include <vidlora/model/sequence_batch.hpp>
 #include <vidlora/train/trainable_tensors.hpp>
 
@@ -34,6 +38,12 @@ struct DecoderStepSettings {
   std::size_t memory_cap_bytes = 0;  // 0: no cap
   bool offload_checkpoints = false;
   bool tf32 = false;  // TrainerConfig::precision "tf32": the step's GEMMs on TF32 tensor cores, the rest in fp32
+};
+
+// An evaluation's loss over a collated batch: the per-token losses summed over the supervised tokens, and their count.
+struct EvalLoss {
+  double loss_sum = 0.0;
+  long valid_tokens = 0;
 };
 
 namespace detail {
@@ -69,6 +79,19 @@ class DecoderStep<backend::Cpu, Decoder> {
   // Host memory is not tracked: nothing to report.
   std::optional<MemoryStats> take_step_memory() { return std::nullopt; }
 
+  // The evaluation's loss: Decoder::forward without dropout, then the LM-head cross-entropy on next-token targets.
+  EvalLoss eval_loss(const Matrix& embeds, const model::SequenceBatch& batch, std::span<const int> labels,
+                     const loss::CrossEntropyOptions& ce) {
+    const Matrix hidden = decoder_.forward(embeds, batch, false);
+    const auto targets = model::next_token_targets(labels, batch, ce.ignore_index);
+    const auto r = loss::lm_head_cross_entropy<float>(hidden, decoder_.head_weight(), targets, ce);
+    return {r.loss_sum, r.valid_tokens};
+  }
+  // Generation after prompt embeddings [n, hidden] with the decoder's KV cache.
+  model::GenerationResult generate(const Matrix& prompt_embeds, const model::GenerationOptions& options) {
+    return model::generate(decoder_, prompt_embeds, options);
+  }
+
  private:
   Decoder& decoder_;
 };
@@ -82,6 +105,8 @@ concept DecoderStepPolicy = backend::Backend<typename S::backend_type> &&
   { s.loss_and_backward(embeds, batch, labels, ce) } -> std::same_as<model::DecoderLossResultOf<float>>;
   // the device memory of the calls since the previous take (peaks over them), or nullopt when not tracked
   { s.take_step_memory() } -> std::same_as<std::optional<MemoryStats>>;
+  { s.eval_loss(embeds, batch, labels, ce) } -> std::same_as<EvalLoss>;
+  { s.generate(embeds, model::GenerationOptions{}) } -> std::same_as<model::GenerationResult>;
 };
 
 }  // namespace vidlora::train

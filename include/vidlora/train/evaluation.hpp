@@ -14,9 +14,9 @@
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/eval/caption_metrics_json.hpp>
 #include <vidlora/loss/cross_entropy_options.hpp>
-#include <vidlora/loss/lm_head_cross_entropy.hpp>
 #include <vidlora/model/generation.hpp>
 #include <vidlora/model/splice.hpp>
+#include <vidlora/train/decoder_step.hpp>
 #include <vidlora/train/early_stopping.hpp>
 #include <vidlora/train/text_codec.hpp>
 #include <vidlora/train/train_result.hpp>
@@ -47,29 +47,28 @@ inline double early_stopping_value(std::string_view metric, const EvalResult& ev
 inline bool improves(Mode mode, double score, double best) { return mode == Mode::Min ? score < best : score > best; }
 
 // Eval loss of one clip: its projected visual tokens `visual` [n, hidden] spliced into the prompt, then `answer`
-// (caption + EOS), the only supervised tokens. Returns the loss sum and the supervised-token count.
-template <class Decoder>
-loss::LmHeadCrossEntropyResult answer_loss(Decoder& decoder, const TextCodec& codec, const Matrix& visual,
-                                           const std::vector<int>& answer, double label_smoothing) {
+// (caption + EOS), the only supervised tokens, run by the decoder step `step` (train/decoder_step.hpp: the CPU
+// decoder or the device model). Returns the loss sum and the supervised-token count.
+template <class Step, class Decoder>
+EvalLoss answer_loss(Step& step, const Decoder& decoder, const TextCodec& codec, const Matrix& visual,
+                     const std::vector<int>& answer, double label_smoothing) {
   loss::CrossEntropyOptions ce;
   ce.label_smoothing = label_smoothing;
   const auto seq = model::splice_visual_tokens<float>(codec.prompt_ids, answer, codec.placeholder_id, visual,
                                                       decoder.embed_tokens());
   const auto batch = model::collate<float>({seq}, decoder.embed_tokens(), codec.pad_id);
-  const Matrix hidden = decoder.forward(batch.embeds, batch.batch, false);
-  const auto targets = model::next_token_targets(batch.labels, batch.batch);
-  return loss::lm_head_cross_entropy<float>(hidden, decoder.head_weight(), targets, ce);
+  return step.eval_loss(batch.embeds, batch.batch, batch.labels, ce);
 }
 
-// The caption generated for projected visual tokens `visual` [n, hidden] after the prompt (stopping at the codec's
-// EOS), decoded to text.
-template <class Decoder>
-std::string generate_caption(Decoder& decoder, const TextCodec& codec, model::GenerationOptions options,
-                             const Matrix& visual) {
+// The caption `step` generates for projected visual tokens `visual` [n, hidden] after the prompt (stopping at the
+// codec's EOS), decoded to text.
+template <class Step, class Decoder>
+std::string generate_caption(Step& step, const Decoder& decoder, const TextCodec& codec,
+                             model::GenerationOptions options, const Matrix& visual) {
   const auto seq = model::splice_visual_tokens<float>(codec.prompt_ids, std::vector<int>{}, codec.placeholder_id,
                                                       visual, decoder.embed_tokens());
   options.eos_token_id = codec.eos_id;
-  return codec.decode(model::generate(decoder, seq.embeds, options).ids);
+  return codec.decode(step.generate(seq.embeds, options).ids);
 }
 
 // The evaluation's line in the training log: eval loss, every caption score and mode_collapse (0 or 1).

@@ -279,7 +279,7 @@ class Trainer {
       const Matrix* feats = features_of(val_[i]);
       if (!feats) continue;
       const Matrix visual = projector_.apply(*feats);
-      const auto r = answer_loss(decoder_, codec_, visual, answer_ids(val_[i]), config_.label_smoothing);
+      const auto r = answer_loss(decoder_step_, decoder_, codec_, visual, answer_ids(val_[i]), config_.label_smoothing);
       loss_sum += r.loss_sum;
       valid += r.valid_tokens;
       clip_loss.push_back(r.loss_sum);
@@ -309,7 +309,9 @@ class Trainer {
   }
 
   // Caption for projected visual tokens [n, hidden] (generation options from the config).
-  std::string caption(const Matrix& visual) { return generate_caption(decoder_, codec_, config_.generation, visual); }
+  std::string caption(const Matrix& visual) {
+    return generate_caption(decoder_step_, decoder_, codec_, config_.generation, visual);
+  }
 
   // Writes the PEFT adapter (when a LoRA stage ran), the projector and the run's summary.
   void save_outputs(const std::filesystem::path& dir) { save_run_outputs(dir, config_, decoder_, projector_); }

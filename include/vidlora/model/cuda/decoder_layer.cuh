@@ -72,6 +72,14 @@ struct DecoderLayerDeviceWeights {
   std::array<DeviceLinear, 7> linears{};  // q, k, v, o, gate, up, down
 };
 
+// One layer's KV cache on the device (owned by the caller): K and V [capacity, kv_features] row-major, the first
+// `past` rows holding the positions already run.
+struct LayerKvCache {
+  float* k = nullptr;
+  float* v = nullptr;
+  std::int64_t capacity = 0, past = 0;
+};
+
 inline void check_layer_shape(const DecoderLayerShape& s) {
   vidlora::cuda::check_arg(s.batch > 0 && s.seq_len > 0 && s.hidden > 0 && s.intermediate > 0 && s.q_heads > 0 &&
                                s.kv_heads > 0 && s.head_dim > 0 && s.head_dim % 2 == 0 && s.q_heads % s.kv_heads == 0,
@@ -138,15 +146,8 @@ class DecoderLayerExecutor {
         memory_(std::move(memory)),
         compute_(compute) {
     check_layer_shape(shape_);
+    set_positions(0);
     const std::int64_t t = shape_.tokens();
-    std::vector<std::int32_t> pos(static_cast<std::size_t>(t));
-    for (std::int64_t i = 0; i < t; ++i)
-      pos[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i % shape_.seq_len);
-    positions_ = vidlora::cuda::DeviceBuffer<std::int32_t>(memory_.allocator, pos, tag("rope.positions"));
-    std::vector<float> cos_table, sin_table;
-    rope_tables(static_cast<int>(shape_.head_dim), shape_.rope_theta, shape_.seq_len, cos_table, sin_table);
-    cos_ = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, cos_table, tag("rope.cos"));
-    sin_ = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, sin_table, tag("rope.sin"));
     if (!key_mask.empty()) {
       vidlora::cuda::check_arg(
           static_cast<std::int64_t>(key_mask.size()) == t, "cuda::DecoderLayerExecutor",
@@ -156,7 +157,33 @@ class DecoderLayerExecutor {
     }
   }
 
+  // Generation: one sequence of shape.seq_len new positions continuing `cache` (shape.batch 1), as
+  // model::CpuLayerExecutor's KV-cache constructor: the slots infer (no dropout, nothing kept for a backward), the
+  // rotated K and V are written to cache rows [past, past + seq_len), and the queries attend over every cached row
+  // from absolute position past + i. No backward.
+  DecoderLayerExecutor(vidlora::cuda::GemmRunner& gemm, DecoderLayerDeviceWeights& weights,
+                       const DecoderLayerShape& shape, const LayerKvCache& cache, cudaStream_t stream = nullptr,
+                       DecoderLayerMemory memory = {}, vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32)
+      : gemm_(gemm),
+        weights_(weights),
+        shape_(shape),
+        training_(false),
+        stream_(stream),
+        memory_(std::move(memory)),
+        compute_(compute),
+        cache_(cache) {
+    check_layer_shape(shape_);
+    vidlora::cuda::check_arg(shape_.batch == 1 && cache_.k && cache_.v && cache_.past >= 0 &&
+                                 cache_.past + shape_.seq_len <= cache_.capacity,
+                             "cuda::DecoderLayerExecutor",
+                             "a KV-cache forward takes one sequence whose " + std::to_string(shape_.seq_len) +
+                                 " positions fit after the cache's " + std::to_string(cache_.past) + " (capacity " +
+                                 std::to_string(cache_.capacity) + ", batch " + std::to_string(shape_.batch) + ")");
+    set_positions(cache_.past);
+  }
+
   bool qk_norm() const { return shape_.qk_norm; }
+  bool cached() const { return cache_.k != nullptr; }
 
   DeviceTensor copy(const DeviceTensor& x) const { return copy_as(x, "input"); }
   DeviceTensor copy_as(const DeviceTensor& x, std::string_view what) const {
@@ -242,6 +269,7 @@ class DecoderLayerExecutor {
   bool backward_takes_input(LayerLinear m) const { return weights_.linears[static_cast<std::size_t>(m)].has_lora; }
 
   DeviceTensor linear_backward(LayerLinear m, const DeviceTensor& dy, const DeviceTensor& x) {
+    vidlora::cuda::check_arg(!cached(), "cuda::DecoderLayerExecutor", "no backward through a KV-cache forward");
     DeviceLinear& lin = weights_.linears[static_cast<std::size_t>(m)];
     SlotState& st = state_[static_cast<std::size_t>(m)];
     const std::string name = std::string(kSlotMemoryNames[static_cast<std::size_t>(m)]);
@@ -273,6 +301,7 @@ class DecoderLayerExecutor {
   }
 
   DeviceTensor attention(saved_type& a) const {
+    if (cached()) return cached_attention(a);
     const std::int64_t t = shape_.seq_len, qf = shape_.q_features();
     DeviceTensor out = tensor(a.q.rows, qf, "self_attn.attention");
     a.attention = tensor(shape_.batch, shape_.q_heads * t, "self_attn.lse");
@@ -288,6 +317,7 @@ class DecoderLayerExecutor {
   }
 
   QkvGrads<DeviceTensor> attention_backward(const saved_type& a, const DeviceTensor& d_attn) const {
+    vidlora::cuda::check_arg(!cached(), "cuda::DecoderLayerExecutor", "no backward through a KV-cache forward");
     const std::int64_t t = shape_.seq_len, qf = shape_.q_features(), kvf = shape_.kv_features();
     QkvGrads<DeviceTensor> g{zeros(a.q.rows, a.q.cols, "self_attn.dq"), zeros(a.k.rows, a.k.cols, "self_attn.dk"),
                              zeros(a.v.rows, a.v.cols, "self_attn.dv")};
@@ -371,6 +401,50 @@ class DecoderLayerExecutor {
     return d;
   }
 
+  // Row r at absolute position first + (r mod seq_len): the kernel's position index r mod seq_len into cos / sin
+  // tables whose rows are the positions first .. first + seq_len - 1.
+  void set_positions(std::int64_t first) {
+    const std::int64_t t = shape_.tokens();
+    std::vector<std::int32_t> pos(static_cast<std::size_t>(t));
+    for (std::int64_t i = 0; i < t; ++i)
+      pos[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i % shape_.seq_len);
+    positions_ = vidlora::cuda::DeviceBuffer<std::int32_t>(memory_.allocator, pos, tag("rope.positions"));
+    std::vector<float> cos_table, sin_table;
+    rope_tables(static_cast<int>(shape_.head_dim), shape_.rope_theta, shape_.seq_len, cos_table, sin_table, first);
+    cos_ = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, cos_table, tag("rope.cos"));
+    sin_ = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, sin_table, tag("rope.sin"));
+  }
+
+  // The KV-cache attention: this call's rotated K and V appended to the cache, then the queries (absolute
+  // positions past + i) over every cached key.
+  DeviceTensor cached_attention(saved_type& a) const {
+    const std::int64_t n = a.q.rows, qf = shape_.q_features(), kvf = shape_.kv_features();
+    const std::size_t bytes = static_cast<std::size_t>(n * kvf) * sizeof(float);
+    VIDLORA_CUDA_CHECK(
+        cudaMemcpyAsync(cache_.k + cache_.past * kvf, a.k.data(), bytes, cudaMemcpyDeviceToDevice, stream_));
+    VIDLORA_CUDA_CHECK(
+        cudaMemcpyAsync(cache_.v + cache_.past * kvf, a.v.data(), bytes, cudaMemcpyDeviceToDevice, stream_));
+    DeviceTensor out = tensor(n, qf, "self_attn.attention");
+    a.attention = tensor(1, shape_.q_heads * n, "self_attn.lse");
+    AttentionParams p;
+    p.q = a.q.data();
+    p.k = cache_.k;
+    p.v = cache_.v;
+    p.out = out.data();
+    p.lse = a.attention.data();
+    p.tq = n;
+    p.tk = cache_.past + n;
+    p.q_heads = shape_.q_heads;
+    p.kv_heads = shape_.kv_heads;
+    p.head_dim = shape_.head_dim;
+    p.q_offset = cache_.past;
+    if (flash_attention_takes(p))
+      flash_attention_forward(p, flash_options(), stream_);
+    else
+      model::cuda::attention_forward(p, stream_);
+    return out;
+  }
+
   AttentionParams sequence_params(const saved_type& a, std::int64_t b) const {
     const std::int64_t t = shape_.seq_len, qf = shape_.q_features(), kvf = shape_.kv_features();
     AttentionParams p;
@@ -444,6 +518,7 @@ class DecoderLayerExecutor {
   vidlora::cuda::DeviceBuffer<std::int32_t> positions_, mask_;
   vidlora::cuda::DeviceBuffer<float> cos_, sin_;
   std::array<SlotState, 7> state_{};
+  LayerKvCache cache_{};  // generation: the layer's K/V history (k null: a training or evaluation batch)
 };
 
 }  // namespace vidlora::model::cuda

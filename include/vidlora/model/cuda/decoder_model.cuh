@@ -17,6 +17,7 @@
 // StepResult::memory and last_step_memory(). Status: compiled for sm_75..90, checked against the CPU Decoder by
 // tests/cuda/test_decoder_model.cu, which has not yet run on a GPU (docs/cuda.md).
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <memory>
@@ -177,6 +178,7 @@ class DecoderModel {
   const MemoryStats& last_step_memory() const { return last_step_memory_; }
 
   std::int64_t num_layers() const { return static_cast<std::int64_t>(layers_.size()); }
+  cudaStream_t stream() const { return stream_; }
   std::int64_t hidden() const { return host_.hidden; }
   std::int64_t vocab() const { return host_.vocab; }
   // Every LoRA factor, layer by layer, slots in q..down order, A then B (model::Decoder::for_each_lora's order).
@@ -228,6 +230,131 @@ class DecoderModel {
     return r;
   }
 
+  // The evaluation's loss (no backward, no dropout): what Decoder::forward(embeds, batch, false) followed by the
+  // LM-head cross-entropy gives, by decoder_loss_steps (model/decoder_model_steps.hpp). Nothing is accumulated and
+  // no dropout stream moves; one block's state is alive at a time.
+  DecoderLossTotals loss(const DeviceTensor& embeds, const DecoderBatch& batch, const std::vector<int>& labels,
+                         const loss::cuda::LmHeadCeOptions& options = {}) {
+    check_decoder_input(host_.hidden, embeds.rows, embeds.cols, batch);
+    const std::vector<std::int32_t> targets = next_token_targets(labels, batch, options.ignore_index);
+    loss::cuda::LmHeadCeOptions ce = options;
+    ce.compute = compute_;
+    ModelExecutor exec(*this, decoder_layer_shape(host_, batch), batch.attention_mask, targets, ce,
+                       /*training=*/false);
+    return decoder_loss_steps(exec, embeds);
+  }
+
+  // Generation's KV cache (one sequence): every layer's K and V [capacity, kv_features] on the device, from the
+  // model's allocator ("kv_cache.layers.3.k"). A copy is a new cache holding the same positions (beam search copies
+  // a parent's); it grows when a forward_cached needs more positions than it has room for.
+  class KvCache {
+   public:
+    KvCache() = default;
+    KvCache(KvCache&&) noexcept = default;
+    KvCache& operator=(KvCache&&) noexcept = default;
+    KvCache(const KvCache& o)
+        : allocator_(o.allocator_), stream_(o.stream_), kv_features_(o.kv_features_), k_(o.k_.size()), v_(o.v_.size()) {
+      reserve(o.capacity_);
+      copy_rows(o, o.length_);
+      length_ = o.length_;
+    }
+    KvCache& operator=(const KvCache& o) {
+      if (this != &o) *this = KvCache(o);
+      return *this;
+    }
+    std::int64_t length() const { return length_; }      // positions held
+    std::int64_t capacity() const { return capacity_; }  // positions there is room for
+    std::size_t layers() const { return k_.size(); }
+    std::size_t bytes() const {
+      return 2 * k_.size() * static_cast<std::size_t>(capacity_ * kv_features_) * sizeof(float);
+    }
+
+   private:
+    friend class DecoderModel;
+    KvCache(vidlora::cuda::CudaCachingAllocator* allocator, cudaStream_t stream, std::size_t layers,
+            std::int64_t kv_features)
+        : allocator_(allocator), stream_(stream), kv_features_(kv_features), k_(layers), v_(layers) {}
+    // Room for `positions` (the rows held are kept).
+    void reserve(std::int64_t positions) {
+      if (positions <= capacity_) return;
+      KvCache grown(allocator_, stream_, k_.size(), kv_features_);
+      grown.capacity_ = positions;
+      const std::size_t count = static_cast<std::size_t>(positions * kv_features_);
+      for (std::size_t l = 0; l < k_.size(); ++l) {
+        const std::string layer = "kv_cache.layers." + std::to_string(l);
+        grown.k_[l] = vidlora::cuda::DeviceBuffer<float>(allocator_, count, layer + ".k");
+        grown.v_[l] = vidlora::cuda::DeviceBuffer<float>(allocator_, count, layer + ".v");
+      }
+      grown.copy_rows(*this, length_);
+      grown.length_ = length_;
+      *this = std::move(grown);
+    }
+    void copy_rows(const KvCache& from, std::int64_t rows) {
+      const std::size_t bytes = static_cast<std::size_t>(rows * kv_features_) * sizeof(float);
+      if (!bytes) return;
+      for (std::size_t l = 0; l < k_.size(); ++l) {
+        VIDLORA_CUDA_CHECK(cudaMemcpyAsync(k_[l].data(), from.k_[l].data(), bytes, cudaMemcpyDeviceToDevice, stream_));
+        VIDLORA_CUDA_CHECK(cudaMemcpyAsync(v_[l].data(), from.v_[l].data(), bytes, cudaMemcpyDeviceToDevice, stream_));
+      }
+    }
+    vidlora::cuda::CudaCachingAllocator* allocator_ = nullptr;
+    cudaStream_t stream_ = nullptr;
+    std::int64_t kv_features_ = 0, capacity_ = 0, length_ = 0;
+    std::vector<vidlora::cuda::DeviceBuffer<float>> k_, v_;
+  };
+
+  KvCache make_cache() const { return KvCache(allocator_, stream_, layers_.size(), host_.kv_heads * host_.head_dim); }
+
+  // Runs `embeds` [n, hidden] (device) as the next n positions after what `cache` holds, appends their K/V, and
+  // returns their final-norm hidden states [n, hidden]: model::Decoder::forward_cached on the device (the slots
+  // infer: no dropout; nothing is kept for a backward).
+  DeviceTensor forward_cached(const DeviceTensor& embeds, KvCache& cache) {
+    vidlora::cuda::check_arg(embeds.rows > 0 && embeds.cols == host_.hidden, "cuda::DecoderModel::forward_cached",
+                             "embeds [" + std::to_string(embeds.rows) + ", " + std::to_string(embeds.cols) +
+                                 "] need rows and " + std::to_string(host_.hidden) + " columns");
+    vidlora::cuda::check_arg(cache.layers() == layers_.size() && cache.allocator_ == allocator_,
+                             "cuda::DecoderModel::forward_cached",
+                             "the cache was not made by this model's make_cache()");
+    const std::int64_t n = embeds.rows, past = cache.length_;
+    if (past + n > cache.capacity_)  // room for a caption's worth of tokens after a prompt, then by quarters
+      cache.reserve(std::max(past + n + kCacheHeadroom, cache.capacity_ + cache.capacity_ / 4));
+    DecoderBatch one;
+    one.seq_len = n;
+    const DecoderLayerShape shape = decoder_layer_shape(host_, one);
+    DeviceTensor h;
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      const LayerKvCache view{cache.k_[l].data(), cache.v_[l].data(), cache.capacity_, past};
+      DecoderLayerExecutor exec(gemm_, layers_[l]->weights, shape, view, stream_,
+                                DecoderLayerMemory{allocator_, "layers." + std::to_string(l) + "."}, compute_);
+      DecoderLayerExecutor::saved_type scratch;
+      h = decoder_layer_forward_steps(exec, l == 0 ? embeds : h, scratch);
+    }
+    cache.length_ = past + n;
+    DeviceTensor y(allocator_, n, host_.hidden, "norm");
+    RmsNormParams p{h.data(), final_norm_.data(), y.data(),          nullptr, nullptr, nullptr,
+                    n,        host_.hidden,       host_.rms_norm_eps};
+    model::cuda::rms_norm(p, stream_);
+    return y;
+  }
+
+  // LM-head logits of hidden states [rows, hidden] (device), downloaded: [rows, vocab] row-major.
+  std::vector<float> logits(const DeviceTensor& hidden) {
+    vidlora::cuda::check_arg(
+        hidden.cols == host_.hidden, "cuda::DecoderModel::logits",
+        "hidden states of " + std::to_string(hidden.cols) + " columns for a model of " + std::to_string(host_.hidden));
+    DeviceTensor out(allocator_, hidden.rows, host_.vocab, "lm_head.logits");
+    vidlora::cuda::GemmProblem g =
+        vidlora::cuda::linear_forward(hidden.rows, host_.hidden, host_.vocab, vidlora::cuda::DType::F32);
+    g.compute = compute_;
+    gemm_.run(g, hidden.data(), head_.data(), out.data(), 1.0f, 0.0f, nullptr, stream_);
+    std::vector<float> host(static_cast<std::size_t>(out.size()));
+    if (!host.empty())
+      VIDLORA_CUDA_CHECK(
+          cudaMemcpyAsync(host.data(), out.data(), host.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    VIDLORA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return host;
+  }
+
  private:
   // The model executor of decoder_loss_and_backward_steps (model/decoder_model_steps.hpp) for one batch: a
   // DecoderLayerExecutor per block (kept from its forward to its backward), the final norm and the streamed loss.
@@ -237,13 +364,16 @@ class DecoderModel {
     using rows_type = DeviceTensor;
     using saved_type = DecoderLayerExecutor::saved_type;
 
+    // training false: an evaluation's forward (no dropout; decoder_loss_steps).
     ModelExecutor(DecoderModel& model, const DecoderLayerShape& shape, const std::vector<int>& key_mask,
-                  const std::vector<std::int32_t>& targets, const loss::cuda::LmHeadCeOptions& options)
+                  const std::vector<std::int32_t>& targets, const loss::cuda::LmHeadCeOptions& options,
+                  bool training = true)
         : model_(model),
           shape_(shape),
           key_mask_(key_mask),
           targets_(targets),
           options_(options),
+          training_(training),
           layers_(model.layers_.size()),
           offloaded_(model.layers_.size()) {}
 
@@ -251,7 +381,7 @@ class DecoderModel {
     DecoderLayerExecutor& layer(std::size_t l) {
       if (!layers_[l])
         layers_[l] = std::make_unique<DecoderLayerExecutor>(
-            model_.gemm_, model_.layers_[l]->weights, shape_, key_mask_, /*training=*/true, model_.stream_,
+            model_.gemm_, model_.layers_[l]->weights, shape_, key_mask_, training_, model_.stream_,
             DecoderLayerMemory{model_.allocator_, "layers." + std::to_string(l) + "."}, model_.compute_);
       return *layers_[l];
     }
@@ -313,6 +443,13 @@ class DecoderModel {
                                             d_hidden.data(), model_.stream_, model_.allocator_);
       return {ce.loss, ce.valid_tokens};
     }
+    DecoderLossTotals lm_head_loss_forward(const DeviceTensor& hidden) {
+      const loss::cuda::LmHeadCeShape shape{hidden.rows, hidden.cols, model_.host_.vocab, hidden.cols, hidden.rows};
+      const loss::cuda::LmHeadCeResult ce =
+          loss::cuda::lm_head_cross_entropy(model_.gemm_, hidden.data(), model_.head_.data(), shape, targets_, options_,
+                                            nullptr, model_.stream_, model_.allocator_);
+      return {ce.loss, ce.valid_tokens};
+    }
 
    private:
     DecoderModel& model_;
@@ -320,6 +457,7 @@ class DecoderModel {
     const std::vector<int>& key_mask_;
     const std::vector<std::int32_t>& targets_;
     loss::cuda::LmHeadCeOptions options_;
+    bool training_ = true;
     std::vector<std::unique_ptr<DecoderLayerExecutor>> layers_;
     std::vector<std::pair<std::int64_t, std::int64_t>> offloaded_;  // [rows, cols] of each offloaded input
   };
@@ -442,6 +580,8 @@ class DecoderModel {
     s.qk_norm = w.qk_norm;
     return s;
   }
+
+  static constexpr std::int64_t kCacheHeadroom = 64;  // positions a cache gains beyond the first forward's
 
   vidlora::cuda::GemmRunner& gemm_;
   DecoderHostWeights host_;  // shape only

@@ -40,9 +40,10 @@ struct RopeParams {
 };
 
 // cos/sin tables [positions, head_dim/2] exactly as model::RotaryTable builds them: both call
-// model::rope_inv_freq and model::rope_cos_sin (model/elementwise.hpp).
+// model::rope_inv_freq and model::rope_cos_sin (model/elementwise.hpp). Row p holds absolute position first + p (a
+// KV-cache step builds only its own positions' rows).
 inline void rope_tables(int head_dim, double theta, std::int64_t positions, std::vector<float>& cos_table,
-                        std::vector<float>& sin_table) {
+                        std::vector<float>& sin_table, std::int64_t first = 0) {
   vidlora::cuda::check_arg(head_dim > 0 && head_dim % 2 == 0, "rope_tables",
                            "head_dim " + std::to_string(head_dim) + " must be even");
   const int half = head_dim / 2;
@@ -51,7 +52,7 @@ inline void rope_tables(int head_dim, double theta, std::int64_t positions, std:
   for (int i = 0; i < half; ++i) {
     const float inv_freq = rope_inv_freq(i, head_dim, theta);
     for (std::int64_t p = 0; p < positions; ++p) {
-      const RopeCosSin cs = rope_cos_sin(p, inv_freq);
+      const RopeCosSin cs = rope_cos_sin(first + p, inv_freq);
       cos_table[static_cast<std::size_t>(p * half + i)] = cs.cos;
       sin_table[static_cast<std::size_t>(p * half + i)] = cs.sin;
     }

@@ -7,7 +7,9 @@
 // as in the CPU build. The CPU decoder keeps the master LoRA values and the dropout counters: its layers' steps go
 // to the device before each call and come back after it (the same masks, lora::dropout_stream), and LoRA values
 // the CPU changed are uploaded before the next call (when the run's TrainableTensors::values_version() moved). Gradient checkpointing follows the CPU
-// decoder's setting (the preset's gradient_checkpointing, through DecoderOptions) at every call.
+// decoder's setting (the preset's gradient_checkpointing, through DecoderOptions) at every call. The evaluation runs
+// on the same device model: eval_loss (DecoderModel::loss, no dropout) and generate (model::generate over
+// model::cuda::CachedDecoder: the KV cache, the blocks and the LM head on the device, the search on the host).
 // Status: compiled for sm_75..90; checked against the Cpu policy by tests/cuda/test_trainer_step.cu, which has not
 // yet run on a GPU (docs/cuda.md).
 
@@ -31,9 +33,11 @@
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/core/memory_stats.hpp>
 #include <vidlora/loss/cross_entropy_options.hpp>
+#include <vidlora/model/cuda/cached_decoder.cuh>
 #include <vidlora/model/cuda/decoder_model.cuh>
 #include <vidlora/model/decoder.hpp>
 #include <vidlora/model/decoder_weights_export.hpp>
+#include <vidlora/model/generation.hpp>
 #include <vidlora/model/sequence_batch.hpp>
 #include <vidlora/train/decoder_step.hpp>
 
@@ -53,16 +57,34 @@ class DecoderStep<backend::Cuda, Decoder> {
   model::DecoderLossResultOf<float> loss_and_backward(const Matrix& embeds, const model::SequenceBatch& batch,
                                                       std::span<const int> labels,
                                                       const loss::CrossEntropyOptions& ce) {
-    try {
-      return device_step(embeds, batch, labels, ce);
-    } catch (const DeviceMemoryError& e) {
-      throw DeviceFailure(
-          std::string("DecoderStep<Cuda>: out of device memory: ") + e.what() +
-          " (TrainerConfig::device_memory.max_memory_gb, train_captioner --max-memory-gb, sets the cap)");
-    } catch (const vidlora::cuda::CudaError& e) {
-      if (std::string_view(e.what()).find("NaN or +Inf in the logits") != std::string_view::npos) throw;
-      throw DeviceFailure(std::string("DecoderStep<Cuda>: the device decoder step failed: ") + e.what());
-    }
+    return guarded("step", [&] { return device_step(embeds, batch, labels, ce); });
+  }
+
+  // As DecoderStep<backend::Cpu, Decoder>::eval_loss, on the device (DecoderModel::loss: no dropout, no backward;
+  // summed, so the loss is the sum itself), with the LoRA values the CPU holds now.
+  EvalLoss eval_loss(const Matrix& embeds, const model::SequenceBatch& batch, std::span<const int> labels,
+                     const loss::CrossEntropyOptions& ce) {
+    return guarded("evaluation", [&] {
+      require(ce.total_valid_tokens == 0, "DecoderStep<Cuda>::eval_loss: total_valid_tokens is a training option");
+      model::cuda::DecoderModel& dev = prepared();
+      const model::cuda::DeviceTensor x = upload_embeds(embeds, batch, labels);
+      loss::cuda::LmHeadCeOptions o;
+      o.label_smoothing = ce.label_smoothing;
+      o.ignore_index = ce.ignore_index;
+      o.sum_reduction = true;
+      const model::DecoderLossTotals t =
+          dev.loss(x, device_batch(batch), std::vector<int>(labels.begin(), labels.end()), o);
+      return EvalLoss{t.loss, t.valid_tokens};
+    });
+  }
+
+  // As DecoderStep<backend::Cpu, Decoder>::generate: model::generate over the device model's KV cache
+  // (model/cuda/cached_decoder.cuh), the token embeddings from the CPU decoder.
+  model::GenerationResult generate(const Matrix& prompt_embeds, const model::GenerationOptions& options) {
+    return guarded("generation", [&] {
+      model::cuda::CachedDecoder<Decoder> cached(prepared(), decoder_);
+      return model::generate(cached, prompt_embeds, options);
+    });
   }
 
   // The device allocator over the calls since the previous take: the last call's state, the peaks of all.
@@ -78,21 +100,54 @@ class DecoderStep<backend::Cuda, Decoder> {
   };
 
  private:
-  model::DecoderLossResultOf<float> device_step(const Matrix& embeds, const model::SequenceBatch& batch,
-                                                std::span<const int> labels, const loss::CrossEntropyOptions& ce) {
+  // Runs f, turning a CUDA error other than the loss refusing NaN logits, and a request over the memory cap, into a
+  // DeviceFailure naming what ran (`what`: step, evaluation, generation).
+  template <class F>
+  auto guarded(const char* what, F&& f) {
+    try {
+      return f();
+    } catch (const DeviceMemoryError& e) {
+      throw DeviceFailure(
+          std::string("DecoderStep<Cuda>: out of device memory in the ") + what + ": " + e.what() +
+          " (TrainerConfig::device_memory.max_memory_gb, train_captioner --max-memory-gb, sets the cap)");
+    } catch (const vidlora::cuda::CudaError& e) {
+      if (std::string_view(e.what()).find("NaN or +Inf in the logits") != std::string_view::npos) throw;
+      throw DeviceFailure(std::string("DecoderStep<Cuda>: the device decoder ") + what + " failed: " + e.what());
+    }
+  }
+
+  // The device model with the LoRA values the CPU holds now and the run's GEMM precision.
+  model::cuda::DecoderModel& prepared() {
     prepare();
     model::cuda::DecoderModel& dev = device_->model;
-    require(embeds.rows() == batch.tokens() && embeds.cols() == dev.hidden(),
+    dev.set_gemm_compute(settings_.tf32 ? vidlora::cuda::Compute::TF32 : vidlora::cuda::Compute::F32);
+    return dev;
+  }
+
+  model::cuda::DeviceTensor upload_embeds(const Matrix& embeds, const model::SequenceBatch& batch,
+                                          std::span<const int> labels) {
+    require(embeds.rows() == batch.tokens() && embeds.cols() == device_->model.hidden(),
             "DecoderStep<Cuda>: embeds {} do not match batch {} x seq_len {} x hidden {}", shape_string(embeds),
-            batch.batch, batch.seq_len, dev.hidden());
+            batch.batch, batch.seq_len, device_->model.hidden());
     require(static_cast<Eigen::Index>(labels.size()) == batch.tokens(), "DecoderStep<Cuda>: {} labels for {} tokens",
             labels.size(), batch.tokens());
     model::cuda::DeviceTensor x(&device_->allocator, embeds.rows(), embeds.cols(), "inputs_embeds");
     x.buffer.upload(std::span<const float>(embeds.data(), static_cast<std::size_t>(embeds.size())));
+    return x;
+  }
+  static model::cuda::DecoderBatch device_batch(const model::SequenceBatch& batch) {
     model::cuda::DecoderBatch b;
     b.batch = batch.batch;
     b.seq_len = batch.seq_len;
     b.attention_mask = batch.attention_mask;
+    return b;
+  }
+
+  model::DecoderLossResultOf<float> device_step(const Matrix& embeds, const model::SequenceBatch& batch,
+                                                std::span<const int> labels, const loss::CrossEntropyOptions& ce) {
+    model::cuda::DecoderModel& dev = prepared();
+    const model::cuda::DeviceTensor x = upload_embeds(embeds, batch, labels);
+    const model::cuda::DecoderBatch b = device_batch(batch);
     loss::cuda::LmHeadCeOptions o;
     o.label_smoothing = ce.label_smoothing;
     o.ignore_index = ce.ignore_index;
@@ -101,7 +156,6 @@ class DecoderStep<backend::Cuda, Decoder> {
 
     dev.set_gradient_checkpointing(decoder_.gradient_checkpointing());  // the preset's, through DecoderOptions
     dev.set_offload_checkpoints(settings_.offload_checkpoints);
-    dev.set_gemm_compute(settings_.tf32 ? vidlora::cuda::Compute::TF32 : vidlora::cuda::Compute::F32);
     dev.set_dropout_steps(lora_dropout_steps());
     dev.zero_grad();
     auto r = dev.loss_and_backward(x, b, std::vector<int>(labels.begin(), labels.end()), o);
