@@ -88,7 +88,6 @@ if(VIDLORA_BUILD_TESTS)
   # kernels as the decoder test.
   set_source_files_properties(${PROJECT_SOURCE_DIR}/tests/cuda/test_optim.cu
                               ${PROJECT_SOURCE_DIR}/tests/cuda/test_decoder_model.cu
-                              ${PROJECT_SOURCE_DIR}/tests/cuda/test_decoder_generation.cu
                               ${PROJECT_SOURCE_DIR}/tests/cuda/test_trainer_step.cu PROPERTIES COMPILE_OPTIONS --fmad=false)
   foreach(tag core quant optim loss model lora layer decoder trainer)
     add_test(NAME "cuda: ${tag}" COMMAND vidlora_cuda_tests "[${tag}]")

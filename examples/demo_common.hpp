@@ -28,6 +28,7 @@
 #include <vidlora/io/safetensors_writer.hpp>
 #include <vidlora/model/clip_vision.hpp>
 #include <vidlora/model/config.hpp>
+#include <vidlora/model/frame_encoder.hpp>
 #include <vidlora/model/tokenizer_sentencepiece.hpp>
 #include <vidlora/train/feature_cache.hpp>
 #include <vidlora/train/trainer.hpp>
@@ -43,7 +44,7 @@ namespace fs = std::filesystem;
 // examples/support/demo_features.cpp: sampler + CLIP preprocessing + encoder (+ pooling), then, when
 // change_pool_stride > 0, the tokens of the clip's largest change pooled by it.
 vidlora::Matrix clip_features(const std::filesystem::path& video, const std::string& sampler, int frames,
-                              const vidlora::model::ClipVision& encoder, int pool_stride, int change_pool_stride);
+                              const vidlora::model::FrameEncoder& encoder, int pool_stride, int change_pool_stride);
 
 // The programs' options are declared in a CommandLine (command_line.hpp); configure() reads them through it.
 using Args = CommandLine;
@@ -151,10 +152,15 @@ struct DemoModel {
   }
 
   // Features of a video through the sampler named `sampler` ("uniform", "scene_change", "motion"), cached.
-  std::function<vidlora::Matrix(const fs::path&)> features(const std::string& sampler, int frames,
-                                                           const fs::path& cache_dir) const {
+  // encoder: the tower that runs (a GPU build's device copy of `vision`); null: `vision` on the CPU.
+  std::function<vidlora::Matrix(const fs::path&)> features(
+      const std::string& sampler, int frames, const fs::path& cache_dir,
+      std::shared_ptr<const vidlora::model::FrameEncoder> encoder = nullptr) const {
     auto cache = std::make_shared<vidlora::train::FeatureCache>(cache_dir);
-    const auto* enc = &*vision;
+    auto enc =
+        encoder
+            ? std::move(encoder)
+            : std::make_shared<const vidlora::model::FrameEncoder>(vidlora::model::FrameEncoder::borrowing(*vision));
     const int pool = pool_stride, change = change_pool_stride;
     const std::string id =
         fmt::format("{}-pool{}{}", encoder_id, pool, change > 0 ? fmt::format("-change{}", change) : std::string());

@@ -19,6 +19,7 @@
 #include <vidlora/io/checkpoint_dir.hpp>
 #include <vidlora/model/clip_vision.hpp>
 #include <vidlora/model/config.hpp>
+#include <vidlora/model/frame_encoder.hpp>
 #include <vidlora/model/llava_processor.hpp>
 #include <vidlora/model/projector.hpp>
 #include <vidlora/train/feature_cache.hpp>
@@ -30,7 +31,7 @@ namespace demo {
 // examples/support/hf_features.cpp: sampler at the video's size + processor preprocessing + CLIP tower (+ pooling).
 vidlora::Matrix hf_clip_features(const std::filesystem::path& video, const std::string& sampler, int frames,
                                  const vidlora::video::ClipPreprocessOptions& preprocessing,
-                                 const vidlora::model::ClipVision& encoder, int pool_stride);
+                                 const vidlora::model::FrameEncoder& encoder, int pool_stride);
 
 // The question the captioner is asked when --prompt is not given.
 inline constexpr const char* kDefaultHfPrompt = "Describe this video.";
@@ -127,10 +128,14 @@ struct HfModel {
   vidlora::model::Mlp2xGelu projector() const { return vidlora::model::Mlp2xGelu::load(weights, config); }
 
   // Features of a video through the sampler named `sampler`, cached under an id naming this checkpoint.
-  std::function<vidlora::Matrix(const std::filesystem::path&)> features(const std::string& sampler, int frames,
-                                                                        const std::filesystem::path& cache_dir) const {
+  // encoder: the tower that runs (a GPU build's device copy of `vision`); null: `vision` on the CPU.
+  std::function<vidlora::Matrix(const std::filesystem::path&)> features(
+      const std::string& sampler, int frames, const std::filesystem::path& cache_dir,
+      std::shared_ptr<const vidlora::model::FrameEncoder> encoder = nullptr) const {
     auto cache = std::make_shared<vidlora::train::FeatureCache>(cache_dir);
-    const auto* enc = &vision;
+    auto enc =
+        encoder ? std::move(encoder)
+                : std::make_shared<const vidlora::model::FrameEncoder>(vidlora::model::FrameEncoder::borrowing(vision));
     const auto pre = processor.frame_preprocessing();
     const int pool = config.spatial_pool_stride;
     std::string describe = std::filesystem::weakly_canonical(dir).string();

@@ -19,6 +19,7 @@
 
 #include <vidlora/comm/any_communicator.hpp>
 #if defined(VIDLORA_TRAIN_ON_CUDA)
+#include <vidlora/model/cuda/clip_vision.cuh>
 #include <vidlora/model/cuda/cuda_mlp2x_gelu.cuh>
 #endif
 #if defined(VIDLORA_MPI)  // built with vidlora::mpi (cmake/VidloraMpi.cmake): mpirun -np N train_captioner ...
@@ -505,6 +506,18 @@ using TrainBackend = backend::Cpu;
 using TrainProjector = model::Mlp2xGelu;
 #endif
 
+// The vision tower that encodes the frames: on a GPU build, a device copy of `vision` (its GEMMs at the run's
+// precision: TF32 where the step's are); null (the CPU tower) otherwise.
+std::shared_ptr<const model::FrameEncoder> train_encoder([[maybe_unused]] const model::ClipVision& vision,
+                                                         [[maybe_unused]] const TrainerConfig& config) {
+#if defined(VIDLORA_TRAIN_ON_CUDA)
+  const auto compute = config.precision == "tf32" ? vidlora::cuda::Compute::TF32 : vidlora::cuda::Compute::F32;
+  return std::make_shared<const model::FrameEncoder>(std::make_shared<model::cuda::ClipVisionCuda>(vision, compute));
+#else
+  return nullptr;
+#endif
+}
+
 int train_main(const demo::Args& a, int argc, char** argv) {
   if (a.has("preset") && a.str("preset", "") != ActivePreset::name) {
     const std::string asked = a.str("preset", "");
@@ -583,8 +596,8 @@ int train_main(const demo::Args& a, int argc, char** argv) {
       print_configuration<ActivePreset>(trainer.config());
       if constexpr (TrainBackend::on_device)
         fmt::print(
-            "backend: {} (the decoder's and the projector's forward and backward on the GPU; the rest of the "
-            "step, evaluation and generation on the CPU)\n",
+            "backend: {} (the vision tower, the decoder's and the projector's forward and backward, the "
+            "evaluation's loss and generation on the GPU; gradient sums, clipping and AdamW on the CPU)\n",
             TrainBackend::name);
       std::signal(SIGINT, on_stop_signal);
       std::signal(SIGTERM, on_stop_signal);
@@ -598,12 +611,13 @@ int train_main(const demo::Args& a, int argc, char** argv) {
                  model_dir.string(), m.config.video_token_id >= 0 ? "LLaVA-NeXT-Video" : "LLaVA",
                  m.config.text.num_hidden_layers, m.config.text.hidden_size, m.config.vision.image_size,
                  m.processor.tokens_per_frame(), m.processor.chat_template().name);
-      result = run(m.config.text, m.weights, m.projector(), m.codec(), m.features(sampler, frames, cache));
+      result = run(m.config.text, m.weights, m.projector(), m.codec(),
+                   m.features(sampler, frames, cache, train_encoder(m.vision, config)));
     } else {
       const demo::DemoModel m(model_dir);
       result = run(m.decoder_config, *m.decoder_weights,
                    model::Mlp2xGelu(m.vision_config.hidden_size, m.decoder_config.hidden_size, config.seed + 1),
-                   m.codec(), m.features(sampler, frames, cache));
+                   m.codec(), m.features(sampler, frames, cache, train_encoder(*m.vision, config)));
     }
     const TrainResult& r = *result;
     fmt::print("training {} after {} steps ({} NaN steps skipped, {} clips skipped)\n", to_string(r.status), r.steps,

@@ -7,7 +7,7 @@
 namespace demo {
 
 vidlora::Matrix clip_features(const std::filesystem::path& video, const std::string& sampler, int frames,
-                              const vidlora::model::ClipVision& encoder, int pool_stride, int change_pool_stride) {
+                              const vidlora::model::FrameEncoder& encoder, int pool_stride, int change_pool_stride) {
   vidlora::video::SamplerOptions so;
   so.num_frames = frames;
   so.threads = 1;

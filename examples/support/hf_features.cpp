@@ -1,6 +1,7 @@
 // The video half of the programs' Hugging Face model path (hf_model.hpp): FFmpeg sampling at the video's own
 // size, then the checkpoint's processor preprocessing and its CLIP tower (+ LLaVA-NeXT-Video's pooling).
 #include <vidlora/model/clip_vision.hpp>
+#include <vidlora/model/frame_encoder.hpp>
 #include <vidlora/model/projector.hpp>
 #include <vidlora/video/clip_preprocess.hpp>
 #include <vidlora/video/policy_table.hpp>
@@ -13,7 +14,7 @@ namespace demo {
 
 vidlora::Matrix hf_clip_features(const std::filesystem::path& video, const std::string& sampler, int frames,
                                  const vidlora::video::ClipPreprocessOptions& preprocessing,
-                                 const vidlora::model::ClipVision& encoder, int pool_stride) {
+                                 const vidlora::model::FrameEncoder& encoder, int pool_stride) {
   vidlora::video::SamplerOptions so;
   so.num_frames = frames;
   so.width = 0;  // the processor resizes from the decoded size, as transformers does

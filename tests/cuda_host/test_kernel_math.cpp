@@ -3,6 +3,7 @@
 // summation order differs.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include <vidlora/loss/cross_entropy.hpp>
 #include <vidlora/loss/cuda/cross_entropy.cuh>
 #include <vidlora/model/cuda/attention.cuh>
+#include <vidlora/model/clip_vision.hpp>
 #include <vidlora/model/cuda/elementwise.cuh>
 #include <vidlora/model/rms_norm.hpp>
 #include <vidlora/model/rotary.hpp>
@@ -353,4 +355,44 @@ TEST_CASE("the deterministic dk/dv kernel's rows are exactly the queries that se
   CHECK_NOTHROW(vidlora::model::cuda::check_attention(p, "t"));
   p.head_dim = 512;
   CHECK_THROWS_WITH(vidlora::model::cuda::check_attention(p, "t"), Catch::Contains("head_dim <= 256 (got 512)"));
+}
+
+TEST_CASE("layer norm element with double row statistics equals model::layer_norm (CLIP)", "[cuda_host][model]") {
+  const Eigen::Index rows = 5, n = 1024;
+  vidlora::Matrix x(rows, n);
+  const auto v = random_values(static_cast<std::size_t>(x.size()), 13);
+  std::copy(v.begin(), v.end(), x.data());
+  x.row(2).array() += 40.0f;   // a large mean: the deviations are what the variance sums
+  x.row(4).setConstant(3.0f);  // no variance: eps alone
+  vidlora::Vector w(n), b(n);
+  const auto wv = random_values(static_cast<std::size_t>(2 * n), 14);
+  for (Eigen::Index j = 0; j < n; ++j) {
+    w(j) = 1.0f + wv[static_cast<std::size_t>(j)];
+    b(j) = wv[static_cast<std::size_t>(n + j)];
+  }
+  const double eps = 1e-5;
+  const vidlora::Matrix want = vidlora::model::layer_norm(x, w, b, eps);
+  double worst = 0.0;
+  for (Eigen::Index r = 0; r < rows; ++r) {
+    double sum = 0.0, sq = 0.0;
+    for (Eigen::Index j = 0; j < n; ++j) sum += x(r, j);
+    const double mean = sum / static_cast<double>(n);
+    for (Eigen::Index j = 0; j < n; ++j) sq += (x(r, j) - mean) * (x(r, j) - mean);
+    const double inv = vidlora::model::cuda::layer_norm_inverse(sq, n, eps);
+    for (Eigen::Index j = 0; j < n; ++j) {
+      const float got = vidlora::model::cuda::layer_norm_element(x(r, j), mean, inv, w(j), b(j));
+      worst = std::max(worst, std::fabs(static_cast<double>(got) - want(r, j)) /
+                                  std::max(1.0, std::fabs(static_cast<double>(want(r, j)))));
+    }
+  }
+  CHECK(worst <= 1e-6);  // the sums' order aside, the same formula: at most an ulp or so apart
+  // The element itself: one float product and one float sum after the double normalisation.
+  CHECK(vidlora::model::cuda::layer_norm_element(2.0f, 1.0, 0.5, 3.0f, 0.25f) == 1.75f);
+}
+
+TEST_CASE("quick_gelu is x * sigmoid(1.702 x) (CLIP's activation)", "[cuda_host][model]") {
+  for (const float x : {-6.0f, -1.0f, -0.1f, 0.0f, 0.3f, 2.0f, 8.0f}) {
+    const double want = x / (1.0 + std::exp(-1.702 * x));
+    CHECK(vidlora::model::quick_gelu(x) == Approx(want).epsilon(1e-6).margin(1e-7));
+  }
 }

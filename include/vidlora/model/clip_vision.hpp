@@ -18,6 +18,7 @@
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/model/attention.hpp>
+#include <vidlora/model/clip_layer_steps.hpp>
 #include <vidlora/model/config.hpp>
 #include <vidlora/model/elementwise.hpp>
 #include <vidlora/model/tensor_source.hpp>
@@ -54,8 +55,29 @@ inline Matrix layer_norm(const Matrix& x, const Vector& weight, const Vector& bi
   return y;
 }
 
+// One encoder layer's weights (row-major [out, in] as in PyTorch; biases as vectors).
+struct ClipLayerWeights {
+  Vector ln1_w, ln1_b, ln2_w, ln2_b;
+  Matrix attn_w[4];  // q, k, v, out [hidden, hidden]
+  Vector attn_b[4];
+  Matrix fc1_w, fc2_w;
+  Vector fc1_b, fc2_b;
+  const Matrix& weight(ClipLinear m) const {
+    const int i = static_cast<int>(m);
+    return i < 4 ? attn_w[i] : (m == ClipLinear::fc1 ? fc1_w : fc2_w);
+  }
+  const Vector& bias(ClipLinear m) const {
+    const int i = static_cast<int>(m);
+    return i < 4 ? attn_b[i] : (m == ClipLinear::fc1 ? fc1_b : fc2_b);
+  }
+  const Vector& norm_weight(ClipNorm n) const { return n == ClipNorm::ln1 ? ln1_w : ln2_w; }
+  const Vector& norm_bias(ClipNorm n) const { return n == ClipNorm::ln1 ? ln1_b : ln2_b; }
+};
+
 class ClipVision {
  public:
+  using Layer = ClipLayerWeights;
+
   // Loads the layers the feature layer needs; the key prefix is detected (vision_tower.vision_model.,
   // vision_tower., model.vision_tower.…, vision_model.).
   template <TensorSource S>
@@ -123,25 +145,49 @@ class ClipVision {
     return static_cast<std::size_t>(n) * sizeof(float);
   }
 
+  // The weights as loaded (what model::cuda::ClipVisionCuda uploads): the patch embedding [hidden,
+  // channels·patch²], the class embedding, the position embeddings [patches + 1, hidden], pre_layrnorm, and the
+  // layers up to the deepest feature layer.
+  const Matrix& patch_weight() const { return patch_w_; }
+  const Vector& class_embedding() const { return class_emb_; }
+  const Matrix& position_embedding() const { return pos_emb_; }
+  const Vector& pre_norm_weight() const { return pre_w_; }
+  const Vector& pre_norm_bias() const { return pre_b_; }
+  const std::vector<Layer>& layers() const { return layers_; }
+  // The hidden_states indices (>= 0) of the feature layers, in output order.
+  const std::vector<int>& feature_states() const { return states_; }
+
+  // The values of one frame's patches: row = patch (row-major over the grid), column = (channel, ky, kx), the
+  // layout of the patch embedding's flattened kernel. img: [channels, image_size, image_size].
+  void patches_of(const float* img, Eigen::Ref<Matrix> patches) const {
+    const Eigen::Index c = config_.num_channels, s = config_.image_size, ps = config_.patch_size, g = config_.grid();
+    for (Eigen::Index py = 0; py < g; ++py)
+      for (Eigen::Index px = 0; px < g; ++px)
+        for (Eigen::Index ch = 0; ch < c; ++ch)
+          for (Eigen::Index ky = 0; ky < ps; ++ky)
+            for (Eigen::Index kx = 0; kx < ps; ++kx)
+              patches(py * g + px, (ch * ps + ky) * ps + kx) = img[(ch * s + py * ps + ky) * s + px * ps + kx];
+  }
+
+  // Checks `pixels` against `frames` frames of [channels, image_size, image_size] (`who` names the caller).
+  void check_pixels(std::span<const float> pixels, Eigen::Index frames, const char* who) const {
+    const Eigen::Index c = config_.num_channels, s = config_.image_size;
+    require(frames > 0 && static_cast<Eigen::Index>(pixels.size()) == frames * c * s * s,
+            "{}: {} values for {} frames of [{}, {}, {}]", who, pixels.size(), frames, c, s, s);
+  }
+
   // pixels: frames × [channels, image_size, image_size], channel-first (CLIP-normalised, as pixel_values).
   // Returns [frames · tokens_per_frame(), feature_width()].
   Matrix features(std::span<const float> pixels, Eigen::Index frames) const {
-    const Eigen::Index c = config_.num_channels, s = config_.image_size, ps = config_.patch_size, g = config_.grid();
+    check_pixels(pixels, frames, "ClipVision::features");
+    const Eigen::Index c = config_.num_channels, s = config_.image_size, ps = config_.patch_size;
     const Eigen::Index per_frame = c * s * s;
-    require(frames > 0 && static_cast<Eigen::Index>(pixels.size()) == frames * per_frame,
-            "ClipVision::features: {} values for {} frames of [{}, {}, {}]", pixels.size(), frames, c, s, s);
     const Eigen::Index tpf = tokens_per_frame(), np = config_.num_patches();
     const Eigen::Index d = config_.hidden_size;
     Matrix out(frames * tpf, feature_width());
     for (Eigen::Index f = 0; f < frames; ++f) {
-      const float* img = pixels.data() + f * per_frame;
-      Matrix patches(np, c * ps * ps);  // row = patch (row-major over the grid), col = (channel, ky, kx)
-      for (Eigen::Index py = 0; py < g; ++py)
-        for (Eigen::Index px = 0; px < g; ++px)
-          for (Eigen::Index ch = 0; ch < c; ++ch)
-            for (Eigen::Index ky = 0; ky < ps; ++ky)
-              for (Eigen::Index kx = 0; kx < ps; ++kx)
-                patches(py * g + px, (ch * ps + ky) * ps + kx) = img[(ch * s + py * ps + ky) * s + px * ps + kx];
+      Matrix patches(np, c * ps * ps);
+      patches_of(pixels.data() + f * per_frame, patches);
       Matrix x(np + 1, config_.hidden_size);
       x.row(0) = class_emb_.transpose();
       x.bottomRows(np).noalias() = patches * patch_w_.transpose();
@@ -162,32 +208,33 @@ class ClipVision {
   }
 
  private:
-  struct Layer {
-    Vector ln1_w, ln1_b, ln2_w, ln2_b;
-    Matrix attn_w[4];  // q, k, v, out [hidden, hidden]
-    Vector attn_b[4];
-    Matrix fc1_w, fc2_w;
-    Vector fc1_b, fc2_b;
+  // The CPU executor of clip_layer_forward_steps for one frame.
+  struct CpuExecutor {
+    using tensor_type = Matrix;
+    const Layer& L;
+    const ClipVisionConfig& config;
+    Matrix layer_norm(const Matrix& x, ClipNorm n) const {
+      return model::layer_norm(x, L.norm_weight(n), L.norm_bias(n), config.layer_norm_eps);
+    }
+    Matrix linear(ClipLinear m, const Matrix& x) const {
+      Matrix y = x * L.weight(m).transpose();
+      y.rowwise() += L.bias(m).transpose();
+      return y;
+    }
+    Matrix attention(const Matrix& q, const Matrix& k, const Matrix& v) const {
+      const AttentionShape shape{config.num_attention_heads, config.num_attention_heads, config.head_dim()};
+      // Bidirectional: every query sees every key (q_offset past the last key disables the causal cut).
+      return attention_forward<float>(q, k, v, shape, q.rows(), {});
+    }
+    void quick_gelu(Matrix& m) const {
+      for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = model::quick_gelu(m.data()[i]);
+    }
+    Matrix add(const Matrix& a, const Matrix& b) const { return a + b; }
   };
 
-  static Matrix affine(const Matrix& x, const Matrix& w, const Vector& b) {
-    Matrix y = x * w.transpose();
-    y.rowwise() += b.transpose();
-    return y;
-  }
-
   Matrix layer_forward(const Layer& L, const Matrix& x) const {
-    const Matrix h = layer_norm(x, L.ln1_w, L.ln1_b, config_.layer_norm_eps);
-    const Matrix q = affine(h, L.attn_w[0], L.attn_b[0]), k = affine(h, L.attn_w[1], L.attn_b[1]),
-                 v = affine(h, L.attn_w[2], L.attn_b[2]);
-    const AttentionShape shape{config_.num_attention_heads, config_.num_attention_heads, config_.head_dim()};
-    // Bidirectional: every query sees every key (q_offset past the last key disables the causal cut).
-    const Matrix a = attention_forward<float>(q, k, v, shape, x.rows(), {});
-    Matrix y = x + affine(a, L.attn_w[3], L.attn_b[3]);
-    Matrix m = affine(layer_norm(y, L.ln2_w, L.ln2_b, config_.layer_norm_eps), L.fc1_w, L.fc1_b);
-    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = quick_gelu(m.data()[i]);
-    y += affine(m, L.fc2_w, L.fc2_b);
-    return y;
+    CpuExecutor exec{L, config_};
+    return clip_layer_forward_steps(exec, x);
   }
 
   ClipVisionConfig config_;

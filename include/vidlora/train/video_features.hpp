@@ -15,6 +15,7 @@
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/model/clip_vision.hpp>
 #include <vidlora/model/config.hpp>
+#include <vidlora/model/frame_encoder.hpp>
 #include <vidlora/model/projector.hpp>
 #include <vidlora/model/tensor_source.hpp>
 #include <vidlora/train/feature_cache.hpp>
@@ -24,9 +25,11 @@
 
 namespace vidlora::train {
 
-template <class Policy>
+// Encoder: model::ClipVision, model::FrameEncoder (model/frame_encoder.hpp: any backend's tower), or anything with
+// config() and features(pixels, frames).
+template <class Policy, class Encoder = model::ClipVision>
 Matrix video_clip_features(const std::filesystem::path& video, const video::SamplerOptions& sampling,
-                           const model::ClipVision& encoder, int pool_stride = 1) {
+                           const Encoder& encoder, int pool_stride = 1) {
   const int size = encoder.config().image_size;
   video::SamplerOptions so = sampling;
   so.width = size;
@@ -47,8 +50,9 @@ Matrix video_clip_features(const std::filesystem::path& video, const video::Samp
 // CLIP preprocessing, ClipVision, pooled by pool_stride: [(grid / pool_stride)², vision hidden]. Evenly
 // spaced frames step over a short event (the demo's 0.6 s shake falls between 4 uniform frames of a 2-4 s
 // clip); this image shows it whatever the frames around it: black where nothing changed.
-inline Matrix video_change_features(const std::filesystem::path& video, const video::SamplerOptions& sampling,
-                                    const model::ClipVision& encoder, int pool_stride = 1) {
+template <class Encoder = model::ClipVision>
+Matrix video_change_features(const std::filesystem::path& video, const video::SamplerOptions& sampling,
+                             const Encoder& encoder, int pool_stride = 1) {
   const int size = encoder.config().image_size;
   video::SamplerOptions so = sampling;
   so.width = size;

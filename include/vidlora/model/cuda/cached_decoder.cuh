@@ -5,7 +5,7 @@
 // model does not hold; each step's hidden rows and logits come back to the host, where the logits processors and the
 // greedy or beam search run unchanged — one generation loop for both backends. Beam search copies a parent's cache on
 // the device (DecoderModel::KvCache's copy).
-// Status: compiled for sm_75..90; checked against model::Decoder's generation by tests/cuda/test_decoder_model.cu,
+// Status: compiled for sm_75..90; checked against model::Decoder's generation by tests/cuda/test_trainer_step.cu,
 // which has not yet run on a GPU (docs/cuda.md).
 
 #if !defined(__CUDACC__)

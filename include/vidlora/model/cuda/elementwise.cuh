@@ -1,7 +1,8 @@
 #pragma once
-// RMSNorm (forward/backward), RoPE (rotate-half, forward/inverse) and SwiGLU (forward/backward) on the GPU.
-// Per element they call model/elementwise.hpp's host-device functions, the CPU reference's own formulas;
-// the row statistics (Σ x² and Σ dy·w·x) are accumulated in double as model::rms_norm does.
+// RMSNorm (forward/backward), RoPE (rotate-half, forward/inverse) and SwiGLU (forward/backward) on the GPU, and
+// for the CLIP tower LayerNorm (forward) and quick_gelu. Per element they call model/elementwise.hpp's host-device
+// functions, the CPU reference's own formulas; the row statistics (Σ x², Σ dy·w·x; LayerNorm's mean and variance)
+// are accumulated in double as model::rms_norm and model::layer_norm do.
 
 #include <cmath>
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/core/portability.hpp>
+#include <vidlora/core/rounding.hpp>
 #include <vidlora/model/elementwise.hpp>
 
 namespace vidlora::model::cuda {
@@ -27,6 +29,25 @@ struct RmsNormParams {
 
 // One output element of the forward: (x·r)·w in float, as model::rms_norm.
 VIDLORA_HOST_DEVICE inline float rms_norm_element(float x, float r, float w) { return (x * r) * w; }
+
+// LayerNorm over rows (CLIP): y = float((x − mean)·inv)·w + b, the statistics in double (biased variance).
+struct LayerNormParams {
+  const float* x = nullptr;       // [rows, n]
+  const float* weight = nullptr;  // [n]
+  const float* bias = nullptr;    // [n]
+  float* y = nullptr;             // [rows, n]
+  std::int64_t rows = 0, n = 0;
+  double eps = 1e-5;
+};
+// One output element, as model::layer_norm computes it: the normalised value rounded to float, then one float
+// product and one float sum (single roundings: nvcc may not contract them into an FMA).
+VIDLORA_HOST_DEVICE inline float layer_norm_element(float x, double mean, double inv, float w, float b) {
+  return vidlora::add_rn(vidlora::mul_rn(static_cast<float>((static_cast<double>(x) - mean) * inv), w), b);
+}
+// 1 / √(var + eps) from the row's Σ (x − mean)² over n values.
+VIDLORA_HOST_DEVICE inline double layer_norm_inverse(double sum_squared_deviations, std::int64_t n, double eps) {
+  return 1.0 / std::sqrt(sum_squared_deviations / static_cast<double>(n) + eps);
+}
 
 // RoPE over x [tokens, heads·head_dim] in place; position of row t = positions[t]; cos/sin tables
 // [max_position, head_dim/2] built on the host by rope_tables (RotaryTable's formula).
@@ -127,6 +148,31 @@ __global__ void rms_norm_kernel(RmsNormParams p) {
 }
 
 template <int Threads>
+__global__ void layer_norm_kernel(LayerNormParams p) {
+  __shared__ double s[Threads];
+  const std::int64_t row = blockIdx.x;
+  const float* x = p.x + row * p.n;
+  double sum = 0.0;
+  for (std::int64_t j = threadIdx.x; j < p.n; j += Threads) sum += static_cast<double>(x[j]);
+  const double mean = block_sum<Threads>(sum, s) / static_cast<double>(p.n);
+  double sq = 0.0;
+  for (std::int64_t j = threadIdx.x; j < p.n; j += Threads) {
+    const double d = static_cast<double>(x[j]) - mean;
+    sq += d * d;
+  }
+  const double inv = layer_norm_inverse(block_sum<Threads>(sq, s), p.n, p.eps);
+  for (std::int64_t j = threadIdx.x; j < p.n; j += Threads)
+    p.y[row * p.n + j] = layer_norm_element(x[j], mean, inv, p.weight[j], p.bias[j]);
+}
+
+template <class = void>
+__global__ void quick_gelu_kernel(float* x, std::int64_t n) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    x[i] = model::quick_gelu(x[i]);
+}
+
+template <int Threads>
 __global__ void rms_norm_backward_kernel(RmsNormParams p) {
   __shared__ double s[Threads];
   const std::int64_t row = blockIdx.x;
@@ -171,6 +217,18 @@ inline void rms_norm_backward(const RmsNormParams& p, cudaStream_t stream = null
                            "cuda::rms_norm_backward", "empty or null input");
   detail::rms_norm_backward_kernel<256><<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
   VIDLORA_CUDA_CHECK_LAUNCH("rms_norm_backward_kernel");
+}
+inline void layer_norm(const LayerNormParams& p, cudaStream_t stream = nullptr) {
+  vidlora::cuda::check_arg(p.rows > 0 && p.n > 0 && p.x && p.weight && p.bias && p.y, "cuda::layer_norm",
+                           "empty or null input");
+  detail::layer_norm_kernel<256><<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
+  VIDLORA_CUDA_CHECK_LAUNCH("layer_norm_kernel");
+}
+// x = quick_gelu(x) in place over n values.
+inline void quick_gelu(float* x, std::int64_t n, cudaStream_t stream = nullptr) {
+  vidlora::cuda::check_arg(n > 0 && x, "cuda::quick_gelu", "empty or null input");
+  detail::quick_gelu_kernel<><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(x, n);
+  VIDLORA_CUDA_CHECK_LAUNCH("quick_gelu_kernel");
 }
 inline void rope(const RopeParams& p, cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.head_dim > 0 && p.head_dim % 2 == 0 && p.tokens > 0 && p.heads > 0, "cuda::rope",
