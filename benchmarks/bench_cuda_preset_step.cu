@@ -123,7 +123,8 @@ void BM_preset_stage2_step(benchmark::State& state) {
     model::cuda::DecoderModel dev(gemm, weights, nullptr, &allocator);
     dev.set_gradient_checkpointing(P::gradient_checkpointing);
     constexpr std::string_view precision = presets::device_precision_of<P>();  // what train_captioner runs
-    dev.set_gemm_compute(precision == "tf32" ? vidlora::cuda::Compute::TF32 : vidlora::cuda::Compute::F32);
+    dev.set_gemm_compute(precision == "fp32" ? vidlora::cuda::Compute::F32 : vidlora::cuda::Compute::TF32);
+    dev.set_pack_saved(precision == "bf16");
 
     model::cuda::DeviceTensor embeds(&allocator, batch * seq_len, m.hidden, "inputs_embeds");
     cuda_bench::fill_uniform(embeds.buffer, 11, -0.05f, 0.05f);
@@ -169,7 +170,9 @@ void BM_preset_stage2_step(benchmark::State& state) {
     state.SetLabel(std::string(P::name) + ": " + std::to_string(batch) + " x " + std::to_string(seq_len) +
                    " tokens; r " + std::to_string(P::lora_r) +
                    (P::gradient_checkpointing ? "; checkpointing" : "; no checkpointing") +
-                   (precision == "tf32" ? "; fp32 step, TF32 GEMMs" : "; fp32 step"));
+                   (precision == "bf16"   ? "; bf16 saved activations, TF32 GEMMs"
+                    : precision == "tf32" ? "; fp32 step, TF32 GEMMs"
+                                          : "; fp32 step"));
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
     for (auto _ : state) {

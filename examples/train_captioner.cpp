@@ -185,8 +185,9 @@ void print_configuration(const TrainerConfig& c) {
       source(c.precision == d.precision, preset + "::fp16 / bf16", "(set in code)") +
           (c.precision == "fp32" ? ""
            : P::backend_policy::on_device
-               ? fmt::format("; training computes in {} (the device step's bf16 / fp16 is not built yet)",
-                             presets::device_precision_of<P>() == "tf32" ? "fp32 with TF32 GEMMs" : "fp32")
+               ? fmt::format("; the device step runs {}: {} (its 16-bit GEMMs are not built yet)",
+                             presets::device_precision_of<P>(),
+                             presets::device_precision_meaning(presets::device_precision_of<P>()))
                : "; the CPU trainer computes in fp32 only"));
   row("label_smoothing", c.label_smoothing,
       source(c.label_smoothing == d.label_smoothing, preset + "::label_smoothing", "--label-smoothing"));
@@ -558,11 +559,10 @@ int train_main(const demo::Args& a, int argc, char** argv) {
 #endif
   {
     if (a.has("stage0")) return stage0(a);
-    if constexpr (ActivePreset::backend_policy::on_device) {  // no bf16 / fp16 device step yet: fp32 or TF32
+    if constexpr (ActivePreset::backend_policy::on_device) {  // no 16-bit GEMMs on the device yet
       const std::string_view device = presets::device_precision_of<ActivePreset>();
-      if (config.precision != device)
-        fmt::print("precision: {} (the preset says {}; the device step's bf16 / fp16 is not built yet{})\n", device,
-                   config.precision, device == "tf32" ? ": GEMMs on TF32 tensor cores, the rest fp32" : "");
+      fmt::print("precision: {} ({}; the preset says {}, the device step's 16-bit GEMMs are not built yet)\n", device,
+                 presets::device_precision_meaning(device), config.precision);
       config.precision = std::string(device);
     }
     const fs::path data = a.str("data", "demo_data");

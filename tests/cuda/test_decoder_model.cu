@@ -38,10 +38,12 @@ model::cuda::DecoderBatch batch_of(const ref::DecoderModelCase& c, const ref::De
 // The CPU reference's steps on the device: zero_grad, loss_and_backward, then (but after the last step) the global
 // grad-norm clip and one multi-tensor AdamW step over every LoRA factor.
 DeviceRun run_on_device(const ref::DecoderModelCase& c, const ref::DecoderModelRun& want, bool checkpoint = false,
-                        bool offload = false, vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32) {
+                        bool offload = false, vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32,
+                        bool pack_saved = false) {
   vidlora::cuda::GemmRunner gemm;
   model::cuda::DecoderModel dev(gemm, want.weights);
   dev.set_gradient_checkpointing(checkpoint);
+  dev.set_pack_saved(pack_saved);
   dev.set_offload_checkpoints(offload);
   dev.set_gemm_compute(compute);
   const auto& tensors = dev.lora_tensors();
@@ -206,6 +208,31 @@ TEST_CASE("cuda decoder step with TF32 GEMMs stays within TF32's error of the CP
   const DeviceRun again = run_on_device(c, want, false, false, vidlora::cuda::Compute::TF32);
   CHECK(cuda_test::bit_mismatches(tf32.losses, again.losses) == 0);
   CHECK(cuda_test::bit_mismatches(tf32.grad_embeds, again.grad_embeds) == 0);
+}
+
+TEST_CASE("cuda decoder step with bf16 saved activations: the fp32 loss bit for bit, gradients within bf16's error",
+          "[decoder]") {
+  // What train_captioner runs for the bf16 presets (A100, H100) until the 16-bit GEMMs land: every block's saved
+  // activations but the last's wait in bf16 between forward and backward (DecoderStepOptions::pack_saved).
+  ref::DecoderModelCase c;
+  c.layers = 3;
+  c.pad_last = 2;
+  c.nf4 = true;
+  c.dropout = 0.1;
+  c.seed = 8;
+  const ref::DecoderModelRun want = ref::decoder_model(c);
+  const DeviceRun fp32 = run_on_device(c, want);
+  const DeviceRun packed = run_on_device(c, want, false, false, vidlora::cuda::Compute::F32, /*pack_saved=*/true);
+  REQUIRE(packed.losses.size() == 1);
+  CHECK(cuda_test::bit_mismatches(packed.losses, fp32.losses) == 0);  // the forward is untouched
+  CHECK(cuda_test::normwise_error(packed.grad_embeds, want.grad_embeds) < 3e-2);
+  CHECK(cuda_test::bit_mismatches(packed.grad_embeds, fp32.grad_embeds) > 0);  // the backward read bf16 values
+  for (std::size_t i = 0; i < want.grads.size(); ++i) {
+    INFO("LoRA factor " << i);
+    CHECK(cuda_test::normwise_error(packed.grads[i], want.grads[i]) < 3e-2);
+  }
+  const DeviceRun again = run_on_device(c, want, false, false, vidlora::cuda::Compute::F32, true);
+  CHECK(cuda_test::bit_mismatches(packed.grad_embeds, again.grad_embeds) == 0);
 }
 
 TEST_CASE("cuda decoder: two device runs are bitwise identical", "[decoder]") {

@@ -7,6 +7,7 @@
 #include <optional>
 #include <vector>
 
+#include <vidlora/io/half.hpp>
 #include <vidlora/loss/lm_head_cross_entropy.hpp>
 #include <vidlora/model/decoder.hpp>
 #include <vidlora/model/decoder_host_weights.hpp>
@@ -115,6 +116,17 @@ struct HostDecoderModelExec {
     ++reloaded;
     return std::move(host_inputs.at(l));
   }
+  // pack_saved: the device stores the activations as bf16 and widens them again before the backward, so the
+  // backward reads each value rounded to bf16: that rounding, in place. Counted; `packed` says which blocks.
+  std::vector<std::size_t> packed;
+  int unpacked = 0;
+  void pack_saved(std::size_t l, saved_type& a) {
+    model::for_each_saved_activation(a, [](Matrix& t) {
+      for (Eigen::Index i = 0; i < t.size(); ++i) t.data()[i] = io::round_to_bf16(t.data()[i]);
+    });
+    packed.push_back(l);
+  }
+  void unpack_saved(std::size_t, saved_type&) { ++unpacked; }
   void restore_layer_rng(std::size_t l) {
     for (std::size_t m = 0; m < 7; ++m) layers[l].slots[m].set_step(rng[l][m]);
   }

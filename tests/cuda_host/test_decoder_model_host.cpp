@@ -352,3 +352,55 @@ TEST_CASE("decoder_loss_steps over CPU executors equals the evaluation's forward
     CHECK(model::decoder_loss_steps(training, embeds).loss != want.loss_sum);
   }
 }
+
+// DecoderStepOptions::pack_saved (the device's bf16 saved activations, emulated by rounding them in place): every
+// block but the last (and none that is checkpointed) is packed after its forward and unpacked before its backward;
+// the loss is the same bits; the gradients are those of the bf16-rounded activations: close to the fp32 ones, not
+// equal.
+TEST_CASE("decoder_loss_and_backward_steps with bf16 saved activations: the same loss, gradients within bf16's error",
+          "[decoder_host]") {
+  const auto config = model::llama_config(32, 48, 3, 4, 2, 20);
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 6), all_slots(0.0));
+  std::uint64_t stream = 40;
+  dec.for_each_lora([&](const std::string&, auto& lin) {
+    lin.lora_B() = model::random_normal(lin.lora_B().rows(), lin.lora_B().cols(), 0.05, 6, stream++);
+  });
+  const model::DecoderHostWeights w = model::export_decoder_weights(dec);
+  model::SequenceBatch batch;
+  batch.batch = 2;
+  batch.seq_len = 6;
+  batch.attention_mask = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+  const std::vector<int> labels{-100, -100, 3, 7, 1, 9, 4, 4, 2, 11, -100, -100};
+  const Matrix embeds = model::random_normal(12, config.hidden_size, 1.0, 6, 3);
+  loss::CrossEntropyOptions ce;
+  test::HostDecoderModelExec plain(config, w, batch, labels, ce, 7);
+  const auto want = model::decoder_loss_and_backward_steps(plain, embeds);
+  test::HostDecoderModelExec packed(config, w, batch, labels, ce, 7);
+  model::DecoderStepOptions o;
+  o.pack_saved = true;
+  const auto got = model::decoder_loss_and_backward_steps(packed, embeds, o);
+  CHECK(packed.packed == std::vector<std::size_t>{0, 1});  // not the last block, whose backward comes first
+  CHECK(packed.unpacked == 2);
+  CHECK(got.totals.loss == want.totals.loss);  // the forward is untouched
+  const auto normwise = [](const Matrix& a, const Matrix& b) {
+    return static_cast<double>((a - b).cwiseAbs().maxCoeff() / b.cwiseAbs().maxCoeff());
+  };
+  CHECK(normwise(got.grad_embeds, want.grad_embeds) < 2e-2);
+  CHECK(normwise(got.grad_embeds, want.grad_embeds) > 0.0);
+  for (std::size_t l = 0; l < 3; ++l)
+    for (std::size_t m = 0; m < 7; ++m) {
+      auto& a = packed.layers[l].slots[m];
+      if (!a.has_lora()) continue;
+      INFO("layer " << l << " slot " << m);
+      const auto& b = plain.layers[l].slots[m];
+      CHECK(normwise(a.lora().grad_A(), b.lora().grad_A()) < 2e-2);
+      CHECK(normwise(a.lora().grad_B(), b.lora().grad_B()) < 2e-2);
+      if (l == 2) CHECK(same_bits(a.lora().grad_B(), b.lora().grad_B()));  // the last block's B: its own inputs
+    }
+  // With checkpointing, the checkpointed blocks keep their input only: nothing is packed.
+  test::HostDecoderModelExec checkpointed(config, w, batch, labels, ce, 7);
+  o.checkpoint_layers = true;
+  (void)model::decoder_loss_and_backward_steps(checkpointed, embeds, o);
+  CHECK(checkpointed.packed.empty());
+  CHECK(checkpointed.unpacked == 0);
+}

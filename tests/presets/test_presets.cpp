@@ -214,10 +214,10 @@ TEST_CASE("the memory estimate counts Qwen3's head norms: q and k before them an
 }
 
 TEST_CASE("the device step's precision: TF32 GEMMs where the preset's GPU has them, else fp32", "[presets]") {
-  STATIC_REQUIRE(device_precision_of<T4>() == "fp32");  // sm_75: no TF32 tensor cores
-  STATIC_REQUIRE(device_precision_of<L4>() == "tf32");  // sm_89
-  STATIC_REQUIRE(device_precision_of<A100>() == "tf32");
-  STATIC_REQUIRE(device_precision_of<H100>() == "tf32");
+  STATIC_REQUIRE(device_precision_of<T4>() == "fp32");    // sm_75: no TF32 tensor cores
+  STATIC_REQUIRE(device_precision_of<L4>() == "tf32");    // sm_89
+  STATIC_REQUIRE(device_precision_of<A100>() == "bf16");  // bf16 preset: bf16 saved activations, TF32 GEMMs
+  STATIC_REQUIRE(device_precision_of<H100>() == "bf16");
   STATIC_REQUIRE(device_precision_of<Cpu>() == "fp32");
 }
 

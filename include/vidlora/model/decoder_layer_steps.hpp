@@ -57,6 +57,22 @@ struct DecoderLayerSavedOf {
   Tensor gate, up;      // MLP pre-activations [tokens, intermediate]
 };
 
+// The activations of a block's saved state (what DecoderStepOptions::pack_saved stores in bf16): every [rows, cols]
+// tensor of DecoderLayerSavedOf; not the per-row scales or the attention's state. f(tensor&) for each, in a fixed order.
+template <class Saved, class F>
+void for_each_saved_activation(Saved& a, F&& f) {
+  f(a.h_in);
+  f(a.h_mid);
+  f(a.q_raw);
+  f(a.k_raw);
+  f(a.q);
+  f(a.k);
+  f(a.v);
+  f(a.attn);
+  f(a.gate);
+  f(a.up);
+}
+
 // What the step functions need of an executor's types (the ops are checked where they are called).
 template <class E>
 concept LayerExecutor = requires {

@@ -28,6 +28,9 @@
 //                                    before its first forward, and rewind them to that before the recompute
 //   offload_input(l, tensor&&), reload_input(l) -> tensor   with offload_checkpoints only: move block l's kept
 //                                    input off the device (its device memory freed) and back
+//   pack_saved(l, saved&), unpack_saved(l, saved&)   with pack_saved only: store block l's saved activations (the
+//                                    tensors of DecoderLayerSavedOf, not its per-row scales or the attention's
+//                                    log-sum-exp) in bf16 between its forward and its backward, and widen them again
 // decoder_loss_steps (an evaluation's loss: no backward) needs only num_layers, layer, release_layer, copy,
 // final_norm and
 //   lm_head_loss_forward(hidden) -> DecoderLossTotals   the loss alone (no d hidden)
@@ -56,11 +59,20 @@ struct DecoderStepOf {
 struct DecoderStepOptions {
   bool checkpoint_layers = false;    // keep only each block's input (all but the last); recompute before the backward
   bool offload_checkpoints = false;  // with checkpoint_layers: keep those inputs in host memory until the recompute
+  // Keep the saved activations of every block that is not checkpointed (but the last, whose backward comes first) in
+  // bf16 from its forward to its backward: half their memory. The forward and the loss are unchanged; the backward
+  // reads the activations rounded to bf16, as a bf16 autocast step's backward does.
+  bool pack_saved = false;
 };
 
 // Whether decoder_loss_and_backward_steps checkpoints block l of `layers` under `o` (all but the last block).
 constexpr bool checkpoints_layer(const DecoderStepOptions& o, std::size_t l, std::size_t layers) {
   return o.checkpoint_layers && l + 1 < layers;
+}
+
+// Whether decoder_loss_and_backward_steps keeps block l's saved activations in bf16 under `o`.
+constexpr bool packs_layer(const DecoderStepOptions& o, std::size_t l, std::size_t layers) {
+  return o.pack_saved && !checkpoints_layer(o, l, layers) && l + 1 < layers;
 }
 
 // embeds: [tokens, hidden] input embeddings -> the loss and d loss / d embeds; LoRA gradients accumulate in the
@@ -77,6 +89,7 @@ DecoderStepOf<typename Exec::tensor_type> decoder_loss_and_backward_steps(Exec& 
   for (std::size_t l = 0; l < layers; ++l) {
     if (!checkpoints_layer(options, l, layers)) {
       h = decoder_layer_forward_steps(e.layer(l), h, saved[l]);
+      if (packs_layer(options, l, layers)) e.pack_saved(l, saved[l]);
       continue;
     }
     e.save_layer_rng(l);
@@ -100,6 +113,7 @@ DecoderStepOf<typename Exec::tensor_type> decoder_loss_and_backward_steps(Exec& 
       (void)decoder_layer_forward_steps(e.layer(l), inputs[l], saved[l]);  // the same bits as the first forward
       inputs[l] = {};
     }
+    if (packs_layer(options, l, layers)) e.unpack_saved(l, saved[l]);
     dh = decoder_layer_backward_steps(e.layer(l), saved[l], dh);
     saved[l] = {};
     e.release_layer(l);

@@ -63,10 +63,12 @@ constexpr std::int64_t lora_kept_workspace_elements(std::int64_t tokens, std::in
 }
 
 // Calls f(name, bytes) for every tensor one block holds from its forward to its backward (name relative to the
-// block: "q", "self_attn.q_proj.x", "rope.cos", ...).
+// block: "q", "self_attn.q_proj.x", "rope.cos", ...). packed: the block's saved activations (for_each_saved_activation's
+// tensors) wait in bf16 (DecoderStepOptions::pack_saved), 2 bytes a value.
 template <class F>
-constexpr void for_each_block_tensor(const DecoderMemoryShape& s, F&& f) {
-  const std::int64_t t = s.tokens(), v = s.value_bytes;
+constexpr void for_each_block_tensor(const DecoderMemoryShape& s, F&& f, bool packed = false) {
+  const std::int64_t t = s.tokens(), v = packed ? 2 : s.value_bytes;  // v: the saved activations' bytes
+  const std::int64_t r = s.value_bytes;                               // the rest's
   // the executor's tables: positions and the mask as int32, RoPE cos / sin [seq_len, head_dim / 2] fp32
   f("rope.positions", t * 4);
   f("rope.cos", s.seq_len * (s.head_dim / 2) * 4);
@@ -74,12 +76,12 @@ constexpr void for_each_block_tensor(const DecoderMemoryShape& s, F&& f) {
   if (s.masked) f("attention_mask", t * 4);
   // DecoderLayerSavedOf
   f("h_in", t * s.hidden * v);
-  f("input_layernorm.inv", t * v);
+  f("input_layernorm.inv", t * r);
   if (s.qk_norm) {
     f("q_raw", t * s.q_features() * v);
     f("k_raw", t * s.kv_features() * v);
-    f("q_norm.inv", t * s.q_heads * v);
-    f("k_norm.inv", t * s.kv_heads * v);
+    f("q_norm.inv", t * s.q_heads * r);
+    f("k_norm.inv", t * s.kv_heads * r);
   }
   f("q", t * s.q_features() * v);
   f("k", t * s.kv_features() * v);
@@ -88,7 +90,7 @@ constexpr void for_each_block_tensor(const DecoderMemoryShape& s, F&& f) {
   if (s.slots[static_cast<std::size_t>(LayerLinear::o)].lora)
     f("self_attn.attention", t * s.q_features() * v);  // o_proj's input, for its LoRA backward
   f("h_mid", t * s.hidden * v);
-  f("post_attention_layernorm.inv", t * v);
+  f("post_attention_layernorm.inv", t * r);
   f("gate", t * s.intermediate * v);
   f("up", t * s.intermediate * v);
   // the LoRA slots' caches
@@ -96,7 +98,7 @@ constexpr void for_each_block_tensor(const DecoderMemoryShape& s, F&& f) {
     const SlotMemoryShape& slot = s.slots[m];
     if (!slot.lora) continue;
     const std::int64_t in = s.slot_in(static_cast<LayerLinear>(m));
-    f(kSlotMemoryNames[m], lora_kept_workspace_elements(t, in, slot.rank, slot.dropout, v) * v);
+    f(kSlotMemoryNames[m], lora_kept_workspace_elements(t, in, slot.rank, slot.dropout, r) * r);
   }
 }
 
@@ -106,10 +108,11 @@ constexpr std::int64_t held_bytes(std::int64_t bytes, bool size_classes) {
   return size_classes ? static_cast<std::int64_t>(allocation_size_class(static_cast<std::size_t>(bytes))) : bytes;
 }
 
-// What one block holds from its forward to its backward.
-constexpr std::int64_t block_bytes(const DecoderMemoryShape& s, bool size_classes = false) {
+// What one block holds from its forward to its backward (packed: its saved activations in bf16).
+constexpr std::int64_t block_bytes(const DecoderMemoryShape& s, bool size_classes = false, bool packed = false) {
   std::int64_t n = 0;
-  for_each_block_tensor(s, [&](std::string_view, std::int64_t b) { n += held_bytes(b, size_classes); });
+  for_each_block_tensor(
+      s, [&](std::string_view, std::int64_t b) { n += held_bytes(b, size_classes); }, packed);
   return n;
 }
 
@@ -119,7 +122,8 @@ constexpr std::int64_t checkpoint_bytes(const DecoderMemoryShape& s, bool size_c
 }
 
 // What decoder_loss_and_backward_steps holds on the device when the LM-head loss starts: every block's state (a
-// checkpointed block's input instead, nothing when it is offloaded to host memory), the last block's output, the final norm's output and its 1/rms. The most any point of the
+// checkpointed block's input instead, nothing when it is offloaded to host memory; with pack_saved every other
+// block's saved activations in bf16), the last block's output, the final norm's output and its 1/rms. The most any point of the
 // step holds adds the loss's and one block backward's temporaries to this; with checkpointing the recomputed block
 // replaces the last one's state.
 constexpr std::int64_t step_bytes_at_loss(const DecoderMemoryShape& s, const DecoderStepOptions& o,
@@ -128,7 +132,7 @@ constexpr std::int64_t step_bytes_at_loss(const DecoderMemoryShape& s, const Dec
   const std::size_t layers = static_cast<std::size_t>(s.layers);
   for (std::size_t l = 0; l < layers; ++l)
     if (!checkpoints_layer(o, l, layers))
-      n += block_bytes(s, size_classes);
+      n += block_bytes(s, size_classes, packs_layer(o, l, layers));
     else if (!o.offload_checkpoints)
       n += checkpoint_bytes(s, size_classes);  // an offloaded input is in host memory
   const std::int64_t hidden = held_bytes(s.tokens() * s.hidden * s.value_bytes, size_classes);

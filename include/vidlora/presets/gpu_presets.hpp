@@ -197,11 +197,20 @@ constexpr std::string_view precision_of() {
   return P::bf16 ? "bf16" : (P::fp16 ? "fp16" : "fp32");
 }
 
-// What the device step computes in until its bf16 / fp16 path lands: "tf32" (GEMMs on TF32 tensor cores, the rest
-// fp32) where the preset's GPU has them (sm_80+: A100, L4, H100), else "fp32" (T4, and the Cpu preset).
+// What the device step runs a preset in until its 16-bit GEMMs land: "bf16" for the bf16 presets on sm_80+ (A100,
+// H100: the saved activations in bf16 between forward and backward, half their memory, GEMMs on TF32 tensor cores,
+// the rest fp32), "tf32" for the others on sm_80+ (L4: GEMMs on TF32 tensor cores, the rest fp32), else "fp32"
+// (T4, and the Cpu preset).
 template <Preset P>
 constexpr std::string_view device_precision_of() {
-  return P::cuda_arch >= 80 ? "tf32" : "fp32";
+  return P::cuda_arch >= 80 ? (P::bf16 ? "bf16" : "tf32") : "fp32";
+}
+
+// What a device step's precision name means, for the programs' messages.
+constexpr std::string_view device_precision_meaning(std::string_view precision) {
+  return precision == "bf16"   ? "saved activations in bf16, GEMMs on TF32 tensor cores, the rest fp32"
+         : precision == "tf32" ? "GEMMs on TF32 tensor cores, the rest fp32"
+                               : "fp32";
 }
 
 // The backend preset P trains on (T4 / L4 / A100 / H100: Cuda; Cpu: Cpu).

@@ -37,7 +37,8 @@ namespace vidlora::train {
 struct DecoderStepSettings {
   std::size_t memory_cap_bytes = 0;  // 0: no cap
   bool offload_checkpoints = false;
-  bool tf32 = false;  // TrainerConfig::precision "tf32": the step's GEMMs on TF32 tensor cores, the rest in fp32
+  bool tf32 = false;        // TrainerConfig::precision "tf32" or "bf16": the step's GEMMs on TF32 tensor cores
+  bool pack_saved = false;  // precision "bf16": the saved activations in bf16 (DecoderStepOptions::pack_saved)
 };
 
 // An evaluation's loss over a collated batch: the per-token losses summed over the supervised tokens, and their count.

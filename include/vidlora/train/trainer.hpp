@@ -323,7 +323,8 @@ class Trainer {
     DecoderStepSettings s;
     if constexpr (Backend::on_device) s.memory_cap_bytes = presets::memory_cap_bytes<P>(c.device_memory);
     s.offload_checkpoints = c.offload_checkpoints;
-    s.tf32 = c.precision == "tf32";
+    s.tf32 = c.precision == "tf32" || c.precision == "bf16";
+    s.pack_saved = c.precision == "bf16";
     return s;
   }
 
@@ -375,13 +376,14 @@ class Trainer {
             config_.gradient_accumulation_steps);
     require(!config_.stages.empty(), "Trainer: no stages");
     require(config_.num_frames >= 1, "Trainer: num_frames must be >= 1 (got {})", config_.num_frames);
-    require(config_.precision == "fp32" || (Backend::on_device && config_.precision == "tf32"),
+    require(config_.precision == "fp32" ||
+                (Backend::on_device && (config_.precision == "tf32" || config_.precision == "bf16")),
             "Trainer: precision '{}' (preset {}) is not supported by the {} trainer, which computes in {}; set "
             "TrainerConfig::precision = {} to train this preset{}",
             config_.precision, config_.preset, Backend::on_device ? "GPU" : "CPU",
-            Backend::on_device ? "fp32 or with TF32 GEMMs" : "fp32",
-            Backend::on_device ? "\"fp32\" or \"tf32\"" : "\"fp32\"",
-            Backend::on_device ? " (bf16 / fp16 on the device are not built yet)" : " on the CPU");
+            Backend::on_device ? "fp32, with TF32 GEMMs, or with bf16 saved activations and TF32 GEMMs" : "fp32",
+            Backend::on_device ? "\"fp32\", \"tf32\" or \"bf16\"" : "\"fp32\"",
+            Backend::on_device ? " (fp16 and 16-bit GEMMs on the device are not built yet)" : " on the CPU");
     require(config_.max_nan_in_a_row >= 1, "Trainer: max_nan_in_a_row must be >= 1");
     require(Backend::on_device || config_.device_memory.max_memory_gb == 0.0,
             "Trainer: max_memory_gb {} caps device memory, but this trainer's decoder step runs on the CPU (backend "

@@ -29,6 +29,7 @@
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/memory.cuh>
 #include <vidlora/core/cuda/status.cuh>
+#include <vidlora/io/half.hpp>
 #include <vidlora/lora/cuda/lora_linear.cuh>
 #include <vidlora/lora/dropout.hpp>
 #include <vidlora/model/cuda/attention.cuh>
@@ -95,9 +96,11 @@ inline void check_layer_shape(const DecoderLayerShape& s) {
 #if defined(__CUDACC__)
 namespace vidlora::model::cuda {
 
-// A float matrix [rows, cols] in device memory: the executor's tensor (rows of one value: cols = 1).
+// A float matrix [rows, cols] in device memory: the executor's tensor (rows of one value: cols = 1). Packed
+// (pack_bf16), its values wait as bf16 bits in `packed` and `buffer` is empty until unpack_bf16 widens them again.
 struct DeviceTensor {
   vidlora::cuda::DeviceBuffer<float> buffer;
+  vidlora::cuda::DeviceBuffer<std::uint16_t> packed;
   std::int64_t rows = 0, cols = 0;
   DeviceTensor() = default;
   DeviceTensor(std::int64_t r, std::int64_t c) : buffer(static_cast<std::size_t>(r * c)), rows(r), cols(c) {}
@@ -116,7 +119,41 @@ __global__ void add_kernel(float* out, const float* a, const float* b, std::int6
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
     out[i] = a[i] + b[i];
 }
+template <class = void>
+__global__ void to_bf16_kernel(std::uint16_t* out, const float* x, std::int64_t n) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    out[i] = io::float_to_bf16_bits(x[i]);
+}
+template <class = void>
+__global__ void from_bf16_kernel(float* out, const std::uint16_t* x, std::int64_t n) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    out[i] = io::bf16_bits_to_float(x[i]);
+}
 }  // namespace detail
+
+// Keeps t's values as bf16 (round to nearest even, as io::float_to_bf16_bits) in a buffer from `allocator` under
+// `tag`, and gives its float buffer back. Stream-ordered: the float block's next user runs after the conversion.
+inline void pack_bf16(DeviceTensor& t, vidlora::cuda::CudaCachingAllocator* allocator, std::string_view tag,
+                      cudaStream_t stream) {
+  if (t.size() == 0 || t.buffer.size() == 0) return;
+  t.packed = vidlora::cuda::DeviceBuffer<std::uint16_t>(allocator, static_cast<std::size_t>(t.size()), tag);
+  detail::to_bf16_kernel<>
+      <<<vidlora::cuda::grid_size(t.size(), 256), 256, 0, stream>>>(t.packed.data(), t.buffer.data(), t.size());
+  VIDLORA_CUDA_CHECK_LAUNCH("to_bf16_kernel");
+  t.buffer = vidlora::cuda::DeviceBuffer<float>();
+}
+// Widens a packed tensor back into a float buffer (the bf16 values exactly) and gives the bf16 one back.
+inline void unpack_bf16(DeviceTensor& t, vidlora::cuda::CudaCachingAllocator* allocator, std::string_view tag,
+                        cudaStream_t stream) {
+  if (t.packed.size() == 0) return;
+  t.buffer = vidlora::cuda::DeviceBuffer<float>(allocator, static_cast<std::size_t>(t.size()), tag);
+  detail::from_bf16_kernel<>
+      <<<vidlora::cuda::grid_size(t.size(), 256), 256, 0, stream>>>(t.buffer.data(), t.packed.data(), t.size());
+  VIDLORA_CUDA_CHECK_LAUNCH("from_bf16_kernel");
+  t.packed = vidlora::cuda::DeviceBuffer<std::uint16_t>();
+}
 
 // Where a block executor's tensors come from: the allocator (null: cudaMalloc) and the prefix of their tags.
 struct DecoderLayerMemory {

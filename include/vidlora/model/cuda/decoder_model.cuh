@@ -165,6 +165,11 @@ class DecoderModel {
   void set_gemm_compute(vidlora::cuda::Compute c) { compute_ = c; }
   vidlora::cuda::Compute gemm_compute() const { return compute_; }
   bool offload_checkpoints() const { return options_.offload_checkpoints; }
+  // Keep every block's saved activations but the last's in bf16 between its forward and its backward (without
+  // checkpointing; DecoderStepOptions::pack_saved): half their memory; the loss is the same bits, the gradients
+  // those of activations rounded to bf16.
+  void set_pack_saved(bool on) { options_.pack_saved = on; }
+  bool pack_saved() const { return options_.pack_saved; }
   std::size_t pinned_host_bytes() const {
     std::size_t n = 0;
     for (const PinnedHost& p : pinned_) n += p.bytes;
@@ -401,6 +406,14 @@ class DecoderModel {
       if (bytes)
         VIDLORA_CUDA_CHECK(cudaMemcpyAsync(host.data, x.data(), bytes, cudaMemcpyDeviceToHost, model_.stream_));
       offloaded_[l] = {x.rows, x.cols};
+    }
+    void pack_saved(std::size_t l, saved_type& a) {
+      const std::string tag = "layers." + std::to_string(l) + ".saved_bf16";
+      for_each_saved_activation(a, [&](DeviceTensor& t) { pack_bf16(t, model_.allocator_, tag, model_.stream_); });
+    }
+    void unpack_saved(std::size_t l, saved_type& a) {
+      const std::string tag = "layers." + std::to_string(l) + ".saved";
+      for_each_saved_activation(a, [&](DeviceTensor& t) { unpack_bf16(t, model_.allocator_, tag, model_.stream_); });
     }
     DeviceTensor reload_input(std::size_t l) {
       const auto [rows, cols] = offloaded_.at(l);

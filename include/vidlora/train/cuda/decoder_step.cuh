@@ -156,6 +156,7 @@ class DecoderStep<backend::Cuda, Decoder> {
 
     dev.set_gradient_checkpointing(decoder_.gradient_checkpointing());  // the preset's, through DecoderOptions
     dev.set_offload_checkpoints(settings_.offload_checkpoints);
+    dev.set_pack_saved(settings_.pack_saved);
     dev.set_dropout_steps(lora_dropout_steps());
     dev.zero_grad();
     auto r = dev.loss_and_backward(x, b, std::vector<int>(labels.begin(), labels.end()), o);
