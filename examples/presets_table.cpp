@@ -91,14 +91,15 @@ int main(int argc, char** argv) {
                                              models::Qwen3_1_7B};
   fmt::print(
       "| model | preset | frozen GiB | trainable GiB | activations GiB | total GiB | usable GiB | fits | activations "
-      "GiB, fp32 step | fits, fp32 step |\n");
-  fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
+      "GiB, fp32 step | fits, fp32 step | activations GiB, device step today | fits, device step today |\n");
+  fmt::print("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   auto row = [](const ModelShape& m, std::string_view name, const MemoryEstimate& e) {
     const double fp32_total = e.total() - e.activations + e.activations_fp32;
-    fmt::print("| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {} | {:.2f} | {} |\n", m.name, name,
-               e.frozen_weights / kGiB, e.trainable_state / kGiB, e.activations / kGiB, e.total() / kGiB,
+    fmt::print("| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {} | {:.2f} | {} | {:.2f} | {} |\n", m.name,
+               name, e.frozen_weights / kGiB, e.trainable_state / kGiB, e.activations / kGiB, e.total() / kGiB,
                e.budget / kGiB, e.fits() ? "yes" : "**no**", e.activations_fp32 / kGiB,
-               fp32_total <= e.budget ? "yes" : "**no**");
+               fp32_total <= e.budget ? "yes" : "**no**", e.activations_device / kGiB,
+               e.total_device() <= e.budget ? "yes" : "**no**");
   };
   for (const ModelShape& m : shapes) {
     for_each_preset([&](auto p) {

@@ -185,7 +185,7 @@ void print_configuration(const TrainerConfig& c) {
       source(c.precision == d.precision, preset + "::fp16 / bf16", "(set in code)") +
           (c.precision == "fp32" ? ""
            : P::backend_policy::on_device
-               ? fmt::format("; the device step runs {}: {} (its 16-bit GEMMs are not built yet)",
+               ? fmt::format("; the device step runs {} ({}; 16-bit GEMMs are not built yet)",
                              presets::device_precision_of<P>(),
                              presets::device_precision_meaning(presets::device_precision_of<P>()))
                : "; the CPU trainer computes in fp32 only"));
@@ -230,12 +230,12 @@ void print_configuration(const TrainerConfig& c) {
       e.activations / presets::kGiB, e.overhead / presets::kGiB, e.total() / presets::kGiB, e.budget / presets::kGiB,
       e.fits() ? "fits" : "DOES NOT FIT");
   if constexpr (P::backend_policy::on_device)
-    if (e.activations_fp32 != e.activations) {
-      const double fp32_total = e.total() - e.activations + e.activations_fp32;
-      fmt::print("  the device step holds fp32 activations for now: {:.2f} GiB, {:.2f} GiB in all -> {}\n",
-                 e.activations_fp32 / presets::kGiB, fp32_total / presets::kGiB,
-                 fp32_total <= e.budget ? "fits" : "DOES NOT FIT");
-    }
+    if (e.activations_device != e.activations)
+      fmt::print("  the device step ({}: {}) holds {:.2f} GiB of activations, {:.2f} GiB in all -> {}\n",
+                 presets::device_precision_of<P>(),
+                 presets::device_precision_meaning(presets::device_precision_of<P>()),
+                 e.activations_device / presets::kGiB, e.total_device() / presets::kGiB,
+                 e.total_device() <= e.budget ? "fits" : "DOES NOT FIT");
 }
 
 template <class P = ActivePreset>

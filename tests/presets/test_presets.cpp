@@ -246,4 +246,12 @@ TEST_CASE("every shipped preset fits its default model and the estimate rejects 
   // The A100 row (batch 4 x 8 frames) fits a 7B even with the fp32 step.
   constexpr auto a100 = estimate_memory<A100>(models::LlavaNextVideo7B);
   STATIC_REQUIRE(a100.total() - a100.activations + a100.activations_fp32 <= a100.budget);
+  // The device step today ("bf16": fp32 values, the saved activations of every block but the last in bf16) fits the
+  // H100 row, between the all-bf16 count and the fp32 one.
+  STATIC_REQUIRE(h100.total_device() <= h100.budget);
+  STATIC_REQUIRE(h100.activations < h100.activations_device);
+  STATIC_REQUIRE(h100.activations_device < h100.activations_fp32);
+  // The fp32 and TF32 presets' device step is the fp32 count.
+  constexpr auto l4 = estimate_memory<L4>(models::LlavaNextVideo7B);
+  STATIC_REQUIRE(l4.activations_device == l4.activations_fp32);
 }

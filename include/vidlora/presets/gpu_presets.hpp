@@ -210,7 +210,7 @@ constexpr std::string_view device_precision_of() {
 constexpr std::string_view device_precision_meaning(std::string_view precision) {
   return precision == "bf16"   ? "saved activations in bf16, GEMMs on TF32 tensor cores, the rest fp32"
          : precision == "tf32" ? "GEMMs on TF32 tensor cores, the rest fp32"
-                               : "fp32";
+                               : "every value and product in fp32";
 }
 
 // The backend preset P trains on (T4 / L4 / A100 / H100: Cuda; Cpu: Cpu).

@@ -14,7 +14,8 @@
 //   cache (its dropout keep bits, 4 per byte, and h of rank r: a slot's input comes back from the step list); with
 //   gradient checkpointing every block but the last keeps only its input (D). The
 //   values are counted at the preset's compute precision (2 bytes for fp16 / bf16 presets); `activations_fp32` is
-//   the same count at 4 bytes, what today's fp32 device step holds. The streamed cross-entropy adds T x 8192 fp32
+//   the same count at 4 bytes; `activations_device` what the device step holds today: fp32, with the saved
+//   activations of every block but the last in bf16 for the bf16 presets (presets::device_precision_of). The streamed cross-entropy adds T x 8192 fp32
 //   logits. Qwen3's head norms (ModelShape::qk_norm) add q and k before them and their 1/rms.
 // - vision features are cached on disk, so the frozen CLIP encoder is not resident while training.
 // - a fixed runtime overhead (CUDA context, cuBLASLt workspace, allocator slack) of 1 GiB on GPU presets.
@@ -38,7 +39,11 @@ struct MemoryEstimate {
   double lora_params = 0;       // count, not bytes
   double projector_params = 0;  // count
   double activations = 0;       // per micro-batch (batch_size samples), at the preset's compute precision
-  double activations_fp32 = 0;  // the same tensors in fp32: what the device step holds until its 16-bit path lands
+  double activations_fp32 = 0;  // the same tensors in fp32
+  // What the device step holds today (presets::device_precision_of<P>()): fp32 values, with the saved activations of
+  // every block but the last in bf16 for the bf16 presets on sm_80+ ("bf16": DecoderStepOptions::pack_saved).
+  double activations_device = 0;
+  constexpr double total_device() const { return total() - activations + activations_device; }
   double overhead = 0;
   double budget = 0;  // usable bytes of the preset's memory
   long tokens_per_sample = 0;
@@ -99,6 +104,9 @@ constexpr MemoryEstimate estimate_memory(const ModelShape& m) {
   const double logits = tokens * static_cast<double>(kStreamedLogitsChunk) * 4.0;
   e.activations = static_cast<double>(model::step_bytes_at_loss(decoder_memory_shape<P>(m, act_bytes), step)) + logits;
   e.activations_fp32 = static_cast<double>(model::step_bytes_at_loss(decoder_memory_shape<P>(m, 4), step)) + logits;
+  model::DecoderStepOptions device = step;
+  device.pack_saved = device_precision_of<P>() == "bf16";
+  e.activations_device = static_cast<double>(model::step_bytes_at_loss(decoder_memory_shape<P>(m, 4), device)) + logits;
 
   e.overhead = P::cuda_arch > 0 ? 1.0 * kGiB : 0.0;
   e.budget = static_cast<double>(P::vram_gb) * kGiB * kUsableFraction;
