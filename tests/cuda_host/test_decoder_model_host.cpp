@@ -7,6 +7,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <tuple>
 
 #include <vidlora/lora/frozen_weight.hpp>
 #include <vidlora/model/cuda/decoder_model.cuh>
@@ -47,6 +48,30 @@ bool same_bits(const Matrix& a, const Matrix& b) {
          std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.size()) * sizeof(float)) == 0;
 }
 
+// A small step's inputs: a decoder with LoRA on all_slots(dropout) and B off zero, its exported weights, two
+// right-padded sequences of 6 with their labels, and input embeddings; all drawn from `seed`.
+struct StepCase {
+  model::Decoder<16, 32> dec;
+  model::DecoderHostWeights w;
+  model::SequenceBatch batch;
+  std::vector<int> labels;
+  Matrix embeds;
+  StepCase(const model::DecoderConfig& config, double dropout, std::uint64_t seed, std::uint64_t b_stream,
+           std::vector<int> mask = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0},
+           std::vector<int> l = {-100, -100, 3, 7, 1, 9, 4, 4, 2, 11, -100, -100})
+      : dec(config, model::random_decoder_weights(config, seed), all_slots(dropout)),
+        labels(std::move(l)),
+        embeds(model::random_normal(12, config.hidden_size, 1.0, seed, 3)) {
+    dec.for_each_lora([&](const std::string&, auto& lin) {
+      lin.lora_B() = model::random_normal(lin.lora_B().rows(), lin.lora_B().cols(), 0.05, seed, b_stream++);
+    });
+    w = model::export_decoder_weights(dec);
+    batch.batch = 2;
+    batch.seq_len = 6;
+    batch.attention_mask = std::move(mask);
+  }
+};
+
 // decoder_loss_and_backward_steps (with or without checkpointing) against Decoder::loss_and_backward (with or
 // without its own checkpointing): the same bits either way.
 void check_steps_equal_decoder(model::DecoderConfig config, double dropout, double smoothing, bool checkpoint = false,
@@ -54,19 +79,10 @@ void check_steps_equal_decoder(model::DecoderConfig config, double dropout, doub
   INFO("qk_norm " << config.qk_norm() << " dropout " << dropout << " smoothing " << smoothing << " checkpoint "
                   << checkpoint << " decoder checkpoint " << decoder_checkpoint << " offload " << offload << " layers "
                   << config.num_hidden_layers);
-  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 6), all_slots(dropout));
+  StepCase k(config, dropout, 6, 40);
+  auto& dec = k.dec;
   dec.set_gradient_checkpointing(decoder_checkpoint);
-  std::uint64_t stream = 40;
-  dec.for_each_lora([&](const std::string&, auto& lin) {
-    lin.lora_B() = model::random_normal(lin.lora_B().rows(), lin.lora_B().cols(), 0.05, 6, stream++);
-  });
-  const model::DecoderHostWeights w = model::export_decoder_weights(dec);
-  model::SequenceBatch batch;
-  batch.batch = 2;
-  batch.seq_len = 6;
-  batch.attention_mask = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
-  const std::vector<int> labels{-100, -100, 3, 7, 1, 9, 4, 4, 2, 11, -100, -100};
-  const Matrix embeds = model::random_normal(12, config.hidden_size, 1.0, 6, 3);
+  const auto& [w, batch, labels, embeds] = std::tie(k.w, k.batch, k.labels, k.embeds);
   loss::CrossEntropyOptions ce;
   ce.label_smoothing = smoothing;
   loss::LmHeadOptions lm;
@@ -313,18 +329,10 @@ TEST_CASE("decoder_loss_steps over CPU executors equals the evaluation's forward
       config.validate();
     }
     INFO("qwen3 " << qwen3);
-    model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 8), all_slots(0.1));
-    std::uint64_t stream = 70;
-    dec.for_each_lora([&](const std::string&, auto& lin) {
-      lin.lora_B() = model::random_normal(lin.lora_B().rows(), lin.lora_B().cols(), 0.05, 8, stream++);
-    });
-    const model::DecoderHostWeights w = model::export_decoder_weights(dec);
-    model::SequenceBatch batch;
-    batch.batch = 2;
-    batch.seq_len = 6;
-    batch.attention_mask = {1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0};
-    const std::vector<int> labels{-100, 2, 3, 7, 1, 9, -100, 4, 2, -100, -100, -100};
-    const Matrix embeds = model::random_normal(12, config.hidden_size, 1.0, 8, 3);
+    StepCase k(config, 0.1, 8, 70, {1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
+               {-100, 2, 3, 7, 1, 9, -100, 4, 2, -100, -100, -100});
+    auto& dec = k.dec;
+    const auto& [w, batch, labels, embeds] = std::tie(k.w, k.batch, k.labels, k.embeds);
     loss::CrossEntropyOptions mean;
     mean.label_smoothing = 0.1;
     loss::LmHeadOptions lm;
@@ -360,18 +368,8 @@ TEST_CASE("decoder_loss_steps over CPU executors equals the evaluation's forward
 TEST_CASE("decoder_loss_and_backward_steps with bf16 saved activations: the same loss, gradients within bf16's error",
           "[decoder_host]") {
   const auto config = model::llama_config(32, 48, 3, 4, 2, 20);
-  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 6), all_slots(0.0));
-  std::uint64_t stream = 40;
-  dec.for_each_lora([&](const std::string&, auto& lin) {
-    lin.lora_B() = model::random_normal(lin.lora_B().rows(), lin.lora_B().cols(), 0.05, 6, stream++);
-  });
-  const model::DecoderHostWeights w = model::export_decoder_weights(dec);
-  model::SequenceBatch batch;
-  batch.batch = 2;
-  batch.seq_len = 6;
-  batch.attention_mask = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
-  const std::vector<int> labels{-100, -100, 3, 7, 1, 9, 4, 4, 2, 11, -100, -100};
-  const Matrix embeds = model::random_normal(12, config.hidden_size, 1.0, 6, 3);
+  const StepCase k(config, 0.0, 6, 40);
+  const auto& [w, batch, labels, embeds] = std::tie(k.w, k.batch, k.labels, k.embeds);
   loss::CrossEntropyOptions ce;
   test::HostDecoderModelExec plain(config, w, batch, labels, ce, 7);
   const auto want = model::decoder_loss_and_backward_steps(plain, embeds);
