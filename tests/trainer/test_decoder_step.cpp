@@ -23,21 +23,29 @@
 namespace fs = std::filesystem;
 using namespace vidlora;
 
+namespace {
+
+using StepDecoder = model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha>;
+
+// The tiny decoder (weights of seed 3) with LoRA on q, v and down at `dropout` and B off zero, so that A's gradients
+// are not all zero.
+StepDecoder step_decoder(double dropout) {
+  model::DecoderOptions o;
+  o.target_modules = {"q_proj", "v_proj", "down_proj"};
+  o.lora.dropout = dropout;
+  o.lora.seed = 9;
+  StepDecoder d(test::tiny::decoder_config(), model::random_decoder_weights(test::tiny::decoder_config(), 3), o);
+  d.for_each_lora([](const std::string&, auto& l) { l.lora_B().setConstant(0.01f); });
+  return d;
+}
+
+}  // namespace
+
 TEST_CASE("the Cpu decoder step is Decoder::loss_and_backward: loss, gradients and dropout counters bit for bit",
           "[trainer][backend]") {
   namespace tiny = test::tiny;
-  using D = model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha>;
-  model::DecoderOptions o;
-  o.target_modules = {"q_proj", "v_proj", "down_proj"};
-  o.lora.dropout = 0.25;
-  o.lora.seed = 9;
-  const auto weights = model::random_decoder_weights(tiny::decoder_config(), 3);
-  D direct(tiny::decoder_config(), weights, o), stepped(tiny::decoder_config(), weights, o);
-  const auto perturb_b = [](D& d) {  // B off zero, so that A's gradients are not all zero
-    d.for_each_lora([](const std::string&, auto& l) { l.lora_B().setConstant(0.01f); });
-  };
-  perturb_b(direct);
-  perturb_b(stepped);
+  using D = StepDecoder;
+  D direct = step_decoder(0.25), stepped = step_decoder(0.25);
   model::Mlp2xGelu projector(tiny::kVision, tiny::kHidden, 11);
   const train::TrainableTensors tensors(projector, stepped);
   train::DecoderStep<backend::Cpu, D> step(stepped, tensors);
@@ -79,17 +87,8 @@ TEST_CASE("the Cpu decoder step is Decoder::loss_and_backward: loss, gradients a
 TEST_CASE("the Cpu decoder step's evaluation: the loss without dropout, summed; generation with the KV cache",
           "[trainer][backend]") {
   namespace tiny = test::tiny;
-  using D = model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha>;
-  model::DecoderOptions o;
-  o.target_modules = {"q_proj", "v_proj", "down_proj"};
-  o.lora.dropout = 0.25;
-  o.lora.seed = 9;
-  const auto weights = model::random_decoder_weights(tiny::decoder_config(), 3);
-  D dec(tiny::decoder_config(), weights, o);
-  model::DecoderOptions plain = o;
-  plain.lora.dropout = 0.0;
-  D no_dropout(tiny::decoder_config(), weights, plain);
-  for (D* d : {&dec, &no_dropout}) d->for_each_lora([](const std::string&, auto& l) { l.lora_B().setConstant(0.01f); });
+  using D = StepDecoder;
+  D dec = step_decoder(0.25), no_dropout = step_decoder(0.0);
   model::Mlp2xGelu projector(tiny::kVision, tiny::kHidden, 11);
   const train::TrainableTensors tensors(projector, dec);
   train::DecoderStep<backend::Cpu, D> step(dec, tensors);

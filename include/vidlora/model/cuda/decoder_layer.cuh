@@ -133,6 +133,13 @@ __global__ void from_bf16_kernel(float* out, const std::uint16_t* x, std::int64_
 }
 }  // namespace detail
 
+// out = a + b over n floats (out may be a), on `stream`.
+inline void add(float* out, const float* a, const float* b, std::int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  detail::add_kernel<><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(out, a, b, n);
+  VIDLORA_CUDA_CHECK_LAUNCH("add_kernel");
+}
+
 // Keeps t's values as bf16 (round to nearest even, as io::float_to_bf16_bits) in a buffer from `allocator` under
 // `tag`, and gives its float buffer back. Stream-ordered: the float block's next user runs after the conversion.
 inline void pack_bf16(DeviceTensor& t, vidlora::cuda::CudaCachingAllocator* allocator, std::string_view tag,
@@ -233,12 +240,12 @@ class DecoderLayerExecutor {
   DeviceTensor add(const DeviceTensor& a, const DeviceTensor& b) const {
     check_same(a, b, "add");
     DeviceTensor y = tensor(a.rows, a.cols, "residual");
-    launch_add(y.data(), a.data(), b.data(), a.size());
+    model::cuda::add(y.data(), a.data(), b.data(), a.size(), stream_);
     return y;
   }
   void accumulate(DeviceTensor& a, const DeviceTensor& b) const {
     check_same(a, b, "accumulate");
-    launch_add(a.data(), a.data(), b.data(), a.size());
+    model::cuda::add(a.data(), a.data(), b.data(), a.size(), stream_);
   }
 
   DeviceTensor rms_norm(const DeviceTensor& x, LayerNorm which, DeviceTensor* inv) const {
@@ -538,11 +545,6 @@ class DecoderLayerExecutor {
     vidlora::cuda::check_arg(a.rows == b.rows && a.cols == b.cols, "cuda::DecoderLayerExecutor",
                              std::string(what) + ": [" + std::to_string(a.rows) + ", " + std::to_string(a.cols) +
                                  "] and [" + std::to_string(b.rows) + ", " + std::to_string(b.cols) + "] differ");
-  }
-  void launch_add(float* out, const float* a, const float* b, std::int64_t n) const {
-    if (n == 0) return;
-    detail::add_kernel<><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream_>>>(out, a, b, n);
-    VIDLORA_CUDA_CHECK_LAUNCH("add_kernel");
   }
 
   vidlora::cuda::GemmRunner& gemm_;

@@ -335,11 +335,7 @@ class DecoderModel {
       h = decoder_layer_forward_steps(exec, l == 0 ? embeds : h, scratch);
     }
     cache.length_ = past + n;
-    DeviceTensor y(allocator_, n, host_.hidden, "norm");
-    RmsNormParams p{h.data(), final_norm_.data(), y.data(),          nullptr, nullptr, nullptr,
-                    n,        host_.hidden,       host_.rms_norm_eps};
-    model::cuda::rms_norm(p, stream_);
-    return y;
+    return final_norm(h, nullptr);
   }
 
   // LM-head logits of hidden states [rows, hidden] (device), downloaded: [rows, vocab] row-major.
@@ -432,14 +428,7 @@ class DecoderModel {
                                            cudaMemcpyDeviceToDevice, model_.stream_));
       return y;
     }
-    DeviceTensor final_norm(const DeviceTensor& h, DeviceTensor* inv) const {
-      DeviceTensor y(model_.allocator_, h.rows, h.cols, "norm");
-      *inv = DeviceTensor(model_.allocator_, h.rows, 1, "norm.inv");
-      RmsNormParams p{h.data(), model_.final_norm_.data(), y.data(), inv->data(), nullptr, nullptr, h.rows,
-                      h.cols,   model_.host_.rms_norm_eps};
-      model::cuda::rms_norm(p, model_.stream_);
-      return y;
-    }
+    DeviceTensor final_norm(const DeviceTensor& h, DeviceTensor* inv) const { return model_.final_norm(h, inv); }
     DeviceTensor final_norm_backward(const DeviceTensor& h, const DeviceTensor& inv, const DeviceTensor& dy) const {
       DeviceTensor dx(model_.allocator_, h.rows, h.cols, "norm.grad");
       RmsNormParams p{
@@ -592,6 +581,16 @@ class DecoderModel {
     s.rope_theta = w.rope_theta;
     s.qk_norm = w.qk_norm;
     return s;
+  }
+
+  // The final RMSNorm of h [rows, hidden]; its 1/rms into *inv (null: not kept).
+  DeviceTensor final_norm(const DeviceTensor& h, DeviceTensor* inv) const {
+    DeviceTensor y(allocator_, h.rows, h.cols, "norm");
+    if (inv) *inv = DeviceTensor(allocator_, h.rows, 1, "norm.inv");
+    RmsNormParams p{h.data(), final_norm_.data(), y.data(), inv ? inv->data() : nullptr, nullptr, nullptr, h.rows,
+                    h.cols,   host_.rms_norm_eps};
+    model::cuda::rms_norm(p, stream_);
+    return y;
   }
 
   static constexpr std::int64_t kCacheHeadroom = 64;  // positions a cache gains beyond the first forward's
