@@ -2,8 +2,8 @@
 # Optional: without a CUDA toolkit the project configures and builds as before (VIDLORA_BUILD_CUDA is OFF).
 #
 # Architectures: -DCMAKE_CUDA_ARCHITECTURES=<list> wins; otherwise the preset's GPU
-# (T4 75, L4 89, A100 80, H100 90; Cpu -> 80). Tests tests/cuda/*.cu form vidlora_cuda_tests; each
-# tag is one CTest test that reports SKIPPED (exit 77) on a machine without a CUDA device.
+# (T4 75, L4 89, A100 80, H100 90; Cpu -> 80). Tests tests/cuda/*.cu form vidlora_cuda_tests (tests/cuda/CMakeLists.txt);
+# each tag is one CTest test that reports SKIPPED (exit 77) on a machine without a CUDA device.
 # Benchmarks benchmarks/bench_cuda_*.cu are programs of their own.
 
 include(CheckLanguage)
@@ -70,30 +70,6 @@ target_compile_definitions(vidlora_cuda INTERFACE $<$<COMPILE_LANGUAGE:CUDA>:FMT
 # tables in quant/dynamic_map.hpp that the kernels do not call; 128, "loop is not reachable", where a host loop
 # follows comm::Single's constant `size() == 1` return in the Trainer): silenced for vidlora's own CUDA targets.
 set(VIDLORA_CUDA_FLAGS $<$<COMPILE_LANGUAGE:CUDA>:-diag-suppress=20012,20013,20015,128>)
-
-if(VIDLORA_BUILD_TESTS)
-  find_package(Catch2 2.13 REQUIRED)
-  enable_testing()
-  file(GLOB _vidlora_cuda_tests CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/cuda/*.cu)
-  file(GLOB _vidlora_cuda_refs CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/cuda/reference/*.cpp)
-  add_executable(vidlora_cuda_tests ${_vidlora_cuda_tests} ${_vidlora_cuda_refs}
-                 ${PROJECT_SOURCE_DIR}/tests/cuda/support/main.cu)
-  target_include_directories(vidlora_cuda_tests PRIVATE ${PROJECT_SOURCE_DIR}/tests/cuda)
-  target_link_libraries(vidlora_cuda_tests PRIVATE vidlora::cuda Catch2::Catch2)
-  target_compile_options(vidlora_cuda_tests PRIVATE ${VIDLORA_CUDA_FLAGS})
-  set_target_properties(vidlora_cuda_tests PROPERTIES CUDA_RUNTIME_LIBRARY Shared)
-  # AdamW must agree bit for bit with the CPU loop: no fused multiply-adds in that translation unit, nor in the
-  # decoder test's, which instantiates the same AdamW kernel (a template kernel's host stub is shared between
-  # translation units, so the runtime may launch either one's device code); the trainer test's runs the same decoder
-  # kernels as the decoder test.
-  set_source_files_properties(${PROJECT_SOURCE_DIR}/tests/cuda/test_optim.cu
-                              ${PROJECT_SOURCE_DIR}/tests/cuda/test_decoder_model.cu
-                              ${PROJECT_SOURCE_DIR}/tests/cuda/test_trainer_step.cu PROPERTIES COMPILE_OPTIONS --fmad=false)
-  foreach(tag core quant optim loss model lora layer decoder trainer)
-    add_test(NAME "cuda: ${tag}" COMMAND vidlora_cuda_tests "[${tag}]")
-    set_tests_properties("cuda: ${tag}" PROPERTIES SKIP_RETURN_CODE 77 LABELS cuda)
-  endforeach()
-endif()
 
 if(VIDLORA_BUILD_BENCHMARKS)
   find_package(benchmark REQUIRED)

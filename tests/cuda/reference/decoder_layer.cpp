@@ -1,4 +1,5 @@
 #include "decoder_layer.hpp"
+#include "matrix_vector.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -13,17 +14,6 @@
 #include <vidlora/model/linear_slot.hpp>
 #include <vidlora/model/rotary.hpp>
 #include <vidlora/quant/quantized_weight.hpp>
-
-namespace ref {
-namespace {
-using vidlora::Matrix;
-Matrix to_matrix(const std::vector<float>& v, long r, long c) { return Eigen::Map<const Matrix>(v.data(), r, c); }
-template <class M>
-std::vector<float> to_vector(const M& m) {
-  return std::vector<float>(m.data(), m.data() + m.size());
-}
-}  // namespace
-}  // namespace ref
 
 namespace ref {
 namespace {

@@ -1,4 +1,5 @@
 #include "reference.hpp"
+#include "matrix_vector.hpp"
 
 #include <span>
 
@@ -17,8 +18,6 @@
 namespace ref {
 namespace {
 using vidlora::Matrix;
-Matrix to_matrix(const std::vector<float>& v, long r, long c) { return Eigen::Map<const Matrix>(v.data(), r, c); }
-std::vector<float> to_vector(const Matrix& m) { return std::vector<float>(m.data(), m.data() + m.size()); }
 
 template <class Format, int B>
 Quantized quantize_with(const std::vector<float>& values, bool dq) {
