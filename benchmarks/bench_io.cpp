@@ -80,7 +80,7 @@ BENCHMARK(BM_open_and_validate)->Arg(300)->Arg(3000)->Unit(benchmark::kMicroseco
 void BM_serialize(benchmark::State& state) {
   vidlora::io::TensorMap tensors;
   for (int i = 0; i < 64; ++i)
-    tensors.emplace("t" + std::to_string(i),
+    tensors.emplace(std::string("t").append(std::to_string(i)),
                     vidlora::io::TensorData::from_matrix(Matrix::Random(256, 256), Dtype::BF16));
   for (auto _ : state) {
     auto bytes = vidlora::io::serialize_safetensors(tensors);

@@ -3,8 +3,8 @@
 // float64 sums (batch_invariant = true: the step's gradient independent of the split over ranks and micro-batches).
 //
 //   cmake --build build/ci --target bench_train
-//   OMP_NUM_THREADS=1 build/ci/benchmarks/bench_train --benchmark_repetitions=5 \
-//       --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
+//   OMP_NUM_THREADS=1 build/ci/benchmarks/bench_train --benchmark_repetitions=5
+//       --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true   (one command)
 //
 // Two problems, 16 clips per iteration in steps of batch 4 × accumulation 1 (the Cpu preset's), stage 2 only
 // (projector + LoRA on the seven modules), no validation clips:
@@ -64,7 +64,9 @@ std::vector<train::Clip> clips(const Problem& p, int n, long& tokens) {
     for (int w = 0; w < words; ++w) ids.push_back(5 + (7 * i + 3 * w) % (p.decoder.vocab_size - 5));
     out.push_back({.id = fmt::format("{:03}", i),
                    .video = fmt::format("{:03}.mp4", i),
-                   .caption = fmt::format("{}", fmt::join(ids, " "))});
+                   .caption = fmt::format("{}", fmt::join(ids, " ")),
+                   .category = "",
+                   .source = {}});
     tokens += 3 - 1 + p.visual_tokens + words + 1;  // prompt with the placeholder spliced, caption, EOS
   }
   return out;

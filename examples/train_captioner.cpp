@@ -1,8 +1,12 @@
 // train_captioner: the two-stage captioner trainer, built for one preset (-DVIDLORA_PRESET=Cpu|T4|L4|A100|H100).
 // `train_captioner --help` lists every option; kTrainOptions below is that list.
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <cstdio>
+#include <exception>
+#include <functional>
+#include <memory>
 #include <iostream>
 #include <unistd.h>
 #include <set>
@@ -508,15 +512,72 @@ using TrainProjector = model::Mlp2xGelu;
 #endif
 
 // The vision tower that encodes the frames: on a GPU build, a device copy of `vision` (its GEMMs at the run's
-// precision: TF32 where the step's are); null (the CPU tower) otherwise.
-std::shared_ptr<const model::FrameEncoder> train_encoder([[maybe_unused]] const model::ClipVision& vision,
-                                                         [[maybe_unused]] const TrainerConfig& config) {
+// precision: TF32 where the step's are), which encode_clips_up_front runs over every clip and then releases, so the
+// tower (1.2 GB of fp32 weights for CLIP ViT-L/14-336, plus its activations) never shares the card with the training
+// step, as presets::MemoryEstimate counts it; a clip encoded after that (a feature cache that could not be written)
+// goes through `vision` on the CPU. Null (the CPU tower) on a CPU build.
+struct TrainEncoder {
+  std::shared_ptr<const model::FrameEncoder> encoder;
+  std::function<void()> release_device = [] {};
+};
+
+#if defined(VIDLORA_TRAIN_ON_CUDA)
+class ReleasableDeviceTower {
+ public:
+  ReleasableDeviceTower(const model::ClipVision& vision, vidlora::cuda::Compute compute)
+      : vision_(vision), device_(std::make_shared<const model::cuda::ClipVisionCuda>(vision, compute)) {}
+  const model::ClipVisionConfig& config() const { return vision_.config(); }
+  Matrix features(std::span<const float> pixels, Eigen::Index frames) const {
+    if (device_) return device_->features(pixels, frames);
+    return vision_.features(pixels, frames);
+  }
+  // Before the Trainer exists, so no call to features() runs at the same time.
+  void release() { device_.reset(); }
+
+ private:
+  const model::ClipVision& vision_;
+  std::shared_ptr<const model::cuda::ClipVisionCuda> device_;
+};
+#endif
+
+TrainEncoder train_encoder([[maybe_unused]] const model::ClipVision& vision,
+                           [[maybe_unused]] const TrainerConfig& config) {
 #if defined(VIDLORA_TRAIN_ON_CUDA)
   const auto compute = config.precision == "tf32" ? vidlora::cuda::Compute::TF32 : vidlora::cuda::Compute::F32;
-  return std::make_shared<const model::FrameEncoder>(std::make_shared<model::cuda::ClipVisionCuda>(vision, compute));
+  auto tower = std::make_shared<ReleasableDeviceTower>(vision, compute);
+  return {std::make_shared<const model::FrameEncoder>(tower), [tower] { tower->release(); }};
 #else
-  return nullptr;
+  return {};
 #endif
+}
+
+// Encodes every clip of the run through `feats` (the feature cache keeps them for all epochs and the evaluations),
+// with a progress line every few seconds. A clip that fails here (a corrupt video) fails the same way when the
+// Trainer asks for it, which counts and names it as it always does.
+void encode_clips_up_front(const std::function<Matrix(const fs::path&)>& feats, const train::Dataset& ds, bool print) {
+  std::vector<const train::Clip*> clips;
+  for (const auto& c : ds.train) clips.push_back(&c);
+  for (const auto& c : ds.val) clips.push_back(&c);
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  auto last = start;
+  std::size_t failed = 0;
+  for (std::size_t i = 0; i < clips.size(); ++i) {
+    try {
+      (void)feats(clips[i]->video);
+    } catch (const std::exception&) {
+      ++failed;
+    }
+    const auto now = clock::now();
+    if (print && (now - last > std::chrono::seconds(5) || i + 1 == clips.size())) {
+      last = now;
+      const double s = std::chrono::duration<double>(now - start).count();
+      const double rate = static_cast<double>(i + 1) / (s > 0.0 ? s : 1e-9);
+      fmt::print("encoding clips on the GPU: {}/{} ({:.1f} clips/s, {} failed, ETA {:.0f} s)\n", i + 1, clips.size(),
+                 rate, failed, static_cast<double>(clips.size() - i - 1) / rate);
+      std::fflush(stdout);
+    }
+  }
 }
 
 int train_main(const demo::Args& a, int argc, char** argv) {
@@ -586,7 +647,12 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     const fs::path cache = a.str("cache", (fs::path(config.output_dir) / "feature_cache").string());
     // One trainer for either kind of model directory (hf_model.hpp: a Hugging Face LLaVA one).
     const auto run = [&](const model::DecoderConfig& decoder_config, const auto& weights, model::Mlp2xGelu projector,
-                         const train::TextCodec& codec, const std::function<Matrix(const fs::path&)>& feats) {
+                         const train::TextCodec& codec, const std::function<Matrix(const fs::path&)>& feats,
+                         const TrainEncoder& encoder) {
+      if constexpr (TrainBackend::on_device) {  // the tower leaves the card before the decoder comes to it
+        encode_clips_up_front(feats, ds, ranks.rank() == 0);
+        encoder.release_device();
+      }
       Trainer<ActivePreset, TrainProjector,
               std::conditional_t<ActivePreset::load_in_4bit, quant::NF4Weight, lora::DenseWeight>,
               comm::AnyCommunicator, TrainBackend>
@@ -611,13 +677,15 @@ int train_main(const demo::Args& a, int argc, char** argv) {
                  model_dir.string(), m.config.video_token_id >= 0 ? "LLaVA-NeXT-Video" : "LLaVA",
                  m.config.text.num_hidden_layers, m.config.text.hidden_size, m.config.vision.image_size,
                  m.processor.tokens_per_frame(), m.processor.chat_template().name);
+      const TrainEncoder encoder = train_encoder(m.vision, config);
       result = run(m.config.text, m.weights, m.projector(), m.codec(),
-                   m.features(sampler, frames, cache, train_encoder(m.vision, config)));
+                   m.features(sampler, frames, cache, encoder.encoder), encoder);
     } else {
       const demo::DemoModel m(model_dir);
+      const TrainEncoder encoder = train_encoder(*m.vision, config);
       result = run(m.decoder_config, *m.decoder_weights,
                    model::Mlp2xGelu(m.vision_config.hidden_size, m.decoder_config.hidden_size, config.seed + 1),
-                   m.codec(), m.features(sampler, frames, cache, train_encoder(*m.vision, config)));
+                   m.codec(), m.features(sampler, frames, cache, encoder.encoder), encoder);
     }
     const TrainResult& r = *result;
     fmt::print("training {} after {} steps ({} NaN steps skipped, {} clips skipped)\n", to_string(r.status), r.steps,

@@ -204,11 +204,8 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
         if (rank < static_cast<std::size_t>(nb)) add_hyp(parent.ids, c.total, true);
         continue;
       }
-      Beam child;
-      child.ids = parent.ids;
+      Beam child{.ids = parent.ids, .logprob = c.total, .cache = parent.cache, .hidden = {}};
       child.ids.push_back(c.token);
-      child.logprob = c.total;
-      child.cache = parent.cache;
       const int one[1] = {c.token};
       child.hidden = decoder.forward_cached(decoder.embed(std::span<const int>(one, 1)), child.cache);
       next.push_back(std::move(child));
@@ -226,11 +223,7 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
   require(!hyps.empty(), "generate: beam search produced no hypothesis");
   const auto best =
       std::max_element(hyps.begin(), hyps.end(), [](const Hyp& a, const Hyp& b) { return a.score < b.score; });
-  GenerationResult r;
-  r.ids = best->ids;
-  r.score = best->score;
-  r.finished = best->finished;
-  return r;
+  return GenerationResult{.ids = best->ids, .score = best->score, .finished = best->finished};
 }
 
 // A decoder seen by generate() without its KV cache: every call recomputes the whole sequence so far
