@@ -35,6 +35,7 @@
 #include <vidlora/video/policy_table.hpp>
 #include <vidlora/eval/caption_tokenizer.hpp>
 
+#include "clip_features.hpp"
 #include "command_line.hpp"
 
 namespace demo {
@@ -153,9 +154,8 @@ struct DemoModel {
 
   // Features of a video through the sampler named `sampler` ("uniform", "scene_change", "motion"), cached.
   // encoder: the tower that runs (a GPU build's device copy of `vision`); null: `vision` on the CPU.
-  std::function<vidlora::Matrix(const fs::path&)> features(
-      const std::string& sampler, int frames, const fs::path& cache_dir,
-      std::shared_ptr<const vidlora::model::FrameEncoder> encoder = nullptr) const {
+  ClipFeatures features(const std::string& sampler, int frames, const fs::path& cache_dir,
+                        std::shared_ptr<const vidlora::model::FrameEncoder> encoder = nullptr) const {
     auto cache = std::make_shared<vidlora::train::FeatureCache>(cache_dir);
     auto enc =
         encoder
@@ -165,10 +165,15 @@ struct DemoModel {
     const std::string id =
         fmt::format("{}-pool{}{}", encoder_id, pool, change > 0 ? fmt::format("-change{}", change) : std::string());
     vidlora::video::with_sampling_policy(sampler, [](auto) {});  // an unknown name is an error listing the known ones
-    return [cache, enc, pool, change, id, sampler, frames](const fs::path& video) {
-      return cache->get({video, sampler, frames, id},
-                        [&](const fs::path& v) { return clip_features(v, sampler, frames, *enc, pool, change); });
+    const auto compute = [enc, pool, change, sampler, frames](const fs::path& v) {
+      return clip_features(v, sampler, frames, *enc, pool, change);
     };
+    return {[cache, compute, id, sampler, frames](const fs::path& v) {
+              return cache->get({v, sampler, frames, id}, compute);
+            },
+            [cache, compute, id, sampler, frames](const fs::path& v) {
+              return cache->ensure({v, sampler, frames, id}, compute);
+            }};
   }
 };
 

@@ -26,6 +26,8 @@
 #include <vidlora/train/trainer.hpp>
 #include <vidlora/video/policy_table.hpp>
 
+#include "clip_features.hpp"
+
 namespace demo {
 
 // examples/support/hf_features.cpp: sampler at the video's size + processor preprocessing + CLIP tower (+ pooling).
@@ -129,9 +131,8 @@ struct HfModel {
 
   // Features of a video through the sampler named `sampler`, cached under an id naming this checkpoint.
   // encoder: the tower that runs (a GPU build's device copy of `vision`); null: `vision` on the CPU.
-  std::function<vidlora::Matrix(const std::filesystem::path&)> features(
-      const std::string& sampler, int frames, const std::filesystem::path& cache_dir,
-      std::shared_ptr<const vidlora::model::FrameEncoder> encoder = nullptr) const {
+  ClipFeatures features(const std::string& sampler, int frames, const std::filesystem::path& cache_dir,
+                        std::shared_ptr<const vidlora::model::FrameEncoder> encoder = nullptr) const {
     auto cache = std::make_shared<vidlora::train::FeatureCache>(cache_dir);
     auto enc =
         encoder ? std::move(encoder)
@@ -144,11 +145,15 @@ struct HfModel {
         describe += fmt::format("|{}:{}", f, std::filesystem::file_size(dir / f));
     const std::string id = fmt::format("hf-{:016x}-pool{}", std::hash<std::string>{}(describe), pool);
     vidlora::video::with_sampling_policy(sampler, [](auto) {});  // an unknown name is an error listing the known ones
-    return [cache, enc, pre, pool, id, sampler, frames](const std::filesystem::path& video) {
-      return cache->get({video, sampler, frames, id}, [&](const std::filesystem::path& v) {
-        return hf_clip_features(v, sampler, frames, pre, *enc, pool);
-      });
+    const auto compute = [enc, pre, pool, sampler, frames](const std::filesystem::path& v) {
+      return hf_clip_features(v, sampler, frames, pre, *enc, pool);
     };
+    return {[cache, compute, id, sampler, frames](const std::filesystem::path& v) {
+              return cache->get({v, sampler, frames, id}, compute);
+            },
+            [cache, compute, id, sampler, frames](const std::filesystem::path& v) {
+              return cache->ensure({v, sampler, frames, id}, compute);
+            }};
   }
 
  private:

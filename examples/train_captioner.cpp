@@ -551,20 +551,20 @@ TrainEncoder train_encoder([[maybe_unused]] const model::ClipVision& vision,
 #endif
 }
 
-// Encodes every clip of the run through `feats` (the feature cache keeps them for all epochs and the evaluations),
-// with a progress line every few seconds. A clip that fails here (a corrupt video) fails the same way when the
-// Trainer asks for it, which counts and names it as it always does.
-void encode_clips_up_front(const std::function<Matrix(const fs::path&)>& feats, const train::Dataset& ds, bool print) {
+// Makes sure every clip of the run is in the feature cache (ClipFeatures::ensure: clips cached before, e.g. when
+// resuming, are not read back), with a progress line every few seconds. A clip that fails here (a corrupt video)
+// fails the same way when the Trainer asks for it, which counts and names it as it always does.
+void encode_clips_up_front(const demo::ClipFeatures& feats, const train::Dataset& ds, bool print) {
   std::vector<const train::Clip*> clips;
   for (const auto& c : ds.train) clips.push_back(&c);
   for (const auto& c : ds.val) clips.push_back(&c);
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   auto last = start;
-  std::size_t failed = 0;
+  std::size_t failed = 0, encoded = 0;
   for (std::size_t i = 0; i < clips.size(); ++i) {
     try {
-      (void)feats(clips[i]->video);
+      if (feats.ensure(clips[i]->video)) ++encoded;
     } catch (const std::exception&) {
       ++failed;
     }
@@ -573,8 +573,10 @@ void encode_clips_up_front(const std::function<Matrix(const fs::path&)>& feats, 
       last = now;
       const double s = std::chrono::duration<double>(now - start).count();
       const double rate = static_cast<double>(i + 1) / (s > 0.0 ? s : 1e-9);
-      fmt::print("encoding clips on the GPU: {}/{} ({:.1f} clips/s, {} failed, ETA {:.0f} s)\n", i + 1, clips.size(),
-                 rate, failed, static_cast<double>(clips.size() - i - 1) / rate);
+      fmt::print(
+          "encoding clips on the GPU: {}/{} ({} encoded, {} cached before, {} failed; {:.1f} clips/s, ETA {:.0f} s)\n",
+          i + 1, clips.size(), encoded, i + 1 - encoded - failed, failed, rate,
+          static_cast<double>(clips.size() - i - 1) / rate);
       std::fflush(stdout);
     }
   }
@@ -647,8 +649,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     const fs::path cache = a.str("cache", (fs::path(config.output_dir) / "feature_cache").string());
     // One trainer for either kind of model directory (hf_model.hpp: a Hugging Face LLaVA one).
     const auto run = [&](const model::DecoderConfig& decoder_config, const auto& weights, model::Mlp2xGelu projector,
-                         const train::TextCodec& codec, const std::function<Matrix(const fs::path&)>& feats,
-                         const TrainEncoder& encoder) {
+                         const train::TextCodec& codec, const demo::ClipFeatures& feats, const TrainEncoder& encoder) {
       if constexpr (TrainBackend::on_device) {  // the tower leaves the card before the decoder comes to it
         encode_clips_up_front(feats, ds, ranks.rank() == 0);
         encoder.release_device();

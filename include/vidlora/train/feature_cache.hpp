@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>
@@ -52,27 +53,23 @@ class FeatureCache {
 
   // The cached features of `key`, or compute(key.video) stored first.
   Matrix get(const FeatureKey& key, const std::function<Matrix(const std::filesystem::path&)>& compute) {
-    const auto path = path_of(key);
-    const auto meta = metadata_of(key);
-    if (std::filesystem::exists(path)) {
-      try {
-        const auto file = io::SafetensorsFile::open(path);
-        if (file.metadata() == meta && file.contains("features")) {
-          ++hits_;
-          return file.matrix("features");
-        }
-        ++stale_;
-      } catch (const std::exception&) {
-        ++stale_;  // unreadable: recompute
-      }
+    if (const auto file = valid_entry(key)) {
+      ++hits_;
+      return file->matrix("features");
     }
-    ++misses_;
-    Matrix f = compute(key.video);
-    require(f.size() > 0, "FeatureCache: the encoder returned no features for {}", key.video.string());
-    io::TensorMap t;
-    t.emplace("features", io::TensorData::from_matrix(f));
-    io::write_safetensors(path, t, meta);
-    return f;
+    return store(key, compute);
+  }
+
+  // Makes sure `key` is cached without reading cached features: a valid entry (its header checked, its tensor left
+  // unread) stays, else compute(key.video) is stored. True when it computed. What a program runs over its clips before
+  // training, to encode them all while the vision tower has the GPU to itself.
+  bool ensure(const FeatureKey& key, const std::function<Matrix(const std::filesystem::path&)>& compute) {
+    if (valid_entry(key)) {
+      ++hits_;
+      return false;
+    }
+    store(key, compute);
+    return true;
   }
 
   static std::string key_string(const FeatureKey& k) {
@@ -88,6 +85,31 @@ class FeatureCache {
     return {{"key", key_string(k)},
             {"video_size", ec ? "?" : std::to_string(size)},
             {"video_mtime", ec ? "?" : std::to_string(mtime.time_since_epoch().count())}};
+  }
+
+  // The entry of `key` when it exists, names this key and its video as it is now and holds the features; a stale
+  // or unreadable one is counted and left to be replaced.
+  std::optional<io::SafetensorsFile> valid_entry(const FeatureKey& key) {
+    const auto path = path_of(key);
+    if (!std::filesystem::exists(path)) return std::nullopt;
+    try {
+      auto file = io::SafetensorsFile::open(path);
+      if (file.metadata() == metadata_of(key) && file.contains("features")) return file;
+    } catch (const std::exception&) {
+      // unreadable: recomputed
+    }
+    ++stale_;
+    return std::nullopt;
+  }
+
+  Matrix store(const FeatureKey& key, const std::function<Matrix(const std::filesystem::path&)>& compute) {
+    ++misses_;
+    Matrix f = compute(key.video);
+    require(f.size() > 0, "FeatureCache: the encoder returned no features for {}", key.video.string());
+    io::TensorMap t;
+    t.emplace("features", io::TensorData::from_matrix(f));
+    io::write_safetensors(path_of(key), t, metadata_of(key));
+    return f;
   }
 
   std::filesystem::path dir_;
