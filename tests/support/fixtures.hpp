@@ -4,14 +4,35 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <string>
+#include <system_error>
 #include <vector>
+
+#include <unistd.h>
 
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
 
 namespace vidlora::test {
+
+// An empty directory under the system's temporary directory, named after the test and this process (ctest runs
+// tests in parallel), removed with everything in it at the end of the scope.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& name)
+      : path(std::filesystem::temp_directory_path() / ("vidlora_test_" + name + "_" + std::to_string(::getpid()))) {
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
 
 inline std::string fixture_path(const std::string& relative) {
   return std::string(VIDLORA_FIXTURE_DIR) + "/" + relative;
