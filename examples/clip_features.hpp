@@ -6,8 +6,11 @@
 
 #include <filesystem>
 #include <functional>
+#include <memory>
+#include <string>
 
 #include <vidlora/core/matrix.hpp>
+#include <vidlora/train/feature_cache.hpp>
 
 namespace demo {
 
@@ -17,5 +20,16 @@ struct ClipFeatures {
 
   vidlora::Matrix operator()(const std::filesystem::path& video) const { return get(video); }
 };
+
+// The features of one sampler, frame count and encoder id, kept in `cache`; `compute` encodes a clip on a miss.
+inline ClipFeatures cached_clip_features(std::shared_ptr<vidlora::train::FeatureCache> cache, std::string sampler,
+                                         int frames, std::string encoder_id,
+                                         std::function<vidlora::Matrix(const std::filesystem::path&)> compute) {
+  const auto key = [sampler = std::move(sampler), frames, id = std::move(encoder_id)](const std::filesystem::path& v) {
+    return vidlora::train::FeatureKey{v, sampler, frames, id};
+  };
+  return {[cache, key, compute](const std::filesystem::path& v) { return cache->get(key(v), compute); },
+          [cache, key, compute](const std::filesystem::path& v) { return cache->ensure(key(v), compute); }};
+}
 
 }  // namespace demo

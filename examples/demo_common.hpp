@@ -168,12 +168,7 @@ struct DemoModel {
     const auto compute = [enc, pool, change, sampler, frames](const fs::path& v) {
       return clip_features(v, sampler, frames, *enc, pool, change);
     };
-    return {[cache, compute, id, sampler, frames](const fs::path& v) {
-              return cache->get({v, sampler, frames, id}, compute);
-            },
-            [cache, compute, id, sampler, frames](const fs::path& v) {
-              return cache->ensure({v, sampler, frames, id}, compute);
-            }};
+    return cached_clip_features(std::move(cache), sampler, frames, id, compute);
   }
 };
 

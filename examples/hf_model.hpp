@@ -148,12 +148,7 @@ struct HfModel {
     const auto compute = [enc, pre, pool, sampler, frames](const std::filesystem::path& v) {
       return hf_clip_features(v, sampler, frames, pre, *enc, pool);
     };
-    return {[cache, compute, id, sampler, frames](const std::filesystem::path& v) {
-              return cache->get({v, sampler, frames, id}, compute);
-            },
-            [cache, compute, id, sampler, frames](const std::filesystem::path& v) {
-              return cache->ensure({v, sampler, frames, id}, compute);
-            }};
+    return cached_clip_features(std::move(cache), sampler, frames, id, compute);
   }
 
  private:
