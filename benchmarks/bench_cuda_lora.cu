@@ -1,7 +1,11 @@
 // LoRA forward + backward in bf16 (in = out = 4096, tokens 8192, r = 16) against the frozen layer's own bf16
 // GEMMs (forward x·Wᵀ and input gradient dy·W) in the same binary. Goal: within 1.15x. Also the QLoRA layer
 // (NF4 base, double-quantized absmax, dequantized to bf16 before each GEMM, as bitsandbytes' Linear4bit does).
-// Operands are random: GEMMs on zeros run faster than on real data.
+// Operands are random: GEMMs on zeros run faster than on real data. Then the float QLoRA layer the decoder step runs
+// (fp32 activations, NF4 base) with its frozen GEMMs on fp32 operands at TF32 (the baseline) against bf16 and fp16
+// operands (LoraLinearParams::base_operands: the input rounded and the base decoded to 16 bits per call).
+#include <string>
+
 #include <benchmark/benchmark.h>
 
 #include <cuda_bf16.h>
@@ -17,16 +21,19 @@ using bf16 = __nv_bfloat16;
 namespace {
 constexpr std::int64_t kTokens = 8192, kIn = 4096, kOut = 4096, kRank = 16;
 
-struct Layer {
-  DeviceBuffer<bf16> x{kTokens * kIn}, w{kOut * kIn}, a{kRank * kIn}, b{kOut * kRank}, y{kTokens * kOut},
+// A layer of element type T (bf16, or float: the decoder step's), its frozen GEMMs on `base` operands (F32: T's).
+template <class T>
+struct LayerOf {
+  DeviceBuffer<T> x{kTokens * kIn}, w{kOut * kIn}, a{kRank * kIn}, b{kOut * kRank}, y{kTokens * kOut},
       dy{kTokens * kOut}, dx{kTokens * kIn}, storage;
   DeviceBuffer<float> ga{kRank * kIn}, gb{kOut * kRank};
   // NF4 base: packed codes, one 8-bit absmax code per 64 elements, one float per 256 blocks.
   DeviceBuffer<std::uint8_t> packed{kOut * kIn / 2}, qabsmax{kOut * kIn / 64};
   DeviceBuffer<float> nested{kOut * kIn / 64 / 256};
   lc::LoraLinearParams p;
-  lc::LoraWorkspace<bf16> ws;
-  Layer(float dropout, bool nf4) {
+  lc::LoraWorkspace<T> ws;
+  LayerOf(float dropout, bool nf4, vidlora::cuda::DType base = vidlora::cuda::DType::F32,
+          vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32) {
     cuda_bench::fill_uniform(x, 1);
     cuda_bench::fill_uniform(w, 2, -0.02f, 0.02f);
     cuda_bench::fill_uniform(a, 3, -0.015f, 0.015f);
@@ -53,11 +60,14 @@ struct Layer {
     } else {
       p.w = w.data();
     }
-    const auto sizes = lc::lora_workspace_sizes<bf16>(p);
-    storage = DeviceBuffer<bf16>(static_cast<std::size_t>(sizes.total()));
-    ws = lc::LoraWorkspace<bf16>::carve(storage.data(), sizes);
+    p.base_operands = base;
+    p.compute = compute;
+    const auto sizes = lc::lora_workspace_sizes<T>(p);
+    storage = DeviceBuffer<T>(static_cast<std::size_t>(sizes.total()));
+    ws = lc::LoraWorkspace<T>::carve(storage.data(), sizes);
   }
 };
+using Layer = LayerOf<bf16>;
 
 constexpr double kFrozenFlops = 2.0 * 2.0 * kTokens * kIn * kOut;  // forward + input gradient
 
@@ -149,8 +159,25 @@ void BM_lora_dropout_pass_bf16(benchmark::State& state) {
   cuda_bench::time_iterations(state, [&] { exec.dropout(l.x.data(), l.ws.xd, kTokens * kIn, l.p, l.ws.mask); });
   state.SetBytesProcessed(state.iterations() * (kTokens * kIn * 2 * 2 + kTokens * kIn / 4));  // x, dropout(x), bits
 }
+// The decoder step's layer: float activations, NF4 base, dropout 0.05, LoRA GEMMs on TF32. Arg: the frozen GEMMs'
+// operands, 0 fp32 (TF32 tensor cores: the baseline), 1 bf16, 2 fp16.
+void BM_qlora_float_layer(benchmark::State& state) {
+  using vidlora::cuda::DType;
+  const DType base = state.range(0) == 0 ? DType::F32 : state.range(0) == 1 ? DType::BF16 : DType::F16;
+  LayerOf<float> l(0.05f, true, base, vidlora::cuda::Compute::TF32);
+  vidlora::cuda::GemmRunner gemm;
+  state.SetLabel(std::string("frozen GEMMs on ") +
+                 (base == DType::F32 ? "fp32 operands (TF32)" : vidlora::cuda::dtype_name(base)));
+  cuda_bench::time_iterations(state, [&] {
+    lc::lora_forward<float>(gemm, l.p, l.ws, l.x.data(), l.y.data());
+    lc::lora_backward<float>(gemm, l.p, l.ws, l.x.data(), l.dy.data(), l.dx.data());
+  });
+  state.counters["GFLOP/s(frozen)"] =
+      benchmark::Counter(kFrozenFlops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
 }  // namespace
 
+BENCHMARK(BM_qlora_float_layer)->ArgName("base")->DenseRange(0, 2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_frozen_gemms_bf16)->ArgName("autotune")->Arg(0)->Arg(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_lora_forward_backward_bf16)
     ->ArgNames({"dropout_pct", "fused"})

@@ -11,10 +11,10 @@
 // iteration, timed with CUDA events after a warm-up step; counters: tokens/s (every position), the allocator's peak
 // (reserved bytes) and its cap in GiB, and LoRA-MFU against the preset's peak_tflops_16bit (train/lora_mfu.hpp).
 // A preset whose step does not fit its cap ends with the allocator's error (the tensor, the sizes) as the
-// benchmark's error. The GEMMs run in presets::device_precision_of<P>() (TF32 for the sm_80+ presets, fp32 for the
-// T4), as train_captioner runs them. Today's step holds its activations in fp32: docs/presets.md estimates that it fits the A100 (no
-// checkpointing, 5,120 tokens) with 2.6 GiB under the cap for the backward's temporaries, and not the H100 (no
-// checkpointing, 19,456 tokens), which needs the bf16 step.
+// benchmark's error. The step runs in presets::device_precision_of<P>(), as train_captioner runs it: bf16 (A100, H100:
+// the frozen GEMMs on bf16 operands, the saved activations in bf16, the LoRA and LM-head GEMMs on TF32) or fp16 (T4,
+// L4: the frozen GEMMs on fp16 operands, the rest TF32 where the GPU has it). The baseline rows (/fp32_frozen) run the
+// same step with the frozen GEMMs on fp32 operands (TF32 on sm_80+), what the step ran before its 16-bit GEMMs.
 //
 //   bench_cuda_preset_step [--benchmark_filter=T4]        (tools/gpu-check.sh runs it)
 
@@ -111,7 +111,8 @@ model::DecoderHostWeights random_nf4_weights(const presets::ModelShape& m) {
   return w;
 }
 
-template <class P>
+// WideFrozen: the baseline, the frozen GEMMs on fp32 operands (TF32 where the GPU has it).
+template <class P, bool WideFrozen = false>
 void BM_preset_stage2_step(benchmark::State& state) {
   constexpr presets::ModelShape m = presets::models::LlavaNextVideo7B;
   const std::int64_t seq_len = m.tokens_per_sample(P::num_frames), batch = P::batch_size;
@@ -125,6 +126,11 @@ void BM_preset_stage2_step(benchmark::State& state) {
     constexpr std::string_view precision = presets::device_precision_of<P>();  // what train_captioner runs
     dev.set_gemm_compute(precision == "fp32" ? vidlora::cuda::Compute::F32 : vidlora::cuda::Compute::TF32);
     dev.set_pack_saved(precision == "bf16");
+    const vidlora::cuda::DType frozen = WideFrozen            ? vidlora::cuda::DType::F32
+                                        : precision == "bf16" ? vidlora::cuda::DType::BF16
+                                        : precision == "fp16" ? vidlora::cuda::DType::F16
+                                                              : vidlora::cuda::DType::F32;
+    dev.set_base_operands(frozen);
 
     model::cuda::DeviceTensor embeds(&allocator, batch * seq_len, m.hidden, "inputs_embeds");
     cuda_bench::fill_uniform(embeds.buffer, 11, -0.05f, 0.05f);
@@ -169,10 +175,9 @@ void BM_preset_stage2_step(benchmark::State& state) {
     state.counters["MFU"] = train::lora_mfu(flops, per_step, P::peak_tflops_16bit * 1e12);
     state.SetLabel(std::string(P::name) + ": " + std::to_string(batch) + " x " + std::to_string(seq_len) +
                    " tokens; r " + std::to_string(P::lora_r) +
-                   (P::gradient_checkpointing ? "; checkpointing" : "; no checkpointing") +
-                   (precision == "bf16"   ? "; bf16 saved activations, TF32 GEMMs"
-                    : precision == "tf32" ? "; fp32 step, TF32 GEMMs"
-                                          : "; fp32 step"));
+                   (P::gradient_checkpointing ? "; checkpointing" : "; no checkpointing") + "; frozen GEMMs " +
+                   vidlora::cuda::dtype_name(frozen) + (precision == "bf16" ? ", bf16 saved activations" : "") +
+                   (precision == "fp32" ? ", the rest fp32" : ", the rest TF32 / fp32"));
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
     for (auto _ : state) {
@@ -181,10 +186,18 @@ void BM_preset_stage2_step(benchmark::State& state) {
 }
 
 BENCHMARK(BM_preset_stage2_step<presets::T4>)->Name("BM_preset_stage2_step/T4")->UseManualTime()->Iterations(3);
+BENCHMARK(BM_preset_stage2_step<presets::T4, true>)
+    ->Name("BM_preset_stage2_step/T4/fp32_frozen")
+    ->UseManualTime()
+    ->Iterations(3);
 BENCHMARK(BM_preset_stage2_step<presets::L4>)->Name("BM_preset_stage2_step/L4")->UseManualTime()->Iterations(3);
 BENCHMARK(BM_preset_stage2_step<presets::A100>)->Name("BM_preset_stage2_step/A100")->UseManualTime()->Iterations(3);
 BENCHMARK(BM_preset_stage2_step<presets::H100>)->Name("BM_preset_stage2_step/H100")->UseManualTime()->Iterations(3);
-// Not a preset: the H100 row with gradient checkpointing, what fits its card with today's fp32 activations.
+BENCHMARK(BM_preset_stage2_step<presets::H100, true>)
+    ->Name("BM_preset_stage2_step/H100/fp32_frozen")
+    ->UseManualTime()
+    ->Iterations(3);
+// Not a preset: the H100 row with gradient checkpointing (a fallback if the bf16 step's saved activations do not fit).
 struct H100Checkpointing : presets::H100 {
   static constexpr bool gradient_checkpointing = true;
 };

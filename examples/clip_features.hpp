@@ -2,14 +2,22 @@
 // ClipFeatures: what the programs' model classes (demo_common.hpp, hf_model.hpp) give for a clip's frozen vision
 // features, through their FeatureCache: get (also the call operator) returns them, computed and stored on a miss;
 // ensure only makes sure they are stored, leaving a valid entry unread (train_captioner runs it over every clip
-// before training, while the GPU vision tower has the card to itself).
+// before training, while the GPU vision tower has the card to itself: encode_clips_up_front, split over MPI ranks).
 
+#include <chrono>
+#include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
 
 #include <vidlora/core/matrix.hpp>
+#include <vidlora/train/dataset.hpp>
 #include <vidlora/train/feature_cache.hpp>
 
 namespace demo {
@@ -30,6 +38,56 @@ inline ClipFeatures cached_clip_features(std::shared_ptr<vidlora::train::Feature
   };
   return {[cache, key, compute](const std::filesystem::path& v) { return cache->get(key(v), compute); },
           [cache, key, compute](const std::filesystem::path& v) { return cache->ensure(key(v), compute); }};
+}
+
+// Makes sure `clips` are in the cache (ClipFeatures::ensure: clips cached before, e.g. when resuming, are not read
+// back), with a progress line every few seconds to `out` (null: silent). A clip that fails here (a corrupt video) fails
+// the same way when the Trainer asks for it, which counts and names it as it always does. Returns how many it encoded.
+inline std::size_t ensure_clips(const ClipFeatures& feats, const std::vector<const vidlora::train::Clip*>& clips,
+                                std::FILE* out, std::string_view what) {
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  auto last = start;
+  std::size_t failed = 0, encoded = 0;
+  for (std::size_t i = 0; i < clips.size(); ++i) {
+    try {
+      if (feats.ensure(clips[i]->video)) ++encoded;
+    } catch (const std::exception&) {
+      ++failed;
+    }
+    const auto now = clock::now();
+    if (out && (now - last > std::chrono::seconds(5) || i + 1 == clips.size())) {
+      last = now;
+      const double s = std::chrono::duration<double>(now - start).count();
+      const double rate = static_cast<double>(i + 1) / (s > 0.0 ? s : 1e-9);
+      fmt::print(out, "{}: {}/{} ({} encoded, {} cached before, {} failed; {:.1f} clips/s, ETA {:.0f} s)\n", what,
+                 i + 1, clips.size(), encoded, i + 1 - encoded - failed, failed, rate,
+                 static_cast<double>(clips.size() - i - 1) / rate);
+      std::fflush(out);
+    }
+  }
+  return encoded;
+}
+
+// Every clip of the run in the cache before the Trainer starts (a GPU build: while the vision tower has the card to
+// itself). With several ranks (Comm: rank(), size(), barrier(what)) each first encodes its share (clip i on rank
+// i mod N), so on a cache the ranks share no two of them encode or write the same clip; after a barrier each rank
+// ensures all of them, which on a shared cache only checks the entries' headers and on per-node caches encodes what
+// the other nodes' ranks did. Returns how many this rank encoded.
+template <class Comm>
+std::size_t encode_clips_up_front(const ClipFeatures& feats, const std::vector<const vidlora::train::Clip*>& clips,
+                                  Comm& ranks, std::FILE* out) {
+  if (ranks.size() == 1) return ensure_clips(feats, clips, out, "encoding clips on the GPU");
+  std::vector<const vidlora::train::Clip*> share;
+  for (std::size_t i = static_cast<std::size_t>(ranks.rank()); i < clips.size();
+       i += static_cast<std::size_t>(ranks.size()))
+    share.push_back(clips[i]);
+  std::size_t encoded =
+      ensure_clips(feats, share, out,
+                   fmt::format("encoding clips on the GPU (rank {}'s share of {} ranks)", ranks.rank(), ranks.size()));
+  ranks.barrier("the up-front clip encoding (each rank encodes its share; raise --comm-timeout for a long one)");
+  encoded += ensure_clips(feats, clips, out, "checking every clip's features (the cache may be per node)");
+  return encoded;
 }
 
 }  // namespace demo

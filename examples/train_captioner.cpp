@@ -189,10 +189,16 @@ void print_configuration(const TrainerConfig& c) {
       source(c.precision == d.precision, preset + "::fp16 / bf16", "(set in code)") +
           (c.precision == "fp32" ? ""
            : P::backend_policy::on_device
-               ? fmt::format("; the device step runs {} ({}; 16-bit GEMMs are not built yet)",
-                             presets::device_precision_of<P>(),
+               ? fmt::format("; the device step runs {} ({})", presets::device_precision_of<P>(),
                              presets::device_precision_meaning(presets::device_precision_of<P>()))
                : "; the CPU trainer computes in fp32 only"));
+  const auto& ls = c.loss_scaler;
+  row("loss scaling",
+      ls.enabled ? fmt::format("dynamic from {:g} (x{:g} / {} steps, x{:g})", ls.init_scale, ls.growth_factor,
+                               ls.growth_interval, ls.backoff_factor)
+                 : std::string("off"),
+      source(ls.enabled == d.loss_scaler.enabled && ls.init_scale == d.loss_scaler.init_scale,
+             preset + "::fp16 (torch.amp.GradScaler's rules)", "(set in code)"));
   row("label_smoothing", c.label_smoothing,
       source(c.label_smoothing == d.label_smoothing, preset + "::label_smoothing", "--label-smoothing"));
   row("weight_decay", c.weight_decay,
@@ -551,37 +557,6 @@ TrainEncoder train_encoder([[maybe_unused]] const model::ClipVision& vision,
 #endif
 }
 
-// Makes sure every clip of the run is in the feature cache (ClipFeatures::ensure: clips cached before, e.g. when
-// resuming, are not read back), with a progress line every few seconds. A clip that fails here (a corrupt video)
-// fails the same way when the Trainer asks for it, which counts and names it as it always does.
-void encode_clips_up_front(const demo::ClipFeatures& feats, const train::Dataset& ds, bool print) {
-  std::vector<const train::Clip*> clips;
-  for (const auto& c : ds.train) clips.push_back(&c);
-  for (const auto& c : ds.val) clips.push_back(&c);
-  using clock = std::chrono::steady_clock;
-  const auto start = clock::now();
-  auto last = start;
-  std::size_t failed = 0, encoded = 0;
-  for (std::size_t i = 0; i < clips.size(); ++i) {
-    try {
-      if (feats.ensure(clips[i]->video)) ++encoded;
-    } catch (const std::exception&) {
-      ++failed;
-    }
-    const auto now = clock::now();
-    if (print && (now - last > std::chrono::seconds(5) || i + 1 == clips.size())) {
-      last = now;
-      const double s = std::chrono::duration<double>(now - start).count();
-      const double rate = static_cast<double>(i + 1) / (s > 0.0 ? s : 1e-9);
-      fmt::print(
-          "encoding clips on the GPU: {}/{} ({} encoded, {} cached before, {} failed; {:.1f} clips/s, ETA {:.0f} s)\n",
-          i + 1, clips.size(), encoded, i + 1 - encoded - failed, failed, rate,
-          static_cast<double>(clips.size() - i - 1) / rate);
-      std::fflush(stdout);
-    }
-  }
-}
-
 int train_main(const demo::Args& a, int argc, char** argv) {
   if (a.has("preset") && a.str("preset", "") != ActivePreset::name) {
     const std::string asked = a.str("preset", "");
@@ -622,10 +597,10 @@ int train_main(const demo::Args& a, int argc, char** argv) {
 #endif
   {
     if (a.has("stage0")) return stage0(a);
-    if constexpr (ActivePreset::backend_policy::on_device) {  // no 16-bit GEMMs on the device yet
+    if constexpr (ActivePreset::backend_policy::on_device) {  // what this preset's GPU runs (bf16 needs sm_80+)
       const std::string_view device = presets::device_precision_of<ActivePreset>();
-      fmt::print("precision: {} ({}; the preset says {}, the device step's 16-bit GEMMs are not built yet)\n", device,
-                 presets::device_precision_meaning(device), config.precision);
+      fmt::print("precision: {} ({}; the preset says {})\n", device, presets::device_precision_meaning(device),
+                 config.precision);
       config.precision = std::string(device);
     }
     const fs::path data = a.str("data", "demo_data");
@@ -651,7 +626,10 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     const auto run = [&](const model::DecoderConfig& decoder_config, const auto& weights, model::Mlp2xGelu projector,
                          const train::TextCodec& codec, const demo::ClipFeatures& feats, const TrainEncoder& encoder) {
       if constexpr (TrainBackend::on_device) {  // the tower leaves the card before the decoder comes to it
-        encode_clips_up_front(feats, ds, ranks.rank() == 0);
+        std::vector<const train::Clip*> clips;
+        for (const auto& c : ds.train) clips.push_back(&c);
+        for (const auto& c : ds.val) clips.push_back(&c);
+        demo::encode_clips_up_front(feats, clips, ranks, ranks.rank() == 0 ? stdout : nullptr);
         encoder.release_device();
       }
       Trainer<ActivePreset, TrainProjector,
@@ -689,8 +667,12 @@ int train_main(const demo::Args& a, int argc, char** argv) {
                    m.codec(), m.features(sampler, frames, cache, encoder.encoder), encoder);
     }
     const TrainResult& r = *result;
-    fmt::print("training {} after {} steps ({} NaN steps skipped, {} clips skipped)\n", to_string(r.status), r.steps,
-               r.skipped_nan_steps, r.skipped_clips.size());
+    fmt::print("training {} after {} steps ({} NaN steps skipped, {}{} clips skipped)\n", to_string(r.status), r.steps,
+               r.skipped_nan_steps,
+               config.loss_scaler.enabled
+                   ? fmt::format("{} skipped for a gradient overflow at the loss scale, ", r.skipped_overflow_steps)
+                   : std::string(),
+               r.skipped_clips.size());
     if (r.status == train::TrainStatus::Interrupted) {
       fmt::print(
           "interrupted after step {}: the checkpoint is {} (no adapter or projector was written); continue with:\n  "

@@ -129,7 +129,7 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
     while IFS=$'\t' read -r name result detail; do row "$name" "$result" "$detail"; done < <(python3 - "$log/preset_step.json" <<'PY'
 import json, sys
 for b in json.load(open(sys.argv[1]))["benchmarks"]:
-    name = "preset step: 7B " + b["name"].split("/")[1]
+    name = "preset step: 7B " + "/".join(b["name"].split("/")[1:])  # T4, T4/fp32_frozen (the baseline), ...
     if b.get("error_occurred"):
         print(f"{name}\tNO FIT\t{b.get('error_message', '')[:160]}")
     else:
@@ -161,7 +161,7 @@ hf = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 ours = {}
 try:
     for b in json.load(open(sys.argv[2]))["benchmarks"]:
-        ours[b["name"].split("/")[1]] = b
+        ours["/".join(b["name"].split("/")[1:])] = b
 except (OSError, ValueError, KeyError):
     pass
 for r in hf:
@@ -175,7 +175,7 @@ for r in hf:
     o = ours.get(name)
     if o and not o.get("error_occurred"):
         print(f"goal: 7B {name} tokens/s vidlora / HF\t{o['tokens_per_s'] / r['tokens_per_s']:.2f}\t>= 2.0 "
-              f"(vidlora fp32 step, HF {r['dtype']})")
+              f"(vidlora {o.get('label', '').split('; ', 3)[-1]}, HF {r['dtype']})")
         print(f"goal: 7B {name} peak memory vidlora / HF\t{o['peak_GiB'] / r['peak_reserved_gib']:.2f}\t<= 0.6 "
               f"(reserved bytes, both)")
 if hf:

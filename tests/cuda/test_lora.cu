@@ -3,6 +3,7 @@
 
 #include <cuda_bf16.h>
 
+#include <vidlora/io/half.hpp>
 #include <vidlora/lora/cuda/lora_linear.cuh>
 
 #include "reference/reference.hpp"
@@ -12,16 +13,46 @@ using namespace vidlora;
 using vidlora::cuda::DeviceBuffer;
 
 namespace {
+// base: the frozen GEMMs' operands (LoraLinearParams::base_operands). For BF16 / F16 the reference is the fp32 layer's
+// plus, in float64, the frozen product of the rounded operands minus that of the fp32 ones (x·Wᵀ forward, dy·W back).
 void check_lora(bool nf4, long tokens, long in, long out, double dropout, bool bias, vidlora::cuda::Compute compute,
-                double tol, bool fused_expand = false) {
+                double tol, bool fused_expand = false, vidlora::cuda::DType base = vidlora::cuda::DType::F32) {
   INFO((nf4 ? "nf4" : "dense") << " tokens " << tokens << " in " << in << " out " << out << " dropout " << dropout
-                               << (compute == vidlora::cuda::Compute::TF32 ? " tf32" : " fp32"));
+                               << (compute == vidlora::cuda::Compute::TF32 ? " tf32" : " fp32") << ", base operands "
+                               << vidlora::cuda::dtype_name(base));
   const auto w = cuda_test::random_vector(static_cast<std::size_t>(out * in), 1, -0.2f, 0.2f);
   const auto b = bias ? cuda_test::random_vector(static_cast<std::size_t>(out), 2) : std::vector<float>{};
   const auto x = cuda_test::random_vector(static_cast<std::size_t>(tokens * in), 3);
   const auto dy = cuda_test::random_vector(static_cast<std::size_t>(tokens * out), 4);
   const std::uint32_t layer = 5;
   const ref::Lora want = ref::lora(nf4, tokens, in, out, dropout, 1234, layer, w, b, x, dy);
+  std::vector<float> want_y = want.y, want_dx = want.dx;
+  if (base != vidlora::cuda::DType::F32) {
+    const auto r = [base](float v) {
+      return static_cast<double>(base == vidlora::cuda::DType::BF16 ? io::round_to_bf16(v) : io::round_to_fp16(v));
+    };
+    const auto& W = want.dense_w;  // [out, in]
+    for (long t = 0; t < tokens; ++t)
+      for (long o = 0; o < out; ++o) {
+        double d = 0.0;
+        for (long i = 0; i < in; ++i) {
+          const float xv = x[static_cast<std::size_t>(t * in + i)], wv = W[static_cast<std::size_t>(o * in + i)];
+          d += r(xv) * r(wv) - static_cast<double>(xv) * wv;
+        }
+        want_y[static_cast<std::size_t>(t * out + o)] =
+            static_cast<float>(want.y[static_cast<std::size_t>(t * out + o)] + d);
+      }
+    for (long t = 0; t < tokens; ++t)
+      for (long i = 0; i < in; ++i) {
+        double d = 0.0;
+        for (long o = 0; o < out; ++o) {
+          const float gv = dy[static_cast<std::size_t>(t * out + o)], wv = W[static_cast<std::size_t>(o * in + i)];
+          d += r(gv) * r(wv) - static_cast<double>(gv) * wv;
+        }
+        want_dx[static_cast<std::size_t>(t * in + i)] =
+            static_cast<float>(want.dx[static_cast<std::size_t>(t * in + i)] + d);
+      }
+  }
 
   DeviceBuffer<float> dw(w), dbias(b), dx_in(x), ddy(dy), da(want.a), db(want.b);
   DeviceBuffer<std::uint8_t> packed(want.q.packed), qabsmax(want.q.qabsmax);
@@ -51,6 +82,7 @@ void check_lora(bool nf4, long tokens, long in, long out, double dropout, bool b
   p.grad_b = gb.data();
   p.compute = compute;
   p.fused_expand = fused_expand;
+  p.base_operands = base;
   const auto sizes = lora::cuda::lora_workspace_sizes<float>(p);
   DeviceBuffer<float> storage(static_cast<std::size_t>(sizes.total()));
   cuda_test::poison(storage);
@@ -59,8 +91,10 @@ void check_lora(bool nf4, long tokens, long in, long out, double dropout, bool b
   lora::cuda::lora_forward<float>(gemm, p, ws, dx_in.data(), y.data());
   lora::cuda::lora_backward<float>(gemm, p, ws, dx_in.data(), ddy.data(), dx.data());
   VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
-  CHECK(cuda_test::normwise_error(y.download(), want.y) < tol);
-  CHECK(cuda_test::normwise_error(dx.download(), want.dx) < tol);
+  CHECK(cuda_test::normwise_error(y.download(), want_y) < tol);
+  CHECK(cuda_test::normwise_error(dx.download(), want_dx) < tol);
+  if (base != vidlora::cuda::DType::F32)  // the rounding shows: the fp32 layer's output is further off
+    CHECK(cuda_test::normwise_error(y.download(), want.y) > 10 * tol);
   CHECK(cuda_test::normwise_error(ga.download(), want.grad_a) < tol);
   CHECK(cuda_test::normwise_error(gb.download(), want.grad_b) < tol);
 }
@@ -79,6 +113,18 @@ TEST_CASE("cuda lora linear on a dense base matches LoraLinear with and without 
 TEST_CASE("cuda lora linear on an NF4 base matches QLoRA LoraLinear", "[lora]") {
   check_lora(true, 32, 512, 128, 0.1, false, vidlora::cuda::Compute::F32, 1e-5);
   check_lora(true, 32, 512, 128, 0.1, false, vidlora::cuda::Compute::F32, 1e-5, true);
+}
+
+TEST_CASE("cuda lora linear with 16-bit base operands: the rounded frozen product, fp32 accumulation, fp32 LoRA",
+          "[lora]") {
+  using vidlora::cuda::Compute;
+  using vidlora::cuda::DType;
+  for (const DType base : {DType::BF16, DType::F16}) {
+    check_lora(false, 64, 256, 192, 0.1, true, Compute::F32, 1e-5, false, base);  // dense fp32 base, rounded per call
+    check_lora(true, 32, 512, 128, 0.1, false, Compute::F32, 1e-5, false, base);  // NF4 decoded straight to 16 bits
+    check_lora(false, 17, 97, 33, 0.2, true, Compute::F32, 1e-5, false, base);    // odd sizes
+  }
+  check_lora(true, 32, 512, 128, 0.1, false, Compute::TF32, 5e-3, false, DType::BF16);  // the bf16 presets' mix
 }
 
 TEST_CASE("cuda lora linear in bf16 stays within bf16 tolerance of the fp32 CPU layer", "[lora]") {

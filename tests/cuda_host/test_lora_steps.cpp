@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include <vidlora/io/half.hpp>
 #include <vidlora/lora/cuda/lora_linear.cuh>
 #include <vidlora/lora/frozen_weight.hpp>
 #include <vidlora/lora/lora_linear.hpp>
@@ -27,13 +28,62 @@ Matrix random_matrix(Eigen::Index r, Eigen::Index c, std::uint64_t seed) {
   return m;
 }
 
+// 16-bit bits (bf16 or fp16) of n values as floats: exact.
+std::vector<float> widen(const void* p, std::int64_t n, cuda::DType t) {
+  const auto* bits = static_cast<const std::uint16_t*>(p);
+  std::vector<float> out(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i)
+    out[static_cast<std::size_t>(i)] =
+        t == cuda::DType::BF16 ? io::bf16_bits_to_float(bits[i]) : io::fp16_bits_to_float(bits[i]);
+  return out;
+}
+std::uint16_t narrow(float v, cuda::DType t) {
+  return t == cuda::DType::BF16 ? io::float_to_bf16_bits(v) : io::float_to_fp16_bits(v);
+}
+
 struct HostExec {
-  int gemms = 0, dropouts = 0, masks_applied = 0, expansions = 0, rebuilt = 0;
+  int gemms = 0, narrow_gemms = 0, dropouts = 0, masks_applied = 0, expansions = 0, rebuilt = 0, rounded = 0;
   void gemm(const cuda::GemmProblem& g, const void* a, const void* b, void* c, float alpha, float beta,
             const void* bias) {
     ++gemms;
-    vidlora_test::run_row_major(g, static_cast<const float*>(a), static_cast<const float*>(b), static_cast<float*>(c),
-                                alpha, beta, static_cast<const float*>(bias));
+    if (g.a_type == cuda::DType::F32) {
+      vidlora_test::run_row_major(g, static_cast<const float*>(a), static_cast<const float*>(b), static_cast<float*>(c),
+                                  alpha, beta, static_cast<const float*>(bias));
+      return;
+    }
+    // 16-bit operands, fp32 output: the products of the widened values (exact), summed in double
+    ++narrow_gemms;
+    REQUIRE(g.b_type == g.a_type);
+    REQUIRE(g.c_type == cuda::DType::F32);
+    REQUIRE(g.compute == cuda::Compute::F32);  // cuBLASLt: TF32 is for fp32 operands only
+    cuda::check_gemm(g);
+    const auto wa = widen(a, g.a_rows() * g.lda_or_packed(), g.a_type);
+    const auto wb = widen(b, g.b_rows() * g.ldb_or_packed(), g.b_type);
+    cuda::GemmProblem f = g;
+    f.a_type = f.b_type = cuda::DType::F32;
+    vidlora_test::run_row_major(f, wa.data(), wb.data(), static_cast<float*>(c), alpha, beta,
+                                static_cast<const float*>(bias));
+  }
+  void round_operand(const float* src, void* dst, std::int64_t n, cuda::DType t) {
+    ++rounded;
+    auto* out = static_cast<std::uint16_t*>(dst);
+    for (std::int64_t i = 0; i < n; ++i) out[i] = narrow(src[i], t);
+  }
+  const void* base_weight_narrow(const LoraLinearParams& p, void* w16) {
+    auto* out = static_cast<std::uint16_t*>(w16);
+    if (p.base == BaseKind::Dense) {
+      for (std::int64_t i = 0; i < p.out * p.in; ++i)
+        out[i] = narrow(static_cast<const float*>(p.w)[i], p.base_operands);
+      return w16;
+    }
+    const auto t = quant::cuda::make_decode_tables<quant::NF4>();
+    for (std::int64_t j = 0; j < (p.qw.numel + 1) / 2; ++j) {
+      float lo = 0, hi = 0;
+      quant::cuda::dequantize_byte(p.qw, t.code, t.dynamic_map, j, lo, hi);
+      out[2 * j] = narrow(lo, p.base_operands);
+      out[2 * j + 1] = narrow(hi, p.base_operands);
+    }
+    return w16;
   }
   // The kernels' per-group logic: keep bits from one Philox block, stored, then applied.
   void dropout(const float* src, float* dst, std::int64_t n, const LoraLinearParams& p, std::uint8_t* mask) {
@@ -274,4 +324,106 @@ TEST_CASE("low-rank expansion element matches a float64 product for both R layou
   CHECK(lora::cuda::low_rank_strip(4, 32) == 4);
   CHECK(lora::cuda::low_rank_strip(2, 33) == 0);
   CHECK(lora::cuda::low_rank_strip(4, 0) == 0);
+}
+
+TEST_CASE("cuda lora step sequence with 16-bit base operands rounds x, dy and W once and keeps LoRA in fp32",
+          "[cuda_host][lora]") {
+  // What the device layer computes with base_operands BF16 / F16: the frozen GEMMs on x, dy and W rounded to 16 bits
+  // (fp32 accumulation, fp32 output), the low-rank terms and LoRA gradients as in fp32. The reference: the fp32
+  // LoraLinear plus, in float64, the frozen product of the rounded operands minus that of the fp32 ones.
+  const Eigen::Index tokens = 9, in = 128, out = 10;
+  const Matrix w = random_matrix(out, in, 41), bias = random_matrix(1, out, 42);
+  const auto q = quant::Quantizer<quant::NF4, 64>::quantize(std::span<const float>(w.data(), w.size()), true);
+  for (const bool nf4 : {false, true}) {
+    for (const cuda::DType t : {cuda::DType::BF16, cuda::DType::F16}) {
+      INFO((nf4 ? "NF4" : "dense") << " base, " << cuda::dtype_name(t) << " operands");
+      lora::LoraOptions o;
+      o.dropout = 0.2;
+      o.seed = 8;
+      o.layer = 2;
+      using Dense = lora::LoraLinear<4, 8, lora::DenseWeight>;
+      using Nf4 = lora::LoraLinear<4, 8, quant::NF4Weight>;
+      Dense dense(w, bias.row(0).transpose(), o);
+      Nf4 qlora(w, bias.row(0).transpose(), o);
+      const Matrix b_init = random_matrix(out, 4, 43);
+      dense.lora_B() = b_init;
+      qlora.lora_B() = b_init;
+      qlora.lora_A() = dense.lora_A();
+      const Matrix x = random_matrix(tokens, in, 44), dy = random_matrix(tokens, out, 45);
+      const Matrix want_fp32_y = nf4 ? qlora.forward(x, true) : dense.forward(x, true);
+      const Matrix want_fp32_dx = nf4 ? qlora.backward(dy) : dense.backward(dy);
+      const Matrix& grad_a_want = nf4 ? qlora.grad_A() : dense.grad_A();
+      const Matrix& grad_b_want = nf4 ? qlora.grad_B() : dense.grad_B();
+      // the frozen weight the fp32 layer multiplies, and its 16-bit rounding
+      const Matrix w_base = nf4 ? qlora.base().to_dense() : w;
+      Eigen::MatrixXd w64 = w_base.cast<double>(), w16 = w64, x16 = x.cast<double>(), dy16 = dy.cast<double>();
+      auto round = [t](double v) {
+        return static_cast<double>(t == cuda::DType::BF16 ? io::round_to_bf16(static_cast<float>(v))
+                                                          : io::round_to_fp16(static_cast<float>(v)));
+      };
+      w16 = w16.unaryExpr(round);
+      x16 = x16.unaryExpr(round);
+      dy16 = dy16.unaryExpr(round);
+      const Eigen::MatrixXd want_y =
+          want_fp32_y.cast<double>() + x16 * w16.transpose() - x.cast<double>() * w64.transpose();
+      const Eigen::MatrixXd want_dx = want_fp32_dx.cast<double>() + dy16 * w16 - dy.cast<double>() * w64;
+
+      LoraLinearParams p;
+      p.base = nf4 ? BaseKind::NF4 : BaseKind::Dense;
+      p.w = w.data();
+      if (nf4)
+        p.qw = {q.packed.data(), nullptr, q.qabsmax.data(), q.nested_absmax.data(), q.absmax_offset, out * in, 6};
+      p.bias = bias.data();
+      p.base_operands = t;
+      p.tokens = tokens;
+      p.in = in;
+      p.out = out;
+      p.rank = 4;
+      p.scaling = dense.scaling();
+      p.dropout = 0.2f;
+      p.seed = 8;
+      p.stream = lora::dropout_stream(2, 0);
+      p.a = dense.lora_A().data();
+      p.b = b_init.data();
+      Matrix grad_a = Matrix::Zero(4, in), grad_b = Matrix::Zero(out, 4);
+      p.grad_a = grad_a.data();
+      p.grad_b = grad_b.data();
+      const auto sizes = lora::cuda::lora_workspace_sizes<float>(p);
+      CHECK(sizes.op16 == 576);     // max(9·128, 9·10) 16-bit values: 2,304 bytes, whole 256-byte pieces
+      CHECK(sizes.w_dense == 640);  // 10·128 16-bit values, for a dense base too
+      std::vector<float> storage(static_cast<std::size_t>(sizes.total()), std::nanf(""));
+      const auto ws = LoraWorkspace<float>::carve(storage.data(), sizes);
+      Matrix y = Matrix::Constant(tokens, out, std::nanf("")), dx = Matrix::Constant(tokens, in, std::nanf(""));
+      HostExec exec;
+      lora::cuda::lora_forward_steps<float>(exec, p, ws, x.data(), y.data(), cuda::DType::F32);
+      lora::cuda::lora_backward_steps<float>(exec, p, ws, x.data(), dy.data(), dx.data(), cuda::DType::F32);
+      CHECK(exec.gemms == 6);
+      CHECK(exec.narrow_gemms == 2);  // the frozen forward and input gradient
+      CHECK(exec.rounded == 2);       // x, then dy
+      const auto err = [](const Matrix& got, const Eigen::MatrixXd& want) {
+        return (got.cast<double>() - want).cwiseAbs().maxCoeff() / want.cwiseAbs().maxCoeff();
+      };
+      CHECK(err(y, want_y) < 1e-6);
+      CHECK(err(dx, want_dx) < 1e-6);
+      CHECK((grad_a - grad_a_want).cwiseAbs().maxCoeff() < 1e-5f);
+      CHECK((grad_b - grad_b_want).cwiseAbs().maxCoeff() < 1e-5f);
+      // ... and the rounding is there: the fp32 layer's outputs are further off than 1e-6
+      CHECK(err(y, want_fp32_y.cast<double>()) > 1e-5);
+    }
+  }
+  // A bf16 layer does not take narrow base operands (its operands are 16-bit already), nor a workspace without them.
+  LoraLinearParams p;
+  p.tokens = 2;
+  p.in = 4;
+  p.out = 4;
+  p.rank = 1;
+  float dummy[16] = {};
+  p.w = p.a = p.b = dummy;
+  p.base_operands = cuda::DType::BF16;
+  LoraWorkspace<float> none;
+  HostExec exec;
+  CHECK_THROWS_WITH(lora::cuda::frozen_forward_step<float>(exec, p, none, dummy, dummy, 0.0f, cuda::DType::F32),
+                    Catch::Contains("need the workspace's w_dense and op16"));
+  CHECK_THROWS_WITH(lora::cuda::frozen_forward_step<float>(exec, p, none, dummy, dummy, 0.0f, cuda::DType::BF16),
+                    Catch::Contains("are for a float layer, not a bf16 one"));
 }

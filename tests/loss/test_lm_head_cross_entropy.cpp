@@ -224,3 +224,43 @@ TEST_CASE("chunked and naive paths agree at a size large enough for the row para
   }
   CHECK(naive.loss == Approx(loss_sum / double(n)).epsilon(1e-6));
 }
+
+TEST_CASE("a power-of-two grad_factor (the loss scale) scales every gradient exactly and leaves the loss",
+          "[loss][lm_head][loss_scaling]") {
+  const auto hidden = random_matrix<float>(23, 16, 31);
+  const auto head = random_matrix<float>(37, 16, 32, 0.3);
+  const auto targets = random_targets(23, 37, 33, 4);
+  for (const double eps : {0.0, 0.1}) {
+    for (const Eigen::Index chunk : {Eigen::Index{37}, Eigen::Index{8}}) {
+      for (const bool head_grad : {false, true}) {  // the single pass (training: frozen head) and the two passes
+        INFO("label smoothing " << eps << ", chunk " << chunk << ", head grad " << head_grad);
+        CrossEntropyOptions plain;
+        plain.label_smoothing = eps;
+        plain.total_valid_tokens = 40;
+        CrossEntropyOptions scaled = plain;
+        scaled.grad_factor = 65536.0;  // GradScaler's initial scale, 2^16
+        const loss::LmHeadOptions lm{.chunk_size = chunk, .compute_head_grad = head_grad};
+        const auto a = loss::lm_head_cross_entropy<float>(hidden, head, targets, plain, lm);
+        const auto b = loss::lm_head_cross_entropy<float>(hidden, head, targets, scaled, lm);
+        CHECK(b.loss == a.loss);
+        CHECK(b.loss_sum == a.loss_sum);
+        CHECK((b.grad_hidden - a.grad_hidden * 65536.0f).cwiseAbs().maxCoeff() == 0.0f);
+        if (head_grad) CHECK((b.grad_head_weight - a.grad_head_weight * 65536.0f).cwiseAbs().maxCoeff() == 0.0f);
+        CHECK(a.grad_hidden.cwiseAbs().maxCoeff() > 0.0f);
+        // cross_entropy over the logits: the same rule
+        const MatrixOf<float> logits = hidden * head.transpose();
+        const auto c = loss::cross_entropy(logits, targets, plain);
+        const auto d = loss::cross_entropy(logits, targets, scaled);
+        CHECK(d.loss == c.loss);
+        CHECK((d.grad - c.grad * 65536.0f).cwiseAbs().maxCoeff() == 0.0f);
+      }
+    }
+  }
+  for (const double bad : {0.0, -1.0, std::nan("")}) {
+    CrossEntropyOptions o;
+    o.grad_factor = bad;
+    CHECK_THROWS_WITH(loss::lm_head_cross_entropy<float>(hidden, head, targets, o), Contains("grad_factor"));
+    CHECK_THROWS_WITH(loss::cross_entropy(MatrixOf<float>(hidden * head.transpose()), targets, o),
+                      Contains("grad_factor"));
+  }
+}

@@ -4,14 +4,20 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
+#include <clip_features.hpp>  // examples/: demo::encode_clips_up_front
 #include <vidlora/comm/mpi.hpp>
+#include <vidlora/train/feature_cache.hpp>
 
 #include "tiny_run.hpp"
 
@@ -207,4 +213,58 @@ TEST_CASE("a checkpoint written by two ranks resumes on one, and one written by 
     CHECK(bytes_of(trainable_tensors(t)) == bytes_of(straight_params));  // batch_invariant: see the equivalence test
   }
   world.barrier("end of the resume test");
+}
+
+TEST_CASE("the up-front clip encoding splits the clips over the ranks: on a shared cache each is encoded once",
+          "[features]") {
+  // demo::encode_clips_up_front, what a GPU build's train_captioner runs before training: rank r encodes clips
+  // r, r + N, ...; after a barrier every rank checks all of them. On one cache directory the ranks share, no clip is
+  // encoded (or written) by two ranks; with a cache per rank (per node), each also encodes the others' share.
+  comm::Mpi world(timeout(60));
+  REQUIRE(world.size() == 2);
+  const fs::path dir = fresh_dir(world, "upfront");
+  std::vector<train::Clip> clips(11);
+  for (std::size_t i = 0; i < clips.size(); ++i) {
+    clips[i].id = "clip_" + std::to_string(i);
+    clips[i].video = dir / "videos" / (clips[i].id + ".mp4");
+  }
+  if (world.rank() == 0) {
+    fs::create_directories(dir / "videos");
+    for (const auto& c : clips) std::ofstream(c.video) << c.id;  // the cache keys entries on the file's size and time
+  }
+  world.barrier("the videos");
+  std::vector<const train::Clip*> all;
+  for (const auto& c : clips) all.push_back(&c);
+
+  for (const bool shared : {true, false}) {
+    INFO((shared ? "one shared cache" : "a cache per rank"));
+    const fs::path cache_dir = dir / (shared ? "cache" : "cache_" + std::to_string(world.rank()));
+    auto cache = std::make_shared<train::FeatureCache>(cache_dir);
+    std::vector<std::string> computed;
+    const auto feats = demo::cached_clip_features(cache, "uniform", 4, "test-encoder", [&](const fs::path& video) {
+      computed.push_back(video.stem().string());
+      return Matrix::Constant(2, 3, static_cast<float>(video.stem().string().size()));
+    });
+    const std::size_t encoded = demo::encode_clips_up_front(feats, all, world, nullptr);
+    CHECK(encoded == computed.size());
+    // the share first: clips rank, rank + 2, ... (6 on rank 0, 5 on rank 1)
+    const std::size_t share = world.rank() == 0 ? 6 : 5;
+    REQUIRE(computed.size() >= share);
+    for (std::size_t k = 0; k < share; ++k)
+      CHECK(computed[k] == "clip_" + std::to_string(2 * k + static_cast<std::size_t>(world.rank())));
+    std::array<double, 1> total{static_cast<double>(computed.size())};
+    world.all_reduce_sum(std::span<double>(total), "the encode counts");
+    if (shared) {
+      CHECK(computed.size() == share);  // the other rank's share was in the cache after the barrier
+      CHECK(total[0] == 11.0);          // each clip once over both ranks
+    } else {
+      CHECK(computed.size() == 11);  // a cache of its own: every clip
+      CHECK(total[0] == 22.0);
+    }
+    // Every clip is readable now without encoding.
+    const std::size_t before = computed.size();
+    for (const auto& c : clips) CHECK(feats(c.video)(0, 0) == static_cast<float>(c.id.size()));
+    CHECK(computed.size() == before);
+    world.barrier("the next cache layout");
+  }
 }

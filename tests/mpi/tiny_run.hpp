@@ -18,18 +18,8 @@ namespace vidlora::test {
 
 // Two short stages, no dropout (the dropout test sets it).
 inline TrainerConfig tiny_config(const std::filesystem::path& out, int batch, int accumulation) {
-  TrainerConfig c = TrainerConfig::from_preset<presets::Cpu>();
-  c.stages[0].epochs = 2;
-  c.stages[0].learning_rate = 1e-2;
-  c.stages[1].epochs = 2;
-  c.stages[1].learning_rate = 5e-3;
-  c.batch_size = batch;
-  c.gradient_accumulation_steps = accumulation;
+  TrainerConfig c = tiny::two_stage_config(out, batch, accumulation);
   c.lora_dropout = 0.0;
-  c.seed = 5;
-  c.output_dir = out;
-  c.progress = nullptr;
-  c.generation.max_new_tokens = 6;
   return c;
 }
 

@@ -213,12 +213,21 @@ TEST_CASE("the memory estimate counts Qwen3's head norms: q and k before them an
   CHECK(a.activations_fp32 - b.activations_fp32 == static_cast<double>(with.layers) * tokens * per_token * 4.0);
 }
 
-TEST_CASE("the device step's precision: TF32 GEMMs where the preset's GPU has them, else fp32", "[presets]") {
-  STATIC_REQUIRE(device_precision_of<T4>() == "fp32");    // sm_75: no TF32 tensor cores
-  STATIC_REQUIRE(device_precision_of<L4>() == "tf32");    // sm_89
-  STATIC_REQUIRE(device_precision_of<A100>() == "bf16");  // bf16 preset: bf16 saved activations, TF32 GEMMs
+namespace {
+struct Bf16OnTuring : T4 {  // a bf16 preset on a GPU without bf16 tensor cores
+  static constexpr bool fp16 = false;
+  static constexpr bool bf16 = true;
+};
+}  // namespace
+
+TEST_CASE("the device step's precision: the preset's own where its GPU has the tensor cores for it", "[presets]") {
+  STATIC_REQUIRE(device_precision_of<T4>() == "fp16");    // sm_75: fp16 tensor cores
+  STATIC_REQUIRE(device_precision_of<L4>() == "fp16");    // sm_89, an fp16 preset
+  STATIC_REQUIRE(device_precision_of<A100>() == "bf16");  // bf16 GEMM operands and saved activations
   STATIC_REQUIRE(device_precision_of<H100>() == "bf16");
   STATIC_REQUIRE(device_precision_of<Cpu>() == "fp32");
+  STATIC_REQUIRE(device_precision_of<Bf16OnTuring>() == "fp16");  // bf16 tensor cores need sm_80
+  STATIC_REQUIRE(precision_of<Bf16OnTuring>() == "bf16");
 }
 
 TEST_CASE("gradient checkpointing cuts activation memory by an order of magnitude", "[presets][memory]") {

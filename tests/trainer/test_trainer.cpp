@@ -33,20 +33,7 @@ namespace {
 
 namespace tiny = test::tiny;
 
-TrainerConfig tiny_trainer_config(const fs::path& out) {
-  TrainerConfig c = TrainerConfig::from_preset<presets::Cpu>();
-  c.stages[0].epochs = 2;
-  c.stages[0].learning_rate = 1e-2;
-  c.stages[1].epochs = 2;
-  c.stages[1].learning_rate = 5e-3;
-  c.batch_size = 2;
-  c.gradient_accumulation_steps = 2;
-  c.seed = 5;
-  c.output_dir = out;
-  c.progress = nullptr;
-  c.generation.max_new_tokens = 6;
-  return c;
-}
+TrainerConfig tiny_trainer_config(const fs::path& out) { return tiny::two_stage_config(out); }
 
 using TinyTrainer = tiny::Trainer<>;
 

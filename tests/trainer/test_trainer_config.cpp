@@ -36,6 +36,9 @@ void check_every_field(const TrainerConfig& c) {
   CHECK(c.gradient_accumulation_steps == P::gradient_accumulation_steps);
   CHECK(c.num_frames == P::num_frames);
   CHECK(c.precision == expected_precision<P>());
+  CHECK(c.loss_scaler.enabled == P::fp16);  // torch.amp.GradScaler for the fp16 presets, at its defaults
+  CHECK(c.loss_scaler.init_scale == 65536.0);
+  CHECK(c.loss_scaler.growth_interval == 2000);
   CHECK(c.weight_decay == P::weight_decay);
   CHECK(c.max_grad_norm == P::max_grad_norm);
   CHECK(c.label_smoothing == P::label_smoothing);

@@ -48,7 +48,7 @@ CrossEntropyResultOf<Scalar> cross_entropy_dense(const MatrixOf<Scalar>& logits,
 
   const double eps = options.label_smoothing;
   const double inv_vocab = 1.0 / static_cast<double>(vocab);
-  const double scale = 1.0 / norm;
+  const double scale = options.grad_factor / norm;                          // grad_factor: the loss scale
   const Scalar off_target = static_cast<Scalar>(-eps * inv_vocab * scale);  // grad term every logit gets
   const Scalar on_target = static_cast<Scalar>(-(1.0 - eps) * scale);       // extra term on the target
   std::vector<double> token_loss(static_cast<std::size_t>(rows), 0.0), token_lse(static_cast<std::size_t>(rows), 0.0);

@@ -27,6 +27,10 @@ struct CrossEntropyOptions {
   // number of valid tokens over every micro-batch of a gradient-accumulation step (transformers'
   // num_items_in_batch), so that summing the micro-batch results gives the step's true token mean.
   long total_valid_tokens = 0;
+  // Multiplies the gradient only, never the loss: the loss scale of an fp16 step (optim::GradScaler::scale(),
+  // torch's scaler.scale(loss).backward()). A power of two scales every gradient of the backward exactly, so the
+  // unscaled gradients are the bits of a run without it unless a value overflowed (which the scaler then finds).
+  double grad_factor = 1.0;
 };
 
 namespace detail {
@@ -41,6 +45,8 @@ inline std::vector<Eigen::Index> check_targets(const char* who, std::span<const 
           options.total_valid_tokens);
   require(options.reduction == Reduction::Mean || options.total_valid_tokens == 0,
           "{}: total_valid_tokens ({}) only applies to Reduction::Mean", who, options.total_valid_tokens);
+  require(std::isfinite(options.grad_factor) && options.grad_factor > 0.0,
+          "{}: grad_factor (the loss scale) must be finite and > 0, got {}", who, options.grad_factor);
   require(vocab > 0, "{}: the vocabulary is empty", who);
   std::vector<Eigen::Index> valid;
   valid.reserve(static_cast<std::size_t>(rows));

@@ -85,7 +85,7 @@ LmHeadCrossEntropyResultOf<Scalar> lm_head_cross_entropy_streamed(const MatrixOf
 
   const double eps = options.label_smoothing;
   const double inv_vocab = 1.0 / static_cast<double>(vocab);
-  const double scale = 1.0 / norm;
+  const double scale = options.grad_factor / norm;  // grad_factor: the loss scale
   const bool single_pass = !lm.compute_head_grad;
   const Eigen::Index chunk = std::min(lm.chunk_size, vocab);
 

@@ -197,18 +197,24 @@ constexpr std::string_view precision_of() {
   return P::bf16 ? "bf16" : (P::fp16 ? "fp16" : "fp32");
 }
 
-// What the device step runs a preset in until its 16-bit GEMMs land: "bf16" for the bf16 presets on sm_80+ (A100,
-// H100: the saved activations in bf16 between forward and backward, half their memory, GEMMs on TF32 tensor cores,
-// the rest fp32), "tf32" for the others on sm_80+ (L4: GEMMs on TF32 tensor cores, the rest fp32), else "fp32"
-// (T4, and the Cpu preset).
+// What the device step runs a preset in: its own precision (precision_of<P>) where its GPU has the tensor cores for it
+// — "bf16" (A100, H100: the frozen GEMMs on bf16 operands, the saved activations in bf16 between forward and backward,
+// the LoRA and LM-head GEMMs on TF32, the rest fp32), "fp16" (T4, L4: the frozen GEMMs on fp16 operands under dynamic
+// loss scaling, the LoRA and LM-head GEMMs on TF32 where the GPU has it, the rest fp32) — else fp16 for a bf16 preset
+// below sm_80; "fp32" for the Cpu preset.
 template <Preset P>
 constexpr std::string_view device_precision_of() {
-  return P::cuda_arch >= 80 ? (P::bf16 ? "bf16" : "tf32") : "fp32";
+  if (P::bf16 && P::cuda_arch < 80) return "fp16";  // bf16 tensor cores: sm_80+
+  return precision_of<P>();
 }
 
 // What a device step's precision name means, for the programs' messages.
 constexpr std::string_view device_precision_meaning(std::string_view precision) {
-  return precision == "bf16"   ? "saved activations in bf16, GEMMs on TF32 tensor cores, the rest fp32"
+  return precision == "bf16"
+             ? "frozen GEMMs on bf16 tensor cores, saved activations in bf16, LoRA and LM-head GEMMs on TF32, the rest "
+               "fp32"
+         : precision == "fp16" ? "frozen GEMMs on fp16 tensor cores with loss scaling, LoRA and LM-head GEMMs on TF32 "
+                                 "where the GPU has it, the rest fp32"
          : precision == "tf32" ? "GEMMs on TF32 tensor cores, the rest fp32"
                                : "every value and product in fp32";
 }

@@ -39,7 +39,8 @@ struct TrainingPosition {
   std::size_t stage = 0;
   int epoch = 0;
   long step_in_epoch = 0;
-  long stage_step = 0;
+  long stage_step =
+      0;  // the schedule's position in the stage: steps taken, not those skipped for a loss-scale overflow
   long global_step = 0;
 };
 
@@ -114,6 +115,9 @@ struct TrainerState {
   std::optional<double> best_score;  // the early-stopping metric of the best evaluation
   std::optional<EvalResult> best;
   std::map<std::string, std::string> fingerprint;  // checkpoint_fingerprint
+  // optim::GradScaler::state_dict() (torch's keys; the empty object without loss scaling). Checkpoints written before
+  // loss scaling existed have none: read back as the empty object.
+  nlohmann::json grad_scaler = nlohmann::json::object();
 };
 
 // Writes a checkpoint: `parameters` (TrainableTensors::tensor_map), the optimizer's moments and step counts when
@@ -148,7 +152,8 @@ inline void write_checkpoint(const std::filesystem::path& path, io::TensorMap pa
         {"evaluations", stopper.evaluations()}}},
       {"best_score", state.best_score ? nlohmann::json(*state.best_score) : nlohmann::json(nullptr)},
       {"best_result", state.best ? eval_result_to_json(*state.best) : nlohmann::json(nullptr)},
-      {"config", state.fingerprint}};
+      {"config", state.fingerprint},
+      {"grad_scaler", state.grad_scaler}};
   io::write_safetensors(path, parameters, {{"format", "vidlora"}, {"trainer_state", json.dump()}});
 }
 
@@ -220,6 +225,7 @@ inline TrainerState trainer_state_from_json(const nlohmann::json& state, const E
   // field existed have none: then only later evaluations can set it).
   if (state.contains("best_result") && !state.at("best_result").is_null())
     s.best = eval_result_from_json(state.at("best_result"));
+  if (state.contains("grad_scaler")) s.grad_scaler = state.at("grad_scaler");
   return s;
 }
 

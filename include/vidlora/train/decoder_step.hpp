@@ -15,6 +15,7 @@
 
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -35,10 +36,13 @@ namespace vidlora::train {
 // (TrainerConfig::device_memory, offload_checkpoints and precision; gradient checkpointing itself is the decoder's own
 // setting, DecoderOptions).
 struct DecoderStepSettings {
+  // The operands of the blocks' frozen GEMMs (model::cuda::DecoderModel::set_base_operands).
+  enum class BaseOperands : std::uint8_t { F32, BF16, F16 };
   std::size_t memory_cap_bytes = 0;  // 0: no cap
   bool offload_checkpoints = false;
-  bool tf32 = false;        // TrainerConfig::precision "tf32" or "bf16": the step's GEMMs on TF32 tensor cores
+  bool tf32 = false;        // TrainerConfig::precision "tf32", "bf16" or "fp16": the fp32 GEMMs on TF32 tensor cores
   bool pack_saved = false;  // precision "bf16": the saved activations in bf16 (DecoderStepOptions::pack_saved)
+  BaseOperands base_operands = BaseOperands::F32;  // precision "bf16" / "fp16": the frozen GEMMs on 16-bit operands
 };
 
 // An evaluation's loss over a collated batch: the per-token losses summed over the supervised tokens, and their count.

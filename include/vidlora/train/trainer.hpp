@@ -13,7 +13,10 @@
 // Checkpoints (one safetensors file, written atomically) every N steps and at each epoch end;
 // resume restores parameters, AdamW moments, LoRA dropout counters and the position, so the loss
 // curve continues exactly. A NaN/Inf loss skips the step; three in a row stop the run (the last
-// good checkpoint stays). A clip whose features cannot be computed is skipped and logged.
+// good checkpoint stays). Loss scaling (TrainerConfig::loss_scaler, the fp16 presets): the loss gradient carries
+// optim::GradScaler's scale, the gradients are unscaled before clipping, and a step whose gradients overflowed is
+// skipped with the scale halved (not counted as a NaN step); the scaler's state is checkpointed. A clip whose
+// features cannot be computed is skipped and logged.
 // Data parallel (Comm = comm::Mpi, docs/distributed.md): each rank reads its shard of every step's clips
 // (comm/shard.hpp), the step's token count and the gradients are summed over the ranks, evaluation is sharded
 // and scored once on rank 0; rank 0 alone writes checkpoints, logs, progress and outputs.
@@ -158,6 +161,7 @@ class Trainer {
     result_ = {};
     pos_ = {};
     nan_streak_ = 0;
+    scaler_ = optim::GradScaler(config_.loss_scaler);
     best_.reset();
     best_score_.reset();
     stop_requested_ = false;
@@ -323,8 +327,11 @@ class Trainer {
     DecoderStepSettings s;
     if constexpr (Backend::on_device) s.memory_cap_bytes = presets::memory_cap_bytes<P>(c.device_memory);
     s.offload_checkpoints = c.offload_checkpoints;
-    s.tf32 = c.precision == "tf32" || c.precision == "bf16";
+    s.tf32 = c.precision == "tf32" || c.precision == "bf16" || c.precision == "fp16";
     s.pack_saved = c.precision == "bf16";
+    s.base_operands = c.precision == "bf16"   ? DecoderStepSettings::BaseOperands::BF16
+                      : c.precision == "fp16" ? DecoderStepSettings::BaseOperands::F16
+                                              : DecoderStepSettings::BaseOperands::F32;
     return s;
   }
 
@@ -377,14 +384,16 @@ class Trainer {
     require(!config_.stages.empty(), "Trainer: no stages");
     require(config_.num_frames >= 1, "Trainer: num_frames must be >= 1 (got {})", config_.num_frames);
     require(config_.precision == "fp32" ||
-                (Backend::on_device && (config_.precision == "tf32" || config_.precision == "bf16")),
+                (Backend::on_device &&
+                 (config_.precision == "tf32" || config_.precision == "bf16" || config_.precision == "fp16")),
             "Trainer: precision '{}' (preset {}) is not supported by the {} trainer, which computes in {}; set "
             "TrainerConfig::precision = {} to train this preset{}",
             config_.precision, config_.preset, Backend::on_device ? "GPU" : "CPU",
-            Backend::on_device ? "fp32, with TF32 GEMMs, or with bf16 saved activations and TF32 GEMMs" : "fp32",
-            Backend::on_device ? "\"fp32\", \"tf32\" or \"bf16\"" : "\"fp32\"",
-            Backend::on_device ? " (fp16 and 16-bit GEMMs on the device are not built yet)" : " on the CPU");
+            Backend::on_device ? "fp32, tf32 (TF32 GEMMs), bf16 or fp16 (16-bit frozen GEMMs)" : "fp32",
+            Backend::on_device ? "\"fp32\", \"tf32\", \"bf16\" or \"fp16\"" : "\"fp32\"",
+            Backend::on_device ? "" : " on the CPU");
     require(config_.max_nan_in_a_row >= 1, "Trainer: max_nan_in_a_row must be >= 1");
+    (void)optim::GradScaler(config_.loss_scaler);  // its options are checked there (GradScaler: ...)
     require(Backend::on_device || config_.device_memory.max_memory_gb == 0.0,
             "Trainer: max_memory_gb {} caps device memory, but this trainer's decoder step runs on the CPU (backend "
             "{}, preset {}): leave it 0",
@@ -527,6 +536,7 @@ class Trainer {
     loss::CrossEntropyOptions ce;
     ce.label_smoothing = config_.label_smoothing;
     ce.total_valid_tokens = total_valid;
+    ce.grad_factor = scaler_.scale();  // 1 without loss scaling
     std::string nonfinite_error;
     const auto params = stage_params(static_cast<std::size_t>(stage));
     ClipGradientSum clip_sums;
@@ -573,12 +583,41 @@ class Trainer {
     tensors_.pull_grads();
     if (comm_.size() > 1) reduce_step(per_clip ? std::vector<optim::Parameter>{} : params, loss, local_valid, t0);
     bool finite = std::isfinite(loss) && step_clips > 0;
-    for (const auto& p : params) finite = finite && all_finite(*p.grad);
+    bool overflow = false;  // loss scaling: the scaled gradients overflowed (torch's found_inf)
+    if (finite && scaler_.enabled()) {
+      overflow = scaler_.unscale(optimizer_->groups());  // every gradient × 1/scale, before clipping
+    } else {
+      for (const auto& p : params) finite = finite && all_finite(*p.grad);
+    }
     double grad_norm = std::nan("");
     ++pos_.global_step;
-    ++pos_.stage_step;
     ++steps_this_run_;
+    if (finite && overflow) {  // a finite loss whose gradients overflowed: the scale was too large for them
+      const optim::GradScalerUpdate u = scaler_.update();
+      ++result_.skipped_overflow_steps;
+      result_.losses.push_back(loss);
+      say(fmt::format("step {}: gradients overflowed at loss scale {:g}: step skipped, loss scale {:g}",
+                      pos_.global_step, u.scale_before, u.scale_after));
+      if (log_)
+        log_->write(nlohmann::json{{"type", "overflow_skip"},
+                                   {"step", pos_.global_step},
+                                   {"stage", stage + 1},
+                                   {"epoch", epoch + 1},
+                                   {"loss", detail::finite_or_null(loss)},
+                                   {"lr", lr},
+                                   {"loss_scale", u.scale_after}});
+      zero_all_grads();
+      (void)decoder_step_.take_step_memory();
+      // Not a NaN step: the run goes on at the smaller scale. The schedule does not advance (pos_.stage_step stays),
+      // as accelerate holds the scheduler back when the scaler skipped the optimizer step.
+      return true;
+    }
+    ++pos_.stage_step;
     if (!finite) {
+      if (scaler_.enabled()) {  // torch's scaler finds the NaN gradients of such a step and backs off too
+        scaler_.record_unscaled(true);
+        (void)scaler_.update();
+      }
       ++nan_streak_;
       ++result_.skipped_nan_steps;
       result_.losses.push_back(std::nan(""));
@@ -594,6 +633,8 @@ class Trainer {
     nan_streak_ = 0;
     grad_norm = optim::clip_grad_norm(std::span<const optim::ParamGroup>(optimizer_->groups()), config_.max_grad_norm);
     optimizer_->step(lr);
+    const std::optional<double> loss_scale =
+        scaler_.enabled() ? std::optional<double>(scaler_.update().scale_after) : std::nullopt;
     tensors_.push();  // also tells the decoder step that the values changed
     result_.losses.push_back(loss);
     const std::optional<MemoryStats> memory = decoder_step_.take_step_memory();
@@ -614,6 +655,7 @@ class Trainer {
                              .tokens_per_s = dt > 0 ? static_cast<double>(total_valid) / dt : 0.0,
                              .elapsed_s = elapsed,
                              .memory = memory,
+                             .loss_scale = loss_scale,
                              .mfu = mfu,
                              .backend = std::string(Backend::name)});
     if (config_.progress) {
@@ -779,7 +821,8 @@ class Trainer {
                       .stopper = stopper_,
                       .best_score = best_score_,
                       .best = best_,
-                      .fingerprint = fingerprint()});
+                      .fingerprint = fingerprint(),
+                      .grad_scaler = scaler_.state_dict()});
   }
 
   // Restores the parameters and the trainer state; the caller restores the optimizer once its stage built it.
@@ -792,9 +835,25 @@ class Trainer {
     stopper_ = std::move(state.stopper);
     best_score_ = state.best_score;
     best_ = std::move(state.best);
+    restore_loss_scaler(state.grad_scaler);
     say(fmt::format("resumed from {} at step {} (stage {}, epoch {}, step {} of the epoch)", path.string(),
                     pos_.global_step, pos_.stage + 1, pos_.epoch + 1, pos_.step_in_epoch));
     return checkpoint;
+  }
+
+  // The checkpoint's loss-scaler state (the scale and its growth tracker) when this run scales its loss; a mismatch
+  // either way is said, not silently resolved.
+  void restore_loss_scaler(const nlohmann::json& saved) {
+    const bool has = saved.is_object() && !saved.empty();
+    if (scaler_.enabled() && has) {
+      scaler_.load_state_dict(saved);
+    } else if (scaler_.enabled()) {
+      say(fmt::format("the checkpoint holds no loss-scaler state (a run without loss scaling): starting at scale {:g}",
+                      scaler_.scale()));
+    } else if (has) {
+      say(fmt::format("the checkpoint's loss scale ({}) is not used: this run does not scale its loss",
+                      saved.value("scale", 0.0)));
+    }
   }
 
   TrainResult finish() {
@@ -848,6 +907,7 @@ class Trainer {
   std::optional<double> best_score_;
   std::optional<EvalResult> best_;
   int nan_streak_ = 0;
+  optim::GradScaler scaler_{optim::GradScalerOptions{.enabled = false}};  // config_.loss_scaler, from train()
   long total_steps_ = 0, steps_this_run_ = 0;
   std::chrono::steady_clock::time_point started_{};
   std::optional<JsonlLog> log_;

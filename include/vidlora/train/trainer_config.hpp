@@ -10,6 +10,7 @@
 
 #include <vidlora/eval/caption_metrics.hpp>
 #include <vidlora/model/generation.hpp>
+#include <vidlora/optim/grad_scaler.hpp>
 #include <vidlora/presets/gpu_presets.hpp>
 #include <vidlora/presets/memory_cap.hpp>
 
@@ -34,6 +35,12 @@ struct TrainerConfig {
   int num_frames = 8;              // frames sampled per clip; the caller's FeatureFn samples this many
   std::string precision = "fp32";  // "fp32", "fp16" or "bf16" (presets::precision_of<P>); the CPU trainer: fp32;
                                    // a device trainer: fp32 or "tf32" (GEMMs on TF32 tensor cores)
+  // Dynamic loss scaling (optim::GradScaler: torch.amp.GradScaler's rules): the loss gradient × scale, the gradients
+  // unscaled before clipping, a step whose gradients hold Inf/NaN skipped with the scale halved, the scale doubled
+  // after growth_interval clean steps; the state goes into checkpoints. from_preset enables it for the fp16 presets
+  // (T4, L4). Any precision may enable it: a power-of-two scale leaves a step without overflow the bits of the same
+  // step unscaled.
+  optim::GradScalerOptions loss_scaler{.enabled = false};
   double weight_decay = 0.01;
   double max_grad_norm = 1.0;
   double label_smoothing = 0.0;
@@ -78,7 +85,7 @@ struct TrainerConfig {
 
   // Every preset field that a run reads: stage 1 from the recipe (P::stage1), stage 2 from the preset
   // (presets::stage2_of<P>: P::learning_rate, P::warmup_ratio), and the preset's batch × accumulation,
-  // frames, precision, label smoothing, patience, weight decay, clipping, dropout, target set, 4-bit base and
+  // frames, precision (and the fp16 presets' loss scaling), label smoothing, patience, weight decay, clipping, dropout, target set, 4-bit base and
   // gradient checkpointing. tests/trainer/test_trainer_config.cpp compares each field with its P:: constant.
   template <class P>
   static TrainerConfig from_preset() {
@@ -91,6 +98,7 @@ struct TrainerConfig {
     c.gradient_accumulation_steps = P::gradient_accumulation_steps;
     c.num_frames = P::num_frames;
     c.precision = std::string(presets::precision_of<P>());
+    c.loss_scaler = optim::GradScaler::options_for_precision(presets::precision_of<P>());
     c.weight_decay = P::weight_decay;
     c.max_grad_norm = P::max_grad_norm;
     c.label_smoothing = P::label_smoothing;

@@ -24,7 +24,7 @@ DecoderModelRun run(const DecoderModelCase& c) {
     config.validate();
   }
   model::DecoderOptions options;
-  options.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  options.target_modules = c.target_modules;
   options.lora.dropout = c.dropout;
   options.lora.seed = c.seed;
   model::Decoder<16, 32, Base> decoder(config, model::random_decoder_weights(config, c.seed), options);

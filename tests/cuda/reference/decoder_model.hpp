@@ -5,6 +5,7 @@
 // optim::adamw_update_range, with the weights exported as the device model uploads them.
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <vidlora/model/decoder_host_weights.hpp>
@@ -25,6 +26,9 @@ struct DecoderModelCase {
   std::uint64_t seed = 1;
   int steps = 1;  // forward + backward + clip + AdamW steps (the first one's gradients are reported)
   double lr = 1e-2, weight_decay = 0.01, max_grad_norm = 1.0;
+  // the slots with LoRA (the others run the frozen base alone)
+  std::vector<std::string> target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                             "gate_proj", "up_proj", "down_proj"};
 };
 
 struct DecoderModelRun {

@@ -7,7 +7,9 @@
 // the same steps as lora::LoraLinear, with cuBLASLt GEMMs (core/cuda/gemm.cuh) and the dropout mask from
 // lora::dropout_scale at the same (seed, stream, row-major offset), so CPU and GPU drop the same elements.
 // A quantized base is dequantized into a workspace matrix before its GEMM (QLoRA's compute path).
-// Operands are of one element type T (float or __nv_bfloat16); grad_A / grad_B are float (fp32 accumulation).
+// Operands are of one element type T (float or __nv_bfloat16); grad_A / grad_B are float (fp32 accumulation). A float
+// layer may run its frozen GEMMs on 16-bit operands (LoraLinearParams::base_operands: bf16 or fp16 tensor cores,
+// fp32 accumulation and output), the LoRA pieces staying fp32.
 
 #include <cstdint>
 #include <type_traits>
@@ -46,6 +48,13 @@ struct LoraLinearParams {
   // products, so the same bits) instead of reading the forward's: the caller then need not keep xd from forward to
   // backward, only the keep bits, and passes x to the backward. The decoder block executor does this.
   bool rebuild_dropout_input = false;
+  // The frozen GEMMs' operands (forward x and W, backward dy and W). F32: the layer's element type T. BF16 or F16 (a
+  // float layer only): x or dy rounded to nearest even into the workspace's op16, W dequantized (4-bit) or converted
+  // (dense fp32) into w_dense in that type, multiplied on 16-bit tensor cores with fp32 accumulation into the float y
+  // or dx that already holds the low-rank term (beta = 1). What autocast does to a frozen linear, except that the
+  // output stays fp32 instead of being rounded to 16 bits. The LoRA pieces keep `compute`.
+  vidlora::cuda::DType base_operands = vidlora::cuda::DType::F32;
+  bool narrow_base() const { return base_operands != vidlora::cuda::DType::F32; }
 };
 
 // Element counts (of T) of the workspace pieces a layer needs; the caller allocates them once. Every piece is
@@ -57,8 +66,9 @@ struct LoraWorkspaceSizes {
   std::int64_t mask = 0;     // keep bits, 4 per byte: (tokens·in + 3) / 4 bytes as whole T (0 without dropout)
   std::int64_t h = 0;        // [tokens, rank]: dropout(x)·Aᵀ, kept from forward for backward
   std::int64_t g = 0;        // [tokens, rank]: scaling·dy·B
-  std::int64_t w_dense = 0;  // [out, in]: dequantized base (0 for a dense base)
-  std::int64_t total() const { return xd + mask + h + g + w_dense; }
+  std::int64_t w_dense = 0;  // [out, in]: dequantized base (0 for a dense base), 16-bit with narrow base operands
+  std::int64_t op16 = 0;     // narrow base operands: x [tokens, in] or dy [tokens, out] in 16 bits (the larger)
+  std::int64_t total() const { return xd + mask + h + g + w_dense + op16; }
 };
 
 inline void check_lora(const LoraLinearParams& p) {
@@ -91,7 +101,14 @@ LoraWorkspaceSizes lora_workspace_sizes(const LoraLinearParams& p) {
   s.mask = pad((mask_bytes + static_cast<std::int64_t>(sizeof(T)) - 1) / static_cast<std::int64_t>(sizeof(T)));
   s.h = pad(p.tokens * p.rank);
   s.g = pad(p.tokens * p.rank);
-  s.w_dense = pad(p.base == BaseKind::Dense ? 0 : p.out * p.in);
+  // 16-bit values as whole T (the piece of n of them holds n · 2 bytes)
+  auto halves = [](std::int64_t n) { return (2 * n + static_cast<std::int64_t>(sizeof(T)) - 1) / sizeof(T); };
+  if (p.narrow_base()) {
+    s.w_dense = pad(halves(p.out * p.in));  // a dense fp32 base is converted too
+    s.op16 = pad(halves(p.tokens * (p.in > p.out ? p.in : p.out)));
+  } else {
+    s.w_dense = pad(p.base == BaseKind::Dense ? 0 : p.out * p.in);
+  }
   return s;
 }
 
@@ -106,6 +123,7 @@ template <class T>
 struct LoraWorkspace {
   T *xd = nullptr, *h = nullptr, *g = nullptr, *w_dense = nullptr;
   std::uint8_t* mask = nullptr;  // the forward's keep bits, read by the backward
+  void* op16 = nullptr;          // narrow base operands: the 16-bit x or dy
   static LoraWorkspace carve(T* base, const LoraWorkspaceSizes& s) {
     LoraWorkspace w;
     auto take = [&base](std::int64_t n) {
@@ -118,6 +136,7 @@ struct LoraWorkspace {
     w.h = take(s.h);
     w.g = take(s.g);
     w.w_dense = take(s.w_dense);
+    w.op16 = take(s.op16);
     return w;
   }
 };
@@ -139,12 +158,62 @@ inline LowRankExpandParams expansion(const void* l, const void* r, void* out, st
   return e;
 }
 
+inline void check_narrow_base(const LoraLinearParams& p, const void* w_dense, const void* op16, vidlora::cuda::DType t,
+                              const char* who) {
+  using vidlora::cuda::DType;
+  vidlora::cuda::check_arg(t == DType::F32, who,
+                           std::string("16-bit base operands (") + vidlora::cuda::dtype_name(p.base_operands) +
+                               ") are for a float layer, not a " + vidlora::cuda::dtype_name(t) + " one");
+  vidlora::cuda::check_arg(w_dense != nullptr && op16 != nullptr, who,
+                           "16-bit base operands need the workspace's w_dense and op16 pieces "
+                           "(lora_workspace_sizes with base_operands set)");
+}
+
+// The frozen GEMMs, the layer's and a slot's without LoRA: y = x·Wᵀ + beta·y (+ bias), dx = dy·W + beta·dx, at the
+// layer's element type (compute: p.compute) or on 16-bit operands (p.base_operands; fp32 accumulation).
+template <class T, class Exec>
+void frozen_forward_step(Exec& exec, const LoraLinearParams& p, const LoraWorkspace<T>& ws, const T* x, T* y,
+                         float beta, vidlora::cuda::DType t) {
+  using namespace vidlora::cuda;
+  if (!p.narrow_base()) {
+    GemmProblem g = linear_forward(p.tokens, p.in, p.out, t, p.bias != nullptr, t);
+    g.compute = p.compute;
+    exec.gemm(g, x, exec.base_weight(p, ws), y, 1.0f, beta, p.bias);
+    return;
+  }
+  check_narrow_base(p, ws.w_dense, ws.op16, t, "cuda::LoraLinear forward");  // a float layer only
+  if constexpr (std::is_same_v<T, float>) {
+    exec.round_operand(x, ws.op16, p.tokens * p.in, p.base_operands);
+    exec.gemm(linear_forward(p.tokens, p.in, p.out, p.base_operands, p.bias != nullptr, t), ws.op16,
+              exec.base_weight_narrow(p, ws.w_dense), y, 1.0f, beta, p.bias);
+  }
+}
+template <class T, class Exec>
+void frozen_input_grad_step(Exec& exec, const LoraLinearParams& p, const LoraWorkspace<T>& ws, const T* dy, T* dx,
+                            float beta, vidlora::cuda::DType t) {
+  using namespace vidlora::cuda;
+  if (!p.narrow_base()) {
+    GemmProblem g = linear_input_grad(p.tokens, p.in, p.out, t, t);
+    g.compute = p.compute;
+    exec.gemm(g, dy, exec.base_weight(p, ws), dx, 1.0f, beta, nullptr);
+    return;
+  }
+  check_narrow_base(p, ws.w_dense, ws.op16, t, "cuda::LoraLinear backward");  // a float layer only
+  if constexpr (std::is_same_v<T, float>) {
+    exec.round_operand(dy, ws.op16, p.tokens * p.out, p.base_operands);
+    exec.gemm(linear_input_grad(p.tokens, p.in, p.out, p.base_operands, t), ws.op16,
+              exec.base_weight_narrow(p, ws.w_dense), dx, 1.0f, beta, nullptr);
+  }
+}
+
 // The forward and backward as a sequence of GEMM problems and dropout passes over an executor:
 //   exec.gemm(problem, a, b, c, alpha, beta, bias)          C = alpha·op(A)·op(B) + beta·C (+ bias)
 //   exec.dropout(src, dst, n, params, mask)                 dst = src ⊙ mask, drawing the mask; keep bits -> mask
 //   exec.reapply_dropout(src, dst, n, dropout, mask)        dst = src ⊙ mask from the stored keep bits (no drawing)
 //   exec.expand(expansion)                                   out = alpha·L·R (⊙ stored mask): low_rank_expand.cuh
 //   exec.base_weight(params, workspace) -> const T*         W dense (dequantized for a 4-bit base)
+//   exec.round_operand(src, dst, n, dtype)                  16-bit base operands: dst = src rounded to bf16 / fp16
+//   exec.base_weight_narrow(params, w16) -> const void*     16-bit base operands: W in bf16 / fp16 (into w16)
 // The CUDA executor runs cuBLASLt and the kernels; the CPU tests run the same steps with a host executor.
 template <class T, class Exec>
 void lora_forward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorkspace<T>& ws, const T* x, T* y,
@@ -165,8 +234,7 @@ void lora_forward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorkspa
   // separate read-modify-write pass over y.
   exec.gemm(with(linear_forward(p.tokens, p.in, p.rank, t, false, t)), xd, p.a, ws.h, 1.0f, 0.0f, nullptr);
   exec.expand(expansion(ws.h, p.b, y, p.tokens, p.out, p.rank, p.scaling, RLayout::ColsByRank, nullptr, p.dropout));
-  exec.gemm(with(linear_forward(p.tokens, p.in, p.out, t, p.bias != nullptr, t)), x, exec.base_weight(p, ws), y, 1.0f,
-            1.0f, p.bias);
+  frozen_forward_step<T>(exec, p, ws, x, y, 1.0f, t);
 }
 
 template <class T, class Exec>
@@ -191,7 +259,7 @@ void lora_backward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorksp
   exec.expand(
       expansion(ws.g, p.a, dx, p.tokens, p.in, p.rank, 1.0f, RLayout::RankByCols, drop ? ws.mask : nullptr, p.dropout));
   const T* xd = drop ? ws.xd : x;
-  exec.gemm(with(linear_input_grad(p.tokens, p.in, p.out, t, t)), dy, exec.base_weight(p, ws), dx, 1.0f, 1.0f, nullptr);
+  frozen_input_grad_step<T>(exec, p, ws, dy, dx, 1.0f, t);
   // grad_A += gᵀ·dropout(x)  [rank, in];  grad_B += scaling·dyᵀ·h  [out, rank]  (fp32 outputs)
   exec.gemm(with(linear_weight_grad(p.tokens, p.in, p.rank, t, DType::F32)), ws.g, xd, p.grad_a, 1.0f, 1.0f, nullptr);
   exec.gemm(with(linear_weight_grad(p.tokens, p.rank, p.out, t, DType::F32)), dy, ws.h, p.grad_b, p.scaling, 1.0f,
@@ -202,6 +270,9 @@ void lora_backward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorksp
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <vidlora/io/half.hpp>
 
 namespace vidlora::lora::cuda {
 
@@ -263,6 +334,14 @@ __global__ void apply_mask_kernel(const T* src, T* dst, std::int64_t n, const st
   }
 }
 
+// dst[i] = src[i] rounded to nearest even to bf16 or fp16 bits (io/half.hpp's conversions: the host's bits).
+template <bool Bf16>
+__global__ void round_to_16bit_kernel(const float* src, std::uint16_t* dst, std::int64_t n) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    dst[i] = Bf16 ? io::float_to_bf16_bits(src[i]) : io::float_to_fp16_bits(src[i]);
+}
+
 // The executor of lora_forward_steps / lora_backward_steps on one stream.
 struct CudaLoraExec {
   vidlora::cuda::GemmRunner& runner;
@@ -309,6 +388,35 @@ struct CudaLoraExec {
     else
       expand_as<float>(e);
   }
+  // 16-bit base operands: src (float) rounded into dst.
+  void round_operand(const float* src, void* dst, std::int64_t n, vidlora::cuda::DType t) {
+    if (n == 0) return;
+    auto* out = static_cast<std::uint16_t*>(dst);
+    if (t == vidlora::cuda::DType::BF16)
+      round_to_16bit_kernel<true><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(src, out, n);
+    else
+      round_to_16bit_kernel<false><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(src, out, n);
+    VIDLORA_CUDA_CHECK_LAUNCH("round_to_16bit_kernel");
+  }
+  // 16-bit base operands: W in p.base_operands' type in w16 (a 4-bit base decoded straight into it, each value
+  // code·scale rounded once; a dense fp32 base rounded).
+  const void* base_weight_narrow(const LoraLinearParams& p, void* w16) {
+    const bool bf = p.base_operands == vidlora::cuda::DType::BF16;
+    if (p.base == BaseKind::Dense) {
+      round_operand(static_cast<const float*>(p.w), w16, p.out * p.in, p.base_operands);
+    } else if (p.base == BaseKind::NF4) {
+      if (bf)
+        quant::cuda::dequantize_4bit<quant::NF4>(p.qw, static_cast<__nv_bfloat16*>(w16), stream);
+      else
+        quant::cuda::dequantize_4bit<quant::NF4>(p.qw, static_cast<__half*>(w16), stream);
+    } else {
+      if (bf)
+        quant::cuda::dequantize_4bit<quant::FP4>(p.qw, static_cast<__nv_bfloat16*>(w16), stream);
+      else
+        quant::cuda::dequantize_4bit<quant::FP4>(p.qw, static_cast<__half*>(w16), stream);
+    }
+    return w16;
+  }
   template <class T>
   const T* base_weight(const LoraLinearParams& p, const LoraWorkspace<T>& ws) {
     if (p.base == BaseKind::Dense) return static_cast<const T*>(p.w);
@@ -336,6 +444,20 @@ void lora_backward(vidlora::cuda::GemmRunner& gemm, const LoraLinearParams& p, c
                    const T* dy, T* dx, cudaStream_t s = nullptr) {
   detail::CudaLoraExec exec{gemm, s, p.fused_expand, dtype_of<T>(), p.compute};
   lora_backward_steps<T>(exec, p, ws, x, dy, dx, dtype_of<T>());
+}
+
+// A frozen linear without LoRA (a slot the run does not adapt): y [tokens, out] = x·Wᵀ (+ bias), and its input
+// gradient dx [tokens, in] = dy·W, by the steps the LoRA layer's frozen GEMM runs (16-bit operands included). `ws`
+// needs w_dense for a 4-bit base and op16 for narrow operands (lora_workspace_sizes<float> of p).
+inline void frozen_forward(vidlora::cuda::GemmRunner& gemm, const LoraLinearParams& p, const LoraWorkspace<float>& ws,
+                           const float* x, float* y, cudaStream_t s = nullptr) {
+  detail::CudaLoraExec exec{gemm, s, false, vidlora::cuda::DType::F32, p.compute};
+  frozen_forward_step<float>(exec, p, ws, x, y, 0.0f, vidlora::cuda::DType::F32);
+}
+inline void frozen_input_grad(vidlora::cuda::GemmRunner& gemm, const LoraLinearParams& p,
+                              const LoraWorkspace<float>& ws, const float* dy, float* dx, cudaStream_t s = nullptr) {
+  detail::CudaLoraExec exec{gemm, s, false, vidlora::cuda::DType::F32, p.compute};
+  frozen_input_grad_step<float>(exec, p, ws, dy, dx, 0.0f, vidlora::cuda::DType::F32);
 }
 
 }  // namespace vidlora::lora::cuda

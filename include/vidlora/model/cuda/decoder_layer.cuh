@@ -228,6 +228,9 @@ class DecoderLayerExecutor {
 
   bool qk_norm() const { return shape_.qk_norm; }
   bool cached() const { return cache_.k != nullptr; }
+  // The frozen GEMMs' operands (every slot's base, LoRA or not): F32, or BF16 / F16 (lora::cuda::LoraLinearParams::
+  // base_operands: 16-bit tensor cores, fp32 accumulation and outputs; the LoRA pieces stay at the compute above).
+  void set_base_operands(vidlora::cuda::DType t) { base_operands_ = t; }
 
   DeviceTensor copy(const DeviceTensor& x) const { return copy_as(x, "input"); }
   DeviceTensor copy_as(const DeviceTensor& x, std::string_view what) const {
@@ -276,13 +279,12 @@ class DecoderLayerExecutor {
                              "input of " + std::to_string(x.cols) + " columns for a slot of " + std::to_string(p.in));
     p.tokens = x.rows;
     p.compute = compute_;
+    p.base_operands = base_operands_;
     const std::string_view name = kSlotMemoryNames[static_cast<std::size_t>(m)];
     DeviceTensor y = tensor(x.rows, p.out, name);
     if (!lin.has_lora) {
-      DenseBase w = dense_base(p, name);
-      gemm_.run(with_compute(
-                    vidlora::cuda::linear_forward(p.tokens, p.in, p.out, vidlora::cuda::DType::F32, p.bias != nullptr)),
-                x.data(), w.ptr, y.data(), 1.0f, 0.0f, p.bias, stream_);
+      FrozenTemporaries w = frozen_temporaries(p, name);
+      lora::cuda::frozen_forward(gemm_, p, w.ws, x.data(), y.data(), stream_);
       return y;
     }
     // lora::LoraLinear draws a mask only for a training forward with dropout, at step() and then advances it.
@@ -305,6 +307,7 @@ class DecoderLayerExecutor {
     SlotTemporaries tmp = temporaries(st, name, /*g=*/false);
     lora::cuda::lora_forward<float>(gemm_, p, st.ws, x.data(), y.data(), stream_);
     st.ws.xd = st.ws.w_dense = nullptr;
+    st.ws.op16 = nullptr;
     st.ready = true;
     return y;
   }
@@ -319,10 +322,12 @@ class DecoderLayerExecutor {
     const std::string name = std::string(kSlotMemoryNames[static_cast<std::size_t>(m)]);
     if (!lin.has_lora) {
       lora::cuda::LoraLinearParams p = lin.params;
+      p.tokens = dy.rows;
+      p.compute = compute_;
+      p.base_operands = base_operands_;
       DeviceTensor dx = tensor(dy.rows, p.in, name + ".grad");
-      DenseBase w = dense_base(p, name);  // a 4-bit base is dequantized again here, never kept
-      gemm_.run(with_compute(vidlora::cuda::linear_input_grad(dy.rows, p.in, p.out, vidlora::cuda::DType::F32)),
-                dy.data(), w.ptr, dx.data(), 1.0f, 0.0f, nullptr, stream_);
+      FrozenTemporaries w = frozen_temporaries(p, name);  // a 4-bit base is dequantized again here, never kept
+      lora::cuda::frozen_input_grad(gemm_, p, w.ws, dy.data(), dx.data(), stream_);
       return dx;
     }
     vidlora::cuda::check_arg(st.ready && st.params.tokens == dy.rows, "cuda::DecoderLayerExecutor::linear_backward",
@@ -335,6 +340,7 @@ class DecoderLayerExecutor {
     SlotTemporaries tmp = temporaries(st, name, /*g=*/true);  // dropout(x) rebuilt, g, the base dequantized again
     lora::cuda::lora_backward<float>(gemm_, st.params, st.ws, x.data(), dy.data(), dx.data(), stream_);
     st.ws.xd = st.ws.g = st.ws.w_dense = nullptr;
+    st.ws.op16 = nullptr;
     return dx;
   }
 
@@ -406,10 +412,10 @@ class DecoderLayerExecutor {
     lora::cuda::LoraWorkspace<float> ws;
     bool ready = false;
   };
-  // A slot call's temporary workspace pieces (dropout(x), g, a 4-bit base's dense copy), pointed to by st.ws while
-  // the call runs and given back to the allocator when it returns.
+  // A slot call's temporary workspace pieces (dropout(x), g, a 4-bit base's dense copy, the 16-bit operand), pointed
+  // to by st.ws while the call runs and given back to the allocator when it returns.
   struct SlotTemporaries {
-    vidlora::cuda::DeviceBuffer<float> xd, g, w_dense;
+    vidlora::cuda::DeviceBuffer<float> xd, g, w_dense, op16;
   };
   SlotTemporaries temporaries(SlotState& st, std::string_view name, bool with_g) const {
     SlotTemporaries t;
@@ -422,27 +428,27 @@ class DecoderLayerExecutor {
     t.xd = take(st.sizes.xd, ".dropout_input", st.ws.xd);
     if (with_g) t.g = take(st.sizes.g, ".grad_low_rank", st.ws.g);
     t.w_dense = take(st.sizes.w_dense, ".dequantized", st.ws.w_dense);
+    float* op16 = nullptr;
+    t.op16 = take(st.sizes.op16, ".operand_16bit", op16);
+    st.ws.op16 = op16;
     return t;
   }
-  // The frozen weight as a dense fp32 pointer: the weight itself, or a temporary dequantized copy.
-  struct DenseBase {
-    vidlora::cuda::DeviceBuffer<float> storage;
-    const float* ptr = nullptr;
+  // A slot without LoRA: the temporaries of its frozen GEMM (a 4-bit base's dense copy, the 16-bit operand).
+  struct FrozenTemporaries {
+    vidlora::cuda::DeviceBuffer<float> w_dense, op16;
+    lora::cuda::LoraWorkspace<float> ws;
   };
-  DenseBase dense_base(const lora::cuda::LoraLinearParams& p, std::string_view name) const {
-    DenseBase d;
-    if (p.base == lora::cuda::BaseKind::Dense) {
-      d.ptr = static_cast<const float*>(p.w);
-      return d;
-    }
-    d.storage = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, static_cast<std::size_t>(p.out * p.in),
-                                                   tag(std::string(name) + ".dequantized"));
-    if (p.base == lora::cuda::BaseKind::NF4)
-      quant::cuda::dequantize_4bit<quant::NF4>(p.qw, d.storage.data(), stream_);
-    else
-      quant::cuda::dequantize_4bit<quant::FP4>(p.qw, d.storage.data(), stream_);
-    d.ptr = d.storage.data();
-    return d;
+  FrozenTemporaries frozen_temporaries(const lora::cuda::LoraLinearParams& p, std::string_view name) const {
+    FrozenTemporaries t;
+    const lora::cuda::LoraWorkspaceSizes s = lora::cuda::lora_workspace_sizes<float>(p);
+    const std::string n(name);
+    t.w_dense = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, static_cast<std::size_t>(s.w_dense),
+                                                   tag(n + ".dequantized"));
+    t.op16 = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, static_cast<std::size_t>(s.op16),
+                                                tag(n + ".operand_16bit"));
+    t.ws.w_dense = s.w_dense ? t.w_dense.data() : nullptr;
+    t.ws.op16 = s.op16 ? t.op16.data() : nullptr;
+    return t;
   }
 
   // Row r at absolute position first + (r mod seq_len): the kernel's position index r mod seq_len into cos / sin
@@ -507,10 +513,6 @@ class DecoderLayerExecutor {
 
   // The tiled attention's tile products in TF32 when the executor's GEMMs are.
   FlashAttentionOptions flash_options() const { return {compute_ == vidlora::cuda::Compute::TF32, 0}; }
-  vidlora::cuda::GemmProblem with_compute(vidlora::cuda::GemmProblem g) const {
-    g.compute = compute_;
-    return g;
-  }
   std::string tag(std::string_view what) const { return memory_.tag_prefix + std::string(what); }
   DeviceTensor tensor(std::int64_t rows, std::int64_t cols, std::string_view what) const {
     return DeviceTensor(memory_.allocator, rows, cols, tag(what));
@@ -554,6 +556,7 @@ class DecoderLayerExecutor {
   cudaStream_t stream_ = nullptr;
   DecoderLayerMemory memory_;
   vidlora::cuda::Compute compute_ = vidlora::cuda::Compute::F32;
+  vidlora::cuda::DType base_operands_ = vidlora::cuda::DType::F32;
   vidlora::cuda::DeviceBuffer<std::int32_t> positions_, mask_;
   vidlora::cuda::DeviceBuffer<float> cos_, sin_;
   std::array<SlotState, 7> state_{};

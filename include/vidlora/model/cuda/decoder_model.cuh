@@ -164,6 +164,11 @@ class DecoderModel {
   // accumulation, as PyTorch's allow_tf32; cuBLASLt runs fp32 where the GPU has no TF32).
   void set_gemm_compute(vidlora::cuda::Compute c) { compute_ = c; }
   vidlora::cuda::Compute gemm_compute() const { return compute_; }
+  // The blocks' frozen GEMMs (every slot's base, forward and input gradient) on 16-bit operands: BF16 or F16 tensor
+  // cores with fp32 accumulation and outputs (lora::cuda::LoraLinearParams::base_operands), or F32 (the default: at
+  // the compute above). The LoRA pieces and the LM head keep that compute.
+  void set_base_operands(vidlora::cuda::DType t) { base_operands_ = t; }
+  vidlora::cuda::DType base_operands() const { return base_operands_; }
   bool offload_checkpoints() const { return options_.offload_checkpoints; }
   // Keep every block's saved activations but the last's in bf16 between its forward and its backward (without
   // checkpointing; DecoderStepOptions::pack_saved): half their memory; the loss is the same bits, the gradients
@@ -331,6 +336,7 @@ class DecoderModel {
       const LayerKvCache view{cache.k_[l].data(), cache.v_[l].data(), cache.capacity_, past};
       DecoderLayerExecutor exec(gemm_, layers_[l]->weights, shape, view, stream_,
                                 DecoderLayerMemory{allocator_, "layers." + std::to_string(l) + "."}, compute_);
+      exec.set_base_operands(base_operands_);
       DecoderLayerExecutor::saved_type scratch;
       h = decoder_layer_forward_steps(exec, l == 0 ? embeds : h, scratch);
     }
@@ -384,6 +390,7 @@ class DecoderModel {
         layers_[l] = std::make_unique<DecoderLayerExecutor>(
             model_.gemm_, model_.layers_[l]->weights, shape_, key_mask_, training_, model_.stream_,
             DecoderLayerMemory{model_.allocator_, "layers." + std::to_string(l) + "."}, model_.compute_);
+      layers_[l]->set_base_operands(model_.base_operands_);
       return *layers_[l];
     }
     void release_layer(std::size_t l) { layers_[l].reset(); }
@@ -601,6 +608,7 @@ class DecoderModel {
   vidlora::cuda::CudaCachingAllocator* allocator_ = nullptr;  // outlives every buffer below
   DecoderStepOptions options_;
   vidlora::cuda::Compute compute_ = vidlora::cuda::Compute::F32;
+  vidlora::cuda::DType base_operands_ = vidlora::cuda::DType::F32;
   MemoryStats last_step_memory_{};
   vidlora::cuda::DeviceBuffer<float> final_norm_, head_;
   std::vector<std::unique_ptr<Layer>> layers_;

@@ -122,12 +122,14 @@ inline void check_gemv(const DequantGemvParams& p) {
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 namespace vidlora::quant::cuda {
 
 namespace detail {
 VIDLORA_DEVICE inline void store(float* p, float v) { *p = v; }
 VIDLORA_DEVICE inline void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+VIDLORA_DEVICE inline void store(__half* p, float v) { *p = __float2half_rn(v); }
 
 __device__ inline void stage_tables(const DecodeTables& t, float* code, float* map) {
   for (int i = threadIdx.x; i < 256; i += blockDim.x) {
@@ -137,7 +139,7 @@ __device__ inline void stage_tables(const DecodeTables& t, float* code, float* m
   __syncthreads();
 }
 
-// The packed unit whose decoded values fill one 16-byte store: 2 bytes (4 floats) or 4 bytes (8 bf16).
+// The packed unit whose decoded values fill one 16-byte store: 2 bytes (4 floats) or 4 bytes (8 bf16 or fp16).
 template <class Out>
 using PackedUnit = std::conditional_t<sizeof(Out) == 4, std::uint16_t, std::uint32_t>;
 
@@ -260,7 +262,8 @@ __global__ void dequant_gemv_kernel(DequantGemvParams p, DecodeTables t, bool ve
 }
 }  // namespace detail
 
-// out[0, numel) = dequantized q (device pointers). Out: float or __nv_bfloat16.
+// out[0, numel) = dequantized q (device pointers). Out: float, __nv_bfloat16 or __half (each value code·scale in
+// fp32, rounded once to nearest even).
 template <QuantFormat Format, class Out>
 void dequantize_4bit(const Quantized4bitView& q, Out* out, cudaStream_t stream = nullptr) {
   check_view(q, "dequantize_4bit");

@@ -121,6 +121,10 @@ class DecoderStep<backend::Cuda, Decoder> {
     prepare();
     model::cuda::DecoderModel& dev = device_->model;
     dev.set_gemm_compute(settings_.tf32 ? vidlora::cuda::Compute::TF32 : vidlora::cuda::Compute::F32);
+    using B = DecoderStepSettings::BaseOperands;
+    dev.set_base_operands(settings_.base_operands == B::BF16  ? vidlora::cuda::DType::BF16
+                          : settings_.base_operands == B::F16 ? vidlora::cuda::DType::F16
+                                                              : vidlora::cuda::DType::F32);
     return dev;
   }
 
@@ -153,6 +157,7 @@ class DecoderStep<backend::Cuda, Decoder> {
     o.ignore_index = ce.ignore_index;
     o.sum_reduction = ce.reduction == loss::Reduction::Sum;
     o.total_valid_tokens = ce.total_valid_tokens;
+    o.grad_factor = ce.grad_factor;  // the loss scale of an fp16 run (GradScaler): the gradients carry it
 
     dev.set_gradient_checkpointing(decoder_.gradient_checkpointing());  // the preset's, through DecoderOptions
     dev.set_offload_checkpoints(settings_.offload_checkpoints);

@@ -1,0 +1,259 @@
+// The Trainer's dynamic loss scaling (TrainerConfig::loss_scaler, optim::GradScaler): a power-of-two scale leaves
+// every step's bits as they are without it, the scale grows and resumes on torch's schedule, overflowing gradients
+// skip their step and halve the scale, and a NaN loss backs the scale off as torch's scaler does.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <fixtures.hpp>
+#include <vidlora/model/random_weights.hpp>
+#include <vidlora/train/trainer.hpp>
+
+#include "tiny_captioning.hpp"
+
+using namespace vidlora;
+
+namespace {
+
+namespace tiny = test::tiny;
+
+// The trainer tests' two stages (4 steps an epoch on 16 clips), with LoRA dropout.
+TrainerConfig scaling_config(const std::filesystem::path& out) {
+  TrainerConfig c = tiny::two_stage_config(out);
+  c.lora_dropout = 0.1;
+  return c;
+}
+
+// The records of one type in a run's train_log.jsonl, in order.
+std::vector<nlohmann::json> log_records(const std::filesystem::path& out, const std::string& type) {
+  std::ifstream in(out / "train_log.jsonl");
+  REQUIRE(in.good());
+  std::vector<nlohmann::json> records;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.value("type", "") == type) records.push_back(std::move(j));
+  }
+  return records;
+}
+
+struct ScaledRun {
+  std::vector<double> losses;
+  Matrix lora_b, projector_w;
+  train::TrainResult result;
+};
+
+ScaledRun scaled_run(const TrainerConfig& c, bool resume = false) {
+  auto trainer = tiny::make_trainer(c);
+  ScaledRun r;
+  r.result = trainer.train(tiny::clips(16), tiny::clips(4, 16), resume);
+  r.losses = r.result.losses;
+  r.lora_b = trainer.decoder().slot(1, "v_proj").lora().lora_B();
+  r.projector_w = trainer.projector().linear_2().weight();
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("a loss-scaled run is the unscaled run bit for bit while its scale grows on torch's schedule",
+          "[trainer][loss_scaling]") {
+  test::TempDir a("scaling_plain"), b("scaling_scaled");
+  auto plain = scaling_config(a.path);
+  REQUIRE_FALSE(plain.loss_scaler.enabled);  // the Cpu preset is fp32: no scaling unless asked
+  const ScaledRun unscaled = scaled_run(plain);
+  auto config = scaling_config(b.path);
+  config.loss_scaler = {.init_scale = 65536.0, .growth_interval = 3, .enabled = true};
+  const ScaledRun scaled = scaled_run(config);
+  REQUIRE(scaled.losses.size() == 16);  // 4 steps per epoch, 2 + 2 epochs
+  CHECK(scaled.result.skipped_overflow_steps == 0);
+  for (std::size_t i = 0; i < scaled.losses.size(); ++i) {
+    INFO("step " << i + 1);
+    CHECK(scaled.losses[i] == unscaled.losses[i]);
+  }
+  CHECK(scaled.lora_b == unscaled.lora_b);
+  CHECK(scaled.projector_w == unscaled.projector_w);
+  CHECK(scaled.lora_b.norm() > 0.0f);
+  // The scale after step k's update: ×2 after every 3 clean steps (tracker reset), as torch's _amp_update_scale_.
+  const auto steps = log_records(b.path, "step");
+  REQUIRE(steps.size() == 16);
+  for (std::size_t k = 0; k < steps.size(); ++k) {
+    INFO("step " << k + 1);
+    CHECK(steps[k].at("loss_scale").get<double>() == 65536.0 * std::pow(2.0, static_cast<double>((k + 1) / 3)));
+  }
+  CHECK_FALSE(log_records(a.path, "step").front().contains("loss_scale"));
+}
+
+TEST_CASE("a resumed loss-scaled run continues its scale and growth tracker exactly", "[trainer][loss_scaling]") {
+  test::TempDir a("scaling_straight"), b("scaling_resumed");
+  auto config = scaling_config(a.path);
+  config.loss_scaler = {.init_scale = 1024.0, .growth_interval = 3, .enabled = true};
+  const ScaledRun straight = scaled_run(config);
+  config.output_dir = b.path;
+  std::vector<double> resumed;
+  for (long stop : {4L, 5L}) {  // stop after steps 4 and 9: the tracker at 1 and 0 (growth at step 9)
+    config.max_steps_this_run = stop;
+    const ScaledRun part = scaled_run(config, /*resume=*/stop != 4);
+    CHECK(part.result.status == train::TrainStatus::Interrupted);
+    resumed.insert(resumed.end(), part.losses.begin(), part.losses.end());
+  }
+  config.max_steps_this_run = 0;
+  const ScaledRun last = scaled_run(config, true);
+  resumed.insert(resumed.end(), last.losses.begin(), last.losses.end());
+  REQUIRE(resumed.size() == straight.losses.size());
+  for (std::size_t i = 0; i < resumed.size(); ++i) {
+    INFO("step " << i + 1);
+    CHECK(resumed[i] == straight.losses[i]);
+  }
+  CHECK(last.lora_b == straight.lora_b);
+  // The resumed log's scales continue: step k's scale is 1024 · 2^(k / 3) in both.
+  const auto steps = log_records(b.path, "step");
+  REQUIRE(steps.size() == 16);
+  for (std::size_t k = 0; k < steps.size(); ++k) {
+    INFO("step " << k + 1);
+    CHECK(steps[k].at("loss_scale").get<double>() == 1024.0 * std::pow(2.0, static_cast<double>((k + 1) / 3)));
+  }
+  // The checkpoint holds the scaler's state under torch's keys.
+  const auto ckpt = io::SafetensorsFile::open(b.path / "checkpoints" / "last.safetensors");
+  const auto state = nlohmann::json::parse(ckpt.metadata().at("trainer_state"));
+  CHECK(state.at("grad_scaler").at("scale").get<double>() == 1024.0 * 32.0);  // 16 steps: 5 growths
+  CHECK(state.at("grad_scaler").at("_growth_tracker").get<long>() == 1);
+  CHECK(state.at("grad_scaler").at("growth_interval").get<long>() == 3);
+}
+
+// The tiny model with its final norm's weight × 1e6: logits (and the loss) a million times larger, and every gradient
+// with them, so that a loss scale near float's largest power of two overflows them, as fp16's range does at 2^16.
+tiny::Trainer<> loud_trainer(const TrainerConfig& c) {
+  auto weights = model::random_decoder_weights(tiny::decoder_config(), 3);
+  std::vector<float> norm = weights.read_float("model.norm.weight");
+  for (float& w : norm) w *= 1e6f;
+  weights.insert("model.norm.weight", {static_cast<std::int64_t>(norm.size())}, norm);
+  return tiny::Trainer<>(
+      c, tiny::decoder_config(), weights, model::Mlp2xGelu(tiny::kVision, tiny::kHidden, 11), tiny::codec(),
+      [](const train::Clip& clip) { return tiny::features(clip); }, comm::Single{});
+}
+
+TEST_CASE("gradients that overflow at the loss scale skip their steps and halve it until they fit",
+          "[trainer][loss_scaling]") {
+  test::TempDir tmp("scaling_overflow");
+  auto config = scaling_config(tmp.path);
+  // The first step's gradient norm G without scaling. A scale s overflows some gradient element when s·max|g| > FLT_MAX,
+  // and max|g| >= G / sqrt(n) for n gradient elements (n < 2^14 here): s = 2^12 · FLT_MAX / G overflows at least
+  // 12 - 7 = 5 halvings in a row, more than max_nan_in_a_row (3), which an overflow must not count against.
+  double first_norm = 0.0;
+  {
+    test::TempDir probe("scaling_probe");
+    auto c = config;
+    c.output_dir = probe.path;
+    c.max_steps_this_run = 1;
+    auto t = loud_trainer(c);
+    (void)t.train(tiny::clips(16), tiny::clips(4, 16));
+    first_norm = log_records(probe.path, "step").at(0).at("grad_norm").get<double>();
+  }
+  REQUIRE(first_norm > 1e3);
+  const int top = static_cast<int>(std::floor(std::log2(std::numeric_limits<float>::max() / first_norm))) + 12;
+  REQUIRE(top <= 127);
+  config.loss_scaler = {.init_scale = std::ldexp(1.0, top), .enabled = true};
+  auto trainer = loud_trainer(config);
+  const Matrix w0 = trainer.projector().linear_2().weight();
+  const auto r = trainer.train(tiny::clips(16), tiny::clips(4, 16));
+  CHECK(r.status == train::TrainStatus::Finished);
+  CHECK(r.skipped_nan_steps == 0);
+  const long skips = r.skipped_overflow_steps;
+  REQUIRE(skips < 16);
+  // Every step is one record, an overflow_skip or a step; replayed, each shows the scale torch's rules give: halved by
+  // each skip, unchanged by a clean step (growth_interval 2000). A later batch may overflow again.
+  const auto overflows = log_records(tmp.path, "overflow_skip");
+  const auto steps = log_records(tmp.path, "step");
+  CHECK(static_cast<long>(overflows.size()) == skips);
+  REQUIRE(overflows.size() + steps.size() == 16);
+  std::vector<const nlohmann::json*> by_step(16, nullptr);
+  for (const auto* list : {&overflows, &steps})
+    for (const auto& rec : *list) by_step.at(rec.at("step").get<std::size_t>() - 1) = &rec;
+  // The learning rate of a stage's step is its scheduler's at the number of steps the stage has taken: a skipped step
+  // does not advance the schedule (accelerate's rule under fp16), so a skip repeats the rate of the step after it.
+  const auto stage_lr = [&config](std::size_t stage, long position) {
+    const StageSettings& st = config.stages[stage];
+    const long total = static_cast<long>(st.epochs) * 4;  // 16 clips, 4 per step
+    const schedule::Scheduler<presets::Cpu::lr_policy> sched(
+        {.base_lr = st.learning_rate,
+         .warmup_steps = schedule::warmup_steps_for(st.warmup_ratio, total),
+         .total_steps = total});
+    return sched.lr(position);
+  };
+  double scale = std::ldexp(1.0, top);
+  long leading = 0;  // the skips before the first clean step
+  bool clean_seen = false;
+  long position = 0;  // the schedule's position in the current stage
+  for (std::size_t k = 0; k < by_step.size(); ++k) {
+    INFO("step " << k + 1);
+    REQUIRE(by_step[k] != nullptr);
+    const bool skipped = by_step[k]->at("type") == "overflow_skip";
+    if (skipped) scale /= 2.0;
+    clean_seen = clean_seen || !skipped;
+    if (!clean_seen) ++leading;
+    CHECK(by_step[k]->at("loss_scale").get<double>() == scale);
+    CHECK(std::isfinite(r.losses[k]));  // the loss itself was finite either way
+    if (k == 8) position = 0;           // stage 2 starts at step 9
+    CHECK(by_step[k]->at("lr").get<double>() == stage_lr(k < 8 ? 0 : 1, position));
+    if (!skipped) ++position;
+  }
+  CHECK(leading > config.max_nan_in_a_row);  // an overflow is not a NaN step: the run went on
+  CHECK(trainer.projector().linear_2().weight() != w0);
+
+  // Stopped right after the skipped steps: nothing moved, and the optimizer never stepped.
+  test::TempDir only("scaling_overflow_only");
+  config.output_dir = only.path;
+  config.max_steps_this_run = leading;
+  auto stopped = loud_trainer(config);
+  (void)stopped.train(tiny::clips(16), tiny::clips(4, 16));
+  CHECK(stopped.projector().linear_2().weight() == w0);
+  const auto ckpt = io::SafetensorsFile::open(only.path / "checkpoints" / "last.safetensors");
+  const auto state = nlohmann::json::parse(ckpt.metadata().at("trainer_state"));
+  CHECK(state.at("adam_steps").get<long>() == 0);
+  CHECK(state.at("global_step").get<long>() == leading);
+  CHECK(state.at("grad_scaler").at("scale").get<double>() == std::ldexp(1.0, top - static_cast<int>(leading)));
+}
+
+TEST_CASE("a NaN loss under loss scaling is a NaN step that also halves the scale", "[trainer][loss_scaling]") {
+  test::TempDir tmp("scaling_nan");
+  auto config = scaling_config(tmp.path);
+  config.batch_size = 1;
+  config.gradient_accumulation_steps = 1;
+  config.stages[0].epochs = 1;
+  config.stages[1].epochs = 1;
+  config.loss_scaler = {.enabled = true};
+  auto trainer = tiny::make_trainer(config, [](const train::Clip& c) {
+    Matrix f = tiny::features(c);
+    if (c.id == "clip_003") f(0, 0) = std::nanf("");
+    return f;
+  });
+  const auto r = trainer.train(tiny::clips(6), tiny::clips(2, 6));
+  CHECK(r.status == train::TrainStatus::Finished);
+  CHECK(r.skipped_nan_steps == 2);  // clip_003 once per epoch
+  CHECK(r.skipped_overflow_steps == 0);
+  CHECK(log_records(tmp.path, "step").back().at("loss_scale").get<double>() == 65536.0 / 4.0);
+}
+
+TEST_CASE("resuming across loss scaling on and off says what it does with the saved scale", "[trainer][loss_scaling]") {
+  test::TempDir tmp("scaling_switch");
+  auto config = scaling_config(tmp.path);
+  config.max_steps_this_run = 2;
+  (void)scaled_run(config);  // no scaling
+  std::ostringstream said;
+  config.progress = &said;
+  config.progress_newlines = true;
+  config.loss_scaler = {.init_scale = 256.0, .enabled = true};
+  (void)scaled_run(config, true);
+  CHECK_THAT(said.str(), Catch::Contains("holds no loss-scaler state") && Catch::Contains("starting at scale 256"));
+  said.str("");
+  config.loss_scaler.enabled = false;
+  (void)scaled_run(config, true);
+  CHECK_THAT(said.str(), Catch::Contains("loss scale (256) is not used"));
+}
