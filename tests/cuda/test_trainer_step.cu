@@ -178,6 +178,26 @@ TEST_CASE(
   CHECK(tail.tensors.projector == gpu.tensors.projector);
 }
 
+TEST_CASE("without batch_invariant the device step accumulates its micro-batches' LoRA gradients in float32",
+          "[trainer][cuda]") {
+  // The other half of DecoderStep<Cuda>'s step bracket: micro-batches of two clips, the gradients kept on the device
+  // across them and added to the host's once per step (the test above covers the float64 per-clip sums).
+  TrainerConfig c = trainer_step_config("float32_sums");
+  c.batch_invariant = false;
+  c.gradient_accumulation_steps = 2;  // two micro-batches a step
+  const TrainerStepRun cpu = run_tiny_on<backend::Cpu>(c);
+  fs::remove_all(c.output_dir);
+  const TrainerStepRun gpu = run_tiny_on<backend::Cuda>(c);
+  fs::remove_all(c.output_dir);
+  REQUIRE(gpu.losses.size() == cpu.losses.size());
+  for (std::size_t s = 0; s < cpu.losses.size(); ++s) {
+    INFO("step " << s + 1 << ": cpu " << cpu.losses[s] << ", gpu " << gpu.losses[s]);
+    CHECK(std::fabs(gpu.losses[s] - cpu.losses[s]) <= 1e-4 * std::fabs(cpu.losses[s]));
+  }
+  CHECK(cuda_test::normwise_error(gpu.tensors.lora, cpu.tensors.lora) <= 1e-4);
+  CHECK(cuda_test::normwise_error(gpu.tensors.projector, cpu.tensors.projector) <= 1e-4);
+}
+
 TEST_CASE("in bf16 and in fp16 with loss scaling the device run's losses stay within 1e-2 of the fp32 CPU run's",
           "[trainer][cuda]") {
   // Issue 14's half-precision gate, at the precisions train_captioner runs: "bf16" (the frozen GEMMs on bf16 operands,

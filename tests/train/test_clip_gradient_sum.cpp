@@ -2,6 +2,7 @@
 // clips are ordered, grouped into ranks and cut into buckets; float32 sums of the same addends do not.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
@@ -138,4 +139,31 @@ TEST_CASE("ClipGradientSum on one rank reduces nothing and refuses buckets that 
   CHECK_THROWS_WITH(s.all_reduce_sum(two, "test", 4), Catch::Contains("bucket_bytes 4 holds no double"));
   s.store();
   CHECK(t.joined() == std::vector<float>(12, 0.5f));
+}
+
+TEST_CASE("a tensor summed elsewhere (a device step's) is left to its owner, who adds into sums_of", "[train]") {
+  // Tensor b is external: take() neither reads nor zeroes it; its owner adds its own float64 sums through sums_of,
+  // and store() rounds both: the same bits as taking every clip here.
+  const auto g = clip_gradients(12);
+  const std::vector<float> all_here = one_rank(g, {0, 1, 2, 3});
+  Tensors t;
+  train::ClipGradientSum s;
+  s.reset(t.spans(), [&t](std::span<float> x) { return x.data() == t.b.data(); });
+  std::vector<double> device(5, 0.0);  // the owner's sums of b
+  for (int c : {0, 1, 2, 3}) {
+    t.fill(g[static_cast<std::size_t>(c)]);
+    for (std::size_t i = 0; i < 5; ++i) device[i] += static_cast<double>(t.b[i]);
+    s.take();
+    CHECK(t.a == std::vector<float>(7, 0.0f));
+    CHECK(t.b == std::vector<float>(g[static_cast<std::size_t>(c)].begin() + 7, g[static_cast<std::size_t>(c)].end()));
+  }
+  std::span<double> b_sums = s.sums_of(t.b.data());
+  REQUIRE(b_sums.size() == 5);
+  CHECK(std::all_of(b_sums.begin(), b_sums.end(), [](double v) { return v == 0.0; }));
+  for (std::size_t i = 0; i < 5; ++i) b_sums[i] += device[i];
+  s.store();
+  CHECK(same_bits(t.joined(), all_here));
+  CHECK(s.sums_of(t.a.data()).size() == 7);
+  const float elsewhere = 0.0f;
+  CHECK(s.sums_of(&elsewhere).empty());  // not one of its tensors
 }

@@ -12,9 +12,14 @@
 // of the largest addend, which the rounding to float32 nearly always hides. A float32 sum instead rounds at
 // every addition, and AdamW's m / sqrt(v) turns those roundings on near-zero gradient elements into
 // learning-rate-sized parameter differences (docs/distributed.md).
+//
+// A tensor may be summed elsewhere: a device decoder step (DecoderStep<Cuda>) keeps its LoRA gradients on the device
+// and sums each clip's there in float64, then adds its sums into sums_of(tensor) once per step. reset() is told which
+// tensors those are (`external`), and take() leaves them alone.
 
 #include <algorithm>
 #include <cstddef>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -31,21 +36,41 @@ namespace vidlora::train {
 class ClipGradientSum {
  public:
   // tensors: the float32 gradients the backward pass accumulates into, each contiguous, in the same order on
-  // every rank. The sums start at zero.
-  void reset(std::vector<std::span<float>> tensors) {
+  // every rank. The sums start at zero. external(t): t's sums are added by someone else (sums_of), not taken here.
+  void reset(std::vector<std::span<float>> tensors, const std::function<bool(std::span<float>)>& external = {}) {
     tensors_ = std::move(tensors);
+    external_.assign(tensors_.size(), false);
     std::size_t total = 0;
-    for (const auto& t : tensors_) total += t.size();
+    for (std::size_t i = 0; i < tensors_.size(); ++i) {
+      total += tensors_[i].size();
+      if (external) external_[i] = external(tensors_[i]);
+    }
     sums_.assign(total, 0.0);
+  }
+
+  // The float64 sums of the tensor whose storage starts at `data` (to add a step's sums into), or an empty span
+  // when this sum does not hold it.
+  std::span<double> sums_of(const float* data) {
+    std::size_t offset = 0;
+    for (const auto& t : tensors_) {
+      if (t.data() == data) return std::span<double>(sums_).subspan(offset, t.size());
+      offset += t.size();
+    }
+    return {};
   }
 
   std::size_t elements() const { return sums_.size(); }
 
   // sums += tensors (in float64); tensors = 0.
+  // External tensors are skipped.
   void take() {
     double* s = sums_.data();
-    for (const auto& t : tensors_) {
-      for (float& g : t) {
+    for (std::size_t i = 0; i < tensors_.size(); ++i) {
+      if (external_[i]) {
+        s += tensors_[i].size();
+        continue;
+      }
+      for (float& g : tensors_[i]) {
         *s++ += static_cast<double>(g);
         g = 0.0f;
       }
@@ -75,7 +100,8 @@ class ClipGradientSum {
 
  private:
   std::vector<std::span<float>> tensors_;
-  std::vector<double> sums_;  // the tensors concatenated, in their order
+  std::vector<bool> external_;  // summed elsewhere (sums_of), not by take()
+  std::vector<double> sums_;    // the tensors concatenated, in their order
 };
 
 }  // namespace vidlora::train

@@ -12,6 +12,12 @@
 // counters; a step is built on the decoder and the run's TrainableTensors, whose values_version() moves whenever
 // the values may have changed (an optimizer step, a checkpoint, best-parameter or adapter load), so a step that
 // keeps a copy of them refreshes it before its next call.
+//
+// A training step brackets its micro-batches with begin_step(per_clip) and finish_step(sums): a step that keeps the
+// LoRA gradients where it computes them (the device's) sums them there — each clip's in float64 when per_clip
+// (TrainerConfig::batch_invariant: it then says sums_on_device for those tensors, and finish_step adds its sums into
+// the ClipGradientSum), else in float32 — and hands them to the host once, at finish_step. Outside such a bracket
+// each call adds its LoRA gradients to the host's, as the CPU step does.
 
 #include <concepts>
 #include <cstddef>
@@ -28,6 +34,7 @@
 #include <vidlora/model/decoder.hpp>
 #include <vidlora/model/generation.hpp>
 #include <vidlora/model/sequence_batch.hpp>
+#include <vidlora/train/clip_gradient_sum.hpp>
 #include <vidlora/train/trainable_tensors.hpp>
 
 namespace vidlora::train {
@@ -83,6 +90,10 @@ class DecoderStep<backend::Cpu, Decoder> {
   }
   // Host memory is not tracked: nothing to report.
   std::optional<MemoryStats> take_step_memory() { return std::nullopt; }
+  // The gradients are the host's already: the ClipGradientSum takes them, nothing to hand over.
+  void begin_step(bool /*per_clip*/) {}
+  bool sums_on_device(const float* /*grad*/) const { return false; }
+  void finish_step(ClipGradientSum* /*sums*/) {}
 
   // The evaluation's loss: Decoder::forward without dropout, then the LM-head cross-entropy on next-token targets.
   EvalLoss eval_loss(const Matrix& embeds, const model::SequenceBatch& batch, std::span<const int> labels,
@@ -110,6 +121,10 @@ concept DecoderStepPolicy = backend::Backend<typename S::backend_type> &&
   { s.loss_and_backward(embeds, batch, labels, ce) } -> std::same_as<model::DecoderLossResultOf<float>>;
   // the device memory of the calls since the previous take (peaks over them), or nullopt when not tracked
   { s.take_step_memory() } -> std::same_as<std::optional<MemoryStats>>;
+  // a training step's bracket (above): where its per-clip sums are taken, and its gradients handed to the host
+  s.begin_step(true);
+  { s.sums_on_device(static_cast<const float*>(nullptr)) } -> std::same_as<bool>;
+  s.finish_step(static_cast<ClipGradientSum*>(nullptr));
   { s.eval_loss(embeds, batch, labels, ce) } -> std::same_as<EvalLoss>;
   { s.generate(embeds, model::GenerationOptions{}) } -> std::same_as<model::GenerationResult>;
 };

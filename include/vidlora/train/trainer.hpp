@@ -540,7 +540,10 @@ class Trainer {
     std::string nonfinite_error;
     const auto params = stage_params(static_cast<std::size_t>(stage));
     ClipGradientSum clip_sums;
-    if (per_clip) clip_sums.reset(tensors_.gradient_storage(params));
+    decoder_step_.begin_step(per_clip);  // a device step keeps its LoRA gradients there until finish_step
+    if (per_clip)
+      clip_sums.reset(tensors_.gradient_storage(params),
+                      [this](std::span<float> g) { return decoder_step_.sums_on_device(g.data()); });
     const std::size_t micro = per_clip ? 1 : static_cast<std::size_t>(config_.batch_size);
     double step_flops = 0.0;  // 4·N + 6·L·d·T per sequence position this rank ran (train/lora_mfu.hpp)
     try {
@@ -572,6 +575,7 @@ class Trainer {
         projector_.backward(model::gather_rows<float>(res.grad_embeds, batch.visual_rows));
         if (per_clip) clip_sums.take();
       }
+      decoder_step_.finish_step(per_clip ? &clip_sums : nullptr);  // the device's gradients to the host, once
     } catch (const Error& e) {  // the loss refuses NaN/Inf logits: same as a NaN loss
       nonfinite_error = e.what();
       loss = std::nan("");

@@ -2,9 +2,11 @@
 // DecoderStep<backend::Cuda, Decoder>: the Trainer's decoder step on the device (train/decoder_step.hpp is the
 // seam). A model::cuda::DecoderModel built from export_decoder_weights(decoder) at the first step holds the frozen
 // weights, the LoRA factors and their gradients on the device; per micro-batch it uploads the collated embeddings,
-// runs loss_and_backward (fp32), downloads d loss / d embeds for the projector's backward and adds the device LoRA
-// gradients to the CPU decoder's grad_A / grad_B, so gradient sums, clipping, AdamW, checkpoints and adapters run
-// as in the CPU build. The CPU decoder keeps the master LoRA values and the dropout counters: its layers' steps go
+// runs loss_and_backward, downloads d loss / d embeds for the projector's backward, and keeps the LoRA gradients on
+// the device for the whole training step (begin_step / finish_step, train/decoder_step.hpp): summed there, each clip's
+// in float64 when the Trainer sums clip by clip (batch_invariant), and handed to the host once, at finish_step — into
+// the step's ClipGradientSum, or added to the CPU decoder's grad_A / grad_B — so clipping, AdamW, checkpoints and
+// adapters run as in the CPU build. Outside that bracket each call adds its gradients to grad_A / grad_B. The CPU decoder keeps the master LoRA values and the dropout counters: its layers' steps go
 // to the device before each call and come back after it (the same masks, lora::dropout_stream), and LoRA values
 // the CPU changed are uploaded before the next call (when the run's TrainableTensors::values_version() moved). Gradient checkpointing follows the CPU
 // decoder's setting (the preset's gradient_checkpointing, through DecoderOptions) at every call. The evaluation runs
@@ -29,6 +31,8 @@
 #include <vidlora/core/backend.hpp>
 #include <vidlora/core/caching_allocator.hpp>
 #include <vidlora/core/cuda/cuda_upstream.cuh>
+#include <vidlora/core/cuda/launch.cuh>
+#include <vidlora/core/cuda/status.cuh>
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/core/memory_stats.hpp>
@@ -42,6 +46,25 @@
 #include <vidlora/train/decoder_step.hpp>
 
 namespace vidlora::train {
+
+namespace detail {
+template <class = void>  // a template: header kernels get one definition across TUs
+__global__ void take_into_float64_kernel(float* g, double* sum, std::int64_t n, bool first) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    sum[i] = (first ? 0.0 : sum[i]) + static_cast<double>(g[i]);
+    g[i] = 0.0f;
+  }
+}
+}  // namespace detail
+
+// sum (first: =) += g in float64, then g = 0: one clip's gradient into the step's sums (ClipGradientSum::take on the
+// device; each element on its own, so the order of the clips is the only order).
+inline void take_into_float64(float* g, double* sum, std::int64_t n, bool first, cudaStream_t stream) {
+  if (n == 0) return;
+  detail::take_into_float64_kernel<><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(g, sum, n, first);
+  VIDLORA_CUDA_CHECK_LAUNCH("take_into_float64_kernel");
+}
 
 template <class Decoder>
 class DecoderStep<backend::Cuda, Decoder> {
@@ -85,6 +108,30 @@ class DecoderStep<backend::Cuda, Decoder> {
       model::cuda::CachedDecoder<Decoder> cached(prepared(), decoder_);
       return model::generate(cached, prompt_embeds, options);
     });
+  }
+
+  // A training step's bracket (train/decoder_step.hpp): its first call zeroes the device gradients; with per_clip each
+  // call's gradients go into float64 sums on the device (and are zeroed for the next clip); finish_step hands them
+  // over once: the sums into `sums` (ClipGradientSum::sums_of each LoRA gradient it holds: none in stage 1, where
+  // LoRA is not trained, so nothing is copied), else the float32 gradients added to grad_A / grad_B.
+  void begin_step(bool per_clip) {
+    in_step_ = true;
+    per_clip_ = per_clip;
+    step_calls_ = 0;
+  }
+  // The LoRA gradients this step sums on the device itself (per_clip): the ClipGradientSum leaves them to it.
+  bool sums_on_device(const float* grad) const {
+    if (!in_step_ || !per_clip_) return false;
+    bool found = false;
+    decoder_.for_each_lora(
+        [&](const std::string&, auto& l) { found = found || l.grad_A().data() == grad || l.grad_B().data() == grad; });
+    return found;
+  }
+  void finish_step(ClipGradientSum* sums) {
+    if (!in_step_) return;
+    in_step_ = false;
+    if (step_calls_ == 0) return;
+    guarded("step", [&] { hand_over(sums); });
   }
 
   // The device allocator over the calls since the previous take: the last call's state, the peaks of all.
@@ -163,9 +210,13 @@ class DecoderStep<backend::Cuda, Decoder> {
     dev.set_offload_checkpoints(settings_.offload_checkpoints);
     dev.set_pack_saved(settings_.pack_saved);
     dev.set_dropout_steps(lora_dropout_steps());
-    dev.zero_grad();
+    if (!in_step_ || step_calls_ == 0) dev.zero_grad();  // a step's gradients accumulate from its first call
     auto r = dev.loss_and_backward(x, b, std::vector<int>(labels.begin(), labels.end()), o);
-    add_lora_grads();
+    if (!in_step_)
+      add_lora_grads();
+    else if (per_clip_)
+      take_clip_gradients(step_calls_ == 0);
+    ++step_calls_;
     set_lora_dropout_steps(dev.dropout_steps());
     step_memory_ = step_memory_ ? combine_intervals(*step_memory_, r.memory) : r.memory;
 
@@ -225,7 +276,49 @@ class DecoderStep<backend::Cuda, Decoder> {
         cudaMemcpy(t.value, m.data(), static_cast<std::size_t>(t.size) * sizeof(float), cudaMemcpyHostToDevice));
   }
 
-  // grad_A / grad_B += the device gradients of this call.
+  // per_clip: sums (first: =) += the device gradients in float64, then the gradients = 0 for the next clip.
+  void take_clip_gradients(bool first) {
+    const auto& tensors = device_->model.lora_tensors();
+    if (sums_.size() != tensors.size()) {
+      sums_.clear();
+      for (const auto& t : tensors)
+        sums_.emplace_back(&device_->allocator, static_cast<std::size_t>(t.size), "lora_grad_sums." + t.name);
+    }
+    for (std::size_t i = 0; i < tensors.size(); ++i)
+      take_into_float64(tensors[i].grad, sums_[i].data(), tensors[i].size, first, device_->model.stream());
+  }
+
+  // finish_step: the step's gradients to the host, once.
+  void hand_over(ClipGradientSum* sums) {
+    VIDLORA_CUDA_CHECK(cudaStreamSynchronize(device_->model.stream()));
+    if (!per_clip_) return add_lora_grads();
+    const auto& tensors = device_->model.lora_tensors();
+    std::size_t i = 0;
+    const auto hand = [&](Matrix& g) {
+      const auto& t = tensors[i];
+      std::span<double> into = sums ? sums->sums_of(g.data()) : std::span<double>{};
+      if (sums && into.empty()) {  // a gradient the step does not train (stage 1's LoRA): not copied
+        ++i;
+        return;
+      }
+      host_sums_.resize(static_cast<std::size_t>(t.size));
+      VIDLORA_CUDA_CHECK(
+          cudaMemcpy(host_sums_.data(), sums_[i].data(), host_sums_.size() * sizeof(double), cudaMemcpyDeviceToHost));
+      if (sums) {
+        for (std::size_t k = 0; k < host_sums_.size(); ++k) into[k] += host_sums_[k];
+      } else {  // no ClipGradientSum: round once and add
+        float* out = g.data();
+        for (std::size_t k = 0; k < host_sums_.size(); ++k) out[k] += static_cast<float>(host_sums_[k]);
+      }
+      ++i;
+    };
+    decoder_.for_each_lora([&](const std::string&, auto& l) {
+      hand(l.grad_A());
+      hand(l.grad_B());
+    });
+  }
+
+  // grad_A / grad_B += the device gradients (of this call, or of the step's calls).
   void add_lora_grads() {
     const auto& tensors = device_->model.lora_tensors();
     std::size_t i = 0;
@@ -258,6 +351,11 @@ class DecoderStep<backend::Cuda, Decoder> {
   std::unique_ptr<Device> device_;
   std::uint64_t uploaded_version_ = 0;
   std::vector<float> scratch_;
+  // the training step's bracket (begin_step / finish_step)
+  bool in_step_ = false, per_clip_ = false;
+  long step_calls_ = 0;
+  std::vector<vidlora::cuda::DeviceBuffer<double>> sums_;  // per_clip: each LoRA gradient's float64 sum this step
+  std::vector<double> host_sums_;
 };
 
 }  // namespace vidlora::train
