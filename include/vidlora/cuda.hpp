@@ -5,6 +5,7 @@
 // which linking vidlora::cuda does.
 
 #include <vidlora/core/cuda/cuda_upstream.cuh>
+#include <vidlora/core/cuda/float64_sum.cuh>
 #include <vidlora/core/cuda/gemm.cuh>
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/math.cuh>

@@ -34,6 +34,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <concepts>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -487,6 +488,14 @@ class Trainer {
     optimizer_.emplace(optim::transformers_groups(params, config_.weight_decay));
   }
 
+  // A projector that keeps its gradients on the device for a step (model::cuda::CudaMlp2xGelu) takes the step's
+  // bracket as the decoder step does (train/decoder_step.hpp).
+  static constexpr bool kProjectorBrackets = requires(ProjectorT & p, const float* g) {
+    p.begin_step(true, std::uint64_t{});
+    { p.sums_on_device(g) } -> std::same_as<bool>;
+    p.finish_step(std::function<std::span<double>(const float*)>{});
+  };
+
   void zero_all_grads() {
     projector_.zero_grad();
     decoder_.zero_grad();
@@ -541,9 +550,13 @@ class Trainer {
     const auto params = stage_params(static_cast<std::size_t>(stage));
     ClipGradientSum clip_sums;
     decoder_step_.begin_step(per_clip);  // a device step keeps its LoRA gradients there until finish_step
+    if constexpr (kProjectorBrackets) projector_.begin_step(per_clip, tensors_.values_version());
     if (per_clip)
-      clip_sums.reset(tensors_.gradient_storage(params),
-                      [this](std::span<float> g) { return decoder_step_.sums_on_device(g.data()); });
+      clip_sums.reset(tensors_.gradient_storage(params), [this](std::span<float> g) {
+        if constexpr (kProjectorBrackets)
+          if (projector_.sums_on_device(g.data())) return true;
+        return decoder_step_.sums_on_device(g.data());
+      });
     const std::size_t micro = per_clip ? 1 : static_cast<std::size_t>(config_.batch_size);
     double step_flops = 0.0;  // 4·N + 6·L·d·T per sequence position this rank ran (train/lora_mfu.hpp)
     try {
@@ -576,6 +589,11 @@ class Trainer {
         if (per_clip) clip_sums.take();
       }
       decoder_step_.finish_step(per_clip ? &clip_sums : nullptr);  // the device's gradients to the host, once
+      if constexpr (kProjectorBrackets) {
+        std::function<std::span<double>(const float*)> sums_of;
+        if (per_clip) sums_of = [&clip_sums](const float* g) { return clip_sums.sums_of(g); };
+        projector_.finish_step(sums_of);
+      }
     } catch (const Error& e) {  // the loss refuses NaN/Inf logits: same as a NaN loss
       nonfinite_error = e.what();
       loss = std::nan("");

@@ -1,18 +1,25 @@
 #pragma once
 // cuda::CudaMlp2xGelu: the Trainer's projector type for a GPU preset. A model::Mlp2xGelu (its parameters and
 // gradients stay the host's, so AdamW, checkpoints and the saved projector are unchanged) whose forward and backward
-// run on the device by model/cuda/projector.cuh's steps: the weights are uploaded at every forward (the optimizer may
-// have changed them since), the gradients come back and are added to the host's at every backward, and apply()
-// (evaluation) stays the host's. Needs nvcc and vidlora::cuda (it includes fmt through model/projector.hpp).
+// run on the device by model/cuda/projector.cuh's steps; apply() (evaluation) stays the host's.
+// Inside a training step's bracket (begin_step / finish_step, as train::DecoderStep<Cuda>'s): the weights are uploaded
+// once per values version (the Trainer's TrainableTensors::values_version(): they change only between steps), the
+// gradients stay on the device — each clip's summed there in float64 when per_clip, else accumulated in float32 — and
+// reach the host once, at finish_step. Outside it every forward uploads the weights and every backward adds its
+// gradients to the host's. Needs nvcc and vidlora::cuda (it includes fmt through model/projector.hpp).
 
 #include <vidlora/model/cuda/projector.cuh>
 
 #if defined(__CUDACC__)
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include <vidlora/core/cuda/float64_sum.cuh>
 #include <vidlora/core/cuda/memory.cuh>
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/model/projector.hpp>
@@ -35,7 +42,10 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     vidlora::cuda::check_arg(
         x.cols() == in_features(), "cuda::CudaMlp2xGelu::forward",
         "features of " + std::to_string(x.cols()) + " columns for a projector of " + std::to_string(in_features()));
-    upload_weights();
+    if (!in_step_ || uploaded_version_ != step_version_) {
+      upload_weights();
+      uploaded_version_ = in_step_ ? std::optional<std::uint64_t>(step_version_) : std::nullopt;
+    }
     shape_ = {x.rows(), in_features(), out_features(), has_bias()};
     x_ = upload(x);
     z_ = vidlora::cuda::DeviceBuffer<float>(static_cast<std::size_t>(shape_.tokens * shape_.hidden));
@@ -55,16 +65,57 @@ class CudaMlp2xGelu : public Mlp2xGelu {
                              "of its output's shape");
     const vidlora::cuda::DeviceBuffer<float> d = upload(dy);
     vidlora::cuda::DeviceBuffer<float> da(z_.size()), dx(static_cast<std::size_t>(shape_.tokens * shape_.in));
-    for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) g->fill_bytes(0);
+    if (!in_step_ || step_calls_ == 0)  // a step's gradients accumulate from its first backward
+      for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) g->fill_bytes(0);
     detail::CudaProjectorExec exec{*gemm_};
     projector_backward_steps(exec, shape_, weights(), x_.data(), z_.data(), a_.data(), d.data(), da.data(), dx.data());
-    add_into(linear_1().grad_weight(), gw1_);
-    add_into(linear_2().grad_weight(), gw2_);
-    if (shape_.bias) {
-      add_into(linear_1().grad_bias(), gb1_);
-      add_into(linear_2().grad_bias(), gb2_);
+    if (!in_step_) {
+      add_gradients_to_host();
+    } else {
+      if (per_clip_) {  // this clip's gradients into the step's float64 sums; zeroed for the next clip
+        if (sums_.empty())
+          for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) sums_.emplace_back(g->size());
+        std::size_t i = 0;
+        for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_})
+          vidlora::cuda::take_into_float64(g->data(), sums_[i++].data(), static_cast<std::int64_t>(g->size()),
+                                           step_calls_ == 0);
+      }
+      ++step_calls_;
     }
     return download(dx, shape_.tokens, shape_.in);
+  }
+
+  // A training step's bracket (as train::DecoderStep<Cuda>'s): `values_version` names the parameters' values (the
+  // Trainer's TrainableTensors::values_version()), so the weights go to the device once per version; per_clip: each
+  // backward's gradients are summed in float64 on the device.
+  void begin_step(bool per_clip, std::uint64_t values_version) {
+    in_step_ = true;
+    per_clip_ = per_clip;
+    step_version_ = values_version;
+    step_calls_ = 0;
+  }
+  // The gradients this step sums on the device itself (per_clip): the Trainer's ClipGradientSum leaves them to it.
+  bool sums_on_device(const float* grad) {
+    if (!in_step_ || !per_clip_) return false;
+    for (const float* g : host_gradients())
+      if (g != nullptr && g == grad) return true;
+    return false;
+  }
+  // The step's gradients to the host, once: per_clip, the float64 sums added into sums_of(host gradient) (the
+  // Trainer's ClipGradientSum::sums_of); else the float32 gradients added to the host's.
+  void finish_step(const std::function<std::span<double>(const float*)>& sums_of) {
+    if (!in_step_) return;
+    in_step_ = false;
+    if (step_calls_ == 0) return;
+    if (!per_clip_ || !sums_of) return add_gradients_to_host();
+    const std::vector<float*> host = host_gradients();
+    for (std::size_t i = 0; i < host.size(); ++i) {
+      if (host[i] == nullptr) continue;
+      std::span<double> into = sums_of(host[i]);
+      if (into.empty()) continue;
+      const std::vector<double> s = sums_[i].download();
+      for (std::size_t k = 0; k < into.size() && k < s.size(); ++k) into[k] += s[k];
+    }
   }
 
  private:
@@ -82,6 +133,20 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     const std::vector<float> g = d.download();
     for (Eigen::Index i = 0; i < host.size(); ++i) host.data()[i] += g[static_cast<std::size_t>(i)];
   }
+  // grad_W1, grad_b1, grad_W2, grad_b2 on the host, in the order of the device buffers (null: no bias).
+  std::vector<float*> host_gradients() {
+    const bool b = has_bias();
+    return {linear_1().grad_weight().data(), b ? linear_1().grad_bias().data() : nullptr,
+            linear_2().grad_weight().data(), b ? linear_2().grad_bias().data() : nullptr};
+  }
+  void add_gradients_to_host() {
+    add_into(linear_1().grad_weight(), gw1_);
+    add_into(linear_2().grad_weight(), gw2_);
+    if (has_bias()) {
+      add_into(linear_1().grad_bias(), gb1_);
+      add_into(linear_2().grad_bias(), gb2_);
+    }
+  }
   void upload_weights() {
     w1_ = upload(linear_1().weight());
     w2_ = upload(linear_2().weight());
@@ -98,6 +163,12 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   vidlora::cuda::DeviceBuffer<float> gw1_, gb1_, gw2_, gb2_;  // zeroed at each backward, then added to the host's
   ProjectorShape shape_;
   bool ready_ = false;
+  // the training step's bracket
+  bool in_step_ = false, per_clip_ = false;
+  long step_calls_ = 0;
+  std::uint64_t step_version_ = 0;
+  std::optional<std::uint64_t> uploaded_version_;          // the values the device weights hold, when known
+  std::vector<vidlora::cuda::DeviceBuffer<double>> sums_;  // per_clip: grad_W1, grad_b1, grad_W2, grad_b2 sums
   vidlora::cuda::DeviceBuffer<float> w1_, b1_, w2_, b2_, x_, z_, a_;
 };
 

@@ -31,7 +31,7 @@
 #include <vidlora/core/backend.hpp>
 #include <vidlora/core/caching_allocator.hpp>
 #include <vidlora/core/cuda/cuda_upstream.cuh>
-#include <vidlora/core/cuda/launch.cuh>
+#include <vidlora/core/cuda/float64_sum.cuh>
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
@@ -46,25 +46,6 @@
 #include <vidlora/train/decoder_step.hpp>
 
 namespace vidlora::train {
-
-namespace detail {
-template <class = void>  // a template: header kernels get one definition across TUs
-__global__ void take_into_float64_kernel(float* g, double* sum, std::int64_t n, bool first) {
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    sum[i] = (first ? 0.0 : sum[i]) + static_cast<double>(g[i]);
-    g[i] = 0.0f;
-  }
-}
-}  // namespace detail
-
-// sum (first: =) += g in float64, then g = 0: one clip's gradient into the step's sums (ClipGradientSum::take on the
-// device; each element on its own, so the order of the clips is the only order).
-inline void take_into_float64(float* g, double* sum, std::int64_t n, bool first, cudaStream_t stream) {
-  if (n == 0) return;
-  detail::take_into_float64_kernel<><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(g, sum, n, first);
-  VIDLORA_CUDA_CHECK_LAUNCH("take_into_float64_kernel");
-}
 
 template <class Decoder>
 class DecoderStep<backend::Cuda, Decoder> {
@@ -285,7 +266,8 @@ class DecoderStep<backend::Cuda, Decoder> {
         sums_.emplace_back(&device_->allocator, static_cast<std::size_t>(t.size), "lora_grad_sums." + t.name);
     }
     for (std::size_t i = 0; i < tensors.size(); ++i)
-      take_into_float64(tensors[i].grad, sums_[i].data(), tensors[i].size, first, device_->model.stream());
+      vidlora::cuda::take_into_float64(tensors[i].grad, sums_[i].data(), tensors[i].size, first,
+                                       device_->model.stream());
   }
 
   // finish_step: the step's gradients to the host, once.
