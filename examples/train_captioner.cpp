@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <iostream>
 #include <unistd.h>
@@ -110,6 +111,12 @@ demo::CommandLine command_line() {
                "2 GiB), so that a bigger card behaves like the preset's"),
           flag("offload-checkpoints",
                "GPU builds with gradient checkpointing: keep the checkpointed layer inputs in pinned host memory"),
+          text("precision", "NAME",
+               "GPU builds: fp32, tf32 (TF32 GEMMs), bf16 (sm_80+) or fp16 (16-bit frozen GEMMs) instead of the "
+               "preset's; the CPU build computes in fp32"),
+          real("loss-scale", "X",
+               "initial dynamic loss scale (torch.amp.GradScaler's rules; default: 65536 for the fp16 presets, off "
+               "for the others); 0 turns loss scaling off"),
           text("init-adapter", "DIR",
                "start LoRA from this PEFT adapter (e.g. trained with PEFT in Python): its factors and alpha; its r "
                "must be the preset's"),
@@ -185,12 +192,13 @@ void print_configuration(const TrainerConfig& c) {
   row("batch_invariant", c.batch_invariant,
       source(c.batch_invariant == d.batch_invariant, "trainer default", "--float32-batches"));
   row("num_frames", c.num_frames, source(c.num_frames == d.num_frames, preset + "::num_frames", "--frames"));
+  // What the device step runs: the preset's on its GPU (device_precision_of), or the command line's.
+  const std::string_view runs = c.precision == d.precision ? presets::device_precision_of<P>() : c.precision;
   row("precision", c.precision,
-      source(c.precision == d.precision, preset + "::fp16 / bf16", "(set in code)") +
+      source(c.precision == d.precision, preset + "::fp16 / bf16", "--precision") +
           (c.precision == "fp32" ? ""
            : P::backend_policy::on_device
-               ? fmt::format("; the device step runs {} ({})", presets::device_precision_of<P>(),
-                             presets::device_precision_meaning(presets::device_precision_of<P>()))
+               ? fmt::format("; the device step runs {} ({})", runs, presets::device_precision_meaning(runs))
                : "; the CPU trainer computes in fp32 only"));
   const auto& ls = c.loss_scaler;
   row("loss scaling",
@@ -198,7 +206,7 @@ void print_configuration(const TrainerConfig& c) {
                                ls.growth_interval, ls.backoff_factor)
                  : std::string("off"),
       source(ls.enabled == d.loss_scaler.enabled && ls.init_scale == d.loss_scaler.init_scale,
-             preset + "::fp16 (torch.amp.GradScaler's rules)", "(set in code)"));
+             preset + "::fp16 (torch.amp.GradScaler's rules)", "--loss-scale"));
   row("label_smoothing", c.label_smoothing,
       source(c.label_smoothing == d.label_smoothing, preset + "::label_smoothing", "--label-smoothing"));
   row("weight_decay", c.weight_decay,
@@ -275,6 +283,31 @@ TrainerConfig configure(const demo::Args& a) {
   c.max_caption_tokens = a.integer("max-caption-tokens", c.max_caption_tokens);
   c.max_steps_this_run = a.integer("max-steps", 0);
   c.initial_adapter = a.str("init-adapter", "");
+  if (a.has("precision")) {
+    const std::string precision = a.str("precision", "");
+    if (precision != "fp32" && precision != "tf32" && precision != "bf16" && precision != "fp16")
+      throw demo::UsageError(fmt::format("option --precision: '{}' is not one of fp32, tf32, bf16, fp16", precision));
+    if constexpr (!P::backend_policy::on_device) {
+      if (precision != "fp32")
+        throw demo::UsageError(fmt::format(
+            "option --precision: the {} preset trains on the CPU, which computes in fp32; {} is for the GPU presets' "
+            "builds (cmake --preset T4, L4, A100 or H100)",
+            P::name, precision));
+    } else if ((precision == "bf16" || precision == "tf32") && P::cuda_arch < 80) {
+      throw demo::UsageError(fmt::format(
+          "option --precision: {} needs a GPU of sm_80 or newer; the {} preset's is sm_{} (fp16 or fp32 there)",
+          precision, P::name, P::cuda_arch));
+    }
+    c.precision = precision;
+  }
+  if (a.has("loss-scale")) {
+    const double scale = a.real("loss-scale", 0.0);
+    if (!(scale >= 0.0 && scale <= static_cast<double>(std::numeric_limits<float>::max())))
+      throw demo::UsageError(fmt::format(
+          "option --loss-scale: {} is not a scale in [0, float's largest] (0 turns loss scaling off)", scale));
+    c.loss_scaler.enabled = scale > 0.0;
+    if (scale > 0.0) c.loss_scaler.init_scale = scale;
+  }
   if (a.has("max-memory-gb") || a.has("offload-checkpoints")) {
     const std::string option = a.has("max-memory-gb") ? "--max-memory-gb" : "--offload-checkpoints";
     if constexpr (!P::backend_policy::on_device)
@@ -598,10 +631,15 @@ int train_main(const demo::Args& a, int argc, char** argv) {
   {
     if (a.has("stage0")) return stage0(a);
     if constexpr (ActivePreset::backend_policy::on_device) {  // what this preset's GPU runs (bf16 needs sm_80+)
-      const std::string_view device = presets::device_precision_of<ActivePreset>();
-      fmt::print("precision: {} ({}; the preset says {})\n", device, presets::device_precision_meaning(device),
-                 config.precision);
-      config.precision = std::string(device);
+      if (a.has("precision")) {
+        fmt::print("precision: {} ({}; from --precision)\n", config.precision,
+                   presets::device_precision_meaning(config.precision));
+      } else {
+        const std::string_view device = presets::device_precision_of<ActivePreset>();
+        fmt::print("precision: {} ({}; the preset says {})\n", device, presets::device_precision_meaning(device),
+                   config.precision);
+        config.precision = std::string(device);
+      }
     }
     const fs::path data = a.str("data", "demo_data");
     comm::AnyCommunicator ranks = make_communicator(a, argc, argv);
