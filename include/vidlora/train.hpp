@@ -13,6 +13,7 @@
 #include <vidlora/train/progress.hpp>
 #include <vidlora/train/training_log.hpp>
 #include <vidlora/train/feature_cache.hpp>
+#include <vidlora/train/loss_scaling.hpp>
 #include <vidlora/train/random_vision_weights.hpp>
 #include <vidlora/train/checkpoint.hpp>
 #include <vidlora/train/evaluation.hpp>

@@ -23,7 +23,8 @@
 //
 // This header holds the loop (stages, epochs, the step, early stopping, Ctrl-C) and the data-parallel exchange;
 // it composes the parts beside it: trainer_config.hpp (TrainerConfig), text_codec.hpp, train_result.hpp
-// (TrainResult, EvalResult), trainable_tensors.hpp (what is trained, by name), checkpoint.hpp (the checkpoint
+// (TrainResult, EvalResult), trainable_tensors.hpp (what is trained, by name), loss_scaling.hpp (GradScaler's
+// step policy), checkpoint.hpp (the checkpoint
 // file, fingerprint and resume), evaluation.hpp (eval loss, captions, the early-stopping metric) and
 // run_outputs.hpp (adapter, projector, val captions) and decoder_step.hpp (where the decoder's loss and backward run:
 // the CPU, or the device for a Cuda preset; everything else in the step stays on the CPU).
@@ -83,6 +84,7 @@
 #include <vidlora/train/early_stopping.hpp>
 #include <vidlora/train/evaluation.hpp>
 #include <vidlora/train/lora_mfu.hpp>
+#include <vidlora/train/loss_scaling.hpp>
 #include <vidlora/train/progress.hpp>
 #include <vidlora/train/run_outputs.hpp>
 #include <vidlora/train/text_codec.hpp>
@@ -162,7 +164,7 @@ class Trainer {
     result_ = {};
     pos_ = {};
     nan_streak_ = 0;
-    scaler_ = optim::GradScaler(config_.loss_scaler);
+    loss_scaling_ = LossScaling(config_.loss_scaler);
     best_.reset();
     best_score_.reset();
     stop_requested_ = false;
@@ -545,7 +547,7 @@ class Trainer {
     loss::CrossEntropyOptions ce;
     ce.label_smoothing = config_.label_smoothing;
     ce.total_valid_tokens = total_valid;
-    ce.grad_factor = scaler_.scale();  // 1 without loss scaling
+    ce.grad_factor = loss_scaling_.grad_factor();  // 1 without loss scaling
     std::string nonfinite_error;
     const auto params = stage_params(static_cast<std::size_t>(stage));
     ClipGradientSum clip_sums;
@@ -606,8 +608,8 @@ class Trainer {
     if (comm_.size() > 1) reduce_step(per_clip ? std::vector<optim::Parameter>{} : params, loss, local_valid, t0);
     bool finite = std::isfinite(loss) && step_clips > 0;
     bool overflow = false;  // loss scaling: the scaled gradients overflowed (torch's found_inf)
-    if (finite && scaler_.enabled()) {
-      overflow = scaler_.unscale(optimizer_->groups());  // every gradient × 1/scale, before clipping
+    if (finite && loss_scaling_.enabled()) {
+      overflow = loss_scaling_.unscale_overflowed(optimizer_->groups());  // every gradient × 1/scale, before clipping
     } else {
       for (const auto& p : params) finite = finite && all_finite(*p.grad);
     }
@@ -615,7 +617,7 @@ class Trainer {
     ++pos_.global_step;
     ++steps_this_run_;
     if (finite && overflow) {  // a finite loss whose gradients overflowed: the scale was too large for them
-      const optim::GradScalerUpdate u = scaler_.update();
+      const optim::GradScalerUpdate u = loss_scaling_.skip(/*unscaled=*/true);
       ++result_.skipped_overflow_steps;
       result_.losses.push_back(loss);
       say(fmt::format("step {}: gradients overflowed at loss scale {:g}: step skipped, loss scale {:g}",
@@ -636,10 +638,7 @@ class Trainer {
     }
     ++pos_.stage_step;
     if (!finite) {
-      if (scaler_.enabled()) {  // torch's scaler finds the NaN gradients of such a step and backs off too
-        scaler_.record_unscaled(true);
-        (void)scaler_.update();
-      }
+      (void)loss_scaling_.skip(/*unscaled=*/false);  // torch's scaler finds such a step's NaN gradients: it backs off
       ++nan_streak_;
       ++result_.skipped_nan_steps;
       result_.losses.push_back(std::nan(""));
@@ -655,8 +654,7 @@ class Trainer {
     nan_streak_ = 0;
     grad_norm = optim::clip_grad_norm(std::span<const optim::ParamGroup>(optimizer_->groups()), config_.max_grad_norm);
     optimizer_->step(lr);
-    const std::optional<double> loss_scale =
-        scaler_.enabled() ? std::optional<double>(scaler_.update().scale_after) : std::nullopt;
+    const std::optional<double> loss_scale = loss_scaling_.stepped();
     tensors_.push();  // also tells the decoder step that the values changed
     result_.losses.push_back(loss);
     const std::optional<MemoryStats> memory = decoder_step_.take_step_memory();
@@ -844,7 +842,7 @@ class Trainer {
                       .best_score = best_score_,
                       .best = best_,
                       .fingerprint = fingerprint(),
-                      .grad_scaler = scaler_.state_dict()});
+                      .grad_scaler = loss_scaling_.state()});
   }
 
   // Restores the parameters and the trainer state; the caller restores the optimizer once its stage built it.
@@ -857,25 +855,10 @@ class Trainer {
     stopper_ = std::move(state.stopper);
     best_score_ = state.best_score;
     best_ = std::move(state.best);
-    restore_loss_scaler(state.grad_scaler);
+    if (const std::string said = loss_scaling_.restore(state.grad_scaler); !said.empty()) say(said);
     say(fmt::format("resumed from {} at step {} (stage {}, epoch {}, step {} of the epoch)", path.string(),
                     pos_.global_step, pos_.stage + 1, pos_.epoch + 1, pos_.step_in_epoch));
     return checkpoint;
-  }
-
-  // The checkpoint's loss-scaler state (the scale and its growth tracker) when this run scales its loss; a mismatch
-  // either way is said, not silently resolved.
-  void restore_loss_scaler(const nlohmann::json& saved) {
-    const bool has = saved.is_object() && !saved.empty();
-    if (scaler_.enabled() && has) {
-      scaler_.load_state_dict(saved);
-    } else if (scaler_.enabled()) {
-      say(fmt::format("the checkpoint holds no loss-scaler state (a run without loss scaling): starting at scale {:g}",
-                      scaler_.scale()));
-    } else if (has) {
-      say(fmt::format("the checkpoint's loss scale ({}) is not used: this run does not scale its loss",
-                      saved.value("scale", 0.0)));
-    }
   }
 
   TrainResult finish() {
@@ -929,7 +912,7 @@ class Trainer {
   std::optional<double> best_score_;
   std::optional<EvalResult> best_;
   int nan_streak_ = 0;
-  optim::GradScaler scaler_{optim::GradScalerOptions{.enabled = false}};  // config_.loss_scaler, from train()
+  LossScaling loss_scaling_;  // config_.loss_scaler, from train()
   long total_steps_ = 0, steps_this_run_ = 0;
   std::chrono::steady_clock::time_point started_{};
   std::optional<JsonlLog> log_;
