@@ -70,7 +70,8 @@ demo::CommandLine command_line() {
       "\n"
       "DIR for --data: an AI-Hub directory (labels/*.json + videos/) or one with manifest.jsonl.\n"
       "DIR for --model: a Hugging Face LLaVA / LLaVA-NeXT-Video save_pretrained directory (with its processor),\n"
-      "trained on the CPU with the preset's recipe, or the demo's (--stage0).\n"
+      "trained with the preset's recipe (on the GPU in a GPU preset's build, else on the CPU), or the demo's\n"
+      "(--stage0).\n"
       "Outputs in --out: adapter/ (PEFT), projector.safetensors, val_captions.jsonl, train_log.jsonl, curves.svg,\n"
       "checkpoints/ (last + best). Ctrl-C saves a checkpoint and stops (exit 130); --resume continues.",
       {
