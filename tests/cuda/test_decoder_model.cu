@@ -179,7 +179,7 @@ TEST_CASE("cuda decoder: ten clip + AdamW steps follow the CPU loss curve", "[de
 
 TEST_CASE("cuda decoder step with TF32 GEMMs stays within TF32's error of the CPU, and is not the fp32 run",
           "[decoder]") {
-  // What train_captioner runs on the sm_80+ presets until the bf16 step lands (presets::device_precision_of).
+  // What train_captioner --precision tf32 runs (the sm_80+ presets' own precisions are bf16 and fp16, below).
   ref::DecoderModelCase c;
   c.steps = 3;
   c.pad_last = 2;
@@ -213,8 +213,8 @@ TEST_CASE("cuda decoder step with TF32 GEMMs stays within TF32's error of the CP
 
 TEST_CASE("cuda decoder step with bf16 saved activations: the fp32 loss bit for bit, gradients within bf16's error",
           "[decoder]") {
-  // What train_captioner runs for the bf16 presets (A100, H100) until the 16-bit GEMMs land: every block's saved
-  // activations but the last's wait in bf16 between forward and backward (DecoderStepOptions::pack_saved).
+  // Half of what train_captioner runs for the bf16 presets (A100, H100; the 16-bit frozen GEMMs are below): every
+  // block's saved activations but the last's wait in bf16 between forward and backward (pack_saved).
   ref::DecoderModelCase c;
   c.layers = 3;
   c.pad_last = 2;
