@@ -241,7 +241,7 @@ void print_configuration(const TrainerConfig& c) {
     row("device memory cap", "none", "the decoder step runs on the CPU (backend Cpu)");
   }
   row("seed", c.seed, source(c.seed == d.seed, "default", "--seed"));
-  const auto e = presets::estimate_memory<P>(P::default_model);
+  const auto e = presets::estimate_memory<P>(P::default_model, runs);
   fmt::print(
       "  memory estimate for {}: frozen {:.2f} GiB + trainable state {:.2f} GiB + activations {:.2f} GiB + "
       "overhead {:.2f} GiB = {:.2f} GiB of {:.2f} GiB usable -> {}\n",
@@ -250,11 +250,9 @@ void print_configuration(const TrainerConfig& c) {
       e.fits() ? "fits" : "DOES NOT FIT");
   if constexpr (P::backend_policy::on_device)
     if (e.activations_device != e.activations)
-      fmt::print("  the device step ({}: {}) holds {:.2f} GiB of activations, {:.2f} GiB in all -> {}\n",
-                 presets::device_precision_of<P>(),
-                 presets::device_precision_meaning(presets::device_precision_of<P>()),
-                 e.activations_device / presets::kGiB, e.total_device() / presets::kGiB,
-                 e.total_device() <= e.budget ? "fits" : "DOES NOT FIT");
+      fmt::print("  the device step ({}: {}) holds {:.2f} GiB of activations, {:.2f} GiB in all -> {}\n", runs,
+                 presets::device_precision_meaning(runs), e.activations_device / presets::kGiB,
+                 e.total_device() / presets::kGiB, e.total_device() <= e.budget ? "fits" : "DOES NOT FIT");
 }
 
 template <class P = ActivePreset>

@@ -230,6 +230,16 @@ TEST_CASE("the device step's precision: the preset's own where its GPU has the t
   STATIC_REQUIRE(precision_of<Bf16OnTuring>() == "bf16");
 }
 
+TEST_CASE("the device estimate follows the precision the step runs: bf16 packs the saved activations, fp16 does not",
+          "[presets][memory]") {
+  constexpr auto own = estimate_memory<H100>(models::LlavaNextVideo7B);  // device_precision_of<H100>(): bf16
+  constexpr auto fp16 = estimate_memory<H100>(models::LlavaNextVideo7B, "fp16");
+  STATIC_REQUIRE(own.activations_device == estimate_memory<H100>(models::LlavaNextVideo7B, "bf16").activations_device);
+  STATIC_REQUIRE(fp16.activations_device > own.activations_device);
+  STATIC_REQUIRE(fp16.activations_device == fp16.activations_fp32);  // nothing packed: the fp32 step's bytes
+  STATIC_REQUIRE(fp16.activations == own.activations);               // the preset's own estimate is unchanged
+}
+
 TEST_CASE("gradient checkpointing cuts activation memory by an order of magnitude", "[presets][memory]") {
   constexpr auto plain = estimate_memory<A100>(models::LlavaNextVideo7B);
   constexpr auto ckpt = estimate_memory<A100Ckpt>(models::LlavaNextVideo7B);

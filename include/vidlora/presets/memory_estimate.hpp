@@ -40,8 +40,9 @@ struct MemoryEstimate {
   double projector_params = 0;  // count
   double activations = 0;       // per micro-batch (batch_size samples), at the preset's compute precision
   double activations_fp32 = 0;  // the same tensors in fp32
-  // What the device step holds today (presets::device_precision_of<P>()): fp32 values, with the saved activations of
-  // every block but the last in bf16 for the bf16 presets on sm_80+ ("bf16": DecoderStepOptions::pack_saved).
+  // What the device step holds today at its precision (presets::device_precision_of<P>() unless estimate_memory is
+  // given another): fp32 values, with the saved activations of every block but the last in bf16 for "bf16"
+  // (DecoderStepOptions::pack_saved).
   double activations_device = 0;
   constexpr double total_device() const { return total() - activations + activations_device; }
   double overhead = 0;
@@ -76,8 +77,10 @@ constexpr model::DecoderMemoryShape decoder_memory_shape(const ModelShape& m, lo
   return s;
 }
 
+// device_precision: what the device step runs (train_captioner --precision may change it from the preset's).
 template <Preset P>
-constexpr MemoryEstimate estimate_memory(const ModelShape& m) {
+constexpr MemoryEstimate estimate_memory(const ModelShape& m,
+                                         std::string_view device_precision = device_precision_of<P>()) {
   MemoryEstimate e{};
   const double weight_bytes = (P::fp16 || P::bf16) ? 2.0 : 4.0;
   const double linear = static_cast<double>(m.layers) * static_cast<double>(m.layer_linear_params());
@@ -105,7 +108,7 @@ constexpr MemoryEstimate estimate_memory(const ModelShape& m) {
   e.activations = static_cast<double>(model::step_bytes_at_loss(decoder_memory_shape<P>(m, act_bytes), step)) + logits;
   e.activations_fp32 = static_cast<double>(model::step_bytes_at_loss(decoder_memory_shape<P>(m, 4), step)) + logits;
   model::DecoderStepOptions device = step;
-  device.pack_saved = device_precision_of<P>() == "bf16";
+  device.pack_saved = device_precision == "bf16";
   e.activations_device = static_cast<double>(model::step_bytes_at_loss(decoder_memory_shape<P>(m, 4), device)) + logits;
 
   e.overhead = P::cuda_arch > 0 ? 1.0 * kGiB : 0.0;
