@@ -143,9 +143,10 @@ TEST_CASE("gradients that overflow at the loss scale skip their steps and halve 
           "[trainer][loss_scaling]") {
   test::TempDir tmp("scaling_overflow");
   auto config = scaling_config(tmp.path);
-  // The first step's gradient norm G without scaling. A scale s overflows some gradient element when s·max|g| > FLT_MAX,
-  // and max|g| >= G / sqrt(n) for n gradient elements (n < 2^14 here): s = 2^12 · FLT_MAX / G overflows at least
-  // 12 - 7 = 5 halvings in a row, more than max_nan_in_a_row (3), which an overflow must not count against.
+  // The first step's gradient norm G without scaling. A scale s overflows some gradient element when
+  // s·max|g| > FLT_MAX, and max|g| >= G / sqrt(n) for n gradient elements (n < 2^14 here): s = 2^12 · FLT_MAX / G
+  // overflows at least 12 - 7 = 5 halvings in a row, more than max_nan_in_a_row (3), which an overflow must not
+  // count against.
   double first_norm = 0.0;
   {
     test::TempDir probe("scaling_probe");

@@ -28,7 +28,6 @@ class LossScaling {
 
   bool enabled() const { return scaler_.enabled(); }
   double grad_factor() const { return scaler_.scale(); }
-  float scale() const { return scaler_.scale(); }
 
   template <class Groups>
   bool unscale_overflowed(const Groups& groups) {

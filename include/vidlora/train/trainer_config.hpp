@@ -85,8 +85,8 @@ struct TrainerConfig {
 
   // Every preset field that a run reads: stage 1 from the recipe (P::stage1), stage 2 from the preset
   // (presets::stage2_of<P>: P::learning_rate, P::warmup_ratio), and the preset's batch × accumulation,
-  // frames, precision (and the fp16 presets' loss scaling), label smoothing, patience, weight decay, clipping, dropout, target set, 4-bit base and
-  // gradient checkpointing. tests/trainer/test_trainer_config.cpp compares each field with its P:: constant.
+  // frames, precision (and the fp16 presets' loss scaling), label smoothing, patience, weight decay, clipping,
+  // dropout, target set, 4-bit base and gradient checkpointing. tests/trainer/test_trainer_config.cpp compares each field with its P:: constant.
   template <class P>
   static TrainerConfig from_preset() {
     static_assert(presets::check_preset<P>());

@@ -6,9 +6,10 @@
 // the device for the whole training step (begin_step / finish_step, train/decoder_step.hpp): summed there, each clip's
 // in float64 when the Trainer sums clip by clip (batch_invariant), and handed to the host once, at finish_step — into
 // the step's ClipGradientSum, or added to the CPU decoder's grad_A / grad_B — so clipping, AdamW, checkpoints and
-// adapters run as in the CPU build. Outside that bracket each call adds its gradients to grad_A / grad_B. The CPU decoder keeps the master LoRA values and the dropout counters: its layers' steps go
-// to the device before each call and come back after it (the same masks, lora::dropout_stream), and LoRA values
-// the CPU changed are uploaded before the next call (when the run's TrainableTensors::values_version() moved). Gradient checkpointing follows the CPU
+// adapters run as in the CPU build. Outside that bracket each call adds its gradients to grad_A / grad_B. The CPU
+// decoder keeps the master LoRA values and the dropout counters: its layers' steps go to the device before each call
+// and come back after it (the same masks, lora::dropout_stream), and LoRA values the CPU changed are uploaded before
+// the next call (when the run's TrainableTensors::values_version() moved). Gradient checkpointing follows the CPU
 // decoder's setting (the preset's gradient_checkpointing, through DecoderOptions) at every call. The evaluation runs
 // on the same device model: eval_loss (DecoderModel::loss, no dropout) and generate (model::generate over
 // model::cuda::CachedDecoder: the KV cache, the blocks and the LM head on the device, the search on the host).
