@@ -30,6 +30,12 @@
 #if defined(VIDLORA_MPI)  // built with vidlora::mpi (cmake/VidloraMpi.cmake): mpirun -np N train_captioner ...
 #include <vidlora/comm/mpi.hpp>
 #endif
+#if defined(VIDLORA_TRAIN_NCCL)  // a GPU preset built with vidlora::nccl: the ranks sum gradients on their GPUs
+#include <vidlora/comm/cuda/nccl.hpp>
+#endif
+#if defined(VIDLORA_TRAIN_ON_CUDA)
+#include <vidlora/comm/cuda/local_device.hpp>
+#endif
 
 #include "demo_attributes.hpp"
 #include "demo_common.hpp"
@@ -129,10 +135,10 @@ demo::CommandLine command_line() {
           integer("no-repeat-ngram-size", "N", "evaluation: no repeated n-grams of this size (default 0: off)"),
           flag("log-lines", "progress as one line per step (for logs) instead of one updating line"),
           text("comm", "KIND",
-               "data parallel: single or mpi (default: mpi when started by mpirun / srun with more than one rank); "
-               "docs/distributed.md"),
+               "data parallel: single, mpi or nccl (default under mpirun / srun with more than one rank: nccl in a "
+               "GPU build with NCCL, one GPU per rank, else mpi); docs/distributed.md"),
           real("comm-timeout", "S",
-               "mpi: seconds a rank waits for the others before the job stops with an error "
+               "mpi, nccl: seconds a rank waits for the others before the job stops with an error "
                "(default 600)"),
           integer("stage0-epochs", "N", "stage 0: epochs of caption-text pretraining (default 12)"),
           real("stage0-lr", "X", "stage 0: learning rate (default 3e-3)"),
@@ -500,22 +506,35 @@ std::optional<comm::MpiSession>& mpi_session() {
 }
 #endif
 
-// --comm: whether this process is one rank of several (MPI); `launched` is what the launcher's environment says.
-bool wants_mpi(const demo::Args& a) {
+// --comm: "single", "mpi" or "nccl"; by default single unless the launcher's environment says this process is one
+// of several ranks, then nccl in a GPU build with NCCL (gradients summed on the GPUs), else mpi.
+std::string comm_kind(const demo::Args& a) {
   const std::string kind = a.str("comm", "");
-  if (kind == "single") return false;
-  if (kind == "mpi") return true;
-  if (!kind.empty()) throw demo::UsageError(fmt::format("--comm: unknown kind '{}' (single, mpi)", kind));
+  if (kind == "single" || kind == "mpi" || kind == "nccl") return kind;
+  if (!kind.empty()) throw demo::UsageError(fmt::format("--comm: unknown kind '{}' (single, mpi, nccl)", kind));
 #if defined(VIDLORA_MPI)
-  return comm::launched_world_size() > 1;
+  if (comm::launched_world_size() <= 1) return "single";
+#if defined(VIDLORA_TRAIN_NCCL)
+  return "nccl";
 #else
-  return false;
+  return "mpi";
+#endif
+#else
+  return "single";
 #endif
 }
 
-// The ranks of this run: comm::Single, or comm::Mpi over every process mpirun / srun started.
+// The ranks of this run: comm::Single, or comm::Mpi over every process mpirun / srun started, or comm::Nccl over
+// them (one GPU each, bootstrapped by that comm::Mpi).
 comm::AnyCommunicator make_communicator(const demo::Args& a, int& argc, char**& argv) {
-  if (!wants_mpi(a)) return comm::Single{};
+  const std::string kind = comm_kind(a);
+  if (kind == "single") return comm::Single{};
+#if !defined(VIDLORA_TRAIN_NCCL)
+  if (kind == "nccl")
+    throw demo::UsageError(
+        "--comm nccl: this train_captioner was built without NCCL (a GPU preset's build with MPI and the CUDA "
+        "toolkit's NCCL: nccl.h and libnccl); use --comm mpi");
+#endif
 #if defined(VIDLORA_MPI)
   auto& session = mpi_session();
   session.emplace(&argc, &argv);
@@ -523,17 +542,34 @@ comm::AnyCommunicator make_communicator(const demo::Args& a, int& argc, char**& 
   const double timeout = a.real("comm-timeout", 600.0);
   if (!(timeout > 0)) throw demo::UsageError(fmt::format("--comm-timeout must be > 0 seconds (got {})", timeout));
   comm::Mpi mpi({.timeout = std::chrono::duration<double>(timeout)});
-  fmt::print(
-      "data parallel: {} ranks (MPI), {} clips per rank per step; collective timeout {:g} s\n", mpi.size(),
-      a.integer("batch", ActivePreset::batch_size) * a.integer("accum", ActivePreset::gradient_accumulation_steps),
-      timeout);
+  const long per_rank =
+      a.integer("batch", ActivePreset::batch_size) * a.integer("accum", ActivePreset::gradient_accumulation_steps);
+#if defined(VIDLORA_TRAIN_NCCL)
+  if (kind == "nccl") {
+    comm::Nccl nccl(std::move(mpi), {.timeout = std::chrono::duration<double>(timeout)});
+    fmt::print(
+        "data parallel: {} ranks (NCCL, gradients summed on the GPUs; rank 0 on GPU {}), {} clips per rank per step; "
+        "collective timeout {:g} s\n",
+        nccl.size(), nccl.device(), per_rank, timeout);
+    return comm::AnyCommunicator(std::move(nccl));
+  }
+#endif
+#if defined(VIDLORA_TRAIN_ON_CUDA)  // one GPU per rank here too, the gradients summed on the hosts
+  const int device = comm::local_device(-1);
+  VIDLORA_CUDA_CHECK(cudaSetDevice(device));
+  fmt::print("data parallel: {} ranks (MPI, gradients summed on the hosts; rank 0 on GPU {}), ", mpi.size(), device);
+#else
+  fmt::print("data parallel: {} ranks (MPI), ", mpi.size());
+#endif
+  fmt::print("{} clips per rank per step; collective timeout {:g} s\n", per_rank, timeout);
   return comm::AnyCommunicator(std::move(mpi));
 #else
   (void)argc;
   (void)argv;
   throw demo::UsageError(
-      "--comm mpi: this train_captioner was built without MPI (install libopenmpi-dev and "
-      "openmpi-bin, then reconfigure: VIDLORA_WITH_MPI)");
+      fmt::format("--comm {}: this train_captioner was built without MPI (install libopenmpi-dev and openmpi-bin, then "
+                  "reconfigure: VIDLORA_WITH_MPI)",
+                  kind));
 #endif
 }
 

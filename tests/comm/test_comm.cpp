@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstddef>
+#include <memory>
 #include <numeric>
 #include <span>
 #include <string>
@@ -34,6 +35,42 @@ struct PeerSum {
 };
 static_assert(comm::Communicator<PeerSum>);
 static_assert(!comm::Communicator<int>);
+
+// A device-buffer communicator as comm::Nccl is one (grouped sums of device buffers, host collectives through its
+// bootstrap), its buffers plain memory: each group sum adds `peer` to every element and records the group's sizes.
+// Its own all_reduce_sum (device buffers) must never see the host's collectives.
+struct DeviceLike {
+  static constexpr comm::Buffers buffers = comm::Buffers::Device;
+  struct Log {
+    std::vector<std::vector<std::size_t>> groups;
+    std::vector<std::string> whats;
+    int own_sums = 0;
+  };
+  std::shared_ptr<Log> log = std::make_shared<Log>();
+  PeerSum host{{10.0f}, 0, {}};
+  double peer = 0.5;
+  int rank() const { return 0; }
+  int size() const { return 2; }
+  void all_reduce_sum(std::span<float>, std::string_view) { ++log->own_sums; }
+  void all_reduce_sum(std::span<double>, std::string_view) { ++log->own_sums; }
+  template <class T>
+  void all_reduce_sum_group(std::span<const std::span<T>> buffers, std::string_view what) {
+    std::vector<std::size_t> sizes;
+    for (const auto& b : buffers) {
+      for (T& x : b) x += static_cast<T>(peer);
+      sizes.push_back(b.size());
+    }
+    log->groups.push_back(sizes);
+    log->whats.emplace_back(what);
+  }
+  PeerSum& bootstrap() { return host; }
+  void broadcast(std::string& s, std::string_view w) { host.broadcast(s, w); }
+  std::vector<std::string> gather(const std::string& s, std::string_view w) { return host.gather(s, w); }
+  void barrier(std::string_view w) { host.barrier(w); }
+};
+static_assert(comm::Communicator<DeviceLike>);
+static_assert(comm::DeviceGroupSum<DeviceLike>);
+static_assert(!comm::DeviceGroupSum<PeerSum>);
 
 }  // namespace
 
@@ -115,4 +152,51 @@ TEST_CASE("one rank reduces nothing: Single, and buckets over a one-rank communi
   std::vector<float> x{1.0f};
   two.all_reduce_sum(std::span<float>(x), "test");
   CHECK(x[0] == 4.0f);
+}
+
+TEST_CASE("device sums: a device-buffer communicator's, directly and through AnyCommunicator; none for host ones",
+          "[comm]") {
+  comm::Single single;
+  CHECK_FALSE(comm::device_sum_of(single));
+  PeerSum peer{{1.0f}, 0, {}};
+  CHECK_FALSE(comm::device_sum_of(peer));
+  CHECK(&comm::host_collectives(peer) == &peer);
+  comm::AnyCommunicator any_host(PeerSum{{1.0f}, 0, {}});
+  CHECK_FALSE(comm::device_sum_of(any_host));
+
+  DeviceLike direct;
+  CHECK(&comm::host_collectives(direct) == &direct.host);  // the host's collectives go to the bootstrap
+  const comm::DeviceSum sum = comm::device_sum_of(direct);
+  REQUIRE(sum);
+  std::vector<double> a{1.0, 2.0, 3.0}, b{4.0};
+  const std::vector<std::span<double>> group{a, std::span<double>(), b};
+  sum(std::span<const std::span<double>>(group), "step 3: gradients");
+  CHECK(a == std::vector<double>{1.5, 2.5, 3.5});
+  CHECK(b == std::vector<double>{4.5});
+  REQUIRE(direct.log->groups.size() == 1);
+  CHECK(direct.log->groups[0] == std::vector<std::size_t>{3, 0, 1});
+  CHECK(direct.log->whats[0] == "step 3: gradients");
+  std::vector<float> f{1.0f};
+  const std::vector<std::span<float>> fgroup{f};
+  sum(std::span<const std::span<float>>(fgroup), "float32");
+  CHECK(f[0] == 1.5f);
+
+  // Held by AnyCommunicator: host buffers summed by the bootstrap (+10 from its peer), never by the device sums.
+  DeviceLike held;
+  const auto log = held.log;
+  comm::AnyCommunicator any(std::move(held));
+  std::vector<float> counts{1.0f};
+  any.all_reduce_sum(std::span<float>(counts), "token counts");
+  CHECK(counts[0] == 11.0f);
+  CHECK(log->own_sums == 0);
+  CHECK(any.size() == 2);
+  CHECK(any.gather("x", "captions") == std::vector<std::string>{"x"});
+  const comm::DeviceSum through = comm::device_sum_of(any);
+  REQUIRE(through);
+  std::vector<double> g{2.0};
+  const std::vector<std::span<double>> ggroup{g};
+  through(std::span<const std::span<double>>(ggroup), "step 1: gradients (LoRA)");
+  CHECK(g[0] == 2.5);
+  REQUIRE(log->groups.size() == 1);
+  CHECK(log->whats[0] == "step 1: gradients (LoRA)");
 }

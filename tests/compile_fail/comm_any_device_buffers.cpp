@@ -1,5 +1,6 @@
 // expect: AnyCommunicator holds host-buffer communicators
-// A communicator of device buffers (comm::Nccl) cannot stand in for the CPU trainer's host-buffer ones.
+// A communicator of device buffers without a bootstrap() communicator for the host's collectives (comm::Nccl has
+// its comm::Mpi) and without grouped device sums cannot be held.
 #include <span>
 #include <string>
 #include <vector>

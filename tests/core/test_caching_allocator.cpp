@@ -172,7 +172,7 @@ TEST_CASE("asking for more than the cap is an error naming the tensor and the si
   CHECK(a.stats().reserved_bytes <= 64 * MiB);
 }
 
-TEST_CASE("fragmentation: cached blocks go back to make room; live ones cannot", "[core][allocator]") {
+TEST_CASE("fragmentation: cached blocks go back to make room, live ones cannot", "[core][allocator]") {
   Fake a(CachingAllocatorOptions{.cap_bytes = 10 * MiB});
   std::vector<void*> small;
   for (int i = 0; i < 8; ++i) small.push_back(a.allocate(MiB, "small"));

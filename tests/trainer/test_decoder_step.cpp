@@ -5,12 +5,16 @@
 
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include <vidlora/comm/any_communicator.hpp>
+#include <vidlora/comm/single.hpp>
 #include <vidlora/core/backend.hpp>
 #include <vidlora/model/random_weights.hpp>
 #include <vidlora/presets/gpu_presets.hpp>
@@ -200,4 +204,35 @@ TEST_CASE("the CPU trainer refuses the device memory settings, naming them", "[t
   CHECK_THROWS_WITH(tiny::make_trainer(c), Catch::Contains("offload_checkpoints"));
   c.offload_checkpoints = false;
   CHECK_NOTHROW(tiny::make_trainer(c));
+}
+
+namespace {
+// A device-buffer communicator (comm::Nccl's shape) on one rank, its buffers plain memory: its sums are the identity.
+struct OneRankDeviceComm {
+  static constexpr comm::Buffers buffers = comm::Buffers::Device;
+  comm::Single host;
+  static int rank() { return 0; }
+  static int size() { return 1; }
+  void all_reduce_sum(std::span<float>, std::string_view) {}
+  void all_reduce_sum(std::span<double>, std::string_view) {}
+  void all_reduce_sum_group(std::span<const std::span<float>>, std::string_view) {}
+  void all_reduce_sum_group(std::span<const std::span<double>>, std::string_view) {}
+  comm::Single& bootstrap() { return host; }
+  void broadcast(std::string&, std::string_view) {}
+  std::vector<std::string> gather(const std::string& s, std::string_view) { return {s}; }
+  void barrier(std::string_view) {}
+};
+}  // namespace
+
+TEST_CASE("the CPU trainer refuses a communicator that sums gradients on the device, naming it", "[trainer][backend]") {
+  // comm::Nccl held by the AnyCommunicator of a program: known at run time only. (Held directly, the Trainer's
+  // static_assert refuses it: a device-buffer communicator needs backend::Cuda.)
+  namespace tiny = test::tiny;
+  TrainerConfig c = TrainerConfig::from_preset<presets::Cpu>();
+  c.progress = nullptr;
+  c.output_dir = fs::temp_directory_path() / "vidlora_decoder_step_device_comm";
+  CHECK_THROWS_WITH(tiny::make_trainer<comm::AnyCommunicator>(c, {}, comm::AnyCommunicator(OneRankDeviceComm{})),
+                    Catch::Contains("sums gradients on the device (comm::Nccl)") &&
+                        Catch::Contains("decoder step runs on the CPU (backend Cpu, preset Cpu)"));
+  CHECK_NOTHROW(tiny::make_trainer<comm::AnyCommunicator>(c, {}, comm::AnyCommunicator(comm::Single{})));
 }

@@ -9,7 +9,7 @@
 
 #include <type_traits>
 
-TEST_CASE("all umbrella headers compile together; vidlora:: holds the recipe's vocabulary", "[api]") {
+TEST_CASE("all umbrella headers compile together and vidlora:: holds the recipe's vocabulary", "[api]") {
   STATIC_REQUIRE(vidlora::LrPolicy<vidlora::Linear>);  // vidlora::Linear is the learning-rate policy ...
   STATIC_REQUIRE(std::is_same_v<vidlora::Linear, vidlora::schedule::Linear>);
   vidlora::model::Linear projector(4, 3, /*seed=*/1);  // ... and the projector's linear layer stays in model::

@@ -1,6 +1,9 @@
 #pragma once
-// comm::AnyCommunicator: any host-buffer Communicator chosen at run time (a program that runs as one process
-// or under mpirun holds Single or Mpi in the same Trainer type). One virtual call per collective.
+// comm::AnyCommunicator: any Communicator chosen at run time (a program that runs as one process, under mpirun
+// on CPUs or under mpirun on GPUs holds Single, Mpi or Nccl in the same Trainer type). One virtual call per
+// collective. Its own buffers are the host's: a device-buffer communicator (comm::Nccl) is held with its host
+// collectives going to its bootstrap() communicator, and its device sums offered through device_sum()
+// (comm/device_sum.hpp), which the CUDA trainer's steps use for the gradients.
 
 #include <memory>
 #include <span>
@@ -11,6 +14,7 @@
 #include <vector>
 
 #include <vidlora/comm/communicator.hpp>
+#include <vidlora/comm/device_sum.hpp>
 #include <vidlora/comm/single.hpp>
 
 namespace vidlora::comm {
@@ -23,7 +27,9 @@ class AnyCommunicator {
   template <Communicator C>
   requires(!std::is_same_v<std::remove_cvref_t<C>, AnyCommunicator>) AnyCommunicator(C c)
       : self_(std::make_unique<Model<C>>(std::move(c))) {  // NOLINT: implicit by design
-    static_assert(C::buffers == Buffers::Host, "AnyCommunicator holds host-buffer communicators (Single, Mpi)");
+    static_assert(C::buffers == Buffers::Host || DeviceGroupSum<C>,
+                  "AnyCommunicator holds host-buffer communicators (Single, Mpi), or device-buffer ones (Nccl) with "
+                  "all_reduce_sum_group and a bootstrap() communicator for the host's collectives");
   }
 
   int rank() const { return self_->rank(); }
@@ -33,6 +39,8 @@ class AnyCommunicator {
   void broadcast(std::string& s, std::string_view what) { self_->broadcast(s, what); }
   std::vector<std::string> gather(const std::string& s, std::string_view what) { return self_->gather(s, what); }
   void barrier(std::string_view what) { self_->barrier(what); }
+  // The held communicator's device sums (a device-buffer one's), else empty.
+  DeviceSum device_sum() { return self_->device_sum(); }
 
  private:
   struct Concept {
@@ -44,17 +52,21 @@ class AnyCommunicator {
     virtual void broadcast(std::string&, std::string_view) = 0;
     virtual std::vector<std::string> gather(const std::string&, std::string_view) = 0;
     virtual void barrier(std::string_view) = 0;
+    virtual DeviceSum device_sum() = 0;
   };
   template <class C>
   struct Model final : Concept {
     explicit Model(C c) : c_(std::move(c)) {}
     int rank() const override { return c_.rank(); }
     int size() const override { return c_.size(); }
-    void all_reduce_sum(std::span<float> x, std::string_view w) override { c_.all_reduce_sum(x, w); }
-    void all_reduce_sum(std::span<double> x, std::string_view w) override { c_.all_reduce_sum(x, w); }
-    void broadcast(std::string& s, std::string_view w) override { c_.broadcast(s, w); }
-    std::vector<std::string> gather(const std::string& s, std::string_view w) override { return c_.gather(s, w); }
-    void barrier(std::string_view w) override { c_.barrier(w); }
+    void all_reduce_sum(std::span<float> x, std::string_view w) override { host_collectives(c_).all_reduce_sum(x, w); }
+    void all_reduce_sum(std::span<double> x, std::string_view w) override { host_collectives(c_).all_reduce_sum(x, w); }
+    void broadcast(std::string& s, std::string_view w) override { host_collectives(c_).broadcast(s, w); }
+    std::vector<std::string> gather(const std::string& s, std::string_view w) override {
+      return host_collectives(c_).gather(s, w);
+    }
+    void barrier(std::string_view w) override { host_collectives(c_).barrier(w); }
+    DeviceSum device_sum() override { return device_sum_of(c_); }
     C c_;
   };
   std::unique_ptr<Concept> self_;

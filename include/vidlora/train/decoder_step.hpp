@@ -13,19 +13,24 @@
 // the values may have changed (an optimizer step, a checkpoint, best-parameter or adapter load), so a step that
 // keeps a copy of them refreshes it before its next call.
 //
-// A training step brackets its micro-batches with begin_step(per_clip) and finish_step(sums): a step that keeps the
-// LoRA gradients where it computes them (the device's) sums them there — each clip's in float64 when per_clip
-// (TrainerConfig::batch_invariant: it then says sums_on_device for those tensors, and finish_step adds its sums into
-// the ClipGradientSum), else in float32 — and hands them to the host once, at finish_step. Outside such a bracket
+// A training step brackets its micro-batches with begin_step(per_clip) and finish_step(StepHandOver): a step that
+// keeps the LoRA gradients where it computes them (the device's) sums them there — each clip's in float64 when
+// per_clip (TrainerConfig::batch_invariant: it then says sums_on_device for those tensors, and finish_step adds its
+// sums into the ClipGradientSum), else in float32 — and hands them to the host once, at finish_step; with a
+// comm::DeviceSum (comm::Nccl) it first sums them over the ranks on the device. Every rank calls finish_step in every
+// step, also one without clips or whose step failed, since the device sums are collectives. Outside such a bracket
 // each call adds its LoRA gradients to the host's, as the CPU step does.
 
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 
+#include <vidlora/comm/device_sum.hpp>
 #include <vidlora/core/backend.hpp>
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/core/memory_stats.hpp>
@@ -50,6 +55,16 @@ struct DecoderStepSettings {
   bool tf32 = false;        // TrainerConfig::precision "tf32", "bf16" or "fp16": the fp32 GEMMs on TF32 tensor cores
   bool pack_saved = false;  // precision "bf16": the saved activations in bf16 (DecoderStepOptions::pack_saved)
   BaseOperands base_operands = BaseOperands::F32;  // precision "bf16" / "fp16": the frozen GEMMs on 16-bit operands
+};
+
+// How finish_step hands a training step's gradients over.
+struct StepHandOver {
+  ClipGradientSum* sums = nullptr;  // per_clip: the step's float64 sums, into which the device's are added
+  // The host gradients (grad_A / grad_B storage) the step trains; the others are neither summed over the ranks nor
+  // copied (stage 1's LoRA). Empty: all; with `sums`, the tensors it holds.
+  std::function<bool(const float*)> trained;
+  comm::DeviceSum across_ranks;  // set: the device sums the gradients over the ranks before it hands them over
+  std::string what;              // for errors, e.g. "step 12: gradients"
 };
 
 // An evaluation's loss over a collated batch: the per-token losses summed over the supervised tokens, and their count.
@@ -93,7 +108,7 @@ class DecoderStep<backend::Cpu, Decoder> {
   // The gradients are the host's already: the ClipGradientSum takes them, nothing to hand over.
   void begin_step(bool /*per_clip*/) {}
   bool sums_on_device(const float* /*grad*/) const { return false; }
-  void finish_step(ClipGradientSum* /*sums*/) {}
+  void finish_step(const StepHandOver& /*hand_over*/) {}
 
   // The evaluation's loss: Decoder::forward without dropout, then the LM-head cross-entropy on next-token targets.
   EvalLoss eval_loss(const Matrix& embeds, const model::SequenceBatch& batch, std::span<const int> labels,
@@ -124,7 +139,7 @@ concept DecoderStepPolicy = backend::Backend<typename S::backend_type> &&
   // a training step's bracket (above): where its per-clip sums are taken, and its gradients handed to the host
   s.begin_step(true);
   { s.sums_on_device(static_cast<const float*>(nullptr)) } -> std::same_as<bool>;
-  s.finish_step(static_cast<ClipGradientSum*>(nullptr));
+  s.finish_step(StepHandOver{});
   { s.eval_loss(embeds, batch, labels, ce) } -> std::same_as<EvalLoss>;
   { s.generate(embeds, model::GenerationOptions{}) } -> std::same_as<model::GenerationResult>;
 };

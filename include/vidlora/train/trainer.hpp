@@ -54,6 +54,7 @@
 #include <nlohmann/json.hpp>
 
 #include <vidlora/comm/communicator.hpp>
+#include <vidlora/comm/device_sum.hpp>
 #include <vidlora/comm/gradient_buckets.hpp>
 #include <vidlora/comm/shard.hpp>
 #include <vidlora/comm/single.hpp>
@@ -109,9 +110,10 @@ template <presets::Preset P, class ProjectorT = model::Mlp2xGelu,
           lora::FrozenWeight Base = std::conditional_t<P::load_in_4bit, quant::NF4Weight, lora::DenseWeight>,
           comm::Communicator Comm = comm::Single, backend::Backend Backend = presets::backend_of<P>>
 class Trainer {
-  static_assert(Comm::buffers == comm::Buffers::Host,
-                "Trainer: the CPU trainer sums host buffers: use comm::Single, comm::Mpi or comm::AnyCommunicator "
-                "(comm::Nccl sums device buffers, for the CUDA trainer)");
+  static_assert(Comm::buffers == comm::Buffers::Host || Backend::on_device,
+                "Trainer: a device-buffer communicator (comm::Nccl) sums the gradients of a device decoder step: use "
+                "it with backend::Cuda; the CPU trainer sums host buffers (comm::Single, comm::Mpi, "
+                "comm::AnyCommunicator)");
 
  public:
   using preset_type = P;
@@ -134,7 +136,8 @@ class Trainer {
         features_(std::move(features)),
         comm_(std::move(comm)),
         tensors_(projector_, decoder_),
-        decoder_step_(decoder_, tensors_, decoder_step_settings(config_)) {
+        decoder_step_(decoder_, tensors_, decoder_step_settings(config_)),
+        device_sum_(comm::device_sum_of(comm_)) {
     local_out_ = config_.progress;
     if (comm_.rank() != 0) config_.progress = nullptr;  // progress and reports from rank 0 only
     check_config();
@@ -396,6 +399,12 @@ class Trainer {
             Backend::on_device ? "\"fp32\", \"tf32\", \"bf16\" or \"fp16\"" : "\"fp32\"",
             Backend::on_device ? "" : " on the CPU");
     require(config_.max_nan_in_a_row >= 1, "Trainer: max_nan_in_a_row must be >= 1");
+    require(!device_sum_ || (Backend::on_device && kProjectorBrackets),
+            "Trainer: the communicator sums gradients on the device (comm::Nccl), but {} (backend {}, preset {}); "
+            "train with backend::Cuda and model::cuda::CudaMlp2xGelu, or use comm::Mpi",
+            Backend::on_device ? "the projector keeps its gradients on the host"
+                               : "this trainer's decoder step runs on the CPU",
+            Backend::name, config_.preset);
     (void)optim::GradScaler(config_.loss_scaler);  // its options are checked there (GradScaler: ...)
     require(Backend::on_device || config_.device_memory.max_memory_gb == 0.0,
             "Trainer: max_memory_gb {} caps device memory, but this trainer's decoder step runs on the CPU (backend "
@@ -495,8 +504,21 @@ class Trainer {
   static constexpr bool kProjectorBrackets = requires(ProjectorT & p, const float* g) {
     p.begin_step(true, std::uint64_t{});
     { p.sums_on_device(g) } -> std::same_as<bool>;
-    p.finish_step(std::function<std::span<double>(const float*)>{});
+    p.finish_step(std::function<std::span<double>(const float*)>{}, comm::DeviceSum{}, std::string_view{});
   };
+  static_assert(Comm::buffers == comm::Buffers::Host || kProjectorBrackets,
+                "Trainer: a device-buffer communicator (comm::Nccl) sums the projector's gradients on the device: "
+                "use a projector that keeps them there (model::cuda::CudaMlp2xGelu)");
+
+  // The communicator of the host's collectives (token counts, loss, host gradients): comm_, or comm::Nccl's bootstrap.
+  decltype(auto) host_comm() { return comm::host_collectives(comm_); }
+
+  // Whether a gradient's storage is one of `params`' (the step's trained tensors).
+  std::function<bool(const float*)> trained_gradient(const std::vector<optim::Parameter>& params) const {
+    return [storage = tensors_.gradient_storage(params)](const float* g) {
+      return std::any_of(storage.begin(), storage.end(), [g](std::span<float> t) { return t.data() == g; });
+    };
+  }
 
   void zero_all_grads() {
     projector_.zero_grad();
@@ -531,7 +553,7 @@ class Trainer {
     if (comm_.size() > 1) {  // normalise by the whole step's token count, over every rank
       std::array<double, 3> counts{static_cast<double>(total_valid), static_cast<double>(clips.size()),
                                    per_clip ? 1.0 : 0.0};
-      comm_.all_reduce_sum(std::span<double>(counts), fmt::format("step {}: token counts", pos_.global_step + 1));
+      host_comm().all_reduce_sum(std::span<double>(counts), fmt::format("step {}: token counts", pos_.global_step + 1));
       total_valid = static_cast<long>(counts[0]);
       step_clips = static_cast<std::size_t>(counts[1]);
       check_same_summation(counts[2]);
@@ -553,12 +575,17 @@ class Trainer {
     ClipGradientSum clip_sums;
     decoder_step_.begin_step(per_clip);  // a device step keeps its LoRA gradients there until finish_step
     if constexpr (kProjectorBrackets) projector_.begin_step(per_clip, tensors_.values_version());
-    if (per_clip)
+    if (per_clip) {
       clip_sums.reset(tensors_.gradient_storage(params), [this](std::span<float> g) {
         if constexpr (kProjectorBrackets)
           if (projector_.sums_on_device(g.data())) return true;
         return decoder_step_.sums_on_device(g.data());
       });
+      require(!device_sum_ || clip_sums.all_external(),
+              "Trainer: step {}: the communicator sums gradients on the device, but a trained tensor's gradient is "
+              "summed on the host",
+              pos_.global_step + 1);
+    }
     const std::size_t micro = per_clip ? 1 : static_cast<std::size_t>(config_.batch_size);
     double step_flops = 0.0;  // 4·N + 6·L·d·T per sequence position this rank ran (train/lora_mfu.hpp)
     try {
@@ -590,22 +617,29 @@ class Trainer {
         projector_.backward(model::gather_rows<float>(res.grad_embeds, batch.visual_rows));
         if (per_clip) clip_sums.take();
       }
-      decoder_step_.finish_step(per_clip ? &clip_sums : nullptr);  // the device's gradients to the host, once
-      if constexpr (kProjectorBrackets) {
-        std::function<std::span<double>(const float*)> sums_of;
-        if (per_clip) sums_of = [&clip_sums](const float* g) { return clip_sums.sums_of(g); };
-        projector_.finish_step(sums_of);
-      }
     } catch (const Error& e) {  // the loss refuses NaN/Inf logits: same as a NaN loss
       nonfinite_error = e.what();
       loss = std::nan("");
     }
-    if (per_clip) {  // the ranks' float64 sums, rounded to float32 once
-      clip_sums.all_reduce_sum(comm_, fmt::format("step {}: gradients", pos_.global_step + 1));
+    // The device's gradients to the host, once (summed over the ranks there first with a device communicator). Every
+    // rank, also one whose step failed above: the device sums are collectives (the step is then skipped on all).
+    const std::string grads_what = fmt::format("step {}: gradients", pos_.global_step + 1);
+    decoder_step_.finish_step(StepHandOver{.sums = per_clip ? &clip_sums : nullptr,
+                                           .trained = trained_gradient(params),
+                                           .across_ranks = device_sum_,
+                                           .what = grads_what});
+    if constexpr (kProjectorBrackets) {
+      std::function<std::span<double>(const float*)> sums_of;
+      if (per_clip) sums_of = [&clip_sums](const float* g) { return clip_sums.sums_of(g); };
+      projector_.finish_step(sums_of, device_sum_, grads_what);
+    }
+    if (per_clip) {  // the ranks' float64 sums (on the host unless the device summed them), rounded to float32 once
+      if (!device_sum_) clip_sums.all_reduce_sum(host_comm(), grads_what);
       clip_sums.store();
     }
     tensors_.pull_grads();
-    if (comm_.size() > 1) reduce_step(per_clip ? std::vector<optim::Parameter>{} : params, loss, local_valid, t0);
+    if (comm_.size() > 1)
+      reduce_step(per_clip || device_sum_ ? std::vector<optim::Parameter>{} : params, loss, local_valid, t0);
     bool finite = std::isfinite(loss) && step_clips > 0;
     bool overflow = false;  // loss scaling: the scaled gradients overflowed (torch's found_inf)
     if (finite && loss_scaling_.enabled()) {
@@ -752,10 +786,10 @@ class Trainer {
     s[2 + me] = static_cast<double>(local_valid);
     s[2 + n + me] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const long step = pos_.global_step + 1;
-    comm_.all_reduce_sum(std::span<double>(s), fmt::format("step {}: loss", step));
+    host_comm().all_reduce_sum(std::span<double>(s), fmt::format("step {}: loss", step));
     std::vector<std::span<float>> grads;
     for (const auto& p : params) grads.emplace_back(p.grad->data(), static_cast<std::size_t>(p.grad->size()));
-    comm::GradientBuckets(std::move(grads)).all_reduce_sum(comm_, fmt::format("step {}: gradients", step));
+    comm::GradientBuckets(std::move(grads)).all_reduce_sum(host_comm(), fmt::format("step {}: gradients", step));
     loss = s[0];
     stop_requested_ = s[1] > 0.0;
     std::vector<double> tokens_per_s(n);
@@ -902,6 +936,7 @@ class Trainer {
   std::vector<double> rank_tokens_, rank_seconds_;  // this run's supervised tokens and compute time per rank
   TrainableTensors tensors_;
   decoder_step_type decoder_step_;  // the decoder's loss and backward on Backend (after decoder_ and tensors_)
+  comm::DeviceSum device_sum_;      // comm_'s sums of device buffers (comm::Nccl), else empty: the host sums gradients
   std::optional<optim::AdamW> optimizer_;
   std::vector<Clip> train_, val_;
   std::map<std::string, Matrix> cache_;

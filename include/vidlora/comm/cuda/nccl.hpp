@@ -1,6 +1,7 @@
 #pragma once
-// comm::Nccl: data-parallel ranks on GPUs, one GPU per rank; all_reduce_sum sums DEVICE buffers with NCCL on
-// the communicator's CUDA stream (the CUDA trainer's gradients). The ranks are started and bootstrapped by MPI
+// comm::Nccl: data-parallel ranks on GPUs, one GPU per rank; all_reduce_sum and all_reduce_sum_group sum DEVICE
+// buffers with NCCL on the communicator's CUDA stream (the CUDA trainer's gradients, through comm::DeviceSum:
+// comm/device_sum.hpp). The ranks are started and bootstrapped by MPI
 // (mpirun / srun): rank 0's ncclUniqueId is broadcast over comm::Mpi, which also carries the host-side
 // operations (broadcast, gather, barrier of strings). Without MPI, nccl_unique_id_via_file is the rendezvous
 // (a file on a file system every rank sees). Link vidlora::nccl (CUDA runtime, NCCL, MPI).
@@ -12,6 +13,7 @@
 #include <nccl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -25,6 +27,7 @@
 #include <vector>
 
 #include <vidlora/comm/communicator.hpp>
+#include <vidlora/comm/cuda/local_device.hpp>
 #include <vidlora/comm/mpi.hpp>
 
 namespace vidlora::comm {
@@ -83,18 +86,6 @@ inline ncclUniqueId nccl_unique_id_via_file(const std::filesystem::path& file, i
   }
 }
 
-// The GPU of this rank: NcclOptions::device, else the launcher's local rank (OMPI_COMM_WORLD_LOCAL_RANK,
-// SLURM_LOCALID, LOCAL_RANK) modulo the visible devices.
-inline int local_device(int requested) {
-  if (requested >= 0) return requested;
-  int count = 0;
-  detail::cuda_check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
-  if (count <= 0) throw CommError("comm::Nccl: no CUDA device");
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID", "LOCAL_RANK"})
-    if (const char* v = std::getenv(name)) return std::atoi(v) % count;
-  return 0;
-}
-
 struct NcclOptions {
   std::chrono::duration<double> timeout = std::chrono::seconds(600);  // per reduction, as MpiOptions::timeout
   int device = -1;                                                    // -1: local_device()
@@ -136,6 +127,17 @@ class Nccl {
   // x: device memory. Summed in place on stream(), which this waits for.
   void all_reduce_sum(std::span<float> x, std::string_view what) { reduce(x.data(), x.size(), ncclFloat, what); }
   void all_reduce_sum(std::span<double> x, std::string_view what) { reduce(x.data(), x.size(), ncclDouble, what); }
+  // Each buffer (device memory) summed in place, the calls grouped (ncclGroupStart / ncclGroupEnd, at most
+  // kGroupOps at a time) and complete on return: a training step's gradients, one tensor each, without packing them.
+  // Waits for all work on the device first, so buffers written on any stream are complete (comm::DeviceSum).
+  void all_reduce_sum_group(std::span<const std::span<float>> buffers, std::string_view what) {
+    reduce_group(buffers, ncclFloat, what);
+  }
+  void all_reduce_sum_group(std::span<const std::span<double>> buffers, std::string_view what) {
+    reduce_group(buffers, ncclDouble, what);
+  }
+  static constexpr std::size_t kGroupOps = 256;
+
   // Enqueues the sum without waiting (to overlap it with the backward pass); wait() completes it.
   void all_reduce_sum_async(std::span<float> x, std::string_view what) {
     detail::nccl_check(ncclAllReduce(x.data(), x.data(), x.size(), ncclFloat, ncclSum, comm_, stream_), what);
@@ -170,6 +172,27 @@ class Nccl {
   void barrier(std::string_view what) { bootstrap_.barrier(what); }
 
  private:
+  template <class T>
+  void reduce_group(std::span<const std::span<T>> buffers, ncclDataType_t type, std::string_view what) {
+    if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
+    detail::cuda_check(cudaDeviceSynchronize(), what);
+    for (std::size_t begin = 0; begin < buffers.size(); begin += kGroupOps) {
+      const std::size_t end = std::min(buffers.size(), begin + kGroupOps);
+      detail::nccl_check(ncclGroupStart(), what);
+      ncclResult_t first_error = ncclSuccess;  // the group is closed whatever happens inside it
+      for (std::size_t i = begin; i < end; ++i) {
+        if (buffers[i].empty()) continue;
+        const ncclResult_t rc =
+            ncclAllReduce(buffers[i].data(), buffers[i].data(), buffers[i].size(), type, ncclSum, comm_, stream_);
+        if (rc != ncclSuccess && rc != ncclInProgress && first_error == ncclSuccess) first_error = rc;
+      }
+      const ncclResult_t end_rc = ncclGroupEnd();
+      detail::nccl_check(first_error, what);
+      detail::nccl_check(end_rc, what);
+    }
+    wait(what);
+  }
+
   void reduce(void* data, std::size_t n, ncclDataType_t type, std::string_view what) {
     if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
     detail::nccl_check(ncclAllReduce(data, data, n, type, ncclSum, comm_, stream_), what);

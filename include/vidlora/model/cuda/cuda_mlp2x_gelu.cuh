@@ -17,8 +17,10 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include <vidlora/comm/device_sum.hpp>
 #include <vidlora/core/cuda/float64_sum.cuh>
 #include <vidlora/core/cuda/memory.cuh>
 #include <vidlora/core/cuda/status.cuh>
@@ -102,12 +104,37 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     return false;
   }
   // The step's gradients to the host, once: per_clip, the float64 sums added into sums_of(host gradient) (the
-  // Trainer's ClipGradientSum::sums_of); else the float32 gradients added to the host's.
-  void finish_step(const std::function<std::span<double>(const float*)>& sums_of) {
+  // Trainer's ClipGradientSum::sums_of); else the float32 gradients added to the host's. With `across_ranks`
+  // (comm::Nccl) they are summed over the ranks on the device first, also by a rank that ran no clip this step
+  // (`what` names the step in its errors).
+  void finish_step(const std::function<std::span<double>(const float*)>& sums_of,
+                   const comm::DeviceSum& across_ranks = {}, std::string_view what = {}) {
     if (!in_step_) return;
     in_step_ = false;
-    if (step_calls_ == 0) return;
-    if (!per_clip_ || !sums_of) return add_gradients_to_host();
+    if (step_calls_ == 0 && !across_ranks) return;
+    const bool f64 = per_clip_ && sums_of;
+    if (step_calls_ == 0) {  // no clip this step: zeros to sum
+      for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) g->fill_bytes(0);
+      if (f64) {
+        if (sums_.empty())
+          for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) sums_.emplace_back(g->size());
+        for (auto& sum : sums_) sum.fill_bytes(0);
+      }
+    }
+    if (across_ranks) {
+      const std::string name =
+          what.empty() ? std::string("the step's projector gradients") : std::string(what) + " (projector)";
+      if (f64) {
+        std::vector<std::span<double>> b;
+        for (auto& sum : sums_) b.emplace_back(sum.data(), sum.size());
+        across_ranks(std::span<const std::span<double>>(b), name);
+      } else {
+        std::vector<std::span<float>> b;
+        for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) b.emplace_back(g->data(), g->size());
+        across_ranks(std::span<const std::span<float>>(b), name);
+      }
+    }
+    if (!f64) return add_gradients_to_host();
     const std::vector<float*> host = host_gradients();
     for (std::size_t i = 0; i < host.size(); ++i) {
       if (host[i] == nullptr) continue;

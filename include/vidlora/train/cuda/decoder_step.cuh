@@ -93,9 +93,10 @@ class DecoderStep<backend::Cuda, Decoder> {
   }
 
   // A training step's bracket (train/decoder_step.hpp): its first call zeroes the device gradients; with per_clip each
-  // call's gradients go into float64 sums on the device (and are zeroed for the next clip); finish_step hands them
-  // over once: the sums into `sums` (ClipGradientSum::sums_of each LoRA gradient it holds: none in stage 1, where
-  // LoRA is not trained, so nothing is copied), else the float32 gradients added to grad_A / grad_B.
+  // call's gradients go into float64 sums on the device (and are zeroed for the next clip); finish_step hands the
+  // trained ones over once (none in stage 1, where LoRA is not trained, so nothing is copied): the sums into
+  // `h.sums` (ClipGradientSum::sums_of), else the float32 gradients added to grad_A / grad_B — summed over the ranks
+  // on the device first when `h.across_ranks` is set (comm::Nccl), also by a rank that ran no clip this step.
   void begin_step(bool per_clip) {
     in_step_ = true;
     per_clip_ = per_clip;
@@ -109,11 +110,11 @@ class DecoderStep<backend::Cuda, Decoder> {
         [&](const std::string&, auto& l) { found = found || l.grad_A().data() == grad || l.grad_B().data() == grad; });
     return found;
   }
-  void finish_step(ClipGradientSum* sums) {
+  void finish_step(const StepHandOver& h) {
     if (!in_step_) return;
     in_step_ = false;
-    if (step_calls_ == 0) return;
-    guarded("step", [&] { hand_over(sums); });
+    if (step_calls_ == 0 && !h.across_ranks) return;
+    guarded("step", [&] { hand_over(h); });
   }
 
   // The device allocator over the calls since the previous take: the last call's state, the peaks of all.
@@ -271,49 +272,75 @@ class DecoderStep<backend::Cuda, Decoder> {
                                        device_->model.stream());
   }
 
-  // finish_step: the step's gradients to the host, once.
-  void hand_over(ClipGradientSum* sums) {
-    VIDLORA_CUDA_CHECK(cudaStreamSynchronize(device_->model.stream()));
-    if (!per_clip_) return add_lora_grads();
+  // finish_step: the step's trained gradients (summed over the ranks first, with h.across_ranks) to the host, once.
+  void hand_over(const StepHandOver& h) {
+    prepared();  // a rank that ran no clip yet still takes part in the ranks' sums
     const auto& tensors = device_->model.lora_tensors();
+    if (step_calls_ == 0) {  // no clip this step: zeros to sum (the device's gradients may hold an earlier step's)
+      device_->model.zero_grad();
+      if (per_clip_) take_clip_gradients(true);
+    }
+    VIDLORA_CUDA_CHECK(cudaStreamSynchronize(device_->model.stream()));
+    // Which device tensors go to the host: the trained ones, in for_each_lora's order (A, B of each layer).
+    std::vector<Matrix*> host(tensors.size(), nullptr);
     std::size_t i = 0;
-    const auto hand = [&](Matrix& g) {
-      const auto& t = tensors[i];
-      std::span<double> into = sums ? sums->sums_of(g.data()) : std::span<double>{};
-      if (sums && into.empty()) {  // a gradient the step does not train (stage 1's LoRA): not copied
-        ++i;
-        return;
-      }
-      host_sums_.resize(static_cast<std::size_t>(t.size));
-      VIDLORA_CUDA_CHECK(
-          cudaMemcpy(host_sums_.data(), sums_[i].data(), host_sums_.size() * sizeof(double), cudaMemcpyDeviceToHost));
-      if (sums) {
-        for (std::size_t k = 0; k < host_sums_.size(); ++k) into[k] += host_sums_[k];
-      } else {  // no ClipGradientSum: round once and add
-        float* out = g.data();
-        for (std::size_t k = 0; k < host_sums_.size(); ++k) out[k] += static_cast<float>(host_sums_[k]);
-      }
-      ++i;
-    };
     decoder_.for_each_lora([&](const std::string&, auto& l) {
-      hand(l.grad_A());
-      hand(l.grad_B());
+      for (Matrix* g : {&l.grad_A(), &l.grad_B()}) {
+        const bool trained =
+            per_clip_ && h.sums ? !h.sums->sums_of(g->data()).empty() : !h.trained || h.trained(g->data());
+        host[i++] = trained ? g : nullptr;
+      }
     });
+    if (h.across_ranks) {
+      std::vector<std::span<double>> f64;
+      std::vector<std::span<float>> f32;
+      for (std::size_t k = 0; k < tensors.size(); ++k) {
+        if (host[k] == nullptr) continue;
+        const auto n = static_cast<std::size_t>(tensors[k].size);
+        if (per_clip_)
+          f64.emplace_back(sums_[k].data(), n);
+        else
+          f32.emplace_back(tensors[k].grad, n);
+      }
+      const std::string what = h.what.empty() ? std::string("the step's LoRA gradients") : h.what + " (LoRA)";
+      if (per_clip_)
+        h.across_ranks(std::span<const std::span<double>>(f64), what);
+      else
+        h.across_ranks(std::span<const std::span<float>>(f32), what);
+    }
+    if (!per_clip_) return add_lora_grads(host);
+    for (std::size_t k = 0; k < tensors.size(); ++k) {
+      if (host[k] == nullptr) continue;
+      host_sums_.resize(static_cast<std::size_t>(tensors[k].size));
+      VIDLORA_CUDA_CHECK(
+          cudaMemcpy(host_sums_.data(), sums_[k].data(), host_sums_.size() * sizeof(double), cudaMemcpyDeviceToHost));
+      if (h.sums) {
+        const std::span<double> into = h.sums->sums_of(host[k]->data());
+        for (std::size_t e = 0; e < host_sums_.size(); ++e) into[e] += host_sums_[e];
+      } else {  // no ClipGradientSum: round once and add
+        float* out = host[k]->data();
+        for (std::size_t e = 0; e < host_sums_.size(); ++e) out[e] += static_cast<float>(host_sums_[e]);
+      }
+    }
   }
 
-  // grad_A / grad_B += the device gradients (of this call, or of the step's calls).
-  void add_lora_grads() {
+  // grad_A / grad_B += the device gradients (of this call, or of the step's calls); only the tensors `host` names when
+  // given (the device tensors' host gradients, null: not copied).
+  void add_lora_grads(const std::vector<Matrix*>& host = {}) {
     const auto& tensors = device_->model.lora_tensors();
     std::size_t i = 0;
     const auto add = [&](const model::cuda::DecoderModel::LoraTensor& t, Matrix& g) {
+      if (!host.empty() && host[i] == nullptr) return;
       scratch_.resize(static_cast<std::size_t>(t.size));
       VIDLORA_CUDA_CHECK(cudaMemcpy(scratch_.data(), t.grad, scratch_.size() * sizeof(float), cudaMemcpyDeviceToHost));
       float* out = g.data();
       for (std::size_t k = 0; k < scratch_.size(); ++k) out[k] += scratch_[k];
     };
     decoder_.for_each_lora([&](const std::string&, auto& l) {
-      add(tensors[i++], l.grad_A());
-      add(tensors[i++], l.grad_B());
+      add(tensors[i], l.grad_A());
+      ++i;
+      add(tensors[i], l.grad_B());
+      ++i;
     });
   }
 
