@@ -154,7 +154,7 @@ TEST_CASE("one rank reduces nothing: Single, and buckets over a one-rank communi
   CHECK(x[0] == 4.0f);
 }
 
-TEST_CASE("device sums: a device-buffer communicator's, directly and through AnyCommunicator; none for host ones",
+TEST_CASE("device sums: a device-buffer communicator's, directly and through AnyCommunicator, none for host ones",
           "[comm]") {
   comm::Single single;
   CHECK_FALSE(comm::device_sum_of(single));

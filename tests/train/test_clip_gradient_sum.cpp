@@ -166,4 +166,34 @@ TEST_CASE("a tensor summed elsewhere (a device step's) is left to its owner, who
   CHECK(s.sums_of(t.a.data()).size() == 7);
   const float elsewhere = 0.0f;
   CHECK(s.sums_of(&elsewhere).empty());  // not one of its tensors
+  CHECK_FALSE(s.all_external());
+  s.reset(t.spans(), [](std::span<float>) { return true; });  // a device step that sums every tensor (comm::Nccl)
+  CHECK(s.all_external());
+}
+
+TEST_CASE("ClipGradientSum spreads tensors of several blocks over the threads with each element's own sum", "[train]") {
+  // 150,001 and 70,000 elements: blocks of 64 Ki with a short last one. Three clips taken, then stored: each element
+  // is float(double(x1) + x2 + x3), computed here one element at a time.
+  CounterRng rng(7, 0);
+  std::vector<std::vector<float>> clips(3, std::vector<float>(220001));
+  for (auto& c : clips)
+    for (float& x : c) x = static_cast<float>((rng.uniform() - 0.5) * std::pow(10.0, -4.0 * rng.uniform()));
+  std::vector<float> a(150001), b(70000);
+  train::ClipGradientSum s;
+  s.reset({std::span<float>(a), std::span<float>(b)});
+  for (const auto& c : clips) {
+    std::copy(c.begin(), c.begin() + 150001, a.begin());
+    std::copy(c.begin() + 150001, c.end(), b.begin());
+    s.take();
+    CHECK(std::all_of(a.begin(), a.end(), [](float x) { return x == 0.0f; }));
+    CHECK(std::all_of(b.begin(), b.end(), [](float x) { return x == 0.0f; }));
+  }
+  s.store();
+  std::vector<float> got(a);
+  got.insert(got.end(), b.begin(), b.end());
+  std::vector<float> want(got.size());
+  for (std::size_t i = 0; i < want.size(); ++i)
+    want[i] = static_cast<float>(static_cast<double>(clips[0][i]) + static_cast<double>(clips[1][i]) +
+                                 static_cast<double>(clips[2][i]));
+  CHECK(same_bits(got, want));
 }

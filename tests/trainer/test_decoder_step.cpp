@@ -88,7 +88,7 @@ TEST_CASE("the Cpu decoder step is Decoder::loss_and_backward: loss, gradients a
   CHECK(want_grads.front()->norm() > 0.0f);
 }
 
-TEST_CASE("the Cpu decoder step's evaluation: the loss without dropout, summed; generation with the KV cache",
+TEST_CASE("the Cpu decoder step's evaluation: the loss without dropout, summed, and generation with the KV cache",
           "[trainer][backend]") {
   namespace tiny = test::tiny;
   using D = StepDecoder;

@@ -14,11 +14,14 @@
 // learning-rate-sized parameter differences (docs/distributed.md).
 //
 // A tensor may be summed elsewhere: a device decoder step (DecoderStep<Cuda>) keeps its LoRA gradients on the device
-// and sums each clip's there in float64, then adds its sums into sums_of(tensor) once per step. reset() is told which
-// tensors those are (`external`), and take() leaves them alone.
+// and sums each clip's there in float64, then writes its sums into sums_of(tensor) once per step. reset() is told
+// which tensors those are (`external`), and take() leaves them alone, so their sums stay zero until their owner
+// writes them: it may copy its sums there rather than add them. take() and store() are element-wise and spread over
+// the threads (core/parallel.hpp): the same bits whatever the thread count.
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <span>
 #include <string>
@@ -30,6 +33,7 @@
 #include <vidlora/comm/communicator.hpp>
 #include <vidlora/comm/gradient_buckets.hpp>
 #include <vidlora/core/error.hpp>
+#include <vidlora/core/parallel.hpp>
 
 namespace vidlora::train {
 
@@ -66,16 +70,19 @@ class ClipGradientSum {
   // sums += tensors (in float64); tensors = 0.
   // External tensors are skipped.
   void take() {
-    double* s = sums_.data();
+    std::size_t offset = 0;
     for (std::size_t i = 0; i < tensors_.size(); ++i) {
-      if (external_[i]) {
-        s += tensors_[i].size();
-        continue;
+      const std::span<float> t = tensors_[i];
+      if (!external_[i]) {
+        double* s = sums_.data() + offset;
+        for_blocks(t.size(), [&](std::size_t begin, std::size_t end) {
+          for (std::size_t k = begin; k < end; ++k) {
+            s[k] += static_cast<double>(t[k]);
+            t[k] = 0.0f;
+          }
+        });
       }
-      for (float& g : tensors_[i]) {
-        *s++ += static_cast<double>(g);
-        g = 0.0f;
-      }
+      offset += t.size();
     }
   }
 
@@ -95,12 +102,28 @@ class ClipGradientSum {
 
   // tensors = float32(sums): one rounding per element.
   void store() const {
-    const double* s = sums_.data();
-    for (const auto& t : tensors_)
-      for (float& g : t) g = static_cast<float>(*s++);
+    std::size_t offset = 0;
+    for (const auto& t : tensors_) {
+      const double* s = sums_.data() + offset;
+      for_blocks(t.size(), [&](std::size_t begin, std::size_t end) {
+        for (std::size_t k = begin; k < end; ++k) t[k] = static_cast<float>(s[k]);
+      });
+      offset += t.size();
+    }
   }
 
  private:
+  // fn(begin, end) over [0, n) in blocks of 64 Ki elements, spread over the threads (each element on its own).
+  template <class Fn>
+  static void for_blocks(std::size_t n, Fn&& fn) {
+    constexpr std::size_t kBlock = std::size_t{1} << 16;
+    const auto blocks = static_cast<std::ptrdiff_t>((n + kBlock - 1) / kBlock);
+    parallel_for(std::ptrdiff_t{0}, blocks, static_cast<std::int64_t>(n), [&](std::ptrdiff_t b) {
+      const std::size_t begin = static_cast<std::size_t>(b) * kBlock;
+      fn(begin, std::min(n, begin + kBlock));
+    });
+  }
+
   std::vector<std::span<float>> tensors_;
   std::vector<bool> external_;  // summed elsewhere (sums_of), not by take()
   std::vector<double> sums_;    // the tensors concatenated, in their order

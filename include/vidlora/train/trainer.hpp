@@ -19,7 +19,9 @@
 // features cannot be computed is skipped and logged.
 // Data parallel (Comm = comm::Mpi, docs/distributed.md): each rank reads its shard of every step's clips
 // (comm/shard.hpp), the step's token count and the gradients are summed over the ranks, evaluation is sharded
-// and scored once on rank 0; rank 0 alone writes checkpoints, logs, progress and outputs.
+// and scored once on rank 0; rank 0 alone writes checkpoints, logs, progress and outputs. With comm::Nccl (the
+// CUDA trainer, one GPU per rank) the device steps sum the gradients over the ranks on the GPUs (comm::DeviceSum)
+// and the host's collectives go to its bootstrap comm::Mpi.
 //
 // This header holds the loop (stages, epochs, the step, early stopping, Ctrl-C) and the data-parallel exchange;
 // it composes the parts beside it: trainer_config.hpp (TrainerConfig), text_codec.hpp, train_result.hpp

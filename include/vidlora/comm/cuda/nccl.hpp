@@ -99,6 +99,7 @@ class Nccl {
   explicit Nccl(Mpi bootstrap, NcclOptions options = {}) : bootstrap_(std::move(bootstrap)), options_(options) {
     device_ = local_device(options_.device);
     detail::cuda_check(cudaSetDevice(device_), "cudaSetDevice");
+    check_one_gpu_per_rank();
     detail::cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     const ncclUniqueId id = nccl_unique_id_over(bootstrap_);
     detail::nccl_check(ncclCommInitRank(&comm_, bootstrap_.size(), id, bootstrap_.rank()),
@@ -172,6 +173,27 @@ class Nccl {
   void barrier(std::string_view what) { bootstrap_.barrier(what); }
 
  private:
+  // NCCL needs one GPU per rank, and two ranks on one GPU fail inside ncclCommInitRank with a terse message: every rank
+  // says which GPU it took (host name and PCI bus id), and all stop with an error naming the ranks that share one.
+  void check_one_gpu_per_rank() {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    char bus[32] = {};
+    detail::cuda_check(cudaDeviceGetPCIBusId(bus, sizeof bus, device_), "cudaDeviceGetPCIBusId");
+    const std::string mine = std::string(host) + " GPU " + std::to_string(device_) + " (" + bus + ")";
+    const std::vector<std::string> all = bootstrap_.gather(mine, "the GPU of each rank");
+    std::string verdict;
+    for (std::size_t r = 0; r < all.size() && verdict.empty(); ++r)
+      for (std::size_t q = 0; q < r && verdict.empty(); ++q)
+        if (all[q] == all[r])
+          verdict = detail::message(
+              "comm::Nccl: ranks {} and {} share {}: NCCL needs one GPU per rank; start at most as many ranks per "
+              "node as it has GPUs (CUDA_VISIBLE_DEVICES), or sum on the hosts with comm::Mpi",
+              q, r, all[r]);
+    bootstrap_.broadcast(verdict, "the GPU check of the ranks");
+    if (!verdict.empty()) throw CommError(verdict);
+  }
+
   template <class T>
   void reduce_group(std::span<const std::span<T>> buffers, ncclDataType_t type, std::string_view what) {
     if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");

@@ -136,8 +136,14 @@ class DeviceBuffer {
   }
   std::vector<T> download() const {
     std::vector<T> host(n_);
-    if (n_) VIDLORA_CUDA_CHECK(cudaMemcpy(host.data(), p_, bytes(), cudaMemcpyDeviceToHost));
+    download(host);
     return host;
+  }
+  // Into host memory of the buffer's size (no allocation, no extra pass).
+  void download(std::span<T> host) const {
+    check_arg(host.size() == n_, "DeviceBuffer::download",
+              std::to_string(n_) + " elements into host memory of " + std::to_string(host.size()));
+    if (n_) VIDLORA_CUDA_CHECK(cudaMemcpy(host.data(), p_, bytes(), cudaMemcpyDeviceToHost));
   }
   // Every byte set to `byte` (0xFF on floats = NaN: the tests' poison).
   void fill_bytes(int byte, cudaStream_t s = nullptr) {

@@ -311,15 +311,17 @@ class DecoderStep<backend::Cuda, Decoder> {
     if (!per_clip_) return add_lora_grads(host);
     for (std::size_t k = 0; k < tensors.size(); ++k) {
       if (host[k] == nullptr) continue;
-      host_sums_.resize(static_cast<std::size_t>(tensors[k].size));
-      VIDLORA_CUDA_CHECK(
-          cudaMemcpy(host_sums_.data(), sums_[k].data(), host_sums_.size() * sizeof(double), cudaMemcpyDeviceToHost));
-      if (h.sums) {
+      const auto n = static_cast<std::size_t>(tensors[k].size);
+      if (h.sums) {  // the ClipGradientSum leaves this tensor's sums zero for us: copied, not added
         const std::span<double> into = h.sums->sums_of(host[k]->data());
-        for (std::size_t e = 0; e < host_sums_.size(); ++e) into[e] += host_sums_[e];
+        require(into.size() == n, "DecoderStep<Cuda>: the step's sums of a LoRA tensor hold {} values, the device {}",
+                into.size(), n);
+        VIDLORA_CUDA_CHECK(cudaMemcpy(into.data(), sums_[k].data(), n * sizeof(double), cudaMemcpyDeviceToHost));
       } else {  // no ClipGradientSum: round once and add
+        host_sums_.resize(n);
+        VIDLORA_CUDA_CHECK(cudaMemcpy(host_sums_.data(), sums_[k].data(), n * sizeof(double), cudaMemcpyDeviceToHost));
         float* out = host[k]->data();
-        for (std::size_t e = 0; e < host_sums_.size(); ++e) out[e] += static_cast<float>(host_sums_[e]);
+        for (std::size_t e = 0; e < n; ++e) out[e] += static_cast<float>(host_sums_[e]);
       }
     }
   }
