@@ -46,6 +46,12 @@ bin="$build"  # where the programs are: the build here, or the carried prebuilt 
 benches=(bench_cuda_quant bench_cuda_optim bench_cuda_lora bench_cuda_attention)
 targets=(vidlora_cuda_tests vidlora_cuda_host_tests)
 [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" == 1 ]] || targets+=("${benches[@]}" bench_cuda_preset_step)
+# NCCL from PyTorch's wheel (nvidia-nccl) when the toolkit has none: comm::Nccl's tests need it and MPI.
+nccl_py="$(python3 -c 'import nvidia.nccl, os; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null || true)"
+if [[ -n "$nccl_py" && -f "$nccl_py/include/nccl.h" ]]; then
+  nccl_lib="$(ls "$nccl_py"/lib/libnccl.so* 2>/dev/null | head -n1)"
+  [[ -n "$nccl_lib" ]] && extra+=(-DVIDLORA_NCCL_INCLUDE_DIR="$nccl_py/include" -DVIDLORA_NCCL_LIBRARY="$nccl_lib")
+fi
 built=0
 if cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc_bin" \
      -DVIDLORA_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cap" -DVIDLORA_BUILD_EXAMPLES=OFF \
@@ -90,6 +96,29 @@ for tag in core quant optim loss model lora layer decoder trainer; do
        grep -E "FAILED|with expansion|^  [A-Z]|failed" "$log/cuda_$tag.txt" | head -20 ;;
   esac
 done
+
+# comm::Nccl with one rank against comm::Single: the all-reduce, then the CUDA Trainer over it (needs MPI and NCCL,
+# which vidlora::nccl found at configure time; NCCL refuses two ranks on one GPU).
+if [[ $built == 1 ]] && grep -q "vidlora::nccl ON" "$log/configure.txt"; then
+  mpiexec_bin="$(sed -n 's/^MPIEXEC_EXECUTABLE:[A-Z]*=//p' "$build/CMakeCache.txt")"
+  if cmake --build "$build" --target vidlora_nccl_tests vidlora_nccl_trainer_tests -j "$jobs" >"$log/build_nccl.txt" 2>&1; then
+    for t in vidlora_nccl_tests vidlora_nccl_trainer_tests; do
+      OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 "$mpiexec_bin" -np 1 \
+        "$build/tests/mpi/$t" >"$log/$t.txt" 2>&1
+      rc=$?
+      case $rc in
+        0) row "tests: $t (one rank)" PASS "$(tail -n1 "$log/$t.txt")" ;;
+        77) row "tests: $t (one rank)" SKIP "no CUDA device" ;;
+        *) row "tests: $t (one rank)" FAIL "exit $rc, see $log/$t.txt"; status=1; tail -n 12 "$log/$t.txt" ;;
+      esac
+    done
+  else
+    row "tests: nccl" FAIL "build failed, see $log/build_nccl.txt"; status=1
+    grep -E "error|FAILED" "$log/build_nccl.txt" | head -20
+  fi
+else
+  row "tests: nccl" SKIP "vidlora::nccl not built here (needs MPI and NCCL)"
+fi
 
 if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
   for b in "${benches[@]}"; do
