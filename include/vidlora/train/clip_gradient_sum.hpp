@@ -64,8 +64,6 @@ class ClipGradientSum {
   }
 
   std::size_t elements() const { return sums_.size(); }
-  // Whether every tensor is summed elsewhere (a device step that also sums them over the ranks: comm::Nccl).
-  bool all_external() const { return std::find(external_.begin(), external_.end(), false) == external_.end(); }
 
   // sums += tensors (in float64); tensors = 0.
   // External tensors are skipped.

@@ -577,16 +577,24 @@ class Trainer {
     ClipGradientSum clip_sums;
     decoder_step_.begin_step(per_clip);  // a device step keeps its LoRA gradients there until finish_step
     if constexpr (kProjectorBrackets) projector_.begin_step(per_clip, tensors_.values_version());
+    // Per clip, a device step sums its tensors' clips there. When no other rank's sums are to come (one rank, or the
+    // ranks summed on the device) it also rounds them to float32 there and hands over that, half the bytes: the
+    // ClipGradientSum then holds only the tensors summed on the host. Otherwise it copies its float64 sums into the
+    // ClipGradientSum, which sums them over the ranks on the host.
+    const bool device_rounds = per_clip && Backend::on_device && (comm_.size() == 1 || device_sum_);
     if (per_clip) {
-      clip_sums.reset(tensors_.gradient_storage(params), [this](std::span<float> g) {
+      const auto on_device = [this](std::span<float> g) {
         if constexpr (kProjectorBrackets)
           if (projector_.sums_on_device(g.data())) return true;
         return decoder_step_.sums_on_device(g.data());
-      });
-      require(!device_sum_ || clip_sums.all_external(),
+      };
+      std::vector<std::span<float>> storage = tensors_.gradient_storage(params);
+      if (device_rounds) std::erase_if(storage, on_device);
+      require(!device_sum_ || storage.empty(),
               "Trainer: step {}: the communicator sums gradients on the device, but a trained tensor's gradient is "
               "summed on the host",
               pos_.global_step + 1);
+      clip_sums.reset(std::move(storage), on_device);
     }
     const std::size_t micro = per_clip ? 1 : static_cast<std::size_t>(config_.batch_size);
     double step_flops = 0.0;  // 4·N + 6·L·d·T per sequence position this rank ran (train/lora_mfu.hpp)
@@ -626,13 +634,14 @@ class Trainer {
     // The device's gradients to the host, once (summed over the ranks there first with a device communicator). Every
     // rank, also one whose step failed above: the device sums are collectives (the step is then skipped on all).
     const std::string grads_what = fmt::format("step {}: gradients", pos_.global_step + 1);
-    decoder_step_.finish_step(StepHandOver{.sums = per_clip ? &clip_sums : nullptr,
+    const bool host_sums = per_clip && !device_rounds;  // the device's float64 sums go to the ClipGradientSum
+    decoder_step_.finish_step(StepHandOver{.sums = host_sums ? &clip_sums : nullptr,
                                            .trained = trained_gradient(params),
                                            .across_ranks = device_sum_,
                                            .what = grads_what});
     if constexpr (kProjectorBrackets) {
       std::function<std::span<double>(const float*)> sums_of;
-      if (per_clip) sums_of = [&clip_sums](const float* g) { return clip_sums.sums_of(g); };
+      if (host_sums) sums_of = [&clip_sums](const float* g) { return clip_sums.sums_of(g); };
       projector_.finish_step(sums_of, device_sum_, grads_what);
     }
     if (per_clip) {  // the ranks' float64 sums (on the host unless the device summed them), rounded to float32 once

@@ -103,8 +103,9 @@ class CudaMlp2xGelu : public Mlp2xGelu {
       if (g != nullptr && g == grad) return true;
     return false;
   }
-  // The step's gradients to the host, once: per_clip, the float64 sums added into sums_of(host gradient) (the
-  // Trainer's ClipGradientSum::sums_of); else the float32 gradients added to the host's. With `across_ranks`
+  // The step's gradients to the host, once: per_clip, the float64 sums copied into sums_of(host gradient) (the
+  // Trainer's ClipGradientSum::sums_of) or, without sums_of (no other rank's sums to come), rounded to float32 on the
+  // device and added to the host's; else the float32 gradients added to the host's. With `across_ranks`
   // (comm::Nccl) they are summed over the ranks on the device first, also by a rank that ran no clip this step
   // (`what` names the step in its errors).
   void finish_step(const std::function<std::span<double>(const float*)>& sums_of,
@@ -112,8 +113,8 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     if (!in_step_) return;
     in_step_ = false;
     if (step_calls_ == 0 && !across_ranks) return;
-    const bool f64 = per_clip_ && sums_of;
-    if (step_calls_ == 0) {  // no clip this step: zeros to sum
+    const bool f64 = per_clip_;  // the step's gradients are the float64 sums (the float32 buffers hold zeros)
+    if (step_calls_ == 0) {      // no clip this step: zeros to sum
       for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) g->fill_bytes(0);
       if (f64) {
         if (sums_.empty())
@@ -135,6 +136,14 @@ class CudaMlp2xGelu : public Mlp2xGelu {
       }
     }
     if (!f64) return add_gradients_to_host();
+    if (!sums_of) {  // no other rank's sums to come: rounded to float32 here (half the bytes to copy) and added
+      std::size_t i = 0;
+      for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) {
+        vidlora::cuda::round_from_float64(sums_[i].data(), g->data(), static_cast<std::int64_t>(g->size()));
+        ++i;
+      }
+      return add_gradients_to_host();
+    }
     const std::vector<float*> host = host_gradients();
     for (std::size_t i = 0; i < host.size(); ++i) {
       if (host[i] == nullptr) continue;

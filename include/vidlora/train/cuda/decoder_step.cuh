@@ -94,9 +94,10 @@ class DecoderStep<backend::Cuda, Decoder> {
 
   // A training step's bracket (train/decoder_step.hpp): its first call zeroes the device gradients; with per_clip each
   // call's gradients go into float64 sums on the device (and are zeroed for the next clip); finish_step hands the
-  // trained ones over once (none in stage 1, where LoRA is not trained, so nothing is copied): the sums into
-  // `h.sums` (ClipGradientSum::sums_of), else the float32 gradients added to grad_A / grad_B — summed over the ranks
-  // on the device first when `h.across_ranks` is set (comm::Nccl), also by a rank that ran no clip this step.
+  // trained ones over once (none in stage 1, where LoRA is not trained, so nothing is copied): the float64 sums into
+  // `h.sums` (ClipGradientSum::sums_of) when the host still sums them over ranks, else rounded to float32 on the
+  // device and added to grad_A / grad_B, as the float32 gradients are without per_clip — summed over the ranks on the
+  // device first when `h.across_ranks` is set (comm::Nccl), also by a rank that ran no clip this step.
   void begin_step(bool per_clip) {
     in_step_ = true;
     per_clip_ = per_clip;
@@ -309,20 +310,20 @@ class DecoderStep<backend::Cuda, Decoder> {
         h.across_ranks(std::span<const std::span<float>>(f32), what);
     }
     if (!per_clip_) return add_lora_grads(host);
-    for (std::size_t k = 0; k < tensors.size(); ++k) {
+    if (!h.sums) {  // no other rank's sums to come: rounded to float32 here (half the bytes to copy) and added
+      for (std::size_t k = 0; k < tensors.size(); ++k)
+        if (host[k] != nullptr)  // the gradient buffer is zero after the last take: it receives the rounded sums
+          vidlora::cuda::round_from_float64(sums_[k].data(), tensors[k].grad, tensors[k].size, device_->model.stream());
+      VIDLORA_CUDA_CHECK(cudaStreamSynchronize(device_->model.stream()));
+      return add_lora_grads(host);
+    }
+    for (std::size_t k = 0; k < tensors.size(); ++k) {  // the float64 sums, for the host's sum over the ranks
       if (host[k] == nullptr) continue;
       const auto n = static_cast<std::size_t>(tensors[k].size);
-      if (h.sums) {  // the ClipGradientSum leaves this tensor's sums zero for us: copied, not added
-        const std::span<double> into = h.sums->sums_of(host[k]->data());
-        require(into.size() == n, "DecoderStep<Cuda>: the step's sums of a LoRA tensor hold {} values, the device {}",
-                into.size(), n);
-        VIDLORA_CUDA_CHECK(cudaMemcpy(into.data(), sums_[k].data(), n * sizeof(double), cudaMemcpyDeviceToHost));
-      } else {  // no ClipGradientSum: round once and add
-        host_sums_.resize(n);
-        VIDLORA_CUDA_CHECK(cudaMemcpy(host_sums_.data(), sums_[k].data(), n * sizeof(double), cudaMemcpyDeviceToHost));
-        float* out = host[k]->data();
-        for (std::size_t e = 0; e < n; ++e) out[e] += static_cast<float>(host_sums_[e]);
-      }
+      const std::span<double> into = h.sums->sums_of(host[k]->data());  // left zero for us: copied, not added
+      require(into.size() == n, "DecoderStep<Cuda>: the step's sums of a LoRA tensor hold {} values, the device {}",
+              into.size(), n);
+      VIDLORA_CUDA_CHECK(cudaMemcpy(into.data(), sums_[k].data(), n * sizeof(double), cudaMemcpyDeviceToHost));
     }
   }
 
@@ -367,7 +368,6 @@ class DecoderStep<backend::Cuda, Decoder> {
   bool in_step_ = false, per_clip_ = false;
   long step_calls_ = 0;
   std::vector<vidlora::cuda::DeviceBuffer<double>> sums_;  // per_clip: each LoRA gradient's float64 sum this step
-  std::vector<double> host_sums_;
 };
 
 }  // namespace vidlora::train
