@@ -524,17 +524,48 @@ std::string comm_kind(const demo::Args& a) {
 #endif
 }
 
-// The ranks of this run: comm::Single, or comm::Mpi over every process mpirun / srun started, or comm::Nccl over
-// them (one GPU each, bootstrapped by that comm::Mpi).
-comm::AnyCommunicator make_communicator(const demo::Args& a, int& argc, char**& argv) {
+// --comm's kind when this build has it, else a usage error saying what the build lacks.
+std::string available_comm_kind(const demo::Args& a) {
   const std::string kind = comm_kind(a);
-  if (kind == "single") return comm::Single{};
 #if !defined(VIDLORA_TRAIN_NCCL)
   if (kind == "nccl")
     throw demo::UsageError(
         "--comm nccl: this train_captioner was built without NCCL (a GPU preset's build with MPI and the CUDA "
         "toolkit's NCCL: nccl.h and libnccl); use --comm mpi");
 #endif
+#if !defined(VIDLORA_MPI)
+  if (kind != "single")
+    throw demo::UsageError(fmt::format(
+        "--comm {}: this train_captioner was built without MPI (install libopenmpi-dev and openmpi-bin, then "
+        "reconfigure: VIDLORA_WITH_MPI)",
+        kind));
+#endif
+  return kind;
+}
+
+// The dry run's row: how the ranks of this run would sum their gradients.
+void print_comm_row(const demo::Args& a) {
+  const std::string kind = available_comm_kind(a);
+#if defined(VIDLORA_MPI)
+  const int launched = comm::launched_world_size();
+#else
+  const int launched = 1;
+#endif
+  const std::string value = kind == "single" ? std::string("one process")
+                            : kind == "mpi"
+                                ? fmt::format("{} ranks, gradients summed on the hosts (MPI)", launched)
+                                : fmt::format("{} ranks, one GPU each, gradients summed on them (NCCL)", launched);
+  const std::string source = a.has("comm")  ? std::string("--comm")
+                             : launched > 1 ? fmt::format("started by mpirun / srun with {} ranks", launched)
+                                            : std::string("not started by mpirun / srun (docs/distributed.md)");
+  fmt::print("  {:<28} {:<34} {}\n", "data parallel", value, source);
+}
+
+// The ranks of this run: comm::Single, or comm::Mpi over every process mpirun / srun started, or comm::Nccl over
+// them (one GPU each, bootstrapped by that comm::Mpi).
+comm::AnyCommunicator make_communicator(const demo::Args& a, int& argc, char**& argv) {
+  const std::string kind = available_comm_kind(a);
+  if (kind == "single") return comm::Single{};
 #if defined(VIDLORA_MPI)
   auto& session = mpi_session();
   session.emplace(&argc, &argv);
@@ -566,10 +597,7 @@ comm::AnyCommunicator make_communicator(const demo::Args& a, int& argc, char**& 
 #else
   (void)argc;
   (void)argv;
-  throw demo::UsageError(
-      fmt::format("--comm {}: this train_captioner was built without MPI (install libopenmpi-dev and openmpi-bin, then "
-                  "reconfigure: VIDLORA_WITH_MPI)",
-                  kind));
+  return comm::Single{};  // not reached: available_comm_kind refused every other kind
 #endif
 }
 
@@ -651,6 +679,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
   TrainerConfig config = configure(a);
   if (a.has("dry-run")) {
     print_configuration<ActivePreset>(config);
+    print_comm_row(a);
     return 0;
   }
 #if !defined(VIDLORA_TRAIN_ON_CUDA)
