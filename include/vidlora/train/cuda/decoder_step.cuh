@@ -20,6 +20,7 @@
 #error "vidlora/train/cuda/decoder_step.cuh runs kernels: compile this translation unit with nvcc (LANGUAGE CUDA)"
 #endif
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -37,6 +38,7 @@
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/core/memory_stats.hpp>
+#include <vidlora/core/parallel.hpp>
 #include <vidlora/loss/cross_entropy_options.hpp>
 #include <vidlora/model/cuda/cached_decoder.cuh>
 #include <vidlora/model/cuda/decoder_model.cuh>
@@ -337,7 +339,13 @@ class DecoderStep<backend::Cuda, Decoder> {
       scratch_.resize(static_cast<std::size_t>(t.size));
       VIDLORA_CUDA_CHECK(cudaMemcpy(scratch_.data(), t.grad, scratch_.size() * sizeof(float), cudaMemcpyDeviceToHost));
       float* out = g.data();
-      for (std::size_t k = 0; k < scratch_.size(); ++k) out[k] += scratch_[k];
+      const float* in = scratch_.data();
+      const auto n = static_cast<std::int64_t>(scratch_.size());
+      constexpr std::int64_t kBlock = std::int64_t{1} << 16;  // each element on its own: any thread count, same bits
+      parallel_for(std::int64_t{0}, (n + kBlock - 1) / kBlock, n, [&](std::int64_t b) {
+        const std::int64_t end = std::min(n, (b + 1) * kBlock);
+        for (std::int64_t k = b * kBlock; k < end; ++k) out[k] += in[k];
+      });
     };
     decoder_.for_each_lora([&](const std::string&, auto& l) {
       add(tensors[i], l.grad_A());
