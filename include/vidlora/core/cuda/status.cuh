@@ -8,6 +8,8 @@
 
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 #include <vidlora/core/error_type.hpp>
 #include <vidlora/core/portability.hpp>
@@ -50,6 +52,13 @@ inline std::string status_message(const char* call, const char* status_name, int
 // Throws CudaError("<who>: <what>") unless `condition` holds (argument checks; no fmt under nvcc).
 inline void check_arg(bool condition, const char* who, const std::string& what) {
   if (!condition) throw CudaError(std::string(who) + ": " + what);
+}
+// The same with the message built only on failure (`what()` returns it): for checks on a hot path, where building the
+// string on every call would cost more than the check.
+template <class MakeMessage>
+requires std::is_invocable_r_v<std::string, MakeMessage>
+inline void check_arg(bool condition, const char* who, MakeMessage&& what) {
+  if (!condition) throw CudaError(std::string(who) + ": " + std::forward<MakeMessage>(what)());
 }
 
 #if VIDLORA_HAS_CUDA_RUNTIME

@@ -73,19 +73,23 @@ struct LoraWorkspaceSizes {
 
 inline void check_lora(const LoraLinearParams& p) {
   const char* who = "cuda::LoraLinear";
-  vidlora::cuda::check_arg(p.tokens > 0 && p.in > 0 && p.out > 0 && p.rank > 0, who,
-                           "tokens " + std::to_string(p.tokens) + ", in " + std::to_string(p.in) + ", out " +
-                               std::to_string(p.out) + ", rank " + std::to_string(p.rank) + " must all be positive");
+  // Every check builds its message only when it fails: this runs before each of the layer's steps.
+  vidlora::cuda::check_arg(p.tokens > 0 && p.in > 0 && p.out > 0 && p.rank > 0, who, [&] {
+    return "tokens " + std::to_string(p.tokens) + ", in " + std::to_string(p.in) + ", out " + std::to_string(p.out) +
+           ", rank " + std::to_string(p.rank) + " must all be positive";
+  });
   vidlora::cuda::check_arg(p.dropout >= 0.0f && p.dropout < 1.0f, who,
-                           "dropout " + std::to_string(p.dropout) + " is outside [0, 1)");
-  vidlora::cuda::check_arg(p.a != nullptr && p.b != nullptr, who, "lora_A and lora_B are required");
+                           [&] { return "dropout " + std::to_string(p.dropout) + " is outside [0, 1)"; });
+  vidlora::cuda::check_arg(p.a != nullptr && p.b != nullptr, who,
+                           [] { return std::string("lora_A and lora_B are required"); });
   if (p.base == BaseKind::Dense) {
-    vidlora::cuda::check_arg(p.w != nullptr, who, "dense base without a weight pointer");
+    vidlora::cuda::check_arg(p.w != nullptr, who, [] { return std::string("dense base without a weight pointer"); });
   } else {
     quant::cuda::check_view(p.qw, who);
-    vidlora::cuda::check_arg(p.qw.numel == p.out * p.in, who,
-                             "quantized base holds " + std::to_string(p.qw.numel) + " elements, the layer needs " +
-                                 std::to_string(p.out * p.in));
+    vidlora::cuda::check_arg(p.qw.numel == p.out * p.in, who, [&] {
+      return "quantized base holds " + std::to_string(p.qw.numel) + " elements, the layer needs " +
+             std::to_string(p.out * p.in);
+    });
   }
 }
 
@@ -161,12 +165,15 @@ inline LowRankExpandParams expansion(const void* l, const void* r, void* out, st
 inline void check_narrow_base(const LoraLinearParams& p, const void* w_dense, const void* op16, vidlora::cuda::DType t,
                               const char* who) {
   using vidlora::cuda::DType;
-  vidlora::cuda::check_arg(t == DType::F32, who,
-                           std::string("16-bit base operands (") + vidlora::cuda::dtype_name(p.base_operands) +
-                               ") are for a float layer, not a " + vidlora::cuda::dtype_name(t) + " one");
-  vidlora::cuda::check_arg(w_dense != nullptr && op16 != nullptr, who,
-                           "16-bit base operands need the workspace's w_dense and op16 pieces "
-                           "(lora_workspace_sizes with base_operands set)");
+  vidlora::cuda::check_arg(t == DType::F32, who, [&] {
+    return std::string("16-bit base operands (") + vidlora::cuda::dtype_name(p.base_operands) +
+           ") are for a float layer, not a " + vidlora::cuda::dtype_name(t) + " one";
+  });
+  vidlora::cuda::check_arg(w_dense != nullptr && op16 != nullptr, who, [] {
+    return std::string(
+        "16-bit base operands need the workspace's w_dense and op16 pieces (lora_workspace_sizes with base_operands "
+        "set)");
+  });
 }
 
 // The frozen GEMMs, the layer's and a slot's without LoRA: y = x·Wᵀ + beta·y (+ bias), dx = dy·W + beta·dx, at the

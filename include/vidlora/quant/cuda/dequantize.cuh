@@ -102,20 +102,24 @@ inline float dequant_gemv_row(const DequantGemvParams& p, const DecodeTables& t,
   return acc;
 }
 
+// Messages built only on failure: these run before every dequantization (each frozen GEMM of a 4-bit layer).
 inline void check_view(const Quantized4bitView& q, const char* who) {
-  vidlora::cuda::check_arg(q.packed != nullptr && q.numel > 0, who, "empty quantized tensor");
+  vidlora::cuda::check_arg(q.packed != nullptr && q.numel > 0, who,
+                           [] { return std::string("empty quantized tensor"); });
   vidlora::cuda::check_arg((q.absmax != nullptr) != (q.qabsmax != nullptr && q.nested_absmax != nullptr), who,
-                           "give either absmax or qabsmax + nested_absmax");
-  vidlora::cuda::check_arg(q.blocksize_log2 >= 5 && q.blocksize_log2 <= 12, who,
-                           "blocksize 2^" + std::to_string(q.blocksize_log2) + " is outside [32, 4096]");
+                           [] { return std::string("give either absmax or qabsmax + nested_absmax"); });
+  vidlora::cuda::check_arg(q.blocksize_log2 >= 5 && q.blocksize_log2 <= 12, who, [&] {
+    return "blocksize 2^" + std::to_string(q.blocksize_log2) + " is outside [32, 4096]";
+  });
 }
 
 inline void check_gemv(const DequantGemvParams& p) {
   check_view(p.w, "dequant_gemv");
-  vidlora::cuda::check_arg(p.rows > 0 && p.cols > 0 && p.cols % 2 == 0 && p.rows * p.cols == p.w.numel, "dequant_gemv",
-                           "W [" + std::to_string(p.rows) + ", " + std::to_string(p.cols) +
-                               "] needs an even column count and rows·cols == numel (" + std::to_string(p.w.numel) +
-                               ")");
+  vidlora::cuda::check_arg(
+      p.rows > 0 && p.cols > 0 && p.cols % 2 == 0 && p.rows * p.cols == p.w.numel, "dequant_gemv", [&] {
+        return "W [" + std::to_string(p.rows) + ", " + std::to_string(p.cols) +
+               "] needs an even column count and rows·cols == numel (" + std::to_string(p.w.numel) + ")";
+      });
 }
 
 }  // namespace vidlora::quant::cuda
