@@ -551,10 +551,10 @@ void print_comm_row(const demo::Args& a) {
 #else
   const int launched = 1;
 #endif
+  const std::string ranks = fmt::format("{} rank{}", launched, launched == 1 ? "" : "s");
   const std::string value = kind == "single" ? std::string("one process")
-                            : kind == "mpi"
-                                ? fmt::format("{} ranks, gradients summed on the hosts (MPI)", launched)
-                                : fmt::format("{} ranks, one GPU each, gradients summed on them (NCCL)", launched);
+                            : kind == "mpi"  ? ranks + ", gradients summed on the hosts (MPI)"
+                                             : ranks + ", one GPU each, gradients summed on them (NCCL)";
   const std::string source = a.has("comm")  ? std::string("--comm")
                              : launched > 1 ? fmt::format("started by mpirun / srun with {} ranks", launched)
                                             : std::string("not started by mpirun / srun (docs/distributed.md)");
