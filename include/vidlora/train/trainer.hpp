@@ -515,9 +515,9 @@ class Trainer {
   // The communicator of the host's collectives (token counts, loss, host gradients): comm_, or comm::Nccl's bootstrap.
   decltype(auto) host_comm() { return comm::host_collectives(comm_); }
 
-  // Whether a gradient's storage is one of `params`' (the step's trained tensors).
-  std::function<bool(const float*)> trained_gradient(const std::vector<optim::Parameter>& params) const {
-    return [storage = tensors_.gradient_storage(params)](const float* g) {
+  // Whether a gradient's storage is one of `storage` (the step's trained tensors', TrainableTensors::gradient_storage).
+  static std::function<bool(const float*)> trained_gradient(std::vector<std::span<float>> storage) {
+    return [storage = std::move(storage)](const float* g) {
       return std::any_of(storage.begin(), storage.end(), [g](std::span<float> t) { return t.data() == g; });
     };
   }
@@ -582,13 +582,14 @@ class Trainer {
     // ClipGradientSum then holds only the tensors summed on the host. Otherwise it copies its float64 sums into the
     // ClipGradientSum, which sums them over the ranks on the host.
     const bool device_rounds = per_clip && Backend::on_device && (comm_.size() == 1 || device_sum_);
+    const std::vector<std::span<float>> trained_storage = tensors_.gradient_storage(params);
     if (per_clip) {
       const auto on_device = [this](std::span<float> g) {
         if constexpr (kProjectorBrackets)
           if (projector_.sums_on_device(g.data())) return true;
         return decoder_step_.sums_on_device(g.data());
       };
-      std::vector<std::span<float>> storage = tensors_.gradient_storage(params);
+      std::vector<std::span<float>> storage = trained_storage;
       if (device_rounds) std::erase_if(storage, on_device);
       require(!device_sum_ || storage.empty(),
               "Trainer: step {}: the communicator sums gradients on the device, but a trained tensor's gradient is "
@@ -636,7 +637,7 @@ class Trainer {
     const std::string grads_what = fmt::format("step {}: gradients", pos_.global_step + 1);
     const bool host_sums = per_clip && !device_rounds;  // the device's float64 sums go to the ClipGradientSum
     decoder_step_.finish_step(StepHandOver{.sums = host_sums ? &clip_sums : nullptr,
-                                           .trained = trained_gradient(params),
+                                           .trained = trained_gradient(trained_storage),
                                            .across_ranks = device_sum_,
                                            .what = grads_what});
     if constexpr (kProjectorBrackets) {

@@ -75,8 +75,7 @@ class CudaMlp2xGelu : public Mlp2xGelu {
       add_gradients_to_host();
     } else {
       if (per_clip_) {  // this clip's gradients into the step's float64 sums; zeroed for the next clip
-        if (sums_.empty())
-          for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) sums_.emplace_back(g->size());
+        ensure_sums();
         std::size_t i = 0;
         for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_})
           vidlora::cuda::take_into_float64(g->data(), sums_[i++].data(), static_cast<std::int64_t>(g->size()),
@@ -117,8 +116,7 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     if (step_calls_ == 0) {      // no clip this step: zeros to sum
       for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) g->fill_bytes(0);
       if (f64) {
-        if (sums_.empty())
-          for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) sums_.emplace_back(g->size());
+        ensure_sums();
         for (auto& sum : sums_) sum.fill_bytes(0);
       }
     }
@@ -155,6 +153,11 @@ class CudaMlp2xGelu : public Mlp2xGelu {
 
  private:
   bool has_bias() const { return linear_1().has_bias(); }
+  // The float64 sums of grad_W1, grad_b1, grad_W2, grad_b2, allocated at their first use.
+  void ensure_sums() {
+    if (sums_.empty())
+      for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) sums_.emplace_back(g->size());
+  }
   template <class M>  // a Matrix or a Vector
   static vidlora::cuda::DeviceBuffer<float> upload(const M& m) {
     return vidlora::cuda::DeviceBuffer<float>(std::span<const float>(m.data(), static_cast<std::size_t>(m.size())));
