@@ -118,6 +118,9 @@ demo::CommandLine command_line() {
                "2 GiB), so that a bigger card behaves like the preset's"),
           flag("offload-checkpoints",
                "GPU builds with gradient checkpointing: keep the checkpointed layer inputs in pinned host memory"),
+          flag("host-optimizer",
+               "GPU builds: clip and step AdamW on the host's cores (the gradients copied down every step) instead "
+               "of on the GPU"),
           text("precision", "NAME",
                "GPU builds: fp32, tf32 (TF32 GEMMs), bf16 (sm_80+) or fp16 (16-bit frozen GEMMs) instead of the "
                "preset's; the CPU build computes in fp32"),
@@ -242,6 +245,10 @@ void print_configuration(const TrainerConfig& c) {
             "--max-memory-gb"));
     row("offload_checkpoints", c.offload_checkpoints,
         source(c.offload_checkpoints == d.offload_checkpoints, "trainer default", "--offload-checkpoints"));
+    row("optimizer_on_device", c.optimizer_on_device,
+        source(c.optimizer_on_device == d.optimizer_on_device,
+               "trainer default (clip + AdamW on the GPU when the step's gradients are final there)",
+               "--host-optimizer"));
     row("MFU peak (TFLOP/s)", P::peak_tflops_16bit, preset + "::peak_tflops_16bit (dense 16-bit tensor peak)");
   } else {
     row("device memory cap", "none", "the decoder step runs on the CPU (backend Cpu)");
@@ -313,7 +320,14 @@ TrainerConfig configure(const demo::Args& a) {
     c.loss_scaler.enabled = scale > 0.0;
     if (scale > 0.0) c.loss_scaler.init_scale = scale;
   }
-  if (a.has("max-memory-gb") || a.has("offload-checkpoints")) {
+  if constexpr (!P::backend_policy::on_device)
+    if (a.has("host-optimizer"))
+      throw demo::UsageError(
+          fmt::format("option --host-optimizer: the {} preset trains on the CPU, where the optimizer always runs on "
+                      "the host; it is "
+                      "for the GPU presets' builds (cmake --preset T4, L4, A100 or H100)",
+                      P::name));
+  if (a.has("max-memory-gb") || a.has("offload-checkpoints") || a.has("host-optimizer")) {
     const std::string option = a.has("max-memory-gb") ? "--max-memory-gb" : "--offload-checkpoints";
     if constexpr (!P::backend_policy::on_device)
       throw demo::UsageError(fmt::format(
@@ -322,6 +336,7 @@ TrainerConfig configure(const demo::Args& a) {
           option, P::name));
     c.device_memory.max_memory_gb = a.real("max-memory-gb", 0.0);
     c.offload_checkpoints = a.has("offload-checkpoints");
+    c.optimizer_on_device = !a.has("host-optimizer");
     if (!(c.device_memory.max_memory_gb >= 0.0))
       throw demo::UsageError(
           fmt::format("option --max-memory-gb: {} is not a number of GiB >= 0", c.device_memory.max_memory_gb));

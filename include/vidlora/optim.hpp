@@ -7,5 +7,6 @@
 #include <vidlora/optim/adamw_update.hpp>
 #include <vidlora/optim/adamw.hpp>
 #include <vidlora/optim/clip.hpp>
+#include <vidlora/optim/device_parameter.hpp>
 #include <vidlora/optim/grad_unscale.hpp>
 #include <vidlora/optim/grad_scaler.hpp>

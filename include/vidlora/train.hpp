@@ -9,6 +9,7 @@
 #include <vidlora/video.hpp>
 #include <vidlora/train/dataset.hpp>
 #include <vidlora/train/decoder_step.hpp>
+#include <vidlora/train/device_optimizer.hpp>
 #include <vidlora/train/early_stopping.hpp>
 #include <vidlora/train/progress.hpp>
 #include <vidlora/train/training_log.hpp>

@@ -125,7 +125,8 @@ TEST_CASE("a device decoder step gives the CPU step's first loss and gradients (
   TrainerConfig c = trainer_step_config("first");
   c.stages[0].epochs = 0;  // a stage-2 step: LoRA and projector trained
   c.max_steps_this_run = 1;
-  c.max_grad_norm = 1e9;  // the raw gradients (no clipping)
+  c.max_grad_norm = 1e9;          // the raw gradients (no clipping)
+  c.optimizer_on_device = false;  // the gradients come to the host, where this test reads them
   const TrainerStepRun cpu = run_tiny_on<backend::Cpu>(c);
   fs::remove_all(c.output_dir);
   const TrainerStepRun gpu = run_tiny_on<backend::Cuda>(c);
@@ -196,6 +197,46 @@ TEST_CASE("without batch_invariant the device step accumulates its micro-batches
   }
   CHECK(cuda_test::normwise_error(gpu.tensors.lora, cpu.tensors.lora) <= 1e-4);
   CHECK(cuda_test::normwise_error(gpu.tensors.projector, cpu.tensors.projector) <= 1e-4);
+}
+
+TEST_CASE(
+    "clipping and AdamW on the device step the run as the host's optimizer does, in fp32 and in fp16 with "
+    "loss scaling",
+    "[trainer][cuda]") {
+  // TrainerConfig::optimizer_on_device (the default: train/device_optimizer.hpp) against the host's clip_grad_norm and
+  // AdamW over the same device steps' gradients: ten steps (stage 1 then stage 2, so the device optimizer is rebuilt
+  // for the second stage's AdamW), a max_grad_norm small enough to clip. The device optimizer leaves the host's
+  // gradients untouched (zero: they never come down), which tells the two paths apart; its norm sums in another order,
+  // so the clip factor may differ by an ulp: the parameters to 1e-6 normwise. The resume through its moments is the
+  // ten-step test's bit-for-bit resume above (every device run steps on the device by default).
+  for (const std::string precision : {"fp32", "fp16"}) {
+    TrainerConfig c = trainer_step_config("device_optimizer_" + precision);
+    c.max_grad_norm = 0.05;
+    if (precision == "fp16") {
+      c.precision = precision;
+      c.loss_scaler = optim::GradScaler::options_for_precision(precision);
+    }
+    TrainerConfig on_host = c;
+    on_host.optimizer_on_device = false;
+    const TrainerStepRun host = run_tiny_on<backend::Cuda>(on_host);
+    fs::remove_all(c.output_dir);
+    const TrainerStepRun device = run_tiny_on<backend::Cuda>(c);
+    fs::remove_all(c.output_dir);
+    REQUIRE(host.losses.size() == 10);
+    REQUIRE(device.losses.size() == 10);
+    for (std::size_t s = 0; s < host.losses.size(); ++s) {
+      INFO(precision << " step " << s + 1 << ": host optimizer " << host.losses[s] << ", device " << device.losses[s]);
+      CHECK(std::fabs(device.losses[s] - host.losses[s]) <= 1e-6 * std::fabs(host.losses[s]));
+    }
+    CHECK(cuda_test::normwise_error(device.tensors.lora, host.tensors.lora) <= 1e-6);
+    CHECK(cuda_test::normwise_error(device.tensors.projector, host.tensors.projector) <= 1e-6);
+    const auto all_zero = [](const std::vector<float>& v) {
+      return std::all_of(v.begin(), v.end(), [](float x) { return x == 0.0f; });
+    };
+    CHECK(all_zero(device.tensors.lora_grad));
+    CHECK(all_zero(device.tensors.projector_grad));
+    CHECK_FALSE(all_zero(host.tensors.lora_grad));
+  }
 }
 
 TEST_CASE("in bf16 and in fp16 with loss scaling the device run's losses stay within 1e-2 of the fp32 CPU run's",

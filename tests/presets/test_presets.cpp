@@ -178,6 +178,9 @@ TEST_CASE("memory estimate counts LoRA parameters as PEFT reports them", "[prese
   // Projector Mlp2xGelu 1024 -> 4096 -> 4096 with biases.
   STATIC_REQUIRE(e.projector_params == 1024.0 * 4096 + 4096 + 4096.0 * 4096 + 4096);
   CHECK(e.trainable_state == 16.0 * (e.lora_params + e.projector_params));
+  // The device step's float64 sums over the step's clips (batch_invariant) come on top on the device: 8 B each.
+  CHECK(e.clip_sums_device == 8.0 * (e.lora_params + e.projector_params));
+  CHECK(e.total_device() == e.total() - e.activations + e.activations_device + e.clip_sums_device);
 }
 
 TEST_CASE("the NF4 estimate equals what the quantizer stores for the same weights", "[presets][memory]") {

@@ -5,7 +5,9 @@
 // - frozen decoder linears: NF4 (0.5 B/param) + double-quantized absmax (1 B per 64-block + 4 B per 256 blocks)
 //   when load_in_4bit, else 2 B/param (fp16/bf16) or 4 B/param (fp32 presets); embeddings and LM head stay
 //   16-bit (bitsandbytes never quantizes them); norms are negligible and ignored.
-// - trainable state, fp32: LoRA A/B and the projector, each with grads and two AdamW moments (16 B/param).
+// - trainable state, fp32: LoRA A/B and the projector, each with grads and two AdamW moments (16 B/param); the
+//   device step adds its float64 sums over the step's clips (8 B/param, TrainerConfig::batch_invariant, the default).
+//   With the optimizer on the device (TrainerConfig::optimizer_on_device) all 24 B/param are device memory.
 // - activations per micro-batch: what the device step (decoder_loss_and_backward_steps over the CUDA executors)
 //   holds when its loss starts, counted tensor by tensor by model::step_bytes_at_loss (model/decoder_step_memory.hpp;
 //   tests/cuda_host/test_decoder_memory_host.cpp measures the same bytes through a caching allocator): per block
@@ -44,7 +46,8 @@ struct MemoryEstimate {
   // given another): fp32 values, with the saved activations of every block but the last in bf16 for "bf16"
   // (DecoderStepOptions::pack_saved).
   double activations_device = 0;
-  constexpr double total_device() const { return total() - activations + activations_device; }
+  double clip_sums_device = 0;  // the device step's float64 per-clip gradient sums (batch_invariant): 8 B/param
+  constexpr double total_device() const { return total() - activations + activations_device + clip_sums_device; }
   double overhead = 0;
   double budget = 0;  // usable bytes of the preset's memory
   long tokens_per_sample = 0;
@@ -98,6 +101,7 @@ constexpr MemoryEstimate estimate_memory(const ModelShape& m,
   e.lora_params = lora * static_cast<double>(m.layers);
   e.projector_params = static_cast<double>(m.projector_params());
   e.trainable_state = 16.0 * (e.lora_params + e.projector_params);
+  e.clip_sums_device = 8.0 * (e.lora_params + e.projector_params);
 
   e.tokens_per_sample = m.tokens_per_sample(P::num_frames);
   const double tokens = static_cast<double>(e.tokens_per_sample) * P::batch_size;

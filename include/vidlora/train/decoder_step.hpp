@@ -19,7 +19,10 @@
 // sums into the ClipGradientSum), else in float32 — and hands them to the host once, at finish_step; with a
 // comm::DeviceSum (comm::Nccl) it first sums them over the ranks on the device. Every rank calls finish_step in every
 // step, also one without clips or whose step failed, since the device sums are collectives. Outside such a bracket
-// each call adds its LoRA gradients to the host's, as the CPU step does.
+// each call adds its LoRA gradients to the host's, as the CPU step does. When the run's optimizer steps on the device
+// (train/device_optimizer.hpp), the step says where each LoRA tensor lives there (device_parameter), finish_step leaves
+// the step's gradients in those device buffers instead (StepHandOver::keep_on_device), and values_current(version)
+// tells it that its device copy already holds the values of that values_version() (the optimizer changed them there).
 
 #include <concepts>
 #include <cstddef>
@@ -39,6 +42,7 @@
 #include <vidlora/model/decoder.hpp>
 #include <vidlora/model/generation.hpp>
 #include <vidlora/model/sequence_batch.hpp>
+#include <vidlora/optim/device_parameter.hpp>
 #include <vidlora/train/clip_gradient_sum.hpp>
 #include <vidlora/train/trainable_tensors.hpp>
 
@@ -65,6 +69,9 @@ struct StepHandOver {
   std::function<bool(const float*)> trained;
   comm::DeviceSum across_ranks;  // set: the device sums the gradients over the ranks before it hands them over
   std::string what;              // for errors, e.g. "step 12: gradients"
+  // The optimizer steps on the device: the trained gradients (the float64 sums rounded to float32) stay in the device
+  // steps' gradient buffers (device_parameter's `grad`) and nothing is copied to the host. Not with `sums`.
+  bool keep_on_device = false;
 };
 
 // An evaluation's loss over a collated batch: the per-token losses summed over the supervised tokens, and their count.
@@ -109,6 +116,9 @@ class DecoderStep<backend::Cpu, Decoder> {
   void begin_step(bool /*per_clip*/) {}
   bool sums_on_device(const float* /*grad*/) const { return false; }
   void finish_step(const StepHandOver& /*hand_over*/) {}
+  // No tensor lives on a device: the optimizer steps on the host.
+  std::optional<optim::DeviceParameter> device_parameter(const float* /*grad*/) { return std::nullopt; }
+  void values_current(std::uint64_t /*values_version*/) {}
 
   // The evaluation's loss: Decoder::forward without dropout, then the LM-head cross-entropy on next-token targets.
   EvalLoss eval_loss(const Matrix& embeds, const model::SequenceBatch& batch, std::span<const int> labels,
@@ -140,6 +150,9 @@ concept DecoderStepPolicy = backend::Backend<typename S::backend_type> &&
   s.begin_step(true);
   { s.sums_on_device(static_cast<const float*>(nullptr)) } -> std::same_as<bool>;
   s.finish_step(StepHandOver{});
+  // where a LoRA tensor (named by its host gradient's storage) lives on the step's device, if it does
+  { s.device_parameter(static_cast<const float*>(nullptr)) } -> std::same_as<std::optional<optim::DeviceParameter>>;
+  s.values_current(std::uint64_t{});
   { s.eval_loss(embeds, batch, labels, ce) } -> std::same_as<EvalLoss>;
   { s.generate(embeds, model::GenerationOptions{}) } -> std::same_as<model::GenerationResult>;
 };

@@ -4,6 +4,7 @@
 //   grad_factor()              the loss gradient's factor for this step's micro-batches (the scale; 1 when off)
 //   unscale_overflowed(groups) after the step's gradients are summed (over ranks too) and before clipping: every
 //                              gradient × 1/scale; true when one held Inf/NaN (the optimizer must not step)
+//   record_overflow(found)     the same when the device unscaled them (by inv_scale())
 //   skip(unscaled)             the step is skipped: after an overflow (unscaled) or a NaN loss (not unscaled: torch's
 //                              scaler would find its NaN gradients and back off too); the scale halves
 //   stepped()                  the optimizer stepped: the update (growth after growth_interval clean steps); the scale
@@ -32,6 +33,14 @@ class LossScaling {
   template <class Groups>
   bool unscale_overflowed(const Groups& groups) {
     return scaler_.enabled() && scaler_.unscale(groups);
+  }
+  // The device unscaled the gradients by inv_scale() (optim::cuda::DeviceAdamW::unscale_overflowed) and found
+  // `found_inf`: recorded as unscale_overflowed would; returns it.
+  float inv_scale() const { return scaler_.inv_scale(); }
+  bool record_overflow(bool found_inf) {
+    if (!scaler_.enabled()) return false;
+    scaler_.record_unscaled(found_inf);
+    return found_inf;
   }
   optim::GradScalerUpdate skip(bool unscaled) {
     if (!scaler_.enabled()) return {true, 1.0f, 1.0f, 0};

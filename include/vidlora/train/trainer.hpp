@@ -28,8 +28,9 @@
 // (TrainResult, EvalResult), trainable_tensors.hpp (what is trained, by name), loss_scaling.hpp (GradScaler's
 // step policy), checkpoint.hpp (the checkpoint
 // file, fingerprint and resume), evaluation.hpp (eval loss, captions, the early-stopping metric) and
-// run_outputs.hpp (adapter, projector, val captions) and decoder_step.hpp (where the decoder's loss and backward run:
-// the CPU, or the device for a Cuda preset; everything else in the step stays on the CPU).
+// run_outputs.hpp (adapter, projector, val captions), decoder_step.hpp (where the decoder's loss and backward run:
+// the CPU, or the device for a Cuda preset) and device_optimizer.hpp (a Cuda preset's unscale, clipping and AdamW on
+// the device when the step's gradients are final there; the host's optim::AdamW stays the optimizer of record).
 
 #include <algorithm>
 #include <array>
@@ -84,6 +85,7 @@
 #include <vidlora/train/clip_gradient_sum.hpp>
 #include <vidlora/train/dataset.hpp>
 #include <vidlora/train/decoder_step.hpp>
+#include <vidlora/train/device_optimizer.hpp>
 #include <vidlora/train/early_stopping.hpp>
 #include <vidlora/train/evaluation.hpp>
 #include <vidlora/train/lora_mfu.hpp>
@@ -498,7 +500,43 @@ class Trainer {
   std::vector<optim::Parameter> stage_params(std::size_t s) { return tensors_.for_stage(config_.stages[s].train_lora); }
   void build_optimizer(std::size_t s) {
     const auto params = stage_params(s);
+    if constexpr (DeviceOptimizer<Backend>::available) device_optimizer_.reset();  // the old stage's moments
     optimizer_.emplace(optim::transformers_groups(params, config_.weight_decay));
+    ++optimizer_generation_;  // also after restore_optimizer: the device optimizer binds to the restored state
+  }
+
+  // A projector whose tensors live on the device (model::cuda::CudaMlp2xGelu) can be stepped there.
+  static constexpr bool kProjectorOnDevice = requires(ProjectorT & p, const float* g) {
+    { p.device_parameter(g) } -> std::same_as<std::optional<optim::DeviceParameter>>;
+    p.values_current(std::uint64_t{});
+  };
+
+  // Where the optimizer's parameters (in its group order) live on the device, when every one does and the step's
+  // gradients will be final there: one rank or the ranks summed on the device, and (batch_invariant) the float64 sums
+  // rounded there. Empty: the host steps (also the CPU build, and TrainerConfig::optimizer_on_device = false).
+  std::vector<optim::DeviceParameter> device_parameters([[maybe_unused]] bool device_rounds) {
+    if constexpr (!DeviceOptimizer<Backend>::available) {
+      return {};
+    } else {
+      if (!config_.optimizer_on_device || !optimizer_) return {};
+      if (config_.batch_invariant ? !device_rounds : (comm_.size() > 1 && !device_sum_)) return {};
+      std::vector<optim::DeviceParameter> out;
+      for (const optim::ParamGroup& g : optimizer_->groups()) {
+        for (const std::span<float> storage : tensors_.gradient_storage(g.params)) {
+          std::optional<optim::DeviceParameter> d = decoder_step_.device_parameter(storage.data());
+          if constexpr (kProjectorOnDevice)
+            if (!d) d = projector_.device_parameter(storage.data());
+          if (!d) return {};
+          out.push_back(*d);
+        }
+      }
+      return out;
+    }
+  }
+  // The host AdamW's state is current (a checkpoint is written, or the host steps next): the device's moments into it.
+  void optimizer_state_to_host() {
+    if constexpr (DeviceOptimizer<Backend>::available)
+      if (optimizer_) device_optimizer_.copy_state_to(*optimizer_);
   }
 
   // A projector that keeps its gradients on the device for a step (model::cuda::CudaMlp2xGelu) takes the step's
@@ -583,6 +621,16 @@ class Trainer {
     // ClipGradientSum, which sums them over the ranks on the host.
     const bool device_rounds = per_clip && Backend::on_device && (comm_.size() == 1 || device_sum_);
     const std::vector<std::span<float>> trained_storage = tensors_.gradient_storage(params);
+    // The optimizer on the device (train/device_optimizer.hpp) when every trained tensor lives there and its gradient
+    // is final there: the step's gradients then stay on the device, only the new values come to the host.
+    const std::vector<optim::DeviceParameter> on_device_params = device_parameters(device_rounds);
+    const bool device_optimizer = !on_device_params.empty();
+    if constexpr (DeviceOptimizer<Backend>::available) {
+      if (device_optimizer)
+        device_optimizer_.bind(*optimizer_, optimizer_generation_, on_device_params, decoder_step_.device_allocator());
+      else if (device_optimizer_.bound())
+        device_optimizer_.release_into(*optimizer_);  // the host steps: it continues from the device's moments
+    }
     if (per_clip) {
       const auto on_device = [this](std::span<float> g) {
         if constexpr (kProjectorBrackets)
@@ -639,11 +687,12 @@ class Trainer {
     decoder_step_.finish_step(StepHandOver{.sums = host_sums ? &clip_sums : nullptr,
                                            .trained = trained_gradient(trained_storage),
                                            .across_ranks = device_sum_,
-                                           .what = grads_what});
+                                           .what = grads_what,
+                                           .keep_on_device = device_optimizer});
     if constexpr (kProjectorBrackets) {
       std::function<std::span<double>(const float*)> sums_of;
       if (host_sums) sums_of = [&clip_sums](const float* g) { return clip_sums.sums_of(g); };
-      projector_.finish_step(sums_of, device_sum_, grads_what);
+      projector_.finish_step(sums_of, device_sum_, grads_what, device_optimizer);
     }
     if (per_clip) {  // the ranks' float64 sums (on the host unless the device summed them), rounded to float32 once
       if (!device_sum_) clip_sums.all_reduce_sum(host_comm(), grads_what);
@@ -654,12 +703,23 @@ class Trainer {
       reduce_step(per_clip || device_sum_ ? std::vector<optim::Parameter>{} : params, loss, local_valid, t0);
     bool finite = std::isfinite(loss) && step_clips > 0;
     bool overflow = false;  // loss scaling: the scaled gradients overflowed (torch's found_inf)
-    if (finite && loss_scaling_.enabled()) {
+    double grad_norm = std::nan("");
+    if (device_optimizer) {
+      // On the device: unscale (found_inf), then the global norm, which is not finite exactly when a gradient is not
+      // (the host's check), and the clip, which the norm's kernel applies only to a finite norm.
+      if constexpr (DeviceOptimizer<Backend>::available) {
+        if (finite && loss_scaling_.enabled())
+          overflow = loss_scaling_.record_overflow(device_optimizer_->unscale_overflowed(loss_scaling_.inv_scale()));
+        if (finite && !overflow) {
+          grad_norm = device_optimizer_->clip_grad_norm(config_.max_grad_norm);
+          finite = std::isfinite(grad_norm);
+        }
+      }
+    } else if (finite && loss_scaling_.enabled()) {
       overflow = loss_scaling_.unscale_overflowed(optimizer_->groups());  // every gradient × 1/scale, before clipping
     } else {
       for (const auto& p : params) finite = finite && all_finite(*p.grad);
     }
-    double grad_norm = std::nan("");
     ++pos_.global_step;
     ++steps_this_run_;
     if (finite && overflow) {  // a finite loss whose gradients overflowed: the scale was too large for them
@@ -698,10 +758,22 @@ class Trainer {
       return false;
     }
     nan_streak_ = 0;
-    grad_norm = optim::clip_grad_norm(std::span<const optim::ParamGroup>(optimizer_->groups()), config_.max_grad_norm);
-    optimizer_->step(lr);
+    if (device_optimizer) {
+      if constexpr (DeviceOptimizer<Backend>::available) {
+        device_optimizer_->step(lr);
+        device_optimizer_->download_values();  // the host's matrices (the biases' shadows) hold the new values
+      }
+    } else {
+      grad_norm =
+          optim::clip_grad_norm(std::span<const optim::ParamGroup>(optimizer_->groups()), config_.max_grad_norm);
+      optimizer_->step(lr);
+    }
     const std::optional<double> loss_scale = loss_scaling_.stepped();
-    tensors_.push();  // also tells the decoder step that the values changed
+    tensors_.push();         // also tells the decoder step that the values changed
+    if (device_optimizer) {  // ... but its device copies changed with them: nothing to upload
+      decoder_step_.values_current(tensors_.values_version());
+      if constexpr (kProjectorOnDevice) projector_.values_current(tensors_.values_version());
+    }
     result_.losses.push_back(loss);
     const std::optional<MemoryStats> memory = decoder_step_.take_step_memory();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -881,6 +953,7 @@ class Trainer {
   // ---- checkpoints ----
   void save_checkpoint(const std::filesystem::path& path) {
     if (comm_.rank() != 0) return;  // rank 0 writes; every rank holds the same parameters
+    optimizer_state_to_host();      // the moments the device optimizer holds
     write_checkpoint(path, tensors_.tensor_map(), optimizer_ ? &*optimizer_ : nullptr,
                      {.position = pos_,
                       .dropout_steps = lora_dropout_steps(decoder_),
@@ -949,7 +1022,9 @@ class Trainer {
   TrainableTensors tensors_;
   decoder_step_type decoder_step_;  // the decoder's loss and backward on Backend (after decoder_ and tensors_)
   comm::DeviceSum device_sum_;      // comm_'s sums of device buffers (comm::Nccl), else empty: the host sums gradients
-  std::optional<optim::AdamW> optimizer_;
+  std::optional<optim::AdamW> optimizer_;      // the optimizer of record (its state is what checkpoints save)
+  std::uint64_t optimizer_generation_ = 0;     // counts build_optimizer calls: a device optimizer binds to one
+  DeviceOptimizer<Backend> device_optimizer_;  // steps optimizer_ on the device when the step's gradients are there
   std::vector<Clip> train_, val_;
   std::map<std::string, Matrix> cache_;
   std::set<std::string> failed_;

@@ -53,6 +53,11 @@ struct TrainerConfig {
   // block inputs wait in pinned host memory (with gradient_checkpointing). The CPU trainer refuses both.
   presets::DeviceMemoryOptions device_memory{};
   bool offload_checkpoints = false;
+  // Device runs: clipping and AdamW on the device (train/device_optimizer.hpp) whenever the step's gradients are final
+  // there (one rank, or the ranks summed on the device by comm::Nccl); the moments live there too and come to the host
+  // for checkpoints. false: on the host's cores, the gradients copied down and the values up every step (the CPU
+  // build always steps on the host).
+  bool optimizer_on_device = true;
   std::uint64_t seed = 0;
   // evaluation
   int patience = 5;

@@ -5,8 +5,9 @@
 // Inside a training step's bracket (begin_step / finish_step, as train::DecoderStep<Cuda>'s): the weights are uploaded
 // once per values version (the Trainer's TrainableTensors::values_version(): they change only between steps), the
 // gradients stay on the device — each clip's summed there in float64 when per_clip, else accumulated in float32 — and
-// reach the host once, at finish_step. Outside it every forward uploads the weights and every backward adds its
-// gradients to the host's. Needs nvcc and vidlora::cuda (it includes fmt through model/projector.hpp).
+// reach the host once, at finish_step (or stay there for an optimizer that steps on the device: device_parameter,
+// values_current, finish_step's keep_on_device). Outside it every forward uploads the weights and every backward adds
+// its gradients to the host's. Needs nvcc and vidlora::cuda (it includes fmt through model/projector.hpp).
 
 #include <vidlora/model/cuda/projector.cuh>
 
@@ -25,6 +26,7 @@
 #include <vidlora/core/cuda/memory.cuh>
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/model/projector.hpp>
+#include <vidlora/optim/device_parameter.hpp>
 
 namespace vidlora::model::cuda {
 
@@ -89,6 +91,24 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   // A training step's bracket (as train::DecoderStep<Cuda>'s): `values_version` names the parameters' values (the
   // Trainer's TrainableTensors::values_version()), so the weights go to the device once per version; per_clip: each
   // backward's gradients are summed in float64 on the device.
+  // Where a parameter (named by its host gradient's storage: grad_W1, grad_b1, grad_W2, grad_b2) lives on the device,
+  // for an optimizer that steps it there; the device weights are allocated (with the host's values) if not yet.
+  std::optional<optim::DeviceParameter> device_parameter(const float* grad) {
+    if (w1_.size() == 0) {
+      upload_weights();
+      uploaded_version_.reset();
+    }
+    const std::vector<float*> host = host_gradients();
+    vidlora::cuda::DeviceBuffer<float>* values[] = {&w1_, &b1_, &w2_, &b2_};
+    vidlora::cuda::DeviceBuffer<float>* grads[] = {&gw1_, &gb1_, &gw2_, &gb2_};
+    for (std::size_t i = 0; i < host.size(); ++i)
+      if (host[i] != nullptr && host[i] == grad)
+        return optim::DeviceParameter{values[i]->data(), grads[i]->data(), static_cast<std::int64_t>(grads[i]->size())};
+    return std::nullopt;
+  }
+  // The device weights are the values of `values_version` (the optimizer stepped them there): no upload for it.
+  void values_current(std::uint64_t values_version) { uploaded_version_ = values_version; }
+
   void begin_step(bool per_clip, std::uint64_t values_version) {
     in_step_ = true;
     per_clip_ = per_clip;
@@ -107,8 +127,10 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   // device and added to the host's; else the float32 gradients added to the host's. With `across_ranks`
   // (comm::Nccl) they are summed over the ranks on the device first, also by a rank that ran no clip this step
   // (`what` names the step in its errors).
+  // keep_on_device (the optimizer steps on the device, train/device_optimizer.hpp): the step's float32 gradients (the
+  // float64 sums rounded) stay in the device buffers device_parameter names; nothing goes to the host.
   void finish_step(const std::function<std::span<double>(const float*)>& sums_of,
-                   const comm::DeviceSum& across_ranks = {}, std::string_view what = {}) {
+                   const comm::DeviceSum& across_ranks = {}, std::string_view what = {}, bool keep_on_device = false) {
     if (!in_step_) return;
     in_step_ = false;
     if (step_calls_ == 0 && !across_ranks) return;
@@ -133,13 +155,19 @@ class CudaMlp2xGelu : public Mlp2xGelu {
         across_ranks(std::span<const std::span<float>>(b), name);
       }
     }
-    if (!f64) return add_gradients_to_host();
-    if (!sums_of) {  // no other rank's sums to come: rounded to float32 here (half the bytes to copy) and added
+    vidlora::cuda::check_arg(!(keep_on_device && sums_of), "cuda::CudaMlp2xGelu::finish_step",
+                             "gradients kept on the device cannot also be summed on the host");
+    if (!f64) {
+      if (keep_on_device) return;
+      return add_gradients_to_host();
+    }
+    if (!sums_of) {  // no other rank's sums to come: rounded to float32 here (half the bytes to copy, if copied)
       std::size_t i = 0;
       for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) {
         vidlora::cuda::round_from_float64(sums_[i].data(), g->data(), static_cast<std::int64_t>(g->size()));
         ++i;
       }
+      if (keep_on_device) return;  // the optimizer steps them there
       return add_gradients_to_host();
     }
     const std::vector<float*> host = host_gradients();
@@ -185,13 +213,20 @@ class CudaMlp2xGelu : public Mlp2xGelu {
       add_into(linear_2().grad_bias(), gb2_);
     }
   }
+  // Into the same device buffers every time (allocated at the first upload): a device optimizer holds their addresses.
   void upload_weights() {
-    w1_ = upload(linear_1().weight());
-    w2_ = upload(linear_2().weight());
+    upload_into(w1_, linear_1().weight());
+    upload_into(w2_, linear_2().weight());
     if (has_bias()) {
-      b1_ = upload(linear_1().bias());
-      b2_ = upload(linear_2().bias());
+      upload_into(b1_, linear_1().bias());
+      upload_into(b2_, linear_2().bias());
     }
+  }
+  template <class M>
+  static void upload_into(vidlora::cuda::DeviceBuffer<float>& d, const M& m) {
+    const std::span<const float> h(m.data(), static_cast<std::size_t>(m.size()));
+    if (d.size() != h.size()) d = vidlora::cuda::DeviceBuffer<float>(h.size());
+    d.upload(h);
   }
   ProjectorWeights weights() {
     return {w1_.data(), b1_.data(), w2_.data(), b2_.data(), gw1_.data(), gb1_.data(), gw2_.data(), gb2_.data()};

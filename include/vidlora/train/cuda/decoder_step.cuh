@@ -4,9 +4,10 @@
 // weights, the LoRA factors and their gradients on the device; per micro-batch it uploads the collated embeddings,
 // runs loss_and_backward, downloads d loss / d embeds for the projector's backward, and keeps the LoRA gradients on
 // the device for the whole training step (begin_step / finish_step, train/decoder_step.hpp): summed there, each clip's
-// in float64 when the Trainer sums clip by clip (batch_invariant), and handed to the host once, at finish_step — into
-// the step's ClipGradientSum, or added to the CPU decoder's grad_A / grad_B — so clipping, AdamW, checkpoints and
-// adapters run as in the CPU build. Outside that bracket each call adds its gradients to grad_A / grad_B. The CPU
+// in float64 when the Trainer sums clip by clip (batch_invariant), and at finish_step either left there for the
+// device optimizer (train/device_optimizer.hpp: the LoRA values change on the device and come to the CPU decoder
+// after the step) or handed to the host once — into the step's ClipGradientSum, or added to the CPU decoder's
+// grad_A / grad_B — for the host's clipping and AdamW. Outside that bracket each call adds its gradients to grad_A / grad_B. The CPU
 // decoder keeps the master LoRA values and the dropout counters: its layers' steps go to the device before each call
 // and come back after it (the same masks, lora::dropout_stream), and LoRA values the CPU changed are uploaded before
 // the next call (when the run's TrainableTensors::values_version() moved). Gradient checkpointing follows the CPU
@@ -46,6 +47,7 @@
 #include <vidlora/model/decoder_weights_export.hpp>
 #include <vidlora/model/generation.hpp>
 #include <vidlora/model/sequence_batch.hpp>
+#include <vidlora/optim/device_parameter.hpp>
 #include <vidlora/train/decoder_step.hpp>
 
 namespace vidlora::train {
@@ -113,6 +115,34 @@ class DecoderStep<backend::Cuda, Decoder> {
         [&](const std::string&, auto& l) { found = found || l.grad_A().data() == grad || l.grad_B().data() == grad; });
     return found;
   }
+  // Where a LoRA tensor (named by its grad_A / grad_B storage) lives on the device: for an optimizer that steps it there.
+  std::optional<optim::DeviceParameter> device_parameter(const float* grad) {
+    return guarded("step", [&]() -> std::optional<optim::DeviceParameter> {
+      prepare();
+      const auto& tensors = device_->model.lora_tensors();
+      std::optional<optim::DeviceParameter> found;
+      std::size_t i = 0;
+      decoder_.for_each_lora([&](const std::string&, auto& l) {
+        for (const Matrix* g : {&l.grad_A(), &l.grad_B()}) {
+          if (g->data() == grad) found = optim::DeviceParameter{tensors[i].value, tensors[i].grad, tensors[i].size};
+          ++i;
+        }
+      });
+      return found;
+    });
+  }
+  // The device's LoRA values are those of `values_version` (the optimizer stepped them there): no upload for it.
+  void values_current(std::uint64_t values_version) {
+    if (device_) uploaded_version_ = values_version;
+  }
+  // The caching allocator every device tensor of the run's decoder comes from (under its cap).
+  vidlora::cuda::CudaCachingAllocator* device_allocator() {
+    return guarded("step", [&] {
+      prepare();
+      return &device_->allocator;
+    });
+  }
+
   void finish_step(const StepHandOver& h) {
     if (!in_step_) return;
     in_step_ = false;
@@ -311,12 +341,19 @@ class DecoderStep<backend::Cuda, Decoder> {
       else
         h.across_ranks(std::span<const std::span<float>>(f32), what);
     }
-    if (!per_clip_) return add_lora_grads(host);
-    if (!h.sums) {  // no other rank's sums to come: rounded to float32 here (half the bytes to copy) and added
+    require(!(h.keep_on_device && h.sums),
+            "DecoderStep<Cuda>: gradients kept on the device cannot also be summed on "
+            "the host");
+    if (!per_clip_) {  // the float32 gradients, accumulated over the step's micro-batches
+      if (h.keep_on_device) return;
+      return add_lora_grads(host);
+    }
+    if (!h.sums) {  // no other rank's sums to come: rounded to float32 here (half the bytes to copy, if copied)
       for (std::size_t k = 0; k < tensors.size(); ++k)
         if (host[k] != nullptr)  // the gradient buffer is zero after the last take: it receives the rounded sums
           vidlora::cuda::round_from_float64(sums_[k].data(), tensors[k].grad, tensors[k].size, device_->model.stream());
       VIDLORA_CUDA_CHECK(cudaStreamSynchronize(device_->model.stream()));
+      if (h.keep_on_device) return;  // the optimizer steps them there
       return add_lora_grads(host);
     }
     for (std::size_t k = 0; k < tensors.size(); ++k) {  // the float64 sums, for the host's sum over the ranks
