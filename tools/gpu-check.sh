@@ -236,6 +236,9 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
   row "goal: nf4 dequant bf16 / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_quant 'BM_dequantize_nf4<__nv_bfloat16>/manual_time')" "$(bw bench_cuda_quant 'BM_copy_baseline<__nv_bfloat16>/manual_time')")" ">= 0.70"
   row "goal: adamw / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_adamw_multi_tensor/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
   row "goal: grad norm+clip / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_grad_norm_clip/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
+  # The Trainer's optimizer phase per step at the H100 preset's 181 M trainable values: host (copies both ways, the
+  # host's passes) over device (DeviceAdamW, the values copied down) wall time.
+  row "trainer optimizer step 181M: host / device" "$(ratio "$(t bench_cuda_optim BM_trainer_optimizer_host/iterations:3/real_time)" "$(t bench_cuda_optim BM_trainer_optimizer_device/iterations:3/real_time)")" "speed-up"
   L=bench_cuda_lora
   for fused in 0 1; do
     fn=$([[ $fused == 1 ]] && echo "fused expand" || echo "cuBLASLt expand")

@@ -13,7 +13,9 @@
 #include <vector>
 
 #include <vidlora/core/backend.hpp>
+#include <vidlora/core/caching_allocator.hpp>
 #include <vidlora/core/cuda/cuda_upstream.cuh>
+#include <vidlora/core/error.hpp>
 #include <vidlora/optim/adamw.hpp>
 #include <vidlora/optim/cuda/device_adamw.cuh>
 #include <vidlora/optim/device_parameter.hpp>
@@ -28,12 +30,23 @@ class DeviceOptimizer<backend::Cuda> {
 
   // Steps `host`'s parameters on the device from now: `device` in host's group order; `generation` names this AdamW
   // object and its state (the Trainer's count of builds and restores). Builds the device optimizer (uploading host's
-  // moments and step counts) unless it is bound to this generation and these tensors already.
-  void bind(const optim::AdamW& host, std::uint64_t generation, const std::vector<optim::DeviceParameter>& device,
+  // moments and step counts) unless it is bound to this generation and these tensors already; when only the tensors
+  // moved, the moments it holds go to `host` first, so the new one continues from them.
+  void bind(optim::AdamW& host, std::uint64_t generation, const std::vector<optim::DeviceParameter>& device,
             vidlora::cuda::CudaCachingAllocator* allocator) {
-    if (adamw_ && generation_ == generation && adamw_->steps(device)) return;
+    if (adamw_ && generation_ == generation) {
+      if (adamw_->steps(device)) return;
+      adamw_->copy_state_to(host);
+    }
     adamw_.reset();  // the old moments back to the allocator before the new ones
-    adamw_.emplace(host, device, allocator);
+    try {
+      adamw_.emplace(host, device, allocator);
+    } catch (const DeviceMemoryError& e) {
+      fail(
+          "Trainer: out of device memory for AdamW's moments on the device: {} (train_captioner --max-memory-gb sets "
+          "the cap; --host-optimizer keeps them on the host)",
+          e.what());
+    }
     generation_ = generation;
   }
   bool bound() const { return adamw_.has_value(); }
