@@ -46,7 +46,7 @@ bin="$build"  # where the programs are: the build here, or the carried prebuilt 
 benches=(bench_cuda_quant bench_cuda_optim bench_cuda_lora bench_cuda_attention)
 targets=(vidlora_cuda_tests vidlora_cuda_host_tests)
 [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" == 1 ]] || targets+=("${benches[@]}" bench_cuda_preset_step)
-# NCCL from PyTorch's wheel (nvidia-nccl) when the toolkit has none: comm::Nccl's tests need it and MPI.
+# NCCL from PyTorch's wheel (nvidia-nccl) when the toolkit has none: the NCCL tests need it (and MPI for mpiexec's).
 nccl_py="$(python3 -c 'import nvidia.nccl, os; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null || true)"
 if [[ -n "$nccl_py" && -f "$nccl_py/include/nccl.h" ]]; then
   nccl_lib="$(ls "$nccl_py"/lib/libnccl.so* 2>/dev/null | head -n1)"
@@ -97,27 +97,38 @@ for tag in core quant optim loss model lora layer decoder trainer; do
   esac
 done
 
-# comm::Nccl with one rank against comm::Single: the all-reduce, then the CUDA Trainer over it (needs MPI and NCCL,
-# which vidlora::nccl found at configure time; NCCL refuses two ranks on one GPU).
-if [[ $built == 1 ]] && grep -q "vidlora::nccl ON" "$log/configure.txt"; then
-  mpiexec_bin="$(sed -n 's/^MPIEXEC_EXECUTABLE:[A-Z]*=//p' "$build/CMakeCache.txt")"
-  if cmake --build "$build" --target vidlora_nccl_tests vidlora_nccl_trainer_tests -j "$jobs" >"$log/build_nccl.txt" 2>&1; then
-    for t in vidlora_nccl_tests vidlora_nccl_trainer_tests; do
-      OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 "$mpiexec_bin" -np 1 \
-        "$build/tests/mpi/$t" >"$log/$t.txt" 2>&1
-      rc=$?
-      case $rc in
-        0) row "tests: $t (one rank)" PASS "$(tail -n1 "$log/$t.txt")" ;;
-        77) row "tests: $t (one rank)" SKIP "no CUDA device" ;;
-        *) row "tests: $t (one rank)" FAIL "exit $rc, see $log/$t.txt"; status=1; tail -n 12 "$log/$t.txt" ;;
-      esac
+# NCCL with one rank against comm::Single: the all-reduce, then the CUDA Trainer over it. In one process over a
+# comm::Single bootstrap (vidlora::nccl_core: CUDA and NCCL, no MPI needed), and the all-reduce also under mpiexec
+# when configure found MPI (vidlora::nccl). NCCL refuses two ranks on one GPU.
+nccl_row() {  # name, rc, log
+  case $2 in
+    0) row "tests: $1" PASS "$(tail -n1 "$3")" ;;
+    77) row "tests: $1" SKIP "no CUDA device" ;;
+    *) row "tests: $1" FAIL "exit $2, see $3"; status=1; tail -n 12 "$3" ;;
+  esac
+}
+if [[ $built == 1 ]] && grep -q "vidlora::nccl_core ON" "$log/configure.txt"; then
+  nccl_targets=(vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process)
+  grep -q "vidlora::nccl ON" "$log/configure.txt" && nccl_targets+=(vidlora_nccl_tests)
+  if cmake --build "$build" --target "${nccl_targets[@]}" -j "$jobs" >"$log/build_nccl.txt" 2>&1; then
+    for t in vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process; do
+      timeout 300 "$build/tests/mpi/$t" >"$log/$t.txt" 2>&1
+      nccl_row "$t (comm::Single bootstrap)" $? "$log/$t.txt"
     done
+    if [[ " ${nccl_targets[*]} " == *" vidlora_nccl_tests "* ]]; then
+      mpiexec_bin="$(sed -n 's/^MPIEXEC_EXECUTABLE:[A-Z]*=//p' "$build/CMakeCache.txt")"
+      OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 "$mpiexec_bin" -np 1 \
+        "$build/tests/mpi/vidlora_nccl_tests" >"$log/vidlora_nccl_tests.txt" 2>&1
+      nccl_row "vidlora_nccl_tests (mpiexec, one rank)" $? "$log/vidlora_nccl_tests.txt"
+    else
+      row "tests: nccl under mpiexec" SKIP "no MPI here (the one-process tests above cover the NCCL calls)"
+    fi
   else
     row "tests: nccl" FAIL "build failed, see $log/build_nccl.txt"; status=1
     grep -E "error|FAILED" "$log/build_nccl.txt" | head -20
   fi
 else
-  row "tests: nccl" SKIP "vidlora::nccl not built here (needs MPI and NCCL)"
+  row "tests: nccl" SKIP "vidlora::nccl_core not built here (needs NCCL: nccl.h, libnccl)"
 fi
 
 if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then

@@ -1,4 +1,5 @@
-// comm::Nccl on a GPU: with one rank (mpiexec -np 1; NCCL refuses two ranks on one GPU) the sum is the
+// comm::Nccl on a GPU (or comm::BasicNccl<Single> without MPI: nccl_test_bootstrap.hpp): with one rank (mpiexec -np 1;
+// NCCL refuses two ranks on one GPU) the sum is the
 // identity, as comm::Single; with N ranks (one GPU each) rank r contributes r + 1 and every rank holds
 // N(N+1)/2. Exits 77 (SKIPPED) without a CUDA device.
 #include <cuda_runtime.h>
@@ -6,8 +7,9 @@
 #include <cstdio>
 #include <vector>
 
-#include <vidlora/comm/cuda/nccl.hpp>
 #include <vidlora/comm/single.hpp>
+
+#include "nccl_test_bootstrap.hpp"
 
 using namespace vidlora;
 
@@ -17,8 +19,8 @@ int main(int argc, char** argv) {
     std::printf("no CUDA device: skipping the NCCL tests\n");
     return 77;
   }
-  comm::MpiSession session(&argc, &argv);
-  comm::Nccl nccl(comm::Mpi{}, {.timeout = std::chrono::seconds(60)});
+  nccl_test::Session session(&argc, &argv);
+  nccl_test::Nccl nccl = nccl_test::make_nccl();
   const int n = nccl.size();
   const std::size_t count = 3 * 1024 * 1024 + 7;  // 12 MiB of float: several NCCL chunks, an odd tail
   std::vector<float> host(count);

@@ -1,4 +1,5 @@
-// The CUDA Trainer over comm::Nccl (the gradients summed over the ranks on the device, before they reach the host)
+// The CUDA Trainer over comm::Nccl (the gradients summed over the ranks on the device, before they reach the host;
+// or comm::BasicNccl<Single> without MPI: nccl_test_bootstrap.hpp)
 // against the same Trainer over comm::Single, one rank (mpiexec -np 1; NCCL refuses two ranks on one GPU): an NCCL
 // sum over one rank is the identity, so every loss and every LoRA and projector value must agree bit for bit, with
 // the float64 per-clip sums (batch_invariant) and with the float32 micro-batch sums, comm::Nccl held directly and
@@ -13,7 +14,6 @@
 #include <vector>
 
 #include <vidlora/comm/any_communicator.hpp>
-#include <vidlora/comm/cuda/nccl.hpp>
 #include <vidlora/comm/single.hpp>
 #include <vidlora/core/backend.hpp>
 #include <vidlora/model/cuda/cuda_mlp2x_gelu.cuh>
@@ -21,6 +21,7 @@
 #include <vidlora/train/trainer.hpp>
 
 #include "../support/tiny_captioning.hpp"
+#include "nccl_test_bootstrap.hpp"
 
 namespace fs = std::filesystem;
 using namespace vidlora;
@@ -87,17 +88,17 @@ int main(int argc, char** argv) {
     std::printf("no CUDA device: skipping the NCCL trainer tests\n");
     return 77;
   }
-  comm::MpiSession session(&argc, &argv);
+  nccl_test::Session session(&argc, &argv);
   int bad = 0;
   try {
     for (const bool batch_invariant : {true, false}) {
       const TrainerConfig c = config(batch_invariant);
       const Run single = run(c, comm::Single{});
-      const Run nccl = run(c, comm::Nccl(comm::Mpi{}, {.timeout = std::chrono::seconds(60)}));
+      const Run nccl = run(c, nccl_test::make_nccl());
       bad += compare(batch_invariant ? "comm::Nccl, float64 per-clip sums" : "comm::Nccl, float32 micro-batch sums",
                      single, nccl);
       if (batch_invariant) {
-        const Run any = run(c, comm::AnyCommunicator(comm::Nccl(comm::Mpi{}, {.timeout = std::chrono::seconds(60)})));
+        const Run any = run(c, comm::AnyCommunicator(nccl_test::make_nccl()));
         bad += compare("comm::AnyCommunicator(comm::Nccl)", single, any);
       }
     }

@@ -1,0 +1,238 @@
+#pragma once
+// comm::BasicNccl<Bootstrap>: data-parallel ranks on GPUs, one GPU per rank; all_reduce_sum and all_reduce_sum_group
+// sum DEVICE buffers with NCCL on the communicator's CUDA stream (the CUDA trainer's gradients, through
+// comm::DeviceSum: comm/device_sum.hpp). `Bootstrap` is the host communicator that started the ranks: rank 0's
+// ncclUniqueId is broadcast over it, and it carries the host-side operations (broadcast, gather, barrier of strings).
+// comm::Nccl (comm/cuda/nccl.hpp) is BasicNccl<comm::Mpi>, the ranks of mpirun / srun; BasicNccl<comm::Single> is one
+// process on one GPU without MPI (the same device sums, of one rank: what a machine without MPI can test). Without MPI
+// and with several processes, nccl_unique_id_via_file is the rendezvous (a file on a file system every rank sees).
+// Link vidlora::nccl_core (CUDA runtime, NCCL; vidlora::nccl adds MPI).
+//
+// A reduction that does not finish within NcclOptions::timeout (a rank died or hangs) aborts the NCCL
+// communicator (ncclCommAbort) and throws CommError naming it; so does an asynchronous NCCL error.
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <vidlora/comm/communicator.hpp>
+#include <vidlora/comm/cuda/local_device.hpp>
+
+namespace vidlora::comm {
+
+namespace detail {
+inline void nccl_check(ncclResult_t rc, std::string_view what) {
+  if (rc != ncclSuccess && rc != ncclInProgress)
+    throw CommError(detail::message("{}: NCCL error {}: {}", what, static_cast<int>(rc), ncclGetErrorString(rc)));
+}
+inline void cuda_check(cudaError_t rc, std::string_view what) {
+  if (rc != cudaSuccess) throw CommError(detail::message("{}: CUDA error: {}", what, cudaGetErrorString(rc)));
+}
+}  // namespace detail
+
+// Rank 0 draws the id; every rank of `bootstrap` receives it.
+template <Communicator Bootstrap>
+ncclUniqueId nccl_unique_id_over(Bootstrap& bootstrap) {
+  ncclUniqueId id{};
+  std::string bytes;
+  if (bootstrap.rank() == 0) {
+    detail::nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    bytes.assign(reinterpret_cast<const char*>(&id), sizeof id);
+  }
+  bootstrap.broadcast(bytes, "the NCCL unique id");
+  if (bytes.size() != sizeof id)
+    throw CommError(detail::message("the NCCL unique id: {} bytes received, {} expected", bytes.size(), sizeof id));
+  std::memcpy(&id, bytes.data(), sizeof id);
+  return id;
+}
+
+// The rendezvous for launchers without MPI: rank 0 writes the id to `file` (atomically), the others wait for it.
+inline ncclUniqueId nccl_unique_id_via_file(const std::filesystem::path& file, int rank,
+                                            std::chrono::duration<double> timeout = std::chrono::seconds(600)) {
+  ncclUniqueId id{};
+  if (rank == 0) {
+    detail::nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    // A temporary name of this process, renamed over `file`: a reader sees the whole id or no file.
+    std::filesystem::path tmp = file;
+    tmp += "." + std::to_string(static_cast<long>(::getpid())) + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      out.write(reinterpret_cast<const char*>(&id), sizeof id);
+      if (!out.flush()) throw CommError("cannot write the NCCL unique id to " + tmp.string());
+    }
+    std::filesystem::rename(tmp, file);
+    return id;
+  }
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+  while (true) {
+    std::ifstream in(file, std::ios::binary);
+    if (in && in.read(reinterpret_cast<char*>(&id), sizeof id)) return id;
+    if (std::chrono::steady_clock::now() >= deadline)
+      throw CommError(detail::message("rank {}: no NCCL unique id in {} after {:g} s (rank 0 writes it)", rank,
+                                      file.string(), timeout.count()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+struct NcclOptions {
+  std::chrono::duration<double> timeout = std::chrono::seconds(600);  // per reduction, as MpiOptions::timeout
+  int device = -1;                                                    // -1: local_device()
+};
+
+template <Communicator Bootstrap>
+class BasicNccl {
+  static_assert(Bootstrap::buffers == Buffers::Host,
+                "comm::BasicNccl: the bootstrap is a host communicator (comm::Mpi, comm::Single)");
+
+ public:
+  static constexpr Buffers buffers = Buffers::Device;
+  using bootstrap_type = Bootstrap;
+
+  // One NCCL communicator over the ranks of `bootstrap`, on this rank's GPU and a stream of its own.
+  explicit BasicNccl(Bootstrap bootstrap, NcclOptions options = {})
+      : bootstrap_(std::move(bootstrap)), options_(options) {
+    device_ = local_device(options_.device);
+    detail::cuda_check(cudaSetDevice(device_), "cudaSetDevice");
+    check_one_gpu_per_rank();
+    detail::cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    const ncclUniqueId id = nccl_unique_id_over(bootstrap_);
+    detail::nccl_check(ncclCommInitRank(&comm_, bootstrap_.size(), id, bootstrap_.rank()),
+                       detail::message("rank {}: ncclCommInitRank", bootstrap_.rank()));
+  }
+  BasicNccl(const BasicNccl&) = delete;
+  BasicNccl& operator=(const BasicNccl&) = delete;
+  BasicNccl(BasicNccl&& o) noexcept
+      : bootstrap_(std::move(o.bootstrap_)),
+        options_(o.options_),
+        device_(o.device_),
+        stream_(std::exchange(o.stream_, nullptr)),
+        comm_(std::exchange(o.comm_, nullptr)) {}
+  BasicNccl& operator=(BasicNccl&&) = delete;
+  ~BasicNccl() {
+    if (comm_) ncclCommDestroy(comm_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  int rank() const { return bootstrap_.rank(); }
+  int size() const { return bootstrap_.size(); }
+  int device() const { return device_; }
+  cudaStream_t stream() const { return stream_; }
+  Bootstrap& bootstrap() { return bootstrap_; }
+
+  // x: device memory. Summed in place on stream(), which this waits for.
+  void all_reduce_sum(std::span<float> x, std::string_view what) { reduce(x.data(), x.size(), ncclFloat, what); }
+  void all_reduce_sum(std::span<double> x, std::string_view what) { reduce(x.data(), x.size(), ncclDouble, what); }
+  // Each buffer (device memory) summed in place, the calls grouped (ncclGroupStart / ncclGroupEnd, at most
+  // kGroupOps at a time) and complete on return: a training step's gradients, one tensor each, without packing them.
+  // Waits for all work on the device first, so buffers written on any stream are complete (comm::DeviceSum).
+  void all_reduce_sum_group(std::span<const std::span<float>> buffers, std::string_view what) {
+    reduce_group(buffers, ncclFloat, what);
+  }
+  void all_reduce_sum_group(std::span<const std::span<double>> buffers, std::string_view what) {
+    reduce_group(buffers, ncclDouble, what);
+  }
+  static constexpr std::size_t kGroupOps = 256;
+
+  // Enqueues the sum without waiting (to overlap it with the backward pass); wait() completes it.
+  void all_reduce_sum_async(std::span<float> x, std::string_view what) {
+    detail::nccl_check(ncclAllReduce(x.data(), x.data(), x.size(), ncclFloat, ncclSum, comm_, stream_), what);
+  }
+  void wait(std::string_view what) {
+    using clock = std::chrono::steady_clock;
+    const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(options_.timeout);
+    while (true) {
+      const cudaError_t q = cudaStreamQuery(stream_);
+      if (q == cudaSuccess) return;
+      if (q != cudaErrorNotReady) detail::cuda_check(q, what);
+      ncclResult_t async = ncclSuccess;
+      ncclCommGetAsyncError(comm_, &async);
+      if (async != ncclSuccess && async != ncclInProgress) {
+        ncclCommAbort(std::exchange(comm_, nullptr));
+        detail::nccl_check(async, detail::message("rank {} of {}: {}", rank(), size(), what));
+      }
+      if (clock::now() >= deadline) {
+        ncclCommAbort(std::exchange(comm_, nullptr));
+        throw CommError(
+            detail::message("rank {} of {}: {} did not complete within {:g} s on GPU {}: another rank died, "
+                            "hangs or is that far behind; the NCCL communicator was aborted",
+                            rank(), size(), what, options_.timeout.count(), device_));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+
+  // Host-side operations over the bootstrap communicator.
+  void broadcast(std::string& s, std::string_view what) { bootstrap_.broadcast(s, what); }
+  std::vector<std::string> gather(const std::string& s, std::string_view what) { return bootstrap_.gather(s, what); }
+  void barrier(std::string_view what) { bootstrap_.barrier(what); }
+
+ private:
+  // NCCL needs one GPU per rank, and two ranks on one GPU fail inside ncclCommInitRank with a terse message: every rank
+  // says which GPU it took (host name and PCI bus id), and all stop with an error naming the ranks that share one.
+  void check_one_gpu_per_rank() {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    char bus[32] = {};
+    detail::cuda_check(cudaDeviceGetPCIBusId(bus, sizeof bus, device_), "cudaDeviceGetPCIBusId");
+    const std::string mine = std::string(host) + " GPU " + std::to_string(device_) + " (" + bus + ")";
+    const std::vector<std::string> all = bootstrap_.gather(mine, "the GPU of each rank");
+    std::string verdict;
+    for (std::size_t r = 0; r < all.size() && verdict.empty(); ++r)
+      for (std::size_t q = 0; q < r && verdict.empty(); ++q)
+        if (all[q] == all[r])
+          verdict = detail::message(
+              "comm::Nccl: ranks {} and {} share {}: NCCL needs one GPU per rank; start at most as many ranks per "
+              "node as it has GPUs (CUDA_VISIBLE_DEVICES), or sum on the hosts with comm::Mpi",
+              q, r, all[r]);
+    bootstrap_.broadcast(verdict, "the GPU check of the ranks");
+    if (!verdict.empty()) throw CommError(verdict);
+  }
+
+  template <class T>
+  void reduce_group(std::span<const std::span<T>> buffers, ncclDataType_t type, std::string_view what) {
+    if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
+    detail::cuda_check(cudaDeviceSynchronize(), what);
+    for (std::size_t begin = 0; begin < buffers.size(); begin += kGroupOps) {
+      const std::size_t end = std::min(buffers.size(), begin + kGroupOps);
+      detail::nccl_check(ncclGroupStart(), what);
+      ncclResult_t first_error = ncclSuccess;  // the group is closed whatever happens inside it
+      for (std::size_t i = begin; i < end; ++i) {
+        if (buffers[i].empty()) continue;
+        const ncclResult_t rc =
+            ncclAllReduce(buffers[i].data(), buffers[i].data(), buffers[i].size(), type, ncclSum, comm_, stream_);
+        if (rc != ncclSuccess && rc != ncclInProgress && first_error == ncclSuccess) first_error = rc;
+      }
+      const ncclResult_t end_rc = ncclGroupEnd();
+      detail::nccl_check(first_error, what);
+      detail::nccl_check(end_rc, what);
+    }
+    wait(what);
+  }
+
+  void reduce(void* data, std::size_t n, ncclDataType_t type, std::string_view what) {
+    if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
+    detail::nccl_check(ncclAllReduce(data, data, n, type, ncclSum, comm_, stream_), what);
+    wait(what);
+  }
+
+  Bootstrap bootstrap_;
+  NcclOptions options_;
+  int device_ = 0;
+  cudaStream_t stream_ = nullptr;
+  ncclComm_t comm_ = nullptr;
+};
+}  // namespace vidlora::comm
