@@ -3,7 +3,8 @@
 // (tests/support/tiny_captioning.hpp), LoRA dropout on, batches with padding: issue 14's equivalence gate in fp32 —
 // the first step's loss to 1e-5 relative and its LoRA and projector gradients to 1e-4 normwise, ten AdamW steps
 // (stage 1 then stage 2) with the loss curve to 1e-4 and the LoRA and projector parameters to 1e-4 normwise — then two
-// device runs bit for bit, and a device run interrupted and resumed bit for bit as one run through. The device runs'
+// device runs bit for bit, and a device run interrupted and resumed bit for bit as one run through; a checkpoint moves
+// between the CPU and the device both ways; the optimizer on the device against the host's. The device runs'
 // projector is CudaMlp2xGelu (its forward and backward on the device too), as a GPU preset's train_captioner's.
 // Then the forward-only paths a GPU run adds, against the CPU models: the evaluation (eval loss, KV-cache
 // generation) and the CLIP tower. They share this translation unit, which already compiles the Trainer, the CPU
@@ -236,6 +237,37 @@ TEST_CASE(
     CHECK(all_zero(device.tensors.lora_grad));
     CHECK(all_zero(device.tensors.projector_grad));
     CHECK_FALSE(all_zero(host.tensors.lora_grad));
+  }
+}
+
+TEST_CASE("a checkpoint moves between the CPU and the device: each resumes the other's run as the CPU run goes on",
+          "[trainer][cuda]") {
+  // Issue 14's "checkpoints move between CPU and GPU runs": interrupted after step 7 (stage 2) on one backend, resumed
+  // on the other from the same checkpoint file (parameters, AdamW's moments — on the device the DeviceAdamW's, copied
+  // into the host AdamW before the write and uploaded from it at the resume — dropout counters, position). Steps 8-10
+  // and the final parameters follow the uninterrupted CPU run to 1e-4, as the device run itself does.
+  const TrainerConfig c = trainer_step_config("cross_resume");
+  const TrainerStepRun cpu = run_tiny_on<backend::Cpu>(c);
+  fs::remove_all(c.output_dir);
+  REQUIRE(cpu.losses.size() == 10);
+  TrainerConfig first = c;
+  first.max_steps_this_run = 7;
+  for (const bool device_first : {false, true}) {
+    INFO((device_first ? "device, then CPU" : "CPU, then device"));
+    fs::remove_all(c.output_dir);
+    const TrainerStepRun head = device_first ? run_tiny_on<backend::Cuda>(first) : run_tiny_on<backend::Cpu>(first);
+    const TrainerStepRun tail =
+        device_first ? run_tiny_on<backend::Cpu>(c, /*resume=*/true) : run_tiny_on<backend::Cuda>(c, /*resume=*/true);
+    fs::remove_all(c.output_dir);
+    REQUIRE(head.losses.size() == 7);
+    REQUIRE(tail.losses.size() == 3);
+    for (std::size_t s = 0; s < 3; ++s) {
+      INFO("step " << s + 8 << ": uninterrupted CPU " << cpu.losses[s + 7] << ", resumed " << tail.losses[s]);
+      CHECK(std::fabs(tail.losses[s] - cpu.losses[s + 7]) <= 1e-4 * std::fabs(cpu.losses[s + 7]));
+    }
+    CHECK(cuda_test::normwise_error(tail.tensors.lora, cpu.tensors.lora) <= 1e-4);
+    CHECK(cuda_test::normwise_error(tail.tensors.projector, cpu.tensors.projector) <= 1e-4);
+    CHECK(tail.tensors.dropout_steps == cpu.tensors.dropout_steps);
   }
 }
 
