@@ -5,7 +5,8 @@
 // r=64 on all seven modules + the projector: 181 M values in 452 tensors), wall time, the two ways a device run can
 // take it: on the host (BM_trainer_optimizer_host: the float32 gradients copied down and added to the host's, the
 // finite check, clip_grad_norm and AdamW::step on the host's cores, the values copied up) and on the device
-// (BM_trainer_optimizer_device: optim::cuda::DeviceAdamW's clip and step, the values copied down).
+// (BM_trainer_optimizer_device: optim::cuda::DeviceAdamW's clip and step, and the values copied down, which the
+// Trainer does only when the host reads them: an upper bound of the step's cost).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>

@@ -3,8 +3,8 @@
 // its device. The preset's backend chooses it, as it chooses the decoder step (train/decoder_step.hpp):
 //   DeviceOptimizer<backend::Cpu>   none (available = false): the host's optim::clip_grad_norm and optim::AdamW;
 //   DeviceOptimizer<backend::Cuda>  train/cuda/device_optimizer.cuh (optim::cuda::DeviceAdamW): the step's unscale,
-//                                   clip and AdamW on the GPU, the new values copied to the host once (half the bytes of
-//                                   sending the gradients down and the values up, and no pass over them on the host's
+//                                   clip and AdamW on the GPU, the new values copied to the host when it reads them
+//                                   (no gradients down and values up every step, and no pass over them on the host's
 //                                   cores); this header includes it when nvcc compiles the translation unit.
 // The host optim::AdamW stays the optimizer of record: its groups and options are what the device steps, and its
 // state is what checkpoints save (the Trainer copies the device's moments into it first) and what the device starts

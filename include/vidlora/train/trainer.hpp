@@ -279,6 +279,7 @@ class Trainer {
 
   // Eval loss, captions and metrics over the val clips with the current parameters.
   EvalResult evaluate(int stage = 0, int epoch = 0) {
+    sync_host_values();  // the projector's apply reads the host's values
     EvalResult ev;
     ev.stage = stage;
     ev.epoch = epoch;
@@ -500,6 +501,7 @@ class Trainer {
   std::vector<optim::Parameter> stage_params(std::size_t s) { return tensors_.for_stage(config_.stages[s].train_lora); }
   void build_optimizer(std::size_t s) {
     const auto params = stage_params(s);
+    sync_host_values();  // from the old stage's device optimizer, before it goes
     if constexpr (DeviceOptimizer<Backend>::available) device_optimizer_.reset();  // the old stage's moments
     optimizer_.emplace(optim::transformers_groups(params, config_.weight_decay));
     ++optimizer_generation_;  // also after restore_optimizer: the device optimizer binds to the restored state
@@ -531,6 +533,19 @@ class Trainer {
         }
       }
       return out;
+    }
+  }
+  // The trainable values on the host again after device optimizer steps, which leave the new values on the device
+  // (where the next step reads them) until something on the host reads them: a checkpoint, the evaluation (the
+  // projector's apply), the best parameters, the outputs, a new stage's optimizer, the host's own optimizer step.
+  void sync_host_values() {
+    if constexpr (DeviceOptimizer<Backend>::available) {
+      if (!host_values_stale_) return;
+      device_optimizer_->download_values();  // into the host's matrices (the biases' shadows)
+      host_values_stale_ = false;
+      tensors_.push();  // shadows to biases; the version moves, but the device copies are these values:
+      decoder_step_.values_current(tensors_.values_version());
+      if constexpr (kProjectorOnDevice) projector_.values_current(tensors_.values_version());
     }
   }
   // The host AdamW's state is current (a checkpoint is written, or the host steps next): the device's moments into it.
@@ -622,14 +637,17 @@ class Trainer {
     const bool device_rounds = per_clip && Backend::on_device && (comm_.size() == 1 || device_sum_);
     const std::vector<std::span<float>> trained_storage = tensors_.gradient_storage(params);
     // The optimizer on the device (train/device_optimizer.hpp) when every trained tensor lives there and its gradient
-    // is final there: the step's gradients then stay on the device, only the new values come to the host.
+    // is final there: the step's gradients then stay on the device, and so do the new values until the host reads them.
     const std::vector<optim::DeviceParameter> on_device_params = device_parameters(device_rounds);
     const bool device_optimizer = !on_device_params.empty();
     if constexpr (DeviceOptimizer<Backend>::available) {
-      if (device_optimizer)
+      if (device_optimizer) {
+        if (!device_optimizer_.bound_to(optimizer_generation_, on_device_params)) sync_host_values();
         device_optimizer_.bind(*optimizer_, optimizer_generation_, on_device_params, decoder_step_.device_allocator());
-      else if (device_optimizer_.bound())
-        device_optimizer_.release_into(*optimizer_);  // the host steps: it continues from the device's moments
+      } else if (device_optimizer_.bound()) {
+        sync_host_values();  // the host steps: it continues from the device's values and moments
+        device_optimizer_.release_into(*optimizer_);
+      }
     }
     if (per_clip) {
       const auto on_device = [this](std::span<float> g) {
@@ -761,7 +779,7 @@ class Trainer {
     if (device_optimizer) {
       if constexpr (DeviceOptimizer<Backend>::available) {
         device_optimizer_->step(lr);
-        device_optimizer_->download_values();  // the host's matrices (the biases' shadows) hold the new values
+        host_values_stale_ = true;  // the new values stay on the device, where the next step reads them
       }
     } else {
       grad_norm =
@@ -769,11 +787,7 @@ class Trainer {
       optimizer_->step(lr);
     }
     const std::optional<double> loss_scale = loss_scaling_.stepped();
-    tensors_.push();         // also tells the decoder step that the values changed
-    if (device_optimizer) {  // ... but its device copies changed with them: nothing to upload
-      decoder_step_.values_current(tensors_.values_version());
-      if constexpr (kProjectorOnDevice) projector_.values_current(tensors_.values_version());
-    }
+    if (!device_optimizer) tensors_.push();  // also tells the decoder step that the values changed
     result_.losses.push_back(loss);
     const std::optional<MemoryStats> memory = decoder_step_.take_step_memory();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -953,7 +967,8 @@ class Trainer {
   // ---- checkpoints ----
   void save_checkpoint(const std::filesystem::path& path) {
     if (comm_.rank() != 0) return;  // rank 0 writes; every rank holds the same parameters
-    optimizer_state_to_host();      // the moments the device optimizer holds
+    sync_host_values();             // the values and the moments the device optimizer holds
+    optimizer_state_to_host();
     write_checkpoint(path, tensors_.tensor_map(), optimizer_ ? &*optimizer_ : nullptr,
                      {.position = pos_,
                       .dropout_steps = lora_dropout_steps(decoder_),
@@ -981,6 +996,7 @@ class Trainer {
   }
 
   TrainResult finish() {
+    sync_host_values();  // the run's values, for the outputs and the caller
     if (config_.progress && !config_.progress_newlines) *config_.progress << '\n';
     result_.steps = pos_.global_step;
     result_.best = best_;
@@ -1025,6 +1041,7 @@ class Trainer {
   std::optional<optim::AdamW> optimizer_;      // the optimizer of record (its state is what checkpoints save)
   std::uint64_t optimizer_generation_ = 0;     // counts build_optimizer calls: a device optimizer binds to one
   DeviceOptimizer<Backend> device_optimizer_;  // steps optimizer_ on the device when the step's gradients are there
+  bool host_values_stale_ = false;             // it stepped since the host's values were last synced (sync_host_values)
   std::vector<Clip> train_, val_;
   std::map<std::string, Matrix> cache_;
   std::set<std::string> failed_;

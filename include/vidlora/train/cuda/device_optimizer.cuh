@@ -34,10 +34,8 @@ class DeviceOptimizer<backend::Cuda> {
   // moved, the moments it holds go to `host` first, so the new one continues from them.
   void bind(optim::AdamW& host, std::uint64_t generation, const std::vector<optim::DeviceParameter>& device,
             vidlora::cuda::CudaCachingAllocator* allocator) {
-    if (adamw_ && generation_ == generation) {
-      if (adamw_->steps(device)) return;
-      adamw_->copy_state_to(host);
-    }
+    if (bound_to(generation, device)) return;
+    if (adamw_ && generation_ == generation) adamw_->copy_state_to(host);
     adamw_.reset();  // the old moments back to the allocator before the new ones
     try {
       adamw_.emplace(host, device, allocator);
@@ -50,6 +48,10 @@ class DeviceOptimizer<backend::Cuda> {
     generation_ = generation;
   }
   bool bound() const { return adamw_.has_value(); }
+  // Whether bind(…, generation, device, …) would keep the device optimizer it holds.
+  bool bound_to(std::uint64_t generation, const std::vector<optim::DeviceParameter>& device) const {
+    return adamw_ && generation_ == generation && adamw_->steps(device);
+  }
   optim::cuda::DeviceAdamW& operator*() { return *adamw_; }
   optim::cuda::DeviceAdamW* operator->() { return &*adamw_; }
 
