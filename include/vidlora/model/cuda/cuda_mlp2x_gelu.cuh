@@ -88,9 +88,6 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     return download(dx, shape_.tokens, shape_.in);
   }
 
-  // A training step's bracket (as train::DecoderStep<Cuda>'s): `values_version` names the parameters' values (the
-  // Trainer's TrainableTensors::values_version()), so the weights go to the device once per version; per_clip: each
-  // backward's gradients are summed in float64 on the device.
   // Where a parameter (named by its host gradient's storage: grad_W1, grad_b1, grad_W2, grad_b2) lives on the device,
   // for an optimizer that steps it there; the device weights are allocated (with the host's values) if not yet.
   std::optional<optim::DeviceParameter> device_parameter(const float* grad) {
@@ -109,6 +106,9 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   // The device weights are the values of `values_version` (the optimizer stepped them there): no upload for it.
   void values_current(std::uint64_t values_version) { uploaded_version_ = values_version; }
 
+  // A training step's bracket (as train::DecoderStep<Cuda>'s): `values_version` names the parameters' values (the
+  // Trainer's TrainableTensors::values_version()), so the weights go to the device once per version; per_clip: each
+  // backward's gradients are summed in float64 on the device.
   void begin_step(bool per_clip, std::uint64_t values_version) {
     in_step_ = true;
     per_clip_ = per_clip;

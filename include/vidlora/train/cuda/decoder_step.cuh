@@ -6,8 +6,9 @@
 // the device for the whole training step (begin_step / finish_step, train/decoder_step.hpp): summed there, each clip's
 // in float64 when the Trainer sums clip by clip (batch_invariant), and at finish_step either left there for the
 // device optimizer (train/device_optimizer.hpp: the LoRA values change on the device and come to the CPU decoder
-// after the step) or handed to the host once — into the step's ClipGradientSum, or added to the CPU decoder's
-// grad_A / grad_B — for the host's clipping and AdamW. Outside that bracket each call adds its gradients to grad_A / grad_B. The CPU
+// when the host reads them) or handed to the host once — into the step's ClipGradientSum, or added to the CPU
+// decoder's grad_A / grad_B — for the host's clipping and AdamW. Outside that bracket each call adds its gradients to
+// grad_A / grad_B. The CPU
 // decoder keeps the master LoRA values and the dropout counters: its layers' steps go to the device before each call
 // and come back after it (the same masks, lora::dropout_stream), and LoRA values the CPU changed are uploaded before
 // the next call (when the run's TrainableTensors::values_version() moved). Gradient checkpointing follows the CPU
@@ -115,7 +116,7 @@ class DecoderStep<backend::Cuda, Decoder> {
         [&](const std::string&, auto& l) { found = found || l.grad_A().data() == grad || l.grad_B().data() == grad; });
     return found;
   }
-  // Where a LoRA tensor (named by its grad_A / grad_B storage) lives on the device: for an optimizer that steps it there.
+  // Where a LoRA tensor (named by its grad_A / grad_B storage) lives on the device, for an optimizer stepping it there.
   std::optional<optim::DeviceParameter> device_parameter(const float* grad) {
     return guarded("step", [&]() -> std::optional<optim::DeviceParameter> {
       prepare();
