@@ -264,6 +264,6 @@ TEST_CASE("cuda DeviceAdamW unscales with torch's found_inf and refuses tensors 
   CHECK_THROWS_WITH(optim::cuda::DeviceAdamW(adamw, wrong), Catch::Contains("'b1'") && Catch::Contains("4096"));
   wrong.pop_back();
   CHECK_THROWS_WITH(optim::cuda::DeviceAdamW(adamw, wrong), Catch::Contains("2 device tensors"));
-  CHECK(device.steps(dev.parameters()));
-  CHECK_FALSE(device.steps(wrong));
+  CHECK(device.holds(dev.parameters()));
+  CHECK_FALSE(device.holds(wrong));
 }

@@ -135,7 +135,7 @@ class DeviceAdamW {
   }
 
   // Whether this object steps exactly these device tensors (in this order).
-  bool steps(const std::vector<DeviceParameter>& device) const {
+  bool holds(const std::vector<DeviceParameter>& device) const {
     if (device.size() != slots_.size()) return false;
     for (std::size_t i = 0; i < device.size(); ++i)
       if (device[i].value != slots_[i].device.value || device[i].grad != slots_[i].device.grad ||

@@ -50,7 +50,7 @@ class DeviceOptimizer<backend::Cuda> {
   bool bound() const { return adamw_.has_value(); }
   // Whether bind(…, generation, device, …) would keep the device optimizer it holds.
   bool bound_to(std::uint64_t generation, const std::vector<optim::DeviceParameter>& device) const {
-    return adamw_ && generation_ == generation && adamw_->steps(device);
+    return adamw_ && generation_ == generation && adamw_->holds(device);
   }
   optim::cuda::DeviceAdamW& operator*() { return *adamw_; }
   optim::cuda::DeviceAdamW* operator->() { return &*adamw_; }
