@@ -1,11 +1,17 @@
 // The projector on the device (model/cuda/cuda_mlp2x_gelu.cuh, model/cuda/projector.cuh) against model::Mlp2xGelu:
 // the output, d loss / d features and the four parameter gradients to 1e-5 normwise, gradients accumulating over two
-// backwards as the host's do, a bias-free projector, and a gradient of the wrong shape named.
+// backwards as the host's do, a bias-free projector, and a gradient of the wrong shape named; backward_rows (the
+// gradient rows gathered from a device matrix, as the Trainer hands them over) bit for bit as backward.
 #include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <span>
+#include <vector>
 
 #include <vidlora/core/rng.hpp>
 #include <vidlora/model/cuda/cuda_mlp2x_gelu.cuh>
 #include <vidlora/model/projector.hpp>
+#include <vidlora/model/splice.hpp>
 
 #include "support/cuda_test.cuh"
 
@@ -55,4 +61,42 @@ TEST_CASE("cuda projector matches model::Mlp2xGelu: output, input and parameter 
           "[model]") {
   check_device_projector(true);
   check_device_projector(false);
+}
+
+TEST_CASE("cuda projector backward_rows gathers its gradient rows on the device: backward's gradients, bit for bit",
+          "[model]") {
+  // d loss / d embeds of a [400, hidden] batch whose visual tokens are rows 3..152 and 250..399 (two runs, as two
+  // sequences of a micro-batch): backward_rows from the device matrix against backward of the rows gathered on the
+  // host, the four parameter gradients over two backwards bit for bit; rows outside the matrix are named.
+  const Eigen::Index in = 64, hidden = 96, total = 400;
+  std::vector<Eigen::Index> rows;
+  for (Eigen::Index r = 3; r < 153; ++r) rows.push_back(r);
+  for (Eigen::Index r = 250; r < total; ++r) rows.push_back(r);
+  const auto tokens = static_cast<Eigen::Index>(rows.size());
+  const model::Mlp2xGelu host(in, hidden, 7, true);
+  model::cuda::CudaMlp2xGelu by_rows(host), by_matrix(host);
+  const Matrix x = projector_input(tokens, in, 3), grad = projector_input(total, hidden, 4);
+  const vidlora::cuda::DeviceBuffer<float> d_grad(
+      std::span<const float>(grad.data(), static_cast<std::size_t>(grad.size())));
+  for (int pass = 0; pass < 2; ++pass) {
+    (void)by_rows.forward(x);
+    (void)by_matrix.forward(x);
+    by_rows.backward_rows(d_grad.data(), total, hidden, rows);
+    (void)by_matrix.backward(model::gather_rows<float>(grad, rows));
+  }
+  VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+  CHECK(cuda_test::bit_mismatches(flat(by_rows.linear_1().grad_weight()), flat(by_matrix.linear_1().grad_weight())) ==
+        0);
+  CHECK(cuda_test::bit_mismatches(flat(by_rows.linear_2().grad_weight()), flat(by_matrix.linear_2().grad_weight())) ==
+        0);
+  CHECK(cuda_test::bit_mismatches(flat(by_rows.linear_1().grad_bias()), flat(by_matrix.linear_1().grad_bias())) == 0);
+  CHECK(cuda_test::bit_mismatches(flat(by_rows.linear_2().grad_bias()), flat(by_matrix.linear_2().grad_bias())) == 0);
+  const std::vector<float> g2 = flat(by_rows.linear_2().grad_weight());
+  CHECK(std::any_of(g2.begin(), g2.end(), [](float v) { return v != 0.0f; }));  // gradients, not zeros
+  std::vector<Eigen::Index> outside = rows;
+  outside.back() = total;
+  (void)by_rows.forward(x);
+  CHECK_THROWS_WITH(by_rows.backward_rows(d_grad.data(), total, hidden, outside),
+                    Catch::Contains("outside a gradient of 400 rows"));
+  CHECK_THROWS_WITH(by_rows.backward_rows(d_grad.data(), total, hidden + 1, rows), Catch::Contains("backward_rows"));
 }

@@ -507,6 +507,15 @@ class Trainer {
     ++optimizer_generation_;  // also after restore_optimizer: the device optimizer binds to the restored state
   }
 
+  // A device decoder step that keeps d loss / d embeds on the device, and a projector that takes its gradient rows from
+  // there (CudaMlp2xGelu::backward_rows): the step's [tokens, hidden] gradients then never cross to the host.
+  static constexpr bool kGradEmbedsOnDevice =
+      requires(decoder_step_type & s, ProjectorT& p, const float* g, std::span<const Eigen::Index> rows) {
+    s.keep_grad_embeds_on_device(true);
+    { s.kept_grad_embeds() } -> std::same_as<const float*>;
+    p.backward_rows(g, std::int64_t{}, std::int64_t{}, rows);
+  };
+
   // A projector whose tensors live on the device (model::cuda::CudaMlp2xGelu) can be stepped there.
   static constexpr bool kProjectorOnDevice = requires(ProjectorT & p, const float* g) {
     { p.device_parameter(g) } -> std::same_as<std::optional<optim::DeviceParameter>>;
@@ -689,9 +698,14 @@ class Trainer {
         }
         const auto batch = model::collate<float>(seqs, decoder_.embed_tokens(), codec_.pad_id);
         if constexpr (Backend::on_device) step_flops += sequence_flops(batch.batch);
+        if constexpr (kGradEmbedsOnDevice) decoder_step_.keep_grad_embeds_on_device(true);
         auto res = decoder_step_.loss_and_backward(batch.embeds, batch.batch, batch.labels, ce);
         loss += res.loss;
-        projector_.backward(model::gather_rows<float>(res.grad_embeds, batch.visual_rows));
+        if constexpr (kGradEmbedsOnDevice)  // the visual rows of d loss / d embeds, gathered on the device
+          projector_.backward_rows(decoder_step_.kept_grad_embeds(), batch.embeds.rows(), batch.embeds.cols(),
+                                   batch.visual_rows);
+        else
+          projector_.backward(model::gather_rows<float>(res.grad_embeds, batch.visual_rows));
         if (per_clip) clip_sums.take();
       }
     } catch (const Error& e) {  // the loss refuses NaN/Inf logits: same as a NaN loss

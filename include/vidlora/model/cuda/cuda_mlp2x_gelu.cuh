@@ -68,24 +68,37 @@ class CudaMlp2xGelu : public Mlp2xGelu {
                              "needs this projector's forward first, and a gradient "
                              "of its output's shape");
     const vidlora::cuda::DeviceBuffer<float> d = upload(dy);
-    vidlora::cuda::DeviceBuffer<float> da(z_.size()), dx(static_cast<std::size_t>(shape_.tokens * shape_.in));
-    if (!in_step_ || step_calls_ == 0)  // a step's gradients accumulate from its first backward
-      for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) g->fill_bytes(0);
-    detail::CudaProjectorExec exec{*gemm_};
-    projector_backward_steps(exec, shape_, weights(), x_.data(), z_.data(), a_.data(), d.data(), da.data(), dx.data());
-    if (!in_step_) {
-      add_gradients_to_host();
-    } else {
-      if (per_clip_) {  // this clip's gradients into the step's float64 sums; zeroed for the next clip
-        ensure_sums();
-        std::size_t i = 0;
-        for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_})
-          vidlora::cuda::take_into_float64(g->data(), sums_[i++].data(), static_cast<std::int64_t>(g->size()),
-                                           step_calls_ == 0);
-      }
-      ++step_calls_;
+    return download(backward_device(d.data()), shape_.tokens, shape_.in);
+  }
+
+  // backward without d loss / d x (the Trainer's features are frozen) and without the host: d loss / d y is `rows` of
+  // `grad`, a [grad_rows, hidden] row-major matrix in device memory (the decoder step's d loss / d input embeddings,
+  // DecoderStep<Cuda>::kept_grad_embeds, whose visual-token rows these are), gathered on the device by one copy per
+  // run of consecutive rows. The parameter gradients are backward(gather_rows(grad, rows))'s, bit for bit.
+  void backward_rows(const float* grad, std::int64_t grad_rows, std::int64_t grad_cols,
+                     std::span<const Eigen::Index> rows) {
+    vidlora::cuda::check_arg(ready_ && grad != nullptr && grad_cols == shape_.hidden &&
+                                 static_cast<std::int64_t>(rows.size()) == shape_.tokens,
+                             "cuda::CudaMlp2xGelu::backward_rows", [&] {
+                               return "needs this projector's forward first and one row of " +
+                                      std::to_string(shape_.hidden) + " gradients per output row (" +
+                                      std::to_string(shape_.tokens) + "), got " + std::to_string(rows.size()) +
+                                      " rows of " + std::to_string(grad_cols);
+                             });
+    vidlora::cuda::DeviceBuffer<float> d(static_cast<std::size_t>(shape_.tokens * shape_.hidden));
+    const auto width = static_cast<std::size_t>(shape_.hidden);
+    for (std::size_t i = 0; i < rows.size();) {
+      std::size_t j = i + 1;
+      while (j < rows.size() && rows[j] == rows[j - 1] + 1) ++j;
+      vidlora::cuda::check_arg(rows[i] >= 0 && rows[j - 1] < grad_rows, "cuda::CudaMlp2xGelu::backward_rows", [&] {
+        return "rows " + std::to_string(rows[i]) + ".." + std::to_string(rows[j - 1]) + " outside a gradient of " +
+               std::to_string(grad_rows) + " rows";
+      });
+      VIDLORA_CUDA_CHECK(cudaMemcpyAsync(d.data() + i * width, grad + static_cast<std::size_t>(rows[i]) * width,
+                                         (j - i) * width * sizeof(float), cudaMemcpyDeviceToDevice, nullptr));
+      i = j;
     }
-    return download(dx, shape_.tokens, shape_.in);
+    (void)backward_device(d.data());
   }
 
   // Where a parameter (named by its host gradient's storage: grad_W1, grad_b1, grad_W2, grad_b2) lives on the device,
@@ -181,6 +194,28 @@ class CudaMlp2xGelu : public Mlp2xGelu {
 
  private:
   bool has_bias() const { return linear_1().has_bias(); }
+  // The backward from d loss / d y in device memory: the parameter gradients (to the host, or kept in the step's
+  // bracket); returns d loss / d x on the device.
+  vidlora::cuda::DeviceBuffer<float> backward_device(const float* dy) {
+    vidlora::cuda::DeviceBuffer<float> da(z_.size()), dx(static_cast<std::size_t>(shape_.tokens * shape_.in));
+    if (!in_step_ || step_calls_ == 0)  // a step's gradients accumulate from its first backward
+      for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) g->fill_bytes(0);
+    detail::CudaProjectorExec exec{*gemm_};
+    projector_backward_steps(exec, shape_, weights(), x_.data(), z_.data(), a_.data(), dy, da.data(), dx.data());
+    if (!in_step_) {
+      add_gradients_to_host();
+    } else {
+      if (per_clip_) {  // this clip's gradients into the step's float64 sums; zeroed for the next clip
+        ensure_sums();
+        std::size_t i = 0;
+        for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_})
+          vidlora::cuda::take_into_float64(g->data(), sums_[i++].data(), static_cast<std::int64_t>(g->size()),
+                                           step_calls_ == 0);
+      }
+      ++step_calls_;
+    }
+    return dx;
+  }
   // The float64 sums of grad_W1, grad_b1, grad_W2, grad_b2, allocated at their first use.
   void ensure_sums() {
     if (sums_.empty())

@@ -136,6 +136,12 @@ class DecoderStep<backend::Cuda, Decoder> {
   void values_current(std::uint64_t values_version) {
     if (device_) uploaded_version_ = values_version;
   }
+  // With keep (the Trainer, when its projector takes its gradient from the device: CudaMlp2xGelu::backward_rows), a
+  // training call leaves d loss / d embeds on the device (kept_grad_embeds, until the next call or finish_step) and
+  // returns an empty grad_embeds: the [tokens, hidden] floats neither come down nor go up again.
+  void keep_grad_embeds_on_device(bool keep) { keep_grad_embeds_ = keep; }
+  const float* kept_grad_embeds() const { return kept_grad_embeds_.data(); }
+
   // The caching allocator every device tensor of the run's decoder comes from (under its cap).
   vidlora::cuda::CudaCachingAllocator* device_allocator() {
     return guarded("step", [&] {
@@ -145,6 +151,7 @@ class DecoderStep<backend::Cuda, Decoder> {
   }
 
   void finish_step(const StepHandOver& h) {
+    kept_grad_embeds_ = {};  // back to the allocator: the step's last projector backward has read it
     if (!in_step_) return;
     in_step_ = false;
     if (step_calls_ == 0 && !h.across_ranks) return;
@@ -213,6 +220,7 @@ class DecoderStep<backend::Cuda, Decoder> {
 
   model::DecoderLossResultOf<float> device_step(const Matrix& embeds, const model::SequenceBatch& batch,
                                                 std::span<const int> labels, const loss::CrossEntropyOptions& ce) {
+    kept_grad_embeds_ = {};  // the previous call's, before this call allocates
     model::cuda::DecoderModel& dev = prepared();
     const model::cuda::DeviceTensor x = upload_embeds(embeds, batch, labels);
     const model::cuda::DecoderBatch b = device_batch(batch);
@@ -240,6 +248,10 @@ class DecoderStep<backend::Cuda, Decoder> {
     model::DecoderLossResultOf<float> out;
     out.loss = r.loss;
     out.valid_tokens = r.valid_tokens;
+    if (keep_grad_embeds_) {  // for the projector's backward_rows: nothing comes down
+      kept_grad_embeds_ = std::move(r.grad_embeds);
+      return out;
+    }
     out.grad_embeds.resize(r.grad_embeds.rows, r.grad_embeds.cols);
     VIDLORA_CUDA_CHECK(cudaMemcpy(out.grad_embeds.data(), r.grad_embeds.data(),
                                   static_cast<std::size_t>(out.grad_embeds.size()) * sizeof(float),
@@ -414,6 +426,8 @@ class DecoderStep<backend::Cuda, Decoder> {
   bool in_step_ = false, per_clip_ = false;
   long step_calls_ = 0;
   std::vector<vidlora::cuda::DeviceBuffer<double>> sums_;  // per_clip: each LoRA gradient's float64 sum this step
+  bool keep_grad_embeds_ = false;
+  model::cuda::DeviceTensor kept_grad_embeds_;  // the last training call's d loss / d embeds, when kept
 };
 
 }  // namespace vidlora::train
