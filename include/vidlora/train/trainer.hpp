@@ -146,6 +146,7 @@ class Trainer {
     if (comm_.rank() != 0) config_.progress = nullptr;  // progress and reports from rank 0 only
     check_config();
     if (!config_.initial_adapter.empty()) load_initial_adapter();
+    if constexpr (kGradEmbedsOnDevice) decoder_step_.keep_grad_embeds_on_device(true);  // for backward_rows
   }
 
   Trainer(const Trainer&) = delete;  // parameters are referenced by address
@@ -698,7 +699,6 @@ class Trainer {
         }
         const auto batch = model::collate<float>(seqs, decoder_.embed_tokens(), codec_.pad_id);
         if constexpr (Backend::on_device) step_flops += sequence_flops(batch.batch);
-        if constexpr (kGradEmbedsOnDevice) decoder_step_.keep_grad_embeds_on_device(true);
         auto res = decoder_step_.loss_and_backward(batch.embeds, batch.batch, batch.labels, ce);
         loss += res.loss;
         if constexpr (kGradEmbedsOnDevice)  // the visual rows of d loss / d embeds, gathered on the device

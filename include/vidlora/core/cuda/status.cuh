@@ -53,6 +53,10 @@ inline std::string status_message(const char* call, const char* status_name, int
 inline void check_arg(bool condition, const char* who, const std::string& what) {
   if (!condition) throw CudaError(std::string(who) + ": " + what);
 }
+// A fixed message: no string is built unless the check fails.
+inline void check_arg(bool condition, const char* who, const char* what) {
+  if (!condition) throw CudaError(std::string(who) + ": " + what);
+}
 // The same with the message built only on failure (`what()` returns it): for checks on a hot path, where building the
 // string on every call would cost more than the check.
 template <class MakeMessage>

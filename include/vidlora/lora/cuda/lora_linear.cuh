@@ -80,10 +80,9 @@ inline void check_lora(const LoraLinearParams& p) {
   });
   vidlora::cuda::check_arg(p.dropout >= 0.0f && p.dropout < 1.0f, who,
                            [&] { return "dropout " + std::to_string(p.dropout) + " is outside [0, 1)"; });
-  vidlora::cuda::check_arg(p.a != nullptr && p.b != nullptr, who,
-                           [] { return std::string("lora_A and lora_B are required"); });
+  vidlora::cuda::check_arg(p.a != nullptr && p.b != nullptr, who, "lora_A and lora_B are required");
   if (p.base == BaseKind::Dense) {
-    vidlora::cuda::check_arg(p.w != nullptr, who, [] { return std::string("dense base without a weight pointer"); });
+    vidlora::cuda::check_arg(p.w != nullptr, who, "dense base without a weight pointer");
   } else {
     quant::cuda::check_view(p.qw, who);
     vidlora::cuda::check_arg(p.qw.numel == p.out * p.in, who, [&] {
@@ -169,11 +168,9 @@ inline void check_narrow_base(const LoraLinearParams& p, const void* w_dense, co
     return std::string("16-bit base operands (") + vidlora::cuda::dtype_name(p.base_operands) +
            ") are for a float layer, not a " + vidlora::cuda::dtype_name(t) + " one";
   });
-  vidlora::cuda::check_arg(w_dense != nullptr && op16 != nullptr, who, [] {
-    return std::string(
-        "16-bit base operands need the workspace's w_dense and op16 pieces (lora_workspace_sizes with base_operands "
-        "set)");
-  });
+  vidlora::cuda::check_arg(w_dense != nullptr && op16 != nullptr, who,
+                           "16-bit base operands need the workspace's w_dense and op16 pieces "
+                           "(lora_workspace_sizes with base_operands set)");
 }
 
 // The frozen GEMMs, the layer's and a slot's without LoRA: y = x·Wᵀ + beta·y (+ bias), dx = dy·W + beta·dx, at the

@@ -71,7 +71,8 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     return download(backward_device(d.data()), shape_.tokens, shape_.in);
   }
 
-  // backward without d loss / d x (the Trainer's features are frozen) and without the host: d loss / d y is `rows` of
+  // backward for a caller that needs no d loss / d x (the Trainer's features are frozen: it is computed on the device
+  // and dropped, never copied down), and without the host: d loss / d y is `rows` of
   // `grad`, a [grad_rows, hidden] row-major matrix in device memory (the decoder step's d loss / d input embeddings,
   // DecoderStep<Cuda>::kept_grad_embeds, whose visual-token rows these are), gathered on the device by one copy per
   // run of consecutive rows. The parameter gradients are backward(gather_rows(grad, rows))'s, bit for bit.

@@ -104,10 +104,9 @@ inline float dequant_gemv_row(const DequantGemvParams& p, const DecodeTables& t,
 
 // Messages built only on failure: these run before every dequantization (each frozen GEMM of a 4-bit layer).
 inline void check_view(const Quantized4bitView& q, const char* who) {
-  vidlora::cuda::check_arg(q.packed != nullptr && q.numel > 0, who,
-                           [] { return std::string("empty quantized tensor"); });
+  vidlora::cuda::check_arg(q.packed != nullptr && q.numel > 0, who, "empty quantized tensor");
   vidlora::cuda::check_arg((q.absmax != nullptr) != (q.qabsmax != nullptr && q.nested_absmax != nullptr), who,
-                           [] { return std::string("give either absmax or qabsmax + nested_absmax"); });
+                           "give either absmax or qabsmax + nested_absmax");
   vidlora::cuda::check_arg(q.blocksize_log2 >= 5 && q.blocksize_log2 <= 12, who, [&] {
     return "blocksize 2^" + std::to_string(q.blocksize_log2) + " is outside [32, 4096]";
   });

@@ -2,7 +2,8 @@
 // DecoderStep<backend::Cuda, Decoder>: the Trainer's decoder step on the device (train/decoder_step.hpp is the
 // seam). A model::cuda::DecoderModel built from export_decoder_weights(decoder) at the first step holds the frozen
 // weights, the LoRA factors and their gradients on the device; per micro-batch it uploads the collated embeddings,
-// runs loss_and_backward, downloads d loss / d embeds for the projector's backward, and keeps the LoRA gradients on
+// runs loss_and_backward, downloads d loss / d embeds for the projector's backward (or keeps them on the device for a
+// projector that reads them there: keep_grad_embeds_on_device), and keeps the LoRA gradients on
 // the device for the whole training step (begin_step / finish_step, train/decoder_step.hpp): summed there, each clip's
 // in float64 when the Trainer sums clip by clip (batch_invariant), and at finish_step either left there for the
 // device optimizer (train/device_optimizer.hpp: the LoRA values change on the device and come to the CPU decoder
@@ -355,8 +356,7 @@ class DecoderStep<backend::Cuda, Decoder> {
         h.across_ranks(std::span<const std::span<float>>(f32), what);
     }
     require(!(h.keep_on_device && h.sums),
-            "DecoderStep<Cuda>: gradients kept on the device cannot also be summed on "
-            "the host");
+            "DecoderStep<Cuda>: gradients kept on the device cannot also be summed on the host");
     if (!per_clip_) {  // the float32 gradients, accumulated over the step's micro-batches
       if (h.keep_on_device) return;
       return add_lora_grads(host);
