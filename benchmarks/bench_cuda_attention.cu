@@ -1,7 +1,8 @@
 // Causal attention forward + backward of one sequence on the device, the decoder's shapes (32 query heads, head dim
 // 128, MHA as LLaVA-NeXT-Video-7B's decoder): the row kernels (model/cuda/attention.cuh, one block per query row,
-// deterministic dk/dv) against the tiled kernels (model/cuda/flash_attention.cuh) with fp32 FMA and with TF32
-// tile products, in the same run. Sequence lengths: 2,432 (the H100 preset's 16 frames × 144 + 128 tokens) and
+// deterministic dk/dv) against the tiled kernels (model/cuda/flash_attention.cuh) with fp32 FMA, TF32, and bf16 /
+// fp16 tile products (16-bit operand tiles; for bf16 also 32-row tiles against the default, 64 where the card gives
+// the shared memory), in the same run. Sequence lengths: 2,432 (the H100 preset's 16 frames × 144 + 128 tokens) and
 // 4,096 (the issue's attention gate, whose baseline is PyTorch's SDPA flash backend in bf16:
 // benchmarks/cuda_pytorch.py's `torch_sdpa_flash_fwd_bwd_bf16_T4096`). Counter: TFLOP/s at 4·T²·H·d·(1 + 2.5)/2
 // (causal: half the pairs; backward 2.5× the forward's two products), the usual flash-attention accounting.
@@ -23,7 +24,19 @@ namespace {
 using vidlora::cuda::DeviceBuffer;
 using namespace vidlora::model::cuda;
 
-enum Kernel : int { kRow = 0, kTiledFp32 = 1, kTiledTf32 = 2 };
+enum Kernel : int { kRow = 0, kTiledFp32 = 1, kTiledTf32 = 2, kTiledBf16 = 3, kTiledF16 = 4, kTiledBf16Tile32 = 5 };
+
+const char* kernel_label(Kernel k) {
+  switch (k) {
+    case kRow: return "row kernels";
+    case kTiledFp32: return "tiled, fp32 FMA";
+    case kTiledTf32: return "tiled, TF32 WMMA";
+    case kTiledBf16: return "tiled, bf16 WMMA";
+    case kTiledF16: return "tiled, fp16 WMMA";
+    case kTiledBf16Tile32: return "tiled, bf16 WMMA, tile 32";
+  }
+  return "?";
+}
 
 void BM_attention_fwd_bwd(benchmark::State& state) {
   const std::int64_t t = state.range(0), heads = 32, d = 128;
@@ -49,7 +62,10 @@ void BM_attention_fwd_bwd(benchmark::State& state) {
   p.tq = p.tk = t;
   p.q_heads = p.kv_heads = heads;
   p.head_dim = d;
-  const FlashAttentionOptions o{kernel == kTiledTf32, 0};
+  const FlashOperands ops = kernel == kTiledBf16 || kernel == kTiledBf16Tile32 ? FlashOperands::BF16
+                            : kernel == kTiledF16                              ? FlashOperands::F16
+                                                                               : FlashOperands::F32;
+  const FlashAttentionOptions o{kernel == kTiledTf32, kernel == kTiledBf16Tile32 ? 32 : 0, ops};
   cuda_bench::time_iterations(state, [&] {
     if (kernel == kRow) {
       attention_forward(p);
@@ -61,12 +77,12 @@ void BM_attention_fwd_bwd(benchmark::State& state) {
   });
   const double flops = 4.0 * static_cast<double>(t) * static_cast<double>(t) * heads * d * 3.5 / 2.0;
   state.counters["TFLOP_per_s"] = benchmark::Counter(flops / 1e12, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(kernel == kRow ? "row kernels" : kernel == kTiledFp32 ? "tiled, fp32 FMA" : "tiled, TF32 WMMA");
+  state.SetLabel(kernel_label(kernel));
 }
 
 BENCHMARK(BM_attention_fwd_bwd)
     ->ArgNames({"T", "kernel"})
-    ->ArgsProduct({{2432, 4096}, {kRow, kTiledFp32, kTiledTf32}})
+    ->ArgsProduct({{2432, 4096}, {kRow, kTiledFp32, kTiledTf32, kTiledBf16, kTiledF16, kTiledBf16Tile32}})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 

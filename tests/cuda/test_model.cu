@@ -231,3 +231,91 @@ TEST_CASE("cuda tiled attention matches the CPU: fp32 and TF32, both tiles, GQA,
       }
   }
 }
+
+namespace {
+// The tiled kernels' bodies over the grid on the host (model::cuda::FlashHostBlock<K>): what the device kernels with
+// operands K compute, up to the order of the fp32 sums inside a tile product and the device's expf / logf.
+template <model::cuda::FlashOperands K>
+std::vector<std::vector<float>> flash_on_host(const AttentionProblem& a, int tile) {
+  const model::cuda::AttentionParams& dp = a.p;
+  std::vector<float> out(a.q.size()), lse(static_cast<std::size_t>(dp.tq * dp.q_heads)), rd(lse.size()),
+      dq(a.q.size(), 0.0f), dk(a.k.size(), 0.0f), dv(a.v.size(), 0.0f);
+  model::cuda::AttentionParams p = dp;
+  p.q = a.q.data();
+  p.k = a.k.data();
+  p.v = a.v.data();
+  p.d_out = a.dout.data();
+  p.key_mask = dp.key_mask ? a.mask32.data() : nullptr;
+  p.out = out.data();
+  p.lse = lse.data();
+  p.row_dot = rd.data();
+  p.dq = dq.data();
+  p.dk = dk.data();
+  p.dv = dv.data();
+  model::cuda::FlashHostBlock<K> blk;
+  const model::cuda::FlashSmem lay{tile, tile, static_cast<int>(p.head_dim), model::cuda::FlashOperandFormat<K>::bytes};
+  std::vector<float> smem(static_cast<std::size_t>(lay.dkv_bytes() / 4 + lay.dq_bytes() / 4 + lay.forward_bytes() / 4));
+  for (std::int64_t qt = 0; qt * tile < p.tq; ++qt)
+    for (std::int64_t h = 0; h < p.q_heads; ++h)
+      model::cuda::flash_forward_block(blk, p, tile, tile, qt, h, smem.data());
+  for (std::int64_t qt = 0; qt * tile < p.tq; ++qt)
+    for (std::int64_t h = 0; h < p.q_heads; ++h)
+      model::cuda::flash_backward_dq_block(blk, p, tile, tile, qt, h, smem.data());
+  for (std::int64_t kt = 0; kt * tile < p.tk; ++kt)
+    for (std::int64_t g = 0; g < p.kv_heads; ++g)
+      model::cuda::flash_backward_dkv_block(blk, p, tile, tile, kt, g, smem.data());
+  return {out, dq, dk, dv};
+}
+
+template <model::cuda::FlashOperands K>
+void check_flash_16bit(AttentionProblem& a, double vs_cpu, const char* what) {
+  for (const int tile : {16, 32, 64}) {
+    if (!model::cuda::flash_tile_fits(tile, a.p.head_dim, K)) continue;  // 64 at head dim 128: sm_90 only
+    INFO(what << " tile " << tile);
+    const std::vector<std::vector<float>> host = flash_on_host<K>(a, tile);
+    const std::vector<float>* cpu[4] = {&a.out, &a.dq, &a.dk, &a.dv};
+    const model::cuda::FlashAttentionOptions o{false, tile, K};
+    std::vector<float> first[4];
+    for (int run = 0; run < 2; ++run) {
+      cuda_test::poison(a.O);
+      cuda_test::poison(a.L);
+      cuda_test::poison(a.RD);
+      zero_grads(a);
+      model::cuda::flash_attention_forward(a.p, o);
+      model::cuda::flash_attention_backward(a.p, o);
+      VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+      const std::vector<float> got[4] = {a.O.download(), a.DQ.download(), a.DK.download(), a.DV.download()};
+      for (int t = 0; t < 4; ++t) {
+        INFO("output " << t << " (out, dq, dk, dv)");
+        // the same rounding points as the host block: sum order and expf aside, a 16-bit P or dS may round the
+        // other way now and then
+        CHECK(cuda_test::normwise_error(got[t], host[static_cast<std::size_t>(t)]) < 2e-4);
+        CHECK(cuda_test::normwise_error(got[t], *cpu[t]) < vs_cpu);
+        if (run == 0)
+          first[t] = got[t];
+        else
+          CHECK(cuda_test::bit_mismatches(got[t], first[t]) == 0);  // no atomics
+      }
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("cuda tiled attention with bf16 and fp16 operands: the host block's rounding, every tile, deterministic",
+          "[model]") {
+  // The 16-bit tensor-core path (WMMA m16n16k16; bf16 needs sm_80, else the same operands in FMA loops) against the
+  // host block over the same rounded operands, and within the 16-bit formats' reach of the fp32 CPU attention.
+  struct Case {
+    long tq, tk, hq, hkv, d, offset;
+    bool mask;
+  };
+  for (const Case c :
+       {Case{75, 75, 4, 2, 64, 0, false}, Case{9, 75, 6, 3, 32, 66, true}, Case{100, 100, 4, 1, 128, 0, true}}) {
+    AttentionProblem a = attention_problem(
+        c.tq, c.tk, c.hq, c.hkv, c.d, c.offset, c.mask, [&c](long j) { return j % 5 != 3 && j < c.tk - 3; }, 11);
+    a.p.row_dot = a.RD.data();
+    INFO("tq " << c.tq << " tk " << c.tk << " heads " << c.hq << "/" << c.hkv << " d " << c.d);
+    check_flash_16bit<model::cuda::FlashOperands::BF16>(a, 1.5e-2, "bf16");  // host block: at most 4.8e-3
+    check_flash_16bit<model::cuda::FlashOperands::F16>(a, 2e-3, "fp16");     // host block: at most 7.6e-4
+  }
+}

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <vidlora/core/rng.hpp>
+#include <vidlora/io/half.hpp>
 #include <vidlora/model/attention.hpp>
 #include <vidlora/model/cuda/flash_attention.cuh>
 
@@ -55,18 +56,44 @@ float flash_normwise(const Matrix& got, const Matrix& want) {
   return (got - want).cwiseAbs().maxCoeff() / (scale > 0 ? scale : 1.0f);
 }
 
-void check_flash(const FlashCase& c, int tile) {
+// The operands as the kernels' tiles hold them (rounded to bf16 / fp16, or as they are).
+Matrix flash_rounded(const Matrix& m, model::cuda::FlashOperands k) {
+  Matrix r = m;
+  if (k == model::cuda::FlashOperands::BF16)
+    for (Eigen::Index i = 0; i < r.size(); ++i) r.data()[i] = io::round_to_bf16(r.data()[i]);
+  if (k == model::cuda::FlashOperands::F16)
+    for (Eigen::Index i = 0; i < r.size(); ++i) r.data()[i] = io::round_to_fp16(r.data()[i]);
+  return r;
+}
+
+struct FlashBounds {
+  float rounded = 1e-5f;  // out, dq, dk, dv against the CPU attention of the rounded inputs
+  float fp32 = 1e-5f;     // ... and of the inputs as they are
+};
+
+// The kernels' bodies over the grid with operands K, against the CPU attention. With 16-bit operands the CPU runs on
+// the inputs rounded as the tiles hold them, so what remains is the rounding of P and dS (bounds.rounded); lse and
+// row_dot come from fp32 scores and probabilities and stay at 1e-5. Each kernel's shared memory is exactly
+// FlashSmem's bytes, followed by a guard.
+template <model::cuda::FlashOperands K = model::cuda::FlashOperands::F32>
+void check_flash(const FlashCase& c, int tile, FlashBounds bounds = {}) {
   INFO("tq " << c.tq << " tk " << c.tk << " heads " << c.q_heads << "/" << c.kv_heads << " d " << c.head_dim
-             << " offset " << c.q_offset << " masked " << !c.key_mask.empty() << " tile " << tile);
+             << " offset " << c.q_offset << " masked " << !c.key_mask.empty() << " tile " << tile << " operands "
+             << model::cuda::flash_operands_name(K));
   const std::int64_t d = c.head_dim, qf = c.q_heads * d, kvf = c.kv_heads * d;
   const Matrix q = flash_random(c.tq, qf, c.seed), k = flash_random(c.tk, kvf, c.seed + 1),
                v = flash_random(c.tk, kvf, c.seed + 2), d_out = flash_random(c.tq, qf, c.seed + 3);
-  // The reference.
+  const Matrix qr = flash_rounded(q, K), kr = flash_rounded(k, K), vr = flash_rounded(v, K),
+               d_out_r = flash_rounded(d_out, K);
+  // The references: of the inputs as they are, and as the tiles hold them.
   const model::AttentionShape shape{c.q_heads, c.kv_heads, d};
-  Matrix probs;
+  Matrix probs, probs_r;
   const Matrix want_out = model::attention_forward<float>(q, k, v, shape, c.q_offset, c.key_mask, &probs);
   Matrix want_dq = Matrix::Zero(c.tq, qf), want_dk = Matrix::Zero(c.tk, kvf), want_dv = Matrix::Zero(c.tk, kvf);
   model::attention_backward<float>(q, k, v, shape, probs, d_out, want_dq, want_dk, want_dv);
+  const Matrix want_out_r = model::attention_forward<float>(qr, kr, vr, shape, c.q_offset, c.key_mask, &probs_r);
+  Matrix want_dq_r = Matrix::Zero(c.tq, qf), want_dk_r = Matrix::Zero(c.tk, kvf), want_dv_r = Matrix::Zero(c.tk, kvf);
+  model::attention_backward<float>(qr, kr, vr, shape, probs_r, d_out_r, want_dq_r, want_dk_r, want_dv_r);
 
   // The tiled kernels' bodies over the grid.
   Guarded out(c.tq * qf, std::nanf("")), lse(c.q_heads * c.tq, std::nanf("")), row_dot(c.q_heads * c.tq, 0.0f),
@@ -91,14 +118,21 @@ void check_flash(const FlashCase& c, int tile) {
   p.q_offset = c.q_offset;
   REQUIRE(model::cuda::flash_attention_takes(p));
   model::cuda::check_flash_attention(p, tile, "test");
-  const model::cuda::FlashSmem lay{tile, tile, static_cast<int>(d)};
-  model::cuda::FlashHostBlock blk;
-  std::vector<float> smem(static_cast<std::size_t>(lay.forward_floats()), std::nanf(""));
+  using Block = model::cuda::FlashHostBlock<K>;
+  const model::cuda::FlashSmem lay{tile, tile, static_cast<int>(d), Block::format::bytes};
+  Block blk;
+  const auto smem_of = [](std::int64_t bytes) {
+    REQUIRE(bytes % 32 == 0);
+    return Guarded(bytes / 4, std::nanf(""));
+  };
+  Guarded smem = smem_of(lay.forward_bytes());
   for (std::int64_t qt = 0; qt * tile < c.tq; ++qt)
     for (std::int64_t h = 0; h < c.q_heads; ++h)
       model::cuda::flash_forward_block(blk, p, tile, tile, qt, h, smem.data());
-  CHECK(flash_normwise(out.matrix(c.tq, qf), want_out) < 1e-5f);
-  // lse = log Σ exp(score) over the visible keys, from the reference's scores in double
+  CHECK(smem.guard_intact());
+  CHECK(flash_normwise(out.matrix(c.tq, qf), want_out_r) < bounds.rounded);
+  CHECK(flash_normwise(out.matrix(c.tq, qf), want_out) < bounds.fp32);
+  // lse = log Σ exp(score) over the visible keys, from the scores of the rounded q and k in double
   float lse_err = 0.0f;
   for (std::int64_t h = 0; h < c.q_heads; ++h)
     for (std::int64_t i = 0; i < c.tq; ++i) {
@@ -108,7 +142,7 @@ void check_flash(const FlashCase& c, int tile) {
       for (std::int64_t j = 0; j < c.tk; ++j) {
         if (!model::cuda::attention_visible(p, i, j)) continue;
         double acc = 0.0;
-        for (std::int64_t e = 0; e < d; ++e) acc += static_cast<double>(q(i, h * d + e)) * k(j, g * d + e);
+        for (std::int64_t e = 0; e < d; ++e) acc += static_cast<double>(qr(i, h * d + e)) * kr(j, g * d + e);
         s.push_back(acc / std::sqrt(static_cast<double>(d)));
         m = std::max(m, s.back());
       }
@@ -123,27 +157,35 @@ void check_flash(const FlashCase& c, int tile) {
     }
   CHECK(lse_err < 1e-5f);
 
-  std::vector<float> dq_smem(static_cast<std::size_t>(lay.dq_floats()), std::nanf("")),
-      dkv_smem(static_cast<std::size_t>(lay.dkv_floats()), std::nanf(""));
+  Guarded dq_smem = smem_of(lay.dq_bytes()), dkv_smem = smem_of(lay.dkv_bytes());
   for (std::int64_t qt = 0; qt * tile < c.tq; ++qt)
     for (std::int64_t h = 0; h < c.q_heads; ++h)
       model::cuda::flash_backward_dq_block(blk, p, tile, tile, qt, h, dq_smem.data());
   for (std::int64_t kt = 0; kt * tile < c.tk; ++kt)
     for (std::int64_t g = 0; g < c.kv_heads; ++g)
       model::cuda::flash_backward_dkv_block(blk, p, tile, tile, kt, g, dkv_smem.data());
-  CHECK(flash_normwise(dq.matrix(c.tq, qf), want_dq) < 1e-5f);
-  CHECK(flash_normwise(dk.matrix(c.tk, kvf), want_dk) < 1e-5f);
-  CHECK(flash_normwise(dv.matrix(c.tk, kvf), want_dv) < 1e-5f);
-  // row_dot = Σ_j p·dp = Σ_c dO·O per (head, row)
+  CHECK(dq_smem.guard_intact());
+  CHECK(dkv_smem.guard_intact());
+  CHECK(flash_normwise(dq.matrix(c.tq, qf), want_dq_r) < bounds.rounded);
+  CHECK(flash_normwise(dk.matrix(c.tk, kvf), want_dk_r) < bounds.rounded);
+  CHECK(flash_normwise(dv.matrix(c.tk, kvf), want_dv_r) < bounds.rounded);
+  CHECK(flash_normwise(dq.matrix(c.tq, qf), want_dq) < bounds.fp32);
+  CHECK(flash_normwise(dk.matrix(c.tk, kvf), want_dk) < bounds.fp32);
+  CHECK(flash_normwise(dv.matrix(c.tk, kvf), want_dv) < bounds.fp32);
+  // row_dot = Σ_j p·dp = Σ_c dO·O per (head, row): p from the fp32 scores, dp from the rounded dO and V
   float rd_err = 0.0f, rd_scale = 0.0f;
   for (std::int64_t h = 0; h < c.q_heads; ++h)
     for (std::int64_t i = 0; i < c.tq; ++i) {
-      const float want = d_out.row(i).segment(h * d, d).dot(want_out.row(i).segment(h * d, d));
+      const float want = d_out_r.row(i).segment(h * d, d).dot(want_out_r.row(i).segment(h * d, d));
       rd_err = std::max(rd_err, std::fabs(row_dot.v[static_cast<std::size_t>(h * c.tq + i)] - want));
       rd_scale = std::max(rd_scale, std::fabs(want));
     }
   CHECK(rd_err <= 1e-5f * std::max(rd_scale, 1.0f));
   for (const Guarded* b : {&out, &lse, &row_dot, &dq, &dk, &dv}) CHECK(b->guard_intact());
+  if constexpr (K != model::cuda::FlashOperands::F32) {  // the operands were rounded: not the fp32 result
+    CHECK(flash_normwise(out.matrix(c.tq, qf), want_out) > 0.0f);
+    CHECK(flash_normwise(dk.matrix(c.tk, kvf), want_dk) > 0.0f);
+  }
 }
 
 }  // namespace
@@ -186,13 +228,60 @@ TEST_CASE("tiled attention bodies equal the CPU attention: queries after a prefi
   }
 }
 
+TEST_CASE("tiled attention bodies with bf16 and fp16 operands: the rounding of P and dS, nothing else",
+          "[cuda_host][model]") {
+  // Against the CPU attention of the rounded inputs, only the 16-bit P and dS remain (bf16: 8 bits, fp16: 11); against
+  // the fp32 inputs, what FlashAttention-2 in bf16 / fp16 gives. lse and row_dot stay at 1e-5 (fp32 scores). The
+  // bounds are about 2.5x the largest error seen over these cases (bf16 2.3e-3 / 3.6e-3, fp16 2.9e-4 / 5.2e-4).
+  using model::cuda::FlashOperands;
+  for (const int tile : {16, 32, 64}) {
+    FlashCase c;
+    c.head_dim = 64;
+    c.tq = c.tk = 75;
+    c.seed = 21;
+    check_flash<FlashOperands::BF16>(c, tile, {6e-3f, 1e-2f});
+    check_flash<FlashOperands::F16>(c, tile, {8e-4f, 1.5e-3f});
+    c.key_mask.assign(75, 1);
+    for (int j = 70; j < 75; ++j) c.key_mask[static_cast<std::size_t>(j)] = 0;
+    c.key_mask[0] = 0;  // query 0 sees no key
+    c.tq = 9;
+    c.q_offset = 66;
+    c.q_heads = 6;
+    c.kv_heads = 3;
+    c.head_dim = 32;
+    check_flash<FlashOperands::BF16>(c, tile, {6e-3f, 1e-2f});
+    check_flash<FlashOperands::F16>(c, tile, {8e-4f, 1.5e-3f});
+  }
+}
+
+TEST_CASE("tiled attention bodies take 64-row tiles with fp32 operands too", "[cuda_host][model]") {
+  FlashCase c;
+  c.tq = c.tk = 130;
+  c.head_dim = 32;
+  c.seed = 3;
+  check_flash(c, 64);
+}
+
 TEST_CASE("the tiled attention's shared memory and the problems it takes", "[cuda_host][model]") {
-  const model::cuda::FlashSmem at32{32, 32, 128}, at16{16, 16, 128};
-  CHECK(at32.forward_floats() == 2 * 32 * 128 + 2 * 32 * 128 + 32 * 32 + 3 * 32);
-  CHECK(at32.dkv_floats() * 4 == 106'752);  // 104 KiB: sm_80 / sm_90; at 16 under half of it: every card
-  CHECK(at16.dkv_floats() * 4 <= 64 * 1024);
-  for (const int floats : {at32.forward_floats(), at32.dq_floats(), at32.dkv_floats(), at16.forward_floats()})
-    CHECK(floats % 8 == 0);  // 32-byte pieces for the WMMA loads
+  using model::cuda::FlashSmem;
+  // fp32 operands: P and dS over S and dP (the layout before 16-bit operands, byte for byte)
+  const FlashSmem at32{32, 32, 128}, at16{16, 16, 128};
+  CHECK(at32.forward_bytes() == 4 * (2 * 32 * 128 + 2 * 32 * 128 + 32 * 32 + 3 * 32));
+  CHECK(at32.dkv_bytes() == 106'752);  // 104 KiB: sm_80 / sm_90; at 16 under half of it: every card
+  CHECK(at16.dkv_bytes() <= 64 * 1024);
+  // 16-bit operands (head dim 128): the tiles each card gives. T4 (64 KiB): forward and dq at 32, dk/dv at 16; L4
+  // (99 KiB): 32 each; A100 (163 KiB): forward and dq at 64, dk/dv at 32; H100 / H200 (227 KiB): 64 each.
+  const FlashSmem h64{64, 64, 128, 2}, h32{32, 32, 128, 2}, h16{16, 16, 128, 2};
+  CHECK(h64.forward_bytes() == 107'264);
+  CHECK(h64.dq_bytes() == 139'776);
+  CHECK(h64.dkv_bytes() == 180'736);
+  CHECK(h32.forward_bytes() == 47'488);
+  CHECK(h32.dq_bytes() == 59'648);
+  CHECK(h32.dkv_bytes() == 78'080);
+  CHECK(h16.dkv_bytes() == 35'968);
+  for (const FlashSmem& l : {at32, at16, h64, h32, h16})
+    for (const std::int64_t b : {l.forward_bytes(), l.dq_bytes(), l.dkv_bytes()})
+      CHECK(b % 32 == 0);  // 32-byte pieces for the WMMA loads
   model::cuda::AttentionParams p;
   p.tq = p.tk = 8;
   p.q_heads = p.kv_heads = 1;
@@ -206,5 +295,5 @@ TEST_CASE("the tiled attention's shared memory and the problems it takes", "[cud
     CHECK_THROWS_WITH(model::cuda::check_flash_attention(p, 16, "who"), Catch::Contains("multiple of 16"));
   }
   p.head_dim = 64;
-  CHECK_THROWS_WITH(model::cuda::check_flash_attention(p, 24, "who"), Catch::Contains("must be 16 or 32"));
+  CHECK_THROWS_WITH(model::cuda::check_flash_attention(p, 24, "who"), Catch::Contains("must be 16, 32 or 64"));
 }

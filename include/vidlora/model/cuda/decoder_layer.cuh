@@ -230,6 +230,7 @@ class DecoderLayerExecutor {
   bool cached() const { return cache_.k != nullptr; }
   // The frozen GEMMs' operands (every slot's base, LoRA or not): F32, or BF16 / F16 (lora::cuda::LoraLinearParams::
   // base_operands: 16-bit tensor cores, fp32 accumulation and outputs; the LoRA pieces stay at the compute above).
+  // 16-bit operands also put the tiled attention's tile products on 16 bits (flash_options).
   void set_base_operands(vidlora::cuda::DType t) { base_operands_ = t; }
 
   DeviceTensor copy(const DeviceTensor& x) const { return copy_as(x, "input"); }
@@ -512,7 +513,14 @@ class DecoderLayerExecutor {
   }
 
   // The tiled attention's tile products in TF32 when the executor's GEMMs are.
-  FlashAttentionOptions flash_options() const { return {compute_ == vidlora::cuda::Compute::TF32, 0}; }
+  // The tiled attention's tile products: on the frozen GEMMs' 16-bit operands when they are 16-bit (the preset's
+  // precision, as SDPA runs in bf16 / fp16 under autocast), else fp32 or TF32 as the GEMMs.
+  FlashAttentionOptions flash_options() const {
+    const FlashOperands ops = base_operands_ == vidlora::cuda::DType::BF16  ? FlashOperands::BF16
+                              : base_operands_ == vidlora::cuda::DType::F16 ? FlashOperands::F16
+                                                                            : FlashOperands::F32;
+    return {compute_ == vidlora::cuda::Compute::TF32, 0, ops};
+  }
   std::string tag(std::string_view what) const { return memory_.tag_prefix + std::string(what); }
   DeviceTensor tensor(std::int64_t rows, std::int64_t cols, std::string_view what) const {
     return DeviceTensor(memory_.allocator, rows, cols, tag(what));

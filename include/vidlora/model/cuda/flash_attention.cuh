@@ -13,44 +13,113 @@
 // Every sum runs in a fixed order (no atomics): two runs give the same bits.
 //
 // The kernel bodies are written once over a block policy (`for_each(n, f)`: f(0..n-1) over the block's threads;
-// `sync()`; `gemm(...)`: a small matrix product on shared-memory tiles), so the host test runs the same bodies
-// with a sequential policy against model::attention_forward / attention_backward (tests/cuda_host). On the device
-// the tile products are fp32 FMA loops (the CPU's results to 1e-5), or TF32 tensor cores (WMMA m16n16k8, sm_80+)
-// when FlashAttentionOptions::tf32 asks for them (the decoder executor does when its GEMMs run in TF32).
+// `sync()`; `gemm(...)`: a small matrix product on shared-memory tiles; `format`: the tile products' operand type),
+// so the host test runs the same bodies with a sequential policy against model::attention_forward /
+// attention_backward (tests/cuda_host). The operands (Q, K, V, dO as they enter a tile; P and dS as the softmax
+// writes them) are fp32, or rounded to bf16 / fp16 (FlashOperands; FlashAttention-2's precision: fp32 scores,
+// softmax statistics and accumulators, 16-bit products). On the device the tile products are fp32 FMA loops (the
+// CPU's results to 1e-5), TF32 tensor cores (WMMA m16n16k8, sm_80+) when FlashAttentionOptions::tf32 asks for them,
+// or 16-bit tensor cores (WMMA m16n16k16 with fp32 accumulation: fp16 on every supported card, bf16 on sm_80+;
+// FMA loops over the same rounded operands elsewhere) when FlashAttentionOptions::operands is BF16 / F16 (the decoder
+// executor sets it from its frozen GEMMs' operands, i.e. the preset's precision). 16-bit operand tiles take half
+// the shared memory, so those kernels also take 64-row tiles where the card gives the bytes.
 // fmt-free (nvcc compiles it). Head dims: multiples of 16 (the WMMA tiles), up to 256.
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/core/portability.hpp>
+#include <vidlora/io/half.hpp>
 #include <vidlora/model/cuda/attention.cuh>
 
 namespace vidlora::model::cuda {
 
 inline constexpr std::int64_t kFlashMaxHeadDim = 256;
 
-// One operand of a tile product: element (r, c) of the logical matrix at p[r·ld + c], or at p[c·ld + r] when
-// transposed (a row-major tile read as its transpose).
-struct FlashOperand {
-  const float* p = nullptr;
-  int ld = 0;
-  bool transposed = false;
-  VIDLORA_HOST_DEVICE float at(int r, int c) const { return transposed ? p[c * ld + r] : p[r * ld + c]; }
+// The tile products' operands: fp32, or rounded to nearest even into bf16 / fp16 as they enter a tile.
+enum class FlashOperands : std::uint8_t { F32, BF16, F16 };
+
+inline const char* flash_operands_name(FlashOperands k) {
+  return k == FlashOperands::F32 ? "fp32" : k == FlashOperands::BF16 ? "bf16" : "fp16";
+}
+
+// How an operand is stored in a tile: a float, or a 16-bit pattern (io/half.hpp's conversions on host and device,
+// so the host block and the device kernels round alike).
+template <FlashOperands K>
+struct FlashOperandFormat {
+  using type = std::conditional_t<K == FlashOperands::F32, float, std::uint16_t>;
+  static constexpr int bytes = static_cast<int>(sizeof(type));
+  VIDLORA_HOST_DEVICE static type from_float(float x) {
+    if constexpr (K == FlashOperands::F32)
+      return x;
+    else if constexpr (K == FlashOperands::BF16)
+      return io::float_to_bf16_bits(x);
+    else
+      return io::float_to_fp16_bits(x);
+  }
+  VIDLORA_HOST_DEVICE static float to_float(type x) {
+    if constexpr (K == FlashOperands::F32)
+      return x;
+    else if constexpr (K == FlashOperands::BF16)
+      return io::bf16_bits_to_float(x);
+    else
+      return io::fp16_bits_to_float(x);
+  }
 };
 
-// Shared-memory layout (in floats, every piece a multiple of 8 floats: 32-byte aligned for WMMA) of the three
-// kernels for tiles of bq query rows and bk keys at head dim d.
+// One operand of a tile product: element (r, c) of the logical matrix at p[r·ld + c], or at p[c·ld + r] when
+// transposed (a row-major tile read as its transpose).
+template <class T>
+struct FlashOperand {
+  const T* p = nullptr;
+  int ld = 0;
+  bool transposed = false;
+  VIDLORA_HOST_DEVICE T at(int r, int c) const { return transposed ? p[c * ld + r] : p[r * ld + c]; }
+};
+
+// Shared-memory layout of the three kernels for tiles of bq query rows and bk keys at head dim d, with operands of
+// op_bytes (4: fp32, 2: bf16 / fp16). Every piece is a multiple of 32 bytes (the WMMA loads' alignment): the
+// operand tiles (Q, K, V, dO; with 16-bit operands also P and dS) and the fp32 pieces (the accumulators O, dQ, dK,
+// dV, the scores S and dP, and per row m, l, α or lse, row_dot, padded to 8). With fp32 operands P and dS are
+// written over S and dP.
 struct FlashSmem {
   int bq = 0, bk = 0, d = 0;
-  // forward: Q, K, V, O, S, then m, l, α (bq each, padded)
+  int op_bytes = 4;
+  VIDLORA_HOST_DEVICE bool probs_apart() const { return op_bytes != 4; }
   VIDLORA_HOST_DEVICE int rows_pad() const { return (bq + 7) / 8 * 8; }
-  VIDLORA_HOST_DEVICE int forward_floats() const { return 2 * bq * d + 2 * bk * d + bq * bk + 3 * rows_pad(); }
-  // backward dq: Q, dO, dQ, K, V, S, dP/dS, then lse, row_dot
-  VIDLORA_HOST_DEVICE int dq_floats() const { return 3 * bq * d + 2 * bk * d + 2 * bq * bk + 2 * rows_pad(); }
-  // backward dk/dv: K, V, dK, dV, Q, dO, S/P, dP/dS, then lse, row_dot
-  VIDLORA_HOST_DEVICE int dkv_floats() const { return 4 * bk * d + 2 * bq * d + 2 * bq * bk + 2 * rows_pad(); }
+  VIDLORA_HOST_DEVICE int probs() const { return probs_apart() ? bq * bk : 0; }
+  // forward: Q, K, V (, P); O, S, m, l, α
+  VIDLORA_HOST_DEVICE std::int64_t forward_bytes() const {
+    return bytes(bq * d + 2 * bk * d + probs(), bq * d + bq * bk + 3 * rows_pad());
+  }
+  // backward dq: Q, dO, K, V (, dS); dQ, S, dP, lse, row_dot
+  VIDLORA_HOST_DEVICE std::int64_t dq_bytes() const {
+    return bytes(2 * bq * d + 2 * bk * d + probs(), bq * d + 2 * bq * bk + 2 * rows_pad());
+  }
+  // backward dk/dv: K, V, Q, dO (, P, dS); dK, dV, S, dP, lse, row_dot
+  VIDLORA_HOST_DEVICE std::int64_t dkv_bytes() const {
+    return bytes(2 * bk * d + 2 * bq * d + 2 * probs(), 2 * bk * d + 2 * bq * bk + 2 * rows_pad());
+  }
+
+ private:
+  VIDLORA_HOST_DEVICE std::int64_t bytes(std::int64_t operands, std::int64_t floats) const {
+    return operands * op_bytes + floats * static_cast<std::int64_t>(sizeof(float));
+  }
+};
+
+// Hands out consecutive pieces of a block's shared memory.
+struct FlashCarve {
+  unsigned char* at = nullptr;
+  template <class U>
+  VIDLORA_HOST_DEVICE U* take(std::int64_t n) {
+    U* p = reinterpret_cast<U*>(at);
+    at += n * static_cast<std::int64_t>(sizeof(U));
+    return p;
+  }
 };
 
 // Whether the tiled kernels take this problem (else model/cuda/attention.cuh's kernels do).
@@ -65,7 +134,8 @@ inline void check_flash_attention(const AttentionParams& p, int tile, const char
   vidlora::cuda::check_arg(flash_attention_takes(p), who,
                            "head_dim " + std::to_string(p.head_dim) + " must be a multiple of 16, at most " +
                                std::to_string(kFlashMaxHeadDim));
-  vidlora::cuda::check_arg(tile == 16 || tile == 32, who, "tile " + std::to_string(tile) + " must be 16 or 32");
+  vidlora::cuda::check_arg(tile == 16 || tile == 32 || tile == 64, who,
+                           "tile " + std::to_string(tile) + " must be 16, 32 or 64");
 }
 
 // One past the last key any of the query rows [i0, i0 + bq) sees (causality; the mask is checked per pair).
@@ -74,43 +144,52 @@ VIDLORA_HOST_DEVICE inline std::int64_t flash_key_end(const AttentionParams& p, 
   return p.q_offset + last_row + 1 < p.tk ? p.q_offset + last_row + 1 : p.tk;
 }
 
-// Rows [r0, r0 + rows) of head `head` of two [n, heads·d] tensors into two [rows, d] tiles, zeros past row n.
+// Rows [r0, r0 + rows) of head `head` of two [n, heads·d] tensors into two [rows, d] operand tiles, zeros past row n.
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
-template <class B>
-VIDLORA_HOST_DEVICE void flash_load_rows(B& blk, float* a_tile, const float* a, float* b_tile, const float* b,
-                                         std::int64_t r0, int rows, std::int64_t n, std::int64_t heads,
-                                         std::int64_t head, int d) {
+template <class B, class T>
+VIDLORA_HOST_DEVICE void flash_load_rows(B& blk, T* a_tile, const float* a, T* b_tile, const float* b, std::int64_t r0,
+                                         int rows, std::int64_t n, std::int64_t heads, std::int64_t head, int d) {
+  using F = typename B::format;
   blk.for_each(rows * d, [&](int e) {
     const std::int64_t r = r0 + e / d, at = r * heads * d + head * d + e % d;
-    a_tile[e] = r < n ? a[at] : 0.0f;
-    b_tile[e] = r < n ? b[at] : 0.0f;
+    a_tile[e] = F::from_float(r < n ? a[at] : 0.0f);
+    b_tile[e] = F::from_float(r < n ? b[at] : 0.0f);
   });
 }
 
-// The block bodies. `B` provides: void for_each(int n, F f) (f(0..n-1) spread over the block's threads, then a
-// barrier); void sync(); void gemm(float* c, int ldc, int m, int n, int k, FlashOperand a, FlashOperand b,
-// bool accumulate) (c[m×n] (+)= a[m×k]·b[k×n], then a barrier). `smem` holds FlashSmem's floats.
+// The block bodies. `B` provides: `format` (a FlashOperandFormat: the operand tiles' type T and its conversions);
+// void for_each(int n, F f) (f(0..n-1) spread over the block's threads, then a barrier); void sync(); void
+// gemm(float* c, int ldc, int m, int n, int k, FlashOperand<T> a, FlashOperand<T> b, bool accumulate)
+// (c[m×n] (+)= a[m×k]·b[k×n] in fp32, then a barrier). `smem` holds FlashSmem's bytes for format::bytes.
 
 // Forward of query tile `qt`, query head `h`.
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
 template <class B>
 VIDLORA_HOST_DEVICE void flash_forward_block(B& blk, const AttentionParams& p, int bq, int bk, std::int64_t qt,
-                                             std::int64_t h, float* smem) {
+                                             std::int64_t h, void* smem) {
+  using F = typename B::format;
+  using T = typename F::type;
   const int d = static_cast<int>(p.head_dim);
-  const FlashSmem lay{bq, bk, d};
-  float* qs = smem;
-  float* os = qs + bq * d;
-  float* ks = os + bq * d;
-  float* vs = ks + bk * d;
-  float* s = vs + bk * d;
-  float* m = s + bq * bk;
-  float* l = m + lay.rows_pad();
-  float* alpha = l + lay.rows_pad();
+  const FlashSmem lay{bq, bk, d, F::bytes};
+  FlashCarve carve{static_cast<unsigned char*>(smem)};
+  T* qs = carve.take<T>(bq * d);
+  T* ks = carve.take<T>(bk * d);
+  T* vs = carve.take<T>(bk * d);
+  float* os = carve.take<float>(bq * d);
+  float* s = carve.take<float>(bq * bk);
+  float* m = carve.take<float>(lay.rows_pad());
+  float* l = carve.take<float>(lay.rows_pad());
+  float* alpha = carve.take<float>(lay.rows_pad());
+  T* ps = nullptr;  // P as an operand: its own 16-bit tile, or S itself with fp32 operands
+  if constexpr (std::is_same_v<T, float>)
+    ps = s;
+  else
+    ps = carve.take<T>(lay.probs());
   const std::int64_t g = kv_head_of(p, h), i0 = qt * bq, qstride = p.q_heads * p.head_dim;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
   blk.for_each(bq * d, [&](int e) {
     const std::int64_t i = i0 + e / d;
-    qs[e] = i < p.tq ? p.q[i * qstride + h * p.head_dim + e % d] : 0.0f;
+    qs[e] = F::from_float(i < p.tq ? p.q[i * qstride + h * p.head_dim + e % d] : 0.0f);
     os[e] = 0.0f;
   });
   blk.for_each(bq, [&](int r) {
@@ -120,8 +199,8 @@ VIDLORA_HOST_DEVICE void flash_forward_block(B& blk, const AttentionParams& p, i
   const std::int64_t key_end = flash_key_end(p, i0, bq);
   for (std::int64_t k0 = 0; k0 < key_end; k0 += bk) {
     flash_load_rows(blk, ks, p.k, vs, p.v, k0, bk, p.tk, p.kv_heads, g, d);
-    blk.gemm(s, bk, bq, bk, d, FlashOperand{qs, d, false}, FlashOperand{ks, d, true}, false);  // S = Q·Kᵀ
-    blk.for_each(bq, [&](int r) {  // the online softmax of row r over this key tile
+    blk.gemm(s, bk, bq, bk, d, FlashOperand<T>{qs, d, false}, FlashOperand<T>{ks, d, true}, false);  // S = Q·Kᵀ
+    blk.for_each(bq, [&](int r) {  // the online softmax of row r over this key tile (l sums P before rounding)
       const std::int64_t i = i0 + r;
       float mx = m[r];
       for (int c = 0; c < bk; ++c) {
@@ -134,7 +213,7 @@ VIDLORA_HOST_DEVICE void flash_forward_block(B& blk, const AttentionParams& p, i
       for (int c = 0; c < bk; ++c) {
         const float v = s[r * bk + c];
         const float e = v == -INFINITY ? 0.0f : std::exp(v - mx);
-        s[r * bk + c] = e;
+        ps[r * bk + c] = F::from_float(e);
         sum += e;
       }
       const float a = m[r] == -INFINITY ? 1.0f : std::exp(m[r] - mx);  // O and l are 0 until a key is visible
@@ -143,7 +222,7 @@ VIDLORA_HOST_DEVICE void flash_forward_block(B& blk, const AttentionParams& p, i
       m[r] = mx;
     });
     blk.for_each(bq * d, [&](int e) { os[e] *= alpha[e / d]; });
-    blk.gemm(os, d, bq, d, bk, FlashOperand{s, bk, false}, FlashOperand{vs, d, false}, true);  // O += P·V
+    blk.gemm(os, d, bq, d, bk, FlashOperand<T>{ps, bk, false}, FlashOperand<T>{vs, d, false}, true);  // O += P·V
   }
   blk.for_each(bq * d, [&](int e) {
     const int r = e / d;
@@ -167,18 +246,26 @@ VIDLORA_HOST_DEVICE inline float flash_prob(const AttentionParams& p, std::int64
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
 template <class B>
 VIDLORA_HOST_DEVICE void flash_backward_dq_block(B& blk, const AttentionParams& p, int bq, int bk, std::int64_t qt,
-                                                 std::int64_t h, float* smem) {
+                                                 std::int64_t h, void* smem) {
+  using F = typename B::format;
+  using T = typename F::type;
   const int d = static_cast<int>(p.head_dim);
-  const FlashSmem lay{bq, bk, d};
-  float* qs = smem;
-  float* dos = qs + bq * d;
-  float* dqs = dos + bq * d;
-  float* ks = dqs + bq * d;
-  float* vs = ks + bk * d;
-  float* s = vs + bk * d;
-  float* ds = s + bq * bk;
-  float* lse = ds + bq * bk;
-  float* rd = lse + lay.rows_pad();
+  const FlashSmem lay{bq, bk, d, F::bytes};
+  FlashCarve carve{static_cast<unsigned char*>(smem)};
+  T* qs = carve.take<T>(bq * d);
+  T* dos = carve.take<T>(bq * d);
+  T* ks = carve.take<T>(bk * d);
+  T* vs = carve.take<T>(bk * d);
+  float* dqs = carve.take<float>(bq * d);
+  float* s = carve.take<float>(bq * bk);
+  float* ds = carve.take<float>(bq * bk);
+  float* lse = carve.take<float>(lay.rows_pad());
+  float* rd = carve.take<float>(lay.rows_pad());
+  T* dss = nullptr;  // dS as an operand: its own 16-bit tile, or dP's with fp32 operands
+  if constexpr (std::is_same_v<T, float>)
+    dss = ds;
+  else
+    dss = carve.take<T>(lay.probs());
   const std::int64_t g = kv_head_of(p, h), i0 = qt * bq, qstride = p.q_heads * p.head_dim;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
   flash_load_rows(blk, qs, p.q, dos, p.d_out, i0, bq, p.tq, p.q_heads, h, d);
@@ -192,8 +279,8 @@ VIDLORA_HOST_DEVICE void flash_backward_dq_block(B& blk, const AttentionParams& 
   for (int pass = 0; pass < 2; ++pass) {  // 0: row_dot = Σ_j p·dp; 1: dq
     for (std::int64_t k0 = 0; k0 < key_end; k0 += bk) {
       flash_load_rows(blk, ks, p.k, vs, p.v, k0, bk, p.tk, p.kv_heads, g, d);
-      blk.gemm(s, bk, bq, bk, d, FlashOperand{qs, d, false}, FlashOperand{ks, d, true}, false);    // S = Q·Kᵀ
-      blk.gemm(ds, bk, bq, bk, d, FlashOperand{dos, d, false}, FlashOperand{vs, d, true}, false);  // dP = dO·Vᵀ
+      blk.gemm(s, bk, bq, bk, d, FlashOperand<T>{qs, d, false}, FlashOperand<T>{ks, d, true}, false);    // S = Q·Kᵀ
+      blk.gemm(ds, bk, bq, bk, d, FlashOperand<T>{dos, d, false}, FlashOperand<T>{vs, d, true}, false);  // dP = dO·Vᵀ
       if (pass == 0) {
         blk.for_each(bq, [&](int r) {
           float acc = rd[r];
@@ -205,9 +292,10 @@ VIDLORA_HOST_DEVICE void flash_backward_dq_block(B& blk, const AttentionParams& 
         blk.for_each(bq * bk, [&](int e) {
           const int r = e / bk, c = e % bk;
           const float prob = flash_prob(p, i0 + r, k0 + c, s[e], lse[r], scale);
-          ds[e] = prob == 0.0f ? 0.0f : attention_score_grad(prob, ds[e], rd[r], scale);
+          dss[e] = F::from_float(prob == 0.0f ? 0.0f : attention_score_grad(prob, ds[e], rd[r], scale));
         });
-        blk.gemm(dqs, d, bq, d, bk, FlashOperand{ds, bk, false}, FlashOperand{ks, d, false}, true);  // dQ += dS·K
+        blk.gemm(dqs, d, bq, d, bk, FlashOperand<T>{dss, bk, false}, FlashOperand<T>{ks, d, false},
+                 true);  // dQ += dS·K
       }
     }
   }
@@ -225,19 +313,31 @@ VIDLORA_HOST_DEVICE void flash_backward_dq_block(B& blk, const AttentionParams& 
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
 template <class B>
 VIDLORA_HOST_DEVICE void flash_backward_dkv_block(B& blk, const AttentionParams& p, int bq, int bk, std::int64_t kt,
-                                                  std::int64_t g, float* smem) {
+                                                  std::int64_t g, void* smem) {
+  using F = typename B::format;
+  using T = typename F::type;
   const int d = static_cast<int>(p.head_dim);
-  const FlashSmem lay{bq, bk, d};
-  float* ks = smem;
-  float* vs = ks + bk * d;
-  float* dks = vs + bk * d;
-  float* dvs = dks + bk * d;
-  float* qs = dvs + bk * d;
-  float* dos = qs + bq * d;
-  float* s = dos + bq * d;
-  float* ds = s + bq * bk;
-  float* lse = ds + bq * bk;
-  float* rd = lse + lay.rows_pad();
+  const FlashSmem lay{bq, bk, d, F::bytes};
+  FlashCarve carve{static_cast<unsigned char*>(smem)};
+  T* ks = carve.take<T>(bk * d);
+  T* vs = carve.take<T>(bk * d);
+  T* qs = carve.take<T>(bq * d);
+  T* dos = carve.take<T>(bq * d);
+  float* dks = carve.take<float>(bk * d);
+  float* dvs = carve.take<float>(bk * d);
+  float* s = carve.take<float>(bq * bk);
+  float* ds = carve.take<float>(bq * bk);
+  float* lse = carve.take<float>(lay.rows_pad());
+  float* rd = carve.take<float>(lay.rows_pad());
+  T* ps = nullptr;  // P and dS as operands: 16-bit tiles of their own, or S's and dP's with fp32 operands
+  T* dss = nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    ps = s;
+    dss = ds;
+  } else {
+    ps = carve.take<T>(lay.probs());
+    dss = carve.take<T>(lay.probs());
+  }
   const std::int64_t j0 = kt * bk, kstride = p.kv_heads * p.head_dim;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
   flash_load_rows(blk, ks, p.k, vs, p.v, j0, bk, p.tk, p.kv_heads, g, d);
@@ -255,16 +355,17 @@ VIDLORA_HOST_DEVICE void flash_backward_dkv_block(B& blk, const AttentionParams&
         lse[r] = i < p.tq ? p.lse[h * p.tq + i] : -INFINITY;
         rd[r] = i < p.tq ? p.row_dot[h * p.tq + i] : 0.0f;
       });
-      blk.gemm(s, bk, bq, bk, d, FlashOperand{qs, d, false}, FlashOperand{ks, d, true}, false);    // S = Q·Kᵀ
-      blk.gemm(ds, bk, bq, bk, d, FlashOperand{dos, d, false}, FlashOperand{vs, d, true}, false);  // dP = dO·Vᵀ
+      blk.gemm(s, bk, bq, bk, d, FlashOperand<T>{qs, d, false}, FlashOperand<T>{ks, d, true}, false);    // S = Q·Kᵀ
+      blk.gemm(ds, bk, bq, bk, d, FlashOperand<T>{dos, d, false}, FlashOperand<T>{vs, d, true}, false);  // dP = dO·Vᵀ
       blk.for_each(bq * bk, [&](int e) {
         const int r = e / bk, c = e % bk;
         const float prob = flash_prob(p, i0 + r, j0 + c, s[e], lse[r], scale);
-        s[e] = prob;
-        ds[e] = prob == 0.0f ? 0.0f : attention_score_grad(prob, ds[e], rd[r], scale);
+        const float grad = prob == 0.0f ? 0.0f : attention_score_grad(prob, ds[e], rd[r], scale);
+        ps[e] = F::from_float(prob);
+        dss[e] = F::from_float(grad);
       });
-      blk.gemm(dvs, d, bk, d, bq, FlashOperand{s, bk, true}, FlashOperand{dos, d, false}, true);  // dV += Pᵀ·dO
-      blk.gemm(dks, d, bk, d, bq, FlashOperand{ds, bk, true}, FlashOperand{qs, d, false}, true);  // dK += dSᵀ·Q
+      blk.gemm(dvs, d, bk, d, bq, FlashOperand<T>{ps, bk, true}, FlashOperand<T>{dos, d, false}, true);  // dV += Pᵀ·dO
+      blk.gemm(dks, d, bk, d, bq, FlashOperand<T>{dss, bk, true}, FlashOperand<T>{qs, d, false}, true);  // dK += dSᵀ·Q
     }
   }
   blk.for_each(bk * d, [&](int e) {
@@ -276,18 +377,22 @@ VIDLORA_HOST_DEVICE void flash_backward_dkv_block(B& blk, const AttentionParams&
   });
 }
 
-// The sequential block: what the host tests run (one thread; the gemm in the device FMA path's order).
+// The sequential block: what the host tests run (one thread; the gemm in the device FMA path's order, over the same
+// rounded operands).
+template <FlashOperands K = FlashOperands::F32>
 struct FlashHostBlock {
+  using format = FlashOperandFormat<K>;
   template <class F>
   void for_each(int n, F&& f) {
     for (int e = 0; e < n; ++e) f(e);
   }
   void sync() {}
-  void gemm(float* c, int ldc, int m, int n, int k, FlashOperand a, FlashOperand b, bool accumulate) {
+  void gemm(float* c, int ldc, int m, int n, int k, FlashOperand<typename format::type> a,
+            FlashOperand<typename format::type> b, bool accumulate) {
     for (int e = 0; e < m * n; ++e) {
       const int r = e / n, col = e % n;
       float acc = accumulate ? c[r * ldc + col] : 0.0f;
-      for (int t = 0; t < k; ++t) acc += a.at(r, t) * b.at(t, col);
+      for (int t = 0; t < k; ++t) acc += format::to_float(a.at(r, t)) * format::to_float(b.at(t, col));
       c[r * ldc + col] = acc;
     }
   }
@@ -296,20 +401,27 @@ struct FlashHostBlock {
 }  // namespace vidlora::model::cuda
 
 #if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <mma.h>
 
 namespace vidlora::model::cuda {
 
 struct FlashAttentionOptions {
-  bool tf32 = false;  // the tile products on TF32 tensor cores (sm_80+; fp32 FMA elsewhere)
-  int tile = 0;       // query / key rows per tile, 16 or 32; 0: the largest whose shared memory the device allows
+  bool tf32 = false;  // fp32 operands: the tile products on TF32 tensor cores (sm_80+; fp32 FMA elsewhere)
+  int tile = 0;       // query / key rows per tile, 16, 32 or 64; 0: per kernel, the largest whose shared memory the
+                      // device gives (at most 32 with fp32 operands, 64 with 16-bit ones)
+  FlashOperands operands = FlashOperands::F32;  // BF16 / F16: 16-bit tensor cores (FMA where the card has none)
 };
 
 namespace detail {
 
 inline constexpr int kFlashThreads = 128;  // four warps
 
+template <FlashOperands K>
 struct FlashDeviceBlock {
+  using format = FlashOperandFormat<K>;
+  using T = typename format::type;
   bool tf32 = false;
   template <class F>
   __device__ void for_each(int n, F&& f) {
@@ -317,18 +429,32 @@ struct FlashDeviceBlock {
     __syncthreads();
   }
   __device__ void sync() { __syncthreads(); }
-  __device__ void gemm(float* c, int ldc, int m, int n, int k, FlashOperand a, FlashOperand b, bool accumulate) {
+  __device__ void gemm(float* c, int ldc, int m, int n, int k, FlashOperand<T> a, FlashOperand<T> b, bool accumulate) {
+    if constexpr (K == FlashOperands::F32) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    if (tf32) {
-      gemm_tf32(c, ldc, m, n, k, a, b, accumulate);
+      if (tf32) {
+        gemm_tf32(c, ldc, m, n, k, a, b, accumulate);
+        __syncthreads();
+        return;
+      }
+#endif
+    } else if constexpr (K == FlashOperands::F16) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+      gemm_16bit<__half>(c, ldc, m, n, k, a, b, accumulate);
       __syncthreads();
       return;
-    }
 #endif
+    } else {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+      gemm_16bit<__nv_bfloat16>(c, ldc, m, n, k, a, b, accumulate);
+      __syncthreads();
+      return;
+#endif
+    }
     for (int e = static_cast<int>(threadIdx.x); e < m * n; e += kFlashThreads) {
       const int r = e / n, col = e % n;
       float acc = accumulate ? c[r * ldc + col] : 0.0f;
-      for (int t = 0; t < k; ++t) acc += a.at(r, t) * b.at(t, col);
+      for (int t = 0; t < k; ++t) acc += format::to_float(a.at(r, t)) * format::to_float(b.at(t, col));
       c[r * ldc + col] = acc;
     }
     __syncthreads();
@@ -336,7 +462,8 @@ struct FlashDeviceBlock {
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   // 16×16 output tiles spread over the warps; k in steps of 8 (m, n, k multiples of 16: the tiles are).
-  __device__ void gemm_tf32(float* c, int ldc, int m, int n, int k, FlashOperand a, FlashOperand b, bool accumulate) {
+  __device__ void gemm_tf32(float* c, int ldc, int m, int n, int k, FlashOperand<T> a, FlashOperand<T> b,
+                            bool accumulate) {
     using namespace nvcuda;
     const int warp = static_cast<int>(threadIdx.x) / 32, tiles_n = n / 16, tiles = (m / 16) * tiles_n;
     for (int t = warp; t < tiles; t += kFlashThreads / 32) {
@@ -351,20 +478,20 @@ struct FlashDeviceBlock {
           wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa;
           wmma::load_matrix_sync(fa, a.p + k0 * a.ld + r0, static_cast<unsigned>(a.ld));
           for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
-          mma_b(acc, fa, b, k0, c0);
+          mma_b_tf32(acc, fa, b, k0, c0);
         } else {
           wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
           wmma::load_matrix_sync(fa, a.p + r0 * a.ld + k0, static_cast<unsigned>(a.ld));
           for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
-          mma_b(acc, fa, b, k0, c0);
+          mma_b_tf32(acc, fa, b, k0, c0);
         }
       }
       wmma::store_matrix_sync(c + r0 * ldc + c0, acc, static_cast<unsigned>(ldc), wmma::mem_row_major);
     }
   }
   template <class FragA>
-  __device__ static void mma_b(nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float>& acc,
-                               const FragA& fa, FlashOperand b, int k0, int c0) {
+  __device__ static void mma_b_tf32(nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float>& acc,
+                                    const FragA& fa, FlashOperand<T> b, int k0, int c0) {
     using namespace nvcuda;
     if (b.transposed) {  // element (k, n) at p[n·ld + k]: column-major
       wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fb;
@@ -379,12 +506,60 @@ struct FlashDeviceBlock {
     }
   }
 #endif
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+  // The same split over 16-bit operands (H: __half or __nv_bfloat16, the tiles' bit patterns read as H): WMMA
+  // m16n16k16, fp32 accumulation. Every fragment pointer is 32-byte aligned: r0, c0, k0 are multiples of 16 and
+  // every ld (d, bk, bq) a multiple of 16 elements.
+  template <class H>
+  __device__ void gemm_16bit(float* c, int ldc, int m, int n, int k, FlashOperand<T> a, FlashOperand<T> b,
+                             bool accumulate) {
+    using namespace nvcuda;
+    const H* ap = reinterpret_cast<const H*>(a.p);
+    const H* bp = reinterpret_cast<const H*>(b.p);
+    const int warp = static_cast<int>(threadIdx.x) / 32, tiles_n = n / 16, tiles = (m / 16) * tiles_n;
+    for (int t = warp; t < tiles; t += kFlashThreads / 32) {
+      const int r0 = (t / tiles_n) * 16, c0 = (t % tiles_n) * 16;
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      if (accumulate)
+        wmma::load_matrix_sync(acc, c + r0 * ldc + c0, static_cast<unsigned>(ldc), wmma::mem_row_major);
+      else
+        wmma::fill_fragment(acc, 0.0f);
+      for (int k0 = 0; k0 < k; k0 += 16) {
+        if (a.transposed) {  // element (r, k) at p[k·ld + r]: column-major
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, H, wmma::col_major> fa;
+          wmma::load_matrix_sync(fa, ap + k0 * a.ld + r0, static_cast<unsigned>(a.ld));
+          mma_b_16bit<H>(acc, fa, bp, b, k0, c0);
+        } else {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, H, wmma::row_major> fa;
+          wmma::load_matrix_sync(fa, ap + r0 * a.ld + k0, static_cast<unsigned>(a.ld));
+          mma_b_16bit<H>(acc, fa, bp, b, k0, c0);
+        }
+      }
+      wmma::store_matrix_sync(c + r0 * ldc + c0, acc, static_cast<unsigned>(ldc), wmma::mem_row_major);
+    }
+  }
+  template <class H, class FragA>
+  __device__ static void mma_b_16bit(nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>& acc,
+                                     const FragA& fa, const H* bp, FlashOperand<T> b, int k0, int c0) {
+    using namespace nvcuda;
+    if (b.transposed) {  // element (k, n) at p[n·ld + k]: column-major
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, H, wmma::col_major> fb;
+      wmma::load_matrix_sync(fb, bp + c0 * b.ld + k0, static_cast<unsigned>(b.ld));
+      wmma::mma_sync(acc, fa, fb, acc);
+    } else {
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, H, wmma::row_major> fb;
+      wmma::load_matrix_sync(fb, bp + k0 * b.ld + c0, static_cast<unsigned>(b.ld));
+      wmma::mma_sync(acc, fa, fb, acc);
+    }
+  }
+#endif
 };
 
-template <int Which>  // 0 forward, 1 backward dq, 2 backward dk/dv
+template <int Which, FlashOperands K>  // Which: 0 forward, 1 backward dq, 2 backward dk/dv
 __global__ void flash_attention_kernel(AttentionParams p, int tile, bool tf32) {
-  extern __shared__ __align__(32) float flash_smem[];
-  FlashDeviceBlock blk{tf32};
+  extern __shared__ __align__(32) unsigned char flash_smem[];
+  FlashDeviceBlock<K> blk{tf32};
   if constexpr (Which == 0)
     flash_forward_block(blk, p, tile, tile, blockIdx.x, blockIdx.y, flash_smem);
   else if constexpr (Which == 1)
@@ -393,39 +568,78 @@ __global__ void flash_attention_kernel(AttentionParams p, int tile, bool tf32) {
     flash_backward_dkv_block(blk, p, tile, tile, blockIdx.x, blockIdx.y, flash_smem);
 }
 
-}  // namespace detail
+inline int flash_operand_bytes(FlashOperands k) { return k == FlashOperands::F32 ? 4 : 2; }
 
-// Whether the current device gives a block the shared memory of all three kernels at this tile and head dim.
-inline bool flash_tile_fits(int tile, std::int64_t head_dim) {
+// Shared memory of kernel `which` (0 forward, 1 dq, 2 dk/dv).
+inline std::int64_t flash_kernel_bytes(int which, int tile, std::int64_t head_dim, FlashOperands k) {
+  const FlashSmem lay{tile, tile, static_cast<int>(head_dim), flash_operand_bytes(k)};
+  return which == 0 ? lay.forward_bytes() : which == 1 ? lay.dq_bytes() : lay.dkv_bytes();
+}
+
+inline int flash_smem_limit() {
   int device = 0, limit = 0;
   VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
   VIDLORA_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const FlashSmem lay{tile, tile, static_cast<int>(head_dim)};
-  return static_cast<std::size_t>(lay.dkv_floats()) * sizeof(float) <= static_cast<std::size_t>(limit);
+  return limit;
+}
+
+}  // namespace detail
+
+// Whether the current device gives a block the shared memory of all three kernels at this tile, head dim and
+// operand type.
+inline bool flash_tile_fits(int tile, std::int64_t head_dim, FlashOperands operands = FlashOperands::F32) {
+  const int limit = detail::flash_smem_limit();
+  for (int which = 0; which < 3; ++which)
+    if (detail::flash_kernel_bytes(which, tile, head_dim, operands) > limit) return false;
+  return true;
 }
 
 namespace detail {
-// The requested tile, else the largest that fits (32, else 16: 51 KiB at head dim 128, which every card allows).
-inline int flash_tile_for(std::int64_t head_dim, int requested) {
-  if (requested) {
-    vidlora::cuda::check_arg(flash_tile_fits(requested, head_dim), "cuda::flash_attention",
-                             "tile " + std::to_string(requested) + " at head_dim " + std::to_string(head_dim) +
-                                 " needs more shared memory per block than this GPU gives");
-    return requested;
+// Kernel `which`'s tile: the requested one, else the largest that fits (64 with 16-bit operands where the card gives
+// the bytes; 32, else 16: 51 KiB for fp32 dk/dv at head dim 128, which every card allows).
+inline int flash_tile_for(int which, std::int64_t head_dim, const FlashAttentionOptions& o) {
+  const int limit = flash_smem_limit();
+  if (o.tile) {
+    vidlora::cuda::check_arg(flash_kernel_bytes(which, o.tile, head_dim, o.operands) <= limit, "cuda::flash_attention",
+                             "tile " + std::to_string(o.tile) + " at head_dim " + std::to_string(head_dim) + " with " +
+                                 flash_operands_name(o.operands) +
+                                 " operands needs more shared memory per block than this GPU gives");
+    return o.tile;
   }
-  return flash_tile_fits(32, head_dim) ? 32 : 16;
+  for (const int tile : {64, 32})
+    if ((tile < 64 || o.operands != FlashOperands::F32) &&
+        flash_kernel_bytes(which, tile, head_dim, o.operands) <= limit)
+      return tile;
+  return 16;
 }
 
-template <int Which>
-void launch_flash(const AttentionParams& p, const FlashAttentionOptions& o, std::int64_t blocks_x,
-                  std::int64_t blocks_y, int floats, int tile, cudaStream_t stream, const char* name) {
-  const std::size_t bytes = static_cast<std::size_t>(floats) * sizeof(float);
+template <int Which, FlashOperands K>
+void launch_flash_as(const AttentionParams& p, const FlashAttentionOptions& o, std::int64_t blocks_x,
+                     std::int64_t blocks_y, std::int64_t bytes, int tile, cudaStream_t stream, const char* name) {
   if (bytes > 48 * 1024)
-    VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(flash_attention_kernel<Which>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(bytes)));
+    VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(flash_attention_kernel<Which, K>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(blocks_y));
-  flash_attention_kernel<Which><<<grid, kFlashThreads, bytes, stream>>>(p, tile, o.tf32);
+  flash_attention_kernel<Which, K><<<grid, kFlashThreads, static_cast<std::size_t>(bytes), stream>>>(p, tile, o.tf32);
   VIDLORA_CUDA_CHECK_LAUNCH(name);
+}
+
+// Kernel `Which` over its grid: query tiles × q heads (forward, dq), key tiles × kv heads (dk/dv).
+template <int Which>
+void launch_flash(const AttentionParams& p, const FlashAttentionOptions& o, cudaStream_t stream, const char* name) {
+  const int tile = flash_tile_for(Which, p.head_dim, o);
+  check_flash_attention(p, tile, name);
+  const std::int64_t bytes = flash_kernel_bytes(Which, tile, p.head_dim, o.operands);
+  const std::int64_t blocks_x = Which == 2 ? (p.tk + tile - 1) / tile : (p.tq + tile - 1) / tile;
+  const std::int64_t blocks_y = Which == 2 ? p.kv_heads : p.q_heads;
+  switch (o.operands) {
+    case FlashOperands::F32:
+      return launch_flash_as<Which, FlashOperands::F32>(p, o, blocks_x, blocks_y, bytes, tile, stream, name);
+    case FlashOperands::BF16:
+      return launch_flash_as<Which, FlashOperands::BF16>(p, o, blocks_x, blocks_y, bytes, tile, stream, name);
+    case FlashOperands::F16:
+      return launch_flash_as<Which, FlashOperands::F16>(p, o, blocks_x, blocks_y, bytes, tile, stream, name);
+  }
 }
 
 }  // namespace detail
@@ -433,27 +647,18 @@ void launch_flash(const AttentionParams& p, const FlashAttentionOptions& o, std:
 // The forward: out [tq, q_heads·d] and lse [q_heads, tq], as cuda::attention_forward.
 inline void flash_attention_forward(const AttentionParams& p, const FlashAttentionOptions& o = {},
                                     cudaStream_t stream = nullptr) {
-  const int tile = detail::flash_tile_for(p.head_dim, o.tile);
-  check_flash_attention(p, tile, "cuda::flash_attention_forward");
   vidlora::cuda::check_arg(p.q && p.k && p.v && p.out, "cuda::flash_attention_forward", "needs q, k, v and out");
-  const FlashSmem lay{tile, tile, static_cast<int>(p.head_dim)};
-  detail::launch_flash<0>(p, o, (p.tq + tile - 1) / tile, p.q_heads, lay.forward_floats(), tile, stream,
-                          "flash_attention_kernel<forward>");
+  detail::launch_flash<0>(p, o, stream, "cuda::flash_attention_forward");
 }
 
 // The backward: dq, dk, dv accumulated (+=), deterministic; needs the forward's lse and a row_dot scratch
 // [q_heads, tq] (written here).
 inline void flash_attention_backward(const AttentionParams& p, const FlashAttentionOptions& o = {},
                                      cudaStream_t stream = nullptr) {
-  const int tile = detail::flash_tile_for(p.head_dim, o.tile);
-  check_flash_attention(p, tile, "cuda::flash_attention_backward");
   vidlora::cuda::check_arg(p.q && p.k && p.v && p.lse && p.d_out && p.dq && p.dk && p.dv && p.row_dot,
                            "cuda::flash_attention_backward", "needs q, k, v, lse, d_out, dq, dk, dv and row_dot");
-  const FlashSmem lay{tile, tile, static_cast<int>(p.head_dim)};
-  detail::launch_flash<1>(p, o, (p.tq + tile - 1) / tile, p.q_heads, lay.dq_floats(), tile, stream,
-                          "flash_attention_kernel<backward dq>");
-  detail::launch_flash<2>(p, o, (p.tk + tile - 1) / tile, p.kv_heads, lay.dkv_floats(), tile, stream,
-                          "flash_attention_kernel<backward dk/dv>");
+  detail::launch_flash<1>(p, o, stream, "cuda::flash_attention_backward (dq)");
+  detail::launch_flash<2>(p, o, stream, "cuda::flash_attention_backward (dk/dv)");
 }
 
 }  // namespace vidlora::model::cuda
