@@ -264,24 +264,37 @@ TEST_CASE("tiled attention bodies take 64-row tiles with fp32 operands too", "[c
 
 TEST_CASE("the tiled attention's shared memory and the problems it takes", "[cuda_host][model]") {
   using model::cuda::FlashSmem;
-  // fp32 operands: P and dS over S and dP (the layout before 16-bit operands, byte for byte)
+  // fp32 operands: P and dS over S and dP; every tile row 16 bytes longer than its data (4 floats)
   const FlashSmem at32{32, 32, 128}, at16{16, 16, 128};
-  CHECK(at32.forward_bytes() == 4 * (2 * 32 * 128 + 2 * 32 * 128 + 32 * 32 + 3 * 32));
-  CHECK(at32.dkv_bytes() == 106'752);  // 104 KiB: sm_80 / sm_90; at 16 under half of it: every card
+  CHECK(at32.ld_op() == 132);
+  CHECK(at32.ld_s() == 36);
+  CHECK(at32.ld_p() == 36);
+  CHECK(at32.forward_bytes() == 4 * (3 * 32 * 132 + 32 * 132 + 32 * 36 + 4 * 32));
+  CHECK(at32.dkv_bytes() == 110'848);  // 108 KiB: sm_80 / sm_90; at 16 under 64 KiB: every card
   CHECK(at16.dkv_bytes() <= 64 * 1024);
-  // 16-bit operands (head dim 128): the tiles each card gives. T4 (64 KiB): forward and dq at 32, dk/dv at 16; L4
-  // (99 KiB): 32 each; A100 (163 KiB): forward and dq at 64, dk/dv at 32; H100 / H200 (227 KiB): 64 each.
+  // 16-bit operands (head dim 128; rows 8 halves longer): the tiles each card gives. T4 (64 KiB): forward and dq at
+  // 32, dk/dv at 16; L4 (99 KiB): 32 each; A100 (163 KiB): forward and dq at 64, dk/dv at 32; H100 / H200
+  // (227 KiB): 64 each.
   const FlashSmem h64{64, 64, 128, 2}, h32{32, 32, 128, 2}, h16{16, 16, 128, 2};
-  CHECK(h64.forward_bytes() == 107'264);
-  CHECK(h64.dq_bytes() == 139'776);
-  CHECK(h64.dkv_bytes() == 180'736);
-  CHECK(h32.forward_bytes() == 47'488);
-  CHECK(h32.dq_bytes() == 59'648);
-  CHECK(h32.dkv_bytes() == 78'080);
-  CHECK(h16.dkv_bytes() == 35'968);
-  for (const FlashSmem& l : {at32, at16, h64, h32, h16})
+  CHECK(h64.ld_op() == 136);
+  CHECK(h64.ld_p() == 72);
+  CHECK(h64.ld_acc() == 132);
+  CHECK(h64.forward_bytes() == 113'664);
+  CHECK(h64.dq_bytes() == 148'224);
+  CHECK(h64.dkv_bytes() == 190'976);
+  CHECK(h32.forward_bytes() == 50'688);
+  CHECK(h32.dq_bytes() == 63'872);
+  CHECK(h32.dkv_bytes() == 83'200);
+  CHECK(h16.dkv_bytes() == 38'528);
+  for (const FlashSmem& l : {at32, at16, h64, h32, h16}) {
     for (const std::int64_t b : {l.forward_bytes(), l.dq_bytes(), l.dkv_bytes()})
       CHECK(b % 32 == 0);  // 32-byte pieces for the WMMA loads
+    // 16 rows of every tile, and 16 elements of a row, are whole multiples of 32 bytes (the fragment pointers)
+    CHECK(16 * l.ld_op() * l.op_bytes % 32 == 0);
+    CHECK(16 * l.ld_p() * l.op_bytes % 32 == 0);
+    CHECK(16 * l.ld_acc() * 4 % 32 == 0);
+    CHECK(16 * l.ld_s() * 4 % 32 == 0);
+  }
   model::cuda::AttentionParams p;
   p.tq = p.tk = 8;
   p.q_heads = p.kv_heads = 1;

@@ -82,30 +82,38 @@ struct FlashOperand {
 };
 
 // Shared-memory layout of the three kernels for tiles of bq query rows and bk keys at head dim d, with operands of
-// op_bytes (4: fp32, 2: bf16 / fp16). Every piece is a multiple of 32 bytes (the WMMA loads' alignment): the
-// operand tiles (Q, K, V, dO; with 16-bit operands also P and dS) and the fp32 pieces (the accumulators O, dQ, dK,
-// dV, the scores S and dP, and per row m, l, α or lse, row_dot, padded to 8). With fp32 operands P and dS are
-// written over S and dP.
+// op_bytes (4: fp32, 2: bf16 / fp16): the operand tiles (Q, K, V, dO; with 16-bit operands also P and dS) and the
+// fp32 pieces (the accumulators O, dQ, dK, dV, the scores S and dP, and per row m, l, α or lse, row_dot, and a tile's
+// row max or sum, padded to 8). With fp32 operands P and dS are written over S and dP. Each tile row is padded by 16
+// bytes (ld_*), so the rows of a WMMA fragment load fall on different banks; every piece, and every fragment
+// pointer (rows and columns in steps of 16, or 8 for TF32's k), stays a multiple of 32 bytes.
 struct FlashSmem {
   int bq = 0, bk = 0, d = 0;
   int op_bytes = 4;
   VIDLORA_HOST_DEVICE bool probs_apart() const { return op_bytes != 4; }
   VIDLORA_HOST_DEVICE int rows_pad() const { return (bq + 7) / 8 * 8; }
-  VIDLORA_HOST_DEVICE int probs() const { return probs_apart() ? bq * bk : 0; }
-  // forward: Q, K, V (, P); O, S, m, l, α
+  VIDLORA_HOST_DEVICE int ld_op() const { return d + 16 / op_bytes; }  // operand tiles of d columns
+  VIDLORA_HOST_DEVICE int ld_acc() const { return d + 4; }             // fp32 accumulators of d columns
+  VIDLORA_HOST_DEVICE int ld_s() const { return bk + 4; }              // fp32 S, dP of bk columns
+  VIDLORA_HOST_DEVICE int ld_p() const { return probs_apart() ? bk + 16 / op_bytes : ld_s(); }  // P, dS operands
+  VIDLORA_HOST_DEVICE std::int64_t probs() const { return probs_apart() ? std::int64_t{bq} * ld_p() : 0; }
+  // forward: Q, K, V (, P); O, S, m, l, α, a row's tile max or sum
   VIDLORA_HOST_DEVICE std::int64_t forward_bytes() const {
-    return bytes(bq * d + 2 * bk * d + probs(), bq * d + bq * bk + 3 * rows_pad());
+    return bytes(op_rows(bq + 2 * bk) + probs(), acc_rows(bq) + s_rows(1) + 4 * rows_pad());
   }
-  // backward dq: Q, dO, K, V (, dS); dQ, S, dP, lse, row_dot
+  // backward dq: Q, dO, K, V (, dS); dQ, S, dP, lse, row_dot, a row's tile sum
   VIDLORA_HOST_DEVICE std::int64_t dq_bytes() const {
-    return bytes(2 * bq * d + 2 * bk * d + probs(), bq * d + 2 * bq * bk + 2 * rows_pad());
+    return bytes(op_rows(2 * bq + 2 * bk) + probs(), acc_rows(bq) + s_rows(2) + 3 * rows_pad());
   }
   // backward dk/dv: K, V, Q, dO (, P, dS); dK, dV, S, dP, lse, row_dot
   VIDLORA_HOST_DEVICE std::int64_t dkv_bytes() const {
-    return bytes(2 * bk * d + 2 * bq * d + 2 * probs(), 2 * bk * d + 2 * bq * bk + 2 * rows_pad());
+    return bytes(op_rows(2 * bk + 2 * bq) + 2 * probs(), acc_rows(2 * bk) + s_rows(2) + 2 * rows_pad());
   }
 
  private:
+  VIDLORA_HOST_DEVICE std::int64_t op_rows(int rows) const { return std::int64_t{rows} * ld_op(); }
+  VIDLORA_HOST_DEVICE std::int64_t acc_rows(int rows) const { return std::int64_t{rows} * ld_acc(); }
+  VIDLORA_HOST_DEVICE std::int64_t s_rows(int tiles) const { return std::int64_t{tiles} * bq * ld_s(); }
   VIDLORA_HOST_DEVICE std::int64_t bytes(std::int64_t operands, std::int64_t floats) const {
     return operands * op_bytes + floats * static_cast<std::int64_t>(sizeof(float));
   }
@@ -144,23 +152,29 @@ VIDLORA_HOST_DEVICE inline std::int64_t flash_key_end(const AttentionParams& p, 
   return p.q_offset + last_row + 1 < p.tk ? p.q_offset + last_row + 1 : p.tk;
 }
 
-// Rows [r0, r0 + rows) of head `head` of two [n, heads·d] tensors into two [rows, d] operand tiles, zeros past row n.
+// Rows [r0, r0 + rows) of head `head` of two [n, heads·d] tensors into two [rows, d] operand tiles of row stride ld,
+// zeros past row n.
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
 template <class B, class T>
 VIDLORA_HOST_DEVICE void flash_load_rows(B& blk, T* a_tile, const float* a, T* b_tile, const float* b, std::int64_t r0,
-                                         int rows, std::int64_t n, std::int64_t heads, std::int64_t head, int d) {
+                                         int rows, std::int64_t n, std::int64_t heads, std::int64_t head, int d,
+                                         int ld) {
   using F = typename B::format;
   blk.for_each(rows * d, [&](int e) {
-    const std::int64_t r = r0 + e / d, at = r * heads * d + head * d + e % d;
-    a_tile[e] = F::from_float(r < n ? a[at] : 0.0f);
-    b_tile[e] = F::from_float(r < n ? b[at] : 0.0f);
+    const int rr = e / d, c = e % d;
+    const std::int64_t r = r0 + rr, at = r * heads * d + head * d + c;
+    a_tile[rr * ld + c] = F::from_float(r < n ? a[at] : 0.0f);
+    b_tile[rr * ld + c] = F::from_float(r < n ? b[at] : 0.0f);
   });
 }
 
 // The block bodies. `B` provides: `format` (a FlashOperandFormat: the operand tiles' type T and its conversions);
 // void for_each(int n, F f) (f(0..n-1) spread over the block's threads, then a barrier); void sync(); void
-// gemm(float* c, int ldc, int m, int n, int k, FlashOperand<T> a, FlashOperand<T> b, bool accumulate)
-// (c[m×n] (+)= a[m×k]·b[k×n] in fp32, then a barrier). `smem` holds FlashSmem's bytes for format::bytes.
+// row_max / row_sum(const float* x, int rows, int cols, int ld, float* out) (out[r] = max / Σ of row r of x [rows ×
+// cols], row stride ld, then a barrier: the device gives each row a warp, its lanes on consecutive columns); void gemm(float* c, int ldc,
+// int m, int n, int k, FlashOperand<T> a, FlashOperand<T> b, bool accumulate) (c[m×n] (+)= a[m×k]·b[k×n] in fp32,
+// then a barrier). `smem` holds FlashSmem's bytes for format::bytes. Every pass over a tile walks its elements in
+// order across the threads (no thread walks a row: rows of 16-64 floats would put a warp's reads on one bank).
 
 // Forward of query tile `qt`, query head `h`.
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
@@ -171,15 +185,17 @@ VIDLORA_HOST_DEVICE void flash_forward_block(B& blk, const AttentionParams& p, i
   using T = typename F::type;
   const int d = static_cast<int>(p.head_dim);
   const FlashSmem lay{bq, bk, d, F::bytes};
+  const int ldo = lay.ld_op(), lda = lay.ld_acc(), lds = lay.ld_s(), ldp = lay.ld_p();
   FlashCarve carve{static_cast<unsigned char*>(smem)};
-  T* qs = carve.take<T>(bq * d);
-  T* ks = carve.take<T>(bk * d);
-  T* vs = carve.take<T>(bk * d);
-  float* os = carve.take<float>(bq * d);
-  float* s = carve.take<float>(bq * bk);
+  T* qs = carve.take<T>(bq * ldo);
+  T* ks = carve.take<T>(bk * ldo);
+  T* vs = carve.take<T>(bk * ldo);
+  float* os = carve.take<float>(bq * lda);
+  float* s = carve.take<float>(bq * lds);
   float* m = carve.take<float>(lay.rows_pad());
   float* l = carve.take<float>(lay.rows_pad());
   float* alpha = carve.take<float>(lay.rows_pad());
+  float* row = carve.take<float>(lay.rows_pad());  // the tile's row max, then its row sum
   T* ps = nullptr;  // P as an operand: its own 16-bit tile, or S itself with fp32 operands
   if constexpr (std::is_same_v<T, float>)
     ps = s;
@@ -188,9 +204,10 @@ VIDLORA_HOST_DEVICE void flash_forward_block(B& blk, const AttentionParams& p, i
   const std::int64_t g = kv_head_of(p, h), i0 = qt * bq, qstride = p.q_heads * p.head_dim;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
   blk.for_each(bq * d, [&](int e) {
-    const std::int64_t i = i0 + e / d;
-    qs[e] = F::from_float(i < p.tq ? p.q[i * qstride + h * p.head_dim + e % d] : 0.0f);
-    os[e] = 0.0f;
+    const int r = e / d, c = e % d;
+    const std::int64_t i = i0 + r;
+    qs[r * ldo + c] = F::from_float(i < p.tq ? p.q[i * qstride + h * p.head_dim + c] : 0.0f);
+    os[r * lda + c] = 0.0f;
   });
   blk.for_each(bq, [&](int r) {
     m[r] = -INFINITY;
@@ -198,36 +215,40 @@ VIDLORA_HOST_DEVICE void flash_forward_block(B& blk, const AttentionParams& p, i
   });
   const std::int64_t key_end = flash_key_end(p, i0, bq);
   for (std::int64_t k0 = 0; k0 < key_end; k0 += bk) {
-    flash_load_rows(blk, ks, p.k, vs, p.v, k0, bk, p.tk, p.kv_heads, g, d);
-    blk.gemm(s, bk, bq, bk, d, FlashOperand<T>{qs, d, false}, FlashOperand<T>{ks, d, true}, false);  // S = Q·Kᵀ
-    blk.for_each(bq, [&](int r) {  // the online softmax of row r over this key tile (l sums P before rounding)
+    flash_load_rows(blk, ks, p.k, vs, p.v, k0, bk, p.tk, p.kv_heads, g, d, ldo);
+    blk.gemm(s, lds, bq, bk, d, FlashOperand<T>{qs, ldo, false}, FlashOperand<T>{ks, ldo, true}, false);  // S = Q·Kᵀ
+    // The online softmax over this key tile: scaled scores (-inf where not visible), the new row max, P, its row sum
+    // (l sums P before rounding).
+    blk.for_each(bq * bk, [&](int e) {
+      const int r = e / bk, c = e % bk;
       const std::int64_t i = i0 + r;
-      float mx = m[r];
-      for (int c = 0; c < bk; ++c) {
-        const bool vis = i < p.tq && attention_visible(p, i, k0 + c);
-        const float v = vis ? s[r * bk + c] * scale : -INFINITY;
-        s[r * bk + c] = v;
-        mx = v > mx ? v : mx;
-      }
-      float sum = 0.0f;
-      for (int c = 0; c < bk; ++c) {
-        const float v = s[r * bk + c];
-        const float e = v == -INFINITY ? 0.0f : std::exp(v - mx);
-        ps[r * bk + c] = F::from_float(e);
-        sum += e;
-      }
-      const float a = m[r] == -INFINITY ? 1.0f : std::exp(m[r] - mx);  // O and l are 0 until a key is visible
-      alpha[r] = a;
-      l[r] = l[r] * a + sum;
+      s[r * lds + c] = i < p.tq && attention_visible(p, i, k0 + c) ? s[r * lds + c] * scale : -INFINITY;
+    });
+    blk.row_max(s, bq, bk, lds, row);
+    blk.for_each(bq, [&](int r) {
+      const float mx = row[r] > m[r] ? row[r] : m[r];
+      alpha[r] = m[r] == -INFINITY ? 1.0f : std::exp(m[r] - mx);  // O and l are 0 until a key is visible
       m[r] = mx;
     });
-    blk.for_each(bq * d, [&](int e) { os[e] *= alpha[e / d]; });
-    blk.gemm(os, d, bq, d, bk, FlashOperand<T>{ps, bk, false}, FlashOperand<T>{vs, d, false}, true);  // O += P·V
+    blk.for_each(bq * bk, [&](int e) {
+      const int r = e / bk, c = e % bk;
+      const float v = s[r * lds + c];
+      const float e_v = v == -INFINITY ? 0.0f : std::exp(v - m[r]);
+      s[r * lds + c] = e_v;
+      ps[r * ldp + c] = F::from_float(e_v);
+    });
+    blk.row_sum(s, bq, bk, lds, row);
+    blk.for_each(bq * d, [&](int e) {
+      const int r = e / d, c = e % d;
+      os[r * lda + c] *= alpha[r];
+      if (c == 0) l[r] = l[r] * alpha[r] + row[r];
+    });
+    blk.gemm(os, lda, bq, d, bk, FlashOperand<T>{ps, ldp, false}, FlashOperand<T>{vs, ldo, false}, true);  // O += P·V
   }
   blk.for_each(bq * d, [&](int e) {
-    const int r = e / d;
+    const int r = e / d, c = e % d;
     const std::int64_t i = i0 + r;
-    if (i < p.tq) p.out[i * qstride + h * p.head_dim + e % d] = l[r] > 0.0f ? os[e] / l[r] : 0.0f;
+    if (i < p.tq) p.out[i * qstride + h * p.head_dim + c] = l[r] > 0.0f ? os[r * lda + c] / l[r] : 0.0f;
   });
   blk.for_each(bq, [&](int r) {
     const std::int64_t i = i0 + r;
@@ -251,25 +272,27 @@ VIDLORA_HOST_DEVICE void flash_backward_dq_block(B& blk, const AttentionParams& 
   using T = typename F::type;
   const int d = static_cast<int>(p.head_dim);
   const FlashSmem lay{bq, bk, d, F::bytes};
+  const int ldo = lay.ld_op(), lda = lay.ld_acc(), lds = lay.ld_s(), ldp = lay.ld_p();
   FlashCarve carve{static_cast<unsigned char*>(smem)};
-  T* qs = carve.take<T>(bq * d);
-  T* dos = carve.take<T>(bq * d);
-  T* ks = carve.take<T>(bk * d);
-  T* vs = carve.take<T>(bk * d);
-  float* dqs = carve.take<float>(bq * d);
-  float* s = carve.take<float>(bq * bk);
-  float* ds = carve.take<float>(bq * bk);
+  T* qs = carve.take<T>(bq * ldo);
+  T* dos = carve.take<T>(bq * ldo);
+  T* ks = carve.take<T>(bk * ldo);
+  T* vs = carve.take<T>(bk * ldo);
+  float* dqs = carve.take<float>(bq * lda);
+  float* s = carve.take<float>(bq * lds);
+  float* ds = carve.take<float>(bq * lds);
   float* lse = carve.take<float>(lay.rows_pad());
   float* rd = carve.take<float>(lay.rows_pad());
-  T* dss = nullptr;  // dS as an operand: its own 16-bit tile, or dP's with fp32 operands
+  float* row = carve.take<float>(lay.rows_pad());  // a tile's row sums of p·dp
+  T* dss = nullptr;                                // dS as an operand: its own 16-bit tile, or dP's with fp32 operands
   if constexpr (std::is_same_v<T, float>)
     dss = ds;
   else
     dss = carve.take<T>(lay.probs());
   const std::int64_t g = kv_head_of(p, h), i0 = qt * bq, qstride = p.q_heads * p.head_dim;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
-  flash_load_rows(blk, qs, p.q, dos, p.d_out, i0, bq, p.tq, p.q_heads, h, d);
-  blk.for_each(bq * d, [&](int e) { dqs[e] = 0.0f; });
+  flash_load_rows(blk, qs, p.q, dos, p.d_out, i0, bq, p.tq, p.q_heads, h, d, ldo);
+  blk.for_each(bq * d, [&](int e) { dqs[e / d * lda + e % d] = 0.0f; });
   blk.for_each(bq, [&](int r) {
     const std::int64_t i = i0 + r;
     lse[r] = i < p.tq ? p.lse[h * p.tq + i] : -INFINITY;
@@ -278,30 +301,33 @@ VIDLORA_HOST_DEVICE void flash_backward_dq_block(B& blk, const AttentionParams& 
   const std::int64_t key_end = flash_key_end(p, i0, bq);
   for (int pass = 0; pass < 2; ++pass) {  // 0: row_dot = Σ_j p·dp; 1: dq
     for (std::int64_t k0 = 0; k0 < key_end; k0 += bk) {
-      flash_load_rows(blk, ks, p.k, vs, p.v, k0, bk, p.tk, p.kv_heads, g, d);
-      blk.gemm(s, bk, bq, bk, d, FlashOperand<T>{qs, d, false}, FlashOperand<T>{ks, d, true}, false);    // S = Q·Kᵀ
-      blk.gemm(ds, bk, bq, bk, d, FlashOperand<T>{dos, d, false}, FlashOperand<T>{vs, d, true}, false);  // dP = dO·Vᵀ
+      flash_load_rows(blk, ks, p.k, vs, p.v, k0, bk, p.tk, p.kv_heads, g, d, ldo);
+      blk.gemm(s, lds, bq, bk, d, FlashOperand<T>{qs, ldo, false}, FlashOperand<T>{ks, ldo, true}, false);  // S = Q·Kᵀ
+      blk.gemm(ds, lds, bq, bk, d, FlashOperand<T>{dos, ldo, false}, FlashOperand<T>{vs, ldo, true},
+               false);  // dP = dO·Vᵀ
       if (pass == 0) {
-        blk.for_each(bq, [&](int r) {
-          float acc = rd[r];
-          for (int c = 0; c < bk; ++c)
-            acc += flash_prob(p, i0 + r, k0 + c, s[r * bk + c], lse[r], scale) * ds[r * bk + c];
-          rd[r] = acc;
+        blk.for_each(bq * bk, [&](int e) {
+          const int r = e / bk, c = e % bk;
+          s[r * lds + c] = flash_prob(p, i0 + r, k0 + c, s[r * lds + c], lse[r], scale) * ds[r * lds + c];
         });
+        blk.row_sum(s, bq, bk, lds, row);
+        blk.for_each(bq, [&](int r) { rd[r] += row[r]; });
       } else {
         blk.for_each(bq * bk, [&](int e) {
           const int r = e / bk, c = e % bk;
-          const float prob = flash_prob(p, i0 + r, k0 + c, s[e], lse[r], scale);
-          dss[e] = F::from_float(prob == 0.0f ? 0.0f : attention_score_grad(prob, ds[e], rd[r], scale));
+          const float prob = flash_prob(p, i0 + r, k0 + c, s[r * lds + c], lse[r], scale);
+          dss[r * ldp + c] =
+              F::from_float(prob == 0.0f ? 0.0f : attention_score_grad(prob, ds[r * lds + c], rd[r], scale));
         });
-        blk.gemm(dqs, d, bq, d, bk, FlashOperand<T>{dss, bk, false}, FlashOperand<T>{ks, d, false},
+        blk.gemm(dqs, lda, bq, d, bk, FlashOperand<T>{dss, ldp, false}, FlashOperand<T>{ks, ldo, false},
                  true);  // dQ += dS·K
       }
     }
   }
   blk.for_each(bq * d, [&](int e) {
-    const std::int64_t i = i0 + e / d;
-    if (i < p.tq) p.dq[i * qstride + h * p.head_dim + e % d] += dqs[e];
+    const int r = e / d, c = e % d;
+    const std::int64_t i = i0 + r;
+    if (i < p.tq) p.dq[i * qstride + h * p.head_dim + c] += dqs[r * lda + c];
   });
   blk.for_each(bq, [&](int r) {
     const std::int64_t i = i0 + r;
@@ -318,15 +344,16 @@ VIDLORA_HOST_DEVICE void flash_backward_dkv_block(B& blk, const AttentionParams&
   using T = typename F::type;
   const int d = static_cast<int>(p.head_dim);
   const FlashSmem lay{bq, bk, d, F::bytes};
+  const int ldo = lay.ld_op(), lda = lay.ld_acc(), lds = lay.ld_s(), ldp = lay.ld_p();
   FlashCarve carve{static_cast<unsigned char*>(smem)};
-  T* ks = carve.take<T>(bk * d);
-  T* vs = carve.take<T>(bk * d);
-  T* qs = carve.take<T>(bq * d);
-  T* dos = carve.take<T>(bq * d);
-  float* dks = carve.take<float>(bk * d);
-  float* dvs = carve.take<float>(bk * d);
-  float* s = carve.take<float>(bq * bk);
-  float* ds = carve.take<float>(bq * bk);
+  T* ks = carve.take<T>(bk * ldo);
+  T* vs = carve.take<T>(bk * ldo);
+  T* qs = carve.take<T>(bq * ldo);
+  T* dos = carve.take<T>(bq * ldo);
+  float* dks = carve.take<float>(bk * lda);
+  float* dvs = carve.take<float>(bk * lda);
+  float* s = carve.take<float>(bq * lds);
+  float* ds = carve.take<float>(bq * lds);
   float* lse = carve.take<float>(lay.rows_pad());
   float* rd = carve.take<float>(lay.rows_pad());
   T* ps = nullptr;  // P and dS as operands: 16-bit tiles of their own, or S's and dP's with fp32 operands
@@ -340,39 +367,44 @@ VIDLORA_HOST_DEVICE void flash_backward_dkv_block(B& blk, const AttentionParams&
   }
   const std::int64_t j0 = kt * bk, kstride = p.kv_heads * p.head_dim;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
-  flash_load_rows(blk, ks, p.k, vs, p.v, j0, bk, p.tk, p.kv_heads, g, d);
+  flash_load_rows(blk, ks, p.k, vs, p.v, j0, bk, p.tk, p.kv_heads, g, d, ldo);
   blk.for_each(bk * d, [&](int e) {
-    dks[e] = 0.0f;
-    dvs[e] = 0.0f;
+    const int r = e / d, c = e % d;
+    dks[r * lda + c] = 0.0f;
+    dvs[r * lda + c] = 0.0f;
   });
   const std::int64_t group = p.q_heads / p.kv_heads;
   const std::int64_t first = attention_first_query(p, j0);  // no earlier query sees this tile's keys
   for (std::int64_t h = g * group; h < (g + 1) * group; ++h) {
     for (std::int64_t i0 = first / bq * bq; i0 < p.tq; i0 += bq) {
-      flash_load_rows(blk, qs, p.q, dos, p.d_out, i0, bq, p.tq, p.q_heads, h, d);
+      flash_load_rows(blk, qs, p.q, dos, p.d_out, i0, bq, p.tq, p.q_heads, h, d, ldo);
       blk.for_each(bq, [&](int r) {
         const std::int64_t i = i0 + r;
         lse[r] = i < p.tq ? p.lse[h * p.tq + i] : -INFINITY;
         rd[r] = i < p.tq ? p.row_dot[h * p.tq + i] : 0.0f;
       });
-      blk.gemm(s, bk, bq, bk, d, FlashOperand<T>{qs, d, false}, FlashOperand<T>{ks, d, true}, false);    // S = Q·Kᵀ
-      blk.gemm(ds, bk, bq, bk, d, FlashOperand<T>{dos, d, false}, FlashOperand<T>{vs, d, true}, false);  // dP = dO·Vᵀ
+      blk.gemm(s, lds, bq, bk, d, FlashOperand<T>{qs, ldo, false}, FlashOperand<T>{ks, ldo, true}, false);  // S = Q·Kᵀ
+      blk.gemm(ds, lds, bq, bk, d, FlashOperand<T>{dos, ldo, false}, FlashOperand<T>{vs, ldo, true},
+               false);  // dP = dO·Vᵀ
       blk.for_each(bq * bk, [&](int e) {
         const int r = e / bk, c = e % bk;
-        const float prob = flash_prob(p, i0 + r, j0 + c, s[e], lse[r], scale);
-        const float grad = prob == 0.0f ? 0.0f : attention_score_grad(prob, ds[e], rd[r], scale);
-        ps[e] = F::from_float(prob);
-        dss[e] = F::from_float(grad);
+        const float prob = flash_prob(p, i0 + r, j0 + c, s[r * lds + c], lse[r], scale);
+        const float grad = prob == 0.0f ? 0.0f : attention_score_grad(prob, ds[r * lds + c], rd[r], scale);
+        ps[r * ldp + c] = F::from_float(prob);
+        dss[r * ldp + c] = F::from_float(grad);
       });
-      blk.gemm(dvs, d, bk, d, bq, FlashOperand<T>{ps, bk, true}, FlashOperand<T>{dos, d, false}, true);  // dV += Pᵀ·dO
-      blk.gemm(dks, d, bk, d, bq, FlashOperand<T>{dss, bk, true}, FlashOperand<T>{qs, d, false}, true);  // dK += dSᵀ·Q
+      blk.gemm(dvs, lda, bk, d, bq, FlashOperand<T>{ps, ldp, true}, FlashOperand<T>{dos, ldo, false},
+               true);  // dV += Pᵀ·dO
+      blk.gemm(dks, lda, bk, d, bq, FlashOperand<T>{dss, ldp, true}, FlashOperand<T>{qs, ldo, false},
+               true);  // dK += dSᵀ·Q
     }
   }
   blk.for_each(bk * d, [&](int e) {
-    const std::int64_t j = j0 + e / d;
+    const int r = e / d, c = e % d;
+    const std::int64_t j = j0 + r;
     if (j < p.tk) {
-      p.dk[j * kstride + g * p.head_dim + e % d] += dks[e];
-      p.dv[j * kstride + g * p.head_dim + e % d] += dvs[e];
+      p.dk[j * kstride + g * p.head_dim + c] += dks[r * lda + c];
+      p.dv[j * kstride + g * p.head_dim + c] += dvs[r * lda + c];
     }
   });
 }
@@ -387,6 +419,20 @@ struct FlashHostBlock {
     for (int e = 0; e < n; ++e) f(e);
   }
   void sync() {}
+  void row_max(const float* x, int rows, int cols, int ld, float* out) {
+    for (int r = 0; r < rows; ++r) {
+      float v = -INFINITY;
+      for (int c = 0; c < cols; ++c) v = x[r * ld + c] > v ? x[r * ld + c] : v;
+      out[r] = v;
+    }
+  }
+  void row_sum(const float* x, int rows, int cols, int ld, float* out) {
+    for (int r = 0; r < rows; ++r) {
+      float v = 0.0f;
+      for (int c = 0; c < cols; ++c) v += x[r * ld + c];
+      out[r] = v;
+    }
+  }
   void gemm(float* c, int ldc, int m, int n, int k, FlashOperand<typename format::type> a,
             FlashOperand<typename format::type> b, bool accumulate) {
     for (int e = 0; e < m * n; ++e) {
@@ -429,6 +475,27 @@ struct FlashDeviceBlock {
     __syncthreads();
   }
   __device__ void sync() { __syncthreads(); }
+  // One warp per row, its lanes on consecutive columns (no bank conflicts), a fixed butterfly: the same bits each run.
+  __device__ void row_max(const float* x, int rows, int cols, int ld, float* out) {
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    for (int r = warp; r < rows; r += kFlashThreads / 32) {
+      float v = -INFINITY;
+      for (int c = lane; c < cols; c += 32) v = fmaxf(v, x[r * ld + c]);
+      for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+      if (lane == 0) out[r] = v;
+    }
+    __syncthreads();
+  }
+  __device__ void row_sum(const float* x, int rows, int cols, int ld, float* out) {
+    const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+    for (int r = warp; r < rows; r += kFlashThreads / 32) {
+      float v = 0.0f;
+      for (int c = lane; c < cols; c += 32) v += x[r * ld + c];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) out[r] = v;
+    }
+    __syncthreads();
+  }
   __device__ void gemm(float* c, int ldc, int m, int n, int k, FlashOperand<T> a, FlashOperand<T> b, bool accumulate) {
     if constexpr (K == FlashOperands::F32) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -510,7 +577,8 @@ struct FlashDeviceBlock {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
   // The same split over 16-bit operands (H: __half or __nv_bfloat16, the tiles' bit patterns read as H): WMMA
   // m16n16k16, fp32 accumulation. Every fragment pointer is 32-byte aligned: r0, c0, k0 are multiples of 16 and
-  // every ld (d, bk, bq) a multiple of 16 elements.
+  // every ld a multiple of 16 bytes (FlashSmem: 8 halves or 4 floats past a multiple of 16), so 16 rows of any ld
+  // and 16 columns of any element are multiples of 32 bytes; WMMA's ldm (a multiple of 8 halves, 4 floats) holds.
   template <class H>
   __device__ void gemm_16bit(float* c, int ldc, int m, int n, int k, FlashOperand<T> a, FlashOperand<T> b,
                              bool accumulate) {
