@@ -759,8 +759,10 @@ int train_main(const demo::Args& a, int argc, char** argv) {
       if constexpr (TrainBackend::on_device)
         fmt::print(
             "backend: {} (the vision tower, the decoder's and the projector's forward and backward, the "
-            "evaluation's loss and generation on the GPU; gradient sums, clipping and AdamW on the CPU)\n",
-            TrainBackend::name);
+            "evaluation's loss and generation on the GPU; gradient sums, clipping and AdamW on the {})\n",
+            TrainBackend::name,
+            trainer.config().optimizer_on_device ? "GPU (the CPU when ranks sum on the hosts)"
+                                                 : "CPU (--host-optimizer)");
       std::signal(SIGINT, on_stop_signal);
       std::signal(SIGTERM, on_stop_signal);
       return trainer.train(ds.train, ds.val, a.has("resume"));

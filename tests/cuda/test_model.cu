@@ -319,3 +319,25 @@ TEST_CASE("cuda tiled attention with bf16 and fp16 operands: the host block's ro
     check_flash_16bit<model::cuda::FlashOperands::F16>(a, 2e-3, "fp16");     // host block: at most 7.6e-4
   }
 }
+
+TEST_CASE("cuda tiled attention takes a head dim only where the card gives its smallest tile's shared memory",
+          "[model]") {
+  model::cuda::AttentionParams p;
+  p.tq = p.tk = 8;
+  p.q_heads = p.kv_heads = 1;
+  int device = 0, limit = 0;
+  VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
+  VIDLORA_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  using model::cuda::FlashOperands;
+  for (const FlashOperands ops : {FlashOperands::F32, FlashOperands::BF16})
+    for (const std::int64_t d : {64, 128, 256}) {
+      p.head_dim = d;
+      const model::cuda::FlashSmem at16{16, 16, static_cast<int>(d), ops == FlashOperands::F32 ? 4 : 2};
+      const bool fits = at16.forward_bytes() <= limit && at16.dq_bytes() <= limit && at16.dkv_bytes() <= limit;
+      INFO("head dim " << d << " " << model::cuda::flash_operands_name(ops) << ", " << limit << " bytes per block");
+      CHECK(model::cuda::flash_attention_fits(p, {false, 0, ops}) == fits);
+      if (d <= 128) CHECK(fits);  // every supported card: the decoder's head dims
+    }
+  p.head_dim = 40;
+  CHECK_FALSE(model::cuda::flash_attention_fits(p));
+}

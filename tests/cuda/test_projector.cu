@@ -100,3 +100,26 @@ TEST_CASE("cuda projector backward_rows gathers its gradient rows on the device:
                     Catch::Contains("outside a gradient of 400 rows"));
   CHECK_THROWS_WITH(by_rows.backward_rows(d_grad.data(), total, hidden + 1, rows), Catch::Contains("backward_rows"));
 }
+
+TEST_CASE("cuda projector forward_on_device leaves forward's output on the device, bit for bit; errors stop the run",
+          "[model]") {
+  // What the Trainer splices into the decoder step's input there (DecoderStep<Cuda>::loss_and_backward_spliced): the
+  // output forward would download, at the pointer, and the backward after it as after forward. A CUDA error in the
+  // projector (here a wrong argument) is its DeviceFailure, not a vidlora::Error (which the Trainer would take for a
+  // loss that refused NaN logits).
+  const Eigen::Index in = 48, hidden = 80, tokens = 37;
+  const model::Mlp2xGelu host(in, hidden, 5, true);
+  model::cuda::CudaMlp2xGelu kept(host), downloaded(host);
+  const Matrix x = projector_input(tokens, in, 8), dy = projector_input(tokens, hidden, 9);
+  const float* y = kept.forward_on_device(x);
+  const Matrix want = downloaded.forward(x);
+  std::vector<float> got(static_cast<std::size_t>(want.size()));
+  VIDLORA_CUDA_CHECK(cudaMemcpy(got.data(), y, got.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  CHECK(cuda_test::bit_mismatches(got, flat(want)) == 0);
+  (void)kept.backward(dy);
+  (void)downloaded.backward(dy);
+  CHECK(cuda_test::bit_mismatches(flat(kept.linear_1().grad_weight()), flat(downloaded.linear_1().grad_weight())) == 0);
+  using Failure = model::cuda::CudaMlp2xGelu::DeviceFailure;
+  CHECK_THROWS_AS(kept.forward_on_device(Matrix::Zero(tokens, in + 1)), Failure);
+  CHECK_THROWS_WITH(kept.forward(Matrix::Zero(tokens, in + 1)), Catch::Contains("features of 49 columns"));
+}

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <filesystem>
 #include <fstream>
@@ -383,6 +384,59 @@ TEST_CASE("the device step's memory: every step's record under the run's cap, a 
     CHECK_THAT(e.what(), Catch::Contains("out of device memory") && Catch::Contains("--max-memory-gb"));
   }
   CHECK_FALSE(step.take_step_memory().has_value());  // no step finished
+}
+
+TEST_CASE("the device step's input spliced on the device gives the host-assembled input's step, bit for bit",
+          "[trainer][cuda]") {
+  // DecoderStep<Cuda>::loss_and_backward_spliced (text rows from the host, visual rows from device memory: what the
+  // Trainer does with CudaMlp2xGelu::forward_on_device) against loss_and_backward on model::assemble_embeds of the
+  // same layout: the loss, d loss / d embeds and every LoRA gradient bit for bit, with LoRA dropout, two sequences of
+  // different lengths (padding) and two calls. A layout that does not fit the model is named.
+  namespace tiny = test::tiny;
+  using D = model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha>;
+  const auto flat_of = [](const Matrix& m) { return std::vector<float>(m.data(), m.data() + m.size()); };
+  model::DecoderOptions o;
+  o.target_modules = {"q_proj", "v_proj", "down_proj"};
+  o.lora.dropout = 0.1;
+  o.lora.seed = 5;
+  const auto weights = model::random_decoder_weights(tiny::decoder_config(), 3);
+  D on_host(tiny::decoder_config(), weights, o), on_device(tiny::decoder_config(), weights, o);
+  model::Mlp2xGelu projector(tiny::kVision, tiny::kHidden, 11);
+  const train::TrainableTensors host_tensors(projector, on_host), device_tensors(projector, on_device);
+  train::DecoderStep<backend::Cuda, D> host_step(on_host, host_tensors), device_step(on_device, device_tensors);
+  const std::vector<int> prompt{3, 1, 4};
+  const std::vector<std::vector<int>> answers{{5, 6, 7, 2}, {8, 2}};
+  const std::vector<Eigen::Index> counts{4, 6};
+  const model::SplicedLayout layout =
+      model::splice_layout<float>(prompt, answers, 1, counts, on_host.embed_tokens(), 0);
+  const Matrix visual = model::random_normal(10, tiny::kHidden, 0.5, 17, 1);
+  const vidlora::cuda::DeviceBuffer<float> d_visual(
+      std::span<const float>(visual.data(), static_cast<std::size_t>(visual.size())));
+  for (int call = 0; call < 2; ++call) {
+    INFO("call " << call);
+    const auto want =
+        host_step.loss_and_backward(model::assemble_embeds(layout, visual), layout.batch, layout.labels, {});
+    const auto got = device_step.loss_and_backward_spliced(layout, d_visual.data(), {});
+    CHECK(std::memcmp(&got.loss, &want.loss, sizeof got.loss) == 0);
+    CHECK(got.valid_tokens == want.valid_tokens);
+    CHECK(cuda_test::bit_mismatches(flat_of(got.grad_embeds), flat_of(want.grad_embeds)) == 0);
+  }
+  std::vector<const Matrix*> want_grads, got_grads;
+  on_host.for_each_lora([&](const std::string&, auto& l) {
+    want_grads.push_back(&l.grad_A());
+    want_grads.push_back(&l.grad_B());
+  });
+  on_device.for_each_lora([&](const std::string&, auto& l) {
+    got_grads.push_back(&l.grad_A());
+    got_grads.push_back(&l.grad_B());
+  });
+  REQUIRE(got_grads.size() == want_grads.size());
+  for (std::size_t i = 0; i < got_grads.size(); ++i)
+    CHECK(cuda_test::bit_mismatches(flat_of(*got_grads[i]), flat_of(*want_grads[i])) == 0);
+  model::SplicedLayout wrong = layout;
+  wrong.labels.pop_back();
+  CHECK_THROWS_WITH(device_step.loss_and_backward_spliced(wrong, d_visual.data(), {}),
+                    Catch::Contains("a spliced batch of"));
 }
 
 // ---- The evaluation on the device (model/cuda/decoder_model.cuh's loss, KV cache, forward_cached and logits;

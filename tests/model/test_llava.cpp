@@ -3,6 +3,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -100,6 +102,63 @@ TEST_CASE("splicing rejects a prompt without the video placeholder", "[model][sp
   const std::vector<int> two{1, 7, 7};
   REQUIRE_THROWS_WITH(model::splice_visual_tokens<float>(two, answer, 7, visual, table),
                       Catch::Contains("2 placeholder"));
+}
+
+TEST_CASE("splice_layout is collate(splice_visual_tokens) without the visual values, bit for bit once assembled",
+          "[model][splice]") {
+  // What the CUDA decoder step assembles on the device: the text rows from the host, the visual rows from the
+  // projector's output where it already is. Sequences of different lengths (padding rows), a prompt with one
+  // placeholder and one expanded placeholder per visual token, different visual counts per sequence.
+  Matrix table(12, 3);
+  for (int i = 0; i < 12; ++i) table.row(i) << static_cast<float>(i) + 0.25f, static_cast<float>(-i), 1.0f / (i + 1);
+  const std::vector<int> prompt{1, 9, 2, 3};
+  const std::vector<std::vector<int>> answers{{4, 5}, {6, 7, 8, 10, 11}, {}};
+  const std::vector<Eigen::Index> counts{3, 2, 4};
+  Matrix visual(9, 3);
+  for (Eigen::Index i = 0; i < visual.size(); ++i) visual.data()[i] = 1000.0f + static_cast<float>(i) / 7.0f;
+  for (const int pad : {0, 11}) {
+    INFO("pad id " << pad);
+    std::vector<model::SplicedSequence> seqs;
+    Eigen::Index r = 0;
+    for (std::size_t b = 0; b < answers.size(); ++b) {
+      seqs.push_back(
+          model::splice_visual_tokens<float>(prompt, answers[b], 9, Matrix(visual.middleRows(r, counts[b])), table));
+      r += counts[b];
+    }
+    const model::SplicedBatch want = model::collate(seqs, table, pad);
+    const model::SplicedLayout got = model::splice_layout<float>(prompt, answers, 9, counts, table, pad);
+    CHECK(got.batch.batch == want.batch.batch);
+    CHECK(got.batch.seq_len == want.batch.seq_len);
+    CHECK(got.batch.attention_mask == want.batch.attention_mask);
+    CHECK(got.labels == want.labels);
+    CHECK(got.visual_rows == want.visual_rows);
+    REQUIRE(static_cast<Eigen::Index>(got.text_rows.size() + got.visual_rows.size()) == want.batch.tokens());
+    CHECK(std::is_sorted(got.text_rows.begin(), got.text_rows.end()));
+    const Matrix assembled = model::assemble_embeds(got, visual);
+    REQUIRE(assembled.rows() == want.embeds.rows());
+    CHECK(std::memcmp(assembled.data(), want.embeds.data(),
+                      sizeof(float) * static_cast<std::size_t>(assembled.size())) == 0);
+  }
+  // Expanded placeholders, one sequence.
+  const std::vector<int> expanded{1, 9, 9, 9, 2};
+  const model::SplicedLayout one =
+      model::splice_layout<float>(expanded, std::vector<std::vector<int>>{{4}}, 9, std::vector<Eigen::Index>{3}, table);
+  CHECK(one.visual_rows == std::vector<Eigen::Index>{1, 2, 3});
+  CHECK(one.text_rows == std::vector<Eigen::Index>{0, 4, 5});
+  CHECK(one.labels == std::vector<int>{-100, -100, -100, -100, -100, 4});
+  // The same errors as splice_visual_tokens and collate, naming splice_layout.
+  const std::vector<std::vector<int>> a1{{4}};
+  const std::vector<Eigen::Index> c3{3};
+  CHECK_THROWS_WITH(model::splice_layout<float>(std::vector<int>{1, 2}, a1, 9, c3, table),
+                    Catch::Contains("splice_layout") && Catch::Contains("no video/image placeholder"));
+  CHECK_THROWS_WITH(model::splice_layout<float>(std::vector<int>{1, 9, 9}, a1, 9, c3, table),
+                    Catch::Contains("2 placeholder"));
+  CHECK_THROWS_WITH(model::splice_layout<float>(prompt, std::vector<std::vector<int>>{{12}}, 9, c3, table),
+                    Catch::Contains("token id 12 is outside [0, 12)"));
+  CHECK_THROWS_WITH(model::splice_layout<float>(prompt, a1, 9, std::vector<Eigen::Index>{3, 1}, table),
+                    Catch::Contains("1 answers for 2 visual token counts"));
+  CHECK_THROWS_WITH(model::splice_layout<float>(prompt, a1, 9, c3, table, 12), Catch::Contains("pad id 12"));
+  CHECK_THROWS_WITH(model::assemble_embeds(one, Matrix(Matrix::Zero(2, 3))), Catch::Contains("assemble_embeds"));
 }
 
 TEST_CASE("llava logits loss LoRA and projector gradients match PEFT", "[model][llava][lora][reference]") {

@@ -517,6 +517,15 @@ class Trainer {
     p.backward_rows(g, std::int64_t{}, std::int64_t{}, rows);
   };
 
+  // And a projector whose output can stay on the device, and a decoder step that splices it into its input there
+  // (model::splice_layout): per micro-batch the visual tokens neither come down to the host nor go up again.
+  static constexpr bool kSpliceOnDevice =
+      kGradEmbedsOnDevice && requires(decoder_step_type & s, ProjectorT& p, const Matrix& x,
+                                      const model::SplicedLayout& l, const loss::CrossEntropyOptions& ce) {
+    { p.forward_on_device(x) } -> std::same_as<const float*>;
+    s.loss_and_backward_spliced(l, static_cast<const float*>(nullptr), ce);
+  };
+
   // A projector whose tensors live on the device (model::cuda::CudaMlp2xGelu) can be stepped there.
   static constexpr bool kProjectorOnDevice = requires(ProjectorT & p, const float* g) {
     { p.device_parameter(g) } -> std::same_as<std::optional<optim::DeviceParameter>>;
@@ -556,6 +565,15 @@ class Trainer {
       tensors_.push();  // shadows to biases; the version moves, but the device copies are these values:
       decoder_step_.values_current(tensors_.values_version());
       if constexpr (kProjectorOnDevice) projector_.values_current(tensors_.values_version());
+    }
+  }
+  // A checkpoint replaces the values and the moments: whatever the device optimizer still holds (newer than the host's
+  // only when an earlier train() on this Trainer ended in an exception) must not come back over them. The restored
+  // values move the version, so the device steps upload them; the device optimizer binds again to the restored state.
+  void discard_device_values() {
+    if constexpr (DeviceOptimizer<Backend>::available) {
+      host_values_stale_ = false;
+      device_optimizer_.reset();
     }
   }
   // The host AdamW's state is current (a checkpoint is written, or the host steps next): the device's moments into it.
@@ -639,7 +657,6 @@ class Trainer {
     const auto params = stage_params(static_cast<std::size_t>(stage));
     ClipGradientSum clip_sums;
     decoder_step_.begin_step(per_clip);  // a device step keeps its LoRA gradients there until finish_step
-    if constexpr (kProjectorBrackets) projector_.begin_step(per_clip, tensors_.values_version());
     // Per clip, a device step sums its tensors' clips there. When no other rank's sums are to come (one rank, or the
     // ranks summed on the device) it also rounds them to float32 there and hands over that, half the bytes: the
     // ClipGradientSum then holds only the tensors summed on the host. Otherwise it copies its float64 sums into the
@@ -659,6 +676,8 @@ class Trainer {
         device_optimizer_.release_into(*optimizer_);
       }
     }
+    // After the binding, whose sync may move the values' version: the projector's weights are those of this version.
+    if constexpr (kProjectorBrackets) projector_.begin_step(per_clip, tensors_.values_version());
     if (per_clip) {
       const auto on_device = [this](std::span<float> g) {
         if constexpr (kProjectorBrackets)
@@ -688,24 +707,38 @@ class Trainer {
           feats.middleRows(r, f.rows()) = f;
           r += f.rows();
         }
-        const Matrix visual = projector_.forward(feats);
-        std::vector<model::SplicedSequence> seqs;
-        r = 0;
-        for (std::size_t i = mb; i < mb_end; ++i) {
-          const Eigen::Index n = cache_.at(key_of(train_[clips[i]])).rows();
-          seqs.push_back(model::splice_visual_tokens<float>(codec_.prompt_ids, answers[i], codec_.placeholder_id,
-                                                            Matrix(visual.middleRows(r, n)), decoder_.embed_tokens()));
-          r += n;
+        if constexpr (kSpliceOnDevice) {  // the visual tokens stay on the device, spliced there
+          const float* visual = projector_.forward_on_device(feats);
+          std::vector<Eigen::Index> counts;
+          for (std::size_t i = mb; i < mb_end; ++i) counts.push_back(cache_.at(key_of(train_[clips[i]])).rows());
+          const model::SplicedLayout layout = model::splice_layout<float>(
+              codec_.prompt_ids, std::span<const std::vector<int>>(answers).subspan(mb, mb_end - mb),
+              codec_.placeholder_id, counts, decoder_.embed_tokens(), codec_.pad_id);
+          step_flops += sequence_flops(layout.batch);
+          loss += decoder_step_.loss_and_backward_spliced(layout, visual, ce).loss;
+          projector_.backward_rows(decoder_step_.kept_grad_embeds(), layout.batch.tokens(),
+                                   decoder_.embed_tokens().cols(), layout.visual_rows);
+        } else {
+          const Matrix visual = projector_.forward(feats);
+          std::vector<model::SplicedSequence> seqs;
+          r = 0;
+          for (std::size_t i = mb; i < mb_end; ++i) {
+            const Eigen::Index n = cache_.at(key_of(train_[clips[i]])).rows();
+            seqs.push_back(model::splice_visual_tokens<float>(codec_.prompt_ids, answers[i], codec_.placeholder_id,
+                                                              Matrix(visual.middleRows(r, n)),
+                                                              decoder_.embed_tokens()));
+            r += n;
+          }
+          const auto batch = model::collate<float>(seqs, decoder_.embed_tokens(), codec_.pad_id);
+          if constexpr (Backend::on_device) step_flops += sequence_flops(batch.batch);
+          auto res = decoder_step_.loss_and_backward(batch.embeds, batch.batch, batch.labels, ce);
+          loss += res.loss;
+          if constexpr (kGradEmbedsOnDevice)  // the visual rows of d loss / d embeds, gathered on the device
+            projector_.backward_rows(decoder_step_.kept_grad_embeds(), batch.embeds.rows(), batch.embeds.cols(),
+                                     batch.visual_rows);
+          else
+            projector_.backward(model::gather_rows<float>(res.grad_embeds, batch.visual_rows));
         }
-        const auto batch = model::collate<float>(seqs, decoder_.embed_tokens(), codec_.pad_id);
-        if constexpr (Backend::on_device) step_flops += sequence_flops(batch.batch);
-        auto res = decoder_step_.loss_and_backward(batch.embeds, batch.batch, batch.labels, ce);
-        loss += res.loss;
-        if constexpr (kGradEmbedsOnDevice)  // the visual rows of d loss / d embeds, gathered on the device
-          projector_.backward_rows(decoder_step_.kept_grad_embeds(), batch.embeds.rows(), batch.embeds.cols(),
-                                   batch.visual_rows);
-        else
-          projector_.backward(model::gather_rows<float>(res.grad_embeds, batch.visual_rows));
         if (per_clip) clip_sums.take();
       }
     } catch (const Error& e) {  // the loss refuses NaN/Inf logits: same as a NaN loss
@@ -738,13 +771,18 @@ class Trainer {
     double grad_norm = std::nan("");
     if (device_optimizer) {
       // On the device: unscale (found_inf), then the global norm, which is not finite exactly when a gradient is not
-      // (the host's check), and the clip, which the norm's kernel applies only to a finite norm.
+      // (the host's check), and the clip, which the norm's kernel applies only to a finite norm. With loss scaling the
+      // scaler records once: an overflow in the scaled gradients, or in the unscaled ones (a scale below 1 multiplies
+      // them), is an overflow step.
       if constexpr (DeviceOptimizer<Backend>::available) {
-        if (finite && loss_scaling_.enabled())
-          overflow = loss_scaling_.record_overflow(device_optimizer_->unscale_overflowed(loss_scaling_.inv_scale()));
-        if (finite && !overflow) {
-          grad_norm = device_optimizer_->clip_grad_norm(config_.max_grad_norm);
-          finite = std::isfinite(grad_norm);
+        if (finite) {
+          const bool found =
+              loss_scaling_.enabled() && device_optimizer_->unscale_overflowed(loss_scaling_.inv_scale());
+          if (!found) grad_norm = device_optimizer_->clip_grad_norm(config_.max_grad_norm);
+          if (loss_scaling_.enabled())
+            overflow = loss_scaling_.record_overflow(found || !std::isfinite(grad_norm));
+          else
+            finite = std::isfinite(grad_norm);
         }
       }
     } else if (finite && loss_scaling_.enabled()) {
@@ -996,6 +1034,7 @@ class Trainer {
   // Restores the parameters and the trainer state; the caller restores the optimizer once its stage built it.
   Checkpoint load_checkpoint(const std::filesystem::path& path) {
     Checkpoint checkpoint = open_checkpoint(path, fingerprint());
+    discard_device_values();
     tensors_.load(checkpoint.file);
     TrainerState state = trainer_state_from_json(checkpoint.state, stopping_options());
     pos_ = state.position;

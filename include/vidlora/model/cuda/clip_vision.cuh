@@ -172,8 +172,9 @@ class ClipVisionCuda {
         p.q_heads = p.kv_heads = heads;
         p.head_dim = c.head_dim();
         p.q_offset = tokens;  // past the last key: every query sees every key of its frame (bidirectional)
-        if (flash_attention_takes(p))
-          flash_attention_forward(p, {m.compute_ == vidlora::cuda::Compute::TF32, 0}, m.stream_);
+        const FlashAttentionOptions o{m.compute_ == vidlora::cuda::Compute::TF32, 0};
+        if (flash_attention_fits(p, o))
+          flash_attention_forward(p, o, m.stream_);
         else
           model::cuda::attention_forward(p, m.stream_);
       }

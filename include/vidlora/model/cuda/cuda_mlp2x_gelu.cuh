@@ -17,8 +17,10 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <vidlora/comm/device_sum.hpp>
@@ -41,34 +43,39 @@ class CudaMlp2xGelu : public Mlp2xGelu {
         gw2_(static_cast<std::size_t>(linear_2().weight().size())),
         gb2_(static_cast<std::size_t>(linear_2().bias().size())) {}
 
+  // Not a vidlora::Error, which the Trainer takes for a loss that refused NaN logits (a skipped step): a CUDA error in
+  // the projector (a failed allocation, launch or copy, a wrong argument) stops the run, as DecoderStep<Cuda>'s
+  // DeviceFailure does.
+  struct DeviceFailure : std::runtime_error {
+    using std::runtime_error::runtime_error;
+  };
+
   // [tokens, in] -> [tokens, hidden]; keeps x, z and a on the device for backward.
   Matrix forward(const Matrix& x) {
-    vidlora::cuda::check_arg(
-        x.cols() == in_features(), "cuda::CudaMlp2xGelu::forward",
-        "features of " + std::to_string(x.cols()) + " columns for a projector of " + std::to_string(in_features()));
-    if (!in_step_ || uploaded_version_ != step_version_) {
-      upload_weights();
-      uploaded_version_ = in_step_ ? std::optional<std::uint64_t>(step_version_) : std::nullopt;
-    }
-    shape_ = {x.rows(), in_features(), out_features(), has_bias()};
-    x_ = upload(x);
-    z_ = vidlora::cuda::DeviceBuffer<float>(static_cast<std::size_t>(shape_.tokens * shape_.hidden));
-    a_ = vidlora::cuda::DeviceBuffer<float>(z_.size());
-    vidlora::cuda::DeviceBuffer<float> y(z_.size());
-    detail::CudaProjectorExec exec{*gemm_};
-    projector_forward_steps(exec, shape_, weights(), x_.data(), z_.data(), a_.data(), y.data());
-    ready_ = true;
-    return download(y, shape_.tokens, shape_.hidden);
+    return guarded([&] {
+      run_forward(x);
+      return download(y_, shape_.tokens, shape_.hidden);
+    });
+  }
+  // forward, its output left on the device: [tokens, hidden] row-major at the pointer returned, valid until the next
+  // forward (the Trainer splices it into the decoder step's input embeddings there: DecoderStep<Cuda>::
+  // loss_and_backward_spliced). The same bits as forward's.
+  const float* forward_on_device(const Matrix& x) {
+    return guarded([&] {
+      run_forward(x);
+      return static_cast<const float*>(y_.data());
+    });
   }
 
   // d loss / d y -> d loss / d x; the host's gradients accumulate.
   Matrix backward(const Matrix& dy) {
-    vidlora::cuda::check_arg(ready_ && dy.rows() == shape_.tokens && dy.cols() == shape_.hidden,
-                             "cuda::CudaMlp2xGelu::backward",
-                             "needs this projector's forward first, and a gradient "
-                             "of its output's shape");
-    const vidlora::cuda::DeviceBuffer<float> d = upload(dy);
-    return download(backward_device(d.data()), shape_.tokens, shape_.in);
+    return guarded([&] {
+      vidlora::cuda::check_arg(ready_ && dy.rows() == shape_.tokens && dy.cols() == shape_.hidden,
+                               "cuda::CudaMlp2xGelu::backward",
+                               "needs this projector's forward first, and a gradient of its output's shape");
+      const vidlora::cuda::DeviceBuffer<float> d = upload(dy);
+      return download(backward_device(d.data()), shape_.tokens, shape_.in);
+    });
   }
 
   // backward for a caller that needs no d loss / d x (the Trainer's features are frozen: it is computed on the device
@@ -78,45 +85,15 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   // run of consecutive rows. The parameter gradients are backward(gather_rows(grad, rows))'s, bit for bit.
   void backward_rows(const float* grad, std::int64_t grad_rows, std::int64_t grad_cols,
                      std::span<const Eigen::Index> rows) {
-    vidlora::cuda::check_arg(ready_ && grad != nullptr && grad_cols == shape_.hidden &&
-                                 static_cast<std::int64_t>(rows.size()) == shape_.tokens,
-                             "cuda::CudaMlp2xGelu::backward_rows", [&] {
-                               return "needs this projector's forward first and one row of " +
-                                      std::to_string(shape_.hidden) + " gradients per output row (" +
-                                      std::to_string(shape_.tokens) + "), got " + std::to_string(rows.size()) +
-                                      " rows of " + std::to_string(grad_cols);
-                             });
-    vidlora::cuda::DeviceBuffer<float> d(static_cast<std::size_t>(shape_.tokens * shape_.hidden));
-    const auto width = static_cast<std::size_t>(shape_.hidden);
-    for (std::size_t i = 0; i < rows.size();) {
-      std::size_t j = i + 1;
-      while (j < rows.size() && rows[j] == rows[j - 1] + 1) ++j;
-      vidlora::cuda::check_arg(rows[i] >= 0 && rows[j - 1] < grad_rows, "cuda::CudaMlp2xGelu::backward_rows", [&] {
-        return "rows " + std::to_string(rows[i]) + ".." + std::to_string(rows[j - 1]) + " outside a gradient of " +
-               std::to_string(grad_rows) + " rows";
-      });
-      VIDLORA_CUDA_CHECK(cudaMemcpyAsync(d.data() + i * width, grad + static_cast<std::size_t>(rows[i]) * width,
-                                         (j - i) * width * sizeof(float), cudaMemcpyDeviceToDevice, nullptr));
-      i = j;
-    }
-    (void)backward_device(d.data());
+    guarded([&] { backward_rows_device(grad, grad_rows, grad_cols, rows); });
   }
 
   // Where a parameter (named by its host gradient's storage: grad_W1, grad_b1, grad_W2, grad_b2) lives on the device,
   // for an optimizer that steps it there; the device weights are allocated (with the host's values) if not yet.
   std::optional<optim::DeviceParameter> device_parameter(const float* grad) {
-    if (w1_.size() == 0) {
-      upload_weights();
-      uploaded_version_.reset();
-    }
-    const std::vector<float*> host = host_gradients();
-    vidlora::cuda::DeviceBuffer<float>* values[] = {&w1_, &b1_, &w2_, &b2_};
-    vidlora::cuda::DeviceBuffer<float>* grads[] = {&gw1_, &gb1_, &gw2_, &gb2_};
-    for (std::size_t i = 0; i < host.size(); ++i)
-      if (host[i] != nullptr && host[i] == grad)
-        return optim::DeviceParameter{values[i]->data(), grads[i]->data(), static_cast<std::int64_t>(grads[i]->size())};
-    return std::nullopt;
+    return guarded([&] { return find_device_parameter(grad); });
   }
+
   // The device weights are the values of `values_version` (the optimizer stepped them there): no upload for it.
   void values_current(std::uint64_t values_version) { uploaded_version_ = values_version; }
 
@@ -145,6 +122,12 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   // float64 sums rounded) stay in the device buffers device_parameter names; nothing goes to the host.
   void finish_step(const std::function<std::span<double>(const float*)>& sums_of,
                    const comm::DeviceSum& across_ranks = {}, std::string_view what = {}, bool keep_on_device = false) {
+    guarded([&] { finish_step_device(sums_of, across_ranks, what, keep_on_device); });
+  }
+
+ private:
+  void finish_step_device(const std::function<std::span<double>(const float*)>& sums_of,
+                          const comm::DeviceSum& across_ranks, std::string_view what, bool keep_on_device) {
     if (!in_step_) return;
     in_step_ = false;
     if (step_calls_ == 0 && !across_ranks) return;
@@ -193,7 +176,71 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     }
   }
 
- private:
+  template <class F>
+  std::invoke_result_t<F&> guarded(F&& f) {  // declared return type: the public members above call it
+    try {
+      return f();
+    } catch (const vidlora::cuda::CudaError& e) {
+      throw DeviceFailure(std::string("cuda::CudaMlp2xGelu: the device projector failed: ") + e.what());
+    }
+  }
+  // The forward into y_ (the weights uploaded first when this step's version is not on the device yet).
+  void run_forward(const Matrix& x) {
+    vidlora::cuda::check_arg(x.cols() == in_features(), "cuda::CudaMlp2xGelu::forward", [&] {
+      return "features of " + std::to_string(x.cols()) + " columns for a projector of " + std::to_string(in_features());
+    });
+    if (!in_step_ || uploaded_version_ != step_version_) {
+      upload_weights();
+      uploaded_version_ = in_step_ ? std::optional<std::uint64_t>(step_version_) : std::nullopt;
+    }
+    shape_ = {x.rows(), in_features(), out_features(), has_bias()};
+    x_ = upload(x);
+    z_ = vidlora::cuda::DeviceBuffer<float>(static_cast<std::size_t>(shape_.tokens * shape_.hidden));
+    a_ = vidlora::cuda::DeviceBuffer<float>(z_.size());
+    y_ = vidlora::cuda::DeviceBuffer<float>(z_.size());
+    detail::CudaProjectorExec exec{*gemm_};
+    projector_forward_steps(exec, shape_, weights(), x_.data(), z_.data(), a_.data(), y_.data());
+    ready_ = true;
+  }
+  void backward_rows_device(const float* grad, std::int64_t grad_rows, std::int64_t grad_cols,
+                            std::span<const Eigen::Index> rows) {
+    vidlora::cuda::check_arg(ready_ && grad != nullptr && grad_cols == shape_.hidden &&
+                                 static_cast<std::int64_t>(rows.size()) == shape_.tokens,
+                             "cuda::CudaMlp2xGelu::backward_rows", [&] {
+                               return "needs this projector's forward first and one row of " +
+                                      std::to_string(shape_.hidden) + " gradients per output row (" +
+                                      std::to_string(shape_.tokens) + "), got " + std::to_string(rows.size()) +
+                                      " rows of " + std::to_string(grad_cols);
+                             });
+    vidlora::cuda::DeviceBuffer<float> d(static_cast<std::size_t>(shape_.tokens * shape_.hidden));
+    const auto width = static_cast<std::size_t>(shape_.hidden);
+    for (std::size_t i = 0; i < rows.size();) {
+      std::size_t j = i + 1;
+      while (j < rows.size() && rows[j] == rows[j - 1] + 1) ++j;
+      vidlora::cuda::check_arg(rows[i] >= 0 && rows[j - 1] < grad_rows, "cuda::CudaMlp2xGelu::backward_rows", [&] {
+        return "rows " + std::to_string(rows[i]) + ".." + std::to_string(rows[j - 1]) + " outside a gradient of " +
+               std::to_string(grad_rows) + " rows";
+      });
+      VIDLORA_CUDA_CHECK(cudaMemcpyAsync(d.data() + i * width, grad + static_cast<std::size_t>(rows[i]) * width,
+                                         (j - i) * width * sizeof(float), cudaMemcpyDeviceToDevice, nullptr));
+      i = j;
+    }
+    (void)backward_device(d.data());
+  }
+
+  std::optional<optim::DeviceParameter> find_device_parameter(const float* grad) {
+    if (w1_.size() == 0) {
+      upload_weights();
+      uploaded_version_.reset();
+    }
+    const std::vector<float*> host = host_gradients();
+    vidlora::cuda::DeviceBuffer<float>* values[] = {&w1_, &b1_, &w2_, &b2_};
+    vidlora::cuda::DeviceBuffer<float>* grads[] = {&gw1_, &gb1_, &gw2_, &gb2_};
+    for (std::size_t i = 0; i < host.size(); ++i)
+      if (host[i] != nullptr && host[i] == grad)
+        return optim::DeviceParameter{values[i]->data(), grads[i]->data(), static_cast<std::int64_t>(grads[i]->size())};
+    return std::nullopt;
+  }
   bool has_bias() const { return linear_1().has_bias(); }
   // The backward from d loss / d y in device memory: the parameter gradients (to the host, or kept in the step's
   // bracket); returns d loss / d x on the device.
@@ -278,7 +325,7 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   std::uint64_t step_version_ = 0;
   std::optional<std::uint64_t> uploaded_version_;          // the values the device weights hold, when known
   std::vector<vidlora::cuda::DeviceBuffer<double>> sums_;  // per_clip: grad_W1, grad_b1, grad_W2, grad_b2 sums
-  vidlora::cuda::DeviceBuffer<float> w1_, b1_, w2_, b2_, x_, z_, a_;
+  vidlora::cuda::DeviceBuffer<float> w1_, b1_, w2_, b2_, x_, z_, a_, y_;  // y_: the last forward's output
 };
 
 static_assert(Projector<CudaMlp2xGelu>);

@@ -359,8 +359,8 @@ class DecoderLayerExecutor {
     for (std::int64_t b = 0; b < shape_.batch; ++b) {
       AttentionParams p = sequence_params(a, b);
       p.out = out.data() + b * t * qf;
-      if (flash_attention_takes(p))  // the tiled kernel (head dims that are multiples of 16), else the row kernel
-        flash_attention_forward(p, flash_options(), stream_);
+      if (flash_attention_fits(p, flash_options()))  // the tiled kernel (head dims that are multiples of 16 and
+        flash_attention_forward(p, flash_options(), stream_);  // fit the card's shared memory), else the row kernel
       else
         model::cuda::attention_forward(p, stream_);
     }
@@ -380,7 +380,7 @@ class DecoderLayerExecutor {
       p.dq = g.dq.data() + b * t * qf;
       p.dk = g.dk.data() + b * t * kvf;
       p.dv = g.dv.data() + b * t * kvf;
-      if (flash_attention_takes(p))
+      if (flash_attention_fits(p, flash_options()))
         flash_attention_backward(p, flash_options(), stream_);
       else
         model::cuda::attention_backward(p, stream_);
@@ -489,7 +489,7 @@ class DecoderLayerExecutor {
     p.kv_heads = shape_.kv_heads;
     p.head_dim = shape_.head_dim;
     p.q_offset = cache_.past;
-    if (flash_attention_takes(p))
+    if (flash_attention_fits(p, flash_options()))
       flash_attention_forward(p, flash_options(), stream_);
     else
       model::cuda::attention_forward(p, stream_);

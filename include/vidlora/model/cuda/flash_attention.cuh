@@ -662,9 +662,19 @@ inline bool flash_tile_fits(int tile, std::int64_t head_dim, FlashOperands opera
   return true;
 }
 
+// Whether the tiled kernels take this problem on the current device with these options: a head dim they take
+// (flash_attention_takes) whose smallest tile (or the requested one) the card gives the shared memory of all three
+// kernels. Not always at head dim 256: fp32 dk/dv at tile 16 needs 100 KiB (more than sm_86 / sm_89 give), and
+// sm_75's 64 KiB stop fp32 from head dim 160 and 16-bit from 240. Callers route elsewhere to
+// model/cuda/attention.cuh's kernels.
+inline bool flash_attention_fits(const AttentionParams& p, const FlashAttentionOptions& o = {}) {
+  return flash_attention_takes(p) && flash_tile_fits(o.tile ? o.tile : 16, p.head_dim, o.operands);
+}
+
 namespace detail {
 // Kernel `which`'s tile: the requested one, else the largest that fits (64 with 16-bit operands where the card gives
-// the bytes; 32, else 16: 51 KiB for fp32 dk/dv at head dim 128, which every card allows).
+// the bytes; 32, else 16: 52 KiB for fp32 dk/dv at head dim 128, which every card allows; not every card gives 16 at
+// head dim 256, see flash_attention_fits).
 inline int flash_tile_for(int which, std::int64_t head_dim, const FlashAttentionOptions& o) {
   const int limit = flash_smem_limit();
   if (o.tile) {
@@ -678,6 +688,12 @@ inline int flash_tile_for(int which, std::int64_t head_dim, const FlashAttention
     if ((tile < 64 || o.operands != FlashOperands::F32) &&
         flash_kernel_bytes(which, tile, head_dim, o.operands) <= limit)
       return tile;
+  vidlora::cuda::check_arg(flash_kernel_bytes(which, 16, head_dim, o.operands) <= limit, "cuda::flash_attention", [&] {
+    return "head_dim " + std::to_string(head_dim) + " with " + flash_operands_name(o.operands) + " operands needs " +
+           std::to_string(flash_kernel_bytes(which, 16, head_dim, o.operands)) +
+           " bytes of shared memory per block even at tile 16; this GPU gives " + std::to_string(limit) +
+           " (flash_attention_fits says so: use model/cuda/attention.cuh's kernels)";
+  });
   return 16;
 }
 
@@ -692,10 +708,10 @@ void launch_flash_as(const AttentionParams& p, const FlashAttentionOptions& o, s
   VIDLORA_CUDA_CHECK_LAUNCH(name);
 }
 
-// Kernel `Which` over its grid: query tiles × q heads (forward, dq), key tiles × kv heads (dk/dv).
+// Kernel `Which` over its grid at `tile`: query tiles × q heads (forward, dq), key tiles × kv heads (dk/dv).
 template <int Which>
-void launch_flash(const AttentionParams& p, const FlashAttentionOptions& o, cudaStream_t stream, const char* name) {
-  const int tile = flash_tile_for(Which, p.head_dim, o);
+void launch_flash(const AttentionParams& p, const FlashAttentionOptions& o, int tile, cudaStream_t stream,
+                  const char* name) {
   check_flash_attention(p, tile, name);
   const std::int64_t bytes = flash_kernel_bytes(Which, tile, p.head_dim, o.operands);
   const std::int64_t blocks_x = Which == 2 ? (p.tk + tile - 1) / tile : (p.tq + tile - 1) / tile;
@@ -716,7 +732,7 @@ void launch_flash(const AttentionParams& p, const FlashAttentionOptions& o, cuda
 inline void flash_attention_forward(const AttentionParams& p, const FlashAttentionOptions& o = {},
                                     cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.q && p.k && p.v && p.out, "cuda::flash_attention_forward", "needs q, k, v and out");
-  detail::launch_flash<0>(p, o, stream, "cuda::flash_attention_forward");
+  detail::launch_flash<0>(p, o, detail::flash_tile_for(0, p.head_dim, o), stream, "cuda::flash_attention_forward");
 }
 
 // The backward: dq, dk, dv accumulated (+=), deterministic; needs the forward's lse and a row_dot scratch
@@ -725,8 +741,10 @@ inline void flash_attention_backward(const AttentionParams& p, const FlashAttent
                                      cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.q && p.k && p.v && p.lse && p.d_out && p.dq && p.dk && p.dv && p.row_dot,
                            "cuda::flash_attention_backward", "needs q, k, v, lse, d_out, dq, dk, dv and row_dot");
-  detail::launch_flash<1>(p, o, stream, "cuda::flash_attention_backward (dq)");
-  detail::launch_flash<2>(p, o, stream, "cuda::flash_attention_backward (dk/dv)");
+  // Both tiles first: a dk/dv kernel that cannot launch must not leave dq already accumulated.
+  const int dq_tile = detail::flash_tile_for(1, p.head_dim, o), dkv_tile = detail::flash_tile_for(2, p.head_dim, o);
+  detail::launch_flash<1>(p, o, dq_tile, stream, "cuda::flash_attention_backward (dq)");
+  detail::launch_flash<2>(p, o, dkv_tile, stream, "cuda::flash_attention_backward (dk/dv)");
 }
 
 }  // namespace vidlora::model::cuda

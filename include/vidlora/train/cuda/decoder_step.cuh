@@ -49,6 +49,7 @@
 #include <vidlora/model/decoder_weights_export.hpp>
 #include <vidlora/model/generation.hpp>
 #include <vidlora/model/sequence_batch.hpp>
+#include <vidlora/model/splice.hpp>
 #include <vidlora/optim/device_parameter.hpp>
 #include <vidlora/train/decoder_step.hpp>
 
@@ -68,7 +69,26 @@ class DecoderStep<backend::Cuda, Decoder> {
   model::DecoderLossResultOf<float> loss_and_backward(const Matrix& embeds, const model::SequenceBatch& batch,
                                                       std::span<const int> labels,
                                                       const loss::CrossEntropyOptions& ce) {
-    return guarded("step", [&] { return device_step(embeds, batch, labels, ce); });
+    return guarded("step", [&] {
+      kept_grad_embeds_ = {};  // the previous call's, before this call allocates
+      prepared();
+      return device_step(upload_embeds(embeds, batch, labels), batch, labels, ce);
+    });
+  }
+
+  // loss_and_backward over model::assemble_embeds(layout, visual), the embeddings assembled on the device: the
+  // layout's text rows uploaded from the host and its visual rows copied from `visual` ([visual_rows.size(), hidden]
+  // row-major in device memory: the projector's output, CudaMlp2xGelu::forward_on_device, on the same stream), one copy
+  // per run of consecutive rows. The same bits as loss_and_backward(assemble_embeds(layout, visual_on_host), ...);
+  // neither the visual tokens come down nor the whole [tokens, hidden] input goes up (on the H100 preset's 16 frames,
+  // 2,304 of its ~2,400 rows).
+  model::DecoderLossResultOf<float> loss_and_backward_spliced(const model::SplicedLayout& layout, const float* visual,
+                                                              const loss::CrossEntropyOptions& ce) {
+    return guarded("step", [&] {
+      kept_grad_embeds_ = {};
+      prepared();
+      return device_step(assemble_embeds(layout, visual), layout.batch, layout.labels, ce);
+    });
   }
 
   // As DecoderStep<backend::Cpu, Decoder>::eval_loss, on the device (DecoderModel::loss: no dropout, no backward;
@@ -211,6 +231,32 @@ class DecoderStep<backend::Cuda, Decoder> {
     x.buffer.upload(std::span<const float>(embeds.data(), static_cast<std::size_t>(embeds.size())));
     return x;
   }
+  model::cuda::DeviceTensor assemble_embeds(const model::SplicedLayout& l, const float* visual) {
+    const std::int64_t hidden = device_->model.hidden(), tokens = l.batch.tokens();
+    require(l.text_embeds.cols() == hidden && l.text_embeds.rows() == static_cast<Eigen::Index>(l.text_rows.size()) &&
+                static_cast<std::int64_t>(l.text_rows.size() + l.visual_rows.size()) == tokens &&
+                static_cast<std::int64_t>(l.labels.size()) == tokens && (visual != nullptr || l.visual_rows.empty()),
+            "DecoderStep<Cuda>: a spliced batch of {} text rows {} and {} visual rows{} for {} tokens ({} labels) of "
+            "hidden {}",
+            l.text_rows.size(), shape_string(l.text_embeds), l.visual_rows.size(), visual ? "" : " (no device pointer)",
+            tokens, l.labels.size(), hidden);
+    model::cuda::DeviceTensor x(&device_->allocator, tokens, hidden, "inputs_embeds");
+    const auto width = static_cast<std::size_t>(hidden);
+    const auto copy_runs = [&](const std::vector<Eigen::Index>& rows, const float* from, cudaMemcpyKind kind) {
+      for (std::size_t i = 0; i < rows.size();) {
+        std::size_t j = i + 1;
+        while (j < rows.size() && rows[j] == rows[j - 1] + 1) ++j;
+        require(rows[i] >= 0 && rows[j - 1] < tokens, "DecoderStep<Cuda>: spliced rows {}..{} outside {} tokens",
+                rows[i], rows[j - 1], tokens);
+        VIDLORA_CUDA_CHECK(cudaMemcpyAsync(x.data() + static_cast<std::size_t>(rows[i]) * width, from + i * width,
+                                           (j - i) * width * sizeof(float), kind, device_->model.stream()));
+        i = j;
+      }
+    };
+    copy_runs(l.text_rows, l.text_embeds.data(), cudaMemcpyHostToDevice);
+    copy_runs(l.visual_rows, visual, cudaMemcpyDeviceToDevice);
+    return x;
+  }
   static model::cuda::DecoderBatch device_batch(const model::SequenceBatch& batch) {
     model::cuda::DecoderBatch b;
     b.batch = batch.batch;
@@ -219,11 +265,10 @@ class DecoderStep<backend::Cuda, Decoder> {
     return b;
   }
 
-  model::DecoderLossResultOf<float> device_step(const Matrix& embeds, const model::SequenceBatch& batch,
+  // One training call on input embeddings already on the device (after prepared()).
+  model::DecoderLossResultOf<float> device_step(const model::cuda::DeviceTensor& x, const model::SequenceBatch& batch,
                                                 std::span<const int> labels, const loss::CrossEntropyOptions& ce) {
-    kept_grad_embeds_ = {};  // the previous call's, before this call allocates
-    model::cuda::DecoderModel& dev = prepared();
-    const model::cuda::DeviceTensor x = upload_embeds(embeds, batch, labels);
+    model::cuda::DecoderModel& dev = device_->model;
     const model::cuda::DecoderBatch b = device_batch(batch);
     loss::cuda::LmHeadCeOptions o;
     o.label_smoothing = ce.label_smoothing;
