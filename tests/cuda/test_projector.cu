@@ -123,3 +123,42 @@ TEST_CASE("cuda projector forward_on_device leaves forward's output on the devic
   CHECK_THROWS_AS(kept.forward_on_device(Matrix::Zero(tokens, in + 1)), Failure);
   CHECK_THROWS_WITH(kept.forward(Matrix::Zero(tokens, in + 1)), Catch::Contains("features of 49 columns"));
 }
+
+TEST_CASE("cuda projector under a caching allocator: its tensors tagged there, the same bits, a cap too small named",
+          "[model]") {
+  // use_allocator (the Trainer gives it the decoder step's capped allocator): the weights and gradients move there
+  // with their values, the activations come from it, every tensor tagged multi_modal_projector.*; forward and
+  // backward give the uncapped projector's bits; release_device gives everything back; a cap below the projector's
+  // own tensors is a DeviceFailure naming one.
+  const Eigen::Index in = 48, hidden = 80, tokens = 37;
+  const model::Mlp2xGelu host(in, hidden, 5, true);
+  model::cuda::CudaMlp2xGelu capped(host), plain(host);
+  vidlora::cuda::CudaCachingAllocator allocator(CachingAllocatorOptions{.cap_bytes = std::size_t{64} << 20});
+  const Matrix x = projector_input(tokens, in, 8), dy = projector_input(tokens, hidden, 9);
+  (void)capped.forward(x);  // weights on the device before the move: their values must come along
+  capped.use_allocator(&allocator);
+  const Matrix got = capped.forward(x), want = plain.forward(x);
+  CHECK(cuda_test::bit_mismatches(flat(got), flat(want)) == 0);
+  (void)capped.backward(dy);
+  (void)plain.backward(dy);
+  CHECK(cuda_test::bit_mismatches(flat(capped.linear_1().grad_weight()), flat(plain.linear_1().grad_weight())) == 0);
+  CHECK(cuda_test::bit_mismatches(flat(capped.linear_2().grad_bias()), flat(plain.linear_2().grad_bias())) == 0);
+  const auto live = allocator.largest_live(32);
+  CHECK(live.size() >= 8);  // weights, biases, their gradients, and the forward's activations
+  for (const auto& [tag, bytes] : live) CHECK_THAT(tag, Catch::StartsWith("multi_modal_projector."));
+  CHECK(allocator.stats().allocated_bytes > 0);
+  capped.release_device();
+  CHECK(allocator.stats().allocated_bytes == 0);
+  CHECK(cuda_test::bit_mismatches(flat(capped.forward(x)), flat(want)) == 0);  // uploads again (cudaMalloc now)
+
+  vidlora::cuda::CudaCachingAllocator tiny(CachingAllocatorOptions{.cap_bytes = 4096});
+  model::cuda::CudaMlp2xGelu starved(host);
+  starved.use_allocator(&tiny);
+  using Failure = model::cuda::CudaMlp2xGelu::DeviceFailure;
+  CHECK_THROWS_AS(starved.forward(x), Failure);
+  try {
+    (void)starved.forward(x);
+  } catch (const Failure& e) {
+    CHECK_THAT(e.what(), Catch::Contains("out of device memory") && Catch::Contains("multi_modal_projector."));
+  }
+}

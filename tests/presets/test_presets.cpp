@@ -180,7 +180,11 @@ TEST_CASE("memory estimate counts LoRA parameters as PEFT reports them", "[prese
   CHECK(e.trainable_state == 16.0 * (e.lora_params + e.projector_params));
   // The device step's float64 sums over the step's clips (batch_invariant) come on top on the device: 8 B each.
   CHECK(e.clip_sums_device == 8.0 * (e.lora_params + e.projector_params));
-  CHECK(e.total_device() == e.total() - e.activations + e.activations_device + e.clip_sums_device);
+  CHECK(e.total_device() ==
+        e.total() - e.activations + e.activations_device + e.clip_sums_device + e.projector_activations_device);
+  // x, z, GELU(z), y of every visual token of the micro-batch, fp32
+  CHECK(e.projector_activations_device ==
+        static_cast<double>(T4::num_frames) * 144.0 * T4::batch_size * (1024.0 + 3.0 * 4096.0) * 4.0);
 }
 
 TEST_CASE("the NF4 estimate equals what the quantizer stores for the same weights", "[presets][memory]") {

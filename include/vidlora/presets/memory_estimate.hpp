@@ -19,6 +19,9 @@
 //   the same count at 4 bytes; `activations_device` what the device step holds today: fp32, with the saved
 //   activations of every block but the last in bf16 for the bf16 presets (presets::device_precision_of). The streamed cross-entropy adds T x 8192 fp32
 //   logits. Qwen3's head norms (ModelShape::qk_norm) add q and k before them and their 1/rms.
+// - the device projector (model::cuda::CudaMlp2xGelu, under the decoder step's cap) holds its input, z, GELU(z) and its
+//   output (spliced into the decoder's input on the device) for the micro-batch's visual tokens through the decoder's
+//   step: (Dv + 3·D) fp32 values per visual token (`projector_activations_device`).
 // - vision features are cached on disk, so the frozen CLIP encoder is not resident while training.
 // - a fixed runtime overhead (CUDA context, cuBLASLt workspace, allocator slack) of 1 GiB on GPU presets.
 
@@ -47,7 +50,10 @@ struct MemoryEstimate {
   // (DecoderStepOptions::pack_saved).
   double activations_device = 0;
   double clip_sums_device = 0;  // the device step's float64 per-clip gradient sums (batch_invariant): 8 B/param
-  constexpr double total_device() const { return total() - activations + activations_device + clip_sums_device; }
+  double projector_activations_device = 0;  // the device projector's x, z, GELU(z), y of the micro-batch
+  constexpr double total_device() const {
+    return total() - activations + activations_device + clip_sums_device + projector_activations_device;
+  }
   double overhead = 0;
   double budget = 0;  // usable bytes of the preset's memory
   long tokens_per_sample = 0;
@@ -114,6 +120,9 @@ constexpr MemoryEstimate estimate_memory(const ModelShape& m,
   model::DecoderStepOptions device = step;
   device.pack_saved = device_precision == "bf16";
   e.activations_device = static_cast<double>(model::step_bytes_at_loss(decoder_memory_shape<P>(m, 4), device)) + logits;
+  const double visual_tokens =
+      static_cast<double>(P::num_frames) * static_cast<double>(m.tokens_per_frame) * static_cast<double>(P::batch_size);
+  e.projector_activations_device = visual_tokens * static_cast<double>(m.vision_hidden + 3 * m.hidden) * 4.0;
 
   e.overhead = P::cuda_arch > 0 ? 1.0 * kGiB : 0.0;
   e.budget = static_cast<double>(P::vram_gb) * kGiB * kUsableFraction;

@@ -150,6 +150,11 @@ class Trainer {
   }
 
   Trainer(const Trainer&) = delete;  // parameters are referenced by address
+  // A projector allocating from the decoder step's allocator gives its tensors back before that allocator goes (it is
+  // a later member, destroyed first).
+  ~Trainer() {
+    if constexpr (kProjectorAllocator) projector_.release_device();
+  }
   Trainer& operator=(const Trainer&) = delete;
 
   decoder_type& decoder() { return decoder_; }
@@ -526,6 +531,13 @@ class Trainer {
     s.loss_and_backward_spliced(l, static_cast<const float*>(nullptr), ce);
   };
 
+  // A projector that allocates its device tensors from a caching allocator takes the decoder step's: they count under
+  // the run's cap and in its memory stats (model::cuda::CudaMlp2xGelu::use_allocator).
+  static constexpr bool kProjectorAllocator = requires(ProjectorT & p, decoder_step_type& s) {
+    p.use_allocator(s.device_allocator());
+    p.release_device();
+  };
+
   // A projector whose tensors live on the device (model::cuda::CudaMlp2xGelu) can be stepped there.
   static constexpr bool kProjectorOnDevice = requires(ProjectorT & p, const float* g) {
     { p.device_parameter(g) } -> std::same_as<std::optional<optim::DeviceParameter>>;
@@ -665,6 +677,8 @@ class Trainer {
     const std::vector<std::span<float>> trained_storage = tensors_.gradient_storage(params);
     // The optimizer on the device (train/device_optimizer.hpp) when every trained tensor lives there and its gradient
     // is final there: the step's gradients then stay on the device, and so do the new values until the host reads them.
+    if constexpr (kProjectorAllocator)  // the projector's device tensors under the run's cap, from the first step
+      projector_.use_allocator(decoder_step_.device_allocator());
     const std::vector<optim::DeviceParameter> on_device_params = device_parameters(device_rounds);
     const bool device_optimizer = !on_device_params.empty();
     if constexpr (DeviceOptimizer<Backend>::available) {

@@ -24,6 +24,8 @@
 #include <vector>
 
 #include <vidlora/comm/device_sum.hpp>
+#include <vidlora/core/caching_allocator.hpp>
+#include <vidlora/core/cuda/cuda_upstream.cuh>
 #include <vidlora/core/cuda/float64_sum.cuh>
 #include <vidlora/core/cuda/memory.cuh>
 #include <vidlora/core/cuda/status.cuh>
@@ -44,8 +46,8 @@ class CudaMlp2xGelu : public Mlp2xGelu {
         gb2_(static_cast<std::size_t>(linear_2().bias().size())) {}
 
   // Not a vidlora::Error, which the Trainer takes for a loss that refused NaN logits (a skipped step): a CUDA error in
-  // the projector (a failed allocation, launch or copy, a wrong argument) stops the run, as DecoderStep<Cuda>'s
-  // DeviceFailure does.
+  // the projector (a failed allocation, launch or copy, a wrong argument, a request over the allocator's cap) stops
+  // the run, as DecoderStep<Cuda>'s DeviceFailure does.
   struct DeviceFailure : std::runtime_error {
     using std::runtime_error::runtime_error;
   };
@@ -73,7 +75,7 @@ class CudaMlp2xGelu : public Mlp2xGelu {
       vidlora::cuda::check_arg(ready_ && dy.rows() == shape_.tokens && dy.cols() == shape_.hidden,
                                "cuda::CudaMlp2xGelu::backward",
                                "needs this projector's forward first, and a gradient of its output's shape");
-      const vidlora::cuda::DeviceBuffer<float> d = upload(dy);
+      const vidlora::cuda::DeviceBuffer<float> d = upload_as(dy, "output.grad");
       return download(backward_device(d.data()), shape_.tokens, shape_.in);
     });
   }
@@ -96,6 +98,41 @@ class CudaMlp2xGelu : public Mlp2xGelu {
 
   // The device weights are the values of `values_version` (the optimizer stepped them there): no upload for it.
   void values_current(std::uint64_t values_version) { uploaded_version_ = values_version; }
+
+  // Gives every device tensor back (to its allocator) and forgets the allocator; the next forward uploads the weights
+  // again. For an owner whose allocator goes before the projector does (the Trainer's decoder step).
+  void release_device() {
+    for (auto* b : {&w1_, &b1_, &w2_, &b2_, &gw1_, &gb1_, &gw2_, &gb2_, &x_, &z_, &a_, &y_}) *b = {};
+    sums_.clear();
+    allocator_ = nullptr;
+    uploaded_version_.reset();
+    ready_ = false;
+  }
+
+  // Every device tensor of the projector from `allocator` from now on (the Trainer gives it the decoder step's, so the
+  // projector's weights, gradients, sums and activations count under the run's cap and in its memory stats), under
+  // tags "multi_modal_projector.*"; null: cudaMalloc. The weights, gradients and sums it holds move there, their
+  // values copied. Between steps, before an optimizer takes their addresses (device_parameter).
+  void use_allocator(vidlora::cuda::CudaCachingAllocator* allocator) {
+    guarded([&] {
+      if (allocator == allocator_) return;
+      allocator_ = allocator;
+      move_into_allocator(w1_, "linear_1.weight");
+      move_into_allocator(b1_, "linear_1.bias");
+      move_into_allocator(w2_, "linear_2.weight");
+      move_into_allocator(b2_, "linear_2.bias");
+      move_into_allocator(gw1_, "linear_1.weight.grad");
+      move_into_allocator(gb1_, "linear_1.bias.grad");
+      move_into_allocator(gw2_, "linear_2.weight.grad");
+      move_into_allocator(gb2_, "linear_2.bias.grad");
+      for (std::size_t i = 0; i < sums_.size(); ++i) move_into_allocator(sums_[i], kSumTags[i]);
+      x_ = {};  // the last forward's activations: a backward needs a forward after this
+      z_ = {};
+      a_ = {};
+      y_ = {};
+      ready_ = false;
+    });
+  }
 
   // A training step's bracket (as train::DecoderStep<Cuda>'s): `values_version` names the parameters' values (the
   // Trainer's TrainableTensors::values_version()), so the weights go to the device once per version; per_clip: each
@@ -129,6 +166,7 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   void finish_step_device(const std::function<std::span<double>(const float*)>& sums_of,
                           const comm::DeviceSum& across_ranks, std::string_view what, bool keep_on_device) {
     if (!in_step_) return;
+    ensure_gradients();
     in_step_ = false;
     if (step_calls_ == 0 && !across_ranks) return;
     const bool f64 = per_clip_;  // the step's gradients are the float64 sums (the float32 buffers hold zeros)
@@ -182,7 +220,29 @@ class CudaMlp2xGelu : public Mlp2xGelu {
       return f();
     } catch (const vidlora::cuda::CudaError& e) {
       throw DeviceFailure(std::string("cuda::CudaMlp2xGelu: the device projector failed: ") + e.what());
+    } catch (const DeviceMemoryError& e) {
+      throw DeviceFailure(std::string("cuda::CudaMlp2xGelu: out of device memory: ") + e.what());
     }
+  }
+  static constexpr const char* kSumTags[] = {"linear_1.weight.grad_sum", "linear_1.bias.grad_sum",
+                                             "linear_2.weight.grad_sum", "linear_2.bias.grad_sum"};
+  // n values from the projector's allocator (cudaMalloc without one), tagged "multi_modal_projector.<what>".
+  template <class T = float>
+  vidlora::cuda::DeviceBuffer<T> buffer(std::size_t n, std::string_view what) const {
+    return vidlora::cuda::DeviceBuffer<T>(allocator_, n, std::string("multi_modal_projector.") + std::string(what));
+  }
+  template <class T>
+  void move_into_allocator(vidlora::cuda::DeviceBuffer<T>& b, std::string_view what) {
+    if (b.size() == 0) return;
+    vidlora::cuda::DeviceBuffer<T> moved = buffer<T>(b.size(), what);
+    VIDLORA_CUDA_CHECK(cudaMemcpy(moved.data(), b.data(), b.size() * sizeof(T), cudaMemcpyDeviceToDevice));
+    b = std::move(moved);
+  }
+  template <class M>  // a Matrix or a Vector
+  vidlora::cuda::DeviceBuffer<float> upload_as(const M& m, std::string_view what) const {
+    vidlora::cuda::DeviceBuffer<float> d = buffer(static_cast<std::size_t>(m.size()), what);
+    d.upload(std::span<const float>(m.data(), static_cast<std::size_t>(m.size())));
+    return d;
   }
   // The forward into y_ (the weights uploaded first when this step's version is not on the device yet).
   void run_forward(const Matrix& x) {
@@ -194,10 +254,14 @@ class CudaMlp2xGelu : public Mlp2xGelu {
       uploaded_version_ = in_step_ ? std::optional<std::uint64_t>(step_version_) : std::nullopt;
     }
     shape_ = {x.rows(), in_features(), out_features(), has_bias()};
-    x_ = upload(x);
-    z_ = vidlora::cuda::DeviceBuffer<float>(static_cast<std::size_t>(shape_.tokens * shape_.hidden));
-    a_ = vidlora::cuda::DeviceBuffer<float>(z_.size());
-    y_ = vidlora::cuda::DeviceBuffer<float>(z_.size());
+    x_ = {};  // the previous forward's, before this one allocates
+    z_ = {};
+    a_ = {};
+    y_ = {};
+    x_ = upload_as(x, "input");
+    z_ = buffer(static_cast<std::size_t>(shape_.tokens * shape_.hidden), "linear_1.output");
+    a_ = buffer(z_.size(), "act.output");
+    y_ = buffer(z_.size(), "output");
     detail::CudaProjectorExec exec{*gemm_};
     projector_forward_steps(exec, shape_, weights(), x_.data(), z_.data(), a_.data(), y_.data());
     ready_ = true;
@@ -212,7 +276,8 @@ class CudaMlp2xGelu : public Mlp2xGelu {
                                       std::to_string(shape_.tokens) + "), got " + std::to_string(rows.size()) +
                                       " rows of " + std::to_string(grad_cols);
                              });
-    vidlora::cuda::DeviceBuffer<float> d(static_cast<std::size_t>(shape_.tokens * shape_.hidden));
+    vidlora::cuda::DeviceBuffer<float> d =
+        buffer(static_cast<std::size_t>(shape_.tokens * shape_.hidden), "output.grad");
     const auto width = static_cast<std::size_t>(shape_.hidden);
     for (std::size_t i = 0; i < rows.size();) {
       std::size_t j = i + 1;
@@ -229,6 +294,7 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   }
 
   std::optional<optim::DeviceParameter> find_device_parameter(const float* grad) {
+    ensure_gradients();
     if (w1_.size() == 0) {
       upload_weights();
       uploaded_version_.reset();
@@ -245,7 +311,9 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   // The backward from d loss / d y in device memory: the parameter gradients (to the host, or kept in the step's
   // bracket); returns d loss / d x on the device.
   vidlora::cuda::DeviceBuffer<float> backward_device(const float* dy) {
-    vidlora::cuda::DeviceBuffer<float> da(z_.size()), dx(static_cast<std::size_t>(shape_.tokens * shape_.in));
+    ensure_gradients();
+    vidlora::cuda::DeviceBuffer<float> da = buffer(z_.size(), "act.output.grad");
+    vidlora::cuda::DeviceBuffer<float> dx = buffer(static_cast<std::size_t>(shape_.tokens * shape_.in), "input.grad");
     if (!in_step_ || step_calls_ == 0)  // a step's gradients accumulate from its first backward
       for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) g->fill_bytes(0);
     detail::CudaProjectorExec exec{*gemm_};
@@ -264,14 +332,20 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     }
     return dx;
   }
+  // The gradient buffers (their sizes are the parameters'; released by release_device).
+  void ensure_gradients() {
+    if (gw1_.size() != 0) return;
+    gw1_ = buffer(static_cast<std::size_t>(linear_1().weight().size()), "linear_1.weight.grad");
+    gb1_ = buffer(static_cast<std::size_t>(linear_1().bias().size()), "linear_1.bias.grad");
+    gw2_ = buffer(static_cast<std::size_t>(linear_2().weight().size()), "linear_2.weight.grad");
+    gb2_ = buffer(static_cast<std::size_t>(linear_2().bias().size()), "linear_2.bias.grad");
+  }
   // The float64 sums of grad_W1, grad_b1, grad_W2, grad_b2, allocated at their first use.
   void ensure_sums() {
-    if (sums_.empty())
-      for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) sums_.emplace_back(g->size());
-  }
-  template <class M>  // a Matrix or a Vector
-  static vidlora::cuda::DeviceBuffer<float> upload(const M& m) {
-    return vidlora::cuda::DeviceBuffer<float>(std::span<const float>(m.data(), static_cast<std::size_t>(m.size())));
+    if (!sums_.empty()) return;
+    ensure_gradients();
+    std::size_t i = 0;
+    for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) sums_.push_back(buffer<double>(g->size(), kSumTags[i++]));
   }
   static Matrix download(const vidlora::cuda::DeviceBuffer<float>& b, std::int64_t rows, std::int64_t cols) {
     const std::vector<float> host = b.download();
@@ -298,17 +372,17 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   }
   // Into the same device buffers every time (allocated at the first upload): a device optimizer holds their addresses.
   void upload_weights() {
-    upload_into(w1_, linear_1().weight());
-    upload_into(w2_, linear_2().weight());
+    upload_into(w1_, linear_1().weight(), "linear_1.weight");
+    upload_into(w2_, linear_2().weight(), "linear_2.weight");
     if (has_bias()) {
-      upload_into(b1_, linear_1().bias());
-      upload_into(b2_, linear_2().bias());
+      upload_into(b1_, linear_1().bias(), "linear_1.bias");
+      upload_into(b2_, linear_2().bias(), "linear_2.bias");
     }
   }
   template <class M>
-  static void upload_into(vidlora::cuda::DeviceBuffer<float>& d, const M& m) {
+  void upload_into(vidlora::cuda::DeviceBuffer<float>& d, const M& m, std::string_view what) {
     const std::span<const float> h(m.data(), static_cast<std::size_t>(m.size()));
-    if (d.size() != h.size()) d = vidlora::cuda::DeviceBuffer<float>(h.size());
+    if (d.size() != h.size()) d = buffer(h.size(), what);
     d.upload(h);
   }
   ProjectorWeights weights() {
@@ -316,6 +390,7 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   }
 
   std::unique_ptr<vidlora::cuda::GemmRunner> gemm_;           // movable: the Trainer takes the projector by value
+  vidlora::cuda::CudaCachingAllocator* allocator_ = nullptr;  // use_allocator's; null: cudaMalloc
   vidlora::cuda::DeviceBuffer<float> gw1_, gb1_, gw2_, gb2_;  // zeroed at each backward, then added to the host's
   ProjectorShape shape_;
   bool ready_ = false;
