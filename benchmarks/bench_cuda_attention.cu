@@ -59,6 +59,7 @@ void BM_attention_fwd_bwd(benchmark::State& state) {
   p.dk = dk.data();
   p.dv = dv.data();
   p.row_dot = row_dot.data();
+  p.forward_out = out.data();  // the tiled backward's row_dot from the output, as the decoder runs it
   p.tq = p.tk = t;
   p.q_heads = p.kv_heads = heads;
   p.head_dim = d;

@@ -341,3 +341,42 @@ TEST_CASE("cuda tiled attention takes a head dim only where the card gives its s
   p.head_dim = 40;
   CHECK_FALSE(model::cuda::flash_attention_fits(p));
 }
+
+TEST_CASE("cuda tiled attention backward with row_dot from the forward's output: the CPU's gradients, deterministic",
+          "[model]") {
+  // AttentionParams::forward_out (what the decoder executor passes: o_proj's kept input): row_dot = Σ dO·O from a
+  // small kernel, then one dq pass over the keys. fp32 to the CPU's 5e-5, bf16 within its reach; two runs bit for bit.
+  struct Case {
+    long tq, tk, hq, hkv, d, offset;
+    bool mask;
+  };
+  using model::cuda::FlashOperands;
+  for (const Case c : {Case{75, 75, 4, 2, 64, 0, false}, Case{100, 100, 4, 1, 128, 0, true}}) {
+    AttentionProblem a = attention_problem(
+        c.tq, c.tk, c.hq, c.hkv, c.d, c.offset, c.mask, [&c](long j) { return j % 5 != 3 && j < c.tk - 3; }, 11);
+    a.p.row_dot = a.RD.data();
+    for (const FlashOperands ops : {FlashOperands::F32, FlashOperands::BF16}) {
+      INFO("tq " << c.tq << " d " << c.d << " " << model::cuda::flash_operands_name(ops));
+      const model::cuda::FlashAttentionOptions o{false, 0, ops};
+      const double tol = ops == FlashOperands::F32 ? 5e-5 : 1.5e-2;
+      model::cuda::flash_attention_forward(a.p, o);
+      model::cuda::AttentionParams p = a.p;
+      p.forward_out = a.O.data();
+      std::vector<float> first[3];
+      for (int run = 0; run < 2; ++run) {
+        zero_grads(a);
+        cuda_test::poison(a.RD);
+        model::cuda::flash_attention_backward(p, o);
+        VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+        const std::vector<float> got[3] = {a.DQ.download(), a.DK.download(), a.DV.download()};
+        CHECK(cuda_test::normwise_error(got[0], a.dq) < tol);
+        CHECK(cuda_test::normwise_error(got[1], a.dk) < tol);
+        CHECK(cuda_test::normwise_error(got[2], a.dv) < tol);
+        if (run == 0)
+          for (int t = 0; t < 3; ++t) first[t] = got[t];
+        else
+          for (int t = 0; t < 3; ++t) CHECK(cuda_test::bit_mismatches(got[t], first[t]) == 0);
+      }
+    }
+  }
+}

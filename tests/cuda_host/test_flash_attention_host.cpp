@@ -74,12 +74,13 @@ struct FlashBounds {
 // The kernels' bodies over the grid with operands K, against the CPU attention. With 16-bit operands the CPU runs on
 // the inputs rounded as the tiles hold them, so what remains is the rounding of P and dS (bounds.rounded); lse and
 // row_dot come from fp32 scores and probabilities and stay at 1e-5. Each kernel's shared memory is exactly
-// FlashSmem's bytes, followed by a guard.
+// FlashSmem's bytes, followed by a guard. row_dot_from_out: the backward as the decoder runs it, row_dot from the
+// forward's output (flash_row_dot, AttentionParams::forward_out) and one pass of the dq body.
 template <model::cuda::FlashOperands K = model::cuda::FlashOperands::F32>
-void check_flash(const FlashCase& c, int tile, FlashBounds bounds = {}) {
+void check_flash(const FlashCase& c, int tile, FlashBounds bounds = {}, bool row_dot_from_out = false) {
   INFO("tq " << c.tq << " tk " << c.tk << " heads " << c.q_heads << "/" << c.kv_heads << " d " << c.head_dim
              << " offset " << c.q_offset << " masked " << !c.key_mask.empty() << " tile " << tile << " operands "
-             << model::cuda::flash_operands_name(K));
+             << model::cuda::flash_operands_name(K) << (row_dot_from_out ? ", row_dot from the output" : ""));
   const std::int64_t d = c.head_dim, qf = c.q_heads * d, kvf = c.kv_heads * d;
   const Matrix q = flash_random(c.tq, qf, c.seed), k = flash_random(c.tk, kvf, c.seed + 1),
                v = flash_random(c.tk, kvf, c.seed + 2), d_out = flash_random(c.tq, qf, c.seed + 3);
@@ -158,6 +159,12 @@ void check_flash(const FlashCase& c, int tile, FlashBounds bounds = {}) {
   CHECK(lse_err < 1e-5f);
 
   Guarded dq_smem = smem_of(lay.dq_bytes()), dkv_smem = smem_of(lay.dkv_bytes());
+  if (row_dot_from_out) {
+    p.forward_out = out.data();
+    for (std::int64_t h = 0; h < c.q_heads; ++h)
+      for (std::int64_t i = 0; i < c.tq; ++i)
+        row_dot.v[static_cast<std::size_t>(h * c.tq + i)] = model::cuda::flash_row_dot<typename Block::format>(p, h, i);
+  }
   for (std::int64_t qt = 0; qt * tile < c.tq; ++qt)
     for (std::int64_t h = 0; h < c.q_heads; ++h)
       model::cuda::flash_backward_dq_block(blk, p, tile, tile, qt, h, dq_smem.data());
@@ -172,16 +179,28 @@ void check_flash(const FlashCase& c, int tile, FlashBounds bounds = {}) {
   CHECK(flash_normwise(dq.matrix(c.tq, qf), want_dq) < bounds.fp32);
   CHECK(flash_normwise(dk.matrix(c.tk, kvf), want_dk) < bounds.fp32);
   CHECK(flash_normwise(dv.matrix(c.tk, kvf), want_dv) < bounds.fp32);
-  // row_dot = Σ_j p·dp = Σ_c dO·O per (head, row): p from the fp32 scores, dp from the rounded dO and V
+  // row_dot = Σ_j p·dp = Σ_c dO·O per (head, row): p from the fp32 scores, dp from the rounded dO and V; from the
+  // output, the rounded dO times the kernels' own output
+  const Matrix out_m = out.matrix(c.tq, qf);
+  const Matrix& o_for_row_dot = row_dot_from_out ? out_m : want_out_r;
   float rd_err = 0.0f, rd_scale = 0.0f;
   for (std::int64_t h = 0; h < c.q_heads; ++h)
     for (std::int64_t i = 0; i < c.tq; ++i) {
-      const float want = d_out_r.row(i).segment(h * d, d).dot(want_out_r.row(i).segment(h * d, d));
+      const float want = d_out_r.row(i).segment(h * d, d).dot(o_for_row_dot.row(i).segment(h * d, d));
       rd_err = std::max(rd_err, std::fabs(row_dot.v[static_cast<std::size_t>(h * c.tq + i)] - want));
       rd_scale = std::max(rd_scale, std::fabs(want));
     }
   CHECK(rd_err <= 1e-5f * std::max(rd_scale, 1.0f));
   for (const Guarded* b : {&out, &lse, &row_dot, &dq, &dk, &dv}) CHECK(b->guard_intact());
+  if (row_dot_from_out) {  // the dq body reads the given row_dot (no pass of its own): a wrong one changes dq
+    const Matrix dq_given = dq.matrix(c.tq, qf);
+    for (std::int64_t e = 0; e < row_dot.n; ++e) row_dot.v[static_cast<std::size_t>(e)] += 0.5f;
+    std::fill(dq.v.begin(), dq.v.begin() + dq.n, 0.0f);
+    for (std::int64_t qt = 0; qt * tile < c.tq; ++qt)
+      for (std::int64_t h = 0; h < c.q_heads; ++h)
+        model::cuda::flash_backward_dq_block(blk, p, tile, tile, qt, h, dq_smem.data());
+    CHECK(flash_normwise(dq.matrix(c.tq, qf), dq_given) > 1e-3f);
+  }
   if constexpr (K != model::cuda::FlashOperands::F32) {  // the operands were rounded: not the fp32 result
     CHECK(flash_normwise(out.matrix(c.tq, qf), want_out) > 0.0f);
     CHECK(flash_normwise(dk.matrix(c.tk, kvf), want_dk) > 0.0f);
@@ -251,6 +270,33 @@ TEST_CASE("tiled attention bodies with bf16 and fp16 operands: the rounding of P
     c.head_dim = 32;
     check_flash<FlashOperands::BF16>(c, tile, {6e-3f, 1e-2f});
     check_flash<FlashOperands::F16>(c, tile, {8e-4f, 1.5e-3f});
+  }
+}
+
+TEST_CASE("tiled attention backward with row_dot from the forward's output: one dq pass, the same results",
+          "[cuda_host][model]") {
+  // FlashAttention-2's D = Σ_c dO·O instead of the dq body's first pass over the keys (Σ_j p·dp): fp32 to the CPU's
+  // 1e-5, 16-bit within the bounds above; padding, a masked key, a row that sees no key, GQA, a query offset.
+  using model::cuda::FlashOperands;
+  for (const int tile : {16, 32, 64}) {
+    FlashCase c;
+    check_flash(c, tile, {}, true);
+    c.tq = c.tk = 45;
+    c.key_mask.assign(45, 1);
+    for (int j = 40; j < 45; ++j) c.key_mask[static_cast<std::size_t>(j)] = 0;
+    c.key_mask[0] = 0;
+    c.seed = 9;
+    check_flash(c, tile, {}, true);
+    check_flash<FlashOperands::BF16>(c, tile, {6e-3f, 1e-2f}, true);
+    check_flash<FlashOperands::F16>(c, tile, {8e-4f, 1.5e-3f}, true);
+    FlashCase off;
+    off.tq = 7;
+    off.tk = 40;
+    off.q_offset = 33;
+    off.q_heads = 6;
+    off.kv_heads = 3;
+    off.seed = 13;
+    check_flash(off, tile, {}, true);
   }
 }
 

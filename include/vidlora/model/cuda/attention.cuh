@@ -37,6 +37,10 @@ struct AttentionParams {
   // [q_heads, tq] scratch: Σ_j p_ij·dp_ij per query row. Given, dk/dv are summed deterministically (a second kernel,
   // which reads lse as the forward saved it); null, by atomics.
   float* row_dot = nullptr;
+  // The tiled kernels' backward (model/cuda/flash_attention.cuh) only: the forward's output [tq, q_heads·d]. Given,
+  // row_dot is Σ_c dO·O per row (FlashAttention-2's D: O = Σ_j p·V, so it is Σ_j p·dp), computed before the dq
+  // kernel, which then walks the keys once instead of twice.
+  const float* forward_out = nullptr;
   std::int64_t tq = 0, tk = 0, q_heads = 0, kv_heads = 0, head_dim = 0, q_offset = 0;
 };
 

@@ -380,6 +380,8 @@ class DecoderLayerExecutor {
       p.dq = g.dq.data() + b * t * qf;
       p.dk = g.dk.data() + b * t * kvf;
       p.dv = g.dv.data() + b * t * kvf;
+      // o_proj's input, when the block kept it: the tiled backward's row_dot from it (one dq pass over the keys)
+      p.forward_out = a.attn.buffer.size() ? a.attn.data() + b * t * qf : nullptr;
       if (flash_attention_fits(p, flash_options()))
         flash_attention_backward(p, flash_options(), stream_);
       else

@@ -7,7 +7,9 @@
 //
 //   forward      grid (query tiles, q heads):  S = Q·Kᵀ, online max / sum, O = O·α + P·V; out = O / l, lse = m + log l
 //   backward dq  grid (query tiles, q heads):  two passes over the key tiles: row_dot = Σ_j p·dp, then
-//                dq += dS·K with dS = p·(dp − row_dot)·scale (row_dot written for the dk/dv kernel)
+//                dq += dS·K with dS = p·(dp − row_dot)·scale (row_dot written for the dk/dv kernel); given the
+//                forward's output (AttentionParams::forward_out), row_dot = Σ_c dO·O comes first from a small kernel
+//                (FlashAttention-2's D) and the dq kernel makes the second pass only
 //   backward dkv grid (key tiles, kv heads):   over the group's q heads and the query tiles that see the keys:
 //                dv += Pᵀ·dO, dk += dSᵀ·Q
 // Every sum runs in a fixed order (no atomics): two runs give the same bits.
@@ -256,6 +258,18 @@ VIDLORA_HOST_DEVICE void flash_forward_block(B& blk, const AttentionParams& p, i
   });
 }
 
+// row_dot of query row i, head h from the forward's output: Σ_c dO·O (= Σ_j p·dp, as O = Σ_j p·V), in column order,
+// dO rounded as the operand tiles hold it (format F), as dp's dO is.
+VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+template <class F>
+VIDLORA_HOST_DEVICE float flash_row_dot(const AttentionParams& p, std::int64_t h, std::int64_t i) {
+  const std::int64_t at = i * p.q_heads * p.head_dim + h * p.head_dim;
+  float acc = 0.0f;
+  for (std::int64_t c = 0; c < p.head_dim; ++c)
+    acc += F::to_float(F::from_float(p.d_out[at + c])) * p.forward_out[at + c];
+  return acc;
+}
+
 // The probability of a visible pair from the forward's lse (0 otherwise, and for a row that saw no key).
 VIDLORA_HOST_DEVICE inline float flash_prob(const AttentionParams& p, std::int64_t i, std::int64_t j, float raw,
                                             float lse, float scale) {
@@ -263,7 +277,8 @@ VIDLORA_HOST_DEVICE inline float flash_prob(const AttentionParams& p, std::int64
   return std::exp(raw * scale - lse);
 }
 
-// Backward, dq side, of query tile `qt`, query head `h`; writes row_dot [q_heads, tq] for the dk/dv kernel.
+// Backward, dq side, of query tile `qt`, query head `h`; writes row_dot [q_heads, tq] for the dk/dv kernel, or, with
+// p.forward_out, reads it (flash_row_dot's, computed before) and skips the first pass.
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
 template <class B>
 VIDLORA_HOST_DEVICE void flash_backward_dq_block(B& blk, const AttentionParams& p, int bq, int bk, std::int64_t qt,
@@ -293,13 +308,14 @@ VIDLORA_HOST_DEVICE void flash_backward_dq_block(B& blk, const AttentionParams& 
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
   flash_load_rows(blk, qs, p.q, dos, p.d_out, i0, bq, p.tq, p.q_heads, h, d, ldo);
   blk.for_each(bq * d, [&](int e) { dqs[e / d * lda + e % d] = 0.0f; });
+  const bool row_dot_given = p.forward_out != nullptr;
   blk.for_each(bq, [&](int r) {
     const std::int64_t i = i0 + r;
     lse[r] = i < p.tq ? p.lse[h * p.tq + i] : -INFINITY;
-    rd[r] = 0.0f;
+    rd[r] = row_dot_given && i < p.tq ? p.row_dot[h * p.tq + i] : 0.0f;
   });
   const std::int64_t key_end = flash_key_end(p, i0, bq);
-  for (int pass = 0; pass < 2; ++pass) {  // 0: row_dot = Σ_j p·dp; 1: dq
+  for (int pass = row_dot_given ? 1 : 0; pass < 2; ++pass) {  // 0: row_dot = Σ_j p·dp; 1: dq
     for (std::int64_t k0 = 0; k0 < key_end; k0 += bk) {
       flash_load_rows(blk, ks, p.k, vs, p.v, k0, bk, p.tk, p.kv_heads, g, d, ldo);
       blk.gemm(s, lds, bq, bk, d, FlashOperand<T>{qs, ldo, false}, FlashOperand<T>{ks, ldo, true}, false);  // S = Q·Kᵀ
@@ -329,10 +345,11 @@ VIDLORA_HOST_DEVICE void flash_backward_dq_block(B& blk, const AttentionParams& 
     const std::int64_t i = i0 + r;
     if (i < p.tq) p.dq[i * qstride + h * p.head_dim + c] += dqs[r * lda + c];
   });
-  blk.for_each(bq, [&](int r) {
-    const std::int64_t i = i0 + r;
-    if (i < p.tq) p.row_dot[h * p.tq + i] = rd[r];
-  });
+  if (!row_dot_given)
+    blk.for_each(bq, [&](int r) {
+      const std::int64_t i = i0 + r;
+      if (i < p.tq) p.row_dot[h * p.tq + i] = rd[r];
+    });
 }
 
 // Backward, dk/dv side, of key tile `kt`, kv head `g` (reads the dq kernel's row_dot).
@@ -624,6 +641,22 @@ struct FlashDeviceBlock {
 #endif
 };
 
+// row_dot = Σ_c dO·O for every (head, row), one warp each: lanes on consecutive columns, a fixed butterfly; dO rounded
+// as the operand tiles of format K hold it.
+template <FlashOperands K>
+__global__ void flash_row_dot_kernel(AttentionParams p) {
+  using F = FlashOperandFormat<K>;
+  const std::int64_t warp = (static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  if (warp >= p.tq * p.q_heads) return;  // whole warps: the bound is per warp
+  const std::int64_t h = warp / p.tq, i = warp % p.tq, at = i * p.q_heads * p.head_dim + h * p.head_dim;
+  float acc = 0.0f;
+  for (std::int64_t c = lane; c < p.head_dim; c += 32)
+    acc += F::to_float(F::from_float(p.d_out[at + c])) * p.forward_out[at + c];
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (lane == 0) p.row_dot[h * p.tq + i] = acc;
+}
+
 template <int Which, FlashOperands K>  // Which: 0 forward, 1 backward dq, 2 backward dk/dv
 __global__ void flash_attention_kernel(AttentionParams p, int tile, bool tf32) {
   extern __shared__ __align__(32) unsigned char flash_smem[];
@@ -736,13 +769,24 @@ inline void flash_attention_forward(const AttentionParams& p, const FlashAttenti
 }
 
 // The backward: dq, dk, dv accumulated (+=), deterministic; needs the forward's lse and a row_dot scratch
-// [q_heads, tq] (written here).
+// [q_heads, tq] (written here: Σ_j p·dp by the dq kernel's first pass over the keys, or, given p.forward_out, Σ_c dO·O
+// by a small kernel first, and the dq kernel makes one pass).
 inline void flash_attention_backward(const AttentionParams& p, const FlashAttentionOptions& o = {},
                                      cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.q && p.k && p.v && p.lse && p.d_out && p.dq && p.dk && p.dv && p.row_dot,
                            "cuda::flash_attention_backward", "needs q, k, v, lse, d_out, dq, dk, dv and row_dot");
   // Both tiles first: a dk/dv kernel that cannot launch must not leave dq already accumulated.
   const int dq_tile = detail::flash_tile_for(1, p.head_dim, o), dkv_tile = detail::flash_tile_for(2, p.head_dim, o);
+  if (p.forward_out) {  // FlashAttention-2's D: the dq kernel then walks the keys once
+    const auto blocks = static_cast<unsigned>((p.tq * p.q_heads + 7) / 8);  // 8 warps a block
+    if (o.operands == FlashOperands::BF16)
+      detail::flash_row_dot_kernel<FlashOperands::BF16><<<blocks, 256, 0, stream>>>(p);
+    else if (o.operands == FlashOperands::F16)
+      detail::flash_row_dot_kernel<FlashOperands::F16><<<blocks, 256, 0, stream>>>(p);
+    else
+      detail::flash_row_dot_kernel<FlashOperands::F32><<<blocks, 256, 0, stream>>>(p);
+    VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_attention_backward (row_dot)");
+  }
   detail::launch_flash<1>(p, o, dq_tile, stream, "cuda::flash_attention_backward (dq)");
   detail::launch_flash<2>(p, o, dkv_tile, stream, "cuda::flash_attention_backward (dk/dv)");
 }
