@@ -1,6 +1,8 @@
 // RMSNorm, RoPE, SwiGLU and causal attention against the model module's CPU functions.
 #include <catch2/catch.hpp>
 
+#include <array>
+
 #include <vidlora/model/cuda/attention.cuh>
 #include <vidlora/model/cuda/flash_attention.cuh>
 #include <vidlora/model/cuda/elementwise.cuh>
@@ -147,6 +149,18 @@ void zero_grads(AttentionProblem& a) {
   a.DK.fill_bytes(0);
   a.DV.fill_bytes(0);
 }
+
+// The tiled kernels' forward and backward from poisoned outputs and zero gradients: out, dq, dk, dv.
+std::array<std::vector<float>, 4> run_flash(AttentionProblem& a, const model::cuda::FlashAttentionOptions& o) {
+  cuda_test::poison(a.O);
+  cuda_test::poison(a.L);
+  cuda_test::poison(a.RD);
+  zero_grads(a);
+  model::cuda::flash_attention_forward(a.p, o);
+  model::cuda::flash_attention_backward(a.p, o);
+  VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+  return {a.O.download(), a.DQ.download(), a.DK.download(), a.DV.download()};
+}
 }  // namespace
 
 TEST_CASE("cuda causal attention forward and backward match the CPU with GQA offset and key mask", "[model]") {
@@ -211,22 +225,16 @@ TEST_CASE("cuda tiled attention matches the CPU: fp32 and TF32, both tiles, GQA,
         const double tol_out = tf32 ? 5e-3 : 2e-5, tol_grad = tf32 ? 1e-2 : 5e-5;
         std::vector<float> first[4];
         for (int run = 0; run < 2; ++run) {
-          cuda_test::poison(a.O);
-          cuda_test::poison(a.L);
-          cuda_test::poison(a.RD);
-          zero_grads(a);
-          model::cuda::flash_attention_forward(a.p, o);
-          model::cuda::flash_attention_backward(a.p, o);
-          VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
-          const std::vector<float> got[4] = {a.O.download(), a.DQ.download(), a.DK.download(), a.DV.download()};
+          const std::array<std::vector<float>, 4> got = run_flash(a, o);
           CHECK(cuda_test::normwise_error(got[0], a.out) < tol_out);
           CHECK(cuda_test::normwise_error(got[1], a.dq) < tol_grad);
           CHECK(cuda_test::normwise_error(got[2], a.dk) < tol_grad);
           CHECK(cuda_test::normwise_error(got[3], a.dv) < tol_grad);
           if (run == 0)
-            for (int t = 0; t < 4; ++t) first[t] = got[t];
+            for (int t = 0; t < 4; ++t) first[t] = got[static_cast<std::size_t>(t)];
           else
-            for (int t = 0; t < 4; ++t) CHECK(cuda_test::bit_mismatches(got[t], first[t]) == 0);  // no atomics
+            for (int t = 0; t < 4; ++t)
+              CHECK(cuda_test::bit_mismatches(got[static_cast<std::size_t>(t)], first[t]) == 0);  // no atomics
         }
       }
   }
@@ -277,24 +285,17 @@ void check_flash_16bit(AttentionProblem& a, double vs_cpu, const char* what) {
     const model::cuda::FlashAttentionOptions o{false, tile, K};
     std::vector<float> first[4];
     for (int run = 0; run < 2; ++run) {
-      cuda_test::poison(a.O);
-      cuda_test::poison(a.L);
-      cuda_test::poison(a.RD);
-      zero_grads(a);
-      model::cuda::flash_attention_forward(a.p, o);
-      model::cuda::flash_attention_backward(a.p, o);
-      VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
-      const std::vector<float> got[4] = {a.O.download(), a.DQ.download(), a.DK.download(), a.DV.download()};
+      const std::array<std::vector<float>, 4> got = run_flash(a, o);
       for (int t = 0; t < 4; ++t) {
         INFO("output " << t << " (out, dq, dk, dv)");
         // the same rounding points as the host block: sum order and expf aside, a 16-bit P or dS may round the
         // other way now and then
-        CHECK(cuda_test::normwise_error(got[t], host[static_cast<std::size_t>(t)]) < 2e-4);
-        CHECK(cuda_test::normwise_error(got[t], *cpu[t]) < vs_cpu);
+        CHECK(cuda_test::normwise_error(got[static_cast<std::size_t>(t)], host[static_cast<std::size_t>(t)]) < 2e-4);
+        CHECK(cuda_test::normwise_error(got[static_cast<std::size_t>(t)], *cpu[t]) < vs_cpu);
         if (run == 0)
-          first[t] = got[t];
+          first[t] = got[static_cast<std::size_t>(t)];
         else
-          CHECK(cuda_test::bit_mismatches(got[t], first[t]) == 0);  // no atomics
+          CHECK(cuda_test::bit_mismatches(got[static_cast<std::size_t>(t)], first[t]) == 0);  // no atomics
       }
     }
   }
