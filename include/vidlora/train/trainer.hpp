@@ -675,10 +675,10 @@ class Trainer {
     // ClipGradientSum, which sums them over the ranks on the host.
     const bool device_rounds = per_clip && Backend::on_device && (comm_.size() == 1 || device_sum_);
     const std::vector<std::span<float>> trained_storage = tensors_.gradient_storage(params);
-    // The optimizer on the device (train/device_optimizer.hpp) when every trained tensor lives there and its gradient
-    // is final there: the step's gradients then stay on the device, and so do the new values until the host reads them.
     if constexpr (kProjectorAllocator)  // the projector's device tensors under the run's cap, from the first step
       projector_.use_allocator(decoder_step_.device_allocator());
+    // The optimizer on the device (train/device_optimizer.hpp) when every trained tensor lives there and its gradient
+    // is final there: the step's gradients then stay on the device, and so do the new values until the host reads them.
     const std::vector<optim::DeviceParameter> on_device_params = device_parameters(device_rounds);
     const bool device_optimizer = !on_device_params.empty();
     if constexpr (DeviceOptimizer<Backend>::available) {

@@ -1,8 +1,9 @@
 #pragma once
 // DecoderStep<backend::Cuda, Decoder>: the Trainer's decoder step on the device (train/decoder_step.hpp is the
 // seam). A model::cuda::DecoderModel built from export_decoder_weights(decoder) at the first step holds the frozen
-// weights, the LoRA factors and their gradients on the device; per micro-batch it uploads the collated embeddings,
-// runs loss_and_backward, downloads d loss / d embeds for the projector's backward (or keeps them on the device for a
+// weights, the LoRA factors and their gradients on the device; per micro-batch it uploads the collated embeddings (or,
+// loss_and_backward_spliced, assembles them on the device from a model::splice_layout's text rows and the projector's
+// output already there), runs loss_and_backward, downloads d loss / d embeds for the projector's backward (or keeps them on the device for a
 // projector that reads them there: keep_grad_embeds_on_device), and keeps the LoRA gradients on
 // the device for the whole training step (begin_step / finish_step, train/decoder_step.hpp): summed there, each clip's
 // in float64 when the Trainer sums clip by clip (batch_invariant), and at finish_step either left there for the
