@@ -163,7 +163,8 @@ struct DemoModel {
             : std::make_shared<const vidlora::model::FrameEncoder>(vidlora::model::FrameEncoder::borrowing(*vision));
     const int pool = pool_stride, change = change_pool_stride;
     const std::string id =
-        fmt::format("{}-pool{}{}", encoder_id, pool, change > 0 ? fmt::format("-change{}", change) : std::string());
+        fmt::format("{}-pool{}{}{}", encoder_id, pool, change > 0 ? fmt::format("-change{}", change) : std::string(),
+                    enc->variant().empty() ? std::string() : "-" + enc->variant());
     vidlora::video::with_sampling_policy(sampler, [](auto) {});  // an unknown name is an error listing the known ones
     const auto compute = [enc, pool, change, sampler, frames](const fs::path& v) {
       return clip_features(v, sampler, frames, *enc, pool, change);

@@ -143,7 +143,8 @@ struct HfModel {
     for (const char* f : {"config.json", "model.safetensors.index.json", "model.safetensors"})
       if (std::filesystem::is_regular_file(dir / f))
         describe += fmt::format("|{}:{}", f, std::filesystem::file_size(dir / f));
-    const std::string id = fmt::format("hf-{:016x}-pool{}", std::hash<std::string>{}(describe), pool);
+    const std::string id = fmt::format("hf-{:016x}-pool{}{}", std::hash<std::string>{}(describe), pool,
+                                       enc->variant().empty() ? std::string() : "-" + enc->variant());
     vidlora::video::with_sampling_policy(sampler, [](auto) {});  // an unknown name is an error listing the known ones
     const auto compute = [enc, pre, pool, sampler, frames](const std::filesystem::path& v) {
       return hf_clip_features(v, sampler, frames, pre, *enc, pool);

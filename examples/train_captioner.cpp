@@ -628,10 +628,11 @@ using TrainBackend = backend::Cpu;
 using TrainProjector = model::Mlp2xGelu;
 #endif
 
-// The vision tower that encodes the frames: on a GPU build, a device copy of `vision` (its GEMMs at the run's
-// precision: TF32 where the step's are), which encode_clips_up_front runs over every clip and then releases, so the
-// tower (1.2 GB of fp32 weights for CLIP ViT-L/14-336, plus its activations) never shares the card with the training
-// step, as presets::MemoryEstimate counts it; a clip encoded after that (a feature cache that could not be written)
+// The vision tower that encodes the frames: on a GPU build, a device copy of `vision` at the run's precision (bf16 or
+// fp16 operands for the GPU presets, TF32 or fp32 when asked; the feature cache's ids name it), which
+// encode_clips_up_front runs over every clip and then releases, so the tower (0.6 GB of 16-bit weights for CLIP
+// ViT-L/14-336, 1.2 GB in fp32, plus its activations) never shares the card with the training step, as
+// presets::MemoryEstimate counts it; a clip encoded after that (a feature cache that could not be written)
 // goes through `vision` on the CPU. Null (the CPU tower) on a CPU build.
 struct TrainEncoder {
   std::shared_ptr<const model::FrameEncoder> encoder;
@@ -641,8 +642,9 @@ struct TrainEncoder {
 #if defined(VIDLORA_TRAIN_ON_CUDA)
 class ReleasableDeviceTower {
  public:
-  ReleasableDeviceTower(const model::ClipVision& vision, vidlora::cuda::Compute compute)
-      : vision_(vision), device_(std::make_shared<const model::cuda::ClipVisionCuda>(vision, compute)) {}
+  ReleasableDeviceTower(const model::ClipVision& vision, vidlora::cuda::Compute compute, vidlora::cuda::DType operands)
+      : vision_(vision),
+        device_(std::make_shared<const model::cuda::ClipVisionCuda>(vision, compute, 16, nullptr, nullptr, operands)) {}
   const model::ClipVisionConfig& config() const { return vision_.config(); }
   Matrix features(std::span<const float> pixels, Eigen::Index frames) const {
     if (device_) return device_->features(pixels, frames);
@@ -661,8 +663,12 @@ TrainEncoder train_encoder([[maybe_unused]] const model::ClipVision& vision,
                            [[maybe_unused]] const TrainerConfig& config) {
 #if defined(VIDLORA_TRAIN_ON_CUDA)
   const auto compute = config.precision == "tf32" ? vidlora::cuda::Compute::TF32 : vidlora::cuda::Compute::F32;
-  auto tower = std::make_shared<ReleasableDeviceTower>(vision, compute);
-  return {std::make_shared<const model::FrameEncoder>(tower), [tower] { tower->release(); }};
+  const auto operands = config.precision == "bf16"   ? vidlora::cuda::DType::BF16
+                        : config.precision == "fp16" ? vidlora::cuda::DType::F16
+                                                     : vidlora::cuda::DType::F32;
+  auto tower = std::make_shared<ReleasableDeviceTower>(vision, compute, operands);
+  const std::string variant = config.precision == "fp32" ? std::string() : config.precision;
+  return {std::make_shared<const model::FrameEncoder>(tower, variant), [tower] { tower->release(); }};
 #else
   return {};
 #endif

@@ -686,6 +686,18 @@ TEST_CASE("cuda CLIP tower: the CPU tower's features, frames in passes, both att
     CHECK(gpu.features(pixels, frames) == got);
     const model::cuda::ClipVisionCuda tf32(cpu, vidlora::cuda::Compute::TF32, 16);
     CHECK(cuda_test::normwise_error(clip_test::flat(tf32.features(pixels, frames)), clip_test::flat(want)) < 5e-3);
+    // 16-bit operands (what the GPU presets run): weights and activations rounded, fp32 accumulation; within the
+    // formats' reach of the CPU (bf16 8 bits, fp16 11), not the fp32 bits, the same bits twice.
+    for (const vidlora::cuda::DType ops : {vidlora::cuda::DType::BF16, vidlora::cuda::DType::F16}) {
+      INFO(vidlora::cuda::dtype_name(ops) << " operands");
+      const model::cuda::ClipVisionCuda narrow(cpu, vidlora::cuda::Compute::F32, 3, nullptr, nullptr, ops);
+      CHECK(narrow.operands() == ops);
+      const Matrix h = narrow.features(pixels, frames);
+      const double err = cuda_test::normwise_error(clip_test::flat(h), clip_test::flat(want));
+      CHECK(err < (ops == vidlora::cuda::DType::BF16 ? 5e-2 : 1e-2));
+      CHECK(err > 0.0);
+      CHECK(narrow.features(pixels, frames) == h);
+    }
   }
   const model::ClipVisionConfig c = clip_test::tiny_clip(64, 4);
   const model::ClipVision cpu(c, train::random_clip_vision_weights(c, 7));

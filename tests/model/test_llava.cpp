@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <vidlora/io.hpp>
 #include <vidlora/loss.hpp>
 #include <vidlora/model.hpp>
+#include <vidlora/model/frame_encoder.hpp>
 
 #include "model_fixtures.hpp"
 
@@ -67,6 +69,22 @@ TEST_CASE("spatial average pooling of the token grid equals torch avg_pool2d", "
   // 24x24 -> 12x12 (LLaVA-NeXT-Video): 576 tokens per frame become 144.
   CHECK(model::spatial_average_pool(Matrix::Ones(2 * 576, 3), 24, 2).rows() == 2 * 144);
   REQUIRE_THROWS_AS(model::spatial_average_pool(Matrix::Ones(10, 3), 4, 2), Error);
+}
+
+TEST_CASE("a FrameEncoder gives its tower's features and names the tower's precision", "[model][vision]") {
+  // What the programs' feature code sees of a tower: its config, its features, and its variant, which the feature
+  // caches add to their ids (empty for the fp32 tower; a GPU tower's "bf16" / "fp16" / "tf32").
+  const Llava m;
+  const auto vision = std::make_shared<const model::ClipVision>(m.config.vision, m.weights);
+  const std::vector<float> pixels = flat_pixels(m.ref["pixel_values"]);
+  const model::FrameEncoder plain = model::FrameEncoder::borrowing(*vision);
+  const model::FrameEncoder named(vision, "bf16");
+  CHECK(plain.variant().empty());
+  CHECK(named.variant() == "bf16");
+  CHECK(&named.config() == &vision->config());
+  const Matrix want = vision->features(pixels, 2);
+  CHECK(plain.features(pixels, 2) == want);
+  CHECK(named.features(pixels, 2) == want);
 }
 
 TEST_CASE("splicing expands one placeholder and masks prompt and visual labels", "[model][splice]") {

@@ -7,7 +7,10 @@
 // attention per frame (model/cuda/flash_attention.cuh's tiled kernel for head dims that are multiples of 16 —
 // ViT-L/14's 64 — else the row kernel). The feature layers' hidden states come back to the host, the CLS token
 // dropped as the options say: the CPU tower's output, [frames · tokens_per_frame, feature_width]. Weights are fp32
-// copies of the host tower's (ViT-L/14-336: 1.2 GB); the host tower must outlive this one.
+// copies of the host tower's (ViT-L/14-336: 1.2 GB), or, with 16-bit operands (bf16 / fp16: what a GPU preset runs),
+// bf16 / fp16 copies (0.6 GB): every GEMM then takes its activations rounded to 16 bits, accumulates and writes fp32
+// (bias fp32), and the attention's tile products take the same 16-bit operands; LayerNorm, quick_gelu and the
+// residuals stay fp32. The host tower must outlive this one.
 // It is what a GPU preset's train_captioner encodes frames with: the features a clip's epochs reuse (FeatureCache)
 // are computed once, on the GPU, instead of by the CPU cores (ViT-L/14-336: about 0.35 TFLOP a frame, 2 × 0.3 B weights × 577 tokens).
 // Status: compiled for sm_75..90; checked against model::ClipVision by tests/cuda/test_trainer_step.cu, which has not
@@ -30,6 +33,8 @@
 #include <vidlora/core/cuda/memory.cuh>
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/core/matrix.hpp>
+#include <vidlora/io/half.hpp>
+#include <vidlora/lora/cuda/lora_linear.cuh>
 #include <vidlora/model/clip_layer_steps.hpp>
 #include <vidlora/model/clip_vision.hpp>
 #include <vidlora/model/cuda/attention.cuh>
@@ -58,13 +63,21 @@ class ClipVisionCuda {
  public:
   // frames_per_pass: how many frames run through the tower at once (activations scale with it: for ViT-L/14-336 a
   // layer's tensors are about 12k fp32 values a token, some 30 MB a frame); compute: the GEMMs' (fp32, or TF32 on sm_80+). allocator null: cudaMalloc.
+  // operands: the GEMMs' and the attention's operands, F32 (at `compute`), or BF16 / F16 (16-bit weights and rounded
+  // activations, fp32 accumulation; bf16 needs sm_80+ for its tensor cores, fp16 runs on every supported card).
   explicit ClipVisionCuda(const ClipVision& host, vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32,
                           std::int64_t frames_per_pass = 16, cudaStream_t stream = nullptr,
-                          vidlora::cuda::CudaCachingAllocator* allocator = nullptr)
-      : host_(host), compute_(compute), frames_per_pass_(frames_per_pass), stream_(stream), allocator_(allocator) {
+                          vidlora::cuda::CudaCachingAllocator* allocator = nullptr,
+                          vidlora::cuda::DType operands = vidlora::cuda::DType::F32)
+      : host_(host),
+        compute_(compute),
+        frames_per_pass_(frames_per_pass),
+        stream_(stream),
+        allocator_(allocator),
+        operands_(operands) {
     vidlora::cuda::check_arg(frames_per_pass_ > 0, "cuda::ClipVisionCuda",
                              "frames_per_pass must be positive (got " + std::to_string(frames_per_pass_) + ")");
-    patch_w_ = up(host.patch_weight(), "vision.embeddings.patch_embedding.weight");
+    patch_w_ = weight(host.patch_weight(), "vision.embeddings.patch_embedding.weight");
     cls_ = up(host.class_embedding(), "vision.embeddings.class_embedding");
     pos_ = up(host.position_embedding(), "vision.embeddings.position_embedding.weight");
     pre_w_ = up(host.pre_norm_weight(), "vision.pre_layrnorm.weight");
@@ -81,7 +94,7 @@ class ClipVisionCuda {
       L.norm_b[1] = up(src.ln2_b, p + "layer_norm2.bias");
       for (int m = 0; m < 6; ++m) {
         const auto which = static_cast<ClipLinear>(m);
-        L.w[m] = up(src.weight(which), p + kNames[m] + ".weight");
+        L.w[m] = weight(src.weight(which), p + kNames[m] + ".weight");
         L.b[m] = up(src.bias(which), p + kNames[m] + ".bias");
         L.out[m] = src.weight(which).rows();
       }
@@ -89,6 +102,7 @@ class ClipVisionCuda {
   }
 
   const ClipVisionConfig& config() const { return host_.config(); }
+  vidlora::cuda::DType operands() const { return operands_; }
   Eigen::Index tokens_per_frame() const { return host_.tokens_per_frame(); }
   Eigen::Index feature_width() const { return host_.feature_width(); }
 
@@ -113,8 +127,7 @@ class ClipVisionCuda {
       sync();  // the block may have been freed by queued work on a non-legacy stream
       pin.buffer.upload(std::span<const float>(patches.data(), static_cast<std::size_t>(patches.size())));
       DeviceTensor pe = tensor(nf * np, d, "vision.patch_embeds");
-      gemm_.run(problem(nf * np, patch_in, d, false), pin.data(), patch_w_.data(), pe.data(), 1.0f, 0.0f, nullptr,
-                stream_);
+      linear_into(pe, pin, patch_w_, nullptr, "vision.patch_embedding");
       DeviceTensor x = tensor(nf * tokens, d, "vision.embeddings");
       detail::clip_embed_kernel<><<<vidlora::cuda::grid_size(x.size(), 256), 256, 0, stream_>>>(
           x.data(), pe.data(), cls_.data(), pos_.data(), nf, tokens, d);
@@ -132,8 +145,15 @@ class ClipVisionCuda {
   }
 
  private:
+  // A GEMM's weight [out, in] as the tower's operands take it: fp32, or 16-bit bits.
+  struct Weight {
+    vidlora::cuda::DeviceBuffer<float> f32;
+    vidlora::cuda::DeviceBuffer<std::uint16_t> h16;
+    const void* data() const { return f32.size() ? static_cast<const void*>(f32.data()) : h16.data(); }
+  };
   struct Layer {
-    vidlora::cuda::DeviceBuffer<float> norm_w[2], norm_b[2], w[6], b[6];
+    vidlora::cuda::DeviceBuffer<float> norm_w[2], norm_b[2], b[6];
+    Weight w[6];
     std::int64_t out[6] = {};
   };
 
@@ -152,8 +172,7 @@ class ClipVisionCuda {
     DeviceTensor linear(ClipLinear which, const DeviceTensor& x) const {
       const auto i = static_cast<std::size_t>(which);
       DeviceTensor y = m.tensor(x.rows, L.out[i], prefix + "linear." + std::to_string(i));
-      m.gemm_.run(m.problem(x.rows, x.cols, L.out[i], true), x.data(), L.w[i].data(), y.data(), 1.0f, 0.0f,
-                  L.b[i].data(), m.stream_);
+      m.linear_into(y, x, L.w[i], L.b[i].data(), prefix + "linear." + std::to_string(i));
       return y;
     }
     DeviceTensor attention(const DeviceTensor& q, const DeviceTensor& k, const DeviceTensor& v) const {
@@ -172,7 +191,7 @@ class ClipVisionCuda {
         p.q_heads = p.kv_heads = heads;
         p.head_dim = c.head_dim();
         p.q_offset = tokens;  // past the last key: every query sees every key of its frame (bidirectional)
-        const FlashAttentionOptions o{m.compute_ == vidlora::cuda::Compute::TF32, 0};
+        const FlashAttentionOptions o{m.compute_ == vidlora::cuda::Compute::TF32, 0, m.flash_operands()};
         if (flash_attention_fits(p, o))
           flash_attention_forward(p, o, m.stream_);
         else
@@ -198,10 +217,44 @@ class ClipVisionCuda {
   DeviceTensor tensor(std::int64_t rows, std::int64_t cols, const std::string& tag) const {
     return DeviceTensor(allocator_, rows, cols, tag);
   }
-  vidlora::cuda::GemmProblem problem(std::int64_t rows, std::int64_t in, std::int64_t out, bool bias) const {
-    vidlora::cuda::GemmProblem g = vidlora::cuda::linear_forward(rows, in, out, vidlora::cuda::DType::F32, bias);
-    g.compute = compute_;
-    return g;
+  // fp32 weights, or their 16-bit bits (rounded to nearest even on the host, as io::float_to_bf16_bits /
+  // float_to_fp16_bits), by the tower's operands.
+  template <class M>
+  Weight weight(const M& m, const std::string& tag) const {
+    Weight w;
+    if (operands_ == vidlora::cuda::DType::F32) {
+      w.f32 = up(m, tag);
+      return w;
+    }
+    std::vector<std::uint16_t> bits(static_cast<std::size_t>(m.size()));
+    const bool bf = operands_ == vidlora::cuda::DType::BF16;
+    for (std::size_t i = 0; i < bits.size(); ++i)
+      bits[i] = bf ? io::float_to_bf16_bits(m.data()[i]) : io::float_to_fp16_bits(m.data()[i]);
+    w.h16 = vidlora::cuda::DeviceBuffer<std::uint16_t>(allocator_, bits, tag);
+    return w;
+  }
+  FlashOperands flash_operands() const {
+    return operands_ == vidlora::cuda::DType::BF16  ? FlashOperands::BF16
+           : operands_ == vidlora::cuda::DType::F16 ? FlashOperands::F16
+                                                    : FlashOperands::F32;
+  }
+  // y = x·Wᵀ (+ bias): at `compute` on fp32 operands, or on x rounded to 16 bits (a temporary) and the 16-bit W,
+  // fp32 accumulation, output and bias.
+  void linear_into(DeviceTensor& y, const DeviceTensor& x, const Weight& w, const float* bias,
+                   const std::string& tag) const {
+    const std::int64_t out = y.cols;
+    if (operands_ == vidlora::cuda::DType::F32) {
+      vidlora::cuda::GemmProblem g =
+          vidlora::cuda::linear_forward(x.rows, x.cols, out, vidlora::cuda::DType::F32, bias != nullptr);
+      g.compute = compute_;
+      gemm_.run(g, x.data(), w.data(), y.data(), 1.0f, 0.0f, bias, stream_);
+      return;
+    }
+    vidlora::cuda::DeviceBuffer<std::uint16_t> x16(allocator_, static_cast<std::size_t>(x.size()),
+                                                   tag + ".operand_16bit");
+    lora::cuda::detail::CudaLoraExec{gemm_, stream_}.round_operand(x.data(), x16.data(), x.size(), operands_);
+    gemm_.run(vidlora::cuda::linear_forward(x.rows, x.cols, out, operands_, bias != nullptr, vidlora::cuda::DType::F32),
+              x16.data(), w.data(), y.data(), 1.0f, 0.0f, bias, stream_);
   }
   DeviceTensor norm(const DeviceTensor& x, const float* w, const float* b, const std::string& tag) const {
     DeviceTensor y = tensor(x.rows, x.cols, tag);
@@ -230,8 +283,10 @@ class ClipVisionCuda {
   std::int64_t frames_per_pass_;
   cudaStream_t stream_;
   vidlora::cuda::CudaCachingAllocator* allocator_;
+  vidlora::cuda::DType operands_;
   mutable vidlora::cuda::GemmRunner gemm_;
-  vidlora::cuda::DeviceBuffer<float> patch_w_, cls_, pos_, pre_w_, pre_b_;
+  Weight patch_w_;
+  vidlora::cuda::DeviceBuffer<float> cls_, pos_, pre_w_, pre_b_;
   std::vector<Layer> layers_;
 };
 
