@@ -826,7 +826,9 @@ class Trainer {
       // as accelerate holds the scheduler back when the scaler skipped the optimizer step.
       return true;
     }
-    ++pos_.stage_step;
+    // Under loss scaling torch's scaler finds a NaN loss's NaN gradients and skips the optimizer step, and accelerate
+    // then holds the scheduler back, as after an overflow; otherwise the schedule goes on over a skipped NaN step.
+    if (finite || !loss_scaling_.enabled()) ++pos_.stage_step;
     if (!finite) {
       (void)loss_scaling_.skip(/*unscaled=*/false);  // torch's scaler finds such a step's NaN gradients: it backs off
       ++nan_streak_;
