@@ -162,3 +162,20 @@ TEST_CASE("cuda projector under a caching allocator: its tensors tagged there, t
     CHECK_THAT(e.what(), Catch::Contains("out of device memory") && Catch::Contains("multi_modal_projector."));
   }
 }
+
+TEST_CASE("cuda projector apply_on_device: apply's values on the device, the weights uploaded once per values version",
+          "[model]") {
+  // The Trainer's evaluation projects its val clips with it (not the host's apply).
+  const Eigen::Index in = 48, hidden = 80, tokens = 37;
+  model::Mlp2xGelu host(in, hidden, 5, true);
+  model::cuda::CudaMlp2xGelu dev(host);
+  const Matrix x = projector_input(tokens, in, 8);
+  const Matrix want = host.apply(x);
+  CHECK(cuda_test::normwise_error(flat(dev.apply_on_device(x, 1)), flat(want)) < 1e-5);
+  // New host values under the same version: the device keeps the version's weights; a new version uploads them.
+  dev.linear_2().weight() *= 2.0f;
+  CHECK(cuda_test::bit_mismatches(flat(dev.apply_on_device(x, 1)), flat(dev.apply_on_device(x, 1))) == 0);
+  CHECK(cuda_test::normwise_error(flat(dev.apply_on_device(x, 1)), flat(want)) < 1e-5);
+  CHECK(cuda_test::normwise_error(flat(dev.apply_on_device(x, 2)), flat(dev.apply(x))) < 1e-5);
+  CHECK(cuda_test::normwise_error(flat(dev.apply_on_device(x, 2)), flat(want)) > 1e-2);
+}

@@ -299,7 +299,7 @@ class Trainer {
       if (!comm::owns_eval_clip(i, comm_.rank(), comm_.size())) continue;
       const Matrix* feats = features_of(val_[i]);
       if (!feats) continue;
-      const Matrix visual = projector_.apply(*feats);
+      const Matrix visual = project_for_evaluation(*feats);
       const auto r = answer_loss(decoder_step_, decoder_, codec_, visual, answer_ids(val_[i]), config_.label_smoothing);
       loss_sum += r.loss_sum;
       valid += r.valid_tokens;
@@ -537,6 +537,18 @@ class Trainer {
     p.use_allocator(s.device_allocator());
     p.release_device();
   };
+
+  // A projector that also evaluates on the device (model::cuda::CudaMlp2xGelu::apply_on_device): the val clips' visual
+  // tokens are projected there, not by the host's cores.
+  static constexpr bool kProjectorEvaluatesOnDevice = requires(ProjectorT & p, const Matrix& x) {
+    { p.apply_on_device(x, std::uint64_t{}) } -> std::same_as<Matrix>;
+  };
+  Matrix project_for_evaluation(const Matrix& features) {
+    if constexpr (kProjectorEvaluatesOnDevice)
+      return projector_.apply_on_device(features, tensors_.values_version());
+    else
+      return projector_.apply(features);
+  }
 
   // A projector whose tensors live on the device (model::cuda::CudaMlp2xGelu) can be stepped there.
   static constexpr bool kProjectorOnDevice = requires(ProjectorT & p, const float* g) {

@@ -7,7 +7,7 @@
 // gradients stay on the device — each clip's summed there in float64 when per_clip, else accumulated in float32 — and
 // reach the host once, at finish_step (or stay there for an optimizer that steps on the device: device_parameter,
 // values_current, finish_step's keep_on_device). Outside it every forward uploads the weights and every backward adds
-// its gradients to the host's. Needs nvcc and vidlora::cuda (it includes fmt through model/projector.hpp).
+// its gradients to the host's. apply_on_device is the evaluation's forward on the device (apply() stays the host's). Needs nvcc and vidlora::cuda (it includes fmt through model/projector.hpp).
 
 #include <vidlora/model/cuda/projector.cuh>
 
@@ -66,6 +66,21 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     return guarded([&] {
       run_forward(x);
       return static_cast<const float*>(y_.data());
+    });
+  }
+
+  // apply() on the device, for the evaluation (no backward follows): the weights on the device are those of
+  // `values_version` (the Trainer's TrainableTensors::values_version()), uploaded only when it moved. One val clip's
+  // projection is ~0.1 TFLOP on the H100 preset's 16 frames (2,304 tokens × 2 × 21 M weights): seconds on a host's
+  // few cores (a Colab T4 has two), milliseconds here.
+  Matrix apply_on_device(const Matrix& x, std::uint64_t values_version) {
+    return guarded([&] {
+      if (uploaded_version_ != values_version) {
+        upload_weights();
+        uploaded_version_ = values_version;
+      }
+      run_forward(x, /*upload=*/false);
+      return download(y_, shape_.tokens, shape_.hidden);
     });
   }
 
@@ -244,12 +259,12 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     d.upload(std::span<const float>(m.data(), static_cast<std::size_t>(m.size())));
     return d;
   }
-  // The forward into y_ (the weights uploaded first when this step's version is not on the device yet).
-  void run_forward(const Matrix& x) {
+  // The forward into y_ (the weights uploaded first, when `upload`, if this step's version is not on the device yet).
+  void run_forward(const Matrix& x, bool upload = true) {
     vidlora::cuda::check_arg(x.cols() == in_features(), "cuda::CudaMlp2xGelu::forward", [&] {
       return "features of " + std::to_string(x.cols()) + " columns for a projector of " + std::to_string(in_features());
     });
-    if (!in_step_ || uploaded_version_ != step_version_) {
+    if (upload && (!in_step_ || uploaded_version_ != step_version_)) {
       upload_weights();
       uploaded_version_ = in_step_ ? std::optional<std::uint64_t>(step_version_) : std::nullopt;
     }
