@@ -10,6 +10,7 @@
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/math.cuh>
 #include <vidlora/core/cuda/memory.cuh>
+#include <vidlora/io/cuda/round_16bit.cuh>
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/lora/cuda/lora_linear.cuh>
 #include <vidlora/loss/cuda/cross_entropy.cuh>

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <vidlora/io.hpp>
@@ -177,6 +178,14 @@ TEST_CASE("splice_layout is collate(splice_visual_tokens) without the visual val
                     Catch::Contains("1 answers for 2 visual token counts"));
   CHECK_THROWS_WITH(model::splice_layout<float>(prompt, a1, 9, c3, table, 12), Catch::Contains("pad id 12"));
   CHECK_THROWS_WITH(model::assemble_embeds(one, Matrix(Matrix::Zero(2, 3))), Catch::Contains("assemble_embeds"));
+  // The runs of consecutive rows the device copies take, one copy each.
+  std::vector<std::pair<std::size_t, std::size_t>> runs;
+  const std::vector<Eigen::Index> rows{3, 4, 5, 9, 10, 2};
+  model::for_each_row_run(rows, [&](std::size_t i, std::size_t j) { runs.emplace_back(i, j); });
+  CHECK(runs == std::vector<std::pair<std::size_t, std::size_t>>{{0, 3}, {3, 5}, {5, 6}});
+  runs.clear();
+  model::for_each_row_run(std::vector<Eigen::Index>{}, [&](std::size_t i, std::size_t j) { runs.emplace_back(i, j); });
+  CHECK(runs.empty());
 }
 
 TEST_CASE("llava logits loss LoRA and projector gradients match PEFT", "[model][llava][lora][reference]") {

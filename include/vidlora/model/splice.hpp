@@ -216,6 +216,18 @@ MatrixOf<Scalar> assemble_embeds(const SplicedLayoutOf<Scalar>& layout, const Ma
   return out;
 }
 
+// f(i, j) for each run [i, j) of `rows` whose values are consecutive (rows[k + 1] == rows[k] + 1), in order: a
+// batch's visual or text rows move between devices in one copy per run.
+template <class F>
+void for_each_row_run(std::span<const Eigen::Index> rows, F&& f) {
+  for (std::size_t i = 0; i < rows.size();) {
+    std::size_t j = i + 1;
+    while (j < rows.size() && rows[j] == rows[j - 1] + 1) ++j;
+    f(i, j);
+    i = j;
+  }
+}
+
 // The rows of `m` listed in `rows` (e.g. d loss / d embeds at the visual tokens, for the projector).
 template <class Scalar>
 MatrixOf<Scalar> gather_rows(const MatrixOf<Scalar>& m, std::span<const Eigen::Index> rows) {

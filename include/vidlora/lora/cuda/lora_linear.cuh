@@ -276,6 +276,7 @@ void lora_backward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorksp
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <vidlora/io/cuda/round_16bit.cuh>
 #include <vidlora/io/half.hpp>
 
 namespace vidlora::lora::cuda {
@@ -338,14 +339,6 @@ __global__ void apply_mask_kernel(const T* src, T* dst, std::int64_t n, const st
   }
 }
 
-// dst[i] = src[i] rounded to nearest even to bf16 or fp16 bits (io/half.hpp's conversions: the host's bits).
-template <bool Bf16>
-__global__ void round_to_16bit_kernel(const float* src, std::uint16_t* dst, std::int64_t n) {
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-    dst[i] = Bf16 ? io::float_to_bf16_bits(src[i]) : io::float_to_fp16_bits(src[i]);
-}
-
 // The executor of lora_forward_steps / lora_backward_steps on one stream.
 struct CudaLoraExec {
   vidlora::cuda::GemmRunner& runner;
@@ -394,13 +387,7 @@ struct CudaLoraExec {
   }
   // 16-bit base operands: src (float) rounded into dst.
   void round_operand(const float* src, void* dst, std::int64_t n, vidlora::cuda::DType t) {
-    if (n == 0) return;
-    auto* out = static_cast<std::uint16_t*>(dst);
-    if (t == vidlora::cuda::DType::BF16)
-      round_to_16bit_kernel<true><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(src, out, n);
-    else
-      round_to_16bit_kernel<false><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(src, out, n);
-    VIDLORA_CUDA_CHECK_LAUNCH("round_to_16bit_kernel");
+    io::cuda::round_to_16bit(src, static_cast<std::uint16_t*>(dst), n, t, stream);
   }
   // 16-bit base operands: W in p.base_operands' type in w16 (a 4-bit base decoded straight into it, each value
   // code·scale rounded once; a dense fp32 base rounded).

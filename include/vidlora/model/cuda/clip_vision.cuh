@@ -33,8 +33,8 @@
 #include <vidlora/core/cuda/memory.cuh>
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/core/matrix.hpp>
+#include <vidlora/io/cuda/round_16bit.cuh>
 #include <vidlora/io/half.hpp>
-#include <vidlora/lora/cuda/lora_linear.cuh>
 #include <vidlora/model/clip_layer_steps.hpp>
 #include <vidlora/model/clip_vision.hpp>
 #include <vidlora/model/cuda/attention.cuh>
@@ -252,7 +252,7 @@ class ClipVisionCuda {
     }
     vidlora::cuda::DeviceBuffer<std::uint16_t> x16(allocator_, static_cast<std::size_t>(x.size()),
                                                    tag + ".operand_16bit");
-    lora::cuda::detail::CudaLoraExec{gemm_, stream_}.round_operand(x.data(), x16.data(), x.size(), operands_);
+    io::cuda::round_to_16bit(x.data(), x16.data(), x.size(), operands_, stream_);
     gemm_.run(vidlora::cuda::linear_forward(x.rows, x.cols, out, operands_, bias != nullptr, vidlora::cuda::DType::F32),
               x16.data(), w.data(), y.data(), 1.0f, 0.0f, bias, stream_);
   }

@@ -12,6 +12,7 @@
 #include <vidlora/model/cuda/projector.cuh>
 
 #if defined(__CUDACC__)
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -30,20 +31,17 @@
 #include <vidlora/core/cuda/memory.cuh>
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/model/projector.hpp>
+#include <vidlora/model/splice.hpp>
 #include <vidlora/optim/device_parameter.hpp>
 
 namespace vidlora::model::cuda {
 
 class CudaMlp2xGelu : public Mlp2xGelu {
  public:
-  // The gradient buffers take the parameters' sizes, which never change: allocated once, here.
+  // The device buffers come at their first use (the weights at the first upload, the gradients at the first backward
+  // or device_parameter), from the allocator use_allocator gave by then.
   explicit CudaMlp2xGelu(Mlp2xGelu host)
-      : Mlp2xGelu(std::move(host)),
-        gemm_(std::make_unique<vidlora::cuda::GemmRunner>()),
-        gw1_(static_cast<std::size_t>(linear_1().weight().size())),
-        gb1_(static_cast<std::size_t>(linear_1().bias().size())),
-        gw2_(static_cast<std::size_t>(linear_2().weight().size())),
-        gb2_(static_cast<std::size_t>(linear_2().bias().size())) {}
+      : Mlp2xGelu(std::move(host)), gemm_(std::make_unique<vidlora::cuda::GemmRunner>()) {}
 
   // Not a vidlora::Error, which the Trainer takes for a loss that refused NaN logits (a skipped step): a CUDA error in
   // the projector (a failed allocation, launch or copy, a wrong argument, a request over the allocator's cap) stops
@@ -71,8 +69,8 @@ class CudaMlp2xGelu : public Mlp2xGelu {
 
   // apply() on the device, for the evaluation (no backward follows): the weights on the device are those of
   // `values_version` (the Trainer's TrainableTensors::values_version()), uploaded only when it moved. One val clip's
-  // projection is ~0.1 TFLOP on the H100 preset's 16 frames (2,304 tokens × 2 × 21 M weights): seconds on a host's
-  // few cores (a Colab T4 has two), milliseconds here.
+  // projection is ~0.1 TFLOP on the H100 preset's 16 frames (2,304 tokens × 2 × 21 M weights), too much for a host's
+  // few cores (a Colab T4 has two) once per clip and epoch.
   Matrix apply_on_device(const Matrix& x, std::uint64_t values_version) {
     return guarded([&] {
       if (uploaded_version_ != values_version) {
@@ -117,7 +115,11 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   // Gives every device tensor back (to its allocator) and forgets the allocator; the next forward uploads the weights
   // again. For an owner whose allocator goes before the projector does (the Trainer's decoder step).
   void release_device() {
-    for (auto* b : {&w1_, &b1_, &w2_, &b2_, &gw1_, &gb1_, &gw2_, &gb2_, &x_, &z_, &a_, &y_}) *b = {};
+    for (std::size_t i = 0; i < kNames.size(); ++i) {
+      *values()[i] = {};
+      *grads()[i] = {};
+    }
+    for (auto* b : {&x_, &z_, &a_, &y_}) *b = {};
     sums_.clear();
     allocator_ = nullptr;
     uploaded_version_.reset();
@@ -132,15 +134,11 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     guarded([&] {
       if (allocator == allocator_) return;
       allocator_ = allocator;
-      move_into_allocator(w1_, "linear_1.weight");
-      move_into_allocator(b1_, "linear_1.bias");
-      move_into_allocator(w2_, "linear_2.weight");
-      move_into_allocator(b2_, "linear_2.bias");
-      move_into_allocator(gw1_, "linear_1.weight.grad");
-      move_into_allocator(gb1_, "linear_1.bias.grad");
-      move_into_allocator(gw2_, "linear_2.weight.grad");
-      move_into_allocator(gb2_, "linear_2.bias.grad");
-      for (std::size_t i = 0; i < sums_.size(); ++i) move_into_allocator(sums_[i], kSumTags[i]);
+      for (std::size_t i = 0; i < kNames.size(); ++i) {
+        move_into_allocator(*values()[i], kNames[i]);
+        move_into_allocator(*grads()[i], std::string(kNames[i]) + ".grad");
+        if (!sums_.empty()) move_into_allocator(sums_[i], std::string(kNames[i]) + ".grad_sum");
+      }
       x_ = {};  // the last forward's activations: a backward needs a forward after this
       z_ = {};
       a_ = {};
@@ -186,7 +184,7 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     if (step_calls_ == 0 && !across_ranks) return;
     const bool f64 = per_clip_;  // the step's gradients are the float64 sums (the float32 buffers hold zeros)
     if (step_calls_ == 0) {      // no clip this step: zeros to sum
-      for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) g->fill_bytes(0);
+      for (auto* g : grads()) g->fill_bytes(0);
       if (f64) {
         ensure_sums();
         for (auto& sum : sums_) sum.fill_bytes(0);
@@ -201,7 +199,7 @@ class CudaMlp2xGelu : public Mlp2xGelu {
         across_ranks(std::span<const std::span<double>>(b), name);
       } else {
         std::vector<std::span<float>> b;
-        for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) b.emplace_back(g->data(), g->size());
+        for (auto* g : grads()) b.emplace_back(g->data(), g->size());
         across_ranks(std::span<const std::span<float>>(b), name);
       }
     }
@@ -213,7 +211,7 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     }
     if (!sums_of) {  // no other rank's sums to come: rounded to float32 here (half the bytes to copy, if copied)
       std::size_t i = 0;
-      for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) {
+      for (auto* g : grads()) {
         vidlora::cuda::round_from_float64(sums_[i].data(), g->data(), static_cast<std::int64_t>(g->size()));
         ++i;
       }
@@ -239,8 +237,12 @@ class CudaMlp2xGelu : public Mlp2xGelu {
       throw DeviceFailure(std::string("cuda::CudaMlp2xGelu: out of device memory: ") + e.what());
     }
   }
-  static constexpr const char* kSumTags[] = {"linear_1.weight.grad_sum", "linear_1.bias.grad_sum",
-                                             "linear_2.weight.grad_sum", "linear_2.bias.grad_sum"};
+  // The four parameters in the order of every list below (tags multi_modal_projector.<name>[.grad, .grad_sum]), their
+  // device values and gradients.
+  static constexpr std::array<const char*, 4> kNames = {"linear_1.weight", "linear_1.bias", "linear_2.weight",
+                                                        "linear_2.bias"};
+  std::array<vidlora::cuda::DeviceBuffer<float>*, 4> values() { return {&w1_, &b1_, &w2_, &b2_}; }
+  std::array<vidlora::cuda::DeviceBuffer<float>*, 4> grads() { return {&gw1_, &gb1_, &gw2_, &gb2_}; }
   // n values from the projector's allocator (cudaMalloc without one), tagged "multi_modal_projector.<what>".
   template <class T = float>
   vidlora::cuda::DeviceBuffer<T> buffer(std::size_t n, std::string_view what) const {
@@ -294,17 +296,14 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     vidlora::cuda::DeviceBuffer<float> d =
         buffer(static_cast<std::size_t>(shape_.tokens * shape_.hidden), "output.grad");
     const auto width = static_cast<std::size_t>(shape_.hidden);
-    for (std::size_t i = 0; i < rows.size();) {
-      std::size_t j = i + 1;
-      while (j < rows.size() && rows[j] == rows[j - 1] + 1) ++j;
+    for_each_row_run(rows, [&](std::size_t i, std::size_t j) {
       vidlora::cuda::check_arg(rows[i] >= 0 && rows[j - 1] < grad_rows, "cuda::CudaMlp2xGelu::backward_rows", [&] {
         return "rows " + std::to_string(rows[i]) + ".." + std::to_string(rows[j - 1]) + " outside a gradient of " +
                std::to_string(grad_rows) + " rows";
       });
       VIDLORA_CUDA_CHECK(cudaMemcpyAsync(d.data() + i * width, grad + static_cast<std::size_t>(rows[i]) * width,
                                          (j - i) * width * sizeof(float), cudaMemcpyDeviceToDevice, nullptr));
-      i = j;
-    }
+    });
     (void)backward_device(d.data());
   }
 
@@ -315,11 +314,10 @@ class CudaMlp2xGelu : public Mlp2xGelu {
       uploaded_version_.reset();
     }
     const std::vector<float*> host = host_gradients();
-    vidlora::cuda::DeviceBuffer<float>* values[] = {&w1_, &b1_, &w2_, &b2_};
-    vidlora::cuda::DeviceBuffer<float>* grads[] = {&gw1_, &gb1_, &gw2_, &gb2_};
     for (std::size_t i = 0; i < host.size(); ++i)
       if (host[i] != nullptr && host[i] == grad)
-        return optim::DeviceParameter{values[i]->data(), grads[i]->data(), static_cast<std::int64_t>(grads[i]->size())};
+        return optim::DeviceParameter{values()[i]->data(), grads()[i]->data(),
+                                      static_cast<std::int64_t>(grads()[i]->size())};
     return std::nullopt;
   }
   bool has_bias() const { return linear_1().has_bias(); }
@@ -330,7 +328,7 @@ class CudaMlp2xGelu : public Mlp2xGelu {
     vidlora::cuda::DeviceBuffer<float> da = buffer(z_.size(), "act.output.grad");
     vidlora::cuda::DeviceBuffer<float> dx = buffer(static_cast<std::size_t>(shape_.tokens * shape_.in), "input.grad");
     if (!in_step_ || step_calls_ == 0)  // a step's gradients accumulate from its first backward
-      for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) g->fill_bytes(0);
+      for (auto* g : grads()) g->fill_bytes(0);
     detail::CudaProjectorExec exec{*gemm_};
     projector_backward_steps(exec, shape_, weights(), x_.data(), z_.data(), a_.data(), dy, da.data(), dx.data());
     if (!in_step_) {
@@ -339,7 +337,7 @@ class CudaMlp2xGelu : public Mlp2xGelu {
       if (per_clip_) {  // this clip's gradients into the step's float64 sums; zeroed for the next clip
         ensure_sums();
         std::size_t i = 0;
-        for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_})
+        for (auto* g : grads())
           vidlora::cuda::take_into_float64(g->data(), sums_[i++].data(), static_cast<std::int64_t>(g->size()),
                                            step_calls_ == 0);
       }
@@ -350,17 +348,17 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   // The gradient buffers (their sizes are the parameters'; released by release_device).
   void ensure_gradients() {
     if (gw1_.size() != 0) return;
-    gw1_ = buffer(static_cast<std::size_t>(linear_1().weight().size()), "linear_1.weight.grad");
-    gb1_ = buffer(static_cast<std::size_t>(linear_1().bias().size()), "linear_1.bias.grad");
-    gw2_ = buffer(static_cast<std::size_t>(linear_2().weight().size()), "linear_2.weight.grad");
-    gb2_ = buffer(static_cast<std::size_t>(linear_2().bias().size()), "linear_2.bias.grad");
+    const std::array<Eigen::Index, 4> sizes = {linear_1().weight().size(), linear_1().bias().size(),
+                                               linear_2().weight().size(), linear_2().bias().size()};
+    for (std::size_t i = 0; i < kNames.size(); ++i)
+      *grads()[i] = buffer(static_cast<std::size_t>(sizes[i]), std::string(kNames[i]) + ".grad");
   }
   // The float64 sums of grad_W1, grad_b1, grad_W2, grad_b2, allocated at their first use.
   void ensure_sums() {
     if (!sums_.empty()) return;
     ensure_gradients();
-    std::size_t i = 0;
-    for (auto* g : {&gw1_, &gb1_, &gw2_, &gb2_}) sums_.push_back(buffer<double>(g->size(), kSumTags[i++]));
+    for (std::size_t i = 0; i < kNames.size(); ++i)
+      sums_.push_back(buffer<double>(grads()[i]->size(), std::string(kNames[i]) + ".grad_sum"));
   }
   static Matrix download(const vidlora::cuda::DeviceBuffer<float>& b, std::int64_t rows, std::int64_t cols) {
     const std::vector<float> host = b.download();
@@ -387,11 +385,11 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   }
   // Into the same device buffers every time (allocated at the first upload): a device optimizer holds their addresses.
   void upload_weights() {
-    upload_into(w1_, linear_1().weight(), "linear_1.weight");
-    upload_into(w2_, linear_2().weight(), "linear_2.weight");
+    upload_into(w1_, linear_1().weight(), kNames[0]);
+    upload_into(w2_, linear_2().weight(), kNames[2]);
     if (has_bias()) {
-      upload_into(b1_, linear_1().bias(), "linear_1.bias");
-      upload_into(b2_, linear_2().bias(), "linear_2.bias");
+      upload_into(b1_, linear_1().bias(), kNames[1]);
+      upload_into(b2_, linear_2().bias(), kNames[3]);
     }
   }
   template <class M>
@@ -406,7 +404,7 @@ class CudaMlp2xGelu : public Mlp2xGelu {
 
   std::unique_ptr<vidlora::cuda::GemmRunner> gemm_;           // movable: the Trainer takes the projector by value
   vidlora::cuda::CudaCachingAllocator* allocator_ = nullptr;  // use_allocator's; null: cudaMalloc
-  vidlora::cuda::DeviceBuffer<float> gw1_, gb1_, gw2_, gb2_;  // zeroed at each backward, then added to the host's
+  vidlora::cuda::DeviceBuffer<float> gw1_, gb1_, gw2_, gb2_;  // zeroed at a step's first backward
   ProjectorShape shape_;
   bool ready_ = false;
   // the training step's bracket

@@ -28,6 +28,7 @@
 #include <vidlora/core/cuda/gemm.cuh>
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/memory.cuh>
+#include <vidlora/io/cuda/round_16bit.cuh>
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/io/half.hpp>
 #include <vidlora/lora/cuda/lora_linear.cuh>
@@ -120,12 +121,6 @@ __global__ void add_kernel(float* out, const float* a, const float* b, std::int6
     out[i] = a[i] + b[i];
 }
 template <class = void>
-__global__ void to_bf16_kernel(std::uint16_t* out, const float* x, std::int64_t n) {
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-    out[i] = io::float_to_bf16_bits(x[i]);
-}
-template <class = void>
 __global__ void from_bf16_kernel(float* out, const std::uint16_t* x, std::int64_t n) {
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
@@ -146,9 +141,7 @@ inline void pack_bf16(DeviceTensor& t, vidlora::cuda::CudaCachingAllocator* allo
                       cudaStream_t stream) {
   if (t.size() == 0 || t.buffer.size() == 0) return;
   t.packed = vidlora::cuda::DeviceBuffer<std::uint16_t>(allocator, static_cast<std::size_t>(t.size()), tag);
-  detail::to_bf16_kernel<>
-      <<<vidlora::cuda::grid_size(t.size(), 256), 256, 0, stream>>>(t.packed.data(), t.buffer.data(), t.size());
-  VIDLORA_CUDA_CHECK_LAUNCH("to_bf16_kernel");
+  io::cuda::round_to_16bit(t.buffer.data(), t.packed.data(), t.size(), vidlora::cuda::DType::BF16, stream);
   t.buffer = vidlora::cuda::DeviceBuffer<float>();
 }
 // Widens a packed tensor back into a float buffer (the bf16 values exactly) and gives the bf16 one back.

@@ -244,15 +244,12 @@ class DecoderStep<backend::Cuda, Decoder> {
     model::cuda::DeviceTensor x(&device_->allocator, tokens, hidden, "inputs_embeds");
     const auto width = static_cast<std::size_t>(hidden);
     const auto copy_runs = [&](const std::vector<Eigen::Index>& rows, const float* from, cudaMemcpyKind kind) {
-      for (std::size_t i = 0; i < rows.size();) {
-        std::size_t j = i + 1;
-        while (j < rows.size() && rows[j] == rows[j - 1] + 1) ++j;
+      model::for_each_row_run(rows, [&](std::size_t i, std::size_t j) {
         require(rows[i] >= 0 && rows[j - 1] < tokens, "DecoderStep<Cuda>: spliced rows {}..{} outside {} tokens",
                 rows[i], rows[j - 1], tokens);
         VIDLORA_CUDA_CHECK(cudaMemcpyAsync(x.data() + static_cast<std::size_t>(rows[i]) * width, from + i * width,
                                            (j - i) * width * sizeof(float), kind, device_->model.stream()));
-        i = j;
-      }
+      });
     };
     copy_runs(l.text_rows, l.text_embeds.data(), cudaMemcpyHostToDevice);
     copy_runs(l.visual_rows, visual, cudaMemcpyDeviceToDevice);
