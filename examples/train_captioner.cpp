@@ -121,6 +121,9 @@ demo::CommandLine command_line() {
           flag("host-optimizer",
                "GPU builds: clip and step AdamW on the host's cores (the gradients copied down every step) instead "
                "of on the GPU"),
+          flag("sums-after-backward",
+               "GPU builds over NCCL: sum the LoRA gradients over the ranks after the step's last backward instead of "
+               "block by block during it (the same numbers; the baseline for timing the overlap)"),
           text("precision", "NAME",
                "GPU builds: fp32, tf32 (TF32 GEMMs), bf16 (sm_80+) or fp16 (16-bit frozen GEMMs) instead of the "
                "preset's; the CPU build computes in fp32"),
@@ -249,6 +252,10 @@ void print_configuration(const TrainerConfig& c) {
         source(c.optimizer_on_device == d.optimizer_on_device,
                "trainer default (clip + AdamW on the GPU when the step's gradients are final there)",
                "--host-optimizer"));
+    row("overlap_gradient_sums", c.overlap_gradient_sums,
+        source(c.overlap_gradient_sums == d.overlap_gradient_sums,
+               "trainer default (with --comm nccl: each block's sums start as its backward ends)",
+               "--sums-after-backward"));
     row("MFU peak (TFLOP/s)", P::peak_tflops_16bit, preset + "::peak_tflops_16bit (dense 16-bit tensor peak)");
   } else {
     row("device memory cap", "none", "the decoder step runs on the CPU (backend Cpu)");
@@ -327,8 +334,12 @@ TrainerConfig configure(const demo::Args& a) {
                       "the host; it is "
                       "for the GPU presets' builds (cmake --preset T4, L4, A100 or H100)",
                       P::name));
-  if (a.has("max-memory-gb") || a.has("offload-checkpoints") || a.has("host-optimizer")) {
-    const std::string option = a.has("max-memory-gb") ? "--max-memory-gb" : "--offload-checkpoints";
+  if (a.has("max-memory-gb") || a.has("offload-checkpoints") || a.has("host-optimizer") ||
+      a.has("sums-after-backward")) {
+    const std::string option = a.has("max-memory-gb")         ? "--max-memory-gb"
+                               : a.has("offload-checkpoints") ? "--offload-checkpoints"
+                               : a.has("host-optimizer")      ? "--host-optimizer"
+                                                              : "--sums-after-backward";
     if constexpr (!P::backend_policy::on_device)
       throw demo::UsageError(fmt::format(
           "option {}: the {} preset trains on the CPU, which has no device memory; it is for the GPU presets' builds "
@@ -337,6 +348,7 @@ TrainerConfig configure(const demo::Args& a) {
     c.device_memory.max_memory_gb = a.real("max-memory-gb", 0.0);
     c.offload_checkpoints = a.has("offload-checkpoints");
     c.optimizer_on_device = !a.has("host-optimizer");
+    c.overlap_gradient_sums = !a.has("sums-after-backward");
     if (!(c.device_memory.max_memory_gb >= 0.0))
       throw demo::UsageError(
           fmt::format("option --max-memory-gb: {} is not a number of GiB >= 0", c.device_memory.max_memory_gb));
@@ -640,21 +652,32 @@ struct TrainEncoder {
 };
 
 #if defined(VIDLORA_TRAIN_ON_CUDA)
+// The tower's tensors come from a caching allocator of its own under the run's cap (a frame pass's ~20 temporaries a
+// layer reuse the blocks of the pass before instead of a cudaMalloc / cudaFree each, and cudaFree waits for the whole
+// device); release() gives the weights and the cached blocks back to the device.
 class ReleasableDeviceTower {
  public:
-  ReleasableDeviceTower(const model::ClipVision& vision, vidlora::cuda::Compute compute, vidlora::cuda::DType operands)
+  ReleasableDeviceTower(const model::ClipVision& vision, vidlora::cuda::Compute compute, vidlora::cuda::DType operands,
+                        std::size_t cap_bytes)
       : vision_(vision),
-        device_(std::make_shared<const model::cuda::ClipVisionCuda>(vision, compute, 16, nullptr, nullptr, operands)) {}
+        allocator_(
+            std::make_unique<vidlora::cuda::CudaCachingAllocator>(CachingAllocatorOptions{.cap_bytes = cap_bytes})),
+        device_(std::make_shared<const model::cuda::ClipVisionCuda>(vision, compute, 16, nullptr, allocator_.get(),
+                                                                    operands)) {}
   const model::ClipVisionConfig& config() const { return vision_.config(); }
   Matrix features(std::span<const float> pixels, Eigen::Index frames) const {
     if (device_) return device_->features(pixels, frames);
     return vision_.features(pixels, frames);
   }
   // Before the Trainer exists, so no call to features() runs at the same time.
-  void release() { device_.reset(); }
+  void release() {
+    device_.reset();
+    allocator_.reset();
+  }
 
  private:
   const model::ClipVision& vision_;
+  std::unique_ptr<vidlora::cuda::CudaCachingAllocator> allocator_;  // before device_: it outlives the tower
   std::shared_ptr<const model::cuda::ClipVisionCuda> device_;
 };
 #endif
@@ -666,7 +689,8 @@ TrainEncoder train_encoder([[maybe_unused]] const model::ClipVision& vision,
   const auto operands = config.precision == "bf16"   ? vidlora::cuda::DType::BF16
                         : config.precision == "fp16" ? vidlora::cuda::DType::F16
                                                      : vidlora::cuda::DType::F32;
-  auto tower = std::make_shared<ReleasableDeviceTower>(vision, compute, operands);
+  auto tower = std::make_shared<ReleasableDeviceTower>(vision, compute, operands,
+                                                       presets::memory_cap_bytes<ActivePreset>(config.device_memory));
   const std::string variant = config.precision == "fp32" ? std::string() : config.precision;
   return {std::make_shared<const model::FrameEncoder>(tower, variant), [tower] { tower->release(); }};
 #else

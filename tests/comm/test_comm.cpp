@@ -71,6 +71,38 @@ struct DeviceLike {
 static_assert(comm::Communicator<DeviceLike>);
 static_assert(comm::DeviceGroupSum<DeviceLike>);
 static_assert(!comm::DeviceGroupSum<PeerSum>);
+static_assert(!comm::DeviceGroupSumAfter<DeviceLike>);
+
+// ... that also starts its group sums after a stream's work without waiting, as comm::Nccl does: a group enqueued
+// after `stream` is recorded with that stream and added only at wait(), in the order enqueued.
+struct DeviceLikeAfter : DeviceLike {
+  struct Pending {
+    std::vector<std::span<double>> f64;
+    std::vector<std::span<float>> f32;
+  };
+  std::shared_ptr<std::vector<Pending>> pending = std::make_shared<std::vector<Pending>>();
+  std::shared_ptr<std::vector<void*>> afters = std::make_shared<std::vector<void*>>();
+  std::shared_ptr<std::vector<std::string>> waits = std::make_shared<std::vector<std::string>>();
+  void all_reduce_sum_group_after(std::span<const std::span<double>> b, void* after, std::string_view what) {
+    pending->push_back({{b.begin(), b.end()}, {}});
+    afters->push_back(after);
+    log->whats.emplace_back(what);
+  }
+  void all_reduce_sum_group_after(std::span<const std::span<float>> b, void* after, std::string_view what) {
+    pending->push_back({{}, {b.begin(), b.end()}});
+    afters->push_back(after);
+    log->whats.emplace_back(what);
+  }
+  void wait(std::string_view what) {
+    for (Pending& p : *pending) {
+      all_reduce_sum_group(std::span<const std::span<double>>(p.f64), "");
+      all_reduce_sum_group(std::span<const std::span<float>>(p.f32), "");
+    }
+    pending->clear();
+    waits->emplace_back(what);
+  }
+};
+static_assert(comm::DeviceGroupSumAfter<DeviceLikeAfter>);
 
 }  // namespace
 
@@ -199,4 +231,54 @@ TEST_CASE("device sums: a device-buffer communicator's, directly and through Any
   CHECK(g[0] == 2.5);
   REQUIRE(log->groups.size() == 1);
   CHECK(log->whats[0] == "step 1: gradients (LoRA)");
+}
+
+TEST_CASE("device sums enqueued after a stream: started without waiting where the communicator can, complete at wait",
+          "[comm]") {
+  int stream_tag = 0;
+  void* const stream = &stream_tag;  // stands for a cudaStream_t
+  // A communicator without an asynchronous group sum: enqueue sums at once, wait has nothing to do.
+  DeviceLike plain;
+  const comm::DeviceSum now = comm::device_sum_of(plain);
+  CHECK_FALSE(now.overlaps());
+  std::vector<double> a{1.0, 2.0};
+  const std::vector<std::span<double>> ga{a};
+  now.enqueue(std::span<const std::span<double>>(ga), stream, "layer 1");
+  CHECK(a == std::vector<double>{1.5, 2.5});
+  now.wait("all");
+  CHECK(a == std::vector<double>{1.5, 2.5});
+
+  // One that can: nothing summed until wait, then every group once, in the order enqueued, after the given stream.
+  DeviceLikeAfter after;
+  const auto pending = after.pending;
+  const auto afters = after.afters;
+  const auto waits = after.waits;
+  const auto log = after.log;
+  comm::AnyCommunicator any(std::move(after));  // as train_captioner holds comm::Nccl
+  const comm::DeviceSum sum = comm::device_sum_of(any);
+  REQUIRE(sum);
+  CHECK(sum.overlaps());
+  std::vector<double> top{1.0}, bottom{2.0, 3.0};
+  std::vector<float> f{4.0f};
+  const std::vector<std::span<double>> g1{top}, g0{bottom};
+  const std::vector<std::span<float>> gf{f};
+  sum.enqueue(std::span<const std::span<double>>(g1), stream, "step 2: gradients (LoRA), layer 1");
+  sum.enqueue(std::span<const std::span<double>>(g0), stream, "step 2: gradients (LoRA), layer 0");
+  sum.enqueue(std::span<const std::span<float>>(gf), nullptr, "float32");
+  CHECK(top == std::vector<double>{1.0});  // not yet
+  CHECK(pending->size() == 3);
+  CHECK(*afters == std::vector<void*>{stream, stream, nullptr});
+  sum.wait("step 2: gradients (LoRA)");
+  CHECK(top == std::vector<double>{1.5});
+  CHECK(bottom == std::vector<double>{2.5, 3.5});
+  CHECK(f == std::vector<float>{4.5f});
+  CHECK(pending->empty());
+  CHECK(*waits == std::vector<std::string>{"step 2: gradients (LoRA)"});
+  CHECK(std::vector<std::string>(log->whats.begin(), log->whats.begin() + 2) ==
+        std::vector<std::string>{"step 2: gradients (LoRA), layer 1", "step 2: gradients (LoRA), layer 0"});
+  // The synchronous group sum stays what it was.
+  std::vector<double> s{0.0};
+  const std::vector<std::span<double>> gs{s};
+  sum(std::span<const std::span<double>>(gs), "projector");
+  CHECK(s == std::vector<double>{0.5});
 }

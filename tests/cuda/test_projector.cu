@@ -5,7 +5,9 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include <vidlora/core/rng.hpp>
@@ -161,6 +163,71 @@ TEST_CASE("cuda projector under a caching allocator: its tensors tagged there, t
   } catch (const Failure& e) {
     CHECK_THAT(e.what(), Catch::Contains("out of device memory") && Catch::Contains("multi_modal_projector."));
   }
+}
+
+TEST_CASE("cuda projector inside a step: use_allocator moves weights, gradients and sums with their values",
+          "[model]") {
+  // Two clips of a per-clip step, the projector moved into a caching allocator between them, against a twin that
+  // stays: the second clip's forward runs on the step's weights (the host's changed meanwhile, under the same values
+  // version: only the moved device copies hold the step's values), and finish_step's gradients (the first clip's
+  // float64 sums, moved, plus the second's) are the twin's bit for bit.
+  const Eigen::Index in = 48, hidden = 80, tokens = 37;
+  const model::Mlp2xGelu host(in, hidden, 5, true);
+  model::cuda::CudaMlp2xGelu moved(host), stay(host);
+  vidlora::cuda::CudaCachingAllocator allocator(CachingAllocatorOptions{.cap_bytes = std::size_t{64} << 20});
+  const Matrix x = projector_input(tokens, in, 8), dy = projector_input(tokens, hidden, 9);
+  std::vector<float> first_out;
+  for (auto* p : {&moved, &stay}) {
+    p->begin_step(true, 1);
+    const float* y = p->forward_on_device(x);
+    first_out.resize(static_cast<std::size_t>(tokens * hidden));
+    VIDLORA_CUDA_CHECK(cudaMemcpy(first_out.data(), y, first_out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    (void)p->backward(dy);
+    p->linear_2().weight() *= 2.0f;  // the host's values move; the step's stay those of version 1
+  }
+  moved.use_allocator(&allocator);
+  std::vector<std::vector<float>> second_out;
+  for (auto* p : {&moved, &stay}) {
+    const float* y = p->forward_on_device(x);
+    std::vector<float> out(static_cast<std::size_t>(tokens * hidden));
+    VIDLORA_CUDA_CHECK(cudaMemcpy(out.data(), y, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    second_out.push_back(std::move(out));
+    (void)p->backward(dy);
+    p->finish_step({});
+  }
+  CHECK(cuda_test::bit_mismatches(second_out[0], first_out) == 0);  // the step's weights, moved with their values
+  CHECK(cuda_test::bit_mismatches(second_out[1], first_out) == 0);
+  CHECK(cuda_test::bit_mismatches(flat(moved.linear_1().grad_weight()), flat(stay.linear_1().grad_weight())) == 0);
+  CHECK(cuda_test::bit_mismatches(flat(moved.linear_2().grad_weight()), flat(stay.linear_2().grad_weight())) == 0);
+  CHECK(cuda_test::bit_mismatches(flat(moved.linear_1().grad_bias()), flat(stay.linear_1().grad_bias())) == 0);
+  CHECK(cuda_test::bit_mismatches(flat(moved.linear_2().grad_bias()), flat(stay.linear_2().grad_bias())) == 0);
+  CHECK_FALSE(stay.linear_1().grad_weight().isZero(0.0));
+  moved.release_device();
+}
+
+TEST_CASE("cuda projector: a step without a forward starts from the step's values (a rank without a clip)", "[model]") {
+  // The device weights exist (an earlier step) and the host's values moved since (a checkpoint loaded, the host's
+  // optimizer): begin_step refreshes them, so a device optimizer stepping them at the end of a step in which this
+  // rank ran no clip steps the step's values, not stale ones.
+  const Eigen::Index in = 48, hidden = 80, tokens = 37;
+  model::cuda::CudaMlp2xGelu p(model::Mlp2xGelu(in, hidden, 5, true));
+  const Matrix x = projector_input(tokens, in, 8);
+  p.begin_step(true, 1);
+  (void)p.forward_on_device(x);
+  p.finish_step({});
+  p.linear_1().weight() *= 0.5f;
+  p.linear_2().bias().array() += 1.0f;
+  p.begin_step(true, 2);
+  for (const auto& [grad, value] : {std::pair{p.linear_1().grad_weight().data(), p.linear_1().weight().data()},
+                                    std::pair{p.linear_2().grad_bias().data(), p.linear_2().bias().data()}}) {
+    const std::optional<optim::DeviceParameter> d = p.device_parameter(grad);
+    REQUIRE(d.has_value());
+    std::vector<float> on_device(static_cast<std::size_t>(d->size));
+    VIDLORA_CUDA_CHECK(
+        cudaMemcpy(on_device.data(), d->value, on_device.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    CHECK(cuda_test::bit_mismatches(on_device, std::vector<float>(value, value + d->size)) == 0);
+  }
+  p.finish_step({});
 }
 
 TEST_CASE("cuda projector apply_on_device: apply's values on the device, the weights uploaded once per values version",

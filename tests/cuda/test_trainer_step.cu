@@ -17,12 +17,16 @@
 #include <functional>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include <vidlora/comm/device_sum.hpp>
+#include <vidlora/comm/single.hpp>
 #include <vidlora/core/backend.hpp>
 #include <vidlora/core/rng.hpp>
 #include <vidlora/loss/lm_head_cross_entropy.hpp>
@@ -439,6 +443,222 @@ TEST_CASE("the device step's input spliced on the device gives the host-assemble
                     Catch::Contains("a spliced batch of"));
 }
 
+// ---- The sums over the ranks on the device (comm::DeviceSum), overlapped with the last call's backward: a
+// device-buffer communicator of one rank whose every sum doubles its buffers, as if a second rank held the same
+// gradients. Each trained gradient summed exactly once is then exactly twice the gradient of the same step without
+// the sums (doubling is exact in float32 and float64); one missed is 1x, one summed twice 4x.
+
+namespace device_sum_test {
+
+template <class T>
+__global__ void twice_kernel(T* x, std::size_t n) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x)
+    x[i] = x[i] + x[i];
+}
+
+// As comm::Nccl: grouped sums of device buffers; a group enqueued after a stream runs on a stream of its own once that
+// stream's work so far is done, complete at wait(). The log says what was enqueued, when, and how often it waited.
+struct TwiceSum {
+  static constexpr comm::Buffers buffers = comm::Buffers::Device;
+  struct Log {
+    std::vector<std::string> enqueued;  // the groups enqueued after a stream, in order
+    std::vector<std::string> summed;    // the groups summed at once (the projector's)
+    int waits = 0;
+  };
+  struct Stream {
+    cudaStream_t stream = nullptr;
+    cudaEvent_t ready = nullptr;
+    Stream() {
+      VIDLORA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+      VIDLORA_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+    }
+    ~Stream() {
+      cudaEventDestroy(ready);
+      cudaStreamDestroy(stream);
+    }
+  };
+  std::shared_ptr<Log> log = std::make_shared<Log>();
+  std::shared_ptr<Stream> own = std::make_shared<Stream>();
+  comm::Single host;
+  int rank() const { return 0; }
+  int size() const { return 1; }
+  template <class T>
+  void all_reduce_sum(std::span<T> x, std::string_view) {
+    twice(x);
+    VIDLORA_CUDA_CHECK(cudaStreamSynchronize(own->stream));
+  }
+  template <class T>
+  void all_reduce_sum_group(std::span<const std::span<T>> b, std::string_view what) {
+    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+    for (const std::span<T>& x : b) twice(x);
+    VIDLORA_CUDA_CHECK(cudaStreamSynchronize(own->stream));
+    log->summed.emplace_back(what);
+  }
+  template <class T>
+  void all_reduce_sum_group_after(std::span<const std::span<T>> b, void* after, std::string_view what) {
+    VIDLORA_CUDA_CHECK(cudaEventRecord(own->ready, static_cast<cudaStream_t>(after)));
+    VIDLORA_CUDA_CHECK(cudaStreamWaitEvent(own->stream, own->ready, 0));
+    for (const std::span<T>& x : b) twice(x);
+    log->enqueued.emplace_back(what);
+  }
+  void wait(std::string_view) {
+    VIDLORA_CUDA_CHECK(cudaStreamSynchronize(own->stream));
+    ++log->waits;
+  }
+  comm::Single& bootstrap() { return host; }
+  void broadcast(std::string& s, std::string_view w) { host.broadcast(s, w); }
+  std::vector<std::string> gather(const std::string& s, std::string_view w) { return host.gather(s, w); }
+  void barrier(std::string_view w) { host.barrier(w); }
+
+ private:
+  template <class T>
+  void twice(std::span<T> x) {
+    if (x.empty()) return;
+    twice_kernel<T><<<64, 256, 0, own->stream>>>(x.data(), x.size());
+    VIDLORA_CUDA_CHECK(cudaGetLastError());
+  }
+};
+static_assert(comm::DeviceGroupSumAfter<TwiceSum>);
+
+std::vector<float> flat(const Matrix& m) { return std::vector<float>(m.data(), m.data() + m.size()); }
+
+// Elements of `got` that are not exactly 2 x `want`.
+std::size_t not_twice(const std::vector<float>& got, const std::vector<float>& want) {
+  if (got.size() != want.size()) return std::max(got.size(), want.size());
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) n += got[i] != 2.0f * want[i];
+  return n;
+}
+
+}  // namespace device_sum_test
+
+TEST_CASE("DecoderStep<Cuda>: the last call's blocks start their sums over the ranks as their backward ends",
+          "[trainer][cuda]") {
+  // One step of two calls (per_clip: float64 sums; else float32), the same step without sums as the reference. With
+  // the overlap armed before the second call, every block's group is enqueued before that call returns (from the last
+  // block down), none at finish_step, one wait; every trained gradient exactly twice the reference's, the untrained
+  // ones (a predicate leaving out down_proj, as stage 1 leaves out all) neither summed nor copied. A step without
+  // calls (a rank with no clip) or without the overlap enqueues every block's group at finish_step, in the same order.
+  using namespace device_sum_test;
+  namespace tiny = test::tiny;
+  using D = model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha>;
+  model::DecoderOptions o;
+  o.target_modules = {"q_proj", "v_proj", "down_proj"};
+  o.lora.dropout = 0.1;
+  o.lora.seed = 5;
+  const auto weights = model::random_decoder_weights(tiny::decoder_config(), 3);
+  model::Mlp2xGelu projector(tiny::kVision, tiny::kHidden, 11);
+  const std::vector<int> prompt{3, 1, 4};
+  const std::vector<std::vector<int>> answers{{5, 6, 7, 2}, {8, 2}};
+  const model::SplicedLayout layout = model::splice_layout<float>(
+      prompt, answers, 1, std::vector<Eigen::Index>{4, 6}, D(tiny::decoder_config(), weights, o).embed_tokens(), 0);
+  const Matrix embeds = model::assemble_embeds(layout, model::random_normal(10, tiny::kHidden, 0.5, 17, 1));
+  const int layers = tiny::decoder_config().num_hidden_layers;
+  for (const bool per_clip : {true, false})
+    for (const bool overlap : {true, false})
+      for (const bool calls : {true, false}) {
+        if (!calls && overlap) continue;  // a rank without a clip has no call to overlap with
+        INFO("per_clip " << per_clip << " overlap " << overlap << " calls " << calls);
+        D ref(tiny::decoder_config(), weights, o), dec(tiny::decoder_config(), weights, o);
+        const train::TrainableTensors ref_tensors(projector, ref), tensors(projector, dec);
+        train::DecoderStep<backend::Cuda, D> ref_step(ref, ref_tensors), step(dec, tensors);
+        TwiceSum twice;
+        const auto log = twice.log;
+        const comm::DeviceSum sum(twice);
+        const auto trained = [&dec](const float* g) {  // all but down_proj's
+          bool down = false;
+          dec.for_each_lora([&](const std::string& path, auto& l) {
+            down = down ||
+                   ((l.grad_A().data() == g || l.grad_B().data() == g) && path.find("down_proj") != std::string::npos);
+          });
+          return !down;
+        };
+        const train::StepHandOver h{.trained = trained, .across_ranks = sum, .what = "step 1: gradients"};
+        const train::StepHandOver ref_h{.trained = trained};
+        ref_step.begin_step(per_clip);
+        step.begin_step(per_clip);
+        for (int call = 0; calls && call < 2; ++call) {
+          (void)ref_step.loss_and_backward(embeds, layout.batch, layout.labels, {});
+          if (call == 1 && overlap) step.overlap_sums_with_next_call(h);
+          (void)step.loss_and_backward(embeds, layout.batch, layout.labels, {});
+        }
+        CHECK(log->enqueued.size() == (overlap ? static_cast<std::size_t>(layers) : 0u));  // before finish_step
+        ref_step.finish_step(ref_h);
+        step.finish_step(h);
+        std::vector<std::string> want_groups;
+        for (int l = layers; l-- > 0;) want_groups.push_back("step 1: gradients (LoRA), layer " + std::to_string(l));
+        CHECK(log->enqueued == want_groups);
+        CHECK(log->summed.empty());
+        CHECK(log->waits == 1);
+        std::vector<const Matrix*> want_grads, got_grads;
+        std::vector<bool> is_trained;
+        ref.for_each_lora([&](const std::string&, auto& l) {
+          want_grads.push_back(&l.grad_A());
+          want_grads.push_back(&l.grad_B());
+        });
+        dec.for_each_lora([&](const std::string&, auto& l) {
+          got_grads.push_back(&l.grad_A());
+          got_grads.push_back(&l.grad_B());
+          is_trained.push_back(trained(l.grad_A().data()));
+          is_trained.push_back(trained(l.grad_B().data()));
+        });
+        REQUIRE(got_grads.size() == want_grads.size());
+        bool some_nonzero = false;
+        for (std::size_t i = 0; i < got_grads.size(); ++i) {
+          INFO("LoRA tensor " << i << (is_trained[i] ? " (trained)" : " (not trained)"));
+          if (is_trained[i])
+            CHECK(not_twice(flat(*got_grads[i]), flat(*want_grads[i])) == 0);
+          else
+            CHECK(got_grads[i]->isZero(0.0));  // not copied to the host
+          some_nonzero = some_nonzero || (is_trained[i] && !want_grads[i]->isZero(0.0));
+        }
+        CHECK(some_nonzero == calls);  // a rank without clips sums zeros
+      }
+}
+
+TEST_CASE("the Trainer over a device-buffer communicator: every LoRA and projector gradient summed once, overlapped",
+          "[trainer][cuda]") {
+  // The first stage-2 step of the tiny run over TwiceSum against the same run over comm::Single: the loss the same,
+  // every LoRA and projector gradient exactly twice (float64 per-clip sums and float32 micro-batch sums; with the
+  // overlap and without), the LoRA groups one per block from the last block down, the projector's once.
+  using namespace device_sum_test;
+  using TwiceTrainer = Trainer<presets::Cpu, model::cuda::CudaMlp2xGelu, lora::DenseWeight, TwiceSum, backend::Cuda>;
+  for (const bool batch_invariant : {true, false})
+    for (const bool overlap : {true, false}) {
+      INFO("batch_invariant " << batch_invariant << " overlap " << overlap);
+      TrainerConfig c = trainer_step_config("twice");
+      c.stages[0].epochs = 0;
+      c.max_steps_this_run = 1;
+      c.max_grad_norm = 1e9;          // the raw gradients
+      c.optimizer_on_device = false;  // read on the host
+      c.batch_invariant = batch_invariant;
+      c.overlap_gradient_sums = overlap;
+      const TrainerStepRun single = run_tiny_on<backend::Cuda>(c);
+      fs::remove_all(c.output_dir);
+      TwiceSum twice;
+      const auto log = twice.log;
+      const auto weights = model::random_decoder_weights(tiny::decoder_config(), 3);
+      TwiceTrainer trainer(
+          c, tiny::decoder_config(), weights,
+          model::cuda::CudaMlp2xGelu(model::Mlp2xGelu(tiny::kVision, tiny::kHidden, 11)), tiny::codec(),
+          [](const train::Clip& clip) { return tiny::features(clip); }, std::move(twice));
+      const std::vector<double> losses = trainer.train(tiny::clips(10), {}).losses;
+      const TrainedTensors t = trained_tensors_of(trainer);
+      fs::remove_all(c.output_dir);
+      CHECK(losses == single.losses);
+      CHECK(not_twice(t.lora_grad, single.tensors.lora_grad) == 0);
+      CHECK(not_twice(t.projector_grad, single.tensors.projector_grad) == 0);
+      const int layers = tiny::decoder_config().num_hidden_layers;
+      REQUIRE(log->enqueued.size() == static_cast<std::size_t>(layers));
+      for (int l = 0; l < layers; ++l)
+        CHECK(log->enqueued[static_cast<std::size_t>(l)] ==
+              "step 1: gradients (LoRA), layer " + std::to_string(layers - 1 - l));
+      CHECK(log->summed.size() == 1);  // the projector's tensors, one group
+      CHECK(log->waits == 1);
+    }
+}
+
 // ---- The evaluation on the device (model/cuda/decoder_model.cuh's loss, KV cache, forward_cached and logits;
 // model/cuda/cached_decoder.cuh) against model::Decoder on the CPU from the same exported weights: the evaluation's
 // loss (no dropout, no dropout stream moved) to 1e-5, a prompt run through the device KV cache in three pieces (the
@@ -697,6 +917,23 @@ TEST_CASE("cuda CLIP tower: the CPU tower's features, frames in passes, both att
       CHECK(err < (ops == vidlora::cuda::DType::BF16 ? 5e-2 : 1e-2));
       CHECK(err > 0.0);
       CHECK(narrow.features(pixels, frames) == h);
+    }
+  }
+  {
+    // ViT-L/14's patch: K = 3·14·14 = 588, whose 16-bit rows are 8-byte aligned only (padded to 592 on the device).
+    model::ClipVisionConfig c14 = clip_test::tiny_clip(64, 4);
+    c14.patch_size = 14;
+    c14.image_size = 28;  // 4 patches + CLS per frame
+    const model::ClipVision cpu(c14, train::random_clip_vision_weights(c14, 7));
+    const std::vector<float> pixels = clip_test::pixels_of(c14, 3);
+    const Matrix want = cpu.features(pixels, 3);
+    CHECK(cuda_test::normwise_error(clip_test::flat(model::cuda::ClipVisionCuda(cpu).features(pixels, 3)),
+                                    clip_test::flat(want)) < 2e-5);
+    for (const vidlora::cuda::DType ops : {vidlora::cuda::DType::BF16, vidlora::cuda::DType::F16}) {
+      INFO("patch 14, " << vidlora::cuda::dtype_name(ops) << " operands");
+      const model::cuda::ClipVisionCuda narrow(cpu, vidlora::cuda::Compute::F32, 2, nullptr, nullptr, ops);
+      CHECK(cuda_test::normwise_error(clip_test::flat(narrow.features(pixels, 3)), clip_test::flat(want)) <
+            (ops == vidlora::cuda::DType::BF16 ? 5e-2 : 1e-2));
     }
   }
   const model::ClipVisionConfig c = clip_test::tiny_clip(64, 4);

@@ -100,6 +100,30 @@ struct HostDecoderModelExec {
     execs[l].reset();
     ++released;
   }
+  // layer_backward_done: the blocks in the order their backward ended; each block's LoRA gradients at that moment
+  // (every slot with LoRA: grad_A, grad_B), and whether a block below it had a non-zero LoRA gradient already.
+  std::vector<std::size_t> backward_done;
+  std::vector<std::vector<Matrix>> grads_when_done;
+  std::vector<bool> below_touched_when_done;
+  std::vector<Matrix> lora_grads_of(std::size_t l) {
+    std::vector<Matrix> g;
+    for (auto& s : layers[l].slots)
+      if (s.has_lora()) {
+        g.push_back(s.lora().grad_A());
+        g.push_back(s.lora().grad_B());
+      }
+    return g;
+  }
+  void layer_backward_done(std::size_t l) {
+    backward_done.push_back(l);
+    grads_when_done.resize(layers.size());
+    below_touched_when_done.resize(layers.size());
+    grads_when_done[l] = lora_grads_of(l);
+    bool touched = false;
+    for (std::size_t b = 0; b < l; ++b)
+      for (const Matrix& g : lora_grads_of(b)) touched = touched || !g.isZero(0.0);
+    below_touched_when_done[l] = touched;
+  }
   void save_layer_rng(std::size_t l) {
     rng.resize(layers.size());
     for (std::size_t m = 0; m < 7; ++m) rng[l][m] = layers[l].slots[m].step();

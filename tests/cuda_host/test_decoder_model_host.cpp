@@ -4,6 +4,8 @@
 // with model::Decoder's.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -106,6 +108,20 @@ void check_steps_equal_decoder(model::DecoderConfig config, double dropout, doub
   CHECK(exec.most_live == (checkpoint ? 1 : layers));
   CHECK(exec.offloaded == (offload ? checkpointed : 0));
   CHECK(exec.reloaded == exec.offloaded);
+  // layer_backward_done: every block once, from the last down, when its LoRA gradients are final and no block below
+  // has one yet (what the CUDA step sums over the ranks there, overlapped with the blocks below).
+  std::vector<std::size_t> down;
+  for (int l = layers; l-- > 0;) down.push_back(static_cast<std::size_t>(l));
+  CHECK(exec.backward_done == down);
+  for (int l = 0; l < layers; ++l) {
+    const auto final_grads = exec.lora_grads_of(static_cast<std::size_t>(l));
+    const auto& then = exec.grads_when_done.at(static_cast<std::size_t>(l));
+    REQUIRE(then.size() == final_grads.size());
+    for (std::size_t i = 0; i < then.size(); ++i) CHECK(same_bits(then[i], final_grads[i]));
+    CHECK_FALSE(exec.below_touched_when_done.at(static_cast<std::size_t>(l)));
+    // (each block ends with a non-zero LoRA gradient, so a block's gradients written early would be seen above)
+    CHECK(std::any_of(final_grads.begin(), final_grads.end(), [](const Matrix& g) { return !g.isZero(0.0); }));
+  }
   for (int l = 0; l < layers; ++l)
     for (std::size_t m = 0; m < 7; ++m) {
       const auto& cpu = dec.layer_weights(l).slots[m];

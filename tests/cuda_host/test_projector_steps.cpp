@@ -2,6 +2,8 @@
 // bias column sums) run by a host executor, against model::Mlp2xGelu: everything but cuBLASLt and the kernels.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include <vidlora/core/rng.hpp>
 #include <vidlora/model/cuda/projector.cuh>
 #include <vidlora/model/projector.hpp>
@@ -88,6 +90,25 @@ void check_projector_steps(bool bias) {
     CHECK(projector_error(gb1.row(0).transpose(), want.linear_1().grad_bias()) < 1e-5f);
     CHECK(projector_error(gb2.row(0).transpose(), want.linear_2().grad_bias()) < 1e-5f);
   }
+
+  // Without dx (CudaMlp2xGelu::backward_rows: frozen features): one GEMM fewer, the same four gradients bit for bit.
+  const Matrix gw1_with = gw1, gw2_with = gw2, gb1_with = gb1, gb2_with = gb2;
+  // The same starting values as above, copied into the buffers w points at (a moved-in Matrix would replace them).
+  gw1.array() = projector_random(hidden, in, 3).array();
+  gw2.array() = projector_random(hidden, hidden, 4).array();
+  gb1.array() = projector_random(1, hidden, 5).array();
+  gb2.array() = projector_random(1, hidden, 6).array();
+  REQUIRE(w.grad_w1 == gw1.data());
+  ProjectorHostExec no_dx;
+  model::cuda::projector_backward_steps(no_dx, s, w, x.data(), z.data(), a.data(), dy.data(), da.data(), nullptr);
+  CHECK(no_dx.gemms == 3);
+  const auto same = [](const Matrix& p, const Matrix& q) {
+    return p.size() == q.size() && std::equal(p.data(), p.data() + p.size(), q.data());
+  };
+  CHECK(same(gw1, gw1_with));
+  CHECK(same(gw2, gw2_with));
+  CHECK(same(gb1, gb1_with));
+  CHECK(same(gb2, gb2_with));
 }
 
 }  // namespace

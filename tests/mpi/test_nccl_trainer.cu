@@ -3,7 +3,8 @@
 // against the same Trainer over comm::Single, one rank (mpiexec -np 1; NCCL refuses two ranks on one GPU): an NCCL
 // sum over one rank is the identity, so every loss and every LoRA and projector value must agree bit for bit, with
 // the float64 per-clip sums (batch_invariant) and with the float32 micro-batch sums, comm::Nccl held directly and
-// through comm::AnyCommunicator (train_captioner's). Ten steps over stage 1 (projector only: the device sums skip the
+// through comm::AnyCommunicator (train_captioner's), each block's sums overlapped with the last backward (the default)
+// and after it. Ten steps over stage 1 (projector only: the device sums skip the
 // LoRA gradients) and stage 2 of the tiny captioning problem (tests/support/tiny_captioning.hpp), LoRA dropout on.
 // Exits 77 (SKIPPED) without a CUDA device.
 #include <cuda_runtime.h>
@@ -101,6 +102,11 @@ int main(int argc, char** argv) {
         const Run any = run(c, comm::AnyCommunicator(nccl_test::make_nccl()));
         bad += compare("comm::AnyCommunicator(comm::Nccl)", single, any);
       }
+      TrainerConfig after = c;  // every block's sums after the step's last backward (the default overlaps them)
+      after.overlap_gradient_sums = false;
+      bad += compare(
+          batch_invariant ? "comm::Nccl, float64 sums, not overlapped" : "comm::Nccl, float32 sums, not overlapped",
+          single, run(after, nccl_test::make_nccl()));
     }
   } catch (const std::exception& e) {
     std::printf("error: %s\n", e.what());

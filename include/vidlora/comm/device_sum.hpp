@@ -11,6 +11,14 @@
 //   - a communicator that chooses at run time (comm::AnyCommunicator) through device_sum().
 // host_collectives(c) is the communicator that sums host buffers (the token counts, the loss): c itself, or a
 // device-buffer communicator's bootstrap().
+//
+// Overlapped with the backward pass: enqueue(buffers, after, what) starts a group's sums once the work already
+// enqueued on the CUDA stream `after` (a cudaStream_t, passed as void* so that this header needs no CUDA) is done, and
+// returns at once; wait(what) completes every group enqueued. A device step enqueues each block's gradients as soon as
+// its backward has written them, while the blocks below still run (train/cuda/decoder_step.cuh). A communicator offers
+// that with all_reduce_sum_group_after and wait (DeviceGroupSumAfter: comm::Nccl, on a stream of its own); with only
+// all_reduce_sum_group, enqueue sums at once (complete on return) and wait does nothing. Every rank must enqueue the
+// same groups in the same order, as for any collective.
 
 #include <concepts>
 #include <functional>
@@ -32,6 +40,16 @@ concept DeviceGroupSum = requires(C& c, std::span<const std::span<float>> f, std
   requires Communicator<std::remove_cvref_t<decltype(c.bootstrap())>>;
 };
 
+// ... that can also start a group's sums after the work on a given CUDA stream, without waiting (wait completes them).
+template <class C>
+concept DeviceGroupSumAfter = DeviceGroupSum<C> &&
+    requires(C& c, std::span<const std::span<float>> f, std::span<const std::span<double>> d, void* stream,
+             std::string_view what) {
+  c.all_reduce_sum_group_after(f, stream, what);
+  c.all_reduce_sum_group_after(d, stream, what);
+  c.wait(what);
+};
+
 class DeviceSum {
  public:
   DeviceSum() = default;
@@ -39,18 +57,53 @@ class DeviceSum {
   template <DeviceGroupSum C>
   explicit DeviceSum(C& c)
       : f32_([&c](std::span<const std::span<float>> b, std::string_view what) { c.all_reduce_sum_group(b, what); }),
-        f64_([&c](std::span<const std::span<double>> b, std::string_view what) { c.all_reduce_sum_group(b, what); }) {}
+        f64_([&c](std::span<const std::span<double>> b, std::string_view what) { c.all_reduce_sum_group(b, what); }) {
+    if constexpr (DeviceGroupSumAfter<C>) {
+      f32_after_ = [&c](std::span<const std::span<float>> b, void* s, std::string_view w) {
+        c.all_reduce_sum_group_after(b, s, w);
+      };
+      f64_after_ = [&c](std::span<const std::span<double>> b, void* s, std::string_view w) {
+        c.all_reduce_sum_group_after(b, s, w);
+      };
+      wait_ = [&c](std::string_view w) { c.wait(w); };
+    }
+  }
 
   explicit operator bool() const { return static_cast<bool>(f64_); }
+  // Whether enqueue returns before the sums are done (the communicator runs them on its own stream).
+  bool overlaps() const { return static_cast<bool>(wait_); }
 
   // Each buffer (device memory; empty ones allowed) summed over the ranks in place; complete on return. Work on the
   // buffers enqueued on any stream before the call is finished first.
   void operator()(std::span<const std::span<float>> buffers, std::string_view what) const { f32_(buffers, what); }
   void operator()(std::span<const std::span<double>> buffers, std::string_view what) const { f64_(buffers, what); }
 
+  // The same sums, started once the work enqueued on the CUDA stream `after` so far is done; complete after wait()
+  // (or on return, when !overlaps()). The buffers must not be read or written before wait() returns.
+  void enqueue(std::span<const std::span<float>> buffers, void* after, std::string_view what) const {
+    if (f32_after_)
+      f32_after_(buffers, after, what);
+    else
+      f32_(buffers, what);
+  }
+  void enqueue(std::span<const std::span<double>> buffers, void* after, std::string_view what) const {
+    if (f64_after_)
+      f64_after_(buffers, after, what);
+    else
+      f64_(buffers, what);
+  }
+  // Every group enqueued so far is complete (a rank that does not take part within the communicator's timeout is an
+  // error naming `what`).
+  void wait(std::string_view what) const {
+    if (wait_) wait_(what);
+  }
+
  private:
   std::function<void(std::span<const std::span<float>>, std::string_view)> f32_;
   std::function<void(std::span<const std::span<double>>, std::string_view)> f64_;
+  std::function<void(std::span<const std::span<float>>, void*, std::string_view)> f32_after_;
+  std::function<void(std::span<const std::span<double>>, void*, std::string_view)> f64_after_;
+  std::function<void(std::string_view)> wait_;
 };
 
 // The device sums `c` offers: empty for a host-buffer communicator.

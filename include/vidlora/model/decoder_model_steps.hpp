@@ -31,6 +31,9 @@
 //   pack_saved(l, saved&), unpack_saved(l, saved&)   with pack_saved only: store block l's saved activations (the
 //                                    tensors of DecoderLayerSavedOf, not its per-row scales or the attention's
 //                                    log-sum-exp) in bf16 between its forward and its backward, and widen them again
+//   layer_backward_done(l)           optional: called once block l's backward has been enqueued (its LoRA gradients
+//                                    for this step are final: no later step of the list writes them), from block L-1
+//                                    down to block 0 (the CUDA step starts summing them over the ranks there)
 // decoder_loss_steps (an evaluation's loss: no backward) needs only num_layers, layer, release_layer, copy,
 // final_norm and
 //   lm_head_loss_forward(hidden) -> DecoderLossTotals   the loss alone (no d hidden)
@@ -117,6 +120,7 @@ DecoderStepOf<typename Exec::tensor_type> decoder_loss_and_backward_steps(Exec& 
     dh = decoder_layer_backward_steps(e.layer(l), saved[l], dh);
     saved[l] = {};
     e.release_layer(l);
+    if constexpr (requires { e.layer_backward_done(l); }) e.layer_backward_done(l);
   }
   r.grad_embeds = std::move(dh);
   return r;

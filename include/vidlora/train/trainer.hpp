@@ -718,12 +718,24 @@ class Trainer {
               pos_.global_step + 1);
       clip_sums.reset(std::move(storage), on_device);
     }
+    // What finish_step hands over, after the micro-batches below (every rank, also one whose step failed: the device
+    // sums are collectives); with a device sum, this rank's last micro-batch starts them block by block.
+    const std::string grads_what = fmt::format("step {}: gradients", pos_.global_step + 1);
+    const bool host_sums = per_clip && !device_rounds;  // the device's float64 sums go to the ClipGradientSum
+    const StepHandOver hand_over{.sums = host_sums ? &clip_sums : nullptr,
+                                 .trained = trained_gradient(trained_storage),
+                                 .across_ranks = device_sum_,
+                                 .what = grads_what,
+                                 .keep_on_device = device_optimizer};
     const std::size_t micro = per_clip ? 1 : static_cast<std::size_t>(config_.batch_size);
     double step_flops = 0.0;  // 4·N + 6·L·d·T per sequence position this rank ran (train/lora_mfu.hpp)
     try {
       for (std::size_t mb = 0; mb < clips.size(); mb += micro) {
         const std::size_t mb_end = std::min(clips.size(), mb + micro);
         if (per_clip && config_.lora_dropout > 0.0) set_clip_dropout_step(per_rank, slots[mb]);
+        if constexpr (Backend::on_device)
+          if (device_sum_ && config_.overlap_gradient_sums && mb_end == clips.size())
+            decoder_step_.overlap_sums_with_next_call(hand_over);
         Eigen::Index rows = 0;
         for (std::size_t i = mb; i < mb_end; ++i) rows += cache_.at(key_of(train_[clips[i]])).rows();
         Matrix feats(rows, projector_.in_features());
@@ -773,13 +785,7 @@ class Trainer {
     }
     // The device's gradients to the host, once (summed over the ranks there first with a device communicator). Every
     // rank, also one whose step failed above: the device sums are collectives (the step is then skipped on all).
-    const std::string grads_what = fmt::format("step {}: gradients", pos_.global_step + 1);
-    const bool host_sums = per_clip && !device_rounds;  // the device's float64 sums go to the ClipGradientSum
-    decoder_step_.finish_step(StepHandOver{.sums = host_sums ? &clip_sums : nullptr,
-                                           .trained = trained_gradient(trained_storage),
-                                           .across_ranks = device_sum_,
-                                           .what = grads_what,
-                                           .keep_on_device = device_optimizer});
+    decoder_step_.finish_step(hand_over);
     if constexpr (kProjectorBrackets) {
       std::function<std::span<double>(const float*)> sums_of;
       if (host_sums) sums_of = [&clip_sums](const float* g) { return clip_sums.sums_of(g); };

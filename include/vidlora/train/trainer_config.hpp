@@ -58,6 +58,11 @@ struct TrainerConfig {
   // for checkpoints. false: on the host's cores, the gradients copied down and the values up every step (the CPU
   // build always steps on the host).
   bool optimizer_on_device = true;
+  // Device runs over a communicator that sums device buffers (comm::Nccl): each rank's last micro-batch of a step
+  // starts the sums of a block's LoRA gradients over the ranks as soon as its backward has written them, while the
+  // blocks below still run (DecoderStep<Cuda>::overlap_sums_with_next_call). The same bits either way; false: every
+  // sum after the step's last backward (the baseline of docs/distributed.md's measurement).
+  bool overlap_gradient_sums = true;
   std::uint64_t seed = 0;
   // evaluation
   int patience = 5;

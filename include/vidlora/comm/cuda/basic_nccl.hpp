@@ -109,6 +109,7 @@ class BasicNccl {
     detail::cuda_check(cudaSetDevice(device_), "cudaSetDevice");
     check_one_gpu_per_rank();
     detail::cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    detail::cuda_check(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "cudaEventCreate");
     const ncclUniqueId id = nccl_unique_id_over(bootstrap_);
     detail::nccl_check(ncclCommInitRank(&comm_, bootstrap_.size(), id, bootstrap_.rank()),
                        detail::message("rank {}: ncclCommInitRank", bootstrap_.rank()));
@@ -120,10 +121,12 @@ class BasicNccl {
         options_(o.options_),
         device_(o.device_),
         stream_(std::exchange(o.stream_, nullptr)),
+        ready_(std::exchange(o.ready_, nullptr)),
         comm_(std::exchange(o.comm_, nullptr)) {}
   BasicNccl& operator=(BasicNccl&&) = delete;
   ~BasicNccl() {
     if (comm_) ncclCommDestroy(comm_);
+    if (ready_) cudaEventDestroy(ready_);
     if (stream_) cudaStreamDestroy(stream_);
   }
 
@@ -146,12 +149,20 @@ class BasicNccl {
     reduce_group(buffers, ncclDouble, what);
   }
   static constexpr std::size_t kGroupOps = 256;
-
-  // Enqueues the sum without waiting (to overlap it with the backward pass); wait() completes it.
-  void all_reduce_sum_async(std::span<float> x, std::string_view what) {
-    detail::nccl_check(ncclAllReduce(x.data(), x.data(), x.size(), ncclFloat, ncclSum, comm_, stream_), what);
+  // The same grouped sums, started on stream() once the work enqueued on `after` (a cudaStream_t; null: the legacy
+  // default stream) so far is done, without waiting: the device goes on with the work enqueued after it (the blocks
+  // below in the backward pass) while NCCL sums. wait() completes them; nothing may touch the buffers before it.
+  void all_reduce_sum_group_after(std::span<const std::span<float>> buffers, void* after, std::string_view what) {
+    enqueue_group(buffers, ncclFloat, static_cast<cudaStream_t>(after), what);
   }
+  void all_reduce_sum_group_after(std::span<const std::span<double>> buffers, void* after, std::string_view what) {
+    enqueue_group(buffers, ncclDouble, static_cast<cudaStream_t>(after), what);
+  }
+
+  // Every sum enqueued on stream() is complete (the NCCL communicator is aborted on an asynchronous NCCL error or
+  // after NcclOptions::timeout, and a CommError names `what`).
   void wait(std::string_view what) {
+    if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
     using clock = std::chrono::steady_clock;
     const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(options_.timeout);
     while (true) {
@@ -206,6 +217,20 @@ class BasicNccl {
   void reduce_group(std::span<const std::span<T>> buffers, ncclDataType_t type, std::string_view what) {
     if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
     detail::cuda_check(cudaDeviceSynchronize(), what);
+    issue_group(buffers, type, what);
+    wait(what);
+  }
+  template <class T>
+  void enqueue_group(std::span<const std::span<T>> buffers, ncclDataType_t type, cudaStream_t after,
+                     std::string_view what) {
+    if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
+    detail::cuda_check(cudaEventRecord(ready_, after), what);  // reused: stream_ waits on this record now
+    detail::cuda_check(cudaStreamWaitEvent(stream_, ready_, 0), what);
+    issue_group(buffers, type, what);
+  }
+  // ncclAllReduce of every non-empty buffer on stream_, at most kGroupOps per group.
+  template <class T>
+  void issue_group(std::span<const std::span<T>> buffers, ncclDataType_t type, std::string_view what) {
     for (std::size_t begin = 0; begin < buffers.size(); begin += kGroupOps) {
       const std::size_t end = std::min(buffers.size(), begin + kGroupOps);
       detail::nccl_check(ncclGroupStart(), what);
@@ -220,7 +245,6 @@ class BasicNccl {
       detail::nccl_check(first_error, what);
       detail::nccl_check(end_rc, what);
     }
-    wait(what);
   }
 
   void reduce(void* data, std::size_t n, ncclDataType_t type, std::string_view what) {
@@ -233,6 +257,7 @@ class BasicNccl {
   NcclOptions options_;
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
+  cudaEvent_t ready_ = nullptr;  // all_reduce_sum_group_after: where the caller's stream stood
   ncclComm_t comm_ = nullptr;
 };
 }  // namespace vidlora::comm

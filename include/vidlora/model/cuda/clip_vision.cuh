@@ -77,7 +77,18 @@ class ClipVisionCuda {
         operands_(operands) {
     vidlora::cuda::check_arg(frames_per_pass_ > 0, "cuda::ClipVisionCuda",
                              "frames_per_pass must be positive (got " + std::to_string(frames_per_pass_) + ")");
-    patch_w_ = weight(host.patch_weight(), "vision.embeddings.patch_embedding.weight");
+    // The patch embedding's K = channels·patch² (588 for ViT-L/14) is zero-padded to a multiple of 8 with 16-bit
+    // operands, so that the rows of its 16-bit operands start on 16-byte boundaries (tensor-core GEMMs' alignment;
+    // 588 halves are 1,176 bytes, 8-byte aligned only). Zero columns add exact zeros: the same products.
+    const std::int64_t patch_in = host.patch_weight().cols();
+    patch_cols_ = operands_ == vidlora::cuda::DType::F32 ? patch_in : (patch_in + 7) / 8 * 8;
+    if (patch_cols_ == patch_in) {
+      patch_w_ = weight(host.patch_weight(), "vision.embeddings.patch_embedding.weight");
+    } else {
+      Matrix padded = Matrix::Zero(host.patch_weight().rows(), patch_cols_);
+      padded.leftCols(patch_in) = host.patch_weight();
+      patch_w_ = weight(padded, "vision.embeddings.patch_embedding.weight");
+    }
     cls_ = up(host.class_embedding(), "vision.embeddings.class_embedding");
     pos_ = up(host.position_embedding(), "vision.embeddings.position_embedding.weight");
     pre_w_ = up(host.pre_norm_weight(), "vision.pre_layrnorm.weight");
@@ -120,10 +131,11 @@ class ClipVisionCuda {
     Matrix out(frames * tpf, host_.feature_width());
     for (std::int64_t f0 = 0; f0 < frames; f0 += frames_per_pass_) {
       const std::int64_t nf = std::min<std::int64_t>(frames_per_pass_, frames - f0);
-      Matrix patches(nf * np, patch_in);
+      Matrix patches(nf * np, patch_cols_);
+      if (patch_cols_ != patch_in) patches.rightCols(patch_cols_ - patch_in).setZero();
       for (std::int64_t f = 0; f < nf; ++f)
-        host_.patches_of(pixels.data() + (f0 + f) * per_frame, patches.middleRows(f * np, np));
-      DeviceTensor pin = tensor(nf * np, patch_in, "vision.patches");
+        host_.patches_of(pixels.data() + (f0 + f) * per_frame, patches.middleRows(f * np, np).leftCols(patch_in));
+      DeviceTensor pin = tensor(nf * np, patch_cols_, "vision.patches");
       sync();  // the block may have been freed by queued work on a non-legacy stream
       pin.buffer.upload(std::span<const float>(patches.data(), static_cast<std::size_t>(patches.size())));
       DeviceTensor pe = tensor(nf * np, d, "vision.patch_embeds");
@@ -286,6 +298,7 @@ class ClipVisionCuda {
   vidlora::cuda::DType operands_;
   mutable vidlora::cuda::GemmRunner gemm_;
   Weight patch_w_;
+  std::int64_t patch_cols_ = 0;  // the patch embedding's K: channels·patch², padded to a multiple of 8 in 16 bits
   vidlora::cuda::DeviceBuffer<float> cls_, pos_, pre_w_, pre_b_;
   std::vector<Layer> layers_;
 };

@@ -89,12 +89,12 @@ class CudaMlp2xGelu : public Mlp2xGelu {
                                "cuda::CudaMlp2xGelu::backward",
                                "needs this projector's forward first, and a gradient of its output's shape");
       const vidlora::cuda::DeviceBuffer<float> d = upload_as(dy, "output.grad");
-      return download(backward_device(d.data()), shape_.tokens, shape_.in);
+      return download(backward_device(d.data(), /*input_grad=*/true), shape_.tokens, shape_.in);
     });
   }
 
-  // backward for a caller that needs no d loss / d x (the Trainer's features are frozen: it is computed on the device
-  // and dropped, never copied down), and without the host: d loss / d y is `rows` of
+  // backward for a caller that needs no d loss / d x (the Trainer's features are frozen: it is not computed, which
+  // saves the backward's last GEMM and a [tokens, in] buffer), and without the host: d loss / d y is `rows` of
   // `grad`, a [grad_rows, hidden] row-major matrix in device memory (the decoder step's d loss / d input embeddings,
   // DecoderStep<Cuda>::kept_grad_embeds, whose visual-token rows these are), gathered on the device by one copy per
   // run of consecutive rows. The parameter gradients are backward(gather_rows(grad, rows))'s, bit for bit.
@@ -150,11 +150,18 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   // A training step's bracket (as train::DecoderStep<Cuda>'s): `values_version` names the parameters' values (the
   // Trainer's TrainableTensors::values_version()), so the weights go to the device once per version; per_clip: each
   // backward's gradients are summed in float64 on the device.
+  // Device weights that exist but hold other values are refreshed here, not only at the step's first forward: a rank
+  // that runs no clip this step has no forward, yet a device optimizer steps these buffers at its end.
   void begin_step(bool per_clip, std::uint64_t values_version) {
     in_step_ = true;
     per_clip_ = per_clip;
     step_version_ = values_version;
     step_calls_ = 0;
+    if (w1_.size() != 0 && uploaded_version_ != values_version)
+      guarded([&] {
+        upload_weights();
+        uploaded_version_ = values_version;
+      });
   }
   // The gradients this step sums on the device itself (per_clip): the Trainer's ClipGradientSum leaves them to it.
   bool sums_on_device(const float* grad) {
@@ -304,7 +311,7 @@ class CudaMlp2xGelu : public Mlp2xGelu {
       VIDLORA_CUDA_CHECK(cudaMemcpyAsync(d.data() + i * width, grad + static_cast<std::size_t>(rows[i]) * width,
                                          (j - i) * width * sizeof(float), cudaMemcpyDeviceToDevice, nullptr));
     });
-    (void)backward_device(d.data());
+    (void)backward_device(d.data(), /*input_grad=*/false);
   }
 
   std::optional<optim::DeviceParameter> find_device_parameter(const float* grad) {
@@ -322,15 +329,17 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   }
   bool has_bias() const { return linear_1().has_bias(); }
   // The backward from d loss / d y in device memory: the parameter gradients (to the host, or kept in the step's
-  // bracket); returns d loss / d x on the device.
-  vidlora::cuda::DeviceBuffer<float> backward_device(const float* dy) {
+  // bracket); returns d loss / d x on the device (with input_grad; else nothing).
+  vidlora::cuda::DeviceBuffer<float> backward_device(const float* dy, bool input_grad) {
     ensure_gradients();
     vidlora::cuda::DeviceBuffer<float> da = buffer(z_.size(), "act.output.grad");
-    vidlora::cuda::DeviceBuffer<float> dx = buffer(static_cast<std::size_t>(shape_.tokens * shape_.in), "input.grad");
+    vidlora::cuda::DeviceBuffer<float> dx;
+    if (input_grad) dx = buffer(static_cast<std::size_t>(shape_.tokens * shape_.in), "input.grad");
     if (!in_step_ || step_calls_ == 0)  // a step's gradients accumulate from its first backward
       for (auto* g : grads()) g->fill_bytes(0);
     detail::CudaProjectorExec exec{*gemm_};
-    projector_backward_steps(exec, shape_, weights(), x_.data(), z_.data(), a_.data(), dy, da.data(), dx.data());
+    projector_backward_steps(exec, shape_, weights(), x_.data(), z_.data(), a_.data(), dy, da.data(),
+                             input_grad ? dx.data() : nullptr);
     if (!in_step_) {
       add_gradients_to_host();
     } else {

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -145,8 +146,11 @@ class DecoderModel {
     check_decoder_host_weights(w);
     final_norm_ = vidlora::cuda::DeviceBuffer<float>(allocator_, w.final_norm, "norm.weight");
     head_ = vidlora::cuda::DeviceBuffer<float>(allocator_, w.head, "lm_head.weight");
-    for (std::size_t l = 0; l < w.layers.size(); ++l)
+    for (std::size_t l = 0; l < w.layers.size(); ++l) {
+      lora_first_.push_back(lora_.size());
       layers_.push_back(std::make_unique<Layer>(w, l, lora_, allocator_));
+    }
+    lora_first_.push_back(lora_.size());
     rng_.resize(layers_.size());
     pinned_.resize(layers_.size());
     zero_grad();
@@ -193,6 +197,14 @@ class DecoderModel {
   std::int64_t vocab() const { return host_.vocab; }
   // Every LoRA factor, layer by layer, slots in q..down order, A then B (model::Decoder::for_each_lora's order).
   const std::vector<LoraTensor>& lora_tensors() const { return lora_; }
+  // Block l's entries of lora_tensors(): [first, second).
+  std::pair<std::size_t, std::size_t> lora_tensors_of_layer(std::size_t l) const {
+    return {lora_first_.at(l), lora_first_.at(l + 1)};
+  }
+  // Called by loss_and_backward once block l's backward is enqueued on stream() (its LoRA gradients are then final for
+  // the call), from the last block down to block 0; empty (the default): nothing. The CUDA trainer's step starts the
+  // sums of those gradients over the ranks there, while the blocks below run (train/cuda/decoder_step.cuh).
+  void set_after_layer_backward(std::function<void(std::size_t)> f) { after_layer_backward_ = std::move(f); }
 
   // Every LoRA slot's dropout step (lora::LoraLinear::step()), one per slot in lora_tensors()' order (a training
   // forward with dropout uses it and advances it, as the CPU layer does); set: from the CPU layers before a step.
@@ -394,6 +406,9 @@ class DecoderModel {
       return *layers_[l];
     }
     void release_layer(std::size_t l) { layers_[l].reset(); }
+    void layer_backward_done(std::size_t l) {
+      if (model_.after_layer_backward_) model_.after_layer_backward_(l);
+    }
     // A checkpointed block's recompute draws the LoRA dropout masks of its first forward.
     void save_layer_rng(std::size_t l) {
       for (std::size_t m = 0; m < 7; ++m) model_.rng_[l][m] = model_.layers_[l]->weights.linears[m].step;
@@ -613,6 +628,8 @@ class DecoderModel {
   vidlora::cuda::DeviceBuffer<float> final_norm_, head_;
   std::vector<std::unique_ptr<Layer>> layers_;
   std::vector<LoraTensor> lora_;
+  std::vector<std::size_t> lora_first_;  // block l's LoRA tensors: lora_[lora_first_[l], lora_first_[l + 1])
+  std::function<void(std::size_t)> after_layer_backward_;
   std::vector<std::array<std::uint64_t, 7>> rng_;  // save_layer_rng: each block's dropout steps
   std::vector<PinnedHost> pinned_;                 // offload_checkpoints: each block's input between its passes
 };

@@ -778,6 +778,7 @@ inline void flash_attention_backward(const AttentionParams& p, const FlashAttent
   // Both tiles first: a dk/dv kernel that cannot launch must not leave dq already accumulated.
   const int dq_tile = detail::flash_tile_for(1, p.head_dim, o), dkv_tile = detail::flash_tile_for(2, p.head_dim, o);
   if (p.forward_out) {  // FlashAttention-2's D: the dq kernel then walks the keys once
+    check_flash_attention(p, dq_tile, "cuda::flash_attention_backward");    // before the row_dot kernel reads p
     const auto blocks = static_cast<unsigned>((p.tq * p.q_heads + 7) / 8);  // 8 warps a block
     if (o.operands == FlashOperands::BF16)
       detail::flash_row_dot_kernel<FlashOperands::BF16><<<blocks, 256, 0, stream>>>(p);

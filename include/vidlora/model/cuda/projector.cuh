@@ -44,7 +44,8 @@ void projector_forward_steps(Exec& exec, const ProjectorShape& s, const Projecto
             s.bias ? w.b2 : nullptr);
 }
 
-// dy [tokens, hidden] -> dx [tokens, in]; the four gradients accumulate. da [tokens, hidden]: scratch.
+// dy [tokens, hidden] -> dx [tokens, in]; the four gradients accumulate. da [tokens, hidden]: scratch. dx null: no
+// input gradient (the Trainer's features are frozen: the last GEMM, a fifth of the backward's FLOPs, is not run).
 template <class Exec>
 void projector_backward_steps(Exec& exec, const ProjectorShape& s, const ProjectorWeights& w, const float* x,
                               const float* z, const float* a, const float* dy, float* da, float* dx) {
@@ -57,7 +58,8 @@ void projector_backward_steps(Exec& exec, const ProjectorShape& s, const Project
   exec.gelu_backward(z, da, s.tokens * s.hidden);
   exec.gemm(linear_weight_grad(s.tokens, s.in, s.hidden, DType::F32), da, x, w.grad_w1, 1.0f, 1.0f, nullptr);
   if (s.bias) exec.column_sums(da, s.tokens, s.hidden, w.grad_b1);
-  exec.gemm(linear_input_grad(s.tokens, s.in, s.hidden, DType::F32), da, w.w1, dx, 1.0f, 0.0f, nullptr);
+  if (dx != nullptr)
+    exec.gemm(linear_input_grad(s.tokens, s.in, s.hidden, DType::F32), da, w.w1, dx, 1.0f, 0.0f, nullptr);
 }
 
 // One column's sum, rows in order: the column_sums kernel's per-thread body.

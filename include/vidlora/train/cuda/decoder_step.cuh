@@ -129,6 +129,20 @@ class DecoderStep<backend::Cuda, Decoder> {
     in_step_ = true;
     per_clip_ = per_clip;
     step_calls_ = 0;
+    overlap_.reset();
+    layer_summed_.clear();
+  }
+  // With h.across_ranks (a comm::DeviceSum): the next training call is this rank's last of the step, so its gradients
+  // are final block by block: as its backward finishes block l, block l's trained LoRA gradients (their float64 sums
+  // with per_clip) start their sums over the ranks (DeviceSum::enqueue after the model's stream, one group per block),
+  // overlapped with the backward of the blocks below; finish_step(h) sums the blocks not started (all of them when the
+  // call failed before its backward, or on a rank without a clip this step) in the same groups and order — from the
+  // last block down, on every rank — then waits for them all. `h` is what finish_step will be given.
+  void overlap_sums_with_next_call(const StepHandOver& h) {
+    require(in_step_ && h.across_ranks && !h.sums,
+            "DecoderStep<Cuda>: overlapping the sums over the ranks needs a step bracket and a device sum, and the "
+            "gradients summed on the device");
+    overlap_ = h;
   }
   // The LoRA gradients this step sums on the device itself (per_clip): the ClipGradientSum leaves them to it.
   bool sums_on_device(const float* grad) const {
@@ -280,10 +294,27 @@ class DecoderStep<backend::Cuda, Decoder> {
     dev.set_pack_saved(settings_.pack_saved);
     dev.set_dropout_steps(lora_dropout_steps());
     if (!in_step_ || step_calls_ == 0) dev.zero_grad();  // a step's gradients accumulate from its first call
+    const bool overlap = in_step_ && overlap_.has_value();
+    if (overlap) {  // this rank's last call: each block's sums over the ranks start as its backward ends
+      const std::vector<Matrix*> host = trained_host_gradients(*overlap_);
+      const bool first = step_calls_ == 0;
+      dev.set_after_layer_backward([this, host, first](std::size_t l) {
+        const auto [begin, end] = device_->model.lora_tensors_of_layer(l);
+        if (per_clip_) take_clip_gradients(first, begin, end);
+        sum_layer_over_ranks(l, host, *overlap_);
+      });
+    }
+    struct HookReset {  // the hook belongs to this call only, also when it throws
+      model::cuda::DecoderModel& dev;
+      bool armed;
+      ~HookReset() {
+        if (armed) dev.set_after_layer_backward({});
+      }
+    } hook_reset{dev, overlap};
     auto r = dev.loss_and_backward(x, b, std::vector<int>(labels.begin(), labels.end()), o);
     if (!in_step_)
       add_lora_grads();
-    else if (per_clip_)
+    else if (per_clip_ && !overlap)  // (overlapped: each block's were taken as its backward ended)
       take_clip_gradients(step_calls_ == 0);
     ++step_calls_;
     set_lora_dropout_steps(dev.dropout_steps());
@@ -349,15 +380,16 @@ class DecoderStep<backend::Cuda, Decoder> {
         cudaMemcpy(t.value, m.data(), static_cast<std::size_t>(t.size) * sizeof(float), cudaMemcpyHostToDevice));
   }
 
-  // per_clip: sums (first: =) += the device gradients in float64, then the gradients = 0 for the next clip.
-  void take_clip_gradients(bool first) {
+  // per_clip: sums (first: =) += the device gradients in float64, then the gradients = 0 for the next clip; those of
+  // lora_tensors()[begin, end) only when given.
+  void take_clip_gradients(bool first, std::size_t begin = 0, std::size_t end = static_cast<std::size_t>(-1)) {
     const auto& tensors = device_->model.lora_tensors();
     if (sums_.size() != tensors.size()) {
       sums_.clear();
       for (const auto& t : tensors)
         sums_.emplace_back(&device_->allocator, static_cast<std::size_t>(t.size), "lora_grad_sums." + t.name);
     }
-    for (std::size_t i = 0; i < tensors.size(); ++i)
+    for (std::size_t i = begin; i < std::min(end, tensors.size()); ++i)
       vidlora::cuda::take_into_float64(tensors[i].grad, sums_[i].data(), tensors[i].size, first,
                                        device_->model.stream());
   }
@@ -370,34 +402,13 @@ class DecoderStep<backend::Cuda, Decoder> {
       device_->model.zero_grad();
       if (per_clip_) take_clip_gradients(true);
     }
-    VIDLORA_CUDA_CHECK(cudaStreamSynchronize(device_->model.stream()));
-    // Which device tensors go to the host: the trained ones, in for_each_lora's order (A, B of each layer).
-    std::vector<Matrix*> host(tensors.size(), nullptr);
-    std::size_t i = 0;
-    decoder_.for_each_lora([&](const std::string&, auto& l) {
-      for (Matrix* g : {&l.grad_A(), &l.grad_B()}) {
-        const bool trained =
-            per_clip_ && h.sums ? !h.sums->sums_of(g->data()).empty() : !h.trained || h.trained(g->data());
-        host[i++] = trained ? g : nullptr;
-      }
-    });
-    if (h.across_ranks) {
-      std::vector<std::span<double>> f64;
-      std::vector<std::span<float>> f32;
-      for (std::size_t k = 0; k < tensors.size(); ++k) {
-        if (host[k] == nullptr) continue;
-        const auto n = static_cast<std::size_t>(tensors[k].size);
-        if (per_clip_)
-          f64.emplace_back(sums_[k].data(), n);
-        else
-          f32.emplace_back(tensors[k].grad, n);
-      }
-      const std::string what = h.what.empty() ? std::string("the step's LoRA gradients") : h.what + " (LoRA)";
-      if (per_clip_)
-        h.across_ranks(std::span<const std::span<double>>(f64), what);
-      else
-        h.across_ranks(std::span<const std::span<float>>(f32), what);
+    const std::vector<Matrix*> host = trained_host_gradients(h);
+    if (h.across_ranks) {  // block by block from the last, those the last call did not start (comm::DeviceSum::enqueue)
+      for (std::size_t l = static_cast<std::size_t>(device_->model.num_layers()); l-- > 0;)
+        if (l >= layer_summed_.size() || !layer_summed_[l]) sum_layer_over_ranks(l, host, h);
+      h.across_ranks.wait(lora_sums_what(h));
     }
+    VIDLORA_CUDA_CHECK(cudaStreamSynchronize(device_->model.stream()));
     require(!(h.keep_on_device && h.sums),
             "DecoderStep<Cuda>: gradients kept on the device cannot also be summed on the host");
     if (!per_clip_) {  // the float32 gradients, accumulated over the step's micro-batches
@@ -420,6 +431,49 @@ class DecoderStep<backend::Cuda, Decoder> {
               into.size(), n);
       VIDLORA_CUDA_CHECK(cudaMemcpy(into.data(), sums_[k].data(), n * sizeof(double), cudaMemcpyDeviceToHost));
     }
+  }
+
+  // The device LoRA tensors whose gradients the step hands over, in lora_tensors()' order: the CPU decoder's grad_A /
+  // grad_B they go to, or null (not trained: not summed over the ranks, not copied).
+  std::vector<Matrix*> trained_host_gradients(const StepHandOver& h) {
+    std::vector<Matrix*> host(device_->model.lora_tensors().size(), nullptr);
+    std::size_t i = 0;
+    decoder_.for_each_lora([&](const std::string&, auto& l) {
+      for (Matrix* g : {&l.grad_A(), &l.grad_B()}) {
+        const bool trained =
+            per_clip_ && h.sums ? !h.sums->sums_of(g->data()).empty() : !h.trained || h.trained(g->data());
+        host[i++] = trained ? g : nullptr;
+      }
+    });
+    return host;
+  }
+  static std::string lora_sums_what(const StepHandOver& h) {
+    return h.what.empty() ? std::string("the step's LoRA gradients") : h.what + " (LoRA)";
+  }
+  // Block l's trained gradients (float64 sums with per_clip, else the float32 gradients) summed over the ranks, started
+  // after the work enqueued on the model's stream so far: one group, none when the block trains nothing.
+  void sum_layer_over_ranks(std::size_t l, const std::vector<Matrix*>& host, const StepHandOver& h) {
+    const auto& tensors = device_->model.lora_tensors();
+    const auto [begin, end] = device_->model.lora_tensors_of_layer(l);
+    std::vector<std::span<double>> f64;
+    std::vector<std::span<float>> f32;
+    for (std::size_t k = begin; k < end; ++k) {
+      if (host[k] == nullptr) continue;
+      const auto n = static_cast<std::size_t>(tensors[k].size);
+      if (per_clip_)
+        f64.emplace_back(sums_[k].data(), n);
+      else
+        f32.emplace_back(tensors[k].grad, n);
+    }
+    layer_summed_.resize(static_cast<std::size_t>(device_->model.num_layers()), 0);
+    layer_summed_[l] = 1;
+    if (f64.empty() && f32.empty()) return;
+    const std::string what = fmt::format("{}, layer {}", lora_sums_what(h), l);
+    void* stream = device_->model.stream();
+    if (per_clip_)
+      h.across_ranks.enqueue(std::span<const std::span<double>>(f64), stream, what);
+    else
+      h.across_ranks.enqueue(std::span<const std::span<float>>(f32), stream, what);
   }
 
   // grad_A / grad_B += the device gradients (of this call, or of the step's calls); only the tensors `host` names when
@@ -469,6 +523,8 @@ class DecoderStep<backend::Cuda, Decoder> {
   bool in_step_ = false, per_clip_ = false;
   long step_calls_ = 0;
   std::vector<vidlora::cuda::DeviceBuffer<double>> sums_;  // per_clip: each LoRA gradient's float64 sum this step
+  std::optional<StepHandOver> overlap_;  // overlap_sums_with_next_call: the hand-over the next call starts summing
+  std::vector<char> layer_summed_;       // this step: block l's sums over the ranks started
   bool keep_grad_embeds_ = false;
   model::cuda::DeviceTensor kept_grad_embeds_;  // the last training call's d loss / d embeds, when kept
 };
