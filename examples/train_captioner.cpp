@@ -23,6 +23,7 @@
 #include <vidlora/train/dataset.hpp>
 
 #include <vidlora/comm/any_communicator.hpp>
+#include <vidlora/comm/tcp.hpp>
 #if defined(VIDLORA_TRAIN_ON_CUDA)
 #include <vidlora/model/cuda/clip_vision.cuh>
 #include <vidlora/model/cuda/cuda_mlp2x_gelu.cuh>
@@ -141,10 +142,11 @@ demo::CommandLine command_line() {
           integer("no-repeat-ngram-size", "N", "evaluation: no repeated n-grams of this size (default 0: off)"),
           flag("log-lines", "progress as one line per step (for logs) instead of one updating line"),
           text("comm", "KIND",
-               "data parallel: single, mpi or nccl (default under mpirun / srun with more than one rank: nccl in a "
-               "GPU build with NCCL, one GPU per rank, else mpi); docs/distributed.md"),
+               "data parallel: single, mpi, tcp or nccl (default with more than one rank: nccl in a GPU build with "
+               "NCCL, one GPU per rank; else mpi under mpirun / srun, tcp under a launcher without MPI that sets RANK, "
+               "WORLD_SIZE, MASTER_ADDR, MASTER_PORT, as torchrun does); docs/distributed.md"),
           real("comm-timeout", "S",
-               "mpi, nccl: seconds a rank waits for the others before the job stops with an error "
+               "mpi, tcp, nccl: seconds a rank waits for the others before the job stops with an error "
                "(default 600)"),
           integer("stage0-epochs", "N", "stage 0: epochs of caption-text pretraining (default 12)"),
           real("stage0-lr", "X", "stage 0: learning rate (default 3e-3)"),
@@ -533,21 +535,28 @@ std::optional<comm::MpiSession>& mpi_session() {
 }
 #endif
 
-// --comm: "single", "mpi" or "nccl"; by default single unless the launcher's environment says this process is one
-// of several ranks, then nccl in a GPU build with NCCL (gradients summed on the GPUs), else mpi.
+// How many ranks an MPI launcher (mpirun, srun --mpi=pmix) started; 1 in a build without MPI.
+int mpi_launched_ranks() {
+#if defined(VIDLORA_MPI)
+  return comm::launched_world_size();
+#else
+  return 1;
+#endif
+}
+
+// --comm: "single", "mpi", "tcp" or "nccl"; by default single unless the launcher's environment says this process is
+// one of several ranks: then nccl in a GPU build with NCCL (gradients summed on the GPUs), else mpi under an MPI
+// launcher and tcp under one without MPI (torchrun's WORLD_SIZE).
 std::string comm_kind(const demo::Args& a) {
   const std::string kind = a.str("comm", "");
-  if (kind == "single" || kind == "mpi" || kind == "nccl") return kind;
-  if (!kind.empty()) throw demo::UsageError(fmt::format("--comm: unknown kind '{}' (single, mpi, nccl)", kind));
-#if defined(VIDLORA_MPI)
-  if (comm::launched_world_size() <= 1) return "single";
+  if (kind == "single" || kind == "mpi" || kind == "tcp" || kind == "nccl") return kind;
+  if (!kind.empty()) throw demo::UsageError(fmt::format("--comm: unknown kind '{}' (single, mpi, tcp, nccl)", kind));
+  const bool by_mpi = mpi_launched_ranks() > 1;
+  if (!by_mpi && comm::tcp_launched_world_size() <= 1) return "single";
 #if defined(VIDLORA_TRAIN_NCCL)
   return "nccl";
 #else
-  return "mpi";
-#endif
-#else
-  return "single";
+  return by_mpi ? "mpi" : "tcp";
 #endif
 }
 
@@ -558,53 +567,80 @@ std::string available_comm_kind(const demo::Args& a) {
   if (kind == "nccl")
     throw demo::UsageError(
         "--comm nccl: this train_captioner was built without NCCL (a GPU preset's build with MPI and the CUDA "
-        "toolkit's NCCL: nccl.h and libnccl); use --comm mpi");
+        "toolkit's NCCL: nccl.h and libnccl); use --comm mpi or --comm tcp");
 #endif
 #if !defined(VIDLORA_MPI)
-  if (kind != "single")
-    throw demo::UsageError(fmt::format(
-        "--comm {}: this train_captioner was built without MPI (install libopenmpi-dev and openmpi-bin, then "
-        "reconfigure: VIDLORA_WITH_MPI)",
-        kind));
+  if (kind == "mpi")
+    throw demo::UsageError(
+        "--comm mpi: this train_captioner was built without MPI (install libopenmpi-dev and openmpi-bin, then "
+        "reconfigure: VIDLORA_WITH_MPI); --comm tcp needs no MPI (a launcher such as torchrun sets RANK, WORLD_SIZE, "
+        "MASTER_ADDR and MASTER_PORT)");
 #endif
   return kind;
 }
 
+// Whether the ranks meet over TCP: --comm tcp, or NCCL's bootstrap when no MPI launcher started them.
+bool over_tcp(const std::string& kind) { return kind == "tcp" || (kind == "nccl" && mpi_launched_ranks() <= 1); }
+
 // The dry run's row: how the ranks of this run would sum their gradients.
 void print_comm_row(const demo::Args& a) {
   const std::string kind = available_comm_kind(a);
-#if defined(VIDLORA_MPI)
-  const int launched = comm::launched_world_size();
-#else
-  const int launched = 1;
-#endif
+  const int launched = over_tcp(kind) ? comm::tcp_options_from_environment().size : mpi_launched_ranks();
   const std::string ranks = fmt::format("{} rank{}", launched, launched == 1 ? "" : "s");
   const std::string value = kind == "single" ? std::string("one process")
                             : kind == "mpi"  ? ranks + ", gradients summed on the hosts (MPI)"
+                            : kind == "tcp"  ? ranks + ", gradients summed on the hosts (TCP)"
                                              : ranks + ", one GPU each, gradients summed on them (NCCL)";
-  const std::string source = a.has("comm")  ? std::string("--comm")
-                             : launched > 1 ? fmt::format("started by mpirun / srun with {} ranks", launched)
-                                            : std::string("not started by mpirun / srun (docs/distributed.md)");
+  const std::string launcher = over_tcp(kind) ? "a launcher without MPI (RANK, WORLD_SIZE)" : "mpirun / srun";
+  const std::string source = a.has("comm") ? std::string("--comm")
+                             : launched > 1
+                                 ? fmt::format("started by {} with {} ranks", launcher, launched)
+                                 : std::string("not started by mpirun, srun or torchrun (docs/distributed.md)");
   fmt::print("  {:<28} {:<34} {}\n", "data parallel", value, source);
 }
 
-// The ranks of this run: comm::Single, or comm::Mpi over every process mpirun / srun started, or comm::Nccl over
-// them (one GPU each, bootstrapped by that comm::Mpi).
+// The ranks of this run: comm::Single, or comm::Mpi over every process mpirun / srun started, or comm::Tcp over the
+// processes a launcher without MPI started (torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), or comm::Nccl over
+// either (one GPU each, bootstrapped by that comm::Mpi or comm::Tcp).
 comm::AnyCommunicator make_communicator(const demo::Args& a, int& argc, char**& argv) {
   const std::string kind = available_comm_kind(a);
   if (kind == "single") return comm::Single{};
+  const double timeout = a.real("comm-timeout", 600.0);
+  if (!(timeout > 0)) throw demo::UsageError(fmt::format("--comm-timeout must be > 0 seconds (got {})", timeout));
+  const auto seconds = std::chrono::duration<double>(timeout);
+  const long per_rank =
+      a.integer("batch", ActivePreset::batch_size) * a.integer("accum", ActivePreset::gradient_accumulation_steps);
+  if (over_tcp(kind)) {
+    comm::Tcp tcp = comm::Tcp::from_environment(seconds);
+    if (tcp.rank() != 0) std::freopen("/dev/null", "w", stdout);  // reports from rank 0; errors from every rank
+    const std::string where = fmt::format("rank 0 at {}:{}", tcp.options().address, tcp.options().port);
+#if defined(VIDLORA_TRAIN_NCCL)
+    if (kind == "nccl") {
+      comm::BasicNccl<comm::Tcp> nccl(std::move(tcp), {.timeout = seconds});
+      fmt::print(
+          "data parallel: {} ranks (NCCL bootstrapped over TCP, {}; gradients summed on the GPUs; rank 0 on GPU {}), "
+          "{} clips per rank per step; collective timeout {:g} s\n",
+          nccl.size(), where, nccl.device(), per_rank, timeout);
+      return comm::AnyCommunicator(std::move(nccl));
+    }
+#endif
+#if defined(VIDLORA_TRAIN_ON_CUDA)  // one GPU per rank here too, the gradients summed on the hosts
+    VIDLORA_CUDA_CHECK(cudaSetDevice(comm::local_device(-1)));
+#endif
+    fmt::print(
+        "data parallel: {} ranks (TCP, {}; gradients summed on the hosts), {} clips per rank per step; collective "
+        "timeout {:g} s\n",
+        tcp.size(), where, per_rank, timeout);
+    return comm::AnyCommunicator(std::move(tcp));
+  }
 #if defined(VIDLORA_MPI)
   auto& session = mpi_session();
   session.emplace(&argc, &argv);
   if (session->rank() != 0) std::freopen("/dev/null", "w", stdout);  // reports from rank 0; errors from every rank
-  const double timeout = a.real("comm-timeout", 600.0);
-  if (!(timeout > 0)) throw demo::UsageError(fmt::format("--comm-timeout must be > 0 seconds (got {})", timeout));
-  comm::Mpi mpi({.timeout = std::chrono::duration<double>(timeout)});
-  const long per_rank =
-      a.integer("batch", ActivePreset::batch_size) * a.integer("accum", ActivePreset::gradient_accumulation_steps);
+  comm::Mpi mpi({.timeout = seconds});
 #if defined(VIDLORA_TRAIN_NCCL)
   if (kind == "nccl") {
-    comm::Nccl nccl(std::move(mpi), {.timeout = std::chrono::duration<double>(timeout)});
+    comm::Nccl nccl(std::move(mpi), {.timeout = seconds});
     fmt::print(
         "data parallel: {} ranks (NCCL, gradients summed on the GPUs; rank 0 on GPU {}), {} clips per rank per step; "
         "collective timeout {:g} s\n",

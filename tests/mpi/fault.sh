@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A rank that dies or hangs mid-step stops the whole job with an error, no hang, and leaves the last checkpoint
-# whole. usage: fault.sh kill|hang PROGRAM DIR EXPECT_REGEX MPIEXEC [MPIEXEC FLAGS...]
+# whole. usage: fault.sh kill|hang PROGRAM DIR EXPECT_REGEX LAUNCHER [LAUNCHER FLAGS...] (mpiexec, or tcp_run.sh)
 set -u
 mode=$1 program=$2 dir=$3 expect=$4
 shift 4
@@ -10,7 +10,7 @@ out=$(timeout 120 "$@" -np 2 "$program" "fault-$mode" "$dir" 2>&1)
 rc=$?
 elapsed=$(($(date +%s) - start))
 echo "$out" | tail -n 25
-echo "mpiexec exited $rc after ${elapsed}s"
+echo "the launcher exited $rc after ${elapsed}s"
 if [ "$rc" -eq 0 ]; then echo "FAILED: the job exited 0 although rank 1 ${mode}ed"; exit 1; fi
 if [ "$rc" -eq 124 ]; then echo "FAILED: the job hung (killed after 120 s)"; exit 1; fi
 if ! grep -Eq "$expect" <<<"$out"; then echo "FAILED: no error matching '$expect'"; exit 1; fi

@@ -4,6 +4,8 @@
 //   fault-hang DIR   rank 1 hangs there instead; the others' 3-second timeout must stop the job
 //   check-checkpoint DIR FIRST LAST   (no MPI) DIR/checkpoints/last.safetensors is whole, at a step in
 //                                     [FIRST, LAST]
+// Built with VIDLORA_TEST_TCP it is vidlora_tcp_tests: the same over comm::Tcp, no MPI, the ranks started by
+// tests/mpi/tcp_run.sh as torchrun would (a rank that fails exits, which closes its sockets and stops the others).
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -17,7 +19,11 @@
 
 #include <nlohmann/json.hpp>
 
+#if defined(VIDLORA_TEST_TCP)
+#include <vidlora/comm/tcp.hpp>
+#else
 #include <vidlora/comm/mpi.hpp>
+#endif
 #include <vidlora/io/safetensors.hpp>
 
 #include "tiny_run.hpp"
@@ -42,25 +48,39 @@ int check_checkpoint(const fs::path& dir, long first, long last) {
   }
 }
 
+#if defined(VIDLORA_TEST_TCP)
+int fault(const std::string& mode, const fs::path& dir) {
+  const int rank = comm::tcp_options_from_environment().rank;
+#else
 int fault(const comm::MpiSession& session, const std::string& mode, const fs::path& dir) {
+  const int rank = session.rank();
+#endif
   auto config = test::tiny_config(dir, 1, 1);  // one clip per rank per step
   config.checkpoint_every = 1;
   config.progress = &std::cerr;
   config.progress_newlines = true;
   int calls = 0;
   const auto features = [&](const train::Clip& clip) {
-    if (session.rank() == 1 && ++calls == 4) {  // step 4 (steps 1-3 checkpointed)
+    if (rank == 1 && ++calls == 4) {  // step 4 (steps 1-3 checkpointed)
       if (mode == "kill") std::raise(SIGKILL);
       std::this_thread::sleep_for(std::chrono::minutes(5));
     }
     return test::tiny::features(clip);
   };
   try {
+#if defined(VIDLORA_TEST_TCP)
+    auto trainer = test::make_tiny(config, comm::Tcp::from_environment(std::chrono::seconds(3)), features);
+#else
     auto trainer = test::make_tiny(config, comm::Mpi({.timeout = std::chrono::seconds(3)}), features);
+#endif
     trainer.train(test::tiny::clips(10), test::tiny::clips(2, 10));
   } catch (const std::exception& e) {
-    std::cerr << "vidlora_mpi_tests: rank " << session.rank() << ": " << e.what() << '\n' << std::flush;
+    std::cerr << "vidlora_data_parallel_tests: rank " << rank << ": " << e.what() << '\n' << std::flush;
+#if defined(VIDLORA_TEST_TCP)
+    std::_Exit(1);  // its sockets close: the other ranks' next collective names this one
+#else
     session.abort(1);
+#endif
   }
   return 0;
 }
@@ -70,7 +90,11 @@ int fault(const comm::MpiSession& session, const std::string& mode, const fs::pa
 int main(int argc, char** argv) {
   if (argc == 5 && std::strcmp(argv[1], "check-checkpoint") == 0)
     return check_checkpoint(argv[2], std::stol(argv[3]), std::stol(argv[4]));
+#if defined(VIDLORA_TEST_TCP)
+  if (argc == 3 && std::strncmp(argv[1], "fault-", 6) == 0) return fault(argv[1] + 6, argv[2]);
+#else
   comm::MpiSession session(&argc, &argv);
   if (argc == 3 && std::strncmp(argv[1], "fault-", 6) == 0) return fault(session, argv[1] + 6, argv[2]);
+#endif
   return Catch::Session().run(argc, argv);
 }

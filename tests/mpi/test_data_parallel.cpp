@@ -1,6 +1,7 @@
 // Data-parallel training under mpiexec -np 2 (comm::Mpi): two ranks with batch b train exactly as one rank
 // with batch 2b, and checkpoints move between rank counts. Run by tests/mpi/CMakeLists.txt; main.cpp holds
-// MPI_Init and the fault programs.
+// MPI_Init and the fault programs. Built with VIDLORA_TEST_TCP (vidlora_tcp_tests), the same tests over comm::Tcp,
+// the ranks started by tcp_run.sh.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -16,7 +17,11 @@
 #include <vector>
 
 #include <clip_features.hpp>  // examples/: demo::encode_clips_up_front
+#if defined(VIDLORA_TEST_TCP)
+#include <vidlora/comm/tcp.hpp>
+#else
 #include <vidlora/comm/mpi.hpp>
+#endif
 #include <vidlora/train/feature_cache.hpp>
 
 #include "tiny_run.hpp"
@@ -27,10 +32,17 @@ using namespace vidlora::test;
 
 namespace {
 
-comm::MpiOptions timeout(double seconds) { return {.timeout = std::chrono::duration<double>(seconds)}; }
+// The ranks' communicator: a new one per call, collectively (every rank makes the same calls in the same order).
+#if defined(VIDLORA_TEST_TCP)
+using World = comm::Tcp;
+World make_world(double seconds) { return comm::Tcp::from_environment(std::chrono::duration<double>(seconds)); }
+#else
+using World = comm::Mpi;
+World make_world(double seconds) { return comm::Mpi({.timeout = std::chrono::duration<double>(seconds)}); }
+#endif
 
 // The same directory on every rank (they share this machine's file system), emptied by rank 0.
-fs::path fresh_dir(comm::Mpi& world, const std::string& name) {
+fs::path fresh_dir(World& world, const std::string& name) {
   const fs::path dir = fs::temp_directory_path() / ("vidlora_mpi_" + name);
   if (world.rank() == 0) fs::remove_all(dir);
   world.barrier("fresh_dir");
@@ -55,7 +67,7 @@ void check_losses(const std::vector<double>& got, const std::vector<double>& wan
 }  // namespace
 
 TEST_CASE("two ranks with batch b train as one rank with batch 2b: losses, parameters, evaluations", "[equivalence]") {
-  comm::Mpi world(timeout(120));
+  World world = make_world(120);
   REQUIRE(world.size() == 2);
   const fs::path dir = fresh_dir(world, "equivalence");
   // 10 clips, 4 a step: the third step of each epoch gives rank 0 two clips and rank 1 none; 3 val clips: 2 + 1.
@@ -66,12 +78,12 @@ TEST_CASE("two ranks with batch b train as one rank with batch 2b: losses, param
     c.batch_invariant = batch_invariant;
     return c;
   };
-  auto parallel = make_tiny(config("parallel", 1, 2), comm::Mpi(timeout(60)));
+  auto parallel = make_tiny(config("parallel", 1, 2), make_world(60));
   const TrainResult p = parallel.train(tiny::clips(10), tiny::clips(3, 10));
   const auto p_params = trainable_tensors(parallel);
   CHECK(p.steps == 6);
   // The same split with each micro-batch's gradients summed in float32 (batch_invariant = false).
-  auto parallel_f32 = make_tiny(config("parallel_f32", 1, 2, false), comm::Mpi(timeout(60)));
+  auto parallel_f32 = make_tiny(config("parallel_f32", 1, 2, false), make_world(60));
   const TrainResult pf = parallel_f32.train(tiny::clips(10), tiny::clips(3, 10));
   const auto pf_params = trainable_tensors(parallel_f32);
 
@@ -129,7 +141,7 @@ TEST_CASE("two ranks with batch b train as one rank with batch 2b: losses, param
 }
 
 TEST_CASE("with batch_invariant, LoRA dropout masks do not depend on the split either", "[equivalence]") {
-  comm::Mpi world(timeout(120));
+  World world = make_world(120);
   REQUIRE(world.size() == 2);
   const fs::path dir = fresh_dir(world, "dropout");
   const auto config = [&](const char* name, int batch, int accumulation) {
@@ -139,7 +151,7 @@ TEST_CASE("with batch_invariant, LoRA dropout masks do not depend on the split e
     c.lora_dropout = 0.25;
     return c;
   };
-  auto parallel = make_tiny(config("parallel", 1, 2), comm::Mpi(timeout(60)));
+  auto parallel = make_tiny(config("parallel", 1, 2), make_world(60));
   const TrainResult p = parallel.train(tiny::clips(10), {});
   const auto p_params = trainable_tensors(parallel);
   if (world.rank() == 0) {
@@ -158,7 +170,7 @@ TEST_CASE("with batch_invariant, LoRA dropout masks do not depend on the split e
 }
 
 TEST_CASE("a checkpoint written by two ranks resumes on one, and one written by one resumes on two", "[resume]") {
-  comm::Mpi world(timeout(120));
+  World world = make_world(120);
   REQUIRE(world.size() == 2);
   const fs::path dir = fresh_dir(world, "resume");
   const auto train = tiny::clips(10), val = tiny::clips(3, 10);
@@ -176,7 +188,7 @@ TEST_CASE("a checkpoint written by two ranks resumes on one, and one written by 
   c2.max_steps_this_run = 5;
   std::vector<double> first;
   {
-    auto t = make_tiny(c2, comm::Mpi(timeout(60)));
+    auto t = make_tiny(c2, make_world(60));
     const auto r = t.train(train, val);
     CHECK(r.status == train::TrainStatus::Interrupted);
     first = r.losses;
@@ -202,7 +214,7 @@ TEST_CASE("a checkpoint written by two ranks resumes on one, and one written by 
     first = t.train(train, val).losses;
   }
   world.barrier("the one-rank part");
-  auto t = make_tiny(tiny_config(dir / "one_to_two", 1, 2), comm::Mpi(timeout(60)));
+  auto t = make_tiny(tiny_config(dir / "one_to_two", 1, 2), make_world(60));
   const auto r = t.train(train, val, /*resume=*/true);
   CHECK(r.status == train::TrainStatus::Finished);
   if (world.rank() == 0) {
@@ -220,7 +232,7 @@ TEST_CASE("the up-front clip encoding splits the clips over the ranks: on a shar
   // demo::encode_clips_up_front, what a GPU build's train_captioner runs before training: rank r encodes clips
   // r, r + N, ...; after a barrier every rank checks all of them. On one cache directory the ranks share, no clip is
   // encoded (or written) by two ranks; with a cache per rank (per node), each also encodes the others' share.
-  comm::Mpi world(timeout(60));
+  World world = make_world(60);
   REQUIRE(world.size() == 2);
   const fs::path dir = fresh_dir(world, "upfront");
   std::vector<train::Clip> clips(11);
