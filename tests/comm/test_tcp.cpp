@@ -276,6 +276,7 @@ TEST_CASE("comm::Tcp: the world from a launcher's environment (torchrun's names,
   for (const char* n : {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}) ::unsetenv(n);
   ::setenv("SLURM_NTASKS", "2", 1);
   ::setenv("SLURM_PROCID", "1", 1);
+  CHECK(comm::tcp_launched_world_size() == 1);  // not a launcher's statement: a batch script sees it too
   o = comm::tcp_options_from_environment();
   CHECK(o.rank == 1);
   CHECK(o.size == 2);

@@ -73,20 +73,24 @@ inline int env_int(const char* value, const char* name) {
 }
 }  // namespace detail
 
-// How many processes a launcher without MPI started (WORLD_SIZE, else SLURM_NTASKS), 1 when none says.
+// How many processes a launcher without MPI says it started: torchrun's WORLD_SIZE, 1 when unset. (Slurm's
+// SLURM_NTASKS is not taken as such a statement: a batch script's single process sees its allocation's task count
+// too; tcp_options_from_environment reads it for a program told to meet over TCP.)
 inline int tcp_launched_world_size() {
   const char* v = detail::env_first({"WORLD_SIZE"});
-  if (v) return std::max(1, detail::env_int(v, "WORLD_SIZE"));
-  if ((v = detail::env_first({"SLURM_NTASKS"}))) return std::max(1, detail::env_int(v, "SLURM_NTASKS"));
-  return 1;
+  return v ? std::max(1, detail::env_int(v, "WORLD_SIZE")) : 1;
 }
 
 // `base` with the rank, size, address and port a launcher without MPI gives: RANK / WORLD_SIZE (torchrun), else
-// SLURM_PROCID / SLURM_NTASKS; MASTER_ADDR and MASTER_PORT when set (base's otherwise). A size above 1 without a
-// rank is an error naming the variables.
+// SLURM_PROCID / SLURM_NTASKS (srun); MASTER_ADDR and MASTER_PORT when set (base's otherwise). A size above 1
+// without a rank is an error naming the variables.
 inline TcpOptions tcp_options_from_environment(TcpOptions base = {}) {
-  base.size = tcp_launched_world_size();
   const bool torchrun = detail::env_first({"WORLD_SIZE"}) != nullptr;
+  base.size = 1;
+  if (torchrun)
+    base.size = tcp_launched_world_size();
+  else if (const char* n = detail::env_first({"SLURM_NTASKS"}))
+    base.size = std::max(1, detail::env_int(n, "SLURM_NTASKS"));
   const char* rank_name = torchrun ? "RANK" : "SLURM_PROCID";
   if (const char* r = detail::env_first({rank_name}))
     base.rank = detail::env_int(r, rank_name);
