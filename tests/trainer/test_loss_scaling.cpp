@@ -283,3 +283,29 @@ TEST_CASE("resuming across loss scaling on and off says what it does with the sa
   (void)scaled_run(config, true);
   CHECK_THAT(said.str(), Catch::Contains("loss scale (256) is not used"));
 }
+
+TEST_CASE("a communication failure inside a step stops the run: it is never taken for a NaN loss", "[trainer]") {
+  // A device step's sums over the ranks start inside its last micro-batch (DecoderStep<Cuda>::
+  // overlap_sums_with_next_call); a comm::CommError from there is a vidlora::Error like the loss's refusal of NaN
+  // logits, which the Trainer counts as a skipped NaN step and goes on. It must stop the run instead, with its
+  // message. A projector whose third forward throws one stands in for it here.
+  struct FailingProjector : model::Mlp2xGelu {
+    using model::Mlp2xGelu::Mlp2xGelu;
+    int calls = 0;
+    Matrix forward(const Matrix& x) {
+      if (++calls == 3)
+        throw comm::CommError("rank 0 of 2: step 3: gradients (LoRA), layer 1: rank 1 closed its connection");
+      return model::Mlp2xGelu::forward(x);
+    }
+  };
+  test::TempDir tmp("comm_failure_in_step");
+  auto config = scaling_config(tmp.path);
+  config.batch_size = 1;
+  config.gradient_accumulation_steps = 1;
+  const auto weights = model::random_decoder_weights(tiny::decoder_config(), 3);
+  Trainer<presets::Cpu, FailingProjector, lora::DenseWeight> trainer(
+      config, tiny::decoder_config(), weights, FailingProjector(tiny::kVision, tiny::kHidden, 11), tiny::codec(),
+      [](const train::Clip& c) { return tiny::features(c); });
+  CHECK_THROWS_AS(trainer.train(tiny::clips(6), tiny::clips(2, 6)), comm::CommError);
+  CHECK(trainer.projector().calls == 3);  // stopped there, not after a skipped step
+}

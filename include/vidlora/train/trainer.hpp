@@ -779,6 +779,8 @@ class Trainer {
         }
         if (per_clip) clip_sums.take();
       }
+    } catch (const comm::CommError&) {
+      throw;  // the ranks' communication failed (a device step's overlapped sums): not a refused loss; the run stops
     } catch (const Error& e) {  // the loss refuses NaN/Inf logits: same as a NaN loss
       nonfinite_error = e.what();
       loss = std::nan("");
