@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include <vidlora/io/half.hpp>
@@ -409,6 +410,18 @@ TEST_CASE("cuda lora step sequence with 16-bit base operands rounds x, dy and W 
       CHECK((grad_b - grad_b_want).cwiseAbs().maxCoeff() < 1e-5f);
       // ... and the rounding is there: the fp32 layer's outputs are further off than 1e-6
       CHECK(err(y, want_fp32_y.cast<double>()) > 1e-5);
+      // x already rounded by its producer (LoraLinearParams::x16: the decoder block rounds a norm's output once for
+      // the slots that read it): the forward reads those bits and rounds nothing, the same y bit for bit.
+      std::vector<std::uint16_t> x_bits(static_cast<std::size_t>(x.size()));
+      for (std::size_t i = 0; i < x_bits.size(); ++i) x_bits[i] = narrow(x.data()[i], t);
+      LoraLinearParams shared = p;
+      shared.x16 = x_bits.data();
+      Matrix y_shared = Matrix::Constant(tokens, out, std::nanf(""));
+      HostExec exec_shared;
+      lora::cuda::lora_forward_steps<float>(exec_shared, shared, ws, x.data(), y_shared.data(), cuda::DType::F32);
+      CHECK(exec_shared.rounded == 0);
+      CHECK(exec_shared.narrow_gemms == 1);
+      CHECK(std::memcmp(y_shared.data(), y.data(), sizeof(float) * static_cast<std::size_t>(y.size())) == 0);
     }
   }
   // A bf16 layer does not take narrow base operands (its operands are 16-bit already), nor a workspace without them.

@@ -55,6 +55,10 @@ struct LoraLinearParams {
   // output stays fp32 instead of being rounded to 16 bits. The LoRA pieces keep `compute`.
   vidlora::cuda::DType base_operands = vidlora::cuda::DType::F32;
   bool narrow_base() const { return base_operands != vidlora::cuda::DType::F32; }
+  // Forward with 16-bit base operands: x already rounded to base_operands' bits, [tokens, in] (the decoder block rounds
+  // a norm's output once for the slots that read it: q, k and v; gate and up), which the frozen GEMM reads instead of
+  // rounding x itself. The same bits, one rounding pass fewer. Null: x is rounded here, into the workspace's op16.
+  const void* x16 = nullptr;
 };
 
 // Element counts (of T) of the workspace pieces a layer needs; the caller allocates them once. Every piece is
@@ -187,8 +191,12 @@ void frozen_forward_step(Exec& exec, const LoraLinearParams& p, const LoraWorksp
   }
   check_narrow_base(p, ws.w_dense, ws.op16, t, "cuda::LoraLinear forward");  // a float layer only
   if constexpr (std::is_same_v<T, float>) {
-    exec.round_operand(x, ws.op16, p.tokens * p.in, p.base_operands);
-    exec.gemm(linear_forward(p.tokens, p.in, p.out, p.base_operands, p.bias != nullptr, t), ws.op16,
+    const void* x16 = p.x16;  // rounded by its producer, or here
+    if (x16 == nullptr) {
+      exec.round_operand(x, ws.op16, p.tokens * p.in, p.base_operands);
+      x16 = ws.op16;
+    }
+    exec.gemm(linear_forward(p.tokens, p.in, p.out, p.base_operands, p.bias != nullptr, t), x16,
               exec.base_weight_narrow(p, ws.w_dense), y, 1.0f, beta, p.bias);
   }
 }

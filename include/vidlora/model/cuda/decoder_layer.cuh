@@ -275,6 +275,14 @@ class DecoderLayerExecutor {
     p.compute = compute_;
     p.base_operands = base_operands_;
     const std::string_view name = kSlotMemoryNames[static_cast<std::size_t>(m)];
+    if (p.narrow_base()) p.x16 = shared_operand(m, x, name);
+    struct SharedRelease {  // after the last slot of its group (v; up), also when the call throws
+      DecoderLayerExecutor& e;
+      bool last;
+      ~SharedRelease() {
+        if (last) e.shared16_ = {};
+      }
+    } release{*this, m == LayerLinear::v || m == LayerLinear::up};
     DeviceTensor y = tensor(x.rows, p.out, name);
     if (!lin.has_lora) {
       FrozenTemporaries w = frozen_temporaries(p, name);
@@ -408,6 +416,30 @@ class DecoderLayerExecutor {
     lora::cuda::LoraWorkspace<float> ws;
     bool ready = false;
   };
+  // With 16-bit base operands the slots that read one norm's output (q, k, v; gate, up) share its rounding: the first
+  // of the group rounds it, the others read those bits (LoraLinearParams::x16) if their input is the same tensor, and
+  // the bits go back after the group's last slot. Three rounding passes of [tokens, hidden] fewer a block forward.
+  struct SharedOperand {
+    const float* source = nullptr;  // the tensor whose bits these are
+    std::int64_t elements = 0;
+    vidlora::cuda::DeviceBuffer<std::uint16_t> bits;
+  };
+  const void* shared_operand(LayerLinear m, const DeviceTensor& x, std::string_view name) {
+    const bool first = m == LayerLinear::q || m == LayerLinear::gate;
+    const bool follower = m == LayerLinear::k || m == LayerLinear::v || m == LayerLinear::up;
+    if (follower)
+      return shared16_.source == x.data() && shared16_.elements == x.size() && shared16_.bits.size() != 0
+                 ? shared16_.bits.data()
+                 : nullptr;
+    if (!first) return nullptr;
+    shared16_ = {};
+    shared16_.bits = vidlora::cuda::DeviceBuffer<std::uint16_t>(memory_.allocator, static_cast<std::size_t>(x.size()),
+                                                                tag(std::string(name) + ".input_16bit"));
+    io::cuda::round_to_16bit(x.data(), shared16_.bits.data(), x.size(), base_operands_, stream_);
+    shared16_.source = x.data();
+    shared16_.elements = x.size();
+    return shared16_.bits.data();
+  }
   // A slot call's temporary workspace pieces (dropout(x), g, a 4-bit base's dense copy, the 16-bit operand), pointed
   // to by st.ws while the call runs and given back to the allocator when it returns.
   struct SlotTemporaries {
@@ -563,6 +595,7 @@ class DecoderLayerExecutor {
   vidlora::cuda::DeviceBuffer<std::int32_t> positions_, mask_;
   vidlora::cuda::DeviceBuffer<float> cos_, sin_;
   std::array<SlotState, 7> state_{};
+  SharedOperand shared16_;
   LayerKvCache cache_{};  // generation: the layer's K/V history (k null: a training or evaluation batch)
 };
 
