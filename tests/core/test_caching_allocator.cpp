@@ -50,6 +50,11 @@ struct CountingUpstream {
 
 using Fake = CachingAllocator<CountingUpstream>;
 
+// What the hook of set_before_release may throw (comm::CommError in the trainer: core does not include comm).
+struct comm_like_error : Error {
+  using Error::Error;
+};
+
 }  // namespace
 
 TEST_CASE("allocation size classes: 256-byte steps to 1 MiB, 2 MiB steps above", "[core][allocator]") {
@@ -197,6 +202,34 @@ TEST_CASE("fragmentation: cached blocks go back to make room, live ones cannot",
                                                         Catch::Contains("cached 0 B"));
   CHECK(a.stats().reserved_bytes == 4 * MiB);  // the cache went back trying
   CHECK_NOTHROW(a.allocate(6 * MiB, "fits"));
+}
+
+TEST_CASE("before cached blocks go back, the owner's hook runs (and may stop it with nothing moved)",
+          "[core][allocator]") {
+  // The CUDA trainer waits there for gradient sums in flight on NCCL's stream, under its timeout, before cudaFree
+  // (which waits for the whole device) can block on them (train/cuda/decoder_step.cuh).
+  Fake a(CachingAllocatorOptions{.cap_bytes = 10 * MiB});
+  int calls = 0;
+  a.set_before_release([&calls] { ++calls; });
+  void* p = a.allocate(8 * MiB, "cached");
+  a.deallocate(p);
+  void* q = a.allocate(MiB, "from the cache? no: another class");  // fits beside the cached block: no release
+  CHECK(calls == 0);
+  a.deallocate(q);
+  a.set_before_release([&calls] {
+    ++calls;
+    throw comm_like_error("rank 0 of 2: step 3: gradients (LoRA) did not complete within 1 s");
+  });
+  const auto before = a.stats();
+  CHECK_THROWS_WITH(a.allocate(4 * MiB, "needs room"), Catch::Contains("did not complete within 1 s"));
+  CHECK(calls == 1);
+  const auto after = a.stats();
+  CHECK(after.cached_bytes == before.cached_bytes);  // nothing moved
+  CHECK(after.upstream_frees == before.upstream_frees);
+  a.set_before_release({});
+  CHECK_NOTHROW(a.deallocate(a.allocate(4 * MiB, "needs room")));
+  CHECK(a.stats().upstream_frees > before.upstream_frees);
+  CHECK(calls == 1);
 }
 
 TEST_CASE("an upstream that runs out below the cap frees the cache, retries, then names the tensor",

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -171,6 +172,16 @@ class CachingAllocator {
     --stats_.live_allocations;
   }
 
+  // Called before cached blocks go back to the upstream (under the cap, or when the upstream is exhausted), while
+  // the allocator's mutex is held; empty: nothing. The CUDA upstream's cudaFree waits for the whole device, so an
+  // owner with work that waits on other processes (a data-parallel step's gradient sums running on NCCL's stream,
+  // train/cuda/decoder_step.cuh) completes that work here first, under its own timeout, rather than block in
+  // cudaFree without one. It may throw; no block has moved then.
+  void set_before_release(std::function<void()> f) {
+    std::lock_guard lock(mutex_);
+    before_release_ = std::move(f);
+  }
+
   // Gives every cached block back to the upstream; returns the bytes released.
   std::size_t release_cached() {
     std::lock_guard lock(mutex_);
@@ -209,6 +220,7 @@ class CachingAllocator {
   };
 
   std::size_t release_cached_locked(std::size_t at_least) {
+    if (!cached_.empty() && at_least > 0 && before_release_) before_release_();
     std::size_t released = 0;
     bool any = false;
     while (!cached_.empty() && released < at_least) {
@@ -269,6 +281,7 @@ class CachingAllocator {
   std::multimap<std::size_t, void*> cached_;  // block size -> block
   std::unordered_map<void*, Live> live_;
   MemoryStats stats_{};
+  std::function<void()> before_release_;  // set_before_release
 };
 
 }  // namespace vidlora

@@ -734,7 +734,7 @@ class Trainer {
         const std::size_t mb_end = std::min(clips.size(), mb + micro);
         if (per_clip && config_.lora_dropout > 0.0) set_clip_dropout_step(per_rank, slots[mb]);
         if constexpr (Backend::on_device)
-          if (device_sum_ && config_.overlap_gradient_sums && mb_end == clips.size())
+          if (device_sum_ && device_sum_.overlaps() && config_.overlap_gradient_sums && mb_end == clips.size())
             decoder_step_.overlap_sums_with_next_call(hand_over);
         Eigen::Index rows = 0;
         for (std::size_t i = mb; i < mb_end; ++i) rows += cache_.at(key_of(train_[clips[i]])).rows();

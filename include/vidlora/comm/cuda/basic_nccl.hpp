@@ -216,6 +216,7 @@ class BasicNccl {
   template <class T>
   void reduce_group(std::span<const std::span<T>> buffers, ncclDataType_t type, std::string_view what) {
     if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
+    wait(what);  // sums enqueued before (all_reduce_sum_group_after) complete under the timeout, not in the sync below
     detail::cuda_check(cudaDeviceSynchronize(), what);
     issue_group(buffers, type, what);
     wait(what);

@@ -297,6 +297,7 @@ class DecoderLayerExecutor {
     }
     p.rebuild_dropout_input = true;  // the backward gets x from the step list and rebuilds dropout(x) from the bits
     st.params = p;
+    st.params.x16 = nullptr;  // the shared bits go back after the group's last slot: never read from the kept params
     // Kept until the backward: the keep bits and h (lora::cuda::lora_workspace_sizes' mask and h pieces).
     // Temporaries of this call: dropout(x) and a 4-bit base's dense copy; g is the backward's.
     st.sizes = lora::cuda::lora_workspace_sizes<float>(p);

@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <span>
@@ -299,18 +300,39 @@ class DecoderStep<backend::Cuda, Decoder> {
       const std::vector<Matrix*> host = trained_host_gradients(*overlap_);
       const bool first = step_calls_ == 0;
       dev.set_after_layer_backward([this, host, first](std::size_t l) {
+        if (l < layer_summed_.size() && layer_summed_[l]) return;  // started already (never twice)
         const auto [begin, end] = device_->model.lora_tensors_of_layer(l);
         if (per_clip_) take_clip_gradients(first, begin, end);
         sum_layer_over_ranks(l, host, *overlap_);
       });
+      // cudaFree (the allocator giving cached blocks back under the cap) waits for the whole device, NCCL's kernels
+      // included, which wait for the other ranks: the sums in flight complete first, under the communicator's
+      // timeout, so that a rank that died is an error here rather than a hang there.
+      const comm::DeviceSum sums = overlap_->across_ranks;
+      const std::string what = lora_sums_what(*overlap_);
+      device_->allocator.set_before_release([sums, what] { sums.wait(what); });
     }
-    struct HookReset {  // the hook belongs to this call only, also when it throws
+    struct HookReset {  // the hook, the armed hand-over and the allocator's wait belong to this call only
+      DecoderStep& step;
       model::cuda::DecoderModel& dev;
       bool armed;
+      int exceptions = std::uncaught_exceptions();
       ~HookReset() {
-        if (armed) dev.set_after_layer_backward({});
+        if (!armed) return;
+        dev.set_after_layer_backward({});
+        step.device_->allocator.set_before_release({});
+        if (std::uncaught_exceptions() > exceptions && step.any_layer_summed()) {
+          // The call failed after some blocks' sums started: complete them (or let the communicator's timeout abort
+          // it) before the run's teardown frees their buffers and destroys the communicator, which would block on
+          // them without a timeout.
+          try {
+            step.overlap_->across_ranks.wait(lora_sums_what(*step.overlap_));
+          } catch (...) {
+          }
+        }
+        step.overlap_.reset();
       }
-    } hook_reset{dev, overlap};
+    } hook_reset{*this, dev, overlap};
     auto r = dev.loss_and_backward(x, b, std::vector<int>(labels.begin(), labels.end()), o);
     if (!in_step_)
       add_lora_grads();
@@ -399,6 +421,7 @@ class DecoderStep<backend::Cuda, Decoder> {
     prepared();  // a rank that ran no clip yet still takes part in the ranks' sums
     const auto& tensors = device_->model.lora_tensors();
     if (step_calls_ == 0) {  // no clip this step: zeros to sum (the device's gradients may hold an earlier step's)
+      if (h.across_ranks && any_layer_summed()) h.across_ranks.wait(lora_sums_what(h));  // before these writes
       device_->model.zero_grad();
       if (per_clip_) take_clip_gradients(true);
     }
@@ -446,6 +469,9 @@ class DecoderStep<backend::Cuda, Decoder> {
       }
     });
     return host;
+  }
+  bool any_layer_summed() const {
+    return std::find(layer_summed_.begin(), layer_summed_.end(), 1) != layer_summed_.end();
   }
   static std::string lora_sums_what(const StepHandOver& h) {
     return h.what.empty() ? std::string("the step's LoRA gradients") : h.what + " (LoRA)";
