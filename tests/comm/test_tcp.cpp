@@ -4,8 +4,8 @@
 // one out of step, a wrong world size, a missing rank, nobody listening, a launcher's environment.
 #include <catch2/catch.hpp>
 
-#include <sys/socket.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -252,7 +252,8 @@ TEST_CASE("comm::Tcp: the rendezvous names a wrong world size, a missing rank an
 }
 
 TEST_CASE("comm::Tcp: the world from a launcher's environment (torchrun's names, then Slurm's)", "[comm][tcp]") {
-  for (const char* n : {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID", "SLURM_NTASKS"})
+  for (const char* n : {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID", "SLURM_NTASKS",
+                        "SLURM_JOB_ID", "SLURM_STEP_ID", "VIDLORA_TCP_JOB", "TORCHELASTIC_RUN_ID"})
     ::unsetenv(n);
   CHECK(comm::tcp_launched_world_size() == 1);
   comm::TcpOptions o = comm::tcp_options_from_environment();
@@ -282,6 +283,173 @@ TEST_CASE("comm::Tcp: the world from a launcher's environment (torchrun's names,
   CHECK(o.size == 2);
   CHECK(o.address == "127.0.0.1");
   CHECK(o.port == 29500);
-  ::unsetenv("SLURM_NTASKS");
-  ::unsetenv("SLURM_PROCID");
+  CHECK(o.job.empty());
+  ::setenv("SLURM_JOB_ID", "77", 1);  // the job's token: another job's ranks on the port are turned away
+  ::setenv("SLURM_STEP_ID", "2", 1);
+  CHECK(comm::tcp_options_from_environment().job == "77.2");
+  ::setenv("VIDLORA_TCP_JOB", "mine", 1);
+  CHECK(comm::tcp_options_from_environment().job == "mine");
+  for (const char* n : {"SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_ID", "SLURM_STEP_ID", "VIDLORA_TCP_JOB"})
+    ::unsetenv(n);
+}
+
+TEST_CASE("comm::Tcp: a barrier holds every rank until the last one comes", "[comm][tcp]") {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<double> left(3);
+  const auto errors = run_world(3, [&](int r, comm::TcpOptions o) {
+    comm::Tcp c(o);
+    c.barrier("all here");  // connected
+    const auto t0 = std::chrono::steady_clock::now();
+    if (r == 2) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    c.barrier("after the late one");
+    left[static_cast<std::size_t>(r)] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  });
+  REQUIRE(none(errors));
+  for (const double s : left) CHECK(s >= 0.29);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
+}
+
+TEST_CASE("comm::Tcp: another job's process and a silent connection are turned away at the rendezvous", "[comm][tcp]") {
+  // Rank 0 of job "a" listens; a process of job "b" that says it is rank 1 of 2 connects first, then one that says
+  // nothing; job a's own rank 1 comes last and the world is job a's: its sum is 1 + 2.
+  std::promise<int> port;
+  std::shared_future<int> known = port.get_future().share();
+  std::string error0, error1;
+  double sum0 = 0.0, sum1 = 0.0;
+  std::thread rank0([&] {
+    try {
+      comm::TcpOptions o;
+      o.size = 2;
+      o.port = 0;
+      o.job = "a";
+      o.timeout = Seconds(20);
+      o.hello_timeout = Seconds(0.3);
+      o.on_listening = [&port](int p) { port.set_value(p); };
+      comm::Tcp c(o);
+      std::vector<double> x{1.0};
+      c.all_reduce_sum(std::span<double>(x), "sum");
+      sum0 = x[0];
+    } catch (const std::exception& e) {
+      error0 = e.what();
+    }
+  });
+  REQUIRE(known.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  const int p = known.get();
+  std::string stranger_error;
+  std::thread stranger([&] {  // job b's rank 1: turned away (its welcome never comes)
+    try {
+      comm::TcpOptions o;
+      o.rank = 1;
+      o.size = 2;
+      o.port = p;
+      o.job = "b";
+      o.timeout = Seconds(1);
+      comm::Tcp c(o);
+    } catch (const std::exception& e) {
+      stranger_error = e.what();
+    }
+  });
+  const int silent = ::socket(AF_INET, SOCK_STREAM, 0);  // connects and says nothing
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<std::uint16_t>(p));
+  CHECK(::connect(silent, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::thread rank1([&] {
+    try {
+      comm::TcpOptions o;
+      o.rank = 1;
+      o.size = 2;
+      o.port = p;
+      o.job = "a";
+      o.timeout = Seconds(20);
+      comm::Tcp c(o);
+      std::vector<double> x{2.0};
+      c.all_reduce_sum(std::span<double>(x), "sum");
+      sum1 = x[0];
+    } catch (const std::exception& e) {
+      error1 = e.what();
+    }
+  });
+  rank0.join();
+  rank1.join();
+  stranger.join();
+  ::close(silent);
+  CHECK(error0.empty());
+  CHECK(error1.empty());
+  CHECK(sum0 == 3.0);
+  CHECK(sum1 == 3.0);
+  CHECK_FALSE(stranger_error.empty());  // rank 0 closed its connection, or it timed out waiting for a welcome
+}
+
+TEST_CASE("comm::Tcp: after a collective failed, the next one is an error, not another rank's late data",
+          "[comm][tcp]") {
+  std::atomic<bool> rank0_gave_up{false};
+  const auto errors = run_world(
+      2,
+      [&](int r, comm::TcpOptions o) {
+        comm::Tcp c(o);
+        std::vector<double> x{10.0 * (r + 1)};
+        if (r == 1) {
+          while (!rank0_gave_up) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          c.all_reduce_sum(std::span<double>(x), "step 1: loss");  // late: rank 0 already gave up on step 1
+          return;
+        }
+        try {
+          c.all_reduce_sum(std::span<double>(x), "step 1: loss");
+        } catch (const comm::CommError&) {
+          rank0_gave_up = true;  // caught: the program goes on (the Trainer does not)
+        }
+        std::vector<double> y{1.0};
+        c.all_reduce_sum(std::span<double>(y), "step 2: loss");
+      },
+      0.3);
+  CHECK_THAT(errors[0], Catch::Contains("step 2: loss: this communicator failed in an earlier collective") &&
+                            Catch::Contains("step 1: loss did not complete within 0.3 s"));
+}
+
+TEST_CASE("comm::Tcp: a broadcast against a gather is out of step, whatever the sizes", "[comm][tcp]") {
+  for (const std::size_t bytes : {std::size_t{1}, std::size_t{8} << 20}) {
+    INFO(bytes << " bytes");
+    const auto errors = run_world(
+        2,
+        [&](int r, comm::TcpOptions o) {
+          comm::Tcp c(o);
+          std::string s(bytes, 'x');
+          if (r == 0)
+            c.broadcast(s, "the evaluation");
+          else
+            (void)c.gather(s, "captions");
+        },
+        10.0);
+    CHECK_THAT(errors[0], Catch::Contains("rank 1 is out of step: it sent a gather of " + std::to_string(bytes) +
+                                          ", this rank is in a broadcast of 0"));
+    CHECK_FALSE(errors[1].empty());
+  }
+}
+
+TEST_CASE("comm::Tcp: communicators of two generations on one port never mix", "[comm][tcp]") {
+  // Each rank makes its communicators in the same order (Tcp::from_environment counts them): generation 0, then 1.
+  // Rank 1 is fast and comes for generation 1 while rank 0 may still hold generation 0's listener: its token is the
+  // wrong one there, so it is turned away and retries until generation 1 listens.
+  const int port = free_port();
+  std::vector<double> sums(2);
+  const auto errors = run_world(
+      2,
+      [&](int r, comm::TcpOptions o) {
+        o.job = "gen";
+        comm::Tcp first(o);
+        if (r == 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        o.generation = 1;
+        comm::Tcp second(o);
+        std::vector<double> x{static_cast<double>(r + 1)};
+        second.all_reduce_sum(std::span<double>(x), "second");
+        std::vector<double> y{10.0 * (r + 1)};
+        first.all_reduce_sum(std::span<double>(y), "first");
+        sums[static_cast<std::size_t>(r)] = x[0] + y[0];
+      },
+      20.0, port);
+  REQUIRE(none(errors));
+  CHECK(sums == std::vector<double>{33.0, 33.0});
 }

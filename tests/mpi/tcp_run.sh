@@ -12,16 +12,20 @@ fi
 n=$2
 shift 2
 export WORLD_SIZE=$n MASTER_ADDR=127.0.0.1
-export MASTER_PORT=${MASTER_PORT:-$((20000 + ($$ * 7 + RANDOM) % 30000))}
-pids=()
+# below Linux's ephemeral ports (32768 and up), which outgoing connections take
+export MASTER_PORT=${MASTER_PORT:-$((20000 + ($$ * 7 + RANDOM) % 12000))}
+export VIDLORA_TCP_JOB=${VIDLORA_TCP_JOB:-tcp_run-$$}  # this job's token: another job on the port is turned away
+pids=() running=()
+trap 'kill -KILL "${running[@]}" 2>/dev/null' EXIT  # a launcher that stops (an error, a signal) leaves no rank behind
+trap 'exit 143' TERM INT
 for ((r = 0; r < n; r++)); do
   RANK=$r LOCAL_RANK=$r "$@" &
   pids+=($!)
+  running+=($!)
 done
 status=0
 watcher=
 left=$n
-running=("${pids[@]}")
 while [ "$left" -gt 0 ] && [ "${#running[@]}" -gt 0 ]; do
   done_pid=
   wait -n -p done_pid "${running[@]}"
@@ -38,7 +42,7 @@ while [ "$left" -gt 0 ] && [ "${#running[@]}" -gt 0 ]; do
     status=$rc
     if [ "$rc" -gt 128 ]; then why="killed by signal $((rc - 128))"; else why="exit status $rc"; fi
     echo "tcp_run: rank ${rank:-?} failed ($why); the others stop within ${TCP_RUN_GRACE:-5} s" >&2
-    (sleep "${TCP_RUN_GRACE:-5}"; kill "${running[@]}") >/dev/null 2>&1 &  # not on the job's output
+    (sleep "${TCP_RUN_GRACE:-5}"; kill "${running[@]}"; sleep 2; kill -KILL "${running[@]}") >/dev/null 2>&1 &
     watcher=$!
   fi
 done

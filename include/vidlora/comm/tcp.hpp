@@ -18,7 +18,11 @@
 // Faults, as comm::Mpi: every wait on a socket ends at TcpOptions::timeout with a CommError naming this rank, the
 // rank waited for and the operation ("step 12: token counts"); a rank whose connection closes (the process died or
 // stopped on an error) ends the collective at once with a CommError naming it; rank 0 checks that every rank is in
-// the same collective with the same size, and names one that is not instead of summing it.
+// the same collective with the same size (every collective starts with each rank's header to rank 0), and names one
+// that is not instead of summing it. A collective that threw leaves the communicator failed: its later collectives
+// throw at once (their messages would be out of step). Every message carries the job's token (TcpOptions::job and
+// generation), so a process of another job that reaches the port during the rendezvous is turned away, not counted
+// as a rank; so is a connection that says nothing within TcpOptions::hello_timeout.
 
 #include <fcntl.h>
 #include <netdb.h>
@@ -29,6 +33,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -52,9 +57,16 @@ struct TcpOptions {
   int size = 1;
   std::string address = "127.0.0.1";  // rank 0's host name or address (MASTER_ADDR)
   int port = 29500;                   // rank 0's port (MASTER_PORT); 0 on rank 0: any free port (on_listening)
-  // How long a collective, and the rendezvous, may wait for the other ranks (as MpiOptions::timeout).
+  // How long a collective, and the rendezvous, may wait for the other ranks (as MpiOptions::timeout; at most 1e9 s).
   std::chrono::duration<double> timeout = std::chrono::seconds(600);
   std::function<void(int)> on_listening;  // rank 0: called with its port once it listens (before the others come)
+  // The job these ranks belong to (every rank the same; tcp_options_from_environment: VIDLORA_TCP_JOB, torchrun's
+  // TORCHELASTIC_RUN_ID or Slurm's SLURM_JOB_ID.SLURM_STEP_ID) and which of its communicators this is (0, 1, …: each
+  // rank counts the ones it makes, in the same order; Tcp::from_environment counts them per process).
+  std::string job;
+  std::uint64_t generation = 0;
+  // How long rank 0 waits for a new connection's hello before it drops it (a port scanner, a health check).
+  std::chrono::duration<double> hello_timeout = std::chrono::seconds(5);
 };
 
 namespace detail {
@@ -101,6 +113,12 @@ inline TcpOptions tcp_options_from_environment(TcpOptions base = {}) {
     base.rank = 0;
   if (const char* a = detail::env_first({"MASTER_ADDR"})) base.address = a;
   if (const char* p = detail::env_first({"MASTER_PORT"})) base.port = detail::env_int(p, "MASTER_PORT");
+  if (const char* j = detail::env_first({"VIDLORA_TCP_JOB", "TORCHELASTIC_RUN_ID"})) {
+    base.job = j;
+  } else if (const char* slurm = detail::env_first({"SLURM_JOB_ID"})) {
+    const char* step = detail::env_first({"SLURM_STEP_ID"});
+    base.job = std::string(slurm) + "." + (step ? step : "");
+  }
   return base;
 }
 
@@ -116,7 +134,9 @@ class Tcp {
           detail::message("comm::Tcp: rank {} of {} is not a rank of the world", options_.rank, options_.size));
     if (options_.port < 0 || options_.port > 65535 || (options_.rank != 0 && options_.port == 0))
       throw CommError(detail::message("comm::Tcp: port {} (rank {})", options_.port, options_.rank));
+    options_.timeout = std::min(options_.timeout, std::chrono::duration<double>(1e9));  // a representable deadline
     if (options_.size == 1) return;
+    token_ = job_token(options_.job, options_.generation);
     peers_.assign(static_cast<std::size_t>(options_.size), -1);
     try {
       if (options_.rank == 0)
@@ -128,20 +148,34 @@ class Tcp {
       throw;
     }
   }
-  // The world a launcher without MPI started (tcp_options_from_environment).
+  // The world a launcher without MPI started (tcp_options_from_environment), the process's next communicator of it.
   static Tcp from_environment(std::chrono::duration<double> timeout = std::chrono::seconds(600)) {
+    static std::atomic<std::uint64_t> made{0};
     TcpOptions o;
     o.timeout = timeout;
-    return Tcp(tcp_options_from_environment(std::move(o)));
+    o = tcp_options_from_environment(std::move(o));
+    if (o.size > 1) o.generation = made++;
+    return Tcp(std::move(o));
   }
   Tcp(const Tcp&) = delete;
   Tcp& operator=(const Tcp&) = delete;
-  Tcp(Tcp&& o) noexcept : options_(std::move(o.options_)), peers_(std::exchange(o.peers_, {})) {}
+  Tcp(Tcp&& o) noexcept
+      : options_(std::move(o.options_)),
+        peers_(std::exchange(o.peers_, {})),
+        token_(o.token_),
+        failed_(std::exchange(o.failed_, {})) {
+    o.options_.size = 1;  // a moved-from communicator is a world of one
+    o.options_.rank = 0;
+  }
   Tcp& operator=(Tcp&& o) noexcept {
     if (this != &o) {
       close_all();
       options_ = std::move(o.options_);
       peers_ = std::exchange(o.peers_, {});
+      token_ = o.token_;
+      failed_ = std::exchange(o.failed_, {});
+      o.options_.size = 1;
+      o.options_.rank = 0;
     }
     return *this;
   }
@@ -151,52 +185,66 @@ class Tcp {
   int size() const { return options_.size; }
   const TcpOptions& options() const { return options_; }
 
-  void all_reduce_sum(std::span<float> x, std::string_view what) { sum(x, Op::SumFloat, what); }
-  void all_reduce_sum(std::span<double> x, std::string_view what) { sum(x, Op::SumDouble, what); }
-
-  void broadcast(std::string& s, std::string_view what) {
-    if (size() == 1) return;
-    const Clock::time_point deadline = deadline_from_now();
-    if (rank() == 0) {
-      for (int r = 1; r < size(); ++r) {
-        send_header(r, Op::Broadcast, s.size(), deadline, what);
-        send_bytes(r, s.data(), s.size(), deadline, what);
-      }
-      return;
-    }
-    const std::uint64_t n = receive_header(0, Op::Broadcast, kAnyCount, deadline, what);
-    s.assign(static_cast<std::size_t>(n), '\0');
-    receive_bytes(0, s.data(), s.size(), deadline, what);
+  void all_reduce_sum(std::span<float> x, std::string_view what) {
+    guarded(what, [&] { sum(x, Op::SumFloat, what); });
+  }
+  void all_reduce_sum(std::span<double> x, std::string_view what) {
+    guarded(what, [&] { sum(x, Op::SumDouble, what); });
   }
 
-  // Rank 0 receives every rank's string in rank order; the others an empty vector.
+  // Every rank first says it is in the broadcast (rank 0 checks), then rank 0 sends the string.
+  void broadcast(std::string& s, std::string_view what) {
+    guarded(what, [&] {
+      const Clock::time_point deadline = deadline_from_now();
+      if (rank() == 0) {
+        for (int r = 1; r < size(); ++r) (void)receive_header(r, Op::Broadcast, 0, deadline, what);
+        for (int r = 1; r < size(); ++r) {
+          send_header(r, Op::Broadcast, s.size(), deadline, what);
+          send_bytes(r, s.data(), s.size(), deadline, what);
+        }
+        return;
+      }
+      send_header(0, Op::Broadcast, 0, deadline, what);
+      const std::uint64_t n = receive_header(0, Op::Broadcast, kAnyCount, deadline, what);
+      s.assign(static_cast<std::size_t>(n), '\0');
+      receive_bytes(0, s.data(), s.size(), deadline, what);
+    });
+  }
+
+  // Rank 0 receives every rank's string in rank order; the others an empty vector, once rank 0 has them all.
   std::vector<std::string> gather(const std::string& mine, std::string_view what) {
     if (size() == 1) return {mine};
-    const Clock::time_point deadline = deadline_from_now();
-    if (rank() != 0) {
-      send_header(0, Op::Gather, mine.size(), deadline, what);
-      send_bytes(0, mine.data(), mine.size(), deadline, what);
-      return {};
-    }
-    std::vector<std::string> all{mine};
-    for (int r = 1; r < size(); ++r) {
-      const std::uint64_t n = receive_header(r, Op::Gather, kAnyCount, deadline, what);
-      std::string& s = all.emplace_back(static_cast<std::size_t>(n), '\0');
-      receive_bytes(r, s.data(), s.size(), deadline, what);
-    }
+    std::vector<std::string> all;
+    guarded(what, [&] {
+      const Clock::time_point deadline = deadline_from_now();
+      if (rank() != 0) {
+        send_header(0, Op::Gather, mine.size(), deadline, what);
+        send_bytes(0, mine.data(), mine.size(), deadline, what);
+        (void)receive_header(0, Op::Gather, 0, deadline, what);  // rank 0 took it (and checked it was a gather)
+        return;
+      }
+      all.push_back(mine);
+      for (int r = 1; r < size(); ++r) {
+        const std::uint64_t n = receive_header(r, Op::Gather, kAnyCount, deadline, what);
+        std::string& s = all.emplace_back(static_cast<std::size_t>(n), '\0');
+        receive_bytes(r, s.data(), s.size(), deadline, what);
+      }
+      for (int r = 1; r < size(); ++r) send_header(r, Op::Gather, 0, deadline, what);
+    });
     return all;
   }
 
   void barrier(std::string_view what) {
-    if (size() == 1) return;
-    const Clock::time_point deadline = deadline_from_now();
-    if (rank() != 0) {
-      send_header(0, Op::Barrier, 0, deadline, what);
-      (void)receive_header(0, Op::Barrier, 0, deadline, what);
-      return;
-    }
-    for (int r = 1; r < size(); ++r) (void)receive_header(r, Op::Barrier, 0, deadline, what);
-    for (int r = 1; r < size(); ++r) send_header(r, Op::Barrier, 0, deadline, what);
+    guarded(what, [&] {
+      const Clock::time_point deadline = deadline_from_now();
+      if (rank() != 0) {
+        send_header(0, Op::Barrier, 0, deadline, what);
+        (void)receive_header(0, Op::Barrier, 0, deadline, what);
+        return;
+      }
+      for (int r = 1; r < size(); ++r) (void)receive_header(r, Op::Barrier, 0, deadline, what);
+      for (int r = 1; r < size(); ++r) send_header(r, Op::Barrier, 0, deadline, what);
+    });
   }
 
  private:
@@ -208,7 +256,32 @@ class Tcp {
     std::uint32_t magic = kMagic;
     std::uint32_t op = 0;
     std::uint64_t count = 0;  // values (sums), bytes (strings), the sender's rank and world size (hello)
+    std::uint64_t token = 0;  // the job and generation (job_token)
   };
+
+  // FNV-1a of the job's id, mixed with the generation: the same on every rank of one communicator.
+  static std::uint64_t job_token(const std::string& job, std::uint64_t generation) {
+    std::uint64_t h = 1469598103934665603ull;
+    for (const unsigned char c : job) h = (h ^ c) * 1099511628211ull;
+    return h ^ (generation * 0x9E3779B97F4A7C15ull);
+  }
+
+  // Runs one collective: nothing on a world of one; on a failed communicator an error; a collective that throws
+  // leaves it failed (its peers' messages for it may still arrive: the next collective would read them).
+  template <class F>
+  void guarded(std::string_view what, F&& f) {
+    if (size() == 1) return;
+    if (!failed_.empty())
+      throw CommError(detail::message(
+          "rank {} of {}: {}: this communicator failed in an earlier collective ({}); its messages are out of step",
+          rank(), size(), what, failed_));
+    try {
+      f();
+    } catch (const std::exception& e) {
+      failed_ = e.what();
+      throw;
+    }
+  }
 
   static const char* op_name(std::uint32_t op) {
     switch (static_cast<Op>(op)) {
@@ -252,28 +325,56 @@ class Tcp {
   }
 
   // ---- the rendezvous
+  // Rank 0's listening socket on the port, for IPv6 and IPv4 both (an IPv6 socket that also takes IPv4), or IPv4
+  // alone where the machine has no IPv6.
+  int listen_on_port() {
+    const int yes = 1, no = 0;
+    int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+      ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &no, sizeof no);
+      sockaddr_in6 any{};
+      any.sin6_family = AF_INET6;
+      any.sin6_addr = in6addr_any;
+      any.sin6_port = htons(static_cast<std::uint16_t>(options_.port));
+      if (::bind(fd, reinterpret_cast<const sockaddr*>(&any), sizeof any) == 0) return fd;
+      const int bind_error = errno;
+      ::close(fd);
+      if (bind_error != EAFNOSUPPORT && bind_error != EADDRNOTAVAIL) {
+        errno = bind_error;
+        fail_errno(detail::message("bind to port {}", options_.port).c_str(), "the rendezvous");
+      }
+    }
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) fail_errno("socket", "the rendezvous");
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    sockaddr_in any{};
+    any.sin_family = AF_INET;
+    any.sin_addr.s_addr = htonl(INADDR_ANY);
+    any.sin_port = htons(static_cast<std::uint16_t>(options_.port));
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&any), sizeof any) != 0) {
+      const int bind_error = errno;
+      ::close(fd);
+      errno = bind_error;
+      fail_errno(detail::message("bind to port {}", options_.port).c_str(), "the rendezvous");
+    }
+    return fd;
+  }
+
   void accept_world() {
-    const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (listener < 0) fail_errno("socket", "the rendezvous");
+    const int listener = listen_on_port();
     struct Closer {
       int fd;
       ~Closer() {
         if (fd >= 0) ::close(fd);
       }
     } guard{listener};
-    const int yes = 1;
-    ::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    sockaddr_in any{};
-    any.sin_family = AF_INET;
-    any.sin_addr.s_addr = htonl(INADDR_ANY);
-    any.sin_port = htons(static_cast<std::uint16_t>(options_.port));
-    if (::bind(listener, reinterpret_cast<const sockaddr*>(&any), sizeof any) != 0)
-      fail_errno(detail::message("bind to port {}", options_.port).c_str(), "the rendezvous");
-    if (::listen(listener, options_.size) != 0) fail_errno("listen", "the rendezvous");
-    sockaddr_in bound{};
+    if (::listen(listener, options_.size + 8) != 0) fail_errno("listen", "the rendezvous");
+    sockaddr_storage bound{};
     socklen_t len = sizeof bound;
     ::getsockname(listener, reinterpret_cast<sockaddr*>(&bound), &len);
-    const int port = ntohs(bound.sin_port);
+    const int port = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(&bound)->sin6_port
+                                                       : reinterpret_cast<const sockaddr_in*>(&bound)->sin_port);
     if (options_.on_listening) options_.on_listening(port);
     const Clock::time_point deadline = deadline_from_now();
     for (int joined = 1; joined < size();) {
@@ -289,9 +390,11 @@ class Tcp {
       }
       tune(fd);
       Header hello;
-      if (!receive_raw(fd, &hello, sizeof hello, deadline) || hello.magic != kMagic ||
-          hello.op != static_cast<std::uint32_t>(Op::Hello)) {
-        ::close(fd);  // not one of ours (a port scanner, a stale client): keep listening
+      const Clock::time_point hello_by =
+          std::min(deadline, Clock::now() + std::chrono::duration_cast<Clock::duration>(options_.hello_timeout));
+      if (!receive_raw(fd, &hello, sizeof hello, hello_by) || hello.magic != kMagic ||
+          hello.op != static_cast<std::uint32_t>(Op::Hello) || hello.token != token_) {
+        ::close(fd);  // not a rank of this job's communicator (another job, a port scanner, silence): keep listening
         continue;
       }
       const auto r = static_cast<int>(hello.count >> 32), n = static_cast<int>(hello.count & 0xffffffffu);
@@ -366,6 +469,17 @@ class Tcp {
       ::close(fd);
       return -1;
     }
+    // A connect to a port of this machine in the ephemeral range can meet itself (TCP's simultaneous open) while
+    // nobody listens there: that is not rank 0.
+    sockaddr_storage self{}, peer{};
+    socklen_t self_len = sizeof self, peer_len = sizeof peer;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&self), &self_len) == 0 &&
+        ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0 && self_len == peer_len &&
+        std::memcmp(&self, &peer, self_len) == 0) {
+      error = "connected to itself: nobody listens there";
+      ::close(fd);
+      return -1;
+    }
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     return fd;
   }
@@ -436,7 +550,7 @@ class Tcp {
     }
   }
   void send_header(int peer, Op op, std::uint64_t count, Clock::time_point deadline, std::string_view what) {
-    const Header h{kMagic, static_cast<std::uint32_t>(op), count};
+    const Header h{kMagic, static_cast<std::uint32_t>(op), count, token_};
     send_bytes(peer, &h, sizeof h, deadline, what);
   }
   // The peer's next header, which must be `op` with `count` (kAnyCount: any); returns its count.
@@ -444,9 +558,9 @@ class Tcp {
                                std::string_view what) {
     Header h;
     receive_bytes(peer, &h, sizeof h, deadline, what);
-    if (h.magic != kMagic)
-      throw CommError(detail::message("rank {} of {}: {}: rank {} sent bytes that are no message of comm::Tcp", rank(),
-                                      size(), what, peer));
+    if (h.magic != kMagic || h.token != token_)
+      throw CommError(detail::message("rank {} of {}: {}: rank {} sent bytes that are no message of this communicator",
+                                      rank(), size(), what, peer));
     if (h.op != static_cast<std::uint32_t>(op) || (count != kAnyCount && h.count != count))
       throw CommError(detail::message(
           "rank {} of {}: {}: rank {} is out of step: it sent {} of {}, this rank is in {} of {} (every rank must "
@@ -487,7 +601,9 @@ class Tcp {
   }
 
   TcpOptions options_;
-  std::vector<int> peers_;  // rank 0: rank r's socket at [r]; the others: rank 0's at [0]; -1: none
+  std::vector<int> peers_;   // rank 0: rank r's socket at [r]; the others: rank 0's at [0]; -1: none
+  std::uint64_t token_ = 0;  // job_token(options_.job, options_.generation)
+  std::string failed_;       // the error of the collective that failed (then every later one throws)
 };
 static_assert(Communicator<Tcp>);
 
