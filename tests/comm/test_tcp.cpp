@@ -10,11 +10,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <functional>
 #include <future>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <vidlora/comm/tcp.hpp>
@@ -309,45 +311,49 @@ TEST_CASE("comm::Tcp: a barrier holds every rank until the last one comes", "[co
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
 }
 
+namespace {
+
+// Rank `rank` of a world of two on `port`, of job `job`.
+comm::TcpOptions job_options(int rank, int port, std::string job, double timeout_s) {
+  comm::TcpOptions o;
+  o.rank = rank;
+  o.size = 2;
+  o.port = port;
+  o.job = std::move(job);
+  o.timeout = Seconds(timeout_s);
+  return o;
+}
+
+// Joins the world of `o` and sums `value` over it: the sum, or NaN with the error in `error`.
+double joined_sum(const comm::TcpOptions& o, double value, std::string& error) {
+  try {
+    comm::Tcp c(o);
+    std::vector<double> x{value};
+    c.all_reduce_sum(std::span<double>(x), "sum");
+    return x[0];
+  } catch (const std::exception& e) {
+    error = e.what();
+    return std::nan("");
+  }
+}
+
+}  // namespace
+
 TEST_CASE("comm::Tcp: another job's process and a silent connection are turned away at the rendezvous", "[comm][tcp]") {
   // Rank 0 of job "a" listens; a process of job "b" that says it is rank 1 of 2 connects first, then one that says
   // nothing; job a's own rank 1 comes last and the world is job a's: its sum is 1 + 2.
   std::promise<int> port;
   std::shared_future<int> known = port.get_future().share();
-  std::string error0, error1;
+  std::string error0, error1, stranger_error;
   double sum0 = 0.0, sum1 = 0.0;
-  std::thread rank0([&] {
-    try {
-      comm::TcpOptions o;
-      o.size = 2;
-      o.port = 0;
-      o.job = "a";
-      o.timeout = Seconds(20);
-      o.hello_timeout = Seconds(0.3);
-      o.on_listening = [&port](int p) { port.set_value(p); };
-      comm::Tcp c(o);
-      std::vector<double> x{1.0};
-      c.all_reduce_sum(std::span<double>(x), "sum");
-      sum0 = x[0];
-    } catch (const std::exception& e) {
-      error0 = e.what();
-    }
-  });
+  comm::TcpOptions first = job_options(0, 0, "a", 20.0);
+  first.hello_timeout = Seconds(0.3);
+  first.on_listening = [&port](int p) { port.set_value(p); };
+  std::thread rank0([&] { sum0 = joined_sum(first, 1.0, error0); });
   REQUIRE(known.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
   const int p = known.get();
-  std::string stranger_error;
   std::thread stranger([&] {  // job b's rank 1: turned away (its welcome never comes)
-    try {
-      comm::TcpOptions o;
-      o.rank = 1;
-      o.size = 2;
-      o.port = p;
-      o.job = "b";
-      o.timeout = Seconds(1);
-      comm::Tcp c(o);
-    } catch (const std::exception& e) {
-      stranger_error = e.what();
-    }
+    (void)joined_sum(job_options(1, p, "b", 1.0), 5.0, stranger_error);
   });
   const int silent = ::socket(AF_INET, SOCK_STREAM, 0);  // connects and says nothing
   sockaddr_in a{};
@@ -356,22 +362,7 @@ TEST_CASE("comm::Tcp: another job's process and a silent connection are turned a
   a.sin_port = htons(static_cast<std::uint16_t>(p));
   CHECK(::connect(silent, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  std::thread rank1([&] {
-    try {
-      comm::TcpOptions o;
-      o.rank = 1;
-      o.size = 2;
-      o.port = p;
-      o.job = "a";
-      o.timeout = Seconds(20);
-      comm::Tcp c(o);
-      std::vector<double> x{2.0};
-      c.all_reduce_sum(std::span<double>(x), "sum");
-      sum1 = x[0];
-    } catch (const std::exception& e) {
-      error1 = e.what();
-    }
-  });
+  std::thread rank1([&] { sum1 = joined_sum(job_options(1, p, "a", 20.0), 2.0, error1); });
   rank0.join();
   rank1.join();
   stranger.join();
@@ -430,9 +421,9 @@ TEST_CASE("comm::Tcp: a broadcast against a gather is out of step, whatever the 
 }
 
 TEST_CASE("comm::Tcp: communicators of two generations on one port never mix", "[comm][tcp]") {
-  // Each rank makes its communicators in the same order (Tcp::from_environment counts them): generation 0, then 1.
-  // Rank 1 is fast and comes for generation 1 while rank 0 may still hold generation 0's listener: its token is the
-  // wrong one there, so it is turned away and retries until generation 1 listens.
+  // Each rank makes its communicators in the same order (Tcp::from_environment counts them): generation 0, then 1,
+  // both on one port. Rank 0 is slow to listen for generation 1: the fast rank 1 is refused and retries until it does
+  // (rank 0 closed generation 0's listener before its welcome, so rank 1 never meets the old one).
   const int port = free_port();
   std::vector<double> sums(2);
   const auto errors = run_world(

@@ -302,7 +302,6 @@ class Tcp {
 
   template <class T>
   void sum(std::span<T> x, Op op, std::string_view what) {
-    if (size() == 1) return;
     const Clock::time_point deadline = deadline_from_now();
     const std::size_t bytes = x.size() * sizeof(T);
     if (rank() != 0) {
@@ -328,37 +327,35 @@ class Tcp {
   // Rank 0's listening socket on the port, for IPv6 and IPv4 both (an IPv6 socket that also takes IPv4), or IPv4
   // alone where the machine has no IPv6.
   int listen_on_port() {
-    const int yes = 1, no = 0;
-    int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0) {
-      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-      ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &no, sizeof no);
-      sockaddr_in6 any{};
-      any.sin6_family = AF_INET6;
-      any.sin6_addr = in6addr_any;
-      any.sin6_port = htons(static_cast<std::uint16_t>(options_.port));
-      if (::bind(fd, reinterpret_cast<const sockaddr*>(&any), sizeof any) == 0) return fd;
-      const int bind_error = errno;
-      ::close(fd);
-      if (bind_error != EAFNOSUPPORT && bind_error != EADDRNOTAVAIL) {
-        errno = bind_error;
-        fail_errno(detail::message("bind to port {}", options_.port).c_str(), "the rendezvous");
-      }
-    }
-    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) fail_errno("socket", "the rendezvous");
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    sockaddr_in any{};
-    any.sin_family = AF_INET;
-    any.sin_addr.s_addr = htonl(INADDR_ANY);
-    any.sin_port = htons(static_cast<std::uint16_t>(options_.port));
-    if (::bind(fd, reinterpret_cast<const sockaddr*>(&any), sizeof any) != 0) {
-      const int bind_error = errno;
-      ::close(fd);
-      errno = bind_error;
+    const auto port = htons(static_cast<std::uint16_t>(options_.port));
+    sockaddr_in6 any6{};
+    any6.sin6_family = AF_INET6;
+    any6.sin6_addr = in6addr_any;
+    any6.sin6_port = port;
+    sockaddr_in any4{};
+    any4.sin_family = AF_INET;
+    any4.sin_addr.s_addr = htonl(INADDR_ANY);
+    any4.sin_port = port;
+    const int six = bound_socket(AF_INET6, reinterpret_cast<const sockaddr*>(&any6), sizeof any6);
+    if (six >= 0) return six;
+    if (errno != EAFNOSUPPORT && errno != EADDRNOTAVAIL)
       fail_errno(detail::message("bind to port {}", options_.port).c_str(), "the rendezvous");
-    }
-    return fd;
+    const int four = bound_socket(AF_INET, reinterpret_cast<const sockaddr*>(&any4), sizeof any4);
+    if (four < 0) fail_errno(detail::message("bind to port {}", options_.port).c_str(), "the rendezvous");
+    return four;
+  }
+  // A socket of `family` bound to `address` (an IPv6 one takes IPv4 too), or -1 with errno set.
+  static int bound_socket(int family, const sockaddr* address, socklen_t length) {
+    const int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    const int yes = 1, no = 0;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    if (family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &no, sizeof no);
+    if (::bind(fd, address, length) == 0) return fd;
+    const int bind_error = errno;
+    ::close(fd);
+    errno = bind_error;
+    return -1;
   }
 
   void accept_world() {
