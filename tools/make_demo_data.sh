@@ -151,9 +151,14 @@ done
 mv "$manifest_tmp" "$out/manifest.jsonl"
 trap 'rm -f "$jobfile"' EXIT
 
-encode() {  # encode OUT GRAPH: x264 single-threaded and bitexact so the bytes do not depend on the machine load
+# encode OUT GRAPH: x264 single-threaded and bitexact so the bytes do not depend on the machine load, and with its
+# assembly off (asm=0) so they do not depend on the CPU: x264 picks its SIMD functions by the host's instruction
+# set, and with its AVX2 or AVX-512 functions it encodes other bytes than with its C or SSE2 code (measured: three
+# sets, three results), so the same command gave other clips, and another trained demo, on a host with AVX-512
+# than on one without (docs/trainer.md, "Demo results"). The C code costs no measurable time on these 96 px clips.
+encode() {
   ffmpeg -nostdin -hide_banner -loglevel error -y -filter_complex "$2" -map '[v]' \
-    -c:v libx264 -preset veryfast -crf 23 -threads 1 -filter_threads 1 \
+    -c:v libx264 -preset veryfast -crf 23 -threads 1 -filter_threads 1 -x264-params asm=0 \
     -fflags +bitexact -flags:v +bitexact -map_metadata -1 "$1.tmp.mp4" && mv "$1.tmp.mp4" "$1"
 }
 export -f encode

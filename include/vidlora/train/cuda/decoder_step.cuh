@@ -63,6 +63,11 @@ class DecoderStep<backend::Cuda, Decoder> {
   using backend_type = backend::Cuda;
   DecoderStep(Decoder& decoder, const TrainableTensors& tensors, const DecoderStepSettings& settings = {})
       : decoder_(decoder), tensors_(tensors), settings_(settings) {}
+  DecoderStep(const DecoderStep&) = delete;  // the allocator's hook holds `this`
+  DecoderStep& operator=(const DecoderStep&) = delete;
+  // Sums a failed step left running (the run stopping between its last call and finish_step) complete first, under the
+  // communicator's timeout, before the device memory they use goes.
+  ~DecoderStep() { complete_sums_in_flight(); }
 
   // As DecoderStep<backend::Cpu, Decoder>::loss_and_backward, on the device.
   // The device's loss refuses NaN / +Inf logits as the CPU's does (a vidlora::Error: the Trainer skips the step); any
@@ -127,6 +132,7 @@ class DecoderStep<backend::Cuda, Decoder> {
   // device and added to grad_A / grad_B, as the float32 gradients are without per_clip — summed over the ranks on the
   // device first when `h.across_ranks` is set (comm::Nccl), also by a rank that ran no clip this step.
   void begin_step(bool per_clip) {
+    complete_sums_in_flight();  // (none: finish_step or a failed call waited for them)
     in_step_ = true;
     per_clip_ = per_clip;
     step_calls_ = 0;
@@ -191,6 +197,10 @@ class DecoderStep<backend::Cuda, Decoder> {
     kept_grad_embeds_ = {};  // back to the allocator: the step's last projector backward has read it
     if (!in_step_) return;
     in_step_ = false;
+    struct SumsDone {  // the last call's sums are waited for by hand_over, or here when it failed before its wait
+      DecoderStep& step;
+      ~SumsDone() { step.complete_sums_in_flight(); }
+    } done{*this};
     if (step_calls_ == 0 && !h.across_ranks) return;
     guarded("step", [&] { hand_over(h); });
   }
@@ -304,15 +314,15 @@ class DecoderStep<backend::Cuda, Decoder> {
         const auto [begin, end] = device_->model.lora_tensors_of_layer(l);
         if (per_clip_) take_clip_gradients(first, begin, end);
         sum_layer_over_ranks(l, host, *overlap_);
+        if (!sums_in_flight_) sums_in_flight_ = SumsInFlight{overlap_->across_ranks, lora_sums_what(*overlap_)};
       });
       // cudaFree (the allocator giving cached blocks back under the cap) waits for the whole device, NCCL's kernels
       // included, which wait for the other ranks: the sums in flight complete first, under the communicator's
-      // timeout, so that a rank that died is an error here rather than a hang there.
-      const comm::DeviceSum sums = overlap_->across_ranks;
-      const std::string what = lora_sums_what(*overlap_);
-      device_->allocator.set_before_release([sums, what] { sums.wait(what); });
+      // timeout, so that a rank that died is an error here rather than a hang there. From this call until finish_step
+      // has waited for them (the projector's backward allocates after this call, from the same allocator).
+      device_->allocator.set_before_release([this] { wait_sums_in_flight(); });
     }
-    struct HookReset {  // the hook, the armed hand-over and the allocator's wait belong to this call only
+    struct HookReset {  // the block hook and the armed hand-over belong to this call only
       DecoderStep& step;
       model::cuda::DecoderModel& dev;
       bool armed;
@@ -320,16 +330,11 @@ class DecoderStep<backend::Cuda, Decoder> {
       ~HookReset() {
         if (!armed) return;
         dev.set_after_layer_backward({});
-        step.device_->allocator.set_before_release({});
-        if (std::uncaught_exceptions() > exceptions && step.any_layer_summed()) {
-          // The call failed after some blocks' sums started: complete them (or let the communicator's timeout abort
-          // it) before the run's teardown frees their buffers and destroys the communicator, which would block on
-          // them without a timeout.
-          try {
-            step.overlap_->across_ranks.wait(lora_sums_what(*step.overlap_));
-          } catch (...) {
-          }
-        }
+        // The call failed after some blocks' sums started: complete them (or let the communicator's timeout abort
+        // it) before the run's teardown frees their buffers and destroys the communicator, which would block on them
+        // without a timeout. Otherwise the allocator's wait stays until finish_step's.
+        if (std::uncaught_exceptions() > exceptions) step.complete_sums_in_flight();
+        if (!step.sums_in_flight_) step.device_->allocator.set_before_release({});
         step.overlap_.reset();
       }
     } hook_reset{*this, dev, overlap};
@@ -420,8 +425,8 @@ class DecoderStep<backend::Cuda, Decoder> {
   void hand_over(const StepHandOver& h) {
     prepared();  // a rank that ran no clip yet still takes part in the ranks' sums
     const auto& tensors = device_->model.lora_tensors();
-    if (step_calls_ == 0) {  // no clip this step: zeros to sum (the device's gradients may hold an earlier step's)
-      if (h.across_ranks && any_layer_summed()) h.across_ranks.wait(lora_sums_what(h));  // before these writes
+    if (step_calls_ == 0) {   // no clip this step: zeros to sum (the device's gradients may hold an earlier step's)
+      wait_sums_in_flight();  // before these writes
       device_->model.zero_grad();
       if (per_clip_) take_clip_gradients(true);
     }
@@ -429,6 +434,7 @@ class DecoderStep<backend::Cuda, Decoder> {
     if (h.across_ranks) {  // block by block from the last, those the last call did not start (comm::DeviceSum::enqueue)
       for (std::size_t l = static_cast<std::size_t>(device_->model.num_layers()); l-- > 0;)
         if (l >= layer_summed_.size() || !layer_summed_[l]) sum_layer_over_ranks(l, host, h);
+      sums_in_flight_.reset();  // this wait covers them
       h.across_ranks.wait(lora_sums_what(h));
     }
     VIDLORA_CUDA_CHECK(cudaStreamSynchronize(device_->model.stream()));
@@ -470,8 +476,23 @@ class DecoderStep<backend::Cuda, Decoder> {
     });
     return host;
   }
-  bool any_layer_summed() const {
-    return std::find(layer_summed_.begin(), layer_summed_.end(), 1) != layer_summed_.end();
+  // The sums over the ranks that the last call started and nobody has waited for yet: waited for once (also when the
+  // wait throws: the communicator is failed then). The allocator's before-release hook runs it under its lock.
+  void wait_sums_in_flight() {
+    if (!sums_in_flight_) return;
+    const SumsInFlight f = std::move(*sums_in_flight_);
+    sums_in_flight_.reset();
+    f.sums.wait(f.what);
+  }
+  // After a failure, at the end of a step and at teardown: waits for the sums in flight (their errors were reported
+  // by whatever failed first, or come again from the communicator's next collective) and takes the allocator's hook
+  // away.
+  void complete_sums_in_flight() noexcept {
+    try {
+      wait_sums_in_flight();
+    } catch (...) {
+    }
+    if (device_) device_->allocator.set_before_release({});
   }
   static std::string lora_sums_what(const StepHandOver& h) {
     return h.what.empty() ? std::string("the step's LoRA gradients") : h.what + " (LoRA)";
@@ -551,6 +572,11 @@ class DecoderStep<backend::Cuda, Decoder> {
   std::vector<vidlora::cuda::DeviceBuffer<double>> sums_;  // per_clip: each LoRA gradient's float64 sum this step
   std::optional<StepHandOver> overlap_;  // overlap_sums_with_next_call: the hand-over the next call starts summing
   std::vector<char> layer_summed_;       // this step: block l's sums over the ranks started
+  struct SumsInFlight {
+    comm::DeviceSum sums;
+    std::string what;
+  };
+  std::optional<SumsInFlight> sums_in_flight_;  // started by the last call, until finish_step (or a failure) waits
   bool keep_grad_embeds_ = false;
   model::cuda::DeviceTensor kept_grad_embeds_;  // the last training call's d loss / d embeds, when kept
 };
