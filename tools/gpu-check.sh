@@ -11,6 +11,14 @@
 # for this GPU's architecture: the fallback when the build here fails) and `.whl/site/` (bitsandbytes,
 # unpacked, for the PyTorch comparison).
 #
+# Order: the build (the NCCL programs in it; -k 0, so a unit that fails to compile costs only its programs), the
+# CUDA tests tag by tag, the 7B preset steps and the transformers + PEFT + bitsandbytes step (issue 14's gates),
+# then NCCL, the kernel benchmarks, the PyTorch comparison and memcheck. One deadline bounds the whole run
+# (VIDLORA_GPU_CHECK_BUDGET_S, default 540 s: under the device call's 600 s): every step's limit is cut to what is
+# left, and a step with under 15 s left is skipped. Each table row is printed as it is made ("row: ..."), and with
+# $OUT set (the device machine's folder that comes back) the logs are tarred into $OUT/logs.tgz after each part,
+# so a run cut short still returns what it did.
+#
 # Environment: VIDLORA_JOBS (build parallelism, default nproc), VIDLORA_GPU_BENCH_MIN_TIME (seconds per
 # benchmark, default 0.2), VIDLORA_GPU_CHECK_SKIP_BENCH=1 to run only the tests, VIDLORA_GPU_CHECK_SANITIZE=0
 # to skip the compute-sanitizer memcheck pass over the CUDA tests (run by default, one process per tag,
@@ -22,6 +30,16 @@ jobs="${VIDLORA_JOBS:-$(nproc)}"
 min_time="${VIDLORA_GPU_BENCH_MIN_TIME:-0.2}"
 log="$build/gpu-check-logs"
 start=$(date +%s)
+# One overall deadline (the device call is killed at its timeout_s, taking the table and the log tar with it):
+# every step's cap is cut to what is left, and a step with under 15 s left is skipped.
+deadline=$(( start + ${VIDLORA_GPU_CHECK_BUDGET_S:-540} ))
+cap_s() { local left=$(( deadline - $(date +%s) )); (( left < $1 )) && echo "$left" || echo "$1"; }
+run_capped() {  # run_capped <cap seconds> cmd...: timeout with the cap cut to the deadline; 124 without running when none left
+  local c; c=$(cap_s "$1"); shift
+  (( c < 15 )) && { echo "gpu-check: skipped (deadline): $*" >&2; return 124; }
+  timeout -k 10 "$c" "$@"
+}
+snapshot() { [[ -n "${OUT:-}" ]] && tar czf "$OUT/logs.tgz" -C "$build" gpu-check-logs 2>/dev/null; return 0; }
 
 if ! command -v nvidia-smi >/dev/null 2>&1; then
   echo "gpu-check: nvidia-smi not found: no NVIDIA GPU on this machine" >&2
@@ -53,15 +71,19 @@ if [[ -n "$nccl_py" && -f "$nccl_py/include/nccl.h" ]]; then
   [[ -n "$nccl_lib" ]] && extra+=(-DVIDLORA_NCCL_INCLUDE_DIR="$nccl_py/include" -DVIDLORA_NCCL_LIBRARY="$nccl_lib")
 fi
 built=0
-if cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc_bin" \
+nccl_targets=()
+if timeout 120 cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc_bin" \
      -DVIDLORA_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cap" -DVIDLORA_BUILD_EXAMPLES=OFF \
      -DVIDLORA_BUILD_VIDEO=OFF "${extra[@]}" >"$log/configure.txt" 2>&1; then
-  if cmake --build "$build" --target "${targets[@]}" -j "$jobs" >"$log/build.txt" 2>&1; then
-    built=1
-  else
-    grep -E "error|FAILED" "$log/build.txt" | head -40
-    echo "gpu-check: build failed ($log/build.txt)" >&2
+  # The NCCL programs in the same parallel build (the GPU idles while they would build later), and -k 0: one unit
+  # that fails to compile must not cost the programs that do compile.
+  if grep -q "vidlora::nccl_core ON" "$log/configure.txt"; then
+    nccl_targets=(vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process)
+    grep -q "vidlora::nccl ON" "$log/configure.txt" && nccl_targets+=(vidlora_nccl_tests)
   fi
+  run_capped 300 cmake --build "$build" --target "${targets[@]}" "${nccl_targets[@]}" -j "$jobs" -- -k 0 \
+    >"$log/build.txt" 2>&1 || { grep -E "error|FAILED" "$log/build.txt" | head -40; echo "gpu-check: build had failures ($log/build.txt)" >&2; }
+  [[ -x "$build/vidlora_cuda_tests" ]] && built=1
 else
   tail -30 "$log/configure.txt"
   echo "gpu-check: configure failed ($log/configure.txt)" >&2
@@ -80,14 +102,14 @@ echo "gpu-check: built in $(( $(date +%s) - start )) s"
 
 rows=()
 status=0
-row() { rows+=("$(printf '%-46s %-10s %s' "$1" "$2" "$3")"); }
+row() { rows+=("$(printf '%-46s %-10s %s' "$1" "$2" "$3")"); printf 'row: %s\n' "${rows[-1]}"; }
 summary() { grep -E "passed|failed" "$1" | tail -n1; }
 
-timeout 120 "$bin/tests/vidlora_cuda_host_tests" >"$log/cuda_host.txt" 2>&1
+run_capped 60 "$bin/tests/vidlora_cuda_host_tests" >"$log/cuda_host.txt" 2>&1
 rc=$?; [[ $rc == 0 ]] && row "tests: cuda_host (CPU side)" PASS "$(summary "$log/cuda_host.txt")" || { row "tests: cuda_host (CPU side)" FAIL "see $log/cuda_host.txt"; status=1; }
 
 for tag in core quant optim loss model lora layer decoder trainer; do
-  timeout 120 "$bin/vidlora_cuda_tests" "[$tag]" >"$log/cuda_$tag.txt" 2>&1
+  run_capped 90 "$bin/vidlora_cuda_tests" "[$tag]" >"$log/cuda_$tag.txt" 2>&1
   rc=$?
   case $rc in
     0) row "tests: cuda [$tag]" PASS "$(summary "$log/cuda_$tag.txt")" ;;
@@ -96,72 +118,13 @@ for tag in core quant optim loss model lora layer decoder trainer; do
        grep -E "FAILED|with expansion|^  [A-Z]|failed" "$log/cuda_$tag.txt" | head -20 ;;
   esac
 done
-
-# NCCL with one rank against comm::Single: the all-reduce, then the CUDA Trainer over it. In one process over a
-# comm::Single bootstrap (vidlora::nccl_core: CUDA and NCCL, no MPI needed), and the all-reduce also under mpiexec
-# when configure found MPI (vidlora::nccl). NCCL refuses two ranks on one GPU.
-nccl_row() {  # name, rc, log
-  case $2 in
-    0) row "tests: $1" PASS "$(tail -n1 "$3")" ;;
-    77) row "tests: $1" SKIP "no CUDA device" ;;
-    *) row "tests: $1" FAIL "exit $2, see $3"; status=1; tail -n 12 "$3" ;;
-  esac
-}
-if [[ $built == 1 ]] && grep -q "vidlora::nccl_core ON" "$log/configure.txt"; then
-  nccl_targets=(vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process)
-  grep -q "vidlora::nccl ON" "$log/configure.txt" && nccl_targets+=(vidlora_nccl_tests)
-  if cmake --build "$build" --target "${nccl_targets[@]}" -j "$jobs" >"$log/build_nccl.txt" 2>&1; then
-    for t in vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process; do
-      timeout 300 "$build/tests/mpi/$t" >"$log/$t.txt" 2>&1
-      nccl_row "$t (comm::Single bootstrap)" $? "$log/$t.txt"
-    done
-    if [[ " ${nccl_targets[*]} " == *" vidlora_nccl_tests "* ]]; then
-      mpiexec_bin="$(sed -n 's/^MPIEXEC_EXECUTABLE:[A-Z]*=//p' "$build/CMakeCache.txt")"
-      OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 "$mpiexec_bin" -np 1 \
-        "$build/tests/mpi/vidlora_nccl_tests" >"$log/vidlora_nccl_tests.txt" 2>&1
-      nccl_row "vidlora_nccl_tests (mpiexec, one rank)" $? "$log/vidlora_nccl_tests.txt"
-    else
-      row "tests: nccl under mpiexec" SKIP "no MPI here (the one-process tests above cover the NCCL calls)"
-    fi
-  else
-    row "tests: nccl" FAIL "build failed, see $log/build_nccl.txt"; status=1
-    grep -E "error|FAILED" "$log/build_nccl.txt" | head -20
-  fi
-else
-  row "tests: nccl" SKIP "vidlora::nccl_core not built here (needs NCCL: nccl.h, libnccl)"
-fi
-
-if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
-  for b in "${benches[@]}"; do
-    timeout 120 "$bin/$b" --benchmark_min_time="$min_time" --benchmark_format=csv >"$log/$b.csv" 2>"$log/$b.err"
-    rc=$?
-    if [[ $rc == 77 ]]; then
-      row "bench: $b" SKIP "no CUDA device"
-    elif [[ $rc == 0 ]]; then
-      # name,iterations,real_time,cpu_time,time_unit,bytes_per_second,items_per_second,label,error_occurred,error_message,<counters>
-      while IFS=, read -r name iters real cpu unit bps rest; do
-        [[ "$name" == name || -z "$name" ]] && continue
-        name="${name//\"/}"
-        extra=""
-        [[ -n "$bps" ]] && extra="$(awk -v b="$bps" 'BEGIN{printf "%.1f GB/s", b/1e9}')"
-        counter="$(echo "$rest" | awk -F, '{print $NF}')"
-        if [[ -z "$extra" && -n "$counter" && "$b" == bench_cuda_attention ]]; then
-          extra="$(awk -v c="$counter" 'BEGIN{printf "%.1f TFLOP/s (causal, fwd + 2.5x bwd)", c}')"
-        elif [[ -z "$extra" && -n "$counter" ]]; then
-          extra="$(awk -v c="$counter" 'BEGIN{printf "%.0f GFLOP/s (frozen-equivalent)", c}')"
-        fi
-        row "bench: $name" "$(printf '%.3f %s' "$real" "$unit")" "$extra"
-      done <"$log/$b.csv"
-    else
-      row "bench: $b" FAIL "see $log/$b.err"; status=1
-    fi
-  done
-fi
+snapshot
 
 # Issue 14's preset gate: LLaVA-NeXT-Video-7B's decoder, one stage-2 step per GPU preset under its card's cap
 # (benchmarks/bench_cuda_preset_step.cu; a step that does not fit reports the allocator's error).
 if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
-  timeout 400 "$bin/bench_cuda_preset_step" --benchmark_format=json >"$log/preset_step.json" 2>"$log/preset_step.err"
+  run_capped 240 "$bin/bench_cuda_preset_step" --benchmark_out="$log/preset_step.json" --benchmark_out_format=json \
+    >"$log/preset_step.txt" 2>"$log/preset_step.err"
   rc=$?
   if [[ $rc == 77 ]]; then
     row "preset step: 7B" SKIP "no CUDA device"
@@ -182,6 +145,8 @@ PY
   fi
 fi
 
+snapshot
+
 # The PyTorch / PEFT / bitsandbytes comparison, where the GPU image's python3 has torch.
 [[ -d "$here/.whl/site" ]] && export PYTHONPATH="$here/.whl/site${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -192,12 +157,20 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]] && python3 -c "import torch, 
   [[ -d "$here/.gpu-deps/usr" ]] && fmt_flags=(-I"$here/.gpu-deps/usr/include" -L"$here/.gpu-deps/usr/lib/x86_64-linux-gnu")
   if "${CXX:-g++}" -std=c++20 -O1 -I"$here/include" "${fmt_flags[@]}" -DVIDLORA_ACTIVE_PRESET=Cpu \
        "$here/examples/presets_table.cpp" -o "$build/presets_table" -lfmt >"$log/presets_table.txt" 2>&1 &&
-     "$build/presets_table" --json >"$log/presets.json" &&
-     PYTHONUNBUFFERED=1 timeout 420 python3 "$here/benchmarks/hf_preset_step.py" "$log/presets.json" \
-       >"$log/hf_preset_step.jsonl" 2>"$log/hf_preset_step.err"; then
+     "$build/presets_table" --json >"$log/presets.json"; then
+    # one JSON line per preset as each finishes: what a timeout leaves is still read
+    PYTHONUNBUFFERED=1 run_capped 240 python3 "$here/benchmarks/hf_preset_step.py" "$log/presets.json" \
+      >"$log/hf_preset_step.jsonl" 2>"$log/hf_preset_step.err"
+    hf_rc=$?
+    [[ $hf_rc == 0 ]] || { row "hf step: benchmarks/hf_preset_step.py" FAIL "exit $hf_rc, see $log/hf_preset_step.err"; tail -n 5 "$log/hf_preset_step.err"; }
     while IFS=$'\t' read -r name result detail; do row "$name" "$result" "$detail"; done < <(python3 - "$log/hf_preset_step.jsonl" "$log/preset_step.json" <<'PY'
 import json, sys
-hf = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+hf = []
+for line in open(sys.argv[1]):
+    try:
+        hf.append(json.loads(line))
+    except ValueError:  # blank, or the last line cut by the deadline
+        pass
 ours = {}
 try:
     for b in json.load(open(sys.argv[2]))["benchmarks"]:
@@ -223,11 +196,75 @@ if hf:
 PY
 )
   else
-    row "hf step: benchmarks/hf_preset_step.py" FAIL "see $log/presets_table.txt, $log/hf_preset_step.err"
+    row "hf step: presets_table --json" FAIL "see $log/presets_table.txt"
   fi
 fi
+snapshot
+
+# NCCL with one rank against comm::Single: the all-reduce, then the CUDA Trainer over it. In one process over a
+# comm::Single bootstrap (vidlora::nccl_core: CUDA and NCCL, no MPI needed), and the all-reduce also under mpiexec
+# when configure found MPI (vidlora::nccl). NCCL refuses two ranks on one GPU.
+nccl_row() {  # name, rc, log
+  case $2 in
+    0) row "tests: $1" PASS "$(tail -n1 "$3")" ;;
+    77) row "tests: $1" SKIP "no CUDA device" ;;
+    *) row "tests: $1" FAIL "exit $2, see $3"; status=1; tail -n 12 "$3" ;;
+  esac
+}
+if [[ $built == 1 && ${#nccl_targets[@]} -gt 0 ]]; then
+  if [[ -x "$build/tests/mpi/vidlora_nccl_tests_one_process" && -x "$build/tests/mpi/vidlora_nccl_trainer_tests_one_process" ]]; then
+    for t in vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process; do
+      run_capped 120 "$build/tests/mpi/$t" >"$log/$t.txt" 2>&1
+      nccl_row "$t (comm::Single bootstrap)" $? "$log/$t.txt"
+    done
+    if [[ " ${nccl_targets[*]} " == *" vidlora_nccl_tests "* ]]; then
+      mpiexec_bin="$(sed -n 's/^MPIEXEC_EXECUTABLE:[A-Z]*=//p' "$build/CMakeCache.txt")"
+      run_capped 60 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "$mpiexec_bin" -np 1 \
+        "$build/tests/mpi/vidlora_nccl_tests" >"$log/vidlora_nccl_tests.txt" 2>&1
+      nccl_row "vidlora_nccl_tests (mpiexec, one rank)" $? "$log/vidlora_nccl_tests.txt"
+    else
+      row "tests: nccl under mpiexec" SKIP "no MPI here (the one-process tests above cover the NCCL calls)"
+    fi
+  else
+    row "tests: nccl" FAIL "not built, see $log/build.txt"; status=1
+  fi
+else
+  row "tests: nccl" SKIP "vidlora::nccl_core not built here (needs NCCL: nccl.h, libnccl)"
+fi
+
+snapshot
+
+if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
+  for b in "${benches[@]}"; do
+    run_capped 90 "$bin/$b" --benchmark_min_time="$min_time" --benchmark_format=csv >"$log/$b.csv" 2>"$log/$b.err"
+    rc=$?
+    if [[ $rc == 77 ]]; then
+      row "bench: $b" SKIP "no CUDA device"
+    elif [[ $rc == 0 ]]; then
+      # name,iterations,real_time,cpu_time,time_unit,bytes_per_second,items_per_second,label,error_occurred,error_message,<counters>
+      while IFS=, read -r name _iters real _cpu unit bps rest; do
+        [[ "$name" == name || -z "$name" ]] && continue
+        name="${name//\"/}"
+        detail=""
+        [[ -n "$bps" ]] && detail="$(awk -v b="$bps" 'BEGIN{printf "%.1f GB/s", b/1e9}')"
+        counter="$(echo "$rest" | awk -F, '{print $NF}')"
+        if [[ -z "$detail" && -n "$counter" && "$b" == bench_cuda_attention ]]; then
+          detail="$(awk -v c="$counter" 'BEGIN{printf "%.1f TFLOP/s (causal, fwd + 2.5x bwd)", c}')"
+        elif [[ -z "$detail" && -n "$counter" ]]; then
+          detail="$(awk -v c="$counter" 'BEGIN{printf "%.0f GFLOP/s (frozen-equivalent)", c}')"
+        fi
+        row "bench: $name" "$(printf '%.3f %s' "$real" "$unit")" "$detail"
+      done <"$log/$b.csv"
+    else
+      row "bench: $b" FAIL "see $log/$b.err"; status=1
+    fi
+  done
+fi
+
+snapshot
+
 if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]] && python3 -c "import torch" >/dev/null 2>&1; then
-  if PYTHONUNBUFFERED=1 timeout 180 python3 "$here/benchmarks/cuda_pytorch.py" >"$log/pytorch.csv" 2>"$log/pytorch.err"; then
+  if PYTHONUNBUFFERED=1 run_capped 120 python3 "$here/benchmarks/cuda_pytorch.py" >"$log/pytorch.csv" 2>"$log/pytorch.err"; then
     while IFS=, read -r name ms; do
       [[ "$name" == \#* || -z "$name" ]] && continue
       row "torch: $name" "$ms ms" ""
@@ -285,7 +322,7 @@ fi
 # compute-sanitizer memcheck over the CUDA tests (out-of-bounds and misaligned accesses the value checks miss).
 if [[ "${VIDLORA_GPU_CHECK_SANITIZE:-1}" != 0 ]] && command -v compute-sanitizer >/dev/null 2>&1; then
   for tag in core quant optim loss model lora layer decoder trainer; do  # one process per tag: a fault cannot hide the later tags
-    timeout 90 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 "$bin/vidlora_cuda_tests" "[$tag]" \
+    run_capped 90 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 "$bin/vidlora_cuda_tests" "[$tag]" \
       >"$log/memcheck_$tag.txt" 2>&1
     rc=$?
     case $rc in
@@ -302,4 +339,5 @@ echo "== vidlora gpu-check: $gpu_name (sm_$cap), $(date -u +%Y-%m-%dT%H:%MZ), $(
 printf '%-46s %-10s %s\n' "check" "result" "detail"
 printf '%s\n' "${rows[@]}"
 echo "logs: $log"
+snapshot
 exit $status

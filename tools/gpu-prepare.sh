@@ -15,7 +15,9 @@ bash tools/gpu-deps.sh
 
 bnb_version=0.50.2
 if [[ ! -d .whl/site/bitsandbytes ]]; then
-  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
+  exclude="$(git rev-parse --git-path info/exclude)"  # (.git is a file in a linked worktree)
+  mkdir -p "$(dirname "$exclude")"
+  grep -qx '/.whl/' "$exclude" 2>/dev/null || echo '/.whl/' >>"$exclude"
   rm -rf .whl
   mkdir -p .whl/site
   python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -36,8 +38,7 @@ fi
 cat <<'CALL'
 gpu-prepare: ready. The device call (docs/cuda.md, "Running on a GPU"):
   run(carry=[".gpu-deps", ".whl"], timeout_s=600,
-      command="VIDLORA_GPU_CHECK_SANITIZE=0 bash tools/gpu-check.sh 2>&1 | tee $OUT/gpu-check.txt; tar czf $OUT/logs.tgz -C build/gpu-check gpu-check-logs")
-then, with device time left, the memcheck pass alone:
-  run(carry=[".gpu-deps", ".whl"], timeout_s=600,
-      command="VIDLORA_GPU_CHECK_SKIP_BENCH=1 bash tools/gpu-check.sh 2>&1 | tee $OUT/gpu-check-memcheck.txt")
+      command="VIDLORA_GPU_CHECK_SANITIZE=0 VIDLORA_GPU_CHECK_BUDGET_S=540 bash tools/gpu-check.sh 2>&1 | tee $OUT/gpu-check.txt")
+(gpu-check.sh stops itself by the budget and leaves $OUT/logs.tgz after each part; a second call only fits when
+the first ended early and the session has more than the machine's start left.)
 CALL

@@ -231,3 +231,27 @@ TEST_CASE("device lm-head argument checks name the tensor and its shape", "[lm_h
                     Catch::Contains("3 valid tokens exceed total_valid_tokens = 2"));
   CHECK(loss::cuda::check_lm_head_ce({3, 8, 10, 8, 3}, {1, -100, 3}, o) == 2);
 }
+
+TEST_CASE("device lm-head steps refuse one NaN logit wherever its lane sits in the fold's tree", "[lm_head]") {
+  // A NaN in one row of the head makes one logit per token NaN. In a chunk narrower than the fold's 256 lanes that
+  // logit is its lane's only value, and the lane is merged into another as the tree's right-hand side: the row's
+  // log-sum-exp must still be NaN, so the loss refuses the logits (with and without label smoothing, which also sums
+  // them). Classes in the first, a middle and the short last chunk, at lanes below and above 128.
+  const Eigen::Index rows = 3, dim = 8, vocab = 301;
+  const Matrix h = random_matrix(rows, dim, 1, 1.0f);
+  const std::vector<std::int32_t> targets{0, 150, 300};
+  for (const std::int64_t chunk : {std::int64_t{64}, std::int64_t{256}})
+    for (const Eigen::Index bad : {Eigen::Index{3}, Eigen::Index{140}, Eigen::Index{200}, Eigen::Index{299}})
+      for (const double eps : {0.0, 0.1}) {
+        INFO("chunk " << chunk << ", NaN in class " << bad << ", label smoothing " << eps);
+        Matrix w = random_matrix(vocab, dim, 2, 0.5f);
+        w(bad, 5) = std::nanf("");
+        LmHeadCeOptions o;
+        o.chunk_size = chunk;
+        o.label_smoothing = eps;
+        LmHeadHostExec exec(h, w, targets, o);
+        const LmHeadCeShape shape{rows, dim, vocab, dim, rows};
+        CHECK_THROWS_WITH(loss::cuda::lm_head_ce_steps(exec, shape, targets, o, true),
+                          Catch::Contains("NaN or +Inf in the logits"));
+      }
+}

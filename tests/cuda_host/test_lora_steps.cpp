@@ -422,6 +422,18 @@ TEST_CASE("cuda lora step sequence with 16-bit base operands rounds x, dy and W 
       CHECK(exec_shared.rounded == 0);
       CHECK(exec_shared.narrow_gemms == 1);
       CHECK(std::memcmp(y_shared.data(), y.data(), sizeof(float) * static_cast<std::size_t>(y.size())) == 0);
+      // ... and needs no 16-bit operand piece for it (the decoder block gives such a forward none); without x16 the
+      // piece is required.
+      LoraWorkspace<float> ws_no_piece = ws;
+      ws_no_piece.op16 = nullptr;
+      Matrix y_no_piece = Matrix::Constant(tokens, out, std::nanf(""));
+      HostExec exec_no_piece;
+      lora::cuda::lora_forward_steps<float>(exec_no_piece, shared, ws_no_piece, x.data(), y_no_piece.data(),
+                                            cuda::DType::F32);
+      CHECK(std::memcmp(y_no_piece.data(), y.data(), sizeof(float) * static_cast<std::size_t>(y.size())) == 0);
+      CHECK_THROWS_WITH(lora::cuda::lora_forward_steps<float>(exec_no_piece, p, ws_no_piece, x.data(),
+                                                              y_no_piece.data(), cuda::DType::F32),
+                        Catch::Contains("need the workspace's w_dense and op16"));
     }
   }
   // A bf16 layer does not take narrow base operands (its operands are 16-bit already), nor a workspace without them.

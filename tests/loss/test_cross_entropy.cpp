@@ -193,6 +193,39 @@ TEST_CASE("the host-device element helpers reproduce the gradient and loss", "[l
   CHECK(a.max == 7.0);
 }
 
+TEST_CASE("a NaN in the online log-sum-exp survives every merge, on either side of a reduction tree",
+          "[loss][cross_entropy][errors]") {
+  // The CUDA loss kernels reduce a row as 256 strided lanes (OnlineLogSumExp::add) and a fixed tree of merges. A lane
+  // whose only values are NaN must still make the row NaN when it is merged in as the tree's right-hand side: one NaN
+  // logit at every position of rows of 50 and 300 (shorter than the lanes) and of one lane's stride.
+  constexpr int kLanes = 256;
+  for (const int count : {50, 300, 2 * kLanes + 7})
+    for (int bad = 0; bad < count; ++bad) {
+      INFO("count " << count << ", NaN at " << bad);
+      std::vector<loss::OnlineLogSumExp> lane(kLanes);
+      for (int j = 0; j < count; ++j)
+        lane[static_cast<std::size_t>(j % kLanes)].add(j == bad ? std::nan("") : 0.01 * j);
+      for (int w = kLanes / 2; w > 0; w /= 2)
+        for (int i = 0; i < w; ++i) lane[static_cast<std::size_t>(i)].merge(lane[static_cast<std::size_t>(i + w)]);
+      CHECK(std::isnan(lane[0].value()));
+    }
+  loss::OnlineLogSumExp a, nan_only, empty;
+  a.add(1.0);
+  nan_only.add(std::nan(""));
+  a.merge(nan_only);
+  CHECK(std::isnan(a.value()));
+  nan_only.add(3.0);  // later values do not undo it
+  nan_only.merge(empty);
+  CHECK(std::isnan(nan_only.value()));
+  // -inf values and empty blocks still add nothing
+  loss::OnlineLogSumExp b;
+  b.add(2.0);
+  b.add(-INFINITY);
+  b.merge(empty);
+  b.merge(-INFINITY, std::nan(""));  // a block of -inf logits: Σ exp(-inf - (-inf)) is NaN, and it is left out
+  CHECK(b.value() == 2.0);
+}
+
 TEST_CASE("cross entropy accepts an Eigen expression for the logits", "[loss][cross_entropy]") {
   const Matrix a = random_logits(3, 4, 10).cast<float>();
   const auto from_expr = loss::cross_entropy(a * 2.0f, std::vector<int>{0, 1, 2});

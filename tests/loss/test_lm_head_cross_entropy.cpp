@@ -189,6 +189,19 @@ TEST_CASE("lm head errors name the shapes the chunk size and the bad target", "[
   Matrix bad = hidden;
   bad(1, 2) = std::numeric_limits<float>::quiet_NaN();
   CHECK_THROWS_WITH(loss::lm_head_cross_entropy(bad, weight, ok), Contains("row 1"));
+  // One NaN logit (a NaN in one row of the head), in any chunk, the first included, and alone in its chunk: every
+  // row's log-sum-exp is NaN, so the loss refuses it, with and without the head's gradient (one pass or two).
+  for (const Eigen::Index bad_class : {Eigen::Index{0}, Eigen::Index{4}, Eigen::Index{8}})
+    for (const Eigen::Index chunk : {Eigen::Index{1}, Eigen::Index{4}, Eigen::Index{9}})
+      for (const bool head_grad : {false, true}) {
+        INFO("NaN in class " << bad_class << ", chunks of " << chunk << ", head gradient " << head_grad);
+        Matrix nan_head = weight;
+        nan_head(bad_class, 3) = std::numeric_limits<float>::quiet_NaN();
+        loss::LmHeadOptions lm;
+        lm.chunk_size = chunk;
+        lm.compute_head_grad = head_grad;
+        CHECK_THROWS_WITH(loss::lm_head_cross_entropy(hidden, nan_head, ok, {}, lm), Contains("row 0"));
+      }
 }
 
 TEST_CASE("chunked and naive paths agree at a size large enough for the row parallel loops",

@@ -267,6 +267,42 @@ TEST_CASE("a NaN loss under loss scaling is a NaN step that also halves the scal
   CHECK(checked >= 1);
 }
 
+TEST_CASE("a step whose every clip was skipped keeps the loss scale and the schedule", "[trainer][loss_scaling]") {
+  // One clip a step; clip_003's features fail, so its step has no clip: a skipped step, as without loss scaling, that
+  // neither halves the scale (there are no gradients for the scaler to find) nor holds the schedule back. The
+  // learning rates and the scale of every other step are those of the same run without loss scaling / with the scale
+  // of a run that never met the empty step.
+  const auto run = [](const std::filesystem::path& out, bool scaled) {
+    auto config = scaling_config(out);
+    config.batch_size = 1;
+    config.gradient_accumulation_steps = 1;
+    config.stages[0].epochs = 1;
+    config.stages[1].epochs = 1;
+    config.loss_scaler = {.enabled = scaled};
+    auto trainer = tiny::make_trainer(config, [](const train::Clip& c) {
+      if (c.id == "clip_003") throw Error("clip_003: the video cannot be decoded");
+      return tiny::features(c);
+    });
+    return trainer.train(tiny::clips(6), tiny::clips(2, 6));
+  };
+  test::TempDir scaled_tmp("scaling_empty"), plain_tmp("scaling_empty_plain");
+  const auto scaled = run(scaled_tmp.path, true);
+  const auto plain = run(plain_tmp.path, false);
+  CHECK(scaled.status == train::TrainStatus::Finished);
+  CHECK(scaled.skipped_clips.size() == 1);  // its features are tried once, then the clip is left out
+  CHECK(scaled.skipped_nan_steps == plain.skipped_nan_steps);
+  CHECK(scaled.skipped_nan_steps >= 1);
+  CHECK(scaled.skipped_overflow_steps == 0);
+  const auto scaled_steps = log_records(scaled_tmp.path, "step"), plain_steps = log_records(plain_tmp.path, "step");
+  REQUIRE(scaled_steps.size() == plain_steps.size());
+  for (std::size_t k = 0; k < scaled_steps.size(); ++k) {
+    INFO("step " << scaled_steps[k].at("step"));
+    CHECK(scaled_steps[k].at("step") == plain_steps[k].at("step"));
+    CHECK(scaled_steps[k].at("lr").get<double>() == plain_steps[k].at("lr").get<double>());
+    CHECK(scaled_steps[k].at("loss_scale").get<double>() == 65536.0);
+  }
+}
+
 TEST_CASE("resuming across loss scaling on and off says what it does with the saved scale", "[trainer][loss_scaling]") {
   test::TempDir tmp("scaling_switch");
   auto config = scaling_config(tmp.path);

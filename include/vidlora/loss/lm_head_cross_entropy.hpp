@@ -106,7 +106,10 @@ LmHeadCrossEntropyResultOf<Scalar> lm_head_cross_entropy_streamed(const MatrixOf
       const auto kk = static_cast<std::size_t>(k);
       auto row = z_c.row(k).array();
       const double old_max = lse[kk].max;
-      const double new_max = std::max(old_max, static_cast<double>(row.maxCoeff()));
+      // NaN when the chunk holds one (Eigen's default maxCoeff may skip it, and std::max would drop it): the row's
+      // log-sum-exp is then NaN and refused below.
+      const auto chunk_max = static_cast<double>(row.template maxCoeff<Eigen::PropagateNaN>());
+      const double new_max = chunk_max != chunk_max ? chunk_max : std::max(old_max, chunk_max);
       if (single_pass) {
         row = (row - static_cast<Scalar>(new_max)).exp();  // exponentials relative to the running max
         lse[kk].merge(new_max, static_cast<double>(row.sum()));

@@ -11,13 +11,19 @@ namespace vidlora::loss {
 
 // Running log-sum-exp over a stream of values or of already-reduced blocks:
 // after any sequence of add()/merge() calls, value() = log Σ exp(x) over everything seen.
-// `sum` is kept relative to `max`, so no exponential ever overflows.
+// `sum` is kept relative to `max`, so no exponential ever overflows. A NaN value makes max (and the value) NaN for
+// good, whatever is added or merged after it and whichever side of a merge it is on: a NaN logit is never lost in a
+// reduction tree (where a block that saw only NaN would otherwise look empty, its max still -inf).
 struct OnlineLogSumExp {
   double max = -INFINITY;
   double sum = 0.0;  // Σ exp(x - max)
 
   // Folds in a block whose own maximum is `block_max` and whose Σ exp(x - block_max) is `block_sum`.
   VIDLORA_HOST_DEVICE void merge(double block_max, double block_sum) {
+    if (block_max != block_max) {  // the block saw a NaN: so has everything it is merged into
+      max = sum = block_max;
+      return;
+    }
     if (block_max == -INFINITY) return;  // an empty block (or one of -inf logits) adds nothing
     if (block_max > max) {
       sum = sum * std::exp(max - block_max) + block_sum;

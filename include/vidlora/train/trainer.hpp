@@ -848,9 +848,13 @@ class Trainer {
     }
     // Under loss scaling torch's scaler finds a NaN loss's NaN gradients and skips the optimizer step, and accelerate
     // then holds the scheduler back, as after an overflow; otherwise the schedule goes on over a skipped NaN step.
-    if (finite || !loss_scaling_.enabled()) ++pos_.stage_step;
+    // A step whose every clip was skipped (their features failed) has no gradients for the scaler to find: it keeps
+    // its scale, and the schedule goes on as it does without loss scaling.
+    const bool empty_step = step_clips == 0;
+    if (finite || empty_step || !loss_scaling_.enabled()) ++pos_.stage_step;
     if (!finite) {
-      (void)loss_scaling_.skip(/*unscaled=*/false);  // torch's scaler finds such a step's NaN gradients: it backs off
+      if (!empty_step)
+        (void)loss_scaling_.skip(/*unscaled=*/false);  // torch's scaler finds NaN gradients: it backs off
       ++nan_streak_;
       ++result_.skipped_nan_steps;
       result_.losses.push_back(std::nan(""));

@@ -165,6 +165,7 @@ inline LowRankExpandParams expansion(const void* l, const void* r, void* out, st
   return e;
 }
 
+// op16: the workspace's piece, or (a forward whose x is rounded already: p.x16) any non-null pointer.
 inline void check_narrow_base(const LoraLinearParams& p, const void* w_dense, const void* op16, vidlora::cuda::DType t,
                               const char* who) {
   using vidlora::cuda::DType;
@@ -174,7 +175,7 @@ inline void check_narrow_base(const LoraLinearParams& p, const void* w_dense, co
   });
   vidlora::cuda::check_arg(w_dense != nullptr && op16 != nullptr, who,
                            "16-bit base operands need the workspace's w_dense and op16 pieces "
-                           "(lora_workspace_sizes with base_operands set)");
+                           "(lora_workspace_sizes with base_operands set; a forward given x16 needs no op16)");
 }
 
 // The frozen GEMMs, the layer's and a slot's without LoRA: y = x·Wᵀ + beta·y (+ bias), dx = dy·W + beta·dx, at the
@@ -189,7 +190,8 @@ void frozen_forward_step(Exec& exec, const LoraLinearParams& p, const LoraWorksp
     exec.gemm(g, x, exec.base_weight(p, ws), y, 1.0f, beta, p.bias);
     return;
   }
-  check_narrow_base(p, ws.w_dense, ws.op16, t, "cuda::LoraLinear forward");  // a float layer only
+  check_narrow_base(p, ws.w_dense, p.x16 != nullptr ? p.x16 : ws.op16, t,
+                    "cuda::LoraLinear forward");  // a float layer only
   if constexpr (std::is_same_v<T, float>) {
     const void* x16 = p.x16;  // rounded by its producer, or here
     if (x16 == nullptr) {
@@ -447,7 +449,8 @@ void lora_backward(vidlora::cuda::GemmRunner& gemm, const LoraLinearParams& p, c
 
 // A frozen linear without LoRA (a slot the run does not adapt): y [tokens, out] = x·Wᵀ (+ bias), and its input
 // gradient dx [tokens, in] = dy·W, by the steps the LoRA layer's frozen GEMM runs (16-bit operands included). `ws`
-// needs w_dense for a 4-bit base and op16 for narrow operands (lora_workspace_sizes<float> of p).
+// needs w_dense for a 4-bit base and op16 for narrow operands (lora_workspace_sizes<float> of p; not the forward's
+// when p.x16 holds x's bits).
 inline void frozen_forward(vidlora::cuda::GemmRunner& gemm, const LoraLinearParams& p, const LoraWorkspace<float>& ws,
                            const float* x, float* y, cudaStream_t s = nullptr) {
   detail::CudaLoraExec exec{gemm, s, false, vidlora::cuda::DType::F32, p.compute};

@@ -285,7 +285,7 @@ class DecoderLayerExecutor {
     } release{*this, m == LayerLinear::v || m == LayerLinear::up};
     DeviceTensor y = tensor(x.rows, p.out, name);
     if (!lin.has_lora) {
-      FrozenTemporaries w = frozen_temporaries(p, name);
+      FrozenTemporaries w = frozen_temporaries(p, name, /*input_rounded=*/p.x16 != nullptr);
       lora::cuda::frozen_forward(gemm_, p, w.ws, x.data(), y.data(), stream_);
       return y;
     }
@@ -307,7 +307,7 @@ class DecoderLayerExecutor {
     st.workspace = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, static_cast<std::size_t>(kept.total()),
                                                       tag(std::string(name) + ".workspace"));
     st.ws = lora::cuda::LoraWorkspace<float>::carve(st.workspace.data(), kept);
-    SlotTemporaries tmp = temporaries(st, name, /*g=*/false);
+    SlotTemporaries tmp = temporaries(st, name, /*g=*/false, /*input_rounded=*/p.x16 != nullptr);
     lora::cuda::lora_forward<float>(gemm_, p, st.ws, x.data(), y.data(), stream_);
     st.ws.xd = st.ws.w_dense = nullptr;
     st.ws.op16 = nullptr;
@@ -442,11 +442,12 @@ class DecoderLayerExecutor {
     return shared16_.bits.data();
   }
   // A slot call's temporary workspace pieces (dropout(x), g, a 4-bit base's dense copy, the 16-bit operand), pointed
-  // to by st.ws while the call runs and given back to the allocator when it returns.
+  // to by st.ws while the call runs and given back to the allocator when it returns. input_rounded: a forward given
+  // its input's 16-bit bits (the group's shared rounding) takes no 16-bit operand piece.
   struct SlotTemporaries {
     vidlora::cuda::DeviceBuffer<float> xd, g, w_dense, op16;
   };
-  SlotTemporaries temporaries(SlotState& st, std::string_view name, bool with_g) const {
+  SlotTemporaries temporaries(SlotState& st, std::string_view name, bool with_g, bool input_rounded = false) const {
     SlotTemporaries t;
     const std::string n(name);
     auto take = [&](std::int64_t elements, const char* what, float*& into) {
@@ -458,7 +459,7 @@ class DecoderLayerExecutor {
     if (with_g) t.g = take(st.sizes.g, ".grad_low_rank", st.ws.g);
     t.w_dense = take(st.sizes.w_dense, ".dequantized", st.ws.w_dense);
     float* op16 = nullptr;
-    t.op16 = take(st.sizes.op16, ".operand_16bit", op16);
+    t.op16 = take(input_rounded ? 0 : st.sizes.op16, ".operand_16bit", op16);
     st.ws.op16 = op16;
     return t;
   }
@@ -467,9 +468,11 @@ class DecoderLayerExecutor {
     vidlora::cuda::DeviceBuffer<float> w_dense, op16;
     lora::cuda::LoraWorkspace<float> ws;
   };
-  FrozenTemporaries frozen_temporaries(const lora::cuda::LoraLinearParams& p, std::string_view name) const {
+  FrozenTemporaries frozen_temporaries(const lora::cuda::LoraLinearParams& p, std::string_view name,
+                                       bool input_rounded = false) const {
     FrozenTemporaries t;
-    const lora::cuda::LoraWorkspaceSizes s = lora::cuda::lora_workspace_sizes<float>(p);
+    lora::cuda::LoraWorkspaceSizes s = lora::cuda::lora_workspace_sizes<float>(p);
+    if (input_rounded) s.op16 = 0;
     const std::string n(name);
     t.w_dense = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, static_cast<std::size_t>(s.w_dense),
                                                    tag(n + ".dequantized"));
