@@ -9,7 +9,8 @@
 // 6.5 B random normals on the host would take minutes), the LoRA factors small uniform values, the input embeddings
 // uniform, and the labels those of a caption: the last 128 positions of each sequence supervised. One step per
 // iteration, timed with CUDA events after a warm-up step; counters: tokens/s (every position), the allocator's peak
-// (reserved bytes) and its cap in GiB, and LoRA-MFU against the preset's peak_tflops_16bit (train/lora_mfu.hpp).
+// (reserved bytes) and its cap in GiB, and LoRA-MFU against the dense 16-bit peak of the GPU that ran
+// (train::dense_16bit_peak_tflops; train/lora_mfu.hpp), not the preset's card's.
 // A preset whose step does not fit its cap ends with the allocator's error (the tensor, the sizes) as the
 // benchmark's error. The step runs in presets::device_precision_of<P>(), as train_captioner runs it: bf16 (A100, H100:
 // the frozen GEMMs on bf16 operands, the saved activations in bf16, the LoRA and LM-head GEMMs on TF32) or fp16 (T4,
@@ -172,12 +173,18 @@ void BM_preset_stage2_step(benchmark::State& state) {
     state.counters["tokens_per_s"] = tokens / per_step;
     state.counters["peak_GiB"] = static_cast<double>(peak) / presets::kGiB;
     state.counters["cap_GiB"] = static_cast<double>(cap) / presets::kGiB;
-    state.counters["MFU"] = train::lora_mfu(flops, per_step, P::peak_tflops_16bit * 1e12);
+    // MFU of the GPU that ran (the preset's card only when it is that card): an H100 running the T4 preset's step is
+    // measured against the H100's peak. 0 for a GPU the table does not know.
+    cudaDeviceProp prop{};
+    VIDLORA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    const double peak_tflops = train::dense_16bit_peak_tflops(prop.name, prop.major, prop.minor);
+    state.counters["MFU"] = train::lora_mfu(flops, per_step, peak_tflops * 1e12);
+    state.counters["peak_TFLOPs"] = peak_tflops;
     state.SetLabel(std::string(P::name) + ": " + std::to_string(batch) + " x " + std::to_string(seq_len) +
                    " tokens; r " + std::to_string(P::lora_r) +
                    (P::gradient_checkpointing ? "; checkpointing" : "; no checkpointing") + "; frozen GEMMs " +
                    vidlora::cuda::dtype_name(frozen) + (precision == "bf16" ? ", bf16 saved activations" : "") +
-                   (precision == "fp32" ? ", the rest fp32" : ", the rest TF32 / fp32"));
+                   (precision == "fp32" ? ", the rest fp32" : ", the rest TF32 / fp32") + "; MFU of " + prop.name);
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
     for (auto _ : state) {

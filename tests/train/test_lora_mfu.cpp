@@ -52,3 +52,19 @@ TEST_CASE("a LoRA step's FLOPs per token are 4·N + 6·L·d·T, and MFU their ra
   CHECK(train::lora_mfu(flops, 1.0, 0.0) == 0.0);  // no known peak: no MFU
   CHECK(train::lora_mfu(flops, 0.0, 989e12) == 0.0);
 }
+
+TEST_CASE("the MFU denominator is the peak of the GPU that ran, by its name and compute capability", "[train][mfu]") {
+  // cudaGetDeviceProperties' names; dense 16-bit tensor TFLOP/s from the datasheets (no sparsity)
+  CHECK(train::dense_16bit_peak_tflops("NVIDIA H100 80GB HBM3", 9, 0) == 989.0);
+  CHECK(train::dense_16bit_peak_tflops("NVIDIA H200", 9, 0) == 989.0);
+  CHECK(train::dense_16bit_peak_tflops("NVIDIA H100 PCIe", 9, 0) == 756.0);
+  CHECK(train::dense_16bit_peak_tflops("NVIDIA H100 NVL", 9, 0) == 835.0);
+  CHECK(train::dense_16bit_peak_tflops("NVIDIA A100-SXM4-80GB", 8, 0) == 312.0);
+  CHECK(train::dense_16bit_peak_tflops("NVIDIA A100-PCIE-40GB", 8, 0) == 312.0);
+  CHECK(train::dense_16bit_peak_tflops("NVIDIA L4", 8, 9) == 121.0);
+  CHECK(train::dense_16bit_peak_tflops("Tesla T4", 7, 5) == 65.0);
+  // not in the table: no MFU rather than another card's
+  CHECK(train::dense_16bit_peak_tflops("NVIDIA L40S", 8, 9) == 0.0);
+  CHECK(train::dense_16bit_peak_tflops("NVIDIA GeForce RTX 4090", 8, 9) == 0.0);
+  CHECK(train::dense_16bit_peak_tflops("NVIDIA A10", 8, 6) == 0.0);
+}

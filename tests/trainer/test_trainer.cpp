@@ -156,6 +156,32 @@ TEST_CASE("resume after an interruption continues the identical loss curve", "[t
   }
 }
 
+TEST_CASE("a stage that stopped early stays stopped when its checkpoint is resumed", "[trainer]") {
+  // Stage 2 at learning rate 0: its second evaluation cannot beat its first, so patience 1 stops it after 2 of 4
+  // epochs. The checkpoint written then is the run's last; resuming from it (what a crash before any later checkpoint
+  // leaves, and what resuming a finished run does) must not train the stopped stage for another epoch.
+  Fresh tmp("early_stop_resume");
+  auto config = tiny_trainer_config(tmp.dir);
+  config.stages[0].epochs = 1;
+  config.stages[1].epochs = 4;
+  config.stages[1].learning_rate = 0.0;
+  config.early_stopping_metric = "eval_loss";
+  config.patience = 1;
+  long steps = 0;
+  {
+    auto trainer = make(config);
+    const auto r = trainer.train(tiny::clips(16), tiny::clips(4, 16));
+    REQUIRE(r.status == train::TrainStatus::EarlyStopped);
+    REQUIRE(r.evals.size() == 3);  // stage 1's one, stage 2's two
+    steps = static_cast<long>(r.losses.size());
+    CHECK(steps == 3 * 4);  // 4 steps an epoch: stage 1's epoch and stage 2's two
+  }
+  auto trainer = make(config);
+  const auto r = trainer.train(tiny::clips(16), tiny::clips(4, 16), /*resume=*/true);
+  CHECK(r.losses.empty());  // no step of the stopped stage again
+  CHECK(r.evals.empty());
+}
+
 TEST_CASE("resume at any step equals not stopping: losses, trained tensors and outputs", "[trainer][property]") {
   Fresh a("resume_any_a");
   std::vector<double> straight;

@@ -13,6 +13,8 @@
 // not depend on how many of them were supervised. The recomputation of gradient checkpointing is not useful work
 // and is not counted, as in PaLM's definition.
 
+#include <string_view>
+
 #include <vidlora/model/config.hpp>
 
 namespace vidlora::train {
@@ -38,6 +40,24 @@ inline double lora_training_flops_per_token(const model::DecoderConfig& c, doubl
 // lengths: the sum of n · lora_training_flops_per_token(n) over them); 0 when the peak or the time is not positive.
 inline double lora_mfu(double useful_flops, double seconds, double peak_flops) {
   return peak_flops > 0.0 && seconds > 0.0 ? useful_flops / seconds / peak_flops : 0.0;
+}
+
+// The dense 16-bit tensor peak (TFLOP/s) of the GPU a run is on, from its name and compute capability as
+// cudaGetDeviceProperties gives them (the vendor's datasheet numbers, without sparsity: bf16 where the GPU has it,
+// else fp16): the MFU denominator for the card that ran, which is not the preset's card when a T4 preset runs on an
+// H100. 0 for a GPU not in the table (MFU is then not reported).
+inline double dense_16bit_peak_tflops(std::string_view name, int major, int minor) {
+  const auto has = [name](std::string_view s) { return name.find(s) != std::string_view::npos; };
+  if (major == 9 && minor == 0) {
+    if (has("H100 NVL")) return 835.0;
+    if (has("H100 PCIe")) return 756.0;
+    if (has("H100") || has("H200")) return 989.0;  // SXM ("H100 80GB HBM3"), GH200 / H200; the higher peak if unsure
+    return 0.0;
+  }
+  if (major == 8 && minor == 0 && has("A100")) return 312.0;
+  if (major == 8 && minor == 9 && has("L4") && !has("L40")) return 121.0;
+  if (major == 7 && minor == 5 && has("T4")) return 65.0;
+  return 0.0;
 }
 
 }  // namespace vidlora::train

@@ -264,7 +264,10 @@ class Trainer {
             }
           }
         }
-        pos_.epoch = e + 1;
+        // A stage that stops early is done: its checkpoint says so (every epoch counted), so that a run resumed from it
+        // (a crash before the next stage's first checkpoint, or a finished run resumed) goes on with the next stage
+        // instead of training the stopped one for another epoch.
+        pos_.epoch = stop ? st.epochs : e + 1;
         pos_.step_in_epoch = 0;
         save_checkpoint(checkpoint_path());
         if (stop) {
