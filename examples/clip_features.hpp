@@ -52,8 +52,12 @@ inline std::size_t ensure_clips(const ClipFeatures& feats, const std::vector<con
   for (std::size_t i = 0; i < clips.size(); ++i) {
     try {
       if (feats.ensure(clips[i]->video)) ++encoded;
-    } catch (const std::exception&) {
-      ++failed;
+    } catch (const std::exception& e) {
+      // named here (the first few; the Trainer names every skipped clip again), not only counted: a device error or a
+      // binary built for another GPU fails every clip with the same message
+      if (++failed <= 3 && out)
+        fmt::print(out, "{}: clip {} failed: {}{}\n", what, clips[i]->id, e.what(),
+                   failed == 3 ? " (further failures are counted only)" : "");
     }
     const auto now = clock::now();
     if (out && (now - last > std::chrono::seconds(5) || i + 1 == clips.size())) {

@@ -216,12 +216,17 @@ void print_configuration(const TrainerConfig& c) {
                ? fmt::format("; the device step runs {} ({})", runs, presets::device_precision_meaning(runs))
                : "; the CPU trainer computes in fp32 only"));
   const auto& ls = c.loss_scaler;
+  // what configure() turns on without --loss-scale: scaling for an fp16 device step (the CPU preset: its default)
+  const bool scaled_by_precision = P::backend_policy::on_device ? runs == "fp16" : d.loss_scaler.enabled;
   row("loss scaling",
       ls.enabled ? fmt::format("dynamic from {:g} (x{:g} / {} steps, x{:g})", ls.init_scale, ls.growth_factor,
                                ls.growth_interval, ls.backoff_factor)
                  : std::string("off"),
-      source(ls.enabled == d.loss_scaler.enabled && ls.init_scale == d.loss_scaler.init_scale,
-             preset + "::fp16 (torch.amp.GradScaler's rules)", "--loss-scale"));
+      source(ls.enabled == scaled_by_precision && ls.init_scale == d.loss_scaler.init_scale,
+             (c.precision == d.precision ? preset + "::" + std::string(presets::precision_of<P>())
+                                         : "--precision " + c.precision) +
+                 (scaled_by_precision ? " (an fp16 step: torch.amp.GradScaler's rules)" : " (no fp16 step to scale)"),
+             "--loss-scale"));
   row("label_smoothing", c.label_smoothing,
       source(c.label_smoothing == d.label_smoothing, preset + "::label_smoothing", "--label-smoothing"));
   row("weight_decay", c.weight_decay,
@@ -320,6 +325,13 @@ TrainerConfig configure(const demo::Args& a) {
           precision, P::name, P::cuda_arch));
     }
     c.precision = precision;
+  }
+  if constexpr (P::backend_policy::on_device) {
+    // Loss scaling follows what the device step computes in: fp16 (the preset's device precision, or --precision's)
+    // scales as torch.amp.GradScaler does, bf16 / tf32 / fp32 do not; --loss-scale below overrides either.
+    const std::string_view runs =
+        a.has("precision") ? std::string_view(c.precision) : presets::device_precision_of<P>();
+    c.loss_scaler.enabled = runs == "fp16";
   }
   if (a.has("loss-scale")) {
     const double scale = a.real("loss-scale", 0.0);
@@ -680,8 +692,9 @@ using TrainProjector = model::Mlp2xGelu;
 // fp16 operands for the GPU presets, TF32 or fp32 when asked; the feature cache's ids name it), which
 // encode_clips_up_front runs over every clip and then releases, so the tower (0.6 GB of 16-bit weights for CLIP
 // ViT-L/14-336, 1.2 GB in fp32, plus its activations) never shares the card with the training step, as
-// presets::MemoryEstimate counts it; a clip encoded after that (a feature cache that could not be written)
-// goes through `vision` on the CPU. Null (the CPU tower) on a CPU build.
+// presets::MemoryEstimate counts it. A clip whose up-front encoding failed (its error is printed then) is not encoded
+// again after the release: the Trainer skips it, naming it (a CPU encoding would be slow for ViT-L and would store
+// CPU features under the GPU tower's cache id). Null (the CPU tower) on a CPU build.
 struct TrainEncoder {
   std::shared_ptr<const model::FrameEncoder> encoder;
   std::function<void()> release_device = [] {};
@@ -703,7 +716,9 @@ class ReleasableDeviceTower {
   const model::ClipVisionConfig& config() const { return vision_.config(); }
   Matrix features(std::span<const float> pixels, Eigen::Index frames) const {
     if (device_) return device_->features(pixels, frames);
-    return vision_.features(pixels, frames);
+    fail(
+        "its features were not made by the GPU vision tower before training (the up-front encoding printed why); "
+        "the tower is released while the decoder trains");
   }
   // Before the Trainer exists, so no call to features() runs at the same time.
   void release() {
@@ -725,6 +740,16 @@ TrainEncoder train_encoder([[maybe_unused]] const model::ClipVision& vision,
   const auto operands = config.precision == "bf16"   ? vidlora::cuda::DType::BF16
                         : config.precision == "fp16" ? vidlora::cuda::DType::F16
                                                      : vidlora::cuda::DType::F32;
+  // A binary built for a newer GPU than this one has no kernels it can run: say so before anything is encoded.
+  int device = 0;
+  cudaDeviceProp prop{};
+  VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
+  VIDLORA_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  if (prop.major * 10 + prop.minor < ActivePreset::cuda_arch)
+    fail(
+        "this train_captioner is built for the {} preset's GPU (sm_{}); this GPU, {}, is sm_{}{}: build it with the "
+        "preset of this GPU (cmake --preset T4, L4, A100 or H100)",
+        ActivePreset::name, ActivePreset::cuda_arch, prop.name, prop.major, prop.minor);
   auto tower = std::make_shared<ReleasableDeviceTower>(vision, compute, operands,
                                                        presets::memory_cap_bytes<ActivePreset>(config.device_memory));
   const std::string variant = config.precision == "fp32" ? std::string() : config.precision;
