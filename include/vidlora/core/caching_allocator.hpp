@@ -263,7 +263,10 @@ class CachingAllocator {
         m += (i ? ", '" : " '") + top[i].first + "' " + format_bytes(top[i].second);
     }
     m += reason == DeviceMemoryError::Reason::cap
-             ? ". Raise the cap (--max-memory-gb) or lower batch_size / num_frames, or turn on gradient_checkpointing"
+             ? ". Raise the cap (--max-memory-gb), or hold less per micro-batch: fewer frames (--frames), the saved "
+               "layer inputs on the host (--offload-checkpoints, with gradient checkpointing), the optimizer state on "
+               "the host (--host-optimizer); --batch changes it only with --float32-batches (else each clip is its "
+               "own micro-batch)"
              : ". Lower the cap (--max-memory-gb) to what the card holds";
     throw DeviceMemoryError(std::move(m), reason, std::string(tag), bytes, stats_.allocated_bytes, stats_.cached_bytes,
                             stats_.cap_bytes, stats_.peak_allocated_bytes);
