@@ -33,6 +33,17 @@ TrainerConfig scaling_config(const std::filesystem::path& out) {
   return c;
 }
 
+// One clip a step, one epoch a stage (6 clips: 6 steps a stage), with or without loss scaling from torch's defaults.
+TrainerConfig one_clip_steps_config(const std::filesystem::path& out, bool scaled) {
+  TrainerConfig c = scaling_config(out);
+  c.batch_size = 1;
+  c.gradient_accumulation_steps = 1;
+  c.stages[0].epochs = 1;
+  c.stages[1].epochs = 1;
+  c.loss_scaler = {.enabled = scaled};
+  return c;
+}
+
 // The records of one type in a run's train_log.jsonl, in order.
 std::vector<nlohmann::json> log_records(const std::filesystem::path& out, const std::string& type) {
   std::ifstream in(out / "train_log.jsonl");
@@ -225,12 +236,7 @@ TEST_CASE("gradients that overflow at the loss scale skip their steps and halve 
 
 TEST_CASE("a NaN loss under loss scaling is a NaN step that also halves the scale", "[trainer][loss_scaling]") {
   test::TempDir tmp("scaling_nan");
-  auto config = scaling_config(tmp.path);
-  config.batch_size = 1;
-  config.gradient_accumulation_steps = 1;
-  config.stages[0].epochs = 1;
-  config.stages[1].epochs = 1;
-  config.loss_scaler = {.enabled = true};
+  const auto config = one_clip_steps_config(tmp.path, true);
   auto trainer = tiny::make_trainer(config, [](const train::Clip& c) {
     Matrix f = tiny::features(c);
     if (c.id == "clip_003") f(0, 0) = std::nanf("");
@@ -273,13 +279,7 @@ TEST_CASE("a step whose every clip was skipped keeps the loss scale and the sche
   // learning rates and the scale of every other step are those of the same run without loss scaling / with the scale
   // of a run that never met the empty step.
   const auto run = [](const std::filesystem::path& out, bool scaled) {
-    auto config = scaling_config(out);
-    config.batch_size = 1;
-    config.gradient_accumulation_steps = 1;
-    config.stages[0].epochs = 1;
-    config.stages[1].epochs = 1;
-    config.loss_scaler = {.enabled = scaled};
-    auto trainer = tiny::make_trainer(config, [](const train::Clip& c) {
+    auto trainer = tiny::make_trainer(one_clip_steps_config(out, scaled), [](const train::Clip& c) {
       if (c.id == "clip_003") throw Error("clip_003: the video cannot be decoded");
       return tiny::features(c);
     });
