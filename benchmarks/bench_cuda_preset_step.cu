@@ -204,10 +204,18 @@ BENCHMARK(BM_preset_stage2_step<presets::H100, true>)
     ->Name("BM_preset_stage2_step/H100/fp32_frozen")
     ->UseManualTime()
     ->Iterations(3);
-// Not a preset: the H100 row with gradient checkpointing (a fallback if the bf16 step's saved activations do not fit).
+// Not presets: the A100 and H100 rows with gradient checkpointing (a fallback if a step's saved activations do not fit,
+// and the configuration transformers + PEFT can run on those cards: presets_table --json's "fallbacks").
+struct A100Checkpointing : presets::A100 {
+  static constexpr bool gradient_checkpointing = true;
+};
 struct H100Checkpointing : presets::H100 {
   static constexpr bool gradient_checkpointing = true;
 };
+BENCHMARK(BM_preset_stage2_step<A100Checkpointing>)
+    ->Name("BM_preset_stage2_step/A100_checkpointing")
+    ->UseManualTime()
+    ->Iterations(3);
 BENCHMARK(BM_preset_stage2_step<H100Checkpointing>)
     ->Name("BM_preset_stage2_step/H100_checkpointing")
     ->UseManualTime()

@@ -251,11 +251,14 @@ def main(argv):
     if args.device.startswith("cuda"):
         versions["gpu"] = torch.cuda.get_device_name(args.device)
     only = {n for n in args.only.split(",") if n}
-    known = {p["name"] for p in doc["presets"]}
+    # the presets, then the steps with checkpointing that the A100 / H100 presets run without ("fallbacks": the
+    # configuration transformers + PEFT can fit there), each paired by name with bench_cuda_preset_step's row
+    steps = doc["presets"] + doc.get("fallbacks", [])
+    known = {p["name"] for p in steps}
     unknown = only - known
     if unknown:
         raise SystemExit(f"hf_preset_step: unknown preset(s) {sorted(unknown)}; known: {sorted(known)}")
-    for preset in doc["presets"]:
+    for preset in steps:
         if only and preset["name"] not in only:
             continue
         r = run_preset(torch, doc, preset, args)

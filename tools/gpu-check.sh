@@ -124,10 +124,10 @@ snapshot
 # (benchmarks/bench_cuda_preset_step.cu; a step that does not fit reports the allocator's error).
 if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
   # One process per preset, each with its own JSON: a preset that times out or crashes costs only its own row.
-  # The four presets first (the gate), then the checkpointing fallback and the fp32 baselines.
+  # The four presets first (the gate), then the checkpointing rows (the HF baseline's fallbacks) and the fp32 baselines.
   : >"$log/preset_step.txt"
   : >"$log/preset_step.err"
-  for p in T4 L4 A100 H100 H100_checkpointing T4/fp32_frozen H100/fp32_frozen; do
+  for p in T4 L4 A100 H100 A100_checkpointing H100_checkpointing T4/fp32_frozen H100/fp32_frozen; do
     run_capped 120 "$bin/bench_cuda_preset_step" --benchmark_filter="^BM_preset_stage2_step/$p\$" \
       --benchmark_out="$log/preset_step_${p//\//_}.json" --benchmark_out_format=json \
       >>"$log/preset_step.txt" 2>>"$log/preset_step.err"
