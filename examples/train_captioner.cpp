@@ -169,6 +169,16 @@ demo::CommandLine command_line() {
       });
 }
 
+// Whether a run scales its loss without --loss-scale: a GPU preset's when its device step computes in fp16 (`runs`: the
+// preset's device precision or --precision's; torch.amp.GradScaler's rules), the Cpu preset's as the preset says.
+template <class P>
+bool loss_scaled_by_default(std::string_view runs) {
+  if constexpr (P::backend_policy::on_device)
+    return runs == "fp16";
+  else
+    return TrainerConfig::from_preset<P>().loss_scaler.enabled;
+}
+
 // The run's configuration, one value a line with where it comes from: the preset (its P:: field), the recipe's
 // stage 1 / stage 2, a command-line option (a value that differs from the preset's: only configure() changes
 // them), or the trainer's default.
@@ -216,8 +226,7 @@ void print_configuration(const TrainerConfig& c) {
                ? fmt::format("; the device step runs {} ({})", runs, presets::device_precision_meaning(runs))
                : "; the CPU trainer computes in fp32 only"));
   const auto& ls = c.loss_scaler;
-  // what configure() turns on without --loss-scale: scaling for an fp16 device step (the CPU preset: its default)
-  const bool scaled_by_precision = P::backend_policy::on_device ? runs == "fp16" : d.loss_scaler.enabled;
+  const bool scaled_by_precision = loss_scaled_by_default<P>(runs);
   row("loss scaling",
       ls.enabled ? fmt::format("dynamic from {:g} (x{:g} / {} steps, x{:g})", ls.init_scale, ls.growth_factor,
                                ls.growth_interval, ls.backoff_factor)
@@ -326,13 +335,10 @@ TrainerConfig configure(const demo::Args& a) {
     }
     c.precision = precision;
   }
-  if constexpr (P::backend_policy::on_device) {
-    // Loss scaling follows what the device step computes in: fp16 (the preset's device precision, or --precision's)
-    // scales as torch.amp.GradScaler does, bf16 / tf32 / fp32 do not; --loss-scale below overrides either.
-    const std::string_view runs =
-        a.has("precision") ? std::string_view(c.precision) : presets::device_precision_of<P>();
-    c.loss_scaler.enabled = runs == "fp16";
-  }
+  // Loss scaling follows what the device step computes in (fp16 scales, bf16 / tf32 / fp32 do not); --loss-scale below
+  // overrides it.
+  c.loss_scaler.enabled =
+      loss_scaled_by_default<P>(a.has("precision") ? std::string_view(c.precision) : presets::device_precision_of<P>());
   if (a.has("loss-scale")) {
     const double scale = a.real("loss-scale", 0.0);
     if (!(scale >= 0.0 && scale <= static_cast<double>(std::numeric_limits<float>::max())))
