@@ -4,6 +4,7 @@
 // Operands are random: GEMMs on zeros run faster than on real data. Then the float QLoRA layer the decoder step runs
 // (fp32 activations, NF4 base) with its frozen GEMMs on fp32 operands at TF32 (the baseline) against bf16 and fp16
 // operands (LoraLinearParams::base_operands: the input rounded and the base decoded to 16 bits per call).
+#include <cstdint>
 #include <string>
 
 #include <benchmark/benchmark.h>

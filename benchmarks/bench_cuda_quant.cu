@@ -2,6 +2,8 @@
 // (read + written: the copy reads and writes the output's bytes; the dequantizer reads the packed codes and the
 // double-quantized scales and writes the output), on an 8192 x 8192 weight (128-256 MB of output, well past
 // the 50-60 MB L2), and the fused dequantize-GEMV (batch-1 decoding) against reading the packed weight once.
+#include <cstdint>
+
 #include <benchmark/benchmark.h>
 
 #include <cuda_bf16.h>

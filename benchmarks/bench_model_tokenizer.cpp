@@ -9,6 +9,7 @@
 
 #include <sentencepiece_processor.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <string>

@@ -6,6 +6,7 @@
 
 #include <vidlora/optim.hpp>
 
+#include <cstdint>
 #include <cstring>
 #include <vector>
 

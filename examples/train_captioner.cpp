@@ -2,6 +2,7 @@
 // `train_captioner --help` lists every option; kTrainOptions below is that list.
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstring>
 #include <cstdio>
 #include <exception>
@@ -756,6 +757,11 @@ TrainEncoder train_encoder([[maybe_unused]] const model::ClipVision& vision,
         "this train_captioner is built for the {} preset's GPU (sm_{}); this GPU, {}, is sm_{}{}: build it with the "
         "preset of this GPU (cmake --preset T4, L4, A100 or H100)",
         ActivePreset::name, ActivePreset::cuda_arch, prop.name, prop.major, prop.minor);
+  std::size_t free_bytes = 0, total_bytes = 0;
+  VIDLORA_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  if (const auto warning = presets::cap_above_free_memory(presets::memory_cap_bytes<ActivePreset>(config.device_memory),
+                                                          free_bytes, total_bytes))
+    fmt::print(stderr, "warning: {}\n", *warning);
   auto tower = std::make_shared<ReleasableDeviceTower>(vision, compute, operands,
                                                        presets::memory_cap_bytes<ActivePreset>(config.device_memory));
   const std::string variant = config.precision == "fp32" ? std::string() : config.precision;

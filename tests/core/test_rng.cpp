@@ -3,6 +3,7 @@
 #include <vidlora/core.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <set>
 
 using namespace vidlora;

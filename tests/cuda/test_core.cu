@@ -1,4 +1,6 @@
 // Device memory, status checks and the cuBLASLt GEMM wrapper against a naive host product.
+#include <cstdint>
+
 #include <catch2/catch.hpp>
 
 #include <cuda_bf16.h>

@@ -3,6 +3,8 @@
 // (model/decoder_layer_steps.hpp): each step's output the forward keeps (q, k after RoPE, v, the attention
 // residual, gate, up), the block's output, its input gradient and every LoRA gradient (llama.cpp's
 // test-backend-ops compares its backends the same way). fp32: 1e-5 normwise for outputs, 1e-4 for gradients.
+#include <cstdint>
+
 #include <catch2/catch.hpp>
 
 #include <vidlora/model/cuda/decoder_layer.cuh>

@@ -1,4 +1,6 @@
 // LoraLinear forward + backward on the GPU (dense and NF4 bases, with dropout) against lora::LoraLinear.
+#include <cstdint>
+
 #include <catch2/catch.hpp>
 
 #include <cuda_bf16.h>

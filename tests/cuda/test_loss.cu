@@ -1,4 +1,6 @@
 // Streamed label-smoothed cross-entropy against loss::cross_entropy.
+#include <cstdint>
+
 #include <catch2/catch.hpp>
 
 #include <vidlora/loss/cuda/cross_entropy.cuh>

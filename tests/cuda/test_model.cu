@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <array>
+#include <cstdint>
 
 #include <vidlora/model/cuda/attention.cuh>
 #include <vidlora/model/cuda/flash_attention.cuh>

@@ -1,6 +1,8 @@
 // Multi-tensor AdamW (bit-exact: this file is compiled with --fmad=false) and the global grad-norm + clip
 // against optim::adamw_update_range and optim::clip_grad_norm; optim::cuda::DeviceAdamW (the two over an AdamW's
 // groups, its state uploaded and handed back) against optim::AdamW.
+#include <cstdint>
+
 #include <catch2/catch.hpp>
 
 #include <vidlora/optim/adamw.hpp>

@@ -1,4 +1,6 @@
 // NF4 / FP4 dequantization and the fused dequantize-GEMV against quant::Quantizer on the CPU.
+#include <cstdint>
+
 #include <catch2/catch.hpp>
 
 #include <cuda_bf16.h>

@@ -2,6 +2,8 @@
 // A naive column-major GEMM with cuBLAS(Lt) semantics, run on a vidlora::cuda::ColumnMajorGemm: lets the CPU
 // tests check the row-major -> column-major mapping (and every GEMM problem the CUDA code issues) without a GPU.
 
+#include <cstdint>
+
 #include <vidlora/core/cuda/gemm.cuh>
 
 namespace vidlora_test {

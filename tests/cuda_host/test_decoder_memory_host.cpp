@@ -5,6 +5,7 @@
 // and without checkpointing; checkpointing lowers the step's peak; the results stay bit-identical.
 #include <catch2/catch.hpp>
 
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>

@@ -2,6 +2,7 @@
 // shape checks, the plan-cache key.
 #include <catch2/catch.hpp>
 
+#include <cstdint>
 #include <unordered_set>
 
 #include <vidlora/core/matrix.hpp>

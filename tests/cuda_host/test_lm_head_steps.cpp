@@ -3,6 +3,8 @@
 // kernel's order (256 strided lanes, a pairwise tree, chunks in order) through LmHeadRowState, the gradient
 // element of the kernel — against the CPU's loss::lm_head_cross_entropy. Also the vocabulary chunk plan and
 // the argument checks.
+#include <cstdint>
+
 #include <catch2/catch.hpp>
 
 #include <vidlora/core/rng.hpp>

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cstdint>
 
 #include <vidlora/core/rng.hpp>
 #include <vidlora/model/cuda/projector.cuh>

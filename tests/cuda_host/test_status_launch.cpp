@@ -1,4 +1,6 @@
 // Status messages and launch geometry of the CUDA backend (host code).
+#include <cstdint>
+
 #include <catch2/catch.hpp>
 
 #include <vidlora/core/cuda/launch.cuh>

@@ -8,6 +8,7 @@
 #include <vidlora/eval/mecab_tokenizer.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>

@@ -4,6 +4,7 @@
 
 #include <vidlora/io.hpp>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 

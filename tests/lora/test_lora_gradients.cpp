@@ -1,4 +1,6 @@
 // Finite-difference checks of LoraLinear::backward in float64.
+#include <cstdint>
+
 #include <catch2/catch.hpp>
 
 #include <vidlora/lora.hpp>

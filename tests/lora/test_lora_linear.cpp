@@ -3,6 +3,7 @@
 #include <vidlora/lora.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 

@@ -4,6 +4,7 @@
 #include <vidlora/lora.hpp>
 #include <vidlora/quant.hpp>
 
+#include <cstdint>
 #include <vector>
 
 #include "fixtures.hpp"

@@ -5,6 +5,7 @@
 #include <vidlora/loss.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 using namespace vidlora;

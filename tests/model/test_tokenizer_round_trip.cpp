@@ -1,4 +1,6 @@
 // Invariance: decode(encode(s)) == s for random NFC text drawn from many scripts, for both tokenizers.
+#include <cstdint>
+
 #include <catch2/catch.hpp>
 
 #include <vidlora/core/rng.hpp>

@@ -77,3 +77,15 @@ TEST_CASE("docs/presets.md's cap table states the code's caps", "[presets]") {
   CHECK(doc.str().find(row("A100", A100::vram_gb, default_memory_cap_bytes<A100>())) != std::string::npos);
   CHECK(doc.str().find(row("H100", H100::vram_gb, default_memory_cap_bytes<H100>())) != std::string::npos);
 }
+
+TEST_CASE("a cap above the GPU's free memory is named with both sizes, and one that fits is not", "[presets]") {
+  // An L4 (about 22.5 GiB reported, 22.0 GiB free once the context is made) under the L4 preset's default cap.
+  const std::size_t l4_total = GiB * 45 / 2, l4_free = 22 * GiB - GiB / 64;
+  const auto warning = cap_above_free_memory(memory_cap_bytes<L4>(), l4_free, l4_total);
+  REQUIRE(warning.has_value());
+  CHECK_THAT(*warning, Catch::Contains("22.00 GiB") && Catch::Contains("21.98 GiB of 22.50 GiB") &&
+                           Catch::Contains("--max-memory-gb"));
+  CHECK_FALSE(cap_above_free_memory(memory_cap_bytes<L4>(), 22 * GiB, l4_total).has_value());  // equal: fits
+  CHECK_FALSE(cap_above_free_memory(memory_cap_bytes<T4>(), 79 * GiB, 80 * GiB).has_value());  // a T4 run on an H100
+  CHECK(cap_above_free_memory(memory_cap_bytes<H100>(), 39 * GiB, 40 * GiB).has_value());      // an H100 run on an A100
+}

@@ -6,6 +6,7 @@
 #include <vidlora/lora.hpp>
 #include <vidlora/loss/cross_entropy.hpp>
 
+#include <cstdint>
 #include <cstring>
 #include <functional>
 

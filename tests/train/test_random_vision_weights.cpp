@@ -4,6 +4,7 @@
 #include <vidlora/train/random_vision_weights.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 using namespace vidlora;

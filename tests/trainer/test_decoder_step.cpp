@@ -3,6 +3,7 @@
 // (The Cuda policy against this one: tests/cuda/test_trainer_step.cu.)
 #include <catch2/catch.hpp>
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <span>

@@ -4,6 +4,7 @@
 // preset. tests/trainer/test_peft_interop.cpp runs it and compares with the fixture;
 // tools/fixtures/write_trainer_adapter.cpp runs it to regenerate the fixture.
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>

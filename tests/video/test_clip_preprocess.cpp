@@ -3,6 +3,7 @@
 #include <vidlora/video.hpp>
 
 #include <cmath>
+#include <cstdint>
 
 #include "fixtures.hpp"
 

@@ -1,3 +1,5 @@
+#include <cstdint>
+
 #include <catch2/catch.hpp>
 
 #include <vidlora/video.hpp>

@@ -6,6 +6,7 @@
 #include <vidlora/train/video_features.hpp>
 #include <vidlora/video.hpp>
 
+#include <cstdint>
 #include <cstdlib>
 #include <vector>
 

@@ -3,6 +3,7 @@
 #include <vidlora/video.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <vector>
 

@@ -12,6 +12,7 @@
 // projector tensors as LLaVA names them ("multi_modal_projector.linear_1.weight", "image_newline").
 
 #include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <initializer_list>
 #include <memory>

@@ -6,6 +6,7 @@
 // transformers does (inv_freq and pos·inv_freq rounded to float).
 
 #include <cmath>
+#include <cstdint>
 #include <span>
 
 #include <vidlora/core/error.hpp>

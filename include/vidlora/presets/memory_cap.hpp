@@ -9,10 +9,15 @@
 // CUDA context with its kernels and cuBLASLt's handle take about 0.3-0.6 GiB outside any allocator.
 // Sizes in "GB" here are GiB (2^30 bytes), as vram_gb is in presets/memory_estimate.hpp.
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstddef>
+#include <optional>
+#include <string>
 
 #include <vidlora/core/error.hpp>
+#include <vidlora/core/memory_stats.hpp>
 #include <vidlora/presets/gpu_presets.hpp>
 #include <vidlora/presets/memory_estimate.hpp>
 
@@ -57,6 +62,21 @@ inline std::size_t memory_cap_bytes(int vram_gb, const DeviceMemoryOptions& opti
 template <Preset P>
 std::size_t memory_cap_bytes(const DeviceMemoryOptions& options = {}) {
   return memory_cap_bytes(P::vram_gb, options);
+}
+
+// The cap is what the allocator may hold; the card may hold less. Given the device's free and total memory when
+// the run starts (cudaMemGetInfo, the CUDA context already made), a cap above the free memory is worth a warning: a step
+// that needs more than the free memory stops with the GPU's out-of-memory error (the allocator names the tensor and
+// says the device ran out below the cap) instead of the cap's. The L4 preset's default is such a cap on an L4 itself
+// (22 GiB of a card that reports about 22.5 GiB, less the context), and any preset's is on a smaller card.
+// Returns the warning, or nothing when the cap fits.
+inline std::optional<std::string> cap_above_free_memory(std::size_t cap_bytes, std::size_t free_bytes,
+                                                        std::size_t total_bytes) {
+  if (cap_bytes <= free_bytes) return std::nullopt;
+  return fmt::format(
+      "the device memory cap, {}, is above this GPU's free memory, {} of {}: a step that needs more than the free "
+      "memory stops with the GPU's out-of-memory error before it reaches the cap (--max-memory-gb sets a lower cap)",
+      format_bytes(cap_bytes), format_bytes(free_bytes), format_bytes(total_bytes));
 }
 
 // What the constexpr estimate expects the allocator to hold for model m: its total without the runtime

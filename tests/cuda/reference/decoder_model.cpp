@@ -1,5 +1,6 @@
 #include "decoder_model.hpp"
 
+#include <cstdint>
 #include <string>
 
 #include <vidlora/core/rng.hpp>

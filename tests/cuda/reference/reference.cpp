@@ -1,6 +1,7 @@
 #include "reference.hpp"
 #include "matrix_vector.hpp"
 
+#include <cstdint>
 #include <span>
 
 #include <vidlora/core/matrix.hpp>
