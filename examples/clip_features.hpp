@@ -4,12 +4,15 @@
 // ensure only makes sure they are stored, leaving a valid entry unread (train_captioner runs it over every clip
 // before training, while the GPU vision tower has the card to itself: encode_clips_up_front, split over MPI ranks).
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,14 +45,19 @@ inline ClipFeatures cached_clip_features(std::shared_ptr<vidlora::train::Feature
 
 // Makes sure `clips` are in the cache (ClipFeatures::ensure: clips cached before, e.g. when resuming, are not read
 // back), with a progress line every few seconds to `out` (null: silent). A clip that fails here (a corrupt video) fails
-// the same way when the Trainer asks for it, which counts and names it as it always does. Returns how many it encoded.
+// the same way when the Trainer asks for it, which counts and names it as it always does. Stops before the next clip
+// once `*stop` is set (Ctrl-C; the clips encoded so far stay in the cache). Returns how many it encoded.
 inline std::size_t ensure_clips(const ClipFeatures& feats, const std::vector<const vidlora::train::Clip*>& clips,
-                                std::FILE* out, std::string_view what) {
+                                std::FILE* out, std::string_view what, const std::atomic<bool>* stop = nullptr) {
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   auto last = start;
   std::size_t failed = 0, encoded = 0;
   for (std::size_t i = 0; i < clips.size(); ++i) {
+    if (stop && stop->load()) {
+      if (out) fmt::print(out, "{}: stopped after {} of {} clips ({} encoded)\n", what, i, clips.size(), encoded);
+      break;
+    }
     try {
       if (feats.ensure(clips[i]->video)) ++encoded;
     } catch (const std::exception& e) {
@@ -73,25 +81,46 @@ inline std::size_t ensure_clips(const ClipFeatures& feats, const std::vector<con
   return encoded;
 }
 
+// What encode_clips_up_front did on this rank.
+struct UpFrontEncoding {
+  std::size_t encoded = 0;   // clips this rank encoded (the others were in the cache)
+  bool interrupted = false;  // `*stop` was set on some rank: every rank stops (the encoded clips stay cached)
+};
+
 // Every clip of the run in the cache before the Trainer starts (a GPU build: while the vision tower has the card to
-// itself). With several ranks (Comm: rank(), size(), barrier(what)) each first encodes its share (clip i on rank
-// i mod N), so on a cache the ranks share no two of them encode or write the same clip; after a barrier each rank
-// ensures all of them, which on a shared cache only checks the entries' headers and on per-node caches encodes what
-// the other nodes' ranks did. Returns how many this rank encoded.
+// itself). With several ranks (Comm: rank(), size(), all_reduce_sum(span<double>, what)) each first
+// encodes its share (clip i on rank i mod N), so on a cache the ranks share no two of them encode or write the same
+// clip; after a collective each rank ensures all of them, which on a shared cache only checks the entries' headers and
+// on per-node caches encodes what the other nodes' ranks did. `stop` (Ctrl-C) ends the encoding at the next clip; with
+// ranks, a stop on any of them is summed after each pass, so all stop together and none waits for another in a
+// collective the stopped one never reaches.
 template <class Comm>
-std::size_t encode_clips_up_front(const ClipFeatures& feats, const std::vector<const vidlora::train::Clip*>& clips,
-                                  Comm& ranks, std::FILE* out) {
-  if (ranks.size() == 1) return ensure_clips(feats, clips, out, "encoding clips on the GPU");
+UpFrontEncoding encode_clips_up_front(const ClipFeatures& feats, const std::vector<const vidlora::train::Clip*>& clips,
+                                      Comm& ranks, std::FILE* out, const std::atomic<bool>* stop = nullptr) {
+  const auto stopped = [&] { return stop != nullptr && stop->load(); };
+  if (ranks.size() == 1) {
+    const std::size_t encoded = ensure_clips(feats, clips, out, "encoding clips on the GPU", stop);
+    return {encoded, stopped()};
+  }
+  const auto any_rank_stopped = [&](std::string_view what) {
+    std::array<double, 1> flag{stopped() ? 1.0 : 0.0};
+    ranks.all_reduce_sum(std::span<double>(flag), what);
+    return flag[0] > 0.0;
+  };
   std::vector<const vidlora::train::Clip*> share;
   for (std::size_t i = static_cast<std::size_t>(ranks.rank()); i < clips.size();
        i += static_cast<std::size_t>(ranks.size()))
     share.push_back(clips[i]);
-  std::size_t encoded =
-      ensure_clips(feats, share, out,
-                   fmt::format("encoding clips on the GPU (rank {}'s share of {} ranks)", ranks.rank(), ranks.size()));
-  ranks.barrier("the up-front clip encoding (each rank encodes its share; raise --comm-timeout for a long one)");
-  encoded += ensure_clips(feats, clips, out, "checking every clip's features (the cache may be per node)");
-  return encoded;
+  UpFrontEncoding r;
+  r.encoded = ensure_clips(
+      feats, share, out,
+      fmt::format("encoding clips on the GPU (rank {}'s share of {} ranks)", ranks.rank(), ranks.size()), stop);
+  // (a collective: every rank's share is written when it returns)
+  if (any_rank_stopped("the up-front clip encoding (each rank encodes its share; raise --comm-timeout for a long one)"))
+    return {r.encoded, true};
+  r.encoded += ensure_clips(feats, clips, out, "checking every clip's features (the cache may be per node)", stop);
+  r.interrupted = any_rank_stopped("the check of every clip's features");
+  return r;
 }
 
 }  // namespace demo

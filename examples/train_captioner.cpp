@@ -845,11 +845,15 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     // One trainer for either kind of model directory (hf_model.hpp: a Hugging Face LLaVA one).
     const auto run = [&](const model::DecoderConfig& decoder_config, const auto& weights, model::Mlp2xGelu projector,
                          const train::TextCodec& codec, const demo::ClipFeatures& feats, const TrainEncoder& encoder) {
+      std::signal(SIGINT, on_stop_signal);  // from here on, the first Ctrl-C stops at the next clip or step
+      std::signal(SIGTERM, on_stop_signal);
       if constexpr (TrainBackend::on_device) {  // the tower leaves the card before the decoder comes to it
         std::vector<const train::Clip*> clips;
         for (const auto& c : ds.train) clips.push_back(&c);
         for (const auto& c : ds.val) clips.push_back(&c);
-        demo::encode_clips_up_front(feats, clips, ranks, ranks.rank() == 0 ? stdout : nullptr);
+        const demo::UpFrontEncoding e = demo::encode_clips_up_front(
+            feats, clips, ranks, ranks.rank() == 0 ? stdout : nullptr, &train::interrupt_requested());
+        if (e.interrupted) return std::optional<TrainResult>();
         encoder.release_device();
       }
       Trainer<ActivePreset, TrainProjector,
@@ -866,9 +870,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
             TrainBackend::name,
             trainer.config().optimizer_on_device ? "GPU (the CPU when ranks sum on the hosts)"
                                                  : "CPU (--host-optimizer)");
-      std::signal(SIGINT, on_stop_signal);
-      std::signal(SIGTERM, on_stop_signal);
-      return trainer.train(ds.train, ds.val, a.has("resume"));
+      return std::optional<TrainResult>(trainer.train(ds.train, ds.val, a.has("resume")));
     };
     std::optional<TrainResult> result;
     if (hf) {
@@ -887,6 +889,13 @@ int train_main(const demo::Args& a, int argc, char** argv) {
       result = run(m.decoder_config, *m.decoder_weights,
                    model::Mlp2xGelu(m.vision_config.hidden_size, m.decoder_config.hidden_size, config.seed + 1),
                    m.codec(), m.features(sampler, frames, cache, encoder.encoder), encoder);
+    }
+    if (!result) {  // stopped during the up-front encoding: nothing trained, nothing to resume
+      fmt::print(
+          "interrupted during the up-front clip encoding: the clips encoded so far are in the feature cache {} and are "
+          "read from there when you run the same command again\n",
+          cache.string());
+      return g_signal == SIGTERM ? 143 : 130;
     }
     const TrainResult& r = *result;
     fmt::print("training {} after {} steps ({} NaN steps skipped, {}{} clips skipped)\n", to_string(r.status), r.steps,

@@ -306,6 +306,14 @@ TEST_CASE("cuda decoder rejects input that does not fit, naming the shapes", "[d
   auto bad = want.weights;
   bad.layers[1].linears[5].lora_b.pop_back();
   CHECK_THROWS_WITH(model::cuda::DecoderModel(gemm, bad), Catch::Contains("layers.1.mlp.up_proj.lora_B.weight"));
+  // Its uploads run on the legacy default stream, which a non-blocking stream does not wait for: refused.
+  vidlora::cuda::Stream non_blocking;
+  CHECK_THROWS_WITH(model::cuda::DecoderModel(gemm, want.weights, non_blocking.get()),
+                    Catch::Contains("cuda::DecoderModel") && Catch::Contains("cudaStreamNonBlocking is not supported"));
+  cudaStream_t blocking = nullptr;
+  VIDLORA_CUDA_CHECK(cudaStreamCreate(&blocking));
+  CHECK_NOTHROW(model::cuda::DecoderModel(gemm, want.weights, blocking));
+  VIDLORA_CUDA_CHECK(cudaStreamDestroy(blocking));
 }
 
 TEST_CASE("cuda decoder with gradient checkpointing matches the CPU and its own run without, bit for bit",

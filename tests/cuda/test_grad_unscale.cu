@@ -30,7 +30,8 @@ struct Grads {
   Grads(const std::vector<std::int64_t>& sizes, std::int64_t chunk, float scale, std::size_t misalign) {
     std::size_t total = 0;
     for (std::size_t t = 0; t < sizes.size(); ++t) {
-      offsets.push_back(total + (t == 1 ? misalign : 0));
+      // Each tensor starts 16-byte aligned (float4 lanes), tensor 1 `misalign` elements past that (scalar path).
+      offsets.push_back((total + 3) / 4 * 4 + (t == 1 ? misalign : 0));
       total = offsets.back() + static_cast<std::size_t>(sizes[t]) + 8;
       auto g = cuda_test::random_vector(static_cast<std::size_t>(sizes[t]), 40 + t, -1.0f, 1.0f);
       for (float& x : g) x *= scale;  // what a backward of the scaled loss gives
@@ -73,7 +74,7 @@ TEST_CASE("cuda unscale is bit-identical with the CPU unscale and reports Inf/Na
       {},                        // clean
       {{0, 4096 * 2 + 1, inf}},  // a float4 lane inside a chunk
       {{0, 70000, -inf}},        // the first tensor's scalar tail
-      {{1, 3, nan}},             // the misaligned tensor (scalar path)
+      {{1, 3, nan}},             // tensor 1: a float4 lane when aligned, the scalar path when misaligned
       {{2, 4096 * 3 + 2, nan}, {2, 0, inf}},
   };
   for (std::size_t misalign : {std::size_t{0}, std::size_t{1}}) {

@@ -95,8 +95,9 @@ void check_lora(bool nf4, long tokens, long in, long out, double dropout, bool b
   VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
   CHECK(cuda_test::normwise_error(y.download(), want_y) < tol);
   CHECK(cuda_test::normwise_error(dx.download(), want_dx) < tol);
-  if (base != vidlora::cuda::DType::F32)  // the rounding shows: the fp32 layer's output is further off
-    CHECK(cuda_test::normwise_error(y.download(), want.y) > 10 * tol);
+  // The rounding shows: the fp32 layer's output is further off (host-computed on these inputs: 2.1e-4 to 2.4e-3, the
+  // fp16 cases lowest). A fixed bound, not one from tol: the TF32 case's 5e-3 would ask for more than bf16 moves it.
+  if (base != vidlora::cuda::DType::F32) CHECK(cuda_test::normwise_error(y.download(), want.y) > 1e-4);
   CHECK(cuda_test::normwise_error(ga.download(), want.grad_a) < tol);
   CHECK(cuda_test::normwise_error(gb.download(), want.grad_b) < tol);
 }

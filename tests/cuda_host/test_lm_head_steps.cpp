@@ -4,6 +4,7 @@
 // element of the kernel — against the CPU's loss::lm_head_cross_entropy. Also the vocabulary chunk plan and
 // the argument checks.
 #include <cstdint>
+#include <limits>
 
 #include <catch2/catch.hpp>
 
@@ -231,6 +232,12 @@ TEST_CASE("device lm-head argument checks name the tensor and its shape", "[lm_h
   bad.total_valid_tokens = 2;
   CHECK_THROWS_WITH(loss::cuda::check_lm_head_ce({3, 8, 10, 8, 3}, t, bad),
                     Catch::Contains("3 valid tokens exceed total_valid_tokens = 2"));
+  for (const double factor : {0.0, -1.0, std::numeric_limits<double>::quiet_NaN()}) {
+    bad = o;
+    bad.grad_factor = factor;
+    CHECK_THROWS_WITH(loss::cuda::check_lm_head_ce({3, 8, 10, 8, 3}, t, bad),
+                      Catch::Contains("grad_factor (the loss scale) must be finite and > 0"));
+  }
   CHECK(loss::cuda::check_lm_head_ce({3, 8, 10, 8, 3}, {1, -100, 3}, o) == 2);
 }
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -257,7 +258,9 @@ TEST_CASE("the up-front clip encoding splits the clips over the ranks: on a shar
       computed.push_back(video.stem().string());
       return Matrix::Constant(2, 3, static_cast<float>(video.stem().string().size()));
     });
-    const std::size_t encoded = demo::encode_clips_up_front(feats, all, world, nullptr);
+    const demo::UpFrontEncoding up_front = demo::encode_clips_up_front(feats, all, world, nullptr);
+    CHECK_FALSE(up_front.interrupted);
+    const std::size_t encoded = up_front.encoded;
     CHECK(encoded == computed.size());
     // the share first: clips rank, rank + 2, ... (6 on rank 0, 5 on rank 1)
     const std::size_t share = world.rank() == 0 ? 6 : 5;
@@ -279,4 +282,45 @@ TEST_CASE("the up-front clip encoding splits the clips over the ranks: on a shar
     CHECK(computed.size() == before);
     world.barrier("the next cache layout");
   }
+}
+
+TEST_CASE("a stop on one rank during the up-front clip encoding stops every rank after its share, none waiting",
+          "[features]") {
+  // Ctrl-C on rank 0 after its second clip: rank 0 encodes no more, rank 1 finishes its share, the ranks' stops are
+  // summed, and both return interrupted without the pass that checks every clip (which would encode rank 0's rest).
+  World world = make_world(60);
+  REQUIRE(world.size() == 2);
+  const fs::path dir = fresh_dir(world, "upfront_stop");
+  std::vector<train::Clip> clips(11);
+  for (std::size_t i = 0; i < clips.size(); ++i) {
+    clips[i].id = "clip_" + std::to_string(i);
+    clips[i].video = dir / "videos" / (clips[i].id + ".mp4");
+  }
+  if (world.rank() == 0) {
+    fs::create_directories(dir / "videos");
+    for (const auto& c : clips) std::ofstream(c.video) << c.id;
+  }
+  world.barrier("the videos");
+  std::vector<const train::Clip*> all;
+  for (const auto& c : clips) all.push_back(&c);
+  auto cache = std::make_shared<train::FeatureCache>(dir / "cache");
+  std::atomic<bool> stop{false};
+  std::vector<std::string> computed;
+  const auto feats = demo::cached_clip_features(cache, "uniform", 4, "test-encoder", [&](const fs::path& video) {
+    computed.push_back(video.stem().string());
+    if (world.rank() == 0 && computed.size() == 2) stop = true;  // the signal arrives while clip 2 is encoded
+    return Matrix::Constant(2, 3, 1.0f);
+  });
+  const demo::UpFrontEncoding r = demo::encode_clips_up_front(feats, all, world, nullptr, &stop);
+  CHECK(r.interrupted);
+  CHECK(r.encoded == computed.size());
+  if (world.rank() == 0)
+    CHECK(computed == std::vector<std::string>{"clip_0", "clip_2"});
+  else
+    CHECK(computed.size() == 5);  // its whole share (clips 1, 3, ..., 9), then no check pass
+  // What was encoded is in the cache: a rerun reads it.
+  const std::size_t before = computed.size();
+  CHECK(feats(clips[world.rank() == 0 ? 2 : 9].video)(0, 0) == 1.0f);
+  CHECK(computed.size() == before);
+  world.barrier("end of the stop test");
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <span>
 #include <string>
 #include <string_view>
@@ -87,6 +88,35 @@ TEST_CASE("the Cpu decoder step is Decoder::loss_and_backward: loss, gradients a
   CHECK(got_steps == want_steps);
   CHECK(got_steps.front() == 2);  // dropout drew a mask per call
   CHECK(want_grads.front()->norm() > 0.0f);
+}
+
+TEST_CASE("a loss refused for NaN logits has drawn its dropout masks: the Cpu step's counters move",
+          "[trainer][backend]") {
+  // The reference for the device step, which copies its counters back on the same refusal
+  // (tests/cuda/test_trainer_step.cu): the masks after a refused call are those after a call that succeeded.
+  namespace tiny = test::tiny;
+  using D = StepDecoder;
+  D refused = step_decoder(0.25), clean = step_decoder(0.25);
+  model::Mlp2xGelu projector(tiny::kVision, tiny::kHidden, 11);
+  const train::TrainableTensors tensors(projector, refused);
+  train::DecoderStep<backend::Cpu, D> step(refused, tensors);
+  const std::vector<int> ids{3, 5, 8, 10, 11, 2, 3, 6, 9, 13, 14, 0};
+  const model::SequenceBatch batch{2, 6, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0}};
+  std::vector<int> labels(ids);
+  labels[0] = labels[6] = labels[11] = -100;
+  Matrix bad = refused.embed(ids);
+  bad(4, 0) = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_WITH(step.loss_and_backward(bad, batch, labels, {}), Catch::Contains("NaN or +Inf in the logits"));
+  (void)clean.loss_and_backward(clean.embed(ids), batch, labels, {});
+  std::vector<std::uint64_t> refused_steps, clean_steps;
+  refused.for_each_lora([&](const std::string&, auto& l) { refused_steps.push_back(l.step()); });
+  clean.for_each_lora([&](const std::string&, auto& l) { clean_steps.push_back(l.step()); });
+  CHECK(refused_steps == clean_steps);
+  CHECK(refused_steps.front() == 1);
+  // The next call's masks are the clean run's: the same loss, bit for bit.
+  const auto want = clean.loss_and_backward(clean.embed(ids), batch, labels, {});
+  const auto got = step.loss_and_backward(refused.embed(ids), batch, labels, {});
+  CHECK(got.loss == want.loss);
 }
 
 TEST_CASE("the Cpu decoder step's evaluation: the loss without dropout, summed, and generation with the KV cache",

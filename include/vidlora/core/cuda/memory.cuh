@@ -24,6 +24,19 @@ inline int device_count() {
   return n;
 }
 
+// Device code that uploads with DeviceBuffer (plain cudaMemcpy, on the legacy default stream) into blocks from a
+// caching allocator runs its kernels on `stream`: that is ordered only when `stream` synchronizes with the legacy
+// stream (null, or a stream made without cudaStreamNonBlocking). A copy on the legacy stream does not wait for a
+// non-blocking stream's kernels, so it could land in a block they still read. Such a stream is refused, naming who.
+inline void require_legacy_ordered_stream(cudaStream_t stream, const char* who) {
+  if (stream == nullptr) return;
+  unsigned flags = 0;
+  VIDLORA_CUDA_CHECK(cudaStreamGetFlags(stream, &flags));
+  check_arg((flags & cudaStreamNonBlocking) == 0, who,
+            "a stream made with cudaStreamNonBlocking is not supported (its uploads run on the legacy default stream, "
+            "which does not wait for it): pass null or a blocking stream");
+}
+
 // Multiprocessors of the current device, read once per process (1 when it cannot be read): caps the grids
 // of grid-stride kernels that stage tables per block.
 inline int multiprocessor_count() {

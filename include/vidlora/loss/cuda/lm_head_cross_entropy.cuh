@@ -81,6 +81,9 @@ inline long check_lm_head_ce(const LmHeadCeShape& s, const std::vector<std::int3
                            "hidden " + lm_head_shape_string(s.rows, s.dim) +
                                " needs one target per row, got targets [" + std::to_string(targets.size()) + "]");
   vidlora::cuda::check_arg(o.chunk_size > 0, who, "chunk_size must be positive, got " + std::to_string(o.chunk_size));
+  // As the CPU loss (loss::check_targets): 0 would zero every gradient, NaN poison them, without a word.
+  vidlora::cuda::check_arg(std::isfinite(o.grad_factor) && o.grad_factor > 0.0, who,
+                           "grad_factor (the loss scale) must be finite and > 0, got " + std::to_string(o.grad_factor));
   vidlora::cuda::check_arg(o.total_valid_tokens >= 0 && (!o.sum_reduction || o.total_valid_tokens == 0), who,
                            "total_valid_tokens (" + std::to_string(o.total_valid_tokens) +
                                ") must be >= 0 and only applies to the mean reduction");

@@ -182,6 +182,7 @@ class DecoderLayerExecutor {
         stream_(stream),
         memory_(std::move(memory)),
         compute_(compute) {
+    vidlora::cuda::require_legacy_ordered_stream(stream, "cuda::DecoderLayerExecutor");
     check_layer_shape(shape_);
     set_positions(0);
     const std::int64_t t = shape_.tokens();

@@ -143,6 +143,7 @@ class DecoderModel {
         stream_(stream),
         allocator_(allocator ? allocator : &vidlora::cuda::default_device_allocator()),
         options_(options) {
+    vidlora::cuda::require_legacy_ordered_stream(stream, "cuda::DecoderModel");
     check_decoder_host_weights(w);
     final_norm_ = vidlora::cuda::DeviceBuffer<float>(allocator_, w.final_norm, "norm.weight");
     head_ = vidlora::cuda::DeviceBuffer<float>(allocator_, w.head, "lm_head.weight");

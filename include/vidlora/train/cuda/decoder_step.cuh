@@ -338,7 +338,16 @@ class DecoderStep<backend::Cuda, Decoder> {
         step.overlap_.reset();
       }
     } hook_reset{*this, dev, overlap};
-    auto r = dev.loss_and_backward(x, b, std::vector<int>(labels.begin(), labels.end()), o);
+    auto r = [&] {
+      try {
+        return dev.loss_and_backward(x, b, std::vector<int>(labels.begin(), labels.end()), o);
+      } catch (...) {
+        // The loss refuses NaN logits after the forward drew this call's dropout masks: the CPU decoder's counters
+        // have moved as far then (Decoder::forward advances them before its loss throws), so these move too.
+        set_lora_dropout_steps(dev.dropout_steps());
+        throw;
+      }
+    }();
     if (!in_step_)
       add_lora_grads();
     else if (per_clip_ && !overlap)  // (overlapped: each block's were taken as its backward ended)
