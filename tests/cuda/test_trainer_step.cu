@@ -47,6 +47,7 @@
 #include <vidlora/train/trainer.hpp>
 
 #include "../support/tiny_captioning.hpp"
+#include "../support/trainer_runs.hpp"
 #include "support/cuda_test.cuh"
 
 namespace fs = std::filesystem;
@@ -55,6 +56,9 @@ using namespace vidlora;
 namespace {
 
 namespace tiny = test::tiny;
+using test::trained_tensors_of;
+using test::TrainedTensors;
+using test::trainer_step_config;
 
 // On the device, the projector type a GPU preset's train_captioner trains with: its forward and backward there too.
 template <class B>
@@ -68,48 +72,6 @@ TinyTrainerOn<B> make_tiny_trainer_on(const TrainerConfig& c) {
   return TinyTrainerOn<B>(c, tiny::decoder_config(), weights,
                           TinyProjectorOn<B>(model::Mlp2xGelu(tiny::kVision, tiny::kHidden, 11)), tiny::codec(),
                           [](const train::Clip& clip) { return tiny::features(clip); });
-}
-
-// 10 clips, batches of 2 (captions of 4 and 5 tokens: padded), 5 steps per epoch; stage 1 and stage 2 one epoch each.
-TrainerConfig trainer_step_config(const std::string& name) {
-  TrainerConfig c = TrainerConfig::from_preset<presets::Cpu>();
-  c.stages[0].epochs = 1;
-  c.stages[0].learning_rate = 1e-2;
-  c.stages[1].epochs = 1;
-  c.stages[1].learning_rate = 5e-3;
-  c.batch_size = 2;
-  c.gradient_accumulation_steps = 1;
-  c.lora_dropout = 0.1;
-  c.seed = 5;
-  c.output_dir = fs::temp_directory_path() / ("vidlora_cuda_trainer_step_" + name);
-  c.progress = nullptr;
-  fs::remove_all(c.output_dir);
-  return c;
-}
-
-// The trained tensors after a run: every LoRA factor, then the projector's weights and biases, each flattened.
-struct TrainedTensors {
-  std::vector<float> lora, lora_grad, projector, projector_grad;
-  std::vector<std::uint64_t> dropout_steps;
-};
-
-template <class T>
-TrainedTensors trained_tensors_of(T& trainer) {
-  TrainedTensors t;
-  const auto put = [](std::vector<float>& out, const auto& m) { out.insert(out.end(), m.data(), m.data() + m.size()); };
-  trainer.decoder().for_each_lora([&](const std::string&, auto& l) {
-    put(t.lora, l.lora_A());
-    put(t.lora, l.lora_B());
-    put(t.lora_grad, l.grad_A());
-    put(t.lora_grad, l.grad_B());
-    t.dropout_steps.push_back(l.step());
-  });
-  const train::ProjectorTensors p = train::projector_tensors(trainer.projector());
-  for (const auto& [name, m] : p.weights) put(t.projector, *m);
-  for (const auto& [name, m] : p.grad_weights) put(t.projector_grad, *m);
-  for (const auto& [name, v] : p.biases) put(t.projector, *v);
-  for (const auto& [name, v] : p.grad_biases) put(t.projector_grad, *v);
-  return t;
 }
 
 struct TrainerStepRun {
@@ -328,6 +290,14 @@ TEST_CASE("the evaluation after each epoch runs on the device: the CPU run's eva
     CHECK(std::fabs(evals[1][e].eval_loss - evals[0][e].eval_loss) <= 1e-5 * std::fabs(evals[0][e].eval_loss));
     CHECK(evals[1][e].captions == evals[0][e].captions);
   }
+}
+
+TEST_CASE("a device run that checkpoints every step and evaluates each epoch gives the same bits as one that does not",
+          "[trainer][cuda]") {
+  // Every checkpoint brings the device's values and AdamW state to the host, the evaluation reads them there and on
+  // the device: test::check_syncs_change_no_bit (the CPU runs it too: tests/trainer/test_decoder_step.cpp).
+  test::check_syncs_change_no_bit([](const TrainerConfig& c) { return make_tiny_trainer_on<backend::Cuda>(c); },
+                                  "cuda_sync");
 }
 
 TEST_CASE("the preset's gradient checkpointing reaches the device step and changes no bit of the run",

@@ -25,6 +25,7 @@
 #include <vidlora/train/trainer.hpp>
 
 #include "tiny_captioning.hpp"
+#include "trainer_runs.hpp"
 
 namespace fs = std::filesystem;
 using namespace vidlora;
@@ -266,4 +267,18 @@ TEST_CASE("the CPU trainer refuses a communicator that sums gradients on the dev
                     Catch::Contains("sums gradients on the device (comm::Nccl)") &&
                         Catch::Contains("decoder step runs on the CPU (backend Cpu, preset Cpu)"));
   CHECK_NOTHROW(tiny::make_trainer<comm::AnyCommunicator>(c, {}, comm::AnyCommunicator(comm::Single{})));
+}
+
+TEST_CASE("checkpoints after every step and evaluations change no bit of a run, nor does a resume with val clips",
+          "[trainer][backend]") {
+  // The CPU half of the device trainer's check (tests/cuda/test_trainer_step.cu runs the same body on backend::Cuda).
+  using CpuTrainer = Trainer<presets::Cpu, model::Mlp2xGelu, lora::DenseWeight, comm::Single, backend::Cpu>;
+  test::check_syncs_change_no_bit(
+      [](const TrainerConfig& c) {
+        return CpuTrainer(c, test::tiny::decoder_config(),
+                          model::random_decoder_weights(test::tiny::decoder_config(), 3),
+                          model::Mlp2xGelu(test::tiny::kVision, test::tiny::kHidden, 11), test::tiny::codec(),
+                          [](const train::Clip& clip) { return test::tiny::features(clip); });
+      },
+      "cpu_sync");
 }
