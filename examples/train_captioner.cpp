@@ -740,14 +740,11 @@ class ReleasableDeviceTower {
 };
 #endif
 
-TrainEncoder train_encoder([[maybe_unused]] const model::ClipVision& vision,
-                           [[maybe_unused]] const TrainerConfig& config) {
 #if defined(VIDLORA_TRAIN_ON_CUDA)
-  const auto compute = config.precision == "tf32" ? vidlora::cuda::Compute::TF32 : vidlora::cuda::Compute::F32;
-  const auto operands = config.precision == "bf16"   ? vidlora::cuda::DType::BF16
-                        : config.precision == "fp16" ? vidlora::cuda::DType::F16
-                                                     : vidlora::cuda::DType::F32;
-  // A binary built for a newer GPU than this one has no kernels it can run: say so before anything is encoded.
+// The GPU that runs, before anything is encoded: a binary built for a newer GPU has no kernels it can run (said
+// here, naming both); a memory cap above its free memory is a warning; the MFU of the progress line and the log is
+// against its dense 16-bit peak (none for a GPU train::dense_16bit_peak_tflops does not know), not the preset's card.
+void check_running_gpu(TrainerConfig& config) {
   int device = 0;
   cudaDeviceProp prop{};
   VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
@@ -762,6 +759,22 @@ TrainEncoder train_encoder([[maybe_unused]] const model::ClipVision& vision,
   if (const auto warning = presets::cap_above_free_memory(presets::memory_cap_bytes<ActivePreset>(config.device_memory),
                                                           free_bytes, total_bytes))
     fmt::print(stderr, "warning: {}\n", *warning);
+  const double peak = train::dense_16bit_peak_tflops(prop.name, prop.major, prop.minor);
+  config.mfu_peak_tflops = peak;
+  fmt::print("GPU: {} (sm_{}{}, {} free of {}); MFU against {}\n", prop.name, prop.major, prop.minor,
+             format_bytes(free_bytes), format_bytes(total_bytes),
+             peak > 0.0 ? fmt::format("its dense 16-bit peak, {} TFLOP/s", peak)
+                        : std::string("nothing: its peak is not in train::dense_16bit_peak_tflops"));
+}
+#endif
+
+TrainEncoder train_encoder([[maybe_unused]] const model::ClipVision& vision,
+                           [[maybe_unused]] const TrainerConfig& config) {
+#if defined(VIDLORA_TRAIN_ON_CUDA)
+  const auto compute = config.precision == "tf32" ? vidlora::cuda::Compute::TF32 : vidlora::cuda::Compute::F32;
+  const auto operands = config.precision == "bf16"   ? vidlora::cuda::DType::BF16
+                        : config.precision == "fp16" ? vidlora::cuda::DType::F16
+                                                     : vidlora::cuda::DType::F32;
   auto tower = std::make_shared<ReleasableDeviceTower>(vision, compute, operands,
                                                        presets::memory_cap_bytes<ActivePreset>(config.device_memory));
   const std::string variant = config.precision == "fp32" ? std::string() : config.precision;
@@ -822,6 +835,9 @@ int train_main(const demo::Args& a, int argc, char** argv) {
                    config.precision);
         config.precision = std::string(device);
       }
+#if defined(VIDLORA_TRAIN_ON_CUDA)
+      check_running_gpu(config);
+#endif
     }
     const fs::path data = a.str("data", "demo_data");
     comm::AnyCommunicator ranks = make_communicator(a, argc, argv);

@@ -292,8 +292,10 @@ void check_flash_16bit(AttentionProblem& a, double vs_cpu, const char* what) {
       for (int t = 0; t < 4; ++t) {
         INFO("output " << t << " (out, dq, dk, dv)");
         // the same rounding points as the host block: sum order and expf aside, a 16-bit P or dS may round the
-        // other way now and then
-        CHECK(cuda_test::normwise_error(got[static_cast<std::size_t>(t)], host[static_cast<std::size_t>(t)]) < 2e-4);
+        // other way now and then, and one dS one ulp off moves dq by about 4e-4 normwise in bf16 (host-simulated with
+        // other sum orders on these inputs: bf16 up to 3.9e-4, fp16 up to 2e-4); a layout or index bug gives 1e-1
+        const double vs_host = K == model::cuda::FlashOperands::BF16 ? 2e-3 : 5e-4;
+        CHECK(cuda_test::normwise_error(got[static_cast<std::size_t>(t)], host[static_cast<std::size_t>(t)]) < vs_host);
         CHECK(cuda_test::normwise_error(got[static_cast<std::size_t>(t)], *cpu[t]) < vs_cpu);
         if (run == 0)
           first[t] = got[static_cast<std::size_t>(t)];
@@ -320,7 +322,7 @@ TEST_CASE("cuda tiled attention with bf16 and fp16 operands: the host block's ro
         [&c](long j) { return !(c.first_key_hidden && j == 0) && j % 5 != 3 && j < c.tk - 3; }, 11);
     a.p.row_dot = a.RD.data();
     INFO("tq " << c.tq << " tk " << c.tk << " heads " << c.hq << "/" << c.hkv << " d " << c.d);
-    check_flash_16bit<model::cuda::FlashOperands::BF16>(a, 1.5e-2, "bf16");  // host block: at most 4.8e-3
+    check_flash_16bit<model::cuda::FlashOperands::BF16>(a, 1.5e-2, "bf16");  // host block: at most 6.1e-3
     check_flash_16bit<model::cuda::FlashOperands::F16>(a, 2e-3, "fp16");     // host block: at most 7.6e-4
   }
 }

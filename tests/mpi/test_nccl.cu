@@ -1,13 +1,17 @@
-// comm::Nccl on a GPU (or comm::BasicNccl<Single> without MPI: nccl_test_bootstrap.hpp): with one rank (mpiexec -np 1;
-// NCCL refuses two ranks on one GPU) the sum is the
-// identity, as comm::Single; with N ranks (one GPU each) rank r contributes r + 1 and every rank holds
-// N(N+1)/2. Exits 77 (SKIPPED) without a CUDA device.
+// comm::Nccl on a GPU (or comm::BasicNccl<Single> without MPI: nccl_test_bootstrap.hpp): with N ranks (one GPU each;
+// mpiexec -np 1 on one GPU, as NCCL refuses two ranks on one GPU) rank r contributes base + r and every rank holds
+// f·(N·base + N(N-1)/2), for f = 1 (ncclSum: with one rank the identity, as comm::Single, and NCCL runs no kernel for
+// it) and f = 2 (NcclOptions::premultiply: a PreMulSum, whose one-rank sum does run a kernel, so one GPU tests the
+// data path: counts, float and double, the grouped calls, the stream ordering against the caller's copies). Exits 77
+// (SKIPPED) without a CUDA device.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <span>
+#include <string>
 #include <vector>
-
-#include <vidlora/comm/single.hpp>
 
 #include "nccl_test_bootstrap.hpp"
 
@@ -20,34 +24,63 @@ int main(int argc, char** argv) {
     return 77;
   }
   nccl_test::Session session(&argc, &argv);
-  nccl_test::Nccl nccl = nccl_test::make_nccl();
-  const int n = nccl.size();
-  const std::size_t count = 3 * 1024 * 1024 + 7;  // 12 MiB of float: several NCCL chunks, an odd tail
-  std::vector<float> host(count);
-  for (std::size_t i = 0; i < count; ++i)
-    host[i] = static_cast<float>((i % 1000) * 0.001) + static_cast<float>(nccl.rank());
-  std::vector<float> single = host;
-  comm::Single{}.all_reduce_sum(std::span<float>(single.data(), single.size()), "reference");
-  float* device = nullptr;
-  cudaMalloc(&device, count * sizeof(float));
-  cudaMemcpy(device, host.data(), count * sizeof(float), cudaMemcpyHostToDevice);
-  nccl.all_reduce_sum(std::span<float>(device, count), "test buffer");
-  std::vector<float> back(count);
-  cudaMemcpy(back.data(), device, count * sizeof(float), cudaMemcpyDeviceToHost);
-  cudaFree(device);
   int bad = 0;
-  for (std::size_t i = 0; i < count && bad < 5; ++i) {
-    const float base = static_cast<float>((i % 1000) * 0.001);
-    const float want = n == 1 ? single[i] : base * static_cast<float>(n) + static_cast<float>(n * (n - 1) / 2);
-    if (std::abs(back[i] - want) > 1e-5f * std::max(1.0f, std::abs(want))) {
-      std::printf("rank %d: element %zu is %g, expected %g\n", nccl.rank(), i, back[i], want);
-      ++bad;
+  for (const double factor : {1.0, 2.0}) {
+    nccl_test::Nccl nccl = nccl_test::make_nccl(factor);
+    const int n = nccl.size();
+    const auto want_of = [&](double base) { return factor * (base * n + static_cast<double>(n * (n - 1) / 2)); };
+    // One float buffer: 12 MiB, several NCCL chunks, an odd tail.
+    const std::size_t count = 3 * 1024 * 1024 + 7;
+    std::vector<float> host(count);
+    for (std::size_t i = 0; i < count; ++i)
+      host[i] = static_cast<float>((i % 1000) * 0.001) + static_cast<float>(nccl.rank());
+    float* device = nullptr;
+    cudaMalloc(&device, count * sizeof(float));
+    cudaMemcpy(device, host.data(), count * sizeof(float), cudaMemcpyHostToDevice);
+    nccl.all_reduce_sum(std::span<float>(device, count), "test buffer");
+    std::vector<float> back(count);
+    cudaMemcpy(back.data(), device, count * sizeof(float), cudaMemcpyDeviceToHost);
+    cudaFree(device);
+    int wrong = 0;
+    for (std::size_t i = 0; i < count && wrong < 5; ++i) {
+      const float want = static_cast<float>(want_of(static_cast<float>((i % 1000) * 0.001)));
+      if (std::abs(back[i] - want) > 1e-5f * std::max(1.0f, std::abs(want))) {
+        std::printf("rank %d, factor %g: float element %zu is %g, expected %g\n", nccl.rank(), factor, i, back[i],
+                    want);
+        ++wrong;
+      }
     }
+    // A group of double buffers (the float64 gradient sums' path), one of them empty.
+    const std::vector<std::size_t> sizes{1000, 0, 70001};
+    std::vector<double*> buffers;
+    std::vector<std::span<double>> spans;
+    for (const std::size_t s : sizes) {
+      std::vector<double> h(s);
+      for (std::size_t i = 0; i < s; ++i) h[i] = 0.25 * static_cast<double>(i % 7) + nccl.rank();
+      double* d = nullptr;
+      if (s) cudaMalloc(&d, s * sizeof(double));
+      if (s) cudaMemcpy(d, h.data(), s * sizeof(double), cudaMemcpyHostToDevice);
+      buffers.push_back(d);
+      spans.emplace_back(d, s);
+    }
+    nccl.all_reduce_sum_group(std::span<const std::span<double>>(spans), "test group");
+    for (std::size_t b = 0; b < sizes.size(); ++b) {
+      std::vector<double> h(sizes[b]);
+      if (sizes[b]) cudaMemcpy(h.data(), buffers[b], sizes[b] * sizeof(double), cudaMemcpyDeviceToHost);
+      for (std::size_t i = 0; i < sizes[b] && wrong < 10; ++i)
+        if (h[i] != want_of(0.25 * static_cast<double>(i % 7))) {
+          std::printf("rank %d, factor %g: double buffer %zu element %zu is %g, expected %g\n", nccl.rank(), factor, b,
+                      i, h[i], want_of(0.25 * static_cast<double>(i % 7)));
+          ++wrong;
+        }
+      if (buffers[b]) cudaFree(buffers[b]);
+    }
+    std::string text = nccl.rank() == 0 ? "from rank 0" : "";
+    nccl.broadcast(text, "test string");
+    if (text != "from rank 0") ++wrong;
+    std::printf("rank %d of %d on GPU %d, factor %g: NCCL all-reduce of %zu floats and a group of doubles %s\n",
+                nccl.rank(), n, nccl.device(), factor, count, wrong ? "WRONG" : "match");
+    bad += wrong;
   }
-  std::string text = nccl.rank() == 0 ? "from rank 0" : "";
-  nccl.broadcast(text, "test string");
-  if (text != "from rank 0") ++bad;
-  std::printf("rank %d of %d on GPU %d: NCCL all-reduce of %zu floats %s\n", nccl.rank(), n, nccl.device(), count,
-              bad ? "WRONG" : "matches");
   return bad ? 1 : 0;
 }

@@ -223,7 +223,7 @@ TEST_CASE("the progress line names a device backend and leaves the CPU's line as
   CHECK_FALSE(train::to_json(train::StepRecord{.step = 1}).contains("backend"));
 }
 
-TEST_CASE("the CPU trainer refuses the device memory settings, naming them", "[trainer][backend]") {
+TEST_CASE("the CPU trainer refuses the device memory and MFU settings, naming them", "[trainer][backend]") {
   namespace tiny = test::tiny;
   TrainerConfig c = TrainerConfig::from_preset<presets::Cpu>();
   c.progress = nullptr;
@@ -235,6 +235,12 @@ TEST_CASE("the CPU trainer refuses the device memory settings, naming them", "[t
   c.offload_checkpoints = true;
   CHECK_THROWS_WITH(tiny::make_trainer(c), Catch::Contains("offload_checkpoints"));
   c.offload_checkpoints = false;
+  c.mfu_peak_tflops = 312.0;
+  CHECK_THROWS_WITH(tiny::make_trainer(c),
+                    Catch::Contains("mfu_peak_tflops sets the GPU peak") && Catch::Contains("backend Cpu, preset Cpu"));
+  c.mfu_peak_tflops = -1.0;
+  CHECK_THROWS_WITH(tiny::make_trainer(c), Catch::Contains("mfu_peak_tflops must be a finite number"));
+  c.mfu_peak_tflops.reset();
   CHECK_NOTHROW(tiny::make_trainer(c));
 }
 

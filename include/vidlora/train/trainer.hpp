@@ -428,6 +428,13 @@ class Trainer {
             "Trainer: offload_checkpoints moves device checkpoints to host memory, but this trainer's decoder step "
             "runs on the CPU (backend {}, preset {})",
             Backend::name, config_.preset);
+    require(!config_.mfu_peak_tflops || (std::isfinite(*config_.mfu_peak_tflops) && *config_.mfu_peak_tflops >= 0.0),
+            "Trainer: mfu_peak_tflops must be a finite number of TFLOP/s >= 0 (0: no MFU), got {}",
+            config_.mfu_peak_tflops.value_or(0.0));
+    require(Backend::on_device || !config_.mfu_peak_tflops,
+            "Trainer: mfu_peak_tflops sets the GPU peak of the steps' MFU, but this trainer's decoder step runs on the "
+            "CPU (backend {}, preset {}), whose steps report none: leave it unset",
+            Backend::name, config_.preset);
     require(!config_.offload_checkpoints || config_.gradient_checkpointing,
             "Trainer: offload_checkpoints needs gradient_checkpointing (there are no checkpoints to offload without "
             "it; preset {})",
@@ -887,8 +894,8 @@ class Trainer {
     const std::optional<MemoryStats> memory = decoder_step_.take_step_memory();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::optional<double> mfu;  // this rank's useful FLOPs over the step's wall time, of its GPU's peak
-    if (Backend::on_device && P::peak_tflops_16bit > 0.0 && dt > 0.0)
-      mfu = lora_mfu(step_flops, dt, P::peak_tflops_16bit * 1e12);
+    const double peak_tflops = config_.mfu_peak_tflops.value_or(P::peak_tflops_16bit);
+    if (Backend::on_device && peak_tflops > 0.0 && dt > 0.0) mfu = lora_mfu(step_flops, dt, peak_tflops * 1e12);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     if (log_)
       log_->write(StepRecord{.stage = stage + 1,

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,11 @@ struct TrainerConfig {
   // blocks below still run (DecoderStep<Cuda>::overlap_sums_with_next_call). The same bits either way; false: every
   // sum after the step's last backward (the baseline of docs/distributed.md's measurement).
   bool overlap_gradient_sums = true;
+  // Device runs: the dense 16-bit tensor peak (TFLOP/s) that the step records' and the progress line's MFU divide by.
+  // Unset: the preset's card's (P::peak_tflops_16bit); 0: no MFU. train_captioner sets the GPU that runs
+  // (train::dense_16bit_peak_tflops; 0 for a GPU it does not know), so a T4 preset run on an A100 is not measured
+  // against a T4.
+  std::optional<double> mfu_peak_tflops;
   std::uint64_t seed = 0;
   // evaluation
   int patience = 5;

@@ -4,8 +4,8 @@
 // comm::DeviceSum: comm/device_sum.hpp). `Bootstrap` is the host communicator that started the ranks: rank 0's
 // ncclUniqueId is broadcast over it, and it carries the host-side operations (broadcast, gather, barrier of strings).
 // comm::Nccl (comm/cuda/nccl.hpp) is BasicNccl<comm::Mpi>, the ranks of mpirun / srun; BasicNccl<comm::Single> is one
-// process on one GPU without MPI (the same device sums, of one rank: what a machine without MPI can test). Without MPI
-// and with several processes, nccl_unique_id_via_file is the rendezvous (a file on a file system every rank sees).
+// process on one GPU without MPI (the same device sums, of one rank: what a machine without MPI can test); launchers
+// without MPI (torchrun-style variables) bootstrap over comm::Tcp: BasicNccl<comm::Tcp>.
 // Link vidlora::nccl_core (CUDA runtime, NCCL; vidlora::nccl adds MPI).
 //
 // A reduction that does not finish within NcclOptions::timeout (a rank died or hangs) aborts the NCCL
@@ -17,10 +17,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <span>
 #include <string>
 #include <string_view>
@@ -59,38 +58,13 @@ ncclUniqueId nccl_unique_id_over(Bootstrap& bootstrap) {
   return id;
 }
 
-// The rendezvous for launchers without MPI: rank 0 writes the id to `file` (atomically), the others wait for it.
-inline ncclUniqueId nccl_unique_id_via_file(const std::filesystem::path& file, int rank,
-                                            std::chrono::duration<double> timeout = std::chrono::seconds(600)) {
-  ncclUniqueId id{};
-  if (rank == 0) {
-    detail::nccl_check(ncclGetUniqueId(&id), "ncclGetUniqueId");
-    // A temporary name of this process, renamed over `file`: a reader sees the whole id or no file.
-    std::filesystem::path tmp = file;
-    tmp += "." + std::to_string(static_cast<long>(::getpid())) + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      out.write(reinterpret_cast<const char*>(&id), sizeof id);
-      if (!out.flush()) throw CommError("cannot write the NCCL unique id to " + tmp.string());
-    }
-    std::filesystem::rename(tmp, file);
-    return id;
-  }
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
-  while (true) {
-    std::ifstream in(file, std::ios::binary);
-    if (in && in.read(reinterpret_cast<char*>(&id), sizeof id)) return id;
-    if (std::chrono::steady_clock::now() >= deadline)
-      throw CommError(detail::message("rank {}: no NCCL unique id in {} after {:g} s (rank 0 writes it)", rank,
-                                      file.string(), timeout.count()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-}
-
 struct NcclOptions {
   std::chrono::duration<double> timeout = std::chrono::seconds(600);  // per reduction, as MpiOptions::timeout
   int device = -1;                                                    // -1: local_device()
+  // Each rank's buffer times this before the sum (ncclRedOpCreatePreMulSum); 1: a plain sum (ncclSum). For tests: NCCL
+  // skips an in-place sum over one rank (the identity), so a one-GPU run only tests its data path (counts, types, the
+  // ordering of its stream against the caller's) with a factor whose result shows the kernel ran.
+  double premultiply = 1.0;
 };
 
 template <Communicator Bootstrap>
@@ -108,11 +82,27 @@ class BasicNccl {
     device_ = local_device(options_.device);
     detail::cuda_check(cudaSetDevice(device_), "cudaSetDevice");
     check_one_gpu_per_rank();
-    detail::cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-    detail::cuda_check(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "cudaEventCreate");
-    const ncclUniqueId id = nccl_unique_id_over(bootstrap_);
-    detail::nccl_check(ncclCommInitRank(&comm_, bootstrap_.size(), id, bootstrap_.rank()),
-                       detail::message("rank {}: ncclCommInitRank", bootstrap_.rank()));
+    if (!std::isfinite(options_.premultiply) || options_.premultiply == 0.0)
+      throw CommError(
+          detail::message("comm::Nccl: premultiply must be finite and not 0, got {}", options_.premultiply));
+    try {  // (a constructor that throws runs no destructor: what it made so far goes here)
+      detail::cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+      detail::cuda_check(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "cudaEventCreate");
+      const ncclUniqueId id = nccl_unique_id_over(bootstrap_);
+      detail::nccl_check(ncclCommInitRank(&comm_, bootstrap_.size(), id, bootstrap_.rank()),
+                         detail::message("rank {}: ncclCommInitRank", bootstrap_.rank()));
+      if (options_.premultiply != 1.0) {
+        float f = static_cast<float>(options_.premultiply);
+        double d = options_.premultiply;
+        detail::nccl_check(ncclRedOpCreatePreMulSum(&op_float_, &f, ncclFloat, ncclScalarHostImmediate, comm_),
+                           "ncclRedOpCreatePreMulSum (float)");
+        detail::nccl_check(ncclRedOpCreatePreMulSum(&op_double_, &d, ncclDouble, ncclScalarHostImmediate, comm_),
+                           "ncclRedOpCreatePreMulSum (double)");
+      }
+    } catch (...) {
+      release();
+      throw;
+    }
   }
   BasicNccl(const BasicNccl&) = delete;
   BasicNccl& operator=(const BasicNccl&) = delete;
@@ -122,13 +112,11 @@ class BasicNccl {
         device_(o.device_),
         stream_(std::exchange(o.stream_, nullptr)),
         ready_(std::exchange(o.ready_, nullptr)),
-        comm_(std::exchange(o.comm_, nullptr)) {}
+        comm_(std::exchange(o.comm_, nullptr)),
+        op_float_(std::exchange(o.op_float_, ncclSum)),
+        op_double_(std::exchange(o.op_double_, ncclSum)) {}
   BasicNccl& operator=(BasicNccl&&) = delete;
-  ~BasicNccl() {
-    if (comm_) ncclCommDestroy(comm_);
-    if (ready_) cudaEventDestroy(ready_);
-    if (stream_) cudaStreamDestroy(stream_);
-  }
+  ~BasicNccl() { release(); }
 
   int rank() const { return bootstrap_.rank(); }
   int size() const { return bootstrap_.size(); }
@@ -199,7 +187,8 @@ class BasicNccl {
     ::gethostname(host, sizeof host - 1);
     char bus[32] = {};
     detail::cuda_check(cudaDeviceGetPCIBusId(bus, sizeof bus, device_), "cudaDeviceGetPCIBusId");
-    const std::string mine = std::string(host) + " GPU " + std::to_string(device_) + " (" + bus + ")";
+    // (the bus id names the GPU; a device number depends on each process's CUDA_VISIBLE_DEVICES)
+    const std::string mine = std::string(host) + " GPU " + bus;
     const std::vector<std::string> all = bootstrap_.gather(mine, "the GPU of each rank");
     std::string verdict;
     for (std::size_t r = 0; r < all.size() && verdict.empty(); ++r)
@@ -239,7 +228,7 @@ class BasicNccl {
       for (std::size_t i = begin; i < end; ++i) {
         if (buffers[i].empty()) continue;
         const ncclResult_t rc =
-            ncclAllReduce(buffers[i].data(), buffers[i].data(), buffers[i].size(), type, ncclSum, comm_, stream_);
+            ncclAllReduce(buffers[i].data(), buffers[i].data(), buffers[i].size(), type, op(type), comm_, stream_);
         if (rc != ncclSuccess && rc != ncclInProgress && first_error == ncclSuccess) first_error = rc;
       }
       const ncclResult_t end_rc = ncclGroupEnd();
@@ -248,10 +237,27 @@ class BasicNccl {
     }
   }
 
+  // As reduce_group: the buffer written on any stream (or by a copy that may still be landing) is complete first.
   void reduce(void* data, std::size_t n, ncclDataType_t type, std::string_view what) {
     if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
-    detail::nccl_check(ncclAllReduce(data, data, n, type, ncclSum, comm_, stream_), what);
     wait(what);
+    detail::cuda_check(cudaDeviceSynchronize(), what);
+    detail::nccl_check(ncclAllReduce(data, data, n, type, op(type), comm_, stream_), what);
+    wait(what);
+  }
+  ncclRedOp_t op(ncclDataType_t type) const { return type == ncclDouble ? op_double_ : op_float_; }
+
+  void release() noexcept {
+    if (comm_) {
+      if (op_float_ != ncclSum) ncclRedOpDestroy(op_float_, comm_);
+      if (op_double_ != ncclSum) ncclRedOpDestroy(op_double_, comm_);
+      ncclCommDestroy(comm_);
+    }
+    if (ready_) cudaEventDestroy(ready_);
+    if (stream_) cudaStreamDestroy(stream_);
+    comm_ = nullptr;
+    ready_ = nullptr;
+    stream_ = nullptr;
   }
 
   Bootstrap bootstrap_;
@@ -260,5 +266,6 @@ class BasicNccl {
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ready_ = nullptr;  // all_reduce_sum_group_after: where the caller's stream stood
   ncclComm_t comm_ = nullptr;
+  ncclRedOp_t op_float_ = ncclSum, op_double_ = ncclSum;  // NcclOptions::premultiply's PreMulSum, else ncclSum
 };
 }  // namespace vidlora::comm
