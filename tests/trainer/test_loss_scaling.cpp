@@ -235,6 +235,28 @@ TEST_CASE("gradients that overflow at the loss scale skip their steps and halve 
   CHECK(state.at("grad_scaler").at("scale").get<double>() == std::ldexp(1.0, top - static_cast<int>(leading)));
 }
 
+TEST_CASE("below a scale of 1, a gradient the unscale takes past FLT_MAX skips the step as an overflow",
+          "[trainer][loss_scaling]") {
+  // torch's scaler checks before it multiplies and would step on the Inf (optim/grad_scaler.hpp replays that); the
+  // Trainer's policy skips the step and halves the scale instead, as its device path does from the clip norm.
+  train::LossScaling scaling(optim::GradScalerOptions{.init_scale = 0.25});
+  Matrix w = Matrix::Ones(1, 2), g = Matrix::Constant(1, 2, 1.0f);
+  Matrix w2 = Matrix::Ones(2, 1), g2 = Matrix::Constant(2, 1, 1e38f);  // finite; x 4 is past FLT_MAX
+  const std::vector<optim::ParamGroup> groups{{{{"w", &w, &g}}, 0.0, 1.0, "a"}, {{{"w2", &w2, &g2}}, 0.0, 1.0, "b"}};
+  CHECK(scaling.unscale_overflowed(groups));
+  CHECK(std::isinf(g2(0, 0)));
+  const optim::GradScalerUpdate u = scaling.skip(/*unscaled=*/true);
+  CHECK(u.skipped);
+  CHECK(u.scale_before == 0.25f);
+  CHECK(u.scale_after == 0.125f);
+  // A clean step at the smaller scale unscales and steps.
+  g = Matrix::Constant(1, 2, 1.0f);
+  g2 = Matrix::Constant(2, 1, 1.0f);
+  CHECK_FALSE(scaling.unscale_overflowed(groups));
+  CHECK(g(0, 0) == 8.0f);
+  CHECK(scaling.stepped() == 0.125);
+}
+
 TEST_CASE("a NaN loss under loss scaling is a NaN step that also halves the scale", "[trainer][loss_scaling]") {
   test::TempDir tmp("scaling_nan");
   const auto config = one_clip_steps_config(tmp.path, true);

@@ -132,6 +132,16 @@ class GradScaler {
     found_inf_ = found_inf;
   }
 
+  // The caller found Inf/NaN in gradients this step's unscale() passed as finite: torch's check looks before the
+  // multiply, so with a scale below 1 a finite scaled gradient the multiply takes past FLT_MAX is not reported. torch
+  // would step on it (clip_grad_norm_ makes it NaN); calling this makes the step skip and the scale back off, as an
+  // overflow (train::LossScaling does, as the device path's non-finite clip norm does). Needs this step's unscale.
+  void found_inf_after_unscale() {
+    if (!enabled_) return;
+    if (!unscaled_) detail::scaler_fail("found_inf_after_unscale() before unscale()");
+    found_inf_ = true;
+  }
+
   // Whether the optimizer may step (no Inf/NaN this step). Needs this step's unscale.
   bool should_step() const {
     if (!enabled_) return true;

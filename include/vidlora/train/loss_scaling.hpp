@@ -3,7 +3,8 @@
 // step, as transformers' Trainer does with accelerate's scaler:
 //   grad_factor()              the loss gradient's factor for this step's micro-batches (the scale; 1 when off)
 //   unscale_overflowed(groups) after the step's gradients are summed (over ranks too) and before clipping: every
-//                              gradient × 1/scale; true when one held Inf/NaN (the optimizer must not step)
+//                              gradient × 1/scale; true when one held Inf/NaN, before or after the multiply (the
+//                              optimizer must not step)
 //   record_overflow(found)     the same when the device unscaled them (by inv_scale())
 //   skip(unscaled)             the step is skipped: after an overflow (unscaled) or a NaN loss (not unscaled: torch's
 //                              scaler would find its NaN gradients and back off too); the scale halves
@@ -32,7 +33,22 @@ class LossScaling {
 
   template <class Groups>
   bool unscale_overflowed(const Groups& groups) {
-    return scaler_.enabled() && scaler_.unscale(groups);
+    if (!scaler_.enabled()) return false;
+    if (scaler_.unscale(groups)) return true;
+    // torch's check looks before the multiply: below a scale of 1 the multiply can take a finite gradient past
+    // FLT_MAX. The device path finds that in its clip norm and skips the step as an overflow; so does this one
+    // (else AdamW would refuse the Inf and stop the run).
+    bool finite = true;
+    for (const auto& item : groups) {  // (parameter groups, as AdamW::groups(), or parameters)
+      if constexpr (requires { item.params; }) {
+        for (const auto& p : item.params) finite = finite && p.grad->allFinite();
+      } else {
+        finite = finite && item.grad->allFinite();
+      }
+    }
+    if (finite) return false;
+    scaler_.found_inf_after_unscale();
+    return true;
   }
   // The device unscaled the gradients by inv_scale() (optim::cuda::DeviceAdamW::unscale_overflowed) and found
   // `found_inf`: recorded as unscale_overflowed would; returns it.
