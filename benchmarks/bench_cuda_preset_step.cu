@@ -157,14 +157,20 @@ void BM_preset_stage2_step(benchmark::State& state) {
     vidlora::cuda::Event start, stop;
     double seconds = 0.0;
     for (auto _ : state) {
-      start.record(nullptr);
-      step();
-      stop.record(nullptr);
-      stop.synchronize();
+      try {  // a timed step that throws (the cap, through fragmentation) ends the loop with its message
+        start.record(nullptr);
+        step();
+        stop.record(nullptr);
+        stop.synchronize();
+      } catch (const std::exception& e) {
+        state.SkipWithError(e.what());
+        break;
+      }
       const double s = static_cast<double>(stop.elapsed_ms_since(start)) / 1e3;
       state.SetIterationTime(s);
       seconds += s;
     }
+    if (state.error_occurred()) return;
     const double per_step = seconds / static_cast<double>(state.iterations());
     const double matmul_params = static_cast<double>(m.layers * m.layer_linear_params() + m.vocab * m.hidden);
     const double tokens = static_cast<double>(batch * seq_len);
@@ -185,25 +191,43 @@ void BM_preset_stage2_step(benchmark::State& state) {
                    (P::gradient_checkpointing ? "; checkpointing" : "; no checkpointing") + "; frozen GEMMs " +
                    vidlora::cuda::dtype_name(frozen) + (precision == "bf16" ? ", bf16 saved activations" : "") +
                    (precision == "fp32" ? ", the rest fp32" : ", the rest TF32 / fp32") + "; MFU of " + prop.name);
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // before the timed loop (weights, the model, the warm-up step)
     state.SkipWithError(e.what());
     for (auto _ : state) {
     }
   }
 }
 
-BENCHMARK(BM_preset_stage2_step<presets::T4>)->Name("BM_preset_stage2_step/T4")->UseManualTime()->Iterations(3);
+BENCHMARK(BM_preset_stage2_step<presets::T4>)
+    ->Name("BM_preset_stage2_step/T4")
+    ->UseManualTime()
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_preset_stage2_step<presets::T4, true>)
     ->Name("BM_preset_stage2_step/T4/fp32_frozen")
     ->UseManualTime()
-    ->Iterations(3);
-BENCHMARK(BM_preset_stage2_step<presets::L4>)->Name("BM_preset_stage2_step/L4")->UseManualTime()->Iterations(3);
-BENCHMARK(BM_preset_stage2_step<presets::A100>)->Name("BM_preset_stage2_step/A100")->UseManualTime()->Iterations(3);
-BENCHMARK(BM_preset_stage2_step<presets::H100>)->Name("BM_preset_stage2_step/H100")->UseManualTime()->Iterations(3);
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_preset_stage2_step<presets::L4>)
+    ->Name("BM_preset_stage2_step/L4")
+    ->UseManualTime()
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_preset_stage2_step<presets::A100>)
+    ->Name("BM_preset_stage2_step/A100")
+    ->UseManualTime()
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_preset_stage2_step<presets::H100>)
+    ->Name("BM_preset_stage2_step/H100")
+    ->UseManualTime()
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_preset_stage2_step<presets::H100, true>)
     ->Name("BM_preset_stage2_step/H100/fp32_frozen")
     ->UseManualTime()
-    ->Iterations(3);
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
 // Not presets: the A100 and H100 rows with gradient checkpointing (a fallback if a step's saved activations do not fit,
 // and the configuration transformers + PEFT can run on those cards: presets_table --json's "fallbacks").
 struct A100Checkpointing : presets::A100 {
@@ -215,11 +239,13 @@ struct H100Checkpointing : presets::H100 {
 BENCHMARK(BM_preset_stage2_step<A100Checkpointing>)
     ->Name("BM_preset_stage2_step/A100_checkpointing")
     ->UseManualTime()
-    ->Iterations(3);
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_preset_stage2_step<H100Checkpointing>)
     ->Name("BM_preset_stage2_step/H100_checkpointing")
     ->UseManualTime()
-    ->Iterations(3);
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

@@ -98,7 +98,10 @@ def qlora(tokens=8192, features=4096, rank=16):
     for dropout in (0.0, 0.05):
         base = bnb.nn.Linear4bit(features, features, bias=False, compute_dtype=dt, compress_statistics=True,
                                  quant_type="nf4")
-        model = torch.nn.Sequential(base).to(dev)  # quantizes the weight on the move to the GPU
+        # bf16 first, so that the quantization (on the move to the GPU) records bf16 as the weight's dtype and the
+        # backward dequantizes straight to bf16, as a model loaded in bf16 does
+        model = torch.nn.Sequential(base).to(dt).to(dev)
+        model.is_loaded_in_4bit = True  # PEFT then wraps the layer in its QLoRA layer (lora.bnb.Linear4bit)
         cfg = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules=["0"])
         m = peft.get_peft_model(model, cfg)
         for name, param in m.named_parameters():

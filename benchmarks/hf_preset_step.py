@@ -20,7 +20,7 @@ ratios. Random weights: a step's cost does not depend on the values.
     python3 benchmarks/hf_preset_step.py presets.json --only T4 --iterations 5
     python3 benchmarks/hf_preset_step.py presets.json --tiny --device cpu --no-4bit   # a smoke run without a GPU
 
-Output, one JSON object per preset: name, tokens, step_s (median), tokens_per_s, peak_allocated_gib,
+Output, one JSON object per preset: name, tokens, step_s (the mean of the timed steps), tokens_per_s, peak_allocated_gib,
 peak_reserved_gib, cap_gib, versions; or name and error (an out-of-memory step under the cap is "OOM: ...").
 """
 
@@ -89,8 +89,9 @@ def build_model(torch, m, preset, dtype, device, use_4bit):
 
 
 def decoder_layers(model):
-    lm = model.language_model if hasattr(model, "language_model") else model.model.language_model
-    return lm.layers
+    # the decoder's LlamaModel: before transformers 4.52 model.language_model is a LlamaForCausalLM, from 4.52 a
+    # LlamaModel under model.model; get_decoder() gives the LlamaModel in both
+    return model.get_decoder().layers
 
 
 def quantize_decoder_linears(torch, model, dtype, device):
@@ -121,6 +122,9 @@ def add_lora(model, preset, use_checkpointing, quantized):
 
     if quantized:  # casts every parameter that is not NF4 to fp32, as the QLoRA recipe does
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        # what from_pretrained(quantization_config=...) marks, and PEFT reads to wrap each bnb Linear4bit in its
+        # QLoRA layer (peft.tuners.lora.bnb.Linear4bit) rather than the plain lora.Linear
+        model.is_loaded_in_4bit = True
     # prepare_model_for_kbit_training turns checkpointing on only for a model from_pretrained marked is_loaded_in_4bit;
     # this one was quantized in place, so it is turned on here, the same way.
     if use_checkpointing:
@@ -248,6 +252,8 @@ def main(argv):
         if not args.no_4bit:
             raise SystemExit("hf_preset_step: bitsandbytes is missing (docs/cuda.md: carry it in .whl/site), "
                              "or pass --no-4bit")
+    if args.device == "cuda":  # with its index: torch.cuda's memory calls refuse a device without one
+        args.device = f"cuda:{torch.cuda.current_device()}"
     if args.device.startswith("cuda"):
         versions["gpu"] = torch.cuda.get_device_name(args.device)
     only = {n for n in args.only.split(",") if n}

@@ -12,8 +12,10 @@
 # unpacked, for the PyTorch comparison).
 #
 # Order: the build (the NCCL programs in it; -k 0, so a unit that fails to compile costs only its programs), the
-# CUDA tests tag by tag, the 7B preset steps and the transformers + PEFT + bitsandbytes step (issue 14's gates),
-# then NCCL, the kernel benchmarks, the PyTorch comparison and memcheck. One deadline bounds the whole run
+# CUDA tests tag by tag, the 7B preset steps (issue 14's gate), the kernel benchmarks and the PyTorch comparison
+# (the kernel gates), the transformers + PEFT + bitsandbytes step (the preset gate's baseline: T4, L4 and the
+# checkpointing A100 / H100 steps, VIDLORA_GPU_CHECK_HF_PRESETS), NCCL, the fp32-frozen preset baselines and
+# memcheck. One deadline bounds the whole run
 # (VIDLORA_GPU_CHECK_BUDGET_S, default 540 s: under the device call's 600 s): every step's limit is cut to what is
 # left, and a step with under 15 s left is skipped. Each table row is printed as it is made ("row: ..."), and with
 # $OUT set (the device machine's folder that comes back) the logs are tarred into $OUT/logs.tgz after each part,
@@ -121,23 +123,28 @@ done
 snapshot
 
 # Issue 14's preset gate: LLaVA-NeXT-Video-7B's decoder, one stage-2 step per GPU preset under its card's cap
-# (benchmarks/bench_cuda_preset_step.cu; a step that does not fit reports the allocator's error).
-if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
-  # One process per preset, each with its own JSON: a preset that times out or crashes costs only its own row.
-  # The four presets first (the gate), then the checkpointing rows (the HF baseline's fallbacks) and the fp32 baselines.
-  : >"$log/preset_step.txt"
-  : >"$log/preset_step.err"
-  for p in T4 L4 A100 H100 A100_checkpointing H100_checkpointing T4/fp32_frozen H100/fp32_frozen; do
-    run_capped 120 "$bin/bench_cuda_preset_step" --benchmark_filter="^BM_preset_stage2_step/$p\$" \
-      --benchmark_out="$log/preset_step_${p//\//_}.json" --benchmark_out_format=json \
-      >>"$log/preset_step.txt" 2>>"$log/preset_step.err"
+# (benchmarks/bench_cuda_preset_step.cu; a step that does not fit reports the allocator's error). One process per
+# preset, each with its own JSON: a preset that times out or crashes costs only its own row. Google Benchmark names a
+# run BM_preset_stage2_step/<preset>/iterations:3/manual_time; the rows and the HF comparison key it by <preset>.
+preset_steps() {  # preset_steps NAME...: run them, print their rows, merge every preset JSON into preset_step.json
+  local p rc f
+  for p in "$@"; do
+    f="$log/preset_step_${p//\//_}.json"
+    run_capped 120 "$bin/bench_cuda_preset_step" --benchmark_filter="^BM_preset_stage2_step/$p/iterations:" \
+      --benchmark_out="$f" --benchmark_out_format=json >>"$log/preset_step.txt" 2>>"$log/preset_step.err"
     rc=$?
-    if [[ $rc == 77 ]]; then row "preset step: 7B" SKIP "no CUDA device"; break; fi
-    [[ $rc == 0 ]] || { row "preset step: 7B $p" FAIL "exit $rc, see $log/preset_step.err"; status=1; }
+    if [[ $rc == 77 ]]; then row "preset step: 7B" SKIP "no CUDA device"; return; fi
+    if [[ $rc != 0 ]]; then
+      row "preset step: 7B $p" FAIL "exit $rc, see $log/preset_step.err"; status=1
+    elif ! grep -q '"name"' "$f" 2>/dev/null; then  # ran, but no benchmark in its JSON: the filter matched nothing
+      row "preset step: 7B $p" FAIL "no benchmark ran (filter), see $log/preset_step.txt"; status=1
+    fi
   done
-  if command -v python3 >/dev/null 2>&1; then  # the rows, and preset_step.json (every preset's) for the HF ratios
-    while IFS=$'\t' read -r name result detail; do row "$name" "$result" "$detail"; done < <(python3 - "$log" <<'PY'
+  command -v python3 >/dev/null 2>&1 || return
+  while IFS=$'\t' read -r name result detail; do row "$name" "$result" "$detail"; done < <(python3 - "$log" "$@" <<'PY'
 import glob, json, os, sys
+def key(name):  # BM_preset_stage2_step/T4/fp32_frozen/iterations:3/manual_time -> T4/fp32_frozen
+    return "/".join(s for s in name.split("/")[1:] if ":" not in s and s != "manual_time")
 merged = []
 for f in sorted(glob.glob(os.path.join(sys.argv[1], "preset_step_*.json"))):
     try:
@@ -146,7 +153,9 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "preset_step_*.json"))):
         pass
 json.dump({"benchmarks": merged}, open(os.path.join(sys.argv[1], "preset_step.json"), "w"))
 for b in merged:
-    name = "preset step: 7B " + "/".join(b["name"].split("/")[1:])  # T4, T4/fp32_frozen (the baseline), ...
+    if key(b["name"]) not in sys.argv[2:]:
+        continue
+    name = "preset step: 7B " + key(b["name"])
     if b.get("error_occurred"):
         print(f"{name}\tNO FIT\t{b.get('error_message', '')[:160]}")
     else:
@@ -155,94 +164,13 @@ for b in merged:
               f"({b.get('label', '')})")
 PY
 )
-  fi
-fi
-
-snapshot
-
-# The PyTorch / PEFT / bitsandbytes comparison, where the GPU image's python3 has torch.
-[[ -d "$here/.whl/site" ]] && export PYTHONPATH="$here/.whl/site${PYTHONPATH:+:$PYTHONPATH}"
-
-# The preset gate's baseline: the same steps in transformers + PEFT + bitsandbytes (benchmarks/hf_preset_step.py),
-# with the settings from the preset types (examples/presets_table.cpp --json, compiled here: it needs only fmt).
-if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]] && python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
-  fmt_flags=()
-  [[ -d "$here/.gpu-deps/usr" ]] && fmt_flags=(-I"$here/.gpu-deps/usr/include" -L"$here/.gpu-deps/usr/lib/x86_64-linux-gnu")
-  if "${CXX:-g++}" -std=c++20 -O1 -I"$here/include" "${fmt_flags[@]}" -DVIDLORA_ACTIVE_PRESET=Cpu \
-       "$here/examples/presets_table.cpp" -o "$build/presets_table" -lfmt >"$log/presets_table.txt" 2>&1 &&
-     "$build/presets_table" --json >"$log/presets.json"; then
-    # one JSON line per preset as each finishes: what a timeout leaves is still read
-    PYTHONUNBUFFERED=1 run_capped 240 python3 "$here/benchmarks/hf_preset_step.py" "$log/presets.json" \
-      >"$log/hf_preset_step.jsonl" 2>"$log/hf_preset_step.err"
-    hf_rc=$?
-    [[ $hf_rc == 0 ]] || { row "hf step: benchmarks/hf_preset_step.py" FAIL "exit $hf_rc, see $log/hf_preset_step.err"; tail -n 5 "$log/hf_preset_step.err"; }
-    while IFS=$'\t' read -r name result detail; do row "$name" "$result" "$detail"; done < <(python3 - "$log/hf_preset_step.jsonl" "$log/preset_step.json" <<'PY'
-import json, sys
-hf = []
-for line in open(sys.argv[1]):
-    try:
-        hf.append(json.loads(line))
-    except ValueError:  # blank, or the last line cut by the deadline
-        pass
-ours = {}
-try:
-    for b in json.load(open(sys.argv[2]))["benchmarks"]:
-        ours["/".join(b["name"].split("/")[1:])] = b
-except (OSError, ValueError, KeyError):
-    pass
-for r in hf:
-    name = r["name"]
-    if "error" in r:
-        print(f"hf step: 7B {name}\tNO RUN\t{r['error'][:160]}")
-        continue
-    print(f"hf step: 7B {name}\t{1e3 * r['step_s']:.0f} ms\t{r['tokens_per_s']:.0f} tok/s, peak {r['peak_reserved_gib']:.2f} "
-          f"GiB reserved ({r['peak_allocated_gib']:.2f} allocated) of {r['cap_gib']:.2f}; {r['dtype']}, "
-          f"{'NF4' if r['nf4'] else 'dense'}")
-    o = ours.get(name)
-    if o and not o.get("error_occurred"):
-        print(f"goal: 7B {name} tokens/s vidlora / HF\t{o['tokens_per_s'] / r['tokens_per_s']:.2f}\t>= 2.0 "
-              f"(vidlora {o.get('label', '').split('; ', 3)[-1]}, HF {r['dtype']})")
-        print(f"goal: 7B {name} peak memory vidlora / HF\t{o['peak_GiB'] / r['peak_reserved_gib']:.2f}\t<= 0.6 "
-              f"(reserved bytes, both)")
-if hf:
-    print(f"hf step: versions\t\t{json.dumps(hf[0].get('versions', {}))}")
-PY
-)
-  else
-    row "hf step: presets_table --json" FAIL "see $log/presets_table.txt"
-  fi
-fi
-snapshot
-
-# NCCL with one rank against comm::Single: the all-reduce, then the CUDA Trainer over it. In one process over a
-# comm::Single bootstrap (vidlora::nccl_core: CUDA and NCCL, no MPI needed), and the all-reduce also under mpiexec
-# when configure found MPI (vidlora::nccl). NCCL refuses two ranks on one GPU.
-nccl_row() {  # name, rc, log
-  case $2 in
-    0) row "tests: $1" PASS "$(tail -n1 "$3")" ;;
-    77) row "tests: $1" SKIP "no CUDA device" ;;
-    *) row "tests: $1" FAIL "exit $2, see $3"; status=1; tail -n 12 "$3" ;;
-  esac
 }
-if [[ $built == 1 && ${#nccl_targets[@]} -gt 0 ]]; then
-  if [[ -x "$build/tests/mpi/vidlora_nccl_tests_one_process" && -x "$build/tests/mpi/vidlora_nccl_trainer_tests_one_process" ]]; then
-    for t in vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process; do
-      run_capped 120 "$build/tests/mpi/$t" >"$log/$t.txt" 2>&1
-      nccl_row "$t (comm::Single bootstrap)" $? "$log/$t.txt"
-    done
-    if [[ " ${nccl_targets[*]} " == *" vidlora_nccl_tests "* ]]; then
-      mpiexec_bin="$(sed -n 's/^MPIEXEC_EXECUTABLE:[A-Z]*=//p' "$build/CMakeCache.txt")"
-      run_capped 60 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "$mpiexec_bin" -np 1 \
-        "$build/tests/mpi/vidlora_nccl_tests" >"$log/vidlora_nccl_tests.txt" 2>&1
-      nccl_row "vidlora_nccl_tests (mpiexec, one rank)" $? "$log/vidlora_nccl_tests.txt"
-    else
-      row "tests: nccl under mpiexec" SKIP "no MPI here (the one-process tests above cover the NCCL calls)"
-    fi
-  else
-    row "tests: nccl" FAIL "not built, see $log/build.txt"; status=1
-  fi
-else
-  row "tests: nccl" SKIP "vidlora::nccl_core not built here (needs NCCL: nccl.h, libnccl)"
+if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
+  : >"$log/preset_step.txt"
+  : >"$log/preset_step.err"
+  # The four presets first (the gate), then the checkpointing rows (the HF baseline's fallbacks); the fp32 baselines
+  # come last of all.
+  preset_steps T4 L4 A100 H100 A100_checkpointing H100_checkpointing
 fi
 
 snapshot
@@ -263,8 +191,10 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
         counter="$(echo "$rest" | awk -F, '{print $NF}')"
         if [[ -z "$detail" && -n "$counter" && "$b" == bench_cuda_attention ]]; then
           detail="$(awk -v c="$counter" 'BEGIN{printf "%.1f TFLOP/s (causal, fwd + 2.5x bwd)", c}')"
-        elif [[ -z "$detail" && -n "$counter" ]]; then
+        elif [[ -z "$detail" && -n "$counter" && "$b" == bench_cuda_lora ]]; then
           detail="$(awk -v c="$counter" 'BEGIN{printf "%.0f GFLOP/s (frozen-equivalent)", c}')"
+        elif [[ -z "$detail" && -n "$counter" ]]; then  # bench_cuda_optim's trainer rows: the values stepped
+          detail="$(awk -v c="$counter" 'BEGIN{printf "%.0f values", c}')"
         fi
         row "bench: $name" "$(printf '%.3f %s' "$real" "$unit")" "$detail"
       done <"$log/$b.csv"
@@ -275,6 +205,9 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
 fi
 
 snapshot
+
+# The PyTorch / PEFT / bitsandbytes comparison, where the GPU image's python3 has torch.
+[[ -d "$here/.whl/site" ]] && export PYTHONPATH="$here/.whl/site${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]] && python3 -c "import torch" >/dev/null 2>&1; then
   if PYTHONUNBUFFERED=1 run_capped 120 python3 "$here/benchmarks/cuda_pytorch.py" >"$log/pytorch.csv" 2>"$log/pytorch.err"; then
@@ -331,6 +264,101 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
   speedup "nf4 dequantize 8192x8192 bf16 (bnb)" "bench_cuda_quant:BM_dequantize_nf4<__nv_bfloat16>/manual_time" bnb_dequantize_nf4_8192x8192_bf16
   speedup "nf4 gemv 8192x8192 (bnb: bf16 x)" "bench_cuda_quant:BM_dequant_gemv_nf4/manual_time" bnb_gemv_4bit_8192x8192_bf16
 fi
+
+snapshot
+
+# The preset gate's baseline: the same steps in transformers + PEFT + bitsandbytes (benchmarks/hf_preset_step.py),
+# with the settings from the preset types (examples/presets_table.cpp --json, compiled here: it needs only fmt).
+if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]] && python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
+  fmt_flags=()
+  [[ -d "$here/.gpu-deps/usr" ]] && fmt_flags=(-I"$here/.gpu-deps/usr/include" -L"$here/.gpu-deps/usr/lib/x86_64-linux-gnu")
+  if "${CXX:-g++}" -std=c++20 -O1 -I"$here/include" "${fmt_flags[@]}" -DVIDLORA_ACTIVE_PRESET=Cpu \
+       "$here/examples/presets_table.cpp" -o "$build/presets_table" -lfmt >"$log/presets_table.txt" 2>&1 &&
+     "$build/presets_table" --json >"$log/presets.json"; then
+    # one JSON line per preset as each finishes: what a timeout leaves is still read
+    # The configurations HF + PEFT can be expected to fit (A100 and H100 without checkpointing are not: each costs a
+    # 7B build for an out-of-memory row); VIDLORA_GPU_CHECK_HF_PRESETS= (empty) runs every one.
+    hf_only="${VIDLORA_GPU_CHECK_HF_PRESETS-T4,L4,A100_checkpointing,H100_checkpointing}"
+    PYTHONUNBUFFERED=1 run_capped 240 python3 "$here/benchmarks/hf_preset_step.py" "$log/presets.json" \
+      ${hf_only:+--only "$hf_only"} >"$log/hf_preset_step.jsonl" 2>"$log/hf_preset_step.err"
+    hf_rc=$?
+    [[ $hf_rc == 0 ]] || { row "hf step: benchmarks/hf_preset_step.py" FAIL "exit $hf_rc, see $log/hf_preset_step.err"; tail -n 5 "$log/hf_preset_step.err"; }
+    while IFS=$'\t' read -r name result detail; do row "$name" "$result" "$detail"; done < <(python3 - "$log/hf_preset_step.jsonl" "$log/preset_step.json" <<'PY'
+import json, sys
+hf = []
+for line in open(sys.argv[1]):
+    try:
+        hf.append(json.loads(line))
+    except ValueError:  # blank, or the last line cut by the deadline
+        pass
+ours = {}
+try:
+    for b in json.load(open(sys.argv[2]))["benchmarks"]:  # keyed as the HF names: T4, A100_checkpointing, ...
+        ours["/".join(s for s in b["name"].split("/")[1:] if ":" not in s and s != "manual_time")] = b
+except (OSError, ValueError, KeyError):
+    pass
+for r in hf:
+    name = r["name"]
+    if "error" in r:
+        print(f"hf step: 7B {name}\tNO RUN\t{r['error'][:160]}")
+        continue
+    print(f"hf step: 7B {name}\t{1e3 * r['step_s']:.0f} ms\t{r['tokens_per_s']:.0f} tok/s, peak {r['peak_reserved_gib']:.2f} "
+          f"GiB reserved ({r['peak_allocated_gib']:.2f} allocated) of {r['cap_gib']:.2f}; {r['dtype']}, "
+          f"{'NF4' if r['nf4'] else 'dense'}")
+    o = ours.get(name)
+    if o and not o.get("error_occurred"):
+        print(f"goal: 7B {name} tokens/s vidlora / HF\t{o['tokens_per_s'] / r['tokens_per_s']:.2f}\t>= 2.0 "
+              f"(vidlora {o.get('label', '').split('; ', 3)[-1]}, HF {r['dtype']})")
+        print(f"goal: 7B {name} peak memory vidlora / HF\t{o['peak_GiB'] / r['peak_reserved_gib']:.2f}\t<= 0.6 "
+              f"(reserved bytes, both)")
+if hf:
+    print(f"hf step: versions\t-\t{json.dumps(hf[0].get('versions', {}))}")
+PY
+)
+  else
+    row "hf step: presets_table --json" FAIL "see $log/presets_table.txt"
+  fi
+fi
+snapshot
+
+# NCCL with one rank against comm::Single: the all-reduce, then the CUDA Trainer over it. In one process over a
+# comm::Single bootstrap (vidlora::nccl_core: CUDA and NCCL, no MPI needed), and the all-reduce also under mpiexec
+# when configure found MPI (vidlora::nccl). NCCL refuses two ranks on one GPU.
+nccl_row() {  # name, rc, log
+  case $2 in
+    0) row "tests: $1" PASS "$(tail -n1 "$3")" ;;
+    77) row "tests: $1" SKIP "no CUDA device" ;;
+    *) row "tests: $1" FAIL "exit $2, see $3"; status=1; tail -n 12 "$3" ;;
+  esac
+}
+if [[ $built == 1 && ${#nccl_targets[@]} -gt 0 ]]; then
+  if [[ -x "$build/tests/mpi/vidlora_nccl_tests_one_process" && -x "$build/tests/mpi/vidlora_nccl_trainer_tests_one_process" ]]; then
+    for t in vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process; do
+      run_capped 120 "$build/tests/mpi/$t" >"$log/$t.txt" 2>&1
+      nccl_row "$t (comm::Single bootstrap)" $? "$log/$t.txt"
+    done
+    if [[ " ${nccl_targets[*]} " == *" vidlora_nccl_tests "* ]]; then
+      mpiexec_bin="$(sed -n 's/^MPIEXEC_EXECUTABLE:[A-Z]*=//p' "$build/CMakeCache.txt")"
+      run_capped 60 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "$mpiexec_bin" -np 1 \
+        "$build/tests/mpi/vidlora_nccl_tests" >"$log/vidlora_nccl_tests.txt" 2>&1
+      nccl_row "vidlora_nccl_tests (mpiexec, one rank)" $? "$log/vidlora_nccl_tests.txt"
+    else
+      row "tests: nccl under mpiexec" SKIP "no MPI here (the one-process tests above cover the NCCL calls)"
+    fi
+  else
+    row "tests: nccl" FAIL "not built, see $log/build.txt"; status=1
+  fi
+else
+  row "tests: nccl" SKIP "vidlora::nccl_core not built here (needs NCCL: nccl.h, libnccl)"
+fi
+
+snapshot
+
+# The fp32-frozen baselines of the preset step (what the 16-bit frozen GEMMs gain), when time is left.
+if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
+  preset_steps T4/fp32_frozen H100/fp32_frozen
+fi
+snapshot
 
 # compute-sanitizer memcheck over the CUDA tests (out-of-bounds and misaligned accesses the value checks miss).
 if [[ "${VIDLORA_GPU_CHECK_SANITIZE:-1}" != 0 ]] && command -v compute-sanitizer >/dev/null 2>&1; then

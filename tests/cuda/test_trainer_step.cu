@@ -60,6 +60,13 @@ using test::trained_tensors_of;
 using test::TrainedTensors;
 using test::trainer_step_config;
 
+// The LoRA values after several AdamW steps, device run against CPU run (normwise). The loss curves agree to 1e-4 (the
+// issue's gate), but AdamW's first steps move a factor by about lr whatever the gradient's size, so a gradient element
+// near 0 whose sign the device's other rounding flips moves its value by 2·lr: the CPU run with a relative error of
+// 1e-6 to 3e-6 on every frozen GEMM (host-simulated, 10 seeds) ends 3e-5 to 2.3e-4 away. A lost micro-batch or a
+// wrong sum moves B by about 3e-2.
+constexpr double kLoraValuesAfterAdamW = 1e-3;
+
 // On the device, the projector type a GPU preset's train_captioner trains with: its forward and backward there too.
 template <class B>
 using TinyProjectorOn = std::conditional_t<B::on_device, model::cuda::CudaMlp2xGelu, model::Mlp2xGelu>;
@@ -128,7 +135,7 @@ TEST_CASE(
     INFO("step " << s + 1 << ": cpu " << cpu.losses[s] << ", gpu " << gpu.losses[s]);
     CHECK(std::fabs(gpu.losses[s] - cpu.losses[s]) <= 1e-4 * std::fabs(cpu.losses[s]));
   }
-  CHECK(cuda_test::normwise_error(gpu.tensors.lora, cpu.tensors.lora) <= 1e-4);
+  CHECK(cuda_test::normwise_error(gpu.tensors.lora, cpu.tensors.lora) <= kLoraValuesAfterAdamW);
   CHECK(cuda_test::normwise_error(gpu.tensors.projector, cpu.tensors.projector) <= 1e-4);
   CHECK(gpu.tensors.dropout_steps == cpu.tensors.dropout_steps);
 
@@ -168,7 +175,7 @@ TEST_CASE("without batch_invariant the device step accumulates its micro-batches
     INFO("step " << s + 1 << ": cpu " << cpu.losses[s] << ", gpu " << gpu.losses[s]);
     CHECK(std::fabs(gpu.losses[s] - cpu.losses[s]) <= 1e-4 * std::fabs(cpu.losses[s]));
   }
-  CHECK(cuda_test::normwise_error(gpu.tensors.lora, cpu.tensors.lora) <= 1e-4);
+  CHECK(cuda_test::normwise_error(gpu.tensors.lora, cpu.tensors.lora) <= kLoraValuesAfterAdamW);
   CHECK(cuda_test::normwise_error(gpu.tensors.projector, cpu.tensors.projector) <= 1e-4);
 }
 
@@ -237,7 +244,7 @@ TEST_CASE("a checkpoint moves between the CPU and the device: each resumes the o
       INFO("step " << s + 8 << ": uninterrupted CPU " << cpu.losses[s + 7] << ", resumed " << tail.losses[s]);
       CHECK(std::fabs(tail.losses[s] - cpu.losses[s + 7]) <= 1e-4 * std::fabs(cpu.losses[s + 7]));
     }
-    CHECK(cuda_test::normwise_error(tail.tensors.lora, cpu.tensors.lora) <= 1e-4);
+    CHECK(cuda_test::normwise_error(tail.tensors.lora, cpu.tensors.lora) <= kLoraValuesAfterAdamW);
     CHECK(cuda_test::normwise_error(tail.tensors.projector, cpu.tensors.projector) <= 1e-4);
     CHECK(tail.tensors.dropout_steps == cpu.tensors.dropout_steps);
   }
