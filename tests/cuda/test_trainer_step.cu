@@ -381,10 +381,7 @@ TEST_CASE("the device step's input spliced on the device gives the host-assemble
   namespace tiny = test::tiny;
   using D = model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha>;
   const auto flat_of = [](const Matrix& m) { return std::vector<float>(m.data(), m.data() + m.size()); };
-  model::DecoderOptions o;
-  o.target_modules = {"q_proj", "v_proj", "down_proj"};
-  o.lora.dropout = 0.1;
-  o.lora.seed = 5;
+  const model::DecoderOptions o = test::step_decoder_options(0.1, 5);
   const auto weights = model::random_decoder_weights(tiny::decoder_config(), 3);
   D on_host(tiny::decoder_config(), weights, o), on_device(tiny::decoder_config(), weights, o);
   model::Mlp2xGelu projector(tiny::kVision, tiny::kHidden, 11);
@@ -521,37 +518,27 @@ TEST_CASE("a loss refused for NaN logits leaves the device step's dropout counte
   // throws, and the device step copies its advanced counters back on the throw too, so the next masks are the same.
   namespace tiny = test::tiny;
   using D = model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha>;
-  model::DecoderOptions o;
-  o.target_modules = {"q_proj", "v_proj", "down_proj"};
-  o.lora.dropout = 0.1;
-  o.lora.seed = 5;
+  const model::DecoderOptions o = test::step_decoder_options(0.1, 5);
   const auto weights = model::random_decoder_weights(tiny::decoder_config(), 3);
   D on_cpu(tiny::decoder_config(), weights, o), on_device(tiny::decoder_config(), weights, o);
   model::Mlp2xGelu projector(tiny::kVision, tiny::kHidden, 11);
   const train::TrainableTensors cpu_tensors(projector, on_cpu), device_tensors(projector, on_device);
   train::DecoderStep<backend::Cpu, D> cpu_step(on_cpu, cpu_tensors);
   train::DecoderStep<backend::Cuda, D> device_step(on_device, device_tensors);
-  const std::vector<int> ids{3, 5, 8, 10, 11, 2, 3, 6, 9, 13, 14, 0};
-  const model::SequenceBatch batch{2, 6, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0}};
-  std::vector<int> labels(ids);
-  labels[0] = labels[6] = labels[11] = -100;
+  const test::TwoSequences in;
+  const auto& [ids, batch, labels] = in;
   Matrix bad = on_cpu.embed(ids);
   bad(4, 0) = std::numeric_limits<float>::quiet_NaN();
-  const auto steps_of = [](D& d) {
-    std::vector<std::uint64_t> s;
-    d.for_each_lora([&](const std::string&, auto& l) { s.push_back(l.step()); });
-    return s;
-  };
   CHECK_THROWS_WITH(cpu_step.loss_and_backward(bad, batch, labels, {}), Catch::Contains("NaN or +Inf in the logits"));
   CHECK_THROWS_WITH(device_step.loss_and_backward(bad, batch, labels, {}),
                     Catch::Contains("NaN or +Inf in the logits"));
-  CHECK(steps_of(on_cpu).front() == 1);
-  CHECK(steps_of(on_device) == steps_of(on_cpu));
+  CHECK(test::dropout_steps_of(on_cpu).front() == 1);
+  CHECK(test::dropout_steps_of(on_device) == test::dropout_steps_of(on_cpu));
   // The next call draws the same masks on both: the same loss (to the device step's tolerance).
   const auto want = cpu_step.loss_and_backward(on_cpu.embed(ids), batch, labels, {});
   const auto got = device_step.loss_and_backward(on_device.embed(ids), batch, labels, {});
   CHECK(std::fabs(got.loss - want.loss) <= 1e-5 * std::fabs(want.loss));
-  CHECK(steps_of(on_device) == steps_of(on_cpu));
+  CHECK(test::dropout_steps_of(on_device) == test::dropout_steps_of(on_cpu));
 }
 
 TEST_CASE("DecoderStep<Cuda>: the last call's blocks start their sums over the ranks as their backward ends",
@@ -564,10 +551,7 @@ TEST_CASE("DecoderStep<Cuda>: the last call's blocks start their sums over the r
   using namespace device_sum_test;
   namespace tiny = test::tiny;
   using D = model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha>;
-  model::DecoderOptions o;
-  o.target_modules = {"q_proj", "v_proj", "down_proj"};
-  o.lora.dropout = 0.1;
-  o.lora.seed = 5;
+  const model::DecoderOptions o = test::step_decoder_options(0.1, 5);
   const auto weights = model::random_decoder_weights(tiny::decoder_config(), 3);
   model::Mlp2xGelu projector(tiny::kVision, tiny::kHidden, 11);
   const std::vector<int> prompt{3, 1, 4};

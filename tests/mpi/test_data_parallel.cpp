@@ -50,6 +50,22 @@ fs::path fresh_dir(World& world, const std::string& name) {
   return dir;
 }
 
+// `count` clips clip_0, clip_1, ... whose "videos" under dir/videos are files holding their ids (rank 0 writes them;
+// the feature cache keys entries on a file's size and time), for the up-front encoding tests.
+std::vector<train::Clip> stand_in_clips(World& world, const fs::path& dir, std::size_t count) {
+  std::vector<train::Clip> clips(count);
+  for (std::size_t i = 0; i < clips.size(); ++i) {
+    clips[i].id = "clip_" + std::to_string(i);
+    clips[i].video = dir / "videos" / (clips[i].id + ".mp4");
+  }
+  if (world.rank() == 0) {
+    fs::create_directories(dir / "videos");
+    for (const auto& c : clips) std::ofstream(c.video) << c.id;
+  }
+  world.barrier("the videos");
+  return clips;
+}
+
 std::string bytes_of(const std::vector<Matrix>& tensors) {
   std::string s;
   for (const auto& m : tensors)
@@ -236,16 +252,7 @@ TEST_CASE("the up-front clip encoding splits the clips over the ranks: on a shar
   World world = make_world(60);
   REQUIRE(world.size() == 2);
   const fs::path dir = fresh_dir(world, "upfront");
-  std::vector<train::Clip> clips(11);
-  for (std::size_t i = 0; i < clips.size(); ++i) {
-    clips[i].id = "clip_" + std::to_string(i);
-    clips[i].video = dir / "videos" / (clips[i].id + ".mp4");
-  }
-  if (world.rank() == 0) {
-    fs::create_directories(dir / "videos");
-    for (const auto& c : clips) std::ofstream(c.video) << c.id;  // the cache keys entries on the file's size and time
-  }
-  world.barrier("the videos");
+  const std::vector<train::Clip> clips = stand_in_clips(world, dir, 11);
   std::vector<const train::Clip*> all;
   for (const auto& c : clips) all.push_back(&c);
 
@@ -291,16 +298,7 @@ TEST_CASE("a stop on one rank during the up-front clip encoding stops every rank
   World world = make_world(60);
   REQUIRE(world.size() == 2);
   const fs::path dir = fresh_dir(world, "upfront_stop");
-  std::vector<train::Clip> clips(11);
-  for (std::size_t i = 0; i < clips.size(); ++i) {
-    clips[i].id = "clip_" + std::to_string(i);
-    clips[i].video = dir / "videos" / (clips[i].id + ".mp4");
-  }
-  if (world.rank() == 0) {
-    fs::create_directories(dir / "videos");
-    for (const auto& c : clips) std::ofstream(c.video) << c.id;
-  }
-  world.barrier("the videos");
+  const std::vector<train::Clip> clips = stand_in_clips(world, dir, 11);
   std::vector<const train::Clip*> all;
   for (const auto& c : clips) all.push_back(&c);
   auto cache = std::make_shared<train::FeatureCache>(dir / "cache");

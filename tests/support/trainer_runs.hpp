@@ -1,7 +1,8 @@
 #pragma once
 // Trainer runs on the tiny captioning problem that the CPU and the device trainer tests share
-// (tests/cuda/test_trainer_step.cu, tests/trainer/test_decoder_step.cpp): the step tests' configuration, the trained
-// tensors of a run, and checks whose body is the same on either backend (the caller makes the trainer).
+// (tests/cuda/test_trainer_step.cu, tests/trainer/test_decoder_step.cpp): the decoder steps' adapters and input, the
+// step tests' configuration, the trained tensors of a run, and checks whose body is the same on either backend (the
+// caller makes the trainer).
 
 #include <cstdint>
 #include <filesystem>
@@ -10,6 +11,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <vidlora/model/decoder.hpp>
 #include <vidlora/presets/gpu_presets.hpp>
 #include <vidlora/train/projector_tensors.hpp>
 #include <vidlora/train/trainer.hpp>
@@ -17,6 +19,34 @@
 #include "tiny_captioning.hpp"
 
 namespace vidlora::test {
+
+using StepDecoder = model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha>;
+
+// The decoder-step tests' adapters: LoRA on q, v and down (so that the layer's other linears stay frozen) at
+// `dropout`, its masks drawn from `seed`.
+inline model::DecoderOptions step_decoder_options(double dropout, std::uint64_t seed) {
+  model::DecoderOptions o;
+  o.target_modules = {"q_proj", "v_proj", "down_proj"};
+  o.lora.dropout = dropout;
+  o.lora.seed = seed;
+  return o;
+}
+
+// Two sequences of 6 tokens of the tiny vocabulary, the second padded by one; each first token and the padding are
+// not supervised: the decoder-step tests' input.
+struct TwoSequences {
+  std::vector<int> ids{3, 5, 8, 10, 11, 2, 3, 6, 9, 13, 14, 0};
+  model::SequenceBatch batch{2, 6, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0}};
+  std::vector<int> labels{-100, 5, 8, 10, 11, 2, -100, 6, 9, 13, 14, -100};
+};
+
+// Every LoRA slot's dropout counter, in the decoder's order.
+template <class Decoder>
+std::vector<std::uint64_t> dropout_steps_of(Decoder& d) {
+  std::vector<std::uint64_t> steps;
+  d.for_each_lora([&](const std::string&, auto& l) { steps.push_back(l.step()); });
+  return steps;
+}
 
 // 10 clips, batches of 2 (captions of 4 and 5 tokens: padded), 5 steps per epoch; stage 1 and stage 2 one epoch each.
 inline TrainerConfig trainer_step_config(const std::string& name) {

@@ -32,16 +32,13 @@ using namespace vidlora;
 
 namespace {
 
-using StepDecoder = model::Decoder<presets::Cpu::lora_r, presets::Cpu::lora_alpha>;
+using test::StepDecoder;
 
-// The tiny decoder (weights of seed 3) with LoRA on q, v and down at `dropout` and B off zero, so that A's gradients
-// are not all zero.
+// The tiny decoder (weights of seed 3) with the step tests' adapters at `dropout` and B off zero, so that A's
+// gradients are not all zero.
 StepDecoder step_decoder(double dropout) {
-  model::DecoderOptions o;
-  o.target_modules = {"q_proj", "v_proj", "down_proj"};
-  o.lora.dropout = dropout;
-  o.lora.seed = 9;
-  StepDecoder d(test::tiny::decoder_config(), model::random_decoder_weights(test::tiny::decoder_config(), 3), o);
+  StepDecoder d(test::tiny::decoder_config(), model::random_decoder_weights(test::tiny::decoder_config(), 3),
+                test::step_decoder_options(dropout, 9));
   d.for_each_lora([](const std::string&, auto& l) { l.lora_B().setConstant(0.01f); });
   return d;
 }
@@ -58,10 +55,8 @@ TEST_CASE("the Cpu decoder step is Decoder::loss_and_backward: loss, gradients a
   train::DecoderStep<backend::Cpu, D> step(stepped, tensors);
   static_assert(train::DecoderStepPolicy<decltype(step), D>);
 
-  const std::vector<int> ids{3, 5, 8, 10, 11, 2, 3, 6, 9, 13, 14, 0};
-  const model::SequenceBatch batch{2, 6, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0}};
-  std::vector<int> labels(ids);
-  labels[0] = labels[6] = labels[11] = -100;
+  const test::TwoSequences in;
+  const auto& [ids, batch, labels] = in;
   loss::CrossEntropyOptions ce;
   ce.label_smoothing = 0.1;
   ce.total_valid_tokens = 13;
@@ -101,19 +96,14 @@ TEST_CASE("a loss refused for NaN logits has drawn its dropout masks: the Cpu st
   model::Mlp2xGelu projector(tiny::kVision, tiny::kHidden, 11);
   const train::TrainableTensors tensors(projector, refused);
   train::DecoderStep<backend::Cpu, D> step(refused, tensors);
-  const std::vector<int> ids{3, 5, 8, 10, 11, 2, 3, 6, 9, 13, 14, 0};
-  const model::SequenceBatch batch{2, 6, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0}};
-  std::vector<int> labels(ids);
-  labels[0] = labels[6] = labels[11] = -100;
+  const test::TwoSequences in;
+  const auto& [ids, batch, labels] = in;
   Matrix bad = refused.embed(ids);
   bad(4, 0) = std::numeric_limits<float>::quiet_NaN();
   CHECK_THROWS_WITH(step.loss_and_backward(bad, batch, labels, {}), Catch::Contains("NaN or +Inf in the logits"));
   (void)clean.loss_and_backward(clean.embed(ids), batch, labels, {});
-  std::vector<std::uint64_t> refused_steps, clean_steps;
-  refused.for_each_lora([&](const std::string&, auto& l) { refused_steps.push_back(l.step()); });
-  clean.for_each_lora([&](const std::string&, auto& l) { clean_steps.push_back(l.step()); });
-  CHECK(refused_steps == clean_steps);
-  CHECK(refused_steps.front() == 1);
+  CHECK(test::dropout_steps_of(refused) == test::dropout_steps_of(clean));
+  CHECK(test::dropout_steps_of(refused).front() == 1);
   // The next call's masks are the clean run's: the same loss, bit for bit.
   const auto want = clean.loss_and_backward(clean.embed(ids), batch, labels, {});
   const auto got = step.loss_and_backward(refused.embed(ids), batch, labels, {});
@@ -129,10 +119,8 @@ TEST_CASE("the Cpu decoder step's evaluation: the loss without dropout, summed, 
   const train::TrainableTensors tensors(projector, dec);
   train::DecoderStep<backend::Cpu, D> step(dec, tensors);
 
-  const std::vector<int> ids{3, 5, 8, 10, 11, 2, 3, 6, 9, 13, 14, 0};
-  const model::SequenceBatch batch{2, 6, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0}};
-  std::vector<int> labels(ids);
-  labels[0] = labels[6] = labels[11] = -100;
+  const test::TwoSequences in;
+  const auto& [ids, batch, labels] = in;
   loss::CrossEntropyOptions ce;
   ce.label_smoothing = 0.1;
   const train::EvalLoss got = step.eval_loss(dec.embed(ids), batch, labels, ce);
