@@ -53,8 +53,8 @@ using namespace vidlora;
 
 namespace {
 
-// The first SIGINT/SIGTERM asks the trainer to save a checkpoint and stop after the current step; a second
-// one ends the program at once.
+// The first SIGINT/SIGTERM asks the trainer to save a checkpoint and stop after the current step (or, in a GPU build's
+// up-front clip encoding, to stop at the next clip); a second one ends the program at once.
 volatile std::sig_atomic_t g_signal = 0;
 void on_stop_signal(int sig) {
   if (train::interrupt_requested().exchange(true)) {
@@ -63,7 +63,9 @@ void on_stop_signal(int sig) {
     return;
   }
   g_signal = sig;
-  static const char msg[] = "\ntrain_captioner: stopping after this step and saving a checkpoint (again to quit now)\n";
+  static const char msg[] =
+      "\ntrain_captioner: stopping after this step and saving a checkpoint, or at the next clip while encoding (again "
+      "to quit now)\n";
   [[maybe_unused]] const auto n = ::write(2, msg, sizeof msg - 1);
 }
 
@@ -835,12 +837,13 @@ int train_main(const demo::Args& a, int argc, char** argv) {
                    config.precision);
         config.precision = std::string(device);
       }
-#if defined(VIDLORA_TRAIN_ON_CUDA)
-      check_running_gpu(config);
-#endif
     }
     const fs::path data = a.str("data", "demo_data");
     comm::AnyCommunicator ranks = make_communicator(a, argc, argv);
+#if defined(VIDLORA_TRAIN_ON_CUDA)
+    if constexpr (ActivePreset::backend_policy::on_device)
+      check_running_gpu(config);  // the GPU this rank took (make_communicator sets it), before any context on another
+#endif
     if (!a.has("resume") && ranks.rank() == 0) {
       if (const auto moved = demo::prepare_output_dir(config.output_dir, a.has("move-aside")); !moved.empty())
         fmt::print("{}\n", moved);
@@ -861,15 +864,17 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     // One trainer for either kind of model directory (hf_model.hpp: a Hugging Face LLaVA one).
     const auto run = [&](const model::DecoderConfig& decoder_config, const auto& weights, model::Mlp2xGelu projector,
                          const train::TextCodec& codec, const demo::ClipFeatures& feats, const TrainEncoder& encoder) {
-      std::signal(SIGINT, on_stop_signal);  // from here on, the first Ctrl-C stops at the next clip or step
-      std::signal(SIGTERM, on_stop_signal);
       if constexpr (TrainBackend::on_device) {  // the tower leaves the card before the decoder comes to it
         std::vector<const train::Clip*> clips;
         for (const auto& c : ds.train) clips.push_back(&c);
         for (const auto& c : ds.val) clips.push_back(&c);
+        std::signal(SIGINT, on_stop_signal);  // the first Ctrl-C stops the encoding at the next clip
+        std::signal(SIGTERM, on_stop_signal);
         const demo::UpFrontEncoding e = demo::encode_clips_up_front(
             feats, clips, ranks, ranks.rank() == 0 ? stdout : nullptr, &train::interrupt_requested());
         if (e.interrupted) return std::optional<TrainResult>();
+        std::signal(SIGINT, SIG_DFL);  // while the model loads, Ctrl-C ends the program, as before the encoding
+        std::signal(SIGTERM, SIG_DFL);
         encoder.release_device();
       }
       Trainer<ActivePreset, TrainProjector,
@@ -886,6 +891,8 @@ int train_main(const demo::Args& a, int argc, char** argv) {
             TrainBackend::name,
             trainer.config().optimizer_on_device ? "GPU (the CPU when ranks sum on the hosts)"
                                                  : "CPU (--host-optimizer)");
+      std::signal(SIGINT, on_stop_signal);
+      std::signal(SIGTERM, on_stop_signal);
       return std::optional<TrainResult>(trainer.train(ds.train, ds.val, a.has("resume")));
     };
     std::optional<TrainResult> result;

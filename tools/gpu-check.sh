@@ -130,6 +130,8 @@ preset_steps() {  # preset_steps NAME...: run them, print their rows, merge ever
   local p rc f
   for p in "$@"; do
     f="$log/preset_step_${p//\//_}.json"
+    rm -f "$f"  # (a build directory reused: no earlier run's row)
+    if (( $(cap_s 120) < 15 )); then row "preset step: 7B $p" SKIP "deadline"; continue; fi
     run_capped 120 "$bin/bench_cuda_preset_step" --benchmark_filter="^BM_preset_stage2_step/$p/iterations:" \
       --benchmark_out="$f" --benchmark_out_format=json >>"$log/preset_step.txt" 2>>"$log/preset_step.err"
     rc=$?
@@ -151,11 +153,13 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "preset_step_*.json"))):
         merged += json.load(open(f))["benchmarks"]
     except (OSError, ValueError, KeyError):  # cut by its limit: its FAIL row is already there
         pass
+for b in merged:
+    b["key"] = key(b["name"])  # the HF comparison's key
 json.dump({"benchmarks": merged}, open(os.path.join(sys.argv[1], "preset_step.json"), "w"))
 for b in merged:
-    if key(b["name"]) not in sys.argv[2:]:
+    if b["key"] not in sys.argv[2:]:
         continue
-    name = "preset step: 7B " + key(b["name"])
+    name = "preset step: 7B " + b["key"]
     if b.get("error_occurred"):
         print(f"{name}\tNO FIT\t{b.get('error_message', '')[:160]}")
     else:
@@ -294,7 +298,7 @@ for line in open(sys.argv[1]):
 ours = {}
 try:
     for b in json.load(open(sys.argv[2]))["benchmarks"]:  # keyed as the HF names: T4, A100_checkpointing, ...
-        ours["/".join(s for s in b["name"].split("/")[1:] if ":" not in s and s != "manual_time")] = b
+        ours[b["key"]] = b
 except (OSError, ValueError, KeyError):
     pass
 for r in hf:

@@ -5,6 +5,7 @@
 // exp(1 - r/c) over the corpus totals, and its smoothing constants (1e-15 on matches, 1e-9 on counts)
 // so that a precision with no match gives a tiny, not an undefined, score.
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>

@@ -3,6 +3,7 @@
 // Query head h reads key/value head h / (q_heads / kv_heads). Scores q·kᵀ/√d, softmax per row with
 // the max subtracted and the sum taken in float64; masked keys get probability exactly 0.
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <span>

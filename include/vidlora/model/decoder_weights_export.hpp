@@ -5,6 +5,7 @@
 
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include <vidlora/core/error.hpp>
 #include <vidlora/lora/frozen_weight.hpp>

@@ -3,8 +3,10 @@
 // that need a model of a given shape without a checkpoint: linears ~ N(0, 1/in), norms ~ 1 + N(0, 0.1²),
 // embeddings ~ N(0, 1), biases ~ N(0, 0.1²). Deterministic in `seed`.
 
+#include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 

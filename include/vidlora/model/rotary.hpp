@@ -5,6 +5,7 @@
 // with cos and sin multiplied by the type's attention scaling. Angles are formed in float32 as
 // transformers does (inv_freq and pos·inv_freq rounded to float).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>

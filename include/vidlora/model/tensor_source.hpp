@@ -3,6 +3,7 @@
 // Face key name (a safetensors checkpoint directory, an in-memory map). Shapes are checked here,
 // once, with errors that name the key and both shapes.
 
+#include <cmath>
 #include <concepts>
 #include <cstdint>
 #include <map>

@@ -35,6 +35,7 @@ class LossScaling {
   bool unscale_overflowed(const Groups& groups) {
     if (!scaler_.enabled()) return false;
     if (scaler_.unscale(groups)) return true;
+    if (scaler_.scale() >= 1.0f) return false;  // 1/scale <= 1: the multiply cannot take a finite value past FLT_MAX
     // torch's check looks before the multiply: below a scale of 1 the multiply can take a finite gradient past
     // FLT_MAX. The device path finds that in its clip norm and skips the step as an overflow; so does this one
     // (else AdamW would refuse the Inf and stop the run).

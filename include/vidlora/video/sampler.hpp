@@ -2,6 +2,7 @@
 // Sampler<Policy>: picks num_frames frames of a video file with one decode pass (or, for Uniform,
 // keyframe seeks) and returns them as RGB at the requested size.
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <limits>

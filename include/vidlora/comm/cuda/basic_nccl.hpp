@@ -9,7 +9,9 @@
 // Link vidlora::nccl_core (CUDA runtime, NCCL; vidlora::nccl adds MPI).
 //
 // A reduction that does not finish within NcclOptions::timeout (a rank died or hangs) aborts the NCCL
-// communicator (ncclCommAbort) and throws CommError naming it; so does an asynchronous NCCL error.
+// communicator (ncclCommAbort) and throws CommError naming it; so does an asynchronous NCCL error. Not under the
+// timeout: the communicator is made in NCCL's blocking mode, so ncclCommInitRank and the first grouped sum (where NCCL
+// connects the ranks) wait for every rank (docs/distributed.md, "Faults").
 
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -124,7 +126,8 @@ class BasicNccl {
   cudaStream_t stream() const { return stream_; }
   Bootstrap& bootstrap() { return bootstrap_; }
 
-  // x: device memory. Summed in place on stream(), which this waits for.
+  // x: device memory. Summed in place on stream(), which this waits for; waits for all work on the device first
+  // (as the grouped sums), so a buffer written on any stream, or by a copy still landing, is complete.
   void all_reduce_sum(std::span<float> x, std::string_view what) { reduce(x.data(), x.size(), ncclFloat, what); }
   void all_reduce_sum(std::span<double> x, std::string_view what) { reduce(x.data(), x.size(), ncclDouble, what); }
   // Each buffer (device memory) summed in place, the calls grouped (ncclGroupStart / ncclGroupEnd, at most

@@ -12,6 +12,7 @@
 // fp32 accumulation and output), the LoRA pieces staying fp32.
 
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 #include <vidlora/core/cuda/gemm.cuh>

@@ -6,6 +6,7 @@
 // exactly as loss::cross_entropy does.
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <vidlora/core/cuda/launch.cuh>

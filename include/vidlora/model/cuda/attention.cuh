@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/core/portability.hpp>
