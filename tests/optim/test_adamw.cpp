@@ -5,10 +5,12 @@
 #include <vidlora/optim.hpp>
 #include <vidlora/schedule.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace vidlora;
@@ -199,10 +201,18 @@ TEST_CASE("the vectorised cpu loop equals the element function bit for bit", "[o
     optim::adamw_update_range(p2.data(), g.data(), m2.data(), v2.data(), n, s);
     for (std::ptrdiff_t i = 0; i < n; ++i) optim::adamw_update(p3[i], g[i], m3[i], v3[i], s);
     int differ = 0;
-    for (std::ptrdiff_t i = 0; i < n; ++i) differ += (p2[i] != p3[i]) + (m2[i] != m3[i]) + (v2[i] != v3[i]);
-    INFO("beta1 " << beta1);
+    double worst = 0.0;  // the largest difference relative to the value
+    for (std::ptrdiff_t i = 0; i < n; ++i) {
+      differ += (p2[i] != p3[i]) + (m2[i] != m3[i]) + (v2[i] != v3[i]);
+      for (const auto& [a, b] : {std::pair{p2[i], p3[i]}, std::pair{m2[i], m3[i]}, std::pair{v2[i], v3[i]}})
+        worst =
+            std::max(worst, std::fabs(static_cast<double>(a) - b) / std::max(std::fabs(static_cast<double>(b)), 1e-30));
+    }
+    INFO("beta1 " << beta1 << ": " << differ << " values differ, worst by " << worst);
 #if defined(__FMA__)
-    CHECK(differ <= n / 100);  // a -march build may contract a·b + c differently in the two loops
+    // A build with FMA instructions (-march=native) lets the compiler contract a·b + c in each loop as it vectorizes
+    // it, differently in the two: 16% of the values differ (measured with GCC 12, AVX-512), by one ulp (1.2e-7).
+    CHECK(worst <= 2.4e-7);
 #else
     CHECK(differ == 0);
 #endif

@@ -64,10 +64,15 @@ inline void validate(const QuantizedBlocks& q) {
   }
 }
 
-// The float absmax of block `b`, decoding the 8-bit level when double-quantized.
+// The float absmax of block `b`, decoding the 8-bit level when double-quantized: the float product code·nested, then
+// the float sum with the offset, each rounded once, as bitsandbytes computes them (a kernel writes the product, a tensor
+// add follows). A compiler allowed FMA instructions (-march=native on x86-64, aarch64) contracts `a*b + c` into one
+// fused multiply-add, one rounding fewer: other bits. The product is materialized first so that it cannot (a plain
+// cast to double does not stop GCC, which contracts through it).
 inline float block_absmax(const QuantizedBlocks& q, std::size_t b) {
   if (!q.double_quantized()) return q.absmax[b];
-  return decode_dynamic(q.qabsmax[b], q.nested_absmax[b / kNestedBlocksize]) + q.absmax_offset;
+  volatile float level = decode_dynamic(q.qabsmax[b], q.nested_absmax[b / kNestedBlocksize]);
+  return level + q.absmax_offset;
 }
 
 // The 4-bit code of element i.
