@@ -69,6 +69,14 @@ void on_stop_signal(int sig) {
   [[maybe_unused]] const auto n = ::write(2, msg, sizeof msg - 1);
 }
 
+// SIGINT and SIGTERM to `handler` (on_stop_signal, or SIG_DFL: the program ends at once).
+void handle_stop_signals(void (*handler)(int)) {
+  std::signal(SIGINT, handler);
+  std::signal(SIGTERM, handler);
+}
+// The exit status of a run stopped by the first signal: 128 + its number, as the shell reports one.
+int stopped_exit_status() { return g_signal == SIGTERM ? 143 : 130; }
+
 demo::CommandLine command_line() {
   using namespace demo;
   return CommandLine(
@@ -868,13 +876,11 @@ int train_main(const demo::Args& a, int argc, char** argv) {
         std::vector<const train::Clip*> clips;
         for (const auto& c : ds.train) clips.push_back(&c);
         for (const auto& c : ds.val) clips.push_back(&c);
-        std::signal(SIGINT, on_stop_signal);  // the first Ctrl-C stops the encoding at the next clip
-        std::signal(SIGTERM, on_stop_signal);
+        handle_stop_signals(on_stop_signal);  // the first Ctrl-C stops the encoding at the next clip
         const demo::UpFrontEncoding e = demo::encode_clips_up_front(
             feats, clips, ranks, ranks.rank() == 0 ? stdout : nullptr, &train::interrupt_requested());
         if (e.interrupted) return std::optional<TrainResult>();
-        std::signal(SIGINT, SIG_DFL);  // while the model loads, Ctrl-C ends the program, as before the encoding
-        std::signal(SIGTERM, SIG_DFL);
+        handle_stop_signals(SIG_DFL);  // while the model loads, Ctrl-C ends the program, as before the encoding
         encoder.release_device();
       }
       Trainer<ActivePreset, TrainProjector,
@@ -891,8 +897,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
             TrainBackend::name,
             trainer.config().optimizer_on_device ? "GPU (the CPU when ranks sum on the hosts)"
                                                  : "CPU (--host-optimizer)");
-      std::signal(SIGINT, on_stop_signal);
-      std::signal(SIGTERM, on_stop_signal);
+      handle_stop_signals(on_stop_signal);
       return std::optional<TrainResult>(trainer.train(ds.train, ds.val, a.has("resume")));
     };
     std::optional<TrainResult> result;
@@ -918,7 +923,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
           "interrupted during the up-front clip encoding: the clips encoded so far are in the feature cache {} and are "
           "read from there when you run the same command again\n",
           cache.string());
-      return g_signal == SIGTERM ? 143 : 130;
+      return stopped_exit_status();
     }
     const TrainResult& r = *result;
     fmt::print("training {} after {} steps ({} NaN steps skipped, {}{} clips skipped)\n", to_string(r.status), r.steps,
@@ -932,7 +937,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
           "interrupted after step {}: the checkpoint is {} (no adapter or projector was written); continue with:\n  "
           "{}\n",
           r.steps, (config.output_dir / "checkpoints" / "last.safetensors").string(), resume_command(argc, argv));
-      return g_signal == SIGTERM ? 143 : 130;
+      return stopped_exit_status();
     }
     if (r.status == train::TrainStatus::NanStopped) {
       fmt::print("the last good checkpoint is {}; no outputs were written\n",

@@ -67,6 +67,18 @@ inline std::string number(double v) {
 [[noreturn]] inline void scaler_fail(const std::string& what) { throw Error("GradScaler: " + what); }
 }  // namespace detail
 
+// f(parameter) for every parameter of `params`: a range of optim::Parameter, or of optim::ParamGroup (each group's).
+template <std::ranges::input_range Params, class F>
+void for_each_parameter(const Params& params, F&& f) {
+  for (const auto& item : params) {
+    if constexpr (requires { item.params; }) {
+      for (const auto& p : item.params) f(p);
+    } else {
+      f(item);
+    }
+  }
+}
+
 class GradScaler {
  public:
   explicit GradScaler(GradScalerOptions options = {}) : enabled_(options.enabled) {
@@ -109,17 +121,10 @@ class GradScaler {
     begin_unscale();
     bool found = false;
     const float inv = inv_scale();
-    auto one = [&](const auto& p) {
+    for_each_parameter(params, [&](const auto& p) {
       if (p.grad == nullptr) detail::scaler_fail("parameter '" + p.name + "' has no grad matrix");
       found |= unscale_range(p.grad->data(), static_cast<std::size_t>(p.grad->size()), inv);
-    };
-    for (const auto& item : params) {
-      if constexpr (requires { item.params; }) {
-        for (const auto& p : item.params) one(p);
-      } else {
-        one(item);
-      }
-    }
+    });
     found_inf_ = found;
     return found;
   }

@@ -40,13 +40,7 @@ class LossScaling {
     // FLT_MAX. The device path finds that in its clip norm and skips the step as an overflow; so does this one
     // (else AdamW would refuse the Inf and stop the run).
     bool finite = true;
-    for (const auto& item : groups) {  // (parameter groups, as AdamW::groups(), or parameters)
-      if constexpr (requires { item.params; }) {
-        for (const auto& p : item.params) finite = finite && p.grad->allFinite();
-      } else {
-        finite = finite && item.grad->allFinite();
-      }
-    }
+    optim::for_each_parameter(groups, [&](const auto& p) { finite = finite && p.grad->allFinite(); });
     if (finite) return false;
     scaler_.found_inf_after_unscale();
     return true;
