@@ -2,22 +2,87 @@
 // mpiexec -np 1 on one GPU, as NCCL refuses two ranks on one GPU) rank r contributes base + r and every rank holds
 // f·(N·base + N(N-1)/2), for f = 1 (ncclSum: with one rank the identity, as comm::Single, and NCCL runs no kernel for
 // it) and f = 2 (NcclOptions::premultiply: a PreMulSum, whose one-rank sum does run a kernel, so one GPU tests the
-// data path: counts, float and double, the grouped calls, the stream ordering against the caller's copies). Exits 77
-// (SKIPPED) without a CUDA device.
+// data path: counts, float and double, the grouped calls, the stream ordering against the caller's copies). Then a
+// communicator whose second rank never starts: the constructor stops within NcclOptions::timeout. Exits 77 (SKIPPED)
+// without a CUDA device.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "nccl_test_bootstrap.hpp"
 
 using namespace vidlora;
 
+namespace nccl_test {
+// A bootstrap of two ranks whose rank 1 never starts: this process is rank 0 and answers the host collectives alone
+// (rank 0's unique id, a GPU list naming a second GPU), so ncclCommInitRankConfig waits for a peer that never joins.
+struct AbsentPeer {
+  static constexpr comm::Buffers buffers = comm::Buffers::Host;
+  int rank() const { return 0; }
+  int size() const { return 2; }
+  void all_reduce_sum(std::span<float>, std::string_view) {}
+  void all_reduce_sum(std::span<double>, std::string_view) {}
+  void broadcast(std::string&, std::string_view) {}
+  std::vector<std::string> gather(const std::string& mine, std::string_view) {
+    return {mine, "rank 1 (never started)"};
+  }
+  void barrier(std::string_view) {}
+};
+static_assert(comm::Communicator<AbsentPeer>);
+
+// Making the communicator with a peer that never joins stops within the timeout (non-blocking NCCL, aborted), with an
+// error naming the step and the timeout; in blocking mode it waited forever. Returns the failures.
+int absent_peer_times_out() {
+  const auto timeout = std::chrono::seconds(3);
+  const auto start = std::chrono::steady_clock::now();
+  std::string error;
+  try {
+    comm::BasicNccl<AbsentPeer> nccl(AbsentPeer{}, {.timeout = timeout});
+    error = "(none: the communicator was made)";
+  } catch (const comm::CommError& e) {
+    error = e.what();
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const bool named = error.find("ncclCommInitRankConfig") != std::string::npos &&
+                     error.find("did not complete within 3 s") != std::string::npos &&
+                     error.find("rank 0 of 2") != std::string::npos;
+  const bool in_time = seconds >= 3.0 && seconds < 3.0 + 30.0;  // the timeout, plus NCCL's abort
+  std::printf("a peer that never joins: stopped after %.1f s (timeout 3 s) with: %s -> %s\n", seconds, error.c_str(),
+              named && in_time ? "as expected" : "WRONG");
+  return named && in_time ? 0 : 1;
+}
+
+// NCCL_COMM_BLOCKING=1 would override the non-blocking mode: the constructor refuses it, naming it, before it touches
+// a GPU or a rank. Returns the failures.
+int blocking_mode_refused() {
+  ::setenv("NCCL_COMM_BLOCKING", "1", 1);
+  std::string error;
+  try {
+    comm::BasicNccl<AbsentPeer> nccl(AbsentPeer{}, {.timeout = std::chrono::seconds(3)});
+    error = "(none: the communicator was made)";
+  } catch (const comm::CommError& e) {
+    error = e.what();
+  }
+  ::unsetenv("NCCL_COMM_BLOCKING");
+  const bool named = error.find("NCCL_COMM_BLOCKING=1") != std::string::npos &&
+                     error.find("unset NCCL_COMM_BLOCKING") != std::string::npos;
+  std::printf("NCCL_COMM_BLOCKING=1: %s -> %s\n", error.c_str(), named ? "refused, as expected" : "WRONG");
+  return named ? 0 : 1;
+}
+}  // namespace nccl_test
+
 int main(int argc, char** argv) {
+  // Before any CUDA call, so it runs (and can fail) on a machine without a GPU too.
+  if (nccl_test::blocking_mode_refused() != 0) return 1;
+  ::unsetenv("NCCL_COMM_BLOCKING");  // (it would make NCCL blocking, and the last case hang)
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     std::printf("no CUDA device: skipping the NCCL tests\n");
@@ -82,5 +147,6 @@ int main(int argc, char** argv) {
                 nccl.rank(), n, nccl.device(), factor, count, wrong ? "WRONG" : "match");
     bad += wrong;
   }
+  bad += nccl_test::absent_peer_times_out();
   return bad ? 1 : 0;
 }

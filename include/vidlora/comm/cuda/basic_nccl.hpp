@@ -8,10 +8,15 @@
 // without MPI (torchrun-style variables) bootstrap over comm::Tcp: BasicNccl<comm::Tcp>.
 // Link vidlora::nccl_core (CUDA runtime, NCCL; vidlora::nccl adds MPI).
 //
-// A reduction that does not finish within NcclOptions::timeout (a rank died or hangs) aborts the NCCL
-// communicator (ncclCommAbort) and throws CommError naming it; so does an asynchronous NCCL error. Not under the
-// timeout: the communicator is made in NCCL's blocking mode, so ncclCommInitRank and the first grouped sum (where NCCL
-// connects the ranks) wait for every rank (docs/distributed.md, "Faults").
+// The communicator is made in NCCL's non-blocking mode (ncclConfig_t::blocking = 0): every NCCL call returns at once
+// and its work (the ranks joining in ncclCommInitRankConfig, a group's connection and enqueue in ncclGroupEnd,
+// ncclCommFinalize) goes on in NCCL's threads while this polls ncclCommGetAsyncError. Whatever does not finish within
+// NcclOptions::timeout (a rank died, hangs alive or never started) aborts the NCCL communicator (ncclCommAbort) and
+// throws CommError naming the rank, the operation and the timeout; so does an NCCL error. The constructor, every sum
+// and the destructor are under the timeout (docs/distributed.md, "Faults"); NCCL_COMM_BLOCKING=1, which would override
+// the mode, is refused. What NCCL itself may still hold up: ncclCommAbort of a communicator whose sums ran joins NCCL's
+// proxy thread, and an init aborted before the ranks connected leaves NCCL's bootstrap root thread and sockets behind
+// (the process is about to stop then).
 
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -61,8 +66,10 @@ ncclUniqueId nccl_unique_id_over(Bootstrap& bootstrap) {
 }
 
 struct NcclOptions {
-  std::chrono::duration<double> timeout = std::chrono::seconds(600);  // per reduction, as MpiOptions::timeout
-  int device = -1;                                                    // -1: local_device()
+  // Per operation, as MpiOptions::timeout: making the communicator (every rank joins), a sum (enqueue and completion),
+  // the destructor's finalize.
+  std::chrono::duration<double> timeout = std::chrono::seconds(600);
+  int device = -1;  // -1: local_device()
   // Each rank's buffer times this before the sum (ncclRedOpCreatePreMulSum); 1: a plain sum (ncclSum). For tests: NCCL
   // skips an in-place sum over one rank (the identity), so a one-GPU run only tests its data path (counts, types, the
   // ordering of its stream against the caller's) with a factor whose result shows the kernel ran.
@@ -81,6 +88,14 @@ class BasicNccl {
   // One NCCL communicator over the ranks of `bootstrap`, on this rank's GPU and a stream of its own.
   explicit BasicNccl(Bootstrap bootstrap, NcclOptions options = {})
       : bootstrap_(std::move(bootstrap)), options_(options) {
+    // NCCL lets this variable override ncclConfig_t::blocking: the ranks' joining and each group's connection would
+    // then wait without a limit, out of this communicator's reach.
+    if (const char* b = std::getenv("NCCL_COMM_BLOCKING"); b && std::string_view(b) != "0")
+      throw CommError(detail::message(
+          "comm::Nccl: NCCL_COMM_BLOCKING={} would put NCCL in blocking mode, where a rank that hangs or never starts "
+          "keeps the others waiting without a limit; comm::Nccl polls NCCL's non-blocking mode under its timeout "
+          "(--comm-timeout): unset NCCL_COMM_BLOCKING",
+          b));
     device_ = local_device(options_.device);
     detail::cuda_check(cudaSetDevice(device_), "cudaSetDevice");
     check_one_gpu_per_rank();
@@ -91,17 +106,24 @@ class BasicNccl {
       detail::cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
       detail::cuda_check(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "cudaEventCreate");
       const ncclUniqueId id = nccl_unique_id_over(bootstrap_);
-      detail::nccl_check(ncclCommInitRank(&comm_, bootstrap_.size(), id, bootstrap_.rank()),
-                         detail::message("rank {}: ncclCommInitRank", bootstrap_.rank()));
+      const std::string init = "making the NCCL communicator (ncclCommInitRankConfig: every rank joins)";
+      const auto deadline = deadline_from_now();
+      ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+      config.blocking = 0;  // returns at once; the ranks join in NCCL's thread, polled under the timeout
+      const ncclResult_t rc = ncclCommInitRankConfig(&comm_, bootstrap_.size(), id, bootstrap_.rank(), &config);
+      if (rc != ncclSuccess && rc != ncclInProgress) abort_comm();
+      detail::nccl_check(rc, detail::message("rank {} of {}: {}", rank(), size(), init));
+      settle(init, deadline);
       if (options_.premultiply != 1.0) {
         float f = static_cast<float>(options_.premultiply);
         double d = options_.premultiply;
-        detail::nccl_check(ncclRedOpCreatePreMulSum(&op_float_, &f, ncclFloat, ncclScalarHostImmediate, comm_),
-                           "ncclRedOpCreatePreMulSum (float)");
-        detail::nccl_check(ncclRedOpCreatePreMulSum(&op_double_, &d, ncclDouble, ncclScalarHostImmediate, comm_),
-                           "ncclRedOpCreatePreMulSum (double)");
+        call("ncclRedOpCreatePreMulSum (float)",
+             ncclRedOpCreatePreMulSum(&op_float_, &f, ncclFloat, ncclScalarHostImmediate, comm_));
+        call("ncclRedOpCreatePreMulSum (double)",
+             ncclRedOpCreatePreMulSum(&op_double_, &d, ncclDouble, ncclScalarHostImmediate, comm_));
       }
     } catch (...) {
+      abort_comm();
       release();
       throw;
     }
@@ -153,27 +175,17 @@ class BasicNccl {
   // Every sum enqueued on stream() is complete (the NCCL communicator is aborted on an asynchronous NCCL error or
   // after NcclOptions::timeout, and a CommError names `what`).
   void wait(std::string_view what) {
-    if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
-    using clock = std::chrono::steady_clock;
-    const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(options_.timeout);
+    require_live(what);
+    const auto deadline = deadline_from_now();
+    settle(what, deadline);  // the last call's work is on stream_ (an empty stream_ would pass the query below)
+    PollPause poll;
     while (true) {
       const cudaError_t q = cudaStreamQuery(stream_);
       if (q == cudaSuccess) return;
       if (q != cudaErrorNotReady) detail::cuda_check(q, what);
-      ncclResult_t async = ncclSuccess;
-      ncclCommGetAsyncError(comm_, &async);
-      if (async != ncclSuccess && async != ncclInProgress) {
-        ncclCommAbort(std::exchange(comm_, nullptr));
-        detail::nccl_check(async, detail::message("rank {} of {}: {}", rank(), size(), what));
-      }
-      if (clock::now() >= deadline) {
-        ncclCommAbort(std::exchange(comm_, nullptr));
-        throw CommError(
-            detail::message("rank {} of {}: {} did not complete within {:g} s on GPU {}: another rank died, "
-                            "hangs or is that far behind; the NCCL communicator was aborted",
-                            rank(), size(), what, options_.timeout.count(), device_));
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
+      check_async(what);
+      if (clock::now() >= deadline) timed_out(what);
+      poll.pause();
     }
   }
 
@@ -183,6 +195,74 @@ class BasicNccl {
   void barrier(std::string_view what) { bootstrap_.barrier(what); }
 
  private:
+  using clock = std::chrono::steady_clock;
+  // Between two polls: a yield for the first 200 µs (a group's enqueue in NCCL's thread takes about that, and a sleep
+  // lasts at least Linux's 50 µs timer slack, on the path of every step's sums), then 50 µs sleeps.
+  struct PollPause {
+    clock::time_point start = clock::now();
+    void pause() const {
+      if (clock::now() - start < std::chrono::microseconds(200))
+        std::this_thread::yield();
+      else
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  };
+  clock::time_point deadline_from_now() const {
+    return clock::now() + std::chrono::duration_cast<clock::duration>(options_.timeout);
+  }
+  void require_live(std::string_view what) const {
+    if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
+  }
+  // Frees the communicator without waiting for the other ranks or for work on the device (NCCL stops it).
+  void abort_comm() noexcept {
+    if (comm_) ncclCommAbort(std::exchange(comm_, nullptr));
+    op_float_ = op_double_ = ncclSum;  // freed with the communicator
+  }
+  [[noreturn]] void timed_out(std::string_view what) {
+    abort_comm();
+    throw CommError(
+        detail::message("rank {} of {}: {} did not complete within {:g} s on GPU {}: another rank died, "
+                        "hangs, did not start or is that far behind; the NCCL communicator was aborted",
+                        rank(), size(), what, options_.timeout.count(), device_));
+  }
+  // An NCCL error of the communicator (asynchronous, or of the last call) aborts it and throws.
+  void check_async(std::string_view what) {
+    ncclResult_t async = ncclSuccess;
+    const ncclResult_t rc = ncclCommGetAsyncError(comm_, &async);
+    if (rc != ncclSuccess) async = rc;
+    if (async != ncclSuccess && async != ncclInProgress) {
+      abort_comm();
+      detail::nccl_check(async, detail::message("rank {} of {}: {}", rank(), size(), what));
+    }
+  }
+  // Non-blocking mode: a call that returned ncclInProgress goes on in NCCL's threads, and the communicator takes no
+  // other call (and its stream may not hold the call's work yet) until its state leaves ncclInProgress. Polls it until
+  // then; an error or the deadline aborts the communicator and throws.
+  void settle(std::string_view what, clock::time_point deadline) {
+    require_live(what);
+    PollPause poll;
+    while (true) {
+      ncclResult_t state = ncclSuccess;
+      const ncclResult_t rc = ncclCommGetAsyncError(comm_, &state);
+      if (rc != ncclSuccess) state = rc;
+      if (state == ncclSuccess) return;
+      if (state != ncclInProgress) {
+        abort_comm();
+        detail::nccl_check(state, detail::message("rank {} of {}: {}", rank(), size(), what));
+      }
+      if (clock::now() >= deadline) timed_out(what);
+      poll.pause();
+    }
+  }
+  // One NCCL call outside a group: an error aborts the communicator and throws; an ncclInProgress is settled.
+  void call(std::string_view what, ncclResult_t rc) {
+    if (rc != ncclSuccess && rc != ncclInProgress) {
+      abort_comm();
+      detail::nccl_check(rc, detail::message("rank {} of {}: {}", rank(), size(), what));
+    }
+    settle(what, deadline_from_now());
+  }
+
   // NCCL needs one GPU per rank, and two ranks on one GPU fail inside ncclCommInitRank with a terse message: every rank
   // says which GPU it took (host name and PCI bus id), and all stop with an error naming the ranks that share one.
   void check_one_gpu_per_rank() {
@@ -207,7 +287,7 @@ class BasicNccl {
 
   template <class T>
   void reduce_group(std::span<const std::span<T>> buffers, ncclDataType_t type, std::string_view what) {
-    if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
+    require_live(what);
     wait(what);  // sums enqueued before (all_reduce_sum_group_after) complete under the timeout, not in the sync below
     detail::cuda_check(cudaDeviceSynchronize(), what);
     issue_group(buffers, type, what);
@@ -216,14 +296,18 @@ class BasicNccl {
   template <class T>
   void enqueue_group(std::span<const std::span<T>> buffers, ncclDataType_t type, cudaStream_t after,
                      std::string_view what) {
-    if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
+    require_live(what);
+    settle(what, deadline_from_now());  // (a sum enqueued before has settled already; this keeps the rule local)
     detail::cuda_check(cudaEventRecord(ready_, after), what);  // reused: stream_ waits on this record now
     detail::cuda_check(cudaStreamWaitEvent(stream_, ready_, 0), what);
     issue_group(buffers, type, what);
   }
-  // ncclAllReduce of every non-empty buffer on stream_, at most kGroupOps per group.
+  // ncclAllReduce of every non-empty buffer on stream_, at most kGroupOps per group; each group settled (connected to
+  // the other ranks, which the first one does, and enqueued on stream_) under the timeout before the next, and before
+  // this returns.
   template <class T>
   void issue_group(std::span<const std::span<T>> buffers, ncclDataType_t type, std::string_view what) {
+    const auto deadline = deadline_from_now();
     for (std::size_t begin = 0; begin < buffers.size(); begin += kGroupOps) {
       const std::size_t end = std::min(buffers.size(), begin + kGroupOps);
       detail::nccl_check(ncclGroupStart(), what);
@@ -235,26 +319,41 @@ class BasicNccl {
         if (rc != ncclSuccess && rc != ncclInProgress && first_error == ncclSuccess) first_error = rc;
       }
       const ncclResult_t end_rc = ncclGroupEnd();
-      detail::nccl_check(first_error, what);
-      detail::nccl_check(end_rc, what);
+      if (first_error == ncclSuccess && end_rc != ncclSuccess && end_rc != ncclInProgress) first_error = end_rc;
+      if (first_error != ncclSuccess) {
+        abort_comm();
+        detail::nccl_check(first_error, detail::message("rank {} of {}: {}", rank(), size(), what));
+      }
+      settle(what, deadline);
     }
   }
 
   // As reduce_group: the buffer written on any stream (or by a copy that may still be landing) is complete first.
   void reduce(void* data, std::size_t n, ncclDataType_t type, std::string_view what) {
-    if (!comm_) throw CommError("comm::Nccl: " + std::string(what) + " after the communicator was aborted");
+    require_live(what);
     wait(what);
     detail::cuda_check(cudaDeviceSynchronize(), what);
-    detail::nccl_check(ncclAllReduce(data, data, n, type, op(type), comm_, stream_), what);
-    wait(what);
+    const ncclResult_t rc = ncclAllReduce(data, data, n, type, op(type), comm_, stream_);
+    if (rc != ncclSuccess && rc != ncclInProgress) {
+      abort_comm();
+      detail::nccl_check(rc, detail::message("rank {} of {}: {}", rank(), size(), what));
+    }
+    wait(what);  // settles the call first
   }
   ncclRedOp_t op(ncclDataType_t type) const { return type == ncclDouble ? op_double_ : op_float_; }
 
+  // A live communicator is finalized (its stream's work flushed, NCCL's threads stopped) under the timeout, then
+  // destroyed; one that does not finalize in time (a sum stuck on a rank that died) is aborted instead.
   void release() noexcept {
     if (comm_) {
       if (op_float_ != ncclSum) ncclRedOpDestroy(op_float_, comm_);
       if (op_double_ != ncclSum) ncclRedOpDestroy(op_double_, comm_);
-      ncclCommDestroy(comm_);
+      op_float_ = op_double_ = ncclSum;
+      try {
+        call("freeing the NCCL communicator (ncclCommFinalize)", ncclCommFinalize(comm_));
+      } catch (...) {  // aborted: comm_ is null
+      }
+      if (comm_) ncclCommDestroy(std::exchange(comm_, nullptr));
     }
     if (ready_) cudaEventDestroy(ready_);
     if (stream_) cudaStreamDestroy(stream_);
