@@ -143,7 +143,10 @@ preset_steps() {  # preset_steps NAME...: run them, print their rows, merge ever
     fi
   done
   command -v python3 >/dev/null 2>&1 || return
-  while IFS=$'\t' read -r name result detail; do row "$name" "$result" "$detail"; done < <(python3 - "$log" "$@" <<'PY'
+  while IFS=$'\t' read -r name result detail; do
+    row "$name" "$result" "$detail"
+    case "$result" in "NO FIT"* | ERROR) status=1 ;; esac  # a preset that does not fit or fails fails the gate
+  done < <(python3 - "$log" "$@" <<'PY'
 import glob, json, os, sys
 def key(name):  # BM_preset_stage2_step/T4/fp32_frozen/iterations:3/manual_time -> T4/fp32_frozen
     return "/".join(s for s in name.split("/")[1:] if ":" not in s and s != "manual_time")
@@ -160,12 +163,17 @@ for b in merged:
     if b["key"] not in sys.argv[2:]:
         continue
     name = "preset step: 7B " + b["key"]
-    if b.get("error_occurred"):
-        print(f"{name}\tNO FIT\t{b.get('error_message', '')[:160]}")
+    if b.get("error_occurred"):  # "NO FIT (cap): …", "NO FIT (card): …" or "ERROR: …" (bench_cuda_preset_step's skip_with)
+        message = b.get("error_message", "")
+        result, _, detail = message.partition(": ")
+        if result not in ("NO FIT (cap)", "NO FIT (card)", "ERROR"):
+            result, detail = "ERROR", message
+        print(f"{name}\t{result}\t{detail[:200]}")
     else:
-        print(f"{name}\t{b['real_time']:.0f} {b['time_unit']}\t{b['tokens_per_s']:.0f} tok/s, peak {b['peak_GiB']:.2f} of "
-              f"{b['cap_GiB']:.2f} GiB, MFU {100 * b['MFU']:.1f}% of {b.get('peak_TFLOPs', 0):.0f} TFLOP/s "
-              f"({b.get('label', '')})")
+        print(f"{name}\t{b['real_time']:.0f} {b['time_unit']}\t{b['tokens_per_s']:.0f} tok/s, peak {b['peak_GiB']:.2f} "
+              f"(in use {b.get('peak_in_use_GiB', 0):.2f}) of {b['cap_GiB']:.2f} GiB, "
+              f"{b.get('cache_releases', 0):.0f} cache releases, MFU {100 * b['MFU']:.1f}% of "
+              f"{b.get('peak_TFLOPs', 0):.0f} TFLOP/s ({b.get('label', '')})")
 PY
 )
 }

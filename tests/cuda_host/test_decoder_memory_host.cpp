@@ -330,7 +330,11 @@ TEST_CASE("the decoder step holds what decoder_step_memory counts, with and with
       CHECK(offload.inputs_checked == 16);
       CHECK(offload.at_loss == ckpt.at_loss - 3 * static_cast<std::size_t>(model::checkpoint_bytes(s, true)));
       CHECK(offload.peak < ckpt.peak);
-      CHECK(offload.peak - offload.at_loss == ckpt.peak - ckpt.at_loss);
+      // Above what it holds at the loss, the offloading step's peak is the checkpointing one's plus at most the one
+      // input it reloaded for a block's recompute (the blocks' backward no longer holds the loss's tensors, so a
+      // recomputed block's backward can be the step's peak).
+      CHECK(offload.peak - offload.at_loss <=
+            ckpt.peak - ckpt.at_loss + static_cast<std::size_t>(model::checkpoint_bytes(s, true)));
       CHECK(offload.step.totals.loss == plain.step.totals.loss);
       CHECK(memtrack_same_bits(offload.step.grad_embeds, plain.step.grad_embeds));
       CHECK(ckpt.at_loss ==

@@ -132,33 +132,46 @@ typename Exec::tensor_type decoder_layer_backward_steps(Exec& exec, const Saved&
   using Tensor = typename Exec::tensor_type;
   // A slot's forward input for its backward: recomputed (or kept) only when the executor's slot takes it.
   auto takes = [&exec](LayerLinear m) { return exec.backward_takes_input(m); };
+  // Each gradient is released after its last use (dm after SwiGLU's backward, dgate and dup after their slots', dx2
+  // after the norm's; d_attn after the attention's, dq, dk and dv after their slots'), so the block's backward holds
+  // few at once: on the 7B, dm, dgate and dup alone are 3·tokens·intermediate floats (2.4 GiB at the H100 preset's
+  // 16 frames), which used to stay alive through the attention's backward.
   // MLP
-  const auto dm =
-      exec.linear_backward(LayerLinear::down, d_out, takes(LayerLinear::down) ? exec.swiglu(a.gate, a.up) : Tensor{});
-  const auto sg = exec.swiglu_backward(a.gate, a.up, dm);
-  auto dx2 = [&] {
-    const Tensor x2 = takes(LayerLinear::gate) || takes(LayerLinear::up)
-                          ? exec.rms_norm(a.h_mid, LayerNorm::post_attention, nullptr)
-                          : Tensor{};
-    auto d = exec.linear_backward(LayerLinear::gate, sg.dgate, x2);
-    exec.accumulate(d, exec.linear_backward(LayerLinear::up, sg.dup, x2));
-    return d;
+  const Tensor dh_mid = [&] {
+    Tensor dx2 = [&] {
+      auto sg = [&] {
+        const Tensor dm = exec.linear_backward(LayerLinear::down, d_out,
+                                               takes(LayerLinear::down) ? exec.swiglu(a.gate, a.up) : Tensor{});
+        return exec.swiglu_backward(a.gate, a.up, dm);
+      }();
+      const Tensor x2 = takes(LayerLinear::gate) || takes(LayerLinear::up)
+                            ? exec.rms_norm(a.h_mid, LayerNorm::post_attention, nullptr)
+                            : Tensor{};
+      auto d = exec.linear_backward(LayerLinear::gate, sg.dgate, x2);
+      sg.dgate = Tensor{};
+      exec.accumulate(d, exec.linear_backward(LayerLinear::up, sg.dup, x2));
+      return d;
+    }();
+    return exec.add(d_out, exec.rms_norm_backward(a.h_mid, LayerNorm::post_attention, a.inv2, dx2));
   }();
-  const auto dh_mid = exec.add(d_out, exec.rms_norm_backward(a.h_mid, LayerNorm::post_attention, a.inv2, dx2));
   // attention
-  const auto d_attn = exec.linear_backward(LayerLinear::o, dh_mid, a.attn);
-  auto g = exec.attention_backward(a, d_attn);
-  exec.rope(g.dq, true);
-  exec.rope(g.dk, true);
-  if (exec.qk_norm()) {
-    g.dq = exec.rms_norm_backward(a.q_raw, LayerNorm::q_head, a.q_inv, g.dq);
-    g.dk = exec.rms_norm_backward(a.k_raw, LayerNorm::k_head, a.k_inv, g.dk);
-  }
-  auto dx1 = [&] {
+  const Tensor dx1 = [&] {
+    auto g = [&] {
+      const Tensor d_attn = exec.linear_backward(LayerLinear::o, dh_mid, a.attn);
+      return exec.attention_backward(a, d_attn);
+    }();
+    exec.rope(g.dq, true);
+    exec.rope(g.dk, true);
+    if (exec.qk_norm()) {
+      g.dq = exec.rms_norm_backward(a.q_raw, LayerNorm::q_head, a.q_inv, g.dq);
+      g.dk = exec.rms_norm_backward(a.k_raw, LayerNorm::k_head, a.k_inv, g.dk);
+    }
     const bool any = takes(LayerLinear::q) || takes(LayerLinear::k) || takes(LayerLinear::v);
     const Tensor x1 = any ? exec.rms_norm(a.h_in, LayerNorm::input, nullptr) : Tensor{};
     auto d = exec.linear_backward(LayerLinear::q, g.dq, x1);
+    g.dq = Tensor{};
     exec.accumulate(d, exec.linear_backward(LayerLinear::k, g.dk, x1));
+    g.dk = Tensor{};
     exec.accumulate(d, exec.linear_backward(LayerLinear::v, g.dv, x1));
     return d;
   }();

@@ -103,12 +103,17 @@ DecoderStepOf<typename Exec::tensor_type> decoder_loss_and_backward_steps(Exec& 
     if (options.offload_checkpoints) e.offload_input(l, std::move(inputs[l]));
     h = std::move(out);
   }
-  typename Exec::rows_type inv;
-  const Tensor out = e.final_norm(h, &inv);
-  Tensor d_out;
   DecoderStepOf<Tensor> r;
-  r.totals = e.lm_head_loss(out, d_out);
-  Tensor dh = e.final_norm_backward(h, inv, d_out);
+  // The final norm's output, its 1/rms, the loss gradient and the last block's output are released before the blocks'
+  // backward (on the 7B at the H100 preset, 0.9 GiB that stayed alive through it).
+  Tensor dh = [&] {
+    typename Exec::rows_type inv;
+    const Tensor out = e.final_norm(h, &inv);
+    Tensor d_out;
+    r.totals = e.lm_head_loss(out, d_out);
+    return e.final_norm_backward(h, inv, d_out);
+  }();
+  h = Tensor{};
   for (std::size_t l = layers; l-- > 0;) {
     if (checkpoints_layer(options, l, layers)) {
       e.restore_layer_rng(l);
