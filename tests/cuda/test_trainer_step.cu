@@ -891,6 +891,27 @@ std::vector<float> pixels_of(const model::ClipVisionConfig& c, int frames) {
 
 std::vector<float> flat(const Matrix& m) { return std::vector<float>(m.data(), m.data() + m.size()); }
 
+// train::random_clip_vision_weights with every bias drawn (uniform, std 0.2) and every LayerNorm weight 1 + that
+// draw: its zero biases and unit norms would hide a bias dropped from a GEMM's epilogue, given to the wrong linear or
+// in the wrong type, or two norms swapped.
+model::TensorTable weights_with_affine(const model::ClipVisionConfig& c, std::uint64_t seed) {
+  model::TensorTable t = train::random_clip_vision_weights(c, seed);
+  const model::TensorTable drawn = t;  // (t changes inside the loop)
+  std::uint64_t stream = 50;
+  for (const auto& [name, entry] : drawn.tensors()) {
+    const bool bias = name.ends_with(".bias");
+    const bool norm_weight = name.ends_with(".weight") && (name.find("layer_norm") != std::string::npos ||
+                                                           name.find("layrnorm") != std::string::npos);
+    if (!bias && !norm_weight) continue;
+    std::vector<float> v = entry.data;
+    for (std::size_t i = 0; i < v.size(); ++i)
+      v[i] = (norm_weight ? 1.0f : 0.0f) + 0.2f * 1.7320508f * (2.0f * random_uniform(seed, stream, i) - 1.0f);
+    ++stream;
+    t.insert(name, entry.shape, std::move(v));
+  }
+  return t;
+}
+
 }  // namespace clip_test
 
 TEST_CASE("cuda CLIP tower: the CPU tower's features, frames in passes, both attention kernels", "[model]") {
@@ -906,7 +927,7 @@ TEST_CASE("cuda CLIP tower: the CPU tower's features, frames in passes, both att
     INFO("hidden " << k.hidden << " heads " << k.heads << " feature layers " << k.options.feature_layers.size()
                    << " drop_cls " << k.options.drop_cls);
     const model::ClipVisionConfig c = clip_test::tiny_clip(k.hidden, k.heads);
-    const model::ClipVision cpu(c, train::random_clip_vision_weights(c, 7), k.options);
+    const model::ClipVision cpu(c, clip_test::weights_with_affine(c, 7), k.options);
     const int frames = 5;
     const std::vector<float> pixels = clip_test::pixels_of(c, frames);
     const Matrix want = cpu.features(pixels, frames);
@@ -938,7 +959,7 @@ TEST_CASE("cuda CLIP tower: the CPU tower's features, frames in passes, both att
     model::ClipVisionConfig c14 = clip_test::tiny_clip(64, 4);
     c14.patch_size = 14;
     c14.image_size = 28;  // 4 patches + CLS per frame
-    const model::ClipVision cpu(c14, train::random_clip_vision_weights(c14, 7));
+    const model::ClipVision cpu(c14, clip_test::weights_with_affine(c14, 7));
     const std::vector<float> pixels = clip_test::pixels_of(c14, 3);
     const Matrix want = cpu.features(pixels, 3);
     CHECK(cuda_test::normwise_error(clip_test::flat(model::cuda::ClipVisionCuda(cpu).features(pixels, 3)),
@@ -950,9 +971,33 @@ TEST_CASE("cuda CLIP tower: the CPU tower's features, frames in passes, both att
             (ops == vidlora::cuda::DType::BF16 ? 5e-2 : 1e-2));
     }
   }
+  {
+    // ViT-L/14's width and heads (1024 = 16 × 64, intermediate 4096): head dim 64 on the tiled kernel's 16-bit tiles,
+    // K = 4096 in fc2, 65 tokens a frame (a partial last tile); two of its three layers run (feature layer -2).
+    model::ClipVisionConfig wide = clip_test::tiny_clip(1024, 16);
+    wide.intermediate_size = 4096;
+    wide.patch_size = 14;
+    wide.image_size = 112;  // 64 patches + CLS per frame
+    const model::ClipVision cpu(wide, clip_test::weights_with_affine(wide, 11));
+    const std::vector<float> pixels = clip_test::pixels_of(wide, 2);
+    const Matrix want = cpu.features(pixels, 2);
+    CHECK(cuda_test::normwise_error(clip_test::flat(model::cuda::ClipVisionCuda(cpu).features(pixels, 2)),
+                                    clip_test::flat(want)) < 2e-5);
+    for (const vidlora::cuda::DType ops : {vidlora::cuda::DType::BF16, vidlora::cuda::DType::F16}) {
+      INFO("ViT-L width, " << vidlora::cuda::dtype_name(ops) << " operands");
+      const model::cuda::ClipVisionCuda narrow(cpu, vidlora::cuda::Compute::F32, 1, nullptr, nullptr, ops);
+      const double err = cuda_test::normwise_error(clip_test::flat(narrow.features(pixels, 2)), clip_test::flat(want));
+      CHECK(err < (ops == vidlora::cuda::DType::BF16 ? 5e-2 : 1e-2));
+      CHECK(err > 0.0);
+    }
+  }
   const model::ClipVisionConfig c = clip_test::tiny_clip(64, 4);
   const model::ClipVision cpu(c, train::random_clip_vision_weights(c, 7));
   const model::cuda::ClipVisionCuda gpu(cpu);
+  cudaStream_t non_blocking = nullptr;  // a stream the legacy stream's uploads do not order: refused
+  REQUIRE(cudaStreamCreateWithFlags(&non_blocking, cudaStreamNonBlocking) == cudaSuccess);
+  CHECK_THROWS_AS(model::cuda::ClipVisionCuda(cpu, vidlora::cuda::Compute::F32, 2, non_blocking), Error);
+  cudaStreamDestroy(non_blocking);
   const std::vector<float> pixels = clip_test::pixels_of(c, 2);
   CHECK_THROWS_AS(gpu.features(std::span<const float>(pixels).first(pixels.size() - 1), 2), Error);
 }

@@ -77,6 +77,9 @@ class ClipVisionCuda {
         operands_(operands) {
     vidlora::cuda::check_arg(frames_per_pass_ > 0, "cuda::ClipVisionCuda",
                              "frames_per_pass must be positive (got " + std::to_string(frames_per_pass_) + ")");
+    // Weights and patches go up with cudaMemcpy on the legacy stream, which a non-blocking stream's kernels would not
+    // wait for.
+    vidlora::cuda::require_legacy_ordered_stream(stream, "cuda::ClipVisionCuda");
     // The patch embedding's K = channels·patch² (588 for ViT-L/14) is zero-padded to a multiple of 8 with 16-bit
     // operands, so that the rows of its 16-bit operands start on 16-byte boundaries (tensor-core GEMMs' alignment;
     // 588 halves are 1,176 bytes, 8-byte aligned only). Zero columns add exact zeros: the same products.
