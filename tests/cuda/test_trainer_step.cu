@@ -763,6 +763,13 @@ TEST_CASE(
     CHECK(cuda_test::normwise_error(download(got_b), flat(want_b)) < 2e-5);
     CHECK(cache.length() == 106);
     CHECK(copy.length() == 106);
+    // One more token on the copy reads its row 105, which must still hold b's keys and values after the original
+    // wrote a's there: a copy sharing the original's buffers passes the pair above but not this.
+    const int c[1] = {11};
+    const Matrix want_c = dec.forward_cached(dec.embed(c), cpu_copy);
+    CHECK(cuda_test::normwise_error(download(dev.forward_cached(upload(dec.embed(c)), copy)), flat(want_c)) < 2e-5);
+    CHECK(copy.length() == 107);
+    CHECK(cache.length() == 106);
     // The LM head's logits of those rows.
     CHECK(cuda_test::normwise_error(dev.logits(got_a), flat(dec.logits(want_a))) < 2e-5);
     // No dropout stream moved.
