@@ -16,10 +16,12 @@
 // Status: compiled for sm_75..90 and checked against the CPU executor by tests/cuda/test_decoder_layer.cu,
 // which has not yet run on a GPU (docs/cuda.md).
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -155,6 +157,90 @@ inline void unpack_bf16(DeviceTensor& t, vidlora::cuda::CudaCachingAllocator* al
   t.packed = vidlora::cuda::DeviceBuffer<std::uint16_t>();
 }
 
+// A block executor's position and RoPE tables (positions r mod seq_len, cos / sin of positions first .. first +
+// seq_len - 1) and its attention mask, built on the host once for all the blocks of a step (or of a KV-cache forward)
+// in page-locked memory, from which each block's executor uploads its own device copy asynchronously on its stream.
+// Without it every executor recomputed the cos / sin tables on the host (2·seq_len·head_dim/2 double cos / sin: about
+// 2-6 ms a block at the H100 preset's 2,432 positions) and uploaded them with a pageable cudaMemcpy, which waits for
+// every kernel queued before it: once per block the GPU ran dry while the host computed. Same tables, same bits.
+class LayerTablesHost {
+ public:
+  LayerTablesHost() = default;
+  LayerTablesHost(const LayerTablesHost&) = delete;
+  LayerTablesHost& operator=(const LayerTablesHost&) = delete;
+  ~LayerTablesHost() {
+    for (void* p : {static_cast<void*>(positions_), static_cast<void*>(mask_), static_cast<void*>(cos_),
+                    static_cast<void*>(sin_)})
+      if (p) (void)cudaFreeHost(p);
+  }
+
+  // The tables of `shape` from absolute position `first` and `key_mask` ([tokens] or empty). Rewrites the host tables
+  // only when they change, after waiting for `stream`, where earlier executors' uploads from them may still run.
+  void prepare(const DecoderLayerShape& shape, std::int64_t first, const std::vector<int>& key_mask,
+               cudaStream_t stream) {
+    const std::int64_t t = shape.tokens(), half = shape.head_dim / 2;
+    const bool rope_same = positions_ && tokens_ == t && seq_len_ == shape.seq_len && head_dim_ == shape.head_dim &&
+                           theta_ == shape.rope_theta && first_ == first;
+    const bool mask_same = static_cast<std::int64_t>(key_mask.size()) == mask_count_ &&
+                           (key_mask.empty() || std::equal(key_mask.begin(), key_mask.end(), mask_));
+    if (rope_same && mask_same) return;
+    VIDLORA_CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (!rope_same) {
+      std::vector<float> cos_table, sin_table;
+      rope_tables(static_cast<int>(shape.head_dim), shape.rope_theta, shape.seq_len, cos_table, sin_table, first);
+      reserve(positions_, positions_capacity_, static_cast<std::size_t>(t));
+      reserve(cos_, cos_capacity_, cos_table.size());
+      reserve(sin_, sin_capacity_, sin_table.size());
+      for (std::int64_t i = 0; i < t; ++i) positions_[i] = static_cast<std::int32_t>(i % shape.seq_len);
+      std::copy(cos_table.begin(), cos_table.end(), cos_);
+      std::copy(sin_table.begin(), sin_table.end(), sin_);
+      tokens_ = t;
+      seq_len_ = shape.seq_len;
+      head_dim_ = shape.head_dim;
+      theta_ = shape.rope_theta;
+      first_ = first;
+      table_elements_ = seq_len_ * half;
+    }
+    if (!mask_same) {
+      reserve(mask_, mask_capacity_, key_mask.size());
+      std::copy(key_mask.begin(), key_mask.end(), mask_);
+      mask_count_ = static_cast<std::int64_t>(key_mask.size());
+    }
+  }
+
+  // Whether these are the tables an executor of `shape` from `first` with a mask of `mask_count` entries needs.
+  bool matches(const DecoderLayerShape& shape, std::int64_t first, std::size_t mask_count) const {
+    return positions_ && tokens_ == shape.tokens() && seq_len_ == shape.seq_len && head_dim_ == shape.head_dim &&
+           theta_ == shape.rope_theta && first_ == first && mask_count_ == static_cast<std::int64_t>(mask_count);
+  }
+  const std::int32_t* positions() const { return positions_; }
+  const std::int32_t* mask() const { return mask_; }
+  const float* cos() const { return cos_; }
+  const float* sin() const { return sin_; }
+  std::int64_t table_elements() const { return table_elements_; }  // of cos, and of sin
+
+ private:
+  // Grows a page-locked buffer to hold `n` elements (its contents are rewritten by the caller).
+  template <class T>
+  static void reserve(T*& p, std::size_t& capacity, std::size_t n) {
+    if (p && n <= capacity) return;
+    if (p) VIDLORA_CUDA_CHECK(cudaFreeHost(p));
+    p = nullptr;
+    capacity = 0;
+    if (n == 0) return;
+    VIDLORA_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&p), n * sizeof(T)));
+    capacity = n;
+  }
+
+  std::int32_t* positions_ = nullptr;
+  std::int32_t* mask_ = nullptr;
+  float* cos_ = nullptr;
+  float* sin_ = nullptr;
+  std::size_t positions_capacity_ = 0, mask_capacity_ = 0, cos_capacity_ = 0, sin_capacity_ = 0;
+  std::int64_t tokens_ = 0, seq_len_ = 0, head_dim_ = 0, first_ = 0, mask_count_ = 0, table_elements_ = 0;
+  double theta_ = 0.0;
+};
+
 // Where a block executor's tensors come from: the allocator (null: cudaMalloc) and the prefix of their tags.
 struct DecoderLayerMemory {
   vidlora::cuda::CudaCachingAllocator* allocator = nullptr;
@@ -171,10 +257,13 @@ class DecoderLayerExecutor {
   // key_mask: [tokens] host ints (1 token, 0 padding), or empty for all tokens. One executor serves one
   // forward and its backward (it keeps each LoRA slot's keep bits and h in between).
   // compute: every GEMM's (the frozen bases' and the LoRA pieces'): fp32, or TF32 tensor cores (sm_80+).
+  // tables: the step's tables prepared on the host for this shape and key_mask (LayerTablesHost::prepare, from position
+  // 0), uploaded asynchronously; null: built and uploaded here.
   DecoderLayerExecutor(vidlora::cuda::GemmRunner& gemm, DecoderLayerDeviceWeights& weights,
                        const DecoderLayerShape& shape, const std::vector<int>& key_mask, bool training,
                        cudaStream_t stream = nullptr, DecoderLayerMemory memory = {},
-                       vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32)
+                       vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32,
+                       const LayerTablesHost* tables = nullptr)
       : gemm_(gemm),
         weights_(weights),
         shape_(shape),
@@ -184,15 +273,18 @@ class DecoderLayerExecutor {
         compute_(compute) {
     vidlora::cuda::require_legacy_ordered_stream(stream, "cuda::DecoderLayerExecutor");
     check_layer_shape(shape_);
-    set_positions(0);
     const std::int64_t t = shape_.tokens();
-    if (!key_mask.empty()) {
-      vidlora::cuda::check_arg(
-          static_cast<std::int64_t>(key_mask.size()) == t, "cuda::DecoderLayerExecutor",
-          "key mask of " + std::to_string(key_mask.size()) + " for " + std::to_string(t) + " tokens");
+    vidlora::cuda::check_arg(
+        key_mask.empty() || static_cast<std::int64_t>(key_mask.size()) == t, "cuda::DecoderLayerExecutor",
+        "key mask of " + std::to_string(key_mask.size()) + " for " + std::to_string(t) + " tokens");
+    if (tables) {
+      upload_tables(*tables, 0, key_mask.size());
+      return;
+    }
+    set_positions(0);
+    if (!key_mask.empty())
       mask_ = vidlora::cuda::DeviceBuffer<std::int32_t>(
           memory_.allocator, std::vector<std::int32_t>(key_mask.begin(), key_mask.end()), tag("attention_mask"));
-    }
   }
 
   // Generation: one sequence of shape.seq_len new positions continuing `cache` (shape.batch 1), as
@@ -201,7 +293,8 @@ class DecoderLayerExecutor {
   // from absolute position past + i. No backward.
   DecoderLayerExecutor(vidlora::cuda::GemmRunner& gemm, DecoderLayerDeviceWeights& weights,
                        const DecoderLayerShape& shape, const LayerKvCache& cache, cudaStream_t stream = nullptr,
-                       DecoderLayerMemory memory = {}, vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32)
+                       DecoderLayerMemory memory = {}, vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32,
+                       const LayerTablesHost* tables = nullptr)
       : gemm_(gemm),
         weights_(weights),
         shape_(shape),
@@ -210,6 +303,7 @@ class DecoderLayerExecutor {
         memory_(std::move(memory)),
         compute_(compute),
         cache_(cache) {
+    vidlora::cuda::require_legacy_ordered_stream(stream, "cuda::DecoderLayerExecutor");
     check_layer_shape(shape_);
     vidlora::cuda::check_arg(shape_.batch == 1 && cache_.k && cache_.v && cache_.past >= 0 &&
                                  cache_.past + shape_.seq_len <= cache_.capacity,
@@ -217,7 +311,10 @@ class DecoderLayerExecutor {
                              "a KV-cache forward takes one sequence whose " + std::to_string(shape_.seq_len) +
                                  " positions fit after the cache's " + std::to_string(cache_.past) + " (capacity " +
                                  std::to_string(cache_.capacity) + ", batch " + std::to_string(shape_.batch) + ")");
-    set_positions(cache_.past);
+    if (tables)
+      upload_tables(*tables, cache_.past, 0);
+    else
+      set_positions(cache_.past);
   }
 
   bool qk_norm() const { return shape_.qk_norm; }
@@ -482,6 +579,25 @@ class DecoderLayerExecutor {
     t.ws.w_dense = s.w_dense ? t.w_dense.data() : nullptr;
     t.ws.op16 = s.op16 ? t.op16.data() : nullptr;
     return t;
+  }
+
+  // The device copies of prepared host tables (the same buffers, tags and order as set_positions and the mask's),
+  // uploaded on the executor's stream without waiting for it.
+  void upload_tables(const LayerTablesHost& h, std::int64_t first, std::size_t mask_count) {
+    vidlora::cuda::check_arg(h.matches(shape_, first, mask_count), "cuda::DecoderLayerExecutor",
+                             "the shared position tables were prepared for another shape, first position or mask");
+    const std::int64_t t = shape_.tokens();
+    auto upload = [this](auto& buffer, const auto* from, std::int64_t n, const char* what) {
+      using T = std::remove_cvref_t<decltype(*from)>;
+      buffer = vidlora::cuda::DeviceBuffer<T>(memory_.allocator, static_cast<std::size_t>(n), tag(what));
+      if (n)
+        VIDLORA_CUDA_CHECK(cudaMemcpyAsync(buffer.data(), from, static_cast<std::size_t>(n) * sizeof(T),
+                                           cudaMemcpyHostToDevice, stream_));
+    };
+    upload(positions_, h.positions(), t, "rope.positions");
+    upload(cos_, h.cos(), h.table_elements(), "rope.cos");
+    upload(sin_, h.sin(), h.table_elements(), "rope.sin");
+    if (mask_count) upload(mask_, h.mask(), t, "attention_mask");
   }
 
   // Row r at absolute position first + (r mod seq_len): the kernel's position index r mod seq_len into cos / sin

@@ -345,10 +345,12 @@ class DecoderModel {
     one.seq_len = n;
     const DecoderLayerShape shape = decoder_layer_shape(host_, one);
     DeviceTensor h;
+    tables_.prepare(shape, past, {}, stream_);  // once for every block of this forward
     for (std::size_t l = 0; l < layers_.size(); ++l) {
       const LayerKvCache view{cache.k_[l].data(), cache.v_[l].data(), cache.capacity_, past};
       DecoderLayerExecutor exec(gemm_, layers_[l]->weights, shape, view, stream_,
-                                DecoderLayerMemory{allocator_, "layers." + std::to_string(l) + "."}, compute_);
+                                DecoderLayerMemory{allocator_, "layers." + std::to_string(l) + "."}, compute_,
+                                &tables_);
       exec.set_base_operands(base_operands_);
       DecoderLayerExecutor::saved_type scratch;
       h = decoder_layer_forward_steps(exec, l == 0 ? embeds : h, scratch);
@@ -395,14 +397,17 @@ class DecoderModel {
           options_(options),
           training_(training),
           layers_(model.layers_.size()),
-          offloaded_(model.layers_.size()) {}
+          offloaded_(model.layers_.size()) {
+      model.tables_.prepare(shape_, 0, key_mask_, model.stream_);  // once for every block of the step
+    }
 
     std::size_t num_layers() const { return layers_.size(); }
     DecoderLayerExecutor& layer(std::size_t l) {
       if (!layers_[l])
         layers_[l] = std::make_unique<DecoderLayerExecutor>(
             model_.gemm_, model_.layers_[l]->weights, shape_, key_mask_, training_, model_.stream_,
-            DecoderLayerMemory{model_.allocator_, "layers." + std::to_string(l) + "."}, model_.compute_);
+            DecoderLayerMemory{model_.allocator_, "layers." + std::to_string(l) + "."}, model_.compute_,
+            &model_.tables_);
       layers_[l]->set_base_operands(model_.base_operands_);
       return *layers_[l];
     }
@@ -627,6 +632,7 @@ class DecoderModel {
   vidlora::cuda::DType base_operands_ = vidlora::cuda::DType::F32;
   MemoryStats last_step_memory_{};
   vidlora::cuda::DeviceBuffer<float> final_norm_, head_;
+  LayerTablesHost tables_;  // the blocks' position and RoPE tables and mask, built once per step or cached forward
   std::vector<std::unique_ptr<Layer>> layers_;
   std::vector<LoraTensor> lora_;
   std::vector<std::size_t> lora_first_;  // block l's LoRA tensors: lora_[lora_first_[l], lora_first_[l + 1])
