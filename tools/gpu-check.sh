@@ -166,7 +166,7 @@ for b in merged:
     if b.get("error_occurred"):  # "NO FIT (cap): …", "NO FIT (card): …" or "ERROR: …" (bench_cuda_preset_step's skip_with)
         message = b.get("error_message", "")
         result, _, detail = message.partition(": ")
-        if result not in ("NO FIT (cap)", "NO FIT (card)", "ERROR"):
+        if result not in ("NO FIT (cap)", "NO FIT (card)", "ERROR", "SKIP (card)"):
             result, detail = "ERROR", message
         print(f"{name}\t{result}\t{detail[:200]}")
     else:

@@ -90,7 +90,7 @@ class BasicNccl {
       : bootstrap_(std::move(bootstrap)), options_(options) {
     // NCCL lets this variable override ncclConfig_t::blocking: the ranks' joining and each group's connection would
     // then wait without a limit, out of this communicator's reach.
-    if (const char* b = std::getenv("NCCL_COMM_BLOCKING"); b && std::string_view(b) != "0")
+    if (const char* b = std::getenv("NCCL_COMM_BLOCKING"); b && *b && std::string_view(b) != "0")
       throw CommError(detail::message(
           "comm::Nccl: NCCL_COMM_BLOCKING={} would put NCCL in blocking mode, where a rank that hangs or never starts "
           "keeps the others waiting without a limit; comm::Nccl polls NCCL's non-blocking mode under its timeout "

@@ -168,56 +168,81 @@ class LayerTablesHost {
   LayerTablesHost() = default;
   LayerTablesHost(const LayerTablesHost&) = delete;
   LayerTablesHost& operator=(const LayerTablesHost&) = delete;
+  // A move keeps the page-locked addresses (uploads in flight read the same memory).
+  LayerTablesHost(LayerTablesHost&& o) noexcept { swap(o); }
+  LayerTablesHost& operator=(LayerTablesHost&& o) noexcept {
+    if (this != &o) {
+      LayerTablesHost gone(std::move(*this));
+      swap(o);
+    }
+    return *this;
+  }
   ~LayerTablesHost() {
+    if (!positions_ && !mask_ && !cos_ && !sin_) return;
+    (void)cudaDeviceSynchronize();  // uploads from these buffers may still run (their stream may be gone by now)
     for (void* p : {static_cast<void*>(positions_), static_cast<void*>(mask_), static_cast<void*>(cos_),
                     static_cast<void*>(sin_)})
       if (p) (void)cudaFreeHost(p);
   }
 
   // The tables of `shape` from absolute position `first` and `key_mask` ([tokens] or empty). Rewrites the host tables
-  // only when they change, after waiting for `stream`, where earlier executors' uploads from them may still run.
+  // only when they change, after waiting for `stream`, where earlier executors' uploads from them may still run. The
+  // cos / sin rows are absolute positions, so tables built for a longer sequence from the same first position serve a
+  // shorter one as their prefix (a run whose clips vary in length builds them once per longest length); new ones are
+  // computed before the wait, while the GPU still works.
   void prepare(const DecoderLayerShape& shape, std::int64_t first, const std::vector<int>& key_mask,
                cudaStream_t stream) {
-    const std::int64_t t = shape.tokens(), half = shape.head_dim / 2;
-    const bool rope_same = positions_ && tokens_ == t && seq_len_ == shape.seq_len && head_dim_ == shape.head_dim &&
-                           theta_ == shape.rope_theta && first_ == first;
+    static_assert(sizeof(int) == sizeof(std::int32_t), "the mask's host ints are copied as int32");
+    const std::int64_t t = shape.tokens();
+    const bool rope_fits = cos_ && head_dim_ == shape.head_dim && theta_ == shape.rope_theta && first_ == first &&
+                           shape.seq_len <= rope_rows_;
+    const bool positions_same = positions_ && tokens_ == t && seq_len_ == shape.seq_len;
     const bool mask_same = static_cast<std::int64_t>(key_mask.size()) == mask_count_ &&
                            (key_mask.empty() || std::equal(key_mask.begin(), key_mask.end(), mask_));
-    if (rope_same && mask_same) return;
-    VIDLORA_CUDA_CHECK(cudaStreamSynchronize(stream));
-    if (!rope_same) {
-      std::vector<float> cos_table, sin_table;
+    if (rope_fits && positions_same && mask_same) return;
+    std::vector<float> cos_table, sin_table;
+    if (!rope_fits)
       rope_tables(static_cast<int>(shape.head_dim), shape.rope_theta, shape.seq_len, cos_table, sin_table, first);
-      reserve(positions_, positions_capacity_, static_cast<std::size_t>(t));
+    VIDLORA_CUDA_CHECK(cudaStreamSynchronize(stream));
+    tokens_ = 0;  // not valid (matches() is false) until every table below is rewritten
+    if (!rope_fits) {
+      rope_rows_ = 0;
       reserve(cos_, cos_capacity_, cos_table.size());
       reserve(sin_, sin_capacity_, sin_table.size());
-      for (std::int64_t i = 0; i < t; ++i) positions_[i] = static_cast<std::int32_t>(i % shape.seq_len);
       std::copy(cos_table.begin(), cos_table.end(), cos_);
       std::copy(sin_table.begin(), sin_table.end(), sin_);
-      tokens_ = t;
-      seq_len_ = shape.seq_len;
       head_dim_ = shape.head_dim;
       theta_ = shape.rope_theta;
       first_ = first;
-      table_elements_ = seq_len_ * half;
+      rope_rows_ = shape.seq_len;
+    }
+    if (!positions_same) {
+      reserve(positions_, positions_capacity_, static_cast<std::size_t>(t));
+      for (std::int64_t i = 0; i < t; ++i) positions_[i] = static_cast<std::int32_t>(i % shape.seq_len);
     }
     if (!mask_same) {
+      mask_count_ = -1;
       reserve(mask_, mask_capacity_, key_mask.size());
       std::copy(key_mask.begin(), key_mask.end(), mask_);
       mask_count_ = static_cast<std::int64_t>(key_mask.size());
     }
+    seq_len_ = shape.seq_len;
+    tokens_ = t;
   }
 
-  // Whether these are the tables an executor of `shape` from `first` with a mask of `mask_count` entries needs.
-  bool matches(const DecoderLayerShape& shape, std::int64_t first, std::size_t mask_count) const {
+  // Whether these are the tables an executor of `shape` from `first` with `key_mask` needs (the mask compared by
+  // value: an executor made after another prepare() of the same length would otherwise upload that one's mask).
+  bool matches(const DecoderLayerShape& shape, std::int64_t first, const std::vector<int>& key_mask) const {
     return positions_ && tokens_ == shape.tokens() && seq_len_ == shape.seq_len && head_dim_ == shape.head_dim &&
-           theta_ == shape.rope_theta && first_ == first && mask_count_ == static_cast<std::int64_t>(mask_count);
+           theta_ == shape.rope_theta && first_ == first && shape.seq_len <= rope_rows_ &&
+           mask_count_ == static_cast<std::int64_t>(key_mask.size()) &&
+           (key_mask.empty() || std::equal(key_mask.begin(), key_mask.end(), mask_));
   }
   const std::int32_t* positions() const { return positions_; }
   const std::int32_t* mask() const { return mask_; }
   const float* cos() const { return cos_; }
   const float* sin() const { return sin_; }
-  std::int64_t table_elements() const { return table_elements_; }  // of cos, and of sin
+  std::int64_t table_elements() const { return seq_len_ * (head_dim_ / 2); }  // of cos, and of sin: seq_len rows
 
  private:
   // Grows a page-locked buffer to hold `n` elements (its contents are rewritten by the caller).
@@ -231,13 +256,31 @@ class LayerTablesHost {
     VIDLORA_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&p), n * sizeof(T)));
     capacity = n;
   }
+  void swap(LayerTablesHost& o) noexcept {
+    std::swap(positions_, o.positions_);
+    std::swap(mask_, o.mask_);
+    std::swap(cos_, o.cos_);
+    std::swap(sin_, o.sin_);
+    std::swap(positions_capacity_, o.positions_capacity_);
+    std::swap(mask_capacity_, o.mask_capacity_);
+    std::swap(cos_capacity_, o.cos_capacity_);
+    std::swap(sin_capacity_, o.sin_capacity_);
+    std::swap(tokens_, o.tokens_);
+    std::swap(seq_len_, o.seq_len_);
+    std::swap(head_dim_, o.head_dim_);
+    std::swap(first_, o.first_);
+    std::swap(mask_count_, o.mask_count_);
+    std::swap(rope_rows_, o.rope_rows_);
+    std::swap(theta_, o.theta_);
+  }
 
   std::int32_t* positions_ = nullptr;
   std::int32_t* mask_ = nullptr;
   float* cos_ = nullptr;
   float* sin_ = nullptr;
   std::size_t positions_capacity_ = 0, mask_capacity_ = 0, cos_capacity_ = 0, sin_capacity_ = 0;
-  std::int64_t tokens_ = 0, seq_len_ = 0, head_dim_ = 0, first_ = 0, mask_count_ = 0, table_elements_ = 0;
+  std::int64_t tokens_ = 0, seq_len_ = 0, head_dim_ = 0, first_ = 0, mask_count_ = 0;
+  std::int64_t rope_rows_ = 0;  // positions first .. first + rope_rows_ - 1 in cos_ / sin_
   double theta_ = 0.0;
 };
 
@@ -278,7 +321,7 @@ class DecoderLayerExecutor {
         key_mask.empty() || static_cast<std::int64_t>(key_mask.size()) == t, "cuda::DecoderLayerExecutor",
         "key mask of " + std::to_string(key_mask.size()) + " for " + std::to_string(t) + " tokens");
     if (tables) {
-      upload_tables(*tables, 0, key_mask.size());
+      upload_tables(*tables, 0, key_mask);
       return;
     }
     set_positions(0);
@@ -312,7 +355,7 @@ class DecoderLayerExecutor {
                                  " positions fit after the cache's " + std::to_string(cache_.past) + " (capacity " +
                                  std::to_string(cache_.capacity) + ", batch " + std::to_string(shape_.batch) + ")");
     if (tables)
-      upload_tables(*tables, cache_.past, 0);
+      upload_tables(*tables, cache_.past, {});
     else
       set_positions(cache_.past);
   }
@@ -583,8 +626,8 @@ class DecoderLayerExecutor {
 
   // The device copies of prepared host tables (the same buffers, tags and order as set_positions and the mask's),
   // uploaded on the executor's stream without waiting for it.
-  void upload_tables(const LayerTablesHost& h, std::int64_t first, std::size_t mask_count) {
-    vidlora::cuda::check_arg(h.matches(shape_, first, mask_count), "cuda::DecoderLayerExecutor",
+  void upload_tables(const LayerTablesHost& h, std::int64_t first, const std::vector<int>& key_mask) {
+    vidlora::cuda::check_arg(h.matches(shape_, first, key_mask), "cuda::DecoderLayerExecutor",
                              "the shared position tables were prepared for another shape, first position or mask");
     const std::int64_t t = shape_.tokens();
     auto upload = [this](auto& buffer, const auto* from, std::int64_t n, const char* what) {
@@ -597,7 +640,7 @@ class DecoderLayerExecutor {
     upload(positions_, h.positions(), t, "rope.positions");
     upload(cos_, h.cos(), h.table_elements(), "rope.cos");
     upload(sin_, h.sin(), h.table_elements(), "rope.sin");
-    if (mask_count) upload(mask_, h.mask(), t, "attention_mask");
+    if (!key_mask.empty()) upload(mask_, h.mask(), t, "attention_mask");
   }
 
   // Row r at absolute position first + (r mod seq_len): the kernel's position index r mod seq_len into cos / sin

@@ -403,11 +403,13 @@ class DecoderModel {
 
     std::size_t num_layers() const { return layers_.size(); }
     DecoderLayerExecutor& layer(std::size_t l) {
-      if (!layers_[l])
+      if (!layers_[l]) {
+        model_.tables_.prepare(shape_, 0, key_mask_, model_.stream_);  // nothing to do unless another step changed them
         layers_[l] = std::make_unique<DecoderLayerExecutor>(
             model_.gemm_, model_.layers_[l]->weights, shape_, key_mask_, training_, model_.stream_,
             DecoderLayerMemory{model_.allocator_, "layers." + std::to_string(l) + "."}, model_.compute_,
             &model_.tables_);
+      }
       layers_[l]->set_base_operands(model_.base_operands_);
       return *layers_[l];
     }
