@@ -92,14 +92,14 @@ struct SwigluGrads {
   Tensor dgate, dup;
 };
 
-// h: [tokens, hidden] -> the block's output [tokens, hidden]; fills `a` for decoder_layer_backward_steps.
+namespace detail {
+// The block's forward over its input, already in a.h_in.
 template <class Exec, class Saved>
-typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, const typename Exec::tensor_type& h, Saved& a) {
+typename Exec::tensor_type decoder_layer_forward_body(Exec& exec, Saved& a) {
   static_assert(LayerExecutor<Exec>,
                 "decoder_layer_forward_steps: Exec must name tensor_type, rows_type, saved_type and a backend_policy "
                 "(backend::Cpu or backend::Cuda), as model::CpuLayerExecutor and model::cuda::DecoderLayerExecutor do");
-  a.h_in = exec.copy(h);
-  const auto x1 = exec.rms_norm(h, LayerNorm::input, &a.inv1);
+  const auto x1 = exec.rms_norm(a.h_in, LayerNorm::input, &a.inv1);
   a.q = exec.linear(LayerLinear::q, x1);
   a.k = exec.linear(LayerLinear::k, x1);
   a.v = exec.linear(LayerLinear::v, x1);
@@ -112,13 +112,29 @@ typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, const typenam
   exec.rope(a.q, false);
   exec.rope(a.k, false);
   a.attn = exec.attention(a);
-  a.h_mid = exec.add(h, exec.linear(LayerLinear::o, a.attn));
+  a.h_mid = exec.add(a.h_in, exec.linear(LayerLinear::o, a.attn));
   if (!exec.backward_takes_input(LayerLinear::o)) a.attn = typename Exec::tensor_type{};
   const auto x2 = exec.rms_norm(a.h_mid, LayerNorm::post_attention, &a.inv2);
   a.gate = exec.linear(LayerLinear::gate, x2);
   a.up = exec.linear(LayerLinear::up, x2);
   const auto m = exec.swiglu(a.gate, a.up);
   return exec.add(a.h_mid, exec.linear(LayerLinear::down, m));
+}
+}  // namespace detail
+
+// h: [tokens, hidden] -> the block's output [tokens, hidden]; fills `a` for decoder_layer_backward_steps, whose
+// a.h_in is a copy of h (exec.copy).
+template <class Exec, class Saved>
+typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, const typename Exec::tensor_type& h, Saved& a) {
+  a.h_in = exec.copy(h);
+  return detail::decoder_layer_forward_body(exec, a);
+}
+// The same, keeping h itself as a.h_in (no copy of [tokens, hidden]): for a caller done with h, as the step list is
+// with each block's input (the previous block's output). The same bits.
+template <class Exec, class Saved>
+typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, typename Exec::tensor_type&& h, Saved& a) {
+  a.h_in = std::move(h);
+  return detail::decoder_layer_forward_body(exec, a);
 }
 
 // d_out: d loss / d block output -> d loss / d block input. Needs the forward's `a` (and the executor's

@@ -91,13 +91,13 @@ DecoderStepOf<typename Exec::tensor_type> decoder_loss_and_backward_steps(Exec& 
   Tensor h = e.copy(embeds);
   for (std::size_t l = 0; l < layers; ++l) {
     if (!checkpoints_layer(options, l, layers)) {
-      h = decoder_layer_forward_steps(e.layer(l), h, saved[l]);
+      h = decoder_layer_forward_steps(e.layer(l), std::move(h), saved[l]);  // the block keeps h as its input
       if (packs_layer(options, l, layers)) e.pack_saved(l, saved[l]);
       continue;
     }
     e.save_layer_rng(l);
-    Tensor out = decoder_layer_forward_steps(e.layer(l), h, saved[l]);
-    inputs[l] = std::move(saved[l].h_in);  // the forward's own copy of h
+    Tensor out = decoder_layer_forward_steps(e.layer(l), std::move(h), saved[l]);
+    inputs[l] = std::move(saved[l].h_in);  // the block's input
     saved[l] = {};
     e.release_layer(l);
     if (options.offload_checkpoints) e.offload_input(l, std::move(inputs[l]));
@@ -118,7 +118,7 @@ DecoderStepOf<typename Exec::tensor_type> decoder_loss_and_backward_steps(Exec& 
     if (checkpoints_layer(options, l, layers)) {
       e.restore_layer_rng(l);
       if (options.offload_checkpoints) inputs[l] = e.reload_input(l);
-      (void)decoder_layer_forward_steps(e.layer(l), inputs[l], saved[l]);  // the same bits as the first forward
+      (void)decoder_layer_forward_steps(e.layer(l), std::move(inputs[l]), saved[l]);  // the first forward's bits
       inputs[l] = {};
     }
     if (packs_layer(options, l, layers)) e.unpack_saved(l, saved[l]);
@@ -139,7 +139,7 @@ DecoderLossTotals decoder_loss_steps(Exec& e, const typename Exec::tensor_type& 
   Tensor h = e.copy(embeds);
   for (std::size_t l = 0; l < e.num_layers(); ++l) {
     typename Exec::saved_type scratch;
-    h = decoder_layer_forward_steps(e.layer(l), h, scratch);
+    h = decoder_layer_forward_steps(e.layer(l), std::move(h), scratch);
     scratch = {};
     e.release_layer(l);
   }
