@@ -134,6 +134,22 @@ TEST_CASE("tf32 fp16 and bf16 gemms meet their tolerances with fp32 accumulation
   CHECK(run_gemm<__nv_bfloat16>(runner, b, false, 0.0f, 6) < 1e-5);  // likewise
 }
 
+TEST_CASE("16-bit gemms as the frozen linears run them: an fp32 bias with beta = 1 into fp32", "[core]") {
+  // The frozen forward: bf16 / fp16 x and W, an fp32 output already holding the low-rank term (beta = 1), fp32 bias.
+  GemmRunner runner;
+  const GemmProblem f = linear_forward(96, 128, 160, DType::BF16);
+  CHECK(run_gemm<__nv_bfloat16>(runner, f, true, 1.0f, 7) < 1e-5);
+  const GemmProblem h = linear_forward(96, 128, 160, DType::F16);
+  CHECK(run_gemm<__half>(runner, h, true, 1.0f, 7) < 1e-5);
+}
+
+TEST_CASE("16-bit gemms with K = 588: rows 8-byte aligned only (ViT-L/14's patch, unpadded)", "[core]") {
+  // ClipVisionCuda pads this K to 592; a model whose linear widths are not multiples of 8 would not be.
+  GemmRunner runner;
+  CHECK(run_gemm<__nv_bfloat16>(runner, linear_forward(40, 588, 64, DType::BF16), true, 0.0f, 8) < 1e-5);
+  CHECK(run_gemm<__half>(runner, linear_forward(40, 588, 64, DType::F16), true, 0.0f, 8) < 1e-5);
+}
+
 TEST_CASE("gemm refuses a bias pointer mismatch", "[core]") {
   GemmRunner runner;
   DeviceBuffer<float> a(4), b(4), c(4);

@@ -235,11 +235,24 @@ class GemmRunner {
                 std::min({address_alignment(a), address_alignment(b), address_alignment(c), address_alignment(bias)})};
     Plan& plan = plan_for(key, a, b, alpha, beta, bias, stream);
     if (p.bias)
-      VIDLORA_CUBLAS_CHECK(
-          cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+      check(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
+            "cublasLtMatmulDescSetAttribute(BIAS_POINTER)", key, beta);
     // Row-major -> column-major: the first cuBLASLt operand is B.
-    VIDLORA_CUBLAS_CHECK(cublasLtMatmul(handle_, plan.op, &alpha, b, plan.a, a, plan.b, &beta, c, plan.c, c, plan.c,
-                                        &plan.algo, workspace_, workspace_bytes_, stream));
+    check(cublasLtMatmul(handle_, plan.op, &alpha, b, plan.a, a, plan.b, &beta, c, plan.c, c, plan.c, &plan.algo,
+                         workspace_, workspace_bytes_, stream),
+          "cublasLtMatmul", key, beta);
+  }
+
+  // The GEMM a key stands for, for error messages: shapes, transposes, leading dimensions, types, bias, alignment.
+  static std::string describe(const GemmKey& key, float beta) {
+    const GemmProblem& p = key.p;
+    auto op = [](Op o) { return o == Op::N ? "N" : "T"; };
+    return "m=" + std::to_string(p.m) + " n=" + std::to_string(p.n) + " k=" + std::to_string(p.k) +
+           " op_a=" + op(p.op_a) + " op_b=" + op(p.op_b) + " lda=" + std::to_string(p.lda_or_packed()) +
+           " ldb=" + std::to_string(p.ldb_or_packed()) + " ldc=" + std::to_string(p.ldc_or_packed()) + " " +
+           dtype_name(p.a_type) + " x " + dtype_name(p.b_type) + " -> " + dtype_name(p.c_type) +
+           (p.compute == Compute::TF32 ? " (TF32)" : "") + (p.bias ? " + bias" : "") + " beta=" + std::to_string(beta) +
+           " operand alignment " + std::to_string(key.alignment) + " B";
   }
 
   std::size_t cached_plans() const { return cache_.size(); }
@@ -263,6 +276,13 @@ class GemmRunner {
     }
   };
 
+  // A cuBLAS call of the GEMM `key` that failed: its status and the GEMM it was for.
+  static void check(cublasStatus_t status, const char* call, const GemmKey& key, float beta) {
+    if (status != CUBLAS_STATUS_SUCCESS)
+      throw CudaError(std::string("cuda::gemm: ") + call + " failed with " + cublas_status_name(status) + " for " +
+                      describe(key, beta));
+  }
+
   Plan& plan_for(const GemmKey& key, const void* a, const void* b, float alpha, float beta, const void* bias,
                  cudaStream_t stream) {
     if (auto it = cache_.find(key); it != cache_.end()) return *it->second;
@@ -280,6 +300,9 @@ class GemmRunner {
       const cudaDataType_t bt = to_cuda(p.c_type);
       VIDLORA_CUBLAS_CHECK(
           cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
+      // The heuristic reads the bias pointer's alignment from the descriptor (cublasLt.h, BIAS_POINTER).
+      VIDLORA_CUBLAS_CHECK(
+          cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     }
     // Operand A of the column-major call is the row-major B (type b_type), and vice versa.
     VIDLORA_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->a, to_cuda(p.b_type), static_cast<std::uint64_t>(g.a_rows),
@@ -303,11 +326,15 @@ class GemmRunner {
     cublasLtMatmulHeuristicResult_t results[kAutotuneCandidates] = {};
     int returned = 0;
     const int wanted = tuning_ == GemmTuning::Autotune ? kAutotuneCandidates : 1;
-    VIDLORA_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b, plan->c, plan->c, pref,
-                                                        wanted, results, &returned));
-    check_arg(returned > 0, "cuda::gemm",
-              std::string("cuBLASLt has no algorithm for m=") + std::to_string(p.m) + " n=" + std::to_string(p.n) +
-                  " k=" + std::to_string(p.k) + " " + dtype_name(p.a_type) + " -> " + dtype_name(p.c_type));
+    // (cuBLASLt answers NOT_SUPPORTED itself when no algorithm fits: the error names the GEMM either way.)
+    check(cublasLtMatmulAlgoGetHeuristic(handle_, plan->op, plan->a, plan->b, plan->c, plan->c, pref, wanted, results,
+                                         &returned),
+          "cublasLtMatmulAlgoGetHeuristic", key, beta);
+    check_arg(
+        returned > 0 && results[0].state == CUBLAS_STATUS_SUCCESS, "cuda::gemm",
+        std::string("cuBLASLt has no algorithm for ") + describe(key, beta) +
+            (returned > 0 ? std::string(" (its first answer's state: ") + cublas_status_name(results[0].state) + ")"
+                          : std::string()));
     plan->algo = results[0].algo;
     if (returned > 1) plan->algo = fastest(*plan, g, p, results, returned, a, b, alpha, beta, bias, stream);
     return *cache_.emplace(key, std::move(plan)).first->second;
