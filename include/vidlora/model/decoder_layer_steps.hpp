@@ -93,12 +93,15 @@ struct SwigluGrads {
 };
 
 namespace detail {
-// The block's forward over its input, already in a.h_in.
-template <class Exec, class Saved>
-typename Exec::tensor_type decoder_layer_forward_body(Exec& exec, Saved& a) {
+template <class Exec>
+constexpr void require_layer_executor() {
   static_assert(LayerExecutor<Exec>,
                 "decoder_layer_forward_steps: Exec must name tensor_type, rows_type, saved_type and a backend_policy "
                 "(backend::Cpu or backend::Cuda), as model::CpuLayerExecutor and model::cuda::DecoderLayerExecutor do");
+}
+// The block's forward over its input, already in a.h_in.
+template <class Exec, class Saved>
+typename Exec::tensor_type decoder_layer_forward_body(Exec& exec, Saved& a) {
   const auto x1 = exec.rms_norm(a.h_in, LayerNorm::input, &a.inv1);
   a.q = exec.linear(LayerLinear::q, x1);
   a.k = exec.linear(LayerLinear::k, x1);
@@ -126,6 +129,7 @@ typename Exec::tensor_type decoder_layer_forward_body(Exec& exec, Saved& a) {
 // a.h_in is a copy of h (exec.copy).
 template <class Exec, class Saved>
 typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, const typename Exec::tensor_type& h, Saved& a) {
+  detail::require_layer_executor<Exec>();  // first: its sentence before any error from the steps
   a.h_in = exec.copy(h);
   return detail::decoder_layer_forward_body(exec, a);
 }
@@ -133,6 +137,7 @@ typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, const typenam
 // with each block's input (the previous block's output). The same bits.
 template <class Exec, class Saved>
 typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, typename Exec::tensor_type&& h, Saved& a) {
+  detail::require_layer_executor<Exec>();
   a.h_in = std::move(h);
   return detail::decoder_layer_forward_body(exec, a);
 }
