@@ -130,7 +130,12 @@ void BM_preset_stage2_step(benchmark::State& state) {
   const std::size_t cap = presets::memory_cap_bytes<P>();
   {
     std::size_t free_bytes = 0, total_bytes = 0;  // a card smaller than the preset's cap cannot show whether it fits
-    VIDLORA_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    if (const cudaError_t rc = cudaMemGetInfo(&free_bytes, &total_bytes); rc != cudaSuccess) {
+      state.SkipWithError((std::string("ERROR: cudaMemGetInfo: ") + cudaGetErrorString(rc)).c_str());
+      for (auto _ : state) {
+      }
+      return;
+    }
     if (total_bytes < cap) {
       state.SkipWithError(("SKIP (card): this GPU has " + std::to_string(total_bytes >> 20) +
                            " MiB, the preset's cap is " + std::to_string(cap >> 20) + " MiB")

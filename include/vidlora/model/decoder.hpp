@@ -342,7 +342,7 @@ class Decoder {
     LayerActivations scratch;  // what the steps keep; nothing of it is needed after each block
     for (std::size_t l = 0; l < layers_.size(); ++l) {
       executor_type exec(layers_[l], config_, rope_, pos, cache.k[l], cache.v[l], past);
-      h = decoder_layer_forward_steps(exec, h, scratch);
+      h = decoder_layer_forward_steps(exec, std::move(h), scratch);
     }
     cache.length = past + n;
     return rms_norm<scalar_type>(h, final_norm_, config_.rms_norm_eps);

@@ -93,12 +93,6 @@ struct SwigluGrads {
 };
 
 namespace detail {
-template <class Exec>
-constexpr void require_layer_executor() {
-  static_assert(LayerExecutor<Exec>,
-                "decoder_layer_forward_steps: Exec must name tensor_type, rows_type, saved_type and a backend_policy "
-                "(backend::Cpu or backend::Cuda), as model::CpuLayerExecutor and model::cuda::DecoderLayerExecutor do");
-}
 // The block's forward over its input, already in a.h_in.
 template <class Exec, class Saved>
 typename Exec::tensor_type decoder_layer_forward_body(Exec& exec, Saved& a) {
@@ -129,17 +123,29 @@ typename Exec::tensor_type decoder_layer_forward_body(Exec& exec, Saved& a) {
 // a.h_in is a copy of h (exec.copy).
 template <class Exec, class Saved>
 typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, const typename Exec::tensor_type& h, Saved& a) {
-  detail::require_layer_executor<Exec>();  // first: its sentence before any error from the steps
-  a.h_in = exec.copy(h);
-  return detail::decoder_layer_forward_body(exec, a);
+  static_assert(LayerExecutor<Exec>,
+                "decoder_layer_forward_steps: Exec must name tensor_type, rows_type, saved_type and a backend_policy "
+                "(backend::Cpu or backend::Cuda), as model::CpuLayerExecutor and model::cuda::DecoderLayerExecutor do");
+  if constexpr (LayerExecutor<Exec>) {  // (only the sentence above for a type that is not an executor)
+    a.h_in = exec.copy(h);
+    return detail::decoder_layer_forward_body(exec, a);
+  } else {
+    return {};
+  }
 }
 // The same, keeping h itself as a.h_in (no copy of [tokens, hidden]): for a caller done with h, as the step list is
 // with each block's input (the previous block's output). The same bits.
 template <class Exec, class Saved>
 typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, typename Exec::tensor_type&& h, Saved& a) {
-  detail::require_layer_executor<Exec>();
-  a.h_in = std::move(h);
-  return detail::decoder_layer_forward_body(exec, a);
+  static_assert(LayerExecutor<Exec>,
+                "decoder_layer_forward_steps: Exec must name tensor_type, rows_type, saved_type and a backend_policy "
+                "(backend::Cpu or backend::Cuda), as model::CpuLayerExecutor and model::cuda::DecoderLayerExecutor do");
+  if constexpr (LayerExecutor<Exec>) {
+    a.h_in = std::move(h);
+    return detail::decoder_layer_forward_body(exec, a);
+  } else {
+    return {};
+  }
 }
 
 // d_out: d loss / d block output -> d loss / d block input. Needs the forward's `a` (and the executor's

@@ -353,7 +353,8 @@ class DecoderModel {
                                 &tables_);
       exec.set_base_operands(base_operands_);
       DecoderLayerExecutor::saved_type scratch;
-      h = decoder_layer_forward_steps(exec, l == 0 ? embeds : h, scratch);
+      h = l == 0 ? decoder_layer_forward_steps(exec, embeds, scratch)
+                 : decoder_layer_forward_steps(exec, std::move(h), scratch);
     }
     cache.length_ = past + n;
     return final_norm(h, nullptr);
