@@ -919,6 +919,25 @@ model::TensorTable weights_with_affine(const model::ClipVisionConfig& c, std::ui
   return t;
 }
 
+// The device tower of `c` (weights drawn with biases and norms, seed) against the CPU tower over `frames` frames: fp32
+// to 2e-5, and with bf16 / fp16 operands (`frames_per_pass` frames a pass) within those formats' reach, not the fp32
+// bits.
+void check_tower_against_cpu(const model::ClipVisionConfig& c, std::uint64_t seed, int frames, int frames_per_pass,
+                             const char* label) {
+  const model::ClipVision cpu(c, weights_with_affine(c, seed));
+  const std::vector<float> pixels = pixels_of(c, frames);
+  const Matrix want = cpu.features(pixels, frames);
+  INFO(label);
+  CHECK(cuda_test::normwise_error(flat(model::cuda::ClipVisionCuda(cpu).features(pixels, frames)), flat(want)) < 2e-5);
+  for (const vidlora::cuda::DType ops : {vidlora::cuda::DType::BF16, vidlora::cuda::DType::F16}) {
+    INFO(vidlora::cuda::dtype_name(ops) << " operands");
+    const model::cuda::ClipVisionCuda narrow(cpu, vidlora::cuda::Compute::F32, frames_per_pass, nullptr, nullptr, ops);
+    const double err = cuda_test::normwise_error(flat(narrow.features(pixels, frames)), flat(want));
+    CHECK(err < (ops == vidlora::cuda::DType::BF16 ? 5e-2 : 1e-2));
+    CHECK(err > 0.0);
+  }
+}
+
 }  // namespace clip_test
 
 TEST_CASE("cuda CLIP tower: the CPU tower's features, frames in passes, both attention kernels", "[model]") {
@@ -966,17 +985,7 @@ TEST_CASE("cuda CLIP tower: the CPU tower's features, frames in passes, both att
     model::ClipVisionConfig c14 = clip_test::tiny_clip(64, 4);
     c14.patch_size = 14;
     c14.image_size = 28;  // 4 patches + CLS per frame
-    const model::ClipVision cpu(c14, clip_test::weights_with_affine(c14, 7));
-    const std::vector<float> pixels = clip_test::pixels_of(c14, 3);
-    const Matrix want = cpu.features(pixels, 3);
-    CHECK(cuda_test::normwise_error(clip_test::flat(model::cuda::ClipVisionCuda(cpu).features(pixels, 3)),
-                                    clip_test::flat(want)) < 2e-5);
-    for (const vidlora::cuda::DType ops : {vidlora::cuda::DType::BF16, vidlora::cuda::DType::F16}) {
-      INFO("patch 14, " << vidlora::cuda::dtype_name(ops) << " operands");
-      const model::cuda::ClipVisionCuda narrow(cpu, vidlora::cuda::Compute::F32, 2, nullptr, nullptr, ops);
-      CHECK(cuda_test::normwise_error(clip_test::flat(narrow.features(pixels, 3)), clip_test::flat(want)) <
-            (ops == vidlora::cuda::DType::BF16 ? 5e-2 : 1e-2));
-    }
+    clip_test::check_tower_against_cpu(c14, 7, 3, 2, "patch 14");
   }
   {
     // ViT-L/14's width and heads (1024 = 16 × 64, intermediate 4096): head dim 64 on the tiled kernel's 16-bit tiles,
@@ -985,18 +994,7 @@ TEST_CASE("cuda CLIP tower: the CPU tower's features, frames in passes, both att
     wide.intermediate_size = 4096;
     wide.patch_size = 14;
     wide.image_size = 112;  // 64 patches + CLS per frame
-    const model::ClipVision cpu(wide, clip_test::weights_with_affine(wide, 11));
-    const std::vector<float> pixels = clip_test::pixels_of(wide, 2);
-    const Matrix want = cpu.features(pixels, 2);
-    CHECK(cuda_test::normwise_error(clip_test::flat(model::cuda::ClipVisionCuda(cpu).features(pixels, 2)),
-                                    clip_test::flat(want)) < 2e-5);
-    for (const vidlora::cuda::DType ops : {vidlora::cuda::DType::BF16, vidlora::cuda::DType::F16}) {
-      INFO("ViT-L width, " << vidlora::cuda::dtype_name(ops) << " operands");
-      const model::cuda::ClipVisionCuda narrow(cpu, vidlora::cuda::Compute::F32, 1, nullptr, nullptr, ops);
-      const double err = cuda_test::normwise_error(clip_test::flat(narrow.features(pixels, 2)), clip_test::flat(want));
-      CHECK(err < (ops == vidlora::cuda::DType::BF16 ? 5e-2 : 1e-2));
-      CHECK(err > 0.0);
-    }
+    clip_test::check_tower_against_cpu(wide, 11, 2, 1, "ViT-L width");
   }
   const model::ClipVisionConfig c = clip_test::tiny_clip(64, 4);
   const model::ClipVision cpu(c, train::random_clip_vision_weights(c, 7));
