@@ -374,6 +374,23 @@ TEST_CASE("a clip whose video cannot be decoded is skipped and named", "[trainer
   CHECK_THAT(all, Catch::Contains("\"type\":\"skip\""));
 }
 
+TEST_CASE("a clip whose features have no rows (no visual tokens) is skipped and named", "[trainer]") {
+  // As a clip that cannot be decoded: the CPU step would train it as text alone, the device projector refuses an
+  // empty GEMM, so both builds leave it out the same way.
+  Fresh tmp("emptyclip");
+  auto config = tiny_trainer_config(tmp.dir);
+  config.stages[1].epochs = 1;
+  auto trainer = make(config, [](const train::Clip& c) {
+    const Matrix f = tiny::features(c);
+    return c.id == "clip_003" ? Matrix(Matrix(0, f.cols())) : f;
+  });
+  const auto r = trainer.train(tiny::clips(8), tiny::clips(2, 8));
+  CHECK(r.status == train::TrainStatus::Finished);
+  REQUIRE(r.skipped_clips.size() == 1);
+  CHECK_THAT(r.skipped_clips[0], Catch::StartsWith("clip_003: no visual tokens"));
+  CHECK(r.steps == 3 * 2);
+}
+
 TEST_CASE("the trainer scores METEOR on a plugged-in tokenisation and stops early on it", "[trainer][eval]") {
   Fresh tmp("meteor_morphemes");
   auto config = tiny_trainer_config(tmp.dir);

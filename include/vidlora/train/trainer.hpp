@@ -502,6 +502,7 @@ class Trainer {
       Matrix f = features_(c);
       require(f.cols() == projector_.in_features(), "features {} do not match the projector's input width {}",
               shape_string(f), projector_.in_features());
+      require(f.rows() > 0, "no visual tokens (features {})", shape_string(f));  // a clip of nothing to caption
       return &cache_.emplace(key, std::move(f)).first->second;
     } catch (const std::exception& e) {
       failed_.insert(key);

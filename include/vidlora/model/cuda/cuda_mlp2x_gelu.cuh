@@ -41,7 +41,18 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   // The device buffers come at their first use (the weights at the first upload, the gradients at the first backward
   // or device_parameter), from the allocator use_allocator gave by then.
   explicit CudaMlp2xGelu(Mlp2xGelu host)
-      : Mlp2xGelu(std::move(host)), gemm_(std::make_unique<vidlora::cuda::GemmRunner>()) {}
+      : Mlp2xGelu(std::move(host)), gemm_(std::make_unique<vidlora::cuda::GemmRunner>()) {
+    // The device path runs one hidden width and one bias setting for both linears (LLaVA's projector).
+    vidlora::cuda::check_arg(
+        linear_1().has_bias() == linear_2().has_bias() && linear_1().out_features() == linear_2().out_features(),
+        "cuda::CudaMlp2xGelu", [&] {
+          return "a projector whose linears differ in bias or width (linear_1 " +
+                 std::to_string(linear_1().in_features()) + " -> " + std::to_string(linear_1().out_features()) +
+                 (linear_1().has_bias() ? " with bias" : " without bias") + ", linear_2 " +
+                 std::to_string(linear_2().in_features()) + " -> " + std::to_string(linear_2().out_features()) +
+                 (linear_2().has_bias() ? " with bias" : " without bias") + ") is not supported";
+        });
+  }
 
   // Not a vidlora::Error, which the Trainer takes for a loss that refused NaN logits (a skipped step): a CUDA error in
   // the projector (a failed allocation, launch or copy, a wrong argument, a request over the allocator's cap) stops
@@ -110,7 +121,9 @@ class CudaMlp2xGelu : public Mlp2xGelu {
   }
 
   // The device weights are the values of `values_version` (the optimizer stepped them there): no upload for it.
-  void values_current(std::uint64_t values_version) { uploaded_version_ = values_version; }
+  void values_current(std::uint64_t values_version) {
+    if (w1_.size() != 0) uploaded_version_ = values_version;  // (no device weights yet: the next forward uploads)
+  }
 
   // Gives every device tensor back (to its allocator) and forgets the allocator; the next forward uploads the weights
   // again. For an owner whose allocator goes before the projector does (the Trainer's decoder step).
