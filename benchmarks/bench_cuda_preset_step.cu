@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,10 +48,15 @@ using namespace vidlora;
 // A step stopped by the memory cap is "NO FIT (cap): <the allocator's message naming the tensor>", by the card's own
 // memory below the cap "NO FIT (card): …", anything else "ERROR: …" (tools/gpu-check.sh prints the part before the
 // colon as the row's result; every one fails the gate). A GPU smaller than the preset's cap is "SKIP (card): …".
+struct CardTooSmall : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 void skip_with(benchmark::State& state, const std::exception& e) {
   std::string kind = "ERROR: ";
   if (const auto* m = dynamic_cast<const DeviceMemoryError*>(&e))
     kind = m->reason == DeviceMemoryError::Reason::cap ? "NO FIT (cap): " : "NO FIT (card): ";
+  else if (dynamic_cast<const CardTooSmall*>(&e))
+    kind = "SKIP (card): ";
   state.SkipWithError((kind + e.what()).c_str());
 }
 
@@ -128,24 +134,12 @@ void BM_preset_stage2_step(benchmark::State& state) {
   constexpr presets::ModelShape m = presets::models::LlavaNextVideo7B;
   const std::int64_t seq_len = m.tokens_per_sample(P::num_frames), batch = P::batch_size;
   const std::size_t cap = presets::memory_cap_bytes<P>();
-  {
-    std::size_t free_bytes = 0, total_bytes = 0;  // a card smaller than the preset's cap cannot show whether it fits
-    if (const cudaError_t rc = cudaMemGetInfo(&free_bytes, &total_bytes); rc != cudaSuccess) {
-      state.SkipWithError((std::string("ERROR: cudaMemGetInfo: ") + cudaGetErrorString(rc)).c_str());
-      for (auto _ : state) {
-      }
-      return;
-    }
-    if (total_bytes < cap) {
-      state.SkipWithError(("SKIP (card): this GPU has " + std::to_string(total_bytes >> 20) +
-                           " MiB, the preset's cap is " + std::to_string(cap >> 20) + " MiB")
-                              .c_str());
-      for (auto _ : state) {
-      }
-      return;
-    }
-  }
   try {
+    std::size_t free_bytes = 0, total_bytes = 0;  // a card smaller than the preset's cap cannot show whether it fits
+    VIDLORA_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    if (total_bytes < cap)
+      throw CardTooSmall("this GPU has " + std::to_string(total_bytes >> 20) + " MiB, the preset's cap is " +
+                         std::to_string(cap >> 20) + " MiB");
     const model::DecoderHostWeights weights = random_nf4_weights<P>(m);
     vidlora::cuda::CudaCachingAllocator allocator(CachingAllocatorOptions{.cap_bytes = cap});
     vidlora::cuda::GemmRunner gemm;

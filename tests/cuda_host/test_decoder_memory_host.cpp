@@ -20,6 +20,7 @@
 #include <vidlora/model/random_weights.hpp>
 #include <vidlora/presets/memory_estimate.hpp>
 
+#include "allocator_block.hpp"
 #include "host_decoder_exec.hpp"
 
 using namespace vidlora;
@@ -27,25 +28,7 @@ using namespace vidlora;
 namespace {
 
 // A block of `bytes` from the allocator, given back when destroyed (a device tensor's memory, on the host).
-class MemTrackBlock {
- public:
-  MemTrackBlock() = default;
-  MemTrackBlock(HostCachingAllocator& a, std::int64_t bytes, const std::string& tag)
-      : a_(&a), p_(a.allocate(static_cast<std::size_t>(bytes), tag)) {}
-  ~MemTrackBlock() {
-    if (a_) a_->deallocate(p_);
-  }
-  MemTrackBlock(MemTrackBlock&& o) noexcept : a_(std::exchange(o.a_, nullptr)), p_(std::exchange(o.p_, nullptr)) {}
-  MemTrackBlock& operator=(MemTrackBlock&& o) noexcept {
-    std::swap(a_, o.a_);
-    std::swap(p_, o.p_);
-    return *this;
-  }
-
- private:
-  HostCachingAllocator* a_ = nullptr;
-  void* p_ = nullptr;
-};
+using MemTrackBlock = test::AllocatorBlock<HostCachingAllocator>;
 
 template <class M>
 struct MemTracked {

@@ -26,6 +26,8 @@
 #include <vidlora/presets/memory_cap.hpp>
 #include <vidlora/presets/memory_estimate.hpp>
 
+#include "allocator_block.hpp"
+
 using namespace vidlora;
 
 namespace replay {
@@ -43,26 +45,7 @@ struct AddressOnly {
 };
 using Allocator = CachingAllocator<AddressOnly>;
 
-class Block {
- public:
-  Block() = default;
-  Block(Allocator& a, std::int64_t bytes, const std::string& tag)
-      : a_(&a), p_(a.allocate(static_cast<std::size_t>(bytes), tag)) {}
-  Block(Block&& o) noexcept : a_(std::exchange(o.a_, nullptr)), p_(std::exchange(o.p_, nullptr)) {}
-  Block& operator=(Block&& o) noexcept {
-    std::swap(a_, o.a_);
-    std::swap(p_, o.p_);
-    return *this;
-  }
-  ~Block() {
-    if (a_ && p_) a_->deallocate(p_);
-  }
-  bool held() const { return p_ != nullptr; }
-
- private:
-  Allocator* a_ = nullptr;
-  void* p_ = nullptr;
-};
+using Block = test::AllocatorBlock<Allocator>;
 
 // cuda::DeviceTensor's memory: fp32 values, or (packed) their bf16 bits.
 struct Tensor {

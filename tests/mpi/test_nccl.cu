@@ -38,18 +38,21 @@ struct AbsentPeer {
 };
 static_assert(comm::Communicator<AbsentPeer>);
 
+// The CommError of making a communicator over AbsentPeer with a 3 s timeout, or a text saying there was none.
+std::string construction_error() {
+  try {
+    comm::BasicNccl<AbsentPeer> nccl(AbsentPeer{}, {.timeout = std::chrono::seconds(3)});
+    return "(none: the communicator was made)";
+  } catch (const comm::CommError& e) {
+    return e.what();
+  }
+}
+
 // Making the communicator with a peer that never joins stops within the timeout (non-blocking NCCL, aborted), with an
 // error naming the step and the timeout; in blocking mode it waited forever. Returns the failures.
 int absent_peer_times_out() {
-  const auto timeout = std::chrono::seconds(3);
   const auto start = std::chrono::steady_clock::now();
-  std::string error;
-  try {
-    comm::BasicNccl<AbsentPeer> nccl(AbsentPeer{}, {.timeout = timeout});
-    error = "(none: the communicator was made)";
-  } catch (const comm::CommError& e) {
-    error = e.what();
-  }
+  const std::string error = construction_error();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const bool named = error.find("ncclCommInitRankConfig") != std::string::npos &&
                      error.find("did not complete within 3 s") != std::string::npos &&
@@ -64,13 +67,7 @@ int absent_peer_times_out() {
 // a GPU or a rank. Returns the failures.
 int blocking_mode_refused() {
   ::setenv("NCCL_COMM_BLOCKING", "1", 1);
-  std::string error;
-  try {
-    comm::BasicNccl<AbsentPeer> nccl(AbsentPeer{}, {.timeout = std::chrono::seconds(3)});
-    error = "(none: the communicator was made)";
-  } catch (const comm::CommError& e) {
-    error = e.what();
-  }
+  const std::string error = construction_error();
   ::unsetenv("NCCL_COMM_BLOCKING");
   const bool named = error.find("NCCL_COMM_BLOCKING=1") != std::string::npos &&
                      error.find("unset NCCL_COMM_BLOCKING") != std::string::npos;

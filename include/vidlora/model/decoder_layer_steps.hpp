@@ -92,60 +92,43 @@ struct SwigluGrads {
   Tensor dgate, dup;
 };
 
-namespace detail {
-// The block's forward over its input, already in a.h_in.
-template <class Exec, class Saved>
-typename Exec::tensor_type decoder_layer_forward_body(Exec& exec, Saved& a) {
-  const auto x1 = exec.rms_norm(a.h_in, LayerNorm::input, &a.inv1);
-  a.q = exec.linear(LayerLinear::q, x1);
-  a.k = exec.linear(LayerLinear::k, x1);
-  a.v = exec.linear(LayerLinear::v, x1);
-  if (exec.qk_norm()) {
-    a.q_raw = std::move(a.q);
-    a.k_raw = std::move(a.k);
-    a.q = exec.rms_norm(a.q_raw, LayerNorm::q_head, &a.q_inv);
-    a.k = exec.rms_norm(a.k_raw, LayerNorm::k_head, &a.k_inv);
-  }
-  exec.rope(a.q, false);
-  exec.rope(a.k, false);
-  a.attn = exec.attention(a);
-  a.h_mid = exec.add(a.h_in, exec.linear(LayerLinear::o, a.attn));
-  if (!exec.backward_takes_input(LayerLinear::o)) a.attn = typename Exec::tensor_type{};
-  const auto x2 = exec.rms_norm(a.h_mid, LayerNorm::post_attention, &a.inv2);
-  a.gate = exec.linear(LayerLinear::gate, x2);
-  a.up = exec.linear(LayerLinear::up, x2);
-  const auto m = exec.swiglu(a.gate, a.up);
-  return exec.add(a.h_mid, exec.linear(LayerLinear::down, m));
-}
-}  // namespace detail
-
-// h: [tokens, hidden] -> the block's output [tokens, hidden]; fills `a` for decoder_layer_backward_steps, whose
-// a.h_in is a copy of h (exec.copy).
-template <class Exec, class Saved>
-typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, const typename Exec::tensor_type& h, Saved& a) {
-  static_assert(LayerExecutor<Exec>,
-                "decoder_layer_forward_steps: Exec must name tensor_type, rows_type, saved_type and a backend_policy "
-                "(backend::Cpu or backend::Cuda), as model::CpuLayerExecutor and model::cuda::DecoderLayerExecutor do");
-  if constexpr (LayerExecutor<Exec>) {  // (only the sentence above for a type that is not an executor)
-    a.h_in = exec.copy(h);
-    return detail::decoder_layer_forward_body(exec, a);
-  } else {
-    return {};
-  }
-}
-// The same, keeping h itself as a.h_in (no copy of [tokens, hidden]): for a caller done with h, as the step list is
-// with each block's input (the previous block's output). The same bits.
+// h: [tokens, hidden] -> the block's output [tokens, hidden]; fills `a` for decoder_layer_backward_steps, keeping h
+// itself as a.h_in (a caller done with h, as the step list is with each block's input, hands it over: no copy).
 template <class Exec, class Saved>
 typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, typename Exec::tensor_type&& h, Saved& a) {
   static_assert(LayerExecutor<Exec>,
                 "decoder_layer_forward_steps: Exec must name tensor_type, rows_type, saved_type and a backend_policy "
                 "(backend::Cpu or backend::Cuda), as model::CpuLayerExecutor and model::cuda::DecoderLayerExecutor do");
-  if constexpr (LayerExecutor<Exec>) {
-    a.h_in = std::move(h);
-    return detail::decoder_layer_forward_body(exec, a);
+  if constexpr (!LayerExecutor<Exec>) {
+    return {};  // (only the sentence above for a type that is not an executor)
   } else {
-    return {};
+    a.h_in = std::move(h);
+    const auto x1 = exec.rms_norm(a.h_in, LayerNorm::input, &a.inv1);
+    a.q = exec.linear(LayerLinear::q, x1);
+    a.k = exec.linear(LayerLinear::k, x1);
+    a.v = exec.linear(LayerLinear::v, x1);
+    if (exec.qk_norm()) {
+      a.q_raw = std::move(a.q);
+      a.k_raw = std::move(a.k);
+      a.q = exec.rms_norm(a.q_raw, LayerNorm::q_head, &a.q_inv);
+      a.k = exec.rms_norm(a.k_raw, LayerNorm::k_head, &a.k_inv);
+    }
+    exec.rope(a.q, false);
+    exec.rope(a.k, false);
+    a.attn = exec.attention(a);
+    a.h_mid = exec.add(a.h_in, exec.linear(LayerLinear::o, a.attn));
+    if (!exec.backward_takes_input(LayerLinear::o)) a.attn = typename Exec::tensor_type{};
+    const auto x2 = exec.rms_norm(a.h_mid, LayerNorm::post_attention, &a.inv2);
+    a.gate = exec.linear(LayerLinear::gate, x2);
+    a.up = exec.linear(LayerLinear::up, x2);
+    const auto m = exec.swiglu(a.gate, a.up);
+    return exec.add(a.h_mid, exec.linear(LayerLinear::down, m));
   }
+}
+// The same over a copy of h (exec.copy), for a caller that keeps h.
+template <class Exec, class Saved>
+typename Exec::tensor_type decoder_layer_forward_steps(Exec& exec, const typename Exec::tensor_type& h, Saved& a) {
+  return decoder_layer_forward_steps(exec, exec.copy(h), a);
 }
 
 // d_out: d loss / d block output -> d loss / d block input. Needs the forward's `a` (and the executor's
@@ -164,35 +147,33 @@ typename Exec::tensor_type decoder_layer_backward_steps(Exec& exec, const Saved&
   // few at once: on the 7B, dm, dgate and dup alone are 3·tokens·intermediate floats (2.4 GiB at the H100 preset's
   // 16 frames), which used to stay alive through the attention's backward.
   // MLP
-  const Tensor dh_mid = [&] {
-    Tensor dx2 = [&] {
-      auto sg = [&] {
-        const Tensor dm = exec.linear_backward(LayerLinear::down, d_out,
-                                               takes(LayerLinear::down) ? exec.swiglu(a.gate, a.up) : Tensor{});
-        return exec.swiglu_backward(a.gate, a.up, dm);
-      }();
-      const Tensor x2 = takes(LayerLinear::gate) || takes(LayerLinear::up)
-                            ? exec.rms_norm(a.h_mid, LayerNorm::post_attention, nullptr)
-                            : Tensor{};
-      auto d = exec.linear_backward(LayerLinear::gate, sg.dgate, x2);
-      sg.dgate = Tensor{};
-      exec.accumulate(d, exec.linear_backward(LayerLinear::up, sg.dup, x2));
-      return d;
-    }();
-    return exec.add(d_out, exec.rms_norm_backward(a.h_mid, LayerNorm::post_attention, a.inv2, dx2));
+  Tensor dm =
+      exec.linear_backward(LayerLinear::down, d_out, takes(LayerLinear::down) ? exec.swiglu(a.gate, a.up) : Tensor{});
+  auto sg = exec.swiglu_backward(a.gate, a.up, dm);
+  dm = Tensor{};
+  Tensor dx2 = [&] {
+    const Tensor x2 = takes(LayerLinear::gate) || takes(LayerLinear::up)
+                          ? exec.rms_norm(a.h_mid, LayerNorm::post_attention, nullptr)
+                          : Tensor{};
+    auto d = exec.linear_backward(LayerLinear::gate, sg.dgate, x2);
+    sg.dgate = Tensor{};
+    exec.accumulate(d, exec.linear_backward(LayerLinear::up, sg.dup, x2));
+    sg.dup = Tensor{};
+    return d;
   }();
+  const Tensor dh_mid = exec.add(d_out, exec.rms_norm_backward(a.h_mid, LayerNorm::post_attention, a.inv2, dx2));
+  dx2 = Tensor{};
   // attention
+  Tensor d_attn = exec.linear_backward(LayerLinear::o, dh_mid, a.attn);
+  auto g = exec.attention_backward(a, d_attn);
+  d_attn = Tensor{};
+  exec.rope(g.dq, true);
+  exec.rope(g.dk, true);
+  if (exec.qk_norm()) {
+    g.dq = exec.rms_norm_backward(a.q_raw, LayerNorm::q_head, a.q_inv, g.dq);
+    g.dk = exec.rms_norm_backward(a.k_raw, LayerNorm::k_head, a.k_inv, g.dk);
+  }
   const Tensor dx1 = [&] {
-    auto g = [&] {
-      const Tensor d_attn = exec.linear_backward(LayerLinear::o, dh_mid, a.attn);
-      return exec.attention_backward(a, d_attn);
-    }();
-    exec.rope(g.dq, true);
-    exec.rope(g.dk, true);
-    if (exec.qk_norm()) {
-      g.dq = exec.rms_norm_backward(a.q_raw, LayerNorm::q_head, a.q_inv, g.dq);
-      g.dk = exec.rms_norm_backward(a.k_raw, LayerNorm::k_head, a.k_inv, g.dk);
-    }
     const bool any = takes(LayerLinear::q) || takes(LayerLinear::k) || takes(LayerLinear::v);
     const Tensor x1 = any ? exec.rms_norm(a.h_in, LayerNorm::input, nullptr) : Tensor{};
     auto d = exec.linear_backward(LayerLinear::q, g.dq, x1);
@@ -202,6 +183,7 @@ typename Exec::tensor_type decoder_layer_backward_steps(Exec& exec, const Saved&
     exec.accumulate(d, exec.linear_backward(LayerLinear::v, g.dv, x1));
     return d;
   }();
+  g.dv = Tensor{};
   return exec.add(dh_mid, exec.rms_norm_backward(a.h_in, LayerNorm::input, a.inv1, dx1));
 }
 

@@ -110,9 +110,7 @@ class BasicNccl {
       const auto deadline = deadline_from_now();
       ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
       config.blocking = 0;  // returns at once; the ranks join in NCCL's thread, polled under the timeout
-      const ncclResult_t rc = ncclCommInitRankConfig(&comm_, bootstrap_.size(), id, bootstrap_.rank(), &config);
-      if (rc != ncclSuccess && rc != ncclInProgress) abort_comm();
-      detail::nccl_check(rc, detail::message("rank {} of {}: {}", rank(), size(), init));
+      check_call(ncclCommInitRankConfig(&comm_, bootstrap_.size(), id, bootstrap_.rank(), &config), init);
       settle(init, deadline);
       if (options_.premultiply != 1.0) {
         float f = static_cast<float>(options_.premultiply);
@@ -183,7 +181,7 @@ class BasicNccl {
       const cudaError_t q = cudaStreamQuery(stream_);
       if (q == cudaSuccess) return;
       if (q != cudaErrorNotReady) detail::cuda_check(q, what);
-      check_async(what);
+      check_call(state(), what);  // an asynchronous NCCL error
       if (clock::now() >= deadline) timed_out(what);
       poll.pause();
     }
@@ -225,15 +223,17 @@ class BasicNccl {
                         "hangs, did not start or is that far behind; the NCCL communicator was aborted",
                         rank(), size(), what, options_.timeout.count(), device_));
   }
-  // An NCCL error of the communicator (asynchronous, or of the last call) aborts it and throws.
-  void check_async(std::string_view what) {
+  // An NCCL result other than success or in-progress aborts the communicator and throws, naming the rank and `what`.
+  void check_call(ncclResult_t rc, std::string_view what) {
+    if (rc == ncclSuccess || rc == ncclInProgress) return;
+    abort_comm();
+    detail::nccl_check(rc, detail::message("rank {} of {}: {}", rank(), size(), what));
+  }
+  // The communicator's state (ncclCommGetAsyncError's, or that call's own failure).
+  ncclResult_t state() const {
     ncclResult_t async = ncclSuccess;
     const ncclResult_t rc = ncclCommGetAsyncError(comm_, &async);
-    if (rc != ncclSuccess) async = rc;
-    if (async != ncclSuccess && async != ncclInProgress) {
-      abort_comm();
-      detail::nccl_check(async, detail::message("rank {} of {}: {}", rank(), size(), what));
-    }
+    return rc != ncclSuccess ? rc : async;
   }
   // Non-blocking mode: a call that returned ncclInProgress goes on in NCCL's threads, and the communicator takes no
   // other call (and its stream may not hold the call's work yet) until its state leaves ncclInProgress. Polls it until
@@ -242,24 +242,16 @@ class BasicNccl {
     require_live(what);
     PollPause poll;
     while (true) {
-      ncclResult_t state = ncclSuccess;
-      const ncclResult_t rc = ncclCommGetAsyncError(comm_, &state);
-      if (rc != ncclSuccess) state = rc;
-      if (state == ncclSuccess) return;
-      if (state != ncclInProgress) {
-        abort_comm();
-        detail::nccl_check(state, detail::message("rank {} of {}: {}", rank(), size(), what));
-      }
+      const ncclResult_t now = state();
+      if (now == ncclSuccess) return;
+      check_call(now, what);
       if (clock::now() >= deadline) timed_out(what);
       poll.pause();
     }
   }
   // One NCCL call outside a group: an error aborts the communicator and throws; an ncclInProgress is settled.
   void call(std::string_view what, ncclResult_t rc) {
-    if (rc != ncclSuccess && rc != ncclInProgress) {
-      abort_comm();
-      detail::nccl_check(rc, detail::message("rank {} of {}: {}", rank(), size(), what));
-    }
+    check_call(rc, what);
     settle(what, deadline_from_now());
   }
 
@@ -297,7 +289,6 @@ class BasicNccl {
   void enqueue_group(std::span<const std::span<T>> buffers, ncclDataType_t type, cudaStream_t after,
                      std::string_view what) {
     require_live(what);
-    settle(what, deadline_from_now());  // (a sum enqueued before has settled already; this keeps the rule local)
     detail::cuda_check(cudaEventRecord(ready_, after), what);  // reused: stream_ waits on this record now
     detail::cuda_check(cudaStreamWaitEvent(stream_, ready_, 0), what);
     issue_group(buffers, type, what);
@@ -319,11 +310,8 @@ class BasicNccl {
         if (rc != ncclSuccess && rc != ncclInProgress && first_error == ncclSuccess) first_error = rc;
       }
       const ncclResult_t end_rc = ncclGroupEnd();
-      if (first_error == ncclSuccess && end_rc != ncclSuccess && end_rc != ncclInProgress) first_error = end_rc;
-      if (first_error != ncclSuccess) {
-        abort_comm();
-        detail::nccl_check(first_error, detail::message("rank {} of {}: {}", rank(), size(), what));
-      }
+      check_call(first_error, what);
+      check_call(end_rc, what);
       settle(what, deadline);
     }
   }
@@ -333,11 +321,7 @@ class BasicNccl {
     require_live(what);
     wait(what);
     detail::cuda_check(cudaDeviceSynchronize(), what);
-    const ncclResult_t rc = ncclAllReduce(data, data, n, type, op(type), comm_, stream_);
-    if (rc != ncclSuccess && rc != ncclInProgress) {
-      abort_comm();
-      detail::nccl_check(rc, detail::message("rank {} of {}: {}", rank(), size(), what));
-    }
+    check_call(ncclAllReduce(data, data, n, type, op(type), comm_, stream_), what);
     wait(what);  // settles the call first
   }
   ncclRedOp_t op(ncclDataType_t type) const { return type == ncclDouble ? op_double_ : op_float_; }

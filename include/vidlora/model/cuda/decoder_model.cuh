@@ -398,14 +398,13 @@ class DecoderModel {
           options_(options),
           training_(training),
           layers_(model.layers_.size()),
-          offloaded_(model.layers_.size()) {
-      model.tables_.prepare(shape_, 0, key_mask_, model.stream_);  // once for every block of the step
-    }
+          offloaded_(model.layers_.size()) {}
 
     std::size_t num_layers() const { return layers_.size(); }
     DecoderLayerExecutor& layer(std::size_t l) {
       if (!layers_[l]) {
-        model_.tables_.prepare(shape_, 0, key_mask_, model_.stream_);  // nothing to do unless another step changed them
+        // Built on the first block's call of a step (and again only if something changed them since)
+        model_.tables_.prepare(shape_, 0, key_mask_, model_.stream_);
         layers_[l] = std::make_unique<DecoderLayerExecutor>(
             model_.gemm_, model_.layers_[l]->weights, shape_, key_mask_, training_, model_.stream_,
             DecoderLayerMemory{model_.allocator_, "layers." + std::to_string(l) + "."}, model_.compute_,
