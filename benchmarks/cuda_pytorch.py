@@ -118,7 +118,7 @@ def qlora(tokens=8192, features=4096, rank=16):
 
 def sdpa(heads=32, head_dim=128):
     """PyTorch's SDPA, flash backend, causal, bf16, forward + backward: the baseline of issue 14's attention gate
-    (benchmarks/bench_cuda_attention.cu runs the same shapes in fp32 / TF32)."""
+    (benchmarks/bench_cuda_attention.cu runs the same shapes); and the forward alone, the register-tile forward's."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     dev, dt = "cuda", torch.bfloat16
@@ -133,6 +133,12 @@ def sdpa(heads=32, head_dim=128):
                 torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).backward(dout)
 
         report(f"torch_sdpa_flash_fwd_bwd_bf16_T{t}", timed(step))
+
+        def forward():
+            with torch.no_grad(), sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+        report(f"torch_sdpa_flash_fwd_bf16_T{t}", timed(forward))
 
 
 if __name__ == "__main__":

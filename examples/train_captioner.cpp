@@ -926,8 +926,11 @@ int train_main(const demo::Args& a, int argc, char** argv) {
       return stopped_exit_status();
     }
     const TrainResult& r = *result;
-    fmt::print("training {} after {} steps ({} NaN steps skipped, {}{} clips skipped)\n", to_string(r.status), r.steps,
-               r.skipped_nan_steps,
+    fmt::print("training {} after {} steps ({} NaN steps skipped, {}{}{} clips skipped)\n", to_string(r.status),
+               r.steps, r.skipped_nan_steps,
+               r.skipped_empty_steps > 0
+                   ? fmt::format("{} skipped for having no clip with features, ", r.skipped_empty_steps)
+                   : std::string(),
                config.loss_scaler.enabled
                    ? fmt::format("{} skipped for a gradient overflow at the loss scale, ", r.skipped_overflow_steps)
                    : std::string(),

@@ -260,12 +260,15 @@ if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
   # Attention fwd + bwd, T 4096, 32 heads, d 128: the tiled kernels (fp32, TF32, bf16, fp16, bf16 at tile 32) against
   # SDPA flash in bf16 (goal: our bf16 kernel at least 0.9 of its speed) and against our row kernels.
   A=bench_cuda_attention
-  for kern in 1 2 3 4 5; do
-    case $kern in 1) kn=fp32 ;; 2) kn=TF32 ;; 3) kn=bf16 ;; 4) kn=fp16 ;; 5) kn="bf16 tile 32" ;; esac
+  for kern in 1 2 3 4 5 6; do
+    case $kern in 1) kn=fp32 ;; 2) kn=TF32 ;; 3) kn=bf16 ;; 4) kn=fp16 ;; 5) kn="bf16 tile 32" ;; 6) kn="bf16 shared-memory forward" ;; esac
     speedup "attention fwd+bwd T4096, tiled $kn" "$A:BM_attention_fwd_bwd/T:4096/kernel:$kern/manual_time" torch_sdpa_flash_fwd_bwd_bf16_T4096
     row "tiled $kn attention / row kernels, T4096" "$(ratio "$(t $A BM_attention_fwd_bwd/T:4096/kernel:0/manual_time)" "$(t $A "BM_attention_fwd_bwd/T:4096/kernel:$kern/manual_time")")" "speed-up"
   done
   row "goal: sdpa flash bf16 / tiled bf16 attention, T4096" "$(ratio "$(pms torch_sdpa_flash_fwd_bwd_bf16_T4096)" "$(tms $A BM_attention_fwd_bwd/T:4096/kernel:3/manual_time)")" ">= 0.90"
+  # The forward alone: the register-tile forward and the shared-memory one against SDPA flash's forward.
+  speedup "attention fwd T4096, bf16 register tiles" "$A:BM_attention_fwd/T:4096/kernel:3/manual_time" torch_sdpa_flash_fwd_bf16_T4096
+  speedup "attention fwd T4096, bf16 shared-memory tiles" "$A:BM_attention_fwd/T:4096/kernel:6/manual_time" torch_sdpa_flash_fwd_bf16_T4096
   for d in 0 5; do
     speedup "lora fwd+bwd, dropout $d%" "$L:BM_lora_forward_backward_bf16/dropout_pct:$d/fused:0/manual_time" peft_lora_fwd_bwd_bf16_dropout$d
     speedup "qlora nf4 fwd+bwd, dropout $d%" "$L:BM_qlora_nf4_forward_backward_bf16/dropout_pct:$d/fused:0/manual_time" peft_qlora_nf4_fwd_bwd_bf16_dropout$d

@@ -303,6 +303,12 @@ TEST_CASE("cuda decoder rejects input that does not fit, naming the shapes", "[d
   model::cuda::DeviceTensor embeds(c.batch * c.seq_len, c.hidden + 1);
   CHECK_THROWS_WITH(dev.loss_and_backward(embeds, batch_of(c, want), want.labels),
                     Catch::Contains("input embeddings [14, 65] do not match batch 2 x seq_len 7 x hidden 64"));
+  auto windowed = want.weights;  // a sequence past the sliding window: refused, as model::Decoder refuses it
+  windowed.sliding_window = c.seq_len - 1;
+  model::cuda::DecoderModel windowed_dev(gemm, windowed);
+  model::cuda::DeviceTensor fits(c.batch * c.seq_len, c.hidden);
+  CHECK_THROWS_WITH(windowed_dev.loss_and_backward(fits, batch_of(c, want), want.labels),
+                    Catch::Contains("a sequence of 7 positions is longer than sliding_window 6"));
   auto bad = want.weights;
   bad.layers[1].linears[5].lora_b.pop_back();
   CHECK_THROWS_WITH(model::cuda::DecoderModel(gemm, bad), Catch::Contains("layers.1.mlp.up_proj.lora_B.weight"));

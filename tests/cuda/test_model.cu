@@ -1,11 +1,14 @@
 // RMSNorm, RoPE, SwiGLU and causal attention against the model module's CPU functions.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 
 #include <vidlora/model/cuda/attention.cuh>
 #include <vidlora/model/cuda/flash_attention.cuh>
+#include <vidlora/model/cuda/flash_attention_mma.cuh>
 #include <vidlora/model/cuda/elementwise.cuh>
 
 #include "reference/reference.hpp"
@@ -383,6 +386,67 @@ TEST_CASE("cuda tiled attention backward with row_dot from the forward's output:
           for (int t = 0; t < 3; ++t) first[t] = got[t];
         else
           for (int t = 0; t < 3; ++t) CHECK(cuda_test::bit_mismatches(got[t], first[t]) == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda register-tile attention forward matches the shared-memory tiles and the CPU, deterministic",
+          "[model]") {
+  // model/cuda/flash_attention_mma.cuh (sm_80+, head dims 64 and 128, 16-bit operands; what flash_attention_forward
+  // runs there with the default options) against the shared-memory forward on the same operands
+  // (register_tiles = false): the same rounding points, so out within the flips of a 16-bit P (other sum orders,
+  // exp2 against exp) and lse to 1e-5; against the fp32 CPU within the 16-bit formats' reach; two runs the same bits;
+  // the backward from its lse gives the CPU's gradients within the same reach.
+  using model::cuda::FlashOperands;
+  struct Case {
+    long tq, tk, hq, hkv, d, offset;
+    bool mask, first_key_hidden = false;
+  };
+  for (const Case c : {Case{75, 75, 4, 2, 64, 0, false}, Case{9, 75, 6, 3, 64, 66, true},
+                       Case{200, 200, 4, 1, 128, 0, true}, Case{70, 70, 2, 1, 128, 0, true, true}}) {
+    AttentionProblem a = attention_problem(
+        c.tq, c.tk, c.hq, c.hkv, c.d, c.offset, c.mask,
+        [&c](long j) { return !(c.first_key_hidden && j == 0) && j % 5 != 3 && j < c.tk - 3; }, 17);
+    a.p.row_dot = a.RD.data();
+    for (const FlashOperands ops : {FlashOperands::BF16, FlashOperands::F16}) {
+      INFO("tq " << c.tq << " tk " << c.tk << " heads " << c.hq << "/" << c.hkv << " d " << c.d << " "
+                 << model::cuda::flash_operands_name(ops));
+      if (!model::cuda::flash_mma_forward_takes(a.p, ops)) {
+        WARN("no register-tile forward on this GPU (sm_80+ only): skipped");
+        return;
+      }
+      const bool bf16 = ops == FlashOperands::BF16;
+      model::cuda::FlashAttentionOptions shared{false, 0, ops};
+      shared.register_tiles = false;
+      const std::array<std::vector<float>, 4> want = run_flash(a, shared);
+      const std::vector<float> want_lse = a.L.download();
+      const model::cuda::FlashAttentionOptions regs{false, 0, ops};
+      std::vector<float> first_out, first_lse;
+      for (int run = 0; run < 2; ++run) {
+        const std::array<std::vector<float>, 4> got = run_flash(a, regs);
+        const std::vector<float> lse = a.L.download();
+        CHECK(cuda_test::normwise_error(got[0], want[0]) < (bf16 ? 2e-3 : 5e-4));
+        CHECK(cuda_test::normwise_error(got[0], a.out) < (bf16 ? 1.5e-2 : 2e-3));
+        float lse_err = 0.0f;
+        for (std::size_t i = 0; i < lse.size(); ++i) {
+          if (std::isinf(want_lse[i])) {
+            CHECK(lse[i] == want_lse[i]);  // a row that sees no key: -inf
+          } else {
+            lse_err = std::max(lse_err, std::fabs(lse[i] - want_lse[i]));
+          }
+        }
+        CHECK(lse_err < 1e-5f);
+        const std::vector<float>* cpu[3] = {&a.dq, &a.dk, &a.dv};
+        for (int t = 1; t < 4; ++t)  // dq, dk, dv from the backward over this forward's lse
+          CHECK(cuda_test::normwise_error(got[static_cast<std::size_t>(t)], *cpu[t - 1]) < (bf16 ? 1.5e-2 : 2e-3));
+        if (run == 0) {
+          first_out = got[0];
+          first_lse = lse;
+        } else {
+          CHECK(cuda_test::bit_mismatches(got[0], first_out) == 0);
+          CHECK(cuda_test::bit_mismatches(lse, first_lse) == 0);
+        }
       }
     }
   }

@@ -260,6 +260,28 @@ TEST_CASE("export_decoder_weights refuses what the device decoder cannot run", "
   CHECK_THROWS_WITH(model::export_decoder_weights(dec), Catch::Contains("rope_scaling \"linear\""));
 }
 
+TEST_CASE("the device decoder refuses sequences past the sliding window, as model::Decoder does", "[decoder_host]") {
+  // Within the window sliding-window attention is full attention (what both decoders run); past it the CPU refuses,
+  // and so must the device instead of attending to every key.
+  auto config = model::llama_config(32, 48, 1, 4, 2, 20);
+  config.sliding_window = 6;
+  model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 3), all_slots());
+  const model::DecoderHostWeights w = model::export_decoder_weights(dec);
+  CHECK(w.sliding_window == 6);
+  CHECK_NOTHROW(model::cuda::check_sliding_window(w, 6, "test"));
+  CHECK_THROWS_WITH(model::cuda::check_sliding_window(w, 7, "test"),
+                    Catch::Contains("a sequence of 7 positions is longer than sliding_window 6"));
+  model::SequenceBatch seven;
+  seven.batch = 1;
+  seven.seq_len = 7;
+  CHECK_THROWS_WITH(dec.forward(dec.embed(std::vector<int>{1, 2, 3, 4, 5, 6, 7}), seven, false),
+                    Catch::Contains("a sequence of 7 positions is longer than sliding_window 6"));
+  config.sliding_window = 0;
+  model::Decoder<16, 32> full(config, model::random_decoder_weights(config, 3), all_slots());
+  CHECK(model::export_decoder_weights(full).sliding_window == 0);
+  CHECK_NOTHROW(model::cuda::check_sliding_window(model::export_decoder_weights(full), 100000, "test"));
+}
+
 TEST_CASE("check_decoder_host_weights names the tensor whose size is wrong", "[decoder_host]") {
   const auto config = model::llama_config(32, 48, 2, 4, 2, 20);
   model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 3), all_slots());

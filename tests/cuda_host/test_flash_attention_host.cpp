@@ -5,6 +5,7 @@
 // the tile products (FMA loops, or TF32 tensor cores), which tests/cuda/test_model.cu checks on a GPU.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -15,6 +16,9 @@
 #include <vidlora/io/half.hpp>
 #include <vidlora/model/attention.hpp>
 #include <vidlora/model/cuda/flash_attention.cuh>
+#include <vidlora/model/cuda/flash_attention_mma.cuh>
+
+#include "simt_block.hpp"
 
 using namespace vidlora;
 
@@ -64,6 +68,36 @@ Matrix flash_rounded(const Matrix& m, model::cuda::FlashOperands k) {
   if (k == model::cuda::FlashOperands::F16)
     for (Eigen::Index i = 0; i < r.size(); ++i) r.data()[i] = io::round_to_fp16(r.data()[i]);
   return r;
+}
+
+// lse = log Σ exp(score) over the visible keys, from the scores of the rounded q and k in double: the largest
+// difference from `lse` (a row that sees no key must hold -inf).
+float flash_lse_error(const FlashCase& c, const model::cuda::AttentionParams& p, const Matrix& qr, const Matrix& kr,
+                      const Guarded& lse) {
+  const std::int64_t d = c.head_dim;
+  float lse_err = 0.0f;
+  for (std::int64_t h = 0; h < c.q_heads; ++h)
+    for (std::int64_t i = 0; i < c.tq; ++i) {
+      const std::int64_t g = h / (c.q_heads / c.kv_heads);
+      double m = -std::numeric_limits<double>::infinity(), sum = 0.0;
+      std::vector<double> s;
+      for (std::int64_t j = 0; j < c.tk; ++j) {
+        if (!model::cuda::attention_visible(p, i, j)) continue;
+        double acc = 0.0;
+        for (std::int64_t e = 0; e < d; ++e) acc += static_cast<double>(qr(i, h * d + e)) * kr(j, g * d + e);
+        s.push_back(acc / std::sqrt(static_cast<double>(d)));
+        m = std::max(m, s.back());
+      }
+      for (double x : s) sum += std::exp(x - m);
+      const float want = s.empty() ? -std::numeric_limits<float>::infinity() : static_cast<float>(m + std::log(sum));
+      const float got = lse.v[static_cast<std::size_t>(h * c.tq + i)];
+      if (std::isinf(want)) {
+        CHECK(got == want);
+      } else {
+        lse_err = std::max(lse_err, std::fabs(got - want));
+      }
+    }
+  return lse_err;
 }
 
 struct FlashBounds {
@@ -133,30 +167,7 @@ void check_flash(const FlashCase& c, int tile, FlashBounds bounds = {}, bool row
   CHECK(smem.guard_intact());
   CHECK(flash_normwise(out.matrix(c.tq, qf), want_out_r) < bounds.rounded);
   CHECK(flash_normwise(out.matrix(c.tq, qf), want_out) < bounds.fp32);
-  // lse = log Σ exp(score) over the visible keys, from the scores of the rounded q and k in double
-  float lse_err = 0.0f;
-  for (std::int64_t h = 0; h < c.q_heads; ++h)
-    for (std::int64_t i = 0; i < c.tq; ++i) {
-      const std::int64_t g = h / (c.q_heads / c.kv_heads);
-      double m = -std::numeric_limits<double>::infinity(), sum = 0.0;
-      std::vector<double> s;
-      for (std::int64_t j = 0; j < c.tk; ++j) {
-        if (!model::cuda::attention_visible(p, i, j)) continue;
-        double acc = 0.0;
-        for (std::int64_t e = 0; e < d; ++e) acc += static_cast<double>(qr(i, h * d + e)) * kr(j, g * d + e);
-        s.push_back(acc / std::sqrt(static_cast<double>(d)));
-        m = std::max(m, s.back());
-      }
-      for (double x : s) sum += std::exp(x - m);
-      const float want = s.empty() ? -std::numeric_limits<float>::infinity() : static_cast<float>(m + std::log(sum));
-      const float got = lse.v[static_cast<std::size_t>(h * c.tq + i)];
-      if (std::isinf(want)) {
-        CHECK(got == want);
-      } else {
-        lse_err = std::max(lse_err, std::fabs(got - want));
-      }
-    }
-  CHECK(lse_err < 1e-5f);
+  CHECK(flash_lse_error(c, p, qr, kr, lse) < 1e-5f);
 
   Guarded dq_smem = smem_of(lay.dq_bytes()), dkv_smem = smem_of(lay.dkv_bytes());
   if (row_dot_from_out) {
@@ -355,4 +366,126 @@ TEST_CASE("the tiled attention's shared memory and the problems it takes", "[cud
   }
   p.head_dim = 64;
   CHECK_THROWS_WITH(model::cuda::check_flash_attention(p, 24, "who"), Catch::Contains("must be 16, 32 or 64"));
+}
+
+namespace {
+
+// The register-tile forward's body (model/cuda/flash_attention_mma.cuh) over the grid, each block on 128 host threads
+// with the PTX ISA's mma fragments (simt_block.hpp), against the CPU attention: of the rounded inputs within the
+// rounding of P (bounds.rounded), of the inputs as they are within what 16-bit operands give (bounds.fp32); lse from
+// the rounded scores to 1e-5; a row that sees no key 0 and -inf; nothing written past the outputs or the shared memory.
+template <model::cuda::FlashOperands K, int D>
+void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
+  INFO("register tiles: tq " << c.tq << " tk " << c.tk << " heads " << c.q_heads << "/" << c.kv_heads << " d " << D
+                             << " offset " << c.q_offset << " masked " << !c.key_mask.empty() << " operands "
+                             << model::cuda::flash_operands_name(K));
+  REQUIRE(c.head_dim == D);
+  const std::int64_t qf = c.q_heads * D, kvf = c.kv_heads * D;
+  const Matrix q = flash_random(c.tq, qf, c.seed), k = flash_random(c.tk, kvf, c.seed + 1),
+               v = flash_random(c.tk, kvf, c.seed + 2);
+  const Matrix qr = flash_rounded(q, K), kr = flash_rounded(k, K), vr = flash_rounded(v, K);
+  const model::AttentionShape shape{c.q_heads, c.kv_heads, D};
+  const Matrix want_out = model::attention_forward<float>(q, k, v, shape, c.q_offset, c.key_mask);
+  const Matrix want_out_r = model::attention_forward<float>(qr, kr, vr, shape, c.q_offset, c.key_mask);
+  Guarded out(c.tq * qf, std::nanf("")), lse(c.q_heads * c.tq, std::nanf(""));
+  model::cuda::AttentionParams p;
+  p.q = q.data();
+  p.k = k.data();
+  p.v = v.data();
+  p.key_mask = c.key_mask.empty() ? nullptr : c.key_mask.data();
+  p.out = out.data();
+  p.lse = lse.data();
+  p.tq = c.tq;
+  p.tk = c.tk;
+  p.q_heads = c.q_heads;
+  p.kv_heads = c.kv_heads;
+  p.head_dim = D;
+  p.q_offset = c.q_offset;
+  constexpr std::uint32_t kGuardWord = 0x5a5a5a5au;
+  constexpr auto words = static_cast<std::size_t>(model::cuda::FlashMmaSmem<D>::words);
+  std::vector<std::uint32_t> smem(words + 16, kGuardWord);
+  test::SimtBlock<model::cuda::FlashOperandFormat<K>> block(model::cuda::kMmaThreads);
+  for (std::int64_t qt = 0; qt * model::cuda::kMmaQueryRows < c.tq; ++qt)
+    for (std::int64_t h = 0; h < c.q_heads; ++h)
+      block.run([&](auto& thread) { model::cuda::flash_mma_forward_block<D>(thread, p, qt, h, smem.data()); });
+  CHECK(std::all_of(smem.begin() + static_cast<std::ptrdiff_t>(words), smem.end(),
+                    [](std::uint32_t w) { return w == kGuardWord; }));
+  CHECK(out.guard_intact());
+  CHECK(lse.guard_intact());
+  const Matrix got = out.matrix(c.tq, qf);
+  CHECK(got.allFinite());
+  CHECK(flash_normwise(got, want_out_r) < bounds.rounded);
+  CHECK(flash_normwise(got, want_out) < bounds.fp32);
+  CHECK(flash_normwise(got, want_out) > 0.0f);  // the operands were rounded: not the fp32 result
+  CHECK(flash_lse_error(c, p, qr, kr, lse) < 1e-5f);
+  for (std::int64_t h = 0; h < c.q_heads; ++h)  // a row that sees no key: output 0
+    for (std::int64_t i = 0; i < c.tq; ++i)
+      if (std::isinf(lse.v[static_cast<std::size_t>(h * c.tq + i)])) CHECK(got.row(i).segment(h * D, D).isZero(0.0f));
+}
+
+}  // namespace
+
+TEST_CASE("register-tile attention forward on the PTX fragments equals the CPU attention, GQA, tails, several tiles",
+          "[cuda_host][model]") {
+  // Query tiles of 64 rows, key tiles of 64: 75 and 130 rows cross tile boundaries (the online softmax rescales O
+  // and l when a later key tile raises a row's max); bounds as the shared-memory kernels' (the rounding of P).
+  using model::cuda::FlashOperands;
+  FlashCase c;
+  c.head_dim = 64;
+  c.tq = c.tk = 75;
+  c.seed = 21;
+  check_flash_mma<FlashOperands::BF16, 64>(c, {6e-3f, 1e-2f});
+  check_flash_mma<FlashOperands::F16, 64>(c, {8e-4f, 1.5e-3f});
+  c.tq = c.tk = 130;
+  c.q_heads = c.kv_heads = 1;
+  c.seed = 3;
+  check_flash_mma<FlashOperands::BF16, 64>(c, {6e-3f, 1e-2f});
+}
+
+TEST_CASE("register-tile attention forward at head dim 128, key padding, a row that sees no key, a query offset",
+          "[cuda_host][model]") {
+  using model::cuda::FlashOperands;
+  FlashCase c;
+  c.head_dim = 128;
+  c.tq = c.tk = 70;
+  c.q_heads = 2;
+  c.kv_heads = 1;
+  c.key_mask.assign(70, 1);
+  for (int j = 65; j < 70; ++j) c.key_mask[static_cast<std::size_t>(j)] = 0;  // right padding
+  c.key_mask[0] = 0;                                                          // query 0 sees no key
+  c.key_mask[17] = 0;
+  c.seed = 9;
+  check_flash_mma<FlashOperands::BF16, 128>(c, {6e-3f, 1e-2f});
+  check_flash_mma<FlashOperands::F16, 128>(c, {8e-4f, 1.5e-3f});
+  FlashCase off;  // generation's shape: a few queries after a cached prefix, GQA 6/3
+  off.head_dim = 64;
+  off.tq = 9;
+  off.tk = 75;
+  off.q_offset = 66;
+  off.q_heads = 6;
+  off.kv_heads = 3;
+  off.key_mask.assign(75, 1);
+  off.key_mask[0] = 0;
+  off.seed = 13;
+  check_flash_mma<FlashOperands::F16, 64>(off, {8e-4f, 1.5e-3f});
+  check_flash_mma<FlashOperands::BF16, 64>(off, {6e-3f, 1e-2f});
+}
+
+TEST_CASE("register-tile attention forward, its shared memory and the problems it takes", "[cuda_host][model]") {
+  using model::cuda::FlashMmaSmem;
+  // K and V tiles of 64 keys, rows 4 words longer than their data, a flag per key: under the 48 KiB of static shared
+  // memory a block gets on every card
+  CHECK(FlashMmaSmem<128>::bytes == 4 * (2 * 64 * (64 + 4) + 64));
+  CHECK(FlashMmaSmem<64>::bytes == 4 * (2 * 64 * (32 + 4) + 64));
+  CHECK(FlashMmaSmem<128>::bytes <= 48 * 1024);
+  // a row is 4 banks from the next: the K fragment's 8 rows × 4 lanes on 32 banks
+  std::vector<int> banks;
+  for (int g = 0; g < 8; ++g)
+    for (int t = 0; t < 4; ++t) banks.push_back((g * FlashMmaSmem<128>::row_words + t) % 32);
+  std::sort(banks.begin(), banks.end());
+  CHECK(std::unique(banks.begin(), banks.end()) == banks.end());
+  CHECK(model::cuda::flash_mma_head_dim(64));
+  CHECK(model::cuda::flash_mma_head_dim(128));
+  CHECK_FALSE(model::cuda::flash_mma_head_dim(96));
+  CHECK_FALSE(model::cuda::flash_mma_head_dim(32));
 }

@@ -313,8 +313,10 @@ TEST_CASE("a step whose every clip was skipped keeps the loss scale and the sche
   const auto plain = run(plain_tmp.path, false);
   CHECK(scaled.status == train::TrainStatus::Finished);
   CHECK(scaled.skipped_clips.size() == 1);  // its features are tried once, then the clip is left out
-  CHECK(scaled.skipped_nan_steps == plain.skipped_nan_steps);
-  CHECK(scaled.skipped_nan_steps >= 1);
+  CHECK(scaled.skipped_empty_steps == plain.skipped_empty_steps);
+  CHECK(scaled.skipped_empty_steps >= 1);
+  CHECK(scaled.skipped_nan_steps == 0);  // no clip, no loss: not a NaN step
+  CHECK(log_records(scaled_tmp.path, "empty_skip").size() == static_cast<std::size_t>(scaled.skipped_empty_steps));
   CHECK(scaled.skipped_overflow_steps == 0);
   const auto scaled_steps = log_records(scaled_tmp.path, "step"), plain_steps = log_records(plain_tmp.path, "step");
   REQUIRE(scaled_steps.size() == plain_steps.size());

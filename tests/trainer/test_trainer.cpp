@@ -12,6 +12,7 @@
 #include <map>
 #include <optional>
 #include <sstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -354,6 +355,30 @@ TEST_CASE("a NaN loss skips its step and three in a row stop with the checkpoint
   CHECK(r.skipped_nan_steps == 3);
   CHECK(r.steps == 5);
   CHECK(read(ckpt) == before);
+}
+
+TEST_CASE("steps whose every clip was skipped are not NaN steps: three in a row do not stop the run", "[trainer]") {
+  // One clip a step; five of the six training clips cannot be decoded, so five of each epoch's six steps have no
+  // clip, at least three of them in a row whatever the shuffle: each is skipped (no loss, no update), but none is a
+  // NaN loss, so max_nan_in_a_row (3) does not stop the run.
+  Fresh tmp("empty_steps");
+  auto config = tiny_trainer_config(tmp.dir);
+  config.batch_size = 1;
+  config.gradient_accumulation_steps = 1;
+  config.stages[0].epochs = 1;
+  config.stages[1].epochs = 1;
+  auto trainer = make(config, [](const train::Clip& c) {
+    const std::set<std::string> bad{"clip_000", "clip_001", "clip_002", "clip_003", "clip_005"};  // not the val clips
+    if (bad.count(c.id)) throw Error(c.id + ": the video cannot be decoded");
+    return tiny::features(c);
+  });
+  const auto r = trainer.train(tiny::clips(6), tiny::clips(2, 6));
+  CHECK(r.status == train::TrainStatus::Finished);
+  CHECK(r.skipped_clips.size() == 5);
+  CHECK(r.skipped_nan_steps == 0);
+  CHECK(r.skipped_empty_steps == 10);  // five a stage
+  REQUIRE(r.losses.size() == 12);
+  CHECK(std::count_if(r.losses.begin(), r.losses.end(), [](double v) { return std::isnan(v); }) == 10);
 }
 
 TEST_CASE("a clip whose video cannot be decoded is skipped and named", "[trainer]") {

@@ -21,6 +21,14 @@
 #define VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
 #endif
 
+// Before a loop over a per-thread register array in a VIDLORA_HOST_DEVICE body: nvcc unrolls it, so that every index
+// is a constant and the array stays in registers (an array indexed at run time goes to local memory).
+#if defined(__CUDACC__)
+#define VIDLORA_UNROLL _Pragma("unroll")
+#else
+#define VIDLORA_UNROLL
+#endif
+
 #if defined(_MSC_VER)
 #define VIDLORA_FORCE_INLINE __forceinline
 #else

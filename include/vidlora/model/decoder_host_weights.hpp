@@ -51,6 +51,9 @@ struct DecoderHostWeights {
   std::int64_t hidden = 0, intermediate = 0, q_heads = 0, kv_heads = 0, head_dim = 0, vocab = 0;
   double rms_norm_eps = 1e-6, rope_theta = 10000.0;
   bool qk_norm = false;
+  // > 0: the config's sliding window; longer sequences are refused, as model::Decoder refuses them (within the window
+  // sliding-window attention is full attention)
+  std::int64_t sliding_window = 0;
   std::vector<float> final_norm;  // [hidden]
   std::vector<float> head;        // [vocab, hidden] (the embeddings when tied)
   std::vector<HostLayerWeights> layers;

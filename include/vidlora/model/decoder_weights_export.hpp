@@ -44,6 +44,7 @@ DecoderHostWeights export_decoder_weights(const Decoder<Rank, Alpha, Base>& deco
   w.rms_norm_eps = c.rms_norm_eps;
   w.rope_theta = c.rope_theta;
   w.qk_norm = c.qk_norm();
+  w.sliding_window = c.sliding_window > 0 ? static_cast<std::int64_t>(c.sliding_window) : 0;
   w.final_norm = detail::host_values(decoder.final_norm().transpose());
   w.head = detail::host_values(decoder.head_weight());
   for (Eigen::Index l = 0; l < decoder.num_layers(); ++l) {

@@ -42,8 +42,9 @@ struct EvalResult {
 struct TrainResult {
   TrainStatus status = TrainStatus::Finished;
   long steps = 0;              // global optimizer steps done (restored ones included)
-  std::vector<double> losses;  // step losses of this process (NaN for steps skipped for a NaN/Inf loss)
+  std::vector<double> losses;  // step losses of this process (NaN for skipped steps: a NaN/Inf loss, or no clip)
   long skipped_nan_steps = 0;
+  long skipped_empty_steps = 0;     // steps none of whose clips had features (each one skipped): no loss, no update
   long skipped_overflow_steps = 0;  // loss scaling: steps whose scaled gradients overflowed (skipped, scale halved)
   std::vector<std::string> skipped_clips;  // clips whose features failed ("id: reason")
   std::vector<EvalResult> evals;

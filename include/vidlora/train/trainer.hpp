@@ -851,6 +851,7 @@ class Trainer {
                                    {"loss", detail::finite_or_null(loss)},
                                    {"lr", lr},
                                    {"loss_scale", u.scale_after}});
+      nan_streak_ = 0;  // its loss was finite: the NaN losses before it and after it are not in a row
       zero_all_grads();
       (void)decoder_step_.take_step_memory();
       // Not a NaN step: the run goes on at the smaller scale. The schedule does not advance (pos_.stage_step stays),
@@ -861,11 +862,22 @@ class Trainer {
     // then holds the scheduler back, as after an overflow; otherwise the schedule goes on over a skipped NaN step.
     // A step whose every clip was skipped (their features failed) has no gradients for the scaler to find: it keeps
     // its scale, and the schedule goes on as it does without loss scaling.
-    const bool empty_step = step_clips == 0;
-    if (finite || empty_step || !loss_scaling_.enabled()) ++pos_.stage_step;
+    if (step_clips == 0) {  // not a NaN step either: not in the streak that stops a run
+      ++pos_.stage_step;
+      ++result_.skipped_empty_steps;
+      result_.losses.push_back(std::nan(""));
+      say(fmt::format("step {}: none of its clips has features (each one is among the skipped clips); step skipped",
+                      pos_.global_step));
+      if (log_)
+        log_->write(nlohmann::json{
+            {"type", "empty_skip"}, {"step", pos_.global_step}, {"stage", stage + 1}, {"epoch", epoch + 1}});
+      zero_all_grads();
+      (void)decoder_step_.take_step_memory();
+      return false;
+    }
+    if (finite || !loss_scaling_.enabled()) ++pos_.stage_step;
     if (!finite) {
-      if (!empty_step)
-        (void)loss_scaling_.skip(/*unscaled=*/false);  // torch's scaler finds NaN gradients: it backs off
+      (void)loss_scaling_.skip(/*unscaled=*/false);  // torch's scaler finds NaN gradients: it backs off
       ++nan_streak_;
       ++result_.skipped_nan_steps;
       result_.losses.push_back(std::nan(""));

@@ -53,6 +53,13 @@ VIDLORA_HOST_DEVICE inline bool attention_visible(const AttentionParams& p, std:
 VIDLORA_HOST_DEVICE inline std::int64_t attention_first_query(const AttentionParams& p, std::int64_t j) {
   return j - p.q_offset > 0 ? j - p.q_offset : 0;
 }
+
+// One past the last key any of the query rows [i0, i0 + bq) sees (causality; the mask is checked per pair).
+VIDLORA_HOST_DEVICE inline std::int64_t flash_key_end(const AttentionParams& p, std::int64_t i0, int bq) {
+  const std::int64_t last_row = (i0 + bq < p.tq ? i0 + bq : p.tq) - 1;
+  return p.q_offset + last_row + 1 < p.tk ? p.q_offset + last_row + 1 : p.tk;
+}
+
 // d loss / d score of one visible pair: p·(dp − Σ_j p·dp)·scale.
 VIDLORA_HOST_DEVICE inline float attention_score_grad(float prob, float dp, float row_dot, float scale) {
   return prob * (dp - row_dot) * scale;

@@ -75,6 +75,15 @@ inline void check_decoder_input(std::int64_t hidden, std::int64_t rows, std::int
           " tokens");
 }
 
+// A sequence of `positions` against the model's sliding window (model::Decoder::begin_positions' refusal).
+inline void check_sliding_window(const DecoderHostWeights& w, std::int64_t positions, const char* who) {
+  vidlora::cuda::check_arg(w.sliding_window <= 0 || positions <= w.sliding_window, who,
+                           "a sequence of " + std::to_string(positions) + " positions is longer than sliding_window " +
+                               std::to_string(w.sliding_window) +
+                               " (sliding-window attention is only supported for sequences that fit the window, where "
+                               "it equals full attention)");
+}
+
 // The layer shape of a model for one batch.
 inline DecoderLayerShape decoder_layer_shape(const DecoderHostWeights& w, const DecoderBatch& batch) {
   DecoderLayerShape s;
@@ -237,6 +246,7 @@ class DecoderModel {
   StepResult loss_and_backward(const DeviceTensor& embeds, const DecoderBatch& batch, const std::vector<int>& labels,
                                const loss::cuda::LmHeadCeOptions& options = {}) {
     check_decoder_input(host_.hidden, embeds.rows, embeds.cols, batch);
+    check_sliding_window(host_, batch.seq_len, "cuda::DecoderModel");
     const std::vector<std::int32_t> targets = next_token_targets(labels, batch, options.ignore_index);
     allocator_->reset_peak();
     StepResult r;
@@ -259,6 +269,7 @@ class DecoderModel {
   DecoderLossTotals loss(const DeviceTensor& embeds, const DecoderBatch& batch, const std::vector<int>& labels,
                          const loss::cuda::LmHeadCeOptions& options = {}) {
     check_decoder_input(host_.hidden, embeds.rows, embeds.cols, batch);
+    check_sliding_window(host_, batch.seq_len, "cuda::DecoderModel");
     const std::vector<std::int32_t> targets = next_token_targets(labels, batch, options.ignore_index);
     loss::cuda::LmHeadCeOptions ce = options;
     ce.compute = compute_;
@@ -339,6 +350,7 @@ class DecoderModel {
                              "cuda::DecoderModel::forward_cached",
                              "the cache was not made by this model's make_cache()");
     const std::int64_t n = embeds.rows, past = cache.length_;
+    check_sliding_window(host_, past + n, "cuda::DecoderModel::forward_cached");
     if (past + n > cache.capacity_)  // room for a caption's worth of tokens after a prompt, then by quarters
       cache.reserve(std::max(past + n + kCacheHeadroom, cache.capacity_ + cache.capacity_ / 4));
     DecoderBatch one;

@@ -37,41 +37,12 @@
 #include <vidlora/core/portability.hpp>
 #include <vidlora/io/half.hpp>
 #include <vidlora/model/cuda/attention.cuh>
+#include <vidlora/model/cuda/flash_attention_mma.cuh>
+#include <vidlora/model/cuda/flash_operands.cuh>
 
 namespace vidlora::model::cuda {
 
 inline constexpr std::int64_t kFlashMaxHeadDim = 256;
-
-// The tile products' operands: fp32, or rounded to nearest even into bf16 / fp16 as they enter a tile.
-enum class FlashOperands : std::uint8_t { F32, BF16, F16 };
-
-inline const char* flash_operands_name(FlashOperands k) {
-  return k == FlashOperands::F32 ? "fp32" : k == FlashOperands::BF16 ? "bf16" : "fp16";
-}
-
-// How an operand is stored in a tile: a float, or a 16-bit pattern (io/half.hpp's conversions on host and device,
-// so the host block and the device kernels round alike).
-template <FlashOperands K>
-struct FlashOperandFormat {
-  using type = std::conditional_t<K == FlashOperands::F32, float, std::uint16_t>;
-  static constexpr int bytes = static_cast<int>(sizeof(type));
-  VIDLORA_HOST_DEVICE static type from_float(float x) {
-    if constexpr (K == FlashOperands::F32)
-      return x;
-    else if constexpr (K == FlashOperands::BF16)
-      return io::float_to_bf16_bits(x);
-    else
-      return io::float_to_fp16_bits(x);
-  }
-  VIDLORA_HOST_DEVICE static float to_float(type x) {
-    if constexpr (K == FlashOperands::F32)
-      return x;
-    else if constexpr (K == FlashOperands::BF16)
-      return io::bf16_bits_to_float(x);
-    else
-      return io::fp16_bits_to_float(x);
-  }
-};
 
 // One operand of a tile product: element (r, c) of the logical matrix at p[r·ld + c], or at p[c·ld + r] when
 // transposed (a row-major tile read as its transpose).
@@ -146,12 +117,6 @@ inline void check_flash_attention(const AttentionParams& p, int tile, const char
                                std::to_string(kFlashMaxHeadDim));
   vidlora::cuda::check_arg(tile == 16 || tile == 32 || tile == 64, who,
                            "tile " + std::to_string(tile) + " must be 16, 32 or 64");
-}
-
-// One past the last key any of the query rows [i0, i0 + bq) sees (causality; the mask is checked per pair).
-VIDLORA_HOST_DEVICE inline std::int64_t flash_key_end(const AttentionParams& p, std::int64_t i0, int bq) {
-  const std::int64_t last_row = (i0 + bq < p.tq ? i0 + bq : p.tq) - 1;
-  return p.q_offset + last_row + 1 < p.tk ? p.q_offset + last_row + 1 : p.tk;
 }
 
 // Rows [r0, r0 + rows) of head `head` of two [n, heads·d] tensors into two [rows, d] operand tiles of row stride ld,
@@ -475,6 +440,10 @@ struct FlashAttentionOptions {
   int tile = 0;       // query / key rows per tile, 16, 32 or 64; 0: per kernel, the largest whose shared memory the
                       // device gives (at most 32 with fp32 operands, 64 with 16-bit ones)
   FlashOperands operands = FlashOperands::F32;  // BF16 / F16: 16-bit tensor cores (FMA where the card has none)
+  // With BF16 / F16 operands and no tile asked for: the forward keeps its tiles in registers where
+  // flash_mma_forward_takes (model/cuda/flash_attention_mma.cuh: sm_80+, head dims 64 and 128). The backward always
+  // runs the shared-memory kernels.
+  bool register_tiles = true;
 };
 
 namespace detail {
@@ -761,10 +730,15 @@ void launch_flash(const AttentionParams& p, const FlashAttentionOptions& o, int 
 
 }  // namespace detail
 
-// The forward: out [tq, q_heads·d] and lse [q_heads, tq], as cuda::attention_forward.
+// The forward: out [tq, q_heads·d] and lse [q_heads, tq], as cuda::attention_forward; with 16-bit operands on sm_80+
+// at head dims 64 and 128 by the register-tile kernel (FlashAttentionOptions::register_tiles).
 inline void flash_attention_forward(const AttentionParams& p, const FlashAttentionOptions& o = {},
                                     cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.q && p.k && p.v && p.out, "cuda::flash_attention_forward", "needs q, k, v and out");
+  if (o.register_tiles && o.tile == 0 && flash_mma_forward_takes(p, o.operands)) {
+    check_flash_attention(p, kMmaKeys, "cuda::flash_attention_forward");
+    return flash_mma_forward(p, o.operands, stream);
+  }
   detail::launch_flash<0>(p, o, detail::flash_tile_for(0, p.head_dim, o), stream, "cuda::flash_attention_forward");
 }
 

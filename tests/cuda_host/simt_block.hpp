@@ -1,0 +1,107 @@
+#pragma once
+// A CUDA thread block on host threads, for kernel bodies written per thread over a policy (model/cuda/
+// flash_attention_mma.cuh): one std::thread per CUDA thread, the block's barrier, the warp's butterfly shuffle, and
+// the warp-wide mma.sync.aligned.m16n8k16.row.col with fp32 accumulation, whose fragment layouts are written here
+// from the PTX ISA (Matrix fragments for mma.m16n8k16 with floating point type), apart from the kernel's own
+// indexing: with groupID = lane >> 2 and threadID_in_group = lane % 4,
+//   A (16×16, row): a_i at row groupID for i in {0, 1, 4, 5}, else groupID + 8; column threadID_in_group·2 + (i & 1),
+//                   plus 8 for i ≥ 4; two 16-bit elements per 32-bit register, a0 in the low half of the first;
+//   B (16×8, col):  b_i at row threadID_in_group·2 + (i & 1), plus 8 for i ≥ 2; column groupID;
+//   C (16×8, f32):  c_i at row groupID for i < 2, else groupID + 8; column threadID_in_group·2 + (i & 1).
+// Every lane hands its registers to the warp, waits for all 32, computes its own outputs from the whole fragments,
+// and waits again before the scratch is reused: what the device does in one instruction. The products of 16-bit
+// values are exact in fp32; they are summed in k order onto c (the tensor cores' order is theirs).
+#include <array>
+#include <barrier>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+namespace vidlora::test {
+
+template <class Format>
+class SimtBlock {
+  struct Warp {  // what a warp's lanes exchange
+    std::barrier<> bar{32};
+    std::array<float, 32> f{};
+    std::array<std::array<std::uint32_t, 4>, 32> a{};
+    std::array<std::array<std::uint32_t, 2>, 32> b{};
+  };
+
+ public:
+  explicit SimtBlock(int threads) : threads_(threads), block_(threads) {
+    for (int w = 0; w < threads / 32; ++w) warps_.push_back(std::make_unique<Warp>());
+  }
+
+  class Thread {
+   public:
+    using format = Format;
+    Thread(SimtBlock* block, int tid) : block_(block), tid_(tid) {}
+    int thread() const { return tid_; }
+    void sync() { block_->block_.arrive_and_wait(); }
+    float shfl_xor(float v, int lane_mask) {
+      Warp& w = warp();
+      w.f[static_cast<std::size_t>(lane())] = v;
+      w.bar.arrive_and_wait();
+      const float r = w.f[static_cast<std::size_t>(lane() ^ lane_mask)];
+      w.bar.arrive_and_wait();
+      return r;
+    }
+    void mma(float (&c)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2]) {
+      Warp& w = warp();
+      const auto me = static_cast<std::size_t>(lane());
+      for (int i = 0; i < 4; ++i) w.a[me][static_cast<std::size_t>(i)] = a[i];
+      w.b[me] = {b[0], b[1]};
+      w.bar.arrive_and_wait();
+      const int group = lane() >> 2, in_group = lane() % 4;
+      for (int i = 0; i < 4; ++i) {
+        const int row = i < 2 ? group : group + 8, col = in_group * 2 + (i & 1);
+        float acc = c[i];
+        for (int k = 0; k < 16; ++k) acc += element_a(w, row, k) * element_b(w, k, col);
+        c[i] = acc;
+      }
+      w.bar.arrive_and_wait();
+    }
+
+   private:
+    int lane() const { return tid_ % 32; }
+    Warp& warp() { return *block_->warps_[static_cast<std::size_t>(tid_ / 32)]; }
+    // Element (row, k) of A: held by lane groupID·4 + threadID_in_group; element index i as above.
+    static float element_a(const Warp& w, int row, int k) {
+      const int group = row % 8, in_group = (k % 8) / 2;
+      const int i = (k & 1) + (row >= 8 ? 2 : 0) + (k >= 8 ? 4 : 0);
+      return half(w.a[static_cast<std::size_t>(group * 4 + in_group)][static_cast<std::size_t>(i / 2)], i % 2);
+    }
+    // Element (k, col) of B.
+    static float element_b(const Warp& w, int k, int col) {
+      const int in_group = (k % 8) / 2, i = (k & 1) + (k >= 8 ? 2 : 0);
+      return half(w.b[static_cast<std::size_t>(col * 4 + in_group)][static_cast<std::size_t>(i / 2)], i % 2);
+    }
+    static float half(std::uint32_t reg, int high) {
+      return Format::to_float(static_cast<typename Format::type>(high ? reg >> 16 : reg & 0xffffu));
+    }
+    SimtBlock* block_;
+    int tid_;
+  };
+
+  // body(Thread&) on every thread of the block, then all joined.
+  template <class Body>
+  void run(Body&& body) {
+    std::vector<std::thread> threads;
+    threads.reserve(static_cast<std::size_t>(threads_));
+    for (int tid = 0; tid < threads_; ++tid)
+      threads.emplace_back([this, tid, &body] {
+        Thread t(this, tid);
+        body(t);
+      });
+    for (auto& t : threads) t.join();
+  }
+
+ private:
+  int threads_;
+  std::barrier<> block_;
+  std::vector<std::unique_ptr<Warp>> warps_;
+};
+
+}  // namespace vidlora::test
