@@ -391,13 +391,14 @@ TEST_CASE("cuda tiled attention backward with row_dot from the forward's output:
   }
 }
 
-TEST_CASE("cuda register-tile attention forward matches the shared-memory tiles and the CPU, deterministic",
-          "[model]") {
+TEST_CASE("cuda register-tile attention matches the shared-memory tiles and the CPU, deterministic", "[model]") {
   // model/cuda/flash_attention_mma.cuh (sm_80+, head dims 64 and 128, 16-bit operands; what flash_attention_forward
   // runs there with the default options) against the shared-memory forward on the same operands
   // (register_tiles = false): the same rounding points, so out within the flips of a 16-bit P (other sum orders,
-  // exp2 against exp) and lse to 1e-5; against the fp32 CPU within the 16-bit formats' reach; two runs the same bits;
-  // the backward from its lse gives the CPU's gradients within the same reach.
+  // exp2 against exp) and lse to 1e-5; against the fp32 CPU within the 16-bit formats' reach; two runs the same bits.
+  // The backward: with the forward's output given (AttentionParams::forward_out, as the decoder runs it) the
+  // register-tile dq and dk/dv kernels, the CPU's gradients within the same reach, two runs the same bits; without it
+  // the shared-memory kernels from the register-tile forward's lse.
   using model::cuda::FlashOperands;
   struct Case {
     long tq, tk, hq, hkv, d, offset;
@@ -412,7 +413,7 @@ TEST_CASE("cuda register-tile attention forward matches the shared-memory tiles 
     for (const FlashOperands ops : {FlashOperands::BF16, FlashOperands::F16}) {
       INFO("tq " << c.tq << " tk " << c.tk << " heads " << c.hq << "/" << c.hkv << " d " << c.d << " "
                  << model::cuda::flash_operands_name(ops));
-      if (!model::cuda::flash_mma_forward_takes(a.p, ops)) {
+      if (!model::cuda::flash_mma_takes(a.p, ops)) {
         WARN("no register-tile forward on this GPU (sm_80+ only): skipped");
         return;
       }
@@ -446,6 +447,25 @@ TEST_CASE("cuda register-tile attention forward matches the shared-memory tiles 
         } else {
           CHECK(cuda_test::bit_mismatches(got[0], first_out) == 0);
           CHECK(cuda_test::bit_mismatches(lse, first_lse) == 0);
+        }
+      }
+      model::cuda::AttentionParams p = a.p;  // the out and lse of the last run above
+      p.forward_out = a.O.data();
+      std::vector<float> first[3];
+      for (int run = 0; run < 2; ++run) {
+        zero_grads(a);
+        cuda_test::poison(a.RD);
+        model::cuda::flash_attention_backward(p, regs);
+        VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+        const std::vector<float> got[3] = {a.DQ.download(), a.DK.download(), a.DV.download()};
+        const std::vector<float>* cpu[3] = {&a.dq, &a.dk, &a.dv};
+        for (int t = 0; t < 3; ++t) {
+          INFO("register-tile backward, output " << t << " (dq, dk, dv)");
+          CHECK(cuda_test::normwise_error(got[t], *cpu[t]) < (bf16 ? 1.5e-2 : 2e-3));
+          if (run == 0)
+            first[t] = got[t];
+          else
+            CHECK(cuda_test::bit_mismatches(got[t], first[t]) == 0);  // no atomics
         }
       }
     }

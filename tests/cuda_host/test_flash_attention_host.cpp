@@ -370,10 +370,12 @@ TEST_CASE("the tiled attention's shared memory and the problems it takes", "[cud
 
 namespace {
 
-// The register-tile forward's body (model/cuda/flash_attention_mma.cuh) over the grid, each block on 128 host threads
-// with the PTX ISA's mma fragments (simt_block.hpp), against the CPU attention: of the rounded inputs within the
-// rounding of P (bounds.rounded), of the inputs as they are within what 16-bit operands give (bounds.fp32); lse from
-// the rounded scores to 1e-5; a row that sees no key 0 and -inf; nothing written past the outputs or the shared memory.
+// The register-tile kernels' bodies (model/cuda/flash_attention_mma.cuh) over their grids, each block on 128 host
+// threads with the PTX ISA's mma fragments (simt_block.hpp), against the CPU attention: of the rounded inputs within
+// the rounding of P and dS (bounds.rounded), of the inputs as they are within what 16-bit operands give
+// (bounds.fp32); lse from the rounded scores to 1e-5; a row that sees no key 0 and -inf; the backward as the decoder
+// runs it (row_dot = Σ dO·O from the forward's output, flash_row_dot), dq, dk and dv added to what they held; nothing
+// written past the outputs or the shared memory.
 template <model::cuda::FlashOperands K, int D>
 void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
   INFO("register tiles: tq " << c.tq << " tk " << c.tk << " heads " << c.q_heads << "/" << c.kv_heads << " d " << D
@@ -382,12 +384,20 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
   REQUIRE(c.head_dim == D);
   const std::int64_t qf = c.q_heads * D, kvf = c.kv_heads * D;
   const Matrix q = flash_random(c.tq, qf, c.seed), k = flash_random(c.tk, kvf, c.seed + 1),
-               v = flash_random(c.tk, kvf, c.seed + 2);
-  const Matrix qr = flash_rounded(q, K), kr = flash_rounded(k, K), vr = flash_rounded(v, K);
+               v = flash_random(c.tk, kvf, c.seed + 2), d_out = flash_random(c.tq, qf, c.seed + 3);
+  const Matrix qr = flash_rounded(q, K), kr = flash_rounded(k, K), vr = flash_rounded(v, K),
+               d_out_r = flash_rounded(d_out, K);
   const model::AttentionShape shape{c.q_heads, c.kv_heads, D};
-  const Matrix want_out = model::attention_forward<float>(q, k, v, shape, c.q_offset, c.key_mask);
-  const Matrix want_out_r = model::attention_forward<float>(qr, kr, vr, shape, c.q_offset, c.key_mask);
-  Guarded out(c.tq * qf, std::nanf("")), lse(c.q_heads * c.tq, std::nanf(""));
+  Matrix probs, probs_r;
+  const Matrix want_out = model::attention_forward<float>(q, k, v, shape, c.q_offset, c.key_mask, &probs);
+  const Matrix want_out_r = model::attention_forward<float>(qr, kr, vr, shape, c.q_offset, c.key_mask, &probs_r);
+  // The backward's references, added to gradients that start at 1 (the kernels add, +=).
+  Matrix want_dq = Matrix::Ones(c.tq, qf), want_dk = Matrix::Ones(c.tk, kvf), want_dv = Matrix::Ones(c.tk, kvf);
+  model::attention_backward<float>(q, k, v, shape, probs, d_out, want_dq, want_dk, want_dv);
+  Matrix want_dq_r = Matrix::Ones(c.tq, qf), want_dk_r = Matrix::Ones(c.tk, kvf), want_dv_r = Matrix::Ones(c.tk, kvf);
+  model::attention_backward<float>(qr, kr, vr, shape, probs_r, d_out_r, want_dq_r, want_dk_r, want_dv_r);
+  Guarded out(c.tq * qf, std::nanf("")), lse(c.q_heads * c.tq, std::nanf("")), row_dot(c.q_heads * c.tq, 0.0f),
+      dq(c.tq * qf, 1.0f), dk(c.tk * kvf, 1.0f), dv(c.tk * kvf, 1.0f);
   model::cuda::AttentionParams p;
   p.q = q.data();
   p.k = k.data();
@@ -395,6 +405,12 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
   p.key_mask = c.key_mask.empty() ? nullptr : c.key_mask.data();
   p.out = out.data();
   p.lse = lse.data();
+  p.d_out = d_out.data();
+  p.dq = dq.data();
+  p.dk = dk.data();
+  p.dv = dv.data();
+  p.row_dot = row_dot.data();
+  p.forward_out = out.data();
   p.tq = c.tq;
   p.tk = c.tk;
   p.q_heads = c.q_heads;
@@ -421,6 +437,33 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
   for (std::int64_t h = 0; h < c.q_heads; ++h)  // a row that sees no key: output 0
     for (std::int64_t i = 0; i < c.tq; ++i)
       if (std::isinf(lse.v[static_cast<std::size_t>(h * c.tq + i)])) CHECK(got.row(i).segment(h * D, D).isZero(0.0f));
+
+  // The backward: row_dot from the forward's output, then the dq and dk/dv bodies.
+  using Format = model::cuda::FlashOperandFormat<K>;
+  for (std::int64_t h = 0; h < c.q_heads; ++h)
+    for (std::int64_t i = 0; i < c.tq; ++i)
+      row_dot.v[static_cast<std::size_t>(h * c.tq + i)] = model::cuda::flash_row_dot<Format>(p, h, i);
+  for (std::int64_t qt = 0; qt * model::cuda::kMmaQueryRows < c.tq; ++qt)
+    for (std::int64_t h = 0; h < c.q_heads; ++h)
+      block.run([&](auto& thread) { model::cuda::flash_mma_backward_dq_block<D>(thread, p, qt, h, smem.data()); });
+  constexpr auto dkv_words = static_cast<std::size_t>(model::cuda::FlashMmaDkvSmem<D>::words);
+  std::vector<std::uint32_t> dkv_smem(dkv_words + 16, kGuardWord);
+  for (std::int64_t kt = 0; kt * model::cuda::kMmaKeys < c.tk; ++kt)
+    for (std::int64_t g = 0; g < c.kv_heads; ++g)
+      block.run([&](auto& thread) { model::cuda::flash_mma_backward_dkv_block<D>(thread, p, kt, g, dkv_smem.data()); });
+  CHECK(std::all_of(smem.begin() + static_cast<std::ptrdiff_t>(words), smem.end(),
+                    [](std::uint32_t w) { return w == kGuardWord; }));
+  CHECK(std::all_of(dkv_smem.begin() + static_cast<std::ptrdiff_t>(dkv_words), dkv_smem.end(),
+                    [](std::uint32_t w) { return w == kGuardWord; }));
+  for (const Guarded* b : {&row_dot, &dq, &dk, &dv}) CHECK(b->guard_intact());
+  // what the kernels added, against the CPU's gradients (the 1 they started from taken off both)
+  const auto added = [](const Matrix& m) { return Matrix(m.array() - 1.0f); };
+  CHECK(flash_normwise(added(dq.matrix(c.tq, qf)), added(want_dq_r)) < bounds.rounded);
+  CHECK(flash_normwise(added(dk.matrix(c.tk, kvf)), added(want_dk_r)) < bounds.rounded);
+  CHECK(flash_normwise(added(dv.matrix(c.tk, kvf)), added(want_dv_r)) < bounds.rounded);
+  CHECK(flash_normwise(added(dq.matrix(c.tq, qf)), added(want_dq)) < bounds.fp32);
+  CHECK(flash_normwise(added(dk.matrix(c.tk, kvf)), added(want_dk)) < bounds.fp32);
+  CHECK(flash_normwise(added(dv.matrix(c.tk, kvf)), added(want_dv)) < bounds.fp32);
 }
 
 }  // namespace

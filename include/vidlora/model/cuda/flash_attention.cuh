@@ -440,9 +440,9 @@ struct FlashAttentionOptions {
   int tile = 0;       // query / key rows per tile, 16, 32 or 64; 0: per kernel, the largest whose shared memory the
                       // device gives (at most 32 with fp32 operands, 64 with 16-bit ones)
   FlashOperands operands = FlashOperands::F32;  // BF16 / F16: 16-bit tensor cores (FMA where the card has none)
-  // With BF16 / F16 operands and no tile asked for: the forward keeps its tiles in registers where
-  // flash_mma_forward_takes (model/cuda/flash_attention_mma.cuh: sm_80+, head dims 64 and 128). The backward always
-  // runs the shared-memory kernels.
+  // With BF16 / F16 operands and no tile asked for: the forward, and the backward when it is given the forward's
+  // output (AttentionParams::forward_out, as the decoder executor gives it), keep their tiles in registers where
+  // flash_mma_takes (model/cuda/flash_attention_mma.cuh: sm_80+, head dims 64 and 128).
   bool register_tiles = true;
 };
 
@@ -735,7 +735,7 @@ void launch_flash(const AttentionParams& p, const FlashAttentionOptions& o, int 
 inline void flash_attention_forward(const AttentionParams& p, const FlashAttentionOptions& o = {},
                                     cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.q && p.k && p.v && p.out, "cuda::flash_attention_forward", "needs q, k, v and out");
-  if (o.register_tiles && o.tile == 0 && flash_mma_forward_takes(p, o.operands)) {
+  if (o.register_tiles && o.tile == 0 && flash_mma_takes(p, o.operands)) {
     check_flash_attention(p, kMmaKeys, "cuda::flash_attention_forward");
     return flash_mma_forward(p, o.operands, stream);
   }
@@ -744,7 +744,8 @@ inline void flash_attention_forward(const AttentionParams& p, const FlashAttenti
 
 // The backward: dq, dk, dv accumulated (+=), deterministic; needs the forward's lse and a row_dot scratch
 // [q_heads, tq] (written here: Σ_j p·dp by the dq kernel's first pass over the keys, or, given p.forward_out, Σ_c dO·O
-// by a small kernel first, and the dq kernel makes one pass).
+// by a small kernel first, and the dq kernel makes one pass; then, with 16-bit operands on sm_80+ at head dims 64 and
+// 128, the register-tile kernels run: FlashAttentionOptions::register_tiles).
 inline void flash_attention_backward(const AttentionParams& p, const FlashAttentionOptions& o = {},
                                      cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.q && p.k && p.v && p.lse && p.d_out && p.dq && p.dk && p.dv && p.row_dot,
@@ -761,6 +762,8 @@ inline void flash_attention_backward(const AttentionParams& p, const FlashAttent
     else
       detail::flash_row_dot_kernel<FlashOperands::F32><<<blocks, 256, 0, stream>>>(p);
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_attention_backward (row_dot)");
+    if (o.register_tiles && o.tile == 0 && flash_mma_takes(p, o.operands))
+      return flash_mma_backward(p, o.operands, stream);  // the register-tile dq and dk/dv kernels
   }
   detail::launch_flash<1>(p, o, dq_tile, stream, "cuda::flash_attention_backward (dq)");
   detail::launch_flash<2>(p, o, dkv_tile, stream, "cuda::flash_attention_backward (dk/dv)");

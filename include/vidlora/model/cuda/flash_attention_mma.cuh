@@ -57,6 +57,87 @@ VIDLORA_HOST_DEVICE inline std::uint32_t mma_pack(float lo, float hi) {
   return static_cast<std::uint32_t>(F::from_float(lo)) | (static_cast<std::uint32_t>(F::from_float(hi)) << 16);
 }
 
+// The fragments, with g = lane / 4 and t = lane % 4 (the PTX ISA's groupID and threadID_in_group). A tile in shared
+// memory holds rows of 16-bit pairs, `rw` words a row.
+struct MmaLane {
+  int g = 0, t = 0;
+
+  // A operand (16 rows × 16 columns, k-step kk) of rows r0 + [0, 16) of a tile whose rows run along k: registers
+  // (g, 2t), (g + 8, 2t), (g, 2t + 8), (g + 8, 2t + 8).
+  VIDLORA_HOST_DEVICE void a_of_tile(std::uint32_t (&a)[4], const std::uint32_t* tile, int rw, int r0, int kk) const {
+    const std::uint32_t* lo = tile + (r0 + g) * rw + kk * 8 + t;
+    a[0] = lo[0];
+    a[1] = lo[8 * rw];
+    a[2] = lo[4];
+    a[3] = lo[8 * rw + 4];
+  }
+  // The same from accumulators: C fragments of n-tiles 2kk and 2kk + 1 (rows g, g + 8; columns 2t, 2t + 1) are the
+  // A fragment of k-step kk, rounded to 16 bits.
+  template <class F, int N>
+  VIDLORA_HOST_DEVICE void a_of_acc(std::uint32_t (&a)[4], const float (&c)[N][4], int kk) const {
+    a[0] = mma_pack<F>(c[2 * kk][0], c[2 * kk][1]);
+    a[1] = mma_pack<F>(c[2 * kk][2], c[2 * kk][3]);
+    a[2] = mma_pack<F>(c[2 * kk + 1][0], c[2 * kk + 1][1]);
+    a[3] = mma_pack<F>(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+  }
+  // B operand (16 × 8) whose k runs along the rows of a tile (B(k, n) = tile[n0 + n][16·kk + k]): two words of row
+  // n0 + g.
+  VIDLORA_HOST_DEVICE void b_along_rows(std::uint32_t (&b)[2], const std::uint32_t* tile, int rw, int n0,
+                                        int kk) const {
+    const std::uint32_t* at = tile + (n0 + g) * rw + kk * 8 + t;
+    b[0] = at[0];
+    b[1] = at[4];
+  }
+  // B operand whose k runs down the tile (B(k, n) = tile[16·kk + k][n0 + n]): the 16-bit halves of column n0 + g of
+  // rows 2t, 2t + 1, 2t + 8, 2t + 9.
+  VIDLORA_HOST_DEVICE void b_down_rows(std::uint32_t (&b)[2], const std::uint32_t* tile, int rw, int n0, int kk) const {
+    const int col = n0 + g, shift = (col % 2) * 16;
+    const std::uint32_t* at = tile + (kk * 16 + 2 * t) * rw + col / 2;
+    const auto half = [&](int r) { return (at[r * rw] >> shift) & 0xffffu; };
+    b[0] = half(0) | (half(1) << 16);
+    b[1] = half(8) | (half(9) << 16);
+  }
+};
+
+// Rows [r0, r0 + 64) of head `head` of an fp32 [n, heads·D] tensor into a tile of 16-bit pairs (zeros past row n),
+// by the block's threads (consecutive threads on consecutive words).
+VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+template <int D, class F>
+VIDLORA_HOST_DEVICE void mma_load_tile(int tid, std::uint32_t* tile, const float* x, std::int64_t r0, std::int64_t n,
+                                       std::int64_t heads, std::int64_t head) {
+  constexpr int rw = FlashMmaSmem<D>::row_words;
+  for (int e = tid; e < kMmaKeys * (D / 2); e += kMmaThreads) {
+    const int r = e / (D / 2), cw = e % (D / 2);
+    const std::int64_t row = r0 + r, at = row * heads * D + head * D + 2 * cw;
+    tile[r * rw + cw] = row < n ? mma_pack<F>(x[at], x[at + 1]) : 0u;
+  }
+}
+
+// The A fragments of a warp's 16 rows of an fp32 [n, heads·D] tensor for every k-step, from global memory (zeros past
+// row n): Q in the forward, Q and dO in the backward's dq.
+template <int D, class F>
+VIDLORA_HOST_DEVICE void mma_rows_to_a(std::uint32_t (&a)[D / 16][4], const float* x, const std::int64_t (&row)[2],
+                                       const bool (&row_in)[2], std::int64_t heads, std::int64_t head, int t) {
+  VIDLORA_UNROLL
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const int c = kk * 16 + 2 * t;
+    VIDLORA_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const float* at = x + (row_in[r] ? row[r] : 0) * heads * D + head * D;
+      a[kk][r] = row_in[r] ? mma_pack<F>(at[c], at[c + 1]) : 0u;
+      a[kk][r + 2] = row_in[r] ? mma_pack<F>(at[c + 8], at[c + 9]) : 0u;
+    }
+  }
+}
+
+template <int N>
+VIDLORA_HOST_DEVICE void mma_zero(float (&c)[N][4]) {
+  VIDLORA_UNROLL
+  for (int n = 0; n < N; ++n) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
+}
+
+inline constexpr double kLog2e = 1.4426950408889634;
+
 // The forward of query tile `qt` (rows [64·qt, 64·qt + 64)), query head `h`. `W` provides: `format` (a
 // FlashOperandFormat of bf16 or fp16); int thread() (0..127; lane = thread % 32, warp = thread / 32); void sync() (the
 // block's barrier); float shfl_xor(float v, int lane_mask) (the warp's butterfly exchange); void mma(float (&c)[4],
@@ -80,54 +161,38 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
   std::uint32_t* ks = smem;
   std::uint32_t* vs = smem + FlashMmaSmem<D>::tile_words;
   std::uint32_t* key_ok = vs + FlashMmaSmem<D>::tile_words;
-  const int tid = w.thread(), warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int tid = w.thread(), warp = tid / 32, lane = tid % 32;
+  const MmaLane ln{lane / 4, lane % 4};
+  const int g = ln.g, t = ln.t;
   const std::int64_t i0 = qt * kMmaQueryRows;
   const std::int64_t row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};  // this lane's two query rows
   const bool row_in[2] = {row[0] < p.tq, row[1] < p.tq};
-  const std::int64_t qstride = p.q_heads * D, kvstride = p.kv_heads * D, kvh = kv_head_of(p, h);
-  const float* qh = p.q + h * D;
-  // Q's fragments for every k-step, once (zeros past tq).
-  std::uint32_t qf[kd][4];
-  VIDLORA_UNROLL
-  for (int kk = 0; kk < kd; ++kk) {
-    const int c = kk * 16 + 2 * t;
-    VIDLORA_UNROLL
-    for (int r = 0; r < 2; ++r) {
-      const float* q = qh + (row_in[r] ? row[r] : 0) * qstride;
-      qf[kk][r] = row_in[r] ? mma_pack<F>(q[c], q[c + 1]) : 0u;
-      qf[kk][r + 2] = row_in[r] ? mma_pack<F>(q[c + 8], q[c + 9]) : 0u;
-    }
-  }
+  const std::int64_t qstride = p.q_heads * D, kvh = kv_head_of(p, h);
+  std::uint32_t qf[kd][4];  // Q's fragments for every k-step, once
+  mma_rows_to_a<D, F>(qf, p.q, row, row_in, p.q_heads, h, t);
   float o[no][4];
-  VIDLORA_UNROLL
-  for (int n = 0; n < no; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  mma_zero(o);
   float m[2] = {-INFINITY, -INFINITY};  // the rows' running max score, in log2 units
   float l[2] = {0.0f, 0.0f};            // this lane's part of the rows' sums of P
-  const float scale_log2 = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(D)));
+  const float scale_log2 = static_cast<float>(kLog2e / std::sqrt(static_cast<double>(D)));
   const std::int64_t key_end = flash_key_end(p, i0, kMmaQueryRows);
   for (std::int64_t k0 = 0; k0 < key_end; k0 += kMmaKeys) {
     // K and V rows [k0, k0 + 64) of kv head kvh as 16-bit pairs (zeros past tk), and which keys are valid.
-    for (int e = tid; e < kMmaKeys * (D / 2); e += kMmaThreads) {
-      const int r = e / (D / 2), cw = e % (D / 2);
-      const std::int64_t j = k0 + r, at = j * kvstride + kvh * D + 2 * cw;
-      const bool in = j < p.tk;
-      ks[r * rw + cw] = in ? mma_pack<F>(p.k[at], p.k[at + 1]) : 0u;
-      vs[r * rw + cw] = in ? mma_pack<F>(p.v[at], p.v[at + 1]) : 0u;
-    }
+    mma_load_tile<D, F>(tid, ks, p.k, k0, p.tk, p.kv_heads, kvh);
+    mma_load_tile<D, F>(tid, vs, p.v, k0, p.tk, p.kv_heads, kvh);
     for (int e = tid; e < kMmaKeys; e += kMmaThreads) {
       const std::int64_t j = k0 + e;
       key_ok[e] = j < p.tk && (p.key_mask == nullptr || p.key_mask[j] != 0) ? 1u : 0u;
     }
     w.sync();
-    // S = Q·Kᵀ: B(k, n) = K[key n][column k], two consecutive columns per word.
-    float s[ns][4];
+    float s[ns][4];  // S = Q·Kᵀ: B(k, n) = K[key n][column k]
+    mma_zero(s);
     VIDLORA_UNROLL
     for (int n = 0; n < ns; ++n) {
-      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-      const std::uint32_t* krow = ks + (n * 8 + g) * rw + t;
       VIDLORA_UNROLL
       for (int kk = 0; kk < kd; ++kk) {
-        const std::uint32_t b[2] = {krow[kk * 8], krow[kk * 8 + 4]};
+        std::uint32_t b[2];
+        ln.b_along_rows(b, ks, rw, n * 8, kk);
         w.mma(s[n], qf[kk], b);
       }
     }
@@ -172,19 +237,15 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
       o[n][2] *= alpha[1];
       o[n][3] *= alpha[1];
     }
-    // O += P·V. P's A fragment of k-step kk is S's accumulators of n-tiles 2kk and 2kk + 1; B(k, n) = V[key k][column
-    // n]: the 16-bit halves of column n of rows 2t, 2t + 1, 2t + 8, 2t + 9.
+    // O += P·V: P's A fragments are S's accumulators; B(k, n) = V[key k][column n].
     VIDLORA_UNROLL
     for (int kk = 0; kk < kv; ++kk) {
-      const std::uint32_t a[4] = {mma_pack<F>(s[2 * kk][0], s[2 * kk][1]), mma_pack<F>(s[2 * kk][2], s[2 * kk][3]),
-                                  mma_pack<F>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                  mma_pack<F>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-      const std::uint32_t* v0 = vs + (kk * 16 + 2 * t) * rw;
+      std::uint32_t a[4];
+      ln.a_of_acc<F>(a, s, kk);
       VIDLORA_UNROLL
       for (int n = 0; n < no; ++n) {
-        const int col = n * 8 + g, word = col / 2, shift = (col % 2) * 16;
-        const auto half = [&](int r) { return (v0[r * rw + word] >> shift) & 0xffffu; };
-        const std::uint32_t b[2] = {half(0) | (half(1) << 16), half(8) | (half(9) << 16)};
+        std::uint32_t b[2];
+        ln.b_down_rows(b, vs, rw, n * 8, kk);
         w.mma(o[n], a, b);
       }
     }
@@ -205,6 +266,226 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
       out[n * 8 + 2 * t + 1] = l[r] > 0.0f ? o[n][2 * r + 1] / l[r] : 0.0f;
     }
     if (t == 0 && p.lse) p.lse[h * p.tq + row[r]] = l[r] > 0.0f ? m[r] * 0.6931471805599453f + logf(l[r]) : -INFINITY;
+  }
+}
+
+// The backward's probability and score gradient of one pair from its raw score s = q·k and dp = dO·v: P = exp(s/√d −
+// lse) (0 where not visible or for a row that saw no key), dS = P·(dp − row_dot)/√d (attention_score_grad).
+VIDLORA_HOST_DEVICE inline void mma_prob_and_grad(float& s, float& dp, bool visible, float lse2, float row_dot,
+                                                  float scale_log2, float scale) {
+  const float prob = visible && lse2 != -INFINITY ? exp2f(s * scale_log2 - lse2) : 0.0f;
+  dp = attention_score_grad(prob, dp, row_dot, scale);
+  s = prob;
+}
+
+// Backward, dq, of query tile `qt`, query head `h`: dq += dS·K over the key tiles, with row_dot [q_heads, tq] given
+// (Σ_c dO·O: flash_row_dot_kernel, from AttentionParams::forward_out) and the forward's lse. Per key tile: S = Q·Kᵀ
+// and dP = dO·Vᵀ (Q and dO fragments in registers), P and dS in registers, dQ += dS·K. dq is added to p.dq once.
+// Shared memory as the forward's (FlashMmaSmem<D>).
+VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+template <int D, class W>
+VIDLORA_HOST_DEVICE void flash_mma_backward_dq_block(W& w, const AttentionParams& p, std::int64_t qt, std::int64_t h,
+                                                     std::uint32_t* smem) {
+  using F = typename W::format;
+  static_assert(F::bytes == 2 && flash_mma_head_dim(D),
+                "flash_mma_backward_dq_block: 16-bit operands, head dim 64 / 128");
+  constexpr int kd = D / 16, ns = kMmaKeys / 8, no = D / 8, kv = kMmaKeys / 16;
+  constexpr int rw = FlashMmaSmem<D>::row_words;
+  std::uint32_t* ks = smem;
+  std::uint32_t* vs = smem + FlashMmaSmem<D>::tile_words;
+  std::uint32_t* key_ok = vs + FlashMmaSmem<D>::tile_words;
+  const int tid = w.thread(), warp = tid / 32, lane = tid % 32;
+  const MmaLane ln{lane / 4, lane % 4};
+  const int g = ln.g, t = ln.t;
+  const std::int64_t i0 = qt * kMmaQueryRows;
+  const std::int64_t row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
+  const bool row_in[2] = {row[0] < p.tq, row[1] < p.tq};
+  const std::int64_t qstride = p.q_heads * D, kvh = kv_head_of(p, h);
+  std::uint32_t qf[kd][4], df[kd][4];
+  mma_rows_to_a<D, F>(qf, p.q, row, row_in, p.q_heads, h, t);
+  mma_rows_to_a<D, F>(df, p.d_out, row, row_in, p.q_heads, h, t);
+  float lse2[2], rd[2];
+  VIDLORA_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const float lse = row_in[r] ? p.lse[h * p.tq + row[r]] : -INFINITY;
+    lse2[r] = lse == -INFINITY ? -INFINITY : lse * static_cast<float>(kLog2e);
+    rd[r] = row_in[r] ? p.row_dot[h * p.tq + row[r]] : 0.0f;
+  }
+  float dq[no][4];
+  mma_zero(dq);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  const float scale_log2 = static_cast<float>(kLog2e / std::sqrt(static_cast<double>(D)));
+  const std::int64_t key_end = flash_key_end(p, i0, kMmaQueryRows);
+  for (std::int64_t k0 = 0; k0 < key_end; k0 += kMmaKeys) {
+    mma_load_tile<D, F>(tid, ks, p.k, k0, p.tk, p.kv_heads, kvh);
+    mma_load_tile<D, F>(tid, vs, p.v, k0, p.tk, p.kv_heads, kvh);
+    for (int e = tid; e < kMmaKeys; e += kMmaThreads) {
+      const std::int64_t j = k0 + e;
+      key_ok[e] = j < p.tk && (p.key_mask == nullptr || p.key_mask[j] != 0) ? 1u : 0u;
+    }
+    w.sync();
+    float s[ns][4], dp[ns][4];  // S = Q·Kᵀ, dP = dO·Vᵀ
+    mma_zero(s);
+    mma_zero(dp);
+    VIDLORA_UNROLL
+    for (int n = 0; n < ns; ++n) {
+      VIDLORA_UNROLL
+      for (int kk = 0; kk < kd; ++kk) {
+        std::uint32_t b[2];
+        ln.b_along_rows(b, ks, rw, n * 8, kk);
+        w.mma(s[n], qf[kk], b);
+        ln.b_along_rows(b, vs, rw, n * 8, kk);
+        w.mma(dp[n], df[kk], b);
+      }
+    }
+    VIDLORA_UNROLL
+    for (int n = 0; n < ns; ++n) VIDLORA_UNROLL
+    for (int e = 0; e < 4; ++e) {
+      const int r = e / 2, c = n * 8 + 2 * t + (e & 1);
+      const bool visible = row_in[r] && key_ok[c] != 0u && k0 + c <= p.q_offset + row[r];
+      mma_prob_and_grad(s[n][e], dp[n][e], visible, lse2[r], rd[r], scale_log2, scale);
+    }
+    // dQ += dS·K: dS's A fragments are dP's accumulators; B(k, n) = K[key k][column n].
+    VIDLORA_UNROLL
+    for (int kk = 0; kk < kv; ++kk) {
+      std::uint32_t a[4];
+      ln.a_of_acc<F>(a, dp, kk);
+      VIDLORA_UNROLL
+      for (int n = 0; n < no; ++n) {
+        std::uint32_t b[2];
+        ln.b_down_rows(b, ks, rw, n * 8, kk);
+        w.mma(dq[n], a, b);
+      }
+    }
+    w.sync();
+  }
+  VIDLORA_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    if (!row_in[r]) continue;
+    float* out = p.dq + row[r] * qstride + h * D;
+    VIDLORA_UNROLL
+    for (int n = 0; n < no; ++n) {
+      out[n * 8 + 2 * t] += dq[n][2 * r];
+      out[n * 8 + 2 * t + 1] += dq[n][2 * r + 1];
+    }
+  }
+}
+
+// Shared memory of the dk/dv kernel at head dim D: K, V (the block's 64 keys), Q and dO (a query tile of 64 rows) as
+// 16-bit pair tiles, and the query tile's lse (log2 units) and row_dot.
+template <int D>
+struct FlashMmaDkvSmem {
+  static constexpr int tile_words = FlashMmaSmem<D>::tile_words;
+  static constexpr int words = 4 * tile_words + 2 * kMmaQueryRows;
+  static constexpr std::int64_t bytes = std::int64_t{words} * 4;
+};
+
+// Backward, dk and dv, of key tile `kt` (keys [64·kt, 64·kt + 64)), kv head `kvh`: over the group's query heads and
+// the query tiles that see the keys, each warp's 16 keys: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ (K and V fragments from shared
+// memory), Pᵀ and dSᵀ in registers, dV += Pᵀ·dO and dK += dSᵀ·Q; added to p.dk, p.dv once. Fixed order: heads, then
+// query tiles. `smem` holds FlashMmaDkvSmem<D>::words.
+VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+template <int D, class W>
+VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParams& p, std::int64_t kt, std::int64_t kvh,
+                                                      std::uint32_t* smem) {
+  using F = typename W::format;
+  static_assert(F::bytes == 2 && flash_mma_head_dim(D),
+                "flash_mma_backward_dkv_block: 16-bit operands, head dim 64 / 128");
+  constexpr int kd = D / 16, nq = kMmaQueryRows / 8, no = D / 8, kq = kMmaQueryRows / 16;
+  constexpr int rw = FlashMmaSmem<D>::row_words, tw = FlashMmaSmem<D>::tile_words;
+  std::uint32_t* ks = smem;
+  std::uint32_t* vs = smem + tw;
+  std::uint32_t* qs = smem + 2 * tw;
+  std::uint32_t* dos = smem + 3 * tw;
+  std::uint32_t* lse_s = smem + 4 * tw;  // float bits
+  std::uint32_t* rd_s = lse_s + kMmaQueryRows;
+  const int tid = w.thread(), warp = tid / 32, lane = tid % 32;
+  const MmaLane ln{lane / 4, lane % 4};
+  const int g = ln.g, t = ln.t;
+  const std::int64_t j0 = kt * kMmaKeys;
+  const std::int64_t key[2] = {j0 + warp * 16 + g, j0 + warp * 16 + g + 8};  // this lane's two keys
+  bool key_ok[2];
+  VIDLORA_UNROLL
+  for (int r = 0; r < 2; ++r) key_ok[r] = key[r] < p.tk && (p.key_mask == nullptr || p.key_mask[key[r]] != 0);
+  mma_load_tile<D, F>(tid, ks, p.k, j0, p.tk, p.kv_heads, kvh);
+  mma_load_tile<D, F>(tid, vs, p.v, j0, p.tk, p.kv_heads, kvh);
+  float dk[no][4], dv[no][4];
+  mma_zero(dk);
+  mma_zero(dv);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  const float scale_log2 = static_cast<float>(kLog2e / std::sqrt(static_cast<double>(D)));
+  const std::int64_t group = p.q_heads / p.kv_heads;
+  const std::int64_t first_query = attention_first_query(p, j0), qt0 = first_query / kMmaQueryRows;
+  for (std::int64_t hh = 0; hh < group; ++hh) {
+    const std::int64_t h = kvh * group + hh;
+    for (std::int64_t qt = qt0; qt * kMmaQueryRows < p.tq; ++qt) {
+      const std::int64_t i0 = qt * kMmaQueryRows;
+      mma_load_tile<D, F>(tid, qs, p.q, i0, p.tq, p.q_heads, h);
+      mma_load_tile<D, F>(tid, dos, p.d_out, i0, p.tq, p.q_heads, h);
+      for (int e = tid; e < kMmaQueryRows; e += kMmaThreads) {
+        const std::int64_t i = i0 + e;
+        const float lse = i < p.tq ? p.lse[h * p.tq + i] : -INFINITY;
+        lse_s[e] = io::detail::float_bits(lse == -INFINITY ? -INFINITY : lse * static_cast<float>(kLog2e));
+        rd_s[e] = io::detail::float_bits(i < p.tq ? p.row_dot[h * p.tq + i] : 0.0f);
+      }
+      w.sync();
+      float st[nq][4], dpt[nq][4];  // Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ: rows the warp's keys, columns the tile's queries
+      mma_zero(st);
+      mma_zero(dpt);
+      VIDLORA_UNROLL
+      for (int kk = 0; kk < kd; ++kk) {
+        std::uint32_t ka[4], va[4];
+        ln.a_of_tile(ka, ks, rw, warp * 16, kk);
+        ln.a_of_tile(va, vs, rw, warp * 16, kk);
+        VIDLORA_UNROLL
+        for (int n = 0; n < nq; ++n) {
+          std::uint32_t b[2];
+          ln.b_along_rows(b, qs, rw, n * 8, kk);
+          w.mma(st[n], ka, b);
+          ln.b_along_rows(b, dos, rw, n * 8, kk);
+          w.mma(dpt[n], va, b);
+        }
+      }
+      VIDLORA_UNROLL
+      for (int n = 0; n < nq; ++n) VIDLORA_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2, c = n * 8 + 2 * t + (e & 1);
+        const std::int64_t i = i0 + c;
+        const bool visible = i < p.tq && key_ok[r] && key[r] <= p.q_offset + i;
+        mma_prob_and_grad(st[n][e], dpt[n][e], visible, io::detail::bits_float(lse_s[c]),
+                          io::detail::bits_float(rd_s[c]), scale_log2, scale);
+      }
+      // dV += Pᵀ·dO, dK += dSᵀ·Q: A from the accumulators; B(k, n) = dO / Q [query k][column n].
+      VIDLORA_UNROLL
+      for (int kk = 0; kk < kq; ++kk) {
+        std::uint32_t pa[4], dsa[4];
+        ln.a_of_acc<F>(pa, st, kk);
+        ln.a_of_acc<F>(dsa, dpt, kk);
+        VIDLORA_UNROLL
+        for (int n = 0; n < no; ++n) {
+          std::uint32_t b[2];
+          ln.b_down_rows(b, dos, rw, n * 8, kk);
+          w.mma(dv[n], pa, b);
+          ln.b_down_rows(b, qs, rw, n * 8, kk);
+          w.mma(dk[n], dsa, b);
+        }
+      }
+      w.sync();  // before the next query tile overwrites Q, dO, lse and row_dot
+    }
+  }
+  const std::int64_t kvstride = p.kv_heads * D;
+  VIDLORA_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    if (key[r] >= p.tk) continue;
+    float* dk_out = p.dk + key[r] * kvstride + kvh * D;
+    float* dv_out = p.dv + key[r] * kvstride + kvh * D;
+    VIDLORA_UNROLL
+    for (int n = 0; n < no; ++n) {
+      dk_out[n * 8 + 2 * t] += dk[n][2 * r];
+      dk_out[n * 8 + 2 * t + 1] += dk[n][2 * r + 1];
+      dv_out[n * 8 + 2 * t] += dv[n][2 * r];
+      dv_out[n * 8 + 2 * t + 1] += dv[n][2 * r + 1];
+    }
   }
 }
 
@@ -238,7 +519,7 @@ struct FlashMmaDeviceWarp {
           : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #else
     (void)c, (void)a, (void)b;
-    __trap();  // never launched: flash_mma_forward_takes checks the kernel's architecture
+    __trap();  // never launched: flash_mma_takes checks the kernel's architecture
 #endif
   }
 };
@@ -250,7 +531,21 @@ __global__ void __launch_bounds__(kMmaThreads) flash_mma_forward_kernel(Attentio
   flash_mma_forward_block<D>(w, p, blockIdx.x, blockIdx.y, smem);
 }
 
-// Whether the kernel was compiled for sm_80+ (mma.sync m16n8k16 with bf16 / fp16 operands): a binary built for an
+template <int D, FlashOperands K>
+__global__ void __launch_bounds__(kMmaThreads) flash_mma_backward_dq_kernel(AttentionParams p) {
+  __shared__ std::uint32_t smem[FlashMmaSmem<D>::words];
+  FlashMmaDeviceWarp<K> w;
+  flash_mma_backward_dq_block<D>(w, p, blockIdx.x, blockIdx.y, smem);
+}
+
+template <int D, FlashOperands K>
+__global__ void __launch_bounds__(kMmaThreads) flash_mma_backward_dkv_kernel(AttentionParams p) {
+  extern __shared__ __align__(16) std::uint32_t flash_mma_dkv_smem[];
+  FlashMmaDeviceWarp<K> w;
+  flash_mma_backward_dkv_block<D>(w, p, blockIdx.x, blockIdx.y, flash_mma_dkv_smem);
+}
+
+// Whether the kernels were compiled for sm_80+ (mma.sync m16n8k16 with bf16 / fp16 operands): a binary built for an
 // older architecture and JIT-compiled for this one runs the older architecture's code.
 template <int D, FlashOperands K>
 bool flash_mma_kernel_built() {
@@ -261,21 +556,48 @@ bool flash_mma_kernel_built() {
   return built;
 }
 
-template <int D>
-void launch_flash_mma(const AttentionParams& p, FlashOperands k, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((p.tq + kMmaQueryRows - 1) / kMmaQueryRows), static_cast<unsigned>(p.q_heads));
-  if (k == FlashOperands::BF16)
-    flash_mma_forward_kernel<D, FlashOperands::BF16><<<grid, kMmaThreads, 0, stream>>>(p);
-  else
-    flash_mma_forward_kernel<D, FlashOperands::F16><<<grid, kMmaThreads, 0, stream>>>(p);
-  VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_mma_forward");
+template <int D, FlashOperands K>
+void launch_flash_mma_as(int which, const AttentionParams& p, cudaStream_t stream) {
+  const auto query_tiles = static_cast<unsigned>((p.tq + kMmaQueryRows - 1) / kMmaQueryRows);
+  if (which == 0) {
+    flash_mma_forward_kernel<D, K><<<dim3(query_tiles, static_cast<unsigned>(p.q_heads)), kMmaThreads, 0, stream>>>(p);
+    VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_mma_forward");
+  } else if (which == 1) {
+    flash_mma_backward_dq_kernel<D, K>
+        <<<dim3(query_tiles, static_cast<unsigned>(p.q_heads)), kMmaThreads, 0, stream>>>(p);
+    VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_mma_backward (dq)");
+  } else {
+    constexpr auto bytes = static_cast<int>(FlashMmaDkvSmem<D>::bytes);
+    if constexpr (bytes > 48 * 1024) {
+      static const cudaError_t set =
+          cudaFuncSetAttribute(flash_mma_backward_dkv_kernel<D, K>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+      VIDLORA_CUDA_CHECK(set);
+    }
+    const auto key_tiles = static_cast<unsigned>((p.tk + kMmaKeys - 1) / kMmaKeys);
+    flash_mma_backward_dkv_kernel<D, K>
+        <<<dim3(key_tiles, static_cast<unsigned>(p.kv_heads)), kMmaThreads, static_cast<std::size_t>(bytes), stream>>>(
+            p);
+    VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_mma_backward (dk/dv)");
+  }
 }
+
+inline void launch_flash_mma(int which, const AttentionParams& p, FlashOperands k, cudaStream_t stream) {
+  const bool bf16 = k == FlashOperands::BF16;
+  if (p.head_dim == 64)
+    bf16 ? launch_flash_mma_as<64, FlashOperands::BF16>(which, p, stream)
+         : launch_flash_mma_as<64, FlashOperands::F16>(which, p, stream);
+  else
+    bf16 ? launch_flash_mma_as<128, FlashOperands::BF16>(which, p, stream)
+         : launch_flash_mma_as<128, FlashOperands::F16>(which, p, stream);
+}
+
+inline void check_flash_mma(const AttentionParams& p, FlashOperands k, const char* who);
 
 }  // namespace detail
 
-// Whether the register-tile forward takes this problem on the current device: 16-bit operands, head dim 64 or 128,
-// a GPU of compute capability 8.0 or newer and the kernel built for one.
-inline bool flash_mma_forward_takes(const AttentionParams& p, FlashOperands k) {
+// Whether the register-tile kernels take this problem on the current device: 16-bit operands, head dim 64 or 128, a
+// GPU of compute capability 8.0 or newer and the kernels built for one.
+inline bool flash_mma_takes(const AttentionParams& p, FlashOperands k) {
   if (k == FlashOperands::F32 || !flash_mma_head_dim(p.head_dim)) return false;
   int device = 0, major = 0;
   VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
@@ -289,20 +611,33 @@ inline bool flash_mma_forward_takes(const AttentionParams& p, FlashOperands k) {
               : detail::flash_mma_kernel_built<128, FlashOperands::F16>();
 }
 
-// The forward: out [tq, q_heads·d] and lse [q_heads, tq], as flash_attention_forward, where flash_mma_forward_takes.
-inline void flash_mma_forward(const AttentionParams& p, FlashOperands k, cudaStream_t stream = nullptr) {
-  const char* who = "cuda::flash_mma_forward";
-  vidlora::cuda::check_arg(p.q && p.k && p.v && p.out, who, "needs q, k, v and out");
+namespace detail {
+inline void check_flash_mma(const AttentionParams& p, FlashOperands k, const char* who) {
   vidlora::cuda::check_arg(p.tq > 0 && p.tk > 0 && p.q_heads > 0 && p.kv_heads > 0 && p.q_heads % p.kv_heads == 0, who,
                            "needs tq, tk > 0 and q_heads a multiple of kv_heads");
-  vidlora::cuda::check_arg(flash_mma_forward_takes(p, k), who,
+  vidlora::cuda::check_arg(flash_mma_takes(p, k), who,
                            "takes bf16 / fp16 operands at head dim 64 or 128 on sm_80+ (got " +
                                std::string(flash_operands_name(k)) + ", head dim " + std::to_string(p.head_dim) +
-                               "): use flash_attention_forward");
-  if (p.head_dim == 64)
-    detail::launch_flash_mma<64>(p, k, stream);
-  else
-    detail::launch_flash_mma<128>(p, k, stream);
+                               "): use flash_attention_forward / flash_attention_backward");
+}
+}  // namespace detail
+
+// The forward: out [tq, q_heads·d] and lse [q_heads, tq], as flash_attention_forward, where flash_mma_takes.
+inline void flash_mma_forward(const AttentionParams& p, FlashOperands k, cudaStream_t stream = nullptr) {
+  vidlora::cuda::check_arg(p.q && p.k && p.v && p.out, "cuda::flash_mma_forward", "needs q, k, v and out");
+  detail::check_flash_mma(p, k, "cuda::flash_mma_forward");
+  detail::launch_flash_mma(0, p, k, stream);
+}
+
+// The backward's dq and dk/dv kernels (accumulated, +=), where flash_mma_takes: they need the forward's lse and
+// row_dot [q_heads, tq] already holding Σ_c dO·O (flash_attention_backward computes it from
+// AttentionParams::forward_out first).
+inline void flash_mma_backward(const AttentionParams& p, FlashOperands k, cudaStream_t stream = nullptr) {
+  vidlora::cuda::check_arg(p.q && p.k && p.v && p.lse && p.d_out && p.dq && p.dk && p.dv && p.row_dot,
+                           "cuda::flash_mma_backward", "needs q, k, v, lse, d_out, dq, dk, dv and row_dot");
+  detail::check_flash_mma(p, k, "cuda::flash_mma_backward");
+  detail::launch_flash_mma(1, p, k, stream);
+  detail::launch_flash_mma(2, p, k, stream);
 }
 
 }  // namespace vidlora::model::cuda
