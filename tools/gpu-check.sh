@@ -110,6 +110,19 @@ summary() { grep -E "passed|failed" "$1" | tail -n1; }
 run_capped 60 "$bin/tests/vidlora_cuda_host_tests" >"$log/cuda_host.txt" 2>&1
 rc=$?; [[ $rc == 0 ]] && row "tests: cuda_host (CPU side)" PASS "$(summary "$log/cuda_host.txt")" || { row "tests: cuda_host (CPU side)" FAIL "see $log/cuda_host.txt"; status=1; }
 
+# The register-tile attention first (model/cuda/flash_attention_mma.cuh, what every bf16 / fp16 step on sm_80+ runs):
+# if it fails, the rest of the run goes on the shared-memory kernels (VIDLORA_ATTENTION_REGISTER_TILES=0), so that one
+# kernel's failure does not hide what the decoder, trainer and preset rows would show.
+run_capped 60 "$bin/vidlora_cuda_tests" "cuda register-tile attention*" >"$log/cuda_register_tiles.txt" 2>&1
+case $? in
+  0) row "tests: register-tile attention" PASS "$(summary "$log/cuda_register_tiles.txt")" ;;
+  77) row "tests: register-tile attention" SKIP "no CUDA device" ;;
+  *) row "tests: register-tile attention" FAIL "see $log/cuda_register_tiles.txt; the rest runs on shared-memory tiles"
+     status=1
+     grep -E "FAILED|with expansion|^  [A-Z]|failed" "$log/cuda_register_tiles.txt" | head -20
+     export VIDLORA_ATTENTION_REGISTER_TILES=0 ;;
+esac
+
 for tag in core quant optim loss model lora layer decoder trainer; do
   run_capped 90 "$bin/vidlora_cuda_tests" "[$tag]" >"$log/cuda_$tag.txt" 2>&1
   rc=$?

@@ -280,6 +280,45 @@ TEST_CASE("cuda decoder step with 16-bit frozen GEMMs stays within their roundin
   }
 }
 
+TEST_CASE("cuda decoder step at head dim 64 with 16-bit operands runs the register-tile attention inside the step",
+          "[decoder]") {
+  // The other cases' head dim 16 goes to the shared-memory kernels; at 64 (hidden 128, 2 heads, GQA 2/1) the step's
+  // attention forward and, with o_proj's input kept (o_proj targeted), its backward run the register-tile kernels on
+  // sm_80+ (model/cuda/flash_attention_mma.cuh): the per-sequence lse / row_dot offsets, the packed bf16 attention
+  // output as forward_out, right padding. The same bounds as the 16-bit case above; two runs the same bits.
+  using vidlora::cuda::Compute;
+  using vidlora::cuda::DType;
+  ref::DecoderModelCase c;
+  c.hidden = 128;
+  c.heads = 2;
+  c.kv_heads = 1;
+  c.seq_len = 70;  // two key tiles
+  c.pad_last = 5;
+  c.steps = 2;
+  c.seed = 23;
+  const ref::DecoderModelRun want = ref::decoder_model(c);
+  for (const DType base : {DType::BF16, DType::F16}) {
+    INFO(vidlora::cuda::dtype_name(base) << " operands");
+    const bool bf = base == DType::BF16;
+    const DeviceRun r =
+        run_on_device(c, want, false, false, bf ? Compute::TF32 : Compute::F32, /*pack_saved=*/bf, base);
+    REQUIRE(r.losses.size() == want.losses.size());
+    for (std::size_t s = 0; s < want.losses.size(); ++s) {
+      INFO("step " << s);
+      CHECK(std::fabs(r.losses[s] - want.losses[s]) <= 1e-2 * std::fabs(want.losses[s]));
+    }
+    CHECK(cuda_test::normwise_error(r.grad_embeds, want.grad_embeds) < 3e-2);
+    for (std::size_t i = 0; i < want.grads.size(); ++i) {
+      INFO("LoRA factor " << i);
+      CHECK(cuda_test::normwise_error(r.grads[i], want.grads[i]) < 3e-2);
+    }
+    const DeviceRun again =
+        run_on_device(c, want, false, false, bf ? Compute::TF32 : Compute::F32, /*pack_saved=*/bf, base);
+    CHECK(cuda_test::bit_mismatches(r.losses, again.losses) == 0);
+    CHECK(cuda_test::bit_mismatches(r.grad_embeds, again.grad_embeds) == 0);
+  }
+}
+
 TEST_CASE("cuda decoder: two device runs are bitwise identical", "[decoder]") {
   ref::DecoderModelCase c;
   c.steps = 3;

@@ -51,10 +51,21 @@ struct FlashMmaSmem {
 };
 
 // Two floats as one register of two 16-bit operands, the first in the low half (the PTX ISA's element order),
-// rounded as the format rounds.
+// rounded to nearest even as the format rounds: on sm_80+ by one cvt.rn.{bf16x2,f16x2}.f32 (its first source goes to
+// the upper half; the same bits as io/half.hpp's conversions for every value but NaN, whose payload may differ), else
+// by the format's conversion.
 template <class F>
 VIDLORA_HOST_DEVICE inline std::uint32_t mma_pack(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  std::uint32_t r;
+  if constexpr (F::kind == FlashOperands::BF16)
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  else
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+#else
   return static_cast<std::uint32_t>(F::from_float(lo)) | (static_cast<std::uint32_t>(F::from_float(hi)) << 16);
+#endif
 }
 
 // The fragments, with g = lane / 4 and t = lane % 4 (the PTX ISA's groupID and threadID_in_group). A tile in shared
@@ -274,7 +285,7 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
 VIDLORA_HOST_DEVICE inline void mma_prob_and_grad(float& s, float& dp, bool visible, float lse2, float row_dot,
                                                   float scale_log2, float scale) {
   const float prob = visible && lse2 != -INFINITY ? exp2f(s * scale_log2 - lse2) : 0.0f;
-  dp = attention_score_grad(prob, dp, row_dot, scale);
+  dp = prob != 0.0f ? attention_score_grad(prob, dp, row_dot, scale) : 0.0f;  // an Inf in a hidden pair stays out
   s = prob;
 }
 
@@ -492,6 +503,8 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
 }  // namespace vidlora::model::cuda
 
 #if defined(__CUDACC__)
+#include <cstdlib>
+
 #include <vidlora/core/cuda/status.cuh>
 
 namespace vidlora::model::cuda {
@@ -568,11 +581,9 @@ void launch_flash_mma_as(int which, const AttentionParams& p, cudaStream_t strea
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_mma_backward (dq)");
   } else {
     constexpr auto bytes = static_cast<int>(FlashMmaDkvSmem<D>::bytes);
-    if constexpr (bytes > 48 * 1024) {
-      static const cudaError_t set =
-          cudaFuncSetAttribute(flash_mma_backward_dkv_kernel<D, K>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-      VIDLORA_CUDA_CHECK(set);
-    }
+    if constexpr (bytes > 48 * 1024)  // per launch: the attribute belongs to the device current at the call
+      VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(flash_mma_backward_dkv_kernel<D, K>,
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
     const auto key_tiles = static_cast<unsigned>((p.tk + kMmaKeys - 1) / kMmaKeys);
     flash_mma_backward_dkv_kernel<D, K>
         <<<dim3(key_tiles, static_cast<unsigned>(p.kv_heads)), kMmaThreads, static_cast<std::size_t>(bytes), stream>>>(
@@ -595,10 +606,25 @@ inline void check_flash_mma(const AttentionParams& p, FlashOperands k, const cha
 
 }  // namespace detail
 
+// VIDLORA_ATTENTION_REGISTER_TILES=0 in the environment turns the register-tile kernels off for the process (what
+// FlashAttentionOptions::register_tiles = false does per call): a diagnostic switch for a GPU where they fail, which
+// tools/gpu-check.sh sets when their test fails, so that the rest of its run measures the shared-memory kernels. Unset
+// or 1: on; any other value is refused.
+inline bool register_tiles_allowed() {
+  static const bool allowed = [] {
+    const char* v = std::getenv("VIDLORA_ATTENTION_REGISTER_TILES");
+    const std::string value = v ? v : "1";
+    vidlora::cuda::check_arg(value == "0" || value == "1", "cuda::flash_mma_takes",
+                             "VIDLORA_ATTENTION_REGISTER_TILES is \"" + value + "\": 0 (off) or 1 (on)");
+    return value == "1";
+  }();
+  return allowed;
+}
+
 // Whether the register-tile kernels take this problem on the current device: 16-bit operands, head dim 64 or 128, a
-// GPU of compute capability 8.0 or newer and the kernels built for one.
+// GPU of compute capability 8.0 or newer and the kernels built for one (and VIDLORA_ATTENTION_REGISTER_TILES not 0).
 inline bool flash_mma_takes(const AttentionParams& p, FlashOperands k) {
-  if (k == FlashOperands::F32 || !flash_mma_head_dim(p.head_dim)) return false;
+  if (k == FlashOperands::F32 || !flash_mma_head_dim(p.head_dim) || !register_tiles_allowed()) return false;
   int device = 0, major = 0;
   VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
   VIDLORA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));

@@ -23,6 +23,7 @@ inline const char* flash_operands_name(FlashOperands k) {
 // so the host block and the device kernels round alike).
 template <FlashOperands K>
 struct FlashOperandFormat {
+  static constexpr FlashOperands kind = K;
   using type = std::conditional_t<K == FlashOperands::F32, float, std::uint16_t>;
   static constexpr int bytes = static_cast<int>(sizeof(type));
   VIDLORA_HOST_DEVICE static type from_float(float x) {
