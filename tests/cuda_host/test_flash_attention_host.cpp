@@ -532,3 +532,46 @@ TEST_CASE("register-tile attention forward, its shared memory and the problems i
   CHECK_FALSE(model::cuda::flash_mma_head_dim(96));
   CHECK_FALSE(model::cuda::flash_mma_head_dim(32));
 }
+
+TEST_CASE("the host warp's mma is the PTX ISA's m16n8k16: fragments laid out by the ISA's tables give A·B + C",
+          "[cuda_host][model]") {
+  // The ISA's mapping from (lane, element i) to (row, column), written here as its tables give it (apart from the
+  // inverse that simt_block.hpp computes): A a_i at row groupID (i in 0, 1, 4, 5) or groupID + 8, column
+  // threadID_in_group·2 + (i & 1) (+ 8 for i >= 4); B b_i at row threadID_in_group·2 + (i & 1) (+ 8 for i >= 2),
+  // column groupID; C c_i at row groupID (i < 2) or groupID + 8, column threadID_in_group·2 + (i & 1). Distinct
+  // bf16-exact values, so a swapped element shows.
+  using Format = model::cuda::FlashOperandFormat<model::cuda::FlashOperands::BF16>;
+  float a[16][16], b[16][8], c[16][8];
+  for (int r = 0; r < 16; ++r)
+    for (int k = 0; k < 16; ++k) a[r][k] = static_cast<float>((r * 16 + k) % 29 - 14) / 8.0f;
+  for (int k = 0; k < 16; ++k)
+    for (int n = 0; n < 8; ++n) b[k][n] = static_cast<float>((k * 8 + n) % 23 - 11) / 4.0f;
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < 8; ++n) c[r][n] = static_cast<float>(r - n);
+  float got[16][8] = {};
+  test::SimtBlock<Format> block(32);
+  block.run([&](auto& thread) {
+    const int lane = thread.thread(), group = lane >> 2, in_group = lane % 4;
+    std::uint16_t ae[8], be[4];
+    for (int i = 0; i < 8; ++i) {
+      const int row = (i < 2 || (i >= 4 && i < 6)) ? group : group + 8;
+      const int col = in_group * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+      ae[i] = Format::from_float(a[row][col]);
+    }
+    for (int i = 0; i < 4; ++i) be[i] = Format::from_float(b[in_group * 2 + (i & 1) + (i >= 2 ? 8 : 0)][group]);
+    const std::uint32_t ar[4] = {ae[0] | (std::uint32_t{ae[1]} << 16), ae[2] | (std::uint32_t{ae[3]} << 16),
+                                 ae[4] | (std::uint32_t{ae[5]} << 16), ae[6] | (std::uint32_t{ae[7]} << 16)};
+    const std::uint32_t br[2] = {be[0] | (std::uint32_t{be[1]} << 16), be[2] | (std::uint32_t{be[3]} << 16)};
+    float cr[4];
+    for (int i = 0; i < 4; ++i) cr[i] = c[i < 2 ? group : group + 8][in_group * 2 + (i & 1)];
+    thread.mma(cr, ar, br);
+    for (int i = 0; i < 4; ++i) got[i < 2 ? group : group + 8][in_group * 2 + (i & 1)] = cr[i];
+  });
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < 8; ++n) {
+      double want = c[r][n];
+      for (int k = 0; k < 16; ++k) want += static_cast<double>(a[r][k]) * b[k][n];
+      INFO("row " << r << " column " << n);
+      CHECK(got[r][n] == static_cast<float>(want));  // small exact values: the sum is exact in float
+    }
+}
