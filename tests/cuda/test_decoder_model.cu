@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include <vidlora/model/cuda/flash_attention_mma.cuh>
 #include <vidlora/model/cuda/decoder_model.cuh>
 #include <vidlora/optim/cuda/multi_tensor.cuh>
 
@@ -297,6 +298,15 @@ TEST_CASE("cuda decoder step at head dim 64 with 16-bit operands runs the regist
   c.steps = 2;
   c.seed = 23;
   const ref::DecoderModelRun want = ref::decoder_model(c);
+  model::cuda::AttentionParams shape;  // the step's attention problem: on sm_80+ the register-tile kernels take it
+  shape.head_dim = 64;
+  int device = 0, major = 0;
+  VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
+  VIDLORA_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major >= 8 && model::cuda::register_tiles_allowed()) {
+    CHECK(model::cuda::flash_mma_takes(shape, model::cuda::FlashOperands::BF16));
+    CHECK(model::cuda::flash_mma_takes(shape, model::cuda::FlashOperands::F16));
+  }
   for (const DType base : {DType::BF16, DType::F16}) {
     INFO(vidlora::cuda::dtype_name(base) << " operands");
     const bool bf = base == DType::BF16;

@@ -512,6 +512,15 @@ TEST_CASE("register-tile attention forward at head dim 128, key padding, a row t
   off.seed = 13;
   check_flash_mma<FlashOperands::F16, 64>(off, {8e-4f, 1.5e-3f});
   check_flash_mma<FlashOperands::BF16, 64>(off, {6e-3f, 1e-2f});
+  FlashCase past;      // more than one warp's rows after an offset that is not a tile multiple: the key range of the
+  past.head_dim = 64;  // tile's last row, not its first warp's
+  past.tq = 40;
+  past.tk = 70;
+  past.q_offset = 30;
+  past.q_heads = 2;
+  past.kv_heads = 1;
+  past.seed = 31;
+  check_flash_mma<FlashOperands::BF16, 64>(past, {6e-3f, 1e-2f});
 }
 
 TEST_CASE("register-tile attention forward, its shared memory and the problems it takes", "[cuda_host][model]") {

@@ -622,6 +622,7 @@ class DecoderModel {
     s.rms_norm_eps = w.rms_norm_eps;
     s.rope_theta = w.rope_theta;
     s.qk_norm = w.qk_norm;
+    s.sliding_window = w.sliding_window;
     return s;
   }
 
