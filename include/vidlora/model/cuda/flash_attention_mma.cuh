@@ -149,6 +149,78 @@ VIDLORA_HOST_DEVICE void mma_zero(float (&c)[N][4]) {
 
 inline constexpr double kLog2e = 1.4426950408889634;
 
+// Keys [k0, k0 + 64) of kv head `kvh`: K and V as 16-bit pair tiles (zeros past tk), and a flag per key (inside the
+// sequence and not masked). The caller's barrier publishes them.
+VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+template <int D, class F>
+VIDLORA_HOST_DEVICE void mma_load_key_tile(int tid, std::uint32_t* ks, std::uint32_t* vs, std::uint32_t* key_ok,
+                                           const AttentionParams& p, std::int64_t k0, std::int64_t kvh) {
+  mma_load_tile<D, F>(tid, ks, p.k, k0, p.tk, p.kv_heads, kvh);
+  mma_load_tile<D, F>(tid, vs, p.v, k0, p.tk, p.kv_heads, kvh);
+  for (int e = tid; e < kMmaKeys; e += kMmaThreads) {
+    const std::int64_t j = k0 + e;
+    key_ok[e] = j < p.tk && (p.key_mask == nullptr || p.key_mask[j] != 0) ? 1u : 0u;
+  }
+}
+
+// c[n] += A·B for the N n-tiles of a tile whose rows run along k (B(k, n) = tile[8n + n'][16·kk + k]), A the warp's
+// fragments for every k-step in registers: S = Q·Kᵀ, dP = dO·Vᵀ.
+VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+template <int N, int KD, class W>
+VIDLORA_HOST_DEVICE void mma_times_rows(W& w, const MmaLane& ln, float (&c)[N][4], const std::uint32_t (&a)[KD][4],
+                                        const std::uint32_t* tile, int rw) {
+  VIDLORA_UNROLL
+  for (int n = 0; n < N; ++n) {
+    VIDLORA_UNROLL
+    for (int kk = 0; kk < KD; ++kk) {
+      std::uint32_t b[2];
+      ln.b_along_rows(b, tile, rw, n * 8, kk);
+      w.mma(c[n], a[kk], b);
+    }
+  }
+}
+
+// c[n] += A·B with A from accumulators x (n-tiles 2kk and 2kk + 1 are k-step kk, rounded to 16 bits) and B(k, n) =
+// tile[16·kk + k][8n + n'], down the tile: O += P·V, dQ += dS·K, dV += Pᵀ·dO, dK += dSᵀ·Q.
+VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+template <class F, int N, int X, class W>
+VIDLORA_HOST_DEVICE void mma_acc_times_down(W& w, const MmaLane& ln, float (&c)[N][4], const float (&x)[X][4],
+                                            const std::uint32_t* tile, int rw) {
+  VIDLORA_UNROLL
+  for (int kk = 0; kk < X / 2; ++kk) {
+    std::uint32_t a[4];
+    ln.a_of_acc<F>(a, x, kk);
+    VIDLORA_UNROLL
+    for (int n = 0; n < N; ++n) {
+      std::uint32_t b[2];
+      ln.b_down_rows(b, tile, rw, n * 8, kk);
+      w.mma(c[n], a, b);
+    }
+  }
+}
+
+// The lane's two rows of accumulators c (rows row[0], row[1] of [n_rows, heads·D], head `head`) into `out`: added
+// (+=), or divided by div[r] (the forward's l; 0 writes zeros). Rows past n_rows are left alone.
+template <int D>
+VIDLORA_HOST_DEVICE void mma_store_rows(float* out, const float (&c)[D / 8][4], const std::int64_t (&row)[2],
+                                        std::int64_t n_rows, std::int64_t heads, std::int64_t head, int t, bool add,
+                                        const float (&div)[2]) {
+  VIDLORA_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    if (row[r] >= n_rows) continue;
+    float* at = out + row[r] * heads * D + head * D + 2 * t;
+    VIDLORA_UNROLL
+    for (int n = 0; n < D / 8; ++n) VIDLORA_UNROLL
+    for (int e = 0; e < 2; ++e) {
+      const float v = c[n][2 * r + e];
+      if (add)
+        at[n * 8 + e] += v;
+      else
+        at[n * 8 + e] = div[r] > 0.0f ? v / div[r] : 0.0f;
+    }
+  }
+}
+
 // The forward of query tile `qt` (rows [64·qt, 64·qt + 64)), query head `h`. `W` provides: `format` (a
 // FlashOperandFormat of bf16 or fp16); int thread() (0..127; lane = thread % 32, warp = thread / 32); void sync() (the
 // block's barrier); float shfl_xor(float v, int lane_mask) (the warp's butterfly exchange); void mma(float (&c)[4],
@@ -164,10 +236,9 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
   using F = typename W::format;
   static_assert(F::bytes == 2, "flash_mma_forward_block: 16-bit operands (bf16 or fp16)");
   static_assert(flash_mma_head_dim(D), "flash_mma_forward_block: head dim 64 or 128");
-  constexpr int kd = D / 16;         // k-steps of S = Q·Kᵀ over the head dim
-  constexpr int ns = kMmaKeys / 8;   // S's n-tiles of 8 keys
-  constexpr int no = D / 8;          // O's n-tiles of 8 columns
-  constexpr int kv = kMmaKeys / 16;  // k-steps of O += P·V over the keys
+  constexpr int kd = D / 16;        // k-steps of S = Q·Kᵀ over the head dim
+  constexpr int ns = kMmaKeys / 8;  // S's n-tiles of 8 keys
+  constexpr int no = D / 8;         // O's n-tiles of 8 columns
   constexpr int rw = FlashMmaSmem<D>::row_words;
   std::uint32_t* ks = smem;
   std::uint32_t* vs = smem + FlashMmaSmem<D>::tile_words;
@@ -178,7 +249,7 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
   const std::int64_t i0 = qt * kMmaQueryRows;
   const std::int64_t row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};  // this lane's two query rows
   const bool row_in[2] = {row[0] < p.tq, row[1] < p.tq};
-  const std::int64_t qstride = p.q_heads * D, kvh = kv_head_of(p, h);
+  const std::int64_t kvh = kv_head_of(p, h);
   std::uint32_t qf[kd][4];  // Q's fragments for every k-step, once
   mma_rows_to_a<D, F>(qf, p.q, row, row_in, p.q_heads, h, t);
   float o[no][4];
@@ -188,25 +259,11 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
   const float scale_log2 = static_cast<float>(kLog2e / std::sqrt(static_cast<double>(D)));
   const std::int64_t key_end = flash_key_end(p, i0, kMmaQueryRows);
   for (std::int64_t k0 = 0; k0 < key_end; k0 += kMmaKeys) {
-    // K and V rows [k0, k0 + 64) of kv head kvh as 16-bit pairs (zeros past tk), and which keys are valid.
-    mma_load_tile<D, F>(tid, ks, p.k, k0, p.tk, p.kv_heads, kvh);
-    mma_load_tile<D, F>(tid, vs, p.v, k0, p.tk, p.kv_heads, kvh);
-    for (int e = tid; e < kMmaKeys; e += kMmaThreads) {
-      const std::int64_t j = k0 + e;
-      key_ok[e] = j < p.tk && (p.key_mask == nullptr || p.key_mask[j] != 0) ? 1u : 0u;
-    }
+    mma_load_key_tile<D, F>(tid, ks, vs, key_ok, p, k0, kvh);
     w.sync();
-    float s[ns][4];  // S = Q·Kᵀ: B(k, n) = K[key n][column k]
+    float s[ns][4];  // S = Q·Kᵀ
     mma_zero(s);
-    VIDLORA_UNROLL
-    for (int n = 0; n < ns; ++n) {
-      VIDLORA_UNROLL
-      for (int kk = 0; kk < kd; ++kk) {
-        std::uint32_t b[2];
-        ln.b_along_rows(b, ks, rw, n * 8, kk);
-        w.mma(s[n], qf[kk], b);
-      }
-    }
+    mma_times_rows(w, ln, s, qf, ks, rw);
     // Scaled scores in log2 units (-inf where not visible) and the rows' max over the tile (the four lanes of a row
     // differ in t: lane bits 0 and 1).
     float mx[2] = {-INFINITY, -INFINITY};
@@ -248,36 +305,19 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
       o[n][2] *= alpha[1];
       o[n][3] *= alpha[1];
     }
-    // O += P·V: P's A fragments are S's accumulators; B(k, n) = V[key k][column n].
-    VIDLORA_UNROLL
-    for (int kk = 0; kk < kv; ++kk) {
-      std::uint32_t a[4];
-      ln.a_of_acc<F>(a, s, kk);
-      VIDLORA_UNROLL
-      for (int n = 0; n < no; ++n) {
-        std::uint32_t b[2];
-        ln.b_down_rows(b, vs, rw, n * 8, kk);
-        w.mma(o[n], a, b);
-      }
-    }
-    w.sync();  // every warp is done with K and V before the next tile overwrites them
+    mma_acc_times_down<F>(w, ln, o, s, vs, rw);  // O += P·V, P's A fragments from S's accumulators
+    w.sync();                                    // every warp is done with K and V before the next tile overwrites them
   }
   VIDLORA_UNROLL
   for (int r = 0; r < 2; ++r) {
     l[r] += w.shfl_xor(l[r], 1);
     l[r] += w.shfl_xor(l[r], 2);
   }
+  mma_store_rows<D>(p.out, o, row, p.tq, p.q_heads, h, t, /*add=*/false, l);
   VIDLORA_UNROLL
-  for (int r = 0; r < 2; ++r) {
-    if (!row_in[r]) continue;
-    float* out = p.out + row[r] * qstride + h * D;
-    VIDLORA_UNROLL
-    for (int n = 0; n < no; ++n) {
-      out[n * 8 + 2 * t] = l[r] > 0.0f ? o[n][2 * r] / l[r] : 0.0f;
-      out[n * 8 + 2 * t + 1] = l[r] > 0.0f ? o[n][2 * r + 1] / l[r] : 0.0f;
-    }
-    if (t == 0 && p.lse) p.lse[h * p.tq + row[r]] = l[r] > 0.0f ? m[r] * 0.6931471805599453f + logf(l[r]) : -INFINITY;
-  }
+  for (int r = 0; r < 2; ++r)
+    if (row_in[r] && t == 0 && p.lse)
+      p.lse[h * p.tq + row[r]] = l[r] > 0.0f ? m[r] * 0.6931471805599453f + logf(l[r]) : -INFINITY;
 }
 
 // The backward's probability and score gradient of one pair from its raw score s = q·k and dp = dO·v: P = exp(s/√d −
@@ -300,7 +340,7 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dq_block(W& w, const AttentionParams
   using F = typename W::format;
   static_assert(F::bytes == 2 && flash_mma_head_dim(D),
                 "flash_mma_backward_dq_block: 16-bit operands, head dim 64 / 128");
-  constexpr int kd = D / 16, ns = kMmaKeys / 8, no = D / 8, kv = kMmaKeys / 16;
+  constexpr int kd = D / 16, ns = kMmaKeys / 8, no = D / 8;
   constexpr int rw = FlashMmaSmem<D>::row_words;
   std::uint32_t* ks = smem;
   std::uint32_t* vs = smem + FlashMmaSmem<D>::tile_words;
@@ -311,7 +351,7 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dq_block(W& w, const AttentionParams
   const std::int64_t i0 = qt * kMmaQueryRows;
   const std::int64_t row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
   const bool row_in[2] = {row[0] < p.tq, row[1] < p.tq};
-  const std::int64_t qstride = p.q_heads * D, kvh = kv_head_of(p, h);
+  const std::int64_t kvh = kv_head_of(p, h);
   std::uint32_t qf[kd][4], df[kd][4];
   mma_rows_to_a<D, F>(qf, p.q, row, row_in, p.q_heads, h, t);
   mma_rows_to_a<D, F>(df, p.d_out, row, row_in, p.q_heads, h, t);
@@ -328,27 +368,13 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dq_block(W& w, const AttentionParams
   const float scale_log2 = static_cast<float>(kLog2e / std::sqrt(static_cast<double>(D)));
   const std::int64_t key_end = flash_key_end(p, i0, kMmaQueryRows);
   for (std::int64_t k0 = 0; k0 < key_end; k0 += kMmaKeys) {
-    mma_load_tile<D, F>(tid, ks, p.k, k0, p.tk, p.kv_heads, kvh);
-    mma_load_tile<D, F>(tid, vs, p.v, k0, p.tk, p.kv_heads, kvh);
-    for (int e = tid; e < kMmaKeys; e += kMmaThreads) {
-      const std::int64_t j = k0 + e;
-      key_ok[e] = j < p.tk && (p.key_mask == nullptr || p.key_mask[j] != 0) ? 1u : 0u;
-    }
+    mma_load_key_tile<D, F>(tid, ks, vs, key_ok, p, k0, kvh);
     w.sync();
     float s[ns][4], dp[ns][4];  // S = Q·Kᵀ, dP = dO·Vᵀ
     mma_zero(s);
     mma_zero(dp);
-    VIDLORA_UNROLL
-    for (int n = 0; n < ns; ++n) {
-      VIDLORA_UNROLL
-      for (int kk = 0; kk < kd; ++kk) {
-        std::uint32_t b[2];
-        ln.b_along_rows(b, ks, rw, n * 8, kk);
-        w.mma(s[n], qf[kk], b);
-        ln.b_along_rows(b, vs, rw, n * 8, kk);
-        w.mma(dp[n], df[kk], b);
-      }
-    }
+    mma_times_rows(w, ln, s, qf, ks, rw);
+    mma_times_rows(w, ln, dp, df, vs, rw);
     VIDLORA_UNROLL
     for (int n = 0; n < ns; ++n) VIDLORA_UNROLL
     for (int e = 0; e < 4; ++e) {
@@ -356,30 +382,10 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dq_block(W& w, const AttentionParams
       const bool visible = row_in[r] && key_ok[c] != 0u && k0 + c <= p.q_offset + row[r];
       mma_prob_and_grad(s[n][e], dp[n][e], visible, lse2[r], rd[r], scale_log2, scale);
     }
-    // dQ += dS·K: dS's A fragments are dP's accumulators; B(k, n) = K[key k][column n].
-    VIDLORA_UNROLL
-    for (int kk = 0; kk < kv; ++kk) {
-      std::uint32_t a[4];
-      ln.a_of_acc<F>(a, dp, kk);
-      VIDLORA_UNROLL
-      for (int n = 0; n < no; ++n) {
-        std::uint32_t b[2];
-        ln.b_down_rows(b, ks, rw, n * 8, kk);
-        w.mma(dq[n], a, b);
-      }
-    }
+    mma_acc_times_down<F>(w, ln, dq, dp, ks, rw);  // dQ += dS·K, dS's A fragments from dP's accumulators
     w.sync();
   }
-  VIDLORA_UNROLL
-  for (int r = 0; r < 2; ++r) {
-    if (!row_in[r]) continue;
-    float* out = p.dq + row[r] * qstride + h * D;
-    VIDLORA_UNROLL
-    for (int n = 0; n < no; ++n) {
-      out[n * 8 + 2 * t] += dq[n][2 * r];
-      out[n * 8 + 2 * t + 1] += dq[n][2 * r + 1];
-    }
-  }
+  mma_store_rows<D>(p.dq, dq, row, p.tq, p.q_heads, h, t, /*add=*/true, {1.0f, 1.0f});
 }
 
 // Shared memory of the dk/dv kernel at head dim D: K, V (the block's 64 keys), Q and dO (a query tile of 64 rows) as
@@ -402,7 +408,7 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
   using F = typename W::format;
   static_assert(F::bytes == 2 && flash_mma_head_dim(D),
                 "flash_mma_backward_dkv_block: 16-bit operands, head dim 64 / 128");
-  constexpr int kd = D / 16, nq = kMmaQueryRows / 8, no = D / 8, kq = kMmaQueryRows / 16;
+  constexpr int kd = D / 16, nq = kMmaQueryRows / 8, no = D / 8;
   constexpr int rw = FlashMmaSmem<D>::row_words, tw = FlashMmaSmem<D>::tile_words;
   std::uint32_t* ks = smem;
   std::uint32_t* vs = smem + tw;
@@ -466,38 +472,13 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
         mma_prob_and_grad(st[n][e], dpt[n][e], visible, io::detail::bits_float(lse_s[c]),
                           io::detail::bits_float(rd_s[c]), scale_log2, scale);
       }
-      // dV += Pᵀ·dO, dK += dSᵀ·Q: A from the accumulators; B(k, n) = dO / Q [query k][column n].
-      VIDLORA_UNROLL
-      for (int kk = 0; kk < kq; ++kk) {
-        std::uint32_t pa[4], dsa[4];
-        ln.a_of_acc<F>(pa, st, kk);
-        ln.a_of_acc<F>(dsa, dpt, kk);
-        VIDLORA_UNROLL
-        for (int n = 0; n < no; ++n) {
-          std::uint32_t b[2];
-          ln.b_down_rows(b, dos, rw, n * 8, kk);
-          w.mma(dv[n], pa, b);
-          ln.b_down_rows(b, qs, rw, n * 8, kk);
-          w.mma(dk[n], dsa, b);
-        }
-      }
-      w.sync();  // before the next query tile overwrites Q, dO, lse and row_dot
+      mma_acc_times_down<F>(w, ln, dv, st, dos, rw);  // dV += Pᵀ·dO
+      mma_acc_times_down<F>(w, ln, dk, dpt, qs, rw);  // dK += dSᵀ·Q
+      w.sync();                                       // before the next query tile overwrites Q, dO, lse and row_dot
     }
   }
-  const std::int64_t kvstride = p.kv_heads * D;
-  VIDLORA_UNROLL
-  for (int r = 0; r < 2; ++r) {
-    if (key[r] >= p.tk) continue;
-    float* dk_out = p.dk + key[r] * kvstride + kvh * D;
-    float* dv_out = p.dv + key[r] * kvstride + kvh * D;
-    VIDLORA_UNROLL
-    for (int n = 0; n < no; ++n) {
-      dk_out[n * 8 + 2 * t] += dk[n][2 * r];
-      dk_out[n * 8 + 2 * t + 1] += dk[n][2 * r + 1];
-      dv_out[n * 8 + 2 * t] += dv[n][2 * r];
-      dv_out[n * 8 + 2 * t + 1] += dv[n][2 * r + 1];
-    }
-  }
+  mma_store_rows<D>(p.dk, dk, key, p.tk, p.kv_heads, kvh, t, /*add=*/true, {1.0f, 1.0f});
+  mma_store_rows<D>(p.dv, dv, key, p.tk, p.kv_heads, kvh, t, /*add=*/true, {1.0f, 1.0f});
 }
 
 }  // namespace vidlora::model::cuda
