@@ -735,9 +735,9 @@ void launch_flash(const AttentionParams& p, const FlashAttentionOptions& o, int 
 inline void flash_attention_forward(const AttentionParams& p, const FlashAttentionOptions& o = {},
                                     cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.q && p.k && p.v && p.out, "cuda::flash_attention_forward", "needs q, k, v and out");
-  if (o.register_tiles && o.tile == 0 && flash_mma_takes(p, o.operands)) {
+  if (o.register_tiles && o.tile == 0 && flash_mma_takes(p, o.operands)) {  // checked here: not again per launch
     check_flash_attention(p, kMmaKeys, "cuda::flash_attention_forward");
-    return flash_mma_forward(p, o.operands, stream);
+    return detail::launch_flash_mma(0, p, o.operands, stream);
   }
   detail::launch_flash<0>(p, o, detail::flash_tile_for(0, p.head_dim, o), stream, "cuda::flash_attention_forward");
 }
@@ -762,8 +762,10 @@ inline void flash_attention_backward(const AttentionParams& p, const FlashAttent
     else
       detail::flash_row_dot_kernel<FlashOperands::F32><<<blocks, 256, 0, stream>>>(p);
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_attention_backward (row_dot)");
-    if (o.register_tiles && o.tile == 0 && flash_mma_takes(p, o.operands))
-      return flash_mma_backward(p, o.operands, stream);  // the register-tile dq and dk/dv kernels
+    if (o.register_tiles && o.tile == 0 && flash_mma_takes(p, o.operands)) {  // the register-tile dq and dk/dv
+      detail::launch_flash_mma(1, p, o.operands, stream);
+      return detail::launch_flash_mma(2, p, o.operands, stream);
+    }
   }
   detail::launch_flash<1>(p, o, dq_tile, stream, "cuda::flash_attention_backward (dq)");
   detail::launch_flash<2>(p, o, dkv_tile, stream, "cuda::flash_attention_backward (dk/dv)");

@@ -110,6 +110,21 @@ struct MmaLane {
   }
 };
 
+// One thread's place in a block: its index, warp and fragment position, and the two rows its accumulators hold
+// (r0 + 16·warp + g and 8 more: queries, or the dk/dv kernel's keys), each inside [0, n) or not.
+struct MmaThread {
+  int tid = 0, warp = 0;
+  MmaLane ln;
+  std::int64_t row[2] = {0, 0};
+  bool in[2] = {false, false};
+  VIDLORA_HOST_DEVICE MmaThread(int thread, std::int64_t r0, std::int64_t n)
+      : tid(thread),
+        warp(thread / 32),
+        ln{(thread % 32) / 4, thread % 4},
+        row{r0 + warp * 16 + ln.g, r0 + warp * 16 + ln.g + 8},
+        in{row[0] < n, row[1] < n} {}
+};
+
 // Rows [r0, r0 + 64) of head `head` of an fp32 [n, heads·D] tensor into a tile of 16-bit pairs (zeros past row n),
 // by the block's threads (consecutive threads on consecutive words).
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
@@ -127,16 +142,16 @@ VIDLORA_HOST_DEVICE void mma_load_tile(int tid, std::uint32_t* tile, const float
 // The A fragments of a warp's 16 rows of an fp32 [n, heads·D] tensor for every k-step, from global memory (zeros past
 // row n): Q in the forward, Q and dO in the backward's dq.
 template <int D, class F>
-VIDLORA_HOST_DEVICE void mma_rows_to_a(std::uint32_t (&a)[D / 16][4], const float* x, const std::int64_t (&row)[2],
-                                       const bool (&row_in)[2], std::int64_t heads, std::int64_t head, int t) {
+VIDLORA_HOST_DEVICE void mma_rows_to_a(std::uint32_t (&a)[D / 16][4], const float* x, const MmaThread& th,
+                                       std::int64_t heads, std::int64_t head) {
   VIDLORA_UNROLL
   for (int kk = 0; kk < D / 16; ++kk) {
-    const int c = kk * 16 + 2 * t;
+    const int c = kk * 16 + 2 * th.ln.t;
     VIDLORA_UNROLL
     for (int r = 0; r < 2; ++r) {
-      const float* at = x + (row_in[r] ? row[r] : 0) * heads * D + head * D;
-      a[kk][r] = row_in[r] ? mma_pack<F>(at[c], at[c + 1]) : 0u;
-      a[kk][r + 2] = row_in[r] ? mma_pack<F>(at[c + 8], at[c + 9]) : 0u;
+      const float* at = x + (th.in[r] ? th.row[r] : 0) * heads * D + head * D;
+      a[kk][r] = th.in[r] ? mma_pack<F>(at[c], at[c + 1]) : 0u;
+      a[kk][r + 2] = th.in[r] ? mma_pack<F>(at[c + 8], at[c + 9]) : 0u;
     }
   }
 }
@@ -149,19 +164,41 @@ VIDLORA_HOST_DEVICE void mma_zero(float (&c)[N][4]) {
 
 inline constexpr double kLog2e = 1.4426950408889634;
 
-// Keys [k0, k0 + 64) of kv head `kvh`: K and V as 16-bit pair tiles (zeros past tk), and a flag per key (inside the
-// sequence and not masked). The caller's barrier publishes them.
-VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
-template <int D, class F>
-VIDLORA_HOST_DEVICE void mma_load_key_tile(int tid, std::uint32_t* ks, std::uint32_t* vs, std::uint32_t* key_ok,
-                                           const AttentionParams& p, std::int64_t k0, std::int64_t kvh) {
-  mma_load_tile<D, F>(tid, ks, p.k, k0, p.tk, p.kv_heads, kvh);
-  mma_load_tile<D, F>(tid, vs, p.v, k0, p.tk, p.kv_heads, kvh);
-  for (int e = tid; e < kMmaKeys; e += kMmaThreads) {
-    const std::int64_t j = k0 + e;
-    key_ok[e] = j < p.tk && (p.key_mask == nullptr || p.key_mask[j] != 0) ? 1u : 0u;
-  }
+// 1/√d, and the same in log2 units (exp2f's exponents); an lse in log2 units.
+VIDLORA_HOST_DEVICE inline float mma_scale(int d) {
+  return static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
 }
+VIDLORA_HOST_DEVICE inline float mma_scale_log2(int d) {
+  return static_cast<float>(kLog2e / std::sqrt(static_cast<double>(d)));
+}
+VIDLORA_HOST_DEVICE inline float mma_lse_log2(float lse) {
+  return lse == -INFINITY ? -INFINITY : lse * static_cast<float>(kLog2e);
+}
+
+// The forward's and the dq kernel's shared memory (FlashMmaSmem<D>): a key tile's K and V as 16-bit pair tiles and a
+// flag per key (inside the sequence and not masked).
+template <int D>
+struct MmaKeyTiles {
+  std::uint32_t* k;
+  std::uint32_t* v;
+  std::uint32_t* ok;
+  VIDLORA_HOST_DEVICE explicit MmaKeyTiles(std::uint32_t* smem)
+      : k(smem), v(smem + FlashMmaSmem<D>::tile_words), ok(v + FlashMmaSmem<D>::tile_words) {}
+  // Keys [k0, k0 + 64) of kv head `kvh` (zeros past tk); the caller's barrier publishes them.
+  template <class F>
+  VIDLORA_HOST_DEVICE void load(int tid, const AttentionParams& p, std::int64_t k0, std::int64_t kvh) {
+    mma_load_tile<D, F>(tid, k, p.k, k0, p.tk, p.kv_heads, kvh);
+    mma_load_tile<D, F>(tid, v, p.v, k0, p.tk, p.kv_heads, kvh);
+    for (int e = tid; e < kMmaKeys; e += kMmaThreads) {
+      const std::int64_t j = k0 + e;
+      ok[e] = j < p.tk && (p.key_mask == nullptr || p.key_mask[j] != 0) ? 1u : 0u;
+    }
+  }
+  // Whether the thread's row r sees key k0 + c, column c of the tile.
+  VIDLORA_HOST_DEVICE bool visible(const AttentionParams& p, const MmaThread& th, int r, std::int64_t k0, int c) const {
+    return th.in[r] && ok[c] != 0u && k0 + c <= p.q_offset + th.row[r];
+  }
+};
 
 // c[n] += A·B for the N n-tiles of a tile whose rows run along k (B(k, n) = tile[8n + n'][16·kk + k]), A the warp's
 // fragments for every k-step in registers: S = Q·Kᵀ, dP = dO·Vᵀ.
@@ -199,24 +236,25 @@ VIDLORA_HOST_DEVICE void mma_acc_times_down(W& w, const MmaLane& ln, float (&c)[
   }
 }
 
-// The lane's two rows of accumulators c (rows row[0], row[1] of [n_rows, heads·D], head `head`) into `out`: added
-// (+=), or divided by div[r] (the forward's l; 0 writes zeros). Rows past n_rows are left alone.
+// The thread's two rows of accumulators c (th.row of [n, heads·D], head `head`) into `out`: added (+=), or divided by
+// div[r] (the forward's l; 0 writes zeros). Rows outside [0, n) (th.in) are left alone.
 template <int D>
-VIDLORA_HOST_DEVICE void mma_store_rows(float* out, const float (&c)[D / 8][4], const std::int64_t (&row)[2],
-                                        std::int64_t n_rows, std::int64_t heads, std::int64_t head, int t, bool add,
-                                        const float (&div)[2]) {
+VIDLORA_HOST_DEVICE void mma_store_rows(float* out, const float (&c)[D / 8][4], const MmaThread& th, std::int64_t heads,
+                                        std::int64_t head, bool add, const float (&div)[2]) {
   VIDLORA_UNROLL
   for (int r = 0; r < 2; ++r) {
-    if (row[r] >= n_rows) continue;
-    float* at = out + row[r] * heads * D + head * D + 2 * t;
+    if (!th.in[r]) continue;
+    float* at = out + th.row[r] * heads * D + head * D + 2 * th.ln.t;
     VIDLORA_UNROLL
-    for (int n = 0; n < D / 8; ++n) VIDLORA_UNROLL
-    for (int e = 0; e < 2; ++e) {
-      const float v = c[n][2 * r + e];
-      if (add)
-        at[n * 8 + e] += v;
-      else
-        at[n * 8 + e] = div[r] > 0.0f ? v / div[r] : 0.0f;
+    for (int n = 0; n < D / 8; ++n) {
+      VIDLORA_UNROLL
+      for (int e = 0; e < 2; ++e) {
+        const float v = c[n][2 * r + e];
+        if (add)
+          at[n * 8 + e] += v;
+        else
+          at[n * 8 + e] = div[r] > 0.0f ? v / div[r] : 0.0f;
+      }
     }
   }
 }
@@ -240,41 +278,36 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
   constexpr int ns = kMmaKeys / 8;  // S's n-tiles of 8 keys
   constexpr int no = D / 8;         // O's n-tiles of 8 columns
   constexpr int rw = FlashMmaSmem<D>::row_words;
-  std::uint32_t* ks = smem;
-  std::uint32_t* vs = smem + FlashMmaSmem<D>::tile_words;
-  std::uint32_t* key_ok = vs + FlashMmaSmem<D>::tile_words;
-  const int tid = w.thread(), warp = tid / 32, lane = tid % 32;
-  const MmaLane ln{lane / 4, lane % 4};
-  const int g = ln.g, t = ln.t;
-  const std::int64_t i0 = qt * kMmaQueryRows;
-  const std::int64_t row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};  // this lane's two query rows
-  const bool row_in[2] = {row[0] < p.tq, row[1] < p.tq};
-  const std::int64_t kvh = kv_head_of(p, h);
+  MmaKeyTiles<D> tiles(smem);
+  const std::int64_t i0 = qt * kMmaQueryRows, kvh = kv_head_of(p, h);
+  const MmaThread th(w.thread(), i0, p.tq);  // its rows: two query rows
+  const MmaLane& ln = th.ln;
   std::uint32_t qf[kd][4];  // Q's fragments for every k-step, once
-  mma_rows_to_a<D, F>(qf, p.q, row, row_in, p.q_heads, h, t);
+  mma_rows_to_a<D, F>(qf, p.q, th, p.q_heads, h);
   float o[no][4];
   mma_zero(o);
   float m[2] = {-INFINITY, -INFINITY};  // the rows' running max score, in log2 units
   float l[2] = {0.0f, 0.0f};            // this lane's part of the rows' sums of P
-  const float scale_log2 = static_cast<float>(kLog2e / std::sqrt(static_cast<double>(D)));
+  const float scale_log2 = mma_scale_log2(D);
   const std::int64_t key_end = flash_key_end(p, i0, kMmaQueryRows);
   for (std::int64_t k0 = 0; k0 < key_end; k0 += kMmaKeys) {
-    mma_load_key_tile<D, F>(tid, ks, vs, key_ok, p, k0, kvh);
+    tiles.template load<F>(th.tid, p, k0, kvh);
     w.sync();
     float s[ns][4];  // S = Q·Kᵀ
     mma_zero(s);
-    mma_times_rows(w, ln, s, qf, ks, rw);
+    mma_times_rows(w, ln, s, qf, tiles.k, rw);
     // Scaled scores in log2 units (-inf where not visible) and the rows' max over the tile (the four lanes of a row
     // differ in t: lane bits 0 and 1).
     float mx[2] = {-INFINITY, -INFINITY};
     VIDLORA_UNROLL
-    for (int n = 0; n < ns; ++n) VIDLORA_UNROLL
-    for (int e = 0; e < 4; ++e) {
-      const int r = e / 2, c = n * 8 + 2 * t + (e & 1);
-      const bool visible = row_in[r] && key_ok[c] != 0u && k0 + c <= p.q_offset + row[r];
-      const float x = visible ? s[n][e] * scale_log2 : -INFINITY;
-      s[n][e] = x;
-      mx[r] = x > mx[r] ? x : mx[r];
+    for (int n = 0; n < ns; ++n) {
+      VIDLORA_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2, c = n * 8 + 2 * ln.t + (e & 1);
+        const float x = tiles.visible(p, th, r, k0, c) ? s[n][e] * scale_log2 : -INFINITY;
+        s[n][e] = x;
+        mx[r] = x > mx[r] ? x : mx[r];
+      }
     }
     float alpha[2];
     VIDLORA_UNROLL
@@ -289,12 +322,14 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
     }
     float sum[2] = {0.0f, 0.0f};
     VIDLORA_UNROLL
-    for (int n = 0; n < ns; ++n) VIDLORA_UNROLL
-    for (int e = 0; e < 4; ++e) {
-      const int r = e / 2;
-      const float pv = s[n][e] == -INFINITY ? 0.0f : exp2f(s[n][e] - m[r]);
-      s[n][e] = pv;
-      sum[r] += pv;
+    for (int n = 0; n < ns; ++n) {
+      VIDLORA_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2;
+        const float pv = s[n][e] == -INFINITY ? 0.0f : exp2f(s[n][e] - m[r]);
+        s[n][e] = pv;
+        sum[r] += pv;
+      }
     }
     VIDLORA_UNROLL
     for (int r = 0; r < 2; ++r) l[r] = l[r] * alpha[r] + sum[r];
@@ -305,19 +340,19 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
       o[n][2] *= alpha[1];
       o[n][3] *= alpha[1];
     }
-    mma_acc_times_down<F>(w, ln, o, s, vs, rw);  // O += P·V, P's A fragments from S's accumulators
-    w.sync();                                    // every warp is done with K and V before the next tile overwrites them
+    mma_acc_times_down<F>(w, ln, o, s, tiles.v, rw);  // O += P·V, P's A fragments from S's accumulators
+    w.sync();  // every warp is done with K and V before the next tile overwrites them
   }
   VIDLORA_UNROLL
   for (int r = 0; r < 2; ++r) {
     l[r] += w.shfl_xor(l[r], 1);
     l[r] += w.shfl_xor(l[r], 2);
   }
-  mma_store_rows<D>(p.out, o, row, p.tq, p.q_heads, h, t, /*add=*/false, l);
+  mma_store_rows<D>(p.out, o, th, p.q_heads, h, /*add=*/false, l);
   VIDLORA_UNROLL
   for (int r = 0; r < 2; ++r)
-    if (row_in[r] && t == 0 && p.lse)
-      p.lse[h * p.tq + row[r]] = l[r] > 0.0f ? m[r] * 0.6931471805599453f + logf(l[r]) : -INFINITY;
+    if (th.in[r] && ln.t == 0 && p.lse)
+      p.lse[h * p.tq + th.row[r]] = l[r] > 0.0f ? m[r] * 0.6931471805599453f + logf(l[r]) : -INFINITY;
 }
 
 // The backward's probability and score gradient of one pair from its raw score s = q·k and dp = dO·v: P = exp(s/√d −
@@ -342,50 +377,43 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dq_block(W& w, const AttentionParams
                 "flash_mma_backward_dq_block: 16-bit operands, head dim 64 / 128");
   constexpr int kd = D / 16, ns = kMmaKeys / 8, no = D / 8;
   constexpr int rw = FlashMmaSmem<D>::row_words;
-  std::uint32_t* ks = smem;
-  std::uint32_t* vs = smem + FlashMmaSmem<D>::tile_words;
-  std::uint32_t* key_ok = vs + FlashMmaSmem<D>::tile_words;
-  const int tid = w.thread(), warp = tid / 32, lane = tid % 32;
-  const MmaLane ln{lane / 4, lane % 4};
-  const int g = ln.g, t = ln.t;
-  const std::int64_t i0 = qt * kMmaQueryRows;
-  const std::int64_t row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
-  const bool row_in[2] = {row[0] < p.tq, row[1] < p.tq};
-  const std::int64_t kvh = kv_head_of(p, h);
+  MmaKeyTiles<D> tiles(smem);
+  const std::int64_t i0 = qt * kMmaQueryRows, kvh = kv_head_of(p, h);
+  const MmaThread th(w.thread(), i0, p.tq);  // its rows: two query rows
+  const MmaLane& ln = th.ln;
   std::uint32_t qf[kd][4], df[kd][4];
-  mma_rows_to_a<D, F>(qf, p.q, row, row_in, p.q_heads, h, t);
-  mma_rows_to_a<D, F>(df, p.d_out, row, row_in, p.q_heads, h, t);
+  mma_rows_to_a<D, F>(qf, p.q, th, p.q_heads, h);
+  mma_rows_to_a<D, F>(df, p.d_out, th, p.q_heads, h);
   float lse2[2], rd[2];
   VIDLORA_UNROLL
   for (int r = 0; r < 2; ++r) {
-    const float lse = row_in[r] ? p.lse[h * p.tq + row[r]] : -INFINITY;
-    lse2[r] = lse == -INFINITY ? -INFINITY : lse * static_cast<float>(kLog2e);
-    rd[r] = row_in[r] ? p.row_dot[h * p.tq + row[r]] : 0.0f;
+    lse2[r] = th.in[r] ? mma_lse_log2(p.lse[h * p.tq + th.row[r]]) : -INFINITY;
+    rd[r] = th.in[r] ? p.row_dot[h * p.tq + th.row[r]] : 0.0f;
   }
   float dq[no][4];
   mma_zero(dq);
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  const float scale_log2 = static_cast<float>(kLog2e / std::sqrt(static_cast<double>(D)));
+  const float scale = mma_scale(D), scale_log2 = mma_scale_log2(D);
   const std::int64_t key_end = flash_key_end(p, i0, kMmaQueryRows);
   for (std::int64_t k0 = 0; k0 < key_end; k0 += kMmaKeys) {
-    mma_load_key_tile<D, F>(tid, ks, vs, key_ok, p, k0, kvh);
+    tiles.template load<F>(th.tid, p, k0, kvh);
     w.sync();
     float s[ns][4], dp[ns][4];  // S = Q·Kᵀ, dP = dO·Vᵀ
     mma_zero(s);
     mma_zero(dp);
-    mma_times_rows(w, ln, s, qf, ks, rw);
-    mma_times_rows(w, ln, dp, df, vs, rw);
+    mma_times_rows(w, ln, s, qf, tiles.k, rw);
+    mma_times_rows(w, ln, dp, df, tiles.v, rw);
     VIDLORA_UNROLL
-    for (int n = 0; n < ns; ++n) VIDLORA_UNROLL
-    for (int e = 0; e < 4; ++e) {
-      const int r = e / 2, c = n * 8 + 2 * t + (e & 1);
-      const bool visible = row_in[r] && key_ok[c] != 0u && k0 + c <= p.q_offset + row[r];
-      mma_prob_and_grad(s[n][e], dp[n][e], visible, lse2[r], rd[r], scale_log2, scale);
+    for (int n = 0; n < ns; ++n) {
+      VIDLORA_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2, c = n * 8 + 2 * ln.t + (e & 1);
+        mma_prob_and_grad(s[n][e], dp[n][e], tiles.visible(p, th, r, k0, c), lse2[r], rd[r], scale_log2, scale);
+      }
     }
-    mma_acc_times_down<F>(w, ln, dq, dp, ks, rw);  // dQ += dS·K, dS's A fragments from dP's accumulators
+    mma_acc_times_down<F>(w, ln, dq, dp, tiles.k, rw);  // dQ += dS·K, dS's A fragments from dP's accumulators
     w.sync();
   }
-  mma_store_rows<D>(p.dq, dq, row, p.tq, p.q_heads, h, t, /*add=*/true, {1.0f, 1.0f});
+  mma_store_rows<D>(p.dq, dq, th, p.q_heads, h, /*add=*/true, {1.0f, 1.0f});
 }
 
 // Shared memory of the dk/dv kernel at head dim D: K, V (the block's 64 keys), Q and dO (a query tile of 64 rows) as
@@ -416,21 +444,19 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
   std::uint32_t* dos = smem + 3 * tw;
   std::uint32_t* lse_s = smem + 4 * tw;  // float bits
   std::uint32_t* rd_s = lse_s + kMmaQueryRows;
-  const int tid = w.thread(), warp = tid / 32, lane = tid % 32;
-  const MmaLane ln{lane / 4, lane % 4};
-  const int g = ln.g, t = ln.t;
   const std::int64_t j0 = kt * kMmaKeys;
-  const std::int64_t key[2] = {j0 + warp * 16 + g, j0 + warp * 16 + g + 8};  // this lane's two keys
-  bool key_ok[2];
+  const MmaThread th(w.thread(), j0, p.tk);  // its rows: two keys
+  const MmaLane& ln = th.ln;
+  const int tid = th.tid;
+  bool key_ok[2];  // inside the sequence and not masked
   VIDLORA_UNROLL
-  for (int r = 0; r < 2; ++r) key_ok[r] = key[r] < p.tk && (p.key_mask == nullptr || p.key_mask[key[r]] != 0);
+  for (int r = 0; r < 2; ++r) key_ok[r] = th.in[r] && (p.key_mask == nullptr || p.key_mask[th.row[r]] != 0);
   mma_load_tile<D, F>(tid, ks, p.k, j0, p.tk, p.kv_heads, kvh);
   mma_load_tile<D, F>(tid, vs, p.v, j0, p.tk, p.kv_heads, kvh);
   float dk[no][4], dv[no][4];
   mma_zero(dk);
   mma_zero(dv);
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  const float scale_log2 = static_cast<float>(kLog2e / std::sqrt(static_cast<double>(D)));
+  const float scale = mma_scale(D), scale_log2 = mma_scale_log2(D);
   const std::int64_t group = p.q_heads / p.kv_heads;
   const std::int64_t first_query = attention_first_query(p, j0), qt0 = first_query / kMmaQueryRows;
   for (std::int64_t hh = 0; hh < group; ++hh) {
@@ -441,8 +467,7 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
       mma_load_tile<D, F>(tid, dos, p.d_out, i0, p.tq, p.q_heads, h);
       for (int e = tid; e < kMmaQueryRows; e += kMmaThreads) {
         const std::int64_t i = i0 + e;
-        const float lse = i < p.tq ? p.lse[h * p.tq + i] : -INFINITY;
-        lse_s[e] = io::detail::float_bits(lse == -INFINITY ? -INFINITY : lse * static_cast<float>(kLog2e));
+        lse_s[e] = io::detail::float_bits(i < p.tq ? mma_lse_log2(p.lse[h * p.tq + i]) : -INFINITY);
         rd_s[e] = io::detail::float_bits(i < p.tq ? p.row_dot[h * p.tq + i] : 0.0f);
       }
       w.sync();
@@ -452,8 +477,8 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
       VIDLORA_UNROLL
       for (int kk = 0; kk < kd; ++kk) {
         std::uint32_t ka[4], va[4];
-        ln.a_of_tile(ka, ks, rw, warp * 16, kk);
-        ln.a_of_tile(va, vs, rw, warp * 16, kk);
+        ln.a_of_tile(ka, ks, rw, th.warp * 16, kk);
+        ln.a_of_tile(va, vs, rw, th.warp * 16, kk);
         VIDLORA_UNROLL
         for (int n = 0; n < nq; ++n) {
           std::uint32_t b[2];
@@ -464,21 +489,23 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
         }
       }
       VIDLORA_UNROLL
-      for (int n = 0; n < nq; ++n) VIDLORA_UNROLL
-      for (int e = 0; e < 4; ++e) {
-        const int r = e / 2, c = n * 8 + 2 * t + (e & 1);
-        const std::int64_t i = i0 + c;
-        const bool visible = i < p.tq && key_ok[r] && key[r] <= p.q_offset + i;
-        mma_prob_and_grad(st[n][e], dpt[n][e], visible, io::detail::bits_float(lse_s[c]),
-                          io::detail::bits_float(rd_s[c]), scale_log2, scale);
+      for (int n = 0; n < nq; ++n) {
+        VIDLORA_UNROLL
+        for (int e = 0; e < 4; ++e) {
+          const int r = e / 2, c = n * 8 + 2 * ln.t + (e & 1);
+          const std::int64_t i = i0 + c;
+          const bool visible = i < p.tq && key_ok[r] && th.row[r] <= p.q_offset + i;
+          mma_prob_and_grad(st[n][e], dpt[n][e], visible, io::detail::bits_float(lse_s[c]),
+                            io::detail::bits_float(rd_s[c]), scale_log2, scale);
+        }
       }
       mma_acc_times_down<F>(w, ln, dv, st, dos, rw);  // dV += Pᵀ·dO
       mma_acc_times_down<F>(w, ln, dk, dpt, qs, rw);  // dK += dSᵀ·Q
       w.sync();                                       // before the next query tile overwrites Q, dO, lse and row_dot
     }
   }
-  mma_store_rows<D>(p.dk, dk, key, p.tk, p.kv_heads, kvh, t, /*add=*/true, {1.0f, 1.0f});
-  mma_store_rows<D>(p.dv, dv, key, p.tk, p.kv_heads, kvh, t, /*add=*/true, {1.0f, 1.0f});
+  mma_store_rows<D>(p.dk, dk, th, p.kv_heads, kvh, /*add=*/true, {1.0f, 1.0f});
+  mma_store_rows<D>(p.dv, dv, th, p.kv_heads, kvh, /*add=*/true, {1.0f, 1.0f});
 }
 
 }  // namespace vidlora::model::cuda
