@@ -146,7 +146,13 @@ if __name__ == "__main__":
         print("# torch sees no CUDA device", file=sys.stderr)
         sys.exit(77)
     print(f"# torch {torch.__version__} on {torch.cuda.get_device_name(0)}", file=sys.stderr)
-    for bench in (lora, adamw, nf4, qlora, sdpa):
+    # The comparisons named on the command line (tools/gpu-check.sh runs sdpa, the attention gate's, first), else all.
+    every = {f.__name__: f for f in (sdpa, lora, adamw, nf4, qlora)}
+    unknown = [n for n in sys.argv[1:] if n not in every]
+    if unknown:
+        print(f"# unknown comparison(s) {unknown}; known: {list(every)}", file=sys.stderr)
+        sys.exit(2)
+    for bench in [every[n] for n in sys.argv[1:]] or list(every.values()):
         try:
             bench()
         except Exception as e:  # one failing comparison must not hide the others

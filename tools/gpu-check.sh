@@ -11,11 +11,14 @@
 # for this GPU's architecture: the fallback when the build here fails) and `.whl/site/` (bitsandbytes,
 # unpacked, for the PyTorch comparison).
 #
-# Order: the build (the NCCL programs in it; -k 0, so a unit that fails to compile costs only its programs), the
-# CUDA tests tag by tag, the 7B preset steps (issue 14's gate), the kernel benchmarks and the PyTorch comparison
-# (the kernel gates), the transformers + PEFT + bitsandbytes step (the preset gate's baseline: T4, L4 and the
-# checkpointing A100 / H100 steps, VIDLORA_GPU_CHECK_HF_PRESETS), NCCL, the fp32-frozen preset baselines and
-# memcheck. One deadline bounds the whole run
+# Order, the gates first: the build (the NCCL programs in it; -k 0, so a unit that fails to compile costs only its
+# programs), the CUDA tests tag by tag (`tests`), the 7B preset steps (`presets`: issue 14's gate), the
+# transformers + PEFT + bitsandbytes step (`hf`: the preset gate's baseline: T4, L4 and the checkpointing A100 / H100
+# steps, VIDLORA_GPU_CHECK_HF_PRESETS), the attention gate (`attention`: the bf16 kernels at T 4096 against SDPA
+# flash), NCCL (`nccl`: issue 15), the other kernel benchmarks and PyTorch comparisons (`bench`), the fp32-frozen
+# preset baselines (`fp32`) and memcheck (`memcheck`). VIDLORA_GPU_CHECK_PARTS (a comma list of those names, default
+# all) runs only some: a second call on the same warm machine, whose build directory is still there, runs what the
+# first one's deadline skipped. One deadline bounds the whole run
 # (VIDLORA_GPU_CHECK_BUDGET_S, default 540 s: under the device call's 600 s): every step's limit is cut to what is
 # left, and a step with under 15 s left is skipped. Each table row is printed as it is made ("row: ..."), and with
 # $OUT set (the device machine's folder that comes back) the logs are tarred into $OUT/logs.tgz after each part,
@@ -62,7 +65,11 @@ if [[ -d "$here/.gpu-deps/usr" ]]; then  # C++ dependencies carried from the dev
   extra+=(-DCMAKE_PREFIX_PATH="$here/.gpu-deps/usr")
   export LD_LIBRARY_PATH="$here/.gpu-deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
+parts=",${VIDLORA_GPU_CHECK_PARTS:-tests,presets,hf,attention,nccl,bench,fp32,memcheck},"
+part() { [[ "$parts" == *",$1,"* ]]; }  # part NAME: this run includes it
+[[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" == 1 ]] && parts=",tests,nccl,memcheck,"
 bin="$build"  # where the programs are: the build here, or the carried prebuilt ones
+cuda_tests="$build/tests/cuda/vidlora_cuda_tests"  # (tests/cuda/CMakeLists.txt defines it)
 benches=(bench_cuda_quant bench_cuda_optim bench_cuda_lora bench_cuda_attention)
 targets=(vidlora_cuda_tests vidlora_cuda_host_tests)
 [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" == 1 ]] || targets+=("${benches[@]}" bench_cuda_preset_step)
@@ -85,7 +92,7 @@ if timeout 120 cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release 
   fi
   run_capped 300 cmake --build "$build" --target "${targets[@]}" "${nccl_targets[@]}" -j "$jobs" -- -k 0 \
     >"$log/build.txt" 2>&1 || { grep -E "error|FAILED" "$log/build.txt" | head -40; echo "gpu-check: build had failures ($log/build.txt)" >&2; }
-  [[ -x "$build/vidlora_cuda_tests" ]] && built=1
+  [[ -x "$cuda_tests" ]] && built=1
 else
   tail -30 "$log/configure.txt"
   echo "gpu-check: configure failed ($log/configure.txt)" >&2
@@ -94,9 +101,13 @@ if [[ $built == 0 ]]; then
   if [[ -x "$here/.gpu-prebuilt/vidlora_cuda_tests" ]]; then
     echo "gpu-check: using the carried prebuilt programs in .gpu-prebuilt"
     bin="$here/.gpu-prebuilt"
+    cuda_tests="$bin/vidlora_cuda_tests"
     mkdir -p "$bin/tests"
     [[ -x "$bin/vidlora_cuda_host_tests" ]] && ln -sf "$bin/vidlora_cuda_host_tests" "$bin/tests/vidlora_cuda_host_tests"
   else
+    echo "gpu-check: no $cuda_tests after the build, and no .gpu-prebuilt/ to fall back on" >&2
+    [[ -f "$log/build.txt" ]] && tail -n 60 "$log/build.txt"
+    snapshot
     exit 1
   fi
 fi
@@ -107,33 +118,38 @@ status=0
 row() { rows+=("$(printf '%-46s %-10s %s' "$1" "$2" "$3")"); printf 'row: %s\n' "${rows[-1]}"; }
 summary() { grep -E "passed|failed" "$1" | tail -n1; }
 
-run_capped 60 "$bin/tests/vidlora_cuda_host_tests" >"$log/cuda_host.txt" 2>&1
-rc=$?; [[ $rc == 0 ]] && row "tests: cuda_host (CPU side)" PASS "$(summary "$log/cuda_host.txt")" || { row "tests: cuda_host (CPU side)" FAIL "see $log/cuda_host.txt"; status=1; }
+if part tests; then
+  run_capped 60 "$bin/tests/vidlora_cuda_host_tests" >"$log/cuda_host.txt" 2>&1
+  rc=$?; [[ $rc == 0 ]] && row "tests: cuda_host (CPU side)" PASS "$(summary "$log/cuda_host.txt")" || { row "tests: cuda_host (CPU side)" FAIL "see $log/cuda_host.txt"; status=1; }
 
-# The register-tile attention first (model/cuda/flash_attention_mma.cuh, what every bf16 / fp16 step on sm_80+ runs):
-# if it fails, the rest of the run goes on the shared-memory kernels (VIDLORA_ATTENTION_REGISTER_TILES=0), so that one
-# kernel's failure does not hide what the decoder, trainer and preset rows would show.
-run_capped 60 "$bin/vidlora_cuda_tests" -w NoTests "cuda register-tile attention*" >"$log/cuda_register_tiles.txt" 2>&1
-case $? in
-  0) row "tests: register-tile attention" PASS "$(summary "$log/cuda_register_tiles.txt")" ;;
-  77) row "tests: register-tile attention" SKIP "no CUDA device" ;;
-  *) row "tests: register-tile attention" FAIL "see $log/cuda_register_tiles.txt; the rest runs on shared-memory tiles"
-     status=1
-     grep -E "FAILED|with expansion|^  [A-Z]|failed" "$log/cuda_register_tiles.txt" | head -20
-     export VIDLORA_ATTENTION_REGISTER_TILES=0 ;;
-esac
-
-for tag in core quant optim loss model lora layer decoder trainer; do
-  run_capped 90 "$bin/vidlora_cuda_tests" "[$tag]" >"$log/cuda_$tag.txt" 2>&1
-  rc=$?
-  case $rc in
-    0) row "tests: cuda [$tag]" PASS "$(summary "$log/cuda_$tag.txt")" ;;
-    77) row "tests: cuda [$tag]" SKIP "no CUDA device" ;;
-    *) row "tests: cuda [$tag]" FAIL "exit $rc, see $log/cuda_$tag.txt"; status=1
-       grep -E "FAILED|with expansion|^  [A-Z]|failed" "$log/cuda_$tag.txt" | head -20 ;;
+  # The register-tile attention first (model/cuda/flash_attention_mma.cuh, what every bf16 / fp16 step on sm_80+
+  # runs): if it fails, the rest of the run goes on the shared-memory kernels (VIDLORA_ATTENTION_REGISTER_TILES=0), so
+  # that one kernel's failure does not hide what the decoder, trainer and preset rows would show. ([model] below
+  # leaves it out: it ran here.)
+  run_capped 60 "$cuda_tests" -w NoTests "cuda register-tile attention*" >"$log/cuda_register_tiles.txt" 2>&1
+  case $? in
+    0) row "tests: register-tile attention" PASS "$(summary "$log/cuda_register_tiles.txt")" ;;
+    77) row "tests: register-tile attention" SKIP "no CUDA device" ;;
+    *) row "tests: register-tile attention" FAIL "see $log/cuda_register_tiles.txt; the rest runs on shared-memory tiles"
+       status=1
+       grep -E "FAILED|with expansion|^  [A-Z]|failed" "$log/cuda_register_tiles.txt" | head -20
+       export VIDLORA_ATTENTION_REGISTER_TILES=0 ;;
   esac
-done
-snapshot
+
+  for tag in core quant optim loss model lora layer decoder trainer; do
+    spec="[$tag]"
+    [[ $tag == model ]] && spec="[model]~cuda register-tile attention*"
+    run_capped 90 "$cuda_tests" "$spec" >"$log/cuda_$tag.txt" 2>&1
+    rc=$?
+    case $rc in
+      0) row "tests: cuda [$tag]" PASS "$(summary "$log/cuda_$tag.txt")" ;;
+      77) row "tests: cuda [$tag]" SKIP "no CUDA device" ;;
+      *) row "tests: cuda [$tag]" FAIL "exit $rc, see $log/cuda_$tag.txt"; status=1
+         grep -E "FAILED|with expansion|^  [A-Z]|failed" "$log/cuda_$tag.txt" | head -20 ;;
+    esac
+  done
+  snapshot
+fi
 
 # Issue 14's preset gate: LLaVA-NeXT-Video-7B's decoder, one stage-2 step per GPU preset under its card's cap
 # (benchmarks/bench_cuda_preset_step.cu; a step that does not fit reports the allocator's error). One process per
@@ -190,118 +206,23 @@ for b in merged:
 PY
 )
 }
-if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
+# The four presets first (the gate), then the checkpointing rows (the HF baseline's fallbacks); the fp32 baselines
+# come last of all.
+if part presets; then
   : >"$log/preset_step.txt"
   : >"$log/preset_step.err"
-  # The four presets first (the gate), then the checkpointing rows (the HF baseline's fallbacks); the fp32 baselines
-  # come last of all.
+  rm -f "$log"/preset_step_*.json  # (a build directory reused: no earlier run's rows)
   preset_steps T4 L4 A100 H100 A100_checkpointing H100_checkpointing
 fi
-
 snapshot
 
-if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
-  for b in "${benches[@]}"; do
-    run_capped 90 "$bin/$b" --benchmark_min_time="$min_time" --benchmark_format=csv >"$log/$b.csv" 2>"$log/$b.err"
-    rc=$?
-    if [[ $rc == 77 ]]; then
-      row "bench: $b" SKIP "no CUDA device"
-    elif [[ $rc == 0 ]]; then
-      # name,iterations,real_time,cpu_time,time_unit,bytes_per_second,items_per_second,label,error_occurred,error_message,<counters>
-      while IFS=, read -r name _iters real _cpu unit bps rest; do
-        [[ "$name" == name || -z "$name" ]] && continue
-        name="${name//\"/}"
-        detail=""
-        [[ -n "$bps" ]] && detail="$(awk -v b="$bps" 'BEGIN{printf "%.1f GB/s", b/1e9}')"
-        counter="$(echo "$rest" | awk -F, '{print $NF}')"
-        if [[ -z "$detail" && -n "$counter" && "$name" == BM_attention_fwd/* ]]; then
-          detail="$(awk -v c="$counter" 'BEGIN{printf "%.1f TFLOP/s (causal, forward)", c}')"
-        elif [[ -z "$detail" && -n "$counter" && "$b" == bench_cuda_attention ]]; then
-          detail="$(awk -v c="$counter" 'BEGIN{printf "%.1f TFLOP/s (causal, fwd + 2.5x bwd)", c}')"
-        elif [[ -z "$detail" && -n "$counter" && "$b" == bench_cuda_lora ]]; then
-          detail="$(awk -v c="$counter" 'BEGIN{printf "%.0f GFLOP/s (frozen-equivalent)", c}')"
-        elif [[ -z "$detail" && -n "$counter" ]]; then  # bench_cuda_optim's trainer rows: the values stepped
-          detail="$(awk -v c="$counter" 'BEGIN{printf "%.0f values", c}')"
-        fi
-        row "bench: $name" "$(printf '%.3f %s' "$real" "$unit")" "$detail"
-      done <"$log/$b.csv"
-    else
-      row "bench: $b" FAIL "see $log/$b.err"; status=1
-    fi
-  done
-fi
-
-snapshot
-
-# The PyTorch / PEFT / bitsandbytes comparison, where the GPU image's python3 has torch.
+# The PyTorch / PEFT / bitsandbytes comparisons, where the GPU image's python3 has torch.
 [[ -d "$here/.whl/site" ]] && export PYTHONPATH="$here/.whl/site${PYTHONPATH:+:$PYTHONPATH}"
-
-if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]] && python3 -c "import torch" >/dev/null 2>&1; then
-  if PYTHONUNBUFFERED=1 run_capped 120 python3 "$here/benchmarks/cuda_pytorch.py" >"$log/pytorch.csv" 2>"$log/pytorch.err"; then
-    while IFS=, read -r name ms; do
-      [[ "$name" == \#* || -z "$name" ]] && continue
-      row "torch: $name" "$ms ms" ""
-    done <"$log/pytorch.csv"
-  else
-    row "torch: benchmarks/cuda_pytorch.py" FAIL "see $log/pytorch.err"
-  fi
-  grep '^#' "$log/pytorch.err" | head -10
-fi
-
-# Goal ratios from the CSVs (real_time column 3, bytes_per_second column 6).
-t() { awk -F, -v n="$2" '{g=$1; gsub(/"/,"",g)} g==n {print $3; exit}' "$log/$1.csv" 2>/dev/null; }
-bw() { awk -F, -v n="$2" '{g=$1; gsub(/"/,"",g)} g==n {print $6; exit}' "$log/$1.csv" 2>/dev/null; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
-if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
-  row "goal: nf4 dequant f32 / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_quant 'BM_dequantize_nf4<float>/manual_time')" "$(bw bench_cuda_quant 'BM_copy_baseline<float>/manual_time')")" ">= 0.70"
-  row "goal: nf4 dequant bf16 / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_quant 'BM_dequantize_nf4<__nv_bfloat16>/manual_time')" "$(bw bench_cuda_quant 'BM_copy_baseline<__nv_bfloat16>/manual_time')")" ">= 0.70"
-  row "goal: adamw / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_adamw_multi_tensor/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
-  row "goal: grad norm+clip / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_grad_norm_clip/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
-  # The Trainer's optimizer phase per step at the H100 preset's 181 M trainable values: host (copies both ways, the
-  # host's passes) over device (DeviceAdamW, the values copied down) wall time.
-  row "trainer optimizer step 181M: host / device" "$(ratio "$(t bench_cuda_optim BM_trainer_optimizer_host/iterations:3/real_time)" "$(t bench_cuda_optim BM_trainer_optimizer_device/iterations:3/real_time)")" "speed-up"
-  L=bench_cuda_lora
-  for fused in 0 1; do
-    fn=$([[ $fused == 1 ]] && echo "fused expand" || echo "cuBLASLt expand")
-    for d in 0 5; do
-      row "goal: lora fwd+bwd / frozen, dropout $d%, $fn" "$(ratio "$(t $L "BM_lora_forward_backward_bf16/dropout_pct:$d/fused:$fused/manual_time")" "$(t $L "BM_frozen_gemms_bf16/autotune:0/manual_time")")" "<= 1.15"
-    done
-  done
-  # Speed-up over PyTorch (torch ms / vidlora ms; goal >= 1: at least as fast).
-  tms() { awk -F, -v n="$2" '{g=$1; gsub(/"/,"",g)} g==n {f = ($5 ~ /us/) ? 1e-3 : ($5 ~ /ns/) ? 1e-6 : ($5 ~ /ms/) ? 1 : 1e3; print $3 * f; exit}' "$log/$1.csv" 2>/dev/null; }
-  pms() { awk -F, -v n="$1" '$1==n {print $2; exit}' "$log/pytorch.csv" 2>/dev/null; }
-  speedup() { row "vs torch: $1" "$(ratio "$(pms "$3")" "$(tms "${2%%:*}" "${2#*:}")")" ">= 1.00 ($3)"; }
-  speedup "frozen bf16 GEMMs (heuristic)" "$L:BM_frozen_gemms_bf16/autotune:0/manual_time" torch_frozen_linear_fwd_bwd_bf16
-  # Attention fwd + bwd, T 4096, 32 heads, d 128: the tiled kernels (fp32, TF32, bf16 and fp16 on register tiles where
-  # the GPU takes them, bf16 at tile 32, bf16 on shared-memory tiles) against
-  # SDPA flash in bf16 (goal: our bf16 kernel at least 0.9 of its speed) and against our row kernels.
-  A=bench_cuda_attention
-  for kern in 1 2 3 4 5 6; do
-    case $kern in 1) kn=fp32 ;; 2) kn=TF32 ;; 3) kn=bf16 ;; 4) kn=fp16 ;; 5) kn="bf16 tile 32" ;; 6) kn="bf16 shared-memory tiles" ;; esac
-    speedup "attention fwd+bwd T4096, tiled $kn" "$A:BM_attention_fwd_bwd/T:4096/kernel:$kern/manual_time" torch_sdpa_flash_fwd_bwd_bf16_T4096
-    row "tiled $kn attention / row kernels, T4096" "$(ratio "$(t $A BM_attention_fwd_bwd/T:4096/kernel:0/manual_time)" "$(t $A "BM_attention_fwd_bwd/T:4096/kernel:$kern/manual_time")")" "speed-up"
-  done
-  row "goal: sdpa flash bf16 / tiled bf16 attention, T4096" "$(ratio "$(pms torch_sdpa_flash_fwd_bwd_bf16_T4096)" "$(tms $A BM_attention_fwd_bwd/T:4096/kernel:3/manual_time)")" ">= 0.90"
-  # The forward alone: the register-tile forward and the shared-memory one against SDPA flash's forward (kernel 3 is
-  # the shared-memory one too when the register-tile test failed: VIDLORA_ATTENTION_REGISTER_TILES=0).
-  speedup "attention fwd T4096, bf16 register tiles${VIDLORA_ATTENTION_REGISTER_TILES:+ (off: shared-memory)}" "$A:BM_attention_fwd/T:4096/kernel:3/manual_time" torch_sdpa_flash_fwd_bf16_T4096
-  speedup "attention fwd T4096, bf16 shared-memory tiles" "$A:BM_attention_fwd/T:4096/kernel:6/manual_time" torch_sdpa_flash_fwd_bf16_T4096
-  for d in 0 5; do
-    speedup "lora fwd+bwd, dropout $d%" "$L:BM_lora_forward_backward_bf16/dropout_pct:$d/fused:0/manual_time" peft_lora_fwd_bwd_bf16_dropout$d
-    speedup "qlora nf4 fwd+bwd, dropout $d%" "$L:BM_qlora_nf4_forward_backward_bf16/dropout_pct:$d/fused:0/manual_time" peft_qlora_nf4_fwd_bwd_bf16_dropout$d
-  done
-  speedup "adamw 40Mi (torch fused)" "bench_cuda_optim:BM_adamw_multi_tensor/manual_time" torch_adamw_fused_40Mi
-  speedup "adamw 40Mi (torch foreach)" "bench_cuda_optim:BM_adamw_multi_tensor/manual_time" torch_adamw_foreach_40Mi
-  speedup "grad norm + clip 40Mi" "bench_cuda_optim:BM_grad_norm_clip/manual_time" torch_clip_grad_norm_40Mi
-  speedup "nf4 dequantize 8192x8192 bf16 (bnb)" "bench_cuda_quant:BM_dequantize_nf4<__nv_bfloat16>/manual_time" bnb_dequantize_nf4_8192x8192_bf16
-  speedup "nf4 gemv 8192x8192 (bnb: bf16 x)" "bench_cuda_quant:BM_dequant_gemv_nf4/manual_time" bnb_gemv_4bit_8192x8192_bf16
-fi
-
-snapshot
 
 # The preset gate's baseline: the same steps in transformers + PEFT + bitsandbytes (benchmarks/hf_preset_step.py),
 # with the settings from the preset types (examples/presets_table.cpp --json, compiled here: it needs only fmt).
-if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]] && python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
+# Compared with this run's preset rows, or with an earlier call's (preset_step.json, left in the build directory).
+if part hf && (( $(cap_s 60) >= 15 )) && python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
   fmt_flags=()
   [[ -d "$here/.gpu-deps/usr" ]] && fmt_flags=(-I"$here/.gpu-deps/usr/include" -L"$here/.gpu-deps/usr/lib/x86_64-linux-gnu")
   if "${CXX:-g++}" -std=c++20 -O1 -I"$here/include" "${fmt_flags[@]}" -DVIDLORA_ACTIVE_PRESET=Cpu \
@@ -353,49 +274,164 @@ PY
 fi
 snapshot
 
-# NCCL with one rank against comm::Single: the all-reduce, then the CUDA Trainer over it. In one process over a
-# comm::Single bootstrap (vidlora::nccl_core: CUDA and NCCL, no MPI needed), and the all-reduce also under mpiexec
-# when configure found MPI (vidlora::nccl). NCCL refuses two ranks on one GPU.
-nccl_row() {  # name, rc, log
-  case $2 in
-    0) row "tests: $1" PASS "$(tail -n1 "$3")" ;;
-    77) row "tests: $1" SKIP "no CUDA device" ;;
-    *) row "tests: $1" FAIL "exit $2, see $3"; status=1; tail -n 12 "$3" ;;
-  esac
-}
-if [[ $built == 1 && ${#nccl_targets[@]} -gt 0 ]]; then
-  if [[ -x "$build/tests/mpi/vidlora_nccl_tests_one_process" && -x "$build/tests/mpi/vidlora_nccl_trainer_tests_one_process" ]]; then
-    for t in vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process; do
-      run_capped 120 "$build/tests/mpi/$t" >"$log/$t.txt" 2>&1
-      nccl_row "$t (comm::Single bootstrap)" $? "$log/$t.txt"
-    done
-    if [[ " ${nccl_targets[*]} " == *" vidlora_nccl_tests "* ]]; then
-      mpiexec_bin="$(sed -n 's/^MPIEXEC_EXECUTABLE:[A-Z]*=//p' "$build/CMakeCache.txt")"
-      run_capped 60 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "$mpiexec_bin" -np 1 \
-        "$build/tests/mpi/vidlora_nccl_tests" >"$log/vidlora_nccl_tests.txt" 2>&1
-      nccl_row "vidlora_nccl_tests (mpiexec, one rank)" $? "$log/vidlora_nccl_tests.txt"
-    else
-      row "tests: nccl under mpiexec" SKIP "no MPI here (the one-process tests above cover the NCCL calls)"
-    fi
+# A benchmark program's rows: bench_rows PROGRAM CSV [ARGS...] runs it into $log/CSV.csv and prints a row per run.
+bench_rows() {
+  local b=$1 csv="$log/$2.csv" err="$log/$2.err" rc name _iters real _cpu unit bps rest detail counter
+  shift 2
+  run_capped 90 "$bin/$b" --benchmark_min_time="$min_time" --benchmark_format=csv "$@" >"$csv" 2>"$err"
+  rc=$?
+  if [[ $rc == 77 ]]; then
+    row "bench: $b" SKIP "no CUDA device"
+  elif [[ $rc == 0 ]]; then
+    # name,iterations,real_time,cpu_time,time_unit,bytes_per_second,items_per_second,label,error_occurred,error_message,<counters>
+    while IFS=, read -r name _iters real _cpu unit bps rest; do
+      [[ "$name" == name || -z "$name" ]] && continue
+      name="${name//\"/}"
+      detail=""
+      [[ -n "$bps" ]] && detail="$(awk -v b="$bps" 'BEGIN{printf "%.1f GB/s", b/1e9}')"
+      counter="$(echo "$rest" | awk -F, '{print $NF}')"
+      if [[ -z "$detail" && -n "$counter" && "$name" == BM_attention_fwd/* ]]; then
+        detail="$(awk -v c="$counter" 'BEGIN{printf "%.1f TFLOP/s (causal, forward)", c}')"
+      elif [[ -z "$detail" && -n "$counter" && "$b" == bench_cuda_attention ]]; then
+        detail="$(awk -v c="$counter" 'BEGIN{printf "%.1f TFLOP/s (causal, fwd + 2.5x bwd)", c}')"
+      elif [[ -z "$detail" && -n "$counter" && "$b" == bench_cuda_lora ]]; then
+        detail="$(awk -v c="$counter" 'BEGIN{printf "%.0f GFLOP/s (frozen-equivalent)", c}')"
+      elif [[ -z "$detail" && -n "$counter" ]]; then  # bench_cuda_optim's trainer rows: the values stepped
+        detail="$(awk -v c="$counter" 'BEGIN{printf "%.0f values", c}')"
+      fi
+      row "bench: $name" "$(printf '%.3f %s' "$real" "$unit")" "$detail"
+    done <"$csv"
   else
-    row "tests: nccl" FAIL "not built, see $log/build.txt"; status=1
+    row "bench: $b${*:+ $*}" FAIL "exit $rc, see $err"; status=1
   fi
-else
-  row "tests: nccl" SKIP "vidlora::nccl_core not built here (needs NCCL: nccl.h, libnccl)"
+}
+# cuda_pytorch.py's comparisons into $log/CSV.csv: torch_rows CSV BENCH...
+torch_rows() {
+  local csv="$log/$1.csv" err="$log/$1.err" name ms
+  shift
+  if ! python3 -c "import torch" >/dev/null 2>&1; then
+    row "torch: $*" SKIP "no torch in this python3"
+    return
+  fi
+  if PYTHONUNBUFFERED=1 run_capped 120 python3 "$here/benchmarks/cuda_pytorch.py" "$@" >"$csv" 2>"$err"; then
+    while IFS=, read -r name ms; do
+      [[ "$name" == \#* || -z "$name" ]] && continue
+      row "torch: $name" "$ms ms" ""
+    done <"$csv"
+  else
+    row "torch: benchmarks/cuda_pytorch.py $*" FAIL "see $err"
+  fi
+  grep '^#' "$err" | head -10
+}
+# Goal ratios from the CSVs (real_time column 3, bytes_per_second column 6); a program's rows may be in two CSVs
+# (bench_cuda_attention's gate rows in bench_cuda_attention_gate.csv).
+t() { cat "$log/$1".csv "$log/$1"_gate.csv 2>/dev/null | awk -F, -v n="$2" '{g=$1; gsub(/"/,"",g)} g==n {print $3; exit}'; }
+bw() { cat "$log/$1".csv "$log/$1"_gate.csv 2>/dev/null | awk -F, -v n="$2" '{g=$1; gsub(/"/,"",g)} g==n {print $6; exit}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+# Speed-up over PyTorch (torch ms / vidlora ms; goal >= 1: at least as fast).
+tms() { cat "$log/$1".csv "$log/$1"_gate.csv 2>/dev/null | awk -F, -v n="$2" '{g=$1; gsub(/"/,"",g)} g==n {f = ($5 ~ /us/) ? 1e-3 : ($5 ~ /ns/) ? 1e-6 : ($5 ~ /ms/) ? 1 : 1e3; print $3 * f; exit}'; }
+pms() { cat "$log"/pytorch*.csv 2>/dev/null | awk -F, -v n="$1" '$1==n {print $2; exit}'; }
+speedup() { row "vs torch: $1" "$(ratio "$(pms "$3")" "$(tms "${2%%:*}" "${2#*:}")")" ">= 1.00 ($3)"; }
+A=bench_cuda_attention
+attention_gate='^BM_attention_fwd(_bwd)?/T:4096/kernel:[36]/'  # bf16: register tiles (3), shared-memory tiles (6)
+
+# The attention gate: forward + backward at T 4096, 32 heads, head dim 128, bf16, against SDPA flash in bf16 (goal: at
+# least 0.9 of its speed), and the forward alone (kernel 3 is the shared-memory one too when the register-tile test
+# failed: VIDLORA_ATTENTION_REGISTER_TILES=0).
+if part attention; then
+  rm -f "$log/${A}_gate.csv" "$log/pytorch_attention.csv"
+  bench_rows "$A" "${A}_gate" --benchmark_filter="$attention_gate"
+  torch_rows pytorch_attention sdpa
+  row "goal: sdpa flash bf16 / tiled bf16 attention, T4096" "$(ratio "$(pms torch_sdpa_flash_fwd_bwd_bf16_T4096)" "$(tms $A BM_attention_fwd_bwd/T:4096/kernel:3/manual_time)")" ">= 0.90"
+  speedup "attention fwd+bwd T4096, bf16 shared-memory tiles" "$A:BM_attention_fwd_bwd/T:4096/kernel:6/manual_time" torch_sdpa_flash_fwd_bwd_bf16_T4096
+  speedup "attention fwd T4096, bf16 register tiles${VIDLORA_ATTENTION_REGISTER_TILES:+ (off: shared-memory)}" "$A:BM_attention_fwd/T:4096/kernel:3/manual_time" torch_sdpa_flash_fwd_bf16_T4096
+  speedup "attention fwd T4096, bf16 shared-memory tiles" "$A:BM_attention_fwd/T:4096/kernel:6/manual_time" torch_sdpa_flash_fwd_bf16_T4096
+  snapshot
 fi
 
+if part nccl; then
+  # NCCL with one rank against comm::Single: the all-reduce, then the CUDA Trainer over it. In one process over a
+  # comm::Single bootstrap (vidlora::nccl_core: CUDA and NCCL, no MPI needed), and the all-reduce also under mpiexec
+  # when configure found MPI (vidlora::nccl). NCCL refuses two ranks on one GPU.
+  nccl_row() {  # name, rc, log
+    case $2 in
+      0) row "tests: $1" PASS "$(tail -n1 "$3")" ;;
+      77) row "tests: $1" SKIP "no CUDA device" ;;
+      *) row "tests: $1" FAIL "exit $2, see $3"; status=1; tail -n 12 "$3" ;;
+    esac
+  }
+  if [[ $built == 1 && ${#nccl_targets[@]} -gt 0 ]]; then
+    if [[ -x "$build/tests/mpi/vidlora_nccl_tests_one_process" && -x "$build/tests/mpi/vidlora_nccl_trainer_tests_one_process" ]]; then
+      for t in vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process; do
+        run_capped 120 "$build/tests/mpi/$t" >"$log/$t.txt" 2>&1
+        nccl_row "$t (comm::Single bootstrap)" $? "$log/$t.txt"
+      done
+      if [[ " ${nccl_targets[*]} " == *" vidlora_nccl_tests "* ]]; then
+        mpiexec_bin="$(sed -n 's/^MPIEXEC_EXECUTABLE:[A-Z]*=//p' "$build/CMakeCache.txt")"
+        run_capped 60 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "$mpiexec_bin" -np 1 \
+          "$build/tests/mpi/vidlora_nccl_tests" >"$log/vidlora_nccl_tests.txt" 2>&1
+        nccl_row "vidlora_nccl_tests (mpiexec, one rank)" $? "$log/vidlora_nccl_tests.txt"
+      else
+        row "tests: nccl under mpiexec" SKIP "no MPI here (the one-process tests above cover the NCCL calls)"
+      fi
+    else
+      row "tests: nccl" FAIL "not built, see $log/build.txt"; status=1
+    fi
+  else
+    row "tests: nccl" SKIP "vidlora::nccl_core not built here (needs NCCL: nccl.h, libnccl)"
+  fi
+fi
+snapshot
+
+# The other kernel benchmarks and PyTorch comparisons.
+if part bench; then
+  rm -f "$log/pytorch.csv"
+  for b in bench_cuda_quant bench_cuda_optim bench_cuda_lora; do bench_rows "$b" "$b"; done
+  bench_rows "$A" "$A" --benchmark_filter="-$attention_gate"
+  snapshot
+  torch_rows pytorch lora adamw nf4 qlora
+  row "goal: nf4 dequant f32 / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_quant 'BM_dequantize_nf4<float>/manual_time')" "$(bw bench_cuda_quant 'BM_copy_baseline<float>/manual_time')")" ">= 0.70"
+  row "goal: nf4 dequant bf16 / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_quant 'BM_dequantize_nf4<__nv_bfloat16>/manual_time')" "$(bw bench_cuda_quant 'BM_copy_baseline<__nv_bfloat16>/manual_time')")" ">= 0.70"
+  row "goal: adamw / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_adamw_multi_tensor/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
+  row "goal: grad norm+clip / D2D copy bandwidth" "$(ratio "$(bw bench_cuda_optim BM_grad_norm_clip/manual_time)" "$(bw bench_cuda_optim BM_copy_baseline/manual_time)")" ">= 0.70"
+  # The Trainer's optimizer phase per step at the H100 preset's 181 M trainable values: host (copies both ways, the
+  # host's passes) over device (DeviceAdamW, the values copied down) wall time.
+  row "trainer optimizer step 181M: host / device" "$(ratio "$(t bench_cuda_optim BM_trainer_optimizer_host/iterations:3/real_time)" "$(t bench_cuda_optim BM_trainer_optimizer_device/iterations:3/real_time)")" "speed-up"
+  L=bench_cuda_lora
+  for fused in 0 1; do
+    fn=$([[ $fused == 1 ]] && echo "fused expand" || echo "cuBLASLt expand")
+    for d in 0 5; do
+      row "goal: lora fwd+bwd / frozen, dropout $d%, $fn" "$(ratio "$(t $L "BM_lora_forward_backward_bf16/dropout_pct:$d/fused:$fused/manual_time")" "$(t $L "BM_frozen_gemms_bf16/autotune:0/manual_time")")" "<= 1.15"
+    done
+  done
+  speedup "frozen bf16 GEMMs (heuristic)" "$L:BM_frozen_gemms_bf16/autotune:0/manual_time" torch_frozen_linear_fwd_bwd_bf16
+  # Every tiled kernel (fp32, TF32, bf16 and fp16 on register tiles where the GPU takes them, bf16 at tile 32, bf16
+  # on shared-memory tiles) against SDPA flash in bf16 and against our row kernels.
+  for kern in 1 2 3 4 5 6; do
+    case $kern in 1) kn=fp32 ;; 2) kn=TF32 ;; 3) kn=bf16 ;; 4) kn=fp16 ;; 5) kn="bf16 tile 32" ;; 6) kn="bf16 shared-memory tiles" ;; esac
+    speedup "attention fwd+bwd T4096, tiled $kn" "$A:BM_attention_fwd_bwd/T:4096/kernel:$kern/manual_time" torch_sdpa_flash_fwd_bwd_bf16_T4096
+    row "tiled $kn attention / row kernels, T4096" "$(ratio "$(t $A BM_attention_fwd_bwd/T:4096/kernel:0/manual_time)" "$(t $A "BM_attention_fwd_bwd/T:4096/kernel:$kern/manual_time")")" "speed-up"
+  done
+  for d in 0 5; do
+    speedup "lora fwd+bwd, dropout $d%" "$L:BM_lora_forward_backward_bf16/dropout_pct:$d/fused:0/manual_time" peft_lora_fwd_bwd_bf16_dropout$d
+    speedup "qlora nf4 fwd+bwd, dropout $d%" "$L:BM_qlora_nf4_forward_backward_bf16/dropout_pct:$d/fused:0/manual_time" peft_qlora_nf4_fwd_bwd_bf16_dropout$d
+  done
+  speedup "adamw 40Mi (torch fused)" "bench_cuda_optim:BM_adamw_multi_tensor/manual_time" torch_adamw_fused_40Mi
+  speedup "adamw 40Mi (torch foreach)" "bench_cuda_optim:BM_adamw_multi_tensor/manual_time" torch_adamw_foreach_40Mi
+  speedup "grad norm + clip 40Mi" "bench_cuda_optim:BM_grad_norm_clip/manual_time" torch_clip_grad_norm_40Mi
+  speedup "nf4 dequantize 8192x8192 bf16 (bnb)" "bench_cuda_quant:BM_dequantize_nf4<__nv_bfloat16>/manual_time" bnb_dequantize_nf4_8192x8192_bf16
+  speedup "nf4 gemv 8192x8192 (bnb: bf16 x)" "bench_cuda_quant:BM_dequant_gemv_nf4/manual_time" bnb_gemv_4bit_8192x8192_bf16
+fi
 snapshot
 
 # The fp32-frozen baselines of the preset step (what the 16-bit frozen GEMMs gain), when time is left.
-if [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" != 1 ]]; then
-  preset_steps T4/fp32_frozen H100/fp32_frozen
-fi
+part fp32 && preset_steps T4/fp32_frozen H100/fp32_frozen
 snapshot
 
 # compute-sanitizer memcheck over the CUDA tests (out-of-bounds and misaligned accesses the value checks miss).
-if [[ "${VIDLORA_GPU_CHECK_SANITIZE:-1}" != 0 ]] && command -v compute-sanitizer >/dev/null 2>&1; then
+if part memcheck && [[ "${VIDLORA_GPU_CHECK_SANITIZE:-1}" != 0 ]] && command -v compute-sanitizer >/dev/null 2>&1; then
   for tag in core quant optim loss model lora layer decoder trainer; do  # one process per tag: a fault cannot hide the later tags
-    run_capped 90 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 "$bin/vidlora_cuda_tests" "[$tag]" \
+    run_capped 90 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 "$cuda_tests" "[$tag]" \
       >"$log/memcheck_$tag.txt" 2>&1
     rc=$?
     case $rc in
