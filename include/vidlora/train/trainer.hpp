@@ -646,37 +646,116 @@ class Trainer {
     host_lora_grads_zero_ = true;
   }
 
-  // One optimizer step over the clips order[k·B·A, (k+1)·B·A). Returns false when the step was skipped (NaN).
+  // ---- one optimizer step ----
+  // train_step runs these parts in order: the step's clips and token counts (step_clips), where its gradients are
+  // summed and where the optimizer runs (begin_gradients), the micro-batches' losses and backward passes
+  // (run_micro_batches), the gradients handed over and summed over the ranks (finish_gradients), their check
+  // (check_gradients), then either a skipped step (skip_overflow_step, skip_empty_step, skip_nan_step) or the
+  // optimizer's step (apply_step) and its record (report_step).
+
+  // The step's clips on this rank and the step's token counts over every rank.
+  struct StepClips {
+    std::vector<std::size_t> clips, slots;  // clips[i] is the step's slots[i]-th clip (over every rank)
+    std::vector<std::vector<int>> answers;  // answers[i]: clips[i]'s answer ids
+    std::size_t per_rank = 0;               // batch × accumulation: the clips a rank takes per step
+    long local_valid = 0;                   // supervised tokens on this rank
+    long total_valid = 0;                   // over every rank: what the loss is normalised by
+    std::size_t total_clips = 0;            // clips with features, over every rank
+  };
+
+  // Where the step's gradients go.
+  struct StepGradients {
+    bool per_clip = false;          // batch_invariant: each clip its own micro-batch, the gradients summed in float64
+    bool device_rounds = false;     // the device rounds its float64 sums to float32 itself and hands over that
+    bool host_sums = false;         // the device's float64 sums go to the step's ClipGradientSum
+    bool device_optimizer = false;  // unscale, clipping and AdamW on the device
+    std::vector<std::span<float>> trained;  // the host gradients the step trains
+  };
+
+  // What the micro-batches gave.
+  struct MicroBatchTotals {
+    double loss = 0.0;            // summed over the micro-batches (NaN when the loss refused the logits)
+    double flops = 0.0;           // 4·N + 6·L·d·T per sequence position this rank ran (train/lora_mfu.hpp)
+    std::string nonfinite_error;  // the loss's refusal, if any
+  };
+
+  // The gradients' state after the hand-over.
+  struct GradientCheck {
+    bool finite = false;    // the loss and every trained gradient are finite
+    bool overflow = false;  // loss scaling: the scaled gradients overflowed (torch's found_inf)
+    double grad_norm = std::nan("");
+  };
+
+  // One optimizer step over the clips order[k·B·A, (k+1)·B·A). Returns false when the step was skipped (NaN, or no
+  // clip with features); true after an overflow skip, which is not a NaN step.
   bool train_step(const std::vector<std::size_t>& order, long k, double lr, int stage, int epoch, int epochs) {
     const auto t0 = std::chrono::steady_clock::now();
-    const std::size_t per_rank = static_cast<std::size_t>(config_.batch_size) * config_.gradient_accumulation_steps;
-    const comm::IndexRange shard =
-        comm::step_shard(static_cast<std::size_t>(k), per_rank, comm_.rank(), comm_.size(), order.size());
-    const std::size_t step_begin = static_cast<std::size_t>(k) * per_rank * static_cast<std::size_t>(comm_.size());
-    std::vector<std::size_t> clips, slots;  // clips[i] is the step's slots[i]-th clip (over every rank)
-    for (std::size_t i = shard.begin; i < shard.end; ++i)
-      if (features_of(train_[order[i]])) {
-        clips.push_back(order[i]);
-        slots.push_back(i - step_begin);
-      }
+    const StepClips batch = step_clips(order, k);
     zero_all_grads();
     tensors_.pull();
-    long total_valid = 0;
-    std::vector<std::vector<int>> answers(clips.size());
-    for (std::size_t i = 0; i < clips.size(); ++i) {
-      answers[i] = answer_ids(train_[clips[i]]);
-      total_valid += static_cast<long>(answers[i].size());
+    const auto params = stage_params(static_cast<std::size_t>(stage));
+    ClipGradientSum clip_sums;
+    const StepGradients grads = begin_gradients(params, clip_sums);
+    // What finish_step hands over, after the micro-batches (every rank, also one whose step failed: the device sums
+    // are collectives); with a device sum, this rank's last micro-batch starts them block by block.
+    const std::string grads_what = fmt::format("step {}: gradients", pos_.global_step + 1);
+    const StepHandOver hand_over{.sums = grads.host_sums ? &clip_sums : nullptr,
+                                 .trained = trained_gradient(grads.trained),
+                                 .across_ranks = device_sum_,
+                                 .what = grads_what,
+                                 .keep_on_device = grads.device_optimizer};
+    MicroBatchTotals run = run_micro_batches(batch, grads.per_clip, hand_over, clip_sums);
+    finish_gradients(grads, hand_over, clip_sums, params, run.loss, batch.local_valid, t0);
+    const GradientCheck check = check_gradients(grads.device_optimizer, run.loss, batch.total_clips, params);
+    ++pos_.global_step;
+    ++steps_this_run_;
+    if (check.finite && check.overflow) return skip_overflow_step(run.loss, lr, stage, epoch);
+    if (batch.total_clips == 0) return skip_empty_step(stage, epoch);
+    if (check.finite || !loss_scaling_.enabled()) ++pos_.stage_step;
+    if (!check.finite) return skip_nan_step(run.loss, run.nonfinite_error, stage, epoch);
+    nan_streak_ = 0;
+    const AppliedStep applied = apply_step(grads.device_optimizer, lr, check.grad_norm);
+    result_.losses.push_back(run.loss);
+    report_step(StepReport{.stage = stage,
+                           .epoch = epoch,
+                           .epochs = epochs,
+                           .loss = run.loss,
+                           .lr = lr,
+                           .grad_norm = applied.grad_norm,
+                           .tokens = batch.total_valid,
+                           .flops = run.flops,
+                           .loss_scale = applied.loss_scale,
+                           .t0 = t0});
+    return true;
+  }
+
+  // The clips order[k·B·A, (k+1)·B·A) that fall to this rank and have features, their answers, and the token and clip
+  // counts summed over the ranks (with the ranks' dropout masks set for a step that is not summed clip by clip).
+  StepClips step_clips(const std::vector<std::size_t>& order, long k) {
+    StepClips b;
+    b.per_rank = static_cast<std::size_t>(config_.batch_size) * config_.gradient_accumulation_steps;
+    const comm::IndexRange shard =
+        comm::step_shard(static_cast<std::size_t>(k), b.per_rank, comm_.rank(), comm_.size(), order.size());
+    const std::size_t step_begin = static_cast<std::size_t>(k) * b.per_rank * static_cast<std::size_t>(comm_.size());
+    for (std::size_t i = shard.begin; i < shard.end; ++i)
+      if (features_of(train_[order[i]])) {
+        b.clips.push_back(order[i]);
+        b.slots.push_back(i - step_begin);
+      }
+    b.answers.resize(b.clips.size());
+    for (std::size_t i = 0; i < b.clips.size(); ++i) {
+      b.answers[i] = answer_ids(train_[b.clips[i]]);
+      b.local_valid += static_cast<long>(b.answers[i].size());
     }
-    const long local_valid = total_valid;
-    std::size_t step_clips = clips.size();
-    // batch_invariant: each clip its own micro-batch, the gradients summed clip by clip in float64.
-    const bool per_clip = config_.batch_invariant;
+    b.total_valid = b.local_valid;
+    b.total_clips = b.clips.size();
     if (comm_.size() > 1) {  // normalise by the whole step's token count, over every rank
-      std::array<double, 3> counts{static_cast<double>(total_valid), static_cast<double>(clips.size()),
+      const bool per_clip = config_.batch_invariant;
+      std::array<double, 3> counts{static_cast<double>(b.local_valid), static_cast<double>(b.clips.size()),
                                    per_clip ? 1.0 : 0.0};
       host_comm().all_reduce_sum(std::span<double>(counts), fmt::format("step {}: token counts", pos_.global_step + 1));
-      total_valid = static_cast<long>(counts[0]);
-      step_clips = static_cast<std::size_t>(counts[1]);
+      b.total_valid = static_cast<long>(counts[0]);
+      b.total_clips = static_cast<std::size_t>(counts[1]);
       check_same_summation(counts[2]);
       if (config_.lora_dropout > 0.0 && !per_clip) {  // each rank its own dropout masks, a function of (step, rank)
         const auto stride = static_cast<std::uint64_t>(2 * config_.gradient_accumulation_steps);
@@ -686,32 +765,33 @@ class Trainer {
         decoder_.for_each_lora([&](const std::string&, typename decoder_type::lora_type& l) { l.set_step(first); });
       }
     }
-    double loss = 0.0;
-    loss::CrossEntropyOptions ce;
-    ce.label_smoothing = config_.label_smoothing;
-    ce.total_valid_tokens = total_valid;
-    ce.grad_factor = loss_scaling_.grad_factor();  // 1 without loss scaling
-    std::string nonfinite_error;
-    const auto params = stage_params(static_cast<std::size_t>(stage));
-    ClipGradientSum clip_sums;
-    decoder_step_.begin_step(per_clip);  // a device step keeps its LoRA gradients there until finish_step
+    return b;
+  }
+
+  // Opens the step's gradient bracket: the decoder step's, the projector's (its device tensors under the run's cap),
+  // the optimizer bound to the device when every trained gradient is final there, and the float64 sums clip by clip.
+  StepGradients begin_gradients(const std::vector<optim::Parameter>& params, ClipGradientSum& clip_sums) {
+    StepGradients g;
+    g.per_clip = config_.batch_invariant;
+    decoder_step_.begin_step(g.per_clip);  // a device step keeps its LoRA gradients there until finish_step
     // Per clip, a device step sums its tensors' clips there. When no other rank's sums are to come (one rank, or the
     // ranks summed on the device) it also rounds them to float32 there and hands over that, half the bytes: the
     // ClipGradientSum then holds only the tensors summed on the host. Otherwise it copies its float64 sums into the
     // ClipGradientSum, which sums them over the ranks on the host.
-    const bool device_rounds = per_clip && Backend::on_device && (comm_.size() == 1 || device_sum_);
-    const std::vector<std::span<float>> trained_storage = tensors_.gradient_storage(params);
+    g.device_rounds = g.per_clip && Backend::on_device && (comm_.size() == 1 || device_sum_);
+    g.host_sums = g.per_clip && !g.device_rounds;
+    g.trained = tensors_.gradient_storage(params);
     if constexpr (kProjectorAllocator)  // the projector's device tensors under the run's cap, from the first step
       projector_.use_allocator(decoder_step_.device_allocator());
     // The optimizer on the device (train/device_optimizer.hpp) when every trained tensor lives there and its gradient
     // is final there: the step's gradients then stay on the device, and so do the new values until the host reads them.
-    const std::vector<optim::DeviceParameter> on_device_params = device_parameters(device_rounds);
-    const bool device_optimizer = !on_device_params.empty();
+    const std::vector<optim::DeviceParameter> on_device_params = device_parameters(g.device_rounds);
+    g.device_optimizer = !on_device_params.empty();
     // The host's LoRA gradients are written by this step (its backward, the device's hand-over, the sums) unless the
     // device optimizer keeps them on the device.
-    if (!device_optimizer) host_lora_grads_zero_ = false;
+    if (!g.device_optimizer) host_lora_grads_zero_ = false;
     if constexpr (DeviceOptimizer<Backend>::available) {
-      if (device_optimizer) {
+      if (g.device_optimizer) {
         if (!device_optimizer_.bound_to(optimizer_generation_, on_device_params)) sync_host_values();
         device_optimizer_.bind(*optimizer_, optimizer_generation_, on_device_params, decoder_step_.device_allocator());
       } else if (device_optimizer_.bound()) {
@@ -720,236 +800,290 @@ class Trainer {
       }
     }
     // After the binding, whose sync may move the values' version: the projector's weights are those of this version.
-    if constexpr (kProjectorBrackets) projector_.begin_step(per_clip, tensors_.values_version());
-    if (per_clip) {
-      const auto on_device = [this](std::span<float> g) {
+    if constexpr (kProjectorBrackets) projector_.begin_step(g.per_clip, tensors_.values_version());
+    if (g.per_clip) {
+      const auto on_device = [this](std::span<float> t) {
         if constexpr (kProjectorBrackets)
-          if (projector_.sums_on_device(g.data())) return true;
-        return decoder_step_.sums_on_device(g.data());
+          if (projector_.sums_on_device(t.data())) return true;
+        return decoder_step_.sums_on_device(t.data());
       };
-      std::vector<std::span<float>> storage = trained_storage;
-      if (device_rounds) std::erase_if(storage, on_device);
+      std::vector<std::span<float>> storage = g.trained;
+      if (g.device_rounds) std::erase_if(storage, on_device);
       require(!device_sum_ || storage.empty(),
               "Trainer: step {}: the communicator sums gradients on the device, but a trained tensor's gradient is "
               "summed on the host",
               pos_.global_step + 1);
       clip_sums.reset(std::move(storage), on_device);
     }
-    // What finish_step hands over, after the micro-batches below (every rank, also one whose step failed: the device
-    // sums are collectives); with a device sum, this rank's last micro-batch starts them block by block.
-    const std::string grads_what = fmt::format("step {}: gradients", pos_.global_step + 1);
-    const bool host_sums = per_clip && !device_rounds;  // the device's float64 sums go to the ClipGradientSum
-    const StepHandOver hand_over{.sums = host_sums ? &clip_sums : nullptr,
-                                 .trained = trained_gradient(trained_storage),
-                                 .across_ranks = device_sum_,
-                                 .what = grads_what,
-                                 .keep_on_device = device_optimizer};
+    return g;
+  }
+
+  // The step's micro-batches (one clip each when summed clip by clip, else batch_size clips): projector forward, the
+  // decoder's loss and backward, the projector's backward. A loss that refuses its logits (NaN / Inf) ends them.
+  MicroBatchTotals run_micro_batches(const StepClips& batch, bool per_clip, const StepHandOver& hand_over,
+                                     ClipGradientSum& clip_sums) {
+    MicroBatchTotals run;
+    loss::CrossEntropyOptions ce;
+    ce.label_smoothing = config_.label_smoothing;
+    ce.total_valid_tokens = batch.total_valid;
+    ce.grad_factor = loss_scaling_.grad_factor();  // 1 without loss scaling
     const std::size_t micro = per_clip ? 1 : static_cast<std::size_t>(config_.batch_size);
-    double step_flops = 0.0;  // 4·N + 6·L·d·T per sequence position this rank ran (train/lora_mfu.hpp)
     try {
-      for (std::size_t mb = 0; mb < clips.size(); mb += micro) {
-        const std::size_t mb_end = std::min(clips.size(), mb + micro);
-        if (per_clip && config_.lora_dropout > 0.0) set_clip_dropout_step(per_rank, slots[mb]);
+      for (std::size_t mb = 0; mb < batch.clips.size(); mb += micro) {
+        const std::size_t mb_end = std::min(batch.clips.size(), mb + micro);
+        if (per_clip && config_.lora_dropout > 0.0) set_clip_dropout_step(batch.per_rank, batch.slots[mb]);
         if constexpr (Backend::on_device)
-          if (device_sum_ && device_sum_.overlaps() && config_.overlap_gradient_sums && mb_end == clips.size())
+          if (device_sum_ && device_sum_.overlaps() && config_.overlap_gradient_sums && mb_end == batch.clips.size())
             decoder_step_.overlap_sums_with_next_call(hand_over);
-        Eigen::Index rows = 0;
-        for (std::size_t i = mb; i < mb_end; ++i) rows += cache_.at(key_of(train_[clips[i]])).rows();
-        Matrix feats(rows, projector_.in_features());
-        Eigen::Index r = 0;
-        for (std::size_t i = mb; i < mb_end; ++i) {
-          const Matrix& f = cache_.at(key_of(train_[clips[i]]));
-          feats.middleRows(r, f.rows()) = f;
-          r += f.rows();
-        }
-        if constexpr (kSpliceOnDevice) {  // the visual tokens stay on the device, spliced there
-          const float* visual = projector_.forward_on_device(feats);
-          std::vector<Eigen::Index> counts;
-          for (std::size_t i = mb; i < mb_end; ++i) counts.push_back(cache_.at(key_of(train_[clips[i]])).rows());
-          const model::SplicedLayout layout = model::splice_layout<float>(
-              codec_.prompt_ids, std::span<const std::vector<int>>(answers).subspan(mb, mb_end - mb),
-              codec_.placeholder_id, counts, decoder_.embed_tokens(), codec_.pad_id);
-          step_flops += sequence_flops(layout.batch);
-          loss += decoder_step_.loss_and_backward_spliced(layout, visual, ce).loss;
-          projector_.backward_rows(decoder_step_.kept_grad_embeds(), layout.batch.tokens(),
-                                   decoder_.embed_tokens().cols(), layout.visual_rows);
-        } else {
-          const Matrix visual = projector_.forward(feats);
-          std::vector<model::SplicedSequence> seqs;
-          r = 0;
-          for (std::size_t i = mb; i < mb_end; ++i) {
-            const Eigen::Index n = cache_.at(key_of(train_[clips[i]])).rows();
-            seqs.push_back(model::splice_visual_tokens<float>(codec_.prompt_ids, answers[i], codec_.placeholder_id,
-                                                              Matrix(visual.middleRows(r, n)),
-                                                              decoder_.embed_tokens()));
-            r += n;
-          }
-          const auto batch = model::collate<float>(seqs, decoder_.embed_tokens(), codec_.pad_id);
-          if constexpr (Backend::on_device) step_flops += sequence_flops(batch.batch);
-          auto res = decoder_step_.loss_and_backward(batch.embeds, batch.batch, batch.labels, ce);
-          loss += res.loss;
-          if constexpr (kGradEmbedsOnDevice)  // the visual rows of d loss / d embeds, gathered on the device
-            projector_.backward_rows(decoder_step_.kept_grad_embeds(), batch.embeds.rows(), batch.embeds.cols(),
-                                     batch.visual_rows);
-          else
-            projector_.backward(model::gather_rows<float>(res.grad_embeds, batch.visual_rows));
-        }
+        run.loss += micro_batch(batch, mb, mb_end, ce, run.flops);
         if (per_clip) clip_sums.take();
       }
     } catch (const comm::CommError&) {
       throw;  // the ranks' communication failed (a device step's overlapped sums): not a refused loss; the run stops
     } catch (const Error& e) {  // the loss refuses NaN/Inf logits: same as a NaN loss
-      nonfinite_error = e.what();
-      loss = std::nan("");
+      run.nonfinite_error = e.what();
+      run.loss = std::nan("");
     }
-    // The device's gradients to the host, once (summed over the ranks there first with a device communicator). Every
-    // rank, also one whose step failed above: the device sums are collectives (the step is then skipped on all).
+    return run;
+  }
+
+  // One micro-batch, the step's clips [mb, mb_end): its loss; its gradients accumulate; `flops` grows by its
+  // sequences' useful FLOPs on a device step.
+  double micro_batch(const StepClips& batch, std::size_t mb, std::size_t mb_end, const loss::CrossEntropyOptions& ce,
+                     double& flops) {
+    std::vector<Eigen::Index> counts;  // visual tokens per clip
+    Eigen::Index rows = 0;
+    for (std::size_t i = mb; i < mb_end; ++i) {
+      counts.push_back(cache_.at(key_of(train_[batch.clips[i]])).rows());
+      rows += counts.back();
+    }
+    Matrix feats(rows, projector_.in_features());
+    Eigen::Index r = 0;
+    for (std::size_t i = mb; i < mb_end; ++i) {
+      feats.middleRows(r, counts[i - mb]) = cache_.at(key_of(train_[batch.clips[i]]));
+      r += counts[i - mb];
+    }
+    const auto answers = std::span<const std::vector<int>>(batch.answers).subspan(mb, mb_end - mb);
+    if constexpr (kSpliceOnDevice) {  // the visual tokens stay on the device, spliced there
+      const float* visual = projector_.forward_on_device(feats);
+      const model::SplicedLayout layout = model::splice_layout<float>(codec_.prompt_ids, answers, codec_.placeholder_id,
+                                                                      counts, decoder_.embed_tokens(), codec_.pad_id);
+      flops += sequence_flops(layout.batch);
+      const double loss = decoder_step_.loss_and_backward_spliced(layout, visual, ce).loss;
+      projector_.backward_rows(decoder_step_.kept_grad_embeds(), layout.batch.tokens(), decoder_.embed_tokens().cols(),
+                               layout.visual_rows);
+      return loss;
+    } else {
+      const Matrix visual = projector_.forward(feats);
+      std::vector<model::SplicedSequence> seqs;
+      r = 0;
+      for (std::size_t i = 0; i < answers.size(); ++i) {
+        seqs.push_back(model::splice_visual_tokens<float>(codec_.prompt_ids, answers[i], codec_.placeholder_id,
+                                                          Matrix(visual.middleRows(r, counts[i])),
+                                                          decoder_.embed_tokens()));
+        r += counts[i];
+      }
+      const auto collated = model::collate<float>(seqs, decoder_.embed_tokens(), codec_.pad_id);
+      if constexpr (Backend::on_device) flops += sequence_flops(collated.batch);
+      auto res = decoder_step_.loss_and_backward(collated.embeds, collated.batch, collated.labels, ce);
+      if constexpr (kGradEmbedsOnDevice)  // the visual rows of d loss / d embeds, gathered on the device
+        projector_.backward_rows(decoder_step_.kept_grad_embeds(), collated.embeds.rows(), collated.embeds.cols(),
+                                 collated.visual_rows);
+      else
+        projector_.backward(model::gather_rows<float>(res.grad_embeds, collated.visual_rows));
+      return res.loss;
+    }
+  }
+
+  // Closes the gradient bracket: the device's gradients to the host, once (summed over the ranks there first with a
+  // device communicator), the float64 sums over the ranks rounded to float32 once, and the loss and the remaining
+  // gradients summed over the ranks. Every rank, also one whose step failed: the sums are collectives (the step is
+  // then skipped on all).
+  void finish_gradients(const StepGradients& g, const StepHandOver& hand_over, ClipGradientSum& clip_sums,
+                        const std::vector<optim::Parameter>& params, double& loss, long local_valid,
+                        std::chrono::steady_clock::time_point t0) {
     decoder_step_.finish_step(hand_over);
     if constexpr (kProjectorBrackets) {
       std::function<std::span<double>(const float*)> sums_of;
-      if (host_sums) sums_of = [&clip_sums](const float* g) { return clip_sums.sums_of(g); };
-      projector_.finish_step(sums_of, device_sum_, grads_what, device_optimizer);
+      if (g.host_sums) sums_of = [&clip_sums](const float* t) { return clip_sums.sums_of(t); };
+      projector_.finish_step(sums_of, device_sum_, hand_over.what, g.device_optimizer);
     }
-    if (per_clip) {  // the ranks' float64 sums (on the host unless the device summed them), rounded to float32 once
-      if (!device_sum_) clip_sums.all_reduce_sum(host_comm(), grads_what);
+    if (g.per_clip) {  // the ranks' float64 sums (on the host unless the device summed them), rounded to float32 once
+      if (!device_sum_) clip_sums.all_reduce_sum(host_comm(), hand_over.what);
       clip_sums.store();
     }
     tensors_.pull_grads();
     if (comm_.size() > 1)
-      reduce_step(per_clip || device_sum_ ? std::vector<optim::Parameter>{} : params, loss, local_valid, t0);
-    bool finite = std::isfinite(loss) && step_clips > 0;
-    bool overflow = false;  // loss scaling: the scaled gradients overflowed (torch's found_inf)
-    double grad_norm = std::nan("");
+      reduce_step(g.per_clip || device_sum_ ? std::vector<optim::Parameter>{} : params, loss, local_valid, t0);
+  }
+
+  // Whether the step can go on: the loss finite and the step not empty; then, with loss scaling, the gradients
+  // unscaled and checked for overflow; else every trained gradient finite. On the device the unscale, the check and
+  // the global norm's clip run there (the norm is kept for the step's record).
+  GradientCheck check_gradients(bool device_optimizer, double loss, std::size_t total_clips,
+                                const std::vector<optim::Parameter>& params) {
+    GradientCheck c;
+    c.finite = std::isfinite(loss) && total_clips > 0;
     if (device_optimizer) {
       // On the device: unscale (found_inf), then the global norm, which is not finite exactly when a gradient is not
       // (the host's check), and the clip, which the norm's kernel applies only to a finite norm. With loss scaling the
       // scaler records once: an overflow in the scaled gradients, or in the unscaled ones (a scale below 1 multiplies
       // them), is an overflow step.
       if constexpr (DeviceOptimizer<Backend>::available) {
-        if (finite) {
+        if (c.finite) {
           const bool found =
               loss_scaling_.enabled() && device_optimizer_->unscale_overflowed(loss_scaling_.inv_scale());
-          if (!found) grad_norm = device_optimizer_->clip_grad_norm(config_.max_grad_norm);
+          if (!found) c.grad_norm = device_optimizer_->clip_grad_norm(config_.max_grad_norm);
           if (loss_scaling_.enabled())
-            overflow = loss_scaling_.record_overflow(found || !std::isfinite(grad_norm));
+            c.overflow = loss_scaling_.record_overflow(found || !std::isfinite(c.grad_norm));
           else
-            finite = std::isfinite(grad_norm);
+            c.finite = std::isfinite(c.grad_norm);
         }
       }
-    } else if (finite && loss_scaling_.enabled()) {
-      overflow = loss_scaling_.unscale_overflowed(optimizer_->groups());  // every gradient × 1/scale, before clipping
+    } else if (c.finite && loss_scaling_.enabled()) {
+      c.overflow = loss_scaling_.unscale_overflowed(optimizer_->groups());  // every gradient × 1/scale, before clipping
     } else {
-      for (const auto& p : params) finite = finite && all_finite(*p.grad);
+      for (const auto& p : params) c.finite = c.finite && all_finite(*p.grad);
     }
-    ++pos_.global_step;
-    ++steps_this_run_;
-    if (finite && overflow) {  // a finite loss whose gradients overflowed: the scale was too large for them
-      const optim::GradScalerUpdate u = loss_scaling_.skip(/*unscaled=*/true);
-      ++result_.skipped_overflow_steps;
-      result_.losses.push_back(loss);
-      say(fmt::format("step {}: gradients overflowed at loss scale {:g}: step skipped, loss scale {:g}",
-                      pos_.global_step, u.scale_before, u.scale_after));
-      if (log_)
-        log_->write(nlohmann::json{{"type", "overflow_skip"},
-                                   {"step", pos_.global_step},
-                                   {"stage", stage + 1},
-                                   {"epoch", epoch + 1},
-                                   {"loss", detail::finite_or_null(loss)},
-                                   {"lr", lr},
-                                   {"loss_scale", u.scale_after}});
-      nan_streak_ = 0;  // its loss was finite: the NaN losses before it and after it are not in a row
-      zero_all_grads();
-      (void)decoder_step_.take_step_memory();
-      // Not a NaN step: the run goes on at the smaller scale. The schedule does not advance (pos_.stage_step stays),
-      // as accelerate holds the scheduler back when the scaler skipped the optimizer step.
-      return true;
-    }
-    // Under loss scaling torch's scaler finds a NaN loss's NaN gradients and skips the optimizer step, and accelerate
-    // then holds the scheduler back, as after an overflow; otherwise the schedule goes on over a skipped NaN step.
-    // A step whose every clip was skipped (their features failed) has no gradients for the scaler to find: it keeps
-    // its scale, and the schedule goes on as it does without loss scaling.
-    if (step_clips == 0) {  // not a NaN step either: not in the streak that stops a run
-      ++pos_.stage_step;
-      ++result_.skipped_empty_steps;
-      result_.losses.push_back(std::nan(""));
-      say(fmt::format("step {}: none of its clips has features (each one is among the skipped clips); step skipped",
-                      pos_.global_step));
-      if (log_)
-        log_->write(nlohmann::json{
-            {"type", "empty_skip"}, {"step", pos_.global_step}, {"stage", stage + 1}, {"epoch", epoch + 1}});
-      zero_all_grads();
-      (void)decoder_step_.take_step_memory();
-      return false;
-    }
-    if (finite || !loss_scaling_.enabled()) ++pos_.stage_step;
-    if (!finite) {
-      (void)loss_scaling_.skip(/*unscaled=*/false);  // torch's scaler finds NaN gradients: it backs off
-      ++nan_streak_;
-      ++result_.skipped_nan_steps;
-      result_.losses.push_back(std::nan(""));
-      say(fmt::format("step {}: loss {} is not finite{}; step skipped ({} in a row)", pos_.global_step, loss,
-                      nonfinite_error.empty() ? "" : " (" + nonfinite_error + ")", nan_streak_));
-      if (log_)
-        log_->write(nlohmann::json{
-            {"type", "nan_skip"}, {"step", pos_.global_step}, {"stage", stage + 1}, {"epoch", epoch + 1}});
-      zero_all_grads();
-      (void)decoder_step_.take_step_memory();  // the next step's peaks start afresh
-      return false;
-    }
-    nan_streak_ = 0;
+    return c;
+  }
+
+  // What every skipped step does after its own counters: its loss (or NaN) in the curve, a line, a log record, the
+  // gradients zeroed, and the step's memory peaks dropped so that the next step's start afresh.
+  void end_skipped_step(double loss, const std::string& message, nlohmann::json record) {
+    result_.losses.push_back(loss);
+    say(message);
+    if (log_) log_->write(record);
+    zero_all_grads();
+    (void)decoder_step_.take_step_memory();
+  }
+
+  // A finite loss whose gradients overflowed: the scale was too large for them. Not a NaN step: the run goes on at
+  // the smaller scale. The schedule does not advance (pos_.stage_step stays), as accelerate holds the scheduler back
+  // when the scaler skipped the optimizer step.
+  bool skip_overflow_step(double loss, double lr, int stage, int epoch) {
+    const optim::GradScalerUpdate u = loss_scaling_.skip(/*unscaled=*/true);
+    ++result_.skipped_overflow_steps;
+    nan_streak_ = 0;  // its loss was finite: the NaN losses before it and after it are not in a row
+    end_skipped_step(loss,
+                     fmt::format("step {}: gradients overflowed at loss scale {:g}: step skipped, loss scale {:g}",
+                                 pos_.global_step, u.scale_before, u.scale_after),
+                     nlohmann::json{{"type", "overflow_skip"},
+                                    {"step", pos_.global_step},
+                                    {"stage", stage + 1},
+                                    {"epoch", epoch + 1},
+                                    {"loss", detail::finite_or_null(loss)},
+                                    {"lr", lr},
+                                    {"loss_scale", u.scale_after}});
+    return true;
+  }
+
+  // A step whose every clip was skipped (their features failed) has no gradients for the scaler to find: it keeps
+  // its scale, and the schedule goes on as it does without loss scaling. Not in the streak of NaN steps that stops a
+  // run either.
+  bool skip_empty_step(int stage, int epoch) {
+    ++pos_.stage_step;
+    ++result_.skipped_empty_steps;
+    end_skipped_step(
+        std::nan(""),
+        fmt::format("step {}: none of its clips has features (each one is among the skipped clips); step skipped",
+                    pos_.global_step),
+        nlohmann::json{{"type", "empty_skip"}, {"step", pos_.global_step}, {"stage", stage + 1}, {"epoch", epoch + 1}});
+    return false;
+  }
+
+  // A NaN / Inf loss or gradient. Under loss scaling torch's scaler finds the NaN gradients, skips the optimizer step
+  // and backs off, and accelerate then holds the scheduler back, as after an overflow; otherwise the schedule goes on
+  // over the skipped step (train_step advances it before this).
+  bool skip_nan_step(double loss, const std::string& nonfinite_error, int stage, int epoch) {
+    (void)loss_scaling_.skip(/*unscaled=*/false);
+    ++nan_streak_;
+    ++result_.skipped_nan_steps;
+    end_skipped_step(
+        std::nan(""),
+        fmt::format("step {}: loss {} is not finite{}; step skipped ({} in a row)", pos_.global_step, loss,
+                    nonfinite_error.empty() ? "" : " (" + nonfinite_error + ")", nan_streak_),
+        nlohmann::json{{"type", "nan_skip"}, {"step", pos_.global_step}, {"stage", stage + 1}, {"epoch", epoch + 1}});
+    return false;
+  }
+
+  struct AppliedStep {
+    double grad_norm = 0.0;            // the global norm before clipping
+    std::optional<double> loss_scale;  // the scale the scaler moved to (none without loss scaling)
+  };
+
+  // The optimizer's step at `lr`: on the device, whose gradients check_gradients unscaled and clipped there
+  // (`device_norm`: their norm), or clipping and AdamW on the host and the new values pushed to where the decoder step
+  // reads them.
+  AppliedStep apply_step(bool device_optimizer, double lr, double device_norm) {
+    AppliedStep a;
     if (device_optimizer) {
+      a.grad_norm = device_norm;
       if constexpr (DeviceOptimizer<Backend>::available) {
         device_optimizer_->step(lr);
         host_values_stale_ = true;  // the new values stay on the device, where the next step reads them
       }
     } else {
-      grad_norm =
+      a.grad_norm =
           optim::clip_grad_norm(std::span<const optim::ParamGroup>(optimizer_->groups()), config_.max_grad_norm);
       optimizer_->step(lr);
     }
-    const std::optional<double> loss_scale = loss_scaling_.stepped();
+    a.loss_scale = loss_scaling_.stepped();
     if (!device_optimizer) tensors_.push();  // also tells the decoder step that the values changed
-    result_.losses.push_back(loss);
+    return a;
+  }
+
+  struct StepReport {
+    int stage = 0, epoch = 0, epochs = 0;  // 0-based stage and epoch; the stage's epochs
+    double loss = 0.0, lr = 0.0, grad_norm = 0.0;
+    long tokens = 0;     // supervised tokens over every rank
+    double flops = 0.0;  // this rank's useful FLOPs
+    std::optional<double> loss_scale;
+    std::chrono::steady_clock::time_point t0;  // the step's start
+  };
+
+  // A stepped step's log record and progress line: loss, lr, gradient norm, tokens/s, memory peaks, loss scale, MFU.
+  void report_step(const StepReport& s) {
     const std::optional<MemoryStats> memory = decoder_step_.take_step_memory();
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.t0).count();
     std::optional<double> mfu;  // this rank's useful FLOPs over the step's wall time, of its GPU's peak
     const double peak_tflops = config_.mfu_peak_tflops.value_or(P::peak_tflops_16bit);
-    if (Backend::on_device && peak_tflops > 0.0 && dt > 0.0) mfu = lora_mfu(step_flops, dt, peak_tflops * 1e12);
+    if (Backend::on_device && peak_tflops > 0.0 && dt > 0.0) mfu = lora_mfu(s.flops, dt, peak_tflops * 1e12);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    const double tokens_per_s = dt > 0 ? static_cast<double>(s.tokens) / dt : 0.0;
     if (log_)
-      log_->write(StepRecord{.stage = stage + 1,
-                             .epoch = epoch + 1,
+      log_->write(StepRecord{.stage = s.stage + 1,
+                             .epoch = s.epoch + 1,
                              .step = pos_.global_step,
                              .total_steps = total_steps_,
-                             .loss = loss,
-                             .lr = lr,
-                             .grad_norm = grad_norm,
-                             .tokens = total_valid,
-                             .tokens_per_s = dt > 0 ? static_cast<double>(total_valid) / dt : 0.0,
+                             .loss = s.loss,
+                             .lr = s.lr,
+                             .grad_norm = s.grad_norm,
+                             .tokens = s.tokens,
+                             .tokens_per_s = tokens_per_s,
                              .elapsed_s = elapsed,
                              .memory = memory,
-                             .loss_scale = loss_scale,
+                             .loss_scale = s.loss_scale,
                              .mfu = mfu,
                              .backend = std::string(Backend::name)});
     if (config_.progress) {
-      ProgressState ps{.stage = stage + 1,
+      ProgressState ps{.stage = s.stage + 1,
                        .stages = static_cast<int>(config_.stages.size()),
-                       .epoch = epoch + 1,
-                       .epochs = epochs,
+                       .epoch = s.epoch + 1,
+                       .epochs = s.epochs,
                        .step = pos_.global_step,
                        .total_steps = total_steps_,
                        .steps_this_run = steps_this_run_,
                        .elapsed_s = elapsed,
-                       .loss = loss,
-                       .lr = lr,
-                       .tokens_per_s = dt > 0 ? static_cast<double>(total_valid) / dt : 0.0,
+                       .loss = s.loss,
+                       .lr = s.lr,
+                       .tokens_per_s = tokens_per_s,
                        .backend = Backend::on_device ? std::string(Backend::name) : std::string(),
                        .memory = memory ? memory_progress_text(*memory) : std::string(),
                        .mfu = mfu.value_or(0.0)};
       *config_.progress << (config_.progress_newlines ? "" : "\r") << format_progress(ps)
                         << (config_.progress_newlines ? "\n" : "") << std::flush;
     }
-    return true;
   }
 
   static std::string key_of(const Clip& c) { return c.video.string() + "\n" + c.id; }
