@@ -3,8 +3,9 @@
 // deterministic dk/dv) against the tiled kernels (model/cuda/flash_attention.cuh) with fp32 FMA, TF32, and bf16 /
 // fp16 tile products (16-bit operand tiles; for bf16 also 32-row tiles against the default, 64 where the card gives
 // the shared memory; with 16-bit operands the kernels keep their tiles in registers on sm_80+ (model/cuda/
-// flash_attention_mma.cuh), and kernel 6 is bf16 on the shared-memory tiles), in the same run; and the bf16 forward
-// alone, both kernels (BM_attention_fwd). Sequence lengths: 2,432 (the H100 preset's 16 frames × 144 + 128 tokens) and
+// flash_attention_mma.cuh), kernel 6 is bf16 on the shared-memory tiles, and kernel 7 the register tiles reading q, k,
+// v and dO as bf16 (AttentionParams::q16 …, rounded once before the timed loop: what SDPA reads, and what the decoder
+// hands them), in the same run; and the bf16 forward alone, those three kernels (BM_attention_fwd). Sequence lengths: 2,432 (the H100 preset's 16 frames × 144 + 128 tokens) and
 // 4,096 (the issue's attention gate, whose baseline is PyTorch's SDPA flash backend in bf16:
 // benchmarks/cuda_pytorch.py's `torch_sdpa_flash_fwd_bwd_bf16_T4096`). Counter: TFLOP/s at 4·T²·H·d·(1 + 2.5)/2
 // (causal: half the pairs; backward 2.5× the forward's two products), the usual flash-attention accounting.
@@ -16,6 +17,7 @@
 #include <benchmark/benchmark.h>
 
 #include <vidlora/core/cuda/memory.cuh>
+#include <vidlora/io/cuda/round_16bit.cuh>
 #include <vidlora/model/cuda/attention.cuh>
 #include <vidlora/model/cuda/flash_attention.cuh>
 
@@ -33,7 +35,8 @@ enum Kernel : int {
   kTiledBf16 = 3,
   kTiledF16 = 4,
   kTiledBf16Tile32 = 5,
-  kTiledBf16Shared = 6
+  kTiledBf16Shared = 6,
+  kTiledBf16Inputs16 = 7
 };
 
 const char* kernel_label(Kernel k) {
@@ -45,19 +48,38 @@ const char* kernel_label(Kernel k) {
     case kTiledF16: return "tiled, fp16: register tiles (sm_80+)";
     case kTiledBf16Shared: return "tiled, bf16 WMMA on shared-memory tiles";
     case kTiledBf16Tile32: return "tiled, bf16 WMMA, tile 32";
+    case kTiledBf16Inputs16: return "tiled, bf16: register tiles (sm_80+) reading bf16 q, k, v, dO";
   }
   return "?";
 }
 
 FlashAttentionOptions options_of(Kernel kernel) {
-  const FlashOperands ops = kernel == kTiledBf16 || kernel == kTiledBf16Tile32 || kernel == kTiledBf16Shared
-                                ? FlashOperands::BF16
-                            : kernel == kTiledF16 ? FlashOperands::F16
-                                                  : FlashOperands::F32;
+  const FlashOperands ops =
+      kernel == kTiledBf16 || kernel == kTiledBf16Tile32 || kernel == kTiledBf16Shared || kernel == kTiledBf16Inputs16
+          ? FlashOperands::BF16
+      : kernel == kTiledF16 ? FlashOperands::F16
+                            : FlashOperands::F32;
   FlashAttentionOptions o{kernel == kTiledTf32, kernel == kTiledBf16Tile32 ? 32 : 0, ops};
   o.register_tiles = kernel != kTiledBf16Shared;
   return o;
 }
+
+// Kernel 7's inputs: bf16 copies of q, k, v (and d_out for a backward), for the register-tile kernels to read instead
+// (n = 0: none, the pointers stay null).
+struct Bf16Inputs {
+  DeviceBuffer<std::uint16_t> q, k, v, d_out;
+  Bf16Inputs(AttentionParams& p, std::size_t n, bool backward) : q(n), k(n), v(n), d_out(backward ? n : 0) {
+    const auto round = [n](const float* x, DeviceBuffer<std::uint16_t>& b) {
+      vidlora::io::cuda::round_to_16bit(x, b.data(), static_cast<std::int64_t>(n), vidlora::cuda::DType::BF16, nullptr);
+      return b.data();
+    };
+    p.q16 = round(p.q, q);
+    p.k16 = round(p.k, k);
+    p.v16 = round(p.v, v);
+    if (backward) p.d_out16 = round(p.d_out, d_out);
+    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+};
 
 void BM_attention_fwd_bwd(benchmark::State& state) {
   const std::int64_t t = state.range(0), heads = 32, d = 128;
@@ -85,6 +107,7 @@ void BM_attention_fwd_bwd(benchmark::State& state) {
   p.q_heads = p.kv_heads = heads;
   p.head_dim = d;
   const FlashAttentionOptions o = options_of(kernel);
+  const Bf16Inputs inputs16(p, kernel == kTiledBf16Inputs16 ? n : 0, true);
   cuda_bench::time_iterations(state, [&] {
     if (kernel == kRow) {
       attention_forward(p);
@@ -102,7 +125,8 @@ void BM_attention_fwd_bwd(benchmark::State& state) {
 BENCHMARK(BM_attention_fwd_bwd)
     ->ArgNames({"T", "kernel"})
     ->ArgsProduct({{2432, 4096},
-                   {kRow, kTiledFp32, kTiledTf32, kTiledBf16, kTiledF16, kTiledBf16Tile32, kTiledBf16Shared}})
+                   {kRow, kTiledFp32, kTiledTf32, kTiledBf16, kTiledF16, kTiledBf16Tile32, kTiledBf16Shared,
+                    kTiledBf16Inputs16}})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 
@@ -127,17 +151,18 @@ void BM_attention_fwd(benchmark::State& state) {
   p.q_heads = p.kv_heads = heads;
   p.head_dim = d;
   const FlashAttentionOptions o = options_of(kernel);
+  const Bf16Inputs inputs16(p, kernel == kTiledBf16Inputs16 ? n : 0, false);
   cuda_bench::time_iterations(state, [&] { flash_attention_forward(p, o); });
   const double flops = 4.0 * static_cast<double>(t) * static_cast<double>(t) * heads * d / 2.0;
   state.counters["TFLOP_per_s"] = benchmark::Counter(flops / 1e12, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(kernel == kTiledBf16 && !flash_mma_takes(p, FlashOperands::BF16)
+  state.SetLabel((kernel == kTiledBf16 || kernel == kTiledBf16Inputs16) && !flash_mma_takes(p, FlashOperands::BF16)
                      ? "tiled, bf16 WMMA (no register-tile forward on this GPU)"
                      : kernel_label(kernel));
 }
 
 BENCHMARK(BM_attention_fwd)
     ->ArgNames({"T", "kernel"})
-    ->ArgsProduct({{2432, 4096}, {kTiledBf16, kTiledBf16Shared}})
+    ->ArgsProduct({{2432, 4096}, {kTiledBf16, kTiledBf16Shared, kTiledBf16Inputs16}})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 

@@ -475,6 +475,36 @@ TEST_CASE("cuda register-tile attention matches the shared-memory tiles and the 
             CHECK(cuda_test::bit_mismatches(got[t], first[t]) == 0);  // no atomics
         }
       }
+      // From the inputs' 16-bit patterns (AttentionParams::q16, k16, v16, d_out16, rounded on the host by io/half.hpp,
+      // as the decoder's round_to_16bit does on the device): the bits of the fp32 inputs, forward and backward.
+      const auto patterns = [bf16](const std::vector<float>& x) {
+        std::vector<std::uint16_t> b(x.size());
+        for (std::size_t i = 0; i < x.size(); ++i)
+          b[i] = bf16 ? io::float_to_bf16_bits(x[i]) : io::float_to_fp16_bits(x[i]);
+        return DeviceBuffer<std::uint16_t>(b);
+      };
+      const DeviceBuffer<std::uint16_t> q16 = patterns(a.q), k16 = patterns(a.k), v16 = patterns(a.v),
+                                        d_out16 = patterns(a.dout);
+      model::cuda::AttentionParams p16 = p;
+      p16.q16 = q16.data();
+      p16.k16 = k16.data();
+      p16.v16 = v16.data();
+      p16.d_out16 = d_out16.data();
+      cuda_test::poison(a.O);
+      cuda_test::poison(a.L);
+      model::cuda::flash_attention_forward(p16, regs);
+      VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+      CHECK(cuda_test::bit_mismatches(a.O.download(), first_out) == 0);
+      CHECK(cuda_test::bit_mismatches(a.L.download(), first_lse) == 0);
+      zero_grads(a);
+      cuda_test::poison(a.RD);
+      model::cuda::flash_attention_backward(p16, regs);
+      VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+      const std::vector<float> got16[3] = {a.DQ.download(), a.DK.download(), a.DV.download()};
+      for (int t = 0; t < 3; ++t) {
+        INFO("register-tile backward from 16-bit inputs, output " << t << " (dq, dk, dv)");
+        CHECK(cuda_test::bit_mismatches(got16[t], first[t]) == 0);
+      }
     }
   }
 }

@@ -417,13 +417,30 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
   p.kv_heads = c.kv_heads;
   p.head_dim = D;
   p.q_offset = c.q_offset;
+  using Format = model::cuda::FlashOperandFormat<K>;
   constexpr std::uint32_t kGuardWord = 0x5a5a5a5au;
   constexpr auto words = static_cast<std::size_t>(model::cuda::FlashMmaSmem<D>::words);
-  std::vector<std::uint32_t> smem(words + 16, kGuardWord);
-  test::SimtBlock<model::cuda::FlashOperandFormat<K>> block(model::cuda::kMmaThreads);
-  for (std::int64_t qt = 0; qt * model::cuda::kMmaQueryRows < c.tq; ++qt)
+  constexpr auto dkv_words = static_cast<std::size_t>(model::cuda::FlashMmaDkvSmem<D>::words);
+  std::vector<std::uint32_t> smem(words + 16, kGuardWord), dkv_smem(dkv_words + 16, kGuardWord);
+  test::SimtBlock<Format> block(model::cuda::kMmaThreads);
+  const auto forward = [&](const model::cuda::AttentionParams& pr) {
+    for (std::int64_t qt = 0; qt * model::cuda::kMmaQueryRows < c.tq; ++qt)
+      for (std::int64_t h = 0; h < c.q_heads; ++h)
+        block.run([&](auto& thread) { model::cuda::flash_mma_forward_block<D>(thread, pr, qt, h, smem.data()); });
+  };
+  // The backward: row_dot from the forward's output, then the dq and dk/dv bodies.
+  const auto backward = [&](const model::cuda::AttentionParams& pr) {
     for (std::int64_t h = 0; h < c.q_heads; ++h)
-      block.run([&](auto& thread) { model::cuda::flash_mma_forward_block<D>(thread, p, qt, h, smem.data()); });
+      for (std::int64_t i = 0; i < c.tq; ++i) pr.row_dot[h * c.tq + i] = model::cuda::flash_row_dot<Format>(pr, h, i);
+    for (std::int64_t qt = 0; qt * model::cuda::kMmaQueryRows < c.tq; ++qt)
+      for (std::int64_t h = 0; h < c.q_heads; ++h)
+        block.run([&](auto& thread) { model::cuda::flash_mma_backward_dq_block<D>(thread, pr, qt, h, smem.data()); });
+    for (std::int64_t kt = 0; kt * model::cuda::kMmaKeys < c.tk; ++kt)
+      for (std::int64_t g = 0; g < c.kv_heads; ++g)
+        block.run(
+            [&](auto& thread) { model::cuda::flash_mma_backward_dkv_block<D>(thread, pr, kt, g, dkv_smem.data()); });
+  };
+  forward(p);
   CHECK(std::all_of(smem.begin() + static_cast<std::ptrdiff_t>(words), smem.end(),
                     [](std::uint32_t w) { return w == kGuardWord; }));
   CHECK(out.guard_intact());
@@ -438,19 +455,7 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
     for (std::int64_t i = 0; i < c.tq; ++i)
       if (std::isinf(lse.v[static_cast<std::size_t>(h * c.tq + i)])) CHECK(got.row(i).segment(h * D, D).isZero(0.0f));
 
-  // The backward: row_dot from the forward's output, then the dq and dk/dv bodies.
-  using Format = model::cuda::FlashOperandFormat<K>;
-  for (std::int64_t h = 0; h < c.q_heads; ++h)
-    for (std::int64_t i = 0; i < c.tq; ++i)
-      row_dot.v[static_cast<std::size_t>(h * c.tq + i)] = model::cuda::flash_row_dot<Format>(p, h, i);
-  for (std::int64_t qt = 0; qt * model::cuda::kMmaQueryRows < c.tq; ++qt)
-    for (std::int64_t h = 0; h < c.q_heads; ++h)
-      block.run([&](auto& thread) { model::cuda::flash_mma_backward_dq_block<D>(thread, p, qt, h, smem.data()); });
-  constexpr auto dkv_words = static_cast<std::size_t>(model::cuda::FlashMmaDkvSmem<D>::words);
-  std::vector<std::uint32_t> dkv_smem(dkv_words + 16, kGuardWord);
-  for (std::int64_t kt = 0; kt * model::cuda::kMmaKeys < c.tk; ++kt)
-    for (std::int64_t g = 0; g < c.kv_heads; ++g)
-      block.run([&](auto& thread) { model::cuda::flash_mma_backward_dkv_block<D>(thread, p, kt, g, dkv_smem.data()); });
+  backward(p);
   CHECK(std::all_of(smem.begin() + static_cast<std::ptrdiff_t>(words), smem.end(),
                     [](std::uint32_t w) { return w == kGuardWord; }));
   CHECK(std::all_of(dkv_smem.begin() + static_cast<std::ptrdiff_t>(dkv_words), dkv_smem.end(),
@@ -464,6 +469,37 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
   CHECK(flash_normwise(added(dq.matrix(c.tq, qf)), added(want_dq)) < bounds.fp32);
   CHECK(flash_normwise(added(dk.matrix(c.tk, kvf)), added(want_dk)) < bounds.fp32);
   CHECK(flash_normwise(added(dv.matrix(c.tk, kvf)), added(want_dv)) < bounds.fp32);
+
+  // Again from the inputs' 16-bit patterns (AttentionParams::q16, k16, v16, d_out16: what a caller rounds once for
+  // the kernels): the same bits everywhere, as the kernels round the fp32 values to the same patterns themselves.
+  const auto patterns = [](const Matrix& m) {
+    std::vector<std::uint16_t> b(static_cast<std::size_t>(m.size()));
+    for (Eigen::Index i = 0; i < m.size(); ++i) b[static_cast<std::size_t>(i)] = Format::from_float(m.data()[i]);
+    return b;
+  };
+  const std::vector<std::uint16_t> q16 = patterns(q), k16 = patterns(k), v16 = patterns(v), d_out16 = patterns(d_out);
+  Guarded out2(c.tq * qf, std::nanf("")), lse2(c.q_heads * c.tq, std::nanf("")), row_dot2(c.q_heads * c.tq, 0.0f),
+      dq2(c.tq * qf, 1.0f), dk2(c.tk * kvf, 1.0f), dv2(c.tk * kvf, 1.0f);
+  model::cuda::AttentionParams p16 = p;
+  p16.q16 = q16.data();
+  p16.k16 = k16.data();
+  p16.v16 = v16.data();
+  p16.d_out16 = d_out16.data();
+  p16.out = out2.data();
+  p16.forward_out = out2.data();
+  p16.lse = lse2.data();
+  p16.row_dot = row_dot2.data();
+  p16.dq = dq2.data();
+  p16.dk = dk2.data();
+  p16.dv = dv2.data();
+  forward(p16);
+  backward(p16);
+  CHECK(out2.v == out.v);
+  CHECK(lse2.v == lse.v);
+  CHECK(row_dot2.v == row_dot.v);
+  CHECK(dq2.v == dq.v);
+  CHECK(dk2.v == dk.v);
+  CHECK(dv2.v == dv.v);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -61,6 +62,9 @@ struct Setup {
   model::DecoderMemoryShape shape;
   vidlora::cuda::DType base_operands = vidlora::cuda::DType::F32;
   float dropout = 0.0f;
+  // The attention on the register-tile kernels (16-bit operands, sm_80+, head dim 64 or 128), for which the executor
+  // rounds q, k and v (and the backward's d_out) to 16 bits once a call.
+  bool register_tiles = false;
 };
 
 using model::LayerLinear;
@@ -170,16 +174,28 @@ struct LayerExec {
     return dx;
   }
   void rope(Tensor&, bool) {}
+  // DecoderLayerExecutor::inputs_16bit: q, k, v (and d_out) as 16-bit patterns for the register-tile kernels.
+  std::array<Block, 4> inputs_16bit(const saved_type& sv, const Tensor* d_out) {
+    std::array<Block, 4> in;
+    if (!s.register_tiles || (d_out && !backward_takes_input(LayerLinear::o))) return in;
+    in[0] = block(sv.q.size() * 2, "self_attn.q_16bit");
+    in[1] = block(sv.k.size() * 2, "self_attn.k_16bit");
+    in[2] = block(sv.v.size() * 2, "self_attn.v_16bit");
+    if (d_out) in[3] = block(d_out->size() * 2, "self_attn.d_out_16bit");
+    return in;
+  }
   Tensor attention(saved_type& sv) {
     Tensor out = tensor(sv.q.rows, s.shape.q_features(), "self_attn.attention");
     sv.attention = tensor(s.shape.batch, s.shape.q_heads * s.shape.seq_len, "self_attn.lse");
+    const auto in16 = inputs_16bit(sv, nullptr);  // given back when the call returns
     return out;
   }
-  model::QkvGrads<Tensor> attention_backward(const saved_type& sv, const Tensor&) {
+  model::QkvGrads<Tensor> attention_backward(const saved_type& sv, const Tensor& d_attn) {
     model::QkvGrads<Tensor> g{tensor(sv.q.rows, sv.q.cols, "self_attn.dq"),
                               tensor(sv.k.rows, sv.k.cols, "self_attn.dk"),
                               tensor(sv.v.rows, sv.v.cols, "self_attn.dv")};
     Tensor row_dot = tensor(s.shape.batch, s.shape.q_heads * s.shape.seq_len, "self_attn.row_dot");
+    const auto in16 = inputs_16bit(sv, &d_attn);
     return g;
   }
   Tensor swiglu(const Tensor& gate, const Tensor&) { return tensor(gate.rows, gate.cols, "mlp.act"); }
@@ -304,6 +320,8 @@ void check_preset(const char* name) {
                     : precision == "fp16" ? vidlora::cuda::DType::F16
                                           : vidlora::cuda::DType::F32;
   s.dropout = static_cast<float>(P::lora_dropout);
+  s.register_tiles = s.base_operands != vidlora::cuda::DType::F32 && P::cuda_arch >= 80 &&
+                     (s.shape.head_dim == 64 || s.shape.head_dim == 128);
   model::DecoderStepOptions o;
   o.checkpoint_layers = P::gradient_checkpointing;
   o.pack_saved = precision == "bf16";

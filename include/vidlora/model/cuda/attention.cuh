@@ -42,6 +42,15 @@ struct AttentionParams {
   // row_dot is Σ_c dO·O per row (FlashAttention-2's D: O = Σ_j p·V, so it is Σ_j p·dp), computed before the dq
   // kernel, which then walks the keys once instead of twice.
   const float* forward_out = nullptr;
+  // The register-tile kernels (model/cuda/flash_attention_mma.cuh) only: q, k, v and d_out already rounded to the
+  // operands' 16 bits (the bf16 / fp16 patterns of the fp32 tensors, rounded to nearest even as
+  // io::cuda::round_to_16bit does; same layouts; 16-byte aligned). Given, those kernels read them instead of the fp32
+  // ones: half the bytes, and the same bits (they round the fp32 values the same way themselves). Every other kernel
+  // reads the fp32 tensors, which stay required.
+  const std::uint16_t* q16 = nullptr;
+  const std::uint16_t* k16 = nullptr;
+  const std::uint16_t* v16 = nullptr;
+  const std::uint16_t* d_out16 = nullptr;
   std::int64_t tq = 0, tk = 0, q_heads = 0, kv_heads = 0, head_dim = 0, q_offset = 0;
 };
 

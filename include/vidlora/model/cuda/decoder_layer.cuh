@@ -499,8 +499,10 @@ class DecoderLayerExecutor {
     const std::int64_t t = shape_.seq_len, qf = shape_.q_features();
     DeviceTensor out = tensor(a.q.rows, qf, "self_attn.attention");
     a.attention = tensor(shape_.batch, shape_.q_heads * t, "self_attn.lse");
+    const Inputs16 in16 = inputs_16bit(a, nullptr);
     for (std::int64_t b = 0; b < shape_.batch; ++b) {
       AttentionParams p = sequence_params(a, b);
+      in16.point(p, b, shape_);
       p.out = out.data() + b * t * qf;
       if (flash_attention_fits(p, flash_options()))  // the tiled kernel (head dims that are multiples of 16 and
         flash_attention_forward(p, flash_options(), stream_);  // fit the card's shared memory), else the row kernel
@@ -516,8 +518,10 @@ class DecoderLayerExecutor {
     QkvGrads<DeviceTensor> g{zeros(a.q.rows, a.q.cols, "self_attn.dq"), zeros(a.k.rows, a.k.cols, "self_attn.dk"),
                              zeros(a.v.rows, a.v.cols, "self_attn.dv")};
     DeviceTensor row_dot = tensor(shape_.batch, shape_.q_heads * t, "self_attn.row_dot");  // dk/dv kernel scratch
+    const Inputs16 in16 = inputs_16bit(a, &d_attn);
     for (std::int64_t b = 0; b < shape_.batch; ++b) {
       AttentionParams p = sequence_params(a, b);
+      in16.point(p, b, shape_);
       p.row_dot = row_dot.data() + b * shape_.q_heads * t;  // dk/dv in a fixed order: two runs give the same bits
       p.d_out = d_attn.data() + b * t * qf;
       p.dq = g.dq.data() + b * t * qf;
@@ -685,6 +689,38 @@ class DecoderLayerExecutor {
     else
       model::cuda::attention_forward(p, stream_);
     return out;
+  }
+
+  // q, k and v (and the backward's d_out) rounded once to the operands' 16 bits when the register-tile kernels take the
+  // sequences (flash_attention_on_register_tiles; the backward's also need o_proj's kept input): those kernels then
+  // read half the bytes, with the same results, as they round the fp32 values the same way themselves. Given back
+  // when the attention call returns. Empty otherwise.
+  struct Inputs16 {
+    vidlora::cuda::DeviceBuffer<std::uint16_t> q, k, v, d_out;
+    void point(AttentionParams& p, std::int64_t b, const DecoderLayerShape& s) const {
+      const std::int64_t t = s.seq_len, qf = s.q_features(), kvf = s.kv_features();
+      if (q.size()) p.q16 = q.data() + b * t * qf;
+      if (k.size()) p.k16 = k.data() + b * t * kvf;
+      if (v.size()) p.v16 = v.data() + b * t * kvf;
+      if (d_out.size()) p.d_out16 = d_out.data() + b * t * qf;
+    }
+  };
+  Inputs16 inputs_16bit(const saved_type& a, const DeviceTensor* d_out) const {
+    Inputs16 in;
+    AttentionParams p = sequence_params(a, 0);
+    const FlashAttentionOptions o = flash_options();
+    if ((d_out && a.attn.buffer.size() == 0) || !flash_attention_fits(p, o) || !flash_attention_on_register_tiles(p, o))
+      return in;
+    const auto narrow = [this](const DeviceTensor& x, std::string_view what) {
+      vidlora::cuda::DeviceBuffer<std::uint16_t> bits(memory_.allocator, static_cast<std::size_t>(x.size()), tag(what));
+      io::cuda::round_to_16bit(x.data(), bits.data(), x.size(), base_operands_, stream_);
+      return bits;
+    };
+    in.q = narrow(a.q, "self_attn.q_16bit");
+    in.k = narrow(a.k, "self_attn.k_16bit");
+    in.v = narrow(a.v, "self_attn.v_16bit");
+    if (d_out) in.d_out = narrow(*d_out, "self_attn.d_out_16bit");
+    return in;
   }
 
   AttentionParams sequence_params(const saved_type& a, std::int64_t b) const {

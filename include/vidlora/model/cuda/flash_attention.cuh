@@ -673,6 +673,13 @@ inline bool flash_attention_fits(const AttentionParams& p, const FlashAttentionO
   return flash_attention_takes(p) && flash_tile_fits(o.tile ? o.tile : 16, p.head_dim, o.operands);
 }
 
+// Whether flash_attention_forward, and flash_attention_backward given the forward's output, run the register-tile
+// kernels for this problem with these options, which read AttentionParams::q16, k16, v16 and d_out16 where given: a
+// caller that has them, or rounds its fp32 tensors for them (io::cuda::round_to_16bit), asks this first.
+inline bool flash_attention_on_register_tiles(const AttentionParams& p, const FlashAttentionOptions& o = {}) {
+  return o.register_tiles && o.tile == 0 && flash_mma_takes(p, o.operands);
+}
+
 namespace detail {
 // Kernel `which`'s tile: the requested one, else the largest that fits (64 with 16-bit operands where the card gives
 // the bytes; 32, else 16: 52 KiB for fp32 dk/dv at head dim 128, which every card allows; not every card gives 16 at
@@ -731,12 +738,14 @@ void launch_flash(const AttentionParams& p, const FlashAttentionOptions& o, int 
 }  // namespace detail
 
 // The forward: out [tq, q_heads·d] and lse [q_heads, tq], as cuda::attention_forward; with 16-bit operands on sm_80+
-// at head dims 64 and 128 by the register-tile kernel (FlashAttentionOptions::register_tiles).
+// at head dims 64 and 128 by the register-tile kernel (FlashAttentionOptions::register_tiles), which reads q16, k16 and
+// v16 instead of q, k and v when given (flash_attention_on_register_tiles).
 inline void flash_attention_forward(const AttentionParams& p, const FlashAttentionOptions& o = {},
                                     cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.q && p.k && p.v && p.out, "cuda::flash_attention_forward", "needs q, k, v and out");
-  if (o.register_tiles && o.tile == 0 && flash_mma_takes(p, o.operands)) {  // checked here: not again per launch
+  if (flash_attention_on_register_tiles(p, o)) {  // checked here: not again per launch
     check_flash_attention(p, kMmaKeys, "cuda::flash_attention_forward");
+    detail::check_flash_mma_inputs(p, "cuda::flash_attention_forward");
     return detail::launch_flash_mma(0, p, o.operands, stream);
   }
   detail::launch_flash<0>(p, o, detail::flash_tile_for(0, p.head_dim, o), stream, "cuda::flash_attention_forward");
@@ -753,7 +762,8 @@ inline void flash_attention_backward(const AttentionParams& p, const FlashAttent
   // Both tiles first: a dk/dv kernel that cannot launch must not leave dq already accumulated.
   const int dq_tile = detail::flash_tile_for(1, p.head_dim, o), dkv_tile = detail::flash_tile_for(2, p.head_dim, o);
   if (p.forward_out) {  // FlashAttention-2's D: the dq kernel then walks the keys once
-    check_flash_attention(p, dq_tile, "cuda::flash_attention_backward");    // before the row_dot kernel reads p
+    check_flash_attention(p, dq_tile, "cuda::flash_attention_backward");  // before the row_dot kernel reads p
+    detail::check_flash_mma_inputs(p, "cuda::flash_attention_backward");
     const auto blocks = static_cast<unsigned>((p.tq * p.q_heads + 7) / 8);  // 8 warps a block
     if (o.operands == FlashOperands::BF16)
       detail::flash_row_dot_kernel<FlashOperands::BF16><<<blocks, 256, 0, stream>>>(p);
@@ -762,7 +772,7 @@ inline void flash_attention_backward(const AttentionParams& p, const FlashAttent
     else
       detail::flash_row_dot_kernel<FlashOperands::F32><<<blocks, 256, 0, stream>>>(p);
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_attention_backward (row_dot)");
-    if (o.register_tiles && o.tile == 0 && flash_mma_takes(p, o.operands)) {  // the register-tile dq and dk/dv
+    if (flash_attention_on_register_tiles(p, o)) {  // the register-tile dq and dk/dv
       detail::launch_flash_mma(1, p, o.operands, stream);
       return detail::launch_flash_mma(2, p, o.operands, stream);
     }

@@ -125,13 +125,42 @@ struct MmaThread {
         in{row[0] < n, row[1] < n} {}
 };
 
-// Rows [r0, r0 + 64) of head `head` of an fp32 [n, heads·D] tensor into a tile of 16-bit pairs (zeros past row n),
-// by the block's threads (consecutive threads on consecutive words).
+// Two consecutive 16-bit values (the first at an even index of a 4-byte aligned tensor) as one register, the first
+// in the low half.
+VIDLORA_HOST_DEVICE inline std::uint32_t mma_pair_bits(const std::uint16_t* x) {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const std::uint32_t*>(x);
+#else
+  return static_cast<std::uint32_t>(x[0]) | (static_cast<std::uint32_t>(x[1]) << 16);
+#endif
+}
+
+// Eight 16-bit values (16-byte aligned) as four pair words of a tile (16-byte aligned), or zeros when x is null.
+VIDLORA_HOST_DEVICE inline void mma_copy_8(std::uint32_t* tile, const std::uint16_t* x) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<uint4*>(tile) = x ? *reinterpret_cast<const uint4*>(x) : make_uint4(0u, 0u, 0u, 0u);
+#else
+  for (int i = 0; i < 4; ++i) tile[i] = x ? mma_pair_bits(x + 2 * i) : 0u;
+#endif
+}
+
+// Rows [r0, r0 + 64) of head `head` of a [n, heads·D] tensor into a tile of 16-bit pairs (zeros past row n), by the
+// block's threads: from its 16-bit patterns x16 when given (AttentionParams::q16 …: eight values a thread a step, as
+// they are), else from the fp32 x, rounded here (consecutive threads on consecutive words).
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
 template <int D, class F>
-VIDLORA_HOST_DEVICE void mma_load_tile(int tid, std::uint32_t* tile, const float* x, std::int64_t r0, std::int64_t n,
-                                       std::int64_t heads, std::int64_t head) {
+VIDLORA_HOST_DEVICE void mma_load_tile(int tid, std::uint32_t* tile, const float* x, const std::uint16_t* x16,
+                                       std::int64_t r0, std::int64_t n, std::int64_t heads, std::int64_t head) {
   constexpr int rw = FlashMmaSmem<D>::row_words;
+  if (x16) {
+    constexpr int groups = D / 8;  // of eight values a row
+    for (int e = tid; e < kMmaKeys * groups; e += kMmaThreads) {
+      const int r = e / groups, g = e % groups;
+      const std::int64_t row = r0 + r;
+      mma_copy_8(tile + r * rw + 4 * g, row < n ? x16 + row * heads * D + head * D + 8 * g : nullptr);
+    }
+    return;
+  }
   for (int e = tid; e < kMmaKeys * (D / 2); e += kMmaThreads) {
     const int r = e / (D / 2), cw = e % (D / 2);
     const std::int64_t row = r0 + r, at = row * heads * D + head * D + 2 * cw;
@@ -139,19 +168,24 @@ VIDLORA_HOST_DEVICE void mma_load_tile(int tid, std::uint32_t* tile, const float
   }
 }
 
-// The A fragments of a warp's 16 rows of an fp32 [n, heads·D] tensor for every k-step, from global memory (zeros past
-// row n): Q in the forward, Q and dO in the backward's dq.
+// The A fragments of a warp's 16 rows of a [n, heads·D] tensor for every k-step, from global memory (zeros past row
+// n): Q in the forward, Q and dO in the backward's dq. From its 16-bit patterns x16 when given, else from the fp32 x.
 template <int D, class F>
-VIDLORA_HOST_DEVICE void mma_rows_to_a(std::uint32_t (&a)[D / 16][4], const float* x, const MmaThread& th,
-                                       std::int64_t heads, std::int64_t head) {
+VIDLORA_HOST_DEVICE void mma_rows_to_a(std::uint32_t (&a)[D / 16][4], const float* x, const std::uint16_t* x16,
+                                       const MmaThread& th, std::int64_t heads, std::int64_t head) {
   VIDLORA_UNROLL
   for (int kk = 0; kk < D / 16; ++kk) {
     const int c = kk * 16 + 2 * th.ln.t;
     VIDLORA_UNROLL
     for (int r = 0; r < 2; ++r) {
-      const float* at = x + (th.in[r] ? th.row[r] : 0) * heads * D + head * D;
-      a[kk][r] = th.in[r] ? mma_pack<F>(at[c], at[c + 1]) : 0u;
-      a[kk][r + 2] = th.in[r] ? mma_pack<F>(at[c + 8], at[c + 9]) : 0u;
+      const std::int64_t at = (th.in[r] ? th.row[r] : 0) * heads * D + head * D;
+      if (x16) {
+        a[kk][r] = th.in[r] ? mma_pair_bits(x16 + at + c) : 0u;
+        a[kk][r + 2] = th.in[r] ? mma_pair_bits(x16 + at + c + 8) : 0u;
+      } else {
+        a[kk][r] = th.in[r] ? mma_pack<F>(x[at + c], x[at + c + 1]) : 0u;
+        a[kk][r + 2] = th.in[r] ? mma_pack<F>(x[at + c + 8], x[at + c + 9]) : 0u;
+      }
     }
   }
 }
@@ -187,8 +221,8 @@ struct MmaKeyTiles {
   // Keys [k0, k0 + 64) of kv head `kvh` (zeros past tk); the caller's barrier publishes them.
   template <class F>
   VIDLORA_HOST_DEVICE void load(int tid, const AttentionParams& p, std::int64_t k0, std::int64_t kvh) {
-    mma_load_tile<D, F>(tid, k, p.k, k0, p.tk, p.kv_heads, kvh);
-    mma_load_tile<D, F>(tid, v, p.v, k0, p.tk, p.kv_heads, kvh);
+    mma_load_tile<D, F>(tid, k, p.k, p.k16, k0, p.tk, p.kv_heads, kvh);
+    mma_load_tile<D, F>(tid, v, p.v, p.v16, k0, p.tk, p.kv_heads, kvh);
     for (int e = tid; e < kMmaKeys; e += kMmaThreads) {
       const std::int64_t j = k0 + e;
       ok[e] = j < p.tk && (p.key_mask == nullptr || p.key_mask[j] != 0) ? 1u : 0u;
@@ -283,7 +317,7 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
   const MmaThread th(w.thread(), i0, p.tq);  // its rows: two query rows
   const MmaLane& ln = th.ln;
   std::uint32_t qf[kd][4];  // Q's fragments for every k-step, once
-  mma_rows_to_a<D, F>(qf, p.q, th, p.q_heads, h);
+  mma_rows_to_a<D, F>(qf, p.q, p.q16, th, p.q_heads, h);
   float o[no][4];
   mma_zero(o);
   float m[2] = {-INFINITY, -INFINITY};  // the rows' running max score, in log2 units
@@ -382,8 +416,8 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dq_block(W& w, const AttentionParams
   const MmaThread th(w.thread(), i0, p.tq);  // its rows: two query rows
   const MmaLane& ln = th.ln;
   std::uint32_t qf[kd][4], df[kd][4];
-  mma_rows_to_a<D, F>(qf, p.q, th, p.q_heads, h);
-  mma_rows_to_a<D, F>(df, p.d_out, th, p.q_heads, h);
+  mma_rows_to_a<D, F>(qf, p.q, p.q16, th, p.q_heads, h);
+  mma_rows_to_a<D, F>(df, p.d_out, p.d_out16, th, p.q_heads, h);
   float lse2[2], rd[2];
   VIDLORA_UNROLL
   for (int r = 0; r < 2; ++r) {
@@ -451,8 +485,8 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
   bool key_ok[2];  // inside the sequence and not masked
   VIDLORA_UNROLL
   for (int r = 0; r < 2; ++r) key_ok[r] = th.in[r] && (p.key_mask == nullptr || p.key_mask[th.row[r]] != 0);
-  mma_load_tile<D, F>(tid, ks, p.k, j0, p.tk, p.kv_heads, kvh);
-  mma_load_tile<D, F>(tid, vs, p.v, j0, p.tk, p.kv_heads, kvh);
+  mma_load_tile<D, F>(tid, ks, p.k, p.k16, j0, p.tk, p.kv_heads, kvh);
+  mma_load_tile<D, F>(tid, vs, p.v, p.v16, j0, p.tk, p.kv_heads, kvh);
   float dk[no][4], dv[no][4];
   mma_zero(dk);
   mma_zero(dv);
@@ -463,8 +497,8 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
     const std::int64_t h = kvh * group + hh;
     for (std::int64_t qt = qt0; qt * kMmaQueryRows < p.tq; ++qt) {
       const std::int64_t i0 = qt * kMmaQueryRows;
-      mma_load_tile<D, F>(tid, qs, p.q, i0, p.tq, p.q_heads, h);
-      mma_load_tile<D, F>(tid, dos, p.d_out, i0, p.tq, p.q_heads, h);
+      mma_load_tile<D, F>(tid, qs, p.q, p.q16, i0, p.tq, p.q_heads, h);
+      mma_load_tile<D, F>(tid, dos, p.d_out, p.d_out16, i0, p.tq, p.q_heads, h);
       for (int e = tid; e < kMmaQueryRows; e += kMmaThreads) {
         const std::int64_t i = i0 + e;
         lse_s[e] = io::detail::float_bits(i < p.tq ? mma_lse_log2(p.lse[h * p.tq + i]) : -INFINITY);
@@ -547,14 +581,14 @@ struct FlashMmaDeviceWarp {
 
 template <int D, FlashOperands K>
 __global__ void __launch_bounds__(kMmaThreads) flash_mma_forward_kernel(AttentionParams p) {
-  __shared__ std::uint32_t smem[FlashMmaSmem<D>::words];
+  __shared__ __align__(16) std::uint32_t smem[FlashMmaSmem<D>::words];
   FlashMmaDeviceWarp<K> w;
   flash_mma_forward_block<D>(w, p, blockIdx.x, blockIdx.y, smem);
 }
 
 template <int D, FlashOperands K>
 __global__ void __launch_bounds__(kMmaThreads) flash_mma_backward_dq_kernel(AttentionParams p) {
-  __shared__ std::uint32_t smem[FlashMmaSmem<D>::words];
+  __shared__ __align__(16) std::uint32_t smem[FlashMmaSmem<D>::words];
   FlashMmaDeviceWarp<K> w;
   flash_mma_backward_dq_block<D>(w, p, blockIdx.x, blockIdx.y, smem);
 }
@@ -646,9 +680,22 @@ inline bool flash_mma_takes(const AttentionParams& p, FlashOperands k) {
 }
 
 namespace detail {
+// The 16-bit inputs the register-tile kernels read sixteen bytes at a time (AttentionParams::q16 …): aligned.
+inline void check_flash_mma_inputs(const AttentionParams& p, const char* who) {
+  const auto check = [who](const std::uint16_t* x, const char* name) {
+    vidlora::cuda::check_arg(reinterpret_cast<std::uintptr_t>(x) % 16 == 0, who,
+                             std::string(name) + " (16-bit input) is not 16-byte aligned");
+  };
+  check(p.q16, "q16");
+  check(p.k16, "k16");
+  check(p.v16, "v16");
+  check(p.d_out16, "d_out16");
+}
+
 inline void check_flash_mma(const AttentionParams& p, FlashOperands k, const char* who) {
   vidlora::cuda::check_arg(p.tq > 0 && p.tk > 0 && p.q_heads > 0 && p.kv_heads > 0 && p.q_heads % p.kv_heads == 0, who,
                            "needs tq, tk > 0 and q_heads a multiple of kv_heads");
+  check_flash_mma_inputs(p, who);
   vidlora::cuda::check_arg(flash_mma_takes(p, k), who,
                            "takes bf16 / fp16 operands at head dim 64 or 128 on sm_80+ (got " +
                                std::string(flash_operands_name(k)) + ", head dim " + std::to_string(p.head_dim) +
