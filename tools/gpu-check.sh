@@ -7,9 +7,10 @@
 # The GPU image has nvcc, CMake and ninja but not vidlora's C++ dependencies: first run tools/gpu-deps.sh on the
 # development machine and carry `.gpu-deps` (used automatically when present).
 #
-# Carried extras, used when present: `.gpu-prebuilt/` (the same five programs built on the development machine
-# for this GPU's architecture: the fallback when the build here fails) and `.whl/site/` (bitsandbytes,
-# unpacked, for the PyTorch comparison).
+# Carried extras, used when present: `.gpu-prebuilt/` (the programs tools/gpu-prepare.sh built on the development
+# machine for sm_90: used instead of a build here when they are for this GPU's architecture, from these sources
+# (tools/gpu-source-hash.sh) and their libraries load; VIDLORA_GPU_CHECK_BUILD=1 builds anyway) and `.whl/site/`
+# (bitsandbytes, unpacked, for the PyTorch comparison).
 #
 # Order, the gates first: the build (the NCCL programs in it; -k 0, so a unit that fails to compile costs only its
 # programs), the CUDA tests tag by tag (`tests`), the 7B preset steps (`presets`: issue 14's gate), the
@@ -81,7 +82,44 @@ if [[ -n "$nccl_py" && -f "$nccl_py/include/nccl.h" ]]; then
 fi
 built=0
 nccl_targets=()
-if timeout 120 cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc_bin" \
+nccl_bin="$build/tests/mpi"   # where the NCCL programs are
+host_tests="$build/tests/vidlora_cuda_host_tests"
+ld_python="${LD_LIBRARY_PATH-}"  # the python parts' library path: never the toolkit's (torch brings its own)
+
+# The programs tools/gpu-prepare.sh built on the development machine for this architecture from these very sources
+# (.gpu-prebuilt/ARCH and SOURCE), when the loader finds their libraries (the toolkit's and NCCL's directories are
+# added for them when needed): no build here, which is about 150 s of the budget. VIDLORA_GPU_CHECK_BUILD=1 builds
+# anyway.
+prebuilt="$here/.gpu-prebuilt"
+use_prebuilt() {
+  [[ "${VIDLORA_GPU_CHECK_BUILD:-0}" != 1 && -x "$prebuilt/vidlora_cuda_tests" ]] || return 1
+  local want_arch have_hash want_hash dirs p
+  want_arch="$(cat "$prebuilt/ARCH" 2>/dev/null)"
+  [[ "$want_arch" == "$cap" ]] || { echo "gpu-check: .gpu-prebuilt is for sm_$want_arch, this GPU is sm_$cap: building"; return 1; }
+  have_hash="$(bash "$here/tools/gpu-source-hash.sh" "$here")"
+  want_hash="$(cat "$prebuilt/SOURCE" 2>/dev/null)"
+  [[ "$have_hash" == "$want_hash" ]] || { echo "gpu-check: .gpu-prebuilt was built from other sources: building"; return 1; }
+  missing() { for p in "$prebuilt"/vidlora_* "$prebuilt"/bench_cuda_*; do [[ -x "$p" ]] && ldd "$p" 2>&1 | grep "not found"; done; }
+  if [[ -n "$(missing)" ]]; then  # the toolkit's libraries (cuBLASLt, the runtime) and NCCL's, for these programs only
+    local root; root="$(dirname "$(dirname "$(readlink -f "$nvcc_bin")")")"
+    dirs="$root/lib64:$root/lib:$root/targets/x86_64-linux/lib${nccl_py:+:$nccl_py/lib}"
+    export LD_LIBRARY_PATH="$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    if [[ -n "$(missing)" ]]; then
+      echo "gpu-check: .gpu-prebuilt's programs miss libraries here: building"; missing | sort -u | head -5
+      return 1
+    fi
+  fi
+  return 0
+}
+if use_prebuilt; then
+  echo "gpu-check: using the programs built on the development machine (.gpu-prebuilt, sm_$cap, these sources)"
+  bin="$prebuilt"
+  cuda_tests="$prebuilt/vidlora_cuda_tests"
+  host_tests="$prebuilt/vidlora_cuda_host_tests"
+  nccl_bin="$prebuilt"
+  [[ -x "$prebuilt/vidlora_nccl_tests_one_process" ]] && nccl_targets=(vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process)
+  built=1
+elif timeout 120 cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc_bin" \
      -DVIDLORA_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cap" -DVIDLORA_BUILD_EXAMPLES=OFF \
      -DVIDLORA_BUILD_VIDEO=OFF "${extra[@]}" >"$log/configure.txt" 2>&1; then
   # The NCCL programs in the same parallel build (the GPU idles while they would build later), and -k 0: one unit
@@ -98,18 +136,10 @@ else
   echo "gpu-check: configure failed ($log/configure.txt)" >&2
 fi
 if [[ $built == 0 ]]; then
-  if [[ -x "$here/.gpu-prebuilt/vidlora_cuda_tests" ]]; then
-    echo "gpu-check: using the carried prebuilt programs in .gpu-prebuilt"
-    bin="$here/.gpu-prebuilt"
-    cuda_tests="$bin/vidlora_cuda_tests"
-    mkdir -p "$bin/tests"
-    [[ -x "$bin/vidlora_cuda_host_tests" ]] && ln -sf "$bin/vidlora_cuda_host_tests" "$bin/tests/vidlora_cuda_host_tests"
-  else
-    echo "gpu-check: no $cuda_tests after the build, and no .gpu-prebuilt/ to fall back on" >&2
-    [[ -f "$log/build.txt" ]] && tail -n 60 "$log/build.txt"
-    snapshot
-    exit 1
-  fi
+  echo "gpu-check: no $cuda_tests after the build, and no usable .gpu-prebuilt/ (tools/gpu-prepare.sh)" >&2
+  [[ -f "$log/build.txt" ]] && tail -n 60 "$log/build.txt"
+  snapshot
+  exit 1
 fi
 echo "gpu-check: built in $(( $(date +%s) - start )) s"
 
@@ -119,7 +149,7 @@ row() { rows+=("$(printf '%-46s %-10s %s' "$1" "$2" "$3")"); printf 'row: %s\n' 
 summary() { grep -E "passed|failed" "$1" | tail -n1; }
 
 if part tests; then
-  run_capped 60 "$bin/tests/vidlora_cuda_host_tests" >"$log/cuda_host.txt" 2>&1
+  run_capped 60 "$host_tests" >"$log/cuda_host.txt" 2>&1
   rc=$?; [[ $rc == 0 ]] && row "tests: cuda_host (CPU side)" PASS "$(summary "$log/cuda_host.txt")" || { row "tests: cuda_host (CPU side)" FAIL "see $log/cuda_host.txt"; status=1; }
 
   # The register-tile attention first (model/cuda/flash_attention_mma.cuh, what every bf16 / fp16 step on sm_80+
@@ -222,7 +252,8 @@ snapshot
 # The preset gate's baseline: the same steps in transformers + PEFT + bitsandbytes (benchmarks/hf_preset_step.py),
 # with the settings from the preset types (examples/presets_table.cpp --json, compiled here: it needs only fmt).
 # Compared with this run's preset rows, or with an earlier call's (preset_step.json, left in the build directory).
-if part hf && (( $(cap_s 60) >= 15 )) && python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
+if part hf && (( $(cap_s 60) >= 15 )) &&
+   env LD_LIBRARY_PATH="$ld_python" python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
   fmt_flags=()
   [[ -d "$here/.gpu-deps/usr" ]] && fmt_flags=(-I"$here/.gpu-deps/usr/include" -L"$here/.gpu-deps/usr/lib/x86_64-linux-gnu")
   if "${CXX:-g++}" -std=c++20 -O1 -I"$here/include" "${fmt_flags[@]}" -DVIDLORA_ACTIVE_PRESET=Cpu \
@@ -232,7 +263,7 @@ if part hf && (( $(cap_s 60) >= 15 )) && python3 -c "import torch, transformers,
     # The configurations HF + PEFT can be expected to fit (A100 and H100 without checkpointing are not: each costs a
     # 7B build for an out-of-memory row); VIDLORA_GPU_CHECK_HF_PRESETS= (empty) runs every one.
     hf_only="${VIDLORA_GPU_CHECK_HF_PRESETS-T4,L4,A100_checkpointing,H100_checkpointing}"
-    PYTHONUNBUFFERED=1 run_capped 240 python3 "$here/benchmarks/hf_preset_step.py" "$log/presets.json" \
+    PYTHONUNBUFFERED=1 run_capped 240 env LD_LIBRARY_PATH="$ld_python" python3 "$here/benchmarks/hf_preset_step.py" "$log/presets.json" \
       ${hf_only:+--only "$hf_only"} >"$log/hf_preset_step.jsonl" 2>"$log/hf_preset_step.err"
     hf_rc=$?
     [[ $hf_rc == 0 ]] || { row "hf step: benchmarks/hf_preset_step.py" FAIL "exit $hf_rc, see $log/hf_preset_step.err"; tail -n 5 "$log/hf_preset_step.err"; }
@@ -309,11 +340,11 @@ bench_rows() {
 torch_rows() {
   local csv="$log/$1.csv" err="$log/$1.err" name ms
   shift
-  if ! python3 -c "import torch" >/dev/null 2>&1; then
+  if ! env LD_LIBRARY_PATH="$ld_python" python3 -c "import torch" >/dev/null 2>&1; then
     row "torch: $*" SKIP "no torch in this python3"
     return
   fi
-  if PYTHONUNBUFFERED=1 run_capped 120 python3 "$here/benchmarks/cuda_pytorch.py" "$@" >"$csv" 2>"$err"; then
+  if PYTHONUNBUFFERED=1 run_capped 120 env LD_LIBRARY_PATH="$ld_python" python3 "$here/benchmarks/cuda_pytorch.py" "$@" >"$csv" 2>"$err"; then
     while IFS=, read -r name ms; do
       [[ "$name" == \#* || -z "$name" ]] && continue
       row "torch: $name" "$ms ms" ""
@@ -364,9 +395,9 @@ if part nccl; then
     esac
   }
   if [[ $built == 1 && ${#nccl_targets[@]} -gt 0 ]]; then
-    if [[ -x "$build/tests/mpi/vidlora_nccl_tests_one_process" && -x "$build/tests/mpi/vidlora_nccl_trainer_tests_one_process" ]]; then
+    if [[ -x "$nccl_bin/vidlora_nccl_tests_one_process" && -x "$nccl_bin/vidlora_nccl_trainer_tests_one_process" ]]; then
       for t in vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process; do
-        run_capped 120 "$build/tests/mpi/$t" >"$log/$t.txt" 2>&1
+        run_capped 120 "$nccl_bin/$t" >"$log/$t.txt" 2>&1
         nccl_row "$t (comm::Single bootstrap)" $? "$log/$t.txt"
       done
       if [[ " ${nccl_targets[*]} " == *" vidlora_nccl_tests "* ]]; then

@@ -4,7 +4,13 @@
 # dependencies), checks it fits the 64 MiB a device call carries, and prints the call.
 #   .gpu-deps/   Eigen, fmt, nlohmann_json, Catch2, Google Benchmark (tools/gpu-deps.sh)
 #   .whl/site/   bitsandbytes 0.50.2 unpacked with only its CUDA 13 library (the NF4 baselines)
-# Both are git-ignored (.gpu-deps by .gitignore, .whl by .git/info/exclude, added here when missing).
+#   .gpu-prebuilt/  the CUDA tests, the host tests, the benchmarks and the NCCL one-process tests built here for sm_90
+#                (H100 / H200; build-gpu90/), with the architecture and the hash of the sources
+#                (tools/gpu-source-hash.sh): gpu-check.sh then skips its build there (about 150 s of its 540) when
+#                both match and the programs' libraries load; VIDLORA_GPU_PREPARE_PREBUILT=0 skips this part
+#                (15-20 minutes on two cores), VIDLORA_GPU_PREPARE_ARCH another architecture.
+# All three are git-ignored (.gpu-deps and .gpu-prebuilt by .gitignore, .whl by .git/info/exclude, added here when
+# missing).
 #
 #   bash tools/gpu-prepare.sh
 set -euo pipefail
@@ -29,16 +35,45 @@ if [[ ! -d .whl/site/bitsandbytes ]]; then
 fi
 ls .whl/site/bitsandbytes/libbitsandbytes_cuda13* >/dev/null
 
-total=$(du -sm .gpu-deps .whl | awk '{s += $1} END {print s}')
-echo "gpu-prepare: .gpu-deps and .whl take ${total} MiB of the 64 MiB a device call carries"
+carried=(.gpu-deps .whl)
+if [[ "${VIDLORA_GPU_PREPARE_PREBUILT:-1}" == 1 ]]; then
+  arch="${VIDLORA_GPU_PREPARE_ARCH:-90}"
+  b="build-gpu$arch"
+  # gpu-check.sh's configure (tools/gpu-check.sh), for `arch`
+  cmake -S . -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DVIDLORA_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" \
+    -DVIDLORA_BUILD_EXAMPLES=OFF -DVIDLORA_BUILD_VIDEO=OFF >"$b.configure.log" 2>&1 ||
+    { tail -30 "$b.configure.log"; echo "gpu-prepare: configure of $b failed" >&2; exit 1; }
+  programs=(vidlora_cuda_tests vidlora_cuda_host_tests bench_cuda_quant bench_cuda_optim bench_cuda_lora
+            bench_cuda_attention bench_cuda_preset_step)
+  grep -q "vidlora::nccl_core ON" "$b.configure.log" &&
+    programs+=(vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process)
+  echo "gpu-prepare: building ${programs[*]} for sm_$arch in $b (15-20 minutes on two cores)"
+  cmake --build "$b" --target "${programs[@]}" -j "$(nproc)" >"$b.build.log" 2>&1 ||
+    { grep -E "error|FAILED" "$b.build.log" | head -20; echo "gpu-prepare: build failed ($b.build.log)" >&2; exit 1; }
+  rm -rf .gpu-prebuilt
+  mkdir -p .gpu-prebuilt
+  for p in "${programs[@]}"; do
+    f="$(find "$b" -type f -name "$p" -perm -u+x | head -n1)"
+    [[ -n "$f" ]] || { echo "gpu-prepare: $p not found in $b" >&2; exit 1; }
+    cp "$f" .gpu-prebuilt/
+  done
+  echo "$arch" >.gpu-prebuilt/ARCH
+  bash tools/gpu-source-hash.sh >.gpu-prebuilt/SOURCE
+  carried+=(.gpu-prebuilt)
+fi
+
+total=$(du -sm "${carried[@]}" | awk '{s += $1} END {print s}')
+echo "gpu-prepare: ${carried[*]} take ${total} MiB of the 64 MiB a device call carries"
 if (( total > 60 )); then
   echo "gpu-prepare: too big to carry with room to spare" >&2
   exit 1
 fi
-cat <<'CALL'
+list="$(printf '"%s", ' "${carried[@]}")"
+cat <<CALL
 gpu-prepare: ready. The device call (docs/cuda.md, "Running on a GPU"):
-  run(carry=[".gpu-deps", ".whl"], timeout_s=600,
-      command="VIDLORA_GPU_CHECK_SANITIZE=0 VIDLORA_GPU_CHECK_BUDGET_S=540 bash tools/gpu-check.sh 2>&1 | tee $OUT/gpu-check.txt")
-(gpu-check.sh stops itself by the budget and leaves $OUT/logs.tgz after each part; a second call only fits when
+  run(carry=[${list%, }], timeout_s=600,
+      command="VIDLORA_GPU_CHECK_SANITIZE=0 VIDLORA_GPU_CHECK_BUDGET_S=540 bash tools/gpu-check.sh 2>&1 | tee \$OUT/gpu-check.txt")
+(gpu-check.sh stops itself by the budget and leaves \$OUT/logs.tgz after each part; a second call on the same
+warm machine runs what the first skipped: VIDLORA_GPU_CHECK_PARTS=attention,nccl,bench, for example; it fits when
 the first ended early and the session has more than the machine's start left.)
 CALL

@@ -105,6 +105,72 @@ struct FlashBounds {
   float fp32 = 1e-5f;     // ... and of the inputs as they are
 };
 
+// A case's inputs and the CPU attention's results: of the inputs as they are, and of the inputs rounded as operands K
+// hold them (the `_r` ones). The gradients start at grad_start, as the kernels' outputs do (they add, +=).
+struct FlashReference {
+  std::int64_t qf = 0, kvf = 0;
+  Matrix q, k, v, d_out, qr, kr, vr, d_out_r;
+  Matrix want_out, want_dq, want_dk, want_dv, want_out_r, want_dq_r, want_dk_r, want_dv_r;
+  FlashReference(const FlashCase& c, model::cuda::FlashOperands K, float grad_start)
+      : qf(c.q_heads * c.head_dim),
+        kvf(c.kv_heads * c.head_dim),
+        q(flash_random(c.tq, qf, c.seed)),
+        k(flash_random(c.tk, kvf, c.seed + 1)),
+        v(flash_random(c.tk, kvf, c.seed + 2)),
+        d_out(flash_random(c.tq, qf, c.seed + 3)),
+        qr(flash_rounded(q, K)),
+        kr(flash_rounded(k, K)),
+        vr(flash_rounded(v, K)),
+        d_out_r(flash_rounded(d_out, K)) {
+    const model::AttentionShape shape{c.q_heads, c.kv_heads, c.head_dim};
+    const auto run = [&](const Matrix& qi, const Matrix& ki, const Matrix& vi, const Matrix& doi, Matrix& out,
+                         Matrix& dq, Matrix& dk, Matrix& dv) {
+      Matrix probs;
+      out = model::attention_forward<float>(qi, ki, vi, shape, c.q_offset, c.key_mask, &probs);
+      dq = Matrix::Constant(c.tq, qf, grad_start);
+      dk = Matrix::Constant(c.tk, kvf, grad_start);
+      dv = Matrix::Constant(c.tk, kvf, grad_start);
+      model::attention_backward<float>(qi, ki, vi, shape, probs, doi, dq, dk, dv);
+    };
+    run(q, k, v, d_out, want_out, want_dq, want_dk, want_dv);
+    run(qr, kr, vr, d_out_r, want_out_r, want_dq_r, want_dk_r, want_dv_r);
+  }
+};
+
+// The kernels' outputs, each followed by a guard: out and lse NaN, row_dot 0, the gradients grad_start.
+struct FlashOutputs {
+  Guarded out, lse, row_dot, dq, dk, dv;
+  FlashOutputs(const FlashCase& c, std::int64_t qf, std::int64_t kvf, float grad_start)
+      : out(c.tq * qf, std::nanf("")),
+        lse(c.q_heads * c.tq, std::nanf("")),
+        row_dot(c.q_heads * c.tq, 0.0f),
+        dq(c.tq * qf, grad_start),
+        dk(c.tk * kvf, grad_start),
+        dv(c.tk * kvf, grad_start) {}
+  // The case's problem over the reference's fp32 inputs and these outputs.
+  model::cuda::AttentionParams params(const FlashCase& c, const FlashReference& r) {
+    model::cuda::AttentionParams p;
+    p.q = r.q.data();
+    p.k = r.k.data();
+    p.v = r.v.data();
+    p.key_mask = c.key_mask.empty() ? nullptr : c.key_mask.data();
+    p.out = out.data();
+    p.lse = lse.data();
+    p.d_out = r.d_out.data();
+    p.dq = dq.data();
+    p.dk = dk.data();
+    p.dv = dv.data();
+    p.row_dot = row_dot.data();
+    p.tq = c.tq;
+    p.tk = c.tk;
+    p.q_heads = c.q_heads;
+    p.kv_heads = c.kv_heads;
+    p.head_dim = c.head_dim;
+    p.q_offset = c.q_offset;
+    return p;
+  }
+};
+
 // The kernels' bodies over the grid with operands K, against the CPU attention. With 16-bit operands the CPU runs on
 // the inputs rounded as the tiles hold them, so what remains is the rounding of P and dS (bounds.rounded); lse and
 // row_dot come from fp32 scores and probabilities and stay at 1e-5. Each kernel's shared memory is exactly
@@ -115,42 +181,16 @@ void check_flash(const FlashCase& c, int tile, FlashBounds bounds = {}, bool row
   INFO("tq " << c.tq << " tk " << c.tk << " heads " << c.q_heads << "/" << c.kv_heads << " d " << c.head_dim
              << " offset " << c.q_offset << " masked " << !c.key_mask.empty() << " tile " << tile << " operands "
              << model::cuda::flash_operands_name(K) << (row_dot_from_out ? ", row_dot from the output" : ""));
-  const std::int64_t d = c.head_dim, qf = c.q_heads * d, kvf = c.kv_heads * d;
-  const Matrix q = flash_random(c.tq, qf, c.seed), k = flash_random(c.tk, kvf, c.seed + 1),
-               v = flash_random(c.tk, kvf, c.seed + 2), d_out = flash_random(c.tq, qf, c.seed + 3);
-  const Matrix qr = flash_rounded(q, K), kr = flash_rounded(k, K), vr = flash_rounded(v, K),
-               d_out_r = flash_rounded(d_out, K);
+  const std::int64_t d = c.head_dim;
   // The references: of the inputs as they are, and as the tiles hold them.
-  const model::AttentionShape shape{c.q_heads, c.kv_heads, d};
-  Matrix probs, probs_r;
-  const Matrix want_out = model::attention_forward<float>(q, k, v, shape, c.q_offset, c.key_mask, &probs);
-  Matrix want_dq = Matrix::Zero(c.tq, qf), want_dk = Matrix::Zero(c.tk, kvf), want_dv = Matrix::Zero(c.tk, kvf);
-  model::attention_backward<float>(q, k, v, shape, probs, d_out, want_dq, want_dk, want_dv);
-  const Matrix want_out_r = model::attention_forward<float>(qr, kr, vr, shape, c.q_offset, c.key_mask, &probs_r);
-  Matrix want_dq_r = Matrix::Zero(c.tq, qf), want_dk_r = Matrix::Zero(c.tk, kvf), want_dv_r = Matrix::Zero(c.tk, kvf);
-  model::attention_backward<float>(qr, kr, vr, shape, probs_r, d_out_r, want_dq_r, want_dk_r, want_dv_r);
-
+  const FlashReference ref(c, K, 0.0f);
+  const std::int64_t qf = ref.qf, kvf = ref.kvf;
+  const Matrix &d_out_r = ref.d_out_r, &qr = ref.qr, &kr = ref.kr, &want_out = ref.want_out,
+               &want_out_r = ref.want_out_r;
   // The tiled kernels' bodies over the grid.
-  Guarded out(c.tq * qf, std::nanf("")), lse(c.q_heads * c.tq, std::nanf("")), row_dot(c.q_heads * c.tq, 0.0f),
-      dq(c.tq * qf, 0.0f), dk(c.tk * kvf, 0.0f), dv(c.tk * kvf, 0.0f);
-  model::cuda::AttentionParams p;
-  p.q = q.data();
-  p.k = k.data();
-  p.v = v.data();
-  p.key_mask = c.key_mask.empty() ? nullptr : c.key_mask.data();
-  p.out = out.data();
-  p.lse = lse.data();
-  p.d_out = d_out.data();
-  p.dq = dq.data();
-  p.dk = dk.data();
-  p.dv = dv.data();
-  p.row_dot = row_dot.data();
-  p.tq = c.tq;
-  p.tk = c.tk;
-  p.q_heads = c.q_heads;
-  p.kv_heads = c.kv_heads;
-  p.head_dim = d;
-  p.q_offset = c.q_offset;
+  FlashOutputs o(c, qf, kvf, 0.0f);
+  Guarded &out = o.out, &lse = o.lse, &row_dot = o.row_dot, &dq = o.dq, &dk = o.dk, &dv = o.dv;
+  model::cuda::AttentionParams p = o.params(c, ref);
   REQUIRE(model::cuda::flash_attention_takes(p));
   model::cuda::check_flash_attention(p, tile, "test");
   using Block = model::cuda::FlashHostBlock<K>;
@@ -184,12 +224,12 @@ void check_flash(const FlashCase& c, int tile, FlashBounds bounds = {}, bool row
       model::cuda::flash_backward_dkv_block(blk, p, tile, tile, kt, g, dkv_smem.data());
   CHECK(dq_smem.guard_intact());
   CHECK(dkv_smem.guard_intact());
-  CHECK(flash_normwise(dq.matrix(c.tq, qf), want_dq_r) < bounds.rounded);
-  CHECK(flash_normwise(dk.matrix(c.tk, kvf), want_dk_r) < bounds.rounded);
-  CHECK(flash_normwise(dv.matrix(c.tk, kvf), want_dv_r) < bounds.rounded);
-  CHECK(flash_normwise(dq.matrix(c.tq, qf), want_dq) < bounds.fp32);
-  CHECK(flash_normwise(dk.matrix(c.tk, kvf), want_dk) < bounds.fp32);
-  CHECK(flash_normwise(dv.matrix(c.tk, kvf), want_dv) < bounds.fp32);
+  CHECK(flash_normwise(dq.matrix(c.tq, qf), ref.want_dq_r) < bounds.rounded);
+  CHECK(flash_normwise(dk.matrix(c.tk, kvf), ref.want_dk_r) < bounds.rounded);
+  CHECK(flash_normwise(dv.matrix(c.tk, kvf), ref.want_dv_r) < bounds.rounded);
+  CHECK(flash_normwise(dq.matrix(c.tq, qf), ref.want_dq) < bounds.fp32);
+  CHECK(flash_normwise(dk.matrix(c.tk, kvf), ref.want_dk) < bounds.fp32);
+  CHECK(flash_normwise(dv.matrix(c.tk, kvf), ref.want_dv) < bounds.fp32);
   // row_dot = Σ_j p·dp = Σ_c dO·O per (head, row): p from the fp32 scores, dp from the rounded dO and V; from the
   // output, the rounded dO times the kernels' own output
   const Matrix out_m = out.matrix(c.tq, qf);
@@ -214,7 +254,7 @@ void check_flash(const FlashCase& c, int tile, FlashBounds bounds = {}, bool row
   }
   if constexpr (K != model::cuda::FlashOperands::F32) {  // the operands were rounded: not the fp32 result
     CHECK(flash_normwise(out.matrix(c.tq, qf), want_out) > 0.0f);
-    CHECK(flash_normwise(dk.matrix(c.tk, kvf), want_dk) > 0.0f);
+    CHECK(flash_normwise(dk.matrix(c.tk, kvf), ref.want_dk) > 0.0f);
   }
 }
 
@@ -382,41 +422,14 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
                              << " offset " << c.q_offset << " masked " << !c.key_mask.empty() << " operands "
                              << model::cuda::flash_operands_name(K));
   REQUIRE(c.head_dim == D);
-  const std::int64_t qf = c.q_heads * D, kvf = c.kv_heads * D;
-  const Matrix q = flash_random(c.tq, qf, c.seed), k = flash_random(c.tk, kvf, c.seed + 1),
-               v = flash_random(c.tk, kvf, c.seed + 2), d_out = flash_random(c.tq, qf, c.seed + 3);
-  const Matrix qr = flash_rounded(q, K), kr = flash_rounded(k, K), vr = flash_rounded(v, K),
-               d_out_r = flash_rounded(d_out, K);
-  const model::AttentionShape shape{c.q_heads, c.kv_heads, D};
-  Matrix probs, probs_r;
-  const Matrix want_out = model::attention_forward<float>(q, k, v, shape, c.q_offset, c.key_mask, &probs);
-  const Matrix want_out_r = model::attention_forward<float>(qr, kr, vr, shape, c.q_offset, c.key_mask, &probs_r);
-  // The backward's references, added to gradients that start at 1 (the kernels add, +=).
-  Matrix want_dq = Matrix::Ones(c.tq, qf), want_dk = Matrix::Ones(c.tk, kvf), want_dv = Matrix::Ones(c.tk, kvf);
-  model::attention_backward<float>(q, k, v, shape, probs, d_out, want_dq, want_dk, want_dv);
-  Matrix want_dq_r = Matrix::Ones(c.tq, qf), want_dk_r = Matrix::Ones(c.tk, kvf), want_dv_r = Matrix::Ones(c.tk, kvf);
-  model::attention_backward<float>(qr, kr, vr, shape, probs_r, d_out_r, want_dq_r, want_dk_r, want_dv_r);
-  Guarded out(c.tq * qf, std::nanf("")), lse(c.q_heads * c.tq, std::nanf("")), row_dot(c.q_heads * c.tq, 0.0f),
-      dq(c.tq * qf, 1.0f), dk(c.tk * kvf, 1.0f), dv(c.tk * kvf, 1.0f);
-  model::cuda::AttentionParams p;
-  p.q = q.data();
-  p.k = k.data();
-  p.v = v.data();
-  p.key_mask = c.key_mask.empty() ? nullptr : c.key_mask.data();
-  p.out = out.data();
-  p.lse = lse.data();
-  p.d_out = d_out.data();
-  p.dq = dq.data();
-  p.dk = dk.data();
-  p.dv = dv.data();
-  p.row_dot = row_dot.data();
+  // The backward's references are added to gradients that start at 1 (the kernels add, +=).
+  const FlashReference ref(c, K, 1.0f);
+  const std::int64_t qf = ref.qf, kvf = ref.kvf;
+  const Matrix &want_out = ref.want_out, &want_out_r = ref.want_out_r;
+  FlashOutputs o(c, qf, kvf, 1.0f);
+  Guarded &out = o.out, &lse = o.lse, &row_dot = o.row_dot, &dq = o.dq, &dk = o.dk, &dv = o.dv;
+  model::cuda::AttentionParams p = o.params(c, ref);
   p.forward_out = out.data();
-  p.tq = c.tq;
-  p.tk = c.tk;
-  p.q_heads = c.q_heads;
-  p.kv_heads = c.kv_heads;
-  p.head_dim = D;
-  p.q_offset = c.q_offset;
   using Format = model::cuda::FlashOperandFormat<K>;
   constexpr std::uint32_t kGuardWord = 0x5a5a5a5au;
   constexpr auto words = static_cast<std::size_t>(model::cuda::FlashMmaSmem<D>::words);
@@ -450,7 +463,7 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
   CHECK(flash_normwise(got, want_out_r) < bounds.rounded);
   CHECK(flash_normwise(got, want_out) < bounds.fp32);
   CHECK(flash_normwise(got, want_out) > 0.0f);  // the operands were rounded: not the fp32 result
-  CHECK(flash_lse_error(c, p, qr, kr, lse) < 1e-5f);
+  CHECK(flash_lse_error(c, p, ref.qr, ref.kr, lse) < 1e-5f);
   for (std::int64_t h = 0; h < c.q_heads; ++h)  // a row that sees no key: output 0
     for (std::int64_t i = 0; i < c.tq; ++i)
       if (std::isinf(lse.v[static_cast<std::size_t>(h * c.tq + i)])) CHECK(got.row(i).segment(h * D, D).isZero(0.0f));
@@ -463,12 +476,12 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
   for (const Guarded* b : {&row_dot, &dq, &dk, &dv}) CHECK(b->guard_intact());
   // what the kernels added, against the CPU's gradients (the 1 they started from taken off both)
   const auto added = [](const Matrix& m) { return Matrix(m.array() - 1.0f); };
-  CHECK(flash_normwise(added(dq.matrix(c.tq, qf)), added(want_dq_r)) < bounds.rounded);
-  CHECK(flash_normwise(added(dk.matrix(c.tk, kvf)), added(want_dk_r)) < bounds.rounded);
-  CHECK(flash_normwise(added(dv.matrix(c.tk, kvf)), added(want_dv_r)) < bounds.rounded);
-  CHECK(flash_normwise(added(dq.matrix(c.tq, qf)), added(want_dq)) < bounds.fp32);
-  CHECK(flash_normwise(added(dk.matrix(c.tk, kvf)), added(want_dk)) < bounds.fp32);
-  CHECK(flash_normwise(added(dv.matrix(c.tk, kvf)), added(want_dv)) < bounds.fp32);
+  CHECK(flash_normwise(added(dq.matrix(c.tq, qf)), added(ref.want_dq_r)) < bounds.rounded);
+  CHECK(flash_normwise(added(dk.matrix(c.tk, kvf)), added(ref.want_dk_r)) < bounds.rounded);
+  CHECK(flash_normwise(added(dv.matrix(c.tk, kvf)), added(ref.want_dv_r)) < bounds.rounded);
+  CHECK(flash_normwise(added(dq.matrix(c.tq, qf)), added(ref.want_dq)) < bounds.fp32);
+  CHECK(flash_normwise(added(dk.matrix(c.tk, kvf)), added(ref.want_dk)) < bounds.fp32);
+  CHECK(flash_normwise(added(dv.matrix(c.tk, kvf)), added(ref.want_dv)) < bounds.fp32);
 
   // Again from the inputs' 16-bit patterns (AttentionParams::q16, k16, v16, d_out16: what a caller rounds once for
   // the kernels): the same bits everywhere, as the kernels round the fp32 values to the same patterns themselves.
@@ -477,29 +490,23 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
     for (Eigen::Index i = 0; i < m.size(); ++i) b[static_cast<std::size_t>(i)] = Format::from_float(m.data()[i]);
     return b;
   };
-  const std::vector<std::uint16_t> q16 = patterns(q), k16 = patterns(k), v16 = patterns(v), d_out16 = patterns(d_out);
-  Guarded out2(c.tq * qf, std::nanf("")), lse2(c.q_heads * c.tq, std::nanf("")), row_dot2(c.q_heads * c.tq, 0.0f),
-      dq2(c.tq * qf, 1.0f), dk2(c.tk * kvf, 1.0f), dv2(c.tk * kvf, 1.0f);
-  model::cuda::AttentionParams p16 = p;
+  const std::vector<std::uint16_t> q16 = patterns(ref.q), k16 = patterns(ref.k), v16 = patterns(ref.v),
+                                   d_out16 = patterns(ref.d_out);
+  FlashOutputs o16(c, qf, kvf, 1.0f);
+  model::cuda::AttentionParams p16 = o16.params(c, ref);
+  p16.forward_out = o16.out.data();
   p16.q16 = q16.data();
   p16.k16 = k16.data();
   p16.v16 = v16.data();
   p16.d_out16 = d_out16.data();
-  p16.out = out2.data();
-  p16.forward_out = out2.data();
-  p16.lse = lse2.data();
-  p16.row_dot = row_dot2.data();
-  p16.dq = dq2.data();
-  p16.dk = dk2.data();
-  p16.dv = dv2.data();
   forward(p16);
   backward(p16);
-  CHECK(out2.v == out.v);
-  CHECK(lse2.v == lse.v);
-  CHECK(row_dot2.v == row_dot.v);
-  CHECK(dq2.v == dq.v);
-  CHECK(dk2.v == dk.v);
-  CHECK(dv2.v == dv.v);
+  CHECK(o16.out.v == out.v);
+  CHECK(o16.lse.v == lse.v);
+  CHECK(o16.row_dot.v == row_dot.v);
+  CHECK(o16.dq.v == dq.v);
+  CHECK(o16.dk.v == dk.v);
+  CHECK(o16.dv.v == dv.v);
 }
 
 }  // namespace
