@@ -40,16 +40,17 @@ if [[ "${VIDLORA_GPU_PREPARE_PREBUILT:-1}" == 1 ]]; then
   arch="${VIDLORA_GPU_PREPARE_ARCH:-90}"
   b="build-gpu$arch"
   # gpu-check.sh's configure (tools/gpu-check.sh), for `arch`
+  mkdir -p "$b"
   cmake -S . -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DVIDLORA_BUILD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" \
-    -DVIDLORA_BUILD_EXAMPLES=OFF -DVIDLORA_BUILD_VIDEO=OFF >"$b.configure.log" 2>&1 ||
-    { tail -30 "$b.configure.log"; echo "gpu-prepare: configure of $b failed" >&2; exit 1; }
+    -DVIDLORA_BUILD_EXAMPLES=OFF -DVIDLORA_BUILD_VIDEO=OFF >"$b/prepare-configure.log" 2>&1 ||
+    { tail -30 "$b/prepare-configure.log"; echo "gpu-prepare: configure of $b failed" >&2; exit 1; }
   programs=(vidlora_cuda_tests vidlora_cuda_host_tests bench_cuda_quant bench_cuda_optim bench_cuda_lora
             bench_cuda_attention bench_cuda_preset_step)
-  grep -q "vidlora::nccl_core ON" "$b.configure.log" &&
+  grep -q "vidlora::nccl_core ON" "$b/prepare-configure.log" &&
     programs+=(vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process)
   echo "gpu-prepare: building ${programs[*]} for sm_$arch in $b (15-20 minutes on two cores)"
-  cmake --build "$b" --target "${programs[@]}" -j "$(nproc)" >"$b.build.log" 2>&1 ||
-    { grep -E "error|FAILED" "$b.build.log" | head -20; echo "gpu-prepare: build failed ($b.build.log)" >&2; exit 1; }
+  cmake --build "$b" --target "${programs[@]}" -j "$(nproc)" >"$b/prepare-build.log" 2>&1 ||
+    { grep -E "error|FAILED" "$b/prepare-build.log" | head -20; echo "gpu-prepare: build failed ($b/prepare-build.log)" >&2; exit 1; }
   rm -rf .gpu-prebuilt
   mkdir -p .gpu-prebuilt
   for p in "${programs[@]}"; do
