@@ -5,7 +5,9 @@
 // the shared memory; with 16-bit operands the kernels keep their tiles in registers on sm_80+ (model/cuda/
 // flash_attention_mma.cuh), kernel 6 is bf16 on the shared-memory tiles, and kernel 7 the register tiles reading q, k,
 // v and dO as bf16 (AttentionParams::q16 …, rounded once before the timed loop: what SDPA reads, and what the decoder
-// hands them), in the same run; and the bf16 forward alone, those three kernels (BM_attention_fwd). Sequence lengths: 2,432 (the H100 preset's 16 frames × 144 + 128 tokens) and
+// hands them), kernel 8 the same with the forward's and dq's key tiles in two stages (FlashAttentionOptions::
+// pipelined: cp.async copies of the next tile in flight), in the same run; and the bf16 forward alone, those four
+// kernels (BM_attention_fwd). Sequence lengths: 2,432 (the H100 preset's 16 frames × 144 + 128 tokens) and
 // 4,096 (the issue's attention gate, whose baseline is PyTorch's SDPA flash backend in bf16:
 // benchmarks/cuda_pytorch.py's `torch_sdpa_flash_fwd_bwd_bf16_T4096`). Counter: TFLOP/s at 4·T²·H·d·(1 + 2.5)/2
 // (causal: half the pairs; backward 2.5× the forward's two products), the usual flash-attention accounting.
@@ -36,7 +38,8 @@ enum Kernel : int {
   kTiledF16 = 4,
   kTiledBf16Tile32 = 5,
   kTiledBf16Shared = 6,
-  kTiledBf16Inputs16 = 7
+  kTiledBf16Inputs16 = 7,
+  kTiledBf16Pipelined = 8
 };
 
 const char* kernel_label(Kernel k) {
@@ -49,18 +52,20 @@ const char* kernel_label(Kernel k) {
     case kTiledBf16Shared: return "tiled, bf16 WMMA on shared-memory tiles";
     case kTiledBf16Tile32: return "tiled, bf16 WMMA, tile 32";
     case kTiledBf16Inputs16: return "tiled, bf16: register tiles (sm_80+) reading bf16 q, k, v, dO";
+    case kTiledBf16Pipelined: return "tiled, bf16: register tiles (sm_80+) reading bf16 q, k, v, dO, two key stages";
   }
   return "?";
 }
 
 FlashAttentionOptions options_of(Kernel kernel) {
-  const FlashOperands ops =
-      kernel == kTiledBf16 || kernel == kTiledBf16Tile32 || kernel == kTiledBf16Shared || kernel == kTiledBf16Inputs16
-          ? FlashOperands::BF16
-      : kernel == kTiledF16 ? FlashOperands::F16
-                            : FlashOperands::F32;
+  const FlashOperands ops = kernel == kTiledBf16 || kernel == kTiledBf16Tile32 || kernel == kTiledBf16Shared ||
+                                    kernel == kTiledBf16Inputs16 || kernel == kTiledBf16Pipelined
+                                ? FlashOperands::BF16
+                            : kernel == kTiledF16 ? FlashOperands::F16
+                                                  : FlashOperands::F32;
   FlashAttentionOptions o{kernel == kTiledTf32, kernel == kTiledBf16Tile32 ? 32 : 0, ops};
   o.register_tiles = kernel != kTiledBf16Shared;
+  o.pipelined = kernel == kTiledBf16Pipelined;
   return o;
 }
 
@@ -107,7 +112,8 @@ void BM_attention_fwd_bwd(benchmark::State& state) {
   p.q_heads = p.kv_heads = heads;
   p.head_dim = d;
   const FlashAttentionOptions o = options_of(kernel);
-  const Bf16Inputs inputs16(p, kernel == kTiledBf16Inputs16 ? n : 0, true);
+  const bool inputs_16bit = kernel == kTiledBf16Inputs16 || kernel == kTiledBf16Pipelined;
+  const Bf16Inputs inputs16(p, inputs_16bit ? n : 0, true);
   cuda_bench::time_iterations(state, [&] {
     if (kernel == kRow) {
       attention_forward(p);
@@ -126,7 +132,7 @@ BENCHMARK(BM_attention_fwd_bwd)
     ->ArgNames({"T", "kernel"})
     ->ArgsProduct({{2432, 4096},
                    {kRow, kTiledFp32, kTiledTf32, kTiledBf16, kTiledF16, kTiledBf16Tile32, kTiledBf16Shared,
-                    kTiledBf16Inputs16}})
+                    kTiledBf16Inputs16, kTiledBf16Pipelined}})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 
@@ -151,18 +157,19 @@ void BM_attention_fwd(benchmark::State& state) {
   p.q_heads = p.kv_heads = heads;
   p.head_dim = d;
   const FlashAttentionOptions o = options_of(kernel);
-  const Bf16Inputs inputs16(p, kernel == kTiledBf16Inputs16 ? n : 0, false);
+  const bool inputs_16bit = kernel == kTiledBf16Inputs16 || kernel == kTiledBf16Pipelined;
+  const Bf16Inputs inputs16(p, inputs_16bit ? n : 0, false);
   cuda_bench::time_iterations(state, [&] { flash_attention_forward(p, o); });
   const double flops = 4.0 * static_cast<double>(t) * static_cast<double>(t) * heads * d / 2.0;
   state.counters["TFLOP_per_s"] = benchmark::Counter(flops / 1e12, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel((kernel == kTiledBf16 || kernel == kTiledBf16Inputs16) && !flash_mma_takes(p, FlashOperands::BF16)
+  state.SetLabel(kernel != kTiledBf16Shared && !flash_mma_takes(p, FlashOperands::BF16)
                      ? "tiled, bf16 WMMA (no register-tile forward on this GPU)"
                      : kernel_label(kernel));
 }
 
 BENCHMARK(BM_attention_fwd)
     ->ArgNames({"T", "kernel"})
-    ->ArgsProduct({{2432, 4096}, {kTiledBf16, kTiledBf16Shared, kTiledBf16Inputs16}})
+    ->ArgsProduct({{2432, 4096}, {kTiledBf16, kTiledBf16Shared, kTiledBf16Inputs16, kTiledBf16Pipelined}})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 

@@ -13,10 +13,10 @@
 # (bitsandbytes, unpacked, for the PyTorch comparison).
 #
 # Order, the gates first: the build (the NCCL programs in it; -k 0, so a unit that fails to compile costs only its
-# programs), the CUDA tests tag by tag (`tests`), the 7B preset steps (`presets`: issue 14's gate), the
-# transformers + PEFT + bitsandbytes step (`hf`: the preset gate's baseline: T4, L4 and the checkpointing A100 / H100
-# steps, VIDLORA_GPU_CHECK_HF_PRESETS), the attention gate (`attention`: the bf16 kernels at T 4096 against SDPA
-# flash), NCCL (`nccl`: issue 15), the other kernel benchmarks and PyTorch comparisons (`bench`), the fp32-frozen
+# programs), the CUDA tests tag by tag (`tests`), the 7B preset steps (`presets`: issue 14's gate), the attention
+# gate (`attention`: the bf16 kernels at T 4096 against SDPA flash, about 30 s), the transformers + PEFT +
+# bitsandbytes step (`hf`: the preset gate's baseline: T4, L4 and the checkpointing A100 / H100 steps,
+# VIDLORA_GPU_CHECK_HF_PRESETS), NCCL (`nccl`: issue 15), the other kernel benchmarks and PyTorch comparisons (`bench`), the fp32-frozen
 # preset baselines (`fp32`) and memcheck (`memcheck`). VIDLORA_GPU_CHECK_PARTS (a comma list of those names, default
 # all) runs only some: a second call on the same warm machine, whose build directory is still there, runs what the
 # first one's deadline skipped. One deadline bounds the whole run
@@ -66,7 +66,11 @@ if [[ -d "$here/.gpu-deps/usr" ]]; then  # C++ dependencies carried from the dev
   extra+=(-DCMAKE_PREFIX_PATH="$here/.gpu-deps/usr")
   export LD_LIBRARY_PATH="$here/.gpu-deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-parts=",${VIDLORA_GPU_CHECK_PARTS:-tests,presets,hf,attention,nccl,bench,fp32,memcheck},"
+known_parts=tests,presets,attention,hf,nccl,bench,fp32,memcheck
+parts=",${VIDLORA_GPU_CHECK_PARTS:-$known_parts},"
+for p in ${parts//,/ }; do
+  [[ ",$known_parts," == *",$p,"* ]] || { echo "gpu-check: VIDLORA_GPU_CHECK_PARTS: '$p' is not one of $known_parts" >&2; exit 2; }
+done
 part() { [[ "$parts" == *",$1,"* ]]; }  # part NAME: this run includes it
 [[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" == 1 ]] && parts=",tests,nccl,memcheck,"
 bin="$build"  # where the programs are: the build here, or the carried prebuilt ones
@@ -145,6 +149,10 @@ echo "gpu-check: built in $(( $(date +%s) - start )) s"
 
 rows=()
 status=0
+# The register-tile attention failed its test (in this run or an earlier one on this build directory): the rest runs
+# on the shared-memory kernels.
+off_marker() { [[ -f "$log/register_tiles_off" ]] && export VIDLORA_ATTENTION_REGISTER_TILES=0; return 0; }
+off_marker
 row() { rows+=("$(printf '%-46s %-10s %s' "$1" "$2" "$3")"); printf 'row: %s\n' "${rows[-1]}"; }
 summary() { grep -E "passed|failed" "$1" | tail -n1; }
 
@@ -158,12 +166,14 @@ if part tests; then
   # leaves it out: it ran here.)
   run_capped 60 "$cuda_tests" -w NoTests "cuda register-tile attention*" >"$log/cuda_register_tiles.txt" 2>&1
   case $? in
-    0) row "tests: register-tile attention" PASS "$(summary "$log/cuda_register_tiles.txt")" ;;
+    0) row "tests: register-tile attention" PASS "$(summary "$log/cuda_register_tiles.txt")"
+       rm -f "$log/register_tiles_off" ;;
     77) row "tests: register-tile attention" SKIP "no CUDA device" ;;
     *) row "tests: register-tile attention" FAIL "see $log/cuda_register_tiles.txt; the rest runs on shared-memory tiles"
        status=1
        grep -E "FAILED|with expansion|^  [A-Z]|failed" "$log/cuda_register_tiles.txt" | head -20
-       export VIDLORA_ATTENTION_REGISTER_TILES=0 ;;
+       touch "$log/register_tiles_off"  # also for a later call's parts on this build directory
+       off_marker ;;
   esac
 
   for tag in core quant optim loss model lora layer decoder trainer; do
@@ -249,62 +259,6 @@ snapshot
 # The PyTorch / PEFT / bitsandbytes comparisons, where the GPU image's python3 has torch.
 [[ -d "$here/.whl/site" ]] && export PYTHONPATH="$here/.whl/site${PYTHONPATH:+:$PYTHONPATH}"
 
-# The preset gate's baseline: the same steps in transformers + PEFT + bitsandbytes (benchmarks/hf_preset_step.py),
-# with the settings from the preset types (examples/presets_table.cpp --json, compiled here: it needs only fmt).
-# Compared with this run's preset rows, or with an earlier call's (preset_step.json, left in the build directory).
-if part hf && (( $(cap_s 60) >= 15 )) &&
-   env LD_LIBRARY_PATH="$ld_python" python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
-  fmt_flags=()
-  [[ -d "$here/.gpu-deps/usr" ]] && fmt_flags=(-I"$here/.gpu-deps/usr/include" -L"$here/.gpu-deps/usr/lib/x86_64-linux-gnu")
-  if "${CXX:-g++}" -std=c++20 -O1 -I"$here/include" "${fmt_flags[@]}" -DVIDLORA_ACTIVE_PRESET=Cpu \
-       "$here/examples/presets_table.cpp" -o "$build/presets_table" -lfmt >"$log/presets_table.txt" 2>&1 &&
-     "$build/presets_table" --json >"$log/presets.json"; then
-    # one JSON line per preset as each finishes: what a timeout leaves is still read
-    # The configurations HF + PEFT can be expected to fit (A100 and H100 without checkpointing are not: each costs a
-    # 7B build for an out-of-memory row); VIDLORA_GPU_CHECK_HF_PRESETS= (empty) runs every one.
-    hf_only="${VIDLORA_GPU_CHECK_HF_PRESETS-T4,L4,A100_checkpointing,H100_checkpointing}"
-    PYTHONUNBUFFERED=1 run_capped 240 env LD_LIBRARY_PATH="$ld_python" python3 "$here/benchmarks/hf_preset_step.py" "$log/presets.json" \
-      ${hf_only:+--only "$hf_only"} >"$log/hf_preset_step.jsonl" 2>"$log/hf_preset_step.err"
-    hf_rc=$?
-    [[ $hf_rc == 0 ]] || { row "hf step: benchmarks/hf_preset_step.py" FAIL "exit $hf_rc, see $log/hf_preset_step.err"; tail -n 5 "$log/hf_preset_step.err"; }
-    while IFS=$'\t' read -r name result detail; do row "$name" "$result" "$detail"; done < <(python3 - "$log/hf_preset_step.jsonl" "$log/preset_step.json" <<'PY'
-import json, sys
-hf = []
-for line in open(sys.argv[1]):
-    try:
-        hf.append(json.loads(line))
-    except ValueError:  # blank, or the last line cut by the deadline
-        pass
-ours = {}
-try:
-    for b in json.load(open(sys.argv[2]))["benchmarks"]:  # keyed as the HF names: T4, A100_checkpointing, ...
-        ours[b["key"]] = b
-except (OSError, ValueError, KeyError):
-    pass
-for r in hf:
-    name = r["name"]
-    if "error" in r:
-        print(f"hf step: 7B {name}\tNO RUN\t{r['error'][:160]}")
-        continue
-    print(f"hf step: 7B {name}\t{1e3 * r['step_s']:.0f} ms\t{r['tokens_per_s']:.0f} tok/s, peak {r['peak_reserved_gib']:.2f} "
-          f"GiB reserved ({r['peak_allocated_gib']:.2f} allocated) of {r['cap_gib']:.2f}; {r['dtype']}, "
-          f"{'NF4' if r['nf4'] else 'dense'}")
-    o = ours.get(name)
-    if o and not o.get("error_occurred"):
-        print(f"goal: 7B {name} tokens/s vidlora / HF\t{o['tokens_per_s'] / r['tokens_per_s']:.2f}\t>= 2.0 "
-              f"(vidlora {o.get('label', '').split('; ', 3)[-1]}, HF {r['dtype']})")
-        print(f"goal: 7B {name} peak memory vidlora / HF\t{o['peak_GiB'] / r['peak_reserved_gib']:.2f}\t<= 0.6 "
-              f"(reserved bytes, both)")
-if hf:
-    print(f"hf step: versions\t-\t{json.dumps(hf[0].get('versions', {}))}")
-PY
-)
-  else
-    row "hf step: presets_table --json" FAIL "see $log/presets_table.txt"
-  fi
-fi
-snapshot
-
 # A benchmark program's rows: bench_rows PROGRAM CSV [ARGS...] runs it into $log/CSV.csv and prints a row per run.
 bench_rows() {
   local b=$1 csv="$log/$2.csv" err="$log/$2.err" rc name _iters real _cpu unit bps rest detail counter
@@ -364,8 +318,9 @@ tms() { cat "$log/$1".csv "$log/$1"_gate.csv 2>/dev/null | awk -F, -v n="$2" '{g
 pms() { cat "$log"/pytorch*.csv 2>/dev/null | awk -F, -v n="$1" '$1==n {print $2; exit}'; }
 speedup() { row "vs torch: $1" "$(ratio "$(pms "$3")" "$(tms "${2%%:*}" "${2#*:}")")" ">= 1.00 ($3)"; }
 A=bench_cuda_attention
-# bf16: register tiles (3; 7 reading bf16 q, k, v, dO, as SDPA does), shared-memory tiles (6)
-attention_gate='^BM_attention_fwd(_bwd)?/T:4096/kernel:[367]/'
+# bf16: register tiles (3; 7 reading bf16 q, k, v, dO, as SDPA does; 8 the same in two key stages), shared-memory
+# tiles (6)
+attention_gate='^BM_attention_fwd(_bwd)?/T:4096/kernel:[3678]/'
 
 # The attention gate: forward + backward at T 4096, 32 heads, head dim 128, bf16, against SDPA flash in bf16 (goal: at
 # least 0.9 of its speed), and the forward alone (kernel 3 is the shared-memory one too when the register-tile test
@@ -375,13 +330,71 @@ if part attention; then
   bench_rows "$A" "${A}_gate" --benchmark_filter="$attention_gate"
   torch_rows pytorch_attention sdpa
   row "goal: sdpa flash bf16 / tiled bf16 attention, T4096" "$(ratio "$(pms torch_sdpa_flash_fwd_bwd_bf16_T4096)" "$(tms $A BM_attention_fwd_bwd/T:4096/kernel:7/manual_time)")" ">= 0.90 (bf16 inputs, as SDPA's)"
+  row "goal: sdpa flash bf16 / tiled bf16 attention, T4096, two key stages" "$(ratio "$(pms torch_sdpa_flash_fwd_bwd_bf16_T4096)" "$(tms $A BM_attention_fwd_bwd/T:4096/kernel:8/manual_time)")" ">= 0.90 (FlashAttentionOptions::pipelined)"
   speedup "attention fwd+bwd T4096, bf16 register tiles, fp32 inputs" "$A:BM_attention_fwd_bwd/T:4096/kernel:3/manual_time" torch_sdpa_flash_fwd_bwd_bf16_T4096
   speedup "attention fwd+bwd T4096, bf16 shared-memory tiles" "$A:BM_attention_fwd_bwd/T:4096/kernel:6/manual_time" torch_sdpa_flash_fwd_bwd_bf16_T4096
   speedup "attention fwd T4096, bf16 register tiles${VIDLORA_ATTENTION_REGISTER_TILES:+ (off: shared-memory)}, bf16 inputs" "$A:BM_attention_fwd/T:4096/kernel:7/manual_time" torch_sdpa_flash_fwd_bf16_T4096
+  speedup "attention fwd T4096, bf16 register tiles, bf16 inputs, two key stages" "$A:BM_attention_fwd/T:4096/kernel:8/manual_time" torch_sdpa_flash_fwd_bf16_T4096
   speedup "attention fwd T4096, bf16 register tiles, fp32 inputs" "$A:BM_attention_fwd/T:4096/kernel:3/manual_time" torch_sdpa_flash_fwd_bf16_T4096
   speedup "attention fwd T4096, bf16 shared-memory tiles" "$A:BM_attention_fwd/T:4096/kernel:6/manual_time" torch_sdpa_flash_fwd_bf16_T4096
   snapshot
 fi
+
+# The preset gate's baseline: the same steps in transformers + PEFT + bitsandbytes (benchmarks/hf_preset_step.py),
+# with the settings from the preset types (examples/presets_table.cpp --json, compiled here: it needs only fmt).
+# Compared with this run's preset rows, or with an earlier call's (preset_step.json, left in the build directory).
+if part hf && (( $(cap_s 60) >= 15 )) &&
+   env LD_LIBRARY_PATH="$ld_python" python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
+  fmt_flags=()
+  [[ -d "$here/.gpu-deps/usr" ]] && fmt_flags=(-I"$here/.gpu-deps/usr/include" -L"$here/.gpu-deps/usr/lib/x86_64-linux-gnu")
+  if "${CXX:-g++}" -std=c++20 -O1 -I"$here/include" "${fmt_flags[@]}" -DVIDLORA_ACTIVE_PRESET=Cpu \
+       "$here/examples/presets_table.cpp" -o "$build/presets_table" -lfmt >"$log/presets_table.txt" 2>&1 &&
+     "$build/presets_table" --json >"$log/presets.json"; then
+    # one JSON line per preset as each finishes: what a timeout leaves is still read
+    # The configurations HF + PEFT can be expected to fit (A100 and H100 without checkpointing are not: each costs a
+    # 7B build for an out-of-memory row); VIDLORA_GPU_CHECK_HF_PRESETS= (empty) runs every one.
+    hf_only="${VIDLORA_GPU_CHECK_HF_PRESETS-T4,L4,A100_checkpointing,H100_checkpointing}"
+    PYTHONUNBUFFERED=1 run_capped 240 env LD_LIBRARY_PATH="$ld_python" python3 "$here/benchmarks/hf_preset_step.py" "$log/presets.json" \
+      ${hf_only:+--only "$hf_only"} >"$log/hf_preset_step.jsonl" 2>"$log/hf_preset_step.err"
+    hf_rc=$?
+    [[ $hf_rc == 0 ]] || { row "hf step: benchmarks/hf_preset_step.py" FAIL "exit $hf_rc, see $log/hf_preset_step.err"; tail -n 5 "$log/hf_preset_step.err"; }
+    while IFS=$'\t' read -r name result detail; do row "$name" "$result" "$detail"; done < <(python3 - "$log/hf_preset_step.jsonl" "$log/preset_step.json" <<'PY'
+import json, sys
+hf = []
+for line in open(sys.argv[1]):
+    try:
+        hf.append(json.loads(line))
+    except ValueError:  # blank, or the last line cut by the deadline
+        pass
+ours = {}
+try:
+    for b in json.load(open(sys.argv[2]))["benchmarks"]:  # keyed as the HF names: T4, A100_checkpointing, ...
+        ours[b["key"]] = b
+except (OSError, ValueError, KeyError):
+    pass
+for r in hf:
+    name = r["name"]
+    if "error" in r:
+        print(f"hf step: 7B {name}\tNO RUN\t{r['error'][:160]}")
+        continue
+    print(f"hf step: 7B {name}\t{1e3 * r['step_s']:.0f} ms\t{r['tokens_per_s']:.0f} tok/s, peak {r['peak_reserved_gib']:.2f} "
+          f"GiB reserved ({r['peak_allocated_gib']:.2f} allocated) of {r['cap_gib']:.2f}; {r['dtype']}, "
+          f"{'NF4' if r['nf4'] else 'dense'}")
+    o = ours.get(name)
+    if o and not o.get("error_occurred"):
+        print(f"goal: 7B {name} tokens/s vidlora / HF\t{o['tokens_per_s'] / r['tokens_per_s']:.2f}\t>= 2.0 "
+              f"(vidlora {o.get('label', '').split('; ', 3)[-1]}, HF {r['dtype']})")
+        print(f"goal: 7B {name} peak memory vidlora / HF\t{o['peak_GiB'] / r['peak_reserved_gib']:.2f}\t<= 0.6 "
+              f"(reserved bytes, both)")
+if hf:
+    print(f"hf step: versions\t-\t{json.dumps(hf[0].get('versions', {}))}")
+PY
+)
+  else
+    row "hf step: presets_table --json" FAIL "see $log/presets_table.txt"
+  fi
+fi
+snapshot
 
 if part nccl; then
   # NCCL with one rank against comm::Single: the all-reduce, then the CUDA Trainer over it. In one process over a
@@ -441,8 +454,8 @@ if part bench; then
   speedup "frozen bf16 GEMMs (heuristic)" "$L:BM_frozen_gemms_bf16/autotune:0/manual_time" torch_frozen_linear_fwd_bwd_bf16
   # Every tiled kernel (fp32, TF32, bf16 and fp16 on register tiles where the GPU takes them, bf16 at tile 32, bf16
   # on shared-memory tiles) against SDPA flash in bf16 and against our row kernels.
-  for kern in 1 2 3 4 5 6 7; do
-    case $kern in 1) kn=fp32 ;; 2) kn=TF32 ;; 3) kn=bf16 ;; 4) kn=fp16 ;; 5) kn="bf16 tile 32" ;; 6) kn="bf16 shared-memory tiles" ;; 7) kn="bf16, bf16 inputs" ;; esac
+  for kern in 1 2 3 4 5 6 7 8; do
+    case $kern in 1) kn=fp32 ;; 2) kn=TF32 ;; 3) kn=bf16 ;; 4) kn=fp16 ;; 5) kn="bf16 tile 32" ;; 6) kn="bf16 shared-memory tiles" ;; 7) kn="bf16, bf16 inputs" ;; 8) kn="bf16, bf16 inputs, two key stages" ;; esac
     speedup "attention fwd+bwd T4096, tiled $kn" "$A:BM_attention_fwd_bwd/T:4096/kernel:$kern/manual_time" torch_sdpa_flash_fwd_bwd_bf16_T4096
     row "tiled $kn attention / row kernels, T4096" "$(ratio "$(t $A BM_attention_fwd_bwd/T:4096/kernel:0/manual_time)" "$(t $A "BM_attention_fwd_bwd/T:4096/kernel:$kern/manual_time")")" "speed-up"
   done

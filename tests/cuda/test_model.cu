@@ -505,6 +505,25 @@ TEST_CASE("cuda register-tile attention matches the shared-memory tiles and the 
         INFO("register-tile backward from 16-bit inputs, output " << t << " (dq, dk, dv)");
         CHECK(cuda_test::bit_mismatches(got16[t], first[t]) == 0);
       }
+      // With the forward's and dq's key tiles in two stages (FlashAttentionOptions::pipelined: cp.async copies of the
+      // next tile in flight from the 16-bit inputs; fp32 inputs loaded as before): the same bits again.
+      model::cuda::FlashAttentionOptions pipelined = regs;
+      pipelined.pipelined = true;
+      for (const model::cuda::AttentionParams* pp : {&p16, &p}) {
+        INFO((pp == &p16 ? "two key stages, 16-bit inputs" : "two key stages, fp32 inputs"));
+        cuda_test::poison(a.O);
+        cuda_test::poison(a.L);
+        model::cuda::flash_attention_forward(*pp, pipelined);
+        VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+        CHECK(cuda_test::bit_mismatches(a.O.download(), first_out) == 0);
+        CHECK(cuda_test::bit_mismatches(a.L.download(), first_lse) == 0);
+        zero_grads(a);
+        cuda_test::poison(a.RD);
+        model::cuda::flash_attention_backward(*pp, pipelined);
+        VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+        const std::vector<float> got2[3] = {a.DQ.download(), a.DK.download(), a.DV.download()};
+        for (int t = 0; t < 3; ++t) CHECK(cuda_test::bit_mismatches(got2[t], first[t]) == 0);
+      }
     }
   }
 }

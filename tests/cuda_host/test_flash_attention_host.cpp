@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <span>
 #include <vector>
@@ -434,20 +435,32 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
   constexpr std::uint32_t kGuardWord = 0x5a5a5a5au;
   constexpr auto words = static_cast<std::size_t>(model::cuda::FlashMmaSmem<D>::words);
   constexpr auto dkv_words = static_cast<std::size_t>(model::cuda::FlashMmaDkvSmem<D>::words);
-  std::vector<std::uint32_t> smem(words + 16, kGuardWord), dkv_smem(dkv_words + 16, kGuardWord);
+  // smem2: the forward's and dq's two key-tile sets (FlashAttentionOptions::pipelined)
+  std::vector<std::uint32_t> smem(words + 16, kGuardWord), smem2(2 * words + 16, kGuardWord),
+      dkv_smem(dkv_words + 16, kGuardWord);
   test::SimtBlock<Format> block(model::cuda::kMmaThreads);
-  const auto forward = [&](const model::cuda::AttentionParams& pr) {
+  const auto forward = [&](const model::cuda::AttentionParams& pr, int stages = 1) {
     for (std::int64_t qt = 0; qt * model::cuda::kMmaQueryRows < c.tq; ++qt)
       for (std::int64_t h = 0; h < c.q_heads; ++h)
-        block.run([&](auto& thread) { model::cuda::flash_mma_forward_block<D>(thread, pr, qt, h, smem.data()); });
+        block.run([&](auto& thread) {
+          if (stages == 2)
+            model::cuda::flash_mma_forward_block<D, 2>(thread, pr, qt, h, smem2.data());
+          else
+            model::cuda::flash_mma_forward_block<D>(thread, pr, qt, h, smem.data());
+        });
   };
   // The backward: row_dot from the forward's output, then the dq and dk/dv bodies.
-  const auto backward = [&](const model::cuda::AttentionParams& pr) {
+  const auto backward = [&](const model::cuda::AttentionParams& pr, int stages = 1) {
     for (std::int64_t h = 0; h < c.q_heads; ++h)
       for (std::int64_t i = 0; i < c.tq; ++i) pr.row_dot[h * c.tq + i] = model::cuda::flash_row_dot<Format>(pr, h, i);
     for (std::int64_t qt = 0; qt * model::cuda::kMmaQueryRows < c.tq; ++qt)
       for (std::int64_t h = 0; h < c.q_heads; ++h)
-        block.run([&](auto& thread) { model::cuda::flash_mma_backward_dq_block<D>(thread, pr, qt, h, smem.data()); });
+        block.run([&](auto& thread) {
+          if (stages == 2)
+            model::cuda::flash_mma_backward_dq_block<D, 2>(thread, pr, qt, h, smem2.data());
+          else
+            model::cuda::flash_mma_backward_dq_block<D>(thread, pr, qt, h, smem.data());
+        });
     for (std::int64_t kt = 0; kt * model::cuda::kMmaKeys < c.tk; ++kt)
       for (std::int64_t g = 0; g < c.kv_heads; ++g)
         block.run(
@@ -499,14 +512,35 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
   p16.k16 = k16.data();
   p16.v16 = v16.data();
   p16.d_out16 = d_out16.data();
+  // ... and with the forward's and dq's two key-tile sets (the next tile's copy in flight on the device), from the
+  // fp32 inputs and from the 16-bit ones: the same bits again.
+  FlashOutputs o2(c, qf, kvf, 1.0f), o16x2(c, qf, kvf, 1.0f);
+  model::cuda::AttentionParams p2 = o2.params(c, ref), p16x2 = o16x2.params(c, ref);
+  p2.forward_out = o2.out.data();
+  p16x2.forward_out = o16x2.out.data();
+  p16x2.q16 = q16.data();
+  p16x2.k16 = k16.data();
+  p16x2.v16 = v16.data();
+  p16x2.d_out16 = d_out16.data();
   forward(p16);
   backward(p16);
-  CHECK(o16.out.v == out.v);
-  CHECK(o16.lse.v == lse.v);
-  CHECK(o16.row_dot.v == row_dot.v);
-  CHECK(o16.dq.v == dq.v);
-  CHECK(o16.dk.v == dk.v);
-  CHECK(o16.dv.v == dv.v);
+  forward(p2, 2);
+  backward(p2, 2);
+  forward(p16x2, 2);
+  backward(p16x2, 2);
+  const auto same_bits = [](const Guarded& a, const Guarded& b) {
+    return a.v.size() == b.v.size() && std::memcmp(a.v.data(), b.v.data(), a.v.size() * sizeof(float)) == 0;
+  };
+  for (const FlashOutputs* run : {&o16, &o2, &o16x2}) {
+    CHECK(same_bits(run->out, out));
+    CHECK(same_bits(run->lse, lse));
+    CHECK(same_bits(run->row_dot, row_dot));
+    CHECK(same_bits(run->dq, dq));
+    CHECK(same_bits(run->dk, dk));
+    CHECK(same_bits(run->dv, dv));
+  }
+  CHECK(std::all_of(smem2.begin() + static_cast<std::ptrdiff_t>(2 * words), smem2.end(),
+                    [](std::uint32_t w) { return w == kGuardWord; }));
 }
 
 }  // namespace

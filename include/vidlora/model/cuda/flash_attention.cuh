@@ -444,6 +444,11 @@ struct FlashAttentionOptions {
   // output (AttentionParams::forward_out, as the decoder executor gives it), keep their tiles in registers where
   // flash_mma_takes (model/cuda/flash_attention_mma.cuh: sm_80+, head dims 64 and 128).
   bool register_tiles = true;
+  // The register-tile forward and dq with two key-tile sets in shared memory (69 KiB at head dim 128 instead of 34):
+  // the next tile's copy in flight while the current one is used (cp.async from the 16-bit inputs, AttentionParams::
+  // q16 …, on sm_80+; fp32 inputs are still loaded before the tile is used). The same results, bit for bit; off by
+  // default until a GPU run has timed it (bench_cuda_attention's kernel 8).
+  bool pipelined = false;
 };
 
 namespace detail {
@@ -746,7 +751,7 @@ inline void flash_attention_forward(const AttentionParams& p, const FlashAttenti
   if (flash_attention_on_register_tiles(p, o)) {  // checked here: not again per launch
     check_flash_attention(p, kMmaKeys, "cuda::flash_attention_forward");
     detail::check_flash_mma_inputs(p, "cuda::flash_attention_forward");
-    return detail::launch_flash_mma(0, p, o.operands, stream);
+    return detail::launch_flash_mma(0, p, o.operands, stream, o.pipelined);
   }
   detail::launch_flash<0>(p, o, detail::flash_tile_for(0, p.head_dim, o), stream, "cuda::flash_attention_forward");
 }
@@ -763,7 +768,8 @@ inline void flash_attention_backward(const AttentionParams& p, const FlashAttent
   const int dq_tile = detail::flash_tile_for(1, p.head_dim, o), dkv_tile = detail::flash_tile_for(2, p.head_dim, o);
   if (p.forward_out) {  // FlashAttention-2's D: the dq kernel then walks the keys once
     check_flash_attention(p, dq_tile, "cuda::flash_attention_backward");  // before the row_dot kernel reads p
-    detail::check_flash_mma_inputs(p, "cuda::flash_attention_backward");
+    const bool register_tiles = flash_attention_on_register_tiles(p, o);
+    if (register_tiles) detail::check_flash_mma_inputs(p, "cuda::flash_attention_backward");
     const auto blocks = static_cast<unsigned>((p.tq * p.q_heads + 7) / 8);  // 8 warps a block
     if (o.operands == FlashOperands::BF16)
       detail::flash_row_dot_kernel<FlashOperands::BF16><<<blocks, 256, 0, stream>>>(p);
@@ -772,8 +778,8 @@ inline void flash_attention_backward(const AttentionParams& p, const FlashAttent
     else
       detail::flash_row_dot_kernel<FlashOperands::F32><<<blocks, 256, 0, stream>>>(p);
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_attention_backward (row_dot)");
-    if (flash_attention_on_register_tiles(p, o)) {  // the register-tile dq and dk/dv
-      detail::launch_flash_mma(1, p, o.operands, stream);
+    if (register_tiles) {  // the register-tile dq and dk/dv
+      detail::launch_flash_mma(1, p, o.operands, stream, o.pipelined);
       return detail::launch_flash_mma(2, p, o.operands, stream);
     }
   }

@@ -144,11 +144,37 @@ VIDLORA_HOST_DEVICE inline void mma_copy_8(std::uint32_t* tile, const std::uint1
 #endif
 }
 
+// mma_copy_8 started and not waited for: on sm_80+ one cp.async of 16 bytes (zeros when !valid: nothing is read from
+// x, which must still be a global address), finished by mma_async_wait; elsewhere (and on the host) done here.
+VIDLORA_HOST_DEVICE inline void mma_copy_8_async(std::uint32_t* tile, const std::uint16_t* x, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const auto dst = static_cast<unsigned>(__cvta_generic_to_shared(tile));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(x), "r"(valid ? 16 : 0) : "memory");
+#else
+  mma_copy_8(tile, valid ? x : nullptr);
+#endif
+}
+// The copies started since the last commit, as one group.
+VIDLORA_HOST_DEVICE inline void mma_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+// Waits until at most N groups of this thread's copies are in flight (the block's barrier then publishes them).
+template <int N>
+VIDLORA_HOST_DEVICE inline void mma_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
 // Rows [r0, r0 + 64) of head `head` of a [n, heads·D] tensor into a tile of 16-bit pairs (zeros past row n), by the
 // block's threads: from its 16-bit patterns x16 when given (AttentionParams::q16 …: eight values a thread a step, as
 // they are), else from the fp32 x, rounded here (consecutive threads on consecutive words).
+// Async: the 16-bit copies as cp.async (mma_copy_8_async), for the caller to commit and wait for; fp32 inputs are
+// always loaded here.
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
-template <int D, class F>
+template <int D, class F, bool Async = false>
 VIDLORA_HOST_DEVICE void mma_load_tile(int tid, std::uint32_t* tile, const float* x, const std::uint16_t* x16,
                                        std::int64_t r0, std::int64_t n, std::int64_t heads, std::int64_t head) {
   constexpr int rw = FlashMmaSmem<D>::row_words;
@@ -157,7 +183,10 @@ VIDLORA_HOST_DEVICE void mma_load_tile(int tid, std::uint32_t* tile, const float
     for (int e = tid; e < kMmaKeys * groups; e += kMmaThreads) {
       const int r = e / groups, g = e % groups;
       const std::int64_t row = r0 + r;
-      mma_copy_8(tile + r * rw + 4 * g, row < n ? x16 + row * heads * D + head * D + 8 * g : nullptr);
+      if constexpr (Async)
+        mma_copy_8_async(tile + r * rw + 4 * g, row < n ? x16 + row * heads * D + head * D + 8 * g : x16, row < n);
+      else
+        mma_copy_8(tile + r * rw + 4 * g, row < n ? x16 + row * heads * D + head * D + 8 * g : nullptr);
     }
     return;
   }
@@ -218,11 +247,12 @@ struct MmaKeyTiles {
   std::uint32_t* ok;
   VIDLORA_HOST_DEVICE explicit MmaKeyTiles(std::uint32_t* smem)
       : k(smem), v(smem + FlashMmaSmem<D>::tile_words), ok(v + FlashMmaSmem<D>::tile_words) {}
-  // Keys [k0, k0 + 64) of kv head `kvh` (zeros past tk); the caller's barrier publishes them.
-  template <class F>
-  VIDLORA_HOST_DEVICE void load(int tid, const AttentionParams& p, std::int64_t k0, std::int64_t kvh) {
-    mma_load_tile<D, F>(tid, k, p.k, p.k16, k0, p.tk, p.kv_heads, kvh);
-    mma_load_tile<D, F>(tid, v, p.v, p.v16, k0, p.tk, p.kv_heads, kvh);
+  // Keys [k0, k0 + 64) of kv head `kvh` (zeros past tk); the caller's barrier publishes them (Async: the 16-bit copies
+  // as cp.async, which the caller commits and waits for before it).
+  template <class F, bool Async = false>
+  VIDLORA_HOST_DEVICE void load(int tid, const AttentionParams& p, std::int64_t k0, std::int64_t kvh) const {
+    mma_load_tile<D, F, Async>(tid, k, p.k, p.k16, k0, p.tk, p.kv_heads, kvh);
+    mma_load_tile<D, F, Async>(tid, v, p.v, p.v16, k0, p.tk, p.kv_heads, kvh);
     for (int e = tid; e < kMmaKeys; e += kMmaThreads) {
       const std::int64_t j = k0 + e;
       ok[e] = j < p.tk && (p.key_mask == nullptr || p.key_mask[j] != 0) ? 1u : 0u;
@@ -231,6 +261,43 @@ struct MmaKeyTiles {
   // Whether the thread's row r sees key k0 + c, column c of the tile.
   VIDLORA_HOST_DEVICE bool visible(const AttentionParams& p, const MmaThread& th, int r, std::int64_t k0, int c) const {
     return th.in[r] && ok[c] != 0u && k0 + c <= p.q_offset + th.row[r];
+  }
+};
+
+// The key tiles a forward or dq block walks, in Stages sets of FlashMmaSmem<D>::words: one (each tile loaded, then
+// used), or two (the next tile's copy in flight while the current one is used: cp.async from 16-bit inputs on sm_80+,
+// FlashAttentionOptions::pipelined). Per key tile, in order: next(...) gives the tile, published to the block by its
+// barrier; the caller's barrier after its use frees the set for the copy after next.
+template <int D, int Stages>
+struct MmaKeyStages {
+  static_assert(Stages == 1 || Stages == 2, "MmaKeyStages: one or two stages");
+  std::uint32_t* smem;
+  int kt = 0;
+  VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+  template <class F, class W>
+  VIDLORA_HOST_DEVICE MmaKeyTiles<D> next(W& w, int tid, const AttentionParams& p, std::int64_t k0,
+                                          std::int64_t key_end, std::int64_t kvh) {
+    constexpr int words = FlashMmaSmem<D>::words;
+    const MmaKeyTiles<D> cur(smem + (Stages == 2 ? (kt & 1) : 0) * words);
+    if constexpr (Stages == 1) {
+      cur.template load<F>(tid, p, k0, kvh);
+    } else {
+      if (kt == 0) {
+        cur.template load<F, true>(tid, p, k0, kvh);
+        mma_async_commit();
+      }
+      if (k0 + kMmaKeys < key_end) {  // the next tile into the other set, read last by the tile before this one
+        const MmaKeyTiles<D> after(smem + ((kt + 1) & 1) * words);
+        after.template load<F, true>(tid, p, k0 + kMmaKeys, kvh);
+        mma_async_commit();
+        mma_async_wait<1>();  // this tile's copies are done, the next one's may be in flight
+      } else {
+        mma_async_wait<0>();
+      }
+    }
+    ++kt;
+    w.sync();
+    return cur;
   }
 };
 
@@ -302,7 +369,7 @@ VIDLORA_HOST_DEVICE void mma_store_rows(float* out, const float (&c)[D / 8][4], 
 // (g + 8, 2t + 8), two values each); of B (k, n) rows 2t, 2t + 1 and 8 more of column g; of C rows g and g + 8,
 // columns 2t and 2t + 1. `smem` holds FlashMmaSmem<D>::words.
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
-template <int D, class W>
+template <int D, int Stages = 1, class W>
 VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p, std::int64_t qt, std::int64_t h,
                                                  std::uint32_t* smem) {
   using F = typename W::format;
@@ -312,7 +379,7 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
   constexpr int ns = kMmaKeys / 8;  // S's n-tiles of 8 keys
   constexpr int no = D / 8;         // O's n-tiles of 8 columns
   constexpr int rw = FlashMmaSmem<D>::row_words;
-  MmaKeyTiles<D> tiles(smem);
+  MmaKeyStages<D, Stages> stages{smem};
   const std::int64_t i0 = qt * kMmaQueryRows, kvh = kv_head_of(p, h);
   const MmaThread th(w.thread(), i0, p.tq);  // its rows: two query rows
   const MmaLane& ln = th.ln;
@@ -325,8 +392,7 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
   const float scale_log2 = mma_scale_log2(D);
   const std::int64_t key_end = flash_key_end(p, i0, kMmaQueryRows);
   for (std::int64_t k0 = 0; k0 < key_end; k0 += kMmaKeys) {
-    tiles.template load<F>(th.tid, p, k0, kvh);
-    w.sync();
+    const MmaKeyTiles<D> tiles = stages.template next<F>(w, th.tid, p, k0, key_end, kvh);
     float s[ns][4];  // S = Q·Kᵀ
     mma_zero(s);
     mma_times_rows(w, ln, s, qf, tiles.k, rw);
@@ -403,7 +469,7 @@ VIDLORA_HOST_DEVICE inline void mma_prob_and_grad(float& s, float& dp, bool visi
 // and dP = dO·Vᵀ (Q and dO fragments in registers), P and dS in registers, dQ += dS·K. dq is added to p.dq once.
 // Shared memory as the forward's (FlashMmaSmem<D>).
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
-template <int D, class W>
+template <int D, int Stages = 1, class W>
 VIDLORA_HOST_DEVICE void flash_mma_backward_dq_block(W& w, const AttentionParams& p, std::int64_t qt, std::int64_t h,
                                                      std::uint32_t* smem) {
   using F = typename W::format;
@@ -411,7 +477,7 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dq_block(W& w, const AttentionParams
                 "flash_mma_backward_dq_block: 16-bit operands, head dim 64 / 128");
   constexpr int kd = D / 16, ns = kMmaKeys / 8, no = D / 8;
   constexpr int rw = FlashMmaSmem<D>::row_words;
-  MmaKeyTiles<D> tiles(smem);
+  MmaKeyStages<D, Stages> stages{smem};
   const std::int64_t i0 = qt * kMmaQueryRows, kvh = kv_head_of(p, h);
   const MmaThread th(w.thread(), i0, p.tq);  // its rows: two query rows
   const MmaLane& ln = th.ln;
@@ -429,8 +495,7 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dq_block(W& w, const AttentionParams
   const float scale = mma_scale(D), scale_log2 = mma_scale_log2(D);
   const std::int64_t key_end = flash_key_end(p, i0, kMmaQueryRows);
   for (std::int64_t k0 = 0; k0 < key_end; k0 += kMmaKeys) {
-    tiles.template load<F>(th.tid, p, k0, kvh);
-    w.sync();
+    const MmaKeyTiles<D> tiles = stages.template next<F>(w, th.tid, p, k0, key_end, kvh);
     float s[ns][4], dp[ns][4];  // S = Q·Kᵀ, dP = dO·Vᵀ
     mma_zero(s);
     mma_zero(dp);
@@ -579,25 +644,38 @@ struct FlashMmaDeviceWarp {
   }
 };
 
-template <int D, FlashOperands K>
-__global__ void __launch_bounds__(kMmaThreads) flash_mma_forward_kernel(AttentionParams p) {
-  __shared__ __align__(16) std::uint32_t smem[FlashMmaSmem<D>::words];
-  FlashMmaDeviceWarp<K> w;
-  flash_mma_forward_block<D>(w, p, blockIdx.x, blockIdx.y, smem);
+// body(smem) over the key-tile sets of a forward or dq block: one (static shared memory) or two (69 KiB at head dim
+// 128: dynamic).
+template <int D, int Stages, class Body>
+__device__ void with_key_stages(Body&& body) {
+  if constexpr (Stages == 1) {
+    __shared__ __align__(16) std::uint32_t smem[FlashMmaSmem<D>::words];
+    body(smem);
+  } else {
+    extern __shared__ __align__(16) std::uint32_t flash_mma_smem[];
+    body(flash_mma_smem);
+  }
 }
 
-template <int D, FlashOperands K>
-__global__ void __launch_bounds__(kMmaThreads) flash_mma_backward_dq_kernel(AttentionParams p) {
-  __shared__ __align__(16) std::uint32_t smem[FlashMmaSmem<D>::words];
+template <int D, FlashOperands K, int Stages>
+__global__ void __launch_bounds__(kMmaThreads) flash_mma_forward_kernel(AttentionParams p) {
   FlashMmaDeviceWarp<K> w;
-  flash_mma_backward_dq_block<D>(w, p, blockIdx.x, blockIdx.y, smem);
+  with_key_stages<D, Stages>(
+      [&](std::uint32_t* smem) { flash_mma_forward_block<D, Stages>(w, p, blockIdx.x, blockIdx.y, smem); });
+}
+
+template <int D, FlashOperands K, int Stages>
+__global__ void __launch_bounds__(kMmaThreads) flash_mma_backward_dq_kernel(AttentionParams p) {
+  FlashMmaDeviceWarp<K> w;
+  with_key_stages<D, Stages>(
+      [&](std::uint32_t* smem) { flash_mma_backward_dq_block<D, Stages>(w, p, blockIdx.x, blockIdx.y, smem); });
 }
 
 template <int D, FlashOperands K>
 __global__ void __launch_bounds__(kMmaThreads) flash_mma_backward_dkv_kernel(AttentionParams p) {
-  extern __shared__ __align__(16) std::uint32_t flash_mma_dkv_smem[];
+  extern __shared__ __align__(16) std::uint32_t flash_mma_smem[];
   FlashMmaDeviceWarp<K> w;
-  flash_mma_backward_dkv_block<D>(w, p, blockIdx.x, blockIdx.y, flash_mma_dkv_smem);
+  flash_mma_backward_dkv_block<D>(w, p, blockIdx.x, blockIdx.y, flash_mma_smem);
 }
 
 // Whether the kernels were compiled for sm_80+ (mma.sync m16n8k16 with bf16 / fp16 operands): a binary built for an
@@ -606,20 +684,36 @@ template <int D, FlashOperands K>
 bool flash_mma_kernel_built() {
   static const bool built = [] {
     cudaFuncAttributes a{};
-    return cudaFuncGetAttributes(&a, flash_mma_forward_kernel<D, K>) == cudaSuccess && a.ptxVersion >= 80;
+    return cudaFuncGetAttributes(&a, flash_mma_forward_kernel<D, K, 1>) == cudaSuccess && a.ptxVersion >= 80;
   }();
   return built;
 }
 
+// The forward's or dq's kernel with two key-tile stages: its dynamic shared memory, set per launch (the attribute
+// belongs to the device current at the call).
+template <class Kernel>
+void launch_two_stages(Kernel kernel, int bytes, dim3 grid, const AttentionParams& p, cudaStream_t stream) {
+  if (bytes > 48 * 1024)
+    VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  kernel<<<grid, kMmaThreads, static_cast<std::size_t>(bytes), stream>>>(p);
+}
+
 template <int D, FlashOperands K>
-void launch_flash_mma_as(int which, const AttentionParams& p, cudaStream_t stream) {
+void launch_flash_mma_as(int which, const AttentionParams& p, cudaStream_t stream, bool pipelined) {
   const auto query_tiles = static_cast<unsigned>((p.tq + kMmaQueryRows - 1) / kMmaQueryRows);
+  const dim3 query_grid(query_tiles, static_cast<unsigned>(p.q_heads));
+  constexpr auto two_stages = static_cast<int>(2 * FlashMmaSmem<D>::bytes);
   if (which == 0) {
-    flash_mma_forward_kernel<D, K><<<dim3(query_tiles, static_cast<unsigned>(p.q_heads)), kMmaThreads, 0, stream>>>(p);
+    if (pipelined)
+      launch_two_stages(flash_mma_forward_kernel<D, K, 2>, two_stages, query_grid, p, stream);
+    else
+      flash_mma_forward_kernel<D, K, 1><<<query_grid, kMmaThreads, 0, stream>>>(p);
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_mma_forward");
   } else if (which == 1) {
-    flash_mma_backward_dq_kernel<D, K>
-        <<<dim3(query_tiles, static_cast<unsigned>(p.q_heads)), kMmaThreads, 0, stream>>>(p);
+    if (pipelined)
+      launch_two_stages(flash_mma_backward_dq_kernel<D, K, 2>, two_stages, query_grid, p, stream);
+    else
+      flash_mma_backward_dq_kernel<D, K, 1><<<query_grid, kMmaThreads, 0, stream>>>(p);
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_mma_backward (dq)");
   } else {
     constexpr auto bytes = static_cast<int>(FlashMmaDkvSmem<D>::bytes);
@@ -634,14 +728,15 @@ void launch_flash_mma_as(int which, const AttentionParams& p, cudaStream_t strea
   }
 }
 
-inline void launch_flash_mma(int which, const AttentionParams& p, FlashOperands k, cudaStream_t stream) {
+inline void launch_flash_mma(int which, const AttentionParams& p, FlashOperands k, cudaStream_t stream,
+                             bool pipelined = false) {
   const bool bf16 = k == FlashOperands::BF16;
   if (p.head_dim == 64)
-    bf16 ? launch_flash_mma_as<64, FlashOperands::BF16>(which, p, stream)
-         : launch_flash_mma_as<64, FlashOperands::F16>(which, p, stream);
+    bf16 ? launch_flash_mma_as<64, FlashOperands::BF16>(which, p, stream, pipelined)
+         : launch_flash_mma_as<64, FlashOperands::F16>(which, p, stream, pipelined);
   else
-    bf16 ? launch_flash_mma_as<128, FlashOperands::BF16>(which, p, stream)
-         : launch_flash_mma_as<128, FlashOperands::F16>(which, p, stream);
+    bf16 ? launch_flash_mma_as<128, FlashOperands::BF16>(which, p, stream, pipelined)
+         : launch_flash_mma_as<128, FlashOperands::F16>(which, p, stream, pipelined);
 }
 
 inline void check_flash_mma(const AttentionParams& p, FlashOperands k, const char* who);
@@ -704,20 +799,23 @@ inline void check_flash_mma(const AttentionParams& p, FlashOperands k, const cha
 }  // namespace detail
 
 // The forward: out [tq, q_heads·d] and lse [q_heads, tq], as flash_attention_forward, where flash_mma_takes.
-inline void flash_mma_forward(const AttentionParams& p, FlashOperands k, cudaStream_t stream = nullptr) {
+// pipelined: FlashAttentionOptions::pipelined.
+inline void flash_mma_forward(const AttentionParams& p, FlashOperands k, cudaStream_t stream = nullptr,
+                              bool pipelined = false) {
   vidlora::cuda::check_arg(p.q && p.k && p.v && p.out, "cuda::flash_mma_forward", "needs q, k, v and out");
   detail::check_flash_mma(p, k, "cuda::flash_mma_forward");
-  detail::launch_flash_mma(0, p, k, stream);
+  detail::launch_flash_mma(0, p, k, stream, pipelined);
 }
 
 // The backward's dq and dk/dv kernels (accumulated, +=), where flash_mma_takes: they need the forward's lse and
 // row_dot [q_heads, tq] already holding Σ_c dO·O (flash_attention_backward computes it from
 // AttentionParams::forward_out first).
-inline void flash_mma_backward(const AttentionParams& p, FlashOperands k, cudaStream_t stream = nullptr) {
+inline void flash_mma_backward(const AttentionParams& p, FlashOperands k, cudaStream_t stream = nullptr,
+                               bool pipelined = false) {
   vidlora::cuda::check_arg(p.q && p.k && p.v && p.lse && p.d_out && p.dq && p.dk && p.dv && p.row_dot,
                            "cuda::flash_mma_backward", "needs q, k, v, lse, d_out, dq, dk, dv and row_dot");
   detail::check_flash_mma(p, k, "cuda::flash_mma_backward");
-  detail::launch_flash_mma(1, p, k, stream);
+  detail::launch_flash_mma(1, p, k, stream, pipelined);
   detail::launch_flash_mma(2, p, k, stream);
 }
 
