@@ -392,6 +392,58 @@ TEST_CASE("cuda tiled attention backward with row_dot from the forward's output:
   }
 }
 
+TEST_CASE("cuda register-tile attention with two key stages gives one stage's bits on long sequences", "[model]") {
+  // FlashAttentionOptions::pipelined: the next key tile's cp.async copy in flight while the current one is used, each
+  // stage's set rewritten every other tile. At 1,040 keys (17 key tiles, the last one partial) every set is rewritten
+  // many times in every block, over grids of 17 × 8 blocks: a missing wait or barrier shows as other bits. From the
+  // 16-bit inputs (the copies are cp.async) and from the fp32 ones (loaded in place), bf16 and fp16, head dims 64 and
+  // 128, against the one-stage run of the same inputs. (The CPU reference of this size is the other case's job.)
+  using model::cuda::FlashOperands;
+  for (const long d : {64L, 128L}) {
+    AttentionProblem a = attention_problem(
+        1040, 1040, 8, 2, d, 0, true, [](long j) { return j < 1031; }, 29);
+    a.p.row_dot = a.RD.data();
+    a.p.forward_out = a.O.data();
+    for (const FlashOperands ops : {FlashOperands::BF16, FlashOperands::F16}) {
+      INFO("d " << d << " " << model::cuda::flash_operands_name(ops));
+      if (!model::cuda::flash_mma_takes(a.p, ops)) {
+        WARN("no register-tile kernels on this GPU (sm_80+ only) or VIDLORA_ATTENTION_REGISTER_TILES=0: skipped");
+        return;
+      }
+      const bool bf16 = ops == FlashOperands::BF16;
+      const auto patterns = [bf16](const std::vector<float>& x) {
+        std::vector<std::uint16_t> b(x.size());
+        for (std::size_t i = 0; i < x.size(); ++i)
+          b[i] = bf16 ? io::float_to_bf16_bits(x[i]) : io::float_to_fp16_bits(x[i]);
+        return DeviceBuffer<std::uint16_t>(b);
+      };
+      const DeviceBuffer<std::uint16_t> q16 = patterns(a.q), k16 = patterns(a.k), v16 = patterns(a.v),
+                                        d_out16 = patterns(a.dout);
+      const model::cuda::FlashAttentionOptions one{false, 0, ops};
+      model::cuda::FlashAttentionOptions two = one;
+      two.pipelined = true;
+      for (const bool inputs16 : {true, false}) {
+        INFO((inputs16 ? "16-bit inputs" : "fp32 inputs"));
+        a.p.q16 = inputs16 ? q16.data() : nullptr;
+        a.p.k16 = inputs16 ? k16.data() : nullptr;
+        a.p.v16 = inputs16 ? v16.data() : nullptr;
+        a.p.d_out16 = inputs16 ? d_out16.data() : nullptr;
+        const std::array<std::vector<float>, 4> want = run_flash(a, one);
+        const std::vector<float> want_lse = a.L.download();
+        for (int run = 0; run < 2; ++run) {
+          const std::array<std::vector<float>, 4> got = run_flash(a, two);
+          CHECK(cuda_test::bit_mismatches(a.L.download(), want_lse) == 0);
+          for (std::size_t t = 0; t < 4; ++t) {
+            INFO("output " << t << " (out, dq, dk, dv), run " << run);
+            CHECK(cuda_test::bit_mismatches(got[t], want[t]) == 0);
+          }
+        }
+      }
+      a.p.q16 = a.p.k16 = a.p.v16 = a.p.d_out16 = nullptr;
+    }
+  }
+}
+
 TEST_CASE("cuda register-tile attention matches the shared-memory tiles and the CPU, deterministic", "[model]") {
   // model/cuda/flash_attention_mma.cuh (sm_80+, head dims 64 and 128, 16-bit operands; what flash_attention_forward
   // runs there with the default options) against the shared-memory forward on the same operands
