@@ -267,7 +267,9 @@ struct MmaKeyTiles {
 // The key tiles a forward or dq block walks, in Stages sets of FlashMmaSmem<D>::words: one (each tile loaded, then
 // used), or two (the next tile's copy in flight while the current one is used: cp.async from 16-bit inputs on sm_80+,
 // FlashAttentionOptions::pipelined). Per key tile, in order: next(...) gives the tile, published to the block by its
-// barrier; the caller's barrier after its use frees the set for the copy after next.
+// barrier. With one set the caller's barrier after the tile's use (needs_release) frees it for the next load; with
+// two, next's own barrier does: every thread is past the tile before this one when it starts the next copy into that
+// tile's set.
 template <int D, int Stages>
 struct MmaKeyStages {
   static_assert(Stages == 1 || Stages == 2, "MmaKeyStages: one or two stages");
@@ -281,24 +283,25 @@ struct MmaKeyStages {
     const MmaKeyTiles<D> cur(smem + (Stages == 2 ? (kt & 1) : 0) * words);
     if constexpr (Stages == 1) {
       cur.template load<F>(tid, p, k0, kvh);
+      w.sync();
     } else {
       if (kt == 0) {
         cur.template load<F, true>(tid, p, k0, kvh);
         mma_async_commit();
       }
-      if (k0 + kMmaKeys < key_end) {  // the next tile into the other set, read last by the tile before this one
+      mma_async_wait<0>();            // this thread's copies of this tile are done
+      w.sync();                       // ... and everyone's; every thread is done with the tile before this one
+      if (k0 + kMmaKeys < key_end) {  // the next tile into the other set (the tile before this one's), in flight
         const MmaKeyTiles<D> after(smem + ((kt + 1) & 1) * words);
         after.template load<F, true>(tid, p, k0 + kMmaKeys, kvh);
         mma_async_commit();
-        mma_async_wait<1>();  // this tile's copies are done, the next one's may be in flight
-      } else {
-        mma_async_wait<0>();
       }
     }
     ++kt;
-    w.sync();
     return cur;
   }
+  // Whether the caller must put a barrier after a tile's use before the next next(): with one set only.
+  static constexpr bool needs_release = Stages == 1;
 };
 
 // c[n] += A·B for the N n-tiles of a tile whose rows run along k (B(k, n) = tile[8n + n'][16·kk + k]), A the warp's
@@ -441,7 +444,8 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
       o[n][3] *= alpha[1];
     }
     mma_acc_times_down<F>(w, ln, o, s, tiles.v, rw);  // O += P·V, P's A fragments from S's accumulators
-    w.sync();  // every warp is done with K and V before the next tile overwrites them
+    // every warp is done with K and V before the next tile overwrites them (two stages: next's barrier)
+    if constexpr (MmaKeyStages<D, Stages>::needs_release) w.sync();
   }
   VIDLORA_UNROLL
   for (int r = 0; r < 2; ++r) {
@@ -510,7 +514,7 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dq_block(W& w, const AttentionParams
       }
     }
     mma_acc_times_down<F>(w, ln, dq, dp, tiles.k, rw);  // dQ += dS·K, dS's A fragments from dP's accumulators
-    w.sync();
+    if constexpr (MmaKeyStages<D, Stages>::needs_release) w.sync();
   }
   mma_store_rows<D>(p.dq, dq, th, p.q_heads, h, /*add=*/true, {1.0f, 1.0f});
 }
