@@ -39,7 +39,8 @@ demo::CommandLine command_line() {
       "train_captioner wrote into --trained. --model may be a Hugging Face LLaVA / LLaVA-NeXT-Video\n"
       "save_pretrained directory: its processor, prompt format and tokenizer are used, --adapter adds a PEFT\n"
       "adapter (any rank), --trained adds train_captioner's adapter and projector. Prints path<TAB>caption per\n"
-      "video; errors and progress go to stderr.",
+      "video; errors and progress go to stderr. Runs on the CPU in every build, a GPU preset's too (a 7B model:\n"
+      "about 28 GB of host memory for its fp32 weights, minutes per clip).",
       {
           text("model", "DIR", "base model directory: the demo's, or a Hugging Face LLaVA one (default demo_model)"),
           text("trained", "DIR", "train_captioner's output directory (default vidlora_out; optional with HF_DIR)"),

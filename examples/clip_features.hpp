@@ -43,16 +43,28 @@ inline ClipFeatures cached_clip_features(std::shared_ptr<vidlora::train::Feature
           [cache, key, compute](const std::filesystem::path& v) { return cache->ensure(key(v), compute); }};
 }
 
+// What ensure_clips did.
+struct EnsuredClips {
+  std::size_t encoded = 0;  // clips it encoded (the others were in the cache, or failed)
+  std::size_t failed = 0;   // clips whose features could not be made
+};
+
+// An error that is the device's, not the clip's (ensure_clips then stops): every clip would fail the same way.
+using FatalError = std::function<bool(const std::exception&)>;
+
 // Makes sure `clips` are in the cache (ClipFeatures::ensure: clips cached before, e.g. when resuming, are not read
-// back), with a progress line every few seconds to `out` (null: silent). A clip that fails here (a corrupt video) fails
-// the same way when the Trainer asks for it, which counts and names it as it always does. Stops before the next clip
-// once `*stop` is set (Ctrl-C; the clips encoded so far stay in the cache). Returns how many it encoded.
-inline std::size_t ensure_clips(const ClipFeatures& feats, const std::vector<const vidlora::train::Clip*>& clips,
-                                std::FILE* out, std::string_view what, const std::atomic<bool>* stop = nullptr) {
+// back), with a progress line every few seconds to `out` (null: silent) and the first failures to `errors` (null:
+// `out`). A clip that fails here (a corrupt video) fails the same way when the Trainer asks for it, which counts and
+// names it as it always does; an error `fatal` says is not the clip's (a CUDA error, the memory cap) is thrown on.
+// Stops before the next clip once `*stop` is set (Ctrl-C; the clips encoded so far stay in the cache).
+inline EnsuredClips ensure_clips(const ClipFeatures& feats, const std::vector<const vidlora::train::Clip*>& clips,
+                                 std::FILE* out, std::string_view what, const std::atomic<bool>* stop = nullptr,
+                                 const FatalError& fatal = {}, std::FILE* errors = nullptr) {
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   auto last = start;
   std::size_t failed = 0, encoded = 0;
+  std::FILE* err = errors ? errors : out;
   for (std::size_t i = 0; i < clips.size(); ++i) {
     if (stop && stop->load()) {
       if (out) fmt::print(out, "{}: stopped after {} of {} clips ({} encoded)\n", what, i, clips.size(), encoded);
@@ -61,10 +73,13 @@ inline std::size_t ensure_clips(const ClipFeatures& feats, const std::vector<con
     try {
       if (feats.ensure(clips[i]->video)) ++encoded;
     } catch (const std::exception& e) {
-      // named here (the first few; the Trainer names every skipped clip again), not only counted: a device error or a
-      // binary built for another GPU fails every clip with the same message
-      if (++failed <= 3 && out)
-        fmt::print(out, "{}: clip {} failed: {}{}\n", what, clips[i]->id, e.what(),
+      if (fatal && fatal(e)) {
+        if (err) fmt::print(err, "{}: clip {} failed, and no clip can be encoded: {}\n", what, clips[i]->id, e.what());
+        throw;
+      }
+      // named here (the first few; the Trainer names every skipped clip again), not only counted
+      if (++failed <= 3 && err)
+        fmt::print(err, "{}: clip {} failed: {}{}\n", what, clips[i]->id, e.what(),
                    failed == 3 ? " (further failures are counted only)" : "");
     }
     const auto now = clock::now();
@@ -78,12 +93,13 @@ inline std::size_t ensure_clips(const ClipFeatures& feats, const std::vector<con
       std::fflush(out);
     }
   }
-  return encoded;
+  return {encoded, failed};
 }
 
 // What encode_clips_up_front did on this rank.
 struct UpFrontEncoding {
   std::size_t encoded = 0;   // clips this rank encoded (the others were in the cache)
+  std::size_t failed = 0;    // of all the clips, those whose features this rank could not make or find
   bool interrupted = false;  // `*stop` was set on some rank: every rank stops (the encoded clips stay cached)
 };
 
@@ -93,14 +109,15 @@ struct UpFrontEncoding {
 // clip; after a collective each rank ensures all of them, which on a shared cache only checks the entries' headers and
 // on per-node caches encodes what the other nodes' ranks did. `stop` (Ctrl-C) ends the encoding at the next clip; with
 // ranks, a stop on any of them is summed after each pass, so all stop together and none waits for another in a
-// collective the stopped one never reaches.
+// collective the stopped one never reaches. `fatal` and `errors`: ensure_clips's.
 template <class Comm>
 UpFrontEncoding encode_clips_up_front(const ClipFeatures& feats, const std::vector<const vidlora::train::Clip*>& clips,
-                                      Comm& ranks, std::FILE* out, const std::atomic<bool>* stop = nullptr) {
+                                      Comm& ranks, std::FILE* out, const std::atomic<bool>* stop = nullptr,
+                                      const FatalError& fatal = {}, std::FILE* errors = nullptr) {
   const auto stopped = [&] { return stop != nullptr && stop->load(); };
   if (ranks.size() == 1) {
-    const std::size_t encoded = ensure_clips(feats, clips, out, "encoding clips on the GPU", stop);
-    return {encoded, stopped()};
+    const EnsuredClips e = ensure_clips(feats, clips, out, "encoding clips on the GPU", stop, fatal, errors);
+    return {e.encoded, e.failed, stopped()};
   }
   const auto any_rank_stopped = [&](std::string_view what) {
     std::array<double, 1> flag{stopped() ? 1.0 : 0.0};
@@ -112,13 +129,20 @@ UpFrontEncoding encode_clips_up_front(const ClipFeatures& feats, const std::vect
        i += static_cast<std::size_t>(ranks.size()))
     share.push_back(clips[i]);
   UpFrontEncoding r;
-  r.encoded = ensure_clips(
-      feats, share, out,
-      fmt::format("encoding clips on the GPU (rank {}'s share of {} ranks)", ranks.rank(), ranks.size()), stop);
+  r.encoded =
+      ensure_clips(feats, share, out,
+                   fmt::format("encoding clips on the GPU (rank {}'s share of {} ranks)", ranks.rank(), ranks.size()),
+                   stop, fatal, errors)
+          .encoded;
   // (a collective: every rank's share is written when it returns)
   if (any_rank_stopped("the up-front clip encoding (each rank encodes its share; raise --comm-timeout for a long one)"))
-    return {r.encoded, true};
-  r.encoded += ensure_clips(feats, clips, out, "checking every clip's features (the cache may be per node)", stop);
+    return {r.encoded, 0, true};
+  const EnsuredClips all =
+      ensure_clips(feats, clips, out,
+                   fmt::format("checking every clip's features on rank {} (the cache may be per node)", ranks.rank()),
+                   stop, fatal, errors);
+  r.encoded += all.encoded;
+  r.failed = all.failed;
   r.interrupted = any_rank_stopped("the check of every clip's features");
   return r;
 }

@@ -1,5 +1,6 @@
 // train_captioner: the two-stage captioner trainer, built for one preset (-DVIDLORA_PRESET=Cpu|T4|L4|A100|H100).
 // `train_captioner --help` lists every option; kTrainOptions below is that list.
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -7,6 +8,7 @@
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <memory>
 #include <iostream>
@@ -283,7 +285,13 @@ void print_configuration(const TrainerConfig& c) {
         source(c.overlap_gradient_sums == d.overlap_gradient_sums,
                "trainer default (with --comm nccl: each block's sums start as its backward ends)",
                "--sums-after-backward"));
-    row("MFU peak (TFLOP/s)", P::peak_tflops_16bit, preset + "::peak_tflops_16bit (dense 16-bit tensor peak)");
+    if (c.mfu_peak_tflops)  // check_running_gpu: the GPU that runs, not the preset's card
+      row("MFU peak (TFLOP/s)", *c.mfu_peak_tflops > 0.0 ? fmt::format("{:g}", *c.mfu_peak_tflops) : "none",
+          *c.mfu_peak_tflops > 0.0 ? "this GPU's dense 16-bit tensor peak"
+                                   : "this GPU's peak is not known: no MFU (the preset's card: " +
+                                         fmt::format("{:g}", P::peak_tflops_16bit) + ")");
+    else
+      row("MFU peak (TFLOP/s)", P::peak_tflops_16bit, preset + "::peak_tflops_16bit (dense 16-bit tensor peak)");
   } else {
     row("device memory cap", "none", "the decoder step runs on the CPU (backend Cpu)");
   }
@@ -751,6 +759,12 @@ class ReleasableDeviceTower {
 #endif
 
 #if defined(VIDLORA_TRAIN_ON_CUDA)
+// An error of the GPU, not of a clip (a CUDA error, the memory cap): every clip would fail the same way.
+bool is_device_failure(const std::exception& x) {
+  return dynamic_cast<const vidlora::cuda::CudaError*>(&x) != nullptr ||
+         dynamic_cast<const DeviceMemoryError*>(&x) != nullptr;
+}
+
 // The GPU that runs, before anything is encoded: a binary built for a newer GPU has no kernels it can run (said
 // here, naming both); a memory cap above its free memory is a warning; the MFU of the progress line and the log is
 // against its dense 16-bit peak (none for a GPU train::dense_16bit_peak_tflops does not know), not the preset's card.
@@ -759,11 +773,20 @@ void check_running_gpu(TrainerConfig& config) {
   cudaDeviceProp prop{};
   VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
   VIDLORA_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  if (prop.major * 10 + prop.minor < ActivePreset::cuda_arch)
+  // The oldest architecture this binary has code for (nvcc's __CUDA_ARCH_LIST__: what CMAKE_CUDA_ARCHITECTURES built,
+  // which may differ from the preset's), else the preset's: an older GPU has no kernel it can run.
+#if defined(__CUDA_ARCH_LIST__)
+  constexpr int built_archs[] = {__CUDA_ARCH_LIST__};
+  const int oldest_built = *std::min_element(std::begin(built_archs), std::end(built_archs)) / 10;
+#else
+  const int oldest_built = ActivePreset::cuda_arch;
+#endif
+  if (prop.major * 10 + prop.minor < oldest_built)
     fail(
-        "this train_captioner is built for the {} preset's GPU (sm_{}); this GPU, {}, is sm_{}{}: build it with the "
-        "preset of this GPU (cmake --preset T4, L4, A100 or H100)",
-        ActivePreset::name, ActivePreset::cuda_arch, prop.name, prop.major, prop.minor);
+        "this train_captioner is built for sm_{} and newer (the {} preset's GPU is sm_{}); this GPU, {}, is sm_{}{}: "
+        "build it for this GPU (cmake --preset T4, L4, A100 or H100, or -DCMAKE_CUDA_ARCHITECTURES={}{})",
+        oldest_built, ActivePreset::name, ActivePreset::cuda_arch, prop.name, prop.major, prop.minor, prop.major,
+        prop.minor);
   std::size_t free_bytes = 0, total_bytes = 0;
   VIDLORA_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   if (const auto warning = presets::cap_above_free_memory(presets::memory_cap_bytes<ActivePreset>(config.device_memory),
@@ -776,6 +799,9 @@ void check_running_gpu(TrainerConfig& config) {
              peak > 0.0 ? fmt::format("its dense 16-bit peak, {} TFLOP/s", peak)
                         : std::string("nothing: its peak is not in train::dense_16bit_peak_tflops"));
 }
+#else
+// The CPU build encodes nothing up front.
+bool is_device_failure(const std::exception&) { return false; }
 #endif
 
 TrainEncoder train_encoder([[maybe_unused]] const model::ClipVision& vision,
@@ -877,9 +903,15 @@ int train_main(const demo::Args& a, int argc, char** argv) {
         for (const auto& c : ds.train) clips.push_back(&c);
         for (const auto& c : ds.val) clips.push_back(&c);
         handle_stop_signals(on_stop_signal);  // the first Ctrl-C stops the encoding at the next clip
-        const demo::UpFrontEncoding e = demo::encode_clips_up_front(
-            feats, clips, ranks, ranks.rank() == 0 ? stdout : nullptr, &train::interrupt_requested());
+        // A CUDA error or the memory cap is the tower's, not a clip's: every clip would fail the same way, so the run
+        // stops here instead of training on nothing. Clip failures print on every rank.
+        const demo::UpFrontEncoding e =
+            demo::encode_clips_up_front(feats, clips, ranks, ranks.rank() == 0 ? stdout : nullptr,
+                                        &train::interrupt_requested(), is_device_failure, stderr);
         if (e.interrupted) return std::optional<TrainResult>();
+        if (!clips.empty() && e.failed == clips.size())
+          fail("none of the {} clips could be encoded (the first failures are above): nothing to train on",
+               clips.size());
         handle_stop_signals(SIG_DFL);  // while the model loads, Ctrl-C ends the program, as before the encoding
         encoder.release_device();
       }

@@ -381,6 +381,24 @@ TEST_CASE("steps whose every clip was skipped are not NaN steps: three in a row 
   CHECK(std::count_if(r.losses.begin(), r.losses.end(), [](double v) { return std::isnan(v); }) == 10);
 }
 
+TEST_CASE("an epoch none of whose clips has features stops the run: nothing to train on", "[trainer]") {
+  // Every training clip fails (a vision tower that fails on every clip, a data set of unreadable videos): the first
+  // epoch's steps are all empty skips, and the run stops after it with an error naming the stage and the count,
+  // instead of writing untrained outputs after every epoch of empty steps.
+  Fresh tmp("no_features");
+  auto config = tiny_trainer_config(tmp.dir);
+  config.batch_size = 1;
+  config.gradient_accumulation_steps = 1;
+  auto trainer = make(config, [](const train::Clip& c) -> Matrix {
+    if (c.id < "clip_006") throw Error(c.id + ": the video cannot be decoded");  // not the val clips
+    return tiny::features(c);
+  });
+  CHECK_THROWS_WITH(trainer.train(tiny::clips(6), tiny::clips(2, 6)),
+                    Catch::Contains("none of its 6 steps had a clip with features") &&
+                        Catch::Contains("nothing to train on") && Catch::Contains("epoch 1"));
+  CHECK_FALSE(std::filesystem::exists(tmp.dir / "adapter"));
+}
+
 TEST_CASE("a clip whose video cannot be decoded is skipped and named", "[trainer]") {
   Fresh tmp("badclip");
   auto config = tiny_trainer_config(tmp.dir);

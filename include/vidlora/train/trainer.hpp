@@ -223,6 +223,7 @@ class Trainer {
       for (int e = pos_.epoch; e < st.epochs && !stop_stage; ++e) {
         pos_.epoch = e;
         const std::vector<std::size_t> order = epoch_order(s, e);
+        const long first_step = pos_.step_in_epoch, empty_before = result_.skipped_empty_steps;
         for (long k = pos_.step_in_epoch; k < per_epoch; ++k) {
           pos_.step_in_epoch = k;
           const double lr = lr_of(pos_.stage_step);
@@ -244,7 +245,13 @@ class Trainer {
             return finish();
           }
         }
-        // end of epoch
+        // end of epoch; an epoch none of whose steps had a clip with features trained nothing, nor will the next
+        if (per_epoch > first_step && result_.skipped_empty_steps - empty_before == per_epoch - first_step)
+          fail(
+              "Trainer: {} epoch {}: none of its {} steps had a clip with features (every clip of this rank's "
+              "shards failed: {} clips so far, each named above): nothing to train on; the last checkpoint ({}) is "
+              "kept",
+              st.name, e + 1, per_epoch - first_step, failed_.size(), checkpoint_path().string());
         if (val_.empty()) {
           pos_.epoch = e + 1;
           pos_.step_in_epoch = 0;
