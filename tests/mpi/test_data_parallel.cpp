@@ -14,11 +14,13 @@
 #include <fstream>
 #include <memory>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <clip_features.hpp>  // examples/: demo::encode_clips_up_front
 #if defined(VIDLORA_TEST_TCP)
+#include <vidlora/comm/single.hpp>
 #include <vidlora/comm/tcp.hpp>
 #else
 #include <vidlora/comm/mpi.hpp>
@@ -289,6 +291,50 @@ TEST_CASE("the up-front clip encoding splits the clips over the ranks: on a shar
     CHECK(computed.size() == before);
     world.barrier("the next cache layout");
   }
+}
+
+namespace {
+struct DeviceFault : std::runtime_error {  // stands in for a CUDA error or the memory cap
+  using std::runtime_error::runtime_error;
+};
+}  // namespace
+
+TEST_CASE("the up-front clip encoding stops at the device's error and counts the clips' own failures", "[features]") {
+  // train_captioner passes a predicate for the errors that are the device's (a CUDA error, the memory cap): such an
+  // error ends the encoding at the clip it happens at, where a clip's own error (a corrupt video) is counted, named
+  // and skipped. Per rank on its own cache, one process's encoding (comm::Single).
+  World world = make_world(60);
+  const fs::path dir = fresh_dir(world, "upfront_fatal");
+  const std::vector<train::Clip> clips = stand_in_clips(world, dir, 6);
+  std::vector<const train::Clip*> all;
+  for (const auto& c : clips) all.push_back(&c);
+  const demo::FatalError device_fault = [](const std::exception& e) {
+    return dynamic_cast<const DeviceFault*>(&e) != nullptr;
+  };
+  comm::Single one;
+  for (const bool fault : {false, true}) {
+    INFO((fault ? "a device error at clip_3" : "clip_1's own error only"));
+    auto cache = std::make_shared<train::FeatureCache>(
+        dir / ("cache_" + std::to_string(world.rank()) + (fault ? "_fault" : "")));
+    std::vector<std::string> computed;
+    const auto feats = demo::cached_clip_features(cache, "uniform", 4, "test-encoder", [&](const fs::path& video) {
+      const std::string id = video.stem().string();
+      computed.push_back(id);
+      if (id == "clip_1") throw Error(id + ": no decodable frames");
+      if (fault && id == "clip_3") throw DeviceFault("cudaErrorIllegalAddress");
+      return Matrix::Constant(2, 3, 1.0f);
+    });
+    if (fault) {
+      CHECK_THROWS_AS(demo::encode_clips_up_front(feats, all, one, nullptr, nullptr, device_fault), DeviceFault);
+      CHECK(computed == std::vector<std::string>{"clip_0", "clip_1", "clip_2", "clip_3"});  // none after it
+    } else {
+      const demo::UpFrontEncoding r = demo::encode_clips_up_front(feats, all, one, nullptr, nullptr, device_fault);
+      CHECK(r.encoded == 5);
+      CHECK(r.failed == 1);
+      CHECK_FALSE(r.interrupted);
+    }
+  }
+  world.barrier("the fatal-error case");
 }
 
 TEST_CASE("a stop on one rank during the up-front clip encoding stops every rank after its share, none waiting",
