@@ -14,7 +14,7 @@
 #
 # Order, the gates first: the build (the NCCL programs in it; -k 0, so a unit that fails to compile costs only its
 # programs), the CUDA tests tag by tag (`tests`), the 7B preset steps (`presets`: issue 14's gate), the attention
-# gate (`attention`: the bf16 kernels at T 4096 against SDPA flash, about 30 s), the transformers + PEFT +
+# gate (`attention`: the bf16 kernels at T 4096 against SDPA flash, estimated at about 30 s), the transformers + PEFT +
 # bitsandbytes step (`hf`: the preset gate's baseline: T4, L4 and the checkpointing A100 / H100 steps,
 # VIDLORA_GPU_CHECK_HF_PRESETS), NCCL (`nccl`: issue 15), the other kernel benchmarks and PyTorch comparisons (`bench`), the fp32-frozen
 # preset baselines (`fp32`) and memcheck (`memcheck`). VIDLORA_GPU_CHECK_PARTS (a comma list of those names, default
@@ -92,8 +92,8 @@ ld_python="${LD_LIBRARY_PATH-}"  # the python parts' library path: never the too
 
 # The programs tools/gpu-prepare.sh built on the development machine for this architecture from these very sources
 # (.gpu-prebuilt/ARCH and SOURCE), when the loader finds their libraries (the toolkit's and NCCL's directories are
-# added for them when needed): no build here, which is about 150 s of the budget. VIDLORA_GPU_CHECK_BUILD=1 builds
-# anyway.
+# added for them when needed): no build here (a review estimates about 150 s of the budget for it; not timed on a
+# GPU). VIDLORA_GPU_CHECK_BUILD=1 builds anyway.
 prebuilt="$here/.gpu-prebuilt"
 use_prebuilt() {
   [[ "${VIDLORA_GPU_CHECK_BUILD:-0}" != 1 && -x "$prebuilt/vidlora_cuda_tests" ]] || return 1

@@ -6,9 +6,10 @@
 #   .whl/site/   bitsandbytes 0.50.2 unpacked with only its CUDA 13 library (the NF4 baselines)
 #   .gpu-prebuilt/  the CUDA tests, the host tests, the benchmarks and the NCCL one-process tests built here for sm_90
 #                (H100 / H200; build-gpu90/), with the architecture and the hash of the sources
-#                (tools/gpu-source-hash.sh): gpu-check.sh then skips its build there (about 150 s of its 540) when
-#                both match and the programs' libraries load; VIDLORA_GPU_PREPARE_PREBUILT=0 skips this part
-#                (15-20 minutes on two cores), VIDLORA_GPU_PREPARE_ARCH another architecture.
+#                (tools/gpu-source-hash.sh): gpu-check.sh then skips its build there (a review estimates about
+#                150 s of its 540 for today's tests; not timed on a GPU) when both match and the programs' libraries
+#                load; VIDLORA_GPU_PREPARE_PREBUILT=0 skips this part (minutes on two cores: 4 for an incremental
+#                build; a cold one not timed), VIDLORA_GPU_PREPARE_ARCH another architecture.
 # All three are git-ignored (.gpu-deps and .gpu-prebuilt by .gitignore, .whl by .git/info/exclude, added here when
 # missing).
 #
@@ -48,7 +49,7 @@ if [[ "${VIDLORA_GPU_PREPARE_PREBUILT:-1}" == 1 ]]; then
             bench_cuda_attention bench_cuda_preset_step)
   grep -q "vidlora::nccl_core ON" "$b/prepare-configure.log" &&
     programs+=(vidlora_nccl_tests_one_process vidlora_nccl_trainer_tests_one_process)
-  echo "gpu-prepare: building ${programs[*]} for sm_$arch in $b (15-20 minutes on two cores)"
+  echo "gpu-prepare: building ${programs[*]} for sm_$arch in $b (minutes on two cores)"
   cmake --build "$b" --target "${programs[@]}" -j "$(nproc)" >"$b/prepare-build.log" 2>&1 ||
     { grep -E "error|FAILED" "$b/prepare-build.log" | head -20; echo "gpu-prepare: build failed ($b/prepare-build.log)" >&2; exit 1; }
   rm -rf .gpu-prebuilt

@@ -154,6 +154,26 @@ void zero_grads(AttentionProblem& a) {
   a.DV.fill_bytes(0);
 }
 
+// q, k, v and d_out of a problem as the operands' 16-bit patterns on the device (AttentionParams::q16 …), rounded on
+// the host by io/half.hpp, as the decoder's round_to_16bit does on the device.
+struct Inputs16 {
+  DeviceBuffer<std::uint16_t> q, k, v, d_out;
+  Inputs16(const AttentionProblem& a, model::cuda::FlashOperands ops)
+      : q(patterns(a.q, ops)), k(patterns(a.k, ops)), v(patterns(a.v, ops)), d_out(patterns(a.dout, ops)) {}
+  void point(model::cuda::AttentionParams& p) const {
+    p.q16 = q.data();
+    p.k16 = k.data();
+    p.v16 = v.data();
+    p.d_out16 = d_out.data();
+  }
+  static DeviceBuffer<std::uint16_t> patterns(const std::vector<float>& x, model::cuda::FlashOperands ops) {
+    std::vector<std::uint16_t> b(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i)
+      b[i] = ops == model::cuda::FlashOperands::BF16 ? io::float_to_bf16_bits(x[i]) : io::float_to_fp16_bits(x[i]);
+    return DeviceBuffer<std::uint16_t>(b);
+  }
+};
+
 // The tiled kernels' forward and backward from poisoned outputs and zero gradients: out, dq, dk, dv.
 std::array<std::vector<float>, 4> run_flash(AttentionProblem& a, const model::cuda::FlashAttentionOptions& o) {
   cuda_test::poison(a.O);
@@ -410,24 +430,14 @@ TEST_CASE("cuda register-tile attention with two key stages gives one stage's bi
         WARN("no register-tile kernels on this GPU (sm_80+ only) or VIDLORA_ATTENTION_REGISTER_TILES=0: skipped");
         return;
       }
-      const bool bf16 = ops == FlashOperands::BF16;
-      const auto patterns = [bf16](const std::vector<float>& x) {
-        std::vector<std::uint16_t> b(x.size());
-        for (std::size_t i = 0; i < x.size(); ++i)
-          b[i] = bf16 ? io::float_to_bf16_bits(x[i]) : io::float_to_fp16_bits(x[i]);
-        return DeviceBuffer<std::uint16_t>(b);
-      };
-      const DeviceBuffer<std::uint16_t> q16 = patterns(a.q), k16 = patterns(a.k), v16 = patterns(a.v),
-                                        d_out16 = patterns(a.dout);
+      const Inputs16 in16(a, ops);
       const model::cuda::FlashAttentionOptions one{false, 0, ops};
       model::cuda::FlashAttentionOptions two = one;
       two.pipelined = true;
       for (const bool inputs16 : {true, false}) {
         INFO((inputs16 ? "16-bit inputs" : "fp32 inputs"));
-        a.p.q16 = inputs16 ? q16.data() : nullptr;
-        a.p.k16 = inputs16 ? k16.data() : nullptr;
-        a.p.v16 = inputs16 ? v16.data() : nullptr;
-        a.p.d_out16 = inputs16 ? d_out16.data() : nullptr;
+        a.p.q16 = a.p.k16 = a.p.v16 = a.p.d_out16 = nullptr;
+        if (inputs16) in16.point(a.p);
         const std::array<std::vector<float>, 4> want = run_flash(a, one);
         const std::vector<float> want_lse = a.L.download();
         for (int run = 0; run < 2; ++run) {
@@ -527,21 +537,10 @@ TEST_CASE("cuda register-tile attention matches the shared-memory tiles and the 
             CHECK(cuda_test::bit_mismatches(got[t], first[t]) == 0);  // no atomics
         }
       }
-      // From the inputs' 16-bit patterns (AttentionParams::q16, k16, v16, d_out16, rounded on the host by io/half.hpp,
-      // as the decoder's round_to_16bit does on the device): the bits of the fp32 inputs, forward and backward.
-      const auto patterns = [bf16](const std::vector<float>& x) {
-        std::vector<std::uint16_t> b(x.size());
-        for (std::size_t i = 0; i < x.size(); ++i)
-          b[i] = bf16 ? io::float_to_bf16_bits(x[i]) : io::float_to_fp16_bits(x[i]);
-        return DeviceBuffer<std::uint16_t>(b);
-      };
-      const DeviceBuffer<std::uint16_t> q16 = patterns(a.q), k16 = patterns(a.k), v16 = patterns(a.v),
-                                        d_out16 = patterns(a.dout);
+      // From the inputs' 16-bit patterns (Inputs16): the bits of the fp32 inputs, forward and backward.
+      const Inputs16 in16(a, ops);
       model::cuda::AttentionParams p16 = p;
-      p16.q16 = q16.data();
-      p16.k16 = k16.data();
-      p16.v16 = v16.data();
-      p16.d_out16 = d_out16.data();
+      in16.point(p16);
       cuda_test::poison(a.O);
       cuda_test::poison(a.L);
       model::cuda::flash_attention_forward(p16, regs);

@@ -444,7 +444,7 @@ struct FlashAttentionOptions {
   // output (AttentionParams::forward_out, as the decoder executor gives it), keep their tiles in registers where
   // flash_mma_takes (model/cuda/flash_attention_mma.cuh: sm_80+, head dims 64 and 128).
   bool register_tiles = true;
-  // The register-tile forward and dq with two key-tile sets in shared memory (69 KiB at head dim 128 instead of 34):
+  // The register-tile forward and dq with two key-tile sets in shared memory (68.5 KiB at head dim 128 instead of 34):
   // the next tile's copy in flight while the current one is used (cp.async from the 16-bit inputs, AttentionParams::
   // q16 …, on sm_80+; fp32 inputs are still loaded before the tile is used). The same results, bit for bit; off by
   // default until a GPU run has timed it (bench_cuda_attention's kernel 8).

@@ -648,7 +648,7 @@ struct FlashMmaDeviceWarp {
   }
 };
 
-// body(smem) over the key-tile sets of a forward or dq block: one (static shared memory) or two (69 KiB at head dim
+// body(smem) over the key-tile sets of a forward or dq block: one (static shared memory) or two (68.5 KiB at head dim
 // 128: dynamic).
 template <int D, int Stages, class Body>
 __device__ void with_key_stages(Body&& body) {
