@@ -16,7 +16,7 @@
 #include <vidlora/loss/cuda/cross_entropy.cuh>
 #include <vidlora/loss/cuda/lm_head_cross_entropy.cuh>
 #include <vidlora/model/cuda/attention.cuh>
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 #include <vidlora/model/cuda/cached_decoder.cuh>  // runs kernels: nvcc only
 #endif
 #include <vidlora/model/cuda/decoder_model.cuh>

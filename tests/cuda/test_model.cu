@@ -412,7 +412,8 @@ TEST_CASE("cuda tiled attention backward with row_dot from the forward's output:
   }
 }
 
-TEST_CASE("cuda register-tile attention with two key stages gives one stage's bits on long sequences", "[model]") {
+TEST_CASE("cuda register-tile attention with two key stages gives one stage's bits on long sequences",
+          "[model][long]") {
   // FlashAttentionOptions::pipelined: the next key tile's cp.async copy in flight while the current one is used, each
   // stage's set rewritten every other tile. At 1,040 keys (17 key tiles, the last one partial) every set is rewritten
   // many times in every block, over grids of 17 × 8 blocks: a missing wait or barrier shows as other bits. From the

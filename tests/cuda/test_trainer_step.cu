@@ -494,7 +494,7 @@ struct TwiceSum {
   template <class T>
   void twice(std::span<T> x) {
     if (x.empty()) return;
-    twice_kernel<T><<<64, 256, 0, own->stream>>>(x.data(), x.size());
+    VIDLORA_LAUNCH(64, 256, 0, own->stream, twice_kernel<T>)(x.data(), x.size());
     VIDLORA_CUDA_CHECK(cudaGetLastError());
   }
 };
@@ -580,7 +580,8 @@ TEST_CASE("DecoderStep<Cuda>: the last call's blocks start their sums over the r
           return !down;
         };
         const train::StepHandOver h{.trained = trained, .across_ranks = sum, .what = "step 1: gradients"};
-        const train::StepHandOver ref_h{.trained = trained};
+        train::StepHandOver ref_h;
+        ref_h.trained = trained;
         ref_step.begin_step(per_clip);
         step.begin_step(per_clip);
         for (int call = 0; calls && call < 2; ++call) {

@@ -159,6 +159,8 @@ concept DecoderStepPolicy = backend::Backend<typename S::backend_type> &&
 
 }  // namespace vidlora::train
 
-#if defined(__CUDACC__)
+#include <vidlora/core/portability.hpp>
+
+#if VIDLORA_KERNELS
 #include <vidlora/train/cuda/decoder_step.cuh>
 #endif

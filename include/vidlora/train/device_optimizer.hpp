@@ -25,6 +25,8 @@ class DeviceOptimizer {
 
 }  // namespace vidlora::train
 
-#if defined(__CUDACC__)
+#include <vidlora/core/portability.hpp>
+
+#if VIDLORA_KERNELS
 #include <vidlora/train/cuda/device_optimizer.cuh>
 #endif

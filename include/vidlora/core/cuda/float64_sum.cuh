@@ -10,7 +10,7 @@
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/status.cuh>
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 namespace vidlora::cuda {
 
 namespace detail {
@@ -33,7 +33,7 @@ __global__ void round_from_float64_kernel(const double* sum, float* g, std::int6
 // sum (first: =) += g in float64, then g = 0, over n elements of device memory, on `stream`.
 inline void take_into_float64(float* g, double* sum, std::int64_t n, bool first, cudaStream_t stream = nullptr) {
   if (n == 0) return;
-  detail::take_into_float64_kernel<><<<grid_size(n, 256), 256, 0, stream>>>(g, sum, n, first);
+  VIDLORA_LAUNCH(grid_size(n, 256), 256, 0, stream, detail::take_into_float64_kernel<>)(g, sum, n, first);
   VIDLORA_CUDA_CHECK_LAUNCH("take_into_float64_kernel");
 }
 
@@ -42,7 +42,7 @@ inline void take_into_float64(float* g, double* sum, std::int64_t n, bool first,
 // rank's sums are still to come (one rank, or ranks already summed on the device).
 inline void round_from_float64(const double* sum, float* g, std::int64_t n, cudaStream_t stream = nullptr) {
   if (n == 0) return;
-  detail::round_from_float64_kernel<><<<grid_size(n, 256), 256, 0, stream>>>(sum, g, n);
+  VIDLORA_LAUNCH(grid_size(n, 256), 256, 0, stream, detail::round_from_float64_kernel<>)(sum, g, n);
   VIDLORA_CUDA_CHECK_LAUNCH("round_from_float64_kernel");
 }
 

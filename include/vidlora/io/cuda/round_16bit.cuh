@@ -11,7 +11,7 @@
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/io/half.hpp>
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 namespace vidlora::io::cuda {
 
 namespace detail {
@@ -30,9 +30,9 @@ inline void round_to_16bit(const float* src, std::uint16_t* dst, std::int64_t n,
   vidlora::cuda::check_arg(t != DType::F32, "cuda::round_to_16bit", "needs a 16-bit type (bf16 or fp16)");
   if (n == 0) return;
   if (t == DType::BF16)
-    detail::round_to_16bit_kernel<true><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(src, dst, n);
+    VIDLORA_LAUNCH(vidlora::cuda::grid_size(n, 256), 256, 0, stream, detail::round_to_16bit_kernel<true>)(src, dst, n);
   else
-    detail::round_to_16bit_kernel<false><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(src, dst, n);
+    VIDLORA_LAUNCH(vidlora::cuda::grid_size(n, 256), 256, 0, stream, detail::round_to_16bit_kernel<false>)(src, dst, n);
   VIDLORA_CUDA_CHECK_LAUNCH("cuda::round_to_16bit");
 }
 

@@ -283,7 +283,7 @@ void lora_backward_steps(Exec& exec, const LoraLinearParams& p, const LoraWorksp
 
 }  // namespace vidlora::lora::cuda
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -319,7 +319,7 @@ __global__ void dropout_kernel(const T* src, T* dst, std::int64_t n, std::uint64
     if (vectorized && i0 + 4 <= n) {
       const Vec4<T> s = *reinterpret_cast<const Vec4<T>*>(src + i0);
       Vec4<T> d;
-#pragma unroll
+      VIDLORA_UNROLL
       for (int k = 0; k < 4; ++k) d.v[k] = static_cast<T>(static_cast<float>(s.v[k]) * dropout_factor(bits, k, p));
       *reinterpret_cast<Vec4<T>*>(dst + i0) = d;
     } else {
@@ -340,7 +340,7 @@ __global__ void apply_mask_kernel(const T* src, T* dst, std::int64_t n, const st
     const std::int64_t i0 = 4 * q;
     if (vectorized && i0 + 4 <= n) {
       Vec4<T> d = *reinterpret_cast<const Vec4<T>*>(src + i0);
-#pragma unroll
+      VIDLORA_UNROLL
       for (int k = 0; k < 4; ++k) d.v[k] = static_cast<T>(static_cast<float>(d.v[k]) * dropout_factor(bits, k, p));
       *reinterpret_cast<Vec4<T>*>(dst + i0) = d;
     } else {
@@ -362,16 +362,16 @@ struct CudaLoraExec {
   void dropout(const T* src, T* dst, std::int64_t n, const LoraLinearParams& p, std::uint8_t* mask) {
     const bool vectorized = reinterpret_cast<std::uintptr_t>(src) % sizeof(Vec4<T>) == 0 &&
                             reinterpret_cast<std::uintptr_t>(dst) % sizeof(Vec4<T>) == 0;
-    dropout_kernel<T><<<vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream>>>(src, dst, n, p.seed, p.stream,
-                                                                                      p.dropout, mask, vectorized);
+    VIDLORA_LAUNCH(vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream, dropout_kernel<T>)
+    (src, dst, n, p.seed, p.stream, p.dropout, mask, vectorized);
     VIDLORA_CUDA_CHECK_LAUNCH("dropout_kernel");
   }
   template <class T>
   void reapply_dropout(const T* src, T* dst, std::int64_t n, float dropout, const std::uint8_t* mask) {
     const bool vectorized = reinterpret_cast<std::uintptr_t>(src) % sizeof(Vec4<T>) == 0 &&
                             reinterpret_cast<std::uintptr_t>(dst) % sizeof(Vec4<T>) == 0;
-    apply_mask_kernel<T>
-        <<<vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream>>>(src, dst, n, mask, dropout, vectorized);
+    VIDLORA_LAUNCH(vidlora::cuda::grid_size((n + 3) / 4, 256), 256, 0, stream, apply_mask_kernel<T>)
+    (src, dst, n, mask, dropout, vectorized);
     VIDLORA_CUDA_CHECK_LAUNCH("apply_mask_kernel");
   }
   // The fused kernel when it takes the shape (and `fused` is on), else a cuBLASLt GEMM and, for a masked

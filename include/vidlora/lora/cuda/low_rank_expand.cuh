@@ -73,7 +73,7 @@ inline void check_low_rank(const LowRankExpandParams& p) {
 
 }  // namespace vidlora::lora::cuda
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 #include <cuda_bf16.h>
 
 namespace vidlora::lora::cuda {
@@ -105,26 +105,25 @@ __global__ void __launch_bounds__(kExpandThreads, 1) low_rank_expand_kernel(LowR
   const std::int64_t n0 = (static_cast<std::int64_t>(blockIdx.x) * kExpandThreads + threadIdx.x) * kCols;
   const bool active = n0 < p.cols;  // cols % kCols == 0: an active strip is whole
   float rv[kCols][kRank];
-#pragma unroll
-  for (int c = 0; c < kCols; ++c)
-#pragma unroll
-    for (int k = 0; k < kRank; ++k)
-      rv[c][k] = (active && k < p.rank) ? static_cast<float>(R[low_rank_r_index(p, n0 + c, k)]) : 0.0f;
+  VIDLORA_UNROLL
+  for (int c = 0; c < kCols; ++c) VIDLORA_UNROLL
+  for (int k = 0; k < kRank; ++k)
+    rv[c][k] = (active && k < p.rank) ? static_cast<float>(R[low_rank_r_index(p, n0 + c, k)]) : 0.0f;
   __syncthreads();
   if (!active) return;
   for (int rr = 0; rr < rows_here; ++rr) {
     float acc[kCols];
-#pragma unroll
+    VIDLORA_UNROLL
     for (int c = 0; c < kCols; ++c) acc[c] = 0.0f;
-#pragma unroll
+    VIDLORA_UNROLL
     for (int k = 0; k < kRank; ++k) {
       const float lv = ls[rr][k];
-#pragma unroll
+      VIDLORA_UNROLL
       for (int c = 0; c < kCols; ++c) acc[c] += lv * rv[c][k];
     }
     const std::int64_t i0 = (row0 + rr) * p.cols + n0;
     Strip<T, kCols> s;
-#pragma unroll
+    VIDLORA_UNROLL
     for (int c = 0; c < kCols; ++c) s.v[c] = static_cast<T>(low_rank_value(p, acc[c], i0 + c));
     *reinterpret_cast<Strip<T, kCols>*>(out + i0) = s;
   }
@@ -134,7 +133,7 @@ template <class T, int kRank, int kCols>
 void launch_low_rank_expand(const LowRankExpandParams& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(vidlora::cuda::ceil_div(p.cols, std::int64_t{kExpandThreads} * kCols)),
                   static_cast<unsigned>(vidlora::cuda::ceil_div(p.rows, kExpandRows)));
-  low_rank_expand_kernel<T, kRank, kCols><<<grid, kExpandThreads, 0, stream>>>(p);
+  VIDLORA_LAUNCH(grid, kExpandThreads, 0, stream, low_rank_expand_kernel<T, kRank, kCols>)(p);
   VIDLORA_CUDA_CHECK_LAUNCH("low_rank_expand_kernel");
 }
 

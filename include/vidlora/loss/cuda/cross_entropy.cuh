@@ -76,7 +76,7 @@ VIDLORA_HOST_DEVICE inline float ce_grad_element(float z, double lse, bool is_ta
 
 }  // namespace vidlora::loss::cuda
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 namespace vidlora::loss::cuda {
 namespace detail {
 
@@ -127,7 +127,7 @@ inline void cross_entropy(const CrossEntropyParams& p, cudaStream_t stream = nul
   vidlora::cuda::check_arg(p.rows > 0 && p.vocab > 0 && p.logits && p.targets && p.row_loss, "cuda::cross_entropy",
                            "needs rows > 0, vocab > 0, logits, targets and row_loss");
   constexpr int T = 256;
-  detail::cross_entropy_kernel<T><<<static_cast<unsigned>(p.rows), T, 0, stream>>>(p);
+  VIDLORA_LAUNCH(static_cast<unsigned>(p.rows), T, 0, stream, detail::cross_entropy_kernel<T>)(p);
   VIDLORA_CUDA_CHECK_LAUNCH("cross_entropy_kernel");
 }
 

@@ -158,7 +158,7 @@ LmHeadCeResult lm_head_ce_steps(Exec& e, const LmHeadCeShape& shape, const std::
 
 }  // namespace vidlora::loss::cuda
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 namespace vidlora::loss::cuda {
 
 // Device pointers of one streamed cross-entropy; `logits` is the [rows, chunk] workspace (a chunk of c columns
@@ -287,7 +287,7 @@ class LmHeadCeCudaExecutor {
         cudaMemsetAsync(p_.grad_hidden, 0, static_cast<std::size_t>(p_.rows * p_.dim) * sizeof(float), stream_));
   }
   void reset_rows() {
-    detail::lm_head_reset_kernel<><<<vidlora::cuda::grid_size(p_.rows, 256), 256, 0, stream_>>>(p_);
+    VIDLORA_LAUNCH(vidlora::cuda::grid_size(p_.rows, 256), 256, 0, stream_, detail::lm_head_reset_kernel<>)(p_);
     VIDLORA_CUDA_CHECK_LAUNCH("lm_head_reset_kernel");
   }
   void chunk_logits(const VocabChunk& c) {
@@ -299,11 +299,11 @@ class LmHeadCeCudaExecutor {
     p.begin = c.begin;
     p.count = c.count;
     constexpr int T = 256;
-    detail::lm_head_fold_kernel<T><<<static_cast<unsigned>(p.rows), T, 0, stream_>>>(p);
+    VIDLORA_LAUNCH(static_cast<unsigned>(p.rows), T, 0, stream_, detail::lm_head_fold_kernel<T>)(p);
     VIDLORA_CUDA_CHECK_LAUNCH("lm_head_fold_kernel");
   }
   void finish_rows(std::vector<double>& row_loss, std::vector<double>& row_lse) {
-    detail::lm_head_finish_kernel<><<<vidlora::cuda::grid_size(p_.rows, 256), 256, 0, stream_>>>(p_);
+    VIDLORA_LAUNCH(vidlora::cuda::grid_size(p_.rows, 256), 256, 0, stream_, detail::lm_head_finish_kernel<>)(p_);
     VIDLORA_CUDA_CHECK_LAUNCH("lm_head_finish_kernel");
     VIDLORA_CUDA_CHECK(cudaStreamSynchronize(stream_));
     row_loss = row_loss_.download();
@@ -314,7 +314,9 @@ class LmHeadCeCudaExecutor {
     p.begin = c.begin;
     p.count = c.count;
     p.scale = scale;
-    detail::lm_head_logit_grad_kernel<><<<vidlora::cuda::grid_size(p.rows * p.count, 256), 256, 0, stream_>>>(p);
+    VIDLORA_LAUNCH(vidlora::cuda::grid_size(p.rows * p.count, 256), 256, 0, stream_,
+                   detail::lm_head_logit_grad_kernel<>)
+    (p);
     VIDLORA_CUDA_CHECK_LAUNCH("lm_head_logit_grad_kernel");
   }
   // grad_hidden = G · W_chunk + beta · grad_hidden.

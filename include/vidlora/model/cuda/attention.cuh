@@ -95,7 +95,7 @@ inline void check_attention(const AttentionParams& p, const char* who) {
 
 }  // namespace vidlora::model::cuda
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 namespace vidlora::model::cuda {
 namespace detail {
 
@@ -148,7 +148,7 @@ __device__ inline float attention_probs(const AttentionParams& p, std::int64_t i
 
 template <class = void>  // a template: header kernels get one definition across TUs
 __global__ void attention_forward_kernel(AttentionParams p) {
-  extern __shared__ float prob[];
+  VIDLORA_DYNAMIC_SHARED(16, float, prob);
   __shared__ double red[kAttnThreads];
   const std::int64_t i = blockIdx.x, h = blockIdx.y, d = p.head_dim, g = kv_head_of(p, h);
   const float lse = attention_probs(p, i, h, prob, red);
@@ -163,7 +163,7 @@ __global__ void attention_forward_kernel(AttentionParams p) {
 // Second shared array: dp[j] (after prob[j]).
 template <class = void>  // a template: header kernels get one definition across TUs
 __global__ void attention_backward_kernel(AttentionParams p) {
-  extern __shared__ float smem[];
+  VIDLORA_DYNAMIC_SHARED(16, float, smem);
   float* prob = smem;
   float* ds = smem + attention_row_floats(p.tk);
   __shared__ double red[kAttnThreads];
@@ -283,7 +283,7 @@ inline void attention_forward(const AttentionParams& p, cudaStream_t stream = nu
   if (smem > 48 * 1024)
     VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(detail::attention_forward_kernel<>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  detail::attention_forward_kernel<><<<grid, detail::kAttnThreads, smem, stream>>>(p);
+  VIDLORA_LAUNCH(grid, detail::kAttnThreads, smem, stream, detail::attention_forward_kernel<>)(p);
   VIDLORA_CUDA_CHECK_LAUNCH("attention_forward_kernel");
 }
 
@@ -295,11 +295,11 @@ inline void attention_backward(const AttentionParams& p, cudaStream_t stream = n
   if (smem > 48 * 1024)
     VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(detail::attention_backward_kernel<>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  detail::attention_backward_kernel<><<<grid, detail::kAttnThreads, smem, stream>>>(p);
+  VIDLORA_LAUNCH(grid, detail::kAttnThreads, smem, stream, detail::attention_backward_kernel<>)(p);
   VIDLORA_CUDA_CHECK_LAUNCH("attention_backward_kernel");
   if (p.row_dot) {
     const dim3 kv_grid(static_cast<unsigned>(p.tk), static_cast<unsigned>(p.kv_heads));
-    detail::attention_kv_grad_kernel<><<<kv_grid, detail::kKvGradWarps * 32, 0, stream>>>(p);
+    VIDLORA_LAUNCH(kv_grid, detail::kKvGradWarps * 32, 0, stream, detail::attention_kv_grad_kernel<>)(p);
     VIDLORA_CUDA_CHECK_LAUNCH("attention_kv_grad_kernel");
   }
 }

@@ -8,7 +8,9 @@
 // Status: compiled for sm_75..90; checked against model::Decoder's generation by tests/cuda/test_trainer_step.cu,
 // which has not yet run on a GPU (docs/cuda.md).
 
-#if !defined(__CUDACC__)
+#include <vidlora/core/portability.hpp>
+
+#if !VIDLORA_KERNELS
 #error "vidlora/model/cuda/cached_decoder.cuh runs kernels: compile this translation unit with nvcc (LANGUAGE CUDA)"
 #endif
 

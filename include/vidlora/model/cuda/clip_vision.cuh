@@ -16,7 +16,9 @@
 // Status: compiled for sm_75..90; checked against model::ClipVision by tests/cuda/test_trainer_step.cu, which has not
 // yet run on a GPU (docs/cuda.md).
 
-#if !defined(__CUDACC__)
+#include <vidlora/core/portability.hpp>
+
+#if !VIDLORA_KERNELS
 #error "vidlora/model/cuda/clip_vision.cuh runs kernels: compile this translation unit with nvcc (LANGUAGE CUDA)"
 #endif
 
@@ -144,8 +146,8 @@ class ClipVisionCuda {
       DeviceTensor pe = tensor(nf * np, d, "vision.patch_embeds");
       linear_into(pe, pin, patch_w_, nullptr, "vision.patch_embedding");
       DeviceTensor x = tensor(nf * tokens, d, "vision.embeddings");
-      detail::clip_embed_kernel<><<<vidlora::cuda::grid_size(x.size(), 256), 256, 0, stream_>>>(
-          x.data(), pe.data(), cls_.data(), pos_.data(), nf, tokens, d);
+      VIDLORA_LAUNCH(vidlora::cuda::grid_size(x.size(), 256), 256, 0, stream_, detail::clip_embed_kernel<>)
+      (x.data(), pe.data(), cls_.data(), pos_.data(), nf, tokens, d);
       VIDLORA_CUDA_CHECK_LAUNCH("clip_embed_kernel");
       x = norm(x, pre_w_.data(), pre_b_.data(), "vision.pre_layrnorm");
       take(0, x, f0, nf, out);

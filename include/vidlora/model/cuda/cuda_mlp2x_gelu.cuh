@@ -11,7 +11,9 @@
 
 #include <vidlora/model/cuda/projector.cuh>
 
-#if defined(__CUDACC__)
+#include <vidlora/core/portability.hpp>
+
+#if VIDLORA_KERNELS
 #include <array>
 #include <cstdint>
 #include <functional>

@@ -96,7 +96,7 @@ inline void check_layer_shape(const DecoderLayerShape& s) {
 
 }  // namespace vidlora::model::cuda
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 namespace vidlora::model::cuda {
 
 // A float matrix [rows, cols] in device memory: the executor's tensor (rows of one value: cols = 1). Packed
@@ -133,7 +133,7 @@ __global__ void from_bf16_kernel(float* out, const std::uint16_t* x, std::int64_
 // out = a + b over n floats (out may be a), on `stream`.
 inline void add(float* out, const float* a, const float* b, std::int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  detail::add_kernel<><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(out, a, b, n);
+  VIDLORA_LAUNCH(vidlora::cuda::grid_size(n, 256), 256, 0, stream, detail::add_kernel<>)(out, a, b, n);
   VIDLORA_CUDA_CHECK_LAUNCH("add_kernel");
 }
 
@@ -151,8 +151,8 @@ inline void unpack_bf16(DeviceTensor& t, vidlora::cuda::CudaCachingAllocator* al
                         cudaStream_t stream) {
   if (t.packed.size() == 0) return;
   t.buffer = vidlora::cuda::DeviceBuffer<float>(allocator, static_cast<std::size_t>(t.size()), tag);
-  detail::from_bf16_kernel<>
-      <<<vidlora::cuda::grid_size(t.size(), 256), 256, 0, stream>>>(t.buffer.data(), t.packed.data(), t.size());
+  VIDLORA_LAUNCH(vidlora::cuda::grid_size(t.size(), 256), 256, 0, stream, detail::from_bf16_kernel<>)
+  (t.buffer.data(), t.packed.data(), t.size());
   VIDLORA_CUDA_CHECK_LAUNCH("from_bf16_kernel");
   t.packed = vidlora::cuda::DeviceBuffer<std::uint16_t>();
 }

@@ -124,7 +124,7 @@ inline DecoderMemoryShape decoder_memory_shape(const DecoderHostWeights& w, cons
 
 }  // namespace vidlora::model::cuda
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 namespace vidlora::model::cuda {
 
 class DecoderModel {

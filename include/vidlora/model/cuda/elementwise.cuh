@@ -118,7 +118,7 @@ VIDLORA_HOST_DEVICE inline void swiglu_backward_element(const SwigluParams& p, s
 
 }  // namespace vidlora::model::cuda
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 namespace vidlora::model::cuda {
 namespace detail {
 
@@ -210,37 +210,37 @@ __global__ void swiglu_kernel(SwigluParams p, bool backward) {
 
 inline void rms_norm(const RmsNormParams& p, cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.rows > 0 && p.n > 0 && p.x && p.weight && p.y, "cuda::rms_norm", "empty or null input");
-  detail::rms_norm_kernel<256><<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
+  VIDLORA_LAUNCH(static_cast<unsigned>(p.rows), 256, 0, stream, detail::rms_norm_kernel<256>)(p);
   VIDLORA_CUDA_CHECK_LAUNCH("rms_norm_kernel");
 }
 inline void rms_norm_backward(const RmsNormParams& p, cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.rows > 0 && p.n > 0 && p.x && p.weight && p.inv_rms && p.dy && p.dx,
                            "cuda::rms_norm_backward", "empty or null input");
-  detail::rms_norm_backward_kernel<256><<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
+  VIDLORA_LAUNCH(static_cast<unsigned>(p.rows), 256, 0, stream, detail::rms_norm_backward_kernel<256>)(p);
   VIDLORA_CUDA_CHECK_LAUNCH("rms_norm_backward_kernel");
 }
 inline void layer_norm(const LayerNormParams& p, cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.rows > 0 && p.n > 0 && p.x && p.weight && p.bias && p.y, "cuda::layer_norm",
                            "empty or null input");
-  detail::layer_norm_kernel<256><<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
+  VIDLORA_LAUNCH(static_cast<unsigned>(p.rows), 256, 0, stream, detail::layer_norm_kernel<256>)(p);
   VIDLORA_CUDA_CHECK_LAUNCH("layer_norm_kernel");
 }
 // x = quick_gelu(x) in place over n values.
 inline void quick_gelu(float* x, std::int64_t n, cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(n > 0 && x, "cuda::quick_gelu", "empty or null input");
-  detail::quick_gelu_kernel<><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(x, n);
+  VIDLORA_LAUNCH(vidlora::cuda::grid_size(n, 256), 256, 0, stream, detail::quick_gelu_kernel<>)(x, n);
   VIDLORA_CUDA_CHECK_LAUNCH("quick_gelu_kernel");
 }
 inline void rope(const RopeParams& p, cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.head_dim > 0 && p.head_dim % 2 == 0 && p.tokens > 0 && p.heads > 0, "cuda::rope",
                            "needs tokens, heads > 0 and an even head_dim");
   const std::int64_t pairs = p.tokens * p.heads * (p.head_dim / 2);
-  detail::rope_kernel<><<<vidlora::cuda::grid_size(pairs, 256), 256, 0, stream>>>(p, pairs);
+  VIDLORA_LAUNCH(vidlora::cuda::grid_size(pairs, 256), 256, 0, stream, detail::rope_kernel<>)(p, pairs);
   VIDLORA_CUDA_CHECK_LAUNCH("rope_kernel");
 }
 inline void swiglu(const SwigluParams& p, bool backward, cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.n > 0, "cuda::swiglu", "empty input");
-  detail::swiglu_kernel<><<<vidlora::cuda::grid_size(p.n, 256), 256, 0, stream>>>(p, backward);
+  VIDLORA_LAUNCH(vidlora::cuda::grid_size(p.n, 256), 256, 0, stream, detail::swiglu_kernel<>)(p, backward);
   VIDLORA_CUDA_CHECK_LAUNCH("swiglu_kernel");
 }
 

@@ -428,7 +428,7 @@ struct FlashHostBlock {
 
 }  // namespace vidlora::model::cuda
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
@@ -633,7 +633,7 @@ __global__ void flash_row_dot_kernel(AttentionParams p) {
 
 template <int Which, FlashOperands K>  // Which: 0 forward, 1 backward dq, 2 backward dk/dv
 __global__ void flash_attention_kernel(AttentionParams p, int tile, bool tf32) {
-  extern __shared__ __align__(32) unsigned char flash_smem[];
+  VIDLORA_DYNAMIC_SHARED(32, unsigned char, flash_smem);
   FlashDeviceBlock<K> blk{tf32};
   if constexpr (Which == 0)
     flash_forward_block(blk, p, tile, tile, blockIdx.x, blockIdx.y, flash_smem);
@@ -718,7 +718,8 @@ void launch_flash_as(const AttentionParams& p, const FlashAttentionOptions& o, s
     VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(flash_attention_kernel<Which, K>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(blocks_y));
-  flash_attention_kernel<Which, K><<<grid, kFlashThreads, static_cast<std::size_t>(bytes), stream>>>(p, tile, o.tf32);
+  VIDLORA_LAUNCH(grid, kFlashThreads, static_cast<std::size_t>(bytes), stream, flash_attention_kernel<Which, K>)
+  (p, tile, o.tf32);
   VIDLORA_CUDA_CHECK_LAUNCH(name);
 }
 
@@ -772,11 +773,11 @@ inline void flash_attention_backward(const AttentionParams& p, const FlashAttent
     if (register_tiles) detail::check_flash_mma_inputs(p, "cuda::flash_attention_backward");
     const auto blocks = static_cast<unsigned>((p.tq * p.q_heads + 7) / 8);  // 8 warps a block
     if (o.operands == FlashOperands::BF16)
-      detail::flash_row_dot_kernel<FlashOperands::BF16><<<blocks, 256, 0, stream>>>(p);
+      VIDLORA_LAUNCH(blocks, 256, 0, stream, detail::flash_row_dot_kernel<FlashOperands::BF16>)(p);
     else if (o.operands == FlashOperands::F16)
-      detail::flash_row_dot_kernel<FlashOperands::F16><<<blocks, 256, 0, stream>>>(p);
+      VIDLORA_LAUNCH(blocks, 256, 0, stream, detail::flash_row_dot_kernel<FlashOperands::F16>)(p);
     else
-      detail::flash_row_dot_kernel<FlashOperands::F32><<<blocks, 256, 0, stream>>>(p);
+      VIDLORA_LAUNCH(blocks, 256, 0, stream, detail::flash_row_dot_kernel<FlashOperands::F32>)(p);
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_attention_backward (row_dot)");
     if (register_tiles) {  // the register-tile dq and dk/dv
       detail::launch_flash_mma(1, p, o.operands, stream, o.pipelined);

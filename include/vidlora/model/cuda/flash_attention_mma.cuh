@@ -613,7 +613,7 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
 
 }  // namespace vidlora::model::cuda
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 #include <cstdlib>
 
 #include <vidlora/core/cuda/status.cuh>
@@ -641,6 +641,8 @@ struct FlashMmaDeviceWarp {
           "{%0, %1, %2, %3};\n"
           : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
           : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#elif defined(VIDLORA_EMULATED_MMA_M16N8K16)
+    VIDLORA_EMULATED_MMA_M16N8K16(c, a, b, K == FlashOperands::BF16);  // the CUDA emulation's warp (tests/cuda_emu)
 #else
     (void)c, (void)a, (void)b;
     __trap();  // never launched: flash_mma_takes checks the kernel's architecture
@@ -656,7 +658,7 @@ __device__ void with_key_stages(Body&& body) {
     __shared__ __align__(16) std::uint32_t smem[FlashMmaSmem<D>::words];
     body(smem);
   } else {
-    extern __shared__ __align__(16) std::uint32_t flash_mma_smem[];
+    VIDLORA_DYNAMIC_SHARED(16, std::uint32_t, flash_mma_smem);
     body(flash_mma_smem);
   }
 }
@@ -677,7 +679,7 @@ __global__ void __launch_bounds__(kMmaThreads) flash_mma_backward_dq_kernel(Atte
 
 template <int D, FlashOperands K>
 __global__ void __launch_bounds__(kMmaThreads) flash_mma_backward_dkv_kernel(AttentionParams p) {
-  extern __shared__ __align__(16) std::uint32_t flash_mma_smem[];
+  VIDLORA_DYNAMIC_SHARED(16, std::uint32_t, flash_mma_smem);
   FlashMmaDeviceWarp<K> w;
   flash_mma_backward_dkv_block<D>(w, p, blockIdx.x, blockIdx.y, flash_mma_smem);
 }
@@ -699,7 +701,7 @@ template <class Kernel>
 void launch_two_stages(Kernel kernel, int bytes, dim3 grid, const AttentionParams& p, cudaStream_t stream) {
   if (bytes > 48 * 1024)
     VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-  kernel<<<grid, kMmaThreads, static_cast<std::size_t>(bytes), stream>>>(p);
+  VIDLORA_LAUNCH(grid, kMmaThreads, static_cast<std::size_t>(bytes), stream, kernel)(p);
 }
 
 template <int D, FlashOperands K>
@@ -711,13 +713,13 @@ void launch_flash_mma_as(int which, const AttentionParams& p, cudaStream_t strea
     if (pipelined)
       launch_two_stages(flash_mma_forward_kernel<D, K, 2>, two_stages, query_grid, p, stream);
     else
-      flash_mma_forward_kernel<D, K, 1><<<query_grid, kMmaThreads, 0, stream>>>(p);
+      VIDLORA_LAUNCH(query_grid, kMmaThreads, 0, stream, flash_mma_forward_kernel<D, K, 1>)(p);
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_mma_forward");
   } else if (which == 1) {
     if (pipelined)
       launch_two_stages(flash_mma_backward_dq_kernel<D, K, 2>, two_stages, query_grid, p, stream);
     else
-      flash_mma_backward_dq_kernel<D, K, 1><<<query_grid, kMmaThreads, 0, stream>>>(p);
+      VIDLORA_LAUNCH(query_grid, kMmaThreads, 0, stream, flash_mma_backward_dq_kernel<D, K, 1>)(p);
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_mma_backward (dq)");
   } else {
     constexpr auto bytes = static_cast<int>(FlashMmaDkvSmem<D>::bytes);
@@ -725,9 +727,9 @@ void launch_flash_mma_as(int which, const AttentionParams& p, cudaStream_t strea
       VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(flash_mma_backward_dkv_kernel<D, K>,
                                               cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
     const auto key_tiles = static_cast<unsigned>((p.tk + kMmaKeys - 1) / kMmaKeys);
-    flash_mma_backward_dkv_kernel<D, K>
-        <<<dim3(key_tiles, static_cast<unsigned>(p.kv_heads)), kMmaThreads, static_cast<std::size_t>(bytes), stream>>>(
-            p);
+    VIDLORA_LAUNCH(dim3(key_tiles, static_cast<unsigned>(p.kv_heads)), kMmaThreads, static_cast<std::size_t>(bytes),
+                   stream, flash_mma_backward_dkv_kernel<D, K>)
+    (p);
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_mma_backward (dk/dv)");
   }
 }

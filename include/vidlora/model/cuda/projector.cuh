@@ -72,7 +72,7 @@ VIDLORA_HOST_DEVICE inline float projector_column_sum(const float* dy, std::int6
 
 }  // namespace vidlora::model::cuda
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 #include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/status.cuh>
 
@@ -101,15 +101,16 @@ struct CudaProjectorExec {
     gemm_runner.run(g, a, b, c, alpha, beta, bias, stream);
   }
   void gelu(const float* z, float* a, std::int64_t n) {
-    projector_gelu_kernel<><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(z, a, n, false);
+    VIDLORA_LAUNCH(vidlora::cuda::grid_size(n, 256), 256, 0, stream, projector_gelu_kernel<>)(z, a, n, false);
     VIDLORA_CUDA_CHECK_LAUNCH("projector_gelu_kernel");
   }
   void gelu_backward(const float* z, float* da, std::int64_t n) {
-    projector_gelu_kernel<><<<vidlora::cuda::grid_size(n, 256), 256, 0, stream>>>(z, da, n, true);
+    VIDLORA_LAUNCH(vidlora::cuda::grid_size(n, 256), 256, 0, stream, projector_gelu_kernel<>)(z, da, n, true);
     VIDLORA_CUDA_CHECK_LAUNCH("projector_gelu_kernel");
   }
   void column_sums(const float* dy, std::int64_t rows, std::int64_t cols, float* out) {
-    projector_column_sums_kernel<><<<vidlora::cuda::grid_size(cols, 256), 256, 0, stream>>>(dy, rows, cols, out);
+    VIDLORA_LAUNCH(vidlora::cuda::grid_size(cols, 256), 256, 0, stream, projector_column_sums_kernel<>)
+    (dy, rows, cols, out);
     VIDLORA_CUDA_CHECK_LAUNCH("projector_column_sums_kernel");
   }
 };

@@ -13,7 +13,9 @@
 #include <vidlora/optim/cuda/grad_unscale.cuh>
 #include <vidlora/optim/cuda/multi_tensor.cuh>
 
-#if defined(__CUDACC__)
+#include <vidlora/core/portability.hpp>
+
+#if VIDLORA_KERNELS
 #include <cmath>
 #include <cstddef>
 #include <cstdint>

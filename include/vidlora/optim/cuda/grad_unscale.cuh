@@ -24,7 +24,7 @@ struct UnscaleParams {
 
 }  // namespace vidlora::optim::cuda
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 namespace vidlora::optim::cuda {
 namespace detail {
 
@@ -59,7 +59,7 @@ __global__ void unscale_kernel(MultiTensorLaunch l, UnscaleParams u) {
 inline void unscale_and_check(const MultiTensorLaunch& l, const UnscaleParams& p, cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.found_inf != nullptr, "unscale_and_check", "found_inf is null");
   if (l.num_chunks == 0) return;
-  detail::unscale_kernel<><<<static_cast<unsigned>(l.num_chunks), kMultiTensorThreads, 0, stream>>>(l, p);
+  VIDLORA_LAUNCH(static_cast<unsigned>(l.num_chunks), kMultiTensorThreads, 0, stream, detail::unscale_kernel<>)(l, p);
   VIDLORA_CUDA_CHECK_LAUNCH("unscale_kernel");
 }
 

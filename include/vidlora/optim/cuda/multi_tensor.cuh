@@ -64,7 +64,7 @@ struct MultiTensorLaunch {
 
 }  // namespace vidlora::optim::cuda
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 namespace vidlora::optim::cuda {
 namespace detail {
 
@@ -195,7 +195,7 @@ inline constexpr int kMultiTensorThreads = 512;
 // One AdamW step over every tensor of the launch (device tables).
 inline void adamw_step(const MultiTensorLaunch& l, cudaStream_t stream = nullptr) {
   if (l.num_chunks == 0) return;
-  detail::adamw_kernel<><<<static_cast<unsigned>(l.num_chunks), kMultiTensorThreads, 0, stream>>>(l);
+  VIDLORA_LAUNCH(static_cast<unsigned>(l.num_chunks), kMultiTensorThreads, 0, stream, detail::adamw_kernel<>)(l);
   VIDLORA_CUDA_CHECK_LAUNCH("adamw_kernel");
 }
 
@@ -205,12 +205,13 @@ inline void grad_norm_clip(const MultiTensorLaunch& l, double max_norm, double* 
                            cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(l.num_chunks > 0, "grad_norm_clip", "no gradient elements");
   constexpr int T = kMultiTensorThreads;
-  detail::sum_squares_kernel<T><<<static_cast<unsigned>(l.num_chunks), T, 0, stream>>>(l, partial);
+  VIDLORA_LAUNCH(static_cast<unsigned>(l.num_chunks), T, 0, stream, detail::sum_squares_kernel<T>)(l, partial);
   VIDLORA_CUDA_CHECK_LAUNCH("sum_squares_kernel");
-  detail::finish_norm_kernel<T><<<1, T, 0, stream>>>(partial, l.num_chunks, max_norm > 0 ? max_norm : INFINITY, result);
+  VIDLORA_LAUNCH(1, T, 0, stream, detail::finish_norm_kernel<T>)
+  (partial, l.num_chunks, max_norm > 0 ? max_norm : INFINITY, result);
   VIDLORA_CUDA_CHECK_LAUNCH("finish_norm_kernel");
   if (max_norm > 0) {
-    detail::scale_kernel<><<<static_cast<unsigned>(l.num_chunks), T, 0, stream>>>(l, result);
+    VIDLORA_LAUNCH(static_cast<unsigned>(l.num_chunks), T, 0, stream, detail::scale_kernel<>)(l, result);
     VIDLORA_CUDA_CHECK_LAUNCH("scale_kernel");
   }
 }

@@ -123,7 +123,7 @@ inline void check_gemv(const DequantGemvParams& p) {
 
 }  // namespace vidlora::quant::cuda
 
-#if defined(__CUDACC__)
+#if VIDLORA_KERNELS
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -151,7 +151,7 @@ template <class Out>
 __device__ inline void decode_unit(Out* o, PackedUnit<Out> w, const float* code, float s) {
   constexpr int kBytes = static_cast<int>(sizeof(PackedUnit<Out>));
   float v[2 * kBytes];
-#pragma unroll
+  VIDLORA_UNROLL
   for (int b = 0; b < kBytes; ++b) {
     const std::uint32_t byte = (static_cast<std::uint32_t>(w) >> (8 * b)) & 0xFFu;
     v[2 * b] = code[byte >> 4] * s;
@@ -164,7 +164,7 @@ __device__ inline void decode_unit(Out* o, PackedUnit<Out> w, const float* code,
       uint4 u;
       Out h[8];
     } pack;
-#pragma unroll
+    VIDLORA_UNROLL
     for (int i = 0; i < 8; ++i) store(&pack.h[i], v[i]);
     *reinterpret_cast<uint4*>(o) = pack.u;
   }
@@ -196,7 +196,7 @@ __global__ void dequantize_4bit_kernel(Quantized4bitView q, DecodeTables t, Out*
     for (std::int64_t g0 = tid; g0 < units; g0 += kDequantUnroll * stride) {
       Unit w[kDequantUnroll];
       float s[kDequantUnroll];
-#pragma unroll
+      VIDLORA_UNROLL
       for (int u = 0; u < kDequantUnroll; ++u) {
         const std::int64_t g = g0 + u * stride;
         if (g < units) {
@@ -204,7 +204,7 @@ __global__ void dequantize_4bit_kernel(Quantized4bitView q, DecodeTables t, Out*
           s[u] = block_scale(q, map, (g * kPerUnit) >> q.blocksize_log2);
         }
       }
-#pragma unroll
+      VIDLORA_UNROLL
       for (int u = 0; u < kDequantUnroll; ++u) {
         const std::int64_t g = g0 + u * stride;
         if (g < units) decode_unit(out + g * kPerUnit, w[u], code, s[u]);
@@ -239,13 +239,15 @@ __global__ void dequant_gemv_kernel(DequantGemvParams p, DecodeTables t, bool ve
       const std::int64_t row_words = row_bytes / 4;
       const auto* words = reinterpret_cast<const std::uint32_t*>(p.w.packed + base);
       const auto* x4 = reinterpret_cast<const float4*>(p.x);
+#if defined(__CUDACC__)
 #pragma unroll 4
+#endif
       for (std::int64_t k = lane; k < row_words; k += 32) {
         const std::uint32_t w = words[k];
         const float s = block_scale(p.w, map, (2 * base + 8 * k) >> p.w.blocksize_log2);
         const float4 xa = x4[2 * k], xb = x4[2 * k + 1];
         const float xs[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
-#pragma unroll
+        VIDLORA_UNROLL
         for (int b = 0; b < 4; ++b) {
           const std::uint32_t byte = (w >> (8 * b)) & 0xFFu;
           acc += (code[byte >> 4] * s) * xs[2 * b] + (code[byte & 0xFu] * s) * xs[2 * b + 1];
@@ -258,7 +260,7 @@ __global__ void dequant_gemv_kernel(DequantGemvParams p, DecodeTables t, bool ve
         acc += a * p.x[2 * jb] + b * p.x[2 * jb + 1];
       }
     }
-#pragma unroll
+    VIDLORA_UNROLL
     for (int off = 16; off > 0; off /= 2) acc += __shfl_down_sync(0xFFFFFFFFu, acc, off);
     if (lane == 0) p.y[r] = acc;
   }
@@ -275,7 +277,8 @@ void dequantize_4bit(const Quantized4bitView& q, Out* out, cudaStream_t stream =
   const int threads = 256;
   const unsigned blocks =
       vidlora::cuda::grid_size((q.numel + 7) / 8, threads, std::int64_t{8} * vidlora::cuda::multiprocessor_count());
-  detail::dequantize_4bit_kernel<Out><<<blocks, threads, 0, stream>>>(q, make_decode_tables<Format>(), out, vectorized);
+  VIDLORA_LAUNCH(blocks, threads, 0, stream, detail::dequantize_4bit_kernel<Out>)
+  (q, make_decode_tables<Format>(), out, vectorized);
   VIDLORA_CUDA_CHECK_LAUNCH("dequantize_4bit_kernel");
 }
 
@@ -288,7 +291,8 @@ void dequant_gemv(const DequantGemvParams& p, cudaStream_t stream = nullptr) {
                           reinterpret_cast<std::uintptr_t>(p.x) % 16 == 0;
   const int threads = 256;
   const unsigned blocks = vidlora::cuda::grid_size(p.rows * 32, threads);
-  detail::dequant_gemv_kernel<><<<blocks, threads, 0, stream>>>(p, make_decode_tables<Format>(), vectorized);
+  VIDLORA_LAUNCH(blocks, threads, 0, stream, detail::dequant_gemv_kernel<>)
+  (p, make_decode_tables<Format>(), vectorized);
   VIDLORA_CUDA_CHECK_LAUNCH("dequant_gemv_kernel");
 }
 

@@ -20,7 +20,9 @@
 // Status: compiled for sm_75..90; checked against the Cpu policy by tests/cuda/test_trainer_step.cu, which has not
 // yet run on a GPU (docs/cuda.md).
 
-#if !defined(__CUDACC__)
+#include <vidlora/core/portability.hpp>
+
+#if !VIDLORA_KERNELS
 #error "vidlora/train/cuda/decoder_step.cuh runs kernels: compile this translation unit with nvcc (LANGUAGE CUDA)"
 #endif
 

@@ -4,7 +4,9 @@
 // rebuilds the device optimizer only when the host AdamW was rebuilt or restored (its generation moved: a new stage, a
 // resume) or a device tensor moved; release_into() hands the moments back before the host steps instead.
 
-#if !defined(__CUDACC__)
+#include <vidlora/core/portability.hpp>
+
+#if !VIDLORA_KERNELS
 #error "vidlora/train/cuda/device_optimizer.cuh runs kernels: compile this translation unit with nvcc (LANGUAGE CUDA)"
 #endif
 

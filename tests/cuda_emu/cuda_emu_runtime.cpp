@@ -1,0 +1,668 @@
+// The CUDA runtime calls vidlora makes, on the CPU (cuda_emu.hpp says what the emulation is and what it checks):
+// device memory is host memory (tracked, so that copies and frees are checked against the allocations), streams
+// and events are synchronous, a launch runs its blocks one after another and a block's threads as fibers.
+#include "cuda_emu.hpp"
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+struct CUstream_st {
+  unsigned flags = 0;
+};
+struct CUevent_st {
+  std::chrono::steady_clock::time_point at{};
+};
+
+namespace vidlora_emu {
+namespace {
+
+[[noreturn]] void fail(const std::string& what) {
+  std::fprintf(stderr, "vidlora CUDA emulation: %s\n", what.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+
+// The emulated device.
+struct Device {
+  int cc = env_int("VIDLORA_EMU_CC", 75);
+  int major() const { return cc / 10; }
+  int minor() const { return cc % 10; }
+  std::size_t optin_shared() const {
+    if (cc >= 90) return 232448;              // 227 KiB
+    if (cc == 80 || cc == 87) return 166912;  // 163 KiB
+    if (cc >= 86) return 101376;              // 99 KiB
+    return 65536;                             // sm_75: 64 KiB
+  }
+  std::size_t total_memory = static_cast<std::size_t>(env_int("VIDLORA_EMU_MEMORY_GB", 16)) << 30;
+};
+Device& device() {
+  static Device d;
+  return d;
+}
+
+// Allocations: device memory (cudaMalloc) and page-locked host memory (cudaMallocHost), which a kernel may also
+// read on a GPU with unified addressing.
+struct Allocation {
+  std::size_t bytes;
+  bool device;
+};
+struct Memory {
+  std::mutex m;
+  std::map<std::uintptr_t, Allocation> live;
+  std::size_t device_bytes = 0;
+};
+Memory& memory() {
+  static Memory mem;
+  return mem;
+}
+// The allocation holding [p, p + n), or null.
+const Allocation* find(const void* p, std::size_t n, std::uintptr_t* start = nullptr) {
+  Memory& mem = memory();
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  auto it = mem.live.upper_bound(a);
+  if (it == mem.live.begin()) return nullptr;
+  --it;
+  if (a + n > it->first + it->second.bytes || a < it->first) return nullptr;
+  if (start) *start = it->first;
+  return &it->second;
+}
+
+thread_local cudaError_t last_error = cudaSuccess;
+std::mutex attribute_mutex;
+std::map<const void*, int> max_dynamic_shared;  // cudaFuncAttributeMaxDynamicSharedMemorySize per kernel
+
+// ---- fibers ----
+// A fiber's context: on x86-64 its stack pointer, switched by vidlora_emu_switch (the callee-saved registers pushed
+// on the old stack, popped from the new one; glibc's swapcontext also saves the signal mask, a system call each
+// switch, which made it 90% of a run); elsewhere a ucontext.
+#if defined(__x86_64__)
+extern "C" void vidlora_emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+  .text
+  .globl vidlora_emu_switch
+  .type vidlora_emu_switch,@function
+vidlora_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size vidlora_emu_switch, .-vidlora_emu_switch
+)");
+struct Context {
+  void* sp = nullptr;
+};
+inline void switch_to(Context& from, Context& to) { vidlora_emu_switch(&from.sp, to.sp); }
+// A context that starts `entry` (never returning) on the stack [stack, stack + bytes): six zero registers and entry
+// as the return address, so that entry begins with its stack pointer 8 past a 16-byte boundary, as after a call.
+inline void make_context(Context& c, char* stack, std::size_t bytes, void (*entry)()) {
+  auto top = (reinterpret_cast<std::uintptr_t>(stack) + bytes) & ~std::uintptr_t{15};
+  auto* sp = reinterpret_cast<void**>(top - 64);
+  for (int i = 0; i < 6; ++i) sp[i] = nullptr;
+  sp[6] = reinterpret_cast<void*>(entry);
+  sp[7] = nullptr;
+  c.sp = sp;
+}
+#else
+struct Context {
+  ucontext_t uc{};
+};
+inline void switch_to(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+inline void make_context(Context& c, char* stack, std::size_t bytes, void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = bytes;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, entry, 0);
+}
+#endif
+
+constexpr std::size_t kStackBytes = 256 * 1024;
+
+struct Barrier {
+  int arrived = 0;
+  unsigned generation = 0;
+  int live = 0;
+};
+struct WarpState {
+  Barrier barrier;
+  std::uint64_t slots[32] = {};
+  std::uint32_t a[32][4] = {};
+  std::uint32_t b[32][2] = {};
+  float c[32][4] = {};
+  unsigned mma_generation = ~0u;  // the barrier generation whose products are in c
+};
+struct Fiber {
+  Context context;
+  ThreadState state;
+  bool done = false;
+  const Barrier* waiting_on = nullptr;  // the barrier it waits at, until its generation moves past waiting_generation
+  unsigned waiting_generation = 0;
+};
+struct BlockRun {
+  Context scheduler;
+  std::vector<Fiber> fibers;
+  std::vector<WarpState> warps;
+  Barrier block;
+  Fiber* running = nullptr;
+  void (*body)(void*) = nullptr;
+  void* context = nullptr;
+  std::vector<unsigned char> shared;  // dynamic shared memory
+  const char* kernel = "";
+  std::uint64_t progress = 0;  // barrier arrivals and exits: a pass of the scheduler without any is a deadlock
+};
+thread_local BlockRun* run = nullptr;
+thread_local ThreadState host_state;  // what threadIdx reads outside a kernel (never meant to)
+
+void yield_waiting(const Barrier& b, unsigned generation) {
+  Fiber* f = run->running;
+  f->waiting_on = &b;
+  f->waiting_generation = generation;
+  switch_to(f->context, run->scheduler);
+}
+
+void wait(Barrier& b) {
+  ++run->progress;
+  const unsigned g = b.generation;
+  if (++b.arrived >= b.live) {
+    b.arrived = 0;
+    ++b.generation;
+    return;
+  }
+  while (b.generation == g) yield_waiting(b, g);
+}
+
+void leave(Barrier& b) {
+  --b.live;
+  if (b.arrived > 0 && b.arrived >= b.live) {
+    b.arrived = 0;
+    ++b.generation;
+  }
+}
+
+int linear(const ThreadState& s) {
+  return static_cast<int>(s.thread.x + s.block_dim.x * (s.thread.y + s.block_dim.y * s.thread.z));
+}
+
+[[noreturn]] void fiber_entry() {
+  Fiber* f = run->running;
+  run->body(run->context);
+  f->done = true;
+  ++run->progress;
+  leave(run->block);
+  leave(run->warps[static_cast<std::size_t>(linear(f->state) / 32)].barrier);
+  switch_to(f->context, run->scheduler);
+  std::abort();  // a finished fiber is never resumed
+}
+
+}  // namespace
+
+ThreadState& current() { return run && run->running ? run->running->state : host_state; }
+
+void* dynamic_shared() {
+  if (!run) fail("dynamic shared memory outside a kernel");
+  return run->shared.data();
+}
+
+bool in_device_memory(const void* p, std::size_t bytes) {
+  Memory& mem = memory();
+  std::lock_guard lock(mem.m);
+  return find(p, bytes ? bytes : 1) != nullptr;
+}
+
+void sync_threads() {
+  if (!run || !run->running) fail("__syncthreads outside a kernel");
+  wait(run->block);
+}
+
+std::uint64_t warp_exchange(std::uint64_t value, int source_lane) {
+  if (!run || !run->running) fail("a warp shuffle outside a kernel");
+  const int me = linear(run->running->state);
+  WarpState& w = run->warps[static_cast<std::size_t>(me / 32)];
+  w.slots[me % 32] = value;
+  wait(w.barrier);
+  const int lanes =
+      static_cast<int>(std::min<std::size_t>(32, run->fibers.size() - static_cast<std::size_t>(me / 32) * 32));
+  if (source_lane < 0 || source_lane >= lanes)
+    fail(std::string("a shuffle from lane ") + std::to_string(source_lane) + " of a warp of " + std::to_string(lanes) +
+         " in " + run->kernel);
+  const std::uint64_t r = w.slots[source_lane];
+  wait(w.barrier);
+  return r;
+}
+
+void warp_mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2], bool bf16) {
+  if (!run || !run->running) fail("mma.sync outside a kernel");
+  const int me = linear(run->running->state);
+  WarpState& w = run->warps[static_cast<std::size_t>(me / 32)];
+  const int lane = me % 32;
+  if (w.barrier.live != 32) fail(std::string("mma.sync in a warp of fewer than 32 threads in ") + run->kernel);
+  for (int i = 0; i < 4; ++i) {
+    w.a[lane][i] = a[i];
+    w.c[lane][i] = c[i];
+  }
+  w.b[lane][0] = b[0];
+  w.b[lane][1] = b[1];
+  wait(w.barrier);
+  // The first lane through computes every lane's accumulators (the whole tiles once); the others read theirs.
+  if (w.mma_generation != w.barrier.generation) {
+    w.mma_generation = w.barrier.generation;
+    static const std::vector<float> from_fp16 = [] {  // every fp16 pattern's value
+      std::vector<float> t(65536);
+      for (std::uint32_t i = 0; i < 65536; ++i) {
+        __half_raw raw;
+        raw.x = static_cast<unsigned short>(i);
+        t[i] = __half2float(__half(raw));
+      }
+      return t;
+    }();
+    auto widen = [bf16](std::uint32_t word, int half) {
+      const auto bits = static_cast<std::uint16_t>(half ? word >> 16 : word & 0xffffu);
+      if (bf16) {
+        const std::uint32_t f = static_cast<std::uint32_t>(bits) << 16;
+        float x;
+        std::memcpy(&x, &f, 4);
+        return x;
+      }
+      return from_fp16[bits];
+    };
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; ++l) {
+      const int group = l >> 2, in_group = l % 4;
+      for (int i = 0; i < 8; ++i) {  // a_i: register i / 2, half i % 2
+        const int row = (i % 4) < 2 ? group : group + 8;
+        const int col = in_group * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+        A[row][col] = widen(w.a[l][i / 2], i % 2);
+      }
+      for (int i = 0; i < 4; ++i) {  // b_i: register i / 2, half i % 2
+        const int k = in_group * 2 + (i & 1) + (i >= 2 ? 8 : 0);
+        B[k][group] = widen(w.b[l][i / 2], i % 2);
+      }
+    }
+    float C[16][8];
+    for (int l = 0; l < 32; ++l)
+      for (int i = 0; i < 4; ++i) C[i < 2 ? (l >> 2) : (l >> 2) + 8][(l % 4) * 2 + (i & 1)] = w.c[l][i];  // c_i
+    for (int row = 0; row < 16; ++row)  // each output summed in k order; the 8 columns side by side
+      for (int k = 0; k < 16; ++k)
+        for (int col = 0; col < 8; ++col) C[row][col] += A[row][k] * B[k][col];
+    for (int l = 0; l < 32; ++l)
+      for (int i = 0; i < 4; ++i) w.c[l][i] = C[i < 2 ? (l >> 2) : (l >> 2) + 8][(l % 4) * 2 + (i & 1)];
+  }
+  for (int i = 0; i < 4; ++i) c[i] = w.c[lane][i];
+  wait(w.barrier);
+}
+
+bool begin_launch(const LaunchConfig& c, const void* kernel, const char* name) {
+  auto refuse = [&](cudaError_t e, const std::string& why) {
+    std::fprintf(stderr, "vidlora CUDA emulation: launch of %s refused: %s\n", name, why.c_str());
+    last_error = e;
+    return false;
+  };
+  const unsigned long long threads = 1ull * c.block.x * c.block.y * c.block.z;
+  if (threads == 0 || threads > 1024 || c.block.x > 1024 || c.block.y > 1024 || c.block.z > 64)
+    return refuse(cudaErrorInvalidConfiguration, "block of " + std::to_string(c.block.x) + "x" +
+                                                     std::to_string(c.block.y) + "x" + std::to_string(c.block.z));
+  if (c.grid.x == 0 || c.grid.y == 0 || c.grid.z == 0 || c.grid.x > 2147483647u || c.grid.y > 65535 || c.grid.z > 65535)
+    return refuse(cudaErrorInvalidConfiguration, "grid of " + std::to_string(c.grid.x) + "x" +
+                                                     std::to_string(c.grid.y) + "x" + std::to_string(c.grid.z));
+  std::size_t allowed = 48 * 1024;
+  {
+    std::lock_guard lock(attribute_mutex);
+    if (auto it = max_dynamic_shared.find(kernel); it != max_dynamic_shared.end())
+      allowed = static_cast<std::size_t>(it->second);
+  }
+  if (c.shared_bytes > allowed)
+    return refuse(cudaErrorInvalidValue, std::to_string(c.shared_bytes) + " bytes of dynamic shared memory, " +
+                                             std::to_string(allowed) +
+                                             " allowed (cudaFuncAttributeMaxDynamicSharedMemorySize)");
+  return true;
+}
+
+void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void* context) {
+  if (run) fail("a kernel launched from a kernel");
+  const std::size_t threads = static_cast<std::size_t>(c.block.x) * c.block.y * c.block.z;
+  BlockRun r;
+  r.kernel = name;
+  r.body = body;
+  r.context = context;
+  r.fibers.resize(threads);
+  r.warps.resize((threads + 31) / 32);
+  static thread_local std::vector<std::unique_ptr<char[]>> stacks;  // kept between launches
+  while (stacks.size() < threads) stacks.push_back(std::make_unique<char[]>(kStackBytes));
+  run = &r;
+  for (unsigned bz = 0; bz < c.grid.z; ++bz)
+    for (unsigned by = 0; by < c.grid.y; ++by)
+      for (unsigned bx = 0; bx < c.grid.x; ++bx) {
+        // Shared memory starts as garbage on a GPU: NaN patterns here.
+        r.shared.assign(c.shared_bytes, 0xff);
+        r.block = {0, 0, static_cast<int>(threads)};
+        for (std::size_t w = 0; w < r.warps.size(); ++w)
+          r.warps[w].barrier = {0, 0, static_cast<int>(std::min<std::size_t>(32, threads - w * 32))};
+        std::size_t t = 0;
+        for (unsigned tz = 0; tz < c.block.z; ++tz)
+          for (unsigned ty = 0; ty < c.block.y; ++ty)
+            for (unsigned tx = 0; tx < c.block.x; ++tx, ++t) {
+              Fiber& f = r.fibers[t];
+              f.done = false;
+              f.waiting_on = nullptr;
+              f.state = {{tx, ty, tz}, {bx, by, bz}, c.block, c.grid};
+              make_context(f.context, stacks[t].get(), kStackBytes, fiber_entry);
+            }
+        std::size_t done = 0;
+        while (done < threads) {
+          const std::uint64_t before = r.progress;
+          for (auto& f : r.fibers) {
+            if (f.done) continue;
+            if (f.waiting_on && f.waiting_on->generation == f.waiting_generation) continue;  // still closed
+            f.waiting_on = nullptr;
+            r.running = &f;
+            switch_to(r.scheduler, f.context);
+            r.running = nullptr;
+            if (f.done) ++done;
+          }
+          const bool progressed = r.progress != before;
+          if (!progressed) {
+            // Every fiber left waits at a barrier that cannot open: some thread of the block or warp never reaches it.
+            std::size_t waiting = 0;
+            for (auto& f : r.fibers) waiting += f.done ? 0 : 1;
+            fail(std::string("deadlock in ") + r.kernel + ": block (" + std::to_string(bx) + ", " + std::to_string(by) +
+                 ", " + std::to_string(bz) + "), " + std::to_string(waiting) + " of " + std::to_string(threads) +
+                 " threads wait at a __syncthreads or shuffle the others never reach");
+          }
+        }
+      }
+  run = nullptr;
+}
+
+}  // namespace vidlora_emu
+
+// ---- the runtime API ----
+
+using vidlora_emu::device;
+using vidlora_emu::last_error;
+using vidlora_emu::memory;
+
+namespace {
+cudaError_t set(cudaError_t e) {
+  if (e != cudaSuccess) last_error = e;
+  return e;
+}
+void* allocate(std::size_t bytes, bool on_device) {
+  auto& mem = memory();
+  std::lock_guard lock(mem.m);
+  if (on_device && mem.device_bytes + bytes > device().total_memory) return nullptr;
+  // 256-byte aligned as cudaMalloc's, and exactly `bytes` long, so that AddressSanitizer's redzone starts at the end.
+  void* p = nullptr;
+  if (posix_memalign(&p, 256, std::max<std::size_t>(bytes, 1)) != 0) return nullptr;
+  std::memset(p, 0xff, bytes);  // uninitialised device memory: NaN patterns
+  mem.live[reinterpret_cast<std::uintptr_t>(p)] = {bytes, on_device};
+  if (on_device) mem.device_bytes += bytes;
+  return p;
+}
+cudaError_t release(void* p, bool on_device) {
+  if (!p) return cudaSuccess;
+  auto& mem = memory();
+  std::lock_guard lock(mem.m);
+  auto it = mem.live.find(reinterpret_cast<std::uintptr_t>(p));
+  if (it == mem.live.end() || it->second.device != on_device) {
+    std::fprintf(stderr, "vidlora CUDA emulation: %s of %p, which %s did not return\n",
+                 on_device ? "cudaFree" : "cudaFreeHost", p, on_device ? "cudaMalloc" : "cudaMallocHost");
+    return set(cudaErrorInvalidValue);
+  }
+  if (on_device) mem.device_bytes -= it->second.bytes;
+  mem.live.erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+// Whether [p, p + n) lies in one device allocation (or page-locked host memory, when allowed).
+bool in_device_memory(const void* p, std::size_t n, bool pinned_ok) {
+  auto& mem = memory();
+  std::lock_guard lock(mem.m);
+  const auto* a = vidlora_emu::find(p, n);
+  return a && (a->device || pinned_ok);
+}
+bool is_device_pointer(const void* p) {
+  auto& mem = memory();
+  std::lock_guard lock(mem.m);
+  const auto* a = vidlora_emu::find(p, 1);
+  return a && a->device;
+}
+cudaError_t copy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind, const char* call) {
+  if (n == 0) return cudaSuccess;
+  auto bad = [&](const char* what) {
+    std::fprintf(stderr, "vidlora CUDA emulation: %s of %zu bytes from %p to %p: %s\n", call, n, src, dst, what);
+    return set(cudaErrorInvalidValue);
+  };
+  const bool dst_dev = in_device_memory(dst, n, true), src_dev = in_device_memory(src, n, true);
+  switch (kind) {
+    case cudaMemcpyHostToDevice:
+      if (!dst_dev) return bad("the destination is not device memory (or the copy runs past its allocation)");
+      if (is_device_pointer(src)) return bad("the source is device memory (HostToDevice)");
+      break;
+    case cudaMemcpyDeviceToHost:
+      if (!src_dev) return bad("the source is not device memory (or the copy runs past its allocation)");
+      if (is_device_pointer(dst)) return bad("the destination is device memory (DeviceToHost)");
+      break;
+    case cudaMemcpyDeviceToDevice:
+      if (!src_dev || !dst_dev) return bad("an end is not device memory (or the copy runs past its allocation)");
+      break;
+    case cudaMemcpyHostToHost: break;
+    default:  // cudaMemcpyDefault: whatever the pointers are; a device end must hold the whole range
+      if ((is_device_pointer(dst) && !dst_dev) || (is_device_pointer(src) && !src_dev))
+        return bad("the copy runs past its allocation");
+  }
+  std::memmove(dst, src, n);
+  return cudaSuccess;
+}
+cudaError_t fill(void* p, int value, std::size_t n, const char* call) {
+  if (n == 0) return cudaSuccess;
+  if (!in_device_memory(p, n, false)) {
+    std::fprintf(stderr, "vidlora CUDA emulation: %s of %zu bytes at %p: not device memory, or past its end\n", call, n,
+                 p);
+    return set(cudaErrorInvalidValue);
+  }
+  std::memset(p, value, n);
+  return cudaSuccess;
+}
+}  // namespace
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : set(cudaErrorInvalidDevice); }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int d) {
+  if (d != 0) return set(cudaErrorInvalidDevice);
+  std::memset(prop, 0, sizeof(*prop));
+  std::snprintf(prop->name, sizeof(prop->name), "vidlora CUDA emulation (sm_%d)", device().cc);
+  prop->major = device().major();
+  prop->minor = device().minor();
+  prop->totalGlobalMem = device().total_memory;
+  prop->multiProcessorCount = 4;
+  prop->sharedMemPerBlock = 48 * 1024;
+  prop->sharedMemPerBlockOptin = device().optin_shared();
+  prop->sharedMemPerMultiprocessor = device().optin_shared() + 1024;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  prop->maxThreadsDim[0] = 1024;
+  prop->maxThreadsDim[1] = 1024;
+  prop->maxThreadsDim[2] = 64;
+  prop->maxGridSize[0] = 2147483647;
+  prop->maxGridSize[1] = 65535;
+  prop->maxGridSize[2] = 65535;
+  prop->l2CacheSize = 4 << 20;
+  prop->regsPerBlock = 65536;
+  prop->unifiedAddressing = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int d) {
+  if (d != 0) return set(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrComputeCapabilityMajor: *value = device().major(); return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor: *value = device().minor(); return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = static_cast<int>(device().optin_shared());
+      return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 * 1024; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = 4; return cudaSuccess;
+    case cudaDevAttrWarpSize: *value = 32; return cudaSuccess;
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; return cudaSuccess;
+    default:
+      std::fprintf(stderr, "vidlora CUDA emulation: cudaDeviceGetAttribute(%d) is not emulated\n",
+                   static_cast<int>(attr));
+      return set(cudaErrorInvalidValue);
+  }
+}
+cudaError_t cudaDeviceGetPCIBusId(char* id, int len, int d) {
+  if (d != 0) return set(cudaErrorInvalidDevice);
+  std::snprintf(id, static_cast<std::size_t>(len), "0000:00:00.0");
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = last_error;
+  last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError() { return last_error; }
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorNotReady: return "device not ready";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    default: return "unknown error (emulated runtime)";
+  }
+}
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    default: return "cudaErrorUnknown";
+  }
+}
+cudaError_t cudaMemGetInfo(std::size_t* free_bytes, std::size_t* total) {
+  auto& mem = memory();
+  std::lock_guard lock(mem.m);
+  *total = device().total_memory;
+  *free_bytes = device().total_memory - mem.device_bytes;
+  return cudaSuccess;
+}
+cudaError_t cudaMalloc(void** p, std::size_t bytes) {
+  *p = allocate(bytes, true);
+  return *p ? cudaSuccess : set(cudaErrorMemoryAllocation);
+}
+cudaError_t cudaFree(void* p) { return release(p, true); }
+cudaError_t cudaMallocHost(void** p, std::size_t bytes) {
+  *p = allocate(bytes, false);
+  return *p ? cudaSuccess : set(cudaErrorMemoryAllocation);
+}
+cudaError_t cudaHostAlloc(void** p, std::size_t bytes, unsigned) { return cudaMallocHost(p, bytes); }
+cudaError_t cudaFreeHost(void* p) { return release(p, false); }
+cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind) {
+  return copy(dst, src, n, kind, "cudaMemcpy");
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind, cudaStream_t) {
+  return copy(dst, src, n, kind, "cudaMemcpyAsync");
+}
+cudaError_t cudaMemset(void* p, int value, std::size_t n) { return fill(p, value, n, "cudaMemset"); }
+cudaError_t cudaMemsetAsync(void* p, int value, std::size_t n, cudaStream_t) {
+  return fill(p, value, n, "cudaMemsetAsync");
+}
+cudaError_t cudaStreamCreate(cudaStream_t* s) {
+  *s = new CUstream_st{};
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
+  *s = new CUstream_st{flags};
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete s;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamGetFlags(cudaStream_t s, unsigned* flags) {
+  *flags = s ? s->flags : 0;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  *e = new CUevent_st{};
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete e;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  e->at = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
+  return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (value < 0 || static_cast<std::size_t>(value) > device().optin_shared()) {
+      std::fprintf(stderr, "vidlora CUDA emulation: MaxDynamicSharedMemorySize %d above the device's %zu\n", value,
+                   device().optin_shared());
+      return set(cudaErrorInvalidValue);
+    }
+    std::lock_guard lock(vidlora_emu::attribute_mutex);
+    vidlora_emu::max_dynamic_shared[func] = value;
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
+  std::memset(attr, 0, sizeof(*attr));
+  std::lock_guard lock(vidlora_emu::attribute_mutex);
+  auto it = vidlora_emu::max_dynamic_shared.find(func);
+  attr->maxDynamicSharedSizeBytes = it != vidlora_emu::max_dynamic_shared.end() ? it->second : 48 * 1024;
+  attr->maxThreadsPerBlock = 1024;
+  attr->numRegs = 32;
+  attr->ptxVersion = device().cc;  // what the kernels were "built" for: the emulated device's architecture
+  attr->binaryVersion = device().cc;
+  return cudaSuccess;
+}
