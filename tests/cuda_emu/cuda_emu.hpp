@@ -5,12 +5,14 @@
 // cuda_emu_runtime.cpp and cuda_emu_cublaslt.cpp instead of libcudart and libcublasLt.
 //
 // A kernel launch (VIDLORA_LAUNCH) runs at once, on the calling thread: the blocks one after another, each block's
-// threads as fibers (ucontext) switched only at a barrier (__syncthreads, and the warp's shuffles), so a block's
+// threads as fibers switched only at a barrier (__syncthreads, __syncwarp, a shuffle, mma.sync), so a block's
 // __shared__ variables (function-local statics here) are the block's. Streams and events are therefore trivially
 // ordered; what this cannot find is a race between threads, a missing __syncthreads whose effect only a GPU's
 // scheduling shows, and the device's own arithmetic (its exp, its tensor cores' summation order): code under
-// __CUDA_ARCH__ (WMMA, mma.sync, cp.async) is not compiled here, so the kernels take their portable paths, and the
-// emulated device reports compute capability 7.5 unless VIDLORA_EMU_CC says otherwise (e.g. 80).
+// __CUDA_ARCH__ (WMMA, cp.async) is not compiled here, so the kernels take their portable paths (cp.async a
+// synchronous copy); mma.sync.m16n8k16 runs on an emulated warp (VIDLORA_EMULATED_MMA_M16N8K16). The emulated device
+// reports compute capability 7.5 unless VIDLORA_EMU_CC says otherwise (e.g. 80, 90). Static __shared__ arrays are
+// not poisoned: they start at zero and keep the previous block's values (a GPU's start as garbage).
 //
 // What it checks that a GPU also would: the launch limits (threads per block, grid dimensions, dynamic shared memory
 // above 48 KiB without cudaFuncSetAttribute, above the device's opt-in maximum), a __syncthreads or shuffle that not
@@ -53,6 +55,7 @@ struct ThreadState {
 ThreadState& current();
 void* dynamic_shared();
 void sync_threads();
+void sync_warp();  // the warp's lanes (all of them: a partial mask is not emulated)
 // Every lane of the current warp hands in `value` and gets lane `source(lane)`'s back (after a warp barrier).
 std::uint64_t warp_exchange(std::uint64_t value, int source_lane);
 // mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}: the warp's lanes hand in their fragments (the PTX ISA's layouts,
@@ -145,17 +148,19 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, void (*kernel)(P...)
 }
 
 inline void __syncthreads() { ::vidlora_emu::sync_threads(); }
-inline void __syncwarp(unsigned = 0xffffffffu) {}
+inline void __syncwarp(unsigned = 0xffffffffu) { ::vidlora_emu::sync_warp(); }
 inline void __threadfence() {}
 [[noreturn]] inline void __trap() {
   std::fprintf(stderr, "vidlora CUDA emulation: __trap() in a kernel\n");
   std::abort();
 }
+// The PTX rule for a width below 32: a source lane in a later segment gives the caller its own value.
 template <class T>
 T __shfl_xor_sync(unsigned, T v, int lane_mask, int width = 32) {
   const int lane = ::vidlora_emu::lane_id();
-  const int base = lane & ~(width - 1);
-  return ::vidlora_emu::shuffle_as(v, base + ((lane - base) ^ lane_mask) % width);
+  const int src = lane ^ lane_mask;
+  const int segment_end = (lane / width + 1) * width;
+  return ::vidlora_emu::shuffle_as(v, src < segment_end ? src : lane);
 }
 template <class T>
 T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {

@@ -3,8 +3,8 @@
 // either way), TF32 compute rounding A and B to TF32 first. What cuBLASLt refuses is refused here too, with the
 // status it answers: type combinations outside its table for the compute type (cublasLtMatmul: CUBLAS_COMPUTE_32F
 // takes A = B in {16F, 16BF, 32F} with C = D in {A's type, 32F}; the FAST_TF32 compute only 32F), a bias whose type is
-// not D's (CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE), leading dimensions below the stored rows, operands that are not
-// device memory (checked by the runtime's allocation table through cudaMemcpy's rules: see cuda_emu_runtime.cpp).
+// not D's (CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE), leading dimensions below the stored rows, operands whose span is not
+// inside one allocation of cudaMalloc or cudaMallocHost (the runtime's table, cuda_emu_runtime.cpp).
 #include "cuda_emu.hpp"
 
 #include <cstring>

@@ -155,6 +155,7 @@ struct WarpState {
   std::uint32_t b[32][2] = {};
   float c[32][4] = {};
   unsigned mma_generation = ~0u;  // the barrier generation whose products are in c
+  bool exited[32] = {};           // lanes whose thread has returned: a shuffle or mma reading them is an error
 };
 struct Fiber {
   Context context;
@@ -214,7 +215,9 @@ int linear(const ThreadState& s) {
   f->done = true;
   ++run->progress;
   leave(run->block);
-  leave(run->warps[static_cast<std::size_t>(linear(f->state) / 32)].barrier);
+  WarpState& w = run->warps[static_cast<std::size_t>(linear(f->state) / 32)];
+  w.exited[linear(f->state) % 32] = true;
+  leave(w.barrier);
   switch_to(f->context, run->scheduler);
   std::abort();  // a finished fiber is never resumed
 }
@@ -234,6 +237,11 @@ bool in_device_memory(const void* p, std::size_t bytes) {
   return find(p, bytes ? bytes : 1) != nullptr;
 }
 
+void sync_warp() {
+  if (!run || !run->running) fail("__syncwarp outside a kernel");
+  wait(run->warps[static_cast<std::size_t>(linear(run->running->state) / 32)].barrier);
+}
+
 void sync_threads() {
   if (!run || !run->running) fail("__syncthreads outside a kernel");
   wait(run->block);
@@ -250,6 +258,9 @@ std::uint64_t warp_exchange(std::uint64_t value, int source_lane) {
   if (source_lane < 0 || source_lane >= lanes)
     fail(std::string("a shuffle from lane ") + std::to_string(source_lane) + " of a warp of " + std::to_string(lanes) +
          " in " + run->kernel);
+  if (w.exited[source_lane])
+    fail(std::string("a shuffle reads lane ") + std::to_string(source_lane) + ", which has returned, in " +
+         run->kernel);
   const std::uint64_t r = w.slots[source_lane];
   wait(w.barrier);
   return r;
@@ -268,6 +279,8 @@ void warp_mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], const std::ui
   w.b[lane][0] = b[0];
   w.b[lane][1] = b[1];
   wait(w.barrier);
+  for (int l = 0; l < 32; ++l)
+    if (w.exited[l]) fail(std::string("mma.sync with lane ") + std::to_string(l) + " returned, in " + run->kernel);
   // The first lane through computes every lane's accumulators (the whole tiles once); the others read theirs.
   if (w.mma_generation != w.barrier.generation) {
     w.mma_generation = w.barrier.generation;
@@ -360,8 +373,10 @@ void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void
         // Shared memory starts as garbage on a GPU: NaN patterns here.
         r.shared.assign(c.shared_bytes, 0xff);
         r.block = {0, 0, static_cast<int>(threads)};
-        for (std::size_t w = 0; w < r.warps.size(); ++w)
+        for (std::size_t w = 0; w < r.warps.size(); ++w) {
+          r.warps[w] = WarpState{};  // every block's warps start afresh (the mma generation with their barrier)
           r.warps[w].barrier = {0, 0, static_cast<int>(std::min<std::size_t>(32, threads - w * 32))};
+        }
         std::size_t t = 0;
         for (unsigned tz = 0; tz < c.block.z; ++tz)
           for (unsigned ty = 0; ty < c.block.y; ++ty)
