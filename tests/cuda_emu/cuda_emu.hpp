@@ -77,6 +77,14 @@ struct LaunchConfig {
 bool begin_launch(const LaunchConfig& c, const void* kernel, const char* name);
 void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void* context);
 
+void fail_pointer_argument(const void* p, int index, const char* kernel);
+template <class T>
+void check_pointer_argument(const T& value, int index, const char* kernel) {
+  if constexpr (std::is_pointer_v<T>) {
+    if (value != nullptr && !in_device_memory(value, 1)) fail_pointer_argument(value, index, kernel);
+  }
+}
+
 template <class... P>
 struct Launch {
   LaunchConfig config;
@@ -88,6 +96,13 @@ struct Launch {
     // The arguments as the kernel's parameter types, converted once (as a launch copies them); every thread gets
     // its own copies of them.
     std::tuple<std::decay_t<P>...> params(static_cast<std::decay_t<P>>(std::forward<A>(args))...);
+    // A pointer argument must point into device (or page-locked host) memory, as it must on a GPU.
+    std::apply(
+        [&](const auto&... p) {
+          int index = 0;
+          (check_pointer_argument(p, index++, name), ...);
+        },
+        params);
     struct Context {
       void (*kernel)(P...);
       const std::tuple<std::decay_t<P>...>* params;

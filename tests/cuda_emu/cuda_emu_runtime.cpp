@@ -237,6 +237,11 @@ bool in_device_memory(const void* p, std::size_t bytes) {
   return find(p, bytes ? bytes : 1) != nullptr;
 }
 
+void fail_pointer_argument(const void* p, int index, const char* kernel) {
+  fail(std::string("argument ") + std::to_string(index) + " of " + kernel + " points outside device memory (" +
+       std::to_string(reinterpret_cast<std::uintptr_t>(p)) + ")");
+}
+
 void sync_warp() {
   if (!run || !run->running) fail("__syncwarp outside a kernel");
   wait(run->warps[static_cast<std::size_t>(linear(run->running->state) / 32)].barrier);
