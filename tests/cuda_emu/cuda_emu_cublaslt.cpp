@@ -212,22 +212,20 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t dd, const v
   const std::size_t m = o.rows, n = o.cols;
   const std::size_t k = d.trans_a == CUBLAS_OP_N ? a.cols : a.rows;
   const bool tf32 = d.compute == CUBLAS_COMPUTE_32F_FAST_TF32;
-  // op(A) as rows of k, op(B) as columns of k (contiguous for the dot products).
-  std::vector<float> ar(m * k), bc(n * k);
-  for (std::size_t i = 0; i < m; ++i)
-    for (std::size_t p = 0; p < k; ++p) {
-      const std::size_t at =
-          d.trans_a == CUBLAS_OP_N ? i + p * static_cast<std::size_t>(a.ld) : p + i * static_cast<std::size_t>(a.ld);
-      const float v = load(A, a.type, at);
-      ar[i * k + p] = tf32 ? to_tf32(v) : v;
-    }
-  for (std::size_t j = 0; j < n; ++j)
-    for (std::size_t p = 0; p < k; ++p) {
-      const std::size_t at =
-          d.trans_b == CUBLAS_OP_N ? p + j * static_cast<std::size_t>(b.ld) : j + p * static_cast<std::size_t>(b.ld);
-      const float v = load(B, b.type, at);
-      bc[j * k + p] = tf32 ? to_tf32(v) : v;
-    }
+  // op(A) as rows of k, op(B) as columns of k (contiguous for the dot products): op(X)'s element (row, col) of a
+  // column-major X, transposed or not.
+  auto gather = [&](const void* x, const Layout& l, cublasOperation_t t, std::size_t count, bool rows) {
+    std::vector<float> g(count * k);
+    const auto ld = static_cast<std::size_t>(l.ld);
+    for (std::size_t i = 0; i < count; ++i)
+      for (std::size_t p = 0; p < k; ++p) {
+        const std::size_t row = rows ? i : p, col = rows ? p : i;
+        const float v = load(x, l.type, t == CUBLAS_OP_N ? row + col * ld : col + row * ld);
+        g[i * k + p] = tf32 ? to_tf32(v) : v;
+      }
+    return g;
+  };
+  const std::vector<float> ar = gather(A, a, d.trans_a, m, true), bc = gather(B, b, d.trans_b, n, false);
   std::vector<float> out(m * n);
   for (std::size_t j = 0; j < n; ++j)
     for (std::size_t i = 0; i < m; ++i) {

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -69,16 +70,20 @@ Memory& memory() {
   static Memory mem;
   return mem;
 }
-// The allocation holding [p, p + n), or null.
-const Allocation* find(const void* p, std::size_t n, std::uintptr_t* start = nullptr) {
+// The allocation holding [p, p + n) (n >= 1), if there is one.
+std::optional<Allocation> allocation_of(const void* p, std::size_t n) {
   Memory& mem = memory();
+  std::lock_guard lock(mem.m);
   const auto a = reinterpret_cast<std::uintptr_t>(p);
   auto it = mem.live.upper_bound(a);
-  if (it == mem.live.begin()) return nullptr;
+  if (it == mem.live.begin()) return std::nullopt;
   --it;
-  if (a + n > it->first + it->second.bytes || a < it->first) return nullptr;
-  if (start) *start = it->first;
-  return &it->second;
+  if (a + n > it->first + it->second.bytes) return std::nullopt;
+  return it->second;
+}
+bool is_device_pointer(const void* p) {
+  const auto a = allocation_of(p, 1);
+  return a && a->device;
 }
 
 thread_local cudaError_t last_error = cudaSuccess;
@@ -231,11 +236,7 @@ void* dynamic_shared() {
   return run->shared.data();
 }
 
-bool in_device_memory(const void* p, std::size_t bytes) {
-  Memory& mem = memory();
-  std::lock_guard lock(mem.m);
-  return find(p, bytes ? bytes : 1) != nullptr;
-}
+bool in_device_memory(const void* p, std::size_t bytes) { return allocation_of(p, bytes ? bytes : 1).has_value(); }
 
 void fail_pointer_argument(const void* p, int index, const char* kernel) {
   fail(std::string("argument ") + std::to_string(index) + " of " + kernel + " points outside device memory (" +
@@ -458,26 +459,15 @@ cudaError_t release(void* p, bool on_device) {
   std::free(p);
   return cudaSuccess;
 }
-// Whether [p, p + n) lies in one device allocation (or page-locked host memory, when allowed).
-bool in_device_memory(const void* p, std::size_t n, bool pinned_ok) {
-  auto& mem = memory();
-  std::lock_guard lock(mem.m);
-  const auto* a = vidlora_emu::find(p, n);
-  return a && (a->device || pinned_ok);
-}
-bool is_device_pointer(const void* p) {
-  auto& mem = memory();
-  std::lock_guard lock(mem.m);
-  const auto* a = vidlora_emu::find(p, 1);
-  return a && a->device;
-}
 cudaError_t copy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind, const char* call) {
   if (n == 0) return cudaSuccess;
   auto bad = [&](const char* what) {
     std::fprintf(stderr, "vidlora CUDA emulation: %s of %zu bytes from %p to %p: %s\n", call, n, src, dst, what);
     return set(cudaErrorInvalidValue);
   };
-  const bool dst_dev = in_device_memory(dst, n, true), src_dev = in_device_memory(src, n, true);
+  using vidlora_emu::in_device_memory;
+  using vidlora_emu::is_device_pointer;
+  const bool dst_dev = in_device_memory(dst, n), src_dev = in_device_memory(src, n);
   switch (kind) {
     case cudaMemcpyHostToDevice:
       if (!dst_dev) return bad("the destination is not device memory (or the copy runs past its allocation)");
@@ -500,7 +490,7 @@ cudaError_t copy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind,
 }
 cudaError_t fill(void* p, int value, std::size_t n, const char* call) {
   if (n == 0) return cudaSuccess;
-  if (!in_device_memory(p, n, false)) {
+  if (!vidlora_emu::is_device_pointer(p) || !vidlora_emu::in_device_memory(p, n)) {
     std::fprintf(stderr, "vidlora CUDA emulation: %s of %zu bytes at %p: not device memory, or past its end\n", call, n,
                  p);
     return set(cudaErrorInvalidValue);
