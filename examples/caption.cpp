@@ -19,6 +19,7 @@
 #include <vidlora/model/peft_decoder.hpp>
 #include <vidlora/presets.hpp>
 #include <vidlora/model/generation.hpp>
+#include <vidlora/train/checkpoint.hpp>
 
 #include "demo_common.hpp"
 #include "hf_model.hpp"
@@ -49,7 +50,7 @@ demo::CommandLine command_line() {
           text("jsonl", "FILE", "also write {\"video\", \"caption\"} lines to FILE"),
           text("cache", "DIR", "feature cache (default TRAINED/feature_cache)"),
           text("sampler", "NAME", "frame sampler: uniform, scene_change or motion (default uniform)"),
-          integer("frames", "N", "frames per clip (default: the preset's)", 1),
+          integer("frames", "N", "frames per clip (default: those --trained was trained with, else the preset's)", 1),
           integer("num-beams", "N", "beam width (default 1: greedy)", 1),
           real("length-penalty", "X", "beam search length penalty (default 1)", -1e9),
           real("repetition-penalty", "X", "repetition penalty (default 1)"),
@@ -113,6 +114,25 @@ int caption_videos(const demo::CommandLine& a, DecoderT& decoder, const Projecto
   return status;
 }
 
+// Frames per clip when --frames is not given: those the run in `trained` trained with (its last checkpoint's
+// configuration), so that a run trained by another preset's build (a T4's 4 frames, an H100's 16) is captioned as it
+// was trained; the preset's when the checkpoint is gone.
+int default_frames(const fs::path& trained) {
+  const fs::path checkpoint = train::last_checkpoint_path(trained);
+  if (!fs::exists(checkpoint)) return ActivePreset::num_frames;
+  const auto file = io::SafetensorsFile::open(checkpoint);
+  const auto state = file.metadata().find("trainer_state");
+  require(state != file.metadata().end(), "{} is not a vidlora trainer checkpoint (no trainer_state)",
+          checkpoint.string());
+  const auto config = nlohmann::json::parse(state->second).at("config");
+  require(config.contains("num_frames"), "{}: its configuration has no num_frames", checkpoint.string());
+  const int frames = std::stoi(config.at("num_frames").get<std::string>());
+  if (frames != ActivePreset::num_frames)
+    fmt::print(stderr, "caption: {} frames per clip, as {} was trained (--frames to change)\n", frames,
+               trained.string());
+  return frames;
+}
+
 // --model is a Hugging Face LLaVA / LLaVA-NeXT-Video directory: its processor, prompt and tokenizer; the
 // adapter (--adapter, or --trained's adapter/) at whatever rank it was trained with.
 int caption_hf(const demo::CommandLine& a, const fs::path& dir) {
@@ -130,10 +150,12 @@ int caption_hf(const demo::CommandLine& a, const fs::path& dir) {
   model::Mlp2xGelu projector = m.projector();
   if (projector_file) train::load_projector(*projector_file, projector);
   const auto codec = m.codec();
-  const auto feats = m.features(a.str("sampler", "uniform"), a.integer("frames", ActivePreset::num_frames),
-                                a.str("cache", (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache"
-                                                                 : fs::path("vidlora_feature_cache"))
-                                                   .string()));
+  const auto feats = m.features(
+      a.str("sampler", "uniform"),
+      a.integer("frames", a.has("trained") ? default_frames(fs::path(a.str("trained", ""))) : ActivePreset::num_frames),
+      a.str("cache",
+            (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache" : fs::path("vidlora_feature_cache"))
+                .string()));
   if (!adapter_dir) {
     model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha> decoder(m.config.text, m.weights);
     return caption_videos(a, decoder, projector, codec, feats);
@@ -163,23 +185,28 @@ int caption_main(const demo::CommandLine& a) {
   const fs::path trained = a.str("trained", "vidlora_out");
   require(fs::exists(trained / "projector.safetensors"),
           "{} has no projector.safetensors: is it a finished train_captioner output directory?", trained.string());
-  model::DecoderOptions o;
-  if (fs::exists(trained / "adapter" / "adapter_config.json")) {
-    const auto spec = lora::load_peft_adapter(trained / "adapter").spec;
-    require(spec.r == ActivePreset::lora_r && spec.lora_alpha == ActivePreset::lora_alpha,
-            "adapter r {} alpha {} but this {} build has r {} alpha {}", spec.r, spec.lora_alpha, ActivePreset::name,
-            ActivePreset::lora_r, ActivePreset::lora_alpha);
-    o.target_modules = spec.target_modules;
-  }
-  model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha> decoder(m.decoder_config, *m.decoder_weights, o);
-  if (!o.target_modules.empty())
-    decoder.load_adapter(io::SafetensorsFile::open(trained / "adapter" / "adapter_model.safetensors"));
   model::Mlp2xGelu projector(m.vision_config.hidden_size, m.decoder_config.hidden_size, 0);
   train::load_projector(trained / "projector.safetensors", projector);
   const auto codec = m.codec();
-  const auto feats = m.features(a.str("sampler", "uniform"), a.integer("frames", ActivePreset::num_frames),
+  const auto feats = m.features(a.str("sampler", "uniform"), a.integer("frames", default_frames(trained)),
                                 a.str("cache", (trained / "feature_cache").string()));
-  return caption_videos(a, decoder, projector, codec, feats);
+  if (!fs::exists(trained / "adapter" / "adapter_config.json")) {  // a stage-1-only run: the projector alone
+    model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha> decoder(m.decoder_config, *m.decoder_weights);
+    return caption_videos(a, decoder, projector, codec, feats);
+  }
+  // The adapter at the rank and alpha it was trained with, whichever preset's build trained it (a GPU preset's r
+  // need not be this build's).
+  const auto spec = lora::load_peft_adapter(trained / "adapter").spec;
+  model::DecoderOptions o;
+  o.target_modules = spec.target_modules;
+  o.lora.alpha = spec.lora_alpha;
+  o.lora.dropout = spec.lora_dropout;
+  o.lora.use_rslora = spec.use_rslora;
+  return lora::dispatch_rank(spec.r, [&]<int R>() {
+    model::Decoder<R, R> decoder(m.decoder_config, *m.decoder_weights, o);
+    decoder.load_adapter(io::SafetensorsFile::open(trained / "adapter" / "adapter_model.safetensors"));
+    return caption_videos(a, decoder, projector, codec, feats);
+  });
 }
 
 }  // namespace

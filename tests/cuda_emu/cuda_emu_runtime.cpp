@@ -86,6 +86,28 @@ bool is_device_pointer(const void* p) {
   return a && a->device;
 }
 
+// VIDLORA_EMU_REPORT=FILE: at exit, FILE gets one line per kernel launched ("launches <count> <kernel>", the kernel
+// as its launch names it) and one with the warp-level mma.sync.m16n8k16 operations ("mma_m16n8k16 <count>"), so a
+// test can see which path a program took (the register-tile attention on an sm_80+ device, say).
+struct Report {
+  std::mutex m;
+  std::map<std::string, unsigned long long> launches;
+  unsigned long long mma = 0;
+  ~Report() {
+    const char* path = std::getenv("VIDLORA_EMU_REPORT");
+    if (!path || !*path) return;
+    if (std::FILE* f = std::fopen(path, "w")) {
+      for (const auto& [kernel, count] : launches) std::fprintf(f, "launches %llu %s\n", count, kernel.c_str());
+      std::fprintf(f, "mma_m16n8k16 %llu\n", mma);
+      std::fclose(f);
+    }
+  }
+};
+Report& report() {
+  static Report r;
+  return r;
+}
+
 thread_local cudaError_t last_error = cudaSuccess;
 std::mutex attribute_mutex;
 std::map<const void*, int> max_dynamic_shared;  // cudaFuncAttributeMaxDynamicSharedMemorySize per kernel
@@ -284,6 +306,11 @@ void warp_mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], const std::ui
   }
   w.b[lane][0] = b[0];
   w.b[lane][1] = b[1];
+  if (lane == 0) {
+    Report& r = report();
+    std::lock_guard lock(r.m);
+    ++r.mma;
+  }
   wait(w.barrier);
   for (int l = 0; l < 32; ++l)
     if (w.exited[l]) fail(std::string("mma.sync with lane ") + std::to_string(l) + " returned, in " + run->kernel);
@@ -363,6 +390,11 @@ bool begin_launch(const LaunchConfig& c, const void* kernel, const char* name) {
 
 void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void* context) {
   if (run) fail("a kernel launched from a kernel");
+  {
+    Report& r = report();
+    std::lock_guard lock(r.m);
+    ++r.launches[name];
+  }
   const std::size_t threads = static_cast<std::size_t>(c.block.x) * c.block.y * c.block.z;
   BlockRun r;
   r.kernel = name;

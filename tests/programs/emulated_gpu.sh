@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# A GPU preset's build of train_captioner (its GPU path) as a user runs it, on the CUDA emulation (tests/cuda_emu:
+# train_captioner_emu_<preset>), on 12 generated clips and on the Hugging Face fixture: the frames encoded by the
+# device tower, both stages and the evaluation on the device in the preset's precision (T4: fp16 with loss scaling
+# over NF4 weights; H100: bf16 weights and operands, on a demo decoder of head dim 64 so that the attention runs on
+# the register tiles), the step log's memory, an interrupted run resumed to the same bits as an uninterrupted one,
+# fp32 against the 16-bit run, the memory cap's error, and caption (the CPU program) reading the GPU run's adapter
+# and projector.
+#   emulated_gpu.sh PRESET EMU_BIN CAPTION_BIN SOURCE_DIR WORK_DIR
+set -uo pipefail
+preset=$1 emu=$2 caption=$3 root=$4 work=$5
+case $preset in
+  T4) precision=fp16 loss_scale=65536.0 cap_gib=14 hidden=128 r=8 frames=4 ;;
+  H100) precision=bf16 loss_scale=None cap_gib=78 hidden=256 r=64 frames=16 ;;
+  *) echo "FAILED: no expectations for preset $preset"; exit 1 ;;
+esac
+export precision loss_scale cap_gib
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh" "$work"
+"$root/tools/make_demo_data.sh" data 12 1 2 64 >/dev/null || { echo "FAILED: demo data"; exit 1; }
+run 0 stage0 "$emu" --stage0 --data data --model model --stage0-epochs 1 --image-size 32 --hidden "$hidden"
+train=("$emu" --data data --model model --epochs1 1 --epochs2 1 --val-fraction 0.25 --log-lines --batch 1 --accum 1
+  --max-new-tokens 8)
+
+run 0 full env VIDLORA_EMU_REPORT="$PWD/full.kernels" "${train[@]}" --out full
+check "the run trains on the (emulated) GPU" grep -q "^backend: Cuda" full.out
+check "the $preset preset runs in $precision" grep -q "^precision: $precision " full.out
+# The attention's path (the emulation's launch report): the register tiles (mma.sync) on sm_90 with bf16, the
+# shared-memory tiles (FMA loops over fp16) on sm_75.
+if [[ $preset == H100 ]]; then
+  check "the attention runs on the register tiles (mma.sync)" bash -c \
+    'grep -q "flash_mma_forward_kernel" full.kernels && grep -q "flash_mma_backward_dkv_kernel" full.kernels &&
+     ! grep -q "^mma_m16n8k16 0$" full.kernels'
+else
+  check "the attention runs on the shared-memory tiles, no mma.sync" bash -c \
+    'grep -q "flash_attention_kernel" full.kernels && grep -q "^mma_m16n8k16 0$" full.kernels &&
+     ! grep -q flash_mma full.kernels'
+fi
+check "the NF4 weights are dequantized on the device" grep -q "dequantize_4bit_kernel" full.kernels
+check "the adapter, projector, captions, log and curves are written" \
+  test -f full/adapter/adapter_model.safetensors -a -f full/projector.safetensors -a -s full/val_captions.jsonl \
+  -a -f full/curves.svg
+check "every step logs the Cuda backend, the loss scale and the device memory under the $preset cap" python3 - <<'PY'
+import json, math, os
+loss_scale = eval(os.environ["loss_scale"])
+steps = [r for r in map(json.loads, open("full/train_log.jsonl")) if r.get("type") == "step"]
+assert len(steps) == 14, len(steps)
+for r in steps:
+    m = r["memory"]
+    assert r["backend"] == "Cuda" and r.get("loss_scale") == loss_scale, r
+    assert math.isfinite(r["loss"]) and r["loss"] > 0, r
+    assert m["cap_bytes"] == int(os.environ["cap_gib"]) << 30 and 0 < m["allocated_bytes"] <= m["peak_allocated_bytes"] <= m["cap_bytes"], m
+PY
+
+# Stopped after 3 optimizer steps (the Ctrl-C path), then resumed: every logged number, the adapter, the projector
+# and the captions are the uninterrupted run's, bit for bit.
+run 130 interrupted "${train[@]}" --out resumed --max-steps 3
+check "the interrupted run wrote a checkpoint" test -f resumed/checkpoints/last.safetensors
+run 0 resume "${train[@]}" --out resumed --resume
+check "the resumed run continues from the checkpoint" grep -q "resumed from" resume.err
+check "the resumed run logs the uninterrupted run's numbers, bit for bit" python3 - <<'PY'
+import json
+def numbers(path):
+    out = []
+    for r in map(json.loads, open(path)):
+        if r.get("type") in ("step", "eval"):
+            out.append({k: v for k, v in r.items() if k not in ("elapsed_s", "tokens_per_s", "memory", "eta_s")})
+    return out
+full, resumed = numbers("full/train_log.jsonl"), numbers("resumed/train_log.jsonl")
+assert len(full) == len(resumed) and len(full) >= 16, (len(full), len(resumed))
+for a, b in zip(full, resumed):
+    assert a == b, (a, b)
+PY
+for f in adapter/adapter_model.safetensors projector.safetensors val_captions.jsonl; do
+  check "the resumed run's $f is the uninterrupted run's" cmp -s "full/$f" "resumed/$f"
+done
+
+# fp32 on the same device path: the 16-bit run's losses within 1e-2 (relative) of it.
+run 0 fp32 "${train[@]}" --out fp32 --precision fp32
+check "$precision gives the fp32 run's step losses to 1e-2" python3 - <<'PY'
+import json, os
+def losses(path):
+    return [r["loss"] for r in map(json.loads, open(path)) if r.get("type") == "step"]
+a, b = losses("full/train_log.jsonl"), losses("fp32/train_log.jsonl")
+worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
+print(f"largest relative difference of the {os.environ['precision']} and fp32 step losses: {worst:.2e}")
+assert len(a) == len(b) == 14 and worst < 1e-2, (a, b)
+PY
+
+# A cap below what the step needs: an error naming the tensor and the sizes, and nothing written as a result.
+run 1 capped "${train[@]}" --out capped --max-memory-gb 0.0011
+check "a step above the memory cap is an error naming the tensor and the sizes" \
+  grep -qE "allocating '[^']+' of [0-9.]+ KiB \\([0-9]+ bytes\\) does not fit under the cap: in use .* cap 1.13 MiB" capped.err
+check "the capped run wrote no adapter" test ! -e capped/adapter
+
+video=$(ls data/videos/*.mp4 | head -2 | tail -1)
+run 0 caption "$caption" --model model --trained full --jsonl captions.jsonl "$video"
+check "caption (CPU) reads the GPU run's adapter (r $r) and projector" grep -q '"caption"' captions.jsonl
+check "caption takes the frames the GPU run trained with" grep -q "caption: $frames frames per clip, as full was trained" caption.err
+
+# The Hugging Face LLaVA-NeXT-Video fixture, loaded to the device as the preset says: the loss falls. (Its layers
+# are 16 wide: narrower than the H100 preset's r 64, which LoraLinear refuses.)
+if ((r <= 16)); then
+"$root/tools/make_demo_data.sh" hfdata 4 3 2 48 >/dev/null || { echo "FAILED: demo data"; exit 1; }
+run 0 hf "$emu" --model "$root/tests/fixtures/model/llava_next_video_hf" --data hfdata --out hf --epochs1 3 \
+  --epochs2 3 --lr1 3e-3 --lr2 3e-3 --frames 2 --batch 2 --accum 1 --val-fraction 0.5 --log-lines --max-new-tokens 8
+check "the Hugging Face model trains on the (emulated) GPU and its loss falls" python3 - <<'PY'
+import json
+losses = [r["loss"] for r in map(json.loads, open("hf/train_log.jsonl")) if r.get("type") == "step"]
+print("step losses:", ["%.4f" % x for x in losses])
+assert len(losses) >= 6 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+PY
+check "the Hugging Face run writes a PEFT adapter" test -f hf/adapter/adapter_config.json
+fi
+
+echo "$failures failed"
+exit $((failures > 0))
