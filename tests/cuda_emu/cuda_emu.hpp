@@ -6,7 +6,8 @@
 //
 // A kernel launch (VIDLORA_LAUNCH) runs at once, on the calling thread: the blocks one after another, each block's
 // threads as fibers switched only at a barrier (__syncthreads, __syncwarp, a shuffle, mma.sync), so a block's
-// __shared__ variables (function-local statics here) are the block's. Streams and events are therefore trivially
+// __shared__ variables (function-local statics here) are the block's. Blocks and threads go in ascending order, or
+// in reverse with VIDLORA_EMU_ORDER=reverse. Launches are synchronous, so streams and events are trivially
 // ordered; what this cannot find is a race between threads, a missing __syncthreads whose effect only a GPU's
 // scheduling shows, and the device's own arithmetic (its exp, its tensor cores' summation order): code under
 // __CUDA_ARCH__ (WMMA, cp.async) is not compiled here, so the kernels take their portable paths (cp.async a

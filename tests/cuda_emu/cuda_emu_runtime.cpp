@@ -405,49 +405,63 @@ void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void
   static thread_local std::vector<std::unique_ptr<char[]>> stacks;  // kept between launches
   while (stacks.size() < threads) stacks.push_back(std::make_unique<char[]>(kStackBytes));
   run = &r;
-  for (unsigned bz = 0; bz < c.grid.z; ++bz)
-    for (unsigned by = 0; by < c.grid.y; ++by)
-      for (unsigned bx = 0; bx < c.grid.x; ++bx) {
-        // Shared memory starts as garbage on a GPU: NaN patterns here.
-        r.shared.assign(c.shared_bytes, 0xff);
-        r.block = {0, 0, static_cast<int>(threads)};
-        for (std::size_t w = 0; w < r.warps.size(); ++w) {
-          r.warps[w] = WarpState{};  // every block's warps start afresh (the mma generation with their barrier)
-          r.warps[w].barrier = {0, 0, static_cast<int>(std::min<std::size_t>(32, threads - w * 32))};
+  // VIDLORA_EMU_ORDER=reverse: the blocks from the last to the first, and a block's threads from the last to the first
+  // between barriers (a GPU promises neither order): what a thread reads from another's write without a barrier
+  // between them, or a block from another block, shows in one of the two orders.
+  static const bool reverse = [] {
+    const char* v = std::getenv("VIDLORA_EMU_ORDER");
+    const std::string order = v ? v : "";
+    if (!order.empty() && order != "reverse" && order != "ascending")
+      fail("VIDLORA_EMU_ORDER='" + order + "': not 'ascending' (the default) or 'reverse'");
+    return order == "reverse";
+  }();
+  const unsigned long long blocks = 1ull * c.grid.x * c.grid.y * c.grid.z;
+  for (unsigned long long i = 0; i < blocks; ++i) {
+    const unsigned long long b = reverse ? blocks - 1 - i : i;
+    const auto bx = static_cast<unsigned>(b % c.grid.x);
+    const auto by = static_cast<unsigned>(b / c.grid.x % c.grid.y);
+    const auto bz = static_cast<unsigned>(b / (1ull * c.grid.x * c.grid.y));
+    // Shared memory starts as garbage on a GPU: NaN patterns here.
+    r.shared.assign(c.shared_bytes, 0xff);
+    r.block = {0, 0, static_cast<int>(threads)};
+    for (std::size_t w = 0; w < r.warps.size(); ++w) {
+      r.warps[w] = WarpState{};  // every block's warps start afresh (the mma generation with their barrier)
+      r.warps[w].barrier = {0, 0, static_cast<int>(std::min<std::size_t>(32, threads - w * 32))};
+    }
+    std::size_t t = 0;
+    for (unsigned tz = 0; tz < c.block.z; ++tz)
+      for (unsigned ty = 0; ty < c.block.y; ++ty)
+        for (unsigned tx = 0; tx < c.block.x; ++tx, ++t) {
+          Fiber& f = r.fibers[t];
+          f.done = false;
+          f.waiting_on = nullptr;
+          f.state = {{tx, ty, tz}, {bx, by, bz}, c.block, c.grid};
+          make_context(f.context, stacks[t].get(), kStackBytes, fiber_entry);
         }
-        std::size_t t = 0;
-        for (unsigned tz = 0; tz < c.block.z; ++tz)
-          for (unsigned ty = 0; ty < c.block.y; ++ty)
-            for (unsigned tx = 0; tx < c.block.x; ++tx, ++t) {
-              Fiber& f = r.fibers[t];
-              f.done = false;
-              f.waiting_on = nullptr;
-              f.state = {{tx, ty, tz}, {bx, by, bz}, c.block, c.grid};
-              make_context(f.context, stacks[t].get(), kStackBytes, fiber_entry);
-            }
-        std::size_t done = 0;
-        while (done < threads) {
-          const std::uint64_t before = r.progress;
-          for (auto& f : r.fibers) {
-            if (f.done) continue;
-            if (f.waiting_on && f.waiting_on->generation == f.waiting_generation) continue;  // still closed
-            f.waiting_on = nullptr;
-            r.running = &f;
-            switch_to(r.scheduler, f.context);
-            r.running = nullptr;
-            if (f.done) ++done;
-          }
-          const bool progressed = r.progress != before;
-          if (!progressed) {
-            // Every fiber left waits at a barrier that cannot open: some thread of the block or warp never reaches it.
-            std::size_t waiting = 0;
-            for (auto& f : r.fibers) waiting += f.done ? 0 : 1;
-            fail(std::string("deadlock in ") + r.kernel + ": block (" + std::to_string(bx) + ", " + std::to_string(by) +
-                 ", " + std::to_string(bz) + "), " + std::to_string(waiting) + " of " + std::to_string(threads) +
-                 " threads wait at a __syncthreads or shuffle the others never reach");
-          }
-        }
+    std::size_t done = 0;
+    while (done < threads) {
+      const std::uint64_t before = r.progress;
+      for (std::size_t k = 0; k < threads; ++k) {
+        Fiber& f = r.fibers[reverse ? threads - 1 - k : k];
+        if (f.done) continue;
+        if (f.waiting_on && f.waiting_on->generation == f.waiting_generation) continue;  // still closed
+        f.waiting_on = nullptr;
+        r.running = &f;
+        switch_to(r.scheduler, f.context);
+        r.running = nullptr;
+        if (f.done) ++done;
       }
+      const bool progressed = r.progress != before;
+      if (!progressed) {
+        // Every fiber left waits at a barrier that cannot open: some thread of the block or warp never reaches it.
+        std::size_t waiting = 0;
+        for (auto& f : r.fibers) waiting += f.done ? 0 : 1;
+        fail(std::string("deadlock in ") + r.kernel + ": block (" + std::to_string(bx) + ", " + std::to_string(by) +
+             ", " + std::to_string(bz) + "), " + std::to_string(waiting) + " of " + std::to_string(threads) +
+             " threads wait at a __syncthreads or shuffle the others never reach");
+      }
+    }
+  }
   run = nullptr;
 }
 

@@ -4,6 +4,8 @@
 // step tests' configuration, the trained tensors of a run, and checks whose body is the same on either backend (the
 // caller makes the trainer).
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -59,7 +61,10 @@ inline TrainerConfig trainer_step_config(const std::string& name) {
   c.gradient_accumulation_steps = 1;
   c.lora_dropout = 0.1;
   c.seed = 5;
-  c.output_dir = std::filesystem::temp_directory_path() / ("vidlora_trainer_step_" + name);
+  // Named after this process too: the CUDA tests run as several CTest tests at once (on a GPU and on the emulated
+  // sm_75 and sm_90), each a process of the same cases.
+  c.output_dir =
+      std::filesystem::temp_directory_path() / ("vidlora_trainer_step_" + name + "_" + std::to_string(::getpid()));
   c.progress = nullptr;
   std::filesystem::remove_all(c.output_dir);
   return c;
