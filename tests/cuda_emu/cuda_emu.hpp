@@ -10,8 +10,9 @@
 // in reverse with VIDLORA_EMU_ORDER=reverse. Launches are synchronous, so streams and events are trivially
 // ordered; what this cannot find is a race between threads, a missing __syncthreads whose effect only a GPU's
 // scheduling shows, and the device's own arithmetic (its exp, its tensor cores' summation order): code under
-// __CUDA_ARCH__ (WMMA, cp.async) is not compiled here, so the kernels take their portable paths (cp.async a
-// synchronous copy); mma.sync.m16n8k16 runs on an emulated warp (VIDLORA_EMULATED_MMA_M16N8K16). The emulated device
+// __CUDA_ARCH__ (WMMA, cp.async) is not compiled here, so the kernels take their portable paths; mma.sync.m16n8k16
+// runs on an emulated warp (VIDLORA_EMULATED_MMA_M16N8K16) and cp.async as per-thread groups
+// (VIDLORA_EMULATED_CP_ASYNC_*). The emulated device
 // reports compute capability 7.5 unless VIDLORA_EMU_CC says otherwise (e.g. 80, 90). Static __shared__ arrays are
 // not poisoned: they start at zero and keep the previous block's values (a GPU's start as garbage).
 //
@@ -64,6 +65,14 @@ std::uint64_t warp_exchange(std::uint64_t value, int source_lane);
 // as tests/cuda_host/simt_block.hpp writes them), each computes its own accumulators from the whole tiles, products
 // summed in k order onto c.
 void warp_mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2], bool bf16);
+// cp.async.cg.shared.global of 16 bytes (zeros when !valid), cp.async.commit_group and cp.async.wait_group N, per
+// thread as the PTX ISA has them, on an emulated sm_80+ (at once below it): a copy's destination reads as 0xFF bytes
+// (NaN) from its start until a wait_group completes its group (the destination is undefined until then on a GPU), and
+// a group completes only there, so a tile read before its wait shows. A thread that returns with copies not waited
+// for is an error.
+void cp_async_16(void* shared_dst, const void* global_src, bool valid);
+void cp_async_commit();
+void cp_async_wait(int pending_groups);
 // Whether [p, p + bytes) lies in one allocation of cudaMalloc or cudaMallocHost (what a kernel or cuBLASLt may read).
 bool in_device_memory(const void* p, std::size_t bytes);
 
@@ -148,6 +157,9 @@ inline int lane_id() {
 #define VIDLORA_DYNAMIC_SHARED(alignment, type, name) type* name = static_cast<type*>(::vidlora_emu::dynamic_shared())
 
 #define VIDLORA_EMULATED_MMA_M16N8K16(c, a, b, bf16) ::vidlora_emu::warp_mma_m16n8k16(c, a, b, bf16)
+#define VIDLORA_EMULATED_CP_ASYNC_16(dst, src, valid) ::vidlora_emu::cp_async_16(dst, src, valid)
+#define VIDLORA_EMULATED_CP_ASYNC_COMMIT() ::vidlora_emu::cp_async_commit()
+#define VIDLORA_EMULATED_CP_ASYNC_WAIT(n) ::vidlora_emu::cp_async_wait(n)
 
 #define threadIdx (::vidlora_emu::current().thread)
 #define blockIdx (::vidlora_emu::current().block)

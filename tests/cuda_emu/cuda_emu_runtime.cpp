@@ -184,9 +184,18 @@ struct WarpState {
   unsigned mma_generation = ~0u;  // the barrier generation whose products are in c
   bool exited[32] = {};           // lanes whose thread has returned: a shuffle or mma reading them is an error
 };
+// A cp.async copy in flight: its 16 bytes as read (the source is global memory the kernel does not write) and where
+// they go; `group` is the commit group (-1: not committed yet).
+struct AsyncCopy {
+  unsigned char* dst;
+  unsigned char bytes[16];
+  long group;
+};
 struct Fiber {
   Context context;
   ThreadState state;
+  std::vector<AsyncCopy> copies;  // cp.async copies not complete
+  long committed_groups = 0;
   bool done = false;
   const Barrier* waiting_on = nullptr;  // the barrier it waits at, until its generation moves past waiting_generation
   unsigned waiting_generation = 0;
@@ -239,6 +248,9 @@ int linear(const ThreadState& s) {
 [[noreturn]] void fiber_entry() {
   Fiber* f = run->running;
   run->body(run->context);
+  if (!f->copies.empty())
+    fail(std::string("a thread of ") + run->kernel + " returned with " + std::to_string(f->copies.size()) +
+         " cp.async copies not waited for (cp.async.wait_group)");
   f->done = true;
   ++run->progress;
   leave(run->block);
@@ -252,6 +264,41 @@ int linear(const ThreadState& s) {
 }  // namespace
 
 ThreadState& current() { return run && run->running ? run->running->state : host_state; }
+
+void cp_async_16(void* shared_dst, const void* global_src, bool valid) {
+  if (!run || !run->running) fail("cp.async outside a kernel");
+  auto* dst = static_cast<unsigned char*>(shared_dst);
+  AsyncCopy c{dst, {}, -1};
+  if (valid) {
+    if (!in_device_memory(global_src, 16))
+      fail(std::string("cp.async in ") + run->kernel + " reads 16 bytes outside device memory");
+    std::memcpy(c.bytes, global_src, 16);
+  }
+  if (device().cc < 80) {  // no cp.async before sm_80: the copy is done here
+    std::memcpy(dst, c.bytes, 16);
+    return;
+  }
+  std::memset(dst, 0xff, 16);  // undefined until the copy completes
+  run->running->copies.push_back(c);
+}
+void cp_async_commit() {
+  if (!run || !run->running) fail("cp.async.commit_group outside a kernel");
+  Fiber& f = *run->running;
+  for (auto& c : f.copies)
+    if (c.group < 0) c.group = f.committed_groups;
+  ++f.committed_groups;  // an empty group is a group too
+}
+void cp_async_wait(int pending_groups) {
+  if (!run || !run->running) fail("cp.async.wait_group outside a kernel");
+  Fiber& f = *run->running;
+  // Every committed group but the newest `pending_groups` completes; copies not committed stay in flight.
+  const long complete_below = f.committed_groups - pending_groups;
+  std::erase_if(f.copies, [&](const AsyncCopy& c) {
+    if (c.group < 0 || c.group >= complete_below) return false;
+    std::memcpy(c.dst, c.bytes, 16);
+    return true;
+  });
+}
 
 void* dynamic_shared() {
   if (!run) fail("dynamic shared memory outside a kernel");
@@ -435,6 +482,8 @@ void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void
           Fiber& f = r.fibers[t];
           f.done = false;
           f.waiting_on = nullptr;
+          f.copies.clear();
+          f.committed_groups = 0;
           f.state = {{tx, ty, tz}, {bx, by, bz}, c.block, c.grid};
           make_context(f.context, stacks[t].get(), kStackBytes, fiber_entry);
         }

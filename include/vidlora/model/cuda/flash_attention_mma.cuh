@@ -150,6 +150,8 @@ VIDLORA_HOST_DEVICE inline void mma_copy_8_async(std::uint32_t* tile, const std:
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const auto dst = static_cast<unsigned>(__cvta_generic_to_shared(tile));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(x), "r"(valid ? 16 : 0) : "memory");
+#elif defined(VIDLORA_EMULATED_CP_ASYNC_16)  // the CUDA emulation (tests/cuda_emu): in flight until its wait
+  VIDLORA_EMULATED_CP_ASYNC_16(tile, x, valid);
 #else
   mma_copy_8(tile, valid ? x : nullptr);
 #endif
@@ -158,6 +160,8 @@ VIDLORA_HOST_DEVICE inline void mma_copy_8_async(std::uint32_t* tile, const std:
 VIDLORA_HOST_DEVICE inline void mma_async_commit() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;\n" ::: "memory");
+#elif defined(VIDLORA_EMULATED_CP_ASYNC_COMMIT)
+  VIDLORA_EMULATED_CP_ASYNC_COMMIT();
 #endif
 }
 // Waits until at most N groups of this thread's copies are in flight (the block's barrier then publishes them).
@@ -165,6 +169,8 @@ template <int N>
 VIDLORA_HOST_DEVICE inline void mma_async_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#elif defined(VIDLORA_EMULATED_CP_ASYNC_WAIT)
+  VIDLORA_EMULATED_CP_ASYNC_WAIT(N);
 #endif
 }
 
