@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <vidlora/io/atomic_file.hpp>
 #include <vidlora/lora/peft_adapter.hpp>
@@ -49,7 +50,8 @@ demo::CommandLine command_line() {
           text("prompt", "TEXT", "HF_DIR only: the question in the chat template (default: Describe this video.)"),
           text("jsonl", "FILE", "also write {\"video\", \"caption\"} lines to FILE"),
           text("cache", "DIR", "feature cache (default TRAINED/feature_cache)"),
-          text("sampler", "NAME", "frame sampler: uniform, scene_change or motion (default uniform)"),
+          text("sampler", "NAME",
+               "frame sampler: uniform, scene_change or motion (default: --trained's, else uniform)"),
           integer("frames", "N", "frames per clip (default: those --trained was trained with, else the preset's)", 1),
           integer("num-beams", "N", "beam width (default 1: greedy)", 1),
           real("length-penalty", "X", "beam search length penalty (default 1)", -1e9),
@@ -114,23 +116,40 @@ int caption_videos(const demo::CommandLine& a, DecoderT& decoder, const Projecto
   return status;
 }
 
-// Frames per clip when --frames is not given: those the run in `trained` trained with (its last checkpoint's
-// configuration), so that a run trained by another preset's build (a T4's 4 frames, an H100's 16) is captioned as it
-// was trained; the preset's when the checkpoint is gone.
-int default_frames(const fs::path& trained) {
-  const fs::path checkpoint = train::last_checkpoint_path(trained);
-  if (!fs::exists(checkpoint)) return ActivePreset::num_frames;
-  const auto file = io::SafetensorsFile::open(checkpoint);
-  const auto state = file.metadata().find("trainer_state");
-  require(state != file.metadata().end(), "{} is not a vidlora trainer checkpoint (no trainer_state)",
-          checkpoint.string());
-  const auto config = nlohmann::json::parse(state->second).at("config");
-  require(config.contains("num_frames"), "{}: its configuration has no num_frames", checkpoint.string());
-  const int frames = std::stoi(config.at("num_frames").get<std::string>());
-  if (frames != ActivePreset::num_frames)
-    fmt::print(stderr, "caption: {} frames per clip, as {} was trained (--frames to change)\n", frames,
-               trained.string());
-  return frames;
+// How to sample the clips: --sampler and --frames when given, else as the run in `trained` was trained (its last
+// checkpoint's configuration: a run of another preset's build, a T4's 4 frames or an H100's 16, or one trained with
+// --sampler scene_change, is captioned as it was trained), else uniform and the preset's frames.
+struct Sampling {
+  std::string sampler = "uniform";
+  int frames = ActivePreset::num_frames;
+};
+Sampling sampling_of(const demo::CommandLine& a, const std::optional<fs::path>& trained) {
+  Sampling s;
+  const fs::path checkpoint = trained ? train::last_checkpoint_path(*trained) : fs::path();
+  if (trained && fs::exists(checkpoint) && !(a.has("sampler") && a.has("frames"))) {
+    const auto file = io::SafetensorsFile::open(checkpoint);
+    const auto state = file.metadata().find("trainer_state");
+    require(state != file.metadata().end(), "{} is not a vidlora trainer checkpoint (no trainer_state)",
+            checkpoint.string());
+    const auto config = nlohmann::json::parse(state->second).at("config");
+    std::vector<std::string> taken;
+    if (!a.has("sampler") && config.contains("frame_sampler")) {  // older checkpoints do not name it: uniform
+      s.sampler = config.at("frame_sampler").get<std::string>();
+      taken.push_back("sampler " + s.sampler);
+    }
+    if (!a.has("frames")) {
+      require(config.contains("num_frames"), "{}: its configuration has no num_frames (give --frames)",
+              checkpoint.string());
+      s.frames = std::stoi(config.at("num_frames").get<std::string>());
+      taken.push_back(fmt::format("{} frames per clip", s.frames));
+    }
+    if (!taken.empty())
+      fmt::print(stderr, "caption: {} as {} was trained (--sampler, --frames to change)\n", fmt::join(taken, ", "),
+                 trained->string());
+  }
+  if (a.has("sampler")) s.sampler = a.str("sampler", s.sampler);
+  if (a.has("frames")) s.frames = a.integer("frames", s.frames);
+  return s;
 }
 
 // --model is a Hugging Face LLaVA / LLaVA-NeXT-Video directory: its processor, prompt and tokenizer; the
@@ -150,12 +169,12 @@ int caption_hf(const demo::CommandLine& a, const fs::path& dir) {
   model::Mlp2xGelu projector = m.projector();
   if (projector_file) train::load_projector(*projector_file, projector);
   const auto codec = m.codec();
-  const auto feats = m.features(
-      a.str("sampler", "uniform"),
-      a.integer("frames", a.has("trained") ? default_frames(fs::path(a.str("trained", ""))) : ActivePreset::num_frames),
-      a.str("cache",
-            (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache" : fs::path("vidlora_feature_cache"))
-                .string()));
+  const Sampling sampling =
+      sampling_of(a, a.has("trained") ? std::optional<fs::path>(a.str("trained", "")) : std::nullopt);
+  const auto feats = m.features(sampling.sampler, sampling.frames,
+                                a.str("cache", (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache"
+                                                                 : fs::path("vidlora_feature_cache"))
+                                                   .string()));
   if (!adapter_dir) {
     model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha> decoder(m.config.text, m.weights);
     return caption_videos(a, decoder, projector, codec, feats);
@@ -165,6 +184,8 @@ int caption_hf(const demo::CommandLine& a, const fs::path& dir) {
           "adapter_config.json",
           adapter_dir->string());
   const lora::PeftAdapter adapter = lora::load_peft_adapter(*adapter_dir);
+  fmt::print(stderr, "caption: adapter {} (r {}, alpha {})\n", adapter_dir->string(), adapter.spec.r,
+             adapter.spec.lora_alpha);
   const model::DecoderOptions options = model::decoder_options_for(adapter, m.config.text);
   return lora::dispatch_rank(adapter.spec.r, [&]<int R>() {
     model::Decoder<R, R> decoder(m.config.text, m.weights, options);
@@ -188,8 +209,9 @@ int caption_main(const demo::CommandLine& a) {
   model::Mlp2xGelu projector(m.vision_config.hidden_size, m.decoder_config.hidden_size, 0);
   train::load_projector(trained / "projector.safetensors", projector);
   const auto codec = m.codec();
-  const auto feats = m.features(a.str("sampler", "uniform"), a.integer("frames", default_frames(trained)),
-                                a.str("cache", (trained / "feature_cache").string()));
+  const Sampling sampling = sampling_of(a, trained);
+  const auto feats =
+      m.features(sampling.sampler, sampling.frames, a.str("cache", (trained / "feature_cache").string()));
   if (!fs::exists(trained / "adapter" / "adapter_config.json")) {  // a stage-1-only run: the projector alone
     model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha> decoder(m.decoder_config, *m.decoder_weights);
     return caption_videos(a, decoder, projector, codec, feats);
@@ -197,6 +219,7 @@ int caption_main(const demo::CommandLine& a) {
   // The adapter at the rank and alpha it was trained with, whichever preset's build trained it (a GPU preset's r
   // need not be this build's).
   const auto spec = lora::load_peft_adapter(trained / "adapter").spec;
+  fmt::print(stderr, "caption: adapter {} (r {}, alpha {})\n", (trained / "adapter").string(), spec.r, spec.lora_alpha);
   model::DecoderOptions o;
   o.target_modules = spec.target_modules;
   o.lora.alpha = spec.lora_alpha;

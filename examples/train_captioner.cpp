@@ -230,6 +230,7 @@ void print_configuration(const TrainerConfig& c) {
   row("batch_invariant", c.batch_invariant,
       source(c.batch_invariant == d.batch_invariant, "trainer default", "--float32-batches"));
   row("num_frames", c.num_frames, source(c.num_frames == d.num_frames, preset + "::num_frames", "--frames"));
+  row("frame_sampler", c.frame_sampler, source(c.frame_sampler == d.frame_sampler, "default", "--sampler"));
   // What the device step runs: the preset's on its GPU (device_precision_of), or the command line's.
   const std::string_view runs = c.precision == d.precision ? presets::device_precision_of<P>() : c.precision;
   row("precision", c.precision,
@@ -320,6 +321,7 @@ TrainerConfig configure(const demo::Args& a) {
   c.batch_size = a.integer("batch", c.batch_size);
   c.gradient_accumulation_steps = a.integer("accum", c.gradient_accumulation_steps);
   c.num_frames = a.integer("frames", c.num_frames);
+  c.frame_sampler = a.str("sampler", c.frame_sampler);
   c.seed = static_cast<std::uint64_t>(a.integer("seed", 0));
   c.checkpoint_every = a.integer("checkpoint-every", 0);
   c.generation.num_beams = a.integer("num-beams", 1);
@@ -892,7 +894,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
           fmt::format("--prompt applies to a Hugging Face model directory; {} is the demo's", model_dir.string()));
     const auto ds = train::read_dataset(data, {.val_fraction = a.real("val-fraction", 0.1), .seed = 0});
     fmt::print("{}\n", ds.summary());
-    const std::string sampler = a.str("sampler", "uniform");
+    const std::string sampler = config.frame_sampler;
     const int frames = config.num_frames;
     const fs::path cache = a.str("cache", (fs::path(config.output_dir) / "feature_cache").string());
     // One trainer for either kind of model directory (hf_model.hpp: a Hugging Face LLaVA one).

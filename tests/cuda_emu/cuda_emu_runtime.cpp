@@ -228,6 +228,11 @@ void wait(Barrier& b) {
   if (++b.arrived >= b.live) {
     b.arrived = 0;
     ++b.generation;
+    // The thread that opens the barrier goes back to the scheduler too, so that after every barrier the threads run
+    // on in the scheduler's order (ascending or reverse), not the opener first.
+    Fiber* f = run->running;
+    f->waiting_on = nullptr;
+    switch_to(f->context, run->scheduler);
     return;
   }
   while (b.generation == g) yield_waiting(b, g);
@@ -268,6 +273,13 @@ ThreadState& current() { return run && run->running ? run->running->state : host
 void cp_async_16(void* shared_dst, const void* global_src, bool valid) {
   if (!run || !run->running) fail("cp.async outside a kernel");
   auto* dst = static_cast<unsigned char*>(shared_dst);
+  // cp.async.cg of 16 bytes: both addresses 16-byte aligned, the destination in shared memory (the dynamic shared
+  // memory's range is checked; a static __shared__ array is a static here and cannot be told apart).
+  if (reinterpret_cast<std::uintptr_t>(dst) % 16 != 0 ||
+      (valid && reinterpret_cast<std::uintptr_t>(global_src) % 16 != 0))
+    fail(std::string("cp.async in ") + run->kernel + ": a 16-byte copy from or to an address not 16-byte aligned");
+  if (in_device_memory(dst, 1))
+    fail(std::string("cp.async in ") + run->kernel + ": the destination is global memory, not shared memory");
   AsyncCopy c{dst, {}, -1};
   if (valid) {
     if (!in_device_memory(global_src, 16))

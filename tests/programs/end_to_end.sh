@@ -21,6 +21,10 @@ check "interrupted run wrote a checkpoint" test -f out/checkpoints/last.safetens
 check "interrupted run wrote no adapter" test ! -e out/adapter
 check "interrupted run printed no results table" bash -c '! grep -q "held-out clips" interrupted.out'
 
+run 1 other_sampler "${train[@]}" --resume --sampler motion
+check "a resume with another --sampler is refused, naming it" \
+  grep -q "frame_sampler is 'uniform' there but 'motion' now" other_sampler.err
+
 run 2 refused "${train[@]}"
 check "a fresh run into a used --out is refused, naming --resume" grep -q "already holds another run's results.*--resume" refused.err
 

@@ -67,6 +67,7 @@ std::map<std::string, std::string> checkpoint_fingerprint(const TrainerConfig& c
   f["lr_scheduler"] = std::string(P::lr_policy::name);
   if (!config.initial_adapter.empty()) f["initial_adapter"] = config.initial_adapter.string();
   f["num_frames"] = std::to_string(config.num_frames);
+  f["frame_sampler"] = config.frame_sampler;
   f["precision"] = config.precision;
   f["batch_size"] = std::to_string(config.batch_size);
   f["gradient_accumulation_steps"] = std::to_string(config.gradient_accumulation_steps);
@@ -190,7 +191,9 @@ inline Checkpoint open_checkpoint(const std::filesystem::path& path,
           "gradient_accumulation_steps) is {} there but {} now",
           path.string(), split(theirs).second, split(mine).second);
   // Fields newer than the checkpoint format: a checkpoint written before them does not name them and resumes.
-  const auto added_later = [](const std::string& k) { return k == "max_caption_tokens" || k == "batch_invariant"; };
+  const auto added_later = [](const std::string& k) {
+    return k == "max_caption_tokens" || k == "batch_invariant" || k == "frame_sampler";
+  };
   for (const auto& [k, v] : mine) {
     if (k == "ranks" || k == "batch_size" || k == "gradient_accumulation_steps") continue;
     const auto o = theirs.find(k);

@@ -33,7 +33,11 @@ struct TrainerConfig {
   std::vector<StageSettings> stages;  // stage 1: the recipe's (P::stage1); stage 2: the preset's lr and warmup
   int batch_size = 1;
   int gradient_accumulation_steps = 1;
-  int num_frames = 8;              // frames sampled per clip; the caller's FeatureFn samples this many
+  int num_frames = 8;  // frames sampled per clip; the caller's FeatureFn samples this many
+  // The frame sampler of the caller's FeatureFn ("uniform", "scene_change", "motion"): the Trainer only records it, in
+  // the checkpoints' configuration, so that a resume with another sampler is refused and caption can sample as the run
+  // was trained.
+  std::string frame_sampler = "uniform";
   std::string precision = "fp32";  // "fp32", "fp16" or "bf16" (presets::precision_of<P>); the CPU trainer: fp32;
                                    // a device trainer: fp32 or "tf32" (GEMMs on TF32 tensor cores)
   // Dynamic loss scaling (optim::GradScaler: torch.amp.GradScaler's rules): the loss gradient × scale, the gradients
