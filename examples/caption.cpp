@@ -116,6 +116,29 @@ int caption_videos(const demo::CommandLine& a, DecoderT& decoder, const Projecto
   return status;
 }
 
+// The decoder with the PEFT adapter in `adapter_dir` at the rank and alpha it was trained with (whichever preset's
+// build or library trained it), or without one, captioning the videos.
+template <class Weights, class ProjectorT, class Codec, class Features>
+int caption_with_adapter(const demo::CommandLine& a, const model::DecoderConfig& config, const Weights& weights,
+                         const std::optional<fs::path>& adapter_dir, const ProjectorT& projector, const Codec& codec,
+                         const Features& feats) {
+  if (!adapter_dir) {
+    model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha> decoder(config, weights);
+    return caption_videos(a, decoder, projector, codec, feats);
+  }
+  require(fs::exists(*adapter_dir / "adapter_config.json"),
+          "{} is not a PEFT adapter directory: it has no adapter_config.json", adapter_dir->string());
+  const lora::PeftAdapter adapter = lora::load_peft_adapter(*adapter_dir);
+  fmt::print(stderr, "caption: adapter {} (r {}, alpha {})\n", adapter_dir->string(), adapter.spec.r,
+             adapter.spec.lora_alpha);
+  const model::DecoderOptions options = model::decoder_options_for(adapter, config);
+  return lora::dispatch_rank(adapter.spec.r, [&]<int R>() {
+    model::Decoder<R, R> decoder(config, weights, options);
+    decoder.load_adapter(io::SafetensorsFile::open(*adapter_dir / "adapter_model.safetensors"));
+    return caption_videos(a, decoder, projector, codec, feats);
+  });
+}
+
 // How to sample the clips: --sampler and --frames when given, else as the run in `trained` was trained (its last
 // checkpoint's configuration: a run of another preset's build, a T4's 4 frames or an H100's 16, or one trained with
 // --sampler scene_change, is captioned as it was trained), else uniform and the preset's frames.
@@ -127,20 +150,16 @@ Sampling sampling_of(const demo::CommandLine& a, const std::optional<fs::path>& 
   Sampling s;
   const fs::path checkpoint = trained ? train::last_checkpoint_path(*trained) : fs::path();
   if (trained && fs::exists(checkpoint) && !(a.has("sampler") && a.has("frames"))) {
-    const auto file = io::SafetensorsFile::open(checkpoint);
-    const auto state = file.metadata().find("trainer_state");
-    require(state != file.metadata().end(), "{} is not a vidlora trainer checkpoint (no trainer_state)",
-            checkpoint.string());
-    const auto config = nlohmann::json::parse(state->second).at("config");
+    const auto config = train::checkpoint_configuration(checkpoint);
     std::vector<std::string> taken;
-    if (!a.has("sampler") && config.contains("frame_sampler")) {  // older checkpoints do not name it: uniform
-      s.sampler = config.at("frame_sampler").get<std::string>();
+    if (const auto it = config.find("frame_sampler"); !a.has("sampler") && it != config.end()) {
+      s.sampler = it->second;  // older checkpoints do not name it: uniform
       taken.push_back("sampler " + s.sampler);
     }
     if (!a.has("frames")) {
-      require(config.contains("num_frames"), "{}: its configuration has no num_frames (give --frames)",
-              checkpoint.string());
-      s.frames = std::stoi(config.at("num_frames").get<std::string>());
+      const auto it = config.find("num_frames");
+      require(it != config.end(), "{}: its configuration has no num_frames (give --frames)", checkpoint.string());
+      s.frames = std::stoi(it->second);
       taken.push_back(fmt::format("{} frames per clip", s.frames));
     }
     if (!taken.empty())
@@ -175,23 +194,7 @@ int caption_hf(const demo::CommandLine& a, const fs::path& dir) {
                                 a.str("cache", (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache"
                                                                  : fs::path("vidlora_feature_cache"))
                                                    .string()));
-  if (!adapter_dir) {
-    model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha> decoder(m.config.text, m.weights);
-    return caption_videos(a, decoder, projector, codec, feats);
-  }
-  require(fs::exists(*adapter_dir / "adapter_config.json"),
-          "{} is not a PEFT adapter directory: it has no "
-          "adapter_config.json",
-          adapter_dir->string());
-  const lora::PeftAdapter adapter = lora::load_peft_adapter(*adapter_dir);
-  fmt::print(stderr, "caption: adapter {} (r {}, alpha {})\n", adapter_dir->string(), adapter.spec.r,
-             adapter.spec.lora_alpha);
-  const model::DecoderOptions options = model::decoder_options_for(adapter, m.config.text);
-  return lora::dispatch_rank(adapter.spec.r, [&]<int R>() {
-    model::Decoder<R, R> decoder(m.config.text, m.weights, options);
-    decoder.load_adapter(io::SafetensorsFile::open(*adapter_dir / "adapter_model.safetensors"));
-    return caption_videos(a, decoder, projector, codec, feats);
-  });
+  return caption_with_adapter(a, m.config.text, m.weights, adapter_dir, projector, codec, feats);
 }
 
 int caption_main(const demo::CommandLine& a) {
@@ -212,24 +215,9 @@ int caption_main(const demo::CommandLine& a) {
   const Sampling sampling = sampling_of(a, trained);
   const auto feats =
       m.features(sampling.sampler, sampling.frames, a.str("cache", (trained / "feature_cache").string()));
-  if (!fs::exists(trained / "adapter" / "adapter_config.json")) {  // a stage-1-only run: the projector alone
-    model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha> decoder(m.decoder_config, *m.decoder_weights);
-    return caption_videos(a, decoder, projector, codec, feats);
-  }
-  // The adapter at the rank and alpha it was trained with, whichever preset's build trained it (a GPU preset's r
-  // need not be this build's).
-  const auto spec = lora::load_peft_adapter(trained / "adapter").spec;
-  fmt::print(stderr, "caption: adapter {} (r {}, alpha {})\n", (trained / "adapter").string(), spec.r, spec.lora_alpha);
-  model::DecoderOptions o;
-  o.target_modules = spec.target_modules;
-  o.lora.alpha = spec.lora_alpha;
-  o.lora.dropout = spec.lora_dropout;
-  o.lora.use_rslora = spec.use_rslora;
-  return lora::dispatch_rank(spec.r, [&]<int R>() {
-    model::Decoder<R, R> decoder(m.decoder_config, *m.decoder_weights, o);
-    decoder.load_adapter(io::SafetensorsFile::open(trained / "adapter" / "adapter_model.safetensors"));
-    return caption_videos(a, decoder, projector, codec, feats);
-  });
+  std::optional<fs::path> adapter_dir;  // none: a stage-1-only run, the projector alone
+  if (fs::exists(trained / "adapter" / "adapter_config.json")) adapter_dir = trained / "adapter";
+  return caption_with_adapter(a, m.decoder_config, *m.decoder_weights, adapter_dir, projector, codec, feats);
 }
 
 }  // namespace

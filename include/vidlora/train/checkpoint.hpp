@@ -13,6 +13,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -164,16 +165,29 @@ struct Checkpoint {
   nlohmann::json state;
 };
 
+// The trainer state of the checkpoint `file` (its "trainer_state" metadata); `path` names it in the error, after
+// `context` (the caller's, e.g. "--resume: ").
+inline nlohmann::json checkpoint_trainer_state(const io::SafetensorsFile& file, const std::filesystem::path& path,
+                                               std::string_view context = {}) {
+  const auto it = file.metadata().find("trainer_state");
+  require(it != file.metadata().end(), "{}{} is not a vidlora trainer checkpoint (no trainer_state)", context,
+          path.string());
+  return nlohmann::json::parse(it->second);
+}
+// The configuration fingerprint the checkpoint at `path` was written with (checkpoint_fingerprint's fields).
+inline std::map<std::string, std::string> checkpoint_configuration(const std::filesystem::path& path) {
+  return checkpoint_trainer_state(io::SafetensorsFile::open(path), path)
+      .at("config")
+      .get<std::map<std::string, std::string>>();
+}
+
 // Opens the checkpoint at `path` and checks it against this run's `fingerprint`: every field must agree but the
 // split of a step's clips into ranks × batch_size × gradient_accumulation_steps, whose product must.
 inline Checkpoint open_checkpoint(const std::filesystem::path& path,
                                   const std::map<std::string, std::string>& fingerprint) {
   require(std::filesystem::exists(path), "--resume: no checkpoint at {}", path.string());
   auto f = io::SafetensorsFile::open(path);
-  const auto it = f.metadata().find("trainer_state");
-  require(it != f.metadata().end(), "--resume: {} is not a vidlora trainer checkpoint (no trainer_state)",
-          path.string());
-  auto state = nlohmann::json::parse(it->second);
+  auto state = checkpoint_trainer_state(f, path, "--resume: ");
   const auto theirs = state.at("config").get<std::map<std::string, std::string>>();
   const auto& mine = fingerprint;
   // The data order, schedule and position count optimizer steps, so the clips per step must agree; how they
