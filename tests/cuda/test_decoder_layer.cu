@@ -7,7 +7,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <vidlora/io/half.hpp>
 #include <vidlora/model/cuda/decoder_layer.cuh>
+#include <vidlora/model/cuda/flash_attention_mma.cuh>
 
 #include "reference/decoder_layer.hpp"
 #include "support/cuda_test.cuh"
@@ -167,4 +169,163 @@ TEST_CASE("cuda decoder block matches the CPU executor: head_dim 128, one sequen
   c.lora_slots = {0, 1, 2, 3};
   c.seed = 13;
   check_layer(c);
+}
+
+namespace {
+std::vector<std::uint16_t> rounded_bits(const std::vector<float>& v, vidlora::cuda::DType t) {
+  std::vector<std::uint16_t> b(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i)
+    b[i] = t == vidlora::cuda::DType::BF16 ? io::float_to_bf16_bits(v[i]) : io::float_to_fp16_bits(v[i]);
+  return b;
+}
+}  // namespace
+
+TEST_CASE("cuda decoder block with 16-bit operands: norms, RoPE and SwiGLU round for their consumers, same bits",
+          "[layer]") {
+  // DecoderLayerExecutor::set_producer_rounding: the forward's block norms write their output's 16-bit rounding for
+  // the q/k/v and gate/up GEMMs, SwiGLU its for down_proj, RoPE q's and k's for the register-tile attention (head dim
+  // 64: sm_80+) and that attention its output's for o_proj, each the bits of round_to_16bit of the fp32 output; the consumer gives them back (none is kept with
+  // the saved activations), the backward's recomputations write none. A whole forward + backward gives the bits of
+  // the run where every consumer rounds for itself.
+  using vidlora::cuda::DType;
+  ref::DecoderLayerCase c;
+  c.batch = 2;
+  c.seq_len = 20;
+  c.hidden = 128;
+  c.intermediate = 160;
+  c.q_heads = 2;
+  c.kv_heads = 1;
+  c.head_dim = 64;
+  c.nf4 = true;
+  c.dropout = 0.1;
+  c.lora_slots = {0, 2, 3, 4, 6};  // k, up: frozen slots
+  c.key_mask = right_padded(c.batch, c.seq_len, 5);
+  c.seed = 14;
+  const ref::DecoderLayer want = ref::decoder_layer(c);
+  model::cuda::DecoderLayerShape shape;
+  shape.batch = c.batch;
+  shape.seq_len = c.seq_len;
+  shape.hidden = c.hidden;
+  shape.intermediate = c.intermediate;
+  shape.q_heads = c.q_heads;
+  shape.kv_heads = c.kv_heads;
+  shape.head_dim = c.head_dim;
+  shape.rms_norm_eps = 1e-6;
+  shape.rope_theta = 10000.0;
+  const long tokens = c.batch * c.seq_len;
+  using Norm = model::LayerNorm;
+  using Slot = model::LayerLinear;
+  for (const DType base : {DType::BF16, DType::F16}) {
+    INFO(vidlora::cuda::dtype_name(base) << " operands");
+    vidlora::cuda::GemmRunner gemm;
+    struct Run {
+      std::vector<float> y, dx;
+      std::vector<std::vector<float>> grads;
+    };
+    auto whole_block = [&](bool producer_rounding) {
+      DeviceLayer dev(c, want);
+      model::cuda::DecoderLayerExecutor exec(gemm, dev.weights, shape, c.key_mask, /*training=*/true);
+      exec.set_base_operands(base);
+      exec.set_producer_rounding(producer_rounding);
+      model::cuda::DeviceTensor x(tokens, c.hidden), d_out(tokens, c.hidden);
+      x.buffer.upload(want.x);
+      d_out.buffer.upload(want.d_out);
+      model::cuda::DecoderLayerExecutor::saved_type saved;
+      const model::cuda::DeviceTensor y = model::decoder_layer_forward_steps(exec, x, saved);
+      CHECK(saved.q.rounded16.size() == 0);  // not kept for the backward
+      CHECK(saved.k.rounded16.size() == 0);
+      CHECK(saved.attn.rounded16.size() == 0);  // the attention's rounding, given back by o_proj
+      const model::cuda::DeviceTensor dx = model::decoder_layer_backward_steps(exec, saved, d_out);
+      VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+      Run r{download(y), download(dx), {}};
+      for (int m : c.lora_slots) {
+        r.grads.push_back(dev.grad_a[m].download());
+        r.grads.push_back(dev.grad_b[m].download());
+      }
+      return r;
+    };
+    const Run fused = whole_block(true), plain = whole_block(false);
+    CHECK(cuda_test::bit_mismatches(fused.y, plain.y) == 0);
+    CHECK(cuda_test::bit_mismatches(fused.dx, plain.dx) == 0);
+    REQUIRE(fused.grads.size() == plain.grads.size());
+    for (std::size_t i = 0; i < fused.grads.size(); ++i)
+      CHECK(cuda_test::bit_mismatches(fused.grads[i], plain.grads[i]) == 0);
+    CHECK(cuda_test::normwise_error(fused.y, want.y) < 3e-2);  // and it is the block (16-bit operands' rounding)
+
+    // Step by step: who writes the rounding, what it holds, who reads it, who gives it back. "Reads it": with the
+    // copy's bits zeroed the consumer's result changes (it did not round the fp32 values for itself).
+    const auto differs = [](const model::cuda::DeviceTensor& a, const model::cuda::DeviceTensor& b) {
+      return cuda_test::bit_mismatches(download(a), download(b)) > 0;
+    };
+    const auto zeroed_copy = [](const model::cuda::DeviceTensor& t) {
+      return DeviceBuffer<std::uint16_t>(std::vector<std::uint16_t>(static_cast<std::size_t>(t.size()), 0));
+    };
+    DeviceLayer dev(c, want);
+    model::cuda::DecoderLayerExecutor exec(gemm, dev.weights, shape, c.key_mask, /*training=*/true);
+    exec.set_base_operands(base);
+    model::cuda::DeviceTensor h(tokens, c.hidden), inv;
+    h.buffer.upload(want.x);
+    const model::cuda::DeviceTensor x1 = exec.rms_norm(h, Norm::input, &inv);
+    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+    REQUIRE(x1.rounded16.size() == static_cast<std::size_t>(x1.size()));
+    const std::vector<std::uint16_t> x1_bits = x1.rounded16.download();
+    CHECK(x1_bits == rounded_bits(download(x1), base));
+    CHECK(exec.rms_norm(h, Norm::input, nullptr).rounded16.size() == 0);  // the backward's recomputation
+    model::cuda::DecoderLayerExecutor::saved_type s;
+    x1.rounded16 = zeroed_copy(x1);
+    const model::cuda::DeviceTensor q_from_zeros = exec.linear(Slot::q, x1);
+    x1.rounded16.upload(x1_bits);
+    s.q = exec.linear(Slot::q, x1);
+    CHECK(differs(s.q, q_from_zeros));  // the q slot's frozen GEMM reads the norm's copy
+    s.k = exec.linear(Slot::k, x1);
+    CHECK(x1.rounded16.size() != 0);  // v still reads it
+    s.v = exec.linear(Slot::v, x1);
+    CHECK(x1.rounded16.size() == 0);  // given back after the group's last slot
+    exec.rope(s.q, false);
+    exec.rope(s.k, false);
+    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+    model::cuda::AttentionParams attention_shape;
+    attention_shape.head_dim = c.head_dim;
+    const bool register_tiles = model::cuda::flash_mma_takes(
+        attention_shape, base == DType::BF16 ? model::cuda::FlashOperands::BF16 : model::cuda::FlashOperands::F16);
+    CHECK((s.q.rounded16.size() != 0) == register_tiles);  // only for the attention that reads 16-bit q and k
+    CHECK((s.k.rounded16.size() != 0) == register_tiles);
+    if (register_tiles) {
+      const std::vector<std::uint16_t> q_bits = s.q.rounded16.download(), k_bits = s.k.rounded16.download();
+      CHECK(q_bits == rounded_bits(download(s.q), base));
+      CHECK(k_bits == rounded_bits(download(s.k), base));
+      const model::cuda::DeviceTensor attn = exec.attention(s);
+      CHECK(s.q.rounded16.size() == 0);  // given back by the attention: not kept with the saved q and k
+      CHECK(s.k.rounded16.size() == 0);
+      s.q.rounded16 = zeroed_copy(s.q);
+      s.k.rounded16 = DeviceBuffer<std::uint16_t>(k_bits);
+      const model::cuda::DeviceTensor attn_from_zeros = exec.attention(s);
+      CHECK(differs(attn, attn_from_zeros));  // the attention reads RoPE's copies
+      // ... and writes its output's for o_proj, which reads it
+      VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+      REQUIRE(attn.rounded16.size() == static_cast<std::size_t>(attn.size()));
+      CHECK(attn.rounded16.download() == rounded_bits(download(attn), base));
+      attn.rounded16 = zeroed_copy(attn);
+      const model::cuda::DeviceTensor o_from_zeros = exec.linear(Slot::o, attn);
+      CHECK(attn.rounded16.size() == 0);  // given back after its slot
+      CHECK(differs(exec.linear(Slot::o, attn), o_from_zeros));
+    }
+    exec.rope(s.q, true);
+    CHECK(s.q.rounded16.size() == 0);  // the values changed
+    const model::cuda::DeviceTensor x2 = exec.rms_norm(h, Norm::post_attention, &inv);
+    const model::cuda::DeviceTensor gate = exec.linear(Slot::gate, x2);
+    const model::cuda::DeviceTensor up = exec.linear(Slot::up, x2);
+    CHECK(x2.rounded16.size() == 0);
+    const model::cuda::DeviceTensor m = exec.swiglu(gate, up);
+    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+    REQUIRE(m.rounded16.size() == static_cast<std::size_t>(m.size()));
+    CHECK(m.rounded16.download() == rounded_bits(download(m), base));
+    CHECK(exec.swiglu(gate, up).rounded16.size() == 0);  // not after the up slot: the backward's recomputation
+    m.rounded16 = zeroed_copy(m);
+    const model::cuda::DeviceTensor down_from_zeros = exec.linear(Slot::down, m);
+    CHECK(m.rounded16.size() == 0);
+    CHECK(differs(exec.linear(Slot::down, m), down_from_zeros));  // down_proj read SwiGLU's copy
+    exec.set_base_operands(DType::F32);                           // nothing to round for
+    CHECK(exec.rms_norm(h, Norm::input, &inv).rounded16.size() == 0);
+  }
 }

@@ -41,10 +41,12 @@ model::cuda::DecoderBatch batch_of(const ref::DecoderModelCase& c, const ref::De
 // grad-norm clip and one multi-tensor AdamW step over every LoRA factor.
 DeviceRun run_on_device(const ref::DecoderModelCase& c, const ref::DecoderModelRun& want, bool checkpoint = false,
                         bool offload = false, vidlora::cuda::Compute compute = vidlora::cuda::Compute::F32,
-                        bool pack_saved = false, vidlora::cuda::DType base = vidlora::cuda::DType::F32) {
+                        bool pack_saved = false, vidlora::cuda::DType base = vidlora::cuda::DType::F32,
+                        bool producer_rounding = true) {
   vidlora::cuda::GemmRunner gemm;
   model::cuda::DecoderModel dev(gemm, want.weights);
   dev.set_base_operands(base);
+  dev.set_producer_rounding(producer_rounding);
   dev.set_gradient_checkpointing(checkpoint);
   dev.set_pack_saved(pack_saved);
   dev.set_offload_checkpoints(offload);
@@ -319,6 +321,42 @@ TEST_CASE("cuda decoder step at head dim 64 with 16-bit operands runs the regist
   for (const DType base : {DType::BF16, DType::F16}) {
     INFO(vidlora::cuda::dtype_name(base) << " operands");
     (void)check_16bit_step(c, want, base);
+  }
+}
+
+TEST_CASE("cuda decoder step: the norms, RoPE and SwiGLU rounding for their 16-bit consumers changes no bit",
+          "[decoder]") {
+  // DecoderModel::set_producer_rounding (on by default): the step with each 16-bit operand rounded by the kernel that
+  // made it against the step where every consumer rounds for itself: the same losses, LoRA gradients and d loss /
+  // d embeddings, bit for bit, with and without gradient checkpointing (the recomputed forward rounds again), at head
+  // dim 64 (on sm_80+ RoPE rounds q and k for the register-tile attention) and 16.
+  using vidlora::cuda::DType;
+  for (const int hidden : {128, 64}) {
+    ref::DecoderModelCase c;
+    c.hidden = hidden;
+    c.heads = hidden == 128 ? 2 : 4;
+    c.kv_heads = 1;
+    c.seq_len = 24;
+    c.pad_last = 5;
+    c.steps = 2;
+    c.dropout = 0.1;
+    c.seed = 31;
+    const ref::DecoderModelRun want = ref::decoder_model(c);
+    for (const DType base : {DType::BF16, DType::F16})
+      for (const bool checkpoint : {false, true}) {
+        INFO("hidden " << hidden << ", " << vidlora::cuda::dtype_name(base) << " operands, checkpointing "
+                       << checkpoint);
+        const DeviceRun fused =
+            run_on_device(c, want, checkpoint, false, vidlora::cuda::Compute::F32, false, base, true);
+        const DeviceRun plain =
+            run_on_device(c, want, checkpoint, false, vidlora::cuda::Compute::F32, false, base, false);
+        CHECK(cuda_test::bit_mismatches(fused.losses, plain.losses) == 0);
+        CHECK(cuda_test::bit_mismatches(fused.grad_embeds, plain.grad_embeds) == 0);
+        REQUIRE(fused.grads.size() == plain.grads.size());
+        for (std::size_t i = 0; i < fused.grads.size(); ++i)
+          CHECK(cuda_test::bit_mismatches(fused.grads[i], plain.grads[i]) == 0);
+        CHECK(std::fabs(fused.losses[0] - want.losses[0]) <= 1e-2 * std::fabs(want.losses[0]));
+      }
   }
 }
 

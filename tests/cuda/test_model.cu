@@ -10,6 +10,7 @@
 #include <vidlora/model/cuda/flash_attention.cuh>
 #include <vidlora/model/cuda/flash_attention_mma.cuh>
 #include <vidlora/model/cuda/elementwise.cuh>
+#include <vidlora/io/half.hpp>
 
 #include "reference/reference.hpp"
 #include "support/cuda_test.cuh"
@@ -32,7 +33,7 @@ TEST_CASE("cuda rms norm forward and backward match model rms_norm", "[model]") 
     cuda_test::poison(dinv);
     cuda_test::poison(ddx);
     model::cuda::RmsNormParams p{dxin.data(), dw.data(), dyout.data(), dinv.data(), ddy.data(), ddx.data(),
-                                 rows,        n,         1e-6};
+                                 rows,        n,         1e-6,         {}};
     model::cuda::rms_norm(p);
     model::cuda::rms_norm_backward(p);
     VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
@@ -56,7 +57,7 @@ TEST_CASE("cuda rope forward and inverse are bit-exact with RotaryTable", "[mode
   for (bool inverse : {false, true}) {
     auto x = cuda_test::random_vector(static_cast<std::size_t>(tokens * heads * head_dim), 3);
     DeviceBuffer<float> dx(x);
-    model::cuda::RopeParams p{dx.data(), dpos.data(), dcos.data(), dsin.data(), tokens, heads, head_dim, inverse};
+    model::cuda::RopeParams p{dx.data(), dpos.data(), dcos.data(), dsin.data(), tokens, heads, head_dim, inverse, {}};
     model::cuda::rope(p);
     VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
     ref::rope(x, tokens, heads, head_dim, pos, inverse, 1e6);
@@ -71,7 +72,7 @@ TEST_CASE("cuda swiglu forward and backward match silu and its derivative", "[mo
              dh = cuda_test::random_vector(n, 3);
   std::vector<float> h(n), dg(n), du(n);
   model::cuda::SwigluParams hp{
-      gate.data(), up.data(), h.data(), dh.data(), dg.data(), du.data(), static_cast<std::int64_t>(n)};
+      gate.data(), up.data(), h.data(), dh.data(), dg.data(), du.data(), static_cast<std::int64_t>(n), {}};
   for (std::size_t i = 0; i < n; ++i) {
     model::cuda::swiglu_forward_element(hp, static_cast<std::int64_t>(i));
     model::cuda::swiglu_backward_element(hp, static_cast<std::int64_t>(i));
@@ -82,13 +83,103 @@ TEST_CASE("cuda swiglu forward and backward match silu and its derivative", "[mo
   cuda_test::poison(odg);
   cuda_test::poison(odu);
   model::cuda::SwigluParams p{
-      dgate.data(), dup.data(), oh.data(), ddh.data(), odg.data(), odu.data(), static_cast<std::int64_t>(n)};
+      dgate.data(), dup.data(), oh.data(), ddh.data(), odg.data(), odu.data(), static_cast<std::int64_t>(n), {}};
   model::cuda::swiglu(p, false);
   model::cuda::swiglu(p, true);
   VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
   CHECK(cuda_test::elementwise_relative_error(oh.download(), h, 1e-2) < 1e-5);  // floor: silu' cancels near x = -1.28
   CHECK(cuda_test::elementwise_relative_error(odg.download(), dg, 1e-2) < 1e-5);
   CHECK(cuda_test::elementwise_relative_error(odu.download(), du, 1e-2) < 1e-5);
+}
+
+TEST_CASE("cuda rms norm, rope and swiglu write their output's 16-bit rounding beside it, bit for bit", "[model]") {
+  // Output16: each value rounded to nearest even as round_to_16bit (io/half.hpp) rounds the fp32 output, in the
+  // output's layout; the fp32 output the same bits as without the copy. The norm's weights up to 1e5 take fp16 to
+  // overflow (±inf) and, in column 0, to its subnormals.
+  const long rows = 7, n = 300, tokens = 9, heads = 3, head_dim = 64;
+  auto bits_of = [](const std::vector<float>& v, bool bf16) {
+    std::vector<std::uint16_t> b(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i)
+      b[i] = bf16 ? io::float_to_bf16_bits(v[i]) : io::float_to_fp16_bits(v[i]);
+    return b;
+  };
+  for (const bool bf16 : {true, false}) {
+    INFO((bf16 ? "bf16" : "fp16"));
+    // RMSNorm
+    auto x = cuda_test::random_vector(static_cast<std::size_t>(rows * n), 5, -3.0f, 3.0f);
+    auto w = cuda_test::random_vector(static_cast<std::size_t>(n), 6, -1e5f, 1e5f);
+    w[0] = 1e-6f;  // fp16 subnormals in column 0
+    DeviceBuffer<float> dx(x), dw(w), y_plain(x.size()), y(x.size());
+    DeviceBuffer<std::uint16_t> y16(x.size());
+    y16.fill_bytes(0xFF);
+    model::cuda::RmsNormParams p;
+    p.x = dx.data();
+    p.weight = dw.data();
+    p.rows = rows;
+    p.n = n;
+    p.y = y_plain.data();
+    model::cuda::rms_norm(p);
+    p.y = y.data();
+    p.y16 = {y16.data(), bf16};
+    model::cuda::rms_norm(p);
+    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto yv = y.download();
+    CHECK(cuda_test::bit_mismatches(yv, y_plain.download()) == 0);
+    CHECK(y16.download() == bits_of(yv, bf16));
+    if (!bf16) {
+      const auto b = y16.download();
+      CHECK(std::count(b.begin(), b.end(), std::uint16_t{0x7C00}) +
+                std::count(b.begin(), b.end(), std::uint16_t{0xFC00}) >
+            0);  // some overflowed to ±inf
+    }
+    p.dy = dx.data();
+    p.dx = y.data();
+    p.inv_rms = y_plain.data();
+    CHECK_THROWS_WITH(model::cuda::rms_norm_backward(p), Catch::Contains("writes no 16-bit output"));
+
+    // RoPE (the forward: q and k before the attention)
+    std::vector<std::int32_t> pos(static_cast<std::size_t>(tokens));
+    for (long t = 0; t < tokens; ++t) pos[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(3 * t + 1);
+    std::vector<float> cos_t, sin_t;
+    model::cuda::rope_tables(head_dim, 1e4, 40, cos_t, sin_t);
+    DeviceBuffer<float> dcos(cos_t), dsin(sin_t);
+    DeviceBuffer<std::int32_t> dpos(pos);
+    const auto q = cuda_test::random_vector(static_cast<std::size_t>(tokens * heads * head_dim), 7, -40.0f, 40.0f);
+    DeviceBuffer<float> q_plain(q), q_rot(q);
+    DeviceBuffer<std::uint16_t> q16(q.size());
+    q16.fill_bytes(0xFF);
+    model::cuda::RopeParams r{q_plain.data(), dpos.data(), dcos.data(), dsin.data(), tokens,
+                              heads,          head_dim,    false,       {}};
+    model::cuda::rope(r);
+    r.x = q_rot.data();
+    r.x16 = {q16.data(), bf16};
+    model::cuda::rope(r);
+    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto qv = q_rot.download();
+    CHECK(cuda_test::bit_mismatches(qv, q_plain.download()) == 0);
+    CHECK(q16.download() == bits_of(qv, bf16));
+
+    // SwiGLU
+    const std::size_t m = 5003;
+    const auto gate = cuda_test::random_vector(m, 8, -8.0f, 8.0f), up = cuda_test::random_vector(m, 9, -300.0f, 300.0f);
+    DeviceBuffer<float> dgate(gate), dup(up), h_plain(m), h(m);
+    DeviceBuffer<std::uint16_t> h16(m);
+    h16.fill_bytes(0xFF);
+    model::cuda::SwigluParams s;
+    s.gate = dgate.data();
+    s.up = dup.data();
+    s.n = static_cast<std::int64_t>(m);
+    s.h = h_plain.data();
+    model::cuda::swiglu(s, false);
+    s.h = h.data();
+    s.h16 = {h16.data(), bf16};
+    model::cuda::swiglu(s, false);
+    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+    const auto hv = h.download();
+    CHECK(cuda_test::bit_mismatches(hv, h_plain.download()) == 0);
+    CHECK(h16.download() == bits_of(hv, bf16));
+    CHECK_THROWS_WITH(model::cuda::swiglu(s, true), Catch::Contains("the backward writes no 16-bit output"));
+  }
 }
 
 namespace {
@@ -539,15 +630,30 @@ TEST_CASE("cuda register-tile attention matches the shared-memory tiles and the 
         }
       }
       // From the inputs' 16-bit patterns (Inputs16): the bits of the fp32 inputs, forward and backward.
+      // With out16 (the decoder's o_proj operand) the forward writes out's rounding too, out itself unchanged.
       const Inputs16 in16(a, ops);
       model::cuda::AttentionParams p16 = p;
       in16.point(p16);
       cuda_test::poison(a.O);
       cuda_test::poison(a.L);
+      DeviceBuffer<std::uint16_t> out16(first_out.size());
+      out16.fill_bytes(0xFF);
+      p16.out16 = out16.data();
       model::cuda::flash_attention_forward(p16, regs);
       VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+      p16.out16 = nullptr;
       CHECK(cuda_test::bit_mismatches(a.O.download(), first_out) == 0);
       CHECK(cuda_test::bit_mismatches(a.L.download(), first_lse) == 0);
+      {
+        std::vector<std::uint16_t> want16(first_out.size());
+        for (std::size_t i = 0; i < want16.size(); ++i)
+          want16[i] = bf16 ? io::float_to_bf16_bits(first_out[i]) : io::float_to_fp16_bits(first_out[i]);
+        CHECK(out16.download() == want16);
+        model::cuda::AttentionParams refused = p;
+        refused.out16 = out16.data();
+        CHECK_THROWS_WITH(model::cuda::flash_attention_forward(refused, shared), Catch::Contains("out16 only"));
+        CHECK_THROWS_WITH(model::cuda::attention_forward(refused), Catch::Contains("writes no 16-bit output"));
+      }
       zero_grads(a);
       cuda_test::poison(a.RD);
       model::cuda::flash_attention_backward(p16, regs);

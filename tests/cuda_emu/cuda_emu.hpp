@@ -6,20 +6,24 @@
 //
 // A kernel launch (VIDLORA_LAUNCH) runs at once, on the calling thread: the blocks one after another, each block's
 // threads as fibers switched only at a barrier (__syncthreads, __syncwarp, a shuffle, mma.sync), so a block's
-// __shared__ variables (function-local statics here) are the block's. Blocks and threads go in ascending order, or
+// static shared arrays (function-local statics here) are the block's. Blocks and threads go in ascending order, or
 // in reverse with VIDLORA_EMU_ORDER=reverse. Launches are synchronous, so streams and events are trivially
 // ordered; what this cannot find is a race between threads, a missing __syncthreads whose effect only a GPU's
 // scheduling shows, and the device's own arithmetic (its exp, its tensor cores' summation order): code under
 // __CUDA_ARCH__ (WMMA, cp.async) is not compiled here, so the kernels take their portable paths; mma.sync.m16n8k16
 // runs on an emulated warp (VIDLORA_EMULATED_MMA_M16N8K16) and cp.async as per-thread groups
 // (VIDLORA_EMULATED_CP_ASYNC_*). The emulated device
-// reports compute capability 7.5 unless VIDLORA_EMU_CC says otherwise (e.g. 80, 90). Static __shared__ arrays are
-// not poisoned: they start at zero and keep the previous block's values (a GPU's start as garbage).
+// reports compute capability 7.5 unless VIDLORA_EMU_CC says otherwise (e.g. 80, 90). Shared memory starts as 0xFF
+// bytes (NaN) in every block: the dynamic buffer, and each static array (VIDLORA_STATIC_SHARED, which the kernels use
+// instead of __shared__) when the block first reaches its declaration.
 //
 // What it checks that a GPU also would: the launch limits (threads per block, grid dimensions, dynamic shared memory
 // above 48 KiB without cudaFuncSetAttribute, above the device's opt-in maximum), a __syncthreads or shuffle that not
 // every thread of the block or warp reaches (a deadlock here: an error naming the kernel), cudaMemcpy kinds against
-// the allocations (a host pointer given as device memory), and frees of what was not allocated. Device memory is
+// the allocations (a host pointer given as device memory), a kernel's pointers into neither device nor page-locked
+// memory (a host pointer, a freed one), as arguments or as members of its Params structs (nested ones too: the
+// members are walked as structured bindings), and frees of what was not allocated. emulation_checks.cpp makes each of
+// these mistakes on purpose and checks the emulation names it. Device memory is
 // host memory, so AddressSanitizer sees a kernel's out-of-bounds access.
 
 #define VIDLORA_CUDA_EMULATION 1
@@ -34,6 +38,7 @@
 #include <cstring>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 
 #include <cublasLt.h>
@@ -41,8 +46,10 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+// A static shared array is VIDLORA_STATIC_SHARED (below), which the emulation poisons per block: __shared__ itself
+// names the fix in the compiler's error.
 #undef __shared__
-#define __shared__ static
+#define __shared__ use_VIDLORA_STATIC_SHARED_from_core_cuda_launch_cuh_instead_of___shared__
 #define __launch_bounds__(...)
 #define __restrict__ __restrict
 
@@ -57,6 +64,9 @@ struct ThreadState {
 };
 ThreadState& current();
 void* dynamic_shared();
+// A static shared array's first reach in a block (VIDLORA_STATIC_SHARED): filled with 0xFF bytes (NaN), as a GPU's
+// shared memory holds what it held; later reaches in the same block leave it alone.
+void poison_static_shared(void* p, std::size_t bytes);
 void sync_threads();
 void sync_warp();  // the warp's lanes (all of them: a partial mask is not emulated)
 // Every lane of the current warp hands in `value` and gets lane `source(lane)`'s back (after a warp barrier).
@@ -88,11 +98,94 @@ struct LaunchConfig {
 bool begin_launch(const LaunchConfig& c, const void* kernel, const char* name);
 void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void* context);
 
-void fail_pointer_argument(const void* p, int index, const char* kernel);
+// `member` is -1 for the argument itself, else the index of the member of the argument's class (aggregate) that
+// holds the pointer, `type` that class's name; nested aggregates are walked too (the innermost member is named).
+void fail_pointer_argument(const void* p, int index, const char* kernel, int member, const char* type);
+
+// The members of a kernel's Params struct, as structured bindings: an aggregate's member count is the largest N for
+// which T{{x_1}, ..., {x_N}} compiles with x convertible to anything. Each x in braces of its own initialises one
+// whole member (an array member included: no brace elision), so N is what structured bindings decompose into.
+// (A std::array member counts as one here and is walked by its tuple protocol; an aggregate with a base class would
+// not compile: none of the kernels' arguments has one.)
+struct AnyMember {
+  template <class U>
+  operator U() const;  // never defined: unevaluated contexts only
+};
+inline constexpr std::size_t kMaxMembers = 32;
+template <class T, std::size_t... I>
+constexpr bool initializable_from(std::index_sequence<I...>) {
+  return requires { T{{(static_cast<void>(I), AnyMember{})}...}; };
+}
+template <class T, std::size_t N = kMaxMembers + 1>
+constexpr std::size_t member_count() {
+  if constexpr (initializable_from<T>(std::make_index_sequence<N>{}))
+    return N;
+  else
+    return member_count<T, N - 1>();
+}
+template <std::size_t N, class T, class F>
+void for_each_member(const T& t, F&& f) {
+  // clang-format off
+  if constexpr (N == 0) {}
+  else if constexpr (N == 1) { const auto& [m0] = t; (f(m0)); }
+  else if constexpr (N == 2) { const auto& [m0, m1] = t; (f(m0), f(m1)); }
+  else if constexpr (N == 3) { const auto& [m0, m1, m2] = t; (f(m0), f(m1), f(m2)); }
+  else if constexpr (N == 4) { const auto& [m0, m1, m2, m3] = t; (f(m0), f(m1), f(m2), f(m3)); }
+  else if constexpr (N == 5) { const auto& [m0, m1, m2, m3, m4] = t; (f(m0), f(m1), f(m2), f(m3), f(m4)); }
+  else if constexpr (N == 6) { const auto& [m0, m1, m2, m3, m4, m5] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5)); }
+  else if constexpr (N == 7) { const auto& [m0, m1, m2, m3, m4, m5, m6] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6)); }
+  else if constexpr (N == 8) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7)); }
+  else if constexpr (N == 9) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8)); }
+  else if constexpr (N == 10) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9)); }
+  else if constexpr (N == 11) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10)); }
+  else if constexpr (N == 12) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11)); }
+  else if constexpr (N == 13) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12)); }
+  else if constexpr (N == 14) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13)); }
+  else if constexpr (N == 15) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14)); }
+  else if constexpr (N == 16) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15)); }
+  else if constexpr (N == 17) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16)); }
+  else if constexpr (N == 18) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17)); }
+  else if constexpr (N == 19) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17), f(m18)); }
+  else if constexpr (N == 20) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17), f(m18), f(m19)); }
+  else if constexpr (N == 21) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17), f(m18), f(m19), f(m20)); }
+  else if constexpr (N == 22) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, m21] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17), f(m18), f(m19), f(m20), f(m21)); }
+  else if constexpr (N == 23) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, m21, m22] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17), f(m18), f(m19), f(m20), f(m21), f(m22)); }
+  else if constexpr (N == 24) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, m21, m22, m23] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17), f(m18), f(m19), f(m20), f(m21), f(m22), f(m23)); }
+  else if constexpr (N == 25) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, m21, m22, m23, m24] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17), f(m18), f(m19), f(m20), f(m21), f(m22), f(m23), f(m24)); }
+  else if constexpr (N == 26) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, m21, m22, m23, m24, m25] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17), f(m18), f(m19), f(m20), f(m21), f(m22), f(m23), f(m24), f(m25)); }
+  else if constexpr (N == 27) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, m21, m22, m23, m24, m25, m26] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17), f(m18), f(m19), f(m20), f(m21), f(m22), f(m23), f(m24), f(m25), f(m26)); }
+  else if constexpr (N == 28) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, m21, m22, m23, m24, m25, m26, m27] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17), f(m18), f(m19), f(m20), f(m21), f(m22), f(m23), f(m24), f(m25), f(m26), f(m27)); }
+  else if constexpr (N == 29) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, m21, m22, m23, m24, m25, m26, m27, m28] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17), f(m18), f(m19), f(m20), f(m21), f(m22), f(m23), f(m24), f(m25), f(m26), f(m27), f(m28)); }
+  else if constexpr (N == 30) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, m21, m22, m23, m24, m25, m26, m27, m28, m29] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17), f(m18), f(m19), f(m20), f(m21), f(m22), f(m23), f(m24), f(m25), f(m26), f(m27), f(m28), f(m29)); }
+  else if constexpr (N == 31) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, m21, m22, m23, m24, m25, m26, m27, m28, m29, m30] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17), f(m18), f(m19), f(m20), f(m21), f(m22), f(m23), f(m24), f(m25), f(m26), f(m27), f(m28), f(m29), f(m30)); }
+  else if constexpr (N == 32) { const auto& [m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15, m16, m17, m18, m19, m20, m21, m22, m23, m24, m25, m26, m27, m28, m29, m30, m31] = t; (f(m0), f(m1), f(m2), f(m3), f(m4), f(m5), f(m6), f(m7), f(m8), f(m9), f(m10), f(m11), f(m12), f(m13), f(m14), f(m15), f(m16), f(m17), f(m18), f(m19), f(m20), f(m21), f(m22), f(m23), f(m24), f(m25), f(m26), f(m27), f(m28), f(m29), f(m30), f(m31)); }
+  // clang-format on
+  static_assert(N <= kMaxMembers, "for_each_member: add the bindings of more members");
+}
+
+// Whether p points into an allocation of cudaMalloc or cudaMallocHost, or just past one's end (an empty range's
+// pointer: a GPU faults only on what a kernel reads).
+bool device_address(const void* p);
+
+// A pointer argument, and every pointer inside an argument (a member of its Params struct, of a struct inside that,
+// an element of an array or std::array member), must point into device (or page-locked host) memory, as it must on
+// a GPU. Not walked: members of classes that are not aggregates (none of the kernels' arguments has one).
 template <class T>
-void check_pointer_argument(const T& value, int index, const char* kernel) {
+void check_pointer_argument(const T& value, int index, const char* kernel, int member = -1,
+                            const char* type = nullptr) {
   if constexpr (std::is_pointer_v<T>) {
-    if (value != nullptr && !in_device_memory(value, 1)) fail_pointer_argument(value, index, kernel);
+    if (value != nullptr && !device_address(value)) fail_pointer_argument(value, index, kernel, member, type);
+  } else if constexpr (std::is_array_v<T>) {
+    for (const auto& e : value) check_pointer_argument(e, index, kernel, member, type);
+  } else if constexpr (requires { std::tuple_size<T>::value; }) {  // std::array, std::pair, std::tuple
+    std::apply([&](const auto&... e) { (check_pointer_argument(e, index, kernel, member, type), ...); }, value);
+  } else if constexpr (std::is_class_v<T> && std::is_aggregate_v<T>) {
+    constexpr std::size_t n = member_count<T>();
+    static_assert(n <= kMaxMembers,
+                  "check_pointer_argument: a kernel argument struct of more than kMaxMembers "
+                  "members: add their bindings to for_each_member");
+    int m = 0;
+    for_each_member<n>(value, [&](const auto& x) { check_pointer_argument(x, index, kernel, m++, typeid(T).name()); });
   }
 }
 
@@ -155,6 +248,10 @@ inline int lane_id() {
   ::vidlora_emu::launch(dim3(grid), dim3(block), static_cast<std::size_t>(shared_bytes), stream, __VA_ARGS__, \
                         #__VA_ARGS__)
 #define VIDLORA_DYNAMIC_SHARED(alignment, type, name) type* name = static_cast<type*>(::vidlora_emu::dynamic_shared())
+// A function-local static, poisoned at each block's first reach (one host thread runs a launch's blocks in turn).
+#define VIDLORA_STATIC_SHARED(alignment, type, name, extents) \
+  alignas(alignment) static type name extents;                \
+  ::vidlora_emu::poison_static_shared(name, sizeof(name))
 
 #define VIDLORA_EMULATED_MMA_M16N8K16(c, a, b, bf16) ::vidlora_emu::warp_mma_m16n8k16(c, a, b, bf16)
 #define VIDLORA_EMULATED_CP_ASYNC_16(dst, src, valid) ::vidlora_emu::cp_async_16(dst, src, valid)

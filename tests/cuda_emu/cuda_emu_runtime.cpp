@@ -7,6 +7,7 @@
 #include <ucontext.h>
 #endif
 
+#include <cxxabi.h>
 #include <algorithm>
 #include <chrono>
 #include <map>
@@ -209,6 +210,8 @@ struct BlockRun {
   void (*body)(void*) = nullptr;
   void* context = nullptr;
   std::vector<unsigned char> shared;  // dynamic shared memory
+  // The static shared arrays (VIDLORA_STATIC_SHARED) this block has reached: poisoned on the first reach.
+  std::vector<std::pair<unsigned char*, std::size_t>> statics;
   const char* kernel = "";
   std::uint64_t progress = 0;  // barrier arrivals and exits: a pass of the scheduler without any is a deadlock
 };
@@ -273,13 +276,20 @@ ThreadState& current() { return run && run->running ? run->running->state : host
 void cp_async_16(void* shared_dst, const void* global_src, bool valid) {
   if (!run || !run->running) fail("cp.async outside a kernel");
   auto* dst = static_cast<unsigned char*>(shared_dst);
-  // cp.async.cg of 16 bytes: both addresses 16-byte aligned, the destination in shared memory (the dynamic shared
-  // memory's range is checked; a static __shared__ array is a static here and cannot be told apart).
+  // cp.async.cg of 16 bytes: both addresses 16-byte aligned, the destination's 16 bytes inside the block's dynamic
+  // shared memory or one of its static shared arrays.
   if (reinterpret_cast<std::uintptr_t>(dst) % 16 != 0 ||
       (valid && reinterpret_cast<std::uintptr_t>(global_src) % 16 != 0))
     fail(std::string("cp.async in ") + run->kernel + ": a 16-byte copy from or to an address not 16-byte aligned");
-  if (in_device_memory(dst, 1))
-    fail(std::string("cp.async in ") + run->kernel + ": the destination is global memory, not shared memory");
+  const auto inside = [dst](unsigned char* begin, std::size_t bytes) {
+    return dst >= begin && dst + 16 <= begin + bytes;
+  };
+  bool shared = inside(run->shared.data(), run->shared.size());
+  for (const auto& [begin, bytes] : run->statics) shared = shared || inside(begin, bytes);
+  if (!shared)
+    fail(std::string("cp.async in ") + run->kernel +
+         (in_device_memory(dst, 1) ? ": the destination is global memory, not shared memory"
+                                   : ": the destination's 16 bytes are not inside the block's shared memory"));
   AsyncCopy c{dst, {}, -1};
   if (valid) {
     if (!in_device_memory(global_src, 16))
@@ -312,15 +322,37 @@ void cp_async_wait(int pending_groups) {
   });
 }
 
+void poison_static_shared(void* p, std::size_t bytes) {
+  if (!run || !run->running) fail("a static shared array outside a kernel");
+  auto* b = static_cast<unsigned char*>(p);
+  for (const auto& s : run->statics)
+    if (s.first == b) return;
+  std::memset(b, 0xff, bytes);
+  run->statics.emplace_back(b, bytes);
+}
+
 void* dynamic_shared() {
   if (!run) fail("dynamic shared memory outside a kernel");
   return run->shared.data();
 }
 
 bool in_device_memory(const void* p, std::size_t bytes) { return allocation_of(p, bytes ? bytes : 1).has_value(); }
+bool device_address(const void* p) {
+  if (in_device_memory(p, 1)) return true;
+  // p just past an allocation's last byte: the byte before it is the allocation's (and p itself is not)
+  return allocation_of(static_cast<const unsigned char*>(p) - 1, 1).has_value();
+}
 
-void fail_pointer_argument(const void* p, int index, const char* kernel) {
-  fail(std::string("argument ") + std::to_string(index) + " of " + kernel + " points outside device memory (" +
+void fail_pointer_argument(const void* p, int index, const char* kernel, int member, const char* type) {
+  std::string where = "argument " + std::to_string(index);
+  if (member >= 0) {
+    int status = 0;
+    char* demangled = abi::__cxa_demangle(type, nullptr, nullptr, &status);
+    where = "member " + std::to_string(member) + " (counted from 0) of " + (status == 0 ? demangled : type) + " in " +
+            where;
+    std::free(demangled);
+  }
+  fail(where + " of " + kernel + " points outside device memory (" +
        std::to_string(reinterpret_cast<std::uintptr_t>(p)) + ")");
 }
 
@@ -480,8 +512,9 @@ void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void
     const auto bx = static_cast<unsigned>(b % c.grid.x);
     const auto by = static_cast<unsigned>(b / c.grid.x % c.grid.y);
     const auto bz = static_cast<unsigned>(b / (1ull * c.grid.x * c.grid.y));
-    // Shared memory starts as garbage on a GPU: NaN patterns here.
+    // Shared memory starts as garbage on a GPU: NaN patterns here (the static arrays when the block first reaches them).
     r.shared.assign(c.shared_bytes, 0xff);
+    r.statics.clear();
     r.block = {0, 0, static_cast<int>(threads)};
     for (std::size_t w = 0; w < r.warps.size(); ++w) {
       r.warps[w] = WarpState{};  // every block's warps start afresh (the mma generation with their barrier)

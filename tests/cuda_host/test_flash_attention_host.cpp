@@ -512,6 +512,8 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
   p16.k16 = k16.data();
   p16.v16 = v16.data();
   p16.d_out16 = d_out16.data();
+  std::vector<std::uint16_t> out16(static_cast<std::size_t>(c.tq * qf), 0xFFFF);  // the forward's 16-bit copy of out
+  p16.out16 = out16.data();
   // ... and with the forward's and dq's two key-tile sets (the next tile's copy in flight on the device), from the
   // fp32 inputs and from the 16-bit ones: the same bits again.
   FlashOutputs o2(c, qf, kvf, 1.0f), o16x2(c, qf, kvf, 1.0f);
@@ -531,6 +533,7 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
   const auto same_bits = [](const Guarded& a, const Guarded& b) {
     return a.v.size() == b.v.size() && std::memcmp(a.v.data(), b.v.data(), a.v.size() * sizeof(float)) == 0;
   };
+  CHECK(out16 == patterns(out.matrix(c.tq, qf)));  // out's values rounded as the format rounds them
   for (const FlashOutputs* run : {&o16, &o2, &o16x2}) {
     CHECK(same_bits(run->out, out));
     CHECK(same_bits(run->lse, lse));

@@ -236,8 +236,8 @@ TEST_CASE("rope pair body over every pair equals RotaryTable bit for bit", "[cud
     vidlora::Matrix want = x, got = x;
     vidlora::model::RotaryTable table(head_dim, 10000.0);
     table.apply(want, pos, inverse);
-    vidlora::model::cuda::RopeParams p{got.data(), pos32.data(), cos_t.data(), sin_t.data(),
-                                       tokens,     heads,        head_dim,     inverse};
+    vidlora::model::cuda::RopeParams p{
+        got.data(), pos32.data(), cos_t.data(), sin_t.data(), tokens, heads, head_dim, inverse, {}};
     for (std::int64_t i = 0; i < tokens * heads * head_dim / 2; ++i) vidlora::model::cuda::rope_pair(p, i);
     CHECK(got == want);
   }
@@ -264,7 +264,8 @@ TEST_CASE("rope tables from a first position are the rows of the full table, and
   vidlora::model::RotaryTable table(head_dim, 10000.0);
   table.apply(want, std::vector<Eigen::Index>{first, first + 1, first + 2}, false);
   const std::vector<std::int32_t> rows = {0, 1, 2};
-  vidlora::model::cuda::RopeParams p{got.data(), rows.data(), cos_t.data(), sin_t.data(), n, heads, head_dim, false};
+  vidlora::model::cuda::RopeParams p{got.data(), rows.data(), cos_t.data(), sin_t.data(), n, heads, head_dim,
+                                     false,      {}};
   for (std::int64_t i = 0; i < n * heads * half; ++i) vidlora::model::cuda::rope_pair(p, i);
   CHECK(got == want);
 }
@@ -294,7 +295,7 @@ TEST_CASE("rms norm element with the double row sum equals model rms_norm", "[cu
 TEST_CASE("swiglu elements are silu of the gate times up and their derivatives", "[cuda_host][model]") {
   std::vector<float> gate = {-3.0f, -0.5f, 0.0f, 0.7f, 4.0f}, up = {1.0f, 2.0f, -1.0f, 0.5f, -2.0f}, h(5),
                      dh = {1, 1, 1, 1, 1}, dg(5), du(5);
-  vidlora::model::cuda::SwigluParams p{gate.data(), up.data(), h.data(), dh.data(), dg.data(), du.data(), 5};
+  vidlora::model::cuda::SwigluParams p{gate.data(), up.data(), h.data(), dh.data(), dg.data(), du.data(), 5, {}};
   for (std::int64_t i = 0; i < 5; ++i) {
     vidlora::model::cuda::swiglu_forward_element(p, i);
     vidlora::model::cuda::swiglu_backward_element(p, i);

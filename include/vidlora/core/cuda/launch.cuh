@@ -5,6 +5,15 @@
 
 #include <vidlora/core/portability.hpp>
 
+// VIDLORA_STATIC_SHARED(alignment, type, name, extents): `__shared__ __align__(alignment) type name extents;`, a block's
+// static shared array (one per statement), spelled once so that the CUDA emulation can give it a GPU's start: bytes
+// no thread of the block wrote (0xFF there, NaN as floats) rather than zeros or the previous block's values.
+#if !defined(VIDLORA_STATIC_SHARED)
+#define VIDLORA_STATIC_SHARED(alignment, type, name, extents) \
+  __shared__ __align__(alignment)                             \
+  type name extents
+#endif
+
 namespace vidlora::cuda {
 
 VIDLORA_HOST_DEVICE constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }

@@ -92,7 +92,7 @@ struct alignas(kCols * sizeof(T)) Strip {
 // per step) and writes kCols values per row with one vector store, neighbours' stores adjacent.
 template <class T, int kRank, int kCols>
 __global__ void __launch_bounds__(kExpandThreads, 1) low_rank_expand_kernel(LowRankExpandParams p) {
-  __shared__ float ls[kExpandRows][kRank];
+  VIDLORA_STATIC_SHARED(4, float, ls, [kExpandRows][kRank]);
   const T* L = static_cast<const T*>(p.l);
   const T* R = static_cast<const T*>(p.r);
   T* out = static_cast<T*>(p.out);

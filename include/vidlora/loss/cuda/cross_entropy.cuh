@@ -82,7 +82,9 @@ namespace detail {
 
 template <int Threads>
 __global__ void cross_entropy_kernel(CrossEntropyParams p) {
-  __shared__ double s_max[Threads], s_sum[Threads], s_lsum[Threads];
+  VIDLORA_STATIC_SHARED(8, double, s_max, [Threads]);
+  VIDLORA_STATIC_SHARED(8, double, s_sum, [Threads]);
+  VIDLORA_STATIC_SHARED(8, double, s_lsum, [Threads]);
   const std::int64_t row = blockIdx.x;
   const std::int64_t ld = p.ld ? p.ld : p.vocab;
   const float* z = p.logits + row * ld;

@@ -192,7 +192,9 @@ __global__ void lm_head_reset_kernel(LmHeadCeParams p) {
 // One block per row: the chunk's statistics in Threads strided lanes and a fixed tree, folded into the row.
 template <int Threads>
 __global__ void lm_head_fold_kernel(LmHeadCeParams p) {
-  __shared__ double s_max[Threads], s_sum[Threads], s_lsum[Threads];
+  VIDLORA_STATIC_SHARED(8, double, s_max, [Threads]);
+  VIDLORA_STATIC_SHARED(8, double, s_sum, [Threads]);
+  VIDLORA_STATIC_SHARED(8, double, s_lsum, [Threads]);
   const std::int64_t row = blockIdx.x;
   const std::int32_t t = p.targets[row];
   if (t == p.ignore_index) return;

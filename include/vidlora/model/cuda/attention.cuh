@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <string>
 
+#include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/core/portability.hpp>
 
@@ -51,6 +52,10 @@ struct AttentionParams {
   const std::uint16_t* k16 = nullptr;
   const std::uint16_t* v16 = nullptr;
   const std::uint16_t* d_out16 = nullptr;
+  // The register-tile forward only: out rounded to the operands' 16 bits too ([tq, q_heads·d], each value as
+  // io::cuda::round_to_16bit rounds it), for a 16-bit consumer of the output (the decoder's o_proj frozen GEMM). Every
+  // other kernel refuses it.
+  std::uint16_t* out16 = nullptr;
   std::int64_t tq = 0, tk = 0, q_heads = 0, kv_heads = 0, head_dim = 0, q_offset = 0;
 };
 
@@ -149,7 +154,7 @@ __device__ inline float attention_probs(const AttentionParams& p, std::int64_t i
 template <class = void>  // a template: header kernels get one definition across TUs
 __global__ void attention_forward_kernel(AttentionParams p) {
   VIDLORA_DYNAMIC_SHARED(16, float, prob);
-  __shared__ double red[kAttnThreads];
+  VIDLORA_STATIC_SHARED(8, double, red, [kAttnThreads]);
   const std::int64_t i = blockIdx.x, h = blockIdx.y, d = p.head_dim, g = kv_head_of(p, h);
   const float lse = attention_probs(p, i, h, prob, red);
   if (threadIdx.x == 0 && p.lse) p.lse[h * p.tq + i] = lse;
@@ -166,7 +171,7 @@ __global__ void attention_backward_kernel(AttentionParams p) {
   VIDLORA_DYNAMIC_SHARED(16, float, smem);
   float* prob = smem;
   float* ds = smem + attention_row_floats(p.tk);
-  __shared__ double red[kAttnThreads];
+  VIDLORA_STATIC_SHARED(8, double, red, [kAttnThreads]);
   const std::int64_t i = blockIdx.x, h = blockIdx.y, d = p.head_dim, g = kv_head_of(p, h);
   const float scale = static_cast<float>(1.0 / sqrt(static_cast<double>(d)));
   attention_probs(p, i, h, prob, red);
@@ -212,7 +217,8 @@ inline constexpr int kKvGradPerLane = static_cast<int>(kMaxDeterministicHeadDim 
 // (every lane ends with the same bits); the warps' partial sums are added in warp order.
 template <class = void>  // a template: header kernels get one definition across TUs
 __global__ void attention_kv_grad_kernel(AttentionParams p) {
-  __shared__ float s_dk[kKvGradWarps][kMaxDeterministicHeadDim], s_dv[kKvGradWarps][kMaxDeterministicHeadDim];
+  VIDLORA_STATIC_SHARED(4, float, s_dk, [kKvGradWarps][kMaxDeterministicHeadDim]);
+  VIDLORA_STATIC_SHARED(4, float, s_dv, [kKvGradWarps][kMaxDeterministicHeadDim]);
   const std::int64_t j = blockIdx.x, g = blockIdx.y, d = p.head_dim;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const float scale = static_cast<float>(1.0 / sqrt(static_cast<double>(d)));
@@ -278,6 +284,8 @@ __global__ void attention_kv_grad_kernel(AttentionParams p) {
 
 inline void attention_forward(const AttentionParams& p, cudaStream_t stream = nullptr) {
   check_attention(p, "cuda::attention_forward");
+  vidlora::cuda::check_arg(p.out16 == nullptr, "cuda::attention_forward",
+                           "writes no 16-bit output (out16: the register-tile kernels only)");
   const dim3 grid(static_cast<unsigned>(p.tq), static_cast<unsigned>(p.q_heads));
   const std::size_t smem = static_cast<std::size_t>(attention_row_floats(p.tk)) * sizeof(float);
   if (smem > 48 * 1024)

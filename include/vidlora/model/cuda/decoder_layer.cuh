@@ -101,9 +101,16 @@ namespace vidlora::model::cuda {
 
 // A float matrix [rows, cols] in device memory: the executor's tensor (rows of one value: cols = 1). Packed
 // (pack_bf16), its values wait as bf16 bits in `packed` and `buffer` is empty until unpack_bf16 widens them again.
+//
+// rounded16: the values rounded to the executor's 16-bit operands (bf16 or fp16, its base_operands), written beside
+// them by the kernel that made them when a 16-bit consumer reads them next (DecoderLayerExecutor::
+// set_producer_rounding): the frozen GEMMs of the slots after a norm or SwiGLU, the register-tile attention after RoPE.
+// A cache of `buffer`, hence mutable: the consumer gives it back when done; whatever changes the values in place
+// drops it (accumulate) or writes it again (rope).
 struct DeviceTensor {
   vidlora::cuda::DeviceBuffer<float> buffer;
   vidlora::cuda::DeviceBuffer<std::uint16_t> packed;
+  mutable vidlora::cuda::DeviceBuffer<std::uint16_t> rounded16;
   std::int64_t rows = 0, cols = 0;
   DeviceTensor() = default;
   DeviceTensor(std::int64_t r, std::int64_t c) : buffer(static_cast<std::size_t>(r * c)), rows(r), cols(c) {}
@@ -142,6 +149,7 @@ inline void add(float* out, const float* a, const float* b, std::int64_t n, cuda
 inline void pack_bf16(DeviceTensor& t, vidlora::cuda::CudaCachingAllocator* allocator, std::string_view tag,
                       cudaStream_t stream) {
   if (t.size() == 0 || t.buffer.size() == 0) return;
+  t.rounded16 = {};  // a copy of values about to change (and memory the packing is to save)
   t.packed = vidlora::cuda::DeviceBuffer<std::uint16_t>(allocator, static_cast<std::size_t>(t.size()), tag);
   io::cuda::round_to_16bit(t.buffer.data(), t.packed.data(), t.size(), vidlora::cuda::DType::BF16, stream);
   t.buffer = vidlora::cuda::DeviceBuffer<float>();
@@ -150,6 +158,7 @@ inline void pack_bf16(DeviceTensor& t, vidlora::cuda::CudaCachingAllocator* allo
 inline void unpack_bf16(DeviceTensor& t, vidlora::cuda::CudaCachingAllocator* allocator, std::string_view tag,
                         cudaStream_t stream) {
   if (t.packed.size() == 0) return;
+  t.rounded16 = {};
   t.buffer = vidlora::cuda::DeviceBuffer<float>(allocator, static_cast<std::size_t>(t.size()), tag);
   VIDLORA_LAUNCH(vidlora::cuda::grid_size(t.size(), 256), 256, 0, stream, detail::from_bf16_kernel<>)
   (t.buffer.data(), t.packed.data(), t.size());
@@ -366,6 +375,11 @@ class DecoderLayerExecutor {
   // base_operands: 16-bit tensor cores, fp32 accumulation and outputs; the LoRA pieces stay at the compute above).
   // 16-bit operands also put the tiled attention's tile products on 16 bits (flash_options).
   void set_base_operands(vidlora::cuda::DType t) { base_operands_ = t; }
+  // With 16-bit operands, the kernels that make a 16-bit consumer's input (the forward's block norms and SwiGLU for
+  // the frozen GEMMs after them, RoPE for the register-tile attention) write its rounding beside their fp32 output
+  // (DeviceTensor::rounded16), instead of the consumer rounding it in a pass of its own: the same bits (on by default;
+  // off: every consumer rounds, as before).
+  void set_producer_rounding(bool on) { producer_rounding_ = on; }
 
   DeviceTensor copy(const DeviceTensor& x) const { return copy_as(x, "input"); }
   DeviceTensor copy_as(const DeviceTensor& x, std::string_view what) const {
@@ -383,15 +397,20 @@ class DecoderLayerExecutor {
   }
   void accumulate(DeviceTensor& a, const DeviceTensor& b) const {
     check_same(a, b, "accumulate");
+    a.rounded16 = {};  // no longer a's values
     model::cuda::add(a.data(), a.data(), b.data(), a.size(), stream_);
   }
 
+  // The forward's block norms (those given `inv`, which the backward's recomputations are not) feed the frozen GEMMs
+  // of q, k, v and of gate, up: with 16-bit operands the kernel writes their rounding too (rounded16).
   DeviceTensor rms_norm(const DeviceTensor& x, LayerNorm which, DeviceTensor* inv) const {
     const std::int64_t n = norm_width(which), rows = x.size() / n;
     DeviceTensor y = tensor(x.rows, x.cols, norm_name(which));
     if (inv) *inv = tensor(rows, 1, std::string(norm_name(which)) + ".inv");
-    RmsNormParams p{x.data(), norm_weight(which), y.data(), inv ? inv->data() : nullptr, nullptr, nullptr, rows,
-                    n,        shape_.rms_norm_eps};
+    RmsNormParams p{x.data(), norm_weight(which),  y.data(), inv ? inv->data() : nullptr, nullptr, nullptr, rows,
+                    n,        shape_.rms_norm_eps, {}};
+    if (inv && (which == LayerNorm::input || which == LayerNorm::post_attention))
+      p.y16 = round_in_producer(y, std::string(norm_name(which)) + ".16bit");
     model::cuda::rms_norm(p, stream_);
     return y;
   }
@@ -400,8 +419,8 @@ class DecoderLayerExecutor {
     check_same(x, dy, "rms_norm_backward");
     const std::int64_t n = norm_width(which), rows = x.size() / n;
     DeviceTensor dx = tensor(dy.rows, dy.cols, std::string(norm_name(which)) + ".grad");
-    RmsNormParams p{x.data(), norm_weight(which), nullptr, const_cast<float*>(inv.data()), dy.data(), dx.data(), rows,
-                    n,        shape_.rms_norm_eps};
+    RmsNormParams p{x.data(), norm_weight(which),  nullptr, const_cast<float*>(inv.data()), dy.data(), dx.data(), rows,
+                    n,        shape_.rms_norm_eps, {}};
     model::cuda::rms_norm_backward(p, stream_);
     return dx;
   }
@@ -417,13 +436,17 @@ class DecoderLayerExecutor {
     p.base_operands = base_operands_;
     const std::string_view name = kSlotMemoryNames[static_cast<std::size_t>(m)];
     if (p.narrow_base()) p.x16 = shared_operand(m, x, name);
-    struct SharedRelease {  // after the last slot of its group (v; up), also when the call throws
+    if (m == LayerLinear::up) swiglu_feeds_down_ = true;  // the forward's SwiGLU comes next
+    struct SharedRelease {  // after the last slot of its group (v; o; up; down), also when the call throws
       DecoderLayerExecutor& e;
+      const DeviceTensor& x;
       bool last;
       ~SharedRelease() {
-        if (last) e.shared16_ = {};
+        if (!last) return;
+        e.shared16_ = {};
+        x.rounded16 = {};
       }
-    } release{*this, m == LayerLinear::v || m == LayerLinear::up};
+    } release{*this, x, m == LayerLinear::v || m == LayerLinear::o || m == LayerLinear::up || m == LayerLinear::down};
     DeviceTensor y = tensor(x.rows, p.out, name);
     if (!lin.has_lora) {
       FrozenTemporaries w = frozen_temporaries(p, name, /*input_rounded=*/p.x16 != nullptr);
@@ -488,9 +511,14 @@ class DecoderLayerExecutor {
     return dx;
   }
 
+  // In place. The forward's rotation of q and k, when the register-tile attention takes them next (which then writes
+  // its output's rounding for o_proj in turn), writes their
+  // 16-bit rounding too (rounded16, which that attention reads); otherwise whatever rounding x had is dropped.
   void rope(DeviceTensor& x, bool inverse) const {
-    RopeParams p{x.data(), positions_.data(),        cos_.data(),     sin_.data(),
-                 x.rows,   x.cols / shape_.head_dim, shape_.head_dim, inverse};
+    RopeParams p{x.data(),        positions_.data(), cos_.data(), sin_.data(), x.rows, x.cols / shape_.head_dim,
+                 shape_.head_dim, inverse,           {}};
+    x.rounded16 = {};
+    if (!inverse && !cached() && attention_takes_16bit_inputs()) p.x16 = round_in_producer(x, "self_attn.rope_16bit");
     model::cuda::rope(p, stream_);
   }
 
@@ -500,10 +528,20 @@ class DecoderLayerExecutor {
     DeviceTensor out = tensor(a.q.rows, qf, "self_attn.attention");
     a.attention = tensor(shape_.batch, shape_.q_heads * t, "self_attn.lse");
     const Inputs16 in16 = inputs_16bit(a, nullptr);
+    struct Release {  // RoPE's rounding of q and k is this call's only: not kept with the saved q and k
+      saved_type& a;
+      ~Release() {
+        a.q.rounded16 = {};
+        a.k.rounded16 = {};
+      }
+    } release{a};
+    // o_proj's 16-bit operand: the register-tile kernels (those that take in16) write it beside out.
+    const Output16 out16 = in16.q16 ? round_in_producer(out, "self_attn.attention_16bit") : Output16{};
     for (std::int64_t b = 0; b < shape_.batch; ++b) {
       AttentionParams p = sequence_params(a, b);
       in16.point(p, b, shape_);
       p.out = out.data() + b * t * qf;
+      if (out16.bits) p.out16 = out16.bits + b * t * qf;
       if (flash_attention_fits(p, flash_options()))  // the tiled kernel (head dims that are multiples of 16 and
         flash_attention_forward(p, flash_options(), stream_);  // fit the card's shared memory), else the row kernel
       else
@@ -537,10 +575,14 @@ class DecoderLayerExecutor {
     return g;
   }
 
-  DeviceTensor swiglu(const DeviceTensor& gate, const DeviceTensor& up) const {
+  // The forward's SwiGLU (right after the up slot's forward; the backward's recomputation for down_proj is not)
+  // feeds down_proj's frozen GEMM: with 16-bit operands the kernel writes its rounding too (rounded16).
+  DeviceTensor swiglu(const DeviceTensor& gate, const DeviceTensor& up) {
     check_same(gate, up, "swiglu");
     DeviceTensor h = tensor(gate.rows, gate.cols, "mlp.act");
-    SwigluParams p{gate.data(), up.data(), h.data(), nullptr, nullptr, nullptr, gate.size()};
+    SwigluParams p{gate.data(), up.data(), h.data(), nullptr, nullptr, nullptr, gate.size(), {}};
+    if (swiglu_feeds_down_) p.h16 = round_in_producer(h, "mlp.act.16bit");
+    swiglu_feeds_down_ = false;
     model::cuda::swiglu(p, false, stream_);
     return h;
   }
@@ -549,7 +591,7 @@ class DecoderLayerExecutor {
     check_same(gate, dm, "swiglu_backward");
     SwigluGrads<DeviceTensor> g{tensor(dm.rows, dm.cols, "mlp.gate_proj.dout"),
                                 tensor(dm.rows, dm.cols, "mlp.up_proj.dout")};
-    SwigluParams p{gate.data(), up.data(), nullptr, dm.data(), g.dgate.data(), g.dup.data(), dm.size()};
+    SwigluParams p{gate.data(), up.data(), nullptr, dm.data(), g.dgate.data(), g.dup.data(), dm.size(), {}};
     model::cuda::swiglu(p, true, stream_);
     return g;
   }
@@ -571,6 +613,11 @@ class DecoderLayerExecutor {
     vidlora::cuda::DeviceBuffer<std::uint16_t> bits;
   };
   const void* shared_operand(LayerLinear m, const DeviceTensor& x, std::string_view name) {
+    if (x.rounded16.size() != 0) {  // its producer rounded it (a norm, SwiGLU)
+      vidlora::cuda::check_arg(static_cast<std::int64_t>(x.rounded16.size()) == x.size(), "cuda::DecoderLayerExecutor",
+                               "a 16-bit copy of another size than its tensor");
+      return x.rounded16.data();
+    }
     const bool first = m == LayerLinear::q || m == LayerLinear::gate;
     const bool follower = m == LayerLinear::k || m == LayerLinear::v || m == LayerLinear::up;
     if (follower)
@@ -695,32 +742,53 @@ class DecoderLayerExecutor {
   // sequences (flash_attention_on_register_tiles; the backward's also need o_proj's kept input): those kernels then
   // read half the bytes, with the same results, as they round the fp32 values the same way themselves. Given back
   // when the attention call returns. Empty otherwise.
+  // The forward's q and k come rounded by RoPE (rounded16) when the executor rounds in producers.
   struct Inputs16 {
-    vidlora::cuda::DeviceBuffer<std::uint16_t> q, k, v, d_out;
+    vidlora::cuda::DeviceBuffer<std::uint16_t> q, k, v, d_out;  // rounded here
+    const std::uint16_t *q16 = nullptr, *k16 = nullptr, *v16 = nullptr, *d_out16 = nullptr;
     void point(AttentionParams& p, std::int64_t b, const DecoderLayerShape& s) const {
       const std::int64_t t = s.seq_len, qf = s.q_features(), kvf = s.kv_features();
-      if (q.size()) p.q16 = q.data() + b * t * qf;
-      if (k.size()) p.k16 = k.data() + b * t * kvf;
-      if (v.size()) p.v16 = v.data() + b * t * kvf;
-      if (d_out.size()) p.d_out16 = d_out.data() + b * t * qf;
+      if (q16) p.q16 = q16 + b * t * qf;
+      if (k16) p.k16 = k16 + b * t * kvf;
+      if (v16) p.v16 = v16 + b * t * kvf;
+      if (d_out16) p.d_out16 = d_out16 + b * t * qf;
     }
   };
   Inputs16 inputs_16bit(const saved_type& a, const DeviceTensor* d_out) const {
     Inputs16 in;
-    AttentionParams p = sequence_params(a, 0);
-    const FlashAttentionOptions o = flash_options();
-    if ((d_out && a.attn.buffer.size() == 0) || !flash_attention_fits(p, o) || !flash_attention_on_register_tiles(p, o))
-      return in;
-    const auto narrow = [this](const DeviceTensor& x, std::string_view what) {
-      vidlora::cuda::DeviceBuffer<std::uint16_t> bits(memory_.allocator, static_cast<std::size_t>(x.size()), tag(what));
-      io::cuda::round_to_16bit(x.data(), bits.data(), x.size(), base_operands_, stream_);
-      return bits;
+    if ((d_out && a.attn.buffer.size() == 0) || !attention_takes_16bit_inputs()) return in;
+    const auto narrow = [this](const DeviceTensor& x, vidlora::cuda::DeviceBuffer<std::uint16_t>& own,
+                               std::string_view what) -> const std::uint16_t* {
+      if (x.rounded16.size() != 0 && static_cast<std::int64_t>(x.rounded16.size()) == x.size())
+        return x.rounded16.data();
+      own =
+          vidlora::cuda::DeviceBuffer<std::uint16_t>(memory_.allocator, static_cast<std::size_t>(x.size()), tag(what));
+      io::cuda::round_to_16bit(x.data(), own.data(), x.size(), base_operands_, stream_);
+      return own.data();
     };
-    in.q = narrow(a.q, "self_attn.q_16bit");
-    in.k = narrow(a.k, "self_attn.k_16bit");
-    in.v = narrow(a.v, "self_attn.v_16bit");
-    if (d_out) in.d_out = narrow(*d_out, "self_attn.d_out_16bit");
+    in.q16 = narrow(a.q, in.q, "self_attn.q_16bit");
+    in.k16 = narrow(a.k, in.k, "self_attn.k_16bit");
+    in.v16 = narrow(a.v, in.v, "self_attn.v_16bit");
+    if (d_out) in.d_out16 = narrow(*d_out, in.d_out, "self_attn.d_out_16bit");
     return in;
+  }
+  // Whether this block's attention runs the register-tile kernels, which read 16-bit q, k, v (and d_out).
+  bool attention_takes_16bit_inputs() const {
+    AttentionParams p;
+    p.tq = p.tk = shape_.seq_len;
+    p.q_heads = shape_.q_heads;
+    p.kv_heads = shape_.kv_heads;
+    p.head_dim = shape_.head_dim;
+    const FlashAttentionOptions o = flash_options();
+    return flash_attention_fits(p, o) && flash_attention_on_register_tiles(p, o);
+  }
+  // A 16-bit copy beside `y` (y.rounded16) for its producing kernel to fill, when the executor rounds in producers and
+  // its operands are 16-bit; else none.
+  Output16 round_in_producer(const DeviceTensor& y, std::string_view what) const {
+    if (!producer_rounding_ || base_operands_ == vidlora::cuda::DType::F32 || y.size() == 0) return {};
+    y.rounded16 =
+        vidlora::cuda::DeviceBuffer<std::uint16_t>(memory_.allocator, static_cast<std::size_t>(y.size()), tag(what));
+    return {y.rounded16.data(), base_operands_ == vidlora::cuda::DType::BF16};
   }
 
   AttentionParams sequence_params(const saved_type& a, std::int64_t b) const {
@@ -796,7 +864,9 @@ class DecoderLayerExecutor {
   vidlora::cuda::DeviceBuffer<float> cos_, sin_;
   std::array<SlotState, 7> state_{};
   SharedOperand shared16_;
-  LayerKvCache cache_{};  // generation: the layer's K/V history (k null: a training or evaluation batch)
+  bool producer_rounding_ = true;
+  bool swiglu_feeds_down_ = false;  // set by the up slot's forward, taken by the SwiGLU after it
+  LayerKvCache cache_{};            // generation: the layer's K/V history (k null: a training or evaluation batch)
 };
 
 }  // namespace vidlora::model::cuda

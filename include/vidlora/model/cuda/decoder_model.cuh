@@ -183,6 +183,9 @@ class DecoderModel {
   // the compute above). The LoRA pieces and the LM head keep that compute.
   void set_base_operands(vidlora::cuda::DType t) { base_operands_ = t; }
   vidlora::cuda::DType base_operands() const { return base_operands_; }
+  // With 16-bit operands, the norms, RoPE and SwiGLU write their output's 16-bit rounding for the GEMM or attention
+  // after them (DecoderLayerExecutor::set_producer_rounding; on by default, the same bits as off).
+  void set_producer_rounding(bool on) { producer_rounding_ = on; }
   bool offload_checkpoints() const { return options_.offload_checkpoints; }
   // Keep every block's saved activations but the last's in bf16 between its forward and its backward (without
   // checkpointing; DecoderStepOptions::pack_saved): half their memory; the loss is the same bits, the gradients
@@ -364,6 +367,7 @@ class DecoderModel {
                                 DecoderLayerMemory{allocator_, "layers." + std::to_string(l) + "."}, compute_,
                                 &tables_);
       exec.set_base_operands(base_operands_);
+      exec.set_producer_rounding(producer_rounding_);
       DecoderLayerExecutor::saved_type scratch;
       h = l == 0 ? decoder_layer_forward_steps(exec, embeds, scratch)
                  : decoder_layer_forward_steps(exec, std::move(h), scratch);
@@ -423,6 +427,7 @@ class DecoderModel {
             &model_.tables_);
       }
       layers_[l]->set_base_operands(model_.base_operands_);
+      layers_[l]->set_producer_rounding(model_.producer_rounding_);
       return *layers_[l];
     }
     void release_layer(std::size_t l) { layers_[l].reset(); }
@@ -475,7 +480,7 @@ class DecoderModel {
       DeviceTensor dx(model_.allocator_, h.rows, h.cols, "norm.grad");
       RmsNormParams p{
           h.data(), model_.final_norm_.data(), nullptr, const_cast<float*>(inv.data()), dy.data(), dx.data(), h.rows,
-          h.cols,   model_.host_.rms_norm_eps};
+          h.cols,   model_.host_.rms_norm_eps, {}};
       model::cuda::rms_norm_backward(p, model_.stream_);
       return dx;
     }
@@ -631,7 +636,7 @@ class DecoderModel {
     DeviceTensor y(allocator_, h.rows, h.cols, "norm");
     if (inv) *inv = DeviceTensor(allocator_, h.rows, 1, "norm.inv");
     RmsNormParams p{h.data(), final_norm_.data(), y.data(), inv ? inv->data() : nullptr, nullptr, nullptr, h.rows,
-                    h.cols,   host_.rms_norm_eps};
+                    h.cols,   host_.rms_norm_eps, {}};
     model::cuda::rms_norm(p, stream_);
     return y;
   }
@@ -645,6 +650,7 @@ class DecoderModel {
   DecoderStepOptions options_;
   vidlora::cuda::Compute compute_ = vidlora::cuda::Compute::F32;
   vidlora::cuda::DType base_operands_ = vidlora::cuda::DType::F32;
+  bool producer_rounding_ = true;
   MemoryStats last_step_memory_{};
   vidlora::cuda::DeviceBuffer<float> final_norm_, head_;
   LayerTablesHost tables_;  // the blocks' position and RoPE tables and mask, built once per step or cached forward

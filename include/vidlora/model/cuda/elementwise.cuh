@@ -3,6 +3,10 @@
 // for the CLIP tower LayerNorm (forward) and quick_gelu. Per element they call model/elementwise.hpp's host-device
 // functions, the CPU reference's own formulas; the row statistics (Σ x², Σ dy·w·x; LayerNorm's mean and variance)
 // are accumulated in double as model::rms_norm and model::layer_norm do.
+//
+// RMSNorm's forward, RoPE and SwiGLU's forward can also write their output rounded to bf16 or fp16 (Output16) as they
+// write the fp32 values: what a 16-bit consumer reads next (the frozen GEMMs' operands, the register-tile attention's
+// inputs), without a separate rounding pass over the fp32 output (io::cuda::round_to_16bit's bits exactly).
 
 #include <cmath>
 #include <cstdint>
@@ -13,9 +17,20 @@
 #include <vidlora/core/cuda/status.cuh>
 #include <vidlora/core/portability.hpp>
 #include <vidlora/core/rounding.hpp>
+#include <vidlora/io/half.hpp>
 #include <vidlora/model/elementwise.hpp>
 
 namespace vidlora::model::cuda {
+
+// A 16-bit copy of a kernel's float output, in the output's layout: each value rounded to nearest even to bf16 or
+// fp16 bits by io/half.hpp's conversions (what io::cuda::round_to_16bit writes). Null bits: no copy.
+struct Output16 {
+  std::uint16_t* bits = nullptr;
+  bool bf16 = true;  // else fp16
+};
+VIDLORA_HOST_DEVICE inline void store_16bit(const Output16& o, std::int64_t i, float v) {
+  if (o.bits != nullptr) o.bits[i] = o.bf16 ? io::float_to_bf16_bits(v) : io::float_to_fp16_bits(v);
+}
 
 struct RmsNormParams {
   const float* x = nullptr;       // [rows, n]
@@ -26,6 +41,7 @@ struct RmsNormParams {
   float* dx = nullptr;            // backward: [rows, n]
   std::int64_t rows = 0, n = 0;
   double eps = 1e-6;
+  Output16 y16;  // forward: y rounded to 16 bits too [rows, n] (optional)
 };
 
 // One output element of the forward: (x·r)·w in float, as model::rms_norm.
@@ -59,6 +75,7 @@ struct RopeParams {
   const float* sin = nullptr;
   std::int64_t tokens = 0, heads = 0, head_dim = 0;
   bool inverse = false;
+  Output16 x16;  // the rotated x rounded to 16 bits too [tokens, heads·head_dim] (optional)
 };
 
 // cos/sin tables [positions, head_dim/2] exactly as model::RotaryTable builds them: both call
@@ -94,6 +111,8 @@ VIDLORA_HOST_DEVICE inline void rope_pair(const RopeParams& p, std::int64_t pair
     rope_rotate_inverse(head[i], head[i + half], c, s);
   else
     rope_rotate(head[i], head[i + half], c, s);
+  store_16bit(p.x16, th * p.head_dim + i, head[i]);
+  store_16bit(p.x16, th * p.head_dim + i + half, head[i + half]);
 }
 
 // SwiGLU: h = silu(gate) ⊙ up; backward dgate = dh·up·silu'(gate), dup = dh·silu(gate).
@@ -105,10 +124,13 @@ struct SwigluParams {
   float* dgate = nullptr;
   float* dup = nullptr;
   std::int64_t n = 0;
+  Output16 h16;  // forward: h rounded to 16 bits too (optional)
 };
 
 VIDLORA_HOST_DEVICE inline void swiglu_forward_element(const SwigluParams& p, std::int64_t i) {
-  p.h[i] = silu(p.gate[i]) * p.up[i];
+  const float h = silu(p.gate[i]) * p.up[i];
+  p.h[i] = h;
+  store_16bit(p.h16, i, h);
 }
 VIDLORA_HOST_DEVICE inline void swiglu_backward_element(const SwigluParams& p, std::int64_t i) {
   const float g = p.gate[i], d = p.dh[i];
@@ -137,7 +159,7 @@ __device__ double block_sum(double v, double* s) {
 
 template <int Threads>
 __global__ void rms_norm_kernel(RmsNormParams p) {
-  __shared__ double s[Threads];
+  VIDLORA_STATIC_SHARED(8, double, s, [Threads]);
   const std::int64_t row = blockIdx.x;
   const float* x = p.x + row * p.n;
   double ss = 0.0;
@@ -145,12 +167,16 @@ __global__ void rms_norm_kernel(RmsNormParams p) {
   ss = block_sum<Threads>(ss, s);
   const float r = static_cast<float>(rms_inverse(ss, static_cast<int>(p.n), p.eps));
   if (threadIdx.x == 0 && p.inv_rms) p.inv_rms[row] = r;
-  for (std::int64_t j = threadIdx.x; j < p.n; j += Threads) p.y[row * p.n + j] = rms_norm_element(x[j], r, p.weight[j]);
+  for (std::int64_t j = threadIdx.x; j < p.n; j += Threads) {
+    const float y = rms_norm_element(x[j], r, p.weight[j]);
+    p.y[row * p.n + j] = y;
+    store_16bit(p.y16, row * p.n + j, y);
+  }
 }
 
 template <int Threads>
 __global__ void layer_norm_kernel(LayerNormParams p) {
-  __shared__ double s[Threads];
+  VIDLORA_STATIC_SHARED(8, double, s, [Threads]);
   const std::int64_t row = blockIdx.x;
   const float* x = p.x + row * p.n;
   double sum = 0.0;
@@ -175,7 +201,7 @@ __global__ void quick_gelu_kernel(float* x, std::int64_t n) {
 
 template <int Threads>
 __global__ void rms_norm_backward_kernel(RmsNormParams p) {
-  __shared__ double s[Threads];
+  VIDLORA_STATIC_SHARED(8, double, s, [Threads]);
   const std::int64_t row = blockIdx.x;
   const float* x = p.x + row * p.n;
   const float* dy = p.dy + row * p.n;
@@ -216,6 +242,8 @@ inline void rms_norm(const RmsNormParams& p, cudaStream_t stream = nullptr) {
 inline void rms_norm_backward(const RmsNormParams& p, cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.rows > 0 && p.n > 0 && p.x && p.weight && p.inv_rms && p.dy && p.dx,
                            "cuda::rms_norm_backward", "empty or null input");
+  vidlora::cuda::check_arg(p.y16.bits == nullptr, "cuda::rms_norm_backward",
+                           "writes no 16-bit output (y16 is the forward's)");
   VIDLORA_LAUNCH(static_cast<unsigned>(p.rows), 256, 0, stream, detail::rms_norm_backward_kernel<256>)(p);
   VIDLORA_CUDA_CHECK_LAUNCH("rms_norm_backward_kernel");
 }
@@ -240,6 +268,8 @@ inline void rope(const RopeParams& p, cudaStream_t stream = nullptr) {
 }
 inline void swiglu(const SwigluParams& p, bool backward, cudaStream_t stream = nullptr) {
   vidlora::cuda::check_arg(p.n > 0, "cuda::swiglu", "empty input");
+  vidlora::cuda::check_arg(!backward || p.h16.bits == nullptr, "cuda::swiglu",
+                           "the backward writes no 16-bit output (h16 is the forward's)");
   VIDLORA_LAUNCH(vidlora::cuda::grid_size(p.n, 256), 256, 0, stream, detail::swiglu_kernel<>)(p, backward);
   VIDLORA_CUDA_CHECK_LAUNCH("swiglu_kernel");
 }

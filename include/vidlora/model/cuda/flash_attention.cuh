@@ -754,6 +754,8 @@ inline void flash_attention_forward(const AttentionParams& p, const FlashAttenti
     detail::check_flash_mma_inputs(p, "cuda::flash_attention_forward");
     return detail::launch_flash_mma(0, p, o.operands, stream, o.pipelined);
   }
+  vidlora::cuda::check_arg(p.out16 == nullptr, "cuda::flash_attention_forward",
+                           "writes out16 only on the register tiles (16-bit operands, sm_80+, head dim 64 or 128)");
   detail::launch_flash<0>(p, o, detail::flash_tile_for(0, p.head_dim, o), stream, "cuda::flash_attention_forward");
 }
 

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <string>
 
+#include <vidlora/core/cuda/launch.cuh>
 #include <vidlora/core/portability.hpp>
 #include <vidlora/model/cuda/attention.cuh>
 #include <vidlora/model/cuda/flash_operands.cuh>
@@ -369,6 +370,22 @@ VIDLORA_HOST_DEVICE void mma_store_rows(float* out, const float (&c)[D / 8][4], 
   }
 }
 
+// The same rows divided by div[r] (0 writes zeros), rounded to F's 16 bits into out16 (the forward's out16).
+template <int D, class F>
+VIDLORA_HOST_DEVICE void mma_store_rows_16bit(std::uint16_t* out16, const float (&c)[D / 8][4], const MmaThread& th,
+                                              std::int64_t heads, std::int64_t head, const float (&div)[2]) {
+  VIDLORA_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    if (!th.in[r]) continue;
+    std::uint16_t* at = out16 + th.row[r] * heads * D + head * D + 2 * th.ln.t;
+    VIDLORA_UNROLL
+    for (int n = 0; n < D / 8; ++n) {
+      VIDLORA_UNROLL
+      for (int e = 0; e < 2; ++e) at[n * 8 + e] = F::from_float(div[r] > 0.0f ? c[n][2 * r + e] / div[r] : 0.0f);
+    }
+  }
+}
+
 // The forward of query tile `qt` (rows [64·qt, 64·qt + 64)), query head `h`. `W` provides: `format` (a
 // FlashOperandFormat of bf16 or fp16); int thread() (0..127; lane = thread % 32, warp = thread / 32); void sync() (the
 // block's barrier); float shfl_xor(float v, int lane_mask) (the warp's butterfly exchange); void mma(float (&c)[4],
@@ -459,6 +476,7 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
     l[r] += w.shfl_xor(l[r], 2);
   }
   mma_store_rows<D>(p.out, o, th, p.q_heads, h, /*add=*/false, l);
+  if (p.out16) mma_store_rows_16bit<D, F>(p.out16, o, th, p.q_heads, h, l);
   VIDLORA_UNROLL
   for (int r = 0; r < 2; ++r)
     if (th.in[r] && ln.t == 0 && p.lse)
@@ -661,7 +679,7 @@ struct FlashMmaDeviceWarp {
 template <int D, int Stages, class Body>
 __device__ void with_key_stages(Body&& body) {
   if constexpr (Stages == 1) {
-    __shared__ __align__(16) std::uint32_t smem[FlashMmaSmem<D>::words];
+    VIDLORA_STATIC_SHARED(16, std::uint32_t, smem, [FlashMmaSmem<D>::words]);
     body(smem);
   } else {
     VIDLORA_DYNAMIC_SHARED(16, std::uint32_t, flash_mma_smem);

@@ -114,7 +114,7 @@ __global__ void adamw_kernel(MultiTensorLaunch l) {
 
 template <int Threads>
 __device__ double block_sum(double x) {
-  __shared__ double s[Threads];
+  VIDLORA_STATIC_SHARED(8, double, s, [Threads]);
   s[threadIdx.x] = x;
   __syncthreads();
   for (int w = Threads / 2; w > 0; w /= 2) {

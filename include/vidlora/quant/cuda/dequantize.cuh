@@ -183,8 +183,8 @@ template <class Out>
 __global__ void dequantize_4bit_kernel(Quantized4bitView q, DecodeTables t, Out* out, bool vectorized) {
   using Unit = PackedUnit<Out>;
   constexpr std::int64_t kPerUnit = 2 * static_cast<std::int64_t>(sizeof(Unit));
-  __shared__ float code[16];
-  __shared__ float map[256];
+  VIDLORA_STATIC_SHARED(4, float, code, [16]);
+  VIDLORA_STATIC_SHARED(4, float, map, [256]);
   stage_tables(t, code, map);
   const std::int64_t bytes = (q.numel + 1) / 2;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
@@ -225,8 +225,8 @@ __global__ void dequantize_4bit_kernel(Quantized4bitView q, DecodeTables t, Out*
 // 128 contiguous bytes and its input reads 1 KiB contiguous per step.
 template <class = void>  // a template: header kernels get one definition across TUs
 __global__ void dequant_gemv_kernel(DequantGemvParams p, DecodeTables t, bool vectorized) {
-  __shared__ float code[16];
-  __shared__ float map[256];
+  VIDLORA_STATIC_SHARED(4, float, code, [16]);
+  VIDLORA_STATIC_SHARED(4, float, map, [256]);
   stage_tables(t, code, map);
   const int lane = threadIdx.x & 31;
   const std::int64_t warp = (static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;

@@ -1,0 +1,311 @@
+// The CUDA emulation's own checks (cuda_emu.hpp): each wrong use a GPU would refuse or fault on is made in a child
+// process, which must die with the emulation's message naming it; the right uses beside them must run and give the
+// right values. A check that never fires would let the CUDA tests pass under the emulation with a bug a GPU shows.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cmath>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include <vidlora/core/cuda/memory.cuh>
+#include <vidlora/model/cuda/elementwise.cuh>
+
+namespace emu_checks {
+
+struct Inner {
+  const float* p = nullptr;
+  std::int64_t n = 0;
+};
+struct Params {
+  float* out = nullptr;
+  const float* in = nullptr;
+  Inner inner;
+  float scale = 1.0f;  // then 4 bytes of padding: never read as a pointer
+  std::int64_t n = 0;
+};
+// An array member before the pointer: counted as one member. Pointers in arrays and std::arrays: each checked.
+struct WithArray {
+  float table[4];
+  float* out;
+};
+struct PointerArrays {
+  const float* c_array[2] = {};
+  std::array<const float*, 2> std_array{};
+  float* out = nullptr;
+};
+
+__global__ void fill_kernel(float* out, int n) {
+  const int i = static_cast<int>(threadIdx.x);
+  if (i < n) out[i] = static_cast<float>(i);
+}
+__global__ void params_kernel(Params p) {
+  const int i = static_cast<int>(threadIdx.x);
+  if (i < p.n) p.out[i] = p.in[i] * p.scale + (p.inner.p != nullptr && i < p.inner.n ? p.inner.p[i] : 0.0f);
+}
+__global__ void table_kernel(WithArray w) {
+  const int i = static_cast<int>(threadIdx.x);
+  if (i < 4) w.out[i] = w.table[i];
+}
+// Half the warp at the block's barrier, half at the warp's: neither opens (a thread that returns counts as arrived,
+// as on a GPU since Volta, so a lone conditional __syncthreads is not this).
+__global__ void pointer_arrays_kernel(PointerArrays a) {
+  const unsigned i = threadIdx.x;
+  a.out[i] = a.c_array[i % 2][i] + a.std_array[i % 2][i];
+}
+__global__ void diverging_barrier_kernel(float* out) {
+  if (threadIdx.x < 16) {
+    __syncthreads();
+  } else {
+    __syncwarp();
+  }
+  out[threadIdx.x] = 1.0f;
+}
+
+// Thread i writes its slot of a static shared array, waits at the barrier, then reads slot i + 1 (the last thread
+// reads slot n, which no thread writes: a GPU's garbage, NaN here) and, in a second array, its own slot before any
+// write (NaN in every block, whatever the previous block left there).
+__global__ void static_shared_kernel(float* out, float* unwritten) {
+  VIDLORA_STATIC_SHARED(4, float, tile, [33]);
+  VIDLORA_STATIC_SHARED(16, float, scratch, [32][2]);
+  const unsigned i = threadIdx.x;
+  unwritten[blockIdx.x * 32 + i] = scratch[i][1];
+  scratch[i][1] = 1.0f;
+  tile[i] = static_cast<float>(blockIdx.x * 32 + i);
+  __syncthreads();
+  out[blockIdx.x * 32 + i] = tile[i + 1];
+}
+// A cp.async copy into a static shared array (allowed) or past its end (an error).
+__global__ void cp_async_kernel(const float* in, float* out, int past_end) {
+  VIDLORA_STATIC_SHARED(16, float, tile, [8]);
+  VIDLORA_EMULATED_CP_ASYNC_16(tile + (past_end ? 8 : 0), in, true);
+  VIDLORA_EMULATED_CP_ASYNC_COMMIT();
+  VIDLORA_EMULATED_CP_ASYNC_WAIT(0);
+  out[threadIdx.x] = tile[threadIdx.x];
+}
+
+struct ChildResult {
+  bool aborted = false;
+  std::string stderr_text;
+};
+// Runs body in a forked child with its stderr captured; the child exits 0 if body returns.
+template <class F>
+ChildResult run_in_child(F body) {
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  std::fflush(stdout);  // what the parent printed is not printed again by the child
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    dup2(fds[1], 2);
+    std::signal(SIGABRT, SIG_DFL);  // not Catch's handler: the child dies as the emulation makes it, silently
+    std::fclose(stdout);
+    body();
+    _exit(0);
+  }
+  close(fds[1]);
+  ChildResult r;
+  char buffer[4096];
+  for (;;) {
+    const ssize_t got = read(fds[0], buffer, sizeof buffer);
+    if (got > 0) {
+      r.stderr_text.append(buffer, static_cast<std::size_t>(got));
+    } else if (got == 0 || errno != EINTR) {
+      break;
+    }
+  }
+  close(fds[0]);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  r.aborted = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+  return r;
+}
+
+void require_failure(const ChildResult& r, const std::string& pattern) {
+  INFO("child's stderr: " << r.stderr_text);
+  CHECK(r.aborted);
+  CHECK(std::regex_search(r.stderr_text, std::regex(pattern)));
+}
+
+std::vector<float> download(const float* device, std::size_t n) {
+  std::vector<float> host(n);
+  REQUIRE(cudaMemcpy(host.data(), device, n * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+  return host;
+}
+
+}  // namespace emu_checks
+
+using namespace emu_checks;
+
+TEST_CASE("emulation: pointers a kernel is given must point into device or page-locked memory", "[emulation]") {
+  vidlora::cuda::DeviceBuffer<float> out(8), in(8), extra(8);
+  const std::vector<float> ones(8, 1.0f), twos(8, 2.0f);
+  in.upload(ones);
+  extra.upload(twos);
+  std::vector<float> host(8, 0.0f);
+
+  SECTION("right: device memory, page-locked memory and null, as arguments and as members, nested too") {
+    VIDLORA_LAUNCH(1, 8, 0, nullptr, fill_kernel)(out.data(), 8);
+    REQUIRE(cudaGetLastError() == cudaSuccess);
+    CHECK(download(out.data(), 8) == std::vector<float>{0, 1, 2, 3, 4, 5, 6, 7});
+
+    VIDLORA_LAUNCH(1, 8, 0, nullptr, params_kernel)(Params{out.data(), in.data(), Inner{extra.data(), 8}, 3.0f, 8});
+    CHECK(download(out.data(), 8) == std::vector<float>(8, 5.0f));
+    VIDLORA_LAUNCH(1, 8, 0, nullptr, params_kernel)(Params{out.data(), in.data(), Inner{}, 3.0f, 8});
+    CHECK(download(out.data(), 8) == std::vector<float>(8, 3.0f));
+
+    float* pinned = nullptr;
+    REQUIRE(cudaMallocHost(reinterpret_cast<void**>(&pinned), 8 * sizeof(float)) == cudaSuccess);
+    VIDLORA_LAUNCH(1, 8, 0, nullptr, params_kernel)(Params{pinned, in.data(), Inner{}, 4.0f, 8});
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    CHECK(std::vector<float>(pinned, pinned + 8) == std::vector<float>(8, 4.0f));
+    REQUIRE(cudaFreeHost(pinned) == cudaSuccess);
+
+    VIDLORA_LAUNCH(1, 4, 0, nullptr, table_kernel)(WithArray{{1, 2, 3, 4}, out.data()});
+    CHECK(download(out.data(), 4) == std::vector<float>{1, 2, 3, 4});
+
+    PointerArrays arrays;
+    arrays.c_array[0] = arrays.c_array[1] = in.data();
+    arrays.std_array = {extra.data(), extra.data()};
+    arrays.out = out.data();
+    VIDLORA_LAUNCH(1, 8, 0, nullptr, pointer_arrays_kernel)(arrays);
+    CHECK(download(out.data(), 8) == std::vector<float>(8, 3.0f));
+
+    // An empty range's pointer just past an allocation's end: not read, not an error (n = 0).
+    VIDLORA_LAUNCH(1, 8, 0, nullptr, fill_kernel)(out.data() + 8, 0);
+    REQUIRE(cudaGetLastError() == cudaSuccess);
+  }
+
+  SECTION("wrong: a host pointer as an argument") {
+    require_failure(run_in_child([&] {
+                      VIDLORA_LAUNCH(1, 8, 0, nullptr, fill_kernel)
+                      (host.data(), 8);
+                    }),
+                    R"(argument 0 of fill_kernel points outside device memory)");
+  }
+  SECTION("wrong: a host pointer as a member of the Params struct") {
+    require_failure(
+        run_in_child([&] {
+          VIDLORA_LAUNCH(1, 8, 0, nullptr, params_kernel)(Params{out.data(), host.data(), Inner{}, 1.0f, 8});
+        }),
+        R"(member 1 \(counted from 0\) of emu_checks::Params in argument 0 of params_kernel points outside)");
+  }
+  SECTION("wrong: a host pointer in a struct inside the Params struct") {
+    require_failure(
+        run_in_child([&] {
+          VIDLORA_LAUNCH(1, 8, 0, nullptr, params_kernel)
+          (Params{out.data(), in.data(), Inner{host.data(), 8}, 1.0f, 8});
+        }),
+        R"(member 0 \(counted from 0\) of emu_checks::Inner in argument 0 of params_kernel points outside)");
+  }
+  SECTION("wrong: a host pointer after an array member") {
+    require_failure(
+        run_in_child([&] {
+          VIDLORA_LAUNCH(1, 4, 0, nullptr, table_kernel)(WithArray{{1, 2, 3, 4}, host.data()});
+        }),
+        R"(member 1 \(counted from 0\) of emu_checks::WithArray in argument 0 of table_kernel points outside)");
+  }
+  SECTION("wrong: a host pointer in an array member and in a std::array member") {
+    PointerArrays arrays;
+    arrays.c_array[0] = in.data();
+    arrays.c_array[1] = host.data();
+    arrays.std_array = {extra.data(), extra.data()};
+    arrays.out = out.data();
+    require_failure(
+        run_in_child([&] {
+          VIDLORA_LAUNCH(1, 8, 0, nullptr, pointer_arrays_kernel)
+          (arrays);
+        }),
+        R"(member 0 \(counted from 0\) of emu_checks::PointerArrays in argument 0 of pointer_arrays_kernel)");
+    arrays.c_array[1] = in.data();
+    arrays.std_array[1] = host.data();
+    require_failure(
+        run_in_child([&] {
+          VIDLORA_LAUNCH(1, 8, 0, nullptr, pointer_arrays_kernel)
+          (arrays);
+        }),
+        R"(member 1 \(counted from 0\) of emu_checks::PointerArrays in argument 0 of pointer_arrays_kernel)");
+  }
+  SECTION("wrong: device memory freed before the launch") {
+    float* freed = nullptr;
+    REQUIRE(cudaMalloc(reinterpret_cast<void**>(&freed), 1 << 20) == cudaSuccess);
+    REQUIRE(cudaFree(freed) == cudaSuccess);
+    require_failure(
+        run_in_child([&] {
+          VIDLORA_LAUNCH(1, 8, 0, nullptr, params_kernel)(Params{freed, in.data(), Inner{}, 1.0f, 8});
+        }),
+        R"(member 0 \(counted from 0\) of emu_checks::Params in argument 0 of params_kernel points outside)");
+  }
+  SECTION("wrong: a host pointer in a library kernel's Params (RmsNormParams, with a double member)") {
+    vidlora::cuda::DeviceBuffer<float> weight(8), y(8);
+    weight.upload(ones);
+    require_failure(run_in_child([&] {
+                      vidlora::model::cuda::RmsNormParams p;
+                      p.x = in.data();
+                      p.weight = weight.data();
+                      p.y = y.data();
+                      p.inv_rms = host.data();
+                      p.rows = 1;
+                      p.n = 8;
+                      vidlora::model::cuda::rms_norm(p);
+                    }),
+                    R"(member 3 \(counted from 0\) of vidlora::model::cuda::RmsNormParams in argument 0 of .* points)");
+  }
+}
+
+TEST_CASE("emulation: a barrier some threads of the block never reach is an error naming the kernel", "[emulation]") {
+  vidlora::cuda::DeviceBuffer<float> out(32);
+  require_failure(run_in_child([&] {
+                    VIDLORA_LAUNCH(1, 32, 0, nullptr, diverging_barrier_kernel)
+                    (out.data());
+                  }),
+                  R"(deadlock in diverging_barrier_kernel: block \(0, 0, 0\), 32 of 32 threads wait)");
+}
+
+TEST_CASE("emulation: a launch a GPU refuses sets the last error and runs nothing", "[emulation]") {
+  vidlora::cuda::DeviceBuffer<float> out(8);
+  const std::vector<float> zeros(8, -1.0f);
+  out.upload(zeros);
+  VIDLORA_LAUNCH(1, 2048, 0, nullptr, fill_kernel)(out.data(), 8);
+  CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+  CHECK(download(out.data(), 8) == zeros);
+  VIDLORA_LAUNCH(1, 8, 64 * 1024, nullptr, fill_kernel)(out.data(), 8);  // 64 KiB dynamic without the attribute
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  CHECK(download(out.data(), 8) == zeros);
+}
+
+TEST_CASE("emulation: a static shared array starts as NaN in every block", "[emulation]") {
+  vidlora::cuda::DeviceBuffer<float> out(64), unwritten(64);
+  VIDLORA_LAUNCH(2, 32, 0, nullptr, static_shared_kernel)(out.data(), unwritten.data());
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  const auto o = download(out.data(), 64), u = download(unwritten.data(), 64);
+  for (int b = 0; b < 2; ++b) {
+    for (int i = 0; i < 31; ++i) CHECK(o[static_cast<std::size_t>(b * 32 + i)] == static_cast<float>(b * 32 + i + 1));
+    CHECK(std::isnan(o[static_cast<std::size_t>(b * 32 + 31)]));  // slot 32: no thread wrote it
+  }
+  for (const float v : u) CHECK(std::isnan(v));  // the second block too, after the first wrote 1s there
+}
+
+TEST_CASE("emulation: cp.async writes into a static shared array, not past it", "[emulation]") {
+  // (At an emulated sm_75 the copy is done at once, at sm_80+ at its wait: the destination is checked in both.)
+  vidlora::cuda::DeviceBuffer<float> in(4), out(4);
+  const std::vector<float> v{1, 2, 3, 4};
+  in.upload(v);
+  VIDLORA_LAUNCH(1, 4, 0, nullptr, cp_async_kernel)(in.data(), out.data(), 0);
+  CHECK(download(out.data(), 4) == v);
+  require_failure(
+      run_in_child([&] {
+        VIDLORA_LAUNCH(1, 4, 0, nullptr, cp_async_kernel)
+        (in.data(), out.data(), 1);
+      }),
+      R"(cp.async in cp_async_kernel: the destination's 16 bytes are not inside the block's shared memory)");
+}
