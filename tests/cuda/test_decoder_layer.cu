@@ -71,12 +71,7 @@ struct DeviceLayer {
 
 std::vector<float> download(const model::cuda::DeviceTensor& t) { return t.buffer.download(); }
 
-void check_layer(const ref::DecoderLayerCase& c) {
-  INFO((c.qwen3 ? "qwen3" : "llama") << (c.nf4 ? " nf4" : " dense") << " batch " << c.batch << " seq " << c.seq_len
-                                     << " hidden " << c.hidden << " heads " << c.q_heads << "/" << c.kv_heads
-                                     << " head_dim " << c.head_dim << " dropout " << c.dropout);
-  const ref::DecoderLayer want = ref::decoder_layer(c);
-  DeviceLayer dev(c, want);
+model::cuda::DecoderLayerShape shape_of(const ref::DecoderLayerCase& c) {
   model::cuda::DecoderLayerShape shape;
   shape.batch = c.batch;
   shape.seq_len = c.seq_len;
@@ -88,6 +83,16 @@ void check_layer(const ref::DecoderLayerCase& c) {
   shape.rms_norm_eps = 1e-6;
   shape.rope_theta = 10000.0;
   shape.qk_norm = c.qwen3;
+  return shape;
+}
+
+void check_layer(const ref::DecoderLayerCase& c) {
+  INFO((c.qwen3 ? "qwen3" : "llama") << (c.nf4 ? " nf4" : " dense") << " batch " << c.batch << " seq " << c.seq_len
+                                     << " hidden " << c.hidden << " heads " << c.q_heads << "/" << c.kv_heads
+                                     << " head_dim " << c.head_dim << " dropout " << c.dropout);
+  const ref::DecoderLayer want = ref::decoder_layer(c);
+  DeviceLayer dev(c, want);
+  const model::cuda::DecoderLayerShape shape = shape_of(c);
   vidlora::cuda::GemmRunner gemm;
   model::cuda::DecoderLayerExecutor exec(gemm, dev.weights, shape, c.key_mask, /*training=*/true);
   const long tokens = c.batch * c.seq_len;
@@ -202,16 +207,7 @@ TEST_CASE("cuda decoder block with 16-bit operands: norms, RoPE and SwiGLU round
   c.key_mask = right_padded(c.batch, c.seq_len, 5);
   c.seed = 14;
   const ref::DecoderLayer want = ref::decoder_layer(c);
-  model::cuda::DecoderLayerShape shape;
-  shape.batch = c.batch;
-  shape.seq_len = c.seq_len;
-  shape.hidden = c.hidden;
-  shape.intermediate = c.intermediate;
-  shape.q_heads = c.q_heads;
-  shape.kv_heads = c.kv_heads;
-  shape.head_dim = c.head_dim;
-  shape.rms_norm_eps = 1e-6;
-  shape.rope_theta = 10000.0;
+  const model::cuda::DecoderLayerShape shape = shape_of(c);
   const long tokens = c.batch * c.seq_len;
   using Norm = model::LayerNorm;
   using Slot = model::LayerLinear;
