@@ -18,7 +18,8 @@
 // instead of __shared__) when the block first reaches its declaration.
 //
 // What it checks that a GPU also would: the launch limits (threads per block, grid dimensions, dynamic shared memory
-// above 48 KiB without cudaFuncSetAttribute, above the device's opt-in maximum), a __syncthreads or shuffle that not
+// above 48 KiB without cudaFuncSetAttribute, above the device's opt-in maximum; static shared memory above 48 KiB,
+// static and dynamic together above that maximum), a __syncthreads or shuffle that not
 // every thread of the block or warp reaches (a deadlock here: an error naming the kernel), cudaMemcpy kinds against
 // the allocations (a host pointer given as device memory), a kernel's pointers into neither device nor page-locked
 // memory (a host pointer, a freed one), as arguments or as members of its Params structs (nested ones too: the

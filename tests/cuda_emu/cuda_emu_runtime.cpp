@@ -329,6 +329,17 @@ void poison_static_shared(void* p, std::size_t bytes) {
     if (s.first == b) return;
   std::memset(b, 0xff, bytes);
   run->statics.emplace_back(b, bytes);
+  // What a GPU allows a block: 48 KiB of static shared memory (ptxas refuses more), and static plus dynamic within
+  // the card's opt-in maximum (cudaFuncSetAttribute or the launch refuses more).
+  std::size_t statics = 0;
+  for (const auto& st : run->statics) statics += st.second;
+  if (statics > 48 * 1024)
+    fail(std::string(run->kernel) + ": " + std::to_string(statics) +
+         " bytes of static shared memory, above the 48 KiB a block may declare");
+  if (statics + run->shared.size() > device().optin_shared())
+    fail(std::string(run->kernel) + ": " + std::to_string(statics) + " bytes of static and " +
+         std::to_string(run->shared.size()) + " of dynamic shared memory, above the " +
+         std::to_string(device().optin_shared()) + " a block may have on this card");
 }
 
 void* dynamic_shared() {

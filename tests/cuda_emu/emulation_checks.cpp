@@ -92,6 +92,16 @@ __global__ void cp_async_kernel(const float* in, float* out, int past_end) {
   out[threadIdx.x] = tile[threadIdx.x];
 }
 
+// 40 KiB of static shared memory beside the launch's dynamic bytes.
+__global__ void big_static_kernel(float* out) {
+  VIDLORA_STATIC_SHARED(16, float, tile, [10 * 1024]);
+  VIDLORA_DYNAMIC_SHARED(16, float, dynamic);
+  tile[threadIdx.x] = 1.0f;
+  dynamic[threadIdx.x] = 2.0f;
+  __syncthreads();
+  out[threadIdx.x] = tile[threadIdx.x] + dynamic[threadIdx.x];
+}
+
 struct ChildResult {
   bool aborted = false;
   std::string stderr_text;
@@ -308,4 +318,21 @@ TEST_CASE("emulation: cp.async writes into a static shared array, not past it", 
         (in.data(), out.data(), 1);
       }),
       R"(cp.async in cp_async_kernel: the destination's 16 bytes are not inside the block's shared memory)");
+}
+
+TEST_CASE("emulation: static and dynamic shared memory together within the card's opt-in maximum", "[emulation]") {
+  // 40 KiB static + 16 KiB dynamic fit every card (sm_75's 64 KiB); 40 KiB + 40 KiB (the attribute raised to it)
+  // does not fit sm_75's 64 KiB, and at sm_90 (227 KiB) 40 KiB + 200 KiB does not.
+  vidlora::cuda::DeviceBuffer<float> out(32);
+  VIDLORA_LAUNCH(1, 32, 16 * 1024, nullptr, big_static_kernel)(out.data());
+  REQUIRE(cudaGetLastError() == cudaSuccess);
+  CHECK(download(out.data(), 32) == std::vector<float>(32, 3.0f));
+  cudaDeviceProp prop{};
+  REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
+  const int dynamic = static_cast<int>(prop.sharedMemPerBlockOptin) - 24 * 1024;  // + 40 KiB static: over by 16 KiB
+  REQUIRE(cudaFuncSetAttribute(big_static_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic) == cudaSuccess);
+  require_failure(
+      run_in_child([&] { VIDLORA_LAUNCH(1, 32, dynamic, nullptr, big_static_kernel)
+                         (out.data()); }),
+      R"(big_static_kernel: 40960 bytes of static and \d+ of dynamic shared memory, above the \d+ a block)");
 }
