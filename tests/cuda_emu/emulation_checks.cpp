@@ -331,8 +331,8 @@ TEST_CASE("emulation: static and dynamic shared memory together within the card'
   REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
   const int dynamic = static_cast<int>(prop.sharedMemPerBlockOptin) - 24 * 1024;  // + 40 KiB static: over by 16 KiB
   REQUIRE(cudaFuncSetAttribute(big_static_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic) == cudaSuccess);
+  const auto too_much = [&] { VIDLORA_LAUNCH(1, 32, dynamic, nullptr, big_static_kernel)(out.data()); };
   require_failure(
-      run_in_child([&] { VIDLORA_LAUNCH(1, 32, dynamic, nullptr, big_static_kernel)
-                         (out.data()); }),
+      run_in_child(too_much),
       R"(big_static_kernel: 40960 bytes of static and \d+ of dynamic shared memory, above the \d+ a block)");
 }
