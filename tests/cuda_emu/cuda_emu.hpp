@@ -249,9 +249,10 @@ inline int lane_id() {
   ::vidlora_emu::launch(dim3(grid), dim3(block), static_cast<std::size_t>(shared_bytes), stream, __VA_ARGS__, \
                         #__VA_ARGS__)
 #define VIDLORA_DYNAMIC_SHARED(alignment, type, name) type* name = static_cast<type*>(::vidlora_emu::dynamic_shared())
-// A function-local static, poisoned at each block's first reach (one host thread runs a launch's blocks in turn).
+// A function-local static, poisoned at each block's first reach: thread_local, as one host thread runs a launch's
+// blocks in turn and launches from other host threads run their own blocks at the same time.
 #define VIDLORA_STATIC_SHARED(alignment, type, name, extents) \
-  alignas(alignment) static type name extents;                \
+  alignas(alignment) static thread_local type name extents;   \
   ::vidlora_emu::poison_static_shared(name, sizeof(name))
 
 #define VIDLORA_EMULATED_MMA_M16N8K16(c, a, b, bf16) ::vidlora_emu::warp_mma_m16n8k16(c, a, b, bf16)
