@@ -321,7 +321,12 @@ TEST_CASE("cuda decoder block with 16-bit operands: norms, RoPE and SwiGLU round
     const model::cuda::DeviceTensor down_from_zeros = exec.linear(Slot::down, m);
     CHECK(m.rounded16.size() == 0);
     CHECK(differs(exec.linear(Slot::down, m), down_from_zeros));  // down_proj read SwiGLU's copy
-    exec.set_base_operands(DType::F32);                           // nothing to round for
+    {  // a copy made for one 16-bit type is not read as the other
+      const model::cuda::DeviceTensor x3 = exec.rms_norm(h, Norm::input, &inv);
+      exec.set_base_operands(base == DType::BF16 ? DType::F16 : DType::BF16);
+      CHECK_THROWS_WITH(exec.linear(Slot::q, x3), Catch::Contains("a 16-bit copy of"));
+    }
+    exec.set_base_operands(DType::F32);  // nothing to round for
     CHECK(exec.rms_norm(h, Norm::input, &inv).rounded16.size() == 0);
   }
 }

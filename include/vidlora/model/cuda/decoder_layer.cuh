@@ -111,6 +111,7 @@ struct DeviceTensor {
   vidlora::cuda::DeviceBuffer<float> buffer;
   vidlora::cuda::DeviceBuffer<std::uint16_t> packed;
   mutable vidlora::cuda::DeviceBuffer<std::uint16_t> rounded16;
+  mutable vidlora::cuda::DType rounded16_type = vidlora::cuda::DType::F32;  // BF16 or F16 while rounded16 is held
   std::int64_t rows = 0, cols = 0;
   DeviceTensor() = default;
   DeviceTensor(std::int64_t r, std::int64_t c) : buffer(static_cast<std::size_t>(r * c)), rows(r), cols(c) {}
@@ -613,11 +614,7 @@ class DecoderLayerExecutor {
     vidlora::cuda::DeviceBuffer<std::uint16_t> bits;
   };
   const void* shared_operand(LayerLinear m, const DeviceTensor& x, std::string_view name) {
-    if (x.rounded16.size() != 0) {  // its producer rounded it (a norm, SwiGLU)
-      vidlora::cuda::check_arg(static_cast<std::int64_t>(x.rounded16.size()) == x.size(), "cuda::DecoderLayerExecutor",
-                               "a 16-bit copy of another size than its tensor");
-      return x.rounded16.data();
-    }
+    if (x.rounded16.size() != 0) return rounded_copy(x);  // its producer rounded it (a norm, SwiGLU, the attention)
     const bool first = m == LayerLinear::q || m == LayerLinear::gate;
     const bool follower = m == LayerLinear::k || m == LayerLinear::v || m == LayerLinear::up;
     if (follower)
@@ -759,8 +756,7 @@ class DecoderLayerExecutor {
     if ((d_out && a.attn.buffer.size() == 0) || !attention_takes_16bit_inputs()) return in;
     const auto narrow = [this](const DeviceTensor& x, vidlora::cuda::DeviceBuffer<std::uint16_t>& own,
                                std::string_view what) -> const std::uint16_t* {
-      if (x.rounded16.size() != 0 && static_cast<std::int64_t>(x.rounded16.size()) == x.size())
-        return x.rounded16.data();
+      if (x.rounded16.size() != 0) return rounded_copy(x);
       own =
           vidlora::cuda::DeviceBuffer<std::uint16_t>(memory_.allocator, static_cast<std::size_t>(x.size()), tag(what));
       io::cuda::round_to_16bit(x.data(), own.data(), x.size(), base_operands_, stream_);
@@ -788,7 +784,19 @@ class DecoderLayerExecutor {
     if (!producer_rounding_ || base_operands_ == vidlora::cuda::DType::F32 || y.size() == 0) return {};
     y.rounded16 =
         vidlora::cuda::DeviceBuffer<std::uint16_t>(memory_.allocator, static_cast<std::size_t>(y.size()), tag(what));
+    y.rounded16_type = base_operands_;
     return {y.rounded16.data(), base_operands_ == vidlora::cuda::DType::BF16};
+  }  // x's producer's 16-bit copy for a consumer of this executor's operands: its size and type, or an error (a copy made
+  // before set_base_operands changed them would be read as the other format).
+  const std::uint16_t* rounded_copy(const DeviceTensor& x) const {
+    vidlora::cuda::check_arg(
+        static_cast<std::int64_t>(x.rounded16.size()) == x.size() && x.rounded16_type == base_operands_,
+        "cuda::DecoderLayerExecutor", [&] {
+          return "a 16-bit copy of " + std::to_string(x.rounded16.size()) + " " +
+                 vidlora::cuda::dtype_name(x.rounded16_type) + " values beside " + std::to_string(x.size()) +
+                 " floats, for " + vidlora::cuda::dtype_name(base_operands_) + " operands";
+        });
+    return x.rounded16.data();
   }
 
   AttentionParams sequence_params(const saved_type& a, std::int64_t b) const {
