@@ -318,6 +318,38 @@ TEST_CASE("cuda causal attention forward and backward match the CPU with GQA off
   }
 }
 
+TEST_CASE("cuda row attention at thousands of keys: its shared memory beside the static bytes, or a clear error",
+          "[model]") {
+  // The row kernels hold a query's scores (forward) and its probabilities and score gradients (backward) in dynamic
+  // shared memory beside 1 KiB of static (their reduction array). At 6,100 keys the backward's 48,896 dynamic bytes
+  // alone are under 48 KiB but not with the static ones: the kernel needs the opt-in attribute (a launch without it
+  // fails on a GPU). At 8,192 keys the backward needs 66,560 bytes: more than a T4 gives (64 KiB), a clear error there.
+  for (const long tk : {6100L, 8192L}) {
+    INFO("tk " << tk);
+    AttentionProblem a = attention_problem(
+        2, tk, 2, 1, 8, tk - 2, true, [](long j) { return j % 7 != 3; }, 41);
+    model::cuda::AttentionParams p = a.p;
+    p.row_dot = a.RD.data();
+    cuda_test::poison(a.O);
+    zero_grads(a);
+    int device = 0, optin = 0;
+    VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
+    VIDLORA_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    model::cuda::attention_forward(p);
+    const long backward_bytes = 2 * ((tk + 31) / 32 * 32) * 4 + 1024;
+    if (backward_bytes > optin) {
+      CHECK_THROWS_WITH(model::cuda::attention_backward(p), Catch::Contains(std::to_string(tk) + " keys need"));
+      continue;
+    }
+    model::cuda::attention_backward(p);
+    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+    CHECK(cuda_test::normwise_error(a.O.download(), a.out) < 2e-5);
+    CHECK(cuda_test::normwise_error(a.DQ.download(), a.dq) < 5e-5);
+    CHECK(cuda_test::normwise_error(a.DK.download(), a.dk) < 5e-5);
+    CHECK(cuda_test::normwise_error(a.DV.download(), a.dv) < 5e-5);
+  }
+}
+
 TEST_CASE("cuda tiled attention matches the CPU: fp32 and TF32, both tiles, GQA, offset, mask, deterministic",
           "[model]") {
   struct Case {

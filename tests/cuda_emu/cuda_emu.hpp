@@ -65,9 +65,11 @@ struct ThreadState {
 };
 ThreadState& current();
 void* dynamic_shared();
-// A static shared array's first reach in a block (VIDLORA_STATIC_SHARED): filled with 0xFF bytes (NaN), as a GPU's
-// shared memory holds what it held; later reaches in the same block leave it alone.
-void poison_static_shared(void* p, std::size_t bytes);
+// A static shared array's storage (VIDLORA_STATIC_SHARED; `key` names the declaration): the host thread's own, of
+// exactly `bytes`, filled with 0xFF bytes (NaN) at the block's first reach, as a GPU's shared memory holds what it held;
+// later reaches in the same block leave it alone. Checks the block's static and dynamic shared memory against the
+// card's limits.
+void* static_shared(const void* key, std::size_t bytes, std::size_t alignment);
 void sync_threads();
 void sync_warp();  // the warp's lanes (all of them: a partial mask is not emulated)
 // Every lane of the current warp hands in `value` and gets lane `source(lane)`'s back (after a warp barrier).
@@ -93,10 +95,11 @@ struct LaunchConfig {
   dim3 block;
   std::size_t shared_bytes = 0;
   cudaStream_t stream = nullptr;
+  int dynamic_attribute = -1;  // set by begin_launch: the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize, if set
 };
 // Checks the configuration (sets the runtime's last error and returns false when the GPU would refuse it), then
 // runs body(state) for every thread of every block.
-bool begin_launch(const LaunchConfig& c, const void* kernel, const char* name);
+bool begin_launch(LaunchConfig& c, const void* kernel, const char* name);
 void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void* context);
 
 // `member` is -1 for the argument itself, else the index of the member of the argument's class (aggregate) that
@@ -197,7 +200,8 @@ struct Launch {
   const char* name;
   template <class... A>
   void operator()(A&&... args) const {
-    if (!begin_launch(config, reinterpret_cast<const void*>(kernel), name)) return;
+    LaunchConfig lc = config;
+    if (!begin_launch(lc, reinterpret_cast<const void*>(kernel), name)) return;
     // The arguments as the kernel's parameter types, converted once (as a launch copies them); every thread gets
     // its own copies of them.
     std::tuple<std::decay_t<P>...> params(static_cast<std::decay_t<P>>(std::forward<A>(args))...);
@@ -213,7 +217,7 @@ struct Launch {
       const std::tuple<std::decay_t<P>...>* params;
     } ctx{kernel, &params};
     run_grid(
-        config, name,
+        lc, name,
         [](void* c) {
           auto* x = static_cast<Context*>(c);
           std::apply([&](const auto&... p) { x->kernel(p...); }, *x->params);
@@ -249,11 +253,13 @@ inline int lane_id() {
   ::vidlora_emu::launch(dim3(grid), dim3(block), static_cast<std::size_t>(shared_bytes), stream, __VA_ARGS__, \
                         #__VA_ARGS__)
 #define VIDLORA_DYNAMIC_SHARED(alignment, type, name) type* name = static_cast<type*>(::vidlora_emu::dynamic_shared())
-// A function-local static, poisoned at each block's first reach: thread_local, as one host thread runs a launch's
-// blocks in turn and launches from other host threads run their own blocks at the same time.
+// A reference to the runtime's storage for this declaration (a function-local static is its key), poisoned at each
+// block's first reach; per host thread, as one host thread runs a launch's blocks in turn and launches from other host
+// threads run their own blocks at the same time.
 #define VIDLORA_STATIC_SHARED(alignment, type, name, extents) \
-  alignas(alignment) static thread_local type name extents;   \
-  ::vidlora_emu::poison_static_shared(name, sizeof(name))
+  static const char name##_vidlora_static_shared_key = 0;     \
+  type(&name) extents = *static_cast<type(*) extents>(        \
+      ::vidlora_emu::static_shared(&name##_vidlora_static_shared_key, sizeof(type extents), alignment))
 
 #define VIDLORA_EMULATED_MMA_M16N8K16(c, a, b, bf16) ::vidlora_emu::warp_mma_m16n8k16(c, a, b, bf16)
 #define VIDLORA_EMULATED_CP_ASYNC_16(dst, src, valid) ::vidlora_emu::cp_async_16(dst, src, valid)

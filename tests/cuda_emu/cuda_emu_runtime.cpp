@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <string>
 #include <vector>
@@ -212,6 +213,7 @@ struct BlockRun {
   std::vector<unsigned char> shared;  // dynamic shared memory
   // The static shared arrays (VIDLORA_STATIC_SHARED) this block has reached: poisoned on the first reach.
   std::vector<std::pair<unsigned char*, std::size_t>> statics;
+  int dynamic_attribute = -1;  // the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize, -1: not set
   const char* kernel = "";
   std::uint64_t progress = 0;  // barrier arrivals and exits: a pass of the scheduler without any is a deadlock
 };
@@ -322,24 +324,47 @@ void cp_async_wait(int pending_groups) {
   });
 }
 
-void poison_static_shared(void* p, std::size_t bytes) {
+void* static_shared(const void* key, std::size_t bytes, std::size_t alignment) {
   if (!run || !run->running) fail("a static shared array outside a kernel");
-  auto* b = static_cast<unsigned char*>(p);
-  for (const auto& s : run->statics)
-    if (s.first == b) return;
-  std::memset(b, 0xff, bytes);
-  run->statics.emplace_back(b, bytes);
-  // What a GPU allows a block: 48 KiB of static shared memory (ptxas refuses more), and static plus dynamic within
-  // the card's opt-in maximum (cudaFuncSetAttribute or the launch refuses more).
+  // Each array (its key: a static of the declaring function) has heap storage of its own size per host thread, so
+  // that AddressSanitizer sees an access past its end; reused by the thread's later blocks, poisoned for each.
+  struct Storage {
+    unsigned char* p = nullptr;
+    std::size_t bytes = 0, alignment = 0;
+    ~Storage() {
+      if (p) ::operator delete[](p, std::align_val_t(alignment));
+    }
+  };
+  thread_local std::map<const void*, Storage> arrays;
+  Storage& a = arrays[key];
+  if (!a.p) {
+    a.p = static_cast<unsigned char*>(::operator new[](bytes, std::align_val_t(alignment)));
+    a.bytes = bytes;
+    a.alignment = alignment;
+  }
+  for (const auto& st : run->statics)
+    if (st.first == a.p) return a.p;
+  std::memset(a.p, 0xff, bytes);  // the block's first reach: what it holds on a GPU is not ours
+  run->statics.emplace_back(a.p, bytes);
+  // What a GPU allows a block: 48 KiB of static shared memory (ptxas refuses more); static and dynamic together
+  // within 48 KiB, or with cudaFuncAttributeMaxDynamicSharedMemorySize set, static and that attribute within the card's
+  // opt-in maximum (cudaFuncSetAttribute refuses more). Checked when the block reaches its arrays, which is when the
+  // emulation learns their sizes.
   std::size_t statics = 0;
   for (const auto& st : run->statics) statics += st.second;
+  const std::string sizes = std::string(run->kernel) + ": " + std::to_string(statics) + " bytes of static and " +
+                            std::to_string(run->shared.size()) + " of dynamic shared memory";
   if (statics > 48 * 1024)
     fail(std::string(run->kernel) + ": " + std::to_string(statics) +
          " bytes of static shared memory, above the 48 KiB a block may declare");
-  if (statics + run->shared.size() > device().optin_shared())
-    fail(std::string(run->kernel) + ": " + std::to_string(statics) + " bytes of static and " +
-         std::to_string(run->shared.size()) + " of dynamic shared memory, above the " +
-         std::to_string(device().optin_shared()) + " a block may have on this card");
+  if (run->dynamic_attribute < 0 && statics + run->shared.size() > 48 * 1024)
+    fail(sizes + ", above the 48 KiB a block has without cudaFuncAttributeMaxDynamicSharedMemorySize");
+  if (run->dynamic_attribute >= 0 &&
+      statics + static_cast<std::size_t>(run->dynamic_attribute) > device().optin_shared())
+    fail(sizes + ": with cudaFuncAttributeMaxDynamicSharedMemorySize " + std::to_string(run->dynamic_attribute) +
+         ", above the " + std::to_string(device().optin_shared()) +
+         " a block may have on this card (a GPU refuses the attribute)");
+  return a.p;
 }
 
 void* dynamic_shared() {
@@ -464,7 +489,7 @@ void warp_mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], const std::ui
   wait(w.barrier);
 }
 
-bool begin_launch(const LaunchConfig& c, const void* kernel, const char* name) {
+bool begin_launch(LaunchConfig& c, const void* kernel, const char* name) {
   auto refuse = [&](cudaError_t e, const std::string& why) {
     std::fprintf(stderr, "vidlora CUDA emulation: launch of %s refused: %s\n", name, why.c_str());
     last_error = e;
@@ -480,8 +505,10 @@ bool begin_launch(const LaunchConfig& c, const void* kernel, const char* name) {
   std::size_t allowed = 48 * 1024;
   {
     std::lock_guard lock(attribute_mutex);
-    if (auto it = max_dynamic_shared.find(kernel); it != max_dynamic_shared.end())
+    if (auto it = max_dynamic_shared.find(kernel); it != max_dynamic_shared.end()) {
       allowed = static_cast<std::size_t>(it->second);
+      c.dynamic_attribute = it->second;
+    }
   }
   if (c.shared_bytes > allowed)
     return refuse(cudaErrorInvalidValue, std::to_string(c.shared_bytes) + " bytes of dynamic shared memory, " +
@@ -500,6 +527,7 @@ void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void
   const std::size_t threads = static_cast<std::size_t>(c.block.x) * c.block.y * c.block.z;
   BlockRun r;
   r.kernel = name;
+  r.dynamic_attribute = c.dynamic_attribute;
   r.body = body;
   r.context = context;
   r.fibers.resize(threads);

@@ -280,6 +280,26 @@ __global__ void attention_kv_grad_kernel(AttentionParams p) {
   }
 }
 
+// Lets `kernel` (one of the row kernels, whose `red` takes kAttnThreads doubles of static shared memory) launch with
+// `dynamic` bytes of dynamic shared memory: a GPU gives a block 48 KiB of static and dynamic together, and up to its
+// opt-in maximum with cudaFuncAttributeMaxDynamicSharedMemorySize set, which it refuses above that maximum less the
+// static bytes; a clear error here then, naming the keys.
+template <class Kernel>
+void allow_row_kernel_shared(Kernel kernel, std::size_t dynamic, std::int64_t tk, const char* who) {
+  const std::size_t statics = sizeof(double) * kAttnThreads;
+  if (statics + dynamic <= 48 * 1024) return;
+  int device = 0, optin = 0;
+  VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
+  VIDLORA_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  vidlora::cuda::check_arg(statics + dynamic <= static_cast<std::size_t>(optin), who, [&] {
+    return std::to_string(tk) + " keys need " + std::to_string(statics + dynamic) +
+           " bytes of shared memory per block; this GPU gives " + std::to_string(optin) +
+           " (the tiled kernels, flash_attention.cuh, have no key limit)";
+  });
+  VIDLORA_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dynamic)));
+}
+
 }  // namespace detail
 
 inline void attention_forward(const AttentionParams& p, cudaStream_t stream = nullptr) {
@@ -288,9 +308,7 @@ inline void attention_forward(const AttentionParams& p, cudaStream_t stream = nu
                            "writes no 16-bit output (out16: the register-tile kernels only)");
   const dim3 grid(static_cast<unsigned>(p.tq), static_cast<unsigned>(p.q_heads));
   const std::size_t smem = static_cast<std::size_t>(attention_row_floats(p.tk)) * sizeof(float);
-  if (smem > 48 * 1024)
-    VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(detail::attention_forward_kernel<>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  detail::allow_row_kernel_shared(detail::attention_forward_kernel<>, smem, p.tk, "cuda::attention_forward");
   VIDLORA_LAUNCH(grid, detail::kAttnThreads, smem, stream, detail::attention_forward_kernel<>)(p);
   VIDLORA_CUDA_CHECK_LAUNCH("attention_forward_kernel");
 }
@@ -300,9 +318,7 @@ inline void attention_backward(const AttentionParams& p, cudaStream_t stream = n
   vidlora::cuda::check_arg(p.d_out && p.dq && p.dk && p.dv, "cuda::attention_backward", "needs d_out, dq, dk, dv");
   const dim3 grid(static_cast<unsigned>(p.tq), static_cast<unsigned>(p.q_heads));
   const std::size_t smem = 2 * static_cast<std::size_t>(attention_row_floats(p.tk)) * sizeof(float);
-  if (smem > 48 * 1024)
-    VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(detail::attention_backward_kernel<>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  detail::allow_row_kernel_shared(detail::attention_backward_kernel<>, smem, p.tk, "cuda::attention_backward");
   VIDLORA_LAUNCH(grid, detail::kAttnThreads, smem, stream, detail::attention_backward_kernel<>)(p);
   VIDLORA_CUDA_CHECK_LAUNCH("attention_backward_kernel");
   if (p.row_dot) {
