@@ -48,9 +48,11 @@ using Allocator = CachingAllocator<AddressOnly>;
 
 using Block = test::AllocatorBlock<Allocator>;
 
-// cuda::DeviceTensor's memory: fp32 values, or (packed) their bf16 bits.
+// cuda::DeviceTensor's memory: fp32 values, or (packed) their bf16 bits; and the 16-bit copy its producer wrote for
+// the consumer after it (DeviceTensor::rounded16).
 struct Tensor {
   Block buffer, packed;
+  mutable Block rounded16;
   std::int64_t rows = 0, cols = 0;
   Tensor() = default;
   Tensor(Allocator& a, std::int64_t r, std::int64_t c, const std::string& tag)
@@ -62,8 +64,8 @@ struct Setup {
   model::DecoderMemoryShape shape;
   vidlora::cuda::DType base_operands = vidlora::cuda::DType::F32;
   float dropout = 0.0f;
-  // The attention on the register-tile kernels (16-bit operands, sm_80+, head dim 64 or 128), for which the executor
-  // rounds q, k and v (and the backward's d_out) to 16 bits once a call.
+  // The attention on the register-tile kernels (16-bit operands, sm_80+, head dim 64 or 128), for which RoPE writes
+  // q's and k's 16-bit copies and the executor rounds v (and the backward's d_out) once a call.
   bool register_tiles = false;
 };
 
@@ -82,6 +84,7 @@ struct LayerExec {
   std::string prefix;
   Block positions, cos, sin, mask, shared16;
   const Tensor* shared_source = nullptr;
+  bool swiglu_feeds_down = false;                              // DecoderLayerExecutor's: set by the up slot's forward
   std::array<Block, 7> kept;                                   // each LoRA slot's keep bits and h
   std::vector<std::pair<std::string, std::size_t>> live_at_q;  // tag, bytes
 
@@ -117,9 +120,15 @@ struct LayerExec {
   Tensor copy(const Tensor& x) { return tensor(x.rows, x.cols, "input"); }
   Tensor add(const Tensor& x, const Tensor&) { return tensor(x.rows, x.cols, "residual"); }
   void accumulate(Tensor&, const Tensor&) {}
-  Tensor rms_norm(const Tensor& x, LayerNorm, Tensor* inv) {
+  bool narrow() const { return s.base_operands != vidlora::cuda::DType::F32; }
+  // The executor's producer rounding (DecoderLayerExecutor::round_in_producer, on by default): a copy beside `y`.
+  void round_in_producer(const Tensor& y, const std::string& what) {
+    if (narrow()) y.rounded16 = block(y.size() * 2, what);
+  }
+  Tensor rms_norm(const Tensor& x, LayerNorm which, Tensor* inv) {
     Tensor y = tensor(x.rows, x.cols, "norm");
     if (inv) *inv = tensor(x.rows, 1, "norm.inv");
+    if (inv && (which == LayerNorm::input || which == LayerNorm::post_attention)) round_in_producer(y, "norm.16bit");
     return y;
   }
   Tensor rms_norm_backward(const Tensor&, LayerNorm, const Tensor&, const Tensor& dy) {
@@ -129,9 +138,11 @@ struct LayerExec {
     const auto i = static_cast<std::size_t>(m);
     lora::cuda::LoraLinearParams p = params(m, x.rows);
     bool rounded =
-        false;  // the group's shared 16-bit rounding of its norm's output (DecoderLayerExecutor::shared_operand)
+        false;  // the producer's copy, or the group's shared 16-bit rounding (DecoderLayerExecutor::shared_operand)
     if (p.narrow_base()) {
-      if (m == LayerLinear::q || m == LayerLinear::gate) {
+      if (x.rounded16.held()) {
+        rounded = true;
+      } else if (m == LayerLinear::q || m == LayerLinear::gate) {
         shared16 = Block();
         shared16 = block(x.size() * 2, "input_16bit");
         shared_source = &x;
@@ -140,6 +151,7 @@ struct LayerExec {
         rounded = shared16.held() && shared_source == &x;
       }
     }
+    if (m == LayerLinear::up) swiglu_feeds_down = true;
     Tensor y = tensor(x.rows, p.out, std::string(model::kSlotMemoryNames[i]));
     const lora::cuda::LoraWorkspaceSizes w = lora::cuda::lora_workspace_sizes<float>(p);
     if (s.shape.slots[i].lora) kept[i] = block((w.mask + w.h) * 4, "workspace");
@@ -148,9 +160,10 @@ struct LayerExec {
       Block dense = block(w.w_dense * 4, "dequantized");
       Block op16 = block(rounded ? 0 : w.op16 * 4, "operand_16bit");
     }
-    if (m == LayerLinear::v || m == LayerLinear::up) {
+    if (m == LayerLinear::v || m == LayerLinear::o || m == LayerLinear::up || m == LayerLinear::down) {
       shared16 = Block();
       shared_source = nullptr;
+      x.rounded16 = Block();
     }
     return y;
   }
@@ -173,13 +186,16 @@ struct LayerExec {
     }
     return dx;
   }
-  void rope(Tensor&, bool) {}
+  void rope(Tensor& x, bool inverse) {
+    x.rounded16 = Block();
+    if (!inverse && s.register_tiles) round_in_producer(x, "self_attn.rope_16bit");
+  }
   // DecoderLayerExecutor::inputs_16bit: q, k, v (and d_out) as 16-bit patterns for the register-tile kernels.
   std::array<Block, 4> inputs_16bit(const saved_type& sv, const Tensor* d_out) {
     std::array<Block, 4> in;
     if (!s.register_tiles || (d_out && !backward_takes_input(LayerLinear::o))) return in;
-    in[0] = block(sv.q.size() * 2, "self_attn.q_16bit");
-    in[1] = block(sv.k.size() * 2, "self_attn.k_16bit");
+    if (!sv.q.rounded16.held()) in[0] = block(sv.q.size() * 2, "self_attn.q_16bit");
+    if (!sv.k.rounded16.held()) in[1] = block(sv.k.size() * 2, "self_attn.k_16bit");
     in[2] = block(sv.v.size() * 2, "self_attn.v_16bit");
     if (d_out) in[3] = block(d_out->size() * 2, "self_attn.d_out_16bit");
     return in;
@@ -187,7 +203,10 @@ struct LayerExec {
   Tensor attention(saved_type& sv) {
     Tensor out = tensor(sv.q.rows, s.shape.q_features(), "self_attn.attention");
     sv.attention = tensor(s.shape.batch, s.shape.q_heads * s.shape.seq_len, "self_attn.lse");
-    const auto in16 = inputs_16bit(sv, nullptr);  // given back when the call returns
+    const auto in16 = inputs_16bit(sv, nullptr);                                // given back when the call returns
+    if (s.register_tiles) round_in_producer(out, "self_attn.attention_16bit");  // for o_proj
+    sv.q.rounded16 = Block();
+    sv.k.rounded16 = Block();
     return out;
   }
   model::QkvGrads<Tensor> attention_backward(const saved_type& sv, const Tensor& d_attn) {
@@ -198,7 +217,12 @@ struct LayerExec {
     const auto in16 = inputs_16bit(sv, &d_attn);
     return g;
   }
-  Tensor swiglu(const Tensor& gate, const Tensor&) { return tensor(gate.rows, gate.cols, "mlp.act"); }
+  Tensor swiglu(const Tensor& gate, const Tensor&) {
+    Tensor m = tensor(gate.rows, gate.cols, "mlp.act");
+    if (swiglu_feeds_down) round_in_producer(m, "mlp.act.16bit");
+    swiglu_feeds_down = false;
+    return m;
+  }
   model::SwigluGrads<Tensor> swiglu_backward(const Tensor&, const Tensor&, const Tensor& dm) {
     return {tensor(dm.rows, dm.cols, "mlp.gate_proj.dout"), tensor(dm.rows, dm.cols, "mlp.up_proj.dout")};
   }
