@@ -82,8 +82,7 @@ struct LayerExec {
   Allocator& a;
   const Setup& s;
   std::string prefix;
-  Block positions, cos, sin, mask, shared16;
-  const Tensor* shared_source = nullptr;
+  Block positions, cos, sin, mask;
   bool swiglu_feeds_down = false;                              // DecoderLayerExecutor's: set by the up slot's forward
   std::array<Block, 7> kept;                                   // each LoRA slot's keep bits and h
   std::vector<std::pair<std::string, std::size_t>> live_at_q;  // tag, bytes
@@ -137,20 +136,10 @@ struct LayerExec {
   Tensor linear(LayerLinear m, const Tensor& x) {
     const auto i = static_cast<std::size_t>(m);
     lora::cuda::LoraLinearParams p = params(m, x.rows);
-    bool rounded =
-        false;  // the producer's copy, or the group's shared 16-bit rounding (DecoderLayerExecutor::shared_operand)
-    if (p.narrow_base()) {
-      if (x.rounded16.held()) {
-        rounded = true;
-      } else if (m == LayerLinear::q || m == LayerLinear::gate) {
-        shared16 = Block();
-        shared16 = block(x.size() * 2, "input_16bit");
-        shared_source = &x;
-        rounded = true;
-      } else if (m == LayerLinear::k || m == LayerLinear::v || m == LayerLinear::up) {
-        rounded = shared16.held() && shared_source == &x;
-      }
-    }
+    // its input's 16-bit copy: the producer's, or the group's first slot rounds it (DecoderLayerExecutor::shared_operand)
+    if (p.narrow_base() && !x.rounded16.held() && (m == LayerLinear::q || m == LayerLinear::gate))
+      x.rounded16 = block(x.size() * 2, "input_16bit");
+    const bool rounded = p.narrow_base() && x.rounded16.held();
     if (m == LayerLinear::up) swiglu_feeds_down = true;
     Tensor y = tensor(x.rows, p.out, std::string(model::kSlotMemoryNames[i]));
     const lora::cuda::LoraWorkspaceSizes w = lora::cuda::lora_workspace_sizes<float>(p);
@@ -160,11 +149,8 @@ struct LayerExec {
       Block dense = block(w.w_dense * 4, "dequantized");
       Block op16 = block(rounded ? 0 : w.op16 * 4, "operand_16bit");
     }
-    if (m == LayerLinear::v || m == LayerLinear::o || m == LayerLinear::up || m == LayerLinear::down) {
-      shared16 = Block();
-      shared_source = nullptr;
+    if (m == LayerLinear::v || m == LayerLinear::o || m == LayerLinear::up || m == LayerLinear::down)
       x.rounded16 = Block();
-    }
     return y;
   }
   bool backward_takes_input(LayerLinear m) const { return s.shape.slots[static_cast<std::size_t>(m)].lora; }

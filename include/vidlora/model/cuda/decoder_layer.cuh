@@ -438,16 +438,13 @@ class DecoderLayerExecutor {
     const std::string_view name = kSlotMemoryNames[static_cast<std::size_t>(m)];
     if (p.narrow_base()) p.x16 = shared_operand(m, x, name);
     if (m == LayerLinear::up) swiglu_feeds_down_ = true;  // the forward's SwiGLU comes next
-    struct SharedRelease {  // after the last slot of its group (v; o; up; down), also when the call throws
-      DecoderLayerExecutor& e;
+    struct SharedRelease {  // x's 16-bit copy, after the last slot of its group (v; o; up; down), also on a throw
       const DeviceTensor& x;
       bool last;
       ~SharedRelease() {
-        if (!last) return;
-        e.shared16_ = {};
-        x.rounded16 = {};
+        if (last) x.rounded16 = {};
       }
-    } release{*this, x, m == LayerLinear::v || m == LayerLinear::o || m == LayerLinear::up || m == LayerLinear::down};
+    } release{x, m == LayerLinear::v || m == LayerLinear::o || m == LayerLinear::up || m == LayerLinear::down};
     DeviceTensor y = tensor(x.rows, p.out, name);
     if (!lin.has_lora) {
       FrozenTemporaries w = frozen_temporaries(p, name, /*input_rounded=*/p.x16 != nullptr);
@@ -605,30 +602,19 @@ class DecoderLayerExecutor {
     lora::cuda::LoraWorkspace<float> ws;
     bool ready = false;
   };
-  // With 16-bit base operands the slots that read one norm's output (q, k, v; gate, up) share its rounding: the first
-  // of the group rounds it, the others read those bits (LoraLinearParams::x16) if their input is the same tensor, and
-  // the bits go back after the group's last slot. Three rounding passes of [tokens, hidden] fewer a block forward.
-  struct SharedOperand {
-    const float* source = nullptr;  // the tensor whose bits these are
-    std::int64_t elements = 0;
-    vidlora::cuda::DeviceBuffer<std::uint16_t> bits;
-  };
+  // With 16-bit base operands a slot reads its input's 16-bit copy (DeviceTensor::rounded16): the one its producer
+  // wrote (a norm, SwiGLU, the attention), or, when the producers do not round (set_producer_rounding(false)), the one
+  // the first slot of a group that reads one norm's output (q, k, v; gate, up) rounds for the group. The copy goes
+  // back after the group's last slot (linear's release). Null: the slot rounds its input itself (o, down without a
+  // producer's copy).
   const void* shared_operand(LayerLinear m, const DeviceTensor& x, std::string_view name) {
-    if (x.rounded16.size() != 0) return rounded_copy(x);  // its producer rounded it (a norm, SwiGLU, the attention)
-    const bool first = m == LayerLinear::q || m == LayerLinear::gate;
-    const bool follower = m == LayerLinear::k || m == LayerLinear::v || m == LayerLinear::up;
-    if (follower)
-      return shared16_.source == x.data() && shared16_.elements == x.size() && shared16_.bits.size() != 0
-                 ? shared16_.bits.data()
-                 : nullptr;
-    if (!first) return nullptr;
-    shared16_ = {};
-    shared16_.bits = vidlora::cuda::DeviceBuffer<std::uint16_t>(memory_.allocator, static_cast<std::size_t>(x.size()),
-                                                                tag(std::string(name) + ".input_16bit"));
-    io::cuda::round_to_16bit(x.data(), shared16_.bits.data(), x.size(), base_operands_, stream_);
-    shared16_.source = x.data();
-    shared16_.elements = x.size();
-    return shared16_.bits.data();
+    if (x.rounded16.size() != 0) return rounded_copy(x);
+    if (m != LayerLinear::q && m != LayerLinear::gate) return nullptr;
+    x.rounded16 = vidlora::cuda::DeviceBuffer<std::uint16_t>(memory_.allocator, static_cast<std::size_t>(x.size()),
+                                                             tag(std::string(name) + ".input_16bit"));
+    x.rounded16_type = base_operands_;
+    io::cuda::round_to_16bit(x.data(), x.rounded16.data(), x.size(), base_operands_, stream_);
+    return x.rounded16.data();
   }
   // A slot call's temporary workspace pieces (dropout(x), g, a 4-bit base's dense copy, the 16-bit operand), pointed
   // to by st.ws while the call runs and given back to the allocator when it returns. input_rounded: a forward given
@@ -871,7 +857,6 @@ class DecoderLayerExecutor {
   vidlora::cuda::DeviceBuffer<std::int32_t> positions_, mask_;
   vidlora::cuda::DeviceBuffer<float> cos_, sin_;
   std::array<SlotState, 7> state_{};
-  SharedOperand shared16_;
   bool producer_rounding_ = true;
   bool swiglu_feeds_down_ = false;  // set by the up slot's forward, taken by the SwiGLU after it
   LayerKvCache cache_{};            // generation: the layer's K/V history (k null: a training or evaluation batch)
