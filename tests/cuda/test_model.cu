@@ -105,6 +105,14 @@ TEST_CASE("cuda rms norm, rope and swiglu write their output's 16-bit rounding b
   };
   for (const bool bf16 : {true, false}) {
     INFO((bf16 ? "bf16" : "fp16"));
+    // The run with the copy against the run without: the same fp32 bits, and the copy their rounding.
+    const auto check_copy = [&](const DeviceBuffer<float>& with_copy, const DeviceBuffer<float>& without,
+                                const DeviceBuffer<std::uint16_t>& copy) {
+      VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
+      const auto v = with_copy.download();
+      CHECK(cuda_test::bit_mismatches(v, without.download()) == 0);
+      CHECK(copy.download() == bits_of(v, bf16));
+    };
     // RMSNorm
     auto x = cuda_test::random_vector(static_cast<std::size_t>(rows * n), 5, -3.0f, 3.0f);
     auto w = cuda_test::random_vector(static_cast<std::size_t>(n), 6, -1e5f, 1e5f);
@@ -122,10 +130,7 @@ TEST_CASE("cuda rms norm, rope and swiglu write their output's 16-bit rounding b
     p.y = y.data();
     p.y16 = {y16.data(), bf16};
     model::cuda::rms_norm(p);
-    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
-    const auto yv = y.download();
-    CHECK(cuda_test::bit_mismatches(yv, y_plain.download()) == 0);
-    CHECK(y16.download() == bits_of(yv, bf16));
+    check_copy(y, y_plain, y16);
     if (!bf16) {
       const auto b = y16.download();
       CHECK(std::count(b.begin(), b.end(), std::uint16_t{0x7C00}) +
@@ -154,10 +159,7 @@ TEST_CASE("cuda rms norm, rope and swiglu write their output's 16-bit rounding b
     r.x = q_rot.data();
     r.x16 = {q16.data(), bf16};
     model::cuda::rope(r);
-    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
-    const auto qv = q_rot.download();
-    CHECK(cuda_test::bit_mismatches(qv, q_plain.download()) == 0);
-    CHECK(q16.download() == bits_of(qv, bf16));
+    check_copy(q_rot, q_plain, q16);
 
     // SwiGLU
     const std::size_t m = 5003;
@@ -174,10 +176,7 @@ TEST_CASE("cuda rms norm, rope and swiglu write their output's 16-bit rounding b
     s.h = h.data();
     s.h16 = {h16.data(), bf16};
     model::cuda::swiglu(s, false);
-    VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
-    const auto hv = h.download();
-    CHECK(cuda_test::bit_mismatches(hv, h_plain.download()) == 0);
-    CHECK(h16.download() == bits_of(hv, bf16));
+    check_copy(h, h_plain, h16);
     CHECK_THROWS_WITH(model::cuda::swiglu(s, true), Catch::Contains("the backward writes no 16-bit output"));
   }
 }
