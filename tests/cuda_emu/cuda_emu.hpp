@@ -4,11 +4,16 @@
 // vidlora_cuda_emu_tests translation units; the runtime and cuBLASLt calls they make are defined in
 // cuda_emu_runtime.cpp and cuda_emu_cublaslt.cpp instead of libcudart and libcublasLt.
 //
-// A kernel launch (VIDLORA_LAUNCH) runs at once, on the calling thread: the blocks one after another, each block's
-// threads as fibers switched only at a barrier (__syncthreads, __syncwarp, a shuffle, mma.sync), so a block's
-// static shared arrays (function-local statics here) are the block's. Blocks and threads go in ascending order, or
-// in reverse with VIDLORA_EMU_ORDER=reverse. Launches are synchronous, so streams and events are trivially
-// ordered; what this cannot find is a race between threads, a missing __syncthreads whose effect only a GPU's
+// A kernel launch (VIDLORA_LAUNCH) is queued on its stream, as a GPU queues it, and runs when the host waits for it
+// (streams below), on the waiting thread: the blocks one after another, each block's threads as fibers switched only
+// at a barrier (__syncthreads, __syncwarp, a shuffle, mma.sync), so a block's static shared arrays are the block's.
+// Blocks and threads go in ascending order, or in reverse with VIDLORA_EMU_ORDER=reverse.
+// Streams: kernels, cuBLASLt products, copies and fills wait in their stream's queue until the host waits for them (a
+// stream or event synchronize, cudaDeviceSynchronize, a copy into pageable memory, cudaFree), and a wait runs only
+// what CUDA orders before it: the legacy default stream and the blocking streams wait for each other's earlier work,
+// a cudaStreamNonBlocking stream for neither, cudaStreamWaitEvent for the event's record. Host code that reads a
+// result its waits do not cover reads the memory as it was (VIDLORA_EMU_STREAMS=eager runs everything at once).
+// What this cannot find is a race between threads, a missing __syncthreads whose effect only a GPU's
 // scheduling shows, and the device's own arithmetic (its exp, its tensor cores' summation order): code under
 // __CUDA_ARCH__ (WMMA, cp.async) is not compiled here, so the kernels take their portable paths; mma.sync.m16n8k16
 // runs on an emulated warp (VIDLORA_EMULATED_MMA_M16N8K16) and cp.async as per-thread groups
@@ -23,8 +28,9 @@
 // every thread of the block or warp reaches (a deadlock here: an error naming the kernel), cudaMemcpy kinds against
 // the allocations (a host pointer given as device memory), a kernel's pointers into neither device nor page-locked
 // memory (a host pointer, a freed one), as arguments or as members of its Params structs (nested ones too: the
-// members are walked as structured bindings), and frees of what was not allocated. emulation_checks.cpp makes each of
-// these mistakes on purpose and checks the emulation names it. Device memory is
+// members are walked as structured bindings), frees of what was not allocated, cudaEventElapsedTime before both
+// records ran, and (by its wrong values) a result read without the wait that orders it. emulation_checks.cpp makes
+// each of these mistakes on purpose and checks the emulation names or shows it. Device memory is
 // host memory, so AddressSanitizer sees a kernel's out-of-bounds access.
 
 #define VIDLORA_CUDA_EMULATION 1
@@ -37,6 +43,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <typeinfo>
@@ -101,6 +109,14 @@ struct LaunchConfig {
 // runs body(state) for every thread of every block.
 bool begin_launch(LaunchConfig& c, const void* kernel, const char* name);
 void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void* context);
+
+// Streams (cuda_emu_runtime.cpp, "streams"): `work` is queued on `stream` (null: the legacy default stream), after the
+// stream's earlier work, what CUDA orders it after on other streams, and operation `also_after` (an event's record;
+// 0: none); it runs when the host waits for it (or at once with VIDLORA_EMU_STREAMS=eager). Returns its id.
+std::uint64_t enqueue(cudaStream_t stream, std::function<void()> work, std::uint64_t also_after = 0);
+// Runs operation `id`, if still queued, and every queued operation it waits for.
+void wait_for(std::uint64_t id);
+void wait_for_all();
 
 // `member` is -1 for the argument itself, else the index of the member of the argument's class (aggregate) that
 // holds the pointer, `type` that class's name; nested aggregates are walked too (the innermost member is named).
@@ -202,27 +218,31 @@ struct Launch {
   void operator()(A&&... args) const {
     LaunchConfig lc = config;
     if (!begin_launch(lc, reinterpret_cast<const void*>(kernel), name)) return;
-    // The arguments as the kernel's parameter types, converted once (as a launch copies them); every thread gets
-    // its own copies of them.
-    std::tuple<std::decay_t<P>...> params(static_cast<std::decay_t<P>>(std::forward<A>(args))...);
+    // The arguments as the kernel's parameter types, converted once (as a launch copies them), kept with the queued
+    // launch; every thread gets its own copies of them.
+    struct Context {
+      void (*kernel)(P...);
+      std::tuple<std::decay_t<P>...> params;
+    };
+    auto ctx = std::make_shared<Context>(
+        Context{kernel, std::tuple<std::decay_t<P>...>(static_cast<std::decay_t<P>>(std::forward<A>(args))...)});
     // A pointer argument must point into device (or page-locked host) memory, as it must on a GPU.
     std::apply(
         [&](const auto&... p) {
           int index = 0;
           (check_pointer_argument(p, index++, name), ...);
         },
-        params);
-    struct Context {
-      void (*kernel)(P...);
-      const std::tuple<std::decay_t<P>...>* params;
-    } ctx{kernel, &params};
-    run_grid(
-        lc, name,
-        [](void* c) {
-          auto* x = static_cast<Context*>(c);
-          std::apply([&](const auto&... p) { x->kernel(p...); }, *x->params);
-        },
-        &ctx);
+        ctx->params);
+    // The grid runs when the host waits for the stream's work (cuda_emu_runtime.cpp, "streams").
+    enqueue(lc.stream, [lc, name = name, ctx] {
+      run_grid(
+          lc, name,
+          [](void* c) {
+            auto* x = static_cast<Context*>(c);
+            std::apply([&](const auto&... p) { x->kernel(p...); }, x->params);
+          },
+          ctx.get());
+    });
   }
 };
 template <class... P>

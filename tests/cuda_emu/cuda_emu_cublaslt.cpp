@@ -34,6 +34,8 @@ struct Layout {
 static_assert(sizeof(Layout) <= sizeof(cublasLtMatrixLayoutOpaque_t));
 
 Desc& desc(cublasLtMatmulDesc_t d) { return *reinterpret_cast<Desc*>(d); }
+void product(const Desc& d, const Layout& a, const void* A, const Layout& b, const void* B, const Layout& c,
+             const void* C, const Layout& o, void* D, float alpha, float beta);
 const Layout& layout(cublasLtMatrixLayout_t l) { return *reinterpret_cast<const Layout*>(l); }
 
 float load(const void* p, cudaDataType_t t, std::size_t i) {
@@ -186,9 +188,10 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t dd, const void* alpha_p, const void* A,
                               cublasLtMatrixLayout_t al, const void* B, cublasLtMatrixLayout_t bl, const void* beta_p,
                               const void* C, cublasLtMatrixLayout_t cl, void* D, cublasLtMatrixLayout_t dl,
-                              const cublasLtMatmulAlgo_t*, void*, std::size_t, cudaStream_t) {
-  const Desc& d = desc(dd);
-  const Layout &a = layout(al), &b = layout(bl), &c = layout(cl), &o = layout(dl);
+                              const cublasLtMatmulAlgo_t*, void*, std::size_t, cudaStream_t stream) {
+  // Copies: the descriptors may be destroyed once the call returns, before the queued product runs.
+  const Desc d = desc(dd);
+  const Layout a = layout(al), b = layout(bl), c = layout(cl), o = layout(dl);
   if (const cublasStatus_t s = check(d, a, b, c, o); s != CUBLAS_STATUS_SUCCESS) return s;
   if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && !d.bias) return CUBLAS_STATUS_INVALID_VALUE;
   // Every element each operand's layout spans must lie in one device allocation.
@@ -208,7 +211,16 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t dd, const v
                  static_cast<unsigned long long>(o.rows));
     return CUBLAS_STATUS_INVALID_VALUE;
   }
+  // alpha and beta are host scalars (CUBLASLT_POINTER_MODE_HOST, the default): read at the call.
   const float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);
+  vidlora_emu::enqueue(stream, [=] { product(d, a, A, b, B, c, C, o, D, alpha, beta); });
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+namespace {
+// D = alpha·op(A)·op(B) + beta·C (+ bias), when the stream's work reaches it.
+void product(const Desc& d, const Layout& a, const void* A, const Layout& b, const void* B, const Layout& c,
+             const void* C, const Layout& o, void* D, float alpha, float beta) {
   const std::size_t m = o.rows, n = o.cols;
   const std::size_t k = d.trans_a == CUBLAS_OP_N ? a.cols : a.rows;
   const bool tf32 = d.compute == CUBLAS_COMPUTE_32F_FAST_TF32;
@@ -240,5 +252,5 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t dd, const v
     }
   for (std::size_t j = 0; j < n; ++j)
     for (std::size_t i = 0; i < m; ++i) store(D, o.type, i + j * static_cast<std::size_t>(o.ld), out[i + j * m]);
-  return CUBLAS_STATUS_SUCCESS;
 }
+}  // namespace

@@ -1,6 +1,7 @@
 // The CUDA runtime calls vidlora makes, on the CPU (cuda_emu.hpp says what the emulation is and what it checks):
-// device memory is host memory (tracked, so that copies and frees are checked against the allocations), streams
-// and events are synchronous, a launch runs its blocks one after another and a block's threads as fibers.
+// device memory is host memory (tracked, so that copies and frees are checked against the allocations), work on a
+// stream is queued until the host waits for it ("streams" below), a launch runs its blocks one after another and a
+// block's threads as fibers.
 #include "cuda_emu.hpp"
 
 #if !defined(__x86_64__)
@@ -10,19 +11,25 @@
 #include <cxxabi.h>
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 struct CUstream_st {
   unsigned flags = 0;
+  std::uint64_t last = 0;  // the newest operation queued on it (0: none yet)
+  bool destroyed = false;  // cudaStreamDestroy'ed with work still queued: freed once that has run
 };
 struct CUevent_st {
-  std::chrono::steady_clock::time_point at{};
+  // Written when the record runs (shared with the queued record, which may outlive a destroyed event).
+  std::shared_ptr<std::chrono::steady_clock::time_point> at = std::make_shared<std::chrono::steady_clock::time_point>();
+  std::uint64_t op = 0;  // the queued record (0: never recorded)
 };
 
 namespace vidlora_emu {
@@ -598,6 +605,147 @@ void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void
   run = nullptr;
 }
 
+// ---- streams: work is queued, and runs when the host waits for it ----
+// A GPU runs a stream's work after the call that queued it returns, in the stream's order, ordered with other streams
+// only as CUDA says: the legacy default stream (0) waits for every blocking stream's earlier work and they for its;
+// a stream created with cudaStreamNonBlocking waits for neither; cudaStreamWaitEvent orders a stream after an event's
+// record. VIDLORA_EMU_STREAMS=deferred (the default) keeps the work queued until the host waits for it (a stream or
+// event synchronize, cudaDeviceSynchronize, a copy into pageable memory, cudaFree), then runs what that wait covers and
+// nothing else, so code that reads a result it did not wait for (a device buffer through a copy on another stream, a
+// pinned buffer before its stream's synchronize) reads what the memory held before: 0xFF bytes for memory fresh from
+// cudaMalloc. VIDLORA_EMU_STREAMS=eager runs each piece of work as it is queued (what the emulation did before).
+namespace {
+struct Op {
+  std::function<void()> work;
+  std::vector<std::uint64_t> after;  // the operations it waits for (all queued before it)
+};
+struct Queue {
+  std::recursive_mutex m;
+  std::map<std::uint64_t, Op> pending;  // by id: ids grow, so an operation's predecessors have smaller ids
+  std::uint64_t next = 1;
+  std::uint64_t legacy_last = 0;        // the legacy default stream's newest operation
+  std::set<CUstream_st*> blocking;      // streams without cudaStreamNonBlocking (destroyed ones with work queued too)
+  std::vector<CUstream_st*> destroyed;  // destroyed streams whose work has not all run
+};
+Queue& queue() {
+  static Queue* q = new Queue;  // never destroyed: work still queued at exit is dropped, as a GPU's would be
+  return *q;
+}
+bool eager() {
+  static const bool e = [] {
+    const char* v = std::getenv("VIDLORA_EMU_STREAMS");
+    const std::string mode = v ? v : "";
+    if (!mode.empty() && mode != "deferred" && mode != "eager")
+      fail("VIDLORA_EMU_STREAMS='" + mode + "': not 'deferred' (the default) or 'eager'");
+    return mode == "eager";
+  }();
+  return e;
+}
+// The stream's state, null for the legacy default stream.
+CUstream_st* stream_of(cudaStream_t s) {
+  if (s == cudaStreamPerThread) fail("cudaStreamPerThread (the per-thread default stream) is not emulated");
+  return s == cudaStreamLegacy ? nullptr : s;
+}
+void forget_destroyed(Queue& q) {
+  std::erase_if(q.destroyed, [&](CUstream_st* s) {
+    if (q.pending.count(s->last)) return false;
+    q.blocking.erase(s);
+    delete s;
+    return true;
+  });
+}
+// Runs operation `id` (if still queued) and every queued operation it waits for, directly or not: in id order, which
+// is an order every wait allows.
+void run_through(std::uint64_t id) {
+  Queue& q = queue();
+  std::lock_guard lock(q.m);
+  if (!q.pending.count(id)) return;
+  std::set<std::uint64_t> needed;
+  std::vector<std::uint64_t> stack{id};
+  while (!stack.empty()) {
+    const std::uint64_t x = stack.back();
+    stack.pop_back();
+    auto it = q.pending.find(x);
+    if (it == q.pending.end() || !needed.insert(x).second) continue;
+    for (std::uint64_t a : it->second.after) stack.push_back(a);
+  }
+  for (std::uint64_t x : needed) {
+    auto it = q.pending.find(x);
+    std::function<void()> work = std::move(it->second.work);
+    q.pending.erase(it);
+    work();
+  }
+  forget_destroyed(q);
+}
+void run_all() {
+  Queue& q = queue();
+  std::lock_guard lock(q.m);
+  while (!q.pending.empty()) {
+    auto it = q.pending.begin();  // the oldest: what it waits for has run
+    std::function<void()> work = std::move(it->second.work);
+    q.pending.erase(it);
+    work();
+  }
+  forget_destroyed(q);
+}
+}  // namespace
+
+std::uint64_t enqueue(cudaStream_t stream, std::function<void()> work, std::uint64_t also_after) {
+  Queue& q = queue();
+  std::uint64_t id = 0;
+  {
+    std::lock_guard lock(q.m);
+    CUstream_st* s = stream_of(stream);
+    Op op{std::move(work), {}};
+    auto after = [&](std::uint64_t x) {
+      if (x && q.pending.count(x)) op.after.push_back(x);
+    };
+    if (!s) {
+      after(q.legacy_last);
+      for (CUstream_st* b : q.blocking) after(b->last);
+    } else {
+      if (s->destroyed) fail("work queued on a destroyed stream");
+      after(s->last);
+      if (!(s->flags & cudaStreamNonBlocking)) after(q.legacy_last);
+    }
+    after(also_after);
+    id = q.next++;
+    (s ? s->last : q.legacy_last) = id;
+    q.pending.emplace(id, std::move(op));
+  }
+  if (eager()) run_through(id);
+  return id;
+}
+void wait_for(std::uint64_t id) { run_through(id); }
+void wait_for_all() { run_all(); }
+bool is_queued(std::uint64_t id) {
+  Queue& q = queue();
+  std::lock_guard lock(q.m);
+  return q.pending.count(id) != 0;
+}
+bool run_if_queued(std::uint64_t id) {
+  if (!is_queued(id)) return false;
+  run_through(id);
+  return true;
+}
+std::uint64_t newest_on(cudaStream_t stream) {
+  CUstream_st* s = stream_of(stream);
+  // The legacy stream's newest work includes the blocking streams' earlier work (what an operation there waits for).
+  return s ? s->last : enqueue(stream, [] {});
+}
+void track_blocking_stream(CUstream_st* s) {
+  Queue& q = queue();
+  std::lock_guard lock(q.m);
+  q.blocking.insert(s);
+}
+void destroy_stream(CUstream_st* s) {
+  Queue& q = queue();
+  std::lock_guard lock(q.m);
+  s->destroyed = true;
+  q.destroyed.push_back(s);
+  forget_destroyed(q);
+}
+
 }  // namespace vidlora_emu
 
 // ---- the runtime API ----
@@ -638,7 +786,12 @@ cudaError_t release(void* p, bool on_device) {
   std::free(p);
   return cudaSuccess;
 }
-cudaError_t copy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind, const char* call) {
+// A copy as CUDA runs it (the runtime API's "API synchronization behavior"), with `async` for cudaMemcpyAsync: checked
+// at the call; then queued on the stream (the legacy one for cudaMemcpy). A pageable source is read at the call (the
+// driver stages it before returning); a copy into pageable memory, and cudaMemcpy to or from pinned memory, returns
+// once it has run; the rest (device to device, cudaMemcpyAsync to or from pinned memory) returns at once.
+cudaError_t copy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind, const char* call, cudaStream_t stream,
+                 bool async) {
   if (n == 0) return cudaSuccess;
   auto bad = [&](const char* what) {
     std::fprintf(stderr, "vidlora CUDA emulation: %s of %zu bytes from %p to %p: %s\n", call, n, src, dst, what);
@@ -664,17 +817,32 @@ cudaError_t copy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind,
       if ((is_device_pointer(dst) && !dst_dev) || (is_device_pointer(src) && !src_dev))
         return bad("the copy runs past its allocation");
   }
-  std::memmove(dst, src, n);
+  // Where each end is: device memory, page-locked host memory (cudaMallocHost) or pageable host memory.
+  const bool src_on_device = is_device_pointer(src), dst_on_device = is_device_pointer(dst);
+  const bool src_pageable = !src_on_device && !in_device_memory(src, n);
+  const bool dst_pageable = !dst_on_device && !in_device_memory(dst, n);
+  std::function<void()> work;
+  if (src_pageable && dst_on_device) {  // staged at the call
+    auto staged = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
+                                                               static_cast<const unsigned char*>(src) + n);
+    work = [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); };
+  } else {
+    work = [dst, src, n] { std::memmove(dst, src, n); };
+  }
+  const std::uint64_t id = vidlora_emu::enqueue(stream, std::move(work));
+  const bool returns_done = (!src_on_device && !dst_on_device) || (dst_pageable && src_on_device) ||
+                            (!async && !(src_on_device && dst_on_device) && !(src_pageable && dst_on_device));
+  if (returns_done) vidlora_emu::wait_for(id);
   return cudaSuccess;
 }
-cudaError_t fill(void* p, int value, std::size_t n, const char* call) {
+cudaError_t fill(void* p, int value, std::size_t n, const char* call, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   if (!vidlora_emu::is_device_pointer(p) || !vidlora_emu::in_device_memory(p, n)) {
     std::fprintf(stderr, "vidlora CUDA emulation: %s of %zu bytes at %p: not device memory, or past its end\n", call, n,
                  p);
     return set(cudaErrorInvalidValue);
   }
-  std::memset(p, value, n);
+  vidlora_emu::enqueue(stream, [p, value, n] { std::memset(p, value, n); });  // asynchronous, cudaMemset too
   return cudaSuccess;
 }
 }  // namespace
@@ -735,7 +903,10 @@ cudaError_t cudaDeviceGetPCIBusId(char* id, int len, int d) {
   std::snprintf(id, static_cast<std::size_t>(len), "0000:00:00.0");
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() {
+  vidlora_emu::wait_for_all();
+  return cudaSuccess;
+}
 cudaError_t cudaGetLastError() {
   const cudaError_t e = last_error;
   last_error = cudaSuccess;
@@ -777,59 +948,85 @@ cudaError_t cudaMalloc(void** p, std::size_t bytes) {
   *p = allocate(bytes, true);
   return *p ? cudaSuccess : set(cudaErrorMemoryAllocation);
 }
-cudaError_t cudaFree(void* p) { return release(p, true); }
+cudaError_t cudaFree(void* p) {
+  vidlora_emu::wait_for_all();  // cudaFree waits for the device: no queued work reads freed memory
+  return release(p, true);
+}
 cudaError_t cudaMallocHost(void** p, std::size_t bytes) {
   *p = allocate(bytes, false);
   return *p ? cudaSuccess : set(cudaErrorMemoryAllocation);
 }
 cudaError_t cudaHostAlloc(void** p, std::size_t bytes, unsigned) { return cudaMallocHost(p, bytes); }
-cudaError_t cudaFreeHost(void* p) { return release(p, false); }
+cudaError_t cudaFreeHost(void* p) {
+  vidlora_emu::wait_for_all();
+  return release(p, false);
+}
 cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind) {
-  return copy(dst, src, n, kind, "cudaMemcpy");
+  return copy(dst, src, n, kind, "cudaMemcpy", nullptr, false);
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind, cudaStream_t) {
-  return copy(dst, src, n, kind, "cudaMemcpyAsync");
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind, cudaStream_t stream) {
+  return copy(dst, src, n, kind, "cudaMemcpyAsync", stream, true);
 }
-cudaError_t cudaMemset(void* p, int value, std::size_t n) { return fill(p, value, n, "cudaMemset"); }
-cudaError_t cudaMemsetAsync(void* p, int value, std::size_t n, cudaStream_t) {
-  return fill(p, value, n, "cudaMemsetAsync");
+cudaError_t cudaMemset(void* p, int value, std::size_t n) { return fill(p, value, n, "cudaMemset", nullptr); }
+cudaError_t cudaMemsetAsync(void* p, int value, std::size_t n, cudaStream_t stream) {
+  return fill(p, value, n, "cudaMemsetAsync", stream);
 }
-cudaError_t cudaStreamCreate(cudaStream_t* s) {
-  *s = new CUstream_st{};
-  return cudaSuccess;
-}
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
   *s = new CUstream_st{flags};
+  if (!(flags & cudaStreamNonBlocking)) vidlora_emu::track_blocking_stream(*s);
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  delete s;
+  vidlora_emu::destroy_stream(s);  // its queued work still runs (when waited for), as on a GPU
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  // The legacy stream's wait covers the blocking streams' earlier work (an operation queued there would wait for it).
+  vidlora_emu::wait_for(vidlora_emu::newest_on(s));
+  return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+  // Not ready while work is queued; asking runs it, so that a loop of queries ends.
+  return vidlora_emu::run_if_queued(vidlora_emu::newest_on(s)) ? cudaErrorNotReady : cudaSuccess;
+}
 cudaError_t cudaStreamGetFlags(cudaStream_t s, unsigned* flags) {
-  *flags = s ? s->flags : 0;
+  *flags = s && s != cudaStreamLegacy ? s->flags : 0;
   return cudaSuccess;
 }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
+  if (e->op)
+    vidlora_emu::enqueue(
+        s, [] {}, e->op);  // the stream's later work waits for the record
+  return cudaSuccess;
+}
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
   *e = new CUevent_st{};
   return cudaSuccess;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  delete e;
+  delete e;  // a queued record keeps its time's storage
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
-  e->at = std::chrono::steady_clock::now();
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  e->op = vidlora_emu::enqueue(s, [at = e->at] { *at = std::chrono::steady_clock::now(); });
   return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  vidlora_emu::wait_for(e->op);
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+  return vidlora_emu::run_if_queued(e->op) ? cudaErrorNotReady : cudaSuccess;
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
+  // Both records must have run (a GPU answers cudaErrorNotReady otherwise, and the caller gets no time).
+  if (vidlora_emu::is_queued(start->op) || vidlora_emu::is_queued(end->op)) {
+    std::fprintf(stderr, "vidlora CUDA emulation: cudaEventElapsedTime of an event whose record has not run\n");
+    return set(cudaErrorNotReady);
+  }
+  *ms = std::chrono::duration<float, std::milli>(*end->at - *start->at).count();
   return cudaSuccess;
 }
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {

@@ -4,12 +4,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cmath>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <regex>
 #include <string>
 #include <vector>
@@ -106,7 +108,8 @@ struct ChildResult {
   bool aborted = false;
   std::string stderr_text;
 };
-// Runs body in a forked child with its stderr captured; the child exits 0 if body returns.
+// Runs body in a forked child with its stderr captured, then waits for the device as a program would (so that the
+// work body queued runs: the emulation's streams run it when waited for); the child exits 0 if that returns.
 template <class F>
 ChildResult run_in_child(F body) {
   int fds[2];
@@ -120,6 +123,7 @@ ChildResult run_in_child(F body) {
     std::signal(SIGABRT, SIG_DFL);  // not Catch's handler: the child dies as the emulation makes it, silently
     std::fclose(stdout);
     body();
+    (void)cudaDeviceSynchronize();
     _exit(0);
   }
   close(fds[1]);
@@ -339,4 +343,90 @@ TEST_CASE("emulation: static and dynamic shared memory together within what the 
   const auto over_attribute = [&] { VIDLORA_LAUNCH(1, 32, 16 * 1024, nullptr, big_static_kernel)(out.data()); };
   require_failure(run_in_child(over_attribute),
                   R"(big_static_kernel: .*with cudaFuncAttributeMaxDynamicSharedMemorySize \d+, above the \d+)");
+}
+
+TEST_CASE("emulation: work on a stream runs when the host waits for it, ordered as CUDA orders streams",
+          "[emulation]") {
+  // What a GPU may do, made what happens: queued work has not run until the host waits for it, and a wait covers only
+  // what CUDA orders before it. (VIDLORA_EMU_STREAMS=eager runs everything at once: nothing to see then.)
+  const char* mode = std::getenv("VIDLORA_EMU_STREAMS");
+  if (mode && std::string(mode) == "eager") {
+    WARN("VIDLORA_EMU_STREAMS=eager: not checked");
+    return;
+  }
+  const std::vector<float> ramp{0, 1, 2, 3, 4, 5, 6, 7}, ones(8, 1.0f);
+  auto all_nan = [](const std::vector<float>& v) {
+    for (const float x : v)
+      if (!std::isnan(x)) return false;
+    return true;
+  };
+  vidlora::cuda::DeviceBuffer<float> out(8), in(8);  // fresh from cudaMalloc: 0xFF bytes (NaN)
+  vidlora::cuda::Stream s;                           // cudaStreamNonBlocking
+
+  SECTION("cudaMemcpy (the legacy stream) does not wait for a non-blocking stream's kernel") {
+    VIDLORA_LAUNCH(1, 8, 0, s.get(), fill_kernel)(out.data(), 8);
+    CHECK(all_nan(download(out.data(), 8)));  // a race on a GPU: here the kernel has not run
+    s.synchronize();
+    CHECK(download(out.data(), 8) == ramp);
+  }
+  SECTION("the legacy stream waits for a blocking stream's kernel") {
+    cudaStream_t blocking = nullptr;
+    REQUIRE(cudaStreamCreate(&blocking) == cudaSuccess);
+    VIDLORA_LAUNCH(1, 8, 0, blocking, fill_kernel)(out.data(), 8);
+    CHECK(download(out.data(), 8) == ramp);
+    REQUIRE(cudaStreamDestroy(blocking) == cudaSuccess);
+  }
+  SECTION("a non-blocking stream's kernel does not wait for an upload or a cudaMemset on the legacy stream") {
+    in.upload(ones);  // cudaMemcpy from pageable memory: staged, then copied in the legacy stream's order
+    VIDLORA_LAUNCH(1, 8, 0, s.get(), params_kernel)(Params{out.data(), in.data(), Inner{}, 1.0f, 8});
+    s.synchronize();
+    CHECK(all_nan(download(out.data(), 8)));  // the kernel read `in` before the upload
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    REQUIRE(cudaMemset(in.data(), 0, 8 * sizeof(float)) == cudaSuccess);
+    VIDLORA_LAUNCH(1, 8, 0, s.get(), params_kernel)(Params{out.data(), in.data(), Inner{}, 2.0f, 8});
+    s.synchronize();
+    CHECK(download(out.data(), 8) == std::vector<float>(8, 2.0f));  // `in` as the upload left it: not the memset's
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    CHECK(download(in.data(), 8) == std::vector<float>(8, 0.0f));
+  }
+  SECTION("an event orders one stream's kernel after another's") {
+    vidlora::cuda::Stream second;
+    vidlora::cuda::Event done;
+    VIDLORA_LAUNCH(1, 8, 0, s.get(), fill_kernel)(in.data(), 8);
+    done.record(s);
+    REQUIRE(cudaStreamWaitEvent(second, done.get(), 0) == cudaSuccess);
+    VIDLORA_LAUNCH(1, 8, 0, second.get(), params_kernel)(Params{out.data(), in.data(), Inner{}, 3.0f, 8});
+    second.synchronize();
+    CHECK(download(out.data(), 8) == std::vector<float>{0, 3, 6, 9, 12, 15, 18, 21});
+  }
+  SECTION("cudaMemcpyAsync into page-locked memory has run only after its stream's synchronize") {
+    float* pinned = nullptr;
+    REQUIRE(cudaMallocHost(reinterpret_cast<void**>(&pinned), 8 * sizeof(float)) == cudaSuccess);
+    std::fill(pinned, pinned + 8, -1.0f);
+    VIDLORA_LAUNCH(1, 8, 0, s.get(), fill_kernel)(out.data(), 8);
+    REQUIRE(cudaMemcpyAsync(pinned, out.data(), 8 * sizeof(float), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+    CHECK(std::vector<float>(pinned, pinned + 8) == std::vector<float>(8, -1.0f));  // read before the wait
+    s.synchronize();
+    CHECK(std::vector<float>(pinned, pinned + 8) == ramp);
+    // Into pageable memory the call returns when the copy is done.
+    std::vector<float> pageable(8, -1.0f);
+    VIDLORA_LAUNCH(1, 8, 0, s.get(), params_kernel)(Params{out.data(), out.data(), Inner{}, 2.0f, 8});
+    REQUIRE(cudaMemcpyAsync(pageable.data(), out.data(), 8 * sizeof(float), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+    CHECK(pageable == std::vector<float>{0, 2, 4, 6, 8, 10, 12, 14});
+    REQUIRE(cudaFreeHost(pinned) == cudaSuccess);
+  }
+  SECTION("queries answer not ready while work is queued; elapsed time needs both records run") {
+    vidlora::cuda::Event start, stop;
+    start.record(s);
+    VIDLORA_LAUNCH(1, 8, 0, s.get(), fill_kernel)(out.data(), 8);
+    stop.record(s);
+    float ms = 0;
+    CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()) == cudaErrorNotReady);
+    (void)cudaGetLastError();
+    CHECK(cudaStreamQuery(s) == cudaErrorNotReady);  // asking runs it
+    CHECK(cudaStreamQuery(s) == cudaSuccess);
+    CHECK(cudaEventQuery(stop.get()) == cudaSuccess);
+    CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()) == cudaSuccess);
+    CHECK(ms >= 0.0f);
+  }
 }

@@ -260,6 +260,8 @@ class LmHeadCeCudaExecutor {
                        const LmHeadCeShape& shape, const std::vector<std::int32_t>& targets, const LmHeadCeOptions& o,
                        cudaStream_t stream = nullptr, vidlora::cuda::CudaCachingAllocator* allocator = nullptr)
       : gemm_(gemm), stream_(stream), compute_(o.compute) {
+    // Its uploads (the targets) run on the legacy default stream, which a non-blocking stream's kernels do not wait for.
+    vidlora::cuda::require_legacy_ordered_stream(stream, "cuda::lm_head_cross_entropy");
     const std::int64_t chunk = o.chunk_size < shape.vocab ? o.chunk_size : shape.vocab;
     const auto rows = static_cast<std::size_t>(shape.rows);
     targets_ = vidlora::cuda::DeviceBuffer<std::int32_t>(allocator, targets, "lm_head.targets");

@@ -519,7 +519,11 @@ class DecoderModel {
     PinnedHost(PinnedHost&& o) noexcept : data(std::exchange(o.data, nullptr)), bytes(std::exchange(o.bytes, 0)) {}
     PinnedHost& operator=(PinnedHost&&) = delete;
     ~PinnedHost() {
-      if (data) (void)cudaFreeHost(data);
+      if (!data) return;
+      // A backward's reload from it may still be queued (a step that threw, a model destroyed without a synchronize):
+      // wait for it rather than count on cudaFreeHost to (which its documentation does not promise).
+      (void)cudaDeviceSynchronize();
+      (void)cudaFreeHost(data);
     }
     void reserve(std::size_t n, cudaStream_t stream) {
       if (n <= bytes) return;
