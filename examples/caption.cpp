@@ -1,6 +1,11 @@
 // caption: captions video files with a base model (a model directory, see demo_common.hpp) plus a trained
 // PEFT adapter and projector (train_captioner's outputs). `caption --help` lists the options.
 //
+// A GPU preset's build (VIDLORA_CAPTION_ON_CUDA: nvcc present) runs on the GPU as train_captioner's evaluation does:
+// every clip's frames encoded up front by the device vision tower into the feature cache (then the tower is released),
+// then each caption generated over the device decoder's KV cache (the frozen weights as the preset loads them: NF4 on
+// the T4 preset; the search on the host), at the preset's device precision or --precision's, under the memory cap.
+//
 // Prints one line per video on stdout: path<TAB>caption (and, with --jsonl FILE, one JSON object per video
 // into FILE). A video that cannot be captioned is reported on stderr and the others go on; the exit status
 // is then 1. Progress (clips done, rate, ETA) goes to stderr: an updating line on a terminal, else one line per clip.
@@ -10,6 +15,10 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <map>
+#include <stdexcept>
+#include <string_view>
+#include <type_traits>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -21,9 +30,18 @@
 #include <vidlora/presets.hpp>
 #include <vidlora/model/generation.hpp>
 #include <vidlora/train/checkpoint.hpp>
+#include <vidlora/train/decoder_step.hpp>
+#include <vidlora/train/evaluation.hpp>
+#include <vidlora/train/trainable_tensors.hpp>
 
 #include "demo_common.hpp"
 #include "hf_model.hpp"
+#if defined(VIDLORA_CAPTION_ON_CUDA)
+#include <vidlora/model/cuda/cuda_mlp2x_gelu.cuh>
+#include <vidlora/train/cuda/decoder_step.cuh>
+
+#include "gpu_program.hpp"
+#endif
 
 namespace fs = std::filesystem;
 using namespace vidlora;
@@ -41,8 +59,9 @@ demo::CommandLine command_line() {
       "train_captioner wrote into --trained. --model may be a Hugging Face LLaVA / LLaVA-NeXT-Video\n"
       "save_pretrained directory: its processor, prompt format and tokenizer are used, --adapter adds a PEFT\n"
       "adapter (any rank), --trained adds train_captioner's adapter and projector. Prints path<TAB>caption per\n"
-      "video; errors and progress go to stderr. Runs on the CPU in every build, a GPU preset's too (a 7B model:\n"
-      "about 28 GB of host memory for its fp32 weights, minutes per clip).",
+      "video; errors and progress go to stderr. A GPU preset's build (built with nvcc) encodes the frames and\n"
+      "generates on the GPU; the Cpu preset's runs on the CPU (a 7B model: about 28 GB of host memory for its\n"
+      "fp32 weights, minutes per clip).",
       {
           text("model", "DIR", "base model directory: the demo's, or a Hugging Face LLaVA one (default demo_model)"),
           text("trained", "DIR", "train_captioner's output directory (default vidlora_out; optional with HF_DIR)"),
@@ -58,15 +77,100 @@ demo::CommandLine command_line() {
           real("repetition-penalty", "X", "repetition penalty (default 1)"),
           integer("no-repeat-ngram-size", "N", "no repeated n-grams of this size (default 0: off)"),
           integer("max-new-tokens", "N", "longest caption in tokens (default 64)", 1),
+          text("precision", "NAME",
+               "GPU builds: fp32, tf32, bf16 (sm_80+) or fp16 instead of the preset's device precision (as "
+               "train_captioner trains); the CPU build computes in fp32"),
+          real("max-memory-gb", "X",
+               "GPU builds: cap on the device memory in GiB (default: the preset's vram_gb minus 2 GiB)"),
       });
 }
 
-// Progress on stderr: one updating line on a terminal, else one line per clip (logs).
-void show_progress(std::size_t done, std::size_t total, double seconds, bool terminal) {
+// Where the work runs: the GPU in a GPU preset's build made with nvcc, with the frozen weights as the preset loads
+// them (NF4 when it says load_in_4bit, as train_captioner trains); the CPU otherwise, in fp32.
+#if defined(VIDLORA_CAPTION_ON_CUDA)
+static_assert(ActivePreset::backend_policy::on_device, "caption: VIDLORA_CAPTION_ON_CUDA is for the GPU presets");
+constexpr bool kOnGpu = true;
+using CaptionBase = std::conditional_t<ActivePreset::load_in_4bit, quant::NF4Weight, lora::DenseWeight>;
+#else
+constexpr bool kOnGpu = false;
+using CaptionBase = lora::DenseWeight;
+#endif
+
+// The GPU build's precision (--precision, else the preset's on its GPU: bf16 on A100 / H100, fp16 on T4 / L4, what
+// train_captioner trains in) and memory cap (--max-memory-gb); fp32 and no cap on the CPU.
+struct DeviceSettings {
+  std::string precision = "fp32";
+  presets::DeviceMemoryOptions memory;
+};
+DeviceSettings device_settings(const demo::CommandLine& a) {
+  DeviceSettings d;
+  if constexpr (kOnGpu) d.precision = std::string(presets::device_precision_of<ActivePreset>());
+  if (a.has("precision")) {
+    d.precision = demo::checked_precision<ActivePreset>(a.str("precision", ""), "captions");
+    if (!kOnGpu && d.precision != "fp32")
+      throw demo::UsageError(
+          fmt::format("option --precision: this {} build was made without nvcc and captions on the CPU, in fp32",
+                      ActivePreset::name));
+  }
+  if (a.has("max-memory-gb")) {
+    if (!kOnGpu)
+      throw demo::UsageError(
+          "option --max-memory-gb: this build captions on the CPU (a GPU preset's build made with "
+          "nvcc captions on the GPU)");
+    d.memory.max_memory_gb = a.real("max-memory-gb", 0.0);
+  }
+  return d;
+}
+
+// A failure of the GPU rather than of a clip: every clip would fail the same way, so caption stops.
+struct DeviceStop : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Progress on stderr: one updating line on a terminal, else one line per clip (logs); `what` names the pass.
+void show_progress(std::string_view what, std::size_t done, std::size_t total, double seconds, bool terminal) {
   const double per = done > 0 ? seconds / static_cast<double>(done) : 0.0;
-  fmt::print(stderr, "{}[{}/{}] {:.2f} s/clip, ETA {:.0f} s{}", terminal ? "\r" : "caption: ", done, total, per,
+  fmt::print(stderr, "{}{}[{}/{}] {:.2f} s/clip, ETA {:.0f} s{}", terminal ? "\r" : "caption: ", what, done, total, per,
              per * static_cast<double>(total - done), terminal ? "   " : "\n");
   if (terminal && done == total) fmt::print(stderr, "\n");
+}
+
+// The features of every video, or the error that kept a video from them (its message, given again in its turn).
+struct VideoFeatures {
+  demo::ClipFeatures feats;
+  std::map<std::string, std::string> failed;
+  Matrix operator()(const fs::path& video) const {
+    if (const auto it = failed.find(video.string()); it != failed.end()) fail("{}", it->second);
+    return feats(video);
+  }
+};
+
+// The GPU build: every video's frames encoded up front by the device tower into the feature cache, then the tower's
+// memory given back, so that it never shares the card with the decoder (as train_captioner does). A video that fails
+// here (missing, corrupt) is reported in its turn; a failure of the GPU stops caption.
+VideoFeatures encode_up_front(const demo::CommandLine& a, demo::ClipFeatures feats,
+                              [[maybe_unused]] const demo::DeviceEncoder& encoder) {
+  VideoFeatures v{std::move(feats), {}};
+#if defined(VIDLORA_CAPTION_ON_CUDA)
+  const bool terminal = ::isatty(2) == 1;
+  const bool progress = a.rest.size() > 1;
+  const auto start = std::chrono::steady_clock::now();
+  for (std::size_t i = 0; i < a.rest.size(); ++i) {
+    try {
+      v.feats.ensure(a.rest[i]);
+    } catch (const std::exception& e) {
+      if (demo::is_device_failure(e)) throw DeviceStop(fmt::format("encoding {}: {}", a.rest[i], e.what()));
+      v.failed[a.rest[i]] = e.what();
+    }
+    if (progress)
+      show_progress("encoding ", i + 1, a.rest.size(),
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), terminal);
+  }
+  encoder.release_device();
+#else
+  (void)a;
+#endif
+  return v;
 }
 
 GenerationOptions generation_options(const demo::CommandLine& a, int eos_id) {
@@ -80,11 +184,48 @@ GenerationOptions generation_options(const demo::CommandLine& a, int eos_id) {
   return g;
 }
 
-// Captions every video of a.rest; returns the exit status (1 when any video failed).
+// Captions every video of a.rest; returns the exit status (1 when any video failed). The projection and the generation
+// are what train_captioner's evaluation runs for a val clip (train::generate_caption over the preset's decoder step):
+// on the GPU build the projector on the device (CudaMlp2xGelu::apply_on_device) and the search over the device
+// decoder's KV cache (DecoderStep<backend::Cuda>::generate), on the CPU otherwise.
 template <class DecoderT, class ProjectorT>
-int caption_videos(const demo::CommandLine& a, DecoderT& decoder, const ProjectorT& projector,
-                   const train::TextCodec& codec, const std::function<Matrix(const fs::path&)>& feats) {
-  const GenerationOptions g = generation_options(a, codec.eos_id);
+int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, DecoderT& decoder,
+                   const ProjectorT& projector, const train::TextCodec& codec, const VideoFeatures& feats) {
+#if defined(VIDLORA_CAPTION_ON_CUDA)
+  using Backend = backend::Cuda;
+  model::cuda::CudaMlp2xGelu held{model::Mlp2xGelu(projector)};
+#else
+  using Backend = backend::Cpu;
+  model::Mlp2xGelu held(projector);
+#endif
+  // The step's TrainableTensors take tensors it could train (the projector's and the LoRA factors): none is trained.
+  const train::TrainableTensors tensors(held, decoder);
+  using Step = train::DecoderStep<Backend, DecoderT>;
+  Step step(decoder, tensors,
+            train::decoder_step_settings(settings.precision,
+                                         kOnGpu ? presets::memory_cap_bytes<ActivePreset>(settings.memory) : 0));
+#if defined(VIDLORA_CAPTION_ON_CUDA)
+  held.use_allocator(step.device_allocator());  // the projector's device memory under the cap too, as in training
+  // ... which it gives back before the step (and its allocator) goes: this is destroyed first.
+  struct ReleaseProjector {
+    model::cuda::CudaMlp2xGelu& p;
+    ~ReleaseProjector() { p.release_device(); }
+  } release_projector{held};
+#endif
+  const auto caption_of = [&](const Matrix& features) {
+#if defined(VIDLORA_CAPTION_ON_CUDA)
+    try {
+      return train::generate_caption(step, decoder, codec, generation_options(a, codec.eos_id),
+                                     held.apply_on_device(features, tensors.values_version()));
+    } catch (const typename Step::DeviceFailure& e) {
+      throw DeviceStop(e.what());
+    } catch (const model::cuda::CudaMlp2xGelu::DeviceFailure& e) {
+      throw DeviceStop(e.what());
+    }
+#else
+    return train::generate_caption(step, decoder, codec, generation_options(a, codec.eos_id), held.apply(features));
+#endif
+  };
   const bool terminal = ::isatty(2) == 1;
   const bool progress = a.rest.size() > 1;
   const auto start = std::chrono::steady_clock::now();
@@ -93,23 +234,22 @@ int caption_videos(const demo::CommandLine& a, DecoderT& decoder, const Projecto
   for (std::size_t i = 0; i < a.rest.size(); ++i) {
     const std::string& v = a.rest[i];
     try {
-      const Matrix visual = projector.apply(feats(v));
-      const auto seq = model::splice_visual_tokens<float>(codec.prompt_ids, std::vector<int>{}, codec.placeholder_id,
-                                                          visual, decoder.embed_tokens());
-      const std::string text = codec.decode(model::generate(decoder, seq.embeds, g).ids);
+      const std::string text = caption_of(feats(v));
       if (progress && terminal) fmt::print(stderr, "\r\033[K");
       fmt::print("{}\t{}\n", v, text);
       std::fflush(stdout);
       jsonl += nlohmann::json{{"video", v}, {"caption", text}}.dump(-1, ' ', false,
                                                                     nlohmann::json::error_handler_t::replace) +
                "\n";
+    } catch (const DeviceStop&) {
+      throw;
     } catch (const std::exception& e) {
       if (progress && terminal) fmt::print(stderr, "\r\033[K");
       fmt::print(stderr, "caption: {}: {}\n", v, e.what());
       status = 1;
     }
     if (progress)
-      show_progress(i + 1, a.rest.size(),
+      show_progress("", i + 1, a.rest.size(),
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), terminal);
   }
   if (a.has("jsonl")) io::write_file_atomically(a.str("jsonl", ""), jsonl);
@@ -118,13 +258,13 @@ int caption_videos(const demo::CommandLine& a, DecoderT& decoder, const Projecto
 
 // The decoder with the PEFT adapter in `adapter_dir` at the rank and alpha it was trained with (whichever preset's
 // build or library trained it), or without one, captioning the videos.
-template <class Weights, class ProjectorT, class Codec, class Features>
-int caption_with_adapter(const demo::CommandLine& a, const model::DecoderConfig& config, const Weights& weights,
-                         const std::optional<fs::path>& adapter_dir, const ProjectorT& projector, const Codec& codec,
-                         const Features& feats) {
+template <class Weights, class ProjectorT, class Codec>
+int caption_with_adapter(const demo::CommandLine& a, const DeviceSettings& settings, const model::DecoderConfig& config,
+                         const Weights& weights, const std::optional<fs::path>& adapter_dir,
+                         const ProjectorT& projector, const Codec& codec, const VideoFeatures& feats) {
   if (!adapter_dir) {
-    model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha> decoder(config, weights);
-    return caption_videos(a, decoder, projector, codec, feats);
+    model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha, CaptionBase> decoder(config, weights);
+    return caption_videos(a, settings, decoder, projector, codec, feats);
   }
   require(fs::exists(*adapter_dir / "adapter_config.json"),
           "{} is not a PEFT adapter directory: it has no adapter_config.json", adapter_dir->string());
@@ -133,9 +273,9 @@ int caption_with_adapter(const demo::CommandLine& a, const model::DecoderConfig&
              adapter.spec.lora_alpha);
   const model::DecoderOptions options = model::decoder_options_for(adapter, config);
   return lora::dispatch_rank(adapter.spec.r, [&]<int R>() {
-    model::Decoder<R, R> decoder(config, weights, options);
+    model::Decoder<R, R, CaptionBase> decoder(config, weights, options);
     decoder.load_adapter(io::SafetensorsFile::open(*adapter_dir / "adapter_model.safetensors"));
-    return caption_videos(a, decoder, projector, codec, feats);
+    return caption_videos(a, settings, decoder, projector, codec, feats);
   });
 }
 
@@ -171,6 +311,22 @@ Sampling sampling_of(const demo::CommandLine& a, const std::optional<fs::path>& 
   return s;
 }
 
+// The GPU build's vision tower (gpu_program.hpp: a device copy at the run's precision, released after the up-front
+// encoding), after checking the GPU and naming it and the precision on stderr; none (the CPU tower) otherwise.
+demo::DeviceEncoder device_encoder([[maybe_unused]] const DeviceSettings& settings,
+                                   [[maybe_unused]] const model::ClipVision& vision) {
+#if defined(VIDLORA_CAPTION_ON_CUDA)
+  demo::check_running_gpu<ActivePreset>("caption", settings.memory, stderr, false);
+  fmt::print(stderr, "caption: on the GPU in {} ({})\n", settings.precision,
+             settings.precision == presets::device_precision_of<ActivePreset>()
+                 ? "the preset's, as train_captioner trains"
+                 : "--precision");
+  return demo::device_encoder(vision, settings.precision, presets::memory_cap_bytes<ActivePreset>(settings.memory));
+#else
+  return {};
+#endif
+}
+
 // --model is a Hugging Face LLaVA / LLaVA-NeXT-Video directory: its processor, prompt and tokenizer; the
 // adapter (--adapter, or --trained's adapter/) at whatever rank it was trained with.
 int caption_hf(const demo::CommandLine& a, const fs::path& dir) {
@@ -190,11 +346,17 @@ int caption_hf(const demo::CommandLine& a, const fs::path& dir) {
   const auto codec = m.codec();
   const Sampling sampling =
       sampling_of(a, a.has("trained") ? std::optional<fs::path>(a.str("trained", "")) : std::nullopt);
-  const auto feats = m.features(sampling.sampler, sampling.frames,
-                                a.str("cache", (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache"
-                                                                 : fs::path("vidlora_feature_cache"))
-                                                   .string()));
-  return caption_with_adapter(a, m.config.text, m.weights, adapter_dir, projector, codec, feats);
+  const DeviceSettings settings = device_settings(a);
+  const demo::DeviceEncoder encoder = device_encoder(settings, m.vision);
+  const VideoFeatures feats =
+      encode_up_front(a,
+                      m.features(sampling.sampler, sampling.frames,
+                                 a.str("cache", (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache"
+                                                                  : fs::path("vidlora_feature_cache"))
+                                                    .string()),
+                                 encoder.encoder),
+                      encoder);
+  return caption_with_adapter(a, settings, m.config.text, m.weights, adapter_dir, projector, codec, feats);
 }
 
 int caption_main(const demo::CommandLine& a) {
@@ -213,11 +375,16 @@ int caption_main(const demo::CommandLine& a) {
   train::load_projector(trained / "projector.safetensors", projector);
   const auto codec = m.codec();
   const Sampling sampling = sampling_of(a, trained);
-  const auto feats =
-      m.features(sampling.sampler, sampling.frames, a.str("cache", (trained / "feature_cache").string()));
+  const DeviceSettings settings = device_settings(a);
+  const demo::DeviceEncoder encoder = device_encoder(settings, *m.vision);
+  const VideoFeatures feats =
+      encode_up_front(a,
+                      m.features(sampling.sampler, sampling.frames,
+                                 a.str("cache", (trained / "feature_cache").string()), encoder.encoder),
+                      encoder);
   std::optional<fs::path> adapter_dir;  // none: a stage-1-only run, the projector alone
   if (fs::exists(trained / "adapter" / "adapter_config.json")) adapter_dir = trained / "adapter";
-  return caption_with_adapter(a, m.decoder_config, *m.decoder_weights, adapter_dir, projector, codec, feats);
+  return caption_with_adapter(a, settings, m.decoder_config, *m.decoder_weights, adapter_dir, projector, codec, feats);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 
 #include <vidlora/core/matrix.hpp>
+#include <vidlora/model/frame_encoder.hpp>
 #include <vidlora/train/dataset.hpp>
 #include <vidlora/train/feature_cache.hpp>
 
@@ -30,6 +31,13 @@ struct ClipFeatures {
   std::function<bool(const std::filesystem::path&)> ensure;  // true: computed now
 
   vidlora::Matrix operator()(const std::filesystem::path& video) const { return get(video); }
+};
+
+// The tower a GPU build encodes the frames with (gpu_program.hpp's device_encoder) and how to give its device memory
+// back once every clip is encoded; null and nothing to release: the CPU tower.
+struct DeviceEncoder {
+  std::shared_ptr<const vidlora::model::FrameEncoder> encoder;
+  std::function<void()> release_device = [] {};
 };
 
 // The features of one sampler, frame count and encoder id, kept in `cache`; `compute` encodes a clip on a miss.

@@ -19,6 +19,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -49,6 +50,26 @@ vidlora::Matrix clip_features(const std::filesystem::path& video, const std::str
 
 // The programs' options are declared in a CommandLine (command_line.hpp); configure() reads them through it.
 using Args = CommandLine;
+
+// --precision's value, checked against the preset P a program is built for: fp32, tf32 (TF32 GEMMs), bf16 (sm_80+) or
+// fp16 on a GPU preset's build; fp32 only on the Cpu preset's, which `runs` (e.g. "trains") on the CPU.
+template <class P>
+std::string checked_precision(const std::string& precision, std::string_view runs) {
+  if (precision != "fp32" && precision != "tf32" && precision != "bf16" && precision != "fp16")
+    throw UsageError(fmt::format("option --precision: '{}' is not one of fp32, tf32, bf16, fp16", precision));
+  if constexpr (!P::backend_policy::on_device) {
+    if (precision != "fp32")
+      throw UsageError(fmt::format(
+          "option --precision: the {} preset {} on the CPU, which computes in fp32; {} is for the GPU presets' builds "
+          "(cmake --preset T4, L4, A100 or H100)",
+          P::name, runs, precision));
+  } else if ((precision == "bf16" || precision == "tf32") && P::cuda_arch < 80) {
+    throw UsageError(fmt::format(
+        "option --precision: {} needs a GPU of sm_80 or newer; the {} preset's is sm_{} (fp16 or fp32 there)",
+        precision, P::name, P::cuda_arch));
+  }
+  return precision;
+}
 
 inline nlohmann::json read_json(const fs::path& p) {
   std::ifstream in(p);

@@ -28,7 +28,6 @@
 #include <vidlora/comm/any_communicator.hpp>
 #include <vidlora/comm/tcp.hpp>
 #if defined(VIDLORA_TRAIN_ON_CUDA)
-#include <vidlora/model/cuda/clip_vision.cuh>
 #include <vidlora/model/cuda/cuda_mlp2x_gelu.cuh>
 #endif
 #if defined(VIDLORA_MPI)  // built with vidlora::mpi (cmake/VidloraMpi.cmake): mpirun -np N train_captioner ...
@@ -44,6 +43,9 @@
 #include "demo_attributes.hpp"
 #include "demo_common.hpp"
 #include "hf_model.hpp"
+#if defined(VIDLORA_TRAIN_ON_CUDA)
+#include "gpu_program.hpp"
+#endif
 
 #if __has_include(<sentencepiece_trainer.h>)
 #include <sentencepiece_trainer.h>
@@ -339,23 +341,7 @@ TrainerConfig configure(const demo::Args& a) {
   c.max_caption_tokens = a.integer("max-caption-tokens", c.max_caption_tokens);
   c.max_steps_this_run = a.integer("max-steps", 0);
   c.initial_adapter = a.str("init-adapter", "");
-  if (a.has("precision")) {
-    const std::string precision = a.str("precision", "");
-    if (precision != "fp32" && precision != "tf32" && precision != "bf16" && precision != "fp16")
-      throw demo::UsageError(fmt::format("option --precision: '{}' is not one of fp32, tf32, bf16, fp16", precision));
-    if constexpr (!P::backend_policy::on_device) {
-      if (precision != "fp32")
-        throw demo::UsageError(fmt::format(
-            "option --precision: the {} preset trains on the CPU, which computes in fp32; {} is for the GPU presets' "
-            "builds (cmake --preset T4, L4, A100 or H100)",
-            P::name, precision));
-    } else if ((precision == "bf16" || precision == "tf32") && P::cuda_arch < 80) {
-      throw demo::UsageError(fmt::format(
-          "option --precision: {} needs a GPU of sm_80 or newer; the {} preset's is sm_{} (fp16 or fp32 there)",
-          precision, P::name, P::cuda_arch));
-    }
-    c.precision = precision;
-  }
+  if (a.has("precision")) c.precision = demo::checked_precision<P>(a.str("precision", ""), "trains");
   // Loss scaling follows what the device step computes in (fp16 scales, bf16 / tf32 / fp32 do not); --loss-scale below
   // overrides it.
   c.loss_scaler.enabled =
@@ -715,108 +701,20 @@ using TrainBackend = backend::Cpu;
 using TrainProjector = model::Mlp2xGelu;
 #endif
 
-// The vision tower that encodes the frames: on a GPU build, a device copy of `vision` at the run's precision (bf16 or
-// fp16 operands for the GPU presets, TF32 or fp32 when asked; the feature cache's ids name it), which
-// encode_clips_up_front runs over every clip and then releases, so the tower (0.6 GB of 16-bit weights for CLIP
-// ViT-L/14-336, 1.2 GB in fp32, plus its activations) never shares the card with the training step, as
-// presets::MemoryEstimate counts it. A clip whose up-front encoding failed (its error is printed then) is not encoded
-// again after the release: the Trainer skips it, naming it (a CPU encoding would be slow for ViT-L and would store
-// CPU features under the GPU tower's cache id). Null (the CPU tower) on a CPU build.
-struct TrainEncoder {
-  std::shared_ptr<const model::FrameEncoder> encoder;
-  std::function<void()> release_device = [] {};
-};
-
+// The vision tower that encodes the frames: on a GPU build, the device copy demo::device_encoder makes
+// (gpu_program.hpp), which encode_clips_up_front runs over every clip and then releases before the Trainer exists; a
+// clip whose up-front encoding failed is skipped by the Trainer, naming it. Null (the CPU tower) on a CPU build.
 #if defined(VIDLORA_TRAIN_ON_CUDA)
-// The tower's tensors come from a caching allocator of its own under the run's cap (a frame pass's ~20 temporaries a
-// layer reuse the blocks of the pass before instead of a cudaMalloc / cudaFree each, and cudaFree waits for the whole
-// device); release() gives the weights and the cached blocks back to the device.
-class ReleasableDeviceTower {
- public:
-  ReleasableDeviceTower(const model::ClipVision& vision, vidlora::cuda::Compute compute, vidlora::cuda::DType operands,
-                        std::size_t cap_bytes)
-      : vision_(vision),
-        allocator_(
-            std::make_unique<vidlora::cuda::CudaCachingAllocator>(CachingAllocatorOptions{.cap_bytes = cap_bytes})),
-        device_(std::make_shared<const model::cuda::ClipVisionCuda>(vision, compute, 16, nullptr, allocator_.get(),
-                                                                    operands)) {}
-  const model::ClipVisionConfig& config() const { return vision_.config(); }
-  Matrix features(std::span<const float> pixels, Eigen::Index frames) const {
-    if (device_) return device_->features(pixels, frames);
-    fail(
-        "its features were not made by the GPU vision tower before training (the up-front encoding printed why); "
-        "the tower is released while the decoder trains");
-  }
-  // Before the Trainer exists, so no call to features() runs at the same time.
-  void release() {
-    device_.reset();
-    allocator_.reset();
-  }
-
- private:
-  const model::ClipVision& vision_;
-  std::unique_ptr<vidlora::cuda::CudaCachingAllocator> allocator_;  // before device_: it outlives the tower
-  std::shared_ptr<const model::cuda::ClipVisionCuda> device_;
-};
-#endif
-
-#if defined(VIDLORA_TRAIN_ON_CUDA)
-// An error of the GPU, not of a clip (a CUDA error, the memory cap): every clip would fail the same way.
-bool is_device_failure(const std::exception& x) {
-  return dynamic_cast<const vidlora::cuda::CudaError*>(&x) != nullptr ||
-         dynamic_cast<const DeviceMemoryError*>(&x) != nullptr;
-}
-
-// The GPU that runs, before anything is encoded: a binary built for a newer GPU has no kernels it can run (said
-// here, naming both); a memory cap above its free memory is a warning; the MFU of the progress line and the log is
-// against its dense 16-bit peak (none for a GPU train::dense_16bit_peak_tflops does not know), not the preset's card.
-void check_running_gpu(TrainerConfig& config) {
-  int device = 0;
-  cudaDeviceProp prop{};
-  VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
-  VIDLORA_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  // The oldest architecture this binary has code for (nvcc's __CUDA_ARCH_LIST__: what CMAKE_CUDA_ARCHITECTURES built,
-  // which may differ from the preset's), else the preset's: an older GPU has no kernel it can run.
-#if defined(__CUDA_ARCH_LIST__)
-  constexpr int built_archs[] = {__CUDA_ARCH_LIST__};
-  const int oldest_built = *std::min_element(std::begin(built_archs), std::end(built_archs)) / 10;
-#else
-  const int oldest_built = ActivePreset::cuda_arch;
-#endif
-  if (prop.major * 10 + prop.minor < oldest_built)
-    fail(
-        "this train_captioner is built for sm_{} and newer (the {} preset's GPU is sm_{}); this GPU, {}, is sm_{}{}: "
-        "build it for this GPU (cmake --preset T4, L4, A100 or H100, or -DCMAKE_CUDA_ARCHITECTURES={}{})",
-        oldest_built, ActivePreset::name, ActivePreset::cuda_arch, prop.name, prop.major, prop.minor, prop.major,
-        prop.minor);
-  std::size_t free_bytes = 0, total_bytes = 0;
-  VIDLORA_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  if (const auto warning = presets::cap_above_free_memory(presets::memory_cap_bytes<ActivePreset>(config.device_memory),
-                                                          free_bytes, total_bytes))
-    fmt::print(stderr, "warning: {}\n", *warning);
-  const double peak = train::dense_16bit_peak_tflops(prop.name, prop.major, prop.minor);
-  config.mfu_peak_tflops = peak;
-  fmt::print("GPU: {} (sm_{}{}, {} free of {}); MFU against {}\n", prop.name, prop.major, prop.minor,
-             format_bytes(free_bytes), format_bytes(total_bytes),
-             peak > 0.0 ? fmt::format("its dense 16-bit peak, {} TFLOP/s", peak)
-                        : std::string("nothing: its peak is not in train::dense_16bit_peak_tflops"));
-}
+using demo::is_device_failure;
 #else
 // The CPU build encodes nothing up front.
 bool is_device_failure(const std::exception&) { return false; }
 #endif
 
-TrainEncoder train_encoder([[maybe_unused]] const model::ClipVision& vision,
-                           [[maybe_unused]] const TrainerConfig& config) {
+demo::DeviceEncoder train_encoder([[maybe_unused]] const model::ClipVision& vision,
+                                  [[maybe_unused]] const TrainerConfig& config) {
 #if defined(VIDLORA_TRAIN_ON_CUDA)
-  const auto compute = config.precision == "tf32" ? vidlora::cuda::Compute::TF32 : vidlora::cuda::Compute::F32;
-  const auto operands = config.precision == "bf16"   ? vidlora::cuda::DType::BF16
-                        : config.precision == "fp16" ? vidlora::cuda::DType::F16
-                                                     : vidlora::cuda::DType::F32;
-  auto tower = std::make_shared<ReleasableDeviceTower>(vision, compute, operands,
-                                                       presets::memory_cap_bytes<ActivePreset>(config.device_memory));
-  const std::string variant = config.precision == "fp32" ? std::string() : config.precision;
-  return {std::make_shared<const model::FrameEncoder>(tower, variant), [tower] { tower->release(); }};
+  return demo::device_encoder(vision, config.precision, presets::memory_cap_bytes<ActivePreset>(config.device_memory));
 #else
   return {};
 #endif
@@ -878,7 +776,9 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     comm::AnyCommunicator ranks = make_communicator(a, argc, argv);
 #if defined(VIDLORA_TRAIN_ON_CUDA)
     if constexpr (ActivePreset::backend_policy::on_device)
-      check_running_gpu(config);  // the GPU this rank took (make_communicator sets it), before any context on another
+      // The GPU this rank took (make_communicator sets it), before any context on another; MFU against its peak.
+      config.mfu_peak_tflops =
+          demo::check_running_gpu<ActivePreset>("train_captioner", config.device_memory, stdout, true);
 #endif
     if (!a.has("resume") && ranks.rank() == 0) {
       if (const auto moved = demo::prepare_output_dir(config.output_dir, a.has("move-aside")); !moved.empty())
@@ -899,7 +799,8 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     const fs::path cache = a.str("cache", (fs::path(config.output_dir) / "feature_cache").string());
     // One trainer for either kind of model directory (hf_model.hpp: a Hugging Face LLaVA one).
     const auto run = [&](const model::DecoderConfig& decoder_config, const auto& weights, model::Mlp2xGelu projector,
-                         const train::TextCodec& codec, const demo::ClipFeatures& feats, const TrainEncoder& encoder) {
+                         const train::TextCodec& codec, const demo::ClipFeatures& feats,
+                         const demo::DeviceEncoder& encoder) {
       if constexpr (TrainBackend::on_device) {  // the tower leaves the card before the decoder comes to it
         std::vector<const train::Clip*> clips;
         for (const auto& c : ds.train) clips.push_back(&c);
@@ -942,12 +843,12 @@ int train_main(const demo::Args& a, int argc, char** argv) {
                  model_dir.string(), m.config.video_token_id >= 0 ? "LLaVA-NeXT-Video" : "LLaVA",
                  m.config.text.num_hidden_layers, m.config.text.hidden_size, m.config.vision.image_size,
                  m.processor.tokens_per_frame(), m.processor.chat_template().name);
-      const TrainEncoder encoder = train_encoder(m.vision, config);
+      const demo::DeviceEncoder encoder = train_encoder(m.vision, config);
       result = run(m.config.text, m.weights, m.projector(), m.codec(),
                    m.features(sampler, frames, cache, encoder.encoder), encoder);
     } else {
       const demo::DemoModel m(model_dir);
-      const TrainEncoder encoder = train_encoder(*m.vision, config);
+      const demo::DeviceEncoder encoder = train_encoder(*m.vision, config);
       result = run(m.decoder_config, *m.decoder_weights,
                    model::Mlp2xGelu(m.vision_config.hidden_size, m.decoder_config.hidden_size, config.seed + 1),
                    m.codec(), m.features(sampler, frames, cache, encoder.encoder), encoder);

@@ -9,10 +9,12 @@
 // at a barrier (__syncthreads, __syncwarp, a shuffle, mma.sync), so a block's static shared arrays are the block's.
 // Blocks and threads go in ascending order, or in reverse with VIDLORA_EMU_ORDER=reverse.
 // Streams: kernels, cuBLASLt products, copies and fills wait in their stream's queue until the host waits for them (a
-// stream or event synchronize, cudaDeviceSynchronize, a copy into pageable memory, cudaFree), and a wait runs only
-// what CUDA orders before it: the legacy default stream and the blocking streams wait for each other's earlier work,
-// a cudaStreamNonBlocking stream for neither, cudaStreamWaitEvent for the event's record. Host code that reads a
-// result its waits do not cover reads the memory as it was (VIDLORA_EMU_STREAMS=eager runs everything at once).
+// stream or event synchronize, cudaDeviceSynchronize, a copy into pageable memory or a synchronous one to or from
+// page-locked memory, cudaFree and cudaFreeHost), and a wait runs only what CUDA orders before it: the legacy default
+// stream and the blocking streams wait for each other's earlier work, a cudaStreamNonBlocking stream for neither,
+// cudaStreamWaitEvent for the event's record; work nothing orders runs oldest first (newest first in reverse order).
+// Host code that reads a result its waits do not cover reads the memory as it was (VIDLORA_EMU_STREAMS=eager runs
+// everything at once).
 // What this cannot find is a race between threads, a missing __syncthreads whose effect only a GPU's
 // scheduling shows, and the device's own arithmetic (its exp, its tensor cores' summation order): code under
 // __CUDA_ARCH__ (WMMA, cp.async) is not compiled here, so the kernels take their portable paths; mma.sync.m16n8k16
@@ -45,6 +47,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <typeinfo>
@@ -113,14 +116,17 @@ void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void
 // Streams (cuda_emu_runtime.cpp, "streams"): `work` is queued on `stream` (null: the legacy default stream), after the
 // stream's earlier work, what CUDA orders it after on other streams, and operation `also_after` (an event's record;
 // 0: none); it runs when the host waits for it (or at once with VIDLORA_EMU_STREAMS=eager). Returns its id.
-std::uint64_t enqueue(cudaStream_t stream, std::function<void()> work, std::uint64_t also_after = 0);
+std::uint64_t enqueue(cudaStream_t stream, std::function<void()> work, std::uint64_t also_after = 0,
+                      std::uint64_t* id_into = nullptr);  // id_into: where to store the id, under the queue's lock
 // Runs operation `id`, if still queued, and every queued operation it waits for.
 void wait_for(std::uint64_t id);
 void wait_for_all();
 
 // `member` is -1 for the argument itself, else the index of the member of the argument's class (aggregate) that
 // holds the pointer, `type` that class's name; nested aggregates are walked too (the innermost member is named).
-void fail_pointer_argument(const void* p, int index, const char* kernel, int member, const char* type);
+// (`argument` is the word for what `index` counts: "argument", or "element" of an uploaded table.)
+void fail_pointer_argument(const void* p, int index, const char* kernel, int member, const char* type,
+                           const char* argument);
 
 // The members of a kernel's Params struct, as structured bindings: an aggregate's member count is the largest N for
 // which T{{x_1}, ..., {x_N}} compiles with x convertible to anything. Each x in braces of its own initialises one
@@ -191,21 +197,52 @@ bool device_address(const void* p);
 // an element of an array or std::array member), must point into device (or page-locked host) memory, as it must on
 // a GPU. Not walked: members of classes that are not aggregates (none of the kernels' arguments has one).
 template <class T>
-void check_pointer_argument(const T& value, int index, const char* kernel, int member = -1,
-                            const char* type = nullptr) {
+void check_pointer_argument(const T& value, int index, const char* kernel, int member = -1, const char* type = nullptr,
+                            const char* argument = "argument") {
   if constexpr (std::is_pointer_v<T>) {
-    if (value != nullptr && !device_address(value)) fail_pointer_argument(value, index, kernel, member, type);
+    if (value != nullptr && !device_address(value)) fail_pointer_argument(value, index, kernel, member, type, argument);
   } else if constexpr (std::is_array_v<T>) {
-    for (const auto& e : value) check_pointer_argument(e, index, kernel, member, type);
+    for (const auto& e : value) check_pointer_argument(e, index, kernel, member, type, argument);
   } else if constexpr (requires { std::tuple_size<T>::value; }) {  // std::array, std::pair, std::tuple
-    std::apply([&](const auto&... e) { (check_pointer_argument(e, index, kernel, member, type), ...); }, value);
+    std::apply([&](const auto&... e) { (check_pointer_argument(e, index, kernel, member, type, argument), ...); },
+               value);
   } else if constexpr (std::is_class_v<T> && std::is_aggregate_v<T>) {
     constexpr std::size_t n = member_count<T>();
     static_assert(n <= kMaxMembers,
                   "check_pointer_argument: a kernel argument struct of more than kMaxMembers "
                   "members: add their bindings to for_each_member");
     int m = 0;
-    for_each_member<n>(value, [&](const auto& x) { check_pointer_argument(x, index, kernel, m++, typeid(T).name()); });
+    for_each_member<n>(
+        value, [&](const auto& x) { check_pointer_argument(x, index, kernel, m++, typeid(T).name(), argument); });
+  }
+}
+
+// A table uploaded for kernels to read (DeviceBuffer::upload): each pointer in its elements (pointers, or pointer
+// members of aggregates, nested too) must point into device or page-locked memory, as a kernel's arguments must; a
+// table without pointers is not walked.
+template <class T>
+constexpr bool holds_pointers() {
+  if constexpr (std::is_pointer_v<T>) {
+    return true;
+  } else if constexpr (std::is_array_v<T>) {
+    return holds_pointers<std::remove_extent_t<T>>();
+  } else if constexpr (requires { std::tuple_size<T>::value; }) {
+    return []<std::size_t... I>(std::index_sequence<I...>) {
+      return (holds_pointers<std::tuple_element_t<I, T>>() || ... || false);
+    }
+    (std::make_index_sequence<std::tuple_size_v<T>>{});
+  } else if constexpr (std::is_class_v<T> && std::is_aggregate_v<T>) {
+    return true;  // (its members are walked at run time; an aggregate without pointers costs one walk per element)
+  } else {
+    return false;
+  }
+}
+template <class T>
+void check_uploaded_table(const T* data, std::size_t count) {
+  if constexpr (holds_pointers<T>()) {
+    for (std::size_t i = 0; i < count; ++i)
+      check_pointer_argument(data[i], static_cast<int>(i), "a table uploaded by DeviceBuffer::upload", -1, nullptr,
+                             "element");
   }
 }
 
@@ -272,6 +309,7 @@ inline int lane_id() {
 #define VIDLORA_LAUNCH(grid, block, shared_bytes, stream, ...)                                                \
   ::vidlora_emu::launch(dim3(grid), dim3(block), static_cast<std::size_t>(shared_bytes), stream, __VA_ARGS__, \
                         #__VA_ARGS__)
+#define VIDLORA_CHECK_UPLOADED_TABLE(data, count) ::vidlora_emu::check_uploaded_table(data, count)
 #define VIDLORA_DYNAMIC_SHARED(alignment, type, name) type* name = static_cast<type*>(::vidlora_emu::dynamic_shared())
 // A reference to the runtime's storage for this declaration (a function-local static is its key), poisoned at each
 // block's first reach; per host thread, as one host thread runs a launch's blocks in turn and launches from other host

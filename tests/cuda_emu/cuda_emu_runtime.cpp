@@ -27,6 +27,7 @@ struct CUstream_st {
   bool destroyed = false;  // cudaStreamDestroy'ed with work still queued: freed once that has run
 };
 struct CUevent_st {
+  unsigned flags = 0;  // cudaEventCreateWithFlags's
   // Written when the record runs (shared with the queued record, which may outlive a destroyed event).
   std::shared_ptr<std::chrono::steady_clock::time_point> at = std::make_shared<std::chrono::steady_clock::time_point>();
   std::uint64_t op = 0;  // the queued record (0: never recorded)
@@ -224,6 +225,21 @@ struct BlockRun {
   const char* kernel = "";
   std::uint64_t progress = 0;  // barrier arrivals and exits: a pass of the scheduler without any is a deadlock
 };
+// VIDLORA_EMU_ORDER=reverse (else ascending): the order of blocks, of a block's threads between barriers, and of
+// queued work that nothing orders (run_set).
+// Whether environment variable `name` says `second`; else it is unset, empty or `first` (the default).
+bool env_says(const char* name, const char* first, const char* second) {
+  const char* v = std::getenv(name);
+  const std::string value = v ? v : "";
+  if (!value.empty() && value != first && value != second)
+    fail(std::string(name) + "='" + value + "': not '" + first + "' (the default) or '" + second + "'");
+  return value == second;
+}
+bool reverse_order() {
+  static const bool reverse = env_says("VIDLORA_EMU_ORDER", "ascending", "reverse");
+  return reverse;
+}
+
 thread_local BlockRun* run = nullptr;
 thread_local ThreadState host_state;  // what threadIdx reads outside a kernel (never meant to)
 
@@ -386,8 +402,9 @@ bool device_address(const void* p) {
   return allocation_of(static_cast<const unsigned char*>(p) - 1, 1).has_value();
 }
 
-void fail_pointer_argument(const void* p, int index, const char* kernel, int member, const char* type) {
-  std::string where = "argument " + std::to_string(index);
+void fail_pointer_argument(const void* p, int index, const char* kernel, int member, const char* type,
+                           const char* argument) {
+  std::string where = std::string(argument) + " " + std::to_string(index);
   if (member >= 0) {
     int status = 0;
     char* demangled = abi::__cxa_demangle(type, nullptr, nullptr, &status);
@@ -545,13 +562,7 @@ void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void
   // VIDLORA_EMU_ORDER=reverse: the blocks from the last to the first, and a block's threads from the last to the first
   // between barriers (a GPU promises neither order): what a thread reads from another's write without a barrier
   // between them, or a block from another block, shows in one of the two orders.
-  static const bool reverse = [] {
-    const char* v = std::getenv("VIDLORA_EMU_ORDER");
-    const std::string order = v ? v : "";
-    if (!order.empty() && order != "reverse" && order != "ascending")
-      fail("VIDLORA_EMU_ORDER='" + order + "': not 'ascending' (the default) or 'reverse'");
-    return order == "reverse";
-  }();
+  const bool reverse = reverse_order();
   const unsigned long long blocks = 1ull * c.grid.x * c.grid.y * c.grid.z;
   for (unsigned long long i = 0; i < blocks; ++i) {
     const unsigned long long b = reverse ? blocks - 1 - i : i;
@@ -632,13 +643,7 @@ Queue& queue() {
   return *q;
 }
 bool eager() {
-  static const bool e = [] {
-    const char* v = std::getenv("VIDLORA_EMU_STREAMS");
-    const std::string mode = v ? v : "";
-    if (!mode.empty() && mode != "deferred" && mode != "eager")
-      fail("VIDLORA_EMU_STREAMS='" + mode + "': not 'deferred' (the default) or 'eager'");
-    return mode == "eager";
-  }();
+  static const bool e = env_says("VIDLORA_EMU_STREAMS", "deferred", "eager");
   return e;
 }
 // The stream's state, null for the legacy default stream.
@@ -654,8 +659,42 @@ void forget_destroyed(Queue& q) {
     return true;
   });
 }
-// Runs operation `id` (if still queued) and every queued operation it waits for, directly or not: in id order, which
-// is an order every wait allows.
+// Runs the queued operations of `needed` (each of whose waits is in it, or has run), each once every operation it
+// waits for has: of those ready, the oldest first, or with VIDLORA_EMU_ORDER=reverse the newest first, so that work
+// of two streams nothing orders runs in one order in the ascending runs and in the other in the reverse ones (a GPU
+// promises neither): a read of another stream's write without an event between them shows in one of the two.
+void run_set(Queue& q, const std::set<std::uint64_t>& needed) {
+  std::map<std::uint64_t, int> waiting;                           // per operation: its waits not yet run
+  std::map<std::uint64_t, std::vector<std::uint64_t>> followers;  // per operation: those of `needed` that wait for it
+  std::set<std::uint64_t> ready;
+  for (std::uint64_t x : needed) {
+    int n = 0;
+    for (std::uint64_t a : q.pending.at(x).after)
+      if (needed.count(a)) {
+        ++n;
+        followers[a].push_back(x);
+      }
+    waiting[x] = n;
+    if (n == 0) ready.insert(x);
+  }
+  while (!ready.empty()) {
+    const auto pick = reverse_order() ? std::prev(ready.end()) : ready.begin();
+    const std::uint64_t x = *pick;
+    ready.erase(pick);
+    auto it = q.pending.find(x);
+    std::function<void()> work = std::move(it->second.work);
+    q.pending.erase(it);
+    try {
+      work();
+    } catch (const std::exception& e) {
+      fail(std::string("queued work threw: ") + e.what());
+    }
+    for (std::uint64_t f : followers[x])
+      if (--waiting[f] == 0) ready.insert(f);
+  }
+  forget_destroyed(q);
+}
+// Runs operation `id` (if still queued) and every queued operation it waits for, directly or not.
 void run_through(std::uint64_t id) {
   Queue& q = queue();
   std::lock_guard lock(q.m);
@@ -669,28 +708,19 @@ void run_through(std::uint64_t id) {
     if (it == q.pending.end() || !needed.insert(x).second) continue;
     for (std::uint64_t a : it->second.after) stack.push_back(a);
   }
-  for (std::uint64_t x : needed) {
-    auto it = q.pending.find(x);
-    std::function<void()> work = std::move(it->second.work);
-    q.pending.erase(it);
-    work();
-  }
-  forget_destroyed(q);
+  run_set(q, needed);
 }
 void run_all() {
   Queue& q = queue();
   std::lock_guard lock(q.m);
-  while (!q.pending.empty()) {
-    auto it = q.pending.begin();  // the oldest: what it waits for has run
-    std::function<void()> work = std::move(it->second.work);
-    q.pending.erase(it);
-    work();
-  }
-  forget_destroyed(q);
+  std::set<std::uint64_t> all;
+  for (const auto& [id, op] : q.pending) all.insert(id);
+  run_set(q, all);
 }
 }  // namespace
 
-std::uint64_t enqueue(cudaStream_t stream, std::function<void()> work, std::uint64_t also_after) {
+std::uint64_t enqueue(cudaStream_t stream, std::function<void()> work, std::uint64_t also_after,
+                      std::uint64_t* id_into) {
   Queue& q = queue();
   std::uint64_t id = 0;
   {
@@ -711,6 +741,7 @@ std::uint64_t enqueue(cudaStream_t stream, std::function<void()> work, std::uint
     after(also_after);
     id = q.next++;
     (s ? s->last : q.legacy_last) = id;
+    if (id_into) *id_into = id;  // under the lock: another host thread may read it (an event's record)
     q.pending.emplace(id, std::move(op));
   }
   if (eager()) run_through(id);
@@ -730,8 +761,33 @@ bool run_if_queued(std::uint64_t id) {
 }
 std::uint64_t newest_on(cudaStream_t stream) {
   CUstream_st* s = stream_of(stream);
-  // The legacy stream's newest work includes the blocking streams' earlier work (what an operation there waits for).
-  return s ? s->last : enqueue(stream, [] {});
+  if (s) {
+    Queue& q = queue();
+    std::lock_guard lock(q.m);
+    return s->last;
+  }
+  // The legacy stream's newest work with the blocking streams' earlier work (what an operation there waits for).
+  return enqueue(stream, [] {});
+}
+bool run_queued_on(cudaStream_t stream) {
+  Queue& q = queue();
+  std::lock_guard lock(q.m);
+  CUstream_st* s = stream_of(stream);
+  std::vector<std::uint64_t> newest{s ? s->last : q.legacy_last};
+  if (!s)
+    for (CUstream_st* b : q.blocking) newest.push_back(b->last);
+  bool any = false;
+  for (std::uint64_t id : newest)
+    if (q.pending.count(id)) {
+      any = true;
+      run_through(id);
+    }
+  return any;
+}
+std::uint64_t event_op(const CUevent_st* e) {
+  Queue& q = queue();
+  std::lock_guard lock(q.m);
+  return e->op;
 }
 void track_blocking_stream(CUstream_st* s) {
   Queue& q = queue();
@@ -822,6 +878,9 @@ cudaError_t copy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind,
   const bool src_pageable = !src_on_device && !in_device_memory(src, n);
   const bool dst_pageable = !dst_on_device && !in_device_memory(dst, n);
   std::function<void()> work;
+  // cudaMemcpy from pageable memory to the device waits for the legacy stream's earlier work before it copies ("a stream
+  // sync is performed before the copy is initiated"); cudaMemcpyAsync from pageable memory does not.
+  if (!async && src_pageable && dst_on_device) vidlora_emu::wait_for(vidlora_emu::newest_on(nullptr));
   if (src_pageable && dst_on_device) {  // staged at the call
     auto staged = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
                                                                static_cast<const unsigned char*>(src) + n);
@@ -921,6 +980,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorNotReady: return "device not ready";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     default: return "unknown error (emulated runtime)";
   }
@@ -933,6 +993,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     default: return "cudaErrorUnknown";
   }
@@ -987,45 +1048,53 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t s) {
-  // Not ready while work is queued; asking runs it, so that a loop of queries ends.
-  return vidlora_emu::run_if_queued(vidlora_emu::newest_on(s)) ? cudaErrorNotReady : cudaSuccess;
+  // Not ready while work is queued (on the legacy stream: its own or the blocking streams'); asking runs it, so that a
+  // loop of queries ends.
+  return vidlora_emu::run_queued_on(s) ? cudaErrorNotReady : cudaSuccess;
 }
 cudaError_t cudaStreamGetFlags(cudaStream_t s, unsigned* flags) {
   *flags = s && s != cudaStreamLegacy ? s->flags : 0;
   return cudaSuccess;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
-  if (e->op)
+  // The stream's later work waits for the record (a never-recorded event: nothing to wait for, but on the legacy
+  // stream still an operation, with the legacy stream's waits).
+  if (const std::uint64_t op = vidlora_emu::event_op(e); op || s == nullptr || s == cudaStreamLegacy)
     vidlora_emu::enqueue(
-        s, [] {}, e->op);  // the stream's later work waits for the record
+        s, [] {}, op);
   return cudaSuccess;
 }
-cudaError_t cudaEventCreate(cudaEvent_t* e) {
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags) {
   *e = new CUevent_st{};
+  (*e)->flags = flags;
   return cudaSuccess;
 }
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
   delete e;  // a queued record keeps its time's storage
   return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-  e->op = vidlora_emu::enqueue(s, [at = e->at] { *at = std::chrono::steady_clock::now(); });
+  vidlora_emu::enqueue(
+      s, [at = e->at] { *at = std::chrono::steady_clock::now(); }, 0, &e->op);
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-  vidlora_emu::wait_for(e->op);
+  vidlora_emu::wait_for(vidlora_emu::event_op(e));
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
-  return vidlora_emu::run_if_queued(e->op) ? cudaErrorNotReady : cudaSuccess;
+  return vidlora_emu::run_if_queued(vidlora_emu::event_op(e)) ? cudaErrorNotReady : cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  // Both records must have run (a GPU answers cudaErrorNotReady otherwise, and the caller gets no time).
-  if (vidlora_emu::is_queued(start->op) || vidlora_emu::is_queued(end->op)) {
-    std::fprintf(stderr, "vidlora CUDA emulation: cudaEventElapsedTime of an event whose record has not run\n");
-    return set(cudaErrorNotReady);
+  const std::uint64_t a = vidlora_emu::event_op(start), b = vidlora_emu::event_op(end);
+  if (!a || !b || (start->flags & cudaEventDisableTiming) || (end->flags & cudaEventDisableTiming)) {
+    std::fprintf(stderr, "vidlora CUDA emulation: cudaEventElapsedTime of an event %s\n",
+                 !a || !b ? "never recorded" : "made with cudaEventDisableTiming");
+    return set(cudaErrorInvalidResourceHandle);
   }
+  // Both records must have run; a GPU answers cudaErrorNotReady otherwise (a status, not an error that stays).
+  if (vidlora_emu::is_queued(a) || vidlora_emu::is_queued(b)) return cudaErrorNotReady;
   *ms = std::chrono::duration<float, std::milli>(*end->at - *start->at).count();
   return cudaSuccess;
 }

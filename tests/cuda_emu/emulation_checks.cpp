@@ -276,6 +276,26 @@ TEST_CASE("emulation: pointers a kernel is given must point into device or page-
   }
 }
 
+TEST_CASE("emulation: a table uploaded for kernels to read must hold device pointers", "[emulation]") {
+  // Kernels read pointers from tables in device memory (the optimizer's TensorSlot table): a host pointer there is a
+  // fault on a GPU, checked when DeviceBuffer::upload copies the table.
+  vidlora::cuda::DeviceBuffer<float> a(8), b(8);
+  std::vector<float> host(8, 0.0f);
+  std::vector<Inner> table{{a.data(), 8}, {b.data(), 8}, {nullptr, 0}, {b.data() + 8, 0}};
+  vidlora::cuda::DeviceBuffer<Inner> right(table);  // device pointers, null, one past the end
+  std::vector<const float*> pointers{a.data(), b.data()};
+  vidlora::cuda::DeviceBuffer<const float*> right_pointers(pointers);
+  std::vector<int> plain{1, 2, 3};
+  vidlora::cuda::DeviceBuffer<int> no_pointers(plain);
+  table[2].p = host.data();
+  require_failure(run_in_child([&] { vidlora::cuda::DeviceBuffer<Inner> wrong(table); }),
+                  R"(member 0 \(counted from 0\) of emu_checks::Inner in element 2 of a table uploaded by )"
+                  R"(DeviceBuffer::upload points outside device memory)");
+  pointers[1] = host.data();
+  require_failure(run_in_child([&] { vidlora::cuda::DeviceBuffer<const float*> wrong(pointers); }),
+                  R"(element 1 of a table uploaded by DeviceBuffer::upload points outside device memory)");
+}
+
 TEST_CASE("emulation: a barrier some threads of the block never reach is an error naming the kernel", "[emulation]") {
   vidlora::cuda::DeviceBuffer<float> out(32);
   require_failure(run_in_child([&] {
@@ -398,6 +418,13 @@ TEST_CASE("emulation: work on a stream runs when the host waits for it, ordered 
     VIDLORA_LAUNCH(1, 8, 0, second.get(), params_kernel)(Params{out.data(), in.data(), Inner{}, 3.0f, 8});
     second.synchronize();
     CHECK(download(out.data(), 8) == std::vector<float>{0, 3, 6, 9, 12, 15, 18, 21});
+    // Recorded again, the event marks the later point: a wait on it waits for the kernel after the first record.
+    VIDLORA_LAUNCH(1, 8, 0, s.get(), params_kernel)(Params{in.data(), in.data(), Inner{}, 2.0f, 8});
+    done.record(s);
+    REQUIRE(cudaStreamWaitEvent(second, done.get(), 0) == cudaSuccess);
+    VIDLORA_LAUNCH(1, 8, 0, second.get(), params_kernel)(Params{out.data(), in.data(), Inner{}, 1.0f, 8});
+    second.synchronize();
+    CHECK(download(out.data(), 8) == std::vector<float>{0, 2, 4, 6, 8, 10, 12, 14});
   }
   SECTION("cudaMemcpyAsync into page-locked memory has run only after its stream's synchronize") {
     float* pinned = nullptr;
@@ -422,11 +449,83 @@ TEST_CASE("emulation: work on a stream runs when the host waits for it, ordered 
     stop.record(s);
     float ms = 0;
     CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()) == cudaErrorNotReady);
-    (void)cudaGetLastError();
+    CHECK(cudaGetLastError() == cudaSuccess);        // a status, not an error that stays
     CHECK(cudaStreamQuery(s) == cudaErrorNotReady);  // asking runs it
     CHECK(cudaStreamQuery(s) == cudaSuccess);
     CHECK(cudaEventQuery(stop.get()) == cudaSuccess);
     CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()) == cudaSuccess);
     CHECK(ms >= 0.0f);
+    // The legacy stream: its own work and the blocking streams'; nothing queued, ready.
+    CHECK(cudaStreamQuery(nullptr) == cudaSuccess);
+    VIDLORA_LAUNCH(1, 8, 0, nullptr, fill_kernel)(out.data(), 8);
+    CHECK(cudaStreamQuery(nullptr) == cudaErrorNotReady);
+    CHECK(cudaStreamQuery(nullptr) == cudaSuccess);
+    // A never-recorded event, or one made without timing, has no elapsed time.
+    vidlora::cuda::Event never;
+    CHECK(cudaEventElapsedTime(&ms, never.get(), stop.get()) == cudaErrorInvalidResourceHandle);
+    cudaEvent_t untimed = nullptr;
+    REQUIRE(cudaEventCreateWithFlags(&untimed, cudaEventDisableTiming) == cudaSuccess);
+    REQUIRE(cudaEventRecord(untimed, s) == cudaSuccess);
+    REQUIRE(cudaEventSynchronize(untimed) == cudaSuccess);
+    CHECK(cudaEventElapsedTime(&ms, start.get(), untimed) == cudaErrorInvalidResourceHandle);
+    (void)cudaGetLastError();
+    REQUIRE(cudaEventDestroy(untimed) == cudaSuccess);
+  }
+  SECTION("a blocking stream's kernel waits for an upload on the legacy stream") {
+    cudaStream_t blocking = nullptr;
+    REQUIRE(cudaStreamCreate(&blocking) == cudaSuccess);
+    in.upload(ones);
+    VIDLORA_LAUNCH(1, 8, 0, blocking, params_kernel)(Params{out.data(), in.data(), Inner{}, 5.0f, 8});
+    REQUIRE(cudaStreamSynchronize(blocking) == cudaSuccess);
+    CHECK(download(out.data(), 8) == std::vector<float>(8, 5.0f));
+    REQUIRE(cudaStreamDestroy(blocking) == cudaSuccess);
+  }
+  SECTION("cudaMemcpy from pageable memory reads it at the call, after the legacy stream's earlier work") {
+    std::vector<float> source = ones;
+    float* pinned = nullptr;
+    REQUIRE(cudaMallocHost(reinterpret_cast<void**>(&pinned), 8 * sizeof(float)) == cudaSuccess);
+    std::fill(pinned, pinned + 8, -1.0f);
+    VIDLORA_LAUNCH(1, 8, 0, nullptr, fill_kernel)(out.data(), 8);
+    REQUIRE(cudaMemcpyAsync(pinned, out.data(), 8 * sizeof(float), cudaMemcpyDeviceToHost, nullptr) == cudaSuccess);
+    in.upload(source);  // waits for the legacy stream's kernel and copy first
+    CHECK(std::vector<float>(pinned, pinned + 8) == ramp);
+    std::fill(source.begin(), source.end(), 7.0f);  // the copy has its bytes already
+    CHECK(download(in.data(), 8) == ones);
+    REQUIRE(cudaFreeHost(pinned) == cudaSuccess);
+  }
+  SECTION("an event's synchronize runs its stream's work up to the record, not another stream's") {
+    vidlora::cuda::Stream other;
+    vidlora::cuda::Event done;
+    VIDLORA_LAUNCH(1, 8, 0, s.get(), fill_kernel)(in.data(), 8);
+    done.record(s);
+    VIDLORA_LAUNCH(1, 8, 0, other.get(), fill_kernel)(out.data(), 8);
+    done.synchronize();
+    std::vector<float> got_in(8), got_out(8);  // read without a wait of the legacy stream: by hand
+    REQUIRE(cudaMemcpyAsync(got_in.data(), in.data(), 8 * sizeof(float), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+    CHECK(got_in == ramp);
+    REQUIRE(cudaMemcpyAsync(got_out.data(), out.data(), 8 * sizeof(float), cudaMemcpyDeviceToHost, s) == cudaSuccess);
+    CHECK(all_nan(got_out));  // `other`'s kernel has not run
+    other.synchronize();
+    CHECK(download(out.data(), 8) == ramp);
+  }
+  SECTION("a stream destroyed with work queued: the work still runs") {
+    cudaStream_t gone = nullptr;
+    REQUIRE(cudaStreamCreateWithFlags(&gone, cudaStreamNonBlocking) == cudaSuccess);
+    VIDLORA_LAUNCH(1, 8, 0, gone, fill_kernel)(out.data(), 8);
+    REQUIRE(cudaStreamDestroy(gone) == cudaSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    CHECK(download(out.data(), 8) == ramp);
+  }
+  SECTION("work of two streams nothing orders runs oldest first, or newest first with VIDLORA_EMU_ORDER=reverse") {
+    // A read of another stream's write without an event between them: the write seen in one order, not in the other.
+    vidlora::cuda::Stream reader;
+    VIDLORA_LAUNCH(1, 8, 0, s.get(), fill_kernel)(in.data(), 8);
+    VIDLORA_LAUNCH(1, 8, 0, reader.get(), params_kernel)(Params{out.data(), in.data(), Inner{}, 1.0f, 8});
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    const char* order = std::getenv("VIDLORA_EMU_ORDER");
+    if (order && std::string(order) == "reverse")
+      CHECK(all_nan(download(out.data(), 8)));
+    else
+      CHECK(download(out.data(), 8) == ramp);
   }
 }

@@ -4,11 +4,12 @@
 # device tower, both stages and the evaluation on the device in the preset's precision (T4: fp16 with loss scaling
 # over NF4 weights; H100: bf16 weights and operands, on a demo decoder of head dim 64 so that the attention runs on
 # the register tiles), the step log's memory, an interrupted run resumed to the same bits as an uninterrupted one,
-# fp32 against the 16-bit run, the memory cap's error, and caption (the CPU program) reading the GPU run's adapter
-# and projector.
-#   emulated_gpu.sh PRESET EMU_BIN CAPTION_BIN SOURCE_DIR WORK_DIR
+# fp32 against the 16-bit run, the memory cap's error, caption (the CPU program) reading the GPU run's adapter
+# and projector, and caption's build for the preset (CAPTION_EMU_BIN: its GPU path on the emulation) giving the GPU
+# run's evaluation captions.
+#   emulated_gpu.sh PRESET EMU_BIN CAPTION_BIN SOURCE_DIR WORK_DIR CAPTION_EMU_BIN
 set -uo pipefail
-preset=$1 emu=$2 caption=$3 root=$4 work=$5
+preset=$1 emu=$2 caption=$3 root=$4 work=$5 caption_gpu=$6
 case $preset in
   T4) precision=fp16 loss_scale=65536.0 cap_gib=14 hidden=128 r=8 frames=4 checkpointing=1 ;;
   H100) precision=bf16 loss_scale=None cap_gib=78 hidden=256 r=64 frames=16 checkpointing=0 ;;
@@ -143,6 +144,39 @@ check "caption (CPU) reads the GPU run's adapter (r $r) and projector" \
 check "caption samples as the GPU run was trained" \
   grep -q "caption: sampler uniform, $frames frames per clip as full was trained" caption.err
 
+# caption's own GPU build: every clip encoded up front by the device tower (into a cache of its own, so that the tower
+# runs), then the projector and the generation on the device, in the preset's precision over its NF4 or 16-bit
+# weights: the captions of the GPU run's best evaluation (val_captions.jsonl), which ran the same code on the same bits.
+# (Both score "video" keys the same way: the paths as the run and caption were given them.)
+same_captions() {  # same_captions VAL_JSONL CAPTION_JSONL: every captioned video's text is the evaluation's
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+want = {r["video"]: r["caption"] for r in map(json.loads, open(sys.argv[1]))}
+got = {r["video"]: r["caption"] for r in map(json.loads, open(sys.argv[2]))}
+print("evaluation:", want)
+print("caption:   ", got)
+assert got and set(got) == set(want), (sorted(got), sorted(want))
+assert all(got[v] == want[v] for v in got), [(v, got[v], want[v]) for v in got if got[v] != want[v]]
+PY
+}
+mapfile -t val_videos < <(python3 -c 'import json; [print(json.loads(l)["video"]) for l in open("full/val_captions.jsonl")]')
+run 0 caption_gpu env VIDLORA_EMU_REPORT="$PWD/caption_gpu.kernels" "$caption_gpu" --model model --trained full \
+  --max-new-tokens 8 --cache caption_gpu_cache --jsonl caption_gpu.jsonl "${val_videos[@]}"
+check "caption's $preset build captions on the (emulated) GPU in $precision" \
+  grep -q "^caption: on the GPU in $precision " caption_gpu.err
+check "caption's $preset build encodes with the device tower and generates with the device decoder" bash -c \
+  'grep -q "clip_embed_kernel" caption_gpu.kernels && grep -q "rms_norm_kernel" caption_gpu.kernels &&
+   grep -q "projector_gelu_kernel" caption_gpu.kernels'
+if [[ $preset == T4 ]]; then
+  check "caption's T4 build runs the NF4 weights, dequantized on the device" grep -q "dequantize_4bit_kernel" caption_gpu.kernels
+fi
+check "caption's $preset build gives the GPU run's evaluation captions" same_captions full/val_captions.jsonl caption_gpu.jsonl
+run 1 caption_gpu_missing "$caption_gpu" --model model --trained full --max-new-tokens 8 no_such_clip.mp4 "${val_videos[0]}"
+check "a missing video is named, and the others are captioned" bash -c \
+  'grep -q "caption: no_such_clip.mp4: " caption_gpu_missing.err && grep -q "$0" caption_gpu_missing.out' "${val_videos[0]}"
+run 2 caption_gpu_cpu_precision "$caption" --model model --trained full --precision bf16 "${val_videos[0]}"
+check "the CPU build refuses a 16-bit --precision" grep -q "computes in fp32" caption_gpu_cpu_precision.err
+
 # The Hugging Face LLaVA-NeXT-Video fixture, loaded to the device as the preset says: the loss falls. (Its layers
 # are 16 wide: narrower than the H100 preset's r 64, which LoraLinear refuses.)
 if ((r <= 16)); then
@@ -156,6 +190,12 @@ print("step losses:", ["%.4f" % x for x in losses])
 assert len(losses) >= 6 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
 PY
 check "the Hugging Face run writes a PEFT adapter" test -f hf/adapter/adapter_config.json
+# Its captions are not empty (random weights): caption's GPU build gives them, token for token.
+mapfile -t hf_val < <(python3 -c 'import json; [print(json.loads(l)["video"]) for l in open("hf/val_captions.jsonl")]')
+run 0 hf_caption_gpu "$caption_gpu" --model "$root/tests/fixtures/model/llava_next_video_hf" --trained hf \
+  --max-new-tokens 8 --jsonl hf_caption_gpu.jsonl "${hf_val[@]}"
+check "caption's $preset build gives the Hugging Face run's evaluation captions" \
+  same_captions hf/val_captions.jsonl hf_caption_gpu.jsonl
 fi
 
 echo "$failures failed"

@@ -61,6 +61,23 @@ struct DecoderStepSettings {
   BaseOperands base_operands = BaseOperands::F32;  // precision "bf16" / "fp16": the frozen GEMMs on 16-bit operands
 };
 
+// What a device decoder step runs for a run's precision (TrainerConfig::precision: "fp32"; "tf32": the fp32 GEMMs on
+// TF32 tensor cores; "bf16": those, the frozen GEMMs on bf16 operands and the saved activations in bf16; "fp16": the
+// frozen GEMMs on fp16 operands and the others on TF32) under a cap on its device memory (0: none): the Trainer's
+// step, and the device generation of a program that only captions (caption's GPU build).
+inline DecoderStepSettings decoder_step_settings(std::string_view precision, std::size_t memory_cap_bytes,
+                                                 bool offload_checkpoints = false) {
+  DecoderStepSettings s;
+  s.memory_cap_bytes = memory_cap_bytes;
+  s.offload_checkpoints = offload_checkpoints;
+  s.tf32 = precision == "tf32" || precision == "bf16" || precision == "fp16";
+  s.pack_saved = precision == "bf16";
+  s.base_operands = precision == "bf16"   ? DecoderStepSettings::BaseOperands::BF16
+                    : precision == "fp16" ? DecoderStepSettings::BaseOperands::F16
+                                          : DecoderStepSettings::BaseOperands::F32;
+  return s;
+}
+
 // How finish_step hands a training step's gradients over.
 struct StepHandOver {
   ClipGradientSum* sums = nullptr;  // per_clip: the step's float64 sums, into which the device's are added

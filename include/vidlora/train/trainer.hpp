@@ -351,15 +351,9 @@ class Trainer {
   // The device step's cap: the user's max_memory_gb, else the preset's vram_gb minus the reserve; none on the CPU
   // (check_config refuses the device settings there).
   static DecoderStepSettings decoder_step_settings(const TrainerConfig& c) {
-    DecoderStepSettings s;
-    if constexpr (Backend::on_device) s.memory_cap_bytes = presets::memory_cap_bytes<P>(c.device_memory);
-    s.offload_checkpoints = c.offload_checkpoints;
-    s.tf32 = c.precision == "tf32" || c.precision == "bf16" || c.precision == "fp16";
-    s.pack_saved = c.precision == "bf16";
-    s.base_operands = c.precision == "bf16"   ? DecoderStepSettings::BaseOperands::BF16
-                      : c.precision == "fp16" ? DecoderStepSettings::BaseOperands::F16
-                                              : DecoderStepSettings::BaseOperands::F32;
-    return s;
+    std::size_t cap = 0;
+    if constexpr (Backend::on_device) cap = presets::memory_cap_bytes<P>(c.device_memory);
+    return train::decoder_step_settings(c.precision, cap, c.offload_checkpoints);
   }
 
   static model::DecoderOptions decoder_options(const TrainerConfig& c) {

@@ -25,6 +25,12 @@ inline int device_count() {
   return n;
 }
 
+// VIDLORA_CHECK_UPLOADED_TABLE(data, count): nothing on a GPU build; the CUDA emulation (tests/cuda_emu) defines it to
+// check the device pointers inside an uploaded table.
+#if !defined(VIDLORA_CHECK_UPLOADED_TABLE)
+#define VIDLORA_CHECK_UPLOADED_TABLE(data, count) static_cast<void>(0)
+#endif
+
 // Device code that uploads with DeviceBuffer (plain cudaMemcpy, on the legacy default stream) into blocks from a
 // caching allocator runs its kernels on `stream`: that is ordered only when `stream` synchronizes with the legacy
 // stream (null, or a stream made without cudaStreamNonBlocking). A copy on the legacy stream does not wait for a
@@ -146,6 +152,9 @@ class DeviceBuffer {
   void upload(std::span<const T> host) {
     check_arg(host.size() == n_, "DeviceBuffer::upload",
               std::to_string(host.size()) + " elements into a buffer of " + std::to_string(n_));
+    // A table of pointers or of structs holding them (the optimizer's TensorSlot table) is read by kernels, which fault
+    // on a host pointer: the CUDA emulation checks each pointer it holds as it checks a kernel's arguments.
+    VIDLORA_CHECK_UPLOADED_TABLE(host.data(), host.size());
     if (n_) VIDLORA_CUDA_CHECK(cudaMemcpy(p_, host.data(), bytes(), cudaMemcpyHostToDevice));
   }
   std::vector<T> download() const {
