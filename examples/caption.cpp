@@ -3,17 +3,19 @@
 //
 // A GPU preset's build (VIDLORA_CAPTION_ON_CUDA: nvcc present) runs on the GPU as train_captioner's evaluation does:
 // every clip's frames encoded up front by the device vision tower into the feature cache (then the tower is released),
-// then each caption generated over the device decoder's KV cache (the frozen weights as the preset loads them: NF4 on
-// the T4 preset; the search on the host), at the preset's device precision or --precision's, under the memory cap.
+// then each caption generated over the device decoder's KV cache (the frozen weights as the preset loads them, NF4 with
+// load_in_4bit; the search on the host), at the preset's device precision or --precision's, under the memory cap.
 //
 // Prints one line per video on stdout: path<TAB>caption (and, with --jsonl FILE, one JSON object per video
 // into FILE). A video that cannot be captioned is reported on stderr and the others go on; the exit status
 // is then 1. Progress (clips done, rate, ETA) goes to stderr: an updating line on a terminal, else one line per clip.
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <stdexcept>
@@ -127,6 +129,33 @@ struct DeviceStop : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The first Ctrl-C (SIGINT / SIGTERM) stops caption after the clip in hand, with the captions so far written (--jsonl
+// too); a second one ends it at once.
+volatile std::sig_atomic_t g_stop = 0;
+void on_stop_signal(int signal) {
+  g_stop = 1;
+  std::signal(signal, SIG_DFL);
+}
+
+// The feature cache directory, made if missing and checked writable before any clip is encoded: a clip's features are
+// stored there and read back (a GPU build encodes every clip up front, then releases the tower), so a cache caption
+// cannot write would fail every clip after its encoding.
+fs::path writable_cache(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec)
+    throw demo::UsageError(
+        fmt::format("the feature cache {} cannot be made ({}): give --cache DIR", dir, ec.message()));
+  const fs::path probe = fs::path(dir) / fmt::format(".caption-write-check-{}", ::getpid());
+  if (std::FILE* f = std::fopen(probe.c_str(), "wb")) {
+    std::fclose(f);
+    fs::remove(probe, ec);
+    return dir;
+  }
+  throw demo::UsageError(fmt::format(
+      "the feature cache {} is not writable ({}): give --cache DIR, a writable directory", dir, std::strerror(errno)));
+}
+
 // Progress on stderr: one updating line on a terminal, else one line per clip (logs); `what` names the pass.
 void show_progress(std::string_view what, std::size_t done, std::size_t total, double seconds, bool terminal) {
   const double per = done > 0 ? seconds / static_cast<double>(done) : 0.0;
@@ -155,7 +184,7 @@ VideoFeatures encode_up_front(const demo::CommandLine& a, demo::ClipFeatures fea
   const bool terminal = ::isatty(2) == 1;
   const bool progress = a.rest.size() > 1;
   const auto start = std::chrono::steady_clock::now();
-  for (std::size_t i = 0; i < a.rest.size(); ++i) {
+  for (std::size_t i = 0; i < a.rest.size() && !g_stop; ++i) {
     try {
       v.feats.ensure(a.rest[i]);
     } catch (const std::exception& e) {
@@ -231,7 +260,17 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, D
   const auto start = std::chrono::steady_clock::now();
   std::string jsonl;
   int status = 0;
+  const auto write_jsonl = [&] {
+    if (a.has("jsonl")) io::write_file_atomically(a.str("jsonl", ""), jsonl);
+  };
   for (std::size_t i = 0; i < a.rest.size(); ++i) {
+    if (g_stop) {
+      if (progress && terminal) fmt::print(stderr, "\r\033[K");
+      fmt::print(stderr, "caption: stopped (Ctrl-C) after {} of {} videos{}\n", i, a.rest.size(),
+                 a.has("jsonl") ? fmt::format("; their captions are in {}", a.str("jsonl", "")) : std::string());
+      write_jsonl();
+      return 130;
+    }
     const std::string& v = a.rest[i];
     try {
       const std::string text = caption_of(feats(v));
@@ -242,6 +281,7 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, D
                                                                     nlohmann::json::error_handler_t::replace) +
                "\n";
     } catch (const DeviceStop&) {
+      write_jsonl();  // the captions so far
       throw;
     } catch (const std::exception& e) {
       if (progress && terminal) fmt::print(stderr, "\r\033[K");
@@ -252,7 +292,7 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, D
       show_progress("", i + 1, a.rest.size(),
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), terminal);
   }
-  if (a.has("jsonl")) io::write_file_atomically(a.str("jsonl", ""), jsonl);
+  write_jsonl();
   return status;
 }
 
@@ -329,7 +369,10 @@ demo::DeviceEncoder device_encoder([[maybe_unused]] const DeviceSettings& settin
 
 // --model is a Hugging Face LLaVA / LLaVA-NeXT-Video directory: its processor, prompt and tokenizer; the
 // adapter (--adapter, or --trained's adapter/) at whatever rank it was trained with.
-int caption_hf(const demo::CommandLine& a, const fs::path& dir) {
+int caption_hf(const demo::CommandLine& a, const DeviceSettings& settings, const fs::path& dir) {
+  const fs::path cache = writable_cache(a.str(
+      "cache", (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache" : fs::path("vidlora_feature_cache"))
+                   .string()));
   const demo::HfModel m(dir, a.str("prompt", demo::kDefaultHfPrompt));
   std::optional<fs::path> adapter_dir;
   std::optional<fs::path> projector_file;
@@ -346,42 +389,33 @@ int caption_hf(const demo::CommandLine& a, const fs::path& dir) {
   const auto codec = m.codec();
   const Sampling sampling =
       sampling_of(a, a.has("trained") ? std::optional<fs::path>(a.str("trained", "")) : std::nullopt);
-  const DeviceSettings settings = device_settings(a);
   const demo::DeviceEncoder encoder = device_encoder(settings, m.vision);
   const VideoFeatures feats =
-      encode_up_front(a,
-                      m.features(sampling.sampler, sampling.frames,
-                                 a.str("cache", (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache"
-                                                                  : fs::path("vidlora_feature_cache"))
-                                                    .string()),
-                                 encoder.encoder),
-                      encoder);
+      encode_up_front(a, m.features(sampling.sampler, sampling.frames, cache, encoder.encoder), encoder);
   return caption_with_adapter(a, settings, m.config.text, m.weights, adapter_dir, projector, codec, feats);
 }
 
 int caption_main(const demo::CommandLine& a) {
   if (a.rest.empty()) throw demo::UsageError("no VIDEO given");
+  const DeviceSettings settings = device_settings(a);  // its usage errors before any model loads
   const fs::path model_dir = a.str("model", "demo_model");
-  if (demo::model_kind(model_dir) == demo::ModelKind::HuggingFace) return caption_hf(a, model_dir);
+  if (demo::model_kind(model_dir) == demo::ModelKind::HuggingFace) return caption_hf(a, settings, model_dir);
   for (const char* hf_only : {"adapter", "prompt"})
     if (a.has(hf_only))
       throw demo::UsageError(
           fmt::format("--{} applies to a Hugging Face model directory; {} is the demo's", hf_only, model_dir.string()));
-  const demo::DemoModel m(model_dir);
   const fs::path trained = a.str("trained", "vidlora_out");
   require(fs::exists(trained / "projector.safetensors"),
           "{} has no projector.safetensors: is it a finished train_captioner output directory?", trained.string());
+  const fs::path cache = writable_cache(a.str("cache", (trained / "feature_cache").string()));
+  const demo::DemoModel m(model_dir);
   model::Mlp2xGelu projector(m.vision_config.hidden_size, m.decoder_config.hidden_size, 0);
   train::load_projector(trained / "projector.safetensors", projector);
   const auto codec = m.codec();
   const Sampling sampling = sampling_of(a, trained);
-  const DeviceSettings settings = device_settings(a);
   const demo::DeviceEncoder encoder = device_encoder(settings, *m.vision);
   const VideoFeatures feats =
-      encode_up_front(a,
-                      m.features(sampling.sampler, sampling.frames,
-                                 a.str("cache", (trained / "feature_cache").string()), encoder.encoder),
-                      encoder);
+      encode_up_front(a, m.features(sampling.sampler, sampling.frames, cache, encoder.encoder), encoder);
   std::optional<fs::path> adapter_dir;  // none: a stage-1-only run, the projector alone
   if (fs::exists(trained / "adapter" / "adapter_config.json")) adapter_dir = trained / "adapter";
   return caption_with_adapter(a, settings, m.decoder_config, *m.decoder_weights, adapter_dir, projector, codec, feats);
@@ -397,6 +431,8 @@ int main(int argc, char** argv) {
       fmt::print("{}", cli.usage());
       return 0;
     }
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
     return caption_main(cli);
   } catch (const demo::UsageError& e) {
     fmt::print(stderr, "caption: {}\n(caption --help lists the options)\n", e.what());

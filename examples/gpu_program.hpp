@@ -10,6 +10,7 @@
 #include <functional>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -75,33 +76,45 @@ double check_running_gpu(std::string_view program, const vidlora::presets::Devic
 
 // A device copy of a CLIP tower whose tensors come from a caching allocator of its own under the run's cap (a frame
 // pass's ~20 temporaries a layer reuse the blocks of the pass before instead of a cudaMalloc / cudaFree each, and
-// cudaFree waits for the whole device); release() gives the weights and the cached blocks back to the device.
+// cudaFree waits for the whole device), uploaded at the first clip it encodes (a run whose clips are all in the
+// feature cache never uploads it); release() gives the weights and the cached blocks back to the device.
 class ReleasableDeviceTower {
  public:
   ReleasableDeviceTower(const vidlora::model::ClipVision& vision, vidlora::cuda::Compute compute,
                         vidlora::cuda::DType operands, std::size_t cap_bytes)
-      : vision_(vision),
-        allocator_(std::make_unique<vidlora::cuda::CudaCachingAllocator>(
-            vidlora::CachingAllocatorOptions{.cap_bytes = cap_bytes})),
-        device_(std::make_shared<const vidlora::model::cuda::ClipVisionCuda>(vision, compute, 16, nullptr,
-                                                                             allocator_.get(), operands)) {}
+      : vision_(vision), compute_(compute), operands_(operands), cap_bytes_(cap_bytes) {}
   const vidlora::model::ClipVisionConfig& config() const { return vision_.config(); }
   vidlora::Matrix features(std::span<const float> pixels, Eigen::Index frames) const {
-    if (device_) return device_->features(pixels, frames);
-    vidlora::fail(
-        "its features were not made by the GPU vision tower up front (the up-front encoding printed why); the tower "
-        "is released while the decoder runs");
+    std::lock_guard lock(m_);
+    if (released_)
+      vidlora::fail(
+          "its features were not made by the GPU vision tower up front (that encoding failed, or the feature cache "
+          "lost them since); the tower is released while the decoder runs");
+    if (!device_) {
+      allocator_ = std::make_unique<vidlora::cuda::CudaCachingAllocator>(
+          vidlora::CachingAllocatorOptions{.cap_bytes = cap_bytes_});
+      device_ = std::make_unique<const vidlora::model::cuda::ClipVisionCuda>(vision_, compute_, 16, nullptr,
+                                                                             allocator_.get(), operands_);
+    }
+    return device_->features(pixels, frames);
   }
-  // Before anything else may call features().
+  // Once every clip is encoded: before anything else may call features().
   void release() {
+    std::lock_guard lock(m_);
     device_.reset();
     allocator_.reset();
+    released_ = true;
   }
 
  private:
   const vidlora::model::ClipVision& vision_;
-  std::unique_ptr<vidlora::cuda::CudaCachingAllocator> allocator_;  // before device_: it outlives the tower
-  std::shared_ptr<const vidlora::model::cuda::ClipVisionCuda> device_;
+  vidlora::cuda::Compute compute_;
+  vidlora::cuda::DType operands_;
+  std::size_t cap_bytes_;
+  mutable std::mutex m_;
+  bool released_ = false;
+  mutable std::unique_ptr<vidlora::cuda::CudaCachingAllocator> allocator_;  // before device_: it outlives the tower
+  mutable std::unique_ptr<const vidlora::model::cuda::ClipVisionCuda> device_;
 };
 
 // The vision tower that encodes the frames: a device copy of `vision` at the run's precision (bf16 or fp16 operands

@@ -229,7 +229,8 @@ class DecoderStep<backend::Cuda, Decoder> {
     } catch (const DeviceMemoryError& e) {
       throw DeviceFailure(
           std::string("DecoderStep<Cuda>: out of device memory in the ") + what + ": " + e.what() +
-          " (TrainerConfig::device_memory.max_memory_gb, train_captioner --max-memory-gb, sets the cap)");
+          " (TrainerConfig::device_memory.max_memory_gb, --max-memory-gb of train_captioner and caption, sets the "
+          "cap)");
     } catch (const vidlora::cuda::CudaError& e) {
       if (std::string_view(e.what()).find("NaN or +Inf in the logits") != std::string_view::npos) throw;
       throw DeviceFailure(std::string("DecoderStep<Cuda>: the device decoder ") + what + " failed: " + e.what());
