@@ -35,6 +35,8 @@ inline int device_count() {
 // caching allocator runs its kernels on `stream`: that is ordered only when `stream` synchronizes with the legacy
 // stream (null, or a stream made without cudaStreamNonBlocking). A copy on the legacy stream does not wait for a
 // non-blocking stream's kernels, so it could land in a block they still read. Such a stream is refused, naming who.
+// (Two blocking streams are each ordered with the legacy stream but not with each other: one caching allocator, or
+// one GemmRunner, must not serve work on two of them at once.)
 inline void require_legacy_ordered_stream(cudaStream_t stream, const char* who) {
   if (stream == nullptr) return;
   unsigned flags = 0;
