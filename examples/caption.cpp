@@ -21,6 +21,7 @@
 #include <stdexcept>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -217,15 +218,15 @@ GenerationOptions generation_options(const demo::CommandLine& a, int eos_id) {
 // are what train_captioner's evaluation runs for a val clip (train::generate_caption over the preset's decoder step):
 // on the GPU build the projector on the device (CudaMlp2xGelu::apply_on_device) and the search over the device
 // decoder's KV cache (DecoderStep<backend::Cuda>::generate), on the CPU otherwise.
-template <class DecoderT, class ProjectorT>
+template <class DecoderT>
 int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, DecoderT& decoder,
-                   const ProjectorT& projector, const train::TextCodec& codec, const VideoFeatures& feats) {
+                   model::Mlp2xGelu projector, const train::TextCodec& codec, const VideoFeatures& feats) {
 #if defined(VIDLORA_CAPTION_ON_CUDA)
   using Backend = backend::Cuda;
-  model::cuda::CudaMlp2xGelu held{model::Mlp2xGelu(projector)};
+  model::cuda::CudaMlp2xGelu held{std::move(projector)};
 #else
   using Backend = backend::Cpu;
-  model::Mlp2xGelu held(projector);
+  model::Mlp2xGelu& held = projector;
 #endif
   // The step's TrainableTensors take tensors it could train (the projector's and the LoRA factors): none is trained.
   const train::TrainableTensors tensors(held, decoder);
@@ -298,13 +299,13 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, D
 
 // The decoder with the PEFT adapter in `adapter_dir` at the rank and alpha it was trained with (whichever preset's
 // build or library trained it), or without one, captioning the videos.
-template <class Weights, class ProjectorT, class Codec>
+template <class Weights, class Codec>
 int caption_with_adapter(const demo::CommandLine& a, const DeviceSettings& settings, const model::DecoderConfig& config,
-                         const Weights& weights, const std::optional<fs::path>& adapter_dir,
-                         const ProjectorT& projector, const Codec& codec, const VideoFeatures& feats) {
+                         const Weights& weights, const std::optional<fs::path>& adapter_dir, model::Mlp2xGelu projector,
+                         const Codec& codec, const VideoFeatures& feats) {
   if (!adapter_dir) {
     model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha, CaptionBase> decoder(config, weights);
-    return caption_videos(a, settings, decoder, projector, codec, feats);
+    return caption_videos(a, settings, decoder, std::move(projector), codec, feats);
   }
   require(fs::exists(*adapter_dir / "adapter_config.json"),
           "{} is not a PEFT adapter directory: it has no adapter_config.json", adapter_dir->string());
@@ -315,7 +316,7 @@ int caption_with_adapter(const demo::CommandLine& a, const DeviceSettings& setti
   return lora::dispatch_rank(adapter.spec.r, [&]<int R>() {
     model::Decoder<R, R, CaptionBase> decoder(config, weights, options);
     decoder.load_adapter(io::SafetensorsFile::open(*adapter_dir / "adapter_model.safetensors"));
-    return caption_videos(a, settings, decoder, projector, codec, feats);
+    return caption_videos(a, settings, decoder, std::move(projector), codec, feats);  // (called once)
   });
 }
 
@@ -392,7 +393,7 @@ int caption_hf(const demo::CommandLine& a, const DeviceSettings& settings, const
   const demo::DeviceEncoder encoder = device_encoder(settings, m.vision);
   const VideoFeatures feats =
       encode_up_front(a, m.features(sampling.sampler, sampling.frames, cache, encoder.encoder), encoder);
-  return caption_with_adapter(a, settings, m.config.text, m.weights, adapter_dir, projector, codec, feats);
+  return caption_with_adapter(a, settings, m.config.text, m.weights, adapter_dir, std::move(projector), codec, feats);
 }
 
 int caption_main(const demo::CommandLine& a) {
@@ -418,7 +419,8 @@ int caption_main(const demo::CommandLine& a) {
       encode_up_front(a, m.features(sampling.sampler, sampling.frames, cache, encoder.encoder), encoder);
   std::optional<fs::path> adapter_dir;  // none: a stage-1-only run, the projector alone
   if (fs::exists(trained / "adapter" / "adapter_config.json")) adapter_dir = trained / "adapter";
-  return caption_with_adapter(a, settings, m.decoder_config, *m.decoder_weights, adapter_dir, projector, codec, feats);
+  return caption_with_adapter(a, settings, m.decoder_config, *m.decoder_weights, adapter_dir, std::move(projector),
+                              codec, feats);
 }
 
 }  // namespace

@@ -74,7 +74,7 @@ TEST_CASE("cuda streamed LM-head cross-entropy: the float64 CPU loss and hidden 
   const std::vector<std::int32_t> t32(targets.begin(), targets.end());
   loss::cuda::LmHeadCeOptions o;
   o.label_smoothing = 0.1;
-  o.chunk_size = 16;  // 7 chunks, the last of 4 rows
+  o.chunk_size = 16;  // 7 chunks of the vocabulary, the last of 4 entries
   const loss::cuda::LmHeadCeShape shape{rows, dim, vocab, dim, rows};
   auto check = [&](cudaStream_t stream) {
     cuda_test::poison(dg);

@@ -244,6 +244,14 @@ void zero_grads(AttentionProblem& a) {
   a.DV.fill_bytes(0);
 }
 
+// The row kernels' output and gradients against the CPU reference (after the forward and the backward ran).
+void check_row_attention(const AttentionProblem& a) {
+  CHECK(cuda_test::normwise_error(a.O.download(), a.out) < 2e-5);
+  CHECK(cuda_test::normwise_error(a.DQ.download(), a.dq) < 5e-5);
+  CHECK(cuda_test::normwise_error(a.DK.download(), a.dk) < 5e-5);
+  CHECK(cuda_test::normwise_error(a.DV.download(), a.dv) < 5e-5);
+}
+
 // q, k, v and d_out of a problem as the operands' 16-bit patterns on the device (AttentionParams::q16 …), rounded on
 // the host by io/half.hpp, as the decoder's round_to_16bit does on the device.
 struct Inputs16 {
@@ -293,10 +301,7 @@ TEST_CASE("cuda causal attention forward and backward match the CPU with GQA off
     model::cuda::attention_forward(p);
     model::cuda::attention_backward(p);
     VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
-    CHECK(cuda_test::normwise_error(a.O.download(), a.out) < 2e-5);
-    CHECK(cuda_test::normwise_error(a.DQ.download(), a.dq) < 5e-5);
-    CHECK(cuda_test::normwise_error(a.DK.download(), a.dk) < 5e-5);
-    CHECK(cuda_test::normwise_error(a.DV.download(), a.dv) < 5e-5);
+    check_row_attention(a);
     // The deterministic dk/dv kernel (row_dot scratch): the same tolerance, and the same bits on a second run.
     std::vector<float> first[3];
     for (int run = 0; run < 2; ++run) {
@@ -342,10 +347,7 @@ TEST_CASE("cuda row attention at thousands of keys: its shared memory beside the
     }
     model::cuda::attention_backward(p);
     VIDLORA_CUDA_CHECK(cudaDeviceSynchronize());
-    CHECK(cuda_test::normwise_error(a.O.download(), a.out) < 2e-5);
-    CHECK(cuda_test::normwise_error(a.DQ.download(), a.dq) < 5e-5);
-    CHECK(cuda_test::normwise_error(a.DK.download(), a.dk) < 5e-5);
-    CHECK(cuda_test::normwise_error(a.DV.download(), a.dv) < 5e-5);
+    check_row_attention(a);
   }
 }
 

@@ -221,25 +221,25 @@ void check_pointer_argument(const T& value, int index, const char* kernel, int m
 // members of aggregates, nested too) must point into device or page-locked memory, as a kernel's arguments must; a
 // table without pointers is not walked.
 template <class T>
-constexpr bool holds_pointers() {
+constexpr bool may_hold_pointers() {
   if constexpr (std::is_pointer_v<T>) {
     return true;
   } else if constexpr (std::is_array_v<T>) {
-    return holds_pointers<std::remove_extent_t<T>>();
+    return may_hold_pointers<std::remove_extent_t<T>>();
   } else if constexpr (requires { std::tuple_size<T>::value; }) {
     return []<std::size_t... I>(std::index_sequence<I...>) {
-      return (holds_pointers<std::tuple_element_t<I, T>>() || ... || false);
+      return (may_hold_pointers<std::tuple_element_t<I, T>>() || ... || false);
     }
     (std::make_index_sequence<std::tuple_size_v<T>>{});
   } else if constexpr (std::is_class_v<T> && std::is_aggregate_v<T>) {
-    return true;  // (its members are walked at run time; an aggregate without pointers costs one walk per element)
+    return true;  // its members are walked at run time (one walk per element when none is a pointer)
   } else {
     return false;
   }
 }
 template <class T>
 void check_uploaded_table(const T* data, std::size_t count) {
-  if constexpr (holds_pointers<T>()) {
+  if constexpr (may_hold_pointers<T>()) {
     for (std::size_t i = 0; i < count; ++i)
       check_pointer_argument(data[i], static_cast<int>(i), "a table uploaded by DeviceBuffer::upload", -1, nullptr,
                              "element");

@@ -621,7 +621,8 @@ void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void
 // only as CUDA says: the legacy default stream (0) waits for every blocking stream's earlier work and they for its;
 // a stream created with cudaStreamNonBlocking waits for neither; cudaStreamWaitEvent orders a stream after an event's
 // record. VIDLORA_EMU_STREAMS=deferred (the default) keeps the work queued until the host waits for it (a stream or
-// event synchronize, cudaDeviceSynchronize, a copy into pageable memory, cudaFree), then runs what that wait covers and
+// event synchronize, cudaDeviceSynchronize, a copy into pageable memory or a synchronous one to or from page-locked
+// memory, cudaFree and cudaFreeHost), then runs what that wait covers and
 // nothing else, so code that reads a result it did not wait for (a device buffer through a copy on another stream, a
 // pinned buffer before its stream's synchronize) reads what the memory held before: 0xFF bytes for memory fresh from
 // cudaMalloc. VIDLORA_EMU_STREAMS=eager runs each piece of work as it is queued (what the emulation did before).
@@ -877,11 +878,12 @@ cudaError_t copy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind,
   const bool src_on_device = is_device_pointer(src), dst_on_device = is_device_pointer(dst);
   const bool src_pageable = !src_on_device && !in_device_memory(src, n);
   const bool dst_pageable = !dst_on_device && !in_device_memory(dst, n);
+  const bool staged = src_pageable && dst_on_device;  // the driver copies the source at the call
   std::function<void()> work;
   // cudaMemcpy from pageable memory to the device waits for the legacy stream's earlier work before it copies ("a stream
   // sync is performed before the copy is initiated"); cudaMemcpyAsync from pageable memory does not.
-  if (!async && src_pageable && dst_on_device) vidlora_emu::wait_for(vidlora_emu::newest_on(nullptr));
-  if (src_pageable && dst_on_device) {  // staged at the call
+  if (!async && staged) vidlora_emu::wait_for(vidlora_emu::newest_on(nullptr));
+  if (staged) {
     auto staged = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
                                                                static_cast<const unsigned char*>(src) + n);
     work = [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); };
@@ -889,8 +891,9 @@ cudaError_t copy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind,
     work = [dst, src, n] { std::memmove(dst, src, n); };
   }
   const std::uint64_t id = vidlora_emu::enqueue(stream, std::move(work));
-  const bool returns_done = (!src_on_device && !dst_on_device) || (dst_pageable && src_on_device) ||
-                            (!async && !(src_on_device && dst_on_device) && !(src_pageable && dst_on_device));
+  // Returns once the copy ran: host to host, into pageable memory, and cudaMemcpy to or from page-locked memory.
+  const bool host_only = !src_on_device && !dst_on_device, device_only = src_on_device && dst_on_device;
+  const bool returns_done = host_only || (src_on_device && dst_pageable) || (!async && !device_only && !staged);
   if (returns_done) vidlora_emu::wait_for(id);
   return cudaSuccess;
 }

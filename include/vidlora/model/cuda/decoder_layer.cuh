@@ -772,7 +772,8 @@ class DecoderLayerExecutor {
         vidlora::cuda::DeviceBuffer<std::uint16_t>(memory_.allocator, static_cast<std::size_t>(y.size()), tag(what));
     y.rounded16_type = base_operands_;
     return {y.rounded16.data(), base_operands_ == vidlora::cuda::DType::BF16};
-  }  // x's producer's 16-bit copy for a consumer of this executor's operands: its size and type, or an error (a copy made
+  }
+  // x's producer's 16-bit copy for a consumer of this executor's operands: its size and type, or an error (a copy made
   // before set_base_operands changed them would be read as the other format).
   const std::uint16_t* rounded_copy(const DeviceTensor& x) const {
     vidlora::cuda::check_arg(
