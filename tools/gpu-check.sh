@@ -58,6 +58,8 @@ if [[ -z "$cap" ]]; then
   exit 1
 fi
 nvcc_bin="${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
+toolkit_root="$(dirname "$(dirname "$(readlink -f "$nvcc_bin")")")"
+toolkit_lib="$toolkit_root/lib64:$toolkit_root/lib:$toolkit_root/targets/x86_64-linux/lib"  # cuBLASLt, the runtime
 echo "gpu-check: $gpu_name (sm_$cap), nvcc $("$nvcc_bin" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
 
 mkdir -p "$build" "$log"
@@ -66,13 +68,13 @@ if [[ -d "$here/.gpu-deps/usr" ]]; then  # C++ dependencies carried from the dev
   extra+=(-DCMAKE_PREFIX_PATH="$here/.gpu-deps/usr")
   export LD_LIBRARY_PATH="$here/.gpu-deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-known_parts=tests,presets,attention,hf,nccl,bench,fp32,memcheck
+known_parts=tests,programs,presets,attention,hf,nccl,bench,fp32,memcheck
 parts=",${VIDLORA_GPU_CHECK_PARTS:-$known_parts},"
 for p in ${parts//,/ }; do
   [[ ",$known_parts," == *",$p,"* ]] || { echo "gpu-check: VIDLORA_GPU_CHECK_PARTS: '$p' is not one of $known_parts" >&2; exit 2; }
 done
 part() { [[ "$parts" == *",$1,"* ]]; }  # part NAME: this run includes it
-[[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" == 1 ]] && parts=",tests,nccl,memcheck,"
+[[ "${VIDLORA_GPU_CHECK_SKIP_BENCH:-0}" == 1 ]] && parts=",tests,programs,nccl,memcheck,"
 bin="$build"  # where the programs are: the build here, or the carried prebuilt ones
 cuda_tests="$build/tests/cuda/vidlora_cuda_tests"  # (tests/cuda/CMakeLists.txt defines it)
 benches=(bench_cuda_quant bench_cuda_optim bench_cuda_lora bench_cuda_attention)
@@ -105,8 +107,7 @@ use_prebuilt() {
   [[ "$have_hash" == "$want_hash" ]] || { echo "gpu-check: .gpu-prebuilt was built from other sources: building"; return 1; }
   missing() { for p in "$prebuilt"/vidlora_* "$prebuilt"/bench_cuda_*; do [[ -x "$p" ]] && ldd "$p" 2>&1 | grep "not found"; done; }
   if [[ -n "$(missing)" ]]; then  # the toolkit's libraries (cuBLASLt, the runtime) and NCCL's, for these programs only
-    local root; root="$(dirname "$(dirname "$(readlink -f "$nvcc_bin")")")"
-    dirs="$root/lib64:$root/lib:$root/targets/x86_64-linux/lib${nccl_py:+:$nccl_py/lib}"
+    dirs="$toolkit_lib${nccl_py:+:$nccl_py/lib}"
     export LD_LIBRARY_PATH="$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     if [[ -n "$(missing)" ]]; then
       echo "gpu-check: .gpu-prebuilt's programs miss libraries here: building"; missing | sort -u | head -5
@@ -115,7 +116,11 @@ use_prebuilt() {
   fi
   return 0
 }
-if use_prebuilt; then
+needs_build=0  # the parts that run the tests or benchmarks built here (programs and hf bring or compile their own)
+for p in tests presets attention nccl bench fp32 memcheck; do part "$p" && needs_build=1; done
+if [[ $needs_build == 0 ]]; then
+  echo "gpu-check: no build (the parts asked for need none)"
+elif use_prebuilt; then
   echo "gpu-check: using the programs built on the development machine (.gpu-prebuilt, sm_$cap, these sources)"
   bin="$prebuilt"
   cuda_tests="$prebuilt/vidlora_cuda_tests"
@@ -139,13 +144,13 @@ else
   tail -30 "$log/configure.txt"
   echo "gpu-check: configure failed ($log/configure.txt)" >&2
 fi
-if [[ $built == 0 ]]; then
+if [[ $needs_build == 1 && $built == 0 ]]; then
   echo "gpu-check: no $cuda_tests after the build, and no usable .gpu-prebuilt/ (tools/gpu-prepare.sh)" >&2
   [[ -f "$log/build.txt" ]] && tail -n 60 "$log/build.txt"
   snapshot
   exit 1
 fi
-echo "gpu-check: built in $(( $(date +%s) - start )) s"
+[[ $needs_build == 1 ]] && echo "gpu-check: built in $(( $(date +%s) - start )) s"
 
 rows=()
 status=0
@@ -188,6 +193,51 @@ if part tests; then
          grep -E "FAILED|with expansion|^  [A-Z]|failed" "$log/cuda_$tag.txt" | head -20 ;;
     esac
   done
+  snapshot
+fi
+
+# train_captioner and caption on the GPU as a user runs them (.gpu-programs from tools/gpu-prepare.sh: the GPU presets'
+# builds for this architecture, the Cpu preset's caption, their libraries and the clips): tests/programs/gpu_programs.sh,
+# the checks CTest runs on the emulation (both stages, Ctrl-C and a bit-identical resume, fp32 against 16 bits, the
+# cap's error, the adapter read by the CPU caption, caption's GPU captions against the run's evaluation), less the
+# emulation's launch report. Each program runs through a wrapper that gives it its carried libraries and the
+# toolkit's, and nothing else the run's python3 loads.
+if part programs; then
+  pdir="$here/.gpu-programs"
+  prun="$build/programs"
+  if [[ ! -f "$pdir/programs.tar.xz" ]]; then
+    row "programs" SKIP "no .gpu-programs (tools/gpu-prepare.sh)"
+  elif [[ "$(cat "$pdir/ARCH")" != "$cap" ]]; then
+    row "programs" SKIP "built for sm_$(cat "$pdir/ARCH"), this GPU is sm_$cap (VIDLORA_GPU_PREPARE_ARCH=$cap)"
+  elif [[ "$(bash "$here/tools/gpu-source-hash.sh" "$here" --programs)" != "$(cat "$pdir/SOURCE")" ]]; then
+    row "programs" SKIP "built from other sources: tools/gpu-prepare.sh again"
+  else
+    rm -rf "$prun" && mkdir -p "$prun/run"
+    tar -C "$prun" -xJf "$pdir/programs.tar.xz" 2>/dev/null ||
+      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$pdir/programs.tar.xz" "$prun"
+    for f in "$prun"/bin/*; do
+      printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$prun/lib:$toolkit_lib" "$f" >"$prun/run/${f##*/}"
+      chmod +x "$prun/run/${f##*/}"
+    done
+    for p in $(cat "$pdir/PRESETS"); do
+      if [[ -n "$(LD_LIBRARY_PATH="$prun/lib:$toolkit_lib" ldd "$prun/bin/train_captioner_$p" | grep "not found")" ]]; then
+        row "programs: $p build" FAIL "libraries not found: $(LD_LIBRARY_PATH="$prun/lib:$toolkit_lib" ldd "$prun/bin/train_captioner_$p" | grep "not found" | head -3 | tr -s ' \n' ' ')"
+        status=1; continue
+      fi
+      run_capped "${VIDLORA_GPU_CHECK_PROGRAMS_CAP_S:-150}" env VIDLORA_REAL_GPU=1 DEMO_DATA="$prun/demo" bash "$here/tests/programs/gpu_programs.sh" "$p" \
+        "$prun/run/train_captioner_$p" "$prun/run/caption_Cpu" "$here" "$prun/work_$p" "$prun/run/caption_$p" \
+        >"$log/programs_$p.txt" 2>&1
+      rc=$?
+      detail="$(grep -c '^ok:' "$log/programs_$p.txt") ok, $(grep -c '^FAILED' "$log/programs_$p.txt") failed, see $log/programs_$p.txt"
+      if [[ $rc == 0 ]]; then
+        row "programs: $p build (train, resume, caption)" PASS "$detail"
+      else
+        row "programs: $p build (train, resume, caption)" FAIL "exit $rc, $detail"; status=1
+        grep -E "^FAILED" "$log/programs_$p.txt" | head -10
+      fi
+      cp -r "$prun/work_$p" "$log/programs_work_$p" 2>/dev/null  # the runs' logs and outputs, in logs.tgz
+    done
+  fi
   snapshot
 fi
 

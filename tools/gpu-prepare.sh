@@ -10,8 +10,13 @@
 #                150 s of its 540 for today's tests; not timed on a GPU) when both match and the programs' libraries
 #                load; VIDLORA_GPU_PREPARE_PREBUILT=0 skips this part (minutes on two cores: 4 for an incremental
 #                build; a cold one not timed), VIDLORA_GPU_PREPARE_ARCH another architecture.
-# All three are git-ignored (.gpu-deps and .gpu-prebuilt by .gitignore, .whl by .git/info/exclude, added here when
-# missing).
+#   .gpu-programs/  train_captioner and caption built for GPU presets (default H100 and T4) for that architecture, caption
+#                for the Cpu preset, their libraries (FFmpeg built small: tools/gpu-ffmpeg.sh) and the clips they train
+#                on, in one programs.tar.xz, with the architecture and the hash of the sources (examples/ included):
+#                gpu-check.sh's `programs` part runs tests/programs/gpu_programs.sh with them
+#                (VIDLORA_GPU_PREPARE_PROGRAMS=0 leaves them out; about 10 minutes per preset on two cores, cold).
+# All four are git-ignored (.gpu-deps, .gpu-prebuilt and .gpu-programs by .gitignore, .whl by .git/info/exclude,
+# added here when missing).
 #
 #   bash tools/gpu-prepare.sh
 set -euo pipefail
@@ -62,6 +67,67 @@ if [[ "${VIDLORA_GPU_PREPARE_PREBUILT:-1}" == 1 ]]; then
   echo "$arch" >.gpu-prebuilt/ARCH
   bash tools/gpu-source-hash.sh >.gpu-prebuilt/SOURCE
   carried+=(.gpu-prebuilt)
+fi
+
+# train_captioner and caption as a user builds them for a GPU preset (examples/, with FFmpeg and SentencePiece), for
+# `arch`, and caption for the Cpu preset: gpu-check.sh's `programs` part runs tests/programs/gpu_programs.sh with them
+# on the GPU (both stages, resume, fp32 against 16 bits, the cap, caption), as CTest runs it on the emulation. The GPU
+# machine has none of their libraries, and Debian's FFmpeg with its dependencies is 180 MB: the libraries travel in
+# .gpu-programs/programs.tar.xz (lib/), with FFmpeg built small from Debian's sources (tools/gpu-ffmpeg.sh), and so do
+# the clips (demo/, made here: the GPU machine has no `ffmpeg` command). VIDLORA_GPU_PREPARE_PROGRAMS: the GPU presets
+# (default H100,T4: bf16, and fp16 with loss scaling on the Hugging Face fixture), 0 to leave them out (minutes on two
+# cores: about 10 per preset, cold).
+program_presets="${VIDLORA_GPU_PREPARE_PROGRAMS-H100,T4}"
+if [[ -n "$program_presets" && "$program_presets" != 0 ]]; then
+  arch="${VIDLORA_GPU_PREPARE_ARCH:-90}"
+  bash tools/gpu-ffmpeg.sh build-gpu-ffmpeg
+  stage=build-gpu-programs-stage
+  rm -rf "$stage" .gpu-programs
+  mkdir -p "$stage/bin" "$stage/lib" .gpu-programs
+  build_programs() {  # build_programs PRESET DIR TARGET... [-- CMAKE ARGS...]: into $stage/bin as TARGET_PRESET
+    local p=$1 b=$2 t targets=() args=()
+    shift 2
+    while (( $# )) && [[ $1 != -- ]]; do targets+=("$1"); shift; done
+    (( $# )) && shift && args=("$@")
+    mkdir -p "$b"
+    cmake -S . -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DVIDLORA_PRESET="$p" -DVIDLORA_BUILD_TESTS=OFF \
+      -DVIDLORA_BUILD_BENCHMARKS=OFF -DVIDLORA_WITH_MPI=OFF -DVIDLORA_WITH_MECAB=OFF "${args[@]}" \
+      >"$b/prepare-configure.log" 2>&1 ||
+      { tail -30 "$b/prepare-configure.log"; echo "gpu-prepare: configure of $b failed" >&2; exit 1; }
+    echo "gpu-prepare: building ${targets[*]} for the $p preset in $b (minutes on two cores)"
+    cmake --build "$b" --target "${targets[@]}" -j "$(nproc)" >"$b/prepare-build.log" 2>&1 ||
+      { grep -E "error|FAILED" "$b/prepare-build.log" | head -20; echo "gpu-prepare: build failed ($b/prepare-build.log)" >&2; exit 1; }
+    for t in "${targets[@]}"; do cp "$b/examples/$t" "$stage/bin/${t}_$p"; done
+  }
+  IFS=, read -r -a program_preset_list <<<"$program_presets"
+  for p in "${program_preset_list[@]}"; do
+    [[ $p == Cpu ]] && { echo "gpu-prepare: VIDLORA_GPU_PREPARE_PROGRAMS names GPU presets; Cpu is built anyway" >&2; exit 2; }
+    build_programs "$p" "build-gpu$arch-programs-$p" train_captioner caption -- -DVIDLORA_BUILD_CUDA=ON \
+      -DVIDLORA_REQUIRE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch"
+    grep -q "VIDLORA_TRAIN_ON_CUDA" "build-gpu$arch-programs-$p/build.ninja" ||
+      { echo "gpu-prepare: build-gpu$arch-programs-$p's train_captioner does not train on the GPU" >&2; exit 1; }
+  done
+  build_programs Cpu build-gpu-programs-Cpu caption -- -DVIDLORA_BUILD_CUDA=OFF
+  # Every library the loader takes from this machine's system directories, with FFmpeg's from the small build; not
+  # the C and C++ runtimes and zlib (every machine has them, newer), nor the CUDA toolkit's (the GPU machine's own).
+  for f in "$stage"/bin/*; do
+    LD_LIBRARY_PATH="$PWD/build-gpu-ffmpeg/lib" ldd "$f" | awk '$2 == "=>" {print $1, $3}'
+  done | sort -u | while read -r name path; do
+    case "$name" in
+      linux-vdso* | ld-linux* | libc.so.* | libm.so.* | libstdc++.so.* | libgcc_s.so.* | libdl.so.* | libpthread.so.* | \
+      librt.so.* | libz.so.*) continue ;;
+    esac
+    [[ "$path" == not ]] && { echo "gpu-prepare: $name not found for the programs" >&2; exit 1; }
+    [[ "$path" == /usr/local/cuda* ]] && continue
+    cp -L "$path" "$stage/lib/$name"
+  done
+  bash tests/programs/gpu_programs.sh --make-data "$here" "$stage/demo" ||
+    { echo "gpu-prepare: the clips for the programs could not be made (tools/make_demo_data.sh needs ffmpeg)" >&2; exit 1; }
+  tar -C "$stage" -cf - bin lib demo | xz -T0 -6 >.gpu-programs/programs.tar.xz
+  echo "$arch" >.gpu-programs/ARCH
+  echo "${program_preset_list[*]}" >.gpu-programs/PRESETS
+  bash tools/gpu-source-hash.sh --programs >.gpu-programs/SOURCE
+  carried+=(.gpu-programs)
 fi
 
 total=$(du -sm "${carried[@]}" | awk '{s += $1} END {print s}')

@@ -1,15 +1,43 @@
 #!/usr/bin/env bash
-# A GPU preset's build of train_captioner (its GPU path) as a user runs it, on the CUDA emulation (tests/cuda_emu:
-# train_captioner_emu_<preset>), on 12 generated clips and on the Hugging Face fixture: the frames encoded by the
-# device tower, both stages and the evaluation on the device in the preset's precision (T4: fp16 with loss scaling
-# over NF4 weights; H100: bf16 operands over NF4 weights, on a demo decoder of head dim 64 so that the attention runs on
-# the register tiles), the step log's memory, an interrupted run resumed to the same bits as an uninterrupted one,
-# fp32 against the 16-bit run, the memory cap's error, caption (the CPU program) reading the GPU run's adapter
-# and projector, and caption's build for the preset (CAPTION_EMU_BIN: its GPU path on the emulation) giving the GPU
-# run's evaluation captions.
-#   emulated_gpu.sh PRESET EMU_BIN CAPTION_BIN SOURCE_DIR WORK_DIR CAPTION_EMU_BIN
+# A GPU preset's build of train_captioner (its GPU path) as a user runs it, on 12 generated clips and on the Hugging
+# Face fixture: the frames encoded by the device tower, both stages and the evaluation on the device in the preset's
+# precision (T4: fp16 with loss scaling over NF4 weights; H100: bf16 operands over NF4 weights, on a demo decoder of
+# head dim 64 so that the attention runs on the register tiles), the step log's memory, an interrupted run resumed to
+# the same bits as an uninterrupted one, fp32 against the 16-bit run, the memory cap's error, caption (the CPU
+# program) reading the GPU run's adapter and projector, and caption's build for the preset (CAPTION_GPU_BIN: its GPU
+# path) giving the GPU run's evaluation captions.
+# Two places run it:
+#   - CTest, on the CUDA emulation (tests/cuda_emu: train_captioner_emu_<preset>, caption_emu_<preset>), where the
+#     emulation's launch report (VIDLORA_EMU_REPORT) also shows which kernels ran;
+#   - tools/gpu-check.sh on a real GPU (VIDLORA_REAL_GPU=1: the programs tools/gpu-prepare.sh built for it), where
+#     there is no launch report and no `ffmpeg` command: DEMO_DATA names the clips made here beforehand with
+#     --make-data, the same clips the emulated run makes for itself.
+#   gpu_programs.sh PRESET TRAIN_BIN CAPTION_BIN SOURCE_DIR WORK_DIR CAPTION_GPU_BIN
+#   gpu_programs.sh --make-data SOURCE_DIR OUT_DIR          (OUT_DIR/data and OUT_DIR/hfdata, what DEMO_DATA names)
 set -uo pipefail
+make_data() {  # make_data SOURCE_DIR NAME: the clips a run trains on (NAME data, or hfdata for the Hugging Face run)
+  case $2 in
+    data) "$1/tools/make_demo_data.sh" data 12 1 2 64 >/dev/null ;;
+    hfdata) "$1/tools/make_demo_data.sh" hfdata 4 3 2 48 >/dev/null ;;
+  esac
+}
+if [[ ${1:-} == --make-data ]]; then
+  mkdir -p "$3" && cd "$3" && make_data "$2" data && make_data "$2" hfdata
+  exit
+fi
 preset=$1 emu=$2 caption=$3 root=$4 work=$5 caption_gpu=$6
+real_gpu=${VIDLORA_REAL_GPU:-0}
+if ((real_gpu)); then where="GPU"; else where="(emulated) GPU"; fi
+demo_data() {  # demo_data NAME: made here, or copied from DEMO_DATA on a real GPU
+  if ((real_gpu)); then
+    cp -r "${DEMO_DATA:?DEMO_DATA names the clips gpu_programs.sh --make-data made}/$1" "$1"
+  else
+    make_data "$root" "$1"
+  fi || { echo "FAILED: demo data $1"; exit 1; }
+}
+launches() {  # launches NAME CONDITION...: a check of the emulation's launch report, skipped on a real GPU
+  if ((real_gpu)); then echo "skipped (a real GPU has no launch report): $1"; else check "$@"; fi
+}
 case $preset in
   T4) precision=fp16 loss_scale=65536.0 cap_gib=14 hidden=128 r=8 frames=4 checkpointing=1 ;;
   H100) precision=bf16 loss_scale=None cap_gib=78 hidden=256 r=64 frames=16 checkpointing=0 ;;
@@ -17,26 +45,26 @@ case $preset in
 esac
 export precision loss_scale cap_gib
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh" "$work"
-"$root/tools/make_demo_data.sh" data 12 1 2 64 >/dev/null || { echo "FAILED: demo data"; exit 1; }
+demo_data data
 run 0 stage0 "$emu" --stage0 --data data --model model --stage0-epochs 1 --image-size 32 --hidden "$hidden"
 train=("$emu" --data data --model model --epochs1 1 --epochs2 1 --val-fraction 0.25 --log-lines --batch 1 --accum 1
   --max-new-tokens 8)
 
 run 0 full env VIDLORA_EMU_REPORT="$PWD/full.kernels" "${train[@]}" --out full
-check "the run trains on the (emulated) GPU" grep -q "^backend: Cuda" full.out
+check "the run trains on the $where" grep -q "^backend: Cuda" full.out
 check "the $preset preset runs in $precision" grep -q "^precision: $precision " full.out
 # The attention's path (the emulation's launch report): the register tiles (mma.sync) on sm_90 with bf16, the
 # shared-memory tiles (FMA loops over fp16) on sm_75.
 if [[ $preset == H100 ]]; then
-  check "the attention runs on the register tiles (mma.sync)" bash -c \
+  launches "the attention runs on the register tiles (mma.sync)" bash -c \
     'grep -q "flash_mma_forward_kernel" full.kernels && grep -q "flash_mma_backward_dkv_kernel" full.kernels &&
      ! grep -q "^mma_m16n8k16 0$" full.kernels'
 else
-  check "the attention runs on the shared-memory tiles, no mma.sync" bash -c \
+  launches "the attention runs on the shared-memory tiles, no mma.sync" bash -c \
     'grep -q "flash_attention_kernel" full.kernels && grep -q "^mma_m16n8k16 0$" full.kernels &&
      ! grep -q flash_mma full.kernels'
 fi
-check "the NF4 weights are dequantized on the device" grep -q "dequantize_4bit_kernel" full.kernels
+launches "the NF4 weights are dequantized on the device" grep -q "dequantize_4bit_kernel" full.kernels
 check "the adapter, projector, captions, log and curves are written" \
   test -f full/adapter/adapter_model.safetensors -a -f full/projector.safetensors -a -s full/val_captions.jsonl \
   -a -f full/curves.svg
@@ -101,7 +129,7 @@ PY
 fi
 run 0 host_optimizer env VIDLORA_EMU_REPORT="$PWD/host_optimizer.kernels" "${train[@]}" --out host_optimizer \
   --host-optimizer
-check "--host-optimizer steps AdamW on the host (no device AdamW launch), the device optimizer by default" \
+launches "--host-optimizer steps AdamW on the host (no device AdamW launch), the device optimizer by default" \
   bash -c '! grep -q adamw_kernel host_optimizer.kernels && grep -q adamw_kernel full.kernels'
 check "--host-optimizer gives the default run's losses to 1e-6 and gradient norms to 1e-12" python3 - <<'PY'
 import json
@@ -166,12 +194,12 @@ differ() { ! "$@" >/dev/null 2>&1; }  # differ COMMAND...: COMMAND fails
 mapfile -t val_videos < <(python3 -c 'import json; [print(json.loads(l)["video"]) for l in open("full/val_captions.jsonl")]')
 run 0 caption_gpu env VIDLORA_EMU_REPORT="$PWD/caption_gpu.kernels" "$caption_gpu" --model model --trained full \
   --max-new-tokens 8 --cache caption_gpu_cache --jsonl caption_gpu.jsonl "${val_videos[@]}"
-check "caption's $preset build captions on the (emulated) GPU in $precision" \
+check "caption's $preset build captions on the $where in $precision" \
   grep -q "^caption: on the GPU in $precision " caption_gpu.err
-check "caption's $preset build encodes with the device tower and generates with the device decoder" bash -c \
+launches "caption's $preset build encodes with the device tower and generates with the device decoder" bash -c \
   'grep -q "clip_embed_kernel" caption_gpu.kernels && grep -q "rms_norm_kernel" caption_gpu.kernels &&
    grep -q "projector_gelu_kernel" caption_gpu.kernels'
-check "caption's $preset build runs the NF4 weights (every GPU preset loads them so), dequantized on the device" \
+launches "caption's $preset build runs the NF4 weights (every GPU preset loads them so), dequantized on the device" \
   grep -q "dequantize_4bit_kernel" caption_gpu.kernels
 check "caption's $preset build gives the GPU run's evaluation captions" same_captions full/val_captions.jsonl caption_gpu.jsonl
 run 1 caption_gpu_missing "$caption_gpu" --model model --trained full --max-new-tokens 8 no_such_clip.mp4 "${val_videos[0]}"
@@ -183,10 +211,10 @@ check "the CPU build refuses a 16-bit --precision" grep -q "computes in fp32" ca
 # The Hugging Face LLaVA-NeXT-Video fixture, loaded to the device as the preset says: the loss falls. (Its layers
 # are 16 wide: narrower than the H100 preset's r 64, which LoraLinear refuses.)
 if ((r <= 16)); then
-"$root/tools/make_demo_data.sh" hfdata 4 3 2 48 >/dev/null || { echo "FAILED: demo data"; exit 1; }
+demo_data hfdata
 run 0 hf "$emu" --model "$root/tests/fixtures/model/llava_next_video_hf" --data hfdata --out hf --epochs1 3 \
   --epochs2 3 --lr1 3e-3 --lr2 3e-3 --frames 2 --batch 2 --accum 1 --val-fraction 0.5 --log-lines --max-new-tokens 8
-check "the Hugging Face model trains on the (emulated) GPU and its loss falls" python3 - <<'PY'
+check "the Hugging Face model trains on the $where and its loss falls" python3 - <<'PY'
 import json
 losses = [r["loss"] for r in map(json.loads, open("hf/train_log.jsonl")) if r.get("type") == "step"]
 print("step losses:", ["%.4f" % x for x in losses])
