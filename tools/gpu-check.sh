@@ -45,6 +45,10 @@ run_capped() {  # run_capped <cap seconds> cmd...: timeout with the cap cut to t
   (( c < 15 )) && { echo "gpu-check: skipped (deadline): $*" >&2; return 124; }
   timeout -k 10 "$c" "$@"
 }
+unpack() {  # unpack ARCHIVE.tar.xz DIR: with tar, or Python's tarfile where the machine has no xz
+  tar -C "$2" -xJf "$1" 2>/dev/null ||
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$1" "$2"
+}
 snapshot() { [[ -n "${OUT:-}" ]] && tar czf "$OUT/logs.tgz" -C "$build" gpu-check-logs 2>/dev/null; return 0; }
 
 if ! command -v nvidia-smi >/dev/null 2>&1; then
@@ -96,15 +100,22 @@ ld_python="${LD_LIBRARY_PATH-}"  # the python parts' library path: never the too
 # (.gpu-prebuilt/ARCH and SOURCE), when the loader finds their libraries (the toolkit's and NCCL's directories are
 # added for them when needed): no build here (a review estimates about 150 s of the budget for it; not timed on a
 # GPU). VIDLORA_GPU_CHECK_BUILD=1 builds anyway.
-prebuilt="$here/.gpu-prebuilt"
+# They travel xz-compressed (.gpu-prebuilt/programs.tar.xz: a quarter of their size, for the 64 MiB carry) and are
+# unpacked into the build directory.
+carried_prebuilt="$here/.gpu-prebuilt"
+prebuilt="$build/prebuilt"
 use_prebuilt() {
-  [[ "${VIDLORA_GPU_CHECK_BUILD:-0}" != 1 && -x "$prebuilt/vidlora_cuda_tests" ]] || return 1
+  [[ "${VIDLORA_GPU_CHECK_BUILD:-0}" != 1 && -f "$carried_prebuilt/programs.tar.xz" ]] || return 1
   local want_arch have_hash want_hash dirs p
-  want_arch="$(cat "$prebuilt/ARCH" 2>/dev/null)"
+  want_arch="$(cat "$carried_prebuilt/ARCH" 2>/dev/null)"
   [[ "$want_arch" == "$cap" ]] || { echo "gpu-check: .gpu-prebuilt is for sm_$want_arch, this GPU is sm_$cap: building"; return 1; }
   have_hash="$(bash "$here/tools/gpu-source-hash.sh" "$here")"
-  want_hash="$(cat "$prebuilt/SOURCE" 2>/dev/null)"
+  want_hash="$(cat "$carried_prebuilt/SOURCE" 2>/dev/null)"
   [[ "$have_hash" == "$want_hash" ]] || { echo "gpu-check: .gpu-prebuilt was built from other sources: building"; return 1; }
+  rm -rf "$prebuilt" && mkdir -p "$prebuilt"
+  unpack "$carried_prebuilt/programs.tar.xz" "$prebuilt" ||
+    { echo "gpu-check: .gpu-prebuilt/programs.tar.xz does not unpack: building"; return 1; }
+  [[ -x "$prebuilt/vidlora_cuda_tests" ]] || { echo "gpu-check: .gpu-prebuilt has no vidlora_cuda_tests: building"; return 1; }
   missing() { for p in "$prebuilt"/vidlora_* "$prebuilt"/bench_cuda_*; do [[ -x "$p" ]] && ldd "$p" 2>&1 | grep "not found"; done; }
   if [[ -n "$(missing)" ]]; then  # the toolkit's libraries (cuBLASLt, the runtime) and NCCL's, for these programs only
     dirs="$toolkit_lib${nccl_py:+:$nccl_py/lib}"
@@ -213,8 +224,7 @@ if part programs; then
     row "programs" SKIP "built from other sources: tools/gpu-prepare.sh again"
   else
     rm -rf "$prun" && mkdir -p "$prun/run"
-    tar -C "$prun" -xJf "$pdir/programs.tar.xz" 2>/dev/null ||
-      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$pdir/programs.tar.xz" "$prun"
+    unpack "$pdir/programs.tar.xz" "$prun"
     for f in "$prun"/bin/*; do
       printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$prun/lib:$toolkit_lib" "$f" >"$prun/run/${f##*/}"
       chmod +x "$prun/run/${f##*/}"

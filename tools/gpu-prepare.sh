@@ -57,13 +57,15 @@ if [[ "${VIDLORA_GPU_PREPARE_PREBUILT:-1}" == 1 ]]; then
   echo "gpu-prepare: building ${programs[*]} for sm_$arch in $b (minutes on two cores)"
   cmake --build "$b" --target "${programs[@]}" -j "$(nproc)" >"$b/prepare-build.log" 2>&1 ||
     { grep -E "error|FAILED" "$b/prepare-build.log" | head -20; echo "gpu-prepare: build failed ($b/prepare-build.log)" >&2; exit 1; }
-  rm -rf .gpu-prebuilt
-  mkdir -p .gpu-prebuilt
+  rm -rf .gpu-prebuilt "$b/prebuilt"
+  mkdir -p .gpu-prebuilt "$b/prebuilt"
   for p in "${programs[@]}"; do
-    f="$(find "$b" -type f -name "$p" -perm -u+x | head -n1)"
+    f="$(find "$b" -type f -name "$p" -perm -u+x ! -path "$b/prebuilt/*" | head -n1)"
     [[ -n "$f" ]] || { echo "gpu-prepare: $p not found in $b" >&2; exit 1; }
-    cp "$f" .gpu-prebuilt/
+    cp "$f" "$b/prebuilt/"
   done
+  # xz: a quarter of their size (the carry is 64 MiB); gpu-check.sh unpacks them
+  tar -C "$b/prebuilt" -cf - "${programs[@]}" | xz -T0 -6 >.gpu-prebuilt/programs.tar.xz
   echo "$arch" >.gpu-prebuilt/ARCH
   bash tools/gpu-source-hash.sh >.gpu-prebuilt/SOURCE
   carried+=(.gpu-prebuilt)
