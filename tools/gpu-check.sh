@@ -14,7 +14,9 @@
 #
 # Order, the gates first: the build (the NCCL programs in it; -k 0, so a unit that fails to compile costs only its
 # programs), the CUDA tests tag by tag (`tests`), the 7B preset steps (`presets`: issue 14's gate), the attention
-# gate (`attention`: the bf16 kernels at T 4096 against SDPA flash, estimated at about 30 s), the transformers + PEFT +
+# gate (`attention`: the bf16 kernels at T 4096 against SDPA flash, estimated at about 30 s), train_captioner and
+# caption as a user builds them, on the GPU (`programs`: tests/programs/gpu_programs.sh over tools/gpu-prepare.sh's
+# .gpu-programs, up to 150 s per preset, VIDLORA_GPU_CHECK_PROGRAMS_CAP_S), the transformers + PEFT +
 # bitsandbytes step (`hf`: the preset gate's baseline: T4, L4 and the checkpointing A100 / H100 steps,
 # VIDLORA_GPU_CHECK_HF_PRESETS), NCCL (`nccl`: issue 15), the other kernel benchmarks and PyTorch comparisons (`bench`), the fp32-frozen
 # preset baselines (`fp32`) and memcheck (`memcheck`). VIDLORA_GPU_CHECK_PARTS (a comma list of those names, default
@@ -67,12 +69,13 @@ toolkit_lib="$toolkit_root/lib64:$toolkit_root/lib:$toolkit_root/targets/x86_64-
 echo "gpu-check: $gpu_name (sm_$cap), nvcc $("$nvcc_bin" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
 
 mkdir -p "$build" "$log"
+ld_machine="${LD_LIBRARY_PATH-}"  # the machine's own (where the driver's library may be found): the programs part keeps it
 extra=()
 if [[ -d "$here/.gpu-deps/usr" ]]; then  # C++ dependencies carried from the dev machine (tools/gpu-deps.sh)
   extra+=(-DCMAKE_PREFIX_PATH="$here/.gpu-deps/usr")
   export LD_LIBRARY_PATH="$here/.gpu-deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-known_parts=tests,programs,presets,attention,hf,nccl,bench,fp32,memcheck
+known_parts=tests,presets,attention,programs,hf,nccl,bench,fp32,memcheck
 parts=",${VIDLORA_GPU_CHECK_PARTS:-$known_parts},"
 for p in ${parts//,/ }; do
   [[ ",$known_parts," == *",$p,"* ]] || { echo "gpu-check: VIDLORA_GPU_CHECK_PARTS: '$p' is not one of $known_parts" >&2; exit 2; }
@@ -204,50 +207,6 @@ if part tests; then
          grep -E "FAILED|with expansion|^  [A-Z]|failed" "$log/cuda_$tag.txt" | head -20 ;;
     esac
   done
-  snapshot
-fi
-
-# train_captioner and caption on the GPU as a user runs them (.gpu-programs from tools/gpu-prepare.sh: the GPU presets'
-# builds for this architecture, the Cpu preset's caption, their libraries and the clips): tests/programs/gpu_programs.sh,
-# the checks CTest runs on the emulation (both stages, Ctrl-C and a bit-identical resume, fp32 against 16 bits, the
-# cap's error, the adapter read by the CPU caption, caption's GPU captions against the run's evaluation), less the
-# emulation's launch report. Each program runs through a wrapper that gives it its carried libraries and the
-# toolkit's, and nothing else the run's python3 loads.
-if part programs; then
-  pdir="$here/.gpu-programs"
-  prun="$build/programs"
-  if [[ ! -f "$pdir/programs.tar.xz" ]]; then
-    row "programs" SKIP "no .gpu-programs (tools/gpu-prepare.sh)"
-  elif [[ "$(cat "$pdir/ARCH")" != "$cap" ]]; then
-    row "programs" SKIP "built for sm_$(cat "$pdir/ARCH"), this GPU is sm_$cap (VIDLORA_GPU_PREPARE_ARCH=$cap)"
-  elif [[ "$(bash "$here/tools/gpu-source-hash.sh" "$here" --programs)" != "$(cat "$pdir/SOURCE")" ]]; then
-    row "programs" SKIP "built from other sources: tools/gpu-prepare.sh again"
-  else
-    rm -rf "$prun" && mkdir -p "$prun/run"
-    unpack "$pdir/programs.tar.xz" "$prun"
-    for f in "$prun"/bin/*; do
-      printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$prun/lib:$toolkit_lib" "$f" >"$prun/run/${f##*/}"
-      chmod +x "$prun/run/${f##*/}"
-    done
-    for p in $(cat "$pdir/PRESETS"); do
-      if [[ -n "$(LD_LIBRARY_PATH="$prun/lib:$toolkit_lib" ldd "$prun/bin/train_captioner_$p" | grep "not found")" ]]; then
-        row "programs: $p build" FAIL "libraries not found: $(LD_LIBRARY_PATH="$prun/lib:$toolkit_lib" ldd "$prun/bin/train_captioner_$p" | grep "not found" | head -3 | tr -s ' \n' ' ')"
-        status=1; continue
-      fi
-      run_capped "${VIDLORA_GPU_CHECK_PROGRAMS_CAP_S:-150}" env VIDLORA_REAL_GPU=1 DEMO_DATA="$prun/demo" bash "$here/tests/programs/gpu_programs.sh" "$p" \
-        "$prun/run/train_captioner_$p" "$prun/run/caption_Cpu" "$here" "$prun/work_$p" "$prun/run/caption_$p" \
-        >"$log/programs_$p.txt" 2>&1
-      rc=$?
-      detail="$(grep -c '^ok:' "$log/programs_$p.txt") ok, $(grep -c '^FAILED' "$log/programs_$p.txt") failed, see $log/programs_$p.txt"
-      if [[ $rc == 0 ]]; then
-        row "programs: $p build (train, resume, caption)" PASS "$detail"
-      else
-        row "programs: $p build (train, resume, caption)" FAIL "exit $rc, $detail"; status=1
-        grep -E "^FAILED" "$log/programs_$p.txt" | head -10
-      fi
-      cp -r "$prun/work_$p" "$log/programs_work_$p" 2>/dev/null  # the runs' logs and outputs, in logs.tgz
-    done
-  fi
   snapshot
 fi
 
@@ -397,6 +356,55 @@ if part attention; then
   speedup "attention fwd T4096, bf16 register tiles, bf16 inputs, two key stages" "$A:BM_attention_fwd/T:4096/kernel:8/manual_time" torch_sdpa_flash_fwd_bf16_T4096
   speedup "attention fwd T4096, bf16 register tiles, fp32 inputs" "$A:BM_attention_fwd/T:4096/kernel:3/manual_time" torch_sdpa_flash_fwd_bf16_T4096
   speedup "attention fwd T4096, bf16 shared-memory tiles" "$A:BM_attention_fwd/T:4096/kernel:6/manual_time" torch_sdpa_flash_fwd_bf16_T4096
+  snapshot
+fi
+
+# train_captioner and caption on the GPU as a user runs them (.gpu-programs from tools/gpu-prepare.sh: the GPU presets'
+# builds for this architecture, the Cpu preset's caption, their libraries and the clips): tests/programs/gpu_programs.sh,
+# the checks CTest runs on the emulation (both stages, Ctrl-C and a bit-identical resume, fp32 against 16 bits, the
+# cap's error, the adapter read by the CPU caption, caption's GPU captions against the run's evaluation), less the
+# emulation's launch report. Each program runs through a wrapper that gives it its carried libraries and the
+# toolkit's, and nothing else the run's python3 loads.
+if part programs; then
+  pdir="$here/.gpu-programs"
+  prun="$build/programs"
+  if [[ ! -f "$pdir/programs.tar.xz" ]]; then
+    row "programs" SKIP "no .gpu-programs (tools/gpu-prepare.sh)"
+  elif [[ "$(cat "$pdir/ARCH")" != "$cap" ]]; then
+    row "programs" SKIP "built for sm_$(cat "$pdir/ARCH"), this GPU is sm_$cap (VIDLORA_GPU_PREPARE_ARCH=$cap)"
+  elif [[ "$(bash "$here/tools/gpu-source-hash.sh" "$here" --programs)" != "$(cat "$pdir/SOURCE")" ]]; then
+    row "programs" SKIP "built from other sources: tools/gpu-prepare.sh again"
+  else
+    rm -rf "$prun" && mkdir -p "$prun/run"
+    unpack "$pdir/programs.tar.xz" "$prun"
+    for f in "$prun"/bin/*; do
+      printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$prun/lib:$toolkit_lib${ld_machine:+:$ld_machine}" "$f" \
+        >"$prun/run/${f##*/}"
+      chmod +x "$prun/run/${f##*/}"
+    done
+    for p in $(cat "$pdir/PRESETS"); do
+      if [[ -n "$(LD_LIBRARY_PATH="$prun/lib:$toolkit_lib" ldd "$prun/bin/train_captioner_$p" | grep "not found")" ]]; then
+        row "programs: $p build" FAIL "libraries not found: $(LD_LIBRARY_PATH="$prun/lib:$toolkit_lib" ldd "$prun/bin/train_captioner_$p" | grep "not found" | head -3 | tr -s ' \n' ' ')"
+        status=1; continue
+      fi
+      run_capped "${VIDLORA_GPU_CHECK_PROGRAMS_CAP_S:-150}" env VIDLORA_REAL_GPU=1 DEMO_DATA="$prun/demo" bash "$here/tests/programs/gpu_programs.sh" "$p" \
+        "$prun/run/train_captioner_$p" "$prun/run/caption_Cpu" "$here" "$prun/work_$p" "$prun/run/caption_$p" \
+        >"$log/programs_$p.txt" 2>&1
+      rc=$?
+      detail="$(grep -c '^ok:' "$log/programs_$p.txt") ok, $(grep -c '^skipped' "$log/programs_$p.txt") skipped, $(grep -c '^FAILED' "$log/programs_$p.txt") failed, see $log/programs_$p.txt"
+      name="programs: $p preset on sm_$cap (train, resume, caption)"
+      case $rc in
+        0) row "$name" PASS "$detail" ;;
+        124) row "$name" TIMEOUT "cut by its cap or the deadline, $detail"; status=1 ;;
+        *) row "$name" FAIL "exit $rc, $detail"; status=1; grep -E "^FAILED" "$log/programs_$p.txt" | head -10 ;;
+      esac
+      # the runs' text logs for logs.tgz (their checkpoints, adapters and clips would make it too big to come back)
+      rm -rf "$log/programs_work_$p" && mkdir -p "$log/programs_work_$p"
+      (cd "$prun/work_$p" 2>/dev/null &&
+        find . -type f \( -name '*.out' -o -name '*.err' -o -name '*.jsonl' \) -size -2M -print0 | tar --null -cf - -T -) |
+        tar -xf - -C "$log/programs_work_$p" 2>/dev/null
+    done
+  fi
   snapshot
 fi
 

@@ -15,8 +15,12 @@ full="$(dpkg-query -W -f='${Version}' libavcodec-dev 2>/dev/null || true)"  # 7:
 [[ -n "$full" ]] || { echo "gpu-ffmpeg: libavcodec-dev is not installed (bash tools/install-deps.sh)" >&2; exit 1; }
 debian="${full#*:}"      # 5.1.9-0+deb12u1
 upstream="${debian%-*}"  # 5.1.9
-stamp="$prefix/VERSION"
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$debian" && -f "$prefix/lib/libavcodec.so" ]]; then
+flags=(--enable-shared --disable-static --disable-programs --disable-doc --disable-autodetect --disable-everything
+  --disable-x86asm --disable-avdevice --disable-avfilter --disable-postproc --disable-network
+  --enable-decoder=h264,hevc,mpeg4,vp9,mjpeg --enable-parser=h264,hevc,mpeg4video,vp9,mjpeg
+  --enable-demuxer=mov,matroska,avi --enable-protocol=file --enable-swscale)
+stamp="$prefix/VERSION"  # the version and the flags it was built with
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$debian ${flags[*]}" && -f "$prefix/lib/libavcodec.so" ]]; then
   echo "gpu-ffmpeg: FFmpeg $upstream already in $prefix"
   exit 0
 fi
@@ -37,14 +41,10 @@ have="$(sha256sum "$work/$tarball" | cut -d' ' -f1)"
   { echo "gpu-ffmpeg: $tarball's SHA-256 $have is not the .dsc's '$want'" >&2; exit 1; }
 tar -xf "$work/$tarball" -C "$work"
 cd "$work/ffmpeg-$upstream"
-./configure --prefix="$prefix" --enable-shared --disable-static --disable-programs --disable-doc --disable-autodetect \
-  --disable-everything --disable-x86asm --disable-avdevice --disable-avfilter --disable-postproc --disable-network \
-  --enable-decoder=h264,hevc,mpeg4,vp9,mjpeg --enable-parser=h264,hevc,mpeg4video,vp9,mjpeg \
-  --enable-demuxer=mov,matroska,avi --enable-protocol=file --enable-swscale --enable-swresample \
-  >"$work/configure.log" 2>&1 || { tail -20 "$work/configure.log"; echo "gpu-ffmpeg: configure failed" >&2; exit 1; }
+./configure --prefix="$prefix" "${flags[@]}" >"$work/configure.log" 2>&1 || { tail -20 "$work/configure.log"; echo "gpu-ffmpeg: configure failed" >&2; exit 1; }
 make -j "$(nproc)" >"$work/build.log" 2>&1 || { tail -20 "$work/build.log"; echo "gpu-ffmpeg: build failed" >&2; exit 1; }
 make install >"$work/install.log" 2>&1 || { tail -20 "$work/install.log"; echo "gpu-ffmpeg: install failed" >&2; exit 1; }
 cd "$prefix"
 rm -rf "$work"
-echo "$debian" >"$stamp"
+echo "$debian ${flags[*]}" >"$stamp"
 echo "gpu-ffmpeg: FFmpeg $upstream (Debian $debian's sources) in $prefix/lib, $(du -sh lib | cut -f1)"

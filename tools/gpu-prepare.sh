@@ -41,6 +41,24 @@ if [[ ! -d .whl/site/bitsandbytes ]]; then
 fi
 ls .whl/site/bitsandbytes/libbitsandbytes_cuda13* >/dev/null
 
+# What the programs part will build, checked and its FFmpeg made first: an unknown preset or an FFmpeg that cannot be
+# downloaded stops here, not after the long build below.
+program_presets="${VIDLORA_GPU_PREPARE_PROGRAMS-H100,T4}"
+[[ "$program_presets" == 0 ]] && program_presets=""
+IFS=, read -r -a program_preset_list <<<"$program_presets"
+for p in "${program_preset_list[@]}"; do
+  case $p in
+    T4 | H100) ;;  # the presets tests/programs/gpu_programs.sh has expectations for
+    *) echo "gpu-prepare: VIDLORA_GPU_PREPARE_PROGRAMS: '$p' is not T4 or H100 (tests/programs/gpu_programs.sh checks those)" >&2
+       exit 2 ;;
+  esac
+done
+(( ${#program_preset_list[@]} )) && bash tools/gpu-ffmpeg.sh build-gpu-ffmpeg
+# The sources' hashes before anything is built: an edit during the long builds would otherwise give the programs a
+# hash they were not built from (checked again at the end).
+source_hash="$(bash tools/gpu-source-hash.sh)"
+programs_hash="$(bash tools/gpu-source-hash.sh --programs)"
+
 carried=(.gpu-deps .whl)
 if [[ "${VIDLORA_GPU_PREPARE_PREBUILT:-1}" == 1 ]]; then
   arch="${VIDLORA_GPU_PREPARE_ARCH:-90}"
@@ -67,7 +85,7 @@ if [[ "${VIDLORA_GPU_PREPARE_PREBUILT:-1}" == 1 ]]; then
   # xz: a quarter of their size (the carry is 64 MiB); gpu-check.sh unpacks them
   tar -C "$b/prebuilt" -cf - "${programs[@]}" | xz -T0 -6 >.gpu-prebuilt/programs.tar.xz
   echo "$arch" >.gpu-prebuilt/ARCH
-  bash tools/gpu-source-hash.sh >.gpu-prebuilt/SOURCE
+  echo "$source_hash" >.gpu-prebuilt/SOURCE
   carried+=(.gpu-prebuilt)
 fi
 
@@ -79,10 +97,8 @@ fi
 # the clips (demo/, made here: the GPU machine has no `ffmpeg` command). VIDLORA_GPU_PREPARE_PROGRAMS: the GPU presets
 # (default H100,T4: bf16, and fp16 with loss scaling on the Hugging Face fixture), 0 to leave them out (minutes on two
 # cores: about 10 per preset, cold).
-program_presets="${VIDLORA_GPU_PREPARE_PROGRAMS-H100,T4}"
-if [[ -n "$program_presets" && "$program_presets" != 0 ]]; then
+if (( ${#program_preset_list[@]} )); then
   arch="${VIDLORA_GPU_PREPARE_ARCH:-90}"
-  bash tools/gpu-ffmpeg.sh build-gpu-ffmpeg
   stage=build-gpu-programs-stage
   rm -rf "$stage" .gpu-programs
   mkdir -p "$stage/bin" "$stage/lib" .gpu-programs
@@ -101,9 +117,7 @@ if [[ -n "$program_presets" && "$program_presets" != 0 ]]; then
       { grep -E "error|FAILED" "$b/prepare-build.log" | head -20; echo "gpu-prepare: build failed ($b/prepare-build.log)" >&2; exit 1; }
     for t in "${targets[@]}"; do cp "$b/examples/$t" "$stage/bin/${t}_$p"; done
   }
-  IFS=, read -r -a program_preset_list <<<"$program_presets"
   for p in "${program_preset_list[@]}"; do
-    [[ $p == Cpu ]] && { echo "gpu-prepare: VIDLORA_GPU_PREPARE_PROGRAMS names GPU presets; Cpu is built anyway" >&2; exit 2; }
     build_programs "$p" "build-gpu$arch-programs-$p" train_captioner caption -- -DVIDLORA_BUILD_CUDA=ON \
       -DVIDLORA_REQUIRE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch"
     grep -q "VIDLORA_TRAIN_ON_CUDA" "build-gpu$arch-programs-$p/build.ninja" ||
@@ -128,14 +142,21 @@ if [[ -n "$program_presets" && "$program_presets" != 0 ]]; then
   tar -C "$stage" -cf - bin lib demo | xz -T0 -6 >.gpu-programs/programs.tar.xz
   echo "$arch" >.gpu-programs/ARCH
   echo "${program_preset_list[*]}" >.gpu-programs/PRESETS
-  bash tools/gpu-source-hash.sh --programs >.gpu-programs/SOURCE
+  echo "$programs_hash" >.gpu-programs/SOURCE
   carried+=(.gpu-programs)
 fi
 
-total=$(du -sm "${carried[@]}" | awk '{s += $1} END {print s}')
-echo "gpu-prepare: ${carried[*]} take ${total} MiB of the 64 MiB a device call carries"
+if [[ "$(bash tools/gpu-source-hash.sh)" != "$source_hash" || "$(bash tools/gpu-source-hash.sh --programs)" != "$programs_hash" ]]; then
+  echo "gpu-prepare: the sources changed while the programs were built: run it again" >&2
+  exit 1
+fi
+# The call carries the working tree (tracked files and untracked ones git does not ignore) as well.
+tree=$(git ls-files -z -co --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -n1 | cut -f1)
+total=$(( $(du -sb "${carried[@]}" | awk '{s += $1} END {print s}') + tree ))
+total=$(( (total + (1 << 20) - 1) >> 20 ))
+echo "gpu-prepare: ${carried[*]} and the working tree ($(( tree >> 20 )) MiB) take ${total} MiB of the 64 MiB a device call carries"
 if (( total > 60 )); then
-  echo "gpu-prepare: too big to carry with room to spare" >&2
+  echo "gpu-prepare: too big to carry with room to spare (VIDLORA_GPU_PREPARE_PROGRAMS=0 leaves .gpu-programs out)" >&2
   exit 1
 fi
 list="$(printf '"%s", ' "${carried[@]}")"

@@ -9,6 +9,7 @@
 
 #include <vidlora/core/parallel.hpp>
 #include <vidlora/core/portability.hpp>
+#include <vidlora/core/rounding.hpp>
 
 #if defined(__SSE2__) || defined(_M_X64)
 #include <immintrin.h>
@@ -46,22 +47,25 @@ struct AdamWStepParams {
 
 // start + weight · (end - start) in ATen's two forms. ATen's vectorised CPU kernel fuses the
 // multiply-add; vidlora rounds twice (an ulp apart at most) so that the CPU loop below, which has no
-// portable fused multiply-add, agrees bit for bit with this function. A CUDA kernel keeps that
-// agreement by compiling without contraction (--fmad=false or __fmul_rn/__fadd_rn).
+// portable fused multiply-add, agrees bit for bit with this function. The products and sums are spelled with
+// core/rounding.hpp's single roundings, so a CUDA kernel keeps that agreement whatever nvcc's --fmad (the
+// programs are built with its default, which would contract `a*b + c` into one rounding).
 VIDLORA_HOST_DEVICE inline float lerp(float start, float end, float weight) {
-  const float diff = end - start;
-  return (weight < 0.5f && weight > -0.5f) ? start + weight * diff : end + (weight - 1.0f) * diff;
+  const float diff = sub_rn(end, start);
+  return (weight < 0.5f && weight > -0.5f) ? add_rn(start, mul_rn(weight, diff))
+                                           : add_rn(end, mul_rn(sub_rn(weight, 1.0f), diff));
 }
 
 // One element of torch.optim.AdamW (amsgrad=False), in PyTorch's order:
 //   p *= 1 - lr·wd;  m = lerp(m, g, 1-β1);  v = v·β2 + ((1-β2)·g)·g;
 //   p += ((-lr/bc1) · m) / (sqrt(v)/sqrt(bc2) + eps)
+// (Each product and sum rounded on its own, as the CPU loop rounds them: see lerp.)
 VIDLORA_HOST_DEVICE inline void adamw_update(float& p, float g, float& m, float& v, const AdamWStepParams& s) {
-  p = p * s.decay_factor;
+  p = mul_rn(p, s.decay_factor);
   m = lerp(m, g, s.beta1_weight);
-  v = v * s.beta2 + (s.one_minus_beta2 * g) * g;
-  const float denom = std::sqrt(v) / s.bias_correction2_sqrt + s.eps;
-  p = p + (s.neg_step_size * m) / denom;
+  v = add_rn(mul_rn(v, s.beta2), mul_rn(mul_rn(s.one_minus_beta2, g), g));
+  const float denom = add_rn(std::sqrt(v) / s.bias_correction2_sqrt, s.eps);
+  p = add_rn(p, mul_rn(s.neg_step_size, m) / denom);
 }
 
 namespace detail {
