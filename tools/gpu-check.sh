@@ -28,9 +28,9 @@
 # so a run cut short still returns what it did.
 #
 # Environment: VIDLORA_JOBS (build parallelism, default nproc), VIDLORA_GPU_BENCH_MIN_TIME (seconds per
-# benchmark, default 0.2), VIDLORA_GPU_CHECK_SKIP_BENCH=1 to run only the tests, VIDLORA_GPU_CHECK_SANITIZE=0
-# to skip the compute-sanitizer memcheck pass over the CUDA tests (run by default, one process per tag,
-# each capped at 90 s).
+# benchmark, default 0.2), VIDLORA_GPU_CHECK_SKIP_BENCH=1 to run only the tests (the parts tests, programs, nccl and
+# memcheck, whatever VIDLORA_GPU_CHECK_PARTS says), VIDLORA_GPU_CHECK_SANITIZE=0 to skip the compute-sanitizer memcheck
+# pass over the CUDA tests (run by default, one process per tag, each capped at 90 s).
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${1:-$here/build/gpu-check}"
@@ -363,8 +363,8 @@ fi
 # builds for this architecture, the Cpu preset's caption, their libraries and the clips): tests/programs/gpu_programs.sh,
 # the checks CTest runs on the emulation (both stages, Ctrl-C and a bit-identical resume, fp32 against 16 bits, the
 # cap's error, the adapter read by the CPU caption, caption's GPU captions against the run's evaluation), less the
-# emulation's launch report. Each program runs through a wrapper that gives it its carried libraries and the
-# toolkit's, and nothing else the run's python3 loads.
+# emulation's launch report. Each program runs through a wrapper that puts its carried libraries and the toolkit's
+# before the machine's own library path (the script's python3 keeps the machine's).
 if part programs; then
   pdir="$here/.gpu-programs"
   prun="$build/programs"
@@ -374,25 +374,33 @@ if part programs; then
     row "programs" SKIP "built for sm_$(cat "$pdir/ARCH"), this GPU is sm_$cap (VIDLORA_GPU_PREPARE_ARCH=$cap)"
   elif [[ "$(bash "$here/tools/gpu-source-hash.sh" "$here" --programs)" != "$(cat "$pdir/SOURCE")" ]]; then
     row "programs" SKIP "built from other sources: tools/gpu-prepare.sh again"
+  elif ! { rm -rf "$prun" && mkdir -p "$prun/run" && unpack "$pdir/programs.tar.xz" "$prun"; }; then
+    row "programs" FAIL ".gpu-programs/programs.tar.xz does not unpack"; status=1
   else
-    rm -rf "$prun" && mkdir -p "$prun/run"
-    unpack "$pdir/programs.tar.xz" "$prun"
+    ld_programs="$prun/lib:$toolkit_lib${ld_machine:+:$ld_machine}"
     for f in "$prun"/bin/*; do
-      printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$prun/lib:$toolkit_lib${ld_machine:+:$ld_machine}" "$f" \
-        >"$prun/run/${f##*/}"
+      printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$ld_programs" "$f" >"$prun/run/${f##*/}"
       chmod +x "$prun/run/${f##*/}"
     done
     for p in $(cat "$pdir/PRESETS"); do
-      if [[ -n "$(LD_LIBRARY_PATH="$prun/lib:$toolkit_lib" ldd "$prun/bin/train_captioner_$p" | grep "not found")" ]]; then
-        row "programs: $p build" FAIL "libraries not found: $(LD_LIBRARY_PATH="$prun/lib:$toolkit_lib" ldd "$prun/bin/train_captioner_$p" | grep "not found" | head -3 | tr -s ' \n' ' ')"
-        status=1; continue
+      name="programs: $p on sm_$cap"
+      missing="$(for f in "$prun/bin/train_captioner_$p" "$prun/bin/caption_$p" "$prun/bin/caption_Cpu"; do
+                   [[ -x "$f" ]] || echo "${f##*/}: missing"; LD_LIBRARY_PATH="$ld_programs" ldd "$f" 2>&1 | grep "not found"
+                 done | tr -s ' \n\t' ' ' | head -c 300)"
+      if [[ -n "$missing" ]]; then
+        row "$name" FAIL "libraries not found: $missing"; status=1; continue
       fi
-      run_capped "${VIDLORA_GPU_CHECK_PROGRAMS_CAP_S:-150}" env VIDLORA_REAL_GPU=1 DEMO_DATA="$prun/demo" bash "$here/tests/programs/gpu_programs.sh" "$p" \
-        "$prun/run/train_captioner_$p" "$prun/run/caption_Cpu" "$here" "$prun/work_$p" "$prun/run/caption_$p" \
-        >"$log/programs_$p.txt" 2>&1
+      if (( $(cap_s 150) < 15 )); then row "$name" SKIP "deadline"; continue; fi
+      run_capped "${VIDLORA_GPU_CHECK_PROGRAMS_CAP_S:-150}" env VIDLORA_REAL_GPU=1 DEMO_DATA="$prun/demo" \
+        bash "$here/tests/programs/gpu_programs.sh" "$p" "$prun/run/train_captioner_$p" "$prun/run/caption_Cpu" "$here" \
+        "$prun/work_$p" "$prun/run/caption_$p" >"$log/programs_$p.txt" 2>&1
       rc=$?
-      detail="$(grep -c '^ok:' "$log/programs_$p.txt") ok, $(grep -c '^skipped' "$log/programs_$p.txt") skipped, $(grep -c '^FAILED' "$log/programs_$p.txt") failed, see $log/programs_$p.txt"
-      name="programs: $p preset on sm_$cap (train, resume, caption)"
+      # A cut run leaves its program behind (train_captioner answers SIGTERM by finishing its step and writing a
+      # checkpoint): nothing of it may hold the GPU while the next part runs.
+      if pgrep -f "$prun/bin/" >/dev/null 2>&1; then
+        pkill -TERM -f "$prun/bin/"; sleep 5; pkill -KILL -f "$prun/bin/"
+      fi
+      detail="$(grep -c '^ok:' "$log/programs_$p.txt") ok, $(grep -c '^skipped' "$log/programs_$p.txt") skipped, $(grep -c '^FAILED' "$log/programs_$p.txt") failed (train, resume, fp32, cap, caption): $log/programs_$p.txt"
       case $rc in
         0) row "$name" PASS "$detail" ;;
         124) row "$name" TIMEOUT "cut by its cap or the deadline, $detail"; status=1 ;;
@@ -401,7 +409,7 @@ if part programs; then
       # the runs' text logs for logs.tgz (their checkpoints, adapters and clips would make it too big to come back)
       rm -rf "$log/programs_work_$p" && mkdir -p "$log/programs_work_$p"
       (cd "$prun/work_$p" 2>/dev/null &&
-        find . -type f \( -name '*.out' -o -name '*.err' -o -name '*.jsonl' \) -size -2M -print0 | tar --null -cf - -T -) |
+        find . -type f \( -name '*.out' -o -name '*.err' -o -name '*.jsonl' \) -size -2048k -print0 | tar --null -cf - -T -) |
         tar -xf - -C "$log/programs_work_$p" 2>/dev/null
     done
   fi

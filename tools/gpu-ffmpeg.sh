@@ -25,7 +25,7 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$debian ${flags[*]}" && -f "$prefix/l
   exit 0
 fi
 work="$prefix/src"
-rm -rf "$work" "$prefix/lib" "$prefix/include"
+rm -rf "$stamp" "$work" "$prefix/lib" "$prefix/include"  # (no stamp until the build below is whole)
 mkdir -p "$work"
 pool=http://deb.debian.org/debian/pool/main/f/ffmpeg
 security=http://deb.debian.org/debian-security/pool/updates/main/f/ffmpeg

@@ -46,6 +46,7 @@ ls .whl/site/bitsandbytes/libbitsandbytes_cuda13* >/dev/null
 program_presets="${VIDLORA_GPU_PREPARE_PROGRAMS-H100,T4}"
 [[ "$program_presets" == 0 ]] && program_presets=""
 IFS=, read -r -a program_preset_list <<<"$program_presets"
+mapfile -t program_preset_list < <(printf '%s\n' "${program_preset_list[@]}" | awk 'NF && !seen[$0]++')  # once each
 for p in "${program_preset_list[@]}"; do
   case $p in
     T4 | H100) ;;  # the presets tests/programs/gpu_programs.sh has expectations for
@@ -148,10 +149,12 @@ fi
 
 if [[ "$(bash tools/gpu-source-hash.sh)" != "$source_hash" || "$(bash tools/gpu-source-hash.sh --programs)" != "$programs_hash" ]]; then
   echo "gpu-prepare: the sources changed while the programs were built: run it again" >&2
+  rm -f .gpu-prebuilt/SOURCE .gpu-programs/SOURCE  # (gpu-check.sh then never takes these programs for those sources)
   exit 1
 fi
 # The call carries the working tree (tracked files and untracked ones git does not ignore) as well.
-tree=$(git ls-files -z -co --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -n1 | cut -f1)
+# (A tracked file deleted from the tree is still listed: du counts the others.)
+tree=$(git ls-files -z -co --exclude-standard | { du -cb --files0-from=- 2>/dev/null || true; } | tail -n1 | cut -f1)
 total=$(( $(du -sb "${carried[@]}" | awk '{s += $1} END {print s}') + tree ))
 total=$(( (total + (1 << 20) - 1) >> 20 ))
 echo "gpu-prepare: ${carried[*]} and the working tree ($(( tree >> 20 )) MiB) take ${total} MiB of the 64 MiB a device call carries"
@@ -165,6 +168,6 @@ gpu-prepare: ready. The device call (docs/cuda.md, "Running on a GPU"):
   run(carry=[${list%, }], timeout_s=600,
       command="VIDLORA_GPU_CHECK_SANITIZE=0 VIDLORA_GPU_CHECK_BUDGET_S=540 bash tools/gpu-check.sh 2>&1 | tee \$OUT/gpu-check.txt")
 (gpu-check.sh stops itself by the budget and leaves \$OUT/logs.tgz after each part; a second call on the same
-warm machine runs what the first skipped: VIDLORA_GPU_CHECK_PARTS=attention,nccl,bench, for example; it fits when
+warm machine runs what the first skipped: VIDLORA_GPU_CHECK_PARTS=hf,nccl,bench, for example; it fits when
 the first ended early and the session has more than the machine's start left.)
 CALL

@@ -6,8 +6,8 @@
 // from the host AdamW's state at construction and copied back by copy_state_to (checkpoints; before the host steps
 // again). One step of the Trainer: unscale_overflowed (fp16 loss scaling: grad_unscale.cuh, torch's found_inf),
 // clip_grad_norm (multi_tensor.cuh's global norm and scale: clip_grad_norm's rule), step (multi_tensor.cuh's AdamW:
-// per element optim::adamw_update, the function the CPU loop runs, so bit-exact with AdamW::step when this
-// translation unit is compiled with --fmad=false) and download_values (the new values into the host's matrices).
+// per element optim::adamw_update, the function the CPU loop runs, spelled so that nvcc cannot contract it: bit-exact
+// with AdamW::step) and download_values (the new values into the host's matrices).
 // Everything runs on the legacy default stream, as the device steps do; the calls that return a host value wait for it.
 
 #include <vidlora/optim/cuda/grad_unscale.cuh>

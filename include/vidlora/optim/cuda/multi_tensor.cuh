@@ -3,7 +3,7 @@
 //
 // The host cuts every tensor into chunks of `chunk` elements and uploads a table of (tensor, start) pairs;
 // block b of a launch handles chunk b. Per element the AdamW kernel calls optim::adamw_update, the function
-// the CPU path runs (bit-exact only when the kernel's TU is compiled with --fmad=false: see docs/cuda.md).
+// the CPU path runs (bit-exact whatever nvcc's --fmad: it spells its roundings, see docs/cuda.md).
 // Gradient norm: per-chunk Σ g² in double (float4 loads when aligned, block tree), then the chunk partials
 // summed in chunk order by one block -> the norm does not depend on the launch geometry's timing.
 
