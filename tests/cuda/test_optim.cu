@@ -1,5 +1,5 @@
-// Multi-tensor AdamW (bit-exact; this file is compiled with --fmad=false, which the kernel no longer needs: the
-// "cuda-ptx" test checks its arithmetic under nvcc's default flags) and the global grad-norm + clip
+// Multi-tensor AdamW (bit-exact with the CPU loop under nvcc's default flags: the kernel spells its roundings, and the
+// "cuda-ptx" test checks its PTX without a GPU) and the global grad-norm + clip
 // against optim::adamw_update_range and optim::clip_grad_norm; optim::cuda::DeviceAdamW (the two over an AdamW's
 // groups, its state uploaded and handed back) against optim::AdamW.
 #include <cstdint>
