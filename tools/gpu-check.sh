@@ -382,6 +382,7 @@ if part programs; then
       printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$ld_programs" "$f" >"$prun/run/${f##*/}"
       chmod +x "$prun/run/${f##*/}"
     done
+    programs_cap="${VIDLORA_GPU_CHECK_PROGRAMS_CAP_S:-150}"
     for p in $(cat "$pdir/PRESETS"); do
       name="programs: $p on sm_$cap"
       missing="$(for f in "$prun/bin/train_captioner_$p" "$prun/bin/caption_$p" "$prun/bin/caption_Cpu"; do
@@ -390,8 +391,8 @@ if part programs; then
       if [[ -n "$missing" ]]; then
         row "$name" FAIL "libraries not found: $missing"; status=1; continue
       fi
-      if (( $(cap_s 150) < 15 )); then row "$name" SKIP "deadline"; continue; fi
-      run_capped "${VIDLORA_GPU_CHECK_PROGRAMS_CAP_S:-150}" env VIDLORA_REAL_GPU=1 DEMO_DATA="$prun/demo" \
+      if (( $(cap_s "$programs_cap") < 15 )); then row "$name" SKIP "deadline"; continue; fi
+      run_capped "$programs_cap" env VIDLORA_REAL_GPU=1 DEMO_DATA="$prun/demo" \
         bash "$here/tests/programs/gpu_programs.sh" "$p" "$prun/run/train_captioner_$p" "$prun/run/caption_Cpu" "$here" \
         "$prun/work_$p" "$prun/run/caption_$p" >"$log/programs_$p.txt" 2>&1
       rc=$?

@@ -4,7 +4,7 @@
 # programs built here against Debian's headers load them through LD_LIBRARY_PATH (same sonames, same symbol versions),
 # with only what the demo clips and common camera files need: the H.264, HEVC, MPEG-4, VP9 and MJPEG decoders, the
 # MP4/MOV, Matroska/WebM and AVI demuxers, the file protocol, libswscale; no programs, no devices, no filters, no
-# external libraries, no assembly. About 5 MB against the 180 MB that Debian's libraries and their dependencies take
+# external libraries, no assembly. About 5 MB against the 167 MB that Debian's libraries and their dependencies take
 # (more than a device call carries), and a minute on two cores. tools/gpu-prepare.sh calls it.
 #
 #   bash tools/gpu-ffmpeg.sh PREFIX      (the libraries in PREFIX/lib; a build there already is kept)

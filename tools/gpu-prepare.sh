@@ -14,7 +14,8 @@
 #                for the Cpu preset, their libraries (FFmpeg built small: tools/gpu-ffmpeg.sh) and the clips they train
 #                on, in one programs.tar.xz, with the architecture and the hash of the sources (examples/ included):
 #                gpu-check.sh's `programs` part runs tests/programs/gpu_programs.sh with them
-#                (VIDLORA_GPU_PREPARE_PROGRAMS=0 leaves them out; about 10 minutes per preset on two cores, cold).
+#                (VIDLORA_GPU_PREPARE_PROGRAMS=0 leaves them out; 2 to 3 minutes per preset on two cores with ccache
+#                warm, measured on 2026-12-06; a cold build not timed).
 # All four are git-ignored (.gpu-deps, .gpu-prebuilt and .gpu-programs by .gitignore, .whl by .git/info/exclude,
 # added here when missing).
 #
@@ -60,9 +61,9 @@ done
 source_hash="$(bash tools/gpu-source-hash.sh)"
 programs_hash="$(bash tools/gpu-source-hash.sh --programs)"
 
+arch="${VIDLORA_GPU_PREPARE_ARCH:-90}"  # of the prebuilt tests and of the programs
 carried=(.gpu-deps .whl)
 if [[ "${VIDLORA_GPU_PREPARE_PREBUILT:-1}" == 1 ]]; then
-  arch="${VIDLORA_GPU_PREPARE_ARCH:-90}"
   b="build-gpu$arch"
   # gpu-check.sh's configure (tools/gpu-check.sh), for `arch`
   mkdir -p "$b"
@@ -93,13 +94,11 @@ fi
 # train_captioner and caption as a user builds them for a GPU preset (examples/, with FFmpeg and SentencePiece), for
 # `arch`, and caption for the Cpu preset: gpu-check.sh's `programs` part runs tests/programs/gpu_programs.sh with them
 # on the GPU (both stages, resume, fp32 against 16 bits, the cap, caption), as CTest runs it on the emulation. The GPU
-# machine has none of their libraries, and Debian's FFmpeg with its dependencies is 180 MB: the libraries travel in
+# machine has none of their libraries, and Debian's FFmpeg with its dependencies is 167 MB: the libraries travel in
 # .gpu-programs/programs.tar.xz (lib/), with FFmpeg built small from Debian's sources (tools/gpu-ffmpeg.sh), and so do
 # the clips (demo/, made here: the GPU machine has no `ffmpeg` command). VIDLORA_GPU_PREPARE_PROGRAMS: the GPU presets
-# (default H100,T4: bf16, and fp16 with loss scaling on the Hugging Face fixture), 0 to leave them out (minutes on two
-# cores: about 10 per preset, cold).
+# (default H100,T4: bf16, and fp16 with loss scaling on the Hugging Face fixture), 0 to leave them out.
 if (( ${#program_preset_list[@]} )); then
-  arch="${VIDLORA_GPU_PREPARE_ARCH:-90}"
   stage=build-gpu-programs-stage
   rm -rf "$stage" .gpu-programs
   mkdir -p "$stage/bin" "$stage/lib" .gpu-programs
