@@ -16,7 +16,8 @@
 // Host code that reads a result its waits do not cover reads the memory as it was (VIDLORA_EMU_STREAMS=eager runs
 // everything at once).
 // What this cannot find is a race between threads, a missing __syncthreads whose effect only a GPU's
-// scheduling shows, and the device's own arithmetic (its exp, its tensor cores' summation order): code under
+// scheduling shows (the racecheck build does: VIDLORA_EMU_RACECHECK in cuda_emu_runtime.cpp), and the device's own
+// arithmetic (its exp, its tensor cores' summation order): code under
 // __CUDA_ARCH__ (WMMA, cp.async) is not compiled here, so the kernels take their portable paths; mma.sync.m16n8k16
 // runs on an emulated warp (VIDLORA_EMULATED_MMA_M16N8K16) and cp.async as per-thread groups
 // (VIDLORA_EMULATED_CP_ASYNC_*). The emulated device
@@ -38,6 +39,7 @@
 #define VIDLORA_CUDA_EMULATION 1
 #define VIDLORA_CUDA_RUNTIME 1
 
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -367,18 +369,45 @@ T __shfl_sync(unsigned, T v, int src_lane, int width = 32) {
   const int base = lane & ~(width - 1);
   return ::vidlora_emu::shuffle_as(v, base + (src_lane % width));
 }
-// One host thread runs a block's fibers, switching only at barriers: an atomic is a plain read-modify-write.
+// One host thread runs a block's fibers, switching only at barriers: an atomic is a plain read-modify-write, except
+// in the racecheck build (-fsanitize=thread), where ThreadSanitizer must see it as the (relaxed) atomic it is.
 template <class T>
 T atomicAdd(T* p, T v) {
+#if defined(__SANITIZE_THREAD__)
+  std::atomic_ref<T> a(*p);
+  T old = a.load(std::memory_order_relaxed);
+  while (!a.compare_exchange_weak(old, old + v, std::memory_order_relaxed)) {
+  }
+  return old;
+#else
   const T old = *p;
   *p = old + v;
   return old;
+#endif
 }
 template <class T>
 T atomicMax(T* p, T v) {
+#if defined(__SANITIZE_THREAD__)
+  std::atomic_ref<T> a(*p);
+  T old = a.load(std::memory_order_relaxed);
+  while (v > old && !a.compare_exchange_weak(old, v, std::memory_order_relaxed)) {
+  }
+  return old;
+#else
   const T old = *p;
   if (v > old) *p = v;
   return old;
+#endif
+}
+template <class T>
+T atomicExch(T* p, T v) {
+#if defined(__SANITIZE_THREAD__)
+  return std::atomic_ref<T>(*p).exchange(v, std::memory_order_relaxed);
+#else
+  const T old = *p;
+  *p = v;
+  return old;
+#endif
 }
 template <class T>
 T __ldg(const T* p) {

@@ -178,12 +178,112 @@ inline void make_context(Context& c, char* stack, std::size_t bytes, void (*entr
 }
 #endif
 
+// ---- race detection: VIDLORA_EMU_RACECHECK (the racecheck build: the tests compiled with -fsanitize=thread) ----
+// Each CUDA thread is a ThreadSanitizer fiber, and the emulation tells ThreadSanitizer what orders their memory
+// accesses on a GPU, and nothing else: a grid's threads start after what the host did before the grid ran and the
+// host goes on after all of them; __syncthreads orders the block's threads and __syncwarp the warp's lanes (a shuffle
+// or mma.sync exchanges registers, not memory: it orders nothing here); an atomic is atomic; a cp.async copy writes
+// its destination when cp.async.wait_group completes it. Switching between fibers orders nothing (the scheduler's
+// order is not a GPU's), so two threads that touch the same byte between the same two barriers, one of them writing,
+// are a race that ThreadSanitizer reports with both stacks, whichever order the emulation ran them in.
+// Blocks: the even blocks' threads are one set of fibers and the odd blocks' another, each set with its own stacks
+// and its own shared memory (ThreadSanitizer sees one thread of execution reuse its stack and its memory in program
+// order), so any two neighbouring blocks are two sets of threads nothing orders, as on a GPU. A block starts after
+// the block two before it (the same set's last, which used the same shared memory): what block k races with in block
+// k + 2 is not found, what it races with in block k + 1 is. The runtime itself is not instrumented, and what it does
+// in a fiber's name (its locks, its allocations) is hidden from ThreadSanitizer: its bookkeeping is not the kernels'.
+#ifdef VIDLORA_EMU_RACECHECK
+extern "C" {
+void* __tsan_get_current_fiber();
+void* __tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void* fiber);
+void __tsan_switch_to_fiber(void* fiber, unsigned flags);
+void __tsan_set_fiber_name(void* fiber, const char* name);
+void __tsan_acquire(void* addr);
+void __tsan_release(void* addr);
+void __tsan_read16_pc(void* addr, void* pc);
+void __tsan_write16_pc(void* addr, void* pc);
+void __tsan_ignore_thread_begin();
+void __tsan_ignore_thread_end();
+void AnnotateIgnoreSyncBegin(const char* file, int line);
+void AnnotateIgnoreSyncEnd(const char* file, int line);
+}
+namespace race {
+constexpr bool enabled = true;
+constexpr unsigned kSwitchNoSync = 1;  // __tsan_switch_to_fiber_no_sync: a switch orders nothing
+inline void* current_fiber() { return __tsan_get_current_fiber(); }
+inline void switch_to_fiber(void* fiber) { __tsan_switch_to_fiber(fiber, kSwitchNoSync); }
+inline void release(const void* token) { __tsan_release(const_cast<void*>(token)); }
+inline void acquire(const void* token) { __tsan_acquire(const_cast<void*>(token)); }
+// A 16-byte access the runtime makes for the kernel code at `pc` (the return address into it: the kernel's line in
+// the report, where the runtime's own frame would hide it).
+inline void read16(const void* p, void* pc) { __tsan_read16_pc(const_cast<void*>(p), pc); }
+inline void write16(const void* p, void* pc) { __tsan_write16_pc(const_cast<void*>(p), pc); }
+inline void name_fiber(void* fiber, const std::string& name) { __tsan_set_fiber_name(fiber, name.c_str()); }
+inline void ignore_begin() { __tsan_ignore_thread_begin(); }
+inline void ignore_end() { __tsan_ignore_thread_end(); }
+// While alive, the current fiber's (or the host's) memory accesses, allocations and synchronisation are hidden from
+// ThreadSanitizer: the runtime's own work (poisoning shared memory, its tables and locks).
+struct Hidden {
+  Hidden() {
+    __tsan_ignore_thread_begin();
+    AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+  }
+  ~Hidden() {
+    AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+    __tsan_ignore_thread_end();
+  }
+  Hidden(const Hidden&) = delete;
+  Hidden& operator=(const Hidden&) = delete;
+};
+// A host thread's two sets of fibers (even and odd blocks), one per CUDA thread of the largest block so far.
+struct FiberSets {
+  std::vector<void*> sets[2];
+  void* fiber(int set, std::size_t thread) {
+    auto& s = sets[set];
+    while (s.size() <= thread) s.push_back(__tsan_create_fiber(0));
+    return s[thread];
+  }
+  FiberSets() = default;
+  FiberSets(const FiberSets&) = delete;
+  FiberSets& operator=(const FiberSets&) = delete;
+  ~FiberSets() {
+    for (auto& s : sets)
+      for (void* f : s) __tsan_destroy_fiber(f);
+  }
+};
+inline FiberSets& fiber_sets() {
+  thread_local FiberSets sets;
+  return sets;
+}
+}  // namespace race
+#else
+namespace race {
+constexpr bool enabled = false;
+inline void* current_fiber() { return nullptr; }
+inline void switch_to_fiber(void*) {}
+inline void release(const void*) {}
+inline void acquire(const void*) {}
+inline void read16(const void*, void*) {}
+inline void write16(const void*, void*) {}
+inline void ignore_begin() {}
+inline void ignore_end() {}
+struct Hidden {
+  Hidden() {}  // user-provided: a guard, never "unused"
+  ~Hidden() {}
+};
+}  // namespace race
+#endif
+
 constexpr std::size_t kStackBytes = 256 * 1024;
 
 struct Barrier {
   int arrived = 0;
   unsigned generation = 0;
   int live = 0;
+  // Racecheck: two synchronisation addresses (generation % 2) that arrivals release and departures acquire, new for
+  // each block (its own allocation, so that ThreadSanitizer forgets them with the block).
+  const char* token = nullptr;
 };
 struct WarpState {
   Barrier barrier;
@@ -203,6 +303,7 @@ struct AsyncCopy {
 };
 struct Fiber {
   Context context;
+  void* race_fiber = nullptr;  // racecheck: this CUDA thread's ThreadSanitizer fiber
   ThreadState state;
   std::vector<AsyncCopy> copies;  // cp.async copies not complete
   long committed_groups = 0;
@@ -218,12 +319,22 @@ struct BlockRun {
   Fiber* running = nullptr;
   void (*body)(void*) = nullptr;
   void* context = nullptr;
-  std::vector<unsigned char> shared;  // dynamic shared memory
+  bool checked = false;  // racecheck: this block's threads are checked (VIDLORA_EMU_RACECHECK_BLOCKS)
+  int set = 0;           // racecheck: the set of fibers, stacks and shared memory of this block (0 or 1; else 0)
+  int round = 0;  // racecheck: which of the set's two block-end addresses this block releases (the other it acquires)
+  std::vector<unsigned char> shared_of_set[2];
+  std::vector<unsigned char>* shared = &shared_of_set[0];  // dynamic shared memory (the set's)
   // The static shared arrays (VIDLORA_STATIC_SHARED) this block has reached: poisoned on the first reach.
   std::vector<std::pair<unsigned char*, std::size_t>> statics;
   int dynamic_attribute = -1;  // the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize, -1: not set
   const char* kernel = "";
+  void* host_fiber = nullptr;  // racecheck: the host thread's own ThreadSanitizer fiber (the scheduler's)
+  // Racecheck: the grid's synchronisation addresses: [0] the host's release before the grid, [1] every checked
+  // thread's at its end, [2 + 2 * set + round] the set's threads' at their block's end, acquired at the start of the
+  // set's next checked block (which releases the other round's: no block acquires what its own threads release).
+  const char* grid_token = nullptr;
   std::uint64_t progress = 0;  // barrier arrivals and exits: a pass of the scheduler without any is a deadlock
+  unsigned long long mma = 0;  // warp-level mma.sync operations, for the report
 };
 // VIDLORA_EMU_ORDER=reverse (else ascending): the order of blocks, of a block's threads between barriers, and of
 // queued work that nothing orders (run_set).
@@ -239,20 +350,38 @@ bool reverse_order() {
   static const bool reverse = env_says("VIDLORA_EMU_ORDER", "ascending", "reverse");
   return reverse;
 }
+// Racecheck: VIDLORA_EMU_RACECHECK_BLOCKS=all checks every block of a grid; by default (edges) the first two and the
+// last two that run (the first and last blocks of the grid, whose tiles are partial where any are), the others
+// running unchecked: a barrier costs ThreadSanitizer a vector-clock operation per thread over every fiber it knows,
+// which made the [decoder] tests run for hours with every block checked.
+bool racecheck_every_block() {
+  static const bool all = env_says("VIDLORA_EMU_RACECHECK_BLOCKS", "edges", "all");
+  return all;
+}
 
 thread_local BlockRun* run = nullptr;
 thread_local ThreadState host_state;  // what threadIdx reads outside a kernel (never meant to)
+
+// The running fiber goes back to the scheduler (and ThreadSanitizer's current fiber with it).
+void to_scheduler(Fiber& f) {
+  race::switch_to_fiber(run->host_fiber);
+  switch_to(f.context, run->scheduler);
+}
 
 void yield_waiting(const Barrier& b, unsigned generation) {
   Fiber* f = run->running;
   f->waiting_on = &b;
   f->waiting_generation = generation;
-  switch_to(f->context, run->scheduler);
+  to_scheduler(*f);
 }
 
-void wait(Barrier& b) {
+// A barrier: `orders_memory` for __syncthreads and __syncwarp (racecheck: what a thread wrote before it, the others
+// may read after it); a shuffle or mma.sync waits the same way but orders no memory.
+void wait(Barrier& b, bool orders_memory) {
   ++run->progress;
   const unsigned g = b.generation;
+  const char* token = b.token ? b.token + g % 2 : nullptr;
+  if (orders_memory && token) race::release(token);
   if (++b.arrived >= b.live) {
     b.arrived = 0;
     ++b.generation;
@@ -260,10 +389,11 @@ void wait(Barrier& b) {
     // on in the scheduler's order (ascending or reverse), not the opener first.
     Fiber* f = run->running;
     f->waiting_on = nullptr;
-    switch_to(f->context, run->scheduler);
-    return;
+    to_scheduler(*f);
+  } else {
+    while (b.generation == g) yield_waiting(b, g);
   }
-  while (b.generation == g) yield_waiting(b, g);
+  if (orders_memory && token) race::acquire(token);
 }
 
 void leave(Barrier& b) {
@@ -280,6 +410,12 @@ int linear(const ThreadState& s) {
 
 [[noreturn]] void fiber_entry() {
   Fiber* f = run->running;
+  if (run->checked) {
+    race::acquire(run->grid_token);                                        // after what the host did before the grid
+    race::acquire(run->grid_token + 2 + 2 * run->set + (1 - run->round));  // and after the set's previous block
+  } else if (race::enabled) {
+    race::ignore_begin();  // a block the racecheck leaves out: its accesses unseen
+  }
   run->body(run->context);
   if (!f->copies.empty())
     fail(std::string("a thread of ") + run->kernel + " returned with " + std::to_string(f->copies.size()) +
@@ -290,7 +426,13 @@ int linear(const ThreadState& s) {
   WarpState& w = run->warps[static_cast<std::size_t>(linear(f->state) / 32)];
   w.exited[linear(f->state) % 32] = true;
   leave(w.barrier);
-  switch_to(f->context, run->scheduler);
+  if (run->checked) {
+    race::release(run->grid_token + 1);  // before what the host does after the grid
+    race::release(run->grid_token + 2 + 2 * run->set + run->round);
+  } else if (race::enabled) {
+    race::ignore_end();
+  }
+  to_scheduler(*f);
   std::abort();  // a finished fiber is never resumed
 }
 
@@ -301,32 +443,39 @@ ThreadState& current() { return run && run->running ? run->running->state : host
 void cp_async_16(void* shared_dst, const void* global_src, bool valid) {
   if (!run || !run->running) fail("cp.async outside a kernel");
   auto* dst = static_cast<unsigned char*>(shared_dst);
-  // cp.async.cg of 16 bytes: both addresses 16-byte aligned, the destination's 16 bytes inside the block's dynamic
-  // shared memory or one of its static shared arrays.
-  if (reinterpret_cast<std::uintptr_t>(dst) % 16 != 0 ||
-      (valid && reinterpret_cast<std::uintptr_t>(global_src) % 16 != 0))
-    fail(std::string("cp.async in ") + run->kernel + ": a 16-byte copy from or to an address not 16-byte aligned");
-  const auto inside = [dst](unsigned char* begin, std::size_t bytes) {
-    return dst >= begin && dst + 16 <= begin + bytes;
-  };
-  bool shared = inside(run->shared.data(), run->shared.size());
-  for (const auto& [begin, bytes] : run->statics) shared = shared || inside(begin, bytes);
-  if (!shared)
-    fail(std::string("cp.async in ") + run->kernel +
-         (in_device_memory(dst, 1) ? ": the destination is global memory, not shared memory"
-                                   : ": the destination's 16 bytes are not inside the block's shared memory"));
   AsyncCopy c{dst, {}, -1};
-  if (valid) {
-    if (!in_device_memory(global_src, 16))
-      fail(std::string("cp.async in ") + run->kernel + " reads 16 bytes outside device memory");
-    std::memcpy(c.bytes, global_src, 16);
+  {
+    const race::Hidden hidden;  // the checks' lock and the list's allocations are the runtime's, not the kernel's
+    // cp.async.cg of 16 bytes: both addresses 16-byte aligned, the destination's 16 bytes inside the block's dynamic
+    // shared memory or one of its static shared arrays.
+    if (reinterpret_cast<std::uintptr_t>(dst) % 16 != 0 ||
+        (valid && reinterpret_cast<std::uintptr_t>(global_src) % 16 != 0))
+      fail(std::string("cp.async in ") + run->kernel + ": a 16-byte copy from or to an address not 16-byte aligned");
+    const auto inside = [dst](unsigned char* begin, std::size_t bytes) {
+      return dst >= begin && dst + 16 <= begin + bytes;
+    };
+    bool shared = inside(run->shared->data(), run->shared->size());
+    for (const auto& [begin, bytes] : run->statics) shared = shared || inside(begin, bytes);
+    if (!shared)
+      fail(std::string("cp.async in ") + run->kernel +
+           (in_device_memory(dst, 1) ? ": the destination is global memory, not shared memory"
+                                     : ": the destination's 16 bytes are not inside the block's shared memory"));
+    if (valid) {
+      if (!in_device_memory(global_src, 16))
+        fail(std::string("cp.async in ") + run->kernel + " reads 16 bytes outside device memory");
+      std::memcpy(c.bytes, global_src, 16);
+    }
+    if (device().cc >= 80) {
+      std::memset(dst, 0xff, 16);  // undefined until the copy completes
+      run->running->copies.push_back(c);
+    }
   }
-  if (device().cc < 80) {  // no cp.async before sm_80: the copy is done here
+  void* const caller = __builtin_return_address(0);
+  if (valid) race::read16(global_src, caller);  // the copy reads its source when issued
+  if (device().cc < 80) {                       // no cp.async before sm_80: the copy is done here
+    race::write16(dst, caller);
     std::memcpy(dst, c.bytes, 16);
-    return;
   }
-  std::memset(dst, 0xff, 16);  // undefined until the copy completes
-  run->running->copies.push_back(c);
 }
 void cp_async_commit() {
   if (!run || !run->running) fail("cp.async.commit_group outside a kernel");
@@ -340,8 +489,10 @@ void cp_async_wait(int pending_groups) {
   Fiber& f = *run->running;
   // Every committed group but the newest `pending_groups` completes; copies not committed stay in flight.
   const long complete_below = f.committed_groups - pending_groups;
+  void* const caller = __builtin_return_address(0);
   std::erase_if(f.copies, [&](const AsyncCopy& c) {
     if (c.group < 0 || c.group >= complete_below) return false;
+    race::write16(c.dst, caller);  // the copy's write lands by the wait (the issuing thread's, as the PTX ISA has it)
     std::memcpy(c.dst, c.bytes, 16);
     return true;
   });
@@ -349,8 +500,10 @@ void cp_async_wait(int pending_groups) {
 
 void* static_shared(const void* key, std::size_t bytes, std::size_t alignment) {
   if (!run || !run->running) fail("a static shared array outside a kernel");
-  // Each array (its key: a static of the declaring function) has heap storage of its own size per host thread, so
-  // that AddressSanitizer sees an access past its end; reused by the thread's later blocks, poisoned for each.
+  const race::Hidden hidden;  // the storage's allocation and poisoning are the runtime's, not the block's
+  // Each array (its key: a static of the declaring function) has heap storage of its own size per host thread (and
+  // per set of blocks in the racecheck build), so that AddressSanitizer sees an access past its end; reused by the
+  // thread's later blocks, poisoned for each.
   struct Storage {
     unsigned char* p = nullptr;
     std::size_t bytes = 0, alignment = 0;
@@ -358,8 +511,8 @@ void* static_shared(const void* key, std::size_t bytes, std::size_t alignment) {
       if (p) ::operator delete[](p, std::align_val_t(alignment));
     }
   };
-  thread_local std::map<const void*, Storage> arrays;
-  Storage& a = arrays[key];
+  thread_local std::map<std::pair<const void*, int>, Storage> arrays;
+  Storage& a = arrays[{key, run->set}];
   if (!a.p) {
     a.p = static_cast<unsigned char*>(::operator new[](bytes, std::align_val_t(alignment)));
     a.bytes = bytes;
@@ -376,11 +529,11 @@ void* static_shared(const void* key, std::size_t bytes, std::size_t alignment) {
   std::size_t statics = 0;
   for (const auto& st : run->statics) statics += st.second;
   const std::string sizes = std::string(run->kernel) + ": " + std::to_string(statics) + " bytes of static and " +
-                            std::to_string(run->shared.size()) + " of dynamic shared memory";
+                            std::to_string(run->shared->size()) + " of dynamic shared memory";
   if (statics > 48 * 1024)
     fail(std::string(run->kernel) + ": " + std::to_string(statics) +
          " bytes of static shared memory, above the 48 KiB a block may declare");
-  if (run->dynamic_attribute < 0 && statics + run->shared.size() > 48 * 1024)
+  if (run->dynamic_attribute < 0 && statics + run->shared->size() > 48 * 1024)
     fail(sizes + ", above the 48 KiB a block has without cudaFuncAttributeMaxDynamicSharedMemorySize");
   if (run->dynamic_attribute >= 0 &&
       statics + static_cast<std::size_t>(run->dynamic_attribute) > device().optin_shared())
@@ -392,7 +545,7 @@ void* static_shared(const void* key, std::size_t bytes, std::size_t alignment) {
 
 void* dynamic_shared() {
   if (!run) fail("dynamic shared memory outside a kernel");
-  return run->shared.data();
+  return run->shared->data();
 }
 
 bool in_device_memory(const void* p, std::size_t bytes) { return allocation_of(p, bytes ? bytes : 1).has_value(); }
@@ -418,12 +571,12 @@ void fail_pointer_argument(const void* p, int index, const char* kernel, int mem
 
 void sync_warp() {
   if (!run || !run->running) fail("__syncwarp outside a kernel");
-  wait(run->warps[static_cast<std::size_t>(linear(run->running->state) / 32)].barrier);
+  wait(run->warps[static_cast<std::size_t>(linear(run->running->state) / 32)].barrier, true);
 }
 
 void sync_threads() {
   if (!run || !run->running) fail("__syncthreads outside a kernel");
-  wait(run->block);
+  wait(run->block, true);
 }
 
 std::uint64_t warp_exchange(std::uint64_t value, int source_lane) {
@@ -431,7 +584,7 @@ std::uint64_t warp_exchange(std::uint64_t value, int source_lane) {
   const int me = linear(run->running->state);
   WarpState& w = run->warps[static_cast<std::size_t>(me / 32)];
   w.slots[me % 32] = value;
-  wait(w.barrier);
+  wait(w.barrier, false);
   const int lanes =
       static_cast<int>(std::min<std::size_t>(32, run->fibers.size() - static_cast<std::size_t>(me / 32) * 32));
   if (source_lane < 0 || source_lane >= lanes)
@@ -441,7 +594,7 @@ std::uint64_t warp_exchange(std::uint64_t value, int source_lane) {
     fail(std::string("a shuffle reads lane ") + std::to_string(source_lane) + ", which has returned, in " +
          run->kernel);
   const std::uint64_t r = w.slots[source_lane];
-  wait(w.barrier);
+  wait(w.barrier, false);
   return r;
 }
 
@@ -457,12 +610,8 @@ void warp_mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], const std::ui
   }
   w.b[lane][0] = b[0];
   w.b[lane][1] = b[1];
-  if (lane == 0) {
-    Report& r = report();
-    std::lock_guard lock(r.m);
-    ++r.mma;
-  }
-  wait(w.barrier);
+  if (lane == 0) ++run->mma;  // added to the report by the host after the grid (a lock here would order the fibers)
+  wait(w.barrier, false);
   for (int l = 0; l < 32; ++l)
     if (w.exited[l]) fail(std::string("mma.sync with lane ") + std::to_string(l) + " returned, in " + run->kernel);
   // The first lane through computes every lane's accumulators (the whole tiles once); the others read theirs.
@@ -510,7 +659,7 @@ void warp_mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], const std::ui
       for (int i = 0; i < 4; ++i) w.c[l][i] = C[i < 2 ? (l >> 2) : (l >> 2) + 8][(l % 4) * 2 + (i & 1)];
   }
   for (int i = 0; i < 4; ++i) c[i] = w.c[lane][i];
-  wait(w.barrier);
+  wait(w.barrier, false);
 }
 
 bool begin_launch(LaunchConfig& c, const void* kernel, const char* name) {
@@ -556,26 +705,53 @@ void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void
   r.context = context;
   r.fibers.resize(threads);
   r.warps.resize((threads + 31) / 32);
-  static thread_local std::vector<std::unique_ptr<char[]>> stacks;  // kept between launches
-  while (stacks.size() < threads) stacks.push_back(std::make_unique<char[]>(kStackBytes));
+  // Kept between launches; racecheck: a second set for the odd blocks' fibers.
+  static thread_local std::vector<std::unique_ptr<char[]>> stacks[2];
+  for (auto& set : stacks) {
+    while (set.size() < threads) set.push_back(std::make_unique<char[]>(kStackBytes));
+    if (!race::enabled) break;
+  }
+  // Racecheck: the grid's synchronisation addresses (its own allocation: ThreadSanitizer forgets them when it is
+  // freed, so nothing orders this grid after another's threads but the host's waits).
+  std::unique_ptr<char[]> grid_token;
+  if (race::enabled) {
+    grid_token = std::make_unique<char[]>(6);
+    r.grid_token = grid_token.get();
+    r.host_fiber = race::current_fiber();
+    race::release(r.grid_token);
+  }
   run = &r;
   // VIDLORA_EMU_ORDER=reverse: the blocks from the last to the first, and a block's threads from the last to the first
   // between barriers (a GPU promises neither order): what a thread reads from another's write without a barrier
   // between them, or a block from another block, shows in one of the two orders.
   const bool reverse = reverse_order();
   const unsigned long long blocks = 1ull * c.grid.x * c.grid.y * c.grid.z;
+  unsigned long long checked_blocks[2] = {0, 0};  // racecheck: per set, its checked blocks so far
   for (unsigned long long i = 0; i < blocks; ++i) {
     const unsigned long long b = reverse ? blocks - 1 - i : i;
     const auto bx = static_cast<unsigned>(b % c.grid.x);
     const auto by = static_cast<unsigned>(b / c.grid.x % c.grid.y);
     const auto bz = static_cast<unsigned>(b / (1ull * c.grid.x * c.grid.y));
-    // Shared memory starts as garbage on a GPU: NaN patterns here (the static arrays when the block first reaches them).
-    r.shared.assign(c.shared_bytes, 0xff);
+    const int set = race::enabled ? static_cast<int>(i % 2) : 0;  // racecheck: the even and the odd blocks' sets
+    r.set = set;
+    r.checked = race::enabled && (i < 2 || i + 2 >= blocks || racecheck_every_block());
+    if (r.checked) r.round = static_cast<int>(checked_blocks[set]++ % 2);
+    r.shared = &r.shared_of_set[set];
+    {
+      // Shared memory starts as garbage on a GPU: NaN patterns here (the static arrays when the block first reaches
+      // them); the poisoning is the runtime's (racecheck: hidden, the block's threads are ordered after it).
+      const race::Hidden hidden;
+      r.shared->assign(c.shared_bytes, 0xff);
+    }
     r.statics.clear();
-    r.block = {0, 0, static_cast<int>(threads)};
+    // Racecheck: the block's barriers' synchronisation addresses, two per barrier, new for each block.
+    std::unique_ptr<char[]> barrier_tokens;
+    if (r.checked) barrier_tokens = std::make_unique<char[]>(2 * (1 + r.warps.size()));
+    r.block = {0, 0, static_cast<int>(threads), barrier_tokens.get()};
     for (std::size_t w = 0; w < r.warps.size(); ++w) {
       r.warps[w] = WarpState{};  // every block's warps start afresh (the mma generation with their barrier)
-      r.warps[w].barrier = {0, 0, static_cast<int>(std::min<std::size_t>(32, threads - w * 32))};
+      r.warps[w].barrier = {0, 0, static_cast<int>(std::min<std::size_t>(32, threads - w * 32)),
+                            r.checked ? barrier_tokens.get() + 2 * (1 + w) : nullptr};
     }
     std::size_t t = 0;
     for (unsigned tz = 0; tz < c.block.z; ++tz)
@@ -587,7 +763,15 @@ void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void
           f.copies.clear();
           f.committed_groups = 0;
           f.state = {{tx, ty, tz}, {bx, by, bz}, c.block, c.grid};
-          make_context(f.context, stacks[t].get(), kStackBytes, fiber_entry);
+          make_context(f.context, stacks[race::enabled ? set : 0][t].get(), kStackBytes, fiber_entry);
+#ifdef VIDLORA_EMU_RACECHECK
+          f.race_fiber = race::fiber_sets().fiber(set, t);
+          if (r.checked)
+            race::name_fiber(f.race_fiber, std::string(name) + " block (" + std::to_string(bx) + ", " +
+                                               std::to_string(by) + ", " + std::to_string(bz) + ") thread (" +
+                                               std::to_string(tx) + ", " + std::to_string(ty) + ", " +
+                                               std::to_string(tz) + ")");
+#endif
         }
     std::size_t done = 0;
     while (done < threads) {
@@ -598,6 +782,7 @@ void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void
         if (f.waiting_on && f.waiting_on->generation == f.waiting_generation) continue;  // still closed
         f.waiting_on = nullptr;
         r.running = &f;
+        race::switch_to_fiber(f.race_fiber);
         switch_to(r.scheduler, f.context);
         r.running = nullptr;
         if (f.done) ++done;
@@ -613,7 +798,13 @@ void run_grid(const LaunchConfig& c, const char* name, void (*body)(void*), void
       }
     }
   }
+  if (race::enabled) race::acquire(r.grid_token + 1);
   run = nullptr;
+  if (r.mma) {
+    Report& rep = report();
+    std::lock_guard lock(rep.m);
+    rep.mma += r.mma;
+  }
 }
 
 // ---- streams: work is queued, and runs when the host waits for it ----

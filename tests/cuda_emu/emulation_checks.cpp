@@ -1,14 +1,9 @@
 // The CUDA emulation's own checks (cuda_emu.hpp): each wrong use a GPU would refuse or fault on is made in a child
 // process, which must die with the emulation's message naming it; the right uses beside them must run and give the
 // right values. A check that never fires would let the CUDA tests pass under the emulation with a bug a GPU shows.
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cmath>
-#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +15,8 @@
 
 #include <vidlora/core/cuda/memory.cuh>
 #include <vidlora/model/cuda/elementwise.cuh>
+
+#include "child_process.hpp"
 
 namespace emu_checks {
 
@@ -102,46 +99,6 @@ __global__ void big_static_kernel(float* out) {
   dynamic[threadIdx.x] = 2.0f;
   __syncthreads();
   out[threadIdx.x] = tile[threadIdx.x] + dynamic[threadIdx.x];
-}
-
-struct ChildResult {
-  bool aborted = false;
-  std::string stderr_text;
-};
-// Runs body in a forked child with its stderr captured, then waits for the device as a program would (so that the
-// work body queued runs: the emulation's streams run it when waited for); the child exits 0 if that returns.
-template <class F>
-ChildResult run_in_child(F body) {
-  int fds[2];
-  REQUIRE(pipe(fds) == 0);
-  std::fflush(stdout);  // what the parent printed is not printed again by the child
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
-    dup2(fds[1], 2);
-    std::signal(SIGABRT, SIG_DFL);  // not Catch's handler: the child dies as the emulation makes it, silently
-    std::fclose(stdout);
-    body();
-    (void)cudaDeviceSynchronize();
-    _exit(0);
-  }
-  close(fds[1]);
-  ChildResult r;
-  char buffer[4096];
-  for (;;) {
-    const ssize_t got = read(fds[0], buffer, sizeof buffer);
-    if (got > 0) {
-      r.stderr_text.append(buffer, static_cast<std::size_t>(got));
-    } else if (got == 0 || errno != EINTR) {
-      break;
-    }
-  }
-  close(fds[0]);
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
-  r.aborted = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
-  return r;
 }
 
 void require_failure(const ChildResult& r, const std::string& pattern) {

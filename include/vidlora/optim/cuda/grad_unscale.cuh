@@ -50,7 +50,9 @@ __global__ void unscale_kernel(MultiTensorLaunch l, UnscaleParams u) {
     first_scalar = c.begin + 4 * quads;
   }
   for (std::int64_t i = first_scalar + threadIdx.x; i < end; i += blockDim.x) bad |= unscale_element(g[i], u.inv_scale);
-  if (bad) *u.found_inf = 1.0f;
+  // Any thread of any block may set it: an atomic exchange, as plain stores of the same value from many threads are a
+  // data race (the racecheck build, tests/cuda_emu, reports them).
+  if (bad) (void)atomicExch(u.found_inf, 1.0f);
 }
 
 }  // namespace detail
