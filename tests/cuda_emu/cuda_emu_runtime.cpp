@@ -182,16 +182,19 @@ inline void make_context(Context& c, char* stack, std::size_t bytes, void (*entr
 // Each CUDA thread is a ThreadSanitizer fiber, and the emulation tells ThreadSanitizer what orders their memory
 // accesses on a GPU, and nothing else: a grid's threads start after what the host did before the grid ran and the
 // host goes on after all of them; __syncthreads orders the block's threads and __syncwarp the warp's lanes (a shuffle
-// or mma.sync exchanges registers, not memory: it orders nothing here); an atomic is atomic; a cp.async copy writes
-// its destination when cp.async.wait_group completes it. Switching between fibers orders nothing (the scheduler's
-// order is not a GPU's), so two threads that touch the same byte between the same two barriers, one of them writing,
-// are a race that ThreadSanitizer reports with both stacks, whichever order the emulation ran them in.
-// Blocks: the even blocks' threads are one set of fibers and the odd blocks' another, each set with its own stacks
-// and its own shared memory (ThreadSanitizer sees one thread of execution reuse its stack and its memory in program
-// order), so any two neighbouring blocks are two sets of threads nothing orders, as on a GPU. A block starts after
-// the block two before it (the same set's last, which used the same shared memory): what block k races with in block
-// k + 2 is not found, what it races with in block k + 1 is. The runtime itself is not instrumented, and what it does
-// in a fiber's name (its locks, its allocations) is hidden from ThreadSanitizer: its bookkeeping is not the kernels'.
+// or mma.sync exchanges registers, not memory: it orders nothing here); an atomic is atomic (relaxed: it orders
+// nothing); a cp.async copy writes its destination at its issue and again when cp.async.wait_group completes it (it
+// may land at any time between). Switching between fibers orders nothing (the scheduler's order is not a GPU's), so
+// two threads that touch the same byte between the same two barriers, one of them writing, are a race that
+// ThreadSanitizer reports with both stacks, whichever order the emulation ran them in.
+// Blocks: those run at even positions are one set of fibers and those at odd positions another, each set with its own
+// stacks and its own shared memory (ThreadSanitizer sees one thread of execution reuse its stack and its memory in
+// program order), so any two neighbouring blocks are two sets of threads nothing orders, as on a GPU. A checked block
+// starts after the same set's previous checked block (which used the same shared memory): what block k races with in
+// block k + 2 is not found, what it races with in block k + 1 is. Only the first two and the last two blocks are
+// checked unless VIDLORA_EMU_RACECHECK_BLOCKS=all (racecheck_every_block). The runtime itself is not instrumented, and
+// what it does in a fiber's name (its locks, its allocations) is hidden from ThreadSanitizer: its bookkeeping is not
+// the kernels'.
 #ifdef VIDLORA_EMU_RACECHECK
 extern "C" {
 void* __tsan_get_current_fiber();
