@@ -374,11 +374,7 @@ T __shfl_sync(unsigned, T v, int src_lane, int width = 32) {
 template <class T>
 T atomicAdd(T* p, T v) {
 #if defined(__SANITIZE_THREAD__)
-  std::atomic_ref<T> a(*p);
-  T old = a.load(std::memory_order_relaxed);
-  while (!a.compare_exchange_weak(old, old + v, std::memory_order_relaxed)) {
-  }
-  return old;
+  return std::atomic_ref<T>(*p).fetch_add(v, std::memory_order_relaxed);
 #else
   const T old = *p;
   *p = old + v;

@@ -225,20 +225,8 @@ inline void write16(const void* p, void* pc) { __tsan_write16_pc(const_cast<void
 inline void name_fiber(void* fiber, const std::string& name) { __tsan_set_fiber_name(fiber, name.c_str()); }
 inline void ignore_begin() { __tsan_ignore_thread_begin(); }
 inline void ignore_end() { __tsan_ignore_thread_end(); }
-// While alive, the current fiber's (or the host's) memory accesses, allocations and synchronisation are hidden from
-// ThreadSanitizer: the runtime's own work (poisoning shared memory, its tables and locks).
-struct Hidden {
-  Hidden() {
-    __tsan_ignore_thread_begin();
-    AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
-  }
-  ~Hidden() {
-    AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
-    __tsan_ignore_thread_end();
-  }
-  Hidden(const Hidden&) = delete;
-  Hidden& operator=(const Hidden&) = delete;
-};
+inline void ignore_sync_begin() { AnnotateIgnoreSyncBegin(__FILE__, __LINE__); }
+inline void ignore_sync_end() { AnnotateIgnoreSyncEnd(__FILE__, __LINE__); }
 // A host thread's two sets of fibers (even and odd blocks), one per CUDA thread of the largest block so far.
 struct FiberSets {
   std::vector<void*> sets[2];
@@ -271,12 +259,26 @@ inline void read16(const void*, void*) {}
 inline void write16(const void*, void*) {}
 inline void ignore_begin() {}
 inline void ignore_end() {}
-struct Hidden {
-  Hidden() {}  // user-provided: a guard, never "unused"
-  ~Hidden() {}
-};
+inline void ignore_sync_begin() {}
+inline void ignore_sync_end() {}
 }  // namespace race
 #endif
+namespace race {
+// While alive, the current fiber's (or the host's) memory accesses, allocations and synchronisation are hidden from
+// ThreadSanitizer: the runtime's own work (poisoning shared memory, its tables and locks). Nothing otherwise.
+struct Hidden {
+  Hidden() {  // user-provided: a guard, never "unused"
+    ignore_begin();
+    ignore_sync_begin();
+  }
+  ~Hidden() {
+    ignore_sync_end();
+    ignore_end();
+  }
+  Hidden(const Hidden&) = delete;
+  Hidden& operator=(const Hidden&) = delete;
+};
+}  // namespace race
 
 constexpr std::size_t kStackBytes = 256 * 1024;
 
