@@ -19,7 +19,8 @@
 // scheduling shows (the racecheck build does: VIDLORA_EMU_RACECHECK in cuda_emu_runtime.cpp), and the device's own
 // arithmetic (its exp, its tensor cores' summation order): code under
 // __CUDA_ARCH__ (WMMA, cp.async) is not compiled here, so the kernels take their portable paths; mma.sync.m16n8k16
-// runs on an emulated warp (VIDLORA_EMULATED_MMA_M16N8K16) and cp.async as per-thread groups
+// and ldmatrix.x4 run on an emulated warp (VIDLORA_EMULATED_MMA_M16N8K16, VIDLORA_EMULATED_LDMATRIX_X4) and cp.async as
+// per-thread groups
 // (VIDLORA_EMULATED_CP_ASYNC_*). The emulated device
 // reports compute capability 7.5 unless VIDLORA_EMU_CC says otherwise (e.g. 80, 90). Shared memory starts as 0xFF
 // bytes (NaN) in every block: the dynamic buffer, and each static array (VIDLORA_STATIC_SHARED, which the kernels use
@@ -91,6 +92,10 @@ std::uint64_t warp_exchange(std::uint64_t value, int source_lane);
 // as tests/cuda_host/simt_block.hpp writes them), each computes its own accumulators from the whole tiles, products
 // summed in k order onto c.
 void warp_mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], const std::uint32_t (&b)[2], bool bf16);
+// ldmatrix.sync.aligned.m8n8.x4{.trans}.shared.b16: the warp's lanes hand in their row addresses (each 16 bytes,
+// 16-byte aligned, inside the block's shared memory, else an error naming the lane) and each gets its four registers
+// (the PTX ISA's layout, tests/cuda_host/ldmatrix_layout.hpp).
+void warp_ldmatrix_x4(std::uint32_t (&r)[4], const void* row, bool trans);
 // cp.async.cg.shared.global of 16 bytes (zeros when !valid), cp.async.commit_group and cp.async.wait_group N, per
 // thread as the PTX ISA has them, on an emulated sm_80+ (at once below it): a copy's destination reads as 0xFF bytes
 // (NaN) from its start until a wait_group completes its group (the destination is undefined until then on a GPU), and
@@ -322,6 +327,7 @@ inline int lane_id() {
       ::vidlora_emu::static_shared(&name##_vidlora_static_shared_key, sizeof(type extents), alignment))
 
 #define VIDLORA_EMULATED_MMA_M16N8K16(c, a, b, bf16) ::vidlora_emu::warp_mma_m16n8k16(c, a, b, bf16)
+#define VIDLORA_EMULATED_LDMATRIX_X4(r, row, trans) ::vidlora_emu::warp_ldmatrix_x4(r, row, trans)
 #define VIDLORA_EMULATED_CP_ASYNC_16(dst, src, valid) ::vidlora_emu::cp_async_16(dst, src, valid)
 #define VIDLORA_EMULATED_CP_ASYNC_COMMIT() ::vidlora_emu::cp_async_commit()
 #define VIDLORA_EMULATED_CP_ASYNC_WAIT(n) ::vidlora_emu::cp_async_wait(n)

@@ -3,6 +3,7 @@
 // stream is queued until the host waits for it ("streams" below), a launch runs its blocks one after another and a
 // block's threads as fibers.
 #include "cuda_emu.hpp"
+#include "../cuda_host/ldmatrix_layout.hpp"
 
 #if !defined(__x86_64__)
 #include <ucontext.h>
@@ -445,6 +446,19 @@ int linear(const ThreadState& s) {
 
 ThreadState& current() { return run && run->running ? run->running->state : host_state; }
 
+namespace {
+// Whether [p, p + bytes) lies inside the running block's dynamic shared memory or one of its static shared arrays.
+bool in_block_shared(const void* p, std::size_t bytes) {
+  const auto* at = static_cast<const unsigned char*>(p);
+  const auto inside = [at, bytes](const unsigned char* begin, std::size_t size) {
+    return at >= begin && at + bytes <= begin + size;
+  };
+  bool shared = inside(run->shared->data(), run->shared->size());
+  for (const auto& [begin, size] : run->statics) shared = shared || inside(begin, size);
+  return shared;
+}
+}  // namespace
+
 void cp_async_16(void* shared_dst, const void* global_src, bool valid) {
   if (!run || !run->running) fail("cp.async outside a kernel");
   auto* dst = static_cast<unsigned char*>(shared_dst);
@@ -456,12 +470,7 @@ void cp_async_16(void* shared_dst, const void* global_src, bool valid) {
     if (reinterpret_cast<std::uintptr_t>(dst) % 16 != 0 ||
         (valid && reinterpret_cast<std::uintptr_t>(global_src) % 16 != 0))
       fail(std::string("cp.async in ") + run->kernel + ": a 16-byte copy from or to an address not 16-byte aligned");
-    const auto inside = [dst](unsigned char* begin, std::size_t bytes) {
-      return dst >= begin && dst + 16 <= begin + bytes;
-    };
-    bool shared = inside(run->shared->data(), run->shared->size());
-    for (const auto& [begin, bytes] : run->statics) shared = shared || inside(begin, bytes);
-    if (!shared)
+    if (!in_block_shared(dst, 16))
       fail(std::string("cp.async in ") + run->kernel +
            (in_device_memory(dst, 1) ? ": the destination is global memory, not shared memory"
                                      : ": the destination's 16 bytes are not inside the block's shared memory"));
@@ -665,6 +674,35 @@ void warp_mma_m16n8k16(float (&c)[4], const std::uint32_t (&a)[4], const std::ui
       for (int i = 0; i < 4; ++i) w.c[l][i] = C[i < 2 ? (l >> 2) : (l >> 2) + 8][(l % 4) * 2 + (i & 1)];
   }
   for (int i = 0; i < 4; ++i) c[i] = w.c[lane][i];
+  wait(w.barrier, false);
+}
+
+void warp_ldmatrix_x4(std::uint32_t (&r)[4], const void* row, bool trans) {
+  if (!run || !run->running) fail("ldmatrix outside a kernel");
+  const int me = linear(run->running->state);
+  WarpState& w = run->warps[static_cast<std::size_t>(me / 32)];
+  const int lane = me % 32;
+  if (w.barrier.live != 32) fail(std::string("ldmatrix in a warp of fewer than 32 threads in ") + run->kernel);
+  {
+    const race::Hidden hidden;  // the checks' lock is the runtime's
+    // Each lane's row: 16 bytes, 16-byte aligned, inside the block's shared memory (.shared state space).
+    if (reinterpret_cast<std::uintptr_t>(row) % 16 != 0)
+      fail(std::string("ldmatrix in ") + run->kernel + ": lane " + std::to_string(lane) +
+           "'s row address is not 16-byte aligned");
+    if (!in_block_shared(row, 16))
+      fail(std::string("ldmatrix in ") + run->kernel + ": lane " + std::to_string(lane) + "'s row " +
+           (in_device_memory(row, 1) ? "is in global memory, not shared memory"
+                                     : "is not inside the block's shared memory"));
+  }
+  race::read16(row, __builtin_return_address(0));  // the row this lane addresses, read by the warp's load
+  w.slots[lane] = reinterpret_cast<std::uintptr_t>(row);
+  wait(w.barrier, false);
+  const void* rows[32];
+  for (int l = 0; l < 32; ++l) {
+    if (w.exited[l]) fail(std::string("ldmatrix with lane ") + std::to_string(l) + " returned, in " + run->kernel);
+    rows[l] = reinterpret_cast<const void*>(static_cast<std::uintptr_t>(w.slots[l]));
+  }
+  for (int i = 0; i < 4; ++i) r[i] = vidlora::test::ldmatrix_register(rows, lane, i, trans);
   wait(w.barrier, false);
 }
 

@@ -91,6 +91,25 @@ __global__ void cp_async_kernel(const float* in, float* out, int past_end) {
   out[threadIdx.x] = tile[threadIdx.x];
 }
 
+// ldmatrix.x4 over four 8×8 matrices of 16-bit values v(m, r, c) = 64m + 8r + c, each row's 16 bytes apart: lane l
+// gives row l % 8 of matrix l / 8 and writes its four registers. mode 0: as it is, 1: .trans, 2: a row address 4 bytes
+// off, 3: a row in global memory.
+__global__ void ldmatrix_kernel(std::uint32_t* out, int mode) {
+  VIDLORA_STATIC_SHARED(16, std::uint32_t, tile, [4 * 8 * 4]);
+  const unsigned lane = threadIdx.x;
+  for (unsigned w = 0; w < 4; ++w) {  // the lane's row: values 8·row + 2w and 8·row + 2w + 1
+    const unsigned row = lane, first = 8 * row + 2 * w;
+    tile[row * 4 + w] = first | ((first + 1) << 16);
+  }
+  __syncwarp();
+  const std::uint32_t* at = tile + lane * 4;
+  if (mode == 2) at += 1;
+  if (mode == 3) at = out;
+  std::uint32_t r[4];
+  VIDLORA_EMULATED_LDMATRIX_X4(r, at, mode == 1);
+  for (int i = 0; i < 4; ++i) out[lane * 4 + static_cast<unsigned>(i)] = r[i];
+}
+
 // 40 KiB of static shared memory beside the launch's dynamic bytes.
 __global__ void big_static_kernel(float* out) {
   VIDLORA_STATIC_SHARED(16, float, tile, [10 * 1024]);
@@ -299,6 +318,37 @@ TEST_CASE("emulation: cp.async writes into a static shared array, not past it", 
         (in.data(), out.data(), 1);
       }),
       R"(cp.async in cp_async_kernel: the destination's 16 bytes are not inside the block's shared memory)");
+}
+
+TEST_CASE("emulation: ldmatrix.x4 gives each lane the PTX ISA's fragment, from 16-byte rows of shared memory",
+          "[emulation]") {
+  // The ISA: register i of lane l holds two values of matrix i, the first in the low half: row l / 4, columns
+  // 2(l % 4) and 2(l % 4) + 1; with .trans column l / 4, rows 2(l % 4) and 2(l % 4) + 1.
+  vidlora::cuda::DeviceBuffer<std::uint32_t> out(128);
+  const auto loaded = [&](int mode) {
+    VIDLORA_LAUNCH(1, 32, 0, nullptr, ldmatrix_kernel)(out.data(), mode);
+    REQUIRE(cudaGetLastError() == cudaSuccess);
+    std::vector<std::uint32_t> r(128);
+    REQUIRE(cudaMemcpy(r.data(), out.data(), 128 * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+    return r;
+  };
+  const auto value = [](unsigned m, unsigned row, unsigned col) { return 64 * m + 8 * row + col; };
+  const std::vector<std::uint32_t> plain = loaded(0), trans = loaded(1);
+  for (unsigned l = 0; l < 32; ++l)
+    for (unsigned i = 0; i < 4; ++i) {
+      INFO("lane " << l << " register " << i);
+      CHECK(plain[l * 4 + i] == (value(i, l / 4, 2 * (l % 4)) | value(i, l / 4, 2 * (l % 4) + 1) << 16));
+      CHECK(trans[l * 4 + i] == (value(i, 2 * (l % 4), l / 4) | value(i, 2 * (l % 4) + 1, l / 4) << 16));
+    }
+  // a few by hand: lane 13 (group 3, thread 1), register 2; lane 31, register 3
+  CHECK(plain[13 * 4 + 2] == (154u | 155u << 16));
+  CHECK(trans[13 * 4 + 2] == (147u | 155u << 16));
+  CHECK(plain[31 * 4 + 3] == (254u | 255u << 16));
+  CHECK(trans[31 * 4 + 3] == (247u | 255u << 16));
+  require_failure(run_in_child([&] { loaded(2); }),
+                  R"(ldmatrix in ldmatrix_kernel: lane (0|31)'s row address is not 16-byte aligned)");
+  require_failure(run_in_child([&] { loaded(3); }),
+                  R"(ldmatrix in ldmatrix_kernel: lane (0|31)'s row is in global memory, not shared memory)");
 }
 
 TEST_CASE("emulation: static and dynamic shared memory together within what the card allows", "[emulation]") {

@@ -88,6 +88,20 @@ __global__ void cp_async_refill_kernel(const float* in, float* out, int barrier)
   __syncthreads();
   out[8 + i] = tile[4 * ((i + 1) % 8)];
 }
+// Warp 1 writes four 8×8 matrices of 16-bit pairs into a static tile (word k holds k), warp 0 loads them with
+// ldmatrix.x4: the barrier between is what orders them.
+__global__ void ldmatrix_kernel(std::uint32_t* out, int barrier) {
+  VIDLORA_STATIC_SHARED(16, std::uint32_t, tile, [32 * 4]);
+  const unsigned i = threadIdx.x;
+  if (i >= 32)
+    for (unsigned w = 0; w < 4; ++w) tile[(i - 32) * 4 + w] = (i - 32) * 4 + w;
+  if (barrier) __syncthreads();
+  if (i < 32) {
+    std::uint32_t r[4];
+    VIDLORA_EMULATED_LDMATRIX_X4(r, tile + i * 4, false);
+    for (unsigned k = 0; k < 4; ++k) out[i * 4 + k] = r[k];
+  }
+}
 // Blocks `first` and `first + 1` of the grid write the same 32 slots; every other block its own.
 __global__ void block_pair_kernel(float* out, int first) {
   const int b = static_cast<int>(blockIdx.x);
@@ -247,6 +261,22 @@ TEST_CASE("racecheck: another thread's cp.async copy is read after the waits and
   };
   require_clean(refill(1));
   require_race(refill(0), "cp_async_refill_kernel");
+}
+
+TEST_CASE("racecheck: rows another warp wrote are read by ldmatrix after a barrier", "[racecheck]") {
+  vidlora::cuda::DeviceBuffer<std::uint32_t> out(128);
+  auto load = [&](int barrier) {
+    return [&out, barrier] {
+      VIDLORA_LAUNCH(1, 64, 0, nullptr, ldmatrix_kernel)(out.data(), barrier);
+      std::vector<std::uint32_t> v(128);
+      exit_unless(cudaMemcpy(v.data(), out.data(), 128 * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+      // register k of lane l: matrix k, row l / 4, the pair at columns 2(l % 4): word (8k + l / 4)·4 + l % 4
+      for (unsigned l = 0; l < 32; ++l)
+        for (unsigned k = 0; k < 4; ++k) exit_unless(v[l * 4 + k] == (8 * k + l / 4) * 4 + l % 4);
+    };
+  };
+  require_clean(load(1));
+  require_race(load(0), "ldmatrix_kernel");
 }
 
 TEST_CASE("racecheck: blocks reusing shared memory and stacks are no race", "[racecheck]") {

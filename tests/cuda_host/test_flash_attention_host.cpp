@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -663,4 +664,64 @@ TEST_CASE("the host warp's mma is the PTX ISA's m16n8k16: fragments laid out by 
       INFO("row " << r << " column " << n);
       CHECK(got[r][n] == static_cast<float>(want));  // small exact values: the sum is exact in float
     }
+}
+
+TEST_CASE("the register tiles' ldmatrix loads give each lane the mma.sync operands the ISA lays out",
+          "[cuda_host][model]") {
+  // model::cuda::MmaLane over a head-dim-128 tile (rows of 68 words) whose 16-bit values say where they are (row·128 +
+  // column), on a host warp whose ldmatrix is the ISA's (simt_block.hpp): every lane's registers against the m16n8k16
+  // operand layouts, written out here (A a_i: row groupID for i in {0, 1, 4, 5}, else groupID + 8, column
+  // threadID_in_group·2 + (i & 1), + 8 for i >= 4; B b_i: row threadID_in_group·2 + (i & 1), + 8 for i >= 2, column
+  // groupID; register j holds elements 2j and 2j + 1, the first in the low half), for tiles whose rows run along k (K
+  // in S = Q·Kᵀ; K and V as A in the dk/dv kernel) and down k (V in O += P·V).
+  using Format = model::cuda::FlashOperandFormat<model::cuda::FlashOperands::BF16>;
+  constexpr int rw = model::cuda::FlashMmaSmem<128>::row_words;
+  std::vector<std::uint32_t> tile(static_cast<std::size_t>(64 * rw), 0xFFFFFFFFu);
+  for (int r = 0; r < 64; ++r)
+    for (int c = 0; c < 128; c += 2)
+      tile[static_cast<std::size_t>(r * rw + c / 2)] =
+          static_cast<std::uint32_t>(r * 128 + c) | (static_cast<std::uint32_t>(r * 128 + c + 1) << 16);
+  const auto value = [](int r, int c) { return static_cast<std::uint32_t>(r * 128 + c); };
+  const auto pair = [](std::uint32_t lo, std::uint32_t hi) { return lo | (hi << 16); };
+  std::atomic<int> mismatches{0}, checked{0};  // counted by the warp's 32 threads
+  const auto expect = [&](std::uint32_t got, std::uint32_t want) {
+    ++checked;
+    if (got != want) ++mismatches;
+  };
+  test::SimtBlock<Format> warp(32);
+  warp.run([&](auto& thread) {
+    const int lane = thread.thread(), g = lane / 4, t = lane % 4;
+    const model::cuda::MmaLane ln{g, t};
+    const auto a_row = [&](int i) { return (i < 2 || (i >= 4 && i < 6)) ? g : g + 8; };
+    const auto a_col = [&](int i) { return t * 2 + (i & 1) + (i >= 4 ? 8 : 0); };
+    const auto b_k = [&](int i) { return t * 2 + (i & 1) + (i >= 2 ? 8 : 0); };
+    for (const int r0 : {0, 16, 48})
+      for (int kk = 0; kk < 8; ++kk) {
+        std::uint32_t a[4];  // A(row, k) = tile[r0 + row][16·kk + k]
+        ln.a_of_tile(thread, a, tile.data(), rw, r0, kk);
+        for (int j = 0; j < 4; ++j)
+          expect(a[j], pair(value(r0 + a_row(2 * j), 16 * kk + a_col(2 * j)),
+                            value(r0 + a_row(2 * j + 1), 16 * kk + a_col(2 * j + 1))));
+      }
+    for (const int n0 : {0, 16, 48})
+      for (int kk = 0; kk < 8; ++kk) {
+        std::uint32_t b0[2], b1[2];  // B(k, n) = tile[n0 + n][16·kk + k], then n0 + 8
+        ln.b_along_rows(thread, b0, b1, tile.data(), rw, n0, kk);
+        for (int j = 0; j < 2; ++j) {
+          expect(b0[j], pair(value(n0 + g, 16 * kk + b_k(2 * j)), value(n0 + g, 16 * kk + b_k(2 * j + 1))));
+          expect(b1[j], pair(value(n0 + 8 + g, 16 * kk + b_k(2 * j)), value(n0 + 8 + g, 16 * kk + b_k(2 * j + 1))));
+        }
+      }
+    for (const int n0 : {0, 16, 112})
+      for (int kk = 0; kk < 4; ++kk) {
+        std::uint32_t b0[2], b1[2];  // B(k, n) = tile[16·kk + k][n0 + n], then n0 + 8
+        ln.b_down_rows(thread, b0, b1, tile.data(), rw, n0, kk);
+        for (int j = 0; j < 2; ++j) {
+          expect(b0[j], pair(value(16 * kk + b_k(2 * j), n0 + g), value(16 * kk + b_k(2 * j + 1), n0 + g)));
+          expect(b1[j], pair(value(16 * kk + b_k(2 * j), n0 + 8 + g), value(16 * kk + b_k(2 * j + 1), n0 + 8 + g)));
+        }
+      }
+  });
+  CHECK(checked == 32 * (3 * 8 * 4 + 3 * 8 * 4 + 3 * 4 * 4));
+  CHECK(mismatches == 0);
 }

@@ -16,8 +16,9 @@
 // Sums run in a fixed order (no atomics): two runs give the same bits. Not the bits of the shared-memory kernels
 // (other sum orders, exp2 against exp): the backward, which recomputes P from this lse, is checked against the CPU
 // with the same tolerances. The body is written once per thread over a policy (`thread()`, `sync()`, `shfl_xor`,
-// `mma`: the warp-wide product), so a host test runs it on host threads with the fragment layouts written from the
-// PTX ISA (tests/cuda_host/simt_block.hpp) against the CPU attention.
+// `mma`: the warp-wide product, `ldmatrix_x4`: the warp-wide fragment load), so a host test runs it on host threads
+// with the fragment layouts written from the PTX ISA (tests/cuda_host/simt_block.hpp, ldmatrix_layout.hpp) against
+// the CPU attention.
 // fmt-free (nvcc compiles it).
 
 #include <cmath>
@@ -40,13 +41,13 @@ inline constexpr int kMmaKeys = 64;                   // a key tile
 VIDLORA_HOST_DEVICE constexpr bool flash_mma_head_dim(std::int64_t d) { return d == 64 || d == 128; }
 
 // Shared memory at head dim D: the K and V tiles, kMmaKeys rows of D 16-bit values as 32-bit words of two, each row
-// 4 words longer than its data (a row is then 4 banks from the next: a fragment's 8 rows × 4 lanes fall on 32
-// different banks for K, and on 16 banks with pairs of lanes reading one word for V), and a flag per key of the tile
-// (inside the sequence and not masked).
+// 4 words longer than its data (a row is then 4 banks from the next: the 8 rows of 16 bytes that an ldmatrix matrix
+// reads fall on 32 different banks), and a flag per key of the tile (inside the sequence and not masked).
 template <int D>
 struct FlashMmaSmem {
   static constexpr int row_words = D / 2 + 4;
   static constexpr int tile_words = kMmaKeys * row_words;
+  static_assert(row_words % 4 == 0 && row_words % 32 == 4, "FlashMmaSmem: 16-byte rows 4 banks apart (ldmatrix)");
   static constexpr int words = 2 * tile_words + kMmaKeys;
   static constexpr std::int64_t bytes = std::int64_t{words} * 4;
 };
@@ -69,19 +70,32 @@ VIDLORA_HOST_DEVICE inline std::uint32_t mma_pack(float lo, float hi) {
 #endif
 }
 
-// The fragments, with g = lane / 4 and t = lane % 4 (the PTX ISA's groupID and threadID_in_group). A tile in shared
-// memory holds rows of 16-bit pairs, `rw` words a row.
+// The fragments, with g = lane / 4 and t = lane % 4 (the PTX ISA's groupID and threadID_in_group), loaded from a
+// tile in shared memory (rows of 16-bit pairs, `rw` words a row) by ldmatrix.sync.aligned.m8n8.x4.b16 (W::ldmatrix_x4):
+// the warp loads four 8×8 matrices of 16-bit values; lane l gives the address of row l % 8 of matrix l / 8 (16 bytes,
+// 16-byte aligned: rw·4 and the column offsets below are multiples of 16 bytes) and receives in register i two values
+// of matrix i, row g, columns 2t and 2t + 1 (the low half first); with .trans the values at rows 2t and 2t + 1 of
+// column g. One instruction for two B fragments or one A fragment, where 32-bit loads took four to eight (and a
+// transposed B fragment four loads and the shifts that pick its halves). The lane's address: row `r` + its row in the
+// matrix, word `w` of that row.
 struct MmaLane {
   int g = 0, t = 0;
 
+  VIDLORA_HOST_DEVICE int lane() const { return 4 * g + t; }
+  VIDLORA_HOST_DEVICE int matrix() const { return lane() / 8; }
+  VIDLORA_HOST_DEVICE const std::uint32_t* row_address(const std::uint32_t* tile, int rw, int r, int w) const {
+    return tile + (r + lane() % 8) * rw + w;
+  }
+
   // A operand (16 rows × 16 columns, k-step kk) of rows r0 + [0, 16) of a tile whose rows run along k: registers
-  // (g, 2t), (g + 8, 2t), (g, 2t + 8), (g + 8, 2t + 8).
-  VIDLORA_HOST_DEVICE void a_of_tile(std::uint32_t (&a)[4], const std::uint32_t* tile, int rw, int r0, int kk) const {
-    const std::uint32_t* lo = tile + (r0 + g) * rw + kk * 8 + t;
-    a[0] = lo[0];
-    a[1] = lo[8 * rw];
-    a[2] = lo[4];
-    a[3] = lo[8 * rw + 4];
+  // (g, 2t), (g + 8, 2t), (g, 2t + 8), (g + 8, 2t + 8), two values each: matrices (rows r0, r0 + 8) × (columns 16·kk,
+  // 16·kk + 8), rows first.
+  VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+  template <class W>
+  VIDLORA_HOST_DEVICE void a_of_tile(W& w, std::uint32_t (&a)[4], const std::uint32_t* tile, int rw, int r0,
+                                     int kk) const {
+    const int m = matrix();
+    w.template ldmatrix_x4<false>(a, row_address(tile, rw, r0 + 8 * (m & 1), kk * 8 + 4 * (m >> 1)));
   }
   // The same from accumulators: C fragments of n-tiles 2kk and 2kk + 1 (rows g, g + 8; columns 2t, 2t + 1) are the
   // A fragment of k-step kk, rounded to 16 bits.
@@ -92,22 +106,28 @@ struct MmaLane {
     a[2] = mma_pack<F>(c[2 * kk + 1][0], c[2 * kk + 1][1]);
     a[3] = mma_pack<F>(c[2 * kk + 1][2], c[2 * kk + 1][3]);
   }
-  // B operand (16 × 8) whose k runs along the rows of a tile (B(k, n) = tile[n0 + n][16·kk + k]): two words of row
-  // n0 + g.
-  VIDLORA_HOST_DEVICE void b_along_rows(std::uint32_t (&b)[2], const std::uint32_t* tile, int rw, int n0,
-                                        int kk) const {
-    const std::uint32_t* at = tile + (n0 + g) * rw + kk * 8 + t;
-    b[0] = at[0];
-    b[1] = at[4];
+  // B operands (16 × 8) of n-tiles n0 and n0 + 8 (b0, b1) at k-step kk, k along the rows of a tile (B(k, n) =
+  // tile[n0 + n][16·kk + k]): register i of each holds rows 2t, 2t + 1 (+ 8 for i = 1) of column g, i.e. two values of
+  // tile row n0 + g (n0 + 8 + g for b1): matrices (rows n0, n0 + 8) × (columns 16·kk, 16·kk + 8), columns first.
+  VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+  template <class W>
+  VIDLORA_HOST_DEVICE void b_along_rows(W& w, std::uint32_t (&b0)[2], std::uint32_t (&b1)[2], const std::uint32_t* tile,
+                                        int rw, int n0, int kk) const {
+    const int m = matrix();
+    std::uint32_t r[4];
+    w.template ldmatrix_x4<false>(r, row_address(tile, rw, n0 + 8 * (m >> 1), kk * 8 + 4 * (m & 1)));
+    b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
   }
-  // B operand whose k runs down the tile (B(k, n) = tile[16·kk + k][n0 + n]): the 16-bit halves of column n0 + g of
-  // rows 2t, 2t + 1, 2t + 8, 2t + 9.
-  VIDLORA_HOST_DEVICE void b_down_rows(std::uint32_t (&b)[2], const std::uint32_t* tile, int rw, int n0, int kk) const {
-    const int col = n0 + g, shift = (col % 2) * 16;
-    const std::uint32_t* at = tile + (kk * 16 + 2 * t) * rw + col / 2;
-    const auto half = [&](int r) { return (at[r * rw] >> shift) & 0xffffu; };
-    b[0] = half(0) | (half(1) << 16);
-    b[1] = half(8) | (half(9) << 16);
+  // The same with k down the tile (B(k, n) = tile[16·kk + k][n0 + n]): the halves at column n0 + g of rows 2t, 2t + 1
+  // (+ 8), which .trans gives: matrices (rows 16·kk, 16·kk + 8) × (columns n0, n0 + 8), rows first.
+  VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+  template <class W>
+  VIDLORA_HOST_DEVICE void b_down_rows(W& w, std::uint32_t (&b0)[2], std::uint32_t (&b1)[2], const std::uint32_t* tile,
+                                       int rw, int n0, int kk) const {
+    const int m = matrix();
+    std::uint32_t r[4];
+    w.template ldmatrix_x4<true>(r, row_address(tile, rw, kk * 16 + 8 * (m & 1), n0 / 2 + 4 * (m >> 1)));
+    b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
   }
 };
 
@@ -312,37 +332,42 @@ struct MmaKeyStages {
 };
 
 // c[n] += A·B for the N n-tiles of a tile whose rows run along k (B(k, n) = tile[8n + n'][16·kk + k]), A the warp's
-// fragments for every k-step in registers: S = Q·Kᵀ, dP = dO·Vᵀ.
+// fragments for every k-step in registers: S = Q·Kᵀ, dP = dO·Vᵀ. Each c[n] sums its k-steps in order.
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
 template <int N, int KD, class W>
 VIDLORA_HOST_DEVICE void mma_times_rows(W& w, const MmaLane& ln, float (&c)[N][4], const std::uint32_t (&a)[KD][4],
                                         const std::uint32_t* tile, int rw) {
+  static_assert(N % 2 == 0, "mma_times_rows: n-tiles in pairs");
   VIDLORA_UNROLL
-  for (int n = 0; n < N; ++n) {
+  for (int n = 0; n < N; n += 2) {
     VIDLORA_UNROLL
     for (int kk = 0; kk < KD; ++kk) {
-      std::uint32_t b[2];
-      ln.b_along_rows(b, tile, rw, n * 8, kk);
-      w.mma(c[n], a[kk], b);
+      std::uint32_t b0[2], b1[2];
+      ln.b_along_rows(w, b0, b1, tile, rw, n * 8, kk);
+      w.mma(c[n], a[kk], b0);
+      w.mma(c[n + 1], a[kk], b1);
     }
   }
 }
 
 // c[n] += A·B with A from accumulators x (n-tiles 2kk and 2kk + 1 are k-step kk, rounded to 16 bits) and B(k, n) =
-// tile[16·kk + k][8n + n'], down the tile: O += P·V, dQ += dS·K, dV += Pᵀ·dO, dK += dSᵀ·Q.
+// tile[16·kk + k][8n + n'], down the tile: O += P·V, dQ += dS·K, dV += Pᵀ·dO, dK += dSᵀ·Q. Each c[n] sums its k-steps
+// in order.
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
 template <class F, int N, int X, class W>
 VIDLORA_HOST_DEVICE void mma_acc_times_down(W& w, const MmaLane& ln, float (&c)[N][4], const float (&x)[X][4],
                                             const std::uint32_t* tile, int rw) {
+  static_assert(N % 2 == 0, "mma_acc_times_down: n-tiles in pairs");
   VIDLORA_UNROLL
   for (int kk = 0; kk < X / 2; ++kk) {
     std::uint32_t a[4];
     ln.a_of_acc<F>(a, x, kk);
     VIDLORA_UNROLL
-    for (int n = 0; n < N; ++n) {
-      std::uint32_t b[2];
-      ln.b_down_rows(b, tile, rw, n * 8, kk);
-      w.mma(c[n], a, b);
+    for (int n = 0; n < N; n += 2) {
+      std::uint32_t b0[2], b1[2];
+      ln.b_down_rows(w, b0, b1, tile, rw, n * 8, kk);
+      w.mma(c[n], a, b0);
+      w.mma(c[n + 1], a, b1);
     }
   }
 }
@@ -393,7 +418,9 @@ VIDLORA_HOST_DEVICE void mma_store_rows_16bit(std::uint16_t* out16, const float 
 // fp32 accumulation: mma.sync.aligned.m16n8k16.row.col). With g = lane / 4 and t = lane % 4 a lane holds: of A (row
 // r, column k) rows g and g + 8, columns 2t, 2t + 1 and 8 more (registers: (g, 2t), (g + 8, 2t), (g, 2t + 8),
 // (g + 8, 2t + 8), two values each); of B (k, n) rows 2t, 2t + 1 and 8 more of column g; of C rows g and g + 8,
-// columns 2t and 2t + 1. `smem` holds FlashMmaSmem<D>::words.
+// columns 2t and 2t + 1; template <bool Trans> void ldmatrix_x4(std::uint32_t (&r)[4], const std::uint32_t* row) (the
+// warp's ldmatrix.sync.aligned.m8n8.x4{.trans}.shared.b16 from this lane's row address, MmaLane). `smem` holds
+// FlashMmaSmem<D>::words.
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
 template <int D, int Stages = 1, class W>
 VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p, std::int64_t qt, std::int64_t h,
@@ -564,6 +591,7 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
   static_assert(F::bytes == 2 && flash_mma_head_dim(D),
                 "flash_mma_backward_dkv_block: 16-bit operands, head dim 64 / 128");
   constexpr int kd = D / 16, nq = kMmaQueryRows / 8, no = D / 8;
+  static_assert(nq % 2 == 0, "flash_mma_backward_dkv_block: query n-tiles in pairs");
   constexpr int rw = FlashMmaSmem<D>::row_words, tw = FlashMmaSmem<D>::tile_words;
   std::uint32_t* ks = smem;
   std::uint32_t* vs = smem + tw;
@@ -603,16 +631,22 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
       mma_zero(dpt);
       VIDLORA_UNROLL
       for (int kk = 0; kk < kd; ++kk) {
-        std::uint32_t ka[4], va[4];
-        ln.a_of_tile(ka, ks, rw, th.warp * 16, kk);
-        ln.a_of_tile(va, vs, rw, th.warp * 16, kk);
+        std::uint32_t a[4];
+        ln.a_of_tile(w, a, ks, rw, th.warp * 16, kk);
         VIDLORA_UNROLL
-        for (int n = 0; n < nq; ++n) {
-          std::uint32_t b[2];
-          ln.b_along_rows(b, qs, rw, n * 8, kk);
-          w.mma(st[n], ka, b);
-          ln.b_along_rows(b, dos, rw, n * 8, kk);
-          w.mma(dpt[n], va, b);
+        for (int n = 0; n < nq; n += 2) {
+          std::uint32_t b0[2], b1[2];
+          ln.b_along_rows(w, b0, b1, qs, rw, n * 8, kk);
+          w.mma(st[n], a, b0);
+          w.mma(st[n + 1], a, b1);
+        }
+        ln.a_of_tile(w, a, vs, rw, th.warp * 16, kk);
+        VIDLORA_UNROLL
+        for (int n = 0; n < nq; n += 2) {
+          std::uint32_t b0[2], b1[2];
+          ln.b_along_rows(w, b0, b1, dos, rw, n * 8, kk);
+          w.mma(dpt[n], a, b0);
+          w.mma(dpt[n + 1], a, b1);
         }
       }
       VIDLORA_UNROLL
@@ -670,6 +704,27 @@ struct FlashMmaDeviceWarp {
 #else
     (void)c, (void)a, (void)b;
     __trap();  // never launched: flash_mma_takes checks the kernel's architecture
+#endif
+  }
+  template <bool Trans>
+  __device__ void ldmatrix_x4(std::uint32_t (&r)[4], const std::uint32_t* row) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const auto at = static_cast<unsigned>(__cvta_generic_to_shared(row));
+    if constexpr (Trans)
+      asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                   : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                   : "r"(at)
+                   : "memory");
+    else
+      asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                   : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                   : "r"(at)
+                   : "memory");
+#elif defined(VIDLORA_EMULATED_LDMATRIX_X4)
+    VIDLORA_EMULATED_LDMATRIX_X4(r, row, Trans);                       // the CUDA emulation's warp (tests/cuda_emu)
+#else
+    (void)r, (void)row;
+    __trap();  // never launched, as mma
 #endif
   }
 };
