@@ -5,8 +5,8 @@
 // the shared memory; with 16-bit operands the kernels keep their tiles in registers on sm_80+ (model/cuda/
 // flash_attention_mma.cuh), kernel 6 is bf16 on the shared-memory tiles, and kernel 7 the register tiles reading q, k,
 // v and dO as bf16 (AttentionParams::q16 …, rounded once before the timed loop: what SDPA reads, and what the decoder
-// hands them), kernel 8 the same with the forward's and dq's key tiles in two stages (FlashAttentionOptions::
-// pipelined: cp.async copies of the next tile in flight), in the same run; and the bf16 forward alone, those four
+// hands them), kernel 8 the same with the forward's and dq's key tiles and dk/dv's query tiles in two stages
+// (FlashAttentionOptions::pipelined: cp.async copies of the next tile in flight), in the same run; and the bf16 forward alone, those four
 // kernels (BM_attention_fwd). Sequence lengths: 2,432 (the H100 preset's 16 frames × 144 + 128 tokens) and
 // 4,096 (the issue's attention gate, whose baseline is PyTorch's SDPA flash backend in bf16:
 // benchmarks/cuda_pytorch.py's `torch_sdpa_flash_fwd_bwd_bf16_T4096`). Counter: TFLOP/s at 4·T²·H·d·(1 + 2.5)/2

@@ -538,9 +538,10 @@ TEST_CASE("cuda tiled attention backward with row_dot from the forward's output:
 
 TEST_CASE("cuda register-tile attention with two key stages gives one stage's bits on long sequences",
           "[model][long]") {
-  // FlashAttentionOptions::pipelined: the next key tile's cp.async copy in flight while the current one is used, each
-  // stage's set rewritten every other tile. At 1,040 keys (17 key tiles, the last one partial) every set is rewritten
-  // many times in every block, over grids of 17 × 8 blocks: a missing wait or barrier shows as other bits. From the
+  // FlashAttentionOptions::pipelined: the next key tile's (dk/dv: query tile's) cp.async copy in flight while the
+  // current one is used, each stage's set rewritten every other tile. At 1,040 keys (17 key tiles, the last one
+  // partial) every set is rewritten many times in every block, over grids of 17 × 8 blocks: a missing wait or barrier
+  // shows as other bits. From the
   // 16-bit inputs (the copies are cp.async) and from the fp32 ones (loaded in place), bf16 and fp16, head dims 64 and
   // 128, against the one-stage run of the same inputs. (The CPU reference of this size is the other case's job.)
   using model::cuda::FlashOperands;
@@ -696,8 +697,9 @@ TEST_CASE("cuda register-tile attention matches the shared-memory tiles and the 
         INFO("register-tile backward from 16-bit inputs, output " << t << " (dq, dk, dv)");
         CHECK(cuda_test::bit_mismatches(got16[t], first[t]) == 0);
       }
-      // With the forward's and dq's key tiles in two stages (FlashAttentionOptions::pipelined: cp.async copies of the
-      // next tile in flight from the 16-bit inputs; fp32 inputs loaded as before): the same bits again.
+      // With the forward's and dq's key tiles and dk/dv's query tiles in two stages (FlashAttentionOptions::pipelined:
+      // cp.async copies of the next tile in flight from the 16-bit inputs; fp32 inputs loaded as before): the same bits
+      // again.
       model::cuda::FlashAttentionOptions pipelined = regs;
       pipelined.pipelined = true;
       for (const model::cuda::AttentionParams* pp : {&p16, &p}) {

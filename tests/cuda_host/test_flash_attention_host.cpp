@@ -436,9 +436,11 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
   constexpr std::uint32_t kGuardWord = 0x5a5a5a5au;
   constexpr auto words = static_cast<std::size_t>(model::cuda::FlashMmaSmem<D>::words);
   constexpr auto dkv_words = static_cast<std::size_t>(model::cuda::FlashMmaDkvSmem<D>::words);
-  // smem2: the forward's and dq's two key-tile sets (FlashAttentionOptions::pipelined)
+  constexpr auto dkv2_words = static_cast<std::size_t>(model::cuda::FlashMmaDkvSmem<D, 2>::words);
+  // smem2: the forward's and dq's two key-tile sets, dkv2_smem dk/dv's two query-tile sets
+  // (FlashAttentionOptions::pipelined)
   std::vector<std::uint32_t> smem(words + 16, kGuardWord), smem2(2 * words + 16, kGuardWord),
-      dkv_smem(dkv_words + 16, kGuardWord);
+      dkv_smem(dkv_words + 16, kGuardWord), dkv2_smem(dkv2_words + 16, kGuardWord);
   test::SimtBlock<Format> block(model::cuda::kMmaThreads);
   const auto forward = [&](const model::cuda::AttentionParams& pr, int stages = 1) {
     for (std::int64_t qt = 0; qt * model::cuda::kMmaQueryRows < c.tq; ++qt)
@@ -464,8 +466,12 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
         });
     for (std::int64_t kt = 0; kt * model::cuda::kMmaKeys < c.tk; ++kt)
       for (std::int64_t g = 0; g < c.kv_heads; ++g)
-        block.run(
-            [&](auto& thread) { model::cuda::flash_mma_backward_dkv_block<D>(thread, pr, kt, g, dkv_smem.data()); });
+        block.run([&](auto& thread) {
+          if (stages == 2)
+            model::cuda::flash_mma_backward_dkv_block<D, 2>(thread, pr, kt, g, dkv2_smem.data());
+          else
+            model::cuda::flash_mma_backward_dkv_block<D>(thread, pr, kt, g, dkv_smem.data());
+        });
   };
   forward(p);
   CHECK(std::all_of(smem.begin() + static_cast<std::ptrdiff_t>(words), smem.end(),
@@ -545,6 +551,8 @@ void check_flash_mma(const FlashCase& c, FlashBounds bounds) {
   }
   CHECK(std::all_of(smem2.begin() + static_cast<std::ptrdiff_t>(2 * words), smem2.end(),
                     [](std::uint32_t w) { return w == kGuardWord; }));
+  CHECK(std::all_of(dkv2_smem.begin() + static_cast<std::ptrdiff_t>(dkv2_words), dkv2_smem.end(),
+                    [](std::uint32_t w) { return w == kGuardWord; }));
 }
 
 }  // namespace
@@ -611,6 +619,14 @@ TEST_CASE("register-tile attention forward, its shared memory and the problems i
   CHECK(FlashMmaSmem<128>::bytes == 4 * (2 * 64 * (64 + 4) + 64));
   CHECK(FlashMmaSmem<64>::bytes == 4 * (2 * 64 * (32 + 4) + 64));
   CHECK(FlashMmaSmem<128>::bytes <= 48 * 1024);
+  // dk/dv: K and V, then per stage Q, dO, lse and row_dot; two stages at head dim 128 above sm_86 / sm_89's 99 KiB a
+  // block, within sm_80's 163 and sm_90's 227
+  using model::cuda::FlashMmaDkvSmem;
+  CHECK(FlashMmaDkvSmem<128>::bytes == 4 * (4 * 64 * (64 + 4) + 2 * 64));
+  CHECK(FlashMmaDkvSmem<128, 2>::bytes == 4 * (6 * 64 * (64 + 4) + 4 * 64));
+  CHECK(FlashMmaDkvSmem<128, 2>::bytes > 99 * 1024);
+  CHECK(FlashMmaDkvSmem<128, 2>::bytes <= 163 * 1024);
+  CHECK(FlashMmaDkvSmem<64, 2>::bytes <= 99 * 1024);
   // a row is 4 banks from the next: the K fragment's 8 rows × 4 lanes on 32 banks
   std::vector<int> banks;
   for (int g = 0; g < 8; ++g)

@@ -444,10 +444,11 @@ struct FlashAttentionOptions {
   // output (AttentionParams::forward_out, as the decoder executor gives it), keep their tiles in registers where
   // flash_mma_takes (model/cuda/flash_attention_mma.cuh: sm_80+, head dims 64 and 128).
   bool register_tiles = true;
-  // The register-tile forward and dq with two key-tile sets in shared memory (68.5 KiB at head dim 128 instead of 34):
-  // the next tile's copy in flight while the current one is used (cp.async from the 16-bit inputs, AttentionParams::
-  // q16 …, on sm_80+; fp32 inputs are still loaded before the tile is used). The same results, bit for bit; off by
-  // default until a GPU run has timed it (bench_cuda_attention's kernel 8).
+  // The register-tile forward and dq with two key-tile sets in shared memory (68.5 KiB at head dim 128 instead of 34),
+  // and dk/dv with two query-tile sets (103 KiB instead of 68.5; one set where the card gives a block less: sm_86 and
+  // sm_89 at head dim 128): the next tile's copy in flight while the current one is used (cp.async from the 16-bit
+  // inputs, AttentionParams::q16 …, on sm_80+; fp32 inputs are still loaded before the tile is used). The same
+  // results, bit for bit; off by default until a GPU run has timed it (bench_cuda_attention's kernel 8).
   bool pipelined = false;
 };
 
@@ -783,7 +784,7 @@ inline void flash_attention_backward(const AttentionParams& p, const FlashAttent
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_attention_backward (row_dot)");
     if (register_tiles) {  // the register-tile dq and dk/dv
       detail::launch_flash_mma(1, p, o.operands, stream, o.pipelined);
-      return detail::launch_flash_mma(2, p, o.operands, stream);
+      return detail::launch_flash_mma(2, p, o.operands, stream, o.pipelined);
     }
   }
   detail::launch_flash<1>(p, o, dq_tile, stream, "cuda::flash_attention_backward (dq)");

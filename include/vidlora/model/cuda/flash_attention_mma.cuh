@@ -570,21 +570,54 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dq_block(W& w, const AttentionParams
   mma_store_rows<D>(p.dq, dq, th, p.q_heads, h, /*add=*/true, {1.0f, 1.0f});
 }
 
-// Shared memory of the dk/dv kernel at head dim D: K, V (the block's 64 keys), Q and dO (a query tile of 64 rows) as
-// 16-bit pair tiles, and the query tile's lse (log2 units) and row_dot.
-template <int D>
+// Shared memory of the dk/dv kernel at head dim D: K and V (the block's 64 keys) as 16-bit pair tiles, then per stage
+// a query tile's Q and dO (64 rows) as 16-bit pair tiles and its lse (log2 units) and row_dot. Two stages
+// (FlashAttentionOptions::pipelined): 103 KiB at head dim 128, more than sm_86 / sm_89 give a block (99 KiB).
+template <int D, int Stages = 1>
 struct FlashMmaDkvSmem {
+  static_assert(Stages == 1 || Stages == 2, "FlashMmaDkvSmem: one or two stages");
   static constexpr int tile_words = FlashMmaSmem<D>::tile_words;
-  static constexpr int words = 4 * tile_words + 2 * kMmaQueryRows;
+  static constexpr int stage_words = 2 * tile_words + 2 * kMmaQueryRows;
+  static constexpr int words = 2 * tile_words + Stages * stage_words;
   static constexpr std::int64_t bytes = std::int64_t{words} * 4;
+};
+
+// A query tile of the dk/dv kernel in shared memory (a stage of FlashMmaDkvSmem): Q and dO as 16-bit pair tiles, lse
+// in log2 units and row_dot as float bits.
+template <int D>
+struct MmaQueryTile {
+  std::uint32_t* q;
+  std::uint32_t* d_out;
+  std::uint32_t* lse;
+  std::uint32_t* row_dot;
+  VIDLORA_HOST_DEVICE explicit MmaQueryTile(std::uint32_t* stage)
+      : q(stage),
+        d_out(stage + FlashMmaSmem<D>::tile_words),
+        lse(stage + 2 * FlashMmaSmem<D>::tile_words),
+        row_dot(lse + kMmaQueryRows) {}
+  // Rows [i0, i0 + 64) of query head h (zeros, -inf and 0 past tq); the caller's barrier publishes them (Async: the
+  // 16-bit copies as cp.async, which the caller commits and waits for before it; lse and row_dot are stored here).
+  VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+  template <class F, bool Async = false>
+  VIDLORA_HOST_DEVICE void load(int tid, const AttentionParams& p, std::int64_t i0, std::int64_t h) const {
+    mma_load_tile<D, F, Async>(tid, q, p.q, p.q16, i0, p.tq, p.q_heads, h);
+    mma_load_tile<D, F, Async>(tid, d_out, p.d_out, p.d_out16, i0, p.tq, p.q_heads, h);
+    for (int e = tid; e < kMmaQueryRows; e += kMmaThreads) {
+      const std::int64_t i = i0 + e;
+      lse[e] = io::detail::float_bits(i < p.tq ? mma_lse_log2(p.lse[h * p.tq + i]) : -INFINITY);
+      row_dot[e] = io::detail::float_bits(i < p.tq ? p.row_dot[h * p.tq + i] : 0.0f);
+    }
+  }
 };
 
 // Backward, dk and dv, of key tile `kt` (keys [64·kt, 64·kt + 64)), kv head `kvh`: over the group's query heads and
 // the query tiles that see the keys, each warp's 16 keys: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ (K and V fragments from shared
 // memory), Pᵀ and dSᵀ in registers, dV += Pᵀ·dO and dK += dSᵀ·Q; added to p.dk, p.dv once. Fixed order: heads, then
-// query tiles. `smem` holds FlashMmaDkvSmem<D>::words.
+// query tiles. With two stages (FlashAttentionOptions::pipelined) the next query tile's copy (cp.async from the 16-bit
+// inputs on sm_80+) is in flight while the current one is used, as MmaKeyStages does for the key tiles: the same
+// arithmetic in the same order. `smem` holds FlashMmaDkvSmem<D, Stages>::words.
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
-template <int D, class W>
+template <int D, int Stages = 1, class W>
 VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParams& p, std::int64_t kt, std::int64_t kvh,
                                                       std::uint32_t* smem) {
   using F = typename W::format;
@@ -595,10 +628,6 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
   constexpr int rw = FlashMmaSmem<D>::row_words, tw = FlashMmaSmem<D>::tile_words;
   std::uint32_t* ks = smem;
   std::uint32_t* vs = smem + tw;
-  std::uint32_t* qs = smem + 2 * tw;
-  std::uint32_t* dos = smem + 3 * tw;
-  std::uint32_t* lse_s = smem + 4 * tw;  // float bits
-  std::uint32_t* rd_s = lse_s + kMmaQueryRows;
   const std::int64_t j0 = kt * kMmaKeys;
   const MmaThread th(w.thread(), j0, p.tk);  // its rows: two keys
   const MmaLane& ln = th.ln;
@@ -614,56 +643,74 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
   const float scale = mma_scale(D), scale_log2 = mma_scale_log2(D);
   const std::int64_t group = p.q_heads / p.kv_heads;
   const std::int64_t first_query = attention_first_query(p, j0), qt0 = first_query / kMmaQueryRows;
-  for (std::int64_t hh = 0; hh < group; ++hh) {
-    const std::int64_t h = kvh * group + hh;
-    for (std::int64_t qt = qt0; qt * kMmaQueryRows < p.tq; ++qt) {
-      const std::int64_t i0 = qt * kMmaQueryRows;
-      mma_load_tile<D, F>(tid, qs, p.q, p.q16, i0, p.tq, p.q_heads, h);
-      mma_load_tile<D, F>(tid, dos, p.d_out, p.d_out16, i0, p.tq, p.q_heads, h);
-      for (int e = tid; e < kMmaQueryRows; e += kMmaThreads) {
-        const std::int64_t i = i0 + e;
-        lse_s[e] = io::detail::float_bits(i < p.tq ? mma_lse_log2(p.lse[h * p.tq + i]) : -INFINITY);
-        rd_s[e] = io::detail::float_bits(i < p.tq ? p.row_dot[h * p.tq + i] : 0.0f);
-      }
+  // The work items in order: the group's query heads, and in each the query tiles that see the keys.
+  const std::int64_t query_tiles = (p.tq + kMmaQueryRows - 1) / kMmaQueryRows;
+  const std::int64_t per_head = query_tiles > qt0 ? query_tiles - qt0 : 0, items = group * per_head;
+  const auto head_of = [&](std::int64_t item) { return kvh * group + item / per_head; };
+  const auto rows_of = [&](std::int64_t item) { return (qt0 + item % per_head) * kMmaQueryRows; };
+  const auto stage_of = [smem](std::int64_t item) {  // the stage's set an item's query tile goes to
+    return MmaQueryTile<D>(smem + 2 * tw + (Stages == 2 ? (item & 1) : 0) * FlashMmaDkvSmem<D, Stages>::stage_words);
+  };
+  for (std::int64_t item = 0; item < items; ++item) {
+    const std::int64_t i0 = rows_of(item);
+    const MmaQueryTile<D> tile = stage_of(item);
+    if constexpr (Stages == 1) {
+      tile.template load<F>(tid, p, i0, head_of(item));
       w.sync();
-      float st[nq][4], dpt[nq][4];  // Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ: rows the warp's keys, columns the tile's queries
-      mma_zero(st);
-      mma_zero(dpt);
-      VIDLORA_UNROLL
-      for (int kk = 0; kk < kd; ++kk) {
-        std::uint32_t a[4];
-        ln.a_of_tile(w, a, ks, rw, th.warp * 16, kk);
-        VIDLORA_UNROLL
-        for (int n = 0; n < nq; n += 2) {
-          std::uint32_t b0[2], b1[2];
-          ln.b_along_rows(w, b0, b1, qs, rw, n * 8, kk);
-          w.mma(st[n], a, b0);
-          w.mma(st[n + 1], a, b1);
-        }
-        ln.a_of_tile(w, a, vs, rw, th.warp * 16, kk);
-        VIDLORA_UNROLL
-        for (int n = 0; n < nq; n += 2) {
-          std::uint32_t b0[2], b1[2];
-          ln.b_along_rows(w, b0, b1, dos, rw, n * 8, kk);
-          w.mma(dpt[n], a, b0);
-          w.mma(dpt[n + 1], a, b1);
-        }
+    } else {
+      if (item == 0) {
+        tile.template load<F, true>(tid, p, i0, head_of(item));
+        mma_async_commit();
       }
-      VIDLORA_UNROLL
-      for (int n = 0; n < nq; ++n) {
-        VIDLORA_UNROLL
-        for (int e = 0; e < 4; ++e) {
-          const int r = e / 2, c = n * 8 + 2 * ln.t + (e & 1);
-          const std::int64_t i = i0 + c;
-          const bool visible = i < p.tq && key_ok[r] && th.row[r] <= p.q_offset + i;
-          mma_prob_and_grad(st[n][e], dpt[n][e], visible, io::detail::bits_float(lse_s[c]),
-                            io::detail::bits_float(rd_s[c]), scale_log2, scale);
-        }
+      mma_async_wait<0>();     // this thread's copies of this tile are done
+      w.sync();                // ... and everyone's; every thread is done with the item before this one
+      if (item + 1 < items) {  // the next item into the other set (the item before this one's), in flight
+        stage_of(item + 1).template load<F, true>(tid, p, rows_of(item + 1), head_of(item + 1));
+        mma_async_commit();
       }
-      mma_acc_times_down<F>(w, ln, dv, st, dos, rw);  // dV += Pᵀ·dO
-      mma_acc_times_down<F>(w, ln, dk, dpt, qs, rw);  // dK += dSᵀ·Q
-      w.sync();                                       // before the next query tile overwrites Q, dO, lse and row_dot
     }
+    const std::uint32_t* qs = tile.q;
+    const std::uint32_t* dos = tile.d_out;
+    const std::uint32_t* lse_s = tile.lse;
+    const std::uint32_t* rd_s = tile.row_dot;
+    float st[nq][4], dpt[nq][4];  // Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ: rows the warp's keys, columns the tile's queries
+    mma_zero(st);
+    mma_zero(dpt);
+    VIDLORA_UNROLL
+    for (int kk = 0; kk < kd; ++kk) {
+      std::uint32_t a[4];
+      ln.a_of_tile(w, a, ks, rw, th.warp * 16, kk);
+      VIDLORA_UNROLL
+      for (int n = 0; n < nq; n += 2) {
+        std::uint32_t b0[2], b1[2];
+        ln.b_along_rows(w, b0, b1, qs, rw, n * 8, kk);
+        w.mma(st[n], a, b0);
+        w.mma(st[n + 1], a, b1);
+      }
+      ln.a_of_tile(w, a, vs, rw, th.warp * 16, kk);
+      VIDLORA_UNROLL
+      for (int n = 0; n < nq; n += 2) {
+        std::uint32_t b0[2], b1[2];
+        ln.b_along_rows(w, b0, b1, dos, rw, n * 8, kk);
+        w.mma(dpt[n], a, b0);
+        w.mma(dpt[n + 1], a, b1);
+      }
+    }
+    VIDLORA_UNROLL
+    for (int n = 0; n < nq; ++n) {
+      VIDLORA_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2, c = n * 8 + 2 * ln.t + (e & 1);
+        const std::int64_t i = i0 + c;
+        const bool visible = i < p.tq && key_ok[r] && th.row[r] <= p.q_offset + i;
+        mma_prob_and_grad(st[n][e], dpt[n][e], visible, io::detail::bits_float(lse_s[c]),
+                          io::detail::bits_float(rd_s[c]), scale_log2, scale);
+      }
+    }
+    mma_acc_times_down<F>(w, ln, dv, st, dos, rw);  // dV += Pᵀ·dO
+    mma_acc_times_down<F>(w, ln, dk, dpt, qs, rw);  // dK += dSᵀ·Q
+    // before the next query tile overwrites Q, dO, lse and row_dot (two stages: the next item's barrier)
+    if constexpr (Stages == 1) w.sync();
   }
   mma_store_rows<D>(p.dk, dk, th, p.kv_heads, kvh, /*add=*/true, {1.0f, 1.0f});
   mma_store_rows<D>(p.dv, dv, th, p.kv_heads, kvh, /*add=*/true, {1.0f, 1.0f});
@@ -756,11 +803,11 @@ __global__ void __launch_bounds__(kMmaThreads) flash_mma_backward_dq_kernel(Atte
       [&](std::uint32_t* smem) { flash_mma_backward_dq_block<D, Stages>(w, p, blockIdx.x, blockIdx.y, smem); });
 }
 
-template <int D, FlashOperands K>
+template <int D, FlashOperands K, int Stages>
 __global__ void __launch_bounds__(kMmaThreads) flash_mma_backward_dkv_kernel(AttentionParams p) {
   VIDLORA_DYNAMIC_SHARED(16, std::uint32_t, flash_mma_smem);
   FlashMmaDeviceWarp<K> w;
-  flash_mma_backward_dkv_block<D>(w, p, blockIdx.x, blockIdx.y, flash_mma_smem);
+  flash_mma_backward_dkv_block<D, Stages>(w, p, blockIdx.x, blockIdx.y, flash_mma_smem);
 }
 
 // Whether the kernels were compiled for sm_80+ (mma.sync m16n8k16 with bf16 / fp16 operands): a binary built for an
@@ -774,13 +821,21 @@ bool flash_mma_kernel_built() {
   return built;
 }
 
-// The forward's or dq's kernel with two key-tile stages: its dynamic shared memory, set per launch (the attribute
-// belongs to the device current at the call).
+// A launch of `kernel` with `bytes` of dynamic shared memory: the attribute above 48 KiB, set per launch (it belongs
+// to the device current at the call). The launch itself is the caller's, so that the kernel keeps its name in the
+// emulation's launch report.
 template <class Kernel>
-void launch_two_stages(Kernel kernel, int bytes, dim3 grid, const AttentionParams& p, cudaStream_t stream) {
+void allow_dynamic_shared(Kernel kernel, int bytes) {
   if (bytes > 48 * 1024)
     VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-  VIDLORA_LAUNCH(grid, kMmaThreads, static_cast<std::size_t>(bytes), stream, kernel)(p);
+}
+
+// The shared memory the current device gives a block at most (with the attribute).
+inline int block_shared_optin() {
+  int device = 0, bytes = 0;
+  VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
+  VIDLORA_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return bytes;
 }
 
 template <int D, FlashOperands K>
@@ -789,26 +844,41 @@ void launch_flash_mma_as(int which, const AttentionParams& p, cudaStream_t strea
   const dim3 query_grid(query_tiles, static_cast<unsigned>(p.q_heads));
   constexpr auto two_stages = static_cast<int>(2 * FlashMmaSmem<D>::bytes);
   if (which == 0) {
-    if (pipelined)
-      launch_two_stages(flash_mma_forward_kernel<D, K, 2>, two_stages, query_grid, p, stream);
-    else
+    if (pipelined) {
+      allow_dynamic_shared(flash_mma_forward_kernel<D, K, 2>, two_stages);
+      VIDLORA_LAUNCH(query_grid, kMmaThreads, static_cast<std::size_t>(two_stages), stream,
+                     flash_mma_forward_kernel<D, K, 2>)
+      (p);
+    } else {
       VIDLORA_LAUNCH(query_grid, kMmaThreads, 0, stream, flash_mma_forward_kernel<D, K, 1>)(p);
+    }
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_mma_forward");
   } else if (which == 1) {
-    if (pipelined)
-      launch_two_stages(flash_mma_backward_dq_kernel<D, K, 2>, two_stages, query_grid, p, stream);
-    else
+    if (pipelined) {
+      allow_dynamic_shared(flash_mma_backward_dq_kernel<D, K, 2>, two_stages);
+      VIDLORA_LAUNCH(query_grid, kMmaThreads, static_cast<std::size_t>(two_stages), stream,
+                     flash_mma_backward_dq_kernel<D, K, 2>)
+      (p);
+    } else {
       VIDLORA_LAUNCH(query_grid, kMmaThreads, 0, stream, flash_mma_backward_dq_kernel<D, K, 1>)(p);
+    }
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_mma_backward (dq)");
   } else {
-    constexpr auto bytes = static_cast<int>(FlashMmaDkvSmem<D>::bytes);
-    if constexpr (bytes > 48 * 1024)  // per launch: the attribute belongs to the device current at the call
-      VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(flash_mma_backward_dkv_kernel<D, K>,
-                                              cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    const auto key_tiles = static_cast<unsigned>((p.tk + kMmaKeys - 1) / kMmaKeys);
-    VIDLORA_LAUNCH(dim3(key_tiles, static_cast<unsigned>(p.kv_heads)), kMmaThreads, static_cast<std::size_t>(bytes),
-                   stream, flash_mma_backward_dkv_kernel<D, K>)
-    (p);
+    // two query-tile stages where the card gives a block their shared memory (not sm_86 / sm_89 at head dim 128)
+    const dim3 key_grid(static_cast<unsigned>((p.tk + kMmaKeys - 1) / kMmaKeys), static_cast<unsigned>(p.kv_heads));
+    constexpr auto one = static_cast<int>(FlashMmaDkvSmem<D>::bytes),
+                   two = static_cast<int>(FlashMmaDkvSmem<D, 2>::bytes);
+    if (pipelined && block_shared_optin() >= two) {
+      allow_dynamic_shared(flash_mma_backward_dkv_kernel<D, K, 2>, two);
+      VIDLORA_LAUNCH(key_grid, kMmaThreads, static_cast<std::size_t>(two), stream,
+                     flash_mma_backward_dkv_kernel<D, K, 2>)
+      (p);
+    } else {
+      allow_dynamic_shared(flash_mma_backward_dkv_kernel<D, K, 1>, one);
+      VIDLORA_LAUNCH(key_grid, kMmaThreads, static_cast<std::size_t>(one), stream,
+                     flash_mma_backward_dkv_kernel<D, K, 1>)
+      (p);
+    }
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_mma_backward (dk/dv)");
   }
 }
@@ -901,7 +971,7 @@ inline void flash_mma_backward(const AttentionParams& p, FlashOperands k, cudaSt
                            "cuda::flash_mma_backward", "needs q, k, v, lse, d_out, dq, dk, dv and row_dot");
   detail::check_flash_mma(p, k, "cuda::flash_mma_backward");
   detail::launch_flash_mma(1, p, k, stream, pipelined);
-  detail::launch_flash_mma(2, p, k, stream);
+  detail::launch_flash_mma(2, p, k, stream, pipelined);
 }
 
 }  // namespace vidlora::model::cuda
