@@ -339,6 +339,8 @@ struct BlockRun {
   // thread's at its end, [2 + 2 * set + round] the set's threads' at their block's end, acquired at the start of the
   // set's next checked block (which releases the other round's: no block acquires what its own threads release).
   const char* grid_token = nullptr;
+  // Racecheck: the token the running set's checked blocks release in `round` (grid_token + 2 + 2 * set + round).
+  const char* set_token(int round) const { return grid_token + 2 + 2 * set + round; }
   std::uint64_t progress = 0;  // barrier arrivals and exits: a pass of the scheduler without any is a deadlock
   unsigned long long mma = 0;  // warp-level mma.sync operations, for the report
 };
@@ -417,8 +419,8 @@ int linear(const ThreadState& s) {
 [[noreturn]] void fiber_entry() {
   Fiber* f = run->running;
   if (run->checked) {
-    race::acquire(run->grid_token);                                        // after what the host did before the grid
-    race::acquire(run->grid_token + 2 + 2 * run->set + (1 - run->round));  // and after the set's previous block
+    race::acquire(run->grid_token);                 // after what the host did before the grid
+    race::acquire(run->set_token(1 - run->round));  // and after the set's previous block
   } else if (race::enabled) {
     race::ignore_begin();  // a block the racecheck leaves out: its accesses unseen
   }
@@ -434,7 +436,7 @@ int linear(const ThreadState& s) {
   leave(w.barrier);
   if (run->checked) {
     race::release(run->grid_token + 1);  // before what the host does after the grid
-    race::release(run->grid_token + 2 + 2 * run->set + run->round);
+    race::release(run->set_token(run->round));
   } else if (race::enabled) {
     race::ignore_end();
   }
@@ -463,6 +465,7 @@ void cp_async_16(void* shared_dst, const void* global_src, bool valid) {
   if (!run || !run->running) fail("cp.async outside a kernel");
   auto* dst = static_cast<unsigned char*>(shared_dst);
   AsyncCopy c{dst, {}, -1};
+  const bool in_flight = device().cc >= 80;  // no cp.async before sm_80: the copy is done here, at its issue
   {
     const race::Hidden hidden;  // the checks' lock and the list's allocations are the runtime's, not the kernel's
     // cp.async.cg of 16 bytes: both addresses 16-byte aligned, the destination's 16 bytes inside the block's dynamic
@@ -479,7 +482,7 @@ void cp_async_16(void* shared_dst, const void* global_src, bool valid) {
         fail(std::string("cp.async in ") + run->kernel + " reads 16 bytes outside device memory");
       std::memcpy(c.bytes, global_src, 16);
     }
-    if (device().cc >= 80) {
+    if (in_flight) {
       std::memset(dst, 0xff, 16);  // undefined until the copy completes
       run->running->copies.push_back(c);
     }
@@ -488,9 +491,7 @@ void cp_async_16(void* shared_dst, const void* global_src, bool valid) {
   if (valid) race::read16(global_src, caller);  // the copy reads its source when issued
   // and may write its destination at any time from now to the wait that completes it: a write here and at the wait
   race::write16(dst, caller);
-  if (device().cc < 80) {  // no cp.async before sm_80: the copy is done here
-    std::memcpy(dst, c.bytes, 16);
-  }
+  if (!in_flight) std::memcpy(dst, c.bytes, 16);
 }
 void cp_async_commit() {
   if (!run || !run->running) fail("cp.async.commit_group outside a kernel");
