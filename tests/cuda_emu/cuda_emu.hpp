@@ -346,6 +346,12 @@ template <class... P>
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, void (*kernel)(P...)) {
   return cudaFuncGetAttributes(attr, reinterpret_cast<const void*>(kernel));
 }
+template <class... P>
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, void (*kernel)(P...), int block_size,
+                                                          std::size_t dynamic_shared) {
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, reinterpret_cast<const void*>(kernel), block_size,
+                                                       dynamic_shared);
+}
 
 inline void __syncthreads() { ::vidlora_emu::sync_threads(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { ::vidlora_emu::sync_warp(); }

@@ -1350,13 +1350,42 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
   }
   return cudaSuccess;
 }
+// The emulation does not know a kernel's registers: it reports the most a thread may have (255, allocated as 256), so
+// that the occupancy computed from them is the lowest a GPU could give (the register-tile attention uses 212-255).
+constexpr int kEmulatedRegisters = 255;
+// Blocks of `func` a multiprocessor holds at once: limited by threads (2,048 on sm_80 / sm_90, 1,536 on sm_86 / sm_89,
+// 1,024 on sm_75), registers (64 Ki, 256 a thread) and shared memory (the card's per multiprocessor, 1 KiB reserved a
+// block; 0 blocks when the dynamic bytes exceed the function's attribute). Static shared memory is not known before a
+// block runs and is not counted.
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void* func, int block_size,
+                                                          std::size_t dynamic_shared) {
+  if (block_size <= 0 || block_size > 1024) return set(cudaErrorInvalidValue);
+  int max_dynamic = 48 * 1024;
+  {
+    std::lock_guard lock(vidlora_emu::attribute_mutex);
+    if (auto it = vidlora_emu::max_dynamic_shared.find(func); it != vidlora_emu::max_dynamic_shared.end())
+      max_dynamic = it->second;
+  }
+  if (dynamic_shared > static_cast<std::size_t>(max_dynamic)) {
+    *blocks = 0;
+    return cudaSuccess;
+  }
+  const int cc = device().cc;
+  const int threads_per_sm = cc >= 90 || cc == 80 ? 2048 : cc >= 86 ? 1536 : 1024;
+  const int warps = (block_size + 31) / 32;
+  const auto by_threads = static_cast<std::size_t>(threads_per_sm / (warps * 32));
+  const auto by_registers = static_cast<std::size_t>(65536 / (warps * 32 * (kEmulatedRegisters + 1)));
+  const std::size_t by_shared = (device().optin_shared() + 1024) / (dynamic_shared + 1024);
+  *blocks = static_cast<int>(std::min({by_threads, by_registers, by_shared}));
+  return cudaSuccess;
+}
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
   std::memset(attr, 0, sizeof(*attr));
   std::lock_guard lock(vidlora_emu::attribute_mutex);
   auto it = vidlora_emu::max_dynamic_shared.find(func);
   attr->maxDynamicSharedSizeBytes = it != vidlora_emu::max_dynamic_shared.end() ? it->second : 48 * 1024;
   attr->maxThreadsPerBlock = 1024;
-  attr->numRegs = 32;
+  attr->numRegs = kEmulatedRegisters;
   attr->ptxVersion = device().cc;  // what the kernels were "built" for: the emulated device's architecture
   attr->binaryVersion = device().cc;
   return cudaSuccess;

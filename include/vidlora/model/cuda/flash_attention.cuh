@@ -445,8 +445,9 @@ struct FlashAttentionOptions {
   // flash_mma_takes (model/cuda/flash_attention_mma.cuh: sm_80+, head dims 64 and 128).
   bool register_tiles = true;
   // The register-tile forward and dq with two key-tile sets in shared memory (68.5 KiB at head dim 128 instead of 34),
-  // and dk/dv with two query-tile sets (103 KiB instead of 68.5; one set where the card gives a block less: sm_86 and
-  // sm_89 at head dim 128): the next tile's copy in flight while the current one is used (cp.async from the 16-bit
+  // and dk/dv with two query-tile sets (103 KiB instead of 68.5; only where they cost no resident block, not at head
+  // dim 128 on an A100 or sm_86 / sm_89: flash_mma_dkv_stages): the next tile's copy in flight while the current one
+  // is used (cp.async from the 16-bit
   // inputs, AttentionParams::q16 …, on sm_80+; fp32 inputs are still loaded before the tile is used). The same
   // results, bit for bit; off by default until a GPU run has timed it (bench_cuda_attention's kernel 8).
   bool pipelined = false;

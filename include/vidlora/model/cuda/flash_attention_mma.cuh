@@ -114,9 +114,7 @@ struct MmaLane {
   VIDLORA_HOST_DEVICE void b_along_rows(W& w, std::uint32_t (&b0)[2], std::uint32_t (&b1)[2], const std::uint32_t* tile,
                                         int rw, int n0, int kk) const {
     const int m = matrix();
-    std::uint32_t r[4];
-    w.template ldmatrix_x4<false>(r, row_address(tile, rw, n0 + 8 * (m >> 1), kk * 8 + 4 * (m & 1)));
-    b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
+    b_pair<false>(w, b0, b1, row_address(tile, rw, n0 + 8 * (m >> 1), kk * 8 + 4 * (m & 1)));
   }
   // The same with k down the tile (B(k, n) = tile[16·kk + k][n0 + n]): the halves at column n0 + g of rows 2t, 2t + 1
   // (+ 8), which .trans gives: matrices (rows 16·kk, 16·kk + 8) × (columns n0, n0 + 8), rows first.
@@ -125,8 +123,15 @@ struct MmaLane {
   VIDLORA_HOST_DEVICE void b_down_rows(W& w, std::uint32_t (&b0)[2], std::uint32_t (&b1)[2], const std::uint32_t* tile,
                                        int rw, int n0, int kk) const {
     const int m = matrix();
+    b_pair<true>(w, b0, b1, row_address(tile, rw, kk * 16 + 8 * (m & 1), n0 / 2 + 4 * (m >> 1)));
+  }
+  // Two B fragments from one ldmatrix.x4 at this lane's row: matrices 0 and 1 for b0, 2 and 3 for b1.
+  VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+  template <bool Trans, class W>
+  VIDLORA_HOST_DEVICE static void b_pair(W& w, std::uint32_t (&b0)[2], std::uint32_t (&b1)[2],
+                                         const std::uint32_t* row) {
     std::uint32_t r[4];
-    w.template ldmatrix_x4<true>(r, row_address(tile, rw, kk * 16 + 8 * (m & 1), n0 / 2 + 4 * (m >> 1)));
+    w.template ldmatrix_x4<Trans>(r, row);
     b0[0] = r[0], b0[1] = r[1], b1[0] = r[2], b1[1] = r[3];
   }
 };
@@ -572,7 +577,8 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dq_block(W& w, const AttentionParams
 
 // Shared memory of the dk/dv kernel at head dim D: K and V (the block's 64 keys) as 16-bit pair tiles, then per stage
 // a query tile's Q and dO (64 rows) as 16-bit pair tiles and its lse (log2 units) and row_dot. Two stages
-// (FlashAttentionOptions::pipelined): 103 KiB at head dim 128, more than sm_86 / sm_89 give a block (99 KiB).
+// (FlashAttentionOptions::pipelined): 103 KiB at head dim 128, more than sm_86 / sm_89 give a block (99 KiB), and
+// only one block of it on an A100's multiprocessor (dkv_stages decides).
 template <int D, int Stages = 1>
 struct FlashMmaDkvSmem {
   static_assert(Stages == 1 || Stages == 2, "FlashMmaDkvSmem: one or two stages");
@@ -595,20 +601,30 @@ struct MmaQueryTile {
         d_out(stage + FlashMmaSmem<D>::tile_words),
         lse(stage + 2 * FlashMmaSmem<D>::tile_words),
         row_dot(lse + kMmaQueryRows) {}
-  // Rows [i0, i0 + 64) of query head h (zeros, -inf and 0 past tq); the caller's barrier publishes them (Async: the
-  // 16-bit copies as cp.async, which the caller commits and waits for before it; lse and row_dot are stored here).
+  // Rows [i0, i0 + 64) of query head h (zeros past tq); the caller's barrier publishes them (Async: as cp.async,
+  // which the caller commits and waits for before it).
   VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
   template <class F, bool Async = false>
-  VIDLORA_HOST_DEVICE void load(int tid, const AttentionParams& p, std::int64_t i0, std::int64_t h) const {
+  VIDLORA_HOST_DEVICE void load_tiles(int tid, const AttentionParams& p, std::int64_t i0, std::int64_t h) const {
     mma_load_tile<D, F, Async>(tid, q, p.q, p.q16, i0, p.tq, p.q_heads, h);
     mma_load_tile<D, F, Async>(tid, d_out, p.d_out, p.d_out16, i0, p.tq, p.q_heads, h);
-    for (int e = tid; e < kMmaQueryRows; e += kMmaThreads) {
-      const std::int64_t i = i0 + e;
-      lse[e] = io::detail::float_bits(i < p.tq ? mma_lse_log2(p.lse[h * p.tq + i]) : -INFINITY);
-      row_dot[e] = io::detail::float_bits(i < p.tq ? p.row_dot[h * p.tq + i] : 0.0f);
-    }
+  }
+  // Row e's lse (log2 units; -inf past tq) and row_dot (0 past tq) as the tile holds them (float bits): thread e of the
+  // block reads them (kMmaQueryRows <= kMmaThreads), and may store them later (put).
+  struct RowStats {
+    std::uint32_t lse = 0, row_dot = 0;
+  };
+  VIDLORA_HOST_DEVICE static RowStats row_stats(const AttentionParams& p, std::int64_t i0, std::int64_t h, int e) {
+    const std::int64_t i = i0 + e;
+    return {io::detail::float_bits(i < p.tq ? mma_lse_log2(p.lse[h * p.tq + i]) : -INFINITY),
+            io::detail::float_bits(i < p.tq ? p.row_dot[h * p.tq + i] : 0.0f)};
+  }
+  VIDLORA_HOST_DEVICE void put(int e, const RowStats& r) const {
+    lse[e] = r.lse;
+    row_dot[e] = r.row_dot;
   }
 };
+static_assert(kMmaQueryRows <= kMmaThreads, "MmaQueryTile: one thread per query row's lse and row_dot");
 
 // Backward, dk and dv, of key tile `kt` (keys [64·kt, 64·kt + 64)), kv head `kvh`: over the group's query heads and
 // the query tiles that see the keys, each warp's 16 keys: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ (K and V fragments from shared
@@ -654,19 +670,26 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
   for (std::int64_t item = 0; item < items; ++item) {
     const std::int64_t i0 = rows_of(item);
     const MmaQueryTile<D> tile = stage_of(item);
+    // Two stages: the next item's lse and row_dot, read into registers now and stored into its set after this item's
+    // products (the set is free: every thread was done with it at this item's barrier), so the loads' latency hides.
+    typename MmaQueryTile<D>::RowStats next_stats;
+    const bool next_stats_here = Stages == 2 && item + 1 < items && tid < kMmaQueryRows;
     if constexpr (Stages == 1) {
-      tile.template load<F>(tid, p, i0, head_of(item));
+      tile.template load_tiles<F>(tid, p, i0, head_of(item));
+      if (tid < kMmaQueryRows) tile.put(tid, MmaQueryTile<D>::row_stats(p, i0, head_of(item), tid));
       w.sync();
     } else {
       if (item == 0) {
-        tile.template load<F, true>(tid, p, i0, head_of(item));
+        tile.template load_tiles<F, true>(tid, p, i0, head_of(item));
         mma_async_commit();
+        if (tid < kMmaQueryRows) tile.put(tid, MmaQueryTile<D>::row_stats(p, i0, head_of(item), tid));
       }
       mma_async_wait<0>();     // this thread's copies of this tile are done
       w.sync();                // ... and everyone's; every thread is done with the item before this one
-      if (item + 1 < items) {  // the next item into the other set (the item before this one's), in flight
-        stage_of(item + 1).template load<F, true>(tid, p, rows_of(item + 1), head_of(item + 1));
+      if (item + 1 < items) {  // the next item's tiles into the other set (the item before this one's), in flight
+        stage_of(item + 1).template load_tiles<F, true>(tid, p, rows_of(item + 1), head_of(item + 1));
         mma_async_commit();
+        if (next_stats_here) next_stats = MmaQueryTile<D>::row_stats(p, rows_of(item + 1), head_of(item + 1), tid);
       }
     }
     const std::uint32_t* qs = tile.q;
@@ -707,8 +730,9 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
                           io::detail::bits_float(rd_s[c]), scale_log2, scale);
       }
     }
-    mma_acc_times_down<F>(w, ln, dv, st, dos, rw);  // dV += Pᵀ·dO
-    mma_acc_times_down<F>(w, ln, dk, dpt, qs, rw);  // dK += dSᵀ·Q
+    mma_acc_times_down<F>(w, ln, dv, st, dos, rw);                 // dV += Pᵀ·dO
+    mma_acc_times_down<F>(w, ln, dk, dpt, qs, rw);                 // dK += dSᵀ·Q
+    if (next_stats_here) stage_of(item + 1).put(tid, next_stats);  // published by the next item's barrier
     // before the next query tile overwrites Q, dO, lse and row_dot (two stages: the next item's barrier)
     if constexpr (Stages == 1) w.sync();
   }
@@ -830,12 +854,31 @@ void allow_dynamic_shared(Kernel kernel, int bytes) {
     VIDLORA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
 }
 
-// The shared memory the current device gives a block at most (with the attribute).
-inline int block_shared_optin() {
-  int device = 0, bytes = 0;
+// The blocks of `kernel` (kMmaThreads threads, `bytes` of dynamic shared memory) a multiprocessor of the current
+// device holds at once: 0 where it cannot run one.
+template <class Kernel>
+int resident_blocks(Kernel kernel, int bytes) {
+  int device = 0, optin = 0, blocks = 0;
   VIDLORA_CUDA_CHECK(cudaGetDevice(&device));
-  VIDLORA_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  return bytes;
+  VIDLORA_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (bytes > optin) return 0;
+  allow_dynamic_shared(kernel, bytes);
+  VIDLORA_CUDA_CHECK(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kMmaThreads, static_cast<std::size_t>(bytes)));
+  return blocks;
+}
+
+// The dk/dv kernel's query-tile stages when FlashAttentionOptions::pipelined asks for two: two where the card gives a
+// block their shared memory and they leave as many blocks resident on a multiprocessor as one stage (H100 / H200;
+// at head dim 128 not the A100, where 103 KiB a block leave room for one instead of two, nor sm_86 / sm_89, which
+// give a block 99 KiB), else one.
+template <int D, FlashOperands K>
+int dkv_stages(bool pipelined) {
+  if (!pipelined) return 1;
+  const int two =
+      resident_blocks(flash_mma_backward_dkv_kernel<D, K, 2>, static_cast<int>(FlashMmaDkvSmem<D, 2>::bytes));
+  const int one = resident_blocks(flash_mma_backward_dkv_kernel<D, K, 1>, static_cast<int>(FlashMmaDkvSmem<D>::bytes));
+  return two > 0 && two >= one ? 2 : 1;
 }
 
 template <int D, FlashOperands K>
@@ -864,11 +907,10 @@ void launch_flash_mma_as(int which, const AttentionParams& p, cudaStream_t strea
     }
     VIDLORA_CUDA_CHECK_LAUNCH("cuda::flash_mma_backward (dq)");
   } else {
-    // two query-tile stages where the card gives a block their shared memory (not sm_86 / sm_89 at head dim 128)
     const dim3 key_grid(static_cast<unsigned>((p.tk + kMmaKeys - 1) / kMmaKeys), static_cast<unsigned>(p.kv_heads));
     constexpr auto one = static_cast<int>(FlashMmaDkvSmem<D>::bytes),
                    two = static_cast<int>(FlashMmaDkvSmem<D, 2>::bytes);
-    if (pipelined && block_shared_optin() >= two) {
+    if (dkv_stages<D, K>(pipelined) == 2) {
       allow_dynamic_shared(flash_mma_backward_dkv_kernel<D, K, 2>, two);
       VIDLORA_LAUNCH(key_grid, kMmaThreads, static_cast<std::size_t>(two), stream,
                      flash_mma_backward_dkv_kernel<D, K, 2>)
@@ -927,6 +969,17 @@ inline bool flash_mma_takes(const AttentionParams& p, FlashOperands k) {
                 : detail::flash_mma_kernel_built<64, FlashOperands::F16>();
   return bf16 ? detail::flash_mma_kernel_built<128, FlashOperands::BF16>()
               : detail::flash_mma_kernel_built<128, FlashOperands::F16>();
+}
+
+// The query-tile stages the register-tile dk/dv kernel runs with for `p` on the current device: 1, or 2 where
+// `pipelined` asks for them and they cost no resident block (detail::dkv_stages).
+inline int flash_mma_dkv_stages(const AttentionParams& p, FlashOperands k, bool pipelined) {
+  const bool bf16 = k == FlashOperands::BF16;
+  if (p.head_dim == 64)
+    return bf16 ? detail::dkv_stages<64, FlashOperands::BF16>(pipelined)
+                : detail::dkv_stages<64, FlashOperands::F16>(pipelined);
+  return bf16 ? detail::dkv_stages<128, FlashOperands::BF16>(pipelined)
+              : detail::dkv_stages<128, FlashOperands::F16>(pipelined);
 }
 
 namespace detail {
