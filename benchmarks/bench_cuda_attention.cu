@@ -15,6 +15,7 @@
 //   bench_cuda_attention --benchmark_min_time=0.2      (tools/gpu-check.sh runs it)
 
 #include <cstdint>
+#include <string>
 
 #include <benchmark/benchmark.h>
 
@@ -125,7 +126,10 @@ void BM_attention_fwd_bwd(benchmark::State& state) {
   });
   const double flops = 4.0 * static_cast<double>(t) * static_cast<double>(t) * heads * d * 3.5 / 2.0;
   state.counters["TFLOP_per_s"] = benchmark::Counter(flops / 1e12, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(kernel_label(kernel));
+  std::string label = kernel_label(kernel);
+  if (kernel == kTiledBf16Pipelined && flash_mma_takes(p, FlashOperands::BF16))  // where two cost no resident block
+    label += ", dk/dv query stages " + std::to_string(flash_mma_dkv_stages(p, FlashOperands::BF16, true));
+  state.SetLabel(label);
 }
 
 BENCHMARK(BM_attention_fwd_bwd)
