@@ -336,23 +336,30 @@ struct MmaKeyStages {
   static constexpr bool needs_release = Stages == 1;
 };
 
-// c[n] += A·B for the N n-tiles of a tile whose rows run along k (B(k, n) = tile[8n + n'][16·kk + k]), A the warp's
-// fragments for every k-step in registers: S = Q·Kᵀ, dP = dO·Vᵀ. Each c[n] sums its k-steps in order.
+// c[n] += a·B at k-step kk for the N n-tiles of a tile whose rows run along k (B(k, n) = tile[8n + n'][16·kk + k]),
+// a the warp's A fragment of that k-step, the n-tiles in pairs (one ldmatrix each).
+VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
+template <int N, class W>
+VIDLORA_HOST_DEVICE void mma_rows_step(W& w, const MmaLane& ln, float (&c)[N][4], const std::uint32_t (&a)[4],
+                                       const std::uint32_t* tile, int rw, int kk) {
+  static_assert(N % 2 == 0, "mma_rows_step: n-tiles in pairs");
+  VIDLORA_UNROLL
+  for (int n = 0; n < N; n += 2) {
+    std::uint32_t b0[2], b1[2];
+    ln.b_along_rows(w, b0, b1, tile, rw, n * 8, kk);
+    w.mma(c[n], a, b0);
+    w.mma(c[n + 1], a, b1);
+  }
+}
+
+// The same over every k-step, A's fragments for each in registers: S = Q·Kᵀ, dP = dO·Vᵀ. Each c[n] sums its k-steps
+// in order.
 VIDLORA_HD_TEMPLATE_EXEC_CHECK_DISABLE
 template <int N, int KD, class W>
 VIDLORA_HOST_DEVICE void mma_times_rows(W& w, const MmaLane& ln, float (&c)[N][4], const std::uint32_t (&a)[KD][4],
                                         const std::uint32_t* tile, int rw) {
-  static_assert(N % 2 == 0, "mma_times_rows: n-tiles in pairs");
   VIDLORA_UNROLL
-  for (int n = 0; n < N; n += 2) {
-    VIDLORA_UNROLL
-    for (int kk = 0; kk < KD; ++kk) {
-      std::uint32_t b0[2], b1[2];
-      ln.b_along_rows(w, b0, b1, tile, rw, n * 8, kk);
-      w.mma(c[n], a[kk], b0);
-      w.mma(c[n + 1], a[kk], b1);
-    }
-  }
+  for (int kk = 0; kk < KD; ++kk) mma_rows_step(w, ln, c, a[kk], tile, rw, kk);
 }
 
 // c[n] += A·B with A from accumulators x (n-tiles 2kk and 2kk + 1 are k-step kk, rounded to 16 bits) and B(k, n) =
@@ -640,7 +647,6 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
   static_assert(F::bytes == 2 && flash_mma_head_dim(D),
                 "flash_mma_backward_dkv_block: 16-bit operands, head dim 64 / 128");
   constexpr int kd = D / 16, nq = kMmaQueryRows / 8, no = D / 8;
-  static_assert(nq % 2 == 0, "flash_mma_backward_dkv_block: query n-tiles in pairs");
   constexpr int rw = FlashMmaSmem<D>::row_words, tw = FlashMmaSmem<D>::tile_words;
   std::uint32_t* ks = smem;
   std::uint32_t* vs = smem + tw;
@@ -703,21 +709,9 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
     for (int kk = 0; kk < kd; ++kk) {
       std::uint32_t a[4];
       ln.a_of_tile(w, a, ks, rw, th.warp * 16, kk);
-      VIDLORA_UNROLL
-      for (int n = 0; n < nq; n += 2) {
-        std::uint32_t b0[2], b1[2];
-        ln.b_along_rows(w, b0, b1, qs, rw, n * 8, kk);
-        w.mma(st[n], a, b0);
-        w.mma(st[n + 1], a, b1);
-      }
+      mma_rows_step(w, ln, st, a, qs, rw, kk);
       ln.a_of_tile(w, a, vs, rw, th.warp * 16, kk);
-      VIDLORA_UNROLL
-      for (int n = 0; n < nq; n += 2) {
-        std::uint32_t b0[2], b1[2];
-        ln.b_along_rows(w, b0, b1, dos, rw, n * 8, kk);
-        w.mma(dpt[n], a, b0);
-        w.mma(dpt[n + 1], a, b1);
-      }
+      mma_rows_step(w, ln, dpt, a, dos, rw, kk);
     }
     VIDLORA_UNROLL
     for (int n = 0; n < nq; ++n) {
@@ -869,7 +863,8 @@ int resident_blocks(Kernel kernel, int bytes) {
 }
 
 // The dk/dv kernel's query-tile stages when FlashAttentionOptions::pipelined asks for two: two where the card gives a
-// block their shared memory and they leave as many blocks resident on a multiprocessor as one stage (H100 / H200;
+// block their shared memory and they leave as many blocks resident on a multiprocessor as one stage (by ptxas's 255
+// registers and the cards' shared memory, not yet run: H100 / H200;
 // at head dim 128 not the A100, where 103 KiB a block leave room for one instead of two, nor sm_86 / sm_89, which
 // give a block 99 KiB), else one.
 template <int D, FlashOperands K>
