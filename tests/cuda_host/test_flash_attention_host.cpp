@@ -612,12 +612,100 @@ TEST_CASE("register-tile attention forward at head dim 128, key padding, a row t
   check_flash_mma<FlashOperands::BF16, 64>(past, {6e-3f, 1e-2f});
 }
 
+TEST_CASE("register-tile attention: the visibility a thread reads once per tile (key flags, causal reach)",
+          "[cuda_host][model]") {
+  // Every thread of the block, every key tile of every problem below: MmaVisibleKeys (the flags of the lane's
+  // columns, written by threads 0-3, and the rows' reach) says for each accumulator element (n, e) exactly what the
+  // definition says: key j = k0 + 8n + 2t + (e & 1) is inside the sequence and not masked, and query row i of the
+  // element (g or g + 8 of the warp's 16) is inside the sequence and j <= q_offset + i.
+  using model::cuda::kMmaKeys;
+  using model::cuda::kMmaQueryRows;
+  using model::cuda::kMmaThreads;
+  struct Problem {
+    std::int64_t tq, tk, q_offset;
+    bool masked;
+  };
+  const Problem problems[] = {{64, 64, 0, false},   {40, 70, 30, true},    {130, 200, 70, true},
+                              {17, 300, 283, true}, {70, 3, 0, false},     {64, 129, 65, false},
+                              {200, 200, 0, true},  {5, 4000, 3995, true}, {3, 70, 5000000000, true}};
+  std::uint32_t smem[model::cuda::FlashMmaSmem<64>::words];
+  for (const Problem& pr : problems) {
+    std::vector<int> mask(static_cast<std::size_t>(pr.tk), 1);
+    if (pr.masked) {
+      for (std::int64_t j = 0; j < pr.tk; ++j) mask[static_cast<std::size_t>(j)] = (j * 7 + 3) % 5 == 0 ? 0 : 1;
+      mask[0] = 0;
+      mask[static_cast<std::size_t>(pr.tk - 1)] = 0;
+    }
+    model::cuda::AttentionParams p;
+    p.head_dim = 64;
+    p.tq = pr.tq;
+    p.tk = pr.tk;
+    p.q_offset = pr.q_offset;
+    p.key_mask = pr.masked ? mask.data() : nullptr;
+    const std::vector<float> kv(static_cast<std::size_t>(pr.tk * 64), 0.5f);
+    p.k = p.v = kv.data();
+    p.q_heads = p.kv_heads = 1;
+    const model::cuda::MmaKeyTiles<64> tiles(smem);
+    int checked = 0, seen = 0, wrong = 0;
+    for (std::int64_t qt = 0; qt * kMmaQueryRows < pr.tq; ++qt)
+      for (std::int64_t k0 = 0; k0 < pr.tk; k0 += kMmaKeys) {
+        std::fill(std::begin(smem), std::end(smem), 0xdeadbeefu);  // stale flags would show
+        for (int tid = 0; tid < kMmaThreads; ++tid)
+          tiles.load<model::cuda::FlashOperandFormat<model::cuda::FlashOperands::BF16>>(tid, p, k0, 0);
+        for (int tid = 0; tid < kMmaThreads; ++tid) {
+          const model::cuda::MmaThread th(tid, qt * kMmaQueryRows, pr.tq);
+          const model::cuda::MmaVisibleKeys sees = tiles.visible(p, th, k0);
+          for (int n = 0; n < kMmaKeys / 8; ++n)
+            for (int e = 0; e < 4; ++e) {
+              const std::int64_t j = k0 + 8 * n + 2 * th.ln.t + (e & 1), i = th.row[e / 2];
+              const bool expected = i < pr.tq && j < pr.tk && (!pr.masked || mask[static_cast<std::size_t>(j)] != 0) &&
+                                    j <= pr.q_offset + i;
+              ++checked;
+              seen += expected ? 1 : 0;
+              wrong += sees(n, e) != expected ? 1 : 0;
+            }
+        }
+      }
+    INFO("tq " << pr.tq << " tk " << pr.tk << " offset " << pr.q_offset << " masked " << pr.masked);
+    CHECK(wrong == 0);
+    CHECK(seen > 0);
+    CHECK(seen < checked);
+    // The dk/dv kernel's side: its thread's rows are two keys of key tile kt, its columns the queries of a query
+    // tile; MmaVisibleQueries, from the keys' flags as the kernel computes them, against the same definition.
+    int dkv_checked = 0, dkv_seen = 0, dkv_wrong = 0;
+    for (std::int64_t kt = 0; kt * kMmaKeys < pr.tk; ++kt)
+      for (int tid = 0; tid < kMmaThreads; ++tid) {
+        const model::cuda::MmaThread th(tid, kt * kMmaKeys, pr.tk);
+        bool key_ok[2];
+        for (int r = 0; r < 2; ++r)
+          key_ok[r] = th.in[r] && (!pr.masked || mask[static_cast<std::size_t>(th.row[r])] != 0);
+        for (std::int64_t i0 = 0; i0 < pr.tq; i0 += kMmaQueryRows) {
+          const auto by = model::cuda::MmaVisibleQueries::of(model::cuda::MmaVisibleQueries::keys(p, th, key_ok), i0);
+          for (int n = 0; n < kMmaQueryRows / 8; ++n)
+            for (int e = 0; e < 4; ++e) {
+              const std::int64_t i = i0 + 8 * n + 2 * th.ln.t + (e & 1), j = th.row[e / 2];
+              const bool expected = i < pr.tq && j < pr.tk && (!pr.masked || mask[static_cast<std::size_t>(j)] != 0) &&
+                                    j <= pr.q_offset + i;
+              ++dkv_checked;
+              dkv_seen += expected ? 1 : 0;
+              dkv_wrong += by(n, e) != expected ? 1 : 0;
+            }
+        }
+      }
+    CHECK(dkv_wrong == 0);
+    CHECK(dkv_seen == seen);  // the same (query, key) pairs, from the other side
+    CHECK(dkv_seen < dkv_checked);
+  }
+}
+
 TEST_CASE("register-tile attention forward, its shared memory and the problems it takes", "[cuda_host][model]") {
   using model::cuda::FlashMmaSmem;
-  // K and V tiles of 64 keys, rows 4 words longer than their data, a flag per key: under the 48 KiB of static shared
-  // memory a block gets on every card
-  CHECK(FlashMmaSmem<128>::bytes == 4 * (2 * 64 * (64 + 4) + 64));
-  CHECK(FlashMmaSmem<64>::bytes == 4 * (2 * 64 * (32 + 4) + 64));
+  // K and V tiles of 64 keys, rows 4 words longer than their data, 16 key flags a word: under the 48 KiB of static
+  // shared memory a block gets on every card, a multiple of 16 bytes (a second stage's cp.async rows stay aligned)
+  CHECK(FlashMmaSmem<128>::bytes == 4 * (2 * 64 * (64 + 4) + 4));
+  CHECK(FlashMmaSmem<64>::bytes == 4 * (2 * 64 * (32 + 4) + 4));
+  CHECK(FlashMmaSmem<64>::bytes % 16 == 0);
+  CHECK(FlashMmaSmem<128>::bytes % 16 == 0);
   CHECK(FlashMmaSmem<128>::bytes <= 48 * 1024);
   // dk/dv: K and V, then per stage Q, dO, lse and row_dot; two stages at head dim 128 above sm_86 / sm_89's 99 KiB a
   // block, within sm_80's 163 and sm_90's 227

@@ -40,15 +40,21 @@ inline constexpr int kMmaKeys = 64;                   // a key tile
 // The head dims the register-tile forward is compiled for (the decoders' 128, CLIP ViT-L/14's 64).
 VIDLORA_HOST_DEVICE constexpr bool flash_mma_head_dim(std::int64_t d) { return d == 64 || d == 128; }
 
+// The keys of a tile each lane of a quad reads (MmaKeyTiles::key_flags): lane t of a quad holds S's columns
+// 8n + 2t + b (n < 8, b < 2) of a key tile, so one 16-bit word of flags per t, bit 2n + b.
+inline constexpr int kMmaKeyFlagWords = 4;
+
 // Shared memory at head dim D: the K and V tiles, kMmaKeys rows of D 16-bit values as 32-bit words of two, each row
 // 4 words longer than its data (a row is then 4 banks from the next: the 8 rows of 16 bytes that an ldmatrix matrix
-// reads fall on 32 different banks), and a flag per key of the tile (inside the sequence and not masked).
+// reads fall on 32 different banks), and the tile's key flags (inside the sequence and not masked), a word per lane
+// of a quad (kMmaKeyFlagWords; the size stays a multiple of 16 bytes, so a second stage is 16-byte aligned).
 template <int D>
 struct FlashMmaSmem {
   static constexpr int row_words = D / 2 + 4;
   static constexpr int tile_words = kMmaKeys * row_words;
   static_assert(row_words % 4 == 0 && row_words % 32 == 4, "FlashMmaSmem: 16-byte rows 4 banks apart (ldmatrix)");
-  static constexpr int words = 2 * tile_words + kMmaKeys;
+  static_assert(kMmaKeys == 16 * kMmaKeyFlagWords, "FlashMmaSmem: 16 key flags a word");
+  static constexpr int words = 2 * tile_words + kMmaKeyFlagWords;
   static constexpr std::int64_t bytes = std::int64_t{words} * 4;
 };
 
@@ -270,29 +276,92 @@ VIDLORA_HOST_DEVICE inline float mma_lse_log2(float lse) {
   return lse == -INFINITY ? -INFINITY : lse * static_cast<float>(kLog2e);
 }
 
-// The forward's and the dq kernel's shared memory (FlashMmaSmem<D>): a key tile's K and V as 16-bit pair tiles and a
-// flag per key (inside the sequence and not masked).
+// Which keys of a tile a thread's two query rows see, read once per tile: the tile's flags of the lane's columns
+// (bit 2n + b for column 8n + 2t + b: inside the sequence and not masked) and, per row, the last column it sees
+// (causality) less the lane's first column 2t (-1 - 2t for a row outside the sequence), so that the test of
+// accumulator element (n, e) compares with constants once the loops are unrolled.
+struct MmaVisibleKeys {
+  std::uint32_t flags = 0;
+  int reach[2] = {-1, -1};
+  VIDLORA_HOST_DEVICE bool operator()(int n, int e) const {
+    const int b = 2 * n + (e & 1);
+    return ((flags >> b) & 1u) != 0u && 8 * n + (e & 1) <= reach[e / 2];
+  }
+};
+
+// Which queries of a query tile (rows i0 + [0, 64)) the dk/dv kernel's thread's two keys are seen by, per query tile:
+// per key the first column that sees it (causality: q_offset + i >= key; 65 for a key outside the sequence or masked)
+// and the columns inside the sequence (below `end`), both less the lane's first column 2t, so that the test of
+// accumulator element (n, e) (column 8n + 2t + (e & 1), key e / 2) compares with constants once the loops are
+// unrolled.
+struct MmaVisibleQueries {
+  int first[2] = {kMmaQueryRows + 1, kMmaQueryRows + 1};
+  int end = 0;
+  // What stays the same over the query tiles: per key the first query that sees it and the queries' end, less 2t.
+  struct Keys {
+    std::int64_t first[2];
+    std::int64_t end;
+  };
+  VIDLORA_HOST_DEVICE static Keys keys(const AttentionParams& p, const MmaThread& th, const bool (&key_ok)[2]) {
+    Keys k;
+    VIDLORA_UNROLL
+    for (int r = 0; r < 2; ++r) k.first[r] = key_ok[r] ? th.row[r] - p.q_offset - 2 * th.ln.t : p.tq;
+    k.end = p.tq - 2 * th.ln.t;
+    return k;
+  }
+  VIDLORA_HOST_DEVICE static MmaVisibleQueries of(const Keys& k, std::int64_t i0) {
+    const auto clamp = [](std::int64_t x) {
+      return x < -8 ? -8 : x > kMmaQueryRows ? kMmaQueryRows + 1 : static_cast<int>(x);
+    };
+    MmaVisibleQueries v;
+    v.end = clamp(k.end - i0);
+    VIDLORA_UNROLL
+    for (int r = 0; r < 2; ++r) v.first[r] = clamp(k.first[r] - i0);
+    return v;
+  }
+  VIDLORA_HOST_DEVICE bool operator()(int n, int e) const {
+    const int c = 8 * n + (e & 1);
+    return c >= first[e / 2] && c < end;
+  }
+};
+
+// The forward's and the dq kernel's shared memory (FlashMmaSmem<D>): a key tile's K and V as 16-bit pair tiles and
+// its key flags (kMmaKeyFlagWords).
 template <int D>
 struct MmaKeyTiles {
   std::uint32_t* k;
   std::uint32_t* v;
-  std::uint32_t* ok;
+  std::uint32_t* key_flags;
   VIDLORA_HOST_DEVICE explicit MmaKeyTiles(std::uint32_t* smem)
-      : k(smem), v(smem + FlashMmaSmem<D>::tile_words), ok(v + FlashMmaSmem<D>::tile_words) {}
+      : k(smem), v(smem + FlashMmaSmem<D>::tile_words), key_flags(v + FlashMmaSmem<D>::tile_words) {}
   // Keys [k0, k0 + 64) of kv head `kvh` (zeros past tk); the caller's barrier publishes them (Async: the 16-bit copies
-  // as cp.async, which the caller commits and waits for before it).
+  // as cp.async, which the caller commits and waits for before it). Threads 0-3 write the key flags of lane t = tid
+  // of a quad.
   template <class F, bool Async = false>
   VIDLORA_HOST_DEVICE void load(int tid, const AttentionParams& p, std::int64_t k0, std::int64_t kvh) const {
     mma_load_tile<D, F, Async>(tid, k, p.k, p.k16, k0, p.tk, p.kv_heads, kvh);
     mma_load_tile<D, F, Async>(tid, v, p.v, p.v16, k0, p.tk, p.kv_heads, kvh);
-    for (int e = tid; e < kMmaKeys; e += kMmaThreads) {
-      const std::int64_t j = k0 + e;
-      ok[e] = j < p.tk && (p.key_mask == nullptr || p.key_mask[j] != 0) ? 1u : 0u;
+    if (tid < kMmaKeyFlagWords) {
+      std::uint32_t flags = 0;
+      VIDLORA_UNROLL
+      for (int b = 0; b < 16; ++b) {
+        const std::int64_t j = k0 + 8 * (b / 2) + 2 * tid + (b & 1);
+        if (j < p.tk && (p.key_mask == nullptr || p.key_mask[j] != 0)) flags |= 1u << b;
+      }
+      key_flags[tid] = flags;
     }
   }
-  // Whether the thread's row r sees key k0 + c, column c of the tile.
-  VIDLORA_HOST_DEVICE bool visible(const AttentionParams& p, const MmaThread& th, int r, std::int64_t k0, int c) const {
-    return th.in[r] && ok[c] != 0u && k0 + c <= p.q_offset + th.row[r];
+  // What the thread's rows see of the tile at k0 (after the barrier that publishes it).
+  VIDLORA_HOST_DEVICE MmaVisibleKeys visible(const AttentionParams& p, const MmaThread& th, std::int64_t k0) const {
+    MmaVisibleKeys v;
+    v.flags = key_flags[th.ln.t];
+    VIDLORA_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const std::int64_t last = p.q_offset + th.row[r] - k0;  // the last column row r sees
+      const int clamped = last < 0 ? -1 : last >= kMmaKeys ? kMmaKeys - 1 : static_cast<int>(last);
+      v.reach[r] = (th.in[r] ? clamped : -1) - 2 * th.ln.t;
+    }
+    return v;
   }
 };
 
@@ -464,12 +533,13 @@ VIDLORA_HOST_DEVICE void flash_mma_forward_block(W& w, const AttentionParams& p,
     // Scaled scores in log2 units (-inf where not visible) and the rows' max over the tile (the four lanes of a row
     // differ in t: lane bits 0 and 1).
     float mx[2] = {-INFINITY, -INFINITY};
+    const MmaVisibleKeys sees = tiles.visible(p, th, k0);
     VIDLORA_UNROLL
     for (int n = 0; n < ns; ++n) {
       VIDLORA_UNROLL
       for (int e = 0; e < 4; ++e) {
-        const int r = e / 2, c = n * 8 + 2 * ln.t + (e & 1);
-        const float x = tiles.visible(p, th, r, k0, c) ? s[n][e] * scale_log2 : -INFINITY;
+        const int r = e / 2;
+        const float x = sees(n, e) ? s[n][e] * scale_log2 : -INFINITY;
         s[n][e] = x;
         mx[r] = x > mx[r] ? x : mx[r];
       }
@@ -568,12 +638,13 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dq_block(W& w, const AttentionParams
     mma_zero(dp);
     mma_times_rows(w, ln, s, qf, tiles.k, rw);
     mma_times_rows(w, ln, dp, df, tiles.v, rw);
+    const MmaVisibleKeys sees = tiles.visible(p, th, k0);
     VIDLORA_UNROLL
     for (int n = 0; n < ns; ++n) {
       VIDLORA_UNROLL
       for (int e = 0; e < 4; ++e) {
-        const int r = e / 2, c = n * 8 + 2 * ln.t + (e & 1);
-        mma_prob_and_grad(s[n][e], dp[n][e], tiles.visible(p, th, r, k0, c), lse2[r], rd[r], scale_log2, scale);
+        const int r = e / 2;
+        mma_prob_and_grad(s[n][e], dp[n][e], sees(n, e), lse2[r], rd[r], scale_log2, scale);
       }
     }
     mma_acc_times_down<F>(w, ln, dq, dp, tiles.k, rw);  // dQ += dS·K, dS's A fragments from dP's accumulators
@@ -657,6 +728,7 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
   bool key_ok[2];  // inside the sequence and not masked
   VIDLORA_UNROLL
   for (int r = 0; r < 2; ++r) key_ok[r] = th.in[r] && (p.key_mask == nullptr || p.key_mask[th.row[r]] != 0);
+  const MmaVisibleQueries::Keys keys_seen = MmaVisibleQueries::keys(p, th, key_ok);
   mma_load_tile<D, F>(tid, ks, p.k, p.k16, j0, p.tk, p.kv_heads, kvh);
   mma_load_tile<D, F>(tid, vs, p.v, p.v16, j0, p.tk, p.kv_heads, kvh);
   float dk[no][4], dv[no][4];
@@ -713,14 +785,13 @@ VIDLORA_HOST_DEVICE void flash_mma_backward_dkv_block(W& w, const AttentionParam
       ln.a_of_tile(w, a, vs, rw, th.warp * 16, kk);
       mma_rows_step(w, ln, dpt, a, dos, rw, kk);
     }
+    const MmaVisibleQueries seen = MmaVisibleQueries::of(keys_seen, i0);
     VIDLORA_UNROLL
     for (int n = 0; n < nq; ++n) {
       VIDLORA_UNROLL
       for (int e = 0; e < 4; ++e) {
-        const int r = e / 2, c = n * 8 + 2 * ln.t + (e & 1);
-        const std::int64_t i = i0 + c;
-        const bool visible = i < p.tq && key_ok[r] && th.row[r] <= p.q_offset + i;
-        mma_prob_and_grad(st[n][e], dpt[n][e], visible, io::detail::bits_float(lse_s[c]),
+        const int c = n * 8 + 2 * ln.t + (e & 1);
+        mma_prob_and_grad(st[n][e], dpt[n][e], seen(n, e), io::detail::bits_float(lse_s[c]),
                           io::detail::bits_float(rd_s[c]), scale_log2, scale);
       }
     }
