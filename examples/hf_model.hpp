@@ -6,9 +6,12 @@
 //   recipe); the prompt is its chat template around --prompt, tokenised by its tokenizer.
 // model_kind() tells the two kinds apart and names what is missing from a directory that is neither.
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -139,11 +142,7 @@ struct HfModel {
                 : std::make_shared<const vidlora::model::FrameEncoder>(vidlora::model::FrameEncoder::borrowing(vision));
     const auto pre = processor.frame_preprocessing();
     const int pool = config.spatial_pool_stride;
-    std::string describe = std::filesystem::weakly_canonical(dir).string();
-    for (const char* f : {"config.json", "model.safetensors.index.json", "model.safetensors"})
-      if (std::filesystem::is_regular_file(dir / f))
-        describe += fmt::format("|{}:{}", f, std::filesystem::file_size(dir / f));
-    const std::string id = fmt::format("hf-{:016x}-pool{}{}", std::hash<std::string>{}(describe), pool,
+    const std::string id = fmt::format("hf-{:016x}-pool{}{}", vidlora::train::fnv1a64(fingerprint()), pool,
                                        enc->variant().empty() ? std::string() : "-" + enc->variant());
     vidlora::video::with_sampling_policy(sampler, [](auto) {});  // an unknown name is an error listing the known ones
     const auto compute = [enc, pre, pool, sampler, frames](const std::filesystem::path& v) {
@@ -153,6 +152,31 @@ struct HfModel {
   }
 
  private:
+  // What the cached features depend on, as one string: the directory, every JSON file in it by content (config.json's
+  // vision_feature_layer, the processor's mean / std / size, the index), and every weight file by name, size and
+  // modification time (hashing gigabytes of weights on every start would cost more than it saves; a re-saved or
+  // replaced checkpoint has a new time). A change to any of them gives the features a new cache id.
+  std::string fingerprint() const {
+    namespace fs = std::filesystem;
+    std::vector<fs::path> files;
+    for (const auto& entry : fs::directory_iterator(dir))
+      if (entry.is_regular_file()) files.push_back(entry.path());
+    std::sort(files.begin(), files.end());
+    std::string out = fs::weakly_canonical(dir).string();
+    for (const auto& f : files) {
+      const std::string name = f.filename().string();
+      if (f.extension() == ".json") {
+        std::ifstream in(f, std::ios::binary);
+        out += fmt::format("|{}={}", name, std::string(std::istreambuf_iterator<char>(in), {}));
+      } else if (f.extension() == ".safetensors") {
+        const auto time = fs::last_write_time(f).time_since_epoch();
+        out += fmt::format("|{}:{}:{}", name, fs::file_size(f),
+                           std::chrono::duration_cast<std::chrono::nanoseconds>(time).count());
+      }
+    }
+    return out;
+  }
+
   static vidlora::model::LlavaConfig read_config(const std::filesystem::path& d) {
     try {
       return vidlora::model::LlavaConfig::from_file(d / "config.json");

@@ -137,3 +137,16 @@ TEST_CASE("checkpoint directory without weights is refused", "[io][checkpoint]")
   CHECK_THROWS_WITH(io::CheckpointDir::open(dir / "nothing"), Contains("does not exist"));
   fs::remove_all(dir);
 }
+
+TEST_CASE("a checkpoint directory holding both an index and a single file is refused, naming both",
+          "[io][checkpoint]") {
+  // One of them is stale; transformers would load model.safetensors, the index's shards may hold other values.
+  const auto dir = scratch_dir("both");
+  const auto src = fs::path(test::fixture_path("io/llama_sharded"));
+  for (const auto& entry : fs::directory_iterator(src)) fs::copy_file(entry.path(), dir / entry.path().filename());
+  CHECK(io::CheckpointDir::open(dir).contains("lm_head.weight"));
+  fs::copy_file(test::fixture_path("io/mixed.safetensors"), dir / "model.safetensors");
+  CHECK_THROWS_WITH(io::CheckpointDir::open(dir),
+                    Contains("model.safetensors") && Contains("model.safetensors.index.json") && Contains("both"));
+  fs::remove_all(dir);
+}

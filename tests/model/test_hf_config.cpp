@@ -282,3 +282,88 @@ TEST_CASE("llava config refuses unsupported fields by name and never leaks a jso
   text["text_config"]["mlp_bias"] = "yes";
   REQUIRE_THROWS_WITH(model::LlavaConfig::from_json(text), Contains("mlp_bias"));
 }
+
+TEST_CASE("config.json fields left out take transformers' class defaults, as the Hub's diff-style configs need",
+          "[model][config][reference]") {
+  // tools/reference/hf_config_defaults.py: configs that hold only the fields differing from the class defaults (how
+  // transformers 4 saved llava-hf's LLaVA-NeXT-Video-7B), and what transformers resolves from each.
+  const nlohmann::json ref = vidlora::test::load_fixture("model/hfconfig/defaults.json");
+  int llava_cases = 0, decoder_cases = 0, vision_cases = 0;
+  for (const auto& c : ref["cases"]) {
+    const std::string name = c["name"].get<std::string>();
+    CAPTURE(name);
+    const nlohmann::json& config = c["config"];
+    const std::string type = config["model_type"].get<std::string>();
+    if (c.contains("text")) {
+      const auto t = model::DecoderConfig::from_json(config);
+      const auto& e = c["text"];
+      CHECK(model::architecture_name(t.architecture) ==
+            (e["model_type"] == "mistral" ? std::string("llama") : e["model_type"].get<std::string>()));
+      CHECK(t.hidden_size == e["hidden_size"].get<int>());
+      CHECK(t.intermediate_size == e["intermediate_size"].get<int>());
+      CHECK(t.num_hidden_layers == e["num_hidden_layers"].get<int>());
+      CHECK(t.num_attention_heads == e["num_attention_heads"].get<int>());
+      CHECK(t.num_key_value_heads == e["num_key_value_heads"].get<int>());
+      CHECK(t.head_dim == e["head_dim"].get<int>());
+      CHECK(t.rms_norm_eps == e["rms_norm_eps"].get<double>());
+      CHECK(t.rope_theta == e["rope_theta"].get<double>());
+      CHECK(t.max_position_embeddings == e["max_position_embeddings"].get<int>());
+      CHECK(t.vocab_size == e["vocab_size"].get<int>());
+      CHECK(t.sliding_window == (e["sliding_window"].is_null() ? 0 : e["sliding_window"].get<int>()));
+      if (c.contains("tied")) CHECK(t.tie_word_embeddings == c["tied"].get<bool>());
+      ++decoder_cases;
+    }
+    if (c.contains("vision")) {
+      const auto v = model::ClipVisionConfig::from_json(config);
+      const auto& e = c["vision"];
+      CHECK(v.hidden_size == e["hidden_size"].get<int>());
+      CHECK(v.intermediate_size == e["intermediate_size"].get<int>());
+      CHECK(v.num_hidden_layers == e["num_hidden_layers"].get<int>());
+      CHECK(v.num_attention_heads == e["num_attention_heads"].get<int>());
+      CHECK(v.image_size == e["image_size"].get<int>());
+      CHECK(v.patch_size == e["patch_size"].get<int>());
+      CHECK(v.num_channels == e["num_channels"].get<int>());
+      CHECK(v.layer_norm_eps == e["layer_norm_eps"].get<double>());
+      ++vision_cases;
+    }
+    if (c.contains("llava")) {
+      const auto l = model::LlavaConfig::from_json(config);
+      const auto& e = c["llava"];
+      CHECK(l.image_token_id == e["image_token_index"].get<int>());
+      CHECK(l.video_token_id == (e["video_token_index"].is_null() ? -1 : e["video_token_index"].get<int>()));
+      CHECK(l.vision_feature_layer == e["vision_feature_layer"].get<int>());
+      CHECK(l.drop_cls == (e["vision_feature_select_strategy"] == "default"));
+      CHECK(l.spatial_pool_stride == (e["spatial_pool_stride"].is_null() ? 1 : e["spatial_pool_stride"].get<int>()));
+      CHECK(l.projector_bias == e["multimodal_projector_bias"].get<bool>());
+      ++llava_cases;
+    }
+  }
+  CHECK(decoder_cases == 10);
+  CHECK(vision_cases == 7);
+  CHECK(llava_cases == 5);
+  // The seed's model: LLaVA-NeXT-Video-7B's shapes from a config that names none of the decoder's.
+  const auto seven_b = model::LlavaConfig::from_json(ref["cases"][0]["config"]);
+  CHECK(seven_b.text.hidden_size == 4096);
+  CHECK(seven_b.text.num_hidden_layers == 32);
+  CHECK(seven_b.vision.num_patches() == 576);
+}
+
+TEST_CASE("a tied config uses the checkpoint's lm_head when it holds one, as transformers does",
+          "[model][config][decoder]") {
+  // transformers 5 does not tie a head the checkpoint gives (it warns when it differs from the embeddings); without
+  // one, a tied config shares the embeddings and an untied one is an error naming the tensor.
+  model::DecoderConfig untied = model::llama_config(16, 32, 1, 2, 2, 24);
+  const model::TensorTable with_head = model::random_decoder_weights(untied, 5);
+  model::DecoderConfig tied = untied;
+  tied.tie_word_embeddings = true;
+  const model::Decoder<2, 4> given(tied, with_head);
+  const Matrix file_head = model::load_matrix<float>(with_head, "lm_head.weight", 24, 16);
+  CHECK_FALSE(given.config().tie_word_embeddings);
+  CHECK(given.head_weight() == file_head);
+  CHECK_FALSE(given.head_weight() == given.embed_tokens());
+  const model::TensorTable without_head = model::random_decoder_weights(tied, 5);
+  REQUIRE_FALSE(without_head.contains("lm_head.weight"));
+  const model::Decoder<2, 4> shared(tied, without_head);
+  CHECK(shared.head_weight() == shared.embed_tokens());
+  REQUIRE_THROWS_WITH((model::Decoder<2, 4>(untied, without_head)), Contains("lm_head.weight"));
+}

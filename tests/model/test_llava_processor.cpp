@@ -207,4 +207,36 @@ TEST_CASE("LlavaProcessor refuses processor fields that change the result and ar
     std::ofstream(copy.dir / "chat_template.jinja") << "{{ messages[0]['content'] }}";
     CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("chat_template.jinja") && Contains("ChatML"));
   }
+  SECTION("a LLaVA template that prints a system prompt the format has not") {
+    // transformers would render the prefix; vidlora's fixed format would drop it: refused, naming the text.
+    std::ifstream in(copy.dir / "chat_template.jinja");
+    const std::string text{std::istreambuf_iterator<char>(in), {}};
+    in.close();
+    std::ofstream(copy.dir / "chat_template.jinja", std::ios::trunc) << "{{ 'A chat between two. ' }}" << text;
+    CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir),
+                      Contains("chat_template.jinja") && Contains("\"A chat between two. \""));
+  }
+}
+
+TEST_CASE("a ChatML template's own default system turn is the prompt's, and none gives none",
+          "[model][llava][processor]") {
+  const ProcessorCopy copy("llava_qwen_hf");
+  const auto template_with = [&](const std::string& from, const std::string& to) {
+    std::ifstream in(copy.dir / "chat_template.jinja");
+    std::string text{std::istreambuf_iterator<char>(in), {}};
+    in.close();
+    REQUIRE(text.find(from) != std::string::npos);
+    text.replace(text.find(from), from.size(), to);
+    std::ofstream(copy.dir / "chat_template.jinja", std::ios::trunc) << text;
+  };
+  CHECK(model::LlavaProcessor(copy.dir).prompt("Q").starts_with(
+      "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"));
+  template_with("You are a helpful assistant.", "Answer the questions.");
+  CHECK(model::LlavaProcessor(copy.dir).prompt("Q").starts_with(
+      "<|im_start|>system\nAnswer the questions.<|im_end|>\n<|im_start|>user\n"));
+  template_with(
+      "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nAnswer the questions.<|im_end|>\\n' }}{% endif "
+      "%}",
+      "");
+  CHECK(model::LlavaProcessor(copy.dir).prompt("Q").starts_with("<|im_start|>user\n"));
 }

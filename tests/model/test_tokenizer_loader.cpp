@@ -54,3 +54,68 @@ TEST_CASE("load_tokenizer reports a directory without tokenizer files and a brok
   CHECK_THROWS_WITH(model::load_tokenizer(dir), Catch::Contains("tokenizer.json' does not parse as JSON"));
   fs::remove_all(dir);
 }
+
+TEST_CASE("load_tokenizer takes the tokens a llama directory adds beside tokenizer.model, as transformers does",
+          "[model][tokenizer][reference]") {
+  // tools/reference/tokenizer_added_tokens.py: tokenizer.json adds <vid2> (special) and <obj> past the model's 800
+  // pieces and marks the model's user-defined <video> special; transformers' ids and decodes of the directory.
+  const fs::path dir = test::fixture_path("model/tokenizer_added");
+  const auto ref = nlohmann::json::parse(std::ifstream(dir / "reference.json"));
+  const model::AnyTokenizer any = model::load_tokenizer(dir);
+  REQUIRE(std::holds_alternative<model::SentencePieceTokenizer>(any));
+  const auto& tok = std::get<model::SentencePieceTokenizer>(any);
+  CHECK(tok.vocab_size() == ref["vocab_size"].get<int>());
+  for (const auto& [token, id] : ref["ids"].items()) {
+    CAPTURE(token);
+    CHECK(tok.token_to_id(token) == id.get<int>());
+    CHECK(tok.id_to_token(id.get<int>()) == token);
+    CHECK(tok.is_special(id.get<int>()) == ref["special"][token].get<bool>());
+  }
+  for (const auto& c : ref["encodes"]) {
+    CAPTURE(c["text"].get<std::string>());
+    CHECK(tok.encode(c["text"].get<std::string>()) == c["ids"].get<std::vector<int>>());
+  }
+  for (const auto& c : ref["decodes"]) {
+    const auto ids = c["ids"].get<std::vector<int>>();
+    CAPTURE(c["ids"].dump());
+    CHECK(tok.decode(ids) == c["text"].get<std::string>());
+    CHECK(tok.decode(ids, /*skip_special=*/true) == c["skip_special"].get<std::string>());
+  }
+
+  // The same tokens from tokenizer_config.json's added_tokens_decoder when there is no tokenizer.json (the slow
+  // tokenizer's file; transformers 4 wrote it, {"<id>": {"content": …, "special": …}}, built here from the same
+  // tokens since transformers 5 no longer writes it).
+  const fs::path slow = fresh_dir("vidlora_tok_added_slow");
+  fs::copy_file(dir / "tokenizer.model", slow / "tokenizer.model");
+  nlohmann::json decoder = nlohmann::json::object();
+  const auto fast = nlohmann::json::parse(std::ifstream(dir / "tokenizer.json"));
+  for (auto t : fast["added_tokens"]) {
+    const std::string id = std::to_string(t["id"].get<int>());
+    t.erase("id");
+    decoder[id] = t;
+  }
+  nlohmann::json config;
+  config["added_tokens_decoder"] = decoder;
+  std::ofstream(slow / "tokenizer_config.json") << config.dump();
+  const model::AnyTokenizer slow_any = model::load_tokenizer(slow);
+  const auto& from_config = std::get<model::SentencePieceTokenizer>(slow_any);
+  CHECK(from_config.vocab_size() == ref["vocab_size"].get<int>());
+  for (const auto& c : ref["encodes"])
+    CHECK(from_config.encode(c["text"].get<std::string>()) == c["ids"].get<std::vector<int>>());
+
+  // An added id that leaves a gap, or one that names another piece, is an error naming the token and the file.
+  auto json = nlohmann::json::parse(std::ifstream(dir / "tokenizer.json"));
+  const fs::path bad = fresh_dir("vidlora_tok_added_bad");
+  fs::copy_file(dir / "tokenizer.model", bad / "tokenizer.model");
+  for (auto& t : json["added_tokens"])
+    if (t["content"] == "<obj>") t["id"] = 900;
+  std::ofstream(bad / "tokenizer.json") << json.dump();
+  REQUIRE_THROWS_WITH(model::load_tokenizer(bad),
+                      Catch::Contains("<obj>") && Catch::Contains("900") && Catch::Contains("tokenizer.json"));
+  for (auto& t : json["added_tokens"])
+    if (t["content"] == "<obj>") t["id"] = 5;
+  std::ofstream(bad / "tokenizer.json", std::ios::trunc) << json.dump();
+  REQUIRE_THROWS_WITH(model::load_tokenizer(bad), Catch::Contains("<obj>") && Catch::Contains("id 5"));
+  fs::remove_all(slow);
+  fs::remove_all(bad);
+}

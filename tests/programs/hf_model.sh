@@ -53,6 +53,23 @@ check "caption captions with the bare checkpoint too" grep -q "^${clips[0]}	" ba
 run 1 bad_video "$bin/caption" --model "$hf" --frames 2 --max-new-tokens 6 "${clips[0]}" missing.mp4
 check "a bad video is reported on stderr only" bash -c 'grep -q missing.mp4 bad_video.err && ! grep -q missing.mp4 bad_video.out'
 
+# The feature cache follows the checkpoint: the same directory hits it, and a changed config.json (the vision
+# feature layer, same file size) or a re-saved weight file makes new features instead of reusing stale ones.
+cp -rp "$hf" hfcopy
+count() { find cache -name '*.safetensors' | wc -l; }
+run 0 cache1 "$bin/caption" --model hfcopy --cache cache --frames 2 --max-new-tokens 6 "${clips[0]}"
+first=$(count)
+run 0 cache2 "$bin/caption" --model hfcopy --cache cache --frames 2 --max-new-tokens 6 "${clips[0]}"
+check "the same checkpoint reuses its cached features" test "$(count)" -eq "$first" -a "$first" -gt 0
+sed -i 's/"vision_feature_layer": -2/"vision_feature_layer": -1/' hfcopy/config.json
+check "the config edit keeps the file size (a size-only key would miss it)" \
+  test "$(stat -c %s hfcopy/config.json)" -eq "$(stat -c %s "$hf/config.json")"
+run 0 cache3 "$bin/caption" --model hfcopy --cache cache --frames 2 --max-new-tokens 6 "${clips[0]}"
+check "a changed config.json gives new features" test "$(count)" -eq $((2 * first))
+touch hfcopy/model.safetensors
+run 0 cache4 "$bin/caption" --model hfcopy --cache cache --frames 2 --max-new-tokens 6 "${clips[0]}"
+check "a re-saved weight file gives new features" test "$(count)" -eq $((3 * first))
+
 # Directories that are not a supported model: the error names what is missing.
 mkdir -p empty partial other
 run 1 empty "$bin/caption" --model empty x.mp4

@@ -46,6 +46,13 @@ class CheckpointDir {
     dir.options_ = options;
     if (fs::is_directory(path)) {
       dir.root_ = path;
+      // Both: one of them is stale, and which one is meant cannot be told (transformers would load the single file,
+      // a copy of the shards may differ from it): an error naming both.
+      if (fs::exists(path / kSafetensorsIndexName) && fs::exists(path / kSafetensorsSingleName))
+        fail(
+            "checkpoint '{}' holds both {} and {}: remove the one that is not this model's (transformers would load "
+            "{})",
+            path.string(), kSafetensorsSingleName, kSafetensorsIndexName, kSafetensorsSingleName);
       if (fs::exists(path / kSafetensorsIndexName)) {
         dir.load_index(path / kSafetensorsIndexName);
       } else if (fs::exists(path / kSafetensorsSingleName)) {

@@ -95,9 +95,12 @@ struct DecoderConfig {
     using detail::present;
     const std::string type = field_or<std::string>(j, "model_type", "");
     if (type == "llava" || type == "llava_next" || type == "llava_next_video" || type == "llava_onevision") {
-      require(j.contains("text_config"), "DecoderConfig: {} config.json has no \"text_config\"", type);
-      nlohmann::json text = j["text_config"];
-      if (!text.contains("model_type")) text["model_type"] = "llama";  // LLaVA's default language model
+      // No text_config: LLaVA's default language model, LlamaConfig's defaults (transformers).
+      nlohmann::json text = present(j, "text_config") ? j["text_config"] : nlohmann::json::object();
+      require(text.is_object(), "DecoderConfig: {} config.json's \"text_config\" is not an object", type);
+      if (!text.contains("model_type")) text["model_type"] = "llama";
+      // The LM head is tied when the LLaVA config or its text config says so (transformers ties on either).
+      if (field_or<bool>(j, "tie_word_embeddings", false, "DecoderConfig")) text["tie_word_embeddings"] = true;
       return from_json(text);
     }
     DecoderConfig c;
@@ -115,15 +118,23 @@ struct DecoderConfig {
           type.empty() ? std::string("<missing>") : type);
     }
     const char* who = "DecoderConfig";
-    c.hidden_size = field<int>(j, "hidden_size", who);
-    c.intermediate_size = field<int>(j, "intermediate_size", who);
-    c.num_hidden_layers = field<int>(j, "num_hidden_layers", who);
-    c.num_attention_heads = field<int>(j, "num_attention_heads", who);
-    c.num_key_value_heads = field_or<int>(j, "num_key_value_heads", c.num_attention_heads, who);
-    c.vocab_size = field<int>(j, "vocab_size", who);
+    // A field config.json leaves out takes the value of transformers' config class for the architecture: the Hub's
+    // checkpoints saved by transformers 4 wrote only the fields that differ from it (llava-hf's text_config has no
+    // hidden_size: LlamaConfig's defaults are LLaMA-7B's). tools/reference/hf_config_defaults.py checks them.
+    const DefaultShape shape = default_shape(type);
+    c.hidden_size = field_or<int>(j, "hidden_size", shape.hidden_size, who);
+    c.intermediate_size = field_or<int>(j, "intermediate_size", shape.intermediate_size, who);
+    c.num_hidden_layers = field_or<int>(j, "num_hidden_layers", shape.num_hidden_layers, who);
+    c.num_attention_heads = field_or<int>(j, "num_attention_heads", shape.num_attention_heads, who);
+    c.num_key_value_heads =
+        field_or<int>(j, "num_key_value_heads",
+                      shape.num_key_value_heads > 0 ? shape.num_key_value_heads : c.num_attention_heads, who);
+    c.vocab_size = field_or<int>(j, "vocab_size", shape.vocab_size, who);
     require(c.num_attention_heads > 0 && c.hidden_size > 0, "DecoderConfig: hidden_size {} / heads {} must be > 0",
             c.hidden_size, c.num_attention_heads);
-    c.head_dim = field_or<int>(j, "head_dim", c.hidden_size / c.num_attention_heads, who);
+    // Qwen3Config's head_dim defaults to 128 whatever the width; the others' to hidden_size / heads.
+    c.head_dim = field_or<int>(
+        j, "head_dim", type == "qwen3" && !j.contains("head_dim") ? 128 : c.hidden_size / c.num_attention_heads, who);
     c.rms_norm_eps = field_or<double>(j, "rms_norm_eps", 1e-6, who);
     c.tie_word_embeddings = field_or<bool>(j, "tie_word_embeddings", false, who);
     // transformers' defaults per architecture (config.json written by save_pretrained always has it).
@@ -208,13 +219,27 @@ struct DecoderConfig {
   }
 
  private:
+  // transformers' config class defaults for the fields that size the decoder (LlamaConfig: LLaMA-7B; MistralConfig:
+  // Mistral-7B; Qwen2Config / Qwen3Config: their own). num_key_value_heads 0: num_attention_heads.
+  struct DefaultShape {
+    int hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, vocab_size;
+  };
+  static DefaultShape default_shape(const std::string& type) {
+    if (type == "mistral") return {4096, 14336, 32, 32, 8, 32000};
+    if (type == "qwen2" || type == "qwen3") return {4096, 22016, 32, 32, 0, 151936};
+    return {4096, 11008, 32, 32, 0, 32000};  // llama
+  }
+
   // The attention window of sliding-window layers (0: none). Qwen2 / Qwen3: layer_types (or
   // use_sliding_window + max_window_layers when absent); Mistral: sliding_window unless null.
   static int sliding_window_of(const nlohmann::json& j, const DecoderConfig& c, const std::string& type) {
     using detail::field_or;
     using detail::present;
     const char* who = "DecoderConfig";
-    if (type == "mistral") return present(j, "sliding_window") ? field_or<int>(j, "sliding_window", 0, who) : 0;
+    if (type == "mistral") {  // MistralConfig's default window is 4096; null turns it off
+      if (!j.contains("sliding_window")) return 4096;
+      return present(j, "sliding_window") ? field_or<int>(j, "sliding_window", 0, who) : 0;
+    }
     if (type == "llama") {
       require(!present(j, "sliding_window"), "DecoderConfig: sliding_window {} is not a llama option",
               present(j, "sliding_window") ? j["sliding_window"].dump() : std::string());
@@ -261,18 +286,30 @@ struct ClipVisionConfig {
   static ClipVisionConfig from_json(const nlohmann::json& j) {
     using detail::field;
     using detail::field_or;
+    const std::string outer = field_or<std::string>(j, "model_type", "");
     if (j.contains("vision_config")) return from_json(j["vision_config"]);
+    // A LLaVA config without vision_config: transformers' LLaVA default tower, CLIP ViT-L/14-336.
+    if (outer == "llava" || outer == "llava_next" || outer == "llava_next_video" || outer == "llava_onevision")
+      return from_json(nlohmann::json{{"model_type", "clip_vision_model"},
+                                      {"hidden_size", 1024},
+                                      {"intermediate_size", 4096},
+                                      {"num_hidden_layers", 24},
+                                      {"num_attention_heads", 16},
+                                      {"image_size", 336},
+                                      {"patch_size", 14}});
     const char* who = "ClipVisionConfig";
+    require(j.is_object(), "ClipVisionConfig: \"vision_config\" is not an object");
     const std::string type = field_or<std::string>(j, "model_type", "clip_vision_model");
     require(type == "clip_vision_model" || type == "clip", "ClipVisionConfig: unknown vision architecture \"{}\"",
             type);
+    // Fields left out take CLIPVisionConfig's defaults (ViT-B/32), as transformers fills them.
     ClipVisionConfig c;
-    c.hidden_size = field<int>(j, "hidden_size", who);
-    c.intermediate_size = field<int>(j, "intermediate_size", who);
-    c.num_hidden_layers = field<int>(j, "num_hidden_layers", who);
-    c.num_attention_heads = field<int>(j, "num_attention_heads", who);
-    c.image_size = field<int>(j, "image_size", who);
-    c.patch_size = field<int>(j, "patch_size", who);
+    c.hidden_size = field_or<int>(j, "hidden_size", 768, who);
+    c.intermediate_size = field_or<int>(j, "intermediate_size", 3072, who);
+    c.num_hidden_layers = field_or<int>(j, "num_hidden_layers", 12, who);
+    c.num_attention_heads = field_or<int>(j, "num_attention_heads", 12, who);
+    c.image_size = field_or<int>(j, "image_size", 224, who);
+    c.patch_size = field_or<int>(j, "patch_size", 32, who);
     c.num_channels = field_or<int>(j, "num_channels", 3);
     c.layer_norm_eps = field_or<double>(j, "layer_norm_eps", 1e-5);
     const std::string act = field_or<std::string>(j, "hidden_act", "quick_gelu");
@@ -311,8 +348,12 @@ struct LlavaConfig {
     LlavaConfig c;
     c.text = DecoderConfig::from_json(j);
     c.vision = ClipVisionConfig::from_json(j);
-    c.image_token_id = field_or<int>(j, "image_token_id", field_or<int>(j, "image_token_index", -1, who), who);
-    c.video_token_id = field_or<int>(j, "video_token_id", field_or<int>(j, "video_token_index", -1, who), who);
+    // transformers' defaults: LlavaConfig's image token 32000; LlavaNextVideoConfig's image 32001 and video 32000.
+    const bool next_video = type == "llava_next_video";
+    c.image_token_id =
+        field_or<int>(j, "image_token_id", field_or<int>(j, "image_token_index", next_video ? 32001 : 32000, who), who);
+    c.video_token_id =
+        field_or<int>(j, "video_token_id", field_or<int>(j, "video_token_index", next_video ? 32000 : -1, who), who);
     if (present(j, "vision_feature_layer")) {
       const auto& layer = j["vision_feature_layer"];
       if (layer.is_number_integer()) {

@@ -119,9 +119,14 @@ class Decoder {
     const Eigen::Index d = config_.hidden_size, v = config_.vocab_size;
     embed_ = load_matrix<scalar_type>(source, prefix_ + "embed_tokens.weight", v, d);
     final_norm_ = load_vector<scalar_type>(source, prefix_ + "norm.weight", d);
-    if (!config_.tie_word_embeddings) {
-      const std::string head_prefix = prefix_ == "language_model.model." ? "language_model." : "";
-      head_ = load_matrix<scalar_type>(source, head_prefix + "lm_head.weight", v, d);
+    // The LM head: lm_head.weight when the checkpoint holds it, even where the config ties it (transformers does
+    // not tie a head the checkpoint gives, warning when it differs from the embeddings); else the embeddings when
+    // tied, else an error naming the missing tensor.
+    const std::string head_key =
+        (prefix_ == "language_model.model." ? "language_model." : "") + std::string("lm_head.weight");
+    if (!config_.tie_word_embeddings || source.contains(head_key)) {
+      config_.tie_word_embeddings = false;
+      head_ = load_matrix<scalar_type>(source, head_key, v, d);
     }
     layers_.reserve(static_cast<std::size_t>(config_.num_hidden_layers));
     for (int l = 0; l < config_.num_hidden_layers; ++l) layers_.push_back(load_layer(source, l));

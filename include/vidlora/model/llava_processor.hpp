@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <span>
@@ -377,17 +378,41 @@ class LlavaProcessor {
     ChatTemplate chat =
         std::holds_alternative<ByteLevelBpeTokenizer>(tokenizer_) ? kLlavaQwenChatMlTemplate : kLlavaNextVideoTemplate;
     if (!text.empty()) {
-      if (text.find("<|im_start|>") != std::string::npos)
+      // The template is not run (no Jinja here): it is recognised, and what it can print is checked against the
+      // format vidlora renders, so that a template printing something else is an error, never another prompt.
+      const std::vector<std::string> literals = chat_template_literals(text);
+      if (text.find("<|im_start|>") != std::string::npos) {
         chat = kLlavaQwenChatMlTemplate;
-      else if (text.find("ASSISTANT") != std::string::npos)  // llava-hf: role.upper() + ": ", then "ASSISTANT:"
+        // The default system turn is the template's '<|im_start|>system\n…<|im_end|>' literal; none: no system
+        // turn (LLaVA-OneVision's template).
+        std::optional<std::string> system;
+        constexpr std::string_view open = "<|im_start|>system\n", close = "<|im_end|>";
+        for (const auto& l : literals)
+          if (l.starts_with(open) && l.find(close) != std::string::npos) {
+            const std::string s = l.substr(open.size(), l.find(close) - open.size());
+            require(!system || *system == s, "{}: the chat template has two default system turns (\"{}\", \"{}\")",
+                    from.string(), *system, s);
+            system = s;
+          }
+        if (system)
+          chat.default_system = intern(*system);
+        else
+          chat.format = "<|im_start|>user\n{video}\n{user}<|im_end|>\n<|im_start|>assistant\n";
+      } else if (text.find("ASSISTANT") != std::string::npos) {  // llava-hf: role.upper() + ": ", then "ASSISTANT:"
         chat = kLlavaNextVideoTemplate;
-      else
+        // What llava-hf's template prints and names ("USER: <video>\n<question> ASSISTANT:"); anything else it
+        // could print (a system prompt, another role marker) is text vidlora's format would leave out.
+        static constexpr std::string_view kKnown[] = {
+            "system", "user", "assistant", "role",    "content", "type",      "text",      "image",
+            "video",  ": ",   " ",         "equalto", "\n",      "<image>\n", "<video>\n", "ASSISTANT:"};
+        for (const auto& l : literals)
+          require(std::find(std::begin(kKnown), std::end(kKnown), l) != std::end(kKnown),
+                  "{}: the chat template can print \"{}\", which vidlora's LLaVA prompt format (\"USER: <video>\\n"
+                  "<question> ASSISTANT:\") does not; a template it cannot render exactly is not supported",
+                  from.string(), l);
+      } else {
         fail("{}: the chat template is neither LLaVA's \"USER: … ASSISTANT:\" nor ChatML (<|im_start|>)",
              from.string());
-      if (chat.name == kLlavaQwenChatMlTemplate.name &&
-          text.find("You are a helpful assistant.") == std::string::npos) {
-        // No default system turn (LLaVA-OneVision's template).
-        chat.format = "<|im_start|>user\n{video}\n{user}<|im_end|>\n<|im_start|>assistant\n";
       }
     }
     chat.video_placeholder = kSentinel;
@@ -395,6 +420,14 @@ class LlavaProcessor {
   }
 
   static constexpr std::string_view kSentinel = "\x01";
+
+  // A string that lives as long as the program (ChatTemplate holds views; the processor may be moved).
+  static std::string_view intern(const std::string& s) {
+    static std::mutex mutex;
+    static std::set<std::string> strings;
+    std::lock_guard lock(mutex);
+    return *strings.insert(s).first;
+  }
 
   AnyTokenizer tokenizer_;
   bool video_ = true;

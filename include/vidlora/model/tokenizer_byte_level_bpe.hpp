@@ -193,14 +193,9 @@ class ByteLevelBpeTokenizer {
     }
     std::vector<detail::AddedToken> added;
     for (const auto& t : json.value("added_tokens", nlohmann::json::array())) {
-      added.push_back({.content = t.at("content").get<std::string>(),
-                       .id = t.at("id").get<int>(),
-                       .special = t.value("special", false),
-                       .normalized = t.value("normalized", false),
-                       .lstrip = t.value("lstrip", false),
-                       .rstrip = t.value("rstrip", false)});
-      require(added.back().id >= 0, "tokenizer file '{}': added token '{}' has negative id", source_,
-              added.back().content);
+      require(t.is_object() && t.contains("id") && t["id"].is_number_integer(),
+              "tokenizer file '{}': added token {} has no integer \"id\"", source_, t.dump());
+      added.push_back(detail::added_token_from_json(t, t["id"].get<int>(), source_));
       max_id = std::max(max_id, added.back().id);
     }
     id_to_token_.assign(static_cast<std::size_t>(max_id + 1), std::string());

@@ -10,6 +10,7 @@
 
 #include <sentencepiece_processor.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <iterator>
@@ -167,14 +168,51 @@ class SentencePieceTokenizer {
             "{}: sentencepiece reports {} pieces, the file holds {}", source_, processor_->GetPieceSize(),
             info.piece_types.size());
     piece_types_ = info.piece_types;
-    for (int id = 0; id < vocab_size(); ++id) {
+    for (int id = 0; id < pieces(); ++id) {
       const int type = piece_types_[static_cast<std::size_t>(id)];
+      special_.push_back(type == kUnknown || type == kControl);
       if (type == kUnknown || type == kControl || type == kUserDefined)
-        added_.add({.content = processor_->IdToPiece(id), .id = id, .special = type != kUserDefined});
+        added_list_.push_back({.content = processor_->IdToPiece(id), .id = id, .special = special_.back()});
     }
+    rebuild_matcher();
   }
 
-  int vocab_size() const { return processor_->GetPieceSize(); }
+  // The tokens a Hugging Face directory adds beside tokenizer.model (tokenizer.json's "added_tokens", or
+  // tokenizer_config.json's "added_tokens_decoder"; `from` names the file), as transformers' LLaMA tokenizers take
+  // them: a token with a piece's id must be that piece and gives it its flags (`special`: decode with skip_special
+  // drops it; split out of the text before the model sees it); ids past the model's pieces (LLaVA's <image> and
+  // <video> past a 32,000-piece model) extend the vocabulary, in order, with no gap.
+  void add_tokens(const std::vector<detail::AddedToken>& tokens, std::string_view from) {
+    std::vector<detail::AddedToken> sorted = tokens;
+    std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    for (const auto& t : sorted) {
+      if (t.id < pieces()) {
+        const std::string& piece = processor_->IdToPiece(t.id);
+        require(piece == t.content, "{}: added token '{}' has id {}, but {}'s piece {} is '{}'", from, t.content, t.id,
+                source_, t.id, piece);
+        const auto it =
+            std::find_if(added_list_.begin(), added_list_.end(), [&](const auto& a) { return a.id == t.id; });
+        if (it != added_list_.end())
+          *it = t;
+        else
+          added_list_.push_back(t);
+        special_[static_cast<std::size_t>(t.id)] = t.special;
+        continue;
+      }
+      require(t.id == vocab_size(),
+              "{}: added token '{}' has id {}, but the vocabulary ends at {} ({} pieces in {} and {} added after "
+              "them): added ids must follow the model's without a gap",
+              from, t.content, t.id, vocab_size(), pieces(), source_, extra_.size());
+      require(!token_to_id(t.content).has_value(), "{}: added token '{}' (id {}) is already token {}", from, t.content,
+              t.id, token_to_id(t.content).value_or(-1));
+      extra_.push_back(t.content);
+      special_.push_back(t.special);
+      added_list_.push_back(t);
+    }
+    rebuild_matcher();
+  }
+
+  int vocab_size() const { return pieces() + static_cast<int>(extra_.size()); }
   std::optional<int> bos_id() const { return optional_id(processor_->bos_id()); }
   std::optional<int> eos_id() const { return optional_id(processor_->eos_id()); }
   std::optional<int> pad_id() const { return optional_id(processor_->pad_id()); }
@@ -182,18 +220,19 @@ class SentencePieceTokenizer {
   const Options& options() const { return options_; }
 
   std::optional<int> token_to_id(std::string_view piece) const {
+    for (std::size_t i = 0; i < extra_.size(); ++i)
+      if (extra_[i] == piece) return pieces() + static_cast<int>(i);
     const int id = processor_->PieceToId(piece);
     if (id == processor_->unk_id() && piece != processor_->IdToPiece(id)) return std::nullopt;
     return id;
   }
   const std::string& id_to_token(int id) const {
     check_id(id);
-    return processor_->IdToPiece(id);
+    return id < pieces() ? processor_->IdToPiece(id) : extra_[static_cast<std::size_t>(id - pieces())];
   }
   bool is_special(int id) const {
     check_id(id);
-    const int type = piece_types_[static_cast<std::size_t>(id)];
-    return type == kUnknown || type == kControl;
+    return special_[static_cast<std::size_t>(id)];
   }
 
   std::vector<int> encode(std::string_view text) const { return encode(text, EncodeOptions{}); }
@@ -244,8 +283,8 @@ class SentencePieceTokenizer {
     for (int id : ids) {
       check_id(id);
       if (skip_special && is_special(id)) continue;
-      const std::string& piece = processor_->IdToPiece(id);
-      if (piece_types_[static_cast<std::size_t>(id)] == kByte && piece.size() == 6) {
+      const std::string& piece = id_to_token(id);
+      if (id < pieces() && piece_types_[static_cast<std::size_t>(id)] == kByte && piece.size() == 6) {
         bytes.push_back(static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
         continue;
       }
@@ -269,6 +308,11 @@ class SentencePieceTokenizer {
   static constexpr std::string_view kSpaceMark = "\xE2\x96\x81";  // U+2581
 
   static std::optional<int> optional_id(int id) { return id >= 0 ? std::optional<int>(id) : std::nullopt; }
+  int pieces() const { return processor_->GetPieceSize(); }  // the model's; added tokens follow
+  void rebuild_matcher() {
+    added_ = detail::AddedTokenMatcher{};
+    for (const auto& t : added_list_) added_.add(t);
+  }
 
   void load(std::shared_ptr<sentencepiece::SentencePieceProcessor>& processor, std::string_view bytes) {
     processor = std::make_shared<sentencepiece::SentencePieceProcessor>();
@@ -290,6 +334,9 @@ class SentencePieceTokenizer {
   std::shared_ptr<sentencepiece::SentencePieceProcessor> processor_;  // the model as stored: ids <-> pieces
   std::shared_ptr<sentencepiece::SentencePieceProcessor> encoder_;    // same model, add_dummy_prefix = false
   std::vector<int> piece_types_;
+  std::vector<std::string> extra_;              // added tokens past the model's pieces, id pieces() + index
+  std::vector<bool> special_;                   // per id
+  std::vector<detail::AddedToken> added_list_;  // what added_ matches
   detail::AddedTokenMatcher added_;
 };
 

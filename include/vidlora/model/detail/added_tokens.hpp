@@ -2,7 +2,10 @@
 // Added (special) tokens are split out of the text before any model sees it, leftmost-longest,
 // as HF tokenizers' AddedVocabulary does. Internal to vidlora::model; include <vidlora/model.hpp>.
 
+#include <vidlora/core/error.hpp>
 #include <vidlora/model/detail/unicode.hpp>
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <array>
@@ -84,5 +87,28 @@ class AddedTokenMatcher {
   std::vector<AddedToken> tokens_;
   std::array<std::vector<std::size_t>, 256> by_first_byte_{};
 };
+
+// One added token as tokenizer.json's "added_tokens" entries and tokenizer_config.json's "added_tokens_decoder"
+// values write it (`id` given separately for the latter, where it is the key). `single_word` true is refused: the
+// matcher does not implement it. Errors name `source` and the token.
+inline AddedToken added_token_from_json(const nlohmann::json& t, int id, std::string_view source) {
+  require(t.is_object() && t.contains("content") && t["content"].is_string(),
+          "tokenizer file '{}': added token {} has no \"content\" string", source, t.dump());
+  AddedToken token;
+  try {
+    token = {.content = t["content"].get<std::string>(),
+             .id = id,
+             .special = t.value("special", false),
+             .normalized = t.value("normalized", false),
+             .lstrip = t.value("lstrip", false),
+             .rstrip = t.value("rstrip", false)};
+  } catch (const nlohmann::json::exception&) {
+    fail("tokenizer file '{}': added token {} has a field of the wrong type", source, t.dump());
+  }
+  require(token.id >= 0, "tokenizer file '{}': added token '{}' has negative id {}", source, token.content, token.id);
+  require(!t.value("single_word", false),
+          "tokenizer file '{}': added token '{}' has single_word true, which is not supported", source, token.content);
+  return token;
+}
 
 }  // namespace vidlora::model::detail
