@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <stdexcept>
 #include <string_view>
@@ -76,8 +77,9 @@ demo::CommandLine command_line() {
                "frame sampler: uniform, scene_change or motion (default: --trained's, else uniform)"),
           integer("frames", "N", "frames per clip (default: those --trained was trained with, else the preset's)", 1),
           integer("num-beams", "N", "beam width (default 1: greedy)", 1),
-          real("length-penalty", "X", "beam search length penalty (default 1)", -1e9),
-          real("repetition-penalty", "X", "repetition penalty (default 1)"),
+          real("length-penalty", "X", "beam search length penalty (default 1)",
+               -std::numeric_limits<double>::infinity()),
+          real_above("repetition-penalty", "X", "repetition penalty, > 0 (default 1: off)", 0),
           integer("no-repeat-ngram-size", "N", "no repeated n-grams of this size (default 0: off)"),
           integer("max-new-tokens", "N", "longest caption in tokens (default 64)", 1),
           text("precision", "NAME",

@@ -153,7 +153,7 @@ demo::CommandLine command_line() {
           integer("max-steps", "N", "stop as Ctrl-C does after N optimizer steps of this run (0: no limit)"),
           integer("num-beams", "N", "beam width of the evaluation captions (default 1: greedy)", 1),
           integer("max-new-tokens", "N", "longest evaluation caption (default 64)", 1),
-          real("repetition-penalty", "X", "evaluation repetition penalty (default 1)"),
+          real_above("repetition-penalty", "X", "evaluation repetition penalty, > 0 (default 1: off)", 0),
           integer("no-repeat-ngram-size", "N", "evaluation: no repeated n-grams of this size (default 0: off)"),
           flag("log-lines", "progress as one line per step (for logs) instead of one updating line"),
           text("comm", "KIND",
