@@ -121,6 +121,12 @@ class CommandLine {
     declared(name);
     return values_.count(name) > 0;
   }
+  // The options given, by name (without "--"), in name order.
+  std::vector<std::string> given() const {
+    std::vector<std::string> names;
+    for (const auto& [name, value] : values_) names.push_back(name);
+    return names;
+  }
   std::string str(const std::string& name, const std::string& def) const {
     declared(name);
     return has(name) ? values_.at(name) : def;

@@ -87,7 +87,7 @@ demo::CommandLine command_line() {
       "train_captioner",
       "train_captioner --data DIR --model DIR [--out DIR] [options]   stage 1 + stage 2, then held-out metrics\n"
       "       train_captioner --dry-run [--preset NAME]                  the configuration and its memory estimate\n"
-      "       train_captioner --stage0 --data DIR --model DIR            demo only: tokenizer, tiny decoder, random "
+      "       train_captioner --stage0 --data DIR --model NEW_DIR        demo only: tokenizer, tiny decoder, random "
       "ViT\n"
       "\n"
       "DIR for --data: an AI-Hub directory (labels/*.json + videos/) or one with manifest.jsonl.\n"
@@ -182,6 +182,47 @@ demo::CommandLine command_line() {
                   "neighbouring frames' absolute difference through the encoder), pooled by N (default 0: none)",
                   0),
       });
+}
+
+// The options only --stage0 reads (the demo model's sizes and its pretraining), and those it reads besides: any other
+// option given with --stage0, and any of these without it, would be ignored, so each is an error naming it.
+const std::set<std::string>& stage0_only_options() {
+  static const std::set<std::string> names{"stage0-epochs", "stage0-lr",  "vocab",      "hidden", "intermediate",
+                                           "layers",        "image-size", "pool",       "patch",  "vision-hidden",
+                                           "vision-layers", "positions",  "change-pool"};
+  return names;
+}
+const std::set<std::string>& stage0_also_reads() {
+  static const std::set<std::string> names{"stage0", "data", "model", "val-fraction", "preset"};
+  return names;
+}
+
+// Options that do not apply to what the command line asks for (stage 0 or training), or that contradict each other.
+void check_mode_options(const demo::Args& a) {
+  const auto options = [](const std::vector<std::string>& names) {
+    std::string list;
+    for (const auto& n : names) list += (list.empty() ? "--" : ", --") + n;
+    return list;
+  };
+  std::vector<std::string> not_applying;
+  for (const auto& name : a.given())
+    if (a.has("stage0") ? !stage0_only_options().count(name) && !stage0_also_reads().count(name)
+                        : stage0_only_options().count(name) > 0)
+      not_applying.push_back(name);
+  if (!not_applying.empty() && a.has("stage0"))
+    throw demo::UsageError(fmt::format(
+        "{} do{} not apply to --stage0, which only builds the demo model directory --model (from --data, with the "
+        "stage 0 options); train it with a second command, without --stage0",
+        options(not_applying), not_applying.size() == 1 ? "es" : ""));
+  if (!not_applying.empty())
+    throw demo::UsageError(fmt::format(
+        "{} appl{} to --stage0 only (the demo model's sizes and pretraining); a training run takes them from the "
+        "model directory --model",
+        options(not_applying), not_applying.size() == 1 ? "ies" : "y"));
+  if (a.has("resume") && a.has("move-aside"))
+    throw demo::UsageError(
+        "--resume and --move-aside contradict each other: --resume continues the run in --out, --move-aside moves "
+        "that run's results aside for a fresh one; give one of them");
 }
 
 // Whether a run scales its loss without --loss-scale: a GPU preset's when its device step computes in fp16 (`runs`: the
@@ -394,6 +435,13 @@ int stage0(const demo::Args& a) {
   fail("--stage0 needs libsentencepiece's trainer (sentencepiece_trainer.h)");
 #else
   const fs::path data = a.str("data", "demo_data"), out = a.str("model", "demo_model");
+  // Stage 0 writes a new model directory: never over a model (perhaps a trained one) or anything else already there.
+  std::error_code ec;
+  if (fs::exists(out, ec) && !(fs::is_directory(out, ec) && fs::is_empty(out, ec)))
+    throw demo::UsageError(fmt::format(
+        "--stage0: the model directory {} already exists{}; stage 0 writes a new one: give another --model path, or "
+        "remove {} first",
+        out.string(), fs::is_directory(out, ec) ? " and is not empty" : " (not a directory)", out.string()));
   // The encoder's grid settings are checked before the minutes of stage 0 are spent.
   const int image_size = a.integer("image-size", 32), patch = a.integer("patch", 8);
   const int change_pool = a.integer("change-pool", 0);
@@ -721,6 +769,7 @@ demo::DeviceEncoder train_encoder([[maybe_unused]] const model::ClipVision& visi
 }
 
 int train_main(const demo::Args& a, int argc, char** argv) {
+  check_mode_options(a);
   if (a.has("preset") && a.str("preset", "") != ActivePreset::name) {
     const std::string asked = a.str("preset", "");
     try {

@@ -61,7 +61,7 @@ if [[ -f model/vidlora_demo.json && "$(cat model/run-demo-stage0.args 2>/dev/nul
   stamp "stage 0: model/ is already built with these settings (${stage0_args[*]}); delete model/ to rebuild it"
 else
   stamp "stage 0 (demo only): SentencePiece tokenizer, caption-text pretraining, random CLIP-architecture ViT"
-  rm -f model/run-demo-stage0.args
+  rm -rf model  # train_captioner --stage0 refuses to write over a model directory
   "$bin/train_captioner" --stage0 --data data --model model "${stage0_args[@]}"
   echo "${stage0_args[*]}" > model/run-demo-stage0.args
   fresh_model=1

@@ -13,6 +13,15 @@ check "a --change-pool that does not divide the patch grid is refused before sta
   bash -c 'grep -q -- "--change-pool 3 does not divide the 4x4 patch grid" badpool.err && test ! -e badmodel'
 run 0 stage0 "$bin/train_captioner" --stage0 --data data --model model --stage0-epochs 1 --image-size 32 --change-pool 2
 check "stage 0 writes the change tokens' pooling into vidlora_demo.json" grep -q '"change_pool_stride": 2' model/vidlora_demo.json
+sum_model() { cat model/* | cksum; }
+model_sum=$(sum_model)
+run 2 stage0_again "$bin/train_captioner" --stage0 --data data --model model --stage0-epochs 1
+check "stage 0 into an existing model directory is refused, naming it" \
+  grep -q -- "--stage0: the model directory model already exists and is not empty.*remove model first" stage0_again.err
+check "the refused stage 0 left the model as it was" test "$(sum_model)" == "$model_sum"
+run 2 stage0_options "$bin/train_captioner" --stage0 --data data --model model2 --out out --frames 4 --max-steps 1
+check "options that do not apply to --stage0 are refused, naming them" \
+  bash -c 'grep -q -- "--frames, --max-steps, --out do not apply to --stage0" stage0_options.err && test ! -e model2'
 train=("$bin/train_captioner" --data data --model model --out out --epochs1 1 --epochs2 1 --val-fraction 0.25 --log-lines)
 
 run 130 interrupted "${train[@]}" --max-steps 2
