@@ -888,6 +888,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     if (hf) {
       const demo::HfModel m(model_dir, a.str("prompt", demo::kDefaultHfPrompt));
       config.base_model_name_or_path = fs::absolute(model_dir).lexically_normal().string();
+      config.base_model_fingerprint = demo::model_fingerprint(model_dir);  // a resume must train on the same model
       fmt::print("model: {} ({}, decoder {}x{}, vision {}px, {} visual tokens per frame; prompt format {})\n",
                  model_dir.string(), m.config.video_token_id >= 0 ? "LLaVA-NeXT-Video" : "LLaVA",
                  m.config.text.num_hidden_layers, m.config.text.hidden_size, m.config.vision.image_size,
@@ -897,6 +898,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
                    m.features(sampler, frames, cache, encoder.encoder), encoder);
     } else {
       const demo::DemoModel m(model_dir);
+      config.base_model_fingerprint = demo::model_fingerprint(model_dir);
       const demo::DeviceEncoder encoder = train_encoder(*m.vision, config);
       result = run(m.decoder_config, *m.decoder_weights,
                    model::Mlp2xGelu(m.vision_config.hidden_size, m.decoder_config.hidden_size, config.seed + 1),

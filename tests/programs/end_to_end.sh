@@ -34,6 +34,23 @@ run 1 other_sampler "${train[@]}" --resume --sampler motion
 check "a resume with another --sampler is refused, naming it" \
   grep -q "frame_sampler is 'uniform' there but 'motion' now" other_sampler.err
 
+# The same shapes, other weights (a second stage-0 epoch); the same clips, one caption changed.
+run 0 stage0_other "$bin/train_captioner" --stage0 --data data --model model_other --stage0-epochs 2 --image-size 32 \
+  --change-pool 2
+run 1 other_model "${train[@]}" --resume --model model_other
+check "a resume on another base model is refused, naming it and both fingerprints" \
+  grep -q "was trained on another base model.*base_model is 'fnv1a64:[0-9a-f]* ([0-9]* files, [0-9]* bytes)' there but 'fnv1a64:" other_model.err
+cp -r data data_other && python3 - data_other <<'PY'
+import json, pathlib, sys
+label = sorted(pathlib.Path(sys.argv[1], "labels").glob("*.json"))[0]
+j = json.loads(label.read_text())
+j["caption"] = {"korean": "다른 캡션"}
+label.write_text(json.dumps(j, ensure_ascii=False))
+PY
+run 1 other_data "${train[@]}" --resume --data data_other
+check "a resume on other data of the same size is refused, naming it and both fingerprints" \
+  grep -q "was trained on other data.*data is 'fnv1a64:[0-9a-f]* ([0-9]* train + [0-9]* val clips)' there but 'fnv1a64:" other_data.err
+
 run 2 refused "${train[@]}"
 check "a fresh run into a used --out is refused, naming --resume" grep -q "already holds another run's results.*--resume" refused.err
 
