@@ -53,6 +53,11 @@ vidlora::Matrix clip_features(const std::filesystem::path& video, const std::str
 // The programs' options are declared in a CommandLine (command_line.hpp); configure() reads them through it.
 using Args = CommandLine;
 
+// The generation options' defaults (train_captioner's evaluation, caption): the usage texts state them, the programs
+// read them.
+inline constexpr int kDefaultNumBeams = 1, kDefaultMaxNewTokens = 64, kDefaultNoRepeatNgramSize = 0;
+inline constexpr double kDefaultRepetitionPenalty = 1.0, kDefaultLengthPenalty = 1.0;
+
 // --precision's value, checked against the preset P a program is built for: fp32, tf32 (TF32 GEMMs), bf16 (sm_80+) or
 // fp16 on a GPU preset's build; fp32 only on the Cpu preset's, which `runs` (e.g. "trains") on the CPU.
 template <class P>
@@ -122,6 +127,16 @@ inline std::string model_fingerprint(const fs::path& dir) {
       read(kWholeFileBytes + rest * static_cast<std::uintmax_t>(b) / kSampledBlocks, kBlockBytes);
   }
   return fmt::format("fnv1a64:{:016x} ({} files, {} bytes)", h, files.size(), total);
+}
+
+// Whether `name` is a frame sampler's (video::with_sampling_policy's table; video::sampling_policy_names lists them).
+inline bool is_sampler(std::string_view name) {
+  try {
+    vidlora::video::with_sampling_policy(name, [](auto) {});
+    return true;
+  } catch (const vidlora::Error&) {
+    return false;
+  }
 }
 
 inline nlohmann::json read_json(const fs::path& p) {

@@ -8,6 +8,8 @@ set -uo pipefail
 bin=$1 root=$2 work=$3
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh" "$work"
 "$root/tools/make_demo_data.sh" data 12 1 2 64 >/dev/null || { echo "FAILED: demo data"; exit 1; }
+check "make_demo_data.sh writes manifest.jsonl with the mode of any new file (umask), not mktemp's 0600" \
+  test "$(stat -c %a data/manifest.jsonl)" == "$(printf '%o' $((0666 & ~0$(umask))))"
 run 2 badpool "$bin/train_captioner" --stage0 --data data --model badmodel --image-size 32 --change-pool 3
 check "a --change-pool that does not divide the patch grid is refused before stage 0 runs" \
   bash -c 'grep -q -- "--change-pool 3 does not divide the 4x4 patch grid" badpool.err && test ! -e badmodel'
@@ -22,6 +24,13 @@ check "the refused stage 0 left the model as it was" test "$(sum_model)" == "$mo
 run 2 stage0_options "$bin/train_captioner" --stage0 --data data --model model2 --out out --frames 4 --max-steps 1
 check "options that do not apply to --stage0 are refused, naming them" \
   bash -c 'grep -q -- "--frames, --max-steps, --out do not apply to --stage0" stage0_options.err && test ! -e model2'
+check "a data directory with labels/ and manifest.jsonl is read as an AI-Hub tree, saying so" \
+  grep -q "data: reading the AI-Hub tree in data (labels/, videos/), not its manifest.jsonl (--data data/manifest.jsonl reads that)" stage0.out
+mkdir -p data_manifest && cp -r data/videos data/manifest.jsonl data_manifest/
+run 0 stage0_manifest "$bin/train_captioner" --stage0 --data data_manifest --model model_manifest --stage0-epochs 1 \
+  --image-size 32
+check "a data directory with manifest.jsonl and no labels/ reads the manifest" \
+  grep -q "stage 0: [0-9]* train + [0-9]* val clips; read 12 labels, none skipped" stage0_manifest.out
 train=("$bin/train_captioner" --data data --model model --out out --epochs1 1 --epochs2 1 --val-fraction 0.25 --log-lines)
 
 run 130 interrupted "${train[@]}" --max-steps 2
@@ -75,6 +84,9 @@ check "the old results are kept aside" bash -c 'ls out.previous-*/train_log.json
 check "long captions are truncated with a report line" grep -q "tokens: truncated to 3 (max_caption_tokens 4)" moved.err
 
 video=$(ls data/videos/*.mp4 | head -1)
+run 2 caption_jsonl "$bin/caption" --model model --trained out --jsonl no_such_dir/captions.jsonl "$video"
+check "caption refuses a --jsonl it cannot create before captioning, naming it and why" \
+  bash -c 'grep -q "option --jsonl: no_such_dir/captions.jsonl cannot be written: .*No such file or directory" caption_jsonl.err && test ! -s caption_jsonl.out'
 run 1 caption "$bin/caption" --model model --trained out --jsonl captions.jsonl "$video" missing.mp4
 check "caption prints the good video's caption on stdout" grep -q "^$video	" caption.out
 check "caption keeps errors off stdout" bash -c '! grep -q missing.mp4 caption.out'
