@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <stdexcept>
 #include <string_view>
@@ -73,13 +74,18 @@ demo::CommandLine command_line() {
           text("jsonl", "FILE", "also write {\"video\", \"caption\"} lines to FILE"),
           text("cache", "DIR", "feature cache (default TRAINED/feature_cache)"),
           text("sampler", "NAME",
-               "frame sampler: uniform, scene_change or motion (default: --trained's, else uniform)"),
+               fmt::format("frame sampler: {} (default: --trained's, else uniform)",
+                           vidlora::video::sampling_policy_names())),
           integer("frames", "N", "frames per clip (default: those --trained was trained with, else the preset's)", 1),
-          integer("num-beams", "N", "beam width (default 1: greedy)", 1),
-          real("length-penalty", "X", "beam search length penalty (default 1)", -1e9),
-          real("repetition-penalty", "X", "repetition penalty (default 1)"),
-          integer("no-repeat-ngram-size", "N", "no repeated n-grams of this size (default 0: off)"),
-          integer("max-new-tokens", "N", "longest caption in tokens (default 64)", 1),
+          integer("num-beams", "N", fmt::format("beam width (default {}; 1: greedy)", kDefaultNumBeams), 1),
+          real("length-penalty", "X", fmt::format("beam search length penalty (default {:g})", kDefaultLengthPenalty),
+               -std::numeric_limits<double>::infinity()),
+          real_above("repetition-penalty", "X",
+                     fmt::format("repetition penalty, > 0 (default {:g}; 1: off)", kDefaultRepetitionPenalty), 0),
+          integer("no-repeat-ngram-size", "N",
+                  fmt::format("no repeated n-grams of this size (default {}; 0: off)", kDefaultNoRepeatNgramSize)),
+          integer("max-new-tokens", "N", fmt::format("longest caption in tokens (default {})", kDefaultMaxNewTokens),
+                  1),
           text("precision", "NAME",
                "GPU builds: fp32, tf32, bf16 (sm_80+) or fp16 instead of the preset's device precision (as "
                "train_captioner trains); the CPU build computes in fp32"),
@@ -157,6 +163,21 @@ fs::path writable_cache(const std::string& dir) {
       "the feature cache {} is not writable ({}): give --cache DIR, a writable directory", dir, std::strerror(errno)));
 }
 
+// --jsonl FILE is written at the end (atomically: a temporary file beside it, then renamed), so a file there that
+// cannot be created is found before the model loads and any clip is captioned, not after all of them.
+void check_writable_output(const fs::path& file) {
+  const fs::path dir = file.has_parent_path() ? file.parent_path() : fs::path(".");
+  const fs::path probe = dir / fmt::format(".{}.caption-write-check-{}", file.filename().string(), ::getpid());
+  if (std::FILE* f = std::fopen(probe.c_str(), "wb")) {
+    std::fclose(f);
+    std::error_code ec;
+    fs::remove(probe, ec);
+    return;
+  }
+  throw demo::UsageError(fmt::format("option --jsonl: {} cannot be written: cannot create a file in {} ({})",
+                                     file.string(), dir.string(), std::strerror(errno)));
+}
+
 // Progress on stderr: one updating line on a terminal, else one line per clip (logs); `what` names the pass.
 void show_progress(std::string_view what, std::size_t done, std::size_t total, double seconds, bool terminal) {
   const double per = done > 0 ? seconds / static_cast<double>(done) : 0.0;
@@ -205,11 +226,11 @@ VideoFeatures encode_up_front(const demo::CommandLine& a, demo::ClipFeatures fea
 
 GenerationOptions generation_options(const demo::CommandLine& a, int eos_id) {
   GenerationOptions g;
-  g.max_new_tokens = a.integer("max-new-tokens", 64);
-  g.num_beams = a.integer("num-beams", 1);
-  g.length_penalty = a.real("length-penalty", 1.0);
-  g.repetition_penalty = a.real("repetition-penalty", 1.0);
-  g.no_repeat_ngram_size = a.integer("no-repeat-ngram-size", 0);
+  g.max_new_tokens = a.integer("max-new-tokens", demo::kDefaultMaxNewTokens);
+  g.num_beams = a.integer("num-beams", demo::kDefaultNumBeams);
+  g.length_penalty = a.real("length-penalty", demo::kDefaultLengthPenalty);
+  g.repetition_penalty = a.real("repetition-penalty", demo::kDefaultRepetitionPenalty);
+  g.no_repeat_ngram_size = a.integer("no-repeat-ngram-size", demo::kDefaultNoRepeatNgramSize);
   g.eos_token_id = eos_id;
   return g;
 }
@@ -399,6 +420,10 @@ int caption_hf(const demo::CommandLine& a, const DeviceSettings& settings, const
 int caption_main(const demo::CommandLine& a) {
   if (a.rest.empty()) throw demo::UsageError("no VIDEO given");
   const DeviceSettings settings = device_settings(a);  // its usage errors before any model loads
+  if (a.has("sampler") && !demo::is_sampler(a.str("sampler", "")))
+    throw demo::UsageError(
+        fmt::format("option --sampler: '{}' is not one of {}", a.str("sampler", ""), video::sampling_policy_names()));
+  if (a.has("jsonl")) check_writable_output(a.str("jsonl", ""));
   const fs::path model_dir = a.str("model", "demo_model");
   if (demo::model_kind(model_dir) == demo::ModelKind::HuggingFace) return caption_hf(a, settings, model_dir);
   for (const char* hf_only : {"adapter", "prompt"})

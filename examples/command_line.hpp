@@ -1,7 +1,8 @@
 #pragma once
 // The example programs' command line: every option is declared once (name, kind, help), which gives the
 // usage text, and anything else is an error naming it. `--name value`, `--name=value`, `-h`/`--help`,
-// and `--` before positional arguments that start with '-'.
+// and `--` before positional arguments that start with '-'. A value given as the next argument never starts with "--"
+// (`--out --resume` is an error, not a directory named --resume); `--name=--value` gives one that does.
 
 #include <algorithm>
 #include <charconv>
@@ -26,6 +27,7 @@ struct Option {
   std::string help;
   std::string value_name = {};                            // shown in the usage text: --frames N
   double min = -std::numeric_limits<double>::infinity();  // numbers below are an error naming the option
+  bool above_min = false;                                 // true: min itself is an error too (a value must exceed it)
 };
 
 inline Option flag(std::string name, std::string help) {
@@ -36,6 +38,10 @@ inline Option integer(std::string name, std::string value, std::string help, dou
 }
 inline Option real(std::string name, std::string value, std::string help, double min = 0) {
   return {std::move(name), Option::Kind::Real, std::move(help), std::move(value), min};
+}
+// A real number that must be greater than `above` (e.g. a penalty that divides: > 0).
+inline Option real_above(std::string name, std::string value, std::string help, double above) {
+  return {std::move(name), Option::Kind::Real, std::move(help), std::move(value), above, true};
 }
 inline Option text(std::string name, std::string value, std::string help) {
   return {std::move(name), Option::Kind::Text, std::move(help), std::move(value)};
@@ -88,6 +94,12 @@ class CommandLine {
       if (!value) {
         if (i + 1 >= args.size()) throw UsageError(fmt::format("option --{} needs a value ({})", name, o.value_name));
         value = std::string(args[++i]);
+        // `--out --resume`: the next option is not this one's value (a negative number still is)
+        if (looks_like_option(*value))
+          throw UsageError(
+              fmt::format("option --{} needs a value (got {}; a value that starts with -- is given as "
+                          "--{}=VALUE)",
+                          name, *value, name));
       }
       check_value(o, *value);
       values_[name] = *value;
@@ -108,6 +120,12 @@ class CommandLine {
   bool has(const std::string& name) const {
     declared(name);
     return values_.count(name) > 0;
+  }
+  // The options given, by name (without "--"), in name order.
+  std::vector<std::string> given() const {
+    std::vector<std::string> names;
+    for (const auto& [name, value] : values_) names.push_back(name);
+    return names;
   }
   std::string str(const std::string& name, const std::string& def) const {
     declared(name);
@@ -178,7 +196,12 @@ class CommandLine {
       throw UsageError(fmt::format("option --{}: '{}' is {}", o.name, v, e.what()));
     }
     if (x < o.min) throw UsageError(fmt::format("option --{}: {} is below its minimum {}", o.name, v, o.min));
+    if (o.above_min && x == o.min)
+      throw UsageError(fmt::format("option --{}: {} must be greater than {}", o.name, v, o.min));
   }
+
+  // "--", "--name" or "--name=value" (not "-5" or "-0.5", not "-"): what a value given as the next argument must not be.
+  static bool looks_like_option(std::string_view v) { return v.substr(0, 2) == "--"; }
 
   static std::size_t edit_distance(std::string_view a, std::string_view b) {
     std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);

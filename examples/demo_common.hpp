@@ -12,6 +12,8 @@
 //                           "change_pool_stride": n (0 or absent: none; else the clip's largest change is
 //                           appended as one more image's tokens, pooled by n: train::video_change_features)}
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
@@ -51,6 +53,11 @@ vidlora::Matrix clip_features(const std::filesystem::path& video, const std::str
 // The programs' options are declared in a CommandLine (command_line.hpp); configure() reads them through it.
 using Args = CommandLine;
 
+// The generation options' defaults (train_captioner's evaluation, caption): the usage texts state them, the programs
+// read them.
+inline constexpr int kDefaultNumBeams = 1, kDefaultMaxNewTokens = 64, kDefaultNoRepeatNgramSize = 0;
+inline constexpr double kDefaultRepetitionPenalty = 1.0, kDefaultLengthPenalty = 1.0;
+
 // --precision's value, checked against the preset P a program is built for: fp32, tf32 (TF32 GEMMs), bf16 (sm_80+) or
 // fp16 on a GPU preset's build; fp32 only on the Cpu preset's, which `runs` (e.g. "trains") on the CPU.
 template <class P>
@@ -69,6 +76,68 @@ std::string checked_precision(const std::string& precision, std::string_view run
         precision, P::name, P::cuda_arch));
   }
   return precision;
+}
+
+// The base model a run trains on, as its checkpoints record it (TrainerConfig::base_model_fingerprint) and as a
+// Hugging Face model's feature cache is keyed (HfModel::features): FNV-1a (64
+// bits) over the model directory's files that the programs read (*.safetensors, *.json, *.model, *.txt; by name),
+// each its name, its size and its bytes: all of them for a file up to 2 MiB (a demo model, configs, tokenizers),
+// else the first MiB (a safetensors file's header with its shapes, and the first tensors) and 256 blocks of 4 KiB
+// spread evenly over the rest, the last one ending the file. A 7B model's
+// 4-5 GB shards cost 2 MiB of reading each, where a hash of every byte would read 14 GB at every start and resume;
+// weights of the same shapes trained otherwise differ in every block sampled.
+inline std::string model_fingerprint(const fs::path& dir) {
+  constexpr std::uintmax_t kWholeFileBytes = std::uintmax_t{1} << 20, kBlockBytes = 4096;
+  constexpr int kSampledBlocks = 256;
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string ext = e.path().extension().string();
+    if (e.is_regular_file() && (ext == ".safetensors" || ext == ".json" || ext == ".model" || ext == ".txt"))
+      files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  const auto add = [&h](const char* p, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ static_cast<unsigned char>(p[i])) * 0x100000001b3ull;
+  };
+  std::uintmax_t total = 0;
+  std::vector<char> buffer;
+  for (const auto& file : files) {
+    const std::string name = file.filename().string();
+    const std::uintmax_t size = fs::file_size(file);
+    total += size;
+    add(name.data(), name.size() + 1);
+    add(reinterpret_cast<const char*>(&size), sizeof size);
+    std::ifstream in(file, std::ios::binary);
+    vidlora::require(in.good(), "model directory {}: cannot read {}", dir.string(), name);
+    const auto read = [&](std::uintmax_t offset, std::uintmax_t n) {
+      buffer.resize(static_cast<std::size_t>(n));
+      in.seekg(static_cast<std::streamoff>(offset));
+      in.read(buffer.data(), static_cast<std::streamsize>(n));
+      vidlora::require(in.gcount() == static_cast<std::streamsize>(n), "model directory {}: {} ended while read",
+                       dir.string(), name);
+      add(buffer.data(), buffer.size());
+    };
+    if (size <= 2 * kWholeFileBytes) {
+      read(0, size);
+      continue;
+    }
+    read(0, kWholeFileBytes);
+    const std::uintmax_t rest = size - kWholeFileBytes - kBlockBytes;  // the blocks start after the head, up to here
+    for (int b = 1; b <= kSampledBlocks; ++b)
+      read(kWholeFileBytes + rest * static_cast<std::uintmax_t>(b) / kSampledBlocks, kBlockBytes);
+  }
+  return fmt::format("fnv1a64:{:016x} ({} files, {} bytes)", h, files.size(), total);
+}
+
+// Whether `name` is a frame sampler's (video::with_sampling_policy's table; video::sampling_policy_names lists them).
+inline bool is_sampler(std::string_view name) {
+  try {
+    vidlora::video::with_sampling_policy(name, [](auto) {});
+    return true;
+  } catch (const vidlora::Error&) {
+    return false;
+  }
 }
 
 inline nlohmann::json read_json(const fs::path& p) {

@@ -30,6 +30,7 @@
 #include <vidlora/video/policy_table.hpp>
 
 #include "clip_features.hpp"
+#include "demo_common.hpp"
 
 namespace demo {
 
@@ -132,7 +133,9 @@ struct HfModel {
   // The checkpoint's projector (stage 1 trains it from there).
   vidlora::model::Mlp2xGelu projector() const { return vidlora::model::Mlp2xGelu::load(weights, config); }
 
-  // Features of a video through the sampler named `sampler`, cached under an id naming this checkpoint.
+  // Features of a video through the sampler named `sampler`, cached under an id naming this checkpoint by content
+  // (model_fingerprint: its JSON files, tokenizer and weights, sampled past 2 MiB a file), so an edited config or
+  // processor file, or other weights, never reuse stale features.
   // encoder: the tower that runs (a GPU build's device copy of `vision`); null: `vision` on the CPU.
   ClipFeatures features(const std::string& sampler, int frames, const std::filesystem::path& cache_dir,
                         std::shared_ptr<const vidlora::model::FrameEncoder> encoder = nullptr) const {
@@ -142,7 +145,7 @@ struct HfModel {
                 : std::make_shared<const vidlora::model::FrameEncoder>(vidlora::model::FrameEncoder::borrowing(vision));
     const auto pre = processor.frame_preprocessing();
     const int pool = config.spatial_pool_stride;
-    const std::string id = fmt::format("hf-{:016x}-pool{}{}", vidlora::train::fnv1a64(fingerprint()), pool,
+    const std::string id = fmt::format("hf-{:016x}-pool{}{}", vidlora::train::fnv1a64(model_fingerprint(dir)), pool,
                                        enc->variant().empty() ? std::string() : "-" + enc->variant());
     vidlora::video::with_sampling_policy(sampler, [](auto) {});  // an unknown name is an error listing the known ones
     const auto compute = [enc, pre, pool, sampler, frames](const std::filesystem::path& v) {
@@ -152,31 +155,6 @@ struct HfModel {
   }
 
  private:
-  // What the cached features depend on, as one string: the directory, every JSON file in it by content (config.json's
-  // vision_feature_layer, the processor's mean / std / size, the index), and every weight file by name, size and
-  // modification time (hashing gigabytes of weights on every start would cost more than it saves; a re-saved or
-  // replaced checkpoint has a new time). A change to any of them gives the features a new cache id.
-  std::string fingerprint() const {
-    namespace fs = std::filesystem;
-    std::vector<fs::path> files;
-    for (const auto& entry : fs::directory_iterator(dir))
-      if (entry.is_regular_file()) files.push_back(entry.path());
-    std::sort(files.begin(), files.end());
-    std::string out = fs::weakly_canonical(dir).string();
-    for (const auto& f : files) {
-      const std::string name = f.filename().string();
-      if (f.extension() == ".json") {
-        std::ifstream in(f, std::ios::binary);
-        out += fmt::format("|{}={}", name, std::string(std::istreambuf_iterator<char>(in), {}));
-      } else if (f.extension() == ".safetensors") {
-        const auto time = fs::last_write_time(f).time_since_epoch();
-        out += fmt::format("|{}:{}:{}", name, fs::file_size(f),
-                           std::chrono::duration_cast<std::chrono::nanoseconds>(time).count());
-      }
-    }
-    return out;
-  }
-
   static vidlora::model::LlavaConfig read_config(const std::filesystem::path& d) {
     try {
       return vidlora::model::LlavaConfig::from_file(d / "config.json");

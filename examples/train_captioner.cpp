@@ -81,16 +81,55 @@ void handle_stop_signals(void (*handler)(int)) {
 // The exit status of a run stopped by the first signal: 128 + its number, as the shell reports one.
 int stopped_exit_status() { return g_signal == SIGTERM ? 143 : 130; }
 
+// --metric's values: eval_loss and the caption scores (eval::caption_scores, the names the training log writes).
+std::string early_stopping_metric_names() { return "eval_loss, " + eval::caption_score_names(); }
+bool is_early_stopping_metric(const std::string& name) {
+  return name == "eval_loss" || std::any_of(eval::caption_scores.begin(), eval::caption_scores.end(),
+                                            [&](const auto& s) { return s.name == name; });
+}
+
+// --data as the program reads it: a .jsonl manifest, an AI-Hub tree (labels/ + videos/, or train/ and val/ ones), or
+// a directory with manifest.jsonl and no labels/ (that manifest); a directory with both is read as a tree, saying so.
+fs::path dataset_source(const fs::path& data) {
+  std::error_code ec;
+  const fs::path manifest = data / "manifest.jsonl";
+  if (!fs::is_directory(data, ec) || !fs::is_regular_file(manifest, ec)) return data;
+  const bool tree = fs::is_directory(data / "labels", ec) ||
+                    (fs::is_directory(data / "train", ec) && fs::is_directory(data / "val", ec));
+  if (!tree) return manifest;
+  fmt::print("data: reading the AI-Hub tree in {} (labels/, videos/), not its manifest.jsonl (--data {} reads that)\n",
+             data.string(), manifest.string());
+  return data;
+}
+
+// The defaults of the options TrainerConfig does not hold, written once: the usage text states them and the program
+// reads them (TrainerConfig's own, the preset's and the recipe's, come from TrainerConfig::from_preset<ActivePreset>).
+namespace defaults {
+constexpr const char* kData = "demo_data";
+constexpr const char* kModel = "demo_model";
+constexpr const char* kOut = "vidlora_out";
+constexpr double kValFraction = 0.1;
+constexpr int kSeed = 0;
+constexpr double kCommTimeout = 600.0;
+// stage 0 (the demo model)
+constexpr int kStage0Epochs = 12, kVocab = 160, kHidden = 128, kIntermediate = 344, kLayers = 2, kImageSize = 32,
+              kPool = 2, kPatch = 8, kVisionHidden = 64, kVisionLayers = 2, kChangePool = 0;
+constexpr double kStage0Lr = 3e-3;
+constexpr const char* kPositions = "clip_init";
+}  // namespace defaults
+
 demo::CommandLine command_line() {
   using namespace demo;
+  const TrainerConfig d = TrainerConfig::from_preset<ActivePreset>();
   return CommandLine(
       "train_captioner",
       "train_captioner --data DIR --model DIR [--out DIR] [options]   stage 1 + stage 2, then held-out metrics\n"
       "       train_captioner --dry-run [--preset NAME]                  the configuration and its memory estimate\n"
-      "       train_captioner --stage0 --data DIR --model DIR            demo only: tokenizer, tiny decoder, random "
+      "       train_captioner --stage0 --data DIR --model NEW_DIR        demo only: tokenizer, tiny decoder, random "
       "ViT\n"
       "\n"
-      "DIR for --data: an AI-Hub directory (labels/*.json + videos/) or one with manifest.jsonl.\n"
+      "DIR for --data: an AI-Hub directory (labels/*.json + videos/), a manifest FILE.jsonl, or a directory with\n"
+      "manifest.jsonl and no labels/ (a directory with both reads labels/ and says so).\n"
       "DIR for --model: a Hugging Face LLaVA / LLaVA-NeXT-Video save_pretrained directory (with its processor),\n"
       "trained with the preset's recipe (on the GPU in a GPU preset's build, else on the CPU), or the demo's\n"
       "(--stage0).\n"
@@ -100,35 +139,49 @@ demo::CommandLine command_line() {
           flag("dry-run", "print the configuration (with where each value comes from) and exit"),
           flag("stage0", "demo only: build the model directory --model from the captions in --data"),
           text("preset", "NAME", "the preset this binary was built for (others: shown with --dry-run only)"),
-          text("data", "DIR", "training data (default demo_data)"),
+          text("data", "DIR", fmt::format("training data (default {})", defaults::kData)),
           text("model", "DIR",
-               "model directory: a Hugging Face LLaVA / LLaVA-NeXT-Video one, or the demo's "
-               "(default demo_model; written by --stage0)"),
+               fmt::format("model directory: a Hugging Face LLaVA / LLaVA-NeXT-Video one, or the demo's "
+                           "(default {}; written by --stage0)",
+                           defaults::kModel)),
           text("prompt", "TEXT",
                "Hugging Face model only: the question in its chat template (default: Describe "
                "this video.)"),
-          text("out", "DIR", "output directory (default vidlora_out)"),
+          text("out", "DIR", fmt::format("output directory (default {})", defaults::kOut)),
           flag("resume", "continue the run in --out from checkpoints/last.safetensors"),
           flag("move-aside", "if --out holds another run's results, move them to OUT.previous-<time>/"),
           text("cache", "DIR", "feature cache (default OUT/feature_cache)"),
-          text("sampler", "NAME", "frame sampler: uniform, scene_change or motion (default uniform)"),
-          integer("frames", "N", "frames per clip (default: the preset's)", 1),
-          integer("epochs1", "N", "stage 1 epochs"),
-          integer("epochs2", "N", "stage 2 epochs"),
-          real("lr1", "X", "stage 1 learning rate"),
-          real("lr2", "X", "stage 2 learning rate"),
-          integer("batch", "N", "clips per batch (run one clip at a time unless --float32-batches)", 1),
-          integer("accum", "N", "gradient accumulation steps", 1),
+          text("sampler", "NAME",
+               fmt::format("frame sampler: {} (default {})", video::sampling_policy_names(), d.frame_sampler)),
+          integer("frames", "N", fmt::format("frames per clip (default: the preset's, {})", d.num_frames), 1),
+          integer("epochs1", "N", fmt::format("stage 1 epochs (default {})", d.stages[0].epochs)),
+          integer("epochs2", "N", fmt::format("stage 2 epochs (default {})", d.stages[1].epochs)),
+          real("lr1", "X", fmt::format("stage 1 learning rate (default {:g})", d.stages[0].learning_rate)),
+          real("lr2", "X", fmt::format("stage 2 learning rate (default {:g})", d.stages[1].learning_rate)),
+          integer("batch", "N",
+                  fmt::format("clips per batch (run one clip at a time unless --float32-batches; default {})",
+                              d.batch_size),
+                  1),
+          integer("accum", "N", fmt::format("gradient accumulation steps (default {})", d.gradient_accumulation_steps),
+                  1),
           flag("float32-batches",
                "micro-batches of --batch clips with float32 gradient sums instead of one clip at a time summed in "
                "float64: the run then depends on how a step's clips are split over ranks and batches"),
-          integer("seed", "N", "seed of the data order, LoRA init and dropout (default 0)"),
-          integer("patience", "N", "early-stopping patience in evaluations"),
-          real("label-smoothing", "X", "label smoothing of both stages' cross-entropy (default: the preset's)"),
+          integer("seed", "N",
+                  fmt::format("seed of the data order, LoRA init and dropout (default {})", defaults::kSeed)),
+          integer("patience", "N", fmt::format("early-stopping patience in evaluations (default {})", d.patience), 1),
+          real("label-smoothing", "X",
+               fmt::format("label smoothing of both stages' cross-entropy (default: the preset's, {:g})",
+                           d.label_smoothing)),
           text("metric", "NAME",
-               "early-stopping metric: eval_loss, meteor, meteor_morphemes, cider_d, bleu4, rouge_l, unique_ratio"),
-          real("val-fraction", "X", "held-out fraction of the data (default 0.1)"),
-          integer("max-caption-tokens", "N", "captions longer than this are truncated, with a report line", 1),
+               fmt::format("early-stopping metric: {} (default {})", early_stopping_metric_names(),
+                           d.early_stopping_metric)),
+          real("val-fraction", "X",
+               fmt::format("held-out fraction of the data, in [0, 1) (default {:g})", defaults::kValFraction)),
+          integer("max-caption-tokens", "N",
+                  fmt::format("captions longer than this are truncated, with a report line (default {})",
+                              d.max_caption_tokens),
+                  1),
           real("max-memory-gb", "X",
                "GPU builds: cap on the device memory of the decoder step in GiB (default: the preset's vram_gb minus "
                "2 GiB), so that a bigger card behaves like the preset's"),
@@ -151,37 +204,99 @@ demo::CommandLine command_line() {
                "must be the preset's"),
           integer("checkpoint-every", "N", "also save a checkpoint every N optimizer steps (default: epoch ends)"),
           integer("max-steps", "N", "stop as Ctrl-C does after N optimizer steps of this run (0: no limit)"),
-          integer("num-beams", "N", "beam width of the evaluation captions (default 1: greedy)", 1),
-          integer("max-new-tokens", "N", "longest evaluation caption (default 64)", 1),
-          real("repetition-penalty", "X", "evaluation repetition penalty (default 1)"),
-          integer("no-repeat-ngram-size", "N", "evaluation: no repeated n-grams of this size (default 0: off)"),
+          integer("num-beams", "N",
+                  fmt::format("beam width of the evaluation captions (default {}; 1: greedy)", kDefaultNumBeams), 1),
+          integer("max-new-tokens", "N", fmt::format("longest evaluation caption (default {})", kDefaultMaxNewTokens),
+                  1),
+          real_above(
+              "repetition-penalty", "X",
+              fmt::format("evaluation repetition penalty, > 0 (default {:g}; 1: off)", kDefaultRepetitionPenalty), 0),
+          integer("no-repeat-ngram-size", "N",
+                  fmt::format("evaluation: no repeated n-grams of this size (default {}; 0: off)",
+                              kDefaultNoRepeatNgramSize)),
           flag("log-lines", "progress as one line per step (for logs) instead of one updating line"),
           text("comm", "KIND",
                "data parallel: single, mpi, tcp or nccl (default with more than one rank: nccl in a GPU build with "
                "NCCL, one GPU per rank; else mpi under mpirun / srun, tcp under a launcher without MPI that sets RANK, "
                "WORLD_SIZE, MASTER_ADDR, MASTER_PORT, as torchrun does); docs/distributed.md"),
           real("comm-timeout", "S",
-               "mpi, tcp, nccl: seconds a rank waits for the others before the job stops with an error "
-               "(default 600)"),
-          integer("stage0-epochs", "N", "stage 0: epochs of caption-text pretraining (default 12)"),
-          real("stage0-lr", "X", "stage 0: learning rate (default 3e-3)"),
-          integer("vocab", "N", "stage 0: tokenizer vocabulary size (default 160)", 8),
-          integer("hidden", "N", "stage 0: decoder width (default 128)", 8),
-          integer("intermediate", "N", "stage 0: decoder MLP width (default 344)", 8),
-          integer("layers", "N", "stage 0: decoder layers (default 2)", 1),
-          integer("image-size", "N", "stage 0: vision encoder input size in pixels (default 32)", 8),
-          integer("pool", "N", "stage 0: pooling stride of the patch grid (default 2)", 1),
-          integer("patch", "N", "stage 0: vision encoder patch size in pixels (default 8)", 1),
-          integer("vision-hidden", "N", "stage 0: vision encoder width (default 64; MLP 2x)", 4),
+               fmt::format("mpi, tcp, nccl: seconds a rank waits for the others before the job stops with an error "
+                           "(default {:g})",
+                           defaults::kCommTimeout)),
+          integer("stage0-epochs", "N",
+                  fmt::format("stage 0: epochs of caption-text pretraining (default {})", defaults::kStage0Epochs)),
+          real("stage0-lr", "X", fmt::format("stage 0: learning rate (default {:g})", defaults::kStage0Lr)),
+          integer("vocab", "N", fmt::format("stage 0: tokenizer vocabulary size (default {})", defaults::kVocab), 8),
+          integer("hidden", "N", fmt::format("stage 0: decoder width (default {})", defaults::kHidden), 8),
+          integer("intermediate", "N", fmt::format("stage 0: decoder MLP width (default {})", defaults::kIntermediate),
+                  8),
+          integer("layers", "N", fmt::format("stage 0: decoder layers (default {})", defaults::kLayers), 1),
+          integer("image-size", "N",
+                  fmt::format("stage 0: vision encoder input size in pixels (default {})", defaults::kImageSize), 8),
+          integer("pool", "N", fmt::format("stage 0: pooling stride of the patch grid (default {})", defaults::kPool),
+                  1),
+          integer("patch", "N",
+                  fmt::format("stage 0: vision encoder patch size in pixels (default {})", defaults::kPatch), 1),
+          integer("vision-hidden", "N",
+                  fmt::format("stage 0: vision encoder width (default {}; MLP 2x)", defaults::kVisionHidden), 4),
           integer("vision-layers", "N",
-                  "stage 0: vision encoder layers (default 2); the features are the input of the last one", 1),
+                  fmt::format("stage 0: vision encoder layers (default {}); the features are the input of the last one",
+                              defaults::kVisionLayers),
+                  1),
           text("positions", "KIND",
-               "stage 0: the random encoder's position embedding, clip_init or sincos_2d (default clip_init)"),
+               fmt::format("stage 0: the random encoder's position embedding, clip_init or sincos_2d (default {})",
+                           defaults::kPositions)),
           integer("change-pool", "N",
-                  "stage 0: after the frames, the tokens of the clip's largest frame-to-frame change (the two "
-                  "neighbouring frames' absolute difference through the encoder), pooled by N (default 0: none)",
+                  fmt::format("stage 0: after the frames, the tokens of the clip's largest frame-to-frame change (the "
+                              "two neighbouring frames' absolute difference through the encoder), pooled by N (default "
+                              "{}: none)",
+                              defaults::kChangePool),
                   0),
       });
+}
+
+// The options only --stage0 reads (the demo model's sizes and its pretraining), and those it reads besides: any other
+// option given with --stage0, and any of these without it, would be ignored, so each is an error naming it.
+const std::set<std::string>& stage0_only_options() {
+  static const std::set<std::string> names{"stage0-epochs", "stage0-lr",  "vocab",      "hidden", "intermediate",
+                                           "layers",        "image-size", "pool",       "patch",  "vision-hidden",
+                                           "vision-layers", "positions",  "change-pool"};
+  return names;
+}
+const std::set<std::string>& stage0_also_reads() {
+  static const std::set<std::string> names{"stage0", "data", "model", "val-fraction", "preset"};
+  return names;
+}
+
+// Options that do not apply to what the command line asks for (stage 0 or training), or that contradict each other.
+void check_mode_options(const demo::Args& a) {
+  const auto options = [](const std::vector<std::string>& names) {
+    std::string list;
+    for (const auto& n : names) list += (list.empty() ? "--" : ", --") + n;
+    return list;
+  };
+  std::vector<std::string> not_applying;
+  for (const auto& name : a.given())
+    if (a.has("stage0") ? !stage0_only_options().count(name) && !stage0_also_reads().count(name)
+                        : stage0_only_options().count(name) > 0)
+      not_applying.push_back(name);
+  if (!not_applying.empty() && a.has("stage0"))
+    throw demo::UsageError(fmt::format(
+        "{} do{} not apply to --stage0, which only builds the demo model directory --model (from --data, with the "
+        "stage 0 options); train it with a second command, without --stage0",
+        options(not_applying), not_applying.size() == 1 ? "es" : ""));
+  if (!not_applying.empty())
+    throw demo::UsageError(fmt::format(
+        "{} appl{} to --stage0 only (the demo model's sizes and pretraining); a training run takes them from the "
+        "model directory --model",
+        options(not_applying), not_applying.size() == 1 ? "ies" : "y"));
+  if (const double f = a.real("val-fraction", defaults::kValFraction); !(f >= 0.0 && f < 1.0))
+    throw demo::UsageError(
+        fmt::format("option --val-fraction: {} is not in [0, 1) (the held-out share; 1 leaves no training clips)", f));
+  if (a.has("resume") && a.has("move-aside"))
+    throw demo::UsageError(
+        "--resume and --move-aside contradict each other: --resume continues the run in --out, --move-aside moves "
+        "that run's results aside for a fresh one; give one of them");
 }
 
 // Whether a run scales its loss without --loss-scale: a GPU preset's when its device step computes in fp16 (`runs`: the
@@ -324,18 +439,24 @@ TrainerConfig configure(const demo::Args& a) {
   c.gradient_accumulation_steps = a.integer("accum", c.gradient_accumulation_steps);
   c.num_frames = a.integer("frames", c.num_frames);
   c.frame_sampler = a.str("sampler", c.frame_sampler);
-  c.seed = static_cast<std::uint64_t>(a.integer("seed", 0));
+  c.seed = static_cast<std::uint64_t>(a.integer("seed", defaults::kSeed));
   c.checkpoint_every = a.integer("checkpoint-every", 0);
-  c.generation.num_beams = a.integer("num-beams", 1);
-  c.generation.max_new_tokens = a.integer("max-new-tokens", 64);
-  c.generation.repetition_penalty = a.real("repetition-penalty", 1.0);
-  c.generation.no_repeat_ngram_size = a.integer("no-repeat-ngram-size", 0);
+  c.generation.num_beams = a.integer("num-beams", demo::kDefaultNumBeams);
+  c.generation.max_new_tokens = a.integer("max-new-tokens", demo::kDefaultMaxNewTokens);
+  c.generation.repetition_penalty = a.real("repetition-penalty", demo::kDefaultRepetitionPenalty);
+  c.generation.no_repeat_ngram_size = a.integer("no-repeat-ngram-size", demo::kDefaultNoRepeatNgramSize);
   c.early_stopping_metric = a.str("metric", c.early_stopping_metric);
+  if (a.has("sampler") && !demo::is_sampler(c.frame_sampler))
+    throw demo::UsageError(
+        fmt::format("option --sampler: '{}' is not one of {}", c.frame_sampler, video::sampling_policy_names()));
+  if (a.has("metric") && !is_early_stopping_metric(c.early_stopping_metric))
+    throw demo::UsageError(
+        fmt::format("option --metric: '{}' is not one of {}", c.early_stopping_metric, early_stopping_metric_names()));
   c.patience = a.integer("patience", c.patience);
   c.label_smoothing = a.real("label-smoothing", c.label_smoothing);
   if (!(c.label_smoothing >= 0.0 && c.label_smoothing < 1.0))
     throw demo::UsageError(fmt::format("option --label-smoothing: {} is not in [0, 1)", c.label_smoothing));
-  c.output_dir = a.str("out", "vidlora_out");
+  c.output_dir = a.str("out", defaults::kOut);
   c.progress_newlines = a.has("log-lines");
   c.batch_invariant = !a.has("float32-batches");
   c.max_caption_tokens = a.integer("max-caption-tokens", c.max_caption_tokens);
@@ -393,17 +514,25 @@ int stage0(const demo::Args& a) {
 #if !defined(VIDLORA_HAVE_SPM_TRAINER)
   fail("--stage0 needs libsentencepiece's trainer (sentencepiece_trainer.h)");
 #else
-  const fs::path data = a.str("data", "demo_data"), out = a.str("model", "demo_model");
+  const fs::path data = dataset_source(a.str("data", defaults::kData)), out = a.str("model", defaults::kModel);
+  // Stage 0 writes a new model directory: never over a model (perhaps a trained one) or anything else already there.
+  std::error_code ec;
+  if (fs::exists(out, ec) && !(fs::is_directory(out, ec) && fs::is_empty(out, ec)))
+    throw demo::UsageError(fmt::format(
+        "--stage0: the model directory {} already exists{}; stage 0 writes a new one: give another --model path, or "
+        "remove {} first",
+        out.string(), fs::is_directory(out, ec) ? " and is not empty" : " (not a directory)", out.string()));
   // The encoder's grid settings are checked before the minutes of stage 0 are spent.
-  const int image_size = a.integer("image-size", 32), patch = a.integer("patch", 8);
-  const int change_pool = a.integer("change-pool", 0);
+  const int image_size = a.integer("image-size", defaults::kImageSize), patch = a.integer("patch", defaults::kPatch);
+  const int change_pool = a.integer("change-pool", defaults::kChangePool);
   if (image_size % patch != 0)
     throw demo::UsageError(fmt::format("--image-size {} is not a multiple of --patch {}", image_size, patch));
   if (change_pool > 0 && (image_size / patch) % change_pool != 0)
     throw demo::UsageError(fmt::format("--change-pool {} does not divide the {}x{} patch grid", change_pool,
                                        image_size / patch, image_size / patch));
   fs::create_directories(out);
-  const auto ds = train::read_dataset(data, {.val_fraction = a.real("val-fraction", 0.1), .seed = 0});
+  const auto ds =
+      train::read_dataset(data, {.val_fraction = a.real("val-fraction", defaults::kValFraction), .seed = 0});
   fmt::print("stage 0: {}\n", ds.summary());
   // 1. SentencePiece tokenizer on the train captions only.
   {
@@ -415,7 +544,7 @@ int stage0(const demo::Args& a) {
         "--input={} --model_prefix={} --vocab_size={} --model_type=unigram --character_coverage=1.0 "
         "--pad_id=0 --unk_id=1 --bos_id=2 --eos_id=3 --user_defined_symbols=<video> --hard_vocab_limit=false "
         "--num_threads=2 --minloglevel=2",
-        corpus.string(), (out / "tokenizer").string(), a.integer("vocab", 160));
+        corpus.string(), (out / "tokenizer").string(), a.integer("vocab", defaults::kVocab));
     const auto status = sentencepiece::SentencePieceTrainer::Train(args);
     require(status.ok(), "SentencePiece training failed: {}", status.ToString());
     fs::remove(out / "tokenizer.vocab");
@@ -424,8 +553,9 @@ int stage0(const demo::Args& a) {
   so.add_bos = false;
   const auto tok = model::SentencePieceTokenizer::from_file((out / "tokenizer.model").string(), so);
   // 2. Tiny decoder, pretrained on the caption text (LoRA on every linear, merged into the base).
-  model::DecoderConfig dc = model::llama_config(a.integer("hidden", 128), a.integer("intermediate", 344),
-                                                a.integer("layers", 2), 4, 2, tok.vocab_size());
+  model::DecoderConfig dc =
+      model::llama_config(a.integer("hidden", defaults::kHidden), a.integer("intermediate", defaults::kIntermediate),
+                          a.integer("layers", defaults::kLayers), 4, 2, tok.vocab_size());
   dc.tie_word_embeddings = true;
   model::TensorTable weights = model::random_decoder_weights(dc, 7);
   {
@@ -448,10 +578,10 @@ int stage0(const demo::Args& a) {
       ids.push_back(*tok.eos_id());
       seqs.push_back(std::move(ids));
     }
-    const int epochs = a.integer("stage0-epochs", 12), batch = 16;
+    const int epochs = a.integer("stage0-epochs", defaults::kStage0Epochs), batch = 16;
     const long steps_per_epoch = (static_cast<long>(seqs.size()) + batch - 1) / batch, total = epochs * steps_per_epoch;
     schedule::Scheduler<schedule::Cosine> sched(
-        {.base_lr = a.real("stage0-lr", 3e-3), .warmup_steps = total / 20, .total_steps = total});
+        {.base_lr = a.real("stage0-lr", defaults::kStage0Lr), .warmup_steps = total / 20, .total_steps = total});
     long step = 0;
     for (int e = 0; e < epochs; ++e) {
       CounterRng rng(11, static_cast<std::uint64_t>(e));
@@ -506,13 +636,13 @@ int stage0(const demo::Args& a) {
   io::write_file_atomically(out / "config.json", cfg.dump(2));
   // 3. A seeded random CLIP-architecture ViT (knows nothing of the captions).
   model::ClipVisionConfig vc;
-  vc.hidden_size = a.integer("vision-hidden", 64);
+  vc.hidden_size = a.integer("vision-hidden", defaults::kVisionHidden);
   vc.intermediate_size = 2 * vc.hidden_size;
-  vc.num_hidden_layers = a.integer("vision-layers", 2);
+  vc.num_hidden_layers = a.integer("vision-layers", defaults::kVisionLayers);
   vc.num_attention_heads = 4;
   vc.image_size = image_size;
   vc.patch_size = patch;
-  const std::string positions = a.str("positions", "clip_init");
+  const std::string positions = a.str("positions", defaults::kPositions);
   demo::write_table(out / "vision.safetensors",
                     train::random_clip_vision_weights(vc, 17, train::random_vision_positions_from_string(positions)));
   io::write_file_atomically(out / "vision_config.json", nlohmann::json{{"model_type", "clip_vision_model"},
@@ -527,7 +657,7 @@ int stage0(const demo::Args& a) {
   io::write_file_atomically(
       out / "vidlora_demo.json",
       nlohmann::json{{"prompt", " 설명:"},
-                     {"pool_stride", a.integer("pool", 2)},
+                     {"pool_stride", a.integer("pool", defaults::kPool)},
                      {"change_pool_stride", change_pool},
                      {"encoder_id", fmt::format("random-clip-seed17-{}px-patch{}-w{}-l{}-{}", vc.image_size,
                                                 vc.patch_size, vc.hidden_size, vc.num_hidden_layers, positions)}}
@@ -630,7 +760,7 @@ void print_comm_row(const demo::Args& a) {
 comm::AnyCommunicator make_communicator(const demo::Args& a, int& argc, char**& argv) {
   const std::string kind = available_comm_kind(a);
   if (kind == "single") return comm::Single{};
-  const double timeout = a.real("comm-timeout", 600.0);
+  const double timeout = a.real("comm-timeout", defaults::kCommTimeout);
   if (!(timeout > 0)) throw demo::UsageError(fmt::format("--comm-timeout must be > 0 seconds (got {})", timeout));
   const auto seconds = std::chrono::duration<double>(timeout);
   const long per_rank =
@@ -721,6 +851,7 @@ demo::DeviceEncoder train_encoder([[maybe_unused]] const model::ClipVision& visi
 }
 
 int train_main(const demo::Args& a, int argc, char** argv) {
+  check_mode_options(a);
   if (a.has("preset") && a.str("preset", "") != ActivePreset::name) {
     const std::string asked = a.str("preset", "");
     try {
@@ -772,7 +903,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
         config.precision = std::string(device);
       }
     }
-    const fs::path data = a.str("data", "demo_data");
+    const fs::path data = dataset_source(a.str("data", defaults::kData));
     comm::AnyCommunicator ranks = make_communicator(a, argc, argv);
 #if defined(VIDLORA_TRAIN_ON_CUDA)
     if constexpr (ActivePreset::backend_policy::on_device)
@@ -787,12 +918,13 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     ranks.barrier("the output directory (rank 0 prepares it)");
     // Evaluations also score the Korean morpheme METEOR (metric meteor_morphemes) where MeCab is available.
     config.caption_metrics.morpheme_tokenizer = demo::korean_morpheme_tokenizer();
-    const fs::path model_dir = a.str("model", "demo_model");
+    const fs::path model_dir = a.str("model", defaults::kModel);
     const bool hf = demo::model_kind(model_dir) == demo::ModelKind::HuggingFace;
     if (!hf && a.has("prompt"))
       throw demo::UsageError(
           fmt::format("--prompt applies to a Hugging Face model directory; {} is the demo's", model_dir.string()));
-    const auto ds = train::read_dataset(data, {.val_fraction = a.real("val-fraction", 0.1), .seed = 0});
+    const auto ds =
+        train::read_dataset(data, {.val_fraction = a.real("val-fraction", defaults::kValFraction), .seed = 0});
     fmt::print("{}\n", ds.summary());
     const std::string sampler = config.frame_sampler;
     const int frames = config.num_frames;
@@ -839,6 +971,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     if (hf) {
       const demo::HfModel m(model_dir, a.str("prompt", demo::kDefaultHfPrompt));
       config.base_model_name_or_path = fs::absolute(model_dir).lexically_normal().string();
+      config.base_model_fingerprint = demo::model_fingerprint(model_dir);  // a resume must train on the same model
       fmt::print("model: {} ({}, decoder {}x{}, vision {}px, {} visual tokens per frame; prompt format {})\n",
                  model_dir.string(), m.config.video_token_id >= 0 ? "LLaVA-NeXT-Video" : "LLaVA",
                  m.config.text.num_hidden_layers, m.config.text.hidden_size, m.config.vision.image_size,
@@ -848,6 +981,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
                    m.features(sampler, frames, cache, encoder.encoder), encoder);
     } else {
       const demo::DemoModel m(model_dir);
+      config.base_model_fingerprint = demo::model_fingerprint(model_dir);
       const demo::DeviceEncoder encoder = train_encoder(*m.vision, config);
       result = run(m.decoder_config, *m.decoder_weights,
                    model::Mlp2xGelu(m.vision_config.hidden_size, m.decoder_config.hidden_size, config.seed + 1),

@@ -71,7 +71,8 @@ pick() { next; r=$(( ((rng >> 33) & 0x7FFFFFFF) % $1 )); }
 margin=$(( size / 24 ))
 travel=$(( size - shape_px - 2 * margin ))
 jobfile=$(mktemp)
-manifest_tmp=$(mktemp)
+manifest_tmp="$out/.manifest.jsonl.tmp"  # made by the shell as any file (0644 under umask 022), not mktemp's 0600
+: > "$manifest_tmp"
 trap 'rm -f "$jobfile" "$manifest_tmp"' EXIT
 
 for (( i = 0; i < count; ++i )); do

@@ -8,11 +8,29 @@ set -uo pipefail
 bin=$1 root=$2 work=$3
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh" "$work"
 "$root/tools/make_demo_data.sh" data 12 1 2 64 >/dev/null || { echo "FAILED: demo data"; exit 1; }
+check "make_demo_data.sh writes manifest.jsonl with the mode of any new file (umask), not mktemp's 0600" \
+  test "$(stat -c %a data/manifest.jsonl)" == "$(printf '%o' $((0666 & ~0$(umask))))"
 run 2 badpool "$bin/train_captioner" --stage0 --data data --model badmodel --image-size 32 --change-pool 3
 check "a --change-pool that does not divide the patch grid is refused before stage 0 runs" \
   bash -c 'grep -q -- "--change-pool 3 does not divide the 4x4 patch grid" badpool.err && test ! -e badmodel'
 run 0 stage0 "$bin/train_captioner" --stage0 --data data --model model --stage0-epochs 1 --image-size 32 --change-pool 2
 check "stage 0 writes the change tokens' pooling into vidlora_demo.json" grep -q '"change_pool_stride": 2' model/vidlora_demo.json
+sum_model() { cat model/* | cksum; }
+model_sum=$(sum_model)
+run 2 stage0_again "$bin/train_captioner" --stage0 --data data --model model --stage0-epochs 1
+check "stage 0 into an existing model directory is refused, naming it" \
+  grep -q -- "--stage0: the model directory model already exists and is not empty.*remove model first" stage0_again.err
+check "the refused stage 0 left the model as it was" test "$(sum_model)" == "$model_sum"
+run 2 stage0_options "$bin/train_captioner" --stage0 --data data --model model2 --out out --frames 4 --max-steps 1
+check "options that do not apply to --stage0 are refused, naming them" \
+  bash -c 'grep -q -- "--frames, --max-steps, --out do not apply to --stage0" stage0_options.err && test ! -e model2'
+check "a data directory with labels/ and manifest.jsonl is read as an AI-Hub tree, saying so" \
+  grep -q "data: reading the AI-Hub tree in data (labels/, videos/), not its manifest.jsonl (--data data/manifest.jsonl reads that)" stage0.out
+mkdir -p data_manifest && cp -r data/videos data/manifest.jsonl data_manifest/
+run 0 stage0_manifest "$bin/train_captioner" --stage0 --data data_manifest --model model_manifest --stage0-epochs 1 \
+  --image-size 32
+check "a data directory with manifest.jsonl and no labels/ reads the manifest" \
+  grep -q "stage 0: [0-9]* train + [0-9]* val clips; read 12 labels, none skipped" stage0_manifest.out
 train=("$bin/train_captioner" --data data --model model --out out --epochs1 1 --epochs2 1 --val-fraction 0.25 --log-lines)
 
 run 130 interrupted "${train[@]}" --max-steps 2
@@ -24,6 +42,23 @@ check "interrupted run printed no results table" bash -c '! grep -q "held-out cl
 run 1 other_sampler "${train[@]}" --resume --sampler motion
 check "a resume with another --sampler is refused, naming it" \
   grep -q "frame_sampler is 'uniform' there but 'motion' now" other_sampler.err
+
+# The same shapes, other weights (a second stage-0 epoch); the same clips, one caption changed.
+run 0 stage0_other "$bin/train_captioner" --stage0 --data data --model model_other --stage0-epochs 2 --image-size 32 \
+  --change-pool 2
+run 1 other_model "${train[@]}" --resume --model model_other
+check "a resume on another base model is refused, naming it and both fingerprints" \
+  grep -q "was trained on another base model.*base_model is 'fnv1a64:[0-9a-f]* ([0-9]* files, [0-9]* bytes)' there but 'fnv1a64:" other_model.err
+cp -r data data_other && python3 - data_other <<'PY'
+import json, pathlib, sys
+label = sorted(pathlib.Path(sys.argv[1], "labels").glob("*.json"))[0]
+j = json.loads(label.read_text())
+j["caption"] = {"korean": "다른 캡션"}
+label.write_text(json.dumps(j, ensure_ascii=False))
+PY
+run 1 other_data "${train[@]}" --resume --data data_other
+check "a resume on other data of the same size is refused, naming it and both fingerprints" \
+  grep -q "was trained on other data.*data is 'fnv1a64:[0-9a-f]* ([0-9]* train + [0-9]* val clips)' there but 'fnv1a64:" other_data.err
 
 run 2 refused "${train[@]}"
 check "a fresh run into a used --out is refused, naming --resume" grep -q "already holds another run's results.*--resume" refused.err
@@ -49,6 +84,9 @@ check "the old results are kept aside" bash -c 'ls out.previous-*/train_log.json
 check "long captions are truncated with a report line" grep -q "tokens: truncated to 3 (max_caption_tokens 4)" moved.err
 
 video=$(ls data/videos/*.mp4 | head -1)
+run 2 caption_jsonl "$bin/caption" --model model --trained out --jsonl no_such_dir/captions.jsonl "$video"
+check "caption refuses a --jsonl it cannot create before captioning, naming it and why" \
+  bash -c 'grep -q "option --jsonl: no_such_dir/captions.jsonl cannot be written: .*No such file or directory" caption_jsonl.err && test ! -s caption_jsonl.out'
 run 1 caption "$bin/caption" --model model --trained out --jsonl captions.jsonl "$video" missing.mp4
 check "caption prints the good video's caption on stdout" grep -q "^$video	" caption.out
 check "caption keeps errors off stdout" bash -c '! grep -q missing.mp4 caption.out'

@@ -78,17 +78,22 @@ TEST_CASE("demo clips read back through the AI-Hub reader with bad labels counte
       dir.path / "labels/nested.json",
       R"({"info": {"file_name": "renamed.mp4"}, "annotations": [{"category": "x", "caption": {"korean": "중첩된 캡션"}}]})");
   fs::copy_file(dir.path / "videos/clip_00001.mp4", dir.path / "videos/renamed.mp4");
+  // a video that is there but empty (a failed copy) is said to be empty, not missing
+  write_file(dir.path / "labels/hollow.json", R"({"caption": {"korean": "빈 영상"}})");
+  write_file(dir.path / "videos/hollow.mp4", "");
 
   const auto data = train::read_aihub(dir.path, {.val_fraction = 0.5, .seed = 3});
-  CHECK(data.labels_seen == 11);
+  CHECK(data.labels_seen == 12);
   CHECK(data.train.size() + data.val.size() == 7);
   const auto& skipped = data.skipped;
   CHECK(skipped.count(train::SkipReason::UnreadableJson) == 1);
   CHECK(skipped.count(train::SkipReason::MissingVideo) == 1);
+  CHECK(skipped.count(train::SkipReason::EmptyVideo) == 1);
   CHECK(skipped.count(train::SkipReason::EmptyCaption) == 1);
   CHECK(skipped.count(train::SkipReason::MissingCaption) == 1);
   const std::string summary = data.summary();
-  CHECK_THAT(summary, Catch::Contains("skipped 4 of 11 labels") &&
+  CHECK_THAT(summary, Catch::Contains("skipped 5 of 12 labels") && Catch::Contains("1 empty video") &&
+                          Catch::Contains("labels/hollow.json: empty video (videos/hollow.mp4 has 0 bytes)") &&
                           Catch::Contains("labels/broken.json: unreadable JSON") &&
                           Catch::Contains("labels/orphan.json: missing video (videos/orphan.mp4)") &&
                           Catch::Contains("labels/blank.json: empty caption") &&
@@ -174,11 +179,18 @@ TEST_CASE("manifest reader resolves paths and reports broken lines", "[train][da
   CHECK(data.train[1].id == "see");
   CHECK(data.train[1].caption == "둘 문장");
   CHECK(data.val[0].id == "b");
-  CHECK(data.skipped.count(train::SkipReason::MissingVideo) == 2);
+  CHECK(data.skipped.count(train::SkipReason::MissingVideo) == 1);
+  CHECK(data.skipped.count(train::SkipReason::EmptyVideo) == 1);
   CHECK(data.skipped.count(train::SkipReason::UnreadableJson) == 2);
   CHECK(data.skipped.count(train::SkipReason::EmptyCaption) == 1);
-  CHECK_THAT(data.skipped.summary(data.labels_seen), Catch::Contains("data.jsonl:5: missing video (v/missing.mp4)") &&
-                                                         Catch::Contains("data.jsonl:7: unreadable JSON"));
+  CHECK_THAT(data.skipped.summary(data.labels_seen),
+             Catch::Contains("data.jsonl:5: missing video (v/missing.mp4)") &&
+                 Catch::Contains("data.jsonl:6: empty video (v/empty.mp4 has 0 bytes)") &&
+                 Catch::Contains("data.jsonl:7: unreadable JSON"));
+  // a manifest that cannot be opened: its path and the system's reason
+  CHECK_THROWS_WITH(train::read_manifest(dir.path / "absent.jsonl"),
+                    Catch::Contains("dataset: cannot open manifest " + (dir.path / "absent.jsonl").string() +
+                                    ": No such file or directory"));
 }
 
 TEST_CASE("skip report keeps only the first few examples but counts all", "[train][dataset]") {

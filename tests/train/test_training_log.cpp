@@ -185,6 +185,15 @@ TEST_CASE("jsonl log writes one flushed object per line and nulls for NaN", "[tr
   fs::remove(path);
 }
 
+TEST_CASE("a jsonl log that cannot be opened is an error naming the file and the reason", "[train][log]") {
+  // a directory where the log file should be
+  const auto path = std::filesystem::temp_directory_path() / "vidlora_log_is_a_directory" / "train_log.jsonl";
+  std::filesystem::create_directories(path);
+  CHECK_THROWS_WITH(train::JsonlLog(path),
+                    Catch::Contains("training log: cannot open " + path.string() + " for writing: Is a directory"));
+  std::filesystem::remove_all(path.parent_path());
+}
+
 TEST_CASE("resuming the jsonl log drops records after the checkpoint step and a cut line", "[train][log]") {
   const auto path = temp_file("resume.jsonl");
   {

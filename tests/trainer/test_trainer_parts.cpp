@@ -231,6 +231,80 @@ TEST_CASE("checkpoint: an older one (no ranks, no best_result) opens, another co
                     Catch::Contains("--resume: no checkpoint at"));
 }
 
+TEST_CASE("checkpoint: a resume on another base model or other data is refused, naming it and both values",
+          "[trainer]") {
+  const fs::path dir = fresh_dir("trained_on");
+  auto decoder = tiny_decoder();
+  model::Mlp2xGelu projector(6, 16, /*seed=*/5);
+  train::TrainableTensors t(projector, decoder);
+  const auto clip = [](std::string id, std::string caption) {
+    train::Clip c;
+    c.id = std::move(id);
+    c.caption = std::move(caption);
+    return c;
+  };
+  const std::vector<train::Clip> train_clips{clip("a", "red circle"), clip("b", "blue")};
+  const std::vector<train::Clip> val_clips{clip("c", "green square")};
+  const std::string data = train::data_fingerprint(train_clips, val_clips);
+  CHECK_THAT(data, Catch::Matches("fnv1a64:[0-9a-f]{16} \\(2 train \\+ 1 val clips\\)"));
+  // Same ids and sizes, one caption changed; the same clips split otherwise; a boundary moved between fields.
+  auto recaptioned = train_clips;
+  recaptioned[1].caption = "blue square";
+  CHECK(train::data_fingerprint(recaptioned, val_clips) != data);
+  CHECK(train::data_fingerprint({train_clips[0]}, {train_clips[1], val_clips[0]}) != data);
+  auto moved = train_clips;
+  moved[0] = clip("ar", "ed circle");
+  CHECK(train::data_fingerprint(moved, val_clips) != data);
+  CHECK(train::data_fingerprint(train_clips, val_clips) == data);
+
+  train::TrainerConfig config = train::TrainerConfig::from_preset<presets::Cpu>();
+  config.base_model_fingerprint = "model-A";
+  const auto fingerprint_of = [&](const train::TrainerConfig& c, const std::string& d) {
+    return train::checkpoint_fingerprint<presets::Cpu, lora::DenseWeight>(c, decoder.config(), projector, 1, 2, d);
+  };
+  const auto mine = fingerprint_of(config, data);
+  CHECK(mine.at("base_model") == "model-A");
+  CHECK(mine.at("data") == data);
+  const fs::path path = dir / "last.safetensors";
+  train::write_checkpoint(path, t.tensor_map(), nullptr,
+                          {.position = {},
+                           .dropout_steps = {},
+                           .stopper = train::EarlyStopping(),
+                           .best_score = {},
+                           .best = {},
+                           .fingerprint = mine});
+  CHECK(train::open_checkpoint(path, mine).warnings.empty());
+
+  train::TrainerConfig other_model = config;
+  other_model.base_model_fingerprint = "model-B";
+  CHECK_THROWS_WITH(train::open_checkpoint(path, fingerprint_of(other_model, data)),
+                    Catch::Contains("was trained on another base model") &&
+                        Catch::Contains("base_model is 'model-A' there but 'model-B' now"));
+  const std::string other_data = train::data_fingerprint(recaptioned, val_clips);
+  CHECK_THROWS_WITH(train::open_checkpoint(path, fingerprint_of(config, other_data)),
+                    Catch::Contains("was trained on other data") &&
+                        Catch::Contains(fmt::format("data is '{}' there but '{}' now", data, other_data)));
+
+  // A checkpoint written before either fingerprint resumes, saying what it cannot check.
+  auto older = mine;
+  older.erase("base_model");
+  older.erase("data");
+  const fs::path old_path = dir / "old.safetensors";
+  train::write_checkpoint(old_path, t.tensor_map(), nullptr,
+                          {.position = {},
+                           .dropout_steps = {},
+                           .stopper = train::EarlyStopping(),
+                           .best_score = {},
+                           .best = {},
+                           .fingerprint = older});
+  const train::Checkpoint c = train::open_checkpoint(old_path, mine);
+  REQUIRE(c.warnings.size() == 2);
+  CHECK_THAT(c.warnings[0], Catch::Contains("records no base_model fingerprint") &&
+                                Catch::Contains("cannot check that it trains on the same base model"));
+  CHECK_THAT(c.warnings[1], Catch::Contains("records no data fingerprint") &&
+                                Catch::Contains("cannot check that it trains on the same data"));
+}
+
 TEST_CASE("evaluation: the early-stopping metric's direction and value", "[trainer]") {
   train::TrainerConfig config;
   CHECK(train::early_stopping_mode(config) == train::Mode::Min);

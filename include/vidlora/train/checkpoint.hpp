@@ -4,8 +4,10 @@
 // AdamW moments (adam/<name>/exp_avg, adam/<name>/exp_avg_sq). Metadata: "format": "vidlora" and
 // "trainer_state", a JSON object with the position, the AdamW step counts, every LoRA layer's dropout step
 // counter, the early-stopping state, the best score and evaluation, and the configuration fingerprint a resume
-// must agree with ("config"). Fields added since the first checkpoints are optional when read ("ranks" in the
-// fingerprint, "best_result"), so older checkpoints still resume.
+// must agree with ("config"), which names the base model (TrainerConfig::base_model_fingerprint) and the data
+// (data_fingerprint) as well as the settings. Fields added since the first checkpoints are optional when read ("ranks"
+// in the fingerprint, "best_result"), so older checkpoints still resume; one without the base model's or the data's
+// fingerprint resumes with a warning that it cannot be checked.
 
 #include <cstddef>
 #include <cstdint>
@@ -29,6 +31,7 @@
 #include <vidlora/model/config.hpp>
 #include <vidlora/optim/adamw.hpp>
 #include <vidlora/presets/gpu_presets.hpp>
+#include <vidlora/train/dataset.hpp>
 #include <vidlora/train/early_stopping.hpp>
 #include <vidlora/train/train_result.hpp>
 #include <vidlora/train/trainer_config.hpp>
@@ -53,14 +56,35 @@ inline std::filesystem::path best_parameters_path(const std::filesystem::path& o
   return output_dir / "checkpoints" / "best.safetensors";
 }
 
+// The data a run trains and evaluates on, as a checkpoint records it: FNV-1a (64 bits) over every clip's id and
+// caption, the training clips then the held-out ones, each in its order, with the counts. Another data set of the
+// same size, other captions or another train / held-out split give another value.
+inline std::string data_fingerprint(const std::vector<Clip>& train, const std::vector<Clip>& val) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  const auto add = [&](std::string_view bytes) {
+    for (const unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ull;
+    h = (h ^ 0xffu) * 0x100000001b3ull;  // a byte no UTF-8 text holds ends each field: ("ab","c") != ("a","bc")
+  };
+  for (const auto* clips : {&train, &val}) {
+    add(clips == &train ? "train" : "val");
+    for (const Clip& c : *clips) {
+      add(c.id);
+      add(c.caption);
+    }
+  }
+  return fmt::format("fnv1a64:{:016x} ({} train + {} val clips)", h, train.size(), val.size());
+}
+
 // The configuration fields a checkpoint must agree with, as strings. `ranks`: the data-parallel processes;
-// `train_clips`: the training set's size.
+// `train_clips`: the training set's size; `data`: data_fingerprint of the run's clips ("" → not recorded).
 template <presets::Preset P, lora::FrozenWeight Base, class Projector>
 std::map<std::string, std::string> checkpoint_fingerprint(const TrainerConfig& config,
                                                           const model::DecoderConfig& decoder,
                                                           const Projector& projector, int ranks,
-                                                          std::size_t train_clips) {
+                                                          std::size_t train_clips, const std::string& data = {}) {
   std::map<std::string, std::string> f;
+  if (!config.base_model_fingerprint.empty()) f["base_model"] = config.base_model_fingerprint;
+  if (!data.empty()) f["data"] = data;
   f["preset"] = config.preset;
   f["lora_r"] = std::to_string(P::lora_r);
   f["lora_alpha"] = std::to_string(P::lora_alpha);
@@ -159,10 +183,12 @@ inline void write_checkpoint(const std::filesystem::path& path, io::TensorMap pa
   io::write_safetensors(path, parameters, {{"format", "vidlora"}, {"trainer_state", json.dump()}});
 }
 
-// A checkpoint opened for --resume: its tensors and its trainer_state.
+// A checkpoint opened for --resume: its tensors and its trainer_state, and what could not be checked (a checkpoint
+// written before it recorded the base model's or the data's fingerprint), one line each for the log.
 struct Checkpoint {
   io::SafetensorsFile file;
   nlohmann::json state;
+  std::vector<std::string> warnings = {};
 };
 
 // The trainer state of the checkpoint `file` (its "trainer_state" metadata); `path` names it in the error, after
@@ -208,15 +234,37 @@ inline Checkpoint open_checkpoint(const std::filesystem::path& path,
   const auto added_later = [](const std::string& k) {
     return k == "max_caption_tokens" || k == "batch_invariant" || k == "frame_sampler";
   };
+  // What the run trains on: the base model and the data, each recorded when one side can name it.
+  std::vector<std::string> warnings;
+  const std::map<std::string, std::string_view> trained_on{
+      {"base_model",
+       "another base model (TrainerConfig::base_model_fingerprint; train_captioner: the model directory --model)"},
+      {"data", "other data (the clips' ids and captions, train then held-out: another data set or another split)"}};
+  for (const auto& [k, what] : trained_on) {
+    const auto o = theirs.find(k), m = mine.find(k);
+    if (o != theirs.end() && m != mine.end()) {
+      require(o->second == m->second, "--resume: the checkpoint {} was trained on {}: {} is '{}' there but '{}' now",
+              path.string(), what, k, o->second, m->second);
+    } else if (o == theirs.end() && m != mine.end()) {
+      warnings.push_back(fmt::format(
+          "warning: the checkpoint {} records no {} fingerprint (it was written before checkpoints did): this resume "
+          "cannot check that it trains on the same {}",
+          path.string(), k, k == "data" ? "data" : "base model"));
+    } else if (o != theirs.end()) {
+      warnings.push_back(fmt::format(
+          "warning: this run gives no {} fingerprint: this resume cannot check that it trains on the checkpoint's {}",
+          k, k == "data" ? "data" : "base model"));
+    }
+  }
   for (const auto& [k, v] : mine) {
-    if (k == "ranks" || k == "batch_size" || k == "gradient_accumulation_steps") continue;
+    if (k == "ranks" || k == "batch_size" || k == "gradient_accumulation_steps" || trained_on.count(k)) continue;
     const auto o = theirs.find(k);
     if (o == theirs.end() && added_later(k)) continue;
     require(o != theirs.end() && o->second == v,
             "--resume: the checkpoint {} was made with another configuration: {} is '{}' there but '{}' now",
             path.string(), k, o == theirs.end() ? std::string("(absent)") : o->second, v);
   }
-  return Checkpoint{std::move(f), std::move(state)};
+  return Checkpoint{std::move(f), std::move(state), std::move(warnings)};
 }
 
 // The trainer state of an opened checkpoint; the early-stopping state goes into a stopper made with `stopping`.

@@ -1,15 +1,17 @@
 #pragma once
 // Captioning data sets: the AI-Hub layout (`videos/*.mp4` + `labels/*.json`, one label per clip) and
 // a JSONL manifest (`{"video": path, "caption": text}` per line), split into train/val by folders
-// (`train/`, `val/`) or by a seeded hash of the clip id. Labels that cannot be used (video missing,
-// unreadable JSON, no or empty caption) are skipped and counted in a SkipReport that names the first
+// (`train/`, `val/`) or by a seeded hash of the clip id. Labels that cannot be used (video missing or
+// empty, unreadable JSON, no or empty caption) are skipped and counted in a SkipReport that names the first
 // few files, never dropped silently and never an exception. Only the file system is touched here; a
 // video that fails to decode is the trainer's to report.
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -37,7 +39,7 @@ struct Clip {
   fs::path source;                                     // the label file, or the manifest with ":<line>"
 };
 
-enum class SkipReason { MissingVideo, UnreadableJson, MissingCaption, EmptyCaption };
+enum class SkipReason { MissingVideo, UnreadableJson, MissingCaption, EmptyCaption, EmptyVideo };
 
 inline std::string_view to_string(SkipReason r) {
   switch (r) {
@@ -45,13 +47,14 @@ inline std::string_view to_string(SkipReason r) {
     case SkipReason::UnreadableJson: return "unreadable JSON";
     case SkipReason::MissingCaption: return "no caption";
     case SkipReason::EmptyCaption: return "empty caption";
+    case SkipReason::EmptyVideo: return "empty video";
   }
   return "?";
 }
 
 // What was skipped and why: a count per reason and the first `max_examples` entries in full.
 struct SkipReport {
-  std::array<std::size_t, 4> counts{};
+  std::array<std::size_t, 5> counts{};
   std::vector<std::string> examples;  // "labels/x.json: missing video (videos/x.mp4)"
   std::size_t max_examples = 5;
 
@@ -61,7 +64,11 @@ struct SkipReport {
       examples.push_back(fmt::format("{}: {}{}", where, to_string(reason), detail.empty() ? "" : " (" + detail + ")"));
   }
   std::size_t count(SkipReason reason) const { return counts[static_cast<std::size_t>(reason)]; }
-  std::size_t total() const { return counts[0] + counts[1] + counts[2] + counts[3]; }
+  std::size_t total() const {
+    std::size_t n = 0;
+    for (const std::size_t c : counts) n += c;
+    return n;
+  }
   bool empty() const { return total() == 0; }
   // One line for the log: "skipped 3 of 40 labels: 1 missing video, 2 unreadable JSON; first: a.json: ..., ..."
   std::string summary(std::size_t seen) const {
@@ -183,6 +190,11 @@ inline bool usable_file(const fs::path& p) {
   std::error_code ec;
   return fs::is_regular_file(p, ec) && fs::file_size(p, ec) > 0 && !ec;
 }
+// A video file that is there but holds no bytes (a failed copy or download): skipped as EmptyVideo, not MissingVideo.
+inline bool empty_file(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_regular_file(p, ec) && fs::file_size(p, ec) == 0 && !ec;
+}
 
 inline std::optional<nlohmann::json> read_json_file(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -224,8 +236,13 @@ inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options,
     for (const char* ext : {".mp4", ".mkv", ".webm", ".mov", ".avi"}) candidates.push_back(videos / (clip.id + ext));
     const auto found = std::find_if(candidates.begin(), candidates.end(), usable_file);
     if (found == candidates.end()) {
-      dataset.skipped.add(SkipReason::MissingVideo, where,
-                          (fs::path("videos") / candidates.front().filename()).string());
+      const auto empty = std::find_if(candidates.begin(), candidates.end(), empty_file);
+      if (empty != candidates.end())
+        dataset.skipped.add(SkipReason::EmptyVideo, where,
+                            (fs::path("videos") / empty->filename()).string() + " has 0 bytes");
+      else
+        dataset.skipped.add(SkipReason::MissingVideo, where,
+                            (fs::path("videos") / candidates.front().filename()).string());
       continue;
     }
     clip.video = *found;
@@ -291,7 +308,7 @@ inline Dataset read_aihub(const fs::path& root, const DatasetOptions& options = 
 inline Dataset read_manifest(const fs::path& manifest, const DatasetOptions& options = {}) {
   detail::check_options(options);
   std::ifstream in(manifest, std::ios::binary);
-  require(static_cast<bool>(in), "dataset: cannot open manifest {}", manifest.string());
+  require(static_cast<bool>(in), "dataset: cannot open manifest {}: {}", manifest.string(), std::strerror(errno));
   Dataset dataset;
   dataset.skipped.max_examples = options.max_skip_examples;
   const fs::path base = manifest.parent_path();
@@ -313,7 +330,10 @@ inline Dataset read_manifest(const fs::path& manifest, const DatasetOptions& opt
     clip.id = j.contains("id") && j["id"].is_string() ? j["id"].get<std::string>() : video.stem().string();
     clip.source = where;
     if (!detail::usable_file(clip.video)) {
-      dataset.skipped.add(SkipReason::MissingVideo, where, video.string());
+      if (detail::empty_file(clip.video))
+        dataset.skipped.add(SkipReason::EmptyVideo, where, video.string() + " has 0 bytes");
+      else
+        dataset.skipped.add(SkipReason::MissingVideo, where, video.string());
       continue;
     }
     const auto it = j.find("caption");

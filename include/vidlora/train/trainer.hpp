@@ -166,7 +166,8 @@ class Trainer {
 
   // The configuration fields a checkpoint must agree with, as strings.
   std::map<std::string, std::string> fingerprint() const {
-    return checkpoint_fingerprint<P, Base>(config_, decoder_.config(), projector_, comm_.size(), train_.size());
+    return checkpoint_fingerprint<P, Base>(config_, decoder_.config(), projector_, comm_.size(), train_.size(),
+                                           data_fingerprint_);
   }
 
   // Trains on `train` and evaluates on `val`. resume: continue from checkpoint_path().
@@ -174,6 +175,7 @@ class Trainer {
     train_ = std::move(train);
     val_ = std::move(val);
     require(!train_.empty(), "Trainer: no training clips");
+    data_fingerprint_ = data_fingerprint(train_, val_);
     result_ = {};
     pos_ = {};
     nan_streak_ = 0;
@@ -1238,6 +1240,7 @@ class Trainer {
   // Restores the parameters and the trainer state; the caller restores the optimizer once its stage built it.
   Checkpoint load_checkpoint(const std::filesystem::path& path) {
     Checkpoint checkpoint = open_checkpoint(path, fingerprint());
+    for (const auto& warning : checkpoint.warnings) say(warning);
     discard_device_values();
     tensors_.load(checkpoint.file);
     TrainerState state = trainer_state_from_json(checkpoint.state, stopping_options());
@@ -1301,6 +1304,7 @@ class Trainer {
   bool host_lora_grads_zero_ = false;          // the host decoder's LoRA gradients are all zero (zero_all_grads)
   bool host_values_stale_ = false;             // it stepped since the host's values were last synced (sync_host_values)
   std::vector<Clip> train_, val_;
+  std::string data_fingerprint_;  // of train_ and val_ (data_fingerprint), recorded in the checkpoints
   std::map<std::string, Matrix> cache_;
   std::set<std::string> failed_;
   std::set<std::string> truncated_;  // clips whose caption was truncated (reported once each)

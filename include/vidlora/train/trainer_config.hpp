@@ -95,6 +95,9 @@ struct TrainerConfig {
   // micro-batch, gradients summed in float32 (splits differ by rounding, docs/distributed.md).
   bool batch_invariant = true;
   std::string base_model_name_or_path;  // written into the PEFT adapter_config.json ("" → null)
+  // The caller's digest of the frozen base model the run trains on (train_captioner: demo::model_fingerprint of
+  // --model): checkpoints record it and a resume must give the same ("" → none recorded, nothing checked).
+  std::string base_model_fingerprint;
   // A PEFT adapter directory (e.g. trained with PEFT in Python) the run starts from: its lora_A / lora_B,
   // lora_alpha and rsLoRA replace the fresh initialisation and the preset's alpha (the adapter written at the
   // end keeps them). Its r must be P::lora_r and its modules exactly the run's LoRA layers; otherwise an

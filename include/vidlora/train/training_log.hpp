@@ -4,8 +4,10 @@
 // from it as a plain SVG file (axes, ticks, legend; no dependencies).
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -108,7 +110,7 @@ class JsonlLog {
       }
     }
     out_.open(path_, std::ios::binary | std::ios::trunc);
-    require(out_.is_open(), "training log: cannot open {} for writing", path_.string());
+    require(out_.is_open(), "training log: cannot open {} for writing: {}", path_.string(), std::strerror(errno));
     for (const auto& line : kept) out_ << line << '\n';
     out_.flush();
     lines_ = kept.size();

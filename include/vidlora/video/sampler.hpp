@@ -85,7 +85,8 @@ class Sampler {
     const auto& path = decoder.path();
     if (pass.status.damaged && !o.accept_damaged)
       fail(
-          "video file {}: damaged, decoding stopped {} (set SamplerOptions.accept_damaged to use the frames before it)",
+          "video file {}: damaged, decoding stopped {} (re-encode or remove the file; a program built on the library "
+          "can set SamplerOptions.accept_damaged to sample the frames before the damage)",
           path.string(), pass.status.where());
     const std::int64_t n = pass.analysis.frame_count;
     if (n == 0)
