@@ -61,15 +61,19 @@ if [[ -f model/vidlora_demo.json && "$(cat model/run-demo-stage0.args 2>/dev/nul
   stamp "stage 0: model/ is already built with these settings (${stage0_args[*]}); delete model/ to rebuild it"
 else
   stamp "stage 0 (demo only): SentencePiece tokenizer, caption-text pretraining, random CLIP-architecture ViT"
-  # train_captioner --stage0 refuses to write over a model directory: remove the demo's own, never anything else
+  # train_captioner --stage0 refuses to write over a model directory: it writes model.partial/ (run-demo's own;
+  # an interrupted stage 0 leaves only that), which replaces model/ when done; model/ is replaced only when it is a
+  # demo model, never anything else.
   if [[ -e model && -n "$(ls -A model 2>/dev/null)" && ! -f model/vidlora_demo.json ]]; then
     echo "run-demo: $work/model exists and is not a demo model (no vidlora_demo.json); move it or give another" \
       "work directory" >&2
     exit 1
   fi
+  rm -rf model.partial
+  "$bin/train_captioner" --stage0 --data data --model model.partial "${stage0_args[@]}"
+  echo "${stage0_args[*]}" > model.partial/run-demo-stage0.args
   rm -rf model
-  "$bin/train_captioner" --stage0 --data data --model model "${stage0_args[@]}"
-  echo "${stage0_args[*]}" > model/run-demo-stage0.args
+  mv model.partial model
   fresh_model=1
 fi
 

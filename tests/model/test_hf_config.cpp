@@ -338,9 +338,14 @@ TEST_CASE("config.json fields left out take transformers' class defaults, as the
       ++llava_cases;
     }
   }
-  CHECK(decoder_cases == 10);
+  CHECK(decoder_cases == 12);
   CHECK(vision_cases == 7);
   CHECK(llava_cases == 5);
+  // LLaVA-OneVision's defaults are another model's (a Qwen2 decoder, a SigLIP tower): not filled in as LLaVA's.
+  REQUIRE_THROWS_WITH(model::DecoderConfig::from_json({{"model_type", "llava_onevision"}}),
+                      Contains("llava_onevision") && Contains("text_config"));
+  REQUIRE_THROWS_WITH(model::ClipVisionConfig::from_json({{"model_type", "llava_onevision"}}),
+                      Contains("llava_onevision") && Contains("vision_config"));
   // The seed's model: LLaVA-NeXT-Video-7B's shapes from a config that names none of the decoder's.
   const auto seven_b = model::LlavaConfig::from_json(ref["cases"][0]["config"]);
   CHECK(seven_b.text.hidden_size == 4096);

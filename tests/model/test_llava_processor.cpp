@@ -234,6 +234,14 @@ TEST_CASE("a ChatML template's own default system turn is the prompt's, and none
   template_with("You are a helpful assistant.", "Answer the questions.");
   CHECK(model::LlavaProcessor(copy.dir).prompt("Q").starts_with(
       "<|im_start|>system\nAnswer the questions.<|im_end|>\n<|im_start|>user\n"));
+  {  // a template printing something the format does not (LLaVA-OneVision's "<|im_start|>user <video>") is refused
+    const ProcessorCopy other("llava_qwen_hf");
+    std::ofstream(other.dir / "chat_template.jinja", std::ios::trunc)
+        << "{% for message in messages %}{{ '<|im_start|>' + message['role'] + ' ' }}{{ '<|im_end|>' }}{% endfor %}";
+    CHECK_THROWS_WITH(model::LlavaProcessor(other.dir), Contains("chat_template.jinja") && Contains("can print \" \""));
+    std::ofstream(other.dir / "chat_template.jinja", std::ios::trunc) << "{{ '<|im_start|>' ";
+    CHECK_THROWS_WITH(model::LlavaProcessor(other.dir), Contains("chat_template.jinja") && Contains("unclosed"));
+  }
   template_with(
       "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nAnswer the questions.<|im_end|>\\n' }}{% endif "
       "%}",

@@ -82,6 +82,25 @@ TEST_CASE("load_tokenizer takes the tokens a llama directory adds beside tokeniz
     CHECK(tok.decode(ids, /*skip_special=*/true) == c["skip_special"].get<std::string>());
   }
 
+  // tokenizer_config.json's flags as transformers 5 takes them: `legacy` (a prefix space after every added token)
+  // changes the ids; add_bos_token / add_eos_token do not (tokenizer.json's post-processor decides).
+  for (const auto& [name, variant] : ref["flags"].items()) {
+    CAPTURE(name);
+    const fs::path flagged = fresh_dir("vidlora_tok_added_flags");
+    for (const char* f : {"tokenizer.model", "tokenizer.json"}) fs::copy_file(dir / f, flagged / f);
+    auto config = nlohmann::json::parse(std::ifstream(dir / "tokenizer_config.json"));
+    config.update(variant["tokenizer_config"]);
+    std::ofstream(flagged / "tokenizer_config.json") << config.dump();
+    const model::AnyTokenizer flagged_any = model::load_tokenizer(flagged);
+    for (const auto& c : variant["encodes"]) {
+      CAPTURE(c["text"].get<std::string>());
+      CHECK(std::get<model::SentencePieceTokenizer>(flagged_any).encode(c["text"].get<std::string>()) ==
+            c["ids"].get<std::vector<int>>());
+    }
+    fs::remove_all(flagged);
+  }
+  CHECK(ref["flags"]["legacy"]["encodes"] != ref["encodes"]);  // the flag matters for these texts
+
   // The same tokens from tokenizer_config.json's added_tokens_decoder when there is no tokenizer.json (the slow
   // tokenizer's file; transformers 4 wrote it, {"<id>": {"content": …, "special": …}}, built here from the same
   // tokens since transformers 5 no longer writes it).

@@ -87,8 +87,16 @@ def text_fields(t):
         "rope_theta": rope.get("rope_theta"),
         "max_position_embeddings": t.max_position_embeddings,
         "vocab_size": t.vocab_size,
-        "sliding_window": getattr(t, "sliding_window", None) if t.model_type == "mistral" else None,
+        "sliding_window": window(t),
     }
+
+
+def window(t):
+    """The attention window of the sliding layers, None without any (Mistral: all layers; Qwen: layer_types)."""
+    if t.model_type == "mistral":
+        return getattr(t, "sliding_window", None)
+    types = getattr(t, "layer_types", None) or []
+    return t.sliding_window if "sliding_attention" in types else None
 
 
 def vision_fields(v):
@@ -142,6 +150,8 @@ def main():
         case("qwen2_only_type", {"model_type": "qwen2"}),
         case("qwen3_only_type", {"model_type": "qwen3"}),
         case("mistral_only_type", {"model_type": "mistral"}),
+        case("qwen2_sliding_no_window", {"model_type": "qwen2", "num_hidden_layers": 30, "use_sliding_window": True}),
+        case("qwen3_sliding_no_window", {"model_type": "qwen3", "num_hidden_layers": 30, "use_sliding_window": True}),
         case("clip_only_type", {"model_type": "clip_vision_model"}),
         case("clip_some_fields", {"model_type": "clip_vision_model", "hidden_size": 1024, "num_attention_heads": 16}),
         case("tie_top_level_only", {"model_type": "llava", "tie_word_embeddings": True,

@@ -55,7 +55,24 @@ def main():
     id_lists = [e["ids"] for e in encodes] + [[video, 300, vid2, 301, obj, 302]]
     decodes = [{"ids": ids, "text": loaded.decode(ids), "skip_special": loaded.decode(ids, skip_special_tokens=True)}
                for ids in id_lists]
+    # tokenizer_config.json's `legacy` (a prefix space on every text run, not only the first) and add_bos_token /
+    # add_eos_token, as a directory may set them: the same directory with those flags changed.
+    flags = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in os.listdir(OUT):
+            shutil.copy(os.path.join(OUT, name), tmp)
+        for key, variant in (("legacy", {"legacy": True}), ("no_bos_eos", {"add_bos_token": False,
+                                                                             "add_eos_token": True})):
+            with open(os.path.join(OUT, "tokenizer_config.json")) as f:
+                config = json.load(f)
+            config.update(variant)
+            with open(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
+                json.dump(config, f)
+            other = AutoTokenizer.from_pretrained(tmp)
+            flags[key] = {"tokenizer_config": variant,
+                          "encodes": [{"text": t, "ids": other(t)["input_ids"]} for t in TEXTS]}
     ref = {"versions": {"transformers": transformers.__version__, "tokenizers": tokenizers.__version__},
+           "flags": flags,
            "model_pieces": base, "vocab_size": len(loaded),
            "ids": {"<vid2>": vid2, "<obj>": obj, "<video>": video},
            "special": {"<vid2>": True, "<obj>": False, "<video>": True},

@@ -95,7 +95,12 @@ struct DecoderConfig {
     using detail::present;
     const std::string type = field_or<std::string>(j, "model_type", "");
     if (type == "llava" || type == "llava_next" || type == "llava_next_video" || type == "llava_onevision") {
-      // No text_config: LLaVA's default language model, LlamaConfig's defaults (transformers).
+      // No text_config: LLaVA's default language model, LlamaConfig's defaults (transformers). LLaVA-OneVision's
+      // defaults are another model's (a Qwen2 decoder): its config must give the text config.
+      require(present(j, "text_config") || type != "llava_onevision",
+              "DecoderConfig: a {} config.json without \"text_config\" is not supported (its default decoder is not "
+              "LLaVA's)",
+              type);
       nlohmann::json text = present(j, "text_config") ? j["text_config"] : nlohmann::json::object();
       require(text.is_object(), "DecoderConfig: {} config.json's \"text_config\" is not an object", type);
       if (!text.contains("model_type")) text["model_type"] = "llama";
@@ -255,13 +260,15 @@ struct DecoderConfig {
                 "DecoderConfig: layer_types entry {} is not supported (full_attention or sliding_attention)", t.dump());
         sliding = sliding || t == "sliding_attention";
       }
-    } else if (field_or<bool>(j, "use_sliding_window", false, who) && present(j, "sliding_window")) {
+    } else if (field_or<bool>(j, "use_sliding_window", false, who) &&
+               (present(j, "sliding_window") || !j.contains("sliding_window"))) {
       sliding = field_or<int>(j, "max_window_layers", 28, who) < c.num_hidden_layers;
     }
     if (!sliding) return 0;
-    require(present(j, "sliding_window"),
+    // Qwen2Config / Qwen3Config's default window is 4096 when config.json leaves it out; null is an error.
+    require(present(j, "sliding_window") || !j.contains("sliding_window"),
             "DecoderConfig: layer_types has sliding_attention layers but sliding_window is null");
-    const int window = field_or<int>(j, "sliding_window", 0, who);
+    const int window = field_or<int>(j, "sliding_window", 4096, who);
     require(window > 0, "DecoderConfig: sliding_window {} must be > 0", window);
     return window;
   }
@@ -289,7 +296,10 @@ struct ClipVisionConfig {
     const std::string outer = field_or<std::string>(j, "model_type", "");
     if (j.contains("vision_config")) return from_json(j["vision_config"]);
     // A LLaVA config without vision_config: transformers' LLaVA default tower, CLIP ViT-L/14-336.
-    if (outer == "llava" || outer == "llava_next" || outer == "llava_next_video" || outer == "llava_onevision")
+    require(outer != "llava_onevision",
+            "ClipVisionConfig: a llava_onevision config.json without \"vision_config\" is not supported (its default "
+            "tower is SigLIP)");
+    if (outer == "llava" || outer == "llava_next" || outer == "llava_next_video")
       return from_json(nlohmann::json{{"model_type", "clip_vision_model"},
                                       {"hidden_size", 1024},
                                       {"intermediate_size", 4096},

@@ -43,8 +43,8 @@ inline constexpr ChatTemplate kLlavaNextVideoTemplate{
     .response_suffix = "</s>",
 };
 
-// ChatML as LLaVA processors with a Qwen2/Qwen3 decoder render it (LLaVA-OneVision's template with the
-// default Qwen system turn): the video placeholder and a newline open the user turn.
+// ChatML as LLaVA processors with a Qwen2/Qwen3 decoder render it (the template of transformers' LLaVA fixtures with
+// the default Qwen system turn): the video placeholder and a newline open the user turn.
 inline constexpr ChatTemplate kLlavaQwenChatMlTemplate{
     .name = "llava_qwen_chatml",
     .format =
@@ -380,20 +380,39 @@ class LlavaProcessor {
     if (!text.empty()) {
       // The template is not run (no Jinja here): it is recognised, and what it can print is checked against the
       // format vidlora renders, so that a template printing something else is an error, never another prompt.
-      const std::vector<std::string> literals = chat_template_literals(text);
+      std::vector<std::string> literals;
+      try {
+        literals = chat_template_literals(text);
+      } catch (const Error& e) {
+        fail("{}: {}", from.string(), e.what());
+      }
       if (text.find("<|im_start|>") != std::string::npos) {
         chat = kLlavaQwenChatMlTemplate;
-        // The default system turn is the template's '<|im_start|>system\n…<|im_end|>' literal; none: no system
-        // turn (LLaVA-OneVision's template).
+        // The default system turn is the template's '<|im_start|>system\n…<|im_end|>\n' literal; none: no system
+        // turn. Anything else it can print must be what the format prints (LLaVA-OneVision's "<|im_start|>user <video>"
+        // with a space, or an end of turn without its newline, is refused, not rendered another way).
         std::optional<std::string> system;
-        constexpr std::string_view open = "<|im_start|>system\n", close = "<|im_end|>";
-        for (const auto& l : literals)
-          if (l.starts_with(open) && l.find(close) != std::string::npos) {
-            const std::string s = l.substr(open.size(), l.find(close) - open.size());
+        constexpr std::string_view open = "<|im_start|>system\n", close = "<|im_end|>\n";
+        static constexpr std::string_view kKnown[] = {
+            "system",    "user",         "assistant",    "role",
+            "content",   "type",         "text",         "image",
+            "video",     "equalto",      "\n",           "<image>\n",
+            "<video>\n", "<|im_start|>", "<|im_end|>\n", "<|im_start|>assistant\n"};
+        for (const auto& l : literals) {
+          if (l.size() > open.size() + close.size() && l.starts_with(open) && l.ends_with(close) &&
+              l.find("<|im_", open.size()) == l.size() - close.size()) {
+            const std::string s = l.substr(open.size(), l.size() - open.size() - close.size());
             require(!system || *system == s, "{}: the chat template has two default system turns (\"{}\", \"{}\")",
                     from.string(), *system, s);
             system = s;
+            continue;
           }
+          require(std::find(std::begin(kKnown), std::end(kKnown), l) != std::end(kKnown),
+                  "{}: the chat template can print \"{}\", which vidlora's ChatML prompt format (\"<|im_start|>user\\n"
+                  "<video>\\n<question><|im_end|>\\n<|im_start|>assistant\\n\") does not; a template it cannot render "
+                  "exactly is not supported",
+                  from.string(), l);
+        }
         if (system)
           chat.default_system = intern(*system);
         else

@@ -32,7 +32,8 @@ inline nlohmann::json read_tokenizer_json(const std::filesystem::path& path) {
 // The tokens added beside tokenizer.model: tokenizer.json's "added_tokens" when the directory has one (what
 // AutoTokenizer loads), else tokenizer_config.json's "added_tokens_decoder" (what the slow LlamaTokenizer reads).
 inline std::vector<AddedToken> sentencepiece_added_tokens(const std::filesystem::path& directory,
-                                                          const nlohmann::json* tokenizer_json, std::string& from) {
+                                                          const nlohmann::json* tokenizer_json,
+                                                          const nlohmann::json* tokenizer_config, std::string& from) {
   std::vector<AddedToken> out;
   if (tokenizer_json) {
     from = (directory / "tokenizer.json").string();
@@ -46,10 +47,9 @@ inline std::vector<AddedToken> sentencepiece_added_tokens(const std::filesystem:
       }
     return out;
   }
-  const auto config_path = directory / "tokenizer_config.json";
-  if (!std::filesystem::exists(config_path)) return out;
-  from = config_path.string();
-  const nlohmann::json config = read_tokenizer_json(config_path);
+  if (!tokenizer_config) return out;
+  from = (directory / "tokenizer_config.json").string();
+  const nlohmann::json& config = *tokenizer_config;
   if (!config.is_object() || !config.contains("added_tokens_decoder")) return out;
   const auto& decoder = config["added_tokens_decoder"];
   require(decoder.is_object(), "tokenizer file '{}': \"added_tokens_decoder\" is not an object", from);
@@ -86,9 +86,23 @@ inline AnyTokenizer load_tokenizer(const std::filesystem::path& directory) {
   }
   require(std::filesystem::exists(model_path), "'{}' holds neither tokenizer.json nor tokenizer.model",
           directory.string());
-  SentencePieceTokenizer tokenizer = SentencePieceTokenizer::from_file(model_path.string());
+  // tokenizer_config.json's `legacy` (a prefix space on every text run after an added token, not only the first),
+  // which transformers 5 applies over tokenizer.json's; its add_bos_token / add_eos_token it does not (the ids come
+  // from tokenizer.json's post-processor), and neither does this loader.
+  std::optional<nlohmann::json> config;
+  SentencePieceOptions options;
+  if (std::filesystem::exists(directory / "tokenizer_config.json")) {
+    config = detail::read_tokenizer_json(directory / "tokenizer_config.json");
+    if (config->is_object() && config->contains("legacy") && !(*config)["legacy"].is_null()) {
+      require((*config)["legacy"].is_boolean(), "tokenizer file '{}': \"legacy\" {} is not true or false",
+              (directory / "tokenizer_config.json").string(), (*config)["legacy"].dump());
+      options.legacy = (*config)["legacy"].get<bool>();
+    }
+  }
+  SentencePieceTokenizer tokenizer = SentencePieceTokenizer::from_file(model_path.string(), options);
   std::string from;
-  const auto added = detail::sentencepiece_added_tokens(directory, json ? &*json : nullptr, from);
+  const auto added =
+      detail::sentencepiece_added_tokens(directory, json ? &*json : nullptr, config ? &*config : nullptr, from);
   if (!added.empty()) tokenizer.add_tokens(added, from);
   return tokenizer;
 }

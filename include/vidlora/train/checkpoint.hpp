@@ -239,7 +239,9 @@ inline Checkpoint open_checkpoint(const std::filesystem::path& path,
   const std::map<std::string, std::string_view> trained_on{
       {"base_model",
        "another base model (TrainerConfig::base_model_fingerprint; train_captioner: the model directory --model)"},
-      {"data", "other data (the clips' ids and captions, train then held-out: another data set or another split)"}};
+      {"data",
+       "other data (the clips' ids and captions, train then held-out: another data set or another split; a video "
+       "added, or removed or missing since, changes it too)"}};
   for (const auto& [k, what] : trained_on) {
     const auto o = theirs.find(k), m = mine.find(k);
     if (o != theirs.end() && m != mine.end()) {

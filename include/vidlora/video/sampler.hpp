@@ -85,7 +85,8 @@ class Sampler {
     const auto& path = decoder.path();
     if (pass.status.damaged && !o.accept_damaged)
       fail(
-          "video file {}: damaged, decoding stopped {} (re-encode or remove the file; a program built on the library "
+          "video file {}: damaged, decoding stopped {} (re-encode it, or remove it before a new run: a resumed run "
+          "needs the clips its checkpoint was trained on; a program built on the library "
           "can set SamplerOptions.accept_damaged to sample the frames before the damage)",
           path.string(), pass.status.where());
     const std::int64_t n = pass.analysis.frame_count;
