@@ -972,6 +972,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
       const demo::HfModel m(model_dir, a.str("prompt", demo::kDefaultHfPrompt));
       config.base_model_name_or_path = fs::absolute(model_dir).lexically_normal().string();
       config.base_model_fingerprint = demo::model_fingerprint(model_dir);  // a resume must train on the same model
+      config.prompt = a.str("prompt", demo::kDefaultHfPrompt);             // ... with the same question
       fmt::print("model: {} ({}, decoder {}x{}, vision {}px, {} visual tokens per frame; prompt format {})\n",
                  model_dir.string(), m.config.video_token_id >= 0 ? "LLaVA-NeXT-Video" : "LLaVA",
                  m.config.text.num_hidden_layers, m.config.text.hidden_size, m.config.vision.image_size,

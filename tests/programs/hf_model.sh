@@ -41,6 +41,11 @@ assert a == [r, 16] and b == [16, r], (a, b)
 assert all(k.startswith("base_model.model.model.language_model.layers.") for k in header), list(header)[:3]
 EOF
 
+# A resume asks the question the run was trained with: another --prompt is refused, naming both.
+run 1 reprompt "$bin/train_captioner" --model "$hf" --data data --out out --epochs1 3 --epochs2 3 --lr1 3e-3 --lr2 3e-3 \
+  --frames 2 --batch 2 --val-fraction 0.5 --log-lines --max-new-tokens 8 --resume --prompt "What moves?"
+check "a resume with another --prompt is refused, naming it" grep -q "prompt is '.*' there but 'What moves?' now" reprompt.err
+
 clips=(data/videos/*.mp4)
 run 0 caption "$bin/caption" --model "$hf" --trained out --jsonl captions.jsonl --frames 2 --max-new-tokens 6 "${clips[@]}"
 check "caption prints one line per clip" test "$(wc -l <caption.out)" -eq "${#clips[@]}"

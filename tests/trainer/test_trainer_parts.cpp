@@ -285,6 +285,27 @@ TEST_CASE("checkpoint: a resume on another base model or other data is refused, 
                     Catch::Contains("was trained on other data") &&
                         Catch::Contains(fmt::format("data is '{}' there but '{}' now", data, other_data)));
 
+  // The question a Hugging Face run asks (--prompt): another one is refused by name; none recorded resumes.
+  train::TrainerConfig asked = config;
+  asked.prompt = "Describe the video.";
+  const auto with_prompt = fingerprint_of(asked, data);
+  CHECK(with_prompt.at("prompt") == "Describe the video.");
+  CHECK_FALSE(mine.contains("prompt"));
+  const fs::path prompt_path = dir / "prompt.safetensors";
+  train::write_checkpoint(prompt_path, t.tensor_map(), nullptr,
+                          {.position = {},
+                           .dropout_steps = {},
+                           .stopper = train::EarlyStopping(),
+                           .best_score = {},
+                           .best = {},
+                           .fingerprint = with_prompt});
+  train::TrainerConfig reasked = config;
+  reasked.prompt = "What happens?";
+  CHECK_THROWS_WITH(train::open_checkpoint(prompt_path, fingerprint_of(reasked, data)),
+                    Catch::Contains("prompt is 'Describe the video.' there but 'What happens?' now"));
+  CHECK(train::open_checkpoint(prompt_path, with_prompt).warnings.empty());
+  CHECK(train::open_checkpoint(path, with_prompt).warnings.empty());  // written before prompts were recorded
+
   // A checkpoint written before either fingerprint resumes, saying what it cannot check.
   auto older = mine;
   older.erase("base_model");

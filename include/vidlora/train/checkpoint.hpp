@@ -84,6 +84,7 @@ std::map<std::string, std::string> checkpoint_fingerprint(const TrainerConfig& c
                                                           std::size_t train_clips, const std::string& data = {}) {
   std::map<std::string, std::string> f;
   if (!config.base_model_fingerprint.empty()) f["base_model"] = config.base_model_fingerprint;
+  if (!config.prompt.empty()) f["prompt"] = config.prompt;
   if (!data.empty()) f["data"] = data;
   f["preset"] = config.preset;
   f["lora_r"] = std::to_string(P::lora_r);
@@ -232,7 +233,7 @@ inline Checkpoint open_checkpoint(const std::filesystem::path& path,
           path.string(), split(theirs).second, split(mine).second);
   // Fields newer than the checkpoint format: a checkpoint written before them does not name them and resumes.
   const auto added_later = [](const std::string& k) {
-    return k == "max_caption_tokens" || k == "batch_invariant" || k == "frame_sampler";
+    return k == "max_caption_tokens" || k == "batch_invariant" || k == "frame_sampler" || k == "prompt";
   };
   // What the run trains on: the base model and the data, each recorded when one side can name it.
   std::vector<std::string> warnings;

@@ -98,6 +98,10 @@ struct TrainerConfig {
   // The caller's digest of the frozen base model the run trains on (train_captioner: demo::model_fingerprint of
   // --model): checkpoints record it and a resume must give the same ("" → none recorded, nothing checked).
   std::string base_model_fingerprint;
+  // The question each training sequence asks before its caption, where the caller sets it apart from the model
+  // (train_captioner: --prompt with a Hugging Face model): checkpoints record it and a resume must give the same
+  // ("" → none recorded, nothing checked; a checkpoint without one resumes).
+  std::string prompt;
   // A PEFT adapter directory (e.g. trained with PEFT in Python) the run starts from: its lora_A / lora_B,
   // lora_alpha and rsLoRA replace the fresh initialisation and the preset's alpha (the adapter written at the
   // end keeps them). Its r must be P::lora_r and its modules exactly the run's LoRA layers; otherwise an
