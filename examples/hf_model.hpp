@@ -6,12 +6,8 @@
 //   recipe); the prompt is its chat template around --prompt, tokenised by its tokenizer.
 // model_kind() tells the two kinds apart and names what is missing from a directory that is neither.
 
-#include <algorithm>
-#include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <functional>
-#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
