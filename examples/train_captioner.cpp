@@ -903,6 +903,13 @@ int train_main(const demo::Args& a, int argc, char** argv) {
         config.precision = std::string(device);
       }
     }
+    // Evaluations also score the Korean morpheme METEOR (metric meteor_morphemes) where MeCab is available; as the
+    // early-stopping metric it needs it, which is said now, before any output or data is touched.
+    config.caption_metrics.morpheme_tokenizer = demo::korean_morpheme_tokenizer();
+    if (config.early_stopping_metric == "meteor_morphemes" && !config.caption_metrics.morpheme_tokenizer)
+      throw demo::UsageError(
+          "option --metric: meteor_morphemes needs MeCab with the Korean dictionary (mecab-ko-dic), which is not "
+          "available here (the line above says why; tools/install-deps.sh installs both)");
     const fs::path data = dataset_source(a.str("data", defaults::kData));
     comm::AnyCommunicator ranks = make_communicator(a, argc, argv);
 #if defined(VIDLORA_TRAIN_ON_CUDA)
@@ -916,8 +923,6 @@ int train_main(const demo::Args& a, int argc, char** argv) {
         fmt::print("{}\n", moved);
     }
     ranks.barrier("the output directory (rank 0 prepares it)");
-    // Evaluations also score the Korean morpheme METEOR (metric meteor_morphemes) where MeCab is available.
-    config.caption_metrics.morpheme_tokenizer = demo::korean_morpheme_tokenizer();
     const fs::path model_dir = a.str("model", defaults::kModel);
     const bool hf = demo::model_kind(model_dir) == demo::ModelKind::HuggingFace;
     if (!hf && a.has("prompt"))

@@ -2,6 +2,8 @@
 // save_pretrained (tests/fixtures/io/llama_*/, tools/reference/safetensors_files.py).
 #include <catch2/catch.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <vidlora/io.hpp>
 
 #include <unistd.h>
@@ -127,6 +129,56 @@ TEST_CASE("checkpoint index entries that escape the directory or lie are refused
   CHECK(ckpt.matrix("weight").cols() == 4);
   CHECK_THROWS_WITH(ckpt.matrix("absent"),
                     Contains("maps tensor 'absent' to 'shard.safetensors', which has no such tensor"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE(
+    "a shard holding the copy transformers would keep instead of the index's is refused and an unlisted tensor named",
+    "[io][checkpoint]") {
+  // transformers reads every tensor of every shard, a later file's copy replacing an earlier one, whatever the index
+  // says: where that copy is not the index's, the directory is an error naming both files.
+  const auto dir = scratch_dir("disagree");
+  const auto src = fs::path(test::fixture_path("io/llama_sharded"));
+  for (const auto& entry : fs::directory_iterator(src)) fs::copy_file(entry.path(), dir / entry.path().filename());
+  const std::string first = "model-00001-of-00002.safetensors", second = "model-00002-of-00002.safetensors",
+                    third = "model-00003-of-00003.safetensors";
+  auto index = nlohmann::json::parse(std::ifstream(dir / "model.safetensors.index.json"));
+  const auto write_index = [&](const nlohmann::json& j) { write_text(dir / "model.safetensors.index.json", j.dump()); };
+
+  // A copy of the second shard as a third, the index naming the third for lm_head only: the second shard's lm_head
+  // is the earlier copy (transformers replaces it too), the third's other tensors the later copies of tensors the
+  // index maps to the second.
+  fs::copy_file(dir / second, dir / third);
+  auto two = index;
+  two["weight_map"]["lm_head.weight"] = third;
+  write_index(two);
+  {
+    const auto ckpt = io::CheckpointDir::open(dir);
+    CHECK(ckpt.vector("model.embed_tokens.weight").size() == 32 * 8);  // the first shard agrees
+    CHECK(ckpt.vector("model.norm.weight").size() == 8);               // the second's lm_head is replaced: fine
+    CHECK_THROWS_WITH(ckpt.vector("lm_head.weight"),
+                      Contains("tensor 'model.layers.1.input_layernorm.weight' is in shard '" + third +
+                               "' as well as in '" + second + "'") &&
+                          Contains("would take the one in '" + third + "'") && !Contains("cannot be read"));
+  }
+  fs::remove(dir / third);
+
+  // A tensor the shards hold and the index does not list: never read, and named with its shard when asked for.
+  auto unlisted = index;
+  unlisted["weight_map"].erase("model.layers.0.mlp.up_proj.weight");
+  write_index(unlisted);
+  {
+    const auto ckpt = io::CheckpointDir::open(dir);
+    CHECK(ckpt.vector("model.embed_tokens.weight").size() == 32 * 8);
+    CHECK_FALSE(ckpt.contains("model.layers.0.mlp.up_proj.weight"));
+    CHECK_THROWS_WITH(ckpt.vector("model.layers.0.mlp.up_proj.weight"),
+                      Contains("tensor 'model.layers.0.mlp.up_proj.weight' is in shard '" + first + "'") &&
+                          Contains("does not list it") && Contains("out of date"));
+    CHECK_THROWS_WITH(ckpt.vector("no.such.tensor"), Contains("missing tensor 'no.such.tensor'"));
+  }
+
+  write_index(index);
+  check_llama(io::CheckpointDir::open(dir), [](float v) { return io::round_to_bf16(v); });
   fs::remove_all(dir);
 }
 

@@ -278,6 +278,8 @@ TEST_CASE("llava config refuses unsupported fields by name and never leaks a jso
   video["spatial_pool_stride"] = 2;
   video["vision_feature_select_strategy"] = "full";
   REQUIRE_THROWS_WITH(model::LlavaConfig::from_json(video), Contains("\"full\"") && Contains("spatial_pool_stride 2"));
+  video["spatial_pool_stride"] = 1;  // transformers' pooler still views 577 tokens as a 24x24 grid and raises
+  REQUIRE_THROWS_WITH(model::LlavaConfig::from_json(video), Contains("\"full\"") && Contains("spatial_pool_stride 1"));
   nlohmann::json text = base;
   text["text_config"]["mlp_bias"] = "yes";
   REQUIRE_THROWS_WITH(model::LlavaConfig::from_json(text), Contains("mlp_bias"));

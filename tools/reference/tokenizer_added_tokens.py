@@ -73,6 +73,7 @@ def main():
                           "encodes": [{"text": t, "ids": other(t)["input_ids"]} for t in TEXTS]}
     ref = {"versions": {"transformers": transformers.__version__, "tokenizers": tokenizers.__version__},
            "flags": flags,
+           "variants": variants(),
            "model_pieces": base, "vocab_size": len(loaded),
            "ids": {"<vid2>": vid2, "<obj>": obj, "<video>": video},
            "special": {"<vid2>": True, "<obj>": False, "<video>": True},
@@ -81,6 +82,75 @@ def main():
         json.dump(ref, f, ensure_ascii=False, indent=1)
         f.write("\n")
     print("wrote", OUT, "pieces", base, "vocab", len(loaded), "ids", vid2, obj, video)
+
+
+# Directories made from the one above with tokenizer.json's post-processor changed or tokenizer.json left out, and
+# with special tokens listed in tokenizer_config.json only: transformers' ids, vocabulary size and decodes of each.
+VARIANT_TEXTS = TEXTS + ["A <zzz> <video> <obj> hi", "<image> <video>", "<pad><yyy> x<zzz>"]
+
+
+def variants():
+    with open(os.path.join(OUT, "tokenizer.json")) as f:
+        fast = json.load(f)
+    with open(os.path.join(OUT, "tokenizer_config.json")) as f:
+        config = json.load(f)
+    eos_only = {"type": "TemplateProcessing",
+                "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+                "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {"</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}}
+    both = {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]},
+                               "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}}
+    decoder = {str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in fast["added_tokens"]}
+    cases = [
+        # tokenizer.json's post-processor decides BOS / EOS; tokenizer_config.json's flags do not.
+        ("post_processor_none", {"add_bos_token": True}, {"post_processor": None}),
+        ("post_processor_eos", {"add_bos_token": True}, {"post_processor": eos_only}),
+        ("post_processor_bos_eos", {}, {"post_processor": both}),
+        # A special token listed in tokenizer_config.json only is added after tokenizer.json's tokens.
+        ("extra_special_new", {"extra_special_tokens": ["<video>", "<zzz>", "<obj>"]}, {}),
+        # ... and one that is a piece of the model tokenizer.json does not add is marked special.
+        ("extra_special_piece", {"extra_special_tokens": ["<image>"]},
+         {"added_tokens": [t for t in fast["added_tokens"] if t["content"] != "<image>"]}),
+        # transformers 4's additional_special_tokens counts only where extra_special_tokens is not a non-empty list.
+        ("additional_beside_extra", {"extra_special_tokens": ["<video>"], "additional_special_tokens": ["<zzz>"]}, {}),
+        ("additional_alone", {"extra_special_tokens": [], "additional_special_tokens": ["<zzz>"]}, {}),
+        # Tokens named by a key (extra_special_tokens as an object, or a top-level "*_token" field) become special,
+        # one the directory adds as not special too; a new one is added.
+        ("named_object", {"extra_special_tokens": {"object_token": "<obj>"}}, {}),
+        ("named_top_level", {"image_token": "<zzz>", "pad_token": "<pad>", "extra_special_tokens": ["<yyy>"]}, {}),
+        # No tokenizer.json: tokenizer_config.json's add_bos_token / add_eos_token decide (given as transformers 4
+        # wrote them), added_tokens_decoder adds, extra_special_tokens marks and appends.
+        ("no_json_bos", {"add_bos_token": True, "added_tokens_decoder": decoder, "extra_special_tokens": []}, None),
+        ("no_json_bos_eos", {"add_bos_token": True, "add_eos_token": True, "added_tokens_decoder": decoder,
+                             "extra_special_tokens": []}, None),
+        ("no_json_extra", {"add_bos_token": False, "extra_special_tokens": ["<video>", "<zzz>"]}, None),
+        ("no_json_extra_named", {"add_bos_token": True, "extra_special_tokens": {"image_token": "<zzz>"}}, None),
+    ]
+    out = {}
+    for name, config_update, json_update in cases:
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(os.path.join(OUT, "tokenizer.model"), tmp)
+            c = dict(config)
+            c.update(config_update)
+            with open(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
+                json.dump(c, f)
+            if json_update is not None:
+                j = dict(fast)
+                j.update(json_update)
+                with open(os.path.join(tmp, "tokenizer.json"), "w") as f:
+                    json.dump(j, f)
+            tok = AutoTokenizer.from_pretrained(tmp)
+            encodes = []
+            for t in VARIANT_TEXTS:
+                ids = tok(t)["input_ids"]
+                encodes.append({"text": t, "ids": ids, "skip_special": tok.decode(ids, skip_special_tokens=True)})
+            out[name] = {"tokenizer_config": config_update, "tokenizer_json": json_update, "vocab_size": len(tok),
+                         "encodes": encodes}
+    return out
 
 
 if __name__ == "__main__":

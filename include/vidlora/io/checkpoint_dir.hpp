@@ -6,6 +6,7 @@
 // memory-mapped pages leave the resident set (CheckpointReadOptions::release_pages), so loading a
 // model from a checkpoint of any size holds the model plus the tensor being read, not every shard read.
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -38,6 +39,11 @@ struct CheckpointReadOptions {
 
 class CheckpointDir {
  public:
+  // A shard holding a tensor the index maps to an earlier file (check_shard_against_index).
+  struct IndexDisagreement : Error {
+    using Error::Error;
+  };
+
   // `path` is a checkpoint directory (index or single file inside), an index .json, or a
   // single .safetensors file.
   static CheckpointDir open(const std::filesystem::path& path, CheckpointReadOptions options = {}) {
@@ -90,12 +96,20 @@ class CheckpointDir {
   // The shard holding `name`, opened (and validated) on first use.
   const SafetensorsFile& file_of(std::string_view name) const {
     const auto it = weight_map_.find(name);
-    if (it == weight_map_.end())
+    if (it == weight_map_.end()) {
+      if (const auto holders = unlisted_holders(name); !holders.empty())
+        fail(
+            "checkpoint '{}': tensor '{}' is in shard '{}', but {} does not list it: the index is out of date "
+            "(transformers would load it)",
+            root_.string(), name, holders.back(), kSafetensorsIndexName);
       fail("checkpoint '{}': missing tensor '{}' ({} tensors in the checkpoint)", root_.string(), name,
            weight_map_.size());
+    }
     const SafetensorsFile* opened = nullptr;
     try {
       opened = &shard(it->second);
+    } catch (const IndexDisagreement&) {
+      throw;
     } catch (const Error& e) {
       fail("checkpoint '{}': tensor '{}' lives in shard '{}', which cannot be read: {}", root_.string(), name,
            it->second, e.what());
@@ -183,6 +197,7 @@ class CheckpointDir {
     }
     if (const auto meta = index.find("metadata"); meta != index.end()) index_metadata_ = *meta;
     root_ = index_path.parent_path();
+    indexed_ = true;
     std::map<std::string, std::string> first_tensor;  // shard -> a tensor it should hold
     for (const auto& [name, shard] : weight_map_) first_tensor.emplace(shard, name);
     for (const auto& [shard, name] : first_tensor)  // shards are parsed lazily, but must exist now
@@ -201,8 +216,45 @@ class CheckpointDir {
   const SafetensorsFile& shard(const std::string& file) const {
     std::lock_guard lock(shards_->mutex);
     auto& slot = shards_->files[file];
-    if (!slot) slot = std::make_unique<SafetensorsFile>(SafetensorsFile::open(root_ / file));
+    if (!slot) {
+      auto opened = std::make_unique<SafetensorsFile>(SafetensorsFile::open(root_ / file));
+      if (indexed_) check_shard_against_index(file, *opened);
+      slot = std::move(opened);
+    }
     return *slot;
+  }
+
+  // transformers loads every tensor of every shard the index names, in file-name order, a later shard's copy
+  // replacing an earlier one, whatever the index says. A shard holding a tensor the index maps to an earlier file
+  // would be the copy transformers keeps while this reader takes the index's: refused, naming both, rather than read
+  // the other way. (A copy in an earlier file than the index's is the one transformers replaces: ignored, as it does.
+  // A tensor the index does not list is never read here; one a model asks for is an error saying where it is.)
+  void check_shard_against_index(const std::string& file, const SafetensorsFile& opened) const {
+    for (const auto& name : opened.names()) {
+      const auto it = weight_map_.find(name);
+      if (it != weight_map_.end() && file > it->second)
+        throw IndexDisagreement(
+            fmt::format("checkpoint '{}': tensor '{}' is in shard '{}' as well as in '{}', where {} maps it: one copy "
+                        "is stale (transformers would take the one in '{}', the later file name); remove it or mend "
+                        "the index",
+                        root_.string(), name, file, it->second, kSafetensorsIndexName, file));
+    }
+  }
+
+  // The shards that hold `name` though the index does not list it (for the error saying so).
+  std::vector<std::string> unlisted_holders(std::string_view name) const {
+    std::vector<std::string> out;
+    if (!indexed_) return out;
+    for (const auto& file : shard_files()) {
+      const SafetensorsFile* opened = nullptr;
+      try {
+        opened = &shard(file);
+      } catch (const Error&) {
+        continue;  // a shard that cannot be read says so when one of its own tensors is read
+      }
+      if (opened->contains(name)) out.push_back(file);
+    }
+    return out;
   }
 
   struct Shards {  // behind a pointer so CheckpointDir stays movable
@@ -213,6 +265,7 @@ class CheckpointDir {
   std::filesystem::path root_;
   CheckpointReadOptions options_;
   std::map<std::string, std::string, std::less<>> weight_map_;  // tensor name -> shard file (relative)
+  bool indexed_ = false;                                        // weight_map_ came from model.safetensors.index.json
   nlohmann::json index_metadata_ = nlohmann::json::object();
   std::unique_ptr<Shards> shards_ = std::make_unique<Shards>();
 };

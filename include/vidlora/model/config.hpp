@@ -394,9 +394,11 @@ struct LlavaConfig {
       require(c.spatial_pool_stride > 0 && c.vision.grid() % c.spatial_pool_stride == 0,
               "LlavaConfig: spatial_pool_stride {} does not divide the {}x{} patch grid", c.spatial_pool_stride,
               c.vision.grid(), c.vision.grid());
-      require(c.drop_cls || c.spatial_pool_stride == 1,
+      // transformers' LlavaNextVideoPooler runs at every stride (1 included) and views the features as a square
+      // grid, which the CLS token that "full" keeps does not fit: it raises there, so it is refused here.
+      require(c.drop_cls,
               "LlavaConfig: vision_feature_select_strategy \"full\" with spatial_pool_stride {} is not supported "
-              "(pooling needs the square patch grid without the CLS token)",
+              "(LLaVA-NeXT-Video pools the square patch grid, without the CLS token, at every stride)",
               c.spatial_pool_stride);
     }
     const std::string act = field_or<std::string>(j, "projector_hidden_act", "gelu", who);

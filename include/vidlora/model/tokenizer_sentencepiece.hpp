@@ -212,6 +212,7 @@ class SentencePieceTokenizer {
     rebuild_matcher();
   }
 
+  int pieces() const { return processor_->GetPieceSize(); }  // the model's; added tokens follow
   int vocab_size() const { return pieces() + static_cast<int>(extra_.size()); }
   std::optional<int> bos_id() const { return optional_id(processor_->bos_id()); }
   std::optional<int> eos_id() const { return optional_id(processor_->eos_id()); }
@@ -308,7 +309,6 @@ class SentencePieceTokenizer {
   static constexpr std::string_view kSpaceMark = "\xE2\x96\x81";  // U+2581
 
   static std::optional<int> optional_id(int id) { return id >= 0 ? std::optional<int>(id) : std::nullopt; }
-  int pieces() const { return processor_->GetPieceSize(); }  // the model's; added tokens follow
   void rebuild_matcher() {
     added_ = detail::AddedTokenMatcher{};
     for (const auto& t : added_list_) added_.add(t);
