@@ -161,6 +161,28 @@ TEST_CASE("byte-level bpe reports missing unparsable and unsupported tokenizer f
   CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "n.json"),
                     Catch::Contains("normalizer 'Lowercase' is not supported"));
 
+  // A post-processor adding tokens around the text is refused; what adds none passes (Qwen's tokenizer.json files
+  // have none, ByteLevel, or a template of the text alone).
+  const nlohmann::json text_alone = {{"Sequence", {{"id", "A"}, {"type_id", 0}}}};
+  for (const nlohmann::json& fine :
+       {nlohmann::json(), nlohmann::json{{"type", "ByteLevel"}, {"trim_offsets", false}},
+        nlohmann::json{
+            {"type", "TemplateProcessing"}, {"single", {text_alone}}, {"special_tokens", nlohmann::json::object()}},
+        nlohmann::json{{"type", "Sequence"}, {"processors", {{{"type", "ByteLevel"}}}}}}) {
+    json = tokenizer_json();
+    json["post_processor"] = fine;
+    CHECK_NOTHROW(model::ByteLevelBpeTokenizer(json, "p.json"));
+  }
+  const nlohmann::json bos = {{"SpecialToken", {{"id", "<|endoftext|>"}, {"type_id", 0}}}};
+  json = tokenizer_json();
+  json["post_processor"] = {{"type", "TemplateProcessing"}, {"single", {bos, text_alone}}};
+  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "p.json"), Catch::Contains("p.json': post_processor") &&
+                                                                      Catch::Contains("<|endoftext|>") &&
+                                                                      Catch::Contains("puts tokens around the text"));
+  json["post_processor"] = {{"type", "Sequence"},
+                            {"processors", {{{"type", "ByteLevel"}}, {{"type", "BertProcessing"}}}}};
+  CHECK_THROWS_WITH(model::ByteLevelBpeTokenizer(json, "p.json"), Catch::Contains("BertProcessing"));
+
   CHECK_THROWS_WITH(qwen_tokenizer().encode("bad \xFF byte"), Catch::Contains("invalid UTF-8 at byte 4"));
   CHECK_THROWS_WITH(qwen_tokenizer().decode(std::vector<int>{100000}),
                     Catch::Contains("token id 100000 is not in the vocabulary"));

@@ -181,6 +181,7 @@ class ByteLevelBpeTokenizer {
     ignore_merges_ = model.value("ignore_merges", false);
     check_normalizer(json.value("normalizer", nlohmann::json()));
     check_pre_tokenizer(json.value("pre_tokenizer", nlohmann::json()));
+    check_post_processor(json.value("post_processor", nlohmann::json()));
 
     require(model.contains("vocab") && model["vocab"].is_object(), "tokenizer file '{}': model.vocab is not an object",
             source_);
@@ -295,6 +296,27 @@ class ByteLevelBpeTokenizer {
     if (byte_level.value("type", std::string()) != "ByteLevel" || byte_level.value("add_prefix_space", false) ||
         byte_level.value("use_regex", true))
       unsupported("second step is not ByteLevel without prefix space and regex");
+  }
+
+  // A post-processor that puts tokens around the text (BOS / EOS by a template) would change every encoding, and
+  // this tokenizer adds none: only what adds nothing passes (none, ByteLevel's offsets, a template of the text alone,
+  // or a Sequence of those); anything else is an error naming it.
+  void check_post_processor(const nlohmann::json& post) {
+    if (post.is_null()) return;
+    const std::string type = post.is_object() ? post.value("type", std::string()) : std::string();
+    if (type == "ByteLevel") return;
+    if (type == "Sequence" && post.contains("processors") && post["processors"].is_array()) {
+      for (const auto& step : post["processors"]) check_post_processor(step);
+      return;
+    }
+    const auto text_alone = [](const nlohmann::json& t) {
+      return t.is_array() && t.size() == 1 && t[0].is_object() && t[0].contains("Sequence") &&
+             t[0]["Sequence"].is_object() && t[0]["Sequence"].value("id", std::string()) == "A";
+    };
+    require(type == "TemplateProcessing" && post.contains("single") && text_alone(post["single"]),
+            "tokenizer file '{}': post_processor {} puts tokens around the text, which is not supported (Qwen's "
+            "tokenizers add none: no post-processor, ByteLevel, or a template of the text alone)",
+            source_, post.dump());
   }
 
   // Byte-level BPE of one pre-tokenised word, appended to `out`; results are cached by the word's bytes.
