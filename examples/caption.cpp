@@ -11,6 +11,8 @@
 // is then 1. Progress (clips done, rate, ETA) goes to stderr: an updating line on a terminal, else one line per clip.
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -34,6 +36,7 @@
 #include <vidlora/presets.hpp>
 #include <vidlora/model/generation.hpp>
 #include <vidlora/train/checkpoint.hpp>
+#include <vidlora/train/dataset.hpp>
 #include <vidlora/train/decoder_step.hpp>
 #include <vidlora/train/evaluation.hpp>
 #include <vidlora/train/trainable_tensors.hpp>
@@ -62,8 +65,10 @@ demo::CommandLine command_line() {
       "Captions each VIDEO with the base model in --model plus the adapter/ and projector.safetensors that\n"
       "train_captioner wrote into --trained. --model may be a Hugging Face LLaVA / LLaVA-NeXT-Video\n"
       "save_pretrained directory: its processor, prompt format and tokenizer are used, --adapter adds a PEFT\n"
-      "adapter (any rank), --trained adds train_captioner's adapter and projector. Prints path<TAB>caption per\n"
-      "video; errors and progress go to stderr. A GPU preset's build (built with nvcc) encodes the frames and\n"
+      "adapter (any rank), --trained adds train_captioner's adapter and projector. A VIDEO that is a directory\n"
+      "stands for the video files under it (.mp4 .mkv .webm .mov .avi, at any depth, in path order). Prints\n"
+      "path<TAB>caption per video; errors and progress go to stderr. A GPU preset's build (built with nvcc) encodes "
+      "the frames and\n"
       "generates on the GPU; the Cpu preset's runs on the CPU (a 7B model: about 28 GB of host memory for its\n"
       "fp32 weights, minutes per clip).",
       {
@@ -417,8 +422,38 @@ int caption_hf(const demo::CommandLine& a, const DeviceSettings& settings, const
   return caption_with_adapter(a, settings, m.config.text, m.weights, adapter_dir, std::move(projector), codec, feats);
 }
 
-int caption_main(const demo::CommandLine& a) {
+// Each VIDEO that is a directory stands for the video files under it (train::kVideoExtensions, any case), at any
+// depth, in path order: `caption ... clips/` captions a folder of clips. One that holds none is a usage error.
+std::vector<std::string> expand_video_arguments(const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  for (const std::string& arg : args) {
+    std::error_code ec;
+    if (!fs::is_directory(arg, ec)) {
+      out.push_back(arg);
+      continue;
+    }
+    std::vector<std::string> found;
+    for (fs::recursive_directory_iterator it(arg, fs::directory_options::skip_permission_denied, ec), end;
+         !ec && it != end; it.increment(ec)) {
+      std::string ext = it->path().extension().string();
+      std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+      if (it->is_regular_file(ec) && std::find(std::begin(train::kVideoExtensions), std::end(train::kVideoExtensions),
+                                               ext) != std::end(train::kVideoExtensions))
+        found.push_back(it->path().string());
+    }
+    if (ec) throw demo::UsageError(fmt::format("VIDEO {}: the directory cannot be read: {}", arg, ec.message()));
+    if (found.empty())
+      throw demo::UsageError(fmt::format("VIDEO {}: the directory holds no video file ({})", arg,
+                                         fmt::join(train::kVideoExtensions, ", ")));
+    std::sort(found.begin(), found.end());
+    out.insert(out.end(), found.begin(), found.end());
+  }
+  return out;
+}
+
+int caption_main(demo::CommandLine a) {
   if (a.rest.empty()) throw demo::UsageError("no VIDEO given");
+  a.rest = expand_video_arguments(a.rest);
   const DeviceSettings settings = device_settings(a);  // its usage errors before any model loads
   if (a.has("sampler") && !demo::is_sampler(a.str("sampler", "")))
     throw demo::UsageError(

@@ -3,11 +3,8 @@
 // stream is queued until the host waits for it ("streams" below), a launch runs its blocks one after another and a
 // block's threads as fibers.
 #include "cuda_emu.hpp"
+#include "../cuda_host/fiber_context.hpp"
 #include "../cuda_host/ldmatrix_layout.hpp"
-
-#if !defined(__x86_64__)
-#include <ucontext.h>
-#endif
 
 #include <cxxabi.h>
 #include <algorithm>
@@ -123,61 +120,10 @@ thread_local cudaError_t last_error = cudaSuccess;
 std::mutex attribute_mutex;
 std::map<const void*, int> max_dynamic_shared;  // cudaFuncAttributeMaxDynamicSharedMemorySize per kernel
 
-// ---- fibers ----
-// A fiber's context: on x86-64 its stack pointer, switched by vidlora_emu_switch (the callee-saved registers pushed
-// on the old stack, popped from the new one; glibc's swapcontext also saves the signal mask, a system call each
-// switch, which made it 90% of a run); elsewhere a ucontext.
-#if defined(__x86_64__)
-extern "C" void vidlora_emu_switch(void** save_sp, void* load_sp);
-asm(R"(
-  .text
-  .globl vidlora_emu_switch
-  .type vidlora_emu_switch,@function
-vidlora_emu_switch:
-  pushq %rbp
-  pushq %rbx
-  pushq %r12
-  pushq %r13
-  pushq %r14
-  pushq %r15
-  movq %rsp, (%rdi)
-  movq %rsi, %rsp
-  popq %r15
-  popq %r14
-  popq %r13
-  popq %r12
-  popq %rbx
-  popq %rbp
-  ret
-  .size vidlora_emu_switch, .-vidlora_emu_switch
-)");
-struct Context {
-  void* sp = nullptr;
-};
-inline void switch_to(Context& from, Context& to) { vidlora_emu_switch(&from.sp, to.sp); }
-// A context that starts `entry` (never returning) on the stack [stack, stack + bytes): six zero registers and entry
-// as the return address, so that entry begins with its stack pointer 8 past a 16-byte boundary, as after a call.
-inline void make_context(Context& c, char* stack, std::size_t bytes, void (*entry)()) {
-  auto top = (reinterpret_cast<std::uintptr_t>(stack) + bytes) & ~std::uintptr_t{15};
-  auto* sp = reinterpret_cast<void**>(top - 64);
-  for (int i = 0; i < 6; ++i) sp[i] = nullptr;
-  sp[6] = reinterpret_cast<void*>(entry);
-  sp[7] = nullptr;
-  c.sp = sp;
-}
-#else
-struct Context {
-  ucontext_t uc{};
-};
-inline void switch_to(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
-inline void make_context(Context& c, char* stack, std::size_t bytes, void (*entry)()) {
-  getcontext(&c.uc);
-  c.uc.uc_stack.ss_sp = stack;
-  c.uc.uc_stack.ss_size = bytes;
-  c.uc.uc_link = nullptr;
-  makecontext(&c.uc, entry, 0);
-}
-#endif
+// ---- fibers ---- (../cuda_host/fiber_context.hpp: a context switch of six registers on x86-64)
+using vidlora::test::fiber::Context;
+using vidlora::test::fiber::make_context;
+using vidlora::test::fiber::switch_to;
 
 // ---- race detection: VIDLORA_EMU_RACECHECK (the racecheck build: the tests compiled with -fsanitize=thread) ----
 // Each CUDA thread is a ThreadSanitizer fiber, and the emulation tells ThreadSanitizer what orders their memory

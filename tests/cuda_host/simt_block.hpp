@@ -1,6 +1,7 @@
 #pragma once
-// A CUDA thread block on host threads, for kernel bodies written per thread over a policy (model/cuda/
-// flash_attention_mma.cuh): one std::thread per CUDA thread, the block's barrier, the warp's butterfly shuffle, and
+// A CUDA thread block on one host thread, for kernel bodies written per thread over a policy (model/cuda/
+// flash_attention_mma.cuh): one fiber per CUDA thread (fiber_context.hpp), run in turn, each until it waits at a
+// barrier or ends; the block's barrier, the warp's butterfly shuffle, and
 // the warp-wide mma.sync.aligned.m16n8k16.row.col with fp32 accumulation, whose fragment layouts are written here
 // from the PTX ISA (Matrix fragments for mma.m16n8k16 with floating point type), apart from the kernel's own
 // indexing: with groupID = lane >> 2 and threadID_in_group = lane % 4,
@@ -12,13 +13,19 @@
 // what the device does in one instruction. The products of 16-bit
 // values are exact in fp32; they are summed in k order onto c (the tensor cores' order is theirs). ldmatrix.x4 the
 // same way, every lane's row address handed to the warp (ldmatrix_layout.hpp).
+#include <sys/mman.h>
+
 #include <array>
-#include <barrier>
+#include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
-#include <thread>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
+#include "fiber_context.hpp"
 #include "ldmatrix_layout.hpp"
 
 namespace vidlora::test {
@@ -31,16 +38,42 @@ class SimtBlock {
     std::array<std::array<std::uint32_t, 2>, 32> b{};
     const void* rows[32] = {};
   };
+  // A barrier of `expected` threads: the last to arrive opens it (a new generation); the others wait for that.
+  struct Barrier {
+    int expected = 0, arrived = 0;
+    std::uint64_t generation = 0;
+  };
   // Two scratches used in turn, so that one barrier per exchange is enough: a lane writes a scratch again two
   // exchanges later, after the barrier of the exchange between, which every lane reaches only when done reading it.
   struct Warp {
-    std::barrier<> bar{32};
+    Barrier bar{32};
     Scratch scratch[2];
+  };
+  // A fiber's stack, mapped with a guard page below it: an overflow faults instead of writing over another's.
+  struct Stack {
+    static constexpr std::size_t kGuard = 4096, kBytes = 512 * 1024;
+    char* base = nullptr;
+    Stack() {
+      void* p = ::mmap(nullptr, kGuard + kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) throw std::runtime_error("SimtBlock: cannot map a fiber stack");
+      base = static_cast<char*>(p);
+      ::mprotect(base, kGuard, PROT_NONE);
+    }
+    ~Stack() { ::munmap(base, kGuard + kBytes); }
+    Stack(const Stack&) = delete;
+    Stack& operator=(const Stack&) = delete;
+    char* usable() const { return base + kGuard; }
+  };
+  struct Fiber {
+    fiber::Context context;
+    Stack stack;
+    bool done = false;
   };
 
  public:
-  explicit SimtBlock(int threads) : threads_(threads), block_(threads) {
+  explicit SimtBlock(int threads) : threads_(threads), block_{threads} {
     for (int w = 0; w < threads / 32; ++w) warps_.push_back(std::make_unique<Warp>());
+    for (int t = 0; t < threads; ++t) fibers_.push_back(std::make_unique<Fiber>());
   }
 
   class Thread {
@@ -48,7 +81,7 @@ class SimtBlock {
     using format = Format;
     Thread(SimtBlock* block, int tid) : block_(block), tid_(tid) {}
     int thread() const { return tid_; }
-    void sync() { block_->block_.arrive_and_wait(); }
+    void sync() { block_->arrive_and_wait(block_->block_); }
     float shfl_xor(float v, int lane_mask) {
       Scratch& w = hand_in([&](Scratch& s) { s.f[static_cast<std::size_t>(lane())] = v; });
       return w.f[static_cast<std::size_t>(lane() ^ lane_mask)];
@@ -82,7 +115,7 @@ class SimtBlock {
       Scratch& s = w.scratch[turn_];
       turn_ ^= 1;
       write(s);
-      w.bar.arrive_and_wait();
+      block_->arrive_and_wait(w.bar);
       return s;
     }
     // Element (row, k) of A: held by lane groupID·4 + threadID_in_group; element index i as above.
@@ -104,23 +137,83 @@ class SimtBlock {
     int turn_ = 0;  // which scratch the next exchange uses
   };
 
-  // body(Thread&) on every thread of the block, then all joined.
+  // body(Thread&) on every thread of the block, each a fiber, run in turn until all have ended. A thread that ends
+  // while others wait at a barrier it never reaches (a kernel bug: a hang on a GPU) is an error, as is an exception
+  // out of a body (rethrown here).
   template <class Body>
   void run(Body&& body) {
-    std::vector<std::thread> threads;
-    threads.reserve(static_cast<std::size_t>(threads_));
-    for (int tid = 0; tid < threads_; ++tid)
-      threads.emplace_back([this, tid, &body] {
-        Thread t(this, tid);
-        body(t);
-      });
-    for (auto& t : threads) t.join();
+    body_ = [&body](Thread& t) { body(t); };
+    failure_ = nullptr;
+    block_.arrived = 0;
+    for (auto& w : warps_) w->bar.arrived = 0;
+    for (int tid = 0; tid < threads_; ++tid) {
+      Fiber& f = *fibers_[static_cast<std::size_t>(tid)];
+      f.done = false;
+      fiber::make_context(f.context, f.stack.usable(), Stack::kBytes, &SimtBlock::entry);
+    }
+    SimtBlock* const outer = running_;
+    running_ = this;
+    int remaining = threads_;
+    while (remaining > 0) {
+      const std::uint64_t before = progress_;
+      for (int tid = 0; tid < threads_; ++tid) {
+        Fiber& f = *fibers_[static_cast<std::size_t>(tid)];
+        if (f.done) continue;
+        current_ = tid;
+        fiber::switch_to(scheduler_, f.context);
+        if (f.done) --remaining;
+      }
+      if (remaining > 0 && progress_ == before) {
+        running_ = outer;
+        if (failure_) std::rethrow_exception(failure_);
+        throw std::logic_error("SimtBlock: " + std::to_string(remaining) +
+                               " threads wait at a barrier the others ended without reaching");
+      }
+    }
+    running_ = outer;
+    body_ = nullptr;
+    if (failure_) std::rethrow_exception(failure_);
   }
 
  private:
+  // Where each fiber starts: the body on its thread, then back to the scheduler for good.
+  static void entry() {
+    SimtBlock* const block = running_;
+    const int tid = block->current_;
+    try {
+      Thread t(block, tid);
+      block->body_(t);
+    } catch (...) {
+      if (!block->failure_) block->failure_ = std::current_exception();
+    }
+    Fiber& f = *block->fibers_[static_cast<std::size_t>(tid)];
+    f.done = true;
+    ++block->progress_;
+    fiber::switch_to(f.context, block->scheduler_);
+  }
+  // The running fiber back to the scheduler, to be resumed on its next turn.
+  void yield() { fiber::switch_to(fibers_[static_cast<std::size_t>(current_)]->context, scheduler_); }
+  void arrive_and_wait(Barrier& bar) {
+    const std::uint64_t generation = bar.generation;
+    ++progress_;
+    if (++bar.arrived == bar.expected) {
+      bar.arrived = 0;
+      ++bar.generation;
+      return;
+    }
+    while (bar.generation == generation) yield();
+  }
+
   int threads_;
-  std::barrier<> block_;
+  Barrier block_;
   std::vector<std::unique_ptr<Warp>> warps_;
+  std::vector<std::unique_ptr<Fiber>> fibers_;
+  fiber::Context scheduler_;
+  std::function<void(Thread&)> body_;
+  std::exception_ptr failure_;
+  std::uint64_t progress_ = 0;  // arrivals and ends: a round of turns without any is a deadlock
+  int current_ = -1;
+  static inline thread_local SimtBlock* running_ = nullptr;
 };
 
 }  // namespace vidlora::test

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <span>
+#include <stdexcept>
 #include <vector>
 
 #include <vidlora/core/rng.hpp>
@@ -725,6 +726,46 @@ TEST_CASE("register-tile attention forward, its shared memory and the problems i
   CHECK(model::cuda::flash_mma_head_dim(128));
   CHECK_FALSE(model::cuda::flash_mma_head_dim(96));
   CHECK_FALSE(model::cuda::flash_mma_head_dim(32));
+}
+
+TEST_CASE("the host block's fibers: a barrier orders every thread, a skipped barrier and a thrown exception are errors",
+          "[cuda_host][model]") {
+  using Format = model::cuda::FlashOperandFormat<model::cuda::FlashOperands::BF16>;
+  test::SimtBlock<Format> block(64);
+  // Each thread writes its slot, waits at the block's barrier, then reads its neighbours' (what a missing barrier
+  // would read stale), twice over, with a butterfly shuffle inside each warp.
+  std::vector<int> slots(64, -1), seen(64, -1);
+  std::vector<float> xor_one(64, 0.0f);
+  for (int round = 0; round < 2; ++round) {
+    block.run([&](auto& thread) {
+      const int t = thread.thread();
+      slots[static_cast<std::size_t>(t)] = 100 * round + t;
+      thread.sync();
+      seen[static_cast<std::size_t>(t)] = slots[static_cast<std::size_t>((t + 33) % 64)];
+      xor_one[static_cast<std::size_t>(t)] = thread.shfl_xor(static_cast<float>(t), 1);
+    });
+    for (int t = 0; t < 64; ++t) {
+      CHECK(seen[static_cast<std::size_t>(t)] == 100 * round + (t + 33) % 64);
+      CHECK(xor_one[static_cast<std::size_t>(t)] == static_cast<float>(t ^ 1));
+    }
+  }
+  // A thread that ends without the barrier the others wait at: a hang on a GPU, an error here.
+  CHECK_THROWS_WITH(block.run([&](auto& thread) {
+    if (thread.thread() != 5) thread.sync();
+  }),
+                    Catch::Contains("63 threads wait at a barrier"));
+  // An exception out of one thread's body is rethrown by run(), the others stopped.
+  CHECK_THROWS_WITH(block.run([&](auto& thread) {
+    if (thread.thread() == 7) throw std::runtime_error("thread 7 failed");
+    thread.sync();
+  }),
+                    Catch::Contains("thread 7 failed"));
+  // The block runs again after both.
+  block.run([&](auto& thread) {
+    thread.sync();
+    seen[static_cast<std::size_t>(thread.thread())] = thread.thread();
+  });
+  CHECK(seen[63] == 63);
 }
 
 TEST_CASE("the host warp's mma is the PTX ISA's m16n8k16: fragments laid out by the ISA's tables give A·B + C",

@@ -92,6 +92,14 @@ check "caption prints the good video's caption on stdout" grep -q "^$video	" cap
 check "caption keeps errors off stdout" bash -c '! grep -q missing.mp4 caption.out'
 check "caption reports the bad video on stderr" grep -q "missing.mp4" caption.err
 check "caption writes the JSONL" grep -q '"caption"' captions.jsonl
+# A directory stands for its video files, at any depth, in path order; one without any is a usage error.
+mkdir -p folder/inner empty_folder && cp "$video" folder/b.mp4 && cp "$video" folder/inner/a.MP4 && touch folder/notes.txt
+run 0 caption_dir "$bin/caption" --model model --trained out folder
+check "caption of a directory captions its videos in path order, and nothing else" \
+  test "$(cut -f1 caption_dir.out | tr '\n' ' ')" == "folder/b.mp4 folder/inner/a.MP4 "
+run 2 caption_empty_dir "$bin/caption" --model model --trained out empty_folder
+check "caption of a directory without videos is a usage error naming it" \
+  grep -q "VIDEO empty_folder: the directory holds no video file" caption_empty_dir.err
 
 echo "$failures failed"
 exit $((failures > 0))

@@ -39,6 +39,9 @@ struct Clip {
   fs::path source;                                     // the label file, or the manifest with ":<line>"
 };
 
+// The video file extensions a data set's clips may have (lower case), in the order a label's stem is tried.
+inline constexpr std::string_view kVideoExtensions[] = {".mp4", ".mkv", ".webm", ".mov", ".avi"};
+
 enum class SkipReason { MissingVideo, UnreadableJson, MissingCaption, EmptyCaption, EmptyVideo };
 
 inline std::string_view to_string(SkipReason r) {
@@ -233,7 +236,7 @@ inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options,
     const std::string named = string_field(*j, {"file_name", "video_name", "filename", "video_file"});
     std::vector<fs::path> candidates;
     if (!named.empty()) candidates.push_back(videos / fs::path(named).filename());
-    for (const char* ext : {".mp4", ".mkv", ".webm", ".mov", ".avi"}) candidates.push_back(videos / (clip.id + ext));
+    for (const std::string_view ext : kVideoExtensions) candidates.push_back(videos / (clip.id + std::string(ext)));
     const auto found = std::find_if(candidates.begin(), candidates.end(), usable_file);
     if (found == candidates.end()) {
       const auto empty = std::find_if(candidates.begin(), candidates.end(), empty_file);
