@@ -875,6 +875,15 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     return 0;
   }
   TrainerConfig config = configure(a);
+  // As the early-stopping metric, the Korean morpheme METEOR needs MeCab's Korean dictionary: said now, before any
+  // output or data is touched (and by --dry-run).
+  if (config.early_stopping_metric == "meteor_morphemes") {
+    config.caption_metrics.morpheme_tokenizer = demo::korean_morpheme_tokenizer();
+    if (!config.caption_metrics.morpheme_tokenizer)
+      throw demo::UsageError(
+          "option --metric: meteor_morphemes needs MeCab with the Korean dictionary (mecab-ko-dic), which is not "
+          "available here (the line above says why; tools/install-deps.sh installs both)");
+  }
   if (a.has("dry-run")) {
     print_configuration<ActivePreset>(config);
     print_comm_row(a);
@@ -903,13 +912,9 @@ int train_main(const demo::Args& a, int argc, char** argv) {
         config.precision = std::string(device);
       }
     }
-    // Evaluations also score the Korean morpheme METEOR (metric meteor_morphemes) where MeCab is available; as the
-    // early-stopping metric it needs it, which is said now, before any output or data is touched.
-    config.caption_metrics.morpheme_tokenizer = demo::korean_morpheme_tokenizer();
-    if (config.early_stopping_metric == "meteor_morphemes" && !config.caption_metrics.morpheme_tokenizer)
-      throw demo::UsageError(
-          "option --metric: meteor_morphemes needs MeCab with the Korean dictionary (mecab-ko-dic), which is not "
-          "available here (the line above says why; tools/install-deps.sh installs both)");
+    // Evaluations also score the Korean morpheme METEOR (metric meteor_morphemes) where MeCab is available.
+    if (!config.caption_metrics.morpheme_tokenizer)
+      config.caption_metrics.morpheme_tokenizer = demo::korean_morpheme_tokenizer();
     const fs::path data = dataset_source(a.str("data", defaults::kData));
     comm::AnyCommunicator ranks = make_communicator(a, argc, argv);
 #if defined(VIDLORA_TRAIN_ON_CUDA)
