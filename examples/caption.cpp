@@ -65,12 +65,11 @@ demo::CommandLine command_line() {
       "Captions each VIDEO with the base model in --model plus the adapter/ and projector.safetensors that\n"
       "train_captioner wrote into --trained. --model may be a Hugging Face LLaVA / LLaVA-NeXT-Video\n"
       "save_pretrained directory: its processor, prompt format and tokenizer are used, --adapter adds a PEFT\n"
-      "adapter (any rank), --trained adds train_captioner's adapter and projector. A VIDEO that is a directory\n"
-      "stands for the video files under it (.mp4 .mkv .webm .mov .avi, at any depth, in path order). Prints\n"
-      "path<TAB>caption per video; errors and progress go to stderr. A GPU preset's build (built with nvcc) encodes "
-      "the frames and\n"
-      "generates on the GPU; the Cpu preset's runs on the CPU (a 7B model: about 28 GB of host memory for its\n"
-      "fp32 weights, minutes per clip).",
+      "adapter (any rank), --trained adds train_captioner's adapter and projector. A VIDEO that is a\n"
+      "directory stands for the video files under it (.mp4 .mkv .webm .mov .avi, at any depth, in path\n"
+      "order). Prints path<TAB>caption per video; errors and progress go to stderr. A GPU preset's build\n"
+      "(built with nvcc) encodes the frames and generates on the GPU; the Cpu preset's runs on the CPU (a 7B\n"
+      "model: about 28 GB of host memory for its fp32 weights, minutes per clip).",
       {
           text("model", "DIR", "base model directory: the demo's, or a Hugging Face LLaVA one (default demo_model)"),
           text("trained", "DIR", "train_captioner's output directory (default vidlora_out; optional with HF_DIR)"),
@@ -423,7 +422,8 @@ int caption_hf(const demo::CommandLine& a, const DeviceSettings& settings, const
 }
 
 // Each VIDEO that is a directory stands for the video files under it (train::kVideoExtensions, any case), at any
-// depth, in path order: `caption ... clips/` captions a folder of clips. One that holds none is a usage error.
+// depth (symbolic links to folders are not followed), in path order: `caption ... clips/` captions a folder of clips.
+// One that holds none is a usage error.
 std::vector<std::string> expand_video_arguments(const std::vector<std::string>& args) {
   std::vector<std::string> out;
   for (const std::string& arg : args) {
@@ -432,21 +432,21 @@ std::vector<std::string> expand_video_arguments(const std::vector<std::string>& 
       out.push_back(arg);
       continue;
     }
-    std::vector<std::string> found;
+    std::vector<fs::path> found;
     for (fs::recursive_directory_iterator it(arg, fs::directory_options::skip_permission_denied, ec), end;
          !ec && it != end; it.increment(ec)) {
       std::string ext = it->path().extension().string();
       std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
       if (it->is_regular_file(ec) && std::find(std::begin(train::kVideoExtensions), std::end(train::kVideoExtensions),
                                                ext) != std::end(train::kVideoExtensions))
-        found.push_back(it->path().string());
+        found.push_back(it->path());
     }
     if (ec) throw demo::UsageError(fmt::format("VIDEO {}: the directory cannot be read: {}", arg, ec.message()));
     if (found.empty())
       throw demo::UsageError(fmt::format("VIDEO {}: the directory holds no video file ({})", arg,
                                          fmt::join(train::kVideoExtensions, ", ")));
-    std::sort(found.begin(), found.end());
-    out.insert(out.end(), found.begin(), found.end());
+    std::sort(found.begin(), found.end());  // path order: a/x.mp4 before a-b/x.mp4
+    for (const fs::path& p : found) out.push_back(p.string());
   }
   return out;
 }

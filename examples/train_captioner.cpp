@@ -852,6 +852,16 @@ demo::DeviceEncoder train_encoder([[maybe_unused]] const model::ClipVision& visi
 
 int train_main(const demo::Args& a, int argc, char** argv) {
   check_mode_options(a);
+  // As the early-stopping metric, the Korean morpheme METEOR needs MeCab's Korean dictionary: said now, before any
+  // output or data is touched, --dry-run (of any preset) included.
+  std::optional<eval::AnyCaptionTokenizer> morphemes;
+  if (a.str("metric", "") == "meteor_morphemes") {
+    morphemes = demo::korean_morpheme_tokenizer();
+    if (!morphemes)
+      throw demo::UsageError(
+          "option --metric: meteor_morphemes needs MeCab with the Korean dictionary (mecab-ko-dic), which is not "
+          "available here (the line above says why; tools/install-deps.sh installs both)");
+  }
   if (a.has("preset") && a.str("preset", "") != ActivePreset::name) {
     const std::string asked = a.str("preset", "");
     try {
@@ -875,15 +885,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     return 0;
   }
   TrainerConfig config = configure(a);
-  // As the early-stopping metric, the Korean morpheme METEOR needs MeCab's Korean dictionary: said now, before any
-  // output or data is touched (and by --dry-run).
-  if (config.early_stopping_metric == "meteor_morphemes") {
-    config.caption_metrics.morpheme_tokenizer = demo::korean_morpheme_tokenizer();
-    if (!config.caption_metrics.morpheme_tokenizer)
-      throw demo::UsageError(
-          "option --metric: meteor_morphemes needs MeCab with the Korean dictionary (mecab-ko-dic), which is not "
-          "available here (the line above says why; tools/install-deps.sh installs both)");
-  }
+  config.caption_metrics.morpheme_tokenizer = std::move(morphemes);
   if (a.has("dry-run")) {
     print_configuration<ActivePreset>(config);
     print_comm_row(a);

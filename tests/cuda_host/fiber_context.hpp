@@ -1,8 +1,8 @@
 #pragma once
 // Fibers for the tests that run a CUDA block's threads on one host thread (simt_block.hpp, the CUDA emulation's
 // runtime): a context, a switch between two, and a context that starts a function on a stack of its own. On x86-64
-// the context is a stack pointer, switched by vidlora_test_fiber_switch (the callee-saved registers pushed on the old
-// stack, popped from the new one): glibc's swapcontext also saves the signal mask, a system call each switch, which
+// the context is a stack pointer, switched by fiber_switch (the callee-saved registers pushed on the old stack, popped
+// from the new one): glibc's swapcontext also saves the signal mask, a system call each switch, which
 // made it 90% of an emulated run. Elsewhere a ucontext.
 #include <cstddef>
 #include <cstdint>
@@ -14,14 +14,10 @@
 namespace vidlora::test::fiber {
 
 #if defined(__x86_64__)
-extern "C" void vidlora_test_fiber_switch(void** save_sp, void* load_sp);
-// A weak symbol in a section group of its own: every object that includes this header may define it, the linker
-// keeps one.
-asm(R"(
-  .pushsection .text.vidlora_test_fiber_switch,"axG",@progbits,vidlora_test_fiber_switch,comdat
-  .weak vidlora_test_fiber_switch
-  .type vidlora_test_fiber_switch,@function
-vidlora_test_fiber_switch:
+// A naked inline function (no prologue of its own): every unit that includes this header may emit it, the linker keeps
+// one, with or without -flto (a top-level asm block would define the symbol twice under LTO).
+[[gnu::naked, gnu::noinline]] inline void fiber_switch(void** /*save_sp*/, void* /*load_sp*/) {
+  asm(R"(
   pushq %rbp
   pushq %rbx
   pushq %r12
@@ -37,13 +33,12 @@ vidlora_test_fiber_switch:
   popq %rbx
   popq %rbp
   ret
-  .size vidlora_test_fiber_switch, .-vidlora_test_fiber_switch
-  .popsection
 )");
+}
 struct Context {
   void* sp = nullptr;
 };
-inline void switch_to(Context& from, Context& to) { vidlora_test_fiber_switch(&from.sp, to.sp); }
+inline void switch_to(Context& from, Context& to) { fiber_switch(&from.sp, to.sp); }
 // A context that starts `entry` (which must never return) on the stack [stack, stack + bytes): six zero registers and
 // entry as the return address, so that entry begins with its stack pointer 8 past a 16-byte boundary, as after a
 // call.

@@ -754,12 +754,15 @@ TEST_CASE("the host block's fibers: a barrier orders every thread, a skipped bar
     if (thread.thread() != 5) thread.sync();
   }),
                     Catch::Contains("63 threads wait at a barrier"));
-  // An exception out of one thread's body is rethrown by run(), the others stopped.
+  // An exception out of one thread's body is rethrown by run(), the others stopped. (Not under AddressSanitizer, which
+  // the fiber switches are not announced to: unwinding a fiber's stack would read as a stack-use-after-scope.)
+#if !defined(__SANITIZE_ADDRESS__)
   CHECK_THROWS_WITH(block.run([&](auto& thread) {
     if (thread.thread() == 7) throw std::runtime_error("thread 7 failed");
     thread.sync();
   }),
                     Catch::Contains("thread 7 failed"));
+#endif
   // The block runs again after both.
   block.run([&](auto& thread) {
     thread.sync();
