@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -97,11 +98,11 @@ class CheckpointDir {
   const SafetensorsFile& file_of(std::string_view name) const {
     const auto it = weight_map_.find(name);
     if (it == weight_map_.end()) {
-      if (const auto holders = unlisted_holders(name); !holders.empty())
+      if (const auto holder = unlisted_holder(name))
         fail(
             "checkpoint '{}': tensor '{}' is in shard '{}', but {} does not list it: the index is out of date "
             "(transformers would load it)",
-            root_.string(), name, holders.back(), kSafetensorsIndexName);
+            root_.string(), name, *holder, kSafetensorsIndexName);
       fail("checkpoint '{}': missing tensor '{}' ({} tensors in the checkpoint)", root_.string(), name,
            weight_map_.size());
     }
@@ -241,20 +242,19 @@ class CheckpointDir {
     }
   }
 
-  // The shards that hold `name` though the index does not list it (for the error saying so).
-  std::vector<std::string> unlisted_holders(std::string_view name) const {
-    std::vector<std::string> out;
-    if (!indexed_) return out;
+  // The last shard (the copy transformers would load) holding `name` though the index does not list it, for the error
+  // saying so.
+  std::optional<std::string> unlisted_holder(std::string_view name) const {
+    std::optional<std::string> last;
+    if (!indexed_) return last;
     for (const auto& file : shard_files()) {
-      const SafetensorsFile* opened = nullptr;
       try {
-        opened = &shard(file);
+        if (shard(file).contains(name)) last = file;
       } catch (const Error&) {
-        continue;  // a shard that cannot be read says so when one of its own tensors is read
+        // a shard that cannot be read says so when one of its own tensors is read
       }
-      if (opened->contains(name)) out.push_back(file);
     }
-    return out;
+    return last;
   }
 
   struct Shards {  // behind a pointer so CheckpointDir stays movable

@@ -125,8 +125,8 @@ inline TemplateEnds sentencepiece_post_processor(const nlohmann::json& tokenizer
   return out;
 }
 
-// tokenizer_config.json's add_bos_token / add_eos_token (a directory without tokenizer.json): `fallback` when
-// absent or null.
+// A true / false field of tokenizer_config.json (legacy, add_bos_token, add_eos_token): `fallback` when absent or
+// null, an error naming the file when it is anything else.
 inline bool config_flag(const nlohmann::json* config, const char* key, bool fallback, const std::string& from) {
   if (!config || !config->is_object() || !config->contains(key) || (*config)[key].is_null()) return fallback;
   require((*config)[key].is_boolean(), "tokenizer file '{}': \"{}\" {} is not true or false", from, key,
