@@ -309,11 +309,12 @@ class ByteLevelBpeTokenizer {
       for (const auto& step : post["processors"]) check_post_processor(step);
       return;
     }
-    const auto text_alone = [](const nlohmann::json& t) {
-      return t.is_array() && t.size() == 1 && t[0].is_object() && t[0].contains("Sequence") &&
-             t[0]["Sequence"].is_object() && t[0]["Sequence"].value("id", std::string()) == "A";
-    };
-    require(type == "TemplateProcessing" && post.contains("single") && text_alone(post["single"]),
+    require(type == "TemplateProcessing",
+            "tokenizer file '{}': post_processor {} is not supported (Qwen's tokenizers have none, ByteLevel, or a "
+            "template of the text alone)",
+            source_, post.dump());
+    const auto single = detail::template_processing_single(post, source_);
+    require(single.before.empty() && single.after.empty(),
             "tokenizer file '{}': post_processor {} puts tokens around the text, which is not supported (Qwen's "
             "tokenizers add none: no post-processor, ByteLevel, or a template of the text alone)",
             source_, post.dump());

@@ -90,22 +90,8 @@ inline TemplateEnds sentencepiece_post_processor(const nlohmann::json& tokenizer
           "tokenizer file '{}': post_processor {} is not supported (TemplateProcessing with a special token before "
           "and after the text, or none)",
           from, type);
-  require(pp.contains("single") && pp["single"].is_array(),
-          "tokenizer file '{}': the TemplateProcessing post_processor has no \"single\" list", from);
-  bool text_seen = false;
-  for (const auto& piece : pp["single"]) {
-    if (piece.is_object() && piece.contains("Sequence")) {
-      const auto& sequence = piece["Sequence"];
-      require(!text_seen && sequence.is_object() && sequence.contains("id") && sequence["id"] == "A",
-              "tokenizer file '{}': post_processor template piece {} is not supported (one text, $A)", from,
-              piece.dump());
-      text_seen = true;
-      continue;
-    }
-    require(piece.is_object() && piece.contains("SpecialToken") && piece["SpecialToken"].contains("id") &&
-                piece["SpecialToken"]["id"].is_string(),
-            "tokenizer file '{}': post_processor template piece {} is not supported", from, piece.dump());
-    const std::string name = piece["SpecialToken"]["id"].get<std::string>();
+  const TemplateSingle single = template_processing_single(pp, from);
+  const auto id_of = [&](const std::string& name) {
     const auto& specials = pp.contains("special_tokens") ? pp["special_tokens"] : nlohmann::json();
     const auto& ids =
         specials.is_object() && specials.contains(name) && specials[name].is_object() && specials[name].contains("ids")
@@ -114,14 +100,16 @@ inline TemplateEnds sentencepiece_post_processor(const nlohmann::json& tokenizer
     require(ids.is_array() && ids.size() == 1 && ids[0].is_number_integer(),
             "tokenizer file '{}': post_processor special token '{}' has no single id in \"special_tokens\"", from,
             name);
-    auto& slot = text_seen ? out.after : out.before;
-    require(!slot,
+    return std::pair{name, ids[0].get<int>()};
+  };
+  for (const auto* side : {&single.before, &single.after}) {
+    require(side->size() <= 1,
             "tokenizer file '{}': post_processor puts two special tokens {} the text ('{}', '{}'), which is not "
             "supported",
-            from, text_seen ? "after" : "before", slot ? slot->first : "", name);
-    slot = std::pair{name, ids[0].get<int>()};
+            from, side == &single.before ? "before" : "after", side->size() > 1 ? (*side)[0] : "",
+            side->size() > 1 ? (*side)[1] : "");
+    if (!side->empty()) (side == &single.before ? out.before : out.after) = id_of(side->front());
   }
-  require(text_seen, "tokenizer file '{}': the post_processor template has no text ($A)", from);
   return out;
 }
 

@@ -111,4 +111,34 @@ inline AddedToken added_token_from_json(const nlohmann::json& t, int id, std::st
   return token;
 }
 
+// The "single" template of a tokenizer.json TemplateProcessing post_processor: the special tokens it names before
+// and after the one text ($A), by name. Any other piece, a second text or none is an error naming `source`. Both
+// tokenizers read it: the SentencePiece loader takes BOS / EOS from it, the byte-level tokenizer requires it empty.
+struct TemplateSingle {
+  std::vector<std::string> before, after;
+};
+
+inline TemplateSingle template_processing_single(const nlohmann::json& post_processor, std::string_view source) {
+  require(post_processor.contains("single") && post_processor["single"].is_array(),
+          "tokenizer file '{}': the TemplateProcessing post_processor has no \"single\" list", source);
+  TemplateSingle out;
+  bool text_seen = false;
+  for (const auto& piece : post_processor["single"]) {
+    if (piece.is_object() && piece.contains("Sequence")) {
+      const auto& sequence = piece["Sequence"];
+      require(!text_seen && sequence.is_object() && sequence.contains("id") && sequence["id"] == "A",
+              "tokenizer file '{}': post_processor template piece {} is not supported (one text, $A)", source,
+              piece.dump());
+      text_seen = true;
+      continue;
+    }
+    require(piece.is_object() && piece.contains("SpecialToken") && piece["SpecialToken"].is_object() &&
+                piece["SpecialToken"].contains("id") && piece["SpecialToken"]["id"].is_string(),
+            "tokenizer file '{}': post_processor template piece {} is not supported", source, piece.dump());
+    (text_seen ? out.after : out.before).push_back(piece["SpecialToken"]["id"].get<std::string>());
+  }
+  require(text_seen, "tokenizer file '{}': the post_processor template has no text ($A)", source);
+  return out;
+}
+
 }  // namespace vidlora::model::detail
