@@ -33,4 +33,6 @@
 #include <vidlora/model/tokenizer_sentencepiece.hpp>
 #include <vidlora/model/tokenizer_byte_level_bpe.hpp>
 #include <vidlora/model/tokenizer_chat_template.hpp>
+#include <vidlora/model/jinja_value.hpp>
+#include <vidlora/model/jinja_template.hpp>
 #include <vidlora/model/tokenizer_loader.hpp>

@@ -26,6 +26,7 @@
 
 #include <vidlora/core/error.hpp>
 #include <vidlora/model/config.hpp>
+#include <vidlora/model/jinja_template.hpp>
 #include <vidlora/model/tokenizer_chat_template.hpp>
 #include <vidlora/model/tokenizer_loader.hpp>
 #include <vidlora/video/clip_preprocess.hpp>
@@ -66,6 +67,44 @@ inline nlohmann::json read_processor_json(const std::filesystem::path& path) {
   } catch (const nlohmann::json::parse_error& e) {
     fail("{} does not parse as JSON: {}", path.string(), e.what());
   }
+}
+
+// A "chat_template" field: a string, or a list of {"name", "template"} of which transformers takes "default".
+inline std::string chat_template_text(const nlohmann::json& field, const std::filesystem::path& file) {
+  if (field.is_string()) return field.get<std::string>();
+  require(field.is_array(), "{}: \"chat_template\" is neither a string nor a list of named templates", file.string());
+  for (const auto& entry : field) {
+    require(entry.is_object() && entry.contains("name") && entry["name"].is_string() && entry.contains("template") &&
+                entry["template"].is_string(),
+            "{}: \"chat_template\" entry {} is not {{\"name\": …, \"template\": …}}", file.string(), entry.dump());
+    if (entry["name"] == "default") return entry["template"].get<std::string>();
+  }
+  fail("{}: \"chat_template\" lists no template named \"default\" (the one transformers uses)", file.string());
+}
+
+// The special-token variables transformers passes a chat template (the tokenizer's special_tokens_map: bos_token,
+// eos_token, unk_token, sep_token, pad_token, cls_token, mask_token), from tokenizer_config.json's fields (a string
+// or {"content": …}). A template that reads one the directory does not name is an error naming it: transformers
+// could fill it from the tokenizer class's defaults, vidlora would print nothing.
+inline std::vector<std::pair<std::string, std::string>> template_special_tokens(const std::filesystem::path& dir,
+                                                                                std::string_view template_text,
+                                                                                const std::filesystem::path& from) {
+  nlohmann::json config;
+  if (std::filesystem::is_regular_file(dir / "tokenizer_config.json"))
+    config = read_processor_json(dir / "tokenizer_config.json");
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const char* name :
+       {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
+    const nlohmann::json* v = config.is_object() && config.contains(name) ? &config[name] : nullptr;
+    if (v && v->is_object() && v->contains("content")) v = &(*v)["content"];
+    if (v && v->is_string()) {
+      out.emplace_back(name, v->get<std::string>());
+      continue;
+    }
+    require(template_text.find(name) == std::string_view::npos,
+            "{}: the chat template reads {}, which tokenizer_config.json does not name", from.string(), name);
+  }
+  return out;
 }
 
 // size / crop_size: {"shortest_edge": n}, {"height": h, "width": w} or a plain n.
@@ -206,7 +245,6 @@ class LlavaProcessor {
       : tokenizer_(load_tokenizer(dir)), video_(config.video_token_id >= 0) {
     read_frame_preprocessing(dir);
     read_processor_config(dir, config);
-    chat_ = read_chat_template(dir);
     const std::string placeholder = video_ ? video_token_ : image_token_;
     const auto id = std::visit([&](const auto& t) { return t.token_to_id(placeholder); }, tokenizer_);
     require(id.has_value(), "LlavaProcessor: '{}': the tokenizer has no {} token", dir.string(), placeholder);
@@ -216,6 +254,7 @@ class LlavaProcessor {
             "LlavaProcessor: '{}': the tokenizer's {} is id {} but config.json says {} (video_token_index / "
             "image_token_index)",
             dir.string(), placeholder, placeholder_id_, want);
+    chat_ = read_chat_template(dir);
     // The processor's visual token count per frame must be what the model produces.
     const auto [h, w] = clip_output_size(config.vision.image_size, config.vision.image_size, frames_);
     require(h == config.vision.image_size && w == config.vision.image_size,
@@ -249,18 +288,26 @@ class LlavaProcessor {
     return video::clip_preprocess(frames, frames_);
   }
 
-  // The prompt text of one question ("USER: <video>\n<question> ASSISTANT:"). (chat_template() holds a
-  // sentinel where the placeholder goes; render prompts through this function.)
+  // The prompt text of one question ("USER: <video>\n<question> ASSISTANT:"): the directory's chat template run over
+  // one user turn (the video, then the question) with add_generation_prompt, else the fixed format.
   std::string prompt(std::string_view question) const {
+    if (template_) return render_template(question, std::nullopt);
     std::string text = render_prompt(chat_, question);
     const std::size_t at = text.find(kSentinel);  // the template's {video}, replaced by the processor's token
     return text.replace(at, kSentinel.size(), video_ ? video_token_ : image_token_);
   }
 
   // The prompt's ids with one placeholder token (what LlavaModel::splice and the trainer take).
+  // A prompt that begins with the BOS token's text gets no second BOS, as apply_chat_template(tokenize=True).
   std::vector<int> prompt_ids(std::string_view question) const {
     const std::string text = prompt(question);
-    return std::visit([&](const auto& t) { return t.encode(text); }, tokenizer_);
+    return std::visit(
+        [&](const auto& t) {
+          const auto bos = t.bos_id();
+          if (bos && text.starts_with(t.id_to_token(*bos))) return t.encode(text, EncodeOptions{false, std::nullopt});
+          return t.encode(text);
+        },
+        tokenizer_);
   }
 
   // input_ids as the HF processor gives them: the placeholder repeated frames × tokens_per_frame() times.
@@ -355,9 +402,12 @@ class LlavaProcessor {
               j["vision_feature_select_strategy"].dump());
   }
 
-  // The prompt format: the directory's chat template (chat_template.jinja, chat_template.json,
-  // processor_config.json or tokenizer_config.json) when there is one, else the tokenizer's kind.
-  ChatTemplate read_chat_template(const std::filesystem::path& dir) const {
+  // The chat template: the directory's (chat_template.jinja, else the "chat_template" of chat_template.json,
+  // processor_config.json or tokenizer_config.json: a string, or a list of {name, template} of which the one named
+  // "default" is taken, as transformers does), else the tokenizer kind's fixed format. A directory's template is run
+  // (jinja::Template) for every prompt; here it is parsed and rendered once with stand-ins, to fail early on what
+  // the processor cannot use and to name the format.
+  ChatTemplate read_chat_template(const std::filesystem::path& dir) {
     std::string text;
     std::filesystem::path from;
     if (std::filesystem::is_regular_file(dir / "chat_template.jinja")) {
@@ -368,74 +418,94 @@ class LlavaProcessor {
       for (const char* name : {"chat_template.json", "processor_config.json", "tokenizer_config.json"}) {
         if (!std::filesystem::is_regular_file(dir / name)) continue;
         const auto j = detail::read_processor_json(dir / name);
-        if (j.contains("chat_template") && j["chat_template"].is_string()) {
-          text = j["chat_template"].get<std::string>();
-          from = dir / name;
-          break;
-        }
+        if (!j.contains("chat_template") || j["chat_template"].is_null()) continue;
+        from = dir / name;
+        text = detail::chat_template_text(j["chat_template"], from);
+        break;
       }
     }
     ChatTemplate chat =
         std::holds_alternative<ByteLevelBpeTokenizer>(tokenizer_) ? kLlavaQwenChatMlTemplate : kLlavaNextVideoTemplate;
-    if (!text.empty()) {
-      // The template is not run (no Jinja here): it is recognised, and what it can print is checked against the
-      // format vidlora renders, so that a template printing something else is an error, never another prompt.
-      std::vector<std::string> literals;
-      try {
-        literals = chat_template_literals(text);
-      } catch (const Error& e) {
-        fail("{}: {}", from.string(), e.what());
-      }
-      if (text.find("<|im_start|>") != std::string::npos) {
-        chat = kLlavaQwenChatMlTemplate;
-        // The default system turn is the template's '<|im_start|>system\n…<|im_end|>\n' literal; none: no system
-        // turn. Anything else it can print must be what the format prints (LLaVA-OneVision's "<|im_start|>user <video>"
-        // with a space, or an end of turn without its newline, is refused, not rendered another way).
-        std::optional<std::string> system;
-        constexpr std::string_view open = "<|im_start|>system\n", close = "<|im_end|>\n";
-        static constexpr std::string_view kKnown[] = {
-            "system",    "user",         "assistant",    "role",
-            "content",   "type",         "text",         "image",
-            "video",     "equalto",      "\n",           "<image>\n",
-            "<video>\n", "<|im_start|>", "<|im_end|>\n", "<|im_start|>assistant\n"};
-        for (const auto& l : literals) {
-          if (l.size() > open.size() + close.size() && l.starts_with(open) && l.ends_with(close) &&
-              l.find("<|im_", open.size()) == l.size() - close.size()) {
-            const std::string s = l.substr(open.size(), l.size() - open.size() - close.size());
-            require(!system || *system == s, "{}: the chat template has two default system turns (\"{}\", \"{}\")",
-                    from.string(), *system, s);
-            system = s;
-            continue;
-          }
-          require(std::find(std::begin(kKnown), std::end(kKnown), l) != std::end(kKnown),
-                  "{}: the chat template can print \"{}\", which vidlora's ChatML prompt format (\"<|im_start|>user\\n"
-                  "<video>\\n<question><|im_end|>\\n<|im_start|>assistant\\n\") does not; a template it cannot render "
-                  "exactly is not supported",
-                  from.string(), l);
-        }
-        if (system)
-          chat.default_system = intern(*system);
-        else
-          chat.format = "<|im_start|>user\n{video}\n{user}<|im_end|>\n<|im_start|>assistant\n";
-      } else if (text.find("ASSISTANT") != std::string::npos) {  // llava-hf: role.upper() + ": ", then "ASSISTANT:"
-        chat = kLlavaNextVideoTemplate;
-        // What llava-hf's template prints and names ("USER: <video>\n<question> ASSISTANT:"); anything else it
-        // could print (a system prompt, another role marker) is text vidlora's format would leave out.
-        static constexpr std::string_view kKnown[] = {
-            "system", "user", "assistant", "role",    "content", "type",      "text",      "image",
-            "video",  ": ",   " ",         "equalto", "\n",      "<image>\n", "<video>\n", "ASSISTANT:"};
-        for (const auto& l : literals)
-          require(std::find(std::begin(kKnown), std::end(kKnown), l) != std::end(kKnown),
-                  "{}: the chat template can print \"{}\", which vidlora's LLaVA prompt format (\"USER: <video>\\n"
-                  "<question> ASSISTANT:\") does not; a template it cannot render exactly is not supported",
-                  from.string(), l);
-      } else {
-        fail("{}: the chat template is neither LLaVA's \"USER: … ASSISTANT:\" nor ChatML (<|im_start|>)",
-             from.string());
-      }
-    }
     chat.video_placeholder = kSentinel;
+    if (from.empty()) return chat;
+    try {
+      template_ = jinja::Template::parse(text);
+    } catch (const Error& e) {
+      fail("{}: {}", from.string(), e.what());
+    }
+    template_file_ = from;
+    template_tokens_ = detail::template_special_tokens(dir, text, from);
+
+    // Stand-ins for the question and the answer: what the template prints around them is the format.
+    constexpr std::string_view question = "VIDLORA_QUESTION", answer = "VIDLORA_ANSWER";
+    const std::string prompt = render_template(question, std::nullopt);
+    const std::string conversation = render_template(question, answer);
+    const std::string& placeholder = video_ ? video_token_ : image_token_;
+    const auto count = [](std::string_view haystack, std::string_view needle) {
+      std::size_t n = 0;
+      for (std::size_t at = haystack.find(needle); at != std::string_view::npos; at = haystack.find(needle, at + 1))
+        ++n;
+      return n;
+    };
+    require(count(prompt, placeholder) == 1,
+            "{}: the chat template prints the {} placeholder '{}' {} times for one {} (the prompt: \"{}\"); it must "
+            "print it once",
+            from.string(), video_ ? "video" : "image", placeholder, count(prompt, placeholder),
+            video_ ? "video" : "image", prompt);
+    require(count(prompt, question) == 1, "{}: the chat template prints the question {} times (the prompt: \"{}\")",
+            from.string(), count(prompt, question), prompt);
+    // The answer follows the generation prompt, after what the template prints between them when its conversation
+    // begins with that prompt; else directly (LLaVA-OneVision's writes "<|im_start|>assistant \n" before an answer
+    // but "<|im_start|>assistant\n" as the generation prompt: the model learns what it is given at inference).
+    const std::size_t at = conversation.find(answer);
+    require(at != std::string::npos, "{}: the chat template does not print the assistant's answer (\"{}\")",
+            from.string(), conversation);
+    if (conversation.starts_with(prompt) && at >= prompt.size())
+      chat.response_prefix = intern(conversation.substr(prompt.size(), at - prompt.size()));
+    else
+      chat.response_prefix = "";
+
+    // The name: the kind's when the template renders exactly its format, else the file's.
+    std::string format = prompt;
+    format.replace(format.find(placeholder), placeholder.size(), "{video}");
+    format.replace(format.find(question), question.size(), "{user}");
+    ChatTemplate fixed = chat;
+    fixed.video_placeholder = placeholder;
+    const bool known =
+        render_prompt(fixed, question) == prompt &&
+        chat.response_prefix == (std::holds_alternative<ByteLevelBpeTokenizer>(tokenizer_) ? kLlavaQwenChatMlTemplate
+                                                                                           : kLlavaNextVideoTemplate)
+                                    .response_prefix;
+    if (!known) {
+      chat.name = intern(from.filename().string());
+      chat.format = intern(format);  // for reading only: prompt() runs the template
+      chat.default_system = "";
+    }
     return chat;
+  }
+
+  // The directory's template over one user turn (the video or image, then the question) and, with `answer`, the
+  // assistant's reply, as transformers' apply_chat_template renders it: tools and documents None, the tokenizer's
+  // named special tokens, add_generation_prompt without an answer.
+  std::string render_template(std::string_view question, std::optional<std::string_view> answer) const {
+    jinja::Array messages{
+        jinja::Value{{"role", "user"},
+                     {"content", jinja::Array{jinja::Value{{"type", video_ ? "video" : "image"}},
+                                              jinja::Value{{"type", "text"}, {"text", std::string(question)}}}}}};
+    if (answer)
+      messages.push_back(
+          jinja::Value{{"role", "assistant"},
+                       {"content", jinja::Array{jinja::Value{{"type", "text"}, {"text", std::string(*answer)}}}}});
+    jinja::Object context{{jinja::Value("messages"), jinja::Value(std::move(messages))},
+                          {jinja::Value("tools"), jinja::Value(nullptr)},
+                          {jinja::Value("documents"), jinja::Value(nullptr)},
+                          {jinja::Value("add_generation_prompt"), jinja::Value(!answer.has_value())}};
+    for (const auto& [name, token] : template_tokens_) context.emplace_back(jinja::Value(name), jinja::Value(token));
+    try {
+      return template_->render(jinja::Value::dict(std::move(context)));
+    } catch (const Error& e) {
+      fail("{}: {}", template_file_.string(), e.what());
+    }
   }
 
   static constexpr std::string_view kSentinel = "\x01";
@@ -454,6 +524,9 @@ class LlavaProcessor {
   std::filesystem::path frames_file_;
   std::string frames_source_;
   ChatTemplate chat_{};
+  std::optional<jinja::Template> template_;  // the directory's chat template, run for every prompt
+  std::filesystem::path template_file_;
+  std::vector<std::pair<std::string, std::string>> template_tokens_;  // bos_token, eos_token, ... it names
   std::string video_token_ = "<video>", image_token_ = "<image>";
   int patch_size_ = 14;
   int num_additional_image_tokens_ = 0;

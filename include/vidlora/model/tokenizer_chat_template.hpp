@@ -1,6 +1,7 @@
 #pragma once
-// Chat templates as plain strings (no Jinja): Vicuna v1 as LLaVA / LLaVA-NeXT-Video prompt it, and Qwen's
-// ChatML with the Qwen2-VL video block; render_prompt fills {system}, {video} and {user}.
+// Fixed prompt formats as plain strings: Vicuna v1 as LLaVA / LLaVA-NeXT-Video prompt it, and Qwen's ChatML with the
+// Qwen2-VL video block; render_prompt fills {system}, {video} and {user}. (A checkpoint directory's own Jinja chat
+// template is run by jinja::Template, model/jinja_template.hpp.)
 
 #include <vidlora/core/error.hpp>
 
@@ -99,61 +100,6 @@ inline std::vector<std::size_t> video_placeholder_positions(std::span<const int>
     if (ids[i] == placeholder_id) positions.push_back(i);
   require(!positions.empty(), "prompt of {} tokens has no video placeholder token (id {})", ids.size(), placeholder_id);
   return positions;
-}
-
-// The text a Jinja chat template can write, without running it: the string literals inside its {{ }} and {% %}
-// tags ('…' or "…", with \n, \t, \\ and quote escapes) and the text between tags that is more than white
-// space; {# #} comments are skipped. What a template prints that a fixed prompt format does not print shows here,
-// which is how LlavaProcessor refuses a template it would render differently.
-inline std::vector<std::string> chat_template_literals(std::string_view t) {
-  std::vector<std::string> out;
-  std::string raw;
-  const auto flush_raw = [&] {
-    if (raw.find_first_not_of(" \t\r\n") != std::string::npos) out.push_back(raw);
-    raw.clear();
-  };
-  for (std::size_t pos = 0; pos < t.size();) {
-    if (t.substr(pos, 2) == "{#") {
-      const std::size_t end = t.find("#}", pos + 2);
-      require(end != std::string_view::npos, "chat template: unclosed {{# at offset {}", pos);
-      pos = end + 2;
-      continue;
-    }
-    if (t.substr(pos, 2) != "{{" && t.substr(pos, 2) != "{%") {
-      raw.push_back(t[pos++]);
-      continue;
-    }
-    flush_raw();
-    const std::string_view close = t[pos + 1] == '{' ? "}}" : "%}";
-    pos += 2;
-    for (;;) {
-      require(pos < t.size(), "chat template: unclosed tag (no {})", close);
-      if (t.substr(pos, 2) == close) {
-        pos += 2;
-        break;
-      }
-      const char c = t[pos];
-      if (c != '\'' && c != '"') {
-        ++pos;
-        continue;
-      }
-      std::string literal;
-      for (++pos;; ++pos) {
-        require(pos < t.size(), "chat template: unclosed string literal");
-        if (t[pos] == c) break;
-        if (t[pos] == '\\' && pos + 1 < t.size()) {
-          const char e = t[++pos];
-          literal.push_back(e == 'n' ? '\n' : e == 't' ? '\t' : e);
-        } else {
-          literal.push_back(t[pos]);
-        }
-      }
-      ++pos;
-      out.push_back(std::move(literal));
-    }
-  }
-  flush_raw();
-  return out;
 }
 
 }  // namespace vidlora::model

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Chat templates as model::LlavaProcessor runs them (tests/model/test_llava_processor.cpp).
+
+For the two fixture directories of llava_processor_cases.py (tests/fixtures/model/llava_next_video_hf, LLaMA +
+SentencePiece; llava_qwen_hf, Qwen2 + byte-level BPE), renders several chat templates the way
+processor.apply_chat_template does (transformers' render_jinja_template with the tokenizer's special_tokens_map):
+one user turn holding the video and then the question, with add_generation_prompt; and the same turn followed by
+the assistant's answer, without it. Writes tests/fixtures/model/llava_processor_templates.json: for each case the
+directory, the template, the prompt, the conversation with the answer, and whether the prompt begins with the
+BOS token's text (apply_chat_template(tokenize=True) then adds no second BOS).
+
+Needs only transformers and jinja2 (no torch): python3 -m venv /opt/jinjaenv && /opt/jinjaenv/bin/pip install transformers==5.24.0 jinja2==3.1.6
+Run:  /opt/jinjaenv/bin/python -P tools/reference/llava_processor_templates.py
+"""
+import json
+import pathlib
+
+import jinja2
+import transformers
+from transformers import AutoTokenizer
+from transformers.utils.chat_template_utils import render_jinja_template
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MODELS = ROOT / "tests/fixtures/model"
+QUESTION = "이 영상을 자세히 설명하세요. Describe it."
+ANSWER = "a red circle moves left"
+
+LLAMA_TEMPLATE = (MODELS / "llava_next_video_hf/chat_template.jinja").read_text()
+QWEN_TEMPLATE = (MODELS / "llava_qwen_hf/chat_template.jinja").read_text()
+
+# LLaVA-OneVision's ChatML as llava-hf ships it: the role and a space, the placeholders, then "\n" and the text.
+ONEVISION = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}"
+    "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>' }}{% endfor %}"
+    "{# Render all video then #}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
+    "{{ '<video>' }}{% endfor %}"
+    "{# Render all text next #}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ '\\n' + content['text'] }}{% endfor %}{{'<|im_end|>\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# The text before the video, a system line, the BOS token's text first, whitespace control over several lines.
+TEXT_FIRST = (
+    "{%- for message in messages -%}\n"
+    "  {{- message['role'] | upper }}: \n"
+    "  {%- for c in message['content'] if c['type'] == 'text' %}{{ c['text'] | trim }}{% endfor %}\n"
+    "  {%- for c in message['content'] if c['type'] == 'video' %} <video>{% endfor %}\n"
+    "  {{- '\\n' -}}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt %}ASSISTANT:{% endif -%}\n"
+)
+CASES = [
+    ("llava_next_video_hf", "llava_hf", LLAMA_TEMPLATE),
+    ("llava_next_video_hf", "llava_hf_system_prefix", "{{ 'A chat between two. ' }}" + LLAMA_TEMPLATE),
+    ("llava_next_video_hf", "llava_hf_bos_first", "{{ bos_token }}" + LLAMA_TEMPLATE),
+    ("llava_next_video_hf", "text_first", TEXT_FIRST),
+    ("llava_qwen_hf", "chatml", QWEN_TEMPLATE),
+    ("llava_qwen_hf", "chatml_own_system", QWEN_TEMPLATE.replace("You are a helpful assistant.", "Answer in Korean.")),
+    ("llava_qwen_hf", "chatml_no_system", QWEN_TEMPLATE[QWEN_TEMPLATE.index("{% endif %}") + len("{% endif %}"):]),
+    ("llava_qwen_hf", "onevision", ONEVISION),
+]
+
+
+def conversation(answer):
+    turns = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}]
+    if answer is not None:
+        turns.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return turns
+
+
+def render(template, tokenizer, answer):
+    rendered, _ = render_jinja_template(conversations=[conversation(answer)], chat_template=template,
+                                        add_generation_prompt=answer is None, **tokenizer.special_tokens_map)
+    return rendered[0]
+
+
+def main():
+    cases = []
+    for directory, name, template in CASES:
+        tokenizer = AutoTokenizer.from_pretrained(MODELS / directory)
+        prompt = render(template, tokenizer, None)
+        bos = tokenizer.bos_token
+        cases.append({"name": name, "directory": directory, "template": template, "prompt": prompt,
+                      "conversation": render(template, tokenizer, ANSWER),
+                      "prompt_starts_with_bos": bool(bos) and prompt.startswith(bos)})
+    out = {"versions": {"transformers": transformers.__version__, "jinja2": jinja2.__version__},
+           "question": QUESTION, "answer": ANSWER, "cases": cases}
+    path = MODELS / "llava_processor_templates.json"
+    path.write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n")
+    print(f"wrote {path} ({len(cases)} cases)")
+
+
+if __name__ == "__main__":
+    main()
