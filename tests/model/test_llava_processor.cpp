@@ -257,23 +257,29 @@ TEST_CASE("LlavaProcessor runs the directory's chat template as transformers ren
   std::ifstream in(vidlora::test::fixture_path("model/llava_processor_templates.json"));
   const nlohmann::json ref = nlohmann::json::parse(in);
   const std::string question = ref["question"], answer = ref["answer"];
-  REQUIRE(ref["cases"].size() >= 8);
+  REQUIRE(ref["cases"].size() >= 10);
   for (const auto& c : ref["cases"]) {
     const std::string name = c["name"], directory = c["directory"];
     INFO("case " << name << " over " << directory);
     const ProcessorCopy copy(directory);
     std::ofstream(copy.dir / "chat_template.jinja", std::ios::trunc) << c["template"].get<std::string>();
+    if (!c["tokenizer_config"].empty()) {  // the variables beyond the standard seven
+      std::ifstream config_in(copy.dir / "tokenizer_config.json");
+      nlohmann::json config = nlohmann::json::parse(config_in);
+      config_in.close();
+      config.update(c["tokenizer_config"]);
+      std::ofstream(copy.dir / "tokenizer_config.json", std::ios::trunc) << config.dump();
+    }
     const model::LlavaProcessor processor(copy.dir);
     const std::string prompt = c["prompt"], conversation = c["conversation"];
     CHECK(processor.prompt(question) == prompt);
-    // The answer the model learns follows the prompt as the template writes it.
     // The answer the model learns follows the prompt, after what the template writes between them where its
-    // conversation begins with the prompt (LLaVA-OneVision's does not: "assistant \n" there, "assistant\n" here).
+    // conversation begins with the prompt (chatml_role_space's does not: "assistant \n" there, "assistant\n" here).
     const std::size_t at = conversation.find(answer);
     REQUIRE(at != std::string::npos);
     CHECK(processor.chat_template().response_prefix ==
           (conversation.starts_with(prompt) ? conversation.substr(prompt.size(), at - prompt.size()) : ""));
-    CHECK(conversation.starts_with(prompt) == (name != "onevision"));
+    CHECK(conversation.starts_with(prompt) == (name != "chatml_role_space"));
     const std::string kind = name == "llava_hf" ? "llava_next_video"
                              : name == "chatml" ? "llava_qwen_chatml"
                                                 : "chat_template.jinja";
@@ -311,4 +317,82 @@ TEST_CASE("a ChatML template's own default system turn is the prompt's, and none
       "%}",
       "");
   CHECK(model::LlavaProcessor(copy.dir).prompt("Q").starts_with("<|im_start|>user\n"));
+}
+
+TEST_CASE("LlavaProcessor finds the chat template where transformers' processors find theirs",
+          "[model][llava][processor][chat]") {
+  using Catch::Contains;
+  const ProcessorCopy copy("llava_next_video_hf");
+  const auto write_json = [&](const std::string& file, const nlohmann::json& j) {
+    std::ofstream(copy.dir / file, std::ios::trunc) << j.dump();
+  };
+  const auto edit_json = [&](const std::string& file, const auto& edit) {
+    std::ifstream in(copy.dir / file);
+    nlohmann::json j = nlohmann::json::parse(in);
+    in.close();
+    edit(j);
+    write_json(file, j);
+  };
+  const std::string question = "{{ messages[0]['content'][1]['text'] }}";
+  const auto answers = "{% for m in messages[1:] %} {{ m['content'][0]['text'] }}{% endfor %}";
+  std::ofstream(copy.dir / "chat_template.jinja", std::ios::trunc) << "jinja <video>" << question << answers;
+  CHECK(model::LlavaProcessor(copy.dir).prompt("q") == "jinja <video>q");
+  write_json("chat_template.json", {{"chat_template", "json <video>" + question + answers}});
+  CHECK(model::LlavaProcessor(copy.dir).prompt("q") == "json <video>q");  // the legacy file first, as transformers
+  edit_json("processor_config.json",
+            [&](nlohmann::json& j) { j["chat_template"] = "config <video>" + question + answers; });
+  CHECK(model::LlavaProcessor(copy.dir).prompt("q") == "config <video>q");  // processor_config.json's before both
+  edit_json("processor_config.json", [&](nlohmann::json& j) {
+    j["chat_template"] = {{"default", "named <video>" + question + answers}, {"tools", "{{ 'tools' }}"}};
+  });
+  CHECK(model::LlavaProcessor(copy.dir).prompt("q") == "named <video>q");
+  edit_json("processor_config.json", [&](nlohmann::json& j) { j["chat_template"] = {{"tools", "{{ 'tools' }}"}}; });
+  CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir),
+                    Contains("processor_config.json") && Contains("no template \"default\""));
+  edit_json("processor_config.json", [&](nlohmann::json& j) { j.erase("chat_template"); });
+
+  // Named templates in additional_chat_templates/ beside the legacy file, or with no default: refused, as there.
+  std::filesystem::create_directories(copy.dir / "additional_chat_templates");
+  std::ofstream(copy.dir / "additional_chat_templates" / "tools.jinja") << "{{ 'tools' }}";
+  CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir),
+                    Contains("chat_template.json beside named templates in additional_chat_templates/"));
+  std::filesystem::remove(copy.dir / "chat_template.json");
+  CHECK(model::LlavaProcessor(copy.dir).prompt("q") == "jinja <video>q");
+  std::filesystem::remove(copy.dir / "chat_template.jinja");
+  CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("there is no chat_template.jinja"));
+  std::filesystem::remove_all(copy.dir / "additional_chat_templates");
+
+  // A processor without a template takes the tokenizer's (tokenizer.apply_chat_template's), else the fixed format.
+  edit_json("tokenizer_config.json",
+            [&](nlohmann::json& j) { j["chat_template"] = "tok <video>" + question + answers; });
+  CHECK(model::LlavaProcessor(copy.dir).prompt("q") == "tok <video>q");
+  edit_json("tokenizer_config.json", [&](nlohmann::json& j) { j.erase("chat_template"); });
+  CHECK(model::LlavaProcessor(copy.dir).prompt("q") == "USER: <video>\nq ASSISTANT:");
+}
+
+TEST_CASE("a prompt beginning with the BOS text is encoded without the tokenizer's own special tokens",
+          "[model][llava][processor][chat]") {
+  // The tokenizer adds BOS and EOS here (its post_processor); apply_chat_template(tokenize=True) adds neither to a
+  // prompt that begins with the BOS text, and both to one that does not.
+  const ProcessorCopy copy("llava_next_video_hf");
+  std::ifstream in(copy.dir / "tokenizer.json");
+  nlohmann::json tokenizer = nlohmann::json::parse(in);
+  in.close();
+  auto& post = tokenizer["post_processor"];
+  post["single"].push_back({{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}});
+  post["special_tokens"]["</s>"] = {{"id", "</s>"}, {"ids", {2}}, {"tokens", {"</s>"}}};
+  std::ofstream(copy.dir / "tokenizer.json", std::ios::trunc) << tokenizer.dump();
+  const std::string rest =
+      "USER: <video>\n{{ messages[0]['content'][1]['text'] }} ASSISTANT:{% for m in messages[1:] "
+      "%} {{ m['content'][0]['text'] }}{% endfor %}";
+  std::ofstream(copy.dir / "chat_template.jinja", std::ios::trunc) << "{{ bos_token }}" << rest;
+  const auto with_bos = model::LlavaProcessor(copy.dir).prompt_ids("q");
+  std::ofstream(copy.dir / "chat_template.jinja", std::ios::trunc) << rest;
+  const auto without = model::LlavaProcessor(copy.dir).prompt_ids("q");
+  CHECK(without.front() == 1);
+  CHECK(without.back() == 2);  // the tokenizer's EOS
+  REQUIRE(with_bos.size() > 2);
+  CHECK(with_bos.front() == 1);  // "<s>" in the text is the one BOS
+  CHECK(with_bos[1] != 1);
+  CHECK(with_bos.back() == without[without.size() - 2]);  // no EOS after the prompt's last token
 }

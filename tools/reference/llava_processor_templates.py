@@ -6,7 +6,8 @@ SentencePiece; llava_qwen_hf, Qwen2 + byte-level BPE), renders several chat temp
 processor.apply_chat_template does (transformers' render_jinja_template with the tokenizer's special_tokens_map):
 one user turn holding the video and then the question, with add_generation_prompt; and the same turn followed by
 the assistant's answer, without it. Writes tests/fixtures/model/llava_processor_templates.json: for each case the
-directory, the template, the prompt, the conversation with the answer, and whether the prompt begins with the
+directory, the edits made to a copy of its tokenizer_config.json, the template, the tokenizer's special_tokens_map
+(the template's variables), the prompt, the conversation with the answer, and whether the prompt begins with the
 BOS token's text (apply_chat_template(tokenize=True) then adds no second BOS).
 
 Needs only transformers and jinja2 (no torch): python3 -m venv /opt/jinjaenv && /opt/jinjaenv/bin/pip install transformers==5.24.0 jinja2==3.1.6
@@ -14,6 +15,8 @@ Run:  /opt/jinjaenv/bin/python -P tools/reference/llava_processor_templates.py
 """
 import json
 import pathlib
+import shutil
+import tempfile
 
 import jinja2
 import transformers
@@ -28,8 +31,9 @@ ANSWER = "a red circle moves left"
 LLAMA_TEMPLATE = (MODELS / "llava_next_video_hf/chat_template.jinja").read_text()
 QWEN_TEMPLATE = (MODELS / "llava_qwen_hf/chat_template.jinja").read_text()
 
-# LLaVA-OneVision's ChatML as llava-hf ships it: the role and a space, the placeholders, then "\n" and the text.
-ONEVISION = (
+# ChatML with the role and a space before the placeholders, then "\n" and the text (as transformers' LLaVA-OneVision
+# processor tests write it): its conversation with an answer does not begin with its generation prompt.
+ROLE_SPACE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}"
     "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
     "{{ '<image>' }}{% endfor %}"
@@ -50,6 +54,14 @@ TEXT_FIRST = (
     "{%- endfor -%}\n"
     "{%- if add_generation_prompt %}ASSISTANT:{% endif -%}\n"
 )
+# Variables from tokenizer_config.json beyond the standard seven: another "*_token" field and an
+# "extra_special_tokens" object (transformers' special_tokens_map holds them all).
+NAMED_TOKENS = {"boi_token": "<image>", "extra_special_tokens": {"video_token": "<video>"}}
+TOKEN_VARIABLES = (
+    "{{ boi_token }}{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}"
+    "{% if c['type'] == 'video' %}{{ video_token }}{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{{ eos_token if m['role'] == 'assistant' }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
+)
 CASES = [
     ("llava_next_video_hf", "llava_hf", LLAMA_TEMPLATE),
     ("llava_next_video_hf", "llava_hf_system_prefix", "{{ 'A chat between two. ' }}" + LLAMA_TEMPLATE),
@@ -58,7 +70,9 @@ CASES = [
     ("llava_qwen_hf", "chatml", QWEN_TEMPLATE),
     ("llava_qwen_hf", "chatml_own_system", QWEN_TEMPLATE.replace("You are a helpful assistant.", "Answer in Korean.")),
     ("llava_qwen_hf", "chatml_no_system", QWEN_TEMPLATE[QWEN_TEMPLATE.index("{% endif %}") + len("{% endif %}"):]),
-    ("llava_qwen_hf", "onevision", ONEVISION),
+    ("llava_qwen_hf", "chatml_role_space", ROLE_SPACE),
+    ("llava_next_video_hf", "token_variables", TOKEN_VARIABLES, NAMED_TOKENS),
+    ("llava_qwen_hf", "token_variables", TOKEN_VARIABLES, NAMED_TOKENS),
 ]
 
 
@@ -77,11 +91,19 @@ def render(template, tokenizer, answer):
 
 def main():
     cases = []
-    for directory, name, template in CASES:
-        tokenizer = AutoTokenizer.from_pretrained(MODELS / directory)
+    for directory, name, template, *edits in CASES:
+        config_edits = edits[0] if edits else {}
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = pathlib.Path(tmp) / directory
+            shutil.copytree(MODELS / directory, copy, ignore=shutil.ignore_patterns("*.safetensors"))
+            config = json.loads((copy / "tokenizer_config.json").read_text())
+            config.update(config_edits)
+            (copy / "tokenizer_config.json").write_text(json.dumps(config))
+            tokenizer = AutoTokenizer.from_pretrained(copy)
         prompt = render(template, tokenizer, None)
         bos = tokenizer.bos_token
-        cases.append({"name": name, "directory": directory, "template": template, "prompt": prompt,
+        cases.append({"name": name, "directory": directory, "tokenizer_config": config_edits, "template": template,
+                      "special_tokens_map": tokenizer.special_tokens_map, "prompt": prompt,
                       "conversation": render(template, tokenizer, ANSWER),
                       "prompt_starts_with_bos": bool(bos) and prompt.startswith(bos)})
     out = {"versions": {"transformers": transformers.__version__, "jinja2": jinja2.__version__},

@@ -69,10 +69,16 @@ inline nlohmann::json read_processor_json(const std::filesystem::path& path) {
   }
 }
 
-// A "chat_template" field: a string, or a list of {"name", "template"} of which transformers takes "default".
+// A "chat_template" field: a string, or named templates ({name: template}, or a list of {"name", "template"} as
+// tokenizer_config.json writes them) of which transformers takes "default".
 inline std::string chat_template_text(const nlohmann::json& field, const std::filesystem::path& file) {
   if (field.is_string()) return field.get<std::string>();
-  require(field.is_array(), "{}: \"chat_template\" is neither a string nor a list of named templates", file.string());
+  if (field.is_object()) {  // {name: template}, as a processor holds several
+    require(field.contains("default") && field["default"].is_string(),
+            "{}: \"chat_template\" names no template \"default\" (the one transformers uses)", file.string());
+    return field["default"].get<std::string>();
+  }
+  require(field.is_array(), "{}: \"chat_template\" is neither a string nor named templates", file.string());
   for (const auto& entry : field) {
     require(entry.is_object() && entry.contains("name") && entry["name"].is_string() && entry.contains("template") &&
                 entry["template"].is_string(),
@@ -82,29 +88,23 @@ inline std::string chat_template_text(const nlohmann::json& field, const std::fi
   fail("{}: \"chat_template\" lists no template named \"default\" (the one transformers uses)", file.string());
 }
 
-// The special-token variables transformers passes a chat template (the tokenizer's special_tokens_map: bos_token,
-// eos_token, unk_token, sep_token, pad_token, cls_token, mask_token), from tokenizer_config.json's fields (a string
-// or {"content": …}). A template that reads one the directory does not name is an error naming it: transformers
-// could fill it from the tokenizer class's defaults, vidlora would print nothing.
+// The variables transformers passes a chat template beside the messages: the tokenizer's special_tokens_map, the
+// tokens tokenizer_config.json names by key (bos_token, eos_token, …, other "*_token" fields and an
+// "extra_special_tokens" object's entries: detail::config_special_tokens). A template that reads one of the standard
+// seven the directory does not name is an error naming it: transformers could fill it from the tokenizer class's
+// defaults, vidlora would print nothing.
 inline std::vector<std::pair<std::string, std::string>> template_special_tokens(const std::filesystem::path& dir,
                                                                                 std::string_view template_text,
                                                                                 const std::filesystem::path& from) {
+  const auto path = dir / "tokenizer_config.json";
   nlohmann::json config;
-  if (std::filesystem::is_regular_file(dir / "tokenizer_config.json"))
-    config = read_processor_json(dir / "tokenizer_config.json");
-  std::vector<std::pair<std::string, std::string>> out;
-  for (const char* name :
-       {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
-    const nlohmann::json* v = config.is_object() && config.contains(name) ? &config[name] : nullptr;
-    if (v && v->is_object() && v->contains("content")) v = &(*v)["content"];
-    if (v && v->is_string()) {
-      out.emplace_back(name, v->get<std::string>());
-      continue;
-    }
-    require(template_text.find(name) == std::string_view::npos,
-            "{}: the chat template reads {}, which tokenizer_config.json does not name", from.string(), name);
-  }
-  return out;
+  if (std::filesystem::is_regular_file(path)) config = read_processor_json(path);
+  auto named = config_special_tokens(&config, path.string()).by_key;
+  for (const char* key : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"})
+    require(template_text.find(key) == std::string_view::npos ||
+                std::any_of(named.begin(), named.end(), [&](const auto& e) { return e.first == key; }),
+            "{}: the chat template reads {}, which tokenizer_config.json does not name", from.string(), key);
+  return named;
 }
 
 // size / crop_size: {"shortest_edge": n}, {"height": h, "width": w} or a plain n.
@@ -298,13 +298,14 @@ class LlavaProcessor {
   }
 
   // The prompt's ids with one placeholder token (what LlavaModel::splice and the trainer take).
-  // A prompt that begins with the BOS token's text gets no second BOS, as apply_chat_template(tokenize=True).
+  // A prompt that begins with the BOS token's text gets no other special tokens (no second BOS), as
+  // apply_chat_template(tokenize=True).
   std::vector<int> prompt_ids(std::string_view question) const {
     const std::string text = prompt(question);
     return std::visit(
         [&](const auto& t) {
           const auto bos = t.bos_id();
-          if (bos && text.starts_with(t.id_to_token(*bos))) return t.encode(text, EncodeOptions{false, std::nullopt});
+          if (bos && text.starts_with(t.id_to_token(*bos))) return t.encode(text, EncodeOptions{false, false});
           return t.encode(text);
         },
         tokenizer_);
@@ -402,26 +403,46 @@ class LlavaProcessor {
               j["vision_feature_select_strategy"].dump());
   }
 
-  // The chat template: the directory's (chat_template.jinja, else the "chat_template" of chat_template.json,
-  // processor_config.json or tokenizer_config.json: a string, or a list of {name, template} of which the one named
-  // "default" is taken, as transformers does), else the tokenizer kind's fixed format. A directory's template is run
-  // (jinja::Template) for every prompt; here it is parsed and rendered once with stand-ins, to fail early on what
-  // the processor cannot use and to name the format.
+  // The chat template, found as transformers' processors find theirs: processor_config.json's "chat_template", else
+  // the legacy chat_template.json's, else chat_template.jinja (named templates in additional_chat_templates/ beside
+  // chat_template.json, or without chat_template.jinja to be the default, are errors, as there); a directory whose
+  // processor has none uses its tokenizer's (tokenizer_config.json: what tokenizer.apply_chat_template renders),
+  // else the tokenizer kind's fixed format. A "chat_template" field is a string or named templates, of which
+  // "default" is taken. The template is run (jinja::Template) for every prompt; here it is parsed and rendered once
+  // with stand-ins, to fail early on what the processor cannot use and to name the format.
   ChatTemplate read_chat_template(const std::filesystem::path& dir) {
     std::string text;
     std::filesystem::path from;
-    if (std::filesystem::is_regular_file(dir / "chat_template.jinja")) {
-      std::ifstream in(dir / "chat_template.jinja");
-      text.assign(std::istreambuf_iterator<char>(in), {});
-      from = dir / "chat_template.jinja";
-    } else {
-      for (const char* name : {"chat_template.json", "processor_config.json", "tokenizer_config.json"}) {
-        if (!std::filesystem::is_regular_file(dir / name)) continue;
-        const auto j = detail::read_processor_json(dir / name);
-        if (!j.contains("chat_template") || j["chat_template"].is_null()) continue;
-        from = dir / name;
-        text = detail::chat_template_text(j["chat_template"], from);
-        break;
+    const auto field = [&](const std::filesystem::path& file) -> bool {
+      if (!std::filesystem::is_regular_file(file)) return false;
+      const auto j = detail::read_processor_json(file);
+      if (!j.is_object() || !j.contains("chat_template") || j["chat_template"].is_null()) return false;
+      text = detail::chat_template_text(j["chat_template"], file);
+      from = file;
+      return true;
+    };
+    const auto named_dir = dir / "additional_chat_templates";
+    bool named = false;
+    if (std::filesystem::is_directory(named_dir))
+      for (const auto& e : std::filesystem::directory_iterator(named_dir))
+        named = named || e.path().extension() == ".jinja";
+    require(!named || !std::filesystem::is_regular_file(dir / "chat_template.json"),
+            "{}: chat_template.json beside named templates in additional_chat_templates/ (transformers refuses the "
+            "combination: replace chat_template.json with chat_template.jinja)",
+            dir.string());
+    if (!field(dir / "processor_config.json")) {
+      if (std::filesystem::is_regular_file(dir / "chat_template.json")) {
+        require(field(dir / "chat_template.json"), "{}: no \"chat_template\"", (dir / "chat_template.json").string());
+      } else if (std::filesystem::is_regular_file(dir / "chat_template.jinja")) {
+        std::ifstream in(dir / "chat_template.jinja");
+        text.assign(std::istreambuf_iterator<char>(in), {});
+        from = dir / "chat_template.jinja";
+      } else {
+        require(!named,
+                "{}: additional_chat_templates/ holds named chat templates but there is no chat_template.jinja, the "
+                "default one transformers uses",
+                dir.string());
+        field(dir / "tokenizer_config.json");
       }
     }
     ChatTemplate chat =
@@ -455,8 +476,8 @@ class LlavaProcessor {
     require(count(prompt, question) == 1, "{}: the chat template prints the question {} times (the prompt: \"{}\")",
             from.string(), count(prompt, question), prompt);
     // The answer follows the generation prompt, after what the template prints between them when its conversation
-    // begins with that prompt; else directly (LLaVA-OneVision's writes "<|im_start|>assistant \n" before an answer
-    // but "<|im_start|>assistant\n" as the generation prompt: the model learns what it is given at inference).
+    // begins with that prompt; else directly (a template writing "<|im_start|>assistant \n" before an answer but
+    // "<|im_start|>assistant\n" as the generation prompt: the model learns what it is given at inference).
     const std::size_t at = conversation.find(answer);
     require(at != std::string::npos, "{}: the chat template does not print the assistant's answer (\"{}\")",
             from.string(), conversation);

@@ -130,6 +130,9 @@ inline bool config_flag(const nlohmann::json* config, const char* key, bool fall
 // {"content": …}; a null field names nothing.
 struct ConfigSpecialTokens {
   std::vector<std::string> named, listed;
+  // transformers' special_tokens_map (what a chat template sees as variables): each named token by its key, the
+  // standard fields first, an "extra_special_tokens" object's entry replacing a top-level field of the same key.
+  std::vector<std::pair<std::string, std::string>> by_key;
 };
 
 inline ConfigSpecialTokens config_special_tokens(const nlohmann::json* config, const std::string& from) {
@@ -143,17 +146,25 @@ inline ConfigSpecialTokens config_special_tokens(const nlohmann::json* config, c
   const auto add = [](std::vector<std::string>& to, std::string token) {
     if (std::find(to.begin(), to.end(), token) == to.end()) to.push_back(std::move(token));
   };
+  const auto name = [&](const std::string& key, std::string token) {
+    const auto it = std::find_if(out.by_key.begin(), out.by_key.end(), [&](const auto& e) { return e.first == key; });
+    if (it != out.by_key.end())
+      it->second = token;
+    else
+      out.by_key.emplace_back(key, token);
+    add(out.named, std::move(token));
+  };
   static constexpr std::string_view kStandard[] = {"bos_token", "eos_token", "unk_token", "sep_token",
                                                    "pad_token", "cls_token", "mask_token"};
   for (const std::string_view standard : kStandard) {
     const std::string key(standard);
-    if (config->contains(key) && !(*config)[key].is_null()) add(out.named, token_of(key, (*config)[key]));
+    if (config->contains(key) && !(*config)[key].is_null()) name(key, token_of(key, (*config)[key]));
   }
   for (const auto& [key, value] : config->items()) {
     const bool standard = std::find(std::begin(kStandard), std::end(kStandard), key) != std::end(kStandard);
     const bool token_field =
         key.ends_with("_token") && (value.is_string() || (value.is_object() && value.contains("content")));
-    if (!standard && token_field) add(out.named, token_of(key, value));
+    if (!standard && token_field) name(key, token_of(key, value));
   }
   const auto field = [&](const char* key) { return config->contains(key) ? (*config)[key] : nlohmann::json(); };
   const nlohmann::json extra = field("extra_special_tokens"), additional = field("additional_special_tokens");
@@ -162,7 +173,7 @@ inline ConfigSpecialTokens config_special_tokens(const nlohmann::json* config, c
   require(additional.is_null() || additional.is_array(),
           "tokenizer file '{}': \"additional_special_tokens\" {} is not a list", from, additional.dump());
   if (extra.is_object())
-    for (const auto& [key, value] : extra.items()) add(out.named, token_of("extra_special_tokens", value));
+    for (const auto& [key, value] : extra.items()) name(key, token_of("extra_special_tokens", value));
   const nlohmann::json& list = extra.is_array() && !extra.empty() ? extra : additional;
   const char* list_key = extra.is_array() && !extra.empty() ? "extra_special_tokens" : "additional_special_tokens";
   if (list.is_array())

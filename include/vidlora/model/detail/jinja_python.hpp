@@ -4,24 +4,18 @@
 // json.dumps as transformers' tojson calls it. Internal to vidlora::model::jinja; include <vidlora/model.hpp>.
 
 #include <algorithm>
-#include <array>
-#include <cctype>
 #include <charconv>
 #include <cmath>
-#include <concepts>
 #include <cstdint>
 #include <initializer_list>
-#include <limits>
-#include <map>
-#include <memory>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include <vidlora/core/error.hpp>
+#include <vidlora/model/detail/unicode.hpp>
 #include <vidlora/model/jinja_value.hpp>
 
 namespace vidlora::model::jinja::detail {
@@ -37,18 +31,12 @@ template <class... Args>
 
 // ---- UTF-8 and Python character classes --------------------------------------------------------------------
 
+// One code point of well-formed UTF-8 at s[i] (model::detail::decode_utf8), advancing i past it.
 inline char32_t next_code_point(std::string_view s, std::size_t& i) {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char b0 = byte(i);
-  const int extra = b0 < 0x80 ? 0 : (b0 >> 5) == 6 ? 1 : (b0 >> 4) == 14 ? 2 : (b0 >> 3) == 30 ? 3 : -1;
-  if (extra < 0 || i + static_cast<std::size_t>(extra) >= s.size() + (extra == 0 ? 1 : 0))
-    raise("invalid UTF-8 in template text or value");
-  char32_t cp = extra == 0 ? b0 : b0 & (0x3F >> extra);
-  for (int k = 1; k <= extra; ++k) {
-    if ((byte(i + k) & 0xC0) != 0x80) raise("invalid UTF-8 in template text or value");
-    cp = (cp << 6) | (byte(i + k) & 0x3F);
-  }
-  i += static_cast<std::size_t>(extra) + 1;
+  char32_t cp = 0;
+  const std::size_t n = model::detail::decode_utf8(s, i, cp);
+  if (n == 0) raise("invalid UTF-8 in template text or value");
+  i += n;
   return cp;
 }
 inline std::u32string decode(std::string_view s) {
@@ -56,23 +44,7 @@ inline std::u32string decode(std::string_view s) {
   for (std::size_t i = 0; i < s.size();) out.push_back(next_code_point(s, i));
   return out;
 }
-inline void append_utf8(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
+using model::detail::append_utf8;
 inline std::string encode(std::u32string_view cps) {
   std::string out;
   for (char32_t c : cps) append_utf8(out, c);

@@ -3,25 +3,23 @@
 // jinja2's scoping. Internal to vidlora::model::jinja; include <vidlora/model.hpp>.
 
 #include <algorithm>
-#include <array>
 #include <cctype>
 #include <charconv>
 #include <cmath>
-#include <concepts>
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
 #include <map>
-#include <memory>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include <vidlora/core/error.hpp>
+#include <vidlora/model/detail/jinja_python.hpp>
 #include <vidlora/model/detail/jinja_syntax.hpp>
+#include <vidlora/model/jinja_value.hpp>
 
 namespace vidlora::model::jinja::detail {
 

@@ -3,18 +3,11 @@
 // parser (jinja2's precedence). Internal to vidlora::model::jinja; include <vidlora/model.hpp>.
 
 #include <algorithm>
-#include <array>
 #include <cctype>
 #include <charconv>
-#include <cmath>
-#include <concepts>
 #include <cstdint>
 #include <initializer_list>
-#include <limits>
-#include <map>
 #include <memory>
-#include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
