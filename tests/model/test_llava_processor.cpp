@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -270,6 +271,12 @@ TEST_CASE("LlavaProcessor runs the directory's chat template as transformers ren
       config.update(c["tokenizer_config"]);
       std::ofstream(copy.dir / "tokenizer_config.json", std::ios::trunc) << config.dump();
     }
+    // The template's variables: transformers' special_tokens_map.
+    std::ifstream config_in(copy.dir / "tokenizer_config.json");
+    const nlohmann::json config = nlohmann::json::parse(config_in);
+    const auto by_key = model::detail::config_special_tokens(&config, "tokenizer_config.json").by_key;
+    CHECK(std::map<std::string, std::string>(by_key.begin(), by_key.end()) ==
+          c["special_tokens_map"].get<std::map<std::string, std::string>>());
     const model::LlavaProcessor processor(copy.dir);
     const std::string prompt = c["prompt"], conversation = c["conversation"];
     CHECK(processor.prompt(question) == prompt);
@@ -286,6 +293,7 @@ TEST_CASE("LlavaProcessor runs the directory's chat template as transformers ren
     CHECK(processor.chat_template().name == kind);
     // A prompt that begins with the BOS text gets no second BOS (apply_chat_template(tokenize=True)).
     const auto ids = processor.prompt_ids(question);
+    CHECK(ids == c["prompt_ids"].get<std::vector<int>>());
     const auto bos = std::visit([](const auto& t) { return t.bos_id(); }, processor.tokenizer());
     REQUIRE(ids.size() > 2);
     if (bos) {
@@ -349,7 +357,18 @@ TEST_CASE("LlavaProcessor finds the chat template where transformers' processors
   edit_json("processor_config.json", [&](nlohmann::json& j) { j["chat_template"] = {{"tools", "{{ 'tools' }}"}}; });
   CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir),
                     Contains("processor_config.json") && Contains("no template \"default\""));
+  edit_json("processor_config.json", [&](nlohmann::json& j) { j["chat_template"] = nullptr; });
+  CHECK(model::LlavaProcessor(copy.dir).prompt("q") == "json <video>q");  // a null field names none
+  edit_json("processor_config.json", [&](nlohmann::json& j) {
+    j["chat_template"] = {{{"name", "default"}, {"template", "list <video>" + question + answers}}};
+  });
+  CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir),
+                    Contains("processor_config.json") && Contains("only in tokenizer_config.json"));
   edit_json("processor_config.json", [&](nlohmann::json& j) { j.erase("chat_template"); });
+  write_json("chat_template.json", {{"template", "no field"}});
+  CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir),
+                    Contains("chat_template.json") && Contains("no \"chat_template\""));
+  write_json("chat_template.json", {{"chat_template", "json <video>" + question + answers}});
 
   // Named templates in additional_chat_templates/ beside the legacy file, or with no default: refused, as there.
   std::filesystem::create_directories(copy.dir / "additional_chat_templates");
@@ -359,10 +378,12 @@ TEST_CASE("LlavaProcessor finds the chat template where transformers' processors
   std::filesystem::remove(copy.dir / "chat_template.json");
   CHECK(model::LlavaProcessor(copy.dir).prompt("q") == "jinja <video>q");
   std::filesystem::remove(copy.dir / "chat_template.jinja");
-  CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("there is no chat_template.jinja"));
+  CHECK_THROWS_WITH(model::LlavaProcessor(copy.dir), Contains("none is the default"));
+  std::ofstream(copy.dir / "additional_chat_templates" / "default.jinja") << "default <video>" << question << answers;
+  CHECK(model::LlavaProcessor(copy.dir).prompt("q") == "default <video>q");
   std::filesystem::remove_all(copy.dir / "additional_chat_templates");
 
-  // A processor without a template takes the tokenizer's (tokenizer.apply_chat_template's), else the fixed format.
+  // A processor without a template (transformers' raises) takes the tokenizer's, else the fixed format.
   edit_json("tokenizer_config.json",
             [&](nlohmann::json& j) { j["chat_template"] = "tok <video>" + question + answers; });
   CHECK(model::LlavaProcessor(copy.dir).prompt("q") == "tok <video>q");

@@ -7,8 +7,9 @@ processor.apply_chat_template does (transformers' render_jinja_template with the
 one user turn holding the video and then the question, with add_generation_prompt; and the same turn followed by
 the assistant's answer, without it. Writes tests/fixtures/model/llava_processor_templates.json: for each case the
 directory, the edits made to a copy of its tokenizer_config.json, the template, the tokenizer's special_tokens_map
-(the template's variables), the prompt, the conversation with the answer, and whether the prompt begins with the
-BOS token's text (apply_chat_template(tokenize=True) then adds no second BOS).
+(the template's variables), the prompt, the conversation with the answer, whether the prompt begins with the BOS token's
+text, and the prompt's ids as processor.apply_chat_template(tokenize=True) tokenises it (no special tokens added to a
+prompt that begins with the BOS text).
 
 Needs only transformers and jinja2 (no torch): python3 -m venv /opt/jinjaenv && /opt/jinjaenv/bin/pip install transformers==5.24.0 jinja2==3.1.6
 Run:  /opt/jinjaenv/bin/python -P tools/reference/llava_processor_templates.py
@@ -100,12 +101,15 @@ def main():
             config.update(config_edits)
             (copy / "tokenizer_config.json").write_text(json.dumps(config))
             tokenizer = AutoTokenizer.from_pretrained(copy)
-        prompt = render(template, tokenizer, None)
-        bos = tokenizer.bos_token
+            prompt = render(template, tokenizer, None)
+            bos = tokenizer.bos_token
+            starts_with_bos = bool(bos) and prompt.startswith(bos)
+            # processor.apply_chat_template(tokenize=True) tokenises the prompt so (before expanding the video token)
+            prompt_ids = tokenizer(prompt, add_special_tokens=not starts_with_bos)["input_ids"]
         cases.append({"name": name, "directory": directory, "tokenizer_config": config_edits, "template": template,
                       "special_tokens_map": tokenizer.special_tokens_map, "prompt": prompt,
                       "conversation": render(template, tokenizer, ANSWER),
-                      "prompt_starts_with_bos": bool(bos) and prompt.startswith(bos)})
+                      "prompt_starts_with_bos": starts_with_bos, "prompt_ids": prompt_ids})
     out = {"versions": {"transformers": transformers.__version__, "jinja2": jinja2.__version__},
            "question": QUESTION, "answer": ANSWER, "cases": cases}
     path = MODELS / "llava_processor_templates.json"

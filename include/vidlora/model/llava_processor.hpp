@@ -69,16 +69,20 @@ inline nlohmann::json read_processor_json(const std::filesystem::path& path) {
   }
 }
 
-// A "chat_template" field: a string, or named templates ({name: template}, or a list of {"name", "template"} as
-// tokenizer_config.json writes them) of which transformers takes "default".
+// A "chat_template" field: a string, or named templates ({name: template}, or in tokenizer_config.json a list of
+// {"name", "template"}) of which transformers takes "default".
 inline std::string chat_template_text(const nlohmann::json& field, const std::filesystem::path& file) {
+  const bool list_allowed = file.filename() == "tokenizer_config.json";
   if (field.is_string()) return field.get<std::string>();
   if (field.is_object()) {  // {name: template}, as a processor holds several
     require(field.contains("default") && field["default"].is_string(),
             "{}: \"chat_template\" names no template \"default\" (the one transformers uses)", file.string());
     return field["default"].get<std::string>();
   }
-  require(field.is_array(), "{}: \"chat_template\" is neither a string nor named templates", file.string());
+  require(field.is_array() && list_allowed,
+          "{}: \"chat_template\" is neither a string nor named templates ({{name: template}}; a list of {{\"name\", "
+          "\"template\"}} only in tokenizer_config.json, as transformers reads them)",
+          file.string());
   for (const auto& entry : field) {
     require(entry.is_object() && entry.contains("name") && entry["name"].is_string() && entry.contains("template") &&
                 entry["template"].is_string(),
@@ -304,8 +308,15 @@ class LlavaProcessor {
     const std::string text = prompt(question);
     return std::visit(
         [&](const auto& t) {
-          const auto bos = t.bos_id();
-          if (bos && text.starts_with(t.id_to_token(*bos))) return t.encode(text, EncodeOptions{false, false});
+          if (template_) {  // transformers compares tokenizer.bos_token: tokenizer_config.json's, else the model's
+            const auto named = std::find_if(template_tokens_.begin(), template_tokens_.end(),
+                                            [](const auto& e) { return e.first == "bos_token"; });
+            const auto bos = t.bos_id();
+            const std::string bos_text = named != template_tokens_.end() ? named->second
+                                         : bos                           ? std::string(t.id_to_token(*bos))
+                                                                         : std::string();
+            if (!bos_text.empty() && text.starts_with(bos_text)) return t.encode(text, EncodeOptions{false, false});
+          }
           return t.encode(text);
         },
         tokenizer_);
@@ -404,12 +415,13 @@ class LlavaProcessor {
   }
 
   // The chat template, found as transformers' processors find theirs: processor_config.json's "chat_template", else
-  // the legacy chat_template.json's, else chat_template.jinja (named templates in additional_chat_templates/ beside
-  // chat_template.json, or without chat_template.jinja to be the default, are errors, as there); a directory whose
-  // processor has none uses its tokenizer's (tokenizer_config.json: what tokenizer.apply_chat_template renders),
-  // else the tokenizer kind's fixed format. A "chat_template" field is a string or named templates, of which
-  // "default" is taken. The template is run (jinja::Template) for every prompt; here it is parsed and rendered once
-  // with stand-ins, to fail early on what the processor cannot use and to name the format.
+  // the legacy chat_template.json's, else chat_template.jinja, else additional_chat_templates/default.jinja (named
+  // templates there beside chat_template.json, or none of them the default, are errors, as there; a chat_template.json
+  // without the field is one even when processor_config.json has a template). Where the processor has none,
+  // transformers' processor.apply_chat_template raises; vidlora renders the tokenizer's (tokenizer_config.json, what
+  // tokenizer.apply_chat_template would), else the tokenizer kind's fixed format. The template is run
+  // (jinja::Template) for every prompt; here it is parsed and rendered once with stand-ins, to fail early on what the
+  // processor cannot use and to name the format.
   ChatTemplate read_chat_template(const std::filesystem::path& dir) {
     std::string text;
     std::filesystem::path from;
@@ -421,29 +433,40 @@ class LlavaProcessor {
       from = file;
       return true;
     };
+    const auto read_file = [&](const std::filesystem::path& file) {
+      std::ifstream in(file);
+      text.assign(std::istreambuf_iterator<char>(in), {});
+      from = file;
+    };
     const auto named_dir = dir / "additional_chat_templates";
     bool named = false;
     if (std::filesystem::is_directory(named_dir))
       for (const auto& e : std::filesystem::directory_iterator(named_dir))
-        named = named || e.path().extension() == ".jinja";
-    require(!named || !std::filesystem::is_regular_file(dir / "chat_template.json"),
+        named = named || (e.path().extension() == ".jinja" && e.is_regular_file());
+    const auto legacy = dir / "chat_template.json";
+    const bool has_legacy = std::filesystem::is_regular_file(legacy);
+    require(!named || !has_legacy,
             "{}: chat_template.json beside named templates in additional_chat_templates/ (transformers refuses the "
             "combination: replace chat_template.json with chat_template.jinja)",
             dir.string());
+    if (has_legacy) {  // read whenever present, as transformers does
+      const auto j = detail::read_processor_json(legacy);
+      require(j.is_object() && j.contains("chat_template"), "{}: no \"chat_template\"", legacy.string());
+    }
     if (!field(dir / "processor_config.json")) {
-      if (std::filesystem::is_regular_file(dir / "chat_template.json")) {
-        require(field(dir / "chat_template.json"), "{}: no \"chat_template\"", (dir / "chat_template.json").string());
+      if (has_legacy) {
+        field(legacy);  // the .jinja files are not read beside it
       } else if (std::filesystem::is_regular_file(dir / "chat_template.jinja")) {
-        std::ifstream in(dir / "chat_template.jinja");
-        text.assign(std::istreambuf_iterator<char>(in), {});
-        from = dir / "chat_template.jinja";
+        read_file(dir / "chat_template.jinja");
+      } else if (std::filesystem::is_regular_file(named_dir / "default.jinja")) {
+        read_file(named_dir / "default.jinja");
       } else {
         require(!named,
-                "{}: additional_chat_templates/ holds named chat templates but there is no chat_template.jinja, the "
-                "default one transformers uses",
+                "{}: additional_chat_templates/ holds named chat templates but none is the default (no "
+                "chat_template.jinja, no default.jinja), which transformers needs",
                 dir.string());
-        field(dir / "tokenizer_config.json");
       }
+      if (from.empty()) field(dir / "tokenizer_config.json");
     }
     ChatTemplate chat =
         std::holds_alternative<ByteLevelBpeTokenizer>(tokenizer_) ? kLlavaQwenChatMlTemplate : kLlavaNextVideoTemplate;
