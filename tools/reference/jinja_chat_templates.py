@@ -312,179 +312,17 @@ def read_template(relative):
     return (ROOT / relative).read_text(encoding="utf-8")
 
 
-# Chat templates. (a) and (b) are the repository's fixture files; (c)-(f) are written from the published templates.
+# Chat templates: the repository's two fixture directories' (the processor tests'), and five as the Hub ships them
+# (tests/fixtures/model/hub_chat_templates/, whose README says where each text was taken from).
+HUB = "tests/fixtures/model/hub_chat_templates/"
 CHAT_TEMPLATES = {
     "llava_next_video_hf": read_template("tests/fixtures/model/llava_next_video_hf/chat_template.jinja"),
     "llava_qwen_hf": read_template("tests/fixtures/model/llava_qwen_hf/chat_template.jinja"),
-    "qwen2_vl": (
-        "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-        "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-        "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-        "{% else %}{% for content in message['content'] %}"
-        "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-        "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: "
-        "{% endif %}<|vision_start|><|image_pad|><|vision_end|>"
-        "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
-        "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
-        "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}\n"
-    ),
-    "qwen2_5_tools": """{%- if tools %}
-    {{- '<|im_start|>system\\n' }}
-    {%- if messages[0]['role'] == 'system' %}
-        {{- messages[0]['content'] }}
-    {%- else %}
-        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}
-    {%- endif %}
-    {{- "\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}
-    {%- for tool in tools %}
-        {{- "\\n" }}
-        {{- tool | tojson }}
-    {%- endfor %}
-    {{- "\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}
-{%- else %}
-    {%- if messages[0]['role'] == 'system' %}
-        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}
-    {%- else %}
-        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}
-    {%- endif %}
-{%- endif %}
-{%- for message in messages %}
-    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
-        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}
-    {%- elif message.role == "assistant" %}
-        {{- '<|im_start|>' + message.role }}
-        {%- if message.content %}
-            {{- '\\n' + message.content }}
-        {%- endif %}
-        {%- for tool_call in message.tool_calls %}
-            {%- if tool_call.function is defined %}
-                {%- set tool_call = tool_call.function %}
-            {%- endif %}
-            {{- '\\n<tool_call>\\n{"name": "' }}
-            {{- tool_call.name }}
-            {{- '", "arguments": ' }}
-            {{- tool_call.arguments | tojson }}
-            {{- '}\\n</tool_call>' }}
-        {%- endfor %}
-        {{- '<|im_end|>\\n' }}
-    {%- elif message.role == "tool" %}
-        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
-            {{- '<|im_start|>user' }}
-        {%- endif %}
-        {{- '\\n<tool_response>\\n' }}
-        {{- message.content }}
-        {{- '\\n</tool_response>' }}
-        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
-            {{- '<|im_end|>\\n' }}
-        {%- endif %}
-    {%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-    {{- '<|im_start|>assistant\\n' }}
-{%- endif %}
-""",
-    "qwen3_reverse_loop": """{%- if tools %}
-    {{- '<|im_start|>system\\n' }}
-    {%- if messages[0].role == 'system' %}
-        {{- messages[0].content + '\\n\\n' }}
-    {%- endif %}
-    {{- "# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}
-    {%- for tool in tools %}
-        {{- "\\n" }}
-        {{- tool | tojson }}
-    {%- endfor %}
-    {{- "\\n</tools><|im_end|>\\n" }}
-{%- else %}
-    {%- if messages[0].role == 'system' %}
-        {{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}
-    {%- endif %}
-{%- endif %}
-{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
-{%- for message in messages[::-1] %}
-    {%- set index = (messages|length - 1) - loop.index0 %}
-    {%- if ns.multi_step_tool and message.role == "user" and message.content is string and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}
-        {%- set ns.multi_step_tool = false %}
-        {%- set ns.last_query_index = index %}
-    {%- endif %}
-{%- endfor %}
-{%- for message in messages %}
-    {%- if message.content is string %}
-        {%- set content = message.content %}
-    {%- else %}
-        {%- set content = '' %}
-    {%- endif %}
-    {%- if (message.role == "user") or (message.role == "system" and not loop.first) %}
-        {{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>' + '\\n' }}
-    {%- elif message.role == "assistant" %}
-        {%- set reasoning_content = '' %}
-        {%- if message.reasoning_content is string %}
-            {%- set reasoning_content = message.reasoning_content %}
-        {%- else %}
-            {%- if '</think>' in content %}
-                {%- set reasoning_content = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}
-                {%- set content = content.split('</think>')[-1].lstrip('\\n') %}
-            {%- endif %}
-        {%- endif %}
-        {%- if loop.index0 > ns.last_query_index %}
-            {%- if loop.last or (not loop.last and reasoning_content) %}
-                {{- '<|im_start|>' + message.role + '\\n<think>\\n' + reasoning_content.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}
-            {%- else %}
-                {{- '<|im_start|>' + message.role + '\\n' + content }}
-            {%- endif %}
-        {%- else %}
-            {{- '<|im_start|>' + message.role + '\\n' + content }}
-        {%- endif %}
-        {%- if message.tool_calls %}
-            {%- for tool_call in message.tool_calls %}
-                {%- if (loop.first and content) or (not loop.first) %}
-                    {{- '\\n' }}
-                {%- endif %}
-                {%- if tool_call.function %}
-                    {%- set tool_call = tool_call.function %}
-                {%- endif %}
-                {{- '<tool_call>\\n{"name": "' }}
-                {{- tool_call.name }}
-                {{- '", "arguments": ' }}
-                {%- if tool_call.arguments is string %}
-                    {{- tool_call.arguments }}
-                {%- else %}
-                    {{- tool_call.arguments | tojson }}
-                {%- endif %}
-                {{- '}\\n</tool_call>' }}
-            {%- endfor %}
-        {%- endif %}
-        {{- '<|im_end|>\\n' }}
-    {%- elif message.role == "tool" %}
-        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
-            {{- '<|im_start|>user' }}
-        {%- endif %}
-        {{- '\\n<tool_response>\\n' }}
-        {{- content }}
-        {{- '\\n</tool_response>' }}
-        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
-            {{- '<|im_end|>\\n' }}
-        {%- endif %}
-    {%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-    {{- '<|im_start|>assistant\\n' }}
-    {%- if enable_thinking is defined and enable_thinking is false %}
-        {{- '<think>\\n\\n</think>\\n\\n' }}
-    {%- endif %}
-{%- endif %}
-""",
-    "llava_onevision": (
-        "{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}"
-        "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
-        "{{ '<image>' }}{% endfor %}"
-        "{# Render all video then #}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
-        "{{ '<video>' }}{% endfor %}"
-        "{# Render all text next #}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-        "{{ '\\n' + content['text'] }}{% endfor %}{{'<|im_end|>' + ' '}}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-    ),
+    "qwen2_vl_7b_instruct": read_template(HUB + "qwen2_vl_7b_instruct.jinja"),
+    "qwen2_5_7b_instruct": read_template(HUB + "qwen2_5_7b_instruct.jinja"),
+    "qwen3_8b": read_template(HUB + "qwen3_8b.jinja"),
+    "qwen3_8b_first_release": read_template(HUB + "qwen3_8b_first_release.jinja"),
+    "llava_onevision_qwen2_7b_ov_hf": read_template(HUB + "llava_onevision_qwen2_7b_ov_hf.jinja"),
 }
 
 VIDEO_TEXT = [
@@ -538,14 +376,17 @@ THINKING = [
 CHAT_RUNS = [
     ("llava_next_video_hf", ["video_text", "system_video_answer", "image_and_video", "plain_strings"], {}),
     ("llava_qwen_hf", ["video_text", "system_video_answer", "image_and_video", "plain_strings"], {}),
-    ("qwen2_vl", ["video_text", "system_video_answer", "image_and_video", "plain_strings"], {}),
-    ("qwen2_vl", ["image_and_video", "system_video_answer"], {"add_vision_id": True}),
-    ("qwen2_5_tools", ["plain_strings", "tool_calls_no_thinking"], {}),
-    ("qwen2_5_tools", ["plain_strings", "tool_calls_no_thinking"], {"tools": TOOLS}),
-    ("qwen3_reverse_loop", ["plain_strings", "tool_calls", "thinking"], {}),
-    ("qwen3_reverse_loop", ["tool_calls"], {"tools": TOOLS}),
-    ("qwen3_reverse_loop", ["thinking"], {"enable_thinking": False}),
-    ("llava_onevision", ["video_text", "system_video_answer", "image_and_video", "plain_strings"], {}),
+    ("qwen2_vl_7b_instruct", ["video_text", "system_video_answer", "image_and_video", "plain_strings"], {}),
+    ("qwen2_vl_7b_instruct", ["image_and_video", "system_video_answer"], {"add_vision_id": True}),
+    ("qwen2_5_7b_instruct", ["plain_strings", "tool_calls_no_thinking"], {}),
+    ("qwen2_5_7b_instruct", ["plain_strings", "tool_calls_no_thinking"], {"tools": TOOLS}),
+    ("qwen3_8b", ["plain_strings", "tool_calls", "thinking", "video_text"], {}),
+    ("qwen3_8b", ["tool_calls"], {"tools": TOOLS}),
+    ("qwen3_8b", ["thinking"], {"enable_thinking": False}),
+    ("qwen3_8b_first_release", ["plain_strings", "tool_calls", "thinking"], {}),
+    ("qwen3_8b_first_release", ["tool_calls"], {"tools": TOOLS}),
+    ("qwen3_8b_first_release", ["thinking"], {"enable_thinking": False}),
+    ("llava_onevision_qwen2_7b_ov_hf", ["video_text", "system_video_answer", "image_and_video", "plain_strings"], {}),
 ]
 MESSAGES = {
     "video_text": VIDEO_TEXT,
