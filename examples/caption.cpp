@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -35,6 +36,7 @@
 #include <vidlora/model/peft_decoder.hpp>
 #include <vidlora/presets.hpp>
 #include <vidlora/model/generation.hpp>
+#include <vidlora/model/generation_config.hpp>
 #include <vidlora/train/checkpoint.hpp>
 #include <vidlora/train/dataset.hpp>
 #include <vidlora/train/decoder_step.hpp>
@@ -67,7 +69,9 @@ demo::CommandLine command_line() {
       "save_pretrained directory: its processor, prompt format and tokenizer are used, --adapter adds a PEFT\n"
       "adapter (any rank), --trained adds train_captioner's adapter and projector. A VIDEO that is a\n"
       "directory stands for the video files under it (.mp4 .mkv .webm .mov .avi, at any depth, in path\n"
-      "order). Prints path<TAB>caption per video; errors and progress go to stderr. A GPU preset's build\n"
+      "order). Prints path<TAB>caption per video; errors and progress go to stderr. With HF_DIR, its\n"
+      "generation_config.json sets the generation as in transformers' generate() (sampling, penalties, EOS ids);\n"
+      "the options below override it. A GPU preset's build\n"
       "(built with nvcc) encodes the frames and generates on the GPU; the Cpu preset's runs on the CPU (a 7B\n"
       "model: about 28 GB of host memory for its fp32 weights, minutes per clip).",
       {
@@ -88,8 +92,23 @@ demo::CommandLine command_line() {
                      fmt::format("repetition penalty, > 0 (default {:g}; 1: off)", kDefaultRepetitionPenalty), 0),
           integer("no-repeat-ngram-size", "N",
                   fmt::format("no repeated n-grams of this size (default {}; 0: off)", kDefaultNoRepeatNgramSize)),
-          integer("max-new-tokens", "N", fmt::format("longest caption in tokens (default {})", kDefaultMaxNewTokens),
+          integer("max-new-tokens", "N",
+                  fmt::format("longest caption in tokens (default: generation_config.json's max_new_tokens, else {})",
+                              kDefaultMaxNewTokens),
                   1),
+          integer("min-new-tokens", "N", "no EOS before this many tokens (default 0: off)"),
+          flag("do-sample", "sample the captions (transformers' do_sample) instead of the most probable tokens"),
+          flag("greedy", "do not sample, whatever generation_config.json says (the most probable tokens, or beams)"),
+          real_above("temperature", "X", "sampling: divide the scores by X, > 0 (default 1: off)", 0),
+          integer("top-k", "N", "sampling: keep the N most probable tokens (default 50; 0: off)"),
+          real("top-p", "X",
+               "sampling: keep the most probable tokens whose probabilities sum to X, in [0, 1] (default 1: off)"),
+          real("min-p", "X",
+               "sampling: drop tokens below X times the most probable's probability, in [0, 1] (default 0: off)"),
+          integer("seed", "N",
+                  "sampling: seed of the draws (default 0; each video draws its own stream, named by its path)"),
+          flag("ignore-generation-config",
+               "HF_DIR only: leave its generation_config.json out (vidlora's defaults and these options only)"),
           text("precision", "NAME",
                "GPU builds: fp32, tf32, bf16 (sm_80+) or fp16 instead of the preset's device precision (as "
                "train_captioner trains); the CPU build computes in fp32"),
@@ -228,15 +247,70 @@ VideoFeatures encode_up_front(const demo::CommandLine& a, demo::ClipFeatures fea
   return v;
 }
 
-GenerationOptions generation_options(const demo::CommandLine& a, int eos_id) {
+// The generation settings: the command line over the Hugging Face directory's generation_config.json (`file`, unless
+// --ignore-generation-config) over vidlora's defaults, checked before any model loads; said on stderr. The EOS ids and
+// the prompt's ids come per clip (train::generate_caption), and each video's draws their own stream.
+GenerationOptions generation_options(const demo::CommandLine& a, const model::GenerationConfigFile& file) {
   GenerationOptions g;
-  g.max_new_tokens = a.integer("max-new-tokens", demo::kDefaultMaxNewTokens);
-  g.num_beams = a.integer("num-beams", demo::kDefaultNumBeams);
-  g.length_penalty = a.real("length-penalty", demo::kDefaultLengthPenalty);
-  g.repetition_penalty = a.real("repetition-penalty", demo::kDefaultRepetitionPenalty);
-  g.no_repeat_ngram_size = a.integer("no-repeat-ngram-size", demo::kDefaultNoRepeatNgramSize);
-  g.eos_token_id = eos_id;
+  g.max_new_tokens = demo::kDefaultMaxNewTokens;
+  file.apply(g);
+  if (a.has("do-sample") && a.has("greedy")) throw demo::UsageError("--do-sample and --greedy contradict each other");
+  g.max_new_tokens = a.integer("max-new-tokens", g.max_new_tokens);
+  if (a.has("min-new-tokens")) {  // it takes precedence over a min_length, as in transformers
+    g.min_new_tokens = a.integer("min-new-tokens", 0);
+    g.min_length = 0;
+  }
+  g.num_beams = a.integer("num-beams", g.num_beams);
+  g.length_penalty = a.real("length-penalty", g.length_penalty);
+  g.repetition_penalty = a.real("repetition-penalty", g.repetition_penalty);
+  g.no_repeat_ngram_size = a.integer("no-repeat-ngram-size", g.no_repeat_ngram_size);
+  if (a.has("do-sample")) g.do_sample = true;
+  if (a.has("greedy")) g.do_sample = false;
+  g.temperature = a.real("temperature", g.temperature);
+  g.top_k = a.integer("top-k", g.top_k);
+  g.top_p = a.real("top-p", g.top_p);
+  g.min_p = a.real("min-p", g.min_p);
+  g.seed = static_cast<std::uint64_t>(a.integer("seed", 0));
+  for (const char* sampling_only : {"temperature", "top-k", "top-p", "min-p", "seed"})
+    if (a.has(sampling_only) && !g.do_sample)
+      throw demo::UsageError(fmt::format(
+          "--{} applies when sampling: give --do-sample{}", sampling_only,
+          file.do_sample.value_or(false) ? " (--greedy turned off generation_config.json's do_sample)" : ""));
+  try {
+    file.check_supported(g);
+  } catch (const vidlora::Error& e) {
+    throw demo::UsageError(fmt::format("{} (--ignore-generation-config leaves the file out)", e.what()));
+  }
+  try {
+    model::check_generation(g);
+  } catch (const vidlora::Error& e) {
+    throw demo::UsageError(e.what());
+  }
+  if (!file.file.empty())
+    fmt::print(
+        stderr, "caption: {}: {}{}\n", file.file.string(), file.summary(),
+        file.not_used.empty() ? std::string() : fmt::format(" (not used here: {})", fmt::join(file.not_used, ", ")));
+  std::string how = g.do_sample ? fmt::format("sampling (temperature {:g}, top_k {}, top_p {:g}, min_p {:g}, seed {})",
+                                              g.temperature, g.top_k, g.top_p, g.min_p, g.seed)
+                    : g.num_beams > 1
+                        ? fmt::format("beam search ({} beams, length penalty {:g})", g.num_beams, g.length_penalty)
+                        : std::string("greedy");
+  if (g.repetition_penalty != 1.0) how += fmt::format(", repetition penalty {:g}", g.repetition_penalty);
+  if (g.no_repeat_ngram_size > 0) how += fmt::format(", no repeated {}-grams", g.no_repeat_ngram_size);
+  if (g.min_new_tokens > 0) how += fmt::format(", at least {} tokens", g.min_new_tokens);
+  if (g.min_length > 0) how += fmt::format(", at least {} ids with the prompt", g.min_length);
+  fmt::print(stderr, "caption: generation: {}, up to {} tokens, ending at the end of the turn{}\n", how,
+             g.max_new_tokens,
+             g.extra_eos_token_ids.empty() ? std::string()
+                                           : fmt::format(" or at ids {}", fmt::join(g.extra_eos_token_ids, ", ")));
   return g;
+}
+
+// A video's stream of draws: FNV-1a of its path as given, so that its sampled caption does not depend on the others.
+std::uint64_t video_stream(const std::string& path) {
+  std::uint64_t h = 14695981039346656037ull;
+  for (const unsigned char c : path) h = (h ^ c) * 1099511628211ull;
+  return h;
 }
 
 // Captions every video of a.rest; returns the exit status (1 when any video failed). The projection and the generation
@@ -244,8 +318,9 @@ GenerationOptions generation_options(const demo::CommandLine& a, int eos_id) {
 // on the GPU build the projector on the device (CudaMlp2xGelu::apply_on_device) and the search over the device
 // decoder's KV cache (DecoderStep<backend::Cuda>::generate), on the CPU otherwise.
 template <class DecoderT>
-int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, DecoderT& decoder,
-                   model::Mlp2xGelu projector, const train::TextCodec& codec, const VideoFeatures& feats) {
+int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, const GenerationOptions& generation,
+                   DecoderT& decoder, model::Mlp2xGelu projector, const train::TextCodec& codec,
+                   const VideoFeatures& feats) {
 #if defined(VIDLORA_CAPTION_ON_CUDA)
   using Backend = backend::Cuda;
   model::cuda::CudaMlp2xGelu held{std::move(projector)};
@@ -267,10 +342,12 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, D
     ~ReleaseProjector() { p.release_device(); }
   } release_projector{held};
 #endif
-  const auto caption_of = [&](const Matrix& features) {
+  const auto caption_of = [&](const std::string& video, const Matrix& features) {
+    GenerationOptions options = generation;
+    options.stream = video_stream(video);
 #if defined(VIDLORA_CAPTION_ON_CUDA)
     try {
-      return train::generate_caption(step, decoder, codec, generation_options(a, codec.eos_id),
+      return train::generate_caption(step, decoder, codec, options,
                                      held.apply_on_device(features, tensors.values_version()));
     } catch (const typename Step::DeviceFailure& e) {
       throw DeviceStop(e.what());
@@ -278,7 +355,7 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, D
       throw DeviceStop(e.what());
     }
 #else
-    return train::generate_caption(step, decoder, codec, generation_options(a, codec.eos_id), held.apply(features));
+    return train::generate_caption(step, decoder, codec, options, held.apply(features));
 #endif
   };
   const bool terminal = ::isatty(2) == 1;
@@ -299,7 +376,7 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, D
     }
     const std::string& v = a.rest[i];
     try {
-      const std::string text = caption_of(feats(v));
+      const std::string text = caption_of(v, feats(v));
       if (progress && terminal) fmt::print(stderr, "\r\033[K");
       fmt::print("{}\t{}\n", v, text);
       std::fflush(stdout);
@@ -325,12 +402,13 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, D
 // The decoder with the PEFT adapter in `adapter_dir` at the rank and alpha it was trained with (whichever preset's
 // build or library trained it), or without one, captioning the videos.
 template <class Weights, class Codec>
-int caption_with_adapter(const demo::CommandLine& a, const DeviceSettings& settings, const model::DecoderConfig& config,
+int caption_with_adapter(const demo::CommandLine& a, const DeviceSettings& settings,
+                         const GenerationOptions& generation, const model::DecoderConfig& config,
                          const Weights& weights, const std::optional<fs::path>& adapter_dir, model::Mlp2xGelu projector,
                          const Codec& codec, const VideoFeatures& feats) {
   if (!adapter_dir) {
     model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha, CaptionBase> decoder(config, weights);
-    return caption_videos(a, settings, decoder, std::move(projector), codec, feats);
+    return caption_videos(a, settings, generation, decoder, std::move(projector), codec, feats);
   }
   require(fs::exists(*adapter_dir / "adapter_config.json"),
           "{} is not a PEFT adapter directory: it has no adapter_config.json", adapter_dir->string());
@@ -341,7 +419,7 @@ int caption_with_adapter(const demo::CommandLine& a, const DeviceSettings& setti
   return lora::dispatch_rank(adapter.spec.r, [&]<int R>() {
     model::Decoder<R, R, CaptionBase> decoder(config, weights, options);
     decoder.load_adapter(io::SafetensorsFile::open(*adapter_dir / "adapter_model.safetensors"));
-    return caption_videos(a, settings, decoder, std::move(projector), codec, feats);  // (called once)
+    return caption_videos(a, settings, generation, decoder, std::move(projector), codec, feats);  // (called once)
   });
 }
 
@@ -395,7 +473,8 @@ demo::DeviceEncoder device_encoder([[maybe_unused]] const DeviceSettings& settin
 
 // --model is a Hugging Face LLaVA / LLaVA-NeXT-Video directory: its processor, prompt and tokenizer; the
 // adapter (--adapter, or --trained's adapter/) at whatever rank it was trained with.
-int caption_hf(const demo::CommandLine& a, const DeviceSettings& settings, const fs::path& dir) {
+int caption_hf(const demo::CommandLine& a, const DeviceSettings& settings, const GenerationOptions& generation,
+               const fs::path& dir) {
   const fs::path cache = writable_cache(a.str(
       "cache", (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache" : fs::path("vidlora_feature_cache"))
                    .string()));
@@ -418,7 +497,8 @@ int caption_hf(const demo::CommandLine& a, const DeviceSettings& settings, const
   const demo::DeviceEncoder encoder = device_encoder(settings, m.vision);
   const VideoFeatures feats =
       encode_up_front(a, m.features(sampling.sampler, sampling.frames, cache, encoder.encoder), encoder);
-  return caption_with_adapter(a, settings, m.config.text, m.weights, adapter_dir, std::move(projector), codec, feats);
+  return caption_with_adapter(a, settings, generation, m.config.text, m.weights, adapter_dir, std::move(projector),
+                              codec, feats);
 }
 
 // Each VIDEO that is a directory stands for the video files under it (train::kVideoExtensions, any case), at any
@@ -460,11 +540,17 @@ int caption_main(demo::CommandLine a) {
         fmt::format("option --sampler: '{}' is not one of {}", a.str("sampler", ""), video::sampling_policy_names()));
   if (a.has("jsonl")) check_writable_output(a.str("jsonl", ""));
   const fs::path model_dir = a.str("model", "demo_model");
-  if (demo::model_kind(model_dir) == demo::ModelKind::HuggingFace) return caption_hf(a, settings, model_dir);
-  for (const char* hf_only : {"adapter", "prompt"})
+  if (demo::model_kind(model_dir) == demo::ModelKind::HuggingFace) {
+    const GenerationOptions generation =
+        generation_options(a, a.has("ignore-generation-config") ? model::GenerationConfigFile{}
+                                                                : model::read_generation_config(model_dir));
+    return caption_hf(a, settings, generation, model_dir);
+  }
+  for (const char* hf_only : {"adapter", "prompt", "ignore-generation-config"})
     if (a.has(hf_only))
       throw demo::UsageError(
           fmt::format("--{} applies to a Hugging Face model directory; {} is the demo's", hf_only, model_dir.string()));
+  const GenerationOptions generation = generation_options(a, model::GenerationConfigFile{});
   const fs::path trained = a.str("trained", "vidlora_out");
   require(fs::exists(trained / "projector.safetensors"),
           "{} has no projector.safetensors: is it a finished train_captioner output directory?", trained.string());
@@ -479,8 +565,8 @@ int caption_main(demo::CommandLine a) {
       encode_up_front(a, m.features(sampling.sampler, sampling.frames, cache, encoder.encoder), encoder);
   std::optional<fs::path> adapter_dir;  // none: a stage-1-only run, the projector alone
   if (fs::exists(trained / "adapter" / "adapter_config.json")) adapter_dir = trained / "adapter";
-  return caption_with_adapter(a, settings, m.decoder_config, *m.decoder_weights, adapter_dir, std::move(projector),
-                              codec, feats);
+  return caption_with_adapter(a, settings, generation, m.decoder_config, *m.decoder_weights, adapter_dir,
+                              std::move(projector), codec, feats);
 }
 
 }  // namespace

@@ -80,7 +80,9 @@ std::string checked_precision(const std::string& precision, std::string_view run
 
 // The base model a run trains on, as its checkpoints record it (TrainerConfig::base_model_fingerprint) and as a
 // Hugging Face model's feature cache is keyed (HfModel::features): FNV-1a (64
-// bits) over the model directory's files that the programs read (*.safetensors, *.json, *.model, *.txt; by name),
+// bits) over the model directory's files that the programs read (*.safetensors, *.json, *.model, *.txt; by name;
+// not generation_config.json, which only caption's generation settings come from: editing it keeps the features
+// and a run's resume),
 // each its name, its size and its bytes: all of them for a file up to 2 MiB (a demo model, configs, tokenizers),
 // else the first MiB (a safetensors file's header with its shapes, and the first tensors) and 256 blocks of 4 KiB
 // spread evenly over the rest, the last one ending the file. A 7B model's
@@ -92,7 +94,8 @@ inline std::string model_fingerprint(const fs::path& dir) {
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string ext = e.path().extension().string();
-    if (e.is_regular_file() && (ext == ".safetensors" || ext == ".json" || ext == ".model" || ext == ".txt"))
+    if (e.is_regular_file() && (ext == ".safetensors" || ext == ".json" || ext == ".model" || ext == ".txt") &&
+        e.path().filename() != "generation_config.json")
       files.push_back(e.path());
   }
   std::sort(files.begin(), files.end());

@@ -989,6 +989,12 @@ int train_main(const demo::Args& a, int argc, char** argv) {
                  model_dir.string(), m.config.video_token_id >= 0 ? "LLaVA-NeXT-Video" : "LLaVA",
                  m.config.text.num_hidden_layers, m.config.text.hidden_size, m.config.vision.image_size,
                  m.processor.tokens_per_frame(), m.processor.chat_template().name);
+      if (fs::exists(model_dir / "generation_config.json"))
+        fmt::print(
+            "model: its generation_config.json is for caption; the evaluation captions here are {} (--num-beams, "
+            "--repetition-penalty, --no-repeat-ngram-size, --max-new-tokens), the same at every evaluation\n",
+            config.generation.num_beams > 1 ? fmt::format("beam search with {} beams", config.generation.num_beams)
+                                            : std::string("greedy"));
       const demo::DeviceEncoder encoder = train_encoder(m.vision, config);
       result = run(m.config.text, m.weights, m.projector(), m.codec(),
                    m.features(sampler, frames, cache, encoder.encoder), encoder);

@@ -79,6 +79,46 @@ python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(-1, 2); b = f.read(
 run 0 cache5 "$bin/caption" --model hfcopy --cache cache --frames 2 --max-new-tokens 6 "${clips[0]}"
 check "other weights (one bit of the last tensor) give new features" test "$(count)" -eq $((3 * first))
 
+# generation_config.json sets caption's generation as transformers' generate() takes it: sampling, reproducible for a
+# seed, each video its own draws; the options override it; what vidlora does not do is refused naming it; editing it
+# keeps the cached features (the fingerprint leaves it out).
+cp -rp "$hf" hfgen
+printf '{"do_sample": true, "temperature": 1.5, "top_k": 0, "eos_token_id": [2], "pad_token_id": 0}\n' \
+  >hfgen/generation_config.json
+gencount() { find gencache -name '*.safetensors' | wc -l; }
+run 0 sample1 "$bin/caption" --model hfgen --cache gencache --frames 2 --max-new-tokens 12 "${clips[@]}"
+check "caption says what generation_config.json sets" grep -qF \
+  "generation_config.json: do_sample true, temperature 1.5, top_k 0, eos_token_id 2 (not used here: pad_token_id)" \
+  sample1.err
+check "... and how it generates" \
+  grep -qF "generation: sampling (temperature 1.5, top_k 0, top_p 1, min_p 0, seed 0), up to 12 tokens, ending at the end of the turn or at ids 2" sample1.err
+run 0 sample2 "$bin/caption" --model hfgen --cache gencache --frames 2 --max-new-tokens 12 "${clips[@]}"
+check "sampled captions are the same for the same seed" cmp sample1.out sample2.out
+run 0 sample3 "$bin/caption" --model hfgen --cache gencache --frames 2 --max-new-tokens 12 --seed 7 "${clips[@]}"
+check "another --seed samples other captions" bash -c '! cmp -s sample1.out sample3.out'
+run 0 sample_one "$bin/caption" --model hfgen --cache gencache --frames 2 --max-new-tokens 12 "${clips[1]}"
+check "a video's sampled caption does not depend on the others captioned with it" \
+  bash -c "grep -F '${clips[1]}	' sample1.out | cmp - sample_one.out"
+run 0 greedy "$bin/caption" --model hfgen --cache gencache --frames 2 --max-new-tokens 6 --greedy "${clips[0]}"
+check "--greedy overrides generation_config.json's do_sample (the bare checkpoint's caption)" cmp greedy.out base.out
+run 0 ignore "$bin/caption" --model hfgen --cache gencache --frames 2 --max-new-tokens 6 --ignore-generation-config \
+  "${clips[0]}"
+check "--ignore-generation-config leaves the file out" cmp ignore.out base.out
+check "... and does not read it" bash -c '! grep -q "generation_config.json:" ignore.err'
+before=$(gencount)
+printf '{"do_sample": true, "typical_p": 0.9}\n' >hfgen/generation_config.json
+run 2 typical "$bin/caption" --model hfgen --cache gencache --frames 2 --max-new-tokens 6 "${clips[0]}"
+check "a generation setting vidlora does not do is refused naming it" grep -qF \
+  "typical_p = 0.9 is not supported by vidlora's generation when sampling (--ignore-generation-config leaves" typical.err
+run 0 typical_greedy "$bin/caption" --model hfgen --cache gencache --frames 2 --max-new-tokens 6 --greedy "${clips[0]}"
+check "... and accepted where it would not act (typical_p without sampling)" cmp typical_greedy.out base.out
+check "editing generation_config.json keeps the cached features" test "$(gencount)" -eq "$before" -a "$before" -gt 0
+run 2 temperature_greedy "$bin/caption" --model "$hf" --frames 2 --temperature 0.7 "${clips[0]}"
+check "--temperature without sampling is a usage error" grep -qF -- "--temperature applies when sampling" \
+  temperature_greedy.err
+run 2 beam_sampling "$bin/caption" --model "$hf" --frames 2 --do-sample --num-beams 2 "${clips[0]}"
+check "sampling with beams is refused" grep -qF "beam sampling" beam_sampling.err
+
 # Directories that are not a supported model: the error names what is missing.
 mkdir -p empty partial other
 run 1 empty "$bin/caption" --model empty x.mp4

@@ -367,7 +367,7 @@ class Decoder {
       RecomputingDecoder<Decoder> recompute{*this};
       r = generate(recompute, prompt_embeds, o);
     }
-    if (r.finished) r.ids.push_back(eos_token_id);  // this API returns the EOS it stopped at
+    if (r.finished) r.ids.push_back(r.eos_id);  // this API returns the EOS it stopped at
     return r.ids;
   }
   std::vector<int> generate_greedy(std::span<const int> prompt_ids, int max_new_tokens, int eos_token_id = -1,

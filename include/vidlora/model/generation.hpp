@@ -1,24 +1,32 @@
 #pragma once
-// Caption generation with a decoder's KV cache: greedy decoding and beam search, with
-// transformers' repetition penalty and no-repeat-n-gram rule.
+// Caption generation with a decoder's KV cache: greedy decoding, sampling and beam search, with the logits
+// processors of transformers' generate() (repetition penalty, no-repeat n-grams, minimum length) and its sampling
+// warpers (temperature, top-k, top-p, min-p).
 //
-// Greedy: at each step the processors (repetition penalty, then no_repeat_ngram) edit the raw
-// logits of the last position and the arg-max is taken (transformers' _sample with do_sample=False).
+// Every step takes the last position's logits as float32 scores and runs process_scores() on them: the processors
+// in transformers' order (RepetitionPenalty, NoRepeatNGram, MinLength, MinNewTokensLength), then, when sampling, the
+// warpers (Temperature, TopK, TopP, MinP), each skipped where transformers' _get_logits_processor skips it. The
+// sequence they read is GenerationOptions::context_ids (the prompt's ids, as transformers' input_ids hold them)
+// followed by the generated ids; the arithmetic is float32 as torch's (the penalty and the temperature rounded to
+// float first), so the processed scores are the same bits (tools/reference/generation_config_cases.py).
+// Greedy: the arg-max of the processed scores (transformers' _sample with do_sample=False).
+// Sampling (do_sample): a draw from softmax(processed scores) (transformers' _sample with do_sample=True, whose draw
+// is torch.multinomial): one uniform from Philox(seed, stream) per step, walked along the cumulative probabilities in
+// double; reproducible for a seed, not torch's draws.
 // Beam search: scores = log_softmax(logits), then the processors, plus each beam's running sum of
 // log-probabilities; the best 2·num_beams (beam, token) pairs are ranked; one ending in EOS whose
 // rank is below num_beams becomes a finished hypothesis with score sum_logprobs / len^length_penalty
 // (len = tokens generated before the EOS, at least 1, transformers' BeamHypotheses.add), the others
 // continue. Search stops when num_beams hypotheses are finished and the best running beam cannot
 // beat the worst of them (early_stopping = False rule), or at max_new_tokens, where the running
-// beams join the hypotheses.
-// Repetition penalty (transformers' RepetitionPenaltyLogitsProcessor): for each distinct id already
-// in the sequence, a score s becomes s / p when s > 0 and s · p otherwise. The sequence is the
-// generated ids (the prompt is embeddings, as with inputs_embeds, so it holds no ids) plus
-// GenerationOptions::context_ids when given.
+// beams join the hypotheses. Sampling with beams (transformers' beam sampling) is refused.
+// The EOS ids: eos_token_id and extra_eos_token_ids (a generation_config.json's list); any of them ends a sequence.
 // The one generation loop: model::Decoder::generate_greedy and the Trainer's evaluation both run it.
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <span>
@@ -28,21 +36,32 @@
 
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
+#include <vidlora/core/rng.hpp>
 
 namespace vidlora::model {
 
 struct GenerationOptions {
   int max_new_tokens = 32;
-  int num_beams = 1;                // 1: greedy
-  double length_penalty = 1.0;      // beam search: exponent of the length in the final score
-  double repetition_penalty = 1.0;  // 1: off; > 1 discourages repeats
-  int no_repeat_ngram_size = 0;     // 0: off; n: no n-gram occurs twice
-  int eos_token_id = -1;            // < 0: none (generate max_new_tokens)
-  std::vector<int> context_ids{};   // ids the repetition penalty also counts (e.g. the text prompt)
+  int num_beams = 1;                       // 1: greedy or sampling
+  double length_penalty = 1.0;             // beam search: exponent of the length in the final score
+  double repetition_penalty = 1.0;         // 1: off; > 1 discourages repeats
+  int no_repeat_ngram_size = 0;            // 0: off; n: no n-gram occurs twice
+  int min_new_tokens = 0;                  // 0: off; the EOS ids are banned until this many ids are generated
+  int min_length = 0;                      // 0: off; ... until context_ids and the generated ids are this many
+  int eos_token_id = -1;                   // < 0: none (generate max_new_tokens)
+  std::vector<int> extra_eos_token_ids{};  // more ids that end a sequence (generation_config.json's list)
+  std::vector<int> context_ids{};          // the ids before the generated ones, as transformers' input_ids (the prompt)
+  // Sampling (transformers' do_sample): the warpers below, then a draw.
+  bool do_sample = false;
+  double temperature = 1.0;  // > 0; 1: off
+  int top_k = 50;            // 0: off (transformers' default with do_sample: 50)
+  double top_p = 1.0;        // in [0, 1]; 1: off
+  double min_p = 0.0;        // in [0, 1]; 0: off (transformers' None)
+  std::uint64_t seed = 0;    // the draws: Philox(seed, stream), word pair `step` at step `step`
+  std::uint64_t stream = 0;
 };
 
-namespace detail {
-
+// The options' problems, in the words of the option: what generate() refuses (a usage error in the programs).
 inline void check_generation(const GenerationOptions& o) {
   require(o.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0 (got {})", o.max_new_tokens);
   require(o.num_beams >= 1, "generate: num_beams must be >= 1 (got {})", o.num_beams);
@@ -50,59 +69,176 @@ inline void check_generation(const GenerationOptions& o) {
           "generate: repetition_penalty must be finite and > 0 (got {})", o.repetition_penalty);
   require(o.no_repeat_ngram_size >= 0, "generate: no_repeat_ngram_size must be >= 0 (got {})", o.no_repeat_ngram_size);
   require(std::isfinite(o.length_penalty), "generate: length_penalty must be finite (got {})", o.length_penalty);
+  require(o.min_new_tokens >= 0, "generate: min_new_tokens must be >= 0 (got {})", o.min_new_tokens);
+  require(o.min_length >= 0, "generate: min_length must be >= 0 (got {})", o.min_length);
+  if (!o.do_sample) return;  // the warpers are not built without sampling (transformers checks them only then)
+  require(o.num_beams == 1,
+          "generate: sampling with num_beams {} (transformers' beam sampling) is not supported: sample with one beam, "
+          "or search without sampling",
+          o.num_beams);
+  require(std::isfinite(o.temperature) && o.temperature > 0.0,
+          "generate: temperature must be finite and > 0 when sampling (got {}; for greedy decoding do not sample)",
+          o.temperature);
+  require(o.top_k >= 0, "generate: top_k must be >= 0 (got {}; 0: off)", o.top_k);
+  require(o.top_p >= 0.0 && o.top_p <= 1.0, "generate: top_p must be in [0, 1] (got {})", o.top_p);
+  require(o.min_p >= 0.0 && o.min_p <= 1.0, "generate: min_p must be in [0, 1] (got {})", o.min_p);
 }
 
-}  // namespace detail
+// Whether `id` ends a sequence under `o`.
+inline bool is_eos(const GenerationOptions& o, int id) {
+  return id >= 0 && (id == o.eos_token_id || std::find(o.extra_eos_token_ids.begin(), o.extra_eos_token_ids.end(),
+                                                       id) != o.extra_eos_token_ids.end());
+}
 
-// transformers' RepetitionPenaltyLogitsProcessor on one row of scores.
+// transformers' RepetitionPenaltyLogitsProcessor on one row of scores: each distinct id of `seen` has its score
+// multiplied by the penalty when negative, divided by it otherwise, in float32 as torch (the penalty rounded to float).
 inline void apply_repetition_penalty(std::span<float> scores, std::span<const int> seen, double penalty) {
   if (penalty == 1.0) return;
+  const auto p = static_cast<float>(penalty);
   std::vector<char> done(scores.size(), 0);
   for (const int id : seen) {
     if (id < 0 || static_cast<std::size_t>(id) >= scores.size() || done[static_cast<std::size_t>(id)]) continue;
     done[static_cast<std::size_t>(id)] = 1;
     float& s = scores[static_cast<std::size_t>(id)];
-    s = s > 0.0f ? static_cast<float>(s / penalty) : static_cast<float>(s * penalty);
+    s = s < 0.0f ? s * p : s / p;
   }
 }
 
-// Tokens that would complete an n-gram already in `generated` (transformers' NoRepeatNGramLogitsProcessor).
-inline std::vector<int> banned_ngram_tokens(std::span<const int> generated, int n) {
+// Tokens that would complete an n-gram already in `sequence` (transformers' NoRepeatNGramLogitsProcessor).
+inline std::vector<int> banned_ngram_tokens(std::span<const int> sequence, int n) {
   std::vector<int> banned;
-  const auto len = static_cast<long>(generated.size());
+  const auto len = static_cast<long>(sequence.size());
   if (n <= 0 || len + 1 < n) return banned;
   const long prefix_start = len - (n - 1);  // the last n-1 tokens
   for (long start = 0; start + n <= len; ++start) {
     bool match = true;
     for (long k = 0; k < n - 1 && match; ++k)
-      match = generated[static_cast<std::size_t>(start + k)] == generated[static_cast<std::size_t>(prefix_start + k)];
-    if (match) banned.push_back(generated[static_cast<std::size_t>(start + n - 1)]);
+      match = sequence[static_cast<std::size_t>(start + k)] == sequence[static_cast<std::size_t>(prefix_start + k)];
+    if (match) banned.push_back(sequence[static_cast<std::size_t>(start + n - 1)]);
   }
   return banned;
 }
 
+// The logits processors (not the sampling warpers) on one row of scores, in transformers' order: the repetition
+// penalty and the no-repeat n-grams over context_ids + `generated`, then the minimum lengths banning the EOS ids.
 inline void apply_processors(std::span<float> scores, std::span<const int> generated, const GenerationOptions& o) {
-  if (o.repetition_penalty != 1.0) {
-    std::vector<int> seen(o.context_ids.begin(), o.context_ids.end());
-    seen.insert(seen.end(), generated.begin(), generated.end());
-    apply_repetition_penalty(scores, seen, o.repetition_penalty);
+  constexpr float kBanned = -std::numeric_limits<float>::infinity();
+  const auto ban = [&](int id) {
+    if (id >= 0 && static_cast<std::size_t>(id) < scores.size()) scores[static_cast<std::size_t>(id)] = kBanned;
+  };
+  std::vector<int> sequence;
+  if (o.repetition_penalty != 1.0 || o.no_repeat_ngram_size > 0) {
+    sequence.assign(o.context_ids.begin(), o.context_ids.end());
+    sequence.insert(sequence.end(), generated.begin(), generated.end());
   }
-  for (const int id : banned_ngram_tokens(generated, o.no_repeat_ngram_size))
-    if (id >= 0 && static_cast<std::size_t>(id) < scores.size())
-      scores[static_cast<std::size_t>(id)] = -std::numeric_limits<float>::infinity();
+  apply_repetition_penalty(scores, sequence, o.repetition_penalty);
+  for (const int id : banned_ngram_tokens(sequence, o.no_repeat_ngram_size)) ban(id);
+  const auto length = static_cast<long>(o.context_ids.size() + generated.size());
+  const bool short_total = o.min_length > 0 && length < o.min_length;
+  const bool short_new = o.min_new_tokens > 0 && static_cast<long>(generated.size()) < o.min_new_tokens;
+  if (short_total || short_new) {
+    ban(o.eos_token_id);
+    for (const int id : o.extra_eos_token_ids) ban(id);
+  }
+}
+
+// The sampling warpers on one row of (processed) scores, in transformers' order, each where transformers builds it:
+// TemperatureLogitsWarper (temperature != 1: scores / temperature in float32), TopKLogitsWarper (top_k != 0: scores
+// below the k-th largest removed, ties at it kept), TopPLogitsWarper (top_p < 1: ascending by score, ties by id, the
+// ids whose cumulative probability is <= 1 - top_p removed, the most probable kept), MinPLogitsWarper (min_p > 0:
+// ids with probability < min_p times the largest removed, the most probable kept). Removed: -inf.
+inline void apply_sampling_warpers(std::span<float> scores, const GenerationOptions& o) {
+  constexpr float kRemoved = -std::numeric_limits<float>::infinity();
+  const std::size_t n = scores.size();
+  if (n == 0) return;
+  if (o.temperature != 1.0) {
+    const auto t = static_cast<float>(o.temperature);
+    for (float& s : scores) s = s / t;
+  }
+  if (o.top_k != 0) {
+    const std::size_t k = std::min<std::size_t>(static_cast<std::size_t>(o.top_k), n);
+    std::vector<float> sorted(scores.begin(), scores.end());
+    std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(k - 1), sorted.end(),
+                     std::greater<float>());
+    const float kth = sorted[k - 1];
+    for (float& s : scores)
+      if (s < kth) s = kRemoved;
+  }
+  // Probabilities of the current scores (double; -inf has none), the order of the ids by score.
+  const auto probabilities = [&] {
+    float mx = kRemoved;
+    for (const float s : scores) mx = std::max(mx, s);
+    std::vector<double> p(n, 0.0);
+    double sum = 0.0;
+    for (std::size_t i = 0; i < n; ++i)
+      if (scores[i] != kRemoved) sum += p[i] = std::exp(static_cast<double>(scores[i]) - static_cast<double>(mx));
+    for (double& v : p) v /= sum;
+    return p;
+  };
+  if (o.top_p < 1.0) {
+    const std::vector<double> p = probabilities();
+    std::vector<std::size_t> order(n);
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return scores[a] < scores[b]; });
+    const double threshold = static_cast<float>(1.0 - o.top_p);  // torch compares float32 with the float threshold
+    double cumulative = 0.0;
+    std::vector<std::size_t> removed;
+    for (std::size_t r = 0; r + 1 < n; ++r) {  // the last (most probable) id is always kept
+      cumulative += p[order[r]];
+      if (static_cast<float>(cumulative) <= threshold) removed.push_back(order[r]);
+    }
+    for (const std::size_t i : removed) scores[i] = kRemoved;
+  }
+  if (o.min_p > 0.0) {
+    const std::vector<double> p = probabilities();
+    const std::size_t top = static_cast<std::size_t>(std::max_element(p.begin(), p.end()) - p.begin());
+    const float floor = static_cast<float>(o.min_p) * static_cast<float>(p[top]);
+    for (std::size_t i = 0; i < n; ++i)
+      if (i != top && static_cast<float>(p[i]) < floor) scores[i] = kRemoved;
+  }
+}
+
+// What transformers' LogitsProcessorList for these options does to one row of scores: the processors, then the
+// warpers when sampling.
+inline void process_scores(std::span<float> scores, std::span<const int> generated, const GenerationOptions& o) {
+  apply_processors(scores, generated, o);
+  if (o.do_sample) apply_sampling_warpers(scores, o);
+}
+
+// A draw from softmax(scores) with the uniform `u` in [0, 1): the first id whose cumulative probability (double,
+// in id order) passes u; ids at -inf are never drawn. Requires at least one finite score.
+inline int draw_token(std::span<const float> scores, double u) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (const float s : scores) mx = std::max(mx, s);
+  require(std::isfinite(mx), "generate: every token was removed (no finite score to sample from)");
+  std::vector<double> w(scores.size(), 0.0);
+  double sum = 0.0;
+  for (std::size_t i = 0; i < scores.size(); ++i)
+    if (std::isfinite(scores[i])) sum += w[i] = std::exp(static_cast<double>(scores[i]) - static_cast<double>(mx));
+  const double target = u * sum;
+  double cumulative = 0.0;
+  int last = -1;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    if (w[i] == 0.0) continue;
+    last = static_cast<int>(i);
+    cumulative += w[i];
+    if (cumulative > target) return last;
+  }
+  return last;  // rounding left the target at the very end
 }
 
 struct GenerationResult {
   std::vector<int> ids;   // generated ids, without the EOS
-  double score = 0.0;     // greedy: sum of log-probs of the chosen tokens; beam: the hypothesis score
-  bool finished = false;  // ended with EOS
+  double score = 0.0;     // greedy, sampling: sum of log-probs of the chosen tokens; beam: the hypothesis score
+  bool finished = false;  // ended with an EOS id
+  int eos_id = -1;        // the EOS id it ended with (finished)
 };
 
 // Generates after `prompt_embeds` [n, hidden] with any decoder offering make_cache(),
 // forward_cached(embeds, cache), logits(hidden) and embed(ids).
 template <class Decoder>
 GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const GenerationOptions& o) {
-  detail::check_generation(o);
+  check_generation(o);
   require(prompt_embeds.rows() > 0, "generate: the prompt is empty");
   using Cache = decltype(decoder.make_cache());
   const auto log_softmax = [](std::vector<float>& s) {
@@ -118,7 +254,7 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
     return std::vector<float>(lg.data(), lg.data() + lg.cols());
   };
 
-  if (o.num_beams == 1) {
+  if (o.num_beams == 1) {  // greedy or sampling
     GenerationResult r;
     Cache cache = decoder.make_cache();
     Matrix hidden = decoder.forward_cached(prompt_embeds, cache);
@@ -126,11 +262,14 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
       std::vector<float> s = row_scores(hidden);
       std::vector<float> lp = s;
       log_softmax(lp);
-      apply_processors(s, r.ids, o);
-      const int id = static_cast<int>(std::max_element(s.begin(), s.end()) - s.begin());
+      process_scores(s, r.ids, o);
+      const int id = o.do_sample
+                         ? draw_token(s, random_uniform_double(o.seed, o.stream, static_cast<std::uint64_t>(step)))
+                         : static_cast<int>(std::max_element(s.begin(), s.end()) - s.begin());
       r.score += lp[static_cast<std::size_t>(id)];
-      if (id == o.eos_token_id) {
+      if (is_eos(o, id)) {
         r.finished = true;
+        r.eos_id = id;
         break;
       }
       r.ids.push_back(id);
@@ -150,6 +289,7 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
     std::vector<int> ids;
     double score;
     bool finished;
+    int eos_id;
   };
   const int nb = o.num_beams;
   std::vector<Hyp> hyps;
@@ -161,14 +301,14 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
     for (const auto& h : hyps) w = std::min(w, h.score);
     return w;
   };
-  const auto add_hyp = [&](std::vector<int> ids, double sum, bool finished) {
+  const auto add_hyp = [&](std::vector<int> ids, double sum, int eos_id) {
     const double sc = hyp_score(sum, ids.size());
     if (static_cast<int>(hyps.size()) < nb) {
-      hyps.push_back({std::move(ids), sc, finished});
+      hyps.push_back({std::move(ids), sc, eos_id >= 0, eos_id});
     } else if (sc > worst()) {
       auto it =
           std::min_element(hyps.begin(), hyps.end(), [](const Hyp& a, const Hyp& b) { return a.score < b.score; });
-      *it = {std::move(ids), sc, finished};
+      *it = {std::move(ids), sc, eos_id >= 0, eos_id};
     }
   };
 
@@ -200,8 +340,8 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
     for (std::size_t rank = 0; rank < keep && static_cast<int>(next.size()) < nb; ++rank) {
       const Cand& c = cands[rank];
       const Beam& parent = beams[static_cast<std::size_t>(c.beam)];
-      if (c.token == o.eos_token_id) {
-        if (rank < static_cast<std::size_t>(nb)) add_hyp(parent.ids, c.total, true);
+      if (is_eos(o, c.token)) {
+        if (rank < static_cast<std::size_t>(nb)) add_hyp(parent.ids, c.total, c.token);
         continue;
       }
       Beam child{.ids = parent.ids, .logprob = c.total, .cache = parent.cache, .hidden = {}};
@@ -219,11 +359,11 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
     }
   }
   if (!done)
-    for (const auto& b : beams) add_hyp(b.ids, b.logprob, false);
+    for (const auto& b : beams) add_hyp(b.ids, b.logprob, -1);
   require(!hyps.empty(), "generate: beam search produced no hypothesis");
   const auto best =
       std::max_element(hyps.begin(), hyps.end(), [](const Hyp& a, const Hyp& b) { return a.score < b.score; });
-  return GenerationResult{.ids = best->ids, .score = best->score, .finished = best->finished};
+  return GenerationResult{.ids = best->ids, .score = best->score, .finished = best->finished, .eos_id = best->eos_id};
 }
 
 // A decoder seen by generate() without its KV cache: every call recomputes the whole sequence so far

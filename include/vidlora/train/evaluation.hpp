@@ -61,13 +61,16 @@ EvalLoss answer_loss(Step& step, const Decoder& decoder, const TextCodec& codec,
 }
 
 // The caption `step` generates for projected visual tokens `visual` [n, hidden] after the prompt (stopping at the
-// codec's EOS), decoded to text.
+// codec's EOS, and at options.extra_eos_token_ids), decoded to text. The processors read the prompt's ids as
+// transformers' input_ids hold them (the placeholder once per visual token) before the generated ones: a repetition
+// penalty counts the prompt's ids too, as generate() given the processor's input_ids does.
 template <class Step, class Decoder>
 std::string generate_caption(Step& step, const Decoder& decoder, const TextCodec& codec,
                              model::GenerationOptions options, const Matrix& visual) {
-  const auto seq = model::splice_visual_tokens<float>(codec.prompt_ids, std::vector<int>{}, codec.placeholder_id,
-                                                      visual, decoder.embed_tokens());
+  auto seq = model::splice_visual_tokens<float>(codec.prompt_ids, std::vector<int>{}, codec.placeholder_id, visual,
+                                                decoder.embed_tokens());
   options.eos_token_id = codec.eos_id;
+  options.context_ids = std::move(seq.ids);
   return codec.decode(step.generate(seq.embeds, options).ids);
 }
 
