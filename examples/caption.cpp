@@ -41,6 +41,7 @@
 #include <vidlora/train/dataset.hpp>
 #include <vidlora/train/decoder_step.hpp>
 #include <vidlora/train/evaluation.hpp>
+#include <vidlora/train/feature_cache.hpp>
 #include <vidlora/train/trainable_tensors.hpp>
 
 #include "demo_common.hpp"
@@ -93,7 +94,8 @@ demo::CommandLine command_line() {
           integer("no-repeat-ngram-size", "N",
                   fmt::format("no repeated n-grams of this size (default {}; 0: off)", kDefaultNoRepeatNgramSize)),
           integer("max-new-tokens", "N",
-                  fmt::format("longest caption in tokens (default: generation_config.json's max_new_tokens, else {})",
+                  fmt::format("longest caption in tokens (default: generation_config.json's max_new_tokens, else "
+                              "its max_length with the prompt counted, else {})",
                               kDefaultMaxNewTokens),
                   1),
           integer("min-new-tokens", "N", "no EOS before this many tokens (default 0: off)"),
@@ -255,7 +257,10 @@ GenerationOptions generation_options(const demo::CommandLine& a, const model::Ge
   g.max_new_tokens = demo::kDefaultMaxNewTokens;
   file.apply(g);
   if (a.has("do-sample") && a.has("greedy")) throw demo::UsageError("--do-sample and --greedy contradict each other");
-  g.max_new_tokens = a.integer("max-new-tokens", g.max_new_tokens);
+  if (a.has("max-new-tokens")) {  // it takes precedence over a max_length, as in transformers
+    g.max_new_tokens = a.integer("max-new-tokens", 0);
+    g.max_length = 0;
+  }
   if (a.has("min-new-tokens")) {  // it takes precedence over a min_length, as in transformers
     g.min_new_tokens = a.integer("min-new-tokens", 0);
     g.min_length = 0;
@@ -284,11 +289,15 @@ GenerationOptions generation_options(const demo::CommandLine& a, const model::Ge
   try {
     model::check_generation(g);
   } catch (const vidlora::Error& e) {
-    throw demo::UsageError(e.what());
+    throw demo::UsageError(file.file.empty() ? std::string(e.what())
+                                             : fmt::format("{} (with {}'s settings: {}; the options override them, "
+                                                           "--ignore-generation-config leaves them out)",
+                                                           e.what(), file.file.string(), file.summary()));
   }
   if (!file.file.empty())
     fmt::print(
-        stderr, "caption: {}: {}{}\n", file.file.string(), file.summary(),
+        stderr, "caption: {}{}: {}{}\n", file.file.string(),
+        file.file.filename() == "config.json" ? " (no generation_config.json beside it)" : "", file.summary(),
         file.not_used.empty() ? std::string() : fmt::format(" (not used here: {})", fmt::join(file.not_used, ", ")));
   std::string how = g.do_sample ? fmt::format("sampling (temperature {:g}, top_k {}, top_p {:g}, min_p {:g}, seed {})",
                                               g.temperature, g.top_k, g.top_p, g.min_p, g.seed)
@@ -299,18 +308,12 @@ GenerationOptions generation_options(const demo::CommandLine& a, const model::Ge
   if (g.no_repeat_ngram_size > 0) how += fmt::format(", no repeated {}-grams", g.no_repeat_ngram_size);
   if (g.min_new_tokens > 0) how += fmt::format(", at least {} tokens", g.min_new_tokens);
   if (g.min_length > 0) how += fmt::format(", at least {} ids with the prompt", g.min_length);
-  fmt::print(stderr, "caption: generation: {}, up to {} tokens, ending at the end of the turn{}\n", how,
-             g.max_new_tokens,
+  fmt::print(stderr, "caption: generation: {}, up to {}, ending at the end of the turn{}\n", how,
+             g.max_length > 0 ? fmt::format("{} ids with the prompt", g.max_length)
+                              : fmt::format("{} tokens", g.max_new_tokens),
              g.extra_eos_token_ids.empty() ? std::string()
                                            : fmt::format(" or at ids {}", fmt::join(g.extra_eos_token_ids, ", ")));
   return g;
-}
-
-// A video's stream of draws: FNV-1a of its path as given, so that its sampled caption does not depend on the others.
-std::uint64_t video_stream(const std::string& path) {
-  std::uint64_t h = 14695981039346656037ull;
-  for (const unsigned char c : path) h = (h ^ c) * 1099511628211ull;
-  return h;
 }
 
 // Captions every video of a.rest; returns the exit status (1 when any video failed). The projection and the generation
@@ -344,7 +347,7 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, c
 #endif
   const auto caption_of = [&](const std::string& video, const Matrix& features) {
     GenerationOptions options = generation;
-    options.stream = video_stream(video);
+    options.stream = train::fnv1a64(video);  // a video's draws do not depend on the others captioned with it
 #if defined(VIDLORA_CAPTION_ON_CUDA)
     try {
       return train::generate_caption(step, decoder, codec, options,

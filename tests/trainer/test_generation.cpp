@@ -212,25 +212,36 @@ TEST_CASE("min_new_tokens bans every EOS id and any EOS id ends a sequence", "[g
   CHECK(stopped.eos_id == free_run.ids[0]);
   // ... and Decoder::generate_greedy returns the EOS it stopped at
   CHECK(d.generate_greedy(prompt, 10, free_run.ids[0]) == std::vector<int>{free_run.ids[0]});
-  // With min_new_tokens 3 no EOS id comes before the fourth token.
+  // With min_new_tokens 3 the scores of every EOS id are -inf until 3 ids are generated, then they are as given.
   o.min_new_tokens = 3;
+  const float removed = -std::numeric_limits<float>::infinity();
+  const auto eos_scores = [&](std::vector<int> generated) {
+    std::vector<float> s(16, 0.5f);
+    model::process_scores(s, generated, o);
+    return std::vector<float>{s[static_cast<std::size_t>(o.eos_token_id)], s[static_cast<std::size_t>(free_run.ids[0])],
+                              s[3]};
+  };
+  CHECK(eos_scores({}) == std::vector<float>{removed, removed, 0.5f});
+  CHECK(eos_scores({1, 1}) == std::vector<float>{removed, removed, 0.5f});
+  CHECK(eos_scores({1, 1, 1}) == std::vector<float>{0.5f, 0.5f, 0.5f});
+  // ... so the first greedy token, an EOS id now, gives way to the next best and generation goes on
   const auto later = model::generate(d, prompt, o);
-  REQUIRE(later.ids.size() >= 3);
-  for (std::size_t i = 0; i < 3; ++i) CHECK_FALSE(model::is_eos(o, later.ids[i]));
+  CHECK(later.ids.size() >= 3);
+  CHECK(later.ids[0] != free_run.ids[0]);
   // min_length counts the context's ids: 2 context ids + 3 generated before an EOS may come, as above
   o.min_new_tokens = 0;
   o.min_length = 5;
   o.context_ids = {2, 9};
+  CHECK(eos_scores({1, 1}) == std::vector<float>{removed, removed, 0.5f});
+  CHECK(eos_scores({1, 1, 1}) == std::vector<float>{0.5f, 0.5f, 0.5f});
   CHECK(model::generate(d, prompt, o).ids == later.ids);
-  // The same through beam search.
+  // The same through beam search: the EOS id ends it at once without a minimum, not before 3 tokens with one.
   o.num_beams = 3;
   o.min_length = 0;
   o.context_ids.clear();
   CHECK(model::generate(d, prompt, o).ids.empty());
   o.min_new_tokens = 3;
-  const auto beams = model::generate(d, prompt, o);
-  REQUIRE(beams.ids.size() >= 3);
-  for (std::size_t i = 0; i < 3; ++i) CHECK_FALSE(model::is_eos(o, beams.ids[i]));
+  CHECK(model::generate(d, prompt, o).ids.size() >= 3);
 }
 
 TEST_CASE("generation options transformers refuses are refused naming them", "[generation]") {
@@ -257,4 +268,20 @@ TEST_CASE("generation options transformers refuses are refused naming them", "[g
   CHECK_NOTHROW(model::check_generation(o));
   o.min_new_tokens = -1;
   CHECK_THROWS_WITH(model::check_generation(o), Catch::Contains("min_new_tokens must be >= 0"));
+}
+
+TEST_CASE("max_length counts the context's ids and refuses a context as long as it", "[generation]") {
+  auto d = tiny_decoder(16, 8);
+  const std::vector<int> prompt{2, 9, 4};
+  GenerationOptions o;
+  o.max_new_tokens = 10;
+  o.max_length = 7;  // 3 context ids + 4 new
+  o.context_ids = prompt;
+  CHECK(model::generate(d, d.embed(prompt), o).ids.size() == 4);
+  o.num_beams = 2;
+  CHECK(model::generate(d, d.embed(prompt), o).ids.size() == 4);
+  o.max_new_tokens = 2;  // the smaller of the two
+  CHECK(model::generate(d, d.embed(prompt), o).ids.size() == 2);
+  o.max_length = 3;
+  CHECK_THROWS_WITH(model::generate(d, d.embed(prompt), o), Catch::Contains("nothing is left to generate"));
 }

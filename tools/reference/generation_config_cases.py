@@ -8,11 +8,13 @@ generation_config.json, or builds it from config.json when there is none), and r
 
 - the generation config as generate() resolves it (model._prepare_generation_config: the file over transformers'
   global defaults): do_sample, temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size,
-  num_beams, length_penalty, max_new_tokens, min_new_tokens, min_length and the EOS ids;
+  num_beams, length_penalty, max_new_tokens, max_length, min_new_tokens, min_length and the EOS ids; cases without
+  a generation_config.json edit config.json's top level and text_config first (from_model_config reads both);
 - for a few (input_ids, scores) pairs, the scores after the logits processors generate() builds for that config
   (model._get_logits_processor after model._prepare_special_tokens, with the prompt's length as
   input_ids_seq_length, as generate() calls it with input_ids; min_new_tokens turned into min_length as
-  _prepare_generated_length does). The scores are float32, written as their bits (hex) so that the comparison is exact.
+  _prepare_generated_length does). The scores are float32, written as their bits (hex) so that the comparison is exact;
+- the names of every GenerationConfig field (generation_config_fields).
 
 Needs torch and transformers (tools/reference/requirements.txt).
 Run:  /opt/refenv/bin/python -P tools/reference/generation_config_cases.py
@@ -59,6 +61,20 @@ CASES = [
     ("min_length counts the prompt", "llava_next_video_hf", {"min_length": 9, "eos_token_id": 2}),
     ("null fields are unset", "llava_next_video_hf",
      {"do_sample": None, "temperature": None, "top_k": None, "eos_token_id": None, "max_new_tokens": None}),
+    ("max_length", "llava_next_video_hf", {"max_length": 12, "eos_token_id": 2}),
+    ("keys GenerationConfig does not have, and inert values", "llava_next_video_hf",
+     {"chat_format": "chatml", "max_window_size": 6144, "typical_p": 1.5, "epsilon_cutoff": 0.0, "forced_bos_token_id": 3,
+      "diversity_penalty": 0.5, "early_stopping": True, "suppress_tokens": []}),
+]
+# (name, directory, edits to config.json: top-level fields and text_config fields) for directories without a
+# generation_config.json: GenerationConfig.from_model_config takes the top level's generation fields, then
+# text_config's where still unset.
+CONFIG_CASES = [
+    ("no file: config.json's generation fields", "llava_next_video_hf",
+     {"repetition_penalty": 1.7, "max_length": 30}, {"no_repeat_ngram_size": 2, "temperature": 0.5,
+                                                     "repetition_penalty": 1.1, "eos_token_id": [2, 5]}),
+    ("no file: text_config's EOS list under a top-level one", "llava_qwen_hf",
+     {"eos_token_id": 7, "do_sample": True}, {"eos_token_id": [706, 5], "top_p": 0.9}),
 ]
 
 # (prompt ids, generated ids): the processors see prompt + generated as input_ids, as generate() gives them.
@@ -86,6 +102,7 @@ def resolved(gc):
         "num_beams": gc.num_beams,
         "length_penalty": gc.length_penalty,
         "max_new_tokens": gc.max_new_tokens,
+        "max_length": gc.max_length,
         "min_new_tokens": gc.min_new_tokens,
         "min_length": gc.min_length,
         "eos_token_ids": [] if eos is None else ([eos] if isinstance(eos, int) else list(eos)),
@@ -96,11 +113,17 @@ def main():
     generator = torch.Generator().manual_seed(20261207)
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, directory, config) in enumerate(CASES):
+        all_cases = [(n, d, c, None) for n, d, c in CASES] + [(n, d, None, (t, x)) for n, d, t, x in CONFIG_CASES]
+        for i, (name, directory, config, edits) in enumerate(all_cases):
             d = pathlib.Path(tmp) / f"case{i}"
             shutil.copytree(MODELS / directory, d)
             if config is not None:
                 (d / "generation_config.json").write_text(json.dumps(config, indent=2))
+            if edits is not None:
+                model_config = json.loads((d / "config.json").read_text())
+                model_config.update(edits[0])
+                model_config["text_config"].update(edits[1])
+                (d / "config.json").write_text(json.dumps(model_config, indent=2))
             model = LlavaNextVideoForConditionalGeneration.from_pretrained(d)
             gc, _ = model._prepare_generation_config(None)
             model._prepare_special_tokens(gc, True, device="cpu")
@@ -135,12 +158,15 @@ def main():
                 "name": name,
                 "directory": directory,
                 "generation_config": config,
+                "config_edits": None if edits is None else {"top_level": edits[0], "text_config": edits[1]},
                 "resolved": settings,
                 "runs": runs,
             })
     OUT.write_text(json.dumps({
         "produced_by": "tools/reference/generation_config_cases.py",
         "versions": {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__},
+        # every field of transformers' GenerationConfig: vidlora must sort each (used, not used, refused)
+        "generation_config_fields": sorted(transformers.GenerationConfig().__dict__),
         "cases": cases,
     }, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {OUT}: {len(cases)} cases")

@@ -13,14 +13,18 @@
 // Sampling (do_sample): a draw from softmax(processed scores) (transformers' _sample with do_sample=True, whose draw
 // is torch.multinomial): one uniform from Philox(seed, stream) per step, walked along the cumulative probabilities in
 // double; reproducible for a seed, not torch's draws.
-// Beam search: scores = log_softmax(logits), then the processors, plus each beam's running sum of
-// log-probabilities; the best 2·num_beams (beam, token) pairs are ranked; one ending in EOS whose
-// rank is below num_beams becomes a finished hypothesis with score sum_logprobs / len^length_penalty
-// (len = tokens generated before the EOS, at least 1, transformers' BeamHypotheses.add), the others
-// continue. Search stops when num_beams hypotheses are finished and the best running beam cannot
-// beat the worst of them (early_stopping = False rule), or at max_new_tokens, where the running
-// beams join the hypotheses. Sampling with beams (transformers' beam sampling) is refused.
+// Beam search (transformers 5's _beam_search): scores = log_softmax(logits), then the processors, plus each beam's
+// running sum of log-probabilities; the best max(2, 1 + EOS ids)·num_beams (beam, token) pairs are ranked; one
+// ending in an EOS id whose rank is below num_beams becomes a finished hypothesis scored
+// sum_logprobs / len^length_penalty (len = the tokens generated, the EOS included), the best num_beams of the
+// others continue. Search stops when num_beams hypotheses are finished and the best running beam, scored at its
+// present length, cannot beat the worst of them (early_stopping = False), or at the length limit, where the
+// candidates ranked below num_beams become the hypotheses left (tools/reference/generation_search_cases.py). One difference: transformers starts with
+// num_beams copies of the prompt, all but one at -1e9, which only matters when a step has fewer candidates than it
+// keeps (a vocabulary smaller than 2·num_beams); vidlora starts with the one. Sampling with beams (transformers'
+// beam sampling) is refused.
 // The EOS ids: eos_token_id and extra_eos_token_ids (a generation_config.json's list); any of them ends a sequence.
+// The length limit: max_new_tokens, and max_length when set (context_ids and the new tokens together, transformers').
 // The one generation loop: model::Decoder::generate_greedy and the Trainer's evaluation both run it.
 
 #include <algorithm>
@@ -42,13 +46,14 @@ namespace vidlora::model {
 
 struct GenerationOptions {
   int max_new_tokens = 32;
-  int num_beams = 1;                       // 1: greedy or sampling
-  double length_penalty = 1.0;             // beam search: exponent of the length in the final score
-  double repetition_penalty = 1.0;         // 1: off; > 1 discourages repeats
-  int no_repeat_ngram_size = 0;            // 0: off; n: no n-gram occurs twice
-  int min_new_tokens = 0;                  // 0: off; the EOS ids are banned until this many ids are generated
-  int min_length = 0;                      // 0: off; ... until context_ids and the generated ids are this many
-  int eos_token_id = -1;                   // < 0: none (generate max_new_tokens)
+  int max_length = 0;               // 0: off; else context_ids and the generated ids together at most (transformers')
+  int num_beams = 1;                // 1: greedy or sampling
+  double length_penalty = 1.0;      // beam search: exponent of the length in the final score
+  double repetition_penalty = 1.0;  // 1: off; > 1 discourages repeats
+  int no_repeat_ngram_size = 0;     // 0: off; n: no n-gram occurs twice
+  int min_new_tokens = 0;           // 0: off; the EOS ids are banned until this many ids are generated
+  int min_length = 0;               // 0: off; ... until context_ids and the generated ids are this many
+  int eos_token_id = -1;            // < 0: none (generate max_new_tokens)
   std::vector<int> extra_eos_token_ids{};  // more ids that end a sequence (generation_config.json's list)
   std::vector<int> context_ids{};          // the ids before the generated ones, as transformers' input_ids (the prompt)
   // Sampling (transformers' do_sample): the warpers below, then a draw.
@@ -71,6 +76,7 @@ inline void check_generation(const GenerationOptions& o) {
   require(std::isfinite(o.length_penalty), "generate: length_penalty must be finite (got {})", o.length_penalty);
   require(o.min_new_tokens >= 0, "generate: min_new_tokens must be >= 0 (got {})", o.min_new_tokens);
   require(o.min_length >= 0, "generate: min_length must be >= 0 (got {})", o.min_length);
+  require(o.max_length >= 0, "generate: max_length must be >= 0 (got {})", o.max_length);
   if (!o.do_sample) return;  // the warpers are not built without sampling (transformers checks them only then)
   require(o.num_beams == 1,
           "generate: sampling with num_beams {} (transformers' beam sampling) is not supported: sample with one beam, "
@@ -240,6 +246,15 @@ template <class Decoder>
 GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const GenerationOptions& o) {
   check_generation(o);
   require(prompt_embeds.rows() > 0, "generate: the prompt is empty");
+  int max_new_tokens = o.max_new_tokens;
+  if (o.max_length > 0) {  // as transformers, which refuses a prompt as long as max_length
+    const auto context = static_cast<long>(o.context_ids.size());
+    require(context < o.max_length,
+            "generate: the prompt has {} ids and max_length is {}, which counts them: nothing is left to generate "
+            "(max_new_tokens counts the new tokens alone)",
+            context, o.max_length);
+    max_new_tokens = static_cast<int>(std::min<long>(max_new_tokens, o.max_length - context));
+  }
   using Cache = decltype(decoder.make_cache());
   const auto log_softmax = [](std::vector<float>& s) {
     float mx = -std::numeric_limits<float>::infinity();
@@ -258,7 +273,7 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
     GenerationResult r;
     Cache cache = decoder.make_cache();
     Matrix hidden = decoder.forward_cached(prompt_embeds, cache);
-    for (int step = 0; step < o.max_new_tokens; ++step) {
+    for (int step = 0; step < max_new_tokens; ++step) {
       std::vector<float> s = row_scores(hidden);
       std::vector<float> lp = s;
       log_softmax(lp);
@@ -292,7 +307,14 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
     int eos_id;
   };
   const int nb = o.num_beams;
+  std::vector<int> eos_ids;  // transformers keeps (1 + EOS ids) · num_beams candidates a step, at least 2 · num_beams
+  if (o.eos_token_id >= 0) eos_ids.push_back(o.eos_token_id);
+  for (const int id : o.extra_eos_token_ids)
+    if (id >= 0 && std::find(eos_ids.begin(), eos_ids.end(), id) == eos_ids.end()) eos_ids.push_back(id);
+  const std::size_t keep_per_step =
+      static_cast<std::size_t>(std::max<std::size_t>(2, 1 + eos_ids.size())) * static_cast<std::size_t>(nb);
   std::vector<Hyp> hyps;
+  // The length in the score counts every generated token, the EOS included (transformers' cur_len + 1 - prompt).
   const auto hyp_score = [&](double sum, std::size_t len) {
     return sum / std::pow(static_cast<double>(std::max<std::size_t>(len, 1)), o.length_penalty);
   };
@@ -301,8 +323,8 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
     for (const auto& h : hyps) w = std::min(w, h.score);
     return w;
   };
-  const auto add_hyp = [&](std::vector<int> ids, double sum, int eos_id) {
-    const double sc = hyp_score(sum, ids.size());
+  const auto add_hyp = [&](std::vector<int> ids, double sum, std::size_t len, int eos_id) {
+    const double sc = hyp_score(sum, len);
     if (static_cast<int>(hyps.size()) < nb) {
       hyps.push_back({std::move(ids), sc, eos_id >= 0, eos_id});
     } else if (sc > worst()) {
@@ -316,7 +338,9 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
   beams[0].cache = decoder.make_cache();
   beams[0].hidden = decoder.forward_cached(prompt_embeds, beams[0].cache);
   bool done = false;
-  for (int step = 0; step < o.max_new_tokens && !done; ++step) {
+  for (int step = 0; step < max_new_tokens && !done; ++step) {
+    // At the last step every candidate reaches the length limit: the best num_beams of them are the hypotheses left.
+    const bool last = step + 1 == max_new_tokens;
     struct Cand {
       double total;
       int beam, token;
@@ -330,20 +354,26 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
         if (std::isfinite(s[static_cast<std::size_t>(t)]))
           cands.push_back({beams[static_cast<std::size_t>(b)].logprob + s[static_cast<std::size_t>(t)], b, t});
     }
-    const std::size_t keep = std::min<std::size_t>(cands.size(), static_cast<std::size_t>(2 * nb));
+    const std::size_t keep = std::min(cands.size(), keep_per_step);
     std::partial_sort(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(keep), cands.end(),
                       [](const Cand& a, const Cand& b) {
                         return a.total != b.total ? a.total > b.total
                                                   : (a.beam != b.beam ? a.beam < b.beam : a.token < b.token);
                       });
     std::vector<Beam> next;
-    for (std::size_t rank = 0; rank < keep && static_cast<int>(next.size()) < nb; ++rank) {
+    for (std::size_t rank = 0; rank < keep; ++rank) {
       const Cand& c = cands[rank];
       const Beam& parent = beams[static_cast<std::size_t>(c.beam)];
-      if (is_eos(o, c.token)) {
-        if (rank < static_cast<std::size_t>(nb)) add_hyp(parent.ids, c.total, c.token);
+      const bool eos = is_eos(o, c.token);
+      if (eos || last) {  // a candidate that stops: a hypothesis when among the best num_beams
+        if (rank < static_cast<std::size_t>(nb)) {
+          std::vector<int> ids = parent.ids;
+          if (!eos) ids.push_back(c.token);
+          add_hyp(std::move(ids), c.total, parent.ids.size() + 1, eos ? c.token : -1);
+        }
         continue;
       }
+      if (static_cast<int>(next.size()) == nb) continue;
       Beam child{.ids = parent.ids, .logprob = c.total, .cache = parent.cache, .hidden = {}};
       child.ids.push_back(c.token);
       const int one[1] = {c.token};
@@ -352,14 +382,13 @@ GenerationResult generate(Decoder& decoder, const Matrix& prompt_embeds, const G
     }
     beams = std::move(next);
     if (beams.empty()) break;
-    if (static_cast<int>(hyps.size()) >= nb) {
-      double best_running = -std::numeric_limits<double>::infinity();
-      for (const auto& b : beams) best_running = std::max(best_running, b.logprob);
-      done = hyp_score(best_running, beams.front().ids.size()) <= worst();
-    }
+    // transformers' early_stopping=False heuristic: stop when num_beams hypotheses are done and the best running
+    // beam, scored at its present length, cannot beat the worst of them.
+    if (static_cast<int>(hyps.size()) >= nb)
+      done = hyp_score(beams.front().logprob, beams.front().ids.size()) <= worst();
   }
-  if (!done)
-    for (const auto& b : beams) add_hyp(b.ids, b.logprob, -1);
+  if (hyps.empty())  // max_new_tokens 0
+    for (const auto& b : beams) add_hyp(b.ids, b.logprob, b.ids.size(), -1);
   require(!hyps.empty(), "generate: beam search produced no hypothesis");
   const auto best =
       std::max_element(hyps.begin(), hyps.end(), [](const Hyp& a, const Hyp& b) { return a.score < b.score; });

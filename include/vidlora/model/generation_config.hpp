@@ -1,23 +1,26 @@
 #pragma once
-// A Hugging Face directory's generation_config.json, read as transformers' generate() reads it: its values are
-// generate()'s defaults (over transformers' global ones, which GenerationOptions' defaults are), the caller's
-// options override them.
+// A Hugging Face directory's generation settings, read as transformers' generate() reads them: they are
+// generate()'s defaults (over transformers' global ones, which GenerationOptions' defaults are, but for
+// max_new_tokens: the programs' own), the caller's options override them.
 //
+// From generation_config.json when the directory has one; else from config.json, as GenerationConfig.from_model_config
+// builds it: its top-level generation fields, then its text_config's where still unset (in practice the EOS id).
 // Used: do_sample, temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size, num_beams,
-// length_penalty, max_new_tokens, min_new_tokens, min_length, eos_token_id (an id or a list). A null value is unset.
-// Without the file, transformers builds the config from config.json (GenerationConfig.from_model_config): its EOS
-// id is config.json's eos_token_id, else its text_config's; nothing else. With the file, its eos_token_id only (a
-// file without one stops at no EOS in transformers; vidlora's programs always stop at the end of the assistant's
-// turn too, model::GenerationOptions::eos_token_id).
-// Fields that change nothing for one caption generated here are accepted and listed (`not_used`): the token ids
-// generate() does not stop at (bos, pad, decoder_start), caching and output switches, assisted decoding (the same
-// tokens), max_length (vidlora always passes max_new_tokens, which transformers prefers), encoder_* (an
-// encoder-decoder's; transformers ignores them for a decoder-only model), version stamps.
-// Fields that would change the result and that vidlora's generate() does not do (typical_p, bad_words_ids,
-// suppress_tokens, forced ids, guidance, contrastive search, stop strings, beam sampling ...) and any field
-// transformers' GenerationConfig does not have are refused by check_supported, naming the field and its value,
-// when they would act under the final options: the sampling-only ones (typical_p, epsilon_cutoff, eta_cutoff,
-// top_h) only when sampling, early_stopping (true / "never") only with beams.
+// length_penalty, max_new_tokens, max_length (the prompt and the new tokens together, where max_new_tokens is not
+// given), min_new_tokens, min_length and eos_token_id (an id or a list). A null value is unset. With the file, its
+// eos_token_id only (a file without one stops at no EOS in transformers; vidlora's programs always stop at the end
+// of the assistant's turn too, model::GenerationOptions::eos_token_id).
+// Fields of transformers' GenerationConfig that change nothing for one caption generated here are accepted and
+// listed (`not_used`): the token ids generate() does not stop at (bos, pad, decoder_start, forced_bos: it acts
+// only on a one-id prompt), caching and output switches, assisted decoding (the same tokens), diversity_penalty
+// (only with beam groups, refused), version stamps; so are keys GenerationConfig does not have (transformers keeps
+// them as custom entries that change nothing). The fields that would change the result and that vidlora's
+// generate() does not do are refused by check_supported, naming the field and its value, where they would act under
+// the final options (transformers builds their processor): typical_p < 1, epsilon_cutoff / eta_cutoff in (0, 1) and
+// top_h only when sampling; early_stopping (true / "never"), renormalize_logits and low_memory only with beams; the
+// others (encoder_repetition_penalty and encoder_no_repeat_ngram_size, which generate() applies over a decoder-only
+// model's prompt, bad_words_ids, suppress_tokens, forced_eos_token_id, sequence_bias, guidance_scale, contrastive
+// search, DoLa, stop strings, num_return_sequences > 1, beam groups, watermarking, ...) always.
 // Tested against transformers' own reading (tools/reference/generation_config_cases.py).
 
 #include <algorithm>
@@ -38,17 +41,16 @@
 namespace vidlora::model {
 
 struct GenerationConfigFile {
-  std::filesystem::path file;  // the generation_config.json read; empty when the directory has none
+  std::filesystem::path file;  // the file read: generation_config.json, or config.json without it; empty: neither
   std::optional<bool> do_sample;
-  std::optional<int> max_new_tokens, num_beams, no_repeat_ngram_size, top_k, min_new_tokens, min_length;
+  std::optional<int> max_new_tokens, max_length, num_beams, no_repeat_ngram_size, top_k, min_new_tokens, min_length;
   std::optional<double> temperature, top_p, min_p, repetition_penalty, length_penalty;
-  std::vector<int> eos_token_ids;     // the file's, or config.json's where there is no file
-  std::vector<std::string> not_used;  // fields present that change nothing here, by name
+  std::vector<int> eos_token_ids;     // the file's
+  std::vector<std::string> not_used;  // fields present that change nothing here, by name (config.json: none listed)
   struct Unsupported {
     enum class When { Always, Sampling, Beams };
     std::string field, value;  // the value as JSON
     When when = When::Always;
-    bool known = true;  // false: not a field of transformers' GenerationConfig that vidlora knows
   };
   std::vector<Unsupported> unsupported;  // set to what vidlora's generate() does not do
 
@@ -56,7 +58,14 @@ struct GenerationConfigFile {
   // o.extra_eos_token_ids (but for o.eos_token_id).
   void apply(GenerationOptions& o) const {
     if (do_sample) o.do_sample = *do_sample;
-    if (max_new_tokens) o.max_new_tokens = *max_new_tokens;
+    // transformers: max_new_tokens takes precedence over max_length, which counts the prompt too
+    if (max_new_tokens) {
+      o.max_new_tokens = *max_new_tokens;
+      o.max_length = 0;
+    } else if (max_length) {
+      o.max_length = *max_length;
+      o.max_new_tokens = *max_length;  // at most; the prompt's length takes its share
+    }
     if (num_beams) o.num_beams = *num_beams;
     if (no_repeat_ngram_size) o.no_repeat_ngram_size = *no_repeat_ngram_size;
     if (top_k) o.top_k = *top_k;
@@ -83,9 +92,6 @@ struct GenerationConfigFile {
     for (const Unsupported& u : unsupported) {
       if (u.when == Unsupported::When::Sampling && !o.do_sample) continue;
       if (u.when == Unsupported::When::Beams && o.num_beams == 1) continue;
-      if (!u.known)
-        fail("{}: {} = {}: not a generation setting vidlora knows (transformers' GenerationConfig fields are)",
-             file.string(), u.field, u.value);
       fail("{}: {} = {} is not supported by vidlora's generation{}", file.string(), u.field, u.value,
            u.when == Unsupported::When::Sampling ? " when sampling"
            : u.when == Unsupported::When::Beams  ? " with beam search"
@@ -106,6 +112,7 @@ struct GenerationConfigFile {
     if (num_beams) parts.push_back(fmt::format("num_beams {}", *num_beams));
     if (length_penalty) parts.push_back(fmt::format("length_penalty {:g}", *length_penalty));
     if (max_new_tokens) parts.push_back(fmt::format("max_new_tokens {}", *max_new_tokens));
+    if (max_length) parts.push_back(fmt::format("max_length {}", *max_length));
     if (min_new_tokens) parts.push_back(fmt::format("min_new_tokens {}", *min_new_tokens));
     if (min_length) parts.push_back(fmt::format("min_length {}", *min_length));
     if (!eos_token_ids.empty()) parts.push_back(fmt::format("eos_token_id {}", fmt::join(eos_token_ids, ", ")));
@@ -132,161 +139,211 @@ inline std::vector<int> eos_ids_of(const nlohmann::json& v, const std::filesyste
   return ids;
 }
 
-// Whether a JSON value is transformers' "nothing set" for a field whose default is `unset` (null, false, 0, ...).
-inline bool is_default(const nlohmann::json& v, const nlohmann::json& unset) {
-  return v.is_null() || v == unset || (v.is_array() && v.empty()) ||
-         (v.is_number() && unset.is_number() && v.get<double>() == unset.get<double>());
+}  // namespace detail
+
+namespace detail {
+
+// How generate() takes a GenerationConfig field (transformers 5.24's fields, every one of them).
+enum class GenerationField { Used, NotUsed, Refused };
+using GenerationWhen = GenerationConfigFile::Unsupported::When;
+struct GenerationFieldRule {
+  const char* name;
+  GenerationField kind;
+  GenerationWhen when = GenerationWhen::Always;   // Refused: when it would act
+  bool (*acts)(const nlohmann::json&) = nullptr;  // Refused: whether this value builds its processor (null: inert)
+};
+
+inline bool acts_unless_null(const nlohmann::json& v) { return !v.is_null(); }
+inline bool acts_when_true(const nlohmann::json& v) { return v.is_boolean() && v.get<bool>(); }
+inline bool acts_unless_false(const nlohmann::json& v) { return !v.is_null() && v != false; }
+inline bool acts_unless_one(const nlohmann::json& v) {
+  return !v.is_null() && !(v.is_number() && v.get<double>() == 1.0);
+}
+inline bool acts_above_one(const nlohmann::json& v) { return v.is_number() && v.get<double>() > 1.0; }
+inline bool acts_below_one(const nlohmann::json& v) { return v.is_number() && v.get<double>() < 1.0; }
+inline bool acts_above_zero(const nlohmann::json& v) { return v.is_number() && v.get<double>() > 0.0; }
+inline bool acts_in_open_unit(const nlohmann::json& v) {
+  return v.is_number() && v.get<double>() > 0.0 && v.get<double>() < 1.0;
+}
+inline bool acts_unless_empty(const nlohmann::json& v) { return !v.is_null() && !(v.is_array() && v.empty()); }
+
+inline const GenerationFieldRule* generation_field_rule(std::string_view name) {
+  using F = GenerationField;
+  using W = GenerationWhen;
+  static const GenerationFieldRule kRules[] = {
+      {"do_sample", F::Used},
+      {"temperature", F::Used},
+      {"top_k", F::Used},
+      {"top_p", F::Used},
+      {"min_p", F::Used},
+      {"repetition_penalty", F::Used},
+      {"no_repeat_ngram_size", F::Used},
+      {"num_beams", F::Used},
+      {"length_penalty", F::Used},
+      {"max_new_tokens", F::Used},
+      {"max_length", F::Used},
+      {"min_new_tokens", F::Used},
+      {"min_length", F::Used},
+      {"eos_token_id", F::Used},
+      {"_from_model_config", F::NotUsed},
+      {"transformers_version", F::NotUsed},
+      {"_commit_hash", F::NotUsed},
+      {"bos_token_id", F::NotUsed},
+      {"pad_token_id", F::NotUsed},
+      {"decoder_start_token_id", F::NotUsed},
+      {"forced_bos_token_id", F::NotUsed},
+      {"diversity_penalty", F::NotUsed},
+      {"use_cache", F::NotUsed},
+      {"cache_implementation", F::NotUsed},
+      {"cache_config", F::NotUsed},
+      {"max_cache_len", F::NotUsed},
+      {"compile_config", F::NotUsed},
+      {"disable_compile", F::NotUsed},
+      {"prefill_chunk_size", F::NotUsed},
+      {"continuous_batching_config", F::NotUsed},
+      {"output_attentions", F::NotUsed},
+      {"output_hidden_states", F::NotUsed},
+      {"output_scores", F::NotUsed},
+      {"output_logits", F::NotUsed},
+      {"return_dict_in_generate", F::NotUsed},
+      {"is_assistant", F::NotUsed},
+      {"num_assistant_tokens", F::NotUsed},
+      {"num_assistant_tokens_schedule", F::NotUsed},
+      {"assistant_confidence_threshold", F::NotUsed},
+      {"prompt_lookup_num_tokens", F::NotUsed},
+      {"max_matching_ngram_size", F::NotUsed},
+      {"assistant_early_exit", F::NotUsed},
+      {"assistant_lookbehind", F::NotUsed},
+      {"target_lookbehind", F::NotUsed},
+      {"assistant_ensemble_weight", F::NotUsed},
+      {"typical_p", F::Refused, W::Sampling, acts_below_one},
+      {"epsilon_cutoff", F::Refused, W::Sampling, acts_in_open_unit},
+      {"eta_cutoff", F::Refused, W::Sampling, acts_in_open_unit},
+      {"top_h", F::Refused, W::Sampling, acts_unless_null},
+      {"early_stopping", F::Refused, W::Beams, acts_unless_false},
+      {"renormalize_logits", F::Refused, W::Beams, acts_when_true},
+      {"low_memory", F::Refused, W::Beams, acts_when_true},
+      {"encoder_repetition_penalty", F::Refused, W::Always, acts_unless_one},
+      {"encoder_no_repeat_ngram_size", F::Refused, W::Always, acts_above_zero},
+      {"num_return_sequences", F::Refused, W::Always, acts_above_one},
+      {"num_beam_groups", F::Refused, W::Always, acts_above_one},
+      {"guidance_scale", F::Refused, W::Always, acts_unless_one},
+      {"max_time", F::Refused, W::Always, acts_unless_null},
+      {"stop_strings", F::Refused, W::Always, acts_unless_null},
+      {"bad_words_ids", F::Refused, W::Always, acts_unless_null},
+      {"force_words_ids", F::Refused, W::Always, acts_unless_null},
+      {"constraints", F::Refused, W::Always, acts_unless_null},
+      {"suppress_tokens", F::Refused, W::Always, acts_unless_empty},
+      {"begin_suppress_tokens", F::Refused, W::Always, acts_unless_empty},
+      {"forced_eos_token_id", F::Refused, W::Always, acts_unless_null},
+      {"sequence_bias", F::Refused, W::Always, acts_unless_null},
+      {"exponential_decay_length_penalty", F::Refused, W::Always, acts_unless_null},
+      {"remove_invalid_values", F::Refused, W::Always, acts_when_true},
+      {"penalty_alpha", F::Refused, W::Always, acts_unless_null},
+      {"dola_layers", F::Refused, W::Always, acts_unless_null},
+      {"token_healing", F::Refused, W::Always, acts_when_true},
+      {"watermarking_config", F::Refused, W::Always, acts_unless_null},
+      {"use_mtp", F::Refused, W::Always, acts_when_true},
+      {"speculation_type", F::Refused, W::Always, acts_unless_null},
+  };
+  for (const auto& r : kRules)
+    if (name == r.name) return &r;
+  return nullptr;
+}
+
+// One field `key` = `v` of `file` into `g`: a used field's value (type-checked), a refused one that would act, and,
+// when `list_not_used`, the name of one that changes nothing: a GenerationConfig field without effect here, or a key
+// GenerationConfig does not have (generation_config.json's custom entries; config.json's reader passes only fields).
+inline void take_generation_field(GenerationConfigFile& g, const std::filesystem::path& file, const std::string& key,
+                                  const nlohmann::json& v, bool list_not_used) {
+  const auto wrong = [&](std::string_view what) {
+    fail("{}: {} must be {} (got {})", file.string(), key, what, v.dump());
+  };
+  const auto integer = [&](long long lo) {
+    if (!v.is_number_integer() || v.get<long long>() < lo || v.get<long long>() > 0x7fffffff)
+      wrong(fmt::format("an integer >= {}", lo));
+    return v.get<int>();
+  };
+  const auto number = [&] {
+    if (!v.is_number()) wrong("a number");
+    return v.get<double>();
+  };
+  const GenerationFieldRule* rule = generation_field_rule(key);
+  if (rule == nullptr || rule->kind == GenerationField::NotUsed) {
+    if (list_not_used) g.not_used.push_back(key);
+    return;
+  }
+  if (rule->kind == GenerationField::Refused) {
+    if (rule->acts(v)) g.unsupported.push_back({key, v.dump(), rule->when});
+    return;
+  }
+  if (key == "eos_token_id") {
+    g.eos_token_ids = eos_ids_of(v, file);
+    return;
+  }
+  if (v.is_null()) return;  // a used field left unset
+  if (key == "do_sample") {
+    if (!v.is_boolean()) wrong("true or false");
+    g.do_sample = v.get<bool>();
+  } else if (key == "max_new_tokens") {
+    g.max_new_tokens = integer(0);
+  } else if (key == "max_length") {
+    g.max_length = integer(1);
+  } else if (key == "num_beams") {
+    g.num_beams = integer(1);
+  } else if (key == "no_repeat_ngram_size") {
+    g.no_repeat_ngram_size = integer(0);
+  } else if (key == "top_k") {
+    g.top_k = integer(0);
+  } else if (key == "min_new_tokens") {
+    g.min_new_tokens = integer(0);
+  } else if (key == "min_length") {
+    g.min_length = integer(0);
+  } else if (key == "temperature") {
+    g.temperature = number();
+  } else if (key == "top_p") {
+    g.top_p = number();
+  } else if (key == "min_p") {
+    g.min_p = number();
+  } else if (key == "repetition_penalty") {
+    g.repetition_penalty = number();
+  } else if (key == "length_penalty") {
+    g.length_penalty = number();
+  }
 }
 
 }  // namespace detail
 
-// The generation settings of the Hugging Face directory `dir`: its generation_config.json, else the EOS id of its
-// config.json. Errors name the file and the field (a value of the wrong type, an unknown field).
+// Whether `name` is one of transformers' GenerationConfig fields that vidlora sorts (used, not used, refused).
+inline bool is_generation_config_field(std::string_view name) { return detail::generation_field_rule(name) != nullptr; }
+
+// The generation settings of the Hugging Face directory `dir`: its generation_config.json, else the generation fields
+// of its config.json (top level, then text_config). Errors name the file and the field (a value of the wrong type).
 inline GenerationConfigFile read_generation_config(const std::filesystem::path& dir) {
   GenerationConfigFile g;
   const std::filesystem::path file = dir / "generation_config.json";
-  if (!std::filesystem::exists(file)) {
-    const std::filesystem::path config = dir / "config.json";
-    if (!std::filesystem::exists(config)) return g;
-    const nlohmann::json c = detail::read_json_file(config);
-    if (c.contains("eos_token_id") && !c["eos_token_id"].is_null()) {
-      g.eos_token_ids = detail::eos_ids_of(c["eos_token_id"], config);
-    } else if (c.contains("text_config") && c["text_config"].is_object() && c["text_config"].contains("eos_token_id")) {
-      g.eos_token_ids = detail::eos_ids_of(c["text_config"]["eos_token_id"], config);
-    }
+  if (std::filesystem::exists(file)) {
+    g.file = file;
+    const nlohmann::json j = detail::read_json_file(file);
+    require(j.is_object(), "{}: expected a JSON object", file.string());
+    for (const auto& [key, v] : j.items()) detail::take_generation_field(g, file, key, v, true);
     return g;
   }
-  g.file = file;
-  const nlohmann::json j = detail::read_json_file(file);
-  require(j.is_object(), "{}: expected a JSON object", file.string());
-  const auto wrong = [&](const std::string& key, const nlohmann::json& v, std::string_view what) {
-    fail("{}: {} must be {} (got {})", file.string(), key, what, v.dump());
-  };
-  const auto integer = [&](const std::string& key, const nlohmann::json& v, long long lo) {
-    if (!v.is_number_integer() || v.get<long long>() < lo || v.get<long long>() > 0x7fffffff)
-      wrong(key, v, lo > 0 ? fmt::format("an integer >= {}", lo) : "an integer >= 0");
-    return v.get<int>();
-  };
-  const auto number = [&](const std::string& key, const nlohmann::json& v) {
-    if (!v.is_number()) wrong(key, v, "a number");
-    return v.get<double>();
-  };
-  using When = GenerationConfigFile::Unsupported::When;
-  // transformers' fields that change nothing here (see the header's comment)
-  static const char* const kNotUsed[] = {"_from_model_config",
-                                         "transformers_version",
-                                         "_commit_hash",
-                                         "bos_token_id",
-                                         "pad_token_id",
-                                         "decoder_start_token_id",
-                                         "max_length",
-                                         "use_cache",
-                                         "cache_implementation",
-                                         "cache_config",
-                                         "max_cache_len",
-                                         "compile_config",
-                                         "disable_compile",
-                                         "prefill_chunk_size",
-                                         "low_memory",
-                                         "output_attentions",
-                                         "output_hidden_states",
-                                         "output_scores",
-                                         "output_logits",
-                                         "return_dict_in_generate",
-                                         "encoder_repetition_penalty",
-                                         "encoder_no_repeat_ngram_size",
-                                         "is_assistant",
-                                         "num_assistant_tokens",
-                                         "num_assistant_tokens_schedule",
-                                         "assistant_confidence_threshold",
-                                         "prompt_lookup_num_tokens",
-                                         "max_matching_ngram_size",
-                                         "assistant_early_exit",
-                                         "assistant_lookbehind",
-                                         "target_lookbehind",
-                                         "assistant_ensemble_weight",
-                                         "continuous_batching_config"};
-  // transformers' fields vidlora's generate() does not do, with the value that does nothing and when they act
-  struct Refused {
-    const char* field;
-    nlohmann::json unset;
-    When when;
-  };
-  static const Refused kRefused[] = {
-      {"typical_p", 1.0, When::Sampling},
-      {"epsilon_cutoff", 0.0, When::Sampling},
-      {"eta_cutoff", 0.0, When::Sampling},
-      {"top_h", nullptr, When::Sampling},
-      {"early_stopping", false, When::Beams},
-      {"num_return_sequences", 1, When::Always},
-      {"max_time", nullptr, When::Always},
-      {"stop_strings", nullptr, When::Always},
-      {"bad_words_ids", nullptr, When::Always},
-      {"force_words_ids", nullptr, When::Always},
-      {"constraints", nullptr, When::Always},
-      {"suppress_tokens", nullptr, When::Always},
-      {"begin_suppress_tokens", nullptr, When::Always},
-      {"forced_bos_token_id", nullptr, When::Always},
-      {"forced_eos_token_id", nullptr, When::Always},
-      {"sequence_bias", nullptr, When::Always},
-      {"exponential_decay_length_penalty", nullptr, When::Always},
-      {"guidance_scale", 1.0, When::Always},
-      {"renormalize_logits", false, When::Always},
-      {"remove_invalid_values", false, When::Always},
-      {"penalty_alpha", nullptr, When::Always},
-      {"dola_layers", nullptr, When::Always},
-      {"diversity_penalty", 0.0, When::Always},
-      {"num_beam_groups", 1, When::Always},
-      {"token_healing", false, When::Always},
-      {"watermarking_config", nullptr, When::Always},
-      {"use_mtp", false, When::Always},
-      {"speculation_type", nullptr, When::Always},
-  };
-  for (const auto& [key, v] : j.items()) {
-    if (key == "eos_token_id") {
-      g.eos_token_ids = detail::eos_ids_of(v, file);
-      continue;
-    }
-    if (std::find(std::begin(kNotUsed), std::end(kNotUsed), key) != std::end(kNotUsed)) {
-      g.not_used.push_back(key);
-      continue;
-    }
-    if (const auto* r =
-            std::find_if(std::begin(kRefused), std::end(kRefused), [&](const Refused& x) { return key == x.field; });
-        r != std::end(kRefused)) {
-      if (!detail::is_default(v, r->unset)) g.unsupported.push_back({key, v.dump(), r->when, true});
-      continue;
-    }
-    if (v.is_null()) continue;  // a used field left unset
-    if (key == "do_sample") {
-      if (!v.is_boolean()) wrong(key, v, "true or false");
-      g.do_sample = v.get<bool>();
-    } else if (key == "max_new_tokens") {
-      g.max_new_tokens = integer(key, v, 0);
-    } else if (key == "num_beams") {
-      g.num_beams = integer(key, v, 1);
-    } else if (key == "no_repeat_ngram_size") {
-      g.no_repeat_ngram_size = integer(key, v, 0);
-    } else if (key == "top_k") {
-      g.top_k = integer(key, v, 0);
-    } else if (key == "min_new_tokens") {
-      g.min_new_tokens = integer(key, v, 0);
-    } else if (key == "min_length") {
-      g.min_length = integer(key, v, 0);
-    } else if (key == "temperature") {
-      g.temperature = number(key, v);
-    } else if (key == "top_p") {
-      g.top_p = number(key, v);
-    } else if (key == "min_p") {
-      g.min_p = number(key, v);
-    } else if (key == "repetition_penalty") {
-      g.repetition_penalty = number(key, v);
-    } else if (key == "length_penalty") {
-      g.length_penalty = number(key, v);
-    } else {
-      g.unsupported.push_back({key, v.dump(), When::Always, false});
-    }
+  const std::filesystem::path config = dir / "config.json";
+  if (!std::filesystem::exists(config)) return g;
+  g.file = config;
+  const nlohmann::json c = detail::read_json_file(config);
+  require(c.is_object(), "{}: expected a JSON object", config.string());
+  std::vector<std::string> set;  // the fields the top level gave (not null)
+  for (const auto& [key, v] : c.items()) {
+    if (!is_generation_config_field(key)) continue;
+    detail::take_generation_field(g, config, key, v, false);
+    if (!v.is_null()) set.push_back(key);
   }
+  if (c.contains("text_config") && c["text_config"].is_object())
+    for (const auto& [key, v] : c["text_config"].items())
+      if (is_generation_config_field(key) && std::find(set.begin(), set.end(), key) == set.end())
+        detail::take_generation_field(g, config, key, v, false);
   return g;
 }
 
