@@ -276,6 +276,8 @@ GenerationOptions generation_options(const demo::CommandLine& a, const model::Ge
   g.top_p = a.real("top-p", g.top_p);
   g.min_p = a.real("min-p", g.min_p);
   g.seed = static_cast<std::uint64_t>(a.integer("seed", 0));
+  if (a.has("length-penalty") && g.num_beams == 1)
+    throw demo::UsageError("--length-penalty applies to beam search: give --num-beams N (N > 1)");
   for (const char* sampling_only : {"temperature", "top-k", "top-p", "min-p", "seed"})
     if (a.has(sampling_only) && !g.do_sample)
       throw demo::UsageError(fmt::format(

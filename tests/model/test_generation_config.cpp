@@ -145,7 +145,12 @@ TEST_CASE("generation_config.json fields without effect are listed and the other
                             Catch::Contains("not supported"));
   CHECK_THAT(refusal(R"({"suppress_tokens": [1, 2]})"), Catch::Contains("suppress_tokens = [1,2]"));
   CHECK_THAT(refusal(R"({"guidance_scale": 1.5})"), Catch::Contains("guidance_scale = 1.5"));
-  CHECK_THAT(refusal(R"({"num_return_sequences": 3})"), Catch::Contains("num_return_sequences = 3"));
+  CHECK_THAT(refusal(R"({"num_return_sequences": 3})"),
+             Catch::Contains("num_return_sequences = 3") && Catch::Contains("without beam search"));
+  CHECK_THAT(refusal(R"({"cache_implementation": "quantized"})"),
+             Catch::Contains("cache_implementation = \"quantized\""));
+  CHECK(refusal(R"({"cache_implementation": "static"})") == "(accepted)");
+  CHECK_THROWS_WITH(read(R"({"max_new_tokens": 0})"), Catch::Contains("max_new_tokens must be an integer >= 1"));
   CHECK_THAT(refusal(R"({"penalty_alpha": 0.6, "top_k": 4})"), Catch::Contains("penalty_alpha = 0.6"));
   CHECK_THAT(refusal(R"({"bad_words_ids": []})"), Catch::Contains("bad_words_ids = []"));  // transformers raises
   CHECK_THAT(refusal(R"({"encoder_repetition_penalty": 1.2})"), Catch::Contains("encoder_repetition_penalty = 1.2"));
@@ -170,6 +175,7 @@ TEST_CASE("generation_config.json fields without effect are listed and the other
              Catch::Contains("early_stopping = true") && Catch::Contains("with beam search"));
   CHECK_THAT(refusal(R"({"early_stopping": "never"})", beams), Catch::Contains("early_stopping = \"never\""));
   CHECK(refusal(R"({"early_stopping": false})", beams) == "(accepted)");
+  CHECK(refusal(R"({"num_return_sequences": 3})", beams) == "(accepted)");
   CHECK(refusal(R"({"renormalize_logits": true, "low_memory": true})") == "(accepted)");
   CHECK_THAT(refusal(R"({"renormalize_logits": true})", beams), Catch::Contains("renormalize_logits = true"));
   CHECK_THAT(refusal(R"({"low_memory": true})", beams), Catch::Contains("low_memory = true"));

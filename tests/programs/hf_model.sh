@@ -118,6 +118,9 @@ check "--temperature without sampling is a usage error" grep -qF -- "--temperatu
   temperature_greedy.err
 run 2 beam_sampling "$bin/caption" --model "$hf" --frames 2 --do-sample --num-beams 2 "${clips[0]}"
 check "sampling with beams is refused" grep -qF "beam sampling" beam_sampling.err
+run 2 length_penalty "$bin/caption" --model "$hf" --frames 2 --length-penalty 0.5 "${clips[0]}"
+check "--length-penalty without beams is a usage error" grep -qF -- "--length-penalty applies to beam search" \
+  length_penalty.err
 
 # Directories that are not a supported model: the error names what is missing.
 mkdir -p empty partial other

@@ -280,7 +280,7 @@ TEST_CASE("max_length counts the context's ids and refuses a context as long as 
   CHECK(model::generate(d, d.embed(prompt), o).ids.size() == 4);
   o.num_beams = 2;
   CHECK(model::generate(d, d.embed(prompt), o).ids.size() == 4);
-  o.max_new_tokens = 2;  // the smaller of the two
+  o.max_new_tokens = 2;  // both apply: the smaller (callers leave max_length at 0 where max_new_tokens is given)
   CHECK(model::generate(d, d.embed(prompt), o).ids.size() == 2);
   o.max_length = 3;
   CHECK_THROWS_WITH(model::generate(d, d.embed(prompt), o), Catch::Contains("nothing is left to generate"));

@@ -20,9 +20,10 @@
 // others continue. Search stops when num_beams hypotheses are finished and the best running beam, scored at its
 // present length, cannot beat the worst of them (early_stopping = False), or at the length limit, where the
 // candidates ranked below num_beams become the hypotheses left (tools/reference/generation_search_cases.py). One difference: transformers starts with
-// num_beams copies of the prompt, all but one at -1e9, which only matters when a step has fewer candidates than it
-// keeps (a vocabulary smaller than 2·num_beams); vidlora starts with the one. Sampling with beams (transformers'
-// beam sampling) is refused.
+// num_beams copies of the prompt, all but one at -1e9, and keeps running beams at -1e9 where a step has fewer finite
+// candidates than it keeps (a vocabulary smaller than 2·num_beams, or bans leaving fewer); vidlora starts with the
+// one and drops those, which changes no result. The running sums are double, torch's float32 (a near-tie could
+// rank otherwise). Sampling with beams (transformers' beam sampling) is refused.
 // The EOS ids: eos_token_id and extra_eos_token_ids (a generation_config.json's list); any of them ends a sequence.
 // The length limit: max_new_tokens, and max_length when set (context_ids and the new tokens together, transformers').
 // The one generation loop: model::Decoder::generate_greedy and the Trainer's evaluation both run it.
@@ -46,7 +47,9 @@ namespace vidlora::model {
 
 struct GenerationOptions {
   int max_new_tokens = 32;
-  int max_length = 0;               // 0: off; else context_ids and the generated ids together at most (transformers')
+  int max_length = 0;               // 0: off; else context_ids and the generated ids together at most
+                                    // (both limits apply here; transformers lets max_new_tokens win, so callers set
+                                    // max_length only where no max_new_tokens was given: GenerationConfigFile::apply)
   int num_beams = 1;                // 1: greedy or sampling
   double length_penalty = 1.0;      // beam search: exponent of the length in the final score
   double repetition_penalty = 1.0;  // 1: off; > 1 discourages repeats

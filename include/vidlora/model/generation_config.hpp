@@ -12,15 +12,16 @@
 // of the assistant's turn too, model::GenerationOptions::eos_token_id).
 // Fields of transformers' GenerationConfig that change nothing for one caption generated here are accepted and
 // listed (`not_used`): the token ids generate() does not stop at (bos, pad, decoder_start, forced_bos: it acts
-// only on a one-id prompt), caching and output switches, assisted decoding (the same tokens), diversity_penalty
+// only on a one-id prompt), caching (but a quantized cache, refused) and output switches, assisted decoding (the same tokens), diversity_penalty
 // (only with beam groups, refused), version stamps; so are keys GenerationConfig does not have (transformers keeps
 // them as custom entries that change nothing). The fields that would change the result and that vidlora's
 // generate() does not do are refused by check_supported, naming the field and its value, where they would act under
 // the final options (transformers builds their processor): typical_p < 1, epsilon_cutoff / eta_cutoff in (0, 1) and
-// top_h only when sampling; early_stopping (true / "never"), renormalize_logits and low_memory only with beams; the
+// top_h only when sampling; early_stopping (true / "never"), renormalize_logits and low_memory only with beams;
+// num_return_sequences > 1 without beams (transformers raises; with beams the first returned is the best); the
 // others (encoder_repetition_penalty and encoder_no_repeat_ngram_size, which generate() applies over a decoder-only
 // model's prompt, bad_words_ids, suppress_tokens, forced_eos_token_id, sequence_bias, guidance_scale, contrastive
-// search, DoLa, stop strings, num_return_sequences > 1, beam groups, watermarking, ...) always.
+// search, DoLa, stop strings, beam groups, watermarking, a quantized cache_implementation, ...) always.
 // Tested against transformers' own reading (tools/reference/generation_config_cases.py).
 
 #include <algorithm>
@@ -48,7 +49,7 @@ struct GenerationConfigFile {
   std::vector<int> eos_token_ids;     // the file's
   std::vector<std::string> not_used;  // fields present that change nothing here, by name (config.json: none listed)
   struct Unsupported {
-    enum class When { Always, Sampling, Beams };
+    enum class When { Always, Sampling, Beams, OneBeam };
     std::string field, value;  // the value as JSON
     When when = When::Always;
   };
@@ -92,10 +93,12 @@ struct GenerationConfigFile {
     for (const Unsupported& u : unsupported) {
       if (u.when == Unsupported::When::Sampling && !o.do_sample) continue;
       if (u.when == Unsupported::When::Beams && o.num_beams == 1) continue;
+      if (u.when == Unsupported::When::OneBeam && o.num_beams > 1) continue;
       fail("{}: {} = {} is not supported by vidlora's generation{}", file.string(), u.field, u.value,
-           u.when == Unsupported::When::Sampling ? " when sampling"
-           : u.when == Unsupported::When::Beams  ? " with beam search"
-                                                 : "");
+           u.when == Unsupported::When::Sampling  ? " when sampling"
+           : u.when == Unsupported::When::Beams   ? " with beam search"
+           : u.when == Unsupported::When::OneBeam ? " without beam search"
+                                                  : "");
     }
   }
 
@@ -166,6 +169,9 @@ inline bool acts_in_open_unit(const nlohmann::json& v) {
   return v.is_number() && v.get<double>() > 0.0 && v.get<double>() < 1.0;
 }
 inline bool acts_unless_empty(const nlohmann::json& v) { return !v.is_null() && !(v.is_array() && v.empty()); }
+inline bool acts_when_quantized(const nlohmann::json& v) {
+  return v.is_string() && v.get<std::string>().find("quantized") != std::string::npos;
+}
 
 inline const GenerationFieldRule* generation_field_rule(std::string_view name) {
   using F = GenerationField;
@@ -194,7 +200,7 @@ inline const GenerationFieldRule* generation_field_rule(std::string_view name) {
       {"forced_bos_token_id", F::NotUsed},
       {"diversity_penalty", F::NotUsed},
       {"use_cache", F::NotUsed},
-      {"cache_implementation", F::NotUsed},
+      {"cache_implementation", F::Refused, W::Always, acts_when_quantized},  // a quantized KV cache
       {"cache_config", F::NotUsed},
       {"max_cache_len", F::NotUsed},
       {"compile_config", F::NotUsed},
@@ -225,7 +231,7 @@ inline const GenerationFieldRule* generation_field_rule(std::string_view name) {
       {"low_memory", F::Refused, W::Beams, acts_when_true},
       {"encoder_repetition_penalty", F::Refused, W::Always, acts_unless_one},
       {"encoder_no_repeat_ngram_size", F::Refused, W::Always, acts_above_zero},
-      {"num_return_sequences", F::Refused, W::Always, acts_above_one},
+      {"num_return_sequences", F::Refused, W::OneBeam, acts_above_one},  // with beams the first is the best
       {"num_beam_groups", F::Refused, W::Always, acts_above_one},
       {"guidance_scale", F::Refused, W::Always, acts_unless_one},
       {"max_time", F::Refused, W::Always, acts_unless_null},
@@ -286,7 +292,7 @@ inline void take_generation_field(GenerationConfigFile& g, const std::filesystem
     if (!v.is_boolean()) wrong("true or false");
     g.do_sample = v.get<bool>();
   } else if (key == "max_new_tokens") {
-    g.max_new_tokens = integer(0);
+    g.max_new_tokens = integer(1);  // transformers' validate refuses 0
   } else if (key == "max_length") {
     g.max_length = integer(1);
   } else if (key == "num_beams") {
