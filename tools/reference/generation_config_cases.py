@@ -62,6 +62,11 @@ CASES = [
     ("null fields are unset", "llava_next_video_hf",
      {"do_sample": None, "temperature": None, "top_k": None, "eos_token_id": None, "max_new_tokens": None}),
     ("max_length", "llava_next_video_hf", {"max_length": 12, "eos_token_id": 2}),
+    ("encoder repetition penalty over the prompt", "llava_next_video_hf", {"encoder_repetition_penalty": 1.4}),
+    ("encoder no-repeat n-grams of the prompt", "llava_next_video_hf", {"encoder_no_repeat_ngram_size": 2}),
+    ("encoder and decoder penalties together", "llava_next_video_hf",
+     {"encoder_repetition_penalty": 0.8, "repetition_penalty": 1.2, "encoder_no_repeat_ngram_size": 1,
+      "no_repeat_ngram_size": 2, "do_sample": True, "top_k": 10}),
     ("keys GenerationConfig does not have, and inert values", "llava_next_video_hf",
      {"chat_format": "chatml", "max_window_size": 6144, "typical_p": 1.5, "epsilon_cutoff": 0.0, "forced_bos_token_id": 3,
       "diversity_penalty": 0.5, "early_stopping": True, "suppress_tokens": []}),
@@ -82,6 +87,7 @@ INPUTS = [
     ([1, 11, 4, 4, 4, 12, 13], []),
     ([1, 11, 4, 4, 4, 12, 13], [12, 13, 20]),
     ([1, 11, 4, 4, 12, 13], [21, 22, 21, 22, 12, 13, 21]),
+    ([1, 11, 4, 12, 4, 30], [4, 11]),  # the sequence ends with ids the prompt's n-grams continue
 ]
 
 
@@ -101,6 +107,8 @@ def resolved(gc):
         "no_repeat_ngram_size": gc.no_repeat_ngram_size,
         "num_beams": gc.num_beams,
         "length_penalty": gc.length_penalty,
+        "encoder_repetition_penalty": gc.encoder_repetition_penalty,
+        "encoder_no_repeat_ngram_size": gc.encoder_no_repeat_ngram_size,
         "max_new_tokens": gc.max_new_tokens,
         "max_length": gc.max_length,
         "min_new_tokens": gc.min_new_tokens,

@@ -1,10 +1,12 @@
 #pragma once
 // Caption generation with a decoder's KV cache: greedy decoding, sampling and beam search, with the logits
-// processors of transformers' generate() (repetition penalty, no-repeat n-grams, minimum length) and its sampling
+// processors of transformers' generate() (repetition penalties, no-repeat n-grams, minimum lengths) and its sampling
 // warpers (temperature, top-k, top-p, min-p).
 //
 // Every step takes the last position's logits as float32 scores and runs process_scores() on them: the processors
-// in transformers' order (RepetitionPenalty, NoRepeatNGram, MinLength, MinNewTokensLength), then, when sampling, the
+// in transformers' order (EncoderRepetitionPenalty, RepetitionPenalty, NoRepeatNGram, EncoderNoRepeatNGram,
+// MinLength, MinNewTokensLength; the "encoder" ones read the prompt, as generate() gives a decoder-only model's
+// input_ids to them), then, when sampling, the
 // warpers (Temperature, TopK, TopP, MinP), each skipped where transformers' _get_logits_processor skips it. The
 // sequence they read is GenerationOptions::context_ids (the prompt's ids, as transformers' input_ids hold them)
 // followed by the generated ids; the arithmetic is float32 as torch's (the penalty and the temperature rounded to
@@ -54,11 +56,13 @@ struct GenerationOptions {
   double length_penalty = 1.0;      // beam search: exponent of the length in the final score
   double repetition_penalty = 1.0;  // 1: off; > 1 discourages repeats
   int no_repeat_ngram_size = 0;     // 0: off; n: no n-gram occurs twice
-  int min_new_tokens = 0;           // 0: off; the EOS ids are banned until this many ids are generated
-  int min_length = 0;               // 0: off; ... until context_ids and the generated ids are this many
-  int eos_token_id = -1;            // < 0: none (generate max_new_tokens)
-  std::vector<int> extra_eos_token_ids{};  // more ids that end a sequence (generation_config.json's list)
-  std::vector<int> context_ids{};          // the ids before the generated ones, as transformers' input_ids (the prompt)
+  double encoder_repetition_penalty = 1.0;  // 1: off; > 1 encourages context_ids' tokens (transformers' encoder_*)
+  int encoder_no_repeat_ngram_size = 0;     // 0: off; n: no n-gram of context_ids is generated again
+  int min_new_tokens = 0;                   // 0: off; the EOS ids are banned until this many ids are generated
+  int min_length = 0;                       // 0: off; ... until context_ids and the generated ids are this many
+  int eos_token_id = -1;                    // < 0: none (generate max_new_tokens)
+  std::vector<int> extra_eos_token_ids{};   // more ids that end a sequence (generation_config.json's list)
+  std::vector<int> context_ids{};  // the ids before the generated ones, as transformers' input_ids (the prompt)
   // Sampling (transformers' do_sample): the warpers below, then a draw.
   bool do_sample = false;
   double temperature = 1.0;  // > 0; 1: off
@@ -77,6 +81,10 @@ inline void check_generation(const GenerationOptions& o) {
           "generate: repetition_penalty must be finite and > 0 (got {})", o.repetition_penalty);
   require(o.no_repeat_ngram_size >= 0, "generate: no_repeat_ngram_size must be >= 0 (got {})", o.no_repeat_ngram_size);
   require(std::isfinite(o.length_penalty), "generate: length_penalty must be finite (got {})", o.length_penalty);
+  require(std::isfinite(o.encoder_repetition_penalty) && o.encoder_repetition_penalty > 0.0,
+          "generate: encoder_repetition_penalty must be finite and > 0 (got {})", o.encoder_repetition_penalty);
+  require(o.encoder_no_repeat_ngram_size >= 0, "generate: encoder_no_repeat_ngram_size must be >= 0 (got {})",
+          o.encoder_no_repeat_ngram_size);
   require(o.min_new_tokens >= 0, "generate: min_new_tokens must be >= 0 (got {})", o.min_new_tokens);
   require(o.min_length >= 0, "generate: min_length must be >= 0 (got {})", o.min_length);
   require(o.max_length >= 0, "generate: max_length must be >= 0 (got {})", o.max_length);
@@ -101,6 +109,7 @@ inline bool is_eos(const GenerationOptions& o, int id) {
 
 // transformers' RepetitionPenaltyLogitsProcessor on one row of scores: each distinct id of `seen` has its score
 // multiplied by the penalty when negative, divided by it otherwise, in float32 as torch (the penalty rounded to float).
+// EncoderRepetitionPenaltyLogitsProcessor is the same with 1 / its penalty (computed in double, then rounded).
 inline void apply_repetition_penalty(std::span<float> scores, std::span<const int> seen, double penalty) {
   if (penalty == 1.0) return;
   const auto p = static_cast<float>(penalty);
@@ -128,20 +137,37 @@ inline std::vector<int> banned_ngram_tokens(std::span<const int> sequence, int n
   return banned;
 }
 
-// The logits processors (not the sampling warpers) on one row of scores, in transformers' order: the repetition
-// penalty and the no-repeat n-grams over context_ids + `generated`, then the minimum lengths banning the EOS ids.
+// Tokens that would repeat an n-gram of `source` after the last n-1 ids of `sequence` (transformers'
+// EncoderNoRepeatNGramLogitsProcessor: `source` the encoder's ids, here the context's).
+inline std::vector<int> banned_source_ngram_tokens(std::span<const int> source, std::span<const int> sequence, int n) {
+  std::vector<int> banned;
+  if (n <= 0 || sequence.size() + 1 < static_cast<std::size_t>(n)) return banned;
+  const std::span<const int> suffix = sequence.last(static_cast<std::size_t>(n - 1));
+  for (std::size_t start = 0; start + static_cast<std::size_t>(n) <= source.size(); ++start)
+    if (std::equal(suffix.begin(), suffix.end(), source.begin() + static_cast<std::ptrdiff_t>(start)))
+      banned.push_back(source[start + static_cast<std::size_t>(n - 1)]);
+  return banned;
+}
+
+// The logits processors (not the sampling warpers) on one row of scores, in transformers' order: the encoder
+// repetition penalty over context_ids, the repetition penalty and the no-repeat n-grams over context_ids +
+// `generated`, the encoder no-repeat n-grams (context_ids' n-grams after that sequence's end), then the minimum
+// lengths banning the EOS ids.
 inline void apply_processors(std::span<float> scores, std::span<const int> generated, const GenerationOptions& o) {
   constexpr float kBanned = -std::numeric_limits<float>::infinity();
   const auto ban = [&](int id) {
     if (id >= 0 && static_cast<std::size_t>(id) < scores.size()) scores[static_cast<std::size_t>(id)] = kBanned;
   };
+  if (o.encoder_repetition_penalty != 1.0)
+    apply_repetition_penalty(scores, o.context_ids, 1.0 / o.encoder_repetition_penalty);
   std::vector<int> sequence;
-  if (o.repetition_penalty != 1.0 || o.no_repeat_ngram_size > 0) {
+  if (o.repetition_penalty != 1.0 || o.no_repeat_ngram_size > 0 || o.encoder_no_repeat_ngram_size > 0) {
     sequence.assign(o.context_ids.begin(), o.context_ids.end());
     sequence.insert(sequence.end(), generated.begin(), generated.end());
   }
   apply_repetition_penalty(scores, sequence, o.repetition_penalty);
   for (const int id : banned_ngram_tokens(sequence, o.no_repeat_ngram_size)) ban(id);
+  for (const int id : banned_source_ngram_tokens(o.context_ids, sequence, o.encoder_no_repeat_ngram_size)) ban(id);
   const auto length = static_cast<long>(o.context_ids.size() + generated.size());
   const bool short_total = o.min_length > 0 && length < o.min_length;
   const bool short_new = o.min_new_tokens > 0 && static_cast<long>(generated.size()) < o.min_new_tokens;

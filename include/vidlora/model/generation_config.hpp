@@ -5,8 +5,9 @@
 //
 // From generation_config.json when the directory has one; else from config.json, as GenerationConfig.from_model_config
 // builds it: its top-level generation fields, then its text_config's where still unset (in practice the EOS id).
-// Used: do_sample, temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size, num_beams,
-// length_penalty, max_new_tokens, max_length (the prompt and the new tokens together, where max_new_tokens is not
+// Used: do_sample, temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size,
+// encoder_repetition_penalty and encoder_no_repeat_ngram_size (over the prompt: generate() gives a decoder-only
+// model's input_ids to them), num_beams, length_penalty, max_new_tokens, max_length (the prompt and the new tokens together, where max_new_tokens is not
 // given), min_new_tokens, min_length and eos_token_id (an id or a list). A null value is unset. With the file, its
 // eos_token_id only (a file without one stops at no EOS in transformers; vidlora's programs always stop at the end
 // of the assistant's turn too, model::GenerationOptions::eos_token_id).
@@ -19,8 +20,7 @@
 // the final options (transformers builds their processor): typical_p < 1, epsilon_cutoff / eta_cutoff in (0, 1) and
 // top_h only when sampling; early_stopping (true / "never"), renormalize_logits and low_memory only with beams;
 // num_return_sequences > 1 without beams (transformers raises; with beams the first returned is the best); the
-// others (encoder_repetition_penalty and encoder_no_repeat_ngram_size, which generate() applies over a decoder-only
-// model's prompt, bad_words_ids, suppress_tokens, forced_eos_token_id, sequence_bias, guidance_scale, contrastive
+// others (bad_words_ids, suppress_tokens, forced_eos_token_id, sequence_bias, guidance_scale, contrastive
 // search, DoLa, stop strings, beam groups, watermarking, a quantized cache_implementation, ...) always.
 // Tested against transformers' own reading (tools/reference/generation_config_cases.py).
 
@@ -45,7 +45,8 @@ struct GenerationConfigFile {
   std::filesystem::path file;  // the file read: generation_config.json, or config.json without it; empty: neither
   std::optional<bool> do_sample;
   std::optional<int> max_new_tokens, max_length, num_beams, no_repeat_ngram_size, top_k, min_new_tokens, min_length;
-  std::optional<double> temperature, top_p, min_p, repetition_penalty, length_penalty;
+  std::optional<int> encoder_no_repeat_ngram_size;
+  std::optional<double> temperature, top_p, min_p, repetition_penalty, length_penalty, encoder_repetition_penalty;
   std::vector<int> eos_token_ids;     // the file's
   std::vector<std::string> not_used;  // fields present that change nothing here, by name (config.json: none listed)
   struct Unsupported {
@@ -75,6 +76,8 @@ struct GenerationConfigFile {
     if (min_p) o.min_p = *min_p;
     if (repetition_penalty) o.repetition_penalty = *repetition_penalty;
     if (length_penalty) o.length_penalty = *length_penalty;
+    if (encoder_repetition_penalty) o.encoder_repetition_penalty = *encoder_repetition_penalty;
+    if (encoder_no_repeat_ngram_size) o.encoder_no_repeat_ngram_size = *encoder_no_repeat_ngram_size;
     // transformers: min_new_tokens takes precedence over min_length (_prepare_generated_length)
     if (min_new_tokens) {
       o.min_new_tokens = *min_new_tokens;
@@ -114,6 +117,10 @@ struct GenerationConfigFile {
     if (no_repeat_ngram_size) parts.push_back(fmt::format("no_repeat_ngram_size {}", *no_repeat_ngram_size));
     if (num_beams) parts.push_back(fmt::format("num_beams {}", *num_beams));
     if (length_penalty) parts.push_back(fmt::format("length_penalty {:g}", *length_penalty));
+    if (encoder_repetition_penalty)
+      parts.push_back(fmt::format("encoder_repetition_penalty {:g}", *encoder_repetition_penalty));
+    if (encoder_no_repeat_ngram_size)
+      parts.push_back(fmt::format("encoder_no_repeat_ngram_size {}", *encoder_no_repeat_ngram_size));
     if (max_new_tokens) parts.push_back(fmt::format("max_new_tokens {}", *max_new_tokens));
     if (max_length) parts.push_back(fmt::format("max_length {}", *max_length));
     if (min_new_tokens) parts.push_back(fmt::format("min_new_tokens {}", *min_new_tokens));
@@ -164,7 +171,6 @@ inline bool acts_unless_one(const nlohmann::json& v) {
 }
 inline bool acts_above_one(const nlohmann::json& v) { return v.is_number() && v.get<double>() > 1.0; }
 inline bool acts_below_one(const nlohmann::json& v) { return v.is_number() && v.get<double>() < 1.0; }
-inline bool acts_above_zero(const nlohmann::json& v) { return v.is_number() && v.get<double>() > 0.0; }
 inline bool acts_in_open_unit(const nlohmann::json& v) {
   return v.is_number() && v.get<double>() > 0.0 && v.get<double>() < 1.0;
 }
@@ -191,6 +197,8 @@ inline const GenerationFieldRule* generation_field_rule(std::string_view name) {
       {"min_new_tokens", F::Used},
       {"min_length", F::Used},
       {"eos_token_id", F::Used},
+      {"encoder_repetition_penalty", F::Used},
+      {"encoder_no_repeat_ngram_size", F::Used},
       {"_from_model_config", F::NotUsed},
       {"transformers_version", F::NotUsed},
       {"_commit_hash", F::NotUsed},
@@ -229,8 +237,7 @@ inline const GenerationFieldRule* generation_field_rule(std::string_view name) {
       {"early_stopping", F::Refused, W::Beams, acts_unless_false},
       {"renormalize_logits", F::Refused, W::Beams, acts_when_true},
       {"low_memory", F::Refused, W::Beams, acts_when_true},
-      {"encoder_repetition_penalty", F::Refused, W::Always, acts_unless_one},
-      {"encoder_no_repeat_ngram_size", F::Refused, W::Always, acts_above_zero},
+
       {"num_return_sequences", F::Refused, W::OneBeam, acts_above_one},  // with beams the first is the best
       {"num_beam_groups", F::Refused, W::Always, acts_above_one},
       {"guidance_scale", F::Refused, W::Always, acts_unless_one},
@@ -315,6 +322,10 @@ inline void take_generation_field(GenerationConfigFile& g, const std::filesystem
     g.repetition_penalty = number();
   } else if (key == "length_penalty") {
     g.length_penalty = number();
+  } else if (key == "encoder_repetition_penalty") {
+    g.encoder_repetition_penalty = number();
+  } else if (key == "encoder_no_repeat_ngram_size") {
+    g.encoder_no_repeat_ngram_size = integer(0);
   }
 }
 
