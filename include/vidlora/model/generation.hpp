@@ -21,10 +21,10 @@
 // sum_logprobs / len^length_penalty (len = the tokens generated, the EOS included), the best num_beams of the
 // others continue. Search stops when num_beams hypotheses are finished and the best running beam, scored at its
 // present length, cannot beat the worst of them (early_stopping = False), or at the length limit, where the
-// candidates ranked below num_beams become the hypotheses left (tools/reference/generation_search_cases.py). One difference: transformers starts with
-// num_beams copies of the prompt, all but one at -1e9, and keeps running beams at -1e9 where a step has fewer finite
-// candidates than it keeps (a vocabulary smaller than 2·num_beams, or bans leaving fewer); vidlora starts with the
-// one and drops those, which changes no result. The running sums are double, torch's float32 (a near-tie could
+// candidates ranked below num_beams become the hypotheses left (tools/reference/generation_search_cases.py). One
+// difference: transformers starts with num_beams copies of the prompt, all but one at -1e9, and keeps running beams
+// at -1e9 where a step has fewer finite candidates than it keeps (a vocabulary smaller than 2·num_beams, or bans
+// leaving fewer); vidlora starts with the one and drops those, which changes no result. The running sums are double, torch's float32 (a near-tie could
 // rank otherwise). Sampling with beams (transformers' beam sampling) is refused.
 // The EOS ids: eos_token_id and extra_eos_token_ids (a generation_config.json's list); any of them ends a sequence.
 // The length limit: max_new_tokens, and max_length when set (context_ids and the new tokens together, transformers').
@@ -177,6 +177,24 @@ inline void apply_processors(std::span<float> scores, std::span<const int> gener
   }
 }
 
+namespace detail {
+
+// exp(score - max score) per id in double, 0 for a removed (non-finite) one, and their sum: softmax unnormalised.
+struct ExpWeights {
+  std::vector<double> w;
+  double sum = 0.0;
+};
+inline ExpWeights exp_weights(std::span<const float> scores) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (const float s : scores) mx = std::max(mx, s);
+  ExpWeights e{std::vector<double>(scores.size(), 0.0), 0.0};
+  for (std::size_t i = 0; i < scores.size(); ++i)
+    if (std::isfinite(scores[i])) e.sum += e.w[i] = std::exp(static_cast<double>(scores[i]) - static_cast<double>(mx));
+  return e;
+}
+
+}  // namespace detail
+
 // The sampling warpers on one row of (processed) scores, in transformers' order, each where transformers builds it:
 // TemperatureLogitsWarper (temperature != 1: scores / temperature in float32), TopKLogitsWarper (top_k != 0: scores
 // below the k-th largest removed, ties at it kept), TopPLogitsWarper (top_p < 1: ascending by score, ties by id, the
@@ -201,14 +219,9 @@ inline void apply_sampling_warpers(std::span<float> scores, const GenerationOpti
   }
   // Probabilities of the current scores (double; -inf has none), the order of the ids by score.
   const auto probabilities = [&] {
-    float mx = kRemoved;
-    for (const float s : scores) mx = std::max(mx, s);
-    std::vector<double> p(n, 0.0);
-    double sum = 0.0;
-    for (std::size_t i = 0; i < n; ++i)
-      if (scores[i] != kRemoved) sum += p[i] = std::exp(static_cast<double>(scores[i]) - static_cast<double>(mx));
-    for (double& v : p) v /= sum;
-    return p;
+    detail::ExpWeights e = detail::exp_weights(scores);
+    for (double& v : e.w) v /= e.sum;
+    return std::move(e.w);
   };
   if (o.top_p < 1.0) {
     const std::vector<double> p = probabilities();
@@ -243,13 +256,8 @@ inline void process_scores(std::span<float> scores, std::span<const int> generat
 // A draw from softmax(scores) with the uniform `u` in [0, 1): the first id whose cumulative probability (double,
 // in id order) passes u; ids at -inf are never drawn. Requires at least one finite score.
 inline int draw_token(std::span<const float> scores, double u) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (const float s : scores) mx = std::max(mx, s);
-  require(std::isfinite(mx), "generate: every token was removed (no finite score to sample from)");
-  std::vector<double> w(scores.size(), 0.0);
-  double sum = 0.0;
-  for (std::size_t i = 0; i < scores.size(); ++i)
-    if (std::isfinite(scores[i])) sum += w[i] = std::exp(static_cast<double>(scores[i]) - static_cast<double>(mx));
+  const auto [w, sum] = detail::exp_weights(scores);
+  require(sum > 0.0, "generate: every token was removed (no finite score to sample from)");
   const double target = u * sum;
   double cumulative = 0.0;
   int last = -1;

@@ -29,6 +29,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <variant>
 #include <vector>
 
 #include <fmt/format.h>
@@ -58,38 +60,7 @@ struct GenerationConfigFile {
 
   // Every used field the file sets, onto `o` (the caller's own options go on top afterwards). The EOS ids join
   // o.extra_eos_token_ids (but for o.eos_token_id).
-  void apply(GenerationOptions& o) const {
-    if (do_sample) o.do_sample = *do_sample;
-    // transformers: max_new_tokens takes precedence over max_length, which counts the prompt too
-    if (max_new_tokens) {
-      o.max_new_tokens = *max_new_tokens;
-      o.max_length = 0;
-    } else if (max_length) {
-      o.max_length = *max_length;
-      o.max_new_tokens = *max_length;  // at most; the prompt's length takes its share
-    }
-    if (num_beams) o.num_beams = *num_beams;
-    if (no_repeat_ngram_size) o.no_repeat_ngram_size = *no_repeat_ngram_size;
-    if (top_k) o.top_k = *top_k;
-    if (temperature) o.temperature = *temperature;
-    if (top_p) o.top_p = *top_p;
-    if (min_p) o.min_p = *min_p;
-    if (repetition_penalty) o.repetition_penalty = *repetition_penalty;
-    if (length_penalty) o.length_penalty = *length_penalty;
-    if (encoder_repetition_penalty) o.encoder_repetition_penalty = *encoder_repetition_penalty;
-    if (encoder_no_repeat_ngram_size) o.encoder_no_repeat_ngram_size = *encoder_no_repeat_ngram_size;
-    // transformers: min_new_tokens takes precedence over min_length (_prepare_generated_length)
-    if (min_new_tokens) {
-      o.min_new_tokens = *min_new_tokens;
-      o.min_length = 0;
-    } else if (min_length) {
-      o.min_length = *min_length;
-    }
-    for (const int id : eos_token_ids)
-      if (id != o.eos_token_id &&
-          std::find(o.extra_eos_token_ids.begin(), o.extra_eos_token_ids.end(), id) == o.extra_eos_token_ids.end())
-        o.extra_eos_token_ids.push_back(id);
-  }
+  void apply(GenerationOptions& o) const;
 
   // Throws naming the first unsupported field that would act under `o` (the options as they will run).
   void check_supported(const GenerationOptions& o) const {
@@ -106,28 +77,7 @@ struct GenerationConfigFile {
   }
 
   // One line: what the file sets, for a program's report ("do_sample true, temperature 0.7, ...").
-  std::string summary() const {
-    std::vector<std::string> parts;
-    if (do_sample) parts.push_back(fmt::format("do_sample {}", *do_sample));
-    if (temperature) parts.push_back(fmt::format("temperature {:g}", *temperature));
-    if (top_k) parts.push_back(fmt::format("top_k {}", *top_k));
-    if (top_p) parts.push_back(fmt::format("top_p {:g}", *top_p));
-    if (min_p) parts.push_back(fmt::format("min_p {:g}", *min_p));
-    if (repetition_penalty) parts.push_back(fmt::format("repetition_penalty {:g}", *repetition_penalty));
-    if (no_repeat_ngram_size) parts.push_back(fmt::format("no_repeat_ngram_size {}", *no_repeat_ngram_size));
-    if (num_beams) parts.push_back(fmt::format("num_beams {}", *num_beams));
-    if (length_penalty) parts.push_back(fmt::format("length_penalty {:g}", *length_penalty));
-    if (encoder_repetition_penalty)
-      parts.push_back(fmt::format("encoder_repetition_penalty {:g}", *encoder_repetition_penalty));
-    if (encoder_no_repeat_ngram_size)
-      parts.push_back(fmt::format("encoder_no_repeat_ngram_size {}", *encoder_no_repeat_ngram_size));
-    if (max_new_tokens) parts.push_back(fmt::format("max_new_tokens {}", *max_new_tokens));
-    if (max_length) parts.push_back(fmt::format("max_length {}", *max_length));
-    if (min_new_tokens) parts.push_back(fmt::format("min_new_tokens {}", *min_new_tokens));
-    if (min_length) parts.push_back(fmt::format("min_length {}", *min_length));
-    if (!eos_token_ids.empty()) parts.push_back(fmt::format("eos_token_id {}", fmt::join(eos_token_ids, ", ")));
-    return parts.empty() ? std::string("nothing generate() uses") : fmt::format("{}", fmt::join(parts, ", "));
-  }
+  std::string summary() const;
 };
 
 namespace detail {
@@ -149,7 +99,95 @@ inline std::vector<int> eos_ids_of(const nlohmann::json& v, const std::filesyste
   return ids;
 }
 
+// The used fields other than eos_token_id, in the order summary() names them: the member that holds each, and the
+// GenerationOptions member it sets (none: a length, set with transformers' precedence rule by apply()).
+template <class T>
+using FileMember = std::optional<T> GenerationConfigFile::*;
+template <class T>
+using OptionsMember = T GenerationOptions::*;
+struct UsedGenerationField {
+  const char* name;
+  std::variant<FileMember<bool>, FileMember<int>, FileMember<double>> in_file;
+  std::variant<std::monostate, OptionsMember<bool>, OptionsMember<int>, OptionsMember<double>> in_options{};
+  int min = 0;  // an integer's least value
+};
+inline const std::vector<UsedGenerationField>& used_generation_fields() {
+  using G = GenerationConfigFile;
+  using O = GenerationOptions;
+  static const std::vector<UsedGenerationField> kFields{
+      {"do_sample", &G::do_sample, &O::do_sample},
+      {"temperature", &G::temperature, &O::temperature},
+      {"top_k", &G::top_k, &O::top_k},
+      {"top_p", &G::top_p, &O::top_p},
+      {"min_p", &G::min_p, &O::min_p},
+      {"repetition_penalty", &G::repetition_penalty, &O::repetition_penalty},
+      {"no_repeat_ngram_size", &G::no_repeat_ngram_size, &O::no_repeat_ngram_size},
+      {"num_beams", &G::num_beams, &O::num_beams, 1},
+      {"length_penalty", &G::length_penalty, &O::length_penalty},
+      {"encoder_repetition_penalty", &G::encoder_repetition_penalty, &O::encoder_repetition_penalty},
+      {"encoder_no_repeat_ngram_size", &G::encoder_no_repeat_ngram_size, &O::encoder_no_repeat_ngram_size},
+      {"max_new_tokens", &G::max_new_tokens, {}, 1},  // transformers' validate refuses 0
+      {"max_length", &G::max_length, {}, 1},
+      {"min_new_tokens", &G::min_new_tokens},
+      {"min_length", &G::min_length},
+  };
+  return kFields;
+}
+
+inline const UsedGenerationField* used_generation_field(std::string_view name) {
+  for (const auto& f : used_generation_fields())
+    if (name == f.name) return &f;
+  return nullptr;
+}
+
 }  // namespace detail
+
+inline void GenerationConfigFile::apply(GenerationOptions& o) const {
+  for (const auto& f : detail::used_generation_fields())
+    std::visit(
+        [&](auto file_member) {
+          using T = typename std::remove_cvref_t<decltype(this->*file_member)>::value_type;
+          if (const auto* option = std::get_if<detail::OptionsMember<T>>(&f.in_options); option && this->*file_member)
+            o.** option = *(this->*file_member);
+        },
+        f.in_file);
+  // transformers: max_new_tokens takes precedence over max_length, which counts the prompt too
+  if (max_new_tokens) {
+    o.max_new_tokens = *max_new_tokens;
+    o.max_length = 0;
+  } else if (max_length) {
+    o.max_length = *max_length;
+    o.max_new_tokens = *max_length;  // at most; the prompt's length takes its share
+  }
+  // transformers: min_new_tokens takes precedence over min_length (_prepare_generated_length)
+  if (min_new_tokens) {
+    o.min_new_tokens = *min_new_tokens;
+    o.min_length = 0;
+  } else if (min_length) {
+    o.min_length = *min_length;
+  }
+  for (const int id : eos_token_ids)
+    if (id != o.eos_token_id &&
+        std::find(o.extra_eos_token_ids.begin(), o.extra_eos_token_ids.end(), id) == o.extra_eos_token_ids.end())
+      o.extra_eos_token_ids.push_back(id);
+}
+
+inline std::string GenerationConfigFile::summary() const {
+  std::vector<std::string> parts;
+  for (const auto& f : detail::used_generation_fields())
+    std::visit(
+        [&](auto file_member) {
+          if (const auto& value = this->*file_member; value) {
+            if constexpr (std::is_same_v<std::remove_cvref_t<decltype(*value)>, double>)
+              parts.push_back(fmt::format("{} {:g}", f.name, *value));
+            else
+              parts.push_back(fmt::format("{} {}", f.name, *value));
+          }
+        },
+        f.in_file);
+  if (!eos_token_ids.empty()) parts.push_back(fmt::format("eos_token_id {}", fmt::join(eos_token_ids, ", ")));
+  return parts.empty() ? std::string("nothing generate() uses") : fmt::format("{}", fmt::join(parts, ", "));
+}
 
 namespace detail {
 
@@ -183,22 +221,7 @@ inline const GenerationFieldRule* generation_field_rule(std::string_view name) {
   using F = GenerationField;
   using W = GenerationWhen;
   static const GenerationFieldRule kRules[] = {
-      {"do_sample", F::Used},
-      {"temperature", F::Used},
-      {"top_k", F::Used},
-      {"top_p", F::Used},
-      {"min_p", F::Used},
-      {"repetition_penalty", F::Used},
-      {"no_repeat_ngram_size", F::Used},
-      {"num_beams", F::Used},
-      {"length_penalty", F::Used},
-      {"max_new_tokens", F::Used},
-      {"max_length", F::Used},
-      {"min_new_tokens", F::Used},
-      {"min_length", F::Used},
-      {"eos_token_id", F::Used},
-      {"encoder_repetition_penalty", F::Used},
-      {"encoder_no_repeat_ngram_size", F::Used},
+      {"eos_token_id", F::Used},  // and used_generation_fields()
       {"_from_model_config", F::NotUsed},
       {"transformers_version", F::NotUsed},
       {"_commit_hash", F::NotUsed},
@@ -259,9 +282,10 @@ inline const GenerationFieldRule* generation_field_rule(std::string_view name) {
       {"use_mtp", F::Refused, W::Always, acts_when_true},
       {"speculation_type", F::Refused, W::Always, acts_unless_null},
   };
+  static const GenerationFieldRule kUsed{"", F::Used};
   for (const auto& r : kRules)
     if (name == r.name) return &r;
-  return nullptr;
+  return used_generation_field(name) != nullptr ? &kUsed : nullptr;
 }
 
 // One field `key` = `v` of `file` into `g`: a used field's value (type-checked), a refused one that would act, and,
@@ -271,15 +295,6 @@ inline void take_generation_field(GenerationConfigFile& g, const std::filesystem
                                   const nlohmann::json& v, bool list_not_used) {
   const auto wrong = [&](std::string_view what) {
     fail("{}: {} must be {} (got {})", file.string(), key, what, v.dump());
-  };
-  const auto integer = [&](long long lo) {
-    if (!v.is_number_integer() || v.get<long long>() < lo || v.get<long long>() > 0x7fffffff)
-      wrong(fmt::format("an integer >= {}", lo));
-    return v.get<int>();
-  };
-  const auto number = [&] {
-    if (!v.is_number()) wrong("a number");
-    return v.get<double>();
   };
   const GenerationFieldRule* rule = generation_field_rule(key);
   if (rule == nullptr || rule->kind == GenerationField::NotUsed) {
@@ -295,38 +310,21 @@ inline void take_generation_field(GenerationConfigFile& g, const std::filesystem
     return;
   }
   if (v.is_null()) return;  // a used field left unset
-  if (key == "do_sample") {
-    if (!v.is_boolean()) wrong("true or false");
-    g.do_sample = v.get<bool>();
-  } else if (key == "max_new_tokens") {
-    g.max_new_tokens = integer(1);  // transformers' validate refuses 0
-  } else if (key == "max_length") {
-    g.max_length = integer(1);
-  } else if (key == "num_beams") {
-    g.num_beams = integer(1);
-  } else if (key == "no_repeat_ngram_size") {
-    g.no_repeat_ngram_size = integer(0);
-  } else if (key == "top_k") {
-    g.top_k = integer(0);
-  } else if (key == "min_new_tokens") {
-    g.min_new_tokens = integer(0);
-  } else if (key == "min_length") {
-    g.min_length = integer(0);
-  } else if (key == "temperature") {
-    g.temperature = number();
-  } else if (key == "top_p") {
-    g.top_p = number();
-  } else if (key == "min_p") {
-    g.min_p = number();
-  } else if (key == "repetition_penalty") {
-    g.repetition_penalty = number();
-  } else if (key == "length_penalty") {
-    g.length_penalty = number();
-  } else if (key == "encoder_repetition_penalty") {
-    g.encoder_repetition_penalty = number();
-  } else if (key == "encoder_no_repeat_ngram_size") {
-    g.encoder_no_repeat_ngram_size = integer(0);
-  }
+  const UsedGenerationField& f = *used_generation_field(key);
+  std::visit(
+      [&](auto file_member) {
+        using T = typename std::remove_cvref_t<decltype(g.*file_member)>::value_type;
+        if constexpr (std::is_same_v<T, bool>) {
+          if (!v.is_boolean()) wrong("true or false");
+        } else if constexpr (std::is_same_v<T, int>) {
+          if (!v.is_number_integer() || v.get<long long>() < f.min || v.get<long long>() > 0x7fffffff)
+            wrong(fmt::format("an integer >= {}", f.min));
+        } else {
+          if (!v.is_number()) wrong("a number");
+        }
+        g.*file_member = v.get<T>();
+      },
+      f.in_file);
 }
 
 }  // namespace detail
