@@ -90,6 +90,7 @@ model::DecoderHostWeights random_nf4_weights(const presets::ModelShape& m) {
   w.kv_heads = m.kv_heads;
   w.head_dim = m.head_dim;
   w.vocab = m.vocab;
+  w.rope = model::RopeFrequencyState(model::default_rope_frequencies(static_cast<int>(m.head_dim), 10000.0));  // LLaMA
   w.final_norm.assign(static_cast<std::size_t>(m.hidden), 1.0f);
   SplitMix rng{7};
   w.head.resize(static_cast<std::size_t>(m.vocab * m.hidden));

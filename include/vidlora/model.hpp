@@ -8,6 +8,7 @@
 #include <vidlora/model/tensor_source.hpp>
 #include <vidlora/model/elementwise.hpp>
 #include <vidlora/model/rms_norm.hpp>
+#include <vidlora/model/rope_frequencies.hpp>
 #include <vidlora/model/rope_scaling.hpp>
 #include <vidlora/model/rotary.hpp>
 #include <vidlora/model/attention.hpp>

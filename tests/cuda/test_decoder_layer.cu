@@ -81,7 +81,7 @@ model::cuda::DecoderLayerShape shape_of(const ref::DecoderLayerCase& c) {
   shape.kv_heads = c.kv_heads;
   shape.head_dim = c.head_dim;
   shape.rms_norm_eps = 1e-6;
-  shape.rope_theta = 10000.0;
+  shape.rope = model::default_rope_frequencies(static_cast<int>(c.head_dim), 10000.0);
   shape.qk_norm = c.qwen3;
   return shape;
 }

@@ -171,6 +171,22 @@ TEST_CASE("cuda decoder step matches Decoder::loss_and_backward: label smoothing
   check_step(c);
 }
 
+TEST_CASE("cuda decoder step matches Decoder::loss_and_backward with scaled RoPE: linear, dynamic NTK, yarn, llama3",
+          "[decoder]") {
+  ref::DecoderModelCase c;
+  c.pad_last = 2;
+  c.steps = 2;  // dynamic NTK: the second forward keeps the frequencies the first one grew
+  c.seed = 11;
+  const double unscaled = ref::decoder_model(c).losses[0];
+  for (const char* type : {"linear", "dynamic", "yarn", "llama3"}) {
+    INFO("rope_type " << type);
+    c.rope_type = type;
+    // The scaling changes the CPU's loss (the case would pass with the device on default RoPE otherwise).
+    CHECK(std::fabs(ref::decoder_model(c).losses[0] - unscaled) > 1e-4 * std::fabs(unscaled));
+    check_step(c);
+  }
+}
+
 TEST_CASE("cuda decoder: ten clip + AdamW steps follow the CPU loss curve", "[decoder]") {
   ref::DecoderModelCase c;
   c.steps = 10;

@@ -51,7 +51,7 @@ TEST_CASE("cuda rope forward and inverse are bit-exact with RotaryTable", "[mode
   for (long t = 0; t < tokens; ++t)
     pos32[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(pos[static_cast<std::size_t>(t)] = (t * 37) % 301);
   std::vector<float> cos_t, sin_t;
-  model::cuda::rope_tables(head_dim, 1e6, 301, cos_t, sin_t);
+  model::cuda::rope_tables(model::default_rope_frequencies(head_dim, 1e6), 301, cos_t, sin_t);
   DeviceBuffer<float> dcos(cos_t), dsin(sin_t);
   DeviceBuffer<std::int32_t> dpos(pos32);
   for (bool inverse : {false, true}) {
@@ -146,7 +146,7 @@ TEST_CASE("cuda rms norm, rope and swiglu write their output's 16-bit rounding b
     std::vector<std::int32_t> pos(static_cast<std::size_t>(tokens));
     for (long t = 0; t < tokens; ++t) pos[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(3 * t + 1);
     std::vector<float> cos_t, sin_t;
-    model::cuda::rope_tables(head_dim, 1e4, 40, cos_t, sin_t);
+    model::cuda::rope_tables(model::default_rope_frequencies(head_dim, 1e4), 40, cos_t, sin_t);
     DeviceBuffer<float> dcos(cos_t), dsin(sin_t);
     DeviceBuffer<std::int32_t> dpos(pos);
     const auto q = cuda_test::random_vector(static_cast<std::size_t>(tokens * heads * head_dim), 7, -40.0f, 40.0f);

@@ -45,6 +45,7 @@
 
 #include "../support/tiny_captioning.hpp"
 #include "../support/trainer_runs.hpp"
+#include "reference/decoder_model.hpp"
 #include "support/cuda_test.cuh"
 
 namespace fs = std::filesystem;
@@ -784,6 +785,74 @@ TEST_CASE(
   CHECK_THROWS_AS(one.forward_cached(upload(Matrix::Ones(2, config.hidden_size)), foreign), vidlora::cuda::CudaError);
   auto mine = one.make_cache();
   CHECK_THROWS_AS(one.forward_cached(upload(Matrix::Ones(2, 3)), mine), vidlora::cuda::CudaError);
+}
+
+// Scaled RoPE on the device: the frequencies the CPU decoder's RotaryTable holds (model::RopeFrequencyState, exported
+// with the weights) and, for dynamic NTK, updated forward by forward as the CPU updates them. A prompt in three pieces
+// through both KV caches (dynamic: 3 positions, within max_position_embeddings 4; then 9, past it: grown; then 14,
+// grown again), a copied cache going on (15), then the evaluation's loss over 7 positions (dynamic's frequencies go
+// back to the original ones below max_position_embeddings only: both keep the 15 positions' ones), then over 3 (back
+// on both sides).
+TEST_CASE(
+    "cuda decoder with scaled RoPE (linear, dynamic NTK, yarn, llama3): the KV cache and the evaluation loss "
+    "give the CPU's",
+    "[decoder]") {
+  for (const char* type : {"linear", "dynamic", "yarn", "llama3"}) {
+    INFO("rope_type " << type);
+    model::DecoderConfig config = config_named(kConfigs[0]);
+    ref::scaled_rope(config, type);
+    config.validate();
+    auto dec = make_decoder(config, 0.0, 8);
+    vidlora::cuda::GemmRunner gemm;
+    model::cuda::DecoderModel dev(gemm, model::export_decoder_weights(dec));
+    auto unscaled_config = config_named(kConfigs[0]);
+    auto unscaled = make_decoder(unscaled_config, 0.0, 8);
+
+    const Matrix prompt = model::random_normal(14, config.hidden_size, 1.0, 8, 9);
+    auto cpu_cache = dec.make_cache();
+    auto unscaled_cache = unscaled.make_cache();
+    auto cache = dev.make_cache();
+    const long pieces[][2] = {{0, 3}, {3, 6}, {9, 5}};
+    for (const auto& piece : pieces) {
+      INFO("positions " << piece[0] << " .. " << piece[0] + piece[1] - 1);
+      const Matrix rows = prompt.middleRows(piece[0], piece[1]);
+      const Matrix want = dec.forward_cached(rows, cpu_cache);
+      const Matrix plain = unscaled.forward_cached(rows, unscaled_cache);
+      if (piece[0] > 0) CHECK(cuda_test::normwise_error(flat(plain), flat(want)) > 1e-3);  // the scaling shows
+      CHECK(cuda_test::normwise_error(download(dev.forward_cached(upload(rows), cache)), flat(want)) < 2e-5);
+    }
+    auto copy = cache;
+    auto cpu_copy = cpu_cache;
+    const int token[1] = {5};
+    const Matrix want_next = dec.forward_cached(dec.embed(token), cpu_copy);
+    CHECK(cuda_test::normwise_error(download(dev.forward_cached(upload(dec.embed(token)), copy)), flat(want_next)) <
+          2e-5);
+
+    model::SequenceBatch batch{2, 7, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0}};
+    const std::vector<int> labels{-100, -100, 3, 7, 1, 9, 4, 4, 2, 11, 30, 41, -100, -100};
+    const Matrix embeds = model::random_normal(14, config.hidden_size, 1.0, 8, 3);
+    loss::CrossEntropyOptions ce;
+    loss::LmHeadOptions lm;
+    lm.chunk_size = 16;
+    const auto want = loss::lm_head_cross_entropy<float>(dec.forward(embeds, batch, false), dec.head_weight(),
+                                                         model::next_token_targets(labels, batch), ce, lm);
+    loss::cuda::LmHeadCeOptions o;
+    o.sum_reduction = true;
+    o.chunk_size = 16;
+    const model::DecoderLossTotals got =
+        dev.loss(upload(embeds), model::cuda::DecoderBatch{2, 7, batch.attention_mask}, labels, o);
+    CHECK(std::fabs(got.loss - want.loss_sum) <= 1e-5 * std::fabs(want.loss_sum));
+    // 3 positions: dynamic's frequencies go back to the original ones on both sides.
+    model::SequenceBatch short_batch{1, 3, {}};
+    const std::vector<int> short_labels{2, 9, 4};
+    const Matrix short_embeds = embeds.topRows(3);
+    const auto want_short =
+        loss::lm_head_cross_entropy<float>(dec.forward(short_embeds, short_batch, false), dec.head_weight(),
+                                           model::next_token_targets(short_labels, short_batch), ce, lm);
+    const model::DecoderLossTotals got_short =
+        dev.loss(upload(short_embeds), model::cuda::DecoderBatch{1, 3, {}}, short_labels, o);
+    CHECK(std::fabs(got_short.loss - want_short.loss_sum) <= 1e-5 * std::fabs(want_short.loss_sum));
+  }
 }
 
 template <class Base>

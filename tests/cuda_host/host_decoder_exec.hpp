@@ -53,7 +53,7 @@ struct HostDecoderModelExec {
 
   HostDecoderModelExec(const model::DecoderConfig& c, const model::DecoderHostWeights& w, const model::SequenceBatch& b,
                        const std::vector<int>& labels, const loss::CrossEntropyOptions& o, Eigen::Index chunk)
-      : config(c), rope(c.head_dim, c.rope_theta), batch(b), ce(o) {
+      : config(c), rope(c.head_dim, w.rope), batch(b), ce(o) {
     rope.prepare(b.seq_len);
     lm.chunk_size = chunk;
     norm = vector(w.final_norm);

@@ -251,13 +251,44 @@ TEST_CASE("export_decoder_weights copies qwen2's q/k/v biases, on LoRA and froze
   }
 }
 
-TEST_CASE("export_decoder_weights refuses what the device decoder cannot run", "[decoder_host]") {
-  auto config = model::llama_config(32, 48, 1, 4, 2, 20);
-  config.rope_scaling.type = model::RopeType::Linear;
-  config.rope_scaling.factor = 2.0;
+// The device decoder rotates with the frequencies the CPU decoder's RotaryTable holds: exported with the weights, then
+// updated forward by forward (dynamic NTK) by the same RopeFrequencyState rules.
+TEST_CASE("export_decoder_weights carries the RoPE frequencies, dynamic NTK's state included", "[decoder_host]") {
+  auto config = model::llama_config(32, 48, 1, 4, 2, 20);  // head_dim 8
   config.max_position_embeddings = 64;
+  config.rope_scaling.type = model::RopeType::Yarn;
+  config.rope_scaling.factor = 4.0;
+  config.rope_scaling.original_max_position_embeddings = 4096;
+  {
+    model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 3), all_slots());
+    const model::DecoderHostWeights w = model::export_decoder_weights(dec);
+    const model::RotaryTable table(8, config.rope_theta, config.rope_scaling, 64);
+    CHECK(w.rope.current().inv_freq == std::vector<float>(table.inv_freq().data(), table.inv_freq().data() + 4));
+    CHECK(w.rope.current().attention_scaling == table.attention_scaling());
+    CHECK(w.rope.current().attention_scaling > 1.1f);  // yarn's mscale
+    CHECK(w.rope.current() != model::default_rope_frequencies(8, config.rope_theta));
+    model::cuda::DecoderBatch b;
+    b.seq_len = 3;
+    CHECK(model::cuda::decoder_layer_shape(w, b).rope == w.rope.current());
+  }
+  config.rope_scaling = {};
+  config.rope_scaling.type = model::RopeType::Dynamic;
+  config.rope_scaling.factor = 2.0;
+  config.max_position_embeddings = 4;
   model::Decoder<16, 32> dec(config, model::random_decoder_weights(config, 3), all_slots());
-  CHECK_THROWS_WITH(model::export_decoder_weights(dec), Catch::Contains("rope_scaling \"linear\""));
+  const model::RopeFrequencies original = model::export_decoder_weights(dec).rope.current();
+  const Matrix embeds = model::random_normal(6, 32, 1.0, 3, 4);
+  (void)dec.forward(embeds, model::SequenceBatch{1, 6, {}}, false);  // past max_position_embeddings: grown
+  model::DecoderHostWeights w = model::export_decoder_weights(dec);
+  CHECK(w.rope.dynamic());
+  CHECK(w.rope.current() != original);
+  CHECK(w.rope.current().inv_freq == model::dynamic_ntk_inv_freq(8, config.rope_theta, 2.0, 4, 6));
+  CHECK(!w.rope.prepare(5));  // shorter, still past the original length: kept
+  CHECK(w.rope.prepare(9));   // longer: grown again
+  CHECK(w.rope.current().inv_freq == model::dynamic_ntk_inv_freq(8, config.rope_theta, 2.0, 4, 9));
+  CHECK(w.rope.prepare(3));  // below max_position_embeddings: the original frequencies
+  CHECK(w.rope.current() == original);
+  CHECK(!w.rope.prepare(4));
 }
 
 TEST_CASE("the device decoder refuses sequences past the sliding window, as model::Decoder does", "[decoder_host]") {
@@ -352,7 +383,7 @@ TEST_CASE("decoder_layer_shape carries the model's sizes and the batch", "[decod
   CHECK(s.kv_heads == 1);
   CHECK(s.head_dim == 16);
   CHECK(s.qk_norm);
-  CHECK(s.rope_theta == 5e5);
+  CHECK(s.rope == model::default_rope_frequencies(16, 5e5));
   CHECK_NOTHROW(model::cuda::check_layer_shape(s));
 }
 

@@ -231,7 +231,7 @@ TEST_CASE("rope pair body over every pair equals RotaryTable bit for bit", "[cud
   const std::vector<Eigen::Index> pos = {0, 1, 2, 7, 40, 3};
   const std::vector<std::int32_t> pos32(pos.begin(), pos.end());
   std::vector<float> cos_t, sin_t;
-  vidlora::model::cuda::rope_tables(head_dim, 10000.0, 41, cos_t, sin_t);
+  vidlora::model::cuda::rope_tables(vidlora::model::default_rope_frequencies(head_dim, 10000.0), 41, cos_t, sin_t);
   for (bool inverse : {false, true}) {
     vidlora::Matrix want = x, got = x;
     vidlora::model::RotaryTable table(head_dim, 10000.0);
@@ -241,16 +241,35 @@ TEST_CASE("rope pair body over every pair equals RotaryTable bit for bit", "[cud
     for (std::int64_t i = 0; i < tokens * heads * head_dim / 2; ++i) vidlora::model::cuda::rope_pair(p, i);
     CHECK(got == want);
   }
-  CHECK_THROWS_AS(vidlora::model::cuda::rope_tables(7, 1e4, 2, cos_t, sin_t), vidlora::cuda::CudaError);
+  CHECK_THROWS_AS(vidlora::model::cuda::rope_tables(vidlora::model::RopeFrequencies{}, 2, cos_t, sin_t),
+                  vidlora::cuda::CudaError);
+  // Scaled frequencies, and yarn's factor on cos and sin: the tables of the RotaryTable's frequencies rotate as it does.
+  vidlora::model::RopeScaling yarn;
+  yarn.type = vidlora::model::RopeType::Yarn;
+  yarn.factor = 4.0;
+  yarn.original_max_position_embeddings = 16;
+  vidlora::model::RotaryTable table(head_dim, 10000.0, yarn, 64);
+  REQUIRE(table.attention_scaling() != 1.0f);
+  vidlora::model::cuda::rope_tables(table.frequency_state().current(), 41, cos_t, sin_t);
+  for (bool inverse : {false, true}) {
+    vidlora::Matrix want = x, got = x;
+    table.apply(want, pos, inverse);
+    vidlora::model::cuda::RopeParams p{
+        got.data(), pos32.data(), cos_t.data(), sin_t.data(), tokens, heads, head_dim, inverse, {}};
+    for (std::int64_t i = 0; i < tokens * heads * head_dim / 2; ++i) vidlora::model::cuda::rope_pair(p, i);
+    CHECK(got == want);
+  }
 }
 
 TEST_CASE("rope tables from a first position are the rows of the full table, and rotate a KV-cache step as RotaryTable",
           "[cuda_host][model]") {
   const int heads = 2, head_dim = 8, half = head_dim / 2;
   std::vector<float> cos_all, sin_all, cos_t, sin_t;
-  vidlora::model::cuda::rope_tables(head_dim, 10000.0, 2500, cos_all, sin_all);
+  vidlora::model::cuda::rope_tables(vidlora::model::default_rope_frequencies(head_dim, 10000.0), 2500, cos_all,
+                                    sin_all);
   const std::int64_t first = 2431, n = 3;  // a generation step after a 2,431-position prompt
-  vidlora::model::cuda::rope_tables(head_dim, 10000.0, n, cos_t, sin_t, first);
+  vidlora::model::cuda::rope_tables(vidlora::model::default_rope_frequencies(head_dim, 10000.0), n, cos_t, sin_t,
+                                    first);
   REQUIRE(cos_t.size() == static_cast<std::size_t>(n * half));
   for (std::size_t i = 0; i < cos_t.size(); ++i) {
     CHECK(cos_t[i] == cos_all[static_cast<std::size_t>(first * half) + i]);

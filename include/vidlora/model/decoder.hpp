@@ -142,6 +142,8 @@ class Decoder {
   const matrix_type& head_weight() const { return config_.tie_word_embeddings ? embed_ : head_; }  // [vocab, hidden]
   Eigen::Index num_layers() const { return static_cast<Eigen::Index>(layers_.size()); }
   const vector_type& final_norm() const { return final_norm_; }  // [hidden]
+  // The RoPE frequencies as the last forward left them (what export_decoder_weights copies for another backend).
+  const RopeFrequencyState& rope_frequencies() const { return rope_.frequency_state(); }
   // Layer l's norms and slots (what export_decoder_weights copies for another backend).
   const DecoderLayerWeights<slot_type>& layer_weights(Eigen::Index l) const {
     return layers_.at(static_cast<std::size_t>(l));

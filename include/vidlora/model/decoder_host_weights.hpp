@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <vidlora/core/error_type.hpp>
+#include <vidlora/model/rope_frequencies.hpp>
 
 namespace vidlora::model {
 
@@ -49,7 +50,10 @@ struct HostLayerWeights {
 
 struct DecoderHostWeights {
   std::int64_t hidden = 0, intermediate = 0, q_heads = 0, kv_heads = 0, head_dim = 0, vocab = 0;
-  double rms_norm_eps = 1e-6, rope_theta = 10000.0;
+  double rms_norm_eps = 1e-6;
+  // The RoPE frequencies as the CPU decoder holds them (its RotaryTable's), dynamic NTK's state included: the device
+  // model updates its copy once per forward, as model::Decoder does, so both rotate with the same frequencies.
+  RopeFrequencyState rope;
   bool qk_norm = false;
   // > 0: the config's sliding window; longer sequences are refused, as model::Decoder refuses them (within the window
   // sliding-window attention is full attention)
@@ -100,6 +104,8 @@ inline void check_decoder_host_weights(const DecoderHostWeights& w) {
   using detail::check_host_size;
   check_host_size(w.final_norm.size(), w.hidden, 1, "norm.weight");
   check_host_size(w.head.size(), w.vocab, w.hidden, "lm_head.weight");
+  check_host_size(w.rope.current().inv_freq.size(), w.head_dim / 2, 1,
+                  "rope inv_freq (one per rotation pair: set rope, e.g. from model::default_rope_frequencies)");
   const std::int64_t d = w.hidden, f = w.intermediate, qf = w.q_heads * w.head_dim, kvf = w.kv_heads * w.head_dim;
   const std::int64_t outs[7] = {qf, kvf, kvf, d, f, f, d}, ins[7] = {d, d, d, qf, d, d, f};
   for (std::size_t l = 0; l < w.layers.size(); ++l) {

@@ -31,9 +31,6 @@ DecoderHostWeights export_decoder_weights(const Decoder<Rank, Alpha, Base>& deco
   static_assert(std::is_same_v<typename Base::scalar_type, float>,
                 "export_decoder_weights: the device decoder takes float weights (dense fp32 or 4-bit blocks)");
   const DecoderConfig& c = decoder.config();
-  require(c.rope_scaling.type == RopeType::Default,
-          "export_decoder_weights: rope_scaling \"{}\" is not supported by the device decoder yet (default RoPE only)",
-          rope_type_name(c.rope_scaling.type));
   DecoderHostWeights w;
   w.hidden = c.hidden_size;
   w.intermediate = c.intermediate_size;
@@ -42,7 +39,7 @@ DecoderHostWeights export_decoder_weights(const Decoder<Rank, Alpha, Base>& deco
   w.head_dim = c.head_dim;
   w.vocab = c.vocab_size;
   w.rms_norm_eps = c.rms_norm_eps;
-  w.rope_theta = c.rope_theta;
+  w.rope = decoder.rope_frequencies();
   w.qk_norm = c.qk_norm();
   w.sliding_window = c.sliding_window > 0 ? static_cast<std::int64_t>(c.sliding_window) : 0;
   w.final_norm = detail::host_values(decoder.final_norm().transpose());

@@ -4,7 +4,7 @@
 // frequencies of the head_dim/2 rotation pairs and a factor applied to cos and sin ("attention
 // scaling"; yarn's mscale, 1 for the others). The float32 steps follow transformers' rope init
 // functions operation by operation, so the tables agree with theirs to the last bit or one ulp.
-// Dynamic NTK depends on the sequence length of the forward that runs (model::RotaryTable tracks it).
+// Dynamic NTK depends on the sequence length of the forward that runs (model::RopeFrequencyState tracks it).
 
 #include <nlohmann/json.hpp>
 
@@ -14,10 +14,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <vidlora/core/error.hpp>
 #include <vidlora/model/elementwise.hpp>
+#include <vidlora/model/rope_frequencies.hpp>
 
 namespace vidlora::model {
 
@@ -117,12 +119,6 @@ struct RopeScaling {
   }
 };
 
-// Inverse frequencies [head_dim/2] and the cos/sin factor of one RoPE configuration.
-struct RopeFrequencies {
-  std::vector<float> inv_freq;
-  float attention_scaling = 1.0f;
-};
-
 // transformers' rope init functions. seq_len: the sequence length of the forward (dynamic only;
 // 0 = at construction, i.e. max_position_embeddings).
 inline RopeFrequencies rope_frequencies(const RopeScaling& s, int head_dim, double theta, int max_position_embeddings,
@@ -154,14 +150,7 @@ inline RopeFrequencies rope_frequencies(const RopeScaling& s, int head_dim, doub
                              static_cast<double>(head_dim) / (head_dim - 2));
         for (int i = 0; i < half; ++i) out.inv_freq[static_cast<std::size_t>(i)] = rope_inv_freq(i, head_dim, base);
       } else {
-        // In the forward seq_len is an int64 tensor: the base becomes a float32 tensor.
-        const std::int64_t len = std::max<std::int64_t>(seq_len, max_position_embeddings);
-        float ratio = static_cast<float>(s.factor) * static_cast<float>(len);
-        ratio = ratio / static_cast<float>(max_position_embeddings);
-        ratio = ratio - static_cast<float>(s.factor - 1);
-        const float scaled = std::pow(ratio, static_cast<float>(static_cast<double>(head_dim) / (head_dim - 2)));
-        const float base = static_cast<float>(theta) * scaled;
-        for (int i = 0; i < half; ++i) out.inv_freq[static_cast<std::size_t>(i)] = 1.0f / std::pow(base, exponent(i));
+        out.inv_freq = dynamic_ntk_inv_freq(head_dim, theta, s.factor, max_position_embeddings, seq_len);
       }
       break;
     }
@@ -224,6 +213,15 @@ inline RopeFrequencies rope_frequencies(const RopeScaling& s, int head_dim, doub
     }
   }
   return out;
+}
+
+// The frequencies a model with this RoPE configuration starts from, held from forward to forward (dynamic NTK's
+// change with each forward's length: RopeFrequencyState::prepare).
+inline RopeFrequencyState rope_frequency_state(const RopeScaling& s, int head_dim, double theta,
+                                               int max_position_embeddings) {
+  RopeFrequencies initial = rope_frequencies(s, head_dim, theta, max_position_embeddings);
+  if (s.type != RopeType::Dynamic) return RopeFrequencyState(std::move(initial));
+  return RopeFrequencyState(std::move(initial), DynamicNtkRope{head_dim, theta, s.factor, max_position_embeddings});
 }
 
 }  // namespace vidlora::model

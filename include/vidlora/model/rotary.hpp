@@ -9,10 +9,12 @@
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <utility>
 
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/model/elementwise.hpp>
+#include <vidlora/model/rope_frequencies.hpp>
 #include <vidlora/model/rope_scaling.hpp>
 
 namespace vidlora::model {
@@ -24,35 +26,28 @@ class RotaryTable {
   // max_position_embeddings: the config's (dynamic uses it as the original length, yarn / llama3
   // when rope_parameters has no original_max_position_embeddings).
   RotaryTable(int head_dim, double theta, const RopeScaling& scaling, int max_position_embeddings)
-      : head_dim_(head_dim), theta_(theta), scaling_(scaling), max_position_embeddings_(max_position_embeddings) {
+      : RotaryTable(head_dim, rope_frequency_state(scaling, head_dim, theta, max_position_embeddings)) {}
+  // From frequencies already held (another decoder's, as it left them: DecoderHostWeights::rope).
+  RotaryTable(int head_dim, RopeFrequencyState frequencies)
+      : head_dim_(head_dim), frequencies_(std::move(frequencies)) {
     require(head_dim > 0 && head_dim % 2 == 0, "RotaryTable: head_dim {} must be even", head_dim);
-    set_frequencies(rope_frequencies(scaling_, head_dim_, theta_, max_position_embeddings_));
-    original_inv_freq_ = inv_freq_;
-    max_seq_len_cached_ = max_position_embeddings_;
+    require(frequencies_.current().inv_freq.size() * 2 == static_cast<std::size_t>(head_dim),
+            "RotaryTable: {} RoPE frequencies for head_dim {}", frequencies_.current().inv_freq.size(), head_dim);
+    set_frequencies();
   }
 
   int head_dim() const { return head_dim_; }
-  const RopeScaling& scaling() const { return scaling_; }
   float attention_scaling() const { return attention_scaling_; }
   const Vector& inv_freq() const { return inv_freq_; }  // [head_dim/2], as used by the last prepare()
+  // The frequencies from forward to forward (what the CUDA decoder is given to rotate with the same ones).
+  const RopeFrequencyState& frequency_state() const { return frequencies_; }
 
   // Call once per forward with its sequence length (largest position + 1), before apply(): dynamic
   // NTK RoPE recomputes its frequencies as transformers' dynamic_rope_update does (grow past the
   // longest length seen so far; back to the original frequencies below max_position_embeddings).
   // The other types do not depend on the length.
   void prepare(std::int64_t seq_len) {
-    if (scaling_.type != RopeType::Dynamic) return;
-    const std::int64_t cached = max_seq_len_cached_;
-    if (seq_len > cached) {
-      set_frequencies(rope_frequencies(scaling_, head_dim_, theta_, max_position_embeddings_, seq_len));
-      max_seq_len_cached_ = seq_len;
-    }
-    if (seq_len < max_position_embeddings_ && cached > max_position_embeddings_) {
-      inv_freq_ = original_inv_freq_;
-      cos_.resize(0, 0);
-      sin_.resize(0, 0);
-      max_seq_len_cached_ = max_position_embeddings_;
-    }
+    if (frequencies_.prepare(seq_len)) set_frequencies();
   }
 
   // Grows the cos / sin tables to cover positions [0, n).
@@ -97,7 +92,8 @@ class RotaryTable {
   }
 
  private:
-  void set_frequencies(const RopeFrequencies& f) {
+  void set_frequencies() {
+    const RopeFrequencies& f = frequencies_.current();
     inv_freq_ = Eigen::Map<const Vector>(f.inv_freq.data(), static_cast<Eigen::Index>(f.inv_freq.size()));
     attention_scaling_ = f.attention_scaling;
     cos_.resize(0, 0);  // the tables are rebuilt from the new frequencies on the next reserve()
@@ -105,11 +101,8 @@ class RotaryTable {
   }
 
   int head_dim_ = 0;
-  double theta_ = 10000.0;
-  RopeScaling scaling_;
-  int max_position_embeddings_ = 0;
-  std::int64_t max_seq_len_cached_ = 0;  // dynamic: the longest sequence the frequencies were made for
-  Vector inv_freq_, original_inv_freq_;  // [head_dim/2]
+  RopeFrequencyState frequencies_;
+  Vector inv_freq_;  // [head_dim/2]
   float attention_scaling_ = 1.0f;
   Matrix cos_, sin_;  // [positions, head_dim/2]
 };

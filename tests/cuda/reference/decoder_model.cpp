@@ -20,10 +20,9 @@ DecoderModelRun run(const DecoderModelCase& c) {
   using vidlora::Matrix;
   namespace model = vidlora::model;
   model::DecoderConfig config = model::llama_config(c.hidden, c.intermediate, c.layers, c.heads, c.kv_heads, c.vocab);
-  if (c.qwen3 || c.qwen2) {
-    config.architecture = c.qwen3 ? model::Architecture::Qwen3 : model::Architecture::Qwen2;
-    config.validate();
-  }
+  if (c.qwen3 || c.qwen2) config.architecture = c.qwen3 ? model::Architecture::Qwen3 : model::Architecture::Qwen2;
+  scaled_rope(config, c.rope_type);
+  config.validate();
   model::DecoderOptions options;
   options.target_modules = c.target_modules;
   options.lora.dropout = c.dropout;
@@ -110,6 +109,34 @@ DecoderModelRun run(const DecoderModelCase& c) {
 }
 
 }  // namespace
+
+void scaled_rope(vidlora::model::DecoderConfig& config, const std::string& rope_type) {
+  namespace model = vidlora::model;
+  model::RopeScaling& s = config.rope_scaling;
+  s = {};
+  if (rope_type == "default") return;
+  if (rope_type == "linear") {
+    s.type = model::RopeType::Linear;
+    s.factor = 2.0;
+  } else if (rope_type == "dynamic") {
+    s.type = model::RopeType::Dynamic;
+    s.factor = 2.0;
+    config.max_position_embeddings = 4;
+  } else if (rope_type == "yarn") {
+    s.type = model::RopeType::Yarn;
+    s.factor = 4.0;
+    s.original_max_position_embeddings = 4096;
+  } else if (rope_type == "llama3") {
+    s.type = model::RopeType::Llama3;
+    s.factor = 8.0;
+    s.low_freq_factor = 1.0;
+    s.high_freq_factor = 4.0;
+    s.original_max_position_embeddings = 64;
+  } else {
+    vidlora::fail("scaled_rope: unknown rope_type \"{}\"", rope_type);
+  }
+  if (config.max_position_embeddings <= 0) config.max_position_embeddings = 128;
+}
 
 DecoderModelRun decoder_model(const DecoderModelCase& c) {
   return c.nf4 ? run<vidlora::quant::NF4Weight>(c) : run<vidlora::lora::DenseWeight>(c);

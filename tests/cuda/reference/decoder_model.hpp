@@ -10,6 +10,10 @@
 
 #include <vidlora/model/decoder_host_weights.hpp>
 
+namespace vidlora::model {
+struct DecoderConfig;
+}
+
 namespace ref {
 
 struct DecoderModelCase {
@@ -26,6 +30,10 @@ struct DecoderModelCase {
   std::uint64_t seed = 1;
   int steps = 1;  // forward + backward + clip + AdamW steps (the first one's gradients are reported)
   double lr = 1e-2, weight_decay = 0.01, max_grad_norm = 1.0;
+  // RoPE: "default", or a scaled type with parameters that change every rotation pair's frequency or part of them at
+  // these lengths (ref::scaled_rope): "linear", "dynamic" (past max_position_embeddings from the first step),
+  // "yarn", "llama3"
+  std::string rope_type = "default";
   // the slots with LoRA (the others run the frozen base alone)
   std::vector<std::string> target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                              "gate_proj", "up_proj", "down_proj"};
@@ -42,5 +50,10 @@ struct DecoderModelRun {
 };
 
 DecoderModelRun decoder_model(const DecoderModelCase& c);
+
+// Sets `config`'s RoPE to `rope_type` (DecoderModelCase::rope_type) with fixed test parameters, for head_dim 16 at
+// a few positions: linear ×2; dynamic ×2 past max_position_embeddings 4; yarn ×4 from 4,096 positions (pairs 0-2
+// kept, 3-5 mixed, 6-7 ÷ 4; cos and sin × 1.139); llama3 ×8 from 64 positions (pair 0 kept, pairs 1-2 smoothed, the rest ÷ 8).
+void scaled_rope(vidlora::model::DecoderConfig& config, const std::string& rope_type);
 
 }  // namespace ref

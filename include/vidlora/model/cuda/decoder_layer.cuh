@@ -49,8 +49,8 @@ struct DecoderLayerShape {
   std::int64_t batch = 1, seq_len = 0;
   std::int64_t hidden = 0, intermediate = 0, q_heads = 0, kv_heads = 0, head_dim = 0;
   double rms_norm_eps = 1e-6;
-  double rope_theta = 10000.0;  // default RoPE only (no rope_scaling on the device yet)
-  bool qk_norm = false;         // Qwen3's per-head q_norm / k_norm
+  RopeFrequencies rope;  // the frequencies this forward rotates with (the model's RopeFrequencyState::current())
+  bool qk_norm = false;  // Qwen3's per-head q_norm / k_norm
   std::int64_t tokens() const { return batch * seq_len; }
   std::int64_t q_features() const { return q_heads * head_dim; }
   std::int64_t kv_features() const { return kv_heads * head_dim; }
@@ -92,6 +92,10 @@ inline void check_layer_shape(const DecoderLayerShape& s) {
                                std::to_string(s.batch) + ", seq_len " + std::to_string(s.seq_len) + ", heads " +
                                std::to_string(s.q_heads) + "/" + std::to_string(s.kv_heads) + ", head_dim " +
                                std::to_string(s.head_dim) + ")");
+  vidlora::cuda::check_arg(
+      static_cast<std::int64_t>(s.rope.inv_freq.size()) * 2 == s.head_dim, "cuda::DecoderLayerExecutor",
+      "RoPE frequencies for " + std::to_string(s.rope.inv_freq.size()) + " rotation pairs, head_dim " +
+          std::to_string(s.head_dim) + " has " + std::to_string(s.head_dim / 2));
 }
 
 }  // namespace vidlora::model::cuda
@@ -204,15 +208,14 @@ class LayerTablesHost {
                cudaStream_t stream) {
     static_assert(sizeof(int) == sizeof(std::int32_t), "the mask's host ints are copied as int32");
     const std::int64_t t = shape.tokens();
-    const bool rope_fits = cos_ && head_dim_ == shape.head_dim && theta_ == shape.rope_theta && first_ == first &&
-                           shape.seq_len <= rope_rows_;
+    const bool rope_fits =
+        cos_ && head_dim_ == shape.head_dim && rope_ == shape.rope && first_ == first && shape.seq_len <= rope_rows_;
     const bool positions_same = positions_ && tokens_ == t && seq_len_ == shape.seq_len;
     const bool mask_same = static_cast<std::int64_t>(key_mask.size()) == mask_count_ &&
                            (key_mask.empty() || std::equal(key_mask.begin(), key_mask.end(), mask_));
     if (rope_fits && positions_same && mask_same) return;
     std::vector<float> cos_table, sin_table;
-    if (!rope_fits)
-      rope_tables(static_cast<int>(shape.head_dim), shape.rope_theta, shape.seq_len, cos_table, sin_table, first);
+    if (!rope_fits) rope_tables(shape.rope, shape.seq_len, cos_table, sin_table, first);
     VIDLORA_CUDA_CHECK(cudaStreamSynchronize(stream));
     tokens_ = 0;  // not valid (matches() is false) until every table below is rewritten
     if (!rope_fits) {
@@ -222,7 +225,7 @@ class LayerTablesHost {
       std::copy(cos_table.begin(), cos_table.end(), cos_);
       std::copy(sin_table.begin(), sin_table.end(), sin_);
       head_dim_ = shape.head_dim;
-      theta_ = shape.rope_theta;
+      rope_ = shape.rope;
       first_ = first;
       rope_rows_ = shape.seq_len;
     }
@@ -244,7 +247,7 @@ class LayerTablesHost {
   // value: an executor made after another prepare() of the same length would otherwise upload that one's mask).
   bool matches(const DecoderLayerShape& shape, std::int64_t first, const std::vector<int>& key_mask) const {
     return positions_ && tokens_ == shape.tokens() && seq_len_ == shape.seq_len && head_dim_ == shape.head_dim &&
-           theta_ == shape.rope_theta && first_ == first && shape.seq_len <= rope_rows_ &&
+           rope_ == shape.rope && first_ == first && shape.seq_len <= rope_rows_ &&
            mask_count_ == static_cast<std::int64_t>(key_mask.size()) &&
            (key_mask.empty() || std::equal(key_mask.begin(), key_mask.end(), mask_));
   }
@@ -281,7 +284,7 @@ class LayerTablesHost {
     std::swap(first_, o.first_);
     std::swap(mask_count_, o.mask_count_);
     std::swap(rope_rows_, o.rope_rows_);
-    std::swap(theta_, o.theta_);
+    std::swap(rope_, o.rope_);
   }
 
   std::int32_t* positions_ = nullptr;
@@ -291,7 +294,7 @@ class LayerTablesHost {
   std::size_t positions_capacity_ = 0, mask_capacity_ = 0, cos_capacity_ = 0, sin_capacity_ = 0;
   std::int64_t tokens_ = 0, seq_len_ = 0, head_dim_ = 0, first_ = 0, mask_count_ = 0;
   std::int64_t rope_rows_ = 0;  // positions first .. first + rope_rows_ - 1 in cos_ / sin_
-  double theta_ = 0.0;
+  RopeFrequencies rope_;        // the frequencies of cos_ / sin_
 };
 
 // Where a block executor's tensors come from: the allocator (null: cudaMalloc) and the prefix of their tags.
@@ -686,7 +689,7 @@ class DecoderLayerExecutor {
       pos[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i % shape_.seq_len);
     positions_ = vidlora::cuda::DeviceBuffer<std::int32_t>(memory_.allocator, pos, tag("rope.positions"));
     std::vector<float> cos_table, sin_table;
-    rope_tables(static_cast<int>(shape_.head_dim), shape_.rope_theta, shape_.seq_len, cos_table, sin_table, first);
+    rope_tables(shape_.rope, shape_.seq_len, cos_table, sin_table, first);
     cos_ = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, cos_table, tag("rope.cos"));
     sin_ = vidlora::cuda::DeviceBuffer<float>(memory_.allocator, sin_table, tag("rope.sin"));
   }

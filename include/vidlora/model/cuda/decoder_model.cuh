@@ -95,7 +95,7 @@ inline DecoderLayerShape decoder_layer_shape(const DecoderHostWeights& w, const 
   s.kv_heads = w.kv_heads;
   s.head_dim = w.head_dim;
   s.rms_norm_eps = w.rms_norm_eps;
-  s.rope_theta = w.rope_theta;
+  s.rope = w.rope.current();
   s.qk_norm = w.qk_norm;
   return s;
 }
@@ -249,7 +249,7 @@ class DecoderModel {
   StepResult loss_and_backward(const DeviceTensor& embeds, const DecoderBatch& batch, const std::vector<int>& labels,
                                const loss::cuda::LmHeadCeOptions& options = {}) {
     check_decoder_input(host_.hidden, embeds.rows, embeds.cols, batch);
-    check_sliding_window(host_, batch.seq_len, "cuda::DecoderModel");
+    begin_positions(batch.seq_len, "cuda::DecoderModel");
     const std::vector<std::int32_t> targets = next_token_targets(labels, batch, options.ignore_index);
     allocator_->reset_peak();
     StepResult r;
@@ -272,7 +272,7 @@ class DecoderModel {
   DecoderLossTotals loss(const DeviceTensor& embeds, const DecoderBatch& batch, const std::vector<int>& labels,
                          const loss::cuda::LmHeadCeOptions& options = {}) {
     check_decoder_input(host_.hidden, embeds.rows, embeds.cols, batch);
-    check_sliding_window(host_, batch.seq_len, "cuda::DecoderModel");
+    begin_positions(batch.seq_len, "cuda::DecoderModel");
     const std::vector<std::int32_t> targets = next_token_targets(labels, batch, options.ignore_index);
     loss::cuda::LmHeadCeOptions ce = options;
     ce.compute = compute_;
@@ -353,7 +353,7 @@ class DecoderModel {
                              "cuda::DecoderModel::forward_cached",
                              "the cache was not made by this model's make_cache()");
     const std::int64_t n = embeds.rows, past = cache.length_;
-    check_sliding_window(host_, past + n, "cuda::DecoderModel::forward_cached");
+    begin_positions(past + n, "cuda::DecoderModel::forward_cached");
     if (past + n > cache.capacity_)  // room for a caption's worth of tokens after a prompt, then by quarters
       cache.reserve(std::max(past + n + kCacheHeadroom, cache.capacity_ + cache.capacity_ / 4));
     DecoderBatch one;
@@ -619,6 +619,13 @@ class DecoderModel {
     }
   };
 
+  // Once per forward over positions [0, positions), as model::Decoder's begin_positions: the sliding-window limit and
+  // dynamic NTK RoPE's update of the frequencies (the tables follow them: LayerTablesHost compares them).
+  void begin_positions(std::int64_t positions, const char* who) {
+    check_sliding_window(host_, positions, who);
+    host_.rope.prepare(positions);
+  }
+
   // The shape fields only (the tensors live on the device).
   static DecoderHostWeights shape_of(const DecoderHostWeights& w) {
     DecoderHostWeights s;
@@ -629,7 +636,7 @@ class DecoderModel {
     s.head_dim = w.head_dim;
     s.vocab = w.vocab;
     s.rms_norm_eps = w.rms_norm_eps;
-    s.rope_theta = w.rope_theta;
+    s.rope = w.rope;
     s.qk_norm = w.qk_norm;
     s.sliding_window = w.sliding_window;
     return s;
@@ -648,7 +655,7 @@ class DecoderModel {
   static constexpr std::int64_t kCacheHeadroom = 64;  // positions a cache gains beyond the first forward's
 
   vidlora::cuda::GemmRunner& gemm_;
-  DecoderHostWeights host_;  // shape only
+  DecoderHostWeights host_;  // the shape and the RoPE frequencies only
   cudaStream_t stream_ = nullptr;
   vidlora::cuda::CudaCachingAllocator* allocator_ = nullptr;  // outlives every buffer below
   DecoderStepOptions options_;
