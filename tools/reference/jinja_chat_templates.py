@@ -218,6 +218,22 @@ SMALL = [
     # context values
     ("context types", "{{ i }} {{ f }} {{ b }} {{ nested.a[1].b }} {{ nested }}", {"i": 42, "f": 2.5, "b": False, "nested": {"a": [0, {"b": "deep"}]}}),
     ("raise_exception not reached", "{% if false %}{{ raise_exception('never') }}{% endif %}ok", {}),
+    # macros
+    ("macro call and defaults", "{% macro pair(a, b=a + 1, c='z') %}{{ a }}-{{ b }}-{{ c }}{% endmacro %}{{ pair(1) }}|{{ pair(1, 5) }}|{{ pair(b=3, a=2) }}|{{ pair(1, c=none) }}|{{ pair(c=[], a=7) }}", {}),
+    ("macro output is a str", "{% macro m(x) %}  <{{ x }}>  {% endmacro %}[{{ m(1)|trim }}] {{ m(2) is string }} {{ m(3) ~ '!' }} {{ (m(4) + '?')|length }} {{ m(5).strip().startswith('<') }} {{ m(6)|length }}", {}),
+    ("macro reads the top level when it runs", "{% set x = 1 %}{% macro m() %}{{ x }}|{{ y }}|{{ s }}{% endmacro %}{% set x = 2 %}{% set y = 'late' %}{{ m() }}", {}),
+    ("macro does not see the caller's loop", "{% set x = 'top' %}{% macro m() %}[{{ x }}{{ i }}{{ loop is defined }}]{% endmacro %}{% for x in [7] %}{% for i in [8] %}{% set z = 9 %}{{ m() }}{% endfor %}{% endfor %}", {}),
+    ("macro sets stay local", "{% set x = 1 %}{% macro m() %}{{ x }}{% set x = 3 %}{{ x }}{% set w = 4 %}{% endmacro %}{{ m() }}{{ x }}{{ w is defined }}", {}),
+    ("macro changes a namespace", "{% set ns = namespace(n=0) %}{% macro bump(k=1) %}{% set ns.n = ns.n + k %}{{ ns.n }}{% endmacro %}{{ bump() }}{{ bump(10) }}|{{ ns.n }}", {}),
+    ("macro loops and breaks", "{% macro firsts(items, limit) %}{% for i in items %}{% if loop.index > limit %}{% break %}{% endif %}{{ i }}{{ loop.index }} {% endfor %}{% endmacro %}{% for n in [1, 2] %}{{ firsts(x, n) }};{{ loop.index }} {% endfor %}", {}),
+    ("macro calls macros and itself", "{% macro leaf(v) %}<{{ v }}>{% endmacro %}{% macro tree(n) %}{% if n > 0 %}{{ leaf(n) }}{{ tree(n - 1) }}{% endif %}{% endmacro %}{{ tree(3) }}", {}),
+    ("macro redefined", "{% macro m() %}a{% endmacro %}{{ m() }}{% macro m() %}b{% endmacro %}{{ m() }}", {}),
+    ("macro inside if at top level", "{% if t %}{% macro m(v) %}{{ v|upper }}{% endmacro %}{% endif %}{{ m('x') }}", {}),
+    ("macro value", "{% macro m() %}x{% endmacro %}{{ m }} {{ [m] }} {{ m is callable }} {{ m is defined }}{% set f = m %}{{ f() }}", {}),
+    ("macro default reads no later parameter", "{% set b = 5 %}{% macro m(a=b, b=1) %}[{{ a }}][{{ b }}]{% endmacro %}{{ m() }}{% macro k(p=q is defined, q=1) %}{{ p }}{% endmacro %}{{ k() }}{% macro own(s=s) %}[{{ s }}]{% endmacro %}{{ own() }}{{ own(2) }}", {}),
+    ("macro missing parameter is undefined", "{% macro m(a, b) %}[{{ a }}][{{ b }}][{{ b is defined }}]{% endmacro %}{{ m(1) }}", {}),
+    ("macro whitespace control", "{%- macro m(content, flag, extra=false) %}\n    {%- if content is string %}\n        {{- content }}\n    {%- else %}\n        {%- for item in content %}\n            {{- item.text }}\n        {%- endfor %}\n    {%- endif %}\n{%- endmacro %}\n{{- m('hi', true) }}\n{{ m([{'text': 'a'}, {'text': 'b'}], false, extra=true) }}\n", {}),
+    ("qwen3-vl style macro template", "{%- set image_count = namespace(value=0) %}\n{%- set video_count = namespace(value=0) %}\n{%- macro render_content(content, do_vision_count) %}\n    {%- if content is string %}\n        {{- content }}\n    {%- else %}\n        {%- for item in content %}\n            {%- if 'image' in item or item.type == 'image' %}\n                {%- if do_vision_count %}\n                    {%- set image_count.value = image_count.value + 1 %}\n                {%- endif %}\n                {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}\n                <|vision_start|><|image_pad|><|vision_end|>\n            {%- elif 'video' in item or item.type == 'video' %}\n                {%- if do_vision_count %}\n                    {%- set video_count.value = video_count.value + 1 %}\n                {%- endif %}\n                {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}\n                <|vision_start|><|video_pad|><|vision_end|>\n            {%- elif 'text' in item %}\n                {{- item.text }}\n            {%- endif %}\n        {%- endfor %}\n    {%- endif %}\n{%- endmacro %}\n{%- if conversation[0].role == 'system' %}\n    {{- '<|im_start|>system\\n' + render_content(conversation[0].content, false) + '<|im_end|>\\n' }}\n{%- endif %}\n{%- set ns = namespace(last_user=-1) %}\n{%- for message in conversation[::-1] %}\n    {%- if ns.last_user < 0 and message.role == 'user' %}\n        {%- set content = render_content(message.content, false) %}\n        {%- if not content.startswith('<tool_response>') %}\n            {%- set ns.last_user = (conversation|length - 1) - loop.index0 %}\n        {%- endif %}\n    {%- endif %}\n{%- endfor %}\n{%- for message in conversation %}\n    {%- set content = render_content(message.content, True) %}\n    {%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}\n        {{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>' + '\\n' }}\n    {%- elif message.role == 'assistant' %}\n        {{- '<|im_start|>assistant\\n' + content + ('' if loop.index0 > ns.last_user else '') + '<|im_end|>\\n' }}\n    {%- endif %}\n{%- endfor %}\n{{- 'last user: ' ~ ns.last_user ~ ', images ' ~ image_count.value ~ ', videos ' ~ video_count.value }}", {"add_vision_id": True, "conversation": [{"role": "system", "content": [{"type": "text", "text": "Describe."}]}, {"role": "user", "content": [{"type": "image"}, {"type": "video"}, {"type": "text", "text": "둘을 비교하세요."}]}, {"role": "assistant", "content": "같습니다."}, {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "이것은?"}]}]}),
 ]
 
 # Templates jinja2 rejects at parse time or raises on while rendering; the C++ must throw too.
@@ -305,6 +321,19 @@ ERRORS = [
     ("dict get without arguments", "{{ d.get() }}"),
     ("loop cycle without items", "{% for i in x %}{{ loop.cycle() }}{% endfor %}"),
     ("star arguments", "{{ dict(*x) }}"),
+    ("macro too many arguments", "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}"),
+    ("macro unknown keyword", "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(c=2) }}"),
+    ("macro keyword for a positional parameter", "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, a=2) }}"),
+    ("macro keyword error before extra arguments", "{% macro m(a) %}{% endmacro %}{{ m(1, 2, z=3) }}"),
+    ("macro non-default after default", "{% macro m(a=1, b) %}{% endmacro %}"),
+    ("macro duplicate parameter", "{% macro m(a, a) %}{% endmacro %}"),
+    ("macro unclosed", "{% macro m() %}x"),
+    ("macro called before its definition", "{{ m() }}{% macro m() %}a{% endmacro %}"),
+    ("macro missing parameter used", "{% macro m(a) %}{{ a.b }}{% endmacro %}{{ m() }}"),
+    ("macro sees no loop", "{% macro m() %}{{ loop.index }}{% endmacro %}{% for i in x %}{{ m() }}{% endfor %}"),
+    ("macro named true", "{% macro true() %}x{% endmacro %}"),
+    ("macro parameter named none", "{% macro m(none) %}{{ none }}{% endmacro %}{{ m(1) }}"),
+    ("break in macro outside its loops", "{% for i in x %}{% macro m() %}{% break %}{% endmacro %}{% endfor %}"),
 ]
 
 

@@ -2,9 +2,11 @@
 // A Jinja2 subset interpreter for Hugging Face chat templates: renders a template byte for byte as transformers'
 // apply_chat_template does (jinja2's ImmutableSandboxedEnvironment with trim_blocks, lstrip_blocks, loopcontrols and
 // the {% generation %} tag; transformers' raise_exception, tojson, namespace and dict), so prompts are built without
-// Python. The subset is what chat templates use: if/for/set/namespace, loop variables, the common filters, tests
-// and str/dict methods, Python printing of values. Anything else (macros, includes, other filters, case mapping of
-// non-ASCII letters, ...) is a vidlora::Error naming the construct, never a silently different output.
+// Python. The subset is what chat templates use: if/for/set/namespace, loop variables, macros defined at the top
+// level (named parameters and defaults, as Qwen3-VL's render_content), the common filters, tests and str/dict
+// methods, Python printing of values. Anything else (includes, {% call %}, a macro's varargs / kwargs / caller, other
+// filters, case mapping of non-ASCII letters, ...) is a vidlora::Error naming the construct, never a silently
+// different output.
 // Checked against jinja2 by tests/model/test_jinja_template.cpp (fixture: tools/reference/jinja_chat_templates.py).
 
 #include <memory>

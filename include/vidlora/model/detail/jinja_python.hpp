@@ -251,8 +251,10 @@ inline std::string repr(const Value& v) {
       const Value& i = get(*v.attributes(), "index");
       return fmt::format("<LoopContext {}/{}>", i.as_int(), get(*v.attributes(), "length").as_int());
     }
-    case Value::Kind::iterator:
-    case Value::Kind::callable: break;
+    case Value::Kind::iterator: break;
+    case Value::Kind::callable:
+      if (v.as_string() == "macro") return fmt::format("<Macro '{}'>", v.self().items()[1].as_string());
+      break;
   }
   raise("printing a {} object is not supported (Python prints its address)", type_name(v));
 }

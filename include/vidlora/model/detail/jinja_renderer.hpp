@@ -142,6 +142,38 @@ class Renderer {
   const Source& src_;
   const Value& context_;
   std::vector<Scope> scopes_;
+  std::vector<const Node*> macros_;  // a macro value's index: its definition (the template's tree outlives the render)
+  int macro_depth_ = 0;
+  // A filtered for loop filters its items before its body runs, where jinja2 filters between iterations: the same
+  // unless the filter and the body touch one namespace. So a namespace change while a filter runs, and a change to a
+  // namespace the filter of a loop still running read, are refused (through a macro or another name included).
+  int filtering_ = 0;
+  std::vector<std::vector<const Object*>> filter_reads_;  // per filtered loop: the namespaces its filter read
+  void note_namespace_read(const Value& obj) {
+    if (filtering_ > 0 && obj.kind() == Value::Kind::namespace_object)
+      filter_reads_.back().push_back(obj.attributes().get());
+  }
+  static constexpr int kMaxMacroDepth = 100;  // nested macro calls (jinja2 stops at Python's recursion limit)
+
+  // A macro call's scopes, as jinja2's closures see them: the template's top level (live: what it holds when the
+  // macro runs, not when it was defined) and the call's own frame, never the caller's loops and blocks. Restores the
+  // caller's scopes when the call ends, or fails.
+  struct MacroScopes {
+    std::vector<Scope>& scopes;
+    std::vector<Scope> caller;
+    int& depth;
+    MacroScopes(std::vector<Scope>& s, Scope frame, int& d) : scopes(s), depth(d) {
+      caller.swap(scopes);
+      scopes.push_back(std::move(caller.front()));
+      scopes.push_back(std::move(frame));
+      ++depth;
+    }
+    ~MacroScopes() {
+      caller.front() = std::move(scopes.front());
+      scopes.swap(caller);
+      --depth;
+    }
+  };
 
   struct ScopeGuard {
     std::vector<Scope>& scopes;
@@ -196,6 +228,17 @@ class Renderer {
           raise("TemplateRuntimeError: cannot assign attribute on non-namespace object '{}'", node.text);
         if (node.attribute.starts_with("_"))
           raise("SecurityError: chat templates cannot store underscore-prefixed attributes on a namespace");
+        if (filtering_ > 0)
+          raise(
+              "a for-loop filter that changes namespace '{}' is not supported (this interpreter filters the items "
+              "before the loop runs, jinja2 between iterations)",
+              node.text);
+        for (const auto& reads : filter_reads_)
+          if (std::find(reads.begin(), reads.end(), ns.attributes().get()) != reads.end())
+            raise(
+                "changing namespace '{}', which the filter of a for loop still running reads, is not supported (this "
+                "interpreter filters the items before the loop runs, jinja2 between iterations)",
+                node.text);
         set_attribute(*ns.attributes(), node.attribute, eval(*node.expr));
         break;
       }
@@ -217,8 +260,58 @@ class Renderer {
         exec(node.body, out);
         break;
       }
+      case Node::Kind::macro:
+        if (scopes_.size() != 1)
+          raise(
+              "macro '{}' is defined inside a for loop, a macro or a {{% set %}} / {{% generation %}} block, which "
+              "this jinja subset does not support (define it at the template's top level)",
+              node.text);
+        macros_.push_back(&node);
+        scopes_.back()[node.text] = Value::callable(
+            "macro", Value::tuple({Value(static_cast<std::int64_t>(macros_.size() - 1)), Value(node.text)}));
+        break;
     }
     return Flow::normal;
+  }
+
+  // jinja2's Macro.__call__: positional arguments fill the parameters in order, keywords only the ones after them
+  // (a keyword left over is an error before too many positional ones), a missing parameter takes its default,
+  // evaluated in the macro's scope after every given one is bound, or is undefined; the body's output is the value.
+  Value call_macro(const Node& m, const Array& args, const Kwargs& kwargs) {
+    const std::vector<std::string>& params = m.targets;
+    Scope frame;
+    std::vector<bool> given(params.size(), false), used(kwargs.size(), false);
+    for (std::size_t k = 0; k < std::min(args.size(), params.size()); ++k) {
+      frame[params[k]] = args[k];
+      given[k] = true;
+    }
+    for (std::size_t k = args.size(); k < params.size(); ++k)
+      for (std::size_t j = 0; j < kwargs.size(); ++j)
+        if (!used[j] && kwargs[j].first == params[k]) {
+          frame[params[k]] = kwargs[j].second;
+          given[k] = used[j] = true;
+          break;
+        }
+    for (std::size_t j = 0; j < kwargs.size(); ++j)
+      if (!used[j]) raise("TypeError: macro '{}' takes no keyword argument '{}'", m.text, kwargs[j].first);
+    if (args.size() > params.size())
+      raise("TypeError: macro '{}' takes not more than {} argument(s)", m.text, params.size());
+    if (macro_depth_ >= kMaxMacroDepth)
+      raise("RecursionError: macro '{}' called more than {} macro calls deep", m.text, kMaxMacroDepth);
+    // A default reads the parameters before it (as bound by then) and none after it or itself: those are undefined
+    // until their turn, as in jinja2's compiled macro, never the top level's or the context's value of that name.
+    for (std::size_t k = 0; k < params.size(); ++k)
+      if (!given[k]) frame[params[k]] = Value::undefined(fmt::format("'{}' is undefined", params[k]));
+    MacroScopes scope(scopes_, std::move(frame), macro_depth_);
+    const std::size_t first_default = params.size() - m.defaults.size();
+    for (std::size_t k = 0; k < params.size(); ++k)
+      if (!given[k])
+        scopes_.back()[params[k]] = k >= first_default
+                                        ? eval(*m.defaults[k - first_default])
+                                        : Value::undefined(fmt::format("parameter '{}' was not provided", params[k]));
+    std::string out;
+    exec(m.body, out);  // the parser keeps break and continue inside the body's own loops
+    return Value(std::move(out));
   }
 
   static void set_attribute(Object& attrs, const std::string& name, Value value) {
@@ -232,12 +325,23 @@ class Renderer {
 
   Flow exec_for(const Node& node, std::string& out) {
     Array items = iterate(eval(*node.expr));
+    struct FilterReads {  // the namespaces this loop's filter read, kept while its body runs
+      std::vector<std::vector<const Object*>>* reads = nullptr;
+      ~FilterReads() {
+        if (reads) reads->pop_back();
+      }
+    } filter_reads;
     if (node.filter) {
+      filter_reads_.emplace_back();
+      filter_reads.reads = &filter_reads_;
       Array kept;
       for (const Value& item : items) {
         ScopeGuard scope(scopes_);
         assign(node.targets, item);
-        if (truthy(eval(*node.filter))) kept.push_back(item);
+        ++filtering_;
+        const bool keep = truthy(eval(*node.filter));
+        --filtering_;
+        if (keep) kept.push_back(item);
       }
       items = std::move(kept);
     }
@@ -304,9 +408,14 @@ class Renderer {
         }
         return Value::dict(std::move(entries));
       }
-      case Expr::Op::getattr: return get_attribute(eval(*e.args[0]), e.name);
+      case Expr::Op::getattr: {
+        const Value obj = eval(*e.args[0]);
+        note_namespace_read(obj);
+        return get_attribute(obj, e.name);
+      }
       case Expr::Op::getitem: {
         const Value obj = eval(*e.args[0]);
+        note_namespace_read(obj);
         if (obj.is_markup()) raise("subscripting a |safe or |escape (Markup) string is not supported");
         if (e.args[1]->op == Expr::Op::slice) return slice(obj, *e.args[1]);
         return get_item(obj, eval(*e.args[1]));
@@ -448,6 +557,7 @@ class Renderer {
           raise("SecurityError: chat templates cannot store underscore-prefixed attributes on a namespace");
       return Value::make_namespace(std::move(attrs));
     }
+    if (name == "macro") return call_macro(*macros_[static_cast<std::size_t>(self.items()[0].as_int())], args, kwargs);
     if (name == "dict") return Value::dict(dict_arguments(name, args, kwargs));
     if (name == "range") return make_range(args, kwargs);
     if (name == "loop.cycle") {

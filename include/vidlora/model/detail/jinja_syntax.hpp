@@ -388,13 +388,14 @@ struct Expr {
 struct Node;
 using Body = std::vector<Node>;
 struct Node {
-  enum class Kind { text, output, if_, for_, set, set_attribute, set_block, break_, continue_, generation };
+  enum class Kind { text, output, if_, for_, set, set_attribute, set_block, break_, continue_, generation, macro };
   Kind kind;
   std::size_t pos;
   std::string text;  // text; set_attribute: the namespace variable
   Node(Kind k, std::size_t p, std::string t = {}) : kind(k), pos(p), text(std::move(t)) {}
   std::string attribute;                           // set_attribute
-  std::vector<std::string> targets;                // for / set / set_block
+  std::vector<std::string> targets;                // for / set / set_block; macro: its parameters
+  std::vector<ExprPtr> defaults;                   // macro: the defaults of its last parameters
   ExprPtr expr;                                    // output, for's iterable, set's value
   ExprPtr filter;                                  // for ... if filter
   std::vector<std::pair<ExprPtr, Body>> branches;  // if / elif
@@ -532,8 +533,8 @@ class Parser {
       loop_depth_ = depth;
       return node;
     }
-    if (one_of(tag, {"macro", "call", "filter", "include", "extends", "import", "from", "block", "with", "autoescape",
-                     "print"}))
+    if (tag == "macro") return parse_macro();
+    if (one_of(tag, {"call", "filter", "include", "extends", "import", "from", "block", "with", "autoescape", "print"}))
       error(fmt::format("the '{}' tag is not supported by this jinja subset", tag));
     error(fmt::format("unknown tag '{}'", tag));
   }
@@ -599,6 +600,57 @@ class Parser {
       namespaces_set_in(n.body, out);
       namespaces_set_in(n.else_body, out);
       for (const auto& branch : n.branches) namespaces_set_in(branch.second, out);
+    }
+  }
+
+  // {% macro name(a, b=default) %}body{% endmacro %}: jinja2's parse_signature. A body that reads varargs, kwargs
+  // or caller (the extra arguments, a {% call %} block's body) is refused: this interpreter binds only the named
+  // parameters.
+  Node parse_macro() {
+    Node node{Node::Kind::macro, cur().pos};
+    ++i_;
+    const auto assignable_name = [&] {
+      if (cur().type != Tok::name || one_of(cur().text, {"true", "false", "True", "False", "none", "None"}))
+        error(fmt::format("can't assign to '{}'", describe()));
+      return expect_name();
+    };
+    node.text = assignable_name();
+    expect_op("(");
+    while (!is_op(")")) {
+      if (!node.targets.empty()) expect_op(",");
+      const std::string param = assignable_name();
+      if (std::find(node.targets.begin(), node.targets.end(), param) != node.targets.end())
+        error(fmt::format("duplicate argument '{}' in macro '{}'", param, node.text));
+      if (skip_op("="))
+        node.defaults.push_back(parse_expression(true));
+      else if (!node.defaults.empty())
+        error("non-default argument follows default argument");
+      node.targets.push_back(param);
+    }
+    ++i_;
+    const int depth = std::exchange(loop_depth_, 0);  // a break in the body cannot leave the caller's loop
+    node.body = parse_statements({"endmacro"}, true);
+    loop_depth_ = depth;
+    std::vector<std::string> read;
+    names_in(node.body, read);
+    for (const char* special : {"varargs", "kwargs", "caller"})
+      if (std::find(read.begin(), read.end(), special) != read.end())
+        src_.fail_at(node.pos, fmt::format("macro '{}' reads '{}', which this jinja subset does not support (only the "
+                                           "named parameters are bound)",
+                                           node.text, special));
+    return node;
+  }
+  static void names_in(const Body& body, std::vector<std::string>& out) {
+    for (const Node& n : body) {
+      for (const ExprPtr& e : {n.expr, n.filter})
+        if (e) names_in(*e, out);
+      for (const ExprPtr& e : n.defaults) names_in(*e, out);
+      for (const auto& [test, branch] : n.branches) {
+        names_in(*test, out);
+        names_in(branch, out);
+      }
+      names_in(n.body, out);
+      names_in(n.else_body, out);
     }
   }
 
