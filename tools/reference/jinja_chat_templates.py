@@ -218,6 +218,15 @@ SMALL = [
     # context values
     ("context types", "{{ i }} {{ f }} {{ b }} {{ nested.a[1].b }} {{ nested }}", {"i": 42, "f": 2.5, "b": False, "nested": {"a": [0, {"b": "deep"}]}}),
     ("raise_exception not reached", "{% if false %}{{ raise_exception('never') }}{% endif %}ok", {}),
+    # a frame's names stored before any reference start undefined (jinja2's symbol tracking), hiding the context
+    ("stored later at the top level", "{% for i in [1] %}[{{ x }}|{{ x is defined }}]{% endfor %}{% set x = 2 %}{{ x }}", {"x": 5}),
+    ("stored later by unpacking, a set block, a macro", "{% for i in [1] %}[{{ x }}{{ y }}{{ z }}{{ k is defined }}]{% endfor %}{% set x, y = 1, 2 %}{% set z %}b{% endset %}{% macro k() %}{% endmacro %}", {"x": 5, "y": 7, "z": 3, "k": 1}),
+    ("read at the top level first resolves the context", "{{ x }}{% for i in [1] %}[{{ x }}]{% endfor %}{% set x = 2 %}{% if true %}{{ y }}{% endif %}{% for i in [1] %}[{{ y }}]{% endfor %}{% set y = 3 %}{% set z = z %}{{ z }}", {"x": 5, "y": 7, "z": 4}),
+    ("stored in if branches resolves the context", "{% for i in [1] %}[{{ x }}{{ y }}]{% endfor %}{% if t %}{% set x = 1 %}{% else %}{% set x = 2 %}{% endif %}{% if t %}{% set y = 1 %}{% endif %}", {"x": 5, "y": 7, "t": False}),
+    ("loop targets are not top-level stores", "{% for i in [1] %}[{{ x }}]{% endfor %}{% for x in [3] %}{% endfor %}{% set ns2 = namespace(a=0) %}{% for i in [1] %}[{{ y }}]{% endfor %}{% set ns2.a = y %}", {"x": 5, "y": 7}),
+    ("filters, generation and macro defaults see the undefined name", "{% for i in [1, 2] if x %}[{{ i }}]{% endfor %}{% generation %}[{{ x }}]{% endgeneration %}{% macro m(a=x) %}[{{ a }}]{% endmacro %}{{ m() }}{% set x = 0 %}", {"x": 5}),
+    ("nested frames start their own stores undefined", "{% for i in [1] %}{% for j in [1] %}[{{ x }}]{% endfor %}{% set x = 3 %}{% endfor %}{% macro m() %}{% for i in [1] %}({{ y }}){% endfor %}{% set y = 3 %}{% endmacro %}{{ m() }}{% set s = 1 %}{% for i in [1] %}{% for j in [1] %}<{{ s }}>{% endfor %}{% set s = 3 %}{% endfor %}", {"x": 5, "y": 7}),
+    ("a nested store aliases a name the enclosing frame reads", "{{ y }}{% macro m() %}{% for i in [1] %}({{ y }}){% endfor %}{% set y = 3 %}{% endmacro %}{{ m() }}{% for i in [1] %}{% for j in [1] %}[{{ x }}]{% endfor %}{% set x = 3 %}{% endfor %}{{ x }}", {"x": 5, "y": 7}),
     # macros
     ("macro call and defaults", "{% macro pair(a, b=a + 1, c='z') %}{{ a }}-{{ b }}-{{ c }}{% endmacro %}{{ pair(1) }}|{{ pair(1, 5) }}|{{ pair(b=3, a=2) }}|{{ pair(1, c=none) }}|{{ pair(c=[], a=7) }}", {}),
     ("macro output is a str", "{% macro m(x) %}  <{{ x }}>  {% endmacro %}[{{ m(1)|trim }}] {{ m(2) is string }} {{ m(3) ~ '!' }} {{ (m(4) + '?')|length }} {{ m(5).strip().startswith('<') }} {{ m(6)|length }}", {}),
@@ -331,6 +340,7 @@ ERRORS = [
     ("macro called before its definition", "{{ m() }}{% macro m() %}a{% endmacro %}"),
     ("macro missing parameter used", "{% macro m(a) %}{{ a.b }}{% endmacro %}{{ m() }}"),
     ("macro sees no loop", "{% macro m() %}{{ loop.index }}{% endmacro %}{% for i in x %}{{ m() }}{% endfor %}"),
+    ("stored later at the top level hides the context", "{% for i in [1] %}[{{ ns.a }}]{% endfor %}{% set ns = namespace(a=1) %}"),
     ("macro named true", "{% macro true() %}x{% endmacro %}"),
     ("macro parameter named none", "{% macro m(none) %}{{ none }}{% endmacro %}{{ m(1) }}"),
     ("break in macro outside its loops", "{% for i in x %}{% macro m() %}{% break %}{% endmacro %}{% endfor %}"),

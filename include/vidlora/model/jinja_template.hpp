@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <vidlora/core/error.hpp>
 #include <vidlora/model/detail/jinja_renderer.hpp>
@@ -26,8 +27,9 @@ class Template {
     Template t;
     t.source_ = std::make_shared<const detail::Source>(source);
     try {
-      t.body_ =
-          std::make_shared<const detail::Body>(detail::Parser(*t.source_, detail::Lexer(*t.source_).run()).parse());
+      detail::Parser parser(*t.source_, detail::Lexer(*t.source_).run());
+      t.body_ = std::make_shared<const detail::Body>(parser.parse());
+      t.root_undefined_ = std::make_shared<const std::vector<std::string>>(parser.root_undefined());
     } catch (const detail::EvalError& e) {  // invalid UTF-8 met by the lexer
       vidlora::fail("jinja template: {}", e.what());
     }
@@ -38,13 +40,14 @@ class Template {
   std::string render(const Value& context) const {
     require(context.is_dict(), "jinja template: the render context must be a dict, got {}", detail::type_name(context));
     std::string out;
-    detail::Renderer(*source_, context).render(*body_, out);
+    detail::Renderer(*source_, context).render(*body_, *root_undefined_, out);
     return out;
   }
 
  private:
   std::shared_ptr<const detail::Source> source_;
   std::shared_ptr<const detail::Body> body_;
+  std::shared_ptr<const std::vector<std::string>> root_undefined_;  // the names the top level starts undefined
 };
 
 }  // namespace vidlora::model::jinja

@@ -131,13 +131,22 @@ class Renderer {
  public:
   Renderer(const Source& source, const Value& context) : src_(source), context_(context) { scopes_.emplace_back(); }
 
-  void render(const Body& body, std::string& out) {
+  // root_undefined: Parser::root_undefined() of the template.
+  void render(const Body& body, const std::vector<std::string>& root_undefined, std::string& out) {
+    scopes_.front().undefined_first = &root_undefined;
     if (exec(body, out) != Flow::normal) src_.fail_at(0, "break or continue outside a loop");
   }
 
  private:
   enum class Flow { normal, break_, continue_ };
-  using Scope = std::map<std::string, Value, std::less<>>;
+  // One jinja2 frame's variables, and the names it starts undefined (Node::undefined_first): a lookup reaching this
+  // frame finds them Undefined until the frame stores them, instead of going on to the enclosing frames and the
+  // context.
+  struct Scope {
+    std::map<std::string, Value, std::less<>> vars;
+    const std::vector<std::string>* undefined_first = nullptr;
+    Value& operator[](const std::string& name) { return vars[name]; }
+  };
 
   const Source& src_;
   const Value& context_;
@@ -177,13 +186,19 @@ class Renderer {
 
   struct ScopeGuard {
     std::vector<Scope>& scopes;
-    explicit ScopeGuard(std::vector<Scope>& s) : scopes(s) { scopes.emplace_back(); }
+    explicit ScopeGuard(std::vector<Scope>& s, const std::vector<std::string>* undefined_first = nullptr) : scopes(s) {
+      scopes.emplace_back().undefined_first = undefined_first;
+    }
     ~ScopeGuard() { scopes.pop_back(); }
   };
 
   Value lookup(const std::string& name) const {
-    for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it)
-      if (auto found = it->find(name); found != it->end()) return found->second;
+    for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it) {
+      if (auto found = it->vars.find(name); found != it->vars.end()) return found->second;
+      if (it->undefined_first &&
+          std::find(it->undefined_first->begin(), it->undefined_first->end(), name) != it->undefined_first->end())
+        return Value::undefined(fmt::format("'{}' is undefined", name));
+    }
     if (const Value* v = context_.find(name)) return *v;
     if (one_of(name, {"range", "dict", "namespace", "raise_exception", "strftime_now", "lipsum", "cycler", "joiner"}))
       return Value::callable(name);
@@ -246,7 +261,7 @@ class Renderer {
         std::string captured;
         Flow flow;
         {
-          ScopeGuard scope(scopes_);
+          ScopeGuard scope(scopes_, &node.undefined_first);
           flow = exec(node.body, captured);
         }
         if (flow != Flow::normal) return flow;
@@ -256,7 +271,7 @@ class Renderer {
       case Node::Kind::break_: return Flow::break_;
       case Node::Kind::continue_: return Flow::continue_;
       case Node::Kind::generation: {
-        ScopeGuard scope(scopes_);
+        ScopeGuard scope(scopes_, &node.undefined_first);
         exec(node.body, out);
         break;
       }
@@ -302,6 +317,7 @@ class Renderer {
     // until their turn, as in jinja2's compiled macro, never the top level's or the context's value of that name.
     for (std::size_t k = 0; k < params.size(); ++k)
       if (!given[k]) frame[params[k]] = Value::undefined(fmt::format("'{}' is undefined", params[k]));
+    frame.undefined_first = &m.undefined_first;
     MacroScopes scope(scopes_, std::move(frame), macro_depth_);
     const std::size_t first_default = params.size() - m.defaults.size();
     for (std::size_t k = 0; k < params.size(); ++k)
@@ -349,7 +365,7 @@ class Renderer {
     bool completed = false;
     const auto n = static_cast<std::int64_t>(items.size());
     for (std::int64_t k = 0; k < n; ++k) {
-      ScopeGuard scope(scopes_);
+      ScopeGuard scope(scopes_, &node.undefined_first);
       const auto at = static_cast<std::size_t>(k);
       Value loop = Value::make_namespace(
           {{Value("index"), Value(k + 1)},
@@ -372,7 +388,7 @@ class Renderer {
       completed = completed || flow == Flow::normal;
     }
     if (completed) return Flow::normal;
-    ScopeGuard scope(scopes_);
+    ScopeGuard scope(scopes_, &node.else_undefined_first);
     return exec(node.else_body, out);  // a break here leaves the enclosing loop
   }
 

@@ -393,9 +393,13 @@ struct Node {
   std::size_t pos;
   std::string text;  // text; set_attribute: the namespace variable
   Node(Kind k, std::size_t p, std::string t = {}) : kind(k), pos(p), text(std::move(t)) {}
-  std::string attribute;                           // set_attribute
-  std::vector<std::string> targets;                // for / set / set_block; macro: its parameters
-  std::vector<ExprPtr> defaults;                   // macro: the defaults of its last parameters
+  std::string attribute;             // set_attribute
+  std::vector<std::string> targets;  // for / set / set_block; macro: its parameters
+  std::vector<ExprPtr> defaults;     // macro: the defaults of its last parameters
+  // The names the frame this node opens (a for loop's body, and its else; a macro, {% set %} block or
+  // {% generation %} body) stores before any reference, with no enclosing frame referring to them: jinja2 starts them
+  // undefined, so a nested frame reading one before it is stored gets Undefined, not the context's value.
+  std::vector<std::string> undefined_first, else_undefined_first;
   ExprPtr expr;                                    // output, for's iterable, set's value
   ExprPtr filter;                                  // for ... if filter
   std::vector<std::pair<ExprPtr, Body>> branches;  // if / elif
@@ -430,14 +434,111 @@ class Parser {
 
   Body parse() {
     Body body = subparse({});
+    Frame root;
+    frame_symbols(body, false, root);
+    root_undefined_ = root.store_first;  // the root frame has no enclosing one
+    std::vector<const Frame*> enclosing{&root};
+    annotate_frames(body, enclosing);
     return body;
   }
+  // The names the template's top level stores before any reference (Node::undefined_first's rule for the root).
+  const std::vector<std::string>& root_undefined() const { return root_undefined_; }
 
  private:
   const Source& src_;
   std::vector<Token> t_;
   std::size_t i_ = 0;
   int loop_depth_ = 0;
+  std::vector<std::string> root_undefined_;
+
+  // ---- jinja2's symbol tracking (idtracking.FrameSymbolVisitor), for the names a frame starts undefined ----
+  struct Frame {
+    std::vector<std::string> refs;         // every name the frame's own nodes load or store
+    std::vector<std::string> store_first;  // stored (outside any if) before any reference
+    bool has(const std::string& name) const { return std::find(refs.begin(), refs.end(), name) != refs.end(); }
+  };
+  // One frame's own nodes, in order: loads and stores; the bodies of for loops, macros, {% set %} blocks and
+  // {% generation %} are frames of their own (a for loop contributes its iterable's loads). A store inside an if
+  // branch never starts a name undefined (jinja2's branch_update resolves it from the context).
+  static void frame_symbols(const Body& body, bool in_branch, Frame& f) {
+    const auto load = [&](const Expr& e) {
+      std::vector<std::string> names;
+      names_in(e, names);
+      for (const auto& name : names)
+        if (!f.has(name)) f.refs.push_back(name);
+    };
+    const auto store = [&](const std::string& name) {
+      if (f.has(name)) return;
+      f.refs.push_back(name);
+      if (!in_branch) f.store_first.push_back(name);
+    };
+    for (const Node& n : body) switch (n.kind) {
+        case Node::Kind::output: load(*n.expr); break;
+        case Node::Kind::if_:
+          for (const auto& [test, branch] : n.branches) {
+            load(*test);
+            frame_symbols(branch, true, f);
+          }
+          frame_symbols(n.else_body, true, f);
+          break;
+        case Node::Kind::for_: load(*n.expr); break;
+        case Node::Kind::set:
+          load(*n.expr);
+          for (const auto& t : n.targets) store(t);
+          break;
+        case Node::Kind::set_attribute:
+          load(*n.expr);
+          if (!f.has(n.text)) f.refs.push_back(n.text);
+          break;
+        case Node::Kind::set_block:
+          for (const auto& t : n.targets) store(t);
+          break;
+        case Node::Kind::macro: store(n.text); break;
+        case Node::Kind::text:
+        case Node::Kind::break_:
+        case Node::Kind::continue_:
+        case Node::Kind::generation: break;
+      }
+  }
+  // A nested frame's store-first names that no enclosing frame refers to (jinja2 aliases the others to the outer
+  // variable): the names it starts undefined.
+  static std::vector<std::string> undefined_first(const Frame& f, const std::vector<const Frame*>& enclosing) {
+    std::vector<std::string> out;
+    for (const auto& name : f.store_first)
+      if (std::none_of(enclosing.begin(), enclosing.end(), [&](const Frame* e) { return e->has(name); }))
+        out.push_back(name);
+    return out;
+  }
+  // Annotates every frame-opening node under `body` (one frame, whose enclosing frames are `enclosing`, innermost
+  // last), then the frames inside them.
+  static void annotate_frames(Body& body, std::vector<const Frame*>& enclosing) {
+    const auto inner = [&](Body& frame_body, std::vector<std::string> params, std::vector<std::string>& out) {
+      Frame f;
+      f.refs = std::move(params);
+      frame_symbols(frame_body, false, f);
+      out = undefined_first(f, enclosing);
+      enclosing.push_back(&f);
+      annotate_frames(frame_body, enclosing);
+      enclosing.pop_back();
+    };
+    for (Node& n : body) switch (n.kind) {
+        case Node::Kind::if_:
+          for (auto& branch : n.branches) annotate_frames(branch.second, enclosing);
+          annotate_frames(n.else_body, enclosing);
+          break;
+        case Node::Kind::for_: {
+          std::vector<std::string> params = n.targets;
+          params.push_back("loop");
+          inner(n.body, std::move(params), n.undefined_first);
+          inner(n.else_body, {}, n.else_undefined_first);
+          break;
+        }
+        case Node::Kind::macro: inner(n.body, n.targets, n.undefined_first); break;
+        case Node::Kind::set_block:
+        case Node::Kind::generation: inner(n.body, {}, n.undefined_first); break;
+        default: break;
+      }
+  }
 
   const Token& cur() const { return t_[i_]; }
   const Token& peek() const { return t_[std::min(i_ + 1, t_.size() - 1)]; }
