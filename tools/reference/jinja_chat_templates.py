@@ -227,6 +227,7 @@ SMALL = [
     ("filters, generation and macro defaults see the undefined name", "{% for i in [1, 2] if x %}[{{ i }}]{% endfor %}{% generation %}[{{ x }}]{% endgeneration %}{% macro m(a=x) %}[{{ a }}]{% endmacro %}{{ m() }}{% set x = 0 %}", {"x": 5}),
     ("nested frames start their own stores undefined", "{% for i in [1] %}{% for j in [1] %}[{{ x }}]{% endfor %}{% set x = 3 %}{% endfor %}{% macro m() %}{% for i in [1] %}({{ y }}){% endfor %}{% set y = 3 %}{% endmacro %}{{ m() }}{% set s = 1 %}{% for i in [1] %}{% for j in [1] %}<{{ s }}>{% endfor %}{% set s = 3 %}{% endfor %}", {"x": 5, "y": 7}),
     ("a nested store aliases a name the enclosing frame reads", "{{ y }}{% macro m() %}{% for i in [1] %}({{ y }}){% endfor %}{% set y = 3 %}{% endmacro %}{{ m() }}{% for i in [1] %}{% for j in [1] %}[{{ x }}]{% endfor %}{% set x = 3 %}{% endfor %}{{ x }}", {"x": 5, "y": 7}),
+    ("a macro default reads a name its body stores later", "{% macro m(a=x) %}[{{ a }}]{% set x = 1 %}[{{ a }}{{ x }}]{% endmacro %}{{ m() }}{{ m(2) }}{% macro k(a=x) %}{% for i in [1] %}{% for j in [1] %}[{{ x }}]{% endfor %}{% set x = 1 %}{% endfor %}{% endmacro %}{{ k() }}", {"x": 5}),
     # macros
     ("macro call and defaults", "{% macro pair(a, b=a + 1, c='z') %}{{ a }}-{{ b }}-{{ c }}{% endmacro %}{{ pair(1) }}|{{ pair(1, 5) }}|{{ pair(b=3, a=2) }}|{{ pair(1, c=none) }}|{{ pair(c=[], a=7) }}", {}),
     ("macro output is a str", "{% macro m(x) %}  <{{ x }}>  {% endmacro %}[{{ m(1)|trim }}] {{ m(2) is string }} {{ m(3) ~ '!' }} {{ (m(4) + '?')|length }} {{ m(5).strip().startswith('<') }} {{ m(6)|length }}", {}),
@@ -341,6 +342,8 @@ ERRORS = [
     ("macro missing parameter used", "{% macro m(a) %}{{ a.b }}{% endmacro %}{{ m() }}"),
     ("macro sees no loop", "{% macro m() %}{{ loop.index }}{% endmacro %}{% for i in x %}{{ m() }}{% endfor %}"),
     ("stored later at the top level hides the context", "{% for i in [1] %}[{{ ns.a }}]{% endfor %}{% set ns = namespace(a=1) %}"),
+    ("set loop inside a for loop", "{% for i in [1] %}{% if true %}{% set loop = 1 %}{% endif %}{% endfor %}"),
+    ("set loop inside a generation block in a for loop", "{% for i in [1] %}{% generation %}{% set loop = 1 %}{% endgeneration %}{% endfor %}"),
     ("macro named true", "{% macro true() %}x{% endmacro %}"),
     ("macro parameter named none", "{% macro m(none) %}{{ none }}{% endmacro %}{{ m(1) }}"),
     ("break in macro outside its loops", "{% for i in x %}{% macro m() %}{% break %}{% endmacro %}{% endfor %}"),

@@ -533,7 +533,12 @@ class Parser {
           inner(n.else_body, {}, n.else_undefined_first);
           break;
         }
-        case Node::Kind::macro: inner(n.body, n.targets, n.undefined_first); break;
+        case Node::Kind::macro: {  // jinja2 visits the parameters, then the defaults (reads), then the body
+          std::vector<std::string> refs = n.targets;
+          for (const ExprPtr& d : n.defaults) names_in(*d, refs);
+          inner(n.body, std::move(refs), n.undefined_first);
+          break;
+        }
         case Node::Kind::set_block:
         case Node::Kind::generation: inner(n.body, {}, n.undefined_first); break;
         default: break;
@@ -686,6 +691,24 @@ class Parser {
                                    name));
     }
     if (t_[i_++].text == "else") node.else_body = parse_statements({"endfor"}, true);
+    // jinja2 refuses any store to `loop` inside a for loop (its targets, sets and set blocks at any depth).
+    const auto stores_loop = [](const std::vector<std::string>& targets) {
+      return std::find(targets.begin(), targets.end(), "loop") != targets.end();
+    };
+    bool assigns_loop = stores_loop(node.targets);
+    const auto visit = [&](const auto& self, const Body& body) -> void {
+      for (const Node& n : body) {
+        if ((n.kind == Node::Kind::for_ || n.kind == Node::Kind::set || n.kind == Node::Kind::set_block) &&
+            stores_loop(n.targets))
+          assigns_loop = true;
+        self(self, n.body);
+        self(self, n.else_body);
+        for (const auto& branch : n.branches) self(self, branch.second);
+      }
+    };
+    visit(visit, node.body);
+    visit(visit, node.else_body);
+    if (assigns_loop) src_.fail_at(node.pos, "Can't assign to special loop variable in for-loop target");
     return node;
   }
 
