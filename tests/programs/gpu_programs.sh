@@ -231,6 +231,22 @@ run 0 hf_caption_gpu_1frame "$caption_gpu" --model "$root/tests/fixtures/model/l
   --max-new-tokens 8 --frames 1 --jsonl hf_caption_gpu_1frame.jsonl "${hf_val[@]}"
 check "the control: from 1 frame instead of the run's 2, caption's GPU build gives other captions" \
   differ same_captions hf/val_captions.jsonl hf_caption_gpu_1frame.jsonl
+# A copy of the fixture with yarn RoPE (factor 4: other frequencies and cos/sin x 1.139): the device decoder takes it,
+# as the CPU one does (the GPU builds refused RoPE scaling before), and rotates otherwise: other captions from the same
+# adapter and projector. (The device path's equality with the CPU decoder under each RoPE type is tests/cuda's.)
+rm -rf hf_yarn && cp -r "$root/tests/fixtures/model/llava_next_video_hf" hf_yarn
+python3 - <<'PY'
+import json
+c = json.load(open("hf_yarn/config.json"))
+c["text_config"]["rope_parameters"] = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0}
+json.dump(c, open("hf_yarn/config.json", "w"), indent=2)
+PY
+run 0 hf_caption_gpu_yarn "$caption_gpu" --model hf_yarn --trained hf --max-new-tokens 8 \
+  --jsonl hf_caption_gpu_yarn.jsonl "${hf_val[@]}"
+check "caption's $preset build runs a yarn-RoPE model on the $where" \
+  bash -c 'test -s hf_caption_gpu_yarn.jsonl && ! grep -q "not supported" hf_caption_gpu_yarn.err'
+check "the yarn model's captions differ from the unscaled model's" \
+  differ same_captions hf/val_captions.jsonl hf_caption_gpu_yarn.jsonl
 fi
 
 echo "$failures failed"
