@@ -72,8 +72,9 @@ VIDLORA_HOST_DEVICE inline void rope_rotate_inverse(T& a, T& b, T cos_theta, T s
   b = sub_rn(mul_rn(b0, cos_theta), mul_rn(a0, sin_theta));
 }
 
-// RoPE's angle table, formed in float32 as transformers does; model::RotaryTable and the CUDA backend's
-// rope_tables both build their cos / sin tables with these (host code: the tables are built once).
+// RoPE's angle table, formed in float32 as transformers does: model::rope_table_row builds the rows of
+// model::RotaryTable's and the CUDA backend's cos / sin tables with rope_cos_sin, and rope_inv_freq gives the default
+// frequencies (host code: the tables are built once).
 // inv_freq of pair i: 1 / θ^(2i/d), the exponent and the power each rounded to float.
 inline float rope_inv_freq(int pair, int head_dim, double theta) {
   const float exponent = static_cast<float>(2 * pair) / static_cast<float>(head_dim);

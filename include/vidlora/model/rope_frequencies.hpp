@@ -31,6 +31,16 @@ inline RopeFrequencies default_rope_frequencies(int head_dim, double theta) {
   return f;
 }
 
+// Row `position` of the cos / sin tables of `f` ([head_dim/2] values each): rope_cos_sin times the attention scaling,
+// float products. model::RotaryTable and the CUDA backend's rope_tables both build their tables with it.
+inline void rope_table_row(const RopeFrequencies& f, std::int64_t position, float* cos, float* sin) {
+  for (std::size_t i = 0; i < f.inv_freq.size(); ++i) {
+    const RopeCosSin cs = rope_cos_sin(position, f.inv_freq[i]);
+    cos[i] = cs.cos * f.attention_scaling;
+    sin[i] = cs.sin * f.attention_scaling;
+  }
+}
+
 // Dynamic NTK's frequencies for a forward of seq_len positions, as transformers computes them inside the forward:
 // the length is an int64 tensor there, so the base becomes a float32 tensor and every step below is a float one.
 inline std::vector<float> dynamic_ntk_inv_freq(int head_dim, double theta, double factor,

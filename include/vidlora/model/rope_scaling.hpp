@@ -132,9 +132,7 @@ inline RopeFrequencies rope_frequencies(const RopeScaling& s, int head_dim, doub
   const int original =
       s.original_max_position_embeddings > 0 ? s.original_max_position_embeddings : max_position_embeddings;
   switch (s.type) {
-    case RopeType::Default:
-      for (int i = 0; i < half; ++i) out.inv_freq[static_cast<std::size_t>(i)] = rope_inv_freq(i, head_dim, theta);
-      break;
+    case RopeType::Default: out = default_rope_frequencies(head_dim, theta); break;
     case RopeType::Linear: {
       const float factor = static_cast<float>(s.factor);
       for (int i = 0; i < half; ++i)

@@ -33,12 +33,14 @@ class RotaryTable {
     require(head_dim > 0 && head_dim % 2 == 0, "RotaryTable: head_dim {} must be even", head_dim);
     require(frequencies_.current().inv_freq.size() * 2 == static_cast<std::size_t>(head_dim),
             "RotaryTable: {} RoPE frequencies for head_dim {}", frequencies_.current().inv_freq.size(), head_dim);
-    set_frequencies();
   }
 
   int head_dim() const { return head_dim_; }
-  float attention_scaling() const { return attention_scaling_; }
-  const Vector& inv_freq() const { return inv_freq_; }  // [head_dim/2], as used by the last prepare()
+  float attention_scaling() const { return frequencies_.current().attention_scaling; }
+  Eigen::Map<const Vector> inv_freq() const {  // [head_dim/2], as used by the last prepare()
+    const std::vector<float>& v = frequencies_.current().inv_freq;
+    return {v.data(), static_cast<Eigen::Index>(v.size())};
+  }
   // The frequencies from forward to forward (what the CUDA decoder is given to rotate with the same ones).
   const RopeFrequencyState& frequency_state() const { return frequencies_; }
 
@@ -47,7 +49,10 @@ class RotaryTable {
   // longest length seen so far; back to the original frequencies below max_position_embeddings).
   // The other types do not depend on the length.
   void prepare(std::int64_t seq_len) {
-    if (frequencies_.prepare(seq_len)) set_frequencies();
+    if (frequencies_.prepare(seq_len)) {
+      cos_.resize(0, 0);  // the tables are rebuilt from the new frequencies on the next reserve()
+      sin_.resize(0, 0);
+    }
   }
 
   // Grows the cos / sin tables to cover positions [0, n).
@@ -57,11 +62,7 @@ class RotaryTable {
     cos_.conservativeResize(n, half);
     sin_.conservativeResize(n, half);
     for (Eigen::Index p = have; p < n; ++p)
-      for (Eigen::Index i = 0; i < half; ++i) {
-        const RopeCosSin cs = rope_cos_sin(static_cast<std::int64_t>(p), inv_freq_(i));
-        cos_(p, i) = cs.cos * attention_scaling_;
-        sin_(p, i) = cs.sin * attention_scaling_;
-      }
+      rope_table_row(frequencies_.current(), static_cast<std::int64_t>(p), cos_.row(p).data(), sin_.row(p).data());
   }
 
   // Rotates every head of x [tokens, heads·head_dim] in place; row t is at position positions[t].
@@ -92,18 +93,8 @@ class RotaryTable {
   }
 
  private:
-  void set_frequencies() {
-    const RopeFrequencies& f = frequencies_.current();
-    inv_freq_ = Eigen::Map<const Vector>(f.inv_freq.data(), static_cast<Eigen::Index>(f.inv_freq.size()));
-    attention_scaling_ = f.attention_scaling;
-    cos_.resize(0, 0);  // the tables are rebuilt from the new frequencies on the next reserve()
-    sin_.resize(0, 0);
-  }
-
   int head_dim_ = 0;
   RopeFrequencyState frequencies_;
-  Vector inv_freq_;  // [head_dim/2]
-  float attention_scaling_ = 1.0f;
   Matrix cos_, sin_;  // [positions, head_dim/2]
 };
 

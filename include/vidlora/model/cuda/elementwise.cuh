@@ -79,23 +79,17 @@ struct RopeParams {
   Output16 x16;  // the rotated x rounded to 16 bits too [tokens, heads·head_dim] (optional)
 };
 
-// cos/sin tables [positions, head_dim/2] of `rope`'s frequencies exactly as model::RotaryTable builds them: both call
-// model::rope_cos_sin (model/elementwise.hpp) and multiply by the attention scaling. Row p holds absolute position
-// first + p (a KV-cache step builds only its own positions' rows).
+// cos/sin tables [positions, head_dim/2] of `rope`'s frequencies exactly as model::RotaryTable builds them (both by
+// model::rope_table_row). Row p holds absolute position first + p (a KV-cache step builds only its own positions' rows).
 inline void rope_tables(const RopeFrequencies& rope, std::int64_t positions, std::vector<float>& cos_table,
                         std::vector<float>& sin_table, std::int64_t first = 0) {
   vidlora::cuda::check_arg(!rope.inv_freq.empty(), "rope_tables", "no RoPE frequencies (an empty inv_freq)");
   const std::size_t half = rope.inv_freq.size();
   cos_table.resize(static_cast<std::size_t>(positions) * half);
   sin_table.resize(cos_table.size());
-  for (std::size_t i = 0; i < half; ++i) {
-    const float inv_freq = rope.inv_freq[i];
-    for (std::int64_t p = 0; p < positions; ++p) {
-      const RopeCosSin cs = rope_cos_sin(first + p, inv_freq);
-      cos_table[static_cast<std::size_t>(p) * half + i] = cs.cos * rope.attention_scaling;
-      sin_table[static_cast<std::size_t>(p) * half + i] = cs.sin * rope.attention_scaling;
-    }
-  }
+  for (std::int64_t p = 0; p < positions; ++p)
+    rope_table_row(rope, first + p, cos_table.data() + static_cast<std::size_t>(p) * half,
+                   sin_table.data() + static_cast<std::size_t>(p) * half);
 }
 
 // One rotated pair: element `pair` (0 .. tokens·heads·half) of the launch; the kernel's per-thread body.

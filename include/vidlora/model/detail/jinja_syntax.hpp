@@ -696,18 +696,13 @@ class Parser {
       return std::find(targets.begin(), targets.end(), "loop") != targets.end();
     };
     bool assigns_loop = stores_loop(node.targets);
-    const auto visit = [&](const auto& self, const Body& body) -> void {
-      for (const Node& n : body) {
-        if ((n.kind == Node::Kind::for_ || n.kind == Node::Kind::set || n.kind == Node::Kind::set_block) &&
-            stores_loop(n.targets))
-          assigns_loop = true;
-        self(self, n.body);
-        self(self, n.else_body);
-        for (const auto& branch : n.branches) self(self, branch.second);
-      }
+    const auto visit = [&](const Node& n) {
+      if ((n.kind == Node::Kind::for_ || n.kind == Node::Kind::set || n.kind == Node::Kind::set_block) &&
+          stores_loop(n.targets))
+        assigns_loop = true;
     };
-    visit(visit, node.body);
-    visit(visit, node.else_body);
+    for_each_node(node.body, visit);
+    for_each_node(node.else_body, visit);
     if (assigns_loop) src_.fail_at(node.pos, "Can't assign to special loop variable in for-loop target");
     return node;
   }
@@ -718,13 +713,20 @@ class Parser {
       if (a) names_in(*a, out);
     for (const auto& [key, a] : e.kwargs) names_in(*a, out);
   }
-  static void namespaces_set_in(const Body& body, std::vector<std::string>& out) {
+  // Every node of `body` and of the bodies under it, depth first.
+  template <class F>
+  static void for_each_node(const Body& body, const F& visit) {
     for (const Node& n : body) {
-      if (n.kind == Node::Kind::set_attribute) out.push_back(n.text);
-      namespaces_set_in(n.body, out);
-      namespaces_set_in(n.else_body, out);
-      for (const auto& branch : n.branches) namespaces_set_in(branch.second, out);
+      visit(n);
+      for_each_node(n.body, visit);
+      for_each_node(n.else_body, visit);
+      for (const auto& branch : n.branches) for_each_node(branch.second, visit);
     }
+  }
+  static void namespaces_set_in(const Body& body, std::vector<std::string>& out) {
+    for_each_node(body, [&](const Node& n) {
+      if (n.kind == Node::Kind::set_attribute) out.push_back(n.text);
+    });
   }
 
   // {% macro name(a, b=default) %}body{% endmacro %}: jinja2's parse_signature. A body that reads varargs, kwargs
@@ -765,17 +767,12 @@ class Parser {
     return node;
   }
   static void names_in(const Body& body, std::vector<std::string>& out) {
-    for (const Node& n : body) {
+    for_each_node(body, [&](const Node& n) {
       for (const ExprPtr& e : {n.expr, n.filter})
         if (e) names_in(*e, out);
       for (const ExprPtr& e : n.defaults) names_in(*e, out);
-      for (const auto& [test, branch] : n.branches) {
-        names_in(*test, out);
-        names_in(branch, out);
-      }
-      names_in(n.body, out);
-      names_in(n.else_body, out);
-    }
+      for (const auto& branch : n.branches) names_in(*branch.first, out);
+    });
   }
 
   Node parse_if() {
