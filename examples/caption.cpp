@@ -6,8 +6,8 @@
 // then each caption generated over the device decoder's KV cache (the frozen weights as the preset loads them, NF4 with
 // load_in_4bit; the search on the host), at the preset's device precision or --precision's, under the memory cap.
 //
-// Prints one line per video on stdout: path<TAB>caption (and, with --jsonl FILE, one JSON object per video
-// into FILE). A video that cannot be captioned is reported on stderr and the others go on; the exit status
+// Prints one line per video on stdout: path<TAB>caption, a backslash, newline, carriage return or tab in either as
+// \\, \n, \r, \t (and, with --jsonl FILE, one JSON object per video into FILE, the text as it is). A video that cannot be captioned is reported on stderr and the others go on; the exit status
 // is then 1. Progress (clips done, rate, ETA) goes to stderr: an updating line on a terminal, else one line per clip.
 #include <unistd.h>
 
@@ -68,9 +68,11 @@ demo::CommandLine command_line() {
       "Captions each VIDEO with the base model in --model plus the adapter/ and projector.safetensors that\n"
       "train_captioner wrote into --trained. --model may be a Hugging Face LLaVA / LLaVA-NeXT-Video\n"
       "save_pretrained directory: its processor, prompt format and tokenizer are used, --adapter adds a PEFT\n"
-      "adapter (any rank), --trained adds train_captioner's adapter and projector. A VIDEO that is a\n"
+      "adapter (any rank; the projector too when it carries one, modules_to_save [\"multi_modal_projector\"]),\n"
+      "--trained adds train_captioner's adapter and projector. A VIDEO that is a\n"
       "directory stands for the video files under it (.mp4 .mkv .webm .mov .avi, at any depth, in path\n"
-      "order). Prints path<TAB>caption per video; errors and progress go to stderr. With HF_DIR, its\n"
+      "order). Prints path<TAB>caption per video, one line each (a caption's newlines, tabs and backslashes\n"
+      "as \\n, \\t and \\\\; --jsonl keeps them); errors and progress go to stderr. With HF_DIR, its\n"
       "generation_config.json sets the generation as in transformers' generate() (sampling, penalties, EOS ids);\n"
       "the options below override it. A GPU preset's build\n"
       "(built with nvcc) encodes the frames and generates on the GPU; the Cpu preset's runs on the CPU (a 7B\n"
@@ -78,10 +80,16 @@ demo::CommandLine command_line() {
       {
           text("model", "DIR", "base model directory: the demo's, or a Hugging Face LLaVA one (default demo_model)"),
           text("trained", "DIR", "train_captioner's output directory (default vidlora_out; optional with HF_DIR)"),
-          text("adapter", "DIR", "HF_DIR only: a PEFT LoRA adapter directory for that model"),
+          flag("allow-other-model",
+               "caption with --model although --trained was trained on another base model (its checkpoint names "
+               "the model; without this, an error)"),
+          text("adapter", "DIR",
+               "HF_DIR only: a PEFT LoRA adapter directory for that model (with the projector when it saves one, "
+               "modules_to_save)"),
           text("prompt", "TEXT", "HF_DIR only: the question in the chat template (default: Describe this video.)"),
           text("jsonl", "FILE", "also write {\"video\", \"caption\"} lines to FILE"),
-          text("cache", "DIR", "feature cache (default TRAINED/feature_cache)"),
+          text("cache", "DIR",
+               "feature cache (default TRAINED/feature_cache; with HF_DIR and no --trained, ./vidlora_feature_cache)"),
           text("sampler", "NAME",
                fmt::format("frame sampler: {} (default: --trained's, else uniform)",
                            vidlora::video::sampling_policy_names())),
@@ -191,6 +199,9 @@ fs::path writable_cache(const std::string& dir) {
 // --jsonl FILE is written at the end (atomically: a temporary file beside it, then renamed), so a file there that
 // cannot be created is found before the model loads and any clip is captioned, not after all of them.
 void check_writable_output(const fs::path& file) {
+  std::error_code is_dir_error;
+  if (fs::is_directory(file, is_dir_error))
+    throw demo::UsageError(fmt::format("option --jsonl: {} is a directory; give a file name", file.string()));
   const fs::path dir = file.has_parent_path() ? file.parent_path() : fs::path(".");
   const fs::path probe = dir / fmt::format(".{}.caption-write-check-{}", file.filename().string(), ::getpid());
   if (std::FILE* f = std::fopen(probe.c_str(), "wb")) {
@@ -201,6 +212,23 @@ void check_writable_output(const fs::path& file) {
   }
   throw demo::UsageError(fmt::format("option --jsonl: {} cannot be written: cannot create a file in {} ({})",
                                      file.string(), dir.string(), std::strerror(errno)));
+}
+
+// A field of stdout's path<TAB>caption lines: a backslash, newline, carriage return or tab written as \\, \n, \r, \t,
+// so that every video is one line whatever its caption holds (models write newlines); --jsonl keeps the text as is.
+std::string one_line(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default: out += c;
+    }
+  }
+  return out;
 }
 
 // Progress on stderr: one updating line on a terminal, else one line per clip (logs); `what` names the pass.
@@ -296,6 +324,11 @@ GenerationOptions generation_options(const demo::CommandLine& a, const model::Ge
                                                            "--ignore-generation-config leaves them out)",
                                                            e.what(), file.file.string(), file.summary()));
   }
+  if (g.min_new_tokens > 0 && g.max_new_tokens > 0 && g.min_new_tokens > g.max_new_tokens)
+    fmt::print(stderr,
+               "caption: warning: min_new_tokens {} is larger than max_new_tokens {}: generation stops at {} tokens "
+               "(transformers warns the same)\n",
+               g.min_new_tokens, g.max_new_tokens, g.max_new_tokens);
   if (!file.file.empty())
     fmt::print(
         stderr, "caption: {}{}: {}{}\n", file.file.string(),
@@ -383,7 +416,7 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, c
     try {
       const std::string text = caption_of(v, feats(v));
       if (progress && terminal) fmt::print(stderr, "\r\033[K");
-      fmt::print("{}\t{}\n", v, text);
+      fmt::print("{}\t{}\n", one_line(v), one_line(text));
       std::fflush(stdout);
       jsonl += nlohmann::json{{"video", v}, {"caption", text}}.dump(-1, ' ', false,
                                                                     nlohmann::json::error_handler_t::replace) +
@@ -404,28 +437,83 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, c
   return status;
 }
 
-// The decoder with the PEFT adapter in `adapter_dir` at the rank and alpha it was trained with (whichever preset's
-// build or library trained it), or without one, captioning the videos.
+// A PEFT adapter directory, read and checked before any clip is encoded: its factors' module list, rank and alpha as
+// the decoder's options.
+struct AdapterOnDisk {
+  fs::path dir;
+  lora::PeftAdapter adapter;
+  model::DecoderOptions options;
+};
+
+// The adapter in `adapter_dir` (none: the base model's LoRA-free decoder), and the projector to caption with: the one
+// the adapter carries (modules_to_save, as PEFT saves a fine-tune of projector + LoRA), else `projector_file`'s (set
+// into `projector` already), else the model's. An adapter's projector that differs from `projector_file`'s is an
+// error (`conflict_hint` says what to do): which one the captions come from would be a guess.
+std::optional<AdapterOnDisk> read_adapter(const std::optional<fs::path>& adapter_dir,
+                                          const std::optional<fs::path>& projector_file, model::Mlp2xGelu& projector,
+                                          const model::DecoderConfig& config, std::string_view conflict_hint) {
+  if (!adapter_dir) return std::nullopt;
+  require(fs::exists(*adapter_dir / "adapter_config.json"),
+          "{} is not a PEFT adapter directory: it has no adapter_config.json", adapter_dir->string());
+  AdapterOnDisk a{*adapter_dir, lora::load_peft_adapter(*adapter_dir), {}};
+  require(lora::is_supported_rank(a.adapter.spec.r), "PEFT adapter {}: r = {} is not one of vidlora's ranks ({})",
+          a.dir.string(), a.adapter.spec.r, fmt::join(lora::kSupportedRanks, ", "));
+  model::Mlp2xGelu carried = projector;
+  const bool carries = train::load_projector_from_adapter(a.dir, a.adapter, carried);
+  a.options = model::decoder_options_for(a.adapter, config, {}, model::SavedModules::loaded_by_caller);
+  fmt::print(stderr, "caption: adapter {} (r {}, alpha {}{})\n", a.dir.string(), a.adapter.spec.r,
+             a.adapter.spec.lora_alpha, carries ? ", with its projector" : "");
+  if (carries) {
+    require(!projector_file || train::same_projector_values(carried, projector),
+            "the adapter {} carries a projector (modules_to_save) that differs from {}: {}", a.dir.string(),
+            projector_file ? projector_file->string() : std::string(), conflict_hint);
+    projector = std::move(carried);
+  }
+  return a;
+}
+
+// The decoder with `adapter` at the rank and alpha it was trained with (whichever preset's build or library trained
+// it), or without one, captioning the videos.
 template <class Weights, class Codec>
 int caption_with_adapter(const demo::CommandLine& a, const DeviceSettings& settings,
                          const GenerationOptions& generation, const model::DecoderConfig& config,
-                         const Weights& weights, const std::optional<fs::path>& adapter_dir, model::Mlp2xGelu projector,
-                         const Codec& codec, const VideoFeatures& feats) {
-  if (!adapter_dir) {
+                         const Weights& weights, const std::optional<AdapterOnDisk>& adapter,
+                         model::Mlp2xGelu projector, const Codec& codec, const VideoFeatures& feats) {
+  if (!adapter) {
     model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha, CaptionBase> decoder(config, weights);
     return caption_videos(a, settings, generation, decoder, std::move(projector), codec, feats);
   }
-  require(fs::exists(*adapter_dir / "adapter_config.json"),
-          "{} is not a PEFT adapter directory: it has no adapter_config.json", adapter_dir->string());
-  const lora::PeftAdapter adapter = lora::load_peft_adapter(*adapter_dir);
-  fmt::print(stderr, "caption: adapter {} (r {}, alpha {})\n", adapter_dir->string(), adapter.spec.r,
-             adapter.spec.lora_alpha);
-  const model::DecoderOptions options = model::decoder_options_for(adapter, config);
-  return lora::dispatch_rank(adapter.spec.r, [&]<int R>() {
-    model::Decoder<R, R, CaptionBase> decoder(config, weights, options);
-    decoder.load_adapter(io::SafetensorsFile::open(*adapter_dir / "adapter_model.safetensors"));
+  return lora::dispatch_rank(adapter->adapter.spec.r, [&]<int R>() {
+    model::Decoder<R, R, CaptionBase> decoder(config, weights, adapter->options);
+    try {
+      decoder.load_adapter(io::SafetensorsFile::open(adapter->dir / lora::kAdapterWeightsName));
+    } catch (const vidlora::Error& e) {  // the tensor's name and shapes alone do not say it is the adapter's
+      fail("PEFT adapter {} does not fit the model: {}", adapter->dir.string(), e.what());
+    }
     return caption_videos(a, settings, generation, decoder, std::move(projector), codec, feats);  // (called once)
   });
+}
+
+// `trained` captions only with the base model it was trained on: its checkpoint names that model (base_model:
+// demo::model_fingerprint of train_captioner's --model), and another model of the same shapes would run the trained
+// tensors on other weights and caption garbage without an error. --allow-other-model lets a user caption with a
+// changed copy on purpose (the same weights with another config.json, say).
+void check_trained_on(const demo::CommandLine& a, const fs::path& trained, const fs::path& model_dir) {
+  if (a.has("allow-other-model") || !fs::exists(trained / "projector.safetensors")) return;  // (the caller says so)
+  const fs::path checkpoint = train::last_checkpoint_path(trained);
+  if (!fs::exists(checkpoint)) {
+    fmt::print(stderr, "caption: warning: {} has no checkpoint ({}): cannot check that it was trained on {}\n",
+               trained.string(), checkpoint.string(), model_dir.string());
+    return;
+  }
+  const auto config = train::checkpoint_configuration(checkpoint);
+  const auto it = config.find("base_model");
+  if (it == config.end()) return;  // a checkpoint written before checkpoints named the model
+  const std::string here = demo::model_fingerprint(model_dir);
+  require(it->second == here,
+          "{} was trained on another base model than --model {} (base_model is '{}' in {} but '{}' for {}): caption "
+          "with the model directory it was trained on (or give --allow-other-model to caption with this one anyway)",
+          trained.string(), model_dir.string(), it->second, checkpoint.string(), here, model_dir.string());
 }
 
 // How to sample the clips: --sampler and --frames when given, else as the run in `trained` was trained (its last
@@ -480,6 +568,7 @@ demo::DeviceEncoder device_encoder([[maybe_unused]] const DeviceSettings& settin
 // adapter (--adapter, or --trained's adapter/) at whatever rank it was trained with.
 int caption_hf(const demo::CommandLine& a, const DeviceSettings& settings, const GenerationOptions& generation,
                const fs::path& dir) {
+  if (a.has("trained")) check_trained_on(a, a.str("trained", ""), dir);  // before the model loads (minutes for a 7B)
   const fs::path cache = writable_cache(a.str(
       "cache", (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache" : fs::path("vidlora_feature_cache"))
                    .string()));
@@ -496,14 +585,18 @@ int caption_hf(const demo::CommandLine& a, const DeviceSettings& settings, const
   if (a.has("adapter")) adapter_dir = fs::path(a.str("adapter", ""));
   model::Mlp2xGelu projector = m.projector();
   if (projector_file) train::load_projector(*projector_file, projector);
+  const std::optional<AdapterOnDisk> adapter =
+      read_adapter(adapter_dir, projector_file, projector, m.config.text,
+                   a.has("adapter") ? "caption with one of them (--adapter alone, or --trained alone)"
+                                    : "they are not one run's (rewrite one of them, or caption with --adapter alone)");
   const auto codec = m.codec();
   const Sampling sampling =
       sampling_of(a, a.has("trained") ? std::optional<fs::path>(a.str("trained", "")) : std::nullopt);
   const demo::DeviceEncoder encoder = device_encoder(settings, m.vision);
   const VideoFeatures feats =
       encode_up_front(a, m.features(sampling.sampler, sampling.frames, cache, encoder.encoder), encoder);
-  return caption_with_adapter(a, settings, generation, m.config.text, m.weights, adapter_dir, std::move(projector),
-                              codec, feats);
+  return caption_with_adapter(a, settings, generation, m.config.text, m.weights, adapter, std::move(projector), codec,
+                              feats);
 }
 
 // Each VIDEO that is a directory stands for the video files under it (train::kVideoExtensions, any case), at any
@@ -559,18 +652,22 @@ int caption_main(demo::CommandLine a) {
   const fs::path trained = a.str("trained", "vidlora_out");
   require(fs::exists(trained / "projector.safetensors"),
           "{} has no projector.safetensors: is it a finished train_captioner output directory?", trained.string());
+  check_trained_on(a, trained, model_dir);
   const fs::path cache = writable_cache(a.str("cache", (trained / "feature_cache").string()));
   const demo::DemoModel m(model_dir);
   model::Mlp2xGelu projector(m.vision_config.hidden_size, m.decoder_config.hidden_size, 0);
   train::load_projector(trained / "projector.safetensors", projector);
+  std::optional<fs::path> adapter_dir;  // none: a stage-1-only run, the projector alone
+  if (fs::exists(trained / "adapter" / "adapter_config.json")) adapter_dir = trained / "adapter";
+  const std::optional<AdapterOnDisk> adapter =
+      read_adapter(adapter_dir, trained / "projector.safetensors", projector, m.decoder_config,
+                   "they are not one run's (train again, or restore the run's files)");
   const auto codec = m.codec();
   const Sampling sampling = sampling_of(a, trained);
   const demo::DeviceEncoder encoder = device_encoder(settings, *m.vision);
   const VideoFeatures feats =
       encode_up_front(a, m.features(sampling.sampler, sampling.frames, cache, encoder.encoder), encoder);
-  std::optional<fs::path> adapter_dir;  // none: a stage-1-only run, the projector alone
-  if (fs::exists(trained / "adapter" / "adapter_config.json")) adapter_dir = trained / "adapter";
-  return caption_with_adapter(a, settings, generation, m.decoder_config, *m.decoder_weights, adapter_dir,
+  return caption_with_adapter(a, settings, generation, m.decoder_config, *m.decoder_weights, adapter,
                               std::move(projector), codec, feats);
 }
 

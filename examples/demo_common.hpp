@@ -146,7 +146,11 @@ inline bool is_sampler(std::string_view name) {
 inline nlohmann::json read_json(const fs::path& p) {
   std::ifstream in(p);
   vidlora::require(in.good(), "cannot open {}", p.string());
-  return nlohmann::json::parse(in);
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    vidlora::fail("{} does not parse as JSON: {}", p.string(), e.what());
+  }
 }
 
 inline void write_table(const fs::path& path, const vidlora::model::TensorTable& t) {
@@ -168,8 +172,9 @@ inline const std::vector<std::string>& run_outputs() {
 // Returns a line saying what was done, or "" when the directory held no results.
 inline std::string prepare_output_dir(const fs::path& out, bool move_aside) {
   std::vector<std::string> found;
-  for (const auto& n : run_outputs())
-    if (fs::exists(out / n)) found.push_back(n);
+  std::error_code ec;
+  for (const auto& n : run_outputs())  // (an empty folder holds no results: a --resume that found no checkpoint)
+    if (fs::exists(out / n) && !(fs::is_directory(out / n, ec) && fs::is_empty(out / n, ec))) found.push_back(n);
   if (found.empty()) return {};
   std::string list;
   for (const auto& n : found) list += (list.empty() ? "" : ", ") + n;

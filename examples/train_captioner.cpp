@@ -138,7 +138,9 @@ demo::CommandLine command_line() {
       {
           flag("dry-run", "print the configuration (with where each value comes from) and exit"),
           flag("stage0", "demo only: build the model directory --model from the captions in --data"),
-          text("preset", "NAME", "the preset this binary was built for (others: shown with --dry-run only)"),
+          text("preset", "NAME",
+               fmt::format("the preset this binary was built for: {} (others: shown with --dry-run only)",
+                           ActivePreset::name)),
           text("data", "DIR", fmt::format("training data (default {})", defaults::kData)),
           text("model", "DIR",
                fmt::format("model directory: a Hugging Face LLaVA / LLaVA-NeXT-Video one, or the demo's "
@@ -200,8 +202,8 @@ demo::CommandLine command_line() {
                "initial dynamic loss scale (torch.amp.GradScaler's rules; default: 65536 for the fp16 presets, off "
                "for the others); 0 turns loss scaling off"),
           text("init-adapter", "DIR",
-               "start LoRA from this PEFT adapter (e.g. trained with PEFT in Python): its factors and alpha; its r "
-               "must be the preset's"),
+               "start LoRA from this PEFT adapter (e.g. trained with PEFT in Python): its factors and alpha, and its "
+               "projector when it saves one (modules_to_save); its r must be the preset's"),
           integer("checkpoint-every", "N", "also save a checkpoint every N optimizer steps (default: epoch ends)"),
           integer("max-steps", "N", "stop as Ctrl-C does after N optimizer steps of this run (0: no limit)"),
           integer("num-beams", "N",
@@ -214,7 +216,9 @@ demo::CommandLine command_line() {
           integer("no-repeat-ngram-size", "N",
                   fmt::format("evaluation: no repeated n-grams of this size (default {}; 0: off)",
                               kDefaultNoRepeatNgramSize)),
-          flag("log-lines", "progress as one line per step (for logs) instead of one updating line"),
+          flag("log-lines",
+               "progress as one line per step (for logs) instead of one updating line (the default when stderr is "
+               "not a terminal)"),
           text("comm", "KIND",
                "data parallel: single, mpi, tcp or nccl (default with more than one rank: nccl in a GPU build with "
                "NCCL, one GPU per rank; else mpi under mpirun / srun, tcp under a launcher without MPI that sets RANK, "
@@ -433,6 +437,8 @@ TrainerConfig configure(const demo::Args& a) {
   TrainerConfig c = TrainerConfig::from_preset<P>();
   c.stages[0].epochs = a.integer("epochs1", c.stages[0].epochs);
   c.stages[1].epochs = a.integer("epochs2", c.stages[1].epochs);
+  if (c.stages[0].epochs == 0 && c.stages[1].epochs == 0)
+    throw demo::UsageError("--epochs1 0 and --epochs2 0: no stage trains, so there is nothing to do");
   c.stages[0].learning_rate = a.real("lr1", c.stages[0].learning_rate);
   c.stages[1].learning_rate = a.real("lr2", c.stages[1].learning_rate);
   c.batch_size = a.integer("batch", c.batch_size);
@@ -457,7 +463,10 @@ TrainerConfig configure(const demo::Args& a) {
   if (!(c.label_smoothing >= 0.0 && c.label_smoothing < 1.0))
     throw demo::UsageError(fmt::format("option --label-smoothing: {} is not in [0, 1)", c.label_smoothing));
   c.output_dir = a.str("out", defaults::kOut);
-  c.progress_newlines = a.has("log-lines");
+  if (std::error_code ec; fs::exists(c.output_dir, ec) && !fs::is_directory(c.output_dir, ec))
+    throw demo::UsageError(fmt::format("option --out: {} exists and is not a directory", c.output_dir.string()));
+  // One line per step where stderr is not a terminal (a log file, a pipe): '\r' updates would pile into one line.
+  c.progress_newlines = a.has("log-lines") || !::isatty(STDERR_FILENO);
   c.batch_invariant = !a.has("float32-batches");
   c.max_caption_tokens = a.integer("max-caption-tokens", c.max_caption_tokens);
   c.max_steps_this_run = a.integer("max-steps", 0);
@@ -925,6 +934,10 @@ int train_main(const demo::Args& a, int argc, char** argv) {
       config.mfu_peak_tflops =
           demo::check_running_gpu<ActivePreset>("train_captioner", config.device_memory, stdout, true);
 #endif
+    // Before any data is read or clip encoded (hours on a big set): a resume needs its checkpoint.
+    if (a.has("resume") && !fs::exists(train::last_checkpoint_path(config.output_dir)))
+      throw demo::UsageError(fmt::format("--resume: no checkpoint at {}: nothing to resume (start without --resume)",
+                                         train::last_checkpoint_path(config.output_dir).string()));
     if (!a.has("resume") && ranks.rank() == 0) {
       if (const auto moved = demo::prepare_output_dir(config.output_dir, a.has("move-aside")); !moved.empty())
         fmt::print("{}\n", moved);
@@ -938,6 +951,8 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     const auto ds =
         train::read_dataset(data, {.val_fraction = a.real("val-fraction", defaults::kValFraction), .seed = 0});
     fmt::print("{}\n", ds.summary());
+    if (ds.train.empty())
+      fail("--data {}: no clip to train on (the summary above says what was read and skipped)", data.string());
     const std::string sampler = config.frame_sampler;
     const int frames = config.num_frames;
     const fs::path cache = a.str("cache", (fs::path(config.output_dir) / "feature_cache").string());
@@ -1084,9 +1099,15 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     for (std::size_t k = 0; k < std::min<std::size_t>(5, r.best->captions.size()); ++k)
       fmt::print("  {}: {}\n    reference: {}\n", ds.val[r.best->clip_index[k]].id, r.best->captions[k],
                  ds.val[r.best->clip_index[k]].caption);
-    fmt::print(
-        "outputs in {}: adapter/ (PEFT), projector.safetensors, val_captions.jsonl, train_log.jsonl, curves.svg\n",
-        config.output_dir.string());
+    std::vector<std::string> written;  // what this run left (no adapter/ after a projector-only run, ...)
+    for (const auto& [name, what] :
+         std::vector<std::pair<std::string, std::string>>{{"adapter", "adapter/ (PEFT)"},
+                                                          {"projector.safetensors", "projector.safetensors"},
+                                                          {"val_captions.jsonl", "val_captions.jsonl"},
+                                                          {"train_log.jsonl", "train_log.jsonl"},
+                                                          {"curves.svg", "curves.svg"}})
+      if (fs::exists(config.output_dir / name)) written.push_back(what);
+    fmt::print("outputs in {}: {}\n", config.output_dir.string(), fmt::join(written, ", "));
     return 0;
   }
 }

@@ -136,7 +136,8 @@ TEST_CASE("LoraConfig fields that change the adapter's math are refused by name"
   refused("fan_in_fan_out", true, {"fan_in_fan_out"});
   refused("rank_pattern", {{"q_proj", 8}}, {"rank_pattern"});
   refused("alpha_pattern", {{"q_proj", 4}}, {"alpha_pattern"});
-  refused("modules_to_save", {"multi_modal_projector"}, {"modules_to_save", "multi_modal_projector"});
+  refused("modules_to_save", 3,
+          {"modules_to_save", "not a list of strings"});  // a list: tests/trainer/test_peft_projector.cpp
   refused("trainable_token_indices", {1, 2}, {"trainable_token_indices"});
   refused("target_parameters", {"experts.weight"}, {"target_parameters"});
   refused("layer_replication", {{0, 2}}, {"layer_replication"});

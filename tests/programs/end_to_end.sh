@@ -33,6 +33,22 @@ check "a data directory with manifest.jsonl and no labels/ reads the manifest" \
   grep -q "stage 0: [0-9]* train + [0-9]* val clips; read 12 labels, none skipped" stage0_manifest.out
 train=("$bin/train_captioner" --data data --model model --out out --epochs1 1 --epochs2 1 --val-fraction 0.25 --log-lines)
 
+# Refused before any data is read or anything written: a --resume with no checkpoint (a fresh run into the same --out
+# then starts), an --out that is a file, two stages of 0 epochs, and data none of whose labels gives a clip.
+run 2 resume_nothing "$bin/train_captioner" --data data --model model --out fresh_out --resume
+check "--resume without a checkpoint is refused, and leaves nothing behind" \
+  bash -c 'grep -q -- "--resume: no checkpoint at fresh_out/checkpoints/last.safetensors: nothing to resume" resume_nothing.err && test ! -e fresh_out'
+touch out_file
+run 2 out_is_file "$bin/train_captioner" --data data --model model --out out_file
+check "--out naming a file is a usage error" grep -q "option --out: out_file exists and is not a directory" out_is_file.err
+run 2 no_epochs "$bin/train_captioner" --data data --model model --out no_epochs_out --epochs1 0 --epochs2 0
+check "two stages of 0 epochs are refused" grep -q -- "--epochs1 0 and --epochs2 0: no stage trains" no_epochs.err
+mkdir -p data_unusable/labels data_unusable/videos
+echo '{"caption": {"korean": "영상이 없는 라벨"}}' >data_unusable/labels/lonely.json
+run 1 no_clips "$bin/train_captioner" --data data_unusable --model model --out no_clips_out
+check "data without a usable clip is an error naming --data, after the summary of what was skipped" \
+  bash -c 'grep -q "labels/lonely.json: missing video" no_clips.out && grep -q -- "--data data_unusable: no clip to train on" no_clips.err'
+
 run 130 interrupted "${train[@]}" --max-steps 2
 check "interrupted run says how to resume" bash -c 'grep -A1 "continue with:" interrupted.out | grep -q -- "--max-steps 2 --resume"'
 check "interrupted run wrote a checkpoint" test -f out/checkpoints/last.safetensors
@@ -87,6 +103,13 @@ video=$(ls data/videos/*.mp4 | head -1)
 run 2 caption_jsonl "$bin/caption" --model model --trained out --jsonl no_such_dir/captions.jsonl "$video"
 check "caption refuses a --jsonl it cannot create before captioning, naming it and why" \
   bash -c 'grep -q "option --jsonl: no_such_dir/captions.jsonl cannot be written: .*No such file or directory" caption_jsonl.err && test ! -s caption_jsonl.out'
+run 1 caption_other_model "$bin/caption" --model model_other --trained out "$video"
+check "caption refuses a run trained on another base model, naming both" \
+  grep -q "out was trained on another base model than --model model_other" caption_other_model.err
+mkdir -p jsonl_dir
+run 2 caption_jsonl_dir "$bin/caption" --model model --trained out --jsonl jsonl_dir "$video"
+check "--jsonl naming a directory is refused before any clip is captioned" \
+  bash -c 'grep -q "option --jsonl: jsonl_dir is a directory" caption_jsonl_dir.err && test ! -s caption_jsonl_dir.out'
 run 1 caption "$bin/caption" --model model --trained out --jsonl captions.jsonl "$video" missing.mp4
 check "caption prints the good video's caption on stdout" grep -q "^$video	" caption.out
 check "caption keeps errors off stdout" bash -c '! grep -q missing.mp4 caption.out'

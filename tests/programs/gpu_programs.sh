@@ -241,7 +241,7 @@ c = json.load(open("hf_yarn/config.json"))
 c["text_config"]["rope_parameters"] = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0}
 json.dump(c, open("hf_yarn/config.json", "w"), indent=2)
 PY
-run 0 hf_caption_gpu_yarn "$caption_gpu" --model hf_yarn --trained hf --max-new-tokens 8 \
+run 0 hf_caption_gpu_yarn "$caption_gpu" --model hf_yarn --trained hf --allow-other-model --max-new-tokens 8 \
   --jsonl hf_caption_gpu_yarn.jsonl "${hf_val[@]}"
 check "caption's $preset build runs a yarn-RoPE model on the $where" \
   bash -c 'test -s hf_caption_gpu_yarn.jsonl && ! grep -q "not supported" hf_caption_gpu_yarn.err'

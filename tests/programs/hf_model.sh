@@ -38,7 +38,12 @@ r = cfg["r"]
 a = header["base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"]["shape"]
 b = header["base_model.model.model.language_model.layers.1.mlp.down_proj.lora_B.weight"]["shape"]
 assert a == [r, 16] and b == [16, r], (a, b)
-assert all(k.startswith("base_model.model.model.language_model.layers.") for k in header), list(header)[:3]
+# The trained projector rides along as PEFT saves it (modules_to_save), so PeftModel.from_pretrained is the whole model.
+assert cfg["modules_to_save"] == ["multi_modal_projector"], cfg["modules_to_save"]
+projector = {k for k in header if k.startswith("base_model.model.model.multi_modal_projector.")}
+assert projector == {f"base_model.model.model.multi_modal_projector.linear_{i}.{t}" for i in (1, 2)
+                     for t in ("weight", "bias")}, projector
+assert all(k.startswith("base_model.model.model.language_model.layers.") for k in set(header) - projector), list(header)[:3]
 EOF
 
 # A resume asks the question the run was trained with: another --prompt is refused, naming both.
@@ -53,6 +58,29 @@ check "caption writes one JSONL line per clip" test "$(wc -l <captions.jsonl)" -
 check "caption shows progress on stderr" grep -q "\[${#clips[@]}/${#clips[@]}\] .* s/clip" caption.err
 run 0 adapter "$bin/caption" --model "$hf" --adapter out/adapter --frames 2 --max-new-tokens 6 "${clips[0]}"
 check "caption --adapter loads the PEFT adapter" grep -q "^${clips[0]}	" adapter.out
+check "caption --adapter takes the trained projector from the adapter" grep -q "with its projector" adapter.err
+check "the adapter alone captions as --trained does (its projector is the trained one)" \
+  test "$(head -n1 adapter.out)" = "$(grep "^${clips[0]}	" caption.out)"
+# The same adapter with its projector's linear_2 negated (the video tokens negated): captioned with that projector,
+# not the checkpoint's; and beside --trained, which projector to caption with would be a guess.
+cp -r out/adapter other_adapter
+python3 - <<'EOF'
+import json, struct
+path = "other_adapter/adapter_model.safetensors"
+raw = bytearray(open(path, "rb").read())
+n = struct.unpack("<Q", raw[:8])[0]
+a, b = json.loads(raw[8:8 + n])["base_model.model.model.multi_modal_projector.linear_2.weight"]["data_offsets"]
+for i in range(8 + n + a + 3, 8 + n + b, 4):
+    raw[i] ^= 0x80  # every float's sign bit
+open(path, "wb").write(raw)
+EOF
+run 0 negated "$bin/caption" --model "$hf" --adapter other_adapter --frames 2 --max-new-tokens 6 "${clips[0]}"
+check "an adapter's projector is the one captions come from (negated: other captions)" \
+  test "$(head -n1 negated.out)" != "$(head -n1 adapter.out)"
+run 1 two_projectors "$bin/caption" --model "$hf" --trained out --adapter other_adapter --frames 2 --max-new-tokens 6 \
+  "${clips[0]}"
+check "an --adapter projector unlike --trained's is refused, naming both" \
+  grep -q "other_adapter carries a projector (modules_to_save) that differs from out/projector.safetensors" two_projectors.err
 run 0 base "$bin/caption" --model "$hf" --frames 2 --max-new-tokens 6 "${clips[0]}"
 check "caption captions with the bare checkpoint too" grep -q "^${clips[0]}	" base.out
 run 1 bad_video "$bin/caption" --model "$hf" --frames 2 --max-new-tokens 6 "${clips[0]}" missing.mp4
@@ -78,6 +106,13 @@ python3 -c 'import sys; f = open(sys.argv[1], "r+b"); f.seek(-1, 2); b = f.read(
   hfcopy/model.safetensors
 run 0 cache5 "$bin/caption" --model hfcopy --cache cache --frames 2 --max-new-tokens 6 "${clips[0]}"
 check "other weights (one bit of the last tensor) give new features" test "$(count)" -eq $((3 * first))
+# A run captions with the model it was trained on: its checkpoint names it, and other weights of the same shapes would
+# caption garbage without an error; --allow-other-model takes them on purpose.
+run 1 other_model "$bin/caption" --model hfcopy --trained out --cache cache --frames 2 --max-new-tokens 6 "${clips[0]}"
+check "caption refuses --trained with another base model, naming both" \
+  grep -q "out was trained on another base model than --model hfcopy" other_model.err
+run 0 other_model_allowed "$bin/caption" --model hfcopy --trained out --allow-other-model --cache cache --frames 2 \
+  --max-new-tokens 6 "${clips[0]}"
 
 # generation_config.json sets caption's generation as transformers' generate() takes it: sampling, reproducible for a
 # seed, each video its own draws; the options override it; what vidlora does not do is refused naming it; editing it

@@ -94,7 +94,7 @@ TEST_CASE("demo clips read back through the AI-Hub reader with bad labels counte
   const std::string summary = data.summary();
   CHECK_THAT(summary, Catch::Contains("skipped 5 of 12 labels") && Catch::Contains("1 empty video") &&
                           Catch::Contains("labels/hollow.json: empty video (videos/hollow.mp4 has 0 bytes)") &&
-                          Catch::Contains("labels/broken.json: unreadable JSON") &&
+                          Catch::Contains("labels/broken.json: unreadable JSON ([json.exception.parse_error") &&
                           Catch::Contains("labels/orphan.json: missing video (videos/orphan.mp4)") &&
                           Catch::Contains("labels/blank.json: empty caption") &&
                           Catch::Contains("labels/english_only.json: no caption (no caption.korean)"));
@@ -186,7 +186,7 @@ TEST_CASE("manifest reader resolves paths and reports broken lines", "[train][da
   CHECK_THAT(data.skipped.summary(data.labels_seen),
              Catch::Contains("data.jsonl:5: missing video (v/missing.mp4)") &&
                  Catch::Contains("data.jsonl:6: empty video (v/empty.mp4 has 0 bytes)") &&
-                 Catch::Contains("data.jsonl:7: unreadable JSON"));
+                 Catch::Contains("data.jsonl:7: unreadable JSON ([json.exception.parse_error"));
   // a manifest that cannot be opened: its path and the system's reason
   CHECK_THROWS_WITH(train::read_manifest(dir.path / "absent.jsonl"),
                     Catch::Contains("dataset: cannot open manifest " + (dir.path / "absent.jsonl").string() +

@@ -551,3 +551,22 @@ TEST_CASE("a bias-free projector (multimodal_projector_bias false) registers, sa
                     Catch::Contains("multi_modal_projector.linear_1.bias") && Catch::Contains("no bias"));
   fs::remove_all(dir);
 }
+
+TEST_CASE("a stage whose learning rate is 0 at every step is reported as training nothing", "[trainer][schedule]") {
+  Fresh tmp("lr_zero_stage");
+  TrainerConfig c = tiny_trainer_config(tmp.dir);
+  c.stages[0].epochs = 1;
+  c.stages[1].epochs = 2;
+  c.batch_size = 4;  // 4 clips: one step per epoch; stage 1 warms up over its one step (lr 0 there), stage 2 does not
+  c.gradient_accumulation_steps = 1;
+  std::ostringstream progress;
+  c.progress = &progress;
+  c.progress_newlines = true;
+  auto t = make(c);
+  t.train(tiny::clips(4), {});
+  const std::string said = progress.str();
+  CHECK_THAT(said, Catch::Contains("warning: " + c.stages[0].name +
+                                   " has 1 optimizer step and its learning rate is 0 at each (1 warmup step): it "
+                                   "trains nothing"));
+  CHECK_THAT(said, !Catch::Contains("warning: " + c.stages[1].name));
+}

@@ -2,7 +2,9 @@
 // LoRA adapters in PEFT's on-disk format: a directory with `adapter_config.json` (LoraConfig's
 // fields, as PEFT 0.21 writes them: sorted keys, 2-space indent) and `adapter_model.safetensors`
 // holding `base_model.model.<module path>.lora_A.weight` [r, in] and `.lora_B.weight` [out, r]
-// (float32, metadata {"format": "pt"}). Both files are written atomically.
+// (float32, metadata {"format": "pt"}), and, for the modules named by `modules_to_save` (whole modules
+// trained beside LoRA: a LLaVA fine-tune's multi_modal_projector), their tensors under
+// `base_model.model.<module path>.<tensor>`. Both files are written atomically.
 
 #include <nlohmann/json.hpp>
 
@@ -49,6 +51,9 @@ struct AdapterSpec {
   std::optional<std::string> exclude_regex{};  // string form
   std::vector<int> layers_to_transform{};      // list targets only: layer indices that get LoRA
   std::vector<std::string> layers_pattern{};   // the module-list name before the layer index ("layers")
+  // Modules trained whole beside LoRA and saved in the adapter file; PEFT's rule: a module whose path ends with
+  // an entry ("multi_modal_projector" selects "model.multi_modal_projector").
+  std::vector<std::string> modules_to_save{};
 
   // PEFT's scaling: lora_alpha / r, or lora_alpha / √r with use_rslora.
   double scaling() const { return use_rslora ? lora_alpha / std::sqrt(static_cast<double>(r)) : lora_alpha / r; }
@@ -75,7 +80,21 @@ using AdapterModules = std::map<std::string, AdapterWeights>;
 struct PeftAdapter {
   AdapterSpec spec;
   AdapterModules modules;
+  // The modules_to_save tensors in the file, without "base_model.model." ("model.multi_modal_projector.linear_1.weight");
+  // their values stay in the file (a reader takes those it uses and must refuse the others).
+  std::vector<std::string> saved_tensors;
 };
+
+// Whether `tensor` ("model.multi_modal_projector.linear_1.weight") belongs to a module that `spec.modules_to_save`
+// selects: one of the module paths above it ends with an entry, as PEFT wraps a module whose name does.
+inline bool saved_module_tensor(const AdapterSpec& spec, std::string_view tensor) {
+  for (auto dot = tensor.find('.'); dot != std::string_view::npos; dot = tensor.find('.', dot + 1)) {
+    const std::string_view module = tensor.substr(0, dot);
+    for (const auto& entry : spec.modules_to_save)
+      if (!entry.empty() && module.ends_with(entry)) return true;
+  }
+  return false;
+}
 
 // "base_model.model.<module path>.lora_A.weight" (factor 'A') or "...lora_B.weight" ('B').
 inline std::string peft_key(std::string_view module_path, char factor) {
@@ -119,7 +138,7 @@ inline nlohmann::json adapter_config_json(const AdapterSpec& spec) {
       {"lora_ga_config", nullptr},
       {"megatron_config", nullptr},
       {"megatron_core", "megatron.core"},
-      {"modules_to_save", nullptr},
+      {"modules_to_save", spec.modules_to_save.empty() ? json(nullptr) : json(spec.modules_to_save)},
       {"monteclora_config", nullptr},
       {"peft_type", "LORA"},
       {"peft_version", std::string(kPeftFormatVersion)},
@@ -168,8 +187,8 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
     if (const auto* p = get(key); p && !p->empty())
       throw bad(fmt::format("{} {} is not supported (one rank and alpha for every module)", key, p->dump()));
   for (const char* key :
-       {"modules_to_save", "trainable_token_indices", "target_parameters", "layer_replication",
-        "alora_invocation_tokens", "arrow_config", "velora_config", "monteclora_config", "kasa_config"})
+       {"trainable_token_indices", "target_parameters", "layer_replication", "alora_invocation_tokens", "arrow_config",
+        "velora_config", "monteclora_config", "kasa_config"})
     if (const auto* p = get(key); p && !(p->is_array() && p->empty()) && !(p->is_object() && p->empty()))
       throw bad(fmt::format("{} {} is not supported", key, p->dump()));
   if (const auto* init = get("init_lora_weights"); init && init->is_string() && *init != "gaussian")
@@ -237,6 +256,10 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
   } catch (const Error& e) {
     throw bad(e.what());
   }
+  if (const auto* m = get("modules_to_save")) {
+    if (!strings(*m)) throw bad(fmt::format("\"modules_to_save\" {} is not a list of strings", m->dump()));
+    spec.modules_to_save = m->get<std::vector<std::string>>();
+  }
   if (const auto* b = get("base_model_name_or_path"); b && b->is_string())
     spec.base_model_name_or_path = b->get<std::string>();
   if (const auto* u = get("use_rslora")) {
@@ -254,9 +277,11 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
 }  // namespace detail
 
 // Writes `dir`/adapter_model.safetensors then `dir`/adapter_config.json (each atomically; `dir` is
-// created). Every module must match a target_modules entry and have A [r, in], B [out, r], finite.
-inline void save_peft_adapter(const std::filesystem::path& dir, const AdapterSpec& spec,
-                              const AdapterModules& modules) {
+// created). Every module must match a target_modules entry and have A [r, in], B [out, r], finite. `saved`: the
+// modules_to_save tensors, named without "base_model.model." ("model.multi_modal_projector.linear_1.weight"), each
+// under a module spec.modules_to_save selects.
+inline void save_peft_adapter(const std::filesystem::path& dir, const AdapterSpec& spec, const AdapterModules& modules,
+                              const io::TensorMap& saved = {}) {
   require(spec.r > 0, "save_peft_adapter: r = {} must be positive", spec.r);
   require(!spec.target_modules.empty() || spec.target_regex, "save_peft_adapter: target_modules is empty");
   require(!modules.empty(), "save_peft_adapter: no modules to save");
@@ -276,6 +301,20 @@ inline void save_peft_adapter(const std::filesystem::path& dir, const AdapterSpe
     tensors.emplace(peft_key(path, 'A'), io::TensorData::from_matrix(w.A));
     tensors.emplace(peft_key(path, 'B'), io::TensorData::from_matrix(w.B));
   }
+  for (const auto& module : spec.modules_to_save) {  // PEFT's file would lack what its config says it saves
+    AdapterSpec only;
+    only.modules_to_save = {module};
+    require(std::any_of(saved.begin(), saved.end(), [&](const auto& t) { return saved_module_tensor(only, t.first); }),
+            "save_peft_adapter: modules_to_save entry '{}' selects none of the tensors given to save", module);
+  }
+  for (const auto& entry : saved) {
+    const std::string& name = entry.first;
+    require(saved_module_tensor(spec, name), "save_peft_adapter: tensor '{}' is under none of modules_to_save [{}]",
+            name, fmt::join(spec.modules_to_save, ", "));
+    require(!name.ends_with(".lora_A.weight") && !name.ends_with(".lora_B.weight"),
+            "save_peft_adapter: modules_to_save tensor '{}' is named as a LoRA factor", name);
+    tensors.emplace(std::string(kPeftKeyPrefix) + name, entry.second);
+  }
   const std::string config = detail::adapter_config_json(spec).dump(2, ' ', /*ensure_ascii=*/true);
   std::filesystem::create_directories(dir);
   io::write_safetensors(dir / kAdapterWeightsName, tensors, {{"format", "pt"}});
@@ -283,11 +322,17 @@ inline void save_peft_adapter(const std::filesystem::path& dir, const AdapterSpe
 }
 
 inline void save_peft_adapter(const std::filesystem::path& dir, const PeftAdapter& adapter) {
+  require(
+      adapter.saved_tensors.empty(),
+      "save_peft_adapter: the adapter's modules_to_save tensors ({}) are in its file, not in PeftAdapter: pass them "
+      "as `saved`",
+      fmt::join(adapter.saved_tensors, ", "));
   save_peft_adapter(dir, adapter.spec, adapter.modules);
 }
 
-// Reads a PEFT LoRA adapter directory. Every key must be a lora_A / lora_B weight, every module
-// needs both, with ranks equal to the config's r; anything else is an error naming the key.
+// Reads a PEFT LoRA adapter directory. Every key must be a lora_A / lora_B weight (every module needs both, with
+// ranks equal to the config's r) or a tensor of a module modules_to_save selects (listed in saved_tensors); anything
+// else is an error naming the key.
 inline PeftAdapter load_peft_adapter(const std::filesystem::path& dir) {
   PeftAdapter adapter;
   adapter.spec = detail::parse_adapter_config(dir / kAdapterConfigName);
@@ -298,9 +343,17 @@ inline PeftAdapter load_peft_adapter(const std::filesystem::path& dir) {
   for (const auto& key : file.names()) {
     const std::string_view k(key);
     const bool is_a = k.ends_with(kA), is_b = k.ends_with(kB);
+    if (k.starts_with(kPeftKeyPrefix) && !(is_a || is_b) &&
+        saved_module_tensor(adapter.spec, k.substr(kPeftKeyPrefix.size()))) {
+      adapter.saved_tensors.emplace_back(k.substr(kPeftKeyPrefix.size()));
+      continue;
+    }
     if (!k.starts_with(kPeftKeyPrefix) || !(is_a || is_b) || k.size() <= kPeftKeyPrefix.size() + kA.size())
-      fail("PEFT adapter '{}': unexpected tensor '{}' (expected {}<module>.lora_A.weight / .lora_B.weight)", source,
-           key, kPeftKeyPrefix);
+      fail("PEFT adapter '{}': unexpected tensor '{}' (expected {}<module>.lora_A.weight / .lora_B.weight{})", source,
+           key, kPeftKeyPrefix,
+           adapter.spec.modules_to_save.empty()
+               ? std::string()
+               : fmt::format(", or a tensor of modules_to_save [{}]", fmt::join(adapter.spec.modules_to_save, ", ")));
     const std::string module(k.substr(kPeftKeyPrefix.size(), k.size() - kPeftKeyPrefix.size() - kA.size()));
     require(file.info(key).shape.size() == 2, "PEFT adapter '{}': tensor '{}' has shape {}, expected 2-D", source, key,
             io::dims_string(file.info(key).shape));

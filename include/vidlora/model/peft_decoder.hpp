@@ -4,6 +4,9 @@
 // (run-time) lora_alpha; lora::dispatch_rank(adapter.spec.r, ...) picks the compile-time Rank. Every
 // adapter module must be a decoder linear layer, and every decoder layer its target_modules select
 // (resolved as PEFT does, under the adapter's own module names) must have tensors: errors name them.
+// The modules an adapter saves whole beside LoRA (modules_to_save: a LLaVA fine-tune's multi_modal_projector) are not
+// the decoder's: an adapter with such tensors is refused unless the caller says it loads them
+// (SavedModules::loaded_by_caller, after train::load_projector_from_adapter), so that none is dropped unnoticed.
 
 #include <regex>
 #include <set>
@@ -16,8 +19,15 @@
 
 namespace vidlora::model {
 
+enum class SavedModules { refuse, loaded_by_caller };
+
 inline DecoderOptions decoder_options_for(const lora::PeftAdapter& adapter, const DecoderConfig& config,
-                                          DecoderOptions options = {}) {
+                                          DecoderOptions options = {}, SavedModules saved = SavedModules::refuse) {
+  require(saved == SavedModules::loaded_by_caller || adapter.saved_tensors.empty(),
+          "PEFT adapter: it saves modules beside LoRA (modules_to_save [{}]: {}), which the decoder does not hold; "
+          "load them (train::load_projector_from_adapter for the multi_modal_projector) and pass "
+          "SavedModules::loaded_by_caller",
+          fmt::join(adapter.spec.modules_to_save, ", "), fmt::join(adapter.saved_tensors, ", "));
   static const std::regex linear(
       R"(^(.*)layers\.(\d+)\.(self_attn|mlp)\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$)");
   std::string prefix;

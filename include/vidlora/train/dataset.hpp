@@ -199,12 +199,29 @@ inline bool empty_file(const fs::path& p) {
   return fs::is_regular_file(p, ec) && fs::file_size(p, ec) == 0 && !ec;
 }
 
-inline std::optional<nlohmann::json> read_json_file(const fs::path& p) {
+// The JSON in `p`, or nullopt with `problem` saying why (cannot be opened; the parser's line, column and reason).
+inline std::optional<nlohmann::json> read_json_file(const fs::path& p, std::string& problem) {
   std::ifstream in(p, std::ios::binary);
-  if (!in) return std::nullopt;
-  auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return std::nullopt;
-  return j;
+  if (!in) {
+    problem = "cannot be opened";
+    return std::nullopt;
+  }
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    problem = e.what();
+    return std::nullopt;
+  }
+}
+
+// One manifest line's JSON, or nullopt with the parser's reason in `problem`.
+inline std::optional<nlohmann::json> parse_json_line(const std::string& line, std::string& problem) {
+  try {
+    return nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception& e) {
+    problem = e.what();
+    return std::nullopt;
+  }
 }
 
 inline void sort_by_id(std::vector<Clip>& clips) {
@@ -224,9 +241,10 @@ inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options,
   for (const auto& file : files) {
     ++dataset.labels_seen;
     const std::string where = (fs::path("labels") / file.filename()).string();
-    const auto j = read_json_file(file);
+    std::string problem;
+    const auto j = read_json_file(file, problem);
     if (!j || !j->is_object()) {
-      dataset.skipped.add(SkipReason::UnreadableJson, where, j ? "not a JSON object" : "");
+      dataset.skipped.add(SkipReason::UnreadableJson, where, j ? "not a JSON object" : problem);
       continue;
     }
     Clip clip;
@@ -321,12 +339,14 @@ inline Dataset read_manifest(const fs::path& manifest, const DatasetOptions& opt
     if (detail::trim(line).empty()) continue;
     ++dataset.labels_seen;
     const std::string where = fmt::format("{}:{}", manifest.filename().string(), number);
-    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("video") || !j["video"].is_string()) {
+    std::string problem;
+    const auto parsed = detail::parse_json_line(line, problem);
+    if (!parsed || !parsed->is_object() || !parsed->contains("video") || !(*parsed)["video"].is_string()) {
       dataset.skipped.add(SkipReason::UnreadableJson, where,
-                          j.is_discarded() ? "" : "needs an object with a string \"video\"");
+                          parsed ? "needs an object with a string \"video\"" : problem);
       continue;
     }
+    const nlohmann::json& j = *parsed;
     Clip clip;
     const fs::path video = j["video"].get<std::string>();
     clip.video = video.is_absolute() ? video : base / video;

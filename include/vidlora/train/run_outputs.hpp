@@ -21,7 +21,8 @@
 namespace vidlora::train {
 
 // Writes dir/adapter/ (PEFT adapter_config.json + adapter_model.safetensors; when a stage of `config` trains LoRA
-// and the decoder has LoRA layers) and dir/projector.safetensors.
+// and the decoder has LoRA layers; a LLaVA checkpoint's adapter carries the projector too, modules_to_save) and
+// dir/projector.safetensors.
 template <class Decoder, class Projector>
 void save_run_outputs(const std::filesystem::path& dir, const TrainerConfig& config, Decoder& decoder,
                       Projector& projector) {
@@ -42,9 +43,16 @@ void save_run_outputs(const std::filesystem::path& dir, const TrainerConfig& con
     spec.target_modules = config.target_modules;
     spec.base_model_name_or_path = config.base_model_name_or_path;
     // A decoder inside a LLaVA checkpoint: a plain name list would also put LoRA on the vision tower's
-    // q/k/v_proj when PEFT loads the adapter, so the targets are a regex limited to the language model.
-    if (const std::string first = decoder.module_path(0, "q_proj"); first.find("language_model.") != std::string::npos)
+    // q/k/v_proj when PEFT loads the adapter, so the targets are a regex limited to the language model; and the
+    // trained projector goes into the adapter as a modules_to_save module (PEFT's way to save "projector + LoRA"),
+    // so PeftModel.from_pretrained gives the whole trained model.
+    io::TensorMap saved;
+    if (const std::string first = decoder.module_path(0, "q_proj");
+        first.find("language_model.") != std::string::npos) {
       spec.target_regex = fmt::format(R"(.*language_model.*\.({}))", fmt::join(config.target_modules, "|"));
+      spec.modules_to_save = {"multi_modal_projector"};
+      saved = projector_adapter_tensors(projector);
+    }
     lora::AdapterModules modules;
     decoder.for_each_lora([&](const std::string& path, auto& l) {
       // A checkpoint in the older LLaVA layout (language_model.model.*) is model.language_model.* in
@@ -53,7 +61,7 @@ void save_run_outputs(const std::filesystem::path& dir, const TrainerConfig& con
       const std::string name = path.starts_with(legacy) ? "model.language_model." + path.substr(legacy.size()) : path;
       modules[name] = lora::AdapterWeights{l.lora_A(), l.lora_B()};
     });
-    lora::save_peft_adapter(dir / "adapter", spec, modules);
+    lora::save_peft_adapter(dir / "adapter", spec, modules, saved);
   }
   save_projector(dir / "projector.safetensors", projector);
 }

@@ -185,13 +185,13 @@ class Trainer {
     stop_requested_ = false;
     rank_tokens_.assign(static_cast<std::size_t>(comm_.size()), 0.0);
     rank_seconds_.assign(static_cast<std::size_t>(comm_.size()), 0.0);
-    if (comm_.rank() == 0) std::filesystem::create_directories(config_.output_dir / "checkpoints");
     std::optional<Checkpoint> restored;
     if (resume) {
-      restored = load_checkpoint(checkpoint_path());
+      restored = load_checkpoint(checkpoint_path());  // (before anything is created: a refused resume leaves nothing)
     } else if (comm_.rank() == 0) {
       std::filesystem::remove(best_path());  // a previous run's best must not become this run's output
     }
+    if (comm_.rank() == 0) std::filesystem::create_directories(config_.output_dir / "checkpoints");
     if (comm_.rank() == 0)
       log_.emplace(config_.output_dir / "train_log.jsonl",
                    JsonlLogOptions{.resume_from_step = restored ? pos_.global_step : -1});
@@ -221,6 +221,15 @@ class Trainer {
                                    .total_steps = total};
       const schedule::Scheduler<typename P::lr_policy> sched(so);
       const auto lr_of = [&sched](long k) { return sched.lr(k); };
+      if (fresh_stage && total > 0) {  // (the first step with lr > 0 comes at once unless the stage has no such step)
+        long k = 0;
+        while (k < total && lr_of(k) == 0.0) ++k;
+        if (k == total)
+          say(fmt::format(
+              "warning: {} has {} optimizer step{} and its learning rate is 0 at each ({} warmup step{}): it trains "
+              "nothing; more clips or epochs, or a smaller batch × accumulation, give it steps",
+              st.name, total, total == 1 ? "" : "s", so.warmup_steps, so.warmup_steps == 1 ? "" : "s"));
+      }
       bool stop_stage = false;
       for (int e = pos_.epoch; e < st.epochs && !stop_stage; ++e) {
         pos_.epoch = e;
@@ -381,7 +390,8 @@ class Trainer {
     return at == std::string::npos ? module : module.substr(at);
   }
 
-  // TrainerConfig::initial_adapter: the adapter's modules must be exactly this run's LoRA layers.
+  // TrainerConfig::initial_adapter: the adapter's modules must be exactly this run's LoRA layers; the projector it
+  // carries, if any, replaces the model's.
   void load_initial_adapter() {
     const auto& dir = config_.initial_adapter;
     const lora::PeftAdapter adapter = lora::load_peft_adapter(dir);
@@ -396,7 +406,14 @@ class Trainer {
     for (const auto& m : ours)
       require(theirs.count(m) == 1, "Trainer: initial_adapter '{}' has no LoRA for {}, which this run trains",
               dir.string(), m);
-    decoder_.load_adapter(io::SafetensorsFile::open(dir / lora::kAdapterWeightsName));
+    try {
+      decoder_.load_adapter(io::SafetensorsFile::open(dir / lora::kAdapterWeightsName));
+    } catch (const Error& e) {  // a tensor's name and shapes alone do not say they are the adapter's
+      fail("Trainer: initial_adapter '{}' does not fit the model: {}", dir.string(), e.what());
+    }
+    // An adapter that carries the projector (modules_to_save, as PEFT saves a fine-tune of projector + LoRA) starts
+    // the projector too; one saving any other module is refused there.
+    load_projector_from_adapter(dir, adapter, projector_);
     tensors_.values_changed();
   }
 
