@@ -33,6 +33,16 @@ inline std::vector<int> json_flat_ints(const nlohmann::json& a) {
   return out;
 }
 
+// Clip b of a reference's pixel_values_videos [batch][frames][C][H][W], flattened frame by frame.
+inline std::vector<float> clip_pixels(const nlohmann::json& videos, std::size_t b) {
+  std::vector<float> out;
+  for (const auto& frame : videos[b])
+    for (const auto& c : frame)
+      for (const auto& row : c)
+        for (const auto& v : row) out.push_back(v.get<float>());
+  return out;
+}
+
 inline nlohmann::json model_reference(const std::string& name) {
   return load_fixture("model/" + name + "/reference.json");
 }

@@ -18,6 +18,7 @@
 
 using namespace vidlora;
 using Catch::Contains;
+using vidlora::test::clip_pixels;
 using vidlora::test::json_3d;
 using vidlora::test::json_flat_ints;
 using vidlora::test::normwise_error;
@@ -25,16 +26,6 @@ using vidlora::test::normwise_error;
 namespace {
 
 const std::string kDir = vidlora::test::model_dir("llava_next_video");
-
-// Clip b of pixel_values_videos [batch][frames][C][H][W], flattened frame by frame.
-std::vector<float> clip_pixels(const nlohmann::json& videos, std::size_t b) {
-  std::vector<float> out;
-  for (const auto& frame : videos[b])
-    for (const auto& c : frame)
-      for (const auto& row : c)
-        for (const auto& v : row) out.push_back(v.get<float>());
-  return out;
-}
 
 }  // namespace
 

@@ -33,16 +33,6 @@ const fs::path kBase = fixture_path("model/llava_next_video");
 const fs::path kAdapter = fixture_path("model/llava_next_video_adapter/adapter");
 constexpr int kRank = presets::Cpu::lora_r, kAlpha = presets::Cpu::lora_alpha;
 
-// Clip b of the base fixture's pixel_values_videos [batch][frames][C][H][W], frame by frame.
-std::vector<float> clip_pixels(const nlohmann::json& videos, std::size_t b) {
-  std::vector<float> out;
-  for (const auto& frame : videos[b])
-    for (const auto& c : frame)
-      for (const auto& row : c)
-        for (const auto& v : row) out.push_back(v.get<float>());
-  return out;
-}
-
 // The base fixture's right-padded batch through `model`: logits [2 · 14, vocab].
 template <class Model>
 Matrix batch_logits(Model& model) {
