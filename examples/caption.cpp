@@ -68,7 +68,8 @@ demo::CommandLine command_line() {
       "Captions each VIDEO with the base model in --model plus the adapter/ and projector.safetensors that\n"
       "train_captioner wrote into --trained. --model may be a Hugging Face LLaVA / LLaVA-NeXT-Video\n"
       "save_pretrained directory: its processor, prompt format and tokenizer are used, --adapter adds a PEFT\n"
-      "adapter (any rank; the projector too when it carries one, modules_to_save [\"multi_modal_projector\"]),\n"
+      "adapter (r 4 to 256, a power of 2; the projector too when it carries one, modules_to_save\n"
+      "[\"multi_modal_projector\"]),\n"
       "--trained adds train_captioner's adapter and projector. A VIDEO that is a\n"
       "directory stands for the video files under it (.mp4 .mkv .webm .mov .avi, at any depth, in path\n"
       "order). Prints path<TAB>caption per video, one line each (a caption's newlines, tabs and backslashes\n"
@@ -568,7 +569,15 @@ demo::DeviceEncoder device_encoder([[maybe_unused]] const DeviceSettings& settin
 // adapter (--adapter, or --trained's adapter/) at whatever rank it was trained with.
 int caption_hf(const demo::CommandLine& a, const DeviceSettings& settings, const GenerationOptions& generation,
                const fs::path& dir) {
-  if (a.has("trained")) check_trained_on(a, a.str("trained", ""), dir);  // before the model loads (minutes for a 7B)
+  if (a.has("trained")) {
+    check_trained_on(a, a.str("trained", ""), dir);  // before the model loads (minutes for a 7B)
+  } else if (a.has("adapter")) {  // OUT/adapter of a train_captioner run: the whole trained model, checked the same
+    fs::path adapter = fs::path(a.str("adapter", "")).lexically_normal();
+    if (!adapter.has_filename()) adapter = adapter.parent_path();  // (a trailing '/')
+    const fs::path run = adapter.has_parent_path() ? adapter.parent_path() : fs::path(".");
+    if (fs::exists(run / "projector.safetensors") && fs::exists(train::last_checkpoint_path(run)))
+      check_trained_on(a, run, dir);
+  }
   const fs::path cache = writable_cache(a.str(
       "cache", (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache" : fs::path("vidlora_feature_cache"))
                    .string()));

@@ -380,10 +380,17 @@ void print_configuration(const TrainerConfig& c) {
   row("early stopping patience", c.patience, source(c.patience == d.patience, preset + "::patience", "--patience"));
   row("early stopping metric", c.early_stopping_metric,
       source(c.early_stopping_metric == d.early_stopping_metric, "trainer default", "--metric"));
-  row("LoRA r / alpha", fmt::format("{} / {}", P::lora_r, P::lora_alpha),
-      preset + "::lora_r / lora_alpha (lora::max_rank_for_vram, default_alpha)");
-  row("LoRA dropout", c.lora_dropout,
-      source(c.lora_dropout == d.lora_dropout, preset + "::lora_dropout", "(set in code)"));
+  if (c.initial_adapter.empty()) {
+    row("LoRA r / alpha", fmt::format("{} / {}", P::lora_r, P::lora_alpha),
+        preset + "::lora_r / lora_alpha (lora::max_rank_for_vram, default_alpha)");
+    row("LoRA dropout", c.lora_dropout,
+        source(c.lora_dropout == d.lora_dropout, preset + "::lora_dropout", "(set in code)"));
+  } else {  // the adapter's alpha, rsLoRA and dropout replace the preset's (its r must be the preset's)
+    const lora::AdapterSpec spec = lora::load_peft_adapter(c.initial_adapter).spec;
+    const std::string from = "--init-adapter " + c.initial_adapter.string();
+    row("LoRA r / alpha", fmt::format("{} / {}{}", spec.r, spec.lora_alpha, spec.use_rslora ? " (rsLoRA)" : ""), from);
+    row("LoRA dropout", spec.lora_dropout, from);
+  }
   row("LoRA target modules", fmt::format("{}", fmt::join(c.target_modules, ",")),
       source(c.target_modules == d.target_modules, preset + "::target_set", "(set in code)"));
   row("frozen base", c.load_in_4bit ? "NF4 (QLoRA)" : "dense",
@@ -463,8 +470,6 @@ TrainerConfig configure(const demo::Args& a) {
   if (!(c.label_smoothing >= 0.0 && c.label_smoothing < 1.0))
     throw demo::UsageError(fmt::format("option --label-smoothing: {} is not in [0, 1)", c.label_smoothing));
   c.output_dir = a.str("out", defaults::kOut);
-  if (std::error_code ec; fs::exists(c.output_dir, ec) && !fs::is_directory(c.output_dir, ec))
-    throw demo::UsageError(fmt::format("option --out: {} exists and is not a directory", c.output_dir.string()));
   // One line per step where stderr is not a terminal (a log file, a pipe): '\r' updates would pile into one line.
   c.progress_newlines = a.has("log-lines") || !::isatty(STDERR_FILENO);
   c.batch_invariant = !a.has("float32-batches");
@@ -859,6 +864,20 @@ demo::DeviceEncoder train_encoder([[maybe_unused]] const model::ClipVision& visi
 #endif
 }
 
+// The closing line: the files this run left in `out` (no adapter/ after a projector-only run, no val_captions.jsonl
+// without held-out clips).
+void print_outputs(const fs::path& out) {
+  std::vector<std::string> written;
+  for (const auto& [name, what] :
+       std::vector<std::pair<std::string, std::string>>{{"adapter", "adapter/ (PEFT)"},
+                                                        {"projector.safetensors", "projector.safetensors"},
+                                                        {"val_captions.jsonl", "val_captions.jsonl"},
+                                                        {"train_log.jsonl", "train_log.jsonl"},
+                                                        {"curves.svg", "curves.svg"}})
+    if (fs::exists(out / name)) written.push_back(what);
+  fmt::print("outputs in {}: {}\n", out.string(), fmt::join(written, ", "));
+}
+
 int train_main(const demo::Args& a, int argc, char** argv) {
   check_mode_options(a);
   // As the early-stopping metric, the Korean morpheme METEOR needs MeCab's Korean dictionary: said now, before any
@@ -934,15 +953,14 @@ int train_main(const demo::Args& a, int argc, char** argv) {
       config.mfu_peak_tflops =
           demo::check_running_gpu<ActivePreset>("train_captioner", config.device_memory, stdout, true);
 #endif
-    // Before any data is read or clip encoded (hours on a big set): a resume needs its checkpoint.
+    // What can be refused is refused before anything in --out moves (--move-aside) or any clip is encoded (hours on
+    // a big set): an --out that is a file, a resume without its checkpoint, a model directory that is not one, data
+    // without a usable clip.
+    if (std::error_code ec; fs::exists(config.output_dir, ec) && !fs::is_directory(config.output_dir, ec))
+      throw demo::UsageError(fmt::format("option --out: {} exists and is not a directory", config.output_dir.string()));
     if (a.has("resume") && !fs::exists(train::last_checkpoint_path(config.output_dir)))
       throw demo::UsageError(fmt::format("--resume: no checkpoint at {}: nothing to resume (start without --resume)",
                                          train::last_checkpoint_path(config.output_dir).string()));
-    if (!a.has("resume") && ranks.rank() == 0) {
-      if (const auto moved = demo::prepare_output_dir(config.output_dir, a.has("move-aside")); !moved.empty())
-        fmt::print("{}\n", moved);
-    }
-    ranks.barrier("the output directory (rank 0 prepares it)");
     const fs::path model_dir = a.str("model", defaults::kModel);
     const bool hf = demo::model_kind(model_dir) == demo::ModelKind::HuggingFace;
     if (!hf && a.has("prompt"))
@@ -953,6 +971,11 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     fmt::print("{}\n", ds.summary());
     if (ds.train.empty())
       fail("--data {}: no clip to train on (the summary above says what was read and skipped)", data.string());
+    if (!a.has("resume") && ranks.rank() == 0) {
+      if (const auto moved = demo::prepare_output_dir(config.output_dir, a.has("move-aside")); !moved.empty())
+        fmt::print("{}\n", moved);
+    }
+    ranks.barrier("the output directory (rank 0 prepares it)");
     const std::string sampler = config.frame_sampler;
     const int frames = config.num_frames;
     const fs::path cache = a.str("cache", (fs::path(config.output_dir) / "feature_cache").string());
@@ -1050,7 +1073,10 @@ int train_main(const demo::Args& a, int argc, char** argv) {
                  (config.output_dir / "checkpoints" / "last.safetensors").string());
       return 3;
     }
-    if (!r.best) return 0;
+    if (!r.best) {
+      print_outputs(config.output_dir);
+      return 0;
+    }
     // Held-out quality next to the most-frequent-caption baseline.
     std::map<std::string, int> freq;
     for (const auto& c : ds.train) ++freq[c.caption];
@@ -1099,15 +1125,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     for (std::size_t k = 0; k < std::min<std::size_t>(5, r.best->captions.size()); ++k)
       fmt::print("  {}: {}\n    reference: {}\n", ds.val[r.best->clip_index[k]].id, r.best->captions[k],
                  ds.val[r.best->clip_index[k]].caption);
-    std::vector<std::string> written;  // what this run left (no adapter/ after a projector-only run, ...)
-    for (const auto& [name, what] :
-         std::vector<std::pair<std::string, std::string>>{{"adapter", "adapter/ (PEFT)"},
-                                                          {"projector.safetensors", "projector.safetensors"},
-                                                          {"val_captions.jsonl", "val_captions.jsonl"},
-                                                          {"train_log.jsonl", "train_log.jsonl"},
-                                                          {"curves.svg", "curves.svg"}})
-      if (fs::exists(config.output_dir / name)) written.push_back(what);
-    fmt::print("outputs in {}: {}\n", config.output_dir.string(), fmt::join(written, ", "));
+    print_outputs(config.output_dir);
     return 0;
   }
 }

@@ -148,6 +148,27 @@ TEST_CASE("LoraConfig fields that change the adapter's math are refused by name"
   refused("layers_to_transform", "first", {"layers_to_transform"});
   // A module the config does not select but that has tensors.
   refused("exclude_modules", {"up_proj"}, {"model.layers.0.mlp.up_proj", "does not select it"});
+  // What PEFT itself refuses: no peft_type; layers_to_transform beside a regular expression.
+  refused("peft_type", nullptr, {"peft_type", "missing"});
+  refused("layers_to_transform", {0}, {"layers_to_transform", "regular expression"});
+  refused("init_lora_weights", "loftq", {"init_lora_weights", "changes the base weights"});
+  refused("init_lora_weights", "warm", {"init_lora_weights", "not an initialisation vidlora knows"});
+}
+
+TEST_CASE("initialisations that set only lora_A and lora_B are plain LoRA adapters", "[lora][peft]") {
+  for (const char* how : {"gaussian", "orthogonal", "eva"}) {
+    EditedAdapter a(kDir + "/regex_exclude", std::string("init_") + how,
+                    [&](nlohmann::json& c) { c["init_lora_weights"] = how; });
+    CAPTURE(how);
+    CHECK(lora::load_peft_adapter(a.dir).modules.size() > 0);
+  }
+}
+
+TEST_CASE("an adapter saved as a PyTorch pickle is refused naming the file and the fix", "[lora][peft][errors]") {
+  EditedAdapter a(kDir + "/regex_exclude", "pickle", [](nlohmann::json&) {});
+  std::filesystem::rename(a.dir / "adapter_model.safetensors", a.dir / "adapter_model.bin");
+  CHECK_THROWS_WITH(lora::load_peft_adapter(a.dir),
+                    Contains("adapter_model.bin (a PyTorch pickle") && Contains("safe_serialization=True"));
 }
 
 TEST_CASE("a run-time rank dispatches to its compile-time LoraLinear and others are refused", "[lora][rank]") {

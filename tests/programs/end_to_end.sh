@@ -54,6 +54,9 @@ check "interrupted run says how to resume" bash -c 'grep -A1 "continue with:" in
 check "interrupted run wrote a checkpoint" test -f out/checkpoints/last.safetensors
 check "interrupted run wrote no adapter" test ! -e out/adapter
 check "interrupted run printed no results table" bash -c '! grep -q "held-out clips" interrupted.out'
+run 1 no_clips_move_aside "$bin/train_captioner" --data data_unusable --model model --out out --move-aside
+check "a run refused for its data moves nothing aside" \
+  bash -c 'test -f out/checkpoints/last.safetensors && ! ls -d out.previous-* 2>/dev/null'
 
 run 1 other_sampler "${train[@]}" --resume --sampler motion
 check "a resume with another --sampler is refused, naming it" \

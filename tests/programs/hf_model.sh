@@ -113,6 +113,10 @@ check "caption refuses --trained with another base model, naming both" \
   grep -q "out was trained on another base model than --model hfcopy" other_model.err
 run 0 other_model_allowed "$bin/caption" --model hfcopy --trained out --allow-other-model --cache cache --frames 2 \
   --max-new-tokens 6 "${clips[0]}"
+run 1 other_model_adapter "$bin/caption" --model hfcopy --adapter out/adapter/ --cache cache --frames 2 \
+  --max-new-tokens 6 "${clips[0]}"
+check "... and so does --adapter OUT/adapter of that run (it carries the trained projector: the whole model)" \
+  grep -q "out was trained on another base model than --model hfcopy" other_model_adapter.err
 
 # generation_config.json sets caption's generation as transformers' generate() takes it: sampling, reproducible for a
 # seed, each video its own draws; the options override it; what vidlora does not do is refused naming it; editing it

@@ -106,6 +106,10 @@ TEST_CASE("training continues from an adapter made with PEFT in Python: its fact
   CHECK(saved.spec.r == 8);
   CHECK(saved.spec.lora_alpha == 24.0);
   CHECK_FALSE(saved.spec.use_rslora);
+  // ... and its lora_dropout (0 there, 0.05 in the preset), as PEFT continuing the adapter would train.
+  REQUIRE(presets::Cpu::lora_dropout != 0.0);
+  CHECK(t.config().lora_dropout == 0.0);
+  CHECK(saved.spec.lora_dropout == 0.0);
   fs::remove_all(c.output_dir);
 }
 

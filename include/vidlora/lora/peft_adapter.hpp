@@ -171,8 +171,9 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
     const auto it = c.find(key);
     return it == c.end() || it->is_null() ? nullptr : &*it;
   };
-  if (const auto* t = get("peft_type"); t && *t != "LORA")
-    throw bad(fmt::format("peft_type {} is not LORA", t->dump()));
+  const auto* type = get("peft_type");
+  if (!type) throw bad("\"peft_type\" is missing (PEFT cannot load it either)");
+  if (*type != "LORA") throw bad(fmt::format("peft_type {} is not LORA", type->dump()));
   // LoraConfig fields that change what the adapter computes and that vidlora does not implement.
   const auto refuse_true = [&](const char* key, std::string_view why) {
     if (const auto* v = get(key); v && *v != false)
@@ -191,11 +192,16 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
         "velora_config", "monteclora_config", "kasa_config"})
     if (const auto* p = get(key); p && !(p->is_array() && p->empty()) && !(p->is_object() && p->empty()))
       throw bad(fmt::format("{} {} is not supported", key, p->dump()));
-  if (const auto* init = get("init_lora_weights"); init && init->is_string() && *init != "gaussian")
-    throw bad(
-        fmt::format("init_lora_weights {} is not supported (it changes the base weights the adapter was "
-                    "trained against)",
-                    init->dump()));
+  // How lora_A / lora_B started: "gaussian", "orthogonal" and "eva" set only them (the adapter is plain LoRA over
+  // the base weights); PiSSA, OLoRA, CorDA and LoftQ also rewrite the base weights it was trained against.
+  if (const auto* init = get("init_lora_weights"); init && init->is_string()) {
+    const std::string how = init->get<std::string>();
+    if (how != "gaussian" && how != "orthogonal" && how != "eva")
+      throw bad(fmt::format("init_lora_weights {} is not supported ({})", init->dump(),
+                            how.starts_with("pissa") || how == "olora" || how == "corda" || how == "loftq"
+                                ? "it changes the base weights the adapter was trained against"
+                                : "not an initialisation vidlora knows"));
+  }
   if (const auto* b = get("bias"); b && *b != "none")
     throw bad(fmt::format("bias {} is not supported (trained biases in the base layers; only \"none\")", b->dump()));
 
@@ -250,6 +256,10 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
     else
       throw bad("\"layers_pattern\" is neither a string nor a list of strings");
   }
+  if (spec.target_regex && !spec.layers_to_transform.empty())
+    throw bad(
+        "\"layers_to_transform\" with a regular expression as \"target_modules\" (PEFT refuses it too: the "
+        "expression alone selects the modules)");
   // Compile the patterns now: a bad one is an error about this file.
   try {
     (void)spec.targets();
@@ -336,6 +346,10 @@ inline void save_peft_adapter(const std::filesystem::path& dir, const PeftAdapte
 inline PeftAdapter load_peft_adapter(const std::filesystem::path& dir) {
   PeftAdapter adapter;
   adapter.spec = detail::parse_adapter_config(dir / kAdapterConfigName);
+  require(std::filesystem::exists(dir / kAdapterWeightsName) || !std::filesystem::exists(dir / "adapter_model.bin"),
+          "PEFT adapter '{}': it has adapter_model.bin (a PyTorch pickle, which vidlora does not read) and no {}: save "
+          "it with save_pretrained(..., safe_serialization=True), PEFT's default",
+          dir.string(), kAdapterWeightsName);
   const auto file = io::SafetensorsFile::open(dir / kAdapterWeightsName);
   const std::string source = file.source();
   constexpr std::string_view kA = ".lora_A.weight", kB = ".lora_B.weight";

@@ -199,6 +199,14 @@ inline bool empty_file(const fs::path& p) {
   return fs::is_regular_file(p, ec) && fs::file_size(p, ec) == 0 && !ec;
 }
 
+// The parser's message without its "; last read: '…'" tail, which quotes the file's raw bytes (invalid UTF-8 in a
+// summary line makes tools treat the whole log as binary).
+inline std::string parse_problem(const nlohmann::json::exception& e) {
+  std::string what = e.what();
+  if (const auto at = what.find("; last read:"); at != std::string::npos) what.resize(at);
+  return what;
+}
+
 // The JSON in `p`, or nullopt with `problem` saying why (cannot be opened; the parser's line, column and reason).
 inline std::optional<nlohmann::json> read_json_file(const fs::path& p, std::string& problem) {
   std::ifstream in(p, std::ios::binary);
@@ -209,7 +217,7 @@ inline std::optional<nlohmann::json> read_json_file(const fs::path& p, std::stri
   try {
     return nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
-    problem = e.what();
+    problem = parse_problem(e);
     return std::nullopt;
   }
 }
@@ -219,7 +227,7 @@ inline std::optional<nlohmann::json> parse_json_line(const std::string& line, st
   try {
     return nlohmann::json::parse(line);
   } catch (const nlohmann::json::exception& e) {
-    problem = e.what();
+    problem = parse_problem(e);
     return std::nullopt;
   }
 }

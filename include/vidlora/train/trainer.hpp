@@ -133,7 +133,7 @@ class Trainer {
   template <model::TensorSource S>
   Trainer(TrainerConfig config, const model::DecoderConfig& decoder_config, const S& weights, ProjectorT projector,
           TextCodec codec, FeatureFn features, Comm comm = Comm{})
-      : config_(std::move(config)),
+      : config_(with_initial_adapter(std::move(config))),
         decoder_(decoder_config, weights, decoder_options(config_)),
         projector_(std::move(projector)),
         codec_(std::move(codec)),
@@ -224,7 +224,10 @@ class Trainer {
       if (fresh_stage && total > 0) {  // (the first step with lr > 0 comes at once unless the stage has no such step)
         long k = 0;
         while (k < total && lr_of(k) == 0.0) ++k;
-        if (k == total)
+        if (k == total && st.learning_rate == 0.0)
+          say(fmt::format("warning: {} has learning rate 0: its {} step{} train nothing", st.name, total,
+                          total == 1 ? "" : "s"));
+        else if (k == total)
           say(fmt::format(
               "warning: {} has {} optimizer step{} and its learning rate is 0 at each ({} warmup step{}): it trains "
               "nothing; more clips or epochs, or a smaller batch × accumulation, give it steps",
@@ -365,6 +368,13 @@ class Trainer {
     std::size_t cap = 0;
     if constexpr (Backend::on_device) cap = presets::memory_cap_bytes<P>(c.device_memory);
     return train::decoder_step_settings(c.precision, cap, c.offload_checkpoints);
+  }
+
+  // TrainerConfig::initial_adapter's lora_dropout replaces the preset's (as its alpha and rsLoRA do, decoder_options):
+  // PEFT continuing the adapter trains with it, and the adapter written at the end says it.
+  static TrainerConfig with_initial_adapter(TrainerConfig c) {
+    if (!c.initial_adapter.empty()) c.lora_dropout = lora::load_peft_adapter(c.initial_adapter).spec.lora_dropout;
+    return c;
   }
 
   static model::DecoderOptions decoder_options(const TrainerConfig& c) {
