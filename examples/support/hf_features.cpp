@@ -1,5 +1,7 @@
 // The video half of the programs' Hugging Face model path (hf_model.hpp): FFmpeg sampling at the video's own
 // size, then the checkpoint's processor preprocessing and its CLIP tower (+ LLaVA-NeXT-Video's pooling).
+#include <fmt/format.h>
+
 #include <vidlora/model/clip_vision.hpp>
 #include <vidlora/model/frame_encoder.hpp>
 #include <vidlora/model/projector.hpp>
@@ -23,7 +25,11 @@ vidlora::Matrix hf_clip_features(const std::filesystem::path& video, const std::
   so.scene.threads = 1;
   so.scene.min_scene_len = 3;
   return vidlora::video::with_sampling_policy(sampler, [&](auto policy) {
-    const auto sampled = vidlora::video::Sampler<decltype(policy)>(so).sample(video);
+    const auto sampling = vidlora::video::Sampler<decltype(policy)>(so).sample_with_report(video);
+    if (sampling.report.short_video)  // the model sees fewer frames than it was asked to (and than a run trained on)
+      fmt::print(stderr, "\nnote: {} has {} frames, fewer than the {} asked: all {} are used\n", video.string(),
+                 sampling.report.frame_count, frames, sampling.report.frame_count);
+    const auto& sampled = sampling.frames;
     const auto pixels = vidlora::video::clip_preprocess(sampled, preprocessing);
     vidlora::Matrix f = encoder.features(pixels.data, pixels.frames);
     if (pool_stride > 1) f = vidlora::model::spatial_average_pool(f, encoder.config().grid(), pool_stride);

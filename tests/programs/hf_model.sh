@@ -81,6 +81,9 @@ run 1 two_projectors "$bin/caption" --model "$hf" --trained out --adapter other_
   "${clips[0]}"
 check "an --adapter projector unlike --trained's is refused, naming both" \
   grep -q "other_adapter carries a projector (modules_to_save) that differs from out/projector.safetensors" two_projectors.err
+run 0 short_clip "$bin/caption" --model "$hf" --frames 500 --max-new-tokens 6 "${clips[0]}"
+check "a clip with fewer frames than --frames is said to use all it has" \
+  grep -q "note: ${clips[0]} has [0-9]* frames, fewer than the 500 asked: all [0-9]* are used" short_clip.err
 run 0 base "$bin/caption" --model "$hf" --frames 2 --max-new-tokens 6 "${clips[0]}"
 check "caption captions with the bare checkpoint too" grep -q "^${clips[0]}	" base.out
 run 1 bad_video "$bin/caption" --model "$hf" --frames 2 --max-new-tokens 6 "${clips[0]}" missing.mp4
