@@ -459,6 +459,10 @@ std::optional<AdapterOnDisk> read_adapter(const std::optional<fs::path>& adapter
   AdapterOnDisk a{*adapter_dir, lora::load_peft_adapter(*adapter_dir), {}};
   require(lora::is_supported_rank(a.adapter.spec.r), "PEFT adapter {}: r = {} is not one of vidlora's ranks ({})",
           a.dir.string(), a.adapter.spec.r, fmt::join(lora::kSupportedRanks, ", "));
+  for (const auto& [module, w] : a.adapter.modules)  // LoraLinear's bound (PEFT allows a larger r; tiny models only)
+    require(a.adapter.spec.r <= std::min(w.A.cols(), w.B.rows()),
+            "PEFT adapter {}: r = {} is above min(in {}, out {}) of {}; vidlora's LoRA layers take r <= min(in, out)",
+            a.dir.string(), a.adapter.spec.r, w.A.cols(), w.B.rows(), module);
   model::Mlp2xGelu carried = projector;
   const bool carries = train::load_projector_from_adapter(a.dir, a.adapter, carried);
   a.options = model::decoder_options_for(a.adapter, config, {}, model::SavedModules::loaded_by_caller);

@@ -84,6 +84,32 @@ check "an --adapter projector unlike --trained's is refused, naming both" \
 run 0 short_clip "$bin/caption" --model "$hf" --frames 500 --max-new-tokens 6 "${clips[0]}"
 check "a clip with fewer frames than --frames is said to use all it has" \
   grep -q "note: ${clips[0]} has [0-9]* frames, fewer than the 500 asked: all [0-9]* are used" short_clip.err
+# An adapter of r 16 on this 16-wide model (k_proj / v_proj are 8 out): PEFT takes r > min(in, out), vidlora's LoRA
+# layers do not; refused before any clip is encoded, naming the module and the adapter.
+python3 - <<'EOF'
+import json, os, struct
+os.makedirs("rank16", exist_ok=True)
+raw = open("out/adapter/adapter_model.safetensors", "rb").read()
+header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+header.pop("__metadata__", None)
+out, blob = {}, b""
+for k, v in sorted(header.items()):
+    if ".lora_" not in k:
+        continue
+    shape = [16, v["shape"][1]] if ".lora_A." in k else [v["shape"][0], 16]
+    n = 4 * shape[0] * shape[1]
+    out[k] = {"dtype": "F32", "shape": shape, "data_offsets": [len(blob), len(blob) + n]}
+    blob += bytes(n)
+h = json.dumps(out).encode()
+h += b" " * (-len(h) % 8)
+open("rank16/adapter_model.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + blob)
+cfg = json.load(open("out/adapter/adapter_config.json"))
+cfg.update(r=16, lora_alpha=32, modules_to_save=None)
+json.dump(cfg, open("rank16/adapter_config.json", "w"))
+EOF
+run 1 rank16 "$bin/caption" --model "$hf" --adapter rank16 --frames 2 --max-new-tokens 6 "${clips[0]}"
+check "an adapter whose r is above a layer's min(in, out) is refused naming the module" \
+  grep -q "PEFT adapter rank16: r = 16 is above min(in 16, out 8) of model.language_model.layers.0.self_attn.k_proj" rank16.err
 run 0 base "$bin/caption" --model "$hf" --frames 2 --max-new-tokens 6 "${clips[0]}"
 check "caption captions with the bare checkpoint too" grep -q "^${clips[0]}	" base.out
 run 1 bad_video "$bin/caption" --model "$hf" --frames 2 --max-new-tokens 6 "${clips[0]}" missing.mp4
