@@ -7,7 +7,8 @@
 // load_in_4bit; the search on the host), at the preset's device precision or --precision's, under the memory cap.
 //
 // Prints one line per video on stdout: path<TAB>caption, a backslash, newline, carriage return or tab in either as
-// \\, \n, \r, \t (and, with --jsonl FILE, one JSON object per video into FILE, the text as it is). A video that cannot be captioned is reported on stderr and the others go on; the exit status
+// \\, \n, \r, \t (and, with --jsonl FILE, one JSON object per video into FILE, the text as it is). A video that
+// cannot be captioned is reported on stderr and the others go on; the exit status
 // is then 1. Progress (clips done, rate, ETA) goes to stderr: an updating line on a terminal, else one line per clip.
 #include <unistd.h>
 

@@ -386,7 +386,7 @@ void print_configuration(const TrainerConfig& c) {
     row("LoRA dropout", c.lora_dropout,
         source(c.lora_dropout == d.lora_dropout, preset + "::lora_dropout", "(set in code)"));
   } else {  // the adapter's alpha, rsLoRA and dropout replace the preset's (its r must be the preset's)
-    const lora::AdapterSpec spec = lora::load_peft_adapter(c.initial_adapter).spec;
+    const lora::AdapterSpec spec = lora::read_adapter_spec(c.initial_adapter);
     const std::string from = "--init-adapter " + c.initial_adapter.string();
     row("LoRA r / alpha", fmt::format("{} / {}{}", spec.r, spec.lora_alpha, spec.use_rslora ? " (rsLoRA)" : ""), from);
     row("LoRA dropout", spec.lora_dropout, from);

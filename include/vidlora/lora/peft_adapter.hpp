@@ -331,6 +331,12 @@ inline void save_peft_adapter(const std::filesystem::path& dir, const AdapterSpe
   io::write_file_atomically(dir / kAdapterConfigName, config);
 }
 
+// adapter_config.json alone, checked as load_peft_adapter checks it (no tensor is read): what a caller needs before it
+// builds the layers the factors go into (r, alpha, rsLoRA, dropout).
+inline AdapterSpec read_adapter_spec(const std::filesystem::path& dir) {
+  return detail::parse_adapter_config(dir / kAdapterConfigName);
+}
+
 inline void save_peft_adapter(const std::filesystem::path& dir, const PeftAdapter& adapter) {
   require(
       adapter.saved_tensors.empty(),
@@ -345,7 +351,7 @@ inline void save_peft_adapter(const std::filesystem::path& dir, const PeftAdapte
 // else is an error naming the key.
 inline PeftAdapter load_peft_adapter(const std::filesystem::path& dir) {
   PeftAdapter adapter;
-  adapter.spec = detail::parse_adapter_config(dir / kAdapterConfigName);
+  adapter.spec = read_adapter_spec(dir);
   require(std::filesystem::exists(dir / kAdapterWeightsName) || !std::filesystem::exists(dir / "adapter_model.bin"),
           "PEFT adapter '{}': it has adapter_model.bin (a PyTorch pickle, which vidlora does not read) and no {}: save "
           "it with save_pretrained(..., safe_serialization=True), PEFT's default",

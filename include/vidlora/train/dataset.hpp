@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -207,6 +208,17 @@ inline std::string parse_problem(const nlohmann::json::exception& e) {
   return what;
 }
 
+// JSON from `source` (a stream or a string), or nullopt with the parser's reason (line, column) in `problem`.
+template <class Source>
+std::optional<nlohmann::json> parse_json(Source&& source, std::string& problem) {
+  try {
+    return nlohmann::json::parse(std::forward<Source>(source));
+  } catch (const nlohmann::json::exception& e) {
+    problem = parse_problem(e);
+    return std::nullopt;
+  }
+}
+
 // The JSON in `p`, or nullopt with `problem` saying why (cannot be opened; the parser's line, column and reason).
 inline std::optional<nlohmann::json> read_json_file(const fs::path& p, std::string& problem) {
   std::ifstream in(p, std::ios::binary);
@@ -214,22 +226,7 @@ inline std::optional<nlohmann::json> read_json_file(const fs::path& p, std::stri
     problem = "cannot be opened";
     return std::nullopt;
   }
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    problem = parse_problem(e);
-    return std::nullopt;
-  }
-}
-
-// One manifest line's JSON, or nullopt with the parser's reason in `problem`.
-inline std::optional<nlohmann::json> parse_json_line(const std::string& line, std::string& problem) {
-  try {
-    return nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception& e) {
-    problem = parse_problem(e);
-    return std::nullopt;
-  }
+  return parse_json(in, problem);
 }
 
 inline void sort_by_id(std::vector<Clip>& clips) {
@@ -348,7 +345,7 @@ inline Dataset read_manifest(const fs::path& manifest, const DatasetOptions& opt
     ++dataset.labels_seen;
     const std::string where = fmt::format("{}:{}", manifest.filename().string(), number);
     std::string problem;
-    const auto parsed = detail::parse_json_line(line, problem);
+    const auto parsed = detail::parse_json(line, problem);
     if (!parsed || !parsed->is_object() || !parsed->contains("video") || !(*parsed)["video"].is_string()) {
       dataset.skipped.add(SkipReason::UnreadableJson, where,
                           parsed ? "needs an object with a string \"video\"" : problem);

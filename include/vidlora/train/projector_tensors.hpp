@@ -58,13 +58,20 @@ inline ProjectorTensors projector_tensors(model::Linear& l) {
   return t;
 }
 
+// The projector's tensors by `prefix` + HF name (multi_modal_projector.linear_1.weight …).
+template <class P>
+io::TensorMap projector_tensor_map(P& projector, std::string_view prefix = {}) {
+  io::TensorMap t;
+  const ProjectorTensors pt = projector_tensors(projector);
+  for (const auto& [name, m] : pt.weights) t.emplace(std::string(prefix) + name, io::TensorData::from_matrix(*m));
+  for (const auto& [name, v] : pt.biases) t.emplace(std::string(prefix) + name, io::TensorData::from_vector(*v));
+  return t;
+}
+
 // Writes the projector's weights with HF key names (multi_modal_projector.linear_1.weight …).
 template <class P>
 void save_projector(const std::filesystem::path& path, P& projector) {
-  io::TensorMap t;
-  const ProjectorTensors pt = projector_tensors(projector);
-  for (const auto& [name, m] : pt.weights) t.emplace(name, io::TensorData::from_matrix(*m));
-  for (const auto& [name, v] : pt.biases) t.emplace(name, io::TensorData::from_vector(*v));
+  const io::TensorMap t = projector_tensor_map(projector);
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
   io::write_safetensors(path, t, {{"format", "pt"}});
 }
@@ -114,12 +121,7 @@ inline constexpr std::string_view kAdapterProjectorPrefix = "model.";
 // The projector's tensors as a PEFT adapter's modules_to_save tensors (lora::save_peft_adapter's `saved`).
 template <class P>
 io::TensorMap projector_adapter_tensors(P& projector) {
-  io::TensorMap t;
-  const ProjectorTensors pt = projector_tensors(projector);
-  const std::string prefix(kAdapterProjectorPrefix);
-  for (const auto& [name, m] : pt.weights) t.emplace(prefix + name, io::TensorData::from_matrix(*m));
-  for (const auto& [name, v] : pt.biases) t.emplace(prefix + name, io::TensorData::from_vector(*v));
-  return t;
+  return projector_tensor_map(projector, kAdapterProjectorPrefix);
 }
 
 // Sets the projector from the PEFT adapter in `dir` (`adapter`: lora::load_peft_adapter's) where its modules_to_save
@@ -136,17 +138,19 @@ bool load_projector_from_adapter(const std::filesystem::path& dir, const lora::P
   constexpr std::string_view kModule = "multi_modal_projector.";
   std::string prefix(kAdapterProjectorPrefix);  // what comes before multi_modal_projector. in the file
   const ProjectorTensors pt = projector_tensors(projector);
-  std::vector<std::string> ours;
-  for (const auto& [name, m] : pt.weights) ours.push_back(name);
-  for (const auto& [name, v] : pt.biases) ours.push_back(name);
-  for (const auto& name : pt.absent_biases) ours.push_back(name);
+  std::vector<std::string> present;  // the tensors the projector has (a bias-free one has no bias tensors)
+  for (const auto& [name, m] : pt.weights) present.push_back(name);
+  for (const auto& [name, v] : pt.biases) present.push_back(name);
+  const auto named = [](const std::vector<std::string>& names, const std::string& n) {
+    return std::find(names.begin(), names.end(), n) != names.end();
+  };
   std::set<std::string> in_file;
   for (std::size_t i = 0; i < adapter.saved_tensors.size(); ++i) {
     const std::string& t = adapter.saved_tensors[i];
     const auto at = t.find(kModule);
     const std::string before = at == std::string::npos ? std::string() : t.substr(0, at);
     const bool projector_tensor = at != std::string::npos && (before.empty() || before == kAdapterProjectorPrefix) &&
-                                  std::find(ours.begin(), ours.end(), t.substr(at)) != ours.end();
+                                  (named(present, t.substr(at)) || named(pt.absent_biases, t.substr(at)));
     require(projector_tensor,
             "PEFT adapter '{}': modules_to_save [{}] saves '{}', which vidlora does not train (it trains LoRA and the "
             "multi_modal_projector only): a model without it would not be the one the adapter was trained with",
@@ -162,10 +166,8 @@ bool load_projector_from_adapter(const std::filesystem::path& dir, const lora::P
             "false)",
             dir.string(), name);
   std::set<std::string> selected;  // the projector's tensors modules_to_save selects
-  for (const auto& name : ours)
-    if (std::find(pt.absent_biases.begin(), pt.absent_biases.end(), name) == pt.absent_biases.end() &&
-        lora::saved_module_tensor(adapter.spec, prefix + name))
-      selected.insert(name);
+  for (const auto& name : present)
+    if (lora::saved_module_tensor(adapter.spec, prefix + name)) selected.insert(name);
   for (const auto& name : selected)
     require(in_file.count(name) == 1,
             "PEFT adapter '{}': modules_to_save [{}] selects the projector's {}, but {} has no tensor {}{} (PEFT "

@@ -373,7 +373,7 @@ class Trainer {
   // TrainerConfig::initial_adapter's lora_dropout replaces the preset's (as its alpha and rsLoRA do, decoder_options):
   // PEFT continuing the adapter trains with it, and the adapter written at the end says it.
   static TrainerConfig with_initial_adapter(TrainerConfig c) {
-    if (!c.initial_adapter.empty()) c.lora_dropout = lora::load_peft_adapter(c.initial_adapter).spec.lora_dropout;
+    if (!c.initial_adapter.empty()) c.lora_dropout = lora::read_adapter_spec(c.initial_adapter).lora_dropout;
     return c;
   }
 
@@ -384,7 +384,7 @@ class Trainer {
     o.lora.seed = c.seed;
     o.gradient_checkpointing = c.gradient_checkpointing;
     if (!c.initial_adapter.empty()) {
-      const lora::AdapterSpec spec = lora::load_peft_adapter(c.initial_adapter).spec;
+      const lora::AdapterSpec spec = lora::read_adapter_spec(c.initial_adapter);
       require(spec.r == P::lora_r,
               "Trainer: initial_adapter '{}' has r {}, but preset {} trains r {}: continue it with a preset of rank {}",
               c.initial_adapter.string(), spec.r, P::name, P::lora_r, spec.r);
