@@ -7,9 +7,10 @@
 // load_in_4bit; the search on the host), at the preset's device precision or --precision's, under the memory cap.
 //
 // Prints one line per video on stdout: path<TAB>caption, a backslash, newline, carriage return or tab in either as
-// \\, \n, \r, \t (and, with --jsonl FILE, one JSON object per video into FILE, the text as it is). A video that
-// cannot be captioned is reported on stderr and the others go on; the exit status
-// is then 1. Progress (clips done, rate, ETA) goes to stderr: an updating line on a terminal, else one line per clip.
+// \\, \n, \r, \t and the other line breaks as one_line.hpp says (and, with --jsonl FILE, one JSON object per
+// video into FILE, the text as it is). A video that cannot be captioned is reported on stderr and the others go on;
+// the exit status is then 1. Progress (clips done, rate, ETA) goes to stderr: an updating line on a terminal, else
+// one line per clip.
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,6 +48,7 @@
 
 #include "demo_common.hpp"
 #include "hf_model.hpp"
+#include "one_line.hpp"
 #if defined(VIDLORA_CAPTION_ON_CUDA)
 #include <vidlora/model/cuda/cuda_mlp2x_gelu.cuh>
 #include <vidlora/train/cuda/decoder_step.cuh>
@@ -73,12 +75,14 @@ demo::CommandLine command_line() {
       "[\"multi_modal_projector\"]),\n"
       "--trained adds train_captioner's adapter and projector. A VIDEO that is a\n"
       "directory stands for the video files under it (.mp4 .mkv .webm .mov .avi, at any depth, in path\n"
-      "order). Prints path<TAB>caption per video, one line each (a caption's newlines, tabs and backslashes\n"
-      "as \\n, \\t and \\\\; --jsonl keeps them); errors and progress go to stderr. With HF_DIR, its\n"
-      "generation_config.json sets the generation as in transformers' generate() (sampling, penalties, EOS ids);\n"
-      "the options below override it. A GPU preset's build\n"
+      "order). Prints path<TAB>caption per video, one line each (a caption's line breaks, tabs and\n"
+      "backslashes escaped: \\n, \\t, \\\\, ...; --jsonl keeps them); errors and progress go to stderr.\n"
+      "With HF_DIR, its generation_config.json sets the generation as in transformers' generate()\n"
+      "(sampling, penalties, EOS ids); the options below override it. A GPU preset's build\n"
       "(built with nvcc) encodes the frames and generates on the GPU; the Cpu preset's runs on the CPU (a 7B\n"
-      "model: about 28 GB of host memory for its fp32 weights, minutes per clip).",
+      "model: about 28 GB of host memory for its fp32 weights, minutes per clip).\n"
+      "FFmpeg's own log lines are off (its last error for a video is part of the error naming the video);\n"
+      "VIDLORA_FFMPEG_LOG=error|warning|info|debug shows them.",
       {
           text("model", "DIR", "base model directory: the demo's, or a Hugging Face LLaVA one (default demo_model)"),
           text("trained", "DIR", "train_captioner's output directory (default vidlora_out; optional with HF_DIR)"),
@@ -214,23 +218,6 @@ void check_writable_output(const fs::path& file) {
   }
   throw demo::UsageError(fmt::format("option --jsonl: {} cannot be written: cannot create a file in {} ({})",
                                      file.string(), dir.string(), std::strerror(errno)));
-}
-
-// A field of stdout's path<TAB>caption lines: a backslash, newline, carriage return or tab written as \\, \n, \r, \t,
-// so that every video is one line whatever its caption holds (models write newlines); --jsonl keeps the text as is.
-std::string one_line(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (const char c : text) {
-    switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default: out += c;
-    }
-  }
-  return out;
 }
 
 // Progress on stderr: one updating line on a terminal, else one line per clip (logs); `what` names the pass.
@@ -418,7 +405,7 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, c
     try {
       const std::string text = caption_of(v, feats(v));
       if (progress && terminal) fmt::print(stderr, "\r\033[K");
-      fmt::print("{}\t{}\n", one_line(v), one_line(text));
+      fmt::print("{}\t{}\n", demo::one_line(v), demo::one_line(text));
       std::fflush(stdout);
       jsonl += nlohmann::json{{"video", v}, {"caption", text}}.dump(-1, ' ', false,
                                                                     nlohmann::json::error_handler_t::replace) +
@@ -695,6 +682,7 @@ int main(int argc, char** argv) {
       fmt::print("{}", cli.usage());
       return 0;
     }
+    demo::capture_ffmpeg_log();
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
     return caption_main(cli);

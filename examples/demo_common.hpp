@@ -45,6 +45,11 @@ namespace demo {
 
 namespace fs = std::filesystem;
 
+// examples/support/demo_features.cpp: FFmpeg's own log lines on stderr only from the level VIDLORA_FFMPEG_LOG names
+// (quiet, panic, fatal — the default —, error, warning, info, verbose, debug); its last error for a video is part of
+// the program's error for that video either way (video::capture_ffmpeg_log).
+void capture_ffmpeg_log();
+
 // examples/support/demo_features.cpp: sampler + CLIP preprocessing + encoder (+ pooling), then, when
 // change_pool_stride > 0, the tokens of the clip's largest change pooled by it.
 vidlora::Matrix clip_features(const std::filesystem::path& video, const std::string& sampler, int frames,

@@ -88,14 +88,17 @@ bool is_early_stopping_metric(const std::string& name) {
                                             [&](const auto& s) { return s.name == name; });
 }
 
-// --data as the program reads it: a .jsonl manifest, an AI-Hub tree (labels/ + videos/, or train/ and val/ ones), or
-// a directory with manifest.jsonl and no labels/ (that manifest); a directory with both is read as a tree, saying so.
+// --data as the program reads it: a .jsonl manifest, an AI-Hub tree (labels/ + videos/, or train/ and val/ ones), a
+// directory with manifest.jsonl and no labels/ (that manifest), or else an AI-Hub download as unpacked (its
+// Dataset::layout is printed once read); a directory with a tree and manifest.jsonl is read as a tree, saying so.
 fs::path dataset_source(const fs::path& data) {
   std::error_code ec;
   const fs::path manifest = data / "manifest.jsonl";
   if (!fs::is_directory(data, ec) || !fs::is_regular_file(manifest, ec)) return data;
-  const bool tree = fs::is_directory(data / "labels", ec) ||
-                    (fs::is_directory(data / "train", ec) && fs::is_directory(data / "val", ec));
+  const bool tree =
+      fs::is_directory(data / "labels", ec) ||
+      (fs::is_directory(data / "train", ec) && fs::is_directory(data / "val", ec) &&
+       (fs::is_directory(data / "train" / "labels", ec) || fs::is_directory(data / "val" / "labels", ec)));
   if (!tree) return manifest;
   fmt::print("data: reading the AI-Hub tree in {} (labels/, videos/), not its manifest.jsonl (--data {} reads that)\n",
              data.string(), manifest.string());
@@ -118,6 +121,13 @@ constexpr double kStage0Lr = 3e-3;
 constexpr const char* kPositions = "clip_init";
 }  // namespace defaults
 
+// How --data is read: the held-out fraction, and --caption-field.
+train::DatasetOptions dataset_options(const demo::Args& a) {
+  return {.val_fraction = a.real("val-fraction", defaults::kValFraction),
+          .seed = 0,
+          .caption_field = a.str("caption-field", "")};
+}
+
 demo::CommandLine command_line() {
   using namespace demo;
   const TrainerConfig d = TrainerConfig::from_preset<ActivePreset>();
@@ -128,13 +138,16 @@ demo::CommandLine command_line() {
       "       train_captioner --stage0 --data DIR --model NEW_DIR        demo only: tokenizer, tiny decoder, random "
       "ViT\n"
       "\n"
-      "DIR for --data: an AI-Hub directory (labels/*.json + videos/), a manifest FILE.jsonl, or a directory with\n"
-      "manifest.jsonl and no labels/ (a directory with both reads labels/ and says so).\n"
+      "DIR for --data: an AI-Hub directory (labels/*.json + videos/), a manifest FILE.jsonl, a directory with\n"
+      "manifest.jsonl and no labels/ (a directory with both reads labels/ and says so), or an AI-Hub download\n"
+      "as unpacked (Training/ and Validation/ with label JSON and videos in folders at any depth).\n"
       "DIR for --model: a Hugging Face LLaVA / LLaVA-NeXT-Video save_pretrained directory (with its processor),\n"
       "trained with the preset's recipe (on the GPU in a GPU preset's build, else on the CPU), or the demo's\n"
       "(--stage0).\n"
       "Outputs in --out: adapter/ (PEFT), projector.safetensors, val_captions.jsonl, train_log.jsonl, curves.svg,\n"
-      "checkpoints/ (last + best). Ctrl-C saves a checkpoint and stops (exit 130); --resume continues.",
+      "checkpoints/ (last + best). Ctrl-C saves a checkpoint and stops (exit 130); --resume continues.\n"
+      "FFmpeg's own log lines are off (its last error for a video is part of the error naming the video);\n"
+      "VIDLORA_FFMPEG_LOG=error|warning|info|debug shows them.",
       {
           flag("dry-run", "print the configuration (with where each value comes from) and exit"),
           flag("stage0", "demo only: build the model directory --model from the captions in --data"),
@@ -142,6 +155,10 @@ demo::CommandLine command_line() {
                fmt::format("the preset this binary was built for: {} (others: shown with --dry-run only)",
                            ActivePreset::name)),
           text("data", "DIR", fmt::format("training data (default {})", defaults::kData)),
+          text("caption-field", "FIELD",
+               "where the labels keep the caption, instead of a \"caption\" field: a JSON pointer\n"
+               "(/annotations/0/description) or a field name (description); a label without one is skipped,\n"
+               "the summary naming the text it holds"),
           text("model", "DIR",
                fmt::format("model directory: a Hugging Face LLaVA / LLaVA-NeXT-Video one, or the demo's "
                            "(default {}; written by --stage0)",
@@ -268,7 +285,7 @@ const std::set<std::string>& stage0_only_options() {
   return names;
 }
 const std::set<std::string>& stage0_also_reads() {
-  static const std::set<std::string> names{"stage0", "data", "model", "val-fraction", "preset"};
+  static const std::set<std::string> names{"stage0", "data", "model", "val-fraction", "preset", "caption-field"};
   return names;
 }
 
@@ -297,6 +314,11 @@ void check_mode_options(const demo::Args& a) {
   if (const double f = a.real("val-fraction", defaults::kValFraction); !(f >= 0.0 && f < 1.0))
     throw demo::UsageError(
         fmt::format("option --val-fraction: {} is not in [0, 1) (the held-out share; 1 leaves no training clips)", f));
+  try {
+    train::detail::check_options(dataset_options(a));
+  } catch (const vidlora::Error& e) {
+    throw demo::UsageError(fmt::format("option --caption-field: {}", e.what()));
+  }
   if (a.has("resume") && a.has("move-aside"))
     throw demo::UsageError(
         "--resume and --move-aside contradict each other: --resume continues the run in --out, --move-aside moves "
@@ -545,8 +567,8 @@ int stage0(const demo::Args& a) {
     throw demo::UsageError(fmt::format("--change-pool {} does not divide the {}x{} patch grid", change_pool,
                                        image_size / patch, image_size / patch));
   fs::create_directories(out);
-  const auto ds =
-      train::read_dataset(data, {.val_fraction = a.real("val-fraction", defaults::kValFraction), .seed = 0});
+  const auto ds = train::read_dataset(data, dataset_options(a));
+  if (!ds.layout.empty()) fmt::print("data: read as {}\n", ds.layout);
   fmt::print("stage 0: {}\n", ds.summary());
   // 1. SentencePiece tokenizer on the train captions only.
   {
@@ -966,8 +988,8 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     if (!hf && a.has("prompt"))
       throw demo::UsageError(
           fmt::format("--prompt applies to a Hugging Face model directory; {} is the demo's", model_dir.string()));
-    const auto ds =
-        train::read_dataset(data, {.val_fraction = a.real("val-fraction", defaults::kValFraction), .seed = 0});
+    const auto ds = train::read_dataset(data, dataset_options(a));
+    if (!ds.layout.empty()) fmt::print("data: read as {}\n", ds.layout);
     fmt::print("{}\n", ds.summary());
     if (ds.train.empty())
       fail("--data {}: no clip to train on (the summary above says what was read and skipped)", data.string());
@@ -1141,6 +1163,7 @@ int main(int argc, char** argv) {
       fmt::print("{}", cli.usage());
       return 0;
     }
+    demo::capture_ffmpeg_log();
     if (!cli.rest.empty()) throw demo::UsageError(fmt::format("unexpected argument '{}'", cli.rest.front()));
     return train_main(cli, argc, argv);
   } catch (const demo::UsageError& e) {

@@ -1,10 +1,27 @@
 // The video half of the demo programs (FFmpeg sampling and frozen CLIP features), compiled once for both.
+#include <fmt/format.h>
+
 #include <vidlora/train/video_features.hpp>
+#include <vidlora/core/error.hpp>
+#include <vidlora/video/ffmpeg.hpp>
 #include <vidlora/video/policy_table.hpp>
 
+#include <cstdlib>
 #include <string>
+#include <string_view>
 
 namespace demo {
+
+void capture_ffmpeg_log() {
+  const char* env = std::getenv("VIDLORA_FFMPEG_LOG");
+  const std::string_view name = env && *env ? env : "fatal";
+  static constexpr std::pair<std::string_view, int> kLevels[] = {
+      {"quiet", AV_LOG_QUIET},     {"panic", AV_LOG_PANIC}, {"fatal", AV_LOG_FATAL},     {"error", AV_LOG_ERROR},
+      {"warning", AV_LOG_WARNING}, {"info", AV_LOG_INFO},   {"verbose", AV_LOG_VERBOSE}, {"debug", AV_LOG_DEBUG}};
+  for (const auto& [level_name, level] : kLevels)
+    if (name == level_name) return vidlora::video::capture_ffmpeg_log(level);
+  vidlora::fail("VIDLORA_FFMPEG_LOG={}: not one of quiet, panic, fatal, error, warning, info, verbose, debug", name);
+}
 
 vidlora::Matrix clip_features(const std::filesystem::path& video, const std::string& sampler, int frames,
                               const vidlora::model::FrameEncoder& encoder, int pool_stride, int change_pool_stride) {
@@ -13,9 +30,13 @@ vidlora::Matrix clip_features(const std::filesystem::path& video, const std::str
   so.threads = 1;
   so.scene.threads = 1;
   so.scene.min_scene_len = 3;  // the demo clips' scenes are short (docs/data.md)
+  vidlora::video::SamplingReport report;
   vidlora::Matrix f = vidlora::video::with_sampling_policy(sampler, [&](auto policy) {
-    return vidlora::train::video_clip_features<decltype(policy)>(video, so, encoder, pool_stride);
+    return vidlora::train::video_clip_features<decltype(policy)>(video, so, encoder, pool_stride, &report);
   });
+  if (report.short_video)  // the model sees fewer frames than it was asked to (and than a run trained on)
+    fmt::print(stderr, "\nnote: {} has {} frames, fewer than the {} asked: all {} are used\n", video.string(),
+               report.frame_count, frames, report.frame_count);
   if (change_pool_stride == 0) return f;
   const vidlora::Matrix change = vidlora::train::video_change_features(video, so, encoder, change_pool_stride);
   vidlora::Matrix both(f.rows() + change.rows(), f.cols());

@@ -8,6 +8,8 @@
 #include <vidlora/core/error.hpp>
 #include <vidlora/core/matrix.hpp>
 #include <vidlora/core/rng.hpp>
+#include <vidlora/core/rounding.hpp>
+#include <vidlora/core/parallel.hpp>
 #include <vidlora/core/memory_stats.hpp>
 #include <vidlora/core/caching_allocator.hpp>
 #include <vidlora/core/host_upstream.hpp>

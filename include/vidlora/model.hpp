@@ -20,6 +20,7 @@
 #include <vidlora/model/decoder_model_steps.hpp>
 #include <vidlora/model/decoder_step_memory.hpp>
 #include <vidlora/model/generation.hpp>
+#include <vidlora/model/generation_config.hpp>
 #include <vidlora/model/decoder.hpp>
 #include <vidlora/model/decoder_host_weights.hpp>
 #include <vidlora/model/decoder_weights_export.hpp>
@@ -27,6 +28,7 @@
 #include <vidlora/model/projector.hpp>
 #include <vidlora/model/splice.hpp>
 #include <vidlora/model/clip_vision.hpp>
+#include <vidlora/model/frame_encoder.hpp>
 #include <vidlora/model/llava_model.hpp>
 #include <vidlora/model/llava_processor.hpp>
 #include <vidlora/model/random_weights.hpp>

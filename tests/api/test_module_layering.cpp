@@ -109,3 +109,53 @@ TEST_CASE("the cycle finder reports a cycle with the files that make it", "[api]
   const std::string cycle = find_cycle(graph);
   CHECK(cycle.find("c -> a (vidlora/c/z.hpp includes vidlora/a/x.hpp)") != std::string::npos);
 }
+
+// Every header of a module is reachable from the module's umbrella header (include/vidlora/<module>.hpp), following
+// #include <vidlora/...> lines, so the docs' "#include <vidlora/model.hpp>" offers what each module page lists. The
+// headers a separate CMake target brings are the exceptions (each named here with its target).
+TEST_CASE("each module's umbrella header reaches every header of the module", "[api][layering]") {
+  const fs::path root = fs::path(VIDLORA_SOURCE_DIR) / "include";
+  const std::regex include(R"(^\s*#\s*include\s*<(vidlora/[^>]+)>)");
+  const auto includes_of = [&](const std::string& header) {
+    std::vector<std::string> out;
+    std::ifstream in(root / header);
+    std::string line;
+    while (std::getline(in, line)) {
+      std::smatch m;
+      if (std::regex_search(line, m, include)) out.push_back(m[1]);
+    }
+    return out;
+  };
+  const std::map<std::string, std::string> own_target{
+      {"vidlora/eval/mecab_tokenizer.hpp", "vidlora::mecab"},
+      {"vidlora/eval/mecab_eojeol_memo.hpp", "vidlora::mecab"},
+      {"vidlora/comm/mpi.hpp", "vidlora::mpi"},
+  };
+  std::size_t modules = 0, checked = 0;
+  for (const auto& dir : fs::directory_iterator(root / "vidlora")) {
+    if (!dir.is_directory()) continue;
+    const std::string module = dir.path().filename().string();
+    const std::string umbrella = "vidlora/" + module + ".hpp";
+    REQUIRE(fs::exists(root / umbrella));
+    ++modules;
+    std::set<std::string> reached{umbrella};
+    std::vector<std::string> todo{umbrella};
+    while (!todo.empty()) {
+      const std::string h = todo.back();
+      todo.pop_back();
+      for (const auto& next : includes_of(h))
+        if (fs::exists(root / next) && reached.insert(next).second) todo.push_back(next);
+    }
+    for (const auto& entry : fs::directory_iterator(dir.path())) {  // the module's own headers (not cuda/, detail/)
+      if (!entry.is_regular_file() || entry.path().extension() != ".hpp") continue;
+      const std::string header = fs::relative(entry.path(), root).generic_string();
+      if (own_target.count(header)) continue;
+      ++checked;
+      INFO(umbrella << " does not reach " << header);
+      CHECK(reached.count(header) == 1);
+    }
+  }
+  CHECK(modules >= 12);
+  CHECK(checked >= 150);
+  for (const auto& [header, target] : own_target) CHECK(fs::exists(root / header));
+}

@@ -155,6 +155,58 @@ TEST_CASE("LoraConfig fields that change the adapter's math are refused by name"
   refused("init_lora_weights", "warm", {"init_lora_weights", "not an initialisation vidlora knows"});
 }
 
+TEST_CASE("adapter_config.json fields are PEFT's LoraConfig fields or off", "[lora][peft][reference][errors]") {
+  // tools/reference/peft_config_fields.py: dataclasses.fields(LoraConfig) of PEFT 0.21.2.
+  const nlohmann::json f = vidlora::test::load_fixture("lora/peft_lora_config_fields.json");
+  CHECK(f["versions"]["peft"] == std::string(lora::kPeftFormatVersion));
+  std::set<std::string> ours;
+  for (std::string_view rest = lora::kLoraConfigFields; !rest.empty();) {
+    const auto space = rest.find(' ');
+    ours.emplace(rest.substr(0, space));
+    rest = space == std::string_view::npos ? std::string_view() : rest.substr(space + 1);
+  }
+  CHECK(ours == f["fields"].get<std::set<std::string>>());
+  for (const auto& name : f["fields"]) CHECK(lora::lora_config_field(name.get<std::string>()));
+  for (const auto& name : f["written"]) CHECK(lora::lora_config_field(name.get<std::string>()));
+  CHECK_FALSE(lora::lora_config_field("lora"));  // whole names only
+  CHECK_FALSE(lora::lora_config_field("r "));
+  CHECK_FALSE(lora::lora_config_field(""));
+  // Every feature flag of the release is off at null, false or empty: the rule for fields vidlora does not know.
+  for (const auto& [key, value] : f["off_values"].items()) {
+    CAPTURE(key);
+    CHECK((value.is_null() || value == false || (value.is_structured() && value.empty())));
+  }
+  // PEFT drops a field it does not know, with a warning; vidlora refuses it when it is set.
+  CHECK(f["unknown_field"]["kept"] == false);
+  CHECK_THAT(f["unknown_field"]["warnings"][0].get<std::string>(), Contains("vidlora_unknown_field"));
+  const std::string src = kDir + "/regex_exclude";
+  const auto base = lora::load_peft_adapter(src);
+  for (const nlohmann::json& value : {nlohmann::json(true), nlohmann::json(1), nlohmann::json("yes"),
+                                      nlohmann::json({1}), nlohmann::json({{"k", 1}})}) {
+    EditedAdapter a(src, "unknown_set", [&](nlohmann::json& c) { c["use_future_lora"] = value; });
+    CAPTURE(value.dump());
+    try {
+      (void)lora::load_peft_adapter(a.dir);
+      FAIL("accepted");
+    } catch (const Error& e) {
+      CHECK_THAT(e.what(), Contains("adapter_config.json") && Contains("\"use_future_lora\" = " + value.dump()) &&
+                               Contains("PEFT 0.21.2") && Contains("remove it"));
+    }
+  }
+  for (const nlohmann::json& value : {nlohmann::json(nullptr), nlohmann::json(false), nlohmann::json::array(),
+                                      nlohmann::json::object(), nlohmann::json("")}) {
+    EditedAdapter a(src, "unknown_off", [&](nlohmann::json& c) {
+      c["use_future_lora"] = value;
+      c["runtime_config"] = {{"ephemeral_gpu_offload", false}};  // known (PEFT drops it with a warning)
+    });
+    CAPTURE(value.dump());
+    const auto loaded = lora::load_peft_adapter(a.dir);
+    CHECK(loaded.spec.r == base.spec.r);
+    CHECK(loaded.spec.lora_alpha == base.spec.lora_alpha);
+    CHECK(loaded.spec.target_regex == base.spec.target_regex);
+  }
+}
+
 TEST_CASE("initialisations that set only lora_A and lora_B are plain LoRA adapters", "[lora][peft]") {
   for (const char* how : {"gaussian", "orthogonal", "eva"}) {
     EditedAdapter a(kDir + "/regex_exclude", std::string("init_") + how,

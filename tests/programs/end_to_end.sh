@@ -31,6 +31,25 @@ run 0 stage0_manifest "$bin/train_captioner" --stage0 --data data_manifest --mod
   --image-size 32
 check "a data directory with manifest.jsonl and no labels/ reads the manifest" \
   grep -q "stage 0: [0-9]* train + [0-9]* val clips; read 12 labels, none skipped" stage0_manifest.out
+# The same clips as an AI-Hub download is unpacked: labels and videos in Training / Validation folders at any depth.
+i=0
+for label in data/labels/*.json; do
+  side=1.Training && [[ $i -ge 9 ]] && side=2.Validation
+  prefix=T && [[ $i -ge 9 ]] && prefix=V
+  stem=$(basename "$label" .json)
+  mkdir -p "download/01.데이터/$side/라벨링데이터/${prefix}L_도형" "download/01.데이터/$side/원천데이터/${prefix}S_도형"
+  cp "$label" "download/01.데이터/$side/라벨링데이터/${prefix}L_도형/"
+  cp data/videos/"$stem".* "download/01.데이터/$side/원천데이터/${prefix}S_도형/"
+  i=$((i + 1))
+done
+run 2 caption_field_bad "$bin/train_captioner" --stage0 --data download --model model_download --caption-field '/a/~2'
+check "a --caption-field that is not a JSON pointer is a usage error" \
+  grep -q "option --caption-field: dataset: caption_field '/a/~2' is not a JSON pointer" caption_field_bad.err
+run 0 stage0_download "$bin/train_captioner" --stage0 --data download --model model_download --stage0-epochs 1 \
+  --image-size 32 --caption-field /caption/korean
+check "an unpacked AI-Hub download is read from its folders, split by Training / Validation, saying so" \
+  bash -c 'grep -q "data: read as an AI-Hub download: labels and videos found in the folders below download, split by its Training and Validation folders" stage0_download.out &&
+           grep -q "stage 0: 9 train + 3 val clips; read 12 labels, none skipped" stage0_download.out'
 train=("$bin/train_captioner" --data data --model model --out out --epochs1 1 --epochs2 1 --val-fraction 0.25 --log-lines)
 
 # Refused before any data is read or anything written: a --resume with no checkpoint (a fresh run into the same --out
@@ -118,6 +137,21 @@ check "caption prints the good video's caption on stdout" grep -q "^$video	" cap
 check "caption keeps errors off stdout" bash -c '! grep -q missing.mp4 caption.out'
 check "caption reports the bad video on stderr" grep -q "missing.mp4" caption.err
 check "caption writes the JSONL" grep -q '"caption"' captions.jsonl
+run 0 caption_short "$bin/caption" --model model --trained out --frames 500 "$video"
+check "a clip with fewer frames than --frames is said to use all it has (demo model)" \
+  grep -q "note: $video has [0-9]* frames, fewer than the 500 asked: all [0-9]* are used" caption_short.err
+# A damaged video: FFmpeg's own lines stay off the output, its last error is part of the program's error for the clip;
+# VIDLORA_FFMPEG_LOG shows its lines again, and a level it does not know is an error naming it.
+tail -c +2000 "$video" >nohead.mp4
+run 1 caption_damaged "$bin/caption" --model model --trained out nohead.mp4
+check "a damaged video's error carries FFmpeg's own message, and FFmpeg prints nothing itself" \
+  bash -c 'grep -q "nohead.mp4: video file nohead.mp4: not a readable video (.*; FFmpeg: .*)" caption_damaged.err &&
+           ! grep -q "^\[mov" caption_damaged.err'
+VIDLORA_FFMPEG_LOG=error run 1 caption_damaged_log "$bin/caption" --model model --trained out nohead.mp4
+check "VIDLORA_FFMPEG_LOG=error shows FFmpeg's lines" grep -q "^\[mov" caption_damaged_log.err
+VIDLORA_FFMPEG_LOG=loud run 1 caption_bad_log "$bin/caption" --model model --trained out "$video"
+check "an unknown VIDLORA_FFMPEG_LOG is an error naming it" \
+  grep -q "VIDLORA_FFMPEG_LOG=loud: not one of quiet, panic, fatal, error, warning, info, verbose, debug" caption_bad_log.err
 # A directory stands for its video files, at any depth, in path order; one without any is a usage error.
 mkdir -p folder/inner empty_folder && cp "$video" folder/b.mp4 && cp "$video" folder/inner/a.MP4 && touch folder/notes.txt
 run 0 caption_dir "$bin/caption" --model model --trained out folder

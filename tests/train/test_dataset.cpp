@@ -98,7 +98,8 @@ TEST_CASE("demo clips read back through the AI-Hub reader with bad labels counte
                           Catch::Contains("labels/broken.json: unreadable JSON ([json.exception.parse_error") &&
                           Catch::Contains("labels/orphan.json: missing video (videos/orphan.mp4)") &&
                           Catch::Contains("labels/blank.json: empty caption") &&
-                          Catch::Contains("labels/english_only.json: no caption (no caption.korean)"));
+                          Catch::Contains(
+                              "labels/english_only.json: no caption (no caption.korean; its text: /caption/english)"));
 
   std::map<std::string, train::Clip> clips;
   for (const auto* part : {&data.train, &data.val})
@@ -238,11 +239,267 @@ TEST_CASE("train and val folders give the split when both exist", "[train][datas
   CHECK(hashed.val.size() == 2);
 }
 
+// A label JSON with a Korean caption (the release's nesting), and `extra` fields.
+std::string download_label(const std::string& caption, const std::string& extra = "") {
+  return R"({"annotations": [{"caption": {"korean": ")" + caption + "\"}}]" + extra + "}";
+}
+
+std::vector<std::string> ids_of(const std::vector<train::Clip>& clips) {
+  std::vector<std::string> ids;
+  for (const auto& c : clips) ids.push_back(c.id);
+  return ids;
+}
+
+TEST_CASE("an AI-Hub download as unpacked is read from its folders at any depth", "[train][dataset]") {
+  TempDir dir("download");
+  const fs::path t = dir.path / "01.데이터" / "1.Training", v = dir.path / "01.데이터" / "2.Validation";
+  const auto label = [](const std::string& caption, const std::string& extra = "") {
+    return download_label(caption, extra);
+  };
+  write_file(t / "라벨링데이터" / "TL_도시" / "a1.json", label("도시 하나", R"(, "video_name": "a1.mp4")"));
+  write_file(t / "원천데이터" / "TS_도시" / "a1.mp4", "x");
+  write_file(t / "라벨링데이터" / "TL_도시" / "a2.json", label("도시 둘"));  // found by its stem, any letter case
+  write_file(t / "원천데이터" / "TS_도시" / "A2.MP4", "x");
+  write_file(t / "라벨링데이터" / "TL_도시" / "dup.json", label("학습 쪽"));
+  write_file(t / "원천데이터" / "TS_도시" / "dup.mp4", "x");
+  write_file(t / "라벨링데이터" / "TL_도시" / "empty.json", label("빈 영상"));
+  write_file(t / "원천데이터" / "TS_도시" / "empty.mp4", "");
+  write_file(t / "라벨링데이터" / "TL_도시" / "lost.json", label("영상 없음"));
+  // Numbered per category: the video in the label's mirrored folder.
+  write_file(t / "라벨링데이터" / "TL_자연" / "0001.json", label("자연 0001"));
+  write_file(t / "라벨링데이터" / "TL_도시" / "0001.json", label("도시 0001"));
+  write_file(t / "원천데이터" / "TS_자연" / "0001.mp4", "x");
+  write_file(t / "원천데이터" / "TS_도시" / "0001.mp4", "x");
+  // Two videos of one name that no folder tells apart: ambiguous.
+  write_file(t / "라벨링데이터" / "TL_자연" / "amb.json", label("둘 중 하나"));
+  write_file(t / "원천데이터" / "TS_자연" / "a" / "amb.mp4", "x");
+  write_file(t / "원천데이터" / "TS_자연" / "b" / "amb.mp4", "x");
+  // A Windows path, and another extension than the name given.
+  write_file(t / "라벨링데이터" / "TL_도시" / "w.json",
+             label("윈도 경로", R"(, "file_name": "원천데이터\\TS_도시\\w_clip.mp4")"));
+  write_file(t / "원천데이터" / "TS_도시" / "w_clip.mp4", "x");
+  write_file(t / "라벨링데이터" / "TL_도시" / "e.json", label("다른 확장자", R"(, "file_name": "e_clip.avi")"));
+  write_file(t / "원천데이터" / "TS_도시" / "e_clip.MOV", "x");
+  write_file(v / "라벨링데이터" / "VL_도시" / "v1.json", label("검증 하나"));
+  write_file(v / "원천데이터" / "VS_도시" / "v1.mp4", "x");
+  write_file(v / "라벨링데이터" / "VL_도시" / "dup.json", label("검증 쪽"));  // the same stem in both splits
+  write_file(v / "원천데이터" / "VS_도시" / "dup.mp4", "x");
+  // A Validation label whose video is only on the Training side (its archive not unpacked): never paired.
+  write_file(v / "라벨링데이터" / "VL_도시" / "cross.json", label("교차"));
+  write_file(t / "원천데이터" / "TS_도시" / "cross.mp4", "x");
+  // What a macOS zip leaves beside the files, a stray JSON at the top, and a Test folder: not clips.
+  write_file(t / "라벨링데이터" / "TL_도시" / "._a1.json", "\x00\x05\x16\x07");
+  write_file(dir.path / "__MACOSX" / "x.json", label("숨은 것"));
+  write_file(dir.path / "__MACOSX" / "x.mp4", "x");
+  write_file(dir.path / "dataset_info.json", R"({"name": "배경영상"})");
+  write_file(dir.path / "3.Test" / "TL_도시" / "t1.json", label("평가"));
+  write_file(dir.path / "3.Test" / "TS_도시" / "t1.mp4", "x");
+  write_file(dir.path / "VS_산.zip", "PK");
+
+  const auto data = train::read_dataset(dir.path);
+  const std::string tl = "01.데이터/1.Training/라벨링데이터/", vl = "01.데이터/2.Validation/라벨링데이터/";
+  CHECK(ids_of(data.train) == std::vector<std::string>{tl + "TL_도시/0001", tl + "TL_도시/a1", tl + "TL_도시/a2",
+                                                       tl + "TL_도시/dup", tl + "TL_도시/e", tl + "TL_도시/w",
+                                                       tl + "TL_자연/0001"});
+  CHECK(ids_of(data.val) == std::vector<std::string>{vl + "VL_도시/dup", vl + "VL_도시/v1"});
+  REQUIRE(data.train.size() == 7);
+  REQUIRE(data.val.size() == 2);
+  const auto video = [&](const std::vector<train::Clip>& clips, const std::string& id) {
+    for (const auto& c : clips)
+      if (c.id == id) return c.video.lexically_relative(dir.path).generic_string();
+    return std::string("(none)");
+  };
+  CHECK(video(data.train, tl + "TL_도시/0001") == "01.데이터/1.Training/원천데이터/TS_도시/0001.mp4");
+  CHECK(video(data.train, tl + "TL_자연/0001") == "01.데이터/1.Training/원천데이터/TS_자연/0001.mp4");
+  CHECK(video(data.train, tl + "TL_도시/dup") == "01.데이터/1.Training/원천데이터/TS_도시/dup.mp4");
+  CHECK(video(data.val, vl + "VL_도시/dup") == "01.데이터/2.Validation/원천데이터/VS_도시/dup.mp4");
+  CHECK(video(data.train, tl + "TL_도시/a2") == "01.데이터/1.Training/원천데이터/TS_도시/A2.MP4");
+  CHECK(video(data.train, tl + "TL_도시/w") == "01.데이터/1.Training/원천데이터/TS_도시/w_clip.mp4");
+  CHECK(video(data.train, tl + "TL_도시/e") == "01.데이터/1.Training/원천데이터/TS_도시/e_clip.MOV");
+  CHECK(data.train[1].caption == "도시 하나");
+  CHECK(data.val[0].caption == "검증 쪽");
+  CHECK(data.labels_seen == 14);  // 10 Training, 3 Validation labels and the stray one; not the Test folder's
+  CHECK(data.skipped.count(train::SkipReason::EmptyVideo) == 1);
+  CHECK(data.skipped.count(train::SkipReason::MissingVideo) == 3);  // lost, cross, dataset_info
+  CHECK(data.skipped.count(train::SkipReason::AmbiguousVideo) == 1);
+  CHECK(data.skipped.total() == 5);
+  train::DatasetOptions all_examples;
+  all_examples.max_skip_examples = 10;
+  const std::string summary = train::read_dataset(dir.path, all_examples).summary();
+  CHECK_THAT(summary, Catch::Contains("1 ambiguous video"));
+  CHECK_THAT(summary, Catch::Contains(tl + "TL_자연/amb.json: ambiguous video (2 videos named amb.mp4: "
+                                           "01.데이터/1.Training/원천데이터/TS_자연/a/amb.mp4, "
+                                           "01.데이터/1.Training/원천데이터/TS_자연/b/amb.mp4)"));
+  CHECK_THAT(summary, Catch::Contains("TL_도시/empty.json: empty video (01.데이터/1.Training/원천데이터/TS_도시/"
+                                      "empty.mp4 has 0 bytes)"));
+  CHECK_THAT(summary, Catch::Contains("TL_도시/lost.json: missing video (no video named lost.mp4 below the data "
+                                      "folder)"));
+  CHECK_THAT(summary, Catch::Contains(vl + "VL_도시/cross.json: missing video (no video named cross.mp4 on its "
+                                           "Validation side; 01.데이터/1.Training/원천데이터/TS_도시/cross.mp4 is on "
+                                           "the other)"));
+  CHECK_THAT(data.layout,
+             Catch::Contains("an AI-Hub download") && Catch::Contains("split by its Training and Validation folders") &&
+                 Catch::Contains("1 label under a Test folder not read") &&
+                 Catch::Contains("1 zip archive not unpacked (VS_산.zip)") && !Catch::Contains("under neither"));
+  // Hash: one pool of the same clips, split by id.
+  const auto hashed = train::read_dataset(dir.path, {.split = train::SplitRule::Hash, .val_fraction = 1.0});
+  CHECK(hashed.train.empty());
+  CHECK(hashed.val.size() == 9);
+  CHECK_THAT(hashed.layout, Catch::Contains("split by the hash of the clip ids (as asked)"));
+  // A clip on neither side while the split is by side goes by the hash, said so; Folders refuses it, naming it.
+  write_file(dir.path / "extra" / "x.json", label("밖"));
+  write_file(dir.path / "extra" / "x.mp4", "x");
+  const auto with_extra = train::read_dataset(dir.path, {.val_fraction = 0.0});
+  CHECK(with_extra.train.size() == 8);
+  CHECK_THAT(with_extra.layout, Catch::Contains("1 clip under neither (or both) split by the hash (extra/x.json)"));
+  CHECK_THROWS_WITH(train::read_dataset(dir.path, {.split = train::SplitRule::Folders}),
+                    Catch::Contains("extra/x.json is under neither a Training nor a Validation folder"));
+  fs::remove_all(dir.path / "extra");
+  // Ids do not depend on the other labels: without the Validation side the Training clips keep theirs.
+  fs::remove_all(v);
+  CHECK_THROWS_WITH(train::read_dataset(dir.path, {.split = train::SplitRule::Folders}),
+                    Catch::Contains("needs labels under a Training and under a Validation folder") &&
+                        Catch::Contains("Training ones only"));
+  const auto auto_split = train::read_dataset(dir.path, {.val_fraction = 0.0});
+  CHECK(ids_of(auto_split.train) == ids_of(data.train));
+  CHECK(auto_split.val.empty());
+  CHECK_THAT(auto_split.layout,
+             Catch::Contains("split by the hash of the clip ids (no label under a Validation folder)"));
+}
+
+TEST_CASE("a download's sides: numbered, hinted and conflicting folder names", "[train][dataset]") {
+  using train::detail::download_side;
+  using S = train::detail::DownloadSide;
+  CHECK(download_side("1.Training/라벨링데이터/TL_a") == S::Train);
+  CHECK(download_side("01.Training/TL_a") == S::Train);
+  CHECK(download_side("1.Train/x") == S::Train);
+  CHECK(download_side("2.Val/x") == S::Val);
+  CHECK(download_side("validation/x") == S::Val);
+  CHECK(download_side("VL_도시") == S::Val);
+  CHECK(download_side("AI학습데이터/2.Validation/VL_a") == S::Val);  // a side named outright wins over a hint
+  CHECK(download_side("AI학습데이터/1.Training") == S::Train);
+  CHECK(download_side("학습데이터/x") == S::Train);  // hints only
+  CHECK(download_side("검증데이터/x") == S::Val);
+  CHECK(download_side("Training_data/validation_set") == S::Conflict);
+  CHECK(download_side("1.Training/VL_a") == S::Conflict);
+  CHECK(download_side("3.Test/TL_a") == S::Test);
+  CHECK(download_side("trains/x") == S::None);  // not a side's name
+  CHECK(download_side("intervals/x") == S::None);
+  CHECK(download_side("") == S::None);
+}
+
+TEST_CASE("a download's folders behind symbolic links are read once, and train/ + val/ may hold a download",
+          "[train][dataset]") {
+  TempDir dir("download_links");
+  const fs::path store = dir.path / "store", root = dir.path / "root";
+  write_file(store / "videos" / "a.mp4", "x");
+  write_file(root / "Training" / "labels_here" / "a.json", download_label("링크 너머"));
+  fs::create_directories(root / "Training");
+  fs::create_directory_symlink(store / "videos", root / "Training" / "원천데이터");
+  fs::create_directory_symlink(root, root / "Training" / "loop");  // a loop: entered once
+  write_file(root / "Validation" / "b.json", download_label("검증"));
+  write_file(root / "Validation" / "b.mp4", "x");
+  const auto data = train::read_dataset(root);
+  REQUIRE(data.train.size() == 1);
+  CHECK(data.train[0].video == root / "Training" / "원천데이터" / "a.mp4");
+  CHECK(data.train[0].id == "Training/labels_here/a");
+  REQUIRE(data.val.size() == 1);
+  CHECK(data.val[0].id == "Validation/b");
+  CHECK(data.labels_seen == 2);
+  // train/ and val/ at the top without labels/ in them: a download too.
+  TempDir tv("download_train_val");
+  write_file(tv.path / "train" / "라벨링데이터" / "x.json", download_label("학습"));
+  write_file(tv.path / "train" / "원천데이터" / "x.mp4", "x");
+  write_file(tv.path / "val" / "라벨링데이터" / "y.json", download_label("검증"));
+  write_file(tv.path / "val" / "원천데이터" / "y.mp4", "x");
+  const auto split = train::read_dataset(tv.path);
+  CHECK(ids_of(split.train) == std::vector<std::string>{"train/라벨링데이터/x"});
+  CHECK(ids_of(split.val) == std::vector<std::string>{"val/라벨링데이터/y"});
+}
+
+TEST_CASE("a label's caption field can be named by a JSON pointer or a field name", "[train][dataset]") {
+  TempDir dir("caption_field");
+  write_file(dir.path / "videos/a.mp4", "x");
+  write_file(dir.path / "videos/b.mp4", "x");
+  write_file(dir.path / "videos/c.mp4", "x");
+  write_file(dir.path / "labels/a.json",
+             R"({"info": {"title": "제목"}, "annotations": [{"desc": "첫 묘사"}, {"desc": "둘째 묘사"}]})");
+  write_file(dir.path / "labels/b.json", R"({"annotations": [{"desc": {"korean": "언어별 묘사", "english": "x"}}]})");
+  write_file(dir.path / "labels/c.json", R"({"annotations": [], "n": 3})");
+  write_file(dir.path / "labels/d.json", "{\"caption\": \"\xB9\xE8\xB0\xE6\"}");  // "배경" in CP949
+  write_file(dir.path / "videos/d.mp4", "x");
+  // The caption rule finds none, and the skip says what text each label holds (JSON pointers).
+  const auto plain = train::read_aihub(dir.path, {.val_fraction = 0.0});
+  CHECK(plain.train.empty());
+  CHECK_THAT(plain.summary(),
+             Catch::Contains("labels/a.json: no caption (no caption.korean; its text: /annotations/0/desc, "
+                             "/annotations/1/desc, /info/title)") &&
+                 Catch::Contains("labels/b.json: no caption (no caption.korean; its text: /annotations/0/desc/english, "
+                                 "/annotations/0/desc/korean)") &&
+                 Catch::Contains("labels/c.json: no caption (no caption.korean; no text in it)") &&
+                 Catch::Contains("labels/d.json: unreadable JSON (") &&
+                 Catch::Contains("the text is not UTF-8 (Korean saved as CP949 / EUC-KR? iconv -f cp949 -t utf-8"));
+  // A field name: the first of that name, depth-first; an object holding the language is read as a caption is.
+  const auto named = train::read_aihub(dir.path, {.val_fraction = 0.0, .caption_field = "desc"});
+  REQUIRE(named.train.size() == 2);
+  CHECK(named.train[0].caption == "첫 묘사");
+  CHECK(named.train[1].caption == "언어별 묘사");
+  CHECK_THAT(named.summary(), Catch::Contains("labels/c.json: no caption (no desc; no text in it)"));
+  // A JSON pointer: that value exactly.
+  const auto pointed = train::read_aihub(dir.path, {.val_fraction = 0.0, .caption_field = "/annotations/1/desc"});
+  REQUIRE(pointed.train.size() == 1);
+  CHECK(pointed.train[0].id == "a");
+  CHECK(pointed.train[0].caption == "둘째 묘사");
+  CHECK(pointed.skipped.count(train::SkipReason::MissingCaption) == 2);  // (and d.json unreadable)
+  CHECK_THAT(pointed.summary(), Catch::Contains("labels/b.json: no caption (no /annotations/1/desc; its text: "));
+  const auto english =
+      train::read_aihub(dir.path, {.val_fraction = 0.0, .language = "english", .caption_field = "/annotations/0/desc"});
+  REQUIRE(english.train.size() == 2);
+  CHECK(english.train[0].caption == "첫 묘사");  // a string is the caption whatever the language
+  CHECK(english.train[1].caption == "x");
+  // Manifests take it too.
+  write_file(dir.path / "m.jsonl", R"({"video": "videos/a.mp4", "text": {"korean": "매니페스트 묘사"}})"
+                                   "\n");
+  const auto manifest = train::read_manifest(dir.path / "m.jsonl", {.val_fraction = 0.0, .caption_field = "/text"});
+  REQUIRE(manifest.train.size() == 1);
+  CHECK(manifest.train[0].caption == "매니페스트 묘사");
+  // An index past any array, or past size_t: no caption, never an exception.
+  const auto huge =
+      train::read_aihub(dir.path, {.val_fraction = 0.0, .caption_field = "/annotations/99999999999999999999999/desc"});
+  CHECK(huge.train.empty());
+  CHECK(huge.skipped.count(train::SkipReason::MissingCaption) == 3);
+  CHECK_THROWS_WITH(train::read_aihub(dir.path, {.caption_field = "/a/~2"}),
+                    Catch::Contains("caption_field '/a/~2' is not a JSON pointer"));
+}
+
+TEST_CASE("a download folder still zipped, or without labels or videos, is refused saying what to do",
+          "[train][dataset][errors]") {
+  TempDir dir("download_zipped");
+  write_file(dir.path / "1.Training" / "TS_도시.zip", "PK");
+  write_file(dir.path / "1.Training" / "TL_도시.zip", "PK");
+  CHECK_THROWS_WITH(train::read_dataset(dir.path),
+                    Catch::Contains("holds 2 zip archives (1.Training/TL_도시.zip, …) and no label JSON files") &&
+                        Catch::Contains("unpack them"));
+  write_file(dir.path / "1.Training" / "TL_도시" / "a.json", R"({"caption": "a"})");
+  CHECK_THROWS_WITH(train::read_dataset(dir.path), Catch::Contains("and no video files outside them"));
+  fs::remove(dir.path / "1.Training" / "TS_도시.zip");
+  fs::remove(dir.path / "1.Training" / "TL_도시.zip");
+  CHECK_THROWS_WITH(train::read_dataset(dir.path),
+                    Catch::Contains("has no labels/ folder and no video files below it"));
+  // Labels and videos in one folder without Training / Validation: a hash split.
+  write_file(dir.path / "1.Training" / "TL_도시" / "a.mp4", "x");
+  const auto data = train::read_dataset(dir.path, {.val_fraction = 0.0});
+  REQUIRE(data.train.size() == 1);
+  CHECK(data.train[0].caption == "a");
+}
+
 TEST_CASE("dataset readers reject a tree without labels and bad options", "[train][dataset][errors]") {
   TempDir dir("errors");
   CHECK_THROWS_WITH(train::read_aihub(dir.path), Catch::Contains("has no labels/ folder"));
   CHECK_THROWS_WITH(train::read_aihub(dir.path / "nope"), Catch::Contains("is not a directory"));
   CHECK_THROWS_WITH(train::read_aihub(dir.path, {.val_fraction = 1.5}), Catch::Contains("val_fraction"));
+  fs::create_directories(dir.path / "train");  // train/ without val/ (not a download: it has labels/)
+  fs::create_directories(dir.path / "labels");
   CHECK_THROWS_WITH(train::read_aihub(dir.path, {.split = train::SplitRule::Folders}), Catch::Contains("train and"));
   CHECK_THROWS_WITH(train::read_manifest(dir.path / "none.jsonl"), Catch::Contains("cannot open manifest"));
 }

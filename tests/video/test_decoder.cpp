@@ -127,6 +127,34 @@ TEST_CASE("bad input files throw vidlora::Error naming the file and the problem"
   CHECK_THAT(msg, Catch::Contains("is a directory"));
 }
 
+TEST_CASE("with the FFmpeg log captured, FFmpeg's own last error is part of the error naming the file",
+          "[video][decoder][errors]") {
+  struct Restore {  // the default callback back for the other tests (their messages are compared without it)
+    ~Restore() {
+      av_log_set_callback(av_log_default_callback);
+      video::detail::ffmpeg_capture_installed = false;
+      video::set_ffmpeg_log_level(AV_LOG_QUIET);
+    }
+  } restore;
+  CHECK(video::ffmpeg_said().empty());  // not installed: nothing to add
+  video::capture_ffmpeg_log(AV_LOG_QUIET);
+  CHECK(av_log_get_level() == AV_LOG_QUIET);
+  // An MP4 cut before its index: FFmpeg says which box is missing; the program's error says it too.
+  const auto msg = error_of([&] { Sampler<Uniform>().sample(test::truncated_without_index()); });
+  CHECK_THAT(msg, Catch::Contains(test::truncated_without_index().string()) &&
+                      Catch::Contains("not a readable video (") && Catch::Contains("; FFmpeg: moov atom not found)"));
+  CHECK(video::ffmpeg_said().empty());  // taken once
+  // A message logged on this thread before a file is opened is not that file's.
+  av_log(nullptr, AV_LOG_ERROR, "an earlier problem\n");
+  const auto other = error_of([&] { Sampler<Uniform>().sample(test::text_as_mp4()); });
+  CHECK_THAT(other, !Catch::Contains("an earlier problem"));
+  // Lines FFmpeg logs in parts are joined; only error-level ones are kept.
+  av_log(nullptr, AV_LOG_ERROR, "part one, ");
+  av_log(nullptr, AV_LOG_ERROR, "part two\n");
+  av_log(nullptr, AV_LOG_WARNING, "a warning\n");
+  CHECK(video::ffmpeg_said() == "; FFmpeg: part one, part two");
+}
+
 TEST_CASE("a file truncated mid-way reports where it broke and keeps the frames before it",
           "[video][decoder][errors]") {
   const auto path = test::truncated_clip();

@@ -35,6 +35,29 @@ inline constexpr std::string_view kPeftKeyPrefix = "base_model.model.";
 // The PEFT release whose adapter_config.json layout save_peft_adapter reproduces.
 inline constexpr std::string_view kPeftFormatVersion = "0.21.2";
 
+// Every field of PEFT 0.21.2's LoraConfig, its PeftConfig base's included (dataclasses.fields; checked against
+// tools/reference/peft_config_fields.py's fixture). adapter_config.json may hold only these, or another field
+// whose value is null, false or empty: what every feature flag and sub-config of that release is when off. PEFT
+// itself drops a field it does not know with a warning; vidlora refuses one that is set, since a newer PEFT's
+// option may change what the adapter computes.
+inline constexpr std::string_view kLoraConfigFields =
+    "task_type peft_type auto_mapping peft_version base_model_name_or_path revision inference_mode r "
+    "target_modules exclude_modules lora_alpha lora_dropout fan_in_fan_out bias use_rslora modules_to_save "
+    "init_lora_weights layers_to_transform layers_pattern rank_pattern alpha_pattern megatron_config "
+    "megatron_core trainable_token_indices loftq_config eva_config corda_config lora_ga_config use_dora "
+    "velora_config alora_invocation_tokens use_qalora qalora_group_size monteclora_config layer_replication "
+    "runtime_config lora_bias target_parameters use_bdlora arrow_config kasa_config ensure_weight_tying";
+
+// Whether `key` is one of kLoraConfigFields.
+constexpr bool lora_config_field(std::string_view key) {
+  for (std::string_view rest = kLoraConfigFields; !rest.empty();) {
+    const auto space = rest.find(' ');
+    if (rest.substr(0, space) == key) return true;
+    rest = space == std::string_view::npos ? std::string_view() : rest.substr(space + 1);
+  }
+  return false;
+}
+
 // The adapter_config.json fields vidlora sets; every other LoraConfig field gets PEFT's default.
 struct AdapterSpec {
   int r = 16;
@@ -174,6 +197,16 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
   const auto* type = get("peft_type");
   if (!type) throw bad("\"peft_type\" is missing (PEFT cannot load it either)");
   if (*type != "LORA") throw bad(fmt::format("peft_type {} is not LORA", type->dump()));
+  for (const auto& [key, value] : c.items()) {
+    const bool off = value.is_null() || value == false || (value.is_structured() && value.empty()) ||
+                     (value.is_string() && value.get_ref<const std::string&>().empty());
+    if (!off && !lora_config_field(key))
+      throw bad(fmt::format(
+          "field \"{}\" = {} is not one of PEFT {}'s LoraConfig, the release vidlora reads (PEFT drops such a field "
+          "with a warning): a newer PEFT's option may change what the adapter computes, so it is refused; remove it "
+          "from the file if you know it does not",
+          key, value.dump(), kPeftFormatVersion));
+  }
   // LoraConfig fields that change what the adapter computes and that vidlora does not implement.
   const auto refuse_true = [&](const char* key, std::string_view why) {
     if (const auto* v = get(key); v && *v != false)

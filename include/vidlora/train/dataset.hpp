@@ -1,7 +1,8 @@
 #pragma once
-// Captioning data sets: the AI-Hub layout (`videos/*.mp4` + `labels/*.json`, one label per clip) and
-// a JSONL manifest (`{"video": path, "caption": text}` per line), split into train/val by folders
-// (`train/`, `val/`) or by a seeded hash of the clip id. Labels that cannot be used (video missing or
+// Captioning data sets: the AI-Hub layout (`videos/*.mp4` + `labels/*.json`, one label per clip), an AI-Hub
+// download as unpacked (label JSON and videos in folders at any depth: `Training/라벨링데이터/TL_…/*.json` beside
+// `Training/원천데이터/TS_…/*.mp4`, and `Validation/…`) and a JSONL manifest (`{"video": path, "caption": text}` per
+// line), split into train/val by folders (`train/`, `val/`; Training / Validation) or by a seeded hash of the clip id. Labels that cannot be used (video missing or
 // empty, unreadable JSON, no or empty caption) are skipped and counted in a SkipReport that names the first
 // few files, never dropped silently and never an exception. Only the file system is touched here; a
 // video that fails to decode is the trainer's to report.
@@ -14,7 +15,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -23,6 +26,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <vidlora/core/error.hpp>
@@ -43,7 +47,7 @@ struct Clip {
 // The video file extensions a data set's clips may have (lower case), in the order a label's stem is tried.
 inline constexpr std::string_view kVideoExtensions[] = {".mp4", ".mkv", ".webm", ".mov", ".avi"};
 
-enum class SkipReason { MissingVideo, UnreadableJson, MissingCaption, EmptyCaption, EmptyVideo };
+enum class SkipReason { MissingVideo, UnreadableJson, MissingCaption, EmptyCaption, EmptyVideo, AmbiguousVideo };
 
 inline std::string_view to_string(SkipReason r) {
   switch (r) {
@@ -52,13 +56,14 @@ inline std::string_view to_string(SkipReason r) {
     case SkipReason::MissingCaption: return "no caption";
     case SkipReason::EmptyCaption: return "empty caption";
     case SkipReason::EmptyVideo: return "empty video";
+    case SkipReason::AmbiguousVideo: return "ambiguous video";
   }
   return "?";
 }
 
 // What was skipped and why: a count per reason and the first `max_examples` entries in full.
 struct SkipReport {
-  std::array<std::size_t, 5> counts{};
+  std::array<std::size_t, 6> counts{};
   std::vector<std::string> examples;  // "labels/x.json: missing video (videos/x.mp4)"
   std::size_t max_examples = 5;
 
@@ -87,8 +92,8 @@ struct SkipReport {
 };
 
 enum class SplitRule {
-  Auto,     // folders when `root/train` and `root/val` exist, else Hash
-  Folders,  // root/train/… and root/val/… (each an AI-Hub tree); a manifest's "split" field
+  Auto,     // folders when `root/train` and `root/val` exist (a download: Training and Validation labels), else Hash
+  Folders,  // root/train/… and root/val/… (each an AI-Hub tree; a download's sides); a manifest's "split" field
   Hash,     // val when hash(seed, clip id) falls under val_fraction: stable as clips come and go
 };
 
@@ -98,6 +103,11 @@ struct DatasetOptions {
   std::uint64_t seed = 0;           // Hash split: different seeds give different, independent splits
   std::string language = "korean";  // the caption object's key to read ("korean", or e.g. "english")
   std::size_t max_skip_examples = 5;
+  // Where a label keeps its caption, instead of a "caption" / "captions" field: a JSON pointer
+  // ("/annotations/0/description": that value) or a field name (the first field of that name, depth-first). The
+  // value is read as a caption is: a string, strings joined by spaces, or an object holding `language`. "": the
+  // caption rule (docs/data.md).
+  std::string caption_field = "";
 };
 
 struct Dataset {
@@ -105,6 +115,7 @@ struct Dataset {
   std::vector<Clip> val;        // sorted by id
   std::size_t labels_seen = 0;  // labels (or manifest records) looked at, skipped ones included
   SkipReport skipped;
+  std::string layout;  // how an AI-Hub download was read (its split, what was left out); "" for the other layouts
   std::string summary() const {
     return fmt::format("{} train + {} val clips; {}", train.size(), val.size(), skipped.summary(labels_seen));
   }
@@ -149,10 +160,13 @@ inline std::optional<std::string> caption_text(const nlohmann::json& v) {
 // The label's caption in `language`: `caption.<language>` at the top level, else the first object
 // named "caption" (or "captions") found depth-first inside objects (keys in sorted order) and arrays
 // (the real release nests it), with the language key or, for a plain string value, the string itself.
-inline std::optional<std::string> find_caption(const nlohmann::json& j, const std::string& language, int depth = 0) {
+// `keys`: the field names to look for ({"caption", "captions"}, or DatasetOptions::caption_field's name).
+inline std::optional<std::string> find_caption(const nlohmann::json& j, const std::string& language,
+                                               const std::vector<std::string>& keys = {"caption", "captions"},
+                                               int depth = 0) {
   if (depth > 6) return std::nullopt;
   if (j.is_object()) {
-    for (const char* key : {"caption", "captions"}) {
+    for (const auto& key : keys) {
       const auto it = j.find(key);
       if (it == j.end()) continue;
       if (it->is_object()) {
@@ -164,11 +178,65 @@ inline std::optional<std::string> find_caption(const nlohmann::json& j, const st
     }
     for (const auto& [k, v] : j.items())
       if (v.is_structured())
-        if (auto found = find_caption(v, language, depth + 1)) return found;
+        if (auto found = find_caption(v, language, keys, depth + 1)) return found;
   } else if (j.is_array()) {
     for (const auto& v : j)
-      if (auto found = find_caption(v, language, depth + 1)) return found;
+      if (auto found = find_caption(v, language, keys, depth + 1)) return found;
   }
+  return std::nullopt;
+}
+
+// JSON pointers to the first `max` non-empty strings in `j`, depth-first (keys in sorted order): what a label
+// that gave no caption holds, so that the user can name its caption's field.
+inline void text_fields(const nlohmann::json& j, const std::string& at, std::vector<std::string>& out, std::size_t max,
+                        int depth = 0) {
+  if (out.size() >= max || depth > 8) return;
+  if (j.is_string()) {
+    if (!j.get_ref<const std::string&>().empty()) out.push_back(at.empty() ? "/" : at);
+  } else if (j.is_object()) {
+    for (const auto& [k, v] : j.items()) {
+      std::string key;
+      for (const char c : k) key += c == '~' ? "~0" : c == '/' ? "~1" : std::string(1, c);
+      text_fields(v, at + "/" + key, out, max, depth + 1);
+    }
+  } else if (j.is_array()) {
+    for (std::size_t i = 0; i < j.size(); ++i) text_fields(j[i], at + "/" + std::to_string(i), out, max, depth + 1);
+  }
+}
+
+// The caption of a label (or a manifest line) as `options` says, or nullopt with `missing` saying what was looked
+// for and which text fields the label has.
+inline std::optional<std::string> label_caption(const nlohmann::json& j, const DatasetOptions& options,
+                                                std::string& missing) {
+  std::optional<std::string> caption;
+  const std::string& field = options.caption_field;
+  if (field.empty()) {
+    caption = find_caption(j, options.language);
+  } else if (field.starts_with("/")) {
+    try {  // (the pointer was checked by check_options; a label may still not have its path, or an index too big)
+      const nlohmann::json::json_pointer pointer(field);
+      if (j.contains(pointer)) {
+        const nlohmann::json& v = j.at(pointer);
+        if (v.is_object()) {
+          if (const auto lang = v.find(options.language); lang != v.end()) caption = caption_text(*lang);
+        } else {
+          caption = caption_text(v);
+        }
+      }
+    } catch (const nlohmann::json::exception&) {
+      caption.reset();
+    }
+  } else {
+    caption = find_caption(j, options.language, {field});
+  }
+  if (caption) return caption;
+  std::vector<std::string> fields;
+  text_fields(j, "", fields, 6);
+  const bool more = fields.size() > 5;
+  if (more) fields.pop_back();
+  missing = fmt::format("no {}{}", field.empty() ? "caption." + options.language : field,
+                        fields.empty() ? std::string("; no text in it")
+                                       : fmt::format("; its text: {}{}", fmt::join(fields, ", "), more ? ", …" : ""));
   return std::nullopt;
 }
 
@@ -202,9 +270,12 @@ inline bool empty_file(const fs::path& p) {
 
 // The parser's message without its "; last read: '…'" tail, which quotes the file's raw bytes (invalid UTF-8 in a
 // summary line makes tools treat the whole log as binary).
+// A file that is not UTF-8 (Korean text saved as CP949 / EUC-KR, as Windows tools do) is said to be so, with the fix.
 inline std::string parse_problem(const nlohmann::json::exception& e) {
   std::string what = e.what();
   if (const auto at = what.find("; last read:"); at != std::string::npos) what.resize(at);
+  if (what.find("ill-formed UTF-8") != std::string::npos)
+    what += "; the text is not UTF-8 (Korean saved as CP949 / EUC-KR? iconv -f cp949 -t utf-8 converts it)";
   return what;
 }
 
@@ -233,6 +304,23 @@ inline void sort_by_id(std::vector<Clip>& clips) {
   std::sort(clips.begin(), clips.end(), [](const Clip& a, const Clip& b) { return a.id < b.id; });
 }
 
+// The file names a label's video may have: the one it gives (its last part, after '/' or '\'), that name's stem with
+// each video extension, then the label's stem with each.
+inline std::vector<std::string> video_names(const std::string& named, const std::string& label_stem) {
+  std::vector<std::string> names;
+  if (!named.empty()) {
+    const std::string base =
+        named.substr(named.find_last_of("/\\") == std::string::npos ? 0 : named.find_last_of("/\\") + 1);
+    if (!base.empty()) {
+      names.push_back(base);
+      const std::string stem = fs::path(base).stem().string();
+      for (const std::string_view ext : kVideoExtensions) names.push_back(stem + std::string(ext));
+    }
+  }
+  for (const std::string_view ext : kVideoExtensions) names.push_back(label_stem + std::string(ext));
+  return names;
+}
+
 // Reads one AI-Hub tree (root/labels/*.json, videos under root/videos) into `out`.
 inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options, std::vector<Clip>& out,
                             Dataset& dataset) {
@@ -256,10 +344,10 @@ inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options,
     clip.id = file.stem().string();
     clip.source = file;
     // The video: the name the label gives, else the label's stem with a video extension.
-    const std::string named = string_field(*j, {"file_name", "video_name", "filename", "video_file"});
     std::vector<fs::path> candidates;
-    if (!named.empty()) candidates.push_back(videos / fs::path(named).filename());
-    for (const std::string_view ext : kVideoExtensions) candidates.push_back(videos / (clip.id + std::string(ext)));
+    for (const auto& name :
+         video_names(string_field(*j, {"file_name", "video_name", "filename", "video_file"}), clip.id))
+      candidates.push_back(videos / name);
     const auto found = std::find_if(candidates.begin(), candidates.end(), usable_file);
     if (found == candidates.end()) {
       const auto empty = std::find_if(candidates.begin(), candidates.end(), empty_file);
@@ -272,9 +360,10 @@ inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options,
       continue;
     }
     clip.video = *found;
-    const auto caption = find_caption(*j, options.language);
+    std::string missing;
+    const auto caption = label_caption(*j, options, missing);
     if (!caption) {
-      dataset.skipped.add(SkipReason::MissingCaption, where, "no caption." + options.language);
+      dataset.skipped.add(SkipReason::MissingCaption, where, missing);
       continue;
     }
     clip.caption = trim(*caption);
@@ -293,21 +382,280 @@ inline void hash_split(std::vector<Clip>& all, const DatasetOptions& options, Da
     (in_validation(c.id, options.seed, options.val_fraction) ? dataset.val : dataset.train).push_back(std::move(c));
 }
 
+// The side of an AI-Hub download a folder is on. AI-Hub ships Training/ and Validation/ (also "1.Training",
+// "01.Training"), their archives prefixed TS_/TL_ (training sources / labels) and VS_/VL_ (validation).
+enum class DownloadSide { None, Train, Val, Test, Conflict };
+
+inline std::string lower_ascii(std::string s) {
+  for (char& c : s)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return s;
+}
+
+// A folder name that says its side outright: Training, Train, Validation, Valid, Val, Test (any case, after a
+// number such as "1." or "02_"), or a TS_/TL_/VS_/VL_ archive's folder.
+inline DownloadSide named_side(const std::string& name) {
+  const std::string lower = lower_ascii(name);
+  const std::string_view rest =
+      std::string_view(lower).substr(std::min(lower.size(), lower.find_first_not_of("0123456789._- ")));
+  if (rest == "training" || rest == "train" || lower.starts_with("ts_") || lower.starts_with("tl_"))
+    return DownloadSide::Train;
+  if (rest == "validation" || rest == "valid" || rest == "val" || lower.starts_with("vs_") || lower.starts_with("vl_"))
+    return DownloadSide::Val;
+  if (rest == "test" || rest == "testing") return DownloadSide::Test;
+  return DownloadSide::None;
+}
+
+// A folder name that only contains a side's word ("Training_data", "검증데이터", "학습"): read when no folder of the
+// path names its side outright.
+inline DownloadSide hinted_side(const std::string& name) {
+  const std::string lower = lower_ascii(name);
+  const bool train = lower.find("training") != std::string::npos || name.find("학습") != std::string::npos;
+  const bool val = lower.find("validation") != std::string::npos || name.find("검증") != std::string::npos;
+  return train && val ? DownloadSide::Conflict
+         : train      ? DownloadSide::Train
+         : val        ? DownloadSide::Val
+                      : DownloadSide::None;
+}
+
+// The side of a path below a download's root (its folders): a Test folder anywhere makes it Test; else the sides
+// its folders name outright, else those they hint at; folders that disagree make it Conflict.
+inline DownloadSide download_side(const fs::path& relative_parent) {
+  for (const auto& pass : {named_side, hinted_side}) {
+    DownloadSide side = DownloadSide::None;
+    for (const auto& part : relative_parent) {
+      const DownloadSide s = pass(part.string());
+      if (s == DownloadSide::Test) return s;
+      if (s == DownloadSide::None) continue;
+      side = side == DownloadSide::None || side == s ? s : DownloadSide::Conflict;
+    }
+    if (side != DownloadSide::None) return side;
+  }
+  return DownloadSide::None;
+}
+
+// A label's or a video's folders with what tells labels from videos left out (원천데이터 / 라벨링데이터 folders, the
+// TS_/TL_/VS_/VL_ prefixes, labels/ and videos/): the same for a label and its video where the download mirrors
+// its folders ("1.Training/라벨링데이터/TL_도시/서울" and "1.Training/원천데이터/TS_도시/서울").
+inline std::vector<std::string> mirrored_folders(const fs::path& relative_parent) {
+  std::vector<std::string> out;
+  for (const auto& part : relative_parent) {
+    const std::string name = part.string(), lower = lower_ascii(name);
+    if (name.find("원천") != std::string::npos || name.find("라벨링") != std::string::npos || lower == "labels" ||
+        lower == "label" || lower == "videos" || lower == "video")
+      continue;
+    const bool prefixed = lower.size() > 3 && lower[2] == '_' && (lower[0] == 't' || lower[0] == 'v') &&
+                          (lower[1] == 's' || lower[1] == 'l');
+    out.push_back(prefixed ? name.substr(3) : name);
+  }
+  return out;
+}
+
+// Reads an AI-Hub download as unpacked under `root` (docs/data.md, "An AI-Hub download as unpacked"): every *.json
+// below it is a label, every video file below it a clip's video, found by the name the label gives (file_name,
+// video_name, …) or by the label's stem, on the label's side (a Training label never takes a Validation video),
+// the mirrored folder breaking ties. Hidden entries (".", the "._x" files and "__MACOSX" folders a macOS zip
+// leaves) are not read; folders behind symbolic links are, each once. A clip's id is its label's path below `root`
+// without ".json", whatever other labels there are. Labels under a Test folder are not read. With labels on both
+// sides (and options.split not Hash) the split is by side, clips on neither side going by the hash; else by hash.
+// dataset.layout says how it was read.
+inline void read_download_tree(const fs::path& root, const DatasetOptions& options, Dataset& dataset) {
+  std::vector<fs::path> labels, zips;
+  std::map<std::string, std::vector<fs::path>> videos;  // file name (ASCII letters in lower case) -> videos
+  std::set<fs::path> folders;                           // canonical folders entered (symbolic links are followed)
+  std::error_code ec;
+  folders.insert(fs::weakly_canonical(root, ec));
+  for (auto it = fs::recursive_directory_iterator(
+           root, fs::directory_options::skip_permission_denied | fs::directory_options::follow_directory_symlink, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    // (a status error on an odd entry leaves it out: increment() resets ec)
+    const std::string name = it->path().filename().string();
+    if (name.starts_with(".") || name == "__MACOSX") {
+      if (it->is_directory(ec)) it.disable_recursion_pending();
+      continue;
+    }
+    if (it->is_directory(ec)) {
+      if (!folders.insert(fs::canonical(it->path(), ec)).second || ec) it.disable_recursion_pending();
+      continue;
+    }
+    if (!it->is_regular_file(ec)) continue;
+    const std::string ext = lower_ascii(it->path().extension().string());
+    if (ext == ".json")
+      labels.push_back(it->path());
+    else if (ext == ".zip" || lower_ascii(name).find(".zip.") != std::string::npos)
+      zips.push_back(it->path());
+    else if (std::find(std::begin(kVideoExtensions), std::end(kVideoExtensions), ext) != std::end(kVideoExtensions))
+      videos[lower_ascii(name)].push_back(it->path());
+  }
+  require(!ec, "dataset: cannot read the folders under {}: {}", root.string(), ec.message());
+  std::sort(labels.begin(), labels.end());
+  std::sort(zips.begin(), zips.end());
+  for (auto& [name, paths] : videos) std::sort(paths.begin(), paths.end());  // (the walk's order is the disk's)
+  const auto relative = [&](const fs::path& p) { return p.lexically_relative(root); };
+  if (labels.empty() || videos.empty()) {
+    if (!zips.empty())
+      fail(
+          "dataset: {} holds {} zip archive{} ({}{}) and no {} outside them: unpack them where they are first (an "
+          "AI-Hub download ships its videos and labels as TS_/TL_/VS_/VL_ archives)",
+          root.string(), zips.size(), zips.size() == 1 ? "" : "s", relative(zips.front()).string(),
+          zips.size() > 1 ? ", …" : "", labels.empty() ? "label JSON files" : "video files");
+    fail(
+        "dataset: {} has no labels/ folder and no {} below it (expected videos/*.mp4 + labels/*.json, train/ and val/ "
+        "holding those, or an AI-Hub download: label JSON files and videos in folders at any depth)",
+        root.string(), labels.empty() ? "label JSON files" : "video files");
+  }
+  const auto side_of = [&](const fs::path& p) { return download_side(relative(p).parent_path()); };
+  const auto side_name = [](DownloadSide s) { return s == DownloadSide::Train ? "Training" : "Validation"; };
+  bool train_seen = false, val_seen = false;
+  std::size_t tests = 0;
+  for (const auto& l : labels) {
+    const DownloadSide side = side_of(l);
+    train_seen |= side == DownloadSide::Train;
+    val_seen |= side == DownloadSide::Val;
+    tests += side == DownloadSide::Test;
+  }
+  const bool by_side = train_seen && val_seen && options.split != SplitRule::Hash;
+  require(options.split != SplitRule::Folders || by_side,
+          "dataset: split by folders needs labels under a Training and under a Validation folder in {} (it has {})",
+          root.string(),
+          train_seen ? "Training ones only"
+          : val_seen ? "Validation ones only"
+                     : "neither");
+  std::vector<Clip> hashed;
+  std::vector<std::string> sideless;  // clips on neither side (or on both) while the split is by side
+  for (const auto& file : labels) {
+    const DownloadSide side = side_of(file);
+    if (side == DownloadSide::Test) continue;
+    ++dataset.labels_seen;
+    const std::string where = relative(file).generic_string();
+    std::string problem;
+    const auto j = read_json_file(file, problem);
+    if (!j || !j->is_object()) {
+      dataset.skipped.add(SkipReason::UnreadableJson, where, j ? "not a JSON object" : problem);
+      continue;
+    }
+    Clip clip;
+    clip.id = where.substr(0, where.size() - file.extension().string().size());
+    clip.source = file;
+    const auto names =
+        video_names(string_field(*j, {"file_name", "video_name", "filename", "video_file"}), file.stem().string());
+    std::vector<fs::path> found;
+    std::vector<fs::path> other_side;  // videos of the name that are on the label's other side
+    for (const auto& name : names) {
+      const auto it = videos.find(lower_ascii(name));
+      if (it == videos.end()) continue;
+      for (const auto& v : it->second) {
+        const DownloadSide vs = side_of(v);
+        const bool mine = side != DownloadSide::Train && side != DownloadSide::Val ? true
+                          : vs == DownloadSide::Train || vs == DownloadSide::Val   ? vs == side
+                                                                                   : vs != DownloadSide::Test;
+        (mine ? found : other_side).push_back(v);
+      }
+      if (!found.empty()) break;
+    }
+    if (found.size() > 1) {  // the one in the label's mirrored folder, if only one is
+      const auto mirror = mirrored_folders(relative(file).parent_path());
+      std::vector<fs::path> same;
+      for (const auto& v : found)
+        if (mirrored_folders(relative(v).parent_path()) == mirror) same.push_back(v);
+      if (same.size() == 1) found = same;
+    }
+    if (found.size() > 1) {
+      std::vector<std::string> shown;
+      for (const auto& v : found) shown.push_back(relative(v).generic_string());
+      dataset.skipped.add(SkipReason::AmbiguousVideo, where,
+                          fmt::format("{} videos named {}: {}", found.size(), found.front().filename().string(),
+                                      fmt::join(shown, ", ")));
+      continue;
+    }
+    if (found.empty()) {
+      dataset.skipped.add(SkipReason::MissingVideo, where,
+                          other_side.empty()
+                              ? "no video named " + names.front() + " below the data folder"
+                              : fmt::format("no video named {} on its {} side; {} is on the other", names.front(),
+                                            side_name(side), relative(other_side.front()).generic_string()));
+      continue;
+    }
+    if (!usable_file(found.front())) {
+      dataset.skipped.add(SkipReason::EmptyVideo, where, relative(found.front()).generic_string() + " has 0 bytes");
+      continue;
+    }
+    clip.video = found.front();
+    std::string missing;
+    const auto caption = label_caption(*j, options, missing);
+    if (!caption) {
+      dataset.skipped.add(SkipReason::MissingCaption, where, missing);
+      continue;
+    }
+    clip.caption = trim(*caption);
+    if (clip.caption.empty()) {
+      dataset.skipped.add(SkipReason::EmptyCaption, where);
+      continue;
+    }
+    clip.category = string_field(*j, {"category"});
+    if (const auto it = j->find("metadata"); it != j->end()) clip.metadata = *it;
+    if (by_side && (side == DownloadSide::Train || side == DownloadSide::Val)) {
+      (side == DownloadSide::Val ? dataset.val : dataset.train).push_back(std::move(clip));
+    } else {
+      if (by_side) sideless.push_back(where);
+      hashed.push_back(std::move(clip));
+    }
+  }
+  require(options.split != SplitRule::Folders || sideless.empty(),
+          "dataset: split by folders: {} is under neither a Training nor a Validation folder of {} (or under both)",
+          sideless.empty() ? std::string() : sideless.front(), root.string());
+  hash_split(hashed, options, dataset);
+  dataset.layout =
+      fmt::format("an AI-Hub download: labels and videos found in the folders below {}, split {}", root.string(),
+                  by_side ? "by its Training and Validation folders"
+                          : fmt::format("by the hash of the clip ids ({})",
+                                        options.split == SplitRule::Hash ? "as asked"
+                                        : train_seen                     ? "no label under a Validation folder"
+                                        : val_seen                       ? "no label under a Training folder"
+                                                   : "no label under a Training or a Validation folder"));
+  if (!sideless.empty())
+    dataset.layout += fmt::format("; {} clip{} under neither (or both) split by the hash ({}{})", sideless.size(),
+                                  sideless.size() == 1 ? "" : "s", sideless.front(), sideless.size() > 1 ? ", …" : "");
+  if (tests > 0)
+    dataset.layout += fmt::format("; {} label{} under a Test folder not read", tests, tests == 1 ? "" : "s");
+  if (!zips.empty())
+    dataset.layout +=
+        fmt::format("; {} zip archive{} not unpacked ({}{}): their clips are not read", zips.size(),
+                    zips.size() == 1 ? "" : "s", relative(zips.front()).generic_string(), zips.size() > 1 ? ", …" : "");
+}
+
 inline void check_options(const DatasetOptions& options) {
   require(options.val_fraction >= 0.0 && options.val_fraction <= 1.0, "dataset: val_fraction must be in [0, 1], got {}",
           options.val_fraction);
+  if (options.caption_field.starts_with("/")) {
+    try {
+      (void)nlohmann::json::json_pointer(options.caption_field);
+    } catch (const nlohmann::json::exception& e) {
+      fail("dataset: caption_field '{}' is not a JSON pointer ({})", options.caption_field, parse_problem(e));
+    }
+  }
 }
 
 }  // namespace detail
 
 // Reads an AI-Hub tree: root/{videos,labels} split by hash, or root/train/{videos,labels} and
-// root/val/{videos,labels} split by folder (SplitRule::Auto picks folders when both exist).
+// root/val/{videos,labels} split by folder (SplitRule::Auto picks folders when both exist); a root with neither
+// labels/ nor train/ + val/ is read as an AI-Hub download as unpacked (detail::read_download_tree).
 inline Dataset read_aihub(const fs::path& root, const DatasetOptions& options = {}) {
   detail::check_options(options);
   require(fs::is_directory(root), "dataset: {} is not a directory", root.string());
   Dataset dataset;
   dataset.skipped.max_examples = options.max_skip_examples;
   const bool folders = fs::is_directory(root / "train") && fs::is_directory(root / "val");
+  const bool tree =
+      fs::is_directory(root / "labels") ||
+      (folders && (fs::is_directory(root / "train" / "labels") || fs::is_directory(root / "val" / "labels")));
+  if (!tree) {  // an AI-Hub download as unpacked
+    detail::read_download_tree(root, options, dataset);
+    detail::sort_by_id(dataset.train);
+    detail::sort_by_id(dataset.val);
+    return dataset;
+  }
   require(options.split != SplitRule::Folders || folders, "dataset: split by folders needs {}/train and {}/val",
           root.string(), root.string());
   if (folders && options.split != SplitRule::Hash) {
@@ -365,11 +713,13 @@ inline Dataset read_manifest(const fs::path& manifest, const DatasetOptions& opt
       continue;
     }
     const auto it = j.find("caption");
-    const auto caption = it == j.end()     ? std::nullopt
-                         : it->is_object() ? detail::find_caption(j, options.language)
-                                           : detail::caption_text(*it);
+    std::string missing;
+    const auto caption = !options.caption_field.empty() ? detail::label_caption(j, options, missing)
+                         : it == j.end()                ? std::nullopt
+                         : it->is_object()              ? detail::find_caption(j, options.language)
+                                                        : detail::caption_text(*it);
     if (!caption) {
-      dataset.skipped.add(SkipReason::MissingCaption, where);
+      dataset.skipped.add(SkipReason::MissingCaption, where, missing);
       continue;
     }
     clip.caption = detail::trim(*caption);

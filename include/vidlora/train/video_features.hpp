@@ -26,15 +26,18 @@
 namespace vidlora::train {
 
 // Encoder: model::ClipVision, model::FrameEncoder (model/frame_encoder.hpp: any backend's tower), or anything with
-// config() and features(pixels, frames).
+// config() and features(pixels, frames). `report`, when given, receives the sampling's report (short_video: the clip
+// has fewer frames than sampling.num_frames and all of them were encoded).
 template <class Policy, class Encoder = model::ClipVision>
 Matrix video_clip_features(const std::filesystem::path& video, const video::SamplerOptions& sampling,
-                           const Encoder& encoder, int pool_stride = 1) {
+                           const Encoder& encoder, int pool_stride = 1, video::SamplingReport* report = nullptr) {
   const int size = encoder.config().image_size;
   video::SamplerOptions so = sampling;
   so.width = size;
   so.height = size;
-  const auto frames = video::Sampler<Policy>(so).sample(video);
+  auto sampled = video::Sampler<Policy>(so).sample_with_report(video);
+  const auto& frames = sampled.frames;
+  if (report) *report = std::move(sampled.report);
   video::ClipPreprocessOptions pre;
   pre.shortest_edge = size;
   pre.crop_height = size;

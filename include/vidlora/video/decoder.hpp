@@ -234,11 +234,13 @@ class VideoDecoder {
     if (!ec && size == 0) fail("video file {}: empty file (0 bytes)", p.string());
 
     AVFormatContext* raw = nullptr;
+    (void)ffmpeg_said();  // (an earlier file's message is not this one's)
     int r = avformat_open_input(&raw, p.c_str(), nullptr, nullptr);
-    if (r < 0) fail("video file {}: not a readable video ({})", p.string(), av_error_string(r));
+    if (r < 0) fail("video file {}: not a readable video ({}{})", p.string(), av_error_string(r), ffmpeg_said());
     format_.reset(raw);
     r = avformat_find_stream_info(format_.get(), nullptr);
-    if (r < 0) fail("video file {}: cannot read stream information ({})", p.string(), av_error_string(r));
+    if (r < 0)
+      fail("video file {}: cannot read stream information ({}{})", p.string(), av_error_string(r), ffmpeg_said());
 
     const AVCodec* codec = nullptr;
     r = av_find_best_stream(format_.get(), AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
@@ -262,13 +264,15 @@ class VideoDecoder {
     codec_.reset(avcodec_alloc_context3(codec));
     if (!codec_) fail("video file {}: out of memory allocating the decoder", p.string());
     r = avcodec_parameters_to_context(codec_.get(), stream->codecpar);
-    if (r < 0) fail("video file {}: bad codec parameters ({})", p.string(), av_error_string(r));
+    if (r < 0) fail("video file {}: bad codec parameters ({}{})", p.string(), av_error_string(r), ffmpeg_said());
     codec_->thread_count = options.threads;
     codec_->thread_type = FF_THREAD_FRAME;
     codec_->pkt_timebase = stream->time_base;
     if (options.skip_loop_filter) codec_->skip_loop_filter = AVDISCARD_ALL;
     r = avcodec_open2(codec_.get(), codec, nullptr);
-    if (r < 0) fail("video file {}: cannot open the {} decoder ({})", p.string(), codec->name, av_error_string(r));
+    if (r < 0)
+      fail("video file {}: cannot open the {} decoder ({}{})", p.string(), codec->name, av_error_string(r),
+           ffmpeg_said());
 
     info_.codec_name = codec->name;
     info_.width = stream->codecpar->width;
@@ -301,7 +305,7 @@ class VideoDecoder {
   void mark_damage(DecodeStatus& status, int code, std::int64_t offset = -1) const {
     if (status.damaged) return;
     status.damaged = true;
-    status.problem = av_error_string(code);
+    status.problem = av_error_string(code) + ffmpeg_said();
     status.byte_offset = offset >= 0 ? offset : (format_->pb ? avio_tell(format_->pb) : -1);
   }
 

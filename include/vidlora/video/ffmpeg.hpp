@@ -11,6 +11,8 @@ extern "C" {
 #include <libswscale/swscale.h>
 }
 
+#include <atomic>
+#include <cstdarg>
 #include <memory>
 #include <string>
 
@@ -50,5 +52,51 @@ inline std::string av_error_string(int code) {
 // FFmpeg logs to stderr on its own; the library never changes this global setting by itself.
 // Tests and tools call this (e.g. with AV_LOG_QUIET) to silence the messages about damaged input.
 inline void set_ffmpeg_log_level(int level) { av_log_set_level(level); }
+
+namespace detail {
+// The FFmpeg log capture (capture_ffmpeg_log): the line being assembled and the last error-level line FFmpeg logged
+// on this thread, and whether the capture is installed.
+inline thread_local std::string ffmpeg_partial_line;
+inline thread_local std::string ffmpeg_last_error;
+inline std::atomic<bool> ffmpeg_capture_installed{false};
+
+inline void ffmpeg_log_callback(void* context, int level, const char* format, va_list args) {
+  va_list copy;
+  va_copy(copy, args);
+  if (level <= AV_LOG_ERROR) {
+    char line[1024];
+    int print_prefix = 0;  // the text without FFmpeg's "[mov,mp4,... @ 0x...]" context
+    av_log_format_line2(context, level, format, copy, line, sizeof line, &print_prefix);
+    ffmpeg_partial_line += line;
+    if (!ffmpeg_partial_line.empty() && ffmpeg_partial_line.back() == '\n') {
+      ffmpeg_partial_line.pop_back();
+      ffmpeg_last_error = std::move(ffmpeg_partial_line);
+      ffmpeg_partial_line.clear();
+    }
+  }
+  va_end(copy);
+  av_log_default_callback(context, level, format, args);  // prints what av_log_get_level() lets through
+}
+}  // namespace detail
+
+// For programs (the library never installs it by itself): FFmpeg's log lines at `print_level` or more severe go to
+// stderr as before (AV_LOG_QUIET: none), and the last error FFmpeg logs while a video is opened or decoded is added
+// to the library's error for that file ("not a readable video (Invalid data found when processing input; FFmpeg:
+// moov atom not found)"), so a program can keep FFmpeg's own lines off its output and lose nothing. Messages
+// logged on FFmpeg's own decoding threads (threads > 1) are printed but not captured.
+inline void capture_ffmpeg_log(int print_level) {
+  av_log_set_level(print_level);
+  av_log_set_callback(detail::ffmpeg_log_callback);
+  detail::ffmpeg_capture_installed = true;
+}
+
+// "; FFmpeg: <its last error on this thread>" when the capture is installed and FFmpeg logged one since the last
+// call, else ""; the message is taken (a later call does not repeat it).
+inline std::string ffmpeg_said() {
+  if (!detail::ffmpeg_capture_installed || detail::ffmpeg_last_error.empty()) return {};
+  std::string said = "; FFmpeg: " + detail::ffmpeg_last_error;
+  detail::ffmpeg_last_error.clear();
+  return said;
+}
 
 }  // namespace vidlora::video
