@@ -390,6 +390,7 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, c
   const auto start = std::chrono::steady_clock::now();
   std::string jsonl;
   int status = 0;
+  std::size_t empty = 0, captioned = 0;  // captions the model ended at once (an undertrained model's do)
   const auto write_jsonl = [&] {
     if (a.has("jsonl")) io::write_file_atomically(a.str("jsonl", ""), jsonl);
   };
@@ -404,6 +405,8 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, c
     const std::string& v = a.rest[i];
     try {
       const std::string text = caption_of(v, feats(v));
+      ++captioned;
+      empty += text.empty();
       if (progress && terminal) fmt::print(stderr, "\r\033[K");
       fmt::print("{}\t{}\n", demo::one_line(v), demo::one_line(text));
       std::fflush(stdout);
@@ -423,6 +426,11 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, c
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), terminal);
   }
   write_jsonl();
+  if (empty > 0)
+    fmt::print(stderr,
+               "caption: {} of {} captions are empty: the model ended {} at once (an undertrained model does; "
+               "--min-new-tokens N makes it write N tokens first)\n",
+               empty, captioned, empty == 1 ? "it" : "them");
   return status;
 }
 

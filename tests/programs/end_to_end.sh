@@ -157,6 +157,13 @@ mkdir -p folder/inner empty_folder && cp "$video" folder/b.mp4 && cp "$video" fo
 run 0 caption_dir "$bin/caption" --model model --trained out folder
 check "caption of a directory captions its videos in path order, and nothing else" \
   test "$(cut -f1 caption_dir.out | tr '\n' ' ')" == "folder/b.mp4 folder/inner/a.MP4 "
+empty_captions_said() {  # the empty captions on stdout are the ones stderr counts (none: no such line)
+  local n
+  n=$(grep -c "$(printf '\t')\$" caption_dir.out)
+  if [[ $n -gt 0 ]]; then grep -q "caption: $n of 2 captions are empty" caption_dir.err
+  else ! grep -q "captions are empty" caption_dir.err; fi
+}
+check "empty captions are counted on stderr, with what to do" empty_captions_said
 run 2 caption_empty_dir "$bin/caption" --model model --trained out empty_folder
 check "caption of a directory without videos is a usage error naming it" \
   grep -q "VIDEO empty_folder: the directory holds no video file" caption_empty_dir.err

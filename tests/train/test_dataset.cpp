@@ -336,11 +336,14 @@ TEST_CASE("an AI-Hub download as unpacked is read from its folders at any depth"
                                       "folder)"));
   CHECK_THAT(summary, Catch::Contains(vl + "VL_도시/cross.json: missing video (no video named cross.mp4 on its "
                                            "Validation side; 01.데이터/1.Training/원천데이터/TS_도시/cross.mp4 is on "
-                                           "the other)"));
-  CHECK_THAT(data.layout,
-             Catch::Contains("an AI-Hub download") && Catch::Contains("split by its Training and Validation folders") &&
-                 Catch::Contains("1 label under a Test folder not read") &&
-                 Catch::Contains("1 zip archive not unpacked (VS_산.zip)") && !Catch::Contains("under neither"));
+                                           "the Training side)"));
+  CHECK_THAT(
+      data.layout,
+      Catch::Contains("an AI-Hub download") && Catch::Contains("split by its Training and Validation folders") &&
+          Catch::Contains("1 label under a Test folder not read") &&
+          Catch::Contains(
+              "1 zip archive with no folder of its name beside it (VS_산.zip): a clip only inside one is not read") &&
+          !Catch::Contains("under neither"));
   // Hash: one pool of the same clips, split by id.
   const auto hashed = train::read_dataset(dir.path, {.split = train::SplitRule::Hash, .val_fraction = 1.0});
   CHECK(hashed.train.empty());
@@ -367,6 +370,85 @@ TEST_CASE("an AI-Hub download as unpacked is read from its folders at any depth"
              Catch::Contains("split by the hash of the clip ids (no label under a Validation folder)"));
 }
 
+TEST_CASE("a download's videos: split archives, a folder per clip, sides, Test folders and packed archives",
+          "[train][dataset]") {
+  TempDir dir("download_more");
+  // Korean side names under a parent that hints at Training: the innermost hint decides.
+  const fs::path t = dir.path / "AI학습데이터" / "1.학습데이터", v = dir.path / "AI학습데이터" / "2.검증데이터";
+  write_file(t / "02.라벨링데이터" / "TL_도시" / "0001.json", download_label("도시"));
+  write_file(t / "02.라벨링데이터" / "TL_자연" / "0001.json", download_label("자연"));
+  write_file(t / "02.라벨링데이터" / "TL_산" / "0001.json", download_label("산"));
+  write_file(t / "01.원천데이터" / "TS_도시_2" / "0001.mp4", "x");  // an archive split in parts
+  write_file(t / "01.원천데이터" / "TS_자연_1" / "0001.mp4", "x");
+  write_file(t / "01.원천데이터" / "TS_산" / "0001" / "0001.mp4", "x");  // a folder per clip
+  write_file(t / "01.원천데이터" / "TS_도시_2.zip", "PK");               // unpacked beside its folder: not reported
+  write_file(v / "02.라벨링데이터" / "VL_도시" / "0001.json", download_label("검증 도시"));
+  write_file(v / "01.원천데이터" / "VS_도시" / "0001.mp4", "x");
+  // A Training label whose only video is under a Test folder; a label on neither side whose only video is on one.
+  write_file(t / "02.라벨링데이터" / "TL_도시" / "t.json", download_label("평가 영상"));
+  write_file(dir.path / "3.Test" / "TS_도시" / "t.mp4", "x");
+  write_file(dir.path / "extra" / "e.json", download_label("바깥"));
+  write_file(v / "01.원천데이터" / "VS_도시" / "e.mp4", "x");
+  // A folder's name against a hint ("1.학습데이터/VL_x": the name decides) and a name against a name.
+  write_file(t / "VL_x" / "c.json", download_label("이름이 이긴다"));
+  write_file(t / "VL_x" / "c.mp4", "x");
+  write_file(dir.path / "1.Training" / "VL_y" / "d.json", download_label("모순"));
+  write_file(dir.path / "1.Training" / "VL_y" / "d.mp4", "x");
+
+  train::DatasetOptions o;
+  o.max_skip_examples = 10;
+  o.val_fraction = 0.0;  // (d.json, on neither side, goes by the hash: to train)
+  const auto data = train::read_dataset(dir.path, o);
+  const std::string tl = "AI학습데이터/1.학습데이터/02.라벨링데이터/";
+  CHECK(ids_of(data.train) ==
+        std::vector<std::string>{"1.Training/VL_y/d", tl + "TL_도시/0001", tl + "TL_산/0001", tl + "TL_자연/0001"});
+  CHECK(ids_of(data.val) == std::vector<std::string>{"AI학습데이터/1.학습데이터/VL_x/c",
+                                                     "AI학습데이터/2.검증데이터/02.라벨링데이터/VL_도시/0001"});
+  REQUIRE(data.train.size() == 4);
+  CHECK(data.train[1].video == t / "01.원천데이터" / "TS_도시_2" / "0001.mp4");
+  CHECK(data.train[2].video == t / "01.원천데이터" / "TS_산" / "0001" / "0001.mp4");
+  CHECK(data.train[3].video == t / "01.원천데이터" / "TS_자연_1" / "0001.mp4");
+  const std::string summary = data.summary();
+  CHECK_THAT(summary, Catch::Contains(tl + "TL_도시/t.json: missing video (no video named t.mp4 on its Training side; "
+                                           "3.Test/TS_도시/t.mp4 is under a Test folder (not read))"));
+  CHECK_THAT(summary, Catch::Contains("extra/e.json: missing video (no video named e.mp4 outside the Training and "
+                                      "Validation folders; AI학습데이터/2.검증데이터/01.원천데이터/VS_도시/e.mp4 is on "
+                                      "the Validation side)"));
+  CHECK(data.skipped.total() == 2);
+  // d.json (Training against VL_) is on neither side: split by the hash, and said so.
+  CHECK_THAT(data.layout,
+             Catch::Contains("split by its Training and Validation folders") &&
+                 Catch::Contains("1 clip under neither (or both) split by the hash (1.Training/VL_y/d.json)") &&
+                 Catch::Contains("1 label under folders that disagree on the side (1.Training/VL_y/d.json)") &&
+                 !Catch::Contains("zip"));
+  CHECK(data.labels_seen == 8);  // not the Test folder's
+  // A symbolic link to a folder the root holds anyway is not followed: ids and sides stay the folders' own paths.
+  fs::create_directory_symlink(v, dir.path / "shortcut");
+  const auto linked = train::read_dataset(dir.path, o);
+  CHECK(ids_of(linked.val) == ids_of(data.val));
+  CHECK(linked.labels_seen == 8);
+  if (::geteuid() != 0) {  // (root reads any folder)
+    fs::permissions(v / "01.원천데이터", fs::perms::none);
+    const auto denied = train::read_dataset(dir.path, o);
+    fs::permissions(v / "01.원천데이터", fs::perms::owner_all);
+    CHECK_THAT(denied.layout, Catch::Contains("1 folder that cannot be read (AI학습데이터/2.검증데이터/01.원천데이터): "
+                                              "its clips are not read"));
+  }
+}
+
+TEST_CASE("the labels/ layout takes a named video's Windows path and another extension", "[train][dataset]") {
+  TempDir dir("labels_names");
+  write_file(dir.path / "labels" / "a.json", R"({"caption": "가", "file_name": "D:\\clips\\a_clip.mp4"})");
+  write_file(dir.path / "videos" / "a_clip.mp4", "x");
+  write_file(dir.path / "labels" / "b.json", R"({"caption": "나", "video_name": "b_clip.avi"})");
+  write_file(dir.path / "videos" / "b_clip.mov", "x");
+  const auto data = train::read_dataset(dir.path, {.val_fraction = 0.0});
+  REQUIRE(data.train.size() == 2);
+  CHECK(data.train[0].video == dir.path / "videos" / "a_clip.mp4");
+  CHECK(data.train[1].video == dir.path / "videos" / "b_clip.mov");
+  CHECK(data.layout.empty());
+}
+
 TEST_CASE("a download's sides: numbered, hinted and conflicting folder names", "[train][dataset]") {
   using train::detail::download_side;
   using S = train::detail::DownloadSide;
@@ -378,9 +460,12 @@ TEST_CASE("a download's sides: numbered, hinted and conflicting folder names", "
   CHECK(download_side("VL_도시") == S::Val);
   CHECK(download_side("AI학습데이터/2.Validation/VL_a") == S::Val);  // a side named outright wins over a hint
   CHECK(download_side("AI학습데이터/1.Training") == S::Train);
-  CHECK(download_side("학습데이터/x") == S::Train);  // hints only
+  CHECK(download_side("AI학습데이터/2.검증데이터/VL_a") == S::Val);
+  CHECK(download_side("AI학습데이터/2.검증데이터") == S::Val);  // the innermost hint
+  CHECK(download_side("학습데이터/x") == S::Train);             // hints only
   CHECK(download_side("검증데이터/x") == S::Val);
-  CHECK(download_side("Training_data/validation_set") == S::Conflict);
+  CHECK(download_side("Training_data/validation_set") == S::Val);  // hints: the innermost
+  CHECK(download_side("training_validation/x") == S::Conflict);
   CHECK(download_side("1.Training/VL_a") == S::Conflict);
   CHECK(download_side("3.Test/TL_a") == S::Test);
   CHECK(download_side("trains/x") == S::None);  // not a side's name

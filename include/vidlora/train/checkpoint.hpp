@@ -242,7 +242,8 @@ inline Checkpoint open_checkpoint(const std::filesystem::path& path,
        "another base model (TrainerConfig::base_model_fingerprint; train_captioner: the model directory --model)"},
       {"data",
        "other data (the clips' ids and captions, train then held-out: another data set or another split; a video "
-       "added, or removed or missing since, changes it too)"}};
+       "added, or removed or missing since, changes it too; an AI-Hub download's ids are its labels' paths below "
+       "the data folder, so naming a folder above or below it changes them all)"}};
   for (const auto& [k, what] : trained_on) {
     const auto o = theirs.find(k), m = mine.find(k);
     if (o != theirs.end() && m != mine.end()) {

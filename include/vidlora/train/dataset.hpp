@@ -36,7 +36,8 @@ namespace vidlora::train {
 namespace fs = std::filesystem;
 
 struct Clip {
-  std::string id;        // label file stem (AI-Hub) or the manifest's "id" / the video's stem
+  std::string id;        // label file stem (labels/), its path below the root (a download), the manifest's "id" / the
+                         // video's stem
   fs::path video;        // absolute or relative to the working directory, as found
   std::string caption;   // the supervised text (trimmed)
   std::string category;  // "" when the label has none
@@ -92,7 +93,7 @@ struct SkipReport {
 };
 
 enum class SplitRule {
-  Auto,     // folders when `root/train` and `root/val` exist (a download: Training and Validation labels), else Hash
+  Auto,     // folders when root/train and root/val exist (a download: Training and Validation labels), else Hash
   Folders,  // root/train/… and root/val/… (each an AI-Hub tree; a download's sides); a manifest's "split" field
   Hash,     // val when hash(seed, clip id) falls under val_fraction: stable as clips come and go
 };
@@ -419,24 +420,23 @@ inline DownloadSide hinted_side(const std::string& name) {
 }
 
 // The side of a path below a download's root (its folders): a Test folder anywhere makes it Test; else the sides
-// its folders name outright, else those they hint at; folders that disagree make it Conflict.
+// its folders name outright (folders that disagree make it Conflict: "1.Training/VL_a"); else the innermost folder
+// that hints at one ("AI학습데이터/2.검증데이터" is Validation; a name hinting at both is Conflict).
 inline DownloadSide download_side(const fs::path& relative_parent) {
-  for (const auto& pass : {named_side, hinted_side}) {
-    DownloadSide side = DownloadSide::None;
-    for (const auto& part : relative_parent) {
-      const DownloadSide s = pass(part.string());
-      if (s == DownloadSide::Test) return s;
-      if (s == DownloadSide::None) continue;
-      side = side == DownloadSide::None || side == s ? s : DownloadSide::Conflict;
-    }
-    if (side != DownloadSide::None) return side;
+  DownloadSide named = DownloadSide::None, hinted = DownloadSide::None;
+  for (const auto& part : relative_parent) {
+    const DownloadSide s = named_side(part.string());
+    if (s == DownloadSide::Test) return s;
+    if (s != DownloadSide::None) named = named == DownloadSide::None || named == s ? s : DownloadSide::Conflict;
+    if (const DownloadSide h = hinted_side(part.string()); h != DownloadSide::None) hinted = h;
   }
-  return DownloadSide::None;
+  return named != DownloadSide::None ? named : hinted;
 }
 
 // A label's or a video's folders with what tells labels from videos left out (원천데이터 / 라벨링데이터 folders, the
-// TS_/TL_/VS_/VL_ prefixes, labels/ and videos/): the same for a label and its video where the download mirrors
-// its folders ("1.Training/라벨링데이터/TL_도시/서울" and "1.Training/원천데이터/TS_도시/서울").
+// TS_/TL_/VS_/VL_ prefixes and the "_<n>" of an archive split in parts, labels/ and videos/): the same for a label
+// and its video where the download mirrors its folders ("1.Training/라벨링데이터/TL_도시/서울" and
+// "1.Training/원천데이터/TS_도시_2/서울"), the video's possibly one level deeper (a folder per clip).
 inline std::vector<std::string> mirrored_folders(const fs::path& relative_parent) {
   std::vector<std::string> out;
   for (const auto& part : relative_parent) {
@@ -446,7 +446,13 @@ inline std::vector<std::string> mirrored_folders(const fs::path& relative_parent
       continue;
     const bool prefixed = lower.size() > 3 && lower[2] == '_' && (lower[0] == 't' || lower[0] == 'v') &&
                           (lower[1] == 's' || lower[1] == 'l');
-    out.push_back(prefixed ? name.substr(3) : name);
+    std::string folder = prefixed ? name.substr(3) : name;
+    if (prefixed) {  // an archive split in parts: TS_도시_1, TS_도시_2 hold what TL_도시 labels
+      const auto digits = folder.find_last_not_of("0123456789");
+      if (digits != std::string::npos && digits > 0 && digits + 1 < folder.size() && folder[digits] == '_')
+        folder.resize(digits);
+    }
+    out.push_back(folder);
   }
   return out;
 }
@@ -455,16 +461,21 @@ inline std::vector<std::string> mirrored_folders(const fs::path& relative_parent
 // below it is a label, every video file below it a clip's video, found by the name the label gives (file_name,
 // video_name, …) or by the label's stem, on the label's side (a Training label never takes a Validation video),
 // the mirrored folder breaking ties. Hidden entries (".", the "._x" files and "__MACOSX" folders a macOS zip
-// leaves) are not read; folders behind symbolic links are, each once. A clip's id is its label's path below `root`
+// leaves) are not read; folders behind symbolic links are, each once, unless the root holds them anyway or they
+// hold the root. A clip's id is its label's path below `root`
 // without ".json", whatever other labels there are. Labels under a Test folder are not read. With labels on both
 // sides (and options.split not Hash) the split is by side, clips on neither side going by the hash; else by hash.
 // dataset.layout says how it was read.
 inline void read_download_tree(const fs::path& root, const DatasetOptions& options, Dataset& dataset) {
-  std::vector<fs::path> labels, zips;
+  std::vector<fs::path> labels, zips, unreadable;
   std::map<std::string, std::vector<fs::path>> videos;  // file name (ASCII letters in lower case) -> videos
-  std::set<fs::path> folders;                           // canonical folders entered (symbolic links are followed)
+  std::set<fs::path> linked;                            // the folders entered through a symbolic link
   std::error_code ec;
-  folders.insert(fs::weakly_canonical(root, ec));
+  const fs::path top = fs::weakly_canonical(root, ec);
+  const auto within = [](const fs::path& p, const fs::path& base) {  // p is base or below it
+    const std::string r = p.lexically_relative(base).generic_string();
+    return !r.empty() && !r.starts_with("..");
+  };
   for (auto it = fs::recursive_directory_iterator(
            root, fs::directory_options::skip_permission_denied | fs::directory_options::follow_directory_symlink, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
@@ -475,7 +486,17 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
       continue;
     }
     if (it->is_directory(ec)) {
-      if (!folders.insert(fs::canonical(it->path(), ec)).second || ec) it.disable_recursion_pending();
+      std::error_code probe;
+      if (fs::directory_iterator(it->path(), probe); probe) {  // (the walk would skip it without a word)
+        unreadable.push_back(it->path());
+        it.disable_recursion_pending();
+      } else if (it->is_symlink(probe)) {
+        // Followed once each, unless the folder is the root's own (the walk reaches it by its path: ids and sides
+        // stay the path's), or holds the root (a loop).
+        const fs::path target = fs::canonical(it->path(), probe);
+        if (probe || within(target, top) || within(top, target) || !linked.insert(target).second)
+          it.disable_recursion_pending();
+      }
       continue;
     }
     if (!it->is_regular_file(ec)) continue;
@@ -490,7 +511,15 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
   require(!ec, "dataset: cannot read the folders under {}: {}", root.string(), ec.message());
   std::sort(labels.begin(), labels.end());
   std::sort(zips.begin(), zips.end());
+  std::sort(unreadable.begin(), unreadable.end());
   for (auto& [name, paths] : videos) std::sort(paths.begin(), paths.end());  // (the walk's order is the disk's)
+  // Archives with no folder of their name beside them ("TS_도시.zip" unpacked into "TS_도시/" is read).
+  std::erase_if(zips, [](const fs::path& z) {
+    const std::string name = z.filename().string();
+    const std::string folder = name.substr(0, lower_ascii(name).find(".zip"));
+    std::error_code e;
+    return fs::is_directory(z.parent_path() / folder, e);
+  });
   const auto relative = [&](const fs::path& p) { return p.lexically_relative(root); };
   if (labels.empty() || videos.empty()) {
     if (!zips.empty())
@@ -501,18 +530,24 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
           zips.size() > 1 ? ", …" : "", labels.empty() ? "label JSON files" : "video files");
     fail(
         "dataset: {} has no labels/ folder and no {} below it (expected videos/*.mp4 + labels/*.json, train/ and val/ "
-        "holding those, or an AI-Hub download: label JSON files and videos in folders at any depth)",
-        root.string(), labels.empty() ? "label JSON files" : "video files");
+        "holding those, or an AI-Hub download: label JSON files and videos in folders at any depth){}",
+        root.string(), labels.empty() ? "label JSON files" : "video files",
+        unreadable.empty() ? std::string()
+                           : fmt::format("; {} folder{} below it cannot be read ({}{})", unreadable.size(),
+                                         unreadable.size() == 1 ? "" : "s", relative(unreadable.front()).string(),
+                                         unreadable.size() > 1 ? ", …" : ""));
   }
   const auto side_of = [&](const fs::path& p) { return download_side(relative(p).parent_path()); };
   const auto side_name = [](DownloadSide s) { return s == DownloadSide::Train ? "Training" : "Validation"; };
   bool train_seen = false, val_seen = false;
   std::size_t tests = 0;
+  std::vector<std::string> conflicts;  // labels whose folders disagree on the side
   for (const auto& l : labels) {
     const DownloadSide side = side_of(l);
     train_seen |= side == DownloadSide::Train;
     val_seen |= side == DownloadSide::Val;
     tests += side == DownloadSide::Test;
+    if (side == DownloadSide::Conflict) conflicts.push_back(relative(l).generic_string());
   }
   const bool by_side = train_seen && val_seen && options.split != SplitRule::Hash;
   require(options.split != SplitRule::Folders || by_side,
@@ -545,19 +580,33 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
       const auto it = videos.find(lower_ascii(name));
       if (it == videos.end()) continue;
       for (const auto& v : it->second) {
+        // A label on a side takes a video on that side or on none; one on neither takes one on neither, or, when the
+        // split is not by side, on any side; never a Test folder's (whose clips are not read).
         const DownloadSide vs = side_of(v);
-        const bool mine = side != DownloadSide::Train && side != DownloadSide::Val ? true
-                          : vs == DownloadSide::Train || vs == DownloadSide::Val   ? vs == side
-                                                                                   : vs != DownloadSide::Test;
+        const bool sided = side == DownloadSide::Train || side == DownloadSide::Val;
+        const bool video_sided = vs == DownloadSide::Train || vs == DownloadSide::Val;
+        const bool mine = vs == DownloadSide::Test ? false
+                          : sided                  ? !video_sided || vs == side
+                                                   : !video_sided || !by_side;
         (mine ? found : other_side).push_back(v);
       }
       if (!found.empty()) break;
     }
-    if (found.size() > 1) {  // the one in the label's mirrored folder, if only one is
+    if (found.size() > 1) {  // the one in the label's mirrored folder (or the fewest levels below it), if only one is
       const auto mirror = mirrored_folders(relative(file).parent_path());
       std::vector<fs::path> same;
-      for (const auto& v : found)
-        if (mirrored_folders(relative(v).parent_path()) == mirror) same.push_back(v);
+      std::size_t best = 0;
+      for (const auto& v : found) {
+        const auto theirs = mirrored_folders(relative(v).parent_path());
+        if (theirs.size() < mirror.size() || !std::equal(mirror.begin(), mirror.end(), theirs.begin())) continue;
+        const std::size_t extra = theirs.size() - mirror.size();
+        if (same.empty() || extra < best) {
+          same = {v};
+          best = extra;
+        } else if (extra == best) {
+          same.push_back(v);
+        }
+      }
       if (same.size() == 1) found = same;
     }
     if (found.size() > 1) {
@@ -569,15 +618,26 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
       continue;
     }
     if (found.empty()) {
-      dataset.skipped.add(SkipReason::MissingVideo, where,
-                          other_side.empty()
-                              ? "no video named " + names.front() + " below the data folder"
-                              : fmt::format("no video named {} on its {} side; {} is on the other", names.front(),
-                                            side_name(side), relative(other_side.front()).generic_string()));
+      const DownloadSide other = other_side.empty() ? DownloadSide::None : side_of(other_side.front());
+      const bool sided = side == DownloadSide::Train || side == DownloadSide::Val;
+      dataset.skipped.add(
+          SkipReason::MissingVideo, where,
+          other_side.empty()
+              ? "no video named " + names.front() + " below the data folder"
+              : fmt::format("no video named {} {}; {} is {}", names.front(),
+                            sided ? fmt::format("on its {} side", side_name(side))
+                                  : std::string("outside the Training and Validation folders"),
+                            relative(other_side.front()).generic_string(),
+                            other == DownloadSide::Test ? std::string("under a Test folder (not read)")
+                                                        : fmt::format("on the {} side", side_name(other))));
       continue;
     }
     if (!usable_file(found.front())) {
-      dataset.skipped.add(SkipReason::EmptyVideo, where, relative(found.front()).generic_string() + " has 0 bytes");
+      if (empty_file(found.front()))
+        dataset.skipped.add(SkipReason::EmptyVideo, where, relative(found.front()).generic_string() + " has 0 bytes");
+      else
+        dataset.skipped.add(SkipReason::MissingVideo, where,
+                            relative(found.front()).generic_string() + " cannot be read");
       continue;
     }
     clip.video = found.front();
@@ -618,10 +678,20 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
                                   sideless.size() == 1 ? "" : "s", sideless.front(), sideless.size() > 1 ? ", …" : "");
   if (tests > 0)
     dataset.layout += fmt::format("; {} label{} under a Test folder not read", tests, tests == 1 ? "" : "s");
-  if (!zips.empty())
+  if (!conflicts.empty())
     dataset.layout +=
-        fmt::format("; {} zip archive{} not unpacked ({}{}): their clips are not read", zips.size(),
-                    zips.size() == 1 ? "" : "s", relative(zips.front()).generic_string(), zips.size() > 1 ? ", …" : "");
+        fmt::format("; {} label{} under folders that disagree on the side ({}{})", conflicts.size(),
+                    conflicts.size() == 1 ? "" : "s", conflicts.front(), conflicts.size() > 1 ? ", …" : "");
+  if (!zips.empty())
+    dataset.layout += fmt::format(
+        "; {} zip archive{} with no folder of {} name beside {} ({}{}): a clip only inside "
+        "one is not read",
+        zips.size(), zips.size() == 1 ? "" : "s", zips.size() == 1 ? "its" : "their", zips.size() == 1 ? "it" : "them",
+        relative(zips.front()).generic_string(), zips.size() > 1 ? ", …" : "");
+  if (!unreadable.empty())
+    dataset.layout += fmt::format("; {} folder{} that cannot be read ({}{}): {} clips are not read", unreadable.size(),
+                                  unreadable.size() == 1 ? "" : "s", relative(unreadable.front()).generic_string(),
+                                  unreadable.size() > 1 ? ", …" : "", unreadable.size() == 1 ? "its" : "their");
 }
 
 inline void check_options(const DatasetOptions& options) {
