@@ -42,6 +42,7 @@
 
 #include "demo_attributes.hpp"
 #include "demo_common.hpp"
+#include "one_line.hpp"
 #include "hf_model.hpp"
 #if defined(VIDLORA_TRAIN_ON_CUDA)
 #include "gpu_program.hpp"
@@ -149,7 +150,9 @@ demo::CommandLine command_line() {
       "FFmpeg's own log lines are off (its last error for a video is part of the error naming the video);\n"
       "VIDLORA_FFMPEG_LOG=error|warning|info|debug shows them.",
       {
-          flag("dry-run", "print the configuration (with where each value comes from) and exit"),
+          flag("dry-run",
+               "print the configuration (with where each value comes from) and exit; with --data, also how the data\n"
+               "is read (what is skipped, a few clips) and each stage's optimizer steps on it"),
           flag("stage0", "demo only: build the model directory --model from the captions in --data"),
           text("preset", "NAME",
                fmt::format("the preset this binary was built for: {} (others: shown with --dry-run only)",
@@ -900,6 +903,30 @@ void print_outputs(const fs::path& out) {
   fmt::print("outputs in {}: {}\n", out.string(), fmt::join(written, ", "));
 }
 
+// --dry-run with --data: the data as the run would read it (how, what it skipped, a few clips) and the optimizer steps
+// each stage would take on it (one rank; N ranks take 1/N of them each), so a long run's data is checked first.
+void print_data_plan(const demo::Args& a, const TrainerConfig& c) {
+  const fs::path data = dataset_source(a.str("data", defaults::kData));
+  const auto ds = train::read_dataset(data, dataset_options(a));
+  if (!ds.layout.empty()) fmt::print("data: read as {}\n", ds.layout);
+  fmt::print("data: {}\n", ds.summary());
+  const auto show = [](std::string_view split, const std::vector<train::Clip>& clips, std::size_t n) {
+    for (std::size_t i = 0; i < std::min(n, clips.size()); ++i)
+      fmt::print("  {} {}: {} — {}\n", split, clips[i].id, clips[i].video.string(), demo::one_line(clips[i].caption));
+  };
+  show("train", ds.train, 3);
+  show("held-out", ds.val, 2);
+  const long per_step = static_cast<long>(c.batch_size) * c.gradient_accumulation_steps;
+  const long per_epoch = (static_cast<long>(ds.train.size()) + per_step - 1) / per_step;
+  for (const auto& st : c.stages) {
+    if (st.epochs <= 0) continue;
+    const long total = static_cast<long>(st.epochs) * per_epoch;
+    fmt::print("{}: {} epoch{} x {} optimizer steps ({} training clips, {} per step) = {} steps, warmup {}\n", st.name,
+               st.epochs, st.epochs == 1 ? "" : "s", per_epoch, ds.train.size(), per_step, total,
+               schedule::warmup_steps_for(st.warmup_ratio, total));
+  }
+}
+
 int train_main(const demo::Args& a, int argc, char** argv) {
   check_mode_options(a);
   // As the early-stopping metric, the Korean morpheme METEOR needs MeCab's Korean dictionary: said now, before any
@@ -939,6 +966,7 @@ int train_main(const demo::Args& a, int argc, char** argv) {
   if (a.has("dry-run")) {
     print_configuration<ActivePreset>(config);
     print_comm_row(a);
+    if (a.has("data")) print_data_plan(a, config);
     return 0;
   }
 #if !defined(VIDLORA_TRAIN_ON_CUDA)

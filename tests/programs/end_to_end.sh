@@ -50,6 +50,13 @@ run 0 stage0_download "$bin/train_captioner" --stage0 --data download --model mo
 check "an unpacked AI-Hub download is read from its folders, split by Training / Validation, saying so" \
   bash -c 'grep -q "data: read as an AI-Hub download: labels and videos found in the folders below download, split by its Training and Validation folders" stage0_download.out &&
            grep -q "stage 0: 9 train + 3 val clips; read 12 labels, none skipped" stage0_download.out'
+run 0 dry_data "$bin/train_captioner" --dry-run --data download --caption-field /caption/korean --epochs1 1 --epochs2 2
+check "--dry-run with --data says how the data is read, shows clips and each stage's steps, and writes nothing" \
+  bash -c 'grep -q "data: read as an AI-Hub download" dry_data.out &&
+           grep -q "data: 9 train + 3 val clips; read 12 labels, none skipped" dry_data.out &&
+           grep -q "^  train 01.데이터/1.Training/라벨링데이터/TL_도형/clip_00000: .*clip_00000.mp4 — " dry_data.out &&
+           grep -Eq ": 2 epochs x [0-9]+ optimizer steps \(9 training clips, [0-9]+ per step\) = [0-9]+ steps, warmup [0-9]+" dry_data.out &&
+           test ! -e vidlora_out'
 train=("$bin/train_captioner" --data data --model model --out out --epochs1 1 --epochs2 1 --val-fraction 0.25 --log-lines)
 
 # Refused before any data is read or anything written: a --resume with no checkpoint (a fresh run into the same --out

@@ -322,6 +322,26 @@ inline std::vector<std::string> video_names(const std::string& named, const std:
   return names;
 }
 
+// A label's caption (trimmed), category and metadata into `clip`; false, with the skip recorded, when it has no
+// caption or an empty one.
+inline bool take_label_fields(const nlohmann::json& j, const DatasetOptions& options, const std::string& where,
+                              Clip& clip, Dataset& dataset) {
+  std::string missing;
+  const auto caption = label_caption(j, options, missing);
+  if (!caption) {
+    dataset.skipped.add(SkipReason::MissingCaption, where, missing);
+    return false;
+  }
+  clip.caption = trim(*caption);
+  if (clip.caption.empty()) {
+    dataset.skipped.add(SkipReason::EmptyCaption, where);
+    return false;
+  }
+  clip.category = string_field(j, {"category"});
+  if (const auto it = j.find("metadata"); it != j.end()) clip.metadata = *it;
+  return true;
+}
+
 // Reads one AI-Hub tree (root/labels/*.json, videos under root/videos) into `out`.
 inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options, std::vector<Clip>& out,
                             Dataset& dataset) {
@@ -361,19 +381,7 @@ inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options,
       continue;
     }
     clip.video = *found;
-    std::string missing;
-    const auto caption = label_caption(*j, options, missing);
-    if (!caption) {
-      dataset.skipped.add(SkipReason::MissingCaption, where, missing);
-      continue;
-    }
-    clip.caption = trim(*caption);
-    if (clip.caption.empty()) {
-      dataset.skipped.add(SkipReason::EmptyCaption, where);
-      continue;
-    }
-    clip.category = string_field(*j, {"category"});
-    if (const auto it = j->find("metadata"); it != j->end()) clip.metadata = *it;
+    if (!take_label_fields(*j, options, where, clip, dataset)) continue;
     out.push_back(std::move(clip));
   }
 }
@@ -641,19 +649,7 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
       continue;
     }
     clip.video = found.front();
-    std::string missing;
-    const auto caption = label_caption(*j, options, missing);
-    if (!caption) {
-      dataset.skipped.add(SkipReason::MissingCaption, where, missing);
-      continue;
-    }
-    clip.caption = trim(*caption);
-    if (clip.caption.empty()) {
-      dataset.skipped.add(SkipReason::EmptyCaption, where);
-      continue;
-    }
-    clip.category = string_field(*j, {"category"});
-    if (const auto it = j->find("metadata"); it != j->end()) clip.metadata = *it;
+    if (!take_label_fields(*j, options, where, clip, dataset)) continue;
     if (by_side && (side == DownloadSide::Train || side == DownloadSide::Val)) {
       (side == DownloadSide::Val ? dataset.val : dataset.train).push_back(std::move(clip));
     } else {
