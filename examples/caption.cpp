@@ -81,8 +81,8 @@ demo::CommandLine command_line() {
       "(sampling, penalties, EOS ids); the options below override it. A GPU preset's build\n"
       "(built with nvcc) encodes the frames and generates on the GPU; the Cpu preset's runs on the CPU (a 7B\n"
       "model: about 28 GB of host memory for its fp32 weights, minutes per clip).\n"
-      "FFmpeg's own log lines are off (its last error for a video is part of the error naming the video);\n"
-      "VIDLORA_FFMPEG_LOG=error|warning|info|debug shows them.",
+      "FFmpeg's last error for a video is part of the error naming the video; FFmpeg's own lines show from\n"
+      "the level VIDLORA_FFMPEG_LOG names (quiet|fatal|error|warning|info|debug; default info, FFmpeg's).",
       {
           text("model", "DIR", "base model directory: the demo's, or a Hugging Face LLaVA one (default demo_model)"),
           text("trained", "DIR", "train_captioner's output directory (default vidlora_out; optional with HF_DIR)"),
@@ -427,10 +427,12 @@ int caption_videos(const demo::CommandLine& a, const DeviceSettings& settings, c
   }
   write_jsonl();
   if (empty > 0)
-    fmt::print(stderr,
-               "caption: {} of {} captions are empty: the model ended {} at once (an undertrained model does; "
-               "--min-new-tokens N makes it write N tokens first)\n",
-               empty, captioned, empty == 1 ? "it" : "them");
+    fmt::print(stderr, "caption: {} of {} captions are empty: {}\n", empty, captioned,
+               generation.min_new_tokens > 0
+                   ? "its tokens decode to no text (special or byte tokens that make no character)"
+                   : fmt::format("the model ended {} at once (an undertrained model does; --min-new-tokens N makes "
+                                 "it write N tokens first)",
+                                 empty == 1 ? "it" : "them"));
   return status;
 }
 

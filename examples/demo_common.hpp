@@ -45,9 +45,9 @@ namespace demo {
 
 namespace fs = std::filesystem;
 
-// examples/support/demo_features.cpp: FFmpeg's own log lines on stderr only from the level VIDLORA_FFMPEG_LOG names
-// (quiet, panic, fatal — the default —, error, warning, info, verbose, debug); its last error for a video is part of
-// the program's error for that video either way (video::capture_ffmpeg_log).
+// examples/support/demo_features.cpp: FFmpeg's own log lines on stderr from the level VIDLORA_FFMPEG_LOG names
+// (quiet, panic, fatal, error, warning, info — FFmpeg's default and the programs' —, verbose, debug); its last error
+// for a video is part of the program's error for that video either way (video::capture_ffmpeg_log).
 void capture_ffmpeg_log();
 
 // examples/support/demo_features.cpp: sampler + CLIP preprocessing + encoder (+ pooling), then, when

@@ -147,8 +147,8 @@ demo::CommandLine command_line() {
       "(--stage0).\n"
       "Outputs in --out: adapter/ (PEFT), projector.safetensors, val_captions.jsonl, train_log.jsonl, curves.svg,\n"
       "checkpoints/ (last + best). Ctrl-C saves a checkpoint and stops (exit 130); --resume continues.\n"
-      "FFmpeg's own log lines are off (its last error for a video is part of the error naming the video);\n"
-      "VIDLORA_FFMPEG_LOG=error|warning|info|debug shows them.",
+      "FFmpeg's last error for a video is part of the error naming the video; FFmpeg's own lines show from\n"
+      "the level VIDLORA_FFMPEG_LOG names (quiet|fatal|error|warning|info|debug; default info, FFmpeg's).",
       {
           flag("dry-run",
                "print the configuration (with where each value comes from) and exit; with --data, also how the data\n"
@@ -904,7 +904,8 @@ void print_outputs(const fs::path& out) {
 }
 
 // --dry-run with --data: the data as the run would read it (how, what it skipped, a few clips) and the optimizer steps
-// each stage would take on it (one rank; N ranks take 1/N of them each), so a long run's data is checked first.
+// each stage would take on it (as the Trainer counts them: ranks x batch x accumulation clips a step), so a long run's
+// data is checked first.
 void print_data_plan(const demo::Args& a, const TrainerConfig& c) {
   const fs::path data = dataset_source(a.str("data", defaults::kData));
   const auto ds = train::read_dataset(data, dataset_options(a));
@@ -916,13 +917,18 @@ void print_data_plan(const demo::Args& a, const TrainerConfig& c) {
   };
   show("train", ds.train, 3);
   show("held-out", ds.val, 2);
-  const long per_step = static_cast<long>(c.batch_size) * c.gradient_accumulation_steps;
+  const std::string kind = available_comm_kind(a);  // as the Trainer counts: every rank takes batch x accumulation
+  const int ranks = kind == "single" ? 1
+                    : over_tcp(kind) ? comm::tcp_options_from_environment().size
+                                     : mpi_launched_ranks();
+  const long per_step = static_cast<long>(c.batch_size) * c.gradient_accumulation_steps * ranks;
   const long per_epoch = (static_cast<long>(ds.train.size()) + per_step - 1) / per_step;
   for (const auto& st : c.stages) {
     if (st.epochs <= 0) continue;
     const long total = static_cast<long>(st.epochs) * per_epoch;
-    fmt::print("{}: {} epoch{} x {} optimizer steps ({} training clips, {} per step) = {} steps, warmup {}\n", st.name,
-               st.epochs, st.epochs == 1 ? "" : "s", per_epoch, ds.train.size(), per_step, total,
+    fmt::print("{}: {} epoch{} x {} optimizer steps ({} training clips, {} per step{}) = {} steps, warmup {}\n",
+               st.name, st.epochs, st.epochs == 1 ? "" : "s", per_epoch, ds.train.size(), per_step,
+               ranks > 1 ? fmt::format(" over {} ranks", ranks) : std::string(), total,
                schedule::warmup_steps_for(st.warmup_ratio, total));
   }
 }
@@ -957,7 +963,9 @@ int train_main(const demo::Args& a, int argc, char** argv) {
                ActivePreset::name, asked, build);
     presets::with_preset(asked, [&](auto p) {
       using P = decltype(p);
-      print_configuration<P>(configure<P>(a));
+      const TrainerConfig c = configure<P>(a);
+      print_configuration<P>(c);
+      if (a.has("data")) print_data_plan(a, c);
     });
     return 0;
   }

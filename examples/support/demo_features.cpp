@@ -14,7 +14,7 @@ namespace demo {
 
 void capture_ffmpeg_log() {
   const char* env = std::getenv("VIDLORA_FFMPEG_LOG");
-  const std::string_view name = env && *env ? env : "fatal";
+  const std::string_view name = env && *env ? env : "info";  // FFmpeg's own default: nothing hidden
   static constexpr std::pair<std::string_view, int> kLevels[] = {
       {"quiet", AV_LOG_QUIET},     {"panic", AV_LOG_PANIC}, {"fatal", AV_LOG_FATAL},     {"error", AV_LOG_ERROR},
       {"warning", AV_LOG_WARNING}, {"info", AV_LOG_INFO},   {"verbose", AV_LOG_VERBOSE}, {"debug", AV_LOG_DEBUG}};

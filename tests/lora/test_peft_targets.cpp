@@ -193,8 +193,8 @@ TEST_CASE("adapter_config.json fields are PEFT's LoraConfig fields or off", "[lo
                                Contains("PEFT 0.21.2") && Contains("remove it"));
     }
   }
-  for (const nlohmann::json& value : {nlohmann::json(nullptr), nlohmann::json(false), nlohmann::json::array(),
-                                      nlohmann::json::object(), nlohmann::json("")}) {
+  for (const nlohmann::json& value : {nlohmann::json(nullptr), nlohmann::json(false), nlohmann::json(0),
+                                      nlohmann::json::array(), nlohmann::json::object(), nlohmann::json("")}) {
     EditedAdapter a(src, "unknown_off", [&](nlohmann::json& c) {
       c["use_future_lora"] = value;
       c["runtime_config"] = {{"ephemeral_gpu_offload", false}};  // known (PEFT drops it with a warning)

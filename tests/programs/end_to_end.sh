@@ -51,6 +51,9 @@ check "an unpacked AI-Hub download is read from its folders, split by Training /
   bash -c 'grep -q "data: read as an AI-Hub download: labels and videos found in the folders below download, split by its Training and Validation folders" stage0_download.out &&
            grep -q "stage 0: 9 train + 3 val clips; read 12 labels, none skipped" stage0_download.out'
 run 0 dry_data "$bin/train_captioner" --dry-run --data download --caption-field /caption/korean --epochs1 1 --epochs2 2
+run 0 dry_data_t4 "$bin/train_captioner" --dry-run --preset T4 --data download --caption-field /caption/korean
+check "--dry-run of another preset with --data shows its steps on the data" \
+  grep -Eq "x [0-9]+ optimizer steps \(9 training clips, 16 per step\)" dry_data_t4.out
 check "--dry-run with --data says how the data is read, shows clips and each stage's steps, and writes nothing" \
   bash -c 'grep -q "data: read as an AI-Hub download" dry_data.out &&
            grep -q "data: 9 train + 3 val clips; read 12 labels, none skipped" dry_data.out &&
@@ -147,15 +150,17 @@ check "caption writes the JSONL" grep -q '"caption"' captions.jsonl
 run 0 caption_short "$bin/caption" --model model --trained out --frames 500 "$video"
 check "a clip with fewer frames than --frames is said to use all it has (demo model)" \
   grep -q "note: $video has [0-9]* frames, fewer than the 500 asked: all [0-9]* are used" caption_short.err
-# A damaged video: FFmpeg's own lines stay off the output, its last error is part of the program's error for the clip;
-# VIDLORA_FFMPEG_LOG shows its lines again, and a level it does not know is an error naming it.
+# A damaged video: FFmpeg's last error is part of the program's error for the clip; FFmpeg's own lines show as
+# FFmpeg's default level would (nothing hidden), VIDLORA_FFMPEG_LOG=quiet keeps them off, and a level it does not
+# know is an error naming it.
 tail -c +2000 "$video" >nohead.mp4
 run 1 caption_damaged "$bin/caption" --model model --trained out nohead.mp4
-check "a damaged video's error carries FFmpeg's own message, and FFmpeg prints nothing itself" \
+check "a damaged video's error carries FFmpeg's own message, and FFmpeg's lines show by default" \
   bash -c 'grep -q "nohead.mp4: video file nohead.mp4: not a readable video (.*; FFmpeg: .*)" caption_damaged.err &&
-           ! grep -q "^\[mov" caption_damaged.err'
-VIDLORA_FFMPEG_LOG=error run 1 caption_damaged_log "$bin/caption" --model model --trained out nohead.mp4
-check "VIDLORA_FFMPEG_LOG=error shows FFmpeg's lines" grep -q "^\[mov" caption_damaged_log.err
+           grep -q "^\[mov" caption_damaged.err'
+VIDLORA_FFMPEG_LOG=quiet run 1 caption_damaged_quiet "$bin/caption" --model model --trained out nohead.mp4
+check "VIDLORA_FFMPEG_LOG=quiet keeps FFmpeg's lines off, its message still in the error" \
+  bash -c '! grep -q "^\[mov" caption_damaged_quiet.err && grep -q "; FFmpeg: " caption_damaged_quiet.err'
 VIDLORA_FFMPEG_LOG=loud run 1 caption_bad_log "$bin/caption" --model model --trained out "$video"
 check "an unknown VIDLORA_FFMPEG_LOG is an error naming it" \
   grep -q "VIDLORA_FFMPEG_LOG=loud: not one of quiet, panic, fatal, error, warning, info, verbose, debug" caption_bad_log.err

@@ -148,6 +148,10 @@ TEST_CASE("with the FFmpeg log captured, FFmpeg's own last error is part of the 
   av_log(nullptr, AV_LOG_ERROR, "an earlier problem\n");
   const auto other = error_of([&] { Sampler<Uniform>().sample(test::text_as_mp4()); });
   CHECK_THAT(other, !Catch::Contains("an earlier problem"));
+  // A message whose line never ended is not the next file's either.
+  av_log(nullptr, AV_LOG_ERROR, "never ended");
+  const auto next = error_of([&] { Sampler<Uniform>().sample(test::truncated_without_index()); });
+  CHECK_THAT(next, !Catch::Contains("never ended") && Catch::Contains("; FFmpeg: moov atom not found)"));
   // Lines FFmpeg logs in parts are joined; only error-level ones are kept.
   av_log(nullptr, AV_LOG_ERROR, "part one, ");
   av_log(nullptr, AV_LOG_ERROR, "part two\n");

@@ -198,7 +198,8 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
   if (!type) throw bad("\"peft_type\" is missing (PEFT cannot load it either)");
   if (*type != "LORA") throw bad(fmt::format("peft_type {} is not LORA", type->dump()));
   for (const auto& [key, value] : c.items()) {
-    const bool off = value.is_null() || value == false || (value.is_structured() && value.empty()) ||
+    const bool off = value.is_null() || value == false || (value.is_number() && value == 0) ||
+                     (value.is_structured() && value.empty()) ||
                      (value.is_string() && value.get_ref<const std::string&>().empty());
     if (!off && !lora_config_field(key))
       throw bad(fmt::format(

@@ -15,6 +15,7 @@ extern "C" {
 #include <cstdarg>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace vidlora::video {
 
@@ -63,13 +64,15 @@ inline std::atomic<bool> ffmpeg_capture_installed{false};
 inline void ffmpeg_log_callback(void* context, int level, const char* format, va_list args) {
   va_list copy;
   va_copy(copy, args);
-  if (level <= AV_LOG_ERROR) {
+  if ((level & 0xff) <= AV_LOG_ERROR && format) {  // (the high bits may carry a colour)
     char line[1024];
     int print_prefix = 0;  // the text without FFmpeg's "[mov,mp4,... @ 0x...]" context
     av_log_format_line2(context, level, format, copy, line, sizeof line, &print_prefix);
-    ffmpeg_partial_line += line;
-    if (!ffmpeg_partial_line.empty() && ffmpeg_partial_line.back() == '\n') {
-      ffmpeg_partial_line.pop_back();
+    std::string text = line;  // (cut at 1023 bytes: whether the message ends its line is the format's to say)
+    if (!text.empty() && text.back() == '\n') text.pop_back();
+    ffmpeg_partial_line += text;
+    const std::string_view f = format;
+    if (!f.empty() && f.back() == '\n') {
       ffmpeg_last_error = std::move(ffmpeg_partial_line);
       ffmpeg_partial_line.clear();
     }
@@ -82,8 +85,9 @@ inline void ffmpeg_log_callback(void* context, int level, const char* format, va
 // For programs (the library never installs it by itself): FFmpeg's log lines at `print_level` or more severe go to
 // stderr as before (AV_LOG_QUIET: none), and the last error FFmpeg logs while a video is opened or decoded is added
 // to the library's error for that file ("not a readable video (Invalid data found when processing input; FFmpeg:
-// moov atom not found)"), so a program can keep FFmpeg's own lines off its output and lose nothing. Messages
-// logged on FFmpeg's own decoding threads (threads > 1) are printed but not captured.
+// moov atom not found)"). Messages logged on FFmpeg's own decoding threads (a decoder with threads != 1) are
+// printed as the level says but not captured: the error then names the last one logged on the calling thread, or
+// none. A frame FFmpeg conceals (decodes with an error it logs) is no error here: only its printed line tells.
 inline void capture_ffmpeg_log(int print_level) {
   av_log_set_level(print_level);
   av_log_set_callback(detail::ffmpeg_log_callback);
@@ -93,10 +97,11 @@ inline void capture_ffmpeg_log(int print_level) {
 // "; FFmpeg: <its last error on this thread>" when the capture is installed and FFmpeg logged one since the last
 // call, else ""; the message is taken (a later call does not repeat it).
 inline std::string ffmpeg_said() {
-  if (!detail::ffmpeg_capture_installed || detail::ffmpeg_last_error.empty()) return {};
-  std::string said = "; FFmpeg: " + detail::ffmpeg_last_error;
+  std::string last = std::move(detail::ffmpeg_last_error);
   detail::ffmpeg_last_error.clear();
-  return said;
+  detail::ffmpeg_partial_line.clear();  // (a line never ended is no later file's)
+  if (!detail::ffmpeg_capture_installed || last.empty()) return {};
+  return "; FFmpeg: " + last;
 }
 
 }  // namespace vidlora::video
