@@ -777,9 +777,14 @@ std::string available_comm_kind(const demo::Args& a) {
 bool over_tcp(const std::string& kind) { return kind == "tcp" || (kind == "nccl" && mpi_launched_ranks() <= 1); }
 
 // The dry run's row: how the ranks of this run would sum their gradients.
+// The processes the launcher started: WORLD_SIZE for TCP (or NCCL bootstrapped over it), else mpirun's / srun's.
+int launched_ranks(const std::string& kind) {
+  return over_tcp(kind) ? comm::tcp_options_from_environment().size : mpi_launched_ranks();
+}
+
 void print_comm_row(const demo::Args& a) {
   const std::string kind = available_comm_kind(a);
-  const int launched = over_tcp(kind) ? comm::tcp_options_from_environment().size : mpi_launched_ranks();
+  const int launched = launched_ranks(kind);
   const std::string ranks = fmt::format("{} rank{}", launched, launched == 1 ? "" : "s");
   const std::string value = kind == "single" ? std::string("one process")
                             : kind == "mpi"  ? ranks + ", gradients summed on the hosts (MPI)"
@@ -918,9 +923,7 @@ void print_data_plan(const demo::Args& a, const TrainerConfig& c) {
   show("train", ds.train, 3);
   show("held-out", ds.val, 2);
   const std::string kind = available_comm_kind(a);  // as the Trainer counts: every rank takes batch x accumulation
-  const int ranks = kind == "single" ? 1
-                    : over_tcp(kind) ? comm::tcp_options_from_environment().size
-                                     : mpi_launched_ranks();
+  const int ranks = kind == "single" ? 1 : launched_ranks(kind);
   const long per_step = static_cast<long>(c.batch_size) * c.gradient_accumulation_steps * ranks;
   const long per_epoch = (static_cast<long>(ds.train.size()) + per_step - 1) / per_step;
   for (const auto& st : c.stages) {

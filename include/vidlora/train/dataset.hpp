@@ -30,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include <vidlora/core/error.hpp>
+#include <vidlora/eval/tokenize.hpp>
 
 namespace vidlora::train {
 
@@ -322,6 +323,15 @@ inline std::vector<std::string> video_names(const std::string& named, const std:
   return names;
 }
 
+// A label file's JSON object, or nullopt with the skip recorded (it cannot be read, does not parse, or is no object).
+inline std::optional<nlohmann::json> read_label(const fs::path& file, const std::string& where, Dataset& dataset) {
+  std::string problem;
+  auto j = read_json_file(file, problem);
+  if (j && j->is_object()) return j;
+  dataset.skipped.add(SkipReason::UnreadableJson, where, j ? "not a JSON object" : problem);
+  return std::nullopt;
+}
+
 // A label's caption (trimmed), category and metadata into `clip`; false, with the skip recorded, when it has no
 // caption or an empty one.
 inline bool take_label_fields(const nlohmann::json& j, const DatasetOptions& options, const std::string& where,
@@ -355,12 +365,8 @@ inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options,
   for (const auto& file : files) {
     ++dataset.labels_seen;
     const std::string where = (fs::path("labels") / file.filename()).string();
-    std::string problem;
-    const auto j = read_json_file(file, problem);
-    if (!j || !j->is_object()) {
-      dataset.skipped.add(SkipReason::UnreadableJson, where, j ? "not a JSON object" : problem);
-      continue;
-    }
+    const auto j = read_label(file, where, dataset);
+    if (!j) continue;
     Clip clip;
     clip.id = file.stem().string();
     clip.source = file;
@@ -395,16 +401,10 @@ inline void hash_split(std::vector<Clip>& all, const DatasetOptions& options, Da
 // "01.Training"), their archives prefixed TS_/TL_ (training sources / labels) and VS_/VL_ (validation).
 enum class DownloadSide { None, Train, Val, Test, Conflict };
 
-inline std::string lower_ascii(std::string s) {
-  for (char& c : s)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  return s;
-}
-
 // A folder name that says its side outright: Training, Train, Validation, Valid, Val, Test (any case, after a
 // number such as "1." or "02_"), or a TS_/TL_/VS_/VL_ archive's folder.
 inline DownloadSide named_side(const std::string& name) {
-  const std::string lower = lower_ascii(name);
+  const std::string lower = eval::ascii_lower(name);
   const std::string_view rest =
       std::string_view(lower).substr(std::min(lower.size(), lower.find_first_not_of("0123456789._- ")));
   if (rest == "training" || rest == "train" || lower.starts_with("ts_") || lower.starts_with("tl_"))
@@ -418,7 +418,7 @@ inline DownloadSide named_side(const std::string& name) {
 // A folder name that only contains a side's word ("Training_data", "검증데이터", "학습"): read when no folder of the
 // path names its side outright.
 inline DownloadSide hinted_side(const std::string& name) {
-  const std::string lower = lower_ascii(name);
+  const std::string lower = eval::ascii_lower(name);
   const bool train = lower.find("training") != std::string::npos || name.find("학습") != std::string::npos;
   const bool val = lower.find("validation") != std::string::npos || name.find("검증") != std::string::npos;
   return train && val ? DownloadSide::Conflict
@@ -448,7 +448,7 @@ inline DownloadSide download_side(const fs::path& relative_parent) {
 inline std::vector<std::string> mirrored_folders(const fs::path& relative_parent) {
   std::vector<std::string> out;
   for (const auto& part : relative_parent) {
-    const std::string name = part.string(), lower = lower_ascii(name);
+    const std::string name = part.string(), lower = eval::ascii_lower(name);
     if (name.find("원천") != std::string::npos || name.find("라벨링") != std::string::npos || lower == "labels" ||
         lower == "label" || lower == "videos" || lower == "video")
       continue;
@@ -508,13 +508,13 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
       continue;
     }
     if (!it->is_regular_file(ec)) continue;
-    const std::string ext = lower_ascii(it->path().extension().string());
+    const std::string ext = eval::ascii_lower(it->path().extension().string());
     if (ext == ".json")
       labels.push_back(it->path());
-    else if (ext == ".zip" || lower_ascii(name).find(".zip.") != std::string::npos)
+    else if (ext == ".zip" || eval::ascii_lower(name).find(".zip.") != std::string::npos)
       zips.push_back(it->path());
     else if (std::find(std::begin(kVideoExtensions), std::end(kVideoExtensions), ext) != std::end(kVideoExtensions))
-      videos[lower_ascii(name)].push_back(it->path());
+      videos[eval::ascii_lower(name)].push_back(it->path());
   }
   require(!ec, "dataset: cannot read the folders under {}: {}", root.string(), ec.message());
   std::sort(labels.begin(), labels.end());
@@ -524,7 +524,7 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
   // Archives with no folder of their name beside them ("TS_도시.zip" unpacked into "TS_도시/" is read).
   std::erase_if(zips, [](const fs::path& z) {
     const std::string name = z.filename().string();
-    const std::string folder = name.substr(0, lower_ascii(name).find(".zip"));
+    const std::string folder = name.substr(0, eval::ascii_lower(name).find(".zip"));
     std::error_code e;
     return fs::is_directory(z.parent_path() / folder, e);
   });
@@ -571,12 +571,8 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
     if (side == DownloadSide::Test) continue;
     ++dataset.labels_seen;
     const std::string where = relative(file).generic_string();
-    std::string problem;
-    const auto j = read_json_file(file, problem);
-    if (!j || !j->is_object()) {
-      dataset.skipped.add(SkipReason::UnreadableJson, where, j ? "not a JSON object" : problem);
-      continue;
-    }
+    const auto j = read_label(file, where, dataset);
+    if (!j) continue;
     Clip clip;
     clip.id = where.substr(0, where.size() - file.extension().string().size());
     clip.source = file;
@@ -585,7 +581,7 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
     std::vector<fs::path> found;
     std::vector<fs::path> other_side;  // videos of the name that are on the label's other side
     for (const auto& name : names) {
-      const auto it = videos.find(lower_ascii(name));
+      const auto it = videos.find(eval::ascii_lower(name));
       if (it == videos.end()) continue;
       for (const auto& v : it->second) {
         // A label on a side takes a video on that side or on none; one on neither takes one on neither, or, when the
