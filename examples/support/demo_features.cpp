@@ -6,6 +6,8 @@
 #include <vidlora/video/ffmpeg.hpp>
 #include <vidlora/video/policy_table.hpp>
 
+#include "sampling_notes.hpp"
+
 #include <cstdlib>
 #include <string>
 #include <string_view>
@@ -34,9 +36,7 @@ vidlora::Matrix clip_features(const std::filesystem::path& video, const std::str
   vidlora::Matrix f = vidlora::video::with_sampling_policy(sampler, [&](auto policy) {
     return vidlora::train::video_clip_features<decltype(policy)>(video, so, encoder, pool_stride, &report);
   });
-  if (report.short_video)  // the model sees fewer frames than it was asked to (and than a run trained on)
-    fmt::print(stderr, "\nnote: {} has {} frames, fewer than the {} asked: all {} are used\n", video.string(),
-               report.frame_count, frames, report.frame_count);
+  print_sampling_notes(video, report, frames);
   if (change_pool_stride == 0) return f;
   const vidlora::Matrix change = vidlora::train::video_change_features(video, so, encoder, change_pool_stride);
   vidlora::Matrix both(f.rows() + change.rows(), f.cols());

@@ -9,6 +9,8 @@
 #include <vidlora/video/policy_table.hpp>
 #include <vidlora/video/sampler.hpp>
 
+#include "sampling_notes.hpp"
+
 #include <filesystem>
 #include <string>
 
@@ -26,9 +28,7 @@ vidlora::Matrix hf_clip_features(const std::filesystem::path& video, const std::
   so.scene.min_scene_len = 3;
   return vidlora::video::with_sampling_policy(sampler, [&](auto policy) {
     const auto sampling = vidlora::video::Sampler<decltype(policy)>(so).sample_with_report(video);
-    if (sampling.report.short_video)  // the model sees fewer frames than it was asked to (and than a run trained on)
-      fmt::print(stderr, "\nnote: {} has {} frames, fewer than the {} asked: all {} are used\n", video.string(),
-                 sampling.report.frame_count, frames, sampling.report.frame_count);
+    print_sampling_notes(video, sampling.report, frames);
     const auto& sampled = sampling.frames;
     const auto pixels = vidlora::video::clip_preprocess(sampled, preprocessing);
     vidlora::Matrix f = encoder.features(pixels.data, pixels.frames);

@@ -150,6 +150,30 @@ check "caption writes the JSONL" grep -q '"caption"' captions.jsonl
 run 0 caption_short "$bin/caption" --model model --trained out --frames 500 "$video"
 check "a clip with fewer frames than --frames is said to use all it has (demo model)" \
   grep -q "note: $video has [0-9]* frames, fewer than the 500 asked: all [0-9]* are used" caption_short.err
+# A clip FFmpeg decodes through damage: 8 bytes of one slice past 55% of its data scrambled (as
+# tests/video/clips.hpp's concealed_clip does; the MP4's mdat holds only the video's length-prefixed NAL units).
+python3 - "$video" scrambled.mp4 <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], 'rb').read())
+m = b.find(b'mdat')
+end, begin = m - 4 + struct.unpack('>I', b[m - 4:m])[0], m + 4
+past, at = begin + (end - begin) * 55 // 100, begin
+while at + 4 <= end:
+    size, nal = struct.unpack('>I', b[at:at + 4])[0], at + 4
+    if b[nal] & 0x1f == 1 and size >= 24 and nal + size >= past:  # a non-IDR slice
+        for k in range(nal + size // 2, nal + size // 2 + 8):
+            b[k] ^= 0xA5
+        break
+    at = nal + size
+else:
+    sys.exit('no slice of 24 bytes or more to scramble in ' + sys.argv[1])
+open(sys.argv[2], 'wb').write(b)
+PY
+run 0 caption_scrambled "$bin/caption" --model model --trained out scrambled.mp4
+check "a clip FFmpeg decodes through damage is captioned, with a note naming it and where the damage starts" \
+  bash -c 'grep -q "^scrambled.mp4	" caption_scrambled.out &&
+           grep -q "note: scrambled.mp4: FFmpeg concealed damage in [1-9][0-9]* of [0-9]* decoded frames, the first at [0-9.]* s: its bitstream is corrupt there" caption_scrambled.err'
+check "a clean clip gets no such note" bash -c '! grep -q "concealed damage" caption.err caption_short.err'
 # A damaged video: FFmpeg's last error is part of the program's error for the clip; FFmpeg's own lines show as
 # FFmpeg's default level would (nothing hidden), VIDLORA_FFMPEG_LOG=quiet keeps them off, and a level it does not
 # know is an error naming it.

@@ -191,3 +191,54 @@ TEST_CASE("a file truncated mid-way reports where it broke and keeps the frames 
     CHECK(s.frames.back().index == static_cast<std::int64_t>(frames.size()) - 1);
   }
 }
+
+TEST_CASE("damage FFmpeg decodes through is counted per frame and reported with where it starts",
+          "[video][decoder][errors]") {
+  using video::DecodedFrame;
+  using video::VideoDecoder;
+  using video::VideoDecoderOptions;
+  const auto decode = [](const std::filesystem::path& path, std::vector<std::int64_t>* flagged) {
+    VideoDecoder decoder(path,
+                         VideoDecoderOptions{.threads = 1});  // FFmpeg's H.264 conceals only without frame threads
+    return decoder.decode([&](const DecodedFrame& f) {
+      if (f.concealed) flagged->push_back(f.index);
+      return true;
+    });
+  };
+  std::vector<std::int64_t> clean_flagged, flagged;
+  const DecodeStatus clean = decode(test::testsrc_clip(), &clean_flagged);
+  CHECK(clean.frames == 120);
+  CHECK(clean.concealed_frames == 0);
+  CHECK(clean.first_concealed_timestamp == -1.0);
+  CHECK(clean.concealment().empty());
+  CHECK(clean_flagged.empty());
+
+  const auto path = test::concealed_clip();
+  const DecodeStatus s = decode(path, &flagged);
+  CHECK(s.frames == 120);  // every packet decodes: the file is not "damaged" in the stopping sense
+  CHECK_FALSE(s.damaged);
+  REQUIRE(s.concealed_frames >= 1);
+  CHECK(s.concealed_frames == static_cast<std::int64_t>(flagged.size()));
+  CHECK(s.first_concealed_timestamp == Approx(flagged.front() / 30.0).margin(1e-6));
+  CHECK(s.first_concealed_timestamp > 1.0);  // the scrambled slice lies past 55% of the data (4 s of frames)
+  CHECK_THAT(s.concealment(), Catch::StartsWith(fmt::format("FFmpeg concealed damage in {} of 120 decoded frames, "
+                                                            "the first at {:.3f} s",
+                                                            s.concealed_frames, s.first_concealed_timestamp)));
+
+  // The samplers carry it in their report, decoding in one pass or seeking (which decodes up to each frame it
+  // wants: the last of 8 uniform frames lies past the damage).
+  for (bool seek : {true, false}) {
+    const auto sampled =
+        Sampler<Uniform>(SamplerOptions{.num_frames = 8, .width = 16, .height = 12, .threads = 1, .seek = seek})
+            .sample_with_report(path);
+    CHECK(sampled.report.seeked == seek);
+    CHECK_FALSE(sampled.report.status.damaged);
+    CHECK(sampled.report.status.concealed_frames == s.concealed_frames);
+    CHECK(sampled.report.status.first_concealed_timestamp == Approx(s.first_concealed_timestamp));
+    CHECK(sampled.frames.size() == 8);
+  }
+  const auto clean_sampled = Sampler<Uniform>(SamplerOptions{.num_frames = 8, .width = 16, .height = 12, .threads = 1})
+                                 .sample_with_report(test::testsrc_clip());
+  CHECK(clean_sampled.report.status.concealed_frames == 0);
+  CHECK(clean_sampled.report.status.concealment().empty());
+}

@@ -21,12 +21,14 @@ namespace vidlora::video {
 // How a sampling went, beside the frames.
 struct SamplingReport {
   StreamInfo info;
-  std::int64_t frame_count = 0;            // frames the video really has (decoded, or demuxed when seeking)
-  bool short_video = false;                // fewer frames than num_frames: every frame was returned
-  bool seeked = false;                     // Uniform took the keyframe-seek path
-  std::int64_t frames_decoded = 0;         // decoder output frames this sampling consumed
-  std::int64_t hold_stride = 1;            // >1: chosen frames were snapped to every hold_stride-th frame
-  DecodeStatus status;                     // damaged = the file broke mid-way (only with accept_damaged)
+  std::int64_t frame_count = 0;     // frames the video really has (decoded, or demuxed when seeking)
+  bool short_video = false;         // fewer frames than num_frames: every frame was returned
+  bool seeked = false;              // Uniform took the keyframe-seek path
+  std::int64_t frames_decoded = 0;  // decoder output frames this sampling consumed
+  std::int64_t hold_stride = 1;     // >1: chosen frames were snapped to every hold_stride-th frame
+  // damaged = the file broke mid-way (only with accept_damaged); concealed_frames / concealment(): frames FFmpeg
+  // decoded through damage, among those this sampling decoded (decode with threads = 1 to see them all)
+  DecodeStatus status;
   std::vector<std::int64_t> scene_starts;  // SceneChange: first frame of every detected scene
 };
 
@@ -160,6 +162,7 @@ class Sampler {
           return false;
         });
         out.report.frames_decoded += s.frames;
+        out.report.status.add_pass(s);
         if (s.damaged) return std::nullopt;
         if (!found && !overshot) return std::nullopt;  // reached the end without meeting the frame
         if (!found) {                                  // landed after the frame: go one keyframe further back
