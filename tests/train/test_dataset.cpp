@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include <fixtures.hpp>
+#include <vidlora/model/detail/unicode.hpp>
 #include <vidlora/train/dataset.hpp>
 
 #include <algorithm>
@@ -471,6 +472,51 @@ TEST_CASE("a download's sides: numbered, hinted and conflicting folder names", "
   CHECK(download_side("trains/x") == S::None);  // not a side's name
   CHECK(download_side("intervals/x") == S::None);
   CHECK(download_side("") == S::None);
+}
+
+// `text` with its Hangul syllables decomposed into jamo (NFD), as a zip made on macOS stores names: 학 = ᄒ ᅡ ᆨ.
+std::string hangul_nfd(const std::string& text) {
+  std::string out;
+  for (const char32_t cp : model::detail::utf8_to_code_points(text, "test text")) {
+    if (cp < 0xAC00 || cp > 0xD7A3) {
+      model::detail::append_utf8(out, cp);
+      continue;
+    }
+    const char32_t s = cp - 0xAC00;
+    model::detail::append_utf8(out, 0x1100 + s / (21 * 28));
+    model::detail::append_utf8(out, 0x1161 + (s % (21 * 28)) / 28);
+    if (s % 28 != 0) model::detail::append_utf8(out, 0x11A7 + s % 28);
+  }
+  return out;
+}
+
+TEST_CASE("a download unpacked from a macOS zip: decomposed Korean names are read as their composed form",
+          "[train][dataset]") {
+  TempDir dir("download_nfd");
+  const std::string nfd = hangul_nfd("AI학습데이터");
+  REQUIRE(nfd.size() == 2 + (5 * 2 + 2) * 3);  // "AI", 5 syllables of 2 jamo, 2 of them with a third (3 bytes each)
+  CHECK(train::detail::comparable_name(nfd) == "ai학습데이터");
+  CHECK(train::detail::comparable_name("Clip\xb5.MP4") == "clip\xb5.mp4");  // not UTF-8: its bytes
+  using S = train::detail::DownloadSide;
+  CHECK(train::detail::download_side(hangul_nfd("학습데이터/x")) == S::Train);
+  CHECK(train::detail::download_side(hangul_nfd("AI학습데이터/2.검증데이터")) == S::Val);
+
+  // Folders and files with decomposed names; the labels name their videos composed (as JSON text usually is).
+  const fs::path t = dir.path / hangul_nfd("학습데이터"), v = dir.path / hangul_nfd("검증데이터");
+  write_file(t / hangul_nfd("라벨링데이터") / "a.json",
+             download_label("학습 클립", R"(, "file_name": "서울_거리_001.mp4")"));
+  write_file(t / hangul_nfd("원천데이터") / hangul_nfd("서울_거리_001.mp4"), "x");
+  write_file(v / hangul_nfd("라벨링데이터") / hangul_nfd("부산_항구_002.json"), download_label("검증 클립"));
+  write_file(v / hangul_nfd("원천데이터") / "부산_항구_002.mp4", "x");  // composed, its label decomposed
+  const auto data = train::read_dataset(dir.path, train::DatasetOptions{});
+  INFO(data.summary() << "\n" << data.layout);
+  REQUIRE(data.train.size() == 1);
+  REQUIRE(data.val.size() == 1);
+  CHECK(data.train[0].video == t / hangul_nfd("원천데이터") / hangul_nfd("서울_거리_001.mp4"));
+  CHECK(data.val[0].video == v / hangul_nfd("원천데이터") / "부산_항구_002.mp4");
+  CHECK(data.train[0].caption == "학습 클립");
+  CHECK_THAT(data.layout, Catch::Contains("split by its Training and Validation folders"));
+  CHECK(data.skipped.total() == 0);
 }
 
 TEST_CASE("a download's folders behind symbolic links are read once, and train/ + val/ may hold a download",

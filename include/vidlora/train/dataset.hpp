@@ -31,6 +31,7 @@
 
 #include <vidlora/core/error.hpp>
 #include <vidlora/eval/tokenize.hpp>
+#include <vidlora/model/detail/unicode.hpp>
 
 namespace vidlora::train {
 
@@ -397,6 +398,13 @@ inline void hash_split(std::vector<Clip>& all, const DatasetOptions& options, Da
     (in_validation(c.id, options.seed, options.val_fraction) ? dataset.val : dataset.train).push_back(std::move(c));
 }
 
+// A file or folder name as the download reader compares it: in Unicode NFC (a zip made on macOS stores Korean names
+// decomposed, NFD: 학 as the three jamo ᄒ ᅡ ᆨ, which neither "학습" nor a label's NFC file name would match) and
+// with ASCII letters in lower case; a name that is not UTF-8 (a cp949 name from a Korean Windows zip) as its bytes.
+inline std::string comparable_name(const std::string& name) {
+  return eval::ascii_lower(model::detail::is_valid_utf8(name) ? model::detail::nfc(name, "a file name") : name);
+}
+
 // The side of an AI-Hub download a folder is on. AI-Hub ships Training/ and Validation/ (also "1.Training",
 // "01.Training"), their archives prefixed TS_/TL_ (training sources / labels) and VS_/VL_ (validation).
 enum class DownloadSide { None, Train, Val, Test, Conflict };
@@ -404,7 +412,7 @@ enum class DownloadSide { None, Train, Val, Test, Conflict };
 // A folder name that says its side outright: Training, Train, Validation, Valid, Val, Test (any case, after a
 // number such as "1." or "02_"), or a TS_/TL_/VS_/VL_ archive's folder.
 inline DownloadSide named_side(const std::string& name) {
-  const std::string lower = eval::ascii_lower(name);
+  const std::string lower = comparable_name(name);
   const std::string_view rest =
       std::string_view(lower).substr(std::min(lower.size(), lower.find_first_not_of("0123456789._- ")));
   if (rest == "training" || rest == "train" || lower.starts_with("ts_") || lower.starts_with("tl_"))
@@ -418,9 +426,9 @@ inline DownloadSide named_side(const std::string& name) {
 // A folder name that only contains a side's word ("Training_data", "검증데이터", "학습"): read when no folder of the
 // path names its side outright.
 inline DownloadSide hinted_side(const std::string& name) {
-  const std::string lower = eval::ascii_lower(name);
-  const bool train = lower.find("training") != std::string::npos || name.find("학습") != std::string::npos;
-  const bool val = lower.find("validation") != std::string::npos || name.find("검증") != std::string::npos;
+  const std::string lower = comparable_name(name);
+  const bool train = lower.find("training") != std::string::npos || lower.find("학습") != std::string::npos;
+  const bool val = lower.find("validation") != std::string::npos || lower.find("검증") != std::string::npos;
   return train && val ? DownloadSide::Conflict
          : train      ? DownloadSide::Train
          : val        ? DownloadSide::Val
@@ -448,7 +456,9 @@ inline DownloadSide download_side(const fs::path& relative_parent) {
 inline std::vector<std::string> mirrored_folders(const fs::path& relative_parent) {
   std::vector<std::string> out;
   for (const auto& part : relative_parent) {
-    const std::string name = part.string(), lower = eval::ascii_lower(name);
+    const std::string name =
+        model::detail::is_valid_utf8(part.string()) ? model::detail::nfc(part.string()) : part.string();
+    const std::string lower = eval::ascii_lower(name);
     if (name.find("원천") != std::string::npos || name.find("라벨링") != std::string::npos || lower == "labels" ||
         lower == "label" || lower == "videos" || lower == "video")
       continue;
@@ -476,7 +486,7 @@ inline std::vector<std::string> mirrored_folders(const fs::path& relative_parent
 // dataset.layout says how it was read.
 inline void read_download_tree(const fs::path& root, const DatasetOptions& options, Dataset& dataset) {
   std::vector<fs::path> labels, zips, unreadable;
-  std::map<std::string, std::vector<fs::path>> videos;  // file name (ASCII letters in lower case) -> videos
+  std::map<std::string, std::vector<fs::path>> videos;  // comparable_name(file name) -> videos
   std::set<fs::path> linked;                            // the folders entered through a symbolic link
   std::error_code ec;
   const fs::path top = fs::weakly_canonical(root, ec);
@@ -514,7 +524,7 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
     else if (ext == ".zip" || eval::ascii_lower(name).find(".zip.") != std::string::npos)
       zips.push_back(it->path());
     else if (std::find(std::begin(kVideoExtensions), std::end(kVideoExtensions), ext) != std::end(kVideoExtensions))
-      videos[eval::ascii_lower(name)].push_back(it->path());
+      videos[comparable_name(name)].push_back(it->path());
   }
   require(!ec, "dataset: cannot read the folders under {}: {}", root.string(), ec.message());
   std::sort(labels.begin(), labels.end());
@@ -581,7 +591,7 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
     std::vector<fs::path> found;
     std::vector<fs::path> other_side;  // videos of the name that are on the label's other side
     for (const auto& name : names) {
-      const auto it = videos.find(eval::ascii_lower(name));
+      const auto it = videos.find(comparable_name(name));
       if (it == videos.end()) continue;
       for (const auto& v : it->second) {
         // A label on a side takes a video on that side or on none; one on neither takes one on neither, or, when the
