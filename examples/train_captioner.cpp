@@ -929,9 +929,11 @@ void print_data_plan(const demo::Args& a, const TrainerConfig& c) {
   for (const auto& st : c.stages) {
     if (st.epochs <= 0) continue;
     const long total = static_cast<long>(st.epochs) * per_epoch;
-    fmt::print("{}: {} epoch{} x {} optimizer steps ({} training clips, {} per step{}) = {} steps, warmup {}\n",
-               st.name, st.epochs, st.epochs == 1 ? "" : "s", per_epoch, ds.train.size(), per_step,
-               ranks > 1 ? fmt::format(" over {} ranks", ranks) : std::string(), total,
+    const auto s = [](long n) { return n == 1 ? "" : "s"; };
+    fmt::print("{}: {} epoch{} x {} optimizer step{} ({} training clip{}, {} per step{}) = {} step{}, warmup {}\n",
+               st.name, st.epochs, s(st.epochs), per_epoch, s(per_epoch), ds.train.size(),
+               s(static_cast<long>(ds.train.size())), per_step,
+               ranks > 1 ? fmt::format(" over {} ranks", ranks) : std::string(), total, s(total),
                schedule::warmup_steps_for(st.warmup_ratio, total));
   }
 }

@@ -36,9 +36,14 @@ vidlora::Matrix clip_features(const std::filesystem::path& video, const std::str
   vidlora::Matrix f = vidlora::video::with_sampling_policy(sampler, [&](auto policy) {
     return vidlora::train::video_clip_features<decltype(policy)>(video, so, encoder, pool_stride, &report);
   });
-  print_sampling_notes(video, report, frames);
-  if (change_pool_stride == 0) return f;
-  const vidlora::Matrix change = vidlora::train::video_change_features(video, so, encoder, change_pool_stride);
+  if (change_pool_stride == 0) {
+    print_sampling_notes(video, report, frames);
+    return f;
+  }
+  vidlora::video::SamplingReport change_report;  // (every frame decoded: its damage count covers the whole clip)
+  const vidlora::Matrix change =
+      vidlora::train::video_change_features(video, so, encoder, change_pool_stride, &change_report);
+  print_sampling_notes(video, report, frames, &change_report.status);
   vidlora::Matrix both(f.rows() + change.rows(), f.cols());
   both << f, change;
   return both;

@@ -53,12 +53,13 @@ check "an unpacked AI-Hub download is read from its folders, split by Training /
 run 0 dry_data "$bin/train_captioner" --dry-run --data download --caption-field /caption/korean --epochs1 1 --epochs2 2
 run 0 dry_data_t4 "$bin/train_captioner" --dry-run --preset T4 --data download --caption-field /caption/korean
 check "--dry-run of another preset with --data shows its steps on the data" \
-  grep -Eq "x [0-9]+ optimizer steps \(9 training clips, 16 per step\)" dry_data_t4.out
+  bash -c 'grep -q "^stage1-projector: 1 epoch x 1 optimizer step (9 training clips, 16 per step) = 1 step, warmup 1$" dry_data_t4.out &&
+           grep -q "^stage2-projector+lora: 4 epochs x 1 optimizer step (9 training clips, 16 per step) = 4 steps, warmup 1$" dry_data_t4.out'
 check "--dry-run with --data says how the data is read, shows clips and each stage's steps, and writes nothing" \
   bash -c 'grep -q "data: read as an AI-Hub download" dry_data.out &&
            grep -q "data: 9 train + 3 val clips; read 12 labels, none skipped" dry_data.out &&
            grep -q "^  train 01.데이터/1.Training/라벨링데이터/TL_도형/clip_00000: .*clip_00000.mp4 — " dry_data.out &&
-           grep -Eq ": 2 epochs x [0-9]+ optimizer steps \(9 training clips, [0-9]+ per step\) = [0-9]+ steps, warmup [0-9]+" dry_data.out &&
+           grep -Eq ": 2 epochs x [0-9]+ optimizer steps? \(9 training clips, [0-9]+ per step\) = [0-9]+ steps?, warmup [0-9]+" dry_data.out &&
            test ! -e vidlora_out'
 train=("$bin/train_captioner" --data data --model model --out out --epochs1 1 --epochs2 1 --val-fraction 0.25 --log-lines)
 
@@ -150,8 +151,9 @@ check "caption writes the JSONL" grep -q '"caption"' captions.jsonl
 run 0 caption_short "$bin/caption" --model model --trained out --frames 500 "$video"
 check "a clip with fewer frames than --frames is said to use all it has (demo model)" \
   grep -q "note: $video has [0-9]* frames, fewer than the 500 asked: all [0-9]* are used" caption_short.err
-# A clip FFmpeg decodes through damage: 8 bytes of one slice past 55% of its data scrambled (as
-# tests/video/clips.hpp's concealed_clip does; the MP4's mdat holds only the video's length-prefixed NAL units).
+# A clip FFmpeg decodes through damage: 8 bytes in the middle of the first P slice of 24 bytes or more past 55% of
+# its data scrambled (the MP4's mdat holds only the video's length-prefixed NAL units; tests/video/clips.hpp's
+# scrambled_frame_clip does the same by frame).
 python3 - "$video" scrambled.mp4 <<'PY'
 import struct, sys
 b = bytearray(open(sys.argv[1], 'rb').read())

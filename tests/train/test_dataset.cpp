@@ -223,6 +223,67 @@ TEST_CASE("hash split is stable per clip id and follows the validation fraction"
   CHECK(train::in_validation("x", 1, 1.0));
 }
 
+TEST_CASE("the hash split keeps the clips of one video together and an explicit split that does not is named",
+          "[train][dataset]") {
+  TempDir dir("shared_videos");
+  // 60 videos with three captions each (ids v<i>_<k>), 60 with one (ids s<i>), in a manifest.
+  std::string manifest;
+  for (int i = 0; i < 60; ++i) {
+    write_file(dir.path / "videos" / fmt::format("v{}.mp4", i), "x");
+    write_file(dir.path / "videos" / fmt::format("s{}.mp4", i), "x");
+    for (int k = 0; k < 3; ++k)
+      manifest += fmt::format(R"({{"video": "videos/v{}.mp4", "caption": "c", "id": "v{}_{}"}})", i, i, k) + "\n";
+    manifest += fmt::format(R"({{"video": "./videos/s{}.mp4", "caption": "c", "id": "s{}"}})", i, i) + "\n";
+  }
+  write_file(dir.path / "m.jsonl", manifest);
+  train::DatasetOptions o;
+  o.val_fraction = 0.3;
+  o.seed = 7;
+  const auto data = train::read_dataset(dir.path / "m.jsonl", o);
+  REQUIRE(data.train.size() + data.val.size() == 240);
+  CHECK(data.videos_on_both_sides.empty());
+  std::map<std::string, std::set<bool>> sides;  // video file name -> the sides its clips are on
+  std::size_t split_apart_by_own_ids = 0;
+  for (const bool val : {false, true})
+    for (const auto& c : val ? data.val : data.train) {
+      const std::string name = c.video.filename().string();
+      sides[name].insert(val);
+      if (name.starts_with("s")) {
+        CHECK(val == train::in_validation(c.id, 7, 0.3));  // a video of its own: by its own id, as always
+      } else {
+        const std::string first = c.id.substr(0, c.id.find('_')) + "_0";  // the smallest id naming the video
+        CHECK(val == train::in_validation(first, 7, 0.3));
+      }
+    }
+  for (int i = 0; i < 60; ++i) {
+    CHECK(sides[fmt::format("v{}.mp4", i)].size() == 1);
+    std::set<bool> own;  // where the three clips would have gone by their own ids
+    for (int k = 0; k < 3; ++k) own.insert(train::in_validation(fmt::format("v{}_{}", i, k), 7, 0.3));
+    split_apart_by_own_ids += own.size() == 2;
+  }
+  CHECK(split_apart_by_own_ids > 10);  // (the case that matters happens: 60 x (1 - 0.7^3 - 0.3^3) = 38 expected)
+  CHECK(data.val.size() > 30);
+  CHECK(data.val.size() < 120);
+
+  // An explicit split that puts one video on both sides is kept and named.
+  write_file(dir.path / "explicit.jsonl", R"({"video": "videos/v0.mp4", "caption": "a", "id": "a", "split": "train"})"
+                                          "\n"
+                                          R"({"video": "videos/./v0.mp4", "caption": "b", "id": "b", "split": "val"})"
+                                          "\n"
+                                          R"({"video": "videos/v1.mp4", "caption": "c", "id": "c", "split": "val"})"
+                                          "\n");
+  const auto explicit_split = train::read_dataset(dir.path / "explicit.jsonl", o);
+  CHECK(explicit_split.train.size() == 1);
+  CHECK(explicit_split.val.size() == 2);
+  REQUIRE(explicit_split.videos_on_both_sides.size() == 1);
+  CHECK(explicit_split.videos_on_both_sides[0] == (dir.path / "videos" / "v0.mp4").lexically_normal());
+  CHECK_THAT(explicit_split.summary(),
+             Catch::EndsWith(fmt::format("; 1 video named by train and val clips alike ({}): the held-out scores on "
+                                         "it are not held out",
+                                         (dir.path / "videos" / "v0.mp4").lexically_normal().string())));
+  CHECK_THAT(data.summary(), !Catch::Contains("alike"));
+}
+
 TEST_CASE("train and val folders give the split when both exist", "[train][dataset]") {
   TempDir dir("folders");
   for (const char* part : {"train", "val"}) {
@@ -515,8 +576,35 @@ TEST_CASE("a download unpacked from a macOS zip: decomposed Korean names are rea
   CHECK(data.train[0].video == t / hangul_nfd("원천데이터") / hangul_nfd("서울_거리_001.mp4"));
   CHECK(data.val[0].video == v / hangul_nfd("원천데이터") / "부산_항구_002.mp4");
   CHECK(data.train[0].caption == "학습 클립");
-  CHECK_THAT(data.layout, Catch::Contains("split by its Training and Validation folders"));
+  CHECK(data.train[0].id == "학습데이터/라벨링데이터/a");  // composed, as the same download unzipped elsewhere
+  CHECK(data.val[0].id == "검증데이터/라벨링데이터/부산_항구_002");
+  CHECK_THAT(data.layout, Catch::Contains("split by its Training and Validation folders") && !Catch::Contains("zip"));
   CHECK(data.skipped.total() == 0);
+
+  // Two videos of one name: the one in the label's mirrored folder, decomposed names and all; an archive beside its
+  // decomposed folder is unpacked (not reported).
+  write_file(t / hangul_nfd("라벨링데이터") / hangul_nfd("TL_도시") / "m.json", download_label("도시 클립"));
+  write_file(t / hangul_nfd("원천데이터") / hangul_nfd("TS_시골") / "m.mp4", "x");
+  write_file(t / hangul_nfd("원천데이터") / hangul_nfd("TS_도시") / "m.mp4", "x");
+  write_file(t / hangul_nfd("원천데이터") / "TS_도시.zip", "PK");
+  const auto mirrored = train::read_dataset(dir.path, train::DatasetOptions{});
+  INFO(mirrored.summary() << "\n" << mirrored.layout);
+  REQUIRE(mirrored.train.size() == 2);
+  CHECK(mirrored.train[0].id == "학습데이터/라벨링데이터/TL_도시/m");
+  CHECK(mirrored.train[0].video == t / hangul_nfd("원천데이터") / hangul_nfd("TS_도시") / "m.mp4");
+  CHECK_THAT(mirrored.layout, !Catch::Contains("zip"));
+
+  // The labels/ layout: a label naming a composed video whose file is decomposed, or in another letter case.
+  TempDir flat("labels_nfd");
+  write_file(flat.path / "labels" / "a.json", R"({"caption": "가", "file_name": "서울_001.mp4"})");
+  write_file(flat.path / "videos" / hangul_nfd("서울_001.mp4"), "x");
+  write_file(flat.path / "labels" / "b.json", R"({"caption": "나", "file_name": "Clip_B.MP4"})");
+  write_file(flat.path / "videos" / "clip_b.mp4", "x");
+  const auto labels = train::read_dataset(flat.path, train::DatasetOptions{.val_fraction = 0.0});
+  INFO(labels.summary());
+  REQUIRE(labels.train.size() == 2);
+  CHECK(labels.train[0].video == flat.path / "videos" / hangul_nfd("서울_001.mp4"));
+  CHECK(labels.train[1].video == flat.path / "videos" / "clip_b.mp4");
 }
 
 TEST_CASE("a download's folders behind symbolic links are read once, and train/ + val/ may hold a download",

@@ -166,35 +166,48 @@ inline std::filesystem::path truncated_without_index() {
   return p;
 }
 
-// testsrc_clip() with 8 bytes in the middle of one P/B slice past 55% of the data scrambled (XOR 0xA5): the
-// container and every packet stay intact, so FFmpeg decodes all 120 frames, concealing the damage in that slice
-// ("error while decoding MB" / "concealing ... errors"). The MP4's mdat holds only the video's NAL units, each after
-// its 4-byte length, so walking them finds the slice without parsing the sample tables.
-inline std::filesystem::path concealed_clip() {
-  const auto p = clip_dir() / "testsrc_120_scrambled_slice.mp4";
+// testsrc2, 150 frames, a keyframe every 12 frames and no B-frames: decode order is presentation order, and each
+// frame one slice, so frame k's slice is the k-th slice NAL unit of the MP4's data.
+inline std::filesystem::path gop12_no_b_clip() {
+  return ffmpeg_clip("gop12_nob_150.mp4", "-f lavfi -i testsrc2=size=160x120:rate=30 -frames:v 150" + x264 +
+                                              "-g 12 -keyint_min 12 -sc_threshold 0 -bf 0 -movflags +faststart");
+}
+
+// gop12_no_b_clip() with 8 bytes in the middle of frame `frame`'s slice (a P frame's) scrambled (XOR 0xA5): the
+// container and every packet stay intact, so FFmpeg decodes all 150 frames, concealing the damage in that one
+// ("error while decoding MB" / "concealing ... errors"). The MP4's mdat holds only the video's NAL units, each
+// after its 4-byte length, so walking them finds the slice without parsing the sample tables.
+inline std::filesystem::path scrambled_frame_clip(int frame) {
+  const auto p = clip_dir() / ("gop12_nob_150_scrambled_" + std::to_string(frame) + ".mp4");
   if (std::filesystem::exists(p)) return p;
-  std::string bytes = read_file(testsrc_clip());
+  const auto source = gop12_no_b_clip();
+  std::string bytes = read_file(source);
   auto u32 = [&](std::size_t at) {
     std::uint32_t v = 0;
     for (int b = 0; b < 4; ++b) v = (v << 8) | static_cast<std::uint8_t>(bytes.at(at + b));
     return static_cast<std::size_t>(v);
   };
   const auto mdat = bytes.find("mdat");
-  if (mdat == std::string::npos || mdat < 4) throw Error("concealed_clip: no mdat box in " + testsrc_clip().string());
-  const std::size_t end = mdat - 4 + u32(mdat - 4), begin = mdat + 4;
-  const std::size_t past = begin + (end - begin) * 55 / 100;
-  for (std::size_t at = begin; at + 4 <= end;) {
+  if (mdat == std::string::npos || mdat < 4) throw Error("scrambled_frame_clip: no mdat box in " + source.string());
+  const std::size_t end = mdat - 4 + u32(mdat - 4);
+  int slice = 0;
+  for (std::size_t at = mdat + 4; at + 4 <= end;) {
     const std::size_t nal = at + 4, size = u32(at);
     const int type = static_cast<std::uint8_t>(bytes.at(nal)) & 0x1f;
-    if (type == 1 && size >= 64 && nal + size >= past) {  // a non-IDR slice
-      for (std::size_t k = nal + size / 2; k < nal + size / 2 + 8; ++k)
-        bytes[k] = static_cast<char>(static_cast<std::uint8_t>(bytes[k]) ^ 0xA5);
-      write_file(p, bytes);
-      return p;
+    if (type == 1 || type == 5) {  // a slice: non-IDR (P) or IDR
+      if (slice++ == frame) {
+        if (type != 1 || size < 24)
+          throw Error("scrambled_frame_clip: frame " + std::to_string(frame) + " of " + source.string() +
+                      " is a keyframe or its slice has fewer than 24 bytes");
+        for (std::size_t k = nal + size / 2; k < nal + size / 2 + 8; ++k)
+          bytes[k] = static_cast<char>(static_cast<std::uint8_t>(bytes[k]) ^ 0xA5);
+        write_file(p, bytes);
+        return p;
+      }
     }
     at = nal + size;
   }
-  throw Error("concealed_clip: no slice of 64 bytes or more past 55% of " + testsrc_clip().string());
+  throw Error("scrambled_frame_clip: " + source.string() + " has fewer than " + std::to_string(frame + 1) + " slices");
 }
 
 }  // namespace vidlora::test

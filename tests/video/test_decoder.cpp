@@ -2,9 +2,11 @@
 
 #include <vidlora/video.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "clips.hpp"
 
@@ -205,40 +207,59 @@ TEST_CASE("damage FFmpeg decodes through is counted per frame and reported with 
       return true;
     });
   };
-  std::vector<std::int64_t> clean_flagged, flagged;
-  const DecodeStatus clean = decode(test::testsrc_clip(), &clean_flagged);
-  CHECK(clean.frames == 120);
+  const auto sample = [](const std::filesystem::path& path, bool seek) {
+    return Sampler<Uniform>(SamplerOptions{.num_frames = 8, .width = 16, .height = 12, .threads = 1, .seek = seek})
+        .sample_with_report(path);
+  };
+  // The frames a seeking Uniform sampler decodes: from each wanted frame's keyframe (or the frame before, going on
+  // in the same group of pictures) to it. `inside`: the first wanted frame that is no keyframe, so its own slice is
+  // scrambled; `outside`: the last frame of the first group of pictures without a wanted frame, never decoded.
+  const auto wanted = video::uniform_indices(150, 8);
+  std::int64_t inside = -1, outside = -1;
+  for (const auto t : wanted)
+    if (inside < 0 && t % 12 != 0) inside = t;
+  for (std::int64_t g = 0; g < 12 && outside < 0; ++g)
+    if (std::none_of(wanted.begin(), wanted.end(), [&](std::int64_t t) { return t / 12 == g; })) outside = 12 * g + 11;
+  REQUIRE(inside > 0);
+  REQUIRE(outside > 0);
+
+  std::vector<std::int64_t> clean_flagged;
+  const DecodeStatus clean = decode(test::gop12_no_b_clip(), &clean_flagged);
+  CHECK(clean.frames == 150);
   CHECK(clean.concealed_frames == 0);
   CHECK(clean.first_concealed_timestamp == -1.0);
   CHECK(clean.concealment().empty());
   CHECK(clean_flagged.empty());
+  for (bool seek : {true, false}) CHECK(sample(test::gop12_no_b_clip(), seek).report.status.concealed_frames == 0);
 
-  const auto path = test::concealed_clip();
-  const DecodeStatus s = decode(path, &flagged);
-  CHECK(s.frames == 120);  // every packet decodes: the file is not "damaged" in the stopping sense
-  CHECK_FALSE(s.damaged);
-  REQUIRE(s.concealed_frames >= 1);
-  CHECK(s.concealed_frames == static_cast<std::int64_t>(flagged.size()));
-  CHECK(s.first_concealed_timestamp == Approx(flagged.front() / 30.0).margin(1e-6));
-  CHECK(s.first_concealed_timestamp > 1.0);  // the scrambled slice lies past 55% of the data (4 s of frames)
-  CHECK_THAT(s.concealment(), Catch::StartsWith(fmt::format("FFmpeg concealed damage in {} of 120 decoded frames, "
-                                                            "the first at {:.3f} s",
-                                                            s.concealed_frames, s.first_concealed_timestamp)));
+  for (const std::int64_t frame : {inside, outside}) {
+    INFO("frame " << frame << " scrambled");
+    const auto path = test::scrambled_frame_clip(static_cast<int>(frame));
+    std::vector<std::int64_t> flagged;
+    const DecodeStatus s = decode(path, &flagged);
+    CHECK(s.frames == 150);  // every packet decodes: the file is not "damaged" in the stopping sense
+    CHECK_FALSE(s.damaged);
+    CHECK(flagged == std::vector<std::int64_t>{frame});  // the frame whose slice broke (those after it: unflagged)
+    CHECK(s.concealed_frames == 1);
+    CHECK(s.first_concealed_timestamp == Approx(frame / 30.0).margin(1e-6));
+    CHECK(s.concealment() ==
+          fmt::format("FFmpeg concealed damage in 1 of 150 decoded frames, the first at {:.3f} s", frame / 30.0));
 
-  // The samplers carry it in their report, decoding in one pass or seeking (which decodes up to each frame it
-  // wants: the last of 8 uniform frames lies past the damage).
-  for (bool seek : {true, false}) {
-    const auto sampled =
-        Sampler<Uniform>(SamplerOptions{.num_frames = 8, .width = 16, .height = 12, .threads = 1, .seek = seek})
-            .sample_with_report(path);
-    CHECK(sampled.report.seeked == seek);
-    CHECK_FALSE(sampled.report.status.damaged);
-    CHECK(sampled.report.status.concealed_frames == s.concealed_frames);
-    CHECK(sampled.report.status.first_concealed_timestamp == Approx(s.first_concealed_timestamp));
-    CHECK(sampled.frames.size() == 8);
+    // In one pass the sampler sees the whole clip's damage; seeking, the damage of the stretches it decodes.
+    const auto one_pass = sample(path, false);
+    CHECK_FALSE(one_pass.report.seeked);
+    CHECK(one_pass.report.status.concealed_frames == 1);
+    CHECK(one_pass.report.status.first_concealed_timestamp == Approx(frame / 30.0).margin(1e-6));
+    const auto seeking = sample(path, true);
+    REQUIRE(seeking.report.seeked);
+    CHECK(seeking.frames.size() == 8);
+    CHECK(seeking.report.frames_decoded < 150);  // (it seeked past some groups of pictures)
+    CHECK(seeking.report.status.frames <= seeking.report.frames_decoded);
+    if (frame == inside) {
+      CHECK(seeking.report.status.concealed_frames == 1);
+      CHECK(seeking.report.status.first_concealed_timestamp == Approx(frame / 30.0).margin(1e-6));
+    } else {
+      CHECK(seeking.report.status.concealed_frames == 0);  // no frame it returns carries that damage
+    }
   }
-  const auto clean_sampled = Sampler<Uniform>(SamplerOptions{.num_frames = 8, .width = 16, .height = 12, .threads = 1})
-                                 .sample_with_report(test::testsrc_clip());
-  CHECK(clean_sampled.report.status.concealed_frames == 0);
-  CHECK(clean_sampled.report.status.concealment().empty());
 }

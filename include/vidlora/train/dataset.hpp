@@ -119,8 +119,17 @@ struct Dataset {
   std::size_t labels_seen = 0;  // labels (or manifest records) looked at, skipped ones included
   SkipReport skipped;
   std::string layout;  // how an AI-Hub download was read (its split, what was left out); "" for the other layouts
+  // Videos named by clips on both sides, sorted: a split given explicitly (a manifest's "split" fields, folders) put
+  // them there, and held-out scores on them are not held out. The hash split keeps a video's clips on one side.
+  std::vector<std::filesystem::path> videos_on_both_sides;
   std::string summary() const {
-    return fmt::format("{} train + {} val clips; {}", train.size(), val.size(), skipped.summary(labels_seen));
+    std::string s = fmt::format("{} train + {} val clips; {}", train.size(), val.size(), skipped.summary(labels_seen));
+    if (const std::size_t n = videos_on_both_sides.size(); n > 0)
+      s += fmt::format(
+          "; {} video{} named by train and val clips alike ({}{}): the held-out scores on {} are not "
+          "held out",
+          n, n == 1 ? "" : "s", videos_on_both_sides.front().string(), n > 1 ? ", …" : "", n == 1 ? "it" : "them");
+    return s;
   }
 };
 
@@ -353,6 +362,16 @@ inline bool take_label_fields(const nlohmann::json& j, const DatasetOptions& opt
   return true;
 }
 
+// A name in Unicode NFC (a zip made on macOS stores Korean names decomposed, NFD: 학 as the three jamo ᄒ ᅡ ᆨ,
+// which neither "학습" nor a label's composed file name would match); a name that is not UTF-8 (a cp949 name from a
+// Korean Windows zip) as its bytes.
+inline std::string composed(const std::string& name) {
+  return model::detail::is_valid_utf8(name) ? model::detail::nfc(name, "a file name") : name;
+}
+
+// A file or folder name as the readers compare it: composed, with ASCII letters in lower case.
+inline std::string comparable_name(const std::string& name) { return eval::ascii_lower(composed(name)); }
+
 // Reads one AI-Hub tree (root/labels/*.json, videos under root/videos) into `out`.
 inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options, std::vector<Clip>& out,
                             Dataset& dataset) {
@@ -363,6 +382,8 @@ inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options,
   for (const auto& e : fs::directory_iterator(labels))
     if (e.is_regular_file() && e.path().extension() == ".json") files.push_back(e.path());
   std::sort(files.begin(), files.end());
+  std::map<std::string, std::vector<fs::path>> by_name;  // videos/ by comparable_name, listed on the first miss
+  bool listed = false;
   for (const auto& file : files) {
     ++dataset.labels_seen;
     const std::string where = (fs::path("labels") / file.filename()).string();
@@ -373,10 +394,23 @@ inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options,
     clip.source = file;
     // The video: the name the label gives, else the label's stem with a video extension.
     std::vector<fs::path> candidates;
-    for (const auto& name :
-         video_names(string_field(*j, {"file_name", "video_name", "filename", "video_file"}), clip.id))
-      candidates.push_back(videos / name);
-    const auto found = std::find_if(candidates.begin(), candidates.end(), usable_file);
+    const auto names = video_names(string_field(*j, {"file_name", "video_name", "filename", "video_file"}), clip.id);
+    for (const auto& name : names) candidates.push_back(videos / name);
+    auto found = std::find_if(candidates.begin(), candidates.end(), usable_file);
+    if (found == candidates.end()) {  // the name as compared (composed, any letter case): one file only
+      if (!listed) {
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(videos, ec))
+          if (e.is_regular_file(ec)) by_name[comparable_name(e.path().filename().string())].push_back(e.path());
+        listed = true;
+      }
+      for (const auto& name : names)
+        if (const auto it = by_name.find(comparable_name(name)); it != by_name.end() && it->second.size() == 1) {
+          candidates.push_back(it->second.front());
+          found = std::find_if(candidates.begin(), candidates.end(), usable_file);
+          break;
+        }
+    }
     if (found == candidates.end()) {
       const auto empty = std::find_if(candidates.begin(), candidates.end(), empty_file);
       if (empty != candidates.end())
@@ -393,16 +427,31 @@ inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options,
   }
 }
 
+// The hash split (in_validation) of `all`, a video's clips kept together: clips naming the same video (a manifest
+// with several captions per video) all go where the smallest of their ids hashes to, so no held-out video is
+// trained on; a clip whose video no other clip names goes by its own id.
 inline void hash_split(std::vector<Clip>& all, const DatasetOptions& options, Dataset& dataset) {
-  for (auto& c : all)
-    (in_validation(c.id, options.seed, options.val_fraction) ? dataset.val : dataset.train).push_back(std::move(c));
+  std::map<fs::path, std::string> smallest_id;  // video -> the smallest id of the clips naming it
+  for (const auto& c : all) {
+    const auto [it, added] = smallest_id.emplace(c.video.lexically_normal(), c.id);
+    if (!added && c.id < it->second) it->second = c.id;
+  }
+  for (auto& c : all) {
+    const std::string& key = smallest_id.at(c.video.lexically_normal());
+    (in_validation(key, options.seed, options.val_fraction) ? dataset.val : dataset.train).push_back(std::move(c));
+  }
 }
 
-// A file or folder name as the download reader compares it: in Unicode NFC (a zip made on macOS stores Korean names
-// decomposed, NFD: 학 as the three jamo ᄒ ᅡ ᆨ, which neither "학습" nor a label's NFC file name would match) and
-// with ASCII letters in lower case; a name that is not UTF-8 (a cp949 name from a Korean Windows zip) as its bytes.
-inline std::string comparable_name(const std::string& name) {
-  return eval::ascii_lower(model::detail::is_valid_utf8(name) ? model::detail::nfc(name, "a file name") : name);
+// The readers' last step: both sides sorted by id, and the videos named on both recorded.
+inline void finish(Dataset& dataset) {
+  sort_by_id(dataset.train);
+  sort_by_id(dataset.val);
+  std::set<fs::path> trained;
+  for (const auto& c : dataset.train) trained.insert(c.video.lexically_normal());
+  std::set<fs::path> both;
+  for (const auto& c : dataset.val)
+    if (trained.count(c.video.lexically_normal())) both.insert(c.video.lexically_normal());
+  dataset.videos_on_both_sides.assign(both.begin(), both.end());
 }
 
 // The side of an AI-Hub download a folder is on. AI-Hub ships Training/ and Validation/ (also "1.Training",
@@ -456,8 +505,7 @@ inline DownloadSide download_side(const fs::path& relative_parent) {
 inline std::vector<std::string> mirrored_folders(const fs::path& relative_parent) {
   std::vector<std::string> out;
   for (const auto& part : relative_parent) {
-    const std::string name =
-        model::detail::is_valid_utf8(part.string()) ? model::detail::nfc(part.string()) : part.string();
+    const std::string name = composed(part.string());
     const std::string lower = eval::ascii_lower(name);
     if (name.find("원천") != std::string::npos || name.find("라벨링") != std::string::npos || lower == "labels" ||
         lower == "label" || lower == "videos" || lower == "video")
@@ -480,7 +528,7 @@ inline std::vector<std::string> mirrored_folders(const fs::path& relative_parent
 // video_name, …) or by the label's stem, on the label's side (a Training label never takes a Validation video),
 // the mirrored folder breaking ties. Hidden entries (".", the "._x" files and "__MACOSX" folders a macOS zip
 // leaves) are not read; folders behind symbolic links are, each once, unless the root holds them anyway or they
-// hold the root. A clip's id is its label's path below `root`
+// hold the root. A clip's id is its label's path below `root` (composed: the same whether an unzip decomposed it)
 // without ".json", whatever other labels there are. Labels under a Test folder are not read. With labels on both
 // sides (and options.split not Hash) the split is by side, clips on neither side going by the hash; else by hash.
 // dataset.layout says how it was read.
@@ -532,11 +580,13 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
   std::sort(unreadable.begin(), unreadable.end());
   for (auto& [name, paths] : videos) std::sort(paths.begin(), paths.end());  // (the walk's order is the disk's)
   // Archives with no folder of their name beside them ("TS_도시.zip" unpacked into "TS_도시/" is read).
-  std::erase_if(zips, [](const fs::path& z) {
+  std::erase_if(zips, [](const fs::path& z) {  // (the folder's name compared as names are: a macOS unzip decomposes it)
     const std::string name = z.filename().string();
-    const std::string folder = name.substr(0, eval::ascii_lower(name).find(".zip"));
+    const std::string folder = comparable_name(name.substr(0, eval::ascii_lower(name).find(".zip")));
     std::error_code e;
-    return fs::is_directory(z.parent_path() / folder, e);
+    for (const auto& entry : fs::directory_iterator(z.parent_path(), e))
+      if (entry.is_directory(e) && comparable_name(entry.path().filename().string()) == folder) return true;
+    return false;
   });
   const auto relative = [&](const fs::path& p) { return p.lexically_relative(root); };
   if (labels.empty() || videos.empty()) {
@@ -584,7 +634,7 @@ inline void read_download_tree(const fs::path& root, const DatasetOptions& optio
     const auto j = read_label(file, where, dataset);
     if (!j) continue;
     Clip clip;
-    clip.id = where.substr(0, where.size() - file.extension().string().size());
+    clip.id = composed(where.substr(0, where.size() - file.extension().string().size()));
     clip.source = file;
     const auto names =
         video_names(string_field(*j, {"file_name", "video_name", "filename", "video_file"}), file.stem().string());
@@ -724,8 +774,7 @@ inline Dataset read_aihub(const fs::path& root, const DatasetOptions& options = 
       (folders && (fs::is_directory(root / "train" / "labels") || fs::is_directory(root / "val" / "labels")));
   if (!tree) {  // an AI-Hub download as unpacked
     detail::read_download_tree(root, options, dataset);
-    detail::sort_by_id(dataset.train);
-    detail::sort_by_id(dataset.val);
+    detail::finish(dataset);
     return dataset;
   }
   require(options.split != SplitRule::Folders || folders, "dataset: split by folders needs {}/train and {}/val",
@@ -743,8 +792,7 @@ inline Dataset read_aihub(const fs::path& root, const DatasetOptions& options = 
     }
     detail::hash_split(all, options, dataset);
   }
-  detail::sort_by_id(dataset.train);
-  detail::sort_by_id(dataset.val);
+  detail::finish(dataset);
   return dataset;
 }
 
@@ -812,8 +860,7 @@ inline Dataset read_manifest(const fs::path& manifest, const DatasetOptions& opt
     }
   }
   detail::hash_split(hashed, options, dataset);
-  detail::sort_by_id(dataset.train);
-  detail::sort_by_id(dataset.val);
+  detail::finish(dataset);
   return dataset;
 }
 

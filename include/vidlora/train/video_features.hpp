@@ -53,15 +53,19 @@ Matrix video_clip_features(const std::filesystem::path& video, const video::Samp
 // CLIP preprocessing, ClipVision, pooled by pool_stride: [(grid / pool_stride)², vision hidden]. Evenly
 // spaced frames step over a short event (the demo's 0.6 s shake falls between 4 uniform frames of a 2-4 s
 // clip); this image shows it whatever the frames around it: black where nothing changed.
+// `report`, when given, receives the sampling's report (its status covers every frame of the clip, decoded to
+// find the change: concealed damage anywhere in it is counted there).
 template <class Encoder = model::ClipVision>
 Matrix video_change_features(const std::filesystem::path& video, const video::SamplerOptions& sampling,
-                             const Encoder& encoder, int pool_stride = 1) {
+                             const Encoder& encoder, int pool_stride = 1, video::SamplingReport* report = nullptr) {
   const int size = encoder.config().image_size;
   video::SamplerOptions so = sampling;
   so.width = size;
   so.height = size;
   so.num_frames = 2;
-  const auto pair = video::Sampler<video::PeakChange>(so).sample(video);
+  auto sampled = video::Sampler<video::PeakChange>(so).sample_with_report(video);
+  const auto& pair = sampled.frames;
+  if (report) *report = std::move(sampled.report);
   require(pair.size() == 2, "video file {}: one frame only, no change to show", video.string());
   video::ClipPreprocessOptions pre;
   pre.shortest_edge = size;

@@ -49,9 +49,9 @@ struct StreamInfo {
 // Damage FFmpeg decodes through is counted apart: a frame whose bitstream was corrupt comes out with the broken
 // blocks guessed from their neighbours (error concealment: FFmpeg logs "error while decoding MB ..." / "concealing
 // ... errors") and flagged (AVFrame::decode_error_flags, AV_FRAME_FLAG_CORRUPT); the pass goes on. FFmpeg's H.264
-// decoder conceals and flags only without frame threading: decode with threads = 1 (the programs do) to see every
-// such frame. With frame threads it flagged 3 of 12 damaged test clips and delivered the other 9's broken frames
-// unflagged (FFmpeg 5.1; docs/video.md, "Errors").
+// decoder conceals and flags such frames reliably only without frame threading: decode with threads = 1 (the
+// programs do) to see them all. With frame threads it flagged 3 of 12 damaged test clips and delivered the other 9's
+// broken frames unflagged (FFmpeg 5.1; docs/video.md, "Errors").
 struct DecodeStatus {
   std::int64_t frames = 0;                  // frames delivered by this pass
   bool damaged = false;                     // stopped on a read or decode error, not at a clean end of file
@@ -72,15 +72,6 @@ struct DecodeStatus {
     if (concealed_frames == 0) return {};
     return fmt::format("FFmpeg concealed damage in {} of {} decoded frame{}, the first at {:.3f} s", concealed_frames,
                        frames, frames == 1 ? "" : "s", first_concealed_timestamp);
-  }
-
-  // Adds a later pass's frames and concealed frames (the seeking sampler decodes a file in several passes).
-  void add_pass(const DecodeStatus& later) {
-    frames += later.frames;
-    if (later.frames > 0) last_timestamp = later.last_timestamp;
-    if (later.concealed_frames > 0 && concealed_frames == 0)
-      first_concealed_timestamp = later.first_concealed_timestamp;
-    concealed_frames += later.concealed_frames;
   }
 };
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <limits>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include <vidlora/core/error.hpp>
@@ -26,8 +27,10 @@ struct SamplingReport {
   bool seeked = false;              // Uniform took the keyframe-seek path
   std::int64_t frames_decoded = 0;  // decoder output frames this sampling consumed
   std::int64_t hold_stride = 1;     // >1: chosen frames were snapped to every hold_stride-th frame
-  // damaged = the file broke mid-way (only with accept_damaged); concealed_frames / concealment(): frames FFmpeg
-  // decoded through damage, among those this sampling decoded (decode with threads = 1 to see them all)
+  // damaged = the file broke mid-way (only with accept_damaged). concealed_frames / concealment(): frames FFmpeg
+  // decoded through damage (decode with threads = 1 to see them all) among those this sampling decoded: the whole
+  // clip in one pass; seeking (report.seeked), only the stretches from a keyframe to each frame taken, so exactly the
+  // damage the returned frames can carry. There `frames` counts the distinct frames decoded.
   DecodeStatus status;
   std::vector<std::int64_t> scene_starts;  // SceneChange: first frame of every detected scene
 };
@@ -139,6 +142,16 @@ class Sampler {
     bool from_start = true;  // after the scan the decoder sits at the first frame
     FrameAnalysis counted;
     counted.frame_count = n;
+    std::set<std::int64_t> seen;  // pts of the frames in report.status (a step back decodes some of them again)
+    DecodeStatus& status = out.report.status;
+    const auto count = [&](const DecodedFrame& f) {
+      if (!seen.insert(f.pts).second) return;
+      ++status.frames;
+      status.last_timestamp = std::max(status.last_timestamp, f.timestamp);
+      if (f.concealed)
+        status.first_concealed_timestamp =
+            status.concealed_frames++ == 0 ? f.timestamp : std::min(status.first_concealed_timestamp, f.timestamp);
+    };
     for (std::int64_t t : Policy::select(counted, options_)) {
       const std::int64_t target = index.pts[static_cast<std::size_t>(t)];
       std::int64_t key = t;
@@ -152,6 +165,7 @@ class Sampler {
         }
         bool overshot = false;
         const DecodeStatus s = decoder.decode([&](const DecodedFrame& f) {
+          count(f);
           if (f.pts < target) return true;
           if (f.pts == target) {
             out.frames.push_back({t, f.timestamp, converter.convert(*f.frame, w, h)});
@@ -162,7 +176,6 @@ class Sampler {
           return false;
         });
         out.report.frames_decoded += s.frames;
-        out.report.status.add_pass(s);
         if (s.damaged) return std::nullopt;
         if (!found && !overshot) return std::nullopt;  // reached the end without meeting the frame
         if (!found) {                                  // landed after the frame: go one keyframe further back
