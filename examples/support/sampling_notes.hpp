@@ -1,7 +1,8 @@
 #pragma once
 // What the programs say about a clip's sampling on stderr, beside its features (both model paths, the demo's and
 // the Hugging Face one): a clip shorter than the frames asked, and damage FFmpeg decoded through (the programs
-// decode with one thread, so FFmpeg's H.264 decoder conceals and flags every damaged frame: video/decoder.hpp).
+// decode with one thread, so FFmpeg's H.264 decoder conceals and flags damaged frames, most of them:
+// video/decoder.hpp).
 // Printed when a clip's features are computed; a clip served from the feature cache was told about when encoded.
 #include <cstdio>
 #include <filesystem>

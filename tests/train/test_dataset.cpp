@@ -275,13 +275,40 @@ TEST_CASE("the hash split keeps the clips of one video together and an explicit 
   const auto explicit_split = train::read_dataset(dir.path / "explicit.jsonl", o);
   CHECK(explicit_split.train.size() == 1);
   CHECK(explicit_split.val.size() == 2);
+  const fs::path v0 = fs::weakly_canonical(dir.path / "videos" / "v0.mp4");
   REQUIRE(explicit_split.videos_on_both_sides.size() == 1);
-  CHECK(explicit_split.videos_on_both_sides[0] == (dir.path / "videos" / "v0.mp4").lexically_normal());
+  CHECK(explicit_split.videos_on_both_sides[0] == v0);
   CHECK_THAT(explicit_split.summary(),
              Catch::EndsWith(fmt::format("; 1 video named by train and val clips alike ({}): the held-out scores on "
                                          "it are not held out",
-                                         (dir.path / "videos" / "v0.mp4").lexically_normal().string())));
+                                         v0.string())));
   CHECK_THAT(data.summary(), !Catch::Contains("alike"));
+
+  // A hashed clip joins the clips of its video placed by a "split" field; a video is the file, however the path
+  // names it (another spelling, a symbolic link to its folder).
+  std::string to_val;  // an id the hash sends to val
+  for (int i = 0; to_val.empty(); ++i)
+    if (train::in_validation("h" + std::to_string(i), 7, 0.3)) to_val = "h" + std::to_string(i);
+  fs::create_directory_symlink(dir.path / "videos", dir.path / "alias");
+  write_file(dir.path / "joined.jsonl",
+             R"({"video": "videos/v0.mp4", "caption": "a", "id": "a", "split": "train"})"
+             "\n" +
+                 fmt::format(R"({{"video": "{}", "caption": "b", "id": "{}"}})", (dir.path / "videos/v0.mp4").string(),
+                             to_val) +
+                 "\n" + fmt::format(R"({{"video": "alias/v1.mp4", "caption": "c", "id": "{}"}})", to_val + "x") + "\n" +
+                 R"({"video": "videos/../videos/v1.mp4", "caption": "d", "id": "0"})"
+                 "\n");
+  const auto joined = train::read_dataset(dir.path / "joined.jsonl", o);
+  CHECK(joined.train.size() + joined.val.size() == 4);
+  const auto has = [](const std::vector<train::Clip>& clips, const std::string& id) {
+    return std::any_of(clips.begin(), clips.end(), [&](const train::Clip& c) { return c.id == id; });
+  };
+  CHECK(has(joined.train, "a"));
+  CHECK(has(joined.train, to_val));  // v0's other clip is placed in train: the hash would have sent this one to val
+  const auto& v1_side = train::in_validation("0", 7, 0.3) ? joined.val : joined.train;  // v1's smallest id decides
+  CHECK(has(v1_side, "0"));
+  CHECK(has(v1_side, to_val + "x"));  // alias/v1.mp4 is videos/v1.mp4
+  CHECK(joined.videos_on_both_sides.empty());
 }
 
 TEST_CASE("train and val folders give the split when both exist", "[train][dataset]") {
@@ -594,17 +621,34 @@ TEST_CASE("a download unpacked from a macOS zip: decomposed Korean names are rea
   CHECK(mirrored.train[0].video == t / hangul_nfd("원천데이터") / hangul_nfd("TS_도시") / "m.mp4");
   CHECK_THAT(mirrored.layout, !Catch::Contains("zip"));
 
-  // The labels/ layout: a label naming a composed video whose file is decomposed, or in another letter case.
+  // The labels/ layout: a label naming a composed video whose file is decomposed, or in another letter case; two
+  // files that match alike are ambiguous; an empty match does not stop the search for another extension.
   TempDir flat("labels_nfd");
   write_file(flat.path / "labels" / "a.json", R"({"caption": "가", "file_name": "서울_001.mp4"})");
   write_file(flat.path / "videos" / hangul_nfd("서울_001.mp4"), "x");
   write_file(flat.path / "labels" / "b.json", R"({"caption": "나", "file_name": "Clip_B.MP4"})");
   write_file(flat.path / "videos" / "clip_b.mp4", "x");
-  const auto labels = train::read_dataset(flat.path, train::DatasetOptions{.val_fraction = 0.0});
+  write_file(flat.path / "labels" / hangul_nfd("c.json"), R"({"caption": "다", "file_name": "Two.mp4"})");
+  write_file(flat.path / "videos" / "TWO.mp4", "x");
+  write_file(flat.path / "videos" / "two.MP4", "x");
+  write_file(flat.path / "labels" / "d.json", R"({"caption": "라", "file_name": "Empty.mp4"})");
+  write_file(flat.path / "videos" / "empty.mp4", "");
+  write_file(flat.path / "videos" / "empty.mkv", "x");
+  write_file(flat.path / "labels" / hangul_nfd("한글.json"), R"({"caption": "마"})");
+  write_file(flat.path / "videos" / "한글.mp4", "x");
+  train::DatasetOptions all_train;
+  all_train.val_fraction = 0.0;
+  const auto labels = train::read_dataset(flat.path, all_train);
   INFO(labels.summary());
-  REQUIRE(labels.train.size() == 2);
+  REQUIRE(labels.train.size() == 4);
   CHECK(labels.train[0].video == flat.path / "videos" / hangul_nfd("서울_001.mp4"));
   CHECK(labels.train[1].video == flat.path / "videos" / "clip_b.mp4");
+  CHECK(labels.train[2].video == flat.path / "videos" / "empty.mkv");
+  CHECK(labels.train[3].id == "한글");  // composed, as the label's decomposed stem is
+  CHECK(labels.train[3].video == flat.path / "videos" / "한글.mp4");
+  CHECK(labels.skipped.total() == 1);
+  CHECK_THAT(labels.summary(), Catch::Contains("labels/c.json: ambiguous video (2 videos named TWO.mp4 but for letter "
+                                               "case or Unicode form: videos/TWO.mp4, videos/two.MP4)"));
 }
 
 TEST_CASE("a download's folders behind symbolic links are read once, and train/ + val/ may hold a download",

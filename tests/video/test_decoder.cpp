@@ -222,6 +222,12 @@ TEST_CASE("damage FFmpeg decodes through is counted per frame and reported with 
     if (std::none_of(wanted.begin(), wanted.end(), [&](std::int64_t t) { return t / 12 == g; })) outside = 12 * g + 11;
   REQUIRE(inside > 0);
   REQUIRE(outside > 0);
+  {  // (the choice above needs a keyframe at every 12th frame and none between)
+    VideoDecoder decoder(test::gop12_no_b_clip());
+    const auto index = decoder.scan_packets();
+    REQUIRE(index.keyframe.size() == 150);
+    for (std::size_t k = 0; k < 150; ++k) CHECK(index.keyframe[k] == (k % 12 == 0));
+  }
 
   std::vector<std::int64_t> clean_flagged;
   const DecodeStatus clean = decode(test::gop12_no_b_clip(), &clean_flagged);

@@ -97,7 +97,7 @@ struct SkipReport {
 enum class SplitRule {
   Auto,     // folders when root/train and root/val exist (a download: Training and Validation labels), else Hash
   Folders,  // root/train/… and root/val/… (each an AI-Hub tree; a download's sides); a manifest's "split" field
-  Hash,     // val when hash(seed, clip id) falls under val_fraction: stable as clips come and go
+  Hash,     // val when hash(seed, clip id) falls under val_fraction; a video's clips together (hash_split)
 };
 
 struct DatasetOptions {
@@ -133,7 +133,8 @@ struct Dataset {
   }
 };
 
-// True when clip `id` belongs to the validation split of the seeded hash rule: FNV-1a over the id's
+// True when clip `id` belongs to the validation split of the seeded hash rule (for a clip whose video no other clip
+// names; clips sharing a video go by the smallest of their ids, detail::hash_split): FNV-1a over the id's
 // bytes, mixed with the seed by SplitMix64, compared (as a 53-bit fraction) with val_fraction.
 inline bool in_validation(std::string_view id, std::uint64_t seed, double val_fraction) {
   std::uint64_t h = 0xcbf29ce484222325ull;
@@ -390,7 +391,7 @@ inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options,
     const auto j = read_label(file, where, dataset);
     if (!j) continue;
     Clip clip;
-    clip.id = file.stem().string();
+    clip.id = composed(file.stem().string());
     clip.source = file;
     // The video: the name the label gives, else the label's stem with a video extension.
     std::vector<fs::path> candidates;
@@ -404,12 +405,27 @@ inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options,
           if (e.is_regular_file(ec)) by_name[comparable_name(e.path().filename().string())].push_back(e.path());
         listed = true;
       }
-      for (const auto& name : names)
-        if (const auto it = by_name.find(comparable_name(name)); it != by_name.end() && it->second.size() == 1) {
-          candidates.push_back(it->second.front());
-          found = std::find_if(candidates.begin(), candidates.end(), usable_file);
-          break;
+      std::vector<fs::path> several;  // the files of the first name that matches more than one
+      for (const auto& name : names) {
+        const auto it = by_name.find(comparable_name(name));
+        if (it == by_name.end()) continue;
+        if (it->second.size() > 1) {
+          if (several.empty()) several = it->second;
+          continue;
         }
+        candidates.push_back(it->second.front());
+        if (usable_file(candidates.back())) break;
+      }
+      found = std::find_if(candidates.begin(), candidates.end(), usable_file);
+      if (found == candidates.end() && !several.empty()) {
+        std::sort(several.begin(), several.end());
+        std::vector<std::string> shown;
+        for (const auto& v : several) shown.push_back((fs::path("videos") / v.filename()).string());
+        dataset.skipped.add(SkipReason::AmbiguousVideo, where,
+                            fmt::format("{} videos named {} but for letter case or Unicode form: {}", several.size(),
+                                        several.front().filename().string(), fmt::join(shown, ", ")));
+        continue;
+      }
     }
     if (found == candidates.end()) {
       const auto empty = std::find_if(candidates.begin(), candidates.end(), empty_file);
@@ -427,18 +443,35 @@ inline void read_aihub_tree(const fs::path& root, const DatasetOptions& options,
   }
 }
 
-// The hash split (in_validation) of `all`, a video's clips kept together: clips naming the same video (a manifest
-// with several captions per video) all go where the smallest of their ids hashes to, so no held-out video is
-// trained on; a clip whose video no other clip names goes by its own id.
+// A clip's video as the split compares videos: the file itself (its canonical path: another spelling of the path,
+// "..", a symbolic link name it too), else the path as given, normalised.
+inline fs::path video_identity(const fs::path& video) {
+  std::error_code ec;
+  fs::path p = fs::weakly_canonical(video, ec);
+  return ec ? video.lexically_normal() : p;
+}
+
+// The hash split (in_validation) of `all`, a video's clips kept together: a clip whose video the clips already
+// placed (by a manifest's "split" field, by a download's side) hold on one side only joins them; else the clips
+// naming the same video (a manifest with several captions per video) all go where the smallest of their ids hashes
+// to, so no held-out video is trained on. A clip whose video no other clip names goes by its own id.
 inline void hash_split(std::vector<Clip>& all, const DatasetOptions& options, Dataset& dataset) {
+  std::map<fs::path, int> placed;  // video -> 1 train, 2 val, 3 both (the clips already placed)
+  for (const auto& c : dataset.train) placed[video_identity(c.video)] |= 1;
+  for (const auto& c : dataset.val) placed[video_identity(c.video)] |= 2;
+  std::vector<fs::path> identity;
   std::map<fs::path, std::string> smallest_id;  // video -> the smallest id of the clips naming it
   for (const auto& c : all) {
-    const auto [it, added] = smallest_id.emplace(c.video.lexically_normal(), c.id);
+    identity.push_back(video_identity(c.video));
+    const auto [it, added] = smallest_id.emplace(identity.back(), c.id);
     if (!added && c.id < it->second) it->second = c.id;
   }
-  for (auto& c : all) {
-    const std::string& key = smallest_id.at(c.video.lexically_normal());
-    (in_validation(key, options.seed, options.val_fraction) ? dataset.val : dataset.train).push_back(std::move(c));
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    const auto side = placed.find(identity[i]);
+    const bool val = side != placed.end() && side->second != 3
+                         ? side->second == 2
+                         : in_validation(smallest_id.at(identity[i]), options.seed, options.val_fraction);
+    (val ? dataset.val : dataset.train).push_back(std::move(all[i]));
   }
 }
 
@@ -446,11 +479,10 @@ inline void hash_split(std::vector<Clip>& all, const DatasetOptions& options, Da
 inline void finish(Dataset& dataset) {
   sort_by_id(dataset.train);
   sort_by_id(dataset.val);
-  std::set<fs::path> trained;
-  for (const auto& c : dataset.train) trained.insert(c.video.lexically_normal());
-  std::set<fs::path> both;
+  std::set<fs::path> trained, both;
+  for (const auto& c : dataset.train) trained.insert(video_identity(c.video));
   for (const auto& c : dataset.val)
-    if (trained.count(c.video.lexically_normal())) both.insert(c.video.lexically_normal());
+    if (const fs::path v = video_identity(c.video); trained.count(v)) both.insert(v);
   dataset.videos_on_both_sides.assign(both.begin(), both.end());
 }
 

@@ -49,8 +49,9 @@ struct StreamInfo {
 // Damage FFmpeg decodes through is counted apart: a frame whose bitstream was corrupt comes out with the broken
 // blocks guessed from their neighbours (error concealment: FFmpeg logs "error while decoding MB ..." / "concealing
 // ... errors") and flagged (AVFrame::decode_error_flags, AV_FRAME_FLAG_CORRUPT); the pass goes on. FFmpeg's H.264
-// decoder conceals and flags such frames reliably only without frame threading: decode with threads = 1 (the
-// programs do) to see them all. With frame threads it flagged 3 of 12 damaged test clips and delivered the other 9's
+// decoder conceals and flags such frames only without frame threading: decode with threads = 1 (the programs do).
+// Even then some damage decodes wrong with no flag (a review scrambled each of a test clip's 137 P slices in the
+// middle: 23 were not flagged). With frame threads it flagged 3 of 12 damaged test clips and delivered the other 9's
 // broken frames unflagged (FFmpeg 5.1; docs/video.md, "Errors").
 struct DecodeStatus {
   std::int64_t frames = 0;                  // frames delivered by this pass

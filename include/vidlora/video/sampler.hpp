@@ -28,9 +28,10 @@ struct SamplingReport {
   std::int64_t frames_decoded = 0;  // decoder output frames this sampling consumed
   std::int64_t hold_stride = 1;     // >1: chosen frames were snapped to every hold_stride-th frame
   // damaged = the file broke mid-way (only with accept_damaged). concealed_frames / concealment(): frames FFmpeg
-  // decoded through damage (decode with threads = 1 to see them all) among those this sampling decoded: the whole
-  // clip in one pass; seeking (report.seeked), only the stretches from a keyframe to each frame taken, so exactly the
-  // damage the returned frames can carry. There `frames` counts the distinct frames decoded.
+  // decoded through damage (decode with threads = 1: video/decoder.hpp) among those this sampling decoded: the whole
+  // clip in one pass; seeking (report.seeked), the frames shown from each taken frame's keyframe up to it (with
+  // B-frames, a reference frame shown after a taken frame is decoded but not counted), so about the
+  // damage the returned frames can carry. There `frames` counts the distinct frames counted so.
   DecodeStatus status;
   std::vector<std::int64_t> scene_starts;  // SceneChange: first frame of every detected scene
 };
