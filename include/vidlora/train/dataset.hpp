@@ -38,8 +38,8 @@ namespace vidlora::train {
 namespace fs = std::filesystem;
 
 struct Clip {
-  std::string id;        // label file stem (labels/), its path below the root (a download), the manifest's "id" / the
-                         // video's stem
+  std::string id;        // label file stem (labels/) or its path below the root without ".json" (a download), both
+                         // in NFC; the manifest's "id" / the video's stem
   fs::path video;        // absolute or relative to the working directory, as found
   std::string caption;   // the supervised text (trimmed)
   std::string category;  // "" when the label has none
