@@ -456,6 +456,7 @@ inline fs::path video_identity(const fs::path& video) {
 // naming the same video (a manifest with several captions per video) all go where the smallest of their ids hashes
 // to, so no held-out video is trained on. A clip whose video no other clip names goes by its own id.
 inline void hash_split(std::vector<Clip>& all, const DatasetOptions& options, Dataset& dataset) {
+  if (all.empty()) return;  // (a download split by its sides, a manifest with every "split" given: nothing to look up)
   std::map<fs::path, int> placed;  // video -> 1 train, 2 val, 3 both (the clips already placed)
   for (const auto& c : dataset.train) placed[video_identity(c.video)] |= 1;
   for (const auto& c : dataset.val) placed[video_identity(c.video)] |= 2;

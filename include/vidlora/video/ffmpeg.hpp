@@ -87,7 +87,7 @@ inline void ffmpeg_log_callback(void* context, int level, const char* format, va
 // to the library's error for that file ("not a readable video (Invalid data found when processing input; FFmpeg:
 // moov atom not found)"). Messages logged on FFmpeg's own decoding threads (a decoder with threads != 1) are
 // printed as the level says but not captured: the error then names the last one logged on the calling thread, or
-// none. A frame FFmpeg conceals (decodes with an error it logs) is no error here: only its printed line tells.
+// none. A frame FFmpeg conceals (decodes with an error it logs) is no error here: DecodeStatus counts it (decoder.hpp).
 inline void capture_ffmpeg_log(int print_level) {
   av_log_set_level(print_level);
   av_log_set_callback(detail::ffmpeg_log_callback);
