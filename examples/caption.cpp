@@ -32,11 +32,13 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <vidlora/core/memory_stats.hpp>
 #include <vidlora/io/atomic_file.hpp>
 #include <vidlora/lora/peft_adapter.hpp>
 #include <vidlora/lora/rank_dispatch.hpp>
 #include <vidlora/model/peft_decoder.hpp>
 #include <vidlora/presets.hpp>
+#include <vidlora/quant/quantized_weight.hpp>
 #include <vidlora/model/generation.hpp>
 #include <vidlora/model/generation_config.hpp>
 #include <vidlora/train/checkpoint.hpp>
@@ -80,7 +82,7 @@ demo::CommandLine command_line() {
       "With HF_DIR, its generation_config.json sets the generation as in transformers' generate()\n"
       "(sampling, penalties, EOS ids); the options below override it. A GPU preset's build\n"
       "(built with nvcc) encodes the frames and generates on the GPU; the Cpu preset's runs on the CPU (a 7B\n"
-      "model: about 28 GB of host memory for its fp32 weights, minutes per clip).\n"
+      "model: about 28 GB of host memory for its fp32 weights, about 6 GB with --base nf4; minutes per clip).\n"
       "FFmpeg's last error for a video is part of the error naming the video; FFmpeg's own lines show from\n"
       "the level VIDLORA_FFMPEG_LOG names (quiet|fatal|error|warning|info|debug; default info, FFmpeg's).",
       {
@@ -93,6 +95,10 @@ demo::CommandLine command_line() {
                "HF_DIR only: a PEFT LoRA adapter directory for that model (with the projector when it saves one, "
                "modules_to_save)"),
           text("prompt", "TEXT", "HF_DIR only: the question in the chat template (default: Describe this video.)"),
+          text("base", "NAME",
+               "the decoder's frozen linear weights in nf4 (bitsandbytes' load_in_4bit: NF4, blocksize "
+               "64, double-quantized absmax; a 7B's in about 3.3 GB, the base QLoRA trains on) or fp32 (about 26 "
+               "GB) (default: as --trained was trained, else fp32; a GPU preset's build: the preset's, nf4)"),
           text("jsonl", "FILE", "also write {\"video\", \"caption\"} lines to FILE"),
           text("cache", "DIR",
                "feature cache (default TRAINED/feature_cache; with HF_DIR and no --trained, ./vidlora_feature_cache)"),
@@ -144,6 +150,12 @@ constexpr bool kOnGpu = false;
 using CaptionBase = lora::DenseWeight;
 #endif
 
+// --base's name of a frozen-weight policy.
+template <class Base>
+constexpr std::string_view base_name() {
+  return std::is_same_v<Base, quant::NF4Weight> ? "nf4" : "fp32";
+}
+
 // The GPU build's precision (--precision, else the preset's on its GPU: bf16 on A100 / H100, fp16 on T4 / L4, what
 // train_captioner trains in) and memory cap (--max-memory-gb); fp32 and no cap on the CPU.
 struct DeviceSettings {
@@ -167,6 +179,13 @@ DeviceSettings device_settings(const demo::CommandLine& a) {
           "nvcc captions on the GPU)");
     d.memory.max_memory_gb = a.real("max-memory-gb", 0.0);
   }
+  if (a.has("base") && a.str("base", "") != "nf4" && a.str("base", "") != "fp32")
+    throw demo::UsageError(fmt::format("option --base: '{}' is neither nf4 nor fp32", a.str("base", "")));
+  if (kOnGpu && a.has("base") && a.str("base", "") != base_name<CaptionBase>())
+    throw demo::UsageError(
+        fmt::format("option --base: the {} preset's build holds the decoder's weights in {} on the "
+                    "GPU (its load_in_4bit), not {}",
+                    ActivePreset::name, base_name<CaptionBase>(), a.str("base", "")));
   return d;
 }
 
@@ -475,19 +494,30 @@ std::optional<AdapterOnDisk> read_adapter(const std::optional<fs::path>& adapter
   return a;
 }
 
+// The decoder's linear weights held in `Base`, said on stderr (a 7B's take minutes to load and most of the process's
+// memory).
+template <class DecoderT>
+void print_decoder_base(const DecoderT& decoder) {
+  fmt::print(stderr, "caption: the decoder's linear weights in {}: {} of its {}\n",
+             base_name<typename DecoderT::base_type>(), format_bytes(decoder.linear_weight_bytes()),
+             format_bytes(decoder.weight_bytes()));
+}
+
 // The decoder with `adapter` at the rank and alpha it was trained with (whichever preset's build or library trained
-// it), or without one, captioning the videos.
-template <class Weights, class Codec>
+// it), or without one, captioning the videos; its frozen linear weights held in `Base`.
+template <class Base, class Weights, class Codec>
 int caption_with_adapter(const demo::CommandLine& a, const DeviceSettings& settings,
                          const GenerationOptions& generation, const model::DecoderConfig& config,
                          const Weights& weights, const std::optional<AdapterOnDisk>& adapter,
                          model::Mlp2xGelu projector, const Codec& codec, const VideoFeatures& feats) {
   if (!adapter) {
-    model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha, CaptionBase> decoder(config, weights);
+    model::Decoder<ActivePreset::lora_r, ActivePreset::lora_alpha, Base> decoder(config, weights);
+    print_decoder_base(decoder);
     return caption_videos(a, settings, generation, decoder, std::move(projector), codec, feats);
   }
   return lora::dispatch_rank(adapter->adapter.spec.r, [&]<int R>() {
-    model::Decoder<R, R, CaptionBase> decoder(config, weights, adapter->options);
+    model::Decoder<R, R, Base> decoder(config, weights, adapter->options);
+    print_decoder_base(decoder);
     try {
       decoder.load_adapter(io::SafetensorsFile::open(adapter->dir / lora::kAdapterWeightsName));
     } catch (const vidlora::Error& e) {  // the tensor's name and shapes alone do not say it is the adapter's
@@ -551,6 +581,36 @@ Sampling sampling_of(const demo::CommandLine& a, const std::optional<fs::path>& 
   return s;
 }
 
+// The CPU build's decoder base for a Hugging Face model: --base, else the base `trained` was trained on (its last
+// checkpoint's "base": a GPU preset's run trains its LoRA factors over NF4 weights, and captions come from that model),
+// else fp32.
+[[maybe_unused]] std::string decoder_base(const demo::CommandLine& a, const std::optional<fs::path>& trained) {
+  if (a.has("base")) return a.str("base", "");
+  const fs::path checkpoint = trained ? train::last_checkpoint_path(*trained) : fs::path();
+  if (!trained || !fs::exists(checkpoint)) return "fp32";
+  const auto config = train::checkpoint_configuration(checkpoint);
+  const auto it = config.find("base");
+  if (it == config.end() || it->second != "4bit") return "fp32";
+  fmt::print(stderr, "caption: the decoder's weights in NF4 as {} was trained (--base fp32 to change)\n",
+             trained->string());
+  return "nf4";
+}
+
+// caption_with_adapter over the decoder base decoder_base() names: the CPU build's fp32 or NF4; a GPU build's, the
+// preset's (NF4 in every GPU preset; device_settings refuses another --base).
+template <class Weights, class Codec>
+int caption_on_base(const demo::CommandLine& a, const DeviceSettings& settings, const GenerationOptions& generation,
+                    const model::DecoderConfig& config, const Weights& weights,
+                    const std::optional<AdapterOnDisk>& adapter, model::Mlp2xGelu projector, const Codec& codec,
+                    const VideoFeatures& feats, const std::optional<fs::path>& trained) {
+  if constexpr (!kOnGpu)
+    if (decoder_base(a, trained) == "nf4")
+      return caption_with_adapter<quant::NF4Weight>(a, settings, generation, config, weights, adapter,
+                                                    std::move(projector), codec, feats);
+  return caption_with_adapter<CaptionBase>(a, settings, generation, config, weights, adapter, std::move(projector),
+                                           codec, feats);
+}
+
 // The GPU build's vision tower (gpu_program.hpp: a device copy at the run's precision, released after the up-front
 // encoding), after checking the GPU and naming it and the precision on stderr; none (the CPU tower) otherwise.
 demo::DeviceEncoder device_encoder([[maybe_unused]] const DeviceSettings& settings,
@@ -606,8 +666,8 @@ int caption_hf(const demo::CommandLine& a, const DeviceSettings& settings, const
   const demo::DeviceEncoder encoder = device_encoder(settings, m.vision);
   const VideoFeatures feats =
       encode_up_front(a, m.features(sampling.sampler, sampling.frames, cache, encoder.encoder), encoder);
-  return caption_with_adapter(a, settings, generation, m.config.text, m.weights, adapter, std::move(projector), codec,
-                              feats);
+  return caption_on_base(a, settings, generation, m.config.text, m.weights, adapter, std::move(projector), codec, feats,
+                         a.has("trained") ? std::optional<fs::path>(a.str("trained", "")) : std::nullopt);
 }
 
 // Each VIDEO that is a directory stands for the video files under it (train::kVideoExtensions, any case), at any
@@ -678,8 +738,8 @@ int caption_main(demo::CommandLine a) {
   const demo::DeviceEncoder encoder = device_encoder(settings, *m.vision);
   const VideoFeatures feats =
       encode_up_front(a, m.features(sampling.sampler, sampling.frames, cache, encoder.encoder), encoder);
-  return caption_with_adapter(a, settings, generation, m.decoder_config, *m.decoder_weights, adapter,
-                              std::move(projector), codec, feats);
+  return caption_on_base(a, settings, generation, m.decoder_config, *m.decoder_weights, adapter, std::move(projector),
+                         codec, feats, trained);
 }
 
 }  // namespace

@@ -171,6 +171,9 @@ check "caption (CPU) reads the GPU run's adapter (r $r) and projector" \
   bash -c "grep -q '\"caption\"' captions.jsonl && grep -q 'caption: adapter full/adapter (r $r, alpha $((2 * r)))' caption.err"
 check "caption samples as the GPU run was trained" \
   grep -q "caption: sampler uniform, $frames frames per clip as full was trained" caption.err
+check "caption (CPU) holds the decoder's weights in NF4 as the GPU run trained over them" bash -c \
+  'grep -q "caption: the decoder.s weights in NF4 as full was trained" caption.err &&
+   grep -q "caption: the decoder.s linear weights in nf4: " caption.err'
 
 # caption's own GPU build: every clip encoded up front by the device tower (into a cache of its own, so that the tower
 # runs), then the projector and the generation on the device, in the preset's precision over its NF4
@@ -207,6 +210,9 @@ check "a missing video is named, and the others are captioned" bash -c \
   'grep -q "caption: no_such_clip.mp4: " caption_gpu_missing.err && grep -q "$0" caption_gpu_missing.out' "${val_videos[0]}"
 run 2 caption_gpu_cpu_precision "$caption" --model model --trained full --precision bf16 "${val_videos[0]}"
 check "the CPU build refuses a 16-bit --precision" grep -q "computes in fp32" caption_gpu_cpu_precision.err
+run 2 caption_gpu_base "$caption_gpu" --model model --trained full --base fp32 "${val_videos[0]}"
+check "caption's $preset build refuses --base fp32 (the preset loads the weights in NF4)" \
+  grep -q "option --base: the $preset preset's build holds the decoder's weights in nf4 on the GPU" caption_gpu_base.err
 
 # The Hugging Face LLaVA-NeXT-Video fixture, loaded to the device as the preset says: the loss falls. (Its layers
 # are 16 wide: narrower than the H100 preset's r 64, which LoraLinear refuses.)

@@ -112,6 +112,44 @@ check "an adapter whose r is above a layer's min(in, out) is refused naming the 
   grep -q "PEFT adapter rank16: r = 16 is above min(in 16, out 8) of model.language_model.layers.0.self_attn.k_proj" rank16.err
 run 0 base "$bin/caption" --model "$hf" --frames 2 --max-new-tokens 6 "${clips[0]}"
 check "caption captions with the bare checkpoint too" grep -q "^${clips[0]}	" base.out
+# --base nf4 holds the decoder's linear weights as bitsandbytes' load_in_4bit does: its captions are those of the fp32
+# decoder over the weights transformers + bitsandbytes hold after a 4-bit load of this model
+# (tests/fixtures/model/llava_next_video_hf_nf4, tools/reference/nf4_decoder_fixture.py); over the original weights
+# fp32 gives other captions (quantization changes this model's).
+mkdir -p hf_nf4 && cp "$hf"/* hf_nf4/ && cp "$root/tests/fixtures/model/llava_next_video_hf_nf4/model.safetensors" hf_nf4/
+run 0 nf4 "$bin/caption" --model "$hf" --base nf4 --cache cache_nf4 --frames 2 --max-new-tokens 12 "${clips[@]}"
+check "--base nf4 says so, with the weights' size" grep -q "the decoder's linear weights in nf4: .* of its " nf4.err
+run 0 bnb "$bin/caption" --model hf_nf4 --cache cache_bnb --frames 2 --max-new-tokens 12 "${clips[@]}"
+check "--base nf4 captions as fp32 over the weights bitsandbytes dequantizes" cmp nf4.out bnb.out
+run 0 fp32 "$bin/caption" --model "$hf" --base fp32 --cache cache_nf4 --frames 2 --max-new-tokens 12 "${clips[@]}"
+check "the default base is fp32" grep -q "the decoder's linear weights in fp32: " fp32.err
+check "fp32 over the original weights captions otherwise" bash -c '! cmp -s nf4.out fp32.out'
+# A run trained over an NF4 base (a GPU preset's: its checkpoint's "base" is 4bit) is captioned over one by default.
+cp -r out out4bit
+python3 - <<'EOF'
+import json, struct
+path = "out4bit/checkpoints/last.safetensors"
+raw = open(path, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+state = json.loads(header["__metadata__"]["trainer_state"])
+assert state["config"]["base"] == "dense", state["config"]["base"]
+state["config"]["base"] = "4bit"
+header["__metadata__"]["trainer_state"] = json.dumps(state)
+h = json.dumps(header).encode()
+h += b" " * (-len(h) % 8)
+open(path, "wb").write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+EOF
+run 0 trained4 "$bin/caption" --model "$hf" --trained out4bit --cache cache_nf4 --max-new-tokens 12 "${clips[@]}"
+check "caption says it takes an NF4 base as the run was trained" \
+  grep -q "the decoder's weights in NF4 as out4bit was trained (--base fp32 to change)" trained4.err
+run 0 trained4_nf4 "$bin/caption" --model "$hf" --trained out --base nf4 --cache cache_nf4 --max-new-tokens 12 \
+  "${clips[@]}"
+check "... and captions as --base nf4 does" cmp trained4.out trained4_nf4.out
+run 0 trained4_fp32 "$bin/caption" --model "$hf" --trained out4bit --base fp32 --cache cache_nf4 --max-new-tokens 12 \
+  "${clips[@]}"
+check "--base fp32 overrides it" \
+  bash -c '! cmp -s trained4.out trained4_fp32.out && ! grep -q "as out4bit was trained (--base" trained4_fp32.err'
 run 1 bad_video "$bin/caption" --model "$hf" --frames 2 --max-new-tokens 6 "${clips[0]}" missing.mp4
 check "a bad video is reported on stderr only" bash -c 'grep -q missing.mp4 bad_video.err && ! grep -q missing.mp4 bad_video.out'
 
