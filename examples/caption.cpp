@@ -36,6 +36,7 @@
 #include <vidlora/io/atomic_file.hpp>
 #include <vidlora/lora/peft_adapter.hpp>
 #include <vidlora/lora/rank_dispatch.hpp>
+#include <vidlora/model/held_adapter.hpp>
 #include <vidlora/model/peft_decoder.hpp>
 #include <vidlora/presets.hpp>
 #include <vidlora/quant/quantized_weight.hpp>
@@ -73,11 +74,11 @@ demo::CommandLine command_line() {
       "Captions each VIDEO with the base model in --model plus the adapter/ and projector.safetensors that\n"
       "train_captioner wrote into --trained. --model may be a Hugging Face LLaVA / LLaVA-NeXT-Video\n"
       "save_pretrained directory: its processor, prompt format and tokenizer are used, --adapter adds a PEFT\n"
-      "adapter (r 4 to 256, a power of 2; the projector too when it carries one, modules_to_save\n"
-      "[\"multi_modal_projector\"]),\n"
-      "--trained adds train_captioner's adapter and projector. A VIDEO that is a\n"
-      "directory stands for the video files under it (.mp4 .mkv .webm .mov .avi, at any depth, in path\n"
-      "order). Prints path<TAB>caption per video, one line each (a caption's line breaks, tabs and\n"
+      "adapter (any r up to 256: one that is not 4, 8, 16, ... 256 is held zero-padded at the next of\n"
+      "those; the projector too when it carries one, modules_to_save [\"multi_modal_projector\"]),\n"
+      "--trained adds train_captioner's adapter and projector. A VIDEO that is a directory stands for the\n"
+      "video files under it (.mp4 .mkv .webm .mov .avi, at any depth, in path order). Prints\n"
+      "path<TAB>caption per video, one line each (a caption's line breaks, tabs and\n"
       "backslashes escaped: \\n, \\t, \\\\, ...; --jsonl keeps them); errors and progress go to stderr.\n"
       "With HF_DIR, its generation_config.json sets the generation as in transformers' generate()\n"
       "(sampling, penalties, EOS ids); the options below override it. A GPU preset's build\n"
@@ -461,6 +462,7 @@ struct AdapterOnDisk {
   fs::path dir;
   lora::PeftAdapter adapter;
   model::DecoderOptions options;
+  model::HeldAdapter held;  // its factors at the compiled rank the decoder holds them at (zero-padded beyond r)
 };
 
 // The adapter in `adapter_dir` (none: the base model's LoRA-free decoder), and the projector to caption with: the one
@@ -473,18 +475,26 @@ std::optional<AdapterOnDisk> read_adapter(const std::optional<fs::path>& adapter
   if (!adapter_dir) return std::nullopt;
   require(fs::exists(*adapter_dir / "adapter_config.json"),
           "{} is not a PEFT adapter directory: it has no adapter_config.json", adapter_dir->string());
-  AdapterOnDisk a{*adapter_dir, lora::load_peft_adapter(*adapter_dir), {}};
-  require(lora::is_supported_rank(a.adapter.spec.r), "PEFT adapter {}: r = {} is not one of vidlora's ranks ({})",
-          a.dir.string(), a.adapter.spec.r, fmt::join(lora::kSupportedRanks, ", "));
+  AdapterOnDisk a{*adapter_dir, lora::load_peft_adapter(*adapter_dir), {}, {}};
+  const int rank = [&] {
+    try {
+      return model::held_rank(a.adapter.spec.r);
+    } catch (const vidlora::Error& e) {
+      fail("PEFT adapter {}: {}", a.dir.string(), e.what());
+    }
+  }();
+  const std::string held_at = rank == a.adapter.spec.r ? "" : fmt::format(" (held at rank {})", rank);
   for (const auto& [module, w] : a.adapter.modules)  // LoraLinear's bound (PEFT allows a larger r; tiny models only)
-    require(a.adapter.spec.r <= std::min(w.A.cols(), w.B.rows()),
-            "PEFT adapter {}: r = {} is above min(in {}, out {}) of {}; vidlora's LoRA layers take r <= min(in, out)",
-            a.dir.string(), a.adapter.spec.r, w.A.cols(), w.B.rows(), module);
+    require(rank <= std::min(w.A.cols(), w.B.rows()),
+            "PEFT adapter {}: r = {}{} is above min(in {}, out {}) of {}; vidlora's LoRA layers take r <= min(in, out)",
+            a.dir.string(), a.adapter.spec.r, held_at, w.A.cols(), w.B.rows(), module);
   model::Mlp2xGelu carried = projector;
   const bool carries = train::load_projector_from_adapter(a.dir, a.adapter, carried);
   a.options = model::decoder_options_for(a.adapter, config, {}, model::SavedModules::loaded_by_caller);
-  fmt::print(stderr, "caption: adapter {} (r {}, alpha {}{})\n", a.dir.string(), a.adapter.spec.r,
-             a.adapter.spec.lora_alpha, carries ? ", with its projector" : "");
+  a.held = model::hold_adapter(a.adapter, a.options);
+  fmt::print(stderr, "caption: adapter {} (r {}, alpha {}{}{})\n", a.dir.string(), a.adapter.spec.r,
+             a.adapter.spec.lora_alpha, carries ? ", with its projector" : "",
+             a.held.padded() ? fmt::format("; held at rank {}, lora_A and lora_B padded with zeros", rank) : "");
   if (carries) {
     require(!projector_file || train::same_projector_values(carried, projector),
             "the adapter {} carries a projector (modules_to_save) that differs from {}: {}", a.dir.string(),
@@ -515,11 +525,11 @@ int caption_with_adapter(const demo::CommandLine& a, const DeviceSettings& setti
     print_decoder_base(decoder);
     return caption_videos(a, settings, generation, decoder, std::move(projector), codec, feats);
   }
-  return lora::dispatch_rank(adapter->adapter.spec.r, [&]<int R>() {
+  return lora::dispatch_rank(adapter->held.rank, [&]<int R>() {
     model::Decoder<R, R, Base> decoder(config, weights, adapter->options);
     print_decoder_base(decoder);
     try {
-      decoder.load_adapter(io::SafetensorsFile::open(adapter->dir / lora::kAdapterWeightsName));
+      decoder.load_adapter(adapter->held.factors);
     } catch (const vidlora::Error& e) {  // the tensor's name and shapes alone do not say it is the adapter's
       fail("PEFT adapter {} does not fit the model: {}", adapter->dir.string(), e.what());
     }

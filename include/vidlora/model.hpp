@@ -24,6 +24,7 @@
 #include <vidlora/model/decoder.hpp>
 #include <vidlora/model/decoder_host_weights.hpp>
 #include <vidlora/model/decoder_weights_export.hpp>
+#include <vidlora/model/held_adapter.hpp>
 #include <vidlora/model/peft_decoder.hpp>
 #include <vidlora/model/projector.hpp>
 #include <vidlora/model/splice.hpp>

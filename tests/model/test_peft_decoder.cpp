@@ -1,5 +1,6 @@
 // Adapters trained in Python with PEFT 0.21 (tools/reference/peft_targets_cases.py) on a decoder:
-// run-time rank and alpha, rsLoRA, layers_to_transform, a regex with exclude_modules — logits equal PEFT's.
+// run-time rank and alpha, rsLoRA, layers_to_transform, a regex with exclude_modules, ranks vidlora does not
+// compile (held zero-padded: model/held_adapter.hpp) — logits equal PEFT's.
 
 #include <catch2/catch.hpp>
 
@@ -9,6 +10,7 @@
 #include <vidlora/io.hpp>
 #include <vidlora/lora.hpp>
 #include <vidlora/model.hpp>
+#include <vidlora/model/held_adapter.hpp>
 
 #include "model_fixtures.hpp"
 
@@ -48,7 +50,85 @@ Matrix adapter_logits(const std::string& name, int* rank_used) {
   });
 }
 
+// The adapter's logits through hold_adapter: held at the next compiled rank R, Decoder<R, 2R> with the rescaled alpha.
+Matrix held_adapter_logits(const std::string& name, int* rank_used) {
+  const auto ref = vidlora::test::load_fixture("lora/peft_targets/reference.json");
+  const auto config = model::DecoderConfig::from_file(kPeftDir + "/base/config.json");
+  const auto weights = io::CheckpointDir::open(kPeftDir + "/base");
+  const lora::PeftAdapter adapter = lora::load_peft_adapter(kPeftDir + "/" + name);
+  model::DecoderOptions options = model::decoder_options_for(adapter, config);
+  const model::HeldAdapter held = model::hold_adapter(adapter, options);
+  CHECK(held.padded());
+  CHECK(held.r == adapter.spec.r);
+  // Each factor is the file's, with zero rows of A and zero columns of B beyond r.
+  for (const auto& [module, w] : adapter.modules) {
+    const Matrix a = model::load_matrix<float>(held.factors, lora::peft_key(module, 'A'), held.rank, w.A.cols());
+    const Matrix b = model::load_matrix<float>(held.factors, lora::peft_key(module, 'B'), w.B.rows(), held.rank);
+    CHECK(a.topRows(held.r) == w.A);
+    CHECK(b.leftCols(held.r) == w.B);
+    CHECK(a.bottomRows(held.rank - held.r).isZero(0.0));
+    CHECK(b.rightCols(held.rank - held.r).isZero(0.0));
+  }
+  const std::vector<int> ids = json_flat_ints(ref["input_ids"]);
+  model::SequenceBatch batch;
+  batch.batch = 2;
+  batch.seq_len = static_cast<Eigen::Index>(ids.size() / 2);
+  return lora::dispatch_rank(held.rank, [&]<int R>() {
+    model::Decoder<R, 2 * R> decoder(config, weights, options);
+    decoder.load_adapter(held.factors);
+    int lora_slots = 0;
+    decoder.for_each_lora([&](const std::string&, auto& lin) {
+      // PEFT's scaling for r at rank R: the same double without rsLoRA (R / r scales alpha / r by a power of two)
+      if (!adapter.spec.use_rslora) CHECK(lin.alpha_value() / R == adapter.spec.scaling());
+      CHECK(lin.scaling() == static_cast<float>(adapter.spec.scaling()));
+      ++lora_slots;
+    });
+    CHECK(lora_slots == static_cast<int>(adapter.modules.size()));
+    *rank_used = R;
+    return Matrix(decoder.logits(decoder.forward(decoder.embed(ids), batch, false)));
+  });
+}
+
 }  // namespace
+
+TEST_CASE("PEFT adapters of ranks 12 and 6 (rsLoRA) and 2 held zero-padded at ranks 16 8 and 4 give PEFT's logits",
+          "[model][lora][peft][reference]") {
+  const auto ref = vidlora::test::load_fixture("lora/peft_targets/reference.json");
+  for (const auto& [name, rank] : {std::pair<std::string, int>{"rank12", 16}, {"rank6_rslora", 8}, {"rank2", 4}}) {
+    CAPTURE(name);
+    int used = 0;
+    const Matrix logits = held_adapter_logits(name, &used);
+    CHECK(used == rank);
+    CHECK(normwise_error(logits, json_3d(ref[name]["logits"])) < 1e-5);
+    CHECK(normwise_error(json_3d(ref["base_logits"]), json_3d(ref[name]["logits"])) > 1e-3);  // the adapter matters
+  }
+}
+
+TEST_CASE("held_rank keeps a compiled rank and takes the next one up for others; out-of-range ranks are errors",
+          "[model][lora][peft][errors]") {
+  CHECK(model::held_rank(1) == 4);
+  CHECK(model::held_rank(4) == 4);
+  CHECK(model::held_rank(5) == 8);
+  CHECK(model::held_rank(12) == 16);
+  CHECK(model::held_rank(129) == 256);
+  CHECK(model::held_rank(256) == 256);
+  REQUIRE_THROWS_WITH(model::held_rank(257), Contains("r = 257 is above the largest compiled rank, 256"));
+  REQUIRE_THROWS_WITH(model::held_rank(0), Contains("r = 0 is not a rank"));
+  // An adapter at a compiled rank is held as it is: the file's factors, its own alpha.
+  const auto config = model::DecoderConfig::from_file(kPeftDir + "/base/config.json");
+  const lora::PeftAdapter a = lora::load_peft_adapter(kPeftDir + "/regex_exclude");
+  model::DecoderOptions options = model::decoder_options_for(a, config);
+  const model::HeldAdapter held = model::hold_adapter(a, options);
+  CHECK_FALSE(held.padded());
+  CHECK(held.rank == 16);
+  CHECK(options.lora.alpha == 24.0);
+  CHECK(held.factors.tensors().size() == 2 * a.modules.size());
+  // A factor whose shape is not the adapter's r is named.
+  lora::PeftAdapter wrong = a;
+  wrong.modules.begin()->second.A = Matrix::Zero(3, 32);
+  REQUIRE_THROWS_WITH(model::hold_adapter(wrong, options),
+                      Contains(wrong.modules.begin()->first) && Contains("r = 16"));
+}
 
 TEST_CASE("a PEFT adapter with r=8, alpha 12, rsLoRA and layers_to_transform gives PEFT's logits",
           "[model][lora][peft][reference]") {

@@ -110,6 +110,61 @@ EOF
 run 1 rank16 "$bin/caption" --model "$hf" --adapter rank16 --frames 2 --max-new-tokens 6 "${clips[0]}"
 check "an adapter whose r is above a layer's min(in, out) is refused naming the module" \
   grep -q "PEFT adapter rank16: r = 16 is above min(in 16, out 8) of model.language_model.layers.0.self_attn.k_proj" rank16.err
+# An adapter of a rank vidlora does not compile (PEFT allows any r) is held zero-padded at the next compiled rank,
+# its alpha rescaled: r 6 cut from the trained r 8 captions as that r 8 adapter with its last two ranks zero and
+# lora_alpha 16 · 8 / 6 (the model tests compare such adapters with PEFT's logits: tests/model/test_peft_decoder.cpp).
+python3 - <<'EOF'
+import json, os, struct
+src = "out/adapter"
+raw = open(f"{src}/adapter_model.safetensors", "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+meta = header.pop("__metadata__", None)
+data = raw[8 + n:]
+cfg = json.load(open(f"{src}/adapter_config.json"))
+r = cfg["r"]
+assert r == 8, r
+
+def write(out, keep, alpha):
+    os.makedirs(out, exist_ok=True)
+    tensors, blob = {}, b""
+    for k, v in sorted(header.items()):
+        assert v["dtype"] == "F32", v
+        t = data[v["data_offsets"][0]:v["data_offsets"][1]]
+        shape = list(v["shape"])
+        if ".lora_A." in k:  # [r, in]: the first `keep` rows, then zeros up to the size written
+            rows, cols = shape
+            size = keep if out == "rank6" else r
+            t = t[:keep * cols * 4] + bytes((size - keep) * cols * 4)
+            shape = [size, cols]
+        elif ".lora_B." in k:  # [out, r]: the first `keep` columns of each row, then zeros
+            rows, cols = shape
+            size = keep if out == "rank6" else r
+            t = b"".join(t[i * cols * 4:i * cols * 4 + keep * 4] + bytes((size - keep) * 4) for i in range(rows))
+            shape = [rows, size]
+        tensors[k] = {"dtype": "F32", "shape": shape, "data_offsets": [len(blob), len(blob) + len(t)]}
+        blob += t
+    if meta is not None:
+        tensors["__metadata__"] = meta
+    h = json.dumps(tensors).encode()
+    h += b" " * (-len(h) % 8)
+    open(f"{out}/adapter_model.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + blob)
+    c = dict(cfg, r=keep if out == "rank6" else r, lora_alpha=alpha)
+    json.dump(c, open(f"{out}/adapter_config.json", "w"))
+
+write("rank6", 6, cfg["lora_alpha"])
+write("rank8_zeroed", 6, cfg["lora_alpha"] * 8 / 6)
+EOF
+run 0 rank6 "$bin/caption" --model "$hf" --adapter rank6 --cache cache_nf4 --frames 2 --max-new-tokens 12 "${clips[@]}"
+check "an r 6 adapter is held at rank 8, said on stderr" \
+  grep -q "caption: adapter rank6 (r 6, alpha 16, with its projector; held at rank 8, lora_A and lora_B padded with zeros)" \
+  rank6.err
+run 0 rank8_zeroed "$bin/caption" --model "$hf" --adapter rank8_zeroed --cache cache_nf4 --frames 2 --max-new-tokens 12 \
+  "${clips[@]}"
+check "... and captions as the r 8 adapter with those ranks zero and alpha 16 · 8 / 6" cmp rank6.out rank8_zeroed.out
+run 0 rank8 "$bin/caption" --model "$hf" --adapter out/adapter --cache cache_nf4 --frames 2 --max-new-tokens 12 \
+  "${clips[@]}"
+check "(the two ranks cut off change the captions)" bash -c '! cmp -s rank6.out rank8.out'
 run 0 base "$bin/caption" --model "$hf" --frames 2 --max-new-tokens 6 "${clips[0]}"
 check "caption captions with the bare checkpoint too" grep -q "^${clips[0]}	" base.out
 # --base nf4 holds the decoder's linear weights as bitsandbytes' load_in_4bit does: its captions are those of the fp32

@@ -6,6 +6,9 @@ Writes tests/fixtures/lora/peft_targets/:
   list_layers_rslora/   adapter r=8, lora_alpha=12, target_modules ["q_proj", "v_proj", "down_proj"],
                         layers_to_transform [0, 2], layers_pattern "layers", use_rslora (scaling 12/√8)
   regex_exclude/        adapter r=16, lora_alpha=24, target_modules a regular expression, exclude_modules a list
+  rank12/, rank6_rslora/, rank2/
+                        adapters of ranks vidlora does not compile: r=12, lora_alpha=24 on the seven projections;
+                        r=6, lora_alpha=10, rsLoRA on q/v/up_proj; r=2, lora_alpha=3 on o_proj
   llava_vision/         adapter of a tiny LLaVA with target_modules ["q_proj", "v_proj"]: PEFT also adapts the
                         CLIP tower's q_proj / v_proj (vidlora must refuse the file, naming those tensors)
   reference.json        versions; per adapter: PEFT's logits on fixed ids (lora_B nonzero) and the modules PEFT
@@ -119,6 +122,15 @@ def main():
         target_modules=r"model\.layers\.\d+\.(self_attn\.(q|k|o)_proj|mlp\.up_proj)",
         exclude_modules=["layers.1.self_attn.k_proj"]), seed=6)
 
+    # Ranks vidlora does not compile (held zero-padded at the next compiled rank: model/held_adapter.hpp).
+    ref["rank12"] = adapter_case("rank12", LoraConfig(
+        r=12, lora_alpha=24, lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]), seed=7)
+    ref["rank6_rslora"] = adapter_case("rank6_rslora", LoraConfig(
+        r=6, lora_alpha=10, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "up_proj"], use_rslora=True),
+        seed=8)
+    ref["rank2"] = adapter_case("rank2", LoraConfig(r=2, lora_alpha=3, lora_dropout=0.0, target_modules=["o_proj"]),
+                                seed=9)
     llava = tiny_llava()
     vision_adapter = get_peft_model(llava, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     shutil.rmtree(OUT / "llava_vision", ignore_errors=True)
