@@ -83,7 +83,7 @@ demo::CommandLine command_line() {
       "With HF_DIR, its generation_config.json sets the generation as in transformers' generate()\n"
       "(sampling, penalties, EOS ids); the options below override it. A GPU preset's build\n"
       "(built with nvcc) encodes the frames and generates on the GPU; the Cpu preset's runs on the CPU (a 7B\n"
-      "model: about 28 GB of host memory for its fp32 weights, about 6 GB with --base nf4; minutes per clip).\n"
+      "model: about 28 GB of host memory for its fp32 weights, under 7 GB with --base nf4; minutes per clip).\n"
       "FFmpeg's last error for a video is part of the error naming the video; FFmpeg's own lines show from\n"
       "the level VIDLORA_FFMPEG_LOG names (quiet|fatal|error|warning|info|debug; default info, FFmpeg's).",
       {

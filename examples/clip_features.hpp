@@ -3,6 +3,8 @@
 // features, through their FeatureCache: get (also the call operator) returns them, computed and stored on a miss;
 // ensure only makes sure they are stored, leaving a valid entry unread (train_captioner runs it over every clip
 // before training, while the GPU vision tower has the card to itself: encode_clips_up_front, split over MPI ranks).
+// A clip's note (support/sampling_notes.hpp: a short clip, damage FFmpeg decoded through), kept in the cache with its
+// features, is told on stderr once per process, whether the features were computed or read from the cache.
 
 #include <array>
 #include <atomic>
@@ -12,6 +14,8 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -26,11 +30,35 @@
 
 namespace demo {
 
+// Tells each clip's note once per process, on stderr: when its features are computed, and when they are read from
+// the cache unless told not to (a rank other than 0 of several leaves those to rank 0, which reads every clip).
+class ClipNotes {
+ public:
+  void tell(const std::filesystem::path& video, const std::string& note, bool computed) {
+    if (note.empty()) return;
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if ((!computed && !cached_) || !told_.insert(video.string()).second) return;
+    fmt::print(stderr, "\n{}", note);  // (after a progress line that has no line end)
+  }
+  void tell_cached(bool on) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    cached_ = on;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::set<std::string> told_;
+  bool cached_ = true;
+};
+
 struct ClipFeatures {
   std::function<vidlora::Matrix(const std::filesystem::path&)> get;
   std::function<bool(const std::filesystem::path&)> ensure;  // true: computed now
+  std::shared_ptr<ClipNotes> notes = std::make_shared<ClipNotes>();
 
   vidlora::Matrix operator()(const std::filesystem::path& video) const { return get(video); }
+  // Whether the notes of clips read from the cache are told (on by default); every copy shares the setting.
+  void tell_cached_notes(bool on) const { notes->tell_cached(on); }
 };
 
 // The tower a GPU build encodes the frames with (gpu_program.hpp's device_encoder) and how to give its device memory
@@ -40,15 +68,40 @@ struct DeviceEncoder {
   std::function<void()> release_device = [] {};
 };
 
-// The features of one sampler, frame count and encoder id, kept in `cache`; `compute` encodes a clip on a miss.
+// The features of one sampler, frame count and encoder id, kept in `cache`; `compute` encodes a clip on a miss, with
+// its note.
 inline ClipFeatures cached_clip_features(std::shared_ptr<vidlora::train::FeatureCache> cache, std::string sampler,
                                          int frames, std::string encoder_id,
-                                         std::function<vidlora::Matrix(const std::filesystem::path&)> compute) {
+                                         vidlora::train::FeatureCache::NotedCompute compute) {
   const auto key = [sampler = std::move(sampler), frames, id = std::move(encoder_id)](const std::filesystem::path& v) {
     return vidlora::train::FeatureKey{v, sampler, frames, id};
   };
-  return {[cache, key, compute](const std::filesystem::path& v) { return cache->get(key(v), compute); },
-          [cache, key, compute](const std::filesystem::path& v) { return cache->ensure(key(v), compute); }};
+  ClipFeatures f;
+  f.get = [cache, key, compute, notes = f.notes](const std::filesystem::path& v) {
+    bool computed = false;
+    auto noted = cache->get_noted(key(v), [&](const std::filesystem::path& video) {
+      computed = true;
+      return compute(video);
+    });
+    notes->tell(v, noted.note, computed);
+    return std::move(noted.features);
+  };
+  f.ensure = [cache, key, compute, notes = f.notes](const std::filesystem::path& v) {
+    std::string note;
+    const bool computed = cache->ensure_noted(key(v), compute, &note);
+    notes->tell(v, note, computed);
+    return computed;
+  };
+  return f;
+}
+// ... for an encoder with nothing to note.
+inline ClipFeatures cached_clip_features(std::shared_ptr<vidlora::train::FeatureCache> cache, std::string sampler,
+                                         int frames, std::string encoder_id,
+                                         std::function<vidlora::Matrix(const std::filesystem::path&)> compute) {
+  return cached_clip_features(std::move(cache), std::move(sampler), frames, std::move(encoder_id),
+                              [compute = std::move(compute)](const std::filesystem::path& v) {
+                                return vidlora::train::NotedFeatures{compute(v), {}};
+                              });
 }
 
 // What ensure_clips did.

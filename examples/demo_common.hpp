@@ -51,9 +51,11 @@ namespace fs = std::filesystem;
 void capture_ffmpeg_log();
 
 // examples/support/demo_features.cpp: sampler + CLIP preprocessing + encoder (+ pooling), then, when
-// change_pool_stride > 0, the tokens of the clip's largest change pooled by it.
-vidlora::Matrix clip_features(const std::filesystem::path& video, const std::string& sampler, int frames,
-                              const vidlora::model::FrameEncoder& encoder, int pool_stride, int change_pool_stride);
+// change_pool_stride > 0, the tokens of the clip's largest change pooled by it; with the sampling's note
+// (support/sampling_notes.hpp: a short clip, damage FFmpeg decoded through).
+vidlora::train::NotedFeatures clip_features(const std::filesystem::path& video, const std::string& sampler, int frames,
+                                            const vidlora::model::FrameEncoder& encoder, int pool_stride,
+                                            int change_pool_stride);
 
 // The programs' options are declared in a CommandLine (command_line.hpp); configure() reads them through it.
 using Args = CommandLine;

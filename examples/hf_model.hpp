@@ -30,10 +30,11 @@
 
 namespace demo {
 
-// examples/support/hf_features.cpp: sampler at the video's size + processor preprocessing + CLIP tower (+ pooling).
-vidlora::Matrix hf_clip_features(const std::filesystem::path& video, const std::string& sampler, int frames,
-                                 const vidlora::video::ClipPreprocessOptions& preprocessing,
-                                 const vidlora::model::FrameEncoder& encoder, int pool_stride);
+// examples/support/hf_features.cpp: sampler at the video's size + processor preprocessing + CLIP tower (+ pooling),
+// with the sampling's note (support/sampling_notes.hpp).
+vidlora::train::NotedFeatures hf_clip_features(const std::filesystem::path& video, const std::string& sampler,
+                                               int frames, const vidlora::video::ClipPreprocessOptions& preprocessing,
+                                               const vidlora::model::FrameEncoder& encoder, int pool_stride);
 
 // The question the captioner is asked when --prompt is not given.
 inline constexpr const char* kDefaultHfPrompt = "Describe this video.";

@@ -1046,6 +1046,9 @@ int train_main(const demo::Args& a, int argc, char** argv) {
     const auto run = [&](const model::DecoderConfig& decoder_config, const auto& weights, model::Mlp2xGelu projector,
                          const train::TextCodec& codec, const demo::ClipFeatures& feats,
                          const demo::DeviceEncoder& encoder) {
+      // A clip's note (a short or damaged clip) is told by the rank that encodes it, and again from the cache by rank 0
+      // only (which reads every clip): not once per rank.
+      feats.tell_cached_notes(ranks.rank() == 0);
       if constexpr (TrainBackend::on_device) {  // the tower leaves the card before the decoder comes to it
         std::vector<const train::Clip*> clips;
         for (const auto& c : ds.train) clips.push_back(&c);

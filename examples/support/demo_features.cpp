@@ -1,6 +1,7 @@
 // The video half of the demo programs (FFmpeg sampling and frozen CLIP features), compiled once for both.
 #include <fmt/format.h>
 
+#include <vidlora/train/feature_cache.hpp>
 #include <vidlora/train/video_features.hpp>
 #include <vidlora/core/error.hpp>
 #include <vidlora/video/ffmpeg.hpp>
@@ -25,8 +26,9 @@ void capture_ffmpeg_log() {
   vidlora::fail("VIDLORA_FFMPEG_LOG={}: not one of quiet, panic, fatal, error, warning, info, verbose, debug", name);
 }
 
-vidlora::Matrix clip_features(const std::filesystem::path& video, const std::string& sampler, int frames,
-                              const vidlora::model::FrameEncoder& encoder, int pool_stride, int change_pool_stride) {
+vidlora::train::NotedFeatures clip_features(const std::filesystem::path& video, const std::string& sampler, int frames,
+                                            const vidlora::model::FrameEncoder& encoder, int pool_stride,
+                                            int change_pool_stride) {
   vidlora::video::SamplerOptions so;
   so.num_frames = frames;
   so.threads = 1;
@@ -36,17 +38,13 @@ vidlora::Matrix clip_features(const std::filesystem::path& video, const std::str
   vidlora::Matrix f = vidlora::video::with_sampling_policy(sampler, [&](auto policy) {
     return vidlora::train::video_clip_features<decltype(policy)>(video, so, encoder, pool_stride, &report);
   });
-  if (change_pool_stride == 0) {
-    print_sampling_notes(video, report, frames);
-    return f;
-  }
+  if (change_pool_stride == 0) return {std::move(f), sampling_notes(video, report, frames)};
   vidlora::video::SamplingReport change_report;  // (every frame decoded: its damage count covers the whole clip)
   const vidlora::Matrix change =
       vidlora::train::video_change_features(video, so, encoder, change_pool_stride, &change_report);
-  print_sampling_notes(video, report, frames, &change_report.status);
   vidlora::Matrix both(f.rows() + change.rows(), f.cols());
   both << f, change;
-  return both;
+  return {std::move(both), sampling_notes(video, report, frames, &change_report.status)};
 }
 
 }  // namespace demo

@@ -104,7 +104,7 @@ TEST_CASE("PEFT adapters of ranks 12 and 6 (rsLoRA) and 2 held zero-padded at ra
   }
 }
 
-TEST_CASE("held_rank keeps a compiled rank and takes the next one up for others; out-of-range ranks are errors",
+TEST_CASE("held_rank keeps a compiled rank and takes the next one up for others and refuses out-of-range ranks",
           "[model][lora][peft][errors]") {
   CHECK(model::held_rank(1) == 4);
   CHECK(model::held_rank(4) == 4);

@@ -176,6 +176,14 @@ check "a clip FFmpeg decodes through damage is captioned, with a note naming it 
   bash -c 'grep -q "^scrambled.mp4	" caption_scrambled.out &&
            grep -q "note: scrambled.mp4: FFmpeg concealed damage in [1-9][0-9]* of [0-9]* decoded frames, the first at [0-9.]* s: its bitstream is corrupt there" caption_scrambled.err'
 check "a clean clip gets no such note" bash -c '! grep -q "concealed damage" caption.err caption_short.err'
+# Its features now come from the feature cache, which kept the note with them: told again, once (and the short clip's).
+run 0 caption_scrambled_cached "$bin/caption" --model model --trained out scrambled.mp4 scrambled.mp4
+check "a damaged clip's note comes back with its cached features, once" bash -c \
+  'test "$(grep -c "note: scrambled.mp4: FFmpeg concealed damage in [1-9][0-9]* of [0-9]* decoded frames" \
+         caption_scrambled_cached.err)" -eq 1 && test "$(grep -c "^scrambled.mp4	" caption_scrambled_cached.out)" -eq 2'
+run 0 caption_short_cached "$bin/caption" --model model --trained out --frames 500 "$video"
+check "so does a short clip's" \
+  grep -q "note: $video has [0-9]* frames, fewer than the 500 asked: all [0-9]* are used" caption_short_cached.err
 # A damaged video: FFmpeg's last error is part of the program's error for the clip; FFmpeg's own lines show as
 # FFmpeg's default level would (nothing hidden), VIDLORA_FFMPEG_LOG=quiet keeps them off, and a level it does not
 # know is an error naming it.

@@ -110,3 +110,51 @@ TEST_CASE("feature cache refuses an encoder that returns no features, naming the
   CHECK_THROWS_WITH(c.cache.ensure(key, nothing), Catch::Contains("returned no features"));
   CHECK_FALSE(fs::exists(c.cache.path_of(key)));
 }
+
+TEST_CASE("feature cache keeps a clip's note with its features and gives it back from the cache", "[feature_cache]") {
+  CacheCase c("note");
+  write_video(c.video("b.mp4"), 50);
+  const train::FeatureKey a{c.video("a.mp4"), "uniform", 8, "clip-test"};
+  const train::FeatureKey b{c.video("b.mp4"), "uniform", 8, "clip-test"};
+  const std::string note = "note: a.mp4: FFmpeg concealed damage in 1 of 30 decoded frames\nnote: a.mp4 has 3 frames";
+  const auto noted = [&](const fs::path& video) {
+    return train::NotedFeatures{c.compute(video), video.filename() == "a.mp4" ? note : std::string()};
+  };
+
+  const train::NotedFeatures first = c.cache.get_noted(a, noted);
+  CHECK(first.note == note);
+  CHECK(first.features(0, 0) == 100.0f);
+  const train::NotedFeatures again = c.cache.get_noted(a, noted);  // read back: the same note, not computed again
+  CHECK(again.note == note);
+  CHECK(again.features(0, 0) == 100.0f);
+  CHECK(c.calls == 1);
+  std::string told = "stale";
+  CHECK_FALSE(c.cache.ensure_noted(a, noted, &told));  // ensure reads it from the header
+  CHECK(told == note);
+  CHECK(c.cache.get(a, c.compute)(0, 0) == 100.0f);  // a noted entry is valid for get() too
+  CHECK(c.calls == 1);
+
+  CHECK(c.cache.ensure_noted(b, noted, &told));  // nothing to note: computed, an empty note
+  CHECK(told.empty());
+  CHECK_FALSE(c.cache.ensure_noted(b, noted, &told));
+  CHECK(told.empty());
+  CHECK_FALSE(io::SafetensorsFile::open(c.cache.path_of(b)).metadata().contains("note"));
+
+  // An entry written without a note (get(), or before notes) reads back with an empty one.
+  const train::FeatureKey plain{c.video("a.mp4"), "uniform", 4, "clip-test"};
+  CHECK(c.cache.get(plain, c.compute)(0, 0) == 300.0f);
+  CHECK(c.cache.get_noted(plain, noted).note.empty());
+  CHECK(c.calls == 3);
+
+  write_video(c.video("a.mp4"), 101);  // a changed video: computed again, with the note compute gives now
+  const std::string none =
+      c.cache.get_noted(a,
+                        [&](const fs::path& v) {
+                          return train::NotedFeatures{c.compute(v), {}};
+                        })
+          .note;
+  CHECK(none.empty());
+  CHECK(c.cache.stale() == 1);
+  CHECK(c.cache.get_noted(a, noted).note.empty());
+  CHECK(c.calls == 4);
+}
