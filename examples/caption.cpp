@@ -77,9 +77,9 @@ demo::CommandLine command_line() {
       "adapter (any r up to 256: one that is not 4, 8, 16, ... 256 is held zero-padded at the next of\n"
       "those; the projector too when it carries one, modules_to_save [\"multi_modal_projector\"]),\n"
       "--trained adds train_captioner's adapter and projector. A VIDEO that is a directory stands for the\n"
-      "video files under it (.mp4 .mkv .webm .mov .avi, at any depth, in path order). Prints\n"
-      "path<TAB>caption per video, one line each (a caption's line breaks, tabs and\n"
-      "backslashes escaped: \\n, \\t, \\\\, ...; --jsonl keeps them); errors and progress go to stderr.\n"
+      "video files under it (.mp4 .mkv .webm .mov .avi, at any depth, in path order). Prints path<TAB>caption\n"
+      "per video, one line each (a caption's line breaks, tabs and backslashes escaped: \\n, \\t, \\\\, ...;\n"
+      "--jsonl keeps them); errors and progress go to stderr.\n"
       "With HF_DIR, its generation_config.json sets the generation as in transformers' generate()\n"
       "(sampling, penalties, EOS ids); the options below override it. A GPU preset's build\n"
       "(built with nvcc) encodes the frames and generates on the GPU; the Cpu preset's runs on the CPU (a 7B\n"
@@ -97,9 +97,8 @@ demo::CommandLine command_line() {
                "modules_to_save)"),
           text("prompt", "TEXT", "HF_DIR only: the question in the chat template (default: Describe this video.)"),
           text("base", "NAME",
-               "the decoder's frozen linear weights in nf4 (bitsandbytes' load_in_4bit: NF4, blocksize "
-               "64, double-quantized absmax; a 7B's in about 3.3 GB, the base QLoRA trains on) or fp32 (about 26 "
-               "GB) (default: as --trained was trained, else fp32; a GPU preset's build: the preset's, nf4)"),
+               "frozen decoder weights: nf4 (bitsandbytes' load_in_4bit, double-quantized; a 7B's in 3.3 GB) or "
+               "fp32 (26 GB); default: the trained run's, else fp32; GPU builds: nf4 only"),
           text("jsonl", "FILE", "also write {\"video\", \"caption\"} lines to FILE"),
           text("cache", "DIR",
                "feature cache (default TRAINED/feature_cache; with HF_DIR and no --trained, ./vidlora_feature_cache)"),
@@ -483,11 +482,14 @@ std::optional<AdapterOnDisk> read_adapter(const std::optional<fs::path>& adapter
       fail("PEFT adapter {}: {}", a.dir.string(), e.what());
     }
   }();
-  const std::string held_at = rank == a.adapter.spec.r ? "" : fmt::format(" (held at rank {})", rank);
+  const std::string r_is =
+      rank == a.adapter.spec.r
+          ? fmt::format("r = {}", rank)
+          : fmt::format("r = {} is held at rank {} (the next compiled rank), which", a.adapter.spec.r, rank);
   for (const auto& [module, w] : a.adapter.modules)  // LoraLinear's bound (PEFT allows a larger r; tiny models only)
     require(rank <= std::min(w.A.cols(), w.B.rows()),
-            "PEFT adapter {}: r = {}{} is above min(in {}, out {}) of {}; vidlora's LoRA layers take r <= min(in, out)",
-            a.dir.string(), a.adapter.spec.r, held_at, w.A.cols(), w.B.rows(), module);
+            "PEFT adapter {}: {} is above min(in {}, out {}) of {}; vidlora's LoRA layers take a rank <= min(in, out)",
+            a.dir.string(), r_is, w.A.cols(), w.B.rows(), module);
   model::Mlp2xGelu carried = projector;
   const bool carries = train::load_projector_from_adapter(a.dir, a.adapter, carried);
   a.options = model::decoder_options_for(a.adapter, config, {}, model::SavedModules::loaded_by_caller);
@@ -513,8 +515,9 @@ void print_decoder_base(const DecoderT& decoder) {
              format_bytes(decoder.weight_bytes()));
 }
 
-// The decoder with `adapter` at the rank and alpha it was trained with (whichever preset's build or library trained
-// it), or without one, captioning the videos; its frozen linear weights held in `Base`.
+// The decoder with `adapter` (whichever preset's build or library trained it: at its rank and alpha, or held
+// zero-padded at the next compiled rank with PEFT's scaling, model/held_adapter.hpp), or without one, captioning the
+// videos; its frozen linear weights held in `Base`.
 template <class Base, class Weights, class Codec>
 int caption_with_adapter(const demo::CommandLine& a, const DeviceSettings& settings,
                          const GenerationOptions& generation, const model::DecoderConfig& config,
@@ -529,7 +532,10 @@ int caption_with_adapter(const demo::CommandLine& a, const DeviceSettings& setti
     model::Decoder<R, R, Base> decoder(config, weights, adapter->options);
     print_decoder_base(decoder);
     try {
-      decoder.load_adapter(adapter->held.factors);
+      if (adapter->held.padded())
+        decoder.load_adapter(adapter->held.factors);
+      else
+        decoder.load_adapter(io::SafetensorsFile::open(adapter->dir / lora::kAdapterWeightsName));
     } catch (const vidlora::Error& e) {  // the tensor's name and shapes alone do not say it is the adapter's
       fail("PEFT adapter {} does not fit the model: {}", adapter->dir.string(), e.what());
     }
@@ -545,8 +551,11 @@ void check_trained_on(const demo::CommandLine& a, const fs::path& trained, const
   if (a.has("allow-other-model") || !fs::exists(trained / "projector.safetensors")) return;  // (the caller says so)
   const fs::path checkpoint = train::last_checkpoint_path(trained);
   if (!fs::exists(checkpoint)) {
-    fmt::print(stderr, "caption: warning: {} has no checkpoint ({}): cannot check that it was trained on {}\n",
-               trained.string(), checkpoint.string(), model_dir.string());
+    fmt::print(stderr,
+               "caption: warning: {} has no checkpoint ({}): cannot check that it was trained on {}, nor caption as "
+               "it was trained (its sampler, frame count and decoder base: uniform, the preset's {} frames and fp32 "
+               "unless --sampler, --frames, --base say otherwise)\n",
+               trained.string(), checkpoint.string(), model_dir.string(), ActivePreset::num_frames);
     return;
   }
   const auto config = train::checkpoint_configuration(checkpoint);
@@ -591,9 +600,8 @@ Sampling sampling_of(const demo::CommandLine& a, const std::optional<fs::path>& 
   return s;
 }
 
-// The CPU build's decoder base for a Hugging Face model: --base, else the base `trained` was trained on (its last
-// checkpoint's "base": a GPU preset's run trains its LoRA factors over NF4 weights, and captions come from that model),
-// else fp32.
+// The CPU build's decoder base: --base, else the base `trained` was trained on (its last checkpoint's "base": a GPU
+// preset's run trains its LoRA factors over NF4 weights, and captions come from that model), else fp32.
 [[maybe_unused]] std::string decoder_base(const demo::CommandLine& a, const std::optional<fs::path>& trained) {
   if (a.has("base")) return a.str("base", "");
   const fs::path checkpoint = trained ? train::last_checkpoint_path(*trained) : fs::path();
@@ -641,14 +649,20 @@ demo::DeviceEncoder device_encoder([[maybe_unused]] const DeviceSettings& settin
 // adapter (--adapter, or --trained's adapter/) at whatever rank it was trained with.
 int caption_hf(const demo::CommandLine& a, const DeviceSettings& settings, const GenerationOptions& generation,
                const fs::path& dir) {
+  // The train_captioner run captioned as it was trained (its sampler, frames and decoder base): --trained, or the run
+  // whose OUT/adapter --adapter names (the whole trained model).
+  std::optional<fs::path> run;
   if (a.has("trained")) {
-    check_trained_on(a, a.str("trained", ""), dir);  // before the model loads (minutes for a 7B)
-  } else if (a.has("adapter")) {  // OUT/adapter of a train_captioner run: the whole trained model, checked the same
+    run = fs::path(a.str("trained", ""));
+    check_trained_on(a, *run, dir);  // before the model loads (minutes for a 7B)
+  } else if (a.has("adapter")) {     // OUT/adapter of a train_captioner run: checked the same
     fs::path adapter = fs::path(a.str("adapter", "")).lexically_normal();
     if (!adapter.has_filename()) adapter = adapter.parent_path();  // (a trailing '/')
-    const fs::path run = adapter.has_parent_path() ? adapter.parent_path() : fs::path(".");
-    if (fs::exists(run / "projector.safetensors") && fs::exists(train::last_checkpoint_path(run)))
-      check_trained_on(a, run, dir);
+    const fs::path out = adapter.has_parent_path() ? adapter.parent_path() : fs::path(".");
+    if (fs::exists(out / "projector.safetensors") && fs::exists(train::last_checkpoint_path(out))) {
+      check_trained_on(a, out, dir);
+      run = out;
+    }
   }
   const fs::path cache = writable_cache(a.str(
       "cache", (a.has("trained") ? fs::path(a.str("trained", "")) / "feature_cache" : fs::path("vidlora_feature_cache"))
@@ -671,13 +685,12 @@ int caption_hf(const demo::CommandLine& a, const DeviceSettings& settings, const
                    a.has("adapter") ? "caption with one of them (--adapter alone, or --trained alone)"
                                     : "they are not one run's (rewrite one of them, or caption with --adapter alone)");
   const auto codec = m.codec();
-  const Sampling sampling =
-      sampling_of(a, a.has("trained") ? std::optional<fs::path>(a.str("trained", "")) : std::nullopt);
+  const Sampling sampling = sampling_of(a, run);
   const demo::DeviceEncoder encoder = device_encoder(settings, m.vision);
   const VideoFeatures feats =
       encode_up_front(a, m.features(sampling.sampler, sampling.frames, cache, encoder.encoder), encoder);
   return caption_on_base(a, settings, generation, m.config.text, m.weights, adapter, std::move(projector), codec, feats,
-                         a.has("trained") ? std::optional<fs::path>(a.str("trained", "")) : std::nullopt);
+                         run);
 }
 
 // Each VIDEO that is a directory stands for the video files under it (train::kVideoExtensions, any case), at any

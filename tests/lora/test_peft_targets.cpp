@@ -153,6 +153,9 @@ TEST_CASE("LoraConfig fields that change the adapter's math are refused by name"
   refused("layers_to_transform", {0}, {"layers_to_transform", "regular expression"});
   refused("init_lora_weights", "loftq", {"init_lora_weights", "changes the base weights"});
   refused("init_lora_weights", "warm", {"init_lora_weights", "not an initialisation vidlora knows"});
+  // PEFT scales by any lora_alpha; LoraOptions reads 0 as "the template alpha", so 0 and below would run otherwise.
+  refused("lora_alpha", 0, {"lora_alpha 0", "positive"});
+  refused("lora_alpha", -8, {"lora_alpha -8", "positive"});
 }
 
 TEST_CASE("adapter_config.json fields are PEFT's LoraConfig fields or off", "[lora][peft][reference][errors]") {

@@ -85,31 +85,36 @@ run 0 short_clip "$bin/caption" --model "$hf" --frames 500 --max-new-tokens 6 "$
 check "a clip with fewer frames than --frames is said to use all it has" \
   grep -q "note: ${clips[0]} has [0-9]* frames, fewer than the 500 asked: all [0-9]* are used" short_clip.err
 # An adapter of r 16 on this 16-wide model (k_proj / v_proj are 8 out): PEFT takes r > min(in, out), vidlora's LoRA
-# layers do not; refused before any clip is encoded, naming the module and the adapter.
+# layers do not; refused before any clip is encoded, naming the module and the adapter. So is r 12, held at 16.
 python3 - <<'EOF'
 import json, os, struct
-os.makedirs("rank16", exist_ok=True)
 raw = open("out/adapter/adapter_model.safetensors", "rb").read()
 header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
 header.pop("__metadata__", None)
-out, blob = {}, b""
-for k, v in sorted(header.items()):
-    if ".lora_" not in k:
-        continue
-    shape = [16, v["shape"][1]] if ".lora_A." in k else [v["shape"][0], 16]
-    n = 4 * shape[0] * shape[1]
-    out[k] = {"dtype": "F32", "shape": shape, "data_offsets": [len(blob), len(blob) + n]}
-    blob += bytes(n)
-h = json.dumps(out).encode()
-h += b" " * (-len(h) % 8)
-open("rank16/adapter_model.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + blob)
-cfg = json.load(open("out/adapter/adapter_config.json"))
-cfg.update(r=16, lora_alpha=32, modules_to_save=None)
-json.dump(cfg, open("rank16/adapter_config.json", "w"))
+for r in (16, 12):
+    os.makedirs(f"rank{r}", exist_ok=True)
+    out, blob = {}, b""
+    for k, v in sorted(header.items()):
+        if ".lora_" not in k:
+            continue
+        shape = [r, v["shape"][1]] if ".lora_A." in k else [v["shape"][0], r]
+        n = 4 * shape[0] * shape[1]
+        out[k] = {"dtype": "F32", "shape": shape, "data_offsets": [len(blob), len(blob) + n]}
+        blob += bytes(n)
+    h = json.dumps(out).encode()
+    h += b" " * (-len(h) % 8)
+    open(f"rank{r}/adapter_model.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + blob)
+    cfg = json.load(open("out/adapter/adapter_config.json"))
+    cfg.update(r=r, lora_alpha=2 * r, modules_to_save=None)
+    json.dump(cfg, open(f"rank{r}/adapter_config.json", "w"))
 EOF
 run 1 rank16 "$bin/caption" --model "$hf" --adapter rank16 --frames 2 --max-new-tokens 6 "${clips[0]}"
 check "an adapter whose r is above a layer's min(in, out) is refused naming the module" \
   grep -q "PEFT adapter rank16: r = 16 is above min(in 16, out 8) of model.language_model.layers.0.self_attn.k_proj" rank16.err
+run 1 rank12 "$bin/caption" --model "$hf" --adapter rank12 --frames 2 --max-new-tokens 6 "${clips[0]}"
+check "an adapter whose held rank is above a layer's min(in, out) is refused saying so" \
+  grep -q "PEFT adapter rank12: r = 12 is held at rank 16 (the next compiled rank), which is above min(in 16, out 8) of model.language_model.layers.0.self_attn.k_proj" \
+  rank12.err
 # An adapter of a rank vidlora does not compile (PEFT allows any r) is held zero-padded at the next compiled rank,
 # its alpha rescaled: r 6 cut from the trained r 8 captions as that r 8 adapter with its last two ranks zero and
 # lora_alpha 16 · 8 / 6 (the model tests compare such adapters with PEFT's logits: tests/model/test_peft_decoder.cpp).
@@ -155,14 +160,14 @@ def write(out, keep, alpha):
 write("rank6", 6, cfg["lora_alpha"])
 write("rank8_zeroed", 6, cfg["lora_alpha"] * 8 / 6)
 EOF
-run 0 rank6 "$bin/caption" --model "$hf" --adapter rank6 --cache cache_nf4 --frames 2 --max-new-tokens 12 "${clips[@]}"
+run 0 rank6 "$bin/caption" --model "$hf" --adapter rank6 --cache cache_hf --frames 2 --max-new-tokens 12 "${clips[@]}"
 check "an r 6 adapter is held at rank 8, said on stderr" \
   grep -q "caption: adapter rank6 (r 6, alpha 16, with its projector; held at rank 8, lora_A and lora_B padded with zeros)" \
   rank6.err
-run 0 rank8_zeroed "$bin/caption" --model "$hf" --adapter rank8_zeroed --cache cache_nf4 --frames 2 --max-new-tokens 12 \
+run 0 rank8_zeroed "$bin/caption" --model "$hf" --adapter rank8_zeroed --cache cache_hf --frames 2 --max-new-tokens 12 \
   "${clips[@]}"
 check "... and captions as the r 8 adapter with those ranks zero and alpha 16 · 8 / 6" cmp rank6.out rank8_zeroed.out
-run 0 rank8 "$bin/caption" --model "$hf" --adapter out/adapter --cache cache_nf4 --frames 2 --max-new-tokens 12 \
+run 0 rank8 "$bin/caption" --model "$hf" --adapter out/adapter --cache cache_hf --frames 2 --max-new-tokens 12 \
   "${clips[@]}"
 check "(the two ranks cut off change the captions)" bash -c '! cmp -s rank6.out rank8.out'
 run 0 base "$bin/caption" --model "$hf" --frames 2 --max-new-tokens 6 "${clips[0]}"
@@ -172,12 +177,12 @@ check "caption captions with the bare checkpoint too" grep -q "^${clips[0]}	" ba
 # (tests/fixtures/model/llava_next_video_hf_nf4, tools/reference/nf4_decoder_fixture.py); over the original weights
 # fp32 gives other captions (quantization changes this model's).
 mkdir -p hf_nf4 && cp "$hf"/* hf_nf4/ && cp "$root/tests/fixtures/model/llava_next_video_hf_nf4/model.safetensors" hf_nf4/
-run 0 nf4 "$bin/caption" --model "$hf" --base nf4 --cache cache_nf4 --frames 2 --max-new-tokens 12 "${clips[@]}"
+run 0 nf4 "$bin/caption" --model "$hf" --base nf4 --cache cache_hf --frames 2 --max-new-tokens 12 "${clips[@]}"
 check "--base nf4 says so, with the weights' size" grep -q "the decoder's linear weights in nf4: .* of its " nf4.err
 run 0 bnb "$bin/caption" --model hf_nf4 --cache cache_bnb --frames 2 --max-new-tokens 12 "${clips[@]}"
 check "--base nf4 captions as fp32 over the weights bitsandbytes dequantizes" cmp nf4.out bnb.out
-run 0 fp32 "$bin/caption" --model "$hf" --base fp32 --cache cache_nf4 --frames 2 --max-new-tokens 12 "${clips[@]}"
-check "the default base is fp32" grep -q "the decoder's linear weights in fp32: " fp32.err
+run 0 fp32 "$bin/caption" --model "$hf" --base fp32 --cache cache_hf --frames 2 --max-new-tokens 12 "${clips[@]}"
+check "the default base is fp32" grep -q "the decoder's linear weights in fp32: " bnb.err
 check "fp32 over the original weights captions otherwise" bash -c '! cmp -s nf4.out fp32.out'
 # A run trained over an NF4 base (a GPU preset's: its checkpoint's "base" is 4bit) is captioned over one by default.
 cp -r out out4bit
@@ -195,16 +200,19 @@ h = json.dumps(header).encode()
 h += b" " * (-len(h) % 8)
 open(path, "wb").write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
 EOF
-run 0 trained4 "$bin/caption" --model "$hf" --trained out4bit --cache cache_nf4 --max-new-tokens 12 "${clips[@]}"
+run 0 trained4 "$bin/caption" --model "$hf" --trained out4bit --cache cache_hf --max-new-tokens 12 "${clips[@]}"
 check "caption says it takes an NF4 base as the run was trained" \
   grep -q "the decoder's weights in NF4 as out4bit was trained (--base fp32 to change)" trained4.err
-run 0 trained4_nf4 "$bin/caption" --model "$hf" --trained out --base nf4 --cache cache_nf4 --max-new-tokens 12 \
+run 0 trained4_nf4 "$bin/caption" --model "$hf" --trained out --base nf4 --cache cache_hf --max-new-tokens 12 \
   "${clips[@]}"
 check "... and captions as --base nf4 does" cmp trained4.out trained4_nf4.out
-run 0 trained4_fp32 "$bin/caption" --model "$hf" --trained out4bit --base fp32 --cache cache_nf4 --max-new-tokens 12 \
+run 0 trained4_fp32 "$bin/caption" --model "$hf" --trained out4bit --base fp32 --cache cache_hf --max-new-tokens 12 \
   "${clips[@]}"
 check "--base fp32 overrides it" \
   bash -c '! cmp -s trained4.out trained4_fp32.out && ! grep -q "as out4bit was trained (--base" trained4_fp32.err'
+run 0 adapter4 "$bin/caption" --model "$hf" --adapter out4bit/adapter --cache cache_hf --max-new-tokens 12 "${clips[@]}"
+check "--adapter OUT/adapter is captioned as the run OUT was trained (its base and frames)" bash -c \
+  'grep -q "the decoder.s weights in NF4 as out4bit was trained" adapter4.err && cmp -s adapter4.out trained4.out'
 run 1 bad_video "$bin/caption" --model "$hf" --frames 2 --max-new-tokens 6 "${clips[0]}" missing.mp4
 check "a bad video is reported on stderr only" bash -c 'grep -q missing.mp4 bad_video.err && ! grep -q missing.mp4 bad_video.out'
 

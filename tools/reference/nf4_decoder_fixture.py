@@ -6,7 +6,8 @@ transformers loads tests/fixtures/model/llava_next_video_hf with
 BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True) on the CPU
 (bitsandbytes' torch backend; Linear4bit's blocksize 64); each bnb.nn.Linear4bit of the language model
 (q/k/v/o/gate/up/down_proj of every layer) is dequantized with bitsandbytes.functional.dequantize_4bit on its
-own quant state: the float32 weight its forward multiplies by. Those replace the fixture's weights; every
+own quant state: the float32 weight those codes and absmax stand for (on a GPU, what its forward multiplies by;
+bitsandbytes 0.50.2's CPU path dequantizes this fixture's shapes wrongly, see dequantized()). Those replace the fixture's weights; every
 other tensor is copied unchanged (transformers also quantizes the vision tower and the projector, which
 vidlora's NF4 base leaves in full precision, as the GPU presets train: they are not taken).
 
@@ -37,9 +38,9 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 def dequantized(packed, state):
     """dequantize_4bit of a Linear4bit's weight, viewed as rows of one block each.
 
-    bitsandbytes 0.50.2's CPU dequantize_4bit is wrong for a weight whose rows are shorter than a block (this
-    fixture's [32, 16] and [16, 32]: a block's values come out scaled by another block's absmax; rows of 64 or
-    more, every real model's, come out right). Quantization runs over the flattened weight, so the same codes
+    bitsandbytes 0.50.2's CPU dequantize_4bit is wrong for a weight whose rows are shorter than a block (all 14
+    of this fixture's, [8, 16] to [32, 16]: a block's values come out scaled by another block's absmax; rows of
+    64 or more, every real model's, come out right). Quantization runs over the flattened weight, so the same codes
     and absmax dequantized with the shape [n / 64, 64] give the values the weight stands for.
     """
     n = state.shape.numel()

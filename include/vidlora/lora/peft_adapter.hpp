@@ -247,6 +247,10 @@ inline AdapterSpec parse_adapter_config(const std::filesystem::path& path) {
   const auto* alpha = get("lora_alpha");
   if (!alpha || !alpha->is_number()) throw bad("\"lora_alpha\" is missing or not a number");
   spec.lora_alpha = alpha->get<double>();
+  // (PEFT takes any: 0 makes the adapter add nothing, a negative one subtracts it; LoraOptions::alpha reads 0 as
+  // "the template Alpha", so neither would run as trained)
+  if (!(spec.lora_alpha > 0.0))
+    throw bad(fmt::format("lora_alpha {} is not supported: vidlora takes a positive lora_alpha", alpha->dump()));
   if (const auto* p = get("lora_dropout")) {
     if (!p->is_number()) throw bad("\"lora_dropout\" is not a number");
     spec.lora_dropout = p->get<double>();

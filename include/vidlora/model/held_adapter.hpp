@@ -10,9 +10,7 @@
 // the padding would stay zero (its gradients are zero: the padded rows of A meet zero columns of B) but the
 // adapter written would have the held rank.
 
-#include <algorithm>
 #include <cmath>
-#include <string>
 
 #include <vidlora/core/error.hpp>
 #include <vidlora/lora/peft_adapter.hpp>
@@ -34,14 +32,17 @@ inline int held_rank(int r) {
 struct HeldAdapter {
   int rank = 0;  // the compiled rank to dispatch on (lora::dispatch_rank)
   int r = 0;     // the adapter's own
-  // lora_A [rank, in] and lora_B [out, rank] under their file names (lora::peft_key), for Decoder::load_adapter.
+  // When padded: lora_A [rank, in] and lora_B [out, rank] under their file names (lora::peft_key), for
+  // Decoder::load_adapter; empty otherwise (load the adapter's own file: no copy of its factors is made).
   TensorTable factors;
   bool padded() const { return rank != r; }
 };
 
 // `adapter` held at held_rank(adapter.spec.r); `options` (decoder_options_for's) gets the alpha that keeps PEFT's
-// scaling at the held rank: alpha · rank / r (exact: rank / r scales by a power of two over alpha / r), or
-// alpha / √r · √rank with rsLoRA (PEFT's alpha / √r to within a rounding of the double).
+// scaling at the held rank. Without rsLoRA, (alpha · rank) / r in that order: alpha · rank is exact (rank is a power
+// of two), so the quotient is exactly rank · fl(alpha / r), and the layer's alpha / rank gives back PEFT's double
+// fl(alpha / r) bit for bit (alpha · (rank / r) would not). With rsLoRA, alpha / √r · √rank: exact when √rank is a
+// power of two (4, 16, 64, 256), else within an ulp of PEFT's double (the same float scaling).
 inline HeldAdapter hold_adapter(const lora::PeftAdapter& adapter, DecoderOptions& options) {
   HeldAdapter held;
   held.r = adapter.spec.r;
@@ -50,6 +51,7 @@ inline HeldAdapter hold_adapter(const lora::PeftAdapter& adapter, DecoderOptions
   for (const auto& [module, w] : adapter.modules) {
     require(w.A.rows() == r && w.B.cols() == r, "PEFT adapter: {} has lora_A {} and lora_B {}, not of rank r = {}",
             module, shape_string(w.A), shape_string(w.B), r);
+    if (!held.padded()) continue;
     Matrix a = Matrix::Zero(rank, w.A.cols());
     a.topRows(r) = w.A;
     Matrix b = Matrix::Zero(w.B.rows(), rank);
@@ -61,7 +63,7 @@ inline HeldAdapter hold_adapter(const lora::PeftAdapter& adapter, DecoderOptions
   options.lora.alpha = !held.padded() ? alpha
                        : adapter.spec.use_rslora
                            ? alpha / std::sqrt(static_cast<double>(r)) * std::sqrt(static_cast<double>(rank))
-                           : alpha * static_cast<double>(rank) / static_cast<double>(r);
+                           : (alpha * static_cast<double>(rank)) / static_cast<double>(r);
   return held;
 }
 
