@@ -475,25 +475,22 @@ std::optional<AdapterOnDisk> read_adapter(const std::optional<fs::path>& adapter
   require(fs::exists(*adapter_dir / "adapter_config.json"),
           "{} is not a PEFT adapter directory: it has no adapter_config.json", adapter_dir->string());
   AdapterOnDisk a{*adapter_dir, lora::load_peft_adapter(*adapter_dir), {}, {}};
-  const int rank = [&] {
-    try {
-      return model::held_rank(a.adapter.spec.r);
-    } catch (const vidlora::Error& e) {
-      fail("PEFT adapter {}: {}", a.dir.string(), e.what());
-    }
-  }();
+  a.options = model::decoder_options_for(a.adapter, config, {}, model::SavedModules::loaded_by_caller);
+  try {
+    a.held = model::hold_adapter(a.adapter, a.options);
+  } catch (const vidlora::Error& e) {  // (an r above the largest compiled rank)
+    fail("PEFT adapter {}: {}", a.dir.string(), e.what());
+  }
+  const int rank = a.held.rank;
   const std::string r_is =
-      rank == a.adapter.spec.r
-          ? fmt::format("r = {}", rank)
-          : fmt::format("r = {} is held at rank {} (the next compiled rank), which", a.adapter.spec.r, rank);
+      a.held.padded() ? fmt::format("r = {} is held at rank {} (the next compiled rank), which", a.held.r, rank)
+                      : fmt::format("r = {}", rank);
   for (const auto& [module, w] : a.adapter.modules)  // LoraLinear's bound (PEFT allows a larger r; tiny models only)
     require(rank <= std::min(w.A.cols(), w.B.rows()),
             "PEFT adapter {}: {} is above min(in {}, out {}) of {}; vidlora's LoRA layers take a rank <= min(in, out)",
             a.dir.string(), r_is, w.A.cols(), w.B.rows(), module);
   model::Mlp2xGelu carried = projector;
   const bool carries = train::load_projector_from_adapter(a.dir, a.adapter, carried);
-  a.options = model::decoder_options_for(a.adapter, config, {}, model::SavedModules::loaded_by_caller);
-  a.held = model::hold_adapter(a.adapter, a.options);
   fmt::print(stderr, "caption: adapter {} (r {}, alpha {}{}{})\n", a.dir.string(), a.adapter.spec.r,
              a.adapter.spec.lora_alpha, carries ? ", with its projector" : "",
              a.held.padded() ? fmt::format("; held at rank {}, lora_A and lora_B padded with zeros", rank) : "");
